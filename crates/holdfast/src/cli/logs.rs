@@ -1,0 +1,3 @@
+use std::{path::Path, process::ExitCode};
+use crate::model::ServiceName;
+pub fn run(_socket: &Path, _name: &ServiceName, _lines: usize, _follow: bool) -> miette::Result<ExitCode> { unimplemented!("skeleton") }

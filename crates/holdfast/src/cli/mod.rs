@@ -1,0 +1,124 @@
+//! Command-line interface: one module per subcommand, each with a `run` function.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::model::ServiceName;
+
+pub mod check;
+pub mod completions;
+pub mod demo;
+pub mod exit;
+pub mod logs;
+pub mod service;
+pub mod reload;
+pub mod status;
+pub mod up;
+
+/// A service supervisor: restart policies, process-group control and a watcher that heals.
+#[derive(Debug, Parser)]
+#[command(name = "holdfast", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the CLI finds the daemon's control socket.
+#[derive(Debug, Clone, Args)]
+pub struct SocketArgs {
+    /// Control socket of the running daemon.
+    #[arg(long, short = 's', env = "HOLDFAST_SOCKET", default_value = crate::model::defaults::CONTROL, global = true)]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the supervisor in the foreground with the given config.
+    Up {
+        /// Config file.
+        #[arg(long, short = 'c', env = "HOLDFAST_CONFIG", default_value = "/etc/holdfast/holdfast.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file; exits non-zero with a diagnostic for each problem.
+    Check {
+        /// Config file to check.
+        file: PathBuf,
+    },
+    /// Show the state of every service.
+    Status {
+        /// Print the control API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Start a service (also revives a `failed` one).
+    Start {
+        name: ServiceName,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Stop a service: its stop signal to the whole process group, SIGKILL after the timeout.
+    Stop {
+        name: ServiceName,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Stop a service if it runs, then start it.
+    Restart {
+        name: ServiceName,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Re-read the daemon's config and apply it: only changed services restart.
+    Reload {
+        /// Print what would change without applying it.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Stop all services in reverse dependency order and exit the daemon.
+    Shutdown {
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Show a service's captured stdout/stderr.
+    Logs {
+        name: ServiceName,
+        /// Keep printing lines as they are written (follows rotation).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Number of lines to show from the end.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        lines: usize,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Run holdfast supervising the bundled demo service on an embedded config.
+    Demo,
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Runs a parsed command line; the result maps to the process exit code.
+pub fn run(cli: Cli) -> miette::Result<ExitCode> {
+    match cli.command {
+        Command::Up { config } => up::run(&config),
+        Command::Check { file } => check::run(&file),
+        Command::Status { json, socket } => status::run(&socket.socket, json),
+        Command::Start { name, socket } => service::start(&socket.socket, name),
+        Command::Stop { name, socket } => service::stop(&socket.socket, name),
+        Command::Restart { name, socket } => service::restart(&socket.socket, name),
+        Command::Shutdown { socket } => service::shutdown(&socket.socket),
+        Command::Reload { dry_run, socket } => reload::run(&socket.socket, dry_run),
+        Command::Logs { name, follow, lines, socket } => logs::run(&socket.socket, &name, lines, follow),
+        Command::Demo => demo::run(),
+        Command::Completions { shell } => completions::run(shell),
+    }
+}

@@ -1,0 +1,6 @@
+//! The control API: protocol types, the Unix-socket server in the daemon, the client in
+//! the CLI.
+
+pub mod client;
+pub mod protocol;
+pub mod server;

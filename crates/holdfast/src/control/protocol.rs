@@ -1,0 +1,138 @@
+//! The control protocol: newline-delimited JSON over the Unix control socket.
+//!
+//! Each connection carries one request line `{"v":1,"request":{...}}` and gets one
+//! response line `{"v":1,"ok":{...}}` or `{"v":1,"error":{...}}`. The version is checked
+//! first so an old CLI talking to a new daemon gets a precise error, not a parse failure.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::ServiceName;
+
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub v: u32,
+    #[serde(flatten)]
+    pub body: T,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestBody {
+    Request(Request),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    Start { name: ServiceName },
+    Stop { name: ServiceName },
+    Restart { name: ServiceName },
+    /// Re-read the config file the daemon was started with and apply the difference.
+    Reload { dry_run: bool },
+    /// Stop all services (reverse dependency order) and exit.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseBody {
+    Ok(Reply),
+    Error(ControlError),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    Status(Status),
+    /// A start/stop/restart/shutdown was accepted; `message` says what happens next.
+    Accepted { message: String },
+    Reload(ReloadPlan),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ControlError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request line was not valid JSON or not a known request.
+    BadRequest,
+    /// Protocol version mismatch.
+    Version,
+    UnknownService,
+    /// The config given to `reload` is invalid; `message` is the rendered diagnostic.
+    InvalidConfig,
+    PermissionDenied,
+    ShuttingDown,
+    Internal,
+}
+
+/// Answer to `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub daemon: DaemonStatus,
+    pub services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    pub version: String,
+    pub config: String,
+    pub uptime_ms: u64,
+    pub shutting_down: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: ServiceName,
+    /// One of: stopped, waiting, starting, running, stopping, backoff, failed.
+    pub state: String,
+    pub pid: Option<u32>,
+    /// Time in the current state.
+    pub since_ms: u64,
+    /// Automatic restarts since holdfast started (or the service was added).
+    pub restarts: u32,
+    pub last_exit: Option<ExitInfo>,
+    /// Why the service is in its state (failed: the cause; backoff: the next attempt;
+    /// waiting: the dependencies; stopping: who holds the stop up).
+    pub reason: Option<String>,
+    /// While stopping: processes of the service still alive.
+    pub holding_up: Vec<ProcessInfo>,
+    pub log: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// `exited 3`, `killed by SIGKILL`, `killed by SIGSEGV (core dumped)`.
+    pub description: String,
+    pub code: Option<i32>,
+    pub signal: Option<String>,
+    pub ago_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub command: String,
+}
+
+/// What a reload changes (or would change, with `dry_run`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ReloadPlan {
+    pub dry_run: bool,
+    pub added: Vec<ServiceName>,
+    pub removed: Vec<ServiceName>,
+    /// Changed services, restarted with the new definition.
+    pub changed: Vec<ServiceName>,
+    pub unchanged: Vec<ServiceName>,
+    /// `[holdfast]` settings that changed but need a daemon restart to apply.
+    pub ignored: Vec<String>,
+}

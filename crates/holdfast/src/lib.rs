@@ -1,0 +1,14 @@
+//! holdfast as a library: the binary is a thin clap front over these modules, and the
+//! integration tests drive the binary.
+//!
+//! Layering (functional core, imperative shell):
+//! `config` → `model::Plan` → `supervisor::core` (pure state machines) ← events from the
+//! shell (`supervisor::runtime`, `process`, `logs`, `control`).
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod logs;
+pub mod model;
+pub mod process;
+pub mod supervisor;

@@ -1,0 +1,16 @@
+//! holdfast: one binary that is both the supervisor daemon and its CLI.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = holdfast::cli::Cli::parse();
+    match holdfast::cli::run(cli) {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::from(holdfast::cli::exit::FAILURE)
+        }
+    }
+}

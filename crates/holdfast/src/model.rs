@@ -1,0 +1,282 @@
+//! The validated, typed plan that the supervisor runs.
+//!
+//! A `Plan` is only ever built by `config::validate`, so every value in it has been
+//! checked: names are well-formed, `after` targets exist and form no cycle, limits are in
+//! range. Code downstream of the config layer never re-validates.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+/// Everything holdfast runs: daemon settings plus services in name order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub daemon: DaemonSettings,
+    pub services: BTreeMap<ServiceName, ServiceSpec>,
+}
+
+/// Settings of the daemon itself (`[holdfast]` table). Changing them needs a restart of
+/// holdfast; `reload` reports such changes and keeps the running values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSettings {
+    /// Unix control socket, created with mode 0600.
+    pub control: PathBuf,
+    /// Besides root, members of this group may use the control socket.
+    pub control_group: Option<GroupRef>,
+    /// Crash reports, quarantine queue, upgrade state.
+    pub state_dir: PathBuf,
+    /// Captured stdout/stderr, one file per service.
+    pub log_dir: PathBuf,
+}
+
+/// A group as written in the config, resolved to its gid at validation time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRef {
+    pub name: String,
+    pub gid: u32,
+}
+
+/// A service name: non-empty, `[A-Za-z0-9_.-]`, at most 64 bytes, not starting with `.`
+/// or `-`. It is used in file names and in the control protocol, so the charset matters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ServiceName(String);
+
+impl ServiceName {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
+        let name = name.into();
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+        if name.is_empty()
+            || name.len() > Self::MAX_LEN
+            || name.starts_with(['.', '-'])
+            || !name.chars().all(valid_char)
+        {
+            return Err(InvalidName(name));
+        }
+        Ok(Self(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for ServiceName {
+    type Err = InvalidName;
+    fn from_str(s: &str) -> Result<Self, InvalidName> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<String> for ServiceName {
+    type Error = InvalidName;
+    fn try_from(s: String) -> Result<Self, InvalidName> {
+        Self::new(s)
+    }
+}
+
+impl From<ServiceName> for String {
+    fn from(n: ServiceName) -> String {
+        n.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid service name {0:?}: use 1-64 characters from A-Z a-z 0-9 _ . - (not starting with . or -)"
+)]
+pub struct InvalidName(pub String);
+
+/// One service, fully resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    pub name: ServiceName,
+    /// Program and arguments; never empty. The program is looked up in `PATH` when it
+    /// contains no `/`.
+    pub command: Vec<String>,
+    /// Added to (and overriding) holdfast's own environment.
+    pub env: BTreeMap<String, String>,
+    pub working_dir: Option<PathBuf>,
+    /// Start ordering: this service starts after these are running (systemd `After=`:
+    /// ordering only, not a requirement). Stop order is the reverse.
+    pub after: Vec<ServiceName>,
+    /// Started when holdfast starts (and when added by a reload).
+    pub autostart: bool,
+    pub restart: RestartPolicy,
+    pub backoff: Backoff,
+    pub start_limit: StartLimit,
+    /// supervisord's `startsecs`: a process must stay up this long to count as started;
+    /// dying sooner is a failed start, whatever its exit code.
+    pub start_secs: Duration,
+    pub stop: StopSpec,
+    pub log: LogSpec,
+}
+
+/// When an exited service is started again (systemd `Restart=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    /// Restart unless the exit was clean: code 0, or one of SIGHUP, SIGINT, SIGTERM,
+    /// SIGPIPE (systemd's definition of a clean exit).
+    OnFailure,
+    Always,
+}
+
+/// Delay before an automatic restart. `Fixed` is systemd's `RestartSec=`; `Exponential`
+/// doubles (by `factor`) per consecutive failure up to `max`, with +/- `jitter` spread,
+/// and forgets the failures once the service stayed up for `reset_after`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backoff {
+    Fixed(Duration),
+    Exponential {
+        initial: Duration,
+        max: Duration,
+        factor: f64,
+        /// Fraction in `[0, 1)`: the delay is spread uniformly over `d * (1 +/- jitter)`.
+        jitter: f64,
+        reset_after: Duration,
+    },
+}
+
+/// At most `burst` automatic restarts within any `interval`; one more puts the service in
+/// `failed` until it is started by hand (systemd `StartLimitIntervalSec=`/`Burst=`,
+/// counting restarts like supervisord's `startretries`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartLimit {
+    pub interval: Duration,
+    pub burst: u32,
+}
+
+/// How a service is stopped: `signal` to its whole process group, then SIGKILL to the
+/// group after `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopSpec {
+    pub signal: Signal,
+    pub timeout: Duration,
+}
+
+/// Capture of the service's stdout/stderr into `<log_dir>/<name>.log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSpec {
+    /// Rotate when the file would grow past this many bytes.
+    pub max_size: u64,
+    /// Rotated files kept (`<name>.log.1` … `<name>.log.N`).
+    pub keep: u32,
+}
+
+impl ServiceSpec {
+    /// A spec with holdfast's defaults, for tests and for the embedded demo config.
+    pub fn with_defaults(name: ServiceName, command: Vec<String>) -> Self {
+        Self {
+            name,
+            command,
+            env: BTreeMap::new(),
+            working_dir: None,
+            after: Vec::new(),
+            autostart: true,
+            restart: RestartPolicy::OnFailure,
+            backoff: Backoff::Fixed(defaults::RESTART_SEC),
+            start_limit: StartLimit {
+                interval: defaults::START_LIMIT_INTERVAL,
+                burst: defaults::START_LIMIT_BURST,
+            },
+            start_secs: defaults::START_SECS,
+            stop: StopSpec {
+                signal: Signal::SIGTERM,
+                timeout: defaults::STOP_TIMEOUT,
+            },
+            log: LogSpec {
+                max_size: defaults::LOG_MAX_SIZE,
+                keep: defaults::LOG_KEEP,
+            },
+        }
+    }
+}
+
+/// Defaults, in one place so docs, config and tests agree.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const CONTROL: &str = "/run/holdfast/control.sock";
+    pub const STATE_DIR: &str = "/var/lib/holdfast";
+    pub const LOG_DIR: &str = "/var/log/holdfast";
+    /// systemd's `RestartSec=` default.
+    pub const RESTART_SEC: Duration = Duration::from_millis(100);
+    /// systemd's `DefaultStartLimitIntervalSec=` and `DefaultStartLimitBurst=`.
+    pub const START_LIMIT_INTERVAL: Duration = Duration::from_secs(10);
+    pub const START_LIMIT_BURST: u32 = 5;
+    /// supervisord's `startsecs` default.
+    pub const START_SECS: Duration = Duration::from_secs(1);
+    /// supervisord's `stopwaitsecs` default (systemd's 90 s is too long for most services).
+    pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+    pub const BACKOFF_FACTOR: f64 = 2.0;
+    pub const BACKOFF_JITTER: f64 = 0.1;
+    pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+    pub const LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
+    pub const LOG_KEEP: u32 = 5;
+}
+
+/// How a process ended, as reported by `waitid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled { signal: Signal, core_dumped: bool },
+}
+
+impl ExitStatus {
+    /// systemd's notion of a clean exit: code 0, or death by SIGHUP, SIGINT, SIGTERM or
+    /// SIGPIPE (signals a service gets when it is asked to go away).
+    pub fn is_clean(self) -> bool {
+        match self {
+            ExitStatus::Exited(code) => code == 0,
+            ExitStatus::Signaled { signal, .. } => matches!(
+                signal,
+                Signal::SIGHUP | Signal::SIGINT | Signal::SIGTERM | Signal::SIGPIPE
+            ),
+        }
+    }
+
+    pub fn code(self) -> Option<i32> {
+        match self {
+            ExitStatus::Exited(code) => Some(code),
+            ExitStatus::Signaled { .. } => None,
+        }
+    }
+
+    pub fn signal(self) -> Option<Signal> {
+        match self {
+            ExitStatus::Exited(_) => None,
+            ExitStatus::Signaled { signal, .. } => Some(signal),
+        }
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Exited(code) => write!(f, "exited {code}"),
+            ExitStatus::Signaled {
+                signal,
+                core_dumped: false,
+            } => write!(f, "killed by {}", signal.as_str()),
+            ExitStatus::Signaled {
+                signal,
+                core_dumped: true,
+            } => write!(f, "killed by {} (core dumped)", signal.as_str()),
+        }
+    }
+}
