@@ -1,1 +1,13 @@
-//! SKELETON
+//! The supervisor: a pure core (`core`, `service`) that decides, and a runtime shell that
+//! executes its effects and turns the outside world into its inputs.
+//!
+//! Invariant: the runtime task is the only owner of the `Supervisor`; every other task
+//! talks to it through channels.
+
+pub mod core;
+pub mod event;
+pub mod reload;
+pub mod runtime;
+pub mod service;
+
+pub use self::core::{Command, Effect, Input, Supervisor, state_name};

@@ -1,0 +1,450 @@
+//! The supervisor core: all services, their ordering, shutdown and reload.
+//!
+//! Pure and synchronous: `handle(input, now) -> effects`. The runtime task is its only
+//! owner; nothing else mutates service state. Time only moves when the caller says so,
+//! which is what lets unit tests run a 10-minute scenario in microseconds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::event::{Event, EventKind};
+use super::reload;
+use super::service::{AfterStop, RunId, Service, StartDue, State};
+use crate::control::protocol::{ControlError, ErrorKind, ReloadPlan};
+use crate::model::{ExitStatus, Plan, ServiceName, ServiceSpec};
+
+/// Something that happened outside the core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Start every autostart service (once, at boot).
+    Boot,
+    Spawned {
+        service: ServiceName,
+        run: RunId,
+        pid: Pid,
+    },
+    SpawnFailed {
+        service: ServiceName,
+        run: RunId,
+        error: String,
+    },
+    /// The main process of `run` was reaped; `group_alive` says whether other members of
+    /// its process group remain.
+    Exited {
+        service: ServiceName,
+        run: RunId,
+        status: ExitStatus,
+        group_alive: bool,
+    },
+    /// The process group of `run` has no members left.
+    GroupEmpty {
+        service: ServiceName,
+        run: RunId,
+    },
+    /// A deadline may have passed.
+    Tick,
+    Shutdown,
+}
+
+/// Requests from the control API that change state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// fork/exec a process for `run`; answer with `Input::Spawned` or `Input::SpawnFailed`
+    /// before handling any other input.
+    Spawn {
+        service: ServiceName,
+        run: RunId,
+        spec: Arc<ServiceSpec>,
+    },
+    /// Signal the whole process group of `run`.
+    Signal {
+        service: ServiceName,
+        run: RunId,
+        group: Pid,
+        signal: Signal,
+    },
+    Emit(Event),
+    /// Internal: a stop finished and the service should start again. Consumed by the
+    /// core itself, never seen by the shell.
+    StartAgain {
+        service: ServiceName,
+    },
+    /// The service left the plan: release what the shell holds for it (log capture).
+    Remove {
+        service: ServiceName,
+    },
+    /// Shutdown finished: every service is stopped.
+    Exit,
+}
+
+pub struct Supervisor {
+    plan: Plan,
+    services: BTreeMap<ServiceName, Service>,
+    next_run: u64,
+    seed: u64,
+    shutting_down: bool,
+}
+
+impl Supervisor {
+    /// `seed` feeds the backoff jitter; tests pass a fixed one.
+    pub fn new(plan: Plan, now: Instant, seed: u64) -> Self {
+        let mut sup = Self {
+            plan: plan.clone(),
+            services: BTreeMap::new(),
+            next_run: 1,
+            seed,
+            shutting_down: false,
+        };
+        for spec in plan.services.into_values() {
+            sup.insert(spec, now);
+        }
+        sup
+    }
+
+    fn insert(&mut self, spec: ServiceSpec, now: Instant) {
+        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let service = Service::new(Arc::new(spec), now, self.seed);
+        self.services.insert(service.name().clone(), service);
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.values()
+    }
+    pub fn service(&self, name: &ServiceName) -> Option<&Service> {
+        self.services.get(name)
+    }
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// The earliest deadline of any service: the only timer the shell needs.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.services.values().filter_map(Service::deadline).min()
+    }
+
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Effect> {
+        let sd = self.shutting_down;
+        let mut effects = match input {
+            Input::Boot => {
+                let names: Vec<ServiceName> = self
+                    .services
+                    .values()
+                    .filter(|s| s.spec().autostart)
+                    .map(|s| s.name().clone())
+                    .collect();
+                let mut effects = Vec::new();
+                for name in names {
+                    effects.extend(self.start(&name, now));
+                }
+                effects
+            }
+            Input::Spawned { service, run, pid } => {
+                self.with(&service, |s| s.spawned(run, pid, now))
+            }
+            Input::SpawnFailed {
+                service,
+                run,
+                error,
+            } => self.with(&service, |s| s.spawn_failed(run, error, now)),
+            Input::Exited {
+                service,
+                run,
+                status,
+                group_alive,
+            } => self.with(&service, |s| s.exited(run, status, group_alive, now, sd)),
+            Input::GroupEmpty { service, run } => {
+                self.with(&service, |s| s.group_empty(run, now, sd))
+            }
+            Input::Tick => Vec::new(),
+            Input::Shutdown => self.begin_shutdown(now),
+        };
+        self.settle(&mut effects, now);
+        effects
+    }
+
+    /// A control request. The reply says what happens next; errors change nothing.
+    pub fn command(
+        &mut self,
+        command: Command,
+        name: &ServiceName,
+        now: Instant,
+    ) -> (Result<String, ControlError>, Vec<Effect>) {
+        if self.shutting_down {
+            return (Err(shutting_down()), Vec::new());
+        }
+        let Some(service) = self.services.get_mut(name) else {
+            return (Err(unknown_service(name)), Vec::new());
+        };
+        // Every command x state pair is decided here, s6-style.
+        let (message, mut effects) = match (command, service.state()) {
+            (Command::Start, State::Stopping { .. })
+            | (Command::Restart, State::Stopping { .. }) => {
+                let effects = service.stop(AfterStop::Start, now).unwrap_or_default();
+                (
+                    format!("{name} is stopping; it will start again once stopped"),
+                    effects,
+                )
+            }
+            (Command::Start | Command::Restart, State::Waiting | State::Launching { .. })
+            | (Command::Start, State::Starting { .. } | State::Running { .. }) => {
+                let state = state_name(service.state());
+                (format!("{name} is already {state}"), Vec::new())
+            }
+            (
+                Command::Start | Command::Restart,
+                State::Stopped | State::Failed { .. } | State::Backoff { .. },
+            ) => {
+                service.reset_failures();
+                (format!("starting {name}"), self.start(name, now))
+            }
+            (Command::Restart, State::Starting { .. } | State::Running { .. }) => {
+                service.reset_failures();
+                let effects = service.stop(AfterStop::Start, now).unwrap_or_default();
+                (format!("restarting {name}"), effects)
+            }
+            (Command::Stop, _) => match service.stop(AfterStop::Stay, now) {
+                Some(effects) => (format!("stopping {name}"), effects),
+                None => (format!("{name} is not running"), Vec::new()),
+            },
+        };
+        self.settle(&mut effects, now);
+        (Ok(message), effects)
+    }
+
+    /// Applies a new plan: added services start (if autostart), removed ones stop and are
+    /// forgotten, changed ones restart with the new definition, others are untouched.
+    pub fn reload(&mut self, new: Plan, now: Instant) -> (ReloadPlan, Vec<Effect>) {
+        let diff = reload::diff(&self.plan, &new, false);
+        let mut effects = Vec::new();
+        for name in &diff.removed {
+            let service = self.services.get_mut(name).expect("removed services exist");
+            match service.stop(AfterStop::Remove, now) {
+                Some(e) => effects.extend(e),
+                None => {
+                    self.services.remove(name);
+                    effects.push(Effect::Remove {
+                        service: name.clone(),
+                    });
+                }
+            }
+        }
+        for name in &diff.changed {
+            let spec = Arc::new(new.services[name].clone());
+            let service = self.services.get_mut(name).expect("changed services exist");
+            effects.push(emit(name, EventKind::Reconfigured));
+            // The stop uses the old definition (its signal and timeout); the next spawn
+            // the new one.
+            let restart = if service.is_active() {
+                service.stop(AfterStop::Start, now)
+            } else {
+                None
+            };
+            service.set_spec(spec);
+            effects.extend(restart.unwrap_or_default());
+        }
+        for name in &diff.added {
+            self.insert(new.services[name].clone(), now);
+            if new.services[name].autostart && !self.shutting_down {
+                effects.extend(self.start(name, now));
+            }
+        }
+        // Daemon settings that need a restart keep their running values.
+        let daemon = self.plan.daemon.clone();
+        self.plan = Plan { daemon, ..new };
+        self.settle(&mut effects, now);
+        (diff, effects)
+    }
+
+    /// Starts a service, or parks it in `waiting` while an `after` dependency is coming up.
+    fn start(&mut self, name: &ServiceName, now: Instant) -> Vec<Effect> {
+        let blockers = self.blockers(name);
+        if !blockers.is_empty() {
+            let service = self
+                .services
+                .get_mut(name)
+                .expect("caller checked the name");
+            return service.wait_for(blockers, now);
+        }
+        let run = RunId(self.next_run);
+        self.next_run += 1;
+        let service = self
+            .services
+            .get_mut(name)
+            .expect("caller checked the name");
+        service.launch(run, now)
+    }
+
+    /// Dependencies of `name` that are coming up: it must start after them.
+    fn blockers(&self, name: &ServiceName) -> Vec<ServiceName> {
+        self.services[name]
+            .spec()
+            .after
+            .iter()
+            .filter(|dep| self.services.get(*dep).is_some_and(Service::is_coming_up))
+            .cloned()
+            .collect()
+    }
+
+    fn with(
+        &mut self,
+        name: &ServiceName,
+        f: impl FnOnce(&mut Service) -> Vec<Effect>,
+    ) -> Vec<Effect> {
+        // Inputs for a service removed meanwhile are stale: drop them.
+        self.services.get_mut(name).map(f).unwrap_or_default()
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) -> Vec<Effect> {
+        if self.shutting_down {
+            return Vec::new();
+        }
+        self.shutting_down = true;
+        let mut effects = vec![Effect::Emit(Event {
+            service: None,
+            kind: EventKind::ShutdownStarted,
+        })];
+        for service in self.services.values_mut() {
+            if matches!(service.state(), State::Waiting | State::Backoff { .. }) {
+                effects.extend(service.stop(AfterStop::Stay, now).unwrap_or_default());
+            }
+        }
+        effects
+    }
+
+    /// Follows up on the effects of one input until nothing more is due: expired
+    /// deadlines, waiting services whose dependencies are up, internal restarts, and the
+    /// next step of a shutdown.
+    fn settle(&mut self, effects: &mut Vec<Effect>, now: Instant) {
+        let mut i = 0;
+        loop {
+            while i < effects.len() {
+                match &effects[i] {
+                    Effect::StartAgain { service } => {
+                        let name = service.clone();
+                        effects.remove(i);
+                        let more = self.start(&name, now);
+                        effects.extend(more);
+                        continue;
+                    }
+                    Effect::Remove { service } => {
+                        self.services.remove(service);
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            let before = effects.len();
+            self.step(effects, now);
+            if effects.len() == before {
+                break;
+            }
+        }
+    }
+
+    /// One round of time-driven and dependency-driven transitions.
+    fn step(&mut self, effects: &mut Vec<Effect>, now: Instant) {
+        let names: Vec<ServiceName> = self.services.keys().cloned().collect();
+        for name in &names {
+            let Some(service) = self.services.get_mut(name) else {
+                continue;
+            };
+            let (more, due) = service.tick(now);
+            effects.extend(more);
+            if let Some(StartDue) = due {
+                effects.extend(self.start(name, now));
+            }
+        }
+        if self.shutting_down {
+            self.shutdown_step(effects, now);
+            return;
+        }
+        for name in &names {
+            let waiting = self
+                .services
+                .get(name)
+                .is_some_and(|s| *s.state() == State::Waiting);
+            if waiting && self.blockers(name).is_empty() {
+                effects.extend(self.start(name, now));
+            }
+        }
+    }
+
+    /// Stops every active service that no active service depends on (dependents first),
+    /// and reports the end of the shutdown once all are inactive.
+    fn shutdown_step(&mut self, effects: &mut Vec<Effect>, now: Instant) {
+        let stoppable: Vec<ServiceName> = self
+            .services
+            .values()
+            .filter(|s| matches!(s.state(), State::Starting { .. } | State::Running { .. }))
+            .filter(|s| !self.has_active_dependent(s.name()))
+            .map(|s| s.name().clone())
+            .collect();
+        for name in stoppable {
+            let service = self.services.get_mut(&name).expect("listed above");
+            effects.extend(service.stop(AfterStop::Stay, now).unwrap_or_default());
+        }
+        let done = self.services.values().all(Service::is_inactive);
+        if done && !effects.contains(&Effect::Exit) {
+            effects.push(Effect::Emit(Event {
+                service: None,
+                kind: EventKind::ShutdownCompleted,
+            }));
+            effects.push(Effect::Exit);
+        }
+    }
+
+    fn has_active_dependent(&self, name: &ServiceName) -> bool {
+        self.services
+            .values()
+            .any(|s| s.is_active() && s.spec().after.contains(name))
+    }
+}
+
+/// Name of a state as shown in `status` and the API.
+pub fn state_name(state: &State) -> &'static str {
+    match state {
+        State::Stopped => "stopped",
+        State::Waiting => "waiting",
+        State::Launching { .. } | State::Starting { .. } => "starting",
+        State::Running { .. } => "running",
+        State::Stopping { .. } => "stopping",
+        State::Backoff { .. } => "backoff",
+        State::Failed { .. } => "failed",
+    }
+}
+
+fn emit(name: &ServiceName, kind: EventKind) -> Effect {
+    Effect::Emit(Event {
+        service: Some(name.clone()),
+        kind,
+    })
+}
+
+pub fn unknown_service(name: &ServiceName) -> ControlError {
+    ControlError {
+        kind: ErrorKind::UnknownService,
+        message: format!("no service named \"{name}\""),
+    }
+}
+
+fn shutting_down() -> ControlError {
+    ControlError {
+        kind: ErrorKind::ShuttingDown,
+        message: "holdfast is shutting down".to_owned(),
+    }
+}

@@ -1,0 +1,120 @@
+//! Events: the past-tense record of every transition.
+//!
+//! The core emits them as `Effect::Emit`; the shell stamps them with wall-clock time,
+//! logs them and fans them out. Metrics, the dashboard and `events -f` are built from
+//! events only, so every state change must produce one.
+
+use std::fmt;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::service::{FailReason, RunId};
+use crate::model::{ExitStatus, ServiceName};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// `None` for events of the daemon itself.
+    pub service: Option<ServiceName>,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// A process was forked and exec'd.
+    Spawned {
+        run: RunId,
+        pid: Pid,
+    },
+    /// fork/exec failed; the error says at which stage.
+    SpawnFailed {
+        run: RunId,
+        error: String,
+    },
+    /// Waiting for `after` dependencies before starting.
+    Waiting {
+        on: Vec<ServiceName>,
+    },
+    /// The process stayed up for `start_secs`: it counts as started.
+    Started {
+        run: RunId,
+        pid: Pid,
+    },
+    /// The main process ended.
+    Exited {
+        run: RunId,
+        pid: Pid,
+        status: ExitStatus,
+    },
+    RestartScheduled {
+        delay: Duration,
+        attempt: u32,
+    },
+    /// Too many restarts, or a failure with no restart configured.
+    GaveUp {
+        reason: FailReason,
+    },
+    StopRequested {
+        signal: Signal,
+        timeout: Duration,
+    },
+    /// The stop timeout passed: the group got SIGKILL.
+    Escalated {
+        pid: Pid,
+    },
+    /// Even SIGKILL did not empty the group (processes in uninterruptible sleep): holdfast
+    /// stops waiting for them.
+    StopAbandoned {
+        pid: Pid,
+    },
+    Stopped,
+    /// Removed from the plan by a reload.
+    Removed,
+    /// The definition changed in a reload.
+    Reconfigured,
+    ShutdownStarted,
+    ShutdownCompleted,
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(service) = &self.service {
+            write!(f, "{service}: ")?;
+        }
+        match &self.kind {
+            EventKind::Spawned { pid, .. } => write!(f, "spawned pid {pid}"),
+            EventKind::SpawnFailed { error, .. } => write!(f, "failed to spawn: {error}"),
+            EventKind::Waiting { on } => {
+                let names: Vec<&str> = on.iter().map(ServiceName::as_str).collect();
+                write!(f, "waiting for {}", names.join(", "))
+            }
+            EventKind::Started { pid, .. } => write!(f, "started (pid {pid})"),
+            EventKind::Exited { pid, status, .. } => write!(f, "pid {pid} {status}"),
+            EventKind::RestartScheduled { delay, attempt } => write!(
+                f,
+                "restarting in {} (attempt {attempt})",
+                humantime::format_duration(*delay)
+            ),
+            EventKind::GaveUp { reason } => write!(f, "failed: {reason}"),
+            EventKind::StopRequested { signal, timeout } => write!(
+                f,
+                "stopping: {} to the process group, SIGKILL in {}",
+                signal.as_str(),
+                humantime::format_duration(*timeout)
+            ),
+            EventKind::Escalated { pid } => {
+                write!(f, "stop timed out: SIGKILL to process group {pid}")
+            }
+            EventKind::StopAbandoned { pid } => write!(
+                f,
+                "process group {pid} survived SIGKILL (uninterruptible sleep?): no longer waiting for it"
+            ),
+            EventKind::Stopped => f.write_str("stopped"),
+            EventKind::Removed => f.write_str("removed from the config"),
+            EventKind::Reconfigured => f.write_str("definition changed"),
+            EventKind::ShutdownStarted => f.write_str("shutting down"),
+            EventKind::ShutdownCompleted => f.write_str("all services stopped"),
+        }
+    }
+}

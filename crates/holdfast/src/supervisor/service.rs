@@ -1,0 +1,667 @@
+//! The state machine of one service: restart policy, start limit, backoff, stopping.
+//!
+//! Pure: no I/O, no clock reads. Each method takes `now` and returns effects. The
+//! supervisor core is its only owner and caller. Every state that waits for time exposes
+//! it through [`Service::deadline`], so the shell needs exactly one timer for everything.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::Effect;
+use super::event::{Event, EventKind};
+use crate::model::{Backoff, ExitStatus, RestartPolicy, ServiceName, ServiceSpec};
+
+/// How long to wait for a group to disappear after SIGKILL before giving up on it.
+pub const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// Identifies one spawn of one service. Exits and timers carry it; stale ones (from an
+/// earlier run) are dropped, so a late event can never act on a newer process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunId(pub u64);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "run {}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    /// Not running: never started, stopped by hand, or exited without restart.
+    Stopped,
+    /// Start requested; waiting until the `after` dependencies are up.
+    Waiting,
+    /// fork/exec in progress (the shell answers with `spawned` or `spawn_failed` before it
+    /// handles anything else, so this state is never observed from outside).
+    Launching { run: RunId },
+    /// Spawned, not yet up for `start_secs`.
+    Starting {
+        run: RunId,
+        pid: Pid,
+        spawned: Instant,
+    },
+    Running {
+        run: RunId,
+        pid: Pid,
+        spawned: Instant,
+    },
+    /// The stop signal went to the process group; waiting for the group to empty.
+    Stopping {
+        run: RunId,
+        pid: Pid,
+        main: MainProcess,
+        escalation: Escalation,
+        deadline: Instant,
+        then: AfterStop,
+    },
+    /// Waiting to restart.
+    Backoff { until: Instant },
+    /// Gave up; stays here until started by hand.
+    Failed { reason: FailReason },
+}
+
+/// Whether the main process of a stopping service has already been reaped (the rest of
+/// its process group may outlive it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MainProcess {
+    Alive,
+    Exited(ExitStatus),
+}
+
+/// Escalation as types: the graceful signal first, then SIGKILL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escalation {
+    Graceful,
+    Killed,
+}
+
+/// What happens once a stop completes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AfterStop {
+    /// Stay stopped (stop by hand, shutdown).
+    Stay,
+    /// Start again (restart by hand, changed definition).
+    Start,
+    /// Forget the service (removed by a reload).
+    Remove,
+    /// The main process exited on its own and its leftover processes were cleaned up;
+    /// now apply the restart policy to that exit.
+    Exit { cause: Cause, early: bool },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FailReason {
+    StartLimitHit {
+        restarts: u32,
+        interval: Duration,
+        last: Cause,
+    },
+    /// No restart configured and the exit was not clean (or too early).
+    NoRestart(Cause),
+}
+
+/// What ended a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cause {
+    Exited(ExitStatus),
+    /// Exited before `start_secs` had passed.
+    ExitedEarly {
+        status: ExitStatus,
+        after: Duration,
+    },
+    SpawnFailed(String),
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Exited(status) => write!(f, "{status}"),
+            Cause::ExitedEarly { status, after } => write!(
+                f,
+                "{status} after {} (before start_secs)",
+                humantime::format_duration(round_ms(*after))
+            ),
+            Cause::SpawnFailed(error) => write!(f, "spawn failed: {error}"),
+        }
+    }
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailReason::StartLimitHit {
+                restarts,
+                interval,
+                last,
+            } => write!(
+                f,
+                "start limit hit: {restarts} restarts within {}, last {last}",
+                humantime::format_duration(*interval)
+            ),
+            FailReason::NoRestart(cause) => write!(f, "{cause} (restart disabled)"),
+        }
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// One service and its history.
+#[derive(Debug)]
+pub struct Service {
+    spec: Arc<ServiceSpec>,
+    state: State,
+    /// When the current state was entered.
+    since: Instant,
+    /// Automatic restarts performed, for `status`.
+    restarts: u32,
+    /// Consecutive failures, for exponential backoff; reset after a stable run.
+    attempt: u32,
+    /// Times of recent automatic restarts, for the start limit.
+    restart_times: VecDeque<Instant>,
+    last_exit: Option<(ExitStatus, Instant)>,
+    rng: fastrand::Rng,
+}
+
+impl Service {
+    pub fn new(spec: Arc<ServiceSpec>, now: Instant, seed: u64) -> Self {
+        Self {
+            spec,
+            state: State::Stopped,
+            since: now,
+            restarts: 0,
+            attempt: 0,
+            restart_times: VecDeque::new(),
+            last_exit: None,
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    pub fn name(&self) -> &ServiceName {
+        &self.spec.name
+    }
+    pub fn spec(&self) -> &Arc<ServiceSpec> {
+        &self.spec
+    }
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+    pub fn last_exit(&self) -> Option<(ExitStatus, Instant)> {
+        self.last_exit
+    }
+
+    /// The current run, if a process of this service may be alive.
+    pub fn run(&self) -> Option<RunId> {
+        match self.state {
+            State::Launching { run }
+            | State::Starting { run, .. }
+            | State::Running { run, .. }
+            | State::Stopping { run, .. } => Some(run),
+            _ => None,
+        }
+    }
+
+    /// The main pid (also the process group id) while one exists.
+    pub fn pid(&self) -> Option<Pid> {
+        match self.state {
+            State::Starting { pid, .. } | State::Running { pid, .. } => Some(pid),
+            State::Stopping {
+                pid,
+                main: MainProcess::Alive,
+                ..
+            } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// Process group of the current run, while any of its processes may be alive.
+    pub fn group(&self) -> Option<Pid> {
+        match self.state {
+            State::Starting { pid, .. }
+            | State::Running { pid, .. }
+            | State::Stopping { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// Starting, running or on the way there: a dependent must wait for it.
+    pub fn is_coming_up(&self) -> bool {
+        matches!(
+            self.state,
+            State::Waiting
+                | State::Launching { .. }
+                | State::Starting { .. }
+                | State::Backoff { .. }
+        )
+    }
+
+    /// Any process of the service may be alive.
+    pub fn is_active(&self) -> bool {
+        self.group().is_some() || matches!(self.state, State::Launching { .. })
+    }
+
+    /// Stopped or failed: nothing to wait for.
+    pub fn is_inactive(&self) -> bool {
+        matches!(self.state, State::Stopped | State::Failed { .. })
+    }
+
+    /// When this service next needs a `tick`, if ever.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Starting { spawned, .. } => Some(spawned + self.spec.start_secs),
+            State::Backoff { until } => Some(until),
+            State::Stopping { deadline, .. } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// Swaps in a new definition. Takes effect at the next spawn; the caller restarts an
+    /// active service so that it does.
+    pub fn set_spec(&mut self, spec: Arc<ServiceSpec>) {
+        self.spec = spec;
+    }
+
+    fn enter(&mut self, state: State, now: Instant) {
+        self.state = state;
+        self.since = now;
+    }
+
+    fn emit(&self, kind: EventKind) -> Effect {
+        Effect::Emit(Event {
+            service: Some(self.spec.name.clone()),
+            kind,
+        })
+    }
+
+    /// Begins a spawn. `run` is fresh (allocated by the supervisor).
+    pub fn launch(&mut self, run: RunId, now: Instant) -> Vec<Effect> {
+        self.enter(State::Launching { run }, now);
+        vec![Effect::Spawn {
+            service: self.spec.name.clone(),
+            run,
+            spec: Arc::clone(&self.spec),
+        }]
+    }
+
+    /// The start was requested while `after` dependencies are still coming up.
+    pub fn wait_for(&mut self, on: Vec<ServiceName>, now: Instant) -> Vec<Effect> {
+        self.enter(State::Waiting, now);
+        vec![self.emit(EventKind::Waiting { on })]
+    }
+
+    /// A start by hand forgets earlier failures: the start limit begins anew.
+    pub fn reset_failures(&mut self) {
+        self.attempt = 0;
+        self.restart_times.clear();
+    }
+
+    pub fn spawned(&mut self, run: RunId, pid: Pid, now: Instant) -> Vec<Effect> {
+        if self.state != (State::Launching { run }) {
+            return Vec::new();
+        }
+        let state = if self.spec.start_secs.is_zero() {
+            State::Running {
+                run,
+                pid,
+                spawned: now,
+            }
+        } else {
+            State::Starting {
+                run,
+                pid,
+                spawned: now,
+            }
+        };
+        let started = matches!(state, State::Running { .. });
+        self.enter(state, now);
+        let mut effects = vec![self.emit(EventKind::Spawned { run, pid })];
+        if started {
+            effects.push(self.emit(EventKind::Started { run, pid }));
+        }
+        effects
+    }
+
+    pub fn spawn_failed(&mut self, run: RunId, error: String, now: Instant) -> Vec<Effect> {
+        if self.state != (State::Launching { run }) {
+            return Vec::new();
+        }
+        let mut effects = vec![self.emit(EventKind::SpawnFailed {
+            run,
+            error: error.clone(),
+        })];
+        effects.extend(self.after_run(Cause::SpawnFailed(error), now, false));
+        effects
+    }
+
+    /// The main process of `run` was reaped. `group_alive`: other processes of its group
+    /// are still around (they are stopped before the restart policy applies).
+    pub fn exited(
+        &mut self,
+        run: RunId,
+        status: ExitStatus,
+        group_alive: bool,
+        now: Instant,
+        shutting_down: bool,
+    ) -> Vec<Effect> {
+        if self.run() != Some(run) {
+            return Vec::new();
+        }
+        let pid = match self.state {
+            State::Starting { pid, .. }
+            | State::Running { pid, .. }
+            | State::Stopping { pid, .. } => pid,
+            _ => return Vec::new(),
+        };
+        self.last_exit = Some((status, now));
+        let mut effects = vec![self.emit(EventKind::Exited { run, pid, status })];
+        match self.state.clone() {
+            State::Starting { spawned, .. } | State::Running { spawned, .. } => {
+                let early = matches!(self.state, State::Starting { .. });
+                let ran_for = now.duration_since(spawned);
+                if ran_for >= self.failure_memory() {
+                    self.attempt = 0;
+                }
+                let cause = if early {
+                    Cause::ExitedEarly {
+                        status,
+                        after: ran_for,
+                    }
+                } else {
+                    Cause::Exited(status)
+                };
+                if group_alive {
+                    // Leftover processes of the group are stopped first, like systemd's
+                    // control-group kill mode; the policy applies once they are gone.
+                    let then = AfterStop::Exit { cause, early };
+                    effects.extend(self.begin_stop(
+                        run,
+                        pid,
+                        MainProcess::Exited(status),
+                        then,
+                        now,
+                    ));
+                } else if shutting_down {
+                    self.enter(State::Stopped, now);
+                    effects.push(self.emit(EventKind::Stopped));
+                } else {
+                    effects.extend(self.after_run(cause, now, early));
+                }
+            }
+            State::Stopping { .. } if group_alive => {
+                if let State::Stopping { main, .. } = &mut self.state {
+                    *main = MainProcess::Exited(status);
+                }
+            }
+            State::Stopping { .. } => effects.extend(self.finish_stop(now, shutting_down)),
+            _ => {}
+        }
+        effects
+    }
+
+    /// The last process of `run`'s group is gone (the main process was reaped earlier).
+    pub fn group_empty(&mut self, run: RunId, now: Instant, shutting_down: bool) -> Vec<Effect> {
+        match self.state {
+            State::Stopping {
+                run: r,
+                main: MainProcess::Exited(_),
+                ..
+            } if r == run => self.finish_stop(now, shutting_down),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Time passed; act on an expired deadline if there is one.
+    pub fn tick(&mut self, now: Instant) -> (Vec<Effect>, Option<StartDue>) {
+        let Some(deadline) = self.deadline() else {
+            return (Vec::new(), None);
+        };
+        if deadline > now {
+            return (Vec::new(), None);
+        }
+        match self.state.clone() {
+            State::Starting { run, pid, spawned } => {
+                self.enter(State::Running { run, pid, spawned }, now);
+                (vec![self.emit(EventKind::Started { run, pid })], None)
+            }
+            State::Backoff { .. } => {
+                self.restarts += 1;
+                (Vec::new(), Some(StartDue))
+            }
+            State::Stopping {
+                run,
+                pid,
+                main,
+                escalation: Escalation::Graceful,
+                then,
+                ..
+            } => {
+                self.enter(
+                    State::Stopping {
+                        run,
+                        pid,
+                        main,
+                        escalation: Escalation::Killed,
+                        deadline: now + KILL_WAIT,
+                        then,
+                    },
+                    now,
+                );
+                let effects = vec![
+                    self.emit(EventKind::Escalated { pid }),
+                    Effect::Signal {
+                        service: self.spec.name.clone(),
+                        run,
+                        group: pid,
+                        signal: Signal::SIGKILL,
+                    },
+                ];
+                (effects, None)
+            }
+            State::Stopping {
+                pid,
+                escalation: Escalation::Killed,
+                ..
+            } => {
+                let mut effects = vec![self.emit(EventKind::StopAbandoned { pid })];
+                // Shutdown is not blocked by an unkillable process either.
+                effects.extend(self.finish_stop(now, false));
+                (effects, None)
+            }
+            _ => (Vec::new(), None),
+        }
+    }
+
+    /// Stop by hand (`then = Stay`), for a restart (`Start`), or for removal (`Remove`).
+    /// Returns `None` when there is nothing to stop; the caller decides what that means.
+    pub fn stop(&mut self, then: AfterStop, now: Instant) -> Option<Vec<Effect>> {
+        match self.state.clone() {
+            State::Starting { run, pid, .. } | State::Running { run, pid, .. } => {
+                Some(self.begin_stop(run, pid, MainProcess::Alive, then, now))
+            }
+            State::Stopping { then: current, .. } => {
+                // A pending policy decision on an exit is overridden by a request; the
+                // signals already sent stay as they are.
+                if let State::Stopping { then: slot, .. } = &mut self.state {
+                    *slot = match (current, then) {
+                        (AfterStop::Remove, _) | (_, AfterStop::Remove) => AfterStop::Remove,
+                        (_, then) => then,
+                    };
+                }
+                Some(Vec::new())
+            }
+            State::Waiting | State::Backoff { .. } => {
+                self.enter(State::Stopped, now);
+                Some(vec![self.emit(EventKind::Stopped)])
+            }
+            State::Launching { .. } => unreachable!("launching is resolved before other input"),
+            State::Stopped | State::Failed { .. } => None,
+        }
+    }
+
+    fn begin_stop(
+        &mut self,
+        run: RunId,
+        pid: Pid,
+        main: MainProcess,
+        then: AfterStop,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let stop = self.spec.stop;
+        self.enter(
+            State::Stopping {
+                run,
+                pid,
+                main,
+                escalation: Escalation::Graceful,
+                deadline: now + stop.timeout,
+                then,
+            },
+            now,
+        );
+        let signal = |signal| Effect::Signal {
+            service: self.spec.name.clone(),
+            run,
+            group: pid,
+            signal,
+        };
+        vec![
+            self.emit(EventKind::StopRequested {
+                signal: stop.signal,
+                timeout: stop.timeout,
+            }),
+            signal(stop.signal),
+            // A stopped (SIGSTOP) process would never act on the stop signal.
+            signal(Signal::SIGCONT),
+        ]
+    }
+
+    fn finish_stop(&mut self, now: Instant, shutting_down: bool) -> Vec<Effect> {
+        let State::Stopping { then, .. } = self.state.clone() else {
+            return Vec::new();
+        };
+        match then {
+            AfterStop::Exit { cause, early } if !shutting_down => self.after_run(cause, now, early),
+            AfterStop::Remove => {
+                self.enter(State::Stopped, now);
+                vec![
+                    self.emit(EventKind::Stopped),
+                    Effect::Remove {
+                        service: self.spec.name.clone(),
+                    },
+                ]
+            }
+            AfterStop::Start if !shutting_down => {
+                self.enter(State::Stopped, now);
+                vec![
+                    self.emit(EventKind::Stopped),
+                    Effect::StartAgain {
+                        service: self.spec.name.clone(),
+                    },
+                ]
+            }
+            _ => {
+                self.enter(State::Stopped, now);
+                vec![self.emit(EventKind::Stopped)]
+            }
+        }
+    }
+
+    /// Applies the restart policy to the end of a run.
+    fn after_run(&mut self, cause: Cause, now: Instant, early: bool) -> Vec<Effect> {
+        let clean = match &cause {
+            Cause::Exited(status) => status.is_clean(),
+            Cause::ExitedEarly { .. } | Cause::SpawnFailed(_) => false,
+        };
+        let restart = match self.spec.restart {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !clean || early,
+            RestartPolicy::No => false,
+        };
+        if !restart {
+            if clean {
+                self.enter(State::Stopped, now);
+                return vec![self.emit(EventKind::Stopped)];
+            }
+            return self.give_up(FailReason::NoRestart(cause), now);
+        }
+
+        let limit = self.spec.start_limit;
+        while let Some(&t) = self.restart_times.front() {
+            if now.duration_since(t) >= limit.interval {
+                self.restart_times.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.restart_times.len() >= limit.burst as usize {
+            let reason = FailReason::StartLimitHit {
+                restarts: self.restart_times.len() as u32,
+                interval: limit.interval,
+                last: cause,
+            };
+            return self.give_up(reason, now);
+        }
+        self.restart_times.push_back(now);
+        self.attempt += 1;
+        let delay = self.delay(self.attempt);
+        self.enter(State::Backoff { until: now + delay }, now);
+        vec![self.emit(EventKind::RestartScheduled {
+            delay,
+            attempt: self.attempt,
+        })]
+    }
+
+    fn give_up(&mut self, reason: FailReason, now: Instant) -> Vec<Effect> {
+        self.enter(
+            State::Failed {
+                reason: reason.clone(),
+            },
+            now,
+        );
+        vec![self.emit(EventKind::GaveUp { reason })]
+    }
+
+    /// A run at least this long forgets earlier failures for the backoff delay.
+    fn failure_memory(&self) -> Duration {
+        match self.spec.backoff {
+            Backoff::Exponential { reset_after, .. } => reset_after,
+            Backoff::Fixed(_) => self.spec.start_limit.interval,
+        }
+    }
+
+    /// Restart delay for the n-th consecutive failure (n >= 1).
+    fn delay(&mut self, attempt: u32) -> Duration {
+        match self.spec.backoff {
+            Backoff::Fixed(d) => d,
+            Backoff::Exponential {
+                initial,
+                max,
+                factor,
+                jitter,
+                ..
+            } => {
+                let exp = factor.powi(attempt.saturating_sub(1).min(64) as i32);
+                let base = (initial.as_secs_f64() * exp).min(max.as_secs_f64());
+                let spread = 1.0 + jitter * (2.0 * self.rng.f64() - 1.0);
+                Duration::from_secs_f64((base * spread).clamp(0.0, max.as_secs_f64()))
+            }
+        }
+    }
+}
+
+/// Returned by `tick` when a backoff expired: the supervisor launches the service with a
+/// fresh `RunId` (it owns the counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartDue;
