@@ -289,6 +289,11 @@ impl Supervisor {
         service.launch(run, now)
     }
 
+    /// Dependencies a waiting service waits for.
+    pub fn waiting_on(&self, name: &ServiceName) -> Vec<ServiceName> {
+        self.blockers(name)
+    }
+
     /// Dependencies of `name` that are coming up: it must start after them.
     fn blockers(&self, name: &ServiceName) -> Vec<ServiceName> {
         self.services[name]
