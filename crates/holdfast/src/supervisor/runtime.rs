@@ -268,6 +268,12 @@ impl Shell {
         &mut self,
         dry_run: bool,
     ) -> Result<crate::control::protocol::ReloadPlan, ControlError> {
+        if self.sup.is_shutting_down() {
+            return Err(ControlError {
+                kind: ErrorKind::ShuttingDown,
+                message: "holdfast is shutting down: nothing to reload".to_owned(),
+            });
+        }
         let plan = config::load(&self.config_path).map_err(|e| ControlError {
             kind: ErrorKind::InvalidConfig,
             message: e.render_plain(),
