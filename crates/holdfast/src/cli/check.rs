@@ -19,12 +19,12 @@ pub fn run(file: &Path) -> miette::Result<ExitCode> {
             } else {
                 "services"
             };
-            println!(
-                "ok: {}: {} {noun} ({})",
-                file.display(),
-                names.len(),
-                names.join(", ")
-            );
+            let list = if names.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", names.join(", "))
+            };
+            println!("ok: {}: {} {noun}{list}", file.display(), names.len());
             Ok(ExitCode::SUCCESS)
         }
         // Not a config problem: the generic error path names the file and exits 1.

@@ -199,18 +199,14 @@ impl<'de> Deserialize<'de> for RawSize {
     }
 }
 
-/// Parses `src` into a [`RawConfig`], collecting every syntax, structure and type problem.
-/// When there are syntax errors nothing else is checked: the recovered document would
-/// only produce follow-on noise.
+/// Parses `src` into a [`RawConfig`], collecting every structure and type problem.
+/// Only the first syntax error is reported, and nothing else is checked then: after a
+/// syntax error toml's recovery mostly finds follow-on noise (an unclosed `[` yields five).
 pub fn parse_document(src: &str) -> (RawConfig, Vec<Problem>) {
-    let (root, syntax_errors) = DeTable::parse_recoverable(src);
-    if !syntax_errors.is_empty() {
-        let problems = syntax_errors
-            .iter()
-            .map(|e| syntax_problem(e, src))
-            .collect();
-        return (RawConfig::default(), problems);
-    }
+    let root = match DeTable::parse(src) {
+        Ok(root) => root,
+        Err(err) => return (RawConfig::default(), vec![syntax_problem(&err, src)]),
+    };
     let mut raw = RawConfig::default();
     let mut problems = Vec::new();
     for (key, value) in root.into_inner() {
@@ -319,12 +315,15 @@ fn deserialize_table<'de, T: Deserialize<'de>>(
 }
 
 fn syntax_problem(err: &toml::de::Error, src: &str) -> Problem {
-    Problem::new(
-        "invalid TOML syntax",
-        clamp(err.span(), src),
-        err.message().trim(),
-    )
-    .with_help("see https://toml.io for the syntax; strings need double quotes")
+    let message = err.message().trim();
+    let help = if message.starts_with("duplicate key") {
+        "a key may appear only once per table: remove or rename one of them"
+    } else if message.contains("must be quoted") {
+        "put string values in double quotes, e.g. restart = \"always\""
+    } else {
+        "see https://toml.io for the TOML syntax"
+    };
+    Problem::new("invalid TOML syntax", clamp(err.span(), src), message).with_help(help)
 }
 
 /// Converts a serde error from the table at `path` into a problem with a useful hint.
@@ -365,9 +364,14 @@ fn serde_problem(err: &toml::de::Error, path: &str, src: &str) -> Problem {
 /// Rewrites serde's `invalid type: string "x", expected u32` into plain words plus a hint.
 fn type_hint(message: &str) -> (String, String) {
     let (found, expected) = message.split_once(", expected ").unwrap_or((message, ""));
-    let found = found
+    let found = match found
         .trim_start_matches("invalid type: ")
-        .trim_start_matches("invalid value: ");
+        .trim_start_matches("invalid value: ")
+    {
+        "sequence" => "an array",
+        "map" => "a table",
+        other => other,
+    };
     let (expected, help) = match expected {
         "u32" => (
             "a non-negative integer",
