@@ -1,2 +1,4 @@
 use std::process::ExitCode;
-pub fn run() -> miette::Result<ExitCode> { unimplemented!("skeleton") }
+pub fn run() -> miette::Result<ExitCode> {
+    unimplemented!("skeleton")
+}

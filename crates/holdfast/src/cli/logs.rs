@@ -1,3 +1,10 @@
-use std::{path::Path, process::ExitCode};
 use crate::model::ServiceName;
-pub fn run(_socket: &Path, _name: &ServiceName, _lines: usize, _follow: bool) -> miette::Result<ExitCode> { unimplemented!("skeleton") }
+use std::{path::Path, process::ExitCode};
+pub fn run(
+    _socket: &Path,
+    _name: &ServiceName,
+    _lines: usize,
+    _follow: bool,
+) -> miette::Result<ExitCode> {
+    unimplemented!("skeleton")
+}

@@ -12,8 +12,8 @@ pub mod completions;
 pub mod demo;
 pub mod exit;
 pub mod logs;
-pub mod service;
 pub mod reload;
+pub mod service;
 pub mod status;
 pub mod up;
 
@@ -38,7 +38,12 @@ pub enum Command {
     /// Run the supervisor in the foreground with the given config.
     Up {
         /// Config file.
-        #[arg(long, short = 'c', env = "HOLDFAST_CONFIG", default_value = "/etc/holdfast/holdfast.toml")]
+        #[arg(
+            long,
+            short = 'c',
+            env = "HOLDFAST_CONFIG",
+            default_value = "/etc/holdfast/holdfast.toml"
+        )]
         config: PathBuf,
     },
     /// Validate a config file; exits non-zero with a diagnostic for each problem.
@@ -117,7 +122,12 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Restart { name, socket } => service::restart(&socket.socket, name),
         Command::Shutdown { socket } => service::shutdown(&socket.socket),
         Command::Reload { dry_run, socket } => reload::run(&socket.socket, dry_run),
-        Command::Logs { name, follow, lines, socket } => logs::run(&socket.socket, &name, lines, follow),
+        Command::Logs {
+            name,
+            follow,
+            lines,
+            socket,
+        } => logs::run(&socket.socket, &name, lines, follow),
         Command::Demo => demo::run(),
         Command::Completions { shell } => completions::run(shell),
     }

@@ -1,2 +1,4 @@
 use std::{path::Path, process::ExitCode};
-pub fn run(_config: &Path) -> miette::Result<ExitCode> { unimplemented!("skeleton") }
+pub fn run(_config: &Path) -> miette::Result<ExitCode> {
+    unimplemented!("skeleton")
+}

@@ -27,11 +27,19 @@ pub enum RequestBody {
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     Status,
-    Start { name: ServiceName },
-    Stop { name: ServiceName },
-    Restart { name: ServiceName },
+    Start {
+        name: ServiceName,
+    },
+    Stop {
+        name: ServiceName,
+    },
+    Restart {
+        name: ServiceName,
+    },
     /// Re-read the config file the daemon was started with and apply the difference.
-    Reload { dry_run: bool },
+    Reload {
+        dry_run: bool,
+    },
     /// Stop all services (reverse dependency order) and exit.
     Shutdown,
 }
@@ -48,7 +56,9 @@ pub enum ResponseBody {
 pub enum Reply {
     Status(Status),
     /// A start/stop/restart/shutdown was accepted; `message` says what happens next.
-    Accepted { message: String },
+    Accepted {
+        message: String,
+    },
     Reload(ReloadPlan),
 }
 
