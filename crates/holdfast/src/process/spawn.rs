@@ -683,9 +683,10 @@ fn child_fail(report: RawFd, stage: ChildStage, detail: RawFd) -> ! {
     buf[0..4].copy_from_slice(&(stage as u32).to_ne_bytes());
     buf[4..8].copy_from_slice(&detail.to_ne_bytes());
     buf[8..12].copy_from_slice(&errno.to_ne_bytes());
-    // SAFETY: write and _exit are async-signal-safe; `buf` is a local array. If the
-    // write fails the parent sees EOF without a report, but then the child also never
-    // reached exec... except that it is gone: nothing more can be done from here.
+    // SAFETY: write and _exit are async-signal-safe; `buf` is a local array. The write
+    // cannot block or be torn (12 bytes into an empty pipe whose reader waits for us);
+    // were it to fail anyway, the parent would take the EOF for success and learn of the
+    // failure only from the exit status 127 the reaper reports.
     unsafe {
         libc::write(report, buf.as_ptr().cast(), buf.len());
         libc::_exit(127)
