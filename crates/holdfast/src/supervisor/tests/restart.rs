@@ -115,7 +115,7 @@ fn on_failure_restarts_an_unclean_exit() {
             "{status} is unclean"
         );
         assert_eq!(
-            labels(&h.advance(secs(1))),
+            labels(&h.advance(secs(2))),
             ["spawn a", "a Spawned", "a Started"]
         );
     }
