@@ -363,7 +363,7 @@ impl Supervisor {
             let Some(service) = self.services.get_mut(name) else {
                 continue;
             };
-            let (more, due) = service.tick(now);
+            let (more, due) = service.tick(now, self.shutting_down);
             effects.extend(more);
             if let Some(StartDue) = due {
                 effects.extend(self.start(name, now));

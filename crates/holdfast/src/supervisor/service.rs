@@ -423,7 +423,7 @@ impl Service {
     }
 
     /// Time passed; act on an expired deadline if there is one.
-    pub fn tick(&mut self, now: Instant) -> (Vec<Effect>, Option<StartDue>) {
+    pub fn tick(&mut self, now: Instant, shutting_down: bool) -> (Vec<Effect>, Option<StartDue>) {
         let Some(deadline) = self.deadline() else {
             return (Vec::new(), None);
         };
@@ -475,8 +475,9 @@ impl Service {
                 ..
             } => {
                 let mut effects = vec![self.emit(EventKind::StopAbandoned { pid })];
-                // Shutdown is not blocked by an unkillable process either.
-                effects.extend(self.finish_stop(now, false));
+                // Shutdown is not blocked by an unkillable process either; during one,
+                // the pending restart (`then`) is dropped like for any other stop.
+                effects.extend(self.finish_stop(now, shutting_down));
                 (effects, None)
             }
             _ => (Vec::new(), None),
