@@ -95,6 +95,8 @@ pub struct Supervisor {
     next_run: u64,
     seed: u64,
     shutting_down: bool,
+    /// `Exit` was emitted; it is emitted once.
+    shutdown_completed: bool,
 }
 
 impl Supervisor {
@@ -106,6 +108,7 @@ impl Supervisor {
             next_run: 1,
             seed,
             shutting_down: false,
+            shutdown_completed: false,
         };
         for spec in plan.services.into_values() {
             sup.insert(spec, now);
@@ -399,7 +402,8 @@ impl Supervisor {
             effects.extend(service.stop(AfterStop::Stay, now).unwrap_or_default());
         }
         let done = self.services.values().all(Service::is_inactive);
-        if done && !effects.contains(&Effect::Exit) {
+        if done && !self.shutdown_completed {
+            self.shutdown_completed = true;
             effects.push(Effect::Emit(Event {
                 service: None,
                 kind: EventKind::ShutdownCompleted,
