@@ -150,11 +150,7 @@ impl Supervisor {
                     .filter(|s| s.spec().autostart)
                     .map(|s| s.name().clone())
                     .collect();
-                let mut effects = Vec::new();
-                for name in names {
-                    effects.extend(self.start(&name, now));
-                }
-                effects
+                self.start_all(names, now)
             }
             Input::Spawned { service, run, pid } => {
                 self.with(&service, |s| s.spawned(run, pid, now))
@@ -262,9 +258,10 @@ impl Supervisor {
         }
         for name in &diff.added {
             self.insert(new.services[name].clone(), now);
-            if new.services[name].autostart && !self.shutting_down {
-                effects.extend(self.start(name, now));
-            }
+        }
+        if !self.shutting_down {
+            let autostart = diff.added.iter().filter(|n| new.services[*n].autostart);
+            effects.extend(self.start_all(autostart.cloned().collect(), now));
         }
         // Daemon settings that need a restart keep their running values.
         let daemon = self.plan.daemon.clone();
@@ -290,6 +287,28 @@ impl Supervisor {
             .get_mut(name)
             .expect("caller checked the name");
         service.launch(run, now)
+    }
+
+    /// Starts several services, dependencies first. `start` only sees a dependency as
+    /// coming up once it was started itself, so in name order a dependent named before
+    /// its dependency would start at once instead of waiting.
+    fn start_all(&mut self, mut pending: Vec<ServiceName>, now: Instant) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        while !pending.is_empty() {
+            let next = pending
+                .iter()
+                .position(|n| {
+                    !self.services[n]
+                        .spec()
+                        .after
+                        .iter()
+                        .any(|d| pending.contains(d))
+                })
+                .expect("validation rules out `after` cycles");
+            let name = pending.remove(next);
+            effects.extend(self.start(&name, now));
+        }
+        effects
     }
 
     /// Dependencies of `name` that are coming up: it must start after them.
