@@ -232,14 +232,14 @@ impl Supervisor {
         let mut effects = Vec::new();
         for name in &diff.removed {
             let service = self.services.get_mut(name).expect("removed services exist");
-            match service.stop(AfterStop::Remove, now) {
-                Some(e) => effects.extend(e),
-                None => {
-                    self.services.remove(name);
-                    effects.push(Effect::Remove {
-                        service: name.clone(),
-                    });
-                }
+            effects.extend(service.stop(AfterStop::Remove, now).unwrap_or_default());
+            // Waiting and backoff stop at once (without acting on `then`): remove those
+            // here, like services that were not running at all.
+            if service.is_inactive() {
+                self.services.remove(name);
+                effects.push(Effect::Remove {
+                    service: name.clone(),
+                });
             }
         }
         for name in &diff.changed {
