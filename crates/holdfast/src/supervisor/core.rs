@@ -256,13 +256,30 @@ impl Supervisor {
             service.set_spec(spec);
             effects.extend(restart.unwrap_or_default());
         }
+        let mut to_start = Vec::new();
         for name in &diff.added {
-            self.insert(new.services[name].clone(), now);
+            let spec = new.services[name].clone();
+            let autostart = spec.autostart && !self.shutting_down;
+            match self.services.get_mut(name) {
+                // Removed by an earlier reload and still stopping: let that stop finish
+                // (its process group is still there), then run the new definition.
+                Some(service) => {
+                    service.set_spec(Arc::new(spec));
+                    service.cancel_removal(if autostart {
+                        AfterStop::Start
+                    } else {
+                        AfterStop::Stay
+                    });
+                }
+                None => {
+                    self.insert(spec, now);
+                    if autostart {
+                        to_start.push(name.clone());
+                    }
+                }
+            }
         }
-        if !self.shutting_down {
-            let autostart = diff.added.iter().filter(|n| new.services[*n].autostart);
-            effects.extend(self.start_all(autostart.cloned().collect(), now));
-        }
+        effects.extend(self.start_all(to_start, now));
         // Daemon settings that need a restart keep their running values.
         let daemon = self.plan.daemon.clone();
         self.plan = Plan { daemon, ..new };

@@ -511,6 +511,14 @@ impl Service {
         }
     }
 
+    /// The service, stopping because a reload removed it, is back in the plan: do `then`
+    /// once stopped instead of being forgotten.
+    pub fn cancel_removal(&mut self, then: AfterStop) {
+        if let State::Stopping { then: slot, .. } = &mut self.state {
+            *slot = then;
+        }
+    }
+
     fn begin_stop(
         &mut self,
         run: RunId,

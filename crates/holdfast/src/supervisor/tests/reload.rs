@@ -214,3 +214,23 @@ fn changed_daemon_settings_are_reported_and_keep_their_running_values() {
     assert!(effects.is_empty());
     assert_eq!(h.sup.plan().daemon, plan([]).daemon);
 }
+
+#[test]
+fn a_service_readded_without_autostart_while_stopping_stays_stopped() {
+    let mut h = Harness::running([svc("a"), svc("b")]);
+    h.reload([svc("a")]);
+    let manual = ServiceSpec {
+        autostart: false,
+        ..svc("b")
+    };
+    h.reload([svc("a"), manual]);
+    assert_eq!(
+        labels(&h.exit("b", killed(Signal::SIGTERM))),
+        ["b Exited", "b Stopped"]
+    );
+    assert_eq!(
+        h.state("b"),
+        "stopped",
+        "b is kept: it is in the plan again"
+    );
+}
