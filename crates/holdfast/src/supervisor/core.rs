@@ -248,7 +248,15 @@ impl Supervisor {
             effects.push(emit(name, EventKind::Reconfigured));
             // The stop uses the old definition (its signal and timeout); the next spawn
             // the new one.
-            let restart = if service.is_active() {
+            // A stop by hand (or for shutdown) in progress stays a stop.
+            let stopping_for_good = matches!(
+                service.state(),
+                State::Stopping {
+                    then: AfterStop::Stay,
+                    ..
+                }
+            );
+            let restart = if service.is_active() && !stopping_for_good {
                 service.stop(AfterStop::Start, now)
             } else {
                 None
