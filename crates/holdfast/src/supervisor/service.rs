@@ -368,8 +368,11 @@ impl Service {
         let mut effects = vec![self.emit(EventKind::Exited { run, pid, status })];
         match self.state.clone() {
             State::Starting { spawned, .. } | State::Running { spawned, .. } => {
-                let early = matches!(self.state, State::Starting { .. });
                 let ran_for = now.duration_since(spawned);
+                // The start_secs timer and the exit can be ready together, and the shell
+                // may take the exit first: the time actually run decides.
+                let early =
+                    matches!(self.state, State::Starting { .. }) && ran_for < self.spec.start_secs;
                 if ran_for >= self.failure_memory() {
                     self.attempt = 0;
                 }
