@@ -24,9 +24,10 @@ pub fn run(
     lines: usize,
     follow: bool,
 ) -> miette::Result<ExitCode> {
-    let status = match client::call(socket, Request::Status).map_err(|err| miette!("{err}"))? {
-        Reply::Status(status) => status,
-        other => {
+    let status = match client::call(socket, Request::Status) {
+        Ok(Reply::Status(status)) => status,
+        Err(error) => return Ok(super::service::report(error)),
+        Ok(other) => {
             return Err(miette!(
                 "unexpected reply from holdfast to status: {other:?}"
             ));
