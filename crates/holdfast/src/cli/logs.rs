@@ -120,6 +120,8 @@ mod tests {
                 reason: None,
                 holding_up: Vec::new(),
                 log: log.into(),
+                health: None,
+                env_overrides: Default::default(),
             }],
         }
     }

@@ -184,6 +184,8 @@ mod tests {
             reason: None,
             holding_up: Vec::new(),
             log: format!("/var/log/holdfast/{name}.log"),
+            health: None,
+            env_overrides: Default::default(),
         }
     }
 

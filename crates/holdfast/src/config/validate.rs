@@ -20,6 +20,8 @@ use crate::model::{
     StartLimit, StopSpec, defaults,
 };
 
+mod recovery;
+
 /// Smallest `log.max_size`: below this rotation would churn on every few lines.
 const MIN_LOG_SIZE: u64 = 4 * 1024;
 
@@ -215,6 +217,8 @@ impl Validator<'_> {
         );
         let stop = self.stop(svc, raw);
         let log = self.log(svc, raw);
+        let health = raw.health.as_ref().and_then(|h| self.health(svc, h));
+        let exit_codes = self.exit_codes(svc, raw);
 
         Some(ServiceSpec {
             name: name?,
@@ -229,6 +233,8 @@ impl Validator<'_> {
             start_secs,
             stop,
             log,
+            health,
+            exit_codes,
         })
     }
 

@@ -9,6 +9,8 @@
 
 mod backoff;
 mod commands;
+mod exit_codes;
+mod health;
 mod ordering;
 mod reload;
 mod restart;
@@ -118,6 +120,8 @@ fn label(effect: &Effect) -> String {
         Effect::StartAgain { service } => format!("start-again {service}"),
         Effect::Remove { service } => format!("remove {service}"),
         Effect::Exit => "exit".to_owned(),
+        Effect::StartProbe { service, .. } => format!("probe {service}"),
+        Effect::Quarantine { service, .. } => format!("quarantine {service}"),
     }
 }
 
@@ -271,7 +275,10 @@ impl Harness {
                     panic!("StartAgain for {service} leaked out of the core")
                 }
                 Effect::Exit => self.exit_seen = true,
-                Effect::Emit(_) | Effect::Remove { .. } => {}
+                Effect::Emit(_)
+                | Effect::Remove { .. }
+                | Effect::StartProbe { .. }
+                | Effect::Quarantine { .. } => {}
             }
             done.push(effect);
         }
