@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 
@@ -85,7 +86,9 @@ fn a_failing_health_endpoint_degrades_then_makes_unhealthy_and_restarts_the_serv
         "degraded after 2 failures, not yet unhealthy: {h:?}"
     );
     assert!(
-        h.last_error.as_deref().is_some_and(|e| e.contains("HTTP 503")),
+        h.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("HTTP 503")),
         "{h:?}"
     );
 
@@ -120,7 +123,9 @@ fn an_unhealthy_service_comes_back_to_ok_only_after_the_configured_successes() {
     let pid = healthy_pid(&d);
 
     get(port, "/health/fail");
-    d.wait_for_service("web", "is unhealthy", |s| health_state(s) == Some("unhealthy"));
+    d.wait_for_service("web", "is unhealthy", |s| {
+        health_state(s) == Some("unhealthy")
+    });
     get(port, "/health/ok");
 
     // Until the third consecutive success the state stays UNHEALTHY.
@@ -166,5 +171,48 @@ fn a_hung_process_is_detected_through_probe_timeouts_and_replaced() {
     assert!(
         !support::is_alive(hung),
         "the stopped process was stopped for good (SIGCONT lets it act on SIGTERM)"
+    );
+}
+
+#[test]
+fn exec_probes_are_reaped_by_holdfast_and_killed_when_they_time_out() {
+    let d = Daemon::start(
+        r#"
+[service.worker]
+command = ["sleep", "3600"]
+
+[service.worker.health]
+exec = ["sh", "-c", "[ -e {DIR}/ok ] || exec sleep 3600"]
+interval = "200ms"
+timeout = "150ms"
+degraded = { failures = 2, within = "10s" }
+unhealthy = { failures = 4, within = "10s", action = "none" }
+recover = { successes = 3 }
+"#,
+    );
+    let degraded = d.wait_for_service("worker", "is degraded by hanging probes", |s| {
+        health_state(s) == Some("degraded")
+    });
+    let h = degraded.health.expect("health is reported");
+    assert_eq!(
+        h.last_error.as_deref(),
+        Some("timed out after 150ms"),
+        "{h:?}"
+    );
+    fs::write(d.dir().join("ok"), "").expect("marker is written");
+    d.wait_for_service("worker", "is ok again", |s| health_state(s) == Some("ok"));
+    // Timed-out probes were killed: no `sleep 3600` is left besides the service itself.
+    let worker = d.service("worker").pid.expect("running");
+    let sleepers: Vec<u32> = support::tagged_processes(d.tag())
+        .into_iter()
+        .filter(|&p| p != worker)
+        .filter(|&p| {
+            fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with("sleep"))
+        })
+        .filter(|&p| support::is_alive(p))
+        .collect();
+    assert!(
+        sleepers.is_empty(),
+        "leftover probe processes: {sleepers:?}"
     );
 }
