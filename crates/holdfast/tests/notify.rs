@@ -264,3 +264,46 @@ start_secs = "0s"
     drop(d);
     let _ = std::fs::remove_dir_all(&manager_dir);
 }
+
+#[test]
+fn a_newline_on_the_notification_fd_makes_a_service_ready() {
+    let d = Daemon::start(
+        r#"
+[service.s6]
+command = ["/bin/sh", "-c", "sleep 0.5; [ -e /proc/self/fd/4 ] && exit 9; echo >&5; exec sleep 1000"]
+ready = { fd = 5 }
+start_secs = "0s"
+start_timeout = "20s"
+"#,
+    );
+    let starting = d.service("s6");
+    assert_eq!(starting.state, "starting");
+    let running = d.wait_for_service("s6", "is running", |s| s.state == "running");
+    assert_eq!(
+        running.restarts, 0,
+        "fd 4 (a gap below the target) was not leaked"
+    );
+}
+
+#[test]
+fn a_tcp_connect_makes_a_service_ready() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        probe.local_addr().expect("address").port()
+    };
+    let d = Daemon::start(&format!(
+        r#"
+[service.app]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{port}", "--slow-start", "1s"]
+ready = {{ tcp = "127.0.0.1:{port}" }}
+start_secs = "0s"
+
+[service.web]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:0"]
+ready = {{ http = "http://127.0.0.1:{port}/health" }}
+start_secs = "0s"
+"#
+    ));
+    d.wait_for_service("app", "is running", |s| s.state == "running");
+    d.wait_for_service("web", "is running", |s| s.state == "running");
+}

@@ -250,3 +250,100 @@ impl Validator<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::parse;
+    use crate::model::{Readiness, ServiceKind};
+
+    fn problems(toml: &str) -> String {
+        match parse(toml, "test.toml", Path::new("/")) {
+            Ok(_) => String::new(),
+            Err(e) => e.render_plain(),
+        }
+    }
+
+    #[test]
+    fn every_readiness_form_is_accepted() {
+        let plan = parse(
+            r#"
+[service.a]
+command = ["a"]
+ready = "notify"
+watchdog = "10s"
+start_timeout = "5s"
+[service.b]
+command = ["b"]
+ready = { tcp = "127.0.0.1:80" }
+[service.c]
+command = ["c"]
+ready = "fd"
+type = "forking"
+pidfile = "/run/c.pid"
+[service.d]
+command = ["d"]
+ready = { http = "http://127.0.0.1:80/health" }
+"#,
+            "test.toml",
+            Path::new("/"),
+        )
+        .expect("valid config");
+        let spec = |n: &str| &plan.services[&n.parse().expect("name")];
+        assert_eq!(spec("a").ready, Readiness::Notify);
+        assert_eq!(spec("a").watchdog, Some(std::time::Duration::from_secs(10)));
+        assert_eq!(spec("a").start_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(
+            spec("b").ready,
+            Readiness::Tcp("127.0.0.1:80".parse().expect("addr"))
+        );
+        assert_eq!(spec("c").ready, Readiness::Fd(3));
+        assert_eq!(
+            spec("c").kind,
+            ServiceKind::Forking {
+                pidfile: "/run/c.pid".into()
+            }
+        );
+        assert_eq!(
+            spec("d").start_timeout,
+            crate::model::defaults::START_TIMEOUT
+        );
+    }
+
+    #[test]
+    fn a_mode_without_its_parameter_is_an_error_with_the_line_to_write() {
+        let text = problems("[service.a]\ncommand = [\"a\"]\nready = \"tcp\"\n");
+        assert!(
+            text.contains("`service.a.ready = \"tcp\"` needs to know where"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ready = { tcp = \"127.0.0.1:8080\" }"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn forking_needs_a_pidfile_and_a_pidfile_needs_forking() {
+        let text = problems("[service.a]\ncommand = [\"a\"]\ntype = \"forking\"\n");
+        assert!(text.contains("needs a `pidfile`"), "{text}");
+        let text = problems("[service.a]\ncommand = [\"a\"]\npidfile = \"/run/a.pid\"\n");
+        assert!(text.contains("only applies to forking services"), "{text}");
+    }
+
+    #[test]
+    fn bad_readiness_values_are_reported() {
+        let text = problems(
+            "[service.a]\ncommand = [\"a\"]\nready = \"notfy\"\n\
+             [service.b]\ncommand = [\"b\"]\nready = { tcp = \"localhost:80\" }\n\
+             [service.c]\ncommand = [\"c\"]\nready = { fd = 1 }\n",
+        );
+        assert!(text.contains("did you mean \"notify\"?"), "{text}");
+        assert!(text.contains("invalid address \"localhost:80\""), "{text}");
+        assert!(
+            text.contains("`service.c.ready.fd` must be between 3 and 1023"),
+            "{text}"
+        );
+    }
+}

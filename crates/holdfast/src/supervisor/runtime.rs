@@ -380,13 +380,14 @@ impl Shell {
 
     fn spawn(&mut self, service: ServiceName, run: RunId, spec: &ServiceSpec) -> Input {
         match self.try_spawn(&service, spec) {
-            Ok(pid) => {
+            Ok((pid, ready_pipe)) => {
                 self.groups.insert(pid, (service.clone(), run));
                 self.mains.insert(pid, (service.clone(), run));
                 let target = self.target(&service, run);
                 let watcher = match &spec.ready {
                     Readiness::Tcp(addr) => Some(startup::tcp(target, *addr)),
                     Readiness::Http(url) => Some(startup::http(target, url.clone())),
+                    Readiness::Fd(_) => ready_pipe.map(|pipe| startup::fd(target, pipe)),
                     _ => None,
                 };
                 if let Some(task) = watcher {
@@ -402,7 +403,13 @@ impl Shell {
         }
     }
 
-    fn try_spawn(&mut self, name: &ServiceName, spec: &ServiceSpec) -> Result<Pid, String> {
+    /// Spawns `spec`; returns the pid and, for `ready = { fd = N }`, the read end of the
+    /// notification pipe whose write end the child has as fd N.
+    fn try_spawn(
+        &mut self,
+        name: &ServiceName,
+        spec: &ServiceSpec,
+    ) -> Result<(Pid, Option<std::os::fd::OwnedFd>), String> {
         let log_dir = &self.sup.plan().daemon.log_dir;
         let capture = match self.captures.entry(name.clone()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -431,6 +438,18 @@ impl Shell {
             // A pidfile left by an earlier run would name a dead (or reused) pid.
             let _ = std::fs::remove_file(pidfile);
         }
+        let ready_pipe = match spec.ready {
+            Readiness::Fd(fd) => {
+                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| format!("cannot create the readiness pipe: {e}"))?;
+                Some((read, write, fd))
+            }
+            _ => None,
+        };
+        let extra_fds: Vec<_> = ready_pipe
+            .iter()
+            .map(|(_, write, fd)| (std::os::fd::AsFd::as_fd(write), *fd))
+            .collect();
         let request = spawn::SpawnRequest {
             program: &spec.command[0],
             args: &spec.command[1..],
@@ -440,10 +459,14 @@ impl Shell {
             stderr: capture.stderr(),
             listen_fds: &[],
             listen_fd_names: &[],
+            extra_fds: &extra_fds,
         };
-        spawn::spawn(&request)
+        let pid = spawn::spawn(&request)
             .map(|spawned| spawned.pid)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // Our copy of the write end goes, so the reader sees EOF once the service closes
+        // its copy without writing a newline.
+        Ok((pid, ready_pipe.map(|(read, _, _)| read)))
     }
 
     /// Turns a reaped process into an input: the exit of a service's main process, or the
