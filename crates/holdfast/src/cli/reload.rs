@@ -1,4 +1,116 @@
-use std::{path::Path, process::ExitCode};
-pub fn run(_socket: &Path, _dry_run: bool) -> miette::Result<ExitCode> {
-    unimplemented!("skeleton")
+//! `holdfast reload [--dry-run]`: ask the daemon to re-read its config and print what
+//! changes (or would change).
+//!
+//! An invalid config is not a client failure: the daemon sends the rendered diagnostic,
+//! printed verbatim, and the exit code is 3 like `holdfast check`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::control::client::{self, ClientError};
+use crate::control::protocol::{ControlError, ErrorKind, ReloadPlan, Reply, Request};
+
+use super::exit;
+
+pub fn run(socket: &Path, dry_run: bool) -> miette::Result<ExitCode> {
+    match client::call(socket, Request::Reload { dry_run }) {
+        Ok(Reply::Reload(plan)) => {
+            print!("{}", render_plan(&plan));
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(other) => Ok(super::service::report(ClientError::Protocol(format!(
+            "holdfast answered `reload` with an unexpected reply: {other:?}"
+        )))),
+        Err(ClientError::Daemon(ControlError {
+            kind: ErrorKind::InvalidConfig,
+            message,
+        })) => {
+            eprintln!("{}", message.trim_end());
+            Ok(ExitCode::from(exit::INVALID_CONFIG))
+        }
+        Err(e) => Ok(super::service::report(e)),
+    }
+}
+
+/// One line per change: `+` added, `-` removed, `~` changed (restarted), `=` a count of
+/// unchanged services, `!` daemon settings that need a holdfast restart.
+pub fn render_plan(plan: &ReloadPlan) -> String {
+    let mut out = String::new();
+    if plan.dry_run {
+        out.push_str("dry run: nothing changed\n");
+    }
+    for name in &plan.added {
+        let _ = writeln!(out, "+ added: {name}");
+    }
+    for name in &plan.removed {
+        let _ = writeln!(out, "- removed: {name}");
+    }
+    for name in &plan.changed {
+        let _ = writeln!(out, "~ changed (restart): {name}");
+    }
+    let unchanged = plan.unchanged.len();
+    let noun = if unchanged == 1 {
+        "service"
+    } else {
+        "services"
+    };
+    let _ = writeln!(out, "= unchanged: {unchanged} {noun}");
+    for setting in &plan.ignored {
+        // The daemon may name the setting bare (`control`) or qualified.
+        let qualified = if setting.starts_with('[') {
+            setting.clone()
+        } else {
+            format!("[holdfast].{setting}")
+        };
+        let _ = writeln!(out, "! ignored until restart: {qualified}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ServiceName;
+
+    fn names(names: &[&str]) -> Vec<ServiceName> {
+        names
+            .iter()
+            .map(|n| ServiceName::new(*n).expect("test names are valid"))
+            .collect()
+    }
+
+    #[test]
+    fn plan_lists_every_kind_of_change() {
+        let plan = ReloadPlan {
+            dry_run: false,
+            added: names(&["cache"]),
+            removed: names(&["legacy"]),
+            changed: names(&["api", "web"]),
+            unchanged: names(&["db", "worker", "cron"]),
+            ignored: vec!["control".to_owned(), "[holdfast].log_dir".to_owned()],
+        };
+        insta::assert_snapshot!(render_plan(&plan), @r"
+        + added: cache
+        - removed: legacy
+        ~ changed (restart): api
+        ~ changed (restart): web
+        = unchanged: 3 services
+        ! ignored until restart: [holdfast].control
+        ! ignored until restart: [holdfast].log_dir
+        ");
+    }
+
+    #[test]
+    fn dry_run_says_nothing_changed_first() {
+        let plan = ReloadPlan {
+            dry_run: true,
+            unchanged: names(&["api"]),
+            ..ReloadPlan::default()
+        };
+        assert_eq!(
+            render_plan(&plan),
+            "dry run: nothing changed\n= unchanged: 1 service\n"
+        );
+    }
 }

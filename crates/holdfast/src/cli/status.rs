@@ -1,4 +1,289 @@
-use std::{path::Path, process::ExitCode};
-pub fn run(_socket: &Path, _json: bool) -> miette::Result<ExitCode> {
-    unimplemented!("skeleton")
+//! `holdfast status`: the state of every service, as a table for people or as the
+//! control API's JSON (`--json`, the stable contract scripts and tests rely on).
+//!
+//! Rendering is pure (`render_table`/`render`) so its layout is unit tested; colour is
+//! only added when stdout is a terminal and `NO_COLOR` is unset.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::control::client::{self, ClientError};
+use crate::control::protocol::{Reply, Request, ServiceStatus, Status};
+
+pub fn run(socket: &Path, json: bool) -> miette::Result<ExitCode> {
+    let status = match client::call(socket, Request::Status) {
+        Ok(Reply::Status(status)) => status,
+        Ok(other) => {
+            return Ok(super::service::report(ClientError::Protocol(format!(
+                "holdfast answered `status` with an unexpected reply: {other:?}"
+            ))));
+        }
+        Err(e) => return Ok(super::service::report(e)),
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&status).expect("protocol types always serialize");
+        println!("{text}");
+    } else {
+        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        print!("{}", render(&status, colour));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The status as a plain-text table followed by the reasons behind non-obvious states.
+pub fn render_table(status: &Status) -> String {
+    render(status, false)
+}
+
+const HEADERS: [&str; 6] = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT"];
+
+/// [`render_table`], with the state column coloured (ANSI) when `colour` is set.
+pub fn render(status: &Status, colour: bool) -> String {
+    let mut out = String::new();
+    let daemon = &status.daemon;
+    let _ = write!(
+        out,
+        "holdfast {} (pid {}) up {}, config {}",
+        daemon.version,
+        daemon.pid,
+        human_duration(daemon.uptime_ms),
+        daemon.config
+    );
+    if daemon.shutting_down {
+        out.push_str(", shutting down");
+    }
+    out.push('\n');
+    if status.services.is_empty() {
+        out.push_str("no services\n");
+        return out;
+    }
+
+    let rows: Vec<[String; 6]> = status.services.iter().map(row).collect();
+    let mut widths = HEADERS.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    push_row(&mut out, &HEADERS.map(str::to_owned), &widths, None);
+    for (row, service) in rows.iter().zip(&status.services) {
+        let state_colour = colour.then(|| state_colour(&service.state));
+        push_row(&mut out, row, &widths, state_colour);
+    }
+
+    let notes: Vec<&ServiceStatus> = status
+        .services
+        .iter()
+        .filter(|s| s.reason.is_some() || !s.holding_up.is_empty())
+        .collect();
+    if !notes.is_empty() {
+        out.push('\n');
+    }
+    for service in notes {
+        let _ = write!(out, "{}: {}", service.name, service.state);
+        if let Some(reason) = &service.reason {
+            let _ = write!(out, ": {reason}");
+        }
+        out.push('\n');
+        for process in &service.holding_up {
+            let _ = writeln!(
+                out,
+                "  waiting for pid {} ({})",
+                process.pid, process.command
+            );
+        }
+    }
+    out
+}
+
+fn row(service: &ServiceStatus) -> [String; 6] {
+    // Time in state is an uptime only while a process runs; for stopped or failed
+    // services the LAST EXIT column says when it ended.
+    let has_process = matches!(service.state.as_str(), "starting" | "running" | "stopping");
+    [
+        service.name.to_string(),
+        service.state.clone(),
+        service
+            .pid
+            .map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
+        if has_process {
+            human_duration(service.since_ms)
+        } else {
+            "-".to_owned()
+        },
+        service.restarts.to_string(),
+        service.last_exit.as_ref().map_or_else(
+            || "-".to_owned(),
+            |exit| format!("{} ({} ago)", exit.description, human_duration(exit.ago_ms)),
+        ),
+    ]
+}
+
+/// Appends one table row; the state cell (index 1) is wrapped in `colour` after padding,
+/// so escape codes never disturb the alignment. The last column is not padded.
+fn push_row(out: &mut String, cells: &[String; 6], widths: &[usize; 6], colour: Option<&str>) {
+    let last = cells.len() - 1;
+    for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+        if i == last {
+            out.push_str(cell);
+            break;
+        }
+        let padded = format!("{cell:<width$}  ");
+        match colour {
+            Some(code) if i == 1 => {
+                let (text, pad) = padded.split_at(cell.len());
+                let _ = write!(out, "\x1b[{code}m{text}\x1b[0m{pad}");
+            }
+            _ => out.push_str(&padded),
+        }
+    }
+    out.push('\n');
+}
+
+/// ANSI SGR parameters for a state.
+fn state_colour(state: &str) -> &'static str {
+    match state {
+        "running" => "32",                                       // green
+        "starting" | "stopping" | "waiting" | "backoff" => "33", // yellow
+        "failed" => "1;31",                                      // bold red
+        _ => "2",                                                // dim: stopped, unknown
+    }
+}
+
+/// A compact duration: `3s`, `4m12s`, `2h03m`, `5d02h` (two units at most).
+pub fn human_duration(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, hours, mins, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if secs < 60 {
+        format!("{secs}s")
+    } else if secs < 3600 {
+        format!("{mins}m{s:02}s")
+    } else if secs < 86_400 {
+        format!("{hours}h{mins:02}m")
+    } else {
+        format!("{days}d{hours:02}h")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::protocol::{DaemonStatus, ExitInfo, ProcessInfo};
+    use crate::model::ServiceName;
+
+    fn service(name: &str, state: &str) -> ServiceStatus {
+        ServiceStatus {
+            name: ServiceName::new(name).expect("test names are valid"),
+            state: state.to_owned(),
+            pid: None,
+            since_ms: 0,
+            restarts: 0,
+            last_exit: None,
+            reason: None,
+            holding_up: Vec::new(),
+            log: format!("/var/log/holdfast/{name}.log"),
+        }
+    }
+
+    fn sample() -> Status {
+        Status {
+            daemon: DaemonStatus {
+                pid: 4242,
+                version: "0.1.0".to_owned(),
+                config: "/etc/holdfast/holdfast.toml".to_owned(),
+                uptime_ms: 7_380_000,
+                shutting_down: false,
+            },
+            services: vec![
+                ServiceStatus {
+                    state: "failed".to_owned(),
+                    restarts: 4,
+                    last_exit: Some(ExitInfo {
+                        description: "exited 3".to_owned(),
+                        code: Some(3),
+                        signal: None,
+                        ago_ms: 252_000,
+                    }),
+                    reason: Some("start limit hit: 4 restarts within 10s".to_owned()),
+                    ..service("api", "failed")
+                },
+                ServiceStatus {
+                    pid: Some(1234),
+                    since_ms: 3_000,
+                    holding_up: vec![ProcessInfo {
+                        pid: 1234,
+                        command: "demo-app --ignore-sigterm".to_owned(),
+                    }],
+                    ..service("demo-app", "stopping")
+                },
+                ServiceStatus {
+                    pid: Some(981),
+                    since_ms: 446_400_000,
+                    restarts: 12,
+                    last_exit: Some(ExitInfo {
+                        description: "killed by SIGKILL".to_owned(),
+                        code: None,
+                        signal: Some("SIGKILL".to_owned()),
+                        ago_ms: 446_400_500,
+                    }),
+                    ..service("web", "running")
+                },
+                service("worker", "stopped"),
+            ],
+        }
+    }
+
+    #[test]
+    fn table_aligns_columns_and_explains_reasons_and_holdups() {
+        insta::assert_snapshot!(render_table(&sample()), @r"
+        holdfast 0.1.0 (pid 4242) up 2h03m, config /etc/holdfast/holdfast.toml
+        NAME      STATE     PID   UPTIME  RESTARTS  LAST EXIT
+        api       failed    -     -       4         exited 3 (4m12s ago)
+        demo-app  stopping  1234  3s      0         -
+        web       running   981   5d04h   12        killed by SIGKILL (5d04h ago)
+        worker    stopped   -     -       0         -
+
+        api: failed: start limit hit: 4 restarts within 10s
+        demo-app: stopping
+          waiting for pid 1234 (demo-app --ignore-sigterm)
+        ");
+    }
+
+    #[test]
+    fn colour_wraps_only_the_state_and_keeps_alignment() {
+        let status = sample();
+        let coloured = render(&status, true);
+        assert!(coloured.contains("\x1b[1;31mfailed\x1b[0m    -"));
+        let stripped = coloured
+            .replace("\x1b[1;31m", "")
+            .replace("\x1b[32m", "")
+            .replace("\x1b[33m", "")
+            .replace("\x1b[2m", "")
+            .replace("\x1b[0m", "");
+        assert_eq!(
+            stripped,
+            render_table(&status),
+            "colour adds only escape codes"
+        );
+    }
+
+    #[test]
+    fn a_daemon_without_services_says_so() {
+        let status = Status {
+            services: Vec::new(),
+            ..sample()
+        };
+        assert!(render_table(&status).ends_with("no services\n"));
+    }
+
+    #[test]
+    fn durations_are_compact_with_two_units_at_most() {
+        assert_eq!(human_duration(999), "0s");
+        assert_eq!(human_duration(3_000), "3s");
+        assert_eq!(human_duration(252_000), "4m12s");
+        assert_eq!(human_duration(7_380_000), "2h03m");
+        assert_eq!(human_duration(439_200_000), "5d02h");
+    }
 }

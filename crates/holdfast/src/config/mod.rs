@@ -1,1 +1,42 @@
-//! SKELETON: replaced by the config helper.
+//! Loading `holdfast.toml`: TOML → [`raw`] schema → [`validate`] → [`Plan`].
+//!
+//! Every problem in a file is reported at once, each with its location, the offending
+//! snippet underlined, what is wrong and how to fix it ([`ConfigError`]). A `Plan` comes
+//! out only when there are no problems at all.
+
+mod diagnostic;
+mod raw;
+mod validate;
+pub mod value;
+
+use std::path::Path;
+
+pub use diagnostic::{ConfigError, Problem};
+
+use crate::model::Plan;
+
+/// Reads and validates the config at `path`. Relative paths in `[holdfast]` resolve
+/// against the directory of the file.
+pub fn load(path: &Path) -> Result<Plan, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    let base_dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    parse(&src, &path.display().to_string(), base_dir)
+}
+
+/// Validates config text. `origin` names the source in diagnostics (usually the path);
+/// relative paths in `[holdfast]` resolve against `base_dir`.
+pub fn parse(src: &str, origin: &str, base_dir: &Path) -> Result<Plan, ConfigError> {
+    let (raw, mut problems) = raw::parse_document(src);
+    let plan = validate::validate(raw, base_dir, &mut problems);
+    if problems.is_empty() {
+        Ok(plan)
+    } else {
+        Err(ConfigError::invalid(origin, src, problems))
+    }
+}

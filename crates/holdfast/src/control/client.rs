@@ -1,1 +1,132 @@
-//! SKELETON
+//! The CLI side of the control socket: one blocking request/response exchange.
+//!
+//! Blocking std I/O on purpose: the CLI makes a single call and exits, so it needs no
+//! runtime. Every read and write has a deadline, so a wedged daemon makes the CLI fail
+//! with a clear error instead of hanging.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::protocol::{
+    ControlError, Envelope, ErrorKind, Reply, Request, RequestBody, ResponseBody, VERSION,
+};
+use crate::cli::exit;
+
+/// How long the daemon may take to answer (a `stop` waits for the service to stop).
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest answer accepted; a status of thousands of services fits easily.
+const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ClientError {
+    /// Nobody answers on the socket.
+    #[error("cannot reach holdfast on control socket {}", path.display())]
+    #[diagnostic(help(
+        "is `holdfast up` running? Point to its socket with --socket or HOLDFAST_SOCKET"
+    ))]
+    Unreachable { path: PathBuf, source: io::Error },
+    /// The daemon answered with an error.
+    #[error("{0}")]
+    Daemon(ControlError),
+    /// A malformed answer, a timeout or an I/O error mid-way.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The CLI's exit code for this error (see [`crate::cli::exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Unreachable { .. } => exit::UNREACHABLE,
+            ClientError::Daemon(ControlError {
+                kind: ErrorKind::InvalidConfig,
+                ..
+            }) => exit::INVALID_CONFIG,
+            ClientError::Daemon(_) | ClientError::Protocol(_) => exit::FAILURE,
+        }
+    }
+}
+
+/// Sends one request to the daemon at `socket` and waits (at most [`TIMEOUT`] per read
+/// or write) for its answer.
+pub fn call(socket: &Path, request: Request) -> Result<Reply, ClientError> {
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
+        path: socket.to_owned(),
+        source,
+    })?;
+    let io_error = |action: &str, e: io::Error| {
+        let what = if matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) {
+            format!("no answer within {}s", TIMEOUT.as_secs())
+        } else {
+            e.to_string()
+        };
+        ClientError::Protocol(format!(
+            "failed to {action} control socket {}: {what}",
+            socket.display()
+        ))
+    };
+    let timeouts = stream
+        .set_read_timeout(Some(TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)));
+    timeouts.map_err(|e| io_error("configure", e))?;
+
+    let envelope = Envelope {
+        v: VERSION,
+        body: RequestBody::Request(request),
+    };
+    let mut line = serde_json::to_vec(&envelope).expect("protocol types always serialize");
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .map_err(|e| io_error("write to", e))?;
+
+    let mut answer = Vec::new();
+    BufReader::new((&stream).take(MAX_RESPONSE))
+        .read_until(b'\n', &mut answer)
+        .map_err(|e| io_error("read from", e))?;
+    parse_response(&answer)
+}
+
+/// The fields checked before the full parse: an error is shown whatever the version (a
+/// newer daemon explaining a version mismatch), anything else needs our version.
+#[derive(Deserialize)]
+struct Probe {
+    v: Option<serde_json::Value>,
+    error: Option<ControlError>,
+}
+
+fn parse_response(line: &[u8]) -> Result<Reply, ClientError> {
+    if line.is_empty() {
+        return Err(ClientError::Protocol(
+            "holdfast closed the connection without answering".to_owned(),
+        ));
+    }
+    let malformed = |e: serde_json::Error| {
+        ClientError::Protocol(format!("malformed answer from holdfast: {e}"))
+    };
+    let probe: Probe = serde_json::from_slice(line).map_err(malformed)?;
+    if let Some(error) = probe.error {
+        return Err(ClientError::Daemon(error));
+    }
+    match probe.v {
+        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(VERSION)) => {}
+        other => {
+            let theirs = other.map_or_else(|| "no version".to_owned(), |v| format!("v{v}"));
+            return Err(ClientError::Protocol(format!(
+                "holdfast answered with protocol {theirs}, this CLI speaks v{VERSION}: use the holdfast binary that matches the daemon"
+            )));
+        }
+    }
+    let envelope: Envelope<ResponseBody> = serde_json::from_slice(line).map_err(malformed)?;
+    match envelope.body {
+        ResponseBody::Ok(reply) => Ok(reply),
+        ResponseBody::Error(error) => Err(ClientError::Daemon(error)),
+    }
+}

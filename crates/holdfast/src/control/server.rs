@@ -1,1 +1,915 @@
-//! SKELETON
+//! The daemon side of the control socket: bind it safely, accept connections, check who
+//! is calling, and forward each request to the supervisor.
+//!
+//! Invariants:
+//! - The server never touches supervisor state: it turns one request line into one
+//!   [`ControlMsg`] and writes back whatever the supervisor answers on the oneshot.
+//! - Every connection runs in its own task, and every read and write on it has a
+//!   deadline, so a stuck or malicious client can only ever hold up itself.
+//! - Every request line gets exactly one response line, errors included; only a client
+//!   that connects and closes without sending anything (a liveness probe such as
+//!   [`bind`]'s) is closed without an answer.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::protocol::{
+    ControlError, Envelope, ErrorKind, Reply, Request, RequestBody, ResponseBody, VERSION,
+};
+
+/// Longest request line accepted, newline included.
+pub const MAX_REQUEST_LINE: usize = 64 * 1024;
+/// How long a client may take to send its request line.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to accept the response line.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One control request on its way to the supervisor. The supervisor answers on `reply`
+/// once the request's transition is applied; dropping `reply` is answered to the client
+/// as [`ErrorKind::ShuttingDown`].
+#[derive(Debug)]
+pub struct ControlMsg {
+    pub request: Request,
+    pub peer: Peer,
+    pub reply: oneshot::Sender<Result<Reply, ControlError>>,
+}
+
+/// Who sent a request, from the kernel (`SO_PEERCRED`), not from the client's word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// `None` when the kernel reports no pid (peer in another pid namespace).
+    pub pid: Option<i32>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Binds the control socket at `path`.
+///
+/// Creates the parent directory if missing (0755). Refuses to start if another live
+/// daemon answers on the socket (a connect that succeeds means live), removes a stale
+/// socket file (connect refused) and refuses to replace anything that is not a socket.
+/// The socket gets mode 0600; with `allowed_gid`, mode 0660 and group `allowed_gid`
+/// (the owner stays holdfast's euid, which is root when holdfast runs as root).
+///
+/// Must be called inside a tokio runtime.
+pub fn bind(path: &Path, allowed_gid: Option<u32>) -> io::Result<UnixListener> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| annotate(e, format!("failed to create directory {parent:?}")))?;
+    }
+    remove_stale_socket(path)?;
+    let listener = UnixListener::bind(path)
+        .map_err(|e| annotate(e, format!("failed to bind control socket {path:?}")))?;
+    let mode = if allowed_gid.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| annotate(e, format!("failed to set mode of control socket {path:?}")))?;
+    if let Some(gid) = allowed_gid {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| {
+            annotate(
+                e.into(),
+                format!("failed to give control socket {path:?} to group {gid}"),
+            )
+        })?;
+    }
+    Ok(listener)
+}
+
+/// Makes room for a fresh socket at `path`, unless a live daemon owns it.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(annotate(e, format!("failed to inspect {path:?}"))),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("refusing to replace {path:?} with the control socket: it is not a socket"),
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(stream) => {
+            let pid = getsockopt(&stream, PeerCredentials)
+                .map(|cred| cred.pid().to_string())
+                .unwrap_or_else(|_| "unknown".to_owned());
+            Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "holdfast is already running on {} (pid {pid})",
+                    path.display()
+                ),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            tracing::info!(path = %path.display(), "removing stale control socket");
+            std::fs::remove_file(path)
+                .map_err(|e| annotate(e, format!("failed to remove stale socket {path:?}")))
+        }
+        Err(e) => Err(annotate(
+            e,
+            format!("failed to check whether {path:?} is in use"),
+        )),
+    }
+}
+
+/// Removes the socket file (called at clean shutdown). A missing file is fine.
+pub fn unlink(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "failed to remove control socket")
+        }
+    }
+}
+
+/// Deadlines and limits of one connection; tests shorten them.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    read_timeout: Duration,
+    write_timeout: Duration,
+    max_line: usize,
+}
+
+const LIMITS: Limits = Limits {
+    read_timeout: READ_TIMEOUT,
+    write_timeout: WRITE_TIMEOUT,
+    max_line: MAX_REQUEST_LINE,
+};
+
+/// Accept loop; one task per connection.
+///
+/// Each peer is checked with `SO_PEERCRED`: allowed are uid 0, holdfast's own euid and,
+/// with `allowed_gid`, processes whose primary or supplementary groups contain it;
+/// others get [`ErrorKind::PermissionDenied`]. Each connection carries one request line
+/// (at most 64 KiB, read within 5 s), forwarded to the supervisor on `tx`; the answer is
+/// written back as one line. If the supervisor is gone the answer is
+/// [`ErrorKind::ShuttingDown`]. The loop runs until the task is aborted.
+pub fn serve(
+    listener: UnixListener,
+    allowed_gid: Option<u32>,
+    tx: mpsc::Sender<ControlMsg>,
+) -> JoinHandle<()> {
+    serve_with(listener, allowed_gid, tx, LIMITS)
+}
+
+fn serve_with(
+    listener: UnixListener,
+    allowed_gid: Option<u32>,
+    tx: mpsc::Sender<ControlMsg>,
+    limits: Limits,
+) -> JoinHandle<()> {
+    let own_euid = nix::unistd::geteuid().as_raw();
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        handle(stream, own_euid, allowed_gid, tx, limits).await;
+                    });
+                }
+                Err(e) => {
+                    // Typically EMFILE: back off briefly instead of spinning on an error
+                    // that only goes away when some descriptor is closed.
+                    tracing::warn!(error = %e, "failed to accept control connection; retrying in 100ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+}
+
+/// Whether a peer may use the control socket: root, holdfast's own user, or a member of
+/// the allowed group (primary gid or one of `supplementary`).
+fn allowed(peer: &Peer, own_euid: u32, allowed_gid: Option<u32>, supplementary: &[u32]) -> bool {
+    if peer.uid == 0 || peer.uid == own_euid {
+        return true;
+    }
+    match allowed_gid {
+        Some(gid) => peer.gid == gid || supplementary.contains(&gid),
+        None => false,
+    }
+}
+
+/// Supplementary groups from the text of `/proc/<pid>/status` (`Groups:\t4 24 27`).
+fn parse_groups(status: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .map(|groups| {
+            groups
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn supplementary_groups(pid: Option<i32>) -> Vec<u32> {
+    let Some(pid) = pid else {
+        return Vec::new();
+    };
+    match tokio::fs::read_to_string(format!("/proc/{pid}/status")).await {
+        Ok(status) => parse_groups(&status),
+        // The peer may already have exited; then it only has its primary group.
+        Err(_) => Vec::new(),
+    }
+}
+
+async fn check_peer(
+    stream: &UnixStream,
+    own_euid: u32,
+    allowed_gid: Option<u32>,
+) -> Result<Peer, ControlError> {
+    let cred = getsockopt(stream, PeerCredentials).map_err(|e| ControlError {
+        kind: ErrorKind::Internal,
+        message: format!("failed to read peer credentials of control connection: {e}"),
+    })?;
+    let peer = Peer {
+        pid: Some(cred.pid()).filter(|&pid| pid > 0),
+        uid: cred.uid(),
+        gid: cred.gid(),
+    };
+    // Reading /proc is only needed when the cheap checks fail.
+    let supplementary = if allowed(&peer, own_euid, allowed_gid, &[]) || allowed_gid.is_none() {
+        Vec::new()
+    } else {
+        supplementary_groups(peer.pid).await
+    };
+    if allowed(&peer, own_euid, allowed_gid, &supplementary) {
+        Ok(peer)
+    } else {
+        let who = match allowed_gid {
+            Some(gid) => format!("root, uid {own_euid} and members of group {gid}"),
+            None => format!("root and uid {own_euid}"),
+        };
+        Err(ControlError {
+            kind: ErrorKind::PermissionDenied,
+            message: format!(
+                "permission denied: uid {} may not use the control socket (allowed: {who})",
+                peer.uid
+            ),
+        })
+    }
+}
+
+/// What came in on a connection before the deadline.
+enum Incoming {
+    Line(Vec<u8>),
+    /// Connected and closed without a byte: a liveness probe, nothing to answer.
+    Nothing,
+}
+
+async fn read_line(stream: &mut UnixStream, limits: Limits) -> Result<Incoming, ControlError> {
+    let mut reader = BufReader::new(stream.take(limits.max_line as u64));
+    let mut line = Vec::new();
+    let read = tokio::time::timeout(limits.read_timeout, reader.read_until(b'\n', &mut line));
+    match read.await {
+        Err(_elapsed) => Err(bad_request(format!(
+            "no complete request line within {}",
+            humantime::format_duration(limits.read_timeout)
+        ))),
+        Ok(Err(e)) => Err(bad_request(format!("failed to read request: {e}"))),
+        Ok(Ok(0)) => Ok(Incoming::Nothing),
+        Ok(Ok(_)) if line.ends_with(b"\n") => Ok(Incoming::Line(line)),
+        Ok(Ok(n)) if n >= limits.max_line => Err(bad_request(format!(
+            "request line longer than {} bytes",
+            limits.max_line
+        ))),
+        // EOF after a request without its newline: accept it as the line.
+        Ok(Ok(_)) => Ok(Incoming::Line(line)),
+    }
+}
+
+fn bad_request(message: String) -> ControlError {
+    ControlError {
+        kind: ErrorKind::BadRequest,
+        message,
+    }
+}
+
+/// The fields needed before the full parse: the version must be checked first, so an old
+/// CLI talking to a new daemon gets a version error, not a parse error.
+#[derive(Deserialize)]
+struct Probe {
+    v: Option<serde_json::Value>,
+    request: Option<IgnoredAny>,
+}
+
+/// Parses a request line, checking the protocol version first.
+fn parse_request(line: &[u8]) -> Result<Request, ControlError> {
+    let probe: Probe =
+        serde_json::from_slice(line).map_err(|e| bad_request(format!("invalid request: {e}")))?;
+    match probe.v {
+        None => return Err(bad_request("invalid request: missing field `v`".to_owned())),
+        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(VERSION)) => {}
+        Some(other) => {
+            return Err(ControlError {
+                kind: ErrorKind::Version,
+                message: format!(
+                    "protocol version mismatch: the client speaks v{other}, this daemon speaks v{VERSION}"
+                ),
+            });
+        }
+    }
+    if probe.request.is_none() {
+        return Err(bad_request(
+            "invalid request: missing field `request`".to_owned(),
+        ));
+    }
+    let envelope: Envelope<RequestBody> =
+        serde_json::from_slice(line).map_err(|e| bad_request(format!("invalid request: {e}")))?;
+    let RequestBody::Request(request) = envelope.body;
+    Ok(request)
+}
+
+/// Hands a request to the supervisor and waits for its answer.
+async fn dispatch(
+    request: Request,
+    peer: Peer,
+    tx: &mpsc::Sender<ControlMsg>,
+) -> Result<Reply, ControlError> {
+    let shutting_down = || ControlError {
+        kind: ErrorKind::ShuttingDown,
+        message: "holdfast is shutting down".to_owned(),
+    };
+    let (reply, answer) = oneshot::channel();
+    let msg = ControlMsg {
+        request,
+        peer,
+        reply,
+    };
+    tx.send(msg).await.map_err(|_| shutting_down())?;
+    answer.await.map_err(|_| shutting_down())?
+}
+
+async fn handle(
+    mut stream: UnixStream,
+    own_euid: u32,
+    allowed_gid: Option<u32>,
+    tx: mpsc::Sender<ControlMsg>,
+    limits: Limits,
+) {
+    // The request line is read even from a peer that is denied, so that it receives its
+    // answer instead of a connection reset for unread data.
+    let peer = check_peer(&stream, own_euid, allowed_gid).await;
+    let response = match read_line(&mut stream, limits).await {
+        Ok(Incoming::Nothing) => return,
+        Ok(Incoming::Line(line)) => match (peer, parse_request(&line)) {
+            (Err(denied), _) => Err(denied),
+            (Ok(_), Err(bad)) => Err(bad),
+            (Ok(peer), Ok(request)) => {
+                tracing::debug!(?request, ?peer, "control request");
+                dispatch(request, peer, &tx).await
+            }
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &response {
+        tracing::debug!(kind = ?e.kind, message = %e.message, "control request failed");
+    }
+    let body = match response {
+        Ok(reply) => ResponseBody::Ok(reply),
+        Err(e) => ResponseBody::Error(e),
+    };
+    let mut line = serde_json::to_vec(&Envelope { v: VERSION, body })
+        .expect("protocol types always serialize to JSON");
+    line.push(b'\n');
+    let write = async {
+        stream.write_all(&line).await?;
+        stream.shutdown().await
+    };
+    match tokio::time::timeout(limits.write_timeout, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "failed to write control response"),
+        Err(_) => tracing::debug!("control client did not take its response in time"),
+    }
+}
+
+fn annotate(e: io::Error, context: String) -> io::Error {
+    io::Error::new(e.kind(), format!("{context}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::control::client::{self, ClientError};
+    use crate::control::protocol::{DaemonStatus, Status};
+    use crate::model::ServiceName;
+
+    /// A fresh directory under /tmp (short, for `sun_path`), removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("hf-ctl-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir(&dir).expect("temp dir can be created");
+            Self(dir)
+        }
+
+        fn socket(&self) -> PathBuf {
+            self.0.join("control.sock")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn name(n: &str) -> ServiceName {
+        ServiceName::new(n).expect("test names are valid")
+    }
+
+    fn status() -> Status {
+        Status {
+            daemon: DaemonStatus {
+                pid: 1,
+                version: "0.1.0".to_owned(),
+                config: "/etc/holdfast/holdfast.toml".to_owned(),
+                uptime_ms: 5,
+                shutting_down: false,
+            },
+            services: Vec::new(),
+        }
+    }
+
+    /// A supervisor stand-in: `ghost` is unknown, `reload` finds the config invalid,
+    /// `shutdown` drops the reply as a supervisor that exits would.
+    fn fake_supervisor() -> mpsc::Sender<ControlMsg> {
+        let (tx, mut rx) = mpsc::channel::<ControlMsg>(8);
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                let answer = match msg.request {
+                    Request::Status => Ok(Reply::Status(status())),
+                    Request::Start { name }
+                    | Request::Stop { name }
+                    | Request::Restart { name }
+                        if name.as_str() == "ghost" =>
+                    {
+                        Err(ControlError {
+                            kind: ErrorKind::UnknownService,
+                            message: format!("no service named {name:?}"),
+                        })
+                    }
+                    Request::Start { name } => Ok(Reply::Accepted {
+                        message: format!("starting {name} (pid {})", msg.peer.pid.unwrap_or(0)),
+                    }),
+                    Request::Reload { .. } => Err(ControlError {
+                        kind: ErrorKind::InvalidConfig,
+                        message: "holdfast.toml:3: unknown field `comand`".to_owned(),
+                    }),
+                    Request::Stop { .. } | Request::Restart { .. } | Request::Shutdown => {
+                        drop(msg.reply);
+                        continue;
+                    }
+                };
+                let _ = msg.reply.send(answer);
+            }
+        });
+        tx
+    }
+
+    async fn call(socket: &Path, request: Request) -> Result<Reply, ClientError> {
+        let socket = socket.to_owned();
+        tokio::task::spawn_blocking(move || client::call(&socket, request))
+            .await
+            .expect("client call does not panic")
+    }
+
+    /// Sends raw bytes as a request and returns the parsed response line.
+    async fn raw(socket: &Path, bytes: &[u8]) -> ResponseBody {
+        let mut stream = UnixStream::connect(socket).await.expect("daemon listens");
+        stream.write_all(bytes).await.expect("request is written");
+        answer(stream).await
+    }
+
+    /// Reads one response line. Reading only up to the newline matters: after refusing
+    /// an oversized line the server closes with input unread, which the kernel reports
+    /// to the reader as a reset once the answer has been consumed.
+    async fn answer(stream: UnixStream) -> ResponseBody {
+        let mut line = String::new();
+        BufReader::new(stream)
+            .read_line(&mut line)
+            .await
+            .expect("answer is read");
+        assert!(line.ends_with('\n'), "one answer line: {line:?}");
+        let envelope: Envelope<ResponseBody> =
+            serde_json::from_str(&line).expect("answer is a response envelope");
+        assert_eq!(envelope.v, VERSION);
+        envelope.body
+    }
+
+    fn error_of(body: ResponseBody) -> ControlError {
+        match body {
+            ResponseBody::Error(e) => e,
+            ResponseBody::Ok(reply) => panic!("expected an error, got {reply:?}"),
+        }
+    }
+
+    async fn running(dir: &TempDir) -> JoinHandle<()> {
+        let listener = bind(&dir.socket(), None).expect("socket binds");
+        serve(listener, None, fake_supervisor())
+    }
+
+    #[tokio::test]
+    async fn requests_round_trip_through_the_supervisor() {
+        let dir = TempDir::new();
+        let server = running(&dir).await;
+        let socket = dir.socket();
+
+        let reply = call(&socket, Request::Status).await.expect("status works");
+        assert_eq!(reply, Reply::Status(status()));
+
+        let reply = call(&socket, Request::Start { name: name("api") }).await;
+        let Ok(Reply::Accepted { message }) = reply else {
+            panic!("start is accepted: {reply:?}");
+        };
+        let own_pid = std::process::id();
+        assert_eq!(
+            message,
+            format!("starting api (pid {own_pid})"),
+            "the supervisor sees the caller's pid from SO_PEERCRED"
+        );
+
+        let err = call(
+            &socket,
+            Request::Start {
+                name: name("ghost"),
+            },
+        )
+        .await;
+        let Err(
+            err @ ClientError::Daemon(ControlError {
+                kind: ErrorKind::UnknownService,
+                ..
+            }),
+        ) = err
+        else {
+            panic!("unknown service is reported: {err:?}");
+        };
+        assert_eq!(err.exit_code(), crate::cli::exit::FAILURE);
+
+        let err = call(&socket, Request::Reload { dry_run: true }).await;
+        let Err(
+            err @ ClientError::Daemon(ControlError {
+                kind: ErrorKind::InvalidConfig,
+                ..
+            }),
+        ) = err
+        else {
+            panic!("invalid config is reported: {err:?}");
+        };
+        assert_eq!(err.exit_code(), crate::cli::exit::INVALID_CONFIG);
+
+        let err = call(&socket, Request::Shutdown).await;
+        assert!(
+            matches!(
+                err,
+                Err(ClientError::Daemon(ControlError {
+                    kind: ErrorKind::ShuttingDown,
+                    ..
+                }))
+            ),
+            "a dropped reply means the supervisor is going away: {err:?}"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_gone_supervisor_is_reported_as_shutting_down() {
+        let dir = TempDir::new();
+        let listener = bind(&dir.socket(), None).expect("socket binds");
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let server = serve(listener, None, tx);
+        let err = call(&dir.socket(), Request::Status).await;
+        assert!(
+            matches!(
+                err,
+                Err(ClientError::Daemon(ControlError {
+                    kind: ErrorKind::ShuttingDown,
+                    ..
+                }))
+            ),
+            "{err:?}"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_version_mismatch_names_both_versions() {
+        let dir = TempDir::new();
+        let server = running(&dir).await;
+        let err = error_of(
+            raw(
+                &dir.socket(),
+                b"{\"v\":2,\"request\":{\"cmd\":\"frobnicate\"}}\n",
+            )
+            .await,
+        );
+        assert_eq!(
+            err.kind,
+            ErrorKind::Version,
+            "checked before the body: {err:?}"
+        );
+        assert!(
+            err.message.contains("v2") && err.message.contains("v1"),
+            "{}",
+            err.message
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn malformed_requests_are_bad_requests_with_the_parse_error() {
+        let dir = TempDir::new();
+        let server = running(&dir).await;
+        let cases: [(&[u8], &str); 5] = [
+            (b"hello there\n", "expected value"),
+            (b"{\"request\":{\"cmd\":\"status\"}}\n", "missing field `v`"),
+            (b"{\"v\":1}\n", "missing field `request`"),
+            (
+                b"{\"v\":1,\"request\":{\"cmd\":\"frobnicate\"}}\n",
+                "unknown variant `frobnicate`",
+            ),
+            (
+                b"{\"v\":1,\"request\":{\"cmd\":\"start\",\"name\":\"../etc\"}}\n",
+                "invalid service name \"../etc\"",
+            ),
+        ];
+        for (line, expected) in cases {
+            let err = error_of(raw(&dir.socket(), line).await);
+            assert_eq!(err.kind, ErrorKind::BadRequest, "{err:?}");
+            assert!(
+                err.message.contains(expected),
+                "message {:?} should contain {expected:?}",
+                err.message
+            );
+        }
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn an_oversized_request_line_is_refused() {
+        let dir = TempDir::new();
+        let server = running(&dir).await;
+        let mut line = vec![b' '; MAX_REQUEST_LINE + 10];
+        line.push(b'\n');
+        let err = error_of(raw(&dir.socket(), &line).await);
+        assert_eq!(err.kind, ErrorKind::BadRequest);
+        assert!(
+            err.message.contains("longer than 65536 bytes"),
+            "{}",
+            err.message
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_does_not_block_other_clients() {
+        let dir = TempDir::new();
+        let server = running(&dir).await;
+        let mut slow = UnixStream::connect(dir.socket())
+            .await
+            .expect("daemon listens");
+        slow.write_all(b"{\"v\":1,")
+            .await
+            .expect("partial request is written");
+        for _ in 0..3 {
+            let reply = call(&dir.socket(), Request::Status).await;
+            assert!(matches!(reply, Ok(Reply::Status(_))), "{reply:?}");
+        }
+        drop(slow);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_gets_a_timeout_error() {
+        let dir = TempDir::new();
+        let listener = bind(&dir.socket(), None).expect("socket binds");
+        let limits = Limits {
+            read_timeout: Duration::from_millis(50),
+            ..LIMITS
+        };
+        let server = serve_with(listener, None, fake_supervisor(), limits);
+        let mut slow = UnixStream::connect(dir.socket())
+            .await
+            .expect("daemon listens");
+        slow.write_all(b"{\"v\":1,")
+            .await
+            .expect("partial request is written");
+        let err = error_of(answer(slow).await);
+        assert_eq!(err.kind, ErrorKind::BadRequest);
+        assert!(
+            err.message.contains("no complete request line within 50ms"),
+            "{}",
+            err.message
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn bind_creates_the_directory_and_restricts_the_socket_to_its_owner() {
+        let dir = TempDir::new();
+        let socket = dir.0.join("run/holdfast/control.sock");
+        let _listener = bind(&socket, None).expect("socket binds");
+        let parent = std::fs::metadata(socket.parent().expect("has a parent")).expect("exists");
+        assert_eq!(parent.mode() & 0o7777, 0o755);
+        let meta = std::fs::metadata(&socket).expect("socket exists");
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.mode() & 0o7777, 0o600);
+    }
+
+    #[tokio::test]
+    async fn bind_with_a_group_opens_the_socket_to_that_group() {
+        let dir = TempDir::new();
+        let _listener = bind(&dir.socket(), Some(4242)).expect("socket binds");
+        let meta = std::fs::metadata(dir.socket()).expect("socket exists");
+        assert_eq!(meta.mode() & 0o7777, 0o660);
+        assert_eq!(meta.gid(), 4242);
+        assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
+    }
+
+    #[tokio::test]
+    async fn a_second_daemon_is_refused_while_the_first_is_live() {
+        let dir = TempDir::new();
+        let server = running(&dir).await;
+        let err = bind(&dir.socket(), None).expect_err("the socket is taken");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        let expected = format!(
+            "holdfast is already running on {} (pid {})",
+            dir.socket().display(),
+            std::process::id()
+        );
+        assert_eq!(err.to_string(), expected);
+        let reply = call(&dir.socket(), Request::Status).await;
+        assert!(
+            matches!(reply, Ok(Reply::Status(_))),
+            "the first daemon still answers"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_file_is_replaced() {
+        let dir = TempDir::new();
+        drop(std::os::unix::net::UnixListener::bind(dir.socket()).expect("stale socket binds"));
+        assert!(
+            dir.socket().exists(),
+            "dropping a listener leaves its file behind"
+        );
+        let server = running(&dir).await;
+        let reply = call(&dir.socket(), Request::Status).await;
+        assert!(matches!(reply, Ok(Reply::Status(_))), "{reply:?}");
+        server.abort();
+        unlink(&dir.socket());
+        assert!(!dir.socket().exists(), "unlink removes the socket");
+    }
+
+    #[tokio::test]
+    async fn bind_never_replaces_a_file_that_is_not_a_socket() {
+        let dir = TempDir::new();
+        std::fs::write(dir.socket(), "precious").expect("file is written");
+        let err = bind(&dir.socket(), None).expect_err("a regular file is not replaced");
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.socket()).expect("file stays"),
+            "precious"
+        );
+    }
+
+    #[test]
+    fn the_client_reports_a_missing_daemon_as_unreachable() {
+        let dir = TempDir::new();
+        let err = client::call(&dir.socket(), Request::Status).expect_err("nobody listens");
+        assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), crate::cli::exit::UNREACHABLE);
+        assert!(
+            err.to_string()
+                .contains(&dir.socket().display().to_string())
+        );
+    }
+
+    #[test]
+    fn root_the_daemons_own_user_and_the_allowed_group_may_connect() {
+        let peer = |uid, gid| Peer {
+            pid: Some(7),
+            uid,
+            gid,
+        };
+        assert!(allowed(&peer(0, 0), 1000, None, &[]), "root");
+        assert!(
+            allowed(&peer(1000, 1000), 1000, None, &[]),
+            "holdfast's own euid"
+        );
+        assert!(!allowed(&peer(1001, 1001), 1000, None, &[]), "a stranger");
+        assert!(
+            !allowed(&peer(1001, 50), 0, None, &[50]),
+            "groups count only when configured"
+        );
+        assert!(allowed(&peer(1001, 50), 0, Some(50), &[]), "primary group");
+        assert!(
+            allowed(&peer(1001, 1001), 0, Some(50), &[4, 50]),
+            "supplementary group"
+        );
+        assert!(
+            !allowed(&peer(1001, 1001), 0, Some(50), &[4, 24]),
+            "other groups"
+        );
+    }
+
+    #[test]
+    fn supplementary_groups_come_from_the_groups_line() {
+        let status =
+            "Name:\tbash\nUid:\t1000\t1000\t1000\t1000\nGroups:\t4 24 27 1000 \nNSpid:\t1\n";
+        assert_eq!(parse_groups(status), vec![4, 24, 27, 1000]);
+        assert_eq!(parse_groups("Name:\tx\nGroups:\t\n"), Vec::<u32>::new());
+        assert_eq!(parse_groups("Name:\tx\n"), Vec::<u32>::new());
+    }
+
+    /// Runs a status request as another user with setpriv and python3 and returns the
+    /// response line.
+    fn request_as(socket: &Path, setpriv_args: &[&str]) -> String {
+        let script = "import socket, sys\n\
+            s = socket.socket(socket.AF_UNIX)\n\
+            s.connect(sys.argv[1])\n\
+            s.sendall(b'{\"v\":1,\"request\":{\"cmd\":\"status\"}}\\n')\n\
+            print(s.makefile().readline(), end='')\n";
+        let out = std::process::Command::new("setpriv")
+            .args(setpriv_args)
+            .args(["/usr/bin/python3", "-c", script])
+            .arg(socket)
+            .output()
+            .expect("setpriv (util-linux) and /usr/bin/python3 are installed");
+        assert!(
+            out.status.success(),
+            "client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("answer is UTF-8")
+    }
+
+    #[tokio::test]
+    async fn peers_are_checked_by_uid_and_group_membership() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to switch users");
+            return;
+        }
+        let dir = TempDir::new();
+        let listener = bind(&dir.socket(), Some(4242)).expect("socket binds");
+        let server = serve(listener, Some(4242), fake_supervisor());
+        let socket = dir.socket();
+        let run = |args: &'static [&'static str]| {
+            let socket = socket.clone();
+            tokio::task::spawn_blocking(move || request_as(&socket, args))
+        };
+
+        let primary = run(&["--reuid=65534", "--regid=4242", "--clear-groups"]);
+        let answer = primary.await.expect("client runs");
+        assert!(
+            answer.starts_with("{\"v\":1,\"ok\":"),
+            "primary group member: {answer}"
+        );
+
+        let supplementary = run(&["--reuid=65534", "--regid=65534", "--groups=27,4242"]);
+        let answer = supplementary.await.expect("client runs");
+        assert!(
+            answer.starts_with("{\"v\":1,\"ok\":"),
+            "supplementary member: {answer}"
+        );
+
+        // Open the file itself so the stranger reaches the credential check.
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
+            .expect("mode is set");
+        let stranger = run(&["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        let answer = stranger.await.expect("client runs");
+        assert!(
+            answer.contains("\"kind\":\"permission_denied\"") && answer.contains("uid 65534"),
+            "stranger: {answer}"
+        );
+        server.abort();
+    }
+}

@@ -1,1 +1,75 @@
-//! SKELETON: replaced by the process helper.
+//! Process groups: signalling a service's whole group, and asking who is still in it.
+//!
+//! A service is addressed by its process group (`pgid` = the pid of the child holdfast
+//! spawned, which `spawn` makes a group leader), never by a bare pid: a group id stays
+//! valid while any member lives, even after the leader was reaped, and the kernel does
+//! not hand the number out as a new pid while the group exists.
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::control::protocol::ProcessInfo;
+
+/// Longest `command` reported by [`group_members`], in characters.
+const MAX_COMMAND_CHARS: usize = 120;
+
+/// Sends `sig` to every process in group `pgid`. `Ok(false)` when the group no longer
+/// exists (`ESRCH`); other errors (`EPERM`) are returned.
+pub fn signal_group(pgid: Pid, sig: Signal) -> Result<bool, Errno> {
+    match killpg(pgid, sig) {
+        Ok(()) => Ok(true),
+        Err(Errno::ESRCH) => Ok(false),
+        Err(errno) => Err(errno),
+    }
+}
+
+/// Whether group `pgid` has any member, including zombies.
+///
+/// A zombie stays in its process group until it is reaped, and the null signal
+/// "succeeds" on it, so a group whose members have all exited but are not yet reaped
+/// still counts as alive. For holdfast's own children and (as subreaper or PID 1) their
+/// orphans, the reaper clears them promptly, so "the group is gone" follows the last
+/// reap; a zombie whose parent is some other live process that never waits keeps the
+/// group alive for as long as that parent lives. Use [`group_members`] to see who is
+/// actually running.
+pub fn group_alive(pgid: Pid) -> bool {
+    killpg(pgid, None) != Err(Errno::ESRCH)
+}
+
+/// The live (non-zombie) processes of group `pgid`, by pid, from a scan of `/proc`.
+/// `command` is the space-joined command line truncated to 120 characters, or the
+/// kernel's `comm` in brackets for processes without one (kernel threads, or a process
+/// that emptied its argv). Processes that vanish during the scan are skipped.
+pub fn group_members(pgid: Pid) -> Vec<ProcessInfo> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut members: Vec<ProcessInfo> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|raw| {
+            let stat = super::proc_stat(Pid::from_raw(raw)).ok()?;
+            if stat.pgid != pgid || stat.is_zombie() {
+                return None;
+            }
+            Some(ProcessInfo {
+                pid: raw.unsigned_abs(),
+                command: command_of(raw).unwrap_or_else(|| format!("[{}]", stat.comm)),
+            })
+        })
+        .collect();
+    members.sort_by_key(|member| member.pid);
+    members
+}
+
+/// `/proc/<pid>/cmdline`, NUL-separated arguments joined by spaces and truncated.
+fn command_of(pid: i32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let joined = text.trim_end_matches('\0').replace('\0', " ");
+    if joined.is_empty() {
+        return None;
+    }
+    Some(joined.chars().take(MAX_COMMAND_CHARS).collect())
+}

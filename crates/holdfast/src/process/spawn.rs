@@ -1,1 +1,744 @@
-//! SKELETON: replaced by the process helper.
+//! Starting a child: fork, the pre-exec sequence, execve.
+//!
+//! This is the only module in holdfast with `unsafe`, `fork` and `exec`.
+//!
+//! Invariants:
+//! - Everything the child needs (CStrings, the argv/envp pointer arrays, the `LISTEN_PID`
+//!   slot, `/dev/null`, the fd plan) is prepared *before* `fork`. Between `fork` and
+//!   `execve` the child makes only raw, async-signal-safe system calls: it never
+//!   allocates, locks, logs, unwinds or runs destructors, and it leaves with `_exit`.
+//! - All signals are blocked in the forking thread across `fork`, so no holdfast signal
+//!   handler can run in the child before the child has reset every disposition.
+//! - The child is a session and process-group leader (`pgid == pid`), its signal mask is
+//!   empty and every signal has its default disposition (`SIG_IGN` survives `execve`
+//!   otherwise), stdin is `/dev/null`, and its only open fds are 0, 1, 2 and the passed
+//!   listen fds at 3, 4, ...: every other fd is marked close-on-exec before `execve`.
+//! - Failures are reported through a close-on-exec pipe: the child writes
+//!   `(stage, detail, errno)` and exits with 127; the parent reads until EOF, and EOF
+//!   without a record means `execve` succeeded. The parent never waits for the child:
+//!   [`super::reap`] reaps it, including a child that failed before exec (its pid is
+//!   not returned, so the runtime sees an exit of a pid it does not know and drops it).
+//!
+//! # The pre-exec sequence
+//!
+//! The order matters; later features slot in where marked (each becomes a field of
+//! [`SpawnRequest`], prepared before fork, applied by one step of `child_main`):
+//!
+//! 1. reset signal dispositions to `SIG_DFL`, then empty the signal mask;
+//! 2. `setsid()` (new session and process group);
+//! 3. *(later)* join the service's cgroup: write the pid (formatted like `LISTEN_PID`)
+//!    into a `cgroup.procs` fd opened before fork — early, so everything is accounted;
+//! 4. fd plan: stdin `/dev/null`, stdout, stderr, listen fds to 3.., everything else
+//!    close-on-exec;
+//! 5. *(later)* `setrlimit` (raising a hard limit needs root, so before the user switch);
+//! 6. *(later)* `sched_setaffinity` (CPU affinity);
+//! 7. *(later)* `umask`;
+//! 8. *(later)* `PR_SET_KEEPCAPS` if ambient caps are wanted, then
+//!    `setgroups` → `setgid` → `setuid` (in this order: each later call drops the right
+//!    to make the earlier one);
+//! 9. *(later)* capabilities: `capset` (permitted + inheritable), then
+//!    `PR_CAP_AMBIENT_RAISE` for each ambient capability;
+//! 10. `chdir` (after the user switch, so the service user's permissions apply);
+//! 11. *(later)* `PR_SET_NO_NEW_PRIVS`;
+//! 12. write the digits of `LISTEN_PID` (the child's own pid) into the reserved slot;
+//! 13. `execve`.
+
+#![expect(
+    unsafe_code,
+    reason = "fork, the async-signal-safe pre-exec sequence and execve need raw libc calls"
+)]
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fmt;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use libc::c_char;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+use nix::unistd::Pid;
+
+/// What to start. Borrowed: the caller keeps ownership of every fd and string.
+#[derive(Debug, Clone, Copy)]
+pub struct SpawnRequest<'a> {
+    /// Resolved against `PATH` (the `PATH` of `env`, else holdfast's own) before fork
+    /// when it contains no `/`; otherwise used as written (relative to `working_dir`).
+    pub program: &'a str,
+    /// `argv[1..]`; `argv[0]` is `program` as written.
+    pub args: &'a [String],
+    /// The complete environment of the child, except that `LISTEN_FDS`, `LISTEN_PID`
+    /// and `LISTEN_FDNAMES` are owned by `spawn`: entries with these names are dropped
+    /// and, when `listen_fds` is non-empty, replaced by the right values.
+    pub env: &'a [(String, String)],
+    pub working_dir: Option<&'a Path>,
+    /// Becomes the child's fd 1.
+    pub stdout: BorrowedFd<'a>,
+    /// Becomes the child's fd 2. The child's stdin is always `/dev/null`.
+    pub stderr: BorrowedFd<'a>,
+    /// Become the child's fds 3, 4, ... (socket activation), with `FD_CLOEXEC` cleared;
+    /// the child gets `LISTEN_FDS=<n>` and `LISTEN_PID=<its own pid>`.
+    pub listen_fds: &'a [BorrowedFd<'a>],
+    /// If non-empty, the child gets `LISTEN_FDNAMES=a:b:...`.
+    pub listen_fd_names: &'a [String],
+}
+
+/// A started child: it has successfully exec'ed its program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spawned {
+    /// Also the child's process group id and session id.
+    pub pid: Pid,
+}
+
+/// `exec "/bin/nope": ENOENT: No such file or directory`.
+#[derive(Debug, thiserror::Error)]
+#[error("{stage}: {source}")]
+pub struct SpawnError {
+    pub stage: SpawnStage,
+    pub source: Errno,
+}
+
+/// The step of starting a child that failed. Parent-side stages come first, then the
+/// child's pre-exec steps in the order they run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpawnStage {
+    /// Looking up a program without `/` in `PATH`.
+    ResolveProgram {
+        program: String,
+    },
+    /// An argument, environment entry or path contains a NUL byte.
+    InvalidString {
+        what: String,
+    },
+    OpenDevNull,
+    ErrorPipe,
+    Fork,
+    /// Reading the child's report (parent side).
+    ReadErrorPipe,
+    ResetSignals,
+    Setsid,
+    /// Moving a descriptor into place as the child's fd `target`.
+    Dup {
+        target: RawFd,
+    },
+    ClearCloexec {
+        fd: RawFd,
+    },
+    /// Marking every fd holdfast did not mean to pass as close-on-exec.
+    CloseInheritedFds,
+    Chdir {
+        dir: PathBuf,
+    },
+    Exec {
+        program: PathBuf,
+    },
+    /// The child reported a stage this parent does not know (cannot happen: same binary).
+    Unknown {
+        code: u32,
+    },
+}
+
+impl fmt::Display for SpawnStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnStage::ResolveProgram { program } => write!(f, "resolve {program:?} in PATH"),
+            SpawnStage::InvalidString { what } => write!(f, "{what} contains a NUL byte"),
+            SpawnStage::OpenDevNull => write!(f, "open \"/dev/null\""),
+            SpawnStage::ErrorPipe => write!(f, "create error pipe"),
+            SpawnStage::Fork => write!(f, "fork"),
+            SpawnStage::ReadErrorPipe => write!(f, "read the child's error pipe"),
+            SpawnStage::ResetSignals => write!(f, "reset signal mask"),
+            SpawnStage::Setsid => write!(f, "setsid"),
+            SpawnStage::Dup { target } => write!(f, "dup2 to fd {target}"),
+            SpawnStage::ClearCloexec { fd } => write!(f, "clear FD_CLOEXEC on fd {fd}"),
+            SpawnStage::CloseInheritedFds => write!(f, "mark inherited fds close-on-exec"),
+            SpawnStage::Chdir { dir } => write!(f, "chdir {dir:?}"),
+            SpawnStage::Exec { program } => write!(f, "exec {program:?}"),
+            SpawnStage::Unknown { code } => write!(f, "unknown pre-exec stage {code}"),
+        }
+    }
+}
+
+fn err(stage: SpawnStage, source: Errno) -> SpawnError {
+    SpawnError { stage, source }
+}
+
+/// Starts `req.program` as a new session and process-group leader and returns once it
+/// has exec'ed (or failed to). Blocks the calling thread only for fork + exec.
+///
+/// The caller must have started the reaper ([`super::reap::start`]): `spawn` never waits.
+pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
+    let program = resolve_program(req.program, req.env).map_err(|errno| {
+        err(
+            SpawnStage::ResolveProgram {
+                program: req.program.to_owned(),
+            },
+            errno,
+        )
+    })?;
+    let dev_null = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|errno| err(SpawnStage::OpenDevNull, errno))?;
+    let mut plan = ChildPlan::prepare(req, &program, dev_null.as_raw_fd())?;
+    let (report_read, report_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| err(SpawnStage::ErrorPipe, errno))?;
+
+    // Block every signal across fork so that none of holdfast's handlers (tokio's, which
+    // write to a pipe shared with the parent) can run in the child before it resets them.
+    let mut saved_mask = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut saved_mask),
+    )
+    .map_err(|errno| err(SpawnStage::Fork, errno))?;
+
+    // SAFETY: the child branch only runs `child_main`, which makes async-signal-safe raw
+    // system calls on memory prepared before fork and never returns (it execs or
+    // `_exit`s), so no allocator lock, destructor or unwinding happens in the child.
+    let forked = unsafe { libc::fork() };
+    if forked == 0 {
+        child_main(&mut plan, report_write.as_raw_fd());
+    }
+    let fork_errno = Errno::last();
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&saved_mask), None)
+        .expect("restoring a signal mask we just read cannot fail");
+    if forked < 0 {
+        return Err(err(SpawnStage::Fork, fork_errno));
+    }
+    let pid = Pid::from_raw(forked);
+    // Our copy of the write end must go, or the read below would never see EOF.
+    drop(report_write);
+    drop(dev_null);
+
+    match read_report(&report_read) {
+        Ok(None) => Ok(Spawned { pid }),
+        Ok(Some(report)) => Err(report.into_error(&plan, program)),
+        Err(errno) => Err(err(SpawnStage::ReadErrorPipe, errno)),
+    }
+}
+
+/// Finds the file `execve` will run. A name without `/` is searched in the `PATH` of the
+/// child's environment, else holdfast's own, else a conventional default; empty `PATH`
+/// entries (meaning "current directory" to a shell) are skipped on purpose.
+fn resolve_program(program: &str, env: &[(String, String)]) -> Result<PathBuf, Errno> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    if program.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    let search: OsString = env
+        .iter()
+        .find(|(key, _)| key == "PATH")
+        .map(|(_, value)| OsString::from(value))
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    let mut not_executable = false;
+    for dir in std::env::split_paths(&search) {
+        if dir.as_os_str().is_empty() {
+            continue;
+        }
+        let candidate = dir.join(program);
+        match std::fs::metadata(&candidate) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
+                return Ok(candidate);
+            }
+            Ok(_) => not_executable = true,
+            Err(_) => {}
+        }
+    }
+    Err(if not_executable {
+        Errno::EACCES
+    } else {
+        Errno::ENOENT
+    })
+}
+
+fn cstring(bytes: &[u8], what: impl FnOnce() -> String) -> Result<CString, SpawnError> {
+    CString::new(bytes).map_err(|_| err(SpawnStage::InvalidString { what: what() }, Errno::EINVAL))
+}
+
+/// `LISTEN_PID=` followed by room for any pid's digits and the NUL.
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+const LISTEN_PID_SLOT_LEN: usize = LISTEN_PID_PREFIX.len() + 20 + 1;
+
+/// Variables `spawn` owns (see [`SpawnRequest::env`]).
+const LISTEN_VARS: [&str; 3] = ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
+
+/// One descriptor the child must have at `target`.
+#[derive(Debug, Clone, Copy)]
+struct FdMove {
+    source: RawFd,
+    target: RawFd,
+}
+
+/// Everything the child uses, built before fork. Holds raw pointers into its own
+/// buffers, so it must stay where it is (and alive) until the fork is done.
+struct ChildPlan {
+    program: CString,
+    // Owners of the memory `argv`/`envp` point into.
+    _argv_storage: Vec<CString>,
+    _env_storage: Vec<CString>,
+    _listen_pid_slot: Vec<u8>,
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+    /// Where the child writes its pid's digits (inside `listen_pid_slot`), if passing fds.
+    listen_pid_digits: Option<*mut u8>,
+    dir: Option<CString>,
+    /// stdin, stdout, stderr, then the listen fds, in target order 0, 1, 2, 3, ...
+    fd_moves: Vec<FdMove>,
+    /// The first fd number that is not a target: every temporary copy lives at or above
+    /// it, and everything from it up is made close-on-exec.
+    first_free_fd: RawFd,
+    /// Fallback bound for marking fds close-on-exec when `close_range` is unavailable.
+    fd_limit: RawFd,
+    /// The highest signal number (`SIGRTMAX`), read before fork.
+    max_signal: libc::c_int,
+    /// The kernel's `sigset_t` size in bytes (8 on most architectures), for `rt_sigaction`.
+    kernel_sigset_size: libc::size_t,
+}
+
+impl ChildPlan {
+    fn prepare(
+        req: &SpawnRequest<'_>,
+        program: &Path,
+        dev_null: RawFd,
+    ) -> Result<ChildPlan, SpawnError> {
+        let program_c = cstring(program.as_os_str().as_bytes(), || {
+            format!("program {program:?}")
+        })?;
+        let mut argv_storage = Vec::with_capacity(req.args.len() + 1);
+        argv_storage.push(cstring(req.program.as_bytes(), || {
+            format!("program {:?}", req.program)
+        })?);
+        for arg in req.args {
+            argv_storage.push(cstring(arg.as_bytes(), || format!("argument {arg:?}"))?);
+        }
+
+        let passing_fds = !req.listen_fds.is_empty();
+        let mut env_storage = Vec::with_capacity(req.env.len() + 2);
+        for (key, value) in req.env {
+            if LISTEN_VARS.contains(&key.as_str()) {
+                continue;
+            }
+            let entry = format!("{key}={value}");
+            env_storage.push(cstring(entry.as_bytes(), || {
+                format!("environment variable {key:?}")
+            })?);
+        }
+        if passing_fds {
+            env_storage.push(
+                CString::new(format!("LISTEN_FDS={}", req.listen_fds.len()))
+                    .expect("a formatted number has no NUL"),
+            );
+            if !req.listen_fd_names.is_empty() {
+                let names = format!("LISTEN_FDNAMES={}", req.listen_fd_names.join(":"));
+                env_storage.push(cstring(names.as_bytes(), || "LISTEN_FDNAMES".to_owned())?);
+            }
+        }
+
+        let mut listen_pid_slot = vec![0u8; LISTEN_PID_SLOT_LEN];
+        listen_pid_slot[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
+        // Raw pointers into the slot are taken once, from one `as_mut_ptr`, and the Vec is
+        // not touched again until the plan is dropped.
+        let slot_ptr = listen_pid_slot.as_mut_ptr();
+
+        let argv: Vec<*const c_char> = argv_storage
+            .iter()
+            .map(|arg| arg.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let mut envp: Vec<*const c_char> = env_storage.iter().map(|e| e.as_ptr()).collect();
+        let listen_pid_digits = if passing_fds {
+            envp.push(slot_ptr.cast_const().cast());
+            // SAFETY: the prefix is shorter than the slot, so the offset stays in bounds.
+            Some(unsafe { slot_ptr.add(LISTEN_PID_PREFIX.len()) })
+        } else {
+            None
+        };
+        envp.push(std::ptr::null());
+
+        let dir = match req.working_dir {
+            Some(dir) => Some(cstring(dir.as_os_str().as_bytes(), || {
+                format!("working directory {dir:?}")
+            })?),
+            None => None,
+        };
+
+        let mut fd_moves = vec![
+            FdMove {
+                source: dev_null,
+                target: 0,
+            },
+            FdMove {
+                source: req.stdout.as_raw_fd(),
+                target: 1,
+            },
+            FdMove {
+                source: req.stderr.as_raw_fd(),
+                target: 2,
+            },
+        ];
+        for (i, fd) in req.listen_fds.iter().enumerate() {
+            fd_moves.push(FdMove {
+                source: fd.as_raw_fd(),
+                target: RawFd::try_from(3 + i).expect("fewer listen fds than RawFd::MAX"),
+            });
+        }
+        let first_free_fd = RawFd::try_from(fd_moves.len()).expect("few fds");
+
+        let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(soft, _)| soft.min(1 << 20))
+            .unwrap_or(1 << 16);
+
+        Ok(ChildPlan {
+            program: program_c,
+            _argv_storage: argv_storage,
+            _env_storage: env_storage,
+            _listen_pid_slot: listen_pid_slot,
+            argv,
+            envp,
+            listen_pid_digits,
+            dir,
+            fd_moves,
+            first_free_fd,
+            fd_limit: RawFd::try_from(fd_limit).unwrap_or(RawFd::MAX),
+            max_signal: libc::SIGRTMAX(),
+            kernel_sigset_size: usize::try_from(libc::SIGRTMAX())
+                .expect("SIGRTMAX is positive")
+                .div_ceil(64)
+                * 8,
+        })
+    }
+}
+
+/// The child's failure codes on the error pipe (`ChildStage as u32`).
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+enum ChildStage {
+    ResetSignals = 1,
+    Setsid = 2,
+    Dup = 3,
+    ClearCloexec = 4,
+    CloseInheritedFds = 5,
+    Chdir = 6,
+    Exec = 7,
+}
+
+/// `(stage, detail, errno)` as three native-endian 32-bit words; 12 bytes is far below
+/// `PIPE_BUF`, so the write is atomic and the parent sees all of it or nothing.
+const REPORT_LEN: usize = 12;
+
+struct ChildReport {
+    stage: u32,
+    detail: i32,
+    errno: i32,
+}
+
+impl ChildReport {
+    fn into_error(self, plan: &ChildPlan, program: PathBuf) -> SpawnError {
+        let stage = match self.stage {
+            s if s == ChildStage::ResetSignals as u32 => SpawnStage::ResetSignals,
+            s if s == ChildStage::Setsid as u32 => SpawnStage::Setsid,
+            s if s == ChildStage::Dup as u32 => SpawnStage::Dup {
+                target: self.detail,
+            },
+            s if s == ChildStage::ClearCloexec as u32 => {
+                SpawnStage::ClearCloexec { fd: self.detail }
+            }
+            s if s == ChildStage::CloseInheritedFds as u32 => SpawnStage::CloseInheritedFds,
+            s if s == ChildStage::Chdir as u32 => SpawnStage::Chdir {
+                dir: plan
+                    .dir
+                    .as_ref()
+                    .map(|d| PathBuf::from(OsStr::from_bytes(d.as_bytes())))
+                    .unwrap_or_default(),
+            },
+            s if s == ChildStage::Exec as u32 => SpawnStage::Exec { program },
+            code => SpawnStage::Unknown { code },
+        };
+        err(stage, Errno::from_raw(self.errno))
+    }
+}
+
+/// Reads the child's report until EOF. `None`: the pipe closed empty, so exec succeeded.
+fn read_report(pipe: &OwnedFd) -> Result<Option<ChildReport>, Errno> {
+    let mut buf = [0u8; REPORT_LEN];
+    let mut filled = 0;
+    loop {
+        match nix::unistd::read(pipe, &mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                if filled == REPORT_LEN {
+                    break;
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(errno),
+        }
+    }
+    if filled < REPORT_LEN {
+        // Empty: exec succeeded. A torn report cannot happen (atomic write); if it did,
+        // the child still died before exec, so say so rather than claim success.
+        return if filled == 0 {
+            Ok(None)
+        } else {
+            Err(Errno::EIO)
+        };
+    }
+    let word = |i: usize| {
+        let bytes: [u8; 4] = buf[i * 4..i * 4 + 4]
+            .try_into()
+            .expect("a 4-byte window of a 12-byte buffer");
+        bytes
+    };
+    Ok(Some(ChildReport {
+        stage: u32::from_ne_bytes(word(0)),
+        detail: i32::from_ne_bytes(word(1)),
+        errno: i32::from_ne_bytes(word(2)),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// In the child, between fork and execve. Async-signal-safe only: raw libc calls on
+// memory prepared before fork; no allocation, no formatting, no panics, no `?` into
+// types with destructors. Every failure ends in `child_fail`.
+// ---------------------------------------------------------------------------------------
+
+/// Runs the pre-exec sequence (see the module docs) and execs; never returns.
+fn child_main(plan: &mut ChildPlan, report: RawFd) -> ! {
+    // 1. Signals: defaults first, then unblock (everything is still blocked from the
+    // parent, so no handler inherited from holdfast can run in between).
+    //
+    // The raw `rt_sigaction` system call, not libc's `sigaction`: glibc refuses to touch
+    // the signals it reserves for itself (32 and 33), yet an ignored one of those survives
+    // execve like any other. An all-zero kernel `struct sigaction` means SIG_DFL, no
+    // flags, empty mask, whatever the architecture's field order.
+    let kernel_action = [0u64; 5];
+    for signal in 1..=plan.max_signal {
+        // SAFETY: rt_sigaction is a plain system call reading `kernel_action`, a local
+        // buffer at least as large as the kernel's struct. EINVAL for SIGKILL and SIGSTOP
+        // is expected and ignored.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                kernel_action.as_ptr(),
+                std::ptr::null_mut::<libc::c_void>(),
+                plan.kernel_sigset_size,
+            );
+        }
+    }
+    // SAFETY: sigemptyset/sigprocmask on a local set are async-signal-safe.
+    let unblocked = unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut())
+    };
+    if unblocked != 0 {
+        child_fail(report, ChildStage::ResetSignals, 0);
+    }
+
+    // 2. A new session, so the child is also a process-group leader (pgid == pid).
+    // SAFETY: setsid is a plain system call.
+    if unsafe { libc::setsid() } < 0 {
+        child_fail(report, ChildStage::Setsid, 0);
+    }
+
+    // 3. (later) cgroup join.
+
+    // 4. Descriptors.
+    let report = child_setup_fds(plan, report);
+
+    // 5.-9. (later) rlimits, CPU affinity, umask, setgroups → setgid → setuid, caps.
+
+    // 10. Working directory.
+    if let Some(dir) = &plan.dir {
+        // SAFETY: `dir` is a NUL-terminated string prepared before fork.
+        if unsafe { libc::chdir(dir.as_ptr()) } < 0 {
+            child_fail(report, ChildStage::Chdir, 0);
+        }
+    }
+
+    // 11. (later) no_new_privs.
+
+    // 12. LISTEN_PID: only now is our own pid known.
+    if let Some(digits) = plan.listen_pid_digits {
+        // SAFETY: getpid is a plain system call.
+        let pid = unsafe { libc::getpid() };
+        // SAFETY: `digits` points at 21 writable bytes inside the LISTEN_PID slot, which
+        // `plan` owns and nothing else references in this (single-threaded) child.
+        unsafe { write_decimal(digits, pid.unsigned_abs()) };
+    }
+
+    // 13. Exec.
+    // SAFETY: program, argv and envp are NUL-terminated strings and NULL-terminated
+    // pointer arrays owned by `plan`, which outlives this call.
+    unsafe {
+        libc::execve(
+            plan.program.as_ptr(),
+            plan.argv.as_ptr(),
+            plan.envp.as_ptr(),
+        );
+    }
+    child_fail(report, ChildStage::Exec, 0)
+}
+
+/// Puts stdin/stdout/stderr and the listen fds at 0, 1, 2, 3, ... and marks everything
+/// else close-on-exec. Returns the (possibly moved) report fd.
+///
+/// A source may already sit on some other move's target (a listen fd at 3 that must go
+/// to 4, the report pipe at 3, ...). So first every source and the report fd are copied
+/// above the last target (`F_DUPFD_CLOEXEC`, so the copies vanish at exec), and only then
+/// are the copies `dup2`'ed into place: no `dup2` can clobber a source still needed.
+fn child_setup_fds(plan: &mut ChildPlan, mut report: RawFd) -> RawFd {
+    let first_free = plan.first_free_fd;
+    if report < first_free {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) is a plain system call.
+        let moved = unsafe { libc::fcntl(report, libc::F_DUPFD_CLOEXEC, first_free) };
+        if moved < 0 {
+            child_fail(report, ChildStage::Dup, first_free);
+        }
+        report = moved;
+    }
+    for index in 0..plan.fd_moves.len() {
+        let FdMove { source, target } = plan.fd_moves[index];
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) is a plain system call.
+        let copy = unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, first_free) };
+        if copy < 0 {
+            child_fail(report, ChildStage::Dup, target);
+        }
+        plan.fd_moves[index].source = copy;
+    }
+    for index in 0..plan.fd_moves.len() {
+        let FdMove { source, target } = plan.fd_moves[index];
+        // SAFETY: dup2 is a plain system call; `source` is our private copy.
+        if unsafe { libc::dup2(source, target) } < 0 {
+            child_fail(report, ChildStage::Dup, target);
+        }
+        // dup2 already leaves `target` without FD_CLOEXEC; clearing it explicitly keeps
+        // that true whatever primitive is used above.
+        // SAFETY: fcntl(F_SETFD) is a plain system call.
+        if unsafe { libc::fcntl(target, libc::F_SETFD, 0) } < 0 {
+            child_fail(report, ChildStage::ClearCloexec, target);
+        }
+    }
+
+    // Everything from `first_free` up closes at exec: our temporary copies, the report
+    // pipe, and any fd holdfast inherited or opened without O_CLOEXEC.
+    // SAFETY: close_range is a plain system call; CLOEXEC mode closes nothing now.
+    let marked = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first_free as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if marked < 0 {
+        // Kernels before 5.11: mark each fd (EBADF for the unused numbers is fine).
+        for fd in first_free..plan.fd_limit {
+            // SAFETY: fcntl(F_SETFD) is a plain system call.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    report
+}
+
+/// Writes `value` in decimal followed by a NUL at `out`. Async-signal-safe.
+///
+/// # Safety
+/// `out` must be valid for writing 11 bytes (`u32::MAX` has 10 digits, plus the NUL).
+unsafe fn write_decimal(out: *mut u8, mut value: u32) {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (value % 10) as u8;
+        len += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        // SAFETY: i < len <= 10, within the caller's guarantee.
+        unsafe { out.add(i).write(digits[len - 1 - i]) };
+    }
+    // SAFETY: len <= 10, so the NUL lands within the 11 bytes.
+    unsafe { out.add(len).write(0) };
+}
+
+/// Reports `(stage, detail, errno)` to the parent and exits 127. Reads `errno` first,
+/// before any other call can change it.
+fn child_fail(report: RawFd, stage: ChildStage, detail: RawFd) -> ! {
+    let errno = Errno::last_raw();
+    let mut buf = [0u8; REPORT_LEN];
+    buf[0..4].copy_from_slice(&(stage as u32).to_ne_bytes());
+    buf[4..8].copy_from_slice(&detail.to_ne_bytes());
+    buf[8..12].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: write and _exit are async-signal-safe; `buf` is a local array. The write
+    // cannot block or be torn (12 bytes into an empty pipe whose reader waits for us);
+    // were it to fail anyway, the parent would take the EOF for success and learn of the
+    // failure only from the exit status 127 the reaper reports.
+    unsafe {
+        libc::write(report, buf.as_ptr().cast(), buf.len());
+        libc::_exit(127)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decimal(value: u32) -> String {
+        let mut out = [0xffu8; 21];
+        // SAFETY: `out` has 21 writable bytes.
+        unsafe { write_decimal(out.as_mut_ptr(), value) };
+        let end = out.iter().position(|&b| b == 0).expect("NUL terminator");
+        String::from_utf8(out[..end].to_vec()).expect("ascii digits")
+    }
+
+    #[test]
+    fn decimal_formatter_writes_digits_and_nul() {
+        assert_eq!(decimal(0), "0");
+        assert_eq!(decimal(7), "7");
+        assert_eq!(decimal(4_194_304), "4194304");
+        assert_eq!(decimal(u32::MAX), u32::MAX.to_string());
+    }
+
+    #[test]
+    fn program_without_slash_is_found_in_the_path_of_the_child_env() {
+        let env = [("PATH".to_owned(), "/nonexistent:/bin".to_owned())];
+        assert_eq!(resolve_program("sh", &env), Ok(PathBuf::from("/bin/sh")));
+        assert_eq!(
+            resolve_program("./x/y", &env),
+            Ok(PathBuf::from("./x/y")),
+            "a path with a slash is used as written"
+        );
+        assert_eq!(
+            resolve_program("no-such-prog-xyz", &env),
+            Err(Errno::ENOENT)
+        );
+    }
+
+    #[test]
+    fn stage_display_names_the_object() {
+        let error = err(
+            SpawnStage::Exec {
+                program: PathBuf::from("/bin/nope"),
+            },
+            Errno::ENOENT,
+        );
+        assert!(
+            error.to_string().starts_with("exec \"/bin/nope\": ENOENT"),
+            "{error}"
+        );
+    }
+}

@@ -61,10 +61,17 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     for dir in [&daemon.state_dir, &daemon.log_dir] {
         std::fs::create_dir_all(dir).map_err(setup("state and log directories"))?;
     }
-    let listener = server::bind(&daemon.control, daemon.control_group.as_ref().map(|g| g.gid))
-        .map_err(setup("control socket"))?;
+    let listener = server::bind(
+        &daemon.control,
+        daemon.control_group.as_ref().map(|g| g.gid),
+    )
+    .map_err(setup("control socket"))?;
     let (control_tx, mut control) = mpsc::channel(64);
-    let server = server::serve(listener, daemon.control_group.as_ref().map(|g| g.gid), control_tx);
+    let server = server::serve(
+        listener,
+        daemon.control_group.as_ref().map(|g| g.gid),
+        control_tx,
+    );
     tracing::info!(
         config = %config_path.display(),
         control = %daemon.control.display(),
@@ -84,7 +91,10 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     };
     let mut done = shell.apply(Input::Boot);
     while !done {
-        let deadline = shell.sup.next_deadline().map(tokio::time::Instant::from_std);
+        let deadline = shell
+            .sup
+            .next_deadline()
+            .map(tokio::time::Instant::from_std);
         done = tokio::select! {
             Some(r) = reaped.recv() => match shell.on_reaped(r) {
                 Some(input) => shell.apply(input),
@@ -151,7 +161,9 @@ impl Shell {
                     ..
                 } => match group::signal_group(pgid, signal) {
                     Ok(_) => {}
-                    Err(e) => tracing::warn!("{service}: failed to send {signal} to process group {pgid}: {e}"),
+                    Err(e) => tracing::warn!(
+                        "{service}: failed to send {signal} to process group {pgid}: {e}"
+                    ),
                 },
                 Effect::Emit(event) => self.publish(&event),
                 Effect::Remove { service } => {
@@ -268,6 +280,12 @@ impl Shell {
         &mut self,
         dry_run: bool,
     ) -> Result<crate::control::protocol::ReloadPlan, ControlError> {
+        if self.sup.is_shutting_down() {
+            return Err(ControlError {
+                kind: ErrorKind::ShuttingDown,
+                message: "holdfast is shutting down: nothing to reload".to_owned(),
+            });
+        }
         let plan = config::load(&self.config_path).map_err(|e| ControlError {
             kind: ErrorKind::InvalidConfig,
             message: e.render_plain(),
@@ -337,7 +355,12 @@ impl Shell {
                 secs(until.saturating_duration_since(now))
             )),
             State::Waiting => {
-                let on: Vec<String> = self.sup.waiting_on(s.name()).iter().map(ToString::to_string).collect();
+                let on: Vec<String> = self
+                    .sup
+                    .waiting_on(s.name())
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 Some(format!("waiting for {}", on.join(", ")))
             }
             State::Stopping {

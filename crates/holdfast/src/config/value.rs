@@ -1,0 +1,183 @@
+//! Parsing of the scalar value syntaxes the config accepts: durations, byte sizes and
+//! signal names.
+//!
+//! Each parser is pure and returns a [`ValueError`] whose `label` says what is wrong and
+//! whose `help` says how to write it instead, so `validate` can attach both to a span.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+/// Why a value could not be parsed: `label` goes under the offending snippet, `help`
+/// tells the user what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueError {
+    pub label: String,
+    pub help: String,
+}
+
+impl ValueError {
+    fn new(label: impl Into<String>, help: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            help: help.into(),
+        }
+    }
+}
+
+/// A duration as written in the config: humantime syntax such as `"2s"`, `"100ms"` or
+/// `"1m 30s"`.
+pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {
+    humantime::parse_duration(text.trim()).map_err(|err| {
+        ValueError::new(
+            format!("not a duration: {err}"),
+            "write a number followed by a unit, e.g. \"500ms\", \"5s\", \"1m 30s\" (units: ms, s, m, h, d)",
+        )
+    })
+}
+
+/// The hint for a duration written as a bare TOML number, which has no unit.
+pub fn bare_number_duration_error(number: &str) -> ValueError {
+    ValueError::new(
+        "a duration needs a unit",
+        format!("write \"{number}s\" (or another unit: ms, s, m, h)"),
+    )
+}
+
+/// A byte size: `"512MiB"`, `"10MB"`, `"4KiB"`, `"100B"` or a plain number of bytes.
+/// Binary units (KiB, MiB, GiB, TiB) are powers of 1024, decimal ones (KB, MB, GB, TB)
+/// powers of 1000; units are case-insensitive.
+pub fn parse_size(text: &str) -> Result<u64, ValueError> {
+    let help = "write a number followed by a unit, e.g. \"512KiB\", \"10MiB\", \"1GB\" \
+                (units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)";
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() {
+        return Err(ValueError::new(
+            "not a size: it must start with a number",
+            help,
+        ));
+    }
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1000,
+        "mb" | "m" => 1000_u64.pow(2),
+        "gb" | "g" => 1000_u64.pow(3),
+        "tb" | "t" => 1000_u64.pow(4),
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => {
+            return Err(ValueError::new(
+                format!("unknown size unit {other:?}"),
+                help,
+            ));
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| ValueError::new("size is too large", help))
+}
+
+/// A signal name: `"TERM"` or `"SIGTERM"`, case-insensitive.
+pub fn parse_signal(text: &str) -> Result<Signal, ValueError> {
+    let upper = text.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<Signal>().map_err(|_| {
+        ValueError::new(
+            format!("unknown signal {text:?}"),
+            "write a signal name such as \"TERM\", \"INT\", \"QUIT\", \"HUP\" or \"USR1\"",
+        )
+    })
+}
+
+/// Formats a byte count the way the config would accept it back, for messages.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
+    UNITS
+        .iter()
+        .find(|(unit, _)| bytes >= *unit && bytes % unit == 0)
+        .map_or_else(
+            || format!("{bytes}B"),
+            |(unit, name)| format!("{}{name}", bytes / unit),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_humantime_syntax() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn durations_without_a_unit_are_rejected_with_a_hint() {
+        let err = parse_duration("5").expect_err("a unitless duration is ambiguous");
+        assert!(
+            err.help.contains("\"5s\""),
+            "help shows the syntax: {err:?}"
+        );
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(
+            bare_number_duration_error("5").help,
+            "write \"5s\" (or another unit: ms, s, m, h)"
+        );
+    }
+
+    #[test]
+    fn sizes_accept_binary_and_decimal_units_and_plain_bytes() {
+        assert_eq!(parse_size("512MiB"), Ok(512 * 1024 * 1024));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert_eq!(parse_size("4kib"), Ok(4096));
+        assert_eq!(parse_size("10 MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert_eq!(parse_size("123B"), Ok(123));
+    }
+
+    #[test]
+    fn sizes_reject_unknown_units_missing_numbers_and_overflow() {
+        assert!(parse_size("10XB").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-5").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn signals_accept_short_and_full_names_in_any_case() {
+        assert_eq!(parse_signal("TERM"), Ok(Signal::SIGTERM));
+        assert_eq!(parse_signal("SIGTERM"), Ok(Signal::SIGTERM));
+        assert_eq!(parse_signal("int"), Ok(Signal::SIGINT));
+        assert_eq!(parse_signal("sigusr1"), Ok(Signal::SIGUSR1));
+        assert!(parse_signal("TERMINATE").is_err());
+        assert!(parse_signal("").is_err());
+    }
+
+    #[test]
+    fn sizes_format_in_the_largest_exact_unit() {
+        assert_eq!(format_size(4096), "4KiB");
+        assert_eq!(format_size(10 << 20), "10MiB");
+        assert_eq!(format_size(1000), "1000B");
+    }
+}
