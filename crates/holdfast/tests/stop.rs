@@ -3,6 +3,7 @@
 
 mod support;
 
+use nix::sys::signal::Signal;
 use support::{Daemon, is_alive};
 
 /// A demo-app that ignores SIGTERM and leaves a grandchild behind in its process group.
@@ -10,7 +11,7 @@ fn stubborn(timeout: &str) -> String {
     format!(
         r#"
 [service.stubborn]
-command = ["{{DEMO_APP}}", "--ignore-sigterm", "--fork-grandchild"]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:0", "--ignore-sigterm", "--fork-grandchild"]
 restart = "no"
 start_secs = "0s"
 stop = {{ signal = "TERM", timeout = "{timeout}" }}
@@ -27,15 +28,31 @@ fn running_with_grandchild(daemon: &Daemon) -> (u32, u32) {
     let mut grandchild = None;
     daemon.wait_until("stubborn reports its grandchild's pid", |d| {
         grandchild = d.log("stubborn").lines().find_map(|line| {
-            let (_, pid) = line.split_once("grandchild pid=")?;
-            pid.trim().parse::<u32>().ok()
+            let (_, rest) = line.split_once("grandchild pid=")?;
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u32>().ok()
         });
         grandchild.is_some()
     });
     let grandchild = grandchild.expect("found above");
+    // Both must have their SIGTERM handler in place (to ignore it) before the stop, or
+    // the test would race their startup.
+    daemon.wait_until("both processes catch SIGTERM", |_| {
+        catches_sigterm(main) && catches_sigterm(grandchild)
+    });
     assert!(is_alive(main), "main process {main} is alive");
     assert!(is_alive(grandchild), "grandchild {grandchild} is alive");
     (main, grandchild)
+}
+
+/// Whether `pid` has a handler installed for SIGTERM (`SigCgt` in /proc/PID/status).
+fn catches_sigterm(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (Signal::SIGTERM as u64 - 1)) != 0)
 }
 
 #[test]
