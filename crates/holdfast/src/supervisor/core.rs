@@ -95,6 +95,8 @@ pub struct Supervisor {
     next_run: u64,
     seed: u64,
     shutting_down: bool,
+    /// `Exit` was emitted; it is emitted once.
+    shutdown_completed: bool,
 }
 
 impl Supervisor {
@@ -106,6 +108,7 @@ impl Supervisor {
             next_run: 1,
             seed,
             shutting_down: false,
+            shutdown_completed: false,
         };
         for spec in plan.services.into_values() {
             sup.insert(spec, now);
@@ -147,11 +150,7 @@ impl Supervisor {
                     .filter(|s| s.spec().autostart)
                     .map(|s| s.name().clone())
                     .collect();
-                let mut effects = Vec::new();
-                for name in names {
-                    effects.extend(self.start(&name, now));
-                }
-                effects
+                self.start_all(names, now)
             }
             Input::Spawned { service, run, pid } => {
                 self.with(&service, |s| s.spawned(run, pid, now))
@@ -233,14 +232,14 @@ impl Supervisor {
         let mut effects = Vec::new();
         for name in &diff.removed {
             let service = self.services.get_mut(name).expect("removed services exist");
-            match service.stop(AfterStop::Remove, now) {
-                Some(e) => effects.extend(e),
-                None => {
-                    self.services.remove(name);
-                    effects.push(Effect::Remove {
-                        service: name.clone(),
-                    });
-                }
+            effects.extend(service.stop(AfterStop::Remove, now).unwrap_or_default());
+            // Waiting and backoff stop at once (without acting on `then`): remove those
+            // here, like services that were not running at all.
+            if service.is_inactive() {
+                self.services.remove(name);
+                effects.push(Effect::Remove {
+                    service: name.clone(),
+                });
             }
         }
         for name in &diff.changed {
@@ -249,7 +248,15 @@ impl Supervisor {
             effects.push(emit(name, EventKind::Reconfigured));
             // The stop uses the old definition (its signal and timeout); the next spawn
             // the new one.
-            let restart = if service.is_active() {
+            // A stop by hand (or for shutdown) in progress stays a stop.
+            let stopping_for_good = matches!(
+                service.state(),
+                State::Stopping {
+                    then: AfterStop::Stay,
+                    ..
+                }
+            );
+            let restart = if service.is_active() && !stopping_for_good {
                 service.stop(AfterStop::Start, now)
             } else {
                 None
@@ -257,12 +264,30 @@ impl Supervisor {
             service.set_spec(spec);
             effects.extend(restart.unwrap_or_default());
         }
+        let mut to_start = Vec::new();
         for name in &diff.added {
-            self.insert(new.services[name].clone(), now);
-            if new.services[name].autostart && !self.shutting_down {
-                effects.extend(self.start(name, now));
+            let spec = new.services[name].clone();
+            let autostart = spec.autostart && !self.shutting_down;
+            match self.services.get_mut(name) {
+                // Removed by an earlier reload and still stopping: let that stop finish
+                // (its process group is still there), then run the new definition.
+                Some(service) => {
+                    service.set_spec(Arc::new(spec));
+                    service.cancel_removal(if autostart {
+                        AfterStop::Start
+                    } else {
+                        AfterStop::Stay
+                    });
+                }
+                None => {
+                    self.insert(spec, now);
+                    if autostart {
+                        to_start.push(name.clone());
+                    }
+                }
             }
         }
+        effects.extend(self.start_all(to_start, now));
         // Daemon settings that need a restart keep their running values.
         let daemon = self.plan.daemon.clone();
         self.plan = Plan { daemon, ..new };
@@ -292,6 +317,28 @@ impl Supervisor {
     /// Dependencies a waiting service waits for.
     pub fn waiting_on(&self, name: &ServiceName) -> Vec<ServiceName> {
         self.blockers(name)
+    }
+
+    /// Starts several services, dependencies first. `start` only sees a dependency as
+    /// coming up once it was started itself, so in name order a dependent named before
+    /// its dependency would start at once instead of waiting.
+    fn start_all(&mut self, mut pending: Vec<ServiceName>, now: Instant) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        while !pending.is_empty() {
+            let next = pending
+                .iter()
+                .position(|n| {
+                    !self.services[n]
+                        .spec()
+                        .after
+                        .iter()
+                        .any(|d| pending.contains(d))
+                })
+                .expect("validation rules out `after` cycles");
+            let name = pending.remove(next);
+            effects.extend(self.start(&name, now));
+        }
+        effects
     }
 
     /// Dependencies of `name` that are coming up: it must start after them.
@@ -368,7 +415,7 @@ impl Supervisor {
             let Some(service) = self.services.get_mut(name) else {
                 continue;
             };
-            let (more, due) = service.tick(now);
+            let (more, due) = service.tick(now, self.shutting_down);
             effects.extend(more);
             if let Some(StartDue) = due {
                 effects.extend(self.start(name, now));
@@ -404,7 +451,8 @@ impl Supervisor {
             effects.extend(service.stop(AfterStop::Stay, now).unwrap_or_default());
         }
         let done = self.services.values().all(Service::is_inactive);
-        if done && !effects.contains(&Effect::Exit) {
+        if done && !self.shutdown_completed {
+            self.shutdown_completed = true;
             effects.push(Effect::Emit(Event {
                 service: None,
                 kind: EventKind::ShutdownCompleted,

@@ -10,4 +10,7 @@ pub mod reload;
 pub mod runtime;
 pub mod service;
 
+#[cfg(test)]
+mod tests;
+
 pub use self::core::{Command, Effect, Input, Supervisor, state_name};

@@ -368,8 +368,11 @@ impl Service {
         let mut effects = vec![self.emit(EventKind::Exited { run, pid, status })];
         match self.state.clone() {
             State::Starting { spawned, .. } | State::Running { spawned, .. } => {
-                let early = matches!(self.state, State::Starting { .. });
                 let ran_for = now.duration_since(spawned);
+                // The start_secs timer and the exit can be ready together, and the shell
+                // may take the exit first: the time actually run decides.
+                let early =
+                    matches!(self.state, State::Starting { .. }) && ran_for < self.spec.start_secs;
                 if ran_for >= self.failure_memory() {
                     self.attempt = 0;
                 }
@@ -423,7 +426,7 @@ impl Service {
     }
 
     /// Time passed; act on an expired deadline if there is one.
-    pub fn tick(&mut self, now: Instant) -> (Vec<Effect>, Option<StartDue>) {
+    pub fn tick(&mut self, now: Instant, shutting_down: bool) -> (Vec<Effect>, Option<StartDue>) {
         let Some(deadline) = self.deadline() else {
             return (Vec::new(), None);
         };
@@ -475,8 +478,9 @@ impl Service {
                 ..
             } => {
                 let mut effects = vec![self.emit(EventKind::StopAbandoned { pid })];
-                // Shutdown is not blocked by an unkillable process either.
-                effects.extend(self.finish_stop(now, false));
+                // Shutdown is not blocked by an unkillable process either; during one,
+                // the pending restart (`then`) is dropped like for any other stop.
+                effects.extend(self.finish_stop(now, shutting_down));
                 (effects, None)
             }
             _ => (Vec::new(), None),
@@ -507,6 +511,14 @@ impl Service {
             }
             State::Launching { .. } => unreachable!("launching is resolved before other input"),
             State::Stopped | State::Failed { .. } => None,
+        }
+    }
+
+    /// The service, stopping because a reload removed it, is back in the plan: do `then`
+    /// once stopped instead of being forgotten.
+    pub fn cancel_removal(&mut self, then: AfterStop) {
+        if let State::Stopping { then: slot, .. } = &mut self.state {
+            *slot = then;
         }
     }
 
