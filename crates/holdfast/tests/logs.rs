@@ -6,13 +6,18 @@ use support::{Daemon, describe, holdfast, run, stderr, stdout};
 
 #[test]
 fn logs_shows_the_last_lines_a_service_wrote() {
+    // The service writes only once told to, so that holdfast's own notes about its start
+    // (written to the same log) are all in before the lines the test looks for.
     let daemon = Daemon::start(
         r#"
 [service.chatty]
-command = ["/bin/sh", "-c", "echo first line; echo second line; echo third line >&2; exec sleep 1000"]
+command = ["/bin/sh", "-c", "while [ ! -e go ]; do sleep 0.02; done; echo first line; echo second line; echo third line >&2; exec sleep 1000"]
+working_dir = "{DIR}"
 start_secs = "0s"
 "#,
     );
+    daemon.wait_for_service("chatty", "is running", |s| s.state == "running");
+    std::fs::write(daemon.dir().join("go"), "").expect("failed to create the go file");
     daemon.wait_until("chatty's output is captured", |d| {
         d.log("chatty").contains("third line")
     });

@@ -70,6 +70,12 @@ fn stop_kills_the_whole_group_after_the_timeout() {
         stopped.holding_up.is_empty(),
         "nothing holds up a finished stop: {stopped:?}"
     );
+    assert!(
+        daemon
+            .stderr()
+            .contains("stubborn: stop timed out: SIGKILL"),
+        "holdfast escalated to SIGKILL after the timeout"
+    );
     let exit = stopped.last_exit.expect("the stop is reported as an exit");
     assert_eq!(
         exit.signal.as_deref(),
