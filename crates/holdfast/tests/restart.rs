@@ -96,3 +96,34 @@ start_secs = "0s"
         "the exit that was restarted was clean: {restarted:?}"
     );
 }
+
+#[test]
+fn restart_by_hand_replaces_the_process_without_counting_an_automatic_restart() {
+    let daemon = Daemon::start(
+        r#"
+[service.web]
+command = ["sleep", "1000"]
+start_secs = "0s"
+"#,
+    );
+    let before = daemon
+        .wait_for_service("web", "is running", |s| s.state == "running")
+        .pid
+        .expect("a running service has a pid");
+
+    daemon.cli_ok(&["restart", "web"]);
+
+    let after = daemon.wait_for_service("web", "runs a new process", |s| {
+        s.state == "running" && s.pid.is_some_and(|pid| pid != before)
+    });
+    assert_eq!(after.restarts, 0, "restarts counts automatic restarts only");
+    assert!(
+        !support::is_alive(before),
+        "the old process {before} is gone"
+    );
+    assert_eq!(
+        after.last_exit.and_then(|e| e.signal),
+        Some("SIGTERM".to_owned()),
+        "the old process was stopped with the stop signal"
+    );
+}
