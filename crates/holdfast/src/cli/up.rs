@@ -1,5 +1,6 @@
 //! `holdfast up`: load the config, then run the supervisor in the foreground.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -10,7 +11,8 @@ use crate::{config, supervisor};
 
 pub fn run(config_path: &Path) -> miette::Result<ExitCode> {
     init_tracing();
-    let plan = match config::load(config_path) {
+    let config_path = std::path::absolute(config_path).into_diagnostic()?;
+    let plan = match config::load(&config_path) {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("{:?}", miette::Report::new(e));
@@ -24,7 +26,6 @@ pub fn run(config_path: &Path) -> miette::Result<ExitCode> {
         .enable_all()
         .build()
         .into_diagnostic()?;
-    let config_path = std::path::absolute(config_path).into_diagnostic()?;
     runtime
         .block_on(supervisor::runtime::run(config_path, plan))
         .into_diagnostic()?;
@@ -38,6 +39,7 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

@@ -1,1 +1,39 @@
-//! SKELETON: replaced by the logs helper.
+//! Capture of services' stdout/stderr into rotating files, and reading them back.
+//!
+//! One [`Capture`] per service (not per process) owns two pipes whose write ends become
+//! fds 1 and 2 of every process of that service, across restarts. A tokio task drains
+//! both read ends and appends timestamped lines to `<log_dir>/<name>.log`:
+//!
+//! ```text
+//! 2026-11-25T12:00:00.123Z stdout   listening on :8080
+//! 2026-11-25T12:00:00.124Z stderr   warning: cache is cold
+//! 2026-11-25T12:00:01.000Z holdfast exited 3, restarting in 2s
+//! ```
+//!
+//! Invariants:
+//! - the child never blocks because of the disk: the reader drains the pipes promptly and
+//!   drops (and counts) what it cannot write, then writes one `dropped N bytes` line
+//!   once writing works again;
+//! - memory is bounded: a partial line is held up to [`MAX_LINE`] bytes, the in-memory
+//!   ring of recent lines is bounded in lines and bytes;
+//! - the log file is never opened through a symlink.
+//!
+//! Reading back: [`tail`] for the last lines, [`Follower`] (and [`follow`]) for `logs -f`,
+//! which keeps up across rotation.
+
+mod capture;
+mod file;
+mod follow;
+mod line;
+mod record;
+mod ring;
+mod tail;
+
+#[cfg(test)]
+mod testutil;
+
+pub use capture::Capture;
+pub use follow::{Follower, follow};
+pub use line::MAX_LINE;
+pub use record::Stream;
+pub use tail::tail;

@@ -191,6 +191,19 @@ impl Supervisor {
         };
         // Every command x state pair is decided here, s6-style.
         let (message, mut effects) = match (command, service.state()) {
+            (
+                Command::Start | Command::Restart,
+                State::Stopping {
+                    then: AfterStop::Remove,
+                    ..
+                },
+            ) => {
+                let error = ControlError {
+                    kind: ErrorKind::UnknownService,
+                    message: format!("{name} was removed from the config and is stopping"),
+                };
+                return (Err(error), Vec::new());
+            }
             (Command::Start, State::Stopping { .. })
             | (Command::Restart, State::Stopping { .. }) => {
                 let effects = service.stop(AfterStop::Start, now).unwrap_or_default();

@@ -111,3 +111,14 @@ fn commands_for_an_unknown_service_fail_without_effects() {
         assert_eq!(h.state("a"), "running");
     }
 }
+
+#[test]
+fn start_of_a_service_being_removed_is_refused() {
+    let mut h = Harness::running([svc("a"), svc("b")]);
+    h.reload([svc("a")]);
+    assert_eq!(h.state("b"), "stopping");
+    let (result, effects) = h.command(Command::Start, "b");
+    let error = result.expect_err("a service leaving the config cannot be started");
+    assert_eq!(error.kind, ErrorKind::UnknownService);
+    assert!(effects.is_empty(), "a refused command changes nothing");
+}

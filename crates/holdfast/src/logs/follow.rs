@@ -1,0 +1,442 @@
+//! `logs -f`: following a log file as it grows, across rotation, driven by inotify (the
+//! `notify` crate) rather than polling.
+//!
+//! Invariants:
+//! - no line is lost at a rotation: the path is checked *before* the old file is read to
+//!   its end (the writer never writes to a file after renaming it away), and a follower
+//!   that fell behind by several rotations reads the rotated files in between, as long as
+//!   they are kept;
+//! - the log directory is watched, not the file, so a file that is renamed away or
+//!   created later is noticed; events about other files are ignored;
+//! - a truncated file (rotation with `keep = 0`) is read again from its start (best effort:
+//!   a follower that notices the truncation only after the file grew past its old
+//!   position cannot tell).
+
+use std::fs::{File, Metadata};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::ControlFlow;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+
+use super::file::rotated_path;
+use super::tail::tail_of;
+
+/// A partial line longer than this is emitted as it is (the writer splits long lines
+/// well below it; this only bounds memory for foreign files).
+const MAX_PARTIAL: usize = 1024 * 1024;
+
+/// Follows one log file from the point where it was opened.
+pub struct Follower {
+    /// The file path as the watcher reports it (directory as given, plus file name).
+    path: PathBuf,
+    /// The file being read and its identity; `None` while the path does not exist.
+    file: Option<(File, FileId)>,
+    pos: u64,
+    partial: Vec<u8>,
+    events: mpsc::Receiver<notify::Result<notify::Event>>,
+    // Dropping the watcher ends the event stream, so it lives as long as we do.
+    _watcher: RecommendedWatcher,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(meta: &Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// Calls `on_line` for every line appended to `path` from now on, until it returns
+/// `ControlFlow::Break` (or forever). See [`Follower`].
+pub fn follow(path: &Path, on_line: impl FnMut(&str) -> ControlFlow<()>) -> io::Result<()> {
+    Follower::open(path)?.run(on_line)
+}
+
+impl Follower {
+    /// Starts following `path` at its current end. The file need not exist yet; its
+    /// directory must.
+    pub fn open(path: &Path) -> io::Result<Follower> {
+        let name = path.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot follow \"{}\": not a file path", path.display()),
+            )
+        })?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let (tx, events) = mpsc::channel();
+        let watch_error = |err: notify::Error| {
+            io::Error::other(format!("failed to watch \"{}\": {err}", dir.display()))
+        };
+        let mut watcher = notify::recommended_watcher(tx).map_err(watch_error)?;
+        // Watch before opening: a line written in between shows up as an event.
+        watcher
+            .watch(dir, RecursiveMode::NonRecursive)
+            .map_err(watch_error)?;
+        let path = dir.join(name);
+        let file = open_existing(&path)?;
+        let pos = match &file {
+            Some((file, _)) => file.metadata()?.len(),
+            None => 0,
+        };
+        Ok(Follower {
+            path,
+            file,
+            pos,
+            partial: Vec::new(),
+            events,
+            _watcher: watcher,
+        })
+    }
+
+    /// The last `n` lines before the point where following starts (like [`super::tail`],
+    /// but without a race against lines written after [`Follower::open`]).
+    pub fn backlog(&mut self, n: usize) -> io::Result<Vec<String>> {
+        let mut lines = match &mut self.file {
+            Some((file, _)) => tail_of(file, self.pos, n)?,
+            None => Vec::new(),
+        };
+        if lines.len() < n {
+            match File::open(rotated_path(&self.path, 1)) {
+                Ok(mut older) => {
+                    let end = older.metadata()?.len();
+                    let mut earlier = tail_of(&mut older, end, n - lines.len())?;
+                    earlier.append(&mut lines);
+                    lines = earlier;
+                }
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(lines)
+    }
+
+    /// Calls `on_line` for each new line (without newline) until it returns `Break`.
+    /// Blocks between writes without waking up.
+    pub fn run(mut self, mut on_line: impl FnMut(&str) -> ControlFlow<()>) -> io::Result<()> {
+        loop {
+            if self.catch_up(&mut on_line)?.is_break() {
+                return Ok(());
+            }
+            // Wait for an event about our file, then take all queued ones at once.
+            loop {
+                let event = self
+                    .events
+                    .recv()
+                    .map_err(|_| io::Error::other("the file watcher stopped"))?;
+                if self.concerns_us(event)? {
+                    break;
+                }
+            }
+            while let Ok(event) = self.events.try_recv() {
+                self.concerns_us(event)?;
+            }
+        }
+    }
+
+    fn concerns_us(&self, event: notify::Result<notify::Event>) -> io::Result<bool> {
+        let event =
+            event.map_err(|err| io::Error::other(format!("failed to watch log file: {err}")))?;
+        Ok(event.need_rescan() || event.paths.is_empty() || event.paths.contains(&self.path))
+    }
+
+    /// Reads everything new, switching to a new file at the path after a rotation.
+    fn catch_up(
+        &mut self,
+        on_line: &mut impl FnMut(&str) -> ControlFlow<()>,
+    ) -> io::Result<ControlFlow<()>> {
+        loop {
+            // Stat first: whatever the old file holds by now is all it will ever hold.
+            let current = match std::fs::metadata(&self.path) {
+                Ok(meta) => Some(FileId::of(&meta)),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+                Err(err) => return Err(err),
+            };
+            if self.read_new(on_line)?.is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+            let replaced = match (current, &self.file) {
+                (Some(id), Some((_, ours))) => id != *ours,
+                (Some(_), None) => true,
+                (None, _) => false, // renamed away, the new file is not there yet
+            };
+            if !replaced {
+                return Ok(ControlFlow::Continue(()));
+            }
+            if self.emit_partial(on_line).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+            self.file = match &self.file {
+                Some((_, ours)) => self.next_file(*ours)?,
+                None => open_existing(&self.path)?,
+            };
+            self.pos = 0;
+        }
+    }
+
+    /// The file written after `ours`: when the writer rotated more than once since we
+    /// last looked, that is a rotated file (`<path>.k-1` if ours is now `<path>.k`), so
+    /// no kept file is skipped.
+    ///
+    /// The writer may rotate while we look. Rotation renames from the oldest down
+    /// (`.k` → `.k+1` before `.k-1` → `.k`, `.1` → `.2` before the path → `.1`), so our
+    /// upward scan cannot miss our file (it only moves up), at most sees one gap, and if
+    /// ours is still at `.k` after opening `.k-1`, that was the file right after ours.
+    fn next_file(&self, ours: FileId) -> io::Result<Option<(File, FileId)>> {
+        loop {
+            let mut found = None;
+            let mut oldest = None;
+            let mut gap = false;
+            let mut missing_in_a_row = 0;
+            for k in 1.. {
+                match std::fs::metadata(rotated_path(&self.path, k)) {
+                    Ok(meta) if FileId::of(&meta) == ours => {
+                        found = Some(k);
+                        break;
+                    }
+                    Ok(_) => {
+                        oldest = Some(k);
+                        gap |= missing_in_a_row > 0;
+                        missing_in_a_row = 0;
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                        missing_in_a_row += 1;
+                        if missing_in_a_row == 2 {
+                            break;
+                        }
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            match (found, oldest) {
+                (Some(k), _) => {
+                    let next = match k {
+                        1 => self.path.clone(),
+                        k => rotated_path(&self.path, k - 1),
+                    };
+                    let Some(opened) = open_existing(&next)? else {
+                        continue; // moved meanwhile: look again
+                    };
+                    let unmoved = std::fs::metadata(rotated_path(&self.path, k))
+                        .is_ok_and(|meta| FileId::of(&meta) == ours);
+                    if unmoved {
+                        return Ok(Some(opened));
+                    }
+                }
+                // Caught in the middle of a rotation: look again.
+                (None, _) if gap => {}
+                // Ours is gone (removed beyond `keep`): every rotated file is newer.
+                (None, Some(oldest)) => {
+                    if let Some(opened) = open_existing(&rotated_path(&self.path, oldest))? {
+                        return Ok(Some(opened));
+                    }
+                }
+                (None, None) => return open_existing(&self.path),
+            }
+        }
+    }
+
+    /// Reads the current file from `pos` to its end, emitting complete lines.
+    fn read_new(
+        &mut self,
+        on_line: &mut impl FnMut(&str) -> ControlFlow<()>,
+    ) -> io::Result<ControlFlow<()>> {
+        let Some((file, _)) = &mut self.file else {
+            return Ok(ControlFlow::Continue(()));
+        };
+        if file.metadata()?.len() < self.pos {
+            // Truncated in place: start over.
+            self.pos = 0;
+            self.partial.clear();
+        }
+        file.seek(SeekFrom::Start(self.pos))?;
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => return Ok(ControlFlow::Continue(())),
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            };
+            self.pos += n as u64;
+            let mut rest = &buf[..n];
+            while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+                self.partial.extend_from_slice(&rest[..nl]);
+                rest = &rest[nl + 1..];
+                let line = String::from_utf8_lossy(&self.partial).into_owned();
+                self.partial.clear();
+                if on_line(&line).is_break() {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            self.partial.extend_from_slice(rest);
+            if self.partial.len() > MAX_PARTIAL {
+                let line = String::from_utf8_lossy(&self.partial).into_owned();
+                self.partial.clear();
+                if on_line(&line).is_break() {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+        }
+    }
+
+    /// The old file ended without a newline: its last line is complete all the same.
+    fn emit_partial(
+        &mut self,
+        on_line: &mut impl FnMut(&str) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        if self.partial.is_empty() {
+            return ControlFlow::Continue(());
+        }
+        let line = String::from_utf8_lossy(&self.partial).into_owned();
+        self.partial.clear();
+        on_line(&line)
+    }
+}
+
+fn open_existing(path: &Path) -> io::Result<Option<(File, FileId)>> {
+    match File::open(path) {
+        Ok(file) => {
+            let id = FileId::of(&file.metadata()?);
+            Ok(Some((file, id)))
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(io::Error::new(
+            err.kind(),
+            format!("failed to open log file \"{}\": {err}", path.display()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::logs::file::LogFile;
+    use crate::logs::testutil::TempDir;
+    use crate::model::LogSpec;
+
+    /// Follows `path` on a thread, sending lines back, until `count` lines were seen.
+    fn follow_in_background(follower: Follower, count: usize) -> mpsc::Receiver<String> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            follower
+                .run(|line| {
+                    seen += 1;
+                    let _ = tx.send(line.to_owned());
+                    if seen == count {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })
+                .expect("following works");
+        });
+        rx
+    }
+
+    fn collect(rx: &mpsc::Receiver<String>, count: usize) -> Vec<String> {
+        let mut lines = Vec::new();
+        while lines.len() < count {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => lines.push(line),
+                Err(RecvTimeoutError::Timeout) => panic!("timed out; got {lines:?}"),
+                Err(RecvTimeoutError::Disconnected) => panic!("follower ended; got {lines:?}"),
+            }
+        }
+        lines
+    }
+
+    #[test]
+    fn follow_sees_appended_lines() {
+        let dir = TempDir::new("follow-append");
+        let path = dir.path().join("svc.log");
+        std::fs::write(&path, "old 1\nold 2\n").unwrap();
+        let mut follower = Follower::open(&path).unwrap();
+        assert_eq!(follower.backlog(1).unwrap(), vec!["old 2"]);
+        let rx = follow_in_background(follower, 3);
+
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(b"new 1\nnew").unwrap();
+        file.write_all(b" 2\n").unwrap();
+        file.write_all(b"new 3\n").unwrap();
+        assert_eq!(collect(&rx, 3), vec!["new 1", "new 2", "new 3"]);
+    }
+
+    #[test]
+    fn follow_continues_after_rotation_without_losing_lines() {
+        let dir = TempDir::new("follow-rotation");
+        let path = dir.path().join("svc.log");
+        let spec = LogSpec {
+            max_size: 300,
+            keep: 1,
+        };
+        let mut log = LogFile::open(path.clone(), spec).unwrap();
+        let rx = follow_in_background(Follower::open(&path).unwrap(), 100);
+
+        // In step with the follower: each line is seen before the next is written.
+        for i in 0..100 {
+            let line = format!("line {i:03} of the service");
+            log.push(&line);
+            log.flush();
+            assert_eq!(collect(&rx, 1), vec![line]);
+        }
+        assert!(rotated_path(&path, 1).exists(), "the writer rotated");
+    }
+
+    #[test]
+    fn a_follower_behind_by_several_rotations_reads_the_rotated_files_in_order() {
+        let dir = TempDir::new("follow-behind");
+        let path = dir.path().join("svc.log");
+        // Every rotated file is kept, so nothing can be lost however far behind we are.
+        let spec = LogSpec {
+            max_size: 300,
+            keep: 100,
+        };
+        let mut log = LogFile::open(path.clone(), spec).unwrap();
+        let rx = follow_in_background(Follower::open(&path).unwrap(), 500);
+
+        let expected: Vec<String> = (0..500)
+            .map(|i| format!("line {i:03} of the service"))
+            .collect();
+        for line in &expected {
+            log.push(line);
+            log.flush();
+        }
+        assert!(
+            rotated_path(&path, 20).exists(),
+            "the writer rotated many times"
+        );
+        assert_eq!(collect(&rx, 500), expected);
+    }
+
+    #[test]
+    fn follow_waits_for_a_file_that_does_not_exist_yet() {
+        let dir = TempDir::new("follow-create");
+        let path = dir.path().join("svc.log");
+        let mut follower = Follower::open(&path).unwrap();
+        assert!(follower.backlog(10).unwrap().is_empty());
+        let rx = follow_in_background(follower, 2);
+        std::fs::write(&path, "first\nsecond\n").unwrap();
+        assert_eq!(collect(&rx, 2), vec!["first", "second"]);
+    }
+}

@@ -1,0 +1,83 @@
+//! The line format of captured logs: `<UTC RFC 3339 millis> <tag padded to 8> <text>`.
+//!
+//! The tag is fixed-width so columns line up and `grep ' stderr '` finds exactly one
+//! stream.
+
+use std::time::SystemTime;
+
+/// Where a captured line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// holdfast's own notes about the service (`started pid 42`, `dropped N bytes …`).
+    Holdfast,
+}
+
+impl Stream {
+    /// The tag as written in the file, always [`TAG_WIDTH`] bytes.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout  ",
+            Stream::Stderr => "stderr  ",
+            Stream::Holdfast => "holdfast",
+        }
+    }
+}
+
+pub(crate) const TAG_WIDTH: usize = 8;
+
+/// A timestamp formatted once and shared by all lines read in the same chunk.
+pub(crate) struct Stamp(String);
+
+impl Stamp {
+    pub(crate) fn now() -> Self {
+        Self::at(SystemTime::now())
+    }
+
+    pub(crate) fn at(time: SystemTime) -> Self {
+        Stamp(humantime::format_rfc3339_millis(time).to_string())
+    }
+}
+
+/// Formats one line without its trailing newline. Invalid UTF-8 is replaced (lossy) so
+/// the file stays valid UTF-8 for every reader.
+pub(crate) fn format(stamp: &Stamp, stream: Stream, text: &[u8]) -> String {
+    let text = String::from_utf8_lossy(text);
+    let mut line = String::with_capacity(stamp.0.len() + TAG_WIDTH + text.len() + 2);
+    line.push_str(&stamp.0);
+    line.push(' ');
+    line.push_str(stream.tag());
+    line.push(' ');
+    line.push_str(&text);
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn lines_carry_utc_millis_and_a_fixed_width_tag() {
+        let stamp = Stamp::at(UNIX_EPOCH + Duration::from_millis(1_795_000_000_123));
+        assert_eq!(
+            format(&stamp, Stream::Stdout, b"hello"),
+            "2026-11-18T11:06:40.123Z stdout   hello"
+        );
+        assert_eq!(
+            format(&stamp, Stream::Holdfast, b"started pid 42"),
+            "2026-11-18T11:06:40.123Z holdfast started pid 42"
+        );
+        for stream in [Stream::Stdout, Stream::Stderr, Stream::Holdfast] {
+            assert_eq!(stream.tag().len(), TAG_WIDTH, "tags are fixed-width");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_written_lossily() {
+        let stamp = Stamp::at(UNIX_EPOCH);
+        assert!(format(&stamp, Stream::Stderr, b"a\xffb").ends_with("stderr   a\u{fffd}b"));
+    }
+}
