@@ -6,19 +6,24 @@ use support::{Daemon, describe, holdfast, run, stderr, stdout};
 
 #[test]
 fn logs_shows_the_last_lines_a_service_wrote() {
-    // The service writes only once told to, so that holdfast's own notes about its start
-    // (written to the same log) are all in before the lines the test looks for.
+    // stdout and stderr are captured through separate pipes, so their relative order is
+    // not preserved: the service writes each phase only once told to, so that holdfast's
+    // notes about its start come first, then the stderr line, then the stdout lines.
     let daemon = Daemon::start(
         r#"
 [service.chatty]
-command = ["/bin/sh", "-c", "while [ ! -e go ]; do sleep 0.02; done; echo first line; echo second line; echo third line >&2; exec sleep 1000"]
+command = ["/bin/sh", "-c", "while [ ! -e go1 ]; do sleep 0.02; done; echo a warning >&2; while [ ! -e go2 ]; do sleep 0.02; done; echo first line; echo second line; echo third line; exec sleep 1000"]
 working_dir = "{DIR}"
 start_secs = "0s"
 "#,
     );
     daemon.wait_for_service("chatty", "is running", |s| s.state == "running");
-    std::fs::write(daemon.dir().join("go"), "").expect("failed to create the go file");
-    daemon.wait_until("chatty's output is captured", |d| {
+    std::fs::write(daemon.dir().join("go1"), "").expect("failed to create go1");
+    daemon.wait_until("chatty's stderr is captured", |d| {
+        d.log("chatty").contains("a warning")
+    });
+    std::fs::write(daemon.dir().join("go2"), "").expect("failed to create go2");
+    daemon.wait_until("chatty's stdout is captured", |d| {
         d.log("chatty").contains("third line")
     });
 
@@ -28,9 +33,13 @@ start_secs = "0s"
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "exactly the last two lines:\n{text}");
     assert!(lines[0].contains("second line"), "{text}");
+    assert!(lines[1].contains("third line"), "{text}");
+
+    let output = daemon.cli_ok(&["logs", "chatty", "-n", "4"]);
+    let text = stdout(&output);
     assert!(
-        lines[1].contains("third line"),
-        "stderr is captured too:\n{text}"
+        text.lines().next().is_some_and(|l| l.contains("a warning")),
+        "stderr is captured in the same log, in the order it arrived:\n{text}"
     );
 }
 
