@@ -396,7 +396,8 @@ impl Daemon {
     }
 
     pub fn has_exited(&self) -> bool {
-        self.exited.is_some() || fs::metadata(format!("/proc/{}", self.child.id())).is_err()
+        // An exited but not yet waited-for child is a zombie: that counts as exited.
+        self.exited.is_some() || !is_alive(self.child.id())
     }
 
     /// Waits for holdfast (or its launcher) to exit and returns its exit status.
