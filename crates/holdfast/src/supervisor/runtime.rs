@@ -141,9 +141,12 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
             }
         };
     }
-    server.abort();
     notify_task.abort();
     let _ = std::fs::remove_file(&notify_path);
+    // Pending requests are answered "shutting down"; replies in flight (the one to
+    // `shutdown` itself) still reach their clients.
+    drop(control);
+    server.close(Duration::from_secs(1)).await;
     server::unlink(&daemon.control);
     tracing::info!("holdfast stopped");
     Ok(())
