@@ -14,6 +14,7 @@ use sd_notify::NotifyState;
 pub struct Upstream {
     enabled: bool,
     ready_sent: bool,
+    stopping_sent: bool,
     last_status: Option<String>,
     watchdog: Option<Duration>,
 }
@@ -25,6 +26,7 @@ impl Upstream {
         Self {
             enabled,
             ready_sent: false,
+            stopping_sent: false,
             last_status: None,
             watchdog: if enabled {
                 sd_notify::watchdog_enabled()
@@ -62,8 +64,12 @@ impl Upstream {
         self.send(&[NotifyState::Watchdog]);
     }
 
-    pub fn stopping(&self) {
-        self.send(&[NotifyState::Stopping]);
+    /// Sent once, at the start of the shutdown.
+    pub fn stopping(&mut self) {
+        if !self.stopping_sent {
+            self.stopping_sent = true;
+            self.send(&[NotifyState::Stopping]);
+        }
     }
 
     fn send(&self, states: &[NotifyState<'_>]) {
