@@ -11,6 +11,7 @@ pub mod control;
 pub mod health;
 pub mod logs;
 pub mod model;
+pub mod notify;
 pub mod process;
 pub mod quarantine;
 pub mod supervisor;

@@ -78,6 +78,7 @@ pub fn render(status: &Status, colour: bool) -> String {
         .iter()
         .filter(|s| {
             s.reason.is_some()
+                || s.status_text.is_some()
                 || !s.holding_up.is_empty()
                 || s.health.is_some()
                 || !s.env_overrides.is_empty()
@@ -92,6 +93,9 @@ pub fn render(status: &Status, colour: bool) -> String {
             let _ = write!(out, ": {reason}");
         }
         out.push('\n');
+        if let Some(text) = &service.status_text {
+            let _ = writeln!(out, "  status: {text}");
+        }
         if let Some(health) = &service.health {
             let _ = write!(
                 out,
@@ -212,6 +216,7 @@ mod tests {
             restarts: 0,
             last_exit: None,
             reason: None,
+            status_text: None,
             holding_up: Vec::new(),
             log: format!("/var/log/holdfast/{name}.log"),
             health: None,

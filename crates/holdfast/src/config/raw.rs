@@ -74,8 +74,31 @@ pub struct RawService {
     pub start_secs: Option<Spanned<RawDuration>>,
     pub stop: Option<Spanned<RawStop>>,
     pub log: Option<Spanned<RawLog>>,
+    pub ready: Option<Spanned<RawReady>>,
+    pub start_timeout: Option<Spanned<RawDuration>>,
+    pub watchdog: Option<Spanned<RawDuration>>,
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub pidfile: Option<Spanned<String>>,
     pub health: Option<Spanned<RawHealth>>,
     pub exit_codes: Option<BTreeMap<Spanned<String>, Spanned<RawExitAction>>>,
+}
+
+/// `ready` as written: a mode name (`"notify"`) or a table naming the mode with its
+/// parameter (`{ tcp = "127.0.0.1:8080" }`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum RawReady {
+    Mode(String),
+    Table(RawReadyTable),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReadyTable {
+    pub fd: Option<i64>,
+    pub tcp: Option<String>,
+    pub http: Option<String>,
 }
 
 /// `[service.X.health]`.

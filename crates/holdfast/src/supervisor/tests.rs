@@ -12,6 +12,7 @@ mod commands;
 mod exit_codes;
 mod health;
 mod ordering;
+mod readiness;
 mod reload;
 mod restart;
 mod shutdown;
@@ -120,6 +121,8 @@ fn label(effect: &Effect) -> String {
         Effect::StartAgain { service } => format!("start-again {service}"),
         Effect::Remove { service } => format!("remove {service}"),
         Effect::Exit => "exit".to_owned(),
+        Effect::MainPid { service, pid, .. } => format!("main-pid {service} {pid}"),
+        Effect::ReadPidfile { service, .. } => format!("read-pidfile {service}"),
         Effect::StartProbe { service, .. } => format!("probe {service}"),
         Effect::Quarantine { service, .. } => format!("quarantine {service}"),
     }
@@ -277,8 +280,9 @@ impl Harness {
                 Effect::Exit => self.exit_seen = true,
                 Effect::Emit(_)
                 | Effect::Remove { .. }
-                | Effect::StartProbe { .. }
-                | Effect::Quarantine { .. } => {}
+                | Effect::MainPid { .. }
+                | Effect::ReadPidfile { .. } => {}
+                Effect::StartProbe { .. } | Effect::Quarantine { .. } => {}
             }
             done.push(effect);
         }

@@ -192,3 +192,27 @@ fn probe_results_of_an_earlier_run_are_dropped() {
         "the new run saw none of them"
     );
 }
+
+#[test]
+fn ready_health_makes_the_run_ready_at_the_first_passing_probe() {
+    let spec = ServiceSpec {
+        start_secs: Duration::ZERO,
+        ready: crate::model::Readiness::Health,
+        ..healthy("a", UnhealthyAction::None)
+    };
+    let mut h = Harness::booted([spec]);
+    assert_eq!(h.state("a"), "starting", "not ready before a probe passed");
+    h.probe("a", failure());
+    assert_eq!(
+        h.state("a"),
+        "starting",
+        "a failing probe does not make it ready"
+    );
+    let passed = h.probe("a", ProbeOutcome::Success);
+    assert!(
+        labels(&passed).contains(&"a BecameReady".to_owned()),
+        "{:?}",
+        labels(&passed)
+    );
+    assert_eq!(h.state("a"), "running");
+}
