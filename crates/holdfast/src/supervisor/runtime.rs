@@ -297,18 +297,22 @@ impl Shell {
         exit
     }
 
+    /// The exit of `run`'s main process, with whether the rest of its processes live on.
+    fn main_exited(&mut self, service: ServiceName, run: RunId, status: ExitStatus) -> Input {
+        Input::Exited {
+            service,
+            run,
+            status,
+            group_alive: self.run_alive(run),
+        }
+    }
+
     /// `pid` is now the main process of `run`. Returns its exit if it was already reaped.
     fn main_pid(&mut self, service: ServiceName, run: RunId, pid: Pid) -> Option<Input> {
         self.mains.retain(|_, (_, r)| *r != run);
         if let Some(i) = self.unclaimed.iter().position(|r| r.pid == pid) {
             let reaped = self.unclaimed.remove(i).expect("position is in range");
-            let group_alive = self.run_alive(run);
-            return Some(Input::Exited {
-                service,
-                run,
-                status: reaped.status,
-                group_alive,
-            });
+            return Some(self.main_exited(service, run, reaped.status));
         }
         if let Ok(stat) = crate::process::proc_stat(pid) {
             self.groups
@@ -691,13 +695,7 @@ impl Shell {
             });
         }
         if let Some((service, run)) = self.mains.remove(&reaped.pid) {
-            let group_alive = self.run_alive(run);
-            return Some(Input::Exited {
-                service,
-                run,
-                status: reaped.status,
-                group_alive,
-            });
+            return Some(self.main_exited(service, run, reaped.status));
         }
         let Some((service, run)) = reaped.pgid.and_then(|pgid| self.groups.get(&pgid)).cloned()
         else {
