@@ -10,6 +10,7 @@ use crate::model::ServiceName;
 pub mod check;
 pub mod completions;
 pub mod demo;
+pub mod events;
 pub mod exit;
 pub mod logs;
 pub mod reload;
@@ -102,6 +103,19 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArgs,
     },
+    /// Show recent events (every state change, with its reason); -f follows new ones.
+    Events {
+        /// Only this service's events.
+        name: Option<ServiceName>,
+        /// Keep printing events as they happen, until Ctrl-C.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Print one JSON event record per line instead of aligned text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
     /// Run holdfast supervising the bundled demo service on an embedded config.
     Demo,
     /// Print a shell completion script.
@@ -128,6 +142,12 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             lines,
             socket,
         } => logs::run(&socket.socket, &name, lines, follow),
+        Command::Events {
+            name,
+            follow,
+            json,
+            socket,
+        } => events::run(&socket.socket, name, follow, json),
         Command::Demo => demo::run(),
         Command::Completions { shell } => completions::run(shell),
     }

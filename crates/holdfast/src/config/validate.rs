@@ -12,6 +12,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::Group;
 use serde_spanned::Spanned;
 
+mod hooks;
+
 use super::diagnostic::{Problem, closest};
 use super::raw::{Partial, RawCommand, RawConfig, RawDaemon, RawDuration, RawService, RawSize};
 use super::value::{self, ValueError};
@@ -215,6 +217,7 @@ impl Validator<'_> {
         );
         let stop = self.stop(svc, raw);
         let log = self.log(svc, raw);
+        let hooks = self.hooks(svc, raw);
 
         Some(ServiceSpec {
             name: name?,
@@ -229,6 +232,7 @@ impl Validator<'_> {
             start_secs,
             stop,
             log,
+            hooks,
         })
     }
 

@@ -6,14 +6,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use super::bus::{self, EventBus};
 use super::core::{Command, Effect, Input, Supervisor, state_name};
 use super::event::Event;
+use super::hooks::{HookRunner, Note};
 use super::service::{Escalation, RunId, Service, State};
 use crate::config;
 use crate::control::protocol::{
@@ -67,10 +69,12 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     )
     .map_err(setup("control socket"))?;
     let (control_tx, mut control) = mpsc::channel(64);
-    let server = server::serve(
+    let events = bus::channel();
+    let server = server::serve_with_events(
         listener,
         daemon.control_group.as_ref().map(|g| g.gid),
         control_tx,
+        events.clone(),
     );
     tracing::info!(
         config = %config_path.display(),
@@ -88,12 +92,15 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         groups: HashMap::new(),
         base_env: base_env(),
         started: now,
+        bus: EventBus::new(bus::HISTORY, events),
+        hooks: HookRunner::default(),
     };
     let mut done = shell.apply(Input::Boot);
     while !done {
-        let deadline = shell
-            .sup
-            .next_deadline()
+        let deadline = [shell.sup.next_deadline(), shell.hooks.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
             .map(tokio::time::Instant::from_std);
         done = tokio::select! {
             Some(r) = reaped.recv() => match shell.on_reaped(r) {
@@ -101,7 +108,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
                 None => false,
             },
             Some(msg) = control.recv() => shell.on_control(msg),
-            () = sleep_until(deadline) => shell.apply(Input::Tick),
+            () = sleep_until(deadline) => shell.on_deadline(),
             _ = sigterm.recv() => shell.apply(Input::Shutdown),
             _ = sigint.recv() => shell.apply(Input::Shutdown),
             _ = sighup.recv() => {
@@ -135,6 +142,10 @@ struct Shell {
     groups: HashMap<Pid, (ServiceName, RunId)>,
     base_env: Vec<(String, String)>,
     started: Instant,
+    /// Numbered, stamped events: history for `events`, broadcast for `events -f`.
+    bus: EventBus,
+    /// Running `[service.X.on]` hooks.
+    hooks: HookRunner,
 }
 
 impl Shell {
@@ -219,9 +230,21 @@ impl Shell {
             .map_err(|e| e.to_string())
     }
 
+    /// A deadline passed: a hook's or the core's (which one is not tracked, both look).
+    fn on_deadline(&mut self) -> bool {
+        for note in self.hooks.expire(Instant::now()) {
+            self.note(note);
+        }
+        self.apply(Input::Tick)
+    }
+
     /// Turns a reaped process into an input: the exit of a service's main process, or the
-    /// last member of a service's process group going away.
+    /// last member of a service's process group going away. A hook's exit is logged.
     fn on_reaped(&mut self, reaped: reap::Reaped) -> Option<Input> {
+        if let Some(note) = self.hooks.on_reaped(&reaped) {
+            self.note(note);
+            return None;
+        }
         if let Some((service, run)) = self.groups.get(&reaped.pid).cloned() {
             let group_alive = group::group_alive(reaped.pid);
             if !group_alive {
@@ -253,6 +276,7 @@ impl Shell {
             Request::Stop { name } => self.command(Command::Stop, &name, now),
             Request::Restart { name } => self.command(Command::Restart, &name, now),
             Request::Reload { dry_run } => (self.reload(dry_run).map(Reply::Reload), false),
+            Request::Events { service, since, .. } => (self.events(service, since), false),
             Request::Shutdown => {
                 let done = self.apply(Input::Shutdown);
                 let message = "shutting down: stopping all services".to_owned();
@@ -302,6 +326,53 @@ impl Shell {
         tracing::info!("{event}");
         if let Some(capture) = event.service.as_ref().and_then(|s| self.captures.get(s)) {
             capture.note(&event.to_string());
+        }
+        let record = self.bus.publish(event, SystemTime::now());
+        // Hooks follow the live definition; a removed service has none left.
+        let spec = record
+            .service
+            .as_ref()
+            .and_then(|s| self.sup.service(s))
+            .map(|s| s.spec().clone());
+        if let Some(spec) = spec {
+            let capture = self.captures.get(&spec.name);
+            let note = self
+                .hooks
+                .fire(&record, &spec, &self.base_env, capture, Instant::now());
+            if let Some(note) = note {
+                self.note(note);
+            }
+        }
+    }
+
+    /// Recent events. A name that is neither configured nor in the history is an error,
+    /// so a typo does not look like a quiet service.
+    fn events(
+        &self,
+        service: Option<ServiceName>,
+        since: Option<u64>,
+    ) -> Result<Reply, ControlError> {
+        let events = self.bus.recent(service.as_ref(), since);
+        if let Some(name) = service {
+            if events.is_empty() && self.sup.service(&name).is_none() {
+                return Err(ControlError {
+                    kind: ErrorKind::UnknownService,
+                    message: format!("no service named \"{name}\""),
+                });
+            }
+        }
+        Ok(Reply::Events { events })
+    }
+
+    /// Logs a hook's news in holdfast's log and the service's.
+    fn note(&self, note: Note) {
+        if note.warning {
+            tracing::warn!("{}: {}", note.service, note.text);
+        } else {
+            tracing::info!("{}: {}", note.service, note.text);
+        }
+        if let Some(capture) = self.captures.get(&note.service) {
+            capture.note(&note.text);
         }
     }
 
