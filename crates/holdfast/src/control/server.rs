@@ -388,11 +388,14 @@ async fn handle(
         Ok(Incoming::Line(line)) => match (peer, parse_request(&line)) {
             (Err(denied), _) => Err(denied),
             (Ok(_), Err(bad)) => Err(bad),
-            (Ok(peer), Ok(Request::Events {
-                follow: true,
-                service,
-                since,
-            })) => match events {
+            (
+                Ok(peer),
+                Ok(Request::Events {
+                    follow: true,
+                    service,
+                    since,
+                }),
+            ) => match events {
                 Some(events) => {
                     let live = super::follow::subscribe(events);
                     let filter = super::follow::Filter { service, since };
@@ -541,7 +544,10 @@ mod tests {
     async fn subscribed(events: &bus::Sender, count: usize) {
         let start = std::time::Instant::now();
         while events.receiver_count() < count {
-            assert!(start.elapsed() < Duration::from_secs(30), "nobody subscribed");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "nobody subscribed"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -555,7 +561,11 @@ mod tests {
 
         let mut all = follower(&dir.socket(), None).await;
         let mut api = follower(&dir.socket(), Some("api")).await;
-        assert_eq!(seq_of(next_line(&mut all).await), 1, "the history comes first");
+        assert_eq!(
+            seq_of(next_line(&mut all).await),
+            1,
+            "the history comes first"
+        );
         assert_eq!(seq_of(next_line(&mut api).await), 1);
         subscribed(&events, 2).await;
         for seq in 1..=4 {
@@ -566,7 +576,11 @@ mod tests {
             seq_of(next_line(&mut all).await),
             seq_of(next_line(&mut all).await),
         ];
-        assert_eq!(seqs, [2, 3, 4], "seq 1 was in the history and is not repeated");
+        assert_eq!(
+            seqs,
+            [2, 3, 4],
+            "seq 1 was in the history and is not repeated"
+        );
         assert_eq!(seq_of(next_line(&mut api).await), 3, "only api's events");
 
         drop(all);
@@ -599,7 +613,9 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::Lagged);
         assert!(err.message.contains("events missed"), "{}", err.message);
         let mut rest = String::new();
-        slow.read_line(&mut rest).await.expect("end of stream is read");
+        slow.read_line(&mut rest)
+            .await
+            .expect("end of stream is read");
         assert_eq!(rest, "", "the stream is closed after the lagged line");
         server.abort();
     }

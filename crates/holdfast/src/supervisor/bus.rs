@@ -124,7 +124,10 @@ mod tests {
             bus.publish(&event("api"), SystemTime::now());
         }
         assert!(
-            matches!(rx.try_recv(), Err(broadcast::error::TryRecvError::Lagged(10))),
+            matches!(
+                rx.try_recv(),
+                Err(broadcast::error::TryRecvError::Lagged(10))
+            ),
             "the follower that did not read is told it lagged"
         );
     }

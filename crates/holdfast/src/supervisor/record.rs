@@ -84,7 +84,8 @@ pub fn describe(kind: &EventKind) -> (&'static str, BTreeMap<String, Value>) {
             "exited"
         }
         EventKind::RestartScheduled { delay, attempt } => {
-            data.put("delay_ms", millis(*delay)).put("attempt", *attempt);
+            data.put("delay_ms", millis(*delay))
+                .put("attempt", *attempt);
             "restart_scheduled"
         }
         EventKind::GaveUp { reason } => {

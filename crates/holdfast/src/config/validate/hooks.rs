@@ -88,7 +88,9 @@ impl Validator<'_> {
                         program.span(),
                         "empty",
                     )
-                    .with_help("the first element is the program: a path or a name looked up in PATH"),
+                    .with_help(
+                        "the first element is the program: a path or a name looked up in PATH",
+                    ),
                 );
                 return None;
             }
