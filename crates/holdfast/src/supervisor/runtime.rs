@@ -120,7 +120,13 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
             }
         };
     }
-    server.abort();
+    // Pending requests are answered "shutting down"; replies in flight (the one to
+    // `shutdown` itself) still reach their clients.
+    drop(control);
+    // Dropping the shell closes the event bus: `events -f` followers get a last line
+    // and end, instead of holding up the close.
+    drop(shell);
+    server.close(Duration::from_secs(1)).await;
     server::unlink(&daemon.control);
     tracing::info!("holdfast stopped");
     Ok(())
