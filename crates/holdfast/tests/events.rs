@@ -242,6 +242,35 @@ start_secs = "0s"
 }
 
 #[test]
+fn a_follower_sees_the_shutdown_and_ends_with_the_daemon() {
+    let mut daemon = Daemon::start("[service.a]\ncommand = [\"sleep\", \"1000\"]\n");
+    daemon.wait_for_service("a", "runs", |s| s.state == "running");
+    let mut follower = Follower::start(&daemon, &[]);
+    follower.until("a's spawn in the history", |e| e.kind == "spawned");
+    daemon.cli_ok(&["shutdown"]);
+    follower.until("the end of the shutdown", |e| {
+        e.kind == "shutdown_completed"
+    });
+    let status = daemon.wait_exit();
+    assert!(status.success(), "holdfast exits cleanly: {status}");
+    let start = std::time::Instant::now();
+    let ended = loop {
+        if let Some(status) = follower.child.try_wait().expect("follower is waitable") {
+            break status;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the follower ends with the daemon"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        ended.success(),
+        "the end of the stream is no error: {ended}"
+    );
+}
+
+#[test]
 fn a_hook_on_exited_gets_the_event_in_its_environment() {
     let daemon = Daemon::start(
         r#"
@@ -278,9 +307,15 @@ exited = ["/bin/sh", "-c", "echo hook-output-line; env > hook.tmp && mv hook.tmp
     assert!(env.contains_key("HOLDFAST_SEQ") && env.contains_key("HOLDFAST_TIME"));
 
     daemon.wait_until("the hook's end is logged in the service's log", |d| {
-        d.log("failing")
-            .contains("hook \"exited\" for failing exited 0")
+        d.log("failing").contains("failing: hook \"exited\" (pid ")
     });
+    let finished = records(&daemon.cli_ok(&["events", "--json", "failing"]))
+        .into_iter()
+        .find(|e| e.kind == "hook_finished")
+        .expect("the hook's end is an event");
+    assert_eq!(finished.data["hook"], json!("exited"));
+    assert_eq!(finished.data["exit_code"], json!(0));
+    assert_eq!(finished.data["timed_out"], json!(false));
     let log = daemon.log("failing");
     assert!(
         log.contains("stdout   hook-output-line"),
@@ -317,8 +352,15 @@ spawned = ["/bin/sh", "-c", "echo $$ > hook.pid; sleep 1000 & exec sleep 1000"]
     }
     daemon.wait_until("the hook is killed and that is logged", |d| {
         d.log("api")
-            .contains("hook \"spawned\" for api timed out after 1s, killed")
+            .contains("api: hook \"spawned\" timed out after 1s, killed")
     });
+    let finished = records(&daemon.cli_ok(&["events", "--json", "api"]))
+        .into_iter()
+        .find(|e| e.kind == "hook_finished")
+        .expect("the kill is an event");
+    assert_eq!(finished.data["timed_out"], json!(true));
+    assert_eq!(finished.data["signal"], json!("SIGKILL"));
+    assert_eq!(finished.data["pid"], json!(hook));
     daemon.wait_until("the hook's whole process group is gone", |_| {
         !is_alive(hook) && group_members(&daemon, hook).is_empty()
     });
@@ -347,7 +389,8 @@ spawned = ["sleep", "1000"]
 "#,
     );
     daemon.wait_until("extra hooks are dropped with a warning", |d| {
-        d.log("flappy").contains("not run for event")
+        d.log("flappy")
+            .contains("hook \"spawned\" not run: 4 hooks of flappy are still running")
     });
     let hooks = || {
         tagged_processes(daemon.tag())

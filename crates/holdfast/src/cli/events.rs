@@ -4,7 +4,8 @@
 //! Human lines are `12:00:01.234 api          exited            pid 42 exited 3` (UTC
 //! time of day, service or `holdfast` for the daemon itself, kind, message); `--json`
 //! prints one `EventRecord` per line, the stable contract for scripts. A closed stdout
-//! (`| head`) ends the command quietly with status 0.
+//! (`| head`) ends the command quietly with status 0, and so does the daemon shutting
+//! down under `-f` (after its last events, with a note on stderr).
 
 use std::io::{self, Write};
 use std::ops::ControlFlow;
@@ -12,7 +13,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::control::client::{self, ClientError};
-use crate::control::protocol::{EventRecord, Reply, Request};
+use crate::control::protocol::{ControlError, ErrorKind, EventRecord, Reply, Request};
 use crate::model::ServiceName;
 
 /// Minimum width of the service column; longer names push the line out.
@@ -64,8 +65,13 @@ pub fn run(
             Err(e) => Err(e),
         }
     };
-    if let Err(e) = result {
-        return Ok(super::service::report(e));
+    match result {
+        Ok(()) => {}
+        Err(ClientError::Daemon(ControlError {
+            kind: ErrorKind::ShuttingDown,
+            message,
+        })) if follow => eprintln!("{message}"),
+        Err(e) => return Ok(super::service::report(e)),
     }
     match write_error {
         None => Ok(ExitCode::SUCCESS),

@@ -12,7 +12,9 @@
 //!   includes [`HookRunner::next_deadline`], and [`HookRunner::expire`] SIGKILLs the
 //!   hook's whole process group when it passes;
 //! - a hook storm is bounded: at most [`MAX_PER_SERVICE`] hooks of one service run at
-//!   once; further events of that service fire no hook (a warning says so).
+//!   once; further events of that service fire no hook (a `hook_failed` event says so);
+//! - hooks never fire on hook events (`hook_finished`, `hook_failed`), so they cannot
+//!   feed themselves.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,7 +24,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::record::{env_name, env_value};
+use super::event::{Event, EventKind};
+use super::record::{NOT_HOOKABLE, env_name, env_value};
 use crate::control::protocol::EventRecord;
 use crate::logs::Capture;
 use crate::model::{ExitStatus, ServiceName, ServiceSpec};
@@ -31,7 +34,8 @@ use crate::process::{group, reap, spawn};
 /// Hooks of one service allowed to run at the same time.
 pub const MAX_PER_SERVICE: usize = 4;
 
-/// Something worth telling about a hook, in holdfast's log and the service's.
+/// Something worth telling about a hook that is no event (it started; a kill failed),
+/// for holdfast's log and the service's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
     pub service: ServiceName,
@@ -64,6 +68,7 @@ pub struct HookRunner {
 impl HookRunner {
     /// Runs `spec`'s hook for `event`, if it has one. `base_env` is the environment hooks
     /// start from; output goes to `capture` (or nowhere when the service has none yet).
+    /// Says that it started (`Ok`), or gives the `hook_failed` event to publish.
     pub fn fire(
         &mut self,
         event: &EventRecord,
@@ -71,14 +76,19 @@ impl HookRunner {
         base_env: &[(String, String)],
         capture: Option<&Capture>,
         now: Instant,
-    ) -> Option<Note> {
+    ) -> Option<Result<Note, Event>> {
+        if NOT_HOOKABLE.contains(&event.kind.as_str()) {
+            return None;
+        }
         let command = spec.hooks.on.get(&event.kind)?;
         let service = spec.name.clone();
         let label = format!("hook \"{}\" for {service}", event.kind);
-        let note = |text: String, warning| Note {
-            service: service.clone(),
-            text,
-            warning,
+        let failed = |error: String| Event {
+            service: Some(service.clone()),
+            kind: EventKind::HookFailed {
+                hook: event.kind.clone(),
+                error,
+            },
         };
         let busy = self
             .running
@@ -86,13 +96,10 @@ impl HookRunner {
             .filter(|r| r.service == service)
             .count();
         if busy >= MAX_PER_SERVICE {
-            return Some(note(
-                format!(
-                    "{label} not run for event {}: {busy} hooks of {service} are still running",
-                    event.seq
-                ),
-                true,
-            ));
+            return Some(Err(failed(format!(
+                "{busy} hooks of {service} are still running (at most {MAX_PER_SERVICE}); event {} dropped",
+                event.seq
+            ))));
         }
         let env = hook_env(base_env, event);
         let result = match capture {
@@ -116,9 +123,13 @@ impl HookRunner {
                         killed: false,
                     },
                 );
-                Some(note(format!("{label} started (pid {pid})"), false))
+                Some(Ok(Note {
+                    service,
+                    text: format!("{label} started (pid {pid})"),
+                    warning: false,
+                }))
             }
-            Err(error) => Some(note(format!("{label} failed to start: {error}"), true)),
+            Err(error) => Some(Err(failed(format!("failed to start: {error}")))),
         }
     }
 
@@ -153,33 +164,40 @@ impl HookRunner {
         notes
     }
 
-    /// Claims a reaped process if it is a hook, and says how the hook ended.
-    pub fn on_reaped(&mut self, reaped: &reap::Reaped) -> Option<Note> {
+    /// Claims a reaped process if it is a hook, and returns the `hook_finished` event.
+    pub fn on_reaped(&mut self, reaped: &reap::Reaped) -> Option<Event> {
         let hook = self.running.remove(&reaped.pid)?;
-        let label = hook.label();
-        let (text, warning) = match reaped.status {
+        let timed_out = match reaped.status {
             ExitStatus::Signaled {
                 signal: Signal::SIGKILL,
                 ..
-            } if hook.killed => (
-                format!(
-                    "{label} timed out after {}, killed",
-                    humantime::format_duration(hook.timeout)
-                ),
-                true,
-            ),
-            status => (format!("{label} {status}"), !status.is_clean()),
+            } if hook.killed => Some(hook.timeout),
+            _ => None,
         };
-        Some(Note {
-            service: hook.service,
-            text,
-            warning,
+        Some(Event {
+            service: Some(hook.service),
+            kind: EventKind::HookFinished {
+                hook: hook.kind,
+                pid: reaped.pid,
+                status: reaped.status,
+                timed_out,
+            },
         })
     }
 
     /// Hooks running now (for tests and status).
     pub fn running(&self) -> usize {
         self.running.len()
+    }
+}
+
+/// Hook events holdfast's log shows as warnings: a hook that did not run, failed or was
+/// killed. (The core's events keep their usual level.)
+pub fn is_warning(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::HookFailed { .. } => true,
+        EventKind::HookFinished { status, .. } => !status.is_clean(),
+        _ => false,
     }
 }
 

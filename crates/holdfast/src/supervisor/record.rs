@@ -35,7 +35,12 @@ pub const KINDS: &[&str] = &[
     "reconfigured",
     "shutdown_started",
     "shutdown_completed",
+    "hook_finished",
+    "hook_failed",
 ];
+
+/// Kinds no hook may be configured for: a hook on a hook's outcome could loop.
+pub const NOT_HOOKABLE: &[&str] = &["hook_finished", "hook_failed"];
 
 /// Stamps `event` as number `seq`, published at `time`.
 pub fn record(seq: u64, time: SystemTime, event: &Event) -> EventRecord {
@@ -125,6 +130,21 @@ pub fn describe(kind: &EventKind) -> (&'static str, BTreeMap<String, Value>) {
         EventKind::Reconfigured => "reconfigured",
         EventKind::ShutdownStarted => "shutdown_started",
         EventKind::ShutdownCompleted => "shutdown_completed",
+        EventKind::HookFinished {
+            hook,
+            pid,
+            status,
+            timed_out,
+        } => {
+            data.put("hook", hook.as_str()).put("pid", pid.as_raw());
+            data.status(*status);
+            data.put("timed_out", timed_out.is_some());
+            "hook_finished"
+        }
+        EventKind::HookFailed { hook, error } => {
+            data.put("hook", hook.as_str()).put("error", error.as_str());
+            "hook_failed"
+        }
     };
     (name, data.0)
 }
@@ -227,6 +247,19 @@ mod tests {
             EventKind::Reconfigured,
             EventKind::ShutdownStarted,
             EventKind::ShutdownCompleted,
+            EventKind::HookFinished {
+                hook: "exited".to_owned(),
+                pid,
+                status: ExitStatus::Signaled {
+                    signal: Signal::SIGKILL,
+                    core_dumped: false,
+                },
+                timed_out: Some(Duration::from_secs(10)),
+            },
+            EventKind::HookFailed {
+                hook: "exited".to_owned(),
+                error: "4 hooks of api are still running".to_owned(),
+            },
         ]
     }
 
@@ -315,6 +348,28 @@ mod tests {
                 .as_str()
                 .is_some_and(|r| r.starts_with("start limit hit: 5 restarts")),
             "{data:?}"
+        );
+    }
+
+    #[test]
+    fn a_hook_killed_at_its_timeout_says_so() {
+        let kinds = one_of_each();
+        let killed = kinds
+            .iter()
+            .find(|k| matches!(k, EventKind::HookFinished { .. }))
+            .expect("listed");
+        let rec = record(
+            1,
+            at(0),
+            &Event {
+                service: Some(name("api")),
+                kind: killed.clone(),
+            },
+        );
+        assert_eq!(rec.message, "hook \"exited\" timed out after 10s, killed");
+        assert_eq!(
+            serde_json::to_value(&rec.data).expect("data serializes"),
+            json!({"hook": "exited", "pid": 42, "signal": "SIGKILL", "core_dumped": false, "timed_out": true})
         );
     }
 

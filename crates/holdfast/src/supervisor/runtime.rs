@@ -247,8 +247,8 @@ impl Shell {
     /// Turns a reaped process into an input: the exit of a service's main process, or the
     /// last member of a service's process group going away. A hook's exit is logged.
     fn on_reaped(&mut self, reaped: reap::Reaped) -> Option<Input> {
-        if let Some(note) = self.hooks.on_reaped(&reaped) {
-            self.note(note);
+        if let Some(event) = self.hooks.on_reaped(&reaped) {
+            self.publish(&event);
             return None;
         }
         if let Some((service, run)) = self.groups.get(&reaped.pid).cloned() {
@@ -329,7 +329,11 @@ impl Shell {
     }
 
     fn publish(&mut self, event: &Event) {
-        tracing::info!("{event}");
+        if super::hooks::is_warning(&event.kind) {
+            tracing::warn!("{event}");
+        } else {
+            tracing::info!("{event}");
+        }
         if let Some(capture) = event.service.as_ref().and_then(|s| self.captures.get(s)) {
             capture.note(&event.to_string());
         }
@@ -345,8 +349,10 @@ impl Shell {
             let note = self
                 .hooks
                 .fire(&record, &spec, &self.base_env, capture, Instant::now());
-            if let Some(note) = note {
-                self.note(note);
+            match note {
+                Some(Ok(note)) => self.note(note),
+                Some(Err(failed)) => self.publish(&failed),
+                None => {}
             }
         }
     }

@@ -10,7 +10,7 @@ use super::Validator;
 use crate::config::diagnostic::{Problem, unknown_key_help};
 use crate::config::raw::{RawCommand, RawService};
 use crate::model::{Hooks, defaults};
-use crate::supervisor::record::KINDS;
+use crate::supervisor::record::{KINDS, NOT_HOOKABLE};
 
 impl Validator<'_> {
     pub(super) fn hooks(&mut self, svc: &str, raw: &RawService) -> Hooks {
@@ -33,14 +33,30 @@ impl Validator<'_> {
         let mut on = std::collections::BTreeMap::new();
         for (kind, command) in raw.on.iter().flatten() {
             let k = kind.get_ref().as_str();
+            if NOT_HOOKABLE.contains(&k) {
+                self.push(
+                    Problem::new(
+                        format!("no hook can run on `{k}` in [service.{svc}.on]"),
+                        kind.span(),
+                        "a hook's own event",
+                    )
+                    .with_help("a hook on a hook's outcome could trigger itself; hook the service's events, e.g. exited or gave_up"),
+                );
+                continue;
+            }
             if !KINDS.contains(&k) {
+                let hookable: Vec<&str> = KINDS
+                    .iter()
+                    .copied()
+                    .filter(|k| !NOT_HOOKABLE.contains(k))
+                    .collect();
                 self.push(
                     Problem::new(
                         format!("unknown event `{k}` in [service.{svc}.on]"),
                         kind.span(),
                         "no such event",
                     )
-                    .with_help(unknown_key_help(k, KINDS)),
+                    .with_help(unknown_key_help(k, &hookable)),
                 );
                 continue;
             }
@@ -167,6 +183,19 @@ gave_up = ["/bin/true"]
         );
         let help = problems[0].help().expect("has help");
         assert!(help.starts_with("did you mean `exited`?"), "{help}");
+    }
+
+    #[test]
+    fn no_hook_runs_on_a_hooks_own_events() {
+        let problems = parsed(
+            "[service.api]\ncommand = [\"/bin/api\"]\n[service.api.on]\nhook_failed = [\"/bin/true\"]\n",
+        )
+        .expect_err("rejected");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems[0].message(),
+            "no hook can run on `hook_failed` in [service.api.on]"
+        );
     }
 
     #[test]
