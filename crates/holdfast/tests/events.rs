@@ -95,6 +95,20 @@ start_secs = "0s"
         events[exited].time
     );
 
+    // Only what came after a given event.
+    let after = records(&daemon.cli_ok(&[
+        "events",
+        "--json",
+        "--since",
+        &events[exited].seq.to_string(),
+        "crashy",
+    ]));
+    assert_eq!(
+        after.first().map(|e| e.seq),
+        Some(events[exited].seq + 1),
+        "--since starts right after the given seq"
+    );
+
     // The same events for people, one aligned line each.
     let human = stdout(&daemon.cli_ok(&["events", "crashy"]));
     let line = human

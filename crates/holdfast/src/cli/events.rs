@@ -1,4 +1,4 @@
-//! `holdfast events [-f] [--json] [NAME]`: the daemon's recent events and, with `-f`, new
+//! `holdfast events [-f] [--json] [--since SEQ] [NAME]`: the daemon's recent events and, with `-f`, new
 //! ones as they happen, until Ctrl-C (which ends the process) or the daemon goes away.
 //!
 //! Human lines are `12:00:01.234 api          exited            pid 42 exited 3` (UTC
@@ -26,11 +26,12 @@ pub fn run(
     name: Option<ServiceName>,
     follow: bool,
     json: bool,
+    since: Option<u64>,
 ) -> miette::Result<ExitCode> {
     let request = Request::Events {
         follow,
         service: name,
-        since: None,
+        since,
     };
     let mut out = io::stdout().lock();
     let mut write_error = None;

@@ -113,6 +113,9 @@ pub enum Command {
         /// Print one JSON event record per line instead of aligned text.
         #[arg(long)]
         json: bool,
+        /// Only events after this sequence number (the `seq` of `--json`).
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
         #[command(flatten)]
         socket: SocketArgs,
     },
@@ -146,8 +149,9 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             name,
             follow,
             json,
+            since,
             socket,
-        } => events::run(&socket.socket, name, follow, json),
+        } => events::run(&socket.socket, name, follow, json, since),
         Command::Demo => demo::run(),
         Command::Completions { shell } => completions::run(shell),
     }

@@ -3,6 +3,8 @@
 //! Each connection carries one request line `{"v":1,"request":{...}}` and gets one
 //! response line `{"v":1,"ok":{...}}` or `{"v":1,"error":{...}}`. The version is checked
 //! first so an old CLI talking to a new daemon gets a precise error, not a parse failure.
+//! The one streaming request is `events` with `follow`: one `{"v":1,"ok":{"kind":"event",
+//! "event":{...}}}` line per event until either side closes.
 
 use std::collections::BTreeMap;
 

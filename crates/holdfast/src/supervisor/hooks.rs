@@ -40,7 +40,7 @@ pub const MAX_PER_SERVICE: usize = 4;
 pub struct Note {
     pub service: ServiceName,
     pub text: String,
-    /// A problem (dropped, failed, killed) rather than routine.
+    /// A problem (a kill that failed) rather than routine.
     pub warning: bool,
 }
 
@@ -56,7 +56,7 @@ struct Running {
 
 impl Running {
     fn label(&self) -> String {
-        format!("hook \"{}\" for {}", self.kind, self.service)
+        format!("hook \"{}\"", self.kind)
     }
 }
 
@@ -82,7 +82,6 @@ impl HookRunner {
         }
         let command = spec.hooks.on.get(&event.kind)?;
         let service = spec.name.clone();
-        let label = format!("hook \"{}\" for {service}", event.kind);
         let failed = |error: String| Event {
             service: Some(service.clone()),
             kind: EventKind::HookFailed {
@@ -125,7 +124,7 @@ impl HookRunner {
                 );
                 Some(Ok(Note {
                     service,
-                    text: format!("{label} started (pid {pid})"),
+                    text: format!("hook \"{}\" started (pid {pid})", event.kind),
                     warning: false,
                 }))
             }

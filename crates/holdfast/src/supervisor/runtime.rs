@@ -384,7 +384,7 @@ impl Shell {
             tracing::info!("{}: {}", note.service, note.text);
         }
         if let Some(capture) = self.captures.get(&note.service) {
-            capture.note(&note.text);
+            capture.note(&format!("{}: {}", note.service, note.text));
         }
     }
 
