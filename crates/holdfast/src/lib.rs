@@ -10,5 +10,6 @@ pub mod config;
 pub mod control;
 pub mod logs;
 pub mod model;
+pub mod notify;
 pub mod process;
 pub mod supervisor;

@@ -124,6 +124,50 @@ pub struct ServiceSpec {
     pub log: LogSpec,
     /// Commands run on this service's events (`[service.X.on]`).
     pub hooks: Hooks,
+    /// How the service says it is up; until then it is `starting` and dependents wait.
+    pub ready: Readiness,
+    /// A service not ready this long after its spawn is a failed start (systemd
+    /// `TimeoutStartSec=`). Only matters when `ready` is not `None` or `kind` is forking.
+    pub start_timeout: Duration,
+    /// Keep-alive interval (systemd `WatchdogSec=`): the service must send `WATCHDOG=1`
+    /// at least this often once running, or it is aborted and restarted.
+    pub watchdog: Option<Duration>,
+    pub kind: ServiceKind,
+}
+
+/// How a service signals that it is ready (systemd `Type=`, s6 `notification-fd`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Ready once spawned (and up for `start_secs`).
+    None,
+    /// `READY=1` on `NOTIFY_SOCKET`.
+    Notify,
+    /// s6 protocol: the service writes a newline to this fd.
+    Fd(i32),
+    /// A TCP connect to this address succeeds.
+    Tcp(std::net::SocketAddr),
+    /// A GET of this `http://` URL answers 2xx.
+    Http(String),
+    /// The first successful health probe (wired by the health module).
+    Health,
+}
+
+impl Readiness {
+    /// Whether holdfast must pass `NOTIFY_SOCKET` for this readiness mode.
+    pub fn needs_notify_socket(&self) -> bool {
+        matches!(self, Readiness::Notify)
+    }
+}
+
+/// How the service's processes are laid out (systemd `Type=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// The spawned process is the service.
+    Simple,
+    /// The spawned process forks the daemon and exits 0; the daemon writes its pid to
+    /// `pidfile`, and holdfast (a subreaper, so the daemon is reparented to it) adopts
+    /// that pid as the main process.
+    Forking { pidfile: PathBuf },
 }
 
 /// When an exited service is started again (systemd `Restart=`).
@@ -224,6 +268,10 @@ impl ServiceSpec {
                 keep: defaults::LOG_KEEP,
             },
             hooks: Hooks::default(),
+            ready: Readiness::None,
+            start_timeout: defaults::START_TIMEOUT,
+            watchdog: None,
+            kind: ServiceKind::Simple,
         }
     }
 }
@@ -252,6 +300,8 @@ pub mod defaults {
     pub const LOG_KEEP: u32 = 5;
     /// How long an event hook may run before it is killed.
     pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
+    /// systemd's `DefaultTimeoutStartSec=`.
+    pub const START_TIMEOUT: Duration = Duration::from_secs(90);
 }
 
 /// How a process ended, as reported by `waitid`.

@@ -15,11 +15,22 @@ use std::process::ExitCode;
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::{ControlError, ErrorKind, EventRecord, Reply, Request};
 use crate::model::ServiceName;
+use crate::supervisor::record::KINDS;
 
 /// Minimum width of the service column; longer names push the line out.
 const SERVICE_WIDTH: usize = 12;
-/// Width of the kind column: the longest kind, `restart_scheduled`.
-const KIND_WIDTH: usize = 17;
+/// Width of the kind column: the longest kind name.
+const KIND_WIDTH: usize = {
+    let mut width = 0;
+    let mut i = 0;
+    while i < KINDS.len() {
+        if KINDS[i].len() > width {
+            width = KINDS[i].len();
+        }
+        i += 1;
+    }
+    width
+};
 
 pub fn run(
     socket: &Path,
@@ -138,14 +149,18 @@ mod tests {
             )),
             render(&event(None, "shutdown_started", "shutting down")),
         ];
+        let pad = " ".repeat(KIND_WIDTH - "restart_scheduled".len());
         assert_eq!(
             lines,
             [
-                "12:00:01.234 api          exited            pid 42 exited 3",
-                "12:00:01.234 api          restart_scheduled restarting in 1s (attempt 1)",
-                "12:00:01.234 holdfast     shutdown_started  shutting down",
+                format!("12:00:01.234 api          exited           {pad} pid 42 exited 3"),
+                format!(
+                    "12:00:01.234 api          restart_scheduled{pad} restarting in 1s (attempt 1)"
+                ),
+                format!("12:00:01.234 holdfast     shutdown_started {pad} shutting down"),
             ]
         );
+        assert!(KINDS.iter().all(|k| k.len() <= KIND_WIDTH));
     }
 
     #[test]

@@ -118,6 +118,7 @@ mod tests {
                 restarts: 0,
                 last_exit: None,
                 reason: None,
+                status_text: None,
                 holding_up: Vec::new(),
                 log: log.into(),
             }],

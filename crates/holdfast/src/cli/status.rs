@@ -76,7 +76,7 @@ pub fn render(status: &Status, colour: bool) -> String {
     let notes: Vec<&ServiceStatus> = status
         .services
         .iter()
-        .filter(|s| s.reason.is_some() || !s.holding_up.is_empty())
+        .filter(|s| s.reason.is_some() || s.status_text.is_some() || !s.holding_up.is_empty())
         .collect();
     if !notes.is_empty() {
         out.push('\n');
@@ -87,6 +87,9 @@ pub fn render(status: &Status, colour: bool) -> String {
             let _ = write!(out, ": {reason}");
         }
         out.push('\n');
+        if let Some(text) = &service.status_text {
+            let _ = writeln!(out, "  status: {text}");
+        }
         for process in &service.holding_up {
             let _ = writeln!(
                 out,
@@ -182,6 +185,7 @@ mod tests {
             restarts: 0,
             last_exit: None,
             reason: None,
+            status_text: None,
             holding_up: Vec::new(),
             log: format!("/var/log/holdfast/{name}.log"),
         }

@@ -77,6 +77,29 @@ pub struct RawService {
     /// `[service.X.on]`: event kind → command.
     pub on: Option<BTreeMap<Spanned<String>, Spanned<RawCommand>>>,
     pub hook_timeout: Option<Spanned<RawDuration>>,
+    pub ready: Option<Spanned<RawReady>>,
+    pub start_timeout: Option<Spanned<RawDuration>>,
+    pub watchdog: Option<Spanned<RawDuration>>,
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub pidfile: Option<Spanned<String>>,
+}
+
+/// `ready` as written: a mode name (`"notify"`) or a table naming the mode with its
+/// parameter (`{ tcp = "127.0.0.1:8080" }`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum RawReady {
+    Mode(String),
+    Table(RawReadyTable),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReadyTable {
+    pub fd: Option<i64>,
+    pub tcp: Option<String>,
+    pub http: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

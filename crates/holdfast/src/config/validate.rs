@@ -64,12 +64,12 @@ struct Edge {
     span: std::ops::Range<usize>,
 }
 
-struct Validator<'p> {
+pub(super) struct Validator<'p> {
     problems: &'p mut Vec<Problem>,
 }
 
 impl Validator<'_> {
-    fn push(&mut self, problem: Problem) {
+    pub(super) fn push(&mut self, problem: Problem) {
         self.problems.push(problem);
     }
 
@@ -218,6 +218,7 @@ impl Validator<'_> {
         let stop = self.stop(svc, raw);
         let log = self.log(svc, raw);
         let hooks = self.hooks(svc, raw);
+        let readiness = self.readiness(svc, raw);
 
         Some(ServiceSpec {
             name: name?,
@@ -233,6 +234,10 @@ impl Validator<'_> {
             stop,
             log,
             hooks,
+            ready: readiness.ready,
+            start_timeout: readiness.start_timeout,
+            watchdog: readiness.watchdog,
+            kind: readiness.kind,
         })
     }
 
@@ -421,7 +426,7 @@ impl Validator<'_> {
         RestartPolicy::OnFailure
     }
 
-    fn duration(
+    pub(super) fn duration(
         &mut self,
         raw: Option<&Spanned<RawDuration>>,
         svc: &str,

@@ -140,6 +140,9 @@ pub struct ServiceStatus {
     /// Why the service is in its state (failed: the cause; backoff: the next attempt;
     /// waiting: the dependencies; stopping: who holds the stop up).
     pub reason: Option<String>,
+    /// The service's own `STATUS=` text (sd_notify), if it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
     /// While stopping: processes of the service still alive.
     pub holding_up: Vec<ProcessInfo>,
     pub log: String,

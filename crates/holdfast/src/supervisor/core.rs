@@ -16,6 +16,7 @@ use super::reload;
 use super::service::{AfterStop, RunId, Service, StartDue, State};
 use crate::control::protocol::{ControlError, ErrorKind, ReloadPlan};
 use crate::model::{ExitStatus, Plan, ServiceName, ServiceSpec};
+use crate::notify::NotifyMsg;
 
 /// Something that happened outside the core.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +49,24 @@ pub enum Input {
     /// A deadline may have passed.
     Tick,
     Shutdown,
+    /// The readiness condition of `run` was met (fd newline, TCP connect, HTTP 2xx,
+    /// passing health probe).
+    Ready {
+        service: ServiceName,
+        run: RunId,
+    },
+    /// Messages on `NOTIFY_SOCKET` from a process of `run`.
+    Notify {
+        service: ServiceName,
+        run: RunId,
+        msgs: Vec<NotifyMsg>,
+    },
+    /// The pidfile of forking `run` named `pid`, a live process of the service.
+    Adopted {
+        service: ServiceName,
+        run: RunId,
+        pid: Pid,
+    },
 }
 
 /// Requests from the control API that change state.
@@ -87,6 +106,20 @@ pub enum Effect {
     },
     /// Shutdown finished: every service is stopped.
     Exit,
+    /// `pid` is now the main process of `run`: its exit is the run's exit (and its
+    /// process group belongs to the run).
+    MainPid {
+        service: ServiceName,
+        run: RunId,
+        pid: Pid,
+    },
+    /// Read `path` until it names a live process of `run`; answer with `Input::Adopted`.
+    /// Stop trying once `run` is no longer starting.
+    ReadPidfile {
+        service: ServiceName,
+        run: RunId,
+        path: std::path::PathBuf,
+    },
 }
 
 pub struct Supervisor {
@@ -171,6 +204,11 @@ impl Supervisor {
             }
             Input::Tick => Vec::new(),
             Input::Shutdown => self.begin_shutdown(now),
+            Input::Ready { service, run } => self.with(&service, |s| s.ready(run)),
+            Input::Notify { service, run, msgs } => {
+                self.with(&service, |s| s.notify(run, msgs, now))
+            }
+            Input::Adopted { service, run, pid } => self.with(&service, |s| s.adopted(run, pid)),
         };
         self.settle(&mut effects, now);
         effects

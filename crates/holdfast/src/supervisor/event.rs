@@ -89,6 +89,32 @@ pub enum EventKind {
         hook: String,
         error: String,
     },
+    /// The readiness condition of the run was met (it still needs `start_secs` to pass
+    /// before it counts as started).
+    BecameReady {
+        run: RunId,
+    },
+    /// Not ready within `start_timeout`: the start failed.
+    StartTimedOut {
+        timeout: Duration,
+    },
+    /// No keep-alive within the watchdog interval: SIGABRT, then the stop escalation.
+    WatchdogTimeout {
+        pid: Pid,
+        interval: Duration,
+    },
+    /// The main process changed (`MAINPID=`, or the daemon named by a pidfile).
+    MainPidChanged {
+        pid: Pid,
+    },
+    /// A forking service's first process exited 0; waiting for its pidfile.
+    AwaitingPidfile {
+        path: std::path::PathBuf,
+    },
+    /// The service reported something on `NOTIFY_SOCKET` (reloading, stopping, errno).
+    Notified {
+        what: String,
+    },
 }
 
 impl fmt::Display for Event {
@@ -142,6 +168,22 @@ impl fmt::Display for Event {
                 hook, pid, status, ..
             } => write!(f, "hook \"{hook}\" (pid {pid}) {status}"),
             EventKind::HookFailed { hook, error } => write!(f, "hook \"{hook}\" not run: {error}"),
+            EventKind::BecameReady { .. } => f.write_str("ready"),
+            EventKind::StartTimedOut { timeout } => write!(
+                f,
+                "not ready within {}: start failed",
+                humantime::format_duration(*timeout)
+            ),
+            EventKind::WatchdogTimeout { pid, interval } => write!(
+                f,
+                "watchdog timeout: no keep-alive within {}, SIGABRT to pid {pid}'s group",
+                humantime::format_duration(*interval)
+            ),
+            EventKind::MainPidChanged { pid } => write!(f, "main pid is now {pid}"),
+            EventKind::AwaitingPidfile { path } => {
+                write!(f, "waiting for pidfile {}", path.display())
+            }
+            EventKind::Notified { what } => write!(f, "service reports: {what}"),
         }
     }
 }

@@ -216,6 +216,7 @@ fn launch(
         stderr,
         listen_fds: &[],
         listen_fd_names: &[],
+        extra_fds: &[],
     };
     spawn::spawn(&request)
         .map(|spawned| spawned.pid)

@@ -12,6 +12,7 @@ pub mod record;
 pub mod reload;
 pub mod runtime;
 pub mod service;
+mod startup;
 
 #[cfg(test)]
 mod tests;

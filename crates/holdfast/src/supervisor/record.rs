@@ -37,6 +37,12 @@ pub const KINDS: &[&str] = &[
     "shutdown_completed",
     "hook_finished",
     "hook_failed",
+    "became_ready",
+    "start_timed_out",
+    "watchdog_timed_out",
+    "main_pid_changed",
+    "awaiting_pidfile",
+    "notified",
 ];
 
 /// Kinds no hook may be configured for: a hook on a hook's outcome could loop.
@@ -109,6 +115,12 @@ pub fn describe(kind: &EventKind) -> (&'static str, BTreeMap<String, Value>) {
                 Cause::SpawnFailed(error) => {
                     data.put("error", error.as_str());
                 }
+                Cause::NotReady { timeout } => {
+                    data.put("timeout_ms", millis(*timeout));
+                }
+                Cause::WatchdogTimeout { interval } => {
+                    data.put("interval_ms", millis(*interval));
+                }
             }
             "gave_up"
         }
@@ -144,6 +156,31 @@ pub fn describe(kind: &EventKind) -> (&'static str, BTreeMap<String, Value>) {
         EventKind::HookFailed { hook, error } => {
             data.put("hook", hook.as_str()).put("error", error.as_str());
             "hook_failed"
+        }
+        EventKind::BecameReady { run } => {
+            data.put("run", run.0);
+            "became_ready"
+        }
+        EventKind::StartTimedOut { timeout } => {
+            data.put("timeout_ms", millis(*timeout));
+            "start_timed_out"
+        }
+        EventKind::WatchdogTimeout { pid, interval } => {
+            data.put("pid", pid.as_raw())
+                .put("interval_ms", millis(*interval));
+            "watchdog_timed_out"
+        }
+        EventKind::MainPidChanged { pid } => {
+            data.put("pid", pid.as_raw());
+            "main_pid_changed"
+        }
+        EventKind::AwaitingPidfile { path } => {
+            data.put("path", path.display().to_string());
+            "awaiting_pidfile"
+        }
+        EventKind::Notified { what } => {
+            data.put("what", what.as_str());
+            "notified"
         }
     };
     (name, data.0)
@@ -259,6 +296,21 @@ mod tests {
             EventKind::HookFailed {
                 hook: "exited".to_owned(),
                 error: "4 hooks of api are still running".to_owned(),
+            },
+            EventKind::BecameReady { run },
+            EventKind::StartTimedOut {
+                timeout: Duration::from_secs(90),
+            },
+            EventKind::WatchdogTimeout {
+                pid,
+                interval: Duration::from_secs(10),
+            },
+            EventKind::MainPidChanged { pid },
+            EventKind::AwaitingPidfile {
+                path: "/run/api.pid".into(),
+            },
+            EventKind::Notified {
+                what: "STATUS=warming up".to_owned(),
             },
         ]
     }

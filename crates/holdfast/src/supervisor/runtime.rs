@@ -16,15 +16,21 @@ use super::bus::{self, EventBus};
 use super::core::{Command, Effect, Input, Supervisor, state_name};
 use super::event::Event;
 use super::hooks::{HookRunner, Note};
-use super::service::{Escalation, RunId, Service, State};
+use super::service::{Cause, Escalation, RunId, Service, State};
+use super::startup;
 use crate::config;
 use crate::control::protocol::{
     ControlError, DaemonStatus, ErrorKind, ExitInfo, Reply, Request, ServiceStatus, Status,
 };
 use crate::control::server::{self, ControlMsg};
 use crate::logs::Capture;
-use crate::model::{Plan, ServiceName, ServiceSpec};
+use crate::model::{Plan, Readiness, ServiceKind, ServiceName, ServiceSpec};
+use crate::notify::{self, NotifyMsg, server::Datagram, upstream::Upstream};
 use crate::process::{group, reap, spawn};
+
+/// Reaped pids that matched no service, remembered briefly: a main pid learned from
+/// `MAINPID=` or a pidfile may already have been reaped when the core adopts it.
+const UNCLAIMED_KEPT: usize = 64;
 
 /// Variables of holdfast's own environment that describe holdfast's situation, not the
 /// service's: passing them on would make a service answer holdfast's systemd.
@@ -68,6 +74,13 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         daemon.control_group.as_ref().map(|g| g.gid),
     )
     .map_err(setup("control socket"))?;
+    let notify_path = notify::server::socket_path(&daemon.state_dir);
+    let notify_socket = notify::server::bind(&notify_path).map_err(setup("notify socket"))?;
+    let (notes_tx, mut notes) = mpsc::unbounded_channel();
+    let notify_task = notify::server::serve(notify_socket, notes_tx);
+    let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
+    let upstream = Upstream::from_env();
+    let mut upstream_ping = upstream.ping_interval().map(tokio::time::interval);
     let (control_tx, mut control) = mpsc::channel(64);
     let events = bus::channel();
     let server = server::serve_with_events(
@@ -94,6 +107,12 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         started: now,
         bus: EventBus::new(bus::HISTORY, events),
         hooks: HookRunner::default(),
+        mains: HashMap::new(),
+        unclaimed: VecDeque::new(),
+        watchers: HashMap::new(),
+        inputs_tx,
+        notify_path: notify_path.clone(),
+        upstream,
     };
     let mut done = shell.apply(Input::Boot);
     while !done {
@@ -108,6 +127,15 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
                 None => false,
             },
             Some(msg) = control.recv() => shell.on_control(msg),
+            Some(datagram) = notes.recv() => match shell.on_notify(datagram) {
+                Some(input) => shell.apply(input),
+                None => false,
+            },
+            Some(input) = inputs.recv() => shell.apply(input),
+            () = tick_opt(&mut upstream_ping) => {
+                shell.upstream.watchdog();
+                false
+            }
             () = sleep_until(deadline) => shell.on_deadline(),
             _ = sigterm.recv() => shell.apply(Input::Shutdown),
             _ = sigint.recv() => shell.apply(Input::Shutdown),
@@ -120,6 +148,8 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
             }
         };
     }
+    notify_task.abort();
+    let _ = std::fs::remove_file(&notify_path);
     // Pending requests are answered "shutting down"; replies in flight (the one to
     // `shutdown` itself) still reach their clients.
     drop(control);
@@ -139,6 +169,16 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// Waits for the next tick of an optional interval (forever without one).
+async fn tick_opt(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 struct Shell {
     sup: Supervisor,
     config_path: PathBuf,
@@ -152,6 +192,18 @@ struct Shell {
     bus: EventBus,
     /// Running `[service.X.on]` hooks.
     hooks: HookRunner,
+    /// Main processes by pid: the exit of one is its run's exit. Starts as the spawned
+    /// group leader; `MAINPID=` or a forking service's pidfile can move it.
+    mains: HashMap<Pid, (ServiceName, RunId)>,
+    /// Recently reaped pids that matched nothing (see [`UNCLAIMED_KEPT`]).
+    unclaimed: VecDeque<reap::Reaped>,
+    /// Start-up watchers (readiness probes, pidfile reading), one per starting run.
+    watchers: HashMap<ServiceName, (RunId, tokio::task::JoinHandle<()>)>,
+    /// Where watchers send their findings.
+    inputs_tx: mpsc::UnboundedSender<Input>,
+    notify_path: PathBuf,
+    /// holdfast's own sd_notify reports to whoever started it.
+    upstream: Upstream,
 }
 
 impl Shell {
@@ -173,30 +225,191 @@ impl Shell {
                 }
                 Effect::Signal {
                     service,
+                    run,
                     group: pgid,
                     signal,
-                    ..
-                } => match group::signal_group(pgid, signal) {
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(
-                        "{service}: failed to send {signal} to process group {pgid}: {e}"
-                    ),
-                },
+                } => {
+                    // The run's own group, plus any group its main process moved to (a
+                    // daemon that called setsid after forking).
+                    let mut pgids = vec![pgid];
+                    pgids.extend(
+                        self.groups
+                            .iter()
+                            .filter(|(g, (_, r))| *r == run && **g != pgid)
+                            .map(|(g, _)| *g),
+                    );
+                    for pgid in pgids {
+                        if let Err(e) = group::signal_group(pgid, signal) {
+                            tracing::warn!(
+                                "{service}: failed to send {signal} to process group {pgid}: {e}"
+                            );
+                        }
+                    }
+                }
                 Effect::Emit(event) => self.publish(&event),
                 Effect::Remove { service } => {
                     self.captures.remove(&service);
                 }
                 Effect::StartAgain { .. } => unreachable!("consumed by the core"),
                 Effect::Exit => exit = true,
+                Effect::MainPid { service, run, pid } => {
+                    if let Some(input) = self.main_pid(service, run, pid) {
+                        queue.extend(self.sup.handle(input, Instant::now()));
+                    }
+                }
+                Effect::ReadPidfile { service, run, path } => {
+                    self.read_pidfile(service, run, path);
+                }
             }
         }
+        self.drop_stale_watchers();
+        self.report_upstream();
         exit
+    }
+
+    /// `pid` is now the main process of `run`. Returns its exit if it was already reaped.
+    fn main_pid(&mut self, service: ServiceName, run: RunId, pid: Pid) -> Option<Input> {
+        self.mains.retain(|_, (_, r)| *r != run);
+        if let Some(i) = self.unclaimed.iter().position(|r| r.pid == pid) {
+            let reaped = self.unclaimed.remove(i).expect("position is in range");
+            let group_alive = self.run_alive(run);
+            return Some(Input::Exited {
+                service,
+                run,
+                status: reaped.status,
+                group_alive,
+            });
+        }
+        if let Ok(stat) = crate::process::proc_stat(pid) {
+            self.groups
+                .entry(stat.pgid)
+                .or_insert_with(|| (service.clone(), run));
+        }
+        self.mains.insert(pid, (service, run));
+        None
+    }
+
+    fn read_pidfile(&mut self, service: ServiceName, run: RunId, path: PathBuf) {
+        let Some(leader) = self.sup.service(&service).and_then(Service::group) else {
+            return;
+        };
+        let target = self.target(&service, run);
+        let task = startup::pidfile(target, path, leader, nix::unistd::getpid());
+        self.watch(service, run, task);
+    }
+
+    fn target(&self, service: &ServiceName, run: RunId) -> startup::Target {
+        startup::Target {
+            service: service.clone(),
+            run,
+            tx: self.inputs_tx.clone(),
+        }
+    }
+
+    fn watch(&mut self, service: ServiceName, run: RunId, task: tokio::task::JoinHandle<()>) {
+        if let Some((_, old)) = self.watchers.insert(service, (run, task)) {
+            old.abort();
+        }
+    }
+
+    /// Aborts the watchers of runs that are no longer starting.
+    fn drop_stale_watchers(&mut self) {
+        let sup = &self.sup;
+        self.watchers.retain(|name, (run, task)| {
+            let starting = sup.service(name).is_some_and(|s| {
+                matches!(s.state(), State::Starting { run: r, .. } if r == run)
+                    || matches!(s.state(), State::Launching { run: r } if r == run)
+            });
+            if !starting || task.is_finished() {
+                task.abort();
+            }
+            starting && !task.is_finished()
+        });
+    }
+
+    /// Whether any process group of `run` still has members (forgetting empty ones).
+    fn run_alive(&mut self, run: RunId) -> bool {
+        self.groups
+            .retain(|pgid, (_, r)| *r != run || group::group_alive(*pgid));
+        self.groups.values().any(|(_, r)| *r == run)
+    }
+
+    /// A notification: from which service's run (by the sender's process group), and
+    /// only a `MAINPID=` naming a process of that same run is kept.
+    fn on_notify(&mut self, datagram: Datagram) -> Option<Input> {
+        let owner = datagram
+            .pgid
+            .and_then(|pgid| self.groups.get(&pgid))
+            .or_else(|| self.mains.get(&datagram.pid))
+            .cloned();
+        let Some((service, run)) = owner else {
+            tracing::debug!(
+                pid = %datagram.pid,
+                "ignored a notification from a process of no service"
+            );
+            return None;
+        };
+        let mut msgs = notify::parse(&datagram.text);
+        msgs.retain(|msg| match msg {
+            NotifyMsg::MainPid(pid) => {
+                let ok = crate::process::proc_stat(*pid).is_ok_and(|stat| {
+                    !stat.is_zombie() && self.groups.get(&stat.pgid).is_some_and(|(_, r)| *r == run)
+                });
+                if !ok {
+                    tracing::warn!(
+                        "{service}: ignored MAINPID={pid}: not a process of the service"
+                    );
+                }
+                ok
+            }
+            _ => true,
+        });
+        if msgs.is_empty() {
+            return None;
+        }
+        Some(Input::Notify { service, run, msgs })
+    }
+
+    /// holdfast's own `READY=1` (once every autostart service is up or has given up),
+    /// `STATUS=` summary and `STOPPING=1`, for a service manager that started holdfast.
+    fn report_upstream(&mut self) {
+        if self.sup.is_shutting_down() {
+            self.upstream.stopping();
+            return;
+        }
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        let mut settled = true;
+        let mut total = 0;
+        for s in self.sup.services() {
+            total += 1;
+            *counts.entry(state_name(s.state())).or_default() += 1;
+            if s.spec().autostart && s.is_coming_up() {
+                settled = false;
+            }
+        }
+        let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let summary = format!("{total} services: {}", parts.join(", "));
+        self.upstream.status(summary);
+        if settled {
+            self.upstream.ready();
+        }
     }
 
     fn spawn(&mut self, service: ServiceName, run: RunId, spec: &ServiceSpec) -> Input {
         match self.try_spawn(&service, spec) {
-            Ok(pid) => {
+            Ok((pid, ready_pipe)) => {
                 self.groups.insert(pid, (service.clone(), run));
+                self.mains.insert(pid, (service.clone(), run));
+                let target = self.target(&service, run);
+                let watcher = match &spec.ready {
+                    Readiness::Tcp(addr) => Some(startup::tcp(target, *addr)),
+                    Readiness::Http(url) => Some(startup::http(target, url.clone())),
+                    Readiness::Fd(_) => ready_pipe.map(|pipe| startup::fd(target, pipe)),
+                    _ => None,
+                };
+                if let Some(task) = watcher {
+                    self.watch(service.clone(), run, task);
+                }
                 Input::Spawned { service, run, pid }
             }
             Err(error) => Input::SpawnFailed {
@@ -207,7 +420,13 @@ impl Shell {
         }
     }
 
-    fn try_spawn(&mut self, name: &ServiceName, spec: &ServiceSpec) -> Result<Pid, String> {
+    /// Spawns `spec`; returns the pid and, for `ready = { fd = N }`, the read end of the
+    /// notification pipe whose write end the child has as fd N.
+    fn try_spawn(
+        &mut self,
+        name: &ServiceName,
+        spec: &ServiceSpec,
+    ) -> Result<(Pid, Option<std::os::fd::OwnedFd>), String> {
         let log_dir = &self.sup.plan().daemon.log_dir;
         let capture = match self.captures.entry(name.clone()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -221,6 +440,33 @@ impl Shell {
         env.retain(|(k, _)| !spec.env.contains_key(k));
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.push(("HOLDFAST_SERVICE".to_owned(), name.to_string()));
+        if spec.ready.needs_notify_socket() || spec.watchdog.is_some() {
+            env.push((
+                "NOTIFY_SOCKET".to_owned(),
+                self.notify_path.display().to_string(),
+            ));
+        }
+        if let Some(watchdog) = spec.watchdog {
+            // Without WATCHDOG_PID, which systemd allows: the child's pid is only known
+            // after fork, and sd_watchdog_enabled() accepts a missing one.
+            env.push(("WATCHDOG_USEC".to_owned(), watchdog.as_micros().to_string()));
+        }
+        if let ServiceKind::Forking { pidfile } = &spec.kind {
+            // A pidfile left by an earlier run would name a dead (or reused) pid.
+            let _ = std::fs::remove_file(pidfile);
+        }
+        let ready_pipe = match spec.ready {
+            Readiness::Fd(fd) => {
+                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| format!("cannot create the readiness pipe: {e}"))?;
+                Some((read, write, fd))
+            }
+            _ => None,
+        };
+        let extra_fds: Vec<_> = ready_pipe
+            .iter()
+            .map(|(_, write, fd)| (std::os::fd::AsFd::as_fd(write), *fd))
+            .collect();
         let request = spawn::SpawnRequest {
             program: &spec.command[0],
             args: &spec.command[1..],
@@ -230,10 +476,14 @@ impl Shell {
             stderr: capture.stderr(),
             listen_fds: &[],
             listen_fd_names: &[],
+            extra_fds: &extra_fds,
         };
-        spawn::spawn(&request)
+        let pid = spawn::spawn(&request)
             .map(|spawned| spawned.pid)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // Our copy of the write end goes, so the reader sees EOF once the service closes
+        // its copy without writing a newline.
+        Ok((pid, ready_pipe.map(|(read, _, _)| read)))
     }
 
     /// A deadline passed: a hook's or the core's (which one is not tracked, both look).
@@ -251,11 +501,8 @@ impl Shell {
             self.publish(&event);
             return None;
         }
-        if let Some((service, run)) = self.groups.get(&reaped.pid).cloned() {
-            let group_alive = group::group_alive(reaped.pid);
-            if !group_alive {
-                self.groups.remove(&reaped.pid);
-            }
+        if let Some((service, run)) = self.mains.remove(&reaped.pid) {
+            let group_alive = self.run_alive(run);
             return Some(Input::Exited {
                 service,
                 run,
@@ -263,12 +510,19 @@ impl Shell {
                 group_alive,
             });
         }
-        let pgid = reaped.pgid?;
-        let (service, run) = self.groups.get(&pgid).cloned()?;
-        if group::group_alive(pgid) {
+        let Some((service, run)) = reaped.pgid.and_then(|pgid| self.groups.get(&pgid)).cloned()
+        else {
+            if self.unclaimed.len() == UNCLAIMED_KEPT {
+                self.unclaimed.pop_front();
+            }
+            self.unclaimed.push_back(reaped);
+            return None;
+        };
+        // The main process (wherever it is) still runs, or another group of the run
+        // still has members: not empty yet.
+        if self.run_alive(run) || self.mains.values().any(|(_, r)| *r == run) {
             return None;
         }
-        self.groups.remove(&pgid);
         Some(Input::GroupEmpty { service, run })
     }
 
@@ -424,6 +678,7 @@ impl Shell {
                 ago_ms: millis(now.duration_since(at)),
             }),
             reason: self.reason(s, now),
+            status_text: s.facts().status_text.clone(),
             holding_up,
             log: log_path(&self.sup.plan().daemon.log_dir, s.name()),
         }
@@ -433,10 +688,19 @@ impl Shell {
         let secs = |d: Duration| humantime::format_duration(Duration::from_millis(millis(d)));
         match s.state() {
             State::Failed { reason } => Some(reason.to_string()),
-            State::Backoff { until } => Some(format!(
-                "restarting in {}",
-                secs(until.saturating_duration_since(now))
-            )),
+            State::Backoff { until } => {
+                let next = format!(
+                    "restarting in {}",
+                    secs(until.saturating_duration_since(now))
+                );
+                Some(match s.last_cause() {
+                    Some(cause @ (Cause::NotReady { .. } | Cause::WatchdogTimeout { .. })) => {
+                        format!("{next} after {cause}")
+                    }
+                    _ => next,
+                })
+            }
+            State::Starting { .. } => s.start_wait(now),
             State::Waiting => {
                 let on: Vec<String> = self
                     .sup

@@ -10,6 +10,7 @@
 mod backoff;
 mod commands;
 mod ordering;
+mod readiness;
 mod reload;
 mod restart;
 mod shutdown;
@@ -118,6 +119,8 @@ fn label(effect: &Effect) -> String {
         Effect::StartAgain { service } => format!("start-again {service}"),
         Effect::Remove { service } => format!("remove {service}"),
         Effect::Exit => "exit".to_owned(),
+        Effect::MainPid { service, pid, .. } => format!("main-pid {service} {pid}"),
+        Effect::ReadPidfile { service, .. } => format!("read-pidfile {service}"),
     }
 }
 
@@ -271,7 +274,10 @@ impl Harness {
                     panic!("StartAgain for {service} leaked out of the core")
                 }
                 Effect::Exit => self.exit_seen = true,
-                Effect::Emit(_) | Effect::Remove { .. } => {}
+                Effect::Emit(_)
+                | Effect::Remove { .. }
+                | Effect::MainPid { .. }
+                | Effect::ReadPidfile { .. } => {}
             }
             done.push(effect);
         }
