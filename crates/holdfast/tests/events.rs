@@ -337,6 +337,40 @@ exited = ["/bin/sh", "-c", "echo hook-output-line; env > hook.tmp && mv hook.tmp
 }
 
 #[test]
+fn a_reload_that_only_changes_hooks_applies_them_without_a_restart() {
+    let daemon = Daemon::start(
+        r#"
+[service.a]
+command = ["sleep", "1000"]
+working_dir = "{DIR}"
+start_secs = "0s"
+"#,
+    );
+    let before = daemon.wait_for_service("a", "runs", |s| s.state == "running");
+    daemon.write_config(
+        r#"
+[service.a]
+command = ["sleep", "1000"]
+working_dir = "{DIR}"
+start_secs = "0s"
+[service.a.on]
+stop_requested = ["/bin/sh", "-c", "echo $HOLDFAST_SIGNAL > hooked.tmp && mv hooked.tmp hooked"]
+"#,
+    );
+    let reload = stdout(&daemon.cli_ok(&["reload"]));
+    assert!(reload.contains("unchanged: 1 service"), "{reload}");
+    let after = daemon.service("a");
+    assert_eq!(after.pid, before.pid, "the service was not restarted");
+    daemon.cli_ok(&["stop", "a"]);
+    let hooked = daemon.dir().join("hooked");
+    daemon.wait_until("the new hook ran", |_| hooked.exists());
+    assert_eq!(
+        std::fs::read_to_string(&hooked).expect("hook wrote").trim(),
+        "SIGTERM"
+    );
+}
+
+#[test]
 fn a_hook_that_never_ends_is_killed_after_hook_timeout_and_holdfast_keeps_serving() {
     let daemon = Daemon::start(
         r#"

@@ -592,17 +592,17 @@ impl Shell {
             capture.note(&event.to_string());
         }
         let record = self.bus.publish(event, SystemTime::now());
-        // Hooks follow the live definition; a removed service has none left.
+        // Hooks come from the current plan (a reload changes them without a restart); a
+        // removed service has none left.
         let spec = record
             .service
             .as_ref()
-            .and_then(|s| self.sup.service(s))
-            .map(|s| s.spec().clone());
+            .and_then(|s| self.sup.plan().services.get(s));
         if let Some(spec) = spec {
             let capture = self.captures.get(&spec.name);
             let note = self
                 .hooks
-                .fire(&record, &spec, &self.base_env, capture, Instant::now());
+                .fire(&record, spec, &self.base_env, capture, Instant::now());
             match note {
                 Some(Ok(note)) => self.note(note),
                 Some(Err(failed)) => self.publish(&failed),
