@@ -121,6 +121,8 @@ mod tests {
                 status_text: None,
                 holding_up: Vec::new(),
                 log: log.into(),
+                health: None,
+                env_overrides: Default::default(),
             }],
         }
     }

@@ -83,6 +83,8 @@ pub struct RawService {
     #[serde(rename = "type")]
     pub kind: Option<Spanned<String>>,
     pub pidfile: Option<Spanned<String>>,
+    pub health: Option<Spanned<RawHealth>>,
+    pub exit_codes: Option<BTreeMap<Spanned<String>, Spanned<RawExitAction>>>,
 }
 
 /// `ready` as written: a mode name (`"notify"`) or a table naming the mode with its
@@ -100,6 +102,48 @@ pub struct RawReadyTable {
     pub fd: Option<i64>,
     pub tcp: Option<String>,
     pub http: Option<String>,
+}
+
+/// `[service.X.health]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub http: Option<Spanned<String>>,
+    pub tcp: Option<Spanned<String>>,
+    pub exec: Option<Spanned<RawCommand>>,
+    pub status: Option<Spanned<String>>,
+    pub body: Option<Spanned<String>>,
+    pub interval: Option<Spanned<RawDuration>>,
+    pub timeout: Option<Spanned<RawDuration>>,
+    pub grace: Option<Spanned<RawDuration>>,
+    pub degraded: Option<Spanned<RawThreshold>>,
+    pub unhealthy: Option<Spanned<RawThreshold>>,
+    pub recover: Option<Spanned<RawRecover>>,
+}
+
+/// `degraded = { failures, within }` and `unhealthy = { failures, within, action }`
+/// (`action` is rejected in `degraded` by validation).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThreshold {
+    pub failures: Option<Spanned<u32>>,
+    pub within: Option<Spanned<RawDuration>>,
+    pub action: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecover {
+    pub successes: Option<Spanned<u32>>,
+}
+
+/// One value of `[service.X.exit_codes]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExitAction {
+    pub action: Option<Spanned<String>>,
+    pub delay: Option<Spanned<RawDuration>>,
+    pub env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

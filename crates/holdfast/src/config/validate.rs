@@ -22,6 +22,8 @@ use crate::model::{
     StartLimit, StopSpec, defaults,
 };
 
+mod recovery;
+
 /// Smallest `log.max_size`: below this rotation would churn on every few lines.
 const MIN_LOG_SIZE: u64 = 4 * 1024;
 
@@ -219,6 +221,22 @@ impl Validator<'_> {
         let log = self.log(svc, raw);
         let hooks = self.hooks(svc, raw);
         let readiness = self.readiness(svc, raw);
+        let health = raw.health.as_ref().and_then(|h| self.health(svc, h));
+        let exit_codes = self.exit_codes(svc, raw);
+        if let (crate::model::Readiness::Health, None, Some(ready)) =
+            (&readiness.ready, &health, &raw.ready)
+        {
+            self.push(
+                Problem::new(
+                    format!("`service.{svc}.ready = \"health\"` needs a health probe"),
+                    ready.span(),
+                    format!("no [service.{svc}.health]"),
+                )
+                .with_help(format!(
+                    "add [service.{svc}.health] with http, tcp or exec, or choose another ready mode"
+                )),
+            );
+        }
 
         Some(ServiceSpec {
             name: name?,
@@ -238,6 +256,8 @@ impl Validator<'_> {
             start_timeout: readiness.start_timeout,
             watchdog: readiness.watchdog,
             kind: readiness.kind,
+            health,
+            exit_codes,
         })
     }
 

@@ -58,6 +58,12 @@ pub enum Request {
         #[serde(default)]
         since: Option<u64>,
     },
+    /// The quarantine queue, oldest record first.
+    QuarantineList,
+    /// Mark the service's pending quarantine records released and start it again.
+    QuarantineRelease {
+        name: ServiceName,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +89,9 @@ pub enum Reply {
     /// One line of a following `events` stream.
     Event {
         event: EventRecord,
+    },
+    Quarantine {
+        records: Vec<QuarantineRecord>,
     },
 }
 
@@ -146,6 +155,45 @@ pub struct ServiceStatus {
     /// While stopping: processes of the service still alive.
     pub holding_up: Vec<ProcessInfo>,
     pub log: String,
+    /// Health of the current run, for services with `[service.X.health]` while starting
+    /// or running.
+    #[serde(default)]
+    pub health: Option<HealthStatus>,
+    /// Environment overrides set by an exit-code `restart` action, in force until a
+    /// clean start or a start by hand.
+    #[serde(default)]
+    pub env_overrides: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// One of: ok, degraded, unhealthy.
+    pub state: String,
+    /// Failures counted within `degraded.within` and within `unhealthy.within`.
+    pub failures_degraded_window: u32,
+    pub failures_unhealthy_window: u32,
+    /// Consecutive successes (recovery needs `recover.successes`).
+    pub successes: u32,
+    /// Probe results received in this run.
+    pub probes: u64,
+    /// Failures do not count yet (start `grace`).
+    pub in_grace: bool,
+    pub last_error: Option<String>,
+}
+
+/// One entry of the quarantine queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineRecord {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub service: ServiceName,
+    pub code: Option<i32>,
+    pub signal: Option<String>,
+    pub reason: String,
+    /// The last lines of the service's log at the time.
+    pub log: Vec<String>,
+    /// When it was released; `None` while pending.
+    pub released: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -709,7 +709,11 @@ mod tests {
                     Request::Events { .. } => Ok(Reply::Events {
                         events: vec![fake_event(1)],
                     }),
-                    Request::Stop { .. } | Request::Restart { .. } | Request::Shutdown => {
+                    Request::Stop { .. }
+                    | Request::Restart { .. }
+                    | Request::Shutdown
+                    | Request::QuarantineList
+                    | Request::QuarantineRelease { .. } => {
                         drop(msg.reply);
                         continue;
                     }

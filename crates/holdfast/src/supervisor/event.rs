@@ -11,7 +11,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::service::{FailReason, RunId};
-use crate::model::{ExitStatus, ServiceName};
+use crate::health::HealthState;
+use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -115,6 +116,21 @@ pub enum EventKind {
     Notified {
         what: String,
     },
+    /// The health decay machine changed state (see `health::decay`).
+    HealthChanged {
+        run: RunId,
+        from: HealthState,
+        to: HealthState,
+        /// Failures within the window of the threshold that was reached.
+        failures: u32,
+        last_error: Option<String>,
+    },
+    /// An exit matched `[service.X.exit_codes]`; `action` replaces the restart policy's
+    /// decision (what follows is reported by the usual events).
+    ExitActionApplied {
+        key: ExitKey,
+        action: ExitAction,
+    },
 }
 
 impl fmt::Display for Event {
@@ -184,6 +200,43 @@ impl fmt::Display for Event {
                 write!(f, "waiting for pidfile {}", path.display())
             }
             EventKind::Notified { what } => write!(f, "service reports: {what}"),
+            EventKind::HealthChanged {
+                from,
+                to,
+                failures,
+                last_error,
+                ..
+            } => {
+                write!(f, "health {from} -> {to}")?;
+                if *to == HealthState::Ok {
+                    write!(f, " (recovered)")
+                } else {
+                    write!(f, " after {failures} failed probes")?;
+                    match last_error {
+                        Some(error) => write!(f, ", last: {error}"),
+                        None => Ok(()),
+                    }
+                }
+            }
+            EventKind::ExitActionApplied { key, action } => {
+                write!(f, "{key} is mapped to ")?;
+                match action {
+                    ExitAction::Ignore => f.write_str("ignore: treated as a clean exit"),
+                    ExitAction::Quarantine => f.write_str("quarantine: not restarting"),
+                    ExitAction::Restart { delay, env } => {
+                        f.write_str("restart")?;
+                        if let Some(delay) = delay {
+                            write!(f, " after {}", humantime::format_duration(*delay))?;
+                        }
+                        if !env.is_empty() {
+                            let vars: Vec<String> =
+                                env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            write!(f, " with {}", vars.join(" "))?;
+                        }
+                        Ok(())
+                    }
+                }
+            }
         }
     }
 }

@@ -16,7 +16,8 @@ use serde_json::Value;
 use super::event::{Event, EventKind};
 use super::service::{Cause, FailReason};
 use crate::control::protocol::EventRecord;
-use crate::model::{ExitStatus, ServiceName};
+use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName};
+use nix::sys::signal::Signal;
 
 /// Every event kind's wire name, in the order of [`EventKind`]'s variants.
 pub const KINDS: &[&str] = &[
@@ -43,6 +44,8 @@ pub const KINDS: &[&str] = &[
     "main_pid_changed",
     "awaiting_pidfile",
     "notified",
+    "health_changed",
+    "exit_action_applied",
 ];
 
 /// Kinds no hook may be configured for: a hook on a hook's outcome could loop.
@@ -107,6 +110,10 @@ pub fn describe(kind: &EventKind) -> (&'static str, BTreeMap<String, Value>) {
                     last
                 }
                 FailReason::NoRestart(cause) => cause,
+                FailReason::Quarantined(cause) => {
+                    data.put("quarantined", true);
+                    cause
+                }
             };
             match cause {
                 Cause::Exited(status) | Cause::ExitedEarly { status, .. } => {
@@ -120,6 +127,15 @@ pub fn describe(kind: &EventKind) -> (&'static str, BTreeMap<String, Value>) {
                 }
                 Cause::WatchdogTimeout { interval } => {
                     data.put("interval_ms", millis(*interval));
+                }
+                Cause::Unhealthy {
+                    failures,
+                    last_error,
+                } => {
+                    data.put("failures", *failures);
+                    if let Some(error) = last_error {
+                        data.put("last_error", error.as_str());
+                    }
                 }
             }
             "gave_up"
@@ -182,6 +198,51 @@ pub fn describe(kind: &EventKind) -> (&'static str, BTreeMap<String, Value>) {
             data.put("what", what.as_str());
             "notified"
         }
+        EventKind::HealthChanged {
+            run,
+            from,
+            to,
+            failures,
+            last_error,
+        } => {
+            data.put("run", run.0)
+                .put("from", from.to_string())
+                .put("to", to.to_string())
+                .put("failures", *failures);
+            if let Some(error) = last_error {
+                data.put("last_error", error.as_str());
+            }
+            "health_changed"
+        }
+        EventKind::ExitActionApplied { key, action } => {
+            match key {
+                ExitKey::Code(code) => data.put("exit_code", *code),
+                ExitKey::Signal(n) => match Signal::try_from(*n) {
+                    Ok(signal) => data.put("signal", signal.as_str()),
+                    Err(_) => data.put("signal", *n),
+                },
+            };
+            match action {
+                ExitAction::Restart { delay, env } => {
+                    data.put("action", "restart");
+                    if let Some(delay) = delay {
+                        data.put("delay_ms", millis(*delay));
+                    }
+                    if !env.is_empty() {
+                        let vars: Vec<String> =
+                            env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        data.put("env", vars);
+                    }
+                }
+                ExitAction::Quarantine => {
+                    data.put("action", "quarantine");
+                }
+                ExitAction::Ignore => {
+                    data.put("action", "ignore");
+                }
+            }
+            "exit_action_applied"
+        }
     };
     (name, data.0)
 }
@@ -237,6 +298,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::health::HealthState;
     use crate::supervisor::service::RunId;
 
     fn name(n: &str) -> ServiceName {
@@ -311,6 +373,20 @@ mod tests {
             },
             EventKind::Notified {
                 what: "STATUS=warming up".to_owned(),
+            },
+            EventKind::HealthChanged {
+                run,
+                from: HealthState::Ok,
+                to: HealthState::Degraded,
+                failures: 2,
+                last_error: Some("connection refused".to_owned()),
+            },
+            EventKind::ExitActionApplied {
+                key: ExitKey::Code(102),
+                action: ExitAction::Restart {
+                    delay: None,
+                    env: BTreeMap::from([("DB_HOST".to_owned(), "db-standby".to_owned())]),
+                },
             },
         ]
     }
@@ -422,6 +498,20 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&rec.data).expect("data serializes"),
             json!({"hook": "exited", "pid": 42, "signal": "SIGKILL", "core_dumped": false, "timed_out": true})
+        );
+    }
+
+    #[test]
+    fn an_exit_code_action_carries_the_code_action_and_env_override() {
+        let kinds = one_of_each();
+        let applied = kinds
+            .iter()
+            .find(|k| matches!(k, EventKind::ExitActionApplied { .. }))
+            .expect("listed");
+        let (_, data) = describe(applied);
+        assert_eq!(
+            serde_json::to_value(&data).expect("data serializes"),
+            json!({"exit_code": 102, "action": "restart", "env": ["DB_HOST=db-standby"]})
         );
     }
 

@@ -5,6 +5,7 @@
 //! When nothing happens the task sleeps: the only timer is the core's next deadline.
 
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,13 +21,18 @@ use super::service::{Cause, Escalation, RunId, Service, State};
 use super::startup;
 use crate::config;
 use crate::control::protocol::{
-    ControlError, DaemonStatus, ErrorKind, ExitInfo, Reply, Request, ServiceStatus, Status,
+    ControlError, DaemonStatus, ErrorKind, ExitInfo, HealthStatus, Reply, Request, ServiceStatus,
+    Status,
 };
 use crate::control::server::{self, ControlMsg};
+use crate::health::probe;
 use crate::logs::Capture;
-use crate::model::{Plan, Readiness, ServiceKind, ServiceName, ServiceSpec};
+use crate::model::{
+    ExitStatus, Plan, Probe, Readiness, ServiceKind, ServiceName, ServiceSpec, defaults,
+};
 use crate::notify::{self, NotifyMsg, server::Datagram, upstream::Upstream};
 use crate::process::{group, reap, spawn};
+use crate::quarantine;
 
 /// Reaped pids that matched no service, remembered briefly: a main pid learned from
 /// `MAINPID=` or a pidfile may already have been reaped when the core adopts it.
@@ -82,6 +88,11 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     let upstream = Upstream::from_env();
     let mut upstream_ping = upstream.ping_interval().map(tokio::time::interval);
     let (control_tx, mut control) = mpsc::channel(64);
+    let (probe_tx, mut probe_results) = mpsc::unbounded_channel();
+    let dev_null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .map_err(setup("/dev/null for probe output"))?;
     let events = bus::channel();
     let server = server::serve_with_events(
         listener,
@@ -107,6 +118,9 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         started: now,
         bus: EventBus::new(bus::HISTORY, events),
         hooks: HookRunner::default(),
+        probes: HashMap::new(),
+        probe_tx,
+        dev_null: dev_null.into(),
         mains: HashMap::new(),
         unclaimed: VecDeque::new(),
         watchers: HashMap::new(),
@@ -127,6 +141,10 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
                 None => false,
             },
             Some(msg) = control.recv() => shell.on_control(msg),
+            Some(msg) = probe_results.recv() => match shell.on_probe(msg) {
+                Some(input) => shell.apply(input),
+                None => false,
+            },
             Some(datagram) = notes.recv() => match shell.on_notify(datagram) {
                 Some(input) => shell.apply(input),
                 None => false,
@@ -204,6 +222,22 @@ struct Shell {
     notify_path: PathBuf,
     /// holdfast's own sd_notify reports to whoever started it.
     upstream: Upstream,
+    /// Exec probes in flight, by pid (also their process group): their exit, reported by
+    /// the reaper like any child's, is the probe's result.
+    probes: HashMap<Pid, (ServiceName, RunId)>,
+    /// Results of network probes and timeouts of exec probes, from their tasks.
+    probe_tx: mpsc::UnboundedSender<ProbeMsg>,
+    /// Output of exec probes goes nowhere (their exit status is the result).
+    dev_null: std::os::fd::OwnedFd,
+}
+
+/// What probe tasks report to the runtime loop.
+#[derive(Debug)]
+enum ProbeMsg {
+    /// A network probe finished (or timed out).
+    Done(Input),
+    /// An exec probe's timeout passed; if it is still in flight, it is killed and failed.
+    ExecTimedOut { pid: Pid, timeout: Duration },
 }
 
 impl Shell {
@@ -252,6 +286,16 @@ impl Shell {
                 }
                 Effect::StartAgain { .. } => unreachable!("consumed by the core"),
                 Effect::Exit => exit = true,
+                Effect::StartProbe { service, run, spec } => {
+                    if let Some(input) = self.start_probe(service, run, &spec) {
+                        queue.extend(self.sup.handle(input, Instant::now()));
+                    }
+                }
+                Effect::Quarantine {
+                    service,
+                    status,
+                    reason,
+                } => self.quarantine(&service, status, reason),
                 Effect::MainPid { service, run, pid } => {
                     if let Some(input) = self.main_pid(service, run, pid) {
                         queue.extend(self.sup.handle(input, Instant::now()));
@@ -494,12 +538,183 @@ impl Shell {
         self.apply(Input::Tick)
     }
 
+    /// Starts one health probe. Network probes run in a task that reports back through
+    /// `probe_tx`; exec probes are children like services, so their result arrives from
+    /// the reaper. Returns the result at once when the probe could not even start.
+    fn start_probe(
+        &mut self,
+        service: ServiceName,
+        run: RunId,
+        spec: &ServiceSpec,
+    ) -> Option<Input> {
+        let health = spec
+            .health
+            .as_ref()
+            .expect("probes are only started for services with health");
+        let timeout = health.timeout;
+        let Probe::Exec { command } = &health.probe else {
+            let probe = health.probe.clone();
+            let tx = self.probe_tx.clone();
+            tokio::spawn(async move {
+                let outcome = probe::run(&probe, timeout).await;
+                // The loop may be gone (shutdown): nobody needs the result then.
+                let _ = tx.send(ProbeMsg::Done(Input::ProbeResult {
+                    service,
+                    run,
+                    outcome,
+                }));
+            });
+            return None;
+        };
+        let env = self.service_env(&service, spec);
+        let request = spawn::SpawnRequest {
+            program: &command[0],
+            args: &command[1..],
+            env: &env,
+            working_dir: spec.working_dir.as_deref(),
+            stdout: self.dev_null.as_fd(),
+            stderr: self.dev_null.as_fd(),
+            listen_fds: &[],
+            listen_fd_names: &[],
+            extra_fds: &[],
+        };
+        match spawn::spawn(&request) {
+            Ok(spawned) => {
+                self.probes.insert(spawned.pid, (service, run));
+                let tx = self.probe_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(timeout).await;
+                    let _ = tx.send(ProbeMsg::ExecTimedOut {
+                        pid: spawned.pid,
+                        timeout,
+                    });
+                });
+                None
+            }
+            Err(e) => Some(Input::ProbeResult {
+                service,
+                run,
+                outcome: crate::health::ProbeOutcome::Failure(format!(
+                    "failed to spawn probe command: {e}"
+                )),
+            }),
+        }
+    }
+
+    fn on_probe(&mut self, msg: ProbeMsg) -> Option<Input> {
+        match msg {
+            ProbeMsg::Done(input) => Some(input),
+            ProbeMsg::ExecTimedOut { pid, timeout } => {
+                // Still in the map: not reaped yet (the reaper's report, if already
+                // queued, will find no entry and be ignored), so the group still exists.
+                let (service, run) = self.probes.remove(&pid)?;
+                if let Err(e) = group::signal_group(pid, nix::sys::signal::Signal::SIGKILL) {
+                    tracing::warn!("{service}: failed to kill timed-out probe {pid}: {e}");
+                }
+                Some(Input::ProbeResult {
+                    service,
+                    run,
+                    outcome: probe::timed_out(timeout),
+                })
+            }
+        }
+    }
+
+    /// Appends the quarantine record (with the service's last log lines) to the queue.
+    fn quarantine(&mut self, service: &ServiceName, status: ExitStatus, reason: String) {
+        let log = self
+            .captures
+            .get(service)
+            .map(|c| c.recent(defaults::QUARANTINE_LOG_LINES))
+            .unwrap_or_default();
+        let entry = quarantine::Entry::Quarantined {
+            time: quarantine::now(),
+            service: service.clone(),
+            code: status.code(),
+            signal: status.signal().map(|s| s.as_str().to_owned()),
+            reason,
+            log,
+        };
+        let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+        match quarantine::append(&path, &entry) {
+            Ok(()) => tracing::warn!(
+                "{service}: quarantined, record appended to {}",
+                path.display()
+            ),
+            Err(e) => tracing::error!(
+                "{service}: quarantined, but failed to append the record to {}: {e}",
+                path.display()
+            ),
+        }
+    }
+
+    fn quarantine_release(
+        &mut self,
+        name: &ServiceName,
+        now: Instant,
+    ) -> (Result<Reply, ControlError>, bool) {
+        if self.sup.service(name).is_none() {
+            return (Err(super::core::unknown_service(name)), false);
+        }
+        let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+        let internal = |e: std::io::Error| ControlError {
+            kind: ErrorKind::Internal,
+            message: format!(
+                "failed to update the quarantine queue {}: {e}",
+                path.display()
+            ),
+        };
+        match quarantine::is_pending(&path, name) {
+            Ok(true) => {}
+            Ok(false) => {
+                let error = ControlError {
+                    kind: ErrorKind::BadRequest,
+                    message: format!("{name} has no pending quarantine record"),
+                };
+                return (Err(error), false);
+            }
+            Err(e) => return (Err(internal(e)), false),
+        }
+        let entry = quarantine::Entry::Released {
+            time: quarantine::now(),
+            service: name.clone(),
+        };
+        if let Err(e) = quarantine::append(&path, &entry) {
+            return (Err(internal(e)), false);
+        }
+        let (reply, done) = self.command(Command::Start, name, now);
+        let reply = reply.map(|r| match r {
+            Reply::Accepted { message } => Reply::Accepted {
+                message: format!("released {name} from quarantine; {message}"),
+            },
+            other => other,
+        });
+        (reply, done)
+    }
+
+    /// The environment of a process of `name`: holdfast's own (minus its private
+    /// variables), then the spec's, then `HOLDFAST_SERVICE`.
+    fn service_env(&self, name: &ServiceName, spec: &ServiceSpec) -> Vec<(String, String)> {
+        let mut env = self.base_env.clone();
+        env.retain(|(k, _)| !spec.env.contains_key(k));
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.push(("HOLDFAST_SERVICE".to_owned(), name.to_string()));
+        env
+    }
+
     /// Turns a reaped process into an input: the exit of a service's main process, or the
     /// last member of a service's process group going away. A hook's exit is logged.
     fn on_reaped(&mut self, reaped: reap::Reaped) -> Option<Input> {
         if let Some(event) = self.hooks.on_reaped(&reaped) {
             self.publish(&event);
             return None;
+        }
+        if let Some((service, run)) = self.probes.remove(&reaped.pid) {
+            return Some(Input::ProbeResult {
+                service,
+                run,
+                outcome: probe::exec_outcome(reaped.status),
+            });
         }
         if let Some((service, run)) = self.mains.remove(&reaped.pid) {
             let group_alive = self.run_alive(run);
@@ -542,6 +757,20 @@ impl Shell {
                 let message = "shutting down: stopping all services".to_owned();
                 (Ok(Reply::Accepted { message }), done)
             }
+            Request::QuarantineList => {
+                let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+                let reply = quarantine::records(&path)
+                    .map(|records| Reply::Quarantine { records })
+                    .map_err(|e| ControlError {
+                        kind: ErrorKind::Internal,
+                        message: format!(
+                            "failed to read the quarantine queue {}: {e}",
+                            path.display()
+                        ),
+                    });
+                (reply, false)
+            }
+            Request::QuarantineRelease { name } => self.quarantine_release(&name, now),
         };
         // The requester may have given up waiting; the transition stands regardless.
         let _ = msg.reply.send(reply);
@@ -681,6 +910,20 @@ impl Shell {
             status_text: s.facts().status_text.clone(),
             holding_up,
             log: log_path(&self.sup.plan().daemon.log_dir, s.name()),
+            health: s.health().map(|monitor| {
+                let decay = monitor.decay();
+                let (degraded, unhealthy) = decay.window_counts(now);
+                HealthStatus {
+                    state: decay.state().to_string(),
+                    failures_degraded_window: degraded,
+                    failures_unhealthy_window: unhealthy,
+                    successes: decay.successes(),
+                    probes: decay.probes(),
+                    in_grace: decay.in_grace(now),
+                    last_error: decay.last_error().map(str::to_owned),
+                }
+            }),
+            env_overrides: s.env_overrides().clone(),
         }
     }
 

@@ -4,7 +4,7 @@
 //! supervisor core is its only owner and caller. Every state that waits for time exposes
 //! it through [`Service::deadline`], so the shell needs exactly one timer for everything.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +14,10 @@ use nix::unistd::Pid;
 
 use super::Effect;
 use super::event::{Event, EventKind};
+use crate::health::{Monitor, ProbeOutcome};
 use crate::model::{
-    Backoff, ExitStatus, Readiness, RestartPolicy, ServiceKind, ServiceName, ServiceSpec,
+    Backoff, ExitAction, ExitKey, ExitStatus, Readiness, RestartPolicy, ServiceKind, ServiceName,
+    ServiceSpec, UnhealthyAction,
 };
 use crate::notify::NotifyMsg;
 
@@ -106,6 +108,9 @@ pub enum FailReason {
     },
     /// No restart configured and the exit was not clean (or too early).
     NoRestart(Cause),
+    /// `[service.X.exit_codes]` says to stop and record the exit for review; only a
+    /// start by hand (or `quarantine release`) brings the service back.
+    Quarantined(Cause),
 }
 
 /// What ended a run.
@@ -127,6 +132,11 @@ pub enum Cause {
     WatchdogTimeout {
         interval: Duration,
     },
+    /// Stopped because its health probes made it UNHEALTHY (`unhealthy.action = "restart"`).
+    Unhealthy {
+        failures: u32,
+        last_error: Option<String>,
+    },
 }
 
 impl fmt::Display for Cause {
@@ -139,6 +149,16 @@ impl fmt::Display for Cause {
                 humantime::format_duration(round_ms(*after))
             ),
             Cause::SpawnFailed(error) => write!(f, "spawn failed: {error}"),
+            Cause::Unhealthy {
+                failures,
+                last_error,
+            } => {
+                write!(f, "unhealthy after {failures} failed probes")?;
+                match last_error {
+                    Some(error) => write!(f, ", last: {error}"),
+                    None => Ok(()),
+                }
+            }
             Cause::NotReady { timeout } => write!(
                 f,
                 "not ready within {}",
@@ -166,6 +186,10 @@ impl fmt::Display for FailReason {
                 humantime::format_duration(*interval)
             ),
             FailReason::NoRestart(cause) => write!(f, "{cause} (restart disabled)"),
+            FailReason::Quarantined(cause) => write!(
+                f,
+                "quarantined after {cause}; `holdfast quarantine release` starts it again"
+            ),
         }
     }
 }
@@ -212,6 +236,11 @@ pub struct Service {
     restart_times: VecDeque<Instant>,
     last_exit: Option<(ExitStatus, Instant)>,
     rng: fastrand::Rng,
+    /// Health of the current run (reset at each spawn), when the service has probes.
+    health: Option<Monitor>,
+    /// Environment set by an `exit_codes` restart action, laid over `spec.env` until a
+    /// clean start or a start by hand.
+    env_overrides: BTreeMap<String, String>,
     facts: RunFacts,
     /// Why the last run ended, when it was holdfast's decision (not ready, watchdog).
     last_cause: Option<Cause>,
@@ -228,6 +257,8 @@ impl Service {
             restart_times: VecDeque::new(),
             last_exit: None,
             rng: fastrand::Rng::with_seed(seed),
+            health: None,
+            env_overrides: BTreeMap::new(),
             facts: RunFacts::default(),
             last_cause: None,
         }
@@ -300,6 +331,93 @@ impl Service {
             "{what} (timeout in {})",
             humantime::format_duration(Duration::from_secs(left.as_secs()))
         ))
+    }
+
+    /// Health of the current run, while it is starting or running.
+    pub fn health(&self) -> Option<&Monitor> {
+        match self.state {
+            State::Starting { .. } | State::Running { .. } => self.health.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Environment overrides in force for the next spawns (see `ExitAction::Restart`).
+    pub fn env_overrides(&self) -> &BTreeMap<String, String> {
+        &self.env_overrides
+    }
+
+    /// The earliest time this service needs the core's attention: its state deadline
+    /// or its next health probe.
+    pub fn wakeup(&self) -> Option<Instant> {
+        let probe = self.health().and_then(Monitor::due);
+        match (self.deadline(), probe) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Starts a health probe if one is due: returns the effect asking the shell to run
+    /// it. Probes run only while the service is starting or running.
+    pub fn probe_if_due(&mut self, now: Instant) -> Option<Effect> {
+        let run = match self.state {
+            State::Starting { run, .. } | State::Running { run, .. } => run,
+            _ => return None,
+        };
+        let monitor = self.health.as_mut()?;
+        monitor.start_if_due(now).then(|| Effect::StartProbe {
+            service: self.spec.name.clone(),
+            run,
+            spec: Arc::clone(&self.spec),
+        })
+    }
+
+    /// A probe of `run` finished. Results of earlier runs, or arriving after the run
+    /// left starting/running, are dropped.
+    pub fn probe_result(&mut self, run: RunId, outcome: ProbeOutcome, now: Instant) -> Vec<Effect> {
+        let pid = match self.state {
+            State::Starting { run: r, pid, .. } | State::Running { run: r, pid, .. }
+                if r == run =>
+            {
+                pid
+            }
+            _ => return Vec::new(),
+        };
+        let Some(monitor) = self.health.as_mut() else {
+            return Vec::new();
+        };
+        let passed = outcome == ProbeOutcome::Success;
+        let change = monitor.finished(outcome, now);
+        let mut effects = Vec::new();
+        if passed && self.spec.ready == Readiness::Health {
+            // `ready = "health"`: the first passing probe makes the run ready.
+            effects.extend(self.ready(run));
+        }
+        let Some(change) = change else {
+            return effects;
+        };
+        effects.push(self.emit(EventKind::HealthChanged {
+            run,
+            from: change.from,
+            to: change.to,
+            failures: change.failures,
+            last_error: change.last_error.clone(),
+        }));
+        let action = self.spec.health.as_ref().map(|h| h.unhealthy_action);
+        if change.to == crate::health::HealthState::Unhealthy
+            && action == Some(UnhealthyAction::Restart)
+        {
+            // The normal stop path; the restart policy then acts on the failure (so the
+            // backoff delay and the start limit apply, and the restart is counted).
+            let then = AfterStop::Exit {
+                cause: Cause::Unhealthy {
+                    failures: change.failures,
+                    last_error: change.last_error,
+                },
+                early: false,
+            };
+            effects.extend(self.begin_stop(run, pid, MainProcess::Alive, then, now));
+        }
+        effects
     }
 
     /// The current run, if a process of this service may be alive.
@@ -400,10 +518,17 @@ impl Service {
         self.facts = RunFacts::default();
         self.last_cause = None;
         self.enter(State::Launching { run }, now);
+        let spec = if self.env_overrides.is_empty() {
+            Arc::clone(&self.spec)
+        } else {
+            let mut spec = ServiceSpec::clone(&self.spec);
+            spec.env.extend(self.env_overrides.clone());
+            Arc::new(spec)
+        };
         vec![Effect::Spawn {
             service: self.spec.name.clone(),
             run,
-            spec: Arc::clone(&self.spec),
+            spec,
         }]
     }
 
@@ -417,6 +542,8 @@ impl Service {
     pub fn reset_failures(&mut self) {
         self.attempt = 0;
         self.restart_times.clear();
+        // A manual start also resets what exit-code actions changed.
+        self.env_overrides.clear();
     }
 
     pub fn spawned(&mut self, run: RunId, pid: Pid, now: Instant) -> Vec<Effect> {
@@ -444,6 +571,7 @@ impl Service {
         };
         let started = matches!(state, State::Running { .. });
         self.enter(state, now);
+        self.health = self.spec.health.as_ref().map(|h| Monitor::new(h, now));
         if started {
             self.arm_watchdog(now);
         }
@@ -499,6 +627,12 @@ impl Service {
                     matches!(self.state, State::Starting { .. }) && ran_for < self.spec.start_secs;
                 if ran_for >= self.failure_memory() {
                     self.attempt = 0;
+                }
+                // A clean start ends exit-code env overrides: the run got to running
+                // and exited cleanly, or stayed up longer than the start limit window.
+                let ran = matches!(self.state, State::Running { .. });
+                if (ran && status.is_clean()) || ran_for >= self.spec.start_limit.interval {
+                    self.env_overrides.clear();
                 }
                 let cause = if early {
                     Cause::ExitedEarly {
@@ -770,18 +904,77 @@ impl Service {
 
     /// Applies the restart policy to the end of a run.
     fn after_run(&mut self, cause: Cause, now: Instant, early: bool) -> Vec<Effect> {
-        let clean = match &cause {
+        let mut clean = match &cause {
             Cause::Exited(status) => status.is_clean(),
             Cause::ExitedEarly { .. }
             | Cause::SpawnFailed(_)
             | Cause::NotReady { .. }
-            | Cause::WatchdogTimeout { .. } => false,
+            | Cause::WatchdogTimeout { .. }
+            | Cause::Unhealthy { .. } => false,
         };
-        let restart = match self.spec.restart {
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => !clean || early,
-            RestartPolicy::No => false,
+        let mut early = early;
+        let status = match &cause {
+            Cause::Exited(status) | Cause::ExitedEarly { status, .. } => Some(*status),
+            Cause::SpawnFailed(_)
+            | Cause::NotReady { .. }
+            | Cause::WatchdogTimeout { .. }
+            | Cause::Unhealthy { .. } => None,
         };
+        let mapped = status.and_then(|s| {
+            let key = ExitKey::of(s);
+            self.spec.exit_codes.get(&key).map(|a| (key, a.clone()))
+        });
+        let mut effects = Vec::new();
+        let mut forced_delay = None;
+        let mut forced_restart = false;
+        if let Some((key, action)) = mapped {
+            effects.push(self.emit(EventKind::ExitActionApplied {
+                key,
+                action: action.clone(),
+            }));
+            match action {
+                ExitAction::Ignore => {
+                    clean = true;
+                    early = false;
+                }
+                ExitAction::Quarantine => {
+                    effects.push(Effect::Quarantine {
+                        service: self.spec.name.clone(),
+                        status: status.expect("only exits are mapped"),
+                        reason: cause.to_string(),
+                    });
+                    effects.extend(self.give_up(FailReason::Quarantined(cause), now));
+                    return effects;
+                }
+                ExitAction::Restart { delay, env } => {
+                    forced_restart = true;
+                    forced_delay = delay;
+                    self.env_overrides.extend(env);
+                }
+            }
+        }
+        effects.extend(self.apply_policy(cause, now, clean, early, forced_restart, forced_delay));
+        effects
+    }
+
+    /// The restart policy proper (`after_run` without exit-code actions). A forced
+    /// restart (from an exit-code action) restarts whatever the policy says, still
+    /// within the start limit; `forced_delay` replaces the backoff delay.
+    fn apply_policy(
+        &mut self,
+        cause: Cause,
+        now: Instant,
+        clean: bool,
+        early: bool,
+        forced_restart: bool,
+        forced_delay: Option<Duration>,
+    ) -> Vec<Effect> {
+        let restart = forced_restart
+            || match self.spec.restart {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => !clean || early,
+                RestartPolicy::No => false,
+            };
         if !restart {
             if clean {
                 self.enter(State::Stopped, now);
@@ -808,7 +1001,10 @@ impl Service {
         }
         self.restart_times.push_back(now);
         self.attempt += 1;
-        let delay = self.delay(self.attempt);
+        let delay = match forced_delay {
+            Some(delay) => delay,
+            None => self.delay(self.attempt),
+        };
         self.enter(State::Backoff { until: now + delay }, now);
         vec![self.emit(EventKind::RestartScheduled {
             delay,

@@ -9,6 +9,8 @@
 
 mod backoff;
 mod commands;
+mod exit_codes;
+mod health;
 mod ordering;
 mod readiness;
 mod reload;
@@ -121,6 +123,8 @@ fn label(effect: &Effect) -> String {
         Effect::Exit => "exit".to_owned(),
         Effect::MainPid { service, pid, .. } => format!("main-pid {service} {pid}"),
         Effect::ReadPidfile { service, .. } => format!("read-pidfile {service}"),
+        Effect::StartProbe { service, .. } => format!("probe {service}"),
+        Effect::Quarantine { service, .. } => format!("quarantine {service}"),
     }
 }
 
@@ -278,6 +282,7 @@ impl Harness {
                 | Effect::Remove { .. }
                 | Effect::MainPid { .. }
                 | Effect::ReadPidfile { .. } => {}
+                Effect::StartProbe { .. } | Effect::Quarantine { .. } => {}
             }
             done.push(effect);
         }
