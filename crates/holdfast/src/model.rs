@@ -122,6 +122,8 @@ pub struct ServiceSpec {
     pub start_secs: Duration,
     pub stop: StopSpec,
     pub log: LogSpec,
+    /// Commands run on this service's events (`[service.X.on]`).
+    pub hooks: Hooks,
     /// How the service says it is up; until then it is `starting` and dependents wait.
     pub ready: Readiness,
     /// A service not ready this long after its spawn is a failed start (systemd
@@ -217,6 +219,25 @@ pub struct StopSpec {
     pub timeout: Duration,
 }
 
+/// `[service.X.on]`: a command per event kind, run when the service publishes an event
+/// of that kind, with the event in `HOLDFAST_*` variables. A hook still running after
+/// `timeout` is killed with its whole process group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hooks {
+    /// Event kind (`exited`, `gave_up`, ...; validated) → program and arguments.
+    pub on: BTreeMap<String, Vec<String>>,
+    pub timeout: Duration,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            on: BTreeMap::new(),
+            timeout: defaults::HOOK_TIMEOUT,
+        }
+    }
+}
+
 /// Capture of the service's stdout/stderr into `<log_dir>/<name>.log`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogSpec {
@@ -251,6 +272,7 @@ impl ServiceSpec {
                 max_size: defaults::LOG_MAX_SIZE,
                 keep: defaults::LOG_KEEP,
             },
+            hooks: Hooks::default(),
             ready: Readiness::None,
             start_timeout: defaults::START_TIMEOUT,
             watchdog: None,
@@ -283,6 +305,8 @@ pub mod defaults {
     pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
     pub const LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
     pub const LOG_KEEP: u32 = 5;
+    /// How long an event hook may run before it is killed.
+    pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
     /// systemd's `DefaultTimeoutStartSec=`.
     pub const START_TIMEOUT: Duration = Duration::from_secs(90);
     pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);

@@ -74,6 +74,9 @@ pub struct RawService {
     pub start_secs: Option<Spanned<RawDuration>>,
     pub stop: Option<Spanned<RawStop>>,
     pub log: Option<Spanned<RawLog>>,
+    /// `[service.X.on]`: event kind → command.
+    pub on: Option<BTreeMap<Spanned<String>, Spanned<RawCommand>>>,
+    pub hook_timeout: Option<Spanned<RawDuration>>,
     pub ready: Option<Spanned<RawReady>>,
     pub start_timeout: Option<Spanned<RawDuration>>,
     pub watchdog: Option<Spanned<RawDuration>>,

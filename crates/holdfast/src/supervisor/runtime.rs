@@ -7,14 +7,16 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use super::bus::{self, EventBus};
 use super::core::{Command, Effect, Input, Supervisor, state_name};
 use super::event::Event;
+use super::hooks::{HookRunner, Note};
 use super::service::{Cause, Escalation, RunId, Service, State};
 use super::startup;
 use crate::config;
@@ -91,10 +93,12 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         .write(true)
         .open("/dev/null")
         .map_err(setup("/dev/null for probe output"))?;
-    let server = server::serve(
+    let events = bus::channel();
+    let server = server::serve_with_events(
         listener,
         daemon.control_group.as_ref().map(|g| g.gid),
         control_tx,
+        events.clone(),
     );
     tracing::info!(
         config = %config_path.display(),
@@ -112,6 +116,8 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         groups: HashMap::new(),
         base_env: base_env(),
         started: now,
+        bus: EventBus::new(bus::HISTORY, events),
+        hooks: HookRunner::default(),
         probes: HashMap::new(),
         probe_tx,
         dev_null: dev_null.into(),
@@ -124,9 +130,10 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     };
     let mut done = shell.apply(Input::Boot);
     while !done {
-        let deadline = shell
-            .sup
-            .next_deadline()
+        let deadline = [shell.sup.next_deadline(), shell.hooks.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
             .map(tokio::time::Instant::from_std);
         done = tokio::select! {
             Some(r) = reaped.recv() => match shell.on_reaped(r) {
@@ -147,7 +154,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
                 shell.upstream.watchdog();
                 false
             }
-            () = sleep_until(deadline) => shell.apply(Input::Tick),
+            () = sleep_until(deadline) => shell.on_deadline(),
             _ = sigterm.recv() => shell.apply(Input::Shutdown),
             _ = sigint.recv() => shell.apply(Input::Shutdown),
             _ = sighup.recv() => {
@@ -164,6 +171,9 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     // Pending requests are answered "shutting down"; replies in flight (the one to
     // `shutdown` itself) still reach their clients.
     drop(control);
+    // Dropping the shell closes the event bus: `events -f` followers get a last line
+    // and end, instead of holding up the close.
+    drop(shell);
     server.close(Duration::from_secs(1)).await;
     server::unlink(&daemon.control);
     tracing::info!("holdfast stopped");
@@ -196,6 +206,10 @@ struct Shell {
     groups: HashMap<Pid, (ServiceName, RunId)>,
     base_env: Vec<(String, String)>,
     started: Instant,
+    /// Numbered, stamped events: history for `events`, broadcast for `events -f`.
+    bus: EventBus,
+    /// Running `[service.X.on]` hooks.
+    hooks: HookRunner,
     /// Main processes by pid: the exit of one is its run's exit. Starts as the spawned
     /// group leader; `MAINPID=` or a forking service's pidfile can move it.
     mains: HashMap<Pid, (ServiceName, RunId)>,
@@ -520,6 +534,14 @@ impl Shell {
         Ok((pid, ready_pipe.map(|(read, _, _)| read)))
     }
 
+    /// A deadline passed: a hook's or the core's (which one is not tracked, both look).
+    fn on_deadline(&mut self) -> bool {
+        for note in self.hooks.expire(Instant::now()) {
+            self.note(note);
+        }
+        self.apply(Input::Tick)
+    }
+
     /// Starts one health probe. Network probes run in a task that reports back through
     /// `probe_tx`; exec probes are children like services, so their result arrives from
     /// the reaper. Returns the result at once when the probe could not even start.
@@ -685,8 +707,12 @@ impl Shell {
     }
 
     /// Turns a reaped process into an input: the exit of a service's main process, or the
-    /// last member of a service's process group going away.
+    /// last member of a service's process group going away. A hook's exit is logged.
     fn on_reaped(&mut self, reaped: reap::Reaped) -> Option<Input> {
+        if let Some(event) = self.hooks.on_reaped(&reaped) {
+            self.publish(&event);
+            return None;
+        }
         if let Some((service, run)) = self.probes.remove(&reaped.pid) {
             return Some(Input::ProbeResult {
                 service,
@@ -723,6 +749,7 @@ impl Shell {
             Request::Stop { name } => self.command(Command::Stop, &name, now),
             Request::Restart { name } => self.command(Command::Restart, &name, now),
             Request::Reload { dry_run } => (self.reload(dry_run).map(Reply::Reload), false),
+            Request::Events { service, since, .. } => (self.events(service, since), false),
             Request::Shutdown => {
                 let done = self.apply(Input::Shutdown);
                 let message = "shutting down: stopping all services".to_owned();
@@ -783,9 +810,62 @@ impl Shell {
     }
 
     fn publish(&mut self, event: &Event) {
-        tracing::info!("{event}");
+        if super::hooks::is_warning(&event.kind) {
+            tracing::warn!("{event}");
+        } else {
+            tracing::info!("{event}");
+        }
         if let Some(capture) = event.service.as_ref().and_then(|s| self.captures.get(s)) {
             capture.note(&event.to_string());
+        }
+        let record = self.bus.publish(event, SystemTime::now());
+        // Hooks come from the current plan (a reload changes them without a restart); a
+        // removed service has none left.
+        let spec = record
+            .service
+            .as_ref()
+            .and_then(|s| self.sup.plan().services.get(s));
+        if let Some(spec) = spec {
+            let capture = self.captures.get(&spec.name);
+            let note = self
+                .hooks
+                .fire(&record, spec, &self.base_env, capture, Instant::now());
+            match note {
+                Some(Ok(note)) => self.note(note),
+                Some(Err(failed)) => self.publish(&failed),
+                None => {}
+            }
+        }
+    }
+
+    /// Recent events. A name that is neither configured nor in the history is an error,
+    /// so a typo does not look like a quiet service.
+    fn events(
+        &self,
+        service: Option<ServiceName>,
+        since: Option<u64>,
+    ) -> Result<Reply, ControlError> {
+        let events = self.bus.recent(service.as_ref(), since);
+        if let Some(name) = service {
+            if events.is_empty() && self.sup.service(&name).is_none() {
+                return Err(ControlError {
+                    kind: ErrorKind::UnknownService,
+                    message: format!("no service named \"{name}\""),
+                });
+            }
+        }
+        Ok(Reply::Events { events })
+    }
+
+    /// Logs a hook's news in holdfast's log and the service's.
+    fn note(&self, note: Note) {
+        if note.warning {
+            tracing::warn!("{}: {}", note.service, note.text);
+        } else {
+            tracing::info!("{}: {}", note.service, note.text);
+        }
+        if let Some(capture) = self.captures.get(&note.service) {
+            capture.note(&format!("{}: {}", note.service, note.text));
         }
     }
 
