@@ -450,3 +450,31 @@ spawned = ["sleep", "1000"]
     assert_eq!(hooks(), 4, "at most 4 hooks of a service run at once");
     assert!(daemon.try_status().is_ok(), "holdfast keeps answering");
 }
+
+#[test]
+fn shutdown_waits_for_hooks_of_the_last_events_and_kills_those_past_their_timeout() {
+    let mut daemon = Daemon::start(
+        r#"
+[service.paged]
+command = ["sleep", "1000"]
+on = { stopped = ["/bin/sh", "-c", "sleep 0.3; echo paged > {DIR}/paged"] }
+
+[service.stuck]
+command = ["sleep", "1000"]
+hook_timeout = "1s"
+on = { stopped = ["sleep", "1000"] }
+"#,
+    );
+    daemon.wait_for_service("paged", "runs", |s| s.state == "running");
+    daemon.wait_for_service("stuck", "runs", |s| s.state == "running");
+    daemon.cli_ok(&["shutdown"]);
+    let status = daemon.wait_exit();
+    assert!(status.success(), "holdfast exits cleanly: {status}");
+    let paged = std::fs::read_to_string(daemon.dir().join("paged")).unwrap_or_default();
+    assert_eq!(paged.trim(), "paged", "the hook on `stopped` ran to its end");
+    assert!(
+        tagged_processes(daemon.tag()).is_empty(),
+        "no hook outlives holdfast: {:?}",
+        tagged_processes(daemon.tag())
+    );
+}

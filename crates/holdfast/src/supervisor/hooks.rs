@@ -141,6 +141,11 @@ impl HookRunner {
             .min()
     }
 
+    /// The deadline of the hook that may run longest (killed ones included).
+    pub fn last_deadline(&self) -> Option<Instant> {
+        self.running.values().map(|r| r.deadline).max()
+    }
+
     /// SIGKILLs the process group of every hook past its deadline.
     pub fn expire(&mut self, now: Instant) -> Vec<Note> {
         let mut notes = Vec::new();

@@ -17,7 +17,7 @@ use super::bus::{self, EventBus};
 use super::core::{Command, Effect, Input, Supervisor, state_name};
 use super::event::Event;
 use super::hooks::{HookRunner, Note};
-use super::service::{Cause, Escalation, RunId, Service, State};
+use super::service::{Cause, Escalation, KILL_WAIT, RunId, Service, State};
 use super::startup;
 use crate::config;
 use crate::control::protocol::{
@@ -165,6 +165,25 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
                 false
             }
         };
+    }
+    // Hooks fired by the last events (a pager on `stopped`, say) may still finish within
+    // their timeout; past it they are killed like any hook. Bounded even for a hook that
+    // SIGKILL cannot end, so that shutdown always completes.
+    let bound = shell.hooks.last_deadline().unwrap_or_else(Instant::now) + KILL_WAIT;
+    let drain = async {
+        while shell.hooks.running() > 0 {
+            let deadline = shell
+                .hooks
+                .next_deadline()
+                .map(tokio::time::Instant::from_std);
+            tokio::select! {
+                Some(r) = reaped.recv() => { shell.on_reaped(r); }
+                () = sleep_until(deadline) => { shell.on_deadline(); }
+            }
+        }
+    };
+    if tokio::time::timeout_at(bound.into(), drain).await.is_err() {
+        tracing::warn!("hooks survived SIGKILL; exiting without them");
     }
     notify_task.abort();
     let _ = std::fs::remove_file(&notify_path);
