@@ -12,6 +12,11 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
+mod privs;
+pub use privs::{
+    CAPABILITY_NAMES, Capability, CgroupLimits, Credentials, Limits, Privileges, Rlimit, UserRef,
+};
+
 /// Everything holdfast runs: daemon settings plus services in name order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -122,6 +127,12 @@ pub struct ServiceSpec {
     pub start_secs: Duration,
     pub stop: StopSpec,
     pub log: LogSpec,
+    /// User, groups, umask, capabilities, no_new_privs, CPU affinity, OOM score.
+    pub privileges: Privileges,
+    /// rlimits (`limits.nofile`, ...).
+    pub limits: Limits,
+    /// cgroup limits (`limits.memory`, `limits.pids`, ...).
+    pub cgroup: CgroupLimits,
 }
 
 /// When an exited service is started again (systemd `Restart=`).
@@ -202,6 +213,9 @@ impl ServiceSpec {
                 max_size: defaults::LOG_MAX_SIZE,
                 keep: defaults::LOG_KEEP,
             },
+            privileges: Privileges::default(),
+            limits: Limits::default(),
+            cgroup: CgroupLimits::default(),
         }
     }
 }
@@ -235,6 +249,8 @@ pub mod defaults {
 pub enum ExitStatus {
     Exited(i32),
     Signaled { signal: Signal, core_dumped: bool },
+    /// Killed (SIGKILL) by the kernel's OOM killer, as the service's cgroup counted it.
+    OomKilled,
 }
 
 impl ExitStatus {
@@ -247,13 +263,14 @@ impl ExitStatus {
                 signal,
                 Signal::SIGHUP | Signal::SIGINT | Signal::SIGTERM | Signal::SIGPIPE
             ),
+            ExitStatus::OomKilled => false,
         }
     }
 
     pub fn code(self) -> Option<i32> {
         match self {
             ExitStatus::Exited(code) => Some(code),
-            ExitStatus::Signaled { .. } => None,
+            ExitStatus::Signaled { .. } | ExitStatus::OomKilled => None,
         }
     }
 
@@ -261,6 +278,7 @@ impl ExitStatus {
         match self {
             ExitStatus::Exited(_) => None,
             ExitStatus::Signaled { signal, .. } => Some(signal),
+            ExitStatus::OomKilled => Some(Signal::SIGKILL),
         }
     }
 }
@@ -277,6 +295,7 @@ impl fmt::Display for ExitStatus {
                 signal,
                 core_dumped: true,
             } => write!(f, "killed by {} (core dumped)", signal.as_str()),
+            ExitStatus::OomKilled => f.write_str("oom-killed"),
         }
     }
 }

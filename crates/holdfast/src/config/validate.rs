@@ -215,6 +215,8 @@ impl Validator<'_> {
         );
         let stop = self.stop(svc, raw);
         let log = self.log(svc, raw);
+        let privileges = super::privs::privileges(svc, raw, self.problems);
+        let (limits, cgroup) = super::privs::limits(svc, raw, self.problems);
 
         Some(ServiceSpec {
             name: name?,
@@ -229,6 +231,9 @@ impl Validator<'_> {
             start_secs,
             stop,
             log,
+            privileges,
+            limits,
+            cgroup,
         })
     }
 
