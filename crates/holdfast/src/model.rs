@@ -248,7 +248,10 @@ pub mod defaults {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
     Exited(i32),
-    Signaled { signal: Signal, core_dumped: bool },
+    Signaled {
+        signal: Signal,
+        core_dumped: bool,
+    },
     /// Killed (SIGKILL) by the kernel's OOM killer, as the service's cgroup counted it.
     OomKilled,
 }

@@ -47,20 +47,38 @@ pub fn limits(svc: &str, raw: &RawService, problems: &mut Vec<Problem>) -> (Limi
         nofile: l.nofile.as_ref().and_then(|v| p.rlimit("nofile", v, false)),
         nproc: l.nproc.as_ref().and_then(|v| p.rlimit("nproc", v, false)),
         core: l.core.as_ref().and_then(|v| p.rlimit("core", v, true)),
-        memlock: l.memlock.as_ref().and_then(|v| p.rlimit("memlock", v, true)),
+        memlock: l
+            .memlock
+            .as_ref()
+            .and_then(|v| p.rlimit("memlock", v, true)),
         stack: l.stack.as_ref().and_then(|v| p.rlimit("stack", v, true)),
     };
     let cgroup = CgroupLimits {
         memory: l.memory.as_ref().and_then(|v| p.memory("memory", v)),
-        memory_high: l.memory_high.as_ref().and_then(|v| p.memory("memory_high", v)),
+        memory_high: l
+            .memory_high
+            .as_ref()
+            .and_then(|v| p.memory("memory_high", v)),
         cpu_quota: l.cpu_quota.as_ref().and_then(|v| p.cpu_quota(v)),
         cpu_weight: l.cpu_weight.as_ref().and_then(|v| {
-            p.integer("cpu_weight", v, 1, 10_000, "a weight from 1 to 10000 (100 is the default), e.g. 200")
-                .map(|w| u32::try_from(w).expect("at most 10000"))
+            p.integer(
+                "cpu_weight",
+                v,
+                1,
+                10_000,
+                "a weight from 1 to 10000 (100 is the default), e.g. 200",
+            )
+            .map(|w| u32::try_from(w).expect("at most 10000"))
         }),
         pids: l.pids.as_ref().and_then(|v| {
-            p.integer("pids", v, 1, i64::from(u32::MAX), "a number of processes and threads, e.g. 256")
-                .map(|n| n.unsigned_abs())
+            p.integer(
+                "pids",
+                v,
+                1,
+                i64::from(u32::MAX),
+                "a number of processes and threads, e.g. 256",
+            )
+            .map(|n| n.unsigned_abs())
         }),
     };
     (rlimits, cgroup)
@@ -158,7 +176,9 @@ impl Checker<'_> {
                     format!("unknown group `{name}` in `{key}`"),
                     raw.span(),
                     "no such group",
-                    format!("create it (groupadd {name}) or name an existing group from /etc/group"),
+                    format!(
+                        "create it (groupadd {name}) or name an existing group from /etc/group"
+                    ),
                 );
                 None
             }
@@ -204,7 +224,10 @@ impl Checker<'_> {
                     let wanted = name.get_ref().to_ascii_uppercase();
                     let help = match closest(&wanted, CAPABILITY_NAMES) {
                         Some(best) => format!("did you mean \"{best}\"? see capabilities(7)"),
-                        None => "name a capability from capabilities(7), e.g. \"CAP_NET_BIND_SERVICE\"".to_owned(),
+                        None => {
+                            "name a capability from capabilities(7), e.g. \"CAP_NET_BIND_SERVICE\""
+                                .to_owned()
+                        }
                     };
                     self.problem(
                         format!(

@@ -199,8 +199,14 @@ mod tests {
             Some(Capability::NET_BIND_SERVICE)
         );
         assert_eq!(Capability::from_name("CAP_NOPE"), None);
-        assert_eq!(Capability::NET_BIND_SERVICE.to_string(), "CAP_NET_BIND_SERVICE");
-        assert_eq!(Capability::from_number(40).to_string(), "CAP_CHECKPOINT_RESTORE");
+        assert_eq!(
+            Capability::NET_BIND_SERVICE.to_string(),
+            "CAP_NET_BIND_SERVICE"
+        );
+        assert_eq!(
+            Capability::from_number(40).to_string(),
+            "CAP_CHECKPOINT_RESTORE"
+        );
         assert_eq!(Capability::from_number(63).to_string(), "cap_63");
     }
 }

@@ -4,7 +4,7 @@
 //! deadline, control request, Unix signal) into an input; `apply` executes the effects.
 //! When nothing happens the task sleeps: the only timer is the core's next deadline.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,14 +15,16 @@ use tokio::sync::mpsc;
 use super::core::{Command, Effect, Input, Supervisor, state_name};
 use super::event::Event;
 use super::service::{Escalation, RunId, Service, State};
+use crate::cgroup::{self, Cgroups, ServiceCgroup};
 use crate::config;
 use crate::control::protocol::{
     ControlError, DaemonStatus, ErrorKind, ExitInfo, Reply, Request, ServiceStatus, Status,
 };
 use crate::control::server::{self, ControlMsg};
 use crate::logs::Capture;
+use crate::model::ExitStatus;
 use crate::model::{Plan, ServiceName, ServiceSpec};
-use crate::process::{group, reap, spawn};
+use crate::process::{group, limits, reap, spawn};
 
 /// Variables of holdfast's own environment that describe holdfast's situation, not the
 /// service's: passing them on would make a service answer holdfast's systemd.
@@ -56,6 +58,10 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     reap::become_subreaper().map_err(setup("child subreaper"))?;
     let (reaped_tx, mut reaped) = mpsc::unbounded_channel();
     reap::start(reaped_tx).map_err(setup("child reaper"))?;
+    let nofile = limits::raise_nofile()
+        .inspect_err(|e| tracing::warn!("cannot raise holdfast's RLIMIT_NOFILE: {e}"))
+        .ok();
+    let cgroups = setup_cgroups(&plan.daemon.control);
 
     let daemon = plan.daemon.clone();
     for dir in [&daemon.state_dir, &daemon.log_dir] {
@@ -88,6 +94,10 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         groups: HashMap::new(),
         base_env: base_env(),
         started: now,
+        cgroups,
+        service_cgroups: HashMap::new(),
+        lingering: HashSet::new(),
+        nofile,
     };
     let mut done = shell.apply(Input::Boot);
     while !done {
@@ -96,10 +106,13 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
             .next_deadline()
             .map(tokio::time::Instant::from_std);
         done = tokio::select! {
-            Some(r) = reaped.recv() => match shell.on_reaped(r) {
-                Some(input) => shell.apply(input),
-                None => false,
-            },
+            Some(r) = reaped.recv() => {
+                let mut done = false;
+                for input in shell.on_reaped(r) {
+                    done |= shell.apply(input);
+                }
+                done
+            }
             Some(msg) = control.recv() => shell.on_control(msg),
             () = sleep_until(deadline) => shell.apply(Input::Tick),
             _ = sigterm.recv() => shell.apply(Input::Shutdown),
@@ -115,6 +128,12 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     }
     server.abort();
     server::unlink(&daemon.control);
+    for (cgroup, _) in shell.service_cgroups.values() {
+        cgroup.remove();
+    }
+    if let Some(cgroups) = &shell.cgroups {
+        cgroups.remove();
+    }
     tracing::info!("holdfast stopped");
     Ok(())
 }
@@ -135,6 +154,17 @@ struct Shell {
     groups: HashMap<Pid, (ServiceName, RunId)>,
     base_env: Vec<(String, String)>,
     started: Instant,
+    /// holdfast's parent cgroup; `None` when cgroups are unavailable (process groups
+    /// only, and no cgroup limits can be enforced).
+    cgroups: Option<Cgroups>,
+    /// The cgroup of each service that has one, with its OOM-kill count at the spawn.
+    service_cgroups: HashMap<ServiceName, (ServiceCgroup, Option<u64>)>,
+    /// Groups (by pgid, keys of `groups`) whose main process is gone but that still had
+    /// members: every reap re-checks them, since a member that left the process group
+    /// (setsid) is only found through the cgroup.
+    lingering: HashSet<Pid>,
+    /// holdfast's own RLIMIT_NOFILE before raising it, restored in children.
+    nofile: Option<limits::NofileBaseline>,
 }
 
 impl Shell {
@@ -159,12 +189,7 @@ impl Shell {
                     group: pgid,
                     signal,
                     ..
-                } => match group::signal_group(pgid, signal) {
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(
-                        "{service}: failed to send {signal} to process group {pgid}: {e}"
-                    ),
-                },
+                } => self.signal(&service, pgid, signal),
                 Effect::Emit(event) => self.publish(&event),
                 Effect::Remove { service } => {
                     self.captures.remove(&service);
@@ -190,7 +215,74 @@ impl Shell {
         }
     }
 
+    /// Signals the whole service: through its cgroup when it has one (which also reaches
+    /// processes that left the process group), else its process group.
+    fn signal(&self, service: &ServiceName, pgid: Pid, signal: nix::sys::signal::Signal) {
+        if let Some((cgroup, _)) = self.service_cgroups.get(service) {
+            if cgroup.signal(signal) > 0 {
+                return;
+            }
+        }
+        if let Err(e) = group::signal_group(pgid, signal) {
+            tracing::warn!("{service}: failed to send {signal} to process group {pgid}: {e}");
+        }
+    }
+
+    /// Whether any process of the service is left: in its process group or its cgroup.
+    fn alive(&self, service: &ServiceName, pgid: Pid) -> bool {
+        group::group_alive(pgid)
+            || self
+                .service_cgroups
+                .get(service)
+                .is_some_and(|(cgroup, _)| !cgroup.is_empty())
+    }
+
+    /// The service is gone entirely: remove its (empty) cgroup.
+    fn forget_cgroup(&mut self, service: &ServiceName) {
+        if let Some((cgroup, _)) = self.service_cgroups.remove(service) {
+            cgroup.remove();
+        }
+    }
+
+    /// A SIGKILL of the main process that the cgroup's OOM counter accounts for.
+    fn classify(&self, service: &ServiceName, status: ExitStatus) -> ExitStatus {
+        let ExitStatus::Signaled {
+            signal: nix::sys::signal::Signal::SIGKILL,
+            ..
+        } = status
+        else {
+            return status;
+        };
+        match self.service_cgroups.get(service) {
+            Some((cgroup, Some(before))) if cgroup.oom_kills().is_some_and(|n| n > *before) => {
+                ExitStatus::OomKilled
+            }
+            _ => status,
+        }
+    }
+
+    /// The cgroup for the next process of `name`, with the current OOM count.
+    fn prepare_cgroup(&mut self, name: &ServiceName, spec: &ServiceSpec) -> Result<(), String> {
+        let Some(cgroups) = &self.cgroups else {
+            if spec.cgroup != crate::model::CgroupLimits::default() {
+                return Err(
+                    "cgroup limits are configured but cgroups are unavailable (see `holdfast doctor`)"
+                        .to_owned(),
+                );
+            }
+            return Ok(());
+        };
+        let cgroup = cgroups
+            .service(name.as_str(), &spec.cgroup)
+            .map_err(|e| e.to_string())?;
+        let baseline = cgroup.oom_kills();
+        self.service_cgroups
+            .insert(name.clone(), (cgroup, baseline));
+        Ok(())
+    }
+
     fn try_spawn(&mut self, name: &ServiceName, spec: &ServiceSpec) -> Result<Pid, String> {
+        self.prepare_cgroup(name, spec)?;
         let log_dir = &self.sup.plan().daemon.log_dir;
         let capture = match self.captures.entry(name.clone()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -204,6 +296,22 @@ impl Shell {
         env.retain(|(k, _)| !spec.env.contains_key(k));
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.push(("HOLDFAST_SERVICE".to_owned(), name.to_string()));
+        let privileges = &spec.privileges;
+        let identity = limits::identity_env(privileges.credentials.as_ref());
+        env.retain(|(k, _)| !identity.iter().any(|(i, _)| i == k) || spec.env.contains_key(k));
+        env.extend(
+            identity
+                .into_iter()
+                .filter(|(k, _)| !spec.env.contains_key(k)),
+        );
+        let rlimits = limits::rlimit_settings(&spec.limits, self.nofile);
+        let procs = match self.service_cgroups.get(name) {
+            Some((cgroup, _)) => cgroup.open_procs().map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        let procs: Vec<std::os::fd::BorrowedFd<'_>> =
+            procs.iter().map(std::os::fd::AsFd::as_fd).collect();
+        let capture = self.captures.get(name).expect("opened above");
         let request = spawn::SpawnRequest {
             program: &spec.command[0],
             args: &spec.command[1..],
@@ -213,6 +321,16 @@ impl Shell {
             stderr: capture.stderr(),
             listen_fds: &[],
             listen_fd_names: &[],
+            setup: spawn::ProcessSetup {
+                cgroup_procs: &procs,
+                rlimits: &rlimits,
+                cpu_affinity: privileges.cpu_affinity.as_deref(),
+                oom_score_adjust: privileges.oom_score_adjust,
+                umask: privileges.umask,
+                credentials: privileges.credentials.as_ref(),
+                capabilities: privileges.capabilities.as_deref(),
+                no_new_privs: privileges.no_new_privs,
+            },
         };
         spawn::spawn(&request)
             .map(|spawned| spawned.pid)
@@ -221,26 +339,41 @@ impl Shell {
 
     /// Turns a reaped process into an input: the exit of a service's main process, or the
     /// last member of a service's process group going away.
-    fn on_reaped(&mut self, reaped: reap::Reaped) -> Option<Input> {
+    fn on_reaped(&mut self, reaped: reap::Reaped) -> Vec<Input> {
         if let Some((service, run)) = self.groups.get(&reaped.pid).cloned() {
-            let group_alive = group::group_alive(reaped.pid);
-            if !group_alive {
+            let group_alive = self.alive(&service, reaped.pid);
+            let status = self.classify(&service, reaped.status);
+            if group_alive {
+                self.lingering.insert(reaped.pid);
+            } else {
                 self.groups.remove(&reaped.pid);
+                self.forget_cgroup(&service);
             }
-            return Some(Input::Exited {
+            return vec![Input::Exited {
                 service,
                 run,
-                status: reaped.status,
+                status,
                 group_alive,
-            });
+            }];
         }
-        let pgid = reaped.pgid?;
-        let (service, run) = self.groups.get(&pgid).cloned()?;
-        if group::group_alive(pgid) {
-            return None;
+        // Another process went: any lingering group may have lost its last member, be it
+        // in the process group or only in the cgroup.
+        let pgids: Vec<Pid> = self.lingering.iter().copied().collect();
+        let mut inputs = Vec::new();
+        for pgid in pgids {
+            let Some((service, run)) = self.groups.get(&pgid).cloned() else {
+                self.lingering.remove(&pgid);
+                continue;
+            };
+            if self.alive(&service, pgid) {
+                continue;
+            }
+            self.lingering.remove(&pgid);
+            self.groups.remove(&pgid);
+            self.forget_cgroup(&service);
+            inputs.push(Input::GroupEmpty { service, run });
         }
-        self.groups.remove(&pgid);
-        Some(Input::GroupEmpty { service, run })
+        inputs
     }
 
     /// Answers a control request after applying its transition. Returns true once the
@@ -393,6 +526,44 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// holdfast's environment minus what only concerns holdfast itself.
+/// Sets up holdfast's parent cgroup, named after the control socket so that two
+/// daemons on one host never share a service cgroup (the default socket gives
+/// `holdfast`). `None`, with a warning, when cgroups are unavailable.
+fn setup_cgroups(control: &Path) -> Option<Cgroups> {
+    let name = cgroup_name(control);
+    match Cgroups::setup(&cgroup::detect(), &name) {
+        Ok(cgroups) => {
+            tracing::info!(
+                "cgroup {}: {} (controllers: {})",
+                cgroups.version(),
+                cgroups.parent_dir().display(),
+                cgroups.controllers().join(", ")
+            );
+            Some(cgroups)
+        }
+        Err(e) => {
+            tracing::warn!("cgroups unavailable, services are tracked by process group only: {e}");
+            None
+        }
+    }
+}
+
+/// `holdfast` for the default control socket, else `holdfast-<hash of its path>`.
+pub fn cgroup_name(control: &Path) -> String {
+    if control == Path::new(crate::model::defaults::CONTROL) {
+        return "holdfast".to_owned();
+    }
+    // FNV-1a: stable across runs and builds (std's hasher is not).
+    let hash = control
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("holdfast-{hash:016x}")
+}
+
 fn base_env() -> Vec<(String, String)> {
     std::env::vars()
         .filter(|(k, _)| !PRIVATE_ENV.contains(&k.as_str()))
