@@ -21,7 +21,10 @@ pub struct Hierarchy {
 
 impl Hierarchy {
     pub fn own_dir(&self) -> PathBuf {
-        self.mount.join(self.own_path.trim_start_matches('/'))
+        match self.own_path.trim_matches('/') {
+            "" => self.mount.clone(),
+            path => self.mount.join(path),
+        }
     }
 }
 
