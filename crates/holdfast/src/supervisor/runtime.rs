@@ -126,7 +126,10 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
             }
         };
     }
-    server.abort();
+    // Pending requests are answered "shutting down"; replies in flight (the one to
+    // `shutdown` itself) still reach their clients.
+    drop(control);
+    server.close(Duration::from_secs(1)).await;
     server::unlink(&daemon.control);
     for (cgroup, _) in shell.service_cgroups.values() {
         cgroup.remove();
