@@ -378,3 +378,95 @@ impl Checker<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::parse;
+    use crate::model::{Capability, Rlimit, ServiceName};
+
+    fn problems(toml: &str) -> String {
+        parse(toml, "test.toml", Path::new("/"))
+            .expect_err("the config is invalid")
+            .render_plain()
+    }
+
+    #[test]
+    fn root_with_limits_and_capabilities_is_resolved_into_the_spec() {
+        let plan = parse(
+            r#"
+[service.web]
+command = ["/bin/true"]
+user = "root"
+supplementary_groups = ["root"]
+umask = "0027"
+capabilities = ["net_bind_service", "CAP_NET_BIND_SERVICE"]
+no_new_privs = false
+limits = { nofile = 65536, core = "infinity", stack = "8MiB", memory = "64MiB", cpu_quota = "150%", cpu_weight = 200, pids = 64 }
+cpu_affinity = [1, 0, 1]
+oom_score_adjust = -500
+"#,
+            "test.toml",
+            Path::new("/"),
+        )
+        .expect("valid");
+        let spec = &plan.services[&ServiceName::new("web").expect("valid name")];
+        let p = &spec.privileges;
+        let creds = p.credentials.as_ref().expect("user resolved");
+        assert_eq!(creds.user.as_ref().map(|u| u.uid), Some(0));
+        assert_eq!(creds.gid, 0);
+        assert_eq!(p.umask, Some(0o027));
+        assert_eq!(p.capabilities, Some(vec![Capability::NET_BIND_SERVICE]));
+        assert!(!p.no_new_privs);
+        assert_eq!(p.cpu_affinity, Some(vec![0, 1]));
+        assert_eq!(p.oom_score_adjust, Some(-500));
+        assert_eq!(spec.limits.nofile, Some(Rlimit::Value(65536)));
+        assert_eq!(spec.limits.core, Some(Rlimit::Infinity));
+        assert_eq!(spec.limits.stack, Some(Rlimit::Value(8 << 20)));
+        assert_eq!(spec.cgroup.memory, Some(64 << 20));
+        assert_eq!(spec.cgroup.cpu_quota, Some(150));
+        assert_eq!(spec.cgroup.cpu_weight, Some(200));
+        assert_eq!(spec.cgroup.pids, Some(64));
+    }
+
+    #[test]
+    fn unknown_users_groups_and_capabilities_are_reported_at_their_spans() {
+        let text = problems(
+            r#"
+[service.web]
+command = ["/bin/true"]
+user = "no-such-user-xyz"
+group = "no-such-group-xyz"
+capabilities = ["CAP_NET_BIND_SERVIC"]
+limits = { memory = "12", cpu_quota = "1.5", nofile = "lots" }
+oom_score_adjust = 2000
+"#,
+        );
+        for expected in [
+            "unknown user `no-such-user-xyz` in `service.web.user`",
+            "useradd --system --no-create-home no-such-user-xyz",
+            "unknown group `no-such-group-xyz` in `service.web.group`",
+            "did you mean \"CAP_NET_BIND_SERVICE\"?",
+            "invalid `service.web.limits.memory`",
+            "invalid `service.web.limits.cpu_quota`",
+            "invalid `service.web.limits.nofile`",
+            "`service.web.oom_score_adjust` is out of range",
+        ] {
+            assert!(text.contains(expected), "expected {expected:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn no_new_privs_is_on_unless_a_service_opts_out() {
+        let plan = parse(
+            "[service.a]\ncommand = [\"/bin/true\"]\n",
+            "test.toml",
+            Path::new("/"),
+        )
+        .expect("valid");
+        let spec = plan.services.values().next().expect("one service");
+        assert!(spec.privileges.no_new_privs);
+        assert_eq!(spec.privileges.credentials, None);
+    }
+}
