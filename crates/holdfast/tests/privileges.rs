@@ -451,3 +451,21 @@ fn doctor_names_the_cgroup_version_in_use() {
     }));
     assert!(text.contains(&format!("holdfast uses {in_use}")), "{text}");
 }
+
+#[test]
+fn a_failing_setup_step_is_named_in_the_spawn_error() {
+    let daemon = Daemon::start(
+        r#"
+[service.nocpu]
+command = ["/bin/sleep", "1000"]
+cpu_affinity = [1000]
+restart = "no"
+"#,
+    );
+    let failed = daemon.wait_for_service("nocpu", "has failed", |s| s.state == "failed");
+    let reason = failed.reason.unwrap_or_default();
+    assert!(
+        reason.contains("sched_setaffinity") && reason.contains("EINVAL"),
+        "the reason names the step and the errno: {reason}"
+    );
+}

@@ -21,25 +21,28 @@
 //!
 //! # The pre-exec sequence
 //!
-//! The order matters; later features slot in where marked (each becomes a field of
-//! [`SpawnRequest`], prepared before fork, applied by one step of `child_main`):
+//! The order matters; each feature is a field of [`SpawnRequest`] (most in
+//! [`ProcessSetup`]), prepared before fork and applied by one step of `child_main`:
 //!
 //! 1. reset signal dispositions to `SIG_DFL`, then empty the signal mask;
 //! 2. `setsid()` (new session and process group);
-//! 3. *(later)* join the service's cgroup: write the pid (formatted like `LISTEN_PID`)
-//!    into a `cgroup.procs` fd opened before fork — early, so everything is accounted;
+//! 3. join the service's cgroup: write `0` into each `cgroup.procs` fd opened before
+//!    fork — early, so everything is accounted;
 //! 4. fd plan: stdin `/dev/null`, stdout, stderr, listen fds to 3.., everything else
 //!    close-on-exec;
-//! 5. *(later)* `setrlimit` (raising a hard limit needs root, so before the user switch);
-//! 6. *(later)* `sched_setaffinity` (CPU affinity);
-//! 7. *(later)* `umask`;
-//! 8. *(later)* `PR_SET_KEEPCAPS` if ambient caps are wanted, then
-//!    `setgroups` → `setgid` → `setuid` (in this order: each later call drops the right
-//!    to make the earlier one);
-//! 9. *(later)* capabilities: `capset` (permitted + inheritable), then
-//!    `PR_CAP_AMBIENT_RAISE` for each ambient capability;
+//! 5. `setrlimit` (raising a hard limit needs root, so before the user switch);
+//! 6. `sched_setaffinity` (CPU affinity), then `oom_score_adj` (opened in the child:
+//!    `/proc/self` opened before fork would be holdfast's);
+//! 7. `umask`;
+//! 8. drop every capability not kept from the bounding set (needs CAP_SETPCAP, so still
+//!    as root), `PR_SET_KEEPCAPS` if capabilities are kept, then
+//!    `setgroups` → `setresgid` → `setresuid` (in this order: each later call drops the
+//!    right to make the earlier one), as raw system calls: glibc's wrappers signal every
+//!    thread with SIGRTMIN+1, whose handler this child has just reset;
+//! 9. capabilities: `capset` (effective + permitted + inheritable = the kept set), then
+//!    `PR_CAP_AMBIENT_RAISE` for each, so they survive `execve` of a non-root program;
 //! 10. `chdir` (after the user switch, so the service user's permissions apply);
-//! 11. *(later)* `PR_SET_NO_NEW_PRIVS`;
+//! 11. `PR_SET_NO_NEW_PRIVS` (unless the service opted out);
 //! 12. write the digits of `LISTEN_PID` (the child's own pid) into the reserved slot;
 //! 13. `execve`.
 
