@@ -75,8 +75,15 @@ fn running_pid(daemon: &Daemon, name: &str) -> u32 {
 /// The service's cgroup directory in the hierarchy that holds `file` (v2: the unified
 /// one; v1: the first controller hierarchy that has it), from /proc/PID/cgroup.
 fn cgroup_dir(pid: u32, file: &str) -> PathBuf {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/cgroup: {e}"));
+    try_cgroup_dir(pid, file).unwrap_or_else(|| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        panic!("pid {pid} is in no holdfast cgroup with {file}:\n{text}")
+    })
+}
+
+/// Like `cgroup_dir`, `None` when the process is gone or in no such cgroup.
+fn try_cgroup_dir(pid: u32, file: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let candidates = text.lines().filter_map(|line| {
         let mut parts = line.splitn(3, ':');
         let _id = parts.next()?;
@@ -99,7 +106,6 @@ fn cgroup_dir(pid: u32, file: &str) -> PathBuf {
             dir.components()
                 .any(|c| c.as_os_str().to_string_lossy().starts_with("holdfast"))
         })
-        .unwrap_or_else(|| panic!("pid {pid} is in no holdfast cgroup with {file}:\n{text}"))
 }
 
 fn read(path: &Path) -> String {
@@ -296,16 +302,19 @@ command = ["/bin/sleep", "1000"]
     let bystander = running_pid(&daemon, "bystander");
     let started = daemon.wait_for_service("hog", "is running", |s| s.state == "running");
     let first = started.pid.expect("a running service has a pid");
-    let v1 = std::fs::read_to_string(format!("/proc/{first}/cgroup"))
-        .expect("read cgroup")
-        .lines()
-        .any(|l| l.contains(":memory:"));
-    let limit_file = if v1 {
-        cgroup_dir(first, "memory.limit_in_bytes").join("memory.limit_in_bytes")
-    } else {
-        cgroup_dir(first, "memory.max").join("memory.max")
-    };
-    assert_eq!(read(&limit_file).trim(), (64u64 << 20).to_string());
+    // The hog may be killed at any moment: read its limit from whichever instance runs.
+    let mut limit = String::new();
+    daemon.wait_until("the hog's memory limit is readable", |d| {
+        let Some(pid) = d.service("hog").pid else {
+            return false;
+        };
+        let found = ["memory.limit_in_bytes", "memory.max"]
+            .into_iter()
+            .find_map(|file| Some(read(&try_cgroup_dir(pid, file)?.join(file))));
+        limit = found.unwrap_or_default();
+        !limit.is_empty()
+    });
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
 
     let hog = daemon.wait_for_service("hog", "was oom-killed and restarted", |s| {
         let oom = s

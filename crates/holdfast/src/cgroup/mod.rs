@@ -18,6 +18,10 @@
 //! - Limits are rewritten at every spawn, with "no limit" written for unset ones, so a
 //!   reload that removes a limit really removes it.
 //! - Nothing here forks or waits; the runtime reaps what a kill leaves behind.
+//! - A daemon killed by SIGKILL cannot remove its cgroups, so `setup` sweeps empty
+//!   `holdfast*` siblings left by earlier daemons (`rmdir` refuses any cgroup that still
+//!   has processes, so a live daemon's populated cgroups are never touched, and one
+//!   whose empty parent was swept re-creates it at its next spawn).
 
 mod detect;
 mod files;
@@ -99,6 +103,12 @@ impl Cgroups {
     /// Creates `<own cgroup>/<name>` in the detected hierarchies and, on v2, delegates
     /// the available controllers down to it.
     pub fn setup(detected: &Detected, name: &str) -> Result<Cgroups, CgroupError> {
+        let cgroups = Self::create(detected, name)?;
+        cgroups.sweep_stale(name);
+        Ok(cgroups)
+    }
+
+    fn create(detected: &Detected, name: &str) -> Result<Cgroups, CgroupError> {
         match detected.preferred() {
             Some(Version::V2) => {
                 let own = detected
@@ -145,6 +155,46 @@ impl Cgroups {
         &self.parents[0].1
     }
 
+    /// Removes empty cgroups of earlier holdfasts next to ours: `<own>/holdfast*/*`
+    /// first, then the parents themselves.
+    fn sweep_stale(&self, ours: &str) {
+        for (_, parent) in &self.parents {
+            let Some(own) = parent.parent() else { continue };
+            let Ok(entries) = fs::read_dir(own) else {
+                continue;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.starts_with("holdfast") || name == ours || !entry.path().is_dir() {
+                    continue;
+                }
+                if let Ok(children) = fs::read_dir(entry.path()) {
+                    for child in children.filter_map(Result::ok) {
+                        if child.path().is_dir() {
+                            let _ = fs::remove_dir(child.path());
+                        }
+                    }
+                }
+                let _ = fs::remove_dir(entry.path());
+            }
+        }
+    }
+
+    /// Re-creates parents another daemon's sweep removed while they were empty.
+    fn ensure_parents(&self) -> Result<(), CgroupError> {
+        for (_, parent) in &self.parents {
+            if parent.exists() {
+                continue;
+            }
+            fs::create_dir_all(parent).map_err(io_err("create cgroup", parent))?;
+            if self.version == Version::V2 {
+                let own = parent.parent().unwrap_or(parent);
+                files::delegate_v2(own, parent, &self.controllers)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Creates (or reuses) the cgroup of `service` and writes its limits.
     pub fn service(
         &self,
@@ -152,6 +202,7 @@ impl Cgroups {
         limits: &CgroupLimits,
     ) -> Result<ServiceCgroup, CgroupError> {
         self.check_controllers(limits)?;
+        self.ensure_parents()?;
         let dirs: Vec<(String, PathBuf)> = self
             .parents
             .iter()

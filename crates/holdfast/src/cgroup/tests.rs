@@ -144,3 +144,28 @@ fn no_hierarchy_means_no_cgroups() {
     assert_eq!(detect_at(&root, "").preferred(), None);
     let _ = fs::remove_dir_all(&root);
 }
+
+#[test]
+fn setup_sweeps_empty_cgroups_of_earlier_daemons_and_a_swept_parent_comes_back() {
+    let root = temp_tree("sweep");
+    touch(&root.join("cgroup.controllers"), "");
+    fs::create_dir_all(root.join("holdfast-dead/web")).expect("stale service cgroup");
+    fs::create_dir_all(root.join("other/keep")).expect("not ours");
+    let detected = detect_at(&root, "0::/\n");
+    let cgroups = Cgroups::setup(&detected, "holdfast-live").expect("setup");
+    assert!(
+        !root.join("holdfast-dead").exists(),
+        "stale empty cgroups are removed"
+    );
+    assert!(
+        root.join("other/keep").exists(),
+        "only holdfast's are touched"
+    );
+
+    fs::remove_dir(root.join("holdfast-live")).expect("another daemon's sweep");
+    let svc = cgroups
+        .service("web", &CgroupLimits::default())
+        .expect("the parent is re-created");
+    assert!(svc.dir().exists());
+    let _ = fs::remove_dir_all(&root);
+}
