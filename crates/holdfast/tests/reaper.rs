@@ -31,6 +31,7 @@ fn sh(script: &str, out: BorrowedFd<'_>) -> Pid {
         listen_fds: &[],
         listen_fd_names: &[],
         setup: Default::default(),
+        extra_fds: &[],
     })
     .expect("spawn /bin/sh")
     .pid
@@ -153,6 +154,7 @@ async fn the_reaper_reports_every_exit_with_status_and_group() {
         listen_fds: &[],
         listen_fd_names: &[],
         setup: Default::default(),
+        extra_fds: &[],
     });
     assert!(failed.is_err(), "no such program");
     let reaped = exits.unknown_with(ExitStatus::Exited(127)).await;

@@ -54,6 +54,7 @@ fn request<'a>(
         listen_fds: &[],
         listen_fd_names: &[],
         setup: Default::default(),
+        extra_fds: &[],
     }
 }
 

@@ -18,10 +18,11 @@
 //! - Limits are rewritten at every spawn, with "no limit" written for unset ones, so a
 //!   reload that removes a limit really removes it.
 //! - Nothing here forks or waits; the runtime reaps what a kill leaves behind.
-//! - A daemon killed by SIGKILL cannot remove its cgroups, so `setup` sweeps empty
-//!   `holdfast*` siblings left by earlier daemons (`rmdir` refuses any cgroup that still
-//!   has processes, so a live daemon's populated cgroups are never touched, and one
-//!   whose empty parent was swept re-creates it at its next spawn).
+//! - A daemon killed by SIGKILL cannot remove its cgroups, so `setup` sweeps the empty
+//!   cgroups of dead daemons: parents named `holdfast*.<pid>` whose pid no longer
+//!   exists. A live daemon's cgroups are never touched (a just-created, still empty
+//!   service cgroup must survive until its child joins), and `rmdir` refuses any cgroup
+//!   that still has processes.
 
 mod detect;
 mod files;
@@ -155,9 +156,14 @@ impl Cgroups {
         &self.parents[0].1
     }
 
-    /// Removes empty cgroups of earlier holdfasts next to ours: `<own>/holdfast*/*`
-    /// first, then the parents themselves.
+    /// Removes empty cgroups of dead holdfasts next to ours (`<own>/holdfast*.<pid>/*`
+    /// first, then the parents themselves).
     fn sweep_stale(&self, ours: &str) {
+        let dead = |name: &str| {
+            name.rsplit_once('.')
+                .and_then(|(_, pid)| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        };
         for (_, parent) in &self.parents {
             let Some(own) = parent.parent() else { continue };
             let Ok(entries) = fs::read_dir(own) else {
@@ -165,7 +171,11 @@ impl Cgroups {
             };
             for entry in entries.filter_map(Result::ok) {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if !name.starts_with("holdfast") || name == ours || !entry.path().is_dir() {
+                if !name.starts_with("holdfast")
+                    || name == ours
+                    || !dead(&name)
+                    || !entry.path().is_dir()
+                {
                     continue;
                 }
                 if let Ok(children) = fs::read_dir(entry.path()) {
@@ -180,7 +190,7 @@ impl Cgroups {
         }
     }
 
-    /// Re-creates parents another daemon's sweep removed while they were empty.
+    /// Re-creates parents removed by hand while holdfast runs.
     fn ensure_parents(&self) -> Result<(), CgroupError> {
         for (_, parent) in &self.parents {
             if parent.exists() {

@@ -146,23 +146,30 @@ fn no_hierarchy_means_no_cgroups() {
 }
 
 #[test]
-fn setup_sweeps_empty_cgroups_of_earlier_daemons_and_a_swept_parent_comes_back() {
+fn setup_sweeps_empty_cgroups_of_dead_daemons_only_and_a_removed_parent_comes_back() {
     let root = temp_tree("sweep");
     touch(&root.join("cgroup.controllers"), "");
-    fs::create_dir_all(root.join("holdfast-dead/web")).expect("stale service cgroup");
+    // Above the kernel's pid_max (2^22): never a live process.
+    fs::create_dir_all(root.join("holdfast-x.4194305/web")).expect("a dead daemon's cgroup");
+    let alive = format!("holdfast-y.{}", std::process::id());
+    fs::create_dir_all(root.join(&alive).join("web")).expect("a live daemon's cgroup");
     fs::create_dir_all(root.join("other/keep")).expect("not ours");
     let detected = detect_at(&root, "0::/\n");
     let cgroups = Cgroups::setup(&detected, "holdfast-live").expect("setup");
     assert!(
-        !root.join("holdfast-dead").exists(),
-        "stale empty cgroups are removed"
+        !root.join("holdfast-x.4194305").exists(),
+        "a dead daemon's cgroups go"
+    );
+    assert!(
+        root.join(&alive).join("web").exists(),
+        "a live daemon's stay, even empty"
     );
     assert!(
         root.join("other/keep").exists(),
         "only holdfast's are touched"
     );
 
-    fs::remove_dir(root.join("holdfast-live")).expect("another daemon's sweep");
+    fs::remove_dir(root.join("holdfast-live")).expect("removed by hand");
     let svc = cgroups
         .service("web", &CgroupLimits::default())
         .expect("the parent is re-created");

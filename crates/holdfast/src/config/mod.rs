@@ -7,6 +7,7 @@
 mod diagnostic;
 mod privs;
 mod raw;
+mod readiness;
 mod validate;
 pub mod value;
 

@@ -515,7 +515,11 @@ mod tests {
                         kind: ErrorKind::InvalidConfig,
                         message: "holdfast.toml:3: unknown field `comand`".to_owned(),
                     }),
-                    Request::Stop { .. } | Request::Restart { .. } | Request::Shutdown => {
+                    Request::Stop { .. }
+                    | Request::Restart { .. }
+                    | Request::Shutdown
+                    | Request::QuarantineList
+                    | Request::QuarantineRelease { .. } => {
                         drop(msg.reply);
                         continue;
                     }

@@ -4,7 +4,8 @@
 //! deadline, control request, Unix signal) into an input; `apply` executes the effects.
 //! When nothing happens the task sleeps: the only timer is the core's next deadline.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,17 +15,27 @@ use tokio::sync::mpsc;
 
 use super::core::{Command, Effect, Input, Supervisor, state_name};
 use super::event::Event;
-use super::service::{Escalation, RunId, Service, State};
+use super::service::{Cause, Escalation, RunId, Service, State};
+use super::startup;
 use crate::cgroup::{self, Cgroups, ServiceCgroup};
 use crate::config;
 use crate::control::protocol::{
-    ControlError, DaemonStatus, ErrorKind, ExitInfo, Reply, Request, ServiceStatus, Status,
+    ControlError, DaemonStatus, ErrorKind, ExitInfo, HealthStatus, Reply, Request, ServiceStatus,
+    Status,
 };
 use crate::control::server::{self, ControlMsg};
+use crate::health::probe;
 use crate::logs::Capture;
-use crate::model::ExitStatus;
-use crate::model::{Plan, ServiceName, ServiceSpec};
+use crate::model::{
+    ExitStatus, Plan, Probe, Readiness, ServiceKind, ServiceName, ServiceSpec, defaults,
+};
+use crate::notify::{self, NotifyMsg, server::Datagram, upstream::Upstream};
 use crate::process::{group, limits, reap, spawn};
+use crate::quarantine;
+
+/// Reaped pids that matched no service, remembered briefly: a main pid learned from
+/// `MAINPID=` or a pidfile may already have been reaped when the core adopts it.
+const UNCLAIMED_KEPT: usize = 64;
 
 /// Variables of holdfast's own environment that describe holdfast's situation, not the
 /// service's: passing them on would make a service answer holdfast's systemd.
@@ -72,7 +83,19 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         daemon.control_group.as_ref().map(|g| g.gid),
     )
     .map_err(setup("control socket"))?;
+    let notify_path = notify::server::socket_path(&daemon.state_dir);
+    let notify_socket = notify::server::bind(&notify_path).map_err(setup("notify socket"))?;
+    let (notes_tx, mut notes) = mpsc::unbounded_channel();
+    let notify_task = notify::server::serve(notify_socket, notes_tx);
+    let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
+    let upstream = Upstream::from_env();
+    let mut upstream_ping = upstream.ping_interval().map(tokio::time::interval);
     let (control_tx, mut control) = mpsc::channel(64);
+    let (probe_tx, mut probe_results) = mpsc::unbounded_channel();
+    let dev_null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .map_err(setup("/dev/null for probe output"))?;
     let server = server::serve(
         listener,
         daemon.control_group.as_ref().map(|g| g.gid),
@@ -94,9 +117,18 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         groups: HashMap::new(),
         base_env: base_env(),
         started: now,
+        probes: HashMap::new(),
+        probe_tx,
+        dev_null: dev_null.into(),
+        mains: HashMap::new(),
+        unclaimed: VecDeque::new(),
+        watchers: HashMap::new(),
+        inputs_tx,
+        notify_path: notify_path.clone(),
+        upstream,
         cgroups,
         service_cgroups: HashMap::new(),
-        lingering: HashSet::new(),
+        lingering: HashMap::new(),
         nofile,
     };
     let mut done = shell.apply(Input::Boot);
@@ -114,6 +146,19 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
                 done
             }
             Some(msg) = control.recv() => shell.on_control(msg),
+            Some(msg) = probe_results.recv() => match shell.on_probe(msg) {
+                Some(input) => shell.apply(input),
+                None => false,
+            },
+            Some(datagram) = notes.recv() => match shell.on_notify(datagram) {
+                Some(input) => shell.apply(input),
+                None => false,
+            },
+            Some(input) = inputs.recv() => shell.apply(input),
+            () = tick_opt(&mut upstream_ping) => {
+                shell.upstream.watchdog();
+                false
+            }
             () = sleep_until(deadline) => shell.apply(Input::Tick),
             _ = sigterm.recv() => shell.apply(Input::Shutdown),
             _ = sigint.recv() => shell.apply(Input::Shutdown),
@@ -126,6 +171,8 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
             }
         };
     }
+    notify_task.abort();
+    let _ = std::fs::remove_file(&notify_path);
     // Pending requests are answered "shutting down"; replies in flight (the one to
     // `shutdown` itself) still reach their clients.
     drop(control);
@@ -148,6 +195,16 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// Waits for the next tick of an optional interval (forever without one).
+async fn tick_opt(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 struct Shell {
     sup: Supervisor,
     config_path: PathBuf,
@@ -157,17 +214,45 @@ struct Shell {
     groups: HashMap<Pid, (ServiceName, RunId)>,
     base_env: Vec<(String, String)>,
     started: Instant,
+    /// Main processes by pid: the exit of one is its run's exit. Starts as the spawned
+    /// group leader; `MAINPID=` or a forking service's pidfile can move it.
+    mains: HashMap<Pid, (ServiceName, RunId)>,
+    /// Recently reaped pids that matched nothing (see [`UNCLAIMED_KEPT`]).
+    unclaimed: VecDeque<reap::Reaped>,
+    /// Start-up watchers (readiness probes, pidfile reading), one per starting run.
+    watchers: HashMap<ServiceName, (RunId, tokio::task::JoinHandle<()>)>,
+    /// Where watchers send their findings.
+    inputs_tx: mpsc::UnboundedSender<Input>,
+    notify_path: PathBuf,
+    /// holdfast's own sd_notify reports to whoever started it.
+    upstream: Upstream,
+    /// Exec probes in flight, by pid (also their process group): their exit, reported by
+    /// the reaper like any child's, is the probe's result.
+    probes: HashMap<Pid, (ServiceName, RunId)>,
+    /// Results of network probes and timeouts of exec probes, from their tasks.
+    probe_tx: mpsc::UnboundedSender<ProbeMsg>,
+    /// Output of exec probes goes nowhere (their exit status is the result).
+    dev_null: std::os::fd::OwnedFd,
     /// holdfast's parent cgroup; `None` when cgroups are unavailable (process groups
     /// only, and no cgroup limits can be enforced).
     cgroups: Option<Cgroups>,
     /// The cgroup of each service that has one, with its OOM-kill count at the spawn.
     service_cgroups: HashMap<ServiceName, (ServiceCgroup, Option<u64>)>,
-    /// Groups (by pgid, keys of `groups`) whose main process is gone but that still had
-    /// members: every reap re-checks them, since a member that left the process group
-    /// (setsid) is only found through the cgroup.
-    lingering: HashSet<Pid>,
+    /// Runs whose main process is gone while other processes remained: every reap
+    /// re-checks them, since a process that left the process groups (setsid) is only
+    /// found through the cgroup.
+    lingering: HashMap<ServiceName, RunId>,
     /// holdfast's own RLIMIT_NOFILE before raising it, restored in children.
     nofile: Option<limits::NofileBaseline>,
+}
+
+/// What probe tasks report to the runtime loop.
+#[derive(Debug)]
+enum ProbeMsg {
+    /// A network probe finished (or timed out).
+    Done(Input),
+    /// An exec probe's timeout passed; if it is still in flight, it is killed and failed.
+    ExecTimedOut { pid: Pid, timeout: Duration },
 }
 
 impl Shell {
@@ -189,61 +274,146 @@ impl Shell {
                 }
                 Effect::Signal {
                     service,
+                    run,
                     group: pgid,
                     signal,
-                    ..
-                } => self.signal(&service, pgid, signal),
+                } => {
+                    // The service's cgroup holds every process of the run, also those
+                    // that left its process groups.
+                    if let Some((cgroup, _)) = self.service_cgroups.get(&service) {
+                        if cgroup.signal(signal) > 0 {
+                            continue;
+                        }
+                    }
+                    // The run's own group, plus any group its main process moved to (a
+                    // daemon that called setsid after forking).
+                    let mut pgids = vec![pgid];
+                    pgids.extend(
+                        self.groups
+                            .iter()
+                            .filter(|(g, (_, r))| *r == run && **g != pgid)
+                            .map(|(g, _)| *g),
+                    );
+                    for pgid in pgids {
+                        if let Err(e) = group::signal_group(pgid, signal) {
+                            tracing::warn!(
+                                "{service}: failed to send {signal} to process group {pgid}: {e}"
+                            );
+                        }
+                    }
+                }
                 Effect::Emit(event) => self.publish(&event),
                 Effect::Remove { service } => {
                     self.captures.remove(&service);
                 }
                 Effect::StartAgain { .. } => unreachable!("consumed by the core"),
                 Effect::Exit => exit = true,
+                Effect::StartProbe { service, run, spec } => {
+                    if let Some(input) = self.start_probe(service, run, &spec) {
+                        queue.extend(self.sup.handle(input, Instant::now()));
+                    }
+                }
+                Effect::Quarantine {
+                    service,
+                    status,
+                    reason,
+                } => self.quarantine(&service, status, reason),
+                Effect::MainPid { service, run, pid } => {
+                    if let Some(input) = self.main_pid(service, run, pid) {
+                        queue.extend(self.sup.handle(input, Instant::now()));
+                    }
+                }
+                Effect::ReadPidfile { service, run, path } => {
+                    self.read_pidfile(service, run, path);
+                }
             }
         }
+        self.drop_stale_watchers();
+        self.report_upstream();
         exit
     }
 
-    fn spawn(&mut self, service: ServiceName, run: RunId, spec: &ServiceSpec) -> Input {
-        match self.try_spawn(&service, spec) {
-            Ok(pid) => {
-                self.groups.insert(pid, (service.clone(), run));
-                Input::Spawned { service, run, pid }
-            }
-            Err(error) => Input::SpawnFailed {
-                service,
-                run,
-                error,
-            },
+    /// `pid` is now the main process of `run`. Returns its exit if it was already reaped.
+    fn main_pid(&mut self, service: ServiceName, run: RunId, pid: Pid) -> Option<Input> {
+        self.mains.retain(|_, (_, r)| *r != run);
+        if let Some(i) = self.unclaimed.iter().position(|r| r.pid == pid) {
+            let reaped = self.unclaimed.remove(i).expect("position is in range");
+            return Some(self.main_exited(service, run, reaped.status));
+        }
+        if let Ok(stat) = crate::process::proc_stat(pid) {
+            self.groups
+                .entry(stat.pgid)
+                .or_insert_with(|| (service.clone(), run));
+        }
+        self.mains.insert(pid, (service, run));
+        None
+    }
+
+    fn read_pidfile(&mut self, service: ServiceName, run: RunId, path: PathBuf) {
+        let Some(leader) = self.sup.service(&service).and_then(Service::group) else {
+            return;
+        };
+        let target = self.target(&service, run);
+        let task = startup::pidfile(target, path, leader, nix::unistd::getpid());
+        self.watch(service, run, task);
+    }
+
+    fn target(&self, service: &ServiceName, run: RunId) -> startup::Target {
+        startup::Target {
+            service: service.clone(),
+            run,
+            tx: self.inputs_tx.clone(),
         }
     }
 
-    /// Signals the whole service: through its cgroup when it has one (which also reaches
-    /// processes that left the process group), else its process group.
-    fn signal(&self, service: &ServiceName, pgid: Pid, signal: nix::sys::signal::Signal) {
-        if let Some((cgroup, _)) = self.service_cgroups.get(service) {
-            if cgroup.signal(signal) > 0 {
-                return;
-            }
-        }
-        if let Err(e) = group::signal_group(pgid, signal) {
-            tracing::warn!("{service}: failed to send {signal} to process group {pgid}: {e}");
+    fn watch(&mut self, service: ServiceName, run: RunId, task: tokio::task::JoinHandle<()>) {
+        if let Some((_, old)) = self.watchers.insert(service, (run, task)) {
+            old.abort();
         }
     }
 
-    /// Whether any process of the service is left: in its process group or its cgroup.
-    fn alive(&self, service: &ServiceName, pgid: Pid) -> bool {
-        group::group_alive(pgid)
+    /// Aborts the watchers of runs that are no longer starting.
+    fn drop_stale_watchers(&mut self) {
+        let sup = &self.sup;
+        self.watchers.retain(|name, (run, task)| {
+            let starting = sup.service(name).is_some_and(|s| {
+                matches!(s.state(), State::Starting { run: r, .. } if r == run)
+                    || matches!(s.state(), State::Launching { run: r } if r == run)
+            });
+            if !starting || task.is_finished() {
+                task.abort();
+            }
+            starting && !task.is_finished()
+        });
+    }
+
+    /// Whether any process group of `run` still has members (forgetting empty ones), or
+    /// the service's cgroup does.
+    fn run_alive(&mut self, service: &ServiceName, run: RunId) -> bool {
+        self.groups
+            .retain(|pgid, (_, r)| *r != run || group::group_alive(*pgid));
+        self.groups.values().any(|(_, r)| *r == run)
             || self
                 .service_cgroups
                 .get(service)
                 .is_some_and(|(cgroup, _)| !cgroup.is_empty())
     }
 
-    /// The service is gone entirely: remove its (empty) cgroup.
-    fn forget_cgroup(&mut self, service: &ServiceName) {
-        if let Some((cgroup, _)) = self.service_cgroups.remove(service) {
-            cgroup.remove();
+    /// The main process of `run` ended with `status`: the exit input, with an OOM kill
+    /// recognised and the run remembered as lingering while processes remain.
+    fn main_exited(&mut self, service: ServiceName, run: RunId, status: ExitStatus) -> Input {
+        let group_alive = self.run_alive(&service, run);
+        let status = self.classify(&service, status);
+        if group_alive {
+            self.lingering.insert(service.clone(), run);
+        } else {
+            self.forget_cgroup(&service);
+        }
+        Input::Exited {
+            service,
+            run,
+            status,
+            group_alive,
         }
     }
 
@@ -264,7 +434,14 @@ impl Shell {
         }
     }
 
-    /// The cgroup for the next process of `name`, with the current OOM count.
+    /// The service has no process left: remove its (empty) cgroup.
+    fn forget_cgroup(&mut self, service: &ServiceName) {
+        if let Some((cgroup, _)) = self.service_cgroups.remove(service) {
+            cgroup.remove();
+        }
+    }
+
+    /// The cgroup for the next process of `name`, with the current OOM-kill count.
     fn prepare_cgroup(&mut self, name: &ServiceName, spec: &ServiceSpec) -> Result<(), String> {
         let Some(cgroups) = &self.cgroups else {
             if spec.cgroup != crate::model::CgroupLimits::default() {
@@ -284,7 +461,114 @@ impl Shell {
         Ok(())
     }
 
-    fn try_spawn(&mut self, name: &ServiceName, spec: &ServiceSpec) -> Result<Pid, String> {
+    /// rlimits, umask, credentials and no_new_privs of `spec`, without cgroup and
+    /// capabilities (for exec probes, which run as the service's user).
+    fn probe_setup<'a>(
+        spec: &'a ServiceSpec,
+        rlimits: &'a [spawn::RlimitSetting],
+    ) -> spawn::ProcessSetup<'a> {
+        spawn::ProcessSetup {
+            rlimits,
+            umask: spec.privileges.umask,
+            credentials: spec.privileges.credentials.as_ref(),
+            no_new_privs: spec.privileges.no_new_privs,
+            ..spawn::ProcessSetup::default()
+        }
+    }
+
+    /// A notification: from which service's run (by the sender's process group), and
+    /// only a `MAINPID=` naming a process of that same run is kept.
+    fn on_notify(&mut self, datagram: Datagram) -> Option<Input> {
+        let owner = datagram
+            .pgid
+            .and_then(|pgid| self.groups.get(&pgid))
+            .or_else(|| self.mains.get(&datagram.pid))
+            .cloned();
+        let Some((service, run)) = owner else {
+            tracing::debug!(
+                pid = %datagram.pid,
+                "ignored a notification from a process of no service"
+            );
+            return None;
+        };
+        let mut msgs = notify::parse(&datagram.text);
+        msgs.retain(|msg| match msg {
+            NotifyMsg::MainPid(pid) => {
+                let ok = crate::process::proc_stat(*pid).is_ok_and(|stat| {
+                    !stat.is_zombie() && self.groups.get(&stat.pgid).is_some_and(|(_, r)| *r == run)
+                });
+                if !ok {
+                    tracing::warn!(
+                        "{service}: ignored MAINPID={pid}: not a process of the service"
+                    );
+                }
+                ok
+            }
+            _ => true,
+        });
+        if msgs.is_empty() {
+            return None;
+        }
+        Some(Input::Notify { service, run, msgs })
+    }
+
+    /// holdfast's own `READY=1` (once every autostart service is up or has given up),
+    /// `STATUS=` summary and `STOPPING=1`, for a service manager that started holdfast.
+    fn report_upstream(&mut self) {
+        if self.sup.is_shutting_down() {
+            self.upstream.stopping();
+            return;
+        }
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        let mut settled = true;
+        let mut total = 0;
+        for s in self.sup.services() {
+            total += 1;
+            *counts.entry(state_name(s.state())).or_default() += 1;
+            if s.spec().autostart && s.is_coming_up() {
+                settled = false;
+            }
+        }
+        let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let summary = format!("{total} services: {}", parts.join(", "));
+        self.upstream.status(summary);
+        if settled {
+            self.upstream.ready();
+        }
+    }
+
+    fn spawn(&mut self, service: ServiceName, run: RunId, spec: &ServiceSpec) -> Input {
+        match self.try_spawn(&service, spec) {
+            Ok((pid, ready_pipe)) => {
+                self.groups.insert(pid, (service.clone(), run));
+                self.mains.insert(pid, (service.clone(), run));
+                let target = self.target(&service, run);
+                let watcher = match &spec.ready {
+                    Readiness::Tcp(addr) => Some(startup::tcp(target, *addr)),
+                    Readiness::Http(url) => Some(startup::http(target, url.clone())),
+                    Readiness::Fd(_) => ready_pipe.map(|pipe| startup::fd(target, pipe)),
+                    _ => None,
+                };
+                if let Some(task) = watcher {
+                    self.watch(service.clone(), run, task);
+                }
+                Input::Spawned { service, run, pid }
+            }
+            Err(error) => Input::SpawnFailed {
+                service,
+                run,
+                error,
+            },
+        }
+    }
+
+    /// Spawns `spec`; returns the pid and, for `ready = { fd = N }`, the read end of the
+    /// notification pipe whose write end the child has as fd N.
+    fn try_spawn(
+        &mut self,
+        name: &ServiceName,
+        spec: &ServiceSpec,
+    ) -> Result<(Pid, Option<std::os::fd::OwnedFd>), String> {
         self.prepare_cgroup(name, spec)?;
         let log_dir = &self.sup.plan().daemon.log_dir;
         let capture = match self.captures.entry(name.clone()) {
@@ -299,21 +583,41 @@ impl Shell {
         env.retain(|(k, _)| !spec.env.contains_key(k));
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.push(("HOLDFAST_SERVICE".to_owned(), name.to_string()));
+        identity_env(&mut env, spec);
+        if spec.ready.needs_notify_socket() || spec.watchdog.is_some() {
+            env.push((
+                "NOTIFY_SOCKET".to_owned(),
+                self.notify_path.display().to_string(),
+            ));
+        }
+        if let Some(watchdog) = spec.watchdog {
+            // Without WATCHDOG_PID, which systemd allows: the child's pid is only known
+            // after fork, and sd_watchdog_enabled() accepts a missing one.
+            env.push(("WATCHDOG_USEC".to_owned(), watchdog.as_micros().to_string()));
+        }
+        if let ServiceKind::Forking { pidfile } = &spec.kind {
+            // A pidfile left by an earlier run would name a dead (or reused) pid.
+            let _ = std::fs::remove_file(pidfile);
+        }
+        let ready_pipe = match spec.ready {
+            Readiness::Fd(fd) => {
+                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| format!("cannot create the readiness pipe: {e}"))?;
+                Some((read, write, fd))
+            }
+            _ => None,
+        };
+        let extra_fds: Vec<_> = ready_pipe
+            .iter()
+            .map(|(_, write, fd)| (std::os::fd::AsFd::as_fd(write), *fd))
+            .collect();
         let privileges = &spec.privileges;
-        let identity = limits::identity_env(privileges.credentials.as_ref());
-        env.retain(|(k, _)| !identity.iter().any(|(i, _)| i == k) || spec.env.contains_key(k));
-        env.extend(
-            identity
-                .into_iter()
-                .filter(|(k, _)| !spec.env.contains_key(k)),
-        );
         let rlimits = limits::rlimit_settings(&spec.limits, self.nofile);
         let procs = match self.service_cgroups.get(name) {
             Some((cgroup, _)) => cgroup.open_procs().map_err(|e| e.to_string())?,
             None => Vec::new(),
         };
-        let procs: Vec<std::os::fd::BorrowedFd<'_>> =
-            procs.iter().map(std::os::fd::AsFd::as_fd).collect();
+        let procs: Vec<std::os::fd::BorrowedFd<'_>> = procs.iter().map(AsFd::as_fd).collect();
         let capture = self.captures.get(name).expect("opened above");
         let request = spawn::SpawnRequest {
             program: &spec.command[0],
@@ -324,6 +628,7 @@ impl Shell {
             stderr: capture.stderr(),
             listen_fds: &[],
             listen_fd_names: &[],
+            extra_fds: &extra_fds,
             setup: spawn::ProcessSetup {
                 cgroup_procs: &procs,
                 rlimits: &rlimits,
@@ -335,44 +640,223 @@ impl Shell {
                 no_new_privs: privileges.no_new_privs,
             },
         };
-        spawn::spawn(&request)
+        let pid = spawn::spawn(&request)
             .map(|spawned| spawned.pid)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // Our copy of the write end goes, so the reader sees EOF once the service closes
+        // its copy without writing a newline.
+        Ok((pid, ready_pipe.map(|(read, _, _)| read)))
+    }
+
+    /// Starts one health probe. Network probes run in a task that reports back through
+    /// `probe_tx`; exec probes are children like services, so their result arrives from
+    /// the reaper. Returns the result at once when the probe could not even start.
+    fn start_probe(
+        &mut self,
+        service: ServiceName,
+        run: RunId,
+        spec: &ServiceSpec,
+    ) -> Option<Input> {
+        let health = spec
+            .health
+            .as_ref()
+            .expect("probes are only started for services with health");
+        let timeout = health.timeout;
+        let Probe::Exec { command } = &health.probe else {
+            let probe = health.probe.clone();
+            let tx = self.probe_tx.clone();
+            tokio::spawn(async move {
+                let outcome = probe::run(&probe, timeout).await;
+                // The loop may be gone (shutdown): nobody needs the result then.
+                let _ = tx.send(ProbeMsg::Done(Input::ProbeResult {
+                    service,
+                    run,
+                    outcome,
+                }));
+            });
+            return None;
+        };
+        let mut env = self.service_env(&service, spec);
+        identity_env(&mut env, spec);
+        let rlimits = limits::rlimit_settings(&spec.limits, self.nofile);
+        let request = spawn::SpawnRequest {
+            program: &command[0],
+            args: &command[1..],
+            env: &env,
+            working_dir: spec.working_dir.as_deref(),
+            stdout: self.dev_null.as_fd(),
+            stderr: self.dev_null.as_fd(),
+            listen_fds: &[],
+            listen_fd_names: &[],
+            extra_fds: &[],
+            setup: Self::probe_setup(spec, &rlimits),
+        };
+        match spawn::spawn(&request) {
+            Ok(spawned) => {
+                self.probes.insert(spawned.pid, (service, run));
+                let tx = self.probe_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(timeout).await;
+                    let _ = tx.send(ProbeMsg::ExecTimedOut {
+                        pid: spawned.pid,
+                        timeout,
+                    });
+                });
+                None
+            }
+            Err(e) => Some(Input::ProbeResult {
+                service,
+                run,
+                outcome: crate::health::ProbeOutcome::Failure(format!(
+                    "failed to spawn probe command: {e}"
+                )),
+            }),
+        }
+    }
+
+    fn on_probe(&mut self, msg: ProbeMsg) -> Option<Input> {
+        match msg {
+            ProbeMsg::Done(input) => Some(input),
+            ProbeMsg::ExecTimedOut { pid, timeout } => {
+                // Still in the map: not reaped yet (the reaper's report, if already
+                // queued, will find no entry and be ignored), so the group still exists.
+                let (service, run) = self.probes.remove(&pid)?;
+                if let Err(e) = group::signal_group(pid, nix::sys::signal::Signal::SIGKILL) {
+                    tracing::warn!("{service}: failed to kill timed-out probe {pid}: {e}");
+                }
+                Some(Input::ProbeResult {
+                    service,
+                    run,
+                    outcome: probe::timed_out(timeout),
+                })
+            }
+        }
+    }
+
+    /// Appends the quarantine record (with the service's last log lines) to the queue.
+    fn quarantine(&mut self, service: &ServiceName, status: ExitStatus, reason: String) {
+        let log = self
+            .captures
+            .get(service)
+            .map(|c| c.recent(defaults::QUARANTINE_LOG_LINES))
+            .unwrap_or_default();
+        let entry = quarantine::Entry::Quarantined {
+            time: quarantine::now(),
+            service: service.clone(),
+            code: status.code(),
+            signal: status.signal().map(|s| s.as_str().to_owned()),
+            reason,
+            log,
+        };
+        let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+        match quarantine::append(&path, &entry) {
+            Ok(()) => tracing::warn!(
+                "{service}: quarantined, record appended to {}",
+                path.display()
+            ),
+            Err(e) => tracing::error!(
+                "{service}: quarantined, but failed to append the record to {}: {e}",
+                path.display()
+            ),
+        }
+    }
+
+    fn quarantine_release(
+        &mut self,
+        name: &ServiceName,
+        now: Instant,
+    ) -> (Result<Reply, ControlError>, bool) {
+        if self.sup.service(name).is_none() {
+            return (Err(super::core::unknown_service(name)), false);
+        }
+        let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+        let internal = |e: std::io::Error| ControlError {
+            kind: ErrorKind::Internal,
+            message: format!(
+                "failed to update the quarantine queue {}: {e}",
+                path.display()
+            ),
+        };
+        match quarantine::is_pending(&path, name) {
+            Ok(true) => {}
+            Ok(false) => {
+                let error = ControlError {
+                    kind: ErrorKind::BadRequest,
+                    message: format!("{name} has no pending quarantine record"),
+                };
+                return (Err(error), false);
+            }
+            Err(e) => return (Err(internal(e)), false),
+        }
+        let entry = quarantine::Entry::Released {
+            time: quarantine::now(),
+            service: name.clone(),
+        };
+        if let Err(e) = quarantine::append(&path, &entry) {
+            return (Err(internal(e)), false);
+        }
+        let (reply, done) = self.command(Command::Start, name, now);
+        let reply = reply.map(|r| match r {
+            Reply::Accepted { message } => Reply::Accepted {
+                message: format!("released {name} from quarantine; {message}"),
+            },
+            other => other,
+        });
+        (reply, done)
+    }
+
+    /// The environment of a process of `name`: holdfast's own (minus its private
+    /// variables), then the spec's, then `HOLDFAST_SERVICE`.
+    fn service_env(&self, name: &ServiceName, spec: &ServiceSpec) -> Vec<(String, String)> {
+        let mut env = self.base_env.clone();
+        env.retain(|(k, _)| !spec.env.contains_key(k));
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.push(("HOLDFAST_SERVICE".to_owned(), name.to_string()));
+        env
     }
 
     /// Turns a reaped process into an input: the exit of a service's main process, or the
     /// last member of a service's process group going away.
     fn on_reaped(&mut self, reaped: reap::Reaped) -> Vec<Input> {
-        if let Some((service, run)) = self.groups.get(&reaped.pid).cloned() {
-            let group_alive = self.alive(&service, reaped.pid);
-            let status = self.classify(&service, reaped.status);
-            if group_alive {
-                self.lingering.insert(reaped.pid);
-            } else {
-                self.groups.remove(&reaped.pid);
-                self.forget_cgroup(&service);
-            }
-            return vec![Input::Exited {
+        if let Some((service, run)) = self.probes.remove(&reaped.pid) {
+            return vec![Input::ProbeResult {
                 service,
                 run,
-                status,
-                group_alive,
+                outcome: probe::exec_outcome(reaped.status),
             }];
         }
-        // Another process went: any lingering group may have lost its last member, be it
-        // in the process group or only in the cgroup.
-        let pgids: Vec<Pid> = self.lingering.iter().copied().collect();
+        if let Some((service, run)) = self.mains.remove(&reaped.pid) {
+            return vec![self.main_exited(service, run, reaped.status)];
+        }
+        // The run of this process's group, and every run still waiting for its last
+        // process (which may be in the cgroup only): which of them are empty now?
+        let mut runs: Vec<(ServiceName, RunId)> = self
+            .lingering
+            .iter()
+            .map(|(service, run)| (service.clone(), *run))
+            .collect();
+        match reaped.pgid.and_then(|pgid| self.groups.get(&pgid)).cloned() {
+            Some(owner) if !runs.contains(&owner) => runs.push(owner),
+            Some(_) => {}
+            None if runs.is_empty() => {
+                if self.unclaimed.len() == UNCLAIMED_KEPT {
+                    self.unclaimed.pop_front();
+                }
+                self.unclaimed.push_back(reaped);
+                return Vec::new();
+            }
+            None => {}
+        }
         let mut inputs = Vec::new();
-        for pgid in pgids {
-            let Some((service, run)) = self.groups.get(&pgid).cloned() else {
-                self.lingering.remove(&pgid);
-                continue;
-            };
-            if self.alive(&service, pgid) {
+        for (service, run) in runs {
+            // The main process (wherever it is) still runs, or another group of the run
+            // or its cgroup still has members: not empty yet.
+            if self.run_alive(&service, run) || self.mains.values().any(|(_, r)| *r == run) {
                 continue;
             }
-            self.lingering.remove(&pgid);
-            self.groups.remove(&pgid);
+            if self.lingering.get(&service) == Some(&run) {
+                self.lingering.remove(&service);
+            }
             self.forget_cgroup(&service);
             inputs.push(Input::GroupEmpty { service, run });
         }
@@ -394,6 +878,20 @@ impl Shell {
                 let message = "shutting down: stopping all services".to_owned();
                 (Ok(Reply::Accepted { message }), done)
             }
+            Request::QuarantineList => {
+                let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+                let reply = quarantine::records(&path)
+                    .map(|records| Reply::Quarantine { records })
+                    .map_err(|e| ControlError {
+                        kind: ErrorKind::Internal,
+                        message: format!(
+                            "failed to read the quarantine queue {}: {e}",
+                            path.display()
+                        ),
+                    });
+                (reply, false)
+            }
+            Request::QuarantineRelease { name } => self.quarantine_release(&name, now),
         };
         // The requester may have given up waiting; the transition stands regardless.
         let _ = msg.reply.send(reply);
@@ -477,8 +975,23 @@ impl Shell {
                 ago_ms: millis(now.duration_since(at)),
             }),
             reason: self.reason(s, now),
+            status_text: s.facts().status_text.clone(),
             holding_up,
             log: log_path(&self.sup.plan().daemon.log_dir, s.name()),
+            health: s.health().map(|monitor| {
+                let decay = monitor.decay();
+                let (degraded, unhealthy) = decay.window_counts(now);
+                HealthStatus {
+                    state: decay.state().to_string(),
+                    failures_degraded_window: degraded,
+                    failures_unhealthy_window: unhealthy,
+                    successes: decay.successes(),
+                    probes: decay.probes(),
+                    in_grace: decay.in_grace(now),
+                    last_error: decay.last_error().map(str::to_owned),
+                }
+            }),
+            env_overrides: s.env_overrides().clone(),
         }
     }
 
@@ -486,10 +999,19 @@ impl Shell {
         let secs = |d: Duration| humantime::format_duration(Duration::from_millis(millis(d)));
         match s.state() {
             State::Failed { reason } => Some(reason.to_string()),
-            State::Backoff { until } => Some(format!(
-                "restarting in {}",
-                secs(until.saturating_duration_since(now))
-            )),
+            State::Backoff { until } => {
+                let next = format!(
+                    "restarting in {}",
+                    secs(until.saturating_duration_since(now))
+                );
+                Some(match s.last_cause() {
+                    Some(cause @ (Cause::NotReady { .. } | Cause::WatchdogTimeout { .. })) => {
+                        format!("{next} after {cause}")
+                    }
+                    _ => next,
+                })
+            }
+            State::Starting { .. } => s.start_wait(now),
             State::Waiting => {
                 let on: Vec<String> = self
                     .sup
@@ -528,7 +1050,19 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// holdfast's environment minus what only concerns holdfast itself.
+/// Sets `HOME`, `USER` and `LOGNAME` of the service user, unless the spec sets them.
+fn identity_env(env: &mut Vec<(String, String)>, spec: &ServiceSpec) {
+    let identity = limits::identity_env(spec.privileges.credentials.as_ref());
+    let ours = |k: &str| identity.iter().any(|(i, _)| i == k) && !spec.env.contains_key(k);
+    env.retain(|(k, _)| !ours(k));
+    env.extend(
+        identity
+            .iter()
+            .filter(|(k, _)| !spec.env.contains_key(k))
+            .cloned(),
+    );
+}
+
 /// Sets up holdfast's parent cgroup, named after the control socket so that two
 /// daemons on one host never share a service cgroup (the default socket gives
 /// `holdfast`). `None`, with a warning, when cgroups are unavailable.
@@ -551,9 +1085,11 @@ fn setup_cgroups(control: &Path) -> Option<Cgroups> {
     }
 }
 
-/// `holdfast` for the default control socket, else `holdfast-<hash of its path>`.
+/// `holdfast` for the default control socket (one such daemon per host); else
+/// `holdfast-<hash of the socket path>.<pid>`, so that several daemons never share a
+/// cgroup and the cgroups of a dead one can be recognised and swept.
 pub fn cgroup_name(control: &Path) -> String {
-    if control == Path::new(crate::model::defaults::CONTROL) {
+    if control == Path::new(defaults::CONTROL) {
         return "holdfast".to_owned();
     }
     // FNV-1a: stable across runs and builds (std's hasher is not).
@@ -564,9 +1100,10 @@ pub fn cgroup_name(control: &Path) -> String {
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
-    format!("holdfast-{hash:016x}")
+    format!("holdfast-{hash:016x}.{}", std::process::id())
 }
 
+/// holdfast's environment minus what only concerns holdfast itself.
 fn base_env() -> Vec<(String, String)> {
     std::env::vars()
         .filter(|(k, _)| !PRIVATE_ENV.contains(&k.as_str()))

@@ -163,6 +163,12 @@ impl Daemon {
         Self::launch(services_toml, &[])
     }
 
+    /// Like `start`, with extra environment variables for holdfast itself (e.g. the
+    /// `NOTIFY_SOCKET` of a fake service manager).
+    pub fn start_with_env(services_toml: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::launch_with_env(services_toml, &[], env)
+    }
+
     /// Like `start`, but holdfast runs as PID 1 of a new PID namespace
     /// (`unshare --pid --fork --mount-proc holdfast up ...`).
     pub fn start_as_pid_1(services_toml: &str) -> Daemon {
@@ -173,6 +179,10 @@ impl Daemon {
     }
 
     fn launch(services_toml: &str, launcher: &[&str]) -> Daemon {
+        Self::launch_with_env(services_toml, launcher, &[])
+    }
+
+    fn launch_with_env(services_toml: &str, launcher: &[&str], env: &[(&str, &str)]) -> Daemon {
         let tag = unique_tag();
         let dir = std::env::temp_dir().join(format!("holdfast-it-{tag}"));
         fs::create_dir_all(&dir).expect("failed to create the test directory");
@@ -197,6 +207,7 @@ impl Daemon {
             .arg(dir.join("holdfast.toml"))
             .env(TAG_VAR, &tag)
             .env("HOLDFAST_LOG", "info")
+            .envs(env.iter().copied())
             .current_dir(&dir)
             .stdout(stdout)
             .stderr(stderr);
