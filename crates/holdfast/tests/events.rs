@@ -471,7 +471,11 @@ on = { stopped = ["sleep", "1000"] }
     let status = daemon.wait_exit();
     assert!(status.success(), "holdfast exits cleanly: {status}");
     let paged = std::fs::read_to_string(daemon.dir().join("paged")).unwrap_or_default();
-    assert_eq!(paged.trim(), "paged", "the hook on `stopped` ran to its end");
+    assert_eq!(
+        paged.trim(),
+        "paged",
+        "the hook on `stopped` ran to its end"
+    );
     assert!(
         tagged_processes(daemon.tag()).is_empty(),
         "no hook outlives holdfast: {:?}",

@@ -10,6 +10,7 @@ use crate::model::ServiceName;
 pub mod check;
 pub mod completions;
 pub mod demo;
+pub mod doctor;
 pub mod events;
 pub mod exit;
 pub mod logs;
@@ -129,6 +130,13 @@ pub enum Command {
     },
     /// Run holdfast supervising the bundled demo service on an embedded config.
     Demo,
+    /// Show what this host supports: cgroups and controllers, user namespaces,
+    /// capabilities, core_pattern, whether running under systemd.
+    Doctor {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -174,6 +182,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         } => events::run(&socket.socket, name, follow, json, since),
         Command::Quarantine { action, socket } => quarantine::run(&socket.socket, action),
         Command::Demo => demo::run(),
+        Command::Doctor { json } => doctor::run(json),
         Command::Completions { shell } => completions::run(shell),
     }
 }

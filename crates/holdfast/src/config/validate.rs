@@ -220,6 +220,8 @@ impl Validator<'_> {
         let stop = self.stop(svc, raw);
         let log = self.log(svc, raw);
         let hooks = self.hooks(svc, raw);
+        let privileges = super::privs::privileges(svc, raw, self.problems);
+        let (limits, cgroup) = super::privs::limits(svc, raw, self.problems);
         let readiness = self.readiness(svc, raw);
         let health = raw.health.as_ref().and_then(|h| self.health(svc, h));
         let exit_codes = self.exit_codes(svc, raw);
@@ -252,6 +254,9 @@ impl Validator<'_> {
             stop,
             log,
             hooks,
+            privileges,
+            limits,
+            cgroup,
             ready: readiness.ready,
             start_timeout: readiness.start_timeout,
             watchdog: readiness.watchdog,

@@ -29,7 +29,7 @@ use super::record::{NOT_HOOKABLE, env_name, env_value};
 use crate::control::protocol::EventRecord;
 use crate::logs::Capture;
 use crate::model::{ExitStatus, ServiceName, ServiceSpec};
-use crate::process::{group, reap, spawn};
+use crate::process::{group, limits, reap, spawn};
 
 /// Hooks of one service allowed to run at the same time.
 pub const MAX_PER_SERVICE: usize = 4;
@@ -222,6 +222,7 @@ fn launch(
         listen_fds: &[],
         listen_fd_names: &[],
         extra_fds: &[],
+        setup: limits::helper_setup(spec, &[]),
     };
     spawn::spawn(&request)
         .map(|spawned| spawned.pid)

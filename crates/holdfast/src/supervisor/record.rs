@@ -285,6 +285,7 @@ impl Data {
             } => self
                 .put("signal", signal.as_str())
                 .put("core_dumped", core_dumped),
+            ExitStatus::OomKilled => self.put("signal", "SIGKILL").put("oom_killed", true),
         }
     }
 }
