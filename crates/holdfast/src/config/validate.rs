@@ -779,12 +779,13 @@ mod tests {
     use crate::config::{Problem, parse};
     use crate::model::{Backoff, Plan, RestartPolicy, ServiceName, ServiceSpec, defaults};
 
-    fn plan(src: &str) -> Plan {
+    /// Shared with the tests of the submodules (`recovery`).
+    pub(super) fn plan(src: &str) -> Plan {
         parse(src, "test.toml", Path::new("/etc/holdfast"))
             .unwrap_or_else(|err| panic!("config should be valid:\n{}", err.render_plain()))
     }
 
-    fn problems(src: &str) -> Vec<Problem> {
+    pub(super) fn problems(src: &str) -> Vec<Problem> {
         parse(src, "test.toml", Path::new("/etc/holdfast"))
             .expect_err("config should be rejected")
             .problems()

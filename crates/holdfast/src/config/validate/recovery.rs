@@ -563,25 +563,13 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
     use nix::sys::signal::Signal;
 
-    use crate::config::{Problem, parse};
-    use crate::model::{ExitAction, ExitKey, Plan, Probe, ServiceName, UnhealthyAction};
-
-    fn plan(src: &str) -> Plan {
-        parse(src, "test.toml", Path::new("/etc/holdfast"))
-            .unwrap_or_else(|err| panic!("config should be valid:\n{}", err.render_plain()))
-    }
-
-    fn problems(src: &str) -> Vec<Problem> {
-        parse(src, "test.toml", Path::new("/etc/holdfast"))
-            .expect_err("config should be rejected")
-            .problems()
-            .to_vec()
-    }
+    use super::super::tests::{plan, problems};
+    use crate::config::Problem;
+    use crate::model::{ExitAction, ExitKey, Probe, ServiceName, UnhealthyAction};
 
     fn snippet<'s>(src: &'s str, problem: &Problem) -> &'s str {
         &src[problem.span().expect("problems carry a span")]
