@@ -8,7 +8,10 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod health;
 pub mod logs;
 pub mod model;
+pub mod notify;
 pub mod process;
+pub mod quarantine;
 pub mod supervisor;

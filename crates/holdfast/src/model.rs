@@ -122,6 +122,55 @@ pub struct ServiceSpec {
     pub start_secs: Duration,
     pub stop: StopSpec,
     pub log: LogSpec,
+    /// How the service says it is up; until then it is `starting` and dependents wait.
+    pub ready: Readiness,
+    /// A service not ready this long after its spawn is a failed start (systemd
+    /// `TimeoutStartSec=`). Only matters when `ready` is not `None` or `kind` is forking.
+    pub start_timeout: Duration,
+    /// Keep-alive interval (systemd `WatchdogSec=`): the service must send `WATCHDOG=1`
+    /// at least this often once running, or it is aborted and restarted.
+    pub watchdog: Option<Duration>,
+    pub kind: ServiceKind,
+    /// `[service.X.health]`: periodic probes and their decay thresholds.
+    pub health: Option<HealthSpec>,
+    /// `[service.X.exit_codes]`: what an exit with a given code or signal does instead of
+    /// the restart policy. Unmapped exits follow the policy.
+    pub exit_codes: BTreeMap<ExitKey, ExitAction>,
+}
+
+/// How a service signals that it is ready (systemd `Type=`, s6 `notification-fd`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Ready once spawned (and up for `start_secs`).
+    None,
+    /// `READY=1` on `NOTIFY_SOCKET`.
+    Notify,
+    /// s6 protocol: the service writes a newline to this fd.
+    Fd(i32),
+    /// A TCP connect to this address succeeds.
+    Tcp(std::net::SocketAddr),
+    /// A GET of this `http://` URL answers 2xx.
+    Http(String),
+    /// The first successful health probe (wired by the health module).
+    Health,
+}
+
+impl Readiness {
+    /// Whether holdfast must pass `NOTIFY_SOCKET` for this readiness mode.
+    pub fn needs_notify_socket(&self) -> bool {
+        matches!(self, Readiness::Notify)
+    }
+}
+
+/// How the service's processes are laid out (systemd `Type=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// The spawned process is the service.
+    Simple,
+    /// The spawned process forks the daemon and exits 0; the daemon writes its pid to
+    /// `pidfile`, and holdfast (a subreaper, so the daemon is reparented to it) adopts
+    /// that pid as the main process.
+    Forking { pidfile: PathBuf },
 }
 
 /// When an exited service is started again (systemd `Restart=`).
@@ -202,6 +251,12 @@ impl ServiceSpec {
                 max_size: defaults::LOG_MAX_SIZE,
                 keep: defaults::LOG_KEEP,
             },
+            ready: Readiness::None,
+            start_timeout: defaults::START_TIMEOUT,
+            watchdog: None,
+            kind: ServiceKind::Simple,
+            health: None,
+            exit_codes: BTreeMap::new(),
         }
     }
 }
@@ -228,6 +283,19 @@ pub mod defaults {
     pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
     pub const LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
     pub const LOG_KEEP: u32 = 5;
+    /// systemd's `DefaultTimeoutStartSec=`.
+    pub const START_TIMEOUT: Duration = Duration::from_secs(90);
+    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+    /// Also capped at the interval when that is shorter.
+    pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+    pub const HEALTH_GRACE: Duration = Duration::ZERO;
+    pub const DEGRADED_FAILURES: u32 = 2;
+    pub const DEGRADED_WITHIN: Duration = Duration::from_secs(60);
+    pub const UNHEALTHY_FAILURES: u32 = 4;
+    pub const UNHEALTHY_WITHIN: Duration = Duration::from_secs(120);
+    pub const RECOVER_SUCCESSES: u32 = 3;
+    /// Log lines kept in a quarantine record.
+    pub const QUARANTINE_LOG_LINES: usize = 20;
 }
 
 /// How a process ended, as reported by `waitid`.
@@ -279,4 +347,109 @@ impl fmt::Display for ExitStatus {
             } => write!(f, "killed by {} (core dumped)", signal.as_str()),
         }
     }
+}
+
+/// Health checking of one service (`[service.X.health]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSpec {
+    pub probe: Probe,
+    /// Time between the starts of two probes.
+    pub interval: Duration,
+    /// A probe that has not answered by then failed; never longer than `interval`.
+    pub timeout: Duration,
+    pub decay: DecaySpec,
+    pub unhealthy_action: UnhealthyAction,
+}
+
+/// One health check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    /// `GET` over plain HTTP/1.1; success is a status in `status` and, if set, `body`
+    /// occurring in the response body.
+    Http {
+        url: String,
+        /// `host:port` to connect to.
+        authority: String,
+        /// Path and query sent in the request line.
+        path: String,
+        status: std::ops::RangeInclusive<u16>,
+        body: Option<String>,
+    },
+    /// A TCP connect to `host:port` that succeeds.
+    Tcp { address: String },
+    /// A command that exits 0 (run with the service's environment, output discarded).
+    Exec { command: Vec<String> },
+}
+
+/// The thresholds of the OK → DEGRADED → UNHEALTHY decay (see `health::decay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecaySpec {
+    /// Failures after the service's spawn and before `grace` has passed do not count.
+    pub grace: Duration,
+    pub degraded: Threshold,
+    pub unhealthy: Threshold,
+    /// Consecutive successes that bring a degraded or unhealthy service back to OK.
+    pub recover_successes: u32,
+}
+
+/// `failures` within a sliding window of `within`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threshold {
+    pub failures: u32,
+    pub within: Duration,
+}
+
+/// What reaching UNHEALTHY does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnhealthyAction {
+    /// Stop the service (its normal stop) and let the restart policy act on the failure.
+    Restart,
+    /// Report only.
+    None,
+}
+
+/// A key of `[service.X.exit_codes]`: an exit code or a terminating signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ExitKey {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitKey {
+    /// The key an exit status is looked up under.
+    pub fn of(status: ExitStatus) -> Self {
+        match status {
+            ExitStatus::Exited(code) => ExitKey::Code(code),
+            ExitStatus::Signaled { signal, .. } => ExitKey::Signal(signal as i32),
+        }
+    }
+}
+
+impl fmt::Display for ExitKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitKey::Code(code) => write!(f, "exit code {code}"),
+            ExitKey::Signal(n) => match Signal::try_from(*n) {
+                Ok(signal) => f.write_str(signal.as_str()),
+                Err(_) => write!(f, "signal {n}"),
+            },
+        }
+    }
+}
+
+/// What an exit mapped in `[service.X.exit_codes]` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitAction {
+    /// Restart whatever the restart policy says (the start limit still applies), after
+    /// `delay` (else the usual backoff delay), with `env` laid over the service's
+    /// environment until the next clean start or a manual start/restart.
+    Restart {
+        delay: Option<Duration>,
+        env: BTreeMap<String, String>,
+    },
+    /// Stop restarting; record the exit in `<state_dir>/quarantine.jsonl` for review.
+    Quarantine,
+    /// Treat the exit as a success.
+    Ignore,
 }

@@ -118,8 +118,11 @@ mod tests {
                 restarts: 0,
                 last_exit: None,
                 reason: None,
+                status_text: None,
                 holding_up: Vec::new(),
                 log: log.into(),
+                health: None,
+                env_overrides: Default::default(),
             }],
         }
     }

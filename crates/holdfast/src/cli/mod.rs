@@ -12,6 +12,7 @@ pub mod completions;
 pub mod demo;
 pub mod exit;
 pub mod logs;
+pub mod quarantine;
 pub mod reload;
 pub mod service;
 pub mod status;
@@ -102,6 +103,13 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArgs,
     },
+    /// The quarantine queue: exits mapped to `action = "quarantine"`, awaiting review.
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineAction,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
     /// Run holdfast supervising the bundled demo service on an embedded config.
     Demo,
     /// Print a shell completion script.
@@ -109,6 +117,18 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineAction {
+    /// Print every record, oldest first, with its last log lines.
+    List {
+        /// Print the control API's JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark the service's records released and start it again.
+    Release { name: ServiceName },
 }
 
 /// Runs a parsed command line; the result maps to the process exit code.
@@ -128,6 +148,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             lines,
             socket,
         } => logs::run(&socket.socket, &name, lines, follow),
+        Command::Quarantine { action, socket } => quarantine::run(&socket.socket, action),
         Command::Demo => demo::run(),
         Command::Completions { shell } => completions::run(shell),
     }

@@ -76,7 +76,13 @@ pub fn render(status: &Status, colour: bool) -> String {
     let notes: Vec<&ServiceStatus> = status
         .services
         .iter()
-        .filter(|s| s.reason.is_some() || !s.holding_up.is_empty())
+        .filter(|s| {
+            s.reason.is_some()
+                || s.status_text.is_some()
+                || !s.holding_up.is_empty()
+                || s.health.is_some()
+                || !s.env_overrides.is_empty()
+        })
         .collect();
     if !notes.is_empty() {
         out.push('\n');
@@ -87,6 +93,34 @@ pub fn render(status: &Status, colour: bool) -> String {
             let _ = write!(out, ": {reason}");
         }
         out.push('\n');
+        if let Some(text) = &service.status_text {
+            let _ = writeln!(out, "  status: {text}");
+        }
+        if let Some(health) = &service.health {
+            let _ = write!(
+                out,
+                "  health {}: {} failures in the degraded window, {} in the unhealthy window, {} consecutive successes",
+                health.state.to_uppercase(),
+                health.failures_degraded_window,
+                health.failures_unhealthy_window,
+                health.successes
+            );
+            if health.in_grace {
+                out.push_str(" (in grace)");
+            }
+            if let Some(error) = &health.last_error {
+                let _ = write!(out, "; last error: {error}");
+            }
+            out.push('\n');
+        }
+        if !service.env_overrides.is_empty() {
+            let vars: Vec<String> = service
+                .env_overrides
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(out, "  env overrides: {}", vars.join(" "));
+        }
         for process in &service.holding_up {
             let _ = writeln!(
                 out,
@@ -147,7 +181,7 @@ fn state_colour(state: &str) -> &'static str {
     match state {
         "running" => "32",                                       // green
         "starting" | "stopping" | "waiting" | "backoff" => "33", // yellow
-        "failed" => "1;31",                                      // bold red
+        "failed" | "quarantined" => "1;31",                      // bold red
         _ => "2",                                                // dim: stopped, unknown
     }
 }
@@ -182,8 +216,11 @@ mod tests {
             restarts: 0,
             last_exit: None,
             reason: None,
+            status_text: None,
             holding_up: Vec::new(),
             log: format!("/var/log/holdfast/{name}.log"),
+            health: None,
+            env_overrides: Default::default(),
         }
     }
 

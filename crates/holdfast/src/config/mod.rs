@@ -6,6 +6,7 @@
 
 mod diagnostic;
 mod raw;
+mod readiness;
 mod validate;
 pub mod value;
 

@@ -74,6 +74,73 @@ pub struct RawService {
     pub start_secs: Option<Spanned<RawDuration>>,
     pub stop: Option<Spanned<RawStop>>,
     pub log: Option<Spanned<RawLog>>,
+    pub ready: Option<Spanned<RawReady>>,
+    pub start_timeout: Option<Spanned<RawDuration>>,
+    pub watchdog: Option<Spanned<RawDuration>>,
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub pidfile: Option<Spanned<String>>,
+    pub health: Option<Spanned<RawHealth>>,
+    pub exit_codes: Option<BTreeMap<Spanned<String>, Spanned<RawExitAction>>>,
+}
+
+/// `ready` as written: a mode name (`"notify"`) or a table naming the mode with its
+/// parameter (`{ tcp = "127.0.0.1:8080" }`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum RawReady {
+    Mode(String),
+    Table(RawReadyTable),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReadyTable {
+    pub fd: Option<i64>,
+    pub tcp: Option<String>,
+    pub http: Option<String>,
+}
+
+/// `[service.X.health]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub http: Option<Spanned<String>>,
+    pub tcp: Option<Spanned<String>>,
+    pub exec: Option<Spanned<RawCommand>>,
+    pub status: Option<Spanned<String>>,
+    pub body: Option<Spanned<String>>,
+    pub interval: Option<Spanned<RawDuration>>,
+    pub timeout: Option<Spanned<RawDuration>>,
+    pub grace: Option<Spanned<RawDuration>>,
+    pub degraded: Option<Spanned<RawThreshold>>,
+    pub unhealthy: Option<Spanned<RawThreshold>>,
+    pub recover: Option<Spanned<RawRecover>>,
+}
+
+/// `degraded = { failures, within }` and `unhealthy = { failures, within, action }`
+/// (`action` is rejected in `degraded` by validation).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThreshold {
+    pub failures: Option<Spanned<u32>>,
+    pub within: Option<Spanned<RawDuration>>,
+    pub action: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecover {
+    pub successes: Option<Spanned<u32>>,
+}
+
+/// One value of `[service.X.exit_codes]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExitAction {
+    pub action: Option<Spanned<String>>,
+    pub delay: Option<Spanned<RawDuration>>,
+    pub env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

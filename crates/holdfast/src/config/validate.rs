@@ -20,6 +20,8 @@ use crate::model::{
     StartLimit, StopSpec, defaults,
 };
 
+mod recovery;
+
 /// Smallest `log.max_size`: below this rotation would churn on every few lines.
 const MIN_LOG_SIZE: u64 = 4 * 1024;
 
@@ -62,12 +64,12 @@ struct Edge {
     span: std::ops::Range<usize>,
 }
 
-struct Validator<'p> {
+pub(super) struct Validator<'p> {
     problems: &'p mut Vec<Problem>,
 }
 
 impl Validator<'_> {
-    fn push(&mut self, problem: Problem) {
+    pub(super) fn push(&mut self, problem: Problem) {
         self.problems.push(problem);
     }
 
@@ -215,6 +217,23 @@ impl Validator<'_> {
         );
         let stop = self.stop(svc, raw);
         let log = self.log(svc, raw);
+        let readiness = self.readiness(svc, raw);
+        let health = raw.health.as_ref().and_then(|h| self.health(svc, h));
+        let exit_codes = self.exit_codes(svc, raw);
+        if let (crate::model::Readiness::Health, None, Some(ready)) =
+            (&readiness.ready, &health, &raw.ready)
+        {
+            self.push(
+                Problem::new(
+                    format!("`service.{svc}.ready = \"health\"` needs a health probe"),
+                    ready.span(),
+                    format!("no [service.{svc}.health]"),
+                )
+                .with_help(format!(
+                    "add [service.{svc}.health] with http, tcp or exec, or choose another ready mode"
+                )),
+            );
+        }
 
         Some(ServiceSpec {
             name: name?,
@@ -229,6 +248,12 @@ impl Validator<'_> {
             start_secs,
             stop,
             log,
+            ready: readiness.ready,
+            start_timeout: readiness.start_timeout,
+            watchdog: readiness.watchdog,
+            kind: readiness.kind,
+            health,
+            exit_codes,
         })
     }
 
@@ -417,7 +442,7 @@ impl Validator<'_> {
         RestartPolicy::OnFailure
     }
 
-    fn duration(
+    pub(super) fn duration(
         &mut self,
         raw: Option<&Spanned<RawDuration>>,
         svc: &str,

@@ -4,6 +4,8 @@
 //! response line `{"v":1,"ok":{...}}` or `{"v":1,"error":{...}}`. The version is checked
 //! first so an old CLI talking to a new daemon gets a precise error, not a parse failure.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::ServiceName;
@@ -42,6 +44,12 @@ pub enum Request {
     },
     /// Stop all services (reverse dependency order) and exit.
     Shutdown,
+    /// The quarantine queue, oldest record first.
+    QuarantineList,
+    /// Mark the service's pending quarantine records released and start it again.
+    QuarantineRelease {
+        name: ServiceName,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +68,9 @@ pub enum Reply {
         message: String,
     },
     Reload(ReloadPlan),
+    Quarantine {
+        records: Vec<QuarantineRecord>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -114,9 +125,51 @@ pub struct ServiceStatus {
     /// Why the service is in its state (failed: the cause; backoff: the next attempt;
     /// waiting: the dependencies; stopping: who holds the stop up).
     pub reason: Option<String>,
+    /// The service's own `STATUS=` text (sd_notify), if it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
     /// While stopping: processes of the service still alive.
     pub holding_up: Vec<ProcessInfo>,
     pub log: String,
+    /// Health of the current run, for services with `[service.X.health]` while starting
+    /// or running.
+    #[serde(default)]
+    pub health: Option<HealthStatus>,
+    /// Environment overrides set by an exit-code `restart` action, in force until a
+    /// clean start or a start by hand.
+    #[serde(default)]
+    pub env_overrides: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// One of: ok, degraded, unhealthy.
+    pub state: String,
+    /// Failures counted within `degraded.within` and within `unhealthy.within`.
+    pub failures_degraded_window: u32,
+    pub failures_unhealthy_window: u32,
+    /// Consecutive successes (recovery needs `recover.successes`).
+    pub successes: u32,
+    /// Probe results received in this run.
+    pub probes: u64,
+    /// Failures do not count yet (start `grace`).
+    pub in_grace: bool,
+    pub last_error: Option<String>,
+}
+
+/// One entry of the quarantine queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineRecord {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub service: ServiceName,
+    pub code: Option<i32>,
+    pub signal: Option<String>,
+    pub reason: String,
+    /// The last lines of the service's log at the time.
+    pub log: Vec<String>,
+    /// When it was released; `None` while pending.
+    pub released: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

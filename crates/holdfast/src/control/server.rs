@@ -22,6 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 
 use super::protocol::{
     ControlError, Envelope, ErrorKind, Reply, Request, RequestBody, ResponseBody, VERSION,
@@ -162,8 +163,32 @@ pub fn serve(
     listener: UnixListener,
     allowed_gid: Option<u32>,
     tx: mpsc::Sender<ControlMsg>,
-) -> JoinHandle<()> {
+) -> Server {
     serve_with(listener, allowed_gid, tx, LIMITS)
+}
+
+/// The running accept loop and its connections.
+pub struct Server {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Stops accepting, then waits up to `grace` for connections still being answered,
+    /// so that the reply to `shutdown` reaches its client before holdfast exits.
+    /// Connections still open after `grace` (a client that never sends) are dropped.
+    pub async fn close(self, grace: Duration) {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+
+    /// Stops everything at once.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
 }
 
 fn serve_with(
@@ -171,26 +196,35 @@ fn serve_with(
     allowed_gid: Option<u32>,
     tx: mpsc::Sender<ControlMsg>,
     limits: Limits,
-) -> JoinHandle<()> {
+) -> Server {
     let own_euid = nix::unistd::geteuid().as_raw();
-    tokio::spawn(async move {
+    let (stop, mut stopped) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        // Connections live in the set, so aborting this task aborts them too, and a
+        // graceful close can wait for them.
+        let mut connections = JoinSet::new();
         loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        handle(stream, own_euid, allowed_gid, tx, limits).await;
-                    });
-                }
-                Err(e) => {
-                    // Typically EMFILE: back off briefly instead of spinning on an error
-                    // that only goes away when some descriptor is closed.
-                    tracing::warn!(error = %e, "failed to accept control connection; retrying in 100ms");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            tokio::select! {
+                _ = &mut stopped => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let tx = tx.clone();
+                        connections.spawn(handle(stream, own_euid, allowed_gid, tx, limits));
+                    }
+                    Err(e) => {
+                        // Typically EMFILE: back off briefly instead of spinning on an
+                        // error that only goes away when some descriptor is closed.
+                        tracing::warn!(error = %e, "failed to accept control connection; retrying in 100ms");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
             }
         }
-    })
+        drop(listener);
+        while connections.join_next().await.is_some() {}
+    });
+    Server { stop, task }
 }
 
 /// Whether a peer may use the control socket: root, holdfast's own user, or a member of
@@ -481,7 +515,11 @@ mod tests {
                         kind: ErrorKind::InvalidConfig,
                         message: "holdfast.toml:3: unknown field `comand`".to_owned(),
                     }),
-                    Request::Stop { .. } | Request::Restart { .. } | Request::Shutdown => {
+                    Request::Stop { .. }
+                    | Request::Restart { .. }
+                    | Request::Shutdown
+                    | Request::QuarantineList
+                    | Request::QuarantineRelease { .. } => {
                         drop(msg.reply);
                         continue;
                     }
@@ -529,7 +567,7 @@ mod tests {
         }
     }
 
-    async fn running(dir: &TempDir) -> JoinHandle<()> {
+    async fn running(dir: &TempDir) -> Server {
         let listener = bind(&dir.socket(), None).expect("socket binds");
         serve(listener, None, fake_supervisor())
     }

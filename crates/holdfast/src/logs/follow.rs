@@ -22,7 +22,7 @@ use std::sync::mpsc;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
 use super::file::rotated_path;
-use super::tail::tail_of;
+use super::tail::{fill_from_rotated, tail_of};
 
 /// A partial line longer than this is emitted as it is (the writer splits long lines
 /// well below it; this only bounds memory for foreign files).
@@ -104,23 +104,11 @@ impl Follower {
     /// The last `n` lines before the point where following starts (like [`super::tail`],
     /// but without a race against lines written after [`Follower::open`]).
     pub fn backlog(&mut self, n: usize) -> io::Result<Vec<String>> {
-        let mut lines = match &mut self.file {
+        let lines = match &mut self.file {
             Some((file, _)) => tail_of(file, self.pos, n)?,
             None => Vec::new(),
         };
-        if lines.len() < n {
-            match File::open(rotated_path(&self.path, 1)) {
-                Ok(mut older) => {
-                    let end = older.metadata()?.len();
-                    let mut earlier = tail_of(&mut older, end, n - lines.len())?;
-                    earlier.append(&mut lines);
-                    lines = earlier;
-                }
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(lines)
+        fill_from_rotated(&self.path, lines, n)
     }
 
     /// Calls `on_line` for each new line (without newline) until it returns `Break`.

@@ -16,20 +16,30 @@ const BLOCK: u64 = 64 * 1024;
 pub fn tail(path: &Path, n: usize) -> io::Result<Vec<String>> {
     let mut file = File::open(path)?;
     let end = file.metadata()?.len();
-    let mut lines = tail_of(&mut file, end, n)?;
-    if lines.len() < n {
-        match File::open(rotated_path(path, 1)) {
-            Ok(mut older) => {
-                let end = older.metadata()?.len();
-                let mut earlier = tail_of(&mut older, end, n - lines.len())?;
-                earlier.append(&mut lines);
-                lines = earlier;
-            }
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err),
-        }
+    let lines = tail_of(&mut file, end, n)?;
+    fill_from_rotated(path, lines, n)
+}
+
+/// Completes `lines` (the end of `path`) to `n` lines with the end of `<path>.1`, for a
+/// file that was just rotated. A missing `<path>.1` is not an error.
+pub(crate) fn fill_from_rotated(
+    path: &Path,
+    mut lines: Vec<String>,
+    n: usize,
+) -> io::Result<Vec<String>> {
+    if lines.len() >= n {
+        return Ok(lines);
     }
-    Ok(lines)
+    match File::open(rotated_path(path, 1)) {
+        Ok(mut older) => {
+            let end = older.metadata()?.len();
+            let mut earlier = tail_of(&mut older, end, n - lines.len())?;
+            earlier.append(&mut lines);
+            Ok(earlier)
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(lines),
+        Err(err) => Err(err),
+    }
 }
 
 /// The last `n` lines of the first `end` bytes of `file`. A last line without newline

@@ -83,6 +83,9 @@ pub struct SpawnRequest<'a> {
     pub listen_fds: &'a [BorrowedFd<'a>],
     /// If non-empty, the child gets `LISTEN_FDNAMES=a:b:...`.
     pub listen_fd_names: &'a [String],
+    /// Further fds at fixed numbers `(fd, target)`, with `FD_CLOEXEC` cleared (the s6
+    /// notification fd). A target must not be 0-2 or one of the listen fds' numbers.
+    pub extra_fds: &'a [(BorrowedFd<'a>, RawFd)],
 }
 
 /// A started child: it has successfully exec'ed its program.
@@ -391,7 +394,16 @@ impl ChildPlan {
                 target: RawFd::try_from(3 + i).expect("fewer listen fds than RawFd::MAX"),
             });
         }
-        let first_free_fd = RawFd::try_from(fd_moves.len()).expect("few fds");
+        for (fd, target) in req.extra_fds {
+            if fd_moves.iter().any(|m| m.target == *target) || *target < 0 {
+                return Err(err(SpawnStage::Dup { target: *target }, Errno::EINVAL));
+            }
+            fd_moves.push(FdMove {
+                source: fd.as_raw_fd(),
+                target: *target,
+            });
+        }
+        let first_free_fd = fd_moves.iter().map(|m| m.target).max().unwrap_or(2) + 1;
 
         let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map(|(soft, _)| soft.min(1 << 20))
@@ -645,6 +657,14 @@ fn child_setup_fds(plan: &mut ChildPlan, mut report: RawFd) -> RawFd {
     if marked < 0 {
         // Kernels before 5.11: mark each fd (EBADF for the unused numbers is fine).
         for fd in first_free..plan.fd_limit {
+            // SAFETY: fcntl(F_SETFD) is a plain system call.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    // Targets may be sparse (an extra fd at 5 with nothing at 3 and 4): the numbers in
+    // between are no targets and must not leak either.
+    for fd in 3..first_free {
+        if !plan.fd_moves.iter().any(|m| m.target == fd) {
             // SAFETY: fcntl(F_SETFD) is a plain system call.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }

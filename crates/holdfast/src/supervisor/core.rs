@@ -13,9 +13,11 @@ use nix::unistd::Pid;
 
 use super::event::{Event, EventKind};
 use super::reload;
-use super::service::{AfterStop, RunId, Service, StartDue, State};
+use super::service::{AfterStop, FailReason, RunId, Service, StartDue, State};
 use crate::control::protocol::{ControlError, ErrorKind, ReloadPlan};
+use crate::health::ProbeOutcome;
 use crate::model::{ExitStatus, Plan, ServiceName, ServiceSpec};
+use crate::notify::NotifyMsg;
 
 /// Something that happened outside the core.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,9 +47,33 @@ pub enum Input {
         service: ServiceName,
         run: RunId,
     },
+    /// A health probe started for `run` (by `Effect::StartProbe`) finished.
+    ProbeResult {
+        service: ServiceName,
+        run: RunId,
+        outcome: ProbeOutcome,
+    },
     /// A deadline may have passed.
     Tick,
     Shutdown,
+    /// The readiness condition of `run` was met (fd newline, TCP connect, HTTP 2xx,
+    /// passing health probe).
+    Ready {
+        service: ServiceName,
+        run: RunId,
+    },
+    /// Messages on `NOTIFY_SOCKET` from a process of `run`.
+    Notify {
+        service: ServiceName,
+        run: RunId,
+        msgs: Vec<NotifyMsg>,
+    },
+    /// The pidfile of forking `run` named `pid`, a live process of the service.
+    Adopted {
+        service: ServiceName,
+        run: RunId,
+        pid: Pid,
+    },
 }
 
 /// Requests from the control API that change state.
@@ -87,6 +113,34 @@ pub enum Effect {
     },
     /// Shutdown finished: every service is stopped.
     Exit,
+    /// `pid` is now the main process of `run`: its exit is the run's exit (and its
+    /// process group belongs to the run).
+    MainPid {
+        service: ServiceName,
+        run: RunId,
+        pid: Pid,
+    },
+    /// Read `path` until it names a live process of `run`; answer with `Input::Adopted`.
+    /// Stop trying once `run` is no longer starting.
+    ReadPidfile {
+        service: ServiceName,
+        run: RunId,
+        path: std::path::PathBuf,
+    },
+    /// Run one health probe of `run` (the probe is `spec.health`); answer with
+    /// `Input::ProbeResult` once it finished or timed out.
+    StartProbe {
+        service: ServiceName,
+        run: RunId,
+        spec: Arc<ServiceSpec>,
+    },
+    /// Append a record of this exit to the quarantine queue (`<state_dir>/quarantine.jsonl`).
+    Quarantine {
+        service: ServiceName,
+        status: ExitStatus,
+        /// The cause as shown to people.
+        reason: String,
+    },
 }
 
 pub struct Supervisor {
@@ -137,7 +191,7 @@ impl Supervisor {
 
     /// The earliest deadline of any service: the only timer the shell needs.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.services.values().filter_map(Service::deadline).min()
+        self.services.values().filter_map(Service::wakeup).min()
     }
 
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Effect> {
@@ -169,8 +223,18 @@ impl Supervisor {
             Input::GroupEmpty { service, run } => {
                 self.with(&service, |s| s.group_empty(run, now, sd))
             }
+            Input::ProbeResult {
+                service,
+                run,
+                outcome,
+            } => self.with(&service, |s| s.probe_result(run, outcome, now)),
             Input::Tick => Vec::new(),
             Input::Shutdown => self.begin_shutdown(now),
+            Input::Ready { service, run } => self.with(&service, |s| s.ready(run)),
+            Input::Notify { service, run, msgs } => {
+                self.with(&service, |s| s.notify(run, msgs, now))
+            }
+            Input::Adopted { service, run, pid } => self.with(&service, |s| s.adopted(run, pid)),
         };
         self.settle(&mut effects, now);
         effects
@@ -430,6 +494,9 @@ impl Supervisor {
             };
             let (more, due) = service.tick(now, self.shutting_down);
             effects.extend(more);
+            if let Some(probe) = service.probe_if_due(now) {
+                effects.push(probe);
+            }
             if let Some(StartDue) = due {
                 effects.extend(self.start(name, now));
             }
@@ -490,6 +557,9 @@ pub fn state_name(state: &State) -> &'static str {
         State::Running { .. } => "running",
         State::Stopping { .. } => "stopping",
         State::Backoff { .. } => "backoff",
+        State::Failed {
+            reason: FailReason::Quarantined(_),
+        } => "quarantined",
         State::Failed { .. } => "failed",
     }
 }

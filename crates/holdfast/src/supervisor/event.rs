@@ -11,7 +11,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::service::{FailReason, RunId};
-use crate::model::{ExitStatus, ServiceName};
+use crate::health::HealthState;
+use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -75,6 +76,47 @@ pub enum EventKind {
     Reconfigured,
     ShutdownStarted,
     ShutdownCompleted,
+    /// The readiness condition of the run was met (it still needs `start_secs` to pass
+    /// before it counts as started).
+    BecameReady {
+        run: RunId,
+    },
+    /// Not ready within `start_timeout`: the start failed.
+    StartTimedOut {
+        timeout: Duration,
+    },
+    /// No keep-alive within the watchdog interval: SIGABRT, then the stop escalation.
+    WatchdogTimeout {
+        pid: Pid,
+        interval: Duration,
+    },
+    /// The main process changed (`MAINPID=`, or the daemon named by a pidfile).
+    MainPidChanged {
+        pid: Pid,
+    },
+    /// A forking service's first process exited 0; waiting for its pidfile.
+    AwaitingPidfile {
+        path: std::path::PathBuf,
+    },
+    /// The service reported something on `NOTIFY_SOCKET` (reloading, stopping, errno).
+    Notified {
+        what: String,
+    },
+    /// The health decay machine changed state (see `health::decay`).
+    HealthChanged {
+        run: RunId,
+        from: HealthState,
+        to: HealthState,
+        /// Failures within the window of the threshold that was reached.
+        failures: u32,
+        last_error: Option<String>,
+    },
+    /// An exit matched `[service.X.exit_codes]`; `action` replaces the restart policy's
+    /// decision (what follows is reported by the usual events).
+    ExitActionApplied {
+        key: ExitKey,
+        action: ExitAction,
+    },
 }
 
 impl fmt::Display for Event {
@@ -115,6 +157,59 @@ impl fmt::Display for Event {
             EventKind::Reconfigured => f.write_str("definition changed"),
             EventKind::ShutdownStarted => f.write_str("shutting down"),
             EventKind::ShutdownCompleted => f.write_str("all services stopped"),
+            EventKind::BecameReady { .. } => f.write_str("ready"),
+            EventKind::StartTimedOut { timeout } => write!(
+                f,
+                "not ready within {}: start failed",
+                humantime::format_duration(*timeout)
+            ),
+            EventKind::WatchdogTimeout { pid, interval } => write!(
+                f,
+                "watchdog timeout: no keep-alive within {}, SIGABRT to pid {pid}'s group",
+                humantime::format_duration(*interval)
+            ),
+            EventKind::MainPidChanged { pid } => write!(f, "main pid is now {pid}"),
+            EventKind::AwaitingPidfile { path } => {
+                write!(f, "waiting for pidfile {}", path.display())
+            }
+            EventKind::Notified { what } => write!(f, "service reports: {what}"),
+            EventKind::HealthChanged {
+                from,
+                to,
+                failures,
+                last_error,
+                ..
+            } => {
+                write!(f, "health {from} -> {to}")?;
+                if *to == HealthState::Ok {
+                    write!(f, " (recovered)")
+                } else {
+                    write!(f, " after {failures} failed probes")?;
+                    match last_error {
+                        Some(error) => write!(f, ", last: {error}"),
+                        None => Ok(()),
+                    }
+                }
+            }
+            EventKind::ExitActionApplied { key, action } => {
+                write!(f, "{key} is mapped to ")?;
+                match action {
+                    ExitAction::Ignore => f.write_str("ignore: treated as a clean exit"),
+                    ExitAction::Quarantine => f.write_str("quarantine: not restarting"),
+                    ExitAction::Restart { delay, env } => {
+                        f.write_str("restart")?;
+                        if let Some(delay) = delay {
+                            write!(f, " after {}", humantime::format_duration(*delay))?;
+                        }
+                        if !env.is_empty() {
+                            let vars: Vec<String> =
+                                env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            write!(f, " with {}", vars.join(" "))?;
+                        }
+                        Ok(())
+                    }
+                }
+            }
         }
     }
 }

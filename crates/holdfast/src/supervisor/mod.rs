@@ -9,6 +9,7 @@ pub mod event;
 pub mod reload;
 pub mod runtime;
 pub mod service;
+mod startup;
 
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@
 //! When nothing happens the task sleeps: the only timer is the core's next deadline.
 
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,15 +15,26 @@ use tokio::sync::mpsc;
 
 use super::core::{Command, Effect, Input, Supervisor, state_name};
 use super::event::Event;
-use super::service::{Escalation, RunId, Service, State};
+use super::service::{Cause, Escalation, RunId, Service, State};
+use super::startup;
 use crate::config;
 use crate::control::protocol::{
-    ControlError, DaemonStatus, ErrorKind, ExitInfo, Reply, Request, ServiceStatus, Status,
+    ControlError, DaemonStatus, ErrorKind, ExitInfo, HealthStatus, Reply, Request, ServiceStatus,
+    Status,
 };
 use crate::control::server::{self, ControlMsg};
+use crate::health::probe;
 use crate::logs::Capture;
-use crate::model::{Plan, ServiceName, ServiceSpec};
+use crate::model::{
+    ExitStatus, Plan, Probe, Readiness, ServiceKind, ServiceName, ServiceSpec, defaults,
+};
+use crate::notify::{self, NotifyMsg, server::Datagram, upstream::Upstream};
 use crate::process::{group, reap, spawn};
+use crate::quarantine;
+
+/// Reaped pids that matched no service, remembered briefly: a main pid learned from
+/// `MAINPID=` or a pidfile may already have been reaped when the core adopts it.
+const UNCLAIMED_KEPT: usize = 64;
 
 /// Variables of holdfast's own environment that describe holdfast's situation, not the
 /// service's: passing them on would make a service answer holdfast's systemd.
@@ -66,7 +78,19 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         daemon.control_group.as_ref().map(|g| g.gid),
     )
     .map_err(setup("control socket"))?;
+    let notify_path = notify::server::socket_path(&daemon.state_dir);
+    let notify_socket = notify::server::bind(&notify_path).map_err(setup("notify socket"))?;
+    let (notes_tx, mut notes) = mpsc::unbounded_channel();
+    let notify_task = notify::server::serve(notify_socket, notes_tx);
+    let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
+    let upstream = Upstream::from_env();
+    let mut upstream_ping = upstream.ping_interval().map(tokio::time::interval);
     let (control_tx, mut control) = mpsc::channel(64);
+    let (probe_tx, mut probe_results) = mpsc::unbounded_channel();
+    let dev_null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .map_err(setup("/dev/null for probe output"))?;
     let server = server::serve(
         listener,
         daemon.control_group.as_ref().map(|g| g.gid),
@@ -88,6 +112,15 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         groups: HashMap::new(),
         base_env: base_env(),
         started: now,
+        probes: HashMap::new(),
+        probe_tx,
+        dev_null: dev_null.into(),
+        mains: HashMap::new(),
+        unclaimed: VecDeque::new(),
+        watchers: HashMap::new(),
+        inputs_tx,
+        notify_path: notify_path.clone(),
+        upstream,
     };
     let mut done = shell.apply(Input::Boot);
     while !done {
@@ -101,6 +134,19 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
                 None => false,
             },
             Some(msg) = control.recv() => shell.on_control(msg),
+            Some(msg) = probe_results.recv() => match shell.on_probe(msg) {
+                Some(input) => shell.apply(input),
+                None => false,
+            },
+            Some(datagram) = notes.recv() => match shell.on_notify(datagram) {
+                Some(input) => shell.apply(input),
+                None => false,
+            },
+            Some(input) = inputs.recv() => shell.apply(input),
+            () = tick_opt(&mut upstream_ping) => {
+                shell.upstream.watchdog();
+                false
+            }
             () = sleep_until(deadline) => shell.apply(Input::Tick),
             _ = sigterm.recv() => shell.apply(Input::Shutdown),
             _ = sigint.recv() => shell.apply(Input::Shutdown),
@@ -113,7 +159,12 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
             }
         };
     }
-    server.abort();
+    notify_task.abort();
+    let _ = std::fs::remove_file(&notify_path);
+    // Pending requests are answered "shutting down"; replies in flight (the one to
+    // `shutdown` itself) still reach their clients.
+    drop(control);
+    server.close(Duration::from_secs(1)).await;
     server::unlink(&daemon.control);
     tracing::info!("holdfast stopped");
     Ok(())
@@ -122,6 +173,16 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the next tick of an optional interval (forever without one).
+async fn tick_opt(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
         None => std::future::pending().await,
     }
 }
@@ -135,6 +196,34 @@ struct Shell {
     groups: HashMap<Pid, (ServiceName, RunId)>,
     base_env: Vec<(String, String)>,
     started: Instant,
+    /// Main processes by pid: the exit of one is its run's exit. Starts as the spawned
+    /// group leader; `MAINPID=` or a forking service's pidfile can move it.
+    mains: HashMap<Pid, (ServiceName, RunId)>,
+    /// Recently reaped pids that matched nothing (see [`UNCLAIMED_KEPT`]).
+    unclaimed: VecDeque<reap::Reaped>,
+    /// Start-up watchers (readiness probes, pidfile reading), one per starting run.
+    watchers: HashMap<ServiceName, (RunId, tokio::task::JoinHandle<()>)>,
+    /// Where watchers send their findings.
+    inputs_tx: mpsc::UnboundedSender<Input>,
+    notify_path: PathBuf,
+    /// holdfast's own sd_notify reports to whoever started it.
+    upstream: Upstream,
+    /// Exec probes in flight, by pid (also their process group): their exit, reported by
+    /// the reaper like any child's, is the probe's result.
+    probes: HashMap<Pid, (ServiceName, RunId)>,
+    /// Results of network probes and timeouts of exec probes, from their tasks.
+    probe_tx: mpsc::UnboundedSender<ProbeMsg>,
+    /// Output of exec probes goes nowhere (their exit status is the result).
+    dev_null: std::os::fd::OwnedFd,
+}
+
+/// What probe tasks report to the runtime loop.
+#[derive(Debug)]
+enum ProbeMsg {
+    /// A network probe finished (or timed out).
+    Done(Input),
+    /// An exec probe's timeout passed; if it is still in flight, it is killed and failed.
+    ExecTimedOut { pid: Pid, timeout: Duration },
 }
 
 impl Shell {
@@ -156,30 +245,201 @@ impl Shell {
                 }
                 Effect::Signal {
                     service,
+                    run,
                     group: pgid,
                     signal,
-                    ..
-                } => match group::signal_group(pgid, signal) {
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(
-                        "{service}: failed to send {signal} to process group {pgid}: {e}"
-                    ),
-                },
+                } => {
+                    // The run's own group, plus any group its main process moved to (a
+                    // daemon that called setsid after forking).
+                    let mut pgids = vec![pgid];
+                    pgids.extend(
+                        self.groups
+                            .iter()
+                            .filter(|(g, (_, r))| *r == run && **g != pgid)
+                            .map(|(g, _)| *g),
+                    );
+                    for pgid in pgids {
+                        if let Err(e) = group::signal_group(pgid, signal) {
+                            tracing::warn!(
+                                "{service}: failed to send {signal} to process group {pgid}: {e}"
+                            );
+                        }
+                    }
+                }
                 Effect::Emit(event) => self.publish(&event),
                 Effect::Remove { service } => {
                     self.captures.remove(&service);
                 }
                 Effect::StartAgain { .. } => unreachable!("consumed by the core"),
                 Effect::Exit => exit = true,
+                Effect::StartProbe { service, run, spec } => {
+                    if let Some(input) = self.start_probe(service, run, &spec) {
+                        queue.extend(self.sup.handle(input, Instant::now()));
+                    }
+                }
+                Effect::Quarantine {
+                    service,
+                    status,
+                    reason,
+                } => self.quarantine(&service, status, reason),
+                Effect::MainPid { service, run, pid } => {
+                    if let Some(input) = self.main_pid(service, run, pid) {
+                        queue.extend(self.sup.handle(input, Instant::now()));
+                    }
+                }
+                Effect::ReadPidfile { service, run, path } => {
+                    self.read_pidfile(service, run, path);
+                }
             }
         }
+        self.drop_stale_watchers();
+        self.report_upstream();
         exit
+    }
+
+    /// `pid` is now the main process of `run`. Returns its exit if it was already reaped.
+    fn main_pid(&mut self, service: ServiceName, run: RunId, pid: Pid) -> Option<Input> {
+        self.mains.retain(|_, (_, r)| *r != run);
+        if let Some(i) = self.unclaimed.iter().position(|r| r.pid == pid) {
+            let reaped = self.unclaimed.remove(i).expect("position is in range");
+            let group_alive = self.run_alive(run);
+            return Some(Input::Exited {
+                service,
+                run,
+                status: reaped.status,
+                group_alive,
+            });
+        }
+        if let Ok(stat) = crate::process::proc_stat(pid) {
+            self.groups
+                .entry(stat.pgid)
+                .or_insert_with(|| (service.clone(), run));
+        }
+        self.mains.insert(pid, (service, run));
+        None
+    }
+
+    fn read_pidfile(&mut self, service: ServiceName, run: RunId, path: PathBuf) {
+        let Some(leader) = self.sup.service(&service).and_then(Service::group) else {
+            return;
+        };
+        let target = self.target(&service, run);
+        let task = startup::pidfile(target, path, leader, nix::unistd::getpid());
+        self.watch(service, run, task);
+    }
+
+    fn target(&self, service: &ServiceName, run: RunId) -> startup::Target {
+        startup::Target {
+            service: service.clone(),
+            run,
+            tx: self.inputs_tx.clone(),
+        }
+    }
+
+    fn watch(&mut self, service: ServiceName, run: RunId, task: tokio::task::JoinHandle<()>) {
+        if let Some((_, old)) = self.watchers.insert(service, (run, task)) {
+            old.abort();
+        }
+    }
+
+    /// Aborts the watchers of runs that are no longer starting.
+    fn drop_stale_watchers(&mut self) {
+        let sup = &self.sup;
+        self.watchers.retain(|name, (run, task)| {
+            let starting = sup.service(name).is_some_and(|s| {
+                matches!(s.state(), State::Starting { run: r, .. } if r == run)
+                    || matches!(s.state(), State::Launching { run: r } if r == run)
+            });
+            if !starting || task.is_finished() {
+                task.abort();
+            }
+            starting && !task.is_finished()
+        });
+    }
+
+    /// Whether any process group of `run` still has members (forgetting empty ones).
+    fn run_alive(&mut self, run: RunId) -> bool {
+        self.groups
+            .retain(|pgid, (_, r)| *r != run || group::group_alive(*pgid));
+        self.groups.values().any(|(_, r)| *r == run)
+    }
+
+    /// A notification: from which service's run (by the sender's process group), and
+    /// only a `MAINPID=` naming a process of that same run is kept.
+    fn on_notify(&mut self, datagram: Datagram) -> Option<Input> {
+        let owner = datagram
+            .pgid
+            .and_then(|pgid| self.groups.get(&pgid))
+            .or_else(|| self.mains.get(&datagram.pid))
+            .cloned();
+        let Some((service, run)) = owner else {
+            tracing::debug!(
+                pid = %datagram.pid,
+                "ignored a notification from a process of no service"
+            );
+            return None;
+        };
+        let mut msgs = notify::parse(&datagram.text);
+        msgs.retain(|msg| match msg {
+            NotifyMsg::MainPid(pid) => {
+                let ok = crate::process::proc_stat(*pid).is_ok_and(|stat| {
+                    !stat.is_zombie() && self.groups.get(&stat.pgid).is_some_and(|(_, r)| *r == run)
+                });
+                if !ok {
+                    tracing::warn!(
+                        "{service}: ignored MAINPID={pid}: not a process of the service"
+                    );
+                }
+                ok
+            }
+            _ => true,
+        });
+        if msgs.is_empty() {
+            return None;
+        }
+        Some(Input::Notify { service, run, msgs })
+    }
+
+    /// holdfast's own `READY=1` (once every autostart service is up or has given up),
+    /// `STATUS=` summary and `STOPPING=1`, for a service manager that started holdfast.
+    fn report_upstream(&mut self) {
+        if self.sup.is_shutting_down() {
+            self.upstream.stopping();
+            return;
+        }
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        let mut settled = true;
+        let mut total = 0;
+        for s in self.sup.services() {
+            total += 1;
+            *counts.entry(state_name(s.state())).or_default() += 1;
+            if s.spec().autostart && s.is_coming_up() {
+                settled = false;
+            }
+        }
+        let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let summary = format!("{total} services: {}", parts.join(", "));
+        self.upstream.status(summary);
+        if settled {
+            self.upstream.ready();
+        }
     }
 
     fn spawn(&mut self, service: ServiceName, run: RunId, spec: &ServiceSpec) -> Input {
         match self.try_spawn(&service, spec) {
-            Ok(pid) => {
+            Ok((pid, ready_pipe)) => {
                 self.groups.insert(pid, (service.clone(), run));
+                self.mains.insert(pid, (service.clone(), run));
+                let target = self.target(&service, run);
+                let watcher = match &spec.ready {
+                    Readiness::Tcp(addr) => Some(startup::tcp(target, *addr)),
+                    Readiness::Http(url) => Some(startup::http(target, url.clone())),
+                    Readiness::Fd(_) => ready_pipe.map(|pipe| startup::fd(target, pipe)),
+                    _ => None,
+                };
+                if let Some(task) = watcher {
+                    self.watch(service.clone(), run, task);
+                }
                 Input::Spawned { service, run, pid }
             }
             Err(error) => Input::SpawnFailed {
@@ -190,7 +450,13 @@ impl Shell {
         }
     }
 
-    fn try_spawn(&mut self, name: &ServiceName, spec: &ServiceSpec) -> Result<Pid, String> {
+    /// Spawns `spec`; returns the pid and, for `ready = { fd = N }`, the read end of the
+    /// notification pipe whose write end the child has as fd N.
+    fn try_spawn(
+        &mut self,
+        name: &ServiceName,
+        spec: &ServiceSpec,
+    ) -> Result<(Pid, Option<std::os::fd::OwnedFd>), String> {
         let log_dir = &self.sup.plan().daemon.log_dir;
         let capture = match self.captures.entry(name.clone()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -204,6 +470,33 @@ impl Shell {
         env.retain(|(k, _)| !spec.env.contains_key(k));
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.push(("HOLDFAST_SERVICE".to_owned(), name.to_string()));
+        if spec.ready.needs_notify_socket() || spec.watchdog.is_some() {
+            env.push((
+                "NOTIFY_SOCKET".to_owned(),
+                self.notify_path.display().to_string(),
+            ));
+        }
+        if let Some(watchdog) = spec.watchdog {
+            // Without WATCHDOG_PID, which systemd allows: the child's pid is only known
+            // after fork, and sd_watchdog_enabled() accepts a missing one.
+            env.push(("WATCHDOG_USEC".to_owned(), watchdog.as_micros().to_string()));
+        }
+        if let ServiceKind::Forking { pidfile } = &spec.kind {
+            // A pidfile left by an earlier run would name a dead (or reused) pid.
+            let _ = std::fs::remove_file(pidfile);
+        }
+        let ready_pipe = match spec.ready {
+            Readiness::Fd(fd) => {
+                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| format!("cannot create the readiness pipe: {e}"))?;
+                Some((read, write, fd))
+            }
+            _ => None,
+        };
+        let extra_fds: Vec<_> = ready_pipe
+            .iter()
+            .map(|(_, write, fd)| (std::os::fd::AsFd::as_fd(write), *fd))
+            .collect();
         let request = spawn::SpawnRequest {
             program: &spec.command[0],
             args: &spec.command[1..],
@@ -213,20 +506,192 @@ impl Shell {
             stderr: capture.stderr(),
             listen_fds: &[],
             listen_fd_names: &[],
+            extra_fds: &extra_fds,
         };
-        spawn::spawn(&request)
+        let pid = spawn::spawn(&request)
             .map(|spawned| spawned.pid)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // Our copy of the write end goes, so the reader sees EOF once the service closes
+        // its copy without writing a newline.
+        Ok((pid, ready_pipe.map(|(read, _, _)| read)))
+    }
+
+    /// Starts one health probe. Network probes run in a task that reports back through
+    /// `probe_tx`; exec probes are children like services, so their result arrives from
+    /// the reaper. Returns the result at once when the probe could not even start.
+    fn start_probe(
+        &mut self,
+        service: ServiceName,
+        run: RunId,
+        spec: &ServiceSpec,
+    ) -> Option<Input> {
+        let health = spec
+            .health
+            .as_ref()
+            .expect("probes are only started for services with health");
+        let timeout = health.timeout;
+        let Probe::Exec { command } = &health.probe else {
+            let probe = health.probe.clone();
+            let tx = self.probe_tx.clone();
+            tokio::spawn(async move {
+                let outcome = probe::run(&probe, timeout).await;
+                // The loop may be gone (shutdown): nobody needs the result then.
+                let _ = tx.send(ProbeMsg::Done(Input::ProbeResult {
+                    service,
+                    run,
+                    outcome,
+                }));
+            });
+            return None;
+        };
+        let env = self.service_env(&service, spec);
+        let request = spawn::SpawnRequest {
+            program: &command[0],
+            args: &command[1..],
+            env: &env,
+            working_dir: spec.working_dir.as_deref(),
+            stdout: self.dev_null.as_fd(),
+            stderr: self.dev_null.as_fd(),
+            listen_fds: &[],
+            listen_fd_names: &[],
+            extra_fds: &[],
+        };
+        match spawn::spawn(&request) {
+            Ok(spawned) => {
+                self.probes.insert(spawned.pid, (service, run));
+                let tx = self.probe_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(timeout).await;
+                    let _ = tx.send(ProbeMsg::ExecTimedOut {
+                        pid: spawned.pid,
+                        timeout,
+                    });
+                });
+                None
+            }
+            Err(e) => Some(Input::ProbeResult {
+                service,
+                run,
+                outcome: crate::health::ProbeOutcome::Failure(format!(
+                    "failed to spawn probe command: {e}"
+                )),
+            }),
+        }
+    }
+
+    fn on_probe(&mut self, msg: ProbeMsg) -> Option<Input> {
+        match msg {
+            ProbeMsg::Done(input) => Some(input),
+            ProbeMsg::ExecTimedOut { pid, timeout } => {
+                // Still in the map: not reaped yet (the reaper's report, if already
+                // queued, will find no entry and be ignored), so the group still exists.
+                let (service, run) = self.probes.remove(&pid)?;
+                if let Err(e) = group::signal_group(pid, nix::sys::signal::Signal::SIGKILL) {
+                    tracing::warn!("{service}: failed to kill timed-out probe {pid}: {e}");
+                }
+                Some(Input::ProbeResult {
+                    service,
+                    run,
+                    outcome: probe::timed_out(timeout),
+                })
+            }
+        }
+    }
+
+    /// Appends the quarantine record (with the service's last log lines) to the queue.
+    fn quarantine(&mut self, service: &ServiceName, status: ExitStatus, reason: String) {
+        let log = self
+            .captures
+            .get(service)
+            .map(|c| c.recent(defaults::QUARANTINE_LOG_LINES))
+            .unwrap_or_default();
+        let entry = quarantine::Entry::Quarantined {
+            time: quarantine::now(),
+            service: service.clone(),
+            code: status.code(),
+            signal: status.signal().map(|s| s.as_str().to_owned()),
+            reason,
+            log,
+        };
+        let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+        match quarantine::append(&path, &entry) {
+            Ok(()) => tracing::warn!(
+                "{service}: quarantined, record appended to {}",
+                path.display()
+            ),
+            Err(e) => tracing::error!(
+                "{service}: quarantined, but failed to append the record to {}: {e}",
+                path.display()
+            ),
+        }
+    }
+
+    fn quarantine_release(
+        &mut self,
+        name: &ServiceName,
+        now: Instant,
+    ) -> (Result<Reply, ControlError>, bool) {
+        if self.sup.service(name).is_none() {
+            return (Err(super::core::unknown_service(name)), false);
+        }
+        let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+        let internal = |e: std::io::Error| ControlError {
+            kind: ErrorKind::Internal,
+            message: format!(
+                "failed to update the quarantine queue {}: {e}",
+                path.display()
+            ),
+        };
+        match quarantine::is_pending(&path, name) {
+            Ok(true) => {}
+            Ok(false) => {
+                let error = ControlError {
+                    kind: ErrorKind::BadRequest,
+                    message: format!("{name} has no pending quarantine record"),
+                };
+                return (Err(error), false);
+            }
+            Err(e) => return (Err(internal(e)), false),
+        }
+        let entry = quarantine::Entry::Released {
+            time: quarantine::now(),
+            service: name.clone(),
+        };
+        if let Err(e) = quarantine::append(&path, &entry) {
+            return (Err(internal(e)), false);
+        }
+        let (reply, done) = self.command(Command::Start, name, now);
+        let reply = reply.map(|r| match r {
+            Reply::Accepted { message } => Reply::Accepted {
+                message: format!("released {name} from quarantine; {message}"),
+            },
+            other => other,
+        });
+        (reply, done)
+    }
+
+    /// The environment of a process of `name`: holdfast's own (minus its private
+    /// variables), then the spec's, then `HOLDFAST_SERVICE`.
+    fn service_env(&self, name: &ServiceName, spec: &ServiceSpec) -> Vec<(String, String)> {
+        let mut env = self.base_env.clone();
+        env.retain(|(k, _)| !spec.env.contains_key(k));
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.push(("HOLDFAST_SERVICE".to_owned(), name.to_string()));
+        env
     }
 
     /// Turns a reaped process into an input: the exit of a service's main process, or the
     /// last member of a service's process group going away.
     fn on_reaped(&mut self, reaped: reap::Reaped) -> Option<Input> {
-        if let Some((service, run)) = self.groups.get(&reaped.pid).cloned() {
-            let group_alive = group::group_alive(reaped.pid);
-            if !group_alive {
-                self.groups.remove(&reaped.pid);
-            }
+        if let Some((service, run)) = self.probes.remove(&reaped.pid) {
+            return Some(Input::ProbeResult {
+                service,
+                run,
+                outcome: probe::exec_outcome(reaped.status),
+            });
+        }
+        if let Some((service, run)) = self.mains.remove(&reaped.pid) {
+            let group_alive = self.run_alive(run);
             return Some(Input::Exited {
                 service,
                 run,
@@ -234,12 +699,19 @@ impl Shell {
                 group_alive,
             });
         }
-        let pgid = reaped.pgid?;
-        let (service, run) = self.groups.get(&pgid).cloned()?;
-        if group::group_alive(pgid) {
+        let Some((service, run)) = reaped.pgid.and_then(|pgid| self.groups.get(&pgid)).cloned()
+        else {
+            if self.unclaimed.len() == UNCLAIMED_KEPT {
+                self.unclaimed.pop_front();
+            }
+            self.unclaimed.push_back(reaped);
+            return None;
+        };
+        // The main process (wherever it is) still runs, or another group of the run
+        // still has members: not empty yet.
+        if self.run_alive(run) || self.mains.values().any(|(_, r)| *r == run) {
             return None;
         }
-        self.groups.remove(&pgid);
         Some(Input::GroupEmpty { service, run })
     }
 
@@ -258,6 +730,20 @@ impl Shell {
                 let message = "shutting down: stopping all services".to_owned();
                 (Ok(Reply::Accepted { message }), done)
             }
+            Request::QuarantineList => {
+                let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+                let reply = quarantine::records(&path)
+                    .map(|records| Reply::Quarantine { records })
+                    .map_err(|e| ControlError {
+                        kind: ErrorKind::Internal,
+                        message: format!(
+                            "failed to read the quarantine queue {}: {e}",
+                            path.display()
+                        ),
+                    });
+                (reply, false)
+            }
+            Request::QuarantineRelease { name } => self.quarantine_release(&name, now),
         };
         // The requester may have given up waiting; the transition stands regardless.
         let _ = msg.reply.send(reply);
@@ -341,8 +827,23 @@ impl Shell {
                 ago_ms: millis(now.duration_since(at)),
             }),
             reason: self.reason(s, now),
+            status_text: s.facts().status_text.clone(),
             holding_up,
             log: log_path(&self.sup.plan().daemon.log_dir, s.name()),
+            health: s.health().map(|monitor| {
+                let decay = monitor.decay();
+                let (degraded, unhealthy) = decay.window_counts(now);
+                HealthStatus {
+                    state: decay.state().to_string(),
+                    failures_degraded_window: degraded,
+                    failures_unhealthy_window: unhealthy,
+                    successes: decay.successes(),
+                    probes: decay.probes(),
+                    in_grace: decay.in_grace(now),
+                    last_error: decay.last_error().map(str::to_owned),
+                }
+            }),
+            env_overrides: s.env_overrides().clone(),
         }
     }
 
@@ -350,10 +851,19 @@ impl Shell {
         let secs = |d: Duration| humantime::format_duration(Duration::from_millis(millis(d)));
         match s.state() {
             State::Failed { reason } => Some(reason.to_string()),
-            State::Backoff { until } => Some(format!(
-                "restarting in {}",
-                secs(until.saturating_duration_since(now))
-            )),
+            State::Backoff { until } => {
+                let next = format!(
+                    "restarting in {}",
+                    secs(until.saturating_duration_since(now))
+                );
+                Some(match s.last_cause() {
+                    Some(cause @ (Cause::NotReady { .. } | Cause::WatchdogTimeout { .. })) => {
+                        format!("{next} after {cause}")
+                    }
+                    _ => next,
+                })
+            }
+            State::Starting { .. } => s.start_wait(now),
             State::Waiting => {
                 let on: Vec<String> = self
                     .sup

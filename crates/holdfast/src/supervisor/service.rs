@@ -4,7 +4,7 @@
 //! supervisor core is its only owner and caller. Every state that waits for time exposes
 //! it through [`Service::deadline`], so the shell needs exactly one timer for everything.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,12 @@ use nix::unistd::Pid;
 
 use super::Effect;
 use super::event::{Event, EventKind};
-use crate::model::{Backoff, ExitStatus, RestartPolicy, ServiceName, ServiceSpec};
+use crate::health::{Monitor, ProbeOutcome};
+use crate::model::{
+    Backoff, ExitAction, ExitKey, ExitStatus, Readiness, RestartPolicy, ServiceKind, ServiceName,
+    ServiceSpec, UnhealthyAction,
+};
+use crate::notify::NotifyMsg;
 
 /// How long to wait for a group to disappear after SIGKILL before giving up on it.
 pub const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -103,6 +108,9 @@ pub enum FailReason {
     },
     /// No restart configured and the exit was not clean (or too early).
     NoRestart(Cause),
+    /// `[service.X.exit_codes]` says to stop and record the exit for review; only a
+    /// start by hand (or `quarantine release`) brings the service back.
+    Quarantined(Cause),
 }
 
 /// What ended a run.
@@ -115,6 +123,20 @@ pub enum Cause {
         after: Duration,
     },
     SpawnFailed(String),
+    /// The readiness condition was not met within `start_timeout` (or the pidfile of a
+    /// forking service never named a live daemon).
+    NotReady {
+        timeout: Duration,
+    },
+    /// No `WATCHDOG=1` within the watchdog interval (or `WATCHDOG=trigger`).
+    WatchdogTimeout {
+        interval: Duration,
+    },
+    /// Stopped because its health probes made it UNHEALTHY (`unhealthy.action = "restart"`).
+    Unhealthy {
+        failures: u32,
+        last_error: Option<String>,
+    },
 }
 
 impl fmt::Display for Cause {
@@ -127,6 +149,26 @@ impl fmt::Display for Cause {
                 humantime::format_duration(round_ms(*after))
             ),
             Cause::SpawnFailed(error) => write!(f, "spawn failed: {error}"),
+            Cause::Unhealthy {
+                failures,
+                last_error,
+            } => {
+                write!(f, "unhealthy after {failures} failed probes")?;
+                match last_error {
+                    Some(error) => write!(f, ", last: {error}"),
+                    None => Ok(()),
+                }
+            }
+            Cause::NotReady { timeout } => write!(
+                f,
+                "not ready within {}",
+                humantime::format_duration(round_ms(*timeout))
+            ),
+            Cause::WatchdogTimeout { interval } => write!(
+                f,
+                "watchdog timeout (no keep-alive within {})",
+                humantime::format_duration(round_ms(*interval))
+            ),
         }
     }
 }
@@ -144,12 +186,39 @@ impl fmt::Display for FailReason {
                 humantime::format_duration(*interval)
             ),
             FailReason::NoRestart(cause) => write!(f, "{cause} (restart disabled)"),
+            FailReason::Quarantined(cause) => write!(
+                f,
+                "quarantined after {cause}; `holdfast quarantine release` starts it again"
+            ),
         }
     }
 }
 
 fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
+}
+
+/// What the current run told or showed holdfast since its spawn (readiness, notify
+/// messages, the adopted daemon). Reset at every launch, so nothing leaks into the
+/// next run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFacts {
+    /// The readiness condition was met (`Readiness::None`: at spawn).
+    pub ready: bool,
+    /// The main process when it is not the spawned group leader (`MAINPID=`, or the
+    /// daemon a forking service left behind).
+    pub main_pid: Option<Pid>,
+    /// Forking services: the spawned process exited 0, and whether other members of its
+    /// group were still alive then.
+    pub forker_exit: Option<(ExitStatus, bool)>,
+    /// Last `STATUS=` text.
+    pub status_text: Option<String>,
+    /// Keep-alive interval (the spec's, or the service's `WATCHDOG_USEC=`).
+    pub watchdog: Option<Duration>,
+    /// When a missing keep-alive becomes a watchdog timeout (only while running).
+    pub watchdog_deadline: Option<Instant>,
+    /// When a service that is not ready fails its start (`EXTEND_TIMEOUT_USEC=` moves it).
+    pub start_deadline: Option<Instant>,
 }
 
 /// One service and its history.
@@ -167,6 +236,14 @@ pub struct Service {
     restart_times: VecDeque<Instant>,
     last_exit: Option<(ExitStatus, Instant)>,
     rng: fastrand::Rng,
+    /// Health of the current run (reset at each spawn), when the service has probes.
+    health: Option<Monitor>,
+    /// Environment set by an `exit_codes` restart action, laid over `spec.env` until a
+    /// clean start or a start by hand.
+    env_overrides: BTreeMap<String, String>,
+    facts: RunFacts,
+    /// Why the last run ended, when it was holdfast's decision (not ready, watchdog).
+    last_cause: Option<Cause>,
 }
 
 impl Service {
@@ -180,6 +257,10 @@ impl Service {
             restart_times: VecDeque::new(),
             last_exit: None,
             rng: fastrand::Rng::with_seed(seed),
+            health: None,
+            env_overrides: BTreeMap::new(),
+            facts: RunFacts::default(),
+            last_cause: None,
         }
     }
 
@@ -201,6 +282,143 @@ impl Service {
     pub fn last_exit(&self) -> Option<(ExitStatus, Instant)> {
         self.last_exit
     }
+    /// What the current (or last) run reported: status text, readiness, main pid.
+    pub fn facts(&self) -> &RunFacts {
+        &self.facts
+    }
+    /// Why the last run was ended by holdfast (not ready in time, watchdog timeout).
+    pub fn last_cause(&self) -> Option<&Cause> {
+        self.last_cause.as_ref()
+    }
+
+    /// Ready in every required sense: the readiness condition is met and a forking
+    /// service's daemon has been adopted.
+    pub fn is_up(&self) -> bool {
+        let adopted = match self.spec.kind {
+            ServiceKind::Simple => true,
+            ServiceKind::Forking { .. } => self.facts.main_pid.is_some(),
+        };
+        self.facts.ready && adopted
+    }
+
+    /// While starting: what the service still waits for, for `status`.
+    pub fn start_wait(&self, now: Instant) -> Option<String> {
+        let State::Starting { .. } = self.state else {
+            return None;
+        };
+        if self.is_up() {
+            return None;
+        }
+        let what = match (&self.spec.kind, self.facts.main_pid) {
+            (ServiceKind::Forking { pidfile }, None) => {
+                format!("waiting for pidfile {}", pidfile.display())
+            }
+            _ => match &self.spec.ready {
+                Readiness::Notify => "waiting for READY=1".to_owned(),
+                Readiness::Fd(fd) => format!("waiting for a newline on fd {fd}"),
+                Readiness::Tcp(addr) => format!("waiting for tcp {addr} to accept"),
+                Readiness::Http(url) => format!("waiting for {url} to answer 2xx"),
+                Readiness::Health => "waiting for a passing health probe".to_owned(),
+                Readiness::None => return None,
+            },
+        };
+        let left = self
+            .facts
+            .start_deadline
+            .map(|d| d.saturating_duration_since(now))
+            .unwrap_or_default();
+        Some(format!(
+            "{what} (timeout in {})",
+            humantime::format_duration(Duration::from_secs(left.as_secs()))
+        ))
+    }
+
+    /// Health of the current run, while it is starting or running.
+    pub fn health(&self) -> Option<&Monitor> {
+        match self.state {
+            State::Starting { .. } | State::Running { .. } => self.health.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Environment overrides in force for the next spawns (see `ExitAction::Restart`).
+    pub fn env_overrides(&self) -> &BTreeMap<String, String> {
+        &self.env_overrides
+    }
+
+    /// The earliest time this service needs the core's attention: its state deadline
+    /// or its next health probe.
+    pub fn wakeup(&self) -> Option<Instant> {
+        let probe = self.health().and_then(Monitor::due);
+        match (self.deadline(), probe) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Starts a health probe if one is due: returns the effect asking the shell to run
+    /// it. Probes run only while the service is starting or running.
+    pub fn probe_if_due(&mut self, now: Instant) -> Option<Effect> {
+        let run = match self.state {
+            State::Starting { run, .. } | State::Running { run, .. } => run,
+            _ => return None,
+        };
+        let monitor = self.health.as_mut()?;
+        monitor.start_if_due(now).then(|| Effect::StartProbe {
+            service: self.spec.name.clone(),
+            run,
+            spec: Arc::clone(&self.spec),
+        })
+    }
+
+    /// A probe of `run` finished. Results of earlier runs, or arriving after the run
+    /// left starting/running, are dropped.
+    pub fn probe_result(&mut self, run: RunId, outcome: ProbeOutcome, now: Instant) -> Vec<Effect> {
+        let pid = match self.state {
+            State::Starting { run: r, pid, .. } | State::Running { run: r, pid, .. }
+                if r == run =>
+            {
+                pid
+            }
+            _ => return Vec::new(),
+        };
+        let Some(monitor) = self.health.as_mut() else {
+            return Vec::new();
+        };
+        let passed = outcome == ProbeOutcome::Success;
+        let change = monitor.finished(outcome, now);
+        let mut effects = Vec::new();
+        if passed && self.spec.ready == Readiness::Health {
+            // `ready = "health"`: the first passing probe makes the run ready.
+            effects.extend(self.ready(run));
+        }
+        let Some(change) = change else {
+            return effects;
+        };
+        effects.push(self.emit(EventKind::HealthChanged {
+            run,
+            from: change.from,
+            to: change.to,
+            failures: change.failures,
+            last_error: change.last_error.clone(),
+        }));
+        let action = self.spec.health.as_ref().map(|h| h.unhealthy_action);
+        if change.to == crate::health::HealthState::Unhealthy
+            && action == Some(UnhealthyAction::Restart)
+        {
+            // The normal stop path; the restart policy then acts on the failure (so the
+            // backoff delay and the start limit apply, and the restart is counted).
+            let then = AfterStop::Exit {
+                cause: Cause::Unhealthy {
+                    failures: change.failures,
+                    last_error: change.last_error,
+                },
+                early: false,
+            };
+            effects.extend(self.begin_stop(run, pid, MainProcess::Alive, then, now));
+        }
+        effects
+    }
 
     /// The current run, if a process of this service may be alive.
     pub fn run(&self) -> Option<RunId> {
@@ -213,15 +431,19 @@ impl Service {
         }
     }
 
-    /// The main pid (also the process group id) while one exists.
+    /// The main pid while one exists: the spawned process (also the process group id),
+    /// unless `MAINPID=` or a forking service's pidfile named another.
     pub fn pid(&self) -> Option<Pid> {
         match self.state {
-            State::Starting { pid, .. } | State::Running { pid, .. } => Some(pid),
+            State::Starting { .. } if self.facts.forker_exit.is_some() => self.facts.main_pid,
+            State::Starting { pid, .. } | State::Running { pid, .. } => {
+                Some(self.facts.main_pid.unwrap_or(pid))
+            }
             State::Stopping {
                 pid,
                 main: MainProcess::Alive,
                 ..
-            } => Some(pid),
+            } => Some(self.facts.main_pid.unwrap_or(pid)),
             _ => None,
         }
     }
@@ -260,7 +482,13 @@ impl Service {
     /// When this service next needs a `tick`, if ever.
     pub fn deadline(&self) -> Option<Instant> {
         match self.state {
-            State::Starting { spawned, .. } => Some(spawned + self.spec.start_secs),
+            State::Starting { spawned, .. } if self.is_up() => Some(spawned + self.spec.start_secs),
+            State::Starting { spawned, .. } => Some(
+                self.facts
+                    .start_deadline
+                    .unwrap_or(spawned + self.spec.start_timeout),
+            ),
+            State::Running { .. } => self.facts.watchdog_deadline,
             State::Backoff { until } => Some(until),
             State::Stopping { deadline, .. } => Some(deadline),
             _ => None,
@@ -287,11 +515,20 @@ impl Service {
 
     /// Begins a spawn. `run` is fresh (allocated by the supervisor).
     pub fn launch(&mut self, run: RunId, now: Instant) -> Vec<Effect> {
+        self.facts = RunFacts::default();
+        self.last_cause = None;
         self.enter(State::Launching { run }, now);
+        let spec = if self.env_overrides.is_empty() {
+            Arc::clone(&self.spec)
+        } else {
+            let mut spec = ServiceSpec::clone(&self.spec);
+            spec.env.extend(self.env_overrides.clone());
+            Arc::new(spec)
+        };
         vec![Effect::Spawn {
             service: self.spec.name.clone(),
             run,
-            spec: Arc::clone(&self.spec),
+            spec,
         }]
     }
 
@@ -305,13 +542,21 @@ impl Service {
     pub fn reset_failures(&mut self) {
         self.attempt = 0;
         self.restart_times.clear();
+        // A manual start also resets what exit-code actions changed.
+        self.env_overrides.clear();
     }
 
     pub fn spawned(&mut self, run: RunId, pid: Pid, now: Instant) -> Vec<Effect> {
         if self.state != (State::Launching { run }) {
             return Vec::new();
         }
-        let state = if self.spec.start_secs.is_zero() {
+        self.facts = RunFacts {
+            ready: self.spec.ready == Readiness::None,
+            watchdog: self.spec.watchdog,
+            start_deadline: Some(now + self.spec.start_timeout),
+            ..RunFacts::default()
+        };
+        let state = if self.spec.start_secs.is_zero() && self.is_up() {
             State::Running {
                 run,
                 pid,
@@ -326,6 +571,10 @@ impl Service {
         };
         let started = matches!(state, State::Running { .. });
         self.enter(state, now);
+        self.health = self.spec.health.as_ref().map(|h| Monitor::new(h, now));
+        if started {
+            self.arm_watchdog(now);
+        }
         let mut effects = vec![self.emit(EventKind::Spawned { run, pid })];
         if started {
             effects.push(self.emit(EventKind::Started { run, pid }));
@@ -361,9 +610,12 @@ impl Service {
         let pid = match self.state {
             State::Starting { pid, .. }
             | State::Running { pid, .. }
-            | State::Stopping { pid, .. } => pid,
+            | State::Stopping { pid, .. } => self.facts.main_pid.unwrap_or(pid),
             _ => return Vec::new(),
         };
+        if let Some(effects) = self.forker_exited(run, pid, status, group_alive) {
+            return effects;
+        }
         self.last_exit = Some((status, now));
         let mut effects = vec![self.emit(EventKind::Exited { run, pid, status })];
         match self.state.clone() {
@@ -375,6 +627,12 @@ impl Service {
                     matches!(self.state, State::Starting { .. }) && ran_for < self.spec.start_secs;
                 if ran_for >= self.failure_memory() {
                     self.attempt = 0;
+                }
+                // A clean start ends exit-code env overrides: the run got to running
+                // and exited cleanly, or stayed up longer than the start limit window.
+                let ran = matches!(self.state, State::Running { .. });
+                if (ran && status.is_clean()) || ran_for >= self.spec.start_limit.interval {
+                    self.env_overrides.clear();
                 }
                 let cause = if early {
                     Cause::ExitedEarly {
@@ -415,6 +673,14 @@ impl Service {
 
     /// The last process of `run`'s group is gone (the main process was reaped earlier).
     pub fn group_empty(&mut self, run: RunId, now: Instant, shutting_down: bool) -> Vec<Effect> {
+        if let (State::Starting { run: r, .. }, Some((_, alive))) =
+            (&self.state, &mut self.facts.forker_exit)
+        {
+            if *r == run {
+                *alive = false;
+            }
+            return Vec::new();
+        }
         match self.state {
             State::Stopping {
                 run: r,
@@ -434,9 +700,37 @@ impl Service {
             return (Vec::new(), None);
         }
         match self.state.clone() {
-            State::Starting { run, pid, spawned } => {
+            State::Starting { run, pid, spawned } if self.is_up() => {
                 self.enter(State::Running { run, pid, spawned }, now);
-                (vec![self.emit(EventKind::Started { run, pid })], None)
+                self.arm_watchdog(now);
+                let main = self.facts.main_pid.unwrap_or(pid);
+                (vec![self.emit(EventKind::Started { run, pid: main })], None)
+            }
+            State::Starting { run, pid, spawned } => {
+                (self.not_ready(run, pid, spawned, now, shutting_down), None)
+            }
+            State::Running { run, pid, .. } => {
+                let interval = self.facts.watchdog.unwrap_or_default();
+                self.facts.watchdog_deadline = None;
+                let main = self.facts.main_pid.unwrap_or(pid);
+                let mut effects = vec![self.emit(EventKind::WatchdogTimeout {
+                    pid: main,
+                    interval,
+                })];
+                let then = AfterStop::Exit {
+                    cause: Cause::WatchdogTimeout { interval },
+                    early: false,
+                };
+                self.last_cause = Some(Cause::WatchdogTimeout { interval });
+                effects.extend(self.begin_stop_with(
+                    Signal::SIGABRT,
+                    run,
+                    pid,
+                    MainProcess::Alive,
+                    then,
+                    now,
+                ));
+                (effects, None)
             }
             State::Backoff { .. } => {
                 self.restarts += 1;
@@ -530,7 +824,25 @@ impl Service {
         then: AfterStop,
         now: Instant,
     ) -> Vec<Effect> {
-        let stop = self.spec.stop;
+        let signal = self.spec.stop.signal;
+        self.begin_stop_with(signal, run, pid, main, then, now)
+    }
+
+    /// Like `begin_stop`, with `first` instead of the configured stop signal (SIGABRT
+    /// for a watchdog timeout, like systemd's `WatchdogSignal=`).
+    fn begin_stop_with(
+        &mut self,
+        first: Signal,
+        run: RunId,
+        pid: Pid,
+        main: MainProcess,
+        then: AfterStop,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let stop = crate::model::StopSpec {
+            signal: first,
+            ..self.spec.stop
+        };
         self.enter(
             State::Stopping {
                 run,
@@ -592,15 +904,77 @@ impl Service {
 
     /// Applies the restart policy to the end of a run.
     fn after_run(&mut self, cause: Cause, now: Instant, early: bool) -> Vec<Effect> {
-        let clean = match &cause {
+        let mut clean = match &cause {
             Cause::Exited(status) => status.is_clean(),
-            Cause::ExitedEarly { .. } | Cause::SpawnFailed(_) => false,
+            Cause::ExitedEarly { .. }
+            | Cause::SpawnFailed(_)
+            | Cause::NotReady { .. }
+            | Cause::WatchdogTimeout { .. }
+            | Cause::Unhealthy { .. } => false,
         };
-        let restart = match self.spec.restart {
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => !clean || early,
-            RestartPolicy::No => false,
+        let mut early = early;
+        let status = match &cause {
+            Cause::Exited(status) | Cause::ExitedEarly { status, .. } => Some(*status),
+            Cause::SpawnFailed(_)
+            | Cause::NotReady { .. }
+            | Cause::WatchdogTimeout { .. }
+            | Cause::Unhealthy { .. } => None,
         };
+        let mapped = status.and_then(|s| {
+            let key = ExitKey::of(s);
+            self.spec.exit_codes.get(&key).map(|a| (key, a.clone()))
+        });
+        let mut effects = Vec::new();
+        let mut forced_delay = None;
+        let mut forced_restart = false;
+        if let Some((key, action)) = mapped {
+            effects.push(self.emit(EventKind::ExitActionApplied {
+                key,
+                action: action.clone(),
+            }));
+            match action {
+                ExitAction::Ignore => {
+                    clean = true;
+                    early = false;
+                }
+                ExitAction::Quarantine => {
+                    effects.push(Effect::Quarantine {
+                        service: self.spec.name.clone(),
+                        status: status.expect("only exits are mapped"),
+                        reason: cause.to_string(),
+                    });
+                    effects.extend(self.give_up(FailReason::Quarantined(cause), now));
+                    return effects;
+                }
+                ExitAction::Restart { delay, env } => {
+                    forced_restart = true;
+                    forced_delay = delay;
+                    self.env_overrides.extend(env);
+                }
+            }
+        }
+        effects.extend(self.apply_policy(cause, now, clean, early, forced_restart, forced_delay));
+        effects
+    }
+
+    /// The restart policy proper (`after_run` without exit-code actions). A forced
+    /// restart (from an exit-code action) restarts whatever the policy says, still
+    /// within the start limit; `forced_delay` replaces the backoff delay.
+    fn apply_policy(
+        &mut self,
+        cause: Cause,
+        now: Instant,
+        clean: bool,
+        early: bool,
+        forced_restart: bool,
+        forced_delay: Option<Duration>,
+    ) -> Vec<Effect> {
+        let restart = forced_restart
+            || match self.spec.restart {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => !clean || early,
+                RestartPolicy::No => false,
+            };
         if !restart {
             if clean {
                 self.enter(State::Stopped, now);
@@ -627,7 +1001,10 @@ impl Service {
         }
         self.restart_times.push_back(now);
         self.attempt += 1;
-        let delay = self.delay(self.attempt);
+        let delay = match forced_delay {
+            Some(delay) => delay,
+            None => self.delay(self.attempt),
+        };
         self.enter(State::Backoff { until: now + delay }, now);
         vec![self.emit(EventKind::RestartScheduled {
             delay,
@@ -670,6 +1047,200 @@ impl Service {
                 Duration::from_secs_f64((base * spread).clamp(0.0, max.as_secs_f64()))
             }
         }
+    }
+}
+
+impl Service {
+    /// The readiness condition of `run` was met (a newline on the notification fd, a
+    /// TCP connect or HTTP answer, a passing health probe). Ignored unless starting.
+    pub fn ready(&mut self, run: RunId) -> Vec<Effect> {
+        match self.state {
+            State::Starting { run: r, .. } if r == run && !self.facts.ready => {
+                self.facts.ready = true;
+                self.became_ready(run)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Messages from the service on `NOTIFY_SOCKET` (the shell checked that the sender
+    /// belongs to `run`, and that a `MAINPID=` names a process of the service).
+    pub fn notify(&mut self, run: RunId, msgs: Vec<NotifyMsg>, now: Instant) -> Vec<Effect> {
+        let live = matches!(
+            self.state,
+            State::Starting { run: r, .. } | State::Running { run: r, .. } if r == run
+        );
+        if !live {
+            // A stopping service may still say what it is doing.
+            if self.run() == Some(run) {
+                for msg in msgs {
+                    if let NotifyMsg::Status(text) = msg {
+                        self.facts.status_text = Some(text).filter(|t| !t.is_empty());
+                    }
+                }
+            }
+            return Vec::new();
+        }
+        let running = matches!(self.state, State::Running { .. });
+        let mut effects = Vec::new();
+        for msg in msgs {
+            match msg {
+                NotifyMsg::Ready => {
+                    if self.spec.ready == Readiness::Notify && !self.facts.ready {
+                        self.facts.ready = true;
+                        effects.extend(self.became_ready(run));
+                    }
+                }
+                NotifyMsg::Status(text) => {
+                    self.facts.status_text = Some(text).filter(|t| !t.is_empty());
+                }
+                NotifyMsg::Watchdog => {
+                    if running {
+                        self.arm_watchdog(now);
+                    }
+                }
+                NotifyMsg::WatchdogTrigger => {
+                    if running && self.facts.watchdog.is_some() {
+                        self.facts.watchdog_deadline = Some(now);
+                    }
+                }
+                NotifyMsg::WatchdogUsec(interval) => {
+                    self.facts.watchdog = Some(interval);
+                    if running {
+                        self.arm_watchdog(now);
+                    }
+                }
+                NotifyMsg::ExtendTimeout(by) => {
+                    if let Some(deadline) = &mut self.facts.start_deadline {
+                        *deadline = (*deadline).max(now + by);
+                    }
+                }
+                NotifyMsg::MainPid(pid) => effects.extend(self.set_main_pid(run, pid)),
+                NotifyMsg::Reloading => effects.push(self.emit(EventKind::Notified {
+                    what: "reloading".to_owned(),
+                })),
+                NotifyMsg::Stopping => effects.push(self.emit(EventKind::Notified {
+                    what: "stopping".to_owned(),
+                })),
+                NotifyMsg::Errno(errno) => effects.push(self.emit(EventKind::Notified {
+                    what: format!("errno {errno}"),
+                })),
+            }
+        }
+        effects
+    }
+
+    /// The pidfile of a forking service named `pid`, a live process of the service: it
+    /// becomes the main process.
+    pub fn adopted(&mut self, run: RunId, pid: Pid) -> Vec<Effect> {
+        match self.state {
+            State::Starting { run: r, .. } if r == run && self.facts.main_pid.is_none() => {
+                self.set_main_pid(run, pid)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn set_main_pid(&mut self, run: RunId, pid: Pid) -> Vec<Effect> {
+        let unchanged = self.facts.main_pid.or(self.group()) == Some(pid);
+        if unchanged {
+            return Vec::new();
+        }
+        let was_up = self.is_up();
+        self.facts.main_pid = Some(pid);
+        let mut effects = vec![
+            self.emit(EventKind::MainPidChanged { pid }),
+            Effect::MainPid {
+                service: self.spec.name.clone(),
+                run,
+                pid,
+            },
+        ];
+        if !was_up && self.is_up() {
+            effects.push(self.emit(EventKind::BecameReady { run }));
+        }
+        effects
+    }
+
+    fn became_ready(&mut self, run: RunId) -> Vec<Effect> {
+        if self.is_up() {
+            vec![self.emit(EventKind::BecameReady { run })]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Starts (or restarts) the keep-alive countdown from `now`.
+    fn arm_watchdog(&mut self, now: Instant) {
+        self.facts.watchdog_deadline = self.facts.watchdog.map(|interval| now + interval);
+    }
+
+    /// The spawned process of a forking service exited. Exit 0 before a daemon was
+    /// adopted is the expected double fork: keep starting and read the pidfile.
+    fn forker_exited(
+        &mut self,
+        run: RunId,
+        pid: Pid,
+        status: ExitStatus,
+        group_alive: bool,
+    ) -> Option<Vec<Effect>> {
+        let ServiceKind::Forking { pidfile } = &self.spec.kind else {
+            return None;
+        };
+        let waiting = matches!(self.state, State::Starting { .. })
+            && self.facts.main_pid.is_none()
+            && self.facts.forker_exit.is_none()
+            && status == ExitStatus::Exited(0);
+        if !waiting {
+            return None;
+        }
+        self.facts.forker_exit = Some((status, group_alive));
+        let path = pidfile.clone();
+        Some(vec![
+            self.emit(EventKind::Exited { run, pid, status }),
+            self.emit(EventKind::AwaitingPidfile { path: path.clone() }),
+            Effect::ReadPidfile {
+                service: self.spec.name.clone(),
+                run,
+                path,
+            },
+        ])
+    }
+
+    /// `start_timeout` passed without the service becoming ready: a failed start. Its
+    /// processes are stopped first; the restart policy applies once they are gone.
+    fn not_ready(
+        &mut self,
+        run: RunId,
+        pid: Pid,
+        spawned: Instant,
+        now: Instant,
+        shutting_down: bool,
+    ) -> Vec<Effect> {
+        let timeout = self
+            .facts
+            .start_deadline
+            .unwrap_or(now)
+            .saturating_duration_since(spawned);
+        let cause = Cause::NotReady { timeout };
+        self.last_cause = Some(cause.clone());
+        let mut effects = vec![self.emit(EventKind::StartTimedOut { timeout })];
+        let then = AfterStop::Exit {
+            cause: cause.clone(),
+            early: true,
+        };
+        match self.facts.forker_exit {
+            Some((status, true)) => {
+                effects.extend(self.begin_stop(run, pid, MainProcess::Exited(status), then, now));
+            }
+            Some((_, false)) if shutting_down => {
+                self.enter(State::Stopped, now);
+                effects.push(self.emit(EventKind::Stopped));
+            }
+            Some((_, false)) => effects.extend(self.after_run(cause, now, true)),
+            None => effects.extend(self.begin_stop(run, pid, MainProcess::Alive, then, now)),
+        }
+        effects
     }
 }
 

@@ -9,7 +9,10 @@
 
 mod backoff;
 mod commands;
+mod exit_codes;
+mod health;
 mod ordering;
+mod readiness;
 mod reload;
 mod restart;
 mod shutdown;
@@ -118,6 +121,10 @@ fn label(effect: &Effect) -> String {
         Effect::StartAgain { service } => format!("start-again {service}"),
         Effect::Remove { service } => format!("remove {service}"),
         Effect::Exit => "exit".to_owned(),
+        Effect::MainPid { service, pid, .. } => format!("main-pid {service} {pid}"),
+        Effect::ReadPidfile { service, .. } => format!("read-pidfile {service}"),
+        Effect::StartProbe { service, .. } => format!("probe {service}"),
+        Effect::Quarantine { service, .. } => format!("quarantine {service}"),
     }
 }
 
@@ -271,7 +278,11 @@ impl Harness {
                     panic!("StartAgain for {service} leaked out of the core")
                 }
                 Effect::Exit => self.exit_seen = true,
-                Effect::Emit(_) | Effect::Remove { .. } => {}
+                Effect::Emit(_)
+                | Effect::Remove { .. }
+                | Effect::MainPid { .. }
+                | Effect::ReadPidfile { .. } => {}
+                Effect::StartProbe { .. } | Effect::Quarantine { .. } => {}
             }
             done.push(effect);
         }

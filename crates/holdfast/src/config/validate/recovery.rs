@@ -1,0 +1,720 @@
+//! Validation of `[service.X.health]` and `[service.X.exit_codes]`.
+//!
+//! Same rules as the rest of `validate`: every problem is recorded at its span with a
+//! hint, and a default stands in so the other checks still run.
+
+use std::collections::BTreeMap;
+use std::ops::{Range, RangeInclusive};
+use std::time::Duration;
+
+use serde_spanned::Spanned;
+
+use super::super::diagnostic::{Problem, closest};
+use super::super::raw::{RawCommand, RawExitAction, RawHealth, RawService, RawThreshold};
+use super::super::value;
+use super::Validator;
+use crate::model::{
+    DecaySpec, ExitAction, ExitKey, HealthSpec, Probe, Threshold, UnhealthyAction, defaults,
+};
+
+const EXIT_ACTIONS: [&str; 3] = ["restart", "quarantine", "ignore"];
+const UNHEALTHY_ACTIONS: [&str; 2] = ["restart", "none"];
+
+impl Validator<'_> {
+    pub(super) fn health(&mut self, svc: &str, raw: &Spanned<RawHealth>) -> Option<HealthSpec> {
+        let span = raw.span();
+        let raw = raw.get_ref();
+        let probe = self.probe(svc, raw, span.clone());
+
+        let interval = self.duration(
+            raw.interval.as_ref(),
+            svc,
+            "health.interval",
+            defaults::HEALTH_INTERVAL,
+        );
+        if let (true, Some(at)) = (interval.is_zero(), &raw.interval) {
+            self.push(
+                Problem::new(
+                    format!("`service.{svc}.health.interval` must be longer than zero"),
+                    at.span(),
+                    "zero",
+                )
+                .with_help("probe e.g. every \"5s\""),
+            );
+        }
+        let timeout = self.duration(
+            raw.timeout.as_ref(),
+            svc,
+            "health.timeout",
+            defaults::HEALTH_TIMEOUT.min(interval),
+        );
+        if let (true, Some(at)) = (timeout.is_zero(), &raw.timeout) {
+            self.push(
+                Problem::new(
+                    format!("`service.{svc}.health.timeout` must be longer than zero"),
+                    at.span(),
+                    "zero",
+                )
+                .with_help("give the probe time to answer, e.g. \"2s\""),
+            );
+        } else if timeout > interval && !interval.is_zero() {
+            // Point at whichever of the two the user wrote.
+            let at = raw
+                .timeout
+                .as_ref()
+                .map(Spanned::span)
+                .or_else(|| raw.interval.as_ref().map(Spanned::span));
+            if let Some(at) = at {
+                self.push(
+                    Problem::new(
+                        format!("`service.{svc}.health.timeout` is longer than its interval"),
+                        at,
+                        format!(
+                            "timeout {} > interval {}",
+                            humantime::format_duration(timeout),
+                            humantime::format_duration(interval)
+                        ),
+                    )
+                    .with_help("one probe at a time: make the timeout at most the interval"),
+                );
+            }
+        }
+        let grace = self.duration(
+            raw.grace.as_ref(),
+            svc,
+            "health.grace",
+            defaults::HEALTH_GRACE,
+        );
+
+        let degraded = self.threshold(
+            svc,
+            "degraded",
+            raw.degraded.as_ref(),
+            defaults::DEGRADED_FAILURES,
+            defaults::DEGRADED_WITHIN,
+        );
+        let unhealthy = self.threshold(
+            svc,
+            "unhealthy",
+            raw.unhealthy.as_ref(),
+            defaults::UNHEALTHY_FAILURES,
+            defaults::UNHEALTHY_WITHIN,
+        );
+        if unhealthy.failures < degraded.failures {
+            let at = raw
+                .unhealthy
+                .as_ref()
+                .and_then(|u| u.get_ref().failures.as_ref().map(Spanned::span))
+                .or_else(|| {
+                    raw.degraded
+                        .as_ref()
+                        .and_then(|d| d.get_ref().failures.as_ref().map(Spanned::span))
+                })
+                .unwrap_or(span.clone());
+            self.push(
+                Problem::new(
+                    format!(
+                        "`service.{svc}.health.unhealthy.failures` is below `degraded.failures`"
+                    ),
+                    at,
+                    format!("{} < {}", unhealthy.failures, degraded.failures),
+                )
+                .with_help("UNHEALTHY is worse than DEGRADED: it needs at least as many failures"),
+            );
+        }
+        let unhealthy_action = self.unhealthy_action(svc, raw);
+        if let Some(action) = raw
+            .degraded
+            .as_ref()
+            .and_then(|d| d.get_ref().action.as_ref())
+        {
+            self.push(
+                Problem::new(
+                    format!("`service.{svc}.health.degraded` has no `action`"),
+                    action.span(),
+                    "not allowed here",
+                )
+                .with_help("DEGRADED is reported only; set the action on `unhealthy`"),
+            );
+        }
+        let recover_successes = match raw
+            .recover
+            .as_ref()
+            .and_then(|r| r.get_ref().successes.as_ref())
+        {
+            Some(n) if *n.get_ref() == 0 => {
+                self.push(
+                    Problem::new(
+                        format!("`service.{svc}.health.recover.successes` must be at least 1"),
+                        n.span(),
+                        "zero",
+                    )
+                    .with_help(
+                        "use e.g. 3: that many consecutive successes bring the state back to OK",
+                    ),
+                );
+                defaults::RECOVER_SUCCESSES
+            }
+            Some(n) => *n.get_ref(),
+            None => defaults::RECOVER_SUCCESSES,
+        };
+        Some(HealthSpec {
+            probe: probe?,
+            interval,
+            timeout,
+            decay: DecaySpec {
+                grace,
+                degraded,
+                unhealthy,
+                recover_successes,
+            },
+            unhealthy_action,
+        })
+    }
+
+    fn probe(&mut self, svc: &str, raw: &RawHealth, span: Range<usize>) -> Option<Probe> {
+        let given: Vec<(&str, Range<usize>)> = [
+            raw.http.as_ref().map(|h| ("http", h.span())),
+            raw.tcp.as_ref().map(|t| ("tcp", t.span())),
+            raw.exec.as_ref().map(|e| ("exec", e.span())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match given.as_slice() {
+            [] => {
+                self.push(
+                    Problem::new(
+                        format!("`service.{svc}.health` has no probe"),
+                        span,
+                        "missing http, tcp or exec",
+                    )
+                    .with_help(
+                        "add one: http = \"http://127.0.0.1:8080/health\", tcp = \"127.0.0.1:8080\" or exec = [\"/bin/check\"]",
+                    ),
+                );
+                return None;
+            }
+            [_] => {}
+            [(first, _), (second, at), ..] => {
+                self.push(
+                    Problem::new(
+                        format!("`service.{svc}.health` has more than one probe"),
+                        at.clone(),
+                        format!("`{second}` as well as `{first}`"),
+                    )
+                    .with_help("keep exactly one of http, tcp and exec"),
+                );
+                return None;
+            }
+        }
+        if raw.http.is_none() {
+            for (key, at) in [
+                ("status", raw.status.as_ref().map(Spanned::span)),
+                ("body", raw.body.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(at) = at {
+                    self.push(
+                        Problem::new(
+                            format!("`service.{svc}.health.{key}` only applies to http probes"),
+                            at,
+                            "not an http probe",
+                        )
+                        .with_help(format!("remove `{key}`")),
+                    );
+                }
+            }
+        }
+        if let Some(url) = &raw.http {
+            let status = match &raw.status {
+                None => 200..=399,
+                Some(text) => self.status_range(svc, text).unwrap_or(200..=399),
+            };
+            let (authority, path) = self.http_url(svc, url)?;
+            return Some(Probe::Http {
+                url: url.get_ref().clone(),
+                authority,
+                path,
+                status,
+                body: raw.body.as_ref().map(|b| b.get_ref().clone()),
+            });
+        }
+        if let Some(address) = &raw.tcp {
+            let text = address.get_ref();
+            let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !valid {
+                self.push(
+                    Problem::new(
+                        format!("invalid address in `service.{svc}.health.tcp`"),
+                        address.span(),
+                        "not host:port",
+                    )
+                    .with_help("write a host and a port, e.g. \"127.0.0.1:8080\""),
+                );
+                return None;
+            }
+            return Some(Probe::Tcp {
+                address: text.clone(),
+            });
+        }
+        let exec = raw.exec.as_ref().expect("exactly one probe is given");
+        match exec.get_ref() {
+            RawCommand::Args(args) if !args.is_empty() && !args[0].get_ref().is_empty() => {
+                Some(Probe::Exec {
+                    command: args.iter().map(|a| a.get_ref().clone()).collect(),
+                })
+            }
+            _ => {
+                self.push(
+                    Problem::new(
+                        format!("`service.{svc}.health.exec` must be a non-empty array"),
+                        exec.span(),
+                        "no program",
+                    )
+                    .with_help(
+                        "write the command and its arguments: exec = [\"/bin/check\", \"--quick\"]",
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `http://host[:port][/path]` → (`host:port`, `/path`).
+    fn http_url(&mut self, svc: &str, url: &Spanned<String>) -> Option<(String, String)> {
+        let problem = |label: &str, help: &str| {
+            Problem::new(
+                format!("invalid URL in `service.{svc}.health.http`"),
+                url.span(),
+                label,
+            )
+            .with_help(help.to_owned())
+        };
+        let uri: hyper::Uri = match url.get_ref().parse() {
+            Ok(uri) => uri,
+            Err(e) => {
+                self.push(problem(
+                    &e.to_string(),
+                    "write a URL such as \"http://127.0.0.1:8080/health\"",
+                ));
+                return None;
+            }
+        };
+        if uri.scheme_str() != Some("http") {
+            self.push(problem(
+                "only http:// is supported",
+                "probe plain HTTP, or use exec = [\"curl\", \"-fsS\", \"https://...\"] for TLS",
+            ));
+            return None;
+        }
+        let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
+            self.push(problem(
+                "no host",
+                "write a URL such as \"http://127.0.0.1:8080/health\"",
+            ));
+            return None;
+        };
+        let port = uri.port_u16().unwrap_or(80);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let path = if path.is_empty() {
+            "/".to_owned()
+        } else {
+            path
+        };
+        Some((format!("{host}:{port}"), path))
+    }
+
+    /// `"200-399"` or `"200"`.
+    fn status_range(&mut self, svc: &str, raw: &Spanned<String>) -> Option<RangeInclusive<u16>> {
+        let text = raw.get_ref().trim();
+        let (low, high) = text.split_once('-').unwrap_or((text, text));
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+        };
+        match (parse(low), parse(high)) {
+            (Some(low), Some(high)) if low <= high => Some(low..=high),
+            _ => {
+                self.push(
+                    Problem::new(
+                        format!("invalid `service.{svc}.health.status`"),
+                        raw.span(),
+                        "not a status range",
+                    )
+                    .with_help("write one status or a range of statuses (100-599), e.g. \"200-399\" or \"204\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn threshold(
+        &mut self,
+        svc: &str,
+        key: &str,
+        raw: Option<&Spanned<RawThreshold>>,
+        failures: u32,
+        within: Duration,
+    ) -> Threshold {
+        let Some(raw) = raw.map(Spanned::get_ref) else {
+            return Threshold { failures, within };
+        };
+        let failures = match &raw.failures {
+            Some(n) if *n.get_ref() == 0 => {
+                self.push(
+                    Problem::new(
+                        format!("`service.{svc}.health.{key}.failures` must be at least 1"),
+                        n.span(),
+                        "zero",
+                    )
+                    .with_help(format!("the default is {failures}")),
+                );
+                failures
+            }
+            Some(n) => *n.get_ref(),
+            None => failures,
+        };
+        let within = self.duration(
+            raw.within.as_ref(),
+            svc,
+            &format!("health.{key}.within"),
+            within,
+        );
+        if let (true, Some(at)) = (within.is_zero(), &raw.within) {
+            self.push(
+                Problem::new(
+                    format!("`service.{svc}.health.{key}.within` must be longer than zero"),
+                    at.span(),
+                    "zero",
+                )
+                .with_help("failures are counted within this sliding window, e.g. \"60s\""),
+            );
+        }
+        Threshold { failures, within }
+    }
+
+    fn unhealthy_action(&mut self, svc: &str, raw: &RawHealth) -> UnhealthyAction {
+        let Some(action) = raw
+            .unhealthy
+            .as_ref()
+            .and_then(|u| u.get_ref().action.as_ref())
+        else {
+            return UnhealthyAction::Restart;
+        };
+        match action.get_ref().as_str() {
+            "restart" => UnhealthyAction::Restart,
+            "none" => UnhealthyAction::None,
+            other => {
+                let help = match closest(other, UNHEALTHY_ACTIONS) {
+                    Some(best) => format!("did you mean \"{best}\"? valid actions: restart, none"),
+                    None => "valid actions: restart, none".to_owned(),
+                };
+                self.push(
+                    Problem::new(
+                        format!("unknown action {other:?} in `service.{svc}.health.unhealthy`"),
+                        action.span(),
+                        "unknown action",
+                    )
+                    .with_help(help),
+                );
+                UnhealthyAction::Restart
+            }
+        }
+    }
+
+    pub(super) fn exit_codes(
+        &mut self,
+        svc: &str,
+        raw: &RawService,
+    ) -> BTreeMap<ExitKey, ExitAction> {
+        let mut map = BTreeMap::new();
+        for (key, action) in raw.exit_codes.iter().flatten() {
+            let key = self.exit_key(svc, key);
+            let action = self.exit_action(svc, action);
+            if let (Some(key), Some(action)) = (key, action) {
+                map.insert(key, action);
+            }
+        }
+        map
+    }
+
+    fn exit_key(&mut self, svc: &str, raw: &Spanned<String>) -> Option<ExitKey> {
+        let text = raw.get_ref().trim();
+        if let Ok(code) = text.parse::<i64>() {
+            if (0..=255).contains(&code) {
+                return Some(ExitKey::Code(code as i32));
+            }
+            self.push(
+                Problem::new(
+                    format!("exit code {code} in `service.{svc}.exit_codes` is out of range"),
+                    raw.span(),
+                    "not 0-255",
+                )
+                .with_help("exit codes are 0-255; to match a signal write its name, e.g. SIGSEGV"),
+            );
+            return None;
+        }
+        match value::parse_signal(text) {
+            Ok(signal) => Some(ExitKey::Signal(signal as i32)),
+            Err(err) => {
+                self.push(
+                    Problem::new(
+                        format!("invalid key {text:?} in `service.{svc}.exit_codes`"),
+                        raw.span(),
+                        "neither an exit code nor a signal",
+                    )
+                    .with_help(format!(
+                        "write an exit code (\"101\") or a signal name (\"SIGSEGV\"); {}",
+                        err.help
+                    )),
+                );
+                None
+            }
+        }
+    }
+
+    fn exit_action(&mut self, svc: &str, raw: &Spanned<RawExitAction>) -> Option<ExitAction> {
+        let span = raw.span();
+        let raw = raw.get_ref();
+        let Some(action) = &raw.action else {
+            self.push(
+                Problem::new(
+                    format!("an entry of `service.{svc}.exit_codes` has no `action`"),
+                    span,
+                    "missing `action`",
+                )
+                .with_help("add action = \"restart\", \"quarantine\" or \"ignore\""),
+            );
+            return None;
+        };
+        let name = action.get_ref().as_str();
+        if name != "restart" {
+            for (key, at) in [
+                ("delay", raw.delay.as_ref().map(Spanned::span)),
+                (
+                    "env",
+                    raw.env
+                        .as_ref()
+                        .and_then(|e| e.keys().next().map(Spanned::span)),
+                ),
+            ] {
+                if let (Some(at), true) = (at, EXIT_ACTIONS.contains(&name)) {
+                    self.push(
+                        Problem::new(
+                            format!("`{key}` only applies to action \"restart\" in `service.{svc}.exit_codes`"),
+                            at,
+                            format!("action is \"{name}\""),
+                        )
+                        .with_help(format!("remove `{key}` or use action = \"restart\"")),
+                    );
+                }
+            }
+        }
+        match name {
+            "restart" => {
+                let delay = raw
+                    .delay
+                    .as_ref()
+                    .map(|d| self.duration(Some(d), svc, "exit_codes.delay", Duration::ZERO));
+                let mut env = BTreeMap::new();
+                for (key, value) in raw.env.iter().flatten() {
+                    let k = key.get_ref();
+                    if k.is_empty() || k.contains(['=', '\0']) || value.get_ref().contains('\0') {
+                        self.push(
+                            Problem::new(
+                                format!("invalid environment override {k:?} in `service.{svc}.exit_codes`"),
+                                key.span(),
+                                "invalid name or value",
+                            )
+                            .with_help("use a non-empty name without '=' or NUL, e.g. DB_HOST"),
+                        );
+                    } else {
+                        env.insert(k.clone(), value.get_ref().clone());
+                    }
+                }
+                Some(ExitAction::Restart { delay, env })
+            }
+            "quarantine" => Some(ExitAction::Quarantine),
+            "ignore" => Some(ExitAction::Ignore),
+            other => {
+                let help = match closest(other, EXIT_ACTIONS) {
+                    Some(best) => format!(
+                        "did you mean \"{best}\"? valid actions: restart, quarantine, ignore"
+                    ),
+                    None => "valid actions: restart, quarantine, ignore".to_owned(),
+                };
+                self.push(
+                    Problem::new(
+                        format!("unknown action {other:?} in `service.{svc}.exit_codes`"),
+                        action.span(),
+                        "unknown action",
+                    )
+                    .with_help(help),
+                );
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use nix::sys::signal::Signal;
+
+    use crate::config::{Problem, parse};
+    use crate::model::{ExitAction, ExitKey, Plan, Probe, ServiceName, UnhealthyAction};
+
+    fn plan(src: &str) -> Plan {
+        parse(src, "test.toml", Path::new("/etc/holdfast"))
+            .unwrap_or_else(|err| panic!("config should be valid:\n{}", err.render_plain()))
+    }
+
+    fn problems(src: &str) -> Vec<Problem> {
+        parse(src, "test.toml", Path::new("/etc/holdfast"))
+            .expect_err("config should be rejected")
+            .problems()
+            .to_vec()
+    }
+
+    fn snippet<'s>(src: &'s str, problem: &Problem) -> &'s str {
+        &src[problem.span().expect("problems carry a span")]
+    }
+
+    const CMD: &str = "[service.api]\ncommand = [\"/bin/api\"]\n";
+
+    #[test]
+    fn a_health_table_with_every_key_is_converted_to_the_model() {
+        let src = format!(
+            "{CMD}[service.api.health]\nhttp = \"http://localhost:8080/health?deep=1\"\nstatus = \"200-204\"\nbody = \"ok\"\ninterval = \"1s\"\ntimeout = \"500ms\"\ngrace = \"10s\"\ndegraded = {{ failures = 3, within = \"30s\" }}\nunhealthy = {{ failures = 5, within = \"60s\", action = \"none\" }}\nrecover = {{ successes = 2 }}\n"
+        );
+        let plan = plan(&src);
+        let health = plan.services[&ServiceName::new("api").unwrap()]
+            .health
+            .clone()
+            .expect("health is set");
+        assert_eq!(
+            health.probe,
+            Probe::Http {
+                url: "http://localhost:8080/health?deep=1".to_owned(),
+                authority: "localhost:8080".to_owned(),
+                path: "/health?deep=1".to_owned(),
+                status: 200..=204,
+                body: Some("ok".to_owned()),
+            }
+        );
+        assert_eq!(health.interval, Duration::from_secs(1));
+        assert_eq!(health.timeout, Duration::from_millis(500));
+        assert_eq!(health.decay.grace, Duration::from_secs(10));
+        assert_eq!(health.decay.degraded.failures, 3);
+        assert_eq!(health.decay.unhealthy.within, Duration::from_secs(60));
+        assert_eq!(health.decay.recover_successes, 2);
+        assert_eq!(health.unhealthy_action, UnhealthyAction::None);
+    }
+
+    #[test]
+    fn health_defaults_follow_the_documentation() {
+        let plain = plan(&format!(
+            "{CMD}[service.api.health]\ntcp = \"127.0.0.1:80\"\n"
+        ));
+        let health = plain.services[&ServiceName::new("api").unwrap()]
+            .health
+            .clone()
+            .expect("health is set");
+        assert_eq!(health.interval, Duration::from_secs(5));
+        assert_eq!(health.timeout, Duration::from_secs(2));
+        assert_eq!(health.decay.degraded.failures, 2);
+        assert_eq!(health.decay.degraded.within, Duration::from_secs(60));
+        assert_eq!(health.decay.unhealthy.failures, 4);
+        assert_eq!(health.decay.unhealthy.within, Duration::from_secs(120));
+        assert_eq!(health.decay.recover_successes, 3);
+        assert_eq!(health.unhealthy_action, UnhealthyAction::Restart);
+        // A short interval caps the default timeout.
+        let short = plan(&format!(
+            "{CMD}[service.api.health]\ntcp = \"127.0.0.1:80\"\ninterval = \"200ms\"\n"
+        ));
+        let health = short.services[&ServiceName::new("api").unwrap()]
+            .health
+            .clone()
+            .unwrap();
+        assert_eq!(health.timeout, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn health_problems_point_at_the_offending_value() {
+        let src =
+            format!("{CMD}[service.api.health]\nhttp = \"https://x/health\"\ntcp = \"x:1\"\n");
+        let all = problems(&src);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert_eq!(
+            snippet(&src, &all[0]),
+            "\"x:1\"",
+            "the second probe is the problem"
+        );
+
+        let src = format!("{CMD}[service.api.health]\nhttp = \"https://x/health\"\n");
+        let all = problems(&src);
+        assert!(all[0].to_string().contains("invalid URL"), "{all:#?}");
+
+        let src = format!(
+            "{CMD}[service.api.health]\ntcp = \"localhost\"\ntimeout = \"10s\"\nstatus = \"200\"\nunhealthy = {{ failures = 1 }}\nrecover = {{ successes = 0 }}\n"
+        );
+        let all = problems(&src);
+        let snippets: Vec<&str> = all.iter().map(|p| snippet(&src, p)).collect();
+        assert_eq!(
+            snippets,
+            vec!["\"localhost\"", "\"10s\"", "\"200\"", "1", "0"],
+            "{all:#?}"
+        );
+    }
+
+    #[test]
+    fn exit_codes_map_codes_and_signals_to_actions() {
+        let src = format!(
+            "{CMD}[service.api.exit_codes]\n101 = {{ action = \"restart\", delay = \"2s\" }}\n102 = {{ action = \"restart\", env = {{ DB_HOST = \"db-standby\" }} }}\n201 = {{ action = \"quarantine\" }}\nSIGSEGV = {{ action = \"ignore\" }}\n"
+        );
+        let plan = plan(&src);
+        let codes = &plan.services[&ServiceName::new("api").unwrap()].exit_codes;
+        assert_eq!(
+            codes[&ExitKey::Code(101)],
+            ExitAction::Restart {
+                delay: Some(Duration::from_secs(2)),
+                env: Default::default()
+            }
+        );
+        let ExitAction::Restart { env, .. } = &codes[&ExitKey::Code(102)] else {
+            panic!("102 restarts");
+        };
+        assert_eq!(env["DB_HOST"], "db-standby");
+        assert_eq!(codes[&ExitKey::Code(201)], ExitAction::Quarantine);
+        assert_eq!(
+            codes[&ExitKey::Signal(Signal::SIGSEGV as i32)],
+            ExitAction::Ignore
+        );
+    }
+
+    #[test]
+    fn exit_code_problems_point_at_the_offending_key_or_value() {
+        let src = format!(
+            "{CMD}[service.api.exit_codes]\n300 = {{ action = \"restart\" }}\nSIGFOO = {{ action = \"ignore\" }}\n3 = {{ action = \"restrat\" }}\n4 = {{ action = \"ignore\", delay = \"1s\" }}\n"
+        );
+        let all = problems(&src);
+        let snippets: Vec<&str> = all.iter().map(|p| snippet(&src, p)).collect();
+        assert_eq!(
+            snippets,
+            vec!["300", "SIGFOO", "\"restrat\"", "\"1s\""],
+            "{all:#?}"
+        );
+        assert!(
+            all[2].help().is_some_and(|h| h.contains("\"restart\"")),
+            "{:#?}",
+            all[2]
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! Network probes: HTTP GET and TCP connect, each bounded by its timeout.
+//!
+//! HTTP uses hyper's HTTP/1.1 client connection (not a hand-written parser) so chunked
+//! bodies, `Content-Length` and odd-but-legal responses are read correctly; only
+//! `http://` is supported (validation rejects other schemes). One connection per probe,
+//! with `Connection: close`, so a probe never holds a socket of the service between runs.
+//!
+//! Exec probes are not run here: the runtime spawns them through `process::spawn` and
+//! learns their result from holdfast's reaper (see `exec_outcome`), because the reaper
+//! owns every child.
+
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::decay::ProbeOutcome;
+use crate::model::{ExitStatus, Probe};
+
+/// At most this much of a response body is read for the `body` match.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Runs a network probe (`http` or `tcp`). `Probe::Exec` is the runtime's job.
+pub async fn run(probe: &Probe, timeout: Duration) -> ProbeOutcome {
+    match probe {
+        Probe::Http {
+            authority,
+            path,
+            status,
+            body,
+            ..
+        } => {
+            let check = async {
+                let (code, text) = get(authority, path).await?;
+                if !status.contains(&code) {
+                    return Err(format!(
+                        "HTTP {code} (expected {}-{})",
+                        status.start(),
+                        status.end()
+                    ));
+                }
+                match body {
+                    Some(needle) if !text.contains(needle.as_str()) => {
+                        Err(format!("HTTP {code}: body does not contain {needle:?}"))
+                    }
+                    _ => Ok(()),
+                }
+            };
+            bounded(timeout, check).await
+        }
+        Probe::Tcp { address } => {
+            let connect = async {
+                TcpStream::connect(address.as_str())
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("connect {address}: {e}"))
+            };
+            bounded(timeout, connect).await
+        }
+        Probe::Exec { .. } => unreachable!("exec probes are spawned by the runtime"),
+    }
+}
+
+/// The outcome of an exec probe whose process was reaped with `status`.
+pub fn exec_outcome(status: ExitStatus) -> ProbeOutcome {
+    match status {
+        ExitStatus::Exited(0) => ProbeOutcome::Success,
+        other => ProbeOutcome::Failure(format!("probe command {other}")),
+    }
+}
+
+/// The failure reported for a probe that did not finish within `timeout`.
+pub fn timed_out(timeout: Duration) -> ProbeOutcome {
+    ProbeOutcome::Failure(format!(
+        "timed out after {}",
+        humantime::format_duration(timeout)
+    ))
+}
+
+async fn bounded(
+    timeout: Duration,
+    check: impl Future<Output = Result<(), String>>,
+) -> ProbeOutcome {
+    match tokio::time::timeout(timeout, check).await {
+        Ok(Ok(())) => ProbeOutcome::Success,
+        Ok(Err(error)) => ProbeOutcome::Failure(error),
+        Err(_) => timed_out(timeout),
+    }
+}
+
+/// `GET path` from `authority`; returns the status and (the first `MAX_BODY` bytes of)
+/// the body, lossily decoded.
+async fn get(authority: &str, path: &str) -> Result<(u16, String), String> {
+    let stream = TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("connect {authority}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake with {authority}: {e}"))?;
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::USER_AGENT, "holdfast-probe")
+        .header(hyper::header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("invalid request for {path:?}: {e}"))?;
+    let exchange = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let code = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| format!("GET {path}: reading the body: {e}"))?
+            .to_bytes();
+        Ok((code, String::from_utf8_lossy(&body).into_owned()))
+    };
+    // The connection future does the actual I/O and must be polled alongside the
+    // exchange; it may finish first (the server closed after answering), in which case
+    // the exchange completes from what was already received.
+    let mut exchange = pin!(exchange);
+    let mut conn = pin!(conn);
+    tokio::select! {
+        biased;
+        result = &mut exchange => result,
+        done = &mut conn => match done {
+            Ok(()) => exchange.await,
+            Err(e) => Err(format!("GET {path}: {e}")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A one-shot server answering each connection with `response`, after `delay`.
+    async fn server(response: &'static str, delay: Duration) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr").to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0_u8; 1024];
+                    let _ = stream.read(&mut buf).await;
+                    tokio::time::sleep(delay).await;
+                    let _ = stream.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn http(addr: &str, body: Option<&str>) -> Probe {
+        Probe::Http {
+            url: format!("http://{addr}/health"),
+            authority: addr.to_owned(),
+            path: "/health".to_owned(),
+            status: 200..=399,
+            body: body.map(str::to_owned),
+        }
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[tokio::test]
+    async fn http_probe_succeeds_on_a_status_in_range_and_a_matching_body() {
+        let addr = server(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+            Duration::ZERO,
+        )
+        .await;
+        assert_eq!(run(&http(&addr, None), SECOND).await, ProbeOutcome::Success);
+        assert_eq!(
+            run(&http(&addr, Some("ok")), SECOND).await,
+            ProbeOutcome::Success
+        );
+        let ProbeOutcome::Failure(e) = run(&http(&addr, Some("ready")), SECOND).await else {
+            panic!("body without \"ready\" must fail");
+        };
+        assert!(e.contains("does not contain"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn http_probe_reads_chunked_bodies() {
+        let addr = server(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nre\r\n3\r\nady\r\n0\r\n\r\n",
+            Duration::ZERO,
+        )
+        .await;
+        assert_eq!(
+            run(&http(&addr, Some("ready")), SECOND).await,
+            ProbeOutcome::Success
+        );
+    }
+
+    #[tokio::test]
+    async fn http_probe_fails_on_a_status_out_of_range() {
+        let addr = server(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 8\r\n\r\nfailing\n",
+            Duration::ZERO,
+        )
+        .await;
+        let ProbeOutcome::Failure(e) = run(&http(&addr, None), SECOND).await else {
+            panic!("503 must fail");
+        };
+        assert_eq!(e, "HTTP 503 (expected 200-399)");
+    }
+
+    #[tokio::test]
+    async fn http_probe_times_out_on_a_silent_server() {
+        let addr = server("", Duration::from_secs(3600)).await;
+        let outcome = run(&http(&addr, None), Duration::from_millis(100)).await;
+        assert_eq!(
+            outcome,
+            ProbeOutcome::Failure("timed out after 100ms".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_succeeds_on_a_listener_and_fails_on_a_closed_port() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr").to_string();
+        let probe = Probe::Tcp {
+            address: address.clone(),
+        };
+        assert_eq!(run(&probe, SECOND).await, ProbeOutcome::Success);
+        drop(listener);
+        let ProbeOutcome::Failure(e) = run(&probe, SECOND).await else {
+            panic!("a closed port must fail");
+        };
+        assert!(e.starts_with(&format!("connect {address}")), "{e}");
+    }
+
+    #[test]
+    fn exec_probes_succeed_only_on_exit_zero() {
+        assert_eq!(exec_outcome(ExitStatus::Exited(0)), ProbeOutcome::Success);
+        assert_eq!(
+            exec_outcome(ExitStatus::Exited(1)),
+            ProbeOutcome::Failure("probe command exited 1".to_owned())
+        );
+    }
+}

@@ -1,0 +1,83 @@
+//! holdfast's own notifications to the service manager that runs it (systemd
+//! `Type=notify` with `WatchdogSec=`).
+//!
+//! Everything is a no-op unless holdfast's environment has `NOTIFY_SOCKET` (the runtime
+//! never passes it, nor `WATCHDOG_*`, on to services). `READY=1` is sent once; `STATUS=`
+//! only when the text changed; `WATCHDOG=1` from the supervisor task itself, so pings
+//! stop when its loop stops turning.
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+#[derive(Debug)]
+pub struct Upstream {
+    enabled: bool,
+    ready_sent: bool,
+    stopping_sent: bool,
+    last_status: Option<String>,
+    watchdog: Option<Duration>,
+}
+
+impl Upstream {
+    /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` from the environment.
+    pub fn from_env() -> Self {
+        let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
+        Self {
+            enabled,
+            ready_sent: false,
+            stopping_sent: false,
+            last_status: None,
+            watchdog: if enabled {
+                sd_notify::watchdog_enabled()
+            } else {
+                None
+            },
+        }
+    }
+
+    /// How often to send `WATCHDOG=1`: half the manager's interval, like sd_notify(3)
+    /// recommends.
+    pub fn ping_interval(&self) -> Option<Duration> {
+        self.watchdog.map(|d| (d / 2).max(Duration::from_millis(1)))
+    }
+
+    pub fn is_ready_sent(&self) -> bool {
+        self.ready_sent
+    }
+
+    pub fn ready(&mut self) {
+        if !self.ready_sent {
+            self.ready_sent = true;
+            self.send(&[NotifyState::Ready]);
+        }
+    }
+
+    pub fn status(&mut self, text: String) {
+        if self.last_status.as_deref() != Some(text.as_str()) {
+            self.send(&[NotifyState::Status(&text)]);
+            self.last_status = Some(text);
+        }
+    }
+
+    pub fn watchdog(&self) {
+        self.send(&[NotifyState::Watchdog]);
+    }
+
+    /// Sent once, at the start of the shutdown.
+    pub fn stopping(&mut self) {
+        if !self.stopping_sent {
+            self.stopping_sent = true;
+            self.send(&[NotifyState::Stopping]);
+        }
+    }
+
+    fn send(&self, states: &[NotifyState<'_>]) {
+        if !self.enabled {
+            return;
+        }
+        if let Err(error) = sd_notify::notify(states) {
+            tracing::debug!("failed to notify the service manager: {error}");
+        }
+    }
+}

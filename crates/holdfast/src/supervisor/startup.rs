@@ -1,0 +1,181 @@
+//! Shell-side watchers of a run's start-up: readiness probes (TCP connect, HTTP GET,
+//! the s6 notification fd) and the pidfile of a forking service.
+//!
+//! Each watcher is a small task bound to one run. It retries every [`RETRY`] until it
+//! succeeds, then sends one `Input` to the supervisor task and ends. The supervisor task
+//! aborts it as soon as the run is no longer starting, so watchers only exist during
+//! start-up (they are no idle wake-ups), and `start_timeout` in the core bounds them.
+//!
+//! These readiness probes are deliberately tiny (a connect, an HTTP/1.0 GET over a raw
+//! TCP stream): full health probing with body matching and decay lives in `health`.
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+
+use super::core::Input;
+use super::service::RunId;
+use crate::model::ServiceName;
+
+/// Pause between two attempts of a readiness probe or pidfile read.
+pub const RETRY: Duration = Duration::from_millis(100);
+/// One probe attempt may take this long (a SYN into a black hole would hang longer).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Who a watcher works for.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub service: ServiceName,
+    pub run: RunId,
+    pub tx: UnboundedSender<Input>,
+}
+
+impl Target {
+    fn ready(&self) {
+        let _ = self.tx.send(Input::Ready {
+            service: self.service.clone(),
+            run: self.run,
+        });
+    }
+}
+
+/// Ready once a TCP connect to `addr` succeeds.
+pub fn tcp(target: Target, addr: SocketAddr) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, TcpStream::connect(addr)).await;
+            if let Ok(Ok(_)) = attempt {
+                target.ready();
+                return;
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    })
+}
+
+/// Ready once `GET url` answers with a 2xx status. `url` was validated as
+/// `http://IP:port/path`.
+pub fn http(target: Target, url: String) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, http_status(&url)).await;
+            if let Ok(Some(200..=299)) = attempt {
+                target.ready();
+                return;
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    })
+}
+
+/// The status code of an HTTP/1.0 GET, or `None` on any failure.
+async fn http_status(url: &str) -> Option<u16> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr: SocketAddr = authority.parse().ok()?;
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: holdfast\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut status_line = String::new();
+    let mut reader = BufReader::new(stream.take(1024));
+    reader.read_line(&mut status_line).await.ok()?;
+    // "HTTP/1.1 200 OK"
+    status_line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Ready once the service writes a newline to the write end of `pipe` (s6's
+/// notification-fd protocol). EOF without one leaves it to `start_timeout`.
+pub fn fd(target: Target, pipe: OwnedFd) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(receiver) = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) else {
+            return;
+        };
+        let mut reader = BufReader::new(receiver);
+        let mut line = Vec::new();
+        if let Ok(n) = reader.read_until(b'\n', &mut line).await {
+            if n > 0 && line.ends_with(b"\n") {
+                target.ready();
+            }
+        }
+    })
+}
+
+/// Reads `path` until it names a live process of the run, then reports it as adopted.
+/// `leader` is the group (and session) the run's first process created; holdfast is
+/// `me`. A process belongs to the run if it is still in that group or session, or if it
+/// was reparented to holdfast (the subreaper) and is not another service's leader.
+pub fn pidfile(target: Target, path: PathBuf, leader: Pid, me: Pid) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Some(pid) = read_pidfile(&path).filter(|pid| belongs(*pid, leader, me)) {
+                let _ = target.tx.send(Input::Adopted {
+                    service: target.service.clone(),
+                    run: target.run,
+                    pid,
+                });
+                return;
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    })
+}
+
+fn read_pidfile(path: &std::path::Path) -> Option<Pid> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let pid: i32 = text.trim().parse().ok()?;
+    (pid > 1).then(|| Pid::from_raw(pid))
+}
+
+fn belongs(pid: Pid, leader: Pid, me: Pid) -> bool {
+    let Ok(stat) = crate::process::proc_stat(pid) else {
+        return false;
+    };
+    !stat.is_zombie()
+        && pid != leader
+        && (stat.pgid == leader || stat.sid == leader || (stat.ppid == me && stat.pgid == pid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_http_status_line_is_parsed_from_a_raw_answer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 512];
+            let _ = conn.read(&mut buf).await;
+            conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .expect("answer");
+        });
+        let status = http_status(&format!("http://{addr}/health")).await;
+        assert_eq!(status, Some(204));
+        server.await.expect("server task");
+    }
+
+    #[test]
+    fn a_pidfile_with_garbage_names_nobody() {
+        let path = std::env::temp_dir().join(format!("hf-pidfile-{}", std::process::id()));
+        std::fs::write(&path, "not a pid\n").expect("write");
+        assert_eq!(read_pidfile(&path), None);
+        std::fs::write(&path, " 4242\n").expect("write");
+        assert_eq!(read_pidfile(&path), Some(Pid::from_raw(4242)));
+        let _ = std::fs::remove_file(&path);
+    }
+}

@@ -1,0 +1,309 @@
+//! Readiness, the notify socket, the watchdog, forking daemons and holdfast as a
+//! `Type=notify` service, end to end with the real binary, the real `systemd-notify`
+//! and the demo app.
+
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use support::{Daemon, is_alive};
+
+#[test]
+fn systemd_notify_ready_makes_a_service_running_with_its_status_text() {
+    let d = Daemon::start(
+        r#"
+[service.web]
+command = ["/bin/sh", "-c", "sleep 0.2; systemd-notify --ready --status=up; exec sleep 1000"]
+ready = "notify"
+start_secs = "0s"
+"#,
+    );
+    let web = d.wait_for_service("web", "is running", |s| s.state == "running");
+    assert_eq!(
+        web.status_text.as_deref(),
+        Some("up"),
+        "STATUS= shows in status"
+    );
+    assert_eq!(web.restarts, 0);
+}
+
+#[test]
+fn a_service_that_never_notifies_fails_its_start_after_start_timeout() {
+    let d = Daemon::start(
+        r#"
+[service.mute]
+command = ["sleep", "1000"]
+ready = "notify"
+start_timeout = "2s"
+restart = "no"
+"#,
+    );
+    let starting = d.service("mute");
+    assert_eq!(starting.state, "starting", "not ready, so not running");
+    assert!(
+        starting
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("waiting for READY=1")),
+        "status says what it waits for: {starting:?}"
+    );
+    let pid = starting.pid.expect("a starting service has a pid");
+    let failed = d.wait_for_service("mute", "has failed", |s| s.state == "failed");
+    assert!(
+        failed
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("not ready within 2s")),
+        "the reason names the timeout: {failed:?}"
+    );
+    assert!(!is_alive(pid), "the never-ready process was stopped");
+}
+
+#[test]
+fn a_never_ready_service_is_restarted_by_its_policy() {
+    let d = Daemon::start(
+        r#"
+[service.mute]
+command = ["sleep", "1000"]
+ready = "notify"
+start_timeout = "1s"
+restart_sec = "1s"
+"#,
+    );
+    let backoff = d.wait_for_service("mute", "is in backoff", |s| s.state == "backoff");
+    assert!(
+        backoff
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("after not ready within 1s")),
+        "{backoff:?}"
+    );
+    d.wait_for_service("mute", "was restarted", |s| s.restarts >= 1);
+}
+
+#[test]
+fn the_demo_app_with_ready_notify_becomes_running_and_dependents_wait_for_it() {
+    let d = Daemon::start(
+        r#"
+[service.app]
+command = ["{DEMO_APP}", "--listen", "127.0.0.1:0", "--slow-start", "1500ms"]
+ready = "notify"
+start_secs = "0s"
+
+[service.client]
+command = ["sleep", "1000"]
+after = ["app"]
+start_secs = "0s"
+"#,
+    );
+    let status = d.status();
+    let app = support::service(&status, "app");
+    let client = support::service(&status, "client");
+    assert_eq!(app.state, "starting", "slow start: not ready yet");
+    assert_eq!(client.state, "waiting", "after = [app] waits for readiness");
+    let app = d.wait_for_service("app", "is running", |s| s.state == "running");
+    assert!(
+        app.status_text
+            .as_deref()
+            .is_some_and(|t| t.starts_with("serving on 127.0.0.1:")),
+        "{app:?}"
+    );
+    d.wait_for_service("client", "is running", |s| s.state == "running");
+}
+
+#[test]
+fn a_double_forking_daemon_is_adopted_restarted_when_killed_and_stopped() {
+    let d = Daemon::start(
+        r#"
+[service.daemon]
+command = ["/bin/sh", "-c", "( setsid sh -c 'echo $$ > {DIR}/daemon.pid; exec sleep 1000' & ); exit 0"]
+type = "forking"
+pidfile = "{DIR}/daemon.pid"
+start_timeout = "10s"
+restart_sec = "200ms"
+"#,
+    );
+    let first = d.wait_for_service("daemon", "is running", |s| s.state == "running");
+    let pid = first.pid.expect("a running daemon has a pid");
+    let written: u32 = std::fs::read_to_string(d.dir().join("daemon.pid"))
+        .expect("the daemon wrote its pidfile")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert_eq!(
+        pid, written,
+        "the main pid is the daemon named by the pidfile"
+    );
+    assert!(is_alive(pid));
+
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill the daemon");
+    let second = d.wait_for_service("daemon", "is running again", |s| {
+        s.state == "running" && s.pid.is_some_and(|p| p != pid)
+    });
+    assert_eq!(
+        second.restarts, 1,
+        "the daemon's death was seen and it restarted"
+    );
+    assert!(
+        second
+            .last_exit
+            .as_ref()
+            .is_some_and(|e| e.signal.as_deref() == Some("SIGKILL")),
+        "{second:?}"
+    );
+
+    let new_pid = second.pid.expect("running has a pid");
+    d.cli_ok(&["stop", "daemon"]);
+    d.wait_for_service("daemon", "is stopped", |s| s.state == "stopped");
+    support::wait_until("the daemon process is gone", || !is_alive(new_pid));
+}
+
+#[test]
+fn a_hung_process_misses_its_watchdog_and_is_replaced() {
+    let d = Daemon::start(
+        r#"
+[service.app]
+command = ["{DEMO_APP}", "--listen", "127.0.0.1:0", "--hang-after", "1s"]
+ready = "notify"
+watchdog = "2s"
+start_secs = "0s"
+restart_sec = "100ms"
+"#,
+    );
+    let first = d.wait_for_service("app", "is running", |s| s.state == "running");
+    let pid = first.pid.expect("running has a pid");
+    let replaced = d.wait_for_service("app", "is replaced by a new process", |s| {
+        s.restarts >= 1 && s.pid.is_some_and(|p| p != pid)
+    });
+    assert!(
+        replaced
+            .last_exit
+            .as_ref()
+            .is_some_and(|e| e.signal.as_deref() == Some("SIGABRT")),
+        "the hung process got SIGABRT: {replaced:?}"
+    );
+    assert!(
+        d.stderr().contains("watchdog timeout"),
+        "the timeout is reported as an event"
+    );
+    support::wait_until("the hung process is gone", || !is_alive(pid));
+}
+
+#[test]
+fn holdfast_under_a_service_manager_reports_ready_after_its_services_and_pings_its_watchdog() {
+    let manager_dir = std::env::temp_dir().join(format!("holdfast-manager-{}", std::process::id()));
+    std::fs::create_dir_all(&manager_dir).expect("manager dir");
+    let socket_path = manager_dir.join("notify.sock");
+    let _ = std::fs::remove_file(&socket_path);
+    let manager = UnixDatagram::bind(&socket_path).expect("bind the manager's socket");
+    manager
+        .set_read_timeout(Some(support::DEADLINE))
+        .expect("read timeout");
+
+    let d = Daemon::start_with_env(
+        r#"
+[service.slow]
+command = ["/bin/sh", "-c", "sleep 1; systemd-notify --ready; exec sleep 1000"]
+ready = "notify"
+start_secs = "0s"
+"#,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().expect("utf-8 path")),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+
+    let mut buf = [0u8; 4096];
+    let mut watchdogs = 0;
+    let mut ready_seen = false;
+    let mut statuses = Vec::new();
+    while !(ready_seen && watchdogs >= 3) {
+        let n = manager
+            .recv(&mut buf)
+            .unwrap_or_else(|e| d.fail(&format!("no notification from holdfast: {e}")));
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        for line in text.lines() {
+            match line {
+                "READY=1" => {
+                    assert_eq!(
+                        d.service("slow").state,
+                        "running",
+                        "READY=1 only once the autostart services are ready"
+                    );
+                    ready_seen = true;
+                }
+                "WATCHDOG=1" => watchdogs += 1,
+                other => {
+                    if let Some(status) = other.strip_prefix("STATUS=") {
+                        statuses.push(status.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        statuses.iter().any(|s| s == "1 services: 1 starting"),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().any(|s| s == "1 services: 1 running"),
+        "{statuses:?}"
+    );
+    let service_env = std::fs::read(format!(
+        "/proc/{}/environ",
+        d.service("slow").pid.expect("running")
+    ))
+    .expect("the service's environment");
+    let service_env = String::from_utf8_lossy(&service_env);
+    assert!(
+        !service_env.contains(socket_path.to_str().expect("utf-8")),
+        "holdfast's own NOTIFY_SOCKET is not passed on"
+    );
+    drop(d);
+    let _ = std::fs::remove_dir_all(&manager_dir);
+}
+
+#[test]
+fn a_newline_on_the_notification_fd_makes_a_service_ready() {
+    let d = Daemon::start(
+        r#"
+[service.s6]
+command = ["/bin/sh", "-c", "sleep 0.5; [ -e /proc/self/fd/4 ] && exit 9; echo >&5; exec sleep 1000"]
+ready = { fd = 5 }
+start_secs = "0s"
+start_timeout = "20s"
+"#,
+    );
+    let starting = d.service("s6");
+    assert_eq!(starting.state, "starting");
+    let running = d.wait_for_service("s6", "is running", |s| s.state == "running");
+    assert_eq!(
+        running.restarts, 0,
+        "fd 4 (a gap below the target) was not leaked"
+    );
+}
+
+#[test]
+fn a_tcp_connect_makes_a_service_ready() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        probe.local_addr().expect("address").port()
+    };
+    let d = Daemon::start(&format!(
+        r#"
+[service.app]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{port}", "--slow-start", "1s"]
+ready = {{ tcp = "127.0.0.1:{port}" }}
+start_secs = "0s"
+
+[service.web]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:0"]
+ready = {{ http = "http://127.0.0.1:{port}/health" }}
+start_secs = "0s"
+"#
+    ));
+    d.wait_for_service("app", "is running", |s| s.state == "running");
+    d.wait_for_service("web", "is running", |s| s.state == "running");
+}

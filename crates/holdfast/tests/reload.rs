@@ -1,0 +1,159 @@
+//! `holdfast reload`: apply a changed config, restarting only what changed; an invalid
+//! file changes nothing.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use holdfast::control::protocol::Status;
+use support::{Daemon, describe, service, stdout};
+
+const BEFORE: &str = r#"
+[service.keep]
+command = ["sleep", "1000"]
+start_secs = "0s"
+
+[service.change]
+command = ["sleep", "1000"]
+start_secs = "0s"
+env = { MODE = "old" }
+
+[service.gone]
+command = ["sleep", "1000"]
+start_secs = "0s"
+"#;
+
+const AFTER: &str = r#"
+[service.keep]
+command = ["sleep", "1000"]
+start_secs = "0s"
+
+[service.change]
+command = ["sleep", "1000"]
+start_secs = "0s"
+env = { MODE = "new" }
+
+[service.added]
+command = ["sleep", "1000"]
+start_secs = "0s"
+"#;
+
+/// Starts `BEFORE` and waits until all its services run; returns their pids by name.
+fn running_before() -> (Daemon, BTreeMap<String, u32>) {
+    let daemon = Daemon::start(BEFORE);
+    let pids = daemon.wait_for("all three services run", |status| {
+        let all_running =
+            status.services.len() == 3 && status.services.iter().all(|s| s.state == "running");
+        all_running.then(|| pids(status))
+    });
+    (daemon, pids)
+}
+
+fn pids(status: &Status) -> BTreeMap<String, u32> {
+    status
+        .services
+        .iter()
+        .filter_map(|s| Some((s.name.to_string(), s.pid?)))
+        .collect()
+}
+
+fn environ(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    String::from_utf8_lossy(&raw).replace('\0', "\n")
+}
+
+#[test]
+fn reload_with_a_broken_file_changes_nothing_and_keeps_pids() {
+    let (daemon, before) = running_before();
+    // A type error: restart_sec must be a duration string.
+    let broken = daemon
+        .read_config()
+        .replace(r#"env = { MODE = "old" }"#, "restart_sec = 5");
+    daemon.write_raw_config(&broken);
+    let line = broken
+        .lines()
+        .position(|l| l.starts_with("restart_sec = 5"))
+        .expect("the broken line is in the file")
+        + 1;
+
+    let output = daemon.cli(&["reload"]);
+
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    let text = format!("{}{}", stdout(&output), support::stderr(&output));
+    assert!(
+        text.contains(&format!("holdfast.toml:{line}:")),
+        "the diagnostic points at line {line} as file:line:column:\n{text}"
+    );
+    let status = daemon.status();
+    assert_eq!(pids(&status), before, "no service was touched");
+    assert!(
+        status.services.iter().all(|s| s.state == "running"),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn reload_restarts_only_changed_services() {
+    let (daemon, before) = running_before();
+    daemon.write_config(AFTER);
+
+    let output = daemon.cli_ok(&["reload"]);
+    let plan = stdout(&output);
+    for name in ["change", "gone", "added"] {
+        assert!(plan.contains(name), "the reload reports {name}:\n{plan}");
+    }
+
+    let status = daemon.wait_for("the new config is in effect", |status| {
+        let names: Vec<&str> = status.services.iter().map(|s| s.name.as_str()).collect();
+        let settled = names == ["added", "change", "keep"]
+            && status.services.iter().all(|s| s.state == "running");
+        settled.then(|| status.clone())
+    });
+    let after = pids(&status);
+    assert_eq!(
+        after["keep"], before["keep"],
+        "the unchanged service kept its pid"
+    );
+    assert_ne!(
+        after["change"], before["change"],
+        "the changed service restarted"
+    );
+    assert!(
+        environ(after["change"]).lines().any(|l| l == "MODE=new"),
+        "the changed service runs with its new environment"
+    );
+    assert!(
+        !support::is_alive(before["gone"]),
+        "the removed service's process is gone"
+    );
+    assert_eq!(service(&status, "keep").restarts, 0);
+}
+
+#[test]
+fn reload_dry_run_changes_nothing_and_lists_the_plan() {
+    let (daemon, before) = running_before();
+    daemon.write_config(AFTER);
+
+    let output = daemon.cli_ok(&["reload", "--dry-run"]);
+    let plan = stdout(&output);
+    for name in ["change", "gone", "added"] {
+        assert!(plan.contains(name), "the plan lists {name}:\n{plan}");
+    }
+
+    // A real reload applies its changes before it answers, so the status right after the
+    // answer would already show them.
+    let status = daemon.status();
+    assert_eq!(pids(&status), before, "no service was touched");
+    assert!(
+        status.services.iter().all(|s| s.state == "running"),
+        "{status:?}"
+    );
+    assert!(
+        support::find_service(&status, "added").is_none(),
+        "nothing was added"
+    );
+    assert!(
+        environ(before["change"]).lines().any(|l| l == "MODE=old"),
+        "the changed service still runs its old definition"
+    );
+}

@@ -1,0 +1,116 @@
+//! Stopping a service: the stop signal to the whole process group, SIGKILL after the
+//! timeout, and `status` naming what holds a stop up.
+
+mod support;
+
+use nix::sys::signal::Signal;
+use support::{Daemon, is_alive};
+
+/// A demo-app that ignores SIGTERM and leaves a grandchild behind in its process group.
+fn stubborn(timeout: &str) -> String {
+    format!(
+        r#"
+[service.stubborn]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:0", "--ignore-sigterm", "--fork-grandchild"]
+restart = "no"
+start_secs = "0s"
+stop = {{ signal = "TERM", timeout = "{timeout}" }}
+"#
+    )
+}
+
+/// Waits until the service runs and has reported its grandchild; returns (main, grandchild).
+fn running_with_grandchild(daemon: &Daemon) -> (u32, u32) {
+    let main = daemon
+        .wait_for_service("stubborn", "is running", |s| s.state == "running")
+        .pid
+        .expect("a running service has a pid");
+    let mut grandchild = None;
+    daemon.wait_until("stubborn reports its grandchild's pid", |d| {
+        grandchild = d.log("stubborn").lines().find_map(|line| {
+            let (_, rest) = line.split_once("grandchild pid=")?;
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u32>().ok()
+        });
+        grandchild.is_some()
+    });
+    let grandchild = grandchild.expect("found above");
+    // Both must have their SIGTERM handler in place (to ignore it) before the stop, or
+    // the test would race their startup.
+    daemon.wait_until("both processes catch SIGTERM", |_| {
+        catches_sigterm(main) && catches_sigterm(grandchild)
+    });
+    assert!(is_alive(main), "main process {main} is alive");
+    assert!(is_alive(grandchild), "grandchild {grandchild} is alive");
+    (main, grandchild)
+}
+
+/// Whether `pid` has a handler installed for SIGTERM (`SigCgt` in /proc/PID/status).
+fn catches_sigterm(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (Signal::SIGTERM as u64 - 1)) != 0)
+}
+
+#[test]
+fn stop_kills_the_whole_group_after_the_timeout() {
+    let daemon = Daemon::start(&stubborn("1s"));
+    let (main, grandchild) = running_with_grandchild(&daemon);
+
+    daemon.cli_ok(&["stop", "stubborn"]);
+
+    let stopped = daemon.wait_for_service("stubborn", "is stopped", |s| s.state == "stopped");
+    assert!(!is_alive(main), "main process {main} was killed");
+    assert!(!is_alive(grandchild), "grandchild {grandchild} was killed");
+    assert_eq!(stopped.pid, None);
+    assert!(
+        stopped.holding_up.is_empty(),
+        "nothing holds up a finished stop: {stopped:?}"
+    );
+    assert!(
+        daemon
+            .stderr()
+            .contains("stubborn: stop timed out: SIGKILL"),
+        "holdfast escalated to SIGKILL after the timeout"
+    );
+    let exit = stopped.last_exit.expect("the stop is reported as an exit");
+    assert_eq!(
+        exit.signal.as_deref(),
+        Some("SIGKILL"),
+        "SIGTERM was ignored, so SIGKILL ended it: {exit:?}"
+    );
+}
+
+#[test]
+fn status_names_the_processes_holding_up_a_stop() {
+    let daemon = Daemon::start(&stubborn("3s"));
+    let (main, grandchild) = running_with_grandchild(&daemon);
+
+    daemon.cli_ok(&["stop", "stubborn"]);
+
+    // SIGTERM is ignored, so the service stays in `stopping` for the 3 s timeout.
+    let stopping = daemon.wait_for_service("stubborn", "is stopping", |s| s.state == "stopping");
+    let holding: Vec<u32> = stopping.holding_up.iter().map(|p| p.pid).collect();
+    assert!(
+        holding.contains(&main),
+        "the main process {main} holds up the stop: {stopping:?}"
+    );
+    assert!(
+        holding.contains(&grandchild),
+        "the grandchild {grandchild} holds up the stop: {stopping:?}"
+    );
+    let reason = stopping.reason.unwrap_or_default();
+    assert!(
+        reason.contains("SIGKILL"),
+        "the reason says what comes next: {reason:?}"
+    );
+
+    daemon.wait_for_service("stubborn", "is stopped", |s| s.state == "stopped");
+    assert!(
+        !is_alive(main) && !is_alive(grandchild),
+        "the whole group is gone"
+    );
+}
