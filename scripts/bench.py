@@ -463,7 +463,7 @@ class S6(ScanDir):
         return f"exec s6-log n10 s67108864 {sh_quote(logdir)}"
 
     def scanner(self, scandir):
-        return ["s6-svscan", scandir]
+        return ["s6-svscan", "-c", "4096", scandir]  # the default maximum is 500 services
 
     def status_argv(self, inst):
         # s6-svstat takes one service directory: one process per service.
@@ -722,8 +722,12 @@ def peer_health(bench, peer, ports, window):
         time.sleep(window)
         after = cost(pids)
         cpu_ms = after.cpu_ms - before.cpu_ms
+        # The probes really ran: holdfast's own count of results and failures per service.
+        services = json.loads(run(peer.status_argv(inst)).stdout)["services"]
+        healths = [s.get("health") or {} for s in services]
         return {"probes_per_s": len(ports), "cpu_ms": cpu_ms, "cpu_pct": cpu_ms / 10 / window,
-                "rss_mb": after.rss_mb}
+                "rss_mb": after.rss_mb, "probes_run": sum(h.get("probes", 0) for h in healths),
+                "failed_probes": sum(h.get("failures_unhealthy_window", 0) for h in healths)}
 
     return bench.with_instance(peer, svcs, body, extra)
 
@@ -746,14 +750,16 @@ class Watcher(Peer):
                 "end=$(( $(date +%s) + $1 )); shift\n"
                 "for port in \"$@\"; do\n"
                 "  ( while [ \"$(date +%s)\" -lt \"$end\" ]; do\n"
-                "      curl -fsS -m 1 -o /dev/null \"http://127.0.0.1:$port/health\" || echo unhealthy $port\n"
+                "      curl -fs -m 1 -o /dev/null \"http://127.0.0.1:$port/health\" || echo unhealthy $port\n"
                 "      sleep 1\n"
                 "    done ) &\n"
                 "done\nwait\n"
             )
         started = time.monotonic()
-        proc = subprocess.Popen(["bash", script, str(int(window)), *map(str, ports)], cwd=dirpath,
-                                start_new_session=True, stdout=subprocess.DEVNULL)
+        failures = os.path.join(dirpath, "failures")
+        with open(failures, "wb") as out:
+            proc = subprocess.Popen(["bash", script, str(int(window)), *map(str, ports)], cwd=dirpath,
+                                    start_new_session=True, stdout=out, stderr=subprocess.DEVNULL)
         try:
             # wait4 reports the CPU of the whole tree: every level waits for its children.
             end = time.monotonic() + window + 30
@@ -767,8 +773,10 @@ class Watcher(Peer):
             proc.returncode = status
             elapsed = time.monotonic() - started
             cpu = usage.ru_utime + usage.ru_stime
+            with open(failures) as f:
+                failed = sum(1 for _ in f)
             return {"probes_per_s": len(ports), "cpu_ms": cpu * 1000, "cpu_pct": cpu / elapsed * 100,
-                    "rss_mb": None}
+                    "rss_mb": None, "failed_probes": failed}
         finally:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -888,6 +896,7 @@ SCENARIOS = [
         ("CPU ms/window", lambda r: f1(r["cpu_ms"])),
         ("CPU %", lambda r: f2(r["cpu_pct"])),
         ("RSS MB", lambda r: f1(r["rss_mb"])),
+        ("failed probes", lambda r: str(r.get("failed_probes", "-"))),
     ]),
     ("logs", "Log throughput: one service writes 100-byte lines, 65500 B per write(); "
      "until its last line is in the log file", logs, [
