@@ -5,6 +5,7 @@
 //! `config` → `model::Plan` → `supervisor::core` (pure state machines) ← events from the
 //! shell (`supervisor::runtime`, `process`, `logs`, `control`).
 
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -12,6 +12,11 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
+mod privs;
+pub use privs::{
+    CAPABILITY_NAMES, Capability, CgroupLimits, Credentials, Limits, Privileges, Rlimit, UserRef,
+};
+
 /// Everything holdfast runs: daemon settings plus services in name order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -122,6 +127,14 @@ pub struct ServiceSpec {
     pub start_secs: Duration,
     pub stop: StopSpec,
     pub log: LogSpec,
+    /// Commands run on this service's events (`[service.X.on]`).
+    pub hooks: Hooks,
+    /// User, groups, umask, capabilities, no_new_privs, CPU affinity, OOM score.
+    pub privileges: Privileges,
+    /// rlimits (`limits.nofile`, ...).
+    pub limits: Limits,
+    /// cgroup limits (`limits.memory`, `limits.pids`, ...).
+    pub cgroup: CgroupLimits,
     /// How the service says it is up; until then it is `starting` and dependents wait.
     pub ready: Readiness,
     /// A service not ready this long after its spawn is a failed start (systemd
@@ -217,6 +230,25 @@ pub struct StopSpec {
     pub timeout: Duration,
 }
 
+/// `[service.X.on]`: a command per event kind, run when the service publishes an event
+/// of that kind, with the event in `HOLDFAST_*` variables. A hook still running after
+/// `timeout` is killed with its whole process group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hooks {
+    /// Event kind (`exited`, `gave_up`, ...; validated) → program and arguments.
+    pub on: BTreeMap<String, Vec<String>>,
+    pub timeout: Duration,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            on: BTreeMap::new(),
+            timeout: defaults::HOOK_TIMEOUT,
+        }
+    }
+}
+
 /// Capture of the service's stdout/stderr into `<log_dir>/<name>.log`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogSpec {
@@ -251,6 +283,10 @@ impl ServiceSpec {
                 max_size: defaults::LOG_MAX_SIZE,
                 keep: defaults::LOG_KEEP,
             },
+            hooks: Hooks::default(),
+            privileges: Privileges::default(),
+            limits: Limits::default(),
+            cgroup: CgroupLimits::default(),
             ready: Readiness::None,
             start_timeout: defaults::START_TIMEOUT,
             watchdog: None,
@@ -283,6 +319,8 @@ pub mod defaults {
     pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
     pub const LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
     pub const LOG_KEEP: u32 = 5;
+    /// How long an event hook may run before it is killed.
+    pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
     /// systemd's `DefaultTimeoutStartSec=`.
     pub const START_TIMEOUT: Duration = Duration::from_secs(90);
     pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -302,7 +340,12 @@ pub mod defaults {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
     Exited(i32),
-    Signaled { signal: Signal, core_dumped: bool },
+    Signaled {
+        signal: Signal,
+        core_dumped: bool,
+    },
+    /// Killed (SIGKILL) by the kernel's OOM killer, as the service's cgroup counted it.
+    OomKilled,
 }
 
 impl ExitStatus {
@@ -315,13 +358,14 @@ impl ExitStatus {
                 signal,
                 Signal::SIGHUP | Signal::SIGINT | Signal::SIGTERM | Signal::SIGPIPE
             ),
+            ExitStatus::OomKilled => false,
         }
     }
 
     pub fn code(self) -> Option<i32> {
         match self {
             ExitStatus::Exited(code) => Some(code),
-            ExitStatus::Signaled { .. } => None,
+            ExitStatus::Signaled { .. } | ExitStatus::OomKilled => None,
         }
     }
 
@@ -329,6 +373,7 @@ impl ExitStatus {
         match self {
             ExitStatus::Exited(_) => None,
             ExitStatus::Signaled { signal, .. } => Some(signal),
+            ExitStatus::OomKilled => Some(Signal::SIGKILL),
         }
     }
 }
@@ -345,6 +390,7 @@ impl fmt::Display for ExitStatus {
                 signal,
                 core_dumped: true,
             } => write!(f, "killed by {} (core dumped)", signal.as_str()),
+            ExitStatus::OomKilled => f.write_str("oom-killed"),
         }
     }
 }
@@ -422,6 +468,8 @@ impl ExitKey {
         match status {
             ExitStatus::Exited(code) => ExitKey::Code(code),
             ExitStatus::Signaled { signal, .. } => ExitKey::Signal(signal as i32),
+            // An OOM kill is a SIGKILL: `SIGKILL = { ... }` maps it.
+            ExitStatus::OomKilled => ExitKey::Signal(Signal::SIGKILL as i32),
         }
     }
 }

@@ -44,6 +44,7 @@ fn a_group_is_listed_signalled_and_alive_until_its_zombies_are_reaped() {
         stderr: devnull.as_fd(),
         listen_fds: &[],
         listen_fd_names: &[],
+        setup: Default::default(),
         extra_fds: &[],
     })
     .expect("spawn sh")

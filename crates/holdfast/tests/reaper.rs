@@ -30,6 +30,7 @@ fn sh(script: &str, out: BorrowedFd<'_>) -> Pid {
         stderr: out,
         listen_fds: &[],
         listen_fd_names: &[],
+        setup: Default::default(),
         extra_fds: &[],
     })
     .expect("spawn /bin/sh")
@@ -152,6 +153,7 @@ async fn the_reaper_reports_every_exit_with_status_and_group() {
         stderr: quiet,
         listen_fds: &[],
         listen_fd_names: &[],
+        setup: Default::default(),
         extra_fds: &[],
     });
     assert!(failed.is_err(), "no such program");

@@ -53,6 +53,7 @@ fn request<'a>(
         stderr: out,
         listen_fds: &[],
         listen_fd_names: &[],
+        setup: Default::default(),
         extra_fds: &[],
     }
 }

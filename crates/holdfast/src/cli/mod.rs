@@ -10,6 +10,8 @@ use crate::model::ServiceName;
 pub mod check;
 pub mod completions;
 pub mod demo;
+pub mod doctor;
+pub mod events;
 pub mod exit;
 pub mod logs;
 pub mod quarantine;
@@ -103,6 +105,22 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArgs,
     },
+    /// Show recent events (every state change, with its reason); -f follows new ones.
+    Events {
+        /// Only this service's events.
+        name: Option<ServiceName>,
+        /// Keep printing events as they happen, until Ctrl-C.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Print one JSON event record per line instead of aligned text.
+        #[arg(long)]
+        json: bool,
+        /// Only events after this sequence number (the `seq` of `--json`).
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
     /// The quarantine queue: exits mapped to `action = "quarantine"`, awaiting review.
     Quarantine {
         #[command(subcommand)]
@@ -112,6 +130,13 @@ pub enum Command {
     },
     /// Run holdfast supervising the bundled demo service on an embedded config.
     Demo,
+    /// Show what this host supports: cgroups and controllers, user namespaces,
+    /// capabilities, core_pattern, whether running under systemd.
+    Doctor {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -148,8 +173,16 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             lines,
             socket,
         } => logs::run(&socket.socket, &name, lines, follow),
+        Command::Events {
+            name,
+            follow,
+            json,
+            since,
+            socket,
+        } => events::run(&socket.socket, name, follow, json, since),
         Command::Quarantine { action, socket } => quarantine::run(&socket.socket, action),
         Command::Demo => demo::run(),
+        Command::Doctor { json } => doctor::run(json),
         Command::Completions { shell } => completions::run(shell),
     }
 }

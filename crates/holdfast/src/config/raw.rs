@@ -74,6 +74,19 @@ pub struct RawService {
     pub start_secs: Option<Spanned<RawDuration>>,
     pub stop: Option<Spanned<RawStop>>,
     pub log: Option<Spanned<RawLog>>,
+    /// `[service.X.on]`: event kind → command.
+    pub on: Option<BTreeMap<Spanned<String>, Spanned<RawCommand>>>,
+    pub hook_timeout: Option<Spanned<RawDuration>>,
+    pub user: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub supplementary_groups: Option<Vec<Spanned<String>>>,
+    /// An octal string such as "0027", or an integer (write it as 0o027).
+    pub umask: Option<Spanned<RawSize>>,
+    pub capabilities: Option<Vec<Spanned<String>>>,
+    pub no_new_privs: Option<bool>,
+    pub limits: Option<Spanned<RawLimits>>,
+    pub cpu_affinity: Option<Vec<Spanned<i64>>>,
+    pub oom_score_adjust: Option<Spanned<i64>>,
     pub ready: Option<Spanned<RawReady>>,
     pub start_timeout: Option<Spanned<RawDuration>>,
     pub watchdog: Option<Spanned<RawDuration>>,
@@ -141,6 +154,23 @@ pub struct RawExitAction {
     pub action: Option<Spanned<String>>,
     pub delay: Option<Spanned<RawDuration>>,
     pub env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+}
+
+/// `limits = { ... }`: rlimits and cgroup limits. Numbers or strings everywhere, judged
+/// by validation ("infinity", sizes, "150%").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub nofile: Option<Spanned<RawSize>>,
+    pub nproc: Option<Spanned<RawSize>>,
+    pub core: Option<Spanned<RawSize>>,
+    pub memlock: Option<Spanned<RawSize>>,
+    pub stack: Option<Spanned<RawSize>>,
+    pub memory: Option<Spanned<RawSize>>,
+    pub memory_high: Option<Spanned<RawSize>>,
+    pub cpu_quota: Option<Spanned<RawSize>>,
+    pub cpu_weight: Option<Spanned<RawSize>>,
+    pub pids: Option<Spanned<RawSize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

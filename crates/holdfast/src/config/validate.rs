@@ -12,6 +12,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::Group;
 use serde_spanned::Spanned;
 
+mod hooks;
+
 use super::diagnostic::{Problem, closest};
 use super::raw::{Partial, RawCommand, RawConfig, RawDaemon, RawDuration, RawService, RawSize};
 use super::value::{self, ValueError};
@@ -217,6 +219,9 @@ impl Validator<'_> {
         );
         let stop = self.stop(svc, raw);
         let log = self.log(svc, raw);
+        let hooks = self.hooks(svc, raw);
+        let privileges = super::privs::privileges(svc, raw, self.problems);
+        let (limits, cgroup) = super::privs::limits(svc, raw, self.problems);
         let readiness = self.readiness(svc, raw);
         let health = raw.health.as_ref().and_then(|h| self.health(svc, h));
         let exit_codes = self.exit_codes(svc, raw);
@@ -248,6 +253,10 @@ impl Validator<'_> {
             start_secs,
             stop,
             log,
+            hooks,
+            privileges,
+            limits,
+            cgroup,
             ready: readiness.ready,
             start_timeout: readiness.start_timeout,
             watchdog: readiness.watchdog,

@@ -1,10 +1,12 @@
-//! The CLI side of the control socket: one blocking request/response exchange.
+//! The CLI side of the control socket: one blocking request/response exchange, or one
+//! request answered by a stream of lines (`events -f`).
 //!
 //! Blocking std I/O on purpose: the CLI makes a single call and exits, so it needs no
 //! runtime. Every read and write has a deadline, so a wedged daemon makes the CLI fail
-//! with a clear error instead of hanging.
+//! with a clear error instead of hanging; only a stream's reads wait without one.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::ops::ControlFlow;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,28 +56,53 @@ impl ClientError {
 /// Sends one request to the daemon at `socket` and waits (at most [`TIMEOUT`] per read
 /// or write) for its answer.
 pub fn call(socket: &Path, request: Request) -> Result<Reply, ClientError> {
+    let stream = send(socket, request, Some(TIMEOUT))?;
+    let mut answer = Vec::new();
+    BufReader::new((&stream).take(MAX_RESPONSE))
+        .read_until(b'\n', &mut answer)
+        .map_err(|e| io_error(socket, "read from", e))?;
+    parse_response(&answer)
+}
+
+/// Sends a streaming request (`events` with `follow`) and hands each answer line to
+/// `on_reply` until it breaks, the daemon closes the stream (`Ok`) or sends an error.
+/// Reads have no deadline: a quiet service may send nothing for hours.
+pub fn stream(
+    socket: &Path,
+    request: Request,
+    mut on_reply: impl FnMut(Reply) -> ControlFlow<()>,
+) -> Result<(), ClientError> {
+    let stream = send(socket, request, None)?;
+    let mut reader = BufReader::new(&stream);
+    loop {
+        let mut line = Vec::new();
+        (&mut reader)
+            .take(MAX_RESPONSE)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| io_error(socket, "read from", e))?;
+        if line.is_empty() {
+            return Ok(());
+        }
+        if on_reply(parse_response(&line)?).is_break() {
+            return Ok(());
+        }
+    }
+}
+
+/// Connects and writes the request line; reads then wait at most `read_timeout`.
+fn send(
+    socket: &Path,
+    request: Request,
+    read_timeout: Option<Duration>,
+) -> Result<UnixStream, ClientError> {
     let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
         path: socket.to_owned(),
         source,
     })?;
-    let io_error = |action: &str, e: io::Error| {
-        let what = if matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ) {
-            format!("no answer within {}s", TIMEOUT.as_secs())
-        } else {
-            e.to_string()
-        };
-        ClientError::Protocol(format!(
-            "failed to {action} control socket {}: {what}",
-            socket.display()
-        ))
-    };
     let timeouts = stream
-        .set_read_timeout(Some(TIMEOUT))
+        .set_read_timeout(read_timeout)
         .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)));
-    timeouts.map_err(|e| io_error("configure", e))?;
+    timeouts.map_err(|e| io_error(socket, "configure", e))?;
 
     let envelope = Envelope {
         v: VERSION,
@@ -85,13 +112,23 @@ pub fn call(socket: &Path, request: Request) -> Result<Reply, ClientError> {
     line.push(b'\n');
     stream
         .write_all(&line)
-        .map_err(|e| io_error("write to", e))?;
+        .map_err(|e| io_error(socket, "write to", e))?;
+    Ok(stream)
+}
 
-    let mut answer = Vec::new();
-    BufReader::new((&stream).take(MAX_RESPONSE))
-        .read_until(b'\n', &mut answer)
-        .map_err(|e| io_error("read from", e))?;
-    parse_response(&answer)
+fn io_error(socket: &Path, action: &str, e: io::Error) -> ClientError {
+    let what = if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        format!("no answer within {}s", TIMEOUT.as_secs())
+    } else {
+        e.to_string()
+    };
+    ClientError::Protocol(format!(
+        "failed to {action} control socket {}: {what}",
+        socket.display()
+    ))
 }
 
 /// The fields checked before the full parse: an error is shown whatever the version (a

@@ -2,5 +2,6 @@
 //! the CLI.
 
 pub mod client;
+mod follow;
 pub mod protocol;
 pub mod server;

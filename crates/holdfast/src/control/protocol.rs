@@ -3,6 +3,8 @@
 //! Each connection carries one request line `{"v":1,"request":{...}}` and gets one
 //! response line `{"v":1,"ok":{...}}` or `{"v":1,"error":{...}}`. The version is checked
 //! first so an old CLI talking to a new daemon gets a precise error, not a parse failure.
+//! The one streaming request is `events` with `follow`: one `{"v":1,"ok":{"kind":"event",
+//! "event":{...}}}` line per event until either side closes.
 
 use std::collections::BTreeMap;
 
@@ -44,6 +46,18 @@ pub enum Request {
     },
     /// Stop all services (reverse dependency order) and exit.
     Shutdown,
+    /// Recent events (those after seq `since`, of `service` only when given). Without
+    /// `follow`: one [`Reply::Events`]. With `follow`: one [`Reply::Event`] line per
+    /// recent event and then per new one, until the client disconnects; a client too
+    /// slow to keep up gets an [`ErrorKind::Lagged`] line and is disconnected.
+    Events {
+        #[serde(default)]
+        follow: bool,
+        #[serde(default)]
+        service: Option<ServiceName>,
+        #[serde(default)]
+        since: Option<u64>,
+    },
     /// The quarantine queue, oldest record first.
     QuarantineList,
     /// Mark the service's pending quarantine records released and start it again.
@@ -68,6 +82,14 @@ pub enum Reply {
         message: String,
     },
     Reload(ReloadPlan),
+    /// Answer to a non-following `events`: recent events, oldest first.
+    Events {
+        events: Vec<EventRecord>,
+    },
+    /// One line of a following `events` stream.
+    Event {
+        event: EventRecord,
+    },
     Quarantine {
         records: Vec<QuarantineRecord>,
     },
@@ -93,6 +115,8 @@ pub enum ErrorKind {
     PermissionDenied,
     ShuttingDown,
     Internal,
+    /// An `events` follower fell too far behind the event stream and was disconnected.
+    Lagged,
 }
 
 /// Answer to `status`.
@@ -198,4 +222,22 @@ pub struct ReloadPlan {
     pub unchanged: Vec<ServiceName>,
     /// `[holdfast]` settings that changed but need a daemon restart to apply.
     pub ignored: Vec<String>,
+}
+
+/// One event on the wire (`events`, `events -f`): the serialisable form of
+/// [`crate::supervisor::event::Event`], stamped by the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Increases by one per event published since the daemon started.
+    pub seq: u64,
+    /// When the daemon published it: RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// `None` for events of the daemon itself.
+    pub service: Option<ServiceName>,
+    /// snake_case, past tense: `spawned`, `exited`, `restart_scheduled`, `gave_up`, ...
+    pub kind: String,
+    /// The human sentence, which says why (`pid 42 exited 3`).
+    pub message: String,
+    /// The event's facts (`pid`, `run`, `exit_code`, `signal`, `delay_ms`, `attempt`...).
+    pub data: BTreeMap<String, serde_json::Value>,
 }

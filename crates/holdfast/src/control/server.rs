@@ -8,7 +8,8 @@
 //!   deadline, so a stuck or malicious client can only ever hold up itself.
 //! - Every request line gets exactly one response line, errors included; only a client
 //!   that connects and closes without sending anything (a liveness probe such as
-//!   [`bind`]'s) is closed without an answer.
+//!   [`bind`]'s) is closed without an answer. The one exception is `events` with
+//!   `follow`, answered with a stream of lines (see [`super::follow`]).
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -27,6 +28,7 @@ use tokio::task::JoinSet;
 use super::protocol::{
     ControlError, Envelope, ErrorKind, Reply, Request, RequestBody, ResponseBody, VERSION,
 };
+use crate::supervisor::bus;
 
 /// Longest request line accepted, newline included.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
@@ -139,9 +141,9 @@ pub fn unlink(path: &Path) {
 
 /// Deadlines and limits of one connection; tests shorten them.
 #[derive(Debug, Clone, Copy)]
-struct Limits {
+pub(super) struct Limits {
     read_timeout: Duration,
-    write_timeout: Duration,
+    pub(super) write_timeout: Duration,
     max_line: usize,
 }
 
@@ -164,7 +166,20 @@ pub fn serve(
     allowed_gid: Option<u32>,
     tx: mpsc::Sender<ControlMsg>,
 ) -> Server {
-    serve_with(listener, allowed_gid, tx, LIMITS)
+    serve_with(listener, allowed_gid, tx, LIMITS, None)
+}
+
+/// Like [`serve`], and answers `events` with `follow` from `events`, the live stream of
+/// the runtime's event bus (without it, such a request is refused as internal error).
+/// Followers end when every sender of `events` is gone, which lets [`Server::close`]
+/// finish promptly.
+pub fn serve_with_events(
+    listener: UnixListener,
+    allowed_gid: Option<u32>,
+    tx: mpsc::Sender<ControlMsg>,
+    events: bus::Sender,
+) -> Server {
+    serve_with(listener, allowed_gid, tx, LIMITS, Some(events))
 }
 
 /// The running accept loop and its connections.
@@ -196,6 +211,7 @@ fn serve_with(
     allowed_gid: Option<u32>,
     tx: mpsc::Sender<ControlMsg>,
     limits: Limits,
+    events: Option<bus::Sender>,
 ) -> Server {
     let own_euid = nix::unistd::geteuid().as_raw();
     let (stop, mut stopped) = oneshot::channel();
@@ -210,7 +226,8 @@ fn serve_with(
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let tx = tx.clone();
-                        connections.spawn(handle(stream, own_euid, allowed_gid, tx, limits));
+                        let events = events.clone();
+                        connections.spawn(handle(stream, own_euid, allowed_gid, tx, limits, events));
                     }
                     Err(e) => {
                         // Typically EMFILE: back off briefly instead of spinning on an
@@ -222,6 +239,9 @@ fn serve_with(
             }
         }
         drop(listener);
+        // Followers end once the runtime drops its sender too; this one must not keep
+        // them streaming.
+        drop(events);
         while connections.join_next().await.is_some() {}
     });
     Server { stop, task }
@@ -372,7 +392,7 @@ fn parse_request(line: &[u8]) -> Result<Request, ControlError> {
 }
 
 /// Hands a request to the supervisor and waits for its answer.
-async fn dispatch(
+pub(super) async fn dispatch(
     request: Request,
     peer: Peer,
     tx: &mpsc::Sender<ControlMsg>,
@@ -397,6 +417,7 @@ async fn handle(
     allowed_gid: Option<u32>,
     tx: mpsc::Sender<ControlMsg>,
     limits: Limits,
+    events: Option<bus::Sender>,
 ) {
     // The request line is read even from a peer that is denied, so that it receives its
     // answer instead of a connection reset for unread data.
@@ -406,6 +427,24 @@ async fn handle(
         Ok(Incoming::Line(line)) => match (peer, parse_request(&line)) {
             (Err(denied), _) => Err(denied),
             (Ok(_), Err(bad)) => Err(bad),
+            (
+                Ok(peer),
+                Ok(Request::Events {
+                    follow: true,
+                    service,
+                    since,
+                }),
+            ) => match events {
+                Some(events) => {
+                    let live = super::follow::subscribe(events);
+                    let filter = super::follow::Filter { service, since };
+                    return super::follow::follow(stream, filter, peer, &tx, live, limits).await;
+                }
+                None => Err(ControlError {
+                    kind: ErrorKind::Internal,
+                    message: "this daemon does not stream events".to_owned(),
+                }),
+            },
             (Ok(peer), Ok(request)) => {
                 tracing::debug!(?request, ?peer, "control request");
                 dispatch(request, peer, &tx).await
@@ -416,13 +455,7 @@ async fn handle(
     if let Err(e) = &response {
         tracing::debug!(kind = ?e.kind, message = %e.message, "control request failed");
     }
-    let body = match response {
-        Ok(reply) => ResponseBody::Ok(reply),
-        Err(e) => ResponseBody::Error(e),
-    };
-    let mut line = serde_json::to_vec(&Envelope { v: VERSION, body })
-        .expect("protocol types always serialize to JSON");
-    line.push(b'\n');
+    let line = response_line(response);
     let write = async {
         stream.write_all(&line).await?;
         stream.shutdown().await
@@ -432,6 +465,18 @@ async fn handle(
         Ok(Err(e)) => tracing::debug!(error = %e, "failed to write control response"),
         Err(_) => tracing::debug!("control client did not take its response in time"),
     }
+}
+
+/// One response as a line: `{"v":1,"ok":...}` or `{"v":1,"error":...}` and a newline.
+pub(super) fn response_line(response: Result<Reply, ControlError>) -> Vec<u8> {
+    let body = match response {
+        Ok(reply) => ResponseBody::Ok(reply),
+        Err(e) => ResponseBody::Error(e),
+    };
+    let mut line = serde_json::to_vec(&Envelope { v: VERSION, body })
+        .expect("protocol types always serialize to JSON");
+    line.push(b'\n');
+    line
 }
 
 fn annotate(e: io::Error, context: String) -> io::Error {
@@ -446,7 +491,7 @@ mod tests {
 
     use super::*;
     use crate::control::client::{self, ClientError};
-    use crate::control::protocol::{DaemonStatus, Status};
+    use crate::control::protocol::{DaemonStatus, EventRecord, Status};
     use crate::model::ServiceName;
 
     /// A fresh directory under /tmp (short, for `sun_path`), removed on drop.
@@ -490,6 +535,152 @@ mod tests {
         }
     }
 
+    fn fake_event(seq: u64) -> EventRecord {
+        EventRecord {
+            seq,
+            time: "2026-11-25T12:00:00.000Z".to_owned(),
+            service: Some(name(if seq % 2 == 0 { "db" } else { "api" })),
+            kind: "stopped".to_owned(),
+            message: "stopped".to_owned(),
+            data: Default::default(),
+        }
+    }
+
+    /// Connects to `socket` and sends a following `events` request.
+    async fn follower(socket: &Path, service: Option<&str>) -> BufReader<UnixStream> {
+        let request = Envelope {
+            v: VERSION,
+            body: RequestBody::Request(Request::Events {
+                follow: true,
+                service: service.map(name),
+                since: None,
+            }),
+        };
+        let mut line = serde_json::to_vec(&request).expect("requests serialize");
+        line.push(b'\n');
+        let mut stream = UnixStream::connect(socket).await.expect("daemon listens");
+        stream.write_all(&line).await.expect("request is written");
+        BufReader::new(stream)
+    }
+
+    async fn next_line(reader: &mut BufReader<UnixStream>) -> ResponseBody {
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), reader.read_line(&mut line));
+        read.await.expect("a line comes").expect("line is read");
+        let envelope: Envelope<ResponseBody> =
+            serde_json::from_str(&line).expect("each line is a response envelope");
+        envelope.body
+    }
+
+    fn seq_of(body: ResponseBody) -> u64 {
+        match body {
+            ResponseBody::Ok(Reply::Event { event }) => event.seq,
+            other => panic!("expected an event line, got {other:?}"),
+        }
+    }
+
+    /// Waits until the server's connection task has subscribed to `events`.
+    async fn subscribed(events: &bus::Sender, count: usize) {
+        let start = std::time::Instant::now();
+        while events.receiver_count() < count {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "nobody subscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_gets_the_history_then_live_events_of_its_filter() {
+        let dir = TempDir::new();
+        let listener = bind(&dir.socket(), None).expect("socket binds");
+        let events = bus::channel();
+        let server = serve_with_events(listener, None, fake_supervisor(), events.clone());
+
+        let mut all = follower(&dir.socket(), None).await;
+        let mut api = follower(&dir.socket(), Some("api")).await;
+        assert_eq!(
+            seq_of(next_line(&mut all).await),
+            1,
+            "the history comes first"
+        );
+        assert_eq!(seq_of(next_line(&mut api).await), 1);
+        subscribed(&events, 2).await;
+        for seq in 1..=4 {
+            events.send(fake_event(seq)).expect("followers listen");
+        }
+        let seqs = [
+            seq_of(next_line(&mut all).await),
+            seq_of(next_line(&mut all).await),
+            seq_of(next_line(&mut all).await),
+        ];
+        assert_eq!(
+            seqs,
+            [2, 3, 4],
+            "seq 1 was in the history and is not repeated"
+        );
+        assert_eq!(seq_of(next_line(&mut api).await), 3, "only api's events");
+
+        drop(all);
+        drop(api);
+        let start = std::time::Instant::now();
+        while events.receiver_count() > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "a follower that disconnects is noticed without any event"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_falls_behind_is_told_and_disconnected() {
+        let dir = TempDir::new();
+        let listener = bind(&dir.socket(), None).expect("socket binds");
+        let (events, _) = tokio::sync::broadcast::channel(4);
+        let server = serve_with_events(listener, None, fake_supervisor(), events.clone());
+        let mut slow = follower(&dir.socket(), None).await;
+        assert_eq!(seq_of(next_line(&mut slow).await), 1);
+        subscribed(&events, 1).await;
+        // No await in between: the connection task cannot run, so it falls behind.
+        for seq in 2..=20 {
+            events.send(fake_event(seq)).expect("the follower listens");
+        }
+        let err = error_of(next_line(&mut slow).await);
+        assert_eq!(err.kind, ErrorKind::Lagged);
+        assert!(err.message.contains("events missed"), "{}", err.message);
+        let mut rest = String::new();
+        slow.read_line(&mut rest)
+            .await
+            .expect("end of stream is read");
+        assert_eq!(rest, "", "the stream is closed after the lagged line");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn events_without_follow_are_one_answer() {
+        let dir = TempDir::new();
+        let server = running(&dir).await;
+        let reply = call(
+            &dir.socket(),
+            Request::Events {
+                follow: false,
+                service: None,
+                since: None,
+            },
+        )
+        .await;
+        assert_eq!(
+            reply.expect("events works"),
+            Reply::Events {
+                events: vec![fake_event(1)]
+            }
+        );
+        server.abort();
+    }
+
     /// A supervisor stand-in: `ghost` is unknown, `reload` finds the config invalid,
     /// `shutdown` drops the reply as a supervisor that exits would.
     fn fake_supervisor() -> mpsc::Sender<ControlMsg> {
@@ -514,6 +705,9 @@ mod tests {
                     Request::Reload { .. } => Err(ControlError {
                         kind: ErrorKind::InvalidConfig,
                         message: "holdfast.toml:3: unknown field `comand`".to_owned(),
+                    }),
+                    Request::Events { .. } => Ok(Reply::Events {
+                        events: vec![fake_event(1)],
                     }),
                     Request::Stop { .. }
                     | Request::Restart { .. }
@@ -752,7 +946,7 @@ mod tests {
             read_timeout: Duration::from_millis(50),
             ..LIMITS
         };
-        let server = serve_with(listener, None, fake_supervisor(), limits);
+        let server = serve_with(listener, None, fake_supervisor(), limits, None);
         let mut slow = UnixStream::connect(dir.socket())
             .await
             .expect("daemon listens");

@@ -9,6 +9,7 @@
 //! - [`proc_stat`] is the one parser of `/proc/<pid>/stat`.
 
 pub mod group;
+pub mod limits;
 pub mod reap;
 pub mod spawn;
 

@@ -21,25 +21,28 @@
 //!
 //! # The pre-exec sequence
 //!
-//! The order matters; later features slot in where marked (each becomes a field of
-//! [`SpawnRequest`], prepared before fork, applied by one step of `child_main`):
+//! The order matters; each feature is a field of [`SpawnRequest`] (most in
+//! [`ProcessSetup`]), prepared before fork and applied by one step of `child_main`:
 //!
 //! 1. reset signal dispositions to `SIG_DFL`, then empty the signal mask;
 //! 2. `setsid()` (new session and process group);
-//! 3. *(later)* join the service's cgroup: write the pid (formatted like `LISTEN_PID`)
-//!    into a `cgroup.procs` fd opened before fork — early, so everything is accounted;
+//! 3. join the service's cgroup: write `0` into each `cgroup.procs` fd opened before
+//!    fork — early, so everything is accounted;
 //! 4. fd plan: stdin `/dev/null`, stdout, stderr, listen fds to 3.., everything else
 //!    close-on-exec;
-//! 5. *(later)* `setrlimit` (raising a hard limit needs root, so before the user switch);
-//! 6. *(later)* `sched_setaffinity` (CPU affinity);
-//! 7. *(later)* `umask`;
-//! 8. *(later)* `PR_SET_KEEPCAPS` if ambient caps are wanted, then
-//!    `setgroups` → `setgid` → `setuid` (in this order: each later call drops the right
-//!    to make the earlier one);
-//! 9. *(later)* capabilities: `capset` (permitted + inheritable), then
-//!    `PR_CAP_AMBIENT_RAISE` for each ambient capability;
+//! 5. `setrlimit` (raising a hard limit needs root, so before the user switch);
+//! 6. `sched_setaffinity` (CPU affinity), then `oom_score_adj` (opened in the child:
+//!    `/proc/self` opened before fork would be holdfast's);
+//! 7. `umask`;
+//! 8. drop every capability not kept from the bounding set (needs CAP_SETPCAP, so still
+//!    as root), `PR_SET_KEEPCAPS` if capabilities are kept, then
+//!    `setgroups` → `setresgid` → `setresuid` (in this order: each later call drops the
+//!    right to make the earlier one), as raw system calls: glibc's wrappers signal every
+//!    thread with SIGRTMIN+1, whose handler this child has just reset;
+//! 9. capabilities: `capset` (effective + permitted + inheritable = the kept set), then
+//!    `PR_CAP_AMBIENT_RAISE` for each, so they survive `execve` of a non-root program;
 //! 10. `chdir` (after the user switch, so the service user's permissions apply);
-//! 11. *(later)* `PR_SET_NO_NEW_PRIVS`;
+//! 11. `PR_SET_NO_NEW_PRIVS` (unless the service opted out);
 //! 12. write the digits of `LISTEN_PID` (the child's own pid) into the reserved slot;
 //! 13. `execve`.
 
@@ -60,6 +63,8 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 use nix::unistd::Pid;
+
+use crate::model::{Capability, Credentials};
 
 /// What to start. Borrowed: the caller keeps ownership of every fd and string.
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +91,36 @@ pub struct SpawnRequest<'a> {
     /// Further fds at fixed numbers `(fd, target)`, with `FD_CLOEXEC` cleared (the s6
     /// notification fd). A target must not be 0-2 or one of the listen fds' numbers.
     pub extra_fds: &'a [(BorrowedFd<'a>, RawFd)],
+    /// cgroup, rlimits, affinity, OOM score, umask, credentials, capabilities.
+    pub setup: ProcessSetup<'a>,
+}
+
+/// The process attributes the child sets up before exec, in the order of the module
+/// docs. The default changes nothing (except `no_new_privs`, which is off in the default
+/// and on in every service spec by default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessSetup<'a> {
+    /// Open `cgroup.procs` files (one per v1 hierarchy, or the one v2 file) the child
+    /// writes `0` into, joining the cgroup before anything else it does is accounted.
+    pub cgroup_procs: &'a [BorrowedFd<'a>],
+    /// Applied with `setrlimit`, before the user switch (raising a hard limit needs root).
+    pub rlimits: &'a [RlimitSetting],
+    pub cpu_affinity: Option<&'a [usize]>,
+    pub oom_score_adjust: Option<i32>,
+    pub umask: Option<u32>,
+    pub credentials: Option<&'a Credentials>,
+    /// `Some`: exactly these capabilities stay (permitted, effective, inheritable,
+    /// ambient) and the bounding set loses every other one.
+    pub capabilities: Option<&'a [Capability]>,
+    pub no_new_privs: bool,
+}
+
+/// One `setrlimit` call: `resource` is a `libc::RLIMIT_*` number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RlimitSetting {
+    pub resource: u32,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 /// A started child: it has successfully exec'ed its program.
@@ -137,6 +172,8 @@ pub enum SpawnStage {
     Exec {
         program: PathBuf,
     },
+    /// A process-setup step: cgroup, rlimits, affinity, credentials, capabilities.
+    Setup(SetupStep),
     /// The child reported a stage this parent does not know (cannot happen: same binary).
     Unknown {
         code: u32,
@@ -159,9 +196,62 @@ impl fmt::Display for SpawnStage {
             SpawnStage::CloseInheritedFds => write!(f, "mark inherited fds close-on-exec"),
             SpawnStage::Chdir { dir } => write!(f, "chdir {dir:?}"),
             SpawnStage::Exec { program } => write!(f, "exec {program:?}"),
+            SpawnStage::Setup(step) => write!(f, "{step}"),
             SpawnStage::Unknown { code } => write!(f, "unknown pre-exec stage {code}"),
         }
     }
+}
+
+/// The steps of [`ProcessSetup`], in the order the child runs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetupStep {
+    JoinCgroup,
+    Setrlimit { resource: u32 },
+    CpuAffinity,
+    OomScoreAdjust,
+    DropBoundingSet { capability: Capability },
+    KeepCaps,
+    Setgroups,
+    Setgid { gid: u32 },
+    Setuid { uid: u32 },
+    Capset,
+    RaiseAmbient { capability: Capability },
+    NoNewPrivs,
+}
+
+impl fmt::Display for SetupStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupStep::JoinCgroup => write!(f, "join the service's cgroup"),
+            SetupStep::Setrlimit { resource } => write!(f, "setrlimit({})", rlimit_name(*resource)),
+            SetupStep::CpuAffinity => write!(f, "sched_setaffinity"),
+            SetupStep::OomScoreAdjust => write!(f, "write /proc/self/oom_score_adj"),
+            SetupStep::DropBoundingSet { capability } => {
+                write!(f, "drop {capability} from the bounding set")
+            }
+            SetupStep::KeepCaps => write!(f, "prctl(PR_SET_KEEPCAPS)"),
+            SetupStep::Setgroups => write!(f, "setgroups"),
+            SetupStep::Setgid { gid } => write!(f, "setgid({gid})"),
+            SetupStep::Setuid { uid } => write!(f, "setuid({uid})"),
+            SetupStep::Capset => write!(f, "capset"),
+            SetupStep::RaiseAmbient { capability } => {
+                write!(f, "raise ambient capability {capability}")
+            }
+            SetupStep::NoNewPrivs => write!(f, "prctl(PR_SET_NO_NEW_PRIVS)"),
+        }
+    }
+}
+
+fn rlimit_name(resource: u32) -> String {
+    let name = match resource {
+        r if r == libc::RLIMIT_NOFILE => "RLIMIT_NOFILE",
+        r if r == libc::RLIMIT_NPROC => "RLIMIT_NPROC",
+        r if r == libc::RLIMIT_CORE => "RLIMIT_CORE",
+        r if r == libc::RLIMIT_MEMLOCK => "RLIMIT_MEMLOCK",
+        r if r == libc::RLIMIT_STACK => "RLIMIT_STACK",
+        other => return format!("resource {other}"),
+    };
+    name.to_owned()
 }
 
 fn err(stage: SpawnStage, source: Errno) -> SpawnError {
@@ -305,6 +395,85 @@ struct ChildPlan {
     max_signal: libc::c_int,
     /// The kernel's `sigset_t` size in bytes (8 on most architectures), for `rt_sigaction`.
     kernel_sigset_size: libc::size_t,
+    setup: SetupPlan,
+}
+
+/// [`ProcessSetup`] turned into plain data for the child.
+struct SetupPlan {
+    cgroup_procs: Vec<RawFd>,
+    rlimits: Vec<RlimitSetting>,
+    cpu_set: Option<libc::cpu_set_t>,
+    /// `/proc/self/oom_score_adj` (opened in the child: opened here, it would be ours)
+    /// and the digits to write.
+    oom_score: Option<(CString, Vec<u8>)>,
+    umask: Option<libc::mode_t>,
+    /// `(uid, gid, groups)`; `uid` is `None` when only the group changes.
+    credentials: Option<(Option<u32>, u32, Vec<libc::gid_t>)>,
+    capabilities: Option<CapabilityPlan>,
+    no_new_privs: bool,
+}
+
+struct CapabilityPlan {
+    /// Bitmask of the capabilities kept.
+    keep: u64,
+    /// Kept capability numbers, to raise as ambient.
+    list: Vec<u8>,
+    /// The highest capability the kernel knows (`/proc/sys/kernel/cap_last_cap`).
+    last_cap: u8,
+}
+
+impl SetupPlan {
+    fn prepare(setup: &ProcessSetup<'_>) -> Result<SetupPlan, SpawnError> {
+        let cpu_set = match setup.cpu_affinity {
+            None => None,
+            Some(cpus) => {
+                // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
+                let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+                for &cpu in cpus {
+                    if cpu >= libc::CPU_SETSIZE as usize {
+                        return Err(err(
+                            SpawnStage::Setup(SetupStep::CpuAffinity),
+                            Errno::EINVAL,
+                        ));
+                    }
+                    // SAFETY: `cpu` was checked against CPU_SETSIZE just above.
+                    unsafe { libc::CPU_SET(cpu, &mut set) };
+                }
+                Some(set)
+            }
+        };
+        let oom_score = setup.oom_score_adjust.map(|score| {
+            (
+                CString::new("/proc/self/oom_score_adj").expect("no NUL"),
+                format!("{score}\n").into_bytes(),
+            )
+        });
+        let credentials = setup.credentials.map(|c| {
+            (
+                c.user.as_ref().map(|u| u.uid),
+                c.gid,
+                c.groups.iter().map(|&g| g as libc::gid_t).collect(),
+            )
+        });
+        let capabilities = setup.capabilities.map(|caps| CapabilityPlan {
+            keep: caps.iter().fold(0, |mask, cap| mask | cap.mask()),
+            list: caps.iter().map(|cap| cap.number()).collect(),
+            last_cap: std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .unwrap_or(40),
+        });
+        Ok(SetupPlan {
+            cgroup_procs: setup.cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect(),
+            rlimits: setup.rlimits.to_vec(),
+            cpu_set,
+            oom_score,
+            umask: setup.umask.map(|m| m as libc::mode_t),
+            credentials,
+            capabilities,
+            no_new_privs: setup.no_new_privs,
+        })
+    }
 }
 
 impl ChildPlan {
@@ -426,6 +595,7 @@ impl ChildPlan {
                 .expect("SIGRTMAX is positive")
                 .div_ceil(64)
                 * 8,
+            setup: SetupPlan::prepare(&req.setup)?,
         })
     }
 }
@@ -441,6 +611,18 @@ enum ChildStage {
     CloseInheritedFds = 5,
     Chdir = 6,
     Exec = 7,
+    JoinCgroup = 8,
+    Setrlimit = 9,
+    CpuAffinity = 10,
+    OomScoreAdjust = 11,
+    DropBoundingSet = 12,
+    KeepCaps = 13,
+    Setgroups = 14,
+    Setgid = 15,
+    Setuid = 16,
+    Capset = 17,
+    RaiseAmbient = 18,
+    NoNewPrivs = 19,
 }
 
 /// `(stage, detail, errno)` as three native-endian 32-bit words; 12 bytes is far below
@@ -473,10 +655,38 @@ impl ChildReport {
                     .unwrap_or_default(),
             },
             s if s == ChildStage::Exec as u32 => SpawnStage::Exec { program },
-            code => SpawnStage::Unknown { code },
+            s => match setup_step(s, self.detail) {
+                Some(step) => SpawnStage::Setup(step),
+                None => SpawnStage::Unknown { code: s },
+            },
         };
         err(stage, Errno::from_raw(self.errno))
     }
+}
+
+/// The setup step a child's stage code and detail word stand for.
+fn setup_step(stage: u32, detail: i32) -> Option<SetupStep> {
+    let capability = || Capability::from_number(u8::try_from(detail).unwrap_or(u8::MAX));
+    let id = detail as u32;
+    Some(match stage {
+        s if s == ChildStage::JoinCgroup as u32 => SetupStep::JoinCgroup,
+        s if s == ChildStage::Setrlimit as u32 => SetupStep::Setrlimit { resource: id },
+        s if s == ChildStage::CpuAffinity as u32 => SetupStep::CpuAffinity,
+        s if s == ChildStage::OomScoreAdjust as u32 => SetupStep::OomScoreAdjust,
+        s if s == ChildStage::DropBoundingSet as u32 => SetupStep::DropBoundingSet {
+            capability: capability(),
+        },
+        s if s == ChildStage::KeepCaps as u32 => SetupStep::KeepCaps,
+        s if s == ChildStage::Setgroups as u32 => SetupStep::Setgroups,
+        s if s == ChildStage::Setgid as u32 => SetupStep::Setgid { gid: id },
+        s if s == ChildStage::Setuid as u32 => SetupStep::Setuid { uid: id },
+        s if s == ChildStage::Capset as u32 => SetupStep::Capset,
+        s if s == ChildStage::RaiseAmbient as u32 => SetupStep::RaiseAmbient {
+            capability: capability(),
+        },
+        s if s == ChildStage::NoNewPrivs as u32 => SetupStep::NoNewPrivs,
+        _ => return None,
+    })
 }
 
 /// Reads the child's report until EOF. `None`: the pipe closed empty, so exec succeeded.
@@ -564,12 +774,19 @@ fn child_main(plan: &mut ChildPlan, report: RawFd) -> ! {
         child_fail(report, ChildStage::Setsid, 0);
     }
 
-    // 3. (later) cgroup join.
+    // 3. Join the cgroup, early, so everything from here on is accounted to it.
+    for &fd in &plan.setup.cgroup_procs {
+        // SAFETY: write on an fd opened before fork, from a static buffer.
+        if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } < 0 {
+            child_fail(report, ChildStage::JoinCgroup, fd);
+        }
+    }
 
     // 4. Descriptors.
     let report = child_setup_fds(plan, report);
 
-    // 5.-9. (later) rlimits, CPU affinity, umask, setgroups → setgid → setuid, caps.
+    // 5.-9. rlimits, CPU affinity, OOM score, umask, setgroups → setgid → setuid, caps.
+    child_setup(&plan.setup, report);
 
     // 10. Working directory.
     if let Some(dir) = &plan.dir {
@@ -579,7 +796,13 @@ fn child_main(plan: &mut ChildPlan, report: RawFd) -> ! {
         }
     }
 
-    // 11. (later) no_new_privs.
+    // 11. no_new_privs: from here on exec can grant nothing (setuid bits, file caps).
+    if plan.setup.no_new_privs {
+        // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) is a plain system call on integers.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+            child_fail(report, ChildStage::NoNewPrivs, 0);
+        }
+    }
 
     // 12. LISTEN_PID: only now is our own pid known.
     if let Some(digits) = plan.listen_pid_digits {
@@ -601,6 +824,154 @@ fn child_main(plan: &mut ChildPlan, report: RawFd) -> ! {
         );
     }
     child_fail(report, ChildStage::Exec, 0)
+}
+
+/// The kernel's `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// The kernel's `struct __user_cap_data_struct`; version 3 takes two (bits 0-31, 32-63).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Steps 5-9: rlimits, affinity, OOM score, umask, credentials, capabilities.
+/// Raw system calls only: glibc's `setuid`/`setgid`/`setgroups` broadcast to all threads
+/// with a signal (SIGRTMIN+1), which this single-threaded child has reset to default.
+fn child_setup(setup: &SetupPlan, report: RawFd) {
+    for limit in &setup.rlimits {
+        let value = libc::rlimit64 {
+            rlim_cur: limit.soft,
+            rlim_max: limit.hard,
+        };
+        // SAFETY: prlimit64 on ourselves (pid 0) reading a local struct.
+        let set = unsafe {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                limit.resource,
+                &raw const value,
+                std::ptr::null_mut::<libc::rlimit64>(),
+            )
+        };
+        if set < 0 {
+            child_fail(report, ChildStage::Setrlimit, limit.resource as i32);
+        }
+    }
+    if let Some(set) = &setup.cpu_set {
+        // SAFETY: sched_setaffinity on ourselves reading a cpu_set_t prepared before fork.
+        let done = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), set) };
+        if done < 0 {
+            child_fail(report, ChildStage::CpuAffinity, 0);
+        }
+    }
+    if let Some((path, digits)) = &setup.oom_score {
+        // SAFETY: open/write/close on a path and buffer prepared before fork.
+        let written = unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            let n = if fd < 0 {
+                -1
+            } else {
+                libc::write(fd, digits.as_ptr().cast(), digits.len())
+            };
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            n
+        };
+        if written < 0 {
+            child_fail(report, ChildStage::OomScoreAdjust, 0);
+        }
+    }
+    if let Some(mask) = setup.umask {
+        // SAFETY: umask is a plain system call that cannot fail.
+        unsafe { libc::umask(mask) };
+    }
+    // The bounding set can only shrink with CAP_SETPCAP in the effective set, which a
+    // service user no longer has after setuid: drop first, while still root.
+    if let Some(caps) = &setup.capabilities {
+        for cap in 0..=caps.last_cap {
+            if caps.keep & (1u64 << cap) != 0 {
+                continue;
+            }
+            // SAFETY: prctl(PR_CAPBSET_DROP) is a plain system call on integers.
+            let dropped =
+                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+            // EINVAL: the kernel does not know this capability; nothing to drop.
+            if dropped < 0 && Errno::last() != Errno::EINVAL {
+                child_fail(report, ChildStage::DropBoundingSet, i32::from(cap));
+            }
+        }
+    }
+    if let Some((uid, gid, groups)) = &setup.credentials {
+        if setup.capabilities.is_some() && uid.is_some() {
+            // SAFETY: prctl(PR_SET_KEEPCAPS) is a plain system call on integers.
+            if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } < 0 {
+                child_fail(report, ChildStage::KeepCaps, 0);
+            }
+        }
+        // SAFETY: raw setgroups reading `groups`, prepared before fork.
+        if unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) } < 0 {
+            child_fail(report, ChildStage::Setgroups, 0);
+        }
+        // SAFETY: raw setresgid on integers.
+        if unsafe { libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid) } < 0 {
+            child_fail(report, ChildStage::Setgid, *gid as i32);
+        }
+        if let Some(uid) = *uid {
+            // SAFETY: raw setresuid on integers.
+            if unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) } < 0 {
+                child_fail(report, ChildStage::Setuid, uid as i32);
+            }
+        }
+    }
+    if let Some(caps) = &setup.capabilities {
+        let header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let word = |shift: u32| (caps.keep >> shift) as u32;
+        let data = [
+            CapData {
+                effective: word(0),
+                permitted: word(0),
+                inheritable: word(0),
+            },
+            CapData {
+                effective: word(32),
+                permitted: word(32),
+                inheritable: word(32),
+            },
+        ];
+        // SAFETY: raw capset reading a local header and two data structs (version 3).
+        if unsafe { libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) } < 0 {
+            child_fail(report, ChildStage::Capset, 0);
+        }
+        for &cap in &caps.list {
+            // SAFETY: prctl(PR_CAP_AMBIENT) is a plain system call on integers.
+            let raised = unsafe {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE,
+                    libc::c_ulong::from(cap),
+                    0,
+                    0,
+                )
+            };
+            if raised < 0 {
+                child_fail(report, ChildStage::RaiseAmbient, i32::from(cap));
+            }
+        }
+    }
 }
 
 /// Puts stdin/stdout/stderr and the listen fds at 0, 1, 2, 3, ... and marks everything

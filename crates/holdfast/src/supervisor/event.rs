@@ -76,6 +76,20 @@ pub enum EventKind {
     Reconfigured,
     ShutdownStarted,
     ShutdownCompleted,
+    /// A `[service.X.on]` hook ended (`timed_out`: it was SIGKILLed at `hook_timeout`).
+    /// Published by the shell, not the core.
+    HookFinished {
+        hook: String,
+        pid: Pid,
+        status: ExitStatus,
+        timed_out: Option<Duration>,
+    },
+    /// A hook did not run: it could not be spawned, or too many of the service's hooks
+    /// were still running. Published by the shell, not the core.
+    HookFailed {
+        hook: String,
+        error: String,
+    },
     /// The readiness condition of the run was met (it still needs `start_secs` to pass
     /// before it counts as started).
     BecameReady {
@@ -157,6 +171,19 @@ impl fmt::Display for Event {
             EventKind::Reconfigured => f.write_str("definition changed"),
             EventKind::ShutdownStarted => f.write_str("shutting down"),
             EventKind::ShutdownCompleted => f.write_str("all services stopped"),
+            EventKind::HookFinished {
+                hook,
+                timed_out: Some(after),
+                ..
+            } => write!(
+                f,
+                "hook \"{hook}\" timed out after {}, killed",
+                humantime::format_duration(*after)
+            ),
+            EventKind::HookFinished {
+                hook, pid, status, ..
+            } => write!(f, "hook \"{hook}\" (pid {pid}) {status}"),
+            EventKind::HookFailed { hook, error } => write!(f, "hook \"{hook}\" not run: {error}"),
             EventKind::BecameReady { .. } => f.write_str("ready"),
             EventKind::StartTimedOut { timeout } => write!(
                 f,

@@ -4,8 +4,11 @@
 //! Invariant: the runtime task is the only owner of the `Supervisor`; every other task
 //! talks to it through channels.
 
+pub mod bus;
 pub mod core;
 pub mod event;
+pub mod hooks;
+pub mod record;
 pub mod reload;
 pub mod runtime;
 pub mod service;

@@ -1,10 +1,12 @@
 //! The difference between two plans, as applied by `reload` and shown by `--dry-run`.
 
 use crate::control::protocol::ReloadPlan;
-use crate::model::Plan;
+use crate::model::{Plan, ServiceSpec};
 
 /// Compares the running plan with a new one. Services are compared by their whole
 /// definition: any change restarts the service so that it runs what the file says.
+/// Except hooks (`[service.X.on]`): the runtime reads them from the plan at each event,
+/// so a change of hooks alone applies without a restart.
 pub fn diff(old: &Plan, new: &Plan, dry_run: bool) -> ReloadPlan {
     let mut plan = ReloadPlan {
         dry_run,
@@ -13,7 +15,7 @@ pub fn diff(old: &Plan, new: &Plan, dry_run: bool) -> ReloadPlan {
     for (name, spec) in &new.services {
         match old.services.get(name) {
             None => plan.added.push(name.clone()),
-            Some(current) if current != spec => plan.changed.push(name.clone()),
+            Some(current) if !same_but_hooks(current, spec) => plan.changed.push(name.clone()),
             Some(_) => plan.unchanged.push(name.clone()),
         }
     }
@@ -36,4 +38,52 @@ pub fn diff(old: &Plan, new: &Plan, dry_run: bool) -> ReloadPlan {
         .map(|(key, _)| format!("[holdfast].{key}"))
         .collect();
     plan
+}
+
+fn same_but_hooks(a: &ServiceSpec, b: &ServiceSpec) -> bool {
+    let a = ServiceSpec {
+        hooks: b.hooks.clone(),
+        ..a.clone()
+    };
+    a == *b
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::model::{DaemonSettings, ServiceName};
+
+    fn plan(spec: ServiceSpec) -> Plan {
+        Plan {
+            daemon: DaemonSettings {
+                control: PathBuf::from("/run/holdfast/control.sock"),
+                control_group: None,
+                state_dir: PathBuf::from("/var/lib/holdfast"),
+                log_dir: PathBuf::from("/var/log/holdfast"),
+            },
+            services: BTreeMap::from([(spec.name.clone(), spec)]),
+        }
+    }
+
+    #[test]
+    fn a_change_of_hooks_alone_restarts_nothing_but_other_changes_do() {
+        let name = ServiceName::new("api").expect("valid name");
+        let old = ServiceSpec::with_defaults(name.clone(), vec!["sleep".into(), "9".into()]);
+        let mut hooked = old.clone();
+        hooked
+            .hooks
+            .on
+            .insert("exited".into(), vec!["/bin/true".into()]);
+        let d = diff(&plan(old.clone()), &plan(hooked.clone()), false);
+        assert_eq!(d.unchanged, std::slice::from_ref(&name));
+        assert!(d.changed.is_empty());
+
+        let mut other = hooked;
+        other.command = vec!["sleep".into(), "10".into()];
+        let d = diff(&plan(old), &plan(other), false);
+        assert_eq!(d.changed, [name]);
+    }
 }

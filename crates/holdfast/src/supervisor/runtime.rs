@@ -7,16 +7,19 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use super::bus::{self, EventBus};
 use super::core::{Command, Effect, Input, Supervisor, state_name};
 use super::event::Event;
-use super::service::{Cause, Escalation, RunId, Service, State};
+use super::hooks::{HookRunner, Note};
+use super::service::{Cause, Escalation, KILL_WAIT, RunId, Service, State};
 use super::startup;
+use crate::cgroup::{self, Cgroups, ServiceCgroup};
 use crate::config;
 use crate::control::protocol::{
     ControlError, DaemonStatus, ErrorKind, ExitInfo, HealthStatus, Reply, Request, ServiceStatus,
@@ -29,7 +32,7 @@ use crate::model::{
     ExitStatus, Plan, Probe, Readiness, ServiceKind, ServiceName, ServiceSpec, defaults,
 };
 use crate::notify::{self, NotifyMsg, server::Datagram, upstream::Upstream};
-use crate::process::{group, reap, spawn};
+use crate::process::{group, limits, reap, spawn};
 use crate::quarantine;
 
 /// Reaped pids that matched no service, remembered briefly: a main pid learned from
@@ -68,6 +71,10 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     reap::become_subreaper().map_err(setup("child subreaper"))?;
     let (reaped_tx, mut reaped) = mpsc::unbounded_channel();
     reap::start(reaped_tx).map_err(setup("child reaper"))?;
+    let nofile = limits::raise_nofile()
+        .inspect_err(|e| tracing::warn!("cannot raise holdfast's RLIMIT_NOFILE: {e}"))
+        .ok();
+    let cgroups = setup_cgroups(&plan.daemon.control);
 
     let daemon = plan.daemon.clone();
     for dir in [&daemon.state_dir, &daemon.log_dir] {
@@ -91,10 +98,12 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         .write(true)
         .open("/dev/null")
         .map_err(setup("/dev/null for probe output"))?;
-    let server = server::serve(
+    let events = bus::channel();
+    let server = server::serve_with_events(
         listener,
         daemon.control_group.as_ref().map(|g| g.gid),
         control_tx,
+        events.clone(),
     );
     tracing::info!(
         config = %config_path.display(),
@@ -112,6 +121,8 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         groups: HashMap::new(),
         base_env: base_env(),
         started: now,
+        bus: EventBus::new(bus::HISTORY, events),
+        hooks: HookRunner::default(),
         probes: HashMap::new(),
         probe_tx,
         dev_null: dev_null.into(),
@@ -121,18 +132,26 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         inputs_tx,
         notify_path: notify_path.clone(),
         upstream,
+        cgroups,
+        service_cgroups: HashMap::new(),
+        lingering: HashMap::new(),
+        nofile,
     };
     let mut done = shell.apply(Input::Boot);
     while !done {
-        let deadline = shell
-            .sup
-            .next_deadline()
+        let deadline = [shell.sup.next_deadline(), shell.hooks.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
             .map(tokio::time::Instant::from_std);
         done = tokio::select! {
-            Some(r) = reaped.recv() => match shell.on_reaped(r) {
-                Some(input) => shell.apply(input),
-                None => false,
-            },
+            Some(r) = reaped.recv() => {
+                let mut done = false;
+                for input in shell.on_reaped(r) {
+                    done |= shell.apply(input);
+                }
+                done
+            }
             Some(msg) = control.recv() => shell.on_control(msg),
             Some(msg) = probe_results.recv() => match shell.on_probe(msg) {
                 Some(input) => shell.apply(input),
@@ -147,7 +166,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
                 shell.upstream.watchdog();
                 false
             }
-            () = sleep_until(deadline) => shell.apply(Input::Tick),
+            () = sleep_until(deadline) => shell.on_deadline(),
             _ = sigterm.recv() => shell.apply(Input::Shutdown),
             _ = sigint.recv() => shell.apply(Input::Shutdown),
             _ = sighup.recv() => {
@@ -159,11 +178,39 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
             }
         };
     }
+    // Hooks fired by the last events (a pager on `stopped`, say) may still finish within
+    // their timeout; past it they are killed like any hook. Bounded even for a hook that
+    // SIGKILL cannot end, so that shutdown always completes.
+    let bound = shell.hooks.last_deadline().unwrap_or_else(Instant::now) + KILL_WAIT;
+    let drain = async {
+        while shell.hooks.running() > 0 {
+            let deadline = shell
+                .hooks
+                .next_deadline()
+                .map(tokio::time::Instant::from_std);
+            tokio::select! {
+                Some(r) = reaped.recv() => { shell.on_reaped(r); }
+                () = sleep_until(deadline) => { shell.on_deadline(); }
+            }
+        }
+    };
+    if tokio::time::timeout_at(bound.into(), drain).await.is_err() {
+        tracing::warn!("hooks survived SIGKILL; exiting without them");
+    }
     notify_task.abort();
     let _ = std::fs::remove_file(&notify_path);
     // Pending requests are answered "shutting down"; replies in flight (the one to
     // `shutdown` itself) still reach their clients.
     drop(control);
+    // Dropping the shell closes the event bus: `events -f` followers get a last line
+    // and end, instead of holding up the close.
+    for (cgroup, _) in shell.service_cgroups.values() {
+        cgroup.remove();
+    }
+    if let Some(cgroups) = &shell.cgroups {
+        cgroups.remove();
+    }
+    drop(shell);
     server.close(Duration::from_secs(1)).await;
     server::unlink(&daemon.control);
     tracing::info!("holdfast stopped");
@@ -196,6 +243,10 @@ struct Shell {
     groups: HashMap<Pid, (ServiceName, RunId)>,
     base_env: Vec<(String, String)>,
     started: Instant,
+    /// Numbered, stamped events: history for `events`, broadcast for `events -f`.
+    bus: EventBus,
+    /// Running `[service.X.on]` hooks.
+    hooks: HookRunner,
     /// Main processes by pid: the exit of one is its run's exit. Starts as the spawned
     /// group leader; `MAINPID=` or a forking service's pidfile can move it.
     mains: HashMap<Pid, (ServiceName, RunId)>,
@@ -215,6 +266,17 @@ struct Shell {
     probe_tx: mpsc::UnboundedSender<ProbeMsg>,
     /// Output of exec probes goes nowhere (their exit status is the result).
     dev_null: std::os::fd::OwnedFd,
+    /// holdfast's parent cgroup; `None` when cgroups are unavailable (process groups
+    /// only, and no cgroup limits can be enforced).
+    cgroups: Option<Cgroups>,
+    /// The cgroup of each service that has one, with its OOM-kill count at the spawn.
+    service_cgroups: HashMap<ServiceName, (ServiceCgroup, Option<u64>)>,
+    /// Runs whose main process is gone while other processes remained: every reap
+    /// re-checks them, since a process that left the process groups (setsid) is only
+    /// found through the cgroup.
+    lingering: HashMap<ServiceName, RunId>,
+    /// holdfast's own RLIMIT_NOFILE before raising it, restored in children.
+    nofile: Option<limits::NofileBaseline>,
 }
 
 /// What probe tasks report to the runtime loop.
@@ -249,6 +311,13 @@ impl Shell {
                     group: pgid,
                     signal,
                 } => {
+                    // The service's cgroup holds every process of the run, also those
+                    // that left its process groups.
+                    if let Some((cgroup, _)) = self.service_cgroups.get(&service) {
+                        if cgroup.signal(signal) > 0 {
+                            continue;
+                        }
+                    }
                     // The run's own group, plus any group its main process moved to (a
                     // daemon that called setsid after forking).
                     let mut pgids = vec![pgid];
@@ -302,13 +371,7 @@ impl Shell {
         self.mains.retain(|_, (_, r)| *r != run);
         if let Some(i) = self.unclaimed.iter().position(|r| r.pid == pid) {
             let reaped = self.unclaimed.remove(i).expect("position is in range");
-            let group_alive = self.run_alive(run);
-            return Some(Input::Exited {
-                service,
-                run,
-                status: reaped.status,
-                group_alive,
-            });
+            return Some(self.main_exited(service, run, reaped.status));
         }
         if let Ok(stat) = crate::process::proc_stat(pid) {
             self.groups
@@ -357,11 +420,78 @@ impl Shell {
         });
     }
 
-    /// Whether any process group of `run` still has members (forgetting empty ones).
-    fn run_alive(&mut self, run: RunId) -> bool {
+    /// Whether any process group of `run` still has members (forgetting empty ones), or
+    /// the service's cgroup does.
+    fn run_alive(&mut self, service: &ServiceName, run: RunId) -> bool {
         self.groups
             .retain(|pgid, (_, r)| *r != run || group::group_alive(*pgid));
         self.groups.values().any(|(_, r)| *r == run)
+            || self
+                .service_cgroups
+                .get(service)
+                .is_some_and(|(cgroup, _)| !cgroup.is_empty())
+    }
+
+    /// The main process of `run` ended with `status`: the exit input, with an OOM kill
+    /// recognised and the run remembered as lingering while processes remain.
+    fn main_exited(&mut self, service: ServiceName, run: RunId, status: ExitStatus) -> Input {
+        let group_alive = self.run_alive(&service, run);
+        let status = self.classify(&service, status);
+        if group_alive {
+            self.lingering.insert(service.clone(), run);
+        } else {
+            self.forget_cgroup(&service);
+        }
+        Input::Exited {
+            service,
+            run,
+            status,
+            group_alive,
+        }
+    }
+
+    /// A SIGKILL of the main process that the cgroup's OOM counter accounts for.
+    fn classify(&self, service: &ServiceName, status: ExitStatus) -> ExitStatus {
+        let ExitStatus::Signaled {
+            signal: nix::sys::signal::Signal::SIGKILL,
+            ..
+        } = status
+        else {
+            return status;
+        };
+        match self.service_cgroups.get(service) {
+            Some((cgroup, Some(before))) if cgroup.oom_kills().is_some_and(|n| n > *before) => {
+                ExitStatus::OomKilled
+            }
+            _ => status,
+        }
+    }
+
+    /// The service has no process left: remove its (empty) cgroup.
+    fn forget_cgroup(&mut self, service: &ServiceName) {
+        if let Some((cgroup, _)) = self.service_cgroups.remove(service) {
+            cgroup.remove();
+        }
+    }
+
+    /// The cgroup for the next process of `name`, with the current OOM-kill count.
+    fn prepare_cgroup(&mut self, name: &ServiceName, spec: &ServiceSpec) -> Result<(), String> {
+        let Some(cgroups) = &self.cgroups else {
+            if spec.cgroup != crate::model::CgroupLimits::default() {
+                return Err(
+                    "cgroup limits are configured but cgroups are unavailable (see `holdfast doctor`)"
+                        .to_owned(),
+                );
+            }
+            return Ok(());
+        };
+        let cgroup = cgroups
+            .service(name.as_str(), &spec.cgroup)
+            .map_err(|e| e.to_string())?;
+        let baseline = cgroup.oom_kills();
+        self.service_cgroups
+            .insert(name.clone(), (cgroup, baseline));
+        Ok(())
     }
 
     /// A notification: from which service's run (by the sender's process group), and
@@ -457,6 +587,7 @@ impl Shell {
         name: &ServiceName,
         spec: &ServiceSpec,
     ) -> Result<(Pid, Option<std::os::fd::OwnedFd>), String> {
+        self.prepare_cgroup(name, spec)?;
         let log_dir = &self.sup.plan().daemon.log_dir;
         let capture = match self.captures.entry(name.clone()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -470,6 +601,7 @@ impl Shell {
         env.retain(|(k, _)| !spec.env.contains_key(k));
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.push(("HOLDFAST_SERVICE".to_owned(), name.to_string()));
+        identity_env(&mut env, spec);
         if spec.ready.needs_notify_socket() || spec.watchdog.is_some() {
             env.push((
                 "NOTIFY_SOCKET".to_owned(),
@@ -497,6 +629,14 @@ impl Shell {
             .iter()
             .map(|(_, write, fd)| (std::os::fd::AsFd::as_fd(write), *fd))
             .collect();
+        let privileges = &spec.privileges;
+        let rlimits = limits::rlimit_settings(&spec.limits, self.nofile);
+        let procs = match self.service_cgroups.get(name) {
+            Some((cgroup, _)) => cgroup.open_procs().map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        let procs: Vec<std::os::fd::BorrowedFd<'_>> = procs.iter().map(AsFd::as_fd).collect();
+        let capture = self.captures.get(name).expect("opened above");
         let request = spawn::SpawnRequest {
             program: &spec.command[0],
             args: &spec.command[1..],
@@ -507,6 +647,16 @@ impl Shell {
             listen_fds: &[],
             listen_fd_names: &[],
             extra_fds: &extra_fds,
+            setup: spawn::ProcessSetup {
+                cgroup_procs: &procs,
+                rlimits: &rlimits,
+                cpu_affinity: privileges.cpu_affinity.as_deref(),
+                oom_score_adjust: privileges.oom_score_adjust,
+                umask: privileges.umask,
+                credentials: privileges.credentials.as_ref(),
+                capabilities: privileges.capabilities.as_deref(),
+                no_new_privs: privileges.no_new_privs,
+            },
         };
         let pid = spawn::spawn(&request)
             .map(|spawned| spawned.pid)
@@ -514,6 +664,14 @@ impl Shell {
         // Our copy of the write end goes, so the reader sees EOF once the service closes
         // its copy without writing a newline.
         Ok((pid, ready_pipe.map(|(read, _, _)| read)))
+    }
+
+    /// A deadline passed: a hook's or the core's (which one is not tracked, both look).
+    fn on_deadline(&mut self) -> bool {
+        for note in self.hooks.expire(Instant::now()) {
+            self.note(note);
+        }
+        self.apply(Input::Tick)
     }
 
     /// Starts one health probe. Network probes run in a task that reports back through
@@ -544,7 +702,9 @@ impl Shell {
             });
             return None;
         };
-        let env = self.service_env(&service, spec);
+        let mut env = self.service_env(&service, spec);
+        identity_env(&mut env, spec);
+        let rlimits = limits::rlimit_settings(&spec.limits, self.nofile);
         let request = spawn::SpawnRequest {
             program: &command[0],
             args: &command[1..],
@@ -555,6 +715,7 @@ impl Shell {
             listen_fds: &[],
             listen_fd_names: &[],
             extra_fds: &[],
+            setup: limits::helper_setup(spec, &rlimits),
         };
         match spawn::spawn(&request) {
             Ok(spawned) => {
@@ -681,38 +842,55 @@ impl Shell {
     }
 
     /// Turns a reaped process into an input: the exit of a service's main process, or the
-    /// last member of a service's process group going away.
-    fn on_reaped(&mut self, reaped: reap::Reaped) -> Option<Input> {
+    /// last member of a service's process group going away. A hook's exit is logged.
+    fn on_reaped(&mut self, reaped: reap::Reaped) -> Vec<Input> {
+        if let Some(event) = self.hooks.on_reaped(&reaped) {
+            self.publish(&event);
+            return Vec::new();
+        }
         if let Some((service, run)) = self.probes.remove(&reaped.pid) {
-            return Some(Input::ProbeResult {
+            return vec![Input::ProbeResult {
                 service,
                 run,
                 outcome: probe::exec_outcome(reaped.status),
-            });
+            }];
         }
         if let Some((service, run)) = self.mains.remove(&reaped.pid) {
-            let group_alive = self.run_alive(run);
-            return Some(Input::Exited {
-                service,
-                run,
-                status: reaped.status,
-                group_alive,
-            });
+            return vec![self.main_exited(service, run, reaped.status)];
         }
-        let Some((service, run)) = reaped.pgid.and_then(|pgid| self.groups.get(&pgid)).cloned()
-        else {
-            if self.unclaimed.len() == UNCLAIMED_KEPT {
-                self.unclaimed.pop_front();
+        // The run of this process's group, and every run still waiting for its last
+        // process (which may be in the cgroup only): which of them are empty now?
+        let mut runs: Vec<(ServiceName, RunId)> = self
+            .lingering
+            .iter()
+            .map(|(service, run)| (service.clone(), *run))
+            .collect();
+        match reaped.pgid.and_then(|pgid| self.groups.get(&pgid)).cloned() {
+            Some(owner) if !runs.contains(&owner) => runs.push(owner),
+            Some(_) => {}
+            None if runs.is_empty() => {
+                if self.unclaimed.len() == UNCLAIMED_KEPT {
+                    self.unclaimed.pop_front();
+                }
+                self.unclaimed.push_back(reaped);
+                return Vec::new();
             }
-            self.unclaimed.push_back(reaped);
-            return None;
-        };
-        // The main process (wherever it is) still runs, or another group of the run
-        // still has members: not empty yet.
-        if self.run_alive(run) || self.mains.values().any(|(_, r)| *r == run) {
-            return None;
+            None => {}
         }
-        Some(Input::GroupEmpty { service, run })
+        let mut inputs = Vec::new();
+        for (service, run) in runs {
+            // The main process (wherever it is) still runs, or another group of the run
+            // or its cgroup still has members: not empty yet.
+            if self.run_alive(&service, run) || self.mains.values().any(|(_, r)| *r == run) {
+                continue;
+            }
+            if self.lingering.get(&service) == Some(&run) {
+                self.lingering.remove(&service);
+            }
+            self.forget_cgroup(&service);
+            inputs.push(Input::GroupEmpty { service, run });
+        }
+        inputs
     }
 
     /// Answers a control request after applying its transition. Returns true once the
@@ -725,6 +903,7 @@ impl Shell {
             Request::Stop { name } => self.command(Command::Stop, &name, now),
             Request::Restart { name } => self.command(Command::Restart, &name, now),
             Request::Reload { dry_run } => (self.reload(dry_run).map(Reply::Reload), false),
+            Request::Events { service, since, .. } => (self.events(service, since), false),
             Request::Shutdown => {
                 let done = self.apply(Input::Shutdown);
                 let message = "shutting down: stopping all services".to_owned();
@@ -785,9 +964,62 @@ impl Shell {
     }
 
     fn publish(&mut self, event: &Event) {
-        tracing::info!("{event}");
+        if super::hooks::is_warning(&event.kind) {
+            tracing::warn!("{event}");
+        } else {
+            tracing::info!("{event}");
+        }
         if let Some(capture) = event.service.as_ref().and_then(|s| self.captures.get(s)) {
             capture.note(&event.to_string());
+        }
+        let record = self.bus.publish(event, SystemTime::now());
+        // Hooks come from the current plan (a reload changes them without a restart); a
+        // removed service has none left.
+        let spec = record
+            .service
+            .as_ref()
+            .and_then(|s| self.sup.plan().services.get(s));
+        if let Some(spec) = spec {
+            let capture = self.captures.get(&spec.name);
+            let note = self
+                .hooks
+                .fire(&record, spec, &self.base_env, capture, Instant::now());
+            match note {
+                Some(Ok(note)) => self.note(note),
+                Some(Err(failed)) => self.publish(&failed),
+                None => {}
+            }
+        }
+    }
+
+    /// Recent events. A name that is neither configured nor in the history is an error,
+    /// so a typo does not look like a quiet service.
+    fn events(
+        &self,
+        service: Option<ServiceName>,
+        since: Option<u64>,
+    ) -> Result<Reply, ControlError> {
+        let events = self.bus.recent(service.as_ref(), since);
+        if let Some(name) = service {
+            if events.is_empty() && self.sup.service(&name).is_none() {
+                return Err(ControlError {
+                    kind: ErrorKind::UnknownService,
+                    message: format!("no service named \"{name}\""),
+                });
+            }
+        }
+        Ok(Reply::Events { events })
+    }
+
+    /// Logs a hook's news in holdfast's log and the service's.
+    fn note(&self, note: Note) {
+        if note.warning {
+            tracing::warn!("{}: {}", note.service, note.text);
+        } else {
+            tracing::info!("{}: {}", note.service, note.text);
+        }
+        if let Some(capture) = self.captures.get(&note.service) {
+            capture.note(&format!("{}: {}", note.service, note.text));
         }
     }
 
@@ -900,6 +1132,59 @@ pub fn log_path(log_dir: &Path, name: &ServiceName) -> String {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Sets `HOME`, `USER` and `LOGNAME` of the service user, unless the spec sets them.
+fn identity_env(env: &mut Vec<(String, String)>, spec: &ServiceSpec) {
+    let identity = limits::identity_env(spec.privileges.credentials.as_ref());
+    let ours = |k: &str| identity.iter().any(|(i, _)| i == k) && !spec.env.contains_key(k);
+    env.retain(|(k, _)| !ours(k));
+    env.extend(
+        identity
+            .iter()
+            .filter(|(k, _)| !spec.env.contains_key(k))
+            .cloned(),
+    );
+}
+
+/// Sets up holdfast's parent cgroup, named after the control socket so that two
+/// daemons on one host never share a service cgroup (the default socket gives
+/// `holdfast`). `None`, with a warning, when cgroups are unavailable.
+fn setup_cgroups(control: &Path) -> Option<Cgroups> {
+    let name = cgroup_name(control);
+    match Cgroups::setup(&cgroup::detect(), &name) {
+        Ok(cgroups) => {
+            tracing::info!(
+                "cgroup {}: {} (controllers: {})",
+                cgroups.version(),
+                cgroups.parent_dir().display(),
+                cgroups.controllers().join(", ")
+            );
+            Some(cgroups)
+        }
+        Err(e) => {
+            tracing::warn!("cgroups unavailable, services are tracked by process group only: {e}");
+            None
+        }
+    }
+}
+
+/// `holdfast` for the default control socket (one such daemon per host); else
+/// `holdfast-<hash of the socket path>.<pid>`, so that several daemons never share a
+/// cgroup and the cgroups of a dead one can be recognised and swept.
+pub fn cgroup_name(control: &Path) -> String {
+    if control == Path::new(defaults::CONTROL) {
+        return "holdfast".to_owned();
+    }
+    // FNV-1a: stable across runs and builds (std's hasher is not).
+    let hash = control
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("holdfast-{hash:016x}.{}", std::process::id())
 }
 
 /// holdfast's environment minus what only concerns holdfast itself.

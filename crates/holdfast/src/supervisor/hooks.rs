@@ -1,0 +1,296 @@
+//! Event hooks (`[service.X.on]`): a command run when a service publishes an event of a
+//! chosen kind, with the event in `HOLDFAST_*` environment variables.
+//!
+//! Part of the runtime shell; the runtime task is its only user.
+//!
+//! Invariants:
+//! - a hook can never block holdfast: it is spawned like a service (its own session and
+//!   process group, output into the service's log capture) and never waited for here;
+//!   the reaper reports its exit, which [`HookRunner::on_reaped`] claims by pid so it
+//!   is not mistaken for an orphan;
+//! - every running hook has a deadline (`hook_timeout`); the runtime's single timer
+//!   includes [`HookRunner::next_deadline`], and [`HookRunner::expire`] SIGKILLs the
+//!   hook's whole process group when it passes;
+//! - a hook storm is bounded: at most [`MAX_PER_SERVICE`] hooks of one service run at
+//!   once; further events of that service fire no hook (a `hook_failed` event says so);
+//! - hooks never fire on hook events (`hook_finished`, `hook_failed`), so they cannot
+//!   feed themselves.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::event::{Event, EventKind};
+use super::record::{NOT_HOOKABLE, env_name, env_value};
+use crate::control::protocol::EventRecord;
+use crate::logs::Capture;
+use crate::model::{ExitStatus, ServiceName, ServiceSpec};
+use crate::process::{group, limits, reap, spawn};
+
+/// Hooks of one service allowed to run at the same time.
+pub const MAX_PER_SERVICE: usize = 4;
+
+/// Something worth telling about a hook that is no event (it started; a kill failed),
+/// for holdfast's log and the service's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub service: ServiceName,
+    pub text: String,
+    /// A problem (a kill that failed) rather than routine.
+    pub warning: bool,
+}
+
+#[derive(Debug)]
+struct Running {
+    service: ServiceName,
+    kind: String,
+    deadline: Instant,
+    timeout: Duration,
+    /// SIGKILL was sent to its group at the deadline.
+    killed: bool,
+}
+
+impl Running {
+    fn label(&self) -> String {
+        format!("hook \"{}\"", self.kind)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct HookRunner {
+    running: HashMap<Pid, Running>,
+}
+
+impl HookRunner {
+    /// Runs `spec`'s hook for `event`, if it has one. `base_env` is the environment hooks
+    /// start from; output goes to `capture` (or nowhere when the service has none yet).
+    /// Says that it started (`Ok`), or gives the `hook_failed` event to publish.
+    pub fn fire(
+        &mut self,
+        event: &EventRecord,
+        spec: &ServiceSpec,
+        base_env: &[(String, String)],
+        capture: Option<&Capture>,
+        now: Instant,
+    ) -> Option<Result<Note, Event>> {
+        if NOT_HOOKABLE.contains(&event.kind.as_str()) {
+            return None;
+        }
+        let command = spec.hooks.on.get(&event.kind)?;
+        let service = spec.name.clone();
+        let failed = |error: String| Event {
+            service: Some(service.clone()),
+            kind: EventKind::HookFailed {
+                hook: event.kind.clone(),
+                error,
+            },
+        };
+        let busy = self
+            .running
+            .values()
+            .filter(|r| r.service == service)
+            .count();
+        if busy >= MAX_PER_SERVICE {
+            return Some(Err(failed(format!(
+                "{busy} hooks of {service} are still running (at most {MAX_PER_SERVICE}); event {} dropped",
+                event.seq
+            ))));
+        }
+        let env = hook_env(base_env, event);
+        let result = match capture {
+            Some(capture) => launch(command, &env, spec, capture.stdout(), capture.stderr()),
+            None => File::options()
+                .write(true)
+                .open("/dev/null")
+                .map_err(|e| format!("failed to open /dev/null: {e}"))
+                .and_then(|null| launch(command, &env, spec, null.as_fd(), null.as_fd())),
+        };
+        match result {
+            Ok(pid) => {
+                let timeout = spec.hooks.timeout;
+                self.running.insert(
+                    pid,
+                    Running {
+                        service: service.clone(),
+                        kind: event.kind.clone(),
+                        deadline: now + timeout,
+                        timeout,
+                        killed: false,
+                    },
+                );
+                Some(Ok(Note {
+                    service,
+                    text: format!("hook \"{}\" started (pid {pid})", event.kind),
+                    warning: false,
+                }))
+            }
+            Err(error) => Some(Err(failed(format!("failed to start: {error}")))),
+        }
+    }
+
+    /// The earliest deadline of a hook not yet killed.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.running
+            .values()
+            .filter(|r| !r.killed)
+            .map(|r| r.deadline)
+            .min()
+    }
+
+    /// The deadline of the hook that may run longest (killed ones included).
+    pub fn last_deadline(&self) -> Option<Instant> {
+        self.running.values().map(|r| r.deadline).max()
+    }
+
+    /// SIGKILLs the process group of every hook past its deadline.
+    pub fn expire(&mut self, now: Instant) -> Vec<Note> {
+        let mut notes = Vec::new();
+        for (pid, hook) in &mut self.running {
+            if hook.killed || hook.deadline > now {
+                continue;
+            }
+            hook.killed = true;
+            if let Err(errno) = group::signal_group(*pid, Signal::SIGKILL) {
+                notes.push(Note {
+                    service: hook.service.clone(),
+                    text: format!(
+                        "{} timed out, but SIGKILL to its process group {pid} failed: {errno}",
+                        hook.label()
+                    ),
+                    warning: true,
+                });
+            }
+        }
+        notes
+    }
+
+    /// Claims a reaped process if it is a hook, and returns the `hook_finished` event.
+    pub fn on_reaped(&mut self, reaped: &reap::Reaped) -> Option<Event> {
+        let hook = self.running.remove(&reaped.pid)?;
+        let timed_out = match reaped.status {
+            ExitStatus::Signaled {
+                signal: Signal::SIGKILL,
+                ..
+            } if hook.killed => Some(hook.timeout),
+            _ => None,
+        };
+        Some(Event {
+            service: Some(hook.service),
+            kind: EventKind::HookFinished {
+                hook: hook.kind,
+                pid: reaped.pid,
+                status: reaped.status,
+                timed_out,
+            },
+        })
+    }
+
+    /// Hooks running now (for tests and status).
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+}
+
+/// Hook events holdfast's log shows as warnings: a hook that did not run, failed or was
+/// killed. (The core's events keep their usual level.)
+pub fn is_warning(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::HookFailed { .. } => true,
+        EventKind::HookFinished { status, .. } => !status.is_clean(),
+        _ => false,
+    }
+}
+
+fn launch(
+    command: &[String],
+    env: &[(String, String)],
+    spec: &ServiceSpec,
+    stdout: std::os::fd::BorrowedFd<'_>,
+    stderr: std::os::fd::BorrowedFd<'_>,
+) -> Result<Pid, String> {
+    let request = spawn::SpawnRequest {
+        program: &command[0],
+        args: &command[1..],
+        env,
+        working_dir: spec.working_dir.as_deref(),
+        stdout,
+        stderr,
+        listen_fds: &[],
+        listen_fd_names: &[],
+        extra_fds: &[],
+        setup: limits::helper_setup(spec, &[]),
+    };
+    spawn::spawn(&request)
+        .map(|spawned| spawned.pid)
+        .map_err(|e| e.to_string())
+}
+
+/// `base_env` without any `HOLDFAST_*` of its own, plus the event: `HOLDFAST_EVENT`,
+/// `HOLDFAST_SERVICE`, `HOLDFAST_MESSAGE`, `HOLDFAST_SEQ`, `HOLDFAST_TIME` and one
+/// `HOLDFAST_<KEY>` per data field (`HOLDFAST_PID`, `HOLDFAST_EXIT_CODE`, ...).
+pub fn hook_env(base_env: &[(String, String)], event: &EventRecord) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = base_env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("HOLDFAST_"))
+        .cloned()
+        .collect();
+    let mut put = |k: &str, v: String| env.push((k.to_owned(), v));
+    put("HOLDFAST_EVENT", event.kind.clone());
+    if let Some(service) = &event.service {
+        put("HOLDFAST_SERVICE", service.to_string());
+    }
+    put("HOLDFAST_MESSAGE", event.message.clone());
+    put("HOLDFAST_SEQ", event.seq.to_string());
+    put("HOLDFAST_TIME", event.time.clone());
+    for (key, value) in &event.data {
+        env.push((env_name(key), env_value(value)));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn hooks_see_the_event_in_holdfast_variables_and_nothing_stale() {
+        let event = EventRecord {
+            seq: 9,
+            time: "2026-11-25T12:00:01.234Z".to_owned(),
+            service: Some(ServiceName::new("api").expect("valid name")),
+            kind: "exited".to_owned(),
+            message: "pid 42 exited 3".to_owned(),
+            data: BTreeMap::from([
+                ("pid".to_owned(), json!(42)),
+                ("exit_code".to_owned(), json!(3)),
+            ]),
+        };
+        let base = vec![
+            ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
+            ("HOLDFAST_EVENT".to_owned(), "stale".to_owned()),
+        ];
+        let env: BTreeMap<String, String> = hook_env(&base, &event).into_iter().collect();
+        let expected: BTreeMap<String, String> = [
+            ("PATH", "/usr/bin:/bin"),
+            ("HOLDFAST_EVENT", "exited"),
+            ("HOLDFAST_SERVICE", "api"),
+            ("HOLDFAST_MESSAGE", "pid 42 exited 3"),
+            ("HOLDFAST_SEQ", "9"),
+            ("HOLDFAST_TIME", "2026-11-25T12:00:01.234Z"),
+            ("HOLDFAST_PID", "42"),
+            ("HOLDFAST_EXIT_CODE", "3"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(env, expected);
+    }
+}
