@@ -134,9 +134,15 @@ fn shutdown_requested(shared: Arc<Shared>) -> io::Result<impl Future<Output = ()
 
 /// Appends `<CLOCK_MONOTONIC ns> <pid>` to `path`, for respawn benchmarks.
 pub fn write_timestamp(path: &Path) -> io::Result<()> {
+    write_timestamp_marked(path, "")
+}
+
+/// Appends `<CLOCK_MONOTONIC ns> <pid><mark>` to `path`: the exit line of a respawn
+/// benchmark carries the mark `" exit"`, so start and exit lines are told apart.
+pub fn write_timestamp_marked(path: &Path, mark: &str) -> io::Result<()> {
     let now = clock_gettime(ClockId::CLOCK_MONOTONIC)?;
     let nanos = i128::from(now.tv_sec()) * 1_000_000_000 + i128::from(now.tv_nsec());
-    let line = format!("{nanos} {}\n", std::process::id());
+    let line = format!("{nanos} {}{mark}\n", std::process::id());
     // One write call with O_APPEND, so concurrent writers never interleave a line.
     OpenOptions::new()
         .create(true)

@@ -109,6 +109,15 @@ pub struct Args {
     #[arg(long, value_name = "PATH", help_heading = "Benchmarks")]
     pub timestamp_file: Option<PathBuf>,
 
+    /// With --exit-immediately and --timestamp-file: also append
+    /// "<CLOCK_MONOTONIC ns> <pid> exit" right before exiting
+    #[arg(
+        long,
+        requires_all = ["exit_immediately", "timestamp_file"],
+        help_heading = "Benchmarks"
+    )]
+    pub timestamp_exit: bool,
+
     /// Internal: run as the grandchild spawned by --fork-grandchild and /fork
     #[arg(long, hide = true)]
     pub grandchild: bool,

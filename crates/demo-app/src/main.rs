@@ -30,6 +30,13 @@ fn main() -> ExitCode {
         chaos::grandchild_main(args.ignore_sigterm);
     }
     if args.exit_immediately {
+        if let Some(path) = &args.timestamp_file
+            && args.timestamp_exit
+            && let Err(error) = app::write_timestamp_marked(path, " exit")
+        {
+            eprintln!("demo-app: failed to append to {}: {error}", path.display());
+            return ExitCode::FAILURE;
+        }
         return ExitCode::from(args.exit_code);
     }
     chaos::install_panic_hook();

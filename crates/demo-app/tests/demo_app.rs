@@ -323,6 +323,43 @@ fn exit_immediately_appends_a_monotonic_timestamp_and_pid() {
 }
 
 #[test]
+fn timestamp_exit_appends_an_exit_line_after_the_start_line() {
+    let path = temp_path("timestamps-exit");
+    let path_arg = path.to_str().expect("temp paths are UTF-8");
+    let mut app = App::start(&[
+        "--exit-immediately",
+        "--timestamp-file",
+        path_arg,
+        "--timestamp-exit",
+    ]);
+    assert_eq!(app.wait_for_exit().code(), Some(1));
+    let text = std::fs::read_to_string(&path).expect("the timestamp file exists");
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 2, "a start line and an exit line: {text:?}");
+    assert_eq!(
+        lines[0].len(),
+        2,
+        "the start line is `<ns> <pid>`: {text:?}"
+    );
+    assert_eq!(
+        lines[1].get(2),
+        Some(&"exit"),
+        "then `<ns> <pid> exit`: {text:?}"
+    );
+    assert_eq!(
+        lines[0][1], lines[1][1],
+        "both lines come from the same pid"
+    );
+    let start: u128 = lines[0][0].parse().expect("ns");
+    let exit: u128 = lines[1][0].parse().expect("ns");
+    assert!(
+        start <= exit,
+        "the exit is stamped after the start: {text:?}"
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
 fn inherited_listen_fds_socket_is_served_and_not_passed_on() {
     // systemd-socket-activate binds, sets LISTEN_FDS/LISTEN_PID and execs demo-app on
     // the first connection.
