@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::bus::{self, EventBus};
 use super::core::{Command, Effect, Input, Supervisor, state_name};
-use super::event::Event;
+use super::event::{Event, EventKind};
 use super::hooks::{HookRunner, Note};
 use super::service::{Cause, Escalation, KILL_WAIT, RunId, Service, State};
 use super::startup;
@@ -204,8 +204,8 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     drop(control);
     // Dropping the shell closes the event bus: `events -f` followers get a last line
     // and end, instead of holding up the close.
-    for (cgroup, _) in shell.service_cgroups.values() {
-        cgroup.remove();
+    for attached in shell.service_cgroups.values() {
+        attached.cgroup.remove();
     }
     if let Some(cgroups) = &shell.cgroups {
         cgroups.remove();
@@ -232,6 +232,15 @@ async fn tick_opt(interval: &mut Option<tokio::time::Interval>) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// A service's cgroup while the service is active.
+struct AttachedCgroup {
+    cgroup: ServiceCgroup,
+    /// OOM kills counted in the cgroup when the current process was spawned.
+    oom_kills: Option<u64>,
+    /// The limits written into it (a reload that changes them rewrites them).
+    limits: crate::model::CgroupLimits,
 }
 
 struct Shell {
@@ -269,8 +278,9 @@ struct Shell {
     /// holdfast's parent cgroup; `None` when cgroups are unavailable (process groups
     /// only, and no cgroup limits can be enforced).
     cgroups: Option<Cgroups>,
-    /// The cgroup of each service that has one, with its OOM-kill count at the spawn.
-    service_cgroups: HashMap<ServiceName, (ServiceCgroup, Option<u64>)>,
+    /// The cgroup of each active service. It lives as long as the service is active, so
+    /// an automatic restart reuses it (no mkdir/rmdir per respawn).
+    service_cgroups: HashMap<ServiceName, AttachedCgroup>,
     /// Runs whose main process is gone while other processes remained: every reap
     /// re-checks them, since a process that left the process groups (setsid) is only
     /// found through the cgroup.
@@ -313,8 +323,8 @@ impl Shell {
                 } => {
                     // The service's cgroup holds every process of the run, also those
                     // that left its process groups.
-                    if let Some((cgroup, _)) = self.service_cgroups.get(&service) {
-                        if cgroup.signal(signal) > 0 {
+                    if let Some(attached) = self.service_cgroups.get(&service) {
+                        if attached.cgroup.signal(signal) > 0 {
                             continue;
                         }
                     }
@@ -338,6 +348,7 @@ impl Shell {
                 Effect::Emit(event) => self.publish(&event),
                 Effect::Remove { service } => {
                     self.captures.remove(&service);
+                    self.forget_cgroup(&service);
                 }
                 Effect::StartAgain { .. } => unreachable!("consumed by the core"),
                 Effect::Exit => exit = true,
@@ -429,7 +440,7 @@ impl Shell {
             || self
                 .service_cgroups
                 .get(service)
-                .is_some_and(|(cgroup, _)| !cgroup.is_empty())
+                .is_some_and(|attached| !attached.cgroup.is_empty())
     }
 
     /// The main process of `run` ended with `status`: the exit input, with an OOM kill
@@ -439,8 +450,6 @@ impl Shell {
         let status = self.classify(&service, status);
         if group_alive {
             self.lingering.insert(service.clone(), run);
-        } else {
-            self.forget_cgroup(&service);
         }
         Input::Exited {
             service,
@@ -460,21 +469,24 @@ impl Shell {
             return status;
         };
         match self.service_cgroups.get(service) {
-            Some((cgroup, Some(before))) if cgroup.oom_kills().is_some_and(|n| n > *before) => {
-                ExitStatus::OomKilled
-            }
+            Some(AttachedCgroup {
+                cgroup,
+                oom_kills: Some(before),
+                ..
+            }) if cgroup.oom_kills().is_some_and(|n| n > *before) => ExitStatus::OomKilled,
             _ => status,
         }
     }
 
-    /// The service has no process left: remove its (empty) cgroup.
+    /// The service became inactive (stopped, failed, removed): remove its cgroup.
     fn forget_cgroup(&mut self, service: &ServiceName) {
-        if let Some((cgroup, _)) = self.service_cgroups.remove(service) {
-            cgroup.remove();
+        if let Some(attached) = self.service_cgroups.remove(service) {
+            attached.cgroup.remove();
         }
     }
 
-    /// The cgroup for the next process of `name`, with the current OOM-kill count.
+    /// The cgroup for the next process of `name`, with the current OOM-kill count. An
+    /// automatic restart finds the service's cgroup still there (empty) and reuses it.
     fn prepare_cgroup(&mut self, name: &ServiceName, spec: &ServiceSpec) -> Result<(), String> {
         let Some(cgroups) = &self.cgroups else {
             if spec.cgroup != crate::model::CgroupLimits::default() {
@@ -485,12 +497,21 @@ impl Shell {
             }
             return Ok(());
         };
+        if let Some(attached) = self.service_cgroups.get_mut(name) {
+            if attached.limits == spec.cgroup {
+                attached.oom_kills = attached.cgroup.oom_kills();
+                return Ok(());
+            }
+        }
         let cgroup = cgroups
             .service(name.as_str(), &spec.cgroup)
             .map_err(|e| e.to_string())?;
-        let baseline = cgroup.oom_kills();
-        self.service_cgroups
-            .insert(name.clone(), (cgroup, baseline));
+        let attached = AttachedCgroup {
+            oom_kills: cgroup.oom_kills(),
+            cgroup,
+            limits: spec.cgroup,
+        };
+        self.service_cgroups.insert(name.clone(), attached);
         Ok(())
     }
 
@@ -632,7 +653,7 @@ impl Shell {
         let privileges = &spec.privileges;
         let rlimits = limits::rlimit_settings(&spec.limits, self.nofile);
         let procs = match self.service_cgroups.get(name) {
-            Some((cgroup, _)) => cgroup.open_procs().map_err(|e| e.to_string())?,
+            Some(attached) => attached.cgroup.open_procs().map_err(|e| e.to_string())?,
             None => Vec::new(),
         };
         let procs: Vec<std::os::fd::BorrowedFd<'_>> = procs.iter().map(AsFd::as_fd).collect();
@@ -887,7 +908,6 @@ impl Shell {
             if self.lingering.get(&service) == Some(&run) {
                 self.lingering.remove(&service);
             }
-            self.forget_cgroup(&service);
             inputs.push(Input::GroupEmpty { service, run });
         }
         inputs
@@ -964,6 +984,11 @@ impl Shell {
     }
 
     fn publish(&mut self, event: &Event) {
+        if let (Some(service), EventKind::Stopped | EventKind::GaveUp { .. }) =
+            (&event.service, &event.kind)
+        {
+            self.forget_cgroup(service);
+        }
         if super::hooks::is_warning(&event.kind) {
             tracing::warn!("{event}");
         } else {
