@@ -1,14 +1,29 @@
-//! Starting a child: fork, the pre-exec sequence, execve.
+//! Starting a child: clone (vfork-style), the pre-exec sequence, execve.
 //!
-//! This is the only module in holdfast with `unsafe`, `fork` and `exec`.
+//! This is the only module in holdfast with `unsafe`, `clone` and `exec`.
+//!
+//! The child is created like glibc's `posix_spawn` does it: `clone(CLONE_VM |
+//! CLONE_VFORK | SIGCHLD)` on a stack of its own, allocated before and freed after.
+//! `fork` would copy holdfast's page tables only for the child to tear them down again
+//! at `execve`, which dominated starting many services. With `CLONE_VM` the child runs in
+//! holdfast's memory while the calling thread is suspended until the child has exec'ed
+//! or exited (`CLONE_VFORK`); everything else (fd table, fs struct with cwd and umask,
+//! signal handler table, credentials, rlimits, cgroup membership) is the child's own
+//! copy, as after `fork`.
 //!
 //! Invariants:
 //! - Everything the child needs (CStrings, the argv/envp pointer arrays, the `LISTEN_PID`
-//!   slot, `/dev/null`, the fd plan) is prepared *before* `fork`. Between `fork` and
-//!   `execve` the child makes only raw, async-signal-safe system calls: it never
-//!   allocates, locks, logs, unwinds or runs destructors, and it leaves with `_exit`.
-//! - All signals are blocked in the forking thread across `fork`, so no holdfast signal
-//!   handler can run in the child before the child has reset every disposition.
+//!   slot, `/dev/null`, the fd plan, its stack) is prepared *before* `clone`. Between
+//!   `clone` and `execve` the child makes only raw, async-signal-safe system calls: it
+//!   never allocates, locks, logs, unwinds or runs destructors, and it leaves with
+//!   `_exit` (or `execve`), never by returning from its entry function.
+//! - Sharing memory, the child writes only to its own stack, the thread's `errno` (the
+//!   parent ignores it unless `clone` itself failed, when no child ran) and two parts of
+//!   the [`ChildPlan`] that are its scratch space: the `LISTEN_PID` slot and the sources
+//!   of the fd moves. The parent never reads either after `clone`, only frees them.
+//! - All signals are blocked in the spawning thread across `clone`, so no holdfast signal
+//!   handler can run in the child (in holdfast's memory!) before the child has reset
+//!   every disposition (in its own copy of the handler table: no `CLONE_SIGHAND`).
 //! - The child is a session and process-group leader (`pgid == pid`), its signal mask is
 //!   empty and every signal has its default disposition (`SIG_IGN` survives `execve`
 //!   otherwise), stdin is `/dev/null`, and its only open fds are 0, 1, 2 and the passed
@@ -22,17 +37,19 @@
 //! # The pre-exec sequence
 //!
 //! The order matters; each feature is a field of [`SpawnRequest`] (most in
-//! [`ProcessSetup`]), prepared before fork and applied by one step of `child_main`:
+//! [`ProcessSetup`]), prepared before clone and applied by one step of `child_main`:
 //!
 //! 1. reset signal dispositions to `SIG_DFL`, then empty the signal mask;
 //! 2. `setsid()` (new session and process group);
 //! 3. join the service's cgroup: write `0` into each `cgroup.procs` fd opened before
-//!    fork — early, so everything is accounted;
+//!    clone — early, so everything is accounted (it moves the writer's own thread group,
+//!    which is the child alone: no `CLONE_THREAD`);
 //! 4. fd plan: stdin `/dev/null`, stdout, stderr, listen fds to 3.., everything else
 //!    close-on-exec;
 //! 5. `setrlimit` (raising a hard limit needs root, so before the user switch);
 //! 6. `sched_setaffinity` (CPU affinity), then `oom_score_adj` (opened in the child:
-//!    `/proc/self` opened before fork would be holdfast's);
+//!    `/proc/self` opened before clone would be holdfast's; the kernel keeps a vfork
+//!    child's `oom_score_adj` its own although it shares holdfast's memory);
 //! 7. `umask`;
 //! 8. drop every capability not kept from the bounding set (needs CAP_SETPCAP, so still
 //!    as root), `PR_SET_KEEPCAPS` if capabilities are kept, then
@@ -48,7 +65,7 @@
 
 #![expect(
     unsafe_code,
-    reason = "fork, the async-signal-safe pre-exec sequence and execve need raw libc calls"
+    reason = "clone, the async-signal-safe pre-exec sequence and execve need raw libc calls"
 )]
 
 use std::ffi::{CString, OsStr, OsString};
@@ -69,7 +86,7 @@ use crate::model::{Capability, Credentials};
 /// What to start. Borrowed: the caller keeps ownership of every fd and string.
 #[derive(Debug, Clone, Copy)]
 pub struct SpawnRequest<'a> {
-    /// Resolved against `PATH` (the `PATH` of `env`, else holdfast's own) before fork
+    /// Resolved against `PATH` (the `PATH` of `env`, else holdfast's own) before clone
     /// when it contains no `/`; otherwise used as written (relative to `working_dir`).
     pub program: &'a str,
     /// `argv[1..]`; `argv[0]` is `program` as written.
@@ -152,6 +169,7 @@ pub enum SpawnStage {
     },
     OpenDevNull,
     ErrorPipe,
+    /// Creating the child (`clone`; shown as "fork", what it stands in for).
     Fork,
     /// Reading the child's report (parent side).
     ReadErrorPipe,
@@ -259,7 +277,7 @@ fn err(stage: SpawnStage, source: Errno) -> SpawnError {
 }
 
 /// Starts `req.program` as a new session and process-group leader and returns once it
-/// has exec'ed (or failed to). Blocks the calling thread only for fork + exec.
+/// has exec'ed (or failed to). Blocks the calling thread only for clone + exec.
 ///
 /// The caller must have started the reaper ([`super::reap::start`]): `spawn` never waits.
 pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
@@ -280,8 +298,9 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     let mut plan = ChildPlan::prepare(req, &program, dev_null.as_raw_fd())?;
     let (report_read, report_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| err(SpawnStage::ErrorPipe, errno))?;
+    let stack = ChildStack::new().map_err(|errno| err(SpawnStage::Fork, errno))?;
 
-    // Block every signal across fork so that none of holdfast's handlers (tokio's, which
+    // Block every signal across clone so that none of holdfast's handlers (tokio's, which
     // write to a pipe shared with the parent) can run in the child before it resets them.
     let mut saved_mask = SigSet::empty();
     pthread_sigmask(
@@ -291,14 +310,30 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     )
     .map_err(|errno| err(SpawnStage::Fork, errno))?;
 
-    // SAFETY: the child branch only runs `child_main`, which makes async-signal-safe raw
-    // system calls on memory prepared before fork and never returns (it execs or
+    let mut child = ChildArgs {
+        plan: &mut plan,
+        report: report_write.as_raw_fd(),
+    };
+    // SAFETY: `child_entry` only runs `child_main`, which makes async-signal-safe raw
+    // system calls on memory prepared before clone and never returns (it execs or
     // `_exit`s), so no allocator lock, destructor or unwinding happens in the child.
-    let forked = unsafe { libc::fork() };
-    if forked == 0 {
-        child_main(&mut plan, report_write.as_raw_fd());
-    }
+    // `stack.top()` is the 16-byte aligned top of a live mapping of CHILD_STACK_SIZE
+    // bytes that nothing else uses. `child` (and the plan it borrows) stays alive and
+    // untouched by this thread until clone returns: CLONE_VFORK suspends this thread
+    // until the child has exec'ed or exited, so the child's accesses all happen before
+    // ours resume. Without CLONE_FILES, CLONE_FS, CLONE_SIGHAND or CLONE_THREAD the
+    // child's fds, cwd, umask, signal handlers, credentials and thread group are its own.
+    let forked = unsafe {
+        libc::clone(
+            child_entry,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw mut child).cast(),
+        )
+    };
     let fork_errno = Errno::last();
+    // The child has exec'ed or exited (CLONE_VFORK): its stack is no longer in use.
+    drop(stack);
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&saved_mask), None)
         .expect("restoring a signal mask we just read cannot fail");
     if forked < 0 {
@@ -371,8 +406,12 @@ struct FdMove {
     target: RawFd,
 }
 
-/// Everything the child uses, built before fork. Holds raw pointers into its own
-/// buffers, so it must stay where it is (and alive) until the fork is done.
+/// Everything the child uses, built before clone. Holds raw pointers into its own
+/// buffers, so it must stay where it is (and alive) until the clone is done.
+///
+/// The child runs in the parent's memory and writes to exactly two parts of the plan:
+/// the `LISTEN_PID` slot and the `source` fields of `fd_moves` (its private fd copies).
+/// The parent never reads either after clone.
 struct ChildPlan {
     program: CString,
     // Owners of the memory `argv`/`envp` point into.
@@ -385,13 +424,14 @@ struct ChildPlan {
     listen_pid_digits: Option<*mut u8>,
     dir: Option<CString>,
     /// stdin, stdout, stderr, then the listen fds, in target order 0, 1, 2, 3, ...
+    /// After clone, `source` holds the child's copies: the parent must not read it.
     fd_moves: Vec<FdMove>,
     /// The first fd number that is not a target: every temporary copy lives at or above
     /// it, and everything from it up is made close-on-exec.
     first_free_fd: RawFd,
     /// Fallback bound for marking fds close-on-exec when `close_range` is unavailable.
     fd_limit: RawFd,
-    /// The highest signal number (`SIGRTMAX`), read before fork.
+    /// The highest signal number (`SIGRTMAX`), read before clone.
     max_signal: libc::c_int,
     /// The kernel's `sigset_t` size in bytes (8 on most architectures), for `rt_sigaction`.
     kernel_sigset_size: libc::size_t,
@@ -728,11 +768,89 @@ fn read_report(pipe: &OwnedFd) -> Result<Option<ChildReport>, Errno> {
     }))
 }
 
+/// The child's stack. Generous: the pre-exec sequence needs a few KiB, and an unused
+/// anonymous mapping costs address space, not memory (pages are touched only when used).
+const CHILD_STACK_SIZE: usize = 256 * 1024;
+
+/// An anonymous mapping for the child's stack with a `PROT_NONE` guard page below it, so
+/// an overflow faults instead of running into other memory. Unmapped on drop, which
+/// `spawn` does only after clone has returned (the child has exec'ed or exited by then).
+struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    fn new() -> Result<ChildStack, Errno> {
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .and_then(|size| usize::try_from(size).ok())
+            .unwrap_or(4096);
+        let len = CHILD_STACK_SIZE + page;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        let stack = ChildStack { base, len };
+        // The stack grows down: the guard is the lowest page.
+        // SAFETY: `base..base + page` is the start of the mapping we just created.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } < 0 {
+            return Err(Errno::last());
+        }
+        Ok(stack)
+    }
+
+    /// The initial stack pointer: the end of the mapping (page-aligned, so 16-byte
+    /// aligned as every supported ABI wants).
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping, which is `len` bytes long.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly the mapping `new` created, and no reference
+        // into it outlives `self` (the only user, the child, has exec'ed or exited).
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// What `child_entry` receives through clone's `void *` argument.
+struct ChildArgs<'a> {
+    plan: &'a mut ChildPlan,
+    report: RawFd,
+}
+
 // ---------------------------------------------------------------------------------------
-// In the child, between fork and execve. Async-signal-safe only: raw libc calls on
-// memory prepared before fork; no allocation, no formatting, no panics, no `?` into
+// In the child, between clone and execve. Async-signal-safe only: raw libc calls on
+// memory prepared before clone; no allocation, no formatting, no panics, no `?` into
 // types with destructors. Every failure ends in `child_fail`.
+//
+// The child shares holdfast's memory (CLONE_VM) and runs on its own stack: it writes
+// nothing of the parent's but the scratch parts of `ChildPlan` (see there) and errno.
 // ---------------------------------------------------------------------------------------
+
+/// clone's entry point: runs `child_main`, which never returns (returning would make
+/// glibc's clone wrapper call the `exit` system call, also harmless, but never happens).
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `&mut ChildArgs` that `spawn` passed to clone; it and the plan
+    // it borrows stay alive and unused by the parent, which CLONE_VFORK keeps suspended
+    // until this child has exec'ed or exited.
+    let child = unsafe { &mut *arg.cast::<ChildArgs<'_>>() };
+    child_main(child.plan, child.report)
+}
 
 /// Runs the pre-exec sequence (see the module docs) and execs; never returns.
 fn child_main(plan: &mut ChildPlan, report: RawFd) -> ! {
@@ -776,7 +894,7 @@ fn child_main(plan: &mut ChildPlan, report: RawFd) -> ! {
 
     // 3. Join the cgroup, early, so everything from here on is accounted to it.
     for &fd in &plan.setup.cgroup_procs {
-        // SAFETY: write on an fd opened before fork, from a static buffer.
+        // SAFETY: write on an fd opened before clone, from a static buffer.
         if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } < 0 {
             child_fail(report, ChildStage::JoinCgroup, fd);
         }
@@ -790,7 +908,7 @@ fn child_main(plan: &mut ChildPlan, report: RawFd) -> ! {
 
     // 10. Working directory.
     if let Some(dir) = &plan.dir {
-        // SAFETY: `dir` is a NUL-terminated string prepared before fork.
+        // SAFETY: `dir` is a NUL-terminated string prepared before clone.
         if unsafe { libc::chdir(dir.as_ptr()) } < 0 {
             child_fail(report, ChildStage::Chdir, 0);
         }
@@ -868,14 +986,14 @@ fn child_setup(setup: &SetupPlan, report: RawFd) {
         }
     }
     if let Some(set) = &setup.cpu_set {
-        // SAFETY: sched_setaffinity on ourselves reading a cpu_set_t prepared before fork.
+        // SAFETY: sched_setaffinity on ourselves reading a cpu_set_t prepared before clone.
         let done = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), set) };
         if done < 0 {
             child_fail(report, ChildStage::CpuAffinity, 0);
         }
     }
     if let Some((path, digits)) = &setup.oom_score {
-        // SAFETY: open/write/close on a path and buffer prepared before fork.
+        // SAFETY: open/write/close on a path and buffer prepared before clone.
         let written = unsafe {
             let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
             let n = if fd < 0 {
@@ -919,7 +1037,7 @@ fn child_setup(setup: &SetupPlan, report: RawFd) {
                 child_fail(report, ChildStage::KeepCaps, 0);
             }
         }
-        // SAFETY: raw setgroups reading `groups`, prepared before fork.
+        // SAFETY: raw setgroups reading `groups`, prepared before clone.
         if unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) } < 0 {
             child_fail(report, ChildStage::Setgroups, 0);
         }
@@ -1117,6 +1235,51 @@ mod tests {
             resolve_program("no-such-prog-xyz", &env),
             Err(Errno::ENOENT)
         );
+    }
+
+    /// The child shares holdfast's memory (CLONE_VM) but nothing else: what it sets up
+    /// for itself must not leak into holdfast.
+    #[test]
+    fn the_child_sets_oom_score_umask_and_cwd_for_itself_not_for_holdfast() {
+        let ours = || {
+            let oom = std::fs::read_to_string("/proc/self/oom_score_adj").expect("read oom");
+            let status = std::fs::read_to_string("/proc/self/status").expect("read status");
+            let umask = status
+                .lines()
+                .find(|line| line.starts_with("Umask:"))
+                .expect("a Umask line")
+                .to_owned();
+            let cwd = std::env::current_dir().expect("a cwd");
+            (oom.trim().parse::<i32>().expect("a number"), umask, cwd)
+        };
+        let before = ours();
+        let out = std::fs::File::create("/dev/null").expect("open /dev/null");
+        let out = std::os::fd::AsFd::as_fd(&out);
+        let dir = std::env::temp_dir();
+        let req = SpawnRequest {
+            program: "/bin/true",
+            args: &[],
+            env: &[],
+            working_dir: Some(&dir),
+            stdout: out,
+            stderr: out,
+            listen_fds: &[],
+            listen_fd_names: &[],
+            extra_fds: &[],
+            setup: ProcessSetup {
+                oom_score_adjust: Some(if before.0 == 321 { 322 } else { 321 }),
+                umask: Some(0o077),
+                ..Default::default()
+            },
+        };
+        let spawned = spawn(&req).expect("spawn /bin/true");
+        let status = nix::sys::wait::waitpid(spawned.pid, None).expect("our child");
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Exited(spawned.pid, 0),
+            "the child's setup succeeded"
+        );
+        assert_eq!(ours(), before);
     }
 
     #[test]
