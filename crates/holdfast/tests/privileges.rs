@@ -478,3 +478,60 @@ restart = "no"
         "the reason names the step and the errno: {reason}"
     );
 }
+
+/// The home directory of `user` in the passwd database.
+fn home_of(user: &str) -> String {
+    let out = Command::new("getent")
+        .args(["passwd", user])
+        .output()
+        .expect("failed to run getent");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split(':')
+        .nth(5)
+        .expect("a passwd entry has a home field")
+        .to_owned()
+}
+
+#[test]
+fn hooks_and_exec_probes_run_with_the_service_user_environment_and_limits() {
+    let (uid, _) = test_user();
+    let home = home_of(TEST_USER);
+    // Every process of the service reports the same world: uid, nofile, HOME, USER and
+    // the service's own variable. The probe passes only when it sees exactly that.
+    let describe = r#"echo "$1 $(id -u) $(ulimit -n) $HOME $USER $FOO""#;
+    let expected = format!("{uid} 4096 {home} {TEST_USER} bar");
+    let daemon = Daemon::start(&format!(
+        r#"
+[service.app]
+command = ["/bin/sh", "-c", '{describe}; exec sleep 1000', "sh", "main"]
+user = "{TEST_USER}"
+env = {{ FOO = "bar" }}
+limits = {{ nofile = 4096 }}
+ready = "health"
+
+[service.app.health]
+exec = ["/bin/sh", "-c", '[ "$(id -u) $(ulimit -n) $HOME $USER $FOO" = "{expected}" ]']
+interval = "1s"
+timeout = "1s"
+
+[service.app.on]
+started = ["/bin/sh", "-c", '{describe}', "sh", "hook"]
+"#
+    ));
+    daemon.wait_for_service(
+        "app",
+        "is running: its exec probe saw the service's user, env and limits",
+        |s| s.state == "running",
+    );
+    daemon.wait_until("the hook on started printed what it sees", |d| {
+        d.log("app").contains("stdout   hook ")
+    });
+    let log = daemon.log("app");
+    for role in ["main", "hook"] {
+        assert!(
+            log.contains(&format!("stdout   {role} {expected}")),
+            "the {role} sees `{expected}`:\n{log}"
+        );
+    }
+}

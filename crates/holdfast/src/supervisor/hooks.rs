@@ -25,11 +25,12 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::event::{Event, EventKind};
+use super::recipe::Recipe;
 use super::record::{NOT_HOOKABLE, env_name, env_value};
 use crate::control::protocol::EventRecord;
 use crate::logs::Capture;
 use crate::model::{ExitStatus, ServiceName, ServiceSpec};
-use crate::process::{group, limits, reap, spawn};
+use crate::process::{group, reap, spawn};
 
 /// Hooks of one service allowed to run at the same time.
 pub const MAX_PER_SERVICE: usize = 4;
@@ -66,14 +67,15 @@ pub struct HookRunner {
 }
 
 impl HookRunner {
-    /// Runs `spec`'s hook for `event`, if it has one. `base_env` is the environment hooks
-    /// start from; output goes to `capture` (or nowhere when the service has none yet).
+    /// Runs `spec`'s hook for `event`, if it has one, as a process of the service
+    /// (`recipe`: its environment, user and limits); output goes to `capture` (or nowhere
+    /// when the service has none yet).
     /// Says that it started (`Ok`), or gives the `hook_failed` event to publish.
     pub fn fire(
         &mut self,
         event: &EventRecord,
         spec: &ServiceSpec,
-        base_env: &[(String, String)],
+        recipe: &Recipe,
         capture: Option<&Capture>,
         now: Instant,
     ) -> Option<Result<Note, Event>> {
@@ -100,14 +102,22 @@ impl HookRunner {
                 event.seq
             ))));
         }
-        let env = hook_env(base_env, event);
+        let env = hook_env(&recipe.env, event);
+        let setup = recipe.helper_setup(spec);
         let result = match capture {
-            Some(capture) => launch(command, &env, spec, capture.stdout(), capture.stderr()),
+            Some(capture) => launch(
+                command,
+                &env,
+                spec,
+                setup,
+                capture.stdout(),
+                capture.stderr(),
+            ),
             None => File::options()
                 .write(true)
                 .open("/dev/null")
                 .map_err(|e| format!("failed to open /dev/null: {e}"))
-                .and_then(|null| launch(command, &env, spec, null.as_fd(), null.as_fd())),
+                .and_then(|null| launch(command, &env, spec, setup, null.as_fd(), null.as_fd())),
         };
         match result {
             Ok(pid) => {
@@ -209,6 +219,7 @@ fn launch(
     command: &[String],
     env: &[(String, String)],
     spec: &ServiceSpec,
+    setup: spawn::ProcessSetup<'_>,
     stdout: std::os::fd::BorrowedFd<'_>,
     stderr: std::os::fd::BorrowedFd<'_>,
 ) -> Result<Pid, String> {
@@ -222,14 +233,14 @@ fn launch(
         listen_fds: &[],
         listen_fd_names: &[],
         extra_fds: &[],
-        setup: limits::helper_setup(spec, &[]),
+        setup,
     };
     spawn::spawn(&request)
         .map(|spawned| spawned.pid)
         .map_err(|e| e.to_string())
 }
 
-/// `base_env` without any `HOLDFAST_*` of its own, plus the event: `HOLDFAST_EVENT`,
+/// The service's environment without any `HOLDFAST_*` of its own, plus the event: `HOLDFAST_EVENT`,
 /// `HOLDFAST_SERVICE`, `HOLDFAST_MESSAGE`, `HOLDFAST_SEQ`, `HOLDFAST_TIME` and one
 /// `HOLDFAST_<KEY>` per data field (`HOLDFAST_PID`, `HOLDFAST_EXIT_CODE`, ...).
 pub fn hook_env(base_env: &[(String, String)], event: &EventRecord) -> Vec<(String, String)> {

@@ -8,6 +8,7 @@ pub mod bus;
 pub mod core;
 pub mod event;
 pub mod hooks;
+pub mod recipe;
 pub mod record;
 pub mod reload;
 pub mod runtime;

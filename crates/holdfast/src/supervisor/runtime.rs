@@ -17,6 +17,7 @@ use super::bus::{self, EventBus};
 use super::core::{Command, Effect, Input, Supervisor, state_name};
 use super::event::{Event, EventKind};
 use super::hooks::{HookRunner, Note};
+use super::recipe::Recipe;
 use super::service::{Cause, Escalation, KILL_WAIT, RunId, Service, State};
 use super::startup;
 use crate::cgroup::{self, Cgroups, ServiceCgroup};
@@ -618,11 +619,7 @@ impl Shell {
             ),
         };
         capture.set_spec(spec.log);
-        let mut env = self.base_env.clone();
-        env.retain(|(k, _)| !spec.env.contains_key(k));
-        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.push(("HOLDFAST_SERVICE".to_owned(), name.to_string()));
-        identity_env(&mut env, spec);
+        let Recipe { mut env, rlimits } = self.recipe(spec);
         if spec.ready.needs_notify_socket() || spec.watchdog.is_some() {
             env.push((
                 "NOTIFY_SOCKET".to_owned(),
@@ -651,7 +648,6 @@ impl Shell {
             .map(|(_, write, fd)| (std::os::fd::AsFd::as_fd(write), *fd))
             .collect();
         let privileges = &spec.privileges;
-        let rlimits = limits::rlimit_settings(&spec.limits, self.nofile);
         let procs = match self.service_cgroups.get(name) {
             Some(attached) => attached.cgroup.open_procs().map_err(|e| e.to_string())?,
             None => Vec::new(),
@@ -723,20 +719,18 @@ impl Shell {
             });
             return None;
         };
-        let mut env = self.service_env(&service, spec);
-        identity_env(&mut env, spec);
-        let rlimits = limits::rlimit_settings(&spec.limits, self.nofile);
+        let recipe = self.recipe(spec);
         let request = spawn::SpawnRequest {
             program: &command[0],
             args: &command[1..],
-            env: &env,
+            env: &recipe.env,
             working_dir: spec.working_dir.as_deref(),
             stdout: self.dev_null.as_fd(),
             stderr: self.dev_null.as_fd(),
             listen_fds: &[],
             listen_fd_names: &[],
             extra_fds: &[],
-            setup: limits::helper_setup(spec, &rlimits),
+            setup: recipe.helper_setup(spec),
         };
         match spawn::spawn(&request) {
             Ok(spawned) => {
@@ -852,14 +846,9 @@ impl Shell {
         (reply, done)
     }
 
-    /// The environment of a process of `name`: holdfast's own (minus its private
-    /// variables), then the spec's, then `HOLDFAST_SERVICE`.
-    fn service_env(&self, name: &ServiceName, spec: &ServiceSpec) -> Vec<(String, String)> {
-        let mut env = self.base_env.clone();
-        env.retain(|(k, _)| !spec.env.contains_key(k));
-        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.push(("HOLDFAST_SERVICE".to_owned(), name.to_string()));
-        env
+    /// Environment and limits of every process of `spec`: main, probes and hooks.
+    fn recipe(&self, spec: &ServiceSpec) -> Recipe {
+        Recipe::new(&self.base_env, spec, self.nofile)
     }
 
     /// Turns a reaped process into an input: the exit of a service's main process, or the
@@ -1006,9 +995,10 @@ impl Shell {
             .and_then(|s| self.sup.plan().services.get(s));
         if let Some(spec) = spec {
             let capture = self.captures.get(&spec.name);
+            let recipe = self.recipe(spec);
             let note = self
                 .hooks
-                .fire(&record, spec, &self.base_env, capture, Instant::now());
+                .fire(&record, spec, &recipe, capture, Instant::now());
             match note {
                 Some(Ok(note)) => self.note(note),
                 Some(Err(failed)) => self.publish(&failed),
@@ -1157,19 +1147,6 @@ pub fn log_path(log_dir: &Path, name: &ServiceName) -> String {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Sets `HOME`, `USER` and `LOGNAME` of the service user, unless the spec sets them.
-fn identity_env(env: &mut Vec<(String, String)>, spec: &ServiceSpec) {
-    let identity = limits::identity_env(spec.privileges.credentials.as_ref());
-    let ours = |k: &str| identity.iter().any(|(i, _)| i == k) && !spec.env.contains_key(k);
-    env.retain(|(k, _)| !ours(k));
-    env.extend(
-        identity
-            .iter()
-            .filter(|(k, _)| !spec.env.contains_key(k))
-            .cloned(),
-    );
 }
 
 /// Sets up holdfast's parent cgroup, named after the control socket so that two
