@@ -56,16 +56,21 @@ const PRIVATE_ENV: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("failed to set up {what}: {source}")]
+    /// The cause is the source, shown once by the error report under this line.
+    #[error("failed to set up {what}")]
     Setup {
-        what: &'static str,
+        what: String,
+        #[source]
         source: std::io::Error,
     },
 }
 
 /// Runs the daemon until a shutdown completes.
 pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
-    let setup = |what| move |source| RuntimeError::Setup { what, source };
+    let setup = |what: &str| {
+        let what = what.to_owned();
+        move |source| RuntimeError::Setup { what, source }
+    };
     let mut sigterm = signal(SignalKind::terminate()).map_err(setup("SIGTERM handler"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(setup("SIGINT handler"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(setup("SIGHUP handler"))?;
@@ -75,11 +80,10 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     let nofile = limits::raise_nofile()
         .inspect_err(|e| tracing::warn!("cannot raise holdfast's RLIMIT_NOFILE: {e}"))
         .ok();
-    let cgroups = setup_cgroups(&plan.daemon.control);
-
     let daemon = plan.daemon.clone();
-    for dir in [&daemon.state_dir, &daemon.log_dir] {
-        std::fs::create_dir_all(dir).map_err(setup("state and log directories"))?;
+    for (what, dir) in [("state", &daemon.state_dir), ("log", &daemon.log_dir)] {
+        std::fs::create_dir_all(dir)
+            .map_err(setup(&format!("{what} directory {}", dir.display())))?;
     }
     let listener = server::bind(
         &daemon.control,
@@ -99,6 +103,8 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         .write(true)
         .open("/dev/null")
         .map_err(setup("/dev/null for probe output"))?;
+    // Last of the setup steps that can fail: a failed start leaves no cgroup behind.
+    let cgroups = setup_cgroups(&daemon.control);
     let events = bus::channel();
     let server = server::serve_with_events(
         listener,
