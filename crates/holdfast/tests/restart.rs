@@ -127,3 +127,24 @@ start_secs = "0s"
         "the old process was stopped with the stop signal"
     );
 }
+
+#[test]
+fn a_clean_exit_with_restart_no_is_stopped_not_failed() {
+    // Exits 0 at once, well within the default start_secs: a one-shot job that is done.
+    let daemon = Daemon::start(
+        r#"
+[service.job]
+command = ["/bin/sh", "-c", "exit 0"]
+restart = "no"
+"#,
+    );
+    let job = daemon.wait_for_service("job", "has exited", |s| s.last_exit.is_some());
+    assert_eq!(job.state, "stopped", "a clean exit is no failure: {job:?}");
+    assert_eq!(job.last_exit.as_ref().and_then(|e| e.code), Some(0));
+    let status = daemon.cli(&["status"]);
+    let text = support::stdout(&status);
+    assert!(
+        text.contains("stopped") && !text.contains("failed"),
+        "status shows the job stopped:\n{text}"
+    );
+}

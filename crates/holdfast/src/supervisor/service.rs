@@ -904,10 +904,12 @@ impl Service {
 
     /// Applies the restart policy to the end of a run.
     fn after_run(&mut self, cause: Cause, now: Instant, early: bool) -> Vec<Effect> {
+        // An early exit is a failed start for a restart policy that restarts failures,
+        // but an exit 0 stays a clean exit: with `restart = "no"` the service is done,
+        // not failed.
         let mut clean = match &cause {
-            Cause::Exited(status) => status.is_clean(),
-            Cause::ExitedEarly { .. }
-            | Cause::SpawnFailed(_)
+            Cause::Exited(status) | Cause::ExitedEarly { status, .. } => status.is_clean(),
+            Cause::SpawnFailed(_)
             | Cause::NotReady { .. }
             | Cause::WatchdogTimeout { .. }
             | Cause::Unhealthy { .. } => false,

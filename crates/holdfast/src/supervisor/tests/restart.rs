@@ -164,11 +164,11 @@ fn an_exit_before_start_secs_is_a_failed_start_even_with_code_0() {
 
     let mut h = Harness::booted([with_restart(RestartPolicy::No, svc("a"))]);
     h.advance(ms(500));
-    let effects = h.exit("a", code(0));
+    let effects = h.exit("a", code(3));
     assert_eq!(
         gave_up(&effects, "a"),
         FailReason::NoRestart(Cause::ExitedEarly {
-            status: code(0),
+            status: code(3),
             after: ms(500),
         })
     );
@@ -177,6 +177,19 @@ fn an_exit_before_start_secs_is_a_failed_start_even_with_code_0() {
             .iter()
             .any(|k| matches!(k, EventKind::Started { .. })),
         "a failed start never counts as started"
+    );
+}
+
+#[test]
+fn an_early_clean_exit_with_restart_no_is_stopped_not_failed() {
+    let mut h = Harness::booted([with_restart(RestartPolicy::No, svc("a"))]);
+    h.advance(ms(500));
+    let effects = h.exit("a", code(0));
+    assert_eq!(labels(&effects), ["a Exited", "a Stopped"]);
+    assert_eq!(h.state("a"), "stopped");
+    assert_eq!(
+        h.service("a").last_exit().map(|(status, _)| status),
+        Some(code(0))
     );
 }
 
