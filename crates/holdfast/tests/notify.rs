@@ -307,3 +307,24 @@ start_secs = "0s"
     d.wait_for_service("app", "is running", |s| s.state == "running");
     d.wait_for_service("web", "is running", |s| s.state == "running");
 }
+
+#[test]
+fn a_stopped_service_no_longer_shows_its_last_status_text() {
+    let d = Daemon::start(
+        r#"
+[service.web]
+command = ["/bin/sh", "-c", "systemd-notify --ready --status=serving; exec sleep 1000"]
+ready = "notify"
+start_secs = "0s"
+"#,
+    );
+    d.wait_for_service("web", "is running and says so", |s| {
+        s.state == "running" && s.status_text.as_deref() == Some("serving")
+    });
+    d.cli_ok(&["stop", "web"]);
+    let web = d.wait_for_service("web", "is stopped", |s| s.state == "stopped");
+    assert_eq!(
+        web.status_text, None,
+        "a run that ended says nothing any more: {web:?}"
+    );
+}

@@ -157,3 +157,28 @@ fn reload_dry_run_changes_nothing_and_lists_the_plan() {
         "the changed service still runs its old definition"
     );
 }
+
+#[test]
+fn a_reload_on_sighup_logs_a_readable_summary() {
+    let (daemon, _) = running_before();
+    let mut config = daemon.read_config();
+    config.push_str("\n[service.added]\ncommand = [\"/bin/sleep\", \"1000\"]\n");
+    daemon.write_raw_config(&config);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.host_pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("SIGHUP to holdfast");
+    daemon.wait_until("the reload is logged", |d| {
+        d.stderr().contains("reloaded on SIGHUP")
+    });
+    let stderr = daemon.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("reloaded on SIGHUP"))
+        .expect("found above");
+    assert!(
+        line.contains("added: added") && !line.contains("ReloadPlan"),
+        "one readable line, no debug dump: {line}"
+    );
+}

@@ -114,3 +114,56 @@ fn status_names_the_processes_holding_up_a_stop() {
         "the whole group is gone"
     );
 }
+
+#[test]
+fn the_sigkill_line_names_the_cgroup_when_the_kill_went_through_it() {
+    let daemon = Daemon::start(&stubborn("300ms"));
+    running_with_grandchild(&daemon);
+    daemon.cli_ok(&["stop", "stubborn"]);
+    daemon.wait_for_service("stubborn", "is stopped", |s| s.state == "stopped");
+    // cgroups are in use when holdfast found them at start (it runs as root here); the
+    // process groups are the fallback without them.
+    let via_cgroup = daemon.stderr().contains("cgroup v");
+    let line = daemon
+        .stderr()
+        .lines()
+        .find(|l| l.contains("stubborn: stop timed out: SIGKILL"))
+        .map(str::to_owned)
+        .expect("the escalation is logged");
+    if via_cgroup {
+        assert!(
+            line.contains("SIGKILL to the cgroup") && !line.contains("process group"),
+            "the kill went through the cgroup: {line}"
+        );
+    } else {
+        assert!(line.contains("process group"), "{line}");
+    }
+}
+
+#[test]
+fn uptime_keeps_counting_while_a_service_is_stopping() {
+    let daemon = Daemon::start(&stubborn("30s"));
+    running_with_grandchild(&daemon);
+    let before = daemon.wait_for("stubborn up for a second", |status| {
+        let s = support::find_service(status, "stubborn")?;
+        s.uptime_ms.filter(|&up| up >= 1000)
+    });
+    daemon.cli_ok(&["stop", "stubborn"]);
+    let stopping = daemon.wait_for_service("stubborn", "is stopping", |s| s.state == "stopping");
+    let uptime = stopping
+        .uptime_ms
+        .expect("a stopping service has an uptime");
+    assert!(
+        uptime >= before,
+        "uptime {uptime} ms while stopping counts from the spawn (it was {before} ms)"
+    );
+    let table = support::stdout(&daemon.cli_ok(&["status"]));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("stubborn"))
+        .expect("a row for stubborn");
+    assert!(
+        !row.split_whitespace().any(|cell| cell == "0s"),
+        "UPTIME is not reset by the stop: {row}"
+    );
+}

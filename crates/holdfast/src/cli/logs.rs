@@ -115,6 +115,7 @@ mod tests {
                 state: "running".into(),
                 pid: Some(42),
                 since_ms: 0,
+                uptime_ms: Some(0),
                 restarts: 0,
                 last_exit: None,
                 reason: None,

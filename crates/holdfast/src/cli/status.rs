@@ -133,20 +133,17 @@ pub fn render(status: &Status, colour: bool) -> String {
 }
 
 fn row(service: &ServiceStatus) -> [String; 6] {
-    // Time in state is an uptime only while a process runs; for stopped or failed
+    // An uptime only while a process of the run may be alive; for stopped or failed
     // services the LAST EXIT column says when it ended.
-    let has_process = matches!(service.state.as_str(), "starting" | "running" | "stopping");
     [
         service.name.to_string(),
         service.state.clone(),
         service
             .pid
             .map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
-        if has_process {
-            human_duration(service.since_ms)
-        } else {
-            "-".to_owned()
-        },
+        service
+            .uptime_ms
+            .map_or_else(|| "-".to_owned(), human_duration),
         service.restarts.to_string(),
         service.last_exit.as_ref().map_or_else(
             || "-".to_owned(),
@@ -213,6 +210,7 @@ mod tests {
             state: state.to_owned(),
             pid: None,
             since_ms: 0,
+            uptime_ms: None,
             restarts: 0,
             last_exit: None,
             reason: None,
@@ -249,6 +247,7 @@ mod tests {
                 ServiceStatus {
                     pid: Some(1234),
                     since_ms: 3_000,
+                    uptime_ms: Some(86_400_000),
                     holding_up: vec![ProcessInfo {
                         pid: 1234,
                         command: "demo-app --ignore-sigterm".to_owned(),
@@ -258,6 +257,7 @@ mod tests {
                 ServiceStatus {
                     pid: Some(981),
                     since_ms: 446_400_000,
+                    uptime_ms: Some(446_400_000),
                     restarts: 12,
                     last_exit: Some(ExitInfo {
                         description: "killed by SIGKILL".to_owned(),
@@ -278,7 +278,7 @@ mod tests {
         holdfast 0.1.0 (pid 4242) up 2h03m, config /etc/holdfast/holdfast.toml
         NAME      STATE     PID   UPTIME  RESTARTS  LAST EXIT
         api       failed    -     -       4         exited 3 (4m12s ago)
-        demo-app  stopping  1234  3s      0         -
+        demo-app  stopping  1234  1d00h   0         -
         web       running   981   5d04h   12        killed by SIGKILL (5d04h ago)
         worker    stopped   -     -       0         -
 

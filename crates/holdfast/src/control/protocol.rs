@@ -143,6 +143,10 @@ pub struct ServiceStatus {
     pub pid: Option<u32>,
     /// Time in the current state.
     pub since_ms: u64,
+    /// Time since the current run was spawned, while a process of it may be alive
+    /// (starting, running, stopping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
     /// Automatic restarts since holdfast started (or the service was added).
     pub restarts: u32,
     pub last_exit: Option<ExitInfo>,
@@ -222,6 +226,37 @@ pub struct ReloadPlan {
     pub unchanged: Vec<ServiceName>,
     /// `[holdfast]` settings that changed but need a daemon restart to apply.
     pub ignored: Vec<String>,
+}
+
+impl ReloadPlan {
+    /// One line for a log: `added: a; changed (restart): b, c; unchanged: 3`.
+    pub fn summary(&self) -> String {
+        let names = |names: &[ServiceName]| {
+            names
+                .iter()
+                .map(ServiceName::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut parts = Vec::new();
+        for (label, list) in [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("changed (restart)", &self.changed),
+        ] {
+            if !list.is_empty() {
+                parts.push(format!("{label}: {}", names(list)));
+            }
+        }
+        parts.push(format!("unchanged: {}", self.unchanged.len()));
+        if !self.ignored.is_empty() {
+            parts.push(format!(
+                "ignored until restart: {}",
+                self.ignored.join(", ")
+            ));
+        }
+        parts.join("; ")
+    }
 }
 
 /// One event on the wire (`events`, `events -f`): the serialisable form of

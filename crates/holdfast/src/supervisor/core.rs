@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 
 use super::event::{Event, EventKind};
 use super::reload;
-use super::service::{AfterStop, FailReason, RunId, Service, StartDue, State};
+use super::service::{AfterStop, FailReason, KillScope, RunId, Service, StartDue, State};
 use crate::control::protocol::{ControlError, ErrorKind, ReloadPlan};
 use crate::health::ProbeOutcome;
 use crate::model::{ExitStatus, Plan, ServiceName, ServiceSpec};
@@ -151,6 +151,7 @@ pub struct Supervisor {
     shutting_down: bool,
     /// `Exit` was emitted; it is emitted once.
     shutdown_completed: bool,
+    kill_scope: KillScope,
 }
 
 impl Supervisor {
@@ -163,6 +164,7 @@ impl Supervisor {
             seed,
             shutting_down: false,
             shutdown_completed: false,
+            kill_scope: KillScope::default(),
         };
         for spec in plan.services.into_values() {
             sup.insert(spec, now);
@@ -170,9 +172,19 @@ impl Supervisor {
         sup
     }
 
+    /// How the shell's stop signals reach services' processes (default: process groups).
+    pub fn with_kill_scope(mut self, scope: KillScope) -> Self {
+        self.kill_scope = scope;
+        for service in self.services.values_mut() {
+            service.set_kill_scope(scope);
+        }
+        self
+    }
+
     fn insert(&mut self, spec: ServiceSpec, now: Instant) {
         self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        let service = Service::new(Arc::new(spec), now, self.seed);
+        let mut service = Service::new(Arc::new(spec), now, self.seed);
+        service.set_kill_scope(self.kill_scope);
         self.services.insert(service.name().clone(), service);
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::service::{FailReason, RunId};
+use super::service::{FailReason, KillScope, RunId};
 use crate::health::HealthState;
 use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName};
 
@@ -59,15 +59,18 @@ pub enum EventKind {
     StopRequested {
         signal: Signal,
         timeout: Duration,
+        scope: KillScope,
     },
-    /// The stop timeout passed: the group got SIGKILL.
+    /// The stop timeout passed: the run's processes got SIGKILL.
     Escalated {
         pid: Pid,
+        scope: KillScope,
     },
-    /// Even SIGKILL did not empty the group (processes in uninterruptible sleep): holdfast
-    /// stops waiting for them.
+    /// Even SIGKILL did not end every process (uninterruptible sleep): holdfast stops
+    /// waiting for them.
     StopAbandoned {
         pid: Pid,
+        scope: KillScope,
     },
     Stopped,
     /// Removed from the plan by a reload.
@@ -153,18 +156,27 @@ impl fmt::Display for Event {
                 humantime::format_duration(*delay)
             ),
             EventKind::GaveUp { reason } => write!(f, "failed: {reason}"),
-            EventKind::StopRequested { signal, timeout } => write!(
+            EventKind::StopRequested {
+                signal,
+                timeout,
+                scope,
+            } => write!(
                 f,
-                "stopping: {} to the process group, SIGKILL in {}",
+                "stopping: {} to {}, SIGKILL in {}",
                 signal.as_str(),
+                match scope {
+                    KillScope::Cgroup => "the cgroup",
+                    KillScope::ProcessGroup => "the process group",
+                },
                 humantime::format_duration(*timeout)
             ),
-            EventKind::Escalated { pid } => {
-                write!(f, "stop timed out: SIGKILL to process group {pid}")
+            EventKind::Escalated { pid, scope } => {
+                write!(f, "stop timed out: SIGKILL to {}", targets(*scope, *pid))
             }
-            EventKind::StopAbandoned { pid } => write!(
+            EventKind::StopAbandoned { pid, scope } => write!(
                 f,
-                "process group {pid} survived SIGKILL (uninterruptible sleep?): no longer waiting for it"
+                "{} survived SIGKILL (uninterruptible sleep?): no longer waiting for it",
+                targets(*scope, *pid)
             ),
             EventKind::Stopped => f.write_str("stopped"),
             EventKind::Removed => f.write_str("removed from the config"),
@@ -238,5 +250,13 @@ impl fmt::Display for Event {
                 }
             }
         }
+    }
+}
+
+/// The processes a kill reached, for people: the cgroup holds the whole run.
+fn targets(scope: KillScope, pid: Pid) -> String {
+    match scope {
+        KillScope::Cgroup => format!("the cgroup of main pid {pid}"),
+        KillScope::ProcessGroup => format!("process group {pid}"),
     }
 }

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::event::{Event, EventKind};
-use super::service::{Cause, FailReason};
+use super::service::{Cause, FailReason, KillScope};
 use crate::control::protocol::EventRecord;
 use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName};
 use nix::sys::signal::Signal;
@@ -140,17 +140,24 @@ pub fn describe(kind: &EventKind) -> (&'static str, BTreeMap<String, Value>) {
             }
             "gave_up"
         }
-        EventKind::StopRequested { signal, timeout } => {
+        EventKind::StopRequested {
+            signal,
+            timeout,
+            scope,
+        } => {
             data.put("signal", signal.as_str())
-                .put("timeout_ms", millis(*timeout));
+                .put("timeout_ms", millis(*timeout))
+                .put("scope", scope_name(*scope));
             "stop_requested"
         }
-        EventKind::Escalated { pid } => {
-            data.put("pid", pid.as_raw());
+        EventKind::Escalated { pid, scope } => {
+            data.put("pid", pid.as_raw())
+                .put("scope", scope_name(*scope));
             "escalated"
         }
-        EventKind::StopAbandoned { pid } => {
-            data.put("pid", pid.as_raw());
+        EventKind::StopAbandoned { pid, scope } => {
+            data.put("pid", pid.as_raw())
+                .put("scope", scope_name(*scope));
             "stop_abandoned"
         }
         EventKind::Stopped => "stopped",
@@ -262,6 +269,13 @@ pub fn env_value(value: &Value) -> String {
     }
 }
 
+fn scope_name(scope: KillScope) -> &'static str {
+    match scope {
+        KillScope::Cgroup => "cgroup",
+        KillScope::ProcessGroup => "process_group",
+    }
+}
+
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -339,9 +353,16 @@ mod tests {
             EventKind::StopRequested {
                 signal: Signal::SIGTERM,
                 timeout: Duration::from_secs(10),
+                scope: KillScope::Cgroup,
             },
-            EventKind::Escalated { pid },
-            EventKind::StopAbandoned { pid },
+            EventKind::Escalated {
+                pid,
+                scope: KillScope::Cgroup,
+            },
+            EventKind::StopAbandoned {
+                pid,
+                scope: KillScope::ProcessGroup,
+            },
             EventKind::Stopped,
             EventKind::Removed,
             EventKind::Reconfigured,

@@ -18,7 +18,7 @@ use super::core::{Command, Effect, Input, Supervisor, state_name};
 use super::event::{Event, EventKind};
 use super::hooks::{HookRunner, Note};
 use super::recipe::Recipe;
-use super::service::{Cause, Escalation, KILL_WAIT, RunId, Service, State};
+use super::service::{Cause, Escalation, KILL_WAIT, KillScope, RunId, Service, State};
 use super::startup;
 use crate::cgroup::{self, Cgroups, ServiceCgroup};
 use crate::config;
@@ -122,7 +122,10 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
 
     let now = Instant::now();
     let mut shell = Shell {
-        sup: Supervisor::new(plan, now, seed()),
+        sup: Supervisor::new(plan, now, seed()).with_kill_scope(match cgroups {
+            Some(_) => KillScope::Cgroup,
+            None => KillScope::ProcessGroup,
+        }),
         config_path,
         captures: HashMap::new(),
         groups: HashMap::new(),
@@ -178,7 +181,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
             _ = sigint.recv() => shell.apply(Input::Shutdown),
             _ = sighup.recv() => {
                 match shell.reload(false) {
-                    Ok(plan) => tracing::info!(?plan, "reloaded on SIGHUP"),
+                    Ok(plan) => tracing::info!("reloaded on SIGHUP: {}", plan.summary()),
                     Err(e) => tracing::error!("reload on SIGHUP rejected, keeping the running config:\n{}", e.message),
                 }
                 false
@@ -1072,6 +1075,7 @@ impl Shell {
             state: state_name(s.state()).to_owned(),
             pid: s.pid().map(|p| p.as_raw() as u32),
             since_ms: millis(now.duration_since(s.since())),
+            uptime_ms: s.spawned_at().map(|at| millis(now.duration_since(at))),
             restarts: s.restarts(),
             last_exit: s.last_exit().map(|(status, at)| ExitInfo {
                 description: status.to_string(),
@@ -1080,7 +1084,7 @@ impl Shell {
                 ago_ms: millis(now.duration_since(at)),
             }),
             reason: self.reason(s, now),
-            status_text: s.facts().status_text.clone(),
+            status_text: s.status_text().map(str::to_owned),
             holding_up,
             log: log_path(&self.sup.plan().daemon.log_dir, s.name()),
             health: s.health().map(|monitor| {
@@ -1138,7 +1142,7 @@ impl Shell {
                     secs(deadline.saturating_duration_since(now))
                 ),
                 Escalation::Killed => format!(
-                    "SIGKILL sent {} ago, waiting for the process group to exit",
+                    "SIGKILL sent {} ago, waiting for its processes to exit",
                     secs(now.duration_since(s.since()))
                 ),
             }),

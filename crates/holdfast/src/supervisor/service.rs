@@ -35,6 +35,16 @@ impl fmt::Display for RunId {
     }
 }
 
+/// How a stop reaches the processes of a run: through the service's cgroup (every
+/// process, also those that left the process group) or through its process groups
+/// (when cgroups are unavailable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KillScope {
+    Cgroup,
+    #[default]
+    ProcessGroup,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum State {
     /// Not running: never started, stopped by hand, or exited without restart.
@@ -59,6 +69,8 @@ pub enum State {
     Stopping {
         run: RunId,
         pid: Pid,
+        /// When the run was spawned: its processes have been up since then.
+        spawned: Instant,
         main: MainProcess,
         escalation: Escalation,
         deadline: Instant,
@@ -244,6 +256,8 @@ pub struct Service {
     facts: RunFacts,
     /// Why the last run ended, when it was holdfast's decision (not ready, watchdog).
     last_cause: Option<Cause>,
+    /// What the stop signals reach, as events tell it.
+    kill_scope: KillScope,
 }
 
 impl Service {
@@ -261,7 +275,13 @@ impl Service {
             env_overrides: BTreeMap::new(),
             facts: RunFacts::default(),
             last_cause: None,
+            kill_scope: KillScope::default(),
         }
+    }
+
+    /// Says how stop signals reach this service's processes (a fact of the shell).
+    pub fn set_kill_scope(&mut self, scope: KillScope) {
+        self.kill_scope = scope;
     }
 
     pub fn name(&self) -> &ServiceName {
@@ -446,6 +466,21 @@ impl Service {
             } => Some(self.facts.main_pid.unwrap_or(pid)),
             _ => None,
         }
+    }
+
+    /// When the current run was spawned, while any of its processes may be alive.
+    pub fn spawned_at(&self) -> Option<Instant> {
+        match self.state {
+            State::Starting { spawned, .. }
+            | State::Running { spawned, .. }
+            | State::Stopping { spawned, .. } => Some(spawned),
+            _ => None,
+        }
+    }
+
+    /// The `STATUS=` text of the current run; a run that ended says nothing any more.
+    pub fn status_text(&self) -> Option<&str> {
+        self.run().and(self.facts.status_text.as_deref())
     }
 
     /// Process group of the current run, while any of its processes may be alive.
@@ -739,6 +774,7 @@ impl Service {
             State::Stopping {
                 run,
                 pid,
+                spawned,
                 main,
                 escalation: Escalation::Graceful,
                 then,
@@ -748,6 +784,7 @@ impl Service {
                     State::Stopping {
                         run,
                         pid,
+                        spawned,
                         main,
                         escalation: Escalation::Killed,
                         deadline: now + KILL_WAIT,
@@ -756,7 +793,10 @@ impl Service {
                     now,
                 );
                 let effects = vec![
-                    self.emit(EventKind::Escalated { pid }),
+                    self.emit(EventKind::Escalated {
+                        pid,
+                        scope: self.kill_scope,
+                    }),
                     Effect::Signal {
                         service: self.spec.name.clone(),
                         run,
@@ -771,7 +811,10 @@ impl Service {
                 escalation: Escalation::Killed,
                 ..
             } => {
-                let mut effects = vec![self.emit(EventKind::StopAbandoned { pid })];
+                let mut effects = vec![self.emit(EventKind::StopAbandoned {
+                    pid,
+                    scope: self.kill_scope,
+                })];
                 // Shutdown is not blocked by an unkillable process either; during one,
                 // the pending restart (`then`) is dropped like for any other stop.
                 effects.extend(self.finish_stop(now, shutting_down));
@@ -843,10 +886,12 @@ impl Service {
             signal: first,
             ..self.spec.stop
         };
+        let spawned = self.spawned_at().unwrap_or(now);
         self.enter(
             State::Stopping {
                 run,
                 pid,
+                spawned,
                 main,
                 escalation: Escalation::Graceful,
                 deadline: now + stop.timeout,
@@ -864,6 +909,7 @@ impl Service {
             self.emit(EventKind::StopRequested {
                 signal: stop.signal,
                 timeout: stop.timeout,
+                scope: self.kill_scope,
             }),
             signal(stop.signal),
             // A stopped (SIGSTOP) process would never act on the stop signal.

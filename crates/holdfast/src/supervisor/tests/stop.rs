@@ -1,7 +1,7 @@
 //! Stopping: signals, escalation, leftover group members, stale inputs.
 
 use super::*;
-use crate::supervisor::service::KILL_WAIT;
+use crate::supervisor::service::{KILL_WAIT, KillScope};
 
 const STOP_SIGNALS: [&str; 3] = ["a StopRequested", "signal a SIGTERM", "signal a SIGCONT"];
 
@@ -44,6 +44,7 @@ fn stop_uses_the_configured_signal() {
         EventKind::StopRequested {
             signal: Signal::SIGINT,
             timeout: secs(3),
+            scope: KillScope::ProcessGroup,
         }
     );
 }
