@@ -92,9 +92,15 @@ mod tests {
 
     #[test]
     fn the_stage_is_replaced_and_other_arguments_kept() {
-        let args = ["--listen", "127.0.0.1:1", "--daemon-stage", "detached", "--x"]
-            .map(OsString::from)
-            .into_iter();
+        let args = [
+            "--listen",
+            "127.0.0.1:1",
+            "--daemon-stage",
+            "detached",
+            "--x",
+        ]
+        .map(OsString::from)
+        .into_iter();
         let out = relaunch_args(args, DaemonStage::Daemon);
         assert_eq!(
             out,
