@@ -23,6 +23,7 @@ use tokio::{
 use crate::{
     chaos::{self, Escape},
     cli::Args,
+    daemonize,
     listen::{self, Origin},
     notify,
     server::{self, Drain, Drained},
@@ -62,6 +63,11 @@ pub async fn run(args: Args, inherited: Option<(std::net::TcpListener, Origin)>)
     }
     if !args.no_watchdog_pings {
         tokio::spawn(notify::watchdog(Arc::clone(&shared)));
+    }
+    if let Some(pidfile) = &args.daemonize
+        && let Err(error) = daemonize::write_pidfile(pidfile)
+    {
+        return fail("failed to write the pidfile", error);
     }
     notify::ready(addr);
 

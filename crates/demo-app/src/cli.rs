@@ -121,6 +121,52 @@ pub struct Args {
     /// Internal: run as the grandchild spawned by --fork-grandchild and /fork
     #[arg(long, hide = true)]
     pub grandchild: bool,
+
+    /// Detach like a traditional daemon (for `type = "forking"`): the started process
+    /// exits 0 at once, the daemon runs in a new session and writes its pid to PIDFILE
+    /// once it listens
+    #[arg(long, value_name = "PIDFILE", help_heading = "Daemon")]
+    pub daemonize: Option<PathBuf>,
+
+    /// With --daemonize: fork once (the daemon leads its own session, like redis and
+    /// nginx) or twice (the classic double fork: it leads nothing)
+    #[arg(
+        long,
+        value_enum,
+        default_value = "once",
+        requires = "daemonize",
+        help_heading = "Daemon"
+    )]
+    pub forks: Forks,
+
+    /// Internal: which stage of --daemonize this process is
+    #[arg(long, value_enum, hide = true, requires = "daemonize")]
+    pub daemon_stage: Option<DaemonStage>,
+}
+
+/// How many times `--daemonize` forks before the daemon runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Forks {
+    Once,
+    Twice,
+}
+
+/// A process started by `--daemonize` (the forker itself has no stage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DaemonStage {
+    /// In the new session; forks the daemon and exits (`--forks twice`).
+    Detached,
+    /// The daemon proper.
+    Daemon,
+}
+
+impl DaemonStage {
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            DaemonStage::Detached => "detached",
+            DaemonStage::Daemon => "daemon",
+        }
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {

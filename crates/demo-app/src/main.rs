@@ -9,6 +9,7 @@
 mod app;
 mod chaos;
 mod cli;
+mod daemonize;
 mod listen;
 mod notify;
 mod server;
@@ -38,6 +39,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         return ExitCode::from(args.exit_code);
+    }
+    if args.daemonize.is_some() {
+        match daemonize::hand_over(args.forks, args.daemon_stage) {
+            Ok(daemonize::Handover::Exit) => return ExitCode::SUCCESS,
+            Ok(daemonize::Handover::IAmTheDaemon) => {}
+            Err(error) => {
+                eprintln!("demo-app: failed to daemonize: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     chaos::install_panic_hook();
     if args.print_env {

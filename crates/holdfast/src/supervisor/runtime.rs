@@ -271,8 +271,9 @@ struct Shell {
     mains: HashMap<Pid, (ServiceName, RunId)>,
     /// Recently reaped pids that matched nothing (see [`UNCLAIMED_KEPT`]).
     unclaimed: VecDeque<reap::Reaped>,
-    /// Start-up watchers (readiness probes, pidfile reading), one per starting run.
-    watchers: HashMap<ServiceName, (RunId, tokio::task::JoinHandle<()>)>,
+    /// Start-up watchers of starting runs, at most one of each kind per service: a
+    /// forking service awaits its readiness condition and its pidfile at once.
+    watchers: HashMap<(ServiceName, Watch), (RunId, tokio::task::JoinHandle<()>)>,
     /// Where watchers send their findings.
     inputs_tx: mpsc::UnboundedSender<Input>,
     notify_path: PathBuf,
@@ -297,6 +298,15 @@ struct Shell {
     lingering: HashMap<ServiceName, RunId>,
     /// holdfast's own RLIMIT_NOFILE before raising it, restored in children.
     nofile: Option<limits::NofileBaseline>,
+}
+
+/// What a start-up watcher waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Watch {
+    /// The readiness condition (`ready = tcp | http | fd`).
+    Readiness,
+    /// The pidfile of a forking service naming its daemon.
+    Pidfile,
 }
 
 /// What probe tasks report to the runtime loop.
@@ -408,8 +418,16 @@ impl Shell {
             return;
         };
         let target = self.target(&service, run);
-        let task = startup::pidfile(target, path, leader, nix::unistd::getpid());
-        self.watch(service, run, task);
+        let lineage = startup::Lineage {
+            leader,
+            me: nix::unistd::getpid(),
+            cgroup: self
+                .service_cgroups
+                .get(&service)
+                .map(|attached| attached.cgroup.clone()),
+        };
+        let task = startup::pidfile(target, path, lineage);
+        self.watch(service, Watch::Pidfile, run, task);
     }
 
     fn target(&self, service: &ServiceName, run: RunId) -> startup::Target {
@@ -420,8 +438,15 @@ impl Shell {
         }
     }
 
-    fn watch(&mut self, service: ServiceName, run: RunId, task: tokio::task::JoinHandle<()>) {
-        if let Some((_, old)) = self.watchers.insert(service, (run, task)) {
+    /// Keeps `task` as the `kind` watcher of `run`, replacing one of an earlier run.
+    fn watch(
+        &mut self,
+        service: ServiceName,
+        kind: Watch,
+        run: RunId,
+        task: tokio::task::JoinHandle<()>,
+    ) {
+        if let Some((_, old)) = self.watchers.insert((service, kind), (run, task)) {
             old.abort();
         }
     }
@@ -429,7 +454,7 @@ impl Shell {
     /// Aborts the watchers of runs that are no longer starting.
     fn drop_stale_watchers(&mut self) {
         let sup = &self.sup;
-        self.watchers.retain(|name, (run, task)| {
+        self.watchers.retain(|(name, _), (run, task)| {
             let starting = sup.service(name).is_some_and(|s| {
                 matches!(s.state(), State::Starting { run: r, .. } if r == run)
                     || matches!(s.state(), State::Launching { run: r } if r == run)
@@ -599,7 +624,7 @@ impl Shell {
                     _ => None,
                 };
                 if let Some(task) = watcher {
-                    self.watch(service.clone(), run, task);
+                    self.watch(service.clone(), Watch::Readiness, run, task);
                 }
                 Input::Spawned { service, run, pid }
             }

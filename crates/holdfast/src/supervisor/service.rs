@@ -493,7 +493,9 @@ impl Service {
         }
     }
 
-    /// Starting, running or on the way there: a dependent must wait for it.
+    /// On the way to running: a dependent must wait for it. A stop that is followed by
+    /// a start (a restart by hand or for a reload) or by the restart policy (leftovers
+    /// of a crashed run being cleaned up) counts: the service is coming back.
     pub fn is_coming_up(&self) -> bool {
         matches!(
             self.state,
@@ -501,6 +503,10 @@ impl Service {
                 | State::Launching { .. }
                 | State::Starting { .. }
                 | State::Backoff { .. }
+                | State::Stopping {
+                    then: AfterStop::Start | AfterStop::Exit { .. },
+                    ..
+                }
         )
     }
 

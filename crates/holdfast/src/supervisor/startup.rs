@@ -1,17 +1,18 @@
 //! Shell-side watchers of a run's start-up: readiness probes (TCP connect, HTTP GET,
 //! the s6 notification fd) and the pidfile of a forking service.
 //!
-//! Each watcher is a small task bound to one run. It retries every [`RETRY`] until it
-//! succeeds, then sends one `Input` to the supervisor task and ends. The supervisor task
-//! aborts it as soon as the run is no longer starting, so watchers only exist during
-//! start-up (they are no idle wake-ups), and `start_timeout` in the core bounds them.
+//! Each watcher is a small task bound to one run. A probe retries every [`RETRY`] until
+//! it succeeds; the pidfile is awaited with inotify, as systemd does. Once satisfied, a
+//! watcher sends one `Input` to the supervisor task and ends. The supervisor task aborts
+//! it as soon as the run is no longer starting, so watchers only exist during start-up
+//! (they are no idle wake-ups), and `start_timeout` in the core bounds them.
 //!
 //! These readiness probes are deliberately tiny (a connect, an HTTP/1.0 GET over a raw
 //! TCP stream): full health probing with body matching and decay lives in `health`.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::unistd::Pid;
@@ -22,9 +23,11 @@ use tokio::task::JoinHandle;
 
 use super::core::Input;
 use super::service::RunId;
+use crate::cgroup::ServiceCgroup;
 use crate::model::ServiceName;
 
-/// Pause between two attempts of a readiness probe or pidfile read.
+/// Pause between two attempts of a readiness probe, or between two checks of a pidfile
+/// naming a live process that is not (yet) recognisably the service's.
 pub const RETRY: Duration = Duration::from_millis(100);
 /// One probe attempt may take this long (a SYN into a black hole would hang longer).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -111,39 +114,123 @@ pub fn fd(target: Target, pipe: OwnedFd) -> JoinHandle<()> {
     })
 }
 
-/// Reads `path` until it names a live process of the run, then reports it as adopted.
-/// `leader` is the group (and session) the run's first process created; holdfast is
-/// `me`. A process belongs to the run if it is still in that group or session, or if it
-/// was reparented to holdfast (the subreaper) and is not another service's leader.
-pub fn pidfile(target: Target, path: PathBuf, leader: Pid, me: Pid) -> JoinHandle<()> {
+/// Which processes are the starting run's own, for its pidfile to name.
+#[derive(Debug, Clone)]
+pub struct Lineage {
+    /// The group (and session) the run's first process created.
+    pub leader: Pid,
+    /// holdfast itself, the subreaper that orphaned daemons are reparented to.
+    pub me: Pid,
+    /// The service's cgroup, when cgroups are available: it holds every process of the
+    /// run wherever it moved (new session, double fork), and no other.
+    pub cgroup: Option<ServiceCgroup>,
+}
+
+impl Lineage {
+    /// A live process of the run other than its first. With a cgroup, membership
+    /// decides. Without one, a process still in the first process's group or session,
+    /// or one reparented to holdfast: a daemon that double-forked leads neither its
+    /// session nor its group (both are the vanished intermediate process's).
+    fn owns(&self, pid: Pid) -> bool {
+        let Ok(stat) = crate::process::proc_stat(pid) else {
+            return false;
+        };
+        if stat.is_zombie() || pid == self.leader {
+            return false;
+        }
+        match &self.cgroup {
+            Some(cgroup) => cgroup.pids().contains(&pid),
+            None => stat.pgid == self.leader || stat.sid == self.leader || stat.ppid == self.me,
+        }
+    }
+}
+
+/// Awaits `path` naming a live process of the run, then reports it as adopted. The
+/// pidfile's directory is watched with inotify, so a file that appears late (written by
+/// the daemon after the first process exited) or is rewritten (created empty, then
+/// filled) is read as soon as it changes, without polling.
+pub fn pidfile(target: Target, path: PathBuf, lineage: Lineage) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+        // Watch before the first read: a write in between shows up as a change. The
+        // watcher stops when this task ends or is aborted.
+        let watcher = watch_file(&path, tx)
+            .inspect_err(|e| {
+                tracing::warn!(
+                    "{}: cannot watch for pidfile {} ({e}); reading it every {}ms instead",
+                    target.service,
+                    path.display(),
+                    RETRY.as_millis()
+                );
+            })
+            .ok();
         loop {
-            if let Some(pid) = read_pidfile(&path).filter(|pid| belongs(*pid, leader, me)) {
-                let _ = target.tx.send(Input::Adopted {
-                    service: target.service.clone(),
-                    run: target.run,
-                    pid,
-                });
-                return;
+            match read_pidfile(&path) {
+                Some(pid) if lineage.owns(pid) => {
+                    let _ = target.tx.send(Input::Adopted {
+                        service: target.service.clone(),
+                        run: target.run,
+                        pid,
+                    });
+                    return;
+                }
+                // A live process the run may not own yet (its parent, which stays in
+                // another group, has not exited): no file change would announce that.
+                Some(pid) if is_alive(pid) => tokio::time::sleep(RETRY).await,
+                // No file yet, an empty or half-written one, or a dead pid: the next
+                // write is what brings news.
+                _ if watcher.is_some() => {
+                    if changes.recv().await.is_none() {
+                        return;
+                    }
+                    // Take every queued change at once: one read covers them all.
+                    while changes.try_recv().is_ok() {}
+                }
+                _ => tokio::time::sleep(RETRY).await,
             }
-            tokio::time::sleep(RETRY).await;
         }
     })
 }
 
-fn read_pidfile(path: &std::path::Path) -> Option<Pid> {
+/// Watches the directory of `path` (the file itself may not exist yet, or be replaced
+/// by a rename) and sends a unit for every change that may concern the file.
+fn watch_file(
+    path: &Path,
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(ToOwned::to_owned);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let concerns_us = match event {
+            Ok(event) => {
+                event.need_rescan()
+                    || event.paths.is_empty()
+                    || event.paths.iter().any(|p| p.file_name() == name.as_deref())
+            }
+            // A watch error (queue overflow): better read once too often.
+            Err(_) => true,
+        };
+        if concerns_us {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+fn read_pidfile(path: &Path) -> Option<Pid> {
     let text = std::fs::read_to_string(path).ok()?;
     let pid: i32 = text.trim().parse().ok()?;
     (pid > 1).then(|| Pid::from_raw(pid))
 }
 
-fn belongs(pid: Pid, leader: Pid, me: Pid) -> bool {
-    let Ok(stat) = crate::process::proc_stat(pid) else {
-        return false;
-    };
-    !stat.is_zombie()
-        && pid != leader
-        && (stat.pgid == leader || stat.sid == leader || (stat.ppid == me && stat.pgid == pid))
+fn is_alive(pid: Pid) -> bool {
+    crate::process::proc_stat(pid).is_ok_and(|stat| !stat.is_zombie())
 }
 
 #[cfg(test)]

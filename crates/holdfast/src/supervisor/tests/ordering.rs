@@ -92,3 +92,61 @@ fn a_waiting_service_can_be_stopped() {
     assert_eq!(labels(&h.ok(Command::Stop, "b")), ["b Stopped"]);
     assert_eq!(labels(&h.advance(secs(1))), ["a Started"]);
 }
+
+#[test]
+fn a_dependent_started_while_its_dependency_restarts_waits_for_it() {
+    let mut h = Harness::running([svc("a"), svc_after("b", &["a"])]);
+    h.ok(Command::Restart, "a");
+    assert_eq!(h.state("a"), "stopping");
+    let effects = h.ok(Command::Restart, "b");
+    assert!(spawns(&effects).is_empty());
+    let effects = h.exit("b", killed(Signal::SIGTERM));
+    assert!(
+        spawns(&effects).is_empty(),
+        "a will start again: {:?}",
+        labels(&effects)
+    );
+    assert_eq!(h.state("b"), "waiting");
+    h.exit("a", killed(Signal::SIGTERM));
+    assert_eq!((h.state("a"), h.state("b")), ("starting", "waiting"));
+    assert_eq!(
+        labels(&h.advance(secs(1))),
+        ["a Started", "spawn b", "b Spawned"]
+    );
+}
+
+#[test]
+fn a_waiting_dependent_keeps_waiting_when_its_dependency_is_restarted() {
+    let mut h = Harness::booted([svc("a"), svc_after("b", &["a"])]);
+    assert_eq!(h.state("b"), "waiting");
+    let effects = h.ok(Command::Restart, "a");
+    assert!(spawns(&effects).is_empty(), "{:?}", labels(&effects));
+    assert_eq!(h.state("b"), "waiting");
+    h.exit("a", killed(Signal::SIGTERM));
+    assert_eq!(h.state("b"), "waiting");
+    assert_eq!(
+        labels(&h.advance(secs(1))),
+        ["a Started", "spawn b", "b Spawned"]
+    );
+}
+
+#[test]
+fn a_dependency_cleaning_up_after_a_crash_keeps_its_dependent_waiting() {
+    // a crashed and leftover processes of its group are being stopped; the restart
+    // policy (a restart after backoff) only applies once they are gone.
+    let mut h = Harness::running([svc("a"), svc_after("b", &["a"])]);
+    h.exit_leaving_group("a", code(1));
+    assert_eq!(h.state("a"), "stopping");
+    h.ok(Command::Restart, "b");
+    let effects = h.exit("b", killed(Signal::SIGTERM));
+    assert!(spawns(&effects).is_empty(), "{:?}", labels(&effects));
+    assert_eq!(h.state("b"), "waiting");
+    h.group_empty("a");
+    assert_eq!((h.state("a"), h.state("b")), ("backoff", "waiting"));
+    h.advance(ms(100));
+    assert_eq!((h.state("a"), h.state("b")), ("starting", "waiting"));
+    assert_eq!(
+        labels(&h.advance(secs(1))),
+        ["a Started", "spawn b", "b Spawned"]
+    );
+}

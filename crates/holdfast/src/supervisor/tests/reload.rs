@@ -234,3 +234,55 @@ fn a_service_readded_without_autostart_while_stopping_stays_stopped() {
         "b is kept: it is in the plan again"
     );
 }
+
+#[test]
+fn a_changed_dependent_restarts_only_after_its_changed_dependency_is_up_again() {
+    // "dependent" sorts before "slow": the reload stops it first, and its old process is
+    // also gone first.
+    let mut h = Harness::running([svc("slow"), svc_after("dependent", &["slow"])]);
+    h.reload([
+        changed(svc("slow")),
+        changed(svc_after("dependent", &["slow"])),
+    ]);
+    assert_eq!(
+        (h.state("dependent"), h.state("slow")),
+        ("stopping", "stopping")
+    );
+
+    let effects = h.exit("dependent", killed(Signal::SIGTERM));
+    assert!(
+        spawns(&effects).is_empty(),
+        "slow is still stopping and will start again: {:?}",
+        labels(&effects)
+    );
+    assert_eq!(h.state("dependent"), "waiting");
+
+    let effects = h.exit("slow", killed(Signal::SIGTERM));
+    assert_eq!(
+        labels(&effects),
+        ["slow Exited", "slow Stopped", "spawn slow", "slow Spawned"]
+    );
+    assert_eq!(h.state("dependent"), "waiting", "slow is only starting");
+    assert_eq!(
+        labels(&h.advance(secs(1))),
+        ["slow Started", "spawn dependent", "dependent Spawned"]
+    );
+}
+
+#[test]
+fn a_changed_dependent_whose_dependency_stops_first_still_waits_for_it_to_be_up() {
+    let mut h = Harness::running([svc("slow"), svc_after("dependent", &["slow"])]);
+    h.reload([
+        changed(svc("slow")),
+        changed(svc_after("dependent", &["slow"])),
+    ]);
+    h.exit("slow", killed(Signal::SIGTERM));
+    assert_eq!(h.state("slow"), "starting");
+    let effects = h.exit("dependent", killed(Signal::SIGTERM));
+    assert!(spawns(&effects).is_empty(), "{:?}", labels(&effects));
+    assert_eq!(h.state("dependent"), "waiting");
+    assert_eq!(
+        labels(&h.advance(secs(1))),
+        ["slow Started", "spawn dependent", "dependent Spawned"]
+    );
+}

@@ -1,0 +1,95 @@
+//! `type = "forking"` services end to end, with the demo app detaching like a real
+//! daemon (`--daemonize`): the readiness condition and the pidfile are both awaited.
+
+mod support;
+
+use std::net::TcpListener;
+
+use support::{Daemon, is_alive};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// The pid the daemon wrote to its pidfile.
+fn pidfile_pid(daemon: &Daemon, name: &str) -> u32 {
+    std::fs::read_to_string(daemon.dir().join(name))
+        .expect("the daemon wrote its pidfile")
+        .trim()
+        .parse()
+        .expect("the pidfile holds a pid")
+}
+
+/// Runs a forking demo app with `ready` and checks that it gets to `running` with the
+/// daemon named by its pidfile as main process.
+fn forking_daemon_becomes_running(ready: &str, port: u16) {
+    let daemon = Daemon::start(&format!(
+        r#"
+[service.daemon]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{port}", "--daemonize", "{{DIR}}/daemon.pid"]
+type = "forking"
+pidfile = "{{DIR}}/daemon.pid"
+ready = {ready}
+start_timeout = "20s"
+start_secs = "0s"
+"#
+    ));
+    let running = daemon.wait_for_service("daemon", "is running", |s| s.state == "running");
+    let pid = running.pid.expect("a running service has a pid");
+    assert_eq!(
+        pid,
+        pidfile_pid(&daemon, "daemon.pid"),
+        "the main pid is the daemon named by the pidfile"
+    );
+    assert!(is_alive(pid));
+    assert_eq!(running.restarts, 0, "it started once: {running:?}");
+}
+
+#[test]
+fn forking_daemon_with_tcp_readiness_becomes_running() {
+    let port = free_port();
+    forking_daemon_becomes_running(&format!(r#"{{ tcp = "127.0.0.1:{port}" }}"#), port);
+}
+
+#[test]
+fn forking_daemon_with_http_readiness_becomes_running() {
+    let port = free_port();
+    forking_daemon_becomes_running(
+        &format!(r#"{{ http = "http://127.0.0.1:{port}/health" }}"#),
+        port,
+    );
+}
+
+#[test]
+fn pidfile_written_after_the_forker_exited_is_adopted() {
+    // The classic double fork: the daemon leads neither its session nor its group (both
+    // belong to the intermediate process, which is gone), and writes the pidfile well
+    // after the process holdfast started has exited.
+    let daemon = Daemon::start(
+        r#"
+[service.daemon]
+command = ["{DEMO_APP}", "--listen", "127.0.0.1:0", "--daemonize", "{DIR}/daemon.pid", "--forks", "twice", "--slow-start", "300ms"]
+type = "forking"
+pidfile = "{DIR}/daemon.pid"
+start_timeout = "20s"
+start_secs = "0s"
+"#,
+    );
+    let running = daemon.wait_for_service("daemon", "is running", |s| s.state == "running");
+    let pid = running.pid.expect("a running service has a pid");
+    assert_eq!(
+        pid,
+        pidfile_pid(&daemon, "daemon.pid"),
+        "the main pid is the daemon named by the pidfile"
+    );
+    assert_eq!(running.restarts, 0, "it started once: {running:?}");
+
+    // It is supervised like any main process: stopping it ends the daemon.
+    daemon.cli_ok(&["stop", "daemon"]);
+    daemon.wait_for_service("daemon", "is stopped", |s| s.state == "stopped");
+    support::wait_until("the daemon is gone", || !is_alive(pid));
+}
