@@ -328,7 +328,10 @@ restart = "no"
     let pid = mute.pid.expect("a starting service has a pid");
     d.cli_ok(&["stop", "mute"]);
     d.wait_for_service("mute", "is stopped", |s| s.state == "stopped");
-    assert!(!is_alive(pid), "a start without a deadline can still be stopped");
+    assert!(
+        !is_alive(pid),
+        "a start without a deadline can still be stopped"
+    );
 }
 
 #[test]

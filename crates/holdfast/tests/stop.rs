@@ -128,7 +128,10 @@ fn stop_timeout_infinity_never_escalates_to_sigkill() {
         reason.contains("no SIGKILL"),
         "the reason says no SIGKILL will come: {reason:?}"
     );
-    assert!(is_alive(main) && is_alive(grandchild), "SIGTERM was ignored");
+    assert!(
+        is_alive(main) && is_alive(grandchild),
+        "SIGTERM was ignored"
+    );
     // Only the operator ends it.
     for pid in [main, grandchild] {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid fits i32"));

@@ -10,9 +10,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::service::{FailReason, RunId};
+use super::service::{FailReason, RunId, round_ms};
 use crate::health::HealthState;
-use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName};
+use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName, Timeout};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -58,7 +58,7 @@ pub enum EventKind {
     },
     StopRequested {
         signal: Signal,
-        timeout: Duration,
+        timeout: Timeout,
     },
     /// The stop timeout passed: the group got SIGKILL.
     Escalated {
@@ -147,17 +147,29 @@ impl fmt::Display for Event {
             }
             EventKind::Started { pid, .. } => write!(f, "started (pid {pid})"),
             EventKind::Exited { pid, status, .. } => write!(f, "pid {pid} {status}"),
+            // Jittered delays have nanoseconds nobody needs to read.
             EventKind::RestartScheduled { delay, attempt } => write!(
                 f,
                 "restarting in {} (attempt {attempt})",
-                humantime::format_duration(*delay)
+                humantime::format_duration(round_ms(*delay))
             ),
             EventKind::GaveUp { reason } => write!(f, "failed: {reason}"),
-            EventKind::StopRequested { signal, timeout } => write!(
+            EventKind::StopRequested {
+                signal,
+                timeout: Timeout::After(timeout),
+            } => write!(
                 f,
                 "stopping: {} to the process group, SIGKILL in {}",
                 signal.as_str(),
                 humantime::format_duration(*timeout)
+            ),
+            EventKind::StopRequested {
+                signal,
+                timeout: Timeout::Never,
+            } => write!(
+                f,
+                "stopping: {} to the process group, no SIGKILL (stop.timeout is infinity)",
+                signal.as_str(),
             ),
             EventKind::Escalated { pid } => {
                 write!(f, "stop timed out: SIGKILL to process group {pid}")
