@@ -139,7 +139,7 @@ pub struct ServiceSpec {
     pub ready: Readiness,
     /// A service not ready this long after its spawn is a failed start (systemd
     /// `TimeoutStartSec=`). Only matters when `ready` is not `None` or `kind` is forking.
-    pub start_timeout: Duration,
+    pub start_timeout: Timeout,
     /// Keep-alive interval (systemd `WatchdogSec=`): the service must send `WATCHDOG=1`
     /// at least this often once running, or it is aborted and restarted.
     pub watchdog: Option<Duration>,
@@ -223,11 +223,39 @@ pub struct StartLimit {
 }
 
 /// How a service is stopped: `signal` to its whole process group, then SIGKILL to the
-/// group after `timeout`.
+/// group after `timeout` (never with `Timeout::Never`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StopSpec {
     pub signal: Signal,
-    pub timeout: Duration,
+    pub timeout: Timeout,
+}
+
+/// A time limit that can be switched off, like systemd's `TimeoutStartSec=infinity`.
+/// `Never` is not a huge duration: the core arms no timer for it at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    After(Duration),
+    Never,
+}
+
+impl Timeout {
+    /// The deadline for a wait that begins at `from`, if there is one.
+    pub fn deadline(self, from: std::time::Instant) -> Option<std::time::Instant> {
+        match self {
+            Timeout::After(d) => Some(crate::clock::later(from, d)),
+            Timeout::Never => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Timeout {
+    /// As the config writes it: `"10s"` or `"infinity"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Timeout::After(d) => write!(f, "{}", humantime::format_duration(*d)),
+            Timeout::Never => f.write_str("infinity"),
+        }
+    }
 }
 
 /// `[service.X.on]`: a command per event kind, run when the service publishes an event
@@ -277,7 +305,7 @@ impl ServiceSpec {
             start_secs: defaults::START_SECS,
             stop: StopSpec {
                 signal: Signal::SIGTERM,
-                timeout: defaults::STOP_TIMEOUT,
+                timeout: Timeout::After(defaults::STOP_TIMEOUT),
             },
             log: LogSpec {
                 max_size: defaults::LOG_MAX_SIZE,
@@ -288,7 +316,7 @@ impl ServiceSpec {
             limits: Limits::default(),
             cgroup: CgroupLimits::default(),
             ready: Readiness::None,
-            start_timeout: defaults::START_TIMEOUT,
+            start_timeout: Timeout::After(defaults::START_TIMEOUT),
             watchdog: None,
             kind: ServiceKind::Simple,
             health: None,

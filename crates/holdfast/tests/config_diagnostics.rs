@@ -190,3 +190,16 @@ fn check_names_an_unreadable_file_and_fails() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_duration_past_the_bound_is_rejected_and_infinity_only_where_a_timeout_takes_it() {
+    insta::assert_snapshot!(report(
+        r#"[service.api]
+command = ["/usr/bin/server"]
+start_timeout = "18446744073709551615s"
+hook_timeout = "400d"
+restart_sec = "infinity"
+stop = { timeout = "infinity" }
+"#
+    ));
+}

@@ -328,3 +328,54 @@ start_secs = "0s"
         "a run that ended says nothing any more: {web:?}"
     );
 }
+
+#[test]
+fn start_timeout_infinity_leaves_a_never_ready_service_starting_with_no_deadline() {
+    let d = Daemon::start(
+        r#"
+[service.mute]
+command = ["sleep", "1000"]
+ready = "notify"
+start_timeout = "infinity"
+restart = "no"
+"#,
+    );
+    let mute = d.wait_for_service("mute", "is starting", |s| s.state == "starting");
+    let reason = mute.reason.unwrap_or_default();
+    assert!(
+        reason.contains("waiting for READY=1") && reason.contains("no timeout"),
+        "status says it waits with no deadline: {reason:?}"
+    );
+    let pid = mute.pid.expect("a starting service has a pid");
+    d.cli_ok(&["stop", "mute"]);
+    d.wait_for_service("mute", "is stopped", |s| s.state == "stopped");
+    assert!(
+        !is_alive(pid),
+        "a start without a deadline can still be stopped"
+    );
+}
+
+#[test]
+fn huge_watchdog_usec_and_extend_timeout_usec_do_not_panic_the_daemon() {
+    // The largest values the protocol can carry, sent while starting and while running.
+    let d = Daemon::start(
+        r#"
+[service.greedy]
+command = ["/bin/sh", "-c", "systemd-notify --pid=$$ EXTEND_TIMEOUT_USEC=18446744073709551615; systemd-notify --pid=$$ --ready; systemd-notify --pid=$$ WATCHDOG_USEC=18446744073709551615; systemd-notify --pid=$$ EXTEND_TIMEOUT_USEC=18446744073709551615; systemd-notify --pid=$$ --status=done; exec sleep 1000"]
+ready = "notify"
+start_timeout = "30s"
+watchdog = "30s"
+start_secs = "0s"
+"#,
+    );
+    let greedy = d.wait_for_service("greedy", "has sent all its messages", |s| {
+        s.status_text.as_deref() == Some("done")
+    });
+    assert_eq!(greedy.state, "running", "{greedy:?}");
+    assert_eq!(greedy.restarts, 0, "no watchdog timeout: {greedy:?}");
+    d.cli_ok(&["restart", "greedy"]);
+    d.wait_for_service("greedy", "runs again after a restart", |s| {
+        s.state == "running" && s.pid != greedy.pid && s.status_text.as_deref() == Some("done")
+    });
+    assert!(!d.has_exited(), "the daemon is still up");
+}

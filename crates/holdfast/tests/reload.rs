@@ -182,3 +182,39 @@ fn a_reload_on_sighup_logs_a_readable_summary() {
         "one readable line, no debug dump: {line}"
     );
 }
+
+#[test]
+fn huge_duration_in_reload_is_rejected_and_daemon_keeps_running() {
+    let (daemon, before) = running_before();
+    // Once accepted, this overflowed the clock at the next spawn and killed the daemon.
+    let huge = daemon.read_config().replace(
+        r#"env = { MODE = "old" }"#,
+        r#"start_timeout = "18446744073709551615s""#,
+    );
+    daemon.write_raw_config(&huge);
+    let line = huge
+        .lines()
+        .position(|l| l.starts_with("start_timeout ="))
+        .expect("the huge line is in the file")
+        + 1;
+
+    let output = daemon.cli(&["reload"]);
+
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    let text = format!("{}{}", stdout(&output), support::stderr(&output));
+    assert!(
+        text.contains(&format!("holdfast.toml:{line}:")) && text.contains("start_timeout"),
+        "the diagnostic names the key at line {line} as file:line:column:\n{text}"
+    );
+    assert!(
+        text.contains("infinity"),
+        "the hint offers \"infinity\" for no limit:\n{text}"
+    );
+    let status = daemon.status();
+    assert_eq!(pids(&status), before, "no service was touched");
+    assert!(
+        status.services.iter().all(|s| s.state == "running"),
+        "{status:?}"
+    );
+    assert!(!daemon.has_exited(), "the daemon is still up");
+}

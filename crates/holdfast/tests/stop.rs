@@ -167,3 +167,28 @@ fn uptime_keeps_counting_while_a_service_is_stopping() {
         "UPTIME is not reset by the stop: {row}"
     );
 }
+
+#[test]
+fn stop_timeout_infinity_never_escalates_to_sigkill() {
+    let daemon = Daemon::start(&stubborn("infinity"));
+    let (main, grandchild) = running_with_grandchild(&daemon);
+
+    daemon.cli_ok(&["stop", "stubborn"]);
+
+    let stopping = daemon.wait_for_service("stubborn", "is stopping", |s| s.state == "stopping");
+    let reason = stopping.reason.unwrap_or_default();
+    assert!(
+        reason.contains("no SIGKILL"),
+        "the reason says no SIGKILL will come: {reason:?}"
+    );
+    assert!(
+        is_alive(main) && is_alive(grandchild),
+        "SIGTERM was ignored"
+    );
+    // Only the operator ends it.
+    for pid in [main, grandchild] {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid fits i32"));
+        nix::sys::signal::kill(pid, Signal::SIGKILL).expect("kill the stubborn processes");
+    }
+    daemon.wait_for_service("stubborn", "is stopped", |s| s.state == "stopped");
+}

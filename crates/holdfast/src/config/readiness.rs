@@ -11,7 +11,7 @@ use serde_spanned::Spanned;
 use super::diagnostic::{Problem, closest};
 use super::raw::{RawReady, RawReadyTable, RawService};
 use super::validate::Validator;
-use crate::model::{Readiness, ServiceKind, defaults};
+use crate::model::{Readiness, ServiceKind, Timeout, defaults};
 
 const MODES: [&str; 6] = ["none", "notify", "fd", "tcp", "http", "health"];
 /// The fd `ready = "fd"` means (the s6 convention's usual choice).
@@ -20,7 +20,7 @@ const DEFAULT_READY_FD: i32 = 3;
 /// The validated start-up settings of one service.
 pub(super) struct StartUp {
     pub ready: Readiness,
-    pub start_timeout: Duration,
+    pub start_timeout: Timeout,
     pub watchdog: Option<Duration>,
     pub kind: ServiceKind,
 }
@@ -31,13 +31,13 @@ impl Validator<'_> {
             None => Readiness::None,
             Some(ready) => self.ready(svc, ready),
         };
-        let start_timeout = self.duration(
+        let start_timeout = self.timeout(
             raw.start_timeout.as_ref(),
             svc,
             "start_timeout",
-            defaults::START_TIMEOUT,
+            Timeout::After(defaults::START_TIMEOUT),
         );
-        if start_timeout.is_zero() {
+        if start_timeout == Timeout::After(Duration::ZERO) {
             if let Some(raw) = &raw.start_timeout {
                 self.push(
                     Problem::new(
@@ -45,16 +45,17 @@ impl Validator<'_> {
                         raw.span(),
                         "zero",
                     )
-                    .with_help("use e.g. \"90s\" (a start that may take forever is no start)"),
+                    .with_help(
+                        "use e.g. \"90s\", or \"infinity\" to wait for readiness without a limit",
+                    ),
                 );
             }
         }
-        // "0s" means no watchdog, like systemd's `WatchdogSec=0`.
-        let watchdog = raw
-            .watchdog
-            .as_ref()
-            .map(|w| self.duration(Some(w), svc, "watchdog", Duration::ZERO))
-            .filter(|d| !d.is_zero());
+        // "0s" and "infinity" mean no watchdog, like systemd's `WatchdogSec=`.
+        let watchdog = match self.timeout(raw.watchdog.as_ref(), svc, "watchdog", Timeout::Never) {
+            Timeout::After(d) if !d.is_zero() => Some(d),
+            Timeout::After(_) | Timeout::Never => None,
+        };
         let kind = self.kind(svc, raw);
         StartUp {
             ready,
@@ -293,7 +294,10 @@ ready = { http = "http://127.0.0.1:80/health" }
         let spec = |n: &str| &plan.services[&n.parse().expect("name")];
         assert_eq!(spec("a").ready, Readiness::Notify);
         assert_eq!(spec("a").watchdog, Some(std::time::Duration::from_secs(10)));
-        assert_eq!(spec("a").start_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(
+            spec("a").start_timeout,
+            crate::model::Timeout::After(std::time::Duration::from_secs(5))
+        );
         assert_eq!(
             spec("b").ready,
             Readiness::Tcp("127.0.0.1:80".parse().expect("addr"))
@@ -307,7 +311,7 @@ ready = { http = "http://127.0.0.1:80/health" }
         );
         assert_eq!(
             spec("d").start_timeout,
-            crate::model::defaults::START_TIMEOUT
+            crate::model::Timeout::After(crate::model::defaults::START_TIMEOUT)
         );
     }
 

@@ -16,10 +16,10 @@ mod hooks;
 
 use super::diagnostic::{Problem, closest};
 use super::raw::{Partial, RawCommand, RawConfig, RawDaemon, RawDuration, RawService, RawSize};
-use super::value::{self, ValueError};
+use super::value::{self, Infinity, ValueError};
 use crate::model::{
     Backoff, DaemonSettings, GroupRef, LogSpec, Plan, RestartPolicy, ServiceName, ServiceSpec,
-    StartLimit, StopSpec, defaults,
+    StartLimit, StopSpec, Timeout, defaults,
 };
 
 mod recovery;
@@ -451,6 +451,7 @@ impl Validator<'_> {
         RestartPolicy::OnFailure
     }
 
+    /// A duration key that needs a finite value (delays, intervals, windows).
     pub(super) fn duration(
         &mut self,
         raw: Option<&Spanned<RawDuration>>,
@@ -458,20 +459,56 @@ impl Validator<'_> {
         key: &str,
         default: Duration,
     ) -> Duration {
-        let Some(raw) = raw else { return default };
+        match self.duration_or_infinity(raw, svc, key, Infinity::Rejected) {
+            Some(Timeout::After(d)) => d,
+            Some(Timeout::Never) | None => default,
+        }
+    }
+
+    /// A timeout key, which also takes `"infinity"` for no limit.
+    pub(super) fn timeout(
+        &mut self,
+        raw: Option<&Spanned<RawDuration>>,
+        svc: &str,
+        key: &str,
+        default: Timeout,
+    ) -> Timeout {
+        self.duration_or_infinity(raw, svc, key, Infinity::Accepted)
+            .unwrap_or(default)
+    }
+
+    /// Every duration key goes through here, so each one gets the same syntax and the
+    /// same bound. `None` when the key is absent or invalid (the problem is recorded).
+    fn duration_or_infinity(
+        &mut self,
+        raw: Option<&Spanned<RawDuration>>,
+        svc: &str,
+        key: &str,
+        infinity: Infinity,
+    ) -> Option<Timeout> {
+        let raw = raw?;
         let parsed = match raw.get_ref() {
-            RawDuration::Text(text) => value::parse_duration(text),
+            RawDuration::Text(text) if text.trim() == value::INFINITY => match infinity {
+                Infinity::Accepted => Ok(Timeout::Never),
+                Infinity::Rejected => Err(value::infinity_rejected_error()),
+            },
+            RawDuration::Text(text) => value::parse_duration(text)
+                .and_then(|d| value::within_bounds(d, infinity))
+                .map(Timeout::After),
             RawDuration::Integer(n) => Err(value::bare_number_duration_error(&n.to_string())),
             RawDuration::Float(f) => Err(float_duration_error(*f)),
         };
-        parsed.unwrap_or_else(|err| {
-            self.value_problem(
-                format!("invalid duration for `service.{svc}.{key}`"),
-                raw.span(),
-                err,
-            );
-            default
-        })
+        match parsed {
+            Ok(timeout) => Some(timeout),
+            Err(err) => {
+                self.value_problem(
+                    format!("invalid duration for `service.{svc}.{key}`"),
+                    raw.span(),
+                    err,
+                );
+                None
+            }
+        }
     }
 
     fn value_problem(&mut self, message: String, span: std::ops::Range<usize>, err: ValueError) {
@@ -608,7 +645,7 @@ impl Validator<'_> {
         let Some(stop) = &raw.stop else {
             return StopSpec {
                 signal: Signal::SIGTERM,
-                timeout: defaults::STOP_TIMEOUT,
+                timeout: Timeout::After(defaults::STOP_TIMEOUT),
             };
         };
         let stop = stop.get_ref();
@@ -623,20 +660,22 @@ impl Validator<'_> {
                 Signal::SIGTERM
             }),
         };
-        let timeout = self.duration(
+        let timeout = self.timeout(
             stop.timeout.as_ref(),
             svc,
             "stop.timeout",
-            defaults::STOP_TIMEOUT,
+            Timeout::After(defaults::STOP_TIMEOUT),
         );
-        if let (true, Some(raw)) = (timeout.is_zero(), &stop.timeout) {
+        if let (Timeout::After(Duration::ZERO), Some(raw)) = (timeout, &stop.timeout) {
             self.push(
                 Problem::new(
                     format!("`service.{svc}.stop.timeout` must be longer than zero"),
                     raw.span(),
                     "zero",
                 )
-                .with_help("give the service time to exit cleanly before SIGKILL, e.g. \"10s\""),
+                .with_help(
+                    "give the service time to exit cleanly before SIGKILL, e.g. \"10s\" (or \"infinity\" for no SIGKILL)",
+                ),
             );
         }
         StopSpec { signal, timeout }
@@ -865,7 +904,10 @@ mod tests {
         assert_eq!(api.start_limit.burst, 2);
         assert_eq!(api.start_secs, Duration::from_secs(2));
         assert_eq!(api.stop.signal, Signal::SIGINT);
-        assert_eq!(api.stop.timeout, Duration::from_secs(5));
+        assert_eq!(
+            api.stop.timeout,
+            crate::model::Timeout::After(Duration::from_secs(5))
+        );
         assert_eq!(api.log.max_size, 1 << 20);
         assert_eq!(api.log.keep, 2);
     }

@@ -25,8 +25,53 @@ impl ValueError {
     }
 }
 
+/// The longest duration any key accepts. No real timeout, delay or interval comes near
+/// a year, and a year from now is far from the end of the clock, so no deadline built
+/// from a valid config can overflow it (runtime input is saturated, see `clock`).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// [`MAX_DURATION`] as the config would write it, for hints.
+pub const MAX_DURATION_TEXT: &str = "365d";
+/// What a timeout key takes for "no limit" (systemd's spelling).
+pub const INFINITY: &str = "infinity";
+
+/// Whether a key takes [`INFINITY`]: systemd's rule, timeouts do (`TimeoutStartSec=`,
+/// `TimeoutStopSec=`), delays and intervals do not (`RestartSec=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Infinity {
+    Accepted,
+    Rejected,
+}
+
+/// The one bound on durations: at most [`MAX_DURATION`], with a hint that offers
+/// `"infinity"` where the key takes it.
+pub fn within_bounds(d: Duration, infinity: Infinity) -> Result<Duration, ValueError> {
+    if d <= MAX_DURATION {
+        return Ok(d);
+    }
+    let help = match infinity {
+        Infinity::Accepted => {
+            format!("write at most \"{MAX_DURATION_TEXT}\", or \"{INFINITY}\" for no limit")
+        }
+        Infinity::Rejected => format!("write at most \"{MAX_DURATION_TEXT}\""),
+    };
+    Err(ValueError::new(
+        format!("longer than the maximum of {MAX_DURATION_TEXT}"),
+        help,
+    ))
+}
+
+/// The error for [`INFINITY`] written where the key needs a finite duration.
+pub fn infinity_rejected_error() -> ValueError {
+    ValueError::new(
+        "no \"infinity\" here",
+        format!(
+            "only start_timeout, stop.timeout and watchdog take \"{INFINITY}\": write a duration of at most \"{MAX_DURATION_TEXT}\""
+        ),
+    )
+}
+
 /// A duration as written in the config: humantime syntax such as `"2s"`, `"100ms"` or
-/// `"1m 30s"`.
+/// `"1m 30s"`. Syntax only: [`within_bounds`] checks the value.
 pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {
     humantime::parse_duration(text.trim()).map_err(|err| {
         ValueError::new(
@@ -128,6 +173,21 @@ mod tests {
         assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
         assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn durations_are_bounded_at_a_year_with_a_hint_that_fits_the_key() {
+        assert_eq!(parse_duration(MAX_DURATION_TEXT), Ok(MAX_DURATION));
+        assert_eq!(
+            within_bounds(MAX_DURATION, Infinity::Rejected),
+            Ok(MAX_DURATION)
+        );
+        let huge = parse_duration("18446744073709551615s").expect("valid syntax");
+        let err = within_bounds(huge, Infinity::Accepted).expect_err("too long");
+        assert!(err.help.contains("infinity"), "{err:?}");
+        let err = within_bounds(MAX_DURATION + Duration::from_nanos(1), Infinity::Rejected)
+            .expect_err("too long");
+        assert!(!err.help.contains("infinity"), "{err:?}");
     }
 
     #[test]

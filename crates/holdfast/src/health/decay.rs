@@ -87,7 +87,7 @@ impl Decay {
         Self {
             spec,
             state: HealthState::Ok,
-            grace_until: spawned + spec.grace,
+            grace_until: crate::clock::later(spawned, spec.grace),
             failures: VecDeque::new(),
             successes: 0,
             last_error: None,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub use decay::{Decay, HealthState, ProbeOutcome, Transition};
 
+use crate::clock::later;
 use crate::model::HealthSpec;
 
 /// Health of one run: its decay machine and when its next probe is due.
@@ -36,7 +37,7 @@ impl Monitor {
         Self {
             decay: Decay::new(spec.decay, spawned),
             interval: spec.interval,
-            next_due: Some(spawned + spec.interval),
+            next_due: Some(later(spawned, spec.interval)),
             started: spawned,
         }
     }
@@ -68,7 +69,7 @@ impl Monitor {
         if self.next_due.is_some() {
             return None;
         }
-        self.next_due = Some((self.started + self.interval).max(now));
+        self.next_due = Some(later(self.started, self.interval).max(now));
         self.decay.handle(outcome, now)
     }
 }

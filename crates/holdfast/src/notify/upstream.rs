@@ -37,9 +37,10 @@ impl Upstream {
     }
 
     /// How often to send `WATCHDOG=1`: half the manager's interval, like sd_notify(3)
-    /// recommends.
+    /// recommends. Capped, since tokio's interval adds it to an instant unchecked.
     pub fn ping_interval(&self) -> Option<Duration> {
-        self.watchdog.map(|d| (d / 2).max(Duration::from_millis(1)))
+        self.watchdog
+            .map(|d| (d / 2).clamp(Duration::from_millis(1), crate::clock::FAR_FUTURE))
     }
 
     pub fn is_ready_sent(&self) -> bool {

@@ -10,9 +10,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::service::{FailReason, KillScope, RunId};
+use super::service::{FailReason, KillScope, RunId, round_ms};
 use crate::health::HealthState;
-use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName};
+use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName, Timeout};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -58,7 +58,7 @@ pub enum EventKind {
     },
     StopRequested {
         signal: Signal,
-        timeout: Duration,
+        timeout: Timeout,
         scope: KillScope,
     },
     /// The stop timeout passed: the run's processes got SIGKILL.
@@ -150,26 +150,36 @@ impl fmt::Display for Event {
             }
             EventKind::Started { pid, .. } => write!(f, "started (pid {pid})"),
             EventKind::Exited { pid, status, .. } => write!(f, "pid {pid} {status}"),
+            // Jittered delays have nanoseconds nobody needs to read.
             EventKind::RestartScheduled { delay, attempt } => write!(
                 f,
                 "restarting in {} (attempt {attempt})",
-                humantime::format_duration(*delay)
+                humantime::format_duration(round_ms(*delay))
             ),
             EventKind::GaveUp { reason } => write!(f, "failed: {reason}"),
             EventKind::StopRequested {
                 signal,
                 timeout,
                 scope,
-            } => write!(
-                f,
-                "stopping: {} to {}, SIGKILL in {}",
-                signal.as_str(),
-                match scope {
+            } => {
+                let to = match scope {
                     KillScope::Cgroup => "the cgroup",
                     KillScope::ProcessGroup => "the process group",
-                },
-                humantime::format_duration(*timeout)
-            ),
+                };
+                match timeout {
+                    Timeout::After(timeout) => write!(
+                        f,
+                        "stopping: {} to {to}, SIGKILL in {}",
+                        signal.as_str(),
+                        humantime::format_duration(*timeout)
+                    ),
+                    Timeout::Never => write!(
+                        f,
+                        "stopping: {} to {to}, no SIGKILL (stop.timeout is infinity)",
+                        signal.as_str()
+                    ),
+                }
+            }
             EventKind::Escalated { pid, scope } => {
                 write!(f, "stop timed out: SIGKILL to {}", targets(*scope, *pid))
             }

@@ -127,7 +127,7 @@ impl HookRunner {
                     Running {
                         service: service.clone(),
                         kind: event.kind.clone(),
-                        deadline: now + timeout,
+                        deadline: crate::clock::later(now, timeout),
                         timeout,
                         killed: false,
                     },

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::event::{Event, EventKind};
 use super::service::{Cause, FailReason, KillScope};
 use crate::control::protocol::EventRecord;
-use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName};
+use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName, Timeout};
 use nix::sys::signal::Signal;
 
 /// Every event kind's wire name, in the order of [`EventKind`]'s variants.
@@ -146,8 +146,11 @@ pub fn describe(kind: &EventKind) -> (&'static str, BTreeMap<String, Value>) {
             scope,
         } => {
             data.put("signal", signal.as_str())
-                .put("timeout_ms", millis(*timeout))
                 .put("scope", scope_name(*scope));
+            // Absent with `stop.timeout = "infinity"`: no SIGKILL is coming.
+            if let Timeout::After(timeout) = timeout {
+                data.put("timeout_ms", millis(*timeout));
+            }
             "stop_requested"
         }
         EventKind::Escalated { pid, scope } => {
@@ -352,7 +355,7 @@ mod tests {
             },
             EventKind::StopRequested {
                 signal: Signal::SIGTERM,
-                timeout: Duration::from_secs(10),
+                timeout: crate::model::Timeout::After(Duration::from_secs(10)),
                 scope: KillScope::Cgroup,
             },
             EventKind::Escalated {

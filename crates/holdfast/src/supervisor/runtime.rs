@@ -191,7 +191,10 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     // Hooks fired by the last events (a pager on `stopped`, say) may still finish within
     // their timeout; past it they are killed like any hook. Bounded even for a hook that
     // SIGKILL cannot end, so that shutdown always completes.
-    let bound = shell.hooks.last_deadline().unwrap_or_else(Instant::now) + KILL_WAIT;
+    let bound = crate::clock::later(
+        shell.hooks.last_deadline().unwrap_or_else(Instant::now),
+        KILL_WAIT,
+    );
     let drain = async {
         while shell.hooks.running() > 0 {
             let deadline = shell
@@ -1159,14 +1162,19 @@ impl Shell {
                 escalation,
                 deadline,
                 ..
-            } => Some(match escalation {
-                Escalation::Graceful => format!(
+            } => Some(match (escalation, deadline) {
+                (Escalation::Graceful, Some(deadline)) => format!(
                     "{} sent {} ago, SIGKILL in {}",
                     s.spec().stop.signal.as_str(),
                     secs(now.duration_since(s.since())),
                     secs(deadline.saturating_duration_since(now))
                 ),
-                Escalation::Killed => format!(
+                (Escalation::Graceful, None) => format!(
+                    "{} sent {} ago, no SIGKILL (stop.timeout is infinity)",
+                    s.spec().stop.signal.as_str(),
+                    secs(now.duration_since(s.since())),
+                ),
+                (Escalation::Killed, _) => format!(
                     "SIGKILL sent {} ago, waiting for its processes to exit",
                     secs(now.duration_since(s.since()))
                 ),

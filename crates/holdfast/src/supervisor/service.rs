@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 
 use super::Effect;
 use super::event::{Event, EventKind};
+use crate::clock::later;
 use crate::health::{Monitor, ProbeOutcome};
 use crate::model::{
     Backoff, ExitAction, ExitKey, ExitStatus, Readiness, RestartPolicy, ServiceKind, ServiceName,
@@ -73,7 +74,9 @@ pub enum State {
         spawned: Instant,
         main: MainProcess,
         escalation: Escalation,
-        deadline: Instant,
+        /// When to escalate (or give up, once killed); `None` with `stop.timeout =
+        /// "infinity"`: the graceful signal is all the service gets.
+        deadline: Option<Instant>,
         then: AfterStop,
     },
     /// Waiting to restart.
@@ -206,7 +209,7 @@ impl fmt::Display for FailReason {
     }
 }
 
-fn round_ms(d: Duration) -> Duration {
+pub(super) fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
 }
 
@@ -342,11 +345,10 @@ impl Service {
                 Readiness::None => return None,
             },
         };
-        let left = self
-            .facts
-            .start_deadline
-            .map(|d| d.saturating_duration_since(now))
-            .unwrap_or_default();
+        let Some(deadline) = self.facts.start_deadline else {
+            return Some(format!("{what} (no timeout)"));
+        };
+        let left = deadline.saturating_duration_since(now);
         Some(format!(
             "{what} (timeout in {})",
             humantime::format_duration(Duration::from_secs(left.as_secs()))
@@ -523,15 +525,14 @@ impl Service {
     /// When this service next needs a `tick`, if ever.
     pub fn deadline(&self) -> Option<Instant> {
         match self.state {
-            State::Starting { spawned, .. } if self.is_up() => Some(spawned + self.spec.start_secs),
-            State::Starting { spawned, .. } => Some(
-                self.facts
-                    .start_deadline
-                    .unwrap_or(spawned + self.spec.start_timeout),
-            ),
+            State::Starting { spawned, .. } if self.is_up() => {
+                Some(later(spawned, self.spec.start_secs))
+            }
+            // `None` with `start_timeout = "infinity"`: it waits for readiness for ever.
+            State::Starting { .. } => self.facts.start_deadline,
             State::Running { .. } => self.facts.watchdog_deadline,
             State::Backoff { until } => Some(until),
-            State::Stopping { deadline, .. } => Some(deadline),
+            State::Stopping { deadline, .. } => deadline,
             _ => None,
         }
     }
@@ -594,7 +595,7 @@ impl Service {
         self.facts = RunFacts {
             ready: self.spec.ready == Readiness::None,
             watchdog: self.spec.watchdog,
-            start_deadline: Some(now + self.spec.start_timeout),
+            start_deadline: self.spec.start_timeout.deadline(now),
             ..RunFacts::default()
         };
         let state = if self.spec.start_secs.is_zero() && self.is_up() {
@@ -793,7 +794,7 @@ impl Service {
                         spawned,
                         main,
                         escalation: Escalation::Killed,
-                        deadline: now + KILL_WAIT,
+                        deadline: Some(later(now, KILL_WAIT)),
                         then,
                     },
                     now,
@@ -900,7 +901,7 @@ impl Service {
                 spawned,
                 main,
                 escalation: Escalation::Graceful,
-                deadline: now + stop.timeout,
+                deadline: stop.timeout.deadline(now),
                 then,
             },
             now,
@@ -1059,7 +1060,12 @@ impl Service {
             Some(delay) => delay,
             None => self.delay(self.attempt),
         };
-        self.enter(State::Backoff { until: now + delay }, now);
+        self.enter(
+            State::Backoff {
+                until: later(now, delay),
+            },
+            now,
+        );
         vec![self.emit(EventKind::RestartScheduled {
             delay,
             attempt: self.attempt,
@@ -1098,7 +1104,9 @@ impl Service {
                 let exp = factor.powi(attempt.saturating_sub(1).min(64) as i32);
                 let base = (initial.as_secs_f64() * exp).min(max.as_secs_f64());
                 let spread = 1.0 + jitter * (2.0 * self.rng.f64() - 1.0);
-                Duration::from_secs_f64((base * spread).clamp(0.0, max.as_secs_f64()))
+                // `try_`: a float too large for a Duration must not panic the daemon.
+                Duration::try_from_secs_f64((base * spread).clamp(0.0, max.as_secs_f64()))
+                    .unwrap_or(max)
             }
         }
     }
@@ -1166,7 +1174,7 @@ impl Service {
                 }
                 NotifyMsg::ExtendTimeout(by) => {
                     if let Some(deadline) = &mut self.facts.start_deadline {
-                        *deadline = (*deadline).max(now + by);
+                        *deadline = (*deadline).max(later(now, by));
                     }
                 }
                 NotifyMsg::MainPid(pid) => effects.extend(self.set_main_pid(run, pid)),
@@ -1226,7 +1234,7 @@ impl Service {
 
     /// Starts (or restarts) the keep-alive countdown from `now`.
     fn arm_watchdog(&mut self, now: Instant) {
-        self.facts.watchdog_deadline = self.facts.watchdog.map(|interval| now + interval);
+        self.facts.watchdog_deadline = self.facts.watchdog.map(|interval| later(now, interval));
     }
 
     /// The spawned process of a forking service exited. Exit 0 before a daemon was

@@ -9,6 +9,7 @@
 
 mod backoff;
 mod commands;
+mod durations;
 mod exit_codes;
 mod health;
 mod ordering;

@@ -102,3 +102,29 @@ fn a_run_shorter_than_reset_after_keeps_the_delay_growing() {
     assert_eq!(quick_crash_delays(&mut h, 2), [1, 2].map(secs));
     assert_eq!(delays(&h.crash_after("a", secs(59))), [secs(4)]);
 }
+
+#[test]
+fn a_jittered_restart_delay_is_shown_to_the_millisecond() {
+    let mut h = Harness::booted([exponential(0.25)]);
+    let effects = h.crash_after("a", ms(1500));
+    let delay = delays(&effects)[0];
+    assert_ne!(
+        delay.subsec_nanos() % 1_000_000,
+        0,
+        "the seed gives a delay with sub-millisecond digits: {delay:?}"
+    );
+    let shown = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Emit(
+                event @ Event {
+                    kind: EventKind::RestartScheduled { .. },
+                    ..
+                },
+            ) => Some(event.to_string()),
+            _ => None,
+        })
+        .expect("a restart is scheduled");
+    let rounded = humantime::format_duration(ms(delay.as_millis() as u64));
+    assert_eq!(shown, format!("a: restarting in {rounded} (attempt 1)"));
+}

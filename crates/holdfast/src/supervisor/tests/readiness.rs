@@ -8,7 +8,7 @@ use crate::supervisor::service::Cause;
 fn notify_svc(n: &str) -> ServiceSpec {
     ServiceSpec {
         ready: Readiness::Notify,
-        start_timeout: secs(2),
+        start_timeout: crate::model::Timeout::After(secs(2)),
         ..svc(n)
     }
 }
@@ -25,7 +25,7 @@ fn forking(n: &str) -> ServiceSpec {
         kind: ServiceKind::Forking {
             pidfile: "/run/test.pid".into(),
         },
-        start_timeout: secs(5),
+        start_timeout: crate::model::Timeout::After(secs(5)),
         ..svc(n)
     }
 }

@@ -89,7 +89,7 @@ fn a_changed_service_is_stopped_with_its_old_stop_settings() {
     let new = ServiceSpec {
         stop: crate::model::StopSpec {
             signal: Signal::SIGINT,
-            timeout: secs(1),
+            timeout: crate::model::Timeout::After(secs(1)),
         },
         ..svc("a")
     };

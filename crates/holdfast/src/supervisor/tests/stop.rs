@@ -29,7 +29,7 @@ fn stop_uses_the_configured_signal() {
     let spec = ServiceSpec {
         stop: crate::model::StopSpec {
             signal: Signal::SIGINT,
-            timeout: secs(3),
+            timeout: crate::model::Timeout::After(secs(3)),
         },
         ..svc("a")
     };
@@ -43,7 +43,7 @@ fn stop_uses_the_configured_signal() {
         events_of(&effects, "a")[0],
         EventKind::StopRequested {
             signal: Signal::SIGINT,
-            timeout: secs(3),
+            timeout: crate::model::Timeout::After(secs(3)),
             scope: KillScope::ProcessGroup,
         }
     );
