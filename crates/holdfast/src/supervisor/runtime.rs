@@ -446,6 +446,10 @@ impl Shell {
     /// The main process of `run` ended with `status`: the exit input, with an OOM kill
     /// recognised and the run remembered as lingering while processes remain.
     fn main_exited(&mut self, service: ServiceName, run: RunId, status: ExitStatus) -> Input {
+        // Its last words (an unfinished line) go before the note of its exit.
+        if let Some(capture) = self.captures.get(&service) {
+            capture.end_run();
+        }
         let group_alive = self.run_alive(&service, run);
         let status = self.classify(&service, status);
         if group_alive {
@@ -611,7 +615,13 @@ impl Shell {
         self.prepare_cgroup(name, spec)?;
         let log_dir = &self.sup.plan().daemon.log_dir;
         let capture = match self.captures.entry(name.clone()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Occupied(e) => {
+                // Whatever the previous run's leftover processes wrote is its output, not
+                // this run's.
+                let capture = e.into_mut();
+                capture.end_run();
+                capture
+            }
             std::collections::hash_map::Entry::Vacant(e) => e.insert(
                 Capture::open(log_dir, name, spec.log)
                     .map_err(|e| format!("cannot capture output in {}: {e}", log_dir.display()))?,
