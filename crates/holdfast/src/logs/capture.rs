@@ -255,9 +255,9 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 /// A pipe as (read end, write end), both `O_CLOEXEC`; the write end stays blocking
 /// because the child expects an ordinary blocking stdout.
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| {
-        io::Error::other(format!("failed to create log pipe: {}", errno.desc()))
-    })?;
+    // The bare errno, so that the caller can tell holdfast's own EMFILE from a bad
+    // log directory.
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     // Best effort: a larger buffer only smooths bursts, the default works too.
     let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
     Ok((read, write))
