@@ -118,6 +118,22 @@ pub struct Args {
     )]
     pub timestamp_exit: bool,
 
+    /// Instead of serving: flood holdfast's control socket SOCKET, holding
+    /// --flood-connections idle connections and reopening each one the daemon closes;
+    /// prints each distinct line the daemon answers on them (a refusal, a timeout)
+    #[arg(long, value_name = "SOCKET", help_heading = "Failures")]
+    pub flood_control: Option<PathBuf>,
+
+    /// Connections held by --flood-control
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        requires = "flood_control",
+        help_heading = "Failures"
+    )]
+    pub flood_connections: usize,
+
     /// Internal: run as the grandchild spawned by --fork-grandchild and /fork
     #[arg(long, hide = true)]
     pub grandchild: bool,

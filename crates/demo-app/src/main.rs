@@ -10,6 +10,7 @@ mod app;
 mod chaos;
 mod cli;
 mod daemonize;
+mod flood;
 mod listen;
 mod notify;
 mod server;
@@ -26,6 +27,9 @@ fn main() -> ExitCode {
     {
         eprintln!("demo-app: failed to append to {}: {error}", path.display());
         return ExitCode::FAILURE;
+    }
+    if let Some(socket) = &args.flood_control {
+        flood::run(socket, args.flood_connections);
     }
     if args.grandchild {
         chaos::grandchild_main(args.ignore_sigterm);

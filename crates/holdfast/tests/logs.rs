@@ -81,3 +81,77 @@ fn status_without_a_daemon_exits_4() {
         describe(&output)
     );
 }
+
+/// Index of every line of `log` for which `pred` holds.
+fn line_indices(log: &str, pred: impl Fn(&str) -> bool) -> Vec<usize> {
+    log.lines()
+        .enumerate()
+        .filter(|(_, line)| pred(line))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[test]
+fn an_unfinished_last_line_is_logged_as_its_own_record_before_the_next_run() {
+    let daemon = Daemon::start(
+        r#"
+[service.crashy]
+command = ["/bin/sh", "-c", "echo one; printf 'FATAL: x'; exit 3"]
+restart = "always"
+restart_sec = "0s"
+start_limit = { interval = "120s", burst = 1000 }
+"#,
+    );
+    daemon.wait_until("crashy has been spawned four times", |d| {
+        d.log("crashy").matches("spawned pid").count() >= 4
+    });
+
+    let log = daemon.log("crashy");
+    assert!(!log.contains("FATAL: xone"), "runs are glued:\n{log}");
+    let spawns = line_indices(&log, |l| l.contains(" holdfast crashy: spawned pid"));
+    let fatals = line_indices(&log, |l| l.ends_with(" stdout   FATAL: x [no newline]"));
+    for run in 0..3 {
+        let (spawned, next) = (spawns[run], spawns[run + 1]);
+        assert!(
+            fatals.iter().any(|&f| spawned < f && f < next),
+            "run {run}'s unfinished line is a record of its own, marked, before the next \
+             run's spawn:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn the_tail_of_a_long_line_without_newline_is_logged_while_the_service_runs() {
+    let daemon = Daemon::start(
+        r#"
+[service.long]
+command = ["/bin/sh", "-c", "head -c 20000 /dev/zero | tr '\\0' x; exec sleep 1000"]
+"#,
+    );
+    let head = format!(
+        " stdout   {} [no newline]",
+        "x".repeat(holdfast::logs::MAX_LINE)
+    );
+    let tail = format!(
+        " stdout   {} [no newline]",
+        "x".repeat(20_000 - holdfast::logs::MAX_LINE)
+    );
+
+    daemon.wait_until("the tail of the long line is in the log", |d| {
+        d.log("long").lines().any(|l| l.ends_with(&tail))
+    });
+
+    let log = daemon.log("long");
+    let pieces = line_indices(&log, |l| l.contains(" stdout "));
+    assert_eq!(pieces.len(), 2, "one record per piece:\n{log}");
+    assert!(
+        log.lines()
+            .nth(pieces[0])
+            .is_some_and(|l| l.ends_with(&head))
+    );
+    assert_eq!(
+        daemon.service("long").state,
+        "running",
+        "the service still runs: only the idle line was flushed"
+    );
+}

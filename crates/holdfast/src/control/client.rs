@@ -110,10 +110,24 @@ fn send(
     };
     let mut line = serde_json::to_vec(&envelope).expect("protocol types always serialize");
     line.push(b'\n');
-    stream
-        .write_all(&line)
-        .map_err(|e| io_error(socket, "write to", e))?;
+    if let Err(e) = stream.write_all(&line) {
+        // A daemon over its connection caps answers and closes without reading the
+        // request, so the write may fail: its answer says why.
+        return Err(refusal(&stream).unwrap_or_else(|| io_error(socket, "write to", e)));
+    }
     Ok(stream)
+}
+
+/// The daemon's error answer already waiting on `stream`, if there is one.
+fn refusal(stream: &UnixStream) -> Option<ClientError> {
+    let mut answer = Vec::new();
+    BufReader::new(stream.take(MAX_RESPONSE))
+        .read_until(b'\n', &mut answer)
+        .ok()?;
+    match parse_response(&answer) {
+        Err(refused @ ClientError::Daemon(_)) => Some(refused),
+        _ => None,
+    }
 }
 
 fn io_error(socket: &Path, action: &str, e: io::Error) -> ClientError {

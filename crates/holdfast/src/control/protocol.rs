@@ -117,6 +117,9 @@ pub enum ErrorKind {
     Internal,
     /// An `events` follower fell too far behind the event stream and was disconnected.
     Lagged,
+    /// Too many control connections (from this uid or in total): the connection is
+    /// closed after this answer, without reading the request; try again later.
+    Busy,
 }
 
 /// Answer to `status`.

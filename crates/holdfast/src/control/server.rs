@@ -6,12 +6,17 @@
 //!   [`ControlMsg`] and writes back whatever the supervisor answers on the oneshot.
 //! - Every connection runs in its own task, and every read and write on it has a
 //!   deadline, so a stuck or malicious client can only ever hold up itself.
+//! - Connections are capped per peer uid and in total ([`Admission`]); the total stays
+//!   below half of holdfast's `RLIMIT_NOFILE`, so a flood of idle connections cannot take
+//!   the descriptors that spawning services needs. A connection over a cap gets one
+//!   error line saying so and is closed.
 //! - Every request line gets exactly one response line, errors included; only a client
 //!   that connects and closes without sending anything (a liveness probe such as
 //!   [`bind`]'s) is closed without an answer. The one exception is `events` with
 //!   `follow`, answered with a stream of lines (see [`super::follow`]).
 
-use std::io;
+use std::collections::HashMap;
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
@@ -32,8 +37,15 @@ use crate::supervisor::bus;
 
 /// Longest request line accepted, newline included.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
-/// How long a client may take to send its request line.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to send its request line. Short: the CLI sends it right
+/// after connecting, and an idle connection holds a descriptor and a slot of its uid.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections one peer uid may hold at once (root's included: a flood from another user
+/// of the control group must leave room for root).
+pub const MAX_CONNECTIONS_PER_UID: usize = 64;
+/// Connections held at once, at most; fewer when `RLIMIT_NOFILE` is low (see
+/// [`Admission::for_nofile`]).
+pub const MAX_CONNECTIONS: usize = 1024;
 /// How long a client may take to accept the response line.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -158,7 +170,7 @@ const LIMITS: Limits = Limits {
 /// Each peer is checked with `SO_PEERCRED`: allowed are uid 0, holdfast's own euid and,
 /// with `allowed_gid`, processes whose primary or supplementary groups contain it;
 /// others get [`ErrorKind::PermissionDenied`]. Each connection carries one request line
-/// (at most 64 KiB, read within 5 s), forwarded to the supervisor on `tx`; the answer is
+/// (at most 64 KiB, read within 2 s), forwarded to the supervisor on `tx`; the answer is
 /// written back as one line. If the supervisor is gone the answer is
 /// [`ErrorKind::ShuttingDown`]. The loop runs until the task is aborted.
 pub fn serve(
@@ -206,6 +218,85 @@ impl Server {
     }
 }
 
+/// How many connections each peer uid holds, against the caps.
+#[derive(Debug)]
+struct Admission {
+    total_cap: usize,
+    per_uid_cap: usize,
+    total: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+impl Admission {
+    /// Caps for a process allowed `nofile` descriptors: at most half of them for
+    /// connections (the rest stays for services' pipes, cgroups and spawning), at most
+    /// [`MAX_CONNECTIONS`]; one uid may take at most half of that total.
+    fn for_nofile(nofile: u64) -> Self {
+        let half = usize::try_from(nofile / 2).unwrap_or(usize::MAX);
+        let total_cap = half.clamp(2, MAX_CONNECTIONS);
+        Admission {
+            total_cap,
+            per_uid_cap: (total_cap / 2).min(MAX_CONNECTIONS_PER_UID),
+            total: 0,
+            by_uid: HashMap::new(),
+        }
+    }
+
+    /// Counts a new connection from `uid`, or says why it may not stay.
+    fn admit(&mut self, uid: u32) -> Result<(), String> {
+        if self.total >= self.total_cap {
+            return Err(format!(
+                "too many control connections (at most {} at a time): try again later",
+                self.total_cap
+            ));
+        }
+        let held = self.by_uid.entry(uid).or_default();
+        if *held >= self.per_uid_cap {
+            return Err(format!(
+                "too many control connections from uid {uid} (at most {} at a time): try again later",
+                self.per_uid_cap
+            ));
+        }
+        *held += 1;
+        self.total += 1;
+        Ok(())
+    }
+
+    /// A connection from `uid` ended.
+    fn release(&mut self, uid: u32) {
+        if let Some(held) = self.by_uid.get_mut(&uid) {
+            *held -= 1;
+            self.total -= 1;
+            if *held == 0 {
+                self.by_uid.remove(&uid);
+            }
+        }
+    }
+}
+
+/// holdfast's soft `RLIMIT_NOFILE` (already raised at start).
+fn nofile_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft)
+}
+
+/// Answers a connection over a cap with one error line and closes it, without a task:
+/// a refused flood must not pile up anything. Best effort: the short line fits in the
+/// socket buffer of a fresh connection.
+fn refuse(stream: UnixStream, message: String) {
+    tracing::debug!("refused control connection: {message}");
+    let line = response_line(Err(ControlError {
+        kind: ErrorKind::Busy,
+        message,
+    }));
+    // A plain non-blocking write on the std socket: tokio has not polled this fresh
+    // socket's readiness yet.
+    if let Ok(mut stream) = stream.into_std() {
+        let _ = stream.write_all(&line);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+}
+
 fn serve_with(
     listener: UnixListener,
     allowed_gid: Option<u32>,
@@ -214,20 +305,39 @@ fn serve_with(
     events: Option<bus::Sender>,
 ) -> Server {
     let own_euid = nix::unistd::geteuid().as_raw();
+    let mut admission = Admission::for_nofile(nofile_limit());
     let (stop, mut stopped) = oneshot::channel();
     let task = tokio::spawn(async move {
         // Connections live in the set, so aborting this task aborts them too, and a
         // graceful close can wait for them.
         let mut connections = JoinSet::new();
+        // The peer uid of each connection task, to release its slot when it ends.
+        let mut owners = HashMap::new();
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                Some(joined) = connections.join_next_with_id(), if !connections.is_empty() => {
+                    let id = match joined {
+                        Ok((id, ())) => id,
+                        Err(e) => e.id(),
+                    };
+                    if let Some(uid) = owners.remove(&id) {
+                        admission.release(uid);
+                    }
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
+                        // Without credentials the peer is counted as nobody in particular;
+                        // `handle` answers it with the error.
+                        let uid = getsockopt(&stream, PeerCredentials).map_or(u32::MAX, |c| c.uid());
+                        if let Err(message) = admission.admit(uid) {
+                            refuse(stream, message);
+                            continue;
+                        }
                         let tx = tx.clone();
                         let events = events.clone();
-                        connections.spawn(handle(stream, own_euid, allowed_gid, tx, limits, events));
+                        let task = connections.spawn(handle(stream, own_euid, allowed_gid, tx, limits, events));
+                        owners.insert(task.id(), uid);
                     }
                     Err(e) => {
                         // Typically EMFILE: back off briefly instead of spinning on an
@@ -918,6 +1028,49 @@ mod tests {
             err.message
         );
         server.abort();
+    }
+
+    #[test]
+    fn connections_are_capped_per_uid_and_in_total() {
+        let mut admission = Admission::for_nofile(256);
+        assert_eq!((admission.total_cap, admission.per_uid_cap), (128, 64));
+        for _ in 0..64 {
+            admission.admit(65534).unwrap();
+        }
+        let refused = admission.admit(65534).unwrap_err();
+        assert_eq!(
+            refused,
+            "too many control connections from uid 65534 (at most 64 at a time): try again later"
+        );
+        for _ in 0..64 {
+            admission.admit(0).unwrap();
+        }
+        let refused = admission.admit(1000).unwrap_err();
+        assert_eq!(
+            refused,
+            "too many control connections (at most 128 at a time): try again later"
+        );
+        admission.release(65534);
+        admission.admit(1000).unwrap();
+        admission.release(1000);
+        admission.release(1000);
+        assert_eq!(
+            admission.total, 127,
+            "a release of a uid holding nothing is ignored"
+        );
+    }
+
+    #[test]
+    fn connection_caps_leave_half_the_descriptors_and_stay_bounded() {
+        let caps = |nofile| {
+            let a = Admission::for_nofile(nofile);
+            (a.total_cap, a.per_uid_cap)
+        };
+        assert_eq!(caps(1024), (512, 64));
+        assert_eq!(caps(1 << 20), (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID));
+        assert_eq!(caps(u64::MAX), (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID));
+        assert_eq!(caps(64), (32, 16));
+        assert_eq!(caps(0), (2, 1), "never zero");
     }
 
     #[tokio::test]

@@ -7,7 +7,12 @@
 //! - the reader task owns the read ends and ends only at EOF on both, that is once the
 //!   `Capture` is dropped and every process holding a write end has closed it;
 //! - the task never waits for the disk to recover (see `file`): reads continue, failed
-//!   writes are dropped and counted.
+//!   writes are dropped and counted;
+//! - every read from a pipe and the line splitting that follows happen under the one lock
+//!   of `Shared`, so [`Capture::end_run`] can drain what a dead run left in the pipes and
+//!   write its unfinished lines before anything of the next run;
+//! - a partial line waits for its newline at most [`PARTIAL_IDLE`]: a timer armed only
+//!   while one is held, so a quiet writer costs no wake-ups.
 
 use std::fs::DirBuilder;
 use std::io;
@@ -15,13 +20,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use tokio::net::unix::pipe::Receiver;
 
 use super::file::{LogFile, reason};
 use super::line::LineSplitter;
-use super::record::{self, Stamp, Stream};
+use super::record::{self, Ending, Stamp, Stream};
 use super::ring::Ring;
 use crate::model::{LogSpec, ServiceName};
 
@@ -33,6 +39,12 @@ const RECENT_BYTES: usize = 256 * 1024;
 const PIPE_SIZE: i32 = 256 * 1024;
 /// Bytes read from a pipe at a time.
 const READ_SIZE: usize = 64 * 1024;
+/// Reads at the end of a run: enough for a full pipe, and bounded even if a leftover
+/// process keeps writing.
+const END_OF_RUN_READS: usize = PIPE_SIZE as usize / READ_SIZE + 1;
+/// How long a partial line waits for its newline before it is written as it is (marked
+/// as unfinished): the tail of an overlong line or a prompt is not kept back for ever.
+pub(crate) const PARTIAL_IDLE: Duration = Duration::from_secs(1);
 
 /// Capture of one service's stdout and stderr, kept across restarts of the service.
 ///
@@ -41,23 +53,75 @@ const READ_SIZE: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct Capture {
     shared: Arc<Mutex<Shared>>,
+    /// The read ends, shared with the reader task so that `end_run` can drain them.
+    pipes: Arc<Pipes>,
     path: PathBuf,
     stdout: OwnedFd,
     stderr: OwnedFd,
 }
 
-/// What the reader task and the supervisor's `note`s both write to.
+#[derive(Debug)]
+struct Pipes {
+    stdout: Receiver,
+    stderr: Receiver,
+}
+
+impl Pipes {
+    fn of(&self, stream: Stream) -> &Receiver {
+        match stream {
+            Stream::Stderr => &self.stderr,
+            Stream::Stdout | Stream::Holdfast => &self.stdout,
+        }
+    }
+}
+
+/// What the reader task and the supervisor's `note`s both write to, and the partial line
+/// of each stream.
 #[derive(Debug)]
 struct Shared {
+    sink: Sink,
+    stdout: LineSplitter,
+    stderr: LineSplitter,
+}
+
+#[derive(Debug)]
+struct Sink {
     file: LogFile,
     recent: Ring,
 }
 
-impl Shared {
-    fn append(&mut self, stamp: &Stamp, stream: Stream, text: &[u8]) {
-        let line = record::format(stamp, stream, text);
+impl Sink {
+    fn append(&mut self, stamp: &Stamp, stream: Stream, text: &[u8], ending: Ending) {
+        let line = record::format(stamp, stream, text, ending);
         self.file.push(&line);
         self.recent.push(line);
+    }
+}
+
+impl Shared {
+    /// The line splitter of `stream` and where its lines go.
+    fn parts(&mut self, stream: Stream) -> (&mut LineSplitter, &mut Sink) {
+        match stream {
+            Stream::Stderr => (&mut self.stderr, &mut self.sink),
+            Stream::Stdout | Stream::Holdfast => (&mut self.stdout, &mut self.sink),
+        }
+    }
+
+    fn push(&mut self, stamp: &Stamp, stream: Stream, bytes: &[u8]) {
+        let (lines, sink) = self.parts(stream);
+        lines.push(bytes, |line, ending| {
+            sink.append(stamp, stream, line, ending)
+        });
+    }
+
+    /// Writes the partial line of `stream`, if any, marked as unfinished.
+    fn finish(&mut self, stamp: &Stamp, stream: Stream) {
+        let (lines, sink) = self.parts(stream);
+        lines.finish(|line, ending| sink.append(stamp, stream, line, ending));
+    }
+
+    fn is_pending(&mut self, stream: Stream) -> bool {
+        self.parts(stream).0.is_pending()
     }
 }
 
@@ -87,24 +151,32 @@ impl Capture {
         let file = LogFile::open(path.clone(), spec)?;
         let (stdout_read, stdout) = pipe()?;
         let (stderr_read, stderr) = pipe()?;
-        let stdout_read = Receiver::from_owned_fd(stdout_read)?;
-        let stderr_read = Receiver::from_owned_fd(stderr_read)?;
+        let pipes = Arc::new(Pipes {
+            stdout: Receiver::from_owned_fd(stdout_read)?,
+            stderr: Receiver::from_owned_fd(stderr_read)?,
+        });
 
         let shared = Arc::new(Mutex::new(Shared {
-            file,
-            recent: Ring::new(RECENT_LINES, RECENT_BYTES),
+            sink: Sink {
+                file,
+                recent: Ring::new(RECENT_LINES, RECENT_BYTES),
+            },
+            stdout: LineSplitter::default(),
+            stderr: LineSplitter::default(),
         }));
         let task_shared = Arc::clone(&shared);
+        let task_pipes = Arc::clone(&pipes);
         tokio::spawn(async move {
             tokio::join!(
-                drain(stdout_read, Stream::Stdout, &task_shared),
-                drain(stderr_read, Stream::Stderr, &task_shared),
+                drain(&task_pipes, Stream::Stdout, &task_shared),
+                drain(&task_pipes, Stream::Stderr, &task_shared),
             );
-            lock(&task_shared).file.flush();
+            lock(&task_shared).sink.file.flush();
         });
 
         Ok(Capture {
             shared,
+            pipes,
             path,
             stdout,
             stderr,
@@ -129,7 +201,7 @@ impl Capture {
 
     /// Applies new rotation settings (after a reload); they take effect at the next write.
     pub fn set_spec(&self, spec: LogSpec) {
-        lock(&self.shared).file.set_spec(spec);
+        lock(&self.shared).sink.file.set_spec(spec);
     }
 
     /// Writes holdfast's own line into the service log (tag `holdfast`), e.g.
@@ -139,15 +211,39 @@ impl Capture {
         let stamp = Stamp::now();
         let mut shared = lock(&self.shared);
         for part in line.lines() {
-            shared.append(&stamp, Stream::Holdfast, part.as_bytes());
+            shared
+                .sink
+                .append(&stamp, Stream::Holdfast, part.as_bytes(), Ending::Newline);
         }
-        shared.file.flush();
+        shared.sink.file.flush();
+    }
+
+    /// A run of the service ended: reads what its processes left in the pipes and writes
+    /// each stream's unfinished last line as a record of its own (marked as such), so it
+    /// is neither glued to the next run's first line nor stamped after its start. Called
+    /// when the run's exit is handled and again before the next spawn.
+    pub fn end_run(&self) {
+        let stamp = Stamp::now();
+        let mut shared = lock(&self.shared);
+        let mut buf = vec![0; READ_SIZE];
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            for _ in 0..END_OF_RUN_READS {
+                // A plain read, past tokio's readiness cache: the reactor may not have
+                // seen the last bytes yet, but they are in the pipe.
+                match nix::unistd::read(self.pipes.of(stream), &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => shared.push(&stamp, stream, &buf[..n]),
+                }
+            }
+            shared.finish(&stamp, stream);
+        }
+        shared.sink.file.flush();
     }
 
     /// The last `n` lines (at most 256), formatted as in the file, oldest first. Lines are
     /// kept even when the disk refused them, so crash reports see them.
     pub fn recent(&self, n: usize) -> Vec<String> {
-        lock(&self.shared).recent.last(n)
+        lock(&self.shared).sink.recent.last(n)
     }
 }
 
@@ -159,29 +255,35 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 /// A pipe as (read end, write end), both `O_CLOEXEC`; the write end stays blocking
 /// because the child expects an ordinary blocking stdout.
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| {
-        io::Error::other(format!("failed to create log pipe: {}", errno.desc()))
-    })?;
+    // The bare errno, so that the caller can tell holdfast's own EMFILE from a bad
+    // log directory.
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     // Best effort: a larger buffer only smooths bursts, the default works too.
     let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
     Ok((read, write))
 }
 
-/// Reads one pipe until EOF, appending its lines to the log.
-async fn drain(pipe: Receiver, stream: Stream, shared: &Mutex<Shared>) {
+/// Reads one pipe until EOF, appending its lines to the log. A partial line left waiting
+/// [`PARTIAL_IDLE`] is written as it is.
+async fn drain(pipes: &Pipes, stream: Stream, shared: &Mutex<Shared>) {
+    let pipe = pipes.of(stream);
     let mut buf = vec![0; READ_SIZE];
-    let mut lines = LineSplitter::default();
     loop {
-        match pipe.try_read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let stamp = Stamp::now();
-                let mut shared = lock(shared);
-                lines.push(&buf[..n], |line| shared.append(&stamp, stream, line));
-                shared.file.flush();
+        // Read and split under the lock: `end_run` must not slip in between.
+        let read = {
+            let mut shared = lock(shared);
+            let read = pipe.try_read(&mut buf);
+            if let Ok(n @ 1..) = read {
+                shared.push(&Stamp::now(), stream, &buf[..n]);
+                shared.sink.file.flush();
             }
+            read
+        };
+        match read {
+            Ok(0) => break,
+            Ok(_) => {}
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                if let Err(err) = pipe.readable().await {
+                if let Err(err) = wait_readable(pipe, stream, shared).await {
                     tracing::error!(?stream, "failed to wait on log pipe: {err}");
                     break;
                 }
@@ -193,10 +295,26 @@ async fn drain(pipe: Receiver, stream: Stream, shared: &Mutex<Shared>) {
             }
         }
     }
-    let stamp = Stamp::now();
     let mut shared = lock(shared);
-    lines.finish(|line| shared.append(&stamp, stream, line));
-    shared.file.flush();
+    shared.finish(&Stamp::now(), stream);
+    shared.sink.file.flush();
+}
+
+/// Waits until `pipe` is readable; while a partial line is held, writes it out if nothing
+/// comes within [`PARTIAL_IDLE`].
+async fn wait_readable(pipe: &Receiver, stream: Stream, shared: &Mutex<Shared>) -> io::Result<()> {
+    if !lock(shared).is_pending(stream) {
+        return pipe.readable().await;
+    }
+    tokio::select! {
+        readable = pipe.readable() => readable,
+        () = tokio::time::sleep(PARTIAL_IDLE) => {
+            let mut shared = lock(shared);
+            shared.finish(&Stamp::now(), stream);
+            shared.sink.file.flush();
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -262,11 +380,6 @@ mod tests {
             log.contains("hello") && log.contains("oops") && log.contains("byte")
         })
         .await;
-        assert!(
-            !read_or_empty(&path).contains("partial"),
-            "held until newline or EOF"
-        );
-
         drop(capture);
         wait_until("the partial line is written at EOF", 30, || {
             read_or_empty(&path).contains("partial")
@@ -297,7 +410,53 @@ mod tests {
                 .any(|l| l.ends_with(" stdout   bad \u{fffd} byte")),
             "{log}"
         );
-        assert!(lines[4].ends_with(" stdout   partial"), "{log}");
+        assert!(
+            lines[4].ends_with(" stdout   partial [no newline]"),
+            "{log}"
+        );
+    }
+
+    #[tokio::test]
+    async fn end_run_writes_the_unfinished_line_still_in_the_pipe_before_the_next_run() {
+        let dir = TempDir::new("capture-end-run");
+        let capture = Capture::open(dir.path(), &name("crashy"), spec(1 << 20, 2)).unwrap();
+        for run in 0..3 {
+            capture.note(&format!("spawned run {run}"));
+            let child = spawn_sh(&capture, "echo one; printf 'FATAL: x'; exit 3");
+            assert_eq!(wait_child(child, 60).await.code(), Some(3));
+            // Right after the exit: the reader task may not have read a byte yet.
+            capture.end_run();
+            capture.note(&format!("exited run {run}"));
+        }
+        let recent = capture.recent(12);
+        let texts: Vec<&str> = recent.iter().map(|l| &l[25..]).collect();
+        let run = |n: usize| {
+            [
+                format!("holdfast spawned run {n}"),
+                "stdout   one".to_owned(),
+                "stdout   FATAL: x [no newline]".to_owned(),
+                format!("holdfast exited run {n}"),
+            ]
+        };
+        let expected: Vec<String> = (0..3).flat_map(run).collect();
+        assert_eq!(texts, expected, "{recent:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_partial_line_is_written_once_its_writer_goes_quiet() {
+        let dir = TempDir::new("capture-idle");
+        let capture = Capture::open(dir.path(), &name("quiet"), spec(1 << 20, 2)).unwrap();
+        let child = spawn_sh(&capture, "printf 'Password: '; exec sleep 1000");
+        wait_until("the prompt is written without its newline", 30, || {
+            capture
+                .recent(1)
+                .first()
+                .is_some_and(|l| l.ends_with("stdout   Password:  [no newline]"))
+        })
+        .await;
+        let mut child = child;
+        child.kill().unwrap();
+        wait_child(child, 60).await;
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-use super::record::{self, Stamp, Stream};
+use super::record::{self, Ending, Stamp, Stream};
 use crate::model::LogSpec;
 
 /// Formatted lines are batched up to this size before one `write(2)`.
@@ -162,7 +162,13 @@ impl LogFile {
                 self.dropped, self.drop_reason
             );
             prefix.extend_from_slice(
-                record::format(&Stamp::now(), Stream::Holdfast, note.as_bytes()).as_bytes(),
+                record::format(
+                    &Stamp::now(),
+                    Stream::Holdfast,
+                    note.as_bytes(),
+                    Ending::Newline,
+                )
+                .as_bytes(),
             );
             prefix.push(b'\n');
         }

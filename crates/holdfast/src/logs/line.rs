@@ -2,7 +2,10 @@
 //!
 //! Invariant: at most [`MAX_LINE`] bytes are held for a partial line. A longer line is
 //! emitted in pieces of at most `MAX_LINE` bytes, cut before a UTF-8 sequence when one
-//! straddles the limit, so a lossily decoded piece stays readable.
+//! straddles the limit, so a lossily decoded piece stays readable. Every emitted piece
+//! says whether it ended at a newline ([`Ending`]).
+
+use super::record::Ending;
 
 /// Longest line written as one record; longer ones are split.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -15,8 +18,8 @@ pub(crate) struct LineSplitter {
 
 impl LineSplitter {
     /// Feeds `chunk`, calling `emit` for every complete line (without `\n` or `\r\n`) and
-    /// for every `MAX_LINE` piece of an overlong one.
-    pub(crate) fn push(&mut self, mut chunk: &[u8], mut emit: impl FnMut(&[u8])) {
+    /// for every `MAX_LINE` piece of an overlong one ([`Ending::Unfinished`]).
+    pub(crate) fn push(&mut self, mut chunk: &[u8], mut emit: impl FnMut(&[u8], Ending)) {
         while !chunk.is_empty() {
             let room = MAX_LINE - self.partial.len();
             // One byte past the room: a newline right at the limit still ends a line of
@@ -24,10 +27,10 @@ impl LineSplitter {
             let window = &chunk[..chunk.len().min(room + 1)];
             if let Some(nl) = window.iter().position(|&b| b == b'\n') {
                 if self.partial.is_empty() {
-                    emit(trim_cr(&chunk[..nl]));
+                    emit(trim_cr(&chunk[..nl]), Ending::Newline);
                 } else {
                     self.partial.extend_from_slice(&chunk[..nl]);
-                    emit(trim_cr(&self.partial));
+                    emit(trim_cr(&self.partial), Ending::Newline);
                     self.partial.clear();
                 }
                 chunk = &chunk[nl + 1..];
@@ -40,18 +43,24 @@ impl LineSplitter {
                 self.partial.extend_from_slice(&chunk[..room]);
                 chunk = &chunk[room..];
                 let cut = utf8_cut(&self.partial);
-                emit(&self.partial[..cut]);
+                emit(&self.partial[..cut], Ending::Unfinished);
                 self.partial.drain(..cut);
             }
         }
     }
 
-    /// Emits the held partial line, if any (at EOF).
-    pub(crate) fn finish(&mut self, mut emit: impl FnMut(&[u8])) {
+    /// Emits the held partial line, if any, as [`Ending::Unfinished`]: at EOF, at the end
+    /// of a run, or when its writer went quiet.
+    pub(crate) fn finish(&mut self, mut emit: impl FnMut(&[u8], Ending)) {
         if !self.partial.is_empty() {
-            emit(&self.partial);
+            emit(&self.partial, Ending::Unfinished);
             self.partial.clear();
         }
+    }
+
+    /// Whether a partial line is held, waiting for its newline.
+    pub(crate) fn is_pending(&self) -> bool {
+        !self.partial.is_empty()
     }
 }
 
@@ -84,13 +93,49 @@ mod tests {
     use super::*;
 
     fn split(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        split_with_endings(chunks)
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect()
+    }
+
+    fn split_with_endings(chunks: &[&[u8]]) -> Vec<(Vec<u8>, Ending)> {
         let mut out = Vec::new();
         let mut splitter = LineSplitter::default();
         for chunk in chunks {
-            splitter.push(chunk, |l| out.push(l.to_vec()));
+            splitter.push(chunk, |l, e| out.push((l.to_vec(), e)));
         }
-        splitter.finish(|l| out.push(l.to_vec()));
+        splitter.finish(|l, e| out.push((l.to_vec(), e)));
         out
+    }
+
+    #[test]
+    fn pieces_without_their_newline_are_unfinished() {
+        let mut input = vec![b'x'; MAX_LINE + 3];
+        input.extend_from_slice(b"\nlast");
+        let endings: Vec<(usize, Ending)> = split_with_endings(&[&input])
+            .into_iter()
+            .map(|(l, e)| (l.len(), e))
+            .collect();
+        assert_eq!(
+            endings,
+            vec![
+                (MAX_LINE, Ending::Unfinished),
+                (3, Ending::Newline),
+                (4, Ending::Unfinished)
+            ]
+        );
+    }
+
+    #[test]
+    fn only_a_held_partial_line_is_pending() {
+        let mut splitter = LineSplitter::default();
+        splitter.push(b"done\n", |_, _| {});
+        assert!(!splitter.is_pending());
+        splitter.push(b"FATAL: x", |_, _| {});
+        assert!(splitter.is_pending());
+        splitter.finish(|_, _| {});
+        assert!(!splitter.is_pending());
     }
 
     #[test]

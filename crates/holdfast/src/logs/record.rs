@@ -2,6 +2,10 @@
 //!
 //! The tag is fixed-width so columns line up and `grep ' stderr '` finds exactly one
 //! stream.
+//!
+//! A record whose text did not end with a newline in the service's output ends with
+//! [`NO_NEWLINE`]: a piece of a line longer than [`super::MAX_LINE`], or an unfinished
+//! line written out because its run ended or its writer went quiet.
 
 use std::time::SystemTime;
 
@@ -27,6 +31,19 @@ impl Stream {
 
 pub(crate) const TAG_WIDTH: usize = 8;
 
+/// Appended to a record whose text did not end with a newline, so that a reader can tell
+/// `printf 'FATAL: x'` from `echo 'FATAL: x'`.
+pub const NO_NEWLINE: &str = " [no newline]";
+
+/// How a record's text ended in the stream it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// At a newline (holdfast's own notes always do).
+    Newline,
+    /// Without one; the record is marked with [`NO_NEWLINE`].
+    Unfinished,
+}
+
 /// A timestamp formatted once and shared by all lines read in the same chunk.
 pub(crate) struct Stamp(String);
 
@@ -42,14 +59,18 @@ impl Stamp {
 
 /// Formats one line without its trailing newline. Invalid UTF-8 is replaced (lossy) so
 /// the file stays valid UTF-8 for every reader.
-pub(crate) fn format(stamp: &Stamp, stream: Stream, text: &[u8]) -> String {
+pub(crate) fn format(stamp: &Stamp, stream: Stream, text: &[u8], ending: Ending) -> String {
     let text = String::from_utf8_lossy(text);
-    let mut line = String::with_capacity(stamp.0.len() + TAG_WIDTH + text.len() + 2);
+    let mut line =
+        String::with_capacity(stamp.0.len() + TAG_WIDTH + text.len() + NO_NEWLINE.len() + 2);
     line.push_str(&stamp.0);
     line.push(' ');
     line.push_str(stream.tag());
     line.push(' ');
     line.push_str(&text);
+    if ending == Ending::Unfinished {
+        line.push_str(NO_NEWLINE);
+    }
     line
 }
 
@@ -63,11 +84,11 @@ mod tests {
     fn lines_carry_utc_millis_and_a_fixed_width_tag() {
         let stamp = Stamp::at(UNIX_EPOCH + Duration::from_millis(1_795_000_000_123));
         assert_eq!(
-            format(&stamp, Stream::Stdout, b"hello"),
+            format(&stamp, Stream::Stdout, b"hello", Ending::Newline),
             "2026-11-18T11:06:40.123Z stdout   hello"
         );
         assert_eq!(
-            format(&stamp, Stream::Holdfast, b"started pid 42"),
+            format(&stamp, Stream::Holdfast, b"started pid 42", Ending::Newline),
             "2026-11-18T11:06:40.123Z holdfast started pid 42"
         );
         for stream in [Stream::Stdout, Stream::Stderr, Stream::Holdfast] {
@@ -76,8 +97,20 @@ mod tests {
     }
 
     #[test]
+    fn a_record_without_its_newline_is_marked() {
+        let stamp = Stamp::at(UNIX_EPOCH);
+        assert!(
+            format(&stamp, Stream::Stdout, b"FATAL: x", Ending::Unfinished)
+                .ends_with("stdout   FATAL: x [no newline]")
+        );
+    }
+
+    #[test]
     fn invalid_utf8_is_written_lossily() {
         let stamp = Stamp::at(UNIX_EPOCH);
-        assert!(format(&stamp, Stream::Stderr, b"a\xffb").ends_with("stderr   a\u{fffd}b"));
+        assert!(
+            format(&stamp, Stream::Stderr, b"a\xffb", Ending::Newline)
+                .ends_with("stderr   a\u{fffd}b")
+        );
     }
 }

@@ -272,6 +272,32 @@ fn rlimit_name(resource: u32) -> String {
     name.to_owned()
 }
 
+/// Whether `errno` says the calling process (holdfast) is short of descriptors, memory
+/// or processes, rather than that something about the service is wrong.
+pub fn is_resource_shortage(errno: Errno) -> bool {
+    matches!(
+        errno,
+        Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM | Errno::EAGAIN
+    )
+}
+
+impl SpawnError {
+    /// Whether a step holdfast runs for itself (opening `/dev/null`, the error pipe,
+    /// creating the child) failed for lack of holdfast's own resources. Steps the child
+    /// runs on the service's behalf are the service's, whatever their errno (a `pids`
+    /// limit of its cgroup, an exec that needs more memory than allowed).
+    pub fn is_holdfast_resource_shortage(&self) -> bool {
+        let holdfasts_own = matches!(
+            self.stage,
+            SpawnStage::OpenDevNull
+                | SpawnStage::ErrorPipe
+                | SpawnStage::Fork
+                | SpawnStage::ReadErrorPipe
+        );
+        holdfasts_own && is_resource_shortage(self.source)
+    }
+}
+
 fn err(stage: SpawnStage, source: Errno) -> SpawnError {
     SpawnError { stage, source }
 }
@@ -1212,6 +1238,22 @@ mod tests {
         unsafe { write_decimal(out.as_mut_ptr(), value) };
         let end = out.iter().position(|&b| b == 0).expect("NUL terminator");
         String::from_utf8(out[..end].to_vec()).expect("ascii digits")
+    }
+
+    #[test]
+    fn only_holdfasts_own_steps_short_of_resources_are_its_fault() {
+        let blamed = |stage, errno| err(stage, errno).is_holdfast_resource_shortage();
+        assert!(blamed(SpawnStage::ErrorPipe, Errno::EMFILE));
+        assert!(blamed(SpawnStage::OpenDevNull, Errno::ENFILE));
+        assert!(blamed(SpawnStage::Fork, Errno::EAGAIN));
+        assert!(blamed(SpawnStage::Fork, Errno::ENOMEM));
+        assert!(!blamed(SpawnStage::Fork, Errno::EPERM), "not a shortage");
+        let exec = SpawnStage::Exec {
+            program: PathBuf::from("/bin/app"),
+        };
+        assert!(!blamed(exec, Errno::ENOMEM), "the child's step");
+        let join = SpawnStage::Setup(SetupStep::JoinCgroup);
+        assert!(!blamed(join, Errno::EAGAIN), "the service's pids limit");
     }
 
     #[test]

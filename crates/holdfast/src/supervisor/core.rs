@@ -13,7 +13,9 @@ use nix::unistd::Pid;
 
 use super::event::{Event, EventKind};
 use super::reload;
-use super::service::{AfterStop, FailReason, KillScope, RunId, Service, StartDue, State};
+use super::service::{
+    AfterStop, FailReason, KillScope, RunId, Service, SpawnFailure, StartDue, State,
+};
 use crate::control::protocol::{ControlError, ErrorKind, ReloadPlan};
 use crate::health::ProbeOutcome;
 use crate::model::{ExitStatus, Plan, ServiceName, ServiceSpec};
@@ -32,7 +34,7 @@ pub enum Input {
     SpawnFailed {
         service: ServiceName,
         run: RunId,
-        error: String,
+        error: SpawnFailure,
     },
     /// The main process of `run` was reaped; `group_alive` says whether other members of
     /// its process group remain.

@@ -18,9 +18,11 @@ use super::core::{Command, Effect, Input, Supervisor, state_name};
 use super::event::{Event, EventKind};
 use super::hooks::{HookRunner, Note};
 use super::recipe::Recipe;
-use super::service::{Cause, Escalation, KILL_WAIT, KillScope, RunId, Service, State};
+use super::service::{
+    Cause, Escalation, KILL_WAIT, KillScope, RunId, Service, SpawnFailure, State,
+};
 use super::startup;
-use crate::cgroup::{self, Cgroups, ServiceCgroup};
+use crate::cgroup::{self, CgroupError, Cgroups, ServiceCgroup};
 use crate::config;
 use crate::control::protocol::{
     ControlError, DaemonStatus, ErrorKind, ExitInfo, HealthStatus, Reply, Request, ServiceStatus,
@@ -484,6 +486,10 @@ impl Shell {
     /// The main process of `run` ended with `status`: the exit input, with an OOM kill
     /// recognised and the run remembered as lingering while processes remain.
     fn main_exited(&mut self, service: ServiceName, run: RunId, status: ExitStatus) -> Input {
+        // Its last words (an unfinished line) go before the note of its exit.
+        if let Some(capture) = self.captures.get(&service) {
+            capture.end_run();
+        }
         let group_alive = self.run_alive(&service, run);
         let status = self.classify(&service, status);
         if group_alive {
@@ -645,15 +651,24 @@ impl Shell {
         &mut self,
         name: &ServiceName,
         spec: &ServiceSpec,
-    ) -> Result<(Pid, Option<std::os::fd::OwnedFd>), String> {
-        self.prepare_cgroup(name, spec)?;
+    ) -> Result<(Pid, Option<std::os::fd::OwnedFd>), SpawnFailure> {
+        self.prepare_cgroup(name, spec)
+            .map_err(SpawnFailure::Service)?;
         let log_dir = &self.sup.plan().daemon.log_dir;
         let capture = match self.captures.entry(name.clone()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                Capture::open(log_dir, name, spec.log)
-                    .map_err(|e| format!("cannot capture output in {}: {e}", log_dir.display()))?,
-            ),
+            std::collections::hash_map::Entry::Occupied(e) => {
+                // Whatever the previous run's leftover processes wrote is its output, not
+                // this run's.
+                let capture = e.into_mut();
+                capture.end_run();
+                capture
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Capture::open(log_dir, name, spec.log).map_err(|e| {
+                    let message = format!("cannot capture output in {}: {e}", log_dir.display());
+                    io_failure(&e, message)
+                })?)
+            }
         };
         capture.set_spec(spec.log);
         let Recipe { mut env, rlimits } = self.recipe(spec);
@@ -674,8 +689,11 @@ impl Shell {
         }
         let ready_pipe = match spec.ready {
             Readiness::Fd(fd) => {
-                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                    .map_err(|e| format!("cannot create the readiness pipe: {e}"))?;
+                let (read, write) =
+                    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+                        let message = format!("cannot create the readiness pipe: {e}");
+                        spawn_failure(spawn::is_resource_shortage(e), message)
+                    })?;
                 Some((read, write, fd))
             }
             _ => None,
@@ -686,7 +704,10 @@ impl Shell {
             .collect();
         let privileges = &spec.privileges;
         let procs = match self.service_cgroups.get(name) {
-            Some(attached) => attached.cgroup.open_procs().map_err(|e| e.to_string())?,
+            Some(attached) => attached.cgroup.open_procs().map_err(|e| match &e {
+                CgroupError::Io { source, .. } => io_failure(source, e.to_string()),
+                _ => SpawnFailure::Service(e.to_string()),
+            })?,
             None => Vec::new(),
         };
         let procs: Vec<std::os::fd::BorrowedFd<'_>> = procs.iter().map(AsFd::as_fd).collect();
@@ -714,7 +735,7 @@ impl Shell {
         };
         let pid = spawn::spawn(&request)
             .map(|spawned| spawned.pid)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| spawn_failure(e.is_holdfast_resource_shortage(), e.to_string()))?;
         // Our copy of the write end goes, so the reader sees EOF once the service closes
         // its copy without writing a newline.
         Ok((pid, ready_pipe.map(|(read, _, _)| read)))
@@ -1182,6 +1203,21 @@ impl Shell {
             _ => None,
         }
     }
+}
+
+/// A failed spawn step, blamed on holdfast when it ran short of its own resources.
+fn spawn_failure(holdfast_short: bool, message: String) -> SpawnFailure {
+    if holdfast_short {
+        SpawnFailure::HoldfastResources(message)
+    } else {
+        SpawnFailure::Service(message)
+    }
+}
+
+/// A spawn step's I/O error: holdfast's fault when its errno is a resource shortage.
+fn io_failure(error: &std::io::Error, message: String) -> SpawnFailure {
+    let errno = error.raw_os_error().map(nix::errno::Errno::from_raw);
+    spawn_failure(errno.is_some_and(spawn::is_resource_shortage), message)
 }
 
 pub fn log_path(log_dir: &Path, name: &ServiceName) -> String {

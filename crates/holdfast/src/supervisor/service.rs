@@ -24,6 +24,9 @@ use crate::notify::NotifyMsg;
 
 /// How long to wait for a group to disappear after SIGKILL before giving up on it.
 pub const KILL_WAIT: Duration = Duration::from_secs(5);
+/// Delay before retrying a spawn that failed because holdfast itself was short of
+/// descriptors, memory or processes (see [`SpawnFailure::HoldfastResources`]).
+pub const RESOURCE_RETRY: Duration = Duration::from_secs(1);
 
 /// Identifies one spawn of one service. Exits and timers carry it; stale ones (from an
 /// earlier run) are dropped, so a late event can never act on a newer process.
@@ -126,6 +129,31 @@ pub enum FailReason {
     /// `[service.X.exit_codes]` says to stop and record the exit for review; only a
     /// start by hand (or `quarantine release`) brings the service back.
     Quarantined(Cause),
+}
+
+/// Why a spawn failed, which decides who is to blame for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpawnFailure {
+    /// Something about the service (its program, user, directory, limits): a failed
+    /// start like a crash, under its restart policy and start limit.
+    Service(String),
+    /// holdfast itself was short of descriptors, memory or processes (EMFILE, ENFILE,
+    /// ENOMEM, EAGAIN while creating pipes or the child): not the service's fault. It is
+    /// retried after [`RESOURCE_RETRY`], whatever its restart policy, without counting
+    /// against its start limit, so that a passing shortage (a connection flood) cannot
+    /// leave it failed for good.
+    HoldfastResources(String),
+}
+
+impl fmt::Display for SpawnFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnFailure::Service(error) => write!(f, "{error}"),
+            SpawnFailure::HoldfastResources(error) => {
+                write!(f, "{error} (holdfast is short of resources; retrying)")
+            }
+        }
+    }
 }
 
 /// What ended a run.
@@ -624,16 +652,36 @@ impl Service {
         effects
     }
 
-    pub fn spawn_failed(&mut self, run: RunId, error: String, now: Instant) -> Vec<Effect> {
+    pub fn spawn_failed(&mut self, run: RunId, failure: SpawnFailure, now: Instant) -> Vec<Effect> {
         if self.state != (State::Launching { run }) {
             return Vec::new();
         }
         let mut effects = vec![self.emit(EventKind::SpawnFailed {
             run,
-            error: error.clone(),
+            error: failure.to_string(),
         })];
-        effects.extend(self.after_run(Cause::SpawnFailed(error), now, false));
+        match failure {
+            SpawnFailure::Service(error) => {
+                effects.extend(self.after_run(Cause::SpawnFailed(error), now, false));
+            }
+            SpawnFailure::HoldfastResources(_) => effects.extend(self.retry_spawn(now)),
+        }
         effects
+    }
+
+    /// holdfast's own shortage stopped the spawn: try again later, leaving the restart
+    /// policy, the start limit and the backoff attempt untouched.
+    fn retry_spawn(&mut self, now: Instant) -> Vec<Effect> {
+        self.enter(
+            State::Backoff {
+                until: now + RESOURCE_RETRY,
+            },
+            now,
+        );
+        vec![self.emit(EventKind::RestartScheduled {
+            delay: RESOURCE_RETRY,
+            attempt: self.attempt,
+        })]
     }
 
     /// The main process of `run` was reaped. `group_alive`: other processes of its group

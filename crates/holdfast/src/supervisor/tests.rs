@@ -19,7 +19,7 @@ mod restart;
 mod shutdown;
 mod stop;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::event::{Event, EventKind};
-use super::service::{RunId, Service, State};
+use super::service::{RunId, Service, SpawnFailure, State};
 use super::{Command, Effect, Input, Supervisor, state_name};
 use crate::control::protocol::{ControlError, ReloadPlan};
 use crate::model::{
@@ -176,8 +176,8 @@ struct Harness {
     sup: Supervisor,
     now: Instant,
     next_pid: i32,
-    /// Services whose spawns fail until `heal_spawns`.
-    failing: BTreeSet<ServiceName>,
+    /// Services whose spawns fail (and how) until `heal_spawns`.
+    failing: BTreeMap<ServiceName, SpawnFailure>,
     exit_seen: bool,
 }
 
@@ -192,7 +192,7 @@ impl Harness {
             sup: Supervisor::new(plan(specs), now, seed),
             now,
             next_pid: 100,
-            failing: BTreeSet::new(),
+            failing: BTreeMap::new(),
             exit_seen: false,
         }
     }
@@ -228,7 +228,16 @@ impl Harness {
     }
 
     fn fail_spawns(&mut self, n: &str) {
-        self.failing.insert(name(n));
+        let failure = SpawnFailure::Service("exec: no such file or directory".to_owned());
+        self.failing.insert(name(n), failure);
+    }
+
+    /// Spawns of `n` fail because holdfast is out of descriptors, until `heal_spawns`.
+    fn starve_spawns(&mut self, n: &str) {
+        let failure = SpawnFailure::HoldfastResources(
+            "create error pipe: EMFILE: Too many open files".to_owned(),
+        );
+        self.failing.insert(name(n), failure);
     }
 
     fn heal_spawns(&mut self, n: &str) {
@@ -249,11 +258,11 @@ impl Harness {
             match &effect {
                 Effect::Spawn { service, run, spec } => {
                     assert_eq!(&spec.name, service, "a spawn carries its own spec");
-                    let input = if self.failing.contains(service) {
+                    let input = if let Some(failure) = self.failing.get(service) {
                         Input::SpawnFailed {
                             service: service.clone(),
                             run: *run,
-                            error: "exec: no such file or directory".to_owned(),
+                            error: failure.clone(),
                         }
                     } else {
                         self.next_pid += 1;

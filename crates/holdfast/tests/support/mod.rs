@@ -178,6 +178,13 @@ impl Daemon {
         )
     }
 
+    /// Like `start`, but holdfast runs with both limits of `RLIMIT_NOFILE` set to `limit`
+    /// (holdfast raises its soft limit to the hard one, so that is what it gets).
+    pub fn start_with_nofile(services_toml: &str, limit: u64) -> Daemon {
+        let nofile = format!("--nofile={limit}:{limit}");
+        Self::launch(services_toml, &["prlimit", &nofile, "--"])
+    }
+
     fn launch(services_toml: &str, launcher: &[&str]) -> Daemon {
         Self::launch_with_env(services_toml, launcher, &[])
     }

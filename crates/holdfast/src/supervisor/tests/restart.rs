@@ -295,6 +295,32 @@ fn spawn_failures_count_towards_the_start_limit() {
 }
 
 #[test]
+fn spawns_failing_for_holdfasts_own_resources_are_retried_without_counting() {
+    let mut h = Harness::new([with_restart(RestartPolicy::No, limited())]);
+    h.starve_spawns("a");
+    assert_eq!(
+        labels(&h.feed(Input::Boot)),
+        ["spawn a", "a SpawnFailed", "a RestartScheduled"],
+        "not the service's fault: retried even with restart = \"no\""
+    );
+    let effects = h.advance(ms(999));
+    assert!(spawns(&effects).is_empty(), "not before RESOURCE_RETRY");
+    // A minute of EMFILE: one retry per second, far past a start limit of 3 in 10 s.
+    let effects = h.advance(secs(60));
+    assert_eq!(spawns(&effects).len(), 60, "one retry per RESOURCE_RETRY");
+    assert_eq!(h.state("a"), "backoff", "never failed");
+
+    h.heal_spawns("a");
+    assert_eq!(labels(&h.advance(secs(1))), ["spawn a", "a Spawned"]);
+    let effects = h.crash_after("a", ms(1500));
+    assert_eq!(
+        labels(&effects),
+        ["a Started", "a Exited", "a GaveUp"],
+        "the service's own policy applies again once it ran"
+    );
+}
+
+#[test]
 fn crashes_spread_over_more_than_the_interval_never_hit_the_limit() {
     let mut h = Harness::booted([limited()]);
     for crash in 1..=20 {
