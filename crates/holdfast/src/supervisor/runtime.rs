@@ -128,6 +128,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         dev_null: dev_null.into(),
         mains: HashMap::new(),
         unclaimed: VecDeque::new(),
+        announced: HashMap::new(),
         watchers: HashMap::new(),
         inputs_tx,
         notify_path: notify_path.clone(),
@@ -261,6 +262,9 @@ struct Shell {
     mains: HashMap<Pid, (ServiceName, RunId)>,
     /// Recently reaped pids that matched nothing (see [`UNCLAIMED_KEPT`]).
     unclaimed: VecDeque<reap::Reaped>,
+    /// Main pids learned from `MAINPID=` or a pidfile, with the reap count when they were
+    /// seen alive: a reap of the pid numbered no later was of an earlier process.
+    announced: HashMap<Pid, reap::ReapSeq>,
     /// Start-up watchers (readiness probes, pidfile reading), one per starting run.
     watchers: HashMap<ServiceName, (RunId, tokio::task::JoinHandle<()>)>,
     /// Where watchers send their findings.
@@ -362,8 +366,13 @@ impl Shell {
                     status,
                     reason,
                 } => self.quarantine(&service, status, reason),
-                Effect::MainPid { service, run, pid } => {
-                    if let Some(input) = self.main_pid(service, run, pid) {
+                Effect::MainPid {
+                    service,
+                    run,
+                    pid,
+                    alive_at,
+                } => {
+                    if let Some(input) = self.main_pid(service, run, pid, alive_at) {
                         queue.extend(self.sup.handle(input, Instant::now()));
                     }
                 }
@@ -377,13 +386,27 @@ impl Shell {
         exit
     }
 
-    /// `pid` is now the main process of `run`. Returns its exit if it was already reaped.
-    fn main_pid(&mut self, service: ServiceName, run: RunId, pid: Pid) -> Option<Input> {
+    /// `pid` is now the main process of `run`. Returns its exit if it was already reaped:
+    /// only a reap after `alive_at` can be, an earlier one was of an earlier process.
+    fn main_pid(
+        &mut self,
+        service: ServiceName,
+        run: RunId,
+        pid: Pid,
+        alive_at: reap::ReapSeq,
+    ) -> Option<Input> {
         self.mains.retain(|_, (_, r)| *r != run);
-        if let Some(i) = self.unclaimed.iter().position(|r| r.pid == pid) {
+        let mains = &self.mains;
+        self.announced.retain(|p, _| mains.contains_key(p));
+        let exit = self
+            .unclaimed
+            .iter()
+            .position(|r| r.pid == pid && r.seq > alive_at);
+        if let Some(i) = exit {
             let reaped = self.unclaimed.remove(i).expect("position is in range");
             return Some(self.main_exited(service, run, reaped.status));
         }
+        self.announced.insert(pid, alive_at);
         if let Ok(stat) = crate::process::proc_stat(pid) {
             self.groups
                 .entry(stat.pgid)
@@ -530,6 +553,8 @@ impl Shell {
             );
             return None;
         };
+        // Before the liveness check of `MAINPID=` (see `ReapSeq::latest`).
+        let alive_at = reap::ReapSeq::latest();
         let mut msgs = notify::parse(&datagram.text);
         msgs.retain(|msg| match msg {
             NotifyMsg::MainPid(pid) => {
@@ -548,7 +573,12 @@ impl Shell {
         if msgs.is_empty() {
             return None;
         }
-        Some(Input::Notify { service, run, msgs })
+        Some(Input::Notify {
+            service,
+            run,
+            msgs,
+            alive_at,
+        })
     }
 
     /// holdfast's own `READY=1` (once every autostart service is up or has given up),
@@ -876,8 +906,17 @@ impl Shell {
                 outcome: probe::exec_outcome(reaped.status),
             }];
         }
-        if let Some((service, run)) = self.mains.remove(&reaped.pid) {
-            return vec![self.main_exited(service, run, reaped.status)];
+        // A reap no later than an announced main pid was seen alive is of an earlier
+        // process that had the same pid.
+        let earlier = self
+            .announced
+            .get(&reaped.pid)
+            .is_some_and(|alive_at| reaped.seq <= *alive_at);
+        if !earlier {
+            if let Some((service, run)) = self.mains.remove(&reaped.pid) {
+                self.announced.remove(&reaped.pid);
+                return vec![self.main_exited(service, run, reaped.status)];
+            }
         }
         // The run of this process's group, and every run still waiting for its last
         // process (which may be in the cgroup only): which of them are empty now?
@@ -890,6 +929,11 @@ impl Shell {
             Some(owner) if !runs.contains(&owner) => runs.push(owner),
             Some(_) => {}
             None if runs.is_empty() => {
+                tracing::debug!(
+                    pid = %reaped.pid,
+                    "reaped a process claimed by nothing ({})",
+                    reaped.status
+                );
                 if self.unclaimed.len() == UNCLAIMED_KEPT {
                     self.unclaimed.pop_front();
                 }

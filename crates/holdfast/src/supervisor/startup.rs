@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use super::core::Input;
 use super::service::RunId;
 use crate::model::ServiceName;
+use crate::process::reap::ReapSeq;
 
 /// Pause between two attempts of a readiness probe or pidfile read.
 pub const RETRY: Duration = Duration::from_millis(100);
@@ -118,13 +119,18 @@ pub fn fd(target: Target, pipe: OwnedFd) -> JoinHandle<()> {
 pub fn pidfile(target: Target, path: PathBuf, leader: Pid, me: Pid) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            if let Some(pid) = read_pidfile(&path).filter(|pid| belongs(*pid, leader, me)) {
-                let _ = target.tx.send(Input::Adopted {
-                    service: target.service.clone(),
-                    run: target.run,
-                    pid,
-                });
-                return;
+            if let Some(pid) = read_pidfile(&path) {
+                // Before the liveness check (see `ReapSeq::latest`).
+                let alive_at = ReapSeq::latest();
+                if belongs(pid, leader, me) {
+                    let _ = target.tx.send(Input::Adopted {
+                        service: target.service.clone(),
+                        run: target.run,
+                        pid,
+                        alive_at,
+                    });
+                    return;
+                }
             }
             tokio::time::sleep(RETRY).await;
         }
