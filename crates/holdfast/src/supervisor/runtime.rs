@@ -273,8 +273,8 @@ struct Shell {
     /// holdfast's own sd_notify reports to whoever started it.
     upstream: Upstream,
     /// Exec probes in flight, by pid (also their process group): their exit, reported by
-    /// the reaper like any child's, is the probe's result.
-    probes: HashMap<Pid, (ServiceName, RunId)>,
+    /// the reaper like any child's, decides the probe's result.
+    probes: HashMap<Pid, ExecProbe>,
     /// Results of network probes and timeouts of exec probes, from their tasks.
     probe_tx: mpsc::UnboundedSender<ProbeMsg>,
     /// Output of exec probes goes nowhere (their exit status is the result).
@@ -293,12 +293,19 @@ struct Shell {
     nofile: Option<limits::NofileBaseline>,
 }
 
+/// An exec probe in flight.
+struct ExecProbe {
+    service: ServiceName,
+    run: RunId,
+    deadline: probe::ExecDeadline,
+}
+
 /// What probe tasks report to the runtime loop.
 #[derive(Debug)]
 enum ProbeMsg {
     /// A network probe finished (or timed out).
     Done(Input),
-    /// An exec probe's timeout passed; if it is still in flight, it is killed and failed.
+    /// An exec probe's timeout passed; if it is not reaped yet, it is killed.
     ExecTimedOut { pid: Pid, timeout: Duration },
 }
 
@@ -770,7 +777,13 @@ impl Shell {
         };
         match spawn::spawn(&request) {
             Ok(spawned) => {
-                self.probes.insert(spawned.pid, (service, run));
+                let deadline = probe::ExecDeadline::NotReached;
+                let exec = ExecProbe {
+                    service,
+                    run,
+                    deadline,
+                };
+                self.probes.insert(spawned.pid, exec);
                 let tx = self.probe_tx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(timeout).await;
@@ -795,17 +808,21 @@ impl Shell {
         match msg {
             ProbeMsg::Done(input) => Some(input),
             ProbeMsg::ExecTimedOut { pid, timeout } => {
-                // Still in the map: not reaped yet (the reaper's report, if already
-                // queued, will find no entry and be ignored), so the group still exists.
-                let (service, run) = self.probes.remove(&pid)?;
-                if let Err(e) = group::signal_group(pid, nix::sys::signal::Signal::SIGKILL) {
-                    tracing::warn!("{service}: failed to kill timed-out probe {pid}: {e}");
+                // Not in the map: its exit was handled already. In the map, it may still
+                // have been reaped just now (the report is on its way): the group is
+                // only killed while the reaper is held off from freeing the pid, and
+                // the result is decided when the reap arrives.
+                let exec = self.probes.get_mut(&pid)?;
+                let kill = || group::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                match reap::while_unreaped(pid, kill) {
+                    Some(Ok(_)) => exec.deadline = probe::ExecDeadline::KilledAfter(timeout),
+                    Some(Err(e)) => tracing::warn!(
+                        "{}: failed to kill timed-out probe {pid}: {e}",
+                        exec.service
+                    ),
+                    None => {}
                 }
-                Some(Input::ProbeResult {
-                    service,
-                    run,
-                    outcome: probe::timed_out(timeout),
-                })
+                None
             }
         }
     }
@@ -899,11 +916,11 @@ impl Shell {
             self.publish(&event);
             return Vec::new();
         }
-        if let Some((service, run)) = self.probes.remove(&reaped.pid) {
+        if let Some(exec) = self.probes.remove(&reaped.pid) {
             return vec![Input::ProbeResult {
-                service,
-                run,
-                outcome: probe::exec_outcome(reaped.status),
+                service: exec.service,
+                run: exec.run,
+                outcome: probe::exec_verdict(exec.deadline, reaped.status),
             }];
         }
         // A reap no later than an announced main pid was seen alive is of an earlier
