@@ -87,8 +87,9 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     .map_err(setup("control socket"))?;
     let notify_path = notify::server::socket_path(&daemon.state_dir);
     let notify_socket = notify::server::bind(&notify_path).map_err(setup("notify socket"))?;
-    let (notes_tx, mut notes) = mpsc::unbounded_channel();
-    let notify_task = notify::server::serve(notify_socket, notes_tx);
+    let (notes_tx, mut notes) = mpsc::channel(notify::server::QUEUE);
+    let senders = notify::server::Senders::default();
+    let notify_task = notify::server::serve(notify_socket, senders.clone(), notes_tx);
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
     let upstream = Upstream::from_env();
     let mut upstream_ping = upstream.ping_interval().map(tokio::time::interval);
@@ -132,6 +133,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         watchers: HashMap::new(),
         inputs_tx,
         notify_path: notify_path.clone(),
+        senders,
         upstream,
         cgroups,
         service_cgroups: HashMap::new(),
@@ -270,6 +272,9 @@ struct Shell {
     /// Where watchers send their findings.
     inputs_tx: mpsc::UnboundedSender<Input>,
     notify_path: PathBuf,
+    /// Who may notify, as far as the notify socket's task needs to know (see
+    /// [`Shell::publish_senders`]).
+    senders: notify::server::Senders,
     /// holdfast's own sd_notify reports to whoever started it.
     upstream: Upstream,
     /// Exec probes in flight, by pid (also their process group): their exit, reported by
@@ -420,7 +425,16 @@ impl Shell {
                 .or_insert_with(|| (service.clone(), run));
         }
         self.mains.insert(pid, (service, run));
+        self.publish_senders();
         None
+    }
+
+    /// Tells the notify socket's task the groups and main pids of services, so that it
+    /// drops everyone else's datagrams. Called wherever one is added (removals may wait:
+    /// a stale entry only lets a datagram through to `on_notify`).
+    fn publish_senders(&self) {
+        let ids = self.groups.keys().chain(self.mains.keys()).copied();
+        self.senders.set(ids);
     }
 
     fn read_pidfile(&mut self, service: ServiceName, run: RunId, path: PathBuf) {
@@ -618,6 +632,7 @@ impl Shell {
             Ok((pid, ready_pipe)) => {
                 self.groups.insert(pid, (service.clone(), run));
                 self.mains.insert(pid, (service.clone(), run));
+                self.publish_senders();
                 let target = self.target(&service, run);
                 let watcher = match &spec.ready {
                     Readiness::Tcp(addr) => Some(startup::tcp(target, *addr)),
@@ -716,9 +731,15 @@ impl Shell {
                 no_new_privs: privileges.no_new_privs,
             },
         };
-        let pid = spawn::spawn(&request)
-            .map(|spawned| spawned.pid)
-            .map_err(|e| e.to_string())?;
+        let pid = {
+            // The child may notify before `spawn` returns its pid.
+            let _spawning = self.senders.spawning();
+            let pid = spawn::spawn(&request)
+                .map(|spawned| spawned.pid)
+                .map_err(|e| e.to_string())?;
+            self.senders.admit(pid);
+            pid
+        };
         // Our copy of the write end goes, so the reader sees EOF once the service closes
         // its copy without writing a newline.
         Ok((pid, ready_pipe.map(|(read, _, _)| read)))
