@@ -36,7 +36,8 @@ use crate::process::{group, limits, reap, spawn};
 use crate::quarantine;
 
 /// Reaped pids that matched no service, remembered briefly: a main pid learned from
-/// `MAINPID=` or a pidfile may already have been reaped when the core adopts it.
+/// `MAINPID=` or a pidfile may already have been reaped when the core adopts it. Only a
+/// reap numbered after the pid was seen alive is its exit (the pid may have been reused).
 const UNCLAIMED_KEPT: usize = 64;
 
 /// Variables of holdfast's own environment that describe holdfast's situation, not the
