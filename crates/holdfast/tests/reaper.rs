@@ -117,6 +117,13 @@ async fn the_reaper_reports_every_exit_with_status_and_group() {
     assert!(first.seq < second.seq, "{first:?} then {second:?}");
     assert!(second.seq <= reap::ReapSeq::latest());
 
+    // A child can be acted on while it is not reaped, and not once it is.
+    let sleeper = sh("exec sleep 1000", quiet);
+    assert_eq!(reap::while_unreaped(sleeper, || "alive"), Some("alive"));
+    nix::sys::signal::kill(sleeper, Signal::SIGKILL).expect("kill the sleeper");
+    exits.of(sleeper).await;
+    assert_eq!(reap::while_unreaped(sleeper, || "reaped"), None);
+
     // Death by signal.
     let killed = sh("kill -KILL $$", quiet);
     assert_eq!(
