@@ -1,5 +1,6 @@
 //! Deliberate failures: exit codes, panics, segfaults, hangs, memory growth and stray
-//! grandchildren. Each is reachable from the command line and over HTTP.
+//! grandchildren. Each is reachable from the command line and over HTTP. Also a
+//! notify-socket flood (command line only), an attack rather than a failure.
 //!
 //! Choices worth knowing:
 //! - A panic anywhere ends the process (exit code 101) via [`install_panic_hook`], with
@@ -12,6 +13,8 @@
 
 use std::{
     io,
+    os::unix::net::UnixDatagram,
+    path::Path,
     process::{Command, Stdio},
     sync::Arc,
     time::Duration,
@@ -120,6 +123,20 @@ pub fn grandchild_main(ignore_sigterm: bool) -> ! {
     }
     loop {
         std::thread::park();
+    }
+}
+
+/// The `--flood-notify` mode: an attacker (any local user may write to a notify socket)
+/// sending junk notifications as fast as the socket takes them. A full socket buffer
+/// blocks the send, which is the receiver's pace; a missing socket is retried.
+pub fn flood_notify(path: &Path) -> ! {
+    let socket = UnixDatagram::unbound().unwrap_or_else(|error| {
+        eprintln!("demo-app: failed to create a datagram socket: {error}");
+        std::process::exit(1)
+    });
+    println!("flooding {} with junk notifications", path.display());
+    loop {
+        let _ = socket.send_to(b"READY=1\nSTATUS=junk from a flood\nMAINPID=2", path);
     }
 }
 

@@ -134,6 +134,11 @@ pub struct Args {
     )]
     pub flood_connections: usize,
 
+    /// Instead of serving, send junk datagrams to this unix datagram socket (a
+    /// service manager's NOTIFY_SOCKET) as fast as it takes them, for ever
+    #[arg(long, value_name = "PATH", help_heading = "Attacks")]
+    pub flood_notify: Option<PathBuf>,
+
     /// Internal: run as the grandchild spawned by --fork-grandchild and /fork
     #[arg(long, hide = true)]
     pub grandchild: bool,

@@ -34,6 +34,9 @@ fn main() -> ExitCode {
     if args.grandchild {
         chaos::grandchild_main(args.ignore_sigterm);
     }
+    if let Some(path) = &args.flood_notify {
+        chaos::flood_notify(path);
+    }
     if args.exit_immediately {
         if let Some(path) = &args.timestamp_file
             && args.timestamp_exit

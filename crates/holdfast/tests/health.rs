@@ -216,3 +216,65 @@ recover = { successes = 3 }
         "leftover probe processes: {sleepers:?}"
     );
 }
+
+#[test]
+fn an_exec_probe_exiting_at_its_timeout_is_judged_by_its_exit_and_not_signalled_after_reaping() {
+    // holdfast is stopped while each probe runs past its timeout and exits 0, so the
+    // probe's exit and its timeout reach holdfast together, in either order. The probe
+    // ended on its own (no SIGKILL of ours ended it): its result is its exit. It must
+    // not be signalled once reaped, and its exit must not be left over as nobody's.
+    let d = Daemon::start_with_env(
+        r#"
+[service.worker]
+command = ["sleep", "3600"]
+
+[service.worker.health]
+exec = ["sleep", "1.3"]
+interval = "1s"
+timeout = "1s"
+unhealthy = { failures = 1000, within = "1s", action = "none" }
+"#,
+        &[("HOLDFAST_LOG", "debug")],
+    );
+    let holdfast = d.host_pid();
+    let worker = d
+        .wait_for_service("worker", "is running", |s| s.state == "running")
+        .pid
+        .expect("a running service has a pid");
+    let mut last_probe = None;
+    const ROUNDS: u64 = 6;
+    for round in 1..=ROUNDS {
+        let mut probe = None;
+        d.wait_until("a probe runs", |_| {
+            probe = support::children(holdfast)
+                .into_iter()
+                .find(|&p| p != worker && Some(p) != last_probe && !support::is_zombie(p));
+            probe.is_some()
+        });
+        let probe = probe.expect("found above");
+        last_probe = Some(probe);
+        let pid = Pid::from_raw(holdfast as i32);
+        kill(pid, Signal::SIGSTOP).expect("stop holdfast");
+        support::wait_until("the probe exits while holdfast is stopped", || {
+            support::is_zombie(probe)
+        });
+        kill(pid, Signal::SIGCONT).expect("continue holdfast");
+        d.wait_for_service("worker", "has the probe's result", |s| {
+            s.health.as_ref().is_some_and(|h| h.probes >= round)
+        });
+    }
+    let h = d.service("worker").health.expect("health is reported");
+    assert_eq!(h.last_error, None, "no probe was judged timed out: {h:?}");
+    assert_eq!(u64::from(h.successes), h.probes, "{h:?}");
+    let log = d.stderr();
+    for line in log.lines() {
+        assert!(
+            !line.contains("failed to kill timed-out probe"),
+            "a probe was signalled after it was reaped: {line}"
+        );
+        assert!(
+            !line.contains("claimed by nothing"),
+            "a probe's exit was left over as nobody's: {line}"
+        );
+    }
+}

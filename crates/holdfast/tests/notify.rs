@@ -379,3 +379,104 @@ start_secs = "0s"
     });
     assert!(!d.has_exited(), "the daemon is still up");
 }
+
+const TEST_USER: &str = "holdfast-test";
+
+/// `(uid, gid)` of the unprivileged test user, creating it once if needed (as
+/// scripts/install-deps and the privilege tests do).
+fn test_user() -> (u32, u32) {
+    let id = |flag: &str| {
+        let out = std::process::Command::new("id")
+            .args([flag, TEST_USER])
+            .output()
+            .expect("failed to run id");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u32>()
+            .ok()
+    };
+    if id("-u").is_none() {
+        // A parallel test may create it meanwhile: only `id` decides.
+        let _ = std::process::Command::new("useradd")
+            .args(["--system", "--no-create-home", TEST_USER])
+            .status();
+    }
+    (
+        id("-u").expect("the test user exists"),
+        id("-g").expect("the test user has a primary group"),
+    )
+}
+
+#[test]
+fn a_notify_socket_flood_from_another_user_does_not_starve_the_supervisor() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+
+    let (uid, gid) = test_user();
+    let d = Daemon::start_with_env(
+        r#"
+[service.notifier]
+command = ["/bin/sh", "-c", "systemd-notify --ready --status=up; exec sleep 1000"]
+ready = "notify"
+start_secs = "0s"
+"#,
+        &[("HOLDFAST_LOG", "debug")],
+    );
+    let first = d.wait_for_service("notifier", "is running", |s| s.state == "running");
+
+    // The attacker runs the demo app as another user, from a directory that user can
+    // reach (the checkout may sit under a 0700 home).
+    let bin_dir = std::env::temp_dir().join(format!("holdfast-flood-{}", d.tag()));
+    std::fs::create_dir_all(&bin_dir).expect("flood directory");
+    let flooder = bin_dir.join("demo-app");
+    std::fs::copy(support::demo_app(), &flooder).expect("copy the demo app");
+    for (path, mode) in [(&bin_dir, 0o755), (&flooder, 0o755)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .expect("make the flooder reachable");
+    }
+    for dir in [d.dir().to_path_buf(), d.dir().join("state")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .expect("make the notify socket reachable");
+    }
+    let socket = d.dir().join("state").join("notify.sock");
+    let mut flood = std::process::Command::new(&flooder)
+        .arg("--flood-notify")
+        .arg(&socket)
+        .env(support::TAG_VAR, d.tag())
+        .uid(uid)
+        .gid(gid)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the flood");
+
+    // The flood reached holdfast (pre-fix, its supervisor task logs every junk datagram).
+    d.wait_until("junk datagrams reach holdfast", |d| {
+        let log = d.stderr();
+        log.contains("dropped") || log.contains("from a process of no service")
+    });
+    // While it lasts, holdfast answers and honours the real service's READY=1.
+    let mut pid = first.pid;
+    for _ in 0..3 {
+        d.cli_ok(&["restart", "notifier"]);
+        let again = d.wait_for_service("notifier", "is running again", |s| {
+            s.state == "running" && s.pid != pid
+        });
+        pid = again.pid;
+        assert_eq!(again.status_text.as_deref(), Some("up"), "{again:?}");
+    }
+    assert!(
+        flood.try_wait().expect("poll the flooder").is_none(),
+        "the flood lasted the whole test"
+    );
+    let _ = flood.kill();
+    let _ = flood.wait();
+    let _ = std::fs::remove_dir_all(&bin_dir);
+
+    let log = d.stderr();
+    assert!(
+        !log.contains("from a process of no service"),
+        "junk reached the supervisor task instead of being dropped at the socket"
+    );
+    let summaries = log.lines().filter(|l| l.contains("dropped")).count();
+    assert!(summaries >= 1, "holdfast reports the dropped junk");
+}

@@ -52,3 +52,44 @@ start_secs = "0s"
         tagged_processes(&tag).is_empty()
     });
 }
+
+#[test]
+fn a_reused_pid_announced_as_mainpid_is_not_taken_for_an_old_exit() {
+    // `orphan` leaves a setsid'd orphan that holdfast reaps as nobody's (exit 7, pid X).
+    // `main` waits for that reap, makes the kernel hand out X again (ns_last_pid = X-1),
+    // forks a child that gets X and announces it as its main process. The old exit of X
+    // must not be taken for the new process's.
+    let daemon = Daemon::start_as_pid_1(
+        r#"
+[service.orphan]
+command = ["/bin/sh", "-c", "(setsid /bin/sh -c 'echo $$ > {DIR}/orphan.pid; exit 7' &); exec sleep 1000"]
+start_secs = "0s"
+
+[service.main]
+command = ["/bin/sh", "-c", "while [ ! -s {DIR}/orphan.pid ]; do sleep 0.02; done; x=$(cat {DIR}/orphan.pid); while [ -e /proc/$x ]; do sleep 0.02; done; echo $((x - 1)) > /proc/sys/kernel/ns_last_pid; sleep 1000 & child=$!; echo $child > {DIR}/child.pid; systemd-notify MAINPID=$child READY=1; wait"]
+ready = "notify"
+start_secs = "0s"
+"#,
+    );
+    let read_pid = |name: &str| -> Option<u32> {
+        std::fs::read_to_string(daemon.dir().join(name))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+    };
+    daemon.wait_until("main forked its child", |_| read_pid("child.pid").is_some());
+    let orphan = read_pid("orphan.pid").expect("the orphan wrote its pid");
+    let child = read_pid("child.pid").expect("main wrote its child's pid");
+    assert_eq!(
+        child, orphan,
+        "the kernel handed the reaped orphan's pid to main's child"
+    );
+    let main = daemon.wait_for_service("main", "took its announced main pid or exited", |s| {
+        s.pid == Some(child) || s.last_exit.is_some() || s.restarts > 0
+    });
+    assert_eq!(main.state, "running", "{main:?}");
+    assert_eq!(main.pid, Some(child), "{main:?}");
+    assert!(
+        main.last_exit.is_none(),
+        "no exit was recorded for the live main process: {main:?}"
+    );
+}

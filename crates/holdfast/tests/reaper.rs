@@ -100,26 +100,29 @@ async fn the_reaper_reports_every_exit_with_status_and_group() {
         rx,
         seen: HashMap::new(),
     };
+    let first = exits.of(early).await;
     assert_eq!(
-        exits.of(early).await,
-        Reaped {
-            pid: early,
-            pgid: Some(early),
-            status: ExitStatus::Exited(4)
-        },
+        (first.pid, first.pgid, first.status),
+        (early, Some(early), ExitStatus::Exited(4)),
         "exited before the reaper started"
     );
 
-    // Exit code, and the group read from the zombie.
+    // Exit code, and the group read from the zombie. Reaps are numbered in order.
     let code = sh("exit 3", quiet);
+    let second = exits.of(code).await;
     assert_eq!(
-        exits.of(code).await,
-        Reaped {
-            pid: code,
-            pgid: Some(code),
-            status: ExitStatus::Exited(3)
-        }
+        (second.pid, second.pgid, second.status),
+        (code, Some(code), ExitStatus::Exited(3))
     );
+    assert!(first.seq < second.seq, "{first:?} then {second:?}");
+    assert!(second.seq <= reap::ReapSeq::latest());
+
+    // A child can be acted on while it is not reaped, and not once it is.
+    let sleeper = sh("exec sleep 1000", quiet);
+    assert_eq!(reap::while_unreaped(sleeper, || "alive"), Some("alive"));
+    nix::sys::signal::kill(sleeper, Signal::SIGKILL).expect("kill the sleeper");
+    exits.of(sleeper).await;
+    assert_eq!(reap::while_unreaped(sleeper, || "reaped"), None);
 
     // Death by signal.
     let killed = sh("kill -KILL $$", quiet);
@@ -178,13 +181,10 @@ async fn the_reaper_reports_every_exit_with_status_and_group() {
         .expect("the grandchild's pid");
     let grandchild = Pid::from_raw(line.trim().parse().expect("a pid"));
     assert_eq!(exits.of(parent).await.status, ExitStatus::Exited(0));
+    let orphan = exits.of(grandchild).await;
     assert_eq!(
-        exits.of(grandchild).await,
-        Reaped {
-            pid: grandchild,
-            pgid: Some(parent),
-            status: ExitStatus::Exited(7)
-        },
+        (orphan.pid, orphan.pgid, orphan.status),
+        (grandchild, Some(parent), ExitStatus::Exited(7)),
         "the orphan is reaped here, in its service's group"
     );
 }

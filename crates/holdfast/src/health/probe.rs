@@ -65,6 +65,31 @@ pub async fn run(probe: &Probe, timeout: Duration) -> ProbeOutcome {
     }
 }
 
+/// Whether holdfast killed an exec probe for running past its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecDeadline {
+    /// The timeout has not passed, or the probe was already reaped when it did.
+    NotReached,
+    /// At the timeout the probe was not reaped yet: its group got SIGKILL.
+    KilledAfter(Duration),
+}
+
+/// The result of an exec probe, decided once, when it is reaped with `status`: a
+/// timeout if our SIGKILL at the timeout is what ended it, otherwise its own exit (a
+/// probe that exited just as its timeout passed was not killed by us).
+pub fn exec_verdict(deadline: ExecDeadline, status: ExitStatus) -> ProbeOutcome {
+    match (deadline, status) {
+        (
+            ExecDeadline::KilledAfter(timeout),
+            ExitStatus::Signaled {
+                signal: nix::sys::signal::Signal::SIGKILL,
+                ..
+            },
+        ) => timed_out(timeout),
+        (_, status) => exec_outcome(status),
+    }
+}
+
 /// The outcome of an exec probe whose process was reaped with `status`.
 pub fn exec_outcome(status: ExitStatus) -> ProbeOutcome {
     match status {
@@ -138,8 +163,40 @@ async fn get(authority: &str, path: &str) -> Result<(u16, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::signal::Signal;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    #[test]
+    fn an_exec_probe_is_timed_out_only_when_our_kill_ended_it() {
+        let killed = ExitStatus::Signaled {
+            signal: Signal::SIGKILL,
+            core_dumped: false,
+        };
+        let late = ExecDeadline::KilledAfter(Duration::from_secs(1));
+        assert_eq!(
+            exec_verdict(late, killed),
+            timed_out(Duration::from_secs(1))
+        );
+        // It exited on its own as the timeout passed: our SIGKILL hit a zombie.
+        assert_eq!(
+            exec_verdict(late, ExitStatus::Exited(0)),
+            ProbeOutcome::Success
+        );
+        assert_eq!(
+            exec_verdict(late, ExitStatus::Exited(2)),
+            exec_outcome(ExitStatus::Exited(2))
+        );
+        // Killed by someone else before its timeout: a failure, not a timeout.
+        assert_eq!(
+            exec_verdict(ExecDeadline::NotReached, killed),
+            exec_outcome(killed)
+        );
+        assert_eq!(
+            exec_verdict(ExecDeadline::NotReached, ExitStatus::Exited(0)),
+            ProbeOutcome::Success
+        );
+    }
 
     /// A one-shot server answering each connection with `response`, after `delay`.
     async fn server(response: &'static str, delay: Duration) -> String {

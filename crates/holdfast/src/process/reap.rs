@@ -8,8 +8,15 @@
 //! - SIGCHLD coalesces, so each wake-up reaps until no exited child is left.
 //! - Each exit is reported with the child's process group, read from `/proc` while the
 //!   child is still a zombie (`WNOWAIT`), because after reaping the pid may be reused.
+//! - Each reap is numbered ([`ReapSeq`]), the number taken before the pid is freed: a pid
+//!   seen alive when the count was N is a different process from any reap numbered N or
+//!   less, even if the number was reused since.
+//! - Reaping holds [`REAPING`]: [`while_unreaped`] holds it too, so a caller can act on
+//!   a child (signal its group) knowing the pid cannot be freed meanwhile.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use nix::errno::Errno;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
@@ -19,10 +26,47 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::model::ExitStatus;
 
+/// The number of a reap: reaps are numbered 1, 2, ... in the order they happen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReapSeq(u64);
+
+impl ReapSeq {
+    /// The number of the latest reap so far (0 before any). Read it *before* checking
+    /// that a pid is alive: that pid's own exit will be reaped with a greater number,
+    /// while a process that had the pid earlier was reaped with this one or less.
+    pub fn latest() -> ReapSeq {
+        ReapSeq(REAPS.load(Ordering::SeqCst))
+    }
+}
+
+/// Reaps so far (see [`ReapSeq`]).
+static REAPS: AtomicU64 = AtomicU64::new(0);
+
+/// Held while a child is reaped (the moment its pid is freed).
+static REAPING: Mutex<()> = Mutex::new(());
+
+/// Runs `f` if `pid` is a child that is not reaped yet (alive or a zombie), with reaping
+/// held off until `f` returns: `pid`, and the process group it leads, cannot be freed
+/// and reused meanwhile. `None` (without running `f`) once it was reaped.
+pub fn while_unreaped<R>(pid: Pid, f: impl FnOnce() -> R) -> Option<R> {
+    let _reaping = REAPING.lock().unwrap_or_else(PoisonError::into_inner);
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    loop {
+        match waitid(Id::Pid(pid), flags) {
+            Ok(_) => return Some(f()),
+            Err(Errno::EINTR) => continue,
+            // ECHILD: reaped already (or never ours).
+            Err(_) => return None,
+        }
+    }
+}
+
 /// One reaped child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reaped {
     pub pid: Pid,
+    /// When it was reaped, relative to other reaps.
+    pub seq: ReapSeq,
     /// The child's process group at the time it exited; `None` if `/proc` could not
     /// tell (it is read from the zombie just before reaping, so this is rare).
     pub pgid: Option<Pid>,
@@ -92,10 +136,21 @@ fn reap_one() -> Option<Reaped> {
         };
         // Still a zombie (WNOWAIT): its /proc entry, with the group, is still there.
         let pgid = super::proc_stat(pid).ok().map(|stat| stat.pgid);
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        let (seq, reaped) = {
+            let _reaping = REAPING.lock().unwrap_or_else(PoisonError::into_inner);
+            // Numbered before the pid is freed (a number may go unused).
+            let seq = ReapSeq(REAPS.fetch_add(1, Ordering::SeqCst) + 1);
+            (seq, waitpid(pid, Some(WaitPidFlag::WNOHANG)))
+        };
+        match reaped {
             Ok(status) => {
                 if let Some(status) = exit_status(status) {
-                    return Some(Reaped { pid, pgid, status });
+                    return Some(Reaped {
+                        pid,
+                        seq,
+                        pgid,
+                        status,
+                    });
                 }
                 // Not an exit (cannot happen without WUNTRACED/WCONTINUED): look again.
             }

@@ -20,6 +20,7 @@ use crate::control::protocol::{ControlError, ErrorKind, ReloadPlan};
 use crate::health::ProbeOutcome;
 use crate::model::{ExitStatus, Plan, ServiceName, ServiceSpec};
 use crate::notify::NotifyMsg;
+use crate::process::reap::ReapSeq;
 
 /// Something that happened outside the core.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,17 +65,21 @@ pub enum Input {
         service: ServiceName,
         run: RunId,
     },
-    /// Messages on `NOTIFY_SOCKET` from a process of `run`.
+    /// Messages on `NOTIFY_SOCKET` from a process of `run`. A `MAINPID=` among them was
+    /// seen alive when reaps had reached `alive_at`.
     Notify {
         service: ServiceName,
         run: RunId,
         msgs: Vec<NotifyMsg>,
+        alive_at: ReapSeq,
     },
-    /// The pidfile of forking `run` named `pid`, a live process of the service.
+    /// The pidfile of forking `run` named `pid`, a live process of the service (seen
+    /// alive when reaps had reached `alive_at`).
     Adopted {
         service: ServiceName,
         run: RunId,
         pid: Pid,
+        alive_at: ReapSeq,
     },
 }
 
@@ -116,11 +121,13 @@ pub enum Effect {
     /// Shutdown finished: every service is stopped.
     Exit,
     /// `pid` is now the main process of `run`: its exit is the run's exit (and its
-    /// process group belongs to the run).
+    /// process group belongs to the run). Only a reap numbered after `alive_at` can be
+    /// that exit: an earlier one was of another process that had the same pid.
     MainPid {
         service: ServiceName,
         run: RunId,
         pid: Pid,
+        alive_at: ReapSeq,
     },
     /// Read `path` until it names a live process of `run`; answer with `Input::Adopted`.
     /// Stop trying once `run` is no longer starting.
@@ -245,10 +252,18 @@ impl Supervisor {
             Input::Tick => Vec::new(),
             Input::Shutdown => self.begin_shutdown(now),
             Input::Ready { service, run } => self.with(&service, |s| s.ready(run)),
-            Input::Notify { service, run, msgs } => {
-                self.with(&service, |s| s.notify(run, msgs, now))
-            }
-            Input::Adopted { service, run, pid } => self.with(&service, |s| s.adopted(run, pid)),
+            Input::Notify {
+                service,
+                run,
+                msgs,
+                alive_at,
+            } => self.with(&service, |s| s.notify(run, msgs, alive_at, now)),
+            Input::Adopted {
+                service,
+                run,
+                pid,
+                alive_at,
+            } => self.with(&service, |s| s.adopted(run, pid, alive_at)),
         };
         self.settle(&mut effects, now);
         effects

@@ -39,7 +39,8 @@ use crate::process::{group, limits, reap, spawn};
 use crate::quarantine;
 
 /// Reaped pids that matched no service, remembered briefly: a main pid learned from
-/// `MAINPID=` or a pidfile may already have been reaped when the core adopts it.
+/// `MAINPID=` or a pidfile may already have been reaped when the core adopts it. Only a
+/// reap numbered after the pid was seen alive is its exit (the pid may have been reused).
 const UNCLAIMED_KEPT: usize = 64;
 
 /// Variables of holdfast's own environment that describe holdfast's situation, not the
@@ -94,8 +95,9 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     .map_err(setup("control socket"))?;
     let notify_path = notify::server::socket_path(&daemon.state_dir);
     let notify_socket = notify::server::bind(&notify_path).map_err(setup("notify socket"))?;
-    let (notes_tx, mut notes) = mpsc::unbounded_channel();
-    let notify_task = notify::server::serve(notify_socket, notes_tx);
+    let (notes_tx, mut notes) = mpsc::channel(notify::server::QUEUE);
+    let senders = notify::server::Senders::default();
+    let notify_task = notify::server::serve(notify_socket, senders.clone(), notes_tx);
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
     let upstream = Upstream::from_env();
     let mut upstream_ping = upstream.ping_interval().map(tokio::time::interval);
@@ -140,9 +142,11 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         dev_null: dev_null.into(),
         mains: HashMap::new(),
         unclaimed: VecDeque::new(),
+        announced: HashMap::new(),
         watchers: HashMap::new(),
         inputs_tx,
         notify_path: notify_path.clone(),
+        senders,
         upstream,
         cgroups,
         service_cgroups: HashMap::new(),
@@ -276,17 +280,23 @@ struct Shell {
     mains: HashMap<Pid, (ServiceName, RunId)>,
     /// Recently reaped pids that matched nothing (see [`UNCLAIMED_KEPT`]).
     unclaimed: VecDeque<reap::Reaped>,
+    /// Main pids learned from `MAINPID=` or a pidfile, with the reap count when they were
+    /// seen alive: a reap of the pid numbered no later was of an earlier process.
+    announced: HashMap<Pid, reap::ReapSeq>,
     /// Start-up watchers of starting runs, at most one of each kind per service: a
     /// forking service awaits its readiness condition and its pidfile at once.
     watchers: HashMap<(ServiceName, Watch), (RunId, tokio::task::JoinHandle<()>)>,
     /// Where watchers send their findings.
     inputs_tx: mpsc::UnboundedSender<Input>,
     notify_path: PathBuf,
+    /// Who may notify, as far as the notify socket's task needs to know (see
+    /// [`Shell::publish_senders`]).
+    senders: notify::server::Senders,
     /// holdfast's own sd_notify reports to whoever started it.
     upstream: Upstream,
     /// Exec probes in flight, by pid (also their process group): their exit, reported by
-    /// the reaper like any child's, is the probe's result.
-    probes: HashMap<Pid, (ServiceName, RunId)>,
+    /// the reaper like any child's, decides the probe's result.
+    probes: HashMap<Pid, ExecProbe>,
     /// Results of network probes and timeouts of exec probes, from their tasks.
     probe_tx: mpsc::UnboundedSender<ProbeMsg>,
     /// Output of exec probes goes nowhere (their exit status is the result).
@@ -314,12 +324,19 @@ enum Watch {
     Pidfile,
 }
 
+/// An exec probe in flight.
+struct ExecProbe {
+    service: ServiceName,
+    run: RunId,
+    deadline: probe::ExecDeadline,
+}
+
 /// What probe tasks report to the runtime loop.
 #[derive(Debug)]
 enum ProbeMsg {
     /// A network probe finished (or timed out).
     Done(Input),
-    /// An exec probe's timeout passed; if it is still in flight, it is killed and failed.
+    /// An exec probe's timeout passed; if it is not reaped yet, it is killed.
     ExecTimedOut { pid: Pid, timeout: Duration },
 }
 
@@ -387,8 +404,13 @@ impl Shell {
                     status,
                     reason,
                 } => self.quarantine(&service, status, reason),
-                Effect::MainPid { service, run, pid } => {
-                    if let Some(input) = self.main_pid(service, run, pid) {
+                Effect::MainPid {
+                    service,
+                    run,
+                    pid,
+                    alive_at,
+                } => {
+                    if let Some(input) = self.main_pid(service, run, pid, alive_at) {
                         queue.extend(self.sup.handle(input, Instant::now()));
                     }
                 }
@@ -402,20 +424,43 @@ impl Shell {
         exit
     }
 
-    /// `pid` is now the main process of `run`. Returns its exit if it was already reaped.
-    fn main_pid(&mut self, service: ServiceName, run: RunId, pid: Pid) -> Option<Input> {
+    /// `pid` is now the main process of `run`. Returns its exit if it was already reaped:
+    /// only a reap after `alive_at` can be, an earlier one was of an earlier process.
+    fn main_pid(
+        &mut self,
+        service: ServiceName,
+        run: RunId,
+        pid: Pid,
+        alive_at: reap::ReapSeq,
+    ) -> Option<Input> {
         self.mains.retain(|_, (_, r)| *r != run);
-        if let Some(i) = self.unclaimed.iter().position(|r| r.pid == pid) {
+        let mains = &self.mains;
+        self.announced.retain(|p, _| mains.contains_key(p));
+        let exit = self
+            .unclaimed
+            .iter()
+            .position(|r| r.pid == pid && r.seq > alive_at);
+        if let Some(i) = exit {
             let reaped = self.unclaimed.remove(i).expect("position is in range");
             return Some(self.main_exited(service, run, reaped.status));
         }
+        self.announced.insert(pid, alive_at);
         if let Ok(stat) = crate::process::proc_stat(pid) {
             self.groups
                 .entry(stat.pgid)
                 .or_insert_with(|| (service.clone(), run));
         }
         self.mains.insert(pid, (service, run));
+        self.publish_senders();
         None
+    }
+
+    /// Tells the notify socket's task the groups and main pids of services, so that it
+    /// drops everyone else's datagrams. Called wherever one is added (removals may wait:
+    /// a stale entry only lets a datagram through to `on_notify`).
+    fn publish_senders(&self) {
+        let ids = self.groups.keys().chain(self.mains.keys()).copied();
+        self.senders.set(ids);
     }
 
     fn read_pidfile(&mut self, service: ServiceName, run: RunId, path: PathBuf) {
@@ -574,6 +619,8 @@ impl Shell {
             );
             return None;
         };
+        // Before the liveness check of `MAINPID=` (see `ReapSeq::latest`).
+        let alive_at = reap::ReapSeq::latest();
         let mut msgs = notify::parse(&datagram.text);
         msgs.retain(|msg| match msg {
             NotifyMsg::MainPid(pid) => {
@@ -592,7 +639,12 @@ impl Shell {
         if msgs.is_empty() {
             return None;
         }
-        Some(Input::Notify { service, run, msgs })
+        Some(Input::Notify {
+            service,
+            run,
+            msgs,
+            alive_at,
+        })
     }
 
     /// holdfast's own `READY=1` (once every autostart service is up or has given up),
@@ -625,6 +677,7 @@ impl Shell {
             Ok((pid, ready_pipe)) => {
                 self.groups.insert(pid, (service.clone(), run));
                 self.mains.insert(pid, (service.clone(), run));
+                self.publish_senders();
                 let target = self.target(&service, run);
                 let watcher = match &spec.ready {
                     Readiness::Tcp(addr) => Some(startup::tcp(target, *addr)),
@@ -733,9 +786,15 @@ impl Shell {
                 no_new_privs: privileges.no_new_privs,
             },
         };
-        let pid = spawn::spawn(&request)
-            .map(|spawned| spawned.pid)
-            .map_err(|e| spawn_failure(e.is_holdfast_resource_shortage(), e.to_string()))?;
+        let pid = {
+            // The child may notify before `spawn` returns its pid.
+            let _spawning = self.senders.spawning();
+            let pid = spawn::spawn(&request)
+                .map(|spawned| spawned.pid)
+                .map_err(|e| spawn_failure(e.is_holdfast_resource_shortage(), e.to_string()))?;
+            self.senders.admit(pid);
+            pid
+        };
         // Our copy of the write end goes, so the reader sees EOF once the service closes
         // its copy without writing a newline.
         Ok((pid, ready_pipe.map(|(read, _, _)| read)))
@@ -792,7 +851,13 @@ impl Shell {
         };
         match spawn::spawn(&request) {
             Ok(spawned) => {
-                self.probes.insert(spawned.pid, (service, run));
+                let deadline = probe::ExecDeadline::NotReached;
+                let exec = ExecProbe {
+                    service,
+                    run,
+                    deadline,
+                };
+                self.probes.insert(spawned.pid, exec);
                 let tx = self.probe_tx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(timeout).await;
@@ -817,17 +882,21 @@ impl Shell {
         match msg {
             ProbeMsg::Done(input) => Some(input),
             ProbeMsg::ExecTimedOut { pid, timeout } => {
-                // Still in the map: not reaped yet (the reaper's report, if already
-                // queued, will find no entry and be ignored), so the group still exists.
-                let (service, run) = self.probes.remove(&pid)?;
-                if let Err(e) = group::signal_group(pid, nix::sys::signal::Signal::SIGKILL) {
-                    tracing::warn!("{service}: failed to kill timed-out probe {pid}: {e}");
+                // Not in the map: its exit was handled already. In the map, it may still
+                // have been reaped just now (the report is on its way): the group is
+                // only killed while the reaper is held off from freeing the pid, and
+                // the result is decided when the reap arrives.
+                let exec = self.probes.get_mut(&pid)?;
+                let kill = || group::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                match reap::while_unreaped(pid, kill) {
+                    Some(Ok(_)) => exec.deadline = probe::ExecDeadline::KilledAfter(timeout),
+                    Some(Err(e)) => tracing::warn!(
+                        "{}: failed to kill timed-out probe {pid}: {e}",
+                        exec.service
+                    ),
+                    None => {}
                 }
-                Some(Input::ProbeResult {
-                    service,
-                    run,
-                    outcome: probe::timed_out(timeout),
-                })
+                None
             }
         }
     }
@@ -916,15 +985,24 @@ impl Shell {
             self.publish(&event);
             return Vec::new();
         }
-        if let Some((service, run)) = self.probes.remove(&reaped.pid) {
+        if let Some(exec) = self.probes.remove(&reaped.pid) {
             return vec![Input::ProbeResult {
-                service,
-                run,
-                outcome: probe::exec_outcome(reaped.status),
+                service: exec.service,
+                run: exec.run,
+                outcome: probe::exec_verdict(exec.deadline, reaped.status),
             }];
         }
-        if let Some((service, run)) = self.mains.remove(&reaped.pid) {
-            return vec![self.main_exited(service, run, reaped.status)];
+        // A reap no later than an announced main pid was seen alive is of an earlier
+        // process that had the same pid.
+        let earlier = self
+            .announced
+            .get(&reaped.pid)
+            .is_some_and(|alive_at| reaped.seq <= *alive_at);
+        if !earlier {
+            if let Some((service, run)) = self.mains.remove(&reaped.pid) {
+                self.announced.remove(&reaped.pid);
+                return vec![self.main_exited(service, run, reaped.status)];
+            }
         }
         // The run of this process's group, and every run still waiting for its last
         // process (which may be in the cgroup only): which of them are empty now?
@@ -937,6 +1015,11 @@ impl Shell {
             Some(owner) if !runs.contains(&owner) => runs.push(owner),
             Some(_) => {}
             None if runs.is_empty() => {
+                tracing::debug!(
+                    pid = %reaped.pid,
+                    "reaped a process claimed by nothing ({})",
+                    reaped.status
+                );
                 if self.unclaimed.len() == UNCLAIMED_KEPT {
                     self.unclaimed.pop_front();
                 }

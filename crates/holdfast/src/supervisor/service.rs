@@ -21,6 +21,7 @@ use crate::model::{
     ServiceSpec, UnhealthyAction,
 };
 use crate::notify::NotifyMsg;
+use crate::process::reap::ReapSeq;
 
 /// How long to wait for a group to disappear after SIGKILL before giving up on it.
 pub const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -1175,7 +1176,13 @@ impl Service {
 
     /// Messages from the service on `NOTIFY_SOCKET` (the shell checked that the sender
     /// belongs to `run`, and that a `MAINPID=` names a process of the service).
-    pub fn notify(&mut self, run: RunId, msgs: Vec<NotifyMsg>, now: Instant) -> Vec<Effect> {
+    pub fn notify(
+        &mut self,
+        run: RunId,
+        msgs: Vec<NotifyMsg>,
+        alive_at: ReapSeq,
+        now: Instant,
+    ) -> Vec<Effect> {
         let live = matches!(
             self.state,
             State::Starting { run: r, .. } | State::Running { run: r, .. } if r == run
@@ -1225,7 +1232,7 @@ impl Service {
                         *deadline = (*deadline).max(later(now, by));
                     }
                 }
-                NotifyMsg::MainPid(pid) => effects.extend(self.set_main_pid(run, pid)),
+                NotifyMsg::MainPid(pid) => effects.extend(self.set_main_pid(run, pid, alive_at)),
                 NotifyMsg::Reloading => effects.push(self.emit(EventKind::Notified {
                     what: "reloading".to_owned(),
                 })),
@@ -1242,16 +1249,16 @@ impl Service {
 
     /// The pidfile of a forking service named `pid`, a live process of the service: it
     /// becomes the main process.
-    pub fn adopted(&mut self, run: RunId, pid: Pid) -> Vec<Effect> {
+    pub fn adopted(&mut self, run: RunId, pid: Pid, alive_at: ReapSeq) -> Vec<Effect> {
         match self.state {
             State::Starting { run: r, .. } if r == run && self.facts.main_pid.is_none() => {
-                self.set_main_pid(run, pid)
+                self.set_main_pid(run, pid, alive_at)
             }
             _ => Vec::new(),
         }
     }
 
-    fn set_main_pid(&mut self, run: RunId, pid: Pid) -> Vec<Effect> {
+    fn set_main_pid(&mut self, run: RunId, pid: Pid, alive_at: ReapSeq) -> Vec<Effect> {
         let unchanged = self.facts.main_pid.or(self.group()) == Some(pid);
         if unchanged {
             return Vec::new();
@@ -1264,6 +1271,7 @@ impl Service {
                 service: self.spec.name.clone(),
                 run,
                 pid,
+                alive_at,
             },
         ];
         if !was_up && self.is_up() {

@@ -25,6 +25,7 @@ use super::core::Input;
 use super::service::RunId;
 use crate::cgroup::ServiceCgroup;
 use crate::model::ServiceName;
+use crate::process::reap::ReapSeq;
 
 /// Pause between two attempts of a readiness probe, or between two checks of a pidfile
 /// naming a live process that is not (yet) recognisably the service's.
@@ -165,12 +166,15 @@ pub fn pidfile(target: Target, path: PathBuf, lineage: Lineage) -> JoinHandle<()
             })
             .ok();
         loop {
+            // Before the liveness check in `owns` (see `ReapSeq::latest`).
+            let alive_at = ReapSeq::latest();
             match read_pidfile(&path) {
                 Some(pid) if lineage.owns(pid) => {
                     let _ = target.tx.send(Input::Adopted {
                         service: target.service.clone(),
                         run: target.run,
                         pid,
+                        alive_at,
                     });
                     return;
                 }

@@ -3,6 +3,7 @@
 use super::*;
 use crate::model::{Readiness, ServiceKind};
 use crate::notify::NotifyMsg;
+use crate::process::reap::ReapSeq;
 use crate::supervisor::service::Cause;
 
 fn notify_svc(n: &str) -> ServiceSpec {
@@ -37,6 +38,7 @@ impl Harness {
             service: name(n),
             run,
             msgs,
+            alive_at: ReapSeq::default(),
         })
     }
 
@@ -53,6 +55,7 @@ impl Harness {
             service: name(n),
             run,
             pid: Pid::from_raw(pid),
+            alive_at: ReapSeq::default(),
         })
     }
 }
@@ -351,6 +354,7 @@ fn an_adoption_for_a_stale_run_is_ignored() {
         service: name("d"),
         run,
         pid: Pid::from_raw(5),
+        alive_at: ReapSeq::default(),
     });
     assert_eq!(labels(&effects), Vec::<String>::new());
     assert_eq!(h.state("d"), "backoff");
