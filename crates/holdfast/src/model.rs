@@ -117,6 +117,10 @@ pub struct ServiceSpec {
     /// Start ordering: this service starts after these are running (systemd `After=`:
     /// ordering only, not a requirement). Stop order is the reverse.
     pub after: Vec<ServiceName>,
+    /// `service_group = "backend"`: a label that lets the CLI act on several services at
+    /// once (`holdfast restart @backend`). Changing it alone restarts nothing. (The
+    /// config key `group` is the Unix group, in `privileges`.)
+    pub group: Option<String>,
     /// Started when holdfast starts (and when added by a reload).
     pub autostart: bool,
     pub restart: RestartPolicy,
@@ -295,6 +299,7 @@ impl ServiceSpec {
             env: BTreeMap::new(),
             working_dir: None,
             after: Vec::new(),
+            group: None,
             autostart: true,
             restart: RestartPolicy::OnFailure,
             backoff: Backoff::Fixed(defaults::RESTART_SEC),

@@ -112,6 +112,7 @@ mod tests {
             },
             services: vec![ServiceStatus {
                 name: ServiceName::new(name).unwrap(),
+                group: None,
                 state: "running".into(),
                 pid: Some(42),
                 since_ms: 0,

@@ -17,7 +17,9 @@ pub mod logs;
 pub mod quarantine;
 pub mod reload;
 pub mod service;
+pub mod signal;
 pub mod status;
+pub mod targets;
 pub mod up;
 
 /// A service supervisor: restart policies, process-group control and a watcher that heals.
@@ -62,21 +64,48 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Start a service (also revives a `failed` one).
+    /// Start services (also revives a `failed` one and releases a quarantined one).
     Start {
-        name: ServiceName,
+        /// Service names, `all`, or `@group` (a `service_group`).
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
         #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Stop a service: its stop signal to the whole process group, SIGKILL after the timeout.
+    /// Stop services: the stop signal to each whole process group, SIGKILL after the timeout.
     Stop {
-        name: ServiceName,
+        /// Service names, `all`, or `@group` (a `service_group`).
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
         #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Stop a service if it runs, then start it.
+    /// Stop services if they run, then start them.
     Restart {
-        name: ServiceName,
+        /// Service names, `all`, or `@group` (a `service_group`).
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Send a signal to services' main processes (`signal nginx HUP`; HUP, SIGHUP or 1).
+    Signal {
+        /// Service names, `all`, or `@group`, then the signal.
+        #[arg(required = true, num_args = 2.., value_name = "TARGET... SIGNAL")]
+        args: Vec<String>,
+        /// Signal every process of the service (its cgroup or process groups), not only
+        /// the main one.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Turn failed services back into stopped ones with a fresh start limit; without
+    /// targets, every failed service.
+    ResetFailed {
+        /// Service names, `all`, or `@group`.
+        #[arg(value_name = "TARGET")]
+        targets: Vec<String>,
         #[command(flatten)]
         socket: SocketArgs,
     },
@@ -162,9 +191,11 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Up { config } => up::run(&config),
         Command::Check { file } => check::run(&file),
         Command::Status { json, socket } => status::run(&socket.socket, json),
-        Command::Start { name, socket } => service::start(&socket.socket, name),
-        Command::Stop { name, socket } => service::stop(&socket.socket, name),
-        Command::Restart { name, socket } => service::restart(&socket.socket, name),
+        Command::Start { targets, socket } => service::start(&socket.socket, &targets),
+        Command::Stop { targets, socket } => service::stop(&socket.socket, &targets),
+        Command::Restart { targets, socket } => service::restart(&socket.socket, &targets),
+        Command::Signal { args, all, socket } => signal::signal(&socket.socket, &args, all),
+        Command::ResetFailed { targets, socket } => signal::reset_failed(&socket.socket, &targets),
         Command::Shutdown { socket } => service::shutdown(&socket.socket),
         Command::Reload { dry_run, socket } => reload::run(&socket.socket, dry_run),
         Command::Logs {

@@ -1,5 +1,6 @@
-//! `holdfast start|stop|restart NAME` and `holdfast shutdown`: send one request and print
-//! what the daemon says happens next.
+//! `holdfast start|stop|restart TARGET...` and `holdfast shutdown`: send the requests and
+//! print what the daemon says happens next. Targets are names, `all` or `@group`
+//! (see [`super::targets`]).
 //!
 //! Errors are printed here (as a miette report) and turned into the documented exit code
 //! (see [`super::exit`]), instead of being returned, so `main` cannot flatten them all to
@@ -12,16 +13,37 @@ use crate::control::client::{self, ClientError};
 use crate::control::protocol::{Reply, Request};
 use crate::model::ServiceName;
 
-pub fn start(socket: &Path, name: ServiceName) -> miette::Result<ExitCode> {
-    accepted(socket, Request::Start { name })
+pub fn start(socket: &Path, targets: &[String]) -> miette::Result<ExitCode> {
+    each(socket, targets, |name| Request::Start { name })
 }
 
-pub fn stop(socket: &Path, name: ServiceName) -> miette::Result<ExitCode> {
-    accepted(socket, Request::Stop { name })
+pub fn stop(socket: &Path, targets: &[String]) -> miette::Result<ExitCode> {
+    each(socket, targets, |name| Request::Stop { name })
 }
 
-pub fn restart(socket: &Path, name: ServiceName) -> miette::Result<ExitCode> {
-    accepted(socket, Request::Restart { name })
+pub fn restart(socket: &Path, targets: &[String]) -> miette::Result<ExitCode> {
+    each(socket, targets, |name| Request::Restart { name })
+}
+
+/// Expands the targets, then sends one request per service; every service is tried and
+/// the exit code is the first failure's.
+pub(crate) fn each(
+    socket: &Path,
+    targets: &[String],
+    request: impl Fn(ServiceName) -> Request,
+) -> miette::Result<ExitCode> {
+    let names = match super::targets::expand(socket, targets) {
+        Ok(names) => names,
+        Err(e) => return Ok(report(e)),
+    };
+    let mut code = ExitCode::SUCCESS;
+    for name in names {
+        let result = accepted(socket, request(name))?;
+        if code == ExitCode::SUCCESS {
+            code = result;
+        }
+    }
+    Ok(code)
 }
 
 pub fn shutdown(socket: &Path) -> miette::Result<ExitCode> {

@@ -207,6 +207,7 @@ mod tests {
     fn service(name: &str, state: &str) -> ServiceStatus {
         ServiceStatus {
             name: ServiceName::new(name).expect("test names are valid"),
+            group: None,
             state: state.to_owned(),
             pid: None,
             since_ms: 0,

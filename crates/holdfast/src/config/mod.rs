@@ -13,6 +13,7 @@ pub mod value;
 
 use std::path::Path;
 
+pub(crate) use diagnostic::closest;
 pub use diagnostic::{ConfigError, Problem};
 
 use crate::model::Plan;

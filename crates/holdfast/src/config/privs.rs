@@ -177,7 +177,7 @@ impl Checker<'_> {
                     raw.span(),
                     "no such group",
                     format!(
-                        "create it (groupadd {name}) or name an existing group from /etc/group"
+                        "create it (groupadd {name}) or name an existing group from /etc/group; to act on services together (`holdfast restart @{name}`), write `service_group = \"{name}\"`"
                     ),
                 );
                 None

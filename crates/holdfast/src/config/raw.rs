@@ -66,6 +66,9 @@ pub struct RawService {
     pub env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     pub working_dir: Option<Spanned<String>>,
     pub after: Option<Vec<Spanned<String>>>,
+    /// A label for acting on several services at once (`@name` in the CLI); `group` is
+    /// the Unix group the service runs as.
+    pub service_group: Option<Spanned<String>>,
     pub autostart: Option<bool>,
     pub restart: Option<Spanned<String>>,
     pub restart_sec: Option<Spanned<RawDuration>>,

@@ -163,6 +163,25 @@ impl Validator<'_> {
         }
     }
 
+    /// A group name follows the rules of service names: the CLI reads it after `@`.
+    fn service_group(&mut self, svc: &str, raw: &Spanned<String>) -> Option<String> {
+        if ServiceName::new(raw.get_ref().clone()).is_ok() {
+            return Some(raw.get_ref().clone());
+        }
+        self.push(
+            Problem::new(
+                format!(
+                    "invalid group name {:?} in `service.{svc}.service_group`",
+                    raw.get_ref()
+                ),
+                raw.span(),
+                "invalid group name",
+            )
+            .with_help("use 1-64 characters from A-Z a-z 0-9 _ . - (not starting with . or -)"),
+        );
+        None
+    }
+
     fn service(
         &mut self,
         raw_name: &Spanned<String>,
@@ -196,6 +215,10 @@ impl Validator<'_> {
             }
         });
         let after = self.after(raw_name, raw, declared, edges);
+        let group = raw
+            .service_group
+            .as_ref()
+            .and_then(|g| self.service_group(svc, g));
         let restart = match &raw.restart {
             None => RestartPolicy::OnFailure,
             Some(policy) => self.restart(svc, policy),
@@ -246,6 +269,7 @@ impl Validator<'_> {
             env,
             working_dir,
             after,
+            group,
             autostart: raw.autostart.unwrap_or(true),
             restart,
             backoff,
@@ -1091,6 +1115,19 @@ mod tests {
         assert_eq!(only_problem(src).label(), "1KiB is below 4KiB");
         let plan = plan("[service.a]\ncommand = [\"a\"]\nlog = { max_size = 4096 }\n");
         assert_eq!(service(&plan, "a").log.max_size, 4096);
+    }
+
+    #[test]
+    fn a_group_is_read_and_an_invalid_group_name_is_reported_at_its_value() {
+        let plan = plan("[service.a]\ncommand = [\"a\"]\nservice_group = \"backend\"\n");
+        assert_eq!(service(&plan, "a").group.as_deref(), Some("backend"));
+        let src = "[service.a]\ncommand = [\"a\"]\nservice_group = \"@back end\"\n";
+        let problem = only_problem(src);
+        assert!(
+            problem.message().contains("invalid group name"),
+            "{problem:?}"
+        );
+        assert_eq!(snippet(src, &problem), "\"@back end\"");
     }
 
     #[test]

@@ -146,6 +146,19 @@ pub fn parse_signal(text: &str) -> Result<Signal, ValueError> {
     })
 }
 
+/// A signal as people type it on a command line: `HUP`, `SIGHUP`, `hup` or `1`.
+pub fn parse_signal_arg(text: &str) -> Result<Signal, ValueError> {
+    match text.trim().parse::<i32>() {
+        Ok(n) => Signal::try_from(n).map_err(|_| {
+            ValueError::new(
+                format!("unknown signal number {n}"),
+                "write a signal name such as \"HUP\" or a number such as 1",
+            )
+        }),
+        Err(_) => parse_signal(text),
+    }
+}
+
 /// Formats a byte count the way the config would accept it back, for messages.
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [(u64, &str); 4] = [
@@ -166,6 +179,15 @@ pub fn format_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signal_argument_is_a_name_with_or_without_sig_or_a_number() {
+        for text in ["HUP", "SIGHUP", "hup", "1"] {
+            assert_eq!(parse_signal_arg(text).ok(), Some(Signal::SIGHUP), "{text}");
+        }
+        assert!(parse_signal_arg("HANGUP").is_err());
+        assert!(parse_signal_arg("99").is_err());
+    }
 
     #[test]
     fn durations_accept_humantime_syntax() {

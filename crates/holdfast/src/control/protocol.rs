@@ -64,6 +64,20 @@ pub enum Request {
     QuarantineRelease {
         name: ServiceName,
     },
+    /// Send `signal` (a name like `SIGHUP`) to the service's main process, or with
+    /// `all` to every process of its current run (cgroup or process groups).
+    Signal {
+        name: ServiceName,
+        signal: String,
+        #[serde(default)]
+        all: bool,
+    },
+    /// Failed services go back to stopped with a fresh start limit; without names,
+    /// every failed service.
+    ResetFailed {
+        #[serde(default)]
+        names: Vec<ServiceName>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +155,9 @@ pub struct DaemonStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub name: ServiceName,
+    /// The service's `group`, if it has one (`@group` targets in the CLI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// One of: stopped, waiting, starting, running, stopping, backoff, failed.
     pub state: String,
     pub pid: Option<u32>,

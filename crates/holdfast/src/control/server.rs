@@ -823,7 +823,9 @@ mod tests {
                     | Request::Restart { .. }
                     | Request::Shutdown
                     | Request::QuarantineList
-                    | Request::QuarantineRelease { .. } => {
+                    | Request::QuarantineRelease { .. }
+                    | Request::Signal { .. }
+                    | Request::ResetFailed { .. } => {
                         drop(msg.reply);
                         continue;
                     }

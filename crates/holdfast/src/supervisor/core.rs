@@ -91,6 +91,15 @@ pub enum Command {
     Restart,
 }
 
+/// Who gets a signal sent by hand (systemctl kill's `--kill-whom`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalWhom {
+    /// The main process only (what `kill -HUP $(pidof nginx)` means).
+    Main,
+    /// Every process of the current run: its cgroup, or its process groups.
+    All,
+}
+
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -106,6 +115,14 @@ pub enum Effect {
         service: ServiceName,
         run: RunId,
         group: Pid,
+        signal: Signal,
+    },
+    /// Signal only the main process `pid` of `run` (`holdfast signal`), unless it was
+    /// reaped meanwhile.
+    SignalMain {
+        service: ServiceName,
+        run: RunId,
+        pid: Pid,
         signal: Signal,
     },
     Emit(Event),
@@ -331,6 +348,98 @@ impl Supervisor {
         (Ok(message), effects)
     }
 
+    /// `holdfast signal`: the signal for the current run's main process (or all its
+    /// processes). Only a run with processes can be signalled; the error says why not.
+    pub fn signal(
+        &self,
+        name: &ServiceName,
+        signal: Signal,
+        whom: SignalWhom,
+    ) -> Result<Effect, ControlError> {
+        let service = self
+            .services
+            .get(name)
+            .ok_or_else(|| unknown_service(name))?;
+        let not_running = |why: String| ControlError {
+            kind: ErrorKind::BadRequest,
+            message: format!("cannot send {} to {name}: {why}", signal.as_str()),
+        };
+        let (Some(run), Some(group)) = (service.run(), service.group()) else {
+            let state = state_name(service.state());
+            return Err(not_running(format!("it is {state}, no process runs")));
+        };
+        match whom {
+            SignalWhom::All => Ok(Effect::Signal {
+                service: name.clone(),
+                run,
+                group,
+                signal,
+            }),
+            SignalWhom::Main => match service.pid() {
+                Some(pid) => Ok(Effect::SignalMain {
+                    service: name.clone(),
+                    run,
+                    pid,
+                    signal,
+                }),
+                None => Err(not_running(
+                    "it has no main process now (exited, or not yet named by its pidfile); --all signals its other processes".to_owned(),
+                )),
+            },
+        }
+    }
+
+    /// `holdfast reset-failed`: the named services (all failed ones without names) get a
+    /// fresh start limit, and the failed ones among them are stopped again. A quarantined
+    /// service stays so: it awaits review (`quarantine release`). An unknown name is an
+    /// error and changes nothing.
+    pub fn reset_failed(
+        &mut self,
+        names: &[ServiceName],
+        now: Instant,
+    ) -> (Result<String, ControlError>, Vec<Effect>) {
+        let names: Vec<ServiceName> = if names.is_empty() {
+            self.services
+                .values()
+                .filter(|s| is_plain_failed(s.state()))
+                .map(|s| s.name().clone())
+                .collect()
+        } else {
+            names.to_vec()
+        };
+        if let Some(name) = names.iter().find(|n| !self.services.contains_key(*n)) {
+            return (Err(unknown_service(name)), Vec::new());
+        }
+        let mut effects = Vec::new();
+        let mut lines = Vec::new();
+        for name in &names {
+            let service = self.services.get_mut(name).expect("checked above");
+            let was_failed = is_plain_failed(service.state());
+            effects.extend(service.reset_failed(now));
+            let quarantined = matches!(
+                service.state(),
+                State::Failed {
+                    reason: FailReason::Quarantined(_)
+                }
+            );
+            lines.push(if was_failed {
+                format!("{name}: failed -> stopped, start limit reset")
+            } else if quarantined {
+                format!(
+                    "{name}: quarantined, left for review (`holdfast quarantine release {name}` or `holdfast start {name}`)"
+                )
+            } else {
+                let state = state_name(service.state());
+                format!("{name}: {state}, start limit reset")
+            });
+        }
+        if lines.is_empty() {
+            lines.push("no failed services".to_owned());
+        }
+        self.settle(&mut effects, now);
+        (Ok(lines.join("\n")), effects)
+    }
+
     /// Applies a new plan: added services start (if autostart), removed ones stop and are
     /// forgotten, changed ones restart with the new definition, others are untouched.
     pub fn reload(&mut self, new: Plan, now: Instant) -> (ReloadPlan, Vec<Effect>) {
@@ -369,6 +478,18 @@ impl Supervisor {
             };
             service.set_spec(spec);
             effects.extend(restart.unwrap_or_default());
+        }
+        // Unchanged services may have new labels (group, hooks): take them without a
+        // restart, so that status shows what the file says.
+        for name in &diff.unchanged {
+            let spec = &new.services[name];
+            let service = self
+                .services
+                .get_mut(name)
+                .expect("unchanged services exist");
+            if **service.spec() != *spec {
+                service.set_spec(Arc::new(spec.clone()));
+            }
         }
         let mut to_start = Vec::new();
         for name in &diff.added {
@@ -591,6 +712,11 @@ pub fn state_name(state: &State) -> &'static str {
         } => "quarantined",
         State::Failed { .. } => "failed",
     }
+}
+
+/// Failed for a cause `reset-failed` clears (not quarantined: that awaits review).
+fn is_plain_failed(state: &State) -> bool {
+    matches!(state, State::Failed { reason } if !matches!(reason, FailReason::Quarantined(_)))
 }
 
 fn emit(name: &ServiceName, kind: EventKind) -> Effect {

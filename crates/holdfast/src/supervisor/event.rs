@@ -73,6 +73,8 @@ pub enum EventKind {
         scope: KillScope,
     },
     Stopped,
+    /// `reset-failed`: a failed service is stopped again, its start limit fresh.
+    FailureReset,
     /// Removed from the plan by a reload.
     Removed,
     /// The definition changed in a reload.
@@ -189,6 +191,7 @@ impl fmt::Display for Event {
                 targets(*scope, *pid)
             ),
             EventKind::Stopped => f.write_str("stopped"),
+            EventKind::FailureReset => f.write_str("failure reset: stopped, start limit cleared"),
             EventKind::Removed => f.write_str("removed from the config"),
             EventKind::Reconfigured => f.write_str("definition changed"),
             EventKind::ShutdownStarted => f.write_str("shutting down"),

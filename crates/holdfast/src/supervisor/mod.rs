@@ -18,4 +18,4 @@ mod startup;
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{Command, Effect, Input, Supervisor, state_name};
+pub use self::core::{Command, Effect, Input, SignalWhom, Supervisor, state_name};

@@ -32,6 +32,7 @@ pub const KINDS: &[&str] = &[
     "escalated",
     "stop_abandoned",
     "stopped",
+    "failure_reset",
     "removed",
     "reconfigured",
     "shutdown_started",
@@ -164,6 +165,7 @@ pub fn describe(kind: &EventKind) -> (&'static str, BTreeMap<String, Value>) {
             "stop_abandoned"
         }
         EventKind::Stopped => "stopped",
+        EventKind::FailureReset => "failure_reset",
         EventKind::Removed => "removed",
         EventKind::Reconfigured => "reconfigured",
         EventKind::ShutdownStarted => "shutdown_started",
@@ -367,6 +369,7 @@ mod tests {
                 scope: KillScope::ProcessGroup,
             },
             EventKind::Stopped,
+            EventKind::FailureReset,
             EventKind::Removed,
             EventKind::Reconfigured,
             EventKind::ShutdownStarted,

@@ -6,7 +6,8 @@ use crate::model::{Plan, ServiceSpec};
 /// Compares the running plan with a new one. Services are compared by their whole
 /// definition: any change restarts the service so that it runs what the file says.
 /// Except hooks (`[service.X.on]`): the runtime reads them from the plan at each event,
-/// so a change of hooks alone applies without a restart.
+/// so a change of hooks alone applies without a restart. And `group`, a label for the CLI
+/// that the running processes never see.
 pub fn diff(old: &Plan, new: &Plan, dry_run: bool) -> ReloadPlan {
     let mut plan = ReloadPlan {
         dry_run,
@@ -15,7 +16,7 @@ pub fn diff(old: &Plan, new: &Plan, dry_run: bool) -> ReloadPlan {
     for (name, spec) in &new.services {
         match old.services.get(name) {
             None => plan.added.push(name.clone()),
-            Some(current) if !same_but_hooks(current, spec) => plan.changed.push(name.clone()),
+            Some(current) if !same_but_labels(current, spec) => plan.changed.push(name.clone()),
             Some(_) => plan.unchanged.push(name.clone()),
         }
     }
@@ -40,9 +41,11 @@ pub fn diff(old: &Plan, new: &Plan, dry_run: bool) -> ReloadPlan {
     plan
 }
 
-fn same_but_hooks(a: &ServiceSpec, b: &ServiceSpec) -> bool {
+/// Equal but for what a running process does not depend on (hooks, group).
+fn same_but_labels(a: &ServiceSpec, b: &ServiceSpec) -> bool {
     let a = ServiceSpec {
         hooks: b.hooks.clone(),
+        group: b.group.clone(),
         ..a.clone()
     };
     a == *b
@@ -85,5 +88,18 @@ mod tests {
         other.command = vec!["sleep".into(), "10".into()];
         let d = diff(&plan(old), &plan(other), false);
         assert_eq!(d.changed, [name]);
+    }
+
+    #[test]
+    fn a_change_of_group_alone_restarts_nothing() {
+        let name = ServiceName::new("api").expect("valid name");
+        let old = ServiceSpec::with_defaults(name.clone(), vec!["sleep".into(), "9".into()]);
+        let grouped = ServiceSpec {
+            group: Some("backend".into()),
+            ..old.clone()
+        };
+        let d = diff(&plan(old), &plan(grouped), false);
+        assert_eq!(d.unchanged, [name]);
+        assert!(d.changed.is_empty());
     }
 }

@@ -14,12 +14,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use super::bus::{self, EventBus};
-use super::core::{Command, Effect, Input, Supervisor, state_name};
+use super::core::{Command, Effect, Input, SignalWhom, Supervisor, state_name};
 use super::event::{Event, EventKind};
 use super::hooks::{HookRunner, Note};
 use super::recipe::Recipe;
 use super::service::{
-    Cause, Escalation, KILL_WAIT, KillScope, RunId, Service, SpawnFailure, State,
+    Cause, Escalation, FailReason, KILL_WAIT, KillScope, RunId, Service, SpawnFailure, State,
 };
 use super::startup;
 use crate::cgroup::{self, CgroupError, Cgroups, ServiceCgroup};
@@ -385,6 +385,16 @@ impl Shell {
                                 "{service}: failed to send {signal} to process group {pgid}: {e}"
                             );
                         }
+                    }
+                }
+                Effect::SignalMain {
+                    service,
+                    pid,
+                    signal,
+                    ..
+                } => {
+                    if let Err(e) = self.signal_main(&service, pid, signal) {
+                        tracing::warn!("{service}: {e}");
                     }
                 }
                 Effect::Emit(event) => self.publish(&event),
@@ -973,6 +983,93 @@ impl Shell {
         (reply, done)
     }
 
+    /// A start by hand of a quarantined service is its release: the queue records it
+    /// (as `quarantine release` does) and the answer says so.
+    fn start(&mut self, name: &ServiceName, now: Instant) -> (Result<Reply, ControlError>, bool) {
+        let quarantined = self.sup.service(name).is_some_and(|s| {
+            matches!(
+                s.state(),
+                State::Failed {
+                    reason: FailReason::Quarantined(_)
+                }
+            )
+        });
+        let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+        // A queue that cannot be read is reported by the release, not skipped.
+        if quarantined && !matches!(quarantine::is_pending(&path, name), Ok(false)) {
+            return self.quarantine_release(name, now);
+        }
+        self.command(Command::Start, name, now)
+    }
+
+    /// `holdfast signal`: the core picks the target from the current run; the main
+    /// process is only signalled while it is not reaped.
+    fn signal(
+        &mut self,
+        name: &ServiceName,
+        signal: &str,
+        all: bool,
+    ) -> Result<Reply, ControlError> {
+        let signal = config::value::parse_signal_arg(signal).map_err(|e| ControlError {
+            kind: ErrorKind::BadRequest,
+            message: format!("{}: {}", e.label, e.help),
+        })?;
+        let whom = if all {
+            SignalWhom::All
+        } else {
+            SignalWhom::Main
+        };
+        let message = match self.sup.signal(name, signal, whom)? {
+            Effect::SignalMain { pid, .. } => {
+                self.signal_main(name, pid, signal)
+                    .map_err(|message| ControlError {
+                        kind: ErrorKind::BadRequest,
+                        message,
+                    })?;
+                format!("sent {} to {name} (main pid {pid})", signal.as_str())
+            }
+            effect => {
+                self.execute(vec![effect]);
+                format!("sent {} to every process of {name}", signal.as_str())
+            }
+        };
+        tracing::info!("{message}");
+        if let Some(capture) = self.captures.get(name) {
+            capture.note(&message);
+        }
+        Ok(Reply::Accepted { message })
+    }
+
+    /// Sends `signal` to main pid `pid` of `service`. The spawned process is our child:
+    /// it is signalled only while not reaped, so a recycled pid is never hit. A main pid
+    /// named by `MAINPID=` or a pidfile may be no child of ours; it is the pid the core
+    /// holds until its exit is known.
+    fn signal_main(
+        &self,
+        service: &ServiceName,
+        pid: Pid,
+        signal: nix::sys::signal::Signal,
+    ) -> Result<(), String> {
+        let send = || nix::sys::signal::kill(pid, signal);
+        let leader = self.sup.service(service).and_then(Service::group) == Some(pid);
+        let sent = match reap::while_unreaped(pid, send) {
+            Some(sent) => sent,
+            None if leader => {
+                return Err(format!(
+                    "cannot send {} to {service}: its main pid {pid} already exited",
+                    signal.as_str()
+                ));
+            }
+            None => send(),
+        };
+        sent.map_err(|e| {
+            format!(
+                "failed to send {} to {service} (main pid {pid}): {e}",
+                signal.as_str()
+            )
+        })
+    }
+
     /// Environment and limits of every process of `spec`: main, probes and hooks.
     fn recipe(&self, spec: &ServiceSpec) -> Recipe {
         Recipe::new(&self.base_env, spec, self.nofile)
@@ -1049,7 +1146,7 @@ impl Shell {
         let now = Instant::now();
         let (reply, done) = match msg.request {
             Request::Status => (Ok(Reply::Status(self.status(now))), false),
-            Request::Start { name } => self.command(Command::Start, &name, now),
+            Request::Start { name } => self.start(&name, now),
             Request::Stop { name } => self.command(Command::Stop, &name, now),
             Request::Restart { name } => self.command(Command::Restart, &name, now),
             Request::Reload { dry_run } => (self.reload(dry_run).map(Reply::Reload), false),
@@ -1073,6 +1170,12 @@ impl Shell {
                 (reply, false)
             }
             Request::QuarantineRelease { name } => self.quarantine_release(&name, now),
+            Request::Signal { name, signal, all } => (self.signal(&name, &signal, all), false),
+            Request::ResetFailed { names } => {
+                let (result, effects) = self.sup.reset_failed(&names, now);
+                let done = self.execute(effects);
+                (result.map(|message| Reply::Accepted { message }), done)
+            }
         };
         // The requester may have given up waiting; the transition stands regardless.
         let _ = msg.reply.send(reply);
@@ -1204,6 +1307,7 @@ impl Shell {
         };
         ServiceStatus {
             name: s.name().clone(),
+            group: s.spec().group.clone(),
             state: state_name(s.state()).to_owned(),
             pid: s.pid().map(|p| p.as_raw() as u32),
             since_ms: millis(now.duration_since(s.since())),

@@ -617,6 +617,23 @@ impl Service {
         self.env_overrides.clear();
     }
 
+    /// `reset-failed` (systemctl's): the start limit begins anew and a failed service is
+    /// stopped again. A quarantined one stays: only a release (or a start) ends that.
+    pub fn reset_failed(&mut self, now: Instant) -> Vec<Effect> {
+        self.attempt = 0;
+        self.restart_times.clear();
+        match &self.state {
+            State::Failed {
+                reason: FailReason::Quarantined(_),
+            } => Vec::new(),
+            State::Failed { .. } => {
+                self.enter(State::Stopped, now);
+                vec![self.emit(EventKind::FailureReset)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     pub fn spawned(&mut self, run: RunId, pid: Pid, now: Instant) -> Vec<Effect> {
         if self.state != (State::Launching { run }) {
             return Vec::new();

@@ -18,6 +18,7 @@ mod reload;
 mod restart;
 mod shutdown;
 mod stop;
+mod verbs;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -108,6 +109,12 @@ fn label(effect: &Effect) -> String {
         Effect::Signal {
             service, signal, ..
         } => format!("signal {service} {}", signal.as_str()),
+        Effect::SignalMain {
+            service,
+            pid,
+            signal,
+            ..
+        } => format!("signal-main {service} {pid} {}", signal.as_str()),
         Effect::Emit(Event { service, kind }) => {
             let debug = format!("{kind:?}");
             let variant = debug
@@ -283,6 +290,13 @@ impl Harness {
                     let s = self.sup.service(service).expect("signalled service exists");
                     assert_eq!(s.run(), Some(*run), "signals go to the current run only");
                     assert_eq!(s.group(), Some(*group), "signals go to a live group");
+                }
+                Effect::SignalMain {
+                    service, run, pid, ..
+                } => {
+                    let s = self.sup.service(service).expect("signalled service exists");
+                    assert_eq!(s.run(), Some(*run), "signals go to the current run only");
+                    assert_eq!(s.pid(), Some(*pid), "signals go to the current main pid");
                 }
                 Effect::StartAgain { service } => {
                     panic!("StartAgain for {service} leaked out of the core")

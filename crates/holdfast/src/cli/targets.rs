@@ -1,0 +1,163 @@
+//! What a verb acts on: service names, `all`, and `@group` (a `service_group` label),
+//! resolved against the running daemon's services.
+//!
+//! Resolution happens before anything is sent: one unknown name or group is an error
+//! and no service is touched (a typo never half-applies a `stop`).
+
+use std::path::Path;
+
+use crate::config::closest;
+use crate::control::client::{self, ClientError};
+use crate::control::protocol::{ControlError, ErrorKind, Reply, Request, ServiceStatus};
+use crate::model::ServiceName;
+
+/// The target that means every service.
+pub const ALL: &str = "all";
+
+/// Expands `args` (names, `all`, `@group`) into service names, in the order given,
+/// each once. Asks the daemon for its services (and their groups).
+pub fn expand(socket: &Path, args: &[String]) -> Result<Vec<ServiceName>, ClientError> {
+    let services = match client::call(socket, Request::Status)? {
+        Reply::Status(status) => status.services,
+        other => {
+            return Err(ClientError::Protocol(format!(
+                "holdfast answered with an unexpected reply: {other:?}"
+            )));
+        }
+    };
+    resolve(&services, args).map_err(ClientError::Daemon)
+}
+
+/// [`expand`] without the daemon: `services` is its status.
+pub fn resolve(
+    services: &[ServiceStatus],
+    args: &[String],
+) -> Result<Vec<ServiceName>, ControlError> {
+    let mut names: Vec<ServiceName> = Vec::new();
+    for arg in args {
+        for name in one(services, arg)? {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Ok(names)
+}
+
+fn one(services: &[ServiceStatus], arg: &str) -> Result<Vec<ServiceName>, ControlError> {
+    if arg == ALL {
+        return Ok(services.iter().map(|s| s.name.clone()).collect());
+    }
+    if let Some(group) = arg.strip_prefix('@') {
+        let members: Vec<ServiceName> = services
+            .iter()
+            .filter(|s| s.group.as_deref() == Some(group))
+            .map(|s| s.name.clone())
+            .collect();
+        if members.is_empty() {
+            let mut groups: Vec<&str> =
+                services.iter().filter_map(|s| s.group.as_deref()).collect();
+            groups.sort_unstable();
+            groups.dedup();
+            let hint = match closest(group, groups.iter().copied()) {
+                Some(best) => format!("; did you mean \"@{best}\"?"),
+                None if groups.is_empty() => "; no service has a `service_group`".to_owned(),
+                None => format!("; groups: {}", groups.join(", ")),
+            };
+            return Err(unknown(format!("no group named \"{group}\"{hint}")));
+        }
+        return Ok(members);
+    }
+    if let Some(s) = services.iter().find(|s| s.name.as_str() == arg) {
+        return Ok(vec![s.name.clone()]);
+    }
+    let hint = closest(arg, services.iter().map(|s| s.name.as_str()))
+        .map(|best| format!("; did you mean \"{best}\"?"))
+        .unwrap_or_default();
+    Err(unknown(format!("no service named \"{arg}\"{hint}")))
+}
+
+fn unknown(message: String) -> ControlError {
+    ControlError {
+        kind: ErrorKind::UnknownService,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str, group: Option<&str>) -> ServiceStatus {
+        ServiceStatus {
+            name: ServiceName::new(name).expect("test names are valid"),
+            group: group.map(str::to_owned),
+            state: "running".to_owned(),
+            pid: None,
+            since_ms: 0,
+            uptime_ms: None,
+            restarts: 0,
+            last_exit: None,
+            reason: None,
+            status_text: None,
+            holding_up: Vec::new(),
+            log: String::new(),
+            health: None,
+            env_overrides: Default::default(),
+        }
+    }
+
+    fn services() -> Vec<ServiceStatus> {
+        vec![
+            service("api", Some("backend")),
+            service("db", None),
+            service("web", Some("frontend")),
+            service("worker", Some("backend")),
+        ]
+    }
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn resolved(list: &[&str]) -> Vec<String> {
+        resolve(&services(), &args(list))
+            .expect("resolves")
+            .iter()
+            .map(|n| n.as_str().to_owned())
+            .collect()
+    }
+
+    fn error(list: &[&str]) -> String {
+        resolve(&services(), &args(list))
+            .expect_err("does not resolve")
+            .message
+    }
+
+    #[test]
+    fn names_groups_and_all_expand_in_order_each_service_once() {
+        assert_eq!(resolved(&["web", "@backend"]), ["web", "api", "worker"]);
+        assert_eq!(resolved(&["worker", "all"]), ["worker", "api", "db", "web"]);
+        assert_eq!(resolved(&["db", "db"]), ["db"]);
+    }
+
+    #[test]
+    fn unknown_names_and_groups_are_errors_with_a_hint() {
+        assert_eq!(
+            error(&["web", "wev"]),
+            "no service named \"wev\"; did you mean \"web\"?"
+        );
+        assert_eq!(
+            error(&["nothing-like-it"]),
+            "no service named \"nothing-like-it\""
+        );
+        assert_eq!(
+            error(&["@backnd"]),
+            "no group named \"backnd\"; did you mean \"@backend\"?"
+        );
+        assert_eq!(
+            error(&["@storage"]),
+            "no group named \"storage\"; groups: backend, frontend"
+        );
+    }
+}
