@@ -154,3 +154,18 @@ fn a_signal_after_the_main_process_exited_needs_all_for_the_rest_of_the_run() {
             .is_ok()
     );
 }
+
+#[test]
+fn a_reload_that_changes_only_the_group_takes_it_without_a_restart() {
+    let mut h = Harness::running([svc("a")]);
+    let run = h.run("a");
+    let grouped = ServiceSpec {
+        group: Some("backend".to_owned()),
+        ..svc("a")
+    };
+    let (diff, effects) = h.reload([grouped]);
+    assert_eq!(diff.unchanged, [name("a")]);
+    assert!(effects.is_empty(), "{:?}", labels(&effects));
+    assert_eq!(h.run("a"), run, "same run");
+    assert_eq!(h.service("a").spec().group.as_deref(), Some("backend"));
+}
