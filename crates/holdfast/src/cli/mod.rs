@@ -90,9 +90,12 @@ pub enum Command {
     },
     /// Send a signal to services' main processes (`signal nginx HUP`; HUP, SIGHUP or 1).
     Signal {
-        /// Service names, `all`, or `@group`, then the signal.
-        #[arg(required = true, num_args = 2.., value_name = "TARGET... SIGNAL")]
-        args: Vec<String>,
+        /// Service names, `all`, or `@group`.
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+        /// The signal: a name with or without SIG (HUP, SIGHUP) or a number.
+        #[arg(value_name = "SIGNAL")]
+        signal: String,
         /// Signal every process of the service (its cgroup or process groups), not only
         /// the main one.
         #[arg(long)]
@@ -194,7 +197,12 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Start { targets, socket } => service::start(&socket.socket, &targets),
         Command::Stop { targets, socket } => service::stop(&socket.socket, &targets),
         Command::Restart { targets, socket } => service::restart(&socket.socket, &targets),
-        Command::Signal { args, all, socket } => signal::signal(&socket.socket, &args, all),
+        Command::Signal {
+            targets,
+            signal,
+            all,
+            socket,
+        } => signal::signal(&socket.socket, &targets, &signal, all),
         Command::ResetFailed { targets, socket } => signal::reset_failed(&socket.socket, &targets),
         Command::Shutdown { socket } => service::shutdown(&socket.socket),
         Command::Reload { dry_run, socket } => reload::run(&socket.socket, dry_run),

@@ -8,9 +8,12 @@ use crate::config::value::parse_signal_arg;
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::{ControlError, ErrorKind, Reply, Request};
 
-/// The last argument is the signal, the others are targets (clap ensures two or more).
-pub fn signal(socket: &Path, args: &[String], all: bool) -> miette::Result<ExitCode> {
-    let (signal, targets) = args.split_last().expect("clap requires two arguments");
+pub fn signal(
+    socket: &Path,
+    targets: &[String],
+    signal: &str,
+    all: bool,
+) -> miette::Result<ExitCode> {
     // Checked here too, so a typo is reported before any service is signalled.
     let signal = match parse_signal_arg(signal) {
         Ok(signal) => signal.as_str().to_owned(),
