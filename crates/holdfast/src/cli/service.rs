@@ -27,7 +27,7 @@ pub fn restart(socket: &Path, targets: &[String]) -> miette::Result<ExitCode> {
 
 /// Expands the targets, then sends one request per service; every service is tried and
 /// the exit code is the first failure's.
-pub(crate) fn each(
+fn each(
     socket: &Path,
     targets: &[String],
     request: impl Fn(ServiceName) -> Request,

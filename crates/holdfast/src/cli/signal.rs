@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::service::{each, report};
+use super::service::report;
 use crate::config::value::parse_signal_arg;
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::{ControlError, ErrorKind, Reply, Request};
@@ -24,11 +24,24 @@ pub fn signal(
             })));
         }
     };
-    each(socket, targets, |name| Request::Signal {
-        name,
-        signal: signal.clone(),
-        all,
-    })
+    let names = match super::targets::expand(socket, targets) {
+        Ok(names) => names,
+        Err(e) => return Ok(report(e)),
+    };
+    // Every service is tried; the exit code is the first failure's.
+    let mut code = ExitCode::SUCCESS;
+    for name in names {
+        let request = Request::Signal {
+            name,
+            signal: signal.clone(),
+            all,
+        };
+        let result = accepted(socket, request);
+        if code == ExitCode::SUCCESS {
+            code = result;
+        }
+    }
+    Ok(code)
 }
 
 pub fn reset_failed(socket: &Path, targets: &[String]) -> miette::Result<ExitCode> {
@@ -40,14 +53,19 @@ pub fn reset_failed(socket: &Path, targets: &[String]) -> miette::Result<ExitCod
             Err(e) => return Ok(report(e)),
         }
     };
-    match client::call(socket, Request::ResetFailed { names }) {
+    Ok(accepted(socket, Request::ResetFailed { names }))
+}
+
+/// Sends a request answered by `Accepted` and prints the daemon's message.
+fn accepted(socket: &Path, request: Request) -> ExitCode {
+    match client::call(socket, request) {
         Ok(Reply::Accepted { message }) => {
             println!("{message}");
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
-        Ok(other) => Ok(report(ClientError::Protocol(format!(
+        Ok(other) => report(ClientError::Protocol(format!(
             "holdfast answered with an unexpected reply: {other:?}"
-        )))),
-        Err(e) => Ok(report(e)),
+        ))),
+        Err(e) => report(e),
     }
 }
