@@ -1042,8 +1042,9 @@ impl Shell {
 
     /// Sends `signal` to main pid `pid` of `service`. The spawned process is our child:
     /// it is signalled only while not reaped, so a recycled pid is never hit. A main pid
-    /// named by `MAINPID=` or a pidfile may be no child of ours; it is the pid the core
-    /// holds until its exit is known.
+    /// named by `MAINPID=` or a pidfile may be no child of ours (then no wait can hold
+    /// its pid): it is signalled as the pid the core holds, which leaves the narrow
+    /// window between that process's exit and the core learning of it.
     fn signal_main(
         &self,
         service: &ServiceName,
