@@ -237,7 +237,7 @@ start_secs = "0s"
     let running = daemon.wait_for_service("steady", "runs", |s| s.state == "running");
     let old_pid = running.pid.expect("a running service has a pid");
 
-    let follower = Follower::start(&daemon, &["steady"]);
+    let follower = Follower::start(&daemon, &["steady", "-n", "100"]);
     let history = follower.until("spawned in the history", |e| e.kind == "spawned");
     assert_eq!(history.data["pid"], json!(old_pid));
 
@@ -258,7 +258,7 @@ start_secs = "0s"
 fn a_follower_sees_the_shutdown_and_ends_with_the_daemon() {
     let mut daemon = Daemon::start("[service.a]\ncommand = [\"sleep\", \"1000\"]\n");
     daemon.wait_for_service("a", "runs", |s| s.state == "running");
-    let mut follower = Follower::start(&daemon, &[]);
+    let mut follower = Follower::start(&daemon, &["-n", "100"]);
     follower.until("a's spawn in the history", |e| e.kind == "spawned");
     daemon.cli_ok(&["shutdown"]);
     follower.until("the end of the shutdown", |e| {

@@ -17,7 +17,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::ControlFlow;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
@@ -37,8 +38,29 @@ pub struct Follower {
     pos: u64,
     partial: Vec<u8>,
     events: mpsc::Receiver<notify::Result<notify::Event>>,
+    /// Set by a [`Stopper`], which then wakes us through `wake`.
+    stopped: Arc<AtomicBool>,
+    wake: mpsc::Sender<notify::Result<notify::Event>>,
     // Dropping the watcher ends the event stream, so it lives as long as we do.
     _watcher: RecommendedWatcher,
+}
+
+/// Ends a [`Follower::run`] from another thread, even while no line comes (a reader
+/// that went away must not keep a thread and a watch until the service writes again).
+#[derive(Clone)]
+pub struct Stopper {
+    stopped: Arc<AtomicBool>,
+    wake: mpsc::Sender<notify::Result<notify::Event>>,
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        // An event without paths counts as ours, so `run` wakes up and sees the flag.
+        let _ = self
+            .wake
+            .send(Ok(notify::Event::new(notify::EventKind::Other)));
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +102,7 @@ impl Follower {
         let watch_error = |err: notify::Error| {
             io::Error::other(format!("failed to watch \"{}\": {err}", dir.display()))
         };
+        let wake = tx.clone();
         let mut watcher = notify::recommended_watcher(tx).map_err(watch_error)?;
         // Watch before opening: a line written in between shows up as an event.
         watcher
@@ -97,8 +120,18 @@ impl Follower {
             pos,
             partial: Vec::new(),
             events,
+            stopped: Arc::new(AtomicBool::new(false)),
+            wake,
             _watcher: watcher,
         })
+    }
+
+    /// A handle that ends [`Follower::run`] from elsewhere.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            stopped: Arc::clone(&self.stopped),
+            wake: self.wake.clone(),
+        }
     }
 
     /// The last `n` lines before the point where following starts (like [`super::tail`],
@@ -111,11 +144,11 @@ impl Follower {
         fill_from_rotated(&self.path, lines, n)
     }
 
-    /// Calls `on_line` for each new line (without newline) until it returns `Break`.
-    /// Blocks between writes without waking up.
+    /// Calls `on_line` for each new line (without newline) until it returns `Break` or
+    /// a [`Stopper`] stops it. Blocks between writes without waking up.
     pub fn run(mut self, mut on_line: impl FnMut(&str) -> ControlFlow<()>) -> io::Result<()> {
         loop {
-            if self.catch_up(&mut on_line)?.is_break() {
+            if self.stopped.load(Ordering::SeqCst) || self.catch_up(&mut on_line)?.is_break() {
                 return Ok(());
             }
             // Wait for an event about our file, then take all queued ones at once.
@@ -415,6 +448,21 @@ mod tests {
             "the writer rotated many times"
         );
         assert_eq!(collect(&rx, 500), expected);
+    }
+
+    #[test]
+    fn a_stopper_ends_a_follower_that_sees_no_lines() {
+        let dir = TempDir::new("follow-stop");
+        let path = dir.path().join("svc.log");
+        let follower = Follower::open(&path).unwrap();
+        let stopper = follower.stopper();
+        let (done_tx, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            let result = follower.run(|_| ControlFlow::Continue(()));
+            let _ = done_tx.send(result.is_ok());
+        });
+        stopper.stop();
+        assert_eq!(done.recv_timeout(Duration::from_secs(30)), Ok(true));
     }
 
     #[test]

@@ -1073,6 +1073,14 @@ impl Shell {
                 (reply, false)
             }
             Request::QuarantineRelease { name } => self.quarantine_release(&name, now),
+            // Read off this task by the control server, which only asks for `status`.
+            Request::Logs { .. } => (
+                Err(ControlError {
+                    kind: ErrorKind::Internal,
+                    message: "logs are served by the control server".to_owned(),
+                }),
+                false,
+            ),
         };
         // The requester may have given up waiting; the transition stands regardless.
         let _ = msg.reply.send(reply);
