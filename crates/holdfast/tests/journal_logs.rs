@@ -34,12 +34,21 @@ fn stamp_of(daemon: &Daemon, name: &str, text: &str) -> Option<String> {
 /// Two services that wrote, strictly in this order (each line stamped later than the one
 /// before): alpha 1, beta 1, alpha 2, beta 2, alpha 3, beta 3. Returns their stamps.
 fn interleaved() -> (Daemon, Vec<String>) {
+    interleaved_rounds(3)
+}
+
+/// Like [`interleaved`], only alpha 1 and beta 1 written.
+fn interleaved_first_round() -> (Daemon, Vec<String>) {
+    interleaved_rounds(1)
+}
+
+fn interleaved_rounds(rounds: u32) -> (Daemon, Vec<String>) {
     let daemon = Daemon::start(&(stepper("alpha") + &stepper("beta")));
     for name in ["alpha", "beta"] {
         daemon.wait_for_service(name, "runs", |s| s.state == "running");
     }
     let mut stamps = Vec::new();
-    for i in 1..=3 {
+    for i in 1..=rounds {
         for name in ["alpha", "beta"] {
             let text = format!("{name} {i}");
             std::fs::write(daemon.dir().join(format!("go-{name}-{i}")), "")
@@ -228,4 +237,48 @@ command = ["/bin/sh", "-c", "echo only for the control group; exec sleep 1000"]
         "{}",
         describe(&output)
     );
+}
+
+#[test]
+fn logs_follow_prints_the_last_lines_then_new_lines_of_every_service() {
+    let (daemon, _) = interleaved_first_round();
+    let mut cmd = support::holdfast();
+    cmd.args(["logs", "-f", "-n", "2", "-s"])
+        .arg(daemon.socket())
+        .env(TAG_VAR, daemon.tag())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("holdfast logs -f starts");
+    let out = child.stdout.take().expect("stdout is piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || {
+        lines
+            .recv_timeout(support::DEADLINE)
+            .expect("logs -f prints a line within the deadline")
+    };
+    let backlog = [next(), next()].join("\n");
+    assert_eq!(
+        columns(&backlog),
+        pairs(&[("alpha", "alpha 1"), ("beta", "beta 1")])
+    );
+    // The backlog was read after following started: no later line can be missed.
+    for name in ["beta", "alpha"] {
+        std::fs::write(daemon.dir().join(format!("go-{name}-2")), "").expect("go file");
+        let line = next();
+        assert_eq!(
+            columns(&line),
+            pairs(&[(name, &format!("{name} 2"))]),
+            "{line}"
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
