@@ -240,7 +240,7 @@ command = ["/bin/sh", "-c", "echo only for the control group; exec sleep 1000"]
 }
 
 #[test]
-fn logs_follow_prints_the_last_lines_then_new_lines_of_every_service() {
+fn logs_follow_prints_the_last_lines_then_new_lines_of_every_service_until_shutdown() {
     let (daemon, _) = interleaved_first_round();
     let mut cmd = support::holdfast();
     cmd.args(["logs", "-f", "-n", "2", "-s"])
@@ -279,6 +279,15 @@ fn logs_follow_prints_the_last_lines_then_new_lines_of_every_service() {
             "{line}"
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
+
+    daemon.cli_ok(&["shutdown"]);
+    let mut ended = None;
+    support::wait_until("logs -f ends with the daemon", || {
+        ended = child.try_wait().expect("the follower is waitable");
+        ended.is_some()
+    });
+    assert!(
+        ended.is_some_and(|status| status.success()),
+        "the end of the daemon is no error for a follower: {ended:?}"
+    );
 }

@@ -4,7 +4,7 @@
 //! The daemon reads the files (see `control::logs`), so whoever may use the control
 //! socket may read logs. Control characters and ANSI escapes of the services' text are
 //! shown escaped (`\x1b[31m`), tabs kept, unless `--raw`. A closed stdout (`| head`)
-//! ends the command quietly.
+//! ends the command quietly, and so does the daemon shutting down under `-f`.
 
 use std::io::{self, Write};
 use std::ops::ControlFlow;
@@ -16,7 +16,7 @@ use miette::miette;
 
 use crate::cli::exit;
 use crate::control::client::{self, ClientError};
-use crate::control::protocol::{Reply, Request};
+use crate::control::protocol::{ControlError, ErrorKind, Reply, Request};
 use crate::logs::read::{STAMP_LEN, stamp_of};
 use crate::model::ServiceName;
 
@@ -85,8 +85,14 @@ pub fn run(socket: &Path, options: Options) -> miette::Result<ExitCode> {
             ControlFlow::Break(())
         }
     });
-    if let Err(e) = result {
-        return Ok(super::service::report(e));
+    match result {
+        Ok(()) => {}
+        // A follower ends with the daemon, as `events -f` does.
+        Err(ClientError::Daemon(ControlError {
+            kind: ErrorKind::ShuttingDown,
+            message,
+        })) if options.follow => eprintln!("{message}"),
+        Err(e) => return Ok(super::service::report(e)),
     }
     match write_error {
         // The reader went away (`| head`): that is how such a pipeline ends.

@@ -8,16 +8,19 @@
 //! - memory is bounded: lines go through a small bounded channel, written to the client
 //!   as they come (see [`crate::logs::read`] for the bounded read itself);
 //! - every write has the control socket's write deadline; a client that goes away or
-//!   stops reading ends the reading threads (followers via their [`crate::logs::Stopper`]).
+//!   stops reading ends the reading threads (followers via their [`crate::logs::Stopper`]);
+//! - a follower's stream ends when the daemon shuts down (the event bus closes), with a
+//!   line saying so, as an `events` follower's does.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 
-use super::protocol::{ControlError, ErrorKind, Reply, Request};
+use super::protocol::{ControlError, ErrorKind, EventRecord, Reply, Request};
 use super::server::{ControlMsg, Limits, Peer, dispatch, response_line};
 use crate::logs::Follower;
 use crate::logs::read::{self, Window, stamp_of};
@@ -82,15 +85,18 @@ fn bad_request(message: String) -> ControlError {
 /// One line for the client, or the reason reading stopped.
 type Item = Result<(usize, String), ControlError>;
 
+/// Serves one `logs` request. `events` (taken before anything else happens on the
+/// connection, without keeping a sender) tells a follower when the daemon goes away.
 pub(super) async fn serve(
     mut stream: UnixStream,
     query: Query,
     peer: Peer,
     tx: &mpsc::Sender<ControlMsg>,
     limits: Limits,
+    events: Option<broadcast::Receiver<EventRecord>>,
 ) {
     tracing::debug!(?query, ?peer, "control request: logs");
-    let end = match stream_logs(&mut stream, query, peer, tx, limits).await {
+    let end = match stream_logs(&mut stream, query, peer, tx, limits, events).await {
         Ok(end) => end,
         Err(Gone) => return,
     };
@@ -111,6 +117,7 @@ async fn stream_logs(
     peer: Peer,
     tx: &mpsc::Sender<ControlMsg>,
     limits: Limits,
+    events: Option<broadcast::Receiver<EventRecord>>,
 ) -> Result<Result<Reply, ControlError>, Gone> {
     let sources = match log_files(&query.services, peer, tx).await {
         Ok(sources) => sources,
@@ -119,7 +126,8 @@ async fn stream_logs(
     let (names, paths): (Vec<ServiceName>, Vec<PathBuf>) = sources.into_iter().unzip();
     let (lines_tx, mut lines) = mpsc::channel::<Item>(CHANNEL);
     let mut stoppers = Vec::new();
-    if query.follow {
+    let following = query.follow;
+    if following {
         match open_followers(&paths) {
             Ok(followers) => {
                 stoppers = followers.iter().map(Follower::stopper).collect();
@@ -143,12 +151,20 @@ async fn stream_logs(
     drop(lines_tx);
     let (mut reader, mut writer) = stream.split();
     let mut scratch = [0_u8; 64];
+    let daemon_gone = closed(events.filter(|_| following));
+    tokio::pin!(daemon_gone);
     let end = loop {
         let item = tokio::select! {
             item = lines.recv() => item,
             // The client sends nothing after its request: any read result means it is
             // gone (EOF or error), or misbehaving, which ends the stream all the same.
             _ = reader.read(&mut scratch) => break Err(Gone),
+            () = &mut daemon_gone => {
+                break Ok(Err(ControlError {
+                    kind: ErrorKind::ShuttingDown,
+                    message: "holdfast is shutting down: the log stream ends".to_owned(),
+                }));
+            }
         };
         let reply = match item {
             None => break Ok(Ok(Reply::LogEnd)),
@@ -168,6 +184,19 @@ async fn stream_logs(
         stopper.stop();
     }
     end
+}
+
+/// Returns once the event bus closes (the daemon is going away); never without a bus.
+async fn closed(events: Option<broadcast::Receiver<EventRecord>>) {
+    let Some(mut events) = events else {
+        return std::future::pending().await;
+    };
+    loop {
+        match events.recv().await {
+            Err(RecvError::Closed) => return,
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+        }
+    }
 }
 
 /// The log file of each service asked for (all, in status order, when none is named).

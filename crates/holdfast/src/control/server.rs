@@ -571,7 +571,10 @@ async fn handle(
                     follow,
                 }),
             ) => match super::logs::Query::new(services, lines, since, until, follow) {
-                Ok(query) => return super::logs::serve(stream, query, peer, &tx, limits).await,
+                Ok(query) => {
+                    let live = events.map(super::follow::subscribe);
+                    return super::logs::serve(stream, query, peer, &tx, limits, live).await;
+                }
                 Err(bad) => Err(bad),
             },
             (Ok(peer), Ok(request)) => {
