@@ -4,7 +4,8 @@
 //!
 //! Invariants:
 //! - the supervisor only answers `status` (where the files are); the files are read on
-//!   blocking threads, never on the supervisor's task or the connection's;
+//!   a blocking thread (one per request, with one inotify watcher for a follower),
+//!   never on the supervisor's task or the connection's;
 //! - memory is bounded: lines go through a small bounded channel, written to the client
 //!   as they come (see [`crate::logs::read`] for the bounded read itself);
 //! - every write has the control socket's write deadline; a client that goes away or
@@ -125,15 +126,15 @@ async fn stream_logs(
     };
     let (names, paths): (Vec<ServiceName>, Vec<PathBuf>) = sources.into_iter().unzip();
     let (lines_tx, mut lines) = mpsc::channel::<Item>(CHANNEL);
-    let mut stoppers = Vec::new();
+    let mut stopper = None;
     let following = query.follow;
     if following {
-        match open_followers(&paths) {
-            Ok(followers) => {
-                stoppers = followers.iter().map(Follower::stopper).collect();
+        match Follower::open_all(&paths) {
+            Ok(follower) => {
+                stopper = Some(follower.stopper());
                 let (window, last) = (query.window, query.lines);
                 let tx = lines_tx.clone();
-                std::thread::spawn(move || follow(followers, &window, last, &tx));
+                std::thread::spawn(move || follow(follower, &window, last, &tx));
             }
             Err(e) => return Ok(Err(internal(e))),
         }
@@ -180,7 +181,7 @@ async fn stream_logs(
             _ => break Err(Gone),
         }
     };
-    for stopper in &stoppers {
+    if let Some(stopper) = stopper {
         stopper.stop();
     }
     end
@@ -254,39 +255,19 @@ fn send(tx: &mpsc::Sender<Item>, item: Item) -> ControlFlow<()> {
     }
 }
 
-fn open_followers(paths: &[PathBuf]) -> std::io::Result<Vec<Follower>> {
-    paths.iter().map(|path| Follower::open(path)).collect()
-}
-
 /// On its own thread: the last lines before following started, merged by time, then
-/// every new line of every service, each service on a thread of its own.
-fn follow(
-    mut followers: Vec<Follower>,
-    window: &Window,
-    last: Option<usize>,
-    tx: &mpsc::Sender<Item>,
-) {
-    match backlog(&mut followers, window, last) {
-        Ok(lines) => {
-            for line in lines {
-                if send(tx, Ok(line)).is_break() {
-                    return;
-                }
+/// every new line of every service as it is written.
+fn follow(mut follower: Follower, window: &Window, last: Option<usize>, tx: &mpsc::Sender<Item>) {
+    let result = backlog(&mut follower, window, last).and_then(|lines| {
+        for line in lines {
+            if send(tx, Ok(line)).is_break() {
+                return Ok(());
             }
         }
-        Err(e) => {
-            let _ = tx.blocking_send(Err(internal(e)));
-            return;
-        }
-    }
-    for (source, follower) in followers.into_iter().enumerate() {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let result = follower.run(|line| send(&tx, Ok((source, line.to_owned()))));
-            if let Err(e) = result {
-                let _ = tx.blocking_send(Err(internal(e)));
-            }
-        });
+        follower.run_all(|source, line| send(tx, Ok((source, line.to_owned()))))
+    });
+    if let Err(e) = result {
+        let _ = tx.blocking_send(Err(internal(e)));
     }
 }
 
@@ -294,7 +275,7 @@ fn follow(
 /// point where each follower starts, merged by time. Held in memory: `logs -f -n N`
 /// holds N lines per service.
 fn backlog(
-    followers: &mut [Follower],
+    follower: &mut Follower,
     window: &Window,
     last: Option<usize>,
 ) -> std::io::Result<Vec<(usize, String)>> {
@@ -303,9 +284,9 @@ fn backlog(
         return Ok(Vec::new());
     }
     let mut lines = Vec::new();
-    for (source, follower) in followers.iter_mut().enumerate() {
+    for source in 0..follower.files() {
         let mut stamp = String::new();
-        for line in follower.backlog(n)? {
+        for line in follower.backlog_of(source, n)? {
             if let Some(s) = stamp_of(&line) {
                 stamp = s.to_owned();
             }
