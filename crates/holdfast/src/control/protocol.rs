@@ -65,8 +65,10 @@ pub enum Request {
     },
     /// Captured output of `services` (all when empty), merged by time: the lines
     /// stamped within `since..=until` (RFC 3339, UTC), only the last `lines` of them
-    /// when given. Answered with one [`Reply::LogLine`] per line, then [`Reply::LogEnd`];
-    /// with `follow`, no end: new lines follow until the client disconnects.
+    /// when given. Answered with one [`Reply::LogLine`] per line, then [`Reply::LogEnd`].
+    /// With `follow` (and no `until`): the last `lines` (default 10) lines, then new
+    /// lines until the client disconnects or the daemon shuts down (an
+    /// [`ErrorKind::ShuttingDown`] line).
     Logs {
         #[serde(default)]
         services: Vec<ServiceName>,

@@ -6,7 +6,8 @@
 //!   are merged as they are read, and "the last N" is found by counting first and then
 //!   skipping, never by holding N lines;
 //! - the files read are opened once, up front, and read only up to the length they had
-//!   then, so a rotation or a busy writer meanwhile neither repeats nor cuts lines;
+//!   then, so a rotation or a busy writer meanwhile neither repeats nor cuts lines (a
+//!   rotation *while* they are opened may hide one file: best effort, as for `tail`);
 //! - a line's time is its stamp, whose fixed-width RFC 3339 form sorts as text, so no
 //!   line is parsed (a line without a stamp takes the time of the line before it).
 
