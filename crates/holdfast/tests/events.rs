@@ -237,7 +237,7 @@ start_secs = "0s"
     let running = daemon.wait_for_service("steady", "runs", |s| s.state == "running");
     let old_pid = running.pid.expect("a running service has a pid");
 
-    let follower = Follower::start(&daemon, &["steady"]);
+    let follower = Follower::start(&daemon, &["steady", "-n", "100"]);
     let history = follower.until("spawned in the history", |e| e.kind == "spawned");
     assert_eq!(history.data["pid"], json!(old_pid));
 
@@ -258,7 +258,7 @@ start_secs = "0s"
 fn a_follower_sees_the_shutdown_and_ends_with_the_daemon() {
     let mut daemon = Daemon::start("[service.a]\ncommand = [\"sleep\", \"1000\"]\n");
     daemon.wait_for_service("a", "runs", |s| s.state == "running");
-    let mut follower = Follower::start(&daemon, &[]);
+    let mut follower = Follower::start(&daemon, &["-n", "100"]);
     follower.until("a's spawn in the history", |e| e.kind == "spawned");
     daemon.cli_ok(&["shutdown"]);
     follower.until("the end of the shutdown", |e| {
@@ -481,4 +481,58 @@ on = { stopped = ["sleep", "1000"] }
         "no hook outlives holdfast: {:?}",
         tagged_processes(daemon.tag())
     );
+}
+
+/// The events `events --json` prints now (the daemon's whole recent history).
+fn history(daemon: &Daemon) -> Vec<EventRecord> {
+    records(&daemon.cli_ok(&["events", "--json"]))
+}
+
+#[test]
+fn events_follow_starts_at_now_and_with_n_shows_the_last_n_first() {
+    let daemon = Daemon::start(
+        r#"
+[service.steady]
+command = ["sleep", "1000"]
+start_secs = "0s"
+"#,
+    );
+    let first_run = daemon.wait_for_service("steady", "runs", |s| s.state == "running");
+    // A restart, for a history longer than three events.
+    daemon.cli_ok(&["restart", "steady"]);
+    daemon.wait_for_service("steady", "runs again", |s| {
+        s.state == "running" && s.pid != first_run.pid
+    });
+    let before = history(&daemon);
+    let newest = before.last().expect("the start left events").seq;
+
+    let with_history = Follower::start(&daemon, &["-n", "3"]);
+    let first: Vec<EventRecord> = (0..3).map(|_| with_history.next()).collect();
+    let last_three: Vec<u64> = before[before.len() - 3..].iter().map(|e| e.seq).collect();
+    assert_eq!(
+        first.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        last_three,
+        "-n 3 -f prints the last 3 events first"
+    );
+
+    // Without -n nothing is printed until something happens; when the follower is
+    // subscribed is unknown, so restart until it has seen something.
+    let live = Follower::start(&daemon, &[]);
+    let mut seen = None;
+    support::wait_until("the follower prints a new event", || {
+        daemon.cli_ok(&["restart", "steady"]);
+        seen = live
+            .lines
+            .recv_timeout(std::time::Duration::from_millis(500))
+            .ok();
+        seen.is_some()
+    });
+    let line = seen.expect("a line was seen");
+    let event: EventRecord = serde_json::from_str(&line).expect("a record");
+    assert!(
+        event.seq > newest,
+        "events -f prints only events after it started, not {line}"
+    );
+    let later = with_history.until("the restart", |e| e.kind == "stop_requested");
+    assert!(later.seq > newest, "and then follows");
 }

@@ -1,5 +1,7 @@
-//! `holdfast events [-f] [--json] [--since SEQ] [NAME]`: the daemon's recent events and, with `-f`, new
-//! ones as they happen, until Ctrl-C (which ends the process) or the daemon goes away.
+//! `holdfast events [-f] [-n N] [--json] [--since SEQ] [NAME]`: the daemon's recent events
+//! (the last N with `-n`) and, with `-f`, new ones as they happen, until Ctrl-C (which
+//! ends the process) or the daemon goes away. Like `journalctl -f`, `-f` starts at now:
+//! it shows history only when `-n N` asks for the last N events.
 //!
 //! Human lines are `12:00:01.234 api          exited            pid 42 exited 3` (UTC
 //! time of day, service or `holdfast` for the daemon itself, kind, message); `--json`
@@ -38,11 +40,19 @@ pub fn run(
     follow: bool,
     json: bool,
     since: Option<u64>,
+    lines: Option<usize>,
 ) -> miette::Result<ExitCode> {
+    // Like `journalctl -f`, following starts at now unless history is asked for.
+    let last = if follow {
+        Some(lines.unwrap_or(0))
+    } else {
+        lines
+    };
     let request = Request::Events {
         follow,
         service: name,
         since,
+        last,
     };
     let mut out = io::stdout().lock();
     let mut write_error = None;
@@ -64,7 +74,8 @@ pub fn run(
     } else {
         match client::call(socket, request) {
             Ok(Reply::Events { events }) => {
-                for event in &events {
+                let skip = last.map_or(0, |n| events.len().saturating_sub(n));
+                for event in &events[skip..] {
                     if print(event).is_break() {
                         break;
                     }

@@ -1,164 +1,229 @@
-//! `holdfast logs NAME [-n N] [-f]`: prints the end of a service's captured output and,
-//! with `-f`, follows it across rotations until Ctrl-C (which ends the process).
+//! `holdfast logs [NAME...] [-n N] [--since T] [--until T] [-f] [--raw]`: services'
+//! captured output, merged by time like `journalctl`, each line with its service's name.
 //!
-//! The daemon only tells where the log file is (`status`); the file itself is read
-//! directly, so a busy daemon never streams logs. A closed stdout (`| head`) ends the
-//! command quietly.
+//! The daemon reads the files (see `control::logs`), so whoever may use the control
+//! socket may read logs. Control characters and ANSI escapes of the services' text are
+//! shown escaped (`\x1b[31m`), tabs kept, unless `--raw`. A closed stdout (`| head`)
+//! ends the command quietly, and so does the daemon shutting down under `-f`.
 
 use std::io::{self, Write};
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use miette::{IntoDiagnostic, miette};
+use miette::miette;
 
 use crate::cli::exit;
-use crate::control::client;
-use crate::control::protocol::{Reply, Request, Status};
-use crate::logs::{Follower, tail};
+use crate::control::client::{self, ClientError};
+use crate::control::protocol::{ControlError, ErrorKind, Reply, Request};
+use crate::logs::read::{STAMP_LEN, stamp_of};
 use crate::model::ServiceName;
 
-pub fn run(
-    socket: &Path,
-    name: &ServiceName,
-    lines: usize,
-    follow: bool,
-) -> miette::Result<ExitCode> {
-    let status = match client::call(socket, Request::Status) {
-        Ok(Reply::Status(status)) => status,
-        Err(error) => return Ok(super::service::report(error)),
-        Ok(other) => {
-            return Err(miette!(
-                "unexpected reply from holdfast to status: {other:?}"
-            ));
-        }
+/// Lines shown when neither `-n` nor a time bound is given.
+pub const DEFAULT_LINES: usize = 20;
+/// Minimum width of the service column (as in `events`).
+const SERVICE_WIDTH: usize = 12;
+
+/// What `logs` was asked on the command line.
+pub struct Options {
+    pub names: Vec<ServiceName>,
+    pub lines: Option<usize>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub follow: bool,
+    pub raw: bool,
+}
+
+pub fn run(socket: &Path, options: Options) -> miette::Result<ExitCode> {
+    let now = SystemTime::now();
+    let bound = |text: &Option<String>, flag: &str| -> miette::Result<Option<String>> {
+        text.as_deref()
+            .map(|text| {
+                parse_time(text, now)
+                    .map(|time| humantime::format_rfc3339_millis(time).to_string())
+                    .map_err(|e| miette!("invalid {flag} \"{text}\": {e}"))
+            })
+            .transpose()
     };
-    let path = log_path(&status, name)?;
+    let since = bound(&options.since, "--since")?;
+    let until = bound(&options.until, "--until")?;
+    if options.follow && until.is_some() {
+        return Err(miette!("--until cannot be combined with --follow"));
+    }
+    let windowed = since.is_some() || until.is_some();
+    let lines = options
+        .lines
+        .or((!windowed && !options.follow).then_some(DEFAULT_LINES));
+    let request = Request::Logs {
+        services: options.names,
+        lines,
+        since,
+        until,
+        follow: options.follow,
+    };
     let mut out = io::stdout().lock();
-    let written = if follow {
-        print_and_follow(&path, lines, &mut out)
-    } else {
-        print_tail(&path, lines, &mut out)
-    };
-    match written {
-        Ok(()) => Ok(ExitCode::from(exit::SUCCESS)),
-        // The reader went away (`| head`): that is how such a pipeline ends.
-        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::from(exit::SUCCESS)),
-        Err(err) => Err(err).into_diagnostic(),
-    }
-}
-
-/// Where the daemon writes `name`'s output.
-fn log_path(status: &Status, name: &ServiceName) -> miette::Result<PathBuf> {
-    status
-        .services
-        .iter()
-        .find(|service| &service.name == name)
-        .map(|service| PathBuf::from(&service.log))
-        .ok_or_else(|| miette!("no service named \"{name}\""))
-}
-
-/// The last `lines` lines; nothing if the service has not written anything yet.
-fn print_tail(path: &Path, lines: usize, out: &mut impl Write) -> io::Result<()> {
-    let lines = match tail(path, lines) {
-        Ok(lines) => lines,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(err) => {
-            return Err(io::Error::new(
-                err.kind(),
-                format!("failed to read log file \"{}\": {err}", path.display()),
-            ));
-        }
-    };
-    for line in lines {
-        writeln!(out, "{line}")?;
-    }
-    out.flush()
-}
-
-/// The last `lines` lines, then every new one as it is written; returns only on error.
-fn print_and_follow(path: &Path, lines: usize, out: &mut impl Write) -> io::Result<()> {
-    let mut follower = Follower::open(path)?;
-    for line in follower.backlog(lines)? {
-        writeln!(out, "{line}")?;
-    }
-    out.flush()?;
     let mut write_error = None;
-    follower.run(
-        |line| match writeln!(out, "{line}").and_then(|()| out.flush()) {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(err) => {
-                write_error = Some(err);
-                ControlFlow::Break(())
+    let mut ended = false;
+    let result = client::stream(socket, request, |reply| match reply {
+        Reply::LogLine { service, line } => {
+            let text = render(&service, &line, options.raw);
+            match writeln!(out, "{text}").and_then(|()| out.flush()) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    write_error = Some(e);
+                    ControlFlow::Break(())
+                }
             }
-        },
-    )?;
-    write_error.map_or(Ok(()), Err)
+        }
+        Reply::LogEnd => {
+            ended = true;
+            ControlFlow::Break(())
+        }
+        other => {
+            eprintln!("holdfast sent an unexpected line in the log stream: {other:?}");
+            ControlFlow::Break(())
+        }
+    });
+    match result {
+        Ok(()) => {}
+        // A follower ends with the daemon, as `events -f` does.
+        Err(ClientError::Daemon(ControlError {
+            kind: ErrorKind::ShuttingDown,
+            message,
+        })) if options.follow => eprintln!("{message}"),
+        Err(e) => return Ok(super::service::report(e)),
+    }
+    match write_error {
+        // The reader went away (`| head`): that is how such a pipeline ends.
+        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::from(exit::SUCCESS)),
+        Some(e) => Err(miette!("failed to write to stdout: {e}")),
+        None if !ended && !options.follow => Ok(super::service::report(ClientError::Protocol(
+            "holdfast closed the log stream before its end".to_owned(),
+        ))),
+        None => Ok(ExitCode::from(exit::SUCCESS)),
+    }
+}
+
+/// One line as shown: `<stamp> <service> <stream tag> <text>`, the text escaped unless
+/// `raw`.
+pub fn render(service: &ServiceName, line: &str, raw: bool) -> String {
+    let (stamp, rest) = match stamp_of(line) {
+        Some(stamp) => (stamp, line.get(STAMP_LEN + 1..).unwrap_or("")),
+        None => ("", line),
+    };
+    let rest = if raw { rest.to_owned() } else { escape(rest) };
+    format!(
+        "{stamp:<STAMP_LEN$} {service:<SERVICE_WIDTH$} {rest}",
+        service = service.as_str()
+    )
+}
+
+/// Control characters (ANSI escapes included) as `\xNN` (`\u{NNNN}` beyond Latin-1),
+/// so a service's output cannot move the cursor, recolour or retitle the terminal.
+/// Tabs are kept.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\t' || !c.is_control() {
+            out.push(c);
+        } else if (c as u32) < 0x100 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:04x}}}", c as u32));
+        }
+    }
+    out
+}
+
+/// A point in time as `--since`/`--until` take it (journalctl's forms, in UTC, as the
+/// log stamps are): an RFC 3339 time (`2026-11-25T12:00:00Z`, `2026-11-25 12:00:00`, a
+/// date alone for its midnight), `now`, `today`, `yesterday`, `tomorrow` (midnight UTC),
+/// or a time ago: `10min ago`, `-10m`, `1h 30m ago`.
+pub fn parse_time(text: &str, now: SystemTime) -> Result<SystemTime, String> {
+    let text = text.trim();
+    let midnight = |days_back: i64| {
+        let today = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / 86_400;
+        let day = today.saturating_add_signed(-days_back);
+        UNIX_EPOCH + Duration::from_secs(day * 86_400)
+    };
+    match text {
+        "now" => return Ok(now),
+        "today" => return Ok(midnight(0)),
+        "yesterday" => return Ok(midnight(1)),
+        "tomorrow" => return Ok(midnight(-1)),
+        _ => {}
+    }
+    let ago = text
+        .strip_suffix("ago")
+        .map(str::trim_end)
+        .or_else(|| text.strip_prefix('-'));
+    if let Some(span) = ago {
+        let span = humantime::parse_duration(span.trim()).map_err(|e| e.to_string())?;
+        return now
+            .checked_sub(span)
+            .ok_or_else(|| "too far in the past".to_owned());
+    }
+    let full = if text.len() == 10 {
+        format!("{text} 00:00:00")
+    } else {
+        text.to_owned()
+    };
+    humantime::parse_rfc3339_weak(&full).map_err(|_| {
+        "expected an RFC 3339 UTC time (2026-11-25T12:00:00Z), now, today, yesterday, or a time ago (10min ago, -10m)".to_owned()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::protocol::{DaemonStatus, ServiceStatus};
 
-    fn status_with(name: &str, log: &str) -> Status {
-        Status {
-            daemon: DaemonStatus {
-                pid: 1,
-                version: "0".into(),
-                config: "/etc/holdfast/holdfast.toml".into(),
-                uptime_ms: 0,
-                shutting_down: false,
-            },
-            services: vec![ServiceStatus {
-                name: ServiceName::new(name).unwrap(),
-                group: None,
-                state: "running".into(),
-                pid: Some(42),
-                since_ms: 0,
-                uptime_ms: Some(0),
-                restarts: 0,
-                last_exit: None,
-                reason: None,
-                status_text: None,
-                holding_up: Vec::new(),
-                log: log.into(),
-                health: None,
-                env_overrides: Default::default(),
-            }],
-        }
+    fn at(text: &str) -> SystemTime {
+        humantime::parse_rfc3339(text).unwrap()
     }
 
     #[test]
-    fn the_log_path_comes_from_the_daemon_status() {
-        let status = status_with("web", "/var/log/holdfast/web.log");
-        let path = log_path(&status, &ServiceName::new("web").unwrap()).unwrap();
-        assert_eq!(path, PathBuf::from("/var/log/holdfast/web.log"));
+    fn times_are_rfc_3339_or_relative_to_now() {
+        let now = at("2026-11-25T12:34:56Z");
+        let parse = |text| parse_time(text, now).map(|t| humantime::format_rfc3339(t).to_string());
+        assert_eq!(
+            parse("2026-11-24T01:02:03Z").unwrap(),
+            "2026-11-24T01:02:03Z"
+        );
+        assert_eq!(
+            parse("2026-11-24 01:02:03").unwrap(),
+            "2026-11-24T01:02:03Z"
+        );
+        assert_eq!(parse("2026-11-24").unwrap(), "2026-11-24T00:00:00Z");
+        assert_eq!(parse("now").unwrap(), "2026-11-25T12:34:56Z");
+        assert_eq!(parse("today").unwrap(), "2026-11-25T00:00:00Z");
+        assert_eq!(parse("yesterday").unwrap(), "2026-11-24T00:00:00Z");
+        assert_eq!(parse("10min ago").unwrap(), "2026-11-25T12:24:56Z");
+        assert_eq!(parse("-10m").unwrap(), "2026-11-25T12:24:56Z");
+        assert_eq!(parse("1h 30m ago").unwrap(), "2026-11-25T11:04:56Z");
+        assert!(parse("soon").unwrap_err().contains("RFC 3339"));
+        assert!(parse("-ten minutes").is_err());
     }
 
     #[test]
-    fn an_unknown_service_is_an_error_naming_it() {
-        let status = status_with("web", "/var/log/holdfast/web.log");
-        let err = log_path(&status, &ServiceName::new("x").unwrap()).unwrap_err();
-        assert_eq!(err.to_string(), "no service named \"x\"");
+    fn lines_get_a_service_column_after_the_stamp() {
+        let web = ServiceName::new("web").unwrap();
+        assert_eq!(
+            render(&web, "2026-11-25T12:00:00.123Z stdout   hello", false),
+            "2026-11-25T12:00:00.123Z web          stdout   hello"
+        );
     }
 
     #[test]
-    fn a_service_without_output_yet_prints_nothing() {
-        let mut out = Vec::new();
-        print_tail(Path::new("/nonexistent/holdfast/web.log"), 10, &mut out).unwrap();
-        assert!(out.is_empty());
-    }
-
-    #[test]
-    fn the_last_lines_are_printed_one_per_line() {
-        let dir = std::env::temp_dir().join(format!("holdfast-cli-logs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("web.log");
-        std::fs::write(&path, "one\ntwo\nthree\n").unwrap();
-        let mut out = Vec::new();
-        print_tail(&path, 2, &mut out).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "two\nthree\n");
+    fn control_characters_are_escaped_unless_raw_and_tabs_are_kept() {
+        let web = ServiceName::new("web").unwrap();
+        let line = "2026-11-25T12:00:00.123Z stdout   \x1b[31mred\x1b[0m\tx\r\u{9b}";
+        assert!(
+            render(&web, line, false).ends_with(r"stdout   \x1b[31mred\x1b[0m	x\x0d\x9b"),
+            "{}",
+            render(&web, line, false)
+        );
+        assert!(render(&web, line, true).ends_with("stdout   \x1b[31mred\x1b[0m\tx\r\u{9b}"));
+        assert_eq!(escape("é ü ✓"), "é ü ✓", "printable text is untouched");
     }
 }

@@ -125,15 +125,28 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Show a service's captured stdout/stderr.
+    /// Show services' captured output (all services when none is named), merged by
+    /// time like journalctl; -f follows new lines.
     Logs {
-        name: ServiceName,
-        /// Keep printing lines as they are written (follows rotation).
+        /// Only these services.
+        names: Vec<ServiceName>,
+        /// Keep printing lines as they are written (follows rotation), until Ctrl-C.
         #[arg(long, short = 'f')]
         follow: bool,
-        /// Number of lines to show from the end.
-        #[arg(long, short = 'n', default_value_t = 20)]
-        lines: usize,
+        /// Show the last N lines overall [default: 20, or all within --since/--until,
+        /// 10 with -f].
+        #[arg(long, short = 'n', value_name = "N")]
+        lines: Option<usize>,
+        /// Only lines from this time on: RFC 3339 UTC (`2026-11-25T12:00:00Z`), `today`,
+        /// `yesterday`, `now`, or a time ago (`10min ago`, `-10m`).
+        #[arg(long, short = 'S', value_name = "TIME", allow_hyphen_values = true)]
+        since: Option<String>,
+        /// Only lines up to this time (same forms as --since).
+        #[arg(long, short = 'U', value_name = "TIME", allow_hyphen_values = true)]
+        until: Option<String>,
+        /// Print the services' text as it is, control characters and escapes included.
+        #[arg(long)]
+        raw: bool,
         #[command(flatten)]
         socket: SocketArgs,
     },
@@ -150,6 +163,9 @@ pub enum Command {
         /// Only events after this sequence number (the `seq` of `--json`).
         #[arg(long, value_name = "SEQ")]
         since: Option<u64>,
+        /// Only the last N events [-f without -n starts at now, like journalctl -f].
+        #[arg(long, short = 'n', value_name = "N")]
+        lines: Option<usize>,
         #[command(flatten)]
         socket: SocketArgs,
     },
@@ -207,18 +223,32 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Shutdown { socket } => service::shutdown(&socket.socket),
         Command::Reload { dry_run, socket } => reload::run(&socket.socket, dry_run),
         Command::Logs {
-            name,
+            names,
             follow,
             lines,
+            since,
+            until,
+            raw,
             socket,
-        } => logs::run(&socket.socket, &name, lines, follow),
+        } => logs::run(
+            &socket.socket,
+            logs::Options {
+                names,
+                lines,
+                since,
+                until,
+                follow,
+                raw,
+            },
+        ),
         Command::Events {
             name,
             follow,
             json,
             since,
+            lines,
             socket,
-        } => events::run(&socket.socket, name, follow, json, since),
+        } => events::run(&socket.socket, name, follow, json, since, lines),
         Command::Quarantine { action, socket } => quarantine::run(&socket.socket, action),
         Command::Demo => demo::run(),
         Command::Doctor { json } => doctor::run(json),

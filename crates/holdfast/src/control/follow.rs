@@ -28,6 +28,8 @@ use crate::supervisor::bus;
 pub(super) struct Filter {
     pub service: Option<ServiceName>,
     pub since: Option<u64>,
+    /// How many of the recent events to send before the new ones.
+    pub last: Option<usize>,
 }
 
 /// The subscription for a follower. Taken before anything else happens on the
@@ -79,6 +81,7 @@ async fn stream_events(
         follow: false,
         service: filter.service.clone(),
         since: filter.since,
+        last: None,
     };
     let history = match dispatch(request, peer, tx).await {
         Ok(Reply::Events { events }) => events,
@@ -90,10 +93,17 @@ async fn stream_events(
         }
         Err(e) => return End::Error(e),
     };
-    let mut last = filter.since.unwrap_or(0);
+    let mut last = history
+        .iter()
+        .map(|event| event.seq)
+        .fold(filter.since.unwrap_or(0), u64::max);
     let (mut reader, mut writer) = stream.split();
-    for event in history {
-        last = last.max(event.seq);
+    // Events up to the newest in the history are not new, even those not shown.
+    let skip = match filter.last {
+        Some(n) => history.len().saturating_sub(n),
+        None => 0,
+    };
+    for event in history.into_iter().skip(skip) {
         if write_event(&mut writer, event, limits).await.is_err() {
             return End::Gone;
         }

@@ -3,5 +3,6 @@
 
 pub mod client;
 mod follow;
+mod logs;
 pub mod protocol;
 pub mod server;

@@ -3,8 +3,9 @@
 //! Each connection carries one request line `{"v":1,"request":{...}}` and gets one
 //! response line `{"v":1,"ok":{...}}` or `{"v":1,"error":{...}}`. The version is checked
 //! first so an old CLI talking to a new daemon gets a precise error, not a parse failure.
-//! The one streaming request is `events` with `follow`: one `{"v":1,"ok":{"kind":"event",
-//! "event":{...}}}` line per event until either side closes.
+//! The streaming requests are `events` with `follow`: one `{"v":1,"ok":{"kind":"event",
+//! "event":{...}}}` line per event until either side closes; and `logs`: one `log_line`
+//! per line, then `log_end` (or, with `follow`, more lines until either side closes).
 
 use std::collections::BTreeMap;
 
@@ -57,6 +58,28 @@ pub enum Request {
         service: Option<ServiceName>,
         #[serde(default)]
         since: Option<u64>,
+        /// Only the last `last` of those recent events (with `follow`, `Some(0)` starts
+        /// at now, like `journalctl -f` without history).
+        #[serde(default)]
+        last: Option<usize>,
+    },
+    /// Captured output of `services` (all when empty), merged by time: the lines
+    /// stamped within `since..=until` (RFC 3339, UTC), only the last `lines` of them
+    /// when given. Answered with one [`Reply::LogLine`] per line, then [`Reply::LogEnd`].
+    /// With `follow` (and no `until`): the last `lines` (default 10) lines, then new
+    /// lines until the client disconnects or the daemon shuts down (an
+    /// [`ErrorKind::ShuttingDown`] line).
+    Logs {
+        #[serde(default)]
+        services: Vec<ServiceName>,
+        #[serde(default)]
+        lines: Option<usize>,
+        #[serde(default)]
+        since: Option<String>,
+        #[serde(default)]
+        until: Option<String>,
+        #[serde(default)]
+        follow: bool,
     },
     /// The quarantine queue, oldest record first.
     QuarantineList,
@@ -107,6 +130,13 @@ pub enum Reply {
     Quarantine {
         records: Vec<QuarantineRecord>,
     },
+    /// One line of a `logs` answer: the line as stored (stamp, stream tag, text).
+    LogLine {
+        service: ServiceName,
+        line: String,
+    },
+    /// The end of a non-following `logs` answer: every line was sent.
+    LogEnd,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -12,8 +12,9 @@
 //!   error line saying so and is closed.
 //! - Every request line gets exactly one response line, errors included; only a client
 //!   that connects and closes without sending anything (a liveness probe such as
-//!   [`bind`]'s) is closed without an answer. The one exception is `events` with
-//!   `follow`, answered with a stream of lines (see [`super::follow`]).
+//!   [`bind`]'s) is closed without an answer. The exceptions are `events` with
+//!   `follow` and `logs`, answered with a stream of lines (see [`super::follow`] and
+//!   [`super::logs`]).
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -543,17 +544,38 @@ async fn handle(
                     follow: true,
                     service,
                     since,
+                    last,
                 }),
             ) => match events {
                 Some(events) => {
                     let live = super::follow::subscribe(events);
-                    let filter = super::follow::Filter { service, since };
+                    let filter = super::follow::Filter {
+                        service,
+                        since,
+                        last,
+                    };
                     return super::follow::follow(stream, filter, peer, &tx, live, limits).await;
                 }
                 None => Err(ControlError {
                     kind: ErrorKind::Internal,
                     message: "this daemon does not stream events".to_owned(),
                 }),
+            },
+            (
+                Ok(peer),
+                Ok(Request::Logs {
+                    services,
+                    lines,
+                    since,
+                    until,
+                    follow,
+                }),
+            ) => match super::logs::Query::new(services, lines, since, until, follow) {
+                Ok(query) => {
+                    let live = events.map(super::follow::subscribe);
+                    return super::logs::serve(stream, query, peer, &tx, limits, live).await;
+                }
+                Err(bad) => Err(bad),
             },
             (Ok(peer), Ok(request)) => {
                 tracing::debug!(?request, ?peer, "control request");
@@ -664,6 +686,7 @@ mod tests {
                 follow: true,
                 service: service.map(name),
                 since: None,
+                last: None,
             }),
         };
         let mut line = serde_json::to_vec(&request).expect("requests serialize");
@@ -779,6 +802,7 @@ mod tests {
                 follow: false,
                 service: None,
                 since: None,
+                last: None,
             },
         )
         .await;
@@ -788,6 +812,44 @@ mod tests {
                 events: vec![fake_event(1)]
             }
         );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn logs_of_an_unknown_service_are_an_error_and_of_none_an_empty_stream() {
+        let dir = TempDir::new();
+        let server = running(&dir).await;
+        let logs = |services: Vec<ServiceName>| {
+            let socket = dir.socket();
+            tokio::task::spawn_blocking(move || {
+                let mut replies = Vec::new();
+                let request = Request::Logs {
+                    services,
+                    lines: Some(5),
+                    since: None,
+                    until: None,
+                    follow: false,
+                };
+                client::stream(&socket, request, |reply| {
+                    replies.push(reply);
+                    std::ops::ControlFlow::Continue(())
+                })
+                .map(|()| replies)
+            })
+        };
+        let err = logs(vec![name("ghost")]).await.expect("no panic");
+        match err {
+            Err(ClientError::Daemon(e)) => {
+                assert_eq!(e.kind, ErrorKind::UnknownService);
+                assert_eq!(e.message, r#"no service named "ghost""#);
+            }
+            other => panic!("expected an unknown service, got {other:?}"),
+        }
+        let replies = logs(Vec::new())
+            .await
+            .expect("no panic")
+            .expect("logs work");
+        assert_eq!(replies, vec![Reply::LogEnd]);
         server.abort();
     }
 
@@ -825,7 +887,8 @@ mod tests {
                     | Request::QuarantineList
                     | Request::QuarantineRelease { .. }
                     | Request::Signal { .. }
-                    | Request::ResetFailed { .. } => {
+                    | Request::ResetFailed { .. }
+                    | Request::Logs { .. } => {
                         drop(msg.reply);
                         continue;
                     }

@@ -17,7 +17,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::ControlFlow;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
@@ -28,17 +29,35 @@ use super::tail::{fill_from_rotated, tail_of};
 /// well below it; this only bounds memory for foreign files).
 const MAX_PARTIAL: usize = 1024 * 1024;
 
-/// Follows one log file from the point where it was opened.
+/// Follows log files from the point where they were opened: one file (`logs -f web`)
+/// or several (`logs -f`), with one watcher and on one thread whatever their number
+/// (inotify instances are few: 128 per user by default).
 pub struct Follower {
-    /// The file path as the watcher reports it (directory as given, plus file name).
-    path: PathBuf,
-    /// The file being read and its identity; `None` while the path does not exist.
-    file: Option<(File, FileId)>,
-    pos: u64,
-    partial: Vec<u8>,
+    readers: Vec<Reader>,
     events: mpsc::Receiver<notify::Result<notify::Event>>,
+    /// Set by a [`Stopper`], which then wakes us through `wake`.
+    stopped: Arc<AtomicBool>,
+    wake: mpsc::Sender<notify::Result<notify::Event>>,
     // Dropping the watcher ends the event stream, so it lives as long as we do.
     _watcher: RecommendedWatcher,
+}
+
+/// Ends a [`Follower::run`] from another thread, even while no line comes (a reader
+/// that went away must not keep a thread and a watch until the service writes again).
+#[derive(Clone)]
+pub struct Stopper {
+    stopped: Arc<AtomicBool>,
+    wake: mpsc::Sender<notify::Result<notify::Event>>,
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        // An event without paths counts as ours, so `run` wakes up and sees the flag.
+        let _ = self
+            .wake
+            .send(Ok(notify::Event::new(notify::EventKind::Other)));
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,78 +85,164 @@ impl Follower {
     /// Starts following `path` at its current end. The file need not exist yet; its
     /// directory must.
     pub fn open(path: &Path) -> io::Result<Follower> {
-        let name = path.file_name().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("cannot follow \"{}\": not a file path", path.display()),
-            )
-        })?;
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
+        Self::open_all(&[path.to_owned()])
+    }
+
+    /// Starts following each of `paths` at its current end (see [`Follower::open`]).
+    pub fn open_all(paths: &[PathBuf]) -> io::Result<Follower> {
         let (tx, events) = mpsc::channel();
-        let watch_error = |err: notify::Error| {
-            io::Error::other(format!("failed to watch \"{}\": {err}", dir.display()))
-        };
-        let mut watcher = notify::recommended_watcher(tx).map_err(watch_error)?;
-        // Watch before opening: a line written in between shows up as an event.
-        watcher
-            .watch(dir, RecursiveMode::NonRecursive)
-            .map_err(watch_error)?;
-        let path = dir.join(name);
-        let file = open_existing(&path)?;
-        let pos = match &file {
-            Some((file, _)) => file.metadata()?.len(),
-            None => 0,
-        };
+        let wake = tx.clone();
+        let mut watcher = notify::recommended_watcher(tx)
+            .map_err(|err| io::Error::other(format!("failed to watch log files: {err}")))?;
+        let mut watched: Vec<PathBuf> = Vec::new();
+        let mut readers = Vec::new();
+        for path in paths {
+            let name = path.file_name().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("cannot follow \"{}\": not a file path", path.display()),
+                )
+            })?;
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            if !watched.iter().any(|w| w == dir) {
+                // Watch before opening: a line written in between shows up as an event.
+                watcher
+                    .watch(dir, RecursiveMode::NonRecursive)
+                    .map_err(|err| {
+                        io::Error::other(format!("failed to watch \"{}\": {err}", dir.display()))
+                    })?;
+                watched.push(dir.to_owned());
+            }
+            readers.push(Reader::open(dir.join(name))?);
+        }
         Ok(Follower {
-            path,
-            file,
-            pos,
-            partial: Vec::new(),
+            readers,
             events,
+            stopped: Arc::new(AtomicBool::new(false)),
+            wake,
             _watcher: watcher,
         })
     }
 
-    /// The last `n` lines before the point where following starts (like [`super::tail`],
-    /// but without a race against lines written after [`Follower::open`]).
-    pub fn backlog(&mut self, n: usize) -> io::Result<Vec<String>> {
-        let lines = match &mut self.file {
-            Some((file, _)) => tail_of(file, self.pos, n)?,
-            None => Vec::new(),
-        };
-        fill_from_rotated(&self.path, lines, n)
+    /// A handle that ends [`Follower::run`] from elsewhere.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            stopped: Arc::clone(&self.stopped),
+            wake: self.wake.clone(),
+        }
     }
 
-    /// Calls `on_line` for each new line (without newline) until it returns `Break`.
-    /// Blocks between writes without waking up.
-    pub fn run(mut self, mut on_line: impl FnMut(&str) -> ControlFlow<()>) -> io::Result<()> {
+    /// The last `n` lines before the point where following starts (like [`super::tail`],
+    /// but without a race against lines written after [`Follower::open`]); of the first
+    /// file for a follower of several.
+    pub fn backlog(&mut self, n: usize) -> io::Result<Vec<String>> {
+        self.backlog_of(0, n)
+    }
+
+    /// How many files are followed.
+    pub fn files(&self) -> usize {
+        self.readers.len()
+    }
+
+    /// Like [`Follower::backlog`], of the `index`-th file given to [`Follower::open_all`].
+    pub fn backlog_of(&mut self, index: usize, n: usize) -> io::Result<Vec<String>> {
+        self.readers[index].backlog(n)
+    }
+
+    /// Calls `on_line` for each new line (without newline) until it returns `Break` or
+    /// a [`Stopper`] stops it. Blocks between writes without waking up.
+    pub fn run(self, mut on_line: impl FnMut(&str) -> ControlFlow<()>) -> io::Result<()> {
+        self.run_all(|_, line| on_line(line))
+    }
+
+    /// Like [`Follower::run`] for several files: `on_line(index, line)`, with the index of
+    /// the file in [`Follower::open_all`]'s list.
+    pub fn run_all(
+        mut self,
+        mut on_line: impl FnMut(usize, &str) -> ControlFlow<()>,
+    ) -> io::Result<()> {
+        let mut dirty: Vec<bool> = vec![true; self.readers.len()];
         loop {
-            if self.catch_up(&mut on_line)?.is_break() {
+            if self.stopped.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            // Wait for an event about our file, then take all queued ones at once.
+            for (index, reader) in self.readers.iter_mut().enumerate() {
+                if !std::mem::take(&mut dirty[index]) {
+                    continue;
+                }
+                if reader
+                    .catch_up(&mut |line| on_line(index, line))?
+                    .is_break()
+                {
+                    return Ok(());
+                }
+            }
+            // Wait for an event about one of our files, then take all queued ones at once.
             loop {
                 let event = self
                     .events
                     .recv()
                     .map_err(|_| io::Error::other("the file watcher stopped"))?;
-                if self.concerns_us(event)? {
+                if self.mark(event, &mut dirty)? {
                     break;
                 }
             }
             while let Ok(event) = self.events.try_recv() {
-                self.concerns_us(event)?;
+                self.mark(event, &mut dirty)?;
             }
         }
     }
 
-    fn concerns_us(&self, event: notify::Result<notify::Event>) -> io::Result<bool> {
+    /// Marks the files `event` is about; says whether there was one.
+    fn mark(&self, event: notify::Result<notify::Event>, dirty: &mut [bool]) -> io::Result<bool> {
         let event =
             event.map_err(|err| io::Error::other(format!("failed to watch log file: {err}")))?;
-        Ok(event.need_rescan() || event.paths.is_empty() || event.paths.contains(&self.path))
+        let all = event.need_rescan() || event.paths.is_empty();
+        let mut any = false;
+        for (reader, dirty) in self.readers.iter().zip(dirty.iter_mut()) {
+            if all || event.paths.contains(&reader.path) {
+                *dirty = true;
+                any = true;
+            }
+        }
+        Ok(any)
+    }
+}
+
+/// One followed file: where we are in it, across rotations.
+struct Reader {
+    /// The file path as the watcher reports it (directory as given, plus file name).
+    path: PathBuf,
+    /// The file being read and its identity; `None` while the path does not exist.
+    file: Option<(File, FileId)>,
+    pos: u64,
+    partial: Vec<u8>,
+}
+
+impl Reader {
+    fn open(path: PathBuf) -> io::Result<Reader> {
+        let file = open_existing(&path)?;
+        let pos = match &file {
+            Some((file, _)) => file.metadata()?.len(),
+            None => 0,
+        };
+        Ok(Reader {
+            path,
+            file,
+            pos,
+            partial: Vec::new(),
+        })
+    }
+
+    fn backlog(&mut self, n: usize) -> io::Result<Vec<String>> {
+        let lines = match &mut self.file {
+            Some((file, _)) => tail_of(file, self.pos, n)?,
+            None => Vec::new(),
+        };
+        fill_from_rotated(&self.path, lines, n)
     }
 
     /// Reads everything new, switching to a new file at the path after a rotation.
@@ -415,6 +520,46 @@ mod tests {
             "the writer rotated many times"
         );
         assert_eq!(collect(&rx, 500), expected);
+    }
+
+    #[test]
+    fn one_follower_follows_several_files_naming_each_line_s_file() {
+        let dir = TempDir::new("follow-several");
+        let a = dir.path().join("a.log");
+        let b = dir.path().join("b.log");
+        std::fs::write(&a, "old a\n").unwrap();
+        let mut follower = Follower::open_all(&[a.clone(), b.clone()]).unwrap();
+        assert_eq!(follower.backlog_of(0, 5).unwrap(), vec!["old a"]);
+        assert!(follower.backlog_of(1, 5).unwrap().is_empty());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            follower
+                .run_all(|index, line| {
+                    let _ = tx.send(format!("{index}:{line}"));
+                    ControlFlow::Continue(())
+                })
+                .expect("following works");
+        });
+        std::fs::write(&b, "new b\n").unwrap();
+        assert_eq!(collect(&rx, 1), vec!["1:new b"]);
+        let mut file = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
+        file.write_all(b"new a\n").unwrap();
+        assert_eq!(collect(&rx, 1), vec!["0:new a"]);
+    }
+
+    #[test]
+    fn a_stopper_ends_a_follower_that_sees_no_lines() {
+        let dir = TempDir::new("follow-stop");
+        let path = dir.path().join("svc.log");
+        let follower = Follower::open(&path).unwrap();
+        let stopper = follower.stopper();
+        let (done_tx, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            let result = follower.run(|_| ControlFlow::Continue(()));
+            let _ = done_tx.send(result.is_ok());
+        });
+        stopper.stop();
+        assert_eq!(done.recv_timeout(Duration::from_secs(30)), Ok(true));
     }
 
     #[test]

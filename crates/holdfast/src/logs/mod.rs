@@ -18,13 +18,15 @@
 //!   ring of recent lines is bounded in lines and bytes;
 //! - the log file is never opened through a symlink.
 //!
-//! Reading back: [`tail`] for the last lines, [`Follower`] (and [`follow`]) for `logs -f`,
-//! which keeps up across rotation.
+//! Reading back: [`tail`] for the last lines, [`read`] for several services merged by
+//! time, [`Follower`] (and [`follow`]) for `logs -f`, which keeps up across rotation.
+//! The daemon does the reading for `holdfast logs` (see `control::logs`).
 
 mod capture;
 mod file;
 mod follow;
 mod line;
+pub mod read;
 mod record;
 mod ring;
 mod tail;
@@ -33,7 +35,7 @@ mod tail;
 mod testutil;
 
 pub use capture::Capture;
-pub use follow::{Follower, follow};
+pub use follow::{Follower, Stopper, follow};
 pub use line::MAX_LINE;
 pub use record::Stream;
 pub use tail::tail;

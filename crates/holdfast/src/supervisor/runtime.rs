@@ -1177,6 +1177,14 @@ impl Shell {
                 let done = self.execute(effects);
                 (result.map(|message| Reply::Accepted { message }), done)
             }
+            // Read off this task by the control server, which only asks for `status`.
+            Request::Logs { .. } => (
+                Err(ControlError {
+                    kind: ErrorKind::Internal,
+                    message: "logs are served by the control server".to_owned(),
+                }),
+                false,
+            ),
         };
         // The requester may have given up waiting; the transition stands regardless.
         let _ = msg.reply.send(reply);
