@@ -123,7 +123,9 @@ pub struct ServiceSpec {
     pub backoff: Backoff,
     pub start_limit: StartLimit,
     /// supervisord's `startsecs`: a process must stay up this long to count as started;
-    /// dying sooner is a failed start, whatever its exit code.
+    /// dying sooner is a failed start, whatever its exit code. When not configured it is
+    /// [`Readiness::default_start_secs`]: 1 s without `ready`, 0 with it (the service is
+    /// running as soon as it is ready).
     pub start_secs: Duration,
     pub stop: StopSpec,
     pub log: LogSpec,
@@ -135,7 +137,8 @@ pub struct ServiceSpec {
     pub limits: Limits,
     /// cgroup limits (`limits.memory`, `limits.pids`, ...).
     pub cgroup: CgroupLimits,
-    /// How the service says it is up; until then it is `starting` and dependents wait.
+    /// How the service says it is up; until then it is `starting` and dependents wait
+    /// (and also until `start_secs` passed, which defaults to 0 with a `ready` mode).
     pub ready: Readiness,
     /// A service not ready this long after its spawn is a failed start (systemd
     /// `TimeoutStartSec=`). Only matters when `ready` is not `None` or `kind` is forking.
@@ -154,7 +157,7 @@ pub struct ServiceSpec {
 /// How a service signals that it is ready (systemd `Type=`, s6 `notification-fd`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
-    /// Ready once spawned (and up for `start_secs`).
+    /// Ready once spawned (and running once up for `start_secs`).
     None,
     /// `READY=1` on `NOTIFY_SOCKET`.
     Notify,
@@ -169,6 +172,17 @@ pub enum Readiness {
 }
 
 impl Readiness {
+    /// `start_secs` when the config sets none. A service without a readiness signal must
+    /// stay up for a while to count as started (supervisord's `startsecs`); one with a
+    /// signal is running as soon as it is ready, like systemd's `Type=notify`, so an
+    /// `after` link costs no more than the dependency's own start.
+    pub fn default_start_secs(&self) -> Duration {
+        match self {
+            Readiness::None => defaults::START_SECS,
+            _ => defaults::START_SECS_WITH_READY,
+        }
+    }
+
     /// Whether holdfast must pass `NOTIFY_SOCKET` for this readiness mode.
     pub fn needs_notify_socket(&self) -> bool {
         matches!(self, Readiness::Notify)
@@ -337,8 +351,10 @@ pub mod defaults {
     /// systemd's `DefaultStartLimitIntervalSec=` and `DefaultStartLimitBurst=`.
     pub const START_LIMIT_INTERVAL: Duration = Duration::from_secs(10);
     pub const START_LIMIT_BURST: u32 = 5;
-    /// supervisord's `startsecs` default.
+    /// supervisord's `startsecs` default, for a service without `ready`.
     pub const START_SECS: Duration = Duration::from_secs(1);
+    /// `start_secs` of a service with `ready`: running as soon as it is ready.
+    pub const START_SECS_WITH_READY: Duration = Duration::ZERO;
     /// supervisord's `stopwaitsecs` default (systemd's 90 s is too long for most services).
     pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
     pub const BACKOFF_MAX: Duration = Duration::from_secs(60);

@@ -211,18 +211,20 @@ impl Validator<'_> {
             Some(backoff) => self.backoff(svc, backoff.get_ref(), raw, restart_sec),
         };
         let start_limit = self.start_limit(svc, raw);
-        let start_secs = self.duration(
-            raw.start_secs.as_ref(),
-            svc,
-            "start_secs",
-            defaults::START_SECS,
-        );
         let stop = self.stop(svc, raw);
         let log = self.log(svc, raw);
         let hooks = self.hooks(svc, raw);
         let privileges = super::privs::privileges(svc, raw, self.problems);
         let (limits, cgroup) = super::privs::limits(svc, raw, self.problems);
         let readiness = self.readiness(svc, raw);
+        // A service that says when it is ready is running once it is: no start_secs
+        // unless the file asks for one.
+        let start_secs = self.duration(
+            raw.start_secs.as_ref(),
+            svc,
+            "start_secs",
+            readiness.ready.default_start_secs(),
+        );
         let health = raw.health.as_ref().and_then(|h| self.health(svc, h));
         let exit_codes = self.exit_codes(svc, raw);
         if let (crate::model::Readiness::Health, None, Some(ready)) =
@@ -910,6 +912,20 @@ mod tests {
         );
         assert_eq!(api.log.max_size, 1 << 20);
         assert_eq!(api.log.keep, 2);
+    }
+
+    #[test]
+    fn start_secs_defaults_to_zero_with_a_ready_mode_and_an_explicit_one_applies() {
+        let plan = plan(
+            "[service.plain]\ncommand = [\"a\"]\n\
+             [service.notify]\ncommand = [\"a\"]\nready = \"notify\"\n\
+             [service.tcp]\ncommand = [\"a\"]\nready = { tcp = \"127.0.0.1:80\" }\n\
+             [service.slow]\ncommand = [\"a\"]\nready = \"notify\"\nstart_secs = \"3s\"\n",
+        );
+        assert_eq!(service(&plan, "plain").start_secs, Duration::from_secs(1));
+        assert_eq!(service(&plan, "notify").start_secs, Duration::ZERO);
+        assert_eq!(service(&plan, "tcp").start_secs, Duration::ZERO);
+        assert_eq!(service(&plan, "slow").start_secs, Duration::from_secs(3));
     }
 
     #[test]
