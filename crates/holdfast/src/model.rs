@@ -36,7 +36,25 @@ pub struct DaemonSettings {
     pub state_dir: PathBuf,
     /// Captured stdout/stderr, one file per service.
     pub log_dir: PathBuf,
+    /// Variables of holdfast's own environment passed on to every service (systemd
+    /// `PassEnvironment=`); valid names, none of [`PRIVATE_ENV`].
+    pub pass_env: Vec<String>,
 }
+
+/// Variables of holdfast's own environment that describe holdfast's situation, not the
+/// service's: passing them on would make a service answer holdfast's systemd. Never
+/// passed on, not even with `inherit_env` or `pass_env`.
+pub const PRIVATE_ENV: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "JOURNAL_STREAM",
+    "HOLDFAST_CONFIG",
+    "HOLDFAST_SOCKET",
+];
 
 /// A group as written in the config, resolved to its gid at validation time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,8 +129,12 @@ pub struct ServiceSpec {
     /// Program and arguments; never empty. The program is looked up in `PATH` when it
     /// contains no `/`.
     pub command: Vec<String>,
-    /// Added to (and overriding) holdfast's own environment.
+    /// Laid over the service's clean environment (see `supervisor::recipe`), overriding
+    /// any variable of it but `HOLDFAST_SERVICE` and `INVOCATION_ID`.
     pub env: BTreeMap<String, String>,
+    /// Start from holdfast's own environment (minus [`PRIVATE_ENV`]) instead of a clean
+    /// one (`PATH`, `LANG` and the `[holdfast] pass_env` variables).
+    pub inherit_env: bool,
     pub working_dir: Option<PathBuf>,
     /// Start ordering: this service starts after these are running (systemd `After=`:
     /// ordering only, not a requirement). Stop order is the reverse.
@@ -307,6 +329,7 @@ impl ServiceSpec {
             name,
             command,
             env: BTreeMap::new(),
+            inherit_env: false,
             working_dir: None,
             after: Vec::new(),
             autostart: true,
@@ -346,6 +369,8 @@ pub mod defaults {
     pub const CONTROL: &str = "/run/holdfast/control.sock";
     pub const STATE_DIR: &str = "/var/lib/holdfast";
     pub const LOG_DIR: &str = "/var/log/holdfast";
+    /// `PATH` of a service unless `env` or `inherit_env` gives another (systemd's).
+    pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     /// systemd's `RestartSec=` default.
     pub const RESTART_SEC: Duration = Duration::from_millis(100);
     /// systemd's `DefaultStartLimitIntervalSec=` and `DefaultStartLimitBurst=`.

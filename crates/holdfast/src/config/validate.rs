@@ -18,8 +18,8 @@ use super::diagnostic::{Problem, closest};
 use super::raw::{Partial, RawCommand, RawConfig, RawDaemon, RawDuration, RawService, RawSize};
 use super::value::{self, Infinity, ValueError};
 use crate::model::{
-    Backoff, DaemonSettings, GroupRef, LogSpec, Plan, RestartPolicy, ServiceName, ServiceSpec,
-    StartLimit, StopSpec, Timeout, defaults,
+    Backoff, DaemonSettings, GroupRef, LogSpec, PRIVATE_ENV, Plan, RestartPolicy, ServiceName,
+    ServiceSpec, StartLimit, StopSpec, Timeout, defaults,
 };
 
 mod recovery;
@@ -86,7 +86,40 @@ impl Validator<'_> {
                 base_dir,
             ),
             log_dir: self.path(raw.log_dir.as_ref(), "log_dir", defaults::LOG_DIR, base_dir),
+            pass_env: self.pass_env(raw.pass_env.as_deref().unwrap_or_default()),
         }
+    }
+
+    /// `holdfast.pass_env`: names of variables, none of them holdfast's private ones.
+    fn pass_env(&mut self, raw: &[Spanned<String>]) -> Vec<String> {
+        let mut names = Vec::new();
+        for name in raw {
+            let n = name.get_ref();
+            if let Some(label) = bad_env_name(n) {
+                self.push(
+                    Problem::new(
+                        format!("invalid environment variable name {n:?} in `holdfast.pass_env`"),
+                        name.span(),
+                        label,
+                    )
+                    .with_help("use a non-empty name without '=' or NUL, e.g. LC_ALL"),
+                );
+            } else if PRIVATE_ENV.contains(&n.as_str()) {
+                self.push(
+                    Problem::new(
+                        format!("`{n}` in `holdfast.pass_env` is holdfast's own"),
+                        name.span(),
+                        "never passed on",
+                    )
+                    .with_help(
+                        "it describes holdfast's situation, not a service's: remove it from the list",
+                    ),
+                );
+            } else if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names
     }
 
     fn path(
@@ -246,6 +279,7 @@ impl Validator<'_> {
             name: name?,
             command: command?,
             env,
+            inherit_env: raw.inherit_env.unwrap_or(false),
             working_dir,
             after,
             autostart: raw.autostart.unwrap_or(true),
@@ -344,16 +378,7 @@ impl Validator<'_> {
         let mut env = BTreeMap::new();
         for (key, value) in raw.env.iter().flatten() {
             let k = key.get_ref();
-            let bad_key = if k.is_empty() {
-                Some("empty name")
-            } else if k.contains('=') {
-                Some("contains '='")
-            } else if k.contains('\0') {
-                Some("contains \\u0000")
-            } else {
-                None
-            };
-            if let Some(label) = bad_key {
+            if let Some(label) = bad_env_name(k) {
                 self.push(
                     Problem::new(
                         format!("invalid environment variable name {k:?} in `service.{svc}.env`"),
@@ -797,6 +822,19 @@ enum Visit {
     Done,
 }
 
+/// What is wrong with an environment variable name, if anything.
+fn bad_env_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("empty name")
+    } else if name.contains('=') {
+        Some("contains '='")
+    } else if name.contains('\0') {
+        Some("contains \\u0000")
+    } else {
+        None
+    }
+}
+
 fn float_duration_error(f: f64) -> ValueError {
     let millis = (f * 1000.0).round();
     let help = if f.is_finite() && f >= 0.0 {
@@ -1093,6 +1131,28 @@ mod tests {
         let src =
             "[service.a]\ncommand = [\"a\"]\nenv = { \"\" = \"x\", \"A=B\" = \"y\", OK = \"z\" }\n";
         assert_eq!(problems(src).len(), 2);
+    }
+
+    #[test]
+    fn pass_env_keeps_valid_names_once_and_rejects_holdfasts_private_ones() {
+        let plan = plan(
+            "[holdfast]\npass_env = [\"HF_TEST\", \"LC_ALL\", \"HF_TEST\"]\n\
+             [service.a]\ncommand = [\"a\"]\ninherit_env = true\n",
+        );
+        assert_eq!(plan.daemon.pass_env, ["HF_TEST", "LC_ALL"]);
+        assert!(service(&plan, "a").inherit_env);
+
+        let src = "[holdfast]\npass_env = [\"NOTIFY_SOCKET\"]\n";
+        let problem = only_problem(src);
+        assert_eq!(
+            problem.message(),
+            "`NOTIFY_SOCKET` in `holdfast.pass_env` is holdfast's own"
+        );
+        assert_eq!(snippet(src, &problem), "\"NOTIFY_SOCKET\"");
+        assert_eq!(
+            problems("[holdfast]\npass_env = [\"\", \"A=B\"]\n").len(),
+            2
+        );
     }
 
     #[test]
