@@ -692,6 +692,8 @@ impl Shell {
         name: &ServiceName,
         spec: &ServiceSpec,
     ) -> Result<(Pid, Option<std::os::fd::OwnedFd>), SpawnFailure> {
+        // Also a run that fails to spawn is a run of its own (its hooks get its id).
+        self.envs.begin_run(name);
         self.prepare_cgroup(name, spec)
             .map_err(SpawnFailure::Service)?;
         let log_dir = &self.sup.plan().daemon.log_dir;
@@ -711,7 +713,6 @@ impl Shell {
             }
         };
         capture.set_spec(spec.log);
-        self.envs.begin_run(name);
         let Recipe { mut env, rlimits } = self.recipe(spec);
         if spec.ready.needs_notify_socket() || spec.watchdog.is_some() {
             env.push((
