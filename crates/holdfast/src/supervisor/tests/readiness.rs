@@ -421,3 +421,23 @@ fn a_ready_service_that_exits_once_ready_is_not_an_early_exit() {
     );
     assert_eq!(h.state("a"), "stopped");
 }
+
+#[test]
+fn a_ready_service_that_exits_before_it_is_ready_failed_its_start_even_with_code_0() {
+    let mut h = Harness::booted([configured_notify("a", "")]);
+    h.advance(ms(5000));
+    let effects = h.exit("a", code(0));
+    assert_eq!(
+        labels(&effects),
+        ["a Exited", "a RestartScheduled"],
+        "on-failure restarts a failed start"
+    );
+    let early = Cause::ExitedEarly {
+        status: code(0),
+        after: secs(5),
+    };
+    assert_eq!(
+        early.to_string(),
+        "exited 0 after 5s (before it was running)"
+    );
+}
