@@ -36,7 +36,25 @@ pub struct DaemonSettings {
     pub state_dir: PathBuf,
     /// Captured stdout/stderr, one file per service.
     pub log_dir: PathBuf,
+    /// Variables of holdfast's own environment passed on to every service (systemd
+    /// `PassEnvironment=`); valid names, none of [`PRIVATE_ENV`].
+    pub pass_env: Vec<String>,
 }
+
+/// Variables of holdfast's own environment that describe holdfast's situation, not the
+/// service's: passing them on would make a service answer holdfast's systemd. Never
+/// passed on, not even with `inherit_env` or `pass_env`.
+pub const PRIVATE_ENV: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "JOURNAL_STREAM",
+    "HOLDFAST_CONFIG",
+    "HOLDFAST_SOCKET",
+];
 
 /// A group as written in the config, resolved to its gid at validation time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,8 +129,12 @@ pub struct ServiceSpec {
     /// Program and arguments; never empty. The program is looked up in `PATH` when it
     /// contains no `/`.
     pub command: Vec<String>,
-    /// Added to (and overriding) holdfast's own environment.
+    /// Laid over the service's clean environment (see `supervisor::recipe`), overriding
+    /// any variable of it but `HOLDFAST_SERVICE` and `INVOCATION_ID`.
     pub env: BTreeMap<String, String>,
+    /// Start from holdfast's own environment (minus [`PRIVATE_ENV`]) instead of a clean
+    /// one (`PATH`, `LANG` and the `[holdfast] pass_env` variables).
+    pub inherit_env: bool,
     pub working_dir: Option<PathBuf>,
     /// Start ordering: this service starts after these are running (systemd `After=`:
     /// ordering only, not a requirement). Stop order is the reverse.
@@ -127,7 +149,9 @@ pub struct ServiceSpec {
     pub backoff: Backoff,
     pub start_limit: StartLimit,
     /// supervisord's `startsecs`: a process must stay up this long to count as started;
-    /// dying sooner is a failed start, whatever its exit code.
+    /// dying sooner is a failed start, whatever its exit code. When not configured it is
+    /// [`Readiness::default_start_secs`]: 1 s without `ready`, 0 with it (the service is
+    /// running as soon as it is ready).
     pub start_secs: Duration,
     pub stop: StopSpec,
     pub log: LogSpec,
@@ -139,7 +163,8 @@ pub struct ServiceSpec {
     pub limits: Limits,
     /// cgroup limits (`limits.memory`, `limits.pids`, ...).
     pub cgroup: CgroupLimits,
-    /// How the service says it is up; until then it is `starting` and dependents wait.
+    /// How the service says it is up; until then it is `starting` and dependents wait
+    /// (and also until `start_secs` passed, which defaults to 0 with a `ready` mode).
     pub ready: Readiness,
     /// A service not ready this long after its spawn is a failed start (systemd
     /// `TimeoutStartSec=`). Only matters when `ready` is not `None` or `kind` is forking.
@@ -158,7 +183,7 @@ pub struct ServiceSpec {
 /// How a service signals that it is ready (systemd `Type=`, s6 `notification-fd`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
-    /// Ready once spawned (and up for `start_secs`).
+    /// Ready once spawned (and running once up for `start_secs`).
     None,
     /// `READY=1` on `NOTIFY_SOCKET`.
     Notify,
@@ -173,6 +198,17 @@ pub enum Readiness {
 }
 
 impl Readiness {
+    /// `start_secs` when the config sets none. A service without a readiness signal must
+    /// stay up for a while to count as started (supervisord's `startsecs`); one with a
+    /// signal is running as soon as it is ready, like systemd's `Type=notify`, so an
+    /// `after` link costs no more than the dependency's own start.
+    pub fn default_start_secs(&self) -> Duration {
+        match self {
+            Readiness::None => defaults::START_SECS,
+            _ => defaults::START_SECS_WITH_READY,
+        }
+    }
+
     /// Whether holdfast must pass `NOTIFY_SOCKET` for this readiness mode.
     pub fn needs_notify_socket(&self) -> bool {
         matches!(self, Readiness::Notify)
@@ -297,6 +333,7 @@ impl ServiceSpec {
             name,
             command,
             env: BTreeMap::new(),
+            inherit_env: false,
             working_dir: None,
             after: Vec::new(),
             group: None,
@@ -337,13 +374,17 @@ pub mod defaults {
     pub const CONTROL: &str = "/run/holdfast/control.sock";
     pub const STATE_DIR: &str = "/var/lib/holdfast";
     pub const LOG_DIR: &str = "/var/log/holdfast";
+    /// `PATH` of a service unless `env` or `inherit_env` gives another (systemd's).
+    pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     /// systemd's `RestartSec=` default.
     pub const RESTART_SEC: Duration = Duration::from_millis(100);
     /// systemd's `DefaultStartLimitIntervalSec=` and `DefaultStartLimitBurst=`.
     pub const START_LIMIT_INTERVAL: Duration = Duration::from_secs(10);
     pub const START_LIMIT_BURST: u32 = 5;
-    /// supervisord's `startsecs` default.
+    /// supervisord's `startsecs` default, for a service without `ready`.
     pub const START_SECS: Duration = Duration::from_secs(1);
+    /// `start_secs` of a service with `ready`: running as soon as it is ready.
+    pub const START_SECS_WITH_READY: Duration = Duration::ZERO;
     /// supervisord's `stopwaitsecs` default (systemd's 90 s is too long for most services).
     pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
     pub const BACKOFF_MAX: Duration = Duration::from_secs(60);

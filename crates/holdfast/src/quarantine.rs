@@ -31,7 +31,7 @@ pub enum Entry {
         service: ServiceName,
         code: Option<i32>,
         signal: Option<String>,
-        /// The cause as shown to people (`exited 201 after 312ms (before start_secs)`).
+        /// The cause as shown to people (`exited 201 after 312ms (before it was running)`).
         reason: String,
         /// The last lines of the service's log, oldest first.
         log: Vec<String>,

@@ -136,6 +136,15 @@ fn reload_dry_run_changes_nothing_and_lists_the_plan() {
 
     let output = daemon.cli_ok(&["reload", "--dry-run"]);
     let plan = stdout(&output);
+    assert_eq!(
+        plan.lines().next(),
+        Some("dry run: reload would apply this plan (nothing applied yet):"),
+        "the plan comes under a heading that says it is what a reload would do:\n{plan}"
+    );
+    assert!(
+        !plan.contains("nothing changed"),
+        "no \"nothing changed\" above a list of changes:\n{plan}"
+    );
     for name in ["change", "gone", "added"] {
         assert!(plan.contains(name), "the plan lists {name}:\n{plan}");
     }

@@ -34,11 +34,12 @@ pub fn run(socket: &Path, dry_run: bool) -> miette::Result<ExitCode> {
 }
 
 /// One line per change: `+` added, `-` removed, `~` changed (restarted), `=` a count of
-/// unchanged services, `!` daemon settings that need a holdfast restart.
+/// unchanged services, `!` daemon settings that need a holdfast restart. A dry run puts
+/// the same lines under a heading that says they are what a reload would do.
 pub fn render_plan(plan: &ReloadPlan) -> String {
     let mut out = String::new();
     if plan.dry_run {
-        out.push_str("dry run: nothing changed\n");
+        out.push_str(dry_run_heading(plan));
     }
     for name in &plan.added {
         let _ = writeln!(out, "+ added: {name}");
@@ -66,6 +67,18 @@ pub fn render_plan(plan: &ReloadPlan) -> String {
         let _ = writeln!(out, "! ignored until restart: {qualified}");
     }
     out
+}
+
+fn dry_run_heading(plan: &ReloadPlan) -> &'static str {
+    let changes = !(plan.added.is_empty()
+        && plan.removed.is_empty()
+        && plan.changed.is_empty()
+        && plan.ignored.is_empty());
+    if changes {
+        "dry run: reload would apply this plan (nothing applied yet):\n"
+    } else {
+        "dry run: reload would change nothing:\n"
+    }
 }
 
 #[cfg(test)]
@@ -102,7 +115,24 @@ mod tests {
     }
 
     #[test]
-    fn dry_run_says_nothing_changed_first() {
+    fn a_dry_run_lists_the_plan_under_a_heading_that_says_it_would_apply() {
+        let plan = ReloadPlan {
+            dry_run: true,
+            added: names(&["cache"]),
+            changed: names(&["api"]),
+            unchanged: names(&["db"]),
+            ..ReloadPlan::default()
+        };
+        insta::assert_snapshot!(render_plan(&plan), @r"
+        dry run: reload would apply this plan (nothing applied yet):
+        + added: cache
+        ~ changed (restart): api
+        = unchanged: 1 service
+        ");
+    }
+
+    #[test]
+    fn a_dry_run_without_changes_says_reload_would_change_nothing() {
         let plan = ReloadPlan {
             dry_run: true,
             unchanged: names(&["api"]),
@@ -110,7 +140,7 @@ mod tests {
         };
         assert_eq!(
             render_plan(&plan),
-            "dry run: nothing changed\n= unchanged: 1 service\n"
+            "dry run: reload would change nothing:\n= unchanged: 1 service\n"
         );
     }
 }

@@ -141,6 +141,7 @@ impl Checker<'_> {
                     name: name.clone(),
                     uid: user.uid.as_raw(),
                     home: user.dir.display().to_string(),
+                    shell: user.shell.display().to_string(),
                 },
                 user.gid.as_raw(),
             )),

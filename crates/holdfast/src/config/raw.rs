@@ -56,6 +56,7 @@ pub struct RawDaemon {
     pub control_group: Option<Spanned<String>>,
     pub state_dir: Option<Spanned<String>>,
     pub log_dir: Option<Spanned<String>>,
+    pub pass_env: Option<Vec<Spanned<String>>>,
 }
 
 /// One `[service.<name>]` table.
@@ -98,6 +99,7 @@ pub struct RawService {
     pub pidfile: Option<Spanned<String>>,
     pub health: Option<Spanned<RawHealth>>,
     pub exit_codes: Option<BTreeMap<Spanned<String>, Spanned<RawExitAction>>>,
+    pub inherit_env: Option<bool>,
 }
 
 /// `ready` as written: a mode name (`"notify"`) or a table naming the mode with its

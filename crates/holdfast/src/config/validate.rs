@@ -18,8 +18,8 @@ use super::diagnostic::{Problem, closest};
 use super::raw::{Partial, RawCommand, RawConfig, RawDaemon, RawDuration, RawService, RawSize};
 use super::value::{self, Infinity, ValueError};
 use crate::model::{
-    Backoff, DaemonSettings, GroupRef, LogSpec, Plan, RestartPolicy, ServiceName, ServiceSpec,
-    StartLimit, StopSpec, Timeout, defaults,
+    Backoff, DaemonSettings, GroupRef, LogSpec, PRIVATE_ENV, Plan, RestartPolicy, ServiceName,
+    ServiceSpec, StartLimit, StopSpec, Timeout, defaults,
 };
 
 mod recovery;
@@ -86,7 +86,40 @@ impl Validator<'_> {
                 base_dir,
             ),
             log_dir: self.path(raw.log_dir.as_ref(), "log_dir", defaults::LOG_DIR, base_dir),
+            pass_env: self.pass_env(raw.pass_env.as_deref().unwrap_or_default()),
         }
+    }
+
+    /// `holdfast.pass_env`: names of variables, none of them holdfast's private ones.
+    fn pass_env(&mut self, raw: &[Spanned<String>]) -> Vec<String> {
+        let mut names = Vec::new();
+        for name in raw {
+            let n = name.get_ref();
+            if let Some(label) = bad_env_name(n) {
+                self.push(
+                    Problem::new(
+                        format!("invalid environment variable name {n:?} in `holdfast.pass_env`"),
+                        name.span(),
+                        label,
+                    )
+                    .with_help("use a non-empty name without '=' or NUL, e.g. LC_ALL"),
+                );
+            } else if PRIVATE_ENV.contains(&n.as_str()) {
+                self.push(
+                    Problem::new(
+                        format!("`{n}` in `holdfast.pass_env` is holdfast's own"),
+                        name.span(),
+                        "never passed on",
+                    )
+                    .with_help(
+                        "it describes holdfast's situation, not a service's: remove it from the list",
+                    ),
+                );
+            } else if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names
     }
 
     fn path(
@@ -234,18 +267,20 @@ impl Validator<'_> {
             Some(backoff) => self.backoff(svc, backoff.get_ref(), raw, restart_sec),
         };
         let start_limit = self.start_limit(svc, raw);
-        let start_secs = self.duration(
-            raw.start_secs.as_ref(),
-            svc,
-            "start_secs",
-            defaults::START_SECS,
-        );
         let stop = self.stop(svc, raw);
         let log = self.log(svc, raw);
         let hooks = self.hooks(svc, raw);
         let privileges = super::privs::privileges(svc, raw, self.problems);
         let (limits, cgroup) = super::privs::limits(svc, raw, self.problems);
         let readiness = self.readiness(svc, raw);
+        // A service that says when it is ready is running once it is: no start_secs
+        // unless the file asks for one.
+        let start_secs = self.duration(
+            raw.start_secs.as_ref(),
+            svc,
+            "start_secs",
+            readiness.ready.default_start_secs(),
+        );
         let health = raw.health.as_ref().and_then(|h| self.health(svc, h));
         let exit_codes = self.exit_codes(svc, raw);
         if let (crate::model::Readiness::Health, None, Some(ready)) =
@@ -267,6 +302,7 @@ impl Validator<'_> {
             name: name?,
             command: command?,
             env,
+            inherit_env: raw.inherit_env.unwrap_or(false),
             working_dir,
             after,
             group,
@@ -366,16 +402,7 @@ impl Validator<'_> {
         let mut env = BTreeMap::new();
         for (key, value) in raw.env.iter().flatten() {
             let k = key.get_ref();
-            let bad_key = if k.is_empty() {
-                Some("empty name")
-            } else if k.contains('=') {
-                Some("contains '='")
-            } else if k.contains('\0') {
-                Some("contains \\u0000")
-            } else {
-                None
-            };
-            if let Some(label) = bad_key {
+            if let Some(label) = bad_env_name(k) {
                 self.push(
                     Problem::new(
                         format!("invalid environment variable name {k:?} in `service.{svc}.env`"),
@@ -819,6 +846,19 @@ enum Visit {
     Done,
 }
 
+/// What is wrong with an environment variable name, if anything.
+fn bad_env_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("empty name")
+    } else if name.contains('=') {
+        Some("contains '='")
+    } else if name.contains('\0') {
+        Some("contains \\u0000")
+    } else {
+        None
+    }
+}
+
 fn float_duration_error(f: f64) -> ValueError {
     let millis = (f * 1000.0).round();
     let help = if f.is_finite() && f >= 0.0 {
@@ -934,6 +974,20 @@ mod tests {
         );
         assert_eq!(api.log.max_size, 1 << 20);
         assert_eq!(api.log.keep, 2);
+    }
+
+    #[test]
+    fn start_secs_defaults_to_zero_with_a_ready_mode_and_an_explicit_one_applies() {
+        let plan = plan(
+            "[service.plain]\ncommand = [\"a\"]\n\
+             [service.notify]\ncommand = [\"a\"]\nready = \"notify\"\n\
+             [service.tcp]\ncommand = [\"a\"]\nready = { tcp = \"127.0.0.1:80\" }\n\
+             [service.slow]\ncommand = [\"a\"]\nready = \"notify\"\nstart_secs = \"3s\"\n",
+        );
+        assert_eq!(service(&plan, "plain").start_secs, Duration::from_secs(1));
+        assert_eq!(service(&plan, "notify").start_secs, Duration::ZERO);
+        assert_eq!(service(&plan, "tcp").start_secs, Duration::ZERO);
+        assert_eq!(service(&plan, "slow").start_secs, Duration::from_secs(3));
     }
 
     #[test]
@@ -1101,6 +1155,28 @@ mod tests {
         let src =
             "[service.a]\ncommand = [\"a\"]\nenv = { \"\" = \"x\", \"A=B\" = \"y\", OK = \"z\" }\n";
         assert_eq!(problems(src).len(), 2);
+    }
+
+    #[test]
+    fn pass_env_keeps_valid_names_once_and_rejects_holdfasts_private_ones() {
+        let plan = plan(
+            "[holdfast]\npass_env = [\"HF_TEST\", \"LC_ALL\", \"HF_TEST\"]\n\
+             [service.a]\ncommand = [\"a\"]\ninherit_env = true\n",
+        );
+        assert_eq!(plan.daemon.pass_env, ["HF_TEST", "LC_ALL"]);
+        assert!(service(&plan, "a").inherit_env);
+
+        let src = "[holdfast]\npass_env = [\"NOTIFY_SOCKET\"]\n";
+        let problem = only_problem(src);
+        assert_eq!(
+            problem.message(),
+            "`NOTIFY_SOCKET` in `holdfast.pass_env` is holdfast's own"
+        );
+        assert_eq!(snippet(src, &problem), "\"NOTIFY_SOCKET\"");
+        assert_eq!(
+            problems("[holdfast]\npass_env = [\"\", \"A=B\"]\n").len(),
+            2
+        );
     }
 
     #[test]

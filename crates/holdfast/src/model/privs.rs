@@ -27,6 +27,8 @@ pub struct UserRef {
     pub uid: u32,
     /// Becomes `HOME`.
     pub home: String,
+    /// Becomes `SHELL`.
+    pub shell: String,
 }
 
 /// Process attributes set between fork and exec.

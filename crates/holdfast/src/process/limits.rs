@@ -9,7 +9,7 @@
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 use super::spawn::RlimitSetting;
-use crate::model::{Credentials, Limits, Rlimit, ServiceSpec};
+use crate::model::{Limits, Rlimit, ServiceSpec};
 
 /// holdfast's `RLIMIT_NOFILE` before it raised it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,18 +62,6 @@ pub fn rlimit_settings(limits: &Limits, baseline: Option<NofileBaseline>) -> Vec
         }
     }
     settings
-}
-
-/// `HOME`, `USER`, `LOGNAME` of the service user (empty when the user does not change).
-pub fn identity_env(credentials: Option<&Credentials>) -> Vec<(String, String)> {
-    let Some(user) = credentials.and_then(|c| c.user.as_ref()) else {
-        return Vec::new();
-    };
-    vec![
-        ("HOME".to_owned(), user.home.clone()),
-        ("USER".to_owned(), user.name.clone()),
-        ("LOGNAME".to_owned(), user.name.clone()),
-    ]
 }
 
 /// rlimits, umask, credentials and no_new_privs of `spec`, without its cgroup and

@@ -95,8 +95,8 @@ pub enum EventKind {
         hook: String,
         error: String,
     },
-    /// The readiness condition of the run was met (it still needs `start_secs` to pass
-    /// before it counts as started).
+    /// The readiness condition of the run was met. It counts as started at once, unless
+    /// an explicit `start_secs` has not passed yet.
     BecameReady {
         run: RunId,
     },

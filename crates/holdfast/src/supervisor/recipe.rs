@@ -2,21 +2,27 @@
 //! process, its exec probes and its event hooks get the same environment, identity
 //! variables and resource limits, so a probe or hook sees the world the service sees.
 //!
+//! The environment is clean, like systemd's: not holdfast's own environment but `PATH`
+//! (a fixed default), `LANG` (if holdfast has it), the `[holdfast] pass_env` variables,
+//! `HOME`/`USER`/`LOGNAME`/`SHELL` of the service's user, `PWD` (= `working_dir`), the
+//! configured `env`, `HOLDFAST_SERVICE` and `INVOCATION_ID`. `inherit_env = true` starts
+//! from holdfast's whole environment instead (never its [`PRIVATE_ENV`] variables).
+//!
 //! What differs per role is added by the caller: the main process gets `NOTIFY_SOCKET`,
 //! `WATCHDOG_USEC`, its cgroup and capabilities; a hook gets the event's `HOLDFAST_*`
 //! variables. Helpers never get more privileges than the service
 //! ([`limits::helper_setup`]).
 
-use crate::model::ServiceSpec;
+use std::collections::HashMap;
+
+use crate::model::{PRIVATE_ENV, ServiceName, ServiceSpec, UserRef, defaults};
 use crate::process::limits::{self, NofileBaseline};
 use crate::process::spawn::{ProcessSetup, RlimitSetting};
 
 /// Environment and limits of a process of one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipe {
-    /// holdfast's own environment (minus its private variables), then the spec's `env`,
-    /// `HOLDFAST_SERVICE`, and `HOME`/`USER`/`LOGNAME` of the service user unless the spec
-    /// sets them.
+    /// The service's environment, as the module documentation lists it.
     pub env: Vec<(String, String)>,
     /// The spec's rlimits, and holdfast's original `nofile` soft limit when the spec sets
     /// none (holdfast raised its own).
@@ -24,28 +30,47 @@ pub struct Recipe {
 }
 
 impl Recipe {
+    /// Later layers win: the base (clean, or holdfast's with `inherit_env`), `pass_env`,
+    /// the user's identity and `PWD`, the configured `env`, and last the two variables
+    /// that identify the run, which the configured `env` cannot fake.
     pub fn new(
-        base_env: &[(String, String)],
+        inherited: &Inherited,
         spec: &ServiceSpec,
+        invocation_id: &str,
         nofile: Option<NofileBaseline>,
     ) -> Self {
-        let mut env: Vec<(String, String)> = base_env
-            .iter()
-            .filter(|(k, _)| !spec.env.contains_key(k))
-            .cloned()
-            .collect();
-        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.push(("HOLDFAST_SERVICE".to_owned(), spec.name.to_string()));
-        let identity = limits::identity_env(spec.privileges.credentials.as_ref());
-        let ours = |k: &str| identity.iter().any(|(i, _)| i == k) && !spec.env.contains_key(k);
-        env.retain(|(k, _)| !ours(k));
-        env.extend(
-            identity
-                .into_iter()
-                .filter(|(k, _)| !spec.env.contains_key(k)),
-        );
+        let mut env = Env::default();
+        // Also with `inherit_env`, in case holdfast was started without a PATH.
+        env.set("PATH", defaults::PATH);
+        if spec.inherit_env {
+            env.extend(&inherited.all);
+        } else if let Some(lang) = inherited.get("LANG") {
+            env.set("LANG", lang);
+        }
+        env.extend(&inherited.passed);
+        // A service without `user` (or with only `group`) runs as holdfast's user.
+        let user = spec
+            .privileges
+            .credentials
+            .as_ref()
+            .and_then(|c| c.user.as_ref())
+            .or(inherited.own_user.as_ref());
+        if let Some(user) = user {
+            env.set("HOME", &user.home);
+            env.set("USER", &user.name);
+            env.set("LOGNAME", &user.name);
+            env.set("SHELL", &user.shell);
+        }
+        if let Some(dir) = &spec.working_dir {
+            env.set("PWD", &dir.display().to_string());
+        }
+        for (key, value) in &spec.env {
+            env.set(key, value);
+        }
+        env.set("HOLDFAST_SERVICE", spec.name.as_str());
+        env.set("INVOCATION_ID", invocation_id);
         Self {
-            env,
+            env: env.0,
             rlimits: limits::rlimit_settings(&spec.limits, nofile),
         }
     }
@@ -54,5 +79,278 @@ impl Recipe {
     /// `no_new_privs` and these limits; no cgroup, no capabilities.
     pub fn helper_setup<'a>(&'a self, spec: &'a ServiceSpec) -> ProcessSetup<'a> {
         limits::helper_setup(spec, &self.rlimits)
+    }
+}
+
+/// An environment being built: each name once, a later `set` replaces the value in place.
+#[derive(Default)]
+struct Env(Vec<(String, String)>);
+
+impl Env {
+    fn set(&mut self, key: &str, value: &str) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => value.clone_into(v),
+            None => self.0.push((key.to_owned(), value.to_owned())),
+        }
+    }
+
+    fn extend(&mut self, vars: &[(String, String)]) {
+        for (key, value) in vars {
+            self.set(key, value);
+        }
+    }
+}
+
+/// What services may take from holdfast's own situation, captured once at its start
+/// (holdfast's environment does not change while it runs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inherited {
+    /// holdfast's environment minus [`PRIVATE_ENV`]: the base with `inherit_env = true`.
+    pub all: Vec<(String, String)>,
+    /// The `[holdfast] pass_env` variables that holdfast's environment has.
+    pub passed: Vec<(String, String)>,
+    /// The user holdfast runs as, from the password database: the identity of services
+    /// without `user` (root's `HOME=/root`, `SHELL`, ... when holdfast runs as root).
+    pub own_user: Option<UserRef>,
+}
+
+impl Inherited {
+    /// From holdfast's environment and user. Variables that are not UTF-8 are left out.
+    pub fn capture(pass_env: &[String]) -> Self {
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        Self::from_vars(vars, pass_env, own_user())
+    }
+
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+        pass_env: &[String],
+        own_user: Option<UserRef>,
+    ) -> Self {
+        let all: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(k, _)| !PRIVATE_ENV.contains(&k.as_str()))
+            .collect();
+        let passed = pass_env
+            .iter()
+            .filter_map(|name| all.iter().find(|(k, _)| k == name).cloned())
+            .collect();
+        Self {
+            all,
+            passed,
+            own_user,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.all
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn own_user() -> Option<UserRef> {
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid).ok().flatten()?;
+    Some(UserRef {
+        name: user.name,
+        uid: uid.as_raw(),
+        home: user.dir.display().to_string(),
+        shell: user.shell.display().to_string(),
+    })
+}
+
+/// The environments of all services: what they inherit, and the `INVOCATION_ID` of each
+/// service's current run. Like systemd's, the id is random (128 bits, 32 hex digits) and
+/// new per run; the run's exec probes and hooks share it, so their output can be tied to
+/// the run (a hook on `exited` gets the id of the run that exited).
+#[derive(Debug, Default)]
+pub struct Environments {
+    inherited: Inherited,
+    invocations: HashMap<ServiceName, String>,
+}
+
+impl Environments {
+    pub fn new(inherited: Inherited) -> Self {
+        Self {
+            inherited,
+            invocations: HashMap::new(),
+        }
+    }
+
+    /// A new run of `name` begins: it gets a fresh `INVOCATION_ID`.
+    pub fn begin_run(&mut self, name: &ServiceName) {
+        self.invocations.insert(name.clone(), invocation_id());
+    }
+
+    /// The recipe of `spec`'s current run. Before its first run (a hook on `waiting`)
+    /// each call gets an id of its own.
+    pub fn recipe(&self, spec: &ServiceSpec, nofile: Option<NofileBaseline>) -> Recipe {
+        let id = match self.invocations.get(&spec.name) {
+            Some(id) => id.clone(),
+            None => invocation_id(),
+        };
+        Recipe::new(&self.inherited, spec, &id, nofile)
+    }
+}
+
+/// 128 random bits in hex, like systemd's `INVOCATION_ID`. Unique, not secret: fastrand's
+/// randomly seeded generator is enough.
+fn invocation_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Credentials;
+
+    fn spec() -> ServiceSpec {
+        let name = ServiceName::new("api").expect("valid name");
+        ServiceSpec::with_defaults(name, vec!["/bin/true".to_owned()])
+    }
+
+    fn user(name: &str, home: &str) -> UserRef {
+        UserRef {
+            name: name.to_owned(),
+            uid: 1000,
+            home: home.to_owned(),
+            shell: "/bin/bash".to_owned(),
+        }
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// holdfast started as root from a login shell, under systemd, with a test tag.
+    fn inherited(pass_env: &[&str]) -> Inherited {
+        let pass_env: Vec<String> = pass_env.iter().map(|s| (*s).to_owned()).collect();
+        Inherited::from_vars(
+            vars(&[
+                ("PATH", "/root/bin:/usr/bin"),
+                ("LANG", "C.UTF-8"),
+                ("HOME", "/root"),
+                ("TERM", "xterm"),
+                ("SECRET_TOKEN", "s3cret"),
+                ("HF_TEST", "tag-1"),
+                ("NOTIFY_SOCKET", "/run/systemd/notify"),
+            ]),
+            &pass_env,
+            Some(user("root", "/root")),
+        )
+    }
+
+    fn sorted(recipe: &Recipe) -> Vec<(String, String)> {
+        let mut env = recipe.env.clone();
+        env.sort();
+        env
+    }
+
+    #[test]
+    fn a_service_gets_the_clean_environment_and_nothing_else_of_holdfast() {
+        let mut spec = spec();
+        spec.working_dir = Some("/srv/api".into());
+        let recipe = Recipe::new(&inherited(&[]), &spec, "0123", None);
+        assert_eq!(
+            sorted(&recipe),
+            vars(&[
+                ("HOLDFAST_SERVICE", "api"),
+                ("HOME", "/root"),
+                ("INVOCATION_ID", "0123"),
+                ("LANG", "C.UTF-8"),
+                ("LOGNAME", "root"),
+                ("PATH", defaults::PATH),
+                ("PWD", "/srv/api"),
+                ("SHELL", "/bin/bash"),
+                ("USER", "root"),
+            ])
+        );
+    }
+
+    #[test]
+    fn pass_env_adds_the_named_variables_holdfast_has() {
+        let inherited = inherited(&["HF_TEST", "NOT_SET"]);
+        let recipe = Recipe::new(&inherited, &spec(), "0123", None);
+        let names: Vec<&str> = recipe.env.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(names.contains(&"HF_TEST"), "{names:?}");
+        assert!(!names.contains(&"NOT_SET"), "{names:?}");
+        assert!(!names.contains(&"TERM"), "{names:?}");
+    }
+
+    #[test]
+    fn inherit_env_brings_back_holdfasts_environment_but_not_its_private_variables() {
+        let mut spec = spec();
+        spec.inherit_env = true;
+        let recipe = Recipe::new(&inherited(&[]), &spec, "0123", None);
+        let env: HashMap<&str, &str> = recipe
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(env["PATH"], "/root/bin:/usr/bin", "holdfast's own PATH");
+        assert_eq!(env["TERM"], "xterm");
+        assert_eq!(env["SECRET_TOKEN"], "s3cret");
+        assert!(!env.contains_key("NOTIFY_SOCKET"), "private to holdfast");
+        assert_eq!(env["INVOCATION_ID"], "0123");
+    }
+
+    #[test]
+    fn the_service_user_and_the_configured_env_win_but_not_over_the_run_identity() {
+        let mut spec = spec();
+        spec.privileges.credentials = Some(Credentials {
+            user: Some(user("appsvc", "/home/appsvc")),
+            gid: 1000,
+            groups: vec![1000],
+        });
+        spec.env
+            .insert("PATH".to_owned(), "/opt/app/bin".to_owned());
+        spec.env.insert("LANG".to_owned(), "de_DE.UTF-8".to_owned());
+        spec.env
+            .insert("HOLDFAST_SERVICE".to_owned(), "fake".to_owned());
+        spec.env
+            .insert("INVOCATION_ID".to_owned(), "fake".to_owned());
+        let recipe = Recipe::new(&inherited(&[]), &spec, "0123", None);
+        let env: HashMap<&str, &str> = recipe
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(env["HOME"], "/home/appsvc");
+        assert_eq!(env["USER"], "appsvc");
+        assert_eq!(env["LOGNAME"], "appsvc");
+        assert_eq!(env["PATH"], "/opt/app/bin");
+        assert_eq!(env["LANG"], "de_DE.UTF-8");
+        assert_eq!(env["HOLDFAST_SERVICE"], "api");
+        assert_eq!(env["INVOCATION_ID"], "0123");
+        assert_eq!(recipe.env.len(), env.len(), "each variable once");
+    }
+
+    #[test]
+    fn each_run_gets_a_fresh_invocation_id_shared_by_its_helpers() {
+        let mut envs = Environments::new(inherited(&[]));
+        let spec = spec();
+        let id = |r: &Recipe| {
+            r.env
+                .iter()
+                .find(|(k, _)| k == "INVOCATION_ID")
+                .map(|(_, v)| v.clone())
+                .expect("an INVOCATION_ID")
+        };
+        envs.begin_run(&spec.name);
+        let main = id(&envs.recipe(&spec, None));
+        assert_eq!(main.len(), 32);
+        assert!(main.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(
+            id(&envs.recipe(&spec, None)),
+            main,
+            "a probe of the same run"
+        );
+        envs.begin_run(&spec.name);
+        assert_ne!(id(&envs.recipe(&spec, None)), main, "the next run");
     }
 }

@@ -32,6 +32,7 @@ pub fn diff(old: &Plan, new: &Plan, dry_run: bool) -> ReloadPlan {
         ("control_group", a.control_group != b.control_group),
         ("state_dir", a.state_dir != b.state_dir),
         ("log_dir", a.log_dir != b.log_dir),
+        ("pass_env", a.pass_env != b.pass_env),
     ];
     plan.ignored = settings
         .iter()
@@ -66,6 +67,7 @@ mod tests {
                 control_group: None,
                 state_dir: PathBuf::from("/var/lib/holdfast"),
                 log_dir: PathBuf::from("/var/log/holdfast"),
+                pass_env: Vec::new(),
             },
             services: BTreeMap::from([(spec.name.clone(), spec)]),
         }

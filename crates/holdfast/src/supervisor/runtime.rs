@@ -17,7 +17,7 @@ use super::bus::{self, EventBus};
 use super::core::{Command, Effect, Input, SignalWhom, Supervisor, state_name};
 use super::event::{Event, EventKind};
 use super::hooks::{HookRunner, Note};
-use super::recipe::Recipe;
+use super::recipe::{Environments, Inherited, Recipe};
 use super::service::{
     Cause, Escalation, FailReason, KILL_WAIT, KillScope, RunId, Service, SpawnFailure, State,
 };
@@ -42,20 +42,6 @@ use crate::quarantine;
 /// `MAINPID=` or a pidfile may already have been reaped when the core adopts it. Only a
 /// reap numbered after the pid was seen alive is its exit (the pid may have been reused).
 const UNCLAIMED_KEPT: usize = 64;
-
-/// Variables of holdfast's own environment that describe holdfast's situation, not the
-/// service's: passing them on would make a service answer holdfast's systemd.
-const PRIVATE_ENV: &[&str] = &[
-    "NOTIFY_SOCKET",
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-    "WATCHDOG_USEC",
-    "WATCHDOG_PID",
-    "JOURNAL_STREAM",
-    "HOLDFAST_CONFIG",
-    "HOLDFAST_SOCKET",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -133,7 +119,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         config_path,
         captures: HashMap::new(),
         groups: HashMap::new(),
-        base_env: base_env(),
+        envs: Environments::new(Inherited::capture(&daemon.pass_env)),
         started: now,
         bus: EventBus::new(bus::HISTORY, events),
         hooks: HookRunner::default(),
@@ -269,7 +255,8 @@ struct Shell {
     captures: HashMap<ServiceName, Capture>,
     /// Process groups that may still have members, keyed by group id (= main pid).
     groups: HashMap<Pid, (ServiceName, RunId)>,
-    base_env: Vec<(String, String)>,
+    /// What services inherit, and the `INVOCATION_ID` of each one's current run.
+    envs: Environments,
     started: Instant,
     /// Numbered, stamped events: history for `events`, broadcast for `events -f`.
     bus: EventBus,
@@ -715,6 +702,8 @@ impl Shell {
         name: &ServiceName,
         spec: &ServiceSpec,
     ) -> Result<(Pid, Option<std::os::fd::OwnedFd>), SpawnFailure> {
+        // Also a run that fails to spawn is a run of its own (its hooks get its id).
+        self.envs.begin_run(name);
         self.prepare_cgroup(name, spec)
             .map_err(SpawnFailure::Service)?;
         let log_dir = &self.sup.plan().daemon.log_dir;
@@ -1073,7 +1062,7 @@ impl Shell {
 
     /// Environment and limits of every process of `spec`: main, probes and hooks.
     fn recipe(&self, spec: &ServiceSpec) -> Recipe {
-        Recipe::new(&self.base_env, spec, self.nofile)
+        self.envs.recipe(spec, self.nofile)
     }
 
     /// Turns a reaped process into an input: the exit of a service's main process, or the
@@ -1462,13 +1451,6 @@ pub fn cgroup_name(control: &Path) -> String {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
     format!("holdfast-{hash:016x}.{}", std::process::id())
-}
-
-/// holdfast's environment minus what only concerns holdfast itself.
-fn base_env() -> Vec<(String, String)> {
-    std::env::vars()
-        .filter(|(k, _)| !PRIVATE_ENV.contains(&k.as_str()))
-        .collect()
 }
 
 /// Seed for backoff jitter: different per daemon so that many holdfasts restarting the

@@ -161,7 +161,8 @@ impl fmt::Display for SpawnFailure {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cause {
     Exited(ExitStatus),
-    /// Exited before `start_secs` had passed.
+    /// Exited before it was running: before `start_secs` had passed, or before it was
+    /// ready.
     ExitedEarly {
         status: ExitStatus,
         after: Duration,
@@ -189,7 +190,7 @@ impl fmt::Display for Cause {
             Cause::Exited(status) => write!(f, "{status}"),
             Cause::ExitedEarly { status, after } => write!(
                 f,
-                "{status} after {} (before start_secs)",
+                "{status} after {} (before it was running)",
                 humantime::format_duration(round_ms(*after))
             ),
             Cause::SpawnFailed(error) => write!(f, "spawn failed: {error}"),
@@ -730,9 +731,11 @@ impl Service {
             State::Starting { spawned, .. } | State::Running { spawned, .. } => {
                 let ran_for = now.duration_since(spawned);
                 // The start_secs timer and the exit can be ready together, and the shell
-                // may take the exit first: the time actually run decides.
-                let early =
-                    matches!(self.state, State::Starting { .. }) && ran_for < self.spec.start_secs;
+                // may take the exit first: the time actually run decides. A service that
+                // exits before it is ready failed its start too, like systemd's
+                // Type=notify (its start_secs is usually 0, so time alone would not say).
+                let early = matches!(self.state, State::Starting { .. })
+                    && (ran_for < self.spec.start_secs || !self.is_up());
                 if ran_for >= self.failure_memory() {
                     self.attempt = 0;
                 }

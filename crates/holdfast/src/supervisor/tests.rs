@@ -86,6 +86,7 @@ fn plan(specs: impl IntoIterator<Item = ServiceSpec>) -> Plan {
             control_group: None,
             state_dir: "/var/lib/holdfast-test".into(),
             log_dir: "/var/log/holdfast-test".into(),
+            pass_env: Vec::new(),
         },
         services: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),
     }

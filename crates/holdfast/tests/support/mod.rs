@@ -3,7 +3,8 @@
 //!
 //! Invariants:
 //! - Every process a `Daemon` starts (the daemon, CLI calls, services and whatever they
-//!   fork, escaped grandchildren included) inherits `HF_TEST=<tag>`, unique per `Daemon`.
+//!   fork, escaped grandchildren included) inherits `HF_TEST=<tag>`, unique per `Daemon`
+//!   (services through `pass_env` in the config header).
 //!   Dropping the `Daemon` SIGKILLs every process carrying the tag, so a failing or
 //!   panicking test leaks nothing and tests can run in parallel.
 //! - Nothing waits by sleeping: `wait_*` poll a condition every 20 ms up to a generous
@@ -36,11 +37,13 @@ const POLL: Duration = Duration::from_millis(20);
 /// The environment variable that ties processes to one test.
 pub const TAG_VAR: &str = "HF_TEST";
 /// Written before the test's own TOML; paths are relative to the config file's directory.
+/// Services get a clean environment: `pass_env` hands them the test's tag.
 const HEADER: &str = "\
 [holdfast]
 control = \"control.sock\"
 log_dir = \"logs\"
 state_dir = \"state\"
+pass_env = [\"HF_TEST\"]
 
 ";
 
