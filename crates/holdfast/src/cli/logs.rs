@@ -124,6 +124,9 @@ mod tests {
                 log: log.into(),
                 health: None,
                 env_overrides: Default::default(),
+                memory_bytes: None,
+                tasks: None,
+                last_restart_reason: None,
             }],
         }
     }
