@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::ArgValueCandidates;
 
 use crate::model::ServiceName;
 
@@ -64,18 +65,21 @@ pub enum Command {
     },
     /// Start a service (also revives a `failed` one).
     Start {
+        #[arg(add = ArgValueCandidates::new(completions::service_names))]
         name: ServiceName,
         #[command(flatten)]
         socket: SocketArgs,
     },
     /// Stop a service: its stop signal to the whole process group, SIGKILL after the timeout.
     Stop {
+        #[arg(add = ArgValueCandidates::new(completions::service_names))]
         name: ServiceName,
         #[command(flatten)]
         socket: SocketArgs,
     },
     /// Stop a service if it runs, then start it.
     Restart {
+        #[arg(add = ArgValueCandidates::new(completions::service_names))]
         name: ServiceName,
         #[command(flatten)]
         socket: SocketArgs,
@@ -95,6 +99,7 @@ pub enum Command {
     },
     /// Show a service's captured stdout/stderr.
     Logs {
+        #[arg(add = ArgValueCandidates::new(completions::service_names))]
         name: ServiceName,
         /// Keep printing lines as they are written (follows rotation).
         #[arg(long, short = 'f')]
@@ -108,6 +113,7 @@ pub enum Command {
     /// Show recent events (every state change, with its reason); -f follows new ones.
     Events {
         /// Only this service's events.
+        #[arg(add = ArgValueCandidates::new(completions::service_names))]
         name: Option<ServiceName>,
         /// Keep printing events as they happen, until Ctrl-C.
         #[arg(long, short = 'f')]
@@ -137,7 +143,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print a shell completion script.
+    /// Print a shell completion script that completes the running daemon's service
+    /// names (bash: `source <(holdfast completions bash)`).
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -153,7 +160,10 @@ pub enum QuarantineAction {
         json: bool,
     },
     /// Mark the service's records released and start it again.
-    Release { name: ServiceName },
+    Release {
+        #[arg(add = ArgValueCandidates::new(completions::service_names))]
+        name: ServiceName,
+    },
 }
 
 /// Runs a parsed command line; the result maps to the process exit code.
