@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A TAB in a shell with holdfast's completions calls us with `COMPLETE` set.
+    holdfast::cli::completions::answer_if_asked();
     let cli = holdfast::cli::Cli::parse();
     match holdfast::cli::run(cli) {
         Ok(code) => code,

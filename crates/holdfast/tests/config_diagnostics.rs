@@ -162,7 +162,7 @@ fn check_summarises_a_valid_config_and_exits_zero() {
 fn check_reports_every_problem_and_exits_with_invalid_config() {
     let path = temp_file(
         "bad.toml",
-        "[service.a]\ncommand = [\"a\"]\nrestat = \"no\"\nstart_limit = { burst = 0 }\n",
+        "[service.a]\ncommand = [\"sleep\"]\nrestat = \"no\"\nstart_limit = { burst = 0 }\n",
     );
     let out = holdfast_check(&path);
     std::fs::remove_dir_all(path.parent().expect("temp file has a dir")).ok();
@@ -202,4 +202,151 @@ restart_sec = "infinity"
 stop = { timeout = "infinity" }
 "#
     ));
+}
+
+// What would fail at spawn, judged against a fake machine so the snapshots do not depend
+// on the host: 2 CPUs, nr_open 1048576, and only the files listed.
+
+struct FakeHost;
+
+impl config::HostFacts for FakeHost {
+    fn file(&self, path: &Path) -> config::FileKind {
+        match path.to_str() {
+            Some("/usr/bin/server" | "/usr/bin/sleep") => {
+                config::FileKind::File { executable: true }
+            }
+            Some("/srv/app/README") => config::FileKind::File { executable: false },
+            Some("/srv/app") => config::FileKind::Directory,
+            _ => config::FileKind::Missing,
+        }
+    }
+    fn cpus(&self) -> Option<usize> {
+        Some(2)
+    }
+    fn nr_open(&self) -> Option<u64> {
+        Some(1_048_576)
+    }
+}
+
+fn host_report(src: &str) -> String {
+    config::parse_on_host(src, "holdfast.toml", Path::new("/etc/holdfast"), &FakeHost)
+        .expect_err("this config cannot run on the fake host")
+        .render_plain()
+}
+
+#[test]
+fn a_program_that_does_not_exist_is_reported_with_its_path() {
+    insta::assert_snapshot!(host_report(
+        r#"[service.api]
+command = ["/usr/bin/sever", "--port", "8080"]
+"#
+    ));
+}
+
+#[test]
+fn a_bare_program_name_is_looked_up_in_the_default_path() {
+    insta::assert_snapshot!(host_report(
+        r#"[service.api]
+command = ["serverd"]
+
+[service.worker]
+command = ["sleep", "1000"]
+env = { PATH = "/opt/bin" }
+"#
+    ));
+}
+
+#[test]
+fn a_program_without_execute_permission_is_reported() {
+    insta::assert_snapshot!(host_report(
+        r#"[service.api]
+command = ["./README"]
+working_dir = "/srv/app"
+"#
+    ));
+}
+
+#[test]
+fn a_missing_working_dir_is_reported() {
+    insta::assert_snapshot!(host_report(
+        r#"[service.api]
+command = ["/usr/bin/server"]
+working_dir = "/srv/gone"
+"#
+    ));
+}
+
+#[test]
+fn a_cpu_the_machine_does_not_have_is_reported() {
+    insta::assert_snapshot!(host_report(
+        r#"[service.api]
+command = ["/usr/bin/server"]
+cpu_affinity = [0, 1, 2]
+"#
+    ));
+}
+
+#[test]
+fn nofile_above_nr_open_is_reported() {
+    insta::assert_snapshot!(host_report(
+        r#"[service.api]
+command = ["/usr/bin/server"]
+limits = { nofile = 2000000 }
+
+[service.worker]
+command = ["/usr/bin/sleep", "1000"]
+limits = { nofile = "infinity" }
+"#
+    ));
+}
+
+#[test]
+fn two_services_waiting_for_the_same_port_are_reported() {
+    insta::assert_snapshot!(report(
+        r#"[service.api]
+command = ["/usr/bin/server"]
+ready = { tcp = "127.0.0.1:8080" }
+
+[service.admin]
+command = ["/usr/bin/server"]
+ready = { http = "http://0.0.0.0:8080/health" }
+"#
+    ));
+}
+
+#[test]
+fn check_warns_about_a_config_without_services_and_exits_zero() {
+    let path = temp_file("empty.toml", "[holdfast]\n");
+    let out = holdfast_check(&path);
+    std::fs::remove_file(&path).ok();
+    assert_eq!(out.status.code(), Some(0), "a warning is not an error");
+    let stderr = String::from_utf8(out.stderr).expect("utf-8 output");
+    assert!(
+        stderr.starts_with("warning: ") && stderr.contains("no [service.*] tables"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8 output");
+    assert!(stdout.contains(": 0 services"), "{stdout}");
+}
+
+#[test]
+fn check_rejects_what_would_fail_at_spawn_on_this_machine() {
+    let path = temp_file(
+        "spawn.toml",
+        "[service.a]\ncommand = [\"no-such-program-xyz\"]\nworking_dir = \"/nonexistent/dir\"\n\
+         cpu_affinity = [1000]\nlimits = { nofile = \"infinity\" }\n",
+    );
+    let out = holdfast_check(&path);
+    std::fs::remove_file(&path).ok();
+    assert_eq!(out.status.code(), Some(3), "exit::INVALID_CONFIG");
+    let stderr = String::from_utf8(out.stderr).expect("utf-8 output");
+    assert!(
+        stderr.contains("spawn.toml:2:12]"),
+        "command location: {stderr}"
+    );
+    assert!(stderr.contains("not found in PATH"), "{stderr}");
+    assert!(stderr.contains("spawn.toml:3:15]"), "working_dir: {stderr}");
+    assert!(stderr.contains("no such directory"), "{stderr}");
+    assert!(stderr.contains("no such CPU"), "{stderr}");
+    assert!(stderr.contains("above nr_open"), "{stderr}");
 }

@@ -287,10 +287,13 @@ start_timeout = "20s"
 
 #[test]
 fn a_tcp_connect_makes_a_service_ready() {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        probe.local_addr().expect("address").port()
-    };
+    // Both probes are held until both ports are known, so the two differ (each service
+    // waits for its own port: a shared one is a config error).
+    let probes: Vec<_> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    let [port, web_port] = [0, 1].map(|i| probes[i].local_addr().expect("address").port());
+    drop(probes);
     let d = Daemon::start(&format!(
         r#"
 [service.app]
@@ -299,8 +302,8 @@ ready = {{ tcp = "127.0.0.1:{port}" }}
 start_secs = "0s"
 
 [service.web]
-command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:0"]
-ready = {{ http = "http://127.0.0.1:{port}/health" }}
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{web_port}"]
+ready = {{ http = "http://127.0.0.1:{web_port}/health" }}
 start_secs = "0s"
 "#
     ));

@@ -463,18 +463,27 @@ fn doctor_names_the_cgroup_version_in_use() {
 
 #[test]
 fn a_failing_setup_step_is_named_in_the_spawn_error() {
-    let daemon = Daemon::start(
+    // `check` (and so `up`/`reload`) rejects a working_dir that is missing, so the
+    // directory exists when the config is loaded and goes away before the start.
+    let daemon = Daemon::start("");
+    let dir = daemon.dir().join("gone");
+    std::fs::create_dir(&dir).expect("create the working dir");
+    daemon.write_config(
         r#"
-[service.nocpu]
+[service.nodir]
 command = ["/bin/sleep", "1000"]
-cpu_affinity = [1000]
+working_dir = "{DIR}/gone"
+autostart = false
 restart = "no"
 "#,
     );
-    let failed = daemon.wait_for_service("nocpu", "has failed", |s| s.state == "failed");
+    daemon.cli_ok(&["reload"]);
+    std::fs::remove_dir(&dir).expect("remove the working dir");
+    daemon.cli(&["start", "nodir"]);
+    let failed = daemon.wait_for_service("nodir", "has failed", |s| s.state == "failed");
     let reason = failed.reason.unwrap_or_default();
     assert!(
-        reason.contains("sched_setaffinity") && reason.contains("EINVAL"),
+        reason.contains("chdir") && reason.contains("ENOENT"),
         "the reason names the step and the errno: {reason}"
     );
 }

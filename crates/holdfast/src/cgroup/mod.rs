@@ -364,6 +364,37 @@ impl ServiceCgroup {
         files::oom_kill_count(&fs::read_to_string(dir.join(file)).ok()?)
     }
 
+    /// Memory charged to the cgroup: v2 `memory.current`, v1 `memory.usage_in_bytes`;
+    /// `None` without a memory controller. One small kernel-generated file, so cheap
+    /// enough to read on the supervisor task when `status` asks.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        match self.version {
+            Version::V2 => read_number(&self.dir().join("memory.current")),
+            Version::V1 => {
+                read_number(&self.controller_dir("memory")?.join("memory.usage_in_bytes"))
+            }
+        }
+    }
+
+    /// Tasks (threads included) in the cgroup from `pids.current`; without the pids
+    /// controller, the number of processes in `cgroup.procs`.
+    pub fn tasks(&self) -> Option<u64> {
+        let pids_dir = match self.version {
+            Version::V2 => Some(self.dir()),
+            Version::V1 => self.controller_dir("pids"),
+        };
+        pids_dir
+            .and_then(|dir| read_number(&dir.join("pids.current")))
+            .or_else(|| u64::try_from(self.pids().len()).ok())
+    }
+
+    fn controller_dir(&self, controller: &str) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|(c, _)| c == controller)
+            .map(|(_, d)| d.as_path())
+    }
+
     /// Removes the cgroup directories; `EBUSY` (processes left) is ignored, the next
     /// spawn reuses the cgroup.
     pub fn remove(&self) {
@@ -375,6 +406,11 @@ impl ServiceCgroup {
             }
         }
     }
+}
+
+/// A file holding one decimal number, as cgroup counters do.
+fn read_number(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //!
 //! Prints a one-line summary on success; otherwise every problem as a miette report on
 //! stderr (coloured only when stderr is a terminal) and exits with `INVALID_CONFIG`.
+//! Besides the schema, it checks what would fail at spawn on this machine (see
+//! `config::load`). A config without services is valid but warned about on stderr.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -24,6 +26,12 @@ pub fn run(file: &Path) -> miette::Result<ExitCode> {
             } else {
                 format!(" ({})", names.join(", "))
             };
+            if names.is_empty() {
+                eprintln!(
+                    "warning: {}: no [service.*] tables, holdfast would supervise nothing",
+                    file.display()
+                );
+            }
             println!("ok: {}: {} {noun}{list}", file.display(), names.len());
             Ok(ExitCode::SUCCESS)
         }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::ArgValueCandidates;
 
 use crate::model::ServiceName;
 
@@ -67,7 +68,7 @@ pub enum Command {
     /// Start services (also revives a `failed` one and releases a quarantined one).
     Start {
         /// Service names, `all`, or `@group` (a `service_group`).
-        #[arg(required = true, value_name = "TARGET")]
+        #[arg(required = true, value_name = "TARGET", add = ArgValueCandidates::new(completions::service_names))]
         targets: Vec<String>,
         #[command(flatten)]
         socket: SocketArgs,
@@ -75,7 +76,7 @@ pub enum Command {
     /// Stop services: the stop signal to each whole process group, SIGKILL after the timeout.
     Stop {
         /// Service names, `all`, or `@group` (a `service_group`).
-        #[arg(required = true, value_name = "TARGET")]
+        #[arg(required = true, value_name = "TARGET", add = ArgValueCandidates::new(completions::service_names))]
         targets: Vec<String>,
         #[command(flatten)]
         socket: SocketArgs,
@@ -83,7 +84,7 @@ pub enum Command {
     /// Stop services if they run, then start them.
     Restart {
         /// Service names, `all`, or `@group` (a `service_group`).
-        #[arg(required = true, value_name = "TARGET")]
+        #[arg(required = true, value_name = "TARGET", add = ArgValueCandidates::new(completions::service_names))]
         targets: Vec<String>,
         #[command(flatten)]
         socket: SocketArgs,
@@ -91,7 +92,7 @@ pub enum Command {
     /// Send a signal to services' main processes (`signal nginx HUP`; HUP, SIGHUP or 1).
     Signal {
         /// Service names, `all`, or `@group`.
-        #[arg(required = true, value_name = "TARGET")]
+        #[arg(required = true, value_name = "TARGET", add = ArgValueCandidates::new(completions::service_names))]
         targets: Vec<String>,
         /// The signal: a name with or without SIG (HUP, SIGHUP) or a number.
         #[arg(value_name = "SIGNAL")]
@@ -107,7 +108,7 @@ pub enum Command {
     /// targets, every failed service.
     ResetFailed {
         /// Service names, `all`, or `@group`.
-        #[arg(value_name = "TARGET")]
+        #[arg(value_name = "TARGET", add = ArgValueCandidates::new(completions::service_names))]
         targets: Vec<String>,
         #[command(flatten)]
         socket: SocketArgs,
@@ -129,6 +130,7 @@ pub enum Command {
     /// time like journalctl; -f follows new lines.
     Logs {
         /// Only these services.
+        #[arg(add = ArgValueCandidates::new(completions::service_names))]
         names: Vec<ServiceName>,
         /// Keep printing lines as they are written (follows rotation), until Ctrl-C.
         #[arg(long, short = 'f')]
@@ -153,6 +155,7 @@ pub enum Command {
     /// Show recent events (every state change, with its reason); -f follows new ones.
     Events {
         /// Only this service's events.
+        #[arg(add = ArgValueCandidates::new(completions::service_names))]
         name: Option<ServiceName>,
         /// Keep printing events as they happen, until Ctrl-C.
         #[arg(long, short = 'f')]
@@ -185,7 +188,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print a shell completion script.
+    /// Print a shell completion script that completes the running daemon's service
+    /// names (bash: `source <(holdfast completions bash)`).
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -201,7 +205,10 @@ pub enum QuarantineAction {
         json: bool,
     },
     /// Mark the service's records released and start it again.
-    Release { name: ServiceName },
+    Release {
+        #[arg(add = ArgValueCandidates::new(completions::service_names))]
+        name: ServiceName,
+    },
 }
 
 /// Runs a parsed command line; the result maps to the process exit code.

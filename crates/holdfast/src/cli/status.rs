@@ -37,7 +37,16 @@ pub fn render_table(status: &Status) -> String {
     render(status, false)
 }
 
-const HEADERS: [&str; 6] = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT"];
+const HEADERS: [&str; 8] = [
+    "NAME",
+    "STATE",
+    "PID",
+    "UPTIME",
+    "MEM",
+    "TASKS",
+    "RESTARTS",
+    "LAST EXIT",
+];
 
 /// [`render_table`], with the state column coloured (ANSI) when `colour` is set.
 pub fn render(status: &Status, colour: bool) -> String {
@@ -60,7 +69,7 @@ pub fn render(status: &Status, colour: bool) -> String {
         return out;
     }
 
-    let rows: Vec<[String; 6]> = status.services.iter().map(row).collect();
+    let rows: Vec<[String; 8]> = status.services.iter().map(row).collect();
     let mut widths = HEADERS.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -82,6 +91,7 @@ pub fn render(status: &Status, colour: bool) -> String {
                 || !s.holding_up.is_empty()
                 || s.health.is_some()
                 || !s.env_overrides.is_empty()
+                || s.last_restart_reason.is_some()
         })
         .collect();
     if !notes.is_empty() {
@@ -95,6 +105,9 @@ pub fn render(status: &Status, colour: bool) -> String {
         out.push('\n');
         if let Some(text) = &service.status_text {
             let _ = writeln!(out, "  status: {text}");
+        }
+        if let Some(why) = &service.last_restart_reason {
+            let _ = writeln!(out, "  last restart: {why}");
         }
         if let Some(health) = &service.health {
             let _ = write!(
@@ -132,7 +145,7 @@ pub fn render(status: &Status, colour: bool) -> String {
     out
 }
 
-fn row(service: &ServiceStatus) -> [String; 6] {
+fn row(service: &ServiceStatus) -> [String; 8] {
     // An uptime only while a process of the run may be alive; for stopped or failed
     // services the LAST EXIT column says when it ended.
     [
@@ -144,6 +157,12 @@ fn row(service: &ServiceStatus) -> [String; 6] {
         service
             .uptime_ms
             .map_or_else(|| "-".to_owned(), human_duration),
+        service
+            .memory_bytes
+            .map_or_else(|| "-".to_owned(), human_bytes),
+        service
+            .tasks
+            .map_or_else(|| "-".to_owned(), |n| n.to_string()),
         service.restarts.to_string(),
         service.last_exit.as_ref().map_or_else(
             || "-".to_owned(),
@@ -154,7 +173,7 @@ fn row(service: &ServiceStatus) -> [String; 6] {
 
 /// Appends one table row; the state cell (index 1) is wrapped in `colour` after padding,
 /// so escape codes never disturb the alignment. The last column is not padded.
-fn push_row(out: &mut String, cells: &[String; 6], widths: &[usize; 6], colour: Option<&str>) {
+fn push_row(out: &mut String, cells: &[String; 8], widths: &[usize; 8], colour: Option<&str>) {
     let last = cells.len() - 1;
     for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
         if i == last {
@@ -183,6 +202,21 @@ fn state_colour(state: &str) -> &'static str {
     }
 }
 
+/// A compact size in binary units: `512B`, `3.2K`, `14.0M`, `1.5G`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["K", "M", "G", "T"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
+}
+
 /// A compact duration: `3s`, `4m12s`, `2h03m`, `5d02h` (two units at most).
 pub fn human_duration(ms: u64) -> String {
     let secs = ms / 1000;
@@ -201,7 +235,7 @@ pub fn human_duration(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::protocol::{DaemonStatus, ExitInfo, ProcessInfo};
+    use crate::control::protocol::{DaemonStatus, ExitInfo, ProcessInfo, RestartReason};
     use crate::model::ServiceName;
 
     fn service(name: &str, state: &str) -> ServiceStatus {
@@ -220,6 +254,9 @@ mod tests {
             log: format!("/var/log/holdfast/{name}.log"),
             health: None,
             env_overrides: Default::default(),
+            memory_bytes: None,
+            tasks: None,
+            last_restart_reason: None,
         }
     }
 
@@ -243,12 +280,20 @@ mod tests {
                         ago_ms: 252_000,
                     }),
                     reason: Some("start limit hit: 4 restarts within 10s".to_owned()),
+                    last_restart_reason: Some(RestartReason::Exit {
+                        description: "exited 3".to_owned(),
+                        code: Some(3),
+                        signal: None,
+                        early: true,
+                    }),
                     ..service("api", "failed")
                 },
                 ServiceStatus {
                     pid: Some(1234),
                     since_ms: 3_000,
                     uptime_ms: Some(86_400_000),
+                    memory_bytes: Some(1_536),
+                    tasks: Some(3),
                     holding_up: vec![ProcessInfo {
                         pid: 1234,
                         command: "demo-app --ignore-sigterm".to_owned(),
@@ -260,6 +305,9 @@ mod tests {
                     since_ms: 446_400_000,
                     uptime_ms: Some(446_400_000),
                     restarts: 12,
+                    memory_bytes: Some(14_680_064),
+                    tasks: Some(12),
+                    last_restart_reason: Some(RestartReason::Watchdog { interval_ms: 5_000 }),
                     last_exit: Some(ExitInfo {
                         description: "killed by SIGKILL".to_owned(),
                         code: None,
@@ -277,15 +325,18 @@ mod tests {
     fn table_aligns_columns_and_explains_reasons_and_holdups() {
         insta::assert_snapshot!(render_table(&sample()), @r"
         holdfast 0.1.0 (pid 4242) up 2h03m, config /etc/holdfast/holdfast.toml
-        NAME      STATE     PID   UPTIME  RESTARTS  LAST EXIT
-        api       failed    -     -       4         exited 3 (4m12s ago)
-        demo-app  stopping  1234  1d00h   0         -
-        web       running   981   5d04h   12        killed by SIGKILL (5d04h ago)
-        worker    stopped   -     -       0         -
+        NAME      STATE     PID   UPTIME  MEM    TASKS  RESTARTS  LAST EXIT
+        api       failed    -     -       -      -      4         exited 3 (4m12s ago)
+        demo-app  stopping  1234  1d00h   1.5K   3      0         -
+        web       running   981   5d04h   14.0M  12     12        killed by SIGKILL (5d04h ago)
+        worker    stopped   -     -       -      -      0         -
 
         api: failed: start limit hit: 4 restarts within 10s
+          last restart: exited 3 before start_secs
         demo-app: stopping
           waiting for pid 1234 (demo-app --ignore-sigterm)
+        web: running
+          last restart: watchdog: no keep-alive within 5s
         ");
     }
 
@@ -314,6 +365,14 @@ mod tests {
             ..sample()
         };
         assert!(render_table(&status).ends_with("no services\n"));
+    }
+
+    #[test]
+    fn sizes_are_compact_in_binary_units() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(1_536), "1.5K");
+        assert_eq!(human_bytes(14_680_064), "14.0M");
+        assert_eq!(human_bytes(3 << 30), "3.0G");
     }
 
     #[test]

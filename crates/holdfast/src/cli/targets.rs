@@ -104,6 +104,9 @@ mod tests {
             log: String::new(),
             health: None,
             env_overrides: Default::default(),
+            memory_bytes: None,
+            tasks: None,
+            last_restart_reason: None,
         }
     }
 

@@ -15,11 +15,13 @@ use std::path::Path;
 
 pub(crate) use diagnostic::closest;
 pub use diagnostic::{ConfigError, Problem};
+pub use validate::host::{FileKind, HostFacts, SystemHost};
 
 use crate::model::Plan;
 
-/// Reads and validates the config at `path`. Relative paths in `[holdfast]` resolve
-/// against the directory of the file.
+/// Reads and validates the config at `path`, including what would fail at spawn on this
+/// machine (missing programs and directories, CPUs, `nofile`). Relative paths in
+/// `[holdfast]` resolve against the directory of the file.
 pub fn load(path: &Path) -> Result<Plan, ConfigError> {
     let src = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_owned(),
@@ -29,14 +31,34 @@ pub fn load(path: &Path) -> Result<Plan, ConfigError> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    parse(&src, &path.display().to_string(), base_dir)
+    parse_on_host(&src, &path.display().to_string(), base_dir, &SystemHost)
 }
 
 /// Validates config text. `origin` names the source in diagnostics (usually the path);
 /// relative paths in `[holdfast]` resolve against `base_dir`.
+/// Looks at nothing on the machine but users and groups: see [`parse_on_host`].
 pub fn parse(src: &str, origin: &str, base_dir: &Path) -> Result<Plan, ConfigError> {
+    validated(src, origin, base_dir, None)
+}
+
+/// Like [`parse`], and also checks what would fail at spawn on `host`.
+pub fn parse_on_host(
+    src: &str,
+    origin: &str,
+    base_dir: &Path,
+    host: &dyn HostFacts,
+) -> Result<Plan, ConfigError> {
+    validated(src, origin, base_dir, Some(host))
+}
+
+fn validated(
+    src: &str,
+    origin: &str,
+    base_dir: &Path,
+    host: Option<&dyn HostFacts>,
+) -> Result<Plan, ConfigError> {
     let (raw, mut problems) = raw::parse_document(src);
-    let plan = validate::validate(raw, base_dir, &mut problems);
+    let plan = validate::validate(raw, base_dir, host, &mut problems);
     if problems.is_empty() {
         Ok(plan)
     } else {

@@ -285,7 +285,7 @@ type = "forking"
 pidfile = "/run/c.pid"
 [service.d]
 command = ["d"]
-ready = { http = "http://127.0.0.1:80/health" }
+ready = { http = "http://127.0.0.1:81/health" }
 "#,
             "test.toml",
             Path::new("/"),

@@ -13,6 +13,8 @@ use nix::unistd::Group;
 use serde_spanned::Spanned;
 
 mod hooks;
+pub mod host;
+mod ports;
 
 use super::diagnostic::{Problem, closest};
 use super::raw::{Partial, RawCommand, RawConfig, RawDaemon, RawDuration, RawService, RawSize};
@@ -33,8 +35,14 @@ const RESTART_POLICIES: [(&str, RestartPolicy); 3] = [
     ("always", RestartPolicy::Always),
 ];
 
-/// Checks `raw` and builds the plan, appending every problem found to `problems`.
-pub fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) -> Plan {
+/// Checks `raw` and builds the plan, appending every problem found to `problems`. With
+/// `host`, also checks what would fail at spawn on that machine ([`host`]).
+pub fn validate(
+    raw: RawConfig,
+    base_dir: &Path,
+    host: Option<&dyn host::HostFacts>,
+    problems: &mut Vec<Problem>,
+) -> Plan {
     let mut v = Validator { problems };
     let daemon = v.daemon(raw.daemon.map(|d| d.value).unwrap_or_default(), base_dir);
 
@@ -56,6 +64,18 @@ pub fn validate(raw: RawConfig, base_dir: &Path, problems: &mut Vec<Problem>) ->
         }
     }
     v.cycles(&edges);
+    v.ready_ports(&raw.services, &services);
+    if let Some(host) = host {
+        for entry in &raw.services {
+            let (Some(body), Ok(name)) = (&entry.body, ServiceName::new(entry.name.get_ref()))
+            else {
+                continue;
+            };
+            if let Some(spec) = services.get(&name) {
+                host::check_service(name.as_str(), &body.value, spec, host, v.problems);
+            }
+        }
+    }
     Plan { daemon, services }
 }
 
@@ -73,6 +93,29 @@ pub(super) struct Validator<'p> {
 impl Validator<'_> {
     pub(super) fn push(&mut self, problem: Problem) {
         self.problems.push(problem);
+    }
+
+    /// Two services may not wait for the same readiness port ([`ports`]).
+    fn ready_ports(
+        &mut self,
+        raw: &[super::raw::RawServiceEntry],
+        services: &BTreeMap<ServiceName, ServiceSpec>,
+    ) {
+        let claims = raw
+            .iter()
+            .filter_map(|entry| {
+                let span = entry.body.as_ref()?.value.ready.as_ref()?.span();
+                let name = ServiceName::new(entry.name.get_ref()).ok()?;
+                let (svc, spec) = services.get_key_value(&name)?;
+                let addr = ports::ready_addr(&spec.ready)?;
+                Some(ports::Claim {
+                    svc: svc.as_str(),
+                    addr,
+                    span,
+                })
+            })
+            .collect();
+        self.problems.extend(ports::duplicates(claims));
     }
 
     fn daemon(&mut self, raw: RawDaemon, base_dir: &Path) -> DaemonSettings {

@@ -64,6 +64,21 @@ pub fn call(socket: &Path, request: Request) -> Result<Reply, ClientError> {
     parse_response(&answer)
 }
 
+/// [`call`] with a shorter deadline, for callers that must not keep a user waiting
+/// (shell completion).
+pub fn call_within(
+    socket: &Path,
+    request: Request,
+    timeout: Duration,
+) -> Result<Reply, ClientError> {
+    let stream = send(socket, request, Some(timeout))?;
+    let mut answer = Vec::new();
+    BufReader::new((&stream).take(MAX_RESPONSE))
+        .read_until(b'\n', &mut answer)
+        .map_err(|e| io_error(socket, "read from", e))?;
+    parse_response(&answer)
+}
+
 /// Sends a streaming request (`events` with `follow`) and hands each answer line to
 /// `on_reply` until it breaks, the daemon closes the stream (`Ok`) or sends an error.
 /// Reads have no deadline: a quiet service may send nothing for hours.

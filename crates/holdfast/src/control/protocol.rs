@@ -217,6 +217,74 @@ pub struct ServiceStatus {
     /// clean start or a start by hand.
     #[serde(default)]
     pub env_overrides: BTreeMap<String, String>,
+    /// Memory charged to the service's cgroup (v2 `memory.current`, v1
+    /// `memory.usage_in_bytes`); `None` without a cgroup or a memory controller.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// Tasks in the service's cgroup (`pids.current`, else the `cgroup.procs` count);
+    /// `None` without a cgroup.
+    #[serde(default)]
+    pub tasks: Option<u64>,
+    /// Why the last automatic restart happened (or the pending one, in backoff).
+    #[serde(default)]
+    pub last_restart_reason: Option<RestartReason>,
+}
+
+/// What ended the run that holdfast then restarted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RestartReason {
+    /// The process exited or was killed; `early` when before `start_secs` had passed.
+    Exit {
+        /// `exited 3`, `killed by SIGSEGV (core dumped)`.
+        description: String,
+        code: Option<i32>,
+        signal: Option<String>,
+        early: bool,
+    },
+    /// The process could not be started (a setup step or `execve` failed).
+    SpawnError { error: String },
+    /// Not ready within `start_timeout`.
+    NotReady { timeout_ms: u64 },
+    /// No `WATCHDOG=1` within the watchdog interval.
+    Watchdog { interval_ms: u64 },
+    /// Health probes made it UNHEALTHY.
+    Health {
+        failures: u32,
+        last_error: Option<String>,
+    },
+}
+
+impl std::fmt::Display for RestartReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |ms: u64| humantime::format_duration(std::time::Duration::from_millis(ms));
+        match self {
+            Self::Exit {
+                description, early, ..
+            } => {
+                write!(f, "{description}")?;
+                if *early {
+                    f.write_str(" before start_secs")?;
+                }
+                Ok(())
+            }
+            Self::SpawnError { error } => write!(f, "spawn error: {error}"),
+            Self::NotReady { timeout_ms } => write!(f, "not ready within {}", ms(*timeout_ms)),
+            Self::Watchdog { interval_ms } => {
+                write!(f, "watchdog: no keep-alive within {}", ms(*interval_ms))
+            }
+            Self::Health {
+                failures,
+                last_error,
+            } => {
+                write!(f, "health: unhealthy after {failures} failed probes")?;
+                match last_error {
+                    Some(error) => write!(f, ", last: {error}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1303,6 +1303,10 @@ impl Shell {
             State::Stopping { pid, .. } => group::group_members(*pid),
             _ => Vec::new(),
         };
+        let cgroup = self
+            .service_cgroups
+            .get(s.name())
+            .map(|attached| &attached.cgroup);
         ServiceStatus {
             name: s.name().clone(),
             group: s.spec().group.clone(),
@@ -1335,6 +1339,11 @@ impl Shell {
                 }
             }),
             env_overrides: s.env_overrides().clone(),
+            // Two small kernel-generated files per service, read here on the supervisor
+            // task: microseconds, and only when a client asks for status.
+            memory_bytes: cgroup.and_then(ServiceCgroup::memory_bytes),
+            tasks: cgroup.and_then(ServiceCgroup::tasks),
+            last_restart_reason: s.last_restart().map(Cause::restart_reason),
         }
     }
 
@@ -1356,11 +1365,19 @@ impl Shell {
             }
             State::Starting { .. } => s.start_wait(now),
             State::Waiting => {
+                // Each dependency with its own state and reason, so the chain is visible:
+                // `waiting for db (starting: waiting for READY=1 ...)`.
                 let on: Vec<String> = self
                     .sup
                     .waiting_on(s.name())
                     .iter()
-                    .map(ToString::to_string)
+                    .map(|dep| match self.sup.service(dep) {
+                        Some(d) => match self.reason(d, now) {
+                            Some(why) => format!("{dep} ({}: {why})", state_name(d.state())),
+                            None => format!("{dep} ({})", state_name(d.state())),
+                        },
+                        None => dep.to_string(),
+                    })
                     .collect();
                 Some(format!("waiting for {}", on.join(", ")))
             }

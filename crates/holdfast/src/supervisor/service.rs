@@ -218,6 +218,40 @@ impl fmt::Display for Cause {
     }
 }
 
+impl Cause {
+    /// The typed reason `status` shows for a restart this cause led to.
+    pub fn restart_reason(&self) -> crate::control::protocol::RestartReason {
+        use crate::control::protocol::RestartReason;
+        let ms = |d: &Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let exit = |status: &ExitStatus, early: bool| RestartReason::Exit {
+            description: status.to_string(),
+            code: status.code(),
+            signal: status.signal().map(|s| s.as_str().to_owned()),
+            early,
+        };
+        match self {
+            Cause::Exited(status) => exit(status, false),
+            Cause::ExitedEarly { status, .. } => exit(status, true),
+            Cause::SpawnFailed(error) => RestartReason::SpawnError {
+                error: error.clone(),
+            },
+            Cause::NotReady { timeout } => RestartReason::NotReady {
+                timeout_ms: ms(timeout),
+            },
+            Cause::WatchdogTimeout { interval } => RestartReason::Watchdog {
+                interval_ms: ms(interval),
+            },
+            Cause::Unhealthy {
+                failures,
+                last_error,
+            } => RestartReason::Health {
+                failures: *failures,
+                last_error: last_error.clone(),
+            },
+        }
+    }
+}
+
 impl fmt::Display for FailReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -289,6 +323,8 @@ pub struct Service {
     facts: RunFacts,
     /// Why the last run ended, when it was holdfast's decision (not ready, watchdog).
     last_cause: Option<Cause>,
+    /// What ended the run before the last automatic restart (kept across runs).
+    last_restart: Option<Cause>,
     /// What the stop signals reach, as events tell it.
     kill_scope: KillScope,
 }
@@ -308,6 +344,7 @@ impl Service {
             env_overrides: BTreeMap::new(),
             facts: RunFacts::default(),
             last_cause: None,
+            last_restart: None,
             kill_scope: KillScope::default(),
         }
     }
@@ -342,6 +379,10 @@ impl Service {
     /// Why the last run was ended by holdfast (not ready in time, watchdog timeout).
     pub fn last_cause(&self) -> Option<&Cause> {
         self.last_cause.as_ref()
+    }
+    /// What ended the run that the last (or the pending) automatic restart replaces.
+    pub fn last_restart(&self) -> Option<&Cause> {
+        self.last_restart.as_ref()
     }
 
     /// Ready in every required sense: the readiness condition is met and a forking
@@ -1125,6 +1166,7 @@ impl Service {
         }
         self.restart_times.push_back(now);
         self.attempt += 1;
+        self.last_restart = Some(cause);
         let delay = match forced_delay {
             Some(delay) => delay,
             None => self.delay(self.attempt),

@@ -329,3 +329,31 @@ fn crashes_spread_over_more_than_the_interval_never_hit_the_limit() {
     }
     assert_eq!(h.service("a").restarts(), 20);
 }
+
+#[test]
+fn the_cause_of_the_last_restart_is_kept_across_runs() {
+    let mut h = Harness::running([with_restart(RestartPolicy::Always, svc("a"))]);
+    assert_eq!(h.service("a").last_restart(), None, "never restarted");
+    h.exit("a", code(3));
+    assert_eq!(h.state("a"), "backoff");
+    assert_eq!(
+        h.service("a").last_restart(),
+        Some(&Cause::Exited(code(3))),
+        "the pending restart already has its cause"
+    );
+    h.advance(secs(5));
+    assert_eq!(h.state("a"), "running");
+    assert_eq!(
+        h.service("a").last_restart(),
+        Some(&Cause::Exited(code(3))),
+        "the new run still tells why it was started"
+    );
+    h.fail_spawns("a");
+    h.exit("a", code(0));
+    h.advance(ms(150));
+    assert!(
+        matches!(h.service("a").last_restart(), Some(Cause::SpawnFailed(_))),
+        "{:?}",
+        h.service("a").last_restart()
+    );
+}

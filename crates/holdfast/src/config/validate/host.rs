@@ -1,0 +1,393 @@
+//! Checks against the machine the config will run on: what would make a spawn fail.
+//!
+//! A program that is not there, a `working_dir` that is missing, a CPU the machine does
+//! not have, a `nofile` above the kernel's ceiling: each of these passes the schema but
+//! fails every spawn, so `check`, `up` and `reload` reject them up front (systemd, too,
+//! refuses to start a unit whose `ExecStart=` binary is missing). The facts come through
+//! [`HostFacts`] so the rules are unit-tested against a fake machine; the real one is
+//! [`SystemHost`].
+//!
+//! These are judged at check time on the host that checks: a program installed only
+//! after `check` ran is reported missing, on purpose (install first, then check).
+
+use std::path::{Path, PathBuf};
+
+use serde_spanned::Spanned;
+
+use super::super::diagnostic::Problem;
+use super::super::raw::{RawCommand, RawService};
+use crate::model::{DEFAULT_PATH, Rlimit, ServiceSpec};
+
+/// What a path names, following symlinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Missing,
+    Directory,
+    /// A regular file (or anything else that is not a directory); `executable` when any
+    /// execute bit is set, the test `execve` and the spawn lookup apply.
+    File {
+        executable: bool,
+    },
+}
+
+/// The facts about the machine that host checks need.
+pub trait HostFacts {
+    fn file(&self, path: &Path) -> FileKind;
+    /// CPUs the machine has (configured, online or not); `None` when unknown.
+    fn cpus(&self) -> Option<usize>;
+    /// `/proc/sys/fs/nr_open`: the highest `RLIMIT_NOFILE` the kernel allows.
+    fn nr_open(&self) -> Option<u64>;
+}
+
+/// The machine holdfast runs on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemHost;
+
+impl HostFacts for SystemHost {
+    fn file(&self, path: &Path) -> FileKind {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(path) {
+            Err(_) => FileKind::Missing,
+            Ok(meta) if meta.is_dir() => FileKind::Directory,
+            Ok(meta) => FileKind::File {
+                executable: meta.permissions().mode() & 0o111 != 0,
+            },
+        }
+    }
+
+    fn cpus(&self) -> Option<usize> {
+        use nix::unistd::{SysconfVar, sysconf};
+        let n = sysconf(SysconfVar::_NPROCESSORS_CONF).ok().flatten()?;
+        usize::try_from(n).ok().filter(|n| *n > 0)
+    }
+
+    fn nr_open(&self) -> Option<u64> {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+/// Every host problem of one service whose spec validated.
+pub(super) fn check_service(
+    svc: &str,
+    raw: &RawService,
+    spec: &ServiceSpec,
+    host: &dyn HostFacts,
+    problems: &mut Vec<Problem>,
+) {
+    let ctx = Ctx { svc, host };
+    problems.extend(ctx.program(raw, spec));
+    problems.extend(ctx.working_dir(raw));
+    problems.extend(ctx.cpu_affinity(raw));
+    problems.extend(ctx.nofile(raw, spec));
+}
+
+struct Ctx<'a> {
+    svc: &'a str,
+    host: &'a dyn HostFacts,
+}
+
+/// Why a program cannot be executed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unrunnable {
+    /// A path (with `/`) that does not exist.
+    Missing(PathBuf),
+    /// A path that exists but is a directory or has no execute bit.
+    NotExecutable(PathBuf),
+    /// A name without `/` found nowhere in the search path.
+    NotInPath,
+    /// A name found in the search path only without execute bits.
+    NotExecutableInPath(PathBuf),
+}
+
+/// Resolves `program` the way spawn does: a name with `/` is used as written (relative
+/// to `working_dir`, where the child has `chdir`ed before `execve`); a bare name is
+/// searched in `search` (skipping empty entries), first executable regular file wins.
+fn resolve(
+    program: &str,
+    search: &str,
+    working_dir: Option<&Path>,
+    host: &dyn HostFacts,
+) -> Result<PathBuf, Unrunnable> {
+    if program.contains('/') {
+        let path = match working_dir {
+            Some(dir) if Path::new(program).is_relative() => {
+                dir.join(program.strip_prefix("./").unwrap_or(program))
+            }
+            _ => PathBuf::from(program),
+        };
+        return match host.file(&path) {
+            FileKind::File { executable: true } => Ok(path),
+            FileKind::Missing => Err(Unrunnable::Missing(path)),
+            _ => Err(Unrunnable::NotExecutable(path)),
+        };
+    }
+    let mut not_executable = None;
+    for dir in search.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(program);
+        match host.file(&candidate) {
+            FileKind::File { executable: true } => return Ok(candidate),
+            FileKind::File { executable: false } => {
+                not_executable.get_or_insert(candidate);
+            }
+            FileKind::Directory | FileKind::Missing => {}
+        }
+    }
+    Err(not_executable.map_or(Unrunnable::NotInPath, Unrunnable::NotExecutableInPath))
+}
+
+impl Ctx<'_> {
+    fn program(&self, raw: &RawService, spec: &ServiceSpec) -> Option<Problem> {
+        let svc = self.svc;
+        let span = match raw.command.as_ref().map(Spanned::get_ref) {
+            Some(RawCommand::Args(args)) => args.first()?.span(),
+            _ => return None,
+        };
+        let program = spec.command.first()?;
+        // Without `env.PATH` a service gets the fixed default, not holdfast's own PATH.
+        let search = spec.env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
+        let error = resolve(program, search, spec.working_dir.as_deref(), self.host).err()?;
+        let problem = match error {
+            Unrunnable::Missing(path) => Problem::new(
+                format!("program of `service.{svc}.command` does not exist"),
+                span,
+                format!("no such file: {}", path.display()),
+            )
+            .with_help("install it, or correct the path; every start would fail with ENOENT"),
+            Unrunnable::NotExecutable(path) => Problem::new(
+                format!("program of `service.{svc}.command` is not executable"),
+                span,
+                format!("not an executable file: {}", path.display()),
+            )
+            .with_help(format!(
+                "make it executable (chmod +x {}) or name the program itself",
+                path.display()
+            )),
+            Unrunnable::NotInPath => Problem::new(
+                format!("program `{program}` of `service.{svc}.command` is not in PATH"),
+                span,
+                "not found in PATH",
+            )
+            .with_help(format!(
+                "write its absolute path, or set `env.PATH`; the search path is {search}"
+            )),
+            Unrunnable::NotExecutableInPath(path) => Problem::new(
+                format!("program `{program}` of `service.{svc}.command` is not executable"),
+                span,
+                format!("found without execute permission: {}", path.display()),
+            )
+            .with_help(format!("make it executable (chmod +x {})", path.display())),
+        };
+        Some(problem)
+    }
+
+    fn working_dir(&self, raw: &RawService) -> Option<Problem> {
+        let dir = raw.working_dir.as_ref()?;
+        let path = Path::new(dir.get_ref());
+        if !path.is_absolute() {
+            return None; // already reported by validation
+        }
+        let svc = self.svc;
+        let label = match self.host.file(path) {
+            FileKind::Directory => return None,
+            FileKind::Missing => "no such directory",
+            FileKind::File { .. } => "not a directory",
+        };
+        Some(
+            Problem::new(
+                format!("`service.{svc}.working_dir` does not exist"),
+                dir.span(),
+                label,
+            )
+            .with_help(format!(
+                "create it (mkdir -p {}) or point working_dir at an existing directory",
+                path.display()
+            )),
+        )
+    }
+
+    fn cpu_affinity(&self, raw: &RawService) -> Vec<Problem> {
+        let (Some(cpus), Some(have)) = (&raw.cpu_affinity, self.host.cpus()) else {
+            return Vec::new();
+        };
+        let svc = self.svc;
+        cpus.iter()
+            .filter(|cpu| usize::try_from(*cpu.get_ref()).is_ok_and(|n| n >= have))
+            .map(|cpu| {
+                Problem::new(
+                    format!(
+                        "CPU {} in `service.{svc}.cpu_affinity` does not exist on this machine",
+                        cpu.get_ref()
+                    ),
+                    cpu.span(),
+                    "no such CPU",
+                )
+                .with_help(format!(
+                    "this machine has {have} CPU{}: list numbers from 0 to {}",
+                    if have == 1 { "" } else { "s" },
+                    have - 1
+                ))
+            })
+            .collect()
+    }
+
+    fn nofile(&self, raw: &RawService, spec: &ServiceSpec) -> Option<Problem> {
+        let span = raw.limits.as_ref()?.get_ref().nofile.as_ref()?.span();
+        let nr_open = self.host.nr_open()?;
+        let label = match spec.limits.nofile? {
+            Rlimit::Value(n) if n <= nr_open => return None,
+            Rlimit::Value(_) => format!("above nr_open ({nr_open})"),
+            // RLIM_INFINITY is above any nr_open: setrlimit fails with EPERM.
+            Rlimit::Infinity => format!("infinity is above nr_open ({nr_open})"),
+        };
+        let svc = self.svc;
+        Some(
+            Problem::new(
+                format!("`service.{svc}.limits.nofile` is above the kernel's limit"),
+                span,
+                label,
+            )
+            .with_help(format!(
+                "use at most {nr_open} (/proc/sys/fs/nr_open), or raise fs.nr_open with sysctl"
+            )),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A machine with exactly these files and directories.
+    struct Fake {
+        files: BTreeMap<&'static str, FileKind>,
+    }
+
+    impl HostFacts for Fake {
+        fn file(&self, path: &Path) -> FileKind {
+            let path = path.to_str().expect("test paths are utf-8");
+            self.files.get(path).copied().unwrap_or(FileKind::Missing)
+        }
+        fn cpus(&self) -> Option<usize> {
+            Some(2)
+        }
+        fn nr_open(&self) -> Option<u64> {
+            Some(1024)
+        }
+    }
+
+    fn fake() -> Fake {
+        let exe = FileKind::File { executable: true };
+        let data = FileKind::File { executable: false };
+        Fake {
+            files: BTreeMap::from([
+                ("/usr/bin/sleep", exe),
+                ("/usr/local/bin/tool", data),
+                ("/bin/tool", exe),
+                ("/opt/app/bin/run", exe),
+                ("/opt/app", FileKind::Directory),
+                ("/opt/data", data),
+            ]),
+        }
+    }
+
+    #[test]
+    fn bare_names_are_searched_in_order_and_skip_non_executable_files() {
+        let host = fake();
+        assert_eq!(
+            resolve("sleep", DEFAULT_PATH, None, &host),
+            Ok(PathBuf::from("/usr/bin/sleep"))
+        );
+        assert_eq!(
+            resolve("tool", DEFAULT_PATH, None, &host),
+            Ok(PathBuf::from("/bin/tool")),
+            "a non-executable earlier match does not stop the search"
+        );
+        assert_eq!(
+            resolve("tool", "/usr/local/bin", None, &host),
+            Err(Unrunnable::NotExecutableInPath(
+                "/usr/local/bin/tool".into()
+            ))
+        );
+        assert_eq!(
+            resolve("nope", DEFAULT_PATH, None, &host),
+            Err(Unrunnable::NotInPath)
+        );
+        assert_eq!(
+            resolve("sleep", ":/nowhere:", None, &host),
+            Err(Unrunnable::NotInPath),
+            "empty entries do not mean the current directory"
+        );
+    }
+
+    #[test]
+    fn paths_resolve_relative_to_the_working_dir() {
+        let host = fake();
+        let app = Some(Path::new("/opt/app"));
+        assert_eq!(
+            resolve("bin/run", "", app, &host),
+            Ok(PathBuf::from("/opt/app/bin/run"))
+        );
+        assert_eq!(
+            resolve("/opt/app", "", None, &host),
+            Err(Unrunnable::NotExecutable("/opt/app".into()))
+        );
+        assert_eq!(
+            resolve("/opt/data", "", None, &host),
+            Err(Unrunnable::NotExecutable("/opt/data".into()))
+        );
+        assert_eq!(
+            resolve("/opt/gone", "", None, &host),
+            Err(Unrunnable::Missing("/opt/gone".into()))
+        );
+    }
+
+    fn host_problems(src: &str) -> Vec<String> {
+        match crate::config::parse_on_host(src, "holdfast.toml", Path::new("/"), &fake()) {
+            Ok(_) => Vec::new(),
+            Err(err) => err
+                .problems()
+                .iter()
+                .map(|p| format!("{} [{}]", p.message(), p.label()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_config_that_fits_the_machine_passes() {
+        let src = "[service.a]\ncommand = [\"sleep\", \"1\"]\nworking_dir = \"/opt/app\"\n\
+                   cpu_affinity = [0, 1]\nlimits = { nofile = 1024 }\n";
+        assert_eq!(host_problems(src), Vec::<String>::new());
+    }
+
+    #[test]
+    fn everything_that_would_fail_at_spawn_is_reported_at_once() {
+        let src = "[service.a]\ncommand = [\"sleep\", \"1\"]\nenv = { PATH = \"/opt\" }\n\
+                   working_dir = \"/opt/data\"\ncpu_affinity = [1, 2, 7]\n\
+                   limits = { nofile = \"infinity\" }\n\
+                   [service.b]\ncommand = [\"/opt/gone\"]\nlimits = { nofile = 1025 }\n";
+        assert_eq!(
+            host_problems(src),
+            [
+                "program `sleep` of `service.a.command` is not in PATH [not found in PATH]",
+                "`service.a.working_dir` does not exist [not a directory]",
+                "CPU 2 in `service.a.cpu_affinity` does not exist on this machine [no such CPU]",
+                "CPU 7 in `service.a.cpu_affinity` does not exist on this machine [no such CPU]",
+                "`service.a.limits.nofile` is above the kernel's limit [infinity is above nr_open (1024)]",
+                "program of `service.b.command` does not exist [no such file: /opt/gone]",
+                "`service.b.limits.nofile` is above the kernel's limit [above nr_open (1024)]",
+            ]
+        );
+    }
+
+    #[test]
+    fn pure_parsing_does_not_look_at_the_machine() {
+        let src = "[service.a]\ncommand = [\"/opt/gone\"]\ncpu_affinity = [7]\n";
+        assert!(crate::config::parse(src, "holdfast.toml", Path::new("/")).is_ok());
+    }
+}
