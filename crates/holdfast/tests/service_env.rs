@@ -173,28 +173,35 @@ fn a_command_is_looked_up_in_the_services_path_not_holdfasts() {
     .expect("make it executable");
     let holdfast_path = format!("{}:/usr/bin:/bin", bin.display());
     let service_path = format!("PATH = \"{}:/usr/bin:/bin\"", bin.display());
-    let daemon = Daemon::start_with_env(
-        &format!(
-            r#"
-[service.clean]
-command = ["only-here"]
-restart = "no"
-
+    let configured = format!(
+        r#"
 [service.configured]
 command = ["only-here"]
 env = {{ {service_path} }}
 "#
-        ),
-        &[("PATH", &holdfast_path)],
     );
-    let clean = daemon.wait_for_service("clean", "fails to spawn", |s| s.state == "failed");
+    // Without `env.PATH` the program is not found: `check` (and so `up`) says so, looking
+    // it up the way the spawn would, in the service's default PATH.
+    let config = std::env::temp_dir().join(format!("holdfast-path-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!("{configured}\n[service.clean]\ncommand = [\"only-here\"]\n"),
+    )
+    .expect("write the config");
+    let check = support::run({
+        let mut cmd = support::holdfast();
+        cmd.arg("check").arg(&config).env("PATH", &holdfast_path);
+        cmd
+    });
+    let report = support::stderr(&check);
+    assert!(!check.status.success(), "{}", support::describe(&check));
     assert!(
-        clean
-            .reason
-            .as_deref()
-            .is_some_and(|r| r.contains("only-here")),
-        "not found in the default PATH: {clean:?}"
+        report.contains("program `only-here` of `service.clean.command` is not in PATH")
+            && !report.contains("service.configured.command"),
+        "only clean's program is unknown: {report}"
     );
+    let _ = std::fs::remove_file(&config);
+    let daemon = Daemon::start_with_env(&configured, &[("PATH", &holdfast_path)]);
     let pid = main_pid(&daemon, "configured");
     assert!(support::is_alive(pid), "found in the configured PATH");
     let _ = std::fs::remove_dir_all(&bin);
