@@ -18,6 +18,7 @@ pub mod quarantine;
 pub mod reload;
 pub mod service;
 pub mod status;
+pub mod targets;
 pub mod up;
 
 /// A service supervisor: restart policies, process-group control and a watcher that heals.
@@ -54,42 +55,72 @@ pub enum Command {
         /// Config file to check.
         file: PathBuf,
     },
-    /// Show the state of every service.
+    /// Show the state of every service, or of the named ones; exits 3 unless each is
+    /// in its wanted state (running, or stopped).
     Status {
+        /// Only these services.
+        names: Vec<String>,
         /// Print the control API's JSON instead of a table.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Start a service (also revives a `failed` one).
+    /// Print a service's state; exits 0 if it is running, 3 otherwise.
+    IsActive {
+        name: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Print a service's state; exits 0 if it is failed (or quarantined), 1 otherwise.
+    IsFailed {
+        name: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Start services (also revives `failed` ones) and wait until they run.
     Start {
-        name: ServiceName,
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        wait: service::WaitArgs,
         #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Stop a service: its stop signal to the whole process group, SIGKILL after the timeout.
+    /// Stop services (stop signal to the whole process group, SIGKILL after the stop
+    /// timeout) and wait until their processes are gone.
     Stop {
-        name: ServiceName,
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        wait: service::WaitArgs,
         #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Stop a service if it runs, then start it.
+    /// Stop services if they run, start them again and wait until the new runs are up.
     Restart {
-        name: ServiceName,
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        wait: service::WaitArgs,
         #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Re-read the daemon's config and apply it: only changed services restart.
+    /// Re-read the daemon's config and apply it (only changed services restart), then
+    /// wait until every added or changed service settled.
     Reload {
         /// Print what would change without applying it.
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
+        wait: service::WaitArgs,
+        #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Stop all services in reverse dependency order and exit the daemon.
+    /// Stop all services in reverse dependency order, and wait until the daemon exited.
     Shutdown {
+        #[command(flatten)]
+        wait: service::WaitArgs,
         #[command(flatten)]
         socket: SocketArgs,
     },
@@ -161,12 +192,34 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
         Command::Up { config } => up::run(&config),
         Command::Check { file } => check::run(&file),
-        Command::Status { json, socket } => status::run(&socket.socket, json),
-        Command::Start { name, socket } => service::start(&socket.socket, name),
-        Command::Stop { name, socket } => service::stop(&socket.socket, name),
-        Command::Restart { name, socket } => service::restart(&socket.socket, name),
-        Command::Shutdown { socket } => service::shutdown(&socket.socket),
-        Command::Reload { dry_run, socket } => reload::run(&socket.socket, dry_run),
+        Command::Status {
+            names,
+            json,
+            socket,
+        } => status::run(&socket.socket, json, &names),
+        Command::IsActive { name, socket } => status::is_active(&socket.socket, &name),
+        Command::IsFailed { name, socket } => status::is_failed(&socket.socket, &name),
+        Command::Start {
+            names,
+            wait,
+            socket,
+        } => service::run(&socket.socket, service::Verb::Start, &names, &wait),
+        Command::Stop {
+            names,
+            wait,
+            socket,
+        } => service::run(&socket.socket, service::Verb::Stop, &names, &wait),
+        Command::Restart {
+            names,
+            wait,
+            socket,
+        } => service::run(&socket.socket, service::Verb::Restart, &names, &wait),
+        Command::Shutdown { wait, socket } => service::shutdown(&socket.socket, &wait),
+        Command::Reload {
+            dry_run,
+            wait,
+            socket,
+        } => reload::run(&socket.socket, dry_run, &wait),
         Command::Logs {
             name,
             follow,

@@ -5,3 +5,4 @@ pub mod client;
 mod follow;
 pub mod protocol;
 pub mod server;
+pub mod wait;

@@ -555,6 +555,28 @@ async fn handle(
                     message: "this daemon does not stream events".to_owned(),
                 }),
             },
+            (
+                Ok(peer),
+                Ok(Request::Wait {
+                    requests,
+                    timeout_ms,
+                }),
+            ) => match events {
+                Some(events) => {
+                    tracing::debug!(?requests, ?timeout_ms, ?peer, "control request: wait");
+                    // Subscribed before any request is applied: no outcome can be missed.
+                    let live = super::follow::subscribe(events);
+                    let timeout = timeout_ms.map(Duration::from_millis);
+                    match super::wait::run(&mut stream, requests, timeout, peer, &tx, live).await {
+                        Some(response) => response,
+                        None => return,
+                    }
+                }
+                None => Err(ControlError {
+                    kind: ErrorKind::Internal,
+                    message: "this daemon cannot wait for outcomes".to_owned(),
+                }),
+            },
             (Ok(peer), Ok(request)) => {
                 tracing::debug!(?request, ?peer, "control request");
                 dispatch(request, peer, &tx).await
@@ -823,7 +845,8 @@ mod tests {
                     | Request::Restart { .. }
                     | Request::Shutdown
                     | Request::QuarantineList
-                    | Request::QuarantineRelease { .. } => {
+                    | Request::QuarantineRelease { .. }
+                    | Request::Wait { .. } => {
                         drop(msg.reply);
                         continue;
                     }

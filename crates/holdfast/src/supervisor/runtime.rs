@@ -1073,6 +1073,14 @@ impl Shell {
                 (reply, false)
             }
             Request::QuarantineRelease { name } => self.quarantine_release(&name, now),
+            // The control server answers it, from the requests inside and the event bus.
+            Request::Wait { .. } => {
+                let error = ControlError {
+                    kind: ErrorKind::BadRequest,
+                    message: "wait is answered by the control server".to_owned(),
+                };
+                (Err(error), false)
+            }
         };
         // The requester may have given up waiting; the transition stands regardless.
         let _ = msg.reply.send(reply);
