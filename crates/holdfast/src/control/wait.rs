@@ -235,6 +235,7 @@ pub(super) async fn run(
     let order: Vec<ServiceName> = pending.iter().map(|w| w.name.clone()).collect();
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut scratch = [0_u8; 64];
+    let mut expired = false;
     loop {
         let status = match status(peer, tx).await {
             Ok(status) => status,
@@ -267,6 +268,16 @@ pub(super) async fn run(
             outcomes.sort_by_key(|o| order.iter().position(|n| *n == o.name));
             return Some(Ok(Reply::Waited { replies, outcomes }));
         }
+        if expired {
+            let after = timeout.unwrap_or_default();
+            outcomes.extend(
+                pending
+                    .iter()
+                    .map(|w| w.timed_out(find(&status, &w.name), after)),
+            );
+            outcomes.sort_by_key(|o| order.iter().position(|n| *n == o.name));
+            return Some(Ok(Reply::Waited { replies, outcomes }));
+        }
         if newer {
             continue;
         }
@@ -276,11 +287,10 @@ pub(super) async fn run(
             let event = tokio::select! {
                 received = live.recv() => received,
                 _ = stream.read(&mut scratch) => return None,
-                () = sleep_until(deadline) => {
-                    let after = timeout.unwrap_or_default();
-                    outcomes.extend(pending.iter().map(|w| w.timed_out(find(&status, &w.name), after)));
-                    outcomes.sort_by_key(|o| order.iter().position(|n| *n == o.name));
-                    return Some(Ok(Reply::Waited { replies, outcomes }));
+                // One last look with a fresh status: a service may have just made it.
+                () = sleep_until(deadline), if !expired => {
+                    expired = true;
+                    break;
                 }
             };
             match event {
