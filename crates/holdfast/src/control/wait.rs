@@ -46,8 +46,8 @@ pub struct Watch {
     pub goal: Goal,
     /// A process of a new run was spawned.
     spawned: bool,
-    /// A run counted as started.
-    started: bool,
+    /// A run counted as started: its main pid.
+    started: Option<u32>,
     /// Why the start failed, from its events.
     failure: Option<String>,
 }
@@ -58,7 +58,7 @@ impl Watch {
             name,
             goal,
             spawned: false,
-            started: false,
+            started: None,
             failure: None,
         }
     }
@@ -75,7 +75,10 @@ impl Watch {
         }
         match event.kind.as_str() {
             "spawned" => self.spawned = true,
-            "started" => self.started = true,
+            "started" => {
+                let pid = event.data.get("pid").and_then(serde_json::Value::as_u64);
+                self.started = Some(pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0));
+            }
             "spawn_failed" => {
                 let error = event
                     .data
@@ -86,7 +89,7 @@ impl Watch {
             }
             // The exit of the run being stopped is expected; only a new run's exit
             // before it counted as started is a failed start.
-            "exited" if self.spawned && !self.started => {
+            "exited" if self.spawned && self.started.is_none() => {
                 self.fail(format!("failed: {}", event.message));
             }
             // The message already starts with `failed: `.
@@ -121,6 +124,15 @@ impl Watch {
             let reason = status.reason.as_deref().unwrap_or("no reason recorded");
             format!("{state}: {reason}")
         };
+        // The start was reached; whatever the run did since is another story (a
+        // service that exits right after it counted as started is restarted, or not,
+        // by its policy).
+        if let (Goal::Start | Goal::Restart, Some(pid), false) =
+            (self.goal, self.started, state == "running")
+        {
+            let message = format!("started (pid {pid}), now {state}");
+            return Some(self.outcome(Verdict::Done, state, message));
+        }
         match (self.goal, state) {
             (Goal::Stop, "stopped" | "failed" | "quarantined")
                 if status.pid.is_none() && status.holding_up.is_empty() =>
@@ -128,7 +140,7 @@ impl Watch {
                 Some(self.outcome(Verdict::Done, state, state.to_owned()))
             }
             (Goal::Stop, _) => None,
-            (Goal::Restart, "running") if !self.started => None,
+            (Goal::Restart, "running") if self.started.is_none() => None,
             (Goal::Start | Goal::Restart | Goal::Settle, "running") => {
                 Some(self.outcome(Verdict::Done, state, running()))
             }
@@ -436,6 +448,18 @@ mod tests {
         assert_eq!(
             verdict(&watch, "running", Some(8)),
             Some((Verdict::Done, "running (pid 8)".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_start_that_was_reached_stands_even_if_the_run_ended_since() {
+        let mut watch = Watch::new(name("web"), Goal::Start);
+        watch.on_event(&event("spawned", "spawned pid 7", &[]));
+        watch.on_event(&event("started", "started (pid 7)", &[("pid", 7.into())]));
+        watch.on_event(&event("exited", "pid 7 exited 1", &[]));
+        assert_eq!(
+            verdict(&watch, "backoff", None),
+            Some((Verdict::Done, "started (pid 7), now backoff".to_owned()))
         );
     }
 
