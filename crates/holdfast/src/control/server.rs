@@ -3,7 +3,9 @@
 //!
 //! Invariants:
 //! - The server never touches supervisor state: it turns one request line into one
-//!   [`ControlMsg`] and writes back whatever the supervisor answers on the oneshot.
+//!   [`ControlMsg`] and writes back whatever the supervisor answers on the oneshot
+//!   (`wait` sends its requests and then `status` requests the same way, see
+//!   [`super::wait`]).
 //! - Every connection runs in its own task, and every read and write on it has a
 //!   deadline, so a stuck or malicious client can only ever hold up itself.
 //! - Connections are capped per peer uid and in total ([`Admission`]); the total stays
