@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{Daemon, stdout};
+use support::{Daemon, describe, stdout};
 
 const FLAPPY: &str = r#"
 [service.flappy]
@@ -31,7 +31,14 @@ fn a_service_crashing_past_the_burst_fails_and_says_why() {
         "the reason names the start limit: {reason:?}"
     );
 
-    let table = stdout(&daemon.cli_ok(&["status"]));
+    let output = daemon.cli(&["status"]);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "status exits 3 with a failed service: {}",
+        describe(&output)
+    );
+    let table = stdout(&output);
     let row = table
         .lines()
         .find(|line| line.contains("flappy"))

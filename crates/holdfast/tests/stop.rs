@@ -89,7 +89,8 @@ fn status_names_the_processes_holding_up_a_stop() {
     let daemon = Daemon::start(&stubborn("3s"));
     let (main, grandchild) = running_with_grandchild(&daemon);
 
-    daemon.cli_ok(&["stop", "stubborn"]);
+    // --no-block: the test looks at the service while it is stopping.
+    daemon.cli_ok(&["stop", "--no-block", "stubborn"]);
 
     // SIGTERM is ignored, so the service stays in `stopping` for the 3 s timeout.
     let stopping = daemon.wait_for_service("stubborn", "is stopping", |s| s.state == "stopping");
@@ -148,7 +149,8 @@ fn uptime_keeps_counting_while_a_service_is_stopping() {
         let s = support::find_service(status, "stubborn")?;
         s.uptime_ms.filter(|&up| up >= 1000)
     });
-    daemon.cli_ok(&["stop", "stubborn"]);
+    // --no-block: the test looks at the service while it is stopping.
+    daemon.cli_ok(&["stop", "--no-block", "stubborn"]);
     let stopping = daemon.wait_for_service("stubborn", "is stopping", |s| s.state == "stopping");
     let uptime = stopping
         .uptime_ms
@@ -157,7 +159,14 @@ fn uptime_keeps_counting_while_a_service_is_stopping() {
         uptime >= before,
         "uptime {uptime} ms while stopping counts from the spawn (it was {before} ms)"
     );
-    let table = support::stdout(&daemon.cli_ok(&["status"]));
+    let output = daemon.cli(&["status"]);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "a stopping service is not in its wanted state yet: {}",
+        support::describe(&output)
+    );
+    let table = support::stdout(&output);
     let row = table
         .lines()
         .find(|l| l.starts_with("stubborn"))
@@ -173,7 +182,8 @@ fn stop_timeout_infinity_never_escalates_to_sigkill() {
     let daemon = Daemon::start(&stubborn("infinity"));
     let (main, grandchild) = running_with_grandchild(&daemon);
 
-    daemon.cli_ok(&["stop", "stubborn"]);
+    // --no-block: the test looks at the service while it is stopping.
+    daemon.cli_ok(&["stop", "--no-block", "stubborn"]);
 
     let stopping = daemon.wait_for_service("stubborn", "is stopping", |s| s.state == "stopping");
     let reason = stopping.reason.unwrap_or_default();

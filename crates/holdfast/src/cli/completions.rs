@@ -62,7 +62,7 @@ pub fn service_names() -> Vec<CompletionCandidate> {
     let socket = socket_from_args(std::env::args_os())
         .or_else(|| std::env::var_os("HOLDFAST_SOCKET").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(defaults::CONTROL));
-    match client::call_within(&socket, Request::Status, ASK_TIMEOUT) {
+    match client::call_within(&socket, Request::Status, Some(ASK_TIMEOUT)) {
         Ok(Reply::Status(status)) => candidates(&status),
         _ => Vec::new(),
     }

@@ -57,35 +57,60 @@ pub enum Command {
         /// Config file to check.
         file: PathBuf,
     },
-    /// Show the state of every service.
+    /// Show the state of every service, or of the named ones; exits 3 unless each is
+    /// in its wanted state (running, or stopped).
     Status {
+        /// Only these services.
+        names: Vec<String>,
         /// Print the control API's JSON instead of a table.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Start services (also revives a `failed` one and releases a quarantined one).
+    /// Print a service's state; exits 0 if it is running, 3 otherwise.
+    IsActive {
+        #[arg(add = ArgValueCandidates::new(completions::service_names))]
+        name: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Print a service's state; exits 0 if it is failed (or quarantined), 1 otherwise.
+    IsFailed {
+        #[arg(add = ArgValueCandidates::new(completions::service_names))]
+        name: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Start services (also revives `failed` ones and releases quarantined ones) and wait
+    /// until they run.
     Start {
         /// Service names, `all`, or `@group` (a `service_group`).
         #[arg(required = true, value_name = "TARGET", add = ArgValueCandidates::new(completions::service_names))]
         targets: Vec<String>,
         #[command(flatten)]
+        wait: service::WaitArgs,
+        #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Stop services: the stop signal to each whole process group, SIGKILL after the timeout.
+    /// Stop services (stop signal to the whole process group, SIGKILL after the stop
+    /// timeout) and wait until their processes are gone.
     Stop {
         /// Service names, `all`, or `@group` (a `service_group`).
         #[arg(required = true, value_name = "TARGET", add = ArgValueCandidates::new(completions::service_names))]
         targets: Vec<String>,
         #[command(flatten)]
+        wait: service::WaitArgs,
+        #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Stop services if they run, then start them.
+    /// Stop services if they run, start them again and wait until the new runs are up.
     Restart {
         /// Service names, `all`, or `@group` (a `service_group`).
         #[arg(required = true, value_name = "TARGET", add = ArgValueCandidates::new(completions::service_names))]
         targets: Vec<String>,
+        #[command(flatten)]
+        wait: service::WaitArgs,
         #[command(flatten)]
         socket: SocketArgs,
     },
@@ -113,16 +138,21 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Re-read the daemon's config and apply it: only changed services restart.
+    /// Re-read the daemon's config and apply it (only changed services restart), then
+    /// wait until every added or changed service settled.
     Reload {
         /// Print what would change without applying it.
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
+        wait: service::WaitArgs,
+        #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Stop all services in reverse dependency order and exit the daemon.
+    /// Stop all services in reverse dependency order, and wait until the daemon exited.
     Shutdown {
+        #[command(flatten)]
+        wait: service::WaitArgs,
         #[command(flatten)]
         socket: SocketArgs,
     },
@@ -216,10 +246,28 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
         Command::Up { config } => up::run(&config),
         Command::Check { file } => check::run(&file),
-        Command::Status { json, socket } => status::run(&socket.socket, json),
-        Command::Start { targets, socket } => service::start(&socket.socket, &targets),
-        Command::Stop { targets, socket } => service::stop(&socket.socket, &targets),
-        Command::Restart { targets, socket } => service::restart(&socket.socket, &targets),
+        Command::Status {
+            names,
+            json,
+            socket,
+        } => status::run(&socket.socket, json, &names),
+        Command::IsActive { name, socket } => status::is_active(&socket.socket, &name),
+        Command::IsFailed { name, socket } => status::is_failed(&socket.socket, &name),
+        Command::Start {
+            targets,
+            wait,
+            socket,
+        } => service::run(&socket.socket, service::Verb::Start, &targets, &wait),
+        Command::Stop {
+            targets,
+            wait,
+            socket,
+        } => service::run(&socket.socket, service::Verb::Stop, &targets, &wait),
+        Command::Restart {
+            targets,
+            wait,
+            socket,
+        } => service::run(&socket.socket, service::Verb::Restart, &targets, &wait),
         Command::Signal {
             targets,
             signal,
@@ -227,8 +275,12 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             socket,
         } => signal::signal(&socket.socket, &targets, &signal, all),
         Command::ResetFailed { targets, socket } => signal::reset_failed(&socket.socket, &targets),
-        Command::Shutdown { socket } => service::shutdown(&socket.socket),
-        Command::Reload { dry_run, socket } => reload::run(&socket.socket, dry_run),
+        Command::Shutdown { wait, socket } => service::shutdown(&socket.socket, &wait),
+        Command::Reload {
+            dry_run,
+            wait,
+            socket,
+        } => reload::run(&socket.socket, dry_run, &wait),
         Command::Logs {
             names,
             follow,

@@ -12,14 +12,31 @@ use crate::control::client::{self, ClientError};
 use crate::control::protocol::{ControlError, ErrorKind, ReloadPlan, Reply, Request};
 
 use super::exit;
+use super::service::WaitArgs;
 
-pub fn run(socket: &Path, dry_run: bool) -> miette::Result<ExitCode> {
-    match client::call(socket, Request::Reload { dry_run }) {
-        Ok(Reply::Reload(plan)) => {
+pub fn run(socket: &Path, dry_run: bool, wait: &WaitArgs) -> miette::Result<ExitCode> {
+    let answer = if dry_run || wait.no_block {
+        client::call(socket, Request::Reload { dry_run }).map(|reply| (reply, None))
+    } else {
+        let requests = vec![Request::Reload { dry_run: false }];
+        super::service::waited(socket, requests, wait.timeout).and_then(
+            |(mut replies, outcomes)| match replies.pop() {
+                Some(reply) if replies.is_empty() => Ok((reply, Some(outcomes))),
+                _ => Err(ClientError::Protocol(
+                    "holdfast answered the waited `reload` without its plan".to_owned(),
+                )),
+            },
+        )
+    };
+    match answer {
+        Ok((Reply::Reload(plan), outcomes)) => {
             print!("{}", render_plan(&plan));
-            Ok(ExitCode::SUCCESS)
+            match outcomes {
+                Some(outcomes) => Ok(super::service::print_outcomes(&outcomes)),
+                None => Ok(ExitCode::SUCCESS),
+            }
         }
-        Ok(other) => Ok(super::service::report(ClientError::Protocol(format!(
+        Ok((other, _)) => Ok(super::service::report(ClientError::Protocol(format!(
             "holdfast answered `reload` with an unexpected reply: {other:?}"
         )))),
         Err(ClientError::Daemon(ControlError {

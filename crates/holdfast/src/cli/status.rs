@@ -9,19 +9,22 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
+use super::exit;
 use crate::control::client::{self, ClientError};
-use crate::control::protocol::{Reply, Request, ServiceStatus, Status};
+use crate::control::protocol::{ControlError, ErrorKind, Reply, Request, ServiceStatus, Status};
 
-pub fn run(socket: &Path, json: bool) -> miette::Result<ExitCode> {
-    let status = match client::call(socket, Request::Status) {
-        Ok(Reply::Status(status)) => status,
-        Ok(other) => {
-            return Ok(super::service::report(ClientError::Protocol(format!(
-                "holdfast answered `status` with an unexpected reply: {other:?}"
-            ))));
-        }
+pub fn run(socket: &Path, json: bool, names: &[String]) -> miette::Result<ExitCode> {
+    let mut status = match fetch(socket) {
+        Ok(status) => status,
         Err(e) => return Ok(super::service::report(e)),
     };
+    if !names.is_empty() {
+        let wanted = match super::targets::expand(socket, names) {
+            Ok(wanted) => wanted,
+            Err(e) => return Ok(super::service::report(e)),
+        };
+        status.services.retain(|s| wanted.contains(&s.name));
+    }
     if json {
         let text = serde_json::to_string_pretty(&status).expect("protocol types always serialize");
         println!("{text}");
@@ -29,7 +32,62 @@ pub fn run(socket: &Path, json: bool) -> miette::Result<ExitCode> {
         let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         print!("{}", render(&status, colour));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(exit_code(&status)))
+}
+
+/// 0 when every service shown is in its wanted state, 3 otherwise (see [`exit`]).
+pub fn exit_code(status: &Status) -> u8 {
+    if status.services.iter().all(|s| exit::is_wanted(&s.state)) {
+        exit::SUCCESS
+    } else {
+        exit::NOT_WANTED
+    }
+}
+
+/// `is-active NAME`: prints the state; exits 0 when running, 3 otherwise.
+pub fn is_active(socket: &Path, name: &str) -> miette::Result<ExitCode> {
+    state_check(socket, name, |state| {
+        if state == "running" {
+            exit::SUCCESS
+        } else {
+            exit::NOT_WANTED
+        }
+    })
+}
+
+/// `is-failed NAME`: prints the state; exits 0 when failed (or quarantined), 1 otherwise.
+pub fn is_failed(socket: &Path, name: &str) -> miette::Result<ExitCode> {
+    state_check(socket, name, |state| {
+        if exit::is_failed(state) {
+            exit::SUCCESS
+        } else {
+            exit::NOT_FAILED
+        }
+    })
+}
+
+fn state_check(socket: &Path, name: &str, code: fn(&str) -> u8) -> miette::Result<ExitCode> {
+    let status = match fetch(socket) {
+        Ok(status) => status,
+        Err(e) => return Ok(super::service::report(e)),
+    };
+    let Some(service) = status.services.iter().find(|s| s.name.as_str() == name) else {
+        return Ok(super::service::report(ClientError::Daemon(ControlError {
+            kind: ErrorKind::UnknownService,
+            message: format!("no service named {name:?}"),
+        })));
+    };
+    println!("{}", service.state);
+    Ok(ExitCode::from(code(&service.state)))
+}
+
+fn fetch(socket: &Path) -> Result<Status, ClientError> {
+    match client::call(socket, Request::Status)? {
+        Reply::Status(status) => Ok(status),
+        other => Err(ClientError::Protocol(format!(
+            "holdfast answered `status` with an unexpected reply: {other:?}"
+        ))),
+    }
 }
 
 /// The status as a plain-text table followed by the reasons behind non-obvious states.
@@ -236,28 +294,9 @@ pub fn human_duration(ms: u64) -> String {
 mod tests {
     use super::*;
     use crate::control::protocol::{DaemonStatus, ExitInfo, ProcessInfo, RestartReason};
-    use crate::model::ServiceName;
 
     fn service(name: &str, state: &str) -> ServiceStatus {
-        ServiceStatus {
-            name: ServiceName::new(name).expect("test names are valid"),
-            group: None,
-            state: state.to_owned(),
-            pid: None,
-            since_ms: 0,
-            uptime_ms: None,
-            restarts: 0,
-            last_exit: None,
-            reason: None,
-            status_text: None,
-            holding_up: Vec::new(),
-            log: format!("/var/log/holdfast/{name}.log"),
-            health: None,
-            env_overrides: Default::default(),
-            memory_bytes: None,
-            tasks: None,
-            last_restart_reason: None,
-        }
+        ServiceStatus::sample(name, state)
     }
 
     fn sample() -> Status {
@@ -356,6 +395,20 @@ mod tests {
             render_table(&status),
             "colour adds only escape codes"
         );
+    }
+
+    #[test]
+    fn status_exits_3_unless_every_service_is_running_or_stopped() {
+        assert_eq!(
+            exit_code(&sample()),
+            exit::NOT_WANTED,
+            "api failed, demo-app stopping"
+        );
+        let mut status = sample();
+        status
+            .services
+            .retain(|s| s.state == "running" || s.state == "stopped");
+        assert_eq!(exit_code(&status), exit::SUCCESS);
     }
 
     #[test]

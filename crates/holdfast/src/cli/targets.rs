@@ -90,23 +90,8 @@ mod tests {
 
     fn service(name: &str, group: Option<&str>) -> ServiceStatus {
         ServiceStatus {
-            name: ServiceName::new(name).expect("test names are valid"),
             group: group.map(str::to_owned),
-            state: "running".to_owned(),
-            pid: None,
-            since_ms: 0,
-            uptime_ms: None,
-            restarts: 0,
-            last_exit: None,
-            reason: None,
-            status_text: None,
-            holding_up: Vec::new(),
-            log: String::new(),
-            health: None,
-            env_overrides: Default::default(),
-            memory_bytes: None,
-            tasks: None,
-            last_restart_reason: None,
+            ..ServiceStatus::sample(name, "running")
         }
     }
 

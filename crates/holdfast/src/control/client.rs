@@ -56,7 +56,19 @@ impl ClientError {
 /// Sends one request to the daemon at `socket` and waits (at most [`TIMEOUT`] per read
 /// or write) for its answer.
 pub fn call(socket: &Path, request: Request) -> Result<Reply, ClientError> {
-    let stream = send(socket, request, Some(TIMEOUT))?;
+    call_within(socket, request, Some(TIMEOUT))
+}
+
+/// Like [`call`], waiting for the answer at most `read_timeout` (`None`: as long as it
+/// takes): longer for requests the daemon answers only once their outcome is known
+/// ([`Request::Wait`], which has a deadline of its own), shorter for callers that must
+/// not keep a user waiting (shell completion).
+pub fn call_within(
+    socket: &Path,
+    request: Request,
+    read_timeout: Option<Duration>,
+) -> Result<Reply, ClientError> {
+    let stream = send(socket, request, read_timeout)?;
     let mut answer = Vec::new();
     BufReader::new((&stream).take(MAX_RESPONSE))
         .read_until(b'\n', &mut answer)
@@ -64,19 +76,17 @@ pub fn call(socket: &Path, request: Request) -> Result<Reply, ClientError> {
     parse_response(&answer)
 }
 
-/// [`call`] with a shorter deadline, for callers that must not keep a user waiting
-/// (shell completion).
-pub fn call_within(
-    socket: &Path,
-    request: Request,
-    timeout: Duration,
-) -> Result<Reply, ClientError> {
-    let stream = send(socket, request, Some(timeout))?;
-    let mut answer = Vec::new();
-    BufReader::new((&stream).take(MAX_RESPONSE))
-        .read_until(b'\n', &mut answer)
-        .map_err(|e| io_error(socket, "read from", e))?;
-    parse_response(&answer)
+/// Connects to the daemon and returns the connection with the daemon's pid, as the
+/// kernel reports it in this process's pid namespace (`SO_PEERCRED`), for a caller
+/// that must watch the daemon process itself (`shutdown`).
+pub fn daemon_pid(socket: &Path) -> Result<i32, ClientError> {
+    let stream = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
+        path: socket.to_owned(),
+        source,
+    })?;
+    let creds = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| io_error(socket, "read the peer of", e.into()))?;
+    Ok(creds.pid())
 }
 
 /// Sends a streaming request (`events` with `follow`) and hands each answer line to
@@ -150,7 +160,7 @@ fn io_error(socket: &Path, action: &str, e: io::Error) -> ClientError {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     ) {
-        format!("no answer within {}s", TIMEOUT.as_secs())
+        "no answer in time".to_owned()
     } else {
         e.to_string()
     };

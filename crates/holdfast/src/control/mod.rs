@@ -6,3 +6,4 @@ mod follow;
 mod logs;
 pub mod protocol;
 pub mod server;
+pub mod wait;

@@ -101,6 +101,16 @@ pub enum Request {
         #[serde(default)]
         names: Vec<ServiceName>,
     },
+    /// Apply `requests` (start, stop, restart or a reload that is not a dry run), in
+    /// order, then answer once every service they concern reached its outcome (see
+    /// [`crate::control::wait`]), or `timeout_ms` passed (`None`: no deadline). Answered
+    /// by [`Reply::Waited`]; the first request that fails is the answer, and the ones
+    /// after it are not applied.
+    Wait {
+        requests: Vec<Request>,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +147,35 @@ pub enum Reply {
     },
     /// The end of a non-following `logs` answer: every line was sent.
     LogEnd,
+    /// Answer to [`Request::Wait`]: each request's own reply, then one outcome per
+    /// service concerned, in the order the requests named them.
+    Waited {
+        replies: Vec<Reply>,
+        outcomes: Vec<Outcome>,
+    },
+}
+
+/// Where one service ended up for a waited request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub name: ServiceName,
+    pub verdict: Verdict,
+    /// The service's state when the verdict was reached.
+    pub state: String,
+    /// What happened, for people: `running (pid 42)`, `stopped`,
+    /// `failed: exec "/opt/x": ENOENT: No such file or directory`, `still stopping`.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The request reached its goal.
+    Done,
+    /// The service failed on the way (or ended up somewhere the request did not ask for).
+    Failed,
+    /// The deadline passed first.
+    TimedOut,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -228,6 +267,32 @@ pub struct ServiceStatus {
     /// Why the last automatic restart happened (or the pending one, in backoff).
     #[serde(default)]
     pub last_restart_reason: Option<RestartReason>,
+}
+
+#[cfg(test)]
+impl ServiceStatus {
+    /// A service in `state` with nothing else known, for tests to fill in.
+    pub fn sample(name: &str, state: &str) -> Self {
+        Self {
+            name: ServiceName::new(name).expect("test names are valid"),
+            group: None,
+            state: state.to_owned(),
+            pid: None,
+            since_ms: 0,
+            uptime_ms: None,
+            restarts: 0,
+            last_exit: None,
+            reason: None,
+            status_text: None,
+            holding_up: Vec::new(),
+            log: format!("/var/log/holdfast/{name}.log"),
+            health: None,
+            env_overrides: BTreeMap::new(),
+            memory_bytes: None,
+            tasks: None,
+            last_restart_reason: None,
+        }
+    }
 }
 
 /// What ended the run that holdfast then restarted.

@@ -3,7 +3,9 @@
 //!
 //! Invariants:
 //! - The server never touches supervisor state: it turns one request line into one
-//!   [`ControlMsg`] and writes back whatever the supervisor answers on the oneshot.
+//!   [`ControlMsg`] and writes back whatever the supervisor answers on the oneshot
+//!   (`wait` sends its requests and then `status` requests the same way, see
+//!   [`super::wait`]).
 //! - Every connection runs in its own task, and every read and write on it has a
 //!   deadline, so a stuck or malicious client can only ever hold up itself.
 //! - Connections are capped per peer uid and in total ([`Admission`]); the total stays
@@ -577,6 +579,28 @@ async fn handle(
                 }
                 Err(bad) => Err(bad),
             },
+            (
+                Ok(peer),
+                Ok(Request::Wait {
+                    requests,
+                    timeout_ms,
+                }),
+            ) => match events {
+                Some(events) => {
+                    tracing::debug!(?requests, ?timeout_ms, ?peer, "control request: wait");
+                    // Subscribed before any request is applied: no outcome can be missed.
+                    let live = super::follow::subscribe(events);
+                    let timeout = timeout_ms.map(Duration::from_millis);
+                    match super::wait::run(&mut stream, requests, timeout, peer, &tx, live).await {
+                        Some(response) => response,
+                        None => return,
+                    }
+                }
+                None => Err(ControlError {
+                    kind: ErrorKind::Internal,
+                    message: "this daemon cannot wait for outcomes".to_owned(),
+                }),
+            },
             (Ok(peer), Ok(request)) => {
                 tracing::debug!(?request, ?peer, "control request");
                 dispatch(request, peer, &tx).await
@@ -888,7 +912,8 @@ mod tests {
                     | Request::QuarantineRelease { .. }
                     | Request::Signal { .. }
                     | Request::ResetFailed { .. }
-                    | Request::Logs { .. } => {
+                    | Request::Logs { .. }
+                    | Request::Wait { .. } => {
                         drop(msg.reply);
                         continue;
                     }

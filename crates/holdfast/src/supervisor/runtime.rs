@@ -1174,6 +1174,14 @@ impl Shell {
                 }),
                 false,
             ),
+            // The control server answers it, from the requests inside and the event bus.
+            Request::Wait { .. } => {
+                let error = ControlError {
+                    kind: ErrorKind::BadRequest,
+                    message: "wait is answered by the control server".to_owned(),
+                };
+                (Err(error), false)
+            }
         };
         // The requester may have given up waiting; the transition stands regardless.
         let _ = msg.reply.send(reply);

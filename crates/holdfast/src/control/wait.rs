@@ -1,0 +1,509 @@
+//! `wait`: apply start/stop/restart/reload requests and answer once their outcome is
+//! known, so `holdfast stop web` returns after web's processes are gone and
+//! `holdfast start web` says why web failed.
+//!
+//! The connection task subscribes to the event bus *before* it applies the requests, so
+//! no transition they cause can be missed. The decision is pure ([`Watch`]): events of
+//! the service record what happened since the request (a spawn, a start, a failure), and
+//! a status taken after each batch of such events says where the service is now. When
+//! nothing happens the task sleeps on the bus, the client socket and the deadline only.
+//!
+//! Goals, per request:
+//! - start: `running` (which means ready for services with `ready`), or failed: a spawn
+//!   failure, an exit before the start counted, giving up, `failed`/`quarantined`/`backoff`;
+//! - restart: as start, and the run must be a new one (a `started` event after the request);
+//! - stop: not running any more with every process gone (`stopped`, `failed`, `quarantined`);
+//! - reload: every added or changed service settled: `running` or `stopped` (done), or
+//!   failed as for start.
+
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixStream;
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::sync::mpsc;
+
+use super::protocol::{
+    ControlError, ErrorKind, EventRecord, Outcome, Reply, Request, ServiceStatus, Status, Verdict,
+};
+use super::server::{ControlMsg, Peer, dispatch};
+use crate::model::ServiceName;
+
+/// What a waited request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    Start,
+    Restart,
+    Stop,
+    /// After a reload: the service settles, running or stopped.
+    Settle,
+}
+
+/// One service being waited for: what its events said since the request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watch {
+    pub name: ServiceName,
+    pub goal: Goal,
+    /// A process of a new run was spawned.
+    spawned: bool,
+    /// A run counted as started: its main pid.
+    started: Option<u32>,
+    /// Why the start failed, from its events.
+    failure: Option<String>,
+}
+
+impl Watch {
+    pub fn new(name: ServiceName, goal: Goal) -> Self {
+        Watch {
+            name,
+            goal,
+            spawned: false,
+            started: None,
+            failure: None,
+        }
+    }
+
+    /// Whether `event` concerns this service.
+    pub fn concerns(&self, event: &EventRecord) -> bool {
+        event.service.as_ref() == Some(&self.name)
+    }
+
+    /// Records what an event of this service says about the request's outcome.
+    pub fn on_event(&mut self, event: &EventRecord) {
+        if !self.concerns(event) {
+            return;
+        }
+        match event.kind.as_str() {
+            "spawned" => self.spawned = true,
+            "started" => {
+                let pid = event.data.get("pid").and_then(serde_json::Value::as_u64);
+                self.started = Some(pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0));
+            }
+            "spawn_failed" => {
+                let error = event
+                    .data
+                    .get("error")
+                    .and_then(|e| e.as_str())
+                    .unwrap_or(&event.message);
+                self.fail(format!("failed: {error}"));
+            }
+            // The exit of the run being stopped is expected; only a new run's exit
+            // before it counted as started is a failed start.
+            "exited" if self.spawned && self.started.is_none() => {
+                self.fail(format!("failed: {}", event.message));
+            }
+            // The message already starts with `failed: `.
+            "gave_up" => self.fail(event.message.clone()),
+            "start_timed_out" => self.fail(format!("failed: {}", event.message)),
+            _ => {}
+        }
+    }
+
+    /// The first failure stands: it is the cause, later ones are consequences.
+    fn fail(&mut self, why: String) {
+        if self.goal != Goal::Stop && self.failure.is_none() {
+            self.failure = Some(why);
+        }
+    }
+
+    /// The outcome, if `status` (taken after every event seen so far) settles it.
+    pub fn verdict(&self, status: Option<&ServiceStatus>) -> Option<Outcome> {
+        let Some(status) = status else {
+            // Gone from the daemon (a reload removed it): nothing left to wait for.
+            return Some(self.outcome(Verdict::Done, "removed", "removed".to_owned()));
+        };
+        let state = status.state.as_str();
+        if let Some(why) = &self.failure {
+            return Some(self.outcome(Verdict::Failed, state, why.clone()));
+        }
+        let running = || match status.pid {
+            Some(pid) => format!("running (pid {pid})"),
+            None => "running".to_owned(),
+        };
+        let failed = || {
+            let reason = status.reason.as_deref().unwrap_or("no reason recorded");
+            format!("{state}: {reason}")
+        };
+        // The start was reached; whatever the run did since is another story (a
+        // service that exits right after it counted as started is restarted, or not,
+        // by its policy).
+        if let (Goal::Start | Goal::Restart, Some(pid), false) =
+            (self.goal, self.started, state == "running")
+        {
+            let message = format!("started (pid {pid}), now {state}");
+            return Some(self.outcome(Verdict::Done, state, message));
+        }
+        match (self.goal, state) {
+            (Goal::Stop, "stopped" | "failed" | "quarantined")
+                if status.pid.is_none() && status.holding_up.is_empty() =>
+            {
+                Some(self.outcome(Verdict::Done, state, state.to_owned()))
+            }
+            (Goal::Stop, _) => None,
+            (Goal::Restart, "running") if self.started.is_none() => None,
+            (Goal::Start | Goal::Restart | Goal::Settle, "running") => {
+                Some(self.outcome(Verdict::Done, state, running()))
+            }
+            (Goal::Settle, "stopped") => Some(self.outcome(Verdict::Done, state, "stopped".into())),
+            (_, "failed" | "quarantined" | "backoff") => {
+                Some(self.outcome(Verdict::Failed, state, failed()))
+            }
+            // Stopped by someone else while we waited for it to start.
+            (Goal::Start | Goal::Restart, "stopped") => Some(self.outcome(
+                Verdict::Failed,
+                state,
+                "stopped before it started".to_owned(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// The outcome when the deadline passes first.
+    pub fn timed_out(&self, status: Option<&ServiceStatus>, after: Duration) -> Outcome {
+        let state = status.map_or("removed", |s| s.state.as_str());
+        let after = humantime::format_duration(after);
+        self.outcome(
+            Verdict::TimedOut,
+            state,
+            format!("timed out after {after}: still {state}"),
+        )
+    }
+
+    fn outcome(&self, verdict: Verdict, state: &str, message: String) -> Outcome {
+        Outcome {
+            name: self.name.clone(),
+            verdict,
+            state: state.to_owned(),
+            message,
+        }
+    }
+}
+
+/// The services a request concerns and what to wait for, given its reply.
+fn watches(request: &Request, reply: &Reply) -> Result<Vec<Watch>, ControlError> {
+    let watch = |name: &ServiceName, goal| vec![Watch::new(name.clone(), goal)];
+    match (request, reply) {
+        (Request::Start { name }, _) => Ok(watch(name, Goal::Start)),
+        (Request::Restart { name }, _) => Ok(watch(name, Goal::Restart)),
+        (Request::Stop { name }, _) => Ok(watch(name, Goal::Stop)),
+        (Request::Reload { dry_run: false }, Reply::Reload(plan)) => Ok(plan
+            .added
+            .iter()
+            .chain(&plan.changed)
+            .map(|name| Watch::new(name.clone(), Goal::Settle))
+            .collect()),
+        _ => Err(ControlError {
+            kind: ErrorKind::BadRequest,
+            message: format!(
+                "cannot wait for {request:?}: only start, stop, restart and reload can be waited for"
+            ),
+        }),
+    }
+}
+
+/// Whether a request may be waited for (checked before any of them is applied).
+fn waitable(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Start { .. }
+            | Request::Restart { .. }
+            | Request::Stop { .. }
+            | Request::Reload { dry_run: false }
+    )
+}
+
+/// Applies `requests` and waits for their outcome. `None` when the client went away.
+pub(super) async fn run(
+    stream: &mut UnixStream,
+    requests: Vec<Request>,
+    timeout: Option<Duration>,
+    peer: Peer,
+    tx: &mpsc::Sender<ControlMsg>,
+    mut live: broadcast::Receiver<EventRecord>,
+) -> Option<Result<Reply, ControlError>> {
+    if let Some(bad) = requests.iter().find(|r| !waitable(r)) {
+        return Some(Err(ControlError {
+            kind: ErrorKind::BadRequest,
+            message: format!(
+                "cannot wait for {bad:?}: only start, stop, restart and reload can be waited for"
+            ),
+        }));
+    }
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut replies = Vec::new();
+    let mut pending = Vec::new();
+    for request in requests {
+        let reply = match dispatch(request.clone(), peer, tx).await {
+            Ok(reply) => reply,
+            Err(e) => return Some(Err(e)),
+        };
+        match watches(&request, &reply) {
+            Ok(w) => pending.extend(w),
+            Err(e) => return Some(Err(e)),
+        }
+        replies.push(reply);
+    }
+    // Outcomes are reported in the order the requests named the services.
+    let order: Vec<ServiceName> = pending.iter().map(|w| w.name.clone()).collect();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut scratch = [0_u8; 64];
+    let mut expired = false;
+    loop {
+        let status = match status(peer, tx).await {
+            Ok(status) => status,
+            Err(e) => return Some(Err(e)),
+        };
+        // Every event published before the status is queued by now: take them all, so
+        // the verdict knows why a service is where the status says (a spawn error
+        // behind a `backoff`). Some may be newer than the status: then the status is
+        // asked again rather than waiting for events already taken.
+        let mut newer = false;
+        loop {
+            match live.try_recv() {
+                Ok(event) => {
+                    newer |= pending.iter().any(|w| w.concerns(&event));
+                    pending.iter_mut().for_each(|w| w.on_event(&event));
+                }
+                // Missed events: the status still says where every service is.
+                Err(TryRecvError::Lagged(_)) => newer = true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        pending.retain(|watch| match watch.verdict(find(&status, &watch.name)) {
+            Some(outcome) => {
+                outcomes.push(outcome);
+                false
+            }
+            None => true,
+        });
+        if pending.is_empty() {
+            outcomes.sort_by_key(|o| order.iter().position(|n| *n == o.name));
+            return Some(Ok(Reply::Waited { replies, outcomes }));
+        }
+        if expired {
+            let after = timeout.unwrap_or_default();
+            outcomes.extend(
+                pending
+                    .iter()
+                    .map(|w| w.timed_out(find(&status, &w.name), after)),
+            );
+            outcomes.sort_by_key(|o| order.iter().position(|n| *n == o.name));
+            return Some(Ok(Reply::Waited { replies, outcomes }));
+        }
+        if newer {
+            continue;
+        }
+        // Sleep until an event about a pending service, the client leaving or the
+        // deadline.
+        loop {
+            let event = tokio::select! {
+                received = live.recv() => received,
+                _ = stream.read(&mut scratch) => return None,
+                // One last look with a fresh status: a service may have just made it.
+                () = sleep_until(deadline), if !expired => {
+                    expired = true;
+                    break;
+                }
+            };
+            match event {
+                Ok(event) if pending.iter().any(|w| w.concerns(&event)) => {
+                    pending.iter_mut().for_each(|w| w.on_event(&event));
+                    break;
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => break,
+                Err(RecvError::Closed) => {
+                    return Some(Err(ControlError {
+                        kind: ErrorKind::ShuttingDown,
+                        message: "holdfast is shutting down: stopped waiting".to_owned(),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+async fn status(peer: Peer, tx: &mpsc::Sender<ControlMsg>) -> Result<Status, ControlError> {
+    match dispatch(Request::Status, peer, tx).await? {
+        Reply::Status(status) => Ok(status),
+        other => Err(ControlError {
+            kind: ErrorKind::Internal,
+            message: format!("unexpected answer to status: {other:?}"),
+        }),
+    }
+}
+
+fn find<'a>(status: &'a Status, name: &ServiceName) -> Option<&'a ServiceStatus> {
+    status.services.iter().find(|s| &s.name == name)
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(n: &str) -> ServiceName {
+        ServiceName::new(n).expect("valid name")
+    }
+
+    fn status(state: &str, pid: Option<u32>) -> ServiceStatus {
+        ServiceStatus {
+            pid,
+            ..ServiceStatus::sample("web", state)
+        }
+    }
+
+    fn event(kind: &str, message: &str, data: &[(&str, serde_json::Value)]) -> EventRecord {
+        EventRecord {
+            seq: 1,
+            time: "2026-11-25T12:00:01.234Z".to_owned(),
+            service: Some(name("web")),
+            kind: kind.to_owned(),
+            message: message.to_owned(),
+            data: data
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        }
+    }
+
+    fn verdict(watch: &Watch, state: &str, pid: Option<u32>) -> Option<(Verdict, String)> {
+        watch
+            .verdict(Some(&status(state, pid)))
+            .map(|o| (o.verdict, o.message))
+    }
+
+    #[test]
+    fn start_is_done_once_running_and_waits_while_starting() {
+        let watch = Watch::new(name("web"), Goal::Start);
+        assert_eq!(verdict(&watch, "starting", Some(7)), None);
+        assert_eq!(verdict(&watch, "waiting", None), None);
+        assert_eq!(
+            verdict(&watch, "running", Some(7)),
+            Some((Verdict::Done, "running (pid 7)".to_owned()))
+        );
+    }
+
+    #[test]
+    fn start_fails_with_the_spawn_error() {
+        let mut watch = Watch::new(name("web"), Goal::Start);
+        watch.on_event(&event(
+            "spawn_failed",
+            "failed to spawn: exec \"/opt/x\": ENOENT",
+            &[("error", "exec \"/opt/x\": ENOENT".into())],
+        ));
+        assert_eq!(
+            verdict(&watch, "backoff", None),
+            Some((
+                Verdict::Failed,
+                "failed: exec \"/opt/x\": ENOENT".to_owned()
+            ))
+        );
+    }
+
+    #[test]
+    fn an_exit_before_the_start_counted_fails_the_start_but_not_a_stop() {
+        let exited = event("exited", "pid 7 exited 1", &[]);
+        let mut start = Watch::new(name("web"), Goal::Start);
+        start.on_event(&event("spawned", "spawned pid 7", &[]));
+        start.on_event(&exited);
+        assert_eq!(
+            verdict(&start, "starting", Some(8)),
+            Some((Verdict::Failed, "failed: pid 7 exited 1".to_owned()))
+        );
+        let mut stop = Watch::new(name("web"), Goal::Stop);
+        stop.on_event(&exited);
+        assert_eq!(verdict(&stop, "stopping", None), None);
+    }
+
+    #[test]
+    fn the_old_runs_exit_during_a_restart_is_not_a_failure() {
+        let mut watch = Watch::new(name("web"), Goal::Restart);
+        watch.on_event(&event("exited", "pid 7 killed by SIGTERM", &[]));
+        assert_eq!(verdict(&watch, "starting", Some(8)), None);
+        assert_eq!(
+            verdict(&watch, "running", Some(7)),
+            None,
+            "not a new run yet"
+        );
+        watch.on_event(&event("spawned", "spawned pid 8", &[]));
+        watch.on_event(&event("started", "started (pid 8)", &[]));
+        assert_eq!(
+            verdict(&watch, "running", Some(8)),
+            Some((Verdict::Done, "running (pid 8)".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_start_that_was_reached_stands_even_if_the_run_ended_since() {
+        let mut watch = Watch::new(name("web"), Goal::Start);
+        watch.on_event(&event("spawned", "spawned pid 7", &[]));
+        watch.on_event(&event("started", "started (pid 7)", &[("pid", 7.into())]));
+        watch.on_event(&event("exited", "pid 7 exited 1", &[]));
+        assert_eq!(
+            verdict(&watch, "backoff", None),
+            Some((Verdict::Done, "started (pid 7), now backoff".to_owned()))
+        );
+    }
+
+    #[test]
+    fn stop_is_done_only_when_no_process_is_left() {
+        let watch = Watch::new(name("web"), Goal::Stop);
+        assert_eq!(verdict(&watch, "stopping", Some(7)), None);
+        assert_eq!(verdict(&watch, "running", Some(7)), None);
+        assert_eq!(
+            verdict(&watch, "stopped", None),
+            Some((Verdict::Done, "stopped".to_owned()))
+        );
+        assert_eq!(
+            verdict(&watch, "failed", None),
+            Some((Verdict::Done, "failed".to_owned()))
+        );
+    }
+
+    #[test]
+    fn failed_states_end_a_start_with_their_reason() {
+        let watch = Watch::new(name("web"), Goal::Start);
+        let mut failed = status("failed", None);
+        failed.reason = Some("start limit hit".to_owned());
+        let outcome = watch.verdict(Some(&failed)).expect("settled");
+        assert_eq!(outcome.verdict, Verdict::Failed);
+        assert_eq!(outcome.message, "failed: start limit hit");
+    }
+
+    #[test]
+    fn a_reloaded_service_settles_running_or_stopped() {
+        let watch = Watch::new(name("web"), Goal::Settle);
+        assert_eq!(verdict(&watch, "stopping", Some(7)), None);
+        assert_eq!(
+            verdict(&watch, "stopped", None),
+            Some((Verdict::Done, "stopped".to_owned()))
+        );
+        assert!(
+            watch.verdict(None).is_some(),
+            "a removed service is settled"
+        );
+    }
+
+    #[test]
+    fn a_timeout_says_where_the_service_is() {
+        let watch = Watch::new(name("web"), Goal::Stop);
+        let outcome = watch.timed_out(Some(&status("stopping", Some(7))), Duration::from_secs(2));
+        assert_eq!(outcome.verdict, Verdict::TimedOut);
+        assert_eq!(outcome.message, "timed out after 2s: still stopping");
+    }
+
+    #[test]
+    fn only_state_changing_requests_can_be_waited_for() {
+        assert!(waitable(&Request::Stop { name: name("web") }));
+        assert!(!waitable(&Request::Reload { dry_run: true }));
+        assert!(!waitable(&Request::Status));
+        assert!(!waitable(&Request::Shutdown));
+    }
+}

@@ -1,0 +1,315 @@
+//! The daily verbs as scripts use them: exit codes that report state (`status`,
+//! `is-active`, `is-failed`), verbs that wait for their outcome (`start`, `stop`,
+//! `restart`, `reload`, `shutdown`) unless `--no-block`, `--timeout`, and several
+//! names per verb.
+
+mod support;
+
+use std::fs;
+use std::process::Stdio;
+
+use support::{Daemon, describe, is_alive, stderr, stdout};
+
+/// `web` runs; `broken` (not started on its own) names a command that does not exist.
+const WEB_AND_BROKEN: &str = r#"
+[service.web]
+command = ["sleep", "1000"]
+start_secs = "0s"
+
+[service.broken]
+command = ["/nonexistent/holdfast-test-x"]
+autostart = false
+restart = "no"
+"#;
+
+/// A service that ignores SIGTERM, so a stop lasts until the SIGKILL at `timeout`.
+fn stubborn(timeout: &str) -> String {
+    format!(
+        r#"
+[service.stubborn]
+command = ["sh", "-c", "trap '' TERM; exec sleep 1000"]
+restart = "no"
+start_secs = "0s"
+stop = {{ signal = "TERM", timeout = "{timeout}" }}
+"#
+    )
+}
+
+fn running_pid(daemon: &Daemon, name: &str) -> u32 {
+    daemon
+        .wait_for_service(name, "is running", |s| s.state == "running")
+        .pid
+        .expect("a running service has a pid")
+}
+
+#[test]
+fn status_exits_0_when_every_service_is_where_it_should_be_and_3_with_a_failed_one() {
+    let daemon = Daemon::start(WEB_AND_BROKEN);
+    running_pid(&daemon, "web");
+
+    let output = daemon.cli(&["status"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "web runs and broken was never started: {}",
+        describe(&output)
+    );
+
+    daemon.cli(&["start", "broken"]);
+    daemon.wait_for_service("broken", "has failed", |s| s.state == "failed");
+    let output = daemon.cli(&["status"]);
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains("broken: failed"),
+        "{}",
+        describe(&output)
+    );
+
+    // `status NAME...` shows only those, and its exit code is about them only.
+    let output = daemon.cli(&["status", "web"]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains("web") && !stdout(&output).contains("broken"),
+        "{}",
+        describe(&output)
+    );
+    let output = daemon.cli(&["status", "broken", "web"]);
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+}
+
+#[test]
+fn status_of_an_unknown_name_fails_and_names_it() {
+    let daemon = Daemon::start(WEB_AND_BROKEN);
+    let output = daemon.cli(&["status", "web", "nosuch"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains(r#"no service named "nosuch""#),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn start_of_a_service_whose_command_does_not_exist_exits_1_and_says_why() {
+    let daemon = Daemon::start(WEB_AND_BROKEN);
+
+    let output = daemon.cli(&["start", "broken"]);
+
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains(r#"broken: failed: exec "/nonexistent/holdfast-test-x""#)
+            && err.contains("No such file or directory"),
+        "the reason is printed: {}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn start_waits_until_the_service_runs() {
+    let daemon = Daemon::start(
+        r#"
+[service.web]
+command = ["sleep", "1000"]
+autostart = false
+start_secs = "300ms"
+"#,
+    );
+
+    let output = daemon.cli_ok(&["start", "web"]);
+
+    let web = daemon.service("web");
+    assert_eq!(web.state, "running", "running when start returns: {web:?}");
+    let pid = web.pid.expect("a running service has a pid");
+    assert_eq!(stdout(&output), format!("web: running (pid {pid})\n"));
+}
+
+#[test]
+fn stop_returns_only_after_the_services_processes_are_gone() {
+    let daemon = Daemon::start(&stubborn("500ms"));
+    let pid = running_pid(&daemon, "stubborn");
+
+    let output = daemon.cli_ok(&["stop", "stubborn"]);
+
+    assert_eq!(stdout(&output), "stubborn: stopped\n");
+    assert!(!is_alive(pid), "pid {pid} is gone when stop returns");
+    let stubborn = daemon.service("stubborn");
+    assert_eq!(stubborn.state, "stopped", "{stubborn:?}");
+}
+
+#[test]
+fn restart_returns_once_the_new_run_is_up() {
+    let daemon = Daemon::start(WEB_AND_BROKEN);
+    let old = running_pid(&daemon, "web");
+
+    let output = daemon.cli_ok(&["restart", "web"]);
+
+    let web = daemon.service("web");
+    let new = web.pid.expect("web runs again");
+    assert_eq!(web.state, "running", "{web:?}");
+    assert_ne!(new, old, "a new run");
+    assert!(is_alive(new) && !is_alive(old));
+    assert_eq!(stdout(&output), format!("web: running (pid {new})\n"));
+}
+
+#[test]
+fn no_block_returns_at_once_with_what_happens_next() {
+    let daemon = Daemon::start(&stubborn("30s"));
+    let pid = running_pid(&daemon, "stubborn");
+
+    let output = daemon.cli_ok(&["stop", "--no-block", "stubborn"]);
+
+    assert_eq!(stdout(&output), "stopping stubborn\n");
+    let stubborn = daemon.service("stubborn");
+    assert_eq!(
+        stubborn.state, "stopping",
+        "the 30 s stop is still under way: {stubborn:?}"
+    );
+    assert!(is_alive(pid));
+}
+
+#[test]
+fn a_timeout_that_passes_exits_5_and_says_where_the_service_is() {
+    let daemon = Daemon::start(&stubborn("30s"));
+    running_pid(&daemon, "stubborn");
+
+    let output = daemon.cli(&["stop", "--timeout", "300ms", "stubborn"]);
+
+    assert_eq!(output.status.code(), Some(5), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("stubborn: timed out after 300ms: still stopping"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn a_bad_timeout_is_a_usage_error_and_changes_nothing() {
+    let daemon = Daemon::start(WEB_AND_BROKEN);
+    let pid = running_pid(&daemon, "web");
+    let output = daemon.cli(&["stop", "--timeout", "soon", "web"]);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("invalid duration"),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(daemon.service("web").pid, Some(pid), "web still runs");
+}
+
+#[test]
+fn several_names_are_stopped_together_and_an_unknown_one_changes_nothing() {
+    let daemon = Daemon::start(
+        r#"
+[service.a]
+command = ["sleep", "1000"]
+start_secs = "0s"
+
+[service.b]
+command = ["sleep", "1000"]
+start_secs = "0s"
+"#,
+    );
+    let (a, b) = (running_pid(&daemon, "a"), running_pid(&daemon, "b"));
+
+    let output = daemon.cli(&["stop", "a", "nosuch"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains(r#"no service named "nosuch""#),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(daemon.service("a").pid, Some(a), "a was not stopped");
+
+    let output = daemon.cli_ok(&["stop", "a", "b"]);
+    assert_eq!(stdout(&output), "a: stopped\nb: stopped\n");
+    assert!(!is_alive(a) && !is_alive(b));
+}
+
+#[test]
+fn reload_waits_until_a_changed_service_runs_again() {
+    let daemon = Daemon::start(
+        r#"
+[service.web]
+command = ["sleep", "1000"]
+start_secs = "0s"
+env = { MODE = "before" }
+"#,
+    );
+    let old = running_pid(&daemon, "web");
+    let config = daemon
+        .read_config()
+        .replace(r#"MODE = "before""#, r#"MODE = "after""#);
+    daemon.write_raw_config(&config);
+
+    let output = daemon.cli_ok(&["reload"]);
+
+    let web = daemon.service("web");
+    let new = web.pid.expect("web runs again");
+    assert_ne!(new, old);
+    assert_eq!(web.state, "running", "{web:?}");
+    assert!(
+        stdout(&output).ends_with(&format!("web: running (pid {new})\n")),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn is_active_and_is_failed_answer_with_their_exit_codes() {
+    let daemon = Daemon::start(WEB_AND_BROKEN);
+    running_pid(&daemon, "web");
+    daemon.cli(&["start", "broken"]);
+    daemon.wait_for_service("broken", "has failed", |s| s.state == "failed");
+
+    let check = |args: &[&str], code: i32, printed: &str| {
+        let output = daemon.cli(args);
+        assert_eq!(output.status.code(), Some(code), "{}", describe(&output));
+        assert_eq!(stdout(&output), format!("{printed}\n"));
+    };
+    check(&["is-active", "web"], 0, "running");
+    check(&["is-failed", "web"], 1, "running");
+    check(&["is-active", "broken"], 3, "failed");
+    check(&["is-failed", "broken"], 0, "failed");
+}
+
+#[test]
+fn shutdown_and_up_in_one_shell_line_brings_up_the_second_daemon() {
+    let mut daemon = Daemon::start(WEB_AND_BROKEN);
+    running_pid(&daemon, "web");
+    let first = daemon.status().daemon.pid;
+    let bin = support::holdfast_bin();
+    let line = format!(
+        "'{bin}' shutdown -s control.sock && exec '{bin}' up -c holdfast.toml",
+        bin = bin.display()
+    );
+    let second_err = daemon.dir().join("second.stderr");
+
+    // Tagged like the daemon: the harness kills it when the test ends.
+    let mut shell = std::process::Command::new("sh")
+        .args(["-c", &line])
+        .env(support::TAG_VAR, daemon.tag())
+        .env_remove("HOLDFAST_SOCKET")
+        .current_dir(daemon.dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&second_err).expect("create the second daemon's stderr"))
+        .spawn()
+        .expect("spawn sh");
+
+    assert!(
+        daemon.wait_exit().success(),
+        "the first daemon exited cleanly"
+    );
+    daemon.wait_until("the second daemon answers", |d| {
+        d.try_status().is_ok_and(|s| s.daemon.pid != first)
+    });
+    assert!(
+        shell.try_wait().expect("wait for sh").is_none(),
+        "the second daemon keeps running: {}",
+        fs::read_to_string(&second_err).unwrap_or_default()
+    );
+    running_pid(&daemon, "web");
+    let _ = shell.kill();
+    let _ = shell.wait();
+}
