@@ -46,7 +46,7 @@ fn restart_of_a_group_restarts_exactly_the_services_of_the_group() {
     let output = d.cli_ok(&["restart", "@backend"]);
     let text = stdout(&output);
     assert!(
-        text.contains("restarting api") && text.contains("restarting worker"),
+        text.contains("api: running") && text.contains("worker: running"),
         "{text}"
     );
     assert!(!text.contains("web"), "web is not in the group: {text}");
@@ -74,7 +74,7 @@ fn stop_all_stops_every_service() {
     let output = d.cli_ok(&["stop", "all"]);
     let text = stdout(&output);
     for name in ["api", "web", "worker"] {
-        assert!(text.contains(&format!("stopping {name}")), "{text}");
+        assert!(text.contains(&format!("{name}: stopped")), "{text}");
     }
     d.wait_until("every service is stopped", |d| {
         d.status().services.iter().all(|s| s.state == "stopped")
@@ -264,7 +264,8 @@ command = ["sh", "-c", "if [ -e {DIR}/healed ]; then exec {DEMO_APP} --listen 12
     d.wait_for_service("job", "is quarantined", |s| s.state == "quarantined");
     fs::write(d.dir().join("healed"), "").expect("marker is written");
 
-    let output = d.cli_ok(&["start", "job"]);
+    // `start` waits for the outcome; `--no-block` prints what the daemon did.
+    let output = d.cli_ok(&["start", "--no-block", "job"]);
     assert_eq!(
         stdout(&output).trim(),
         "released job from quarantine; starting job"
@@ -306,5 +307,5 @@ fn a_reload_that_changes_only_the_group_restarts_nothing() {
     assert_eq!(all_running(&d), before, "every service kept its process");
 
     let output = d.cli_ok(&["stop", "@jobs"]);
-    assert!(stdout(&output).contains("stopping worker"));
+    assert!(stdout(&output).contains("worker: stopped"));
 }

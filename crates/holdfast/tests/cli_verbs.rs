@@ -6,21 +6,43 @@
 mod support;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use support::{Daemon, describe, is_alive, stderr, stdout};
 
-/// `web` runs; `broken` (not started on its own) names a command that does not exist.
-const WEB_AND_BROKEN: &str = r#"
+/// `web` runs; `broken` (not started on its own) names a program that is removed once
+/// the daemon has loaded the config (`check` refuses a program that is missing), so
+/// every start of `broken` fails at exec. Returns the daemon and the vanished program.
+fn start_web_and_broken() -> (Daemon, PathBuf) {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "holdfast-verbs-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::create_dir_all(&dir).expect("create the program's directory");
+    let program = dir.join("vanishing");
+    fs::write(&program, "#!/bin/sh\nexit 0\n").expect("write the program");
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let daemon = Daemon::start(&format!(
+        r#"
 [service.web]
 command = ["sleep", "1000"]
 start_secs = "0s"
 
 [service.broken]
-command = ["/nonexistent/holdfast-test-x"]
+command = ["{}"]
 autostart = false
 restart = "no"
-"#;
+"#,
+        program.display()
+    ));
+    fs::remove_dir_all(&dir).expect("remove the program");
+    (daemon, program)
+}
 
 /// A service that ignores SIGTERM, so a stop lasts until the SIGKILL at `timeout`.
 fn stubborn(timeout: &str) -> String {
@@ -44,7 +66,7 @@ fn running_pid(daemon: &Daemon, name: &str) -> u32 {
 
 #[test]
 fn status_exits_0_when_every_service_is_where_it_should_be_and_3_with_a_failed_one() {
-    let daemon = Daemon::start(WEB_AND_BROKEN);
+    let (daemon, _) = start_web_and_broken();
     running_pid(&daemon, "web");
 
     let output = daemon.cli(&["status"]);
@@ -79,7 +101,7 @@ fn status_exits_0_when_every_service_is_where_it_should_be_and_3_with_a_failed_o
 
 #[test]
 fn status_of_an_unknown_name_fails_and_names_it() {
-    let daemon = Daemon::start(WEB_AND_BROKEN);
+    let (daemon, _) = start_web_and_broken();
     let output = daemon.cli(&["status", "web", "nosuch"]);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert!(
@@ -91,14 +113,14 @@ fn status_of_an_unknown_name_fails_and_names_it() {
 
 #[test]
 fn start_of_a_service_whose_command_does_not_exist_exits_1_and_says_why() {
-    let daemon = Daemon::start(WEB_AND_BROKEN);
+    let (daemon, program) = start_web_and_broken();
 
     let output = daemon.cli(&["start", "broken"]);
 
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let err = stderr(&output);
     assert!(
-        err.contains(r#"broken: failed: exec "/nonexistent/holdfast-test-x""#)
+        err.contains(&format!(r#"broken: failed: exec "{}""#, program.display()))
             && err.contains("No such file or directory"),
         "the reason is printed: {}",
         describe(&output)
@@ -139,7 +161,7 @@ fn stop_returns_only_after_the_services_processes_are_gone() {
 
 #[test]
 fn restart_returns_once_the_new_run_is_up() {
-    let daemon = Daemon::start(WEB_AND_BROKEN);
+    let (daemon, _) = start_web_and_broken();
     let old = running_pid(&daemon, "web");
 
     let output = daemon.cli_ok(&["restart", "web"]);
@@ -185,7 +207,7 @@ fn a_timeout_that_passes_exits_5_and_says_where_the_service_is() {
 
 #[test]
 fn a_bad_timeout_is_a_usage_error_and_changes_nothing() {
-    let daemon = Daemon::start(WEB_AND_BROKEN);
+    let (daemon, _) = start_web_and_broken();
     let pid = running_pid(&daemon, "web");
     let output = daemon.cli(&["stop", "--timeout", "soon", "web"]);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
@@ -257,7 +279,7 @@ env = { MODE = "before" }
 
 #[test]
 fn is_active_and_is_failed_answer_with_their_exit_codes() {
-    let daemon = Daemon::start(WEB_AND_BROKEN);
+    let (daemon, _) = start_web_and_broken();
     running_pid(&daemon, "web");
     daemon.cli(&["start", "broken"]);
     daemon.wait_for_service("broken", "has failed", |s| s.state == "failed");
@@ -275,7 +297,13 @@ fn is_active_and_is_failed_answer_with_their_exit_codes() {
 
 #[test]
 fn shutdown_and_up_in_one_shell_line_brings_up_the_second_daemon() {
-    let mut daemon = Daemon::start(WEB_AND_BROKEN);
+    let mut daemon = Daemon::start(
+        r#"
+[service.web]
+command = ["sleep", "1000"]
+start_secs = "0s"
+"#,
+    );
     running_pid(&daemon, "web");
     let first = daemon.status().daemon.pid;
     let bin = support::holdfast_bin();
