@@ -72,7 +72,14 @@ pub fn validate(
                 continue;
             };
             if let Some(spec) = services.get(&name) {
-                host::check_service(name.as_str(), &body.value, spec, host, v.problems);
+                host::check_service(
+                    name.as_str(),
+                    &body.value,
+                    spec,
+                    &daemon.pass_env,
+                    host,
+                    v.problems,
+                );
             }
         }
     }

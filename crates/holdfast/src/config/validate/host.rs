@@ -37,6 +37,9 @@ pub trait HostFacts {
     fn cpus(&self) -> Option<usize>;
     /// `/proc/sys/fs/nr_open`: the highest `RLIMIT_NOFILE` the kernel allows.
     fn nr_open(&self) -> Option<u64>;
+    /// holdfast's own `PATH`, which a service gets with `inherit_env = true` or with
+    /// `PATH` in `[holdfast] pass_env`.
+    fn own_path(&self) -> Option<String>;
 }
 
 /// The machine holdfast runs on.
@@ -61,6 +64,10 @@ impl HostFacts for SystemHost {
         usize::try_from(n).ok().filter(|n| *n > 0)
     }
 
+    fn own_path(&self) -> Option<String> {
+        std::env::var("PATH").ok()
+    }
+
     fn nr_open(&self) -> Option<u64> {
         std::fs::read_to_string("/proc/sys/fs/nr_open")
             .ok()?
@@ -75,10 +82,15 @@ pub(super) fn check_service(
     svc: &str,
     raw: &RawService,
     spec: &ServiceSpec,
+    pass_env: &[String],
     host: &dyn HostFacts,
     problems: &mut Vec<Problem>,
 ) {
-    let ctx = Ctx { svc, host };
+    let ctx = Ctx {
+        svc,
+        host,
+        pass_env,
+    };
     problems.extend(ctx.program(raw, spec));
     problems.extend(ctx.working_dir(raw));
     problems.extend(ctx.cpu_affinity(raw));
@@ -88,6 +100,8 @@ pub(super) fn check_service(
 struct Ctx<'a> {
     svc: &'a str,
     host: &'a dyn HostFacts,
+    /// `[holdfast] pass_env`.
+    pass_env: &'a [String],
 }
 
 /// Why a program cannot be executed.
@@ -140,6 +154,20 @@ fn resolve(
 }
 
 impl Ctx<'_> {
+    /// The `PATH` the service's spawn searches, as the service's environment will have
+    /// it: `env.PATH`, else holdfast's own (`inherit_env`, or `PATH` in `pass_env`), else
+    /// the fixed default.
+    fn search_path(&self, spec: &ServiceSpec) -> String {
+        if let Some(path) = spec.env.get("PATH") {
+            return path.clone();
+        }
+        let inherited = spec.inherit_env || self.pass_env.iter().any(|v| v == "PATH");
+        match self.host.own_path() {
+            Some(path) if inherited => path,
+            _ => DEFAULT_PATH.to_owned(),
+        }
+    }
+
     fn program(&self, raw: &RawService, spec: &ServiceSpec) -> Option<Problem> {
         let svc = self.svc;
         let span = match raw.command.as_ref().map(Spanned::get_ref) {
@@ -147,9 +175,8 @@ impl Ctx<'_> {
             _ => return None,
         };
         let program = spec.command.first()?;
-        // Without `env.PATH` a service gets the fixed default, not holdfast's own PATH.
-        let search = spec.env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
-        let error = resolve(program, search, spec.working_dir.as_deref(), self.host).err()?;
+        let search = self.search_path(spec);
+        let error = resolve(program, &search, spec.working_dir.as_deref(), self.host).err()?;
         let problem = match error {
             Unrunnable::Missing(path) => Problem::new(
                 format!("program of `service.{svc}.command` does not exist"),
@@ -279,6 +306,9 @@ mod tests {
         fn nr_open(&self) -> Option<u64> {
             Some(1024)
         }
+        fn own_path(&self) -> Option<String> {
+            Some("/opt/app/bin".to_owned())
+        }
     }
 
     fn fake() -> Fake {
@@ -382,6 +412,26 @@ mod tests {
                 "program of `service.b.command` does not exist [no such file: /opt/gone]",
                 "`service.b.limits.nofile` is above the kernel's limit [above nr_open (1024)]",
             ]
+        );
+    }
+
+    #[test]
+    fn holdfasts_own_path_is_searched_when_the_service_inherits_it() {
+        let run = "command = [\"run\"]\n";
+        assert_eq!(
+            host_problems(&format!("[service.a]\n{run}")),
+            ["program `run` of `service.a.command` is not in PATH [not found in PATH]"],
+            "the fixed default PATH does not have it"
+        );
+        assert_eq!(
+            host_problems(&format!("[service.a]\n{run}inherit_env = true\n")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            host_problems(&format!(
+                "[holdfast]\npass_env = [\"PATH\"]\n[service.a]\n{run}"
+            )),
+            Vec::<String>::new()
         );
     }
 
