@@ -226,6 +226,9 @@ impl config::HostFacts for FakeHost {
     fn nr_open(&self) -> Option<u64> {
         Some(1_048_576)
     }
+    fn own_path(&self) -> Option<String> {
+        Some("/usr/bin".to_owned())
+    }
 }
 
 fn host_report(src: &str) -> String {

@@ -59,24 +59,52 @@ pub fn run(shell: clap_complete::Shell) -> miette::Result<ExitCode> {
 
 /// Candidates for a service-name argument: the running daemon's services.
 pub fn service_names() -> Vec<CompletionCandidate> {
+    ask().map(|status| names(&status)).unwrap_or_default()
+}
+
+/// Candidates for a target argument (see [`super::targets`]): the services, `all`, and
+/// `@group` for each `service_group`.
+pub fn targets() -> Vec<CompletionCandidate> {
+    ask()
+        .map(|status| target_candidates(&status))
+        .unwrap_or_default()
+}
+
+/// The running daemon's status, if it answers in time.
+fn ask() -> Option<Status> {
     let socket = socket_from_args(std::env::args_os())
         .or_else(|| std::env::var_os("HOLDFAST_SOCKET").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(defaults::CONTROL));
     match client::call_within(&socket, Request::Status, Some(ASK_TIMEOUT)) {
-        Ok(Reply::Status(status)) => candidates(&status),
-        _ => Vec::new(),
+        Ok(Reply::Status(status)) => Some(status),
+        _ => None,
     }
 }
 
 /// Service names, each with its state as the help text shells show beside it.
-fn candidates(status: &Status) -> Vec<CompletionCandidate> {
-    // Groups hook: once services carry a `group`, add one `@group` candidate per
-    // distinct group here (help: its member names).
+fn names(status: &Status) -> Vec<CompletionCandidate> {
     status
         .services
         .iter()
         .map(|s| CompletionCandidate::new(s.name.as_str()).help(Some(s.state.clone().into())))
         .collect()
+}
+
+/// The names, then `all`, then one `@group` per distinct group (help: its members).
+fn target_candidates(status: &Status) -> Vec<CompletionCandidate> {
+    let mut groups: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for s in &status.services {
+        if let Some(group) = &s.group {
+            groups.entry(group).or_default().push(s.name.as_str());
+        }
+    }
+    let mut candidates = names(status);
+    candidates
+        .push(CompletionCandidate::new(super::targets::ALL).help(Some("every service".into())));
+    candidates.extend(groups.into_iter().map(|(group, members)| {
+        CompletionCandidate::new(format!("@{group}")).help(Some(members.join(", ").into()))
+    }));
+    candidates
 }
 
 /// The `--socket`/`-s` value on the command line being completed (after the `--` that
@@ -103,6 +131,35 @@ fn socket_from_args(args: impl IntoIterator<Item = OsString>) -> Option<PathBuf>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_are_the_names_all_and_each_group_once() {
+        let status = Status {
+            daemon: crate::control::protocol::DaemonStatus {
+                pid: 1,
+                version: "0".to_owned(),
+                config: "/etc/holdfast/holdfast.toml".to_owned(),
+                uptime_ms: 0,
+                shutting_down: false,
+            },
+            services: vec![
+                crate::control::protocol::ServiceStatus {
+                    group: Some("backend".to_owned()),
+                    ..crate::control::protocol::ServiceStatus::sample("api", "running")
+                },
+                crate::control::protocol::ServiceStatus {
+                    group: Some("backend".to_owned()),
+                    ..crate::control::protocol::ServiceStatus::sample("worker", "failed")
+                },
+                crate::control::protocol::ServiceStatus::sample("web", "running"),
+            ],
+        };
+        let values: Vec<String> = target_candidates(&status)
+            .iter()
+            .map(|c| c.get_value().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(values, ["api", "worker", "web", "all", "@backend"]);
+    }
 
     fn args(words: &[&str]) -> Vec<OsString> {
         words.iter().map(OsString::from).collect()

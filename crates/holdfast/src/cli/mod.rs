@@ -60,7 +60,8 @@ pub enum Command {
     /// Show the state of every service, or of the named ones; exits 3 unless each is
     /// in its wanted state (running, or stopped).
     Status {
-        /// Only these services.
+        /// Only these services: names, `all`, or `@group`.
+        #[arg(value_name = "TARGET", add = ArgValueCandidates::new(completions::targets))]
         names: Vec<String>,
         /// Print the control API's JSON instead of a table.
         #[arg(long)]
@@ -86,7 +87,7 @@ pub enum Command {
     /// until they run.
     Start {
         /// Service names, `all`, or `@group` (a `service_group`).
-        #[arg(required = true, value_name = "TARGET", add = ArgValueCandidates::new(completions::service_names))]
+        #[arg(required = true, value_name = "TARGET", add = ArgValueCandidates::new(completions::targets))]
         targets: Vec<String>,
         #[command(flatten)]
         wait: service::WaitArgs,
@@ -97,7 +98,7 @@ pub enum Command {
     /// timeout) and wait until their processes are gone.
     Stop {
         /// Service names, `all`, or `@group` (a `service_group`).
-        #[arg(required = true, value_name = "TARGET", add = ArgValueCandidates::new(completions::service_names))]
+        #[arg(required = true, value_name = "TARGET", add = ArgValueCandidates::new(completions::targets))]
         targets: Vec<String>,
         #[command(flatten)]
         wait: service::WaitArgs,
@@ -107,7 +108,7 @@ pub enum Command {
     /// Stop services if they run, start them again and wait until the new runs are up.
     Restart {
         /// Service names, `all`, or `@group` (a `service_group`).
-        #[arg(required = true, value_name = "TARGET", add = ArgValueCandidates::new(completions::service_names))]
+        #[arg(required = true, value_name = "TARGET", add = ArgValueCandidates::new(completions::targets))]
         targets: Vec<String>,
         #[command(flatten)]
         wait: service::WaitArgs,
@@ -117,7 +118,7 @@ pub enum Command {
     /// Send a signal to services' main processes (`signal nginx HUP`; HUP, SIGHUP or 1).
     Signal {
         /// Service names, `all`, or `@group`.
-        #[arg(required = true, value_name = "TARGET", add = ArgValueCandidates::new(completions::service_names))]
+        #[arg(required = true, value_name = "TARGET", add = ArgValueCandidates::new(completions::targets))]
         targets: Vec<String>,
         /// The signal: a name with or without SIG (HUP, SIGHUP) or a number.
         #[arg(value_name = "SIGNAL")]
@@ -133,7 +134,7 @@ pub enum Command {
     /// targets, every failed service.
     ResetFailed {
         /// Service names, `all`, or `@group`.
-        #[arg(value_name = "TARGET", add = ArgValueCandidates::new(completions::service_names))]
+        #[arg(value_name = "TARGET", add = ArgValueCandidates::new(completions::targets))]
         targets: Vec<String>,
         #[command(flatten)]
         socket: SocketArgs,
