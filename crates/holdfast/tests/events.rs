@@ -12,16 +12,6 @@ use holdfast::control::protocol::EventRecord;
 use serde_json::json;
 use support::{DEADLINE, Daemon, describe, is_alive, stdout, tagged_processes};
 
-fn records(output: &std::process::Output) -> Vec<EventRecord> {
-    stdout(output)
-        .lines()
-        .map(|line| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("not an event record: {line:?}: {e}"))
-        })
-        .collect()
-}
-
 fn kinds(events: &[EventRecord]) -> Vec<&str> {
     events.iter().map(|e| e.kind.as_str()).collect()
 }
@@ -52,7 +42,7 @@ start_secs = "0s"
         s.state == "running" && s.restarts == 1
     });
 
-    let events = records(&daemon.cli_ok(&["events", "--json", "crashy"]));
+    let events = support::event_records(&daemon.cli_ok(&["events", "--json", "crashy"]));
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),
@@ -96,7 +86,7 @@ start_secs = "0s"
     );
 
     // Only what came after a given event.
-    let after = records(&daemon.cli_ok(&[
+    let after = support::event_records(&daemon.cli_ok(&[
         "events",
         "--json",
         "--since",
@@ -322,7 +312,7 @@ exited = ["/bin/sh", "-c", "echo hook-output-line; env > hook.tmp && mv hook.tmp
     daemon.wait_until("the hook's end is logged in the service's log", |d| {
         d.log("failing").contains("failing: hook \"exited\" (pid ")
     });
-    let finished = records(&daemon.cli_ok(&["events", "--json", "failing"]))
+    let finished = support::event_records(&daemon.cli_ok(&["events", "--json", "failing"]))
         .into_iter()
         .find(|e| e.kind == "hook_finished")
         .expect("the hook's end is an event");
@@ -401,7 +391,7 @@ spawned = ["/bin/sh", "-c", "echo $$ > hook.pid; sleep 1000 & exec sleep 1000"]
         d.log("api")
             .contains("api: hook \"spawned\" timed out after 1s, killed")
     });
-    let finished = records(&daemon.cli_ok(&["events", "--json", "api"]))
+    let finished = support::event_records(&daemon.cli_ok(&["events", "--json", "api"]))
         .into_iter()
         .find(|e| e.kind == "hook_finished")
         .expect("the kill is an event");
@@ -485,7 +475,7 @@ on = { stopped = ["sleep", "1000"] }
 
 /// The events `events --json` prints now (the daemon's whole recent history).
 fn history(daemon: &Daemon) -> Vec<EventRecord> {
-    records(&daemon.cli_ok(&["events", "--json"]))
+    support::event_records(&daemon.cli_ok(&["events", "--json"]))
 }
 
 #[test]

@@ -383,39 +383,12 @@ start_secs = "0s"
     assert!(!d.has_exited(), "the daemon is still up");
 }
 
-const TEST_USER: &str = "holdfast-test";
-
-/// `(uid, gid)` of the unprivileged test user, creating it once if needed (as
-/// scripts/install-deps and the privilege tests do).
-fn test_user() -> (u32, u32) {
-    let id = |flag: &str| {
-        let out = std::process::Command::new("id")
-            .args([flag, TEST_USER])
-            .output()
-            .expect("failed to run id");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<u32>()
-            .ok()
-    };
-    if id("-u").is_none() {
-        // A parallel test may create it meanwhile: only `id` decides.
-        let _ = std::process::Command::new("useradd")
-            .args(["--system", "--no-create-home", TEST_USER])
-            .status();
-    }
-    (
-        id("-u").expect("the test user exists"),
-        id("-g").expect("the test user has a primary group"),
-    )
-}
-
 #[test]
 fn a_notify_socket_flood_from_another_user_does_not_starve_the_supervisor() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
 
-    let (uid, gid) = test_user();
+    let (uid, gid) = support::test_user();
     let d = Daemon::start_with_env(
         r#"
 [service.notifier]

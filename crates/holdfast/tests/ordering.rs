@@ -3,7 +3,7 @@
 mod support;
 
 use holdfast::control::protocol::EventRecord;
-use support::{Daemon, line_index, stdout};
+use support::{Daemon, line_index};
 
 #[test]
 fn after_dependency_starts_first_and_stops_last() {
@@ -78,16 +78,6 @@ start_secs = "0s"
 env = { VERSION = "{VERSION}" }
 "#;
 
-fn records(output: &std::process::Output) -> Vec<EventRecord> {
-    stdout(output)
-        .lines()
-        .map(|line| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("not an event record: {line:?}: {e}"))
-        })
-        .collect()
-}
-
 #[test]
 fn reload_restarts_a_dependent_only_after_its_changed_dependency_is_ready() {
     let daemon = Daemon::start(&SLOW_AND_DEPENDENT.replace("{VERSION}", "1"));
@@ -98,14 +88,14 @@ fn reload_restarts_a_dependent_only_after_its_changed_dependency_is_ready() {
             .all(|s| s.state == "running")
             .then_some(())
     });
-    let before = records(&daemon.cli_ok(&["events", "--json"]))
+    let before = support::event_records(&daemon.cli_ok(&["events", "--json"]))
         .last()
         .map_or(0, |e| e.seq);
 
     daemon.write_config(&SLOW_AND_DEPENDENT.replace("{VERSION}", "2"));
     daemon.cli_ok(&["reload"]);
     let since_reload = |d: &Daemon| -> Vec<EventRecord> {
-        records(&d.cli_ok(&["events", "--json"]))
+        support::event_records(&d.cli_ok(&["events", "--json"]))
             .into_iter()
             .filter(|e| e.seq > before)
             .collect()

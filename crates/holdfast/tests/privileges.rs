@@ -13,45 +13,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
-use support::{Daemon, is_alive, wait_until};
-
-const TEST_USER: &str = "holdfast-test";
-
-/// `(uid, gid)` of the test user, creating it once if needed.
-fn test_user() -> (u32, u32) {
-    static USER: OnceLock<(u32, u32)> = OnceLock::new();
-    *USER.get_or_init(|| {
-        let exists = |flag: &str| {
-            let out = Command::new("id")
-                .args([flag, TEST_USER])
-                .output()
-                .expect("failed to run id");
-            out.status
-                .success()
-                .then(|| {
-                    String::from_utf8_lossy(&out.stdout)
-                        .trim()
-                        .parse::<u32>()
-                        .ok()
-                })
-                .flatten()
-        };
-        if exists("-u").is_none() {
-            let status = Command::new("useradd")
-                .args(["--system", "--no-create-home", TEST_USER])
-                .status()
-                .expect("failed to run useradd");
-            // A parallel test binary may have created it meanwhile: only `id` decides.
-            let _ = status;
-        }
-        (
-            exists("-u").expect("the test user exists"),
-            exists("-g").expect("the test user has a primary group"),
-        )
-    })
-}
+use support::{Daemon, TEST_USER, is_alive, test_user, wait_until};
 
 /// The value of `field` in /proc/PID/status (`"Uid"` → `"994\t994\t994\t994"`).
 fn status_field(pid: u32, field: &str) -> String {

@@ -594,3 +594,45 @@ pub fn descendants(pid: u32) -> Vec<u32> {
 pub fn line_index(text: &str, needle: &str) -> Option<usize> {
     text.lines().position(|line| line.contains(needle))
 }
+
+/// The unprivileged user of tests that run services or clients as someone else
+/// (scripts/install-deps creates it too).
+pub const TEST_USER: &str = "holdfast-test";
+
+/// `(uid, gid)` of [`TEST_USER`], creating the user once if needed.
+pub fn test_user() -> (u32, u32) {
+    static USER: OnceLock<(u32, u32)> = OnceLock::new();
+    *USER.get_or_init(|| {
+        let id = |flag: &str| {
+            let out = Command::new("id")
+                .args([flag, TEST_USER])
+                .output()
+                .expect("failed to run id");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u32>()
+                .ok()
+        };
+        if id("-u").is_none() {
+            // A parallel test binary may create it meanwhile: only `id` decides.
+            let _ = Command::new("useradd")
+                .args(["--system", "--no-create-home", TEST_USER])
+                .status();
+        }
+        (
+            id("-u").expect("the test user exists"),
+            id("-g").expect("the test user has a primary group"),
+        )
+    })
+}
+
+/// The event records of `holdfast events --json` output, one per line.
+pub fn event_records(output: &Output) -> Vec<holdfast::control::protocol::EventRecord> {
+    stdout(output)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not an event record: {line:?}: {e}"))
+        })
+        .collect()
+}
