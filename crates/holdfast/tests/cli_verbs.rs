@@ -341,3 +341,22 @@ start_secs = "0s"
     let _ = shell.kill();
     let _ = shell.wait();
 }
+
+#[test]
+fn a_waited_start_of_a_job_that_exits_0_without_restart_succeeds() {
+    let daemon = Daemon::start(
+        r#"
+[service.job]
+command = ["/bin/true"]
+restart = "no"
+autostart = false
+"#,
+    );
+    let output = daemon.cli(&["start", "job"]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains("job: stopped (exited 0)"),
+        "{}",
+        describe(&output)
+    );
+}

@@ -93,3 +93,32 @@ start_secs = "0s"
     daemon.wait_for_service("daemon", "is stopped", |s| s.state == "stopped");
     support::wait_until("the daemon is gone", || !is_alive(pid));
 }
+
+#[test]
+fn a_waited_restart_of_a_forking_service_reports_it_running() {
+    let port = free_port();
+    let daemon = Daemon::start(&format!(
+        r#"
+[service.daemon]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{port}", "--daemonize", "{{DIR}}/daemon.pid", "--forks", "twice"]
+type = "forking"
+pidfile = "{{DIR}}/daemon.pid"
+ready = {{ tcp = "127.0.0.1:{port}" }}
+"#
+    ));
+    daemon.wait_for_service("daemon", "is running", |s| s.state == "running");
+    // The launcher's exit 0 is the double fork going as planned, not a failed start.
+    let output = daemon.cli(&["restart", "daemon"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        support::describe(&output)
+    );
+    let pid = pidfile_pid(&daemon, "daemon.pid");
+    assert!(
+        support::stdout(&output).contains(&format!("daemon: running (pid {pid})")),
+        "{}",
+        support::describe(&output)
+    );
+}

@@ -50,6 +50,10 @@ pub struct Watch {
     started: Option<u32>,
     /// Why the start failed, from its events.
     failure: Option<String>,
+    /// A new run exited 0 before it counted as started: a one-shot job that is done
+    /// (stopped), a failed start (restarted or given up), or, for a forking service, its
+    /// launcher's planned exit (cleared by the `awaiting_pidfile` that follows).
+    clean_early_exit: Option<String>,
 }
 
 impl Watch {
@@ -60,6 +64,7 @@ impl Watch {
             spawned: false,
             started: None,
             failure: None,
+            clean_early_exit: None,
         }
     }
 
@@ -90,8 +95,19 @@ impl Watch {
             // The exit of the run being stopped is expected; only a new run's exit
             // before it counted as started is a failed start.
             "exited" if self.spawned && self.started.is_none() => {
-                self.fail(format!("failed: {}", event.message));
+                let code = event
+                    .data
+                    .get("exit_code")
+                    .and_then(serde_json::Value::as_i64);
+                let why = format!("failed: {}", event.message);
+                if code == Some(0) {
+                    self.clean_early_exit = Some(why);
+                } else {
+                    self.fail(why);
+                }
             }
+            // The forking service's launcher exited as planned; its daemon comes next.
+            "awaiting_pidfile" => self.clean_early_exit = None,
             // The message already starts with `failed: `.
             "gave_up" => self.fail(event.message.clone()),
             "start_timed_out" => self.fail(format!("failed: {}", event.message)),
@@ -115,6 +131,14 @@ impl Watch {
         let state = status.state.as_str();
         if let Some(why) = &self.failure {
             return Some(self.outcome(Verdict::Failed, state, why.clone()));
+        }
+        if let Some(why) = &self.clean_early_exit {
+            return match state {
+                // `restart = "no"`: the job ran and is done.
+                "stopped" => Some(self.outcome(Verdict::Done, state, "stopped (exited 0)".into())),
+                "starting" | "waiting" => None,
+                _ => Some(self.outcome(Verdict::Failed, state, why.clone())),
+            };
         }
         let running = || match status.pid {
             Some(pid) => format!("running (pid {pid})"),
@@ -420,6 +444,45 @@ mod tests {
         let mut stop = Watch::new(name("web"), Goal::Stop);
         stop.on_event(&exited);
         assert_eq!(verdict(&stop, "stopping", None), None);
+    }
+
+    #[test]
+    fn a_forking_services_launcher_exiting_0_is_no_failed_start() {
+        let mut watch = Watch::new(name("web"), Goal::Start);
+        watch.on_event(&event("spawned", "spawned pid 7", &[]));
+        watch.on_event(&event(
+            "exited",
+            "pid 7 exited 0",
+            &[("exit_code", 0.into())],
+        ));
+        assert_eq!(
+            verdict(&watch, "starting", None),
+            None,
+            "the pidfile may follow"
+        );
+        watch.on_event(&event("awaiting_pidfile", "waiting for pidfile", &[]));
+        watch.on_event(&event("started", "started (pid 9)", &[("pid", 9.into())]));
+        assert_eq!(
+            verdict(&watch, "running", Some(9)),
+            Some((Verdict::Done, "running (pid 9)".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_job_that_exits_0_without_restart_is_done_and_a_restarted_one_failed() {
+        let exited = event("exited", "pid 7 exited 0", &[("exit_code", 0.into())]);
+        let mut job = Watch::new(name("web"), Goal::Start);
+        job.on_event(&event("spawned", "spawned pid 7", &[]));
+        job.on_event(&exited);
+        assert_eq!(
+            verdict(&job, "stopped", None),
+            Some((Verdict::Done, "stopped (exited 0)".to_owned()))
+        );
+        assert_eq!(
+            verdict(&job, "backoff", None),
+            Some((Verdict::Failed, "failed: pid 7 exited 0".to_owned())),
+            "on-failure restarts an exit before start_secs: a failed start"
+        );
     }
 
     #[test]
