@@ -71,6 +71,9 @@ pub struct ServiceName(String);
 
 impl ServiceName {
     pub const MAX_LEN: usize = 64;
+    /// The target that means every service on the command line, so no service may
+    /// have this name.
+    pub const ALL: &'static str = "all";
 
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
         let name = name.into();

@@ -309,3 +309,31 @@ fn a_reload_that_changes_only_the_group_restarts_nothing() {
     let output = d.cli_ok(&["stop", "@jobs"]);
     assert!(stdout(&output).contains("worker: stopped"));
 }
+
+#[test]
+fn restart_of_a_quarantined_service_releases_it_like_start() {
+    let d = Daemon::start(
+        r#"
+[service.job]
+command = ["sh", "-c", "if [ -e {DIR}/healed ]; then exec sleep 1000; else exit 201; fi"]
+start_secs = "0s"
+
+[service.job.exit_codes]
+201 = { action = "quarantine" }
+"#,
+    );
+    d.wait_for_service("job", "is quarantined", |s| s.state == "quarantined");
+    fs::write(d.dir().join("healed"), "").expect("marker is written");
+
+    let output = d.cli_ok(&["restart", "--no-block", "job"]);
+    assert_eq!(
+        stdout(&output).trim(),
+        "released job from quarantine; starting job"
+    );
+    d.wait_for_service("job", "runs again", |s| s.state == "running");
+    let list = stdout(&d.cli_ok(&["quarantine", "list"]));
+    assert!(
+        list.contains("job  released"),
+        "no record stays pending: {list}"
+    );
+}

@@ -12,7 +12,7 @@ use crate::control::protocol::{ControlError, ErrorKind, Reply, Request, ServiceS
 use crate::model::ServiceName;
 
 /// The target that means every service.
-pub const ALL: &str = "all";
+pub const ALL: &str = ServiceName::ALL;
 
 /// Expands `args` (names, `all`, `@group`) into service names, in the order given,
 /// each once. Asks the daemon for its services (and their groups).

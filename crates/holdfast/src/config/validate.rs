@@ -229,6 +229,20 @@ impl Validator<'_> {
 
     fn service_name(&mut self, raw: &Spanned<String>) -> Option<ServiceName> {
         match ServiceName::new(raw.get_ref().clone()) {
+            // The CLI reads `all` as every service (`holdfast restart all`).
+            Ok(name) if name.as_str() == ServiceName::ALL => {
+                self.push(
+                    Problem::new(
+                        "the service name \"all\" is reserved".to_owned(),
+                        raw.span(),
+                        "reserved name",
+                    )
+                    .with_help(
+                        "`all` names every service on the command line; choose another name",
+                    ),
+                );
+                None
+            }
             Ok(name) => Some(name),
             Err(_) => {
                 self.push(
@@ -1241,6 +1255,18 @@ mod tests {
         assert_eq!(only_problem(src).label(), "1KiB is below 4KiB");
         let plan = plan("[service.a]\ncommand = [\"a\"]\nlog = { max_size = 4096 }\n");
         assert_eq!(service(&plan, "a").log.max_size, 4096);
+    }
+
+    #[test]
+    fn a_service_named_all_is_reserved_for_every_service() {
+        let problems = problems("[service.all]\ncommand = [\"sleep\", \"1\"]\n");
+        assert_eq!(
+            problems
+                .iter()
+                .map(|p| p.message().to_owned())
+                .collect::<Vec<_>>(),
+            ["the service name \"all\" is reserved"]
+        );
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub(super) struct Query {
     pub follow: bool,
 }
 
+/// The most lines `logs -f -n N` shows before following: the follower holds them in
+/// memory per service until it has read each file to its end.
+pub const MAX_FOLLOW_BACKLOG: usize = 10_000;
+
 impl Query {
     /// Checks the time bounds (RFC 3339) and puts them in the stamps' own form.
     pub fn new(
@@ -66,6 +70,12 @@ impl Query {
             return Err(bad_request(
                 "until cannot be combined with follow".to_owned(),
             ));
+        }
+        // A follower keeps its backlog in the daemon's memory: a client's N is bounded.
+        if let Some(n) = lines.filter(|&n| follow && n > MAX_FOLLOW_BACKLOG) {
+            return Err(bad_request(format!(
+                "-n {n} with -f: at most {MAX_FOLLOW_BACKLOG} lines before following (without -f, any number)"
+            )));
         }
         Ok(Query {
             services,
@@ -303,4 +313,18 @@ fn backlog(
         .skip(skip)
         .map(|(_, source, line)| (source, line))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follow_backlog_is_bounded_and_a_plain_read_is_not() {
+        let over = Some(MAX_FOLLOW_BACKLOG + 1);
+        let error = Query::new(Vec::new(), over, None, None, true).expect_err("too many");
+        assert_eq!(error.kind, ErrorKind::BadRequest);
+        assert!(Query::new(Vec::new(), Some(MAX_FOLLOW_BACKLOG), None, None, true).is_ok());
+        assert!(Query::new(Vec::new(), over, None, None, false).is_ok());
+    }
 }

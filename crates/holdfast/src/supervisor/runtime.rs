@@ -991,6 +991,17 @@ impl Shell {
         self.command(Command::Start, name, now)
     }
 
+    /// `restart`: of a service that is not running, a start (which also releases a
+    /// quarantined one, so its queue record does not stay pending).
+    fn restart(&mut self, name: &ServiceName, now: Instant) -> (Result<Reply, ControlError>, bool) {
+        let runs = self.sup.service(name).is_some_and(Service::is_active);
+        if runs {
+            self.command(Command::Restart, name, now)
+        } else {
+            self.start(name, now)
+        }
+    }
+
     /// `holdfast signal`: the core picks the target from the current run; the main
     /// process is only signalled while it is not reaped.
     fn signal(
@@ -1138,7 +1149,7 @@ impl Shell {
             Request::Status => (Ok(Reply::Status(self.status(now))), false),
             Request::Start { name } => self.start(&name, now),
             Request::Stop { name } => self.command(Command::Stop, &name, now),
-            Request::Restart { name } => self.command(Command::Restart, &name, now),
+            Request::Restart { name } => self.restart(&name, now),
             Request::Reload { dry_run } => (self.reload(dry_run).map(Reply::Reload), false),
             Request::Events { service, since, .. } => (self.events(service, since), false),
             Request::Shutdown => {
