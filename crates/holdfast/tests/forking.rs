@@ -122,3 +122,23 @@ ready = {{ tcp = "127.0.0.1:{port}" }}
         support::describe(&output)
     );
 }
+
+#[test]
+fn a_forking_daemon_that_notifies_ready_before_its_pidfile_is_read_becomes_running() {
+    let port = free_port();
+    // demo-app sends READY=1 once it listens, and writes its pidfile after that: the
+    // notification comes from a process that holdfast knows only through the cgroup.
+    let daemon = Daemon::start(&format!(
+        r#"
+[service.daemon]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{port}", "--daemonize", "{{DIR}}/daemon.pid", "--forks", "twice"]
+type = "forking"
+pidfile = "{{DIR}}/daemon.pid"
+ready = "notify"
+start_timeout = "20s"
+"#
+    ));
+    let running = daemon.wait_for_service("daemon", "is running", |s| s.state == "running");
+    assert_eq!(running.restarts, 0, "ready at the first start: {running:?}");
+    assert_eq!(running.pid, Some(pidfile_pid(&daemon, "daemon.pid")));
+}

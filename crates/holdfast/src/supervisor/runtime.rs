@@ -608,7 +608,8 @@ impl Shell {
             .pgid
             .and_then(|pgid| self.groups.get(&pgid))
             .or_else(|| self.mains.get(&datagram.pid))
-            .cloned();
+            .cloned()
+            .or_else(|| self.unadopted_daemon_of(datagram.pid));
         let Some((service, run)) = owner else {
             tracing::debug!(
                 pid = %datagram.pid,
@@ -641,6 +642,28 @@ impl Shell {
             run,
             msgs,
             alive_at,
+        })
+    }
+
+    /// The starting forking service whose cgroup holds `pid` while its pidfile has not
+    /// named a daemon yet: the daemon left the spawned process's group and session, so
+    /// only the cgroup knows it is the service's, and it may say `READY=1` before the
+    /// pidfile is read. (Without cgroups such a notification cannot be attributed.)
+    fn unadopted_daemon_of(&self, pid: Pid) -> Option<(ServiceName, RunId)> {
+        self.sup.services().find_map(|s| {
+            let State::Starting { run, .. } = s.state() else {
+                return None;
+            };
+            let forking = matches!(s.spec().kind, ServiceKind::Forking { .. });
+            if !forking || s.facts().main_pid.is_some() {
+                return None;
+            }
+            let attached = self.service_cgroups.get(s.name())?;
+            attached
+                .cgroup
+                .pids()
+                .contains(&pid)
+                .then(|| (s.name().clone(), *run))
         })
     }
 
