@@ -142,3 +142,32 @@ start_timeout = "20s"
     assert_eq!(running.restarts, 0, "ready at the first start: {running:?}");
     assert_eq!(running.pid, Some(pidfile_pid(&daemon, "daemon.pid")));
 }
+
+#[test]
+fn a_forking_service_still_awaiting_its_pidfile_can_be_stopped() {
+    let daemon = Daemon::start(
+        r#"
+[service.daemon]
+command = ["sh", "-c", "setsid sleep 300 & exit 0"]
+type = "forking"
+pidfile = "{DIR}/never.pid"
+start_timeout = "infinity"
+"#,
+    );
+    daemon.wait_for_service("daemon", "awaits its pidfile", |s| {
+        s.state == "starting"
+            && s.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("waiting for pidfile"))
+    });
+    let output = daemon.cli(&["stop", "daemon"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        support::describe(&output)
+    );
+    let stopped = daemon.service("daemon");
+    assert_eq!(stopped.state, "stopped", "{stopped:?}");
+    assert_eq!(stopped.tasks.unwrap_or(0), 0, "the leftover sleep is gone");
+}

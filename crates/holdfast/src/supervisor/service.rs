@@ -508,7 +508,7 @@ impl Service {
                 },
                 early: false,
             };
-            effects.extend(self.begin_stop(run, pid, MainProcess::Alive, then, now));
+            effects.extend(self.stop_run(run, pid, then, now));
         }
         effects
     }
@@ -946,7 +946,7 @@ impl Service {
     pub fn stop(&mut self, then: AfterStop, now: Instant) -> Option<Vec<Effect>> {
         match self.state.clone() {
             State::Starting { run, pid, .. } | State::Running { run, pid, .. } => {
-                Some(self.begin_stop(run, pid, MainProcess::Alive, then, now))
+                Some(self.stop_run(run, pid, then, now))
             }
             State::Stopping { then: current, .. } => {
                 // A pending policy decision on an exit is overridden by a request; the
@@ -973,6 +973,39 @@ impl Service {
     pub fn cancel_removal(&mut self, then: AfterStop) {
         if let State::Stopping { then: slot, .. } = &mut self.state {
             *slot = then;
+        }
+    }
+
+    /// Stops the starting or running `run`. A forking service's launcher may have exited
+    /// already (the daemon not adopted yet): then only its leftovers are stopped, and
+    /// with none left the stop is complete at once (no exit will come to finish it).
+    fn stop_run(&mut self, run: RunId, pid: Pid, then: AfterStop, now: Instant) -> Vec<Effect> {
+        let launcher_gone = match self.state {
+            State::Starting { .. } if self.facts.main_pid.is_none() => self.facts.forker_exit,
+            _ => None,
+        };
+        match launcher_gone {
+            None => self.begin_stop(run, pid, MainProcess::Alive, then, now),
+            Some((status, true)) => {
+                self.begin_stop(run, pid, MainProcess::Exited(status), then, now)
+            }
+            Some((status, false)) => {
+                // Nothing left to signal (its group may even be reused): done at once.
+                let spawned = self.spawned_at().unwrap_or(now);
+                self.enter(
+                    State::Stopping {
+                        run,
+                        pid,
+                        spawned,
+                        main: MainProcess::Exited(status),
+                        escalation: Escalation::Killed,
+                        deadline: None,
+                        then,
+                    },
+                    now,
+                );
+                self.finish_stop(now, false)
+            }
         }
     }
 

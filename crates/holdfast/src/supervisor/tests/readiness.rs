@@ -441,3 +441,27 @@ fn a_ready_service_that_exits_before_it_is_ready_failed_its_start_even_with_code
         "exited 0 after 5s (before it was running)"
     );
 }
+
+#[test]
+fn stopping_a_forking_service_awaiting_its_pidfile_finishes_once_its_leftovers_are_gone() {
+    // Found in review: the stop waited for an exit of a launcher that had already exited.
+    let mut h = Harness::booted([forking("d")]);
+    h.exit_leaving_group("d", code(0));
+    let effects = h.ok(Command::Stop, "d");
+    assert_eq!(
+        labels(&effects),
+        ["d StopRequested", "signal d SIGTERM", "signal d SIGCONT"]
+    );
+    let effects = h.group_empty("d");
+    assert_eq!(labels(&effects), ["d Stopped"]);
+    assert_eq!(h.state("d"), "stopped");
+
+    let mut h = Harness::booted([forking("d")]);
+    h.exit("d", code(0));
+    let effects = h.ok(Command::Stop, "d");
+    assert_eq!(
+        labels(&effects),
+        ["d Stopped"],
+        "nothing is left to signal: stopped at once"
+    );
+}
