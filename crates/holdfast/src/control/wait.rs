@@ -169,6 +169,9 @@ impl Watch {
                 Some(self.outcome(Verdict::Done, state, running()))
             }
             (Goal::Settle, "stopped") => Some(self.outcome(Verdict::Done, state, "stopped".into())),
+            // A changed service in backoff at the reload starts again with its new
+            // definition: only a backoff after that is an outcome.
+            (Goal::Settle, "backoff") if !self.spawned => None,
             (_, "failed" | "quarantined" | "backoff") => {
                 Some(self.outcome(Verdict::Failed, state, failed()))
             }

@@ -457,6 +457,7 @@ impl Supervisor {
                 });
             }
         }
+        let mut restart_now = Vec::new();
         for name in &diff.changed {
             let spec = Arc::new(new.services[name].clone());
             let service = self.services.get_mut(name).expect("changed services exist");
@@ -476,6 +477,13 @@ impl Supervisor {
             } else {
                 None
             };
+            // Waiting out a backoff with the old definition would make the changed one
+            // wait for nothing: it starts now, with a fresh start limit (the failures
+            // were the old definition's).
+            if matches!(service.state(), State::Backoff { .. }) {
+                service.reset_failures();
+                restart_now.push(name.clone());
+            }
             service.set_spec(spec);
             effects.extend(restart.unwrap_or_default());
         }
@@ -491,7 +499,7 @@ impl Supervisor {
                 service.set_spec(Arc::new(spec.clone()));
             }
         }
-        let mut to_start = Vec::new();
+        let mut to_start = restart_now;
         for name in &diff.added {
             let spec = new.services[name].clone();
             let autostart = spec.autostart && !self.shutting_down;

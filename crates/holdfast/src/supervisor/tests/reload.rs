@@ -100,12 +100,15 @@ fn a_changed_service_is_stopped_with_its_old_stop_settings() {
 }
 
 #[test]
-fn a_changed_service_in_backoff_restarts_with_the_new_definition() {
+fn a_changed_service_in_backoff_restarts_at_once_with_the_new_definition() {
+    // Waiting out the old definition's backoff would make the new one wait for nothing
+    // (and a waiting `reload` report the old failure).
     let mut h = Harness::running([svc("a")]);
     h.exit("a", code(1));
-    let (_, effects) = h.reload([changed(svc("a"))]);
-    assert_eq!(labels(&effects), ["a Reconfigured"]);
-    let effects = h.advance(ms(100));
+    assert_eq!(h.state("a"), "backoff");
+    let (diff, effects) = h.reload([changed(svc("a"))]);
+    assert_eq!(diff.changed, [name("a")]);
+    assert_eq!(labels(&effects), ["a Reconfigured", "spawn a", "a Spawned"]);
     assert_eq!(spawns(&effects)[0].2.command, ["/bin/new"]);
 }
 
