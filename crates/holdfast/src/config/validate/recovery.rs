@@ -20,6 +20,9 @@ use crate::model::{
 const EXIT_ACTIONS: [&str; 3] = ["restart", "quarantine", "ignore"];
 const UNHEALTHY_ACTIONS: [&str; 2] = ["restart", "none"];
 
+/// Probing more often than this costs CPU and tells nothing more.
+const MIN_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Validator<'_> {
     pub(super) fn health(&mut self, svc: &str, raw: &Spanned<RawHealth>) -> Option<HealthSpec> {
         let span = raw.span();
@@ -32,14 +35,19 @@ impl Validator<'_> {
             "health.interval",
             defaults::HEALTH_INTERVAL,
         );
-        if let (true, Some(at)) = (interval.is_zero(), &raw.interval) {
+        if let (true, Some(at)) = (interval < MIN_PROBE_INTERVAL, &raw.interval) {
             self.push(
                 Problem::new(
-                    format!("`service.{svc}.health.interval` must be longer than zero"),
+                    format!(
+                        "`service.{svc}.health.interval` must be at least {}",
+                        humantime::format_duration(MIN_PROBE_INTERVAL)
+                    ),
                     at.span(),
-                    "zero",
+                    "too often",
                 )
-                .with_help("probe e.g. every \"5s\""),
+                .with_help(
+                    "probe e.g. every \"5s\"; more than 10 probes a second tell nothing more",
+                ),
             );
         }
         let timeout = self.duration(
@@ -316,7 +324,23 @@ impl Validator<'_> {
             ));
             return None;
         };
-        let port = uri.port_u16().unwrap_or(80);
+        // `Uri::port` is `None` both without a port and with one that is no u16.
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let after_host = authority
+            .rsplit_once(']')
+            .map_or(authority, |(_, rest)| rest);
+        let written = after_host.rsplit_once(':').map(|(_, port)| port);
+        let port = match (written, uri.port_u16()) {
+            (_, Some(port)) => port,
+            (None, None) => 80,
+            (Some(port), None) => {
+                self.push(problem(
+                    "port out of range",
+                    &format!("{port} is no TCP port: use 1-65535"),
+                ));
+                return None;
+            }
+        };
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let path = if path.is_empty() {
             "/".to_owned()
@@ -660,6 +684,23 @@ mod tests {
             vec!["\"localhost\"", "\"10s\"", "\"200\"", "1", "0"],
             "{all:#?}"
         );
+    }
+
+    #[test]
+    fn a_port_out_of_range_and_a_probe_storm_are_rejected() {
+        // Found in review: :99999 probed port 80, and "1ns" probed as fast as it could.
+        for url in ["http://127.0.0.1:99999/", "http://[::1]:70000/health"] {
+            let src = format!("{CMD}[service.api.health]\nhttp = \"{url}\"\n");
+            let all = problems(&src);
+            assert_eq!(all.len(), 1, "{all:#?}");
+            assert!(all[0].label().contains("port out of range"), "{all:#?}");
+        }
+        let src = format!(
+            "{CMD}[service.api.health]\ntcp = \"127.0.0.1:1\"\ninterval = \"1ns\"\ntimeout = \"1ns\"\n"
+        );
+        let all = problems(&src);
+        assert_eq!(snippet(&src, &all[0]), "\"1ns\"", "{all:#?}");
+        assert!(all[0].to_string().contains("at least 100ms"), "{all:#?}");
     }
 
     #[test]
