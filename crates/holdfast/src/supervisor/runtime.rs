@@ -163,7 +163,10 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
                 Some(input) => shell.apply(input),
                 None => false,
             },
-            Some(input) = inputs.recv() => shell.apply(input),
+            Some(input) = inputs.recv() => match shell.vet_watcher_input(input) {
+                Some(input) => shell.apply(input),
+                None => false,
+            },
             () = tick_opt(&mut upstream_ping) => {
                 shell.upstream.watchdog();
                 false
@@ -643,6 +646,26 @@ impl Shell {
             msgs,
             alive_at,
         })
+    }
+
+    /// A watcher's finding, unless it would give one service another's process: a
+    /// pidfile (without cgroups, ownership is judged by parentage, and every main process
+    /// is holdfast's child) must not name the main process of another run.
+    fn vet_watcher_input(&self, input: Input) -> Option<Input> {
+        if let Input::Adopted {
+            service, run, pid, ..
+        } = &input
+        {
+            if let Some((owner, owner_run)) = self.mains.get(pid) {
+                if (owner, owner_run) != (service, run) {
+                    tracing::warn!(
+                        "{service}: ignored pidfile naming pid {pid}: it is the main process of {owner}"
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(input)
     }
 
     /// The starting forking service whose cgroup holds `pid` while its pidfile has not
