@@ -3,7 +3,10 @@
 mod support;
 
 use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::process::Command;
+use std::time::Duration;
 
 use support::{Daemon, TAG_VAR, demo_app};
 
@@ -69,4 +72,66 @@ start_limit = { interval = "1s", burst = 20 }
         }
         (crashy.restarts >= restarts + 3).then_some(())
     });
+}
+
+/// Sends a following `events` request on a new connection to `socket`.
+fn follow_events(socket: &std::path::Path) -> BufReader<UnixStream> {
+    let mut stream = UnixStream::connect(socket).expect("the daemon listens");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("failed to set a read timeout");
+    stream
+        .write_all(b"{\"v\":1,\"request\":{\"cmd\":\"events\",\"follow\":true}}\n")
+        .expect("failed to send the request");
+    BufReader::new(stream)
+}
+
+/// The next line of a follower, parsed.
+fn next_line(follower: &mut BufReader<UnixStream>) -> serde_json::Value {
+    let mut line = String::new();
+    follower.read_line(&mut line).expect("a line comes");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a response line ({e}): {line:?}"))
+}
+
+#[test]
+fn followers_cannot_take_the_connections_one_shot_requests_of_their_uid_need() {
+    // 256 fds: at most 64 connections per uid, of which 56 may follow.
+    let daemon = Daemon::start_with_nofile(
+        r#"
+[service.idle]
+command = ["/bin/sleep", "1000"]
+"#,
+        256,
+    );
+    daemon.wait_for_service("idle", "is running", |s| s.state == "running");
+    // Each follower has its history line before the next connects: it holds its slot.
+    let held: Vec<_> = (0..56)
+        .map(|_| {
+            let mut follower = follow_events(&daemon.socket());
+            let first = next_line(&mut follower);
+            assert!(first.get("ok").is_some(), "a follower streams: {first}");
+            follower
+        })
+        .collect();
+
+    let mut refused = follow_events(&daemon.socket());
+    let answer = next_line(&mut refused);
+    assert_eq!(
+        answer["error"]["kind"], "busy",
+        "one follower more: {answer}"
+    );
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("too many following control connections from uid 0 (at most 56"),
+        "the refusal names the followers' limit: {message}"
+    );
+
+    let output = daemon.cli(&["status"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "status answers beside the followers: {}",
+        support::describe(&output)
+    );
+    drop(held);
 }

@@ -11,7 +11,9 @@
 //! - Connections are capped per peer uid and in total ([`Admission`]); the total stays
 //!   below half of holdfast's `RLIMIT_NOFILE`, so a flood of idle connections cannot take
 //!   the descriptors that spawning services needs. A connection over a cap gets one
-//!   error line saying so and is closed.
+//!   error line saying so and is closed. Streaming requests (`events` and `logs` that
+//!   follow, `wait`) may only take part of a uid's connections, and other uids only part
+//!   of the total, so that root can always still ask for `status`, `stop` or `shutdown`.
 //! - Every request line gets exactly one response line, errors included; only a client
 //!   that connects and closes without sending anything (a liveness probe such as
 //!   [`bind`]'s) is closed without an answer. The exceptions are `events` with
@@ -22,6 +24,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
@@ -46,6 +49,12 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections one peer uid may hold at once (root's included: a flood from another user
 /// of the control group must leave room for root).
 pub const MAX_CONNECTIONS_PER_UID: usize = 64;
+/// Connections of each uid that stay for one-shot requests: streaming ones (followers,
+/// `wait`) may hold only the rest (at most half of a uid's connections are kept back).
+pub const ONE_SHOT_RESERVE: usize = 8;
+/// Connections of the total that stay for root and holdfast's own euid: other uids of the
+/// control group may hold only the rest (at most a quarter of the total is kept back).
+pub const PRIVILEGED_RESERVE: usize = 8;
 /// Connections held at once, at most; fewer when `RLIMIT_NOFILE` is low (see
 /// [`Admission::for_nofile`]).
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -226,23 +235,40 @@ impl Server {
 struct Admission {
     total_cap: usize,
     per_uid_cap: usize,
+    /// Of `total_cap`, what uids other than root and `own_euid` may hold together.
+    others_cap: usize,
+    /// Of `per_uid_cap`, what one uid's streaming requests may hold.
+    streaming_cap: usize,
+    own_euid: u32,
     total: usize,
+    others: usize,
     by_uid: HashMap<u32, usize>,
+    streaming_by_uid: HashMap<u32, usize>,
 }
 
 impl Admission {
     /// Caps for a process allowed `nofile` descriptors: at most half of them for
     /// connections (the rest stays for services' pipes, cgroups and spawning), at most
     /// [`MAX_CONNECTIONS`]; one uid may take at most half of that total.
-    fn for_nofile(nofile: u64) -> Self {
+    fn for_nofile(nofile: u64, own_euid: u32) -> Self {
         let half = usize::try_from(nofile / 2).unwrap_or(usize::MAX);
         let total_cap = half.clamp(2, MAX_CONNECTIONS);
+        let per_uid_cap = (total_cap / 2).min(MAX_CONNECTIONS_PER_UID);
         Admission {
             total_cap,
-            per_uid_cap: (total_cap / 2).min(MAX_CONNECTIONS_PER_UID),
+            per_uid_cap,
+            others_cap: total_cap - PRIVILEGED_RESERVE.min(total_cap / 4),
+            streaming_cap: per_uid_cap - ONE_SHOT_RESERVE.min(per_uid_cap / 2),
+            own_euid,
             total: 0,
+            others: 0,
             by_uid: HashMap::new(),
+            streaming_by_uid: HashMap::new(),
         }
+    }
+
+    fn privileged(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.own_euid
     }
 
     /// Counts a new connection from `uid`, or says why it may not stay.
@@ -251,6 +277,14 @@ impl Admission {
             return Err(format!(
                 "too many control connections (at most {} at a time): try again later",
                 self.total_cap
+            ));
+        }
+        let privileged = self.privileged(uid);
+        if !privileged && self.others >= self.others_cap {
+            return Err(format!(
+                "too many control connections from users other than root and uid {} \
+                 (at most {} of {} at a time, the rest stay for them): try again later",
+                self.own_euid, self.others_cap, self.total_cap
             ));
         }
         let held = self.by_uid.entry(uid).or_default();
@@ -262,18 +296,116 @@ impl Admission {
         }
         *held += 1;
         self.total += 1;
+        if !privileged {
+            self.others += 1;
+        }
         Ok(())
     }
 
     /// A connection from `uid` ended.
     fn release(&mut self, uid: u32) {
+        let privileged = self.privileged(uid);
         if let Some(held) = self.by_uid.get_mut(&uid) {
             *held -= 1;
             self.total -= 1;
+            if !privileged {
+                self.others -= 1;
+            }
             if *held == 0 {
                 self.by_uid.remove(&uid);
             }
         }
+    }
+
+    /// Counts an admitted connection of `uid` as streaming, or says why it may not.
+    fn begin_streaming(&mut self, uid: u32) -> Result<(), String> {
+        let streaming = self.streaming_by_uid.entry(uid).or_default();
+        if *streaming >= self.streaming_cap {
+            return Err(format!(
+                "too many following control connections from uid {uid} (at most {} of its {} \
+                 at a time follow events or logs or wait, the rest stay for other requests): \
+                 try again later",
+                self.streaming_cap, self.per_uid_cap
+            ));
+        }
+        *streaming += 1;
+        Ok(())
+    }
+
+    /// A streaming connection of `uid` ended.
+    fn end_streaming(&mut self, uid: u32) {
+        if let Some(streaming) = self.streaming_by_uid.get_mut(&uid) {
+            *streaming -= 1;
+            if *streaming == 0 {
+                self.streaming_by_uid.remove(&uid);
+            }
+        }
+    }
+}
+
+/// The admission, shared by the accept loop and the connection tasks (which learn only
+/// from the request line whether they stream). Never held across an await.
+type SharedAdmission = Arc<Mutex<Admission>>;
+
+fn lock(admission: &SharedAdmission) -> MutexGuard<'_, Admission> {
+    // The counts stay consistent even if a holder panicked: each update is one step.
+    admission
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A streaming slot of one uid, given back when the stream ends.
+struct StreamingSlot {
+    admission: SharedAdmission,
+    uid: u32,
+}
+
+impl StreamingSlot {
+    fn take(admission: &SharedAdmission, uid: u32) -> Result<Self, ControlError> {
+        lock(admission)
+            .begin_streaming(uid)
+            .map_err(|message| ControlError {
+                kind: ErrorKind::Busy,
+                message,
+            })?;
+        Ok(StreamingSlot {
+            admission: Arc::clone(admission),
+            uid,
+        })
+    }
+}
+
+impl Drop for StreamingSlot {
+    fn drop(&mut self) {
+        lock(&self.admission).end_streaming(self.uid);
+    }
+}
+
+/// The request of `peer`, after taking a streaming slot into `slot` when it streams; a
+/// busy refusal instead when its uid's streams already hold all theirs.
+fn with_streaming_slot(
+    peer: Result<Peer, ControlError>,
+    request: Result<Request, ControlError>,
+    admission: &SharedAdmission,
+    slot: &mut Option<StreamingSlot>,
+) -> (Result<Peer, ControlError>, Result<Request, ControlError>) {
+    let request = match (&peer, request) {
+        (Ok(peer), Ok(request)) if streams(&request) => StreamingSlot::take(admission, peer.uid)
+            .map(|taken| {
+                *slot = Some(taken);
+                request
+            }),
+        (_, request) => request,
+    };
+    (peer, request)
+}
+
+/// Whether `request` holds its connection beyond one answer.
+fn streams(request: &Request) -> bool {
+    match request {
+        Request::Events { follow, .. } | Request::Logs { follow, .. } => *follow,
+        Request::Wait { .. } => true,
+        _ => false,
     }
 }
 
@@ -308,7 +440,7 @@ fn serve_with(
     events: Option<bus::Sender>,
 ) -> Server {
     let own_euid = nix::unistd::geteuid().as_raw();
-    let mut admission = Admission::for_nofile(nofile_limit());
+    let admission = Arc::new(Mutex::new(Admission::for_nofile(nofile_limit(), own_euid)));
     let (stop, mut stopped) = oneshot::channel();
     let task = tokio::spawn(async move {
         // Connections live in the set, so aborting this task aborts them too, and a
@@ -325,7 +457,7 @@ fn serve_with(
                         Err(e) => e.id(),
                     };
                     if let Some(uid) = owners.remove(&id) {
-                        admission.release(uid);
+                        lock(&admission).release(uid);
                     }
                 }
                 accepted = listener.accept() => match accepted {
@@ -333,13 +465,15 @@ fn serve_with(
                         // Without credentials the peer is counted as nobody in particular;
                         // `handle` answers it with the error.
                         let uid = getsockopt(&stream, PeerCredentials).map_or(u32::MAX, |c| c.uid());
-                        if let Err(message) = admission.admit(uid) {
+                        let admitted = lock(&admission).admit(uid);
+                        if let Err(message) = admitted {
                             refuse(stream, message);
                             continue;
                         }
                         let tx = tx.clone();
                         let events = events.clone();
-                        let task = connections.spawn(handle(stream, own_euid, allowed_gid, tx, limits, events));
+                        let admission = Arc::clone(&admission);
+                        let task = connections.spawn(handle(stream, own_euid, allowed_gid, tx, limits, events, admission));
                         owners.insert(task.id(), uid);
                     }
                     Err(e) => {
@@ -531,13 +665,17 @@ async fn handle(
     tx: mpsc::Sender<ControlMsg>,
     limits: Limits,
     events: Option<bus::Sender>,
+    admission: SharedAdmission,
 ) {
     // The request line is read even from a peer that is denied, so that it receives its
     // answer instead of a connection reset for unread data.
     let peer = check_peer(&stream, own_euid, allowed_gid).await;
+    // Held until the connection ends, when the request streams.
+    let mut streaming = None;
+    let mut admit = |peer, request| with_streaming_slot(peer, request, &admission, &mut streaming);
     let response = match read_line(&mut stream, limits).await {
         Ok(Incoming::Nothing) => return,
-        Ok(Incoming::Line(line)) => match (peer, parse_request(&line)) {
+        Ok(Incoming::Line(line)) => match admit(peer, parse_request(&line)) {
             (Err(denied), _) => Err(denied),
             (Ok(_), Err(bad)) => Err(bad),
             (
@@ -1122,7 +1260,7 @@ mod tests {
 
     #[test]
     fn connections_are_capped_per_uid_and_in_total() {
-        let mut admission = Admission::for_nofile(256);
+        let mut admission = Admission::for_nofile(256, 0);
         assert_eq!((admission.total_cap, admission.per_uid_cap), (128, 64));
         for _ in 0..64 {
             admission.admit(65534).unwrap();
@@ -1151,9 +1289,72 @@ mod tests {
     }
 
     #[test]
+    fn streaming_connections_leave_room_for_one_shot_requests_of_their_uid() {
+        let mut admission = Admission::for_nofile(256, 0);
+        assert_eq!(admission.streaming_cap, 56);
+        for _ in 0..56 {
+            admission.admit(0).unwrap();
+            admission.begin_streaming(0).unwrap();
+        }
+        admission.admit(0).unwrap();
+        let refused = admission.begin_streaming(0).unwrap_err();
+        assert_eq!(
+            refused,
+            "too many following control connections from uid 0 (at most 56 of its 64 at a \
+             time follow events or logs or wait, the rest stay for other requests): try again later"
+        );
+        for _ in 0..7 {
+            admission.admit(0).unwrap();
+        }
+        admission.begin_streaming(1000).unwrap();
+        admission.end_streaming(0);
+        admission.begin_streaming(0).unwrap();
+        admission.end_streaming(1000);
+        admission.end_streaming(1000);
+        assert!(
+            !admission.streaming_by_uid.contains_key(&1000),
+            "an end of a uid streaming nothing is ignored"
+        );
+    }
+
+    #[test]
+    fn other_uids_leave_part_of_the_total_to_root_and_the_own_euid() {
+        let mut admission = Admission::for_nofile(256, 4242);
+        assert_eq!(admission.others_cap, 120);
+        for uid in 1000..1002 {
+            for _ in 0..60 {
+                admission.admit(uid).unwrap();
+            }
+        }
+        let refused = admission.admit(1002).unwrap_err();
+        assert_eq!(
+            refused,
+            "too many control connections from users other than root and uid 4242 (at most \
+             120 of 128 at a time, the rest stay for them): try again later"
+        );
+        for _ in 0..4 {
+            admission.admit(0).unwrap();
+            admission.admit(4242).unwrap();
+        }
+        assert!(admission.admit(0).is_err(), "the total is full");
+        admission.release(1000);
+        admission.release(4242);
+        admission.admit(1002).unwrap();
+        assert_eq!((admission.total, admission.others), (127, 120));
+    }
+
+    #[test]
+    fn reserves_never_take_all_of_a_small_cap() {
+        let a = Admission::for_nofile(0, 0);
+        assert_eq!((a.others_cap, a.streaming_cap), (2, 1));
+        let a = Admission::for_nofile(64, 0);
+        assert_eq!((a.others_cap, a.streaming_cap), (24, 8));
+    }
+
+    #[test]
     fn connection_caps_leave_half_the_descriptors_and_stay_bounded() {
         let caps = |nofile| {
-            let a = Admission::for_nofile(nofile);
+            let a = Admission::for_nofile(nofile, 0);
             (a.total_cap, a.per_uid_cap)
         };
         assert_eq!(caps(1024), (512, 64));
