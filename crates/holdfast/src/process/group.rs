@@ -45,14 +45,32 @@ pub fn group_members(pgid: Pid) -> Vec<ProcessInfo> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let mut members: Vec<ProcessInfo> = entries
+    let pids = entries
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|raw| {
-            let stat = super::proc_stat(Pid::from_raw(raw)).ok()?;
-            if stat.pgid != pgid || stat.is_zombie() {
+        .map(Pid::from_raw);
+    describe(pids, |stat| stat.pgid == pgid)
+}
+
+/// Like [`group_members`], for known pids (a cgroup's `cgroup.procs`): no scan of
+/// `/proc`, so its cost does not grow with the number of processes on the host.
+pub fn members(pids: impl IntoIterator<Item = Pid>) -> Vec<ProcessInfo> {
+    describe(pids, |_| true)
+}
+
+/// The live (not zombie) processes among `pids` that `keep` accepts, sorted by pid.
+fn describe(
+    pids: impl IntoIterator<Item = Pid>,
+    keep: impl Fn(&super::ProcStat) -> bool,
+) -> Vec<ProcessInfo> {
+    let mut members: Vec<ProcessInfo> = pids
+        .into_iter()
+        .filter_map(|pid| {
+            let stat = super::proc_stat(pid).ok()?;
+            if stat.is_zombie() || !keep(&stat) {
                 return None;
             }
+            let raw = pid.as_raw();
             Some(ProcessInfo {
                 pid: raw.unsigned_abs(),
                 command: command_of(raw).unwrap_or_else(|| format!("[{}]", stat.comm)),

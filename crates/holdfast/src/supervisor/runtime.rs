@@ -1364,8 +1364,11 @@ impl Shell {
     }
 
     fn service_status(&self, s: &Service, now: Instant) -> ServiceStatus {
-        let holding_up = match s.state() {
-            State::Stopping { pid, .. } => group::group_members(*pid),
+        // The cgroup lists the run's processes (also those that left its group) without
+        // a scan of all of /proc, which would block this task with many services stopping.
+        let holding_up = match (s.state(), self.service_cgroups.get(s.name())) {
+            (State::Stopping { .. }, Some(attached)) => group::members(attached.cgroup.pids()),
+            (State::Stopping { pid, .. }, None) => group::group_members(*pid),
             _ => Vec::new(),
         };
         let cgroup = self
