@@ -282,12 +282,17 @@ pub enum Timeout {
 }
 
 impl Timeout {
-    /// The deadline for a wait that begins at `from`, if there is one.
-    pub fn deadline(self, from: std::time::Instant) -> Option<std::time::Instant> {
+    /// The limit, if there is one.
+    pub fn duration(self) -> Option<Duration> {
         match self {
-            Timeout::After(d) => Some(crate::clock::later(from, d)),
+            Timeout::After(d) => Some(d),
             Timeout::Never => None,
         }
+    }
+
+    /// The deadline for a wait that begins at `from`, if there is one.
+    pub fn deadline(self, from: std::time::Instant) -> Option<std::time::Instant> {
+        self.duration().map(|d| crate::clock::later(from, d))
     }
 }
 

@@ -20,7 +20,7 @@ use clap::Args;
 use super::{exit, targets};
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::{Outcome, Reply, Request, Verdict};
-use crate::model::ServiceName;
+use crate::model::{ServiceName, Timeout};
 
 /// How long a verb waits when no `--timeout` is given: systemd's default job timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -35,37 +35,21 @@ pub struct WaitArgs {
     pub no_block: bool,
     /// Give up waiting after this long (`30s`, `2m`, `infinity`); exits 5 when it passes.
     #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_timeout)]
-    pub timeout: Deadline,
-}
-
-/// How long to wait for an outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deadline {
-    After(Duration),
-    Never,
-}
-
-impl Deadline {
-    fn duration(self) -> Option<Duration> {
-        match self {
-            Deadline::After(d) => Some(d),
-            Deadline::Never => None,
-        }
-    }
+    pub timeout: Timeout,
 }
 
 /// `--timeout`: a humantime duration such as `30s` or `2m`, or `infinity`.
-pub fn parse_timeout(text: &str) -> Result<Deadline, String> {
+pub fn parse_timeout(text: &str) -> Result<Timeout, String> {
     if text == "infinity" {
-        return Ok(Deadline::Never);
+        return Ok(Timeout::Never);
     }
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => {
             Err("a timeout of 0 would give up at once; use --no-block to not wait".to_owned())
         }
         // Far beyond any real wait, and would overflow the daemon's clock: no deadline.
-        Ok(d) if d > Duration::from_secs(100 * 365 * 86_400) => Ok(Deadline::Never),
-        Ok(d) => Ok(Deadline::After(d)),
+        Ok(d) if d > Duration::from_secs(100 * 365 * 86_400) => Ok(Timeout::Never),
+        Ok(d) => Ok(Timeout::After(d)),
         Err(e) => Err(format!(
             "invalid duration {text:?}: {e} (try 30s, 2m or infinity)"
         )),
@@ -127,7 +111,7 @@ fn fire(socket: &Path, requests: Vec<Request>) -> ExitCode {
 pub(super) fn waited(
     socket: &Path,
     requests: Vec<Request>,
-    timeout: Deadline,
+    timeout: Timeout,
 ) -> Result<(Vec<Reply>, Vec<Outcome>), ClientError> {
     let timeout = timeout.duration();
     let request = Request::Wait {
@@ -270,9 +254,9 @@ mod tests {
     fn timeouts_parse_as_durations_or_infinity() {
         assert_eq!(
             parse_timeout("2m"),
-            Ok(Deadline::After(Duration::from_secs(120)))
+            Ok(Timeout::After(Duration::from_secs(120)))
         );
-        assert_eq!(parse_timeout("infinity"), Ok(Deadline::Never));
+        assert_eq!(parse_timeout("infinity"), Ok(Timeout::Never));
         assert!(parse_timeout("0s").is_err());
         assert!(parse_timeout("soon").is_err());
     }
