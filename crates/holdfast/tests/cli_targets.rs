@@ -250,8 +250,9 @@ command = ["sleep", "600"]
     );
 }
 
-#[test]
-fn start_of_a_quarantined_service_releases_it_and_records_the_release() {
+/// A job quarantined by its exit 201, healed, then brought back with `verb`: the answer
+/// says it was released, and it runs again.
+fn quarantined_job_released_by(verb: &str) -> Daemon {
     let d = Daemon::start(
         r#"
 [service.job]
@@ -264,13 +265,19 @@ command = ["sh", "-c", "if [ -e {DIR}/healed ]; then exec {DEMO_APP} --listen 12
     d.wait_for_service("job", "is quarantined", |s| s.state == "quarantined");
     fs::write(d.dir().join("healed"), "").expect("marker is written");
 
-    // `start` waits for the outcome; `--no-block` prints what the daemon did.
-    let output = d.cli_ok(&["start", "--no-block", "job"]);
+    // The verb waits for the outcome; `--no-block` prints what the daemon did.
+    let output = d.cli_ok(&[verb, "--no-block", "job"]);
     assert_eq!(
         stdout(&output).trim(),
         "released job from quarantine; starting job"
     );
     d.wait_for_service("job", "runs again", |s| s.state == "running");
+    d
+}
+
+#[test]
+fn start_of_a_quarantined_service_releases_it_and_records_the_release() {
+    let d = quarantined_job_released_by("start");
 
     let queue =
         fs::read_to_string(d.dir().join("state/quarantine.jsonl")).expect("the queue file exists");
@@ -312,25 +319,7 @@ fn a_reload_that_changes_only_the_group_restarts_nothing() {
 
 #[test]
 fn restart_of_a_quarantined_service_releases_it_like_start() {
-    let d = Daemon::start(
-        r#"
-[service.job]
-command = ["sh", "-c", "if [ -e {DIR}/healed ]; then exec sleep 1000; else exit 201; fi"]
-start_secs = "0s"
-
-[service.job.exit_codes]
-201 = { action = "quarantine" }
-"#,
-    );
-    d.wait_for_service("job", "is quarantined", |s| s.state == "quarantined");
-    fs::write(d.dir().join("healed"), "").expect("marker is written");
-
-    let output = d.cli_ok(&["restart", "--no-block", "job"]);
-    assert_eq!(
-        stdout(&output).trim(),
-        "released job from quarantine; starting job"
-    );
-    d.wait_for_service("job", "runs again", |s| s.state == "running");
+    let d = quarantined_job_released_by("restart");
     let list = stdout(&d.cli_ok(&["quarantine", "list"]));
     assert!(
         list.contains("job  released"),
