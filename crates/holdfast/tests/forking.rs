@@ -94,17 +94,26 @@ start_secs = "0s"
     support::wait_until("the daemon is gone", || !is_alive(pid));
 }
 
-#[test]
-fn a_waited_restart_of_a_forking_service_reports_it_running() {
-    let port = free_port();
-    let daemon = Daemon::start(&format!(
+/// A demo app listening on `port` that double-forks and writes its pidfile from the
+/// daemon, as a forking service with `extra` keys.
+fn double_forking(port: u16, extra: &str) -> String {
+    format!(
         r#"
 [service.daemon]
 command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{port}", "--daemonize", "{{DIR}}/daemon.pid", "--forks", "twice"]
 type = "forking"
 pidfile = "{{DIR}}/daemon.pid"
-ready = {{ tcp = "127.0.0.1:{port}" }}
+{extra}
 "#
+    )
+}
+
+#[test]
+fn a_waited_restart_of_a_forking_service_reports_it_running() {
+    let port = free_port();
+    let daemon = Daemon::start(&double_forking(
+        port,
+        &format!(r#"ready = {{ tcp = "127.0.0.1:{port}" }}"#),
     ));
     daemon.wait_for_service("daemon", "is running", |s| s.state == "running");
     // The launcher's exit 0 is the double fork going as planned, not a failed start.
@@ -128,15 +137,9 @@ fn a_forking_daemon_that_notifies_ready_before_its_pidfile_is_read_becomes_runni
     let port = free_port();
     // demo-app sends READY=1 once it listens, and writes its pidfile after that: the
     // notification comes from a process that holdfast knows only through the cgroup.
-    let daemon = Daemon::start(&format!(
-        r#"
-[service.daemon]
-command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{port}", "--daemonize", "{{DIR}}/daemon.pid", "--forks", "twice"]
-type = "forking"
-pidfile = "{{DIR}}/daemon.pid"
-ready = "notify"
-start_timeout = "20s"
-"#
+    let daemon = Daemon::start(&double_forking(
+        port,
+        "ready = \"notify\"\nstart_timeout = \"20s\"",
     ));
     let running = daemon.wait_for_service("daemon", "is running", |s| s.state == "running");
     assert_eq!(running.restarts, 0, "ready at the first start: {running:?}");
