@@ -5,15 +5,16 @@
 //! `config` → `model::Plan` → `supervisor::core` (pure state machines) ← events from the
 //! shell (`supervisor::runtime`, `process`, `logs`, `control`).
 
-pub mod cgroup;
+#![forbid(unsafe_code)]
+
 pub mod cli;
-pub mod clock;
 pub mod config;
 pub mod control;
 pub mod health;
 pub mod logs;
-pub mod model;
 pub mod notify;
-pub mod process;
 pub mod quarantine;
 pub mod supervisor;
+
+pub use holdfast_core::{clock, model, unix};
+pub use holdfast_sys::{cgroup, os, process};

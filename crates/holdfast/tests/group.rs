@@ -7,12 +7,12 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use holdfast::control::protocol::ProcessInfo;
+use holdfast::os::nix_pid;
 use holdfast::process::group::{group_alive, group_members, signal_group};
 use holdfast::process::reap::become_subreaper;
 use holdfast::process::spawn::{SpawnRequest, spawn};
-use nix::sys::signal::Signal;
+use holdfast::unix::{Pid, Signal};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::Pid;
 
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -85,13 +85,21 @@ fn a_group_is_listed_signalled_and_alive_until_its_zombies_are_reaped() {
     );
 
     assert_eq!(
-        waitpid(leader, None),
-        Ok(WaitStatus::Signaled(leader, Signal::SIGKILL, false))
+        waitpid(nix_pid(leader), None),
+        Ok(WaitStatus::Signaled(
+            nix_pid(leader),
+            nix::sys::signal::Signal::SIGKILL,
+            false
+        ))
     );
     // The shell is gone, so its orphan has been reparented to us, the subreaper.
     assert_eq!(
-        waitpid(sleeper, None),
-        Ok(WaitStatus::Signaled(sleeper, Signal::SIGKILL, false))
+        waitpid(nix_pid(sleeper), None),
+        Ok(WaitStatus::Signaled(
+            nix_pid(sleeper),
+            nix::sys::signal::Signal::SIGKILL,
+            false
+        ))
     );
     assert!(!group_alive(leader), "the group ends with its last reap");
     assert_eq!(signal_group(leader, Signal::SIGTERM), Ok(false));

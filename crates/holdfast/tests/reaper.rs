@@ -12,8 +12,7 @@ use holdfast::model::ExitStatus;
 use holdfast::process::proc_stat;
 use holdfast::process::reap::{self, Reaped};
 use holdfast::process::spawn::{SpawnRequest, spawn};
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
+use holdfast::unix::{Pid, Signal};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -115,12 +114,12 @@ async fn the_reaper_reports_every_exit_with_status_and_group() {
         (code, Some(code), ExitStatus::Exited(3))
     );
     assert!(first.seq < second.seq, "{first:?} then {second:?}");
-    assert!(second.seq <= reap::ReapSeq::latest());
+    assert!(second.seq <= reap::latest());
 
     // A child can be acted on while it is not reaped, and not once it is.
     let sleeper = sh("exec sleep 1000", quiet);
     assert_eq!(reap::while_unreaped(sleeper, || "alive"), Some("alive"));
-    nix::sys::signal::kill(sleeper, Signal::SIGKILL).expect("kill the sleeper");
+    holdfast::os::kill(sleeper, Signal::SIGKILL).expect("kill the sleeper");
     exits.of(sleeper).await;
     assert_eq!(reap::while_unreaped(sleeper, || "reaped"), None);
 

@@ -9,19 +9,20 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use holdfast::os::nix_pid;
 use holdfast::process::proc_stat;
 use holdfast::process::spawn::{SpawnRequest, SpawnStage, spawn};
+use holdfast::unix::Pid;
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal, killpg};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::Pid;
 
 /// A spawned child whose whole group is killed and which is waited for on drop.
 struct Child(Pid);
 
 impl Child {
     fn wait(self) -> WaitStatus {
-        let status = waitpid(self.0, None).expect("the child is ours to wait for");
+        let status = waitpid(nix_pid(self.0), None).expect("the child is ours to wait for");
         std::mem::forget(self);
         status
     }
@@ -29,8 +30,8 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        let _ = killpg(self.0, Signal::SIGKILL);
-        let _ = waitpid(self.0, None);
+        let _ = killpg(nix_pid(self.0), Signal::SIGKILL);
+        let _ = waitpid(nix_pid(self.0), None);
     }
 }
 
@@ -138,7 +139,7 @@ fn child_output_reaches_the_given_stdout_and_stderr() {
     assert_eq!(read_all(out_read), "hi\n");
     assert_eq!(read_all(err_read), "oops\n");
     let pid = child.0;
-    assert_eq!(child.wait(), WaitStatus::Exited(pid, 0));
+    assert_eq!(child.wait(), WaitStatus::Exited(nix_pid(pid), 0));
 }
 
 #[test]
@@ -310,7 +311,7 @@ fn listen_pid_is_what_the_child_sees_as_its_own_pid() {
 #[test]
 fn signal_dispositions_and_mask_are_reset_in_the_child() {
     // Rust's runtime ignores SIGPIPE in this process; make sure, so the test means something.
-    let ignored = u64::from_str_radix(&status_field(nix::unistd::getpid(), "SigIgn"), 16)
+    let ignored = u64::from_str_radix(&status_field(holdfast::os::getpid(), "SigIgn"), 16)
         .expect("hex SigIgn");
     assert_ne!(
         ignored & (1 << (Signal::SIGPIPE as i32 - 1)),

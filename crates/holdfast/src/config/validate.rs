@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use crate::unix::Signal;
 use nix::unistd::Group;
 use serde_spanned::Spanned;
 
@@ -941,7 +941,7 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
-    use nix::sys::signal::Signal;
+    use crate::unix::Signal;
 
     use crate::config::{Problem, parse};
     use crate::model::{Backoff, Plan, RestartPolicy, ServiceName, ServiceSpec, defaults};

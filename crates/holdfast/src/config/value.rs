@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use crate::unix::Signal;
 
 /// Why a value could not be parsed: `label` goes under the offending snippet, `help`
 /// tells the user what to write instead.

@@ -4,6 +4,6 @@
 pub mod client;
 mod follow;
 mod logs;
-pub mod protocol;
+pub use holdfast_proto as protocol;
 pub mod server;
 pub mod wait;

@@ -82,7 +82,7 @@ pub fn exec_verdict(deadline: ExecDeadline, status: ExitStatus) -> ProbeOutcome 
         (
             ExecDeadline::KilledAfter(timeout),
             ExitStatus::Signaled {
-                signal: nix::sys::signal::Signal::SIGKILL,
+                signal: crate::unix::Signal::SIGKILL,
                 ..
             },
         ) => timed_out(timeout),
@@ -163,7 +163,7 @@ async fn get(authority: &str, path: &str) -> Result<(u16, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::sys::signal::Signal;
+    use crate::unix::Signal;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 

@@ -8,8 +8,7 @@
 //! - [`upstream`]: holdfast's own notifications to the service manager that started it
 //!   (`READY=1`, `STATUS=`, `WATCHDOG=1`, `STOPPING=1`), when `NOTIFY_SOCKET` is set.
 
-pub mod message;
 pub mod server;
 pub mod upstream;
 
-pub use message::{NotifyMsg, parse};
+pub use holdfast_core::notify::{NotifyMsg, message, parse};

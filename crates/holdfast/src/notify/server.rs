@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::unix::Pid;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
-use nix::unistd::Pid;
 use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 use tokio::sync::mpsc;
@@ -142,7 +142,7 @@ pub fn bind(path: &Path) -> io::Result<UnixDatagram> {
 /// Receives notifications from `senders` until `tx`'s receiver is dropped.
 pub fn serve(socket: UnixDatagram, senders: Senders, tx: mpsc::Sender<Datagram>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let me = nix::unistd::getpid();
+        let me = holdfast_sys::os::getpid();
         let mut drops = Drops::default();
         loop {
             tokio::select! {
@@ -336,7 +336,7 @@ mod tests {
         let socket = bind(&path).expect("bind the notify socket");
         let (tx, mut rx) = mpsc::channel(QUEUE);
         let senders = Senders::default();
-        senders.set([nix::unistd::getpgrp()]);
+        senders.set([holdfast_sys::os::core_pid(nix::unistd::getpgrp())]);
         let task = serve(socket, senders, tx);
         let sender = std::os::unix::net::UnixDatagram::unbound().expect("sender socket");
         sender
@@ -345,10 +345,13 @@ mod tests {
         let got = rx.recv().await.expect("a datagram");
         assert_eq!(
             got.pid,
-            nix::unistd::getpid(),
+            holdfast_sys::os::getpid(),
             "the kernel names the sender"
         );
-        assert_eq!(got.pgid, Some(nix::unistd::getpgrp()));
+        assert_eq!(
+            got.pgid,
+            Some(holdfast_sys::os::core_pid(nix::unistd::getpgrp()))
+        );
         assert_eq!(got.text, "READY=1\nSTATUS=up");
         task.abort();
         let _ = std::fs::remove_dir_all(&dir);
@@ -396,8 +399,8 @@ mod tests {
     #[test]
     fn while_a_spawn_is_under_way_the_sessions_of_holdfasts_children_may_notify() {
         // This test process leads the session in question; its parent plays holdfast.
-        let me = nix::unistd::getppid();
-        let session = nix::unistd::getpid().as_raw();
+        let me = holdfast_sys::os::core_pid(nix::unistd::getppid());
+        let session = holdfast_sys::os::getpid().as_raw();
         let senders = Senders::default();
         let grandchild = stat(i32::MAX - 1, session, session, session);
         assert!(!senders.admit_sender(&grandchild, me), "no spawn under way");

@@ -21,8 +21,8 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
+use crate::unix::Pid;
+use crate::unix::Signal;
 
 use super::event::{Event, EventKind};
 use super::recipe::Recipe;

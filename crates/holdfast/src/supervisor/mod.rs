@@ -1,21 +1,16 @@
-//! The supervisor: a pure core (`core`, `service`) that decides, and a runtime shell that
-//! executes its effects and turns the outside world into its inputs.
+//! The runtime shell around the pure core ([`holdfast_core::supervisor`]): it executes the
+//! core's effects and turns the outside world into its inputs.
 //!
 //! Invariant: the runtime task is the only owner of the `Supervisor`; every other task
 //! talks to it through channels.
 
 pub mod bus;
-pub mod core;
-pub mod event;
 pub mod hooks;
 pub mod recipe;
 pub mod record;
-pub mod reload;
 pub mod runtime;
-pub mod service;
 mod startup;
 
-#[cfg(test)]
-mod tests;
-
-pub use self::core::{Command, Effect, Input, SignalWhom, Supervisor, state_name};
+pub use holdfast_core::supervisor::{
+    Command, Effect, Input, SignalWhom, Supervisor, core, event, reload, service, state_name,
+};

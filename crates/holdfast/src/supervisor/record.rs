@@ -17,7 +17,7 @@ use super::event::{Event, EventKind};
 use super::service::{Cause, FailReason, KillScope};
 use crate::control::protocol::EventRecord;
 use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName, Timeout};
-use nix::sys::signal::Signal;
+use crate::unix::Signal;
 
 /// Every event kind's wire name, in the order of [`EventKind`]'s variants.
 pub const KINDS: &[&str] = &[
@@ -313,8 +313,8 @@ impl Data {
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
-    use nix::sys::signal::Signal;
-    use nix::unistd::Pid;
+    use crate::unix::Pid;
+    use crate::unix::Signal;
     use serde_json::json;
 
     use super::*;

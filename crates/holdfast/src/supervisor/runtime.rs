@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::unistd::Pid;
+use crate::unix::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -470,7 +470,7 @@ impl Shell {
         let target = self.target(&service, run);
         let lineage = startup::Lineage {
             leader,
-            me: nix::unistd::getpid(),
+            me: holdfast_sys::os::getpid(),
             cgroup: self
                 .service_cgroups
                 .get(&service)
@@ -551,7 +551,7 @@ impl Shell {
     /// A SIGKILL of the main process that the cgroup's OOM counter accounts for.
     fn classify(&self, service: &ServiceName, status: ExitStatus) -> ExitStatus {
         let ExitStatus::Signaled {
-            signal: nix::sys::signal::Signal::SIGKILL,
+            signal: crate::unix::Signal::SIGKILL,
             ..
         } = status
         else {
@@ -620,8 +620,8 @@ impl Shell {
             );
             return None;
         };
-        // Before the liveness check of `MAINPID=` (see `ReapSeq::latest`).
-        let alive_at = reap::ReapSeq::latest();
+        // Before the liveness check of `MAINPID=` (see `reap::latest`).
+        let alive_at = reap::latest();
         let mut msgs = notify::parse(&datagram.text);
         msgs.retain(|msg| match msg {
             NotifyMsg::MainPid(pid) => {
@@ -932,7 +932,7 @@ impl Shell {
                 // only killed while the reaper is held off from freeing the pid, and
                 // the result is decided when the reap arrives.
                 let exec = self.probes.get_mut(&pid)?;
-                let kill = || group::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                let kill = || group::signal_group(pid, crate::unix::Signal::SIGKILL);
                 match reap::while_unreaped(pid, kill) {
                     Some(Ok(_)) => exec.deadline = probe::ExecDeadline::KilledAfter(timeout),
                     Some(Err(e)) => tracing::warn!(
@@ -1095,9 +1095,9 @@ impl Shell {
         &self,
         service: &ServiceName,
         pid: Pid,
-        signal: nix::sys::signal::Signal,
+        signal: crate::unix::Signal,
     ) -> Result<(), String> {
-        let send = || nix::sys::signal::kill(pid, signal);
+        let send = || holdfast_sys::os::kill(pid, signal);
         let leader = self.sup.service(service).and_then(Service::group) == Some(pid);
         let sent = match reap::while_unreaped(pid, send) {
             Some(sent) => sent,

@@ -15,7 +15,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::unistd::Pid;
+use crate::unix::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedSender;
@@ -25,7 +25,6 @@ use super::core::Input;
 use super::service::RunId;
 use crate::cgroup::ServiceCgroup;
 use crate::model::ServiceName;
-use crate::process::reap::ReapSeq;
 
 /// Pause between two attempts of a readiness probe, or between two checks of a pidfile
 /// naming a live process that is not (yet) recognisably the service's.
@@ -166,8 +165,8 @@ pub fn pidfile(target: Target, path: PathBuf, lineage: Lineage) -> JoinHandle<()
             })
             .ok();
         loop {
-            // Before the liveness check in `owns` (see `ReapSeq::latest`).
-            let alive_at = ReapSeq::latest();
+            // Before the liveness check in `owns` (see `reap::latest`).
+            let alive_at = crate::process::reap::latest();
             match read_pidfile(&path) {
                 Some(pid) if lineage.owns(pid) => {
                     let _ = target.tx.send(Input::Adopted {

@@ -589,7 +589,7 @@ impl Validator<'_> {
 mod tests {
     use std::time::Duration;
 
-    use nix::sys::signal::Signal;
+    use crate::unix::Signal;
 
     use super::super::tests::{plan, problems};
     use crate::config::Problem;

@@ -279,7 +279,7 @@ fn next_input(h: &mut Harness, rng: &mut fastrand::Rng, last: &[Effect]) -> Step
             service: a,
             run,
             msgs: vec![msg],
-            alive_at: crate::process::reap::ReapSeq::default(),
+            alive_at: crate::unix::ReapSeq::default(),
         }),
         5 => Step::Input(Input::Exited {
             service: a,

@@ -1,7 +1,7 @@
 //! The difference between two plans, as applied by `reload` and shown by `--dry-run`.
 
-use crate::control::protocol::ReloadPlan;
 use crate::model::{Plan, ServiceSpec};
+use crate::supervisor::answer::ReloadPlan;
 
 /// Compares the running plan with a new one. Services are compared by their whole
 /// definition: any change restarts the service so that it runs what the file says.

@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use crate::unix::Signal;
 use serde::{Deserialize, Serialize};
 
 mod privs;

@@ -15,7 +15,7 @@ pub mod spawn;
 
 use std::io;
 
-use nix::unistd::Pid;
+use holdfast_core::unix::Pid;
 
 /// The fields of `/proc/<pid>/stat` that holdfast uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,10 +84,10 @@ mod tests {
 
     #[test]
     fn own_stat_names_our_pid_and_group() {
-        let me = nix::unistd::getpid();
+        let me = crate::os::getpid();
         let stat = proc_stat(me).expect("our own /proc entry exists");
         assert_eq!(stat.pid, me);
-        assert_eq!(stat.pgid, nix::unistd::getpgrp());
+        assert_eq!(stat.pgid, crate::os::core_pid(nix::unistd::getpgrp()));
         assert!(!stat.is_zombie());
     }
 }

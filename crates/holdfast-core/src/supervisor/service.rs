@@ -9,8 +9,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
+use crate::unix::Pid;
+use crate::unix::Signal;
 
 use super::Effect;
 use super::event::{Event, EventKind};
@@ -21,7 +21,7 @@ use crate::model::{
     ServiceSpec, UnhealthyAction,
 };
 use crate::notify::NotifyMsg;
-use crate::process::reap::ReapSeq;
+use crate::unix::ReapSeq;
 
 /// How long to wait for a group to disappear after SIGKILL before giving up on it.
 pub const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -220,8 +220,8 @@ impl fmt::Display for Cause {
 
 impl Cause {
     /// The typed reason `status` shows for a restart this cause led to.
-    pub fn restart_reason(&self) -> crate::control::protocol::RestartReason {
-        use crate::control::protocol::RestartReason;
+    pub fn restart_reason(&self) -> crate::supervisor::answer::RestartReason {
+        use crate::supervisor::answer::RestartReason;
         let ms = |d: &Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let exit = |status: &ExitStatus, early: bool| RestartReason::Exit {
             description: status.to_string(),

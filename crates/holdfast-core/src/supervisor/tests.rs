@@ -9,6 +9,7 @@
 
 mod backoff;
 mod commands;
+#[cfg(any())] // I9-SPLIT: moves to the holdfast crate (needs config::parse)
 mod durations;
 mod exit_codes;
 mod health;
@@ -24,16 +25,16 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
+use crate::unix::Pid;
+use crate::unix::Signal;
 
 use super::event::{Event, EventKind};
 use super::service::{RunId, Service, SpawnFailure, State};
 use super::{Command, Effect, Input, Supervisor, state_name};
-use crate::control::protocol::{ControlError, ReloadPlan};
 use crate::model::{
     Backoff, DaemonSettings, ExitStatus, Plan, RestartPolicy, ServiceName, ServiceSpec, StartLimit,
 };
+use crate::supervisor::answer::{ControlError, ReloadPlan};
 
 const SEED: u64 = 7;
 

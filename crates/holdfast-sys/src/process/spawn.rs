@@ -75,11 +75,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use holdfast_core::unix::Pid;
 use libc::c_char;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
-use nix::unistd::Pid;
 
 use crate::model::{Capability, Credentials};
 
@@ -1315,10 +1315,11 @@ mod tests {
             },
         };
         let spawned = spawn(&req).expect("spawn /bin/true");
-        let status = nix::sys::wait::waitpid(spawned.pid, None).expect("our child");
+        let pid = crate::os::nix_pid(spawned.pid);
+        let status = nix::sys::wait::waitpid(pid, None).expect("our child");
         assert_eq!(
             status,
-            nix::sys::wait::WaitStatus::Exited(spawned.pid, 0),
+            nix::sys::wait::WaitStatus::Exited(pid, 0),
             "the child's setup succeeded"
         );
         assert_eq!(ours(), before);

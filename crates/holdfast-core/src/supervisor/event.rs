@@ -7,8 +7,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
+use crate::unix::Pid;
+use crate::unix::Signal;
 
 use super::service::{FailReason, KillScope, RunId, round_ms};
 use crate::health::HealthState;

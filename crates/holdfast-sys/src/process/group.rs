@@ -5,11 +5,12 @@
 //! valid while any member lives, even after the leader was reaped, and the kernel does
 //! not hand the number out as a new pid while the group exists.
 
+use holdfast_core::supervisor::answer::ProcessInfo;
+use holdfast_core::unix::{Pid, Signal};
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::killpg;
 
-use crate::control::protocol::ProcessInfo;
+use crate::os::{nix_pid, nix_signal};
 
 /// Longest `command` reported by [`group_members`], in characters.
 const MAX_COMMAND_CHARS: usize = 120;
@@ -17,7 +18,7 @@ const MAX_COMMAND_CHARS: usize = 120;
 /// Sends `sig` to every process in group `pgid`. `Ok(false)` when the group no longer
 /// exists (`ESRCH`); other errors (`EPERM`) are returned.
 pub fn signal_group(pgid: Pid, sig: Signal) -> Result<bool, Errno> {
-    match killpg(pgid, sig) {
+    match killpg(nix_pid(pgid), nix_signal(sig)) {
         Ok(()) => Ok(true),
         Err(Errno::ESRCH) => Ok(false),
         Err(errno) => Err(errno),
@@ -34,7 +35,7 @@ pub fn signal_group(pgid: Pid, sig: Signal) -> Result<bool, Errno> {
 /// group alive for as long as that parent lives. Use [`group_members`] to see who is
 /// actually running.
 pub fn group_alive(pgid: Pid) -> bool {
-    killpg(pgid, None) != Err(Errno::ESRCH)
+    killpg(nix_pid(pgid), None) != Err(Errno::ESRCH)
 }
 
 /// The live (non-zombie) processes of group `pgid`, by pid, from a scan of `/proc`.

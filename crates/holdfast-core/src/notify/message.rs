@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use nix::unistd::Pid;
+use crate::unix::Pid;
 
 /// One understood assignment of a notification.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,9 +32,11 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+use holdfast_core::unix::Signal;
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+
+use crate::os::kill;
+use holdfast_core::unix::Pid;
 
 pub use detect::{Detected, Hierarchy, detect, detect_at};
 

@@ -8,19 +8,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
+use crate::unix::Pid;
+use crate::unix::Signal;
 
 use super::event::{Event, EventKind};
 use super::reload;
 use super::service::{
     AfterStop, FailReason, KillScope, RunId, Service, SpawnFailure, StartDue, State,
 };
-use crate::control::protocol::{ControlError, ErrorKind, ReloadPlan};
 use crate::health::ProbeOutcome;
 use crate::model::{ExitStatus, Plan, ServiceName, ServiceSpec};
 use crate::notify::NotifyMsg;
-use crate::process::reap::ReapSeq;
+use crate::supervisor::answer::{ControlError, ErrorKind, ReloadPlan};
+use crate::unix::ReapSeq;
 
 /// Something that happened outside the core.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,25 +18,23 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use holdfast_core::unix::Pid;
 use nix::errno::Errno;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
-use nix::unistd::Pid;
+
+use crate::os::{core_pid, core_signal, nix_pid};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::model::ExitStatus;
 
-/// The number of a reap: reaps are numbered 1, 2, ... in the order they happen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ReapSeq(u64);
+pub use holdfast_core::unix::ReapSeq;
 
-impl ReapSeq {
-    /// The number of the latest reap so far (0 before any). Read it *before* checking
-    /// that a pid is alive: that pid's own exit will be reaped with a greater number,
-    /// while a process that had the pid earlier was reaped with this one or less.
-    pub fn latest() -> ReapSeq {
-        ReapSeq(REAPS.load(Ordering::SeqCst))
-    }
+/// The number of the latest reap so far (0 before any). Read it *before* checking that a
+/// pid is alive: that pid's own exit will be reaped with a greater number, while a process
+/// that had the pid earlier was reaped with this one or less.
+pub fn latest() -> ReapSeq {
+    ReapSeq(REAPS.load(Ordering::SeqCst))
 }
 
 /// Reaps so far (see [`ReapSeq`]).
@@ -52,7 +50,7 @@ pub fn while_unreaped<R>(pid: Pid, f: impl FnOnce() -> R) -> Option<R> {
     let _reaping = REAPING.lock().unwrap_or_else(PoisonError::into_inner);
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
     loop {
-        match waitid(Id::Pid(pid), flags) {
+        match waitid(Id::Pid(nix_pid(pid)), flags) {
             Ok(_) => return Some(f()),
             Err(Errno::EINTR) => continue,
             // ECHILD: reaped already (or never ours).
@@ -98,7 +96,7 @@ pub fn start(tx: UnboundedSender<Reaped>) -> io::Result<()> {
 /// a service's double-forked processes stay visible and are reaped here. A no-op as
 /// PID 1, which already is everyone's reaper.
 pub fn become_subreaper() -> io::Result<()> {
-    if nix::unistd::getpid() == Pid::from_raw(1) {
+    if crate::os::getpid() == Pid::from_raw(1) {
         return Ok(());
     }
     nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
@@ -131,7 +129,7 @@ fn reap_one() -> Option<Reaped> {
                 return None;
             }
         };
-        let Some(pid) = peeked.pid() else {
+        let Some(pid) = peeked.pid().map(core_pid) else {
             return None; // StillAlive: children exist, none has exited.
         };
         // Still a zombie (WNOWAIT): its /proc entry, with the group, is still there.
@@ -140,7 +138,7 @@ fn reap_one() -> Option<Reaped> {
             let _reaping = REAPING.lock().unwrap_or_else(PoisonError::into_inner);
             // Numbered before the pid is freed (a number may go unused).
             let seq = ReapSeq(REAPS.fetch_add(1, Ordering::SeqCst) + 1);
-            (seq, waitpid(pid, Some(WaitPidFlag::WNOHANG)))
+            (seq, waitpid(nix_pid(pid), Some(WaitPidFlag::WNOHANG)))
         };
         match reaped {
             Ok(status) => {
@@ -167,9 +165,14 @@ fn reap_one() -> Option<Reaped> {
 fn exit_status(status: WaitStatus) -> Option<ExitStatus> {
     match status {
         WaitStatus::Exited(_, code) => Some(ExitStatus::Exited(code)),
-        WaitStatus::Signaled(_, signal, core_dumped) => Some(ExitStatus::Signaled {
-            signal,
-            core_dumped,
+        // nix reports only the standard signals, which all have a core name; anything
+        // else would be reported the way a shell does, as exit code 128 + n.
+        WaitStatus::Signaled(_, signal, core_dumped) => Some(match core_signal(signal) {
+            Some(signal) => ExitStatus::Signaled {
+                signal,
+                core_dumped,
+            },
+            None => ExitStatus::Exited(128 + signal as i32),
         }),
         _ => None,
     }

@@ -1,0 +1,15 @@
+//! The supervisor's decisions: `Service` (one service's lifecycle) and `Supervisor` (all
+//! services, their order and the commands operators give). Both are pure: an input at an
+//! instant in, effects out. The shell (the `holdfast` crate's runtime) owns the only
+//! `Supervisor` and executes what it asks for.
+
+pub mod answer;
+pub mod core;
+pub mod event;
+pub mod reload;
+pub mod service;
+
+#[cfg(test)]
+mod tests;
+
+pub use self::core::{Command, Effect, Input, SignalWhom, Supervisor, state_name};
