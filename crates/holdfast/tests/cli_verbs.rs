@@ -49,7 +49,9 @@ fn stubborn(timeout: &str) -> String {
     format!(
         r#"
 [service.stubborn]
-command = ["sh", "-c", "trap '' TERM; exec sleep 1000"]
+# Ready (a line on fd 3) only once SIGTERM is ignored: "running" means stubborn.
+command = ["sh", "-c", "trap '' TERM; echo >&3; exec sleep 1000 3>&-"]
+ready = "fd"
 restart = "no"
 start_secs = "0s"
 stop = {{ signal = "TERM", timeout = "{timeout}" }}
