@@ -93,3 +93,55 @@ start_secs = "0s"
         "no exit was recorded for the live main process: {main:?}"
     );
 }
+
+/// The holdfast cgroup directories `pid` is in (one per hierarchy).
+fn holdfast_cgroups(pid: u32) -> Vec<std::path::PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let controllers = parts.nth(1)?.split(',').next()?.to_owned();
+            let path = parts.next()?.trim_start_matches('/');
+            let dir = std::path::Path::new("/sys/fs/cgroup")
+                .join(controllers)
+                .join(path);
+            (path.contains("holdfast") && dir.is_dir()).then_some(dir)
+        })
+        .collect()
+}
+
+#[test]
+fn holdfast_as_pid_1_leaves_the_empty_cgroups_of_a_live_daemon_on_the_host_alone() {
+    // The host daemon's service waits 60 s to restart: its cgroup is empty meanwhile.
+    let host = Daemon::start(
+        r#"
+[service.web]
+command = ["sleep", "1000"]
+restart = "always"
+restart_sec = "60s"
+start_secs = "0s"
+"#,
+    );
+    let web = host
+        .wait_for_service("web", "is running", |s| s.state == "running")
+        .pid
+        .expect("running");
+    let dirs = holdfast_cgroups(web);
+    if dirs.is_empty() {
+        eprintln!("skipped: the service runs in no holdfast cgroup (cgroups unavailable)");
+        return;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(web as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the service");
+    host.wait_for_service("web", "waits to restart", |s| s.state == "backoff");
+
+    // A daemon in its own pid namespace does not see the host daemon's pid in its /proc:
+    // it must not take the host daemon for dead and sweep its cgroups.
+    let _contained = Daemon::start_as_pid_1("");
+    for dir in &dirs {
+        assert!(dir.is_dir(), "{} was swept", dir.display());
+    }
+}

@@ -507,3 +507,73 @@ started = ["/bin/sh", "-c", '{describe}', "sh", "hook"]
         );
     }
 }
+
+/// Every holdfast cgroup directory of `pid`, one per hierarchy it is in.
+fn holdfast_cgroup_dirs(pid: u32) -> Vec<PathBuf> {
+    let text = read(Path::new(&format!("/proc/{pid}/cgroup")));
+    let mut dirs = Vec::new();
+    for line in text.lines() {
+        let controllers = line.split(':').nth(1).unwrap_or_default();
+        let file = if controllers.is_empty() {
+            "cgroup.controllers"
+        } else {
+            "tasks"
+        };
+        if let Some(dir) = try_cgroup_dir(pid, file) {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        for controller in controllers.split(',').filter(|c| !c.is_empty()) {
+            let path = line.splitn(3, ':').nth(2).unwrap_or_default();
+            let dir = PathBuf::from("/sys/fs/cgroup")
+                .join(controller)
+                .join(path.trim_start_matches('/'));
+            if path.contains("/holdfast") && dir.exists() && !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    dirs
+}
+
+#[test]
+fn a_service_cgroup_removed_between_two_runs_is_created_again_at_the_next_start() {
+    let daemon = Daemon::start(
+        r#"
+[service.web]
+command = ["sleep", "1000"]
+restart = "always"
+restart_sec = "3s"
+start_secs = "0s"
+"#,
+    );
+    let pid = running_pid(&daemon, "web");
+    let dirs = holdfast_cgroup_dirs(pid);
+    if dirs.is_empty() {
+        eprintln!("skipped: the service runs in no holdfast cgroup (cgroups unavailable)");
+        return;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the service");
+    daemon.wait_for_service("web", "is waiting to restart", |s| s.state == "backoff");
+    // Removed by someone else while empty, before the restart comes.
+    for dir in &dirs {
+        wait_until(&format!("{} is removed", dir.display()), || {
+            std::fs::remove_dir(dir).is_ok() || !dir.exists()
+        });
+    }
+
+    let again = daemon.wait_for_service("web", "runs again", |s| {
+        s.state == "running" && s.pid.is_some_and(|p| p != pid)
+    });
+    let new_pid = again.pid.expect("running");
+    assert_eq!(
+        holdfast_cgroup_dirs(new_pid),
+        dirs,
+        "the new run is in the same cgroups, created again"
+    );
+}

@@ -161,6 +161,13 @@ impl Cgroups {
     /// Removes empty cgroups of dead holdfasts next to ours (`<own>/holdfast*.<pid>/*`
     /// first, then the parents themselves).
     fn sweep_stale(&self, ours: &str) {
+        // The pid in a cgroup's name is its daemon's pid in the daemon's namespace. From a
+        // nested pid namespace (a container, holdfast as its PID 1) the host's daemons
+        // are not in our `/proc`: they would all look dead, and the empty cgroup of a
+        // live daemon's service (between two runs) would be swept from under it.
+        if in_nested_pid_namespace() {
+            return;
+        }
         let dead = |name: &str| {
             name.rsplit_once('.')
                 .and_then(|(_, pid)| pid.parse::<u32>().ok())
@@ -287,6 +294,14 @@ impl ServiceCgroup {
         &self.dirs[0].1
     }
 
+    /// Whether every directory of the cgroup is still there (an operator, or another
+    /// tool, may have removed an empty one while the service was between two runs).
+    pub fn exists(&self) -> bool {
+        self.dirs
+            .iter()
+            .all(|(_, dir)| dir.join("cgroup.procs").exists())
+    }
+
     /// `cgroup.procs` of every hierarchy, opened for writing (close-on-exec), for the
     /// child to join with a write of `0`.
     pub fn open_procs(&self) -> Result<Vec<OwnedFd>, CgroupError> {
@@ -408,6 +423,15 @@ impl ServiceCgroup {
             }
         }
     }
+}
+
+/// Whether this process is outside the host's (initial) pid namespace, whose inode the
+/// kernel fixes (`PROC_PID_INIT_INO`). `/proc/self/status`'s `NSpid` cannot tell: with
+/// its own `/proc` mounted, a container sees only its own level.
+fn in_nested_pid_namespace() -> bool {
+    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").is_ok_and(|ns| ns.ino() != PROC_PID_INIT_INO)
 }
 
 /// A file holding one decimal number, as cgroup counters do.

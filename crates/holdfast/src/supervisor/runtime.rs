@@ -587,7 +587,7 @@ impl Shell {
             return Ok(());
         };
         if let Some(attached) = self.service_cgroups.get_mut(name) {
-            if attached.limits == spec.cgroup {
+            if attached.limits == spec.cgroup && attached.cgroup.exists() {
                 attached.oom_kills = attached.cgroup.oom_kills();
                 return Ok(());
             }
