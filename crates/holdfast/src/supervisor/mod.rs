@@ -13,6 +13,7 @@ pub mod record;
 pub mod reload;
 pub mod runtime;
 pub mod service;
+mod spawn_failure;
 mod startup;
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use crate::clock::later;
 use crate::health::{Monitor, ProbeOutcome};
 use crate::model::{
     Backoff, ExitAction, ExitKey, ExitStatus, Readiness, RestartPolicy, ServiceKind, ServiceName,
-    ServiceSpec, UnhealthyAction,
+    ServiceSpec, SpawnCause, UnhealthyAction,
 };
 use crate::notify::NotifyMsg;
 use crate::process::reap::ReapSeq;
@@ -137,13 +137,13 @@ pub enum FailReason {
 pub enum SpawnFailure {
     /// Something about the service (its program, user, directory, limits): a failed
     /// start like a crash, under its restart policy and start limit.
-    Service(String),
+    Service(SpawnCause),
     /// holdfast itself was short of descriptors, memory or processes (EMFILE, ENFILE,
     /// ENOMEM, EAGAIN while creating pipes or the child): not the service's fault. It is
     /// retried after [`RESOURCE_RETRY`], whatever its restart policy, without counting
     /// against its start limit, so that a passing shortage (a connection flood) cannot
     /// leave it failed for good.
-    HoldfastResources(String),
+    HoldfastResources(SpawnCause),
 }
 
 impl fmt::Display for SpawnFailure {
@@ -167,7 +167,7 @@ pub enum Cause {
         status: ExitStatus,
         after: Duration,
     },
-    SpawnFailed(String),
+    SpawnFailed(SpawnCause),
     /// The readiness condition was not met within `start_timeout` (or the pidfile of a
     /// forking service never named a live daemon).
     NotReady {
@@ -233,7 +233,7 @@ impl Cause {
             Cause::Exited(status) => exit(status, false),
             Cause::ExitedEarly { status, .. } => exit(status, true),
             Cause::SpawnFailed(error) => RestartReason::SpawnError {
-                error: error.clone(),
+                error: error.to_string(),
             },
             Cause::NotReady { timeout } => RestartReason::NotReady {
                 timeout_ms: ms(timeout),
