@@ -10,7 +10,7 @@ pub mod probe;
 
 use std::time::{Duration, Instant};
 
-pub use decay::{Decay, HealthState, ProbeOutcome, Transition};
+pub use decay::{Decay, HealthState, ProbeFailure, ProbeOutcome, Transition};
 
 use crate::clock::later;
 use crate::model::HealthSpec;

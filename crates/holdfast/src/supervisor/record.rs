@@ -135,7 +135,7 @@ pub fn describe(kind: &EventKind) -> (&'static str, BTreeMap<String, Value>) {
                 } => {
                     data.put("failures", *failures);
                     if let Some(error) = last_error {
-                        data.put("last_error", error.as_str());
+                        data.put("last_error", error.to_string());
                     }
                 }
             }

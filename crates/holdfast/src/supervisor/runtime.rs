@@ -918,8 +918,8 @@ impl Shell {
             Err(e) => Some(Input::ProbeResult {
                 service,
                 run,
-                outcome: crate::health::ProbeOutcome::Failure(format!(
-                    "failed to spawn probe command: {e}"
+                outcome: crate::health::ProbeOutcome::Failure(crate::health::ProbeFailure::Spawn(
+                    spawn_failure::cause(&e),
                 )),
             }),
         }
@@ -1405,7 +1405,7 @@ impl Shell {
                     successes: decay.successes(),
                     probes: decay.probes(),
                     in_grace: decay.in_grace(now),
-                    last_error: decay.last_error().map(str::to_owned),
+                    last_error: decay.last_error().map(ToString::to_string),
                 }
             }),
             env_overrides: s.env_overrides().clone(),

@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use super::Effect;
 use super::event::{Event, EventKind};
 use crate::clock::later;
-use crate::health::{Monitor, ProbeOutcome};
+use crate::health::{Monitor, ProbeFailure, ProbeOutcome};
 use crate::model::{
     Backoff, ExitAction, ExitKey, ExitStatus, Readiness, RestartPolicy, ServiceKind, ServiceName,
     ServiceSpec, SpawnCause, UnhealthyAction,
@@ -180,7 +180,7 @@ pub enum Cause {
     /// Stopped because its health probes made it UNHEALTHY (`unhealthy.action = "restart"`).
     Unhealthy {
         failures: u32,
-        last_error: Option<String>,
+        last_error: Option<ProbeFailure>,
     },
 }
 
@@ -246,7 +246,7 @@ impl Cause {
                 last_error,
             } => RestartReason::Health {
                 failures: *failures,
-                last_error: last_error.clone(),
+                last_error: last_error.as_ref().map(ToString::to_string),
             },
         }
     }
@@ -493,7 +493,7 @@ impl Service {
             from: change.from,
             to: change.to,
             failures: change.failures,
-            last_error: change.last_error.clone(),
+            last_error: change.last_error.as_ref().map(ToString::to_string),
         }));
         let action = self.spec.health.as_ref().map(|h| h.unhealthy_action);
         if change.to == crate::health::HealthState::Unhealthy
