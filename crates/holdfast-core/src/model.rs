@@ -481,6 +481,49 @@ impl fmt::Display for ExitStatus {
     }
 }
 
+/// Why a process could not be started, in terms that need no system types: what kind
+/// of step failed, and the system's own account of it. The shell classifies its spawn
+/// errors into this once (`supervisor::spawn_failure`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnCause {
+    pub kind: SpawnErrorKind,
+    /// The failed step with its arguments and the OS error, e.g.
+    /// `exec "/bin/nope": ENOENT: No such file or directory`.
+    pub detail: String,
+}
+
+/// What went wrong starting a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnErrorKind {
+    /// The program or the working directory does not exist.
+    NotFound,
+    /// The program or the working directory may not be used (not executable, no access).
+    PermissionDenied,
+    /// Taking on the user, groups or capabilities failed.
+    Credentials,
+    /// Creating, configuring or joining the cgroup failed.
+    Cgroup,
+    /// Applying resource limits, CPU affinity or the OOM score failed.
+    Limits,
+    /// Anything else: descriptors, output capture, creating the child.
+    Other,
+}
+
+impl SpawnCause {
+    pub fn new(kind: SpawnErrorKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for SpawnCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
 /// Health checking of one service (`[service.X.health]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthSpec {

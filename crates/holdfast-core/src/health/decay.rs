@@ -24,11 +24,12 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::DecaySpec;
+use crate::model::{DecaySpec, ExitStatus, SpawnCause};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -52,8 +53,67 @@ impl fmt::Display for HealthState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeOutcome {
     Success,
-    /// Why the probe failed, e.g. `HTTP 503` or `timed out after 2s`.
-    Failure(String),
+    Failure(ProbeFailure),
+}
+
+/// Why a probe (a health probe or a readiness check) failed. Kept typed until it is
+/// shown; the texts are the ones status and events have always carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeFailure {
+    /// `connect 127.0.0.1:80: Connection refused (os error 111)`.
+    Connect { address: String, error: String },
+    /// The connection was made but HTTP could not start on it.
+    Handshake { authority: String, error: String },
+    /// The request could not be sent or its answer not read.
+    Request { path: String, error: String },
+    /// The status line came, the body broke off.
+    ReadBody { path: String, error: String },
+    /// `HTTP 503 (expected 200-399)`.
+    Status {
+        code: u16,
+        expected: RangeInclusive<u16>,
+    },
+    /// The answer's body lacks the configured text.
+    BodyMismatch { code: u16, needle: String },
+    /// No answer (or no connection) within the probe's timeout.
+    TimedOut(Duration),
+    /// An exec probe exited unsuccessfully.
+    Command(ExitStatus),
+    /// An exec probe could not be started.
+    Spawn(SpawnCause),
+}
+
+impl fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeFailure::Connect { address, error } => write!(f, "connect {address}: {error}"),
+            ProbeFailure::Handshake { authority, error } => {
+                write!(f, "HTTP handshake with {authority}: {error}")
+            }
+            ProbeFailure::Request { path, error } => write!(f, "GET {path}: {error}"),
+            ProbeFailure::ReadBody { path, error } => {
+                write!(f, "GET {path}: reading the body: {error}")
+            }
+            ProbeFailure::Status { code, expected } => write!(
+                f,
+                "HTTP {code} (expected {}-{})",
+                expected.start(),
+                expected.end()
+            ),
+            ProbeFailure::BodyMismatch { code, needle } => {
+                write!(f, "HTTP {code}: body does not contain {needle:?}")
+            }
+            ProbeFailure::TimedOut(timeout) => {
+                write!(
+                    f,
+                    "timed out after {}",
+                    humantime::format_duration(*timeout)
+                )
+            }
+            ProbeFailure::Command(status) => write!(f, "probe command {status}"),
+            ProbeFailure::Spawn(cause) => write!(f, "failed to spawn probe command: {cause}"),
+        }
+    }
 }
 
 /// A change of health state, with what caused it.
@@ -66,7 +126,7 @@ pub struct Transition {
     pub failures: u32,
     /// Consecutive successes (for a recovery, `recover_successes`).
     pub successes: u32,
-    pub last_error: Option<String>,
+    pub last_error: Option<ProbeFailure>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,7 +137,7 @@ pub struct Decay {
     /// Times of counted failures, oldest first, none older than the longer window.
     failures: VecDeque<Instant>,
     successes: u32,
-    last_error: Option<String>,
+    last_error: Option<ProbeFailure>,
     probes: u64,
 }
 
@@ -100,8 +160,8 @@ impl Decay {
     }
 
     /// The most recent probe error, kept after later successes.
-    pub fn last_error(&self) -> Option<&str> {
-        self.last_error.as_deref()
+    pub fn last_error(&self) -> Option<&ProbeFailure> {
+        self.last_error.as_ref()
     }
 
     /// Consecutive successes since the last failure.
@@ -155,7 +215,7 @@ impl Decay {
         Some(self.go(HealthState::Ok, failures))
     }
 
-    fn failure(&mut self, error: String, now: Instant) -> Option<Transition> {
+    fn failure(&mut self, error: ProbeFailure, now: Instant) -> Option<Transition> {
         self.last_error = Some(error);
         self.successes = 0;
         if self.in_grace(now) {
@@ -218,8 +278,15 @@ mod tests {
         }
     }
 
+    fn http_503() -> ProbeFailure {
+        ProbeFailure::Status {
+            code: 503,
+            expected: 200..=399,
+        }
+    }
+
     fn fail() -> ProbeOutcome {
-        ProbeOutcome::Failure("HTTP 503".to_owned())
+        ProbeOutcome::Failure(http_503())
     }
 
     /// Feeds `(seconds since t0, outcome)` pairs and returns the transitions as
@@ -367,7 +434,7 @@ mod tests {
                 "in grace at {sec}s"
             );
         }
-        assert_eq!(decay.last_error(), Some("HTTP 503"));
+        assert_eq!(decay.last_error(), Some(&http_503()));
         assert_eq!(decay.window_counts(t0 + 29 * S), (0, 0));
         assert_eq!(
             decay.handle(fail(), t0 + 30 * S),
@@ -401,15 +468,19 @@ mod tests {
     fn transitions_report_failures_and_the_last_error() {
         let t0 = Instant::now();
         let mut decay = Decay::new(spec(), t0);
-        decay.handle(ProbeOutcome::Failure("refused".to_owned()), t0);
+        let refused = ProbeFailure::Connect {
+            address: "127.0.0.1:80".to_owned(),
+            error: "refused".to_owned(),
+        };
+        decay.handle(ProbeOutcome::Failure(refused), t0);
         let t = decay
-            .handle(
-                ProbeOutcome::Failure("timed out after 2s".to_owned()),
-                t0 + S,
-            )
+            .handle(ProbeOutcome::Failure(ProbeFailure::TimedOut(2 * S)), t0 + S)
             .expect("degrades");
         assert_eq!(t.failures, 2);
-        assert_eq!(t.last_error.as_deref(), Some("timed out after 2s"));
+        assert_eq!(
+            t.last_error.map(|e| e.to_string()).as_deref(),
+            Some("timed out after 2s")
+        );
     }
 
     /// Property: over many pseudo-random timelines, every transition follows an allowed

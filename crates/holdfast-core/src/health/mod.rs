@@ -9,7 +9,7 @@ pub mod decay;
 
 use std::time::{Duration, Instant};
 
-pub use decay::{Decay, HealthState, ProbeOutcome, Transition};
+pub use decay::{Decay, HealthState, ProbeFailure, ProbeOutcome, Transition};
 
 use crate::clock::later;
 use crate::model::HealthSpec;

@@ -15,10 +15,10 @@ use crate::unix::Signal;
 use super::Effect;
 use super::event::{Event, EventKind};
 use crate::clock::later;
-use crate::health::{Monitor, ProbeOutcome};
+use crate::health::{Monitor, ProbeFailure, ProbeOutcome};
 use crate::model::{
     Backoff, ExitAction, ExitKey, ExitStatus, Readiness, RestartPolicy, ServiceKind, ServiceName,
-    ServiceSpec, UnhealthyAction,
+    ServiceSpec, SpawnCause, UnhealthyAction,
 };
 use crate::notify::NotifyMsg;
 use crate::unix::ReapSeq;
@@ -137,13 +137,13 @@ pub enum FailReason {
 pub enum SpawnFailure {
     /// Something about the service (its program, user, directory, limits): a failed
     /// start like a crash, under its restart policy and start limit.
-    Service(String),
+    Service(SpawnCause),
     /// holdfast itself was short of descriptors, memory or processes (EMFILE, ENFILE,
     /// ENOMEM, EAGAIN while creating pipes or the child): not the service's fault. It is
     /// retried after [`RESOURCE_RETRY`], whatever its restart policy, without counting
     /// against its start limit, so that a passing shortage (a connection flood) cannot
     /// leave it failed for good.
-    HoldfastResources(String),
+    HoldfastResources(SpawnCause),
 }
 
 impl fmt::Display for SpawnFailure {
@@ -167,7 +167,7 @@ pub enum Cause {
         status: ExitStatus,
         after: Duration,
     },
-    SpawnFailed(String),
+    SpawnFailed(SpawnCause),
     /// The readiness condition was not met within `start_timeout` (or the pidfile of a
     /// forking service never named a live daemon).
     NotReady {
@@ -180,7 +180,7 @@ pub enum Cause {
     /// Stopped because its health probes made it UNHEALTHY (`unhealthy.action = "restart"`).
     Unhealthy {
         failures: u32,
-        last_error: Option<String>,
+        last_error: Option<ProbeFailure>,
     },
 }
 
@@ -233,7 +233,7 @@ impl Cause {
             Cause::Exited(status) => exit(status, false),
             Cause::ExitedEarly { status, .. } => exit(status, true),
             Cause::SpawnFailed(error) => RestartReason::SpawnError {
-                error: error.clone(),
+                error: error.to_string(),
             },
             Cause::NotReady { timeout } => RestartReason::NotReady {
                 timeout_ms: ms(timeout),
@@ -246,7 +246,7 @@ impl Cause {
                 last_error,
             } => RestartReason::Health {
                 failures: *failures,
-                last_error: last_error.clone(),
+                last_error: last_error.as_ref().map(ToString::to_string),
             },
         }
     }
@@ -493,7 +493,7 @@ impl Service {
             from: change.from,
             to: change.to,
             failures: change.failures,
-            last_error: change.last_error.clone(),
+            last_error: change.last_error.as_ref().map(ToString::to_string),
         }));
         let action = self.spec.health.as_ref().map(|h| h.unhealthy_action);
         if change.to == crate::health::HealthState::Unhealthy

@@ -32,7 +32,8 @@ use super::event::{Event, EventKind};
 use super::service::{RunId, Service, SpawnFailure, State};
 use super::{Command, Effect, Input, Supervisor, state_name};
 use crate::model::{
-    Backoff, DaemonSettings, ExitStatus, Plan, RestartPolicy, ServiceName, ServiceSpec, StartLimit,
+    Backoff, DaemonSettings, ExitStatus, Plan, RestartPolicy, ServiceName, ServiceSpec, SpawnCause,
+    SpawnErrorKind, StartLimit,
 };
 use crate::supervisor::answer::{ControlError, ReloadPlan};
 
@@ -237,15 +238,19 @@ impl Harness {
     }
 
     fn fail_spawns(&mut self, n: &str) {
-        let failure = SpawnFailure::Service("exec: no such file or directory".to_owned());
+        let failure = SpawnFailure::Service(SpawnCause::new(
+            SpawnErrorKind::NotFound,
+            "exec: no such file or directory",
+        ));
         self.failing.insert(name(n), failure);
     }
 
     /// Spawns of `n` fail because holdfast is out of descriptors, until `heal_spawns`.
     fn starve_spawns(&mut self, n: &str) {
-        let failure = SpawnFailure::HoldfastResources(
-            "create error pipe: EMFILE: Too many open files".to_owned(),
-        );
+        let failure = SpawnFailure::HoldfastResources(SpawnCause::new(
+            SpawnErrorKind::Other,
+            "create error pipe: EMFILE: Too many open files",
+        ));
         self.failing.insert(name(n), failure);
     }
 

@@ -1,4 +1,6 @@
-//! Network probes: HTTP GET and TCP connect, each bounded by its timeout.
+//! Network probes: HTTP GET and TCP connect, each bounded by its timeout. These are
+//! holdfast's only HTTP client and TCP check: health probes use them through [`run`],
+//! `ready = { http | tcp }` (`supervisor::startup`) through [`http`] and [`connect`].
 //!
 //! HTTP uses hyper's HTTP/1.1 client connection (not a hand-written parser) so chunked
 //! bodies, `Content-Length` and odd-but-legal responses are read correctly; only
@@ -10,6 +12,7 @@
 //! owns every child.
 
 use std::future::Future;
+use std::ops::RangeInclusive;
 use std::pin::pin;
 use std::time::Duration;
 
@@ -18,7 +21,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::decay::ProbeOutcome;
+use super::decay::{ProbeFailure, ProbeOutcome};
 use crate::model::{ExitStatus, Probe};
 
 /// At most this much of a response body is read for the `body` match.
@@ -26,7 +29,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// Runs a network probe (`http` or `tcp`). `Probe::Exec` is the runtime's job.
 pub async fn run(probe: &Probe, timeout: Duration) -> ProbeOutcome {
-    match probe {
+    let result = match probe {
         Probe::Http {
             authority,
             path,
@@ -34,35 +37,48 @@ pub async fn run(probe: &Probe, timeout: Duration) -> ProbeOutcome {
             body,
             ..
         } => {
-            let check = async {
-                let (code, text) = get(authority, path).await?;
-                if !status.contains(&code) {
-                    return Err(format!(
-                        "HTTP {code} (expected {}-{})",
-                        status.start(),
-                        status.end()
-                    ));
-                }
-                match body {
-                    Some(needle) if !text.contains(needle.as_str()) => {
-                        Err(format!("HTTP {code}: body does not contain {needle:?}"))
-                    }
-                    _ => Ok(()),
-                }
+            let check = HttpCheck {
+                authority,
+                path,
+                status: status.clone(),
+                body: body.as_deref(),
             };
-            bounded(timeout, check).await
+            http(&check, timeout).await
         }
-        Probe::Tcp { address } => {
-            let connect = async {
-                TcpStream::connect(address.as_str())
-                    .await
-                    .map(drop)
-                    .map_err(|e| format!("connect {address}: {e}"))
-            };
-            bounded(timeout, connect).await
-        }
+        Probe::Tcp { address } => connect(address, timeout).await,
         Probe::Exec { .. } => unreachable!("exec probes are spawned by the runtime"),
+    };
+    match result {
+        Ok(()) => ProbeOutcome::Success,
+        Err(failure) => ProbeOutcome::Failure(failure),
     }
+}
+
+/// A `GET` and what its answer must be to pass. Health probes and `ready = { http }`
+/// both check through [`http`].
+#[derive(Debug, Clone)]
+pub struct HttpCheck<'a> {
+    /// `host:port` to connect to.
+    pub authority: &'a str,
+    /// Path and query sent in the request line.
+    pub path: &'a str,
+    /// The statuses that pass (redirects are not followed: a 3xx is judged as is).
+    pub status: RangeInclusive<u16>,
+    /// Text the body must contain; without it, the body is not read at all.
+    pub body: Option<&'a str>,
+}
+
+/// A TCP connect to `address` (`host:port`) within `timeout`. Health probes and
+/// `ready = { tcp }` both check through here.
+pub async fn connect(address: &str, timeout: Duration) -> Result<(), ProbeFailure> {
+    bounded(timeout, async { open(address).await.map(drop) }).await
+}
+
+/// Sends `GET check.path` to `check.authority` and judges the answer, all within
+/// `timeout`: the status first, then (only if asked for) the first `MAX_BODY` bytes of
+/// the body, lossily decoded.
+pub async fn http(check: &HttpCheck<'_>, timeout: Duration) -> Result<(), ProbeFailure> {
+    bounded(timeout, get(check)).await
 }
 
 /// Whether holdfast killed an exec probe for running past its timeout.
@@ -85,7 +101,7 @@ pub fn exec_verdict(deadline: ExecDeadline, status: ExitStatus) -> ProbeOutcome 
                 signal: crate::unix::Signal::SIGKILL,
                 ..
             },
-        ) => timed_out(timeout),
+        ) => ProbeOutcome::Failure(ProbeFailure::TimedOut(timeout)),
         (_, status) => exec_outcome(status),
     }
 }
@@ -94,56 +110,51 @@ pub fn exec_verdict(deadline: ExecDeadline, status: ExitStatus) -> ProbeOutcome 
 pub fn exec_outcome(status: ExitStatus) -> ProbeOutcome {
     match status {
         ExitStatus::Exited(0) => ProbeOutcome::Success,
-        other => ProbeOutcome::Failure(format!("probe command {other}")),
+        other => ProbeOutcome::Failure(ProbeFailure::Command(other)),
     }
-}
-
-/// The failure reported for a probe that did not finish within `timeout`.
-pub fn timed_out(timeout: Duration) -> ProbeOutcome {
-    ProbeOutcome::Failure(format!(
-        "timed out after {}",
-        humantime::format_duration(timeout)
-    ))
 }
 
 async fn bounded(
     timeout: Duration,
-    check: impl Future<Output = Result<(), String>>,
-) -> ProbeOutcome {
-    match tokio::time::timeout(timeout, check).await {
-        Ok(Ok(())) => ProbeOutcome::Success,
-        Ok(Err(error)) => ProbeOutcome::Failure(error),
-        Err(_) => timed_out(timeout),
-    }
+    check: impl Future<Output = Result<(), ProbeFailure>>,
+) -> Result<(), ProbeFailure> {
+    tokio::time::timeout(timeout, check)
+        .await
+        .unwrap_or(Err(ProbeFailure::TimedOut(timeout)))
 }
 
-/// `GET path` from `authority`; returns the status and (the first `MAX_BODY` bytes of)
-/// the body, lossily decoded.
-async fn get(authority: &str, path: &str) -> Result<(u16, String), String> {
-    let stream = TcpStream::connect(authority)
+async fn open(address: &str) -> Result<TcpStream, ProbeFailure> {
+    TcpStream::connect(address)
         .await
-        .map_err(|e| format!("connect {authority}: {e}"))?;
+        .map_err(|e| ProbeFailure::Connect {
+            address: address.to_owned(),
+            error: e.to_string(),
+        })
+}
+
+/// One HTTP/1.1 exchange on a fresh connection, judged by `check`.
+async fn get(check: &HttpCheck<'_>) -> Result<(), ProbeFailure> {
+    let (authority, path) = (check.authority, check.path);
+    let stream = open(authority).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("HTTP handshake with {authority}: {e}"))?;
+        .map_err(|e| ProbeFailure::Handshake {
+            authority: authority.to_owned(),
+            error: e.to_string(),
+        })?;
+    let failed = |error: &dyn std::fmt::Display| ProbeFailure::Request {
+        path: path.to_owned(),
+        error: error.to_string(),
+    };
     let request = hyper::Request::get(path)
         .header(hyper::header::HOST, authority)
         .header(hyper::header::USER_AGENT, "holdfast-probe")
         .header(hyper::header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("invalid request for {path:?}: {e}"))?;
+        .map_err(|e| failed(&e))?;
     let exchange = async {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        let code = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| format!("GET {path}: reading the body: {e}"))?
-            .to_bytes();
-        Ok((code, String::from_utf8_lossy(&body).into_owned()))
+        let response = sender.send_request(request).await.map_err(|e| failed(&e))?;
+        judge(check, response).await
     };
     // The connection future does the actual I/O and must be polled alongside the
     // exchange; it may finish first (the server closed after answering), in which case
@@ -155,8 +166,37 @@ async fn get(authority: &str, path: &str) -> Result<(u16, String), String> {
         result = &mut exchange => result,
         done = &mut conn => match done {
             Ok(()) => exchange.await,
-            Err(e) => Err(format!("GET {path}: {e}")),
+            Err(e) => Err(failed(&e)),
         },
+    }
+}
+
+/// The status must be in range; then, if a text is expected, the body must contain it.
+async fn judge(
+    check: &HttpCheck<'_>,
+    response: hyper::Response<hyper::body::Incoming>,
+) -> Result<(), ProbeFailure> {
+    let code = response.status().as_u16();
+    if !check.status.contains(&code) {
+        let expected = check.status.clone();
+        return Err(ProbeFailure::Status { code, expected });
+    }
+    let Some(needle) = check.body else {
+        return Ok(());
+    };
+    let body = Limited::new(response.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| ProbeFailure::ReadBody {
+            path: check.path.to_owned(),
+            error: e.to_string(),
+        })?
+        .to_bytes();
+    if String::from_utf8_lossy(&body).contains(needle) {
+        Ok(())
+    } else {
+        let needle = needle.to_owned();
+        Err(ProbeFailure::BodyMismatch { code, needle })
     }
 }
 
@@ -176,7 +216,7 @@ mod tests {
         let late = ExecDeadline::KilledAfter(Duration::from_secs(1));
         assert_eq!(
             exec_verdict(late, killed),
-            timed_out(Duration::from_secs(1))
+            ProbeOutcome::Failure(ProbeFailure::TimedOut(Duration::from_secs(1)))
         );
         // It exited on its own as the timeout passed: our SIGKILL hit a zombie.
         assert_eq!(
@@ -245,7 +285,7 @@ mod tests {
         let ProbeOutcome::Failure(e) = run(&http(&addr, Some("ready")), SECOND).await else {
             panic!("body without \"ready\" must fail");
         };
-        assert!(e.contains("does not contain"), "{e}");
+        assert!(e.to_string().contains("does not contain"), "{e}");
     }
 
     #[tokio::test]
@@ -271,17 +311,17 @@ mod tests {
         let ProbeOutcome::Failure(e) = run(&http(&addr, None), SECOND).await else {
             panic!("503 must fail");
         };
-        assert_eq!(e, "HTTP 503 (expected 200-399)");
+        assert_eq!(e.to_string(), "HTTP 503 (expected 200-399)");
     }
 
     #[tokio::test]
     async fn http_probe_times_out_on_a_silent_server() {
         let addr = server("", Duration::from_secs(3600)).await;
         let outcome = run(&http(&addr, None), Duration::from_millis(100)).await;
-        assert_eq!(
-            outcome,
-            ProbeOutcome::Failure("timed out after 100ms".to_owned())
-        );
+        let ProbeOutcome::Failure(e) = outcome else {
+            panic!("a silent server must fail");
+        };
+        assert_eq!(e.to_string(), "timed out after 100ms");
     }
 
     #[tokio::test]
@@ -296,15 +336,18 @@ mod tests {
         let ProbeOutcome::Failure(e) = run(&probe, SECOND).await else {
             panic!("a closed port must fail");
         };
-        assert!(e.starts_with(&format!("connect {address}")), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!("connect {address}")),
+            "{e}"
+        );
     }
 
     #[test]
     fn exec_probes_succeed_only_on_exit_zero() {
         assert_eq!(exec_outcome(ExitStatus::Exited(0)), ProbeOutcome::Success);
-        assert_eq!(
-            exec_outcome(ExitStatus::Exited(1)),
-            ProbeOutcome::Failure("probe command exited 1".to_owned())
-        );
+        let ProbeOutcome::Failure(e) = exec_outcome(ExitStatus::Exited(1)) else {
+            panic!("exit 1 must fail");
+        };
+        assert_eq!(e.to_string(), "probe command exited 1");
     }
 }

@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod recipe;
 pub mod record;
 pub mod runtime;
+mod spawn_failure;
 mod startup;
 
 pub use holdfast_core::supervisor::{

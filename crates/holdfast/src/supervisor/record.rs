@@ -121,7 +121,7 @@ pub fn describe(kind: &EventKind) -> (&'static str, BTreeMap<String, Value>) {
                     data.status(*status);
                 }
                 Cause::SpawnFailed(error) => {
-                    data.put("error", error.as_str());
+                    data.put("error", error.to_string());
                 }
                 Cause::NotReady { timeout } => {
                     data.put("timeout_ms", millis(*timeout));
@@ -135,7 +135,7 @@ pub fn describe(kind: &EventKind) -> (&'static str, BTreeMap<String, Value>) {
                 } => {
                     data.put("failures", *failures);
                     if let Some(error) = last_error {
-                        data.put("last_error", error.as_str());
+                        data.put("last_error", error.to_string());
                     }
                 }
             }

@@ -21,8 +21,9 @@ use super::recipe::{Environments, Inherited, Recipe};
 use super::service::{
     Cause, Escalation, FailReason, KILL_WAIT, KillScope, RunId, Service, SpawnFailure, State,
 };
+use super::spawn_failure;
 use super::startup;
-use crate::cgroup::{self, CgroupError, Cgroups, ServiceCgroup};
+use crate::cgroup::{self, Cgroups, ServiceCgroup};
 use crate::config;
 use crate::control::protocol::{
     ControlError, DaemonStatus, ErrorKind, ExitInfo, HealthStatus, Reply, Request, ServiceStatus,
@@ -32,7 +33,8 @@ use crate::control::server::{self, ControlMsg};
 use crate::health::probe;
 use crate::logs::Capture;
 use crate::model::{
-    ExitStatus, Plan, Probe, Readiness, ServiceKind, ServiceName, ServiceSpec, defaults,
+    ExitStatus, Plan, Probe, Readiness, ServiceKind, ServiceName, ServiceSpec, SpawnErrorKind,
+    defaults,
 };
 use crate::notify::{self, NotifyMsg, server::Datagram, upstream::Upstream};
 use crate::process::{group, limits, reap, spawn};
@@ -751,7 +753,7 @@ impl Shell {
         // Also a run that fails to spawn is a run of its own (its hooks get its id).
         self.envs.begin_run(name);
         self.prepare_cgroup(name, spec)
-            .map_err(SpawnFailure::Service)?;
+            .map_err(|e| spawn_failure::of_service(SpawnErrorKind::Cgroup, e))?;
         let log_dir = &self.sup.plan().daemon.log_dir;
         let capture = match self.captures.entry(name.clone()) {
             std::collections::hash_map::Entry::Occupied(e) => {
@@ -764,7 +766,7 @@ impl Shell {
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(Capture::open(log_dir, name, spec.log).map_err(|e| {
                     let message = format!("cannot capture output in {}: {e}", log_dir.display());
-                    io_failure(&e, message)
+                    spawn_failure::from_io(SpawnErrorKind::Other, &e, message)
                 })?)
             }
         };
@@ -790,7 +792,7 @@ impl Shell {
                 let (read, write) =
                     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
                         let message = format!("cannot create the readiness pipe: {e}");
-                        spawn_failure(spawn::is_resource_shortage(e), message)
+                        spawn_failure::from_errno(SpawnErrorKind::Other, e, message)
                     })?;
                 Some((read, write, fd))
             }
@@ -802,10 +804,10 @@ impl Shell {
             .collect();
         let privileges = &spec.privileges;
         let procs = match self.service_cgroups.get(name) {
-            Some(attached) => attached.cgroup.open_procs().map_err(|e| match &e {
-                CgroupError::Io { source, .. } => io_failure(source, e.to_string()),
-                _ => SpawnFailure::Service(e.to_string()),
-            })?,
+            Some(attached) => attached
+                .cgroup
+                .open_procs()
+                .map_err(|e| spawn_failure::from_cgroup(&e))?,
             None => Vec::new(),
         };
         let procs: Vec<std::os::fd::BorrowedFd<'_>> = procs.iter().map(AsFd::as_fd).collect();
@@ -836,7 +838,7 @@ impl Shell {
             let _spawning = self.senders.spawning();
             let pid = spawn::spawn(&request)
                 .map(|spawned| spawned.pid)
-                .map_err(|e| spawn_failure(e.is_holdfast_resource_shortage(), e.to_string()))?;
+                .map_err(|e| spawn_failure::from_spawn(&e))?;
             self.senders.admit(pid);
             pid
         };
@@ -916,8 +918,8 @@ impl Shell {
             Err(e) => Some(Input::ProbeResult {
                 service,
                 run,
-                outcome: crate::health::ProbeOutcome::Failure(format!(
-                    "failed to spawn probe command: {e}"
+                outcome: crate::health::ProbeOutcome::Failure(crate::health::ProbeFailure::Spawn(
+                    spawn_failure::cause(&e),
                 )),
             }),
         }
@@ -1403,7 +1405,7 @@ impl Shell {
                     successes: decay.successes(),
                     probes: decay.probes(),
                     in_grace: decay.in_grace(now),
-                    last_error: decay.last_error().map(str::to_owned),
+                    last_error: decay.last_error().map(ToString::to_string),
                 }
             }),
             env_overrides: s.env_overrides().clone(),
@@ -1473,21 +1475,6 @@ impl Shell {
             _ => None,
         }
     }
-}
-
-/// A failed spawn step, blamed on holdfast when it ran short of its own resources.
-fn spawn_failure(holdfast_short: bool, message: String) -> SpawnFailure {
-    if holdfast_short {
-        SpawnFailure::HoldfastResources(message)
-    } else {
-        SpawnFailure::Service(message)
-    }
-}
-
-/// A spawn step's I/O error: holdfast's fault when its errno is a resource shortage.
-fn io_failure(error: &std::io::Error, message: String) -> SpawnFailure {
-    let errno = error.raw_os_error().map(nix::errno::Errno::from_raw);
-    spawn_failure(errno.is_some_and(spawn::is_resource_shortage), message)
 }
 
 pub fn log_path(log_dir: &Path, name: &ServiceName) -> String {

@@ -7,23 +7,26 @@
 //! it as soon as the run is no longer starting, so watchers only exist during start-up
 //! (they are no idle wake-ups), and `start_timeout` in the core bounds them.
 //!
-//! These readiness probes are deliberately tiny (a connect, an HTTP/1.0 GET over a raw
-//! TCP stream): full health probing with body matching and decay lives in `health`.
+//! The TCP and HTTP checks are the health probes' own ([`probe::connect`],
+//! [`probe::http`]); only what counts as ready differs: any 2xx, body unread, each
+//! attempt bounded by [`ATTEMPT_TIMEOUT`], failures retried until ready.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::unix::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 use super::core::Input;
 use super::service::RunId;
 use crate::cgroup::ServiceCgroup;
+use crate::health::ProbeFailure;
+use crate::health::probe::{self, HttpCheck};
 use crate::model::ServiceName;
 
 /// Pause between two attempts of a readiness probe, or between two checks of a pidfile
@@ -52,14 +55,8 @@ impl Target {
 /// Ready once a TCP connect to `addr` succeeds.
 pub fn tcp(target: Target, addr: SocketAddr) -> JoinHandle<()> {
     tokio::spawn(async move {
-        loop {
-            let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, TcpStream::connect(addr)).await;
-            if let Ok(Ok(_)) = attempt {
-                target.ready();
-                return;
-            }
-            tokio::time::sleep(RETRY).await;
-        }
+        let address = addr.to_string();
+        until_ready(&target, || probe::connect(&address, ATTEMPT_TIMEOUT)).await;
     })
 }
 
@@ -67,34 +64,52 @@ pub fn tcp(target: Target, addr: SocketAddr) -> JoinHandle<()> {
 /// `http://IP:port/path`.
 pub fn http(target: Target, url: String) -> JoinHandle<()> {
     tokio::spawn(async move {
-        loop {
-            let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, http_status(&url)).await;
-            if let Ok(Some(200..=299)) = attempt {
-                target.ready();
-                return;
-            }
-            tokio::time::sleep(RETRY).await;
-        }
+        let Some(check) = ready_check(&url) else {
+            // Cannot happen after validation; `start_timeout` ends the wait.
+            tracing::warn!("{}: cannot probe readiness URL {url:?}", target.service);
+            return;
+        };
+        until_ready(&target, || probe::http(&check, ATTEMPT_TIMEOUT)).await;
     })
 }
 
-/// The status code of an HTTP/1.0 GET, or `None` on any failure.
-async fn http_status(url: &str) -> Option<u16> {
+/// Runs `attempt` every [`RETRY`] until it passes, then reports the run ready. A changed
+/// reason for not being ready yet is logged at debug level.
+async fn until_ready<F: Future<Output = Result<(), ProbeFailure>>>(
+    target: &Target,
+    mut attempt: impl FnMut() -> F,
+) {
+    let mut last = None;
+    loop {
+        match attempt().await {
+            Ok(()) => {
+                target.ready();
+                return;
+            }
+            Err(failure) if last.as_ref() != Some(&failure) => {
+                tracing::debug!("{}: not ready yet: {failure}", target.service);
+                last = Some(failure);
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// What `GET url` must answer for readiness: any 2xx (a redirect is not followed, so
+/// not ready), whatever the body, which is not read. `url` is `http://host:port/path`.
+fn ready_check(url: &str) -> Option<HttpCheck<'_>> {
     let rest = url.strip_prefix("http://")?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let addr: SocketAddr = authority.parse().ok()?;
-    let mut stream = TcpStream::connect(addr).await.ok()?;
-    let request =
-        format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: holdfast\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut status_line = String::new();
-    let mut reader = BufReader::new(stream.take(1024));
-    reader.read_line(&mut status_line).await.ok()?;
-    // "HTTP/1.1 200 OK"
-    status_line.split_whitespace().nth(1)?.parse().ok()
+    Some(HttpCheck {
+        authority,
+        path,
+        status: 200..=299,
+        body: None,
+    })
 }
 
 /// Ready once the service writes a newline to the write end of `pipe` (s6's
@@ -240,23 +255,48 @@ fn is_alive(pid: Pid) -> bool {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn an_http_status_line_is_parsed_from_a_raw_answer() {
+    /// A server answering one connection with `response` and then holding it open;
+    /// returns the URL to check.
+    async fn answer_once(response: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
-        let server = tokio::spawn(async move {
+        tokio::spawn(async move {
             let (mut conn, _) = listener.accept().await.expect("accept");
             let mut buf = [0u8; 512];
             let _ = conn.read(&mut buf).await;
-            conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
-                .await
-                .expect("answer");
+            conn.write_all(response).await.expect("answer");
+            // Held open: a body announced but never sent must not matter.
+            std::future::pending::<()>().await;
         });
-        let status = http_status(&format!("http://{addr}/health")).await;
-        assert_eq!(status, Some(204));
-        server.await.expect("server task");
+        format!("http://{addr}/health")
+    }
+
+    async fn ready(url: &str) -> Result<(), ProbeFailure> {
+        let check = ready_check(url).expect("a valid URL");
+        probe::http(&check, ATTEMPT_TIMEOUT).await
+    }
+
+    #[tokio::test]
+    async fn an_http_status_line_is_parsed_from_a_raw_answer() {
+        let url = answer_once(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        assert_eq!(ready(&url).await, Ok(()), "a 204 is ready");
+    }
+
+    #[tokio::test]
+    async fn a_readiness_check_judges_the_status_without_reading_the_body() {
+        let url = answer_once(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nst").await;
+        assert_eq!(ready(&url).await, Ok(()), "the body is never awaited");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_ready_and_is_not_followed() {
+        let url = answer_once(b"HTTP/1.1 302 Found\r\nLocation: /\r\n\r\n").await;
+        let failure = ready(&url).await.expect_err("a 302 is no 2xx");
+        assert_eq!(failure.to_string(), "HTTP 302 (expected 200-299)");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use super::*;
 use crate::config::value::{INFINITY, MAX_DURATION};
-use crate::health::ProbeOutcome;
+use crate::health::{ProbeFailure, ProbeOutcome};
 use crate::notify::NotifyMsg;
 
 /// A duration key: its place in the generated config and what validation allows.
@@ -240,7 +240,10 @@ fn next_input(h: &mut Harness, rng: &mut fastrand::Rng, last: &[Effect]) -> Step
         let outcome = if rng.bool() {
             ProbeOutcome::Success
         } else {
-            ProbeOutcome::Failure("connection refused".to_owned())
+            ProbeOutcome::Failure(ProbeFailure::Connect {
+                address: "127.0.0.1:8080".to_owned(),
+                error: "connection refused".to_owned(),
+            })
         };
         return Step::Input(Input::ProbeResult {
             service: a,

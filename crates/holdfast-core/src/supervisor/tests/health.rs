@@ -1,7 +1,7 @@
 //! Health probes in the core: scheduling, decay events, the unhealthy action.
 
 use super::*;
-use crate::health::{HealthState, ProbeOutcome};
+use crate::health::{HealthState, ProbeFailure, ProbeOutcome};
 use crate::model::{DecaySpec, HealthSpec, Probe, Threshold, UnhealthyAction};
 
 fn healthy(n: &str, action: UnhealthyAction) -> ServiceSpec {
@@ -79,7 +79,10 @@ impl Harness {
 }
 
 fn failure() -> ProbeOutcome {
-    ProbeOutcome::Failure("HTTP 503".to_owned())
+    ProbeOutcome::Failure(ProbeFailure::Status {
+        code: 503,
+        expected: 200..=399,
+    })
 }
 
 #[test]
