@@ -18,4 +18,6 @@ mod startup;
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{Command, Effect, Input, SignalWhom, Supervisor, state_name};
+pub use self::core::{
+    Answer, Command, Effect, Input, SignalWhom, Supervisor, state_name, take_reply,
+};

@@ -29,7 +29,7 @@ use nix::unistd::Pid;
 
 use super::event::{Event, EventKind};
 use super::service::{RunId, Service, SpawnFailure, State};
-use super::{Command, Effect, Input, Supervisor, state_name};
+use super::{Answer, Command, Effect, Input, SignalWhom, Supervisor, state_name, take_reply};
 use crate::control::protocol::{ControlError, ReloadPlan};
 use crate::model::{
     Backoff, DaemonSettings, ExitStatus, Plan, RestartPolicy, ServiceName, ServiceSpec, StartLimit,
@@ -127,7 +127,7 @@ fn label(effect: &Effect) -> String {
                 None => variant.to_owned(),
             }
         }
-        Effect::StartAgain { service } => format!("start-again {service}"),
+        Effect::Reply(reply) => format!("reply {reply:?}"),
         Effect::Remove { service } => format!("remove {service}"),
         Effect::Exit => "exit".to_owned(),
         Effect::MainPid { service, pid, .. } => format!("main-pid {service} {pid}"),
@@ -299,8 +299,8 @@ impl Harness {
                     assert_eq!(s.run(), Some(*run), "signals go to the current run only");
                     assert_eq!(s.pid(), Some(*pid), "signals go to the current main pid");
                 }
-                Effect::StartAgain { service } => {
-                    panic!("StartAgain for {service} leaked out of the core")
+                Effect::Reply(reply) => {
+                    panic!("a reply is taken out by whoever fed the control input: {reply:?}")
                 }
                 Effect::Exit => self.exit_seen = true,
                 Effect::Emit(_)
@@ -370,8 +370,13 @@ impl Harness {
         command: Command,
         n: &str,
     ) -> (Result<String, ControlError>, Vec<Effect>) {
-        let (reply, effects) = self.sup.command(command, &name(n), self.now);
-        (reply, self.apply(effects))
+        let service = name(n);
+        let (reply, effects) = self.control(Input::Command { command, service });
+        let reply = reply.map(|answer| match answer {
+            Answer::Accepted(message) => message,
+            Answer::Reload(_) => panic!("a command answers with a message"),
+        });
+        (reply, effects)
     }
 
     /// A command that must succeed; returns its effects.
@@ -389,8 +394,41 @@ impl Harness {
     }
 
     fn reload_plan(&mut self, new: Plan) -> (ReloadPlan, Vec<Effect>) {
-        let (diff, effects) = self.sup.reload(new, self.now);
-        (diff, self.apply(effects))
+        let (reply, effects) = self.control(Input::Reload(new));
+        match reply {
+            Ok(Answer::Reload(diff)) => (diff, effects),
+            other => panic!("a reload answers with its plan, not {other:?}"),
+        }
+    }
+
+    /// `holdfast signal`: the one signal effect of the answer, or its error.
+    fn signal(
+        &mut self,
+        n: &str,
+        signal: Signal,
+        whom: SignalWhom,
+    ) -> Result<Effect, ControlError> {
+        let input = Input::Signal {
+            service: name(n),
+            signal,
+            whom,
+        };
+        let (reply, effects) = self.control(input);
+        reply.map(|_| {
+            assert_eq!(effects.len(), 1, "one signal: {:?}", labels(&effects));
+            effects[0].clone()
+        })
+    }
+
+    /// Feeds a control input: its one answer, and the other effects played by the shell.
+    fn control(&mut self, input: Input) -> (Result<Answer, ControlError>, Vec<Effect>) {
+        let mut effects = self.sup.handle(input, self.now);
+        let reply = take_reply(&mut effects).expect("a control input is answered");
+        assert!(
+            take_reply(&mut effects).is_none(),
+            "a control input is answered once"
+        );
+        (reply, self.apply(effects))
     }
 
     /// Crashes `n` (exit 1) after it has been up for `up`, then waits out the backoff;

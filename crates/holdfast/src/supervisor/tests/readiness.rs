@@ -174,10 +174,7 @@ fn ready_from_a_service_not_configured_for_notify_is_ignored_but_status_is_kept(
         vec![NotifyMsg::Ready, NotifyMsg::Status("warming up".to_owned())],
     );
     assert_eq!(labels(&effects), Vec::<String>::new());
-    assert_eq!(
-        h.service("a").facts().status_text.as_deref(),
-        Some("warming up")
-    );
+    assert_eq!(h.service("a").status_text(), Some("warming up"));
     h.advance(secs(1));
     assert_eq!(h.state("a"), "running");
 }
