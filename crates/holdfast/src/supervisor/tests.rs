@@ -9,7 +9,6 @@
 
 mod backoff;
 mod commands;
-mod durations;
 mod exit_codes;
 mod health;
 mod ordering;
@@ -19,6 +18,7 @@ mod restart;
 mod shutdown;
 mod stop;
 mod verbs;
+mod with_config;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
