@@ -22,6 +22,9 @@ impl Service {
         group_alive: bool,
         now: Instant,
     ) -> Vec<Effect> {
+        if let Some(at) = self.draining.iter().position(|d| d.run == run) {
+            return self.drain_exited(at, status, group_alive);
+        }
         let Some((current, leader, spawned)) = self.state.live() else {
             return Vec::new();
         };
@@ -43,6 +46,18 @@ impl Service {
             _ => {}
         }
         effects
+    }
+
+    /// The main process of the earlier, draining run at `at` exited: reported as that
+    /// run's exit; the current run and the restart policy are not concerned.
+    fn drain_exited(&mut self, at: usize, status: ExitStatus, group_alive: bool) -> Vec<Effect> {
+        let drain = &mut self.draining[at];
+        drain.main = MainProcess::Exited(status);
+        let (run, pid) = (drain.run, drain.pid);
+        if !group_alive {
+            self.draining.remove(at);
+        }
+        vec![self.emit(EventKind::Exited { run, pid, status })]
     }
 
     /// The main process `pid` of a starting or running run exited on its own.
@@ -89,6 +104,11 @@ impl Service {
 
     /// The last process of `run`'s group is gone (the main process was reaped earlier).
     pub(super) fn group_empty(&mut self, run: RunId, now: Instant) -> Vec<Effect> {
+        if let Some(at) = self.draining.iter().position(|d| d.run == run) {
+            // Nothing of that earlier run is left.
+            self.draining.remove(at);
+            return Vec::new();
+        }
         match &mut self.state {
             State::Starting {
                 run: r,

@@ -27,7 +27,7 @@ use crate::process::reap::ReapSeq;
 pub(crate) use self::cause::round_ms;
 pub use self::cause::{Cause, FailReason, SpawnFailure};
 pub use self::state::{
-    AfterStop, Escalation, ForkerExit, KillScope, MainProcess, RunId, Start, State, Watchdog,
+    AfterStop, Drain, Escalation, ForkerExit, KillScope, MainProcess, RunId, Start, State, Watchdog,
 };
 
 /// How long to wait for a group to disappear after SIGKILL before giving up on it.
@@ -144,6 +144,8 @@ pub struct Service {
     kill_scope: KillScope,
     policy: Policy,
     follow_up: Option<FollowUp>,
+    /// Earlier runs whose processes may outlive them (oldest first).
+    draining: Vec<Drain>,
 }
 
 impl Service {
@@ -170,6 +172,7 @@ impl Service {
             kill_scope,
             policy: Policy::Apply,
             follow_up: None,
+            draining: Vec::new(),
         }
     }
 
@@ -264,6 +267,11 @@ impl Service {
     /// What ended the run that the last (or the pending) automatic restart replaces.
     pub fn last_restart(&self) -> Option<&Cause> {
         self.last_restart.as_ref()
+    }
+
+    /// Earlier runs whose processes may still be alive beside the current one.
+    pub fn draining(&self) -> &[Drain] {
+        &self.draining
     }
 
     /// Health of the current run, while it is starting or running.

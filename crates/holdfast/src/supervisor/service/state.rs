@@ -117,6 +117,19 @@ impl Watchdog {
     }
 }
 
+/// An earlier run of the service whose processes may still be alive beside the current
+/// run: its stop was abandoned (they survived SIGKILL), or it drains while a newer run
+/// serves. Its exits are its own: they never touch the current run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    pub run: RunId,
+    /// Its process group.
+    pub group: Pid,
+    /// Its main process (the group leader unless another was named).
+    pub pid: Pid,
+    pub main: MainProcess,
+}
+
 /// Whether the main process of a stopping service has already been reaped (the rest of
 /// its process group may outlive it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

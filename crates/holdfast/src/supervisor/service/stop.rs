@@ -7,8 +7,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::{
-    AfterStop, Cause, Effect, Escalation, FollowUp, ForkerExit, KILL_WAIT, MainProcess, Policy,
-    Service, State,
+    AfterStop, Cause, Drain, Effect, Escalation, FollowUp, ForkerExit, KILL_WAIT, MainProcess,
+    Policy, Service, State,
 };
 use crate::clock::later;
 use crate::supervisor::event::EventKind;
@@ -36,10 +36,20 @@ impl Service {
                 ..
             } => self.escalate(now),
             State::Stopping {
+                run,
                 pid,
+                main_pid,
+                main,
                 escalation: Escalation::Killed,
                 ..
             } => {
+                // Its processes may still exit later: that exit is the abandoned run's.
+                self.draining.push(Drain {
+                    run,
+                    group: pid,
+                    pid: main_pid.unwrap_or(pid),
+                    main,
+                });
                 let mut effects = vec![self.emit(EventKind::StopAbandoned {
                     pid,
                     scope: self.kill_scope,
