@@ -1072,16 +1072,20 @@ impl Shell {
             whom,
         };
         let (message, effects) = self.control(input, Instant::now());
+        // The main pid is signalled here, so that its failure is the answer; the other
+        // effects run as always.
+        let (main, others): (Vec<Effect>, Vec<Effect>) = effects
+            .into_iter()
+            .partition(|e| matches!(e, Effect::SignalMain { .. }));
+        self.execute(others);
         let message = message?;
-        for effect in effects {
+        for effect in main {
             if let Effect::SignalMain { pid, .. } = effect {
                 self.signal_main(name, pid, signal)
                     .map_err(|message| ControlError {
                         kind: ErrorKind::BadRequest,
                         message,
                     })?;
-            } else {
-                self.execute(vec![effect]);
             }
         }
         tracing::info!("{message}");
