@@ -1,8 +1,12 @@
 //! The supervisor core: all services, their ordering, shutdown and reload.
 //!
-//! Pure and synchronous: `handle(input, now) -> effects`. The runtime task is its only
-//! owner; nothing else mutates service state. Time only moves when the caller says so,
-//! which is what lets unit tests run a 10-minute scenario in microseconds.
+//! Pure and synchronous: `handle(input, now) -> effects` is the one entry point. What
+//! happened to processes, control requests and reloads are all inputs; a control input
+//! is answered by one `Effect::Reply` among the effects. Follow-ups inside the core (a
+//! restart once a stop finished, forgetting a removed service) never leave it. The
+//! runtime task is its only owner; nothing else mutates service state. Time only moves
+//! when the caller says so, which is what lets unit tests run a 10-minute scenario in
+//! microseconds.
 
 mod control;
 
@@ -25,7 +29,7 @@ use crate::model::{ExitStatus, Plan, ServiceName, ServiceSpec};
 use crate::notify::NotifyMsg;
 use crate::process::reap::ReapSeq;
 
-/// Something that happened outside the core.
+/// Something that happened outside the core, or a request to it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     /// Start every autostart service (once, at boot).
