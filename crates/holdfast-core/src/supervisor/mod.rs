@@ -9,7 +9,11 @@ pub mod event;
 pub mod reload;
 pub mod service;
 
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{Command, Effect, Input, SignalWhom, Supervisor, state_name};
+pub use self::core::{
+    Answer, Command, Effect, Input, SignalWhom, Supervisor, state_name, take_reply,
+};

@@ -11,7 +11,10 @@ pub mod record;
 pub mod runtime;
 mod spawn_failure;
 mod startup;
+#[cfg(test)]
+mod with_config;
 
 pub use holdfast_core::supervisor::{
-    Command, Effect, Input, SignalWhom, Supervisor, core, event, reload, service, state_name,
+    Answer, Command, Effect, Input, SignalWhom, Supervisor, core, event, reload, service,
+    state_name, take_reply,
 };

@@ -14,7 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use super::bus::{self, EventBus};
-use super::core::{Command, Effect, Input, SignalWhom, Supervisor, state_name};
+use super::core::{Answer, Command, Effect, Input, SignalWhom, Supervisor, state_name, take_reply};
 use super::event::{Event, EventKind};
 use super::hooks::{HookRunner, Note};
 use super::recipe::{Environments, Inherited, Recipe};
@@ -394,7 +394,8 @@ impl Shell {
                     self.captures.remove(&service);
                     self.forget_cgroup(&service);
                 }
-                Effect::StartAgain { .. } => unreachable!("consumed by the core"),
+                // Taken out by the caller that fed the control input.
+                Effect::Reply(_) => {}
                 Effect::Exit => exit = true,
                 Effect::StartProbe { service, run, spec } => {
                     if let Some(input) = self.start_probe(service, run, &spec) {
@@ -680,7 +681,7 @@ impl Shell {
                 return None;
             };
             let forking = matches!(s.spec().kind, ServiceKind::Forking { .. });
-            if !forking || s.facts().main_pid.is_some() {
+            if !forking || s.named_main_pid().is_some() {
                 return None;
             }
             let attached = self.service_cgroups.get(s.name())?;
@@ -1067,20 +1068,28 @@ impl Shell {
         } else {
             SignalWhom::Main
         };
-        let message = match self.sup.signal(name, signal, whom)? {
-            Effect::SignalMain { pid, .. } => {
+        let input = Input::Signal {
+            service: name.clone(),
+            signal,
+            whom,
+        };
+        let (message, effects) = self.control(input, Instant::now());
+        // The main pid is signalled here, so that its failure is the answer; the other
+        // effects run as always.
+        let (main, others): (Vec<Effect>, Vec<Effect>) = effects
+            .into_iter()
+            .partition(|e| matches!(e, Effect::SignalMain { .. }));
+        self.execute(others);
+        let message = message?;
+        for effect in main {
+            if let Effect::SignalMain { pid, .. } = effect {
                 self.signal_main(name, pid, signal)
                     .map_err(|message| ControlError {
                         kind: ErrorKind::BadRequest,
                         message,
                     })?;
-                format!("sent {} to {name} (main pid {pid})", signal.as_str())
             }
-            effect => {
-                self.execute(vec![effect]);
-                format!("sent {} to every process of {name}", signal.as_str())
-            }
-        };
+        }
         tracing::info!("{message}");
         if let Some(capture) = self.captures.get(name) {
             capture.note(&message);
@@ -1221,7 +1230,7 @@ impl Shell {
             Request::QuarantineRelease { name } => self.quarantine_release(&name, now),
             Request::Signal { name, signal, all } => (self.signal(&name, &signal, all), false),
             Request::ResetFailed { names } => {
-                let (result, effects) = self.sup.reset_failed(&names, now);
+                let (result, effects) = self.control(Input::ResetFailed { services: names }, now);
                 let done = self.execute(effects);
                 (result.map(|message| Reply::Accepted { message }), done)
             }
@@ -1253,9 +1262,26 @@ impl Shell {
         name: &ServiceName,
         now: Instant,
     ) -> (Result<Reply, ControlError>, bool) {
-        let (result, effects) = self.sup.command(command, name, now);
+        let service = name.clone();
+        let (result, effects) = self.control(Input::Command { command, service }, now);
         let done = self.execute(effects);
         (result.map(|message| Reply::Accepted { message }), done)
+    }
+
+    /// Feeds a control input to the core: its answer's message, and the effects to
+    /// execute.
+    fn control(
+        &mut self,
+        input: Input,
+        now: Instant,
+    ) -> (Result<String, ControlError>, Vec<Effect>) {
+        let mut effects = self.sup.handle(input, now);
+        let message = match take_reply(&mut effects).expect("a control input is answered") {
+            Ok(Answer::Accepted(message)) => Ok(message),
+            Ok(Answer::Reload(_)) => unreachable!("only a reload answers with a plan"),
+            Err(error) => Err(error),
+        };
+        (message, effects)
     }
 
     /// Re-reads the config file; an invalid one changes nothing.
@@ -1276,9 +1302,13 @@ impl Shell {
         if dry_run {
             return Ok(super::reload::diff(self.sup.plan(), &plan, true));
         }
-        let (diff, effects) = self.sup.reload(plan, Instant::now());
+        let mut effects = self.sup.handle(Input::Reload(plan), Instant::now());
+        let reply = take_reply(&mut effects).expect("a reload is answered");
         self.execute(effects);
-        Ok(diff)
+        match reply? {
+            Answer::Reload(diff) => Ok(diff),
+            Answer::Accepted(_) => unreachable!("a reload answers with its plan"),
+        }
     }
 
     fn publish(&mut self, event: &Event) {

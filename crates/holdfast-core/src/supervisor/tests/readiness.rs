@@ -32,16 +32,6 @@ fn forking(n: &str) -> ServiceSpec {
 }
 
 impl Harness {
-    fn notify(&mut self, n: &str, msgs: Vec<NotifyMsg>) -> Vec<Effect> {
-        let run = self.run(n);
-        self.feed(Input::Notify {
-            service: name(n),
-            run,
-            msgs,
-            alive_at: ReapSeq::default(),
-        })
-    }
-
     /// Booted and just past `start_secs`, so running with a freshly armed watchdog.
     fn just_running(specs: impl IntoIterator<Item = ServiceSpec>) -> Self {
         let mut h = Self::booted(specs);
@@ -174,10 +164,7 @@ fn ready_from_a_service_not_configured_for_notify_is_ignored_but_status_is_kept(
         vec![NotifyMsg::Ready, NotifyMsg::Status("warming up".to_owned())],
     );
     assert_eq!(labels(&effects), Vec::<String>::new());
-    assert_eq!(
-        h.service("a").facts().status_text.as_deref(),
-        Some("warming up")
-    );
+    assert_eq!(h.service("a").status_text(), Some("warming up"));
     h.advance(secs(1));
     assert_eq!(h.state("a"), "running");
 }
@@ -358,87 +345,6 @@ fn an_adoption_for_a_stale_run_is_ignored() {
     });
     assert_eq!(labels(&effects), Vec::<String>::new());
     assert_eq!(h.state("d"), "backoff");
-}
-
-/// Service `n` as the config file makes it: `ready = "notify"` plus `extra` lines, with
-/// every default the validator picks (start_secs among them).
-fn configured_notify(n: &str, extra: &str) -> ServiceSpec {
-    let src = format!("[service.{n}]\ncommand = [\"/bin/true\"]\nready = \"notify\"\n{extra}");
-    let mut plan: Plan = todo!("I9-SPLIT {src}");
-    plan.services
-        .remove(&name(n))
-        .expect("the service is in the plan")
-}
-
-#[test]
-fn a_ready_service_without_start_secs_is_running_as_soon_as_it_is_ready() {
-    let mut h = Harness::booted([configured_notify("a", "")]);
-    h.advance(ms(10));
-    assert_eq!(h.state("a"), "starting", "not ready yet");
-    assert_eq!(
-        labels(&h.notify("a", vec![NotifyMsg::Ready])),
-        ["a BecameReady", "a Started"],
-        "running at READY=1, not a start_secs later"
-    );
-    assert_eq!(h.state("a"), "running");
-}
-
-#[test]
-fn a_dependent_of_a_ready_service_is_spawned_at_its_readiness() {
-    let mut h = Harness::booted([configured_notify("db", ""), svc_after("api", &["db"])]);
-    h.advance(ms(10));
-    assert_eq!(h.state("api"), "waiting");
-    assert_eq!(
-        labels(&h.notify("db", vec![NotifyMsg::Ready])),
-        ["db BecameReady", "db Started", "spawn api", "api Spawned"],
-        "the `after` link costs nothing beyond db's readiness"
-    );
-}
-
-#[test]
-fn an_explicit_start_secs_still_delays_running_after_readiness() {
-    let mut h = Harness::booted([configured_notify("a", "start_secs = \"1s\"")]);
-    h.advance(ms(200));
-    assert_eq!(
-        labels(&h.notify("a", vec![NotifyMsg::Ready])),
-        ["a BecameReady"]
-    );
-    assert_eq!(h.state("a"), "starting");
-    assert_eq!(labels(&h.advance(ms(799))), Vec::<String>::new());
-    assert_eq!(labels(&h.advance(ms(1))), ["a Started"]);
-}
-
-#[test]
-fn a_ready_service_that_exits_once_ready_is_not_an_early_exit() {
-    let mut h = Harness::booted([configured_notify("a", "")]);
-    h.notify("a", vec![NotifyMsg::Ready]);
-    let effects = h.exit("a", code(0));
-    assert_eq!(
-        labels(&effects),
-        ["a Exited", "a Stopped"],
-        "a clean exit of a started run"
-    );
-    assert_eq!(h.state("a"), "stopped");
-}
-
-#[test]
-fn a_ready_service_that_exits_before_it_is_ready_failed_its_start_even_with_code_0() {
-    let mut h = Harness::booted([configured_notify("a", "")]);
-    h.advance(ms(5000));
-    let effects = h.exit("a", code(0));
-    assert_eq!(
-        labels(&effects),
-        ["a Exited", "a RestartScheduled"],
-        "on-failure restarts a failed start"
-    );
-    let early = Cause::ExitedEarly {
-        status: code(0),
-        after: secs(5),
-    };
-    assert_eq!(
-        early.to_string(),
-        "exited 0 after 5s (before it was running)"
-    );
 }
 
 #[test]

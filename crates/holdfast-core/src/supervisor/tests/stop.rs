@@ -192,3 +192,62 @@ fn inputs_for_unknown_services_are_ignored() {
     assert!(effects.is_empty());
     assert_eq!(h.state("a"), "running");
 }
+
+/// An abandoned stop followed by a start: the old run's processes drain beside the new
+/// run, and their exits and empty group are the old run's, never the new one's.
+#[test]
+fn the_late_exit_of_an_abandoned_run_is_its_own_and_leaves_the_new_run_alone() {
+    let mut h = Harness::running([svc("a")]);
+    let old = h.run("a");
+    h.ok(Command::Restart, "a");
+    h.advance(secs(10));
+    assert_eq!(
+        labels(&h.advance(KILL_WAIT)),
+        ["a StopAbandoned", "a Stopped", "spawn a", "a Spawned"],
+        "the restart does not wait for processes that survived SIGKILL"
+    );
+    let new = h.run("a");
+    assert_ne!(new, old);
+    assert_eq!(
+        h.service("a")
+            .draining()
+            .iter()
+            .map(|d| d.run)
+            .collect::<Vec<_>>(),
+        [old]
+    );
+    h.advance(secs(5));
+    assert_eq!(h.state("a"), "running");
+
+    let effects = h.exit_run("a", old, killed(Signal::SIGKILL), true);
+    assert_eq!(
+        events_of(&effects, "a"),
+        [EventKind::Exited {
+            run: old,
+            pid: Pid::from_raw(101),
+            status: killed(Signal::SIGKILL),
+        }],
+        "reported as the old run's exit"
+    );
+    assert_eq!(h.state("a"), "running", "the new run is untouched");
+    assert_eq!(h.run("a"), new);
+    assert_eq!(
+        h.service("a").draining().len(),
+        1,
+        "its group is not empty yet"
+    );
+
+    let effects = h.feed(Input::GroupEmpty {
+        service: name("a"),
+        run: old,
+    });
+    assert_eq!(labels(&effects), Vec::<String>::new());
+    assert!(h.service("a").draining().is_empty(), "the old run is gone");
+    assert_eq!(h.state("a"), "running");
+
+    // The new run's own exit still ends it as usual.
+    assert_eq!(
+        labels(&h.exit("a", code(1))),
+        ["a Exited", "a RestartScheduled"]
+    );
+}

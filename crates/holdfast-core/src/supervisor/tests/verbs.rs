@@ -20,8 +20,12 @@ fn failed(h: &mut Harness, n: &str) {
 
 fn reset(h: &mut Harness, names: &[&str]) -> (Result<String, ControlError>, Vec<Effect>) {
     let names: Vec<ServiceName> = names.iter().map(|n| name(n)).collect();
-    let (reply, effects) = h.sup.reset_failed(&names, h.now);
-    (reply, h.apply(effects))
+    let (reply, effects) = h.control(Input::ResetFailed { services: names });
+    let reply = reply.map(|answer| match answer {
+        Answer::Accepted(message) => message,
+        Answer::Reload(_) => panic!("reset-failed answers with a message"),
+    });
+    (reply, effects)
 }
 
 #[test]
@@ -107,14 +111,14 @@ fn reset_failed_of_an_unknown_name_changes_nothing() {
 
 #[test]
 fn a_signal_goes_to_the_main_pid_or_with_all_to_the_run() {
-    let h = Harness::running([svc("a")]);
+    let mut h = Harness::running([svc("a")]);
     let pid = h.service("a").pid().expect("running has a pid");
-    let main = h.sup.signal(&name("a"), Signal::SIGHUP, SignalWhom::Main);
+    let main = h.signal("a", Signal::SIGHUP, SignalWhom::Main);
     assert_eq!(
         label(&main.expect("running")),
         format!("signal-main a {pid} SIGHUP")
     );
-    let all = h.sup.signal(&name("a"), Signal::SIGUSR1, SignalWhom::All);
+    let all = h.signal("a", Signal::SIGUSR1, SignalWhom::All);
     assert_eq!(label(&all.expect("running")), "signal a SIGUSR1");
 }
 
@@ -124,16 +128,14 @@ fn a_signal_to_a_service_without_processes_is_a_precise_error() {
     h.advance(secs(2));
     h.exit("a", code(0));
     let error = h
-        .sup
-        .signal(&name("a"), Signal::SIGHUP, SignalWhom::Main)
+        .signal("a", Signal::SIGHUP, SignalWhom::Main)
         .expect_err("stopped");
     assert_eq!(
         error.message,
         "cannot send SIGHUP to a: it is stopped, no process runs"
     );
     let error = h
-        .sup
-        .signal(&name("b"), Signal::SIGHUP, SignalWhom::All)
+        .signal("b", Signal::SIGHUP, SignalWhom::All)
         .expect_err("unknown");
     assert_eq!(error.kind, ErrorKind::UnknownService);
 }
@@ -144,15 +146,10 @@ fn a_signal_after_the_main_process_exited_needs_all_for_the_rest_of_the_run() {
     h.exit_leaving_group("a", code(1));
     assert_eq!(h.state("a"), "stopping", "leftovers are being cleaned up");
     let error = h
-        .sup
-        .signal(&name("a"), Signal::SIGHUP, SignalWhom::Main)
+        .signal("a", Signal::SIGHUP, SignalWhom::Main)
         .expect_err("no main process");
     assert!(error.message.contains("no main process"), "{error:?}");
-    assert!(
-        h.sup
-            .signal(&name("a"), Signal::SIGKILL, SignalWhom::All)
-            .is_ok()
-    );
+    assert!(h.signal("a", Signal::SIGKILL, SignalWhom::All).is_ok());
 }
 
 #[test]

@@ -15,6 +15,7 @@ use super::*;
 use crate::config::value::{INFINITY, MAX_DURATION};
 use crate::health::{ProbeFailure, ProbeOutcome};
 use crate::notify::NotifyMsg;
+use crate::supervisor::record;
 
 /// A duration key: its place in the generated config and what validation allows.
 struct Key {
@@ -314,7 +315,7 @@ fn observe(h: &Harness, effects: &[Effect]) {
     for effect in effects {
         if let Effect::Emit(event) = effect {
             let _ = event.to_string();
-            let _ = crate::supervisor::record::record(0, std::time::SystemTime::now(), event);
+            let _ = record::record(0, std::time::SystemTime::now(), event);
         }
     }
     let service = h.service("a");

@@ -1,0 +1,547 @@
+//! The supervisor core: all services, their ordering, shutdown and reload.
+//!
+//! Pure and synchronous: `handle(input, now) -> effects` is the one entry point. What
+//! happened to processes, control requests and reloads are all inputs; a control input
+//! is answered by one `Effect::Reply` among the effects. Follow-ups inside the core (a
+//! restart once a stop finished, forgetting a removed service) never leave it. The
+//! runtime task is its only owner; nothing else mutates service state. Time only moves
+//! when the caller says so, which is what lets unit tests run a 10-minute scenario in
+//! microseconds.
+
+mod control;
+
+pub use self::control::unknown_service;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::unix::Pid;
+use crate::unix::Signal;
+
+use super::event::{Event, EventKind};
+use super::service::{
+    AfterStop, FailReason, FollowUp, KillScope, Order, RunId, Service, SpawnFailure, State,
+};
+use crate::health::ProbeOutcome;
+use crate::model::{ExitStatus, Plan, ServiceName, ServiceSpec};
+use crate::notify::NotifyMsg;
+use crate::supervisor::answer::{ControlError, ReloadPlan};
+use crate::unix::ReapSeq;
+
+/// Something that happened outside the core, or a request to it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Start every autostart service (once, at boot).
+    Boot,
+    Spawned {
+        service: ServiceName,
+        run: RunId,
+        pid: Pid,
+    },
+    SpawnFailed {
+        service: ServiceName,
+        run: RunId,
+        error: SpawnFailure,
+    },
+    /// The main process of `run` was reaped; `group_alive` says whether other members of
+    /// its process group remain.
+    Exited {
+        service: ServiceName,
+        run: RunId,
+        status: ExitStatus,
+        group_alive: bool,
+    },
+    /// The process group of `run` has no members left.
+    GroupEmpty {
+        service: ServiceName,
+        run: RunId,
+    },
+    /// A health probe started for `run` (by `Effect::StartProbe`) finished.
+    ProbeResult {
+        service: ServiceName,
+        run: RunId,
+        outcome: ProbeOutcome,
+    },
+    /// A deadline may have passed.
+    Tick,
+    Shutdown,
+    /// The readiness condition of `run` was met (fd newline, TCP connect, HTTP 2xx,
+    /// passing health probe).
+    Ready {
+        service: ServiceName,
+        run: RunId,
+    },
+    /// Messages on `NOTIFY_SOCKET` from a process of `run`. A `MAINPID=` among them was
+    /// seen alive when reaps had reached `alive_at`.
+    Notify {
+        service: ServiceName,
+        run: RunId,
+        msgs: Vec<NotifyMsg>,
+        alive_at: ReapSeq,
+    },
+    /// The pidfile of forking `run` named `pid`, a live process of the service (seen
+    /// alive when reaps had reached `alive_at`).
+    Adopted {
+        service: ServiceName,
+        run: RunId,
+        pid: Pid,
+        alive_at: ReapSeq,
+    },
+    /// A control request to start, stop or restart `service`. Answered by an
+    /// `Effect::Reply`.
+    Command {
+        command: Command,
+        service: ServiceName,
+    },
+    /// `holdfast signal`: `signal` for the current run of `service`. Answered by an
+    /// `Effect::Reply`; the signal itself is an `Effect::SignalMain` (whose failure the
+    /// shell reports instead) or an `Effect::Signal`.
+    Signal {
+        service: ServiceName,
+        signal: Signal,
+        whom: SignalWhom,
+    },
+    /// `holdfast reset-failed` of `services` (none named: every failed one). Answered
+    /// by an `Effect::Reply`.
+    ResetFailed {
+        services: Vec<ServiceName>,
+    },
+    /// A new plan (the config file was reloaded). Answered by an `Effect::Reply` with
+    /// `Answer::Reload`.
+    Reload(Plan),
+}
+
+/// Requests from the control API that change state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// Who gets a signal sent by hand (systemctl kill's `--kill-whom`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalWhom {
+    /// The main process only (what `kill -HUP $(pidof nginx)` means).
+    Main,
+    /// Every process of the current run: its cgroup, or its process groups.
+    All,
+}
+
+/// What a control input did, for the requester.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// What happens next, in a sentence (or a line per service).
+    Accepted(String),
+    /// What a reload changes.
+    Reload(ReloadPlan),
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// fork/exec a process for `run`; answer with `Input::Spawned` or `Input::SpawnFailed`
+    /// before handling any other input.
+    Spawn {
+        service: ServiceName,
+        run: RunId,
+        spec: Arc<ServiceSpec>,
+    },
+    /// Signal the whole process group of `run`.
+    Signal {
+        service: ServiceName,
+        run: RunId,
+        group: Pid,
+        signal: Signal,
+    },
+    /// Signal only the main process `pid` of `run` (`holdfast signal`), unless it was
+    /// reaped meanwhile.
+    SignalMain {
+        service: ServiceName,
+        run: RunId,
+        pid: Pid,
+        signal: Signal,
+    },
+    Emit(Event),
+    /// The answer to a control input (`Command`, `Signal`, `ResetFailed`, `Reload`):
+    /// exactly one for each, before the effects of the transition it made. An error
+    /// changed nothing.
+    Reply(Result<Answer, ControlError>),
+    /// The service left the plan: release what the shell holds for it (log capture).
+    Remove {
+        service: ServiceName,
+    },
+    /// Shutdown finished: every service is stopped.
+    Exit,
+    /// `pid` is now the main process of `run`: its exit is the run's exit (and its
+    /// process group belongs to the run). Only a reap numbered after `alive_at` can be
+    /// that exit: an earlier one was of another process that had the same pid.
+    MainPid {
+        service: ServiceName,
+        run: RunId,
+        pid: Pid,
+        alive_at: ReapSeq,
+    },
+    /// Read `path` until it names a live process of `run`; answer with `Input::Adopted`.
+    /// Stop trying once `run` is no longer starting.
+    ReadPidfile {
+        service: ServiceName,
+        run: RunId,
+        path: std::path::PathBuf,
+    },
+    /// Run one health probe of `run` (the probe is `spec.health`); answer with
+    /// `Input::ProbeResult` once it finished or timed out.
+    StartProbe {
+        service: ServiceName,
+        run: RunId,
+        spec: Arc<ServiceSpec>,
+    },
+    /// Append a record of this exit to the quarantine queue (`<state_dir>/quarantine.jsonl`).
+    Quarantine {
+        service: ServiceName,
+        status: ExitStatus,
+        /// The cause as shown to people.
+        reason: String,
+    },
+}
+
+pub struct Supervisor {
+    plan: Plan,
+    services: BTreeMap<ServiceName, Service>,
+    next_run: u64,
+    seed: u64,
+    shutting_down: bool,
+    /// `Exit` was emitted; it is emitted once.
+    shutdown_completed: bool,
+    kill_scope: KillScope,
+}
+
+impl Supervisor {
+    /// `seed` feeds the backoff jitter; tests pass a fixed one.
+    pub fn new(plan: Plan, now: Instant, seed: u64) -> Self {
+        let mut sup = Self {
+            plan: plan.clone(),
+            services: BTreeMap::new(),
+            next_run: 1,
+            seed,
+            shutting_down: false,
+            shutdown_completed: false,
+            kill_scope: KillScope::default(),
+        };
+        for spec in plan.services.into_values() {
+            sup.insert(spec, now);
+        }
+        sup
+    }
+
+    /// How the shell's stop signals reach services' processes (default: process groups).
+    pub fn with_kill_scope(mut self, scope: KillScope) -> Self {
+        self.kill_scope = scope;
+        for service in self.services.values_mut() {
+            service.set_kill_scope(scope);
+        }
+        self
+    }
+
+    fn insert(&mut self, spec: ServiceSpec, now: Instant) {
+        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let mut service = Service::new(Arc::new(spec), now, self.seed, self.kill_scope);
+        if self.shutting_down {
+            service.handle(Order::Shutdown, now);
+        }
+        self.services.insert(service.name().clone(), service);
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.values()
+    }
+    pub fn service(&self, name: &ServiceName) -> Option<&Service> {
+        self.services.get(name)
+    }
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// The earliest deadline of any service: the only timer the shell needs.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.services.values().filter_map(Service::wakeup).min()
+    }
+
+    /// Dependencies a waiting service waits for.
+    pub fn waiting_on(&self, name: &ServiceName) -> Vec<ServiceName> {
+        self.blockers(name)
+    }
+
+    /// The one entry point: applies `input` and returns what the shell must do, with the
+    /// answer to a control input among it (`Effect::Reply`).
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Effect> {
+        let mut effects = match input {
+            Input::Boot => {
+                let names: Vec<ServiceName> = self
+                    .services
+                    .values()
+                    .filter(|s| s.spec().autostart)
+                    .map(|s| s.name().clone())
+                    .collect();
+                self.start_all(names, now)
+            }
+            Input::Tick => Vec::new(),
+            Input::Shutdown => self.begin_shutdown(now),
+            Input::Command { command, service } => self.command(command, &service, now),
+            Input::Signal {
+                service,
+                signal,
+                whom,
+            } => self.signal(&service, signal, whom),
+            Input::ResetFailed { services } => self.reset_failed(&services, now),
+            Input::Reload(plan) => self.reload(plan, now),
+            run_input => match for_service(run_input) {
+                // Inputs for a service removed meanwhile are stale: drop them.
+                Some((name, order)) => self.order(&name, order, now),
+                None => Vec::new(),
+            },
+        };
+        self.settle(&mut effects, now);
+        effects
+    }
+
+    /// Hands `order` to service `name`, if it still exists.
+    fn order(&mut self, name: &ServiceName, order: Order, now: Instant) -> Vec<Effect> {
+        match self.services.get_mut(name) {
+            Some(service) => service.handle(order, now),
+            None => Vec::new(),
+        }
+    }
+
+    /// Starts a service, or parks it in `waiting` while an `after` dependency is coming up.
+    fn start(&mut self, name: &ServiceName, now: Instant) -> Vec<Effect> {
+        let blockers = self.blockers(name);
+        let order = if blockers.is_empty() {
+            let run = RunId(self.next_run);
+            self.next_run += 1;
+            Order::Launch(run)
+        } else {
+            Order::WaitFor(blockers)
+        };
+        self.order(name, order, now)
+    }
+
+    /// Starts several services, dependencies first. `start` only sees a dependency as
+    /// coming up once it was started itself, so in name order a dependent named before
+    /// its dependency would start at once instead of waiting.
+    fn start_all(&mut self, mut pending: Vec<ServiceName>, now: Instant) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        while !pending.is_empty() {
+            let next = pending
+                .iter()
+                .position(|n| {
+                    !self.services[n]
+                        .spec()
+                        .after
+                        .iter()
+                        .any(|d| pending.contains(d))
+                })
+                .expect("validation rules out `after` cycles");
+            let name = pending.remove(next);
+            effects.extend(self.start(&name, now));
+        }
+        effects
+    }
+
+    /// Dependencies of `name` that are coming up: it must start after them.
+    fn blockers(&self, name: &ServiceName) -> Vec<ServiceName> {
+        self.services[name]
+            .spec()
+            .after
+            .iter()
+            .filter(|dep| self.services.get(*dep).is_some_and(Service::is_coming_up))
+            .cloned()
+            .collect()
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) -> Vec<Effect> {
+        if self.shutting_down {
+            return Vec::new();
+        }
+        self.shutting_down = true;
+        let mut effects = vec![Effect::Emit(Event {
+            service: None,
+            kind: EventKind::ShutdownStarted,
+        })];
+        for service in self.services.values_mut() {
+            effects.extend(service.handle(Order::Shutdown, now));
+        }
+        effects
+    }
+
+    /// Follows up on the effects of one input until nothing more is due: internal
+    /// restarts and removals, expired deadlines, waiting services whose dependencies
+    /// are up, and the next step of a shutdown.
+    fn settle(&mut self, effects: &mut Vec<Effect>, now: Instant) {
+        loop {
+            let before = effects.len();
+            let names: Vec<ServiceName> = self.services.keys().cloned().collect();
+            for name in &names {
+                self.follow_up(name, effects, now);
+            }
+            self.step(effects, now);
+            if effects.len() == before {
+                break;
+            }
+        }
+    }
+
+    /// Does what service `name` left for the core to do, if anything.
+    fn follow_up(&mut self, name: &ServiceName, effects: &mut Vec<Effect>, now: Instant) {
+        let Some(service) = self.services.get_mut(name) else {
+            return;
+        };
+        match service.take_follow_up() {
+            Some(FollowUp::Start) => effects.extend(self.start(name, now)),
+            Some(FollowUp::Forget) => {
+                self.services.remove(name);
+            }
+            None => {}
+        }
+    }
+
+    /// One round of time-driven and dependency-driven transitions.
+    fn step(&mut self, effects: &mut Vec<Effect>, now: Instant) {
+        let names: Vec<ServiceName> = self.services.keys().cloned().collect();
+        for name in &names {
+            effects.extend(self.order(name, Order::Tick, now));
+            self.follow_up(name, effects, now);
+        }
+        if self.shutting_down {
+            self.shutdown_step(effects, now);
+            return;
+        }
+        for name in &names {
+            let waiting = self
+                .services
+                .get(name)
+                .is_some_and(|s| *s.state() == State::Waiting);
+            if waiting && self.blockers(name).is_empty() {
+                effects.extend(self.start(name, now));
+            }
+        }
+    }
+
+    /// Stops every active service that no active service depends on (dependents first),
+    /// and reports the end of the shutdown once all are inactive.
+    fn shutdown_step(&mut self, effects: &mut Vec<Effect>, now: Instant) {
+        let stoppable: Vec<ServiceName> = self
+            .services
+            .values()
+            .filter(|s| matches!(s.state(), State::Starting { .. } | State::Running { .. }))
+            .filter(|s| !self.has_active_dependent(s.name()))
+            .map(|s| s.name().clone())
+            .collect();
+        for name in stoppable {
+            effects.extend(self.order(&name, Order::Stop(AfterStop::Stay), now));
+        }
+        let done = self.services.values().all(Service::is_inactive);
+        if done && !self.shutdown_completed {
+            self.shutdown_completed = true;
+            effects.push(Effect::Emit(Event {
+                service: None,
+                kind: EventKind::ShutdownCompleted,
+            }));
+            effects.push(Effect::Exit);
+        }
+    }
+
+    fn has_active_dependent(&self, name: &ServiceName) -> bool {
+        self.services
+            .values()
+            .any(|s| s.is_active() && s.spec().after.contains(name))
+    }
+}
+
+/// An input about one run of one service, as the order for that service.
+fn for_service(input: Input) -> Option<(ServiceName, Order)> {
+    Some(match input {
+        Input::Spawned { service, run, pid } => (service, Order::Spawned { run, pid }),
+        Input::SpawnFailed {
+            service,
+            run,
+            error,
+        } => (service, Order::SpawnFailed { run, error }),
+        Input::Exited {
+            service,
+            run,
+            status,
+            group_alive,
+        } => (
+            service,
+            Order::Exited {
+                run,
+                status,
+                group_alive,
+            },
+        ),
+        Input::GroupEmpty { service, run } => (service, Order::GroupEmpty { run }),
+        Input::ProbeResult {
+            service,
+            run,
+            outcome,
+        } => (service, Order::ProbeResult { run, outcome }),
+        Input::Ready { service, run } => (service, Order::Ready { run }),
+        Input::Notify {
+            service,
+            run,
+            msgs,
+            alive_at,
+        } => (
+            service,
+            Order::Notify {
+                run,
+                msgs,
+                alive_at,
+            },
+        ),
+        Input::Adopted {
+            service,
+            run,
+            pid,
+            alive_at,
+        } => (service, Order::Adopted { run, pid, alive_at }),
+        _ => return None,
+    })
+}
+
+/// Name of a state as shown in `status` and the API.
+pub fn state_name(state: &State) -> &'static str {
+    match state {
+        State::Stopped => "stopped",
+        State::Waiting => "waiting",
+        State::Launching { .. } | State::Starting { .. } => "starting",
+        State::Running { .. } => "running",
+        State::Stopping { .. } => "stopping",
+        State::Backoff { .. } => "backoff",
+        State::Failed {
+            reason: FailReason::Quarantined(_),
+        } => "quarantined",
+        State::Failed { .. } => "failed",
+    }
+}
+
+/// Takes the answer to a control input out of its effects.
+pub fn take_reply(effects: &mut Vec<Effect>) -> Option<Result<Answer, ControlError>> {
+    let at = effects.iter().position(|e| matches!(e, Effect::Reply(_)))?;
+    match effects.remove(at) {
+        Effect::Reply(reply) => Some(reply),
+        _ => unreachable!("found above"),
+    }
+}
+
+fn emit(name: &ServiceName, kind: EventKind) -> Effect {
+    Effect::Emit(Event {
+        service: Some(name.clone()),
+        kind,
+    })
+}
