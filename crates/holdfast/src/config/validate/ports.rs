@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use super::super::diagnostic::Problem;
+use crate::config::diagnostic::Problem;
 use crate::model::Readiness;
 
 /// A service's readiness port, with the span of its `ready` value.

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
-use super::super::diagnostic::{Problem, closest};
-use super::super::raw::{RawCommand, RawExitAction, RawHealth, RawService, RawThreshold};
-use super::super::value;
 use super::Validator;
+use crate::config::diagnostic::{Problem, closest};
+use crate::config::raw::{RawCommand, RawExitAction, RawHealth, RawService, RawThreshold};
+use crate::config::value;
 use crate::model::{
     DecaySpec, ExitAction, ExitKey, HealthSpec, Probe, Threshold, UnhealthyAction, defaults,
 };

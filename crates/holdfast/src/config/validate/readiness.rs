@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
-use super::diagnostic::{Problem, closest};
-use super::raw::{RawReady, RawReadyTable, RawService};
-use super::validate::Validator;
+use super::Validator;
+use crate::config::diagnostic::{Problem, closest};
+use crate::config::raw::{RawReady, RawReadyTable, RawService};
 use crate::model::{Readiness, ServiceKind, Timeout, defaults};
 
 const MODES: [&str; 6] = ["none", "notify", "fd", "tcp", "http", "health"];

@@ -12,9 +12,9 @@ use std::ops::Range;
 use nix::unistd::{Gid, Group, User};
 use serde_spanned::Spanned;
 
-use super::diagnostic::{Problem, closest};
-use super::raw::{RawService, RawSize};
-use super::value;
+use crate::config::diagnostic::{Problem, closest};
+use crate::config::raw::{RawService, RawSize};
+use crate::config::value;
 use crate::model::{
     CAPABILITY_NAMES, Capability, CgroupLimits, Credentials, Limits, Privileges, Rlimit, UserRef,
 };

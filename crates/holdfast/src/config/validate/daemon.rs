@@ -1,0 +1,117 @@
+//! `[holdfast]`: where holdfast keeps its socket, state and logs, who may use the socket,
+//! and which of its variables services get.
+
+use std::path::{Path, PathBuf};
+
+use nix::unistd::Group;
+use serde_spanned::Spanned;
+
+use super::Validator;
+use super::command::bad_env_name;
+use crate::config::diagnostic::Problem;
+use crate::config::raw::RawDaemon;
+use crate::model::{DaemonSettings, GroupRef, PRIVATE_ENV, defaults};
+
+impl Validator<'_> {
+    pub(super) fn daemon(&mut self, raw: RawDaemon, base_dir: &Path) -> DaemonSettings {
+        DaemonSettings {
+            control: self.path(raw.control.as_ref(), "control", defaults::CONTROL, base_dir),
+            control_group: raw.control_group.as_ref().and_then(|g| self.group(g)),
+            state_dir: self.path(
+                raw.state_dir.as_ref(),
+                "state_dir",
+                defaults::STATE_DIR,
+                base_dir,
+            ),
+            log_dir: self.path(raw.log_dir.as_ref(), "log_dir", defaults::LOG_DIR, base_dir),
+            pass_env: self.pass_env(raw.pass_env.as_deref().unwrap_or_default()),
+        }
+    }
+
+    /// `holdfast.pass_env`: names of variables, none of them holdfast's private ones.
+    fn pass_env(&mut self, raw: &[Spanned<String>]) -> Vec<String> {
+        let mut names = Vec::new();
+        for name in raw {
+            let n = name.get_ref();
+            if let Some(label) = bad_env_name(n) {
+                self.push(
+                    Problem::new(
+                        format!("invalid environment variable name {n:?} in `holdfast.pass_env`"),
+                        name.span(),
+                        label,
+                    )
+                    .with_help("use a non-empty name without '=' or NUL, e.g. LC_ALL"),
+                );
+            } else if PRIVATE_ENV.contains(&n.as_str()) {
+                self.push(
+                    Problem::new(
+                        format!("`{n}` in `holdfast.pass_env` is holdfast's own"),
+                        name.span(),
+                        "never passed on",
+                    )
+                    .with_help(
+                        "it describes holdfast's situation, not a service's: remove it from the list",
+                    ),
+                );
+            } else if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names
+    }
+
+    fn path(
+        &mut self,
+        raw: Option<&Spanned<String>>,
+        key: &str,
+        default: &str,
+        base_dir: &Path,
+    ) -> PathBuf {
+        let Some(raw) = raw else {
+            return PathBuf::from(default);
+        };
+        if raw.get_ref().is_empty() {
+            self.push(
+                Problem::new(
+                    format!("`holdfast.{key}` is empty"),
+                    raw.span(),
+                    "empty path",
+                )
+                .with_help(format!("remove the key to use the default \"{default}\"")),
+            );
+            return PathBuf::from(default);
+        }
+        base_dir.join(raw.get_ref())
+    }
+
+    fn group(&mut self, raw: &Spanned<String>) -> Option<GroupRef> {
+        let name = raw.get_ref();
+        match Group::from_name(name) {
+            Ok(Some(group)) => Some(GroupRef {
+                name: name.clone(),
+                gid: group.gid.as_raw(),
+            }),
+            Ok(None) => {
+                self.push(
+                    Problem::new(
+                        format!("unknown group `{name}` in `holdfast.control_group`"),
+                        raw.span(),
+                        "no such group",
+                    )
+                    .with_help(format!(
+                        "create it (groupadd {name}) or name an existing group from /etc/group"
+                    )),
+                );
+                None
+            }
+            Err(errno) => {
+                self.push(Problem::new(
+                    format!("failed to look up group `{name}`"),
+                    raw.span(),
+                    errno.desc(),
+                ));
+                None
+            }
+        }
+    }
+}
