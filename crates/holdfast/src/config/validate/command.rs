@@ -1,4 +1,5 @@
-//! `command` and `env`: what a service runs, in which environment.
+//! `command` and `env`: what a service runs, in which environment. The rules of a
+//! command array serve hooks and exec probes too.
 
 use std::collections::BTreeMap;
 
@@ -28,61 +29,70 @@ impl Validator<'_> {
             );
             return None;
         };
-        match command.get_ref() {
+        self.command_array(
+            &format!("service.{svc}.command"),
+            "command",
+            command,
+            "[\"/usr/bin/prog\", \"arg\"]",
+        )
+    }
+
+    /// A command written as an array, program first: `command`, a hook, an exec probe.
+    /// `key` is the whole key path, `name` the key as written, `example` an array to
+    /// suggest when it is empty.
+    pub(super) fn command_array(
+        &mut self,
+        key: &str,
+        name: &str,
+        raw: &Spanned<RawCommand>,
+        example: &str,
+    ) -> Option<Vec<String>> {
+        let args = match raw.get_ref() {
             RawCommand::Line(line) => {
                 let words: Vec<&str> = line.split_whitespace().collect();
                 let suggestion = if words.is_empty() {
-                    "command = [\"prog\", \"arg\"]".to_owned()
+                    format!("{name} = [\"prog\", \"arg\"]")
                 } else {
-                    format!("command = {words:?}")
+                    format!("{name} = {words:?}")
                 };
                 self.push(
-                    Problem::new(format!("`service.{svc}.command` must be an array"), command.span(), "a plain string")
+                    Problem::new(format!("`{key}` must be an array"), raw.span(), "a plain string")
                         .with_help(format!(
                             "write {suggestion}: holdfast runs no shell, so each argument is its own string"
                         )),
                 );
-                None
+                return None;
             }
-            RawCommand::Args(args) if args.is_empty() => {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.command` is empty"),
-                        command.span(),
-                        "no program",
-                    )
-                    .with_help(
-                        "name the program to run first: command = [\"/usr/bin/prog\", \"arg\"]",
-                    ),
-                );
-                None
-            }
-            RawCommand::Args(args) => {
-                let mut ok = true;
-                if args[0].get_ref().is_empty() {
-                    ok = false;
-                    self.push(
-                        Problem::new(
-                            format!("`service.{svc}.command` has an empty program name"),
-                            args[0].span(),
-                            "empty",
-                        )
-                        .with_help(
-                            "the first element is the program: a path or a name looked up in PATH",
-                        ),
-                    );
-                }
-                for arg in args.iter().filter(|a| a.get_ref().contains('\0')) {
-                    ok = false;
-                    self.push(Problem::new(
-                        format!("`service.{svc}.command` has an argument containing NUL"),
-                        arg.span(),
-                        "contains \\u0000",
-                    ));
-                }
-                ok.then(|| args.iter().map(|a| a.get_ref().clone()).collect())
-            }
+            RawCommand::Args(args) => args,
+        };
+        let Some(program) = args.first() else {
+            self.push(
+                Problem::new(format!("`{key}` is empty"), raw.span(), "no program")
+                    .with_help(format!("name the program to run first: {name} = {example}")),
+            );
+            return None;
+        };
+        let mut ok = true;
+        if program.get_ref().is_empty() {
+            ok = false;
+            self.push(
+                Problem::new(
+                    format!("`{key}` has an empty program name"),
+                    program.span(),
+                    "empty",
+                )
+                .with_help("the first element is the program: a path or a name looked up in PATH"),
+            );
         }
+        for arg in args.iter().filter(|a| a.get_ref().contains('\0')) {
+            ok = false;
+            self.push(Problem::new(
+                format!("`{key}` has an argument containing NUL"),
+                arg.span(),
+                "contains \\u0000",
+            ));
+        }
+        ok.then(|| args.iter().map(|a| a.get_ref().clone()).collect())
     }
 
     pub(super) fn env(&mut self, svc: &str, raw: &RawService) -> BTreeMap<String, String> {

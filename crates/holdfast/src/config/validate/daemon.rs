@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use nix::unistd::Group;
 use serde_spanned::Spanned;
 
 use super::Validator;
 use super::command::bad_env_name;
+use super::privs::ServiceGroupHint;
 use crate::config::diagnostic::Problem;
 use crate::config::raw::RawDaemon;
 use crate::model::{DaemonSettings, GroupRef, PRIVATE_ENV, defaults};
@@ -16,7 +16,10 @@ impl Validator<'_> {
     pub(super) fn daemon(&mut self, raw: RawDaemon, base_dir: &Path) -> DaemonSettings {
         DaemonSettings {
             control: self.path(raw.control.as_ref(), "control", defaults::CONTROL, base_dir),
-            control_group: raw.control_group.as_ref().and_then(|g| self.group(g)),
+            control_group: raw
+                .control_group
+                .as_ref()
+                .and_then(|g| self.control_group(g)),
             state_dir: self.path(
                 raw.state_dir.as_ref(),
                 "state_dir",
@@ -84,34 +87,11 @@ impl Validator<'_> {
         base_dir.join(raw.get_ref())
     }
 
-    fn group(&mut self, raw: &Spanned<String>) -> Option<GroupRef> {
-        let name = raw.get_ref();
-        match Group::from_name(name) {
-            Ok(Some(group)) => Some(GroupRef {
-                name: name.clone(),
-                gid: group.gid.as_raw(),
-            }),
-            Ok(None) => {
-                self.push(
-                    Problem::new(
-                        format!("unknown group `{name}` in `holdfast.control_group`"),
-                        raw.span(),
-                        "no such group",
-                    )
-                    .with_help(format!(
-                        "create it (groupadd {name}) or name an existing group from /etc/group"
-                    )),
-                );
-                None
-            }
-            Err(errno) => {
-                self.push(Problem::new(
-                    format!("failed to look up group `{name}`"),
-                    raw.span(),
-                    errno.desc(),
-                ));
-                None
-            }
-        }
+    fn control_group(&mut self, raw: &Spanned<String>) -> Option<GroupRef> {
+        let gid = self.gid(raw, "holdfast.control_group", ServiceGroupHint::Omitted)?;
+        Some(GroupRef {
+            name: raw.get_ref().clone(),
+            gid,
+        })
     }
 }

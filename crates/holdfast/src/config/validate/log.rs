@@ -1,9 +1,10 @@
 //! `log`: rotation of a service's log file.
 
 use super::Validator;
+use super::values::size;
 use crate::config::diagnostic::Problem;
-use crate::config::raw::{RawService, RawSize};
-use crate::config::value::{self, ValueError};
+use crate::config::raw::RawService;
+use crate::config::value;
 use crate::model::{LogSpec, defaults};
 
 /// Smallest `log.max_size`: below this rotation would churn on every few lines.
@@ -20,37 +21,28 @@ impl Validator<'_> {
         let log = log.get_ref();
         let max_size = match &log.max_size {
             None => defaults::LOG_MAX_SIZE,
-            Some(raw) => {
-                let parsed = match raw.get_ref() {
-                    RawSize::Text(text) => value::parse_size(text),
-                    RawSize::Bytes(n) => u64::try_from(*n).map_err(|_| ValueError {
-                        label: "negative size".to_owned(),
-                        help: "write a size such as \"10MiB\"".to_owned(),
-                    }),
-                };
-                match parsed {
-                    Ok(size) if size < MIN_LOG_SIZE => {
-                        self.push(
-                            Problem::new(
-                                format!("`service.{svc}.log.max_size` is too small"),
-                                raw.span(),
-                                format!("{} is below 4KiB", value::format_size(size)),
-                            )
-                            .with_help("use at least \"4KiB\"; the default is \"10MiB\""),
-                        );
-                        defaults::LOG_MAX_SIZE
-                    }
-                    Ok(size) => size,
-                    Err(err) => {
-                        self.value_problem(
-                            format!("invalid size for `service.{svc}.log.max_size`"),
+            Some(raw) => match size(raw.get_ref()) {
+                Ok(size) if size < MIN_LOG_SIZE => {
+                    self.push(
+                        Problem::new(
+                            format!("`service.{svc}.log.max_size` is too small"),
                             raw.span(),
-                            err,
-                        );
-                        defaults::LOG_MAX_SIZE
-                    }
+                            format!("{} is below 4KiB", value::format_size(size)),
+                        )
+                        .with_help("use at least \"4KiB\"; the default is \"10MiB\""),
+                    );
+                    defaults::LOG_MAX_SIZE
                 }
-            }
+                Ok(size) => size,
+                Err(err) => {
+                    self.value_problem(
+                        format!("invalid size for `service.{svc}.log.max_size`"),
+                        raw.span(),
+                        err,
+                    );
+                    defaults::LOG_MAX_SIZE
+                }
+            },
         };
         LogSpec {
             max_size,

@@ -10,8 +10,10 @@ use std::time::Duration;
 use serde_spanned::Spanned;
 
 use super::Validator;
-use crate::config::diagnostic::{Problem, closest};
-use crate::config::raw::{RawCommand, RawExitAction, RawHealth, RawService, RawThreshold};
+use super::command::bad_env_name;
+use super::values::Count;
+use crate::config::diagnostic::{Problem, choice_help};
+use crate::config::raw::{RawExitAction, RawHealth, RawService, RawThreshold};
 use crate::config::value;
 use crate::model::{
     DecaySpec, ExitAction, ExitKey, HealthSpec, Probe, Threshold, UnhealthyAction, defaults,
@@ -50,22 +52,15 @@ impl Validator<'_> {
                 ),
             );
         }
-        let timeout = self.duration(
+        let timeout = self.nonzero_duration(
             raw.timeout.as_ref(),
             svc,
             "health.timeout",
             defaults::HEALTH_TIMEOUT.min(interval),
+            "give the probe time to answer, e.g. \"2s\"",
         );
-        if let (true, Some(at)) = (timeout.is_zero(), &raw.timeout) {
-            self.push(
-                Problem::new(
-                    format!("`service.{svc}.health.timeout` must be longer than zero"),
-                    at.span(),
-                    "zero",
-                )
-                .with_help("give the probe time to answer, e.g. \"2s\""),
-            );
-        } else if timeout > interval && !interval.is_zero() {
+        // A zero timeout is reported above and is never longer than the interval.
+        if timeout > interval && !interval.is_zero() {
             // Point at whichever of the two the user wrote.
             let at = raw
                 .timeout
@@ -145,27 +140,18 @@ impl Validator<'_> {
                 .with_help("DEGRADED is reported only; set the action on `unhealthy`"),
             );
         }
-        let recover_successes = match raw
-            .recover
-            .as_ref()
-            .and_then(|r| r.get_ref().successes.as_ref())
-        {
-            Some(n) if *n.get_ref() == 0 => {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.health.recover.successes` must be at least 1"),
-                        n.span(),
-                        "zero",
-                    )
-                    .with_help(
-                        "use e.g. 3: that many consecutive successes bring the state back to OK",
-                    ),
-                );
-                defaults::RECOVER_SUCCESSES
-            }
-            Some(n) => *n.get_ref(),
-            None => defaults::RECOVER_SUCCESSES,
-        };
+        let recover_successes = self.at_least_one(
+            raw.recover
+                .as_ref()
+                .and_then(|r| r.get_ref().successes.as_ref()),
+            svc,
+            "health.recover.successes",
+            defaults::RECOVER_SUCCESSES,
+            Count {
+                zero: "zero",
+                help: "use e.g. 3: that many consecutive successes bring the state back to OK",
+            },
+        );
         Some(HealthSpec {
             probe: probe?,
             interval,
@@ -268,26 +254,13 @@ impl Validator<'_> {
             });
         }
         let exec = raw.exec.as_ref().expect("exactly one probe is given");
-        match exec.get_ref() {
-            RawCommand::Args(args) if !args.is_empty() && !args[0].get_ref().is_empty() => {
-                Some(Probe::Exec {
-                    command: args.iter().map(|a| a.get_ref().clone()).collect(),
-                })
-            }
-            _ => {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.health.exec` must be a non-empty array"),
-                        exec.span(),
-                        "no program",
-                    )
-                    .with_help(
-                        "write the command and its arguments: exec = [\"/bin/check\", \"--quick\"]",
-                    ),
-                );
-                None
-            }
-        }
+        let command = self.command_array(
+            &format!("service.{svc}.health.exec"),
+            "exec",
+            exec,
+            "[\"/bin/check\", \"--quick\"]",
+        )?;
+        Some(Probe::Exec { command })
     }
 
     /// `http://host[:port][/path]` → (`host:port`, `/path`).
@@ -387,37 +360,23 @@ impl Validator<'_> {
         let Some(raw) = raw.map(Spanned::get_ref) else {
             return Threshold { failures, within };
         };
-        let failures = match &raw.failures {
-            Some(n) if *n.get_ref() == 0 => {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.health.{key}.failures` must be at least 1"),
-                        n.span(),
-                        "zero",
-                    )
-                    .with_help(format!("the default is {failures}")),
-                );
-                failures
-            }
-            Some(n) => *n.get_ref(),
-            None => failures,
-        };
-        let within = self.duration(
+        let failures = self.at_least_one(
+            raw.failures.as_ref(),
+            svc,
+            &format!("health.{key}.failures"),
+            failures,
+            Count {
+                zero: "zero",
+                help: &format!("the default is {failures}"),
+            },
+        );
+        let within = self.nonzero_duration(
             raw.within.as_ref(),
             svc,
             &format!("health.{key}.within"),
             within,
+            "failures are counted within this sliding window, e.g. \"60s\"",
         );
-        if let (true, Some(at)) = (within.is_zero(), &raw.within) {
-            self.push(
-                Problem::new(
-                    format!("`service.{svc}.health.{key}.within` must be longer than zero"),
-                    at.span(),
-                    "zero",
-                )
-                .with_help("failures are counted within this sliding window, e.g. \"60s\""),
-            );
-        }
         Threshold { failures, within }
     }
 
@@ -433,17 +392,17 @@ impl Validator<'_> {
             "restart" => UnhealthyAction::Restart,
             "none" => UnhealthyAction::None,
             other => {
-                let help = match closest(other, UNHEALTHY_ACTIONS) {
-                    Some(best) => format!("did you mean \"{best}\"? valid actions: restart, none"),
-                    None => "valid actions: restart, none".to_owned(),
-                };
                 self.push(
                     Problem::new(
                         format!("unknown action {other:?} in `service.{svc}.health.unhealthy`"),
                         action.span(),
                         "unknown action",
                     )
-                    .with_help(help),
+                    .with_help(choice_help(
+                        other,
+                        &UNHEALTHY_ACTIONS,
+                        "valid actions",
+                    )),
                 );
                 UnhealthyAction::Restart
             }
@@ -547,7 +506,7 @@ impl Validator<'_> {
                 let mut env = BTreeMap::new();
                 for (key, value) in raw.env.iter().flatten() {
                     let k = key.get_ref();
-                    if k.is_empty() || k.contains(['=', '\0']) || value.get_ref().contains('\0') {
+                    if bad_env_name(k).is_some() || value.get_ref().contains('\0') {
                         self.push(
                             Problem::new(
                                 format!("invalid environment override {k:?} in `service.{svc}.exit_codes`"),
@@ -565,19 +524,17 @@ impl Validator<'_> {
             "quarantine" => Some(ExitAction::Quarantine),
             "ignore" => Some(ExitAction::Ignore),
             other => {
-                let help = match closest(other, EXIT_ACTIONS) {
-                    Some(best) => format!(
-                        "did you mean \"{best}\"? valid actions: restart, quarantine, ignore"
-                    ),
-                    None => "valid actions: restart, quarantine, ignore".to_owned(),
-                };
                 self.push(
                     Problem::new(
                         format!("unknown action {other:?} in `service.{svc}.exit_codes`"),
                         action.span(),
                         "unknown action",
                     )
-                    .with_help(help),
+                    .with_help(choice_help(
+                        other,
+                        &EXIT_ACTIONS,
+                        "valid actions",
+                    )),
                 );
                 None
             }
@@ -744,6 +701,30 @@ mod tests {
             all[2].help().is_some_and(|h| h.contains("\"restart\"")),
             "{:#?}",
             all[2]
+        );
+    }
+
+    #[test]
+    fn an_exec_probe_is_checked_like_a_command() {
+        let src = format!("{CMD}[service.api.health]\nexec = \"/bin/check --quick\"\n");
+        let all = problems(&src);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert_eq!(
+            all[0].message(),
+            "`service.api.health.exec` must be an array"
+        );
+        assert_eq!(
+            all[0].help(),
+            Some(
+                "write exec = [\"/bin/check\", \"--quick\"]: holdfast runs no shell, so each argument is its own string"
+            )
+        );
+        let src = format!("{CMD}[service.api.health]\nexec = [\"/bin/check\", \"a\\u0000b\"]\n");
+        let all = problems(&src);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert_eq!(
+            all[0].message(),
+            "`service.api.health.exec` has an argument containing NUL"
         );
     }
 }

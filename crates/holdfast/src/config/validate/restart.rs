@@ -7,7 +7,8 @@ use nix::sys::signal::Signal;
 use serde_spanned::Spanned;
 
 use super::Validator;
-use crate::config::diagnostic::{Problem, closest};
+use super::values::Count;
+use crate::config::diagnostic::{Problem, choice_help};
 use crate::config::raw::{RawBackoff, RawService};
 use crate::config::value;
 use crate::model::{Backoff, RestartPolicy, StartLimit, StopSpec, Timeout, defaults};
@@ -19,30 +20,46 @@ const RESTART_POLICIES: [(&str, RestartPolicy); 3] = [
 ];
 
 impl Validator<'_> {
-    pub(super) fn restart(&mut self, svc: &str, raw: &Spanned<String>) -> RestartPolicy {
+    /// `restart`, and `restart_sec` with `backoff`: the delay before each restart.
+    pub(super) fn restart(&mut self, svc: &str, raw: &RawService) -> (RestartPolicy, Backoff) {
+        let policy = match &raw.restart {
+            None => RestartPolicy::OnFailure,
+            Some(policy) => self.restart_policy(svc, policy),
+        };
+        let restart_sec = self.duration(
+            raw.restart_sec.as_ref(),
+            svc,
+            "restart_sec",
+            defaults::RESTART_SEC,
+        );
+        let backoff = match &raw.backoff {
+            None => Backoff::Fixed(restart_sec),
+            Some(backoff) => self.backoff(svc, backoff.get_ref(), raw, restart_sec),
+        };
+        (policy, backoff)
+    }
+
+    fn restart_policy(&mut self, svc: &str, raw: &Spanned<String>) -> RestartPolicy {
         let text = raw.get_ref().as_str();
         if let Some((_, policy)) = RESTART_POLICIES.iter().find(|(name, _)| *name == text) {
             return *policy;
         }
-        let names = RESTART_POLICIES.map(|(name, _)| name);
-        let help = match closest(text, names) {
-            Some(best) => {
-                format!("did you mean \"{best}\"? valid policies: no, on-failure, always")
-            }
-            None => "valid policies: no, on-failure, always".to_owned(),
-        };
         self.push(
             Problem::new(
                 format!("unknown restart policy {text:?} in `service.{svc}.restart`"),
                 raw.span(),
                 "unknown policy",
             )
-            .with_help(help),
+            .with_help(choice_help(
+                text,
+                &RESTART_POLICIES.map(|(name, _)| name),
+                "valid policies",
+            )),
         );
         RestartPolicy::OnFailure
     }
 
-    pub(super) fn backoff(
+    fn backoff(
         &mut self,
         svc: &str,
         raw: &RawBackoff,
@@ -91,26 +108,7 @@ impl Validator<'_> {
             None => defaults::BACKOFF_JITTER,
         };
         if max < initial {
-            let help = format!(
-                "raise `backoff.max` to at least {} or lower `restart_sec`",
-                humantime::format_duration(initial)
-            );
-            // Point at whichever of the two the user wrote.
-            let span = raw
-                .max
-                .as_ref()
-                .map(Spanned::span)
-                .or_else(|| service.restart_sec.as_ref().map(Spanned::span));
-            if let Some(span) = span {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.backoff.max` is shorter than `restart_sec`"),
-                        span,
-                        "max < restart_sec",
-                    )
-                    .with_help(help),
-                );
-            }
+            self.backoff_max_below_initial(svc, raw, service, initial);
         }
         Backoff::Exponential {
             initial,
@@ -118,6 +116,35 @@ impl Validator<'_> {
             factor,
             jitter,
             reset_after,
+        }
+    }
+
+    /// `backoff.max` below the first delay, reported at whichever of the two the user wrote.
+    fn backoff_max_below_initial(
+        &mut self,
+        svc: &str,
+        raw: &RawBackoff,
+        service: &RawService,
+        initial: Duration,
+    ) {
+        let help = format!(
+            "raise `backoff.max` to at least {} or lower `restart_sec`",
+            humantime::format_duration(initial)
+        );
+        let span = raw
+            .max
+            .as_ref()
+            .map(Spanned::span)
+            .or_else(|| service.restart_sec.as_ref().map(Spanned::span));
+        if let Some(span) = span {
+            self.push(
+                Problem::new(
+                    format!("`service.{svc}.backoff.max` is shorter than `restart_sec`"),
+                    span,
+                    "max < restart_sec",
+                )
+                .with_help(help),
+            );
         }
     }
 
@@ -129,42 +156,26 @@ impl Validator<'_> {
             };
         };
         let limit = limit.get_ref();
-        let interval = self.duration(
+        let interval = self.nonzero_duration(
             limit.interval.as_ref(),
             svc,
             "start_limit.interval",
             defaults::START_LIMIT_INTERVAL,
+            &format!(
+                "use e.g. \"{}\"",
+                humantime::format_duration(defaults::START_LIMIT_INTERVAL)
+            ),
         );
-        if interval.is_zero() {
-            if let Some(raw) = &limit.interval {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.start_limit.interval` must be longer than zero"),
-                        raw.span(),
-                        "zero",
-                    )
-                    .with_help(format!(
-                        "use e.g. \"{}\"",
-                        humantime::format_duration(defaults::START_LIMIT_INTERVAL)
-                    )),
-                );
-            }
-        }
-        let burst = match &limit.burst {
-            Some(burst) if *burst.get_ref() == 0 => {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.start_limit.burst` must be at least 1"),
-                        burst.span(),
-                        "zero restarts allowed",
-                    )
-                    .with_help("use restart = \"no\" to never restart"),
-                );
-                defaults::START_LIMIT_BURST
-            }
-            Some(burst) => *burst.get_ref(),
-            None => defaults::START_LIMIT_BURST,
-        };
+        let burst = self.at_least_one(
+            limit.burst.as_ref(),
+            svc,
+            "start_limit.burst",
+            defaults::START_LIMIT_BURST,
+            Count {
+                zero: "zero restarts allowed",
+                help: "use restart = \"no\" to never restart",
+            },
+        );
         StartLimit { interval, burst }
     }
 
@@ -187,24 +198,13 @@ impl Validator<'_> {
                 Signal::SIGTERM
             }),
         };
-        let timeout = self.timeout(
+        let timeout = self.nonzero_timeout(
             stop.timeout.as_ref(),
             svc,
             "stop.timeout",
             Timeout::After(defaults::STOP_TIMEOUT),
+            "give the service time to exit cleanly before SIGKILL, e.g. \"10s\" (or \"infinity\" for no SIGKILL)",
         );
-        if let (Timeout::After(Duration::ZERO), Some(raw)) = (timeout, &stop.timeout) {
-            self.push(
-                Problem::new(
-                    format!("`service.{svc}.stop.timeout` must be longer than zero"),
-                    raw.span(),
-                    "zero",
-                )
-                .with_help(
-                    "give the service time to exit cleanly before SIGKILL, e.g. \"10s\" (or \"infinity\" for no SIGKILL)",
-                ),
-            );
-        }
         StopSpec { signal, timeout }
     }
 }

@@ -2,7 +2,6 @@
 //! parts the sibling modules check.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
 use serde_spanned::Spanned;
 
@@ -10,7 +9,10 @@ use super::Validator;
 use super::after::Edge;
 use crate::config::diagnostic::Problem;
 use crate::config::raw::{Partial, RawService};
-use crate::model::{Backoff, RestartPolicy, ServiceName, ServiceSpec, defaults};
+use crate::model::{ServiceName, ServiceSpec};
+
+/// How to write a service or group name (the CLI reads both, a group after `@`).
+const NAME_RULE: &str = "use 1-64 characters from A-Z a-z 0-9 _ . - (not starting with . or -)";
 
 impl Validator<'_> {
     pub(super) fn service_name(&mut self, raw: &Spanned<String>) -> Option<ServiceName> {
@@ -37,9 +39,7 @@ impl Validator<'_> {
                         raw.span(),
                         "invalid name",
                     )
-                    .with_help(
-                        "use 1-64 characters from A-Z a-z 0-9 _ . - (not starting with . or -)",
-                    ),
+                    .with_help(NAME_RULE),
                 );
                 None
             }
@@ -60,7 +60,7 @@ impl Validator<'_> {
                 raw.span(),
                 "invalid group name",
             )
-            .with_help("use 1-64 characters from A-Z a-z 0-9 _ . - (not starting with . or -)"),
+            .with_help(NAME_RULE),
         );
         None
     }
@@ -75,6 +75,7 @@ impl Validator<'_> {
     ) -> Option<ServiceSpec> {
         let svc = raw_name.get_ref().as_str();
         let raw = &partial.value;
+        // Every check runs before the first `?`, so that one pass reports everything.
         let command_is_bad = partial.bad_keys.iter().any(|k| k == "command");
         let command = if command_is_bad {
             None
@@ -82,72 +83,26 @@ impl Validator<'_> {
             self.command(raw_name, raw)
         };
         let env = self.env(svc, raw);
-        let working_dir = raw.working_dir.as_ref().and_then(|dir| {
-            if Path::new(dir.get_ref()).is_absolute() {
-                Some(PathBuf::from(dir.get_ref()))
-            } else {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.working_dir` is not absolute"),
-                        dir.span(),
-                        "relative path",
-                    )
-                    .with_help("write an absolute path, e.g. \"/srv/app\""),
-                );
-                None
-            }
-        });
+        let working_dir = raw
+            .working_dir
+            .as_ref()
+            .and_then(|dir| self.absolute_path(svc, "working_dir", dir, "/srv/app"));
         let after = self.after(raw_name, raw, declared, edges);
         let group = raw
             .service_group
             .as_ref()
             .and_then(|g| self.service_group(svc, g));
-        let restart = match &raw.restart {
-            None => RestartPolicy::OnFailure,
-            Some(policy) => self.restart(svc, policy),
-        };
-        let restart_sec = self.duration(
-            raw.restart_sec.as_ref(),
-            svc,
-            "restart_sec",
-            defaults::RESTART_SEC,
-        );
-        let backoff = match &raw.backoff {
-            None => Backoff::Fixed(restart_sec),
-            Some(backoff) => self.backoff(svc, backoff.get_ref(), raw, restart_sec),
-        };
+        let (restart, backoff) = self.restart(svc, raw);
         let start_limit = self.start_limit(svc, raw);
         let stop = self.stop(svc, raw);
         let log = self.log(svc, raw);
         let hooks = self.hooks(svc, raw);
-        let privileges = super::privs::privileges(svc, raw, self.problems);
-        let (limits, cgroup) = super::privs::limits(svc, raw, self.problems);
+        let privileges = self.privileges(svc, raw);
+        let (limits, cgroup) = self.limits(svc, raw);
         let readiness = self.readiness(svc, raw);
-        // A service that says when it is ready is running once it is: no start_secs
-        // unless the file asks for one.
-        let start_secs = self.duration(
-            raw.start_secs.as_ref(),
-            svc,
-            "start_secs",
-            readiness.ready.default_start_secs(),
-        );
         let health = raw.health.as_ref().and_then(|h| self.health(svc, h));
+        self.ready_needs_health(svc, raw, &readiness.ready, health.as_ref());
         let exit_codes = self.exit_codes(svc, raw);
-        if let (crate::model::Readiness::Health, None, Some(ready)) =
-            (&readiness.ready, &health, &raw.ready)
-        {
-            self.push(
-                Problem::new(
-                    format!("`service.{svc}.ready = \"health\"` needs a health probe"),
-                    ready.span(),
-                    format!("no [service.{svc}.health]"),
-                )
-                .with_help(format!(
-                    "add [service.{svc}.health] with http, tcp or exec, or choose another ready mode"
-                )),
-            );
-        }
-
         Some(ServiceSpec {
             name: name?,
             command: command?,
@@ -160,7 +115,7 @@ impl Validator<'_> {
             restart,
             backoff,
             start_limit,
-            start_secs,
+            start_secs: readiness.start_secs,
             stop,
             log,
             hooks,
