@@ -10,6 +10,7 @@ use std::path::Path;
 mod after;
 mod command;
 mod daemon;
+mod exit_codes;
 mod hooks;
 pub mod host;
 mod log;

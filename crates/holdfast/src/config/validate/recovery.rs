@@ -1,25 +1,19 @@
-//! Validation of `[service.X.health]` and `[service.X.exit_codes]`.
+//! Validation of `[service.X.health]`.
 //!
 //! Same rules as the rest of `validate`: every problem is recorded at its span with a
 //! hint, and a default stands in so the other checks still run.
 
-use std::collections::BTreeMap;
 use std::ops::{Range, RangeInclusive};
 use std::time::Duration;
 
 use serde_spanned::Spanned;
 
 use super::Validator;
-use super::command::bad_env_name;
 use super::values::Count;
 use crate::config::diagnostic::{Problem, choice_help};
-use crate::config::raw::{RawExitAction, RawHealth, RawService, RawThreshold};
-use crate::config::value;
-use crate::model::{
-    DecaySpec, ExitAction, ExitKey, HealthSpec, Probe, Threshold, UnhealthyAction, defaults,
-};
+use crate::config::raw::{RawHealth, RawThreshold};
+use crate::model::{DecaySpec, HealthSpec, Probe, Threshold, UnhealthyAction, defaults};
 
-const EXIT_ACTIONS: [&str; 3] = ["restart", "quarantine", "ignore"];
 const UNHEALTHY_ACTIONS: [&str; 2] = ["restart", "none"];
 
 /// Probing more often than this costs CPU and tells nothing more.
@@ -30,7 +24,20 @@ impl Validator<'_> {
         let span = raw.span();
         let raw = raw.get_ref();
         let probe = self.probe(svc, raw, span.clone());
+        let (interval, timeout) = self.probe_timing(svc, raw);
+        let decay = self.decay(svc, raw, span);
+        let unhealthy_action = self.unhealthy_action(svc, raw);
+        Some(HealthSpec {
+            probe: probe?,
+            interval,
+            timeout,
+            decay,
+            unhealthy_action,
+        })
+    }
 
+    /// `interval` and `timeout`: one probe at a time, at most ten a second.
+    fn probe_timing(&mut self, svc: &str, raw: &RawHealth) -> (Duration, Duration) {
         let interval = self.duration(
             raw.interval.as_ref(),
             svc,
@@ -82,6 +89,11 @@ impl Validator<'_> {
                 );
             }
         }
+        (interval, timeout)
+    }
+
+    /// `grace`, `degraded`, `unhealthy` and `recover`: how probe results become a state.
+    fn decay(&mut self, svc: &str, raw: &RawHealth, span: Range<usize>) -> DecaySpec {
         let grace = self.duration(
             raw.grace.as_ref(),
             svc,
@@ -113,7 +125,7 @@ impl Validator<'_> {
                         .as_ref()
                         .and_then(|d| d.get_ref().failures.as_ref().map(Spanned::span))
                 })
-                .unwrap_or(span.clone());
+                .unwrap_or(span);
             self.push(
                 Problem::new(
                     format!(
@@ -123,21 +135,6 @@ impl Validator<'_> {
                     format!("{} < {}", unhealthy.failures, degraded.failures),
                 )
                 .with_help("UNHEALTHY is worse than DEGRADED: it needs at least as many failures"),
-            );
-        }
-        let unhealthy_action = self.unhealthy_action(svc, raw);
-        if let Some(action) = raw
-            .degraded
-            .as_ref()
-            .and_then(|d| d.get_ref().action.as_ref())
-        {
-            self.push(
-                Problem::new(
-                    format!("`service.{svc}.health.degraded` has no `action`"),
-                    action.span(),
-                    "not allowed here",
-                )
-                .with_help("DEGRADED is reported only; set the action on `unhealthy`"),
             );
         }
         let recover_successes = self.at_least_one(
@@ -152,21 +149,53 @@ impl Validator<'_> {
                 help: "use e.g. 3: that many consecutive successes bring the state back to OK",
             },
         );
-        Some(HealthSpec {
-            probe: probe?,
-            interval,
-            timeout,
-            decay: DecaySpec {
-                grace,
-                degraded,
-                unhealthy,
-                recover_successes,
-            },
-            unhealthy_action,
-        })
+        DecaySpec {
+            grace,
+            degraded,
+            unhealthy,
+            recover_successes,
+        }
     }
 
     fn probe(&mut self, svc: &str, raw: &RawHealth, span: Range<usize>) -> Option<Probe> {
+        if !self.exactly_one_probe(svc, raw, span) {
+            return None;
+        }
+        if raw.http.is_none() {
+            for (key, at) in [
+                ("status", raw.status.as_ref().map(Spanned::span)),
+                ("body", raw.body.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(at) = at {
+                    self.push(
+                        Problem::new(
+                            format!("`service.{svc}.health.{key}` only applies to http probes"),
+                            at,
+                            "not an http probe",
+                        )
+                        .with_help(format!("remove `{key}`")),
+                    );
+                }
+            }
+        }
+        if let Some(url) = &raw.http {
+            return self.http_probe(svc, raw, url);
+        }
+        if let Some(address) = &raw.tcp {
+            return self.tcp_probe(svc, address);
+        }
+        let exec = raw.exec.as_ref().expect("exactly one probe is given");
+        let command = self.command_array(
+            &format!("service.{svc}.health.exec"),
+            "exec",
+            exec,
+            "[\"/bin/check\", \"--quick\"]",
+        )?;
+        Some(Probe::Exec { command })
+    }
+
+    /// One of `http`, `tcp` and `exec`, reported at the second when there are more.
+    fn exactly_one_probe(&mut self, svc: &str, raw: &RawHealth, span: Range<usize>) -> bool {
         let given: Vec<(&str, Range<usize>)> = [
             raw.http.as_ref().map(|h| ("http", h.span())),
             raw.tcp.as_ref().map(|t| ("tcp", t.span())),
@@ -187,9 +216,9 @@ impl Validator<'_> {
                         "add one: http = \"http://127.0.0.1:8080/health\", tcp = \"127.0.0.1:8080\" or exec = [\"/bin/check\"]",
                     ),
                 );
-                return None;
+                false
             }
-            [_] => {}
+            [_] => true,
             [(first, _), (second, at), ..] => {
                 self.push(
                     Problem::new(
@@ -199,68 +228,45 @@ impl Validator<'_> {
                     )
                     .with_help("keep exactly one of http, tcp and exec"),
                 );
-                return None;
+                false
             }
         }
-        if raw.http.is_none() {
-            for (key, at) in [
-                ("status", raw.status.as_ref().map(Spanned::span)),
-                ("body", raw.body.as_ref().map(Spanned::span)),
-            ] {
-                if let Some(at) = at {
-                    self.push(
-                        Problem::new(
-                            format!("`service.{svc}.health.{key}` only applies to http probes"),
-                            at,
-                            "not an http probe",
-                        )
-                        .with_help(format!("remove `{key}`")),
-                    );
-                }
-            }
+    }
+
+    fn http_probe(&mut self, svc: &str, raw: &RawHealth, url: &Spanned<String>) -> Option<Probe> {
+        let status = match &raw.status {
+            None => 200..=399,
+            Some(text) => self.status_range(svc, text).unwrap_or(200..=399),
+        };
+        let (authority, path) = self.http_url(svc, url)?;
+        Some(Probe::Http {
+            url: url.get_ref().clone(),
+            authority,
+            path,
+            status,
+            body: raw.body.as_ref().map(|b| b.get_ref().clone()),
+        })
+    }
+
+    fn tcp_probe(&mut self, svc: &str, address: &Spanned<String>) -> Option<Probe> {
+        let text = address.get_ref();
+        let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !valid {
+            self.push(
+                Problem::new(
+                    format!("invalid address in `service.{svc}.health.tcp`"),
+                    address.span(),
+                    "not host:port",
+                )
+                .with_help("write a host and a port, e.g. \"127.0.0.1:8080\""),
+            );
+            return None;
         }
-        if let Some(url) = &raw.http {
-            let status = match &raw.status {
-                None => 200..=399,
-                Some(text) => self.status_range(svc, text).unwrap_or(200..=399),
-            };
-            let (authority, path) = self.http_url(svc, url)?;
-            return Some(Probe::Http {
-                url: url.get_ref().clone(),
-                authority,
-                path,
-                status,
-                body: raw.body.as_ref().map(|b| b.get_ref().clone()),
-            });
-        }
-        if let Some(address) = &raw.tcp {
-            let text = address.get_ref();
-            let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-            if !valid {
-                self.push(
-                    Problem::new(
-                        format!("invalid address in `service.{svc}.health.tcp`"),
-                        address.span(),
-                        "not host:port",
-                    )
-                    .with_help("write a host and a port, e.g. \"127.0.0.1:8080\""),
-                );
-                return None;
-            }
-            return Some(Probe::Tcp {
-                address: text.clone(),
-            });
-        }
-        let exec = raw.exec.as_ref().expect("exactly one probe is given");
-        let command = self.command_array(
-            &format!("service.{svc}.health.exec"),
-            "exec",
-            exec,
-            "[\"/bin/check\", \"--quick\"]",
-        )?;
-        Some(Probe::Exec { command })
+        Some(Probe::Tcp {
+            address: text.clone(),
+        })
     }
 
     /// `http://host[:port][/path]` → (`host:port`, `/path`).
@@ -380,7 +386,22 @@ impl Validator<'_> {
         Threshold { failures, within }
     }
 
+    /// `unhealthy.action`; `degraded` takes none.
     fn unhealthy_action(&mut self, svc: &str, raw: &RawHealth) -> UnhealthyAction {
+        if let Some(action) = raw
+            .degraded
+            .as_ref()
+            .and_then(|d| d.get_ref().action.as_ref())
+        {
+            self.push(
+                Problem::new(
+                    format!("`service.{svc}.health.degraded` has no `action`"),
+                    action.span(),
+                    "not allowed here",
+                )
+                .with_help("DEGRADED is reported only; set the action on `unhealthy`"),
+            );
+        }
         let Some(action) = raw
             .unhealthy
             .as_ref()
@@ -408,149 +429,15 @@ impl Validator<'_> {
             }
         }
     }
-
-    pub(super) fn exit_codes(
-        &mut self,
-        svc: &str,
-        raw: &RawService,
-    ) -> BTreeMap<ExitKey, ExitAction> {
-        let mut map = BTreeMap::new();
-        for (key, action) in raw.exit_codes.iter().flatten() {
-            let key = self.exit_key(svc, key);
-            let action = self.exit_action(svc, action);
-            if let (Some(key), Some(action)) = (key, action) {
-                map.insert(key, action);
-            }
-        }
-        map
-    }
-
-    fn exit_key(&mut self, svc: &str, raw: &Spanned<String>) -> Option<ExitKey> {
-        let text = raw.get_ref().trim();
-        if let Ok(code) = text.parse::<i64>() {
-            if (0..=255).contains(&code) {
-                return Some(ExitKey::Code(code as i32));
-            }
-            self.push(
-                Problem::new(
-                    format!("exit code {code} in `service.{svc}.exit_codes` is out of range"),
-                    raw.span(),
-                    "not 0-255",
-                )
-                .with_help("exit codes are 0-255; to match a signal write its name, e.g. SIGSEGV"),
-            );
-            return None;
-        }
-        match value::parse_signal(text) {
-            Ok(signal) => Some(ExitKey::Signal(signal as i32)),
-            Err(err) => {
-                self.push(
-                    Problem::new(
-                        format!("invalid key {text:?} in `service.{svc}.exit_codes`"),
-                        raw.span(),
-                        "neither an exit code nor a signal",
-                    )
-                    .with_help(format!(
-                        "write an exit code (\"101\") or a signal name (\"SIGSEGV\"); {}",
-                        err.help
-                    )),
-                );
-                None
-            }
-        }
-    }
-
-    fn exit_action(&mut self, svc: &str, raw: &Spanned<RawExitAction>) -> Option<ExitAction> {
-        let span = raw.span();
-        let raw = raw.get_ref();
-        let Some(action) = &raw.action else {
-            self.push(
-                Problem::new(
-                    format!("an entry of `service.{svc}.exit_codes` has no `action`"),
-                    span,
-                    "missing `action`",
-                )
-                .with_help("add action = \"restart\", \"quarantine\" or \"ignore\""),
-            );
-            return None;
-        };
-        let name = action.get_ref().as_str();
-        if name != "restart" {
-            for (key, at) in [
-                ("delay", raw.delay.as_ref().map(Spanned::span)),
-                (
-                    "env",
-                    raw.env
-                        .as_ref()
-                        .and_then(|e| e.keys().next().map(Spanned::span)),
-                ),
-            ] {
-                if let (Some(at), true) = (at, EXIT_ACTIONS.contains(&name)) {
-                    self.push(
-                        Problem::new(
-                            format!("`{key}` only applies to action \"restart\" in `service.{svc}.exit_codes`"),
-                            at,
-                            format!("action is \"{name}\""),
-                        )
-                        .with_help(format!("remove `{key}` or use action = \"restart\"")),
-                    );
-                }
-            }
-        }
-        match name {
-            "restart" => {
-                let delay = raw
-                    .delay
-                    .as_ref()
-                    .map(|d| self.duration(Some(d), svc, "exit_codes.delay", Duration::ZERO));
-                let mut env = BTreeMap::new();
-                for (key, value) in raw.env.iter().flatten() {
-                    let k = key.get_ref();
-                    if bad_env_name(k).is_some() || value.get_ref().contains('\0') {
-                        self.push(
-                            Problem::new(
-                                format!("invalid environment override {k:?} in `service.{svc}.exit_codes`"),
-                                key.span(),
-                                "invalid name or value",
-                            )
-                            .with_help("use a non-empty name without '=' or NUL, e.g. DB_HOST"),
-                        );
-                    } else {
-                        env.insert(k.clone(), value.get_ref().clone());
-                    }
-                }
-                Some(ExitAction::Restart { delay, env })
-            }
-            "quarantine" => Some(ExitAction::Quarantine),
-            "ignore" => Some(ExitAction::Ignore),
-            other => {
-                self.push(
-                    Problem::new(
-                        format!("unknown action {other:?} in `service.{svc}.exit_codes`"),
-                        action.span(),
-                        "unknown action",
-                    )
-                    .with_help(choice_help(
-                        other,
-                        &EXIT_ACTIONS,
-                        "valid actions",
-                    )),
-                );
-                None
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use nix::sys::signal::Signal;
-
     use super::super::tests::{plan, problems};
     use crate::config::Problem;
-    use crate::model::{ExitAction, ExitKey, Probe, ServiceName, UnhealthyAction};
+    use crate::model::{Probe, ServiceName, UnhealthyAction};
 
     fn snippet<'s>(src: &'s str, problem: &Problem) -> &'s str {
         &src[problem.span().expect("problems carry a span")]
@@ -658,50 +545,6 @@ mod tests {
         let all = problems(&src);
         assert_eq!(snippet(&src, &all[0]), "\"1ns\"", "{all:#?}");
         assert!(all[0].to_string().contains("at least 100ms"), "{all:#?}");
-    }
-
-    #[test]
-    fn exit_codes_map_codes_and_signals_to_actions() {
-        let src = format!(
-            "{CMD}[service.api.exit_codes]\n101 = {{ action = \"restart\", delay = \"2s\" }}\n102 = {{ action = \"restart\", env = {{ DB_HOST = \"db-standby\" }} }}\n201 = {{ action = \"quarantine\" }}\nSIGSEGV = {{ action = \"ignore\" }}\n"
-        );
-        let plan = plan(&src);
-        let codes = &plan.services[&ServiceName::new("api").unwrap()].exit_codes;
-        assert_eq!(
-            codes[&ExitKey::Code(101)],
-            ExitAction::Restart {
-                delay: Some(Duration::from_secs(2)),
-                env: Default::default()
-            }
-        );
-        let ExitAction::Restart { env, .. } = &codes[&ExitKey::Code(102)] else {
-            panic!("102 restarts");
-        };
-        assert_eq!(env["DB_HOST"], "db-standby");
-        assert_eq!(codes[&ExitKey::Code(201)], ExitAction::Quarantine);
-        assert_eq!(
-            codes[&ExitKey::Signal(Signal::SIGSEGV as i32)],
-            ExitAction::Ignore
-        );
-    }
-
-    #[test]
-    fn exit_code_problems_point_at_the_offending_key_or_value() {
-        let src = format!(
-            "{CMD}[service.api.exit_codes]\n300 = {{ action = \"restart\" }}\nSIGFOO = {{ action = \"ignore\" }}\n3 = {{ action = \"restrat\" }}\n4 = {{ action = \"ignore\", delay = \"1s\" }}\n"
-        );
-        let all = problems(&src);
-        let snippets: Vec<&str> = all.iter().map(|p| snippet(&src, p)).collect();
-        assert_eq!(
-            snippets,
-            vec!["300", "SIGFOO", "\"restrat\"", "\"1s\""],
-            "{all:#?}"
-        );
-        assert!(
-            all[2].help().is_some_and(|h| h.contains("\"restart\"")),
-            "{:#?}",
-            all[2]
-        );
     }
 
     #[test]
