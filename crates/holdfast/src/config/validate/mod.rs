@@ -3,6 +3,12 @@
 //! Validation never stops at the first problem: each check records a [`Problem`] at the
 //! offending value and carries on with a default, so one run reports everything. The
 //! returned plan is only meaningful when no problems were recorded.
+//!
+//! Every part is an `impl` [`Validator`] block in its own submodule, one per group of
+//! keys ([`daemon`], [`service`], [`command`], [`after`], [`restart`], [`log`],
+//! [`privs`], [`readiness`], [`recovery`] for health, [`exit_codes`], [`hooks`]); the
+//! rules many keys share (durations, counts, sizes, paths) are in [`values`]. [`host`]
+//! and [`ports`] judge validated specs and return their problems.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -77,12 +83,14 @@ pub fn validate(
     Plan { daemon, services }
 }
 
-pub(super) struct Validator<'p> {
+/// Collects the problems of one file. Every check reports the same way:
+/// `self.push(Problem::new(message, span, label).with_help(hint))`.
+struct Validator<'p> {
     problems: &'p mut Vec<Problem>,
 }
 
 impl Validator<'_> {
-    pub(super) fn push(&mut self, problem: Problem) {
+    fn push(&mut self, problem: Problem) {
         self.problems.push(problem);
     }
 
