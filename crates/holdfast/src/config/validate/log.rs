@@ -1,7 +1,7 @@
 //! `log`: rotation of a service's log file.
 
 use super::Validator;
-use super::values::size;
+use super::scalars::size;
 use crate::config::diagnostic::Problem;
 use crate::config::raw::RawService;
 use crate::config::value;

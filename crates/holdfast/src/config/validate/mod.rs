@@ -7,7 +7,7 @@
 //! Every part is an `impl` [`Validator`] block in its own submodule, one per group of
 //! keys ([`daemon`], [`service`], [`command`], [`after`], [`restart`], [`log`],
 //! [`privs`], [`readiness`], [`recovery`] for health, [`exit_codes`], [`hooks`]); the
-//! rules many keys share (durations, counts, sizes, paths) are in [`values`]. [`host`]
+//! rules many keys share (durations, counts, sizes, paths) are in [`scalars`]. [`host`]
 //! and [`ports`] judge validated specs and return their problems.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,8 +25,8 @@ mod privs;
 mod readiness;
 mod recovery;
 mod restart;
+mod scalars;
 mod service;
-mod values;
 
 use super::diagnostic::Problem;
 use super::raw::RawConfig;

@@ -13,7 +13,7 @@ use nix::unistd::{Gid, Group, User};
 use serde_spanned::Spanned;
 
 use super::Validator;
-use super::values::size;
+use super::scalars::size;
 use crate::config::diagnostic::{Problem, closest};
 use crate::config::raw::{RawService, RawSize};
 use crate::config::value;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_spanned::Spanned;
 
 use super::Validator;
-use super::values::Count;
+use super::scalars::Count;
 use crate::config::diagnostic::{Problem, choice_help};
 use crate::config::raw::{RawHealth, RawThreshold};
 use crate::model::{DecaySpec, HealthSpec, Probe, Threshold, UnhealthyAction, defaults};

@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 use serde_spanned::Spanned;
 
 use super::Validator;
-use super::values::Count;
+use super::scalars::Count;
 use crate::config::diagnostic::{Problem, choice_help};
 use crate::config::raw::{RawBackoff, RawService};
 use crate::config::value;
