@@ -376,10 +376,6 @@ impl ServiceSpec {
 }
 
 /// Defaults, in one place so docs, config and tests agree.
-/// `PATH` of a service that sets none in `env` (systemd's default for system services):
-/// commands without `/` are looked up here, by `check` and at spawn alike.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 pub mod defaults {
     use std::time::Duration;
 

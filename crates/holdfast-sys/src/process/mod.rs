@@ -10,6 +10,7 @@
 
 pub mod group;
 pub mod limits;
+pub mod program;
 pub mod reap;
 pub mod spawn;
 

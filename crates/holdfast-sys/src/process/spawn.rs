@@ -68,11 +68,10 @@
     reason = "clone, the async-signal-safe pre-exec sequence and execve need raw libc calls"
 )]
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CString, OsStr};
 use std::fmt;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use holdfast_core::unix::Pid;
@@ -86,7 +85,7 @@ use crate::model::{Capability, Credentials};
 /// What to start. Borrowed: the caller keeps ownership of every fd and string.
 #[derive(Debug, Clone, Copy)]
 pub struct SpawnRequest<'a> {
-    /// Resolved against `PATH` (the `PATH` of `env`, else holdfast's own) before clone
+    /// Resolved against `PATH` (the `PATH` of `env`, else the default) before clone
     /// when it contains no `/`; otherwise used as written (relative to `working_dir`).
     pub program: &'a str,
     /// `argv[1..]`; `argv[0]` is `program` as written.
@@ -307,7 +306,7 @@ fn err(stage: SpawnStage, source: Errno) -> SpawnError {
 ///
 /// The caller must have started the reaper ([`super::reap::start`]): `spawn` never waits.
 pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
-    let program = resolve_program(req.program, req.env).map_err(|errno| {
+    let program = super::program::resolve(req.program, req.env).map_err(|errno| {
         err(
             SpawnStage::ResolveProgram {
                 program: req.program.to_owned(),
@@ -380,40 +379,6 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
 /// Finds the file `execve` will run. A name without `/` is searched in the `PATH` of the
 /// child's environment, else holdfast's own, else a conventional default; empty `PATH`
 /// entries (meaning "current directory" to a shell) are skipped on purpose.
-fn resolve_program(program: &str, env: &[(String, String)]) -> Result<PathBuf, Errno> {
-    if program.contains('/') {
-        return Ok(PathBuf::from(program));
-    }
-    if program.is_empty() {
-        return Err(Errno::ENOENT);
-    }
-    let search: OsString = env
-        .iter()
-        .find(|(key, _)| key == "PATH")
-        .map(|(_, value)| OsString::from(value))
-        .or_else(|| std::env::var_os("PATH"))
-        .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
-    let mut not_executable = false;
-    for dir in std::env::split_paths(&search) {
-        if dir.as_os_str().is_empty() {
-            continue;
-        }
-        let candidate = dir.join(program);
-        match std::fs::metadata(&candidate) {
-            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
-                return Ok(candidate);
-            }
-            Ok(_) => not_executable = true,
-            Err(_) => {}
-        }
-    }
-    Err(if not_executable {
-        Errno::EACCES
-    } else {
-        Errno::ENOENT
-    })
-}
-
 fn cstring(bytes: &[u8], what: impl FnOnce() -> String) -> Result<CString, SpawnError> {
     CString::new(bytes).map_err(|_| err(SpawnStage::InvalidString { what: what() }, Errno::EINVAL))
 }
@@ -1262,21 +1227,6 @@ mod tests {
         assert_eq!(decimal(7), "7");
         assert_eq!(decimal(4_194_304), "4194304");
         assert_eq!(decimal(u32::MAX), u32::MAX.to_string());
-    }
-
-    #[test]
-    fn program_without_slash_is_found_in_the_path_of_the_child_env() {
-        let env = [("PATH".to_owned(), "/nonexistent:/bin".to_owned())];
-        assert_eq!(resolve_program("sh", &env), Ok(PathBuf::from("/bin/sh")));
-        assert_eq!(
-            resolve_program("./x/y", &env),
-            Ok(PathBuf::from("./x/y")),
-            "a path with a slash is used as written"
-        );
-        assert_eq!(
-            resolve_program("no-such-prog-xyz", &env),
-            Err(Errno::ENOENT)
-        );
     }
 
     /// The child shares holdfast's memory (CLONE_VM) but nothing else: what it sets up

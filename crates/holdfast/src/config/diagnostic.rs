@@ -189,6 +189,16 @@ pub(crate) fn unknown_key_help(key: &str, valid: &[&str]) -> String {
     }
 }
 
+/// `did you mean "x"? {heading}: a, b, c` for a value that must be one of `valid` (the
+/// first part only when something is close).
+pub(crate) fn choice_help(word: &str, valid: &[&str], heading: &str) -> String {
+    let list = Listing(valid);
+    match closest(word, valid.iter().copied()) {
+        Some(best) => format!("did you mean \"{best}\"? {heading}: {list}"),
+        None => format!("{heading}: {list}"),
+    }
+}
+
 struct Listing<'a>(&'a [&'a str]);
 
 impl fmt::Display for Listing<'_> {

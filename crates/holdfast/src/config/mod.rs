@@ -5,9 +5,7 @@
 //! out only when there are no problems at all.
 
 mod diagnostic;
-mod privs;
 mod raw;
-mod readiness;
 mod validate;
 pub mod value;
 

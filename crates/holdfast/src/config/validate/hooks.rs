@@ -14,22 +14,13 @@ use crate::supervisor::record::{KINDS, NOT_HOOKABLE};
 
 impl Validator<'_> {
     pub(super) fn hooks(&mut self, svc: &str, raw: &RawService) -> Hooks {
-        let timeout = self.duration(
+        let timeout = self.nonzero_duration(
             raw.hook_timeout.as_ref(),
             svc,
             "hook_timeout",
             defaults::HOOK_TIMEOUT,
+            "give hooks time to finish before they are killed, e.g. \"10s\"",
         );
-        if let (true, Some(raw)) = (timeout.is_zero(), &raw.hook_timeout) {
-            self.push(
-                Problem::new(
-                    format!("`service.{svc}.hook_timeout` must be longer than zero"),
-                    raw.span(),
-                    "zero",
-                )
-                .with_help("give hooks time to finish before they are killed, e.g. \"10s\""),
-            );
-        }
         let mut on = std::collections::BTreeMap::new();
         for (kind, command) in raw.on.iter().flatten() {
             let k = kind.get_ref().as_str();
@@ -73,55 +64,12 @@ impl Validator<'_> {
         kind: &str,
         command: &Spanned<RawCommand>,
     ) -> Option<Vec<String>> {
-        let key = format!("service.{svc}.on.{kind}");
-        let args = match command.get_ref() {
-            RawCommand::Line(line) => {
-                let words: Vec<&str> = line.split_whitespace().collect();
-                self.push(
-                    Problem::new(format!("`{key}` must be an array"), command.span(), "a plain string")
-                        .with_help(format!(
-                            "write {kind} = {words:?}: holdfast runs no shell, so each argument is its own string"
-                        )),
-                );
-                return None;
-            }
-            RawCommand::Args(args) => args,
-        };
-        match args.first() {
-            None => {
-                self.push(
-                    Problem::new(format!("`{key}` is empty"), command.span(), "no program")
-                        .with_help(format!(
-                            "name the program to run first: {kind} = [\"/usr/local/bin/page\", \"--service\", \"{svc}\"]"
-                        )),
-                );
-                return None;
-            }
-            Some(program) if program.get_ref().is_empty() => {
-                self.push(
-                    Problem::new(
-                        format!("`{key}` has an empty program name"),
-                        program.span(),
-                        "empty",
-                    )
-                    .with_help(
-                        "the first element is the program: a path or a name looked up in PATH",
-                    ),
-                );
-                return None;
-            }
-            Some(_) => {}
-        }
-        let mut ok = true;
-        for arg in args.iter().filter(|a| a.get_ref().contains('\0')) {
-            ok = false;
-            self.push(Problem::new(
-                format!("`{key}` has an argument containing NUL"),
-                arg.span(),
-                "contains \\u0000",
-            ));
-        }
-        ok.then(|| args.iter().map(|a| a.get_ref().clone()).collect())
+        self.command_array(
+            &format!("service.{svc}.on.{kind}"),
+            kind,
+            command,
+            &format!("[\"/usr/local/bin/page\", \"--service\", \"{svc}\"]"),
+        )
     }
 }
 

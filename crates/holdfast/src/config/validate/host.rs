@@ -14,21 +14,12 @@ use std::path::{Path, PathBuf};
 
 use serde_spanned::Spanned;
 
-use super::super::diagnostic::Problem;
-use super::super::raw::{RawCommand, RawService};
-use crate::model::{DEFAULT_PATH, Rlimit, ServiceSpec};
+use crate::config::diagnostic::Problem;
+use crate::config::raw::{RawCommand, RawService};
+use crate::model::{Rlimit, ServiceSpec, defaults};
+use crate::process::program::{self, Found, NotFound};
 
-/// What a path names, following symlinks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    Missing,
-    Directory,
-    /// A regular file (or anything else that is not a directory); `executable` when any
-    /// execute bit is set, the test `execve` and the spawn lookup apply.
-    File {
-        executable: bool,
-    },
-}
+pub use crate::process::program::FileKind;
 
 /// The facts about the machine that host checks need.
 pub trait HostFacts {
@@ -48,14 +39,7 @@ pub struct SystemHost;
 
 impl HostFacts for SystemHost {
     fn file(&self, path: &Path) -> FileKind {
-        use std::os::unix::fs::PermissionsExt;
-        match std::fs::metadata(path) {
-            Err(_) => FileKind::Missing,
-            Ok(meta) if meta.is_dir() => FileKind::Directory,
-            Ok(meta) => FileKind::File {
-                executable: meta.permissions().mode() & 0o111 != 0,
-            },
-        }
+        FileKind::of(path)
     }
 
     fn cpus(&self) -> Option<usize> {
@@ -117,40 +101,32 @@ enum Unrunnable {
     NotExecutableInPath(PathBuf),
 }
 
-/// Resolves `program` the way spawn does: a name with `/` is used as written (relative
-/// to `working_dir`, where the child has `chdir`ed before `execve`); a bare name is
-/// searched in `search` (skipping empty entries), first executable regular file wins.
+/// Resolves `program` with spawn's lookup ([`program::lookup`]), and checks a path
+/// written with `/` too: relative to `working_dir`, where the child has `chdir`ed before
+/// `execve`.
 fn resolve(
     program: &str,
     search: &str,
     working_dir: Option<&Path>,
     host: &dyn HostFacts,
 ) -> Result<PathBuf, Unrunnable> {
-    if program.contains('/') {
-        let path = match working_dir {
-            Some(dir) if Path::new(program).is_relative() => {
-                dir.join(program.strip_prefix("./").unwrap_or(program))
-            }
-            _ => PathBuf::from(program),
-        };
-        return match host.file(&path) {
-            FileKind::File { executable: true } => Ok(path),
-            FileKind::Missing => Err(Unrunnable::Missing(path)),
-            _ => Err(Unrunnable::NotExecutable(path)),
-        };
-    }
-    let mut not_executable = None;
-    for dir in search.split(':').filter(|d| !d.is_empty()) {
-        let candidate = Path::new(dir).join(program);
-        match host.file(&candidate) {
-            FileKind::File { executable: true } => return Ok(candidate),
-            FileKind::File { executable: false } => {
-                not_executable.get_or_insert(candidate);
-            }
-            FileKind::Directory | FileKind::Missing => {}
+    let written = match program::lookup(program, search, |path| host.file(path)) {
+        Ok(Found::InPath(path)) => return Ok(path),
+        Ok(Found::AsWritten(path)) => path,
+        Err(NotFound::Nowhere) => return Err(Unrunnable::NotInPath),
+        Err(NotFound::NotExecutable(path)) => return Err(Unrunnable::NotExecutableInPath(path)),
+    };
+    let path = match working_dir {
+        Some(dir) if written.is_relative() => {
+            dir.join(program.strip_prefix("./").unwrap_or(program))
         }
+        _ => written,
+    };
+    match host.file(&path) {
+        FileKind::File { executable: true } => Ok(path),
+        FileKind::Missing => Err(Unrunnable::Missing(path)),
+        _ => Err(Unrunnable::NotExecutable(path)),
     }
-    Err(not_executable.map_or(Unrunnable::NotInPath, Unrunnable::NotExecutableInPath))
 }
 
 impl Ctx<'_> {
@@ -164,7 +140,7 @@ impl Ctx<'_> {
         let inherited = spec.inherit_env || self.pass_env.iter().any(|v| v == "PATH");
         match self.host.own_path() {
             Some(path) if inherited => path,
-            _ => DEFAULT_PATH.to_owned(),
+            _ => defaults::PATH.to_owned(),
         }
     }
 
@@ -330,11 +306,11 @@ mod tests {
     fn bare_names_are_searched_in_order_and_skip_non_executable_files() {
         let host = fake();
         assert_eq!(
-            resolve("sleep", DEFAULT_PATH, None, &host),
+            resolve("sleep", defaults::PATH, None, &host),
             Ok(PathBuf::from("/usr/bin/sleep"))
         );
         assert_eq!(
-            resolve("tool", DEFAULT_PATH, None, &host),
+            resolve("tool", defaults::PATH, None, &host),
             Ok(PathBuf::from("/bin/tool")),
             "a non-executable earlier match does not stop the search"
         );
@@ -345,7 +321,7 @@ mod tests {
             ))
         );
         assert_eq!(
-            resolve("nope", DEFAULT_PATH, None, &host),
+            resolve("nope", defaults::PATH, None, &host),
             Err(Unrunnable::NotInPath)
         );
         assert_eq!(

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use super::super::diagnostic::Problem;
+use crate::config::diagnostic::Problem;
 use crate::model::Readiness;
 
 /// A service's readiness port, with the span of its `ready` value.
@@ -20,9 +20,14 @@ pub(super) struct Claim<'a> {
 pub(super) fn ready_addr(ready: &Readiness) -> Option<SocketAddr> {
     match ready {
         Readiness::Tcp(addr) => Some(*addr),
-        Readiness::Http(url) => url.strip_prefix("http://")?.split('/').next()?.parse().ok(),
+        Readiness::Http(url) => http_addr(url),
         _ => None,
     }
+}
+
+/// The `IP:port` of a `ready = { http }` URL, which must be `http://IP:port/path`.
+pub(super) fn http_addr(url: &str) -> Option<SocketAddr> {
+    url.strip_prefix("http://")?.split('/').next()?.parse().ok()
 }
 
 /// Two addresses collide when the ports match and the IPs match or one is a wildcard.

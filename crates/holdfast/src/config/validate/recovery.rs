@@ -1,23 +1,19 @@
-//! Validation of `[service.X.health]` and `[service.X.exit_codes]`.
+//! Validation of `[service.X.health]`.
 //!
 //! Same rules as the rest of `validate`: every problem is recorded at its span with a
 //! hint, and a default stands in so the other checks still run.
 
-use std::collections::BTreeMap;
 use std::ops::{Range, RangeInclusive};
 use std::time::Duration;
 
 use serde_spanned::Spanned;
 
-use super::super::diagnostic::{Problem, closest};
-use super::super::raw::{RawCommand, RawExitAction, RawHealth, RawService, RawThreshold};
-use super::super::value;
 use super::Validator;
-use crate::model::{
-    DecaySpec, ExitAction, ExitKey, HealthSpec, Probe, Threshold, UnhealthyAction, defaults,
-};
+use super::scalars::Count;
+use crate::config::diagnostic::{Problem, choice_help};
+use crate::config::raw::{RawHealth, RawThreshold};
+use crate::model::{DecaySpec, HealthSpec, Probe, Threshold, UnhealthyAction, defaults};
 
-const EXIT_ACTIONS: [&str; 3] = ["restart", "quarantine", "ignore"];
 const UNHEALTHY_ACTIONS: [&str; 2] = ["restart", "none"];
 
 /// Probing more often than this costs CPU and tells nothing more.
@@ -28,7 +24,20 @@ impl Validator<'_> {
         let span = raw.span();
         let raw = raw.get_ref();
         let probe = self.probe(svc, raw, span.clone());
+        let (interval, timeout) = self.probe_timing(svc, raw);
+        let decay = self.decay(svc, raw, span);
+        let unhealthy_action = self.unhealthy_action(svc, raw);
+        Some(HealthSpec {
+            probe: probe?,
+            interval,
+            timeout,
+            decay,
+            unhealthy_action,
+        })
+    }
 
+    /// `interval` and `timeout`: one probe at a time, at most ten a second.
+    fn probe_timing(&mut self, svc: &str, raw: &RawHealth) -> (Duration, Duration) {
         let interval = self.duration(
             raw.interval.as_ref(),
             svc,
@@ -50,22 +59,15 @@ impl Validator<'_> {
                 ),
             );
         }
-        let timeout = self.duration(
+        let timeout = self.nonzero_duration(
             raw.timeout.as_ref(),
             svc,
             "health.timeout",
             defaults::HEALTH_TIMEOUT.min(interval),
+            "give the probe time to answer, e.g. \"2s\"",
         );
-        if let (true, Some(at)) = (timeout.is_zero(), &raw.timeout) {
-            self.push(
-                Problem::new(
-                    format!("`service.{svc}.health.timeout` must be longer than zero"),
-                    at.span(),
-                    "zero",
-                )
-                .with_help("give the probe time to answer, e.g. \"2s\""),
-            );
-        } else if timeout > interval && !interval.is_zero() {
+        // A zero timeout is reported above and is never longer than the interval.
+        if timeout > interval && !interval.is_zero() {
             // Point at whichever of the two the user wrote.
             let at = raw
                 .timeout
@@ -87,6 +89,11 @@ impl Validator<'_> {
                 );
             }
         }
+        (interval, timeout)
+    }
+
+    /// `grace`, `degraded`, `unhealthy` and `recover`: how probe results become a state.
+    fn decay(&mut self, svc: &str, raw: &RawHealth, span: Range<usize>) -> DecaySpec {
         let grace = self.duration(
             raw.grace.as_ref(),
             svc,
@@ -118,7 +125,7 @@ impl Validator<'_> {
                         .as_ref()
                         .and_then(|d| d.get_ref().failures.as_ref().map(Spanned::span))
                 })
-                .unwrap_or(span.clone());
+                .unwrap_or(span);
             self.push(
                 Problem::new(
                     format!(
@@ -130,57 +137,65 @@ impl Validator<'_> {
                 .with_help("UNHEALTHY is worse than DEGRADED: it needs at least as many failures"),
             );
         }
-        let unhealthy_action = self.unhealthy_action(svc, raw);
-        if let Some(action) = raw
-            .degraded
-            .as_ref()
-            .and_then(|d| d.get_ref().action.as_ref())
-        {
-            self.push(
-                Problem::new(
-                    format!("`service.{svc}.health.degraded` has no `action`"),
-                    action.span(),
-                    "not allowed here",
-                )
-                .with_help("DEGRADED is reported only; set the action on `unhealthy`"),
-            );
-        }
-        let recover_successes = match raw
-            .recover
-            .as_ref()
-            .and_then(|r| r.get_ref().successes.as_ref())
-        {
-            Some(n) if *n.get_ref() == 0 => {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.health.recover.successes` must be at least 1"),
-                        n.span(),
-                        "zero",
-                    )
-                    .with_help(
-                        "use e.g. 3: that many consecutive successes bring the state back to OK",
-                    ),
-                );
-                defaults::RECOVER_SUCCESSES
-            }
-            Some(n) => *n.get_ref(),
-            None => defaults::RECOVER_SUCCESSES,
-        };
-        Some(HealthSpec {
-            probe: probe?,
-            interval,
-            timeout,
-            decay: DecaySpec {
-                grace,
-                degraded,
-                unhealthy,
-                recover_successes,
+        let recover_successes = self.at_least_one(
+            raw.recover
+                .as_ref()
+                .and_then(|r| r.get_ref().successes.as_ref()),
+            svc,
+            "health.recover.successes",
+            defaults::RECOVER_SUCCESSES,
+            Count {
+                zero: "zero",
+                help: "use e.g. 3: that many consecutive successes bring the state back to OK",
             },
-            unhealthy_action,
-        })
+        );
+        DecaySpec {
+            grace,
+            degraded,
+            unhealthy,
+            recover_successes,
+        }
     }
 
     fn probe(&mut self, svc: &str, raw: &RawHealth, span: Range<usize>) -> Option<Probe> {
+        if !self.exactly_one_probe(svc, raw, span) {
+            return None;
+        }
+        if raw.http.is_none() {
+            for (key, at) in [
+                ("status", raw.status.as_ref().map(Spanned::span)),
+                ("body", raw.body.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(at) = at {
+                    self.push(
+                        Problem::new(
+                            format!("`service.{svc}.health.{key}` only applies to http probes"),
+                            at,
+                            "not an http probe",
+                        )
+                        .with_help(format!("remove `{key}`")),
+                    );
+                }
+            }
+        }
+        if let Some(url) = &raw.http {
+            return self.http_probe(svc, raw, url);
+        }
+        if let Some(address) = &raw.tcp {
+            return self.tcp_probe(svc, address);
+        }
+        let exec = raw.exec.as_ref().expect("exactly one probe is given");
+        let command = self.command_array(
+            &format!("service.{svc}.health.exec"),
+            "exec",
+            exec,
+            "[\"/bin/check\", \"--quick\"]",
+        )?;
+        Some(Probe::Exec { command })
+    }
+
+    /// One of `http`, `tcp` and `exec`, reported at the second when there are more.
+    fn exactly_one_probe(&mut self, svc: &str, raw: &RawHealth, span: Range<usize>) -> bool {
         let given: Vec<(&str, Range<usize>)> = [
             raw.http.as_ref().map(|h| ("http", h.span())),
             raw.tcp.as_ref().map(|t| ("tcp", t.span())),
@@ -201,9 +216,9 @@ impl Validator<'_> {
                         "add one: http = \"http://127.0.0.1:8080/health\", tcp = \"127.0.0.1:8080\" or exec = [\"/bin/check\"]",
                     ),
                 );
-                return None;
+                false
             }
-            [_] => {}
+            [_] => true,
             [(first, _), (second, at), ..] => {
                 self.push(
                     Problem::new(
@@ -213,81 +228,45 @@ impl Validator<'_> {
                     )
                     .with_help("keep exactly one of http, tcp and exec"),
                 );
-                return None;
+                false
             }
         }
-        if raw.http.is_none() {
-            for (key, at) in [
-                ("status", raw.status.as_ref().map(Spanned::span)),
-                ("body", raw.body.as_ref().map(Spanned::span)),
-            ] {
-                if let Some(at) = at {
-                    self.push(
-                        Problem::new(
-                            format!("`service.{svc}.health.{key}` only applies to http probes"),
-                            at,
-                            "not an http probe",
-                        )
-                        .with_help(format!("remove `{key}`")),
-                    );
-                }
-            }
+    }
+
+    fn http_probe(&mut self, svc: &str, raw: &RawHealth, url: &Spanned<String>) -> Option<Probe> {
+        let status = match &raw.status {
+            None => 200..=399,
+            Some(text) => self.status_range(svc, text).unwrap_or(200..=399),
+        };
+        let (authority, path) = self.http_url(svc, url)?;
+        Some(Probe::Http {
+            url: url.get_ref().clone(),
+            authority,
+            path,
+            status,
+            body: raw.body.as_ref().map(|b| b.get_ref().clone()),
+        })
+    }
+
+    fn tcp_probe(&mut self, svc: &str, address: &Spanned<String>) -> Option<Probe> {
+        let text = address.get_ref();
+        let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !valid {
+            self.push(
+                Problem::new(
+                    format!("invalid address in `service.{svc}.health.tcp`"),
+                    address.span(),
+                    "not host:port",
+                )
+                .with_help("write a host and a port, e.g. \"127.0.0.1:8080\""),
+            );
+            return None;
         }
-        if let Some(url) = &raw.http {
-            let status = match &raw.status {
-                None => 200..=399,
-                Some(text) => self.status_range(svc, text).unwrap_or(200..=399),
-            };
-            let (authority, path) = self.http_url(svc, url)?;
-            return Some(Probe::Http {
-                url: url.get_ref().clone(),
-                authority,
-                path,
-                status,
-                body: raw.body.as_ref().map(|b| b.get_ref().clone()),
-            });
-        }
-        if let Some(address) = &raw.tcp {
-            let text = address.get_ref();
-            let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-            if !valid {
-                self.push(
-                    Problem::new(
-                        format!("invalid address in `service.{svc}.health.tcp`"),
-                        address.span(),
-                        "not host:port",
-                    )
-                    .with_help("write a host and a port, e.g. \"127.0.0.1:8080\""),
-                );
-                return None;
-            }
-            return Some(Probe::Tcp {
-                address: text.clone(),
-            });
-        }
-        let exec = raw.exec.as_ref().expect("exactly one probe is given");
-        match exec.get_ref() {
-            RawCommand::Args(args) if !args.is_empty() && !args[0].get_ref().is_empty() => {
-                Some(Probe::Exec {
-                    command: args.iter().map(|a| a.get_ref().clone()).collect(),
-                })
-            }
-            _ => {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.health.exec` must be a non-empty array"),
-                        exec.span(),
-                        "no program",
-                    )
-                    .with_help(
-                        "write the command and its arguments: exec = [\"/bin/check\", \"--quick\"]",
-                    ),
-                );
-                None
-            }
-        }
+        Some(Probe::Tcp {
+            address: text.clone(),
+        })
     }
 
     /// `http://host[:port][/path]` → (`host:port`, `/path`).
@@ -387,41 +366,42 @@ impl Validator<'_> {
         let Some(raw) = raw.map(Spanned::get_ref) else {
             return Threshold { failures, within };
         };
-        let failures = match &raw.failures {
-            Some(n) if *n.get_ref() == 0 => {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.health.{key}.failures` must be at least 1"),
-                        n.span(),
-                        "zero",
-                    )
-                    .with_help(format!("the default is {failures}")),
-                );
-                failures
-            }
-            Some(n) => *n.get_ref(),
-            None => failures,
-        };
-        let within = self.duration(
+        let failures = self.at_least_one(
+            raw.failures.as_ref(),
+            svc,
+            &format!("health.{key}.failures"),
+            failures,
+            Count {
+                zero: "zero",
+                help: &format!("the default is {failures}"),
+            },
+        );
+        let within = self.nonzero_duration(
             raw.within.as_ref(),
             svc,
             &format!("health.{key}.within"),
             within,
+            "failures are counted within this sliding window, e.g. \"60s\"",
         );
-        if let (true, Some(at)) = (within.is_zero(), &raw.within) {
-            self.push(
-                Problem::new(
-                    format!("`service.{svc}.health.{key}.within` must be longer than zero"),
-                    at.span(),
-                    "zero",
-                )
-                .with_help("failures are counted within this sliding window, e.g. \"60s\""),
-            );
-        }
         Threshold { failures, within }
     }
 
+    /// `unhealthy.action`; `degraded` takes none.
     fn unhealthy_action(&mut self, svc: &str, raw: &RawHealth) -> UnhealthyAction {
+        if let Some(action) = raw
+            .degraded
+            .as_ref()
+            .and_then(|d| d.get_ref().action.as_ref())
+        {
+            self.push(
+                Problem::new(
+                    format!("`service.{svc}.health.degraded` has no `action`"),
+                    action.span(),
+                    "not allowed here",
+                )
+                .with_help("DEGRADED is reported only; set the action on `unhealthy`"),
+            );
+        }
         let Some(action) = raw
             .unhealthy
             .as_ref()
@@ -433,153 +413,19 @@ impl Validator<'_> {
             "restart" => UnhealthyAction::Restart,
             "none" => UnhealthyAction::None,
             other => {
-                let help = match closest(other, UNHEALTHY_ACTIONS) {
-                    Some(best) => format!("did you mean \"{best}\"? valid actions: restart, none"),
-                    None => "valid actions: restart, none".to_owned(),
-                };
                 self.push(
                     Problem::new(
                         format!("unknown action {other:?} in `service.{svc}.health.unhealthy`"),
                         action.span(),
                         "unknown action",
                     )
-                    .with_help(help),
-                );
-                UnhealthyAction::Restart
-            }
-        }
-    }
-
-    pub(super) fn exit_codes(
-        &mut self,
-        svc: &str,
-        raw: &RawService,
-    ) -> BTreeMap<ExitKey, ExitAction> {
-        let mut map = BTreeMap::new();
-        for (key, action) in raw.exit_codes.iter().flatten() {
-            let key = self.exit_key(svc, key);
-            let action = self.exit_action(svc, action);
-            if let (Some(key), Some(action)) = (key, action) {
-                map.insert(key, action);
-            }
-        }
-        map
-    }
-
-    fn exit_key(&mut self, svc: &str, raw: &Spanned<String>) -> Option<ExitKey> {
-        let text = raw.get_ref().trim();
-        if let Ok(code) = text.parse::<i64>() {
-            if (0..=255).contains(&code) {
-                return Some(ExitKey::Code(code as i32));
-            }
-            self.push(
-                Problem::new(
-                    format!("exit code {code} in `service.{svc}.exit_codes` is out of range"),
-                    raw.span(),
-                    "not 0-255",
-                )
-                .with_help("exit codes are 0-255; to match a signal write its name, e.g. SIGSEGV"),
-            );
-            return None;
-        }
-        match value::parse_signal(text) {
-            Ok(signal) => Some(ExitKey::Signal(signal as i32)),
-            Err(err) => {
-                self.push(
-                    Problem::new(
-                        format!("invalid key {text:?} in `service.{svc}.exit_codes`"),
-                        raw.span(),
-                        "neither an exit code nor a signal",
-                    )
-                    .with_help(format!(
-                        "write an exit code (\"101\") or a signal name (\"SIGSEGV\"); {}",
-                        err.help
+                    .with_help(choice_help(
+                        other,
+                        &UNHEALTHY_ACTIONS,
+                        "valid actions",
                     )),
                 );
-                None
-            }
-        }
-    }
-
-    fn exit_action(&mut self, svc: &str, raw: &Spanned<RawExitAction>) -> Option<ExitAction> {
-        let span = raw.span();
-        let raw = raw.get_ref();
-        let Some(action) = &raw.action else {
-            self.push(
-                Problem::new(
-                    format!("an entry of `service.{svc}.exit_codes` has no `action`"),
-                    span,
-                    "missing `action`",
-                )
-                .with_help("add action = \"restart\", \"quarantine\" or \"ignore\""),
-            );
-            return None;
-        };
-        let name = action.get_ref().as_str();
-        if name != "restart" {
-            for (key, at) in [
-                ("delay", raw.delay.as_ref().map(Spanned::span)),
-                (
-                    "env",
-                    raw.env
-                        .as_ref()
-                        .and_then(|e| e.keys().next().map(Spanned::span)),
-                ),
-            ] {
-                if let (Some(at), true) = (at, EXIT_ACTIONS.contains(&name)) {
-                    self.push(
-                        Problem::new(
-                            format!("`{key}` only applies to action \"restart\" in `service.{svc}.exit_codes`"),
-                            at,
-                            format!("action is \"{name}\""),
-                        )
-                        .with_help(format!("remove `{key}` or use action = \"restart\"")),
-                    );
-                }
-            }
-        }
-        match name {
-            "restart" => {
-                let delay = raw
-                    .delay
-                    .as_ref()
-                    .map(|d| self.duration(Some(d), svc, "exit_codes.delay", Duration::ZERO));
-                let mut env = BTreeMap::new();
-                for (key, value) in raw.env.iter().flatten() {
-                    let k = key.get_ref();
-                    if k.is_empty() || k.contains(['=', '\0']) || value.get_ref().contains('\0') {
-                        self.push(
-                            Problem::new(
-                                format!("invalid environment override {k:?} in `service.{svc}.exit_codes`"),
-                                key.span(),
-                                "invalid name or value",
-                            )
-                            .with_help("use a non-empty name without '=' or NUL, e.g. DB_HOST"),
-                        );
-                    } else {
-                        env.insert(k.clone(), value.get_ref().clone());
-                    }
-                }
-                Some(ExitAction::Restart { delay, env })
-            }
-            "quarantine" => Some(ExitAction::Quarantine),
-            "ignore" => Some(ExitAction::Ignore),
-            other => {
-                let help = match closest(other, EXIT_ACTIONS) {
-                    Some(best) => format!(
-                        "did you mean \"{best}\"? valid actions: restart, quarantine, ignore"
-                    ),
-                    None => "valid actions: restart, quarantine, ignore".to_owned(),
-                };
-                self.push(
-                    Problem::new(
-                        format!("unknown action {other:?} in `service.{svc}.exit_codes`"),
-                        action.span(),
-                        "unknown action",
-                    )
-                    .with_help(help),
-                );
-                None
+                UnhealthyAction::Restart
             }
         }
     }
@@ -589,11 +435,9 @@ impl Validator<'_> {
 mod tests {
     use std::time::Duration;
 
-    use crate::unix::Signal;
-
     use super::super::tests::{plan, problems};
     use crate::config::Problem;
-    use crate::model::{ExitAction, ExitKey, Probe, ServiceName, UnhealthyAction};
+    use crate::model::{Probe, ServiceName, UnhealthyAction};
 
     fn snippet<'s>(src: &'s str, problem: &Problem) -> &'s str {
         &src[problem.span().expect("problems carry a span")]
@@ -704,46 +548,26 @@ mod tests {
     }
 
     #[test]
-    fn exit_codes_map_codes_and_signals_to_actions() {
-        let src = format!(
-            "{CMD}[service.api.exit_codes]\n101 = {{ action = \"restart\", delay = \"2s\" }}\n102 = {{ action = \"restart\", env = {{ DB_HOST = \"db-standby\" }} }}\n201 = {{ action = \"quarantine\" }}\nSIGSEGV = {{ action = \"ignore\" }}\n"
-        );
-        let plan = plan(&src);
-        let codes = &plan.services[&ServiceName::new("api").unwrap()].exit_codes;
-        assert_eq!(
-            codes[&ExitKey::Code(101)],
-            ExitAction::Restart {
-                delay: Some(Duration::from_secs(2)),
-                env: Default::default()
-            }
-        );
-        let ExitAction::Restart { env, .. } = &codes[&ExitKey::Code(102)] else {
-            panic!("102 restarts");
-        };
-        assert_eq!(env["DB_HOST"], "db-standby");
-        assert_eq!(codes[&ExitKey::Code(201)], ExitAction::Quarantine);
-        assert_eq!(
-            codes[&ExitKey::Signal(Signal::SIGSEGV as i32)],
-            ExitAction::Ignore
-        );
-    }
-
-    #[test]
-    fn exit_code_problems_point_at_the_offending_key_or_value() {
-        let src = format!(
-            "{CMD}[service.api.exit_codes]\n300 = {{ action = \"restart\" }}\nSIGFOO = {{ action = \"ignore\" }}\n3 = {{ action = \"restrat\" }}\n4 = {{ action = \"ignore\", delay = \"1s\" }}\n"
-        );
+    fn an_exec_probe_is_checked_like_a_command() {
+        let src = format!("{CMD}[service.api.health]\nexec = \"/bin/check --quick\"\n");
         let all = problems(&src);
-        let snippets: Vec<&str> = all.iter().map(|p| snippet(&src, p)).collect();
+        assert_eq!(all.len(), 1, "{all:#?}");
         assert_eq!(
-            snippets,
-            vec!["300", "SIGFOO", "\"restrat\"", "\"1s\""],
-            "{all:#?}"
+            all[0].message(),
+            "`service.api.health.exec` must be an array"
         );
-        assert!(
-            all[2].help().is_some_and(|h| h.contains("\"restart\"")),
-            "{:#?}",
-            all[2]
+        assert_eq!(
+            all[0].help(),
+            Some(
+                "write exec = [\"/bin/check\", \"--quick\"]: holdfast runs no shell, so each argument is its own string"
+            )
+        );
+        let src = format!("{CMD}[service.api.health]\nexec = [\"/bin/check\", \"a\\u0000b\"]\n");
+        let all = problems(&src);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert_eq!(
+            all[0].message(),
+            "`service.api.health.exec` has an argument containing NUL"
         );
     }
 }

@@ -7,106 +7,127 @@
 //! recorded and the check carries on with a neutral value.
 
 use std::ffi::CString;
-use std::ops::Range;
+use std::ops::RangeInclusive;
 
 use nix::unistd::{Gid, Group, User};
 use serde_spanned::Spanned;
 
-use super::diagnostic::{Problem, closest};
-use super::raw::{RawService, RawSize};
-use super::value;
+use super::Validator;
+use super::scalars::size;
+use crate::config::diagnostic::{Problem, closest};
+use crate::config::raw::{RawService, RawSize};
+use crate::config::value;
 use crate::model::{
     CAPABILITY_NAMES, Capability, CgroupLimits, Credentials, Limits, Privileges, Rlimit, UserRef,
 };
 
+/// What an rlimit counts: `core`, `memlock` and `stack` take sizes such as "8MiB".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RlimitUnit {
+    Count,
+    Bytes,
+}
+
+/// Whether an unknown Unix group's hint mentions `service_group`, the other kind of group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ServiceGroupHint {
+    Shown,
+    Omitted,
+}
+
 /// Highest CPU number `cpu_affinity` accepts (the size of the kernel's default cpu set).
 const MAX_CPU: i64 = 1023;
 
-/// `user`, `group`, `supplementary_groups`, `umask`, `capabilities`, `no_new_privs`,
-/// `cpu_affinity` and `oom_score_adjust` of `service.<svc>`.
-pub fn privileges(svc: &str, raw: &RawService, problems: &mut Vec<Problem>) -> Privileges {
-    let mut p = Checker { svc, problems };
-    Privileges {
-        credentials: p.credentials(raw),
-        umask: raw.umask.as_ref().and_then(|u| p.umask(u)),
-        capabilities: raw.capabilities.as_ref().map(|caps| p.capabilities(caps)),
-        no_new_privs: raw.no_new_privs.unwrap_or(true),
-        cpu_affinity: raw.cpu_affinity.as_ref().map(|cpus| p.cpu_affinity(cpus)),
-        oom_score_adjust: raw.oom_score_adjust.as_ref().and_then(|o| p.oom_score(o)),
-    }
-}
-
-/// `limits = { ... }` of `service.<svc>`, split into rlimits and cgroup limits.
-pub fn limits(svc: &str, raw: &RawService, problems: &mut Vec<Problem>) -> (Limits, CgroupLimits) {
-    let Some(limits) = &raw.limits else {
-        return (Limits::default(), CgroupLimits::default());
-    };
-    let l = limits.get_ref();
-    let mut p = Checker { svc, problems };
-    let rlimits = Limits {
-        nofile: l.nofile.as_ref().and_then(|v| p.rlimit("nofile", v, false)),
-        nproc: l.nproc.as_ref().and_then(|v| p.rlimit("nproc", v, false)),
-        core: l.core.as_ref().and_then(|v| p.rlimit("core", v, true)),
-        memlock: l
-            .memlock
-            .as_ref()
-            .and_then(|v| p.rlimit("memlock", v, true)),
-        stack: l.stack.as_ref().and_then(|v| p.rlimit("stack", v, true)),
-    };
-    let cgroup = CgroupLimits {
-        memory: l.memory.as_ref().and_then(|v| p.memory("memory", v)),
-        memory_high: l
-            .memory_high
-            .as_ref()
-            .and_then(|v| p.memory("memory_high", v)),
-        cpu_quota: l.cpu_quota.as_ref().and_then(|v| p.cpu_quota(v)),
-        cpu_weight: l.cpu_weight.as_ref().and_then(|v| {
-            p.integer(
-                "cpu_weight",
-                v,
-                1,
-                10_000,
-                "a weight from 1 to 10000 (100 is the default), e.g. 200",
-            )
-            .map(|w| u32::try_from(w).expect("at most 10000"))
-        }),
-        pids: l.pids.as_ref().and_then(|v| {
-            p.integer(
-                "pids",
-                v,
-                1,
-                i64::from(u32::MAX),
-                "a number of processes and threads, e.g. 256",
-            )
-            .map(|n| n.unsigned_abs())
-        }),
-    };
-    (rlimits, cgroup)
-}
-
-struct Checker<'a> {
-    svc: &'a str,
-    problems: &'a mut Vec<Problem>,
-}
-
-impl Checker<'_> {
-    fn problem(&mut self, message: String, span: Range<usize>, label: &str, help: String) {
-        self.problems
-            .push(Problem::new(message, span, label).with_help(help));
+impl Validator<'_> {
+    /// `user`, `group`, `supplementary_groups`, `umask`, `capabilities`, `no_new_privs`,
+    /// `cpu_affinity` and `oom_score_adjust` of `service.<svc>`.
+    pub(super) fn privileges(&mut self, svc: &str, raw: &RawService) -> Privileges {
+        Privileges {
+            credentials: self.credentials(svc, raw),
+            umask: raw.umask.as_ref().and_then(|u| self.umask(svc, u)),
+            capabilities: raw
+                .capabilities
+                .as_ref()
+                .map(|caps| self.capabilities(svc, caps)),
+            no_new_privs: raw.no_new_privs.unwrap_or(true),
+            cpu_affinity: raw
+                .cpu_affinity
+                .as_ref()
+                .map(|cpus| self.cpu_affinity(svc, cpus)),
+            oom_score_adjust: raw
+                .oom_score_adjust
+                .as_ref()
+                .and_then(|o| self.oom_score(svc, o)),
+        }
     }
 
-    fn credentials(&mut self, raw: &RawService) -> Option<Credentials> {
-        let svc = self.svc;
-        let user = raw.user.as_ref().and_then(|u| self.user(u));
+    /// `limits = { ... }` of `service.<svc>`, split into rlimits and cgroup limits.
+    pub(super) fn limits(&mut self, svc: &str, raw: &RawService) -> (Limits, CgroupLimits) {
+        let Some(limits) = &raw.limits else {
+            return (Limits::default(), CgroupLimits::default());
+        };
+        let l = limits.get_ref();
+        let mut rlimit = |key, v: &Option<Spanned<RawSize>>, unit| {
+            v.as_ref().and_then(|v| self.rlimit(svc, key, v, unit))
+        };
+        let rlimits = Limits {
+            nofile: rlimit("nofile", &l.nofile, RlimitUnit::Count),
+            nproc: rlimit("nproc", &l.nproc, RlimitUnit::Count),
+            core: rlimit("core", &l.core, RlimitUnit::Bytes),
+            memlock: rlimit("memlock", &l.memlock, RlimitUnit::Bytes),
+            stack: rlimit("stack", &l.stack, RlimitUnit::Bytes),
+        };
+        let cgroup = CgroupLimits {
+            memory: l
+                .memory
+                .as_ref()
+                .and_then(|v| self.memory(svc, "memory", v)),
+            memory_high: l
+                .memory_high
+                .as_ref()
+                .and_then(|v| self.memory(svc, "memory_high", v)),
+            cpu_quota: l.cpu_quota.as_ref().and_then(|v| self.cpu_quota(svc, v)),
+            cpu_weight: l.cpu_weight.as_ref().and_then(|v| {
+                self.integer(
+                    svc,
+                    "cpu_weight",
+                    v,
+                    1..=10_000,
+                    "a weight from 1 to 10000 (100 is the default), e.g. 200",
+                )
+                .map(|w| u32::try_from(w).expect("at most 10000"))
+            }),
+            pids: l.pids.as_ref().and_then(|v| {
+                self.integer(
+                    svc,
+                    "pids",
+                    v,
+                    1..=i64::from(u32::MAX),
+                    "a number of processes and threads, e.g. 256",
+                )
+                .map(|n| n.unsigned_abs())
+            }),
+        };
+        (rlimits, cgroup)
+    }
+
+    fn credentials(&mut self, svc: &str, raw: &RawService) -> Option<Credentials> {
+        let user = raw.user.as_ref().and_then(|u| self.user(svc, u));
         let group = raw
             .group
             .as_ref()
-            .and_then(|g| self.group(g, &format!("service.{svc}.group")));
+            .and_then(|g| self.gid(g, &format!("service.{svc}.group"), ServiceGroupHint::Shown));
         let extra: Vec<u32> = raw
             .supplementary_groups
             .iter()
             .flatten()
-            .filter_map(|g| self.group(g, &format!("service.{svc}.supplementary_groups")))
+            .filter_map(|g| {
+                self.gid(
+                    g,
+                    &format!("service.{svc}.supplementary_groups"),
+                    ServiceGroupHint::Shown,
+                )
+            })
             .collect();
         if raw.user.is_some() && user.is_none() || raw.group.is_some() && group.is_none() {
             return None;
@@ -133,7 +154,7 @@ impl Checker<'_> {
         Some(Credentials { user, gid, groups })
     }
 
-    fn user(&mut self, raw: &Spanned<String>) -> Option<(UserRef, u32)> {
+    fn user(&mut self, svc: &str, raw: &Spanned<String>) -> Option<(UserRef, u32)> {
         let name = raw.get_ref();
         match User::from_name(name) {
             Ok(Some(user)) => Some((
@@ -146,19 +167,13 @@ impl Checker<'_> {
                 user.gid.as_raw(),
             )),
             Ok(None) => {
-                let svc = self.svc;
-                self.problem(
-                    format!("unknown user `{name}` in `service.{svc}.user`"),
-                    raw.span(),
-                    "no such user",
-                    format!(
+                self.push(Problem::new(format!("unknown user `{name}` in `service.{svc}.user`"), raw.span(), "no such user").with_help(format!(
                         "create it (useradd --system --no-create-home {name}) or name an existing user from /etc/passwd"
-                    ),
-                );
+                    )));
                 None
             }
             Err(errno) => {
-                self.problems.push(Problem::new(
+                self.push(Problem::new(
                     format!("failed to look up user `{name}`"),
                     raw.span(),
                     errno.desc(),
@@ -168,23 +183,38 @@ impl Checker<'_> {
         }
     }
 
-    fn group(&mut self, raw: &Spanned<String>, key: &str) -> Option<u32> {
+    /// The gid of the group `raw` names in `key`. The hint points at `service_group` where
+    /// the user may have meant a group of services rather than a Unix group.
+    pub(super) fn gid(
+        &mut self,
+        raw: &Spanned<String>,
+        key: &str,
+        hint: ServiceGroupHint,
+    ) -> Option<u32> {
         let name = raw.get_ref();
         match Group::from_name(name) {
             Ok(Some(group)) => Some(group.gid.as_raw()),
             Ok(None) => {
-                self.problem(
-                    format!("unknown group `{name}` in `{key}`"),
-                    raw.span(),
-                    "no such group",
-                    format!(
-                        "create it (groupadd {name}) or name an existing group from /etc/group; to act on services together (`holdfast restart @{name}`), write `service_group = \"{name}\"`"
-                    ),
+                let mut help = format!(
+                    "create it (groupadd {name}) or name an existing group from /etc/group"
+                );
+                if hint == ServiceGroupHint::Shown {
+                    help.push_str(&format!(
+                        "; to act on services together (`holdfast restart @{name}`), write `service_group = \"{name}\"`"
+                    ));
+                }
+                self.push(
+                    Problem::new(
+                        format!("unknown group `{name}` in `{key}`"),
+                        raw.span(),
+                        "no such group",
+                    )
+                    .with_help(help),
                 );
                 None
             }
             Err(errno) => {
-                self.problems.push(Problem::new(
+                self.push(Problem::new(
                     format!("failed to look up group `{name}`"),
                     raw.span(),
                     errno.desc(),
@@ -194,7 +224,7 @@ impl Checker<'_> {
         }
     }
 
-    fn umask(&mut self, raw: &Spanned<RawSize>) -> Option<u32> {
+    fn umask(&mut self, svc: &str, raw: &Spanned<RawSize>) -> Option<u32> {
         let value = match raw.get_ref() {
             RawSize::Text(text) => u32::from_str_radix(text.trim(), 8).ok(),
             RawSize::Bytes(n) => u32::try_from(*n).ok(),
@@ -202,26 +232,26 @@ impl Checker<'_> {
         match value {
             Some(mask) if mask <= 0o777 => Some(mask),
             _ => {
-                let svc = self.svc;
-                self.problem(
-                    format!("invalid `service.{svc}.umask`"),
-                    raw.span(),
-                    "not an octal mode up to 0777",
-                    "write the mask as an octal string, e.g. umask = \"0027\"".to_owned(),
+                self.push(
+                    Problem::new(
+                        format!("invalid `service.{svc}.umask`"),
+                        raw.span(),
+                        "not an octal mode up to 0777",
+                    )
+                    .with_help("write the mask as an octal string, e.g. umask = \"0027\""),
                 );
                 None
             }
         }
     }
 
-    fn capabilities(&mut self, raw: &[Spanned<String>]) -> Vec<Capability> {
+    fn capabilities(&mut self, svc: &str, raw: &[Spanned<String>]) -> Vec<Capability> {
         let mut caps = Vec::new();
         for name in raw {
             match Capability::from_name(name.get_ref()) {
                 Some(cap) if !caps.contains(&cap) => caps.push(cap),
                 Some(_) => {}
                 None => {
-                    let svc = self.svc;
                     let wanted = name.get_ref().to_ascii_uppercase();
                     let help = match closest(&wanted, CAPABILITY_NAMES) {
                         Some(best) => format!("did you mean \"{best}\"? see capabilities(7)"),
@@ -230,14 +260,16 @@ impl Checker<'_> {
                                 .to_owned()
                         }
                     };
-                    self.problem(
-                        format!(
-                            "unknown capability {:?} in `service.{svc}.capabilities`",
-                            name.get_ref()
-                        ),
-                        name.span(),
-                        "unknown capability",
-                        help,
+                    self.push(
+                        Problem::new(
+                            format!(
+                                "unknown capability {:?} in `service.{svc}.capabilities`",
+                                name.get_ref()
+                            ),
+                            name.span(),
+                            "unknown capability",
+                        )
+                        .with_help(help),
                     );
                 }
             }
@@ -246,7 +278,7 @@ impl Checker<'_> {
         caps
     }
 
-    fn cpu_affinity(&mut self, raw: &[Spanned<i64>]) -> Vec<usize> {
+    fn cpu_affinity(&mut self, svc: &str, raw: &[Spanned<i64>]) -> Vec<usize> {
         let mut cpus = Vec::new();
         for cpu in raw {
             match usize::try_from(*cpu.get_ref()) {
@@ -256,12 +288,15 @@ impl Checker<'_> {
                     }
                 }
                 _ => {
-                    let svc = self.svc;
-                    self.problem(
-                        format!("invalid CPU number in `service.{svc}.cpu_affinity`"),
-                        cpu.span(),
-                        "not a CPU number",
-                        format!("list CPU numbers from 0 to {MAX_CPU}, e.g. cpu_affinity = [0, 1]"),
+                    self.push(
+                        Problem::new(
+                            format!("invalid CPU number in `service.{svc}.cpu_affinity`"),
+                            cpu.span(),
+                            "not a CPU number",
+                        )
+                        .with_help(format!(
+                            "list CPU numbers from 0 to {MAX_CPU}, e.g. cpu_affinity = [0, 1]"
+                        )),
                     );
                 }
             }
@@ -270,27 +305,34 @@ impl Checker<'_> {
         cpus
     }
 
-    fn oom_score(&mut self, raw: &Spanned<i64>) -> Option<i32> {
+    fn oom_score(&mut self, svc: &str, raw: &Spanned<i64>) -> Option<i32> {
         let value = *raw.get_ref();
         if (-1000..=1000).contains(&value) {
             return Some(i32::try_from(value).expect("in -1000..=1000"));
         }
-        let svc = self.svc;
-        self.problem(
-            format!("`service.{svc}.oom_score_adjust` is out of range"),
-            raw.span(),
-            "not in -1000..=1000",
-            "use -1000 (never kill) to 1000 (kill first); 0 is the default".to_owned(),
+        self.push(
+            Problem::new(
+                format!("`service.{svc}.oom_score_adjust` is out of range"),
+                raw.span(),
+                "not in -1000..=1000",
+            )
+            .with_help("use -1000 (never kill) to 1000 (kill first); 0 is the default"),
         );
         None
     }
 
-    fn rlimit(&mut self, key: &str, raw: &Spanned<RawSize>, sizes: bool) -> Option<Rlimit> {
+    fn rlimit(
+        &mut self,
+        svc: &str,
+        key: &str,
+        raw: &Spanned<RawSize>,
+        unit: RlimitUnit,
+    ) -> Option<Rlimit> {
         let parsed = match raw.get_ref() {
             RawSize::Text(text) if matches!(text.trim(), "infinity" | "unlimited") => {
                 Ok(Rlimit::Infinity)
             }
-            RawSize::Text(text) if sizes => value::parse_size(text)
+            RawSize::Text(text) if unit == RlimitUnit::Bytes => value::parse_size(text)
                 .map(Rlimit::Value)
                 .map_err(|e| e.label),
             RawSize::Text(_) => Err("not a number".to_owned()),
@@ -300,40 +342,45 @@ impl Checker<'_> {
         };
         parsed
             .map_err(|label| {
-                let svc = self.svc;
-                let example = if sizes { "\"8MiB\"" } else { "65536" };
-                self.problem(
-                    format!("invalid `service.{svc}.limits.{key}`"),
-                    raw.span(),
-                    &label,
-                    format!("write a limit such as {key} = {example}, or \"infinity\""),
+                let example = match unit {
+                    RlimitUnit::Bytes => "\"8MiB\"",
+                    RlimitUnit::Count => "65536",
+                };
+                self.push(
+                    Problem::new(
+                        format!("invalid `service.{svc}.limits.{key}`"),
+                        raw.span(),
+                        label,
+                    )
+                    .with_help(format!(
+                        "write a limit such as {key} = {example}, or \"infinity\""
+                    )),
                 );
             })
             .ok()
     }
 
-    fn memory(&mut self, key: &str, raw: &Spanned<RawSize>) -> Option<u64> {
-        let parsed = match raw.get_ref() {
-            RawSize::Text(text) => value::parse_size(text).map_err(|e| e.label),
-            RawSize::Bytes(n) => u64::try_from(*n).map_err(|_| "negative size".to_owned()),
-        };
-        match parsed {
+    fn memory(&mut self, svc: &str, key: &str, raw: &Spanned<RawSize>) -> Option<u64> {
+        match size(raw.get_ref()).map_err(|e| e.label) {
             Ok(bytes) if bytes >= 1 << 20 => Some(bytes),
             other => {
-                let svc = self.svc;
                 let label = other.err().unwrap_or_else(|| "below 1MiB".to_owned());
-                self.problem(
-                    format!("invalid `service.{svc}.limits.{key}`"),
-                    raw.span(),
-                    &label,
-                    format!("write a size of at least 1MiB, e.g. {key} = \"512MiB\""),
+                self.push(
+                    Problem::new(
+                        format!("invalid `service.{svc}.limits.{key}`"),
+                        raw.span(),
+                        label,
+                    )
+                    .with_help(format!(
+                        "write a size of at least 1MiB, e.g. {key} = \"512MiB\""
+                    )),
                 );
                 None
             }
         }
     }
 
-    fn cpu_quota(&mut self, raw: &Spanned<RawSize>) -> Option<u32> {
+    fn cpu_quota(&mut self, svc: &str, raw: &Spanned<RawSize>) -> Option<u32> {
         let percent = match raw.get_ref() {
             RawSize::Text(text) => text
                 .trim()
@@ -344,13 +391,7 @@ impl Checker<'_> {
         match percent {
             Some(p) if (1..=100_000).contains(&p) => Some(p),
             _ => {
-                let svc = self.svc;
-                self.problem(
-                    format!("invalid `service.{svc}.limits.cpu_quota`"),
-                    raw.span(),
-                    "not a percentage",
-                    "write a percentage of one CPU, e.g. cpu_quota = \"150%\" for one and a half CPUs".to_owned(),
-                );
+                self.push(Problem::new(format!("invalid `service.{svc}.limits.cpu_quota`"), raw.span(), "not a percentage").with_help("write a percentage of one CPU, e.g. cpu_quota = \"150%\" for one and a half CPUs"));
                 None
             }
         }
@@ -358,21 +399,22 @@ impl Checker<'_> {
 
     fn integer(
         &mut self,
+        svc: &str,
         key: &str,
         raw: &Spanned<RawSize>,
-        min: i64,
-        max: i64,
+        range: RangeInclusive<i64>,
         expected: &str,
     ) -> Option<i64> {
         match raw.get_ref() {
-            RawSize::Bytes(n) if (min..=max).contains(n) => Some(*n),
+            RawSize::Bytes(n) if range.contains(n) => Some(*n),
             _ => {
-                let svc = self.svc;
-                self.problem(
-                    format!("invalid `service.{svc}.limits.{key}`"),
-                    raw.span(),
-                    &format!("not an integer in {min}..={max}"),
-                    format!("write {expected}"),
+                self.push(
+                    Problem::new(
+                        format!("invalid `service.{svc}.limits.{key}`"),
+                        raw.span(),
+                        format!("not an integer in {}..={}", range.start(), range.end()),
+                    )
+                    .with_help(format!("write {expected}")),
                 );
                 None
             }

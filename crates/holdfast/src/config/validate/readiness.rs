@@ -1,17 +1,16 @@
-//! Validation of the start-up keys: `ready`, `start_timeout`, `watchdog`, `type` and
-//! `pidfile`. A mode that needs a parameter (an address, a URL, a pidfile) is an error
+//! Validation of the start-up keys: `ready`, `start_secs`, `start_timeout`, `watchdog`,
+//! `type` and `pidfile`. A mode that needs a parameter (an address, a URL, a pidfile) is an error
 //! without it, with the line to write in the help.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_spanned::Spanned;
 
-use super::diagnostic::{Problem, closest};
-use super::raw::{RawReady, RawReadyTable, RawService};
-use super::validate::Validator;
-use crate::model::{Readiness, ServiceKind, Timeout, defaults};
+use super::{Validator, ports};
+use crate::config::diagnostic::{Problem, choice_help};
+use crate::config::raw::{RawReady, RawReadyTable, RawService};
+use crate::model::{HealthSpec, Readiness, ServiceKind, Timeout, defaults};
 
 const MODES: [&str; 6] = ["none", "notify", "fd", "tcp", "http", "health"];
 /// The fd `ready = "fd"` means (the s6 convention's usual choice).
@@ -20,6 +19,7 @@ const DEFAULT_READY_FD: i32 = 3;
 /// The validated start-up settings of one service.
 pub(super) struct StartUp {
     pub ready: Readiness,
+    pub start_secs: Duration,
     pub start_timeout: Timeout,
     pub watchdog: Option<Duration>,
     pub kind: ServiceKind,
@@ -31,26 +31,21 @@ impl Validator<'_> {
             None => Readiness::None,
             Some(ready) => self.ready(svc, ready),
         };
-        let start_timeout = self.timeout(
+        let start_timeout = self.nonzero_timeout(
             raw.start_timeout.as_ref(),
             svc,
             "start_timeout",
             Timeout::After(defaults::START_TIMEOUT),
+            "use e.g. \"90s\", or \"infinity\" to wait for readiness without a limit",
         );
-        if start_timeout == Timeout::After(Duration::ZERO) {
-            if let Some(raw) = &raw.start_timeout {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.start_timeout` must be longer than zero"),
-                        raw.span(),
-                        "zero",
-                    )
-                    .with_help(
-                        "use e.g. \"90s\", or \"infinity\" to wait for readiness without a limit",
-                    ),
-                );
-            }
-        }
+        // A service that says when it is ready is running once it is: no start_secs
+        // unless the file asks for one.
+        let start_secs = self.duration(
+            raw.start_secs.as_ref(),
+            svc,
+            "start_secs",
+            ready.default_start_secs(),
+        );
         // "0s" and "infinity" mean no watchdog, like systemd's `WatchdogSec=`.
         let watchdog = match self.timeout(raw.watchdog.as_ref(), svc, "watchdog", Timeout::Never) {
             Timeout::After(d) if !d.is_zero() => Some(d),
@@ -59,10 +54,34 @@ impl Validator<'_> {
         let kind = self.kind(svc, raw);
         StartUp {
             ready,
+            start_secs,
             start_timeout,
             watchdog,
             kind,
         }
+    }
+
+    /// `ready = "health"` waits for the health probe, so there must be one.
+    pub(super) fn ready_needs_health(
+        &mut self,
+        svc: &str,
+        raw: &RawService,
+        ready: &Readiness,
+        health: Option<&HealthSpec>,
+    ) {
+        let (Readiness::Health, None, Some(at)) = (ready, health, &raw.ready) else {
+            return;
+        };
+        self.push(
+            Problem::new(
+                format!("`service.{svc}.ready = \"health\"` needs a health probe"),
+                at.span(),
+                format!("no [service.{svc}.health]"),
+            )
+            .with_help(format!(
+                "add [service.{svc}.health] with http, tcp or exec, or choose another ready mode"
+            )),
+        );
     }
 
     fn ready(&mut self, svc: &str, raw: &Spanned<RawReady>) -> Readiness {
@@ -90,19 +109,13 @@ impl Validator<'_> {
                     Readiness::None
                 }
                 other => {
-                    let help = match closest(other, MODES) {
-                        Some(best) => {
-                            format!("did you mean \"{best}\"? valid: {}", MODES.join(", "))
-                        }
-                        None => format!("valid: {}", MODES.join(", ")),
-                    };
                     self.push(
                         Problem::new(
                             format!("unknown readiness mode {other:?} in `service.{svc}.ready`"),
                             span,
                             "unknown mode",
                         )
-                        .with_help(help),
+                        .with_help(choice_help(other, &MODES, "valid")),
                     );
                     Readiness::None
                 }
@@ -166,11 +179,7 @@ impl Validator<'_> {
             };
         }
         let url = table.http.clone().expect("exactly one key is set");
-        let valid = url
-            .strip_prefix("http://")
-            .and_then(|rest| rest.split('/').next())
-            .is_some_and(|authority| authority.parse::<SocketAddr>().is_ok());
-        if !valid {
+        if ports::http_addr(&url).is_none() {
             self.push(
                 Problem::new(
                     format!("invalid URL {url:?} in `service.{svc}.ready.http`"),
@@ -206,22 +215,11 @@ impl Validator<'_> {
             },
         };
         match (&raw.pidfile, forking) {
-            (Some(pidfile), true) if PathBuf::from(pidfile.get_ref()).is_absolute() => {
-                ServiceKind::Forking {
-                    pidfile: PathBuf::from(pidfile.get_ref()),
-                }
-            }
-            (Some(pidfile), true) => {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.pidfile` is not absolute"),
-                        pidfile.span(),
-                        "relative path",
-                    )
-                    .with_help("write an absolute path, e.g. \"/run/daemon.pid\""),
-                );
-                ServiceKind::Simple
-            }
+            (Some(pidfile), true) => self
+                .absolute_path(svc, "pidfile", pidfile, "/run/daemon.pid")
+                .map_or(ServiceKind::Simple, |pidfile| ServiceKind::Forking {
+                    pidfile,
+                }),
             (None, true) => {
                 let span = raw.kind.as_ref().map(Spanned::span).unwrap_or_default();
                 self.push(

@@ -1,0 +1,97 @@
+//! `[holdfast]`: where holdfast keeps its socket, state and logs, who may use the socket,
+//! and which of its variables services get.
+
+use std::path::{Path, PathBuf};
+
+use serde_spanned::Spanned;
+
+use super::Validator;
+use super::command::bad_env_name;
+use super::privs::ServiceGroupHint;
+use crate::config::diagnostic::Problem;
+use crate::config::raw::RawDaemon;
+use crate::model::{DaemonSettings, GroupRef, PRIVATE_ENV, defaults};
+
+impl Validator<'_> {
+    pub(super) fn daemon(&mut self, raw: RawDaemon, base_dir: &Path) -> DaemonSettings {
+        DaemonSettings {
+            control: self.path(raw.control.as_ref(), "control", defaults::CONTROL, base_dir),
+            control_group: raw
+                .control_group
+                .as_ref()
+                .and_then(|g| self.control_group(g)),
+            state_dir: self.path(
+                raw.state_dir.as_ref(),
+                "state_dir",
+                defaults::STATE_DIR,
+                base_dir,
+            ),
+            log_dir: self.path(raw.log_dir.as_ref(), "log_dir", defaults::LOG_DIR, base_dir),
+            pass_env: self.pass_env(raw.pass_env.as_deref().unwrap_or_default()),
+        }
+    }
+
+    /// `holdfast.pass_env`: names of variables, none of them holdfast's private ones.
+    fn pass_env(&mut self, raw: &[Spanned<String>]) -> Vec<String> {
+        let mut names = Vec::new();
+        for name in raw {
+            let n = name.get_ref();
+            if let Some(label) = bad_env_name(n) {
+                self.push(
+                    Problem::new(
+                        format!("invalid environment variable name {n:?} in `holdfast.pass_env`"),
+                        name.span(),
+                        label,
+                    )
+                    .with_help("use a non-empty name without '=' or NUL, e.g. LC_ALL"),
+                );
+            } else if PRIVATE_ENV.contains(&n.as_str()) {
+                self.push(
+                    Problem::new(
+                        format!("`{n}` in `holdfast.pass_env` is holdfast's own"),
+                        name.span(),
+                        "never passed on",
+                    )
+                    .with_help(
+                        "it describes holdfast's situation, not a service's: remove it from the list",
+                    ),
+                );
+            } else if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names
+    }
+
+    fn path(
+        &mut self,
+        raw: Option<&Spanned<String>>,
+        key: &str,
+        default: &str,
+        base_dir: &Path,
+    ) -> PathBuf {
+        let Some(raw) = raw else {
+            return PathBuf::from(default);
+        };
+        if raw.get_ref().is_empty() {
+            self.push(
+                Problem::new(
+                    format!("`holdfast.{key}` is empty"),
+                    raw.span(),
+                    "empty path",
+                )
+                .with_help(format!("remove the key to use the default \"{default}\"")),
+            );
+            return PathBuf::from(default);
+        }
+        base_dir.join(raw.get_ref())
+    }
+
+    fn control_group(&mut self, raw: &Spanned<String>) -> Option<GroupRef> {
+        let gid = self.gid(raw, "holdfast.control_group", ServiceGroupHint::Omitted)?;
+        Some(GroupRef {
+            name: raw.get_ref().clone(),
+            gid,
+        })
+    }
+}
