@@ -1,0 +1,336 @@
+//! Control requests: each becomes a transition of the core (or a read of its state),
+//! answered once applied. The config file of a reload and the quarantine queue of a
+//! listing are read off this task.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Finished, Shell};
+use crate::config;
+use crate::control::protocol::{ControlError, ErrorKind, ReloadPlan, Reply, Request};
+use crate::control::server::ControlMsg;
+use crate::model::{Plan, ServiceName};
+use crate::process::reap;
+use crate::quarantine;
+use crate::supervisor::core::{Command, Effect, Input, SignalWhom};
+use crate::supervisor::service::{FailReason, Service, State};
+
+type Answer = Result<Reply, ControlError>;
+
+/// Who asked for a reload, and so who gets its outcome.
+pub(super) enum ReloadBy {
+    /// SIGHUP: the outcome goes to holdfast's log.
+    Sighup,
+    Request {
+        dry_run: bool,
+        reply: oneshot::Sender<Answer>,
+    },
+}
+
+/// A reload's config file, read.
+pub(super) struct Loaded {
+    by: ReloadBy,
+    plan: Result<Plan, ControlError>,
+}
+
+/// Starts the task that reads config files for reloads, one after the other, so that
+/// they are applied in the order they were asked for.
+pub(super) fn loader(
+    path: PathBuf,
+    done: mpsc::UnboundedSender<Finished>,
+) -> mpsc::UnboundedSender<ReloadBy> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<ReloadBy>();
+    tokio::spawn(async move {
+        while let Some(by) = rx.recv().await {
+            let path = path.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                config::load(&path).map_err(|e| ControlError {
+                    kind: ErrorKind::InvalidConfig,
+                    message: e.render_plain(),
+                })
+            });
+            let plan = read.await.unwrap_or_else(|e| {
+                Err(ControlError {
+                    kind: ErrorKind::Internal,
+                    message: format!("failed to read the config file: {e}"),
+                })
+            });
+            if done.send(Finished::Loaded(Loaded { by, plan })).is_err() {
+                return;
+            }
+        }
+    });
+    tx
+}
+
+impl Shell {
+    /// Answers a control request after applying its transition (some answer later, from
+    /// work done off this task). Returns true once the shutdown is complete.
+    pub(super) fn on_control(&mut self, msg: ControlMsg) -> bool {
+        let now = Instant::now();
+        let reply = msg.reply;
+        let (answer, done) = match msg.request {
+            Request::Status => {
+                self.status(now, reply);
+                return false;
+            }
+            Request::Reload { dry_run } => {
+                self.start_reload(ReloadBy::Request { dry_run, reply });
+                return false;
+            }
+            Request::QuarantineList => {
+                self.list_quarantine(reply);
+                return false;
+            }
+            Request::Start { name } => self.start(&name, now),
+            Request::Stop { name } => self.command(Command::Stop, &name, now),
+            Request::Restart { name } => self.restart(&name, now),
+            Request::Events { service, since, .. } => (self.events(service, since), false),
+            Request::Shutdown => {
+                let done = self.apply(Input::Shutdown);
+                let message = "shutting down: stopping all services".to_owned();
+                (Ok(Reply::Accepted { message }), done)
+            }
+            Request::QuarantineRelease { name } => self.quarantine_release(&name, now),
+            Request::Signal { name, signal, all } => (self.signal(&name, &signal, all), false),
+            Request::ResetFailed { names } => {
+                let (result, effects) = self.sup.reset_failed(&names, now);
+                let done = self.execute(effects);
+                (result.map(|message| Reply::Accepted { message }), done)
+            }
+            // Read off this task by the control server, which only asks for `status`.
+            Request::Logs { .. } => (
+                Err(ControlError {
+                    kind: ErrorKind::Internal,
+                    message: "logs are served by the control server".to_owned(),
+                }),
+                false,
+            ),
+            // The control server answers it, from the requests inside and the event bus.
+            Request::Wait { .. } => {
+                let error = ControlError {
+                    kind: ErrorKind::BadRequest,
+                    message: "wait is answered by the control server".to_owned(),
+                };
+                (Err(error), false)
+            }
+        };
+        // The requester may have given up waiting; the transition stands regardless.
+        let _ = reply.send(answer);
+        done
+    }
+
+    fn command(&mut self, command: Command, name: &ServiceName, now: Instant) -> (Answer, bool) {
+        let (result, effects) = self.sup.command(command, name, now);
+        let done = self.execute(effects);
+        (result.map(|message| Reply::Accepted { message }), done)
+    }
+
+    /// A start by hand of a quarantined service is its release: the queue records it
+    /// (as `quarantine release` does) and the answer says so.
+    fn start(&mut self, name: &ServiceName, now: Instant) -> (Answer, bool) {
+        let quarantined = self.sup.service(name).is_some_and(|s| {
+            matches!(
+                s.state(),
+                State::Failed {
+                    reason: FailReason::Quarantined(_)
+                }
+            )
+        });
+        let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+        // A queue that cannot be read is reported by the release, not skipped.
+        if quarantined && !matches!(quarantine::is_pending(&path, name), Ok(false)) {
+            return self.quarantine_release(name, now);
+        }
+        self.command(Command::Start, name, now)
+    }
+
+    /// `restart`: of a service that is not running, a start (which also releases a
+    /// quarantined one, so its queue record does not stay pending).
+    fn restart(&mut self, name: &ServiceName, now: Instant) -> (Answer, bool) {
+        if self.sup.service(name).is_some_and(Service::is_active) {
+            self.command(Command::Restart, name, now)
+        } else {
+            self.start(name, now)
+        }
+    }
+
+    fn quarantine_release(&mut self, name: &ServiceName, now: Instant) -> (Answer, bool) {
+        if self.sup.service(name).is_none() {
+            return (Err(crate::supervisor::core::unknown_service(name)), false);
+        }
+        let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+        let internal = |e: std::io::Error| ControlError {
+            kind: ErrorKind::Internal,
+            message: format!(
+                "failed to update the quarantine queue {}: {e}",
+                path.display()
+            ),
+        };
+        match quarantine::is_pending(&path, name) {
+            Ok(true) => {}
+            Ok(false) => {
+                let error = ControlError {
+                    kind: ErrorKind::BadRequest,
+                    message: format!("{name} has no pending quarantine record"),
+                };
+                return (Err(error), false);
+            }
+            Err(e) => return (Err(internal(e)), false),
+        }
+        let entry = quarantine::Entry::Released {
+            time: quarantine::now(),
+            service: name.clone(),
+        };
+        if let Err(e) = quarantine::append(&path, &entry) {
+            return (Err(internal(e)), false);
+        }
+        let (reply, done) = self.command(Command::Start, name, now);
+        let reply = reply.map(|r| match r {
+            Reply::Accepted { message } => Reply::Accepted {
+                message: format!("released {name} from quarantine; {message}"),
+            },
+            other => other,
+        });
+        (reply, done)
+    }
+
+    /// Reads the quarantine queue off this task and answers from there.
+    fn list_quarantine(&self, reply: oneshot::Sender<Answer>) {
+        let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+        tokio::task::spawn_blocking(move || {
+            let answer = quarantine::records(&path)
+                .map(|records| Reply::Quarantine { records })
+                .map_err(|e| ControlError {
+                    kind: ErrorKind::Internal,
+                    message: format!(
+                        "failed to read the quarantine queue {}: {e}",
+                        path.display()
+                    ),
+                });
+            let _ = reply.send(answer);
+        });
+    }
+
+    /// `holdfast signal`: the core picks the target from the current run; the main
+    /// process is only signalled while it is not reaped.
+    fn signal(&mut self, name: &ServiceName, signal: &str, all: bool) -> Answer {
+        let signal = config::value::parse_signal_arg(signal).map_err(|e| ControlError {
+            kind: ErrorKind::BadRequest,
+            message: format!("{}: {}", e.label, e.help),
+        })?;
+        let whom = if all {
+            SignalWhom::All
+        } else {
+            SignalWhom::Main
+        };
+        let message = match self.sup.signal(name, signal, whom)? {
+            Effect::SignalMain { pid, .. } => {
+                self.signal_main(name, pid, signal)
+                    .map_err(|message| ControlError {
+                        kind: ErrorKind::BadRequest,
+                        message,
+                    })?;
+                format!("sent {} to {name} (main pid {pid})", signal.as_str())
+            }
+            effect => {
+                self.execute(vec![effect]);
+                format!("sent {} to every process of {name}", signal.as_str())
+            }
+        };
+        tracing::info!("{message}");
+        if let Some(capture) = self.capture(name) {
+            capture.note(&message);
+        }
+        Ok(Reply::Accepted { message })
+    }
+
+    /// Sends `signal` to main pid `pid` of `service`. The spawned process is our child:
+    /// it is signalled only while not reaped, so a recycled pid is never hit. A main pid
+    /// named by `MAINPID=` or a pidfile may be no child of ours (then no wait can hold
+    /// its pid): it is signalled as the pid the core holds, which leaves the narrow
+    /// window between that process's exit and the core learning of it.
+    pub(super) fn signal_main(
+        &self,
+        service: &ServiceName,
+        pid: Pid,
+        signal: Signal,
+    ) -> Result<(), String> {
+        let send = || nix::sys::signal::kill(pid, signal);
+        let leader = self.sup.service(service).and_then(Service::group) == Some(pid);
+        let sent = match reap::while_unreaped(pid, send) {
+            Some(sent) => sent,
+            None if leader => {
+                return Err(format!(
+                    "cannot send {} to {service}: its main pid {pid} already exited",
+                    signal.as_str()
+                ));
+            }
+            None => send(),
+        };
+        sent.map_err(|e| {
+            format!(
+                "failed to send {} to {service} (main pid {pid}): {e}",
+                signal.as_str()
+            )
+        })
+    }
+
+    /// Asks the loader to re-read the config file; [`Shell::on_loaded`] applies it.
+    pub(super) fn start_reload(&mut self, by: ReloadBy) {
+        if let Err(by) = self.loader.send(by) {
+            self.answer_reload(by.0, Err(shutting_down()));
+        }
+    }
+
+    /// A reload's config file was read: an invalid one changes nothing. Returns true
+    /// once the shutdown is complete.
+    pub(super) fn on_loaded(&mut self, loaded: Loaded) -> bool {
+        let Loaded { by, plan } = loaded;
+        let dry_run = matches!(by, ReloadBy::Request { dry_run: true, .. });
+        let (result, done) = match plan {
+            _ if self.sup.is_shutting_down() => (Err(shutting_down()), false),
+            Err(e) => (Err(e), false),
+            Ok(plan) if dry_run => (
+                Ok(crate::supervisor::reload::diff(
+                    self.sup.plan(),
+                    &plan,
+                    true,
+                )),
+                false,
+            ),
+            Ok(plan) => {
+                let (diff, effects) = self.sup.reload(plan, Instant::now());
+                (Ok(diff), self.execute(effects))
+            }
+        };
+        self.answer_reload(by, result);
+        done
+    }
+
+    fn answer_reload(&self, by: ReloadBy, result: Result<ReloadPlan, ControlError>) {
+        match (by, result) {
+            (ReloadBy::Request { reply, .. }, result) => {
+                let _ = reply.send(result.map(Reply::Reload));
+            }
+            (ReloadBy::Sighup, Ok(plan)) => {
+                tracing::info!("reloaded on SIGHUP: {}", plan.summary());
+            }
+            (ReloadBy::Sighup, Err(e)) => tracing::error!(
+                "reload on SIGHUP rejected, keeping the running config:\n{}",
+                e.message
+            ),
+        }
+    }
+}
+
+fn shutting_down() -> ControlError {
+    ControlError {
+        kind: ErrorKind::ShuttingDown,
+        message: "holdfast is shutting down: nothing to reload".to_owned(),
+    }
+}
