@@ -2,7 +2,7 @@
 //! answered once applied. The config file of a reload and the quarantine queue of a
 //! listing are read off this task.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
@@ -29,6 +29,50 @@ pub(super) enum ReloadBy {
         dry_run: bool,
         reply: oneshot::Sender<Answer>,
     },
+}
+
+/// Why a quarantine is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Release {
+    /// `quarantine release`: without a pending record, an error.
+    Asked,
+    /// A start by hand: without a pending record, just a start.
+    ByStart,
+}
+
+/// A release, recorded in the queue: whether there was one to record.
+pub(super) struct Released {
+    name: ServiceName,
+    reply: oneshot::Sender<Answer>,
+    recorded: Result<bool, ControlError>,
+}
+
+/// Appends the `released` mark if `name` has a pending record. A queue that cannot be
+/// read is reported, not skipped, also for a start.
+fn record_release(path: &Path, name: &ServiceName, by: Release) -> Result<bool, ControlError> {
+    let internal = |e: std::io::Error| ControlError {
+        kind: ErrorKind::Internal,
+        message: format!(
+            "failed to update the quarantine queue {}: {e}",
+            path.display()
+        ),
+    };
+    match (quarantine::is_pending(path, name).map_err(internal)?, by) {
+        (true, _) => {}
+        (false, Release::ByStart) => return Ok(false),
+        (false, Release::Asked) => {
+            return Err(ControlError {
+                kind: ErrorKind::BadRequest,
+                message: format!("{name} has no pending quarantine record"),
+            });
+        }
+    }
+    let entry = quarantine::Entry::Released {
+        time: quarantine::now(),
+        service: name.clone(),
+    };
+    quarantine::append(path, &entry).map_err(internal)?;
+    Ok(true)
 }
 
 /// A reload's config file, read.
@@ -73,6 +117,10 @@ impl Shell {
     pub(super) fn on_control(&mut self, msg: ControlMsg) -> bool {
         let now = Instant::now();
         let reply = msg.reply;
+        if let Some((name, by)) = self.release_asked(&msg.request) {
+            self.release(name, by, reply);
+            return false;
+        }
         let (answer, done) = match msg.request {
             Request::Status => {
                 self.status(now, reply);
@@ -86,7 +134,7 @@ impl Shell {
                 self.list_quarantine(reply);
                 return false;
             }
-            Request::Start { name } => self.start(&name, now),
+            Request::Start { name } => self.command(Command::Start, &name, now),
             Request::Stop { name } => self.command(Command::Stop, &name, now),
             Request::Restart { name } => self.restart(&name, now),
             Request::Events { service, since, .. } => (self.events(service, since), false),
@@ -95,7 +143,9 @@ impl Shell {
                 let message = "shutting down: stopping all services".to_owned();
                 (Ok(Reply::Accepted { message }), done)
             }
-            Request::QuarantineRelease { name } => self.quarantine_release(&name, now),
+            Request::QuarantineRelease { name } => {
+                (Err(crate::supervisor::core::unknown_service(&name)), false)
+            }
             Request::Signal { name, signal, all } => (self.signal(&name, &signal, all), false),
             Request::ResetFailed { names } => {
                 let (result, effects) = self.sup.reset_failed(&names, now);
@@ -130,73 +180,73 @@ impl Shell {
         (result.map(|message| Reply::Accepted { message }), done)
     }
 
-    /// A start by hand of a quarantined service is its release: the queue records it
-    /// (as `quarantine release` does) and the answer says so.
-    fn start(&mut self, name: &ServiceName, now: Instant) -> (Answer, bool) {
-        let quarantined = self.sup.service(name).is_some_and(|s| {
-            matches!(
-                s.state(),
-                State::Failed {
-                    reason: FailReason::Quarantined(_)
-                }
-            )
-        });
-        let path = quarantine::path(&self.sup.plan().daemon.state_dir);
-        // A queue that cannot be read is reported by the release, not skipped.
-        if quarantined && !matches!(quarantine::is_pending(&path, name), Ok(false)) {
-            return self.quarantine_release(name, now);
-        }
-        self.command(Command::Start, name, now)
-    }
-
-    /// `restart`: of a service that is not running, a start (which also releases a
-    /// quarantined one, so its queue record does not stay pending).
+    /// `restart`: of a service that is not running, a start.
     fn restart(&mut self, name: &ServiceName, now: Instant) -> (Answer, bool) {
         if self.sup.service(name).is_some_and(Service::is_active) {
             self.command(Command::Restart, name, now)
         } else {
-            self.start(name, now)
+            self.command(Command::Start, name, now)
         }
     }
 
-    fn quarantine_release(&mut self, name: &ServiceName, now: Instant) -> (Answer, bool) {
-        if self.sup.service(name).is_none() {
-            return (Err(crate::supervisor::core::unknown_service(name)), false);
-        }
-        let path = quarantine::path(&self.sup.plan().daemon.state_dir);
-        let internal = |e: std::io::Error| ControlError {
-            kind: ErrorKind::Internal,
-            message: format!(
-                "failed to update the quarantine queue {}: {e}",
-                path.display()
-            ),
+    /// The service whose quarantine a request releases: `quarantine release` of a known
+    /// service, and a start by hand (`start`, or `restart` of a service not running) of
+    /// a quarantined one, so that its queue record does not stay pending.
+    fn release_asked(&self, request: &Request) -> Option<(ServiceName, Release)> {
+        let (name, by) = match request {
+            Request::QuarantineRelease { name } => (name, Release::Asked),
+            Request::Start { name } | Request::Restart { name } => (name, Release::ByStart),
+            _ => return None,
         };
-        match quarantine::is_pending(&path, name) {
-            Ok(true) => {}
-            Ok(false) => {
-                let error = ControlError {
-                    kind: ErrorKind::BadRequest,
-                    message: format!("{name} has no pending quarantine record"),
-                };
-                return (Err(error), false);
+        let service = self.sup.service(name)?;
+        let quarantined = matches!(
+            service.state(),
+            State::Failed {
+                reason: FailReason::Quarantined(_)
             }
-            Err(e) => return (Err(internal(e)), false),
-        }
-        let entry = quarantine::Entry::Released {
-            time: quarantine::now(),
-            service: name.clone(),
-        };
-        if let Err(e) = quarantine::append(&path, &entry) {
-            return (Err(internal(e)), false);
-        }
-        let (reply, done) = self.command(Command::Start, name, now);
-        let reply = reply.map(|r| match r {
-            Reply::Accepted { message } => Reply::Accepted {
-                message: format!("released {name} from quarantine; {message}"),
-            },
-            other => other,
+        );
+        (by == Release::Asked || quarantined).then(|| (name.clone(), by))
+    }
+
+    /// Records the release in the queue off this task; [`Shell::on_released`] starts
+    /// the service and answers.
+    fn release(&self, name: ServiceName, by: Release, reply: oneshot::Sender<Answer>) {
+        let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+        let done = self.done_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let recorded = record_release(&path, &name, by);
+            let released = Released {
+                name,
+                reply,
+                recorded,
+            };
+            let _ = done.send(Finished::Released(released));
         });
-        (reply, done)
+    }
+
+    /// A release is recorded (or there was nothing to release): the start follows.
+    /// Returns true once the shutdown is complete.
+    pub(super) fn on_released(&mut self, released: Released) -> bool {
+        let Released {
+            name,
+            reply,
+            recorded,
+        } = released;
+        let (answer, done) = match recorded {
+            Err(e) => (Err(e), false),
+            Ok(released) => {
+                let (answer, done) = self.command(Command::Start, &name, Instant::now());
+                let answer = answer.map(|r| match r {
+                    Reply::Accepted { message } if released => Reply::Accepted {
+                        message: format!("released {name} from quarantine; {message}"),
+                    },
+                    other => other,
+                });
+                (answer, done)
+            }
+        };
+        let _ = reply.send(answer);
+        done
     }
 
     /// Reads the quarantine queue off this task and answers from there.

@@ -125,6 +125,8 @@ struct Sources {
 enum Finished {
     /// A reload's config file was read.
     Loaded(control::Loaded),
+    /// A quarantine release is recorded: the service starts.
+    Released(control::Released),
     /// A quarantine record is on disk: the effects held back for it can go on.
     Quarantined(quarantine_io::Appended),
 }
@@ -313,6 +315,7 @@ impl Shell {
     fn on_finished(&mut self, finished: Finished) -> bool {
         match finished {
             Finished::Loaded(loaded) => self.on_loaded(loaded),
+            Finished::Released(released) => self.on_released(released),
             Finished::Quarantined(appended) => self.on_appended(appended),
         }
     }
