@@ -407,6 +407,43 @@ mod tests {
     }
 
     #[test]
+    fn main_probe_and_hook_share_environment_identity_and_cwd_but_only_main_gets_its_cgroup_and_cpus()
+     {
+        use std::os::fd::AsFd;
+        let mut spec = spec();
+        spec.working_dir = Some("/srv/api".into());
+        spec.privileges.cpu_affinity = Some(vec![0]);
+        let recipe = Recipe::new(&inherited(&[]), &spec, "0123", None);
+        let null = std::fs::File::open("/dev/null").expect("open /dev/null");
+        let output = Output {
+            stdout: null.as_fd(),
+            stderr: null.as_fd(),
+        };
+        let procs = [null.as_fd()];
+        let main_setup = Setup::Main {
+            cgroup_procs: &procs,
+            extra_fds: &[],
+        };
+        let probe_command = vec!["/bin/check".to_owned(), "--quick".to_owned()];
+        let main = recipe.request(&spec, &spec.command, main_setup, output);
+        let probe = recipe.request(&spec, &probe_command, Setup::Helper, output);
+        assert_eq!(main.program, "/bin/true");
+        assert_eq!(
+            (probe.program, probe.args),
+            ("/bin/check", &probe_command[1..])
+        );
+        assert_eq!(main.env, probe.env);
+        assert_eq!(main.working_dir, probe.working_dir);
+        assert_eq!(main.setup.rlimits, probe.setup.rlimits);
+        assert_eq!(main.setup.no_new_privs, probe.setup.no_new_privs);
+        assert_eq!(main.setup.cgroup_procs.len(), 1);
+        assert_eq!(main.setup.cpu_affinity, Some(&[0][..]));
+        assert!(probe.setup.cgroup_procs.is_empty());
+        assert_eq!(probe.setup.cpu_affinity, None);
+        assert_eq!(probe.setup.capabilities, None);
+    }
+
+    #[test]
     fn each_run_gets_a_fresh_invocation_id_shared_by_its_helpers() {
         let mut envs = Environments::new(inherited(&[]));
         let spec = spec();
