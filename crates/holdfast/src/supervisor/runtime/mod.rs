@@ -115,7 +115,7 @@ struct Sources {
     probes: mpsc::UnboundedReceiver<probes::ProbeMsg>,
     notes: mpsc::Receiver<crate::notify::server::Datagram>,
     inputs: mpsc::UnboundedReceiver<Input>,
-    /// Results of work done off the loop (config loading, status reads, disk writes).
+    /// Results of work done off the loop (config loading, quarantine queue writes).
     done: mpsc::UnboundedReceiver<Finished>,
     upstream_ping: Option<tokio::time::Interval>,
     notify_task: tokio::task::JoinHandle<()>,
@@ -166,7 +166,7 @@ struct Shell {
     done_tx: mpsc::UnboundedSender<Finished>,
     /// Reads the config file for reloads, off the loop.
     loader: mpsc::UnboundedSender<control::ReloadBy>,
-    /// Effects held back until a quarantine record is on disk (see `quarantine`).
+    /// Effects held back until a quarantine record is on disk (see `quarantine_io`).
     held: quarantine_io::Held,
     notify_path: PathBuf,
     /// Who may notify, as far as the notify socket's task needs to know (see
