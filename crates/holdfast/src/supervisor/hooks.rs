@@ -6,27 +6,27 @@
 //! Invariants:
 //! - a hook can never block holdfast: it is spawned like a service (its own session and
 //!   process group, output into the service's log capture) and never waited for here;
-//!   the reaper reports its exit, which [`HookRunner::on_reaped`] claims by pid so it
-//!   is not mistaken for an orphan;
+//!   it is a `Hook` in the process table, which claims its exit by pid so it is not
+//!   mistaken for an orphan, and [`finished`] makes the exit its event;
 //! - every running hook has a deadline (`hook_timeout`); the runtime's single timer
-//!   includes [`HookRunner::next_deadline`], and [`HookRunner::expire`] SIGKILLs the
-//!   hook's whole process group when it passes;
+//!   includes [`next_deadline`], and [`expire`] SIGKILLs the hook's whole process group
+//!   when it passes;
 //! - a hook storm is bounded: at most [`MAX_PER_SERVICE`] hooks of one service run at
 //!   once; further events of that service fire no hook (a `hook_failed` event says so);
 //! - hooks never fire on hook events (`hook_finished`, `hook_failed`), so they cannot
 //!   feed themselves.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::unix::Pid;
 use crate::unix::Signal;
 
 use super::event::{Event, EventKind};
-use super::recipe::Recipe;
+use super::recipe::{Output, Recipe, Setup};
 use super::record::{NOT_HOOKABLE, env_name, env_value};
+use super::runtime::table::{Hook, Process, ProcessTable, Role};
 use crate::control::protocol::EventRecord;
 use crate::logs::Capture;
 use crate::model::{ExitStatus, ServiceName, ServiceSpec};
@@ -45,163 +45,126 @@ pub struct Note {
     pub warning: bool,
 }
 
-#[derive(Debug)]
-struct Running {
-    service: ServiceName,
-    kind: String,
-    deadline: Instant,
-    timeout: Duration,
-    /// SIGKILL was sent to its group at the deadline.
-    killed: bool,
+/// Runs `spec`'s hook for `event`, if it has one, as a process of the service
+/// (`recipe`: its environment, user and limits) recorded in `table`; output goes to
+/// `capture` (or nowhere when the service has none yet).
+/// Says that it started (`Ok`), or gives the `hook_failed` event to publish.
+pub fn fire(
+    table: &mut ProcessTable,
+    event: &EventRecord,
+    spec: &ServiceSpec,
+    mut recipe: Recipe,
+    capture: Option<&Capture>,
+    now: Instant,
+) -> Option<Result<Note, Event>> {
+    if NOT_HOOKABLE.contains(&event.kind.as_str()) {
+        return None;
+    }
+    let command = spec.hooks.on.get(&event.kind)?;
+    let service = spec.name.clone();
+    let failed = |error: String| Event {
+        service: Some(service.clone()),
+        kind: EventKind::HookFailed {
+            hook: event.kind.clone(),
+            error,
+        },
+    };
+    let busy = table.hooks().filter(|(_, s, _)| **s == service).count();
+    if busy >= MAX_PER_SERVICE {
+        return Some(Err(failed(format!(
+            "{busy} hooks of {service} are still running (at most {MAX_PER_SERVICE}); event {} dropped",
+            event.seq
+        ))));
+    }
+    recipe.env = hook_env(&recipe.env, event);
+    let alive_at = reap::latest();
+    let result = match capture {
+        Some(capture) => launch(&recipe, spec, command, capture.stdout(), capture.stderr()),
+        None => File::options()
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| format!("failed to open /dev/null: {e}"))
+            .and_then(|null| launch(&recipe, spec, command, null.as_fd(), null.as_fd())),
+    };
+    match result {
+        Ok(pid) => {
+            let timeout = spec.hooks.timeout;
+            let hook = Hook {
+                event: event.kind.clone(),
+                deadline: crate::clock::later(now, timeout),
+                timeout,
+                killed: false,
+            };
+            let process = Process {
+                service: service.clone(),
+                instance: 0,
+                role: Role::Hook(hook),
+                alive_at,
+            };
+            table.insert(pid, process);
+            Some(Ok(Note {
+                service,
+                text: format!("hook \"{}\" started (pid {pid})", event.kind),
+                warning: false,
+            }))
+        }
+        Err(error) => Some(Err(failed(format!("failed to start: {error}")))),
+    }
 }
 
-impl Running {
-    fn label(&self) -> String {
-        format!("hook \"{}\"", self.kind)
-    }
+/// The earliest deadline of a hook not yet killed.
+pub fn next_deadline(table: &ProcessTable) -> Option<Instant> {
+    table
+        .hooks()
+        .filter(|(_, _, h)| !h.killed)
+        .map(|(_, _, h)| h.deadline)
+        .min()
 }
 
-#[derive(Debug, Default)]
-pub struct HookRunner {
-    running: HashMap<Pid, Running>,
+/// The deadline of the hook that may run longest (killed ones included).
+pub fn last_deadline(table: &ProcessTable) -> Option<Instant> {
+    table.hooks().map(|(_, _, h)| h.deadline).max()
 }
 
-impl HookRunner {
-    /// Runs `spec`'s hook for `event`, if it has one, as a process of the service
-    /// (`recipe`: its environment, user and limits); output goes to `capture` (or nowhere
-    /// when the service has none yet).
-    /// Says that it started (`Ok`), or gives the `hook_failed` event to publish.
-    pub fn fire(
-        &mut self,
-        event: &EventRecord,
-        spec: &ServiceSpec,
-        recipe: &Recipe,
-        capture: Option<&Capture>,
-        now: Instant,
-    ) -> Option<Result<Note, Event>> {
-        if NOT_HOOKABLE.contains(&event.kind.as_str()) {
-            return None;
+/// SIGKILLs the process group of every hook past its deadline.
+pub fn expire(table: &mut ProcessTable, now: Instant) -> Vec<Note> {
+    let mut notes = Vec::new();
+    for (pid, service, hook) in table.hooks_mut() {
+        if hook.killed || hook.deadline > now {
+            continue;
         }
-        let command = spec.hooks.on.get(&event.kind)?;
-        let service = spec.name.clone();
-        let failed = |error: String| Event {
-            service: Some(service.clone()),
-            kind: EventKind::HookFailed {
-                hook: event.kind.clone(),
-                error,
-            },
-        };
-        let busy = self
-            .running
-            .values()
-            .filter(|r| r.service == service)
-            .count();
-        if busy >= MAX_PER_SERVICE {
-            return Some(Err(failed(format!(
-                "{busy} hooks of {service} are still running (at most {MAX_PER_SERVICE}); event {} dropped",
-                event.seq
-            ))));
-        }
-        let env = hook_env(&recipe.env, event);
-        let setup = recipe.helper_setup(spec);
-        let result = match capture {
-            Some(capture) => launch(
-                command,
-                &env,
-                spec,
-                setup,
-                capture.stdout(),
-                capture.stderr(),
-            ),
-            None => File::options()
-                .write(true)
-                .open("/dev/null")
-                .map_err(|e| format!("failed to open /dev/null: {e}"))
-                .and_then(|null| launch(command, &env, spec, setup, null.as_fd(), null.as_fd())),
-        };
-        match result {
-            Ok(pid) => {
-                let timeout = spec.hooks.timeout;
-                self.running.insert(
-                    pid,
-                    Running {
-                        service: service.clone(),
-                        kind: event.kind.clone(),
-                        deadline: crate::clock::later(now, timeout),
-                        timeout,
-                        killed: false,
-                    },
-                );
-                Some(Ok(Note {
-                    service,
-                    text: format!("hook \"{}\" started (pid {pid})", event.kind),
-                    warning: false,
-                }))
-            }
-            Err(error) => Some(Err(failed(format!("failed to start: {error}")))),
+        hook.killed = true;
+        if let Err(errno) = group::signal_group(pid, Signal::SIGKILL) {
+            notes.push(Note {
+                service: service.clone(),
+                text: format!(
+                    "hook \"{}\" timed out, but SIGKILL to its process group {pid} failed: {errno}",
+                    hook.event
+                ),
+                warning: true,
+            });
         }
     }
+    notes
+}
 
-    /// The earliest deadline of a hook not yet killed.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.running
-            .values()
-            .filter(|r| !r.killed)
-            .map(|r| r.deadline)
-            .min()
-    }
-
-    /// The deadline of the hook that may run longest (killed ones included).
-    pub fn last_deadline(&self) -> Option<Instant> {
-        self.running.values().map(|r| r.deadline).max()
-    }
-
-    /// SIGKILLs the process group of every hook past its deadline.
-    pub fn expire(&mut self, now: Instant) -> Vec<Note> {
-        let mut notes = Vec::new();
-        for (pid, hook) in &mut self.running {
-            if hook.killed || hook.deadline > now {
-                continue;
-            }
-            hook.killed = true;
-            if let Err(errno) = group::signal_group(*pid, Signal::SIGKILL) {
-                notes.push(Note {
-                    service: hook.service.clone(),
-                    text: format!(
-                        "{} timed out, but SIGKILL to its process group {pid} failed: {errno}",
-                        hook.label()
-                    ),
-                    warning: true,
-                });
-            }
-        }
-        notes
-    }
-
-    /// Claims a reaped process if it is a hook, and returns the `hook_finished` event.
-    pub fn on_reaped(&mut self, reaped: &reap::Reaped) -> Option<Event> {
-        let hook = self.running.remove(&reaped.pid)?;
-        let timed_out = match reaped.status {
-            ExitStatus::Signaled {
-                signal: Signal::SIGKILL,
-                ..
-            } if hook.killed => Some(hook.timeout),
-            _ => None,
-        };
-        Some(Event {
-            service: Some(hook.service),
-            kind: EventKind::HookFinished {
-                hook: hook.kind,
-                pid: reaped.pid,
-                status: reaped.status,
-                timed_out,
-            },
-        })
-    }
-
-    /// Hooks running now (for tests and status).
-    pub fn running(&self) -> usize {
-        self.running.len()
+/// The `hook_finished` event of a reaped hook.
+pub fn finished(service: &ServiceName, hook: Hook, reaped: &reap::Reaped) -> Event {
+    let timed_out = match reaped.status {
+        ExitStatus::Signaled {
+            signal: Signal::SIGKILL,
+            ..
+        } if hook.killed => Some(hook.timeout),
+        _ => None,
+    };
+    Event {
+        service: Some(service.clone()),
+        kind: EventKind::HookFinished {
+            hook: hook.event,
+            pid: reaped.pid,
+            status: reaped.status,
+            timed_out,
+        },
     }
 }
 
@@ -216,25 +179,14 @@ pub fn is_warning(kind: &EventKind) -> bool {
 }
 
 fn launch(
-    command: &[String],
-    env: &[(String, String)],
+    recipe: &Recipe,
     spec: &ServiceSpec,
-    setup: spawn::ProcessSetup<'_>,
+    command: &[String],
     stdout: std::os::fd::BorrowedFd<'_>,
     stderr: std::os::fd::BorrowedFd<'_>,
 ) -> Result<Pid, String> {
-    let request = spawn::SpawnRequest {
-        program: &command[0],
-        args: &command[1..],
-        env,
-        working_dir: spec.working_dir.as_deref(),
-        stdout,
-        stderr,
-        listen_fds: &[],
-        listen_fd_names: &[],
-        extra_fds: &[],
-        setup,
-    };
+    let output = Output { stdout, stderr };
+    let request = recipe.request(spec, command, Setup::Helper, output);
     spawn::spawn(&request)
         .map(|spawned| spawned.pid)
         .map_err(|e| e.to_string())

@@ -14,10 +14,33 @@
 //! ([`limits::helper_setup`]).
 
 use std::collections::HashMap;
+use std::os::fd::{BorrowedFd, RawFd};
 
 use crate::model::{PRIVATE_ENV, ServiceName, ServiceSpec, UserRef, defaults};
 use crate::process::limits::{self, NofileBaseline};
-use crate::process::spawn::{ProcessSetup, RlimitSetting};
+use crate::process::spawn::{ProcessSetup, RlimitSetting, SpawnRequest};
+
+/// How a process's setup differs by what it is to its service.
+#[derive(Debug, Clone, Copy)]
+pub enum Setup<'a> {
+    /// The service's own process: it joins the service's cgroup (the open `cgroup.procs`
+    /// files) and gets its capabilities, CPU affinity and OOM score, and `extra_fds` at
+    /// fixed numbers (the readiness pipe of `ready = { fd = N }`).
+    Main {
+        cgroup_procs: &'a [BorrowedFd<'a>],
+        extra_fds: &'a [(BorrowedFd<'a>, RawFd)],
+    },
+    /// An exec probe or an event hook: the service's user, umask, `no_new_privs` and
+    /// limits, but no cgroup and no capabilities (see [`limits::helper_setup`]).
+    Helper,
+}
+
+/// Where a process's output goes (its stdin is always `/dev/null`).
+#[derive(Debug, Clone, Copy)]
+pub struct Output<'a> {
+    pub stdout: BorrowedFd<'a>,
+    pub stderr: BorrowedFd<'a>,
+}
 
 /// Environment and limits of a process of one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +102,59 @@ impl Recipe {
     /// `no_new_privs` and these limits; no cgroup, no capabilities.
     pub fn helper_setup<'a>(&'a self, spec: &'a ServiceSpec) -> ProcessSetup<'a> {
         limits::helper_setup(spec, &self.rlimits)
+    }
+
+    /// Adds (or replaces) one variable, for what only one role gets: the main
+    /// process's `NOTIFY_SOCKET`, a hook's event.
+    pub fn set(&mut self, key: &str, value: String) {
+        match self.env.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.env.push((key.to_owned(), value)),
+        }
+    }
+
+    /// The one way a process of `spec` is spawned, whatever it is to the service: this
+    /// recipe's environment and limits, the service's user and `working_dir`, `command`,
+    /// and what differs by `setup`.
+    pub fn request<'a>(
+        &'a self,
+        spec: &'a ServiceSpec,
+        command: &'a [String],
+        setup: Setup<'a>,
+        output: Output<'a>,
+    ) -> SpawnRequest<'a> {
+        let (setup, extra_fds) = match setup {
+            Setup::Main {
+                cgroup_procs,
+                extra_fds,
+            } => {
+                let privileges = &spec.privileges;
+                let setup = ProcessSetup {
+                    cgroup_procs,
+                    rlimits: &self.rlimits,
+                    cpu_affinity: privileges.cpu_affinity.as_deref(),
+                    oom_score_adjust: privileges.oom_score_adjust,
+                    umask: privileges.umask,
+                    credentials: privileges.credentials.as_ref(),
+                    capabilities: privileges.capabilities.as_deref(),
+                    no_new_privs: privileges.no_new_privs,
+                };
+                (setup, extra_fds)
+            }
+            Setup::Helper => (self.helper_setup(spec), &[][..]),
+        };
+        SpawnRequest {
+            program: &command[0],
+            args: &command[1..],
+            env: &self.env,
+            working_dir: spec.working_dir.as_deref(),
+            stdout: output.stdout,
+            stderr: output.stderr,
+            listen_fds: &[],
+            listen_fd_names: &[],
+            extra_fds,
+            setup,
+        }
     }
 }
 
@@ -328,6 +404,43 @@ mod tests {
         assert_eq!(env["HOLDFAST_SERVICE"], "api");
         assert_eq!(env["INVOCATION_ID"], "0123");
         assert_eq!(recipe.env.len(), env.len(), "each variable once");
+    }
+
+    #[test]
+    fn main_probe_and_hook_share_environment_identity_and_cwd_but_only_main_gets_its_cgroup_and_cpus()
+     {
+        use std::os::fd::AsFd;
+        let mut spec = spec();
+        spec.working_dir = Some("/srv/api".into());
+        spec.privileges.cpu_affinity = Some(vec![0]);
+        let recipe = Recipe::new(&inherited(&[]), &spec, "0123", None);
+        let null = std::fs::File::open("/dev/null").expect("open /dev/null");
+        let output = Output {
+            stdout: null.as_fd(),
+            stderr: null.as_fd(),
+        };
+        let procs = [null.as_fd()];
+        let main_setup = Setup::Main {
+            cgroup_procs: &procs,
+            extra_fds: &[],
+        };
+        let probe_command = vec!["/bin/check".to_owned(), "--quick".to_owned()];
+        let main = recipe.request(&spec, &spec.command, main_setup, output);
+        let probe = recipe.request(&spec, &probe_command, Setup::Helper, output);
+        assert_eq!(main.program, "/bin/true");
+        assert_eq!(
+            (probe.program, probe.args),
+            ("/bin/check", &probe_command[1..])
+        );
+        assert_eq!(main.env, probe.env);
+        assert_eq!(main.working_dir, probe.working_dir);
+        assert_eq!(main.setup.rlimits, probe.setup.rlimits);
+        assert_eq!(main.setup.no_new_privs, probe.setup.no_new_privs);
+        assert_eq!(main.setup.cgroup_procs.len(), 1);
+        assert_eq!(main.setup.cpu_affinity, Some(&[0][..]));
+        assert!(probe.setup.cgroup_procs.is_empty());
+        assert_eq!(probe.setup.cpu_affinity, None);
+        assert_eq!(probe.setup.capabilities, None);
     }
 
     #[test]

@@ -1,0 +1,161 @@
+//! The cgroups of services: holdfast's parent cgroup and its name, each active
+//! service's cgroup, OOM-kill recognition, and signalling every process of a run.
+
+use std::path::Path;
+
+use crate::unix::Pid;
+use crate::unix::Signal;
+
+use super::Shell;
+use crate::cgroup::{self, Cgroups, ServiceCgroup};
+use crate::model::{CgroupLimits, ExitStatus, ServiceName, ServiceSpec, defaults};
+use crate::process::group;
+use crate::supervisor::service::RunId;
+
+/// A service's cgroup while the service is active.
+pub(super) struct AttachedCgroup {
+    pub(super) cgroup: ServiceCgroup,
+    /// OOM kills counted in the cgroup when the current process was spawned.
+    oom_kills: Option<u64>,
+    /// The limits written into it (a reload that changes them rewrites them).
+    limits: CgroupLimits,
+}
+
+/// Sets up holdfast's parent cgroup, named after the control socket so that two
+/// daemons on one host never share a service cgroup (the default socket gives
+/// `holdfast`). `None`, with a warning, when cgroups are unavailable.
+pub(super) fn setup(control: &Path) -> Option<Cgroups> {
+    let name = cgroup_name(control);
+    match Cgroups::setup(&cgroup::detect(), &name) {
+        Ok(cgroups) => {
+            tracing::info!(
+                "cgroup {}: {} (controllers: {})",
+                cgroups.version(),
+                cgroups.parent_dir().display(),
+                cgroups.controllers().join(", ")
+            );
+            Some(cgroups)
+        }
+        Err(e) => {
+            tracing::warn!("cgroups unavailable, services are tracked by process group only: {e}");
+            None
+        }
+    }
+}
+
+/// `holdfast` for the default control socket (one such daemon per host); else
+/// `holdfast-<hash of the socket path>.<pid>`, so that several daemons never share a
+/// cgroup and the cgroups of a dead one can be recognised and swept.
+pub fn cgroup_name(control: &Path) -> String {
+    if control == Path::new(defaults::CONTROL) {
+        return "holdfast".to_owned();
+    }
+    // FNV-1a: stable across runs and builds (std's hasher is not).
+    let hash = control
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("holdfast-{hash:016x}.{}", std::process::id())
+}
+
+impl Shell {
+    /// The cgroup of `service`, while it is active.
+    pub(super) fn cgroup(&self, service: &ServiceName) -> Option<&ServiceCgroup> {
+        let attached = self.slots.get(service)?.cgroup.as_ref()?;
+        Some(&attached.cgroup)
+    }
+
+    /// The cgroup for the next process of `name`, with the current OOM-kill count. An
+    /// automatic restart finds the service's cgroup still there (empty) and reuses it.
+    pub(super) fn prepare_cgroup(
+        &mut self,
+        name: &ServiceName,
+        spec: &ServiceSpec,
+    ) -> Result<(), String> {
+        let Some(cgroups) = &self.cgroups else {
+            if spec.cgroup != CgroupLimits::default() {
+                return Err(
+                    "cgroup limits are configured but cgroups are unavailable (see `holdfast doctor`)"
+                        .to_owned(),
+                );
+            }
+            return Ok(());
+        };
+        let cgroups = cgroups.clone();
+        let slot = self.slot(name);
+        if let Some(attached) = &mut slot.cgroup {
+            if attached.limits == spec.cgroup && attached.cgroup.exists() {
+                attached.oom_kills = attached.cgroup.oom_kills();
+                return Ok(());
+            }
+        }
+        let cgroup = cgroups
+            .service(name.as_str(), &spec.cgroup)
+            .map_err(|e| e.to_string())?;
+        slot.cgroup = Some(AttachedCgroup {
+            oom_kills: cgroup.oom_kills(),
+            cgroup,
+            limits: spec.cgroup,
+        });
+        Ok(())
+    }
+
+    /// The service became inactive (stopped, failed): remove its cgroup.
+    pub(super) fn forget_cgroup(&mut self, service: &ServiceName) {
+        let attached = self.slots.get_mut(service).and_then(|s| s.cgroup.take());
+        if let Some(attached) = attached {
+            attached.cgroup.remove();
+        }
+    }
+
+    /// At shutdown: every service's cgroup, then holdfast's own.
+    pub(super) fn remove_cgroups(&mut self) {
+        for slot in self.slots.values() {
+            if let Some(attached) = &slot.cgroup {
+                attached.cgroup.remove();
+            }
+        }
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.remove();
+        }
+    }
+
+    /// A SIGKILL of the main process that the cgroup's OOM counter accounts for.
+    pub(super) fn classify(&self, service: &ServiceName, status: ExitStatus) -> ExitStatus {
+        let ExitStatus::Signaled {
+            signal: Signal::SIGKILL,
+            ..
+        } = status
+        else {
+            return status;
+        };
+        let attached = self.slots.get(service).and_then(|s| s.cgroup.as_ref());
+        match attached {
+            Some(AttachedCgroup {
+                cgroup,
+                oom_kills: Some(before),
+                ..
+            }) if cgroup.oom_kills().is_some_and(|n| n > *before) => ExitStatus::OomKilled,
+            _ => status,
+        }
+    }
+
+    /// Signals every process of `run`: through the service's cgroup, which holds also
+    /// those that left its process groups; else the run's own group, plus any group its
+    /// main process moved to (a daemon that called setsid after forking).
+    pub(super) fn signal_run(&self, service: &ServiceName, run: RunId, pgid: Pid, signal: Signal) {
+        if self.cgroup(service).is_some_and(|c| c.signal(signal) > 0) {
+            return;
+        }
+        let mut pgids = vec![pgid];
+        pgids.extend(self.table.groups_of(run).into_iter().filter(|g| *g != pgid));
+        for pgid in pgids {
+            if let Err(e) = group::signal_group(pgid, signal) {
+                tracing::warn!("{service}: failed to send {signal} to process group {pgid}: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! Control requests: each becomes a transition of the core (or a read of its state),
+//! answered once applied. The config file of a reload and the quarantine queue of a
+//! listing are read off this task.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::unix::Pid;
+use crate::unix::Signal;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Finished, Shell};
+use crate::config;
+use crate::control::protocol::{ControlError, ErrorKind, ReloadPlan, Reply, Request};
+use crate::control::server::ControlMsg;
+use crate::model::{Plan, ServiceName};
+use crate::process::reap;
+use crate::quarantine;
+use crate::supervisor::core::{self as core, Command, Effect, Input, SignalWhom, take_reply};
+use crate::supervisor::service::{FailReason, Service, State};
+
+type Answer = Result<Reply, ControlError>;
+
+/// Who asked for a reload, and so who gets its outcome.
+pub(super) enum ReloadBy {
+    /// SIGHUP: the outcome goes to holdfast's log.
+    Sighup,
+    Request {
+        dry_run: bool,
+        reply: oneshot::Sender<Answer>,
+    },
+}
+
+/// Why a quarantine is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Release {
+    /// `quarantine release`: without a pending record, an error.
+    Asked,
+    /// A start by hand: without a pending record, just a start.
+    ByStart,
+}
+
+/// A release, recorded in the queue: whether there was one to record.
+pub(super) struct Released {
+    name: ServiceName,
+    reply: oneshot::Sender<Answer>,
+    recorded: Result<bool, ControlError>,
+}
+
+/// Appends the `released` mark if `name` has a pending record. A queue that cannot be
+/// read is reported, not skipped, also for a start.
+fn record_release(path: &Path, name: &ServiceName, by: Release) -> Result<bool, ControlError> {
+    let internal = |e: std::io::Error| ControlError {
+        kind: ErrorKind::Internal,
+        message: format!(
+            "failed to update the quarantine queue {}: {e}",
+            path.display()
+        ),
+    };
+    match (quarantine::is_pending(path, name).map_err(internal)?, by) {
+        (true, _) => {}
+        (false, Release::ByStart) => return Ok(false),
+        (false, Release::Asked) => {
+            return Err(ControlError {
+                kind: ErrorKind::BadRequest,
+                message: format!("{name} has no pending quarantine record"),
+            });
+        }
+    }
+    let entry = quarantine::Entry::Released {
+        time: quarantine::now(),
+        service: name.clone(),
+    };
+    quarantine::append(path, &entry).map_err(internal)?;
+    Ok(true)
+}
+
+/// A reload's config file, read.
+pub(super) struct Loaded {
+    by: ReloadBy,
+    plan: Result<Plan, ControlError>,
+}
+
+/// Starts the task that reads config files for reloads, one after the other, so that
+/// they are applied in the order they were asked for.
+pub(super) fn loader(
+    path: PathBuf,
+    done: mpsc::UnboundedSender<Finished>,
+) -> mpsc::UnboundedSender<ReloadBy> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<ReloadBy>();
+    tokio::spawn(async move {
+        while let Some(by) = rx.recv().await {
+            let path = path.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                config::load(&path).map_err(|e| ControlError {
+                    kind: ErrorKind::InvalidConfig,
+                    message: e.render_plain(),
+                })
+            });
+            let plan = read.await.unwrap_or_else(|e| {
+                Err(ControlError {
+                    kind: ErrorKind::Internal,
+                    message: format!("failed to read the config file: {e}"),
+                })
+            });
+            if done.send(Finished::Loaded(Loaded { by, plan })).is_err() {
+                return;
+            }
+        }
+    });
+    tx
+}
+
+impl Shell {
+    /// Answers a control request after applying its transition (some answer later, from
+    /// work done off this task). Returns true once the shutdown is complete.
+    pub(super) fn on_control(&mut self, msg: ControlMsg) -> bool {
+        let now = Instant::now();
+        let reply = msg.reply;
+        if let Some((name, by)) = self.release_asked(&msg.request) {
+            self.release(name, by, reply);
+            return false;
+        }
+        let (answer, done) = match msg.request {
+            Request::Status => {
+                self.status(now, reply);
+                return false;
+            }
+            Request::Reload { dry_run } => {
+                self.start_reload(ReloadBy::Request { dry_run, reply });
+                return false;
+            }
+            Request::QuarantineList => {
+                self.list_quarantine(reply);
+                return false;
+            }
+            Request::Start { name } => self.command(Command::Start, &name, now),
+            Request::Stop { name } => self.command(Command::Stop, &name, now),
+            Request::Restart { name } => self.restart(&name, now),
+            Request::Events { service, since, .. } => (self.events(service, since), false),
+            Request::Shutdown => {
+                let done = self.apply(Input::Shutdown);
+                let message = "shutting down: stopping all services".to_owned();
+                (Ok(Reply::Accepted { message }), done)
+            }
+            Request::QuarantineRelease { name } => {
+                (Err(crate::supervisor::core::unknown_service(&name)), false)
+            }
+            Request::Signal { name, signal, all } => (self.signal(&name, &signal, all), false),
+            Request::ResetFailed { names } => {
+                let (result, effects) = self.control(Input::ResetFailed { services: names }, now);
+                let done = self.execute(effects);
+                (result.map(|message| Reply::Accepted { message }), done)
+            }
+            // Read off this task by the control server, which only asks for `status`.
+            Request::Logs { .. } => (
+                Err(ControlError {
+                    kind: ErrorKind::Internal,
+                    message: "logs are served by the control server".to_owned(),
+                }),
+                false,
+            ),
+            // The control server answers it, from the requests inside and the event bus.
+            Request::Wait { .. } => {
+                let error = ControlError {
+                    kind: ErrorKind::BadRequest,
+                    message: "wait is answered by the control server".to_owned(),
+                };
+                (Err(error), false)
+            }
+        };
+        // The requester may have given up waiting; the transition stands regardless.
+        let _ = reply.send(answer);
+        done
+    }
+
+    fn command(&mut self, command: Command, name: &ServiceName, now: Instant) -> (Answer, bool) {
+        let service = name.clone();
+        let (result, effects) = self.control(Input::Command { command, service }, now);
+        let done = self.execute(effects);
+        (result.map(|message| Reply::Accepted { message }), done)
+    }
+
+    /// Feeds a control input to the core: its answer's message, and the effects to
+    /// execute.
+    fn control(
+        &mut self,
+        input: Input,
+        now: Instant,
+    ) -> (Result<String, ControlError>, Vec<Effect>) {
+        let mut effects = self.sup.handle(input, now);
+        let message = match take_reply(&mut effects).expect("a control input is answered") {
+            Ok(core::Answer::Accepted(message)) => Ok(message),
+            Ok(core::Answer::Reload(_)) => unreachable!("only a reload answers with a plan"),
+            Err(error) => Err(error),
+        };
+        (message, effects)
+    }
+
+    /// `restart`: of a service that is not running, a start.
+    fn restart(&mut self, name: &ServiceName, now: Instant) -> (Answer, bool) {
+        if self.sup.service(name).is_some_and(Service::is_active) {
+            self.command(Command::Restart, name, now)
+        } else {
+            self.command(Command::Start, name, now)
+        }
+    }
+
+    /// The service whose quarantine a request releases: `quarantine release` of a known
+    /// service, and a start by hand (`start`, or `restart` of a service not running) of
+    /// a quarantined one, so that its queue record does not stay pending.
+    fn release_asked(&self, request: &Request) -> Option<(ServiceName, Release)> {
+        let (name, by) = match request {
+            Request::QuarantineRelease { name } => (name, Release::Asked),
+            Request::Start { name } | Request::Restart { name } => (name, Release::ByStart),
+            _ => return None,
+        };
+        let service = self.sup.service(name)?;
+        let quarantined = matches!(
+            service.state(),
+            State::Failed {
+                reason: FailReason::Quarantined(_)
+            }
+        );
+        (by == Release::Asked || quarantined).then(|| (name.clone(), by))
+    }
+
+    /// Records the release in the queue off this task; [`Shell::on_released`] starts
+    /// the service and answers.
+    fn release(&self, name: ServiceName, by: Release, reply: oneshot::Sender<Answer>) {
+        let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+        let done = self.done_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let recorded = record_release(&path, &name, by);
+            let released = Released {
+                name,
+                reply,
+                recorded,
+            };
+            let _ = done.send(Finished::Released(released));
+        });
+    }
+
+    /// A release is recorded (or there was nothing to release): the start follows.
+    /// Returns true once the shutdown is complete.
+    pub(super) fn on_released(&mut self, released: Released) -> bool {
+        let Released {
+            name,
+            reply,
+            recorded,
+        } = released;
+        let (answer, done) = match recorded {
+            Err(e) => (Err(e), false),
+            Ok(released) => {
+                let (answer, done) = self.command(Command::Start, &name, Instant::now());
+                let answer = answer.map(|r| match r {
+                    Reply::Accepted { message } if released => Reply::Accepted {
+                        message: format!("released {name} from quarantine; {message}"),
+                    },
+                    other => other,
+                });
+                (answer, done)
+            }
+        };
+        let _ = reply.send(answer);
+        done
+    }
+
+    /// Reads the quarantine queue off this task and answers from there.
+    fn list_quarantine(&self, reply: oneshot::Sender<Answer>) {
+        let path = quarantine::path(&self.sup.plan().daemon.state_dir);
+        tokio::task::spawn_blocking(move || {
+            let answer = quarantine::records(&path)
+                .map(|records| Reply::Quarantine { records })
+                .map_err(|e| ControlError {
+                    kind: ErrorKind::Internal,
+                    message: format!(
+                        "failed to read the quarantine queue {}: {e}",
+                        path.display()
+                    ),
+                });
+            let _ = reply.send(answer);
+        });
+    }
+
+    /// `holdfast signal`: the core picks the target from the current run; the main
+    /// process is only signalled while it is not reaped.
+    fn signal(&mut self, name: &ServiceName, signal: &str, all: bool) -> Answer {
+        let signal = config::value::parse_signal_arg(signal).map_err(|e| ControlError {
+            kind: ErrorKind::BadRequest,
+            message: format!("{}: {}", e.label, e.help),
+        })?;
+        let whom = if all {
+            SignalWhom::All
+        } else {
+            SignalWhom::Main
+        };
+        let input = Input::Signal {
+            service: name.clone(),
+            signal,
+            whom,
+        };
+        let (message, effects) = self.control(input, Instant::now());
+        // The main pid is signalled here, so that its failure is the answer; the other
+        // effects run as always.
+        let (main, others): (Vec<Effect>, Vec<Effect>) = effects
+            .into_iter()
+            .partition(|e| matches!(e, Effect::SignalMain { .. }));
+        self.execute(others);
+        let message = message?;
+        for effect in main {
+            if let Effect::SignalMain { pid, .. } = effect {
+                self.signal_main(name, pid, signal)
+                    .map_err(|message| ControlError {
+                        kind: ErrorKind::BadRequest,
+                        message,
+                    })?;
+            }
+        }
+        tracing::info!("{message}");
+        if let Some(capture) = self.capture(name) {
+            capture.note(&message);
+        }
+        Ok(Reply::Accepted { message })
+    }
+
+    /// Sends `signal` to main pid `pid` of `service`. The spawned process is our child:
+    /// it is signalled only while not reaped, so a recycled pid is never hit. A main pid
+    /// named by `MAINPID=` or a pidfile may be no child of ours (then no wait can hold
+    /// its pid): it is signalled as the pid the core holds, which leaves the narrow
+    /// window between that process's exit and the core learning of it.
+    pub(super) fn signal_main(
+        &self,
+        service: &ServiceName,
+        pid: Pid,
+        signal: Signal,
+    ) -> Result<(), String> {
+        let send = || holdfast_sys::os::kill(pid, signal);
+        let leader = self.sup.service(service).and_then(Service::group) == Some(pid);
+        let sent = match reap::while_unreaped(pid, send) {
+            Some(sent) => sent,
+            None if leader => {
+                return Err(format!(
+                    "cannot send {} to {service}: its main pid {pid} already exited",
+                    signal.as_str()
+                ));
+            }
+            None => send(),
+        };
+        sent.map_err(|e| {
+            format!(
+                "failed to send {} to {service} (main pid {pid}): {e}",
+                signal.as_str()
+            )
+        })
+    }
+
+    /// Asks the loader to re-read the config file; [`Shell::on_loaded`] applies it.
+    pub(super) fn start_reload(&mut self, by: ReloadBy) {
+        if let Err(by) = self.loader.send(by) {
+            self.answer_reload(by.0, Err(shutting_down()));
+        }
+    }
+
+    /// A reload's config file was read: an invalid one changes nothing. Returns true
+    /// once the shutdown is complete.
+    pub(super) fn on_loaded(&mut self, loaded: Loaded) -> bool {
+        let Loaded { by, plan } = loaded;
+        let dry_run = matches!(by, ReloadBy::Request { dry_run: true, .. });
+        let (result, done) = match plan {
+            _ if self.sup.is_shutting_down() => (Err(shutting_down()), false),
+            Err(e) => (Err(e), false),
+            Ok(plan) if dry_run => (
+                Ok(crate::supervisor::reload::diff(
+                    self.sup.plan(),
+                    &plan,
+                    true,
+                )),
+                false,
+            ),
+            Ok(plan) => {
+                let mut effects = self.sup.handle(Input::Reload(plan), Instant::now());
+                let reply = take_reply(&mut effects).expect("a reload is answered");
+                let done = self.execute(effects);
+                match reply {
+                    Ok(core::Answer::Reload(diff)) => (Ok(diff), done),
+                    Ok(core::Answer::Accepted(_)) => unreachable!("a reload answers with its plan"),
+                    Err(e) => (Err(e), done),
+                }
+            }
+        };
+        self.answer_reload(by, result);
+        done
+    }
+
+    fn answer_reload(&self, by: ReloadBy, result: Result<ReloadPlan, ControlError>) {
+        match (by, result) {
+            (ReloadBy::Request { reply, .. }, result) => {
+                let _ = reply.send(result.map(Reply::Reload));
+            }
+            (ReloadBy::Sighup, Ok(plan)) => {
+                tracing::info!("reloaded on SIGHUP: {}", plan.summary());
+            }
+            (ReloadBy::Sighup, Err(e)) => tracing::error!(
+                "reload on SIGHUP rejected, keeping the running config:\n{}",
+                e.message
+            ),
+        }
+    }
+}
+
+fn shutting_down() -> ControlError {
+    ControlError {
+        kind: ErrorKind::ShuttingDown,
+        message: "holdfast is shutting down: nothing to reload".to_owned(),
+    }
+}

@@ -1,0 +1,84 @@
+//! Publishing events: holdfast's log, the service's log, the event bus, and the hooks
+//! an event fires.
+
+use std::time::{Instant, SystemTime};
+
+use super::Shell;
+use crate::control::protocol::{ControlError, ErrorKind, Reply};
+use crate::model::ServiceName;
+use crate::supervisor::event::{Event, EventKind};
+use crate::supervisor::hooks::{self, Note};
+
+impl Shell {
+    pub(super) fn publish(&mut self, event: &Event) {
+        if let (Some(service), EventKind::Stopped | EventKind::GaveUp { .. }) =
+            (&event.service, &event.kind)
+        {
+            self.forget_cgroup(service);
+        }
+        if hooks::is_warning(&event.kind) {
+            tracing::warn!("{event}");
+        } else {
+            tracing::info!("{event}");
+        }
+        if let Some(capture) = event.service.as_ref().and_then(|s| self.capture(s)) {
+            capture.note(&event.to_string());
+        }
+        let record = self.bus.publish(event, SystemTime::now());
+        // Hooks come from the current plan (a reload changes them without a restart); a
+        // removed service has none left.
+        let spec = record
+            .service
+            .as_ref()
+            .and_then(|s| self.sup.plan().services.get(s));
+        let Some(spec) = spec else {
+            return;
+        };
+        let recipe = self.recipe(spec);
+        let capture = self.slots.get(&spec.name).and_then(|s| s.capture.as_ref());
+        let note = hooks::fire(
+            &mut self.table,
+            &record,
+            spec,
+            recipe,
+            capture,
+            Instant::now(),
+        );
+        match note {
+            Some(Ok(note)) => self.note(note),
+            Some(Err(failed)) => self.publish(&failed),
+            None => {}
+        }
+    }
+
+    /// Recent events. A name that is neither configured nor in the history is an error,
+    /// so a typo does not look like a quiet service.
+    pub(super) fn events(
+        &self,
+        service: Option<ServiceName>,
+        since: Option<u64>,
+    ) -> Result<Reply, ControlError> {
+        let events = self.bus.recent(service.as_ref(), since);
+        if let Some(name) = service {
+            if events.is_empty() && self.sup.service(&name).is_none() {
+                return Err(ControlError {
+                    kind: ErrorKind::UnknownService,
+                    message: format!("no service named \"{name}\""),
+                });
+            }
+        }
+        Ok(Reply::Events { events })
+    }
+
+    /// Logs a hook's news in holdfast's log and the service's.
+    pub(super) fn note(&self, note: Note) {
+        if note.warning {
+            tracing::warn!("{}: {}", note.service, note.text);
+        } else {
+            tracing::info!("{}: {}", note.service, note.text);
+        }
+        if let Some(capture) = self.capture(&note.service) {
+            capture.note(&format!("{}: {}", note.service, note.text));
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! The imperative shell around the supervisor core.
+//!
+//! One task owns the `Supervisor`. Each `select!` arm only turns a source (reaped child,
+//! deadline, control request, Unix signal) into an input; `apply` executes the effects.
+//! When nothing happens the task sleeps: the only timer is the core's next deadline.
+//!
+//! Who every pid is lives in one place, the process [`table`]; what the shell keeps per
+//! service (log capture, cgroup, start-up watchers) in its [`Slot`]. The life of one
+//! exit: the reaper reports it, the table says whose it was (`exits`), the core gets an
+//! input and answers with effects, which `execute` carries out.
+
+mod cgroups;
+mod control;
+mod events;
+mod exits;
+mod launch;
+mod notify;
+mod probes;
+mod quarantine_io;
+mod status;
+pub mod table;
+mod watchers;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
+
+use self::cgroups::AttachedCgroup;
+use self::table::ProcessTable;
+use super::bus::{self, EventBus};
+use super::core::{Effect, Input, Supervisor};
+use super::recipe::{Environments, Inherited, Recipe};
+use super::service::{KILL_WAIT, KillScope, RunId};
+use crate::control::server::{self, ControlMsg};
+use crate::logs::Capture;
+use crate::model::{Plan, ServiceName, ServiceSpec};
+use crate::notify::upstream::Upstream;
+use crate::process::{limits, reap};
+
+pub use self::cgroups::cgroup_name;
+pub use self::status::log_path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The cause is the source, shown once by the error report under this line.
+    #[error("failed to set up {what}")]
+    Setup {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn setup_error(what: &str) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.to_owned();
+    move |source| RuntimeError::Setup { what, source }
+}
+
+/// Runs the daemon until a shutdown completes.
+pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
+    let mut signals = Signals::new()?;
+    reap::become_subreaper().map_err(setup_error("child subreaper"))?;
+    let (reaped_tx, reaped) = mpsc::unbounded_channel();
+    reap::start(reaped_tx).map_err(setup_error("child reaper"))?;
+    let daemon = plan.daemon.clone();
+    for (what, dir) in [("state", &daemon.state_dir), ("log", &daemon.log_dir)] {
+        std::fs::create_dir_all(dir)
+            .map_err(setup_error(&format!("{what} directory {}", dir.display())))?;
+    }
+    let (mut shell, mut sources, server) = Shell::setup(config_path, plan, reaped)?;
+    let mut done = shell.apply(Input::Boot);
+    while !done {
+        done = shell.next(&mut sources, &mut signals).await;
+    }
+    shell.drain_hooks(&mut sources.reaped).await;
+    sources.notify_task.abort();
+    let _ = std::fs::remove_file(&shell.notify_path);
+    // Pending requests are answered "shutting down"; replies in flight (the one to
+    // `shutdown` itself) still reach their clients.
+    drop(sources.control);
+    // Dropping the shell closes the event bus: `events -f` followers get a last line
+    // and end, instead of holding up the close.
+    shell.remove_cgroups();
+    drop(shell);
+    server.close(Duration::from_secs(1)).await;
+    server::unlink(&daemon.control);
+    tracing::info!("holdfast stopped");
+    Ok(())
+}
+
+/// The Unix signals holdfast acts on.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, RuntimeError> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(setup_error("SIGTERM handler"))?,
+            int: signal(SignalKind::interrupt()).map_err(setup_error("SIGINT handler"))?,
+            hup: signal(SignalKind::hangup()).map_err(setup_error("SIGHUP handler"))?,
+        })
+    }
+}
+
+/// Everything the loop waits on besides signals and its one timer.
+struct Sources {
+    reaped: mpsc::UnboundedReceiver<reap::Reaped>,
+    control: mpsc::Receiver<ControlMsg>,
+    probes: mpsc::UnboundedReceiver<probes::ProbeMsg>,
+    notes: mpsc::Receiver<crate::notify::server::Datagram>,
+    inputs: mpsc::UnboundedReceiver<Input>,
+    /// Results of work done off the loop (config loading, quarantine queue writes).
+    done: mpsc::UnboundedReceiver<Finished>,
+    upstream_ping: Option<tokio::time::Interval>,
+    notify_task: tokio::task::JoinHandle<()>,
+}
+
+/// Work the loop handed to another task, finished.
+enum Finished {
+    /// A reload's config file was read.
+    Loaded(control::Loaded),
+    /// A quarantine release is recorded: the service starts.
+    Released(control::Released),
+    /// A quarantine record is on disk: the effects held back for it can go on.
+    Quarantined(quarantine_io::Appended),
+}
+
+/// What the shell keeps of one service besides its processes (those are in the table).
+#[derive(Default)]
+struct Slot {
+    /// Log capture, opened at its first spawn and kept across restarts.
+    capture: Option<Capture>,
+    /// Its cgroup while the service is active, so an automatic restart reuses it (no
+    /// mkdir/rmdir per respawn).
+    cgroup: Option<AttachedCgroup>,
+    /// Start-up watchers of the starting run, at most one of each kind: a forking
+    /// service awaits its readiness condition and its pidfile at once.
+    watchers: Vec<watchers::Watcher>,
+    /// A run whose main process is gone while other processes remained: every reap
+    /// re-checks it, since a process that left the process groups (setsid) is only
+    /// found through the cgroup.
+    lingering: Option<RunId>,
+}
+
+struct Shell {
+    sup: Supervisor,
+    config_path: PathBuf,
+    /// Whose every pid is.
+    table: ProcessTable,
+    /// Per service: capture, cgroup, watchers.
+    slots: HashMap<ServiceName, Slot>,
+    /// What services inherit, and the `INVOCATION_ID` of each one's current run.
+    envs: Environments,
+    started: Instant,
+    /// Numbered, stamped events: history for `events`, broadcast for `events -f`.
+    bus: EventBus,
+    /// Where watchers send their findings.
+    inputs_tx: mpsc::UnboundedSender<Input>,
+    /// Where work done off the loop reports back.
+    done_tx: mpsc::UnboundedSender<Finished>,
+    /// Reads the config file for reloads, off the loop.
+    loader: mpsc::UnboundedSender<control::ReloadBy>,
+    /// Effects held back until a quarantine record is on disk (see `quarantine_io`).
+    held: quarantine_io::Held,
+    notify_path: PathBuf,
+    /// Who may notify, as far as the notify socket's task needs to know (see
+    /// [`Shell::publish_senders`]).
+    senders: crate::notify::server::Senders,
+    /// holdfast's own sd_notify reports to whoever started it.
+    upstream: Upstream,
+    /// Results of network probes and timeouts of exec probes, from their tasks.
+    probe_tx: mpsc::UnboundedSender<probes::ProbeMsg>,
+    /// Output of exec probes goes nowhere (their exit status is the result).
+    dev_null: std::os::fd::OwnedFd,
+    /// holdfast's parent cgroup; `None` when cgroups are unavailable (process groups
+    /// only, and no cgroup limits can be enforced).
+    cgroups: Option<crate::cgroup::Cgroups>,
+    /// holdfast's own RLIMIT_NOFILE before raising it, restored in children.
+    nofile: Option<limits::NofileBaseline>,
+}
+
+impl Shell {
+    /// Opens the sockets and builds the shell. The cgroup is the last step that can
+    /// fail, so a failed start leaves no cgroup behind.
+    fn setup(
+        config_path: PathBuf,
+        plan: Plan,
+        reaped: mpsc::UnboundedReceiver<reap::Reaped>,
+    ) -> Result<(Shell, Sources, server::Server), RuntimeError> {
+        let nofile = limits::raise_nofile()
+            .inspect_err(|e| tracing::warn!("cannot raise holdfast's RLIMIT_NOFILE: {e}"))
+            .ok();
+        let daemon = plan.daemon.clone();
+        let gid = daemon.control_group.as_ref().map(|g| g.gid);
+        let listener = server::bind(&daemon.control, gid).map_err(setup_error("control socket"))?;
+        let notify_path = crate::notify::server::socket_path(&daemon.state_dir);
+        let notify_socket =
+            crate::notify::server::bind(&notify_path).map_err(setup_error("notify socket"))?;
+        let (notes_tx, notes) = mpsc::channel(crate::notify::server::QUEUE);
+        let senders = crate::notify::server::Senders::default();
+        let notify_task = crate::notify::server::serve(notify_socket, senders.clone(), notes_tx);
+        let (inputs_tx, inputs) = mpsc::unbounded_channel();
+        let (done_tx, done) = mpsc::unbounded_channel();
+        let upstream = Upstream::from_env();
+        let upstream_ping = upstream.ping_interval().map(tokio::time::interval);
+        let (control_tx, control) = mpsc::channel(64);
+        let (probe_tx, probes) = mpsc::unbounded_channel();
+        let dev_null = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .map_err(setup_error("/dev/null for probe output"))?;
+        let cgroups = cgroups::setup(&daemon.control);
+        let events = bus::channel();
+        let server = server::serve_with_events(listener, gid, control_tx, events.clone());
+        tracing::info!(
+            config = %config_path.display(),
+            control = %daemon.control.display(),
+            services = plan.services.len(),
+            "holdfast {} up",
+            env!("CARGO_PKG_VERSION")
+        );
+        let now = Instant::now();
+        let scope = match cgroups {
+            Some(_) => KillScope::Cgroup,
+            None => KillScope::ProcessGroup,
+        };
+        let shell = Shell {
+            sup: Supervisor::new(plan, now, seed()).with_kill_scope(scope),
+            loader: control::loader(config_path.clone(), done_tx.clone()),
+            config_path,
+            table: ProcessTable::new(),
+            slots: HashMap::new(),
+            envs: Environments::new(Inherited::capture(&daemon.pass_env)),
+            started: now,
+            bus: EventBus::new(bus::HISTORY, events),
+            inputs_tx,
+            done_tx,
+            held: quarantine_io::Held::default(),
+            notify_path,
+            senders,
+            upstream,
+            probe_tx,
+            dev_null: dev_null.into(),
+            cgroups,
+            nofile,
+        };
+        let sources = Sources {
+            reaped,
+            control,
+            probes,
+            notes,
+            inputs,
+            done,
+            upstream_ping,
+            notify_task,
+        };
+        Ok((shell, sources, server))
+    }
+
+    /// Waits for the next source and handles it. Returns true once the shutdown is
+    /// complete.
+    async fn next(&mut self, sources: &mut Sources, signals: &mut Signals) -> bool {
+        let deadline = [
+            self.sup.next_deadline(),
+            super::hooks::next_deadline(&self.table),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(tokio::time::Instant::from_std);
+        tokio::select! {
+            Some(r) = sources.reaped.recv() => {
+                let mut done = false;
+                for input in self.on_reaped(r) {
+                    done |= self.apply(input);
+                }
+                done
+            }
+            // Requests wait while a quarantine record is written: whatever they would
+            // show of the service, its record is on disk by then.
+            Some(msg) = sources.control.recv(), if !self.held.is_holding() => self.on_control(msg),
+            Some(finished) = sources.done.recv() => self.on_finished(finished),
+            Some(msg) = sources.probes.recv() => match self.on_probe(msg) {
+                Some(input) => self.apply(input),
+                None => false,
+            },
+            Some(datagram) = sources.notes.recv() => match self.on_notify(datagram) {
+                Some(input) => self.apply(input),
+                None => false,
+            },
+            Some(input) = sources.inputs.recv() => match self.vet_watcher_input(input) {
+                Some(input) => self.apply(input),
+                None => false,
+            },
+            () = tick_opt(&mut sources.upstream_ping) => {
+                self.upstream.watchdog();
+                false
+            }
+            () = sleep_until(deadline) => self.on_deadline(),
+            _ = signals.term.recv() => self.apply(Input::Shutdown),
+            _ = signals.int.recv() => self.apply(Input::Shutdown),
+            _ = signals.hup.recv() => {
+                self.start_reload(control::ReloadBy::Sighup);
+                false
+            }
+        }
+    }
+
+    fn on_finished(&mut self, finished: Finished) -> bool {
+        match finished {
+            Finished::Loaded(loaded) => self.on_loaded(loaded),
+            Finished::Released(released) => self.on_released(released),
+            Finished::Quarantined(appended) => self.on_appended(appended),
+        }
+    }
+
+    /// Hooks fired by the last events (a pager on `stopped`, say) may still finish
+    /// within their timeout; past it they are killed like any hook. Bounded even for a
+    /// hook that SIGKILL cannot end, so that shutdown always completes.
+    async fn drain_hooks(&mut self, reaped: &mut mpsc::UnboundedReceiver<reap::Reaped>) {
+        let last = super::hooks::last_deadline(&self.table).unwrap_or_else(Instant::now);
+        let bound = crate::clock::later(last, KILL_WAIT);
+        let drain = async {
+            while self.table.hooks().next().is_some() {
+                let deadline =
+                    super::hooks::next_deadline(&self.table).map(tokio::time::Instant::from_std);
+                tokio::select! {
+                    Some(r) = reaped.recv() => { self.on_reaped(r); }
+                    () = sleep_until(deadline) => { self.on_deadline(); }
+                }
+            }
+        };
+        if tokio::time::timeout_at(bound.into(), drain).await.is_err() {
+            tracing::warn!("hooks survived SIGKILL; exiting without them");
+        }
+    }
+
+    /// Feeds one input to the core and executes the effects, including the inputs they
+    /// produce (a spawn's result). Returns true once the shutdown is complete.
+    fn apply(&mut self, input: Input) -> bool {
+        let effects = self.sup.handle(input, Instant::now());
+        self.execute(effects)
+    }
+
+    fn execute(&mut self, effects: Vec<Effect>) -> bool {
+        let mut queue = VecDeque::from(effects);
+        let mut exit = false;
+        while let Some(effect) = queue.pop_front() {
+            if self.held.is_holding() {
+                // A quarantine record is being written: what follows it waits, so that
+                // its event is never seen before the record is on disk.
+                self.held.push(effect);
+                continue;
+            }
+            exit |= self.execute_one(effect, &mut queue);
+        }
+        self.drop_stale_watchers();
+        self.report_upstream();
+        exit
+    }
+
+    /// Carries out one effect; the inputs it produces go through the core at once and
+    /// their effects join `queue`.
+    fn execute_one(&mut self, effect: Effect, queue: &mut VecDeque<Effect>) -> bool {
+        let input = match effect {
+            Effect::Spawn { service, run, spec } => Some(self.spawn(service, run, &spec)),
+            Effect::Signal {
+                service,
+                run,
+                group,
+                signal,
+            } => {
+                self.signal_run(&service, run, group, signal);
+                None
+            }
+            Effect::SignalMain {
+                service,
+                pid,
+                signal,
+                ..
+            } => {
+                if let Err(e) = self.signal_main(&service, pid, signal) {
+                    tracing::warn!("{service}: {e}");
+                }
+                None
+            }
+            Effect::Emit(event) => {
+                self.publish(&event);
+                None
+            }
+            Effect::Remove { service } => {
+                self.remove_slot(&service);
+                None
+            }
+            // Taken out by the caller that fed the control input.
+            Effect::Reply(_) => None,
+            Effect::Exit => return true,
+            Effect::StartProbe { service, run, spec } => self.start_probe(service, run, &spec),
+            Effect::Quarantine {
+                service,
+                status,
+                reason,
+            } => {
+                self.quarantine(&service, status, reason);
+                None
+            }
+            Effect::MainPid {
+                service,
+                run,
+                pid,
+                alive_at,
+            } => self.main_pid(service, run, pid, alive_at),
+            Effect::ReadPidfile { service, run, path } => {
+                self.read_pidfile(service, run, path);
+                None
+            }
+        };
+        if let Some(input) = input {
+            queue.extend(self.sup.handle(input, Instant::now()));
+        }
+        false
+    }
+
+    /// The slot of `service`, made on first use.
+    fn slot(&mut self, service: &ServiceName) -> &mut Slot {
+        self.slots.entry(service.clone()).or_default()
+    }
+
+    fn capture(&self, service: &ServiceName) -> Option<&Capture> {
+        self.slots.get(service)?.capture.as_ref()
+    }
+
+    /// The service is gone from the plan: its capture and cgroup go too (its watchers
+    /// are aborted with the slot).
+    fn remove_slot(&mut self, service: &ServiceName) {
+        if let Some(slot) = self.slots.remove(service) {
+            if let Some(attached) = slot.cgroup {
+                attached.cgroup.remove();
+            }
+            for watcher in slot.watchers {
+                watcher.abort();
+            }
+        }
+    }
+
+    /// A deadline passed: a hook's or the core's (which one is not tracked, both look).
+    fn on_deadline(&mut self) -> bool {
+        for note in super::hooks::expire(&mut self.table, Instant::now()) {
+            self.note(note);
+        }
+        self.apply(Input::Tick)
+    }
+
+    /// Environment and limits of every process of `spec`: main, probes and hooks.
+    fn recipe(&self, spec: &ServiceSpec) -> Recipe {
+        self.envs.recipe(spec, self.nofile)
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the next tick of an optional interval (forever without one).
+async fn tick_opt(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Seed for backoff jitter: different per daemon so that many holdfasts restarting the
+/// same failing dependency don't retry in lockstep.
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    t.as_nanos() as u64 ^ u64::from(std::process::id())
+}

@@ -1,0 +1,114 @@
+//! Health probes. Network probes run in a task that reports back; exec probes are
+//! children in the process table, so their result arrives from the reaper.
+
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use crate::unix::Pid;
+
+use super::Shell;
+use super::table::{Process, Role};
+use crate::health::{ProbeFailure, ProbeOutcome, probe};
+use crate::model::{Probe, ServiceName, ServiceSpec};
+use crate::process::{group, reap, spawn};
+use crate::supervisor::core::Input;
+use crate::supervisor::recipe::{Output, Setup};
+use crate::supervisor::service::RunId;
+use crate::supervisor::spawn_failure;
+
+/// What probe tasks report to the runtime loop.
+#[derive(Debug)]
+pub(super) enum ProbeMsg {
+    /// A network probe finished (or timed out).
+    Done(Input),
+    /// An exec probe's timeout passed; if it is not reaped yet, it is killed.
+    ExecTimedOut { pid: Pid, timeout: Duration },
+}
+
+impl Shell {
+    /// Starts one health probe. Returns the result at once when the probe could not
+    /// even start.
+    pub(super) fn start_probe(
+        &mut self,
+        service: ServiceName,
+        run: RunId,
+        spec: &ServiceSpec,
+    ) -> Option<Input> {
+        let health = spec
+            .health
+            .as_ref()
+            .expect("probes are only started for services with health");
+        let timeout = health.timeout;
+        let Probe::Exec { command } = &health.probe else {
+            let probe = health.probe.clone();
+            let tx = self.probe_tx.clone();
+            tokio::spawn(async move {
+                let outcome = probe::run(&probe, timeout).await;
+                // The loop may be gone (shutdown): nobody needs the result then.
+                let _ = tx.send(ProbeMsg::Done(Input::ProbeResult {
+                    service,
+                    run,
+                    outcome,
+                }));
+            });
+            return None;
+        };
+        let recipe = self.recipe(spec);
+        let output = Output {
+            stdout: self.dev_null.as_fd(),
+            stderr: self.dev_null.as_fd(),
+        };
+        let request = recipe.request(spec, command, Setup::Helper, output);
+        let alive_at = reap::latest();
+        let pid = match spawn::spawn(&request) {
+            Ok(spawned) => spawned.pid,
+            Err(e) => {
+                return Some(Input::ProbeResult {
+                    service,
+                    run,
+                    outcome: ProbeOutcome::Failure(ProbeFailure::Spawn(spawn_failure::cause(&e))),
+                });
+            }
+        };
+        let role = Role::Probe(run, probe::ExecDeadline::NotReached);
+        let process = Process {
+            service,
+            instance: 0,
+            role,
+            alive_at,
+        };
+        self.table.insert(pid, process);
+        let tx = self.probe_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let _ = tx.send(ProbeMsg::ExecTimedOut { pid, timeout });
+        });
+        None
+    }
+
+    pub(super) fn on_probe(&mut self, msg: ProbeMsg) -> Option<Input> {
+        match msg {
+            ProbeMsg::Done(input) => Some(input),
+            ProbeMsg::ExecTimedOut { pid, timeout } => {
+                // Not in the table: its exit was handled already. In the table, it may
+                // still have been reaped just now (the report is on its way): the group
+                // is only killed while the reaper is held off from freeing the pid, and
+                // the result is decided when the reap arrives.
+                let process = self.table.process_mut(pid)?;
+                let Role::Probe(_, deadline) = &mut process.role else {
+                    return None;
+                };
+                let kill = || group::signal_group(pid, crate::unix::Signal::SIGKILL);
+                match reap::while_unreaped(pid, kill) {
+                    Some(Ok(_)) => *deadline = probe::ExecDeadline::KilledAfter(timeout),
+                    Some(Err(e)) => tracing::warn!(
+                        "{}: failed to kill timed-out probe {pid}: {e}",
+                        process.service
+                    ),
+                    None => {}
+                }
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Status: the answer to `status`, and holdfast's own status for a service manager that
+//! started it. The core's state is read on the supervisor task; what only the kernel
+//! knows (cgroup counters, the processes holding up a stop) is read by a blocking task,
+//! which answers the client.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::unix::Pid;
+use tokio::sync::oneshot;
+
+use super::Shell;
+use crate::cgroup::ServiceCgroup;
+use crate::control::protocol::{
+    ControlError, DaemonStatus, ExitInfo, HealthStatus, Reply, ServiceStatus, Status,
+};
+use crate::model::ServiceName;
+use crate::process::group;
+use crate::supervisor::core::state_name;
+use crate::supervisor::service::{Cause, Escalation, Service, State};
+
+/// What is left to read of one service's status, off the supervisor task.
+struct Reads {
+    cgroup: Option<ServiceCgroup>,
+    /// The process group of a stopping run, when there is no cgroup to list its
+    /// processes.
+    stopping_group: Option<Pid>,
+    stopping: bool,
+}
+
+impl Reads {
+    fn fill(self, status: &mut ServiceStatus) {
+        let Reads {
+            cgroup,
+            stopping_group,
+            stopping,
+        } = self;
+        // The cgroup lists the run's processes (also those that left its group) without
+        // a scan of all of /proc.
+        status.holding_up = match (&cgroup, stopping_group) {
+            (Some(cgroup), _) if stopping => group::members(cgroup.pids()),
+            (None, Some(pgid)) => group::group_members(pgid),
+            _ => Vec::new(),
+        };
+        status.memory_bytes = cgroup.as_ref().and_then(ServiceCgroup::memory_bytes);
+        status.tasks = cgroup.as_ref().and_then(ServiceCgroup::tasks);
+    }
+}
+
+pub fn log_path(log_dir: &Path, name: &ServiceName) -> String {
+    log_dir.join(format!("{name}.log")).display().to_string()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Shell {
+    /// Answers `status`: the core's part now, the kernel's part from a blocking task.
+    pub(super) fn status(&self, now: Instant, reply: oneshot::Sender<Result<Reply, ControlError>>) {
+        let (services, reads): (Vec<ServiceStatus>, Vec<Reads>) = self
+            .sup
+            .services()
+            .map(|s| (self.service_status(s, now), self.reads(s)))
+            .unzip();
+        let mut status = Status {
+            daemon: DaemonStatus {
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                config: self.config_path.display().to_string(),
+                uptime_ms: millis(now.duration_since(self.started)),
+                shutting_down: self.sup.is_shutting_down(),
+            },
+            services,
+        };
+        tokio::task::spawn_blocking(move || {
+            for (service, reads) in status.services.iter_mut().zip(reads) {
+                reads.fill(service);
+            }
+            let _ = reply.send(Ok(Reply::Status(status)));
+        });
+    }
+
+    fn reads(&self, s: &Service) -> Reads {
+        let stopping = matches!(s.state(), State::Stopping { .. });
+        let cgroup = self.cgroup(s.name()).cloned();
+        let stopping_group = match s.state() {
+            State::Stopping { pid, .. } if cgroup.is_none() => Some(*pid),
+            _ => None,
+        };
+        Reads {
+            cgroup,
+            stopping_group,
+            stopping,
+        }
+    }
+
+    fn service_status(&self, s: &Service, now: Instant) -> ServiceStatus {
+        ServiceStatus {
+            name: s.name().clone(),
+            group: s.spec().group.clone(),
+            state: state_name(s.state()).to_owned(),
+            pid: s.pid().map(|p| p.as_raw() as u32),
+            since_ms: millis(now.duration_since(s.since())),
+            uptime_ms: s.spawned_at().map(|at| millis(now.duration_since(at))),
+            restarts: s.restarts(),
+            last_exit: s.last_exit().map(|(status, at)| ExitInfo {
+                description: status.to_string(),
+                code: status.code(),
+                signal: status.signal().map(|sig| sig.as_str().to_owned()),
+                ago_ms: millis(now.duration_since(at)),
+            }),
+            reason: self.reason(s, now),
+            status_text: s.status_text().map(str::to_owned),
+            holding_up: Vec::new(),
+            log: log_path(&self.sup.plan().daemon.log_dir, s.name()),
+            health: s.health().map(|monitor| {
+                let decay = monitor.decay();
+                let (degraded, unhealthy) = decay.window_counts(now);
+                HealthStatus {
+                    state: decay.state().to_string(),
+                    failures_degraded_window: degraded,
+                    failures_unhealthy_window: unhealthy,
+                    successes: decay.successes(),
+                    probes: decay.probes(),
+                    in_grace: decay.in_grace(now),
+                    last_error: decay.last_error().map(ToString::to_string),
+                }
+            }),
+            env_overrides: s.env_overrides().clone(),
+            memory_bytes: None,
+            tasks: None,
+            last_restart_reason: s.last_restart().map(Cause::restart_reason),
+        }
+    }
+
+    fn reason(&self, s: &Service, now: Instant) -> Option<String> {
+        let secs = |d: Duration| humantime::format_duration(Duration::from_millis(millis(d)));
+        match s.state() {
+            State::Failed { reason } => Some(reason.to_string()),
+            State::Backoff { until } => {
+                let next = format!(
+                    "restarting in {}",
+                    secs(until.saturating_duration_since(now))
+                );
+                Some(match s.last_cause() {
+                    Some(cause @ (Cause::NotReady { .. } | Cause::WatchdogTimeout { .. })) => {
+                        format!("{next} after {cause}")
+                    }
+                    _ => next,
+                })
+            }
+            State::Starting { .. } => s.start_wait(now),
+            State::Waiting => Some(self.waiting_reason(s, now)),
+            State::Stopping {
+                escalation,
+                deadline,
+                ..
+            } => Some(match (escalation, deadline) {
+                (Escalation::Graceful, Some(deadline)) => format!(
+                    "{} sent {} ago, SIGKILL in {}",
+                    s.spec().stop.signal.as_str(),
+                    secs(now.duration_since(s.since())),
+                    secs(deadline.saturating_duration_since(now))
+                ),
+                (Escalation::Graceful, None) => format!(
+                    "{} sent {} ago, no SIGKILL (stop.timeout is infinity)",
+                    s.spec().stop.signal.as_str(),
+                    secs(now.duration_since(s.since())),
+                ),
+                (Escalation::Killed, _) => format!(
+                    "SIGKILL sent {} ago, waiting for its processes to exit",
+                    secs(now.duration_since(s.since()))
+                ),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Each dependency with its own state and reason, so the chain is visible:
+    /// `waiting for db (starting: waiting for READY=1 ...)`.
+    fn waiting_reason(&self, s: &Service, now: Instant) -> String {
+        let on: Vec<String> = self
+            .sup
+            .waiting_on(s.name())
+            .iter()
+            .map(|dep| match self.sup.service(dep) {
+                Some(d) => match self.reason(d, now) {
+                    Some(why) => format!("{dep} ({}: {why})", state_name(d.state())),
+                    None => format!("{dep} ({})", state_name(d.state())),
+                },
+                None => dep.to_string(),
+            })
+            .collect();
+        format!("waiting for {}", on.join(", "))
+    }
+
+    /// holdfast's own `READY=1` (once every autostart service is up or has given up),
+    /// `STATUS=` summary and `STOPPING=1`, for a service manager that started holdfast.
+    pub(super) fn report_upstream(&mut self) {
+        if self.sup.is_shutting_down() {
+            self.upstream.stopping();
+            return;
+        }
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        let mut settled = true;
+        let mut total = 0;
+        for s in self.sup.services() {
+            total += 1;
+            *counts.entry(state_name(s.state())).or_default() += 1;
+            if s.spec().autostart && s.is_coming_up() {
+                settled = false;
+            }
+        }
+        let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let summary = format!("{total} services: {}", parts.join(", "));
+        self.upstream.status(summary);
+        if settled {
+            self.upstream.ready();
+        }
+    }
+}

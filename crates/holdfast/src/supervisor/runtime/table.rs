@@ -1,0 +1,499 @@
+//! The process table: the one place that knows whose every pid is.
+//!
+//! A pid number can name two things at once, and the table records both: a process
+//! holdfast started or learned of (a service's main process, a forking service's
+//! forker, a former main process, an exec probe, an event hook), and a process group
+//! of a service's run (the spawned process leads one; a daemon that called `setsid`
+//! leads another). The group is kept after its leader is reaped, for as long as the
+//! runtime finds members in it.
+//!
+//! Invariants:
+//! - a pid names at most one process; inserting a process replaces what was known of an
+//!   earlier one with the same pid;
+//! - each process carries the reap number ([`ReapSeq`]) at which it was seen alive: only
+//!   a reap numbered later is its exit, an earlier one was of a process that had the pid
+//!   before (pids are reused);
+//! - a run has at most one main process (or forker): naming a new one makes the old one
+//!   a mere member of the run;
+//! - reaps that matched nothing are kept (the last [`UNCLAIMED_KEPT`]): a main pid learned
+//!   from `MAINPID=` or a pidfile may already be reaped when it is adopted.
+//!
+//! Pure data: no system calls. The runtime asks the kernel (is a group still alive?) and
+//! tells the table.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::unix::Pid;
+
+use crate::health::probe::ExecDeadline;
+use crate::model::ServiceName;
+use crate::process::reap::{ReapSeq, Reaped};
+use crate::supervisor::service::RunId;
+
+/// Reaped pids that matched nothing, remembered briefly (see the module invariants).
+pub const UNCLAIMED_KEPT: usize = 64;
+
+/// A run of one instance of a service: what a process or process group belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub service: ServiceName,
+    /// The instance of the service (0 while services run one instance).
+    pub instance: u32,
+    pub run: RunId,
+}
+
+/// What a process is to its service, which decides what its exit means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The run's main process: its exit is the run's exit.
+    Main(RunId),
+    /// The spawned process of a forking service, which starts the daemon: its exit is
+    /// the run's exit too (the core expects it while starting).
+    Forker(RunId),
+    /// A process of the run that is no longer its main one (`MAINPID=` or a pidfile named
+    /// another): its exit only raises the question whether the run is empty now.
+    Member(RunId),
+    /// An exec health probe of the run: its exit is the probe's result.
+    Probe(RunId, ExecDeadline),
+    /// An event hook: its exit is logged as the hook's.
+    Hook(Hook),
+}
+
+impl Role {
+    /// The run the process belongs to; a hook belongs to its service, not to a run.
+    pub fn run(&self) -> Option<RunId> {
+        match self {
+            Role::Main(run) | Role::Forker(run) | Role::Member(run) | Role::Probe(run, _) => {
+                Some(*run)
+            }
+            Role::Hook(_) => None,
+        }
+    }
+
+    /// A main process or forker: the one process whose exit ends the run.
+    pub fn is_main(&self) -> bool {
+        matches!(self, Role::Main(_) | Role::Forker(_))
+    }
+}
+
+/// A running event hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    /// The event kind it runs for (`exited`, ...).
+    pub event: String,
+    pub deadline: Instant,
+    pub timeout: Duration,
+    /// SIGKILL was sent to its group at the deadline.
+    pub killed: bool,
+}
+
+/// One process in the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub service: ServiceName,
+    pub instance: u32,
+    pub role: Role,
+    /// The latest reap number when the process was known to be alive.
+    pub alive_at: ReapSeq,
+}
+
+impl Process {
+    /// The run it belongs to (none for a hook).
+    pub fn owner(&self) -> Option<Owner> {
+        Some(Owner {
+            service: self.service.clone(),
+            instance: self.instance,
+            run: self.role.run()?,
+        })
+    }
+}
+
+/// Who a reaped process was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// A process of the table, now removed from it.
+    Process(Process),
+    /// A process the table did not know, in a process group of this run.
+    InGroup(Owner),
+    /// Neither: kept for a while in case its pid is adopted later.
+    Unclaimed,
+}
+
+/// What [`ProcessTable::adopt_main`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Adoption {
+    /// The pid is the run's main process now.
+    Adopted,
+    /// The process had already exited (its reap came before the adoption): the run's
+    /// main process is gone.
+    Exited(Reaped),
+}
+
+/// What one pid number stands for.
+#[derive(Debug, Default, Clone)]
+struct Entry {
+    process: Option<Process>,
+    /// The run whose process group has this id.
+    group: Option<Owner>,
+}
+
+#[derive(Debug, Default)]
+pub struct ProcessTable {
+    pids: HashMap<Pid, Entry>,
+    unclaimed: VecDeque<Reaped>,
+}
+
+impl ProcessTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `process` under `pid`, replacing any earlier process of that pid.
+    pub fn insert(&mut self, pid: Pid, process: Process) {
+        if process.role.is_main() {
+            let owner = process.owner().expect("a main process belongs to a run");
+            self.demote_mains(owner.run);
+        }
+        self.pids.entry(pid).or_default().process = Some(process);
+    }
+
+    /// Records that the process group `pgid` belongs to `owner`'s run, unless it is
+    /// known already (a group does not change owner while it has members).
+    pub fn add_group(&mut self, pgid: Pid, owner: Owner) {
+        self.pids
+            .entry(pgid)
+            .or_default()
+            .group
+            .get_or_insert(owner);
+    }
+
+    /// The process with this pid, if the table knows it.
+    pub fn process(&self, pid: Pid) -> Option<&Process> {
+        self.pids.get(&pid)?.process.as_ref()
+    }
+
+    pub fn process_mut(&mut self, pid: Pid) -> Option<&mut Process> {
+        self.pids.get_mut(&pid)?.process.as_mut()
+    }
+
+    /// The run whose process group `pgid` is.
+    pub fn group_owner(&self, pgid: Pid) -> Option<&Owner> {
+        self.pids.get(&pgid)?.group.as_ref()
+    }
+
+    /// The run whose main process (or forker) `pid` is.
+    pub fn main_owner(&self, pid: Pid) -> Option<Owner> {
+        self.process(pid)
+            .filter(|p| p.role.is_main())
+            .and_then(Process::owner)
+    }
+
+    /// Whether the run's main process (or forker) is still in the table, i.e. not reaped.
+    pub fn has_main(&self, run: RunId) -> bool {
+        self.processes()
+            .any(|(_, p)| p.role.is_main() && p.role.run() == Some(run))
+    }
+
+    /// Who the reaped process was. A process of the table is removed from it, unless
+    /// the reap came no later than the process was seen alive (then it was an earlier
+    /// process with the same pid, and its process group decides). An unclaimed reap is
+    /// kept for [`ProcessTable::adopt_main`].
+    pub fn claim(&mut self, reaped: &Reaped) -> Claim {
+        if let Some(entry) = self.pids.get_mut(&reaped.pid) {
+            if entry
+                .process
+                .as_ref()
+                .is_some_and(|p| reaped.seq > p.alive_at)
+            {
+                let process = entry.process.take().expect("checked above");
+                self.drop_if_empty(reaped.pid);
+                return Claim::Process(process);
+            }
+        }
+        if let Some(owner) = reaped.pgid.and_then(|pgid| self.group_owner(pgid)) {
+            return Claim::InGroup(owner.clone());
+        }
+        if self.unclaimed.len() == UNCLAIMED_KEPT {
+            self.unclaimed.pop_front();
+        }
+        self.unclaimed.push_back(*reaped);
+        Claim::Unclaimed
+    }
+
+    /// `pid`, seen alive at `alive_at`, is now the main process of `owner`'s run; the
+    /// former main process stays a member of the run. If the pid was reaped after
+    /// `alive_at` already (an unclaimed reap), that reap is the main process's exit.
+    pub fn adopt_main(&mut self, pid: Pid, owner: Owner, alive_at: ReapSeq) -> Adoption {
+        self.demote_mains(owner.run);
+        let exit = self
+            .unclaimed
+            .iter()
+            .position(|r| r.pid == pid && r.seq > alive_at);
+        if let Some(i) = exit {
+            let reaped = self.unclaimed.remove(i).expect("position is in range");
+            return Adoption::Exited(reaped);
+        }
+        let process = Process {
+            service: owner.service,
+            instance: owner.instance,
+            role: Role::Main(owner.run),
+            alive_at,
+        };
+        self.insert(pid, process);
+        Adoption::Adopted
+    }
+
+    /// The process groups of `run`.
+    pub fn groups_of(&self, run: RunId) -> Vec<Pid> {
+        self.pids
+            .iter()
+            .filter(|(_, e)| e.group.as_ref().is_some_and(|o| o.run == run))
+            .map(|(pgid, _)| *pgid)
+            .collect()
+    }
+
+    /// Forgets the process group `pgid` (it has no members any more).
+    pub fn forget_group(&mut self, pgid: Pid) {
+        if let Some(entry) = self.pids.get_mut(&pgid) {
+            entry.group = None;
+            self.drop_if_empty(pgid);
+        }
+    }
+
+    /// Every process in the table.
+    pub fn processes(&self) -> impl Iterator<Item = (Pid, &Process)> {
+        self.pids
+            .iter()
+            .filter_map(|(pid, e)| Some((*pid, e.process.as_ref()?)))
+    }
+
+    /// The running hooks, to check or change their deadlines.
+    pub fn hooks_mut(&mut self) -> impl Iterator<Item = (Pid, &ServiceName, &mut Hook)> {
+        self.pids
+            .iter_mut()
+            .filter_map(|(pid, e)| match &mut e.process {
+                Some(Process {
+                    service,
+                    role: Role::Hook(hook),
+                    ..
+                }) => Some((*pid, &*service, hook)),
+                _ => None,
+            })
+    }
+
+    /// The running hooks.
+    pub fn hooks(&self) -> impl Iterator<Item = (Pid, &ServiceName, &Hook)> {
+        self.processes().filter_map(|(pid, p)| match &p.role {
+            Role::Hook(hook) => Some((pid, &p.service, hook)),
+            _ => None,
+        })
+    }
+
+    /// Who may send notifications: the process groups of runs and their main processes
+    /// (and former ones).
+    pub fn senders(&self) -> impl Iterator<Item = Pid> + '_ {
+        self.pids
+            .iter()
+            .filter(|(_, e)| {
+                e.group.is_some()
+                    || e.process.as_ref().is_some_and(|p| {
+                        matches!(p.role, Role::Main(_) | Role::Forker(_) | Role::Member(_))
+                    })
+            })
+            .map(|(pid, _)| *pid)
+    }
+
+    /// The main process (or forker) of `run` becomes a member.
+    fn demote_mains(&mut self, run: RunId) {
+        for entry in self.pids.values_mut() {
+            if let Some(process) = &mut entry.process {
+                if process.role.is_main() && process.role.run() == Some(run) {
+                    process.role = Role::Member(run);
+                }
+            }
+        }
+    }
+
+    fn drop_if_empty(&mut self, pid: Pid) {
+        if self
+            .pids
+            .get(&pid)
+            .is_some_and(|e| e.process.is_none() && e.group.is_none())
+        {
+            self.pids.remove(&pid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ExitStatus;
+
+    fn name(s: &str) -> ServiceName {
+        ServiceName::new(s).expect("valid name")
+    }
+
+    fn owner(service: &str, run: u64) -> Owner {
+        Owner {
+            service: name(service),
+            instance: 0,
+            run: RunId(run),
+        }
+    }
+
+    fn process(service: &str, role: Role, alive_at: u64) -> Process {
+        Process {
+            service: name(service),
+            instance: 0,
+            role,
+            alive_at: ReapSeq(alive_at),
+        }
+    }
+
+    fn reaped(pid: i32, pgid: i32, seq: u64, code: i32) -> Reaped {
+        Reaped {
+            pid: Pid::from_raw(pid),
+            seq: ReapSeq(seq),
+            pgid: Some(Pid::from_raw(pgid)),
+            status: ExitStatus::Exited(code),
+        }
+    }
+
+    fn hook(event: &str) -> Role {
+        Role::Hook(Hook {
+            event: event.to_owned(),
+            deadline: Instant::now(),
+            timeout: Duration::from_secs(5),
+            killed: false,
+        })
+    }
+
+    /// A service's main process (leading its group), one exec probe and one hook, each
+    /// in its own process group, all reaped in one batch: each exit goes to its role.
+    #[test]
+    fn a_probe_a_hook_and_the_main_process_reaped_together_are_each_told_apart() {
+        let mut table = ProcessTable::new();
+        let run = RunId(1);
+        table.insert(Pid::from_raw(100), process("web", Role::Main(run), 0));
+        table.add_group(Pid::from_raw(100), owner("web", 1));
+        let probe = Role::Probe(run, ExecDeadline::NotReached);
+        table.insert(Pid::from_raw(101), process("web", probe.clone(), 0));
+        let hook = hook("started");
+        table.insert(Pid::from_raw(102), process("web", hook.clone(), 0));
+
+        let batch = [
+            reaped(102, 102, 1, 0),
+            reaped(101, 101, 2, 1),
+            reaped(100, 100, 3, 3),
+        ];
+        let claims: Vec<Claim> = batch.iter().map(|r| table.claim(r)).collect();
+        assert_eq!(
+            claims,
+            [
+                Claim::Process(process("web", hook, 0)),
+                Claim::Process(process("web", probe, 0)),
+                Claim::Process(process("web", Role::Main(run), 0)),
+            ]
+        );
+        assert!(!table.has_main(run));
+        assert_eq!(table.processes().count(), 0);
+        assert_eq!(
+            table.groups_of(run),
+            [Pid::from_raw(100)],
+            "the group outlives its leader until found empty"
+        );
+    }
+
+    #[test]
+    fn an_unknown_process_in_a_runs_group_is_claimed_by_that_run() {
+        let mut table = ProcessTable::new();
+        table.add_group(Pid::from_raw(100), owner("web", 1));
+        assert_eq!(
+            table.claim(&reaped(150, 100, 1, 0)),
+            Claim::InGroup(owner("web", 1))
+        );
+        table.forget_group(Pid::from_raw(100));
+        assert_eq!(table.claim(&reaped(151, 100, 2, 0)), Claim::Unclaimed);
+    }
+
+    #[test]
+    fn a_reap_no_later_than_the_process_was_seen_alive_is_of_an_earlier_process() {
+        let mut table = ProcessTable::new();
+        table.insert(Pid::from_raw(200), process("db", Role::Main(RunId(4)), 7));
+        // The pid's earlier holder, reaped as number 7, is not the announced process.
+        assert_eq!(table.claim(&reaped(200, 200, 7, 0)), Claim::Unclaimed);
+        assert!(table.has_main(RunId(4)));
+        assert!(matches!(
+            table.claim(&reaped(200, 200, 8, 0)),
+            Claim::Process(Process {
+                role: Role::Main(RunId(4)),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn adopting_a_main_pid_makes_the_old_main_a_member_and_finds_an_early_exit() {
+        let mut table = ProcessTable::new();
+        let run = RunId(2);
+        table.insert(Pid::from_raw(300), process("app", Role::Forker(run), 0));
+        assert_eq!(
+            table.adopt_main(Pid::from_raw(301), owner("app", 2), ReapSeq(0)),
+            Adoption::Adopted
+        );
+        assert_eq!(
+            table.process(Pid::from_raw(300)).unwrap().role,
+            Role::Member(run)
+        );
+        assert_eq!(table.main_owner(Pid::from_raw(301)), Some(owner("app", 2)));
+
+        // A daemon that was reaped (unclaimed) before its pidfile was read.
+        let early = reaped(400, 400, 5, 1);
+        assert_eq!(table.claim(&early), Claim::Unclaimed);
+        assert_eq!(
+            table.adopt_main(Pid::from_raw(400), owner("app", 2), ReapSeq(4)),
+            Adoption::Exited(early)
+        );
+        assert!(!table.has_main(run), "neither 301 (demoted) nor 400 (gone)");
+        // A reap no later than the sighting was an earlier holder of the pid.
+        let stale = reaped(500, 500, 5, 1);
+        table.claim(&stale);
+        assert_eq!(
+            table.adopt_main(Pid::from_raw(500), owner("app", 2), ReapSeq(5)),
+            Adoption::Adopted
+        );
+    }
+
+    #[test]
+    fn only_the_last_reaps_that_matched_nothing_are_kept() {
+        let mut table = ProcessTable::new();
+        for i in 0..=UNCLAIMED_KEPT as i32 {
+            table.claim(&reaped(1000 + i, 1000 + i, i as u64 + 1, 0));
+        }
+        let owner = owner("x", 1);
+        let first = table.adopt_main(Pid::from_raw(1000), owner.clone(), ReapSeq::default());
+        assert_eq!(first, Adoption::Adopted, "the oldest was dropped");
+        let last = Pid::from_raw(1000 + UNCLAIMED_KEPT as i32);
+        assert!(matches!(
+            table.adopt_main(last, owner, ReapSeq::default()),
+            Adoption::Exited(_)
+        ));
+    }
+
+    #[test]
+    fn senders_are_groups_and_service_processes_but_not_helpers() {
+        let mut table = ProcessTable::new();
+        table.insert(Pid::from_raw(10), process("a", Role::Main(RunId(1)), 0));
+        table.add_group(Pid::from_raw(10), owner("a", 1));
+        table.add_group(Pid::from_raw(11), owner("a", 1));
+        table.insert(Pid::from_raw(12), process("a", hook("exited"), 0));
+        let probe = Role::Probe(RunId(1), ExecDeadline::NotReached);
+        table.insert(Pid::from_raw(13), process("a", probe, 0));
+        let mut senders: Vec<i32> = table.senders().map(Pid::as_raw).collect();
+        senders.sort_unstable();
+        assert_eq!(senders, [10, 11]);
+        assert_eq!(table.hooks().count(), 1);
+    }
+}
