@@ -14,6 +14,7 @@ use serde_spanned::Spanned;
 
 mod hooks;
 pub mod host;
+mod instances;
 mod ports;
 
 use super::diagnostic::{Problem, closest};
@@ -83,6 +84,8 @@ pub fn validate(
             }
         }
     }
+    let counts = instances::counts(&raw.services, v.problems);
+    let services = instances::expand(services, &counts);
     Plan { daemon, services }
 }
 
@@ -228,6 +231,10 @@ impl Validator<'_> {
     }
 
     fn service_name(&mut self, raw: &Spanned<String>) -> Option<ServiceName> {
+        if raw.get_ref().contains('@') {
+            self.push(instances::at_in_key(raw));
+            return None;
+        }
         match ServiceName::new(raw.get_ref().clone()) {
             // The CLI reads `all` as every service (`holdfast restart all`).
             Ok(name) if name.as_str() == ServiceName::ALL => {
@@ -262,7 +269,7 @@ impl Validator<'_> {
 
     /// A group name follows the rules of service names: the CLI reads it after `@`.
     fn service_group(&mut self, svc: &str, raw: &Spanned<String>) -> Option<String> {
-        if ServiceName::new(raw.get_ref().clone()).is_ok() {
+        if ServiceName::is_plain(raw.get_ref()) {
             return Some(raw.get_ref().clone());
         }
         self.push(
@@ -387,6 +394,8 @@ impl Validator<'_> {
             kind: readiness.kind,
             health,
             exit_codes,
+            // Filled in per copy by `instances::expand`.
+            instance: None,
         })
     }
 
