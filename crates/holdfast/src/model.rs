@@ -169,12 +169,12 @@ impl From<ServiceName> for String {
 pub struct InvalidName(pub String);
 
 /// Which copy of a service a spec runs (`instances = N` in the config): instance `index`
-/// of `count`, all sharing the config table `base`.
+/// (0..N-1) of the config table `base`. N itself is not kept, so a reload that changes
+/// it adds or removes instances without touching the others' specs (and runs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
     pub base: ServiceName,
     pub index: u32,
-    pub count: u32,
 }
 
 /// One service, fully resolved.

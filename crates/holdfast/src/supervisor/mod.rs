@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod recipe;
 pub mod record;
 pub mod reload;
+pub mod rolling;
 pub mod runtime;
 pub mod service;
 mod startup;

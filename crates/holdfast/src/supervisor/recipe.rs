@@ -341,11 +341,7 @@ mod tests {
         spec.name = base.instance(2);
         spec.env
             .insert("HOLDFAST_INSTANCE".to_owned(), "fake".to_owned());
-        spec.instance = Some(crate::model::Instance {
-            base,
-            index: 2,
-            count: 3,
-        });
+        spec.instance = Some(crate::model::Instance { base, index: 2 });
         let recipe = Recipe::new(&inherited(&[]), &spec, "0123", None);
         let env: HashMap<&str, &str> = recipe
             .env

@@ -22,6 +22,8 @@ use super::service::{
     Cause, Escalation, FailReason, KILL_WAIT, KillScope, RunId, Service, SpawnFailure, State,
 };
 use super::startup;
+
+mod instances;
 use crate::cgroup::{self, CgroupError, Cgroups, ServiceCgroup};
 use crate::config;
 use crate::control::protocol::{
@@ -138,6 +140,8 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         service_cgroups: HashMap::new(),
         lingering: HashMap::new(),
         nofile,
+        rolls: super::rolling::Rolls::default(),
+        roll_steps: Vec::new(),
     };
     let mut done = shell.apply(Input::Boot);
     while !done {
@@ -303,6 +307,9 @@ struct Shell {
     lingering: HashMap<ServiceName, RunId>,
     /// holdfast's own RLIMIT_NOFILE before raising it, restored in children.
     nofile: Option<limits::NofileBaseline>,
+    /// Rolling restarts of services with instances, and their steps due.
+    rolls: super::rolling::Rolls,
+    roll_steps: Vec<super::rolling::Step>,
 }
 
 /// What a start-up watcher waits for.
@@ -421,7 +428,7 @@ impl Shell {
         }
         self.drop_stale_watchers();
         self.report_upstream();
-        exit
+        exit | self.roll_on()
     }
 
     /// `pid` is now the main process of `run`. Returns its exit if it was already reaped:
@@ -1191,6 +1198,10 @@ impl Shell {
     /// shutdown is complete.
     fn on_control(&mut self, msg: ControlMsg) -> bool {
         let now = Instant::now();
+        if let Some((reply, done)) = self.for_instances(&msg.request, now) {
+            let _ = msg.reply.send(reply);
+            return done;
+        }
         let (reply, done) = match msg.request {
             Request::Status => (Ok(Reply::Status(self.status(now))), false),
             Request::Start { name } => self.start(&name, now),
@@ -1280,6 +1291,7 @@ impl Shell {
     }
 
     fn publish(&mut self, event: &Event) {
+        self.roll_event(event);
         if let (Some(service), EventKind::Stopped | EventKind::GaveUp { .. }) =
             (&event.service, &event.kind)
         {

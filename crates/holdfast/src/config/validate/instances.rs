@@ -171,7 +171,6 @@ fn instance_of(spec: &ServiceSpec, index: u32, count: u32) -> ServiceSpec {
         instance: Some(Instance {
             base: spec.name.clone(),
             index,
-            count,
         }),
         ..spec.clone()
     }
@@ -251,7 +250,6 @@ mod tests {
             Some(Instance {
                 base: name("web"),
                 index: 1,
-                count: 3
             })
         );
         assert_eq!(
@@ -265,7 +263,7 @@ mod tests {
         let p = plan("[service.web]\ncommand = [\"/bin/web\", \"{instance}\"]\ninstances = 1\n");
         let web = &p.services[&name("web")];
         assert_eq!(web.command, ["/bin/web", "0"]);
-        assert_eq!(web.instance.as_ref().map(|i| i.count), Some(1));
+        assert_eq!(web.instance.as_ref().map(|i| i.index), Some(0));
     }
 
     #[test]
