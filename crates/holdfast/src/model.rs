@@ -110,6 +110,12 @@ impl ServiceName {
         split_instance(&self.0).map_or(&self.0, |(base, _)| base)
     }
 
+    /// Whether the target `target` names this service: it is this name, or the base name
+    /// of this instance (`web` names `web@1`).
+    pub fn named_by(&self, target: &ServiceName) -> bool {
+        self == target || (self.instance_index().is_some() && self.base() == target.as_str())
+    }
+
     /// The instance number of `web@1`; `None` for a plain name.
     pub fn instance_index(&self) -> Option<u32> {
         split_instance(&self.0).map(|(_, index)| index)
@@ -658,6 +664,9 @@ mod tests {
         assert_eq!(ServiceName::new("web@1").unwrap(), second);
         assert_eq!(web.base(), "web");
         assert_eq!(web.instance_index(), None);
+        assert!(second.named_by(&web) && second.named_by(&second) && web.named_by(&web));
+        assert!(!web.named_by(&second));
+        assert!(!ServiceName::new("webx@1").unwrap().named_by(&web));
         for bad in ["web@", "web@01", "web@-1", "web@x", "@1", "web@1@2", "a@b"] {
             assert!(ServiceName::new(bad).is_err(), "{bad} is not a name");
         }

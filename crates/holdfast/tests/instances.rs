@@ -93,6 +93,26 @@ fn three_instances_each_serve_their_own_port_and_know_their_number() {
         all.contains("\"web@0\"") && all.contains("\"web@2\""),
         "{all}"
     );
+
+    let of_web = support::event_records(&daemon.cli_ok(&["events", "--json", "web"]));
+    let named: std::collections::BTreeSet<&str> = of_web
+        .iter()
+        .filter_map(|e| e.service.as_ref().map(|s| s.as_str()))
+        .collect();
+    assert_eq!(
+        named.into_iter().collect::<Vec<_>>(),
+        ["web@0", "web@1", "web@2"]
+    );
+    let of_one = support::event_records(&daemon.cli_ok(&["events", "--json", "web@1"]));
+    assert!(
+        of_one
+            .iter()
+            .all(|e| e.service.as_ref().is_some_and(|s| s.as_str() == "web@1"))
+    );
+    let logs = stdout(&daemon.cli_ok(&["logs", "-n", "1000", "web"]));
+    for i in 0..3 {
+        assert!(logs.contains(&format!("SHARD=shard-{i}")), "{logs}");
+    }
 }
 
 #[test]

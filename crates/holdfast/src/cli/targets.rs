@@ -96,11 +96,14 @@ fn one(services: &[ServiceStatus], arg: &str) -> Result<Vec<ServiceName>, Contro
     if let Some(s) = services.iter().find(|s| s.name.as_str() == arg) {
         return Ok(vec![s.name.clone()]);
     }
-    let instances: Vec<ServiceName> = services
-        .iter()
-        .filter(|s| s.name.instance_index().is_some() && s.name.base() == arg)
-        .map(|s| s.name.clone())
-        .collect();
+    let instances: Vec<ServiceName> = match ServiceName::new(arg) {
+        Ok(target) => services
+            .iter()
+            .filter(|s| s.name.named_by(&target))
+            .map(|s| s.name.clone())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     if !instances.is_empty() {
         return Ok(instances);
     }

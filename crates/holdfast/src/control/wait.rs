@@ -376,7 +376,7 @@ fn per_instance(pending: Vec<Watch>, status: &Status) -> Vec<Watch> {
         let instances: Vec<Watch> = status
             .services
             .iter()
-            .filter(|s| s.name.instance_index().is_some() && s.name.base() == watch.name.as_str())
+            .filter(|s| s.name.named_by(&watch.name))
             .map(|s| Watch::new(s.name.clone(), watch.goal))
             .collect();
         if instances.is_empty() {

@@ -1335,7 +1335,8 @@ impl Shell {
     ) -> Result<Reply, ControlError> {
         let events = self.bus.recent(service.as_ref(), since);
         if let Some(name) = service {
-            if events.is_empty() && self.sup.service(&name).is_none() {
+            let instances = super::rolling::instances_named(self.sup.plan(), &name);
+            if events.is_empty() && instances.is_empty() {
                 return Err(ControlError {
                     kind: ErrorKind::UnknownService,
                     message: format!("no service named \"{name}\""),
