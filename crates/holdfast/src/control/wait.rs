@@ -600,4 +600,40 @@ mod tests {
         assert!(!waitable(&Request::Status));
         assert!(!waitable(&Request::Shutdown));
     }
+
+    #[test]
+    fn a_request_naming_a_service_with_instances_waits_for_each_instance() {
+        let services = ["api", "web@0", "web@1"]
+            .iter()
+            .map(|n| ServiceStatus::sample(n, "running"))
+            .collect();
+        let status = Status {
+            daemon: crate::control::protocol::DaemonStatus {
+                pid: 1,
+                version: "0.1.0".to_owned(),
+                config: "/etc/holdfast.toml".to_owned(),
+                uptime_ms: 0,
+                shutting_down: false,
+            },
+            services,
+        };
+        let requested = vec![
+            Watch::new(name("web"), Goal::Restart),
+            Watch::new(name("api"), Goal::Start),
+            Watch::new(name("gone"), Goal::Stop),
+        ];
+        let watched: Vec<(String, Goal)> = per_instance(requested, &status)
+            .into_iter()
+            .map(|w| (w.name.as_str().to_owned(), w.goal))
+            .collect();
+        assert_eq!(
+            watched,
+            [
+                ("web@0".to_owned(), Goal::Restart),
+                ("web@1".to_owned(), Goal::Restart),
+                ("api".to_owned(), Goal::Start),
+                ("gone".to_owned(), Goal::Stop),
+            ]
+        );
+    }
 }
