@@ -8,13 +8,14 @@ use std::net::{TcpListener, TcpStream};
 use holdfast::control::protocol::EventRecord;
 use support::{Daemon, describe, holdfast, is_alive, run, stderr, stdout};
 
-/// A port `p` with `p`, `p + 1` and `p + 2` free on 127.0.0.1 (bound and released
-/// here; another process taking one before the demo app binds it is unlikely).
-fn three_free_ports() -> u16 {
+/// A port `p` with `p` .. `p + 3` free on 127.0.0.1 (bound and released here; another
+/// process taking one before the demo app binds it is unlikely): three instances, and a
+/// fourth added by a reload.
+fn four_free_ports() -> u16 {
     loop {
         let first = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
         let base = first.local_addr().expect("local address").port();
-        let Some(last) = base.checked_add(2) else {
+        let Some(last) = base.checked_add(3) else {
             continue;
         };
         let rest: Vec<_> = (base + 1..=last)
@@ -28,7 +29,7 @@ fn three_free_ports() -> u16 {
 
 /// Three demo apps on `base`, `base + 1`, `base + 2`, each running once it says READY=1.
 fn three_webs() -> (Daemon, u16) {
-    let base = three_free_ports();
+    let base = four_free_ports();
     let daemon = Daemon::start(&format!(
         r#"
 [service.web]
