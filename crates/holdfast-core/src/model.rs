@@ -75,22 +75,71 @@ impl ServiceName {
     /// have this name.
     pub const ALL: &'static str = "all";
 
+    /// A name as the config writes it, or one instance of it (`web@1`, see
+    /// [`ServiceName::instance`]): names come back over the wire and from the command
+    /// line in both forms. The config itself rejects `@` in its keys.
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
         let name = name.into();
-        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-        if name.is_empty()
-            || name.len() > Self::MAX_LEN
-            || name.starts_with(['.', '-'])
-            || !name.chars().all(valid_char)
-        {
+        let base = match split_instance(&name) {
+            Some((base, _)) => base,
+            None => &name,
+        };
+        if !Self::is_plain(base) || name.len() > Self::MAX_LEN + INSTANCE_SUFFIX_MAX {
             return Err(InvalidName(name));
         }
         Ok(Self(name))
     }
 
+    /// Whether `name` is valid as a config key: 1-64 of `[A-Za-z0-9_.-]`, not starting
+    /// with `.` or `-` (no `@`: that marks an instance).
+    pub fn is_plain(name: &str) -> bool {
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+        !name.is_empty()
+            && name.len() <= Self::MAX_LEN
+            && !name.starts_with(['.', '-'])
+            && name.chars().all(valid_char)
+    }
+
+    /// The name of instance `index` of the service `self` (`web` -> `web@1`).
+    pub fn instance(&self, index: u32) -> ServiceName {
+        Self(format!("{}@{index}", self.base()))
+    }
+
+    /// The service this name is an instance of (`web@1` -> `web`), or the name itself.
+    pub fn base(&self) -> &str {
+        split_instance(&self.0).map_or(&self.0, |(base, _)| base)
+    }
+
+    /// Whether the target `target` names this service: it is this name, or the base name
+    /// of this instance (`web` names `web@1`).
+    pub fn named_by(&self, target: &ServiceName) -> bool {
+        self == target || (self.instance_index().is_some() && self.base() == target.as_str())
+    }
+
+    /// The instance number of `web@1`; `None` for a plain name.
+    pub fn instance_index(&self) -> Option<u32> {
+        split_instance(&self.0).map(|(_, index)| index)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Longest `@N` suffix: `@` and the digits of a `u32`.
+const INSTANCE_SUFFIX_MAX: usize = 11;
+
+/// `web@12` -> (`web`, 12). Only the canonical form counts (no sign, no leading zero),
+/// so every instance has exactly one name.
+fn split_instance(name: &str) -> Option<(&str, u32)> {
+    let (base, digits) = name.rsplit_once('@')?;
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    Some((base, digits.parse().ok()?))
 }
 
 impl fmt::Display for ServiceName {
@@ -124,6 +173,15 @@ impl From<ServiceName> for String {
     "invalid service name {0:?}: use 1-64 characters from A-Z a-z 0-9 _ . - (not starting with . or -)"
 )]
 pub struct InvalidName(pub String);
+
+/// Which copy of a service a spec runs (`instances = N` in the config): instance `index`
+/// (0..N-1) of the config table `base`. N itself is not kept, so a reload that changes
+/// it adds or removes instances without touching the others' specs (and runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub base: ServiceName,
+    pub index: u32,
+}
 
 /// One service, fully resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -181,6 +239,9 @@ pub struct ServiceSpec {
     /// `[service.X.exit_codes]`: what an exit with a given code or signal does instead of
     /// the restart policy. Unmapped exits follow the policy.
     pub exit_codes: BTreeMap<ExitKey, ExitAction>,
+    /// `Some` for each copy of a service with `instances = N` (N > 1), whose `name` is
+    /// then `base@index`; `None` for a service that runs once under its own name.
+    pub instance: Option<Instance>,
 }
 
 /// How a service signals that it is ready (systemd `Type=`, s6 `notification-fd`).
@@ -371,6 +432,7 @@ impl ServiceSpec {
             kind: ServiceKind::Simple,
             health: None,
             exit_codes: BTreeMap::new(),
+            instance: None,
         }
     }
 }
@@ -625,4 +687,35 @@ pub enum ExitAction {
     Quarantine,
     /// Treat the exit as a success.
     Ignore,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_name_is_its_base_an_at_sign_and_a_canonical_number() {
+        let web = ServiceName::new("web").unwrap();
+        let second = web.instance(1);
+        assert_eq!(second.as_str(), "web@1");
+        assert_eq!(second.base(), "web");
+        assert_eq!(second.instance_index(), Some(1));
+        assert_eq!(ServiceName::new("web@1").unwrap(), second);
+        assert_eq!(web.base(), "web");
+        assert_eq!(web.instance_index(), None);
+        assert!(second.named_by(&web) && second.named_by(&second) && web.named_by(&web));
+        assert!(!web.named_by(&second));
+        assert!(!ServiceName::new("webx@1").unwrap().named_by(&web));
+        for bad in ["web@", "web@01", "web@-1", "web@x", "@1", "web@1@2", "a@b"] {
+            assert!(ServiceName::new(bad).is_err(), "{bad} is not a name");
+        }
+    }
+
+    #[test]
+    fn a_plain_name_has_no_at_sign() {
+        assert!(ServiceName::is_plain("web-1.x_y"));
+        assert!(!ServiceName::is_plain("web@1"));
+        assert!(!ServiceName::is_plain(""));
+        assert!(!ServiceName::is_plain("-web"));
+    }
 }

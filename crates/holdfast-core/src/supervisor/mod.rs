@@ -7,6 +7,7 @@ pub mod answer;
 pub mod core;
 pub mod event;
 pub mod reload;
+pub mod rolling;
 pub mod service;
 
 #[cfg(any(test, feature = "testkit"))]

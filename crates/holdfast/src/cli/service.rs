@@ -81,7 +81,7 @@ pub fn run(
     args: &[String],
     wait: &WaitArgs,
 ) -> miette::Result<ExitCode> {
-    let names = match targets::expand(socket, args) {
+    let names = match targets::expand(socket, args, targets::Grain::Service) {
         Ok(names) => names,
         Err(e) => return Ok(report(e)),
     };

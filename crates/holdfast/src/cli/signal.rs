@@ -24,7 +24,7 @@ pub fn signal(
             })));
         }
     };
-    let names = match super::targets::expand(socket, targets) {
+    let names = match super::targets::expand(socket, targets, super::targets::Grain::Instance) {
         Ok(names) => names,
         Err(e) => return Ok(report(e)),
     };
@@ -48,7 +48,7 @@ pub fn reset_failed(socket: &Path, targets: &[String]) -> miette::Result<ExitCod
     let names = if targets.is_empty() {
         Vec::new()
     } else {
-        match super::targets::expand(socket, targets) {
+        match super::targets::expand(socket, targets, super::targets::Grain::Instance) {
             Ok(names) => names,
             Err(e) => return Ok(report(e)),
         }

@@ -19,7 +19,7 @@ pub fn run(socket: &Path, json: bool, names: &[String]) -> miette::Result<ExitCo
         Err(e) => return Ok(super::service::report(e)),
     };
     if !names.is_empty() {
-        let wanted = match super::targets::expand(socket, names) {
+        let wanted = match super::targets::expand(socket, names, super::targets::Grain::Instance) {
             Ok(wanted) => wanted,
             Err(e) => return Ok(super::service::report(e)),
         };

@@ -1,6 +1,11 @@
 //! What a verb acts on: service names, `all`, and `@group` (a `service_group` label),
 //! resolved against the running daemon's services.
 //!
+//! A service with `instances = N` runs as `web@0` .. `web@{N-1}`: `web@1` names one
+//! instance, `web` all of them. Verbs whose daemon side knows instances (`start`,
+//! `stop`, `restart`: a restart of `web` is rolling) get `web` as one target
+//! ([`Grain::Service`]); the others get each instance ([`Grain::Instance`]).
+//!
 //! Resolution happens before anything is sent: one unknown name or group is an error
 //! and no service is touched (a typo never half-applies a `stop`).
 
@@ -14,9 +19,22 @@ use crate::model::ServiceName;
 /// The target that means every service.
 pub const ALL: &str = ServiceName::ALL;
 
+/// How a service that runs as instances comes out of the expansion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grain {
+    /// `web` (or `all`, `@group`) stays the one name `web`; `web@1` stays itself.
+    Service,
+    /// `web` becomes `web@0`, `web@1`, ...
+    Instance,
+}
+
 /// Expands `args` (names, `all`, `@group`) into service names, in the order given,
 /// each once. Asks the daemon for its services (and their groups).
-pub fn expand(socket: &Path, args: &[String]) -> Result<Vec<ServiceName>, ClientError> {
+pub fn expand(
+    socket: &Path,
+    args: &[String],
+    grain: Grain,
+) -> Result<Vec<ServiceName>, ClientError> {
     let services = match client::call(socket, Request::Status)? {
         Reply::Status(status) => status.services,
         other => {
@@ -25,17 +43,24 @@ pub fn expand(socket: &Path, args: &[String]) -> Result<Vec<ServiceName>, Client
             )));
         }
     };
-    resolve(&services, args).map_err(ClientError::Daemon)
+    resolve(&services, args, grain).map_err(ClientError::Daemon)
 }
 
 /// [`expand`] without the daemon: `services` is its status.
 pub fn resolve(
     services: &[ServiceStatus],
     args: &[String],
+    grain: Grain,
 ) -> Result<Vec<ServiceName>, ControlError> {
     let mut names: Vec<ServiceName> = Vec::new();
     for arg in args {
-        for name in one(services, arg)? {
+        let found = one(services, arg)?;
+        // An instance named on its own stays itself.
+        let collapse = grain == Grain::Service && !found.iter().any(|n| n.as_str() == arg);
+        for mut name in found {
+            if collapse && name.instance_index().is_some() {
+                name = ServiceName::new(name.base()).expect("the base of a valid name is valid");
+            }
             if !names.contains(&name) {
                 names.push(name);
             }
@@ -70,6 +95,17 @@ fn one(services: &[ServiceStatus], arg: &str) -> Result<Vec<ServiceName>, Contro
     }
     if let Some(s) = services.iter().find(|s| s.name.as_str() == arg) {
         return Ok(vec![s.name.clone()]);
+    }
+    let instances: Vec<ServiceName> = match ServiceName::new(arg) {
+        Ok(target) => services
+            .iter()
+            .filter(|s| s.name.named_by(&target))
+            .map(|s| s.name.clone())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if !instances.is_empty() {
+        return Ok(instances);
     }
     let hint = closest(arg, services.iter().map(|s| s.name.as_str()))
         .map(|best| format!("; did you mean \"{best}\"?"))
@@ -109,7 +145,7 @@ mod tests {
     }
 
     fn resolved(list: &[&str]) -> Vec<String> {
-        resolve(&services(), &args(list))
+        resolve(&services(), &args(list), Grain::Instance)
             .expect("resolves")
             .iter()
             .map(|n| n.as_str().to_owned())
@@ -117,7 +153,7 @@ mod tests {
     }
 
     fn error(list: &[&str]) -> String {
-        resolve(&services(), &args(list))
+        resolve(&services(), &args(list), Grain::Instance)
             .expect_err("does not resolve")
             .message
     }
@@ -147,5 +183,48 @@ mod tests {
             error(&["@storage"]),
             "no group named \"storage\"; groups: backend, frontend"
         );
+    }
+}
+
+#[cfg(test)]
+mod instance_tests {
+    use super::*;
+
+    fn services() -> Vec<ServiceStatus> {
+        let mut list: Vec<ServiceStatus> = ["db", "web@0", "web@1", "web@2"]
+            .iter()
+            .map(|n| ServiceStatus::sample(n, "running"))
+            .collect();
+        list[1].group = Some("front".to_owned());
+        list[2].group = Some("front".to_owned());
+        list[3].group = Some("front".to_owned());
+        list
+    }
+
+    fn resolved(list: &[&str], grain: Grain) -> Vec<String> {
+        let args: Vec<String> = list.iter().map(|s| (*s).to_owned()).collect();
+        resolve(&services(), &args, grain)
+            .expect("resolves")
+            .iter()
+            .map(|n| n.as_str().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_base_name_means_every_instance_and_an_instance_name_one() {
+        assert_eq!(
+            resolved(&["web"], Grain::Instance),
+            ["web@0", "web@1", "web@2"]
+        );
+        assert_eq!(resolved(&["web@1"], Grain::Instance), ["web@1"]);
+        assert_eq!(resolved(&["all"], Grain::Instance).len(), 4);
+    }
+
+    #[test]
+    fn verbs_the_daemon_rolls_get_the_base_name_once() {
+        assert_eq!(resolved(&["web"], Grain::Service), ["web"]);
+        assert_eq!(resolved(&["web@1"], Grain::Service), ["web@1"]);
+        assert_eq!(resolved(&["all"], Grain::Service), ["db", "web"]);
+        assert_eq!(resolved(&["@front", "db"], Grain::Service), ["web", "db"]);
     }
 }

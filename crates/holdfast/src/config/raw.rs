@@ -100,6 +100,8 @@ pub struct RawService {
     pub health: Option<Spanned<RawHealth>>,
     pub exit_codes: Option<BTreeMap<Spanned<String>, Spanned<RawExitAction>>>,
     pub inherit_env: Option<bool>,
+    /// How many copies run (`base@0` ..); judged by `validate::instances`.
+    pub instances: Option<Spanned<i64>>,
 }
 
 /// `ready` as written: a mode name (`"notify"`) or a table naming the mode with its

@@ -235,17 +235,19 @@ async fn log_files(
     let all: Vec<_> = all.collect();
     let mut chosen: Vec<(ServiceName, PathBuf)> = Vec::new();
     for name in services {
-        if chosen.iter().any(|(n, _)| n == name) {
-            continue;
-        }
-        let found = all
-            .iter()
-            .find(|(n, _)| n == name)
-            .ok_or_else(|| ControlError {
+        // A base name brings in each of its instances' files.
+        let found: Vec<_> = all.iter().filter(|(n, _)| n.named_by(name)).collect();
+        if found.is_empty() {
+            return Err(ControlError {
                 kind: ErrorKind::UnknownService,
                 message: format!("no service named \"{name}\""),
-            })?;
-        chosen.push(found.clone());
+            });
+        }
+        for file in found {
+            if !chosen.iter().any(|(n, _)| *n == file.0) {
+                chosen.push(file.clone());
+            }
+        }
     }
     Ok(chosen)
 }

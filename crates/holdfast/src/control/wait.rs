@@ -258,18 +258,22 @@ pub(super) async fn run(
     }
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let mut replies = Vec::new();
-    let mut pending = Vec::new();
+    let mut requested: Vec<Watch> = Vec::new();
     for request in requests {
         let reply = match dispatch(request.clone(), peer, tx).await {
             Ok(reply) => reply,
             Err(e) => return Some(Err(e)),
         };
         match watches(&request, &reply) {
-            Ok(w) => pending.extend(w),
+            Ok(w) => requested.extend(w),
             Err(e) => return Some(Err(e)),
         }
         replies.push(reply);
     }
+    let mut pending = match status(peer, tx).await {
+        Ok(status) => per_instance(requested, &status),
+        Err(e) => return Some(Err(e)),
+    };
     // Outcomes are reported in the order the requests named the services.
     let order: Vec<ServiceName> = pending.iter().map(|w| w.name.clone()).collect();
     let mut outcomes: Vec<Outcome> = Vec::new();
@@ -358,6 +362,30 @@ async fn status(peer: Peer, tx: &mpsc::Sender<ControlMsg>) -> Result<Status, Con
             message: format!("unexpected answer to status: {other:?}"),
         }),
     }
+}
+
+/// A request naming a service that runs as instances (`restart web`) is waited for on
+/// each instance (`web@0`, ...), each with the request's goal.
+fn per_instance(pending: Vec<Watch>, status: &Status) -> Vec<Watch> {
+    let mut watches = Vec::new();
+    for watch in pending {
+        if find(status, &watch.name).is_some() {
+            watches.push(watch);
+            continue;
+        }
+        let instances: Vec<Watch> = status
+            .services
+            .iter()
+            .filter(|s| s.name.named_by(&watch.name))
+            .map(|s| Watch::new(s.name.clone(), watch.goal))
+            .collect();
+        if instances.is_empty() {
+            watches.push(watch);
+        } else {
+            watches.extend(instances);
+        }
+    }
+    watches
 }
 
 fn find<'a>(status: &'a Status, name: &ServiceName) -> Option<&'a ServiceStatus> {
@@ -571,5 +599,41 @@ mod tests {
         assert!(!waitable(&Request::Reload { dry_run: true }));
         assert!(!waitable(&Request::Status));
         assert!(!waitable(&Request::Shutdown));
+    }
+
+    #[test]
+    fn a_request_naming_a_service_with_instances_waits_for_each_instance() {
+        let services = ["api", "web@0", "web@1"]
+            .iter()
+            .map(|n| ServiceStatus::sample(n, "running"))
+            .collect();
+        let status = Status {
+            daemon: crate::control::protocol::DaemonStatus {
+                pid: 1,
+                version: "0.1.0".to_owned(),
+                config: "/etc/holdfast.toml".to_owned(),
+                uptime_ms: 0,
+                shutting_down: false,
+            },
+            services,
+        };
+        let requested = vec![
+            Watch::new(name("web"), Goal::Restart),
+            Watch::new(name("api"), Goal::Start),
+            Watch::new(name("gone"), Goal::Stop),
+        ];
+        let watched: Vec<(String, Goal)> = per_instance(requested, &status)
+            .into_iter()
+            .map(|w| (w.name.as_str().to_owned(), w.goal))
+            .collect();
+        assert_eq!(
+            watched,
+            [
+                ("web@0".to_owned(), Goal::Restart),
+                ("web@1".to_owned(), Goal::Restart),
+                ("api".to_owned(), Goal::Start),
+                ("gone".to_owned(), Goal::Stop),
+            ]
+        );
     }
 }

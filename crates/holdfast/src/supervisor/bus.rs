@@ -30,10 +30,10 @@ pub fn channel() -> Sender {
     broadcast::channel(CHANNEL).0
 }
 
-/// Whether `record` passes an `events` filter: of `service` (all when `None`) and
-/// after seq `since`.
+/// Whether `record` passes an `events` filter: of `service` (all when `None`; a
+/// service's base name takes in its instances) and after seq `since`.
 pub fn matches(record: &EventRecord, service: Option<&ServiceName>, since: Option<u64>) -> bool {
-    service.is_none_or(|s| record.service.as_ref() == Some(s))
+    service.is_none_or(|s| record.service.as_ref().is_some_and(|r| r.named_by(s)))
         && since.is_none_or(|since| record.seq > since)
 }
 

@@ -97,7 +97,7 @@ pub fn fire(
             };
             let process = Process {
                 service: service.clone(),
-                instance: 0,
+                instance: service.instance_index().unwrap_or(0),
                 role: Role::Hook(hook),
                 alive_at,
             };

@@ -15,6 +15,6 @@ mod startup;
 mod with_config;
 
 pub use holdfast_core::supervisor::{
-    Answer, Command, Effect, Input, SignalWhom, Supervisor, core, event, reload, service,
+    Answer, Command, Effect, Input, SignalWhom, Supervisor, core, event, reload, rolling, service,
     state_name, take_reply,
 };

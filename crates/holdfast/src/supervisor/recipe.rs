@@ -5,7 +5,8 @@
 //! The environment is clean, like systemd's: not holdfast's own environment but `PATH`
 //! (a fixed default), `LANG` (if holdfast has it), the `[holdfast] pass_env` variables,
 //! `HOME`/`USER`/`LOGNAME`/`SHELL` of the service's user, `PWD` (= `working_dir`), the
-//! configured `env`, `HOLDFAST_SERVICE` and `INVOCATION_ID`. `inherit_env = true` starts
+//! configured `env`, `HOLDFAST_SERVICE` (`web@1` for an instance), `HOLDFAST_INSTANCE`
+//! (0..N-1, only with `instances`) and `INVOCATION_ID`. `inherit_env = true` starts
 //! from holdfast's whole environment instead (never its [`PRIVATE_ENV`] variables).
 //!
 //! What differs per role is added by the caller: the main process gets `NOTIFY_SOCKET`,
@@ -91,6 +92,9 @@ impl Recipe {
             env.set(key, value);
         }
         env.set("HOLDFAST_SERVICE", spec.name.as_str());
+        if let Some(instance) = &spec.instance {
+            env.set("HOLDFAST_INSTANCE", &instance.index.to_string());
+        }
         env.set("INVOCATION_ID", invocation_id);
         Self {
             env: env.0,
@@ -441,6 +445,26 @@ mod tests {
         assert!(probe.setup.cgroup_procs.is_empty());
         assert_eq!(probe.setup.cpu_affinity, None);
         assert_eq!(probe.setup.capabilities, None);
+    }
+
+    #[test]
+    fn an_instance_learns_its_number_and_its_full_name() {
+        let base = ServiceName::new("web").expect("valid name");
+        let mut spec = spec();
+        spec.name = base.instance(2);
+        spec.env
+            .insert("HOLDFAST_INSTANCE".to_owned(), "fake".to_owned());
+        spec.instance = Some(crate::model::Instance { base, index: 2 });
+        let recipe = Recipe::new(&inherited(&[]), &spec, "0123", None);
+        let env: HashMap<&str, &str> = recipe
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(env["HOLDFAST_INSTANCE"], "2");
+        assert_eq!(env["HOLDFAST_SERVICE"], "web@2");
+        let plain = Recipe::new(&inherited(&[]), &self::spec(), "0123", None);
+        assert!(plain.env.iter().all(|(k, _)| k != "HOLDFAST_INSTANCE"));
     }
 
     #[test]

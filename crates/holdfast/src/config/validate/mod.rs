@@ -19,6 +19,7 @@ mod daemon;
 mod exit_codes;
 mod hooks;
 pub mod host;
+mod instances;
 mod log;
 mod ports;
 mod privs;
@@ -80,6 +81,8 @@ pub fn validate(
             }
         }
     }
+    let counts = instances::counts(&raw.services, v.problems);
+    let services = instances::expand(services, &counts);
     Plan { daemon, services }
 }
 

@@ -16,6 +16,10 @@ const NAME_RULE: &str = "use 1-64 characters from A-Z a-z 0-9 _ . - (not startin
 
 impl Validator<'_> {
     pub(super) fn service_name(&mut self, raw: &Spanned<String>) -> Option<ServiceName> {
+        if raw.get_ref().contains('@') {
+            self.push(super::instances::at_in_key(raw));
+            return None;
+        }
         match ServiceName::new(raw.get_ref().clone()) {
             // The CLI reads `all` as every service (`holdfast restart all`).
             Ok(name) if name.as_str() == ServiceName::ALL => {
@@ -48,7 +52,7 @@ impl Validator<'_> {
 
     /// A group name follows the rules of service names: the CLI reads it after `@`.
     fn service_group(&mut self, svc: &str, raw: &Spanned<String>) -> Option<String> {
-        if ServiceName::new(raw.get_ref().clone()).is_ok() {
+        if ServiceName::is_plain(raw.get_ref()) {
             return Some(raw.get_ref().clone());
         }
         self.push(
@@ -128,6 +132,8 @@ impl Validator<'_> {
             kind: readiness.kind,
             health,
             exit_codes,
+            // Filled in per copy by `instances::expand`.
+            instance: None,
         })
     }
 }

@@ -117,6 +117,10 @@ impl Shell {
     pub(super) fn on_control(&mut self, msg: ControlMsg) -> bool {
         let now = Instant::now();
         let reply = msg.reply;
+        if let Some((answer, done)) = self.for_instances(&msg.request, now) {
+            let _ = reply.send(answer);
+            return done;
+        }
         if let Some((name, by)) = self.release_asked(&msg.request) {
             self.release(name, by, reply);
             return false;
@@ -174,7 +178,12 @@ impl Shell {
         done
     }
 
-    fn command(&mut self, command: Command, name: &ServiceName, now: Instant) -> (Answer, bool) {
+    pub(super) fn command(
+        &mut self,
+        command: Command,
+        name: &ServiceName,
+        now: Instant,
+    ) -> (Answer, bool) {
         let service = name.clone();
         let (result, effects) = self.control(Input::Command { command, service }, now);
         let done = self.execute(effects);
@@ -198,7 +207,7 @@ impl Shell {
     }
 
     /// `restart`: of a service that is not running, a start.
-    fn restart(&mut self, name: &ServiceName, now: Instant) -> (Answer, bool) {
+    pub(super) fn restart(&mut self, name: &ServiceName, now: Instant) -> (Answer, bool) {
         if self.sup.service(name).is_some_and(Service::is_active) {
             self.command(Command::Restart, name, now)
         } else {

@@ -11,6 +11,7 @@ use crate::supervisor::hooks::{self, Note};
 
 impl Shell {
     pub(super) fn publish(&mut self, event: &Event) {
+        self.roll_event(event);
         if let (Some(service), EventKind::Stopped | EventKind::GaveUp { .. }) =
             (&event.service, &event.kind)
         {
@@ -60,7 +61,8 @@ impl Shell {
     ) -> Result<Reply, ControlError> {
         let events = self.bus.recent(service.as_ref(), since);
         if let Some(name) = service {
-            if events.is_empty() && self.sup.service(&name).is_none() {
+            let instances = crate::supervisor::rolling::instances_named(self.sup.plan(), &name);
+            if events.is_empty() && instances.is_empty() {
                 return Err(ControlError {
                     kind: ErrorKind::UnknownService,
                     message: format!("no service named \"{name}\""),

@@ -146,7 +146,7 @@ impl Shell {
     ) -> Option<Input> {
         let owner = Owner {
             service: service.clone(),
-            instance: 0,
+            instance: service.instance_index().unwrap_or(0),
             run,
         };
         if let Adoption::Exited(reaped) = self.table.adopt_main(pid, owner.clone(), alive_at) {

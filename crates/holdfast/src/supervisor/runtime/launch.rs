@@ -37,7 +37,7 @@ impl Shell {
         };
         let owner = super::table::Owner {
             service: service.clone(),
-            instance: 0,
+            instance: service.instance_index().unwrap_or(0),
             run,
         };
         self.table.add_group(pid, owner);
@@ -45,7 +45,7 @@ impl Shell {
             pid,
             Process {
                 service: service.clone(),
-                instance: 0,
+                instance: service.instance_index().unwrap_or(0),
                 role,
                 alive_at,
             },

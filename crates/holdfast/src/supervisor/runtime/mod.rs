@@ -13,6 +13,7 @@ mod cgroups;
 mod control;
 mod events;
 mod exits;
+mod instances;
 mod launch;
 mod notify;
 mod probes;
@@ -183,6 +184,9 @@ struct Shell {
     cgroups: Option<crate::cgroup::Cgroups>,
     /// holdfast's own RLIMIT_NOFILE before raising it, restored in children.
     nofile: Option<limits::NofileBaseline>,
+    /// Rolling restarts of services with instances, and their steps due.
+    rolls: crate::supervisor::rolling::Rolls,
+    roll_steps: Vec<crate::supervisor::rolling::Step>,
 }
 
 impl Shell {
@@ -249,6 +253,8 @@ impl Shell {
             dev_null: dev_null.into(),
             cgroups,
             nofile,
+            rolls: crate::supervisor::rolling::Rolls::default(),
+            roll_steps: Vec::new(),
         };
         let sources = Sources {
             reaped,
@@ -362,7 +368,7 @@ impl Shell {
         }
         self.drop_stale_watchers();
         self.report_upstream();
-        exit
+        exit | self.roll_on()
     }
 
     /// Carries out one effect; the inputs it produces go through the core at once and

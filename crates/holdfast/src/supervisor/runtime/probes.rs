@@ -72,8 +72,8 @@ impl Shell {
         };
         let role = Role::Probe(run, probe::ExecDeadline::NotReached);
         let process = Process {
+            instance: service.instance_index().unwrap_or(0),
             service,
-            instance: 0,
             role,
             alive_at,
         };

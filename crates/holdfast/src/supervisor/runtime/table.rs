@@ -38,7 +38,7 @@ pub const UNCLAIMED_KEPT: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Owner {
     pub service: ServiceName,
-    /// The instance of the service (0 while services run one instance).
+    /// The instance of the service (`web@1`: 1), 0 for a service without instances.
     pub instance: u32,
     pub run: RunId,
 }
