@@ -137,7 +137,7 @@ impl Rolls {
 
 #[cfg(test)]
 mod tests {
-    use nix::unistd::Pid;
+    use crate::unix::Pid;
 
     use super::*;
     use crate::model::{DaemonSettings, ExitStatus, Instance, ServiceSpec};
