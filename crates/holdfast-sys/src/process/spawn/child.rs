@@ -205,6 +205,15 @@ pub(super) const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 /// Raw system calls only: glibc's `setuid`/`setgid`/`setgroups` broadcast to all threads
 /// with a signal (SIGRTMIN+1), which this single-threaded child has reset to default.
 pub(super) fn child_setup(setup: &SetupPlan, report: RawFd) {
+    set_resources(setup, report);
+    drop_bounding_set(setup, report);
+    set_credentials(setup, report);
+    set_capabilities(setup, report);
+}
+
+/// Steps 5-7: rlimits (raising a hard limit needs root, so before the user switch), CPU
+/// affinity, OOM score, umask.
+fn set_resources(setup: &SetupPlan, report: RawFd) {
     for limit in &setup.rlimits {
         let value = libc::rlimit64 {
             rlim_cur: limit.soft,
@@ -253,6 +262,10 @@ pub(super) fn child_setup(setup: &SetupPlan, report: RawFd) {
         // SAFETY: umask is a plain system call that cannot fail.
         unsafe { libc::umask(mask) };
     }
+}
+
+/// Step 8, first part: the bounding set.
+fn drop_bounding_set(setup: &SetupPlan, report: RawFd) {
     // The bounding set can only shrink with CAP_SETPCAP in the effective set, which a
     // service user no longer has after setuid: drop first, while still root.
     if let Some(caps) = &setup.capabilities {
@@ -269,6 +282,11 @@ pub(super) fn child_setup(setup: &SetupPlan, report: RawFd) {
             }
         }
     }
+}
+
+/// Step 8: `PR_SET_KEEPCAPS` if capabilities are kept, then `setgroups` → `setresgid` →
+/// `setresuid`, in this order: each later call drops the right to make the earlier one.
+fn set_credentials(setup: &SetupPlan, report: RawFd) {
     if let Some((uid, gid, groups)) = &setup.credentials {
         if setup.capabilities.is_some() && uid.is_some() {
             // SAFETY: prctl(PR_SET_KEEPCAPS) is a plain system call on integers.
@@ -291,6 +309,11 @@ pub(super) fn child_setup(setup: &SetupPlan, report: RawFd) {
             }
         }
     }
+}
+
+/// Step 9: the kept capabilities (effective, permitted, inheritable), raised as ambient
+/// so that they survive `execve` of a non-root program.
+fn set_capabilities(setup: &SetupPlan, report: RawFd) {
     if let Some(caps) = &setup.capabilities {
         let header = CapHeader {
             version: LINUX_CAPABILITY_VERSION_3,

@@ -145,35 +145,10 @@ impl ChildPlan {
         let program_c = cstring(program.as_os_str().as_bytes(), || {
             format!("program {program:?}")
         })?;
-        let mut argv_storage = Vec::with_capacity(req.args.len() + 1);
-        argv_storage.push(cstring(req.program.as_bytes(), || {
-            format!("program {:?}", req.program)
-        })?);
-        for arg in req.args {
-            argv_storage.push(cstring(arg.as_bytes(), || format!("argument {arg:?}"))?);
-        }
+        let argv_storage = argv_strings(req)?;
 
         let passing_fds = !req.listen_fds.is_empty();
-        let mut env_storage = Vec::with_capacity(req.env.len() + 2);
-        for (key, value) in req.env {
-            if LISTEN_VARS.contains(&key.as_str()) {
-                continue;
-            }
-            let entry = format!("{key}={value}");
-            env_storage.push(cstring(entry.as_bytes(), || {
-                format!("environment variable {key:?}")
-            })?);
-        }
-        if passing_fds {
-            env_storage.push(
-                CString::new(format!("LISTEN_FDS={}", req.listen_fds.len()))
-                    .expect("a formatted number has no NUL"),
-            );
-            if !req.listen_fd_names.is_empty() {
-                let names = format!("LISTEN_FDNAMES={}", req.listen_fd_names.join(":"));
-                env_storage.push(cstring(names.as_bytes(), || "LISTEN_FDNAMES".to_owned())?);
-            }
-        }
+        let env_storage = env_strings(req)?;
 
         let mut listen_pid_slot = vec![0u8; LISTEN_PID_SLOT_LEN];
         listen_pid_slot[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
@@ -203,35 +178,7 @@ impl ChildPlan {
             None => None,
         };
 
-        let mut fd_moves = vec![
-            FdMove {
-                source: dev_null,
-                target: 0,
-            },
-            FdMove {
-                source: req.stdout.as_raw_fd(),
-                target: 1,
-            },
-            FdMove {
-                source: req.stderr.as_raw_fd(),
-                target: 2,
-            },
-        ];
-        for (i, fd) in req.listen_fds.iter().enumerate() {
-            fd_moves.push(FdMove {
-                source: fd.as_raw_fd(),
-                target: RawFd::try_from(3 + i).expect("fewer listen fds than RawFd::MAX"),
-            });
-        }
-        for (fd, target) in req.extra_fds {
-            if fd_moves.iter().any(|m| m.target == *target) || *target < 0 {
-                return Err(err(SpawnStage::Dup { target: *target }, Errno::EINVAL));
-            }
-            fd_moves.push(FdMove {
-                source: fd.as_raw_fd(),
-                target: *target,
-            });
-        }
+        let fd_moves = fd_moves(req, dev_null)?;
         let first_free_fd = fd_moves.iter().map(|m| m.target).max().unwrap_or(2) + 1;
 
         let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
@@ -258,4 +205,79 @@ impl ChildPlan {
             setup: SetupPlan::prepare(&req.setup)?,
         })
     }
+}
+
+/// `argv`: the program as given, then the arguments.
+fn argv_strings(req: &SpawnRequest<'_>) -> Result<Vec<CString>, SpawnError> {
+    let mut argv_storage = Vec::with_capacity(req.args.len() + 1);
+    argv_storage.push(cstring(req.program.as_bytes(), || {
+        format!("program {:?}", req.program)
+    })?);
+    for arg in req.args {
+        argv_storage.push(cstring(arg.as_bytes(), || format!("argument {arg:?}"))?);
+    }
+    Ok(argv_storage)
+}
+
+/// `envp` without `LISTEN_PID` (its slot is filled in by the child): the request's
+/// variables, except the `LISTEN_*` ones `spawn` owns, then `LISTEN_FDS` and
+/// `LISTEN_FDNAMES` when fds are passed.
+fn env_strings(req: &SpawnRequest<'_>) -> Result<Vec<CString>, SpawnError> {
+    let passing_fds = !req.listen_fds.is_empty();
+    let mut env_storage = Vec::with_capacity(req.env.len() + 2);
+    for (key, value) in req.env {
+        if LISTEN_VARS.contains(&key.as_str()) {
+            continue;
+        }
+        let entry = format!("{key}={value}");
+        env_storage.push(cstring(entry.as_bytes(), || {
+            format!("environment variable {key:?}")
+        })?);
+    }
+    if passing_fds {
+        env_storage.push(
+            CString::new(format!("LISTEN_FDS={}", req.listen_fds.len()))
+                .expect("a formatted number has no NUL"),
+        );
+        if !req.listen_fd_names.is_empty() {
+            let names = format!("LISTEN_FDNAMES={}", req.listen_fd_names.join(":"));
+            env_storage.push(cstring(names.as_bytes(), || "LISTEN_FDNAMES".to_owned())?);
+        }
+    }
+    Ok(env_storage)
+}
+
+/// Where each fd goes in the child: `/dev/null`, stdout, stderr at 0-2, the listen fds at
+/// 3.., then the extra fds at the targets asked for (each target once).
+fn fd_moves(req: &SpawnRequest<'_>, dev_null: RawFd) -> Result<Vec<FdMove>, SpawnError> {
+    let mut fd_moves = vec![
+        FdMove {
+            source: dev_null,
+            target: 0,
+        },
+        FdMove {
+            source: req.stdout.as_raw_fd(),
+            target: 1,
+        },
+        FdMove {
+            source: req.stderr.as_raw_fd(),
+            target: 2,
+        },
+    ];
+    for (i, fd) in req.listen_fds.iter().enumerate() {
+        fd_moves.push(FdMove {
+            source: fd.as_raw_fd(),
+            target: RawFd::try_from(3 + i).expect("fewer listen fds than RawFd::MAX"),
+        });
+    }
+    for (fd, target) in req.extra_fds {
+        if fd_moves.iter().any(|m| m.target == *target) || *target < 0 {
+            return Err(err(SpawnStage::Dup { target: *target }, Errno::EINVAL));
+        }
+        fd_moves.push(FdMove {
+            source: fd.as_raw_fd(),
+            target: *target,
+        });
+    }
+    Ok(fd_moves)
 }
