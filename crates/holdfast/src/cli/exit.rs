@@ -15,6 +15,9 @@
 //! restarted). `starting`, `waiting` and `stopping` are on their way, not there yet;
 //! `backoff`, `failed` and `quarantined` are not where anyone wants them.
 
+use crate::control::client::ClientError;
+use crate::control::protocol::{ControlError, ErrorKind};
+
 pub const SUCCESS: u8 = 0;
 pub const FAILURE: u8 = 1;
 pub const INVALID_CONFIG: u8 = 3;
@@ -24,6 +27,18 @@ pub const NOT_WANTED: u8 = 3;
 pub const NOT_FAILED: u8 = 1;
 pub const UNREACHABLE: u8 = 4;
 pub const TIMED_OUT: u8 = 5;
+
+/// The exit code for a failed call to the daemon.
+pub fn of_error(error: &ClientError) -> u8 {
+    match error {
+        ClientError::Unreachable { .. } => UNREACHABLE,
+        ClientError::Daemon(ControlError {
+            kind: ErrorKind::InvalidConfig,
+            ..
+        }) => INVALID_CONFIG,
+        ClientError::Daemon(_) | ClientError::Protocol(_) => FAILURE,
+    }
+}
 
 /// Whether a service in `state` is where it should be (see the module docs).
 pub fn is_wanted(state: &str) -> bool {

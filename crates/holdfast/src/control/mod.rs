@@ -7,3 +7,5 @@ mod logs;
 pub mod protocol;
 pub mod server;
 pub mod wait;
+
+pub use follow::{CHANNEL, EventSender, event_channel};

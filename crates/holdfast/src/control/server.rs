@@ -36,10 +36,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
 
+use super::follow::EventSender;
 use super::protocol::{
     ControlError, Envelope, ErrorKind, Reply, Request, RequestBody, ResponseBody, VERSION,
 };
-use crate::supervisor::bus;
 
 /// Longest request line accepted, newline included.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
@@ -201,7 +201,7 @@ pub fn serve_with_events(
     listener: UnixListener,
     allowed_gid: Option<u32>,
     tx: mpsc::Sender<ControlMsg>,
-    events: bus::Sender,
+    events: EventSender,
 ) -> Server {
     serve_with(listener, allowed_gid, tx, LIMITS, Some(events))
 }
@@ -437,7 +437,7 @@ fn serve_with(
     allowed_gid: Option<u32>,
     tx: mpsc::Sender<ControlMsg>,
     limits: Limits,
-    events: Option<bus::Sender>,
+    events: Option<EventSender>,
 ) -> Server {
     let own_euid = nix::unistd::geteuid().as_raw();
     let admission = Arc::new(Mutex::new(Admission::for_nofile(nofile_limit(), own_euid)));
@@ -664,7 +664,7 @@ async fn handle(
     allowed_gid: Option<u32>,
     tx: mpsc::Sender<ControlMsg>,
     limits: Limits,
-    events: Option<bus::Sender>,
+    events: Option<EventSender>,
     admission: SharedAdmission,
 ) {
     // The request line is read even from a peer that is denied, so that it receives its
@@ -875,7 +875,7 @@ mod tests {
     }
 
     /// Waits until the server's connection task has subscribed to `events`.
-    async fn subscribed(events: &bus::Sender, count: usize) {
+    async fn subscribed(events: &EventSender, count: usize) {
         let start = std::time::Instant::now();
         while events.receiver_count() < count {
             assert!(
@@ -890,7 +890,7 @@ mod tests {
     async fn a_follower_gets_the_history_then_live_events_of_its_filter() {
         let dir = TempDir::new();
         let listener = bind(&dir.socket(), None).expect("socket binds");
-        let events = bus::channel();
+        let events = crate::control::event_channel();
         let server = serve_with_events(listener, None, fake_supervisor(), events.clone());
 
         let mut all = follower(&dir.socket(), None).await;
@@ -1140,7 +1140,7 @@ mod tests {
         else {
             panic!("unknown service is reported: {err:?}");
         };
-        assert_eq!(err.exit_code(), crate::cli::exit::FAILURE);
+        assert_eq!(crate::cli::exit::of_error(&err), crate::cli::exit::FAILURE);
 
         let err = call(&socket, Request::Reload { dry_run: true }).await;
         let Err(
@@ -1152,7 +1152,10 @@ mod tests {
         else {
             panic!("invalid config is reported: {err:?}");
         };
-        assert_eq!(err.exit_code(), crate::cli::exit::INVALID_CONFIG);
+        assert_eq!(
+            crate::cli::exit::of_error(&err),
+            crate::cli::exit::INVALID_CONFIG
+        );
 
         let err = call(&socket, Request::Shutdown).await;
         assert!(
@@ -1482,7 +1485,10 @@ mod tests {
         let dir = TempDir::new();
         let err = client::call(&dir.socket(), Request::Status).expect_err("nobody listens");
         assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
-        assert_eq!(err.exit_code(), crate::cli::exit::UNREACHABLE);
+        assert_eq!(
+            crate::cli::exit::of_error(&err),
+            crate::cli::exit::UNREACHABLE
+        );
         assert!(
             err.to_string()
                 .contains(&dir.socket().display().to_string())

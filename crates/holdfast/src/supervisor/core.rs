@@ -11,12 +11,12 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use super::answer::{ControlError, ErrorKind, ReloadPlan};
 use super::event::{Event, EventKind};
 use super::reload;
 use super::service::{
     AfterStop, FailReason, KillScope, RunId, Service, SpawnFailure, StartDue, State,
 };
-use crate::control::protocol::{ControlError, ErrorKind, ReloadPlan};
 use crate::health::ProbeOutcome;
 use crate::model::{ExitStatus, Plan, ServiceName, ServiceSpec};
 use crate::notify::NotifyMsg;

@@ -4,6 +4,7 @@
 //! Invariant: the runtime task is the only owner of the `Supervisor`; every other task
 //! talks to it through channels.
 
+pub mod answer;
 pub mod bus;
 pub mod core;
 pub mod event;

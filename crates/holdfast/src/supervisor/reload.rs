@@ -1,6 +1,6 @@
 //! The difference between two plans, as applied by `reload` and shown by `--dry-run`.
 
-use crate::control::protocol::ReloadPlan;
+use super::answer::ReloadPlan;
 use crate::model::{Plan, ServiceSpec};
 
 /// Compares the running plan with a new one. Services are compared by their whole

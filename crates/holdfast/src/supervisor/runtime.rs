@@ -25,8 +25,8 @@ use super::startup;
 use crate::cgroup::{self, CgroupError, Cgroups, ServiceCgroup};
 use crate::config;
 use crate::control::protocol::{
-    ControlError, DaemonStatus, ErrorKind, ExitInfo, HealthStatus, Reply, Request, ServiceStatus,
-    Status,
+    ControlError, DaemonStatus, ErrorKind, ExitInfo, HealthStatus, ProcessInfo, Reply, Request,
+    ServiceStatus, Status,
 };
 use crate::control::server::{self, ControlMsg};
 use crate::health::probe;
@@ -1370,7 +1370,13 @@ impl Shell {
             (State::Stopping { .. }, Some(attached)) => group::members(attached.cgroup.pids()),
             (State::Stopping { pid, .. }, None) => group::group_members(*pid),
             _ => Vec::new(),
-        };
+        }
+        .into_iter()
+        .map(|member| ProcessInfo {
+            pid: member.pid.as_raw().unsigned_abs(),
+            command: member.command,
+        })
+        .collect();
         let cgroup = self
             .service_cgroups
             .get(s.name())

@@ -220,8 +220,8 @@ impl fmt::Display for Cause {
 
 impl Cause {
     /// The typed reason `status` shows for a restart this cause led to.
-    pub fn restart_reason(&self) -> crate::control::protocol::RestartReason {
-        use crate::control::protocol::RestartReason;
+    pub fn restart_reason(&self) -> super::answer::RestartReason {
+        use super::answer::RestartReason;
         let ms = |d: &Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let exit = |status: &ExitStatus, early: bool| RestartReason::Exit {
             description: status.to_string(),

@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use super::answer::{ControlError, ReloadPlan};
 use super::event::{Event, EventKind};
 use super::service::{RunId, Service, SpawnFailure, State};
 use super::{Command, Effect, Input, Supervisor, state_name};
-use crate::control::protocol::{ControlError, ReloadPlan};
 use crate::model::{
     Backoff, DaemonSettings, ExitStatus, Plan, RestartPolicy, ServiceName, ServiceSpec, StartLimit,
 };

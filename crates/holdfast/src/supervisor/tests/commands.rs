@@ -1,7 +1,7 @@
 //! Control commands against each state.
 
 use super::*;
-use crate::control::protocol::ErrorKind;
+use crate::supervisor::answer::ErrorKind;
 
 #[test]
 fn restart_of_a_running_service_stops_then_starts_with_a_new_run_id() {

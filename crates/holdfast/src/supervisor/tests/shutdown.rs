@@ -1,7 +1,7 @@
 //! Shutdown: dependents first, no restarts, commands refused, exit once.
 
 use super::*;
-use crate::control::protocol::ErrorKind;
+use crate::supervisor::answer::ErrorKind;
 use crate::supervisor::service::KILL_WAIT;
 
 fn stop_signals(n: &str) -> Vec<String> {

@@ -1,9 +1,9 @@
 //! `reset-failed` and `signal`: verbs that act on a service without starting or stopping it.
 
 use super::*;
-use crate::control::protocol::ErrorKind;
 use crate::model::{ExitAction, ExitKey};
 use crate::supervisor::SignalWhom;
+use crate::supervisor::answer::ErrorKind;
 
 /// Three restarts within 10 s at most.
 fn limited(n: &str) -> ServiceSpec {
