@@ -16,7 +16,7 @@
 //! `backoff`, `failed` and `quarantined` are not where anyone wants them.
 
 use crate::control::client::ClientError;
-use crate::control::protocol::{ControlError, ErrorKind};
+use crate::control::protocol::{ControlError, ErrorKind, ServiceState};
 
 pub const SUCCESS: u8 = 0;
 pub const FAILURE: u8 = 1;
@@ -41,39 +41,33 @@ pub fn of_error(error: &ClientError) -> u8 {
 }
 
 /// Whether a service in `state` is where it should be (see the module docs).
-pub fn is_wanted(state: &str) -> bool {
-    matches!(state, "running" | "stopped")
+pub fn is_wanted(state: ServiceState) -> bool {
+    matches!(state, ServiceState::Running | ServiceState::Stopped)
 }
 
 /// Whether `state` counts as failed for `is-failed`.
-pub fn is_failed(state: &str) -> bool {
-    matches!(state, "failed" | "quarantined")
+pub fn is_failed(state: ServiceState) -> bool {
+    matches!(state, ServiceState::Failed | ServiceState::Quarantined)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ServiceState::*;
 
     #[test]
     fn only_running_and_stopped_are_wanted_states() {
-        for state in ["running", "stopped"] {
+        for state in [Running, Stopped] {
             assert!(is_wanted(state), "{state}");
         }
-        for state in [
-            "starting",
-            "waiting",
-            "stopping",
-            "backoff",
-            "failed",
-            "quarantined",
-        ] {
+        for state in [Starting, Waiting, Stopping, Backoff, Failed, Quarantined] {
             assert!(!is_wanted(state), "{state}");
         }
     }
 
     #[test]
     fn quarantined_counts_as_failed() {
-        assert!(is_failed("failed") && is_failed("quarantined"));
-        assert!(!is_failed("backoff") && !is_failed("running"));
+        assert!(is_failed(Failed) && is_failed(Quarantined));
+        assert!(!is_failed(Backoff) && !is_failed(Running));
     }
 }

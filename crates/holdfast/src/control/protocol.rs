@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::ServiceName;
-pub use crate::supervisor::answer::{ControlError, ErrorKind, ReloadPlan, RestartReason};
+pub use crate::supervisor::answer::{
+    ControlError, ErrorKind, ReloadPlan, RestartReason, ServiceState,
+};
 
 pub const VERSION: u32 = 1;
 
@@ -161,7 +163,8 @@ pub enum Reply {
 pub struct Outcome {
     pub name: ServiceName,
     pub verdict: Verdict,
-    /// The service's state when the verdict was reached.
+    /// The service's state when the verdict was reached (a [`ServiceState`] name), or
+    /// `removed`.
     pub state: String,
     /// What happened, for people: `running (pid 42)`, `stopped`,
     /// `failed: exec "/opt/x": ENOENT: No such file or directory`, `still stopping`.
@@ -201,8 +204,7 @@ pub struct ServiceStatus {
     /// The service's `group`, if it has one (`@group` targets in the CLI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// One of: stopped, waiting, starting, running, stopping, backoff, failed.
-    pub state: String,
+    pub state: ServiceState,
     pub pid: Option<u32>,
     /// Time in the current state.
     pub since_ms: u64,
@@ -250,7 +252,10 @@ impl ServiceStatus {
         Self {
             name: ServiceName::new(name).expect("test names are valid"),
             group: None,
-            state: state.to_owned(),
+            state: serde::Deserialize::deserialize(serde::de::IntoDeserializer::<
+                serde::de::value::Error,
+            >::into_deserializer(state))
+            .expect("test states are valid"),
             pid: None,
             since_ms: 0,
             uptime_ms: None,

@@ -11,7 +11,7 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::answer::{ControlError, ErrorKind, ReloadPlan};
+use super::answer::{ControlError, ErrorKind, ReloadPlan, ServiceState};
 use super::event::{Event, EventKind};
 use super::reload;
 use super::service::{
@@ -706,19 +706,19 @@ impl Supervisor {
     }
 }
 
-/// Name of a state as shown in `status` and the API.
-pub fn state_name(state: &State) -> &'static str {
+/// A state as shown in `status` and the API.
+pub fn state_name(state: &State) -> ServiceState {
     match state {
-        State::Stopped => "stopped",
-        State::Waiting => "waiting",
-        State::Launching { .. } | State::Starting { .. } => "starting",
-        State::Running { .. } => "running",
-        State::Stopping { .. } => "stopping",
-        State::Backoff { .. } => "backoff",
+        State::Stopped => ServiceState::Stopped,
+        State::Waiting => ServiceState::Waiting,
+        State::Launching { .. } | State::Starting { .. } => ServiceState::Starting,
+        State::Running { .. } => ServiceState::Running,
+        State::Stopping { .. } => ServiceState::Stopping,
+        State::Backoff { .. } => ServiceState::Backoff,
         State::Failed {
             reason: FailReason::Quarantined(_),
-        } => "quarantined",
-        State::Failed { .. } => "failed",
+        } => ServiceState::Quarantined,
+        State::Failed { .. } => ServiceState::Failed,
     }
 }
 

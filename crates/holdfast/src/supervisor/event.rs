@@ -319,8 +319,14 @@ fn targets(scope: KillScope, pid: Pid) -> String {
 /// Every event kind's wire name, in the order of [`EventKind`]'s variants: read from
 /// its serde definition, which hands them to `deserialize_enum`.
 pub fn kinds() -> &'static [&'static str] {
-    match EventKind::deserialize(names::Names) {
-        Err(names::Found(kinds)) => kinds,
+    variant_names::<EventKind>()
+}
+
+/// The wire names of a serde enum's variants, in declaration order (empty for a type
+/// that is no enum).
+pub fn variant_names<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    match T::deserialize(names::Names) {
+        Err(names::Found(names)) => names,
         Ok(_) => &[],
     }
 }

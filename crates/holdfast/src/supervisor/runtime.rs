@@ -702,7 +702,7 @@ impl Shell {
         let mut total = 0;
         for s in self.sup.services() {
             total += 1;
-            *counts.entry(state_name(s.state())).or_default() += 1;
+            *counts.entry(state_name(s.state()).as_str()).or_default() += 1;
             if s.spec().autostart && s.is_coming_up() {
                 settled = false;
             }
@@ -1384,7 +1384,7 @@ impl Shell {
         ServiceStatus {
             name: s.name().clone(),
             group: s.spec().group.clone(),
-            state: state_name(s.state()).to_owned(),
+            state: state_name(s.state()),
             pid: s.pid().map(|p| p.as_raw() as u32),
             since_ms: millis(now.duration_since(s.since())),
             uptime_ms: s.spawned_at().map(|at| millis(now.duration_since(at))),

@@ -226,7 +226,7 @@ impl Harness {
     }
 
     fn state(&self, n: &str) -> &'static str {
-        state_name(self.service(n).state())
+        state_name(self.service(n).state()).as_str()
     }
 
     fn run(&self, n: &str) -> RunId {
@@ -422,6 +422,9 @@ fn a_tick_before_any_deadline_has_no_effects() {
 
 #[test]
 fn a_state_is_named_for_status() {
-    assert_eq!(state_name(&State::Stopped), "stopped");
-    assert_eq!(state_name(&State::Launching { run: RunId(1) }), "starting");
+    assert_eq!(state_name(&State::Stopped).as_str(), "stopped");
+    assert_eq!(
+        state_name(&State::Launching { run: RunId(1) }).as_str(),
+        "starting"
+    );
 }
