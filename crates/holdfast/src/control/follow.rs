@@ -18,8 +18,8 @@ use tokio::net::UnixStream;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 
+use super::conn::{ControlMsg, Limits, Peer, dispatch, response_line};
 use super::protocol::{ControlError, ErrorKind, EventRecord, Reply, Request};
-use super::server::{ControlMsg, Limits, Peer, dispatch, response_line};
 use crate::model::ServiceName;
 
 /// Records a follower may be behind before it is cut off as lagging.

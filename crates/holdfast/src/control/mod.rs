@@ -2,6 +2,7 @@
 //! the CLI.
 
 pub mod client;
+mod conn;
 mod follow;
 mod logs;
 pub mod protocol;

@@ -23,11 +23,11 @@ use tokio::net::UnixStream;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::sync::mpsc;
 
+use super::conn::{ControlMsg, Peer, dispatch};
 use super::protocol::{
     ControlError, ErrorKind, EventRecord, Outcome, Reply, Request, ServiceState, ServiceStatus,
     Status, Verdict,
 };
-use super::server::{ControlMsg, Peer, dispatch};
 use crate::model::ServiceName;
 
 /// An outcome's state when the service is gone (a reload removed it).
