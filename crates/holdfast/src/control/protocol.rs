@@ -320,8 +320,10 @@ pub struct ProcessInfo {
     pub command: String,
 }
 
-/// One event on the wire (`events`, `events -f`): the serialisable form of
-/// [`crate::supervisor::event::Event`], stamped by the daemon.
+/// One event on the wire (`events`, `events -f`), stamped by the daemon. `kind` and
+/// `data` are the serde form of [`crate::supervisor::event::EventKind`] (its variant's
+/// name and its fields), kept as plain JSON here: clients, scripts and hooks read them
+/// by name, and some data is a rendering that cannot be read back into the type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
     /// Increases by one per event published since the daemon started.
@@ -331,6 +333,7 @@ pub struct EventRecord {
     /// `None` for events of the daemon itself.
     pub service: Option<ServiceName>,
     /// snake_case, past tense: `spawned`, `exited`, `restart_scheduled`, `gave_up`, ...
+    /// (every name: [`crate::supervisor::event::kinds`]).
     pub kind: String,
     /// The human sentence, which says why (`pid 42 exited 3`).
     pub message: String,
