@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use holdfast_core::model::ServiceName;
 pub use holdfast_core::supervisor::answer::{
-    ControlError, ErrorKind, ProcessInfo, ReloadPlan, RestartReason,
+    ControlError, ErrorKind, ReloadPlan, RestartReason, ServiceState,
 };
 
 pub const VERSION: u32 = 1;
@@ -165,7 +165,8 @@ pub enum Reply {
 pub struct Outcome {
     pub name: ServiceName,
     pub verdict: Verdict,
-    /// The service's state when the verdict was reached.
+    /// The service's state when the verdict was reached (a [`ServiceState`] name), or
+    /// `removed`.
     pub state: String,
     /// What happened, for people: `running (pid 42)`, `stopped`,
     /// `failed: exec "/opt/x": ENOENT: No such file or directory`, `still stopping`.
@@ -205,8 +206,7 @@ pub struct ServiceStatus {
     /// The service's `group`, if it has one (`@group` targets in the CLI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// One of: stopped, waiting, starting, running, stopping, backoff, failed.
-    pub state: String,
+    pub state: ServiceState,
     pub pid: Option<u32>,
     /// Time in the current state.
     pub since_ms: u64,
@@ -254,7 +254,10 @@ impl ServiceStatus {
         Self {
             name: ServiceName::new(name).expect("test names are valid"),
             group: None,
-            state: state.to_owned(),
+            state: serde::Deserialize::deserialize(serde::de::IntoDeserializer::<
+                serde::de::value::Error,
+            >::into_deserializer(state))
+            .expect("test states are valid"),
             pid: None,
             since_ms: 0,
             uptime_ms: None,
@@ -313,8 +316,16 @@ pub struct ExitInfo {
     pub ago_ms: u64,
 }
 
-/// One event on the wire (`events`, `events -f`): the serialisable form of
-/// [`holdfast_core::supervisor::event::Event`], stamped by the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub command: String,
+}
+
+/// One event on the wire (`events`, `events -f`), stamped by the daemon. `kind` and
+/// `data` are the serde form of [`holdfast_core::supervisor::event::EventKind`] (its variant's
+/// name and its fields), kept as plain JSON here: clients, scripts and hooks read them
+/// by name, and some data is a rendering that cannot be read back into the type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
     /// Increases by one per event published since the daemon started.
@@ -324,9 +335,19 @@ pub struct EventRecord {
     /// `None` for events of the daemon itself.
     pub service: Option<ServiceName>,
     /// snake_case, past tense: `spawned`, `exited`, `restart_scheduled`, `gave_up`, ...
+    /// (every name: [`crate::supervisor::event::kinds`]).
     pub kind: String,
     /// The human sentence, which says why (`pid 42 exited 3`).
     pub message: String,
     /// The event's facts (`pid`, `run`, `exit_code`, `signal`, `delay_ms`, `attempt`...).
     pub data: BTreeMap<String, serde_json::Value>,
+}
+
+impl EventRecord {
+    /// Whether the record passes an `events` filter: of `service` (all when `None`; a
+    /// service's base name takes in its instances) and after seq `since`.
+    pub fn matches(&self, service: Option<&ServiceName>, since: Option<u64>) -> bool {
+        service.is_none_or(|s| self.service.as_ref().is_some_and(|r| r.named_by(s)))
+            && since.is_none_or(|since| self.seq > since)
+    }
 }

@@ -6,9 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use holdfast::control::protocol::ProcessInfo;
 use holdfast::os::nix_pid;
-use holdfast::process::group::{group_alive, group_members, signal_group};
+use holdfast::process::group::{Member, group_alive, group_members, signal_group};
 use holdfast::process::reap::become_subreaper;
 use holdfast::process::spawn::{SpawnRequest, spawn};
 use holdfast::unix::{Pid, Signal};
@@ -56,18 +55,17 @@ fn a_group_is_listed_signalled_and_alive_until_its_zombies_are_reaped() {
         .expect("the grandchild's pid");
     let sleeper = Pid::from_raw(line.trim().parse().expect("a pid"));
 
-    let pid = |p: Pid| p.as_raw().unsigned_abs();
     let mut expected = vec![
-        ProcessInfo {
-            pid: pid(leader),
+        Member {
+            pid: leader,
             command: format!("sh -c {script}").chars().take(120).collect(),
         },
-        ProcessInfo {
-            pid: pid(sleeper),
+        Member {
+            pid: sleeper,
             command: "sleep 60".to_owned(),
         },
     ];
-    expected.sort_by_key(|p| p.pid);
+    expected.sort_by_key(|p| p.pid.as_raw());
     // The grandchild shows up as a copy of the shell until it has exec'ed sleep.
     wait_until("both members are listed", || {
         group_members(leader) == expected

@@ -1,8 +1,11 @@
-//! What the core answers: errors of control commands, what a reload changes, why a run
-//! was restarted. These go on the wire as they are (`holdfast-proto` re-exports them).
+//! What the core answers with: the errors of a command, a reload's plan, a restart's
+//! reason. They travel to the control client unchanged, so they are serde types; they
+//! live beside the core (not in `control::protocol`, which re-exports them) so that the
+//! core depends on nothing of the wire layer.
 
 use serde::{Deserialize, Serialize};
 
+use super::event::variant_names;
 use crate::model::ServiceName;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -89,12 +92,6 @@ impl std::fmt::Display for RestartReason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessInfo {
-    pub pid: u32,
-    pub command: String,
-}
-
 /// What a reload changes (or would change, with `dry_run`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ReloadPlan {
@@ -136,5 +133,60 @@ impl ReloadPlan {
             ));
         }
         parts.join("; ")
+    }
+}
+
+/// A service's state as `status` and the API show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    Stopped,
+    Waiting,
+    Starting,
+    Running,
+    Stopping,
+    Backoff,
+    Failed,
+    /// Failed, and its exit recorded for review (`holdfast quarantine`).
+    Quarantined,
+}
+
+impl ServiceState {
+    /// The name, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        variant_names::<Self>()[self as usize]
+    }
+}
+
+/// Compares with a state's name, as scripts and tests read it from the wire.
+impl PartialEq<&str> for ServiceState {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
+    }
+}
+
+impl std::fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServiceState;
+
+    #[test]
+    fn a_state_is_named_as_on_the_wire() {
+        for state in [
+            ServiceState::Stopped,
+            ServiceState::Backoff,
+            ServiceState::Quarantined,
+        ] {
+            assert_eq!(
+                serde_json::to_value(state).expect("states serialize"),
+                state.as_str()
+            );
+        }
+        assert_eq!(ServiceState::Running.to_string(), "running");
     }
 }

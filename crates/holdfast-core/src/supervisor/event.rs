@@ -7,12 +7,19 @@
 use std::fmt;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::unix::Pid;
 use crate::unix::Signal;
 
 use super::service::{FailReason, KillScope, RunId, round_ms};
 use crate::health::HealthState;
 use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName, Timeout};
+
+mod wire;
+
+/// Kinds no hook may be configured for: a hook on a hook's outcome could loop.
+pub const NOT_HOOKABLE: &[&str] = &["hook_finished", "hook_failed"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -21,15 +28,23 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// What happened, the one definition of an event: its serde form is the wire format
+/// (the variant's snake_case name is the `kind`, its fields the `data`, see
+/// [`crate::supervisor::record`]), hook environments are built from that data, its
+/// [`Display`](fmt::Display) is the human text, and [`kinds`] lists the names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A process was forked and exec'd.
     Spawned {
+        #[serde(with = "wire::run")]
         run: RunId,
+        #[serde(with = "wire::pid")]
         pid: Pid,
     },
     /// fork/exec failed; the error says at which stage.
     SpawnFailed {
+        #[serde(with = "wire::run")]
         run: RunId,
         error: String,
     },
@@ -39,37 +54,51 @@ pub enum EventKind {
     },
     /// The process stayed up for `start_secs`: it counts as started.
     Started {
+        #[serde(with = "wire::run")]
         run: RunId,
+        #[serde(with = "wire::pid")]
         pid: Pid,
     },
     /// The main process ended.
     Exited {
+        #[serde(with = "wire::run")]
         run: RunId,
+        #[serde(with = "wire::pid")]
         pid: Pid,
+        #[serde(flatten, with = "wire::status")]
         status: ExitStatus,
     },
     RestartScheduled {
+        #[serde(rename = "delay_ms", with = "wire::ms")]
         delay: Duration,
         attempt: u32,
     },
     /// Too many restarts, or a failure with no restart configured.
     GaveUp {
+        #[serde(flatten, with = "wire::fail_reason")]
         reason: FailReason,
     },
     StopRequested {
+        #[serde(with = "wire::signal")]
         signal: Signal,
+        #[serde(flatten, with = "wire::timeout")]
         timeout: Timeout,
+        #[serde(with = "wire::scope")]
         scope: KillScope,
     },
     /// The stop timeout passed: the run's processes got SIGKILL.
     Escalated {
+        #[serde(with = "wire::pid")]
         pid: Pid,
+        #[serde(with = "wire::scope")]
         scope: KillScope,
     },
     /// Even SIGKILL did not end every process (uninterruptible sleep): holdfast stops
     /// waiting for them.
     StopAbandoned {
+        #[serde(with = "wire::pid")]
         pid: Pid,
+        #[serde(with = "wire::scope")]
         scope: KillScope,
     },
     Stopped,
@@ -85,8 +114,11 @@ pub enum EventKind {
     /// Published by the shell, not the core.
     HookFinished {
         hook: String,
+        #[serde(with = "wire::pid")]
         pid: Pid,
+        #[serde(flatten, with = "wire::status")]
         status: ExitStatus,
+        #[serde(with = "wire::killed")]
         timed_out: Option<Duration>,
     },
     /// A hook did not run: it could not be spawned, or too many of the service's hooks
@@ -98,23 +130,30 @@ pub enum EventKind {
     /// The readiness condition of the run was met. It counts as started at once, unless
     /// an explicit `start_secs` has not passed yet.
     BecameReady {
+        #[serde(with = "wire::run")]
         run: RunId,
     },
     /// Not ready within `start_timeout`: the start failed.
     StartTimedOut {
+        #[serde(rename = "timeout_ms", with = "wire::ms")]
         timeout: Duration,
     },
     /// No keep-alive within the watchdog interval: SIGABRT, then the stop escalation.
+    #[serde(rename = "watchdog_timed_out")]
     WatchdogTimeout {
+        #[serde(with = "wire::pid")]
         pid: Pid,
+        #[serde(rename = "interval_ms", with = "wire::ms")]
         interval: Duration,
     },
     /// The main process changed (`MAINPID=`, or the daemon named by a pidfile).
     MainPidChanged {
+        #[serde(with = "wire::pid")]
         pid: Pid,
     },
     /// A forking service's first process exited 0; waiting for its pidfile.
     AwaitingPidfile {
+        #[serde(with = "wire::path")]
         path: std::path::PathBuf,
     },
     /// The service reported something on `NOTIFY_SOCKET` (reloading, stopping, errno).
@@ -123,17 +162,21 @@ pub enum EventKind {
     },
     /// The health decay machine changed state (see `health::decay`).
     HealthChanged {
+        #[serde(with = "wire::run")]
         run: RunId,
         from: HealthState,
         to: HealthState,
         /// Failures within the window of the threshold that was reached.
         failures: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
         last_error: Option<String>,
     },
     /// An exit matched `[service.X.exit_codes]`; `action` replaces the restart policy's
     /// decision (what follows is reported by the usual events).
     ExitActionApplied {
+        #[serde(flatten, with = "wire::exit_key")]
         key: ExitKey,
+        #[serde(flatten, with = "wire::exit_action")]
         action: ExitAction,
     },
 }
@@ -271,5 +314,71 @@ fn targets(scope: KillScope, pid: Pid) -> String {
     match scope {
         KillScope::Cgroup => format!("the cgroup of main pid {pid}"),
         KillScope::ProcessGroup => format!("process group {pid}"),
+    }
+}
+
+/// Every event kind's wire name, in the order of [`EventKind`]'s variants: read from
+/// its serde definition, which hands them to `deserialize_enum`.
+pub fn kinds() -> &'static [&'static str] {
+    variant_names::<EventKind>()
+}
+
+/// The wire names of a serde enum's variants, in declaration order (empty for a type
+/// that is no enum).
+pub fn variant_names<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    match T::deserialize(names::Names) {
+        Err(names::Found(names)) => names,
+        Ok(_) => &[],
+    }
+}
+
+/// A deserializer that reads nothing: it only catches the variant names serde passes to
+/// `deserialize_enum`.
+mod names {
+    use std::fmt;
+
+    use serde::de::{self, Visitor};
+
+    pub struct Names;
+
+    /// The "error" that carries the names out.
+    #[derive(Debug)]
+    pub struct Found(pub &'static [&'static str]);
+
+    impl fmt::Display for Found {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("only an enum's variant names can be found")
+        }
+    }
+
+    impl std::error::Error for Found {}
+
+    impl de::Error for Found {
+        fn custom<T: fmt::Display>(_: T) -> Self {
+            Found(&[])
+        }
+    }
+
+    impl<'de> de::Deserializer<'de> for Names {
+        type Error = Found;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Found> {
+            Err(Found(&[]))
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            variants: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Found> {
+            Err(Found(variants))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+            struct identifier ignored_any
+        }
     }
 }

@@ -231,7 +231,7 @@ impl Harness {
     }
 
     pub fn state(&self, n: &str) -> &'static str {
-        state_name(self.service(n).state())
+        state_name(self.service(n).state()).as_str()
     }
 
     pub fn run(&self, n: &str) -> RunId {

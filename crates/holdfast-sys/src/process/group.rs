@@ -5,7 +5,6 @@
 //! valid while any member lives, even after the leader was reaped, and the kernel does
 //! not hand the number out as a new pid while the group exists.
 
-use holdfast_core::supervisor::answer::ProcessInfo;
 use holdfast_core::unix::{Pid, Signal};
 use nix::errno::Errno;
 use nix::sys::signal::killpg;
@@ -14,6 +13,14 @@ use crate::os::{nix_pid, nix_signal};
 
 /// Longest `command` reported by [`group_members`], in characters.
 const MAX_COMMAND_CHARS: usize = 120;
+
+/// A live process of a group, as `status` shows it to people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub pid: Pid,
+    /// The command line, or the kernel's `comm` in brackets.
+    pub command: String,
+}
 
 /// Sends `sig` to every process in group `pgid`. `Ok(false)` when the group no longer
 /// exists (`ESRCH`); other errors (`EPERM`) are returned.
@@ -42,7 +49,7 @@ pub fn group_alive(pgid: Pid) -> bool {
 /// `command` is the space-joined command line truncated to 120 characters, or the
 /// kernel's `comm` in brackets for processes without one (kernel threads, or a process
 /// that emptied its argv). Processes that vanish during the scan are skipped.
-pub fn group_members(pgid: Pid) -> Vec<ProcessInfo> {
+pub fn group_members(pgid: Pid) -> Vec<Member> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -55,7 +62,7 @@ pub fn group_members(pgid: Pid) -> Vec<ProcessInfo> {
 
 /// Like [`group_members`], for known pids (a cgroup's `cgroup.procs`): no scan of
 /// `/proc`, so its cost does not grow with the number of processes on the host.
-pub fn members(pids: impl IntoIterator<Item = Pid>) -> Vec<ProcessInfo> {
+pub fn members(pids: impl IntoIterator<Item = Pid>) -> Vec<Member> {
     describe(pids, |_| true)
 }
 
@@ -63,22 +70,21 @@ pub fn members(pids: impl IntoIterator<Item = Pid>) -> Vec<ProcessInfo> {
 fn describe(
     pids: impl IntoIterator<Item = Pid>,
     keep: impl Fn(&super::ProcStat) -> bool,
-) -> Vec<ProcessInfo> {
-    let mut members: Vec<ProcessInfo> = pids
+) -> Vec<Member> {
+    let mut members: Vec<Member> = pids
         .into_iter()
         .filter_map(|pid| {
             let stat = super::proc_stat(pid).ok()?;
             if stat.is_zombie() || !keep(&stat) {
                 return None;
             }
-            let raw = pid.as_raw();
-            Some(ProcessInfo {
-                pid: raw.unsigned_abs(),
-                command: command_of(raw).unwrap_or_else(|| format!("[{}]", stat.comm)),
+            Some(Member {
+                pid,
+                command: command_of(pid.as_raw()).unwrap_or_else(|| format!("[{}]", stat.comm)),
             })
         })
         .collect();
-    members.sort_by_key(|member| member.pid);
+    members.sort_by_key(|member| member.pid.as_raw());
     members
 }
 

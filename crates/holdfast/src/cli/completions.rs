@@ -86,7 +86,7 @@ fn names(status: &Status) -> Vec<CompletionCandidate> {
     status
         .services
         .iter()
-        .map(|s| CompletionCandidate::new(s.name.as_str()).help(Some(s.state.clone().into())))
+        .map(|s| CompletionCandidate::new(s.name.as_str()).help(Some(s.state.as_str().into())))
         .collect()
 }
 

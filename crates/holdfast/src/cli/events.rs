@@ -17,22 +17,14 @@ use std::process::ExitCode;
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::{ControlError, ErrorKind, EventRecord, Reply, Request};
 use crate::model::ServiceName;
-use crate::supervisor::record::KINDS;
+use crate::supervisor::event::kinds;
 
 /// Minimum width of the service column; longer names push the line out.
 const SERVICE_WIDTH: usize = 12;
 /// Width of the kind column: the longest kind name.
-const KIND_WIDTH: usize = {
-    let mut width = 0;
-    let mut i = 0;
-    while i < KINDS.len() {
-        if KINDS[i].len() > width {
-            width = KINDS[i].len();
-        }
-        i += 1;
-    }
-    width
-};
+fn kind_width() -> usize {
+    kinds().iter().map(|k| k.len()).max().unwrap_or(0)
+}
 
 pub fn run(
     socket: &Path,
@@ -128,8 +120,9 @@ pub fn render(event: &EventRecord) -> String {
         .as_ref()
         .map_or("holdfast", ServiceName::as_str);
     format!(
-        "{time} {service:<SERVICE_WIDTH$} {kind:<KIND_WIDTH$} {message}",
+        "{time} {service:<SERVICE_WIDTH$} {kind:<kind_width$} {message}",
         kind = event.kind,
+        kind_width = kind_width(),
         message = event.message
     )
 }
@@ -160,7 +153,7 @@ mod tests {
             )),
             render(&event(None, "shutdown_started", "shutting down")),
         ];
-        let pad = " ".repeat(KIND_WIDTH - "restart_scheduled".len());
+        let pad = " ".repeat(kind_width() - "restart_scheduled".len());
         assert_eq!(
             lines,
             [
@@ -171,7 +164,7 @@ mod tests {
                 format!("12:00:01.234 holdfast     shutdown_started {pad} shutting down"),
             ]
         );
-        assert!(KINDS.iter().all(|k| k.len() <= KIND_WIDTH));
+        assert!(kinds().iter().all(|k| k.len() <= kind_width()));
     }
 
     #[test]

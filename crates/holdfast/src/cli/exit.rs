@@ -15,6 +15,9 @@
 //! restarted). `starting`, `waiting` and `stopping` are on their way, not there yet;
 //! `backoff`, `failed` and `quarantined` are not where anyone wants them.
 
+use crate::control::client::ClientError;
+use crate::control::protocol::{ControlError, ErrorKind, ServiceState};
+
 pub const SUCCESS: u8 = 0;
 pub const FAILURE: u8 = 1;
 pub const INVALID_CONFIG: u8 = 3;
@@ -25,40 +28,46 @@ pub const NOT_FAILED: u8 = 1;
 pub const UNREACHABLE: u8 = 4;
 pub const TIMED_OUT: u8 = 5;
 
+/// The exit code for a failed call to the daemon.
+pub fn of_error(error: &ClientError) -> u8 {
+    match error {
+        ClientError::Unreachable { .. } => UNREACHABLE,
+        ClientError::Daemon(ControlError {
+            kind: ErrorKind::InvalidConfig,
+            ..
+        }) => INVALID_CONFIG,
+        ClientError::Daemon(_) | ClientError::Protocol(_) => FAILURE,
+    }
+}
+
 /// Whether a service in `state` is where it should be (see the module docs).
-pub fn is_wanted(state: &str) -> bool {
-    matches!(state, "running" | "stopped")
+pub fn is_wanted(state: ServiceState) -> bool {
+    matches!(state, ServiceState::Running | ServiceState::Stopped)
 }
 
 /// Whether `state` counts as failed for `is-failed`.
-pub fn is_failed(state: &str) -> bool {
-    matches!(state, "failed" | "quarantined")
+pub fn is_failed(state: ServiceState) -> bool {
+    matches!(state, ServiceState::Failed | ServiceState::Quarantined)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ServiceState::*;
 
     #[test]
     fn only_running_and_stopped_are_wanted_states() {
-        for state in ["running", "stopped"] {
+        for state in [Running, Stopped] {
             assert!(is_wanted(state), "{state}");
         }
-        for state in [
-            "starting",
-            "waiting",
-            "stopping",
-            "backoff",
-            "failed",
-            "quarantined",
-        ] {
+        for state in [Starting, Waiting, Stopping, Backoff, Failed, Quarantined] {
             assert!(!is_wanted(state), "{state}");
         }
     }
 
     #[test]
     fn quarantined_counts_as_failed() {
-        assert!(is_failed("failed") && is_failed("quarantined"));
-        assert!(!is_failed("backoff") && !is_failed("running"));
+        assert!(is_failed(Failed) && is_failed(Quarantined));
+        assert!(!is_failed(Backoff) && !is_failed(Running));
     }
 }

@@ -232,7 +232,7 @@ fn unexpected(reply: &Reply) -> ClientError {
 
 /// Prints a client error as a miette report on stderr; returns its exit code.
 pub(crate) fn report(error: ClientError) -> ExitCode {
-    let code = error.exit_code();
+    let code = super::exit::of_error(&error);
     eprintln!("{:?}", miette::Report::new(error));
     ExitCode::from(code)
 }

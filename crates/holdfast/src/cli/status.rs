@@ -11,7 +11,9 @@ use std::process::ExitCode;
 
 use super::exit;
 use crate::control::client::{self, ClientError};
-use crate::control::protocol::{ControlError, ErrorKind, Reply, Request, ServiceStatus, Status};
+use crate::control::protocol::{
+    ControlError, ErrorKind, Reply, Request, ServiceState, ServiceStatus, Status,
+};
 
 pub fn run(socket: &Path, json: bool, names: &[String]) -> miette::Result<ExitCode> {
     let mut status = match fetch(socket) {
@@ -37,7 +39,7 @@ pub fn run(socket: &Path, json: bool, names: &[String]) -> miette::Result<ExitCo
 
 /// 0 when every service shown is in its wanted state, 3 otherwise (see [`exit`]).
 pub fn exit_code(status: &Status) -> u8 {
-    if status.services.iter().all(|s| exit::is_wanted(&s.state)) {
+    if status.services.iter().all(|s| exit::is_wanted(s.state)) {
         exit::SUCCESS
     } else {
         exit::NOT_WANTED
@@ -47,7 +49,7 @@ pub fn exit_code(status: &Status) -> u8 {
 /// `is-active NAME`: prints the state; exits 0 when running, 3 otherwise.
 pub fn is_active(socket: &Path, name: &str) -> miette::Result<ExitCode> {
     state_check(socket, name, |state| {
-        if state == "running" {
+        if state == ServiceState::Running {
             exit::SUCCESS
         } else {
             exit::NOT_WANTED
@@ -66,7 +68,11 @@ pub fn is_failed(socket: &Path, name: &str) -> miette::Result<ExitCode> {
     })
 }
 
-fn state_check(socket: &Path, name: &str, code: fn(&str) -> u8) -> miette::Result<ExitCode> {
+fn state_check(
+    socket: &Path,
+    name: &str,
+    code: fn(ServiceState) -> u8,
+) -> miette::Result<ExitCode> {
     let status = match fetch(socket) {
         Ok(status) => status,
         Err(e) => return Ok(super::service::report(e)),
@@ -78,7 +84,7 @@ fn state_check(socket: &Path, name: &str, code: fn(&str) -> u8) -> miette::Resul
         })));
     };
     println!("{}", service.state);
-    Ok(ExitCode::from(code(&service.state)))
+    Ok(ExitCode::from(code(service.state)))
 }
 
 fn fetch(socket: &Path) -> Result<Status, ClientError> {
@@ -136,7 +142,7 @@ pub fn render(status: &Status, colour: bool) -> String {
     }
     push_row(&mut out, &HEADERS.map(str::to_owned), &widths, None);
     for (row, service) in rows.iter().zip(&status.services) {
-        let state_colour = colour.then(|| state_colour(&service.state));
+        let state_colour = colour.then(|| state_colour(service.state));
         push_row(&mut out, row, &widths, state_colour);
     }
 
@@ -208,7 +214,7 @@ fn row(service: &ServiceStatus) -> [String; 8] {
     // services the LAST EXIT column says when it ended.
     [
         service.name.to_string(),
-        service.state.clone(),
+        service.state.to_string(),
         service
             .pid
             .map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
@@ -251,12 +257,13 @@ fn push_row(out: &mut String, cells: &[String; 8], widths: &[usize; 8], colour: 
 }
 
 /// ANSI SGR parameters for a state.
-fn state_colour(state: &str) -> &'static str {
+fn state_colour(state: ServiceState) -> &'static str {
+    use ServiceState::*;
     match state {
-        "running" => "32",                                       // green
-        "starting" | "stopping" | "waiting" | "backoff" => "33", // yellow
-        "failed" | "quarantined" => "1;31",                      // bold red
-        _ => "2",                                                // dim: stopped, unknown
+        Running => "32",                                 // green
+        Starting | Stopping | Waiting | Backoff => "33", // yellow
+        Failed | Quarantined => "1;31",                  // bold red
+        Stopped => "2",                                  // dim
     }
 }
 
@@ -310,7 +317,7 @@ mod tests {
             },
             services: vec![
                 ServiceStatus {
-                    state: "failed".to_owned(),
+                    state: ServiceState::Failed,
                     restarts: 4,
                     last_exit: Some(ExitInfo {
                         description: "exited 3".to_owned(),
@@ -407,7 +414,7 @@ mod tests {
         let mut status = sample();
         status
             .services
-            .retain(|s| s.state == "running" || s.state == "stopped");
+            .retain(|s| matches!(s.state, ServiceState::Running | ServiceState::Stopped));
         assert_eq!(exit_code(&status), exit::SUCCESS);
     }
 

@@ -13,10 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::protocol::{
-    ControlError, Envelope, ErrorKind, Reply, Request, RequestBody, ResponseBody, VERSION,
-};
-use crate::cli::exit;
+use super::protocol::{ControlError, Envelope, Reply, Request, RequestBody, ResponseBody, VERSION};
 
 /// How long the daemon may take to answer (a `stop` waits for the service to stop).
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,20 +34,6 @@ pub enum ClientError {
     /// A malformed answer, a timeout or an I/O error mid-way.
     #[error("{0}")]
     Protocol(String),
-}
-
-impl ClientError {
-    /// The CLI's exit code for this error (see [`crate::cli::exit`]).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ClientError::Unreachable { .. } => exit::UNREACHABLE,
-            ClientError::Daemon(ControlError {
-                kind: ErrorKind::InvalidConfig,
-                ..
-            }) => exit::INVALID_CONFIG,
-            ClientError::Daemon(_) | ClientError::Protocol(_) => exit::FAILURE,
-        }
-    }
 }
 
 /// Sends one request to the daemon at `socket` and waits (at most [`TIMEOUT`] per read

@@ -18,10 +18,21 @@ use tokio::net::UnixStream;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 
+use super::conn::{ControlMsg, Limits, Peer, dispatch, response_line};
 use super::protocol::{ControlError, ErrorKind, EventRecord, Reply, Request};
-use super::server::{ControlMsg, Limits, Peer, dispatch, response_line};
 use crate::model::ServiceName;
-use crate::supervisor::bus;
+
+/// Records a follower may be behind before it is cut off as lagging.
+pub const CHANNEL: usize = 1024;
+
+/// The sending side of the live event stream: the runtime's event bus sends, each
+/// follower subscribes.
+pub type EventSender = broadcast::Sender<EventRecord>;
+
+/// A fresh channel for the event bus and the control server.
+pub fn event_channel() -> EventSender {
+    broadcast::channel(CHANNEL).0
+}
 
 /// Which events a follower asked for.
 #[derive(Debug, Clone)]
@@ -35,7 +46,7 @@ pub(super) struct Filter {
 /// The subscription for a follower. Taken before anything else happens on the
 /// connection, and without keeping a sender, so the stream sees the bus close when the
 /// daemon goes away.
-pub(super) fn subscribe(events: bus::Sender) -> broadcast::Receiver<EventRecord> {
+pub(super) fn subscribe(events: EventSender) -> broadcast::Receiver<EventRecord> {
     events.subscribe()
 }
 
@@ -118,7 +129,7 @@ async fn stream_events(
         };
         match event {
             Ok(event) => {
-                if event.seq <= last || !bus::matches(&event, filter.service.as_ref(), None) {
+                if event.seq <= last || !event.matches(filter.service.as_ref(), None) {
                     continue;
                 }
                 last = event.seq;

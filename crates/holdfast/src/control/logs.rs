@@ -21,8 +21,8 @@ use tokio::net::UnixStream;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 
+use super::conn::{ControlMsg, Limits, Peer, dispatch, response_line};
 use super::protocol::{ControlError, ErrorKind, EventRecord, Reply, Request};
-use super::server::{ControlMsg, Limits, Peer, dispatch, response_line};
 use crate::logs::Follower;
 use crate::logs::read::{self, Window, stamp_of};
 use crate::model::ServiceName;

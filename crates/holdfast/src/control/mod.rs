@@ -2,8 +2,11 @@
 //! the CLI.
 
 pub mod client;
+mod conn;
 mod follow;
 mod logs;
 pub use holdfast_proto as protocol;
 pub mod server;
 pub mod wait;
+
+pub use follow::{CHANNEL, EventSender, event_channel};

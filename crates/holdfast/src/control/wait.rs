@@ -23,11 +23,15 @@ use tokio::net::UnixStream;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::sync::mpsc;
 
+use super::conn::{ControlMsg, Peer, dispatch};
 use super::protocol::{
-    ControlError, ErrorKind, EventRecord, Outcome, Reply, Request, ServiceStatus, Status, Verdict,
+    ControlError, ErrorKind, EventRecord, Outcome, Reply, Request, ServiceState, ServiceStatus,
+    Status, Verdict,
 };
-use super::server::{ControlMsg, Peer, dispatch};
 use crate::model::ServiceName;
+
+/// An outcome's state when the service is gone (a reload removed it).
+const REMOVED: &str = "removed";
 
 /// What a waited request waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,20 +128,22 @@ impl Watch {
 
     /// The outcome, if `status` (taken after every event seen so far) settles it.
     pub fn verdict(&self, status: Option<&ServiceStatus>) -> Option<Outcome> {
+        use ServiceState::*;
         let Some(status) = status else {
             // Gone from the daemon (a reload removed it): nothing left to wait for.
-            return Some(self.outcome(Verdict::Done, "removed", "removed".to_owned()));
+            return Some(self.outcome(Verdict::Done, REMOVED, "removed".to_owned()));
         };
-        let state = status.state.as_str();
+        let state = status.state;
+        let name = state.as_str();
         if let Some(why) = &self.failure {
-            return Some(self.outcome(Verdict::Failed, state, why.clone()));
+            return Some(self.outcome(Verdict::Failed, name, why.clone()));
         }
         if let Some(why) = &self.clean_early_exit {
             return match state {
                 // `restart = "no"`: the job ran and is done.
-                "stopped" => Some(self.outcome(Verdict::Done, state, "stopped (exited 0)".into())),
-                "starting" | "waiting" => None,
-                _ => Some(self.outcome(Verdict::Failed, state, why.clone())),
+                Stopped => Some(self.outcome(Verdict::Done, name, "stopped (exited 0)".into())),
+                Starting | Waiting => None,
+                _ => Some(self.outcome(Verdict::Failed, name, why.clone())),
             };
         }
         let running = || match status.pid {
@@ -152,33 +158,33 @@ impl Watch {
         // service that exits right after it counted as started is restarted, or not,
         // by its policy).
         if let (Goal::Start | Goal::Restart, Some(pid), false) =
-            (self.goal, self.started, state == "running")
+            (self.goal, self.started, state == Running)
         {
             let message = format!("started (pid {pid}), now {state}");
-            return Some(self.outcome(Verdict::Done, state, message));
+            return Some(self.outcome(Verdict::Done, name, message));
         }
         match (self.goal, state) {
-            (Goal::Stop, "stopped" | "failed" | "quarantined")
+            (Goal::Stop, Stopped | Failed | Quarantined)
                 if status.pid.is_none() && status.holding_up.is_empty() =>
             {
-                Some(self.outcome(Verdict::Done, state, state.to_owned()))
+                Some(self.outcome(Verdict::Done, name, name.to_owned()))
             }
             (Goal::Stop, _) => None,
-            (Goal::Restart, "running") if self.started.is_none() => None,
-            (Goal::Start | Goal::Restart | Goal::Settle, "running") => {
-                Some(self.outcome(Verdict::Done, state, running()))
+            (Goal::Restart, Running) if self.started.is_none() => None,
+            (Goal::Start | Goal::Restart | Goal::Settle, Running) => {
+                Some(self.outcome(Verdict::Done, name, running()))
             }
-            (Goal::Settle, "stopped") => Some(self.outcome(Verdict::Done, state, "stopped".into())),
+            (Goal::Settle, Stopped) => Some(self.outcome(Verdict::Done, name, "stopped".into())),
             // A changed service in backoff at the reload starts again with its new
             // definition: only a backoff after that is an outcome.
-            (Goal::Settle, "backoff") if !self.spawned => None,
-            (_, "failed" | "quarantined" | "backoff") => {
-                Some(self.outcome(Verdict::Failed, state, failed()))
+            (Goal::Settle, Backoff) if !self.spawned => None,
+            (_, Failed | Quarantined | Backoff) => {
+                Some(self.outcome(Verdict::Failed, name, failed()))
             }
             // Stopped by someone else while we waited for it to start.
-            (Goal::Start | Goal::Restart, "stopped") => Some(self.outcome(
+            (Goal::Start | Goal::Restart, Stopped) => Some(self.outcome(
                 Verdict::Failed,
-                state,
+                name,
                 "stopped before it started".to_owned(),
             )),
             _ => None,
@@ -187,7 +193,7 @@ impl Watch {
 
     /// The outcome when the deadline passes first.
     pub fn timed_out(&self, status: Option<&ServiceStatus>, after: Duration) -> Outcome {
-        let state = status.map_or("removed", |s| s.state.as_str());
+        let state = status.map_or(REMOVED, |s| s.state.as_str());
         let after = humantime::format_duration(after);
         self.outcome(
             Verdict::TimedOut,

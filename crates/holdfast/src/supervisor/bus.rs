@@ -10,8 +10,6 @@
 use std::collections::VecDeque;
 use std::time::SystemTime;
 
-use tokio::sync::broadcast;
-
 use super::event::Event;
 use super::record;
 use crate::control::protocol::EventRecord;
@@ -19,23 +17,8 @@ use crate::model::ServiceName;
 
 /// Records kept for `events` without `-f`.
 pub const HISTORY: usize = 1000;
-/// Records a follower may be behind before it is cut off as lagging.
-pub const CHANNEL: usize = 1024;
-
-/// The sending side of the live event stream; the control server subscribes to it.
-pub type Sender = broadcast::Sender<EventRecord>;
-
-/// A fresh channel for [`EventBus::new`] and the control server.
-pub fn channel() -> Sender {
-    broadcast::channel(CHANNEL).0
-}
-
-/// Whether `record` passes an `events` filter: of `service` (all when `None`; a
-/// service's base name takes in its instances) and after seq `since`.
-pub fn matches(record: &EventRecord, service: Option<&ServiceName>, since: Option<u64>) -> bool {
-    service.is_none_or(|s| record.service.as_ref().is_some_and(|r| r.named_by(s)))
-        && since.is_none_or(|since| record.seq > since)
-}
+/// The sending side of the live event stream, owned by the control layer.
+pub use crate::control::{EventSender as Sender, event_channel as channel};
 
 pub struct EventBus {
     last_seq: u64,
@@ -74,7 +57,7 @@ impl EventBus {
     pub fn recent(&self, service: Option<&ServiceName>, since: Option<u64>) -> Vec<EventRecord> {
         self.history
             .iter()
-            .filter(|r| matches(r, service, since))
+            .filter(|r| r.matches(service, since))
             .cloned()
             .collect()
     }
@@ -83,7 +66,9 @@ impl EventBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::CHANNEL;
     use crate::supervisor::event::EventKind;
+    use tokio::sync::broadcast;
 
     fn event(service: &str) -> Event {
         Event {

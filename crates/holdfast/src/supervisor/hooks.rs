@@ -23,9 +23,8 @@ use std::time::Instant;
 use crate::unix::Pid;
 use crate::unix::Signal;
 
-use super::event::{Event, EventKind};
+use super::event::{Event, EventKind, NOT_HOOKABLE};
 use super::recipe::{Output, Recipe, Setup};
-use super::record::{NOT_HOOKABLE, env_name, env_value};
 use super::runtime::table::{Hook, Process, ProcessTable, Role};
 use crate::control::protocol::EventRecord;
 use crate::logs::Capture;
@@ -215,6 +214,23 @@ pub fn hook_env(base_env: &[(String, String)], event: &EventRecord) -> Vec<(Stri
     env
 }
 
+/// `exit_code` → `HOLDFAST_EXIT_CODE`.
+pub fn env_name(key: &str) -> String {
+    format!("HOLDFAST_{}", key.to_ascii_uppercase())
+}
+
+/// A data value as an environment variable value: strings as they are, arrays joined
+/// with commas, everything else in its JSON form.
+pub fn env_value(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => {
+            items.iter().map(env_value).collect::<Vec<_>>().join(",")
+        }
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -255,5 +271,14 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         assert_eq!(env, expected);
+    }
+
+    #[test]
+    fn data_becomes_environment_variables() {
+        assert_eq!(env_name("exit_code"), "HOLDFAST_EXIT_CODE");
+        assert_eq!(env_value(&json!("SIGTERM")), "SIGTERM");
+        assert_eq!(env_value(&json!(42)), "42");
+        assert_eq!(env_value(&json!(true)), "true");
+        assert_eq!(env_value(&json!(["db", "cache"])), "db,cache");
     }
 }

@@ -1,12 +1,8 @@
 //! Events on the wire: the one conversion from a core [`Event`] to an [`EventRecord`].
 //!
-//! Invariants:
-//! - [`describe`] matches every [`EventKind`] without a wildcard, so a new variant does
-//!   not compile until it has a wire name and its data;
-//! - every name [`describe`] returns is in [`KINDS`] (a unit test holds it to that), so
-//!   config validation of `[service.X.on]` keys knows all of them;
-//! - data keys are snake_case and become hook environment variables as
-//!   `HOLDFAST_<KEY>` (see [`env_name`]), so they are chosen to read well there too.
+//! The record's `kind` and `data` are the serde form of [`EventKind`] (its variant name
+//! and fields, shaped in `event::wire`), so a new kind or field reaches the wire, the
+//! hook environment and config validation of `[service.X.on]` without a line here.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -14,43 +10,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::event::{Event, EventKind};
-use super::service::{Cause, FailReason, KillScope};
 use crate::control::protocol::EventRecord;
-use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName, Timeout};
-use crate::unix::Signal;
-
-/// Every event kind's wire name, in the order of [`EventKind`]'s variants.
-pub const KINDS: &[&str] = &[
-    "spawned",
-    "spawn_failed",
-    "waiting",
-    "started",
-    "exited",
-    "restart_scheduled",
-    "gave_up",
-    "stop_requested",
-    "escalated",
-    "stop_abandoned",
-    "stopped",
-    "failure_reset",
-    "removed",
-    "reconfigured",
-    "shutdown_started",
-    "shutdown_completed",
-    "hook_finished",
-    "hook_failed",
-    "became_ready",
-    "start_timed_out",
-    "watchdog_timed_out",
-    "main_pid_changed",
-    "awaiting_pidfile",
-    "notified",
-    "health_changed",
-    "exit_action_applied",
-];
-
-/// Kinds no hook may be configured for: a hook on a hook's outcome could loop.
-pub const NOT_HOOKABLE: &[&str] = &["hook_finished", "hook_failed"];
 
 /// Stamps `event` as number `seq`, published at `time`.
 pub fn record(seq: u64, time: SystemTime, event: &Event) -> EventRecord {
@@ -66,246 +26,22 @@ pub fn record(seq: u64, time: SystemTime, event: &Event) -> EventRecord {
         seq,
         time: humantime::format_rfc3339_millis(time).to_string(),
         service: event.service.clone(),
-        kind: kind.to_owned(),
+        kind,
         message,
         data,
     }
 }
 
-/// The wire name of an event kind and its data.
-pub fn describe(kind: &EventKind) -> (&'static str, BTreeMap<String, Value>) {
-    let mut data = Data::default();
-    let name = match kind {
-        EventKind::Spawned { run, pid } => {
-            data.put("run", run.0).put("pid", pid.as_raw());
-            "spawned"
-        }
-        EventKind::SpawnFailed { run, error } => {
-            data.put("run", run.0).put("error", error.as_str());
-            "spawn_failed"
-        }
-        EventKind::Waiting { on } => {
-            let on: Vec<&str> = on.iter().map(ServiceName::as_str).collect();
-            data.put("on", on);
-            "waiting"
-        }
-        EventKind::Started { run, pid } => {
-            data.put("run", run.0).put("pid", pid.as_raw());
-            "started"
-        }
-        EventKind::Exited { run, pid, status } => {
-            data.put("run", run.0).put("pid", pid.as_raw());
-            data.status(*status);
-            "exited"
-        }
-        EventKind::RestartScheduled { delay, attempt } => {
-            data.put("delay_ms", millis(*delay))
-                .put("attempt", *attempt);
-            "restart_scheduled"
-        }
-        EventKind::GaveUp { reason } => {
-            data.put("reason", reason.to_string());
-            let cause = match reason {
-                FailReason::StartLimitHit { restarts, last, .. } => {
-                    data.put("restarts", *restarts);
-                    last
-                }
-                FailReason::NoRestart(cause) => cause,
-                FailReason::Quarantined(cause) => {
-                    data.put("quarantined", true);
-                    cause
-                }
-            };
-            match cause {
-                Cause::Exited(status) | Cause::ExitedEarly { status, .. } => {
-                    data.status(*status);
-                }
-                Cause::SpawnFailed(error) => {
-                    data.put("error", error.to_string());
-                }
-                Cause::NotReady { timeout } => {
-                    data.put("timeout_ms", millis(*timeout));
-                }
-                Cause::WatchdogTimeout { interval } => {
-                    data.put("interval_ms", millis(*interval));
-                }
-                Cause::Unhealthy {
-                    failures,
-                    last_error,
-                } => {
-                    data.put("failures", *failures);
-                    if let Some(error) = last_error {
-                        data.put("last_error", error.to_string());
-                    }
-                }
-            }
-            "gave_up"
-        }
-        EventKind::StopRequested {
-            signal,
-            timeout,
-            scope,
-        } => {
-            data.put("signal", signal.as_str())
-                .put("scope", scope_name(*scope));
-            // Absent with `stop.timeout = "infinity"`: no SIGKILL is coming.
-            if let Timeout::After(timeout) = timeout {
-                data.put("timeout_ms", millis(*timeout));
-            }
-            "stop_requested"
-        }
-        EventKind::Escalated { pid, scope } => {
-            data.put("pid", pid.as_raw())
-                .put("scope", scope_name(*scope));
-            "escalated"
-        }
-        EventKind::StopAbandoned { pid, scope } => {
-            data.put("pid", pid.as_raw())
-                .put("scope", scope_name(*scope));
-            "stop_abandoned"
-        }
-        EventKind::Stopped => "stopped",
-        EventKind::FailureReset => "failure_reset",
-        EventKind::Removed => "removed",
-        EventKind::Reconfigured => "reconfigured",
-        EventKind::ShutdownStarted => "shutdown_started",
-        EventKind::ShutdownCompleted => "shutdown_completed",
-        EventKind::HookFinished {
-            hook,
-            pid,
-            status,
-            timed_out,
-        } => {
-            data.put("hook", hook.as_str()).put("pid", pid.as_raw());
-            data.status(*status);
-            data.put("timed_out", timed_out.is_some());
-            "hook_finished"
-        }
-        EventKind::HookFailed { hook, error } => {
-            data.put("hook", hook.as_str()).put("error", error.as_str());
-            "hook_failed"
-        }
-        EventKind::BecameReady { run } => {
-            data.put("run", run.0);
-            "became_ready"
-        }
-        EventKind::StartTimedOut { timeout } => {
-            data.put("timeout_ms", millis(*timeout));
-            "start_timed_out"
-        }
-        EventKind::WatchdogTimeout { pid, interval } => {
-            data.put("pid", pid.as_raw())
-                .put("interval_ms", millis(*interval));
-            "watchdog_timed_out"
-        }
-        EventKind::MainPidChanged { pid } => {
-            data.put("pid", pid.as_raw());
-            "main_pid_changed"
-        }
-        EventKind::AwaitingPidfile { path } => {
-            data.put("path", path.display().to_string());
-            "awaiting_pidfile"
-        }
-        EventKind::Notified { what } => {
-            data.put("what", what.as_str());
-            "notified"
-        }
-        EventKind::HealthChanged {
-            run,
-            from,
-            to,
-            failures,
-            last_error,
-        } => {
-            data.put("run", run.0)
-                .put("from", from.to_string())
-                .put("to", to.to_string())
-                .put("failures", *failures);
-            if let Some(error) = last_error {
-                data.put("last_error", error.as_str());
-            }
-            "health_changed"
-        }
-        EventKind::ExitActionApplied { key, action } => {
-            match key {
-                ExitKey::Code(code) => data.put("exit_code", *code),
-                ExitKey::Signal(n) => match Signal::try_from(*n) {
-                    Ok(signal) => data.put("signal", signal.as_str()),
-                    Err(_) => data.put("signal", *n),
-                },
-            };
-            match action {
-                ExitAction::Restart { delay, env } => {
-                    data.put("action", "restart");
-                    if let Some(delay) = delay {
-                        data.put("delay_ms", millis(*delay));
-                    }
-                    if !env.is_empty() {
-                        let vars: Vec<String> =
-                            env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                        data.put("env", vars);
-                    }
-                }
-                ExitAction::Quarantine => {
-                    data.put("action", "quarantine");
-                }
-                ExitAction::Ignore => {
-                    data.put("action", "ignore");
-                }
-            }
-            "exit_action_applied"
-        }
-    };
-    (name, data.0)
-}
-
-/// `exit_code` → `HOLDFAST_EXIT_CODE`.
-pub fn env_name(key: &str) -> String {
-    format!("HOLDFAST_{}", key.to_ascii_uppercase())
-}
-
-/// A data value as an environment variable value: strings as they are, arrays joined
-/// with commas, everything else in its JSON form.
-pub fn env_value(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items.iter().map(env_value).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
-    }
-}
-
-fn scope_name(scope: KillScope) -> &'static str {
-    match scope {
-        KillScope::Cgroup => "cgroup",
-        KillScope::ProcessGroup => "process_group",
-    }
-}
-
-fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-#[derive(Default)]
-struct Data(BTreeMap<String, Value>);
-
-impl Data {
-    fn put(&mut self, key: &str, value: impl Into<Value>) -> &mut Self {
-        self.0.insert(key.to_owned(), value.into());
-        self
-    }
-
-    /// `exit_code` for an exit, `signal` (and `core_dumped`) for a death by signal.
-    fn status(&mut self, status: ExitStatus) -> &mut Self {
-        match status {
-            ExitStatus::Exited(code) => self.put("exit_code", code),
-            ExitStatus::Signaled {
-                signal,
-                core_dumped,
-            } => self
-                .put("signal", signal.as_str())
-                .put("core_dumped", core_dumped),
-            ExitStatus::OomKilled => self.put("signal", "SIGKILL").put("oom_killed", true),
-        }
+/// The wire name of an event kind and its data: serde writes a unit variant as its
+/// name, a struct variant as `{name: {fields}}`.
+pub fn describe(kind: &EventKind) -> (String, BTreeMap<String, Value>) {
+    match serde_json::to_value(kind) {
+        Ok(Value::String(name)) => (name, BTreeMap::new()),
+        Ok(Value::Object(map)) => match map.into_iter().next() {
+            Some((name, Value::Object(data))) => (name, data.into_iter().collect()),
+            other => unreachable!("a struct variant serializes as a map of fields: {other:?}"),
+        },
+        other => unreachable!("an event kind serializes as a name or a map: {other:?}"),
     }
 }
 
@@ -319,7 +55,9 @@ mod tests {
 
     use super::*;
     use crate::health::HealthState;
-    use crate::supervisor::service::RunId;
+    use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName};
+    use crate::supervisor::event::{NOT_HOOKABLE, kinds};
+    use crate::supervisor::service::{Cause, FailReason, KillScope, RunId};
 
     fn name(n: &str) -> ServiceName {
         ServiceName::new(n).expect("test names are valid")
@@ -329,7 +67,7 @@ mod tests {
         UNIX_EPOCH + Duration::from_millis(millis)
     }
 
-    /// One event of every kind, in the order of `KINDS`.
+    /// One event of every kind, in the order of `kinds()`.
     fn one_of_each() -> Vec<EventKind> {
         let run = RunId(3);
         let pid = Pid::from_raw(42);
@@ -421,12 +159,15 @@ mod tests {
 
     #[test]
     fn every_kind_has_a_listed_unique_snake_case_name() {
-        let names: Vec<&str> = one_of_each().iter().map(|k| describe(k).0).collect();
-        assert_eq!(names, KINDS, "KINDS lists every kind, in variant order");
+        let names: Vec<String> = one_of_each().iter().map(|k| describe(k).0).collect();
+        assert_eq!(names, kinds(), "kinds() lists every kind, in variant order");
         let mut unique = names.clone();
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "names are unique: {names:?}");
+        for name in NOT_HOOKABLE {
+            assert!(kinds().contains(name), "{name} is a kind");
+        }
         for name in names {
             assert!(
                 name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
@@ -557,15 +298,6 @@ mod tests {
     }
 
     #[test]
-    fn data_becomes_environment_variables() {
-        assert_eq!(env_name("exit_code"), "HOLDFAST_EXIT_CODE");
-        assert_eq!(env_value(&json!("SIGTERM")), "SIGTERM");
-        assert_eq!(env_value(&json!(42)), "42");
-        assert_eq!(env_value(&json!(true)), "true");
-        assert_eq!(env_value(&json!(["db", "cache"])), "db,cache");
-    }
-
-    #[test]
     fn records_round_trip_through_json() {
         for (seq, kind) in one_of_each().into_iter().enumerate() {
             let rec = record(
@@ -580,5 +312,104 @@ mod tests {
             let back: EventRecord = serde_json::from_str(&text).expect("records parse");
             assert_eq!(back, rec);
         }
+    }
+
+    #[test]
+    fn every_kind_keeps_its_wire_name_and_data() {
+        let expected = [
+            ("spawned", json!({"pid": 42, "run": 3})),
+            (
+                "spawn_failed",
+                json!({"error": "exec: no such file", "run": 3}),
+            ),
+            ("waiting", json!({"on": ["db", "cache"]})),
+            ("started", json!({"pid": 42, "run": 3})),
+            ("exited", json!({"exit_code": 3, "pid": 42, "run": 3})),
+            ("restart_scheduled", json!({"attempt": 2, "delay_ms": 1500})),
+            (
+                "gave_up",
+                json!({"exit_code": 1, "reason": "exited 1 (restart disabled)"}),
+            ),
+            (
+                "stop_requested",
+                json!({"scope": "cgroup", "signal": "SIGTERM", "timeout_ms": 10000}),
+            ),
+            ("escalated", json!({"pid": 42, "scope": "cgroup"})),
+            (
+                "stop_abandoned",
+                json!({"pid": 42, "scope": "process_group"}),
+            ),
+            ("stopped", json!({})),
+            ("failure_reset", json!({})),
+            ("removed", json!({})),
+            ("reconfigured", json!({})),
+            ("shutdown_started", json!({})),
+            ("shutdown_completed", json!({})),
+            (
+                "hook_finished",
+                json!({"core_dumped": false, "hook": "exited", "pid": 42, "signal": "SIGKILL", "timed_out": true}),
+            ),
+            (
+                "hook_failed",
+                json!({"error": "4 hooks of api are still running", "hook": "exited"}),
+            ),
+            ("became_ready", json!({"run": 3})),
+            ("start_timed_out", json!({"timeout_ms": 90000})),
+            (
+                "watchdog_timed_out",
+                json!({"interval_ms": 10000, "pid": 42}),
+            ),
+            ("main_pid_changed", json!({"pid": 42})),
+            ("awaiting_pidfile", json!({"path": "/run/api.pid"})),
+            ("notified", json!({"what": "STATUS=warming up"})),
+            (
+                "health_changed",
+                json!({"failures": 2, "from": "ok", "last_error": "connection refused", "run": 3, "to": "degraded"}),
+            ),
+            (
+                "exit_action_applied",
+                json!({"action": "restart", "env": ["DB_HOST=db-standby"], "exit_code": 102}),
+            ),
+        ];
+        let actual: Vec<(String, Value)> = one_of_each()
+            .iter()
+            .map(|k| {
+                let (name, data) = describe(k);
+                (name, serde_json::to_value(data).expect("data serializes"))
+            })
+            .collect();
+        let expected: Vec<(String, Value)> = expected
+            .into_iter()
+            .map(|(n, d)| (n.to_owned(), d))
+            .collect();
+        assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn a_stop_without_sigkill_has_no_timeout_and_an_oom_kill_says_so() {
+        let (_, data) = describe(&EventKind::StopRequested {
+            signal: Signal::SIGTERM,
+            timeout: crate::model::Timeout::Never,
+            scope: KillScope::ProcessGroup,
+        });
+        assert_eq!(
+            serde_json::to_value(&data).expect("data serializes"),
+            json!({"scope": "process_group", "signal": "SIGTERM"})
+        );
+        let (_, data) = describe(&EventKind::Exited {
+            run: RunId(1),
+            pid: Pid::from_raw(9),
+            status: ExitStatus::OomKilled,
+        });
+        assert_eq!(
+            serde_json::to_value(&data).expect("data serializes"),
+            json!({"oom_killed": true, "pid": 9, "run": 1, "signal": "SIGKILL"})
+        );
+    }
+
+    #[test]
+    fn events_are_not_read_back() {
+        let read: Result<EventKind, _> = serde_json::from_str(r#"{"spawned":{"run":1,"pid":2}}"#);
+        assert!(read.is_err());
     }
 }

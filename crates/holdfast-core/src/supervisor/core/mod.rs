@@ -26,7 +26,7 @@ use super::service::{
 use crate::health::ProbeOutcome;
 use crate::model::{ExitStatus, Plan, ServiceName, ServiceSpec};
 use crate::notify::NotifyMsg;
-use crate::supervisor::answer::{ControlError, ReloadPlan};
+use crate::supervisor::answer::{ControlError, ReloadPlan, ServiceState};
 use crate::unix::ReapSeq;
 
 /// Something that happened outside the core, or a request to it.
@@ -514,19 +514,19 @@ fn for_service(input: Input) -> Option<(ServiceName, Order)> {
     })
 }
 
-/// Name of a state as shown in `status` and the API.
-pub fn state_name(state: &State) -> &'static str {
+/// A state as shown in `status` and the API.
+pub fn state_name(state: &State) -> ServiceState {
     match state {
-        State::Stopped => "stopped",
-        State::Waiting => "waiting",
-        State::Launching { .. } | State::Starting { .. } => "starting",
-        State::Running { .. } => "running",
-        State::Stopping { .. } => "stopping",
-        State::Backoff { .. } => "backoff",
+        State::Stopped => ServiceState::Stopped,
+        State::Waiting => ServiceState::Waiting,
+        State::Launching { .. } | State::Starting { .. } => ServiceState::Starting,
+        State::Running { .. } => ServiceState::Running,
+        State::Stopping { .. } => ServiceState::Stopping,
+        State::Backoff { .. } => ServiceState::Backoff,
         State::Failed {
             reason: FailReason::Quarantined(_),
-        } => "quarantined",
-        State::Failed { .. } => "failed",
+        } => ServiceState::Quarantined,
+        State::Failed { .. } => ServiceState::Failed,
     }
 }
 

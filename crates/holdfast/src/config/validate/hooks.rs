@@ -10,7 +10,7 @@ use super::Validator;
 use crate::config::diagnostic::{Problem, unknown_key_help};
 use crate::config::raw::{RawCommand, RawService};
 use crate::model::{Hooks, defaults};
-use crate::supervisor::record::{KINDS, NOT_HOOKABLE};
+use crate::supervisor::event::{NOT_HOOKABLE, kinds};
 
 impl Validator<'_> {
     pub(super) fn hooks(&mut self, svc: &str, raw: &RawService) -> Hooks {
@@ -35,8 +35,8 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            if !KINDS.contains(&k) {
-                let hookable: Vec<&str> = KINDS
+            if !kinds().contains(&k) {
+                let hookable: Vec<&str> = kinds()
                     .iter()
                     .copied()
                     .filter(|k| !NOT_HOOKABLE.contains(k))

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::Shell;
 use crate::cgroup::ServiceCgroup;
 use crate::control::protocol::{
-    ControlError, DaemonStatus, ExitInfo, HealthStatus, Reply, ServiceStatus, Status,
+    ControlError, DaemonStatus, ExitInfo, HealthStatus, ProcessInfo, Reply, ServiceStatus, Status,
 };
 use crate::model::ServiceName;
 use crate::process::group;
@@ -41,7 +41,13 @@ impl Reads {
             (Some(cgroup), _) if stopping => group::members(cgroup.pids()),
             (None, Some(pgid)) => group::group_members(pgid),
             _ => Vec::new(),
-        };
+        }
+        .into_iter()
+        .map(|member| ProcessInfo {
+            pid: member.pid.as_raw().unsigned_abs(),
+            command: member.command,
+        })
+        .collect();
         status.memory_bytes = cgroup.as_ref().and_then(ServiceCgroup::memory_bytes);
         status.tasks = cgroup.as_ref().and_then(ServiceCgroup::tasks);
     }
@@ -207,7 +213,7 @@ impl Shell {
         let mut total = 0;
         for s in self.sup.services() {
             total += 1;
-            *counts.entry(state_name(s.state())).or_default() += 1;
+            *counts.entry(state_name(s.state()).as_str()).or_default() += 1;
             if s.spec().autostart && s.is_coming_up() {
                 settled = false;
             }

@@ -20,26 +20,32 @@
 //!   `follow` and `logs`, answered with a stream of lines (see [`super::follow`] and
 //!   [`super::logs`]).
 
+mod admission;
+mod peer;
+mod request;
+mod socket;
+
 use std::collections::HashMap;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-use serde::Deserialize;
-use serde::de::IgnoredAny;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
 
-use super::protocol::{
-    ControlError, Envelope, ErrorKind, Reply, Request, RequestBody, ResponseBody, VERSION,
+use self::admission::{
+    Admission, SharedAdmission, lock, nofile_limit, refuse, with_streaming_slot,
 };
-use crate::supervisor::bus;
+use self::peer::check_peer;
+use self::request::{Incoming, parse_request, read_line};
+pub use self::socket::{bind, unlink};
+pub use super::conn::{ControlMsg, Peer};
+use super::conn::{Limits, dispatch, response_line};
+use super::follow::EventSender;
+use super::protocol::{ControlError, ErrorKind, Reply, Request};
 
 /// Longest request line accepted, newline included.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
@@ -60,116 +66,6 @@ pub const PRIVILEGED_RESERVE: usize = 8;
 pub const MAX_CONNECTIONS: usize = 1024;
 /// How long a client may take to accept the response line.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One control request on its way to the supervisor. The supervisor answers on `reply`
-/// once the request's transition is applied; dropping `reply` is answered to the client
-/// as [`ErrorKind::ShuttingDown`].
-#[derive(Debug)]
-pub struct ControlMsg {
-    pub request: Request,
-    pub peer: Peer,
-    pub reply: oneshot::Sender<Result<Reply, ControlError>>,
-}
-
-/// Who sent a request, from the kernel (`SO_PEERCRED`), not from the client's word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    /// `None` when the kernel reports no pid (peer in another pid namespace).
-    pub pid: Option<i32>,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// Binds the control socket at `path`.
-///
-/// Creates the parent directory if missing (0755). Refuses to start if another live
-/// daemon answers on the socket (a connect that succeeds means live), removes a stale
-/// socket file (connect refused) and refuses to replace anything that is not a socket.
-/// The socket gets mode 0600; with `allowed_gid`, mode 0660 and group `allowed_gid`
-/// (the owner stays holdfast's euid, which is root when holdfast runs as root).
-///
-/// Must be called inside a tokio runtime.
-pub fn bind(path: &Path, allowed_gid: Option<u32>) -> io::Result<UnixListener> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(|e| annotate(e, format!("failed to create directory {parent:?}")))?;
-    }
-    remove_stale_socket(path)?;
-    let listener = UnixListener::bind(path)
-        .map_err(|e| annotate(e, format!("failed to bind control socket {path:?}")))?;
-    let mode = if allowed_gid.is_some() { 0o660 } else { 0o600 };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| annotate(e, format!("failed to set mode of control socket {path:?}")))?;
-    if let Some(gid) = allowed_gid {
-        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| {
-            annotate(
-                e.into(),
-                format!("failed to give control socket {path:?} to group {gid}"),
-            )
-        })?;
-    }
-    Ok(listener)
-}
-
-/// Makes room for a fresh socket at `path`, unless a live daemon owns it.
-fn remove_stale_socket(path: &Path) -> io::Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(annotate(e, format!("failed to inspect {path:?}"))),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("refusing to replace {path:?} with the control socket: it is not a socket"),
-        ));
-    }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(stream) => {
-            let pid = getsockopt(&stream, PeerCredentials)
-                .map(|cred| cred.pid().to_string())
-                .unwrap_or_else(|_| "unknown".to_owned());
-            Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!(
-                    "holdfast is already running on {} (pid {pid})",
-                    path.display()
-                ),
-            ))
-        }
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            tracing::info!(path = %path.display(), "removing stale control socket");
-            std::fs::remove_file(path)
-                .map_err(|e| annotate(e, format!("failed to remove stale socket {path:?}")))
-        }
-        Err(e) => Err(annotate(
-            e,
-            format!("failed to check whether {path:?} is in use"),
-        )),
-    }
-}
-
-/// Removes the socket file (called at clean shutdown). A missing file is fine.
-pub fn unlink(path: &Path) {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "failed to remove control socket")
-        }
-    }
-}
-
-/// Deadlines and limits of one connection; tests shorten them.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Limits {
-    read_timeout: Duration,
-    pub(super) write_timeout: Duration,
-    max_line: usize,
-}
 
 const LIMITS: Limits = Limits {
     read_timeout: READ_TIMEOUT,
@@ -201,7 +97,7 @@ pub fn serve_with_events(
     listener: UnixListener,
     allowed_gid: Option<u32>,
     tx: mpsc::Sender<ControlMsg>,
-    events: bus::Sender,
+    events: EventSender,
 ) -> Server {
     serve_with(listener, allowed_gid, tx, LIMITS, Some(events))
 }
@@ -230,214 +126,12 @@ impl Server {
     }
 }
 
-/// How many connections each peer uid holds, against the caps.
-#[derive(Debug)]
-struct Admission {
-    total_cap: usize,
-    per_uid_cap: usize,
-    /// Of `total_cap`, what uids other than root and `own_euid` may hold together.
-    others_cap: usize,
-    /// Of `per_uid_cap`, what one uid's streaming requests may hold.
-    streaming_cap: usize,
-    own_euid: u32,
-    total: usize,
-    others: usize,
-    by_uid: HashMap<u32, usize>,
-    streaming_by_uid: HashMap<u32, usize>,
-}
-
-impl Admission {
-    /// Caps for a process allowed `nofile` descriptors: at most half of them for
-    /// connections (the rest stays for services' pipes, cgroups and spawning), at most
-    /// [`MAX_CONNECTIONS`]; one uid may take at most half of that total.
-    fn for_nofile(nofile: u64, own_euid: u32) -> Self {
-        let half = usize::try_from(nofile / 2).unwrap_or(usize::MAX);
-        let total_cap = half.clamp(2, MAX_CONNECTIONS);
-        let per_uid_cap = (total_cap / 2).min(MAX_CONNECTIONS_PER_UID);
-        Admission {
-            total_cap,
-            per_uid_cap,
-            others_cap: total_cap - PRIVILEGED_RESERVE.min(total_cap / 4),
-            streaming_cap: per_uid_cap - ONE_SHOT_RESERVE.min(per_uid_cap / 2),
-            own_euid,
-            total: 0,
-            others: 0,
-            by_uid: HashMap::new(),
-            streaming_by_uid: HashMap::new(),
-        }
-    }
-
-    fn privileged(&self, uid: u32) -> bool {
-        uid == 0 || uid == self.own_euid
-    }
-
-    /// Counts a new connection from `uid`, or says why it may not stay.
-    fn admit(&mut self, uid: u32) -> Result<(), String> {
-        if self.total >= self.total_cap {
-            return Err(format!(
-                "too many control connections (at most {} at a time): try again later",
-                self.total_cap
-            ));
-        }
-        let privileged = self.privileged(uid);
-        if !privileged && self.others >= self.others_cap {
-            return Err(format!(
-                "too many control connections from users other than root and uid {} \
-                 (at most {} of {} at a time, the rest stay for them): try again later",
-                self.own_euid, self.others_cap, self.total_cap
-            ));
-        }
-        let held = self.by_uid.entry(uid).or_default();
-        if *held >= self.per_uid_cap {
-            return Err(format!(
-                "too many control connections from uid {uid} (at most {} at a time): try again later",
-                self.per_uid_cap
-            ));
-        }
-        *held += 1;
-        self.total += 1;
-        if !privileged {
-            self.others += 1;
-        }
-        Ok(())
-    }
-
-    /// A connection from `uid` ended.
-    fn release(&mut self, uid: u32) {
-        let privileged = self.privileged(uid);
-        if let Some(held) = self.by_uid.get_mut(&uid) {
-            *held -= 1;
-            self.total -= 1;
-            if !privileged {
-                self.others -= 1;
-            }
-            if *held == 0 {
-                self.by_uid.remove(&uid);
-            }
-        }
-    }
-
-    /// Counts an admitted connection of `uid` as streaming, or says why it may not.
-    fn begin_streaming(&mut self, uid: u32) -> Result<(), String> {
-        let streaming = self.streaming_by_uid.entry(uid).or_default();
-        if *streaming >= self.streaming_cap {
-            return Err(format!(
-                "too many following control connections from uid {uid} (at most {} of its {} \
-                 at a time follow events or logs or wait, the rest stay for other requests): \
-                 try again later",
-                self.streaming_cap, self.per_uid_cap
-            ));
-        }
-        *streaming += 1;
-        Ok(())
-    }
-
-    /// A streaming connection of `uid` ended.
-    fn end_streaming(&mut self, uid: u32) {
-        if let Some(streaming) = self.streaming_by_uid.get_mut(&uid) {
-            *streaming -= 1;
-            if *streaming == 0 {
-                self.streaming_by_uid.remove(&uid);
-            }
-        }
-    }
-}
-
-/// The admission, shared by the accept loop and the connection tasks (which learn only
-/// from the request line whether they stream). Never held across an await.
-type SharedAdmission = Arc<Mutex<Admission>>;
-
-fn lock(admission: &SharedAdmission) -> MutexGuard<'_, Admission> {
-    // The counts stay consistent even if a holder panicked: each update is one step.
-    admission
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A streaming slot of one uid, given back when the stream ends.
-struct StreamingSlot {
-    admission: SharedAdmission,
-    uid: u32,
-}
-
-impl StreamingSlot {
-    fn take(admission: &SharedAdmission, uid: u32) -> Result<Self, ControlError> {
-        lock(admission)
-            .begin_streaming(uid)
-            .map_err(|message| ControlError {
-                kind: ErrorKind::Busy,
-                message,
-            })?;
-        Ok(StreamingSlot {
-            admission: Arc::clone(admission),
-            uid,
-        })
-    }
-}
-
-impl Drop for StreamingSlot {
-    fn drop(&mut self) {
-        lock(&self.admission).end_streaming(self.uid);
-    }
-}
-
-/// The request of `peer`, after taking a streaming slot into `slot` when it streams; a
-/// busy refusal instead when its uid's streams already hold all theirs.
-fn with_streaming_slot(
-    peer: Result<Peer, ControlError>,
-    request: Result<Request, ControlError>,
-    admission: &SharedAdmission,
-    slot: &mut Option<StreamingSlot>,
-) -> (Result<Peer, ControlError>, Result<Request, ControlError>) {
-    let request = match (&peer, request) {
-        (Ok(peer), Ok(request)) if streams(&request) => StreamingSlot::take(admission, peer.uid)
-            .map(|taken| {
-                *slot = Some(taken);
-                request
-            }),
-        (_, request) => request,
-    };
-    (peer, request)
-}
-
-/// Whether `request` holds its connection beyond one answer.
-fn streams(request: &Request) -> bool {
-    match request {
-        Request::Events { follow, .. } | Request::Logs { follow, .. } => *follow,
-        Request::Wait { .. } => true,
-        _ => false,
-    }
-}
-
-/// holdfast's soft `RLIMIT_NOFILE` (already raised at start).
-fn nofile_limit() -> u64 {
-    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map_or(1024, |(soft, _)| soft)
-}
-
-/// Answers a connection over a cap with one error line and closes it, without a task:
-/// a refused flood must not pile up anything. Best effort: the short line fits in the
-/// socket buffer of a fresh connection.
-fn refuse(stream: UnixStream, message: String) {
-    tracing::debug!("refused control connection: {message}");
-    let line = response_line(Err(ControlError {
-        kind: ErrorKind::Busy,
-        message,
-    }));
-    // A plain non-blocking write on the std socket: tokio has not polled this fresh
-    // socket's readiness yet.
-    if let Ok(mut stream) = stream.into_std() {
-        let _ = stream.write_all(&line);
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-    }
-}
-
 fn serve_with(
     listener: UnixListener,
     allowed_gid: Option<u32>,
     tx: mpsc::Sender<ControlMsg>,
     limits: Limits,
-    events: Option<bus::Sender>,
+    events: Option<EventSender>,
 ) -> Server {
     let own_euid = nix::unistd::geteuid().as_raw();
     let admission = Arc::new(Mutex::new(Admission::for_nofile(nofile_limit(), own_euid)));
@@ -494,177 +188,13 @@ fn serve_with(
     Server { stop, task }
 }
 
-/// Whether a peer may use the control socket: root, holdfast's own user, or a member of
-/// the allowed group (primary gid or one of `supplementary`).
-fn allowed(peer: &Peer, own_euid: u32, allowed_gid: Option<u32>, supplementary: &[u32]) -> bool {
-    if peer.uid == 0 || peer.uid == own_euid {
-        return true;
-    }
-    match allowed_gid {
-        Some(gid) => peer.gid == gid || supplementary.contains(&gid),
-        None => false,
-    }
-}
-
-/// Supplementary groups from the text of `/proc/<pid>/status` (`Groups:\t4 24 27`).
-fn parse_groups(status: &str) -> Vec<u32> {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Groups:"))
-        .map(|groups| {
-            groups
-                .split_whitespace()
-                .filter_map(|g| g.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-async fn supplementary_groups(pid: Option<i32>) -> Vec<u32> {
-    let Some(pid) = pid else {
-        return Vec::new();
-    };
-    match tokio::fs::read_to_string(format!("/proc/{pid}/status")).await {
-        Ok(status) => parse_groups(&status),
-        // The peer may already have exited; then it only has its primary group.
-        Err(_) => Vec::new(),
-    }
-}
-
-async fn check_peer(
-    stream: &UnixStream,
-    own_euid: u32,
-    allowed_gid: Option<u32>,
-) -> Result<Peer, ControlError> {
-    let cred = getsockopt(stream, PeerCredentials).map_err(|e| ControlError {
-        kind: ErrorKind::Internal,
-        message: format!("failed to read peer credentials of control connection: {e}"),
-    })?;
-    let peer = Peer {
-        pid: Some(cred.pid()).filter(|&pid| pid > 0),
-        uid: cred.uid(),
-        gid: cred.gid(),
-    };
-    // Reading /proc is only needed when the cheap checks fail.
-    let supplementary = if allowed(&peer, own_euid, allowed_gid, &[]) || allowed_gid.is_none() {
-        Vec::new()
-    } else {
-        supplementary_groups(peer.pid).await
-    };
-    if allowed(&peer, own_euid, allowed_gid, &supplementary) {
-        Ok(peer)
-    } else {
-        let who = match allowed_gid {
-            Some(gid) => format!("root, uid {own_euid} and members of group {gid}"),
-            None => format!("root and uid {own_euid}"),
-        };
-        Err(ControlError {
-            kind: ErrorKind::PermissionDenied,
-            message: format!(
-                "permission denied: uid {} may not use the control socket (allowed: {who})",
-                peer.uid
-            ),
-        })
-    }
-}
-
-/// What came in on a connection before the deadline.
-enum Incoming {
-    Line(Vec<u8>),
-    /// Connected and closed without a byte: a liveness probe, nothing to answer.
-    Nothing,
-}
-
-async fn read_line(stream: &mut UnixStream, limits: Limits) -> Result<Incoming, ControlError> {
-    let mut reader = BufReader::new(stream.take(limits.max_line as u64));
-    let mut line = Vec::new();
-    let read = tokio::time::timeout(limits.read_timeout, reader.read_until(b'\n', &mut line));
-    match read.await {
-        Err(_elapsed) => Err(bad_request(format!(
-            "no complete request line within {}",
-            humantime::format_duration(limits.read_timeout)
-        ))),
-        Ok(Err(e)) => Err(bad_request(format!("failed to read request: {e}"))),
-        Ok(Ok(0)) => Ok(Incoming::Nothing),
-        Ok(Ok(_)) if line.ends_with(b"\n") => Ok(Incoming::Line(line)),
-        Ok(Ok(n)) if n >= limits.max_line => Err(bad_request(format!(
-            "request line longer than {} bytes",
-            limits.max_line
-        ))),
-        // EOF after a request without its newline: accept it as the line.
-        Ok(Ok(_)) => Ok(Incoming::Line(line)),
-    }
-}
-
-fn bad_request(message: String) -> ControlError {
-    ControlError {
-        kind: ErrorKind::BadRequest,
-        message,
-    }
-}
-
-/// The fields needed before the full parse: the version must be checked first, so an old
-/// CLI talking to a new daemon gets a version error, not a parse error.
-#[derive(Deserialize)]
-struct Probe {
-    v: Option<serde_json::Value>,
-    request: Option<IgnoredAny>,
-}
-
-/// Parses a request line, checking the protocol version first.
-fn parse_request(line: &[u8]) -> Result<Request, ControlError> {
-    let probe: Probe =
-        serde_json::from_slice(line).map_err(|e| bad_request(format!("invalid request: {e}")))?;
-    match probe.v {
-        None => return Err(bad_request("invalid request: missing field `v`".to_owned())),
-        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(VERSION)) => {}
-        Some(other) => {
-            return Err(ControlError {
-                kind: ErrorKind::Version,
-                message: format!(
-                    "protocol version mismatch: the client speaks v{other}, this daemon speaks v{VERSION}"
-                ),
-            });
-        }
-    }
-    if probe.request.is_none() {
-        return Err(bad_request(
-            "invalid request: missing field `request`".to_owned(),
-        ));
-    }
-    let envelope: Envelope<RequestBody> =
-        serde_json::from_slice(line).map_err(|e| bad_request(format!("invalid request: {e}")))?;
-    let RequestBody::Request(request) = envelope.body;
-    Ok(request)
-}
-
-/// Hands a request to the supervisor and waits for its answer.
-pub(super) async fn dispatch(
-    request: Request,
-    peer: Peer,
-    tx: &mpsc::Sender<ControlMsg>,
-) -> Result<Reply, ControlError> {
-    let shutting_down = || ControlError {
-        kind: ErrorKind::ShuttingDown,
-        message: "holdfast is shutting down".to_owned(),
-    };
-    let (reply, answer) = oneshot::channel();
-    let msg = ControlMsg {
-        request,
-        peer,
-        reply,
-    };
-    tx.send(msg).await.map_err(|_| shutting_down())?;
-    answer.await.map_err(|_| shutting_down())?
-}
-
 async fn handle(
     mut stream: UnixStream,
     own_euid: u32,
     allowed_gid: Option<u32>,
     tx: mpsc::Sender<ControlMsg>,
     limits: Limits,
-    events: Option<bus::Sender>,
+    events: Option<EventSender>,
     admission: SharedAdmission,
 ) {
     // The request line is read even from a peer that is denied, so that it receives its
@@ -678,70 +208,14 @@ async fn handle(
         Ok(Incoming::Line(line)) => match admit(peer, parse_request(&line)) {
             (Err(denied), _) => Err(denied),
             (Ok(_), Err(bad)) => Err(bad),
-            (
-                Ok(peer),
-                Ok(Request::Events {
-                    follow: true,
-                    service,
-                    since,
-                    last,
-                }),
-            ) => match events {
-                Some(events) => {
-                    let live = super::follow::subscribe(events);
-                    let filter = super::follow::Filter {
-                        service,
-                        since,
-                        last,
-                    };
-                    return super::follow::follow(stream, filter, peer, &tx, live, limits).await;
-                }
-                None => Err(ControlError {
-                    kind: ErrorKind::Internal,
-                    message: "this daemon does not stream events".to_owned(),
-                }),
-            },
-            (
-                Ok(peer),
-                Ok(Request::Logs {
-                    services,
-                    lines,
-                    since,
-                    until,
-                    follow,
-                }),
-            ) => match super::logs::Query::new(services, lines, since, until, follow) {
-                Ok(query) => {
-                    let live = events.map(super::follow::subscribe);
-                    return super::logs::serve(stream, query, peer, &tx, limits, live).await;
-                }
-                Err(bad) => Err(bad),
-            },
-            (
-                Ok(peer),
-                Ok(Request::Wait {
-                    requests,
-                    timeout_ms,
-                }),
-            ) => match events {
-                Some(events) => {
-                    tracing::debug!(?requests, ?timeout_ms, ?peer, "control request: wait");
-                    // Subscribed before any request is applied: no outcome can be missed.
-                    let live = super::follow::subscribe(events);
-                    let timeout = timeout_ms.map(Duration::from_millis);
-                    match super::wait::run(&mut stream, requests, timeout, peer, &tx, live).await {
-                        Some(response) => response,
-                        None => return,
-                    }
-                }
-                None => Err(ControlError {
-                    kind: ErrorKind::Internal,
-                    message: "this daemon cannot wait for outcomes".to_owned(),
-                }),
-            },
             (Ok(peer), Ok(request)) => {
-                tracing::debug!(?request, ?peer, "control request");
-                dispatch(request, peer, &tx).await
+                match answer(stream, request, peer, &tx, limits, events).await {
+                    Some((back, response)) => {
+                        stream = back;
+                        response
+                    }
+                    None => return,
+                }
             }
         },
         Err(e) => Err(e),
@@ -761,31 +235,92 @@ async fn handle(
     }
 }
 
-/// One response as a line: `{"v":1,"ok":...}` or `{"v":1,"error":...}` and a newline.
-pub(super) fn response_line(response: Result<Reply, ControlError>) -> Vec<u8> {
-    let body = match response {
-        Ok(reply) => ResponseBody::Ok(reply),
-        Err(e) => ResponseBody::Error(e),
+/// Answers an admitted request: the connection back with its one response line, or
+/// `None` when a stream (`events -f`, `logs`, `wait`) took the connection and answered.
+async fn answer(
+    mut stream: UnixStream,
+    request: Request,
+    peer: Peer,
+    tx: &mpsc::Sender<ControlMsg>,
+    limits: Limits,
+    events: Option<EventSender>,
+) -> Option<(UnixStream, Result<Reply, ControlError>)> {
+    let cannot = |what: &str| ControlError {
+        kind: ErrorKind::Internal,
+        message: format!("this daemon {what}"),
     };
-    let mut line = serde_json::to_vec(&Envelope { v: VERSION, body })
-        .expect("protocol types always serialize to JSON");
-    line.push(b'\n');
-    line
-}
-
-fn annotate(e: io::Error, context: String) -> io::Error {
-    io::Error::new(e.kind(), format!("{context}: {e}"))
+    let response = match request {
+        Request::Events {
+            follow: true,
+            service,
+            since,
+            last,
+        } => match events {
+            Some(events) => {
+                let live = super::follow::subscribe(events);
+                let filter = super::follow::Filter {
+                    service,
+                    since,
+                    last,
+                };
+                super::follow::follow(stream, filter, peer, tx, live, limits).await;
+                return None;
+            }
+            None => Err(cannot("does not stream events")),
+        },
+        Request::Logs {
+            services,
+            lines,
+            since,
+            until,
+            follow,
+        } => match super::logs::Query::new(services, lines, since, until, follow) {
+            Ok(query) => {
+                let live = events.map(super::follow::subscribe);
+                super::logs::serve(stream, query, peer, tx, limits, live).await;
+                return None;
+            }
+            Err(bad) => Err(bad),
+        },
+        Request::Wait {
+            requests,
+            timeout_ms,
+        } => match events {
+            Some(events) => {
+                tracing::debug!(?requests, ?timeout_ms, ?peer, "control request: wait");
+                // Subscribed before any request is applied: no outcome can be missed.
+                let live = super::follow::subscribe(events);
+                let timeout = timeout_ms.map(Duration::from_millis);
+                super::wait::run(&mut stream, requests, timeout, peer, tx, live).await?
+            }
+            None => Err(cannot("cannot wait for outcomes")),
+        },
+        request => {
+            tracing::debug!(?request, ?peer, "control request");
+            dispatch(request, peer, tx).await
+        }
+    };
+    Some((stream, response))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    use std::io;
+    use std::path::Path;
+
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    use super::admission::*;
+    use super::peer::*;
     use super::*;
     use crate::control::client::{self, ClientError};
-    use crate::control::protocol::{DaemonStatus, EventRecord, Status};
+    use crate::control::protocol::{
+        DaemonStatus, Envelope, EventRecord, Reply, RequestBody, ResponseBody, Status, VERSION,
+    };
     use crate::model::ServiceName;
 
     /// A fresh directory under /tmp (short, for `sun_path`), removed on drop.
@@ -875,7 +410,7 @@ mod tests {
     }
 
     /// Waits until the server's connection task has subscribed to `events`.
-    async fn subscribed(events: &bus::Sender, count: usize) {
+    async fn subscribed(events: &EventSender, count: usize) {
         let start = std::time::Instant::now();
         while events.receiver_count() < count {
             assert!(
@@ -890,7 +425,7 @@ mod tests {
     async fn a_follower_gets_the_history_then_live_events_of_its_filter() {
         let dir = TempDir::new();
         let listener = bind(&dir.socket(), None).expect("socket binds");
-        let events = bus::channel();
+        let events = crate::control::event_channel();
         let server = serve_with_events(listener, None, fake_supervisor(), events.clone());
 
         let mut all = follower(&dir.socket(), None).await;
@@ -1140,7 +675,7 @@ mod tests {
         else {
             panic!("unknown service is reported: {err:?}");
         };
-        assert_eq!(err.exit_code(), crate::cli::exit::FAILURE);
+        assert_eq!(crate::cli::exit::of_error(&err), crate::cli::exit::FAILURE);
 
         let err = call(&socket, Request::Reload { dry_run: true }).await;
         let Err(
@@ -1152,7 +687,10 @@ mod tests {
         else {
             panic!("invalid config is reported: {err:?}");
         };
-        assert_eq!(err.exit_code(), crate::cli::exit::INVALID_CONFIG);
+        assert_eq!(
+            crate::cli::exit::of_error(&err),
+            crate::cli::exit::INVALID_CONFIG
+        );
 
         let err = call(&socket, Request::Shutdown).await;
         assert!(
@@ -1482,7 +1020,10 @@ mod tests {
         let dir = TempDir::new();
         let err = client::call(&dir.socket(), Request::Status).expect_err("nobody listens");
         assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
-        assert_eq!(err.exit_code(), crate::cli::exit::UNREACHABLE);
+        assert_eq!(
+            crate::cli::exit::of_error(&err),
+            crate::cli::exit::UNREACHABLE
+        );
         assert!(
             err.to_string()
                 .contains(&dir.socket().display().to_string())
