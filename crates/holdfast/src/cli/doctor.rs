@@ -157,53 +157,71 @@ fn yes_no(b: bool) -> &'static str {
 }
 
 pub fn render(r: &Report) -> String {
-    let mut out = String::new();
-    let mut line = |s: String| {
-        out.push_str(&s);
-        out.push('\n');
-    };
-    let c = &r.cgroup;
-    line(format!(
-        "cgroups:          {} layout, holdfast uses {}",
-        c.layout,
-        c.in_use.as_deref().unwrap_or("none (process groups only)")
-    ));
-    if let Some(mount) = &c.v2_mount {
-        let controllers = if c.v2_controllers.is_empty() {
-            "none delegated".to_owned()
-        } else {
-            c.v2_controllers.join(" ")
-        };
-        line(format!(
-            "  v2 hierarchy:   {mount} (controllers: {controllers})"
-        ));
-    }
-    for (controller, dir) in &c.v1 {
-        line(format!("  v1 {controller:<12}{dir}"));
-    }
-    line(format!(
-        "  limits can use: {}",
-        if c.usable.is_empty() {
-            "nothing".to_owned()
-        } else {
-            c.usable.join(", ")
-        }
-    ));
-    if !c.missing.is_empty() {
-        line(format!(
-            "  missing:        {} (limits needing {} are refused at spawn)",
-            c.missing.join(", "),
-            if c.missing.len() == 1 { "it" } else { "them" }
-        ));
-    }
+    let mut lines = cgroup_lines(&r.cgroup);
     let userns = match (r.user_namespaces.max, r.user_namespaces.unprivileged_clone) {
         (Some(0), _) => "disabled (max_user_namespaces = 0)".to_owned(),
         (Some(max), Some(false)) => format!("root only (max {max}, unprivileged_userns_clone = 0)"),
         (Some(max), _) => format!("available (max {max})"),
         (None, _) => "not supported by this kernel".to_owned(),
     };
-    line(format!("user namespaces:  {userns}"));
-    let caps = if r.all_capabilities {
+    lines.push(format!("user namespaces:  {userns}"));
+    lines.push(format!("capabilities:     {}", capabilities(r)));
+    lines.push(format!(
+        "core_pattern:     {}",
+        r.core_pattern.as_deref().unwrap_or("unknown")
+    ));
+    lines.push(systemd_line(&r.systemd));
+    lines.push(format!(
+        "PID 1:            {} (pid {}); `holdfast up` otherwise becomes a child subreaper",
+        yes_no(r.pid1),
+        r.pid
+    ));
+    lines.push(format!(
+        "open files:       soft {} / hard {}; `holdfast up` raises soft to hard",
+        r.nofile.0, r.nofile.1
+    ));
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+/// The cgroup layout, the hierarchies holdfast uses and what limits can use.
+fn cgroup_lines(c: &CgroupReport) -> Vec<String> {
+    let mut lines = vec![format!(
+        "cgroups:          {} layout, holdfast uses {}",
+        c.layout,
+        c.in_use.as_deref().unwrap_or("none (process groups only)")
+    )];
+    if let Some(mount) = &c.v2_mount {
+        let controllers = if c.v2_controllers.is_empty() {
+            "none delegated".to_owned()
+        } else {
+            c.v2_controllers.join(" ")
+        };
+        lines.push(format!(
+            "  v2 hierarchy:   {mount} (controllers: {controllers})"
+        ));
+    }
+    for (controller, dir) in &c.v1 {
+        lines.push(format!("  v1 {controller:<12}{dir}"));
+    }
+    let usable = if c.usable.is_empty() {
+        "nothing".to_owned()
+    } else {
+        c.usable.join(", ")
+    };
+    lines.push(format!("  limits can use: {usable}"));
+    if !c.missing.is_empty() {
+        lines.push(format!(
+            "  missing:        {} (limits needing {} are refused at spawn)",
+            c.missing.join(", "),
+            if c.missing.len() == 1 { "it" } else { "them" }
+        ));
+    }
+    lines
+}
+
+/// holdfast's capabilities: all, all but a few, none, or the list.
+fn capabilities(r: &Report) -> String {
+    if r.all_capabilities {
         format!("all {} (full root)", r.capabilities.len())
     } else if r.capabilities.len() > CAPABILITY_NAMES.len() / 2 {
         let lacking: Vec<&str> = CAPABILITY_NAMES
@@ -216,39 +234,20 @@ pub fn render(r: &Report) -> String {
         "none: cannot switch users, set limits or create cgroups".to_owned()
     } else {
         r.capabilities.join(", ")
-    };
-    line(format!("capabilities:     {caps}"));
-    line(format!(
-        "core_pattern:     {}",
-        r.core_pattern.as_deref().unwrap_or("unknown")
-    ));
-    line(format!(
+    }
+}
+
+fn systemd_line(s: &SystemdReport) -> String {
+    let set = |b: bool| if b { "set" } else { "unset" };
+    format!(
         "systemd:          {} (NOTIFY_SOCKET {}, INVOCATION_ID {}, PID 1 is {})",
-        if r.systemd.under_systemd {
+        if s.under_systemd {
             "running under systemd"
         } else {
             "not under systemd"
         },
-        if r.systemd.notify_socket {
-            "set"
-        } else {
-            "unset"
-        },
-        if r.systemd.invocation_id {
-            "set"
-        } else {
-            "unset"
-        },
-        r.systemd.pid1_comm.as_deref().unwrap_or("unknown")
-    ));
-    line(format!(
-        "PID 1:            {} (pid {}); `holdfast up` otherwise becomes a child subreaper",
-        yes_no(r.pid1),
-        r.pid
-    ));
-    line(format!(
-        "open files:       soft {} / hard {}; `holdfast up` raises soft to hard",
-        r.nofile.0, r.nofile.1
-    ));
-    out
+        set(s.notify_socket),
+        set(s.invocation_id),
+        s.pid1_comm.as_deref().unwrap_or("unknown")
+    )
 }

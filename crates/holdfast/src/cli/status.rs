@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use super::exit;
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::{
-    ControlError, ErrorKind, Reply, Request, ServiceState, ServiceStatus, Status,
+    ControlError, ErrorKind, HealthStatus, Reply, Request, ServiceState, ServiceStatus, Status,
 };
 
 pub fn run(socket: &Path, json: bool, names: &[String]) -> miette::Result<ExitCode> {
@@ -132,81 +132,93 @@ pub fn render(status: &Status, colour: bool) -> String {
         out.push_str("no services\n");
         return out;
     }
+    push_table(&mut out, &status.services, colour);
+    let notes: Vec<&ServiceStatus> = status.services.iter().filter(|s| has_notes(s)).collect();
+    if !notes.is_empty() {
+        out.push('\n');
+    }
+    for service in notes {
+        push_notes(&mut out, service);
+    }
+    out
+}
 
-    let rows: Vec<[String; 8]> = status.services.iter().map(row).collect();
+/// One row per service under the headers, columns as wide as their widest cell.
+fn push_table(out: &mut String, services: &[ServiceStatus], colour: bool) {
+    let rows: Vec<[String; 8]> = services.iter().map(row).collect();
     let mut widths = HEADERS.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    push_row(&mut out, &HEADERS.map(str::to_owned), &widths, None);
-    for (row, service) in rows.iter().zip(&status.services) {
+    push_row(out, &HEADERS.map(str::to_owned), &widths, None);
+    for (row, service) in rows.iter().zip(services) {
         let state_colour = colour.then(|| state_colour(service.state));
-        push_row(&mut out, row, &widths, state_colour);
+        push_row(out, row, &widths, state_colour);
     }
+}
 
-    let notes: Vec<&ServiceStatus> = status
-        .services
-        .iter()
-        .filter(|s| {
-            s.reason.is_some()
-                || s.status_text.is_some()
-                || !s.holding_up.is_empty()
-                || s.health.is_some()
-                || !s.env_overrides.is_empty()
-                || s.last_restart_reason.is_some()
-        })
-        .collect();
-    if !notes.is_empty() {
-        out.push('\n');
+/// Whether a service has more to say than its row.
+fn has_notes(s: &ServiceStatus) -> bool {
+    s.reason.is_some()
+        || s.status_text.is_some()
+        || !s.holding_up.is_empty()
+        || s.health.is_some()
+        || !s.env_overrides.is_empty()
+        || s.last_restart_reason.is_some()
+}
+
+/// The lines below the table about one service: why it is in its state, its own status
+/// text, the last restart's reason, health, env overrides and what holds up its stop.
+fn push_notes(out: &mut String, service: &ServiceStatus) {
+    let _ = write!(out, "{}: {}", service.name, service.state);
+    if let Some(reason) = &service.reason {
+        let _ = write!(out, ": {reason}");
     }
-    for service in notes {
-        let _ = write!(out, "{}: {}", service.name, service.state);
-        if let Some(reason) = &service.reason {
-            let _ = write!(out, ": {reason}");
-        }
-        out.push('\n');
-        if let Some(text) = &service.status_text {
-            let _ = writeln!(out, "  status: {text}");
-        }
-        if let Some(why) = &service.last_restart_reason {
-            let _ = writeln!(out, "  last restart: {why}");
-        }
-        if let Some(health) = &service.health {
-            let _ = write!(
-                out,
-                "  health {}: {} failures in the degraded window, {} in the unhealthy window, {} consecutive successes",
-                health.state.to_uppercase(),
-                health.failures_degraded_window,
-                health.failures_unhealthy_window,
-                health.successes
-            );
-            if health.in_grace {
-                out.push_str(" (in grace)");
-            }
-            if let Some(error) = &health.last_error {
-                let _ = write!(out, "; last error: {error}");
-            }
-            out.push('\n');
-        }
-        if !service.env_overrides.is_empty() {
-            let vars: Vec<String> = service
-                .env_overrides
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            let _ = writeln!(out, "  env overrides: {}", vars.join(" "));
-        }
-        for process in &service.holding_up {
-            let _ = writeln!(
-                out,
-                "  waiting for pid {} ({})",
-                process.pid, process.command
-            );
-        }
+    out.push('\n');
+    if let Some(text) = &service.status_text {
+        let _ = writeln!(out, "  status: {text}");
     }
-    out
+    if let Some(why) = &service.last_restart_reason {
+        let _ = writeln!(out, "  last restart: {why}");
+    }
+    if let Some(health) = &service.health {
+        push_health(out, health);
+    }
+    if !service.env_overrides.is_empty() {
+        let vars: Vec<String> = service
+            .env_overrides
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(out, "  env overrides: {}", vars.join(" "));
+    }
+    for process in &service.holding_up {
+        let _ = writeln!(
+            out,
+            "  waiting for pid {} ({})",
+            process.pid, process.command
+        );
+    }
+}
+
+fn push_health(out: &mut String, health: &HealthStatus) {
+    let _ = write!(
+        out,
+        "  health {}: {} failures in the degraded window, {} in the unhealthy window, {} consecutive successes",
+        health.state.to_uppercase(),
+        health.failures_degraded_window,
+        health.failures_unhealthy_window,
+        health.successes
+    );
+    if health.in_grace {
+        out.push_str(" (in grace)");
+    }
+    if let Some(error) = &health.last_error {
+        let _ = write!(out, "; last error: {error}");
+    }
+    out.push('\n');
 }
 
 fn row(service: &ServiceStatus) -> [String; 8] {

@@ -254,58 +254,32 @@ pub(super) async fn run(
     tx: &mpsc::Sender<ControlMsg>,
     mut live: broadcast::Receiver<EventRecord>,
 ) -> Option<Result<Reply, ControlError>> {
-    if let Some(bad) = requests.iter().find(|r| !waitable(r)) {
-        return Some(Err(ControlError {
-            kind: ErrorKind::BadRequest,
-            message: format!(
-                "cannot wait for {bad:?}: only start, stop, restart and reload can be waited for"
-            ),
-        }));
-    }
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    let mut replies = Vec::new();
-    let mut requested: Vec<Watch> = Vec::new();
-    for request in requests {
-        let reply = match dispatch(request.clone(), peer, tx).await {
-            Ok(reply) => reply,
-            Err(e) => return Some(Err(e)),
-        };
-        match watches(&request, &reply) {
-            Ok(w) => requested.extend(w),
-            Err(e) => return Some(Err(e)),
-        }
-        replies.push(reply);
-    }
+    let (replies, requested) = match apply(requests, peer, tx).await {
+        Ok(applied) => applied,
+        Err(e) => return Some(Err(e)),
+    };
     let mut pending = match status(peer, tx).await {
         Ok(status) => per_instance(requested, &status),
         Err(e) => return Some(Err(e)),
     };
     // Outcomes are reported in the order the requests named the services.
     let order: Vec<ServiceName> = pending.iter().map(|w| w.name.clone()).collect();
+    let done = |mut outcomes: Vec<Outcome>| {
+        outcomes.sort_by_key(|o| order.iter().position(|n| *n == o.name));
+        Some(Ok(Reply::Waited {
+            replies: replies.clone(),
+            outcomes,
+        }))
+    };
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut scratch = [0_u8; 64];
     let mut expired = false;
     loop {
         let status = match status(peer, tx).await {
             Ok(status) => status,
             Err(e) => return Some(Err(e)),
         };
-        // Every event published before the status is queued by now: take them all, so
-        // the verdict knows why a service is where the status says (a spawn error
-        // behind a `backoff`). Some may be newer than the status: then the status is
-        // asked again rather than waiting for events already taken.
-        let mut newer = false;
-        loop {
-            match live.try_recv() {
-                Ok(event) => {
-                    newer |= pending.iter().any(|w| w.concerns(&event));
-                    pending.iter_mut().for_each(|w| w.on_event(&event));
-                }
-                // Missed events: the status still says where every service is.
-                Err(TryRecvError::Lagged(_)) => newer = true,
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-            }
-        }
+        let newer = take_queued(&mut live, &mut pending);
         pending.retain(|watch| match watch.verdict(find(&status, &watch.name)) {
             Some(outcome) => {
                 outcomes.push(outcome);
@@ -314,8 +288,7 @@ pub(super) async fn run(
             None => true,
         });
         if pending.is_empty() {
-            outcomes.sort_by_key(|o| order.iter().position(|n| *n == o.name));
-            return Some(Ok(Reply::Waited { replies, outcomes }));
+            return done(outcomes);
         }
         if expired {
             let after = timeout.unwrap_or_default();
@@ -324,38 +297,100 @@ pub(super) async fn run(
                     .iter()
                     .map(|w| w.timed_out(find(&status, &w.name), after)),
             );
-            outcomes.sort_by_key(|o| order.iter().position(|n| *n == o.name));
-            return Some(Ok(Reply::Waited { replies, outcomes }));
+            return done(outcomes);
         }
         if newer {
             continue;
         }
-        // Sleep until an event about a pending service, the client leaving or the
-        // deadline.
-        loop {
-            let event = tokio::select! {
-                received = live.recv() => received,
-                _ = stream.read(&mut scratch) => return None,
-                // One last look with a fresh status: a service may have just made it.
-                () = sleep_until(deadline), if !expired => {
-                    expired = true;
-                    break;
-                }
-            };
-            match event {
-                Ok(event) if pending.iter().any(|w| w.concerns(&event)) => {
-                    pending.iter_mut().for_each(|w| w.on_event(&event));
-                    break;
-                }
-                Ok(_) => {}
-                Err(RecvError::Lagged(_)) => break,
-                Err(RecvError::Closed) => {
-                    return Some(Err(ControlError {
-                        kind: ErrorKind::ShuttingDown,
-                        message: "holdfast is shutting down: stopped waiting".to_owned(),
-                    }));
-                }
+        match next_wake(stream, &mut live, &mut pending, deadline).await {
+            Wake::Look => {}
+            Wake::Expired => expired = true,
+            Wake::ClientGone => return None,
+            Wake::ShuttingDown => {
+                return Some(Err(ControlError {
+                    kind: ErrorKind::ShuttingDown,
+                    message: "holdfast is shutting down: stopped waiting".to_owned(),
+                }));
             }
+        }
+    }
+}
+
+/// Applies each request in turn: their replies, and what to wait for.
+async fn apply(
+    requests: Vec<Request>,
+    peer: Peer,
+    tx: &mpsc::Sender<ControlMsg>,
+) -> Result<(Vec<Reply>, Vec<Watch>), ControlError> {
+    if let Some(bad) = requests.iter().find(|r| !waitable(r)) {
+        return Err(ControlError {
+            kind: ErrorKind::BadRequest,
+            message: format!(
+                "cannot wait for {bad:?}: only start, stop, restart and reload can be waited for"
+            ),
+        });
+    }
+    let mut replies = Vec::new();
+    let mut requested: Vec<Watch> = Vec::new();
+    for request in requests {
+        let reply = dispatch(request.clone(), peer, tx).await?;
+        requested.extend(watches(&request, &reply)?);
+        replies.push(reply);
+    }
+    Ok((replies, requested))
+}
+
+/// Every event published before the status was read is queued by now: takes them all,
+/// so the verdict knows why a service is where the status says (a spawn error behind a
+/// `backoff`). Returns whether some may be newer than the status (then the status is
+/// asked again rather than waiting for events already taken).
+fn take_queued(live: &mut broadcast::Receiver<EventRecord>, pending: &mut [Watch]) -> bool {
+    let mut newer = false;
+    loop {
+        match live.try_recv() {
+            Ok(event) => {
+                newer |= pending.iter().any(|w| w.concerns(&event));
+                pending.iter_mut().for_each(|w| w.on_event(&event));
+            }
+            // Missed events: the status still says where every service is.
+            Err(TryRecvError::Lagged(_)) => newer = true,
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return newer,
+        }
+    }
+}
+
+/// Why a waiting request looks at the status again (or stops).
+enum Wake {
+    /// An event about a pending service, or missed events.
+    Look,
+    /// The deadline passed: one last look with a fresh status.
+    Expired,
+    ClientGone,
+    ShuttingDown,
+}
+
+/// Sleeps until an event about a pending service, the client leaving or the deadline.
+async fn next_wake(
+    stream: &mut UnixStream,
+    live: &mut broadcast::Receiver<EventRecord>,
+    pending: &mut [Watch],
+    deadline: Option<tokio::time::Instant>,
+) -> Wake {
+    let mut scratch = [0_u8; 64];
+    loop {
+        let event = tokio::select! {
+            received = live.recv() => received,
+            _ = stream.read(&mut scratch) => return Wake::ClientGone,
+            () = sleep_until(deadline) => return Wake::Expired,
+        };
+        match event {
+            Ok(event) if pending.iter().any(|w| w.concerns(&event)) => {
+                pending.iter_mut().for_each(|w| w.on_event(&event));
+                return Wake::Look;
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => return Wake::Look,
+            Err(RecvError::Closed) => return Wake::ShuttingDown,
         }
     }
 }

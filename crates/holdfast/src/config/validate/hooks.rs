@@ -10,7 +10,7 @@ use super::Validator;
 use crate::config::diagnostic::{Problem, unknown_key_help};
 use crate::config::raw::{RawCommand, RawService};
 use crate::model::{Hooks, defaults};
-use crate::supervisor::event::{NOT_HOOKABLE, kinds};
+use holdfast_core::supervisor::event::{NOT_HOOKABLE, kinds};
 
 impl Validator<'_> {
     pub(super) fn hooks(&mut self, svc: &str, raw: &RawService) -> Hooks {
