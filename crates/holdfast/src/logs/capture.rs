@@ -604,13 +604,18 @@ mod tests {
     }
 
     /// The capture's task cannot run while this test holds the only runtime thread, as a
-    /// writer stuck on a slow disk would: notes and the end of a run are taken all the
-    /// same, without waiting, and written in the order asked once the task runs.
+    /// writer stuck on a slow disk would, and a note is taken while the pipes' lock is
+    /// held: notes and the end of a run are taken without waiting, and written in the
+    /// order asked once the task runs.
     #[tokio::test(flavor = "current_thread")]
     async fn notes_are_taken_while_the_capture_task_is_held_up_and_keep_their_order() {
         let dir = TempDir::new("capture-held-up");
         let capture = Capture::open(dir.path(), &name("web"), spec(1 << 20, 2)).unwrap();
+        // The one lock of a capture (its pipes' reads) held by someone else: a note does
+        // not need it.
+        let held = capture.pipes.ends();
         capture.note("spawned run 0");
+        drop(held);
         let mut child = spawn_sh(&capture, "echo one; printf 'FATAL: x'");
         // Blocks the runtime's one thread: the task reads and writes nothing meanwhile.
         assert!(child.wait().unwrap().success());
