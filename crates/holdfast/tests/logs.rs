@@ -155,3 +155,22 @@ command = ["/bin/sh", "-c", "head -c 20000 /dev/zero | tr '\\0' x; exec sleep 10
         "the service still runs: only the idle line was flushed"
     );
 }
+
+#[test]
+fn the_last_note_of_a_shutdown_is_in_the_log_once_the_daemon_has_exited() {
+    // Notes are written by each capture's own task, off the supervisor's: the daemon
+    // waits for them before it exits.
+    let mut daemon = Daemon::start("[service.web]\ncommand = [\"sleep\", \"1000\"]\n");
+    daemon.wait_for_service("web", "is running", |s| s.state == "running");
+
+    daemon.cli_ok(&["shutdown"]);
+    let status = daemon.wait_exit();
+
+    assert!(status.success(), "holdfast exits cleanly: {status}");
+    let log = daemon.log("web");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.ends_with(" holdfast web: stopped"),
+        "the stop is the last line:\n{log}"
+    );
+}

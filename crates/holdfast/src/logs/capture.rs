@@ -4,17 +4,24 @@
 //! Invariants:
 //! - our copies of the write ends stay `O_CLOEXEC`, so only the process they are handed
 //!   to (dup2'ed to fd 1 and 2) inherits them;
-//! - the reader task owns the read ends and ends only at EOF on both, that is once the
-//!   `Capture` is dropped and every process holding a write end has closed it;
+//! - one task owns the log file and the partial lines and reads the pipes; the supervisor
+//!   only queues [`Op`]s for it (a note, the end of a run, new rotation settings), so it
+//!   never waits for that task or for the disk. The task applies them in the order asked;
 //! - the task never waits for the disk to recover (see `file`): reads continue, failed
 //!   writes are dropped and counted;
-//! - every read from a pipe and the line splitting that follows happen under the one lock
-//!   of `Shared`, so [`Capture::end_run`] can drain what a dead run left in the pipes and
-//!   write its unfinished lines before anything of the next run;
+//! - the end of a run is cut where it is asked for, before the next spawn: `end_run`
+//!   takes what is left in the pipes (non-blocking reads, no disk) into its op. Reads of
+//!   the pipes happen under one small lock (`Pipes::ends`, held for a read, never for a
+//!   write or an await) that counts the ends of runs, so the task knows which ends come
+//!   before the bytes it read: a dead run's unfinished line is its own record, never
+//!   glued to the next run's first bytes;
+//! - the task ends only at EOF on both pipes (once the `Capture` is dropped and every
+//!   process holding a write end has closed it) with every queued op applied;
 //! - a partial line waits for its newline at most [`PARTIAL_IDLE`]: a timer armed only
 //!   while one is held, so a quiet writer costs no wake-ups.
 
 use std::fs::DirBuilder;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
@@ -24,6 +31,8 @@ use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use tokio::net::unix::pipe::Receiver;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::file::{LogFile, reason};
 use super::line::LineSplitter;
@@ -48,12 +57,13 @@ pub(crate) const PARTIAL_IDLE: Duration = Duration::from_secs(1);
 
 /// Capture of one service's stdout and stderr, kept across restarts of the service.
 ///
-/// Dropping it closes holdfast's write ends; the reader task keeps draining until EOF
-/// (grandchildren may still hold the pipes), writes a last partial line, and ends.
+/// Dropping it closes holdfast's write ends; the task applies what was queued, keeps
+/// draining until EOF (grandchildren may still hold the pipes), writes a last partial
+/// line, and ends. A daemon that exits first awaits [`Capture::flushed`].
 #[derive(Debug)]
 pub struct Capture {
-    shared: Arc<Mutex<Shared>>,
-    /// The read ends, shared with the reader task so that `end_run` can drain them.
+    ops: mpsc::UnboundedSender<Op>,
+    /// The read ends, shared with the task so that `end_run` can take what a run left.
     pipes: Arc<Pipes>,
     path: PathBuf,
     stdout: OwnedFd,
@@ -64,6 +74,9 @@ pub struct Capture {
 struct Pipes {
     stdout: Receiver,
     stderr: Receiver,
+    /// Ends of runs asked for. Held across every read of either pipe, so that the bytes
+    /// of a read are known to come after exactly this many ends.
+    ends: Mutex<u64>,
 }
 
 impl Pipes {
@@ -73,18 +86,36 @@ impl Pipes {
             Stream::Stdout | Stream::Holdfast => &self.stdout,
         }
     }
+
+    fn ends(&self) -> MutexGuard<'_, u64> {
+        // A count is still right after a panic elsewhere: ignore poisoning.
+        self.ends.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
-/// What the reader task and the supervisor's `note`s both write to, and the partial line
-/// of each stream.
-#[derive(Debug)]
-struct Shared {
-    sink: Sink,
-    stdout: LineSplitter,
-    stderr: LineSplitter,
+/// What the capture's task is asked to do, in order with the output it reads.
+enum Op {
+    /// holdfast's own line, stamped when it was said.
+    Note {
+        stamp: Stamp,
+        text: String,
+    },
+    /// A run ended (see [`Capture::end_run`]) and left these bytes (stdout, stderr).
+    EndRun {
+        stamp: Stamp,
+        left: [Vec<u8>; 2],
+    },
+    SetSpec(LogSpec),
+    /// The last lines, once everything asked before is applied.
+    Recent {
+        n: usize,
+        reply: oneshot::Sender<Vec<String>>,
+    },
+    /// Answered once everything asked before is written.
+    Flush(oneshot::Sender<()>),
 }
 
-#[derive(Debug)]
+/// Where every line goes: the file and the ring of recent lines.
 struct Sink {
     file: LogFile,
     recent: Ring,
@@ -98,30 +129,39 @@ impl Sink {
     }
 }
 
-impl Shared {
-    /// The line splitter of `stream` and where its lines go.
-    fn parts(&mut self, stream: Stream) -> (&mut LineSplitter, &mut Sink) {
-        match stream {
-            Stream::Stderr => (&mut self.stderr, &mut self.sink),
-            Stream::Stdout | Stream::Holdfast => (&mut self.stdout, &mut self.sink),
+/// The partial line of one pipe.
+struct Reader {
+    lines: LineSplitter,
+    /// False once EOF (or an error) was read.
+    open: bool,
+    /// When the held partial line is written as it is, if one is held.
+    idle: Option<Instant>,
+}
+
+impl Reader {
+    fn new() -> Self {
+        Self {
+            lines: LineSplitter::default(),
+            open: true,
+            idle: None,
         }
     }
 
-    fn push(&mut self, stamp: &Stamp, stream: Stream, bytes: &[u8]) {
-        let (lines, sink) = self.parts(stream);
-        lines.push(bytes, |line, ending| {
+    fn push(&mut self, sink: &mut Sink, stamp: &Stamp, stream: Stream, bytes: &[u8]) {
+        self.lines.push(bytes, |line, ending| {
             sink.append(stamp, stream, line, ending)
         });
+        self.idle = self
+            .lines
+            .is_pending()
+            .then(|| Instant::now() + PARTIAL_IDLE);
     }
 
-    /// Writes the partial line of `stream`, if any, marked as unfinished.
-    fn finish(&mut self, stamp: &Stamp, stream: Stream) {
-        let (lines, sink) = self.parts(stream);
-        lines.finish(|line, ending| sink.append(stamp, stream, line, ending));
-    }
-
-    fn is_pending(&mut self, stream: Stream) -> bool {
-        self.parts(stream).0.is_pending()
+    /// Writes the partial line, if any, marked as unfinished.
+    fn finish(&mut self, sink: &mut Sink, stamp: &Stamp, stream: Stream) {
+        self.lines
+            .finish(|line, ending| sink.append(stamp, stream, line, ending));
+        self.idle = None;
     }
 }
 
@@ -151,31 +191,28 @@ impl Capture {
         let file = LogFile::open(path.clone(), spec)?;
         let (stdout_read, stdout) = pipe()?;
         let (stderr_read, stderr) = pipe()?;
+        let (ops_tx, ops) = mpsc::unbounded_channel();
         let pipes = Arc::new(Pipes {
             stdout: Receiver::from_owned_fd(stdout_read)?,
             stderr: Receiver::from_owned_fd(stderr_read)?,
+            ends: Mutex::new(0),
         });
-
-        let shared = Arc::new(Mutex::new(Shared {
+        let task = Task {
             sink: Sink {
                 file,
                 recent: Ring::new(RECENT_LINES, RECENT_BYTES),
             },
-            stdout: LineSplitter::default(),
-            stderr: LineSplitter::default(),
-        }));
-        let task_shared = Arc::clone(&shared);
-        let task_pipes = Arc::clone(&pipes);
-        tokio::spawn(async move {
-            tokio::join!(
-                drain(&task_pipes, Stream::Stdout, &task_shared),
-                drain(&task_pipes, Stream::Stderr, &task_shared),
-            );
-            lock(&task_shared).sink.file.flush();
-        });
-
+            pipes: Arc::clone(&pipes),
+            stdout: Reader::new(),
+            stderr: Reader::new(),
+            ops,
+            ops_open: true,
+            ends_done: 0,
+            buf: vec![0; READ_SIZE],
+        };
+        tokio::spawn(task.run());
         Ok(Capture {
-            shared,
+            ops: ops_tx,
             pipes,
             path,
             stdout,
@@ -201,55 +238,57 @@ impl Capture {
 
     /// Applies new rotation settings (after a reload); they take effect at the next write.
     pub fn set_spec(&self, spec: LogSpec) {
-        lock(&self.shared).sink.file.set_spec(spec);
+        self.ask(Op::SetSpec(spec));
     }
 
-    /// Writes holdfast's own line into the service log (tag `holdfast`), e.g.
-    /// `started pid 42` or `exited 3, restarting in 2s`. Each line of a multi-line note
-    /// becomes its own record.
+    /// Queues holdfast's own line for the service log (tag `holdfast`), e.g.
+    /// `started pid 42` or `exited 3, restarting in 2s`, stamped now. Each line of a
+    /// multi-line note becomes its own record. Never waits.
     pub fn note(&self, line: &str) {
-        let stamp = Stamp::now();
-        let mut shared = lock(&self.shared);
-        for part in line.lines() {
-            shared
-                .sink
-                .append(&stamp, Stream::Holdfast, part.as_bytes(), Ending::Newline);
-        }
-        shared.sink.file.flush();
+        self.ask(Op::Note {
+            stamp: Stamp::now(),
+            text: line.to_owned(),
+        });
     }
 
-    /// A run of the service ended: reads what its processes left in the pipes and writes
-    /// each stream's unfinished last line as a record of its own (marked as such), so it
-    /// is neither glued to the next run's first line nor stamped after its start. Called
-    /// when the run's exit is handled and again before the next spawn.
+    /// A run of the service ended: takes what its processes left in the pipes, for the
+    /// task to write with each stream's unfinished last line as a record of its own
+    /// (marked as such), so it is neither glued to the next run's first line nor stamped
+    /// after its start. Called when the run's exit is handled and again before the next
+    /// spawn. Reads without blocking and writes nothing.
     pub fn end_run(&self) {
         let stamp = Stamp::now();
-        let mut shared = lock(&self.shared);
-        let mut buf = vec![0; READ_SIZE];
-        for stream in [Stream::Stdout, Stream::Stderr] {
-            for _ in 0..END_OF_RUN_READS {
-                // A plain read, past tokio's readiness cache: the reactor may not have
-                // seen the last bytes yet, but they are in the pipe.
-                match nix::unistd::read(self.pipes.of(stream), &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => shared.push(&stamp, stream, &buf[..n]),
-                }
-            }
-            shared.finish(&stamp, stream);
+        let left = {
+            let mut ends = self.pipes.ends();
+            *ends += 1;
+            [Stream::Stdout, Stream::Stderr].map(|stream| read_left(self.pipes.of(stream)))
+        };
+        self.ask(Op::EndRun { stamp, left });
+    }
+
+    /// The last `n` lines (at most 256), formatted as in the file, oldest first, once
+    /// everything asked before (notes, ends of runs) is applied. Lines are kept even when
+    /// the disk refused them, so crash reports see them. Empty if the task is gone.
+    pub fn recent(&self, n: usize) -> impl Future<Output = Vec<String>> + Send + use<> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Op::Recent { n, reply });
+        async move { answer.await.unwrap_or_default() }
+    }
+
+    /// Resolves once everything asked before is written (or dropped, on a failing disk):
+    /// the daemon awaits it before it exits, since the runtime ends the task with it.
+    pub fn flushed(&self) -> impl Future<Output = ()> + Send + use<> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Op::Flush(reply));
+        async move {
+            let _ = answer.await;
         }
-        shared.sink.file.flush();
     }
 
-    /// The last `n` lines (at most 256), formatted as in the file, oldest first. Lines are
-    /// kept even when the disk refused them, so crash reports see them.
-    pub fn recent(&self, n: usize) -> Vec<String> {
-        lock(&self.shared).sink.recent.last(n)
+    fn ask(&self, op: Op) {
+        // The task lives until this `Capture` is dropped: the send cannot fail.
+        let _ = self.ops.send(op);
     }
-}
-
-/// A log that panicked mid-write is still the best log we have: ignore poisoning.
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A pipe as (read end, write end), both `O_CLOEXEC`; the write end stays blocking
@@ -263,62 +302,177 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((read, write))
 }
 
-/// Reads one pipe until EOF, appending its lines to the log. A partial line left waiting
-/// [`PARTIAL_IDLE`] is written as it is.
-async fn drain(pipes: &Pipes, stream: Stream, shared: &Mutex<Shared>) {
-    let pipe = pipes.of(stream);
+/// What is in `pipe` now, up to a full pipe and a bit: bounded even if a leftover
+/// process keeps writing.
+fn read_left(pipe: &Receiver) -> Vec<u8> {
+    let mut left = Vec::new();
     let mut buf = vec![0; READ_SIZE];
-    loop {
-        // Read and split under the lock: `end_run` must not slip in between.
-        let read = {
-            let mut shared = lock(shared);
-            let read = pipe.try_read(&mut buf);
-            if let Ok(n @ 1..) = read {
-                shared.push(&Stamp::now(), stream, &buf[..n]);
-                shared.sink.file.flush();
-            }
-            read
-        };
-        match read {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                if let Err(err) = wait_readable(pipe, stream, shared).await {
-                    tracing::error!(?stream, "failed to wait on log pipe: {err}");
-                    break;
-                }
-            }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => {
-                tracing::error!(?stream, "failed to read log pipe: {err}");
-                break;
-            }
+    for _ in 0..END_OF_RUN_READS {
+        // A plain read, past tokio's readiness cache: the reactor may not have seen the
+        // last bytes yet, but they are in the pipe.
+        match nix::unistd::read(pipe, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left.extend_from_slice(&buf[..n]),
         }
     }
-    let mut shared = lock(shared);
-    shared.finish(&Stamp::now(), stream);
-    shared.sink.file.flush();
+    left
 }
 
-/// Waits until `pipe` is readable; while a partial line is held, writes it out if nothing
-/// comes within [`PARTIAL_IDLE`].
-async fn wait_readable(pipe: &Receiver, stream: Stream, shared: &Mutex<Shared>) -> io::Result<()> {
-    if !lock(shared).is_pending(stream) {
-        return pipe.readable().await;
-    }
-    tokio::select! {
-        readable = pipe.readable() => readable,
-        () = tokio::time::sleep(PARTIAL_IDLE) => {
-            let mut shared = lock(shared);
-            shared.finish(&Stamp::now(), stream);
-            shared.sink.file.flush();
-            Ok(())
+/// The capture's task: the only owner of the log file and the partial lines.
+struct Task {
+    sink: Sink,
+    pipes: Arc<Pipes>,
+    stdout: Reader,
+    stderr: Reader,
+    ops: mpsc::UnboundedReceiver<Op>,
+    /// False once the `Capture` is dropped and every op applied.
+    ops_open: bool,
+    /// Ends of runs applied.
+    ends_done: u64,
+    buf: Vec<u8>,
+}
+
+impl Task {
+    /// Applies ops and reads both pipes until EOF; ops first, so that a note is written
+    /// as soon as it is asked for.
+    async fn run(mut self) {
+        while self.ops_open || self.stdout.open || self.stderr.open {
+            let idle = [self.stdout.idle, self.stderr.idle]
+                .into_iter()
+                .flatten()
+                .min();
+            tokio::select! {
+                biased;
+                op = self.ops.recv(), if self.ops_open => match op {
+                    Some(op) => self.apply(op),
+                    None => self.ops_open = false,
+                },
+                ready = self.pipes.stdout.readable(), if self.stdout.open => {
+                    self.on_readable(Stream::Stdout, ready).await;
+                }
+                ready = self.pipes.stderr.readable(), if self.stderr.open => {
+                    self.on_readable(Stream::Stderr, ready).await;
+                }
+                () = sleep_until(idle) => self.write_idle(),
+            }
         }
+        self.sink.file.flush();
+    }
+
+    /// The reader of `stream`, the sink and the read buffer, borrowed together.
+    fn parts(&mut self, stream: Stream) -> (&mut Reader, &mut Sink, &mut Vec<u8>) {
+        let reader = match stream {
+            Stream::Stderr => &mut self.stderr,
+            Stream::Stdout | Stream::Holdfast => &mut self.stdout,
+        };
+        (reader, &mut self.sink, &mut self.buf)
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Note { stamp, text } => {
+                for part in text.lines() {
+                    self.sink
+                        .append(&stamp, Stream::Holdfast, part.as_bytes(), Ending::Newline);
+                }
+            }
+            Op::EndRun { stamp, left } => {
+                self.end_run(&stamp, &left);
+                self.ends_done += 1;
+            }
+            Op::SetSpec(spec) => self.sink.file.set_spec(spec),
+            Op::Recent { n, reply } => {
+                let _ = reply.send(self.sink.recent.last(n));
+            }
+            Op::Flush(reply) => {
+                self.sink.file.flush();
+                let _ = reply.send(());
+            }
+        }
+        self.sink.file.flush();
+    }
+
+    /// Writes what the ended run left in the pipes, and its unfinished lines.
+    fn end_run(&mut self, stamp: &Stamp, left: &[Vec<u8>; 2]) {
+        for (stream, bytes) in [Stream::Stdout, Stream::Stderr].into_iter().zip(left) {
+            let (reader, sink, _) = self.parts(stream);
+            reader.push(sink, stamp, stream, bytes);
+            reader.finish(sink, stamp, stream);
+        }
+    }
+
+    /// Applies queued ops until `ends` ends of runs are done: bytes read after them
+    /// belong after them.
+    async fn catch_up(&mut self, ends: u64) {
+        while self.ends_done < ends {
+            match self.ops.recv().await {
+                Some(op) => self.apply(op),
+                None => break,
+            }
+        }
+    }
+
+    async fn on_readable(&mut self, stream: Stream, ready: io::Result<()>) {
+        if let Err(err) = ready {
+            tracing::error!(?stream, "failed to wait on log pipe: {err}");
+            self.close(stream);
+            return;
+        }
+        let (read, ends) = {
+            let ends = self.pipes.ends();
+            (self.pipes.of(stream).try_read(&mut self.buf), *ends)
+        };
+        self.catch_up(ends).await;
+        match read {
+            Ok(0) => self.close(stream),
+            Ok(n) => {
+                let (reader, sink, buf) = self.parts(stream);
+                reader.push(sink, &Stamp::now(), stream, &buf[..n]);
+                sink.file.flush();
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(err) => {
+                tracing::error!(?stream, "failed to read log pipe: {err}");
+                self.close(stream);
+            }
+        }
+    }
+
+    /// EOF (or a broken pipe): the partial line is written, the pipe is not read again.
+    fn close(&mut self, stream: Stream) {
+        let (reader, sink, _) = self.parts(stream);
+        reader.finish(sink, &Stamp::now(), stream);
+        reader.open = false;
+        sink.file.flush();
+    }
+
+    /// A partial line waited [`PARTIAL_IDLE`] for its newline: it is written as it is.
+    fn write_idle(&mut self) {
+        let now = Instant::now();
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let (reader, sink, _) = self.parts(stream);
+            if reader.idle.is_some_and(|at| at <= now) {
+                reader.finish(sink, &Stamp::now(), stream);
+            }
+        }
+        self.sink.file.flush();
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::future::ready;
     use std::os::unix::fs::PermissionsExt;
     use std::process::{Child, Command, Stdio};
     use std::time::Duration;
@@ -349,6 +503,13 @@ mod tests {
             .expect("/bin/sh can be spawned")
     }
 
+    /// Whether the last line written (or dropped) ends with `suffix`.
+    fn last_ends_with(capture: &Capture, suffix: &str) -> impl Future<Output = bool> + use<> {
+        let recent = capture.recent(1);
+        let suffix = suffix.to_owned();
+        async move { recent.await.first().is_some_and(|l| l.ends_with(&suffix)) }
+    }
+
     /// Waits for the child off the runtime thread, so the reader task keeps draining.
     async fn wait_child(mut child: Child, secs: u64) -> std::process::ExitStatus {
         let waiting = tokio::task::spawn_blocking(move || child.wait());
@@ -377,12 +538,12 @@ mod tests {
         let path = capture.path().to_owned();
         wait_until("both streams are in the file", 30, || {
             let log = read_or_empty(&path);
-            log.contains("hello") && log.contains("oops") && log.contains("byte")
+            ready(log.contains("hello") && log.contains("oops") && log.contains("byte"))
         })
         .await;
         drop(capture);
         wait_until("the partial line is written at EOF", 30, || {
-            read_or_empty(&path).contains("partial")
+            ready(read_or_empty(&path).contains("partial"))
         })
         .await;
         let log = read_or_empty(&path);
@@ -428,7 +589,7 @@ mod tests {
             capture.end_run();
             capture.note(&format!("exited run {run}"));
         }
-        let recent = capture.recent(12);
+        let recent = capture.recent(12).await;
         let texts: Vec<&str> = recent.iter().map(|l| &l[25..]).collect();
         let run = |n: usize| {
             [
@@ -442,16 +603,51 @@ mod tests {
         assert_eq!(texts, expected, "{recent:#?}");
     }
 
+    /// The capture's task cannot run while this test holds the only runtime thread, as a
+    /// writer stuck on a slow disk would, and a note is taken while the pipes' lock is
+    /// held: notes and the end of a run are taken without waiting, and written in the
+    /// order asked once the task runs.
+    #[tokio::test(flavor = "current_thread")]
+    async fn notes_are_taken_while_the_capture_task_is_held_up_and_keep_their_order() {
+        let dir = TempDir::new("capture-held-up");
+        let capture = Capture::open(dir.path(), &name("web"), spec(1 << 20, 2)).unwrap();
+        // The one lock of a capture (its pipes' reads) held by someone else: a note does
+        // not need it.
+        let held = capture.pipes.ends();
+        capture.note("spawned run 0");
+        drop(held);
+        let mut child = spawn_sh(&capture, "echo one; printf 'FATAL: x'");
+        // Blocks the runtime's one thread: the task reads and writes nothing meanwhile.
+        assert!(child.wait().unwrap().success());
+        capture.end_run();
+        capture.note("exited run 0");
+        assert_eq!(
+            read_or_empty(capture.path()),
+            "",
+            "nothing is written by the caller"
+        );
+        capture.flushed().await;
+        let log = read_or_empty(capture.path());
+        let texts: Vec<&str> = log.lines().map(|l| &l[25..]).collect();
+        assert_eq!(
+            texts,
+            [
+                "holdfast spawned run 0",
+                "stdout   one",
+                "stdout   FATAL: x [no newline]",
+                "holdfast exited run 0",
+            ],
+            "{log}"
+        );
+    }
+
     #[tokio::test]
     async fn a_partial_line_is_written_once_its_writer_goes_quiet() {
         let dir = TempDir::new("capture-idle");
         let capture = Capture::open(dir.path(), &name("quiet"), spec(1 << 20, 2)).unwrap();
         let child = spawn_sh(&capture, "printf 'Password: '; exec sleep 1000");
         wait_until("the prompt is written without its newline", 30, || {
-            capture
-                .recent(1)
-                .first()
-                .is_some_and(|l| l.ends_with("stdout   Password:  [no newline]"))
+            last_ends_with(&capture, "stdout   Password:  [no newline]")
         })
         .await;
         let mut child = child;
@@ -466,19 +662,16 @@ mod tests {
         let child = spawn_sh(&capture, "for i in $(seq 1 300); do echo line $i; done");
         assert!(wait_child(child, 60).await.success());
         wait_until("the last line is read", 30, || {
-            capture
-                .recent(1)
-                .first()
-                .is_some_and(|l| l.ends_with("line 300"))
+            last_ends_with(&capture, "line 300")
         })
         .await;
         capture.note("exited 0\nnot restarting");
-        let recent = capture.recent(3);
+        let recent = capture.recent(3).await;
         assert!(recent[0].ends_with("stdout   line 300"), "{recent:?}");
         assert!(recent[1].ends_with("holdfast exited 0"), "{recent:?}");
         assert!(recent[2].ends_with("holdfast not restarting"), "{recent:?}");
         assert_eq!(
-            capture.recent(1000).len(),
+            capture.recent(1000).await.len(),
             RECENT_LINES,
             "the ring is bounded"
         );
@@ -500,10 +693,7 @@ mod tests {
             "the child exits by itself"
         );
         wait_until("all output is read", 120, || {
-            capture
-                .recent(1)
-                .first()
-                .is_some_and(|l| l.ends_with("stdout   END"))
+            last_ends_with(&capture, "stdout   END")
         })
         .await;
         let path = capture.path().to_owned();
@@ -539,9 +729,11 @@ mod tests {
         for i in 0..10 {
             capture.note(&format!("note {i}"));
         }
+        capture.flushed().await;
         assert!(!rotated_path(capture.path(), 1).exists());
         capture.set_spec(spec(100, 1));
         capture.note("after reload");
+        capture.flushed().await;
         assert!(
             rotated_path(capture.path(), 1).exists(),
             "rotated at the next write"
@@ -597,10 +789,7 @@ mod tests {
             "the child is never blocked"
         );
         wait_until("all output is read", 60, || {
-            capture
-                .recent(1)
-                .first()
-                .is_some_and(|l| l.ends_with("stdout   END"))
+            last_ends_with(&capture, "stdout   END")
         })
         .await;
         let before = read_or_empty(capture.path());
@@ -608,6 +797,7 @@ mod tests {
 
         std::fs::remove_file(&ballast).unwrap();
         capture.note("disk has space again");
+        capture.flushed().await;
         let log = read_or_empty(capture.path());
         let dropped: Vec<&str> = log.lines().filter(|l| l.contains("dropped")).collect();
         assert_eq!(

@@ -27,9 +27,13 @@ impl Drop for TempDir {
 }
 
 /// Waits until `cond` holds, polling every 15 ms, failing the test after `secs` seconds.
-pub(crate) async fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+/// The condition is asynchronous: asking a capture for its recent lines is.
+pub(crate) async fn wait_until<F>(what: &str, secs: u64, mut cond: impl FnMut() -> F)
+where
+    F: std::future::Future<Output = bool>,
+{
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !cond() {
+    while !cond().await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out after {secs}s waiting until {what}"

@@ -85,6 +85,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     // Dropping the shell closes the event bus: `events -f` followers get a last line
     // and end, instead of holding up the close.
     shell.remove_cgroups();
+    shell.flush_captures().await;
     drop(shell);
     server.close(Duration::from_secs(1)).await;
     server::unlink(&daemon.control);
@@ -440,6 +441,19 @@ impl Shell {
 
     fn capture(&self, service: &ServiceName) -> Option<&Capture> {
         self.slots.get(service)?.capture.as_ref()
+    }
+
+    /// Waits until every note asked for is in its log file: the capture tasks end with
+    /// the runtime, which ends with this daemon.
+    async fn flush_captures(&self) {
+        let flushed: Vec<_> = self
+            .slots
+            .values()
+            .filter_map(|slot| slot.capture.as_ref().map(Capture::flushed))
+            .collect();
+        for flushed in flushed {
+            flushed.await;
+        }
     }
 
     /// The service is gone from the plan: its capture and cgroup go too (its watchers

@@ -41,24 +41,34 @@ impl Shell {
     /// Appends the quarantine record (with the service's last log lines) to the queue,
     /// off this task; what follows waits for it.
     pub(super) fn quarantine(&mut self, service: &ServiceName, status: ExitStatus, reason: String) {
+        // Asked now, answered by the capture's task once the notes and the end of run
+        // queued before are applied: the record shows the run's last words.
         let log = self
             .capture(service)
-            .map(|c| c.recent(defaults::QUARANTINE_LOG_LINES))
-            .unwrap_or_default();
-        let entry = quarantine::Entry::Quarantined {
-            time: quarantine::now(),
-            service: service.clone(),
-            code: status.code(),
-            signal: status.signal().map(|s| s.as_str().to_owned()),
-            reason,
-            log,
-        };
+            .map(|c| c.recent(defaults::QUARANTINE_LOG_LINES));
+        let time = quarantine::now();
         let path = quarantine::path(&self.sup.plan().daemon.state_dir);
         let done = self.done_tx.clone();
         let service = service.clone();
         self.held.writing = true;
-        tokio::task::spawn_blocking(move || {
-            let result = quarantine::append(&path, &entry);
+        tokio::spawn(async move {
+            let log = match log {
+                Some(log) => log.await,
+                None => Vec::new(),
+            };
+            let entry = quarantine::Entry::Quarantined {
+                time,
+                service: service.clone(),
+                code: status.code(),
+                signal: status.signal().map(|s| s.as_str().to_owned()),
+                reason,
+                log,
+            };
+            let append_path = path.clone();
+            let result =
+                tokio::task::spawn_blocking(move || quarantine::append(&append_path, &entry))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
             let appended = Appended {
                 service,
                 path,
