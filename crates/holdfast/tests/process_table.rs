@@ -54,7 +54,8 @@ fn naming_pid(events: &[EventRecord], pid: u32) -> Vec<&EventRecord> {
 
 #[test]
 fn a_probe_a_hook_and_the_main_process_exiting_at_once_are_each_attributed_to_their_role() {
-    let d = Daemon::start(TRIO);
+    // At debug level holdfast logs whose each reaped process was.
+    let d = Daemon::start_with_env(TRIO, &[("HOLDFAST_LOG", "debug")]);
     let fifo = d.dir().join("go");
     d.wait_until("the fifo exists", |_| fifo.exists());
     // Held open for writing, so that the readers' opens return; closing it is the
@@ -104,6 +105,17 @@ fn a_probe_a_hook_and_the_main_process_exiting_at_once_are_each_attributed_to_th
     // when it came before the run's end (after it, the verdict about a finished run is
     // dropped by the core).
     assert!(naming_pid(&events, probe).is_empty(), "{events:#?}");
+    // Whatever the order of the three reaps, the table told each one's role.
+    let run = &exits[0].data["run"];
+    let log = d.stderr();
+    for (pid, role, status) in [
+        (main, format!("main process of run {run}"), "exited 3"),
+        (probe, format!("exec probe of run {run}"), "exited 1"),
+        (hook, "started hook".to_owned(), "exited 5"),
+    ] {
+        let line = format!("trio: reaped pid {pid} ({role}): {status}");
+        assert!(log.contains(&line), "no `{line}` in holdfast's log:\n{log}");
+    }
     let exited_at = events.iter().position(|e| e.kind == "exited");
     for (i, e) in events.iter().enumerate() {
         if e.kind == "health_changed" && e.data["run"] == exits[0].data["run"] {

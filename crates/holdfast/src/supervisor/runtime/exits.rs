@@ -36,6 +36,12 @@ impl Shell {
     /// What the exit of a process of the table means, by its role.
     fn process_exited(&mut self, reaped: reap::Reaped, process: Process) -> Vec<Input> {
         let Process { service, role, .. } = process;
+        tracing::debug!(
+            "{service}: reaped pid {} ({}): {}",
+            reaped.pid,
+            role.describe(),
+            reaped.status
+        );
         match role {
             Role::Main(run) | Role::Forker(run) => {
                 vec![self.main_exited(service, run, reaped.status)]

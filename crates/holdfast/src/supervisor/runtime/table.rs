@@ -71,6 +71,17 @@ impl Role {
         }
     }
 
+    /// What the process is, as holdfast's debug log names it.
+    pub fn describe(&self) -> String {
+        match self {
+            Role::Main(run) => format!("main process of run {}", run.0),
+            Role::Forker(run) => format!("forker of run {}", run.0),
+            Role::Member(run) => format!("member of run {}", run.0),
+            Role::Probe(run, _) => format!("exec probe of run {}", run.0),
+            Role::Hook(hook) => format!("{} hook", hook.event),
+        }
+    }
+
     /// A main process or forker: the one process whose exit ends the run.
     pub fn is_main(&self) -> bool {
         matches!(self, Role::Main(_) | Role::Forker(_))
