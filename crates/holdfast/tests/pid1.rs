@@ -3,7 +3,10 @@
 
 mod support;
 
-use support::{Daemon, children, is_zombie, process_state, tagged_processes, wait_until};
+use support::{
+    Daemon, children, holdfast_cgroups, is_zombie, kill_9, process_state, tagged_processes,
+    wait_until,
+};
 
 #[test]
 fn orphaned_grandchild_is_reaped_when_holdfast_is_pid_1() {
@@ -94,22 +97,6 @@ start_secs = "0s"
     );
 }
 
-/// The holdfast cgroup directories `pid` is in (one per hierarchy).
-fn holdfast_cgroups(pid: u32) -> Vec<std::path::PathBuf> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let controllers = parts.nth(1)?.split(',').next()?.to_owned();
-            let path = parts.next()?.trim_start_matches('/');
-            let dir = std::path::Path::new("/sys/fs/cgroup")
-                .join(controllers)
-                .join(path);
-            (path.contains("holdfast") && dir.is_dir()).then_some(dir)
-        })
-        .collect()
-}
-
 #[test]
 fn holdfast_as_pid_1_leaves_the_empty_cgroups_of_a_live_daemon_on_the_host_alone() {
     // The host daemon's service waits 60 s to restart: its cgroup is empty meanwhile.
@@ -131,11 +118,7 @@ start_secs = "0s"
         eprintln!("skipped: the service runs in no holdfast cgroup (cgroups unavailable)");
         return;
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(web as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill the service");
+    kill_9(web);
     host.wait_for_service("web", "waits to restart", |s| s.state == "backoff");
 
     // A daemon in its own pid namespace does not see the host daemon's pid in its /proc:

@@ -14,7 +14,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{Daemon, TEST_USER, is_alive, test_user, wait_until};
+use support::{Daemon, TEST_USER, holdfast_cgroups, is_alive, kill_9, test_user, wait_until};
 
 /// The value of `field` in /proc/PID/status (`"Uid"` → `"994\t994\t994\t994"`).
 fn status_field(pid: u32, field: &str) -> String {
@@ -508,35 +508,6 @@ started = ["/bin/sh", "-c", '{describe}', "sh", "hook"]
     }
 }
 
-/// Every holdfast cgroup directory of `pid`, one per hierarchy it is in.
-fn holdfast_cgroup_dirs(pid: u32) -> Vec<PathBuf> {
-    let text = read(Path::new(&format!("/proc/{pid}/cgroup")));
-    let mut dirs = Vec::new();
-    for line in text.lines() {
-        let controllers = line.split(':').nth(1).unwrap_or_default();
-        let file = if controllers.is_empty() {
-            "cgroup.controllers"
-        } else {
-            "tasks"
-        };
-        if let Some(dir) = try_cgroup_dir(pid, file) {
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
-            }
-        }
-        for controller in controllers.split(',').filter(|c| !c.is_empty()) {
-            let path = line.splitn(3, ':').nth(2).unwrap_or_default();
-            let dir = PathBuf::from("/sys/fs/cgroup")
-                .join(controller)
-                .join(path.trim_start_matches('/'));
-            if path.contains("/holdfast") && dir.exists() && !dirs.contains(&dir) {
-                dirs.push(dir);
-            }
-        }
-    }
-    dirs
-}
-
 #[test]
 fn a_service_cgroup_removed_between_two_runs_is_created_again_at_the_next_start() {
     let daemon = Daemon::start(
@@ -549,16 +520,12 @@ start_secs = "0s"
 "#,
     );
     let pid = running_pid(&daemon, "web");
-    let dirs = holdfast_cgroup_dirs(pid);
+    let dirs = holdfast_cgroups(pid);
     if dirs.is_empty() {
         eprintln!("skipped: the service runs in no holdfast cgroup (cgroups unavailable)");
         return;
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill the service");
+    kill_9(pid);
     daemon.wait_for_service("web", "is waiting to restart", |s| s.state == "backoff");
     // Removed by someone else while empty, before the restart comes.
     for dir in &dirs {
@@ -572,7 +539,7 @@ start_secs = "0s"
     });
     let new_pid = again.pid.expect("running");
     assert_eq!(
-        holdfast_cgroup_dirs(new_pid),
+        holdfast_cgroups(new_pid),
         dirs,
         "the new run is in the same cgroups, created again"
     );

@@ -140,7 +140,7 @@ mod tests {
     use crate::unix::Pid;
 
     use super::*;
-    use crate::model::{DaemonSettings, ExitStatus, Instance, ServiceSpec};
+    use crate::model::{ExitStatus, Instance, ServiceSpec};
     use crate::supervisor::service::RunId;
 
     fn name(n: &str) -> ServiceName {
@@ -239,16 +239,7 @@ mod tests {
 
     #[test]
     fn a_base_name_means_its_instances_and_a_plain_name_itself() {
-        let mut plan = Plan {
-            daemon: DaemonSettings {
-                control: "/run/holdfast-test/control.sock".into(),
-                control_group: None,
-                state_dir: "/var/lib/holdfast-test".into(),
-                log_dir: "/var/log/holdfast-test".into(),
-                pass_env: Vec::new(),
-            },
-            services: BTreeMap::new(),
-        };
+        let mut plan = crate::supervisor::testkit::plan([]);
         for index in 0..2 {
             let mut spec = ServiceSpec::with_defaults(name("web").instance(index), vec![]);
             spec.instance = Some(Instance {

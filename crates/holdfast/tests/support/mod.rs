@@ -551,6 +551,29 @@ pub fn process_state(pid: u32) -> Option<char> {
 }
 
 /// The process exists and is not a zombie (dead but not yet reaped).
+/// The holdfast cgroup directories `pid` is in, one per hierarchy (none without cgroups).
+pub fn holdfast_cgroups(pid: u32) -> Vec<PathBuf> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let controller = parts.nth(1)?.split(',').next()?.to_owned();
+            let path = parts.next()?.trim_start_matches('/');
+            let dir = Path::new("/sys/fs/cgroup").join(controller).join(path);
+            (path.contains("holdfast") && dir.is_dir()).then_some(dir)
+        })
+        .collect();
+    dirs.dedup();
+    dirs
+}
+
+/// SIGKILL to `pid`.
+pub fn kill_9(pid: u32) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid fits i32"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9");
+}
+
 pub fn is_alive(pid: u32) -> bool {
     process_state(pid).is_some_and(|s| s != 'Z' && s != 'X')
 }

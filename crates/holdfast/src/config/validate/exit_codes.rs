@@ -161,13 +161,9 @@ mod tests {
 
     use crate::unix::Signal;
 
-    use super::super::tests::{plan, problems};
-    use crate::config::Problem;
-    use crate::model::{ExitAction, ExitKey, ServiceName};
+    use super::super::tests::{plan, problems, snippet};
 
-    fn snippet<'s>(src: &'s str, problem: &Problem) -> &'s str {
-        &src[problem.span().expect("problems carry a span")]
-    }
+    use crate::model::{ExitAction, ExitKey, ServiceName};
 
     const CMD: &str = "[service.api]\ncommand = [\"/bin/api\"]\n";
 

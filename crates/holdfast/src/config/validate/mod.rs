@@ -155,7 +155,7 @@ mod tests {
     }
 
     /// The text the problem's span points at.
-    fn snippet<'s>(src: &'s str, problem: &Problem) -> &'s str {
+    pub(super) fn snippet<'s>(src: &'s str, problem: &Problem) -> &'s str {
         &src[problem.span().expect("problems carry a span")]
     }
 

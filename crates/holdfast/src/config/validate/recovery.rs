@@ -435,13 +435,9 @@ impl Validator<'_> {
 mod tests {
     use std::time::Duration;
 
-    use super::super::tests::{plan, problems};
-    use crate::config::Problem;
-    use crate::model::{Probe, ServiceName, UnhealthyAction};
+    use super::super::tests::{plan, problems, snippet};
 
-    fn snippet<'s>(src: &'s str, problem: &Problem) -> &'s str {
-        &src[problem.span().expect("problems carry a span")]
-    }
+    use crate::model::{Probe, ServiceName, UnhealthyAction};
 
     const CMD: &str = "[service.api]\ncommand = [\"/bin/api\"]\n";
 
