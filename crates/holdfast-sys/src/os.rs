@@ -81,3 +81,18 @@ pub fn kill(pid: Pid, signal: Signal) -> nix::Result<()> {
 pub fn getpid() -> Pid {
     core_pid(nix::unistd::getpid())
 }
+
+/// Restores the default action of SIGPIPE (end the process), which Rust's runtime sets to
+/// "ignore": a command writing to a pipe whose reader has gone (`holdfast status | head`)
+/// then ends quietly, as `ls | head` does, instead of panicking in `println!`. Not for the
+/// daemon, which must see `EPIPE` on a socket whose client left.
+#[expect(
+    unsafe_code,
+    reason = "changing a signal's disposition has no safe wrapper"
+)]
+pub fn end_quietly_on_broken_pipe() {
+    use nix::sys::signal::{SigHandler, signal};
+    // SAFETY: `SigDfl` installs no handler, so no code of ours runs in signal context;
+    // the disposition is process-wide and set before any output is written.
+    let _ = unsafe { signal(nix::sys::signal::Signal::SIGPIPE, SigHandler::SigDfl) };
+}

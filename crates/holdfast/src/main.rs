@@ -8,6 +8,9 @@ fn main() -> ExitCode {
     // A TAB in a shell with holdfast's completions calls us with `COMPLETE` set.
     holdfast::cli::completions::answer_if_asked();
     let cli = holdfast::cli::Cli::parse();
+    if !cli.command.is_daemon() {
+        holdfast::os::end_quietly_on_broken_pipe();
+    }
     match holdfast::cli::run(cli) {
         Ok(code) => code,
         Err(report) => {

@@ -48,3 +48,28 @@ fn the_documented_example_config_is_valid() {
 
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
 }
+
+#[test]
+fn a_reader_that_went_away_ends_the_cli_quietly_as_with_ls() {
+    use std::os::unix::process::ExitStatusExt;
+    let daemon = support::Daemon::start("[service.web]\ncommand = [\"sleep\", \"1000\"]\n");
+    // A pipe whose read end is closed before holdfast writes: `holdfast status | head -0`.
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    drop(read);
+    let output = support::holdfast()
+        .arg("status")
+        .arg("-s")
+        .arg(daemon.socket())
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run holdfast status");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.signal(),
+        Some(nix::sys::signal::Signal::SIGPIPE as i32),
+        "ended by SIGPIPE like any Unix tool: {:?}, stderr: {stderr}",
+        output.status
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -227,6 +227,14 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The commands that run holdfast's supervisor (which must see `EPIPE` rather than be
+    /// killed by SIGPIPE when a control client goes away).
+    pub fn is_daemon(&self) -> bool {
+        matches!(self, Command::Up { .. } | Command::Demo)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum QuarantineAction {
     /// Print every record, oldest first, with its last log lines.
