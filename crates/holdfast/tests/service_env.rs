@@ -206,3 +206,30 @@ env = {{ {service_path} }}
     assert!(support::is_alive(pid), "found in the configured PATH");
     let _ = std::fs::remove_dir_all(&bin);
 }
+
+#[test]
+fn a_relative_path_entry_is_searched_in_the_service_working_dir() {
+    // `bin` in PATH means `<working_dir>/bin`, where execvp in the service would look,
+    // not holdfast's own directory.
+    let app = std::env::temp_dir().join(format!("holdfast-relpath-{}", std::process::id()));
+    let bin = app.join("bin");
+    std::fs::create_dir_all(&bin).expect("create app/bin");
+    let tool = bin.join("tool");
+    std::fs::write(&tool, "#!/bin/sh\nexec sleep 1000\n").expect("write the tool");
+    let mut perms = std::fs::metadata(&tool).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&tool, perms).expect("chmod");
+    let config = format!(
+        "[service.tool]\ncommand = [\"tool\"]\nworking_dir = \"{}\"\nenv = {{ PATH = \"bin:/usr/bin:/bin\" }}\nstart_secs = \"0s\"\n",
+        app.display()
+    );
+
+    let daemon = Daemon::start(&config);
+    main_pid(&daemon, "tool");
+    let mut check = support::holdfast();
+    check.arg("check").arg(daemon.config_path());
+    let check = support::run(check);
+    assert!(check.status.success(), "{}", support::describe(&check));
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&app);
+}

@@ -5,7 +5,8 @@
 //! (relative to the child's working directory); a bare name is searched in the `PATH`
 //! of the child's environment, skipping empty entries (they would mean the current
 //! directory), directories and files without an execute bit; the first executable
-//! file wins. Without a `PATH` the search uses [`defaults::PATH`], the `PATH` every
+//! file wins. A relative entry is relative to the child's working directory, where
+//! `execvp` would run it (spawn looks up before `clone`, in holdfast's directory). Without a `PATH` the search uses [`defaults::PATH`], the `PATH` every
 //! service gets unless its config says otherwise.
 
 use std::path::{Path, PathBuf};
@@ -68,10 +69,12 @@ impl NotFound {
     }
 }
 
-/// Looks `program` up in `search` (a `PATH` value), asking `file` what each candidate is.
+/// Looks `program` up in `search` (a `PATH` value) for a child that runs in `cwd`
+/// (holdfast's own directory when `None`), asking `file` what each candidate is.
 pub fn lookup(
     program: &str,
     search: &str,
+    cwd: Option<&Path>,
     file: impl Fn(&Path) -> FileKind,
 ) -> Result<Found, NotFound> {
     if program.contains('/') {
@@ -82,7 +85,10 @@ pub fn lookup(
     }
     let mut not_executable = None;
     for dir in search.split(':').filter(|d| !d.is_empty()) {
-        let candidate = Path::new(dir).join(program);
+        let candidate = match cwd {
+            Some(cwd) if Path::new(dir).is_relative() => cwd.join(dir).join(program),
+            _ => Path::new(dir).join(program),
+        };
         match file(&candidate) {
             FileKind::File { executable: true } => return Ok(Found::InPath(candidate)),
             FileKind::File { executable: false } => {
@@ -101,10 +107,14 @@ pub fn search_path(env: &[(String, String)]) -> &str {
         .map_or(defaults::PATH, |(_, value)| value.as_str())
 }
 
-/// The path spawn executes for `program` in a child with environment `env`, looked up on
-/// this machine.
-pub fn resolve(program: &str, env: &[(String, String)]) -> Result<PathBuf, Errno> {
-    match lookup(program, search_path(env), FileKind::of) {
+/// The path spawn executes for `program` in a child with environment `env` that runs in
+/// `cwd`, looked up on this machine.
+pub fn resolve(
+    program: &str,
+    env: &[(String, String)],
+    cwd: Option<&Path>,
+) -> Result<PathBuf, Errno> {
+    match lookup(program, search_path(env), cwd, FileKind::of) {
         Ok(Found::AsWritten(path) | Found::InPath(path)) => Ok(path),
         Err(not_found) => Err(not_found.errno()),
     }
@@ -131,38 +141,58 @@ mod tests {
     #[test]
     fn a_bare_name_is_the_first_executable_file_in_the_search_path() {
         assert_eq!(
-            lookup("sleep", "/nowhere:/usr/bin:/bin", machine),
+            lookup("sleep", "/nowhere:/usr/bin:/bin", None, machine),
             Ok(Found::InPath("/usr/bin/sleep".into()))
         );
         assert_eq!(
-            lookup("tool", "/usr/local/bin:/bin", machine),
+            lookup("tool", "/usr/local/bin:/bin", None, machine),
             Ok(Found::InPath("/bin/tool".into())),
             "a file without an execute bit is skipped"
         );
         assert_eq!(
-            lookup("sleep", "/opt/bin:/usr/bin", machine),
+            lookup("sleep", "/opt/bin:/usr/bin", None, machine),
             Ok(Found::InPath("/usr/bin/sleep".into())),
             "a directory named like the program is skipped"
         );
     }
 
     #[test]
+    fn a_relative_search_entry_is_relative_to_the_working_directory() {
+        let files = |path: &Path| match path.to_str() {
+            Some("/srv/app/bin/tool") => FileKind::File { executable: true },
+            _ => FileKind::Missing,
+        };
+        assert_eq!(
+            lookup("tool", "bin:/usr/bin", Some(Path::new("/srv/app")), files),
+            Ok(Found::InPath("/srv/app/bin/tool".into()))
+        );
+        assert_eq!(
+            lookup("tool", "/srv/app/nope:bin", None, files),
+            Err(NotFound::Nowhere),
+            "without a working directory, relative to holdfast's own"
+        );
+    }
+
+    #[test]
     fn a_name_found_nowhere_or_only_without_execute_bits_is_not_found() {
         assert_eq!(
-            lookup("tool", "/usr/local/bin", machine),
+            lookup("tool", "/usr/local/bin", None, machine),
             Err(NotFound::NotExecutable("/usr/local/bin/tool".into()))
         );
         assert_eq!(
-            lookup("sleep", "/opt/bin", machine),
+            lookup("sleep", "/opt/bin", None, machine),
             Err(NotFound::Nowhere),
             "a directory is no program"
         );
         assert_eq!(
-            lookup("sleep", ":/nowhere:", machine),
+            lookup("sleep", ":/nowhere:", None, machine),
             Err(NotFound::Nowhere),
             "empty entries do not mean the current directory"
         );
-        assert_eq!(lookup("", "/usr/bin", machine), Err(NotFound::Nowhere));
+        assert_eq!(
+            lookup("", "/usr/bin", None, machine),
+            Err(NotFound::Nowhere)
+        );
         assert_eq!(NotFound::Nowhere.errno(), Errno::ENOENT);
         assert_eq!(NotFound::NotExecutable("/x".into()).errno(), Errno::EACCES);
     }
@@ -170,11 +200,11 @@ mod tests {
     #[test]
     fn a_program_with_a_slash_is_used_as_written() {
         assert_eq!(
-            lookup("./x/y", "/usr/bin", machine),
+            lookup("./x/y", "/usr/bin", None, machine),
             Ok(Found::AsWritten("./x/y".into()))
         );
         assert_eq!(
-            lookup("/opt/gone", "/usr/bin", machine),
+            lookup("/opt/gone", "/usr/bin", None, machine),
             Ok(Found::AsWritten("/opt/gone".into()))
         );
     }
@@ -189,13 +219,13 @@ mod tests {
     #[test]
     fn program_without_slash_is_found_in_the_path_of_the_child_env() {
         let env = [("PATH".to_owned(), "/nonexistent:/bin".to_owned())];
-        assert_eq!(resolve("sh", &env), Ok(PathBuf::from("/bin/sh")));
+        assert_eq!(resolve("sh", &env, None), Ok(PathBuf::from("/bin/sh")));
         assert_eq!(
-            resolve("./x/y", &env),
+            resolve("./x/y", &env, None),
             Ok(PathBuf::from("./x/y")),
             "a path with a slash is used as written"
         );
-        assert_eq!(resolve("no-such-prog-xyz", &env), Err(Errno::ENOENT));
+        assert_eq!(resolve("no-such-prog-xyz", &env, None), Err(Errno::ENOENT));
     }
 
     #[test]

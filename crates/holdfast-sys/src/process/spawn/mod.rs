@@ -158,14 +158,15 @@ pub struct Spawned {
 ///
 /// The caller must have started the reaper ([`super::reap::start`]): `spawn` never waits.
 pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
-    let program = super::program::resolve(req.program, req.env).map_err(|errno| {
-        err(
-            SpawnStage::ResolveProgram {
-                program: req.program.to_owned(),
-            },
-            errno,
-        )
-    })?;
+    let program =
+        super::program::resolve(req.program, req.env, req.working_dir).map_err(|errno| {
+            err(
+                SpawnStage::ResolveProgram {
+                    program: req.program.to_owned(),
+                },
+                errno,
+            )
+        })?;
     let dev_null = nix::fcntl::open(
         "/dev/null",
         OFlag::O_RDWR | OFlag::O_CLOEXEC,

@@ -110,7 +110,7 @@ fn resolve(
     working_dir: Option<&Path>,
     host: &dyn HostFacts,
 ) -> Result<PathBuf, Unrunnable> {
-    let written = match program::lookup(program, search, |path| host.file(path)) {
+    let written = match program::lookup(program, search, working_dir, |path| host.file(path)) {
         Ok(Found::InPath(path)) => return Ok(path),
         Ok(Found::AsWritten(path)) => path,
         Err(NotFound::Nowhere) => return Err(Unrunnable::NotInPath),
