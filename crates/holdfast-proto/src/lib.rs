@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use holdfast_core::health::HealthState;
 use holdfast_core::model::ServiceName;
 pub use holdfast_core::supervisor::answer::{
     ControlError, ErrorKind, ReloadPlan, RestartReason, ServiceState,
@@ -278,8 +279,7 @@ impl ServiceStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthStatus {
-    /// One of: ok, degraded, unhealthy.
-    pub state: String,
+    pub state: HealthState,
     /// Failures counted within `degraded.within` and within `unhealthy.within`.
     pub failures_degraded_window: u32,
     pub failures_unhealthy_window: u32,

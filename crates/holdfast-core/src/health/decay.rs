@@ -39,13 +39,27 @@ pub enum HealthState {
     Unhealthy,
 }
 
-impl fmt::Display for HealthState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl HealthState {
+    /// The name, as the wire and `status` write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
             HealthState::Ok => "ok",
             HealthState::Degraded => "degraded",
             HealthState::Unhealthy => "unhealthy",
-        })
+        }
+    }
+}
+
+/// Compares with a state's name, as scripts and tests read it from the wire.
+impl PartialEq<&str> for HealthState {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
+    }
+}
+
+impl fmt::Display for HealthState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -207,7 +207,7 @@ fn push_health(out: &mut String, health: &HealthStatus) {
     let _ = write!(
         out,
         "  health {}: {} failures in the degraded window, {} in the unhealthy window, {} consecutive successes",
-        health.state.to_uppercase(),
+        health.state.as_str().to_uppercase(),
         health.failures_degraded_window,
         health.failures_unhealthy_window,
         health.successes

@@ -124,7 +124,7 @@ impl Shell {
                 let decay = monitor.decay();
                 let (degraded, unhealthy) = decay.window_counts(now);
                 HealthStatus {
-                    state: decay.state().to_string(),
+                    state: decay.state(),
                     failures_degraded_window: degraded,
                     failures_unhealthy_window: unhealthy,
                     successes: decay.successes(),
