@@ -15,8 +15,10 @@
 //!   before (pids are reused);
 //! - a run has at most one main process (or forker): naming a new one makes the old one
 //!   a mere member of the run;
-//! - reaps that matched nothing are kept (the last [`UNCLAIMED_KEPT`]): a main pid learned
-//!   from `MAINPID=` or a pidfile may already be reaped when it is adopted.
+//! - reaps that matched no process of the table are kept (the last [`UNCLAIMED_KEPT`]),
+//!   also those of a known process group: a main pid learned from `MAINPID=` or a
+//!   pidfile may already be reaped when it is adopted (a forking daemon that wrote its
+//!   pidfile and died at once is a member of the forker's group until then).
 //!
 //! Pure data: no system calls. The runtime asks the kernel (is a group still alive?) and
 //! tells the table.
@@ -31,8 +33,9 @@ use crate::model::ServiceName;
 use crate::process::reap::{ReapSeq, Reaped};
 use crate::supervisor::service::RunId;
 
-/// Reaped pids that matched nothing, remembered briefly (see the module invariants).
-pub const UNCLAIMED_KEPT: usize = 64;
+/// Reaped pids that matched no process of the table, remembered briefly (see the module
+/// invariants).
+pub const UNCLAIMED_KEPT: usize = 256;
 
 /// A run of one instance of a service: what a process or process group belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -208,8 +211,9 @@ impl ProcessTable {
 
     /// Who the reaped process was. A process of the table is removed from it, unless
     /// the reap came no later than the process was seen alive (then it was an earlier
-    /// process with the same pid, and its process group decides). An unclaimed reap is
-    /// kept for [`ProcessTable::adopt_main`].
+    /// process with the same pid, and its process group decides). A reap that is no
+    /// process of the table is kept for [`ProcessTable::adopt_main`], whether or not its
+    /// group is known.
     pub fn claim(&mut self, reaped: &Reaped) -> Claim {
         if let Some(entry) = self.pids.get_mut(&reaped.pid) {
             if entry
@@ -222,14 +226,14 @@ impl ProcessTable {
                 return Claim::Process(process);
             }
         }
-        if let Some(owner) = reaped.pgid.and_then(|pgid| self.group_owner(pgid)) {
-            return Claim::InGroup(owner.clone());
-        }
         if self.unclaimed.len() == UNCLAIMED_KEPT {
             self.unclaimed.pop_front();
         }
         self.unclaimed.push_back(*reaped);
-        Claim::Unclaimed
+        match reaped.pgid.and_then(|pgid| self.group_owner(pgid)) {
+            Some(owner) => Claim::InGroup(owner.clone()),
+            None => Claim::Unclaimed,
+        }
     }
 
     /// `pid`, seen alive at `alive_at`, is now the main process of `owner`'s run; the
@@ -468,6 +472,15 @@ mod tests {
             Adoption::Exited(early)
         );
         assert!(!table.has_main(run), "neither 301 (demoted) nor 400 (gone)");
+        // A daemon that died in the forker's group before its pidfile was read: its
+        // group claims the reap, and the adoption still finds it.
+        table.add_group(Pid::from_raw(600), owner("app", 2));
+        let in_group = reaped(601, 600, 6, 7);
+        assert_eq!(table.claim(&in_group), Claim::InGroup(owner("app", 2)));
+        assert_eq!(
+            table.adopt_main(Pid::from_raw(601), owner("app", 2), ReapSeq(5)),
+            Adoption::Exited(in_group)
+        );
         // A reap no later than the sighting was an earlier holder of the pid.
         let stale = reaped(500, 500, 5, 1);
         table.claim(&stale);
