@@ -227,3 +227,25 @@ fn huge_duration_in_reload_is_rejected_and_daemon_keeps_running() {
     );
     assert!(!daemon.has_exited(), "the daemon is still up");
 }
+
+#[test]
+fn a_service_removed_by_a_reload_says_so_in_its_events() {
+    let daemon = Daemon::start(
+        "[service.keep]\ncommand = [\"sleep\", \"1000\"]\n[service.gone]\ncommand = [\"sleep\", \"1000\"]\n",
+    );
+    daemon.wait_for_service("gone", "runs", |s| s.state == "running");
+    daemon.write_config("[service.keep]\ncommand = [\"sleep\", \"1000\"]\n");
+    let reload = daemon.cli(&["reload"]);
+    assert!(reload.status.success(), "{}", describe(&reload));
+    let mut kinds = Vec::new();
+    daemon.wait_until("its stop is over", |d| {
+        let events = support::event_records(&d.cli(&["events", "--json", "gone"]));
+        kinds = events.into_iter().map(|e| e.kind).collect::<Vec<String>>();
+        kinds.iter().any(|k| k == "stopped")
+    });
+    assert_eq!(
+        kinds[kinds.len() - 2..],
+        ["stopped", "removed"],
+        "{kinds:?}"
+    );
+}

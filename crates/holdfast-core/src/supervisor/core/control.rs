@@ -205,6 +205,7 @@ impl Supervisor {
             // here, like services that were not running at all.
             if self.services[name].is_inactive() {
                 self.services.remove(name);
+                effects.push(emit(name, EventKind::Removed));
                 effects.push(Effect::Remove {
                     service: name.clone(),
                 });

@@ -242,6 +242,7 @@ impl Service {
                 self.follow_up = Some(FollowUp::Forget);
                 vec![
                     self.emit(EventKind::Stopped),
+                    self.emit(EventKind::Removed),
                     Effect::Remove {
                         service: self.spec.name.clone(),
                     },

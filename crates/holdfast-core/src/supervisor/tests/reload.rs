@@ -51,7 +51,7 @@ fn reload_starts_added_restarts_changed_stops_removed_and_leaves_the_rest_alone(
 
     assert_eq!(
         labels(&h.exit("c", killed(Signal::SIGTERM))),
-        ["c Exited", "c Stopped", "remove c"]
+        ["c Exited", "c Stopped", "c Removed", "remove c"]
     );
     assert!(h.sup.service(&name("c")).is_none(), "c is forgotten");
 
@@ -136,7 +136,7 @@ fn a_changed_service_being_stopped_by_hand_stays_stopped() {
 fn a_removed_stopped_service_disappears_at_once() {
     let mut h = Harness::new([svc("a"), svc("b")]);
     let (_, effects) = h.reload([svc("a")]);
-    assert_eq!(labels(&effects), ["remove b"]);
+    assert_eq!(labels(&effects), ["b Removed", "remove b"]);
     assert!(h.sup.service(&name("b")).is_none());
 }
 
@@ -149,7 +149,14 @@ fn a_removed_service_in_backoff_or_waiting_disappears() {
     let (_, effects) = h.reload([svc("b")]);
     assert_eq!(
         labels(&effects),
-        ["a Stopped", "remove a", "w Stopped", "remove w"]
+        [
+            "a Stopped",
+            "a Removed",
+            "remove a",
+            "w Stopped",
+            "w Removed",
+            "remove w"
+        ]
     );
     assert!(h.sup.service(&name("a")).is_none());
     assert!(h.sup.service(&name("w")).is_none());
