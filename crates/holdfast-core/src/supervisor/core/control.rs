@@ -242,8 +242,16 @@ impl Supervisor {
                 self.order(name, Order::CancelRemoval(then), now);
             } else {
                 self.insert(spec, now);
-                if autostart {
-                    to_start.push(name.clone());
+                let blockers: Vec<ServiceName> = (diff.removed.iter())
+                    .filter(|r| r.base() == name.base() && self.services.contains_key(*r))
+                    .cloned()
+                    .collect();
+                match (autostart, blockers.is_empty()) {
+                    (true, true) => to_start.push(name.clone()),
+                    (true, false) => {
+                        self.held.insert(name.clone(), blockers);
+                    }
+                    (false, _) => {}
                 }
             }
         }

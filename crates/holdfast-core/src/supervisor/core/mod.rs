@@ -215,6 +215,11 @@ pub struct Supervisor {
     /// `Exit` was emitted; it is emitted once.
     shutdown_completed: bool,
     kill_scope: KillScope,
+    /// Services added by a reload that share a base name with removed ones still
+    /// stopping (`web` replacing `web@0` and `web@1` when `instances` went from 2 to 1),
+    /// with those: they start once all of them are gone, so that the old and the new
+    /// copy never hold one port at once.
+    held: BTreeMap<ServiceName, Vec<ServiceName>>,
 }
 
 impl Supervisor {
@@ -228,6 +233,7 @@ impl Supervisor {
             shutting_down: false,
             shutdown_completed: false,
             kill_scope: KillScope::default(),
+            held: BTreeMap::new(),
         };
         for spec in plan.services.into_values() {
             sup.insert(spec, now);
@@ -404,9 +410,25 @@ impl Supervisor {
             Some(FollowUp::Start) => effects.extend(self.start(name, now)),
             Some(FollowUp::Forget) => {
                 self.services.remove(name);
+                effects.extend(self.release_held(name, now));
             }
             None => {}
         }
+    }
+
+    /// `gone` left the plan for good: the services held for it start once nothing else
+    /// holds them.
+    fn release_held(&mut self, gone: &ServiceName, now: Instant) -> Vec<Effect> {
+        let mut free = Vec::new();
+        self.held.retain(|name, blockers| {
+            blockers.retain(|b| b != gone);
+            if blockers.is_empty() {
+                free.push(name.clone());
+            }
+            !blockers.is_empty()
+        });
+        free.retain(|name| self.services.contains_key(name) && !self.shutting_down);
+        self.start_all(free, now)
     }
 
     /// One round of time-driven and dependency-driven transitions.

@@ -296,3 +296,24 @@ fn a_changed_dependent_whose_dependency_stops_first_still_waits_for_it_to_be_up(
         ["slow Started", "spawn dependent", "dependent Spawned"]
     );
 }
+
+#[test]
+fn a_service_replacing_removed_instances_starts_once_they_are_gone() {
+    // `instances` went from 2 to 1: `web` replaces `web@0` and `web@1`, which must have
+    // stopped first (they may hold the port `web` binds).
+    let mut h = Harness::running([svc("web@0"), svc("web@1")]);
+    let (_, effects) = h.reload([svc("web")]);
+    assert!(
+        !labels(&effects).contains(&"spawn web".to_owned()),
+        "not while the instances stop: {effects:?}"
+    );
+    assert_eq!(h.state("web"), "stopped");
+    let effects = h.exit("web@0", killed(Signal::SIGTERM));
+    assert!(!labels(&effects).contains(&"spawn web".to_owned()));
+    let effects = h.exit("web@1", killed(Signal::SIGTERM));
+    assert!(
+        labels(&effects).contains(&"spawn web".to_owned()),
+        "started once the last one is gone: {:?}",
+        labels(&effects)
+    );
+}
