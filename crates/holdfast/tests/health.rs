@@ -278,3 +278,35 @@ unhealthy = { failures = 1000, within = "1s", action = "none" }
         );
     }
 }
+
+#[test]
+fn an_exec_probe_still_running_at_shutdown_is_killed_with_the_daemon() {
+    // The first probe starts one interval after the spawn and runs until its timeout;
+    // the daemon is shut down while it runs.
+    let d = Daemon::start(
+        r#"
+[service.b]
+command = ["sleep", "1000"]
+[service.b.health]
+exec = ["/bin/sh", "-c", "echo $$ > {DIR}/probe.pid; exec sleep 1000"]
+interval = "5s"
+timeout = "5s"
+"#,
+    );
+    let pid_file = d.dir().join("probe.pid");
+    let mut probe = None;
+    d.wait_until("the probe runs", |_| {
+        probe = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok());
+        probe.is_some_and(support::is_alive)
+    });
+    let probe = probe.expect("found above");
+    let shutdown = d.cli(&["shutdown"]);
+    assert!(
+        shutdown.status.success(),
+        "{}",
+        support::describe(&shutdown)
+    );
+    support::wait_until("the probe is gone", || !support::is_alive(probe));
+}

@@ -76,6 +76,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     while !done {
         done = shell.next(&mut sources, &mut signals).await;
     }
+    shell.kill_probes();
     shell.drain_hooks(&mut sources.reaped).await;
     sources.notify_task.abort();
     let _ = std::fs::remove_file(&shell.notify_path);

@@ -86,6 +86,23 @@ impl Shell {
         None
     }
 
+    /// At shutdown: exec probes still running are killed (their process group), since
+    /// no service is left to judge and they are in no service cgroup that a stop reaches.
+    pub(super) fn kill_probes(&self) {
+        let probes: Vec<Pid> = self
+            .table
+            .processes()
+            .filter(|(_, p)| matches!(p.role, Role::Probe(..)))
+            .map(|(pid, _)| pid)
+            .collect();
+        for pid in probes {
+            let kill = || group::signal_group(pid, crate::unix::Signal::SIGKILL);
+            if let Some(Err(e)) = reap::while_unreaped(pid, kill) {
+                tracing::warn!("failed to kill the exec probe {pid}: {e}");
+            }
+        }
+    }
+
     pub(super) fn on_probe(&mut self, msg: ProbeMsg) -> Option<Input> {
         match msg {
             ProbeMsg::Done(input) => Some(input),
