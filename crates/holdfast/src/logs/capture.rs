@@ -333,8 +333,9 @@ struct Task {
 }
 
 impl Task {
-    /// Applies ops and reads both pipes until EOF; ops first, so that a note is written
-    /// as soon as it is asked for.
+    /// Applies ops and reads both pipes until EOF. Among what is ready the pick is
+    /// random (no `biased`): a service that floods stdout must not starve its stderr (its
+    /// lines would be stamped late), nor the notes.
     async fn run(mut self) {
         while self.ops_open || self.stdout.open || self.stderr.open {
             let idle = [self.stdout.idle, self.stderr.idle]
@@ -342,7 +343,6 @@ impl Task {
                 .flatten()
                 .min();
             tokio::select! {
-                biased;
                 op = self.ops.recv(), if self.ops_open => match op {
                     Some(op) => self.apply(op),
                     None => self.ops_open = false,
@@ -686,17 +686,24 @@ mod tests {
             &capture,
             "line=$(head -c 999 /dev/zero | tr '\\0' x); \
              yes \"$line\" | head -c 50000000; \
-             yes \"$line\" | head -c 1000000 >&2; echo END",
+             yes \"$line\" | head -c 1000000 >&2; echo ERR-END >&2; echo END",
         );
         assert!(
             wait_child(child, 300).await.success(),
             "the child exits by itself"
         );
+        // Each pipe is read in order, but the two are not ordered with each other: all
+        // is read once both last lines are in the log (the last two files hold them).
+        let path = capture.path().to_owned();
+        let both_ends = |path: &Path| {
+            let text = read_or_empty(path) + &read_or_empty(&rotated_path(path, 1));
+            text.contains(" stderr   ERR-END\n") && text.contains(" stdout   END\n")
+        };
         wait_until("all output is read", 120, || {
-            last_ends_with(&capture, "stdout   END")
+            let done = both_ends(&path);
+            async move { done }
         })
         .await;
-        let path = capture.path().to_owned();
         for k in 0..=2 {
             let file = if k == 0 {
                 path.clone()
@@ -711,7 +718,7 @@ mod tests {
             );
         }
         assert!(!rotated_path(&path, 3).exists(), "keep = 2");
-        assert!(read_or_empty(&path).ends_with(" stdout   END\n"));
+        assert!(both_ends(&path));
     }
 
     #[tokio::test]
