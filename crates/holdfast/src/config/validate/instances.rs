@@ -104,13 +104,16 @@ fn placeholders(svc: &str, raw: &RawService, problems: &mut Vec<Problem>) {
 }
 
 /// `ready = { tcp }` and `{ http }` name one fixed address (no `{instance}`): with
-/// several copies, the first to listen would make all of them ready.
+/// several copies, the first to listen would make all of them ready. So does
+/// `ready = "health"` with an http or tcp probe: every copy would be judged by the one
+/// that listens there.
 fn one_ready_address(svc: &str, raw: &RawService, count: u32, problems: &mut Vec<Problem>) {
     let Some(ready) = &raw.ready else { return };
-    let RawReady::Table(table) = ready.get_ref() else {
-        return;
+    let by_address = match ready.get_ref() {
+        RawReady::Table(table) => table.tcp.is_some() || table.http.is_some(),
+        RawReady::Mode(mode) => mode == "health" && health_address(raw),
     };
-    if table.tcp.is_none() && table.http.is_none() {
+    if !by_address {
         return;
     }
     problems.push(
@@ -119,8 +122,18 @@ fn one_ready_address(svc: &str, raw: &RawService, count: u32, problems: &mut Vec
             ready.span(),
             "the same address for every instance",
         )
-        .with_help("use ready = \"notify\" or a health probe, or give each copy its own service"),
+        .with_help(
+            "use ready = \"notify\" or a health probe with exec (it sees HOLDFAST_INSTANCE), or give each copy its own service",
+        ),
     );
+}
+
+/// Whether the health probe connects to an address (`http`, `tcp`), the same one for
+/// every copy.
+fn health_address(raw: &RawService) -> bool {
+    raw.health
+        .as_ref()
+        .is_some_and(|h| h.get_ref().http.is_some() || h.get_ref().tcp.is_some())
 }
 
 /// The plan with each service of `counts` replaced by its instances, and `after`
@@ -299,6 +312,35 @@ mod tests {
         assert!(
             ready[0].message().contains("waits for one address"),
             "{ready:?}"
+        );
+    }
+
+    #[test]
+    fn ready_health_with_a_probe_at_one_address_is_refused_for_several_instances() {
+        for probe in [
+            "http = \"http://127.0.0.1:8080/health\"",
+            "tcp = \"127.0.0.1:8080\"",
+        ] {
+            let src = format!(
+                "[service.web]\ncommand = [\"/bin/web\"]\ninstances = 2\nready = \"health\"\n\
+                 [service.web.health]\n{probe}\n"
+            );
+            let found = problems(&src);
+            assert_eq!(found.len(), 1, "{probe}: {found:?}");
+            assert!(
+                found[0].message().contains("waits for one address"),
+                "{found:?}"
+            );
+        }
+        // An exec probe runs per copy (and sees HOLDFAST_INSTANCE); one copy has the
+        // address to itself.
+        plan(
+            "[service.web]\ncommand = [\"/bin/web\"]\ninstances = 2\nready = \"health\"\n\
+             [service.web.health]\nexec = [\"/bin/check\"]\n",
+        );
+        plan(
+            "[service.web]\ncommand = [\"/bin/web\"]\ninstances = 1\nready = \"health\"\n\
+             [service.web.health]\ntcp = \"127.0.0.1:8080\"\n",
         );
     }
 }
