@@ -19,20 +19,23 @@ use crate::model::{Plan, ServiceName};
 use super::event::EventKind;
 
 /// The services a command target names: the service itself, or every instance of the
-/// service `target` when that runs as instances. Empty when neither exists.
+/// service `target` when that runs as instances, by number (`web@2` before `web@10`,
+/// which the plan's name order would swap). Empty when neither exists.
 pub fn instances_named(plan: &Plan, target: &ServiceName) -> Vec<ServiceName> {
     if plan.services.contains_key(target) {
         return vec![target.clone()];
     }
-    plan.services
+    let mut instances: Vec<(u32, ServiceName)> = plan
+        .services
         .values()
-        .filter(|spec| {
-            spec.instance
-                .as_ref()
-                .is_some_and(|i| i.base == *target && spec.name != i.base)
+        .filter_map(|spec| {
+            let instance = spec.instance.as_ref()?;
+            (instance.base == *target && spec.name != instance.base)
+                .then(|| (instance.index, spec.name.clone()))
         })
-        .map(|spec| spec.name.clone())
-        .collect()
+        .collect();
+    instances.sort_unstable();
+    instances.into_iter().map(|(_, name)| name).collect()
 }
 
 /// One rolling restart in progress.
@@ -290,10 +293,9 @@ mod tests {
         assert!(!rolls.is_rolling(&name("web")));
     }
 
-    #[test]
-    fn a_base_name_means_its_instances_and_a_plain_name_itself() {
+    fn plan_with_web(count: u32) -> Plan {
         let mut plan = crate::supervisor::testkit::plan([]);
-        for index in 0..2 {
+        for index in 0..count {
             let mut spec = ServiceSpec::with_defaults(name("web").instance(index), vec![]);
             spec.instance = Some(Instance {
                 base: name("web"),
@@ -301,6 +303,19 @@ mod tests {
             });
             plan.services.insert(spec.name.clone(), spec);
         }
+        plan
+    }
+
+    #[test]
+    fn instances_are_named_by_number_not_by_name_order() {
+        let plan = plan_with_web(12);
+        let expected: Vec<ServiceName> = (0..12).map(|i| name("web").instance(i)).collect();
+        assert_eq!(instances_named(&plan, &name("web")), expected);
+    }
+
+    #[test]
+    fn a_base_name_means_its_instances_and_a_plain_name_itself() {
+        let mut plan = plan_with_web(2);
         let db = ServiceSpec::with_defaults(name("db"), vec![]);
         plan.services.insert(name("db"), db);
         assert_eq!(
