@@ -46,7 +46,7 @@ pub(super) fn counts(
             continue;
         };
         let count = count(svc, written, problems);
-        placeholders(svc, raw, problems);
+        placeholders(svc, raw, count, problems);
         if count > 1 {
             one_ready_address(svc, raw, count, problems);
         }
@@ -80,26 +80,37 @@ fn count(svc: &str, written: &Spanned<i64>, problems: &mut Vec<Problem>) -> u32 
 }
 
 /// A `{instance...}` that is neither `{instance}` nor `{instance + K}` is a typo that
-/// would reach the program verbatim.
-fn placeholders(svc: &str, raw: &RawService, problems: &mut Vec<Problem>) {
+/// would reach the program verbatim; so would an `{instance + K}` too large for the last
+/// instance, `count - 1` (the first is fine when the last is: the value only grows).
+fn placeholders(svc: &str, raw: &RawService, count: u32, problems: &mut Vec<Problem>) {
     let args = match raw.command.as_ref().map(Spanned::get_ref) {
         Some(RawCommand::Args(args)) => args.iter().map(|a| (a, "command")).collect(),
         _ => Vec::new(),
     };
     let values = raw.env.iter().flatten().map(|(_, value)| (value, "env"));
+    let last = count.saturating_sub(1);
     for (text, key) in args.into_iter().chain(values) {
-        if let Err(bad) = try_substitute(text.get_ref(), 0) {
-            problems.push(
-                Problem::new(
-                    format!("unknown placeholder `{bad}` in `service.{svc}.{key}`"),
-                    text.span(),
-                    "not {instance} or {instance + K}",
-                )
-                .with_help(
-                    "write {instance} for 0, 1, ... or {instance + 8080} for 8080, 8081, ...",
+        let problem = match (
+            try_substitute(text.get_ref(), 0),
+            try_substitute(text.get_ref(), last),
+        ) {
+            (Err(bad), _) => Problem::new(
+                format!("unknown placeholder `{bad}` in `service.{svc}.{key}`"),
+                text.span(),
+                "not {instance} or {instance + K}",
+            )
+            .with_help("write {instance} for 0, 1, ... or {instance + 8080} for 8080, 8081, ..."),
+            (Ok(_), Err(bad)) => Problem::new(
+                format!(
+                    "placeholder `{bad}` in `service.{svc}.{key}` is too large for instance {last}"
                 ),
-            );
-        }
+                text.span(),
+                "overflows",
+            )
+            .with_help("write a smaller offset"),
+            (Ok(_), Ok(_)) => continue,
+        };
+        problems.push(problem);
     }
 }
 
@@ -303,6 +314,14 @@ mod tests {
             typo[0]
                 .message()
                 .contains("unknown placeholder `{instances}`")
+        );
+        let huge = problems(
+            "[service.web]\ncommand = [\"/bin/web\", \"{instance + 18446744073709551615}\"]\ninstances = 2\n",
+        );
+        assert_eq!(huge.len(), 1, "{huge:?}");
+        assert!(
+            huge[0].message().contains("too large for instance 1"),
+            "{huge:?}"
         );
         let at = problems("[service.\"web@1\"]\ncommand = [\"/bin/web\"]\n");
         assert!(at[0].message().contains("`@` marks an instance"), "{at:?}");
