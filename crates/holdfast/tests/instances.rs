@@ -323,3 +323,45 @@ fn bad_instance_counts_are_config_errors() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_second_restart_during_a_roll_joins_it_and_never_takes_two_copies_down() {
+    let (daemon, _) = three_webs();
+    let first = pid_of(&daemon, "web@0");
+    let from = events(&daemon).len();
+    daemon.cli_ok(&["restart", "--no-block", "web"]);
+    // web@0 is back up, so the roll has moved on to web@1.
+    daemon.wait_for_service("web@0", "runs a new process", |s| {
+        s.state == "running" && s.pid.is_some_and(|p| p != first)
+    });
+    let out = daemon.cli_ok(&["restart", "web"]);
+    for i in 0..3 {
+        assert!(
+            stdout(&out).contains(&format!("web@{i}: ")),
+            "{}",
+            describe(&out)
+        );
+    }
+    // At any point of the event history, at most one instance was asked to stop and not
+    // yet back up.
+    let mut down = std::collections::BTreeSet::new();
+    for event in &events(&daemon)[from..] {
+        let Some(service) = event.service.as_ref().map(|s| s.as_str().to_owned()) else {
+            continue;
+        };
+        match event.kind.as_str() {
+            "stop_requested" => {
+                down.insert(service);
+            }
+            "started" => {
+                down.remove(&service);
+            }
+            _ => {}
+        }
+        assert!(
+            down.len() <= 1,
+            "{down:?} were down at once at #{}",
+            event.seq
+        );
+    }
+}

@@ -19,20 +19,23 @@ use crate::model::{Plan, ServiceName};
 use super::event::EventKind;
 
 /// The services a command target names: the service itself, or every instance of the
-/// service `target` when that runs as instances. Empty when neither exists.
+/// service `target` when that runs as instances, by number (`web@2` before `web@10`,
+/// which the plan's name order would swap). Empty when neither exists.
 pub fn instances_named(plan: &Plan, target: &ServiceName) -> Vec<ServiceName> {
     if plan.services.contains_key(target) {
         return vec![target.clone()];
     }
-    plan.services
+    let mut instances: Vec<(u32, ServiceName)> = plan
+        .services
         .values()
-        .filter(|spec| {
-            spec.instance
-                .as_ref()
-                .is_some_and(|i| i.base == *target && spec.name != i.base)
+        .filter_map(|spec| {
+            let instance = spec.instance.as_ref()?;
+            (instance.base == *target && spec.name != instance.base)
+                .then(|| (instance.index, spec.name.clone()))
         })
-        .map(|spec| spec.name.clone())
-        .collect()
+        .collect();
+    instances.sort_unstable();
+    instances.into_iter().map(|(_, name)| name).collect()
 }
 
 /// One rolling restart in progress.
@@ -58,6 +61,17 @@ pub enum Step {
     },
 }
 
+/// What a `restart` of a base name does to its rolls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// A new roll: restart this instance now.
+    Restart(ServiceName),
+    /// A roll was under way and goes on; these instances are restarted (again) at its end.
+    Joined { again: Vec<ServiceName> },
+    /// No instances to restart.
+    Nothing,
+}
+
 /// The rolling restarts in progress, by base name: at most one per service.
 #[derive(Debug, Default)]
 pub struct Rolls {
@@ -65,17 +79,30 @@ pub struct Rolls {
 }
 
 impl Rolls {
-    /// Begins restarting `instances` (in this order) of `base`; returns the one to restart
-    /// now. A roll of `base` already under way is replaced: the new one starts over.
-    pub fn begin(&mut self, base: ServiceName, instances: Vec<ServiceName>) -> Option<ServiceName> {
+    /// Begins restarting `instances` (in this order) of `base`. A roll of `base` already
+    /// under way is kept, never started over (that would take a second copy down while
+    /// the current one is still coming back): the instances it already restarted, and
+    /// the one coming back, are queued again at its end, so each copy still gets a run
+    /// newer than this request.
+    pub fn begin(&mut self, base: ServiceName, instances: Vec<ServiceName>) -> Begin {
+        if let Some(roll) = self.rolls.get_mut(&base) {
+            let again: Vec<ServiceName> = instances
+                .into_iter()
+                .filter(|i| !roll.waiting.contains(i))
+                .collect();
+            roll.waiting.extend(again.iter().cloned());
+            return Begin::Joined { again };
+        }
         let mut waiting = VecDeque::from(instances);
-        let current = waiting.pop_front()?;
+        let Some(current) = waiting.pop_front() else {
+            return Begin::Nothing;
+        };
         let roll = Roll {
             current: current.clone(),
             waiting,
         };
         self.rolls.insert(base, roll);
-        Some(current)
+        Begin::Restart(current)
     }
 
     /// Drops the roll of the service `name` is an instance of (a stop or start by hand
@@ -169,7 +196,10 @@ mod tests {
     #[test]
     fn each_instance_is_restarted_once_the_one_before_is_back_up() {
         let mut rolls = Rolls::default();
-        assert_eq!(rolls.begin(name("web"), web()), Some(name("web@0")));
+        assert_eq!(
+            rolls.begin(name("web"), web()),
+            Begin::Restart(name("web@0"))
+        );
         // Its old run ending, or other instances' news, changes nothing.
         assert_eq!(rolls.on_event(&name("web@0"), &stopped_by_hand()), None);
         assert_eq!(rolls.on_event(&name("web@1"), &started()), None);
@@ -220,27 +250,52 @@ mod tests {
             rolls.refused(&name("web@0")),
             Some(Step::Halted { .. })
         ));
-        rolls.begin(name("web"), web());
+        assert_eq!(
+            rolls.begin(name("web"), web()),
+            Begin::Restart(name("web@0"))
+        );
         rolls.cancel(&name("web@2"));
         assert!(!rolls.is_rolling(&name("web")));
     }
 
     #[test]
-    fn a_new_roll_of_the_same_service_starts_over() {
+    fn a_second_restart_during_a_roll_joins_it_and_never_takes_two_copies_down() {
         let mut rolls = Rolls::default();
-        rolls.begin(name("web"), web());
-        rolls.on_event(&name("web@0"), &started());
-        assert_eq!(rolls.begin(name("web"), web()), Some(name("web@0")));
+        assert_eq!(
+            rolls.begin(name("web"), web()),
+            Begin::Restart(name("web@0"))
+        );
         assert_eq!(
             rolls.on_event(&name("web@0"), &started()),
             Some(Step::Restart(name("web@1")))
         );
+        // web@1 is coming back: nothing is restarted now; web@0 and web@1, restarted
+        // before this request, are queued again after web@2.
+        assert_eq!(
+            rolls.begin(name("web"), web()),
+            Begin::Joined {
+                again: vec![name("web@0"), name("web@1")]
+            }
+        );
+        // A third request adds nothing already queued.
+        assert_eq!(
+            rolls.begin(name("web"), web()),
+            Begin::Joined { again: vec![] }
+        );
+        assert_eq!(rolls.on_event(&name("web@0"), &started()), None);
+        let mut order = Vec::new();
+        let mut current = name("web@1");
+        while let Some(Step::Restart(next)) = rolls.on_event(&current, &started()) {
+            order.push(next.clone());
+            current = next;
+        }
+        assert_eq!(order, [name("web@2"), name("web@0"), name("web@1")]);
+        assert!(!rolls.is_rolling(&name("web")));
     }
 
-    #[test]
-    fn a_base_name_means_its_instances_and_a_plain_name_itself() {
+    fn plan_with_web(count: u32) -> Plan {
         let mut plan = crate::supervisor::testkit::plan([]);
-        for index in 0..2 {
+        for index in 0..count {
             let mut spec = ServiceSpec::with_defaults(name("web").instance(index), vec![]);
             spec.instance = Some(Instance {
                 base: name("web"),
@@ -248,6 +303,19 @@ mod tests {
             });
             plan.services.insert(spec.name.clone(), spec);
         }
+        plan
+    }
+
+    #[test]
+    fn instances_are_named_by_number_not_by_name_order() {
+        let plan = plan_with_web(12);
+        let expected: Vec<ServiceName> = (0..12).map(|i| name("web").instance(i)).collect();
+        assert_eq!(instances_named(&plan, &name("web")), expected);
+    }
+
+    #[test]
+    fn a_base_name_means_its_instances_and_a_plain_name_itself() {
+        let mut plan = plan_with_web(2);
         let db = ServiceSpec::with_defaults(name("db"), vec![]);
         plan.services.insert(name("db"), db);
         assert_eq!(

@@ -81,13 +81,27 @@ fn ask() -> Option<Status> {
     }
 }
 
-/// Service names, each with its state as the help text shells show beside it.
+/// Service names, each with its state as the help text shells show beside it; before
+/// the first instance of a service (`web@0`), its base name `web`, which names them all.
 fn names(status: &Status) -> Vec<CompletionCandidate> {
-    status
-        .services
-        .iter()
-        .map(|s| CompletionCandidate::new(s.name.as_str()).help(Some(s.state.as_str().into())))
-        .collect()
+    let mut candidates = Vec::new();
+    let mut bases = std::collections::BTreeSet::new();
+    for s in &status.services {
+        let base = s.name.base();
+        if s.name.instance_index().is_some() && bases.insert(base) {
+            let count = status
+                .services
+                .iter()
+                .filter(|other| other.name.instance_index().is_some() && other.name.base() == base)
+                .count();
+            candidates.push(
+                CompletionCandidate::new(base).help(Some(format!("all {count} instances").into())),
+            );
+        }
+        candidates
+            .push(CompletionCandidate::new(s.name.as_str()).help(Some(s.state.as_str().into())));
+    }
+    candidates
 }
 
 /// The names, then `all`, then one `@group` per distinct group (help: its members).
@@ -159,6 +173,29 @@ mod tests {
             .map(|c| c.get_value().to_string_lossy().into_owned())
             .collect();
         assert_eq!(values, ["api", "worker", "web", "all", "@backend"]);
+    }
+
+    #[test]
+    fn an_instanced_service_is_offered_by_its_base_name_too() {
+        let mut status = Status {
+            daemon: crate::control::protocol::DaemonStatus {
+                pid: 1,
+                version: "0".to_owned(),
+                config: "/etc/holdfast/holdfast.toml".to_owned(),
+                uptime_ms: 0,
+                shutting_down: false,
+            },
+            services: Vec::new(),
+        };
+        for name in ["api", "web@0", "web@1", "web@2"] {
+            let s = crate::control::protocol::ServiceStatus::sample(name, "running");
+            status.services.push(s);
+        }
+        let values: Vec<String> = names(&status)
+            .iter()
+            .map(|c| c.get_value().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(values, ["api", "web", "web@0", "web@1", "web@2"]);
     }
 
     fn args(words: &[&str]) -> Vec<OsString> {

@@ -191,13 +191,14 @@ fn launch(
         .map_err(|e| e.to_string())
 }
 
-/// The service's environment without any `HOLDFAST_*` of its own, plus the event: `HOLDFAST_EVENT`,
-/// `HOLDFAST_SERVICE`, `HOLDFAST_MESSAGE`, `HOLDFAST_SEQ`, `HOLDFAST_TIME` and one
-/// `HOLDFAST_<KEY>` per data field (`HOLDFAST_PID`, `HOLDFAST_EXIT_CODE`, ...).
+/// The service's environment without any `HOLDFAST_*` of its own but the
+/// [`KEPT`] ones, plus the event: `HOLDFAST_EVENT`, `HOLDFAST_SERVICE`,
+/// `HOLDFAST_MESSAGE`, `HOLDFAST_SEQ`, `HOLDFAST_TIME` and one `HOLDFAST_<KEY>` per data
+/// field (`HOLDFAST_PID`, `HOLDFAST_EXIT_CODE`, ...).
 pub fn hook_env(base_env: &[(String, String)], event: &EventRecord) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = base_env
         .iter()
-        .filter(|(k, _)| !k.starts_with("HOLDFAST_"))
+        .filter(|(k, _)| !k.starts_with("HOLDFAST_") || KEPT.contains(&k.as_str()))
         .cloned()
         .collect();
     let mut put = |k: &str, v: String| env.push((k.to_owned(), v));
@@ -213,6 +214,10 @@ pub fn hook_env(base_env: &[(String, String)], event: &EventRecord) -> Vec<(Stri
     }
     env
 }
+
+/// The recipe's `HOLDFAST_*` a hook keeps: which copy of the service it acts for (no
+/// event sets it, so it can never be stale).
+const KEPT: &[&str] = &["HOLDFAST_INSTANCE"];
 
 /// `exit_code` → `HOLDFAST_EXIT_CODE`.
 pub fn env_name(key: &str) -> String {
@@ -271,6 +276,25 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         assert_eq!(env, expected);
+    }
+
+    #[test]
+    fn a_hook_of_an_instance_knows_its_number() {
+        let event = EventRecord {
+            seq: 3,
+            time: "2026-11-25T12:00:01.234Z".to_owned(),
+            service: Some(ServiceName::new("web@1").expect("valid name")),
+            kind: "started".to_owned(),
+            message: "started".to_owned(),
+            data: BTreeMap::new(),
+        };
+        let base = vec![
+            ("HOLDFAST_SERVICE".to_owned(), "web@1".to_owned()),
+            ("HOLDFAST_INSTANCE".to_owned(), "1".to_owned()),
+        ];
+        let env: BTreeMap<String, String> = hook_env(&base, &event).into_iter().collect();
+        assert_eq!(env["HOLDFAST_INSTANCE"], "1");
+        assert_eq!(env["HOLDFAST_SERVICE"], "web@1");
     }
 
     #[test]

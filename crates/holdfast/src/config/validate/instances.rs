@@ -46,7 +46,7 @@ pub(super) fn counts(
             continue;
         };
         let count = count(svc, written, problems);
-        placeholders(svc, raw, problems);
+        placeholders(svc, raw, count, problems);
         if count > 1 {
             one_ready_address(svc, raw, count, problems);
         }
@@ -80,37 +80,51 @@ fn count(svc: &str, written: &Spanned<i64>, problems: &mut Vec<Problem>) -> u32 
 }
 
 /// A `{instance...}` that is neither `{instance}` nor `{instance + K}` is a typo that
-/// would reach the program verbatim.
-fn placeholders(svc: &str, raw: &RawService, problems: &mut Vec<Problem>) {
+/// would reach the program verbatim; so would an `{instance + K}` too large for the last
+/// instance, `count - 1` (the first is fine when the last is: the value only grows).
+fn placeholders(svc: &str, raw: &RawService, count: u32, problems: &mut Vec<Problem>) {
     let args = match raw.command.as_ref().map(Spanned::get_ref) {
         Some(RawCommand::Args(args)) => args.iter().map(|a| (a, "command")).collect(),
         _ => Vec::new(),
     };
     let values = raw.env.iter().flatten().map(|(_, value)| (value, "env"));
+    let last = count.saturating_sub(1);
     for (text, key) in args.into_iter().chain(values) {
-        if let Err(bad) = try_substitute(text.get_ref(), 0) {
-            problems.push(
-                Problem::new(
-                    format!("unknown placeholder `{bad}` in `service.{svc}.{key}`"),
-                    text.span(),
-                    "not {instance} or {instance + K}",
-                )
-                .with_help(
-                    "write {instance} for 0, 1, ... or {instance + 8080} for 8080, 8081, ...",
+        let problem = match (
+            try_substitute(text.get_ref(), 0),
+            try_substitute(text.get_ref(), last),
+        ) {
+            (Err(bad), _) => Problem::new(
+                format!("unknown placeholder `{bad}` in `service.{svc}.{key}`"),
+                text.span(),
+                "not {instance} or {instance + K}",
+            )
+            .with_help("write {instance} for 0, 1, ... or {instance + 8080} for 8080, 8081, ..."),
+            (Ok(_), Err(bad)) => Problem::new(
+                format!(
+                    "placeholder `{bad}` in `service.{svc}.{key}` is too large for instance {last}"
                 ),
-            );
-        }
+                text.span(),
+                "overflows",
+            )
+            .with_help("write a smaller offset"),
+            (Ok(_), Ok(_)) => continue,
+        };
+        problems.push(problem);
     }
 }
 
 /// `ready = { tcp }` and `{ http }` name one fixed address (no `{instance}`): with
-/// several copies, the first to listen would make all of them ready.
+/// several copies, the first to listen would make all of them ready. So does
+/// `ready = "health"` with an http or tcp probe: every copy would be judged by the one
+/// that listens there.
 fn one_ready_address(svc: &str, raw: &RawService, count: u32, problems: &mut Vec<Problem>) {
     let Some(ready) = &raw.ready else { return };
-    let RawReady::Table(table) = ready.get_ref() else {
-        return;
+    let by_address = match ready.get_ref() {
+        RawReady::Table(table) => table.tcp.is_some() || table.http.is_some(),
+        RawReady::Mode(mode) => mode == "health" && health_address(raw),
     };
-    if table.tcp.is_none() && table.http.is_none() {
+    if !by_address {
         return;
     }
     problems.push(
@@ -119,8 +133,18 @@ fn one_ready_address(svc: &str, raw: &RawService, count: u32, problems: &mut Vec
             ready.span(),
             "the same address for every instance",
         )
-        .with_help("use ready = \"notify\" or a health probe, or give each copy its own service"),
+        .with_help(
+            "use ready = \"notify\" or a health probe with exec (it sees HOLDFAST_INSTANCE), or give each copy its own service",
+        ),
     );
+}
+
+/// Whether the health probe connects to an address (`http`, `tcp`), the same one for
+/// every copy.
+fn health_address(raw: &RawService) -> bool {
+    raw.health
+        .as_ref()
+        .is_some_and(|h| h.get_ref().http.is_some() || h.get_ref().tcp.is_some())
 }
 
 /// The plan with each service of `counts` replaced by its instances, and `after`
@@ -291,6 +315,14 @@ mod tests {
                 .message()
                 .contains("unknown placeholder `{instances}`")
         );
+        let huge = problems(
+            "[service.web]\ncommand = [\"/bin/web\", \"{instance + 18446744073709551615}\"]\ninstances = 2\n",
+        );
+        assert_eq!(huge.len(), 1, "{huge:?}");
+        assert!(
+            huge[0].message().contains("too large for instance 1"),
+            "{huge:?}"
+        );
         let at = problems("[service.\"web@1\"]\ncommand = [\"/bin/web\"]\n");
         assert!(at[0].message().contains("`@` marks an instance"), "{at:?}");
         let ready = problems(
@@ -299,6 +331,35 @@ mod tests {
         assert!(
             ready[0].message().contains("waits for one address"),
             "{ready:?}"
+        );
+    }
+
+    #[test]
+    fn ready_health_with_a_probe_at_one_address_is_refused_for_several_instances() {
+        for probe in [
+            "http = \"http://127.0.0.1:8080/health\"",
+            "tcp = \"127.0.0.1:8080\"",
+        ] {
+            let src = format!(
+                "[service.web]\ncommand = [\"/bin/web\"]\ninstances = 2\nready = \"health\"\n\
+                 [service.web.health]\n{probe}\n"
+            );
+            let found = problems(&src);
+            assert_eq!(found.len(), 1, "{probe}: {found:?}");
+            assert!(
+                found[0].message().contains("waits for one address"),
+                "{found:?}"
+            );
+        }
+        // An exec probe runs per copy (and sees HOLDFAST_INSTANCE); one copy has the
+        // address to itself.
+        plan(
+            "[service.web]\ncommand = [\"/bin/web\"]\ninstances = 2\nready = \"health\"\n\
+             [service.web.health]\nexec = [\"/bin/check\"]\n",
+        );
+        plan(
+            "[service.web]\ncommand = [\"/bin/web\"]\ninstances = 1\nready = \"health\"\n\
+             [service.web.health]\ntcp = \"127.0.0.1:8080\"\n",
         );
     }
 }

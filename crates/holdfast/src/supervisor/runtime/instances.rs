@@ -9,7 +9,7 @@ use crate::control::protocol::{ControlError, Reply, Request};
 use crate::model::ServiceName;
 use crate::supervisor::Command;
 use crate::supervisor::event::Event;
-use crate::supervisor::rolling::{self, Step};
+use crate::supervisor::rolling::{self, Begin, Step};
 
 /// A control answer and whether the shutdown is complete, as `on_control` returns them.
 type Answer = (Result<Reply, ControlError>, bool);
@@ -75,13 +75,13 @@ impl Shell {
             .map(ServiceName::as_str)
             .collect::<Vec<_>>()
             .join(", ");
-        let Some(first) = self.rolls.begin(base.clone(), instances) else {
-            return (
-                Ok(Reply::Accepted {
-                    message: String::new(),
-                }),
-                false,
-            );
+        let first = match self.rolls.begin(base.clone(), instances) {
+            Begin::Restart(first) => first,
+            Begin::Joined { again } => return (Ok(Self::joined(base, &again)), false),
+            Begin::Nothing => {
+                let message = String::new();
+                return (Ok(Reply::Accepted { message }), false);
+            }
         };
         tracing::info!("{base}: rolling restart of {order}");
         let (reply, done) = self.restart(&first, now);
@@ -97,6 +97,24 @@ impl Shell {
             }
         };
         (reply, done)
+    }
+
+    /// The answer to a restart of `base` while its roll is under way: the roll goes on,
+    /// `again` are restarted once more at its end.
+    fn joined(base: &ServiceName, again: &[ServiceName]) -> Reply {
+        let mut message = format!("a rolling restart of {base} is under way; joined it");
+        if !again.is_empty() {
+            let again = again
+                .iter()
+                .map(ServiceName::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            message.push_str(&format!(
+                ": {again} will be restarted again at its end, one after another"
+            ));
+        }
+        tracing::info!("{base}: {message}");
+        Reply::Accepted { message }
     }
 
     /// Notes what a published event means for a roll; acted on by [`Self::roll_on`]
