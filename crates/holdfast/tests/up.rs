@@ -128,3 +128,32 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("create the test directory");
     dir
 }
+
+#[test]
+fn status_answers_while_a_shutdown_waits_for_its_last_hooks() {
+    // The `stopped` hook runs on after every service stopped; the daemon waits for it.
+    let daemon = Daemon::start(
+        r#"
+[service.a]
+command = ["sleep", "1000"]
+[service.a.on]
+stopped = ["/bin/sh", "-c", "echo $$ > {DIR}/hook.pid; exec sleep 20"]
+"#,
+    );
+    daemon.wait_for_service("a", "runs", |s| s.state == "running");
+    let holdfast = nix::unistd::Pid::from_raw(daemon.host_pid() as i32);
+    nix::sys::signal::kill(holdfast, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let hook_pid = daemon.dir().join("hook.pid");
+    support::wait_until("the stopped hook runs", || hook_pid.exists());
+
+    let status = daemon.cli(&["status"]);
+    let text = support::stdout(&status);
+    assert!(
+        text.lines()
+            .next()
+            .is_some_and(|l| l.ends_with(", shutting down")),
+        "{}",
+        describe(&status)
+    );
+    assert!(text.contains("stopped"), "{}", describe(&status));
+}

@@ -77,7 +77,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         done = shell.next(&mut sources, &mut signals).await;
     }
     shell.kill_probes();
-    shell.drain_hooks(&mut sources.reaped).await;
+    shell.drain_hooks(&mut sources).await;
     sources.notify_task.abort();
     let _ = std::fs::remove_file(&shell.notify_path);
     // Pending requests are answered "shutting down"; replies in flight (the one to
@@ -331,7 +331,7 @@ impl Shell {
     /// Hooks fired by the last events (a pager on `stopped`, say) may still finish
     /// within their timeout; past it they are killed like any hook. Bounded even for a
     /// hook that SIGKILL cannot end, so that shutdown always completes.
-    async fn drain_hooks(&mut self, reaped: &mut mpsc::UnboundedReceiver<reap::Reaped>) {
+    async fn drain_hooks(&mut self, sources: &mut Sources) {
         let last = super::hooks::last_deadline(&self.table).unwrap_or_else(Instant::now);
         let bound = crate::clock::later(last, KILL_WAIT);
         let drain = async {
@@ -339,7 +339,10 @@ impl Shell {
                 let deadline =
                     super::hooks::next_deadline(&self.table).map(tokio::time::Instant::from_std);
                 tokio::select! {
-                    Some(r) = reaped.recv() => { self.on_reaped(r); }
+                    Some(r) = sources.reaped.recv() => { self.on_reaped(r); }
+                    // `status` still answers (every service stopped, shutting down); the
+                    // core refuses what would start anything.
+                    Some(msg) = sources.control.recv() => { self.on_control(msg); }
                     () = sleep_until(deadline) => { self.on_deadline(); }
                 }
             }
