@@ -365,3 +365,16 @@ fn a_second_restart_during_a_roll_joins_it_and_never_takes_two_copies_down() {
         );
     }
 }
+
+#[test]
+fn status_lists_instances_by_number() {
+    let daemon = Daemon::start("[service.web]\ncommand = [\"sleep\", \"1000\"]\ninstances = 12\n");
+    let status = daemon.status();
+    let names: Vec<String> = status
+        .services
+        .iter()
+        .map(|s| s.name.as_str().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..12).map(|i| format!("web@{i}")).collect();
+    assert_eq!(names, expected);
+}

@@ -64,9 +64,11 @@ fn millis(d: Duration) -> u64 {
 impl Shell {
     /// Answers `status`: the core's part now, the kernel's part from a blocking task.
     pub(super) fn status(&self, now: Instant, reply: oneshot::Sender<Result<Reply, ControlError>>) {
-        let (services, reads): (Vec<ServiceStatus>, Vec<Reads>) = self
-            .sup
-            .services()
+        // By name, and the instances of one service by number (web@2 before web@10).
+        let mut listed: Vec<&Service> = self.sup.services().collect();
+        listed.sort_by_key(|s| (s.name().base(), s.name().instance_index()));
+        let (services, reads): (Vec<ServiceStatus>, Vec<Reads>) = listed
+            .into_iter()
             .map(|s| (self.service_status(s, now), self.reads(s)))
             .unzip();
         let mut status = Status {
