@@ -378,3 +378,16 @@ fn status_lists_instances_by_number() {
     let expected: Vec<String> = (0..12).map(|i| format!("web@{i}")).collect();
     assert_eq!(names, expected);
 }
+
+#[test]
+fn is_active_of_a_base_name_answers_for_each_instance() {
+    let daemon = Daemon::start("[service.web]\ncommand = [\"sleep\", \"1000\"]\ninstances = 2\n");
+    daemon.wait_until("both run", |d| {
+        d.status().services.iter().all(|s| s.state == "running")
+    });
+    let active = daemon.cli(&["is-active", "web"]);
+    assert_eq!(active.status.code(), Some(0), "{}", describe(&active));
+    assert_eq!(stdout(&active), "running\nrunning\n");
+    let failed = daemon.cli(&["is-failed", "web"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", describe(&failed));
+}

@@ -14,6 +14,7 @@ use crate::control::client::{self, ClientError};
 use crate::control::protocol::{
     ControlError, ErrorKind, HealthStatus, Reply, Request, ServiceState, ServiceStatus, Status,
 };
+use crate::model::ServiceName;
 
 pub fn run(socket: &Path, json: bool, names: &[String]) -> miette::Result<ExitCode> {
     let mut status = match fetch(socket) {
@@ -77,14 +78,23 @@ fn state_check(
         Ok(status) => status,
         Err(e) => return Ok(super::service::report(e)),
     };
-    let Some(service) = status.services.iter().find(|s| s.name.as_str() == name) else {
+    // A base name means each of its instances, like several units for systemctl: one
+    // line each, and success if any of them is in the state asked about.
+    let target = ServiceName::new(name).ok();
+    let matching: Vec<&ServiceStatus> = (status.services.iter())
+        .filter(|s| target.as_ref().is_some_and(|t| s.name.named_by(t)))
+        .collect();
+    if matching.is_empty() {
         return Ok(super::service::report(ClientError::Daemon(ControlError {
             kind: ErrorKind::UnknownService,
             message: format!("no service named {name:?}"),
         })));
-    };
-    println!("{}", service.state);
-    Ok(ExitCode::from(code(service.state)))
+    }
+    for service in &matching {
+        println!("{}", service.state);
+    }
+    let best = matching.iter().map(|s| code(s.state)).min();
+    Ok(ExitCode::from(best.unwrap_or(0)))
 }
 
 fn fetch(socket: &Path) -> Result<Status, ClientError> {
