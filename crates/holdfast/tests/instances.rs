@@ -391,3 +391,32 @@ fn is_active_of_a_base_name_answers_for_each_instance() {
     let failed = daemon.cli(&["is-failed", "web"]);
     assert_eq!(failed.status.code(), Some(1), "{}", describe(&failed));
 }
+
+#[test]
+fn start_of_a_base_name_releases_its_quarantined_instances() {
+    let daemon = Daemon::start(
+        r#"
+[service.web]
+command = ["/bin/sh", "-c", "[ -e {DIR}/fixed ] && exec sleep 1000; exit 7"]
+instances = 2
+start_secs = "0s"
+[service.web.exit_codes]
+7 = { action = "quarantine" }
+"#,
+    );
+    daemon.wait_until("both copies are quarantined", |d| {
+        d.status().services.iter().all(|s| s.state == "quarantined")
+    });
+    std::fs::write(daemon.dir().join("fixed"), "").expect("fix the service");
+
+    let start = daemon.cli(&["start", "--no-block", "web"]);
+    assert!(start.status.success(), "{}", describe(&start));
+    let said = stdout(&start);
+    assert!(said.contains("released web@0 from quarantine"), "{said}");
+    assert!(said.contains("released web@1 from quarantine"), "{said}");
+    let list = stdout(&daemon.cli(&["quarantine", "list"]));
+    assert!(!list.contains("PENDING"), "{list}");
+    daemon.wait_until("both run again", |d| {
+        d.status().services.iter().all(|s| s.state == "running")
+    });
+}

@@ -40,11 +40,51 @@ pub(super) enum Release {
     ByStart,
 }
 
-/// A release, recorded in the queue: whether there was one to record.
-pub(super) struct Released {
+/// What a start or `quarantine release` asks to release, and then to start.
+pub(super) struct ReleaseAsked {
+    /// As the request named it (a service, or the base name of instances).
     name: ServiceName,
+    /// The services whose release is recorded.
+    record: Vec<ServiceName>,
+    /// The services that start once it is.
+    start: Vec<ServiceName>,
+    by: Release,
+}
+
+impl ReleaseAsked {
+    /// Records each release; the services that had one to record. A base name's
+    /// `quarantine release` without any pending instance is an error, as a service's is.
+    fn recorded(&self, path: &Path) -> Result<Vec<ServiceName>, ControlError> {
+        let by = if self.record.len() == 1 && self.record[0] == self.name {
+            self.by
+        } else {
+            Release::ByStart
+        };
+        let mut released = Vec::new();
+        for name in &self.record {
+            if record_release(path, name, by)? {
+                released.push(name.clone());
+            }
+        }
+        if self.by == Release::Asked && released.is_empty() && by == Release::ByStart {
+            return Err(ControlError {
+                kind: ErrorKind::BadRequest,
+                message: format!(
+                    "no instance of {} has a pending quarantine record",
+                    self.name
+                ),
+            });
+        }
+        Ok(released)
+    }
+}
+
+/// Releases, recorded in the queue: which of the services had one to record. The
+/// services in `start` start then (a base name's instances: all of them).
+pub(super) struct Released {
+    start: Vec<ServiceName>,
     reply: oneshot::Sender<Answer>,
-    recorded: Result<bool, ControlError>,
+    recorded: Result<Vec<ServiceName>, ControlError>,
 }
 
 /// Appends the `released` mark if `name` has a pending record. A queue that cannot be
@@ -117,13 +157,14 @@ impl Shell {
     pub(super) fn on_control(&mut self, msg: ControlMsg) -> bool {
         let now = Instant::now();
         let reply = msg.reply;
+        // A quarantined service (or instance) is released before it starts.
+        if let Some(asked) = self.release_asked(&msg.request) {
+            self.release(asked, reply);
+            return false;
+        }
         if let Some((answer, done)) = self.for_instances(&msg.request, now) {
             let _ = reply.send(answer);
             return done;
-        }
-        if let Some((name, by)) = self.release_asked(&msg.request) {
-            self.release(name, by, reply);
-            return false;
         }
         let (answer, done) = match msg.request {
             Request::Status => {
@@ -218,31 +259,58 @@ impl Shell {
     /// The service whose quarantine a request releases: `quarantine release` of a known
     /// service, and a start by hand (`start`, or `restart` of a service not running) of
     /// a quarantined one, so that its queue record does not stay pending.
-    fn release_asked(&self, request: &Request) -> Option<(ServiceName, Release)> {
+    fn release_asked(&self, request: &Request) -> Option<ReleaseAsked> {
         let (name, by) = match request {
             Request::QuarantineRelease { name } => (name, Release::Asked),
-            Request::Start { name } | Request::Restart { name } => (name, Release::ByStart),
+            Request::Start { name } => (name, Release::ByStart),
+            Request::Restart { name } if self.sup.plan().services.contains_key(name) => {
+                (name, Release::ByStart)
+            }
             _ => return None,
         };
-        let service = self.sup.service(name)?;
-        let quarantined = matches!(
-            service.state(),
-            State::Failed {
-                reason: FailReason::Quarantined(_)
-            }
-        );
-        (by == Release::Asked || quarantined).then(|| (name.clone(), by))
+        let quarantined = |name: &ServiceName| {
+            self.sup.service(name).is_some_and(|s| {
+                matches!(
+                    s.state(),
+                    State::Failed {
+                        reason: FailReason::Quarantined(_)
+                    }
+                )
+            })
+        };
+        // A base name stands for its instances: all of them start, the quarantined ones
+        // are released first.
+        let start = crate::supervisor::rolling::instances_named(self.sup.plan(), name);
+        if start.is_empty() {
+            return None; // No such service: the usual answer.
+        }
+        let record: Vec<ServiceName> = match by {
+            Release::Asked if start == [name.clone()] => start.clone(),
+            _ => start.iter().filter(|n| quarantined(n)).cloned().collect(),
+        };
+        let asked = ReleaseAsked {
+            name: name.clone(),
+            record,
+            start,
+            by,
+        };
+        (by == Release::Asked || !asked.record.is_empty()).then_some(asked)
     }
 
-    /// Records the release in the queue off this task; [`Shell::on_released`] starts
-    /// the service and answers.
-    fn release(&self, name: ServiceName, by: Release, reply: oneshot::Sender<Answer>) {
+    /// Records the releases in the queue off this task; [`Shell::on_released`] starts
+    /// the services and answers.
+    fn release(&self, asked: ReleaseAsked, reply: oneshot::Sender<Answer>) {
         let path = quarantine::path(&self.sup.plan().daemon.state_dir);
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let recorded = record_release(&path, &name, by);
+            let recorded = asked.recorded(&path);
+            let start = match asked.by {
+                // `quarantine release web`: the instances that were released start.
+                Release::Asked => recorded.clone().unwrap_or_default(),
+                Release::ByStart => asked.start,
+            };
             let released = Released {
-                name,
+                start,
                 reply,
                 recorded,
             };
@@ -250,28 +318,40 @@ impl Shell {
         });
     }
 
-    /// A release is recorded (or there was nothing to release): the start follows.
+    /// The releases are recorded (or there was nothing to release): the starts follow.
     /// Returns true once the shutdown is complete.
     pub(super) fn on_released(&mut self, released: Released) -> bool {
         let Released {
-            name,
+            start,
             reply,
             recorded,
         } = released;
-        let (answer, done) = match recorded {
-            Err(e) => (Err(e), false),
-            Ok(released) => {
-                let (answer, done) = self.command(Command::Start, &name, Instant::now());
-                let answer = answer.map(|r| match r {
-                    Reply::Accepted { message } if released => Reply::Accepted {
-                        message: format!("released {name} from quarantine; {message}"),
-                    },
-                    other => other,
-                });
-                (answer, done)
+        let released = match recorded {
+            Ok(released) => released,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return false;
             }
         };
-        let _ = reply.send(answer);
+        let now = Instant::now();
+        let mut messages = Vec::new();
+        let mut done = false;
+        for name in &start {
+            let (answer, finished) = self.command(Command::Start, name, now);
+            done |= finished;
+            match answer {
+                Ok(Reply::Accepted { message }) if released.contains(name) => {
+                    messages.push(format!("released {name} from quarantine; {message}"));
+                }
+                Ok(Reply::Accepted { message }) => messages.push(message),
+                other => {
+                    let _ = reply.send(other);
+                    return done;
+                }
+            }
+        }
+        let message = messages.join("\n");
+        let _ = reply.send(Ok(Reply::Accepted { message }));
         done
     }
 
