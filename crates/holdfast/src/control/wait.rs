@@ -280,6 +280,12 @@ pub(super) async fn run(
             Err(e) => return Some(Err(e)),
         };
         let newer = take_queued(&mut live, &mut pending);
+        // An event newer than the status (a `started` the status does not show yet):
+        // decide on a fresh status, not on this one (unless the time is up).
+        let late = deadline.is_some_and(|at| tokio::time::Instant::now() >= at);
+        if newer && !expired && !late {
+            continue;
+        }
         pending.retain(|watch| match watch.verdict(find(&status, &watch.name)) {
             Some(outcome) => {
                 outcomes.push(outcome);
@@ -298,9 +304,6 @@ pub(super) async fn run(
                     .map(|w| w.timed_out(find(&status, &w.name), after)),
             );
             return done(outcomes);
-        }
-        if newer {
-            continue;
         }
         match next_wake(stream, &mut live, &mut pending, deadline).await {
             Wake::Look => {}
