@@ -55,18 +55,17 @@ impl ReleaseAsked {
     /// Records each release; the services that had one to record. A base name's
     /// `quarantine release` without any pending instance is an error, as a service's is.
     fn recorded(&self, path: &Path) -> Result<Vec<ServiceName>, ControlError> {
-        let by = if self.record.len() == 1 && self.record[0] == self.name {
-            self.by
-        } else {
-            Release::ByStart
-        };
+        // A service named by itself is released as asked; the instances of a base name
+        // each only if they have a record, and at least one must.
+        let single = self.record == std::slice::from_ref(&self.name);
+        let by = if single { self.by } else { Release::ByStart };
         let mut released = Vec::new();
         for name in &self.record {
             if record_release(path, name, by)? {
                 released.push(name.clone());
             }
         }
-        if self.by == Release::Asked && released.is_empty() && by == Release::ByStart {
+        if !single && self.by == Release::Asked && released.is_empty() {
             return Err(ControlError {
                 kind: ErrorKind::BadRequest,
                 message: format!(

@@ -96,8 +96,7 @@ impl Shell {
             .map(|(pid, _)| pid)
             .collect();
         for pid in probes {
-            let kill = || group::signal_group(pid, crate::unix::Signal::SIGKILL);
-            if let Some(Err(e)) = reap::while_unreaped(pid, kill) {
+            if let Some(Err(e)) = kill_group(pid) {
                 tracing::warn!("failed to kill the exec probe {pid}: {e}");
             }
         }
@@ -115,8 +114,7 @@ impl Shell {
                 let Role::Probe(_, deadline) = &mut process.role else {
                     return None;
                 };
-                let kill = || group::signal_group(pid, crate::unix::Signal::SIGKILL);
-                match reap::while_unreaped(pid, kill) {
+                match kill_group(pid) {
                     Some(Ok(_)) => *deadline = probe::ExecDeadline::KilledAfter(timeout),
                     Some(Err(e)) => tracing::warn!(
                         "{}: failed to kill timed-out probe {pid}: {e}",
@@ -128,4 +126,12 @@ impl Shell {
             }
         }
     }
+}
+
+/// SIGKILL to the process group an exec probe leads, only while the probe is not reaped
+/// (so that a freed, reused pid is never hit); `None` once it was.
+fn kill_group(pid: Pid) -> Option<Result<bool, nix::errno::Errno>> {
+    reap::while_unreaped(pid, || {
+        group::signal_group(pid, crate::unix::Signal::SIGKILL)
+    })
 }
