@@ -248,6 +248,23 @@ pub struct ServiceStatus {
     pub last_restart_reason: Option<RestartReason>,
 }
 
+impl Status {
+    /// A daemon (pid 1, up for no time) with these services, for tests.
+    #[doc(hidden)]
+    pub fn sample(services: Vec<ServiceStatus>) -> Self {
+        Self {
+            daemon: DaemonStatus {
+                pid: 1,
+                version: "0.1.0".to_owned(),
+                config: "/etc/holdfast/holdfast.toml".to_owned(),
+                uptime_ms: 0,
+                shutting_down: false,
+            },
+            services,
+        }
+    }
+}
+
 impl ServiceStatus {
     /// A service in `state` with nothing else known, for tests to fill in.
     #[doc(hidden)]

@@ -148,26 +148,17 @@ mod tests {
 
     #[test]
     fn targets_are_the_names_all_and_each_group_once() {
-        let status = Status {
-            daemon: crate::control::protocol::DaemonStatus {
-                pid: 1,
-                version: "0".to_owned(),
-                config: "/etc/holdfast/holdfast.toml".to_owned(),
-                uptime_ms: 0,
-                shutting_down: false,
+        let status = Status::sample(vec![
+            crate::control::protocol::ServiceStatus {
+                group: Some("backend".to_owned()),
+                ..crate::control::protocol::ServiceStatus::sample("api", "running")
             },
-            services: vec![
-                crate::control::protocol::ServiceStatus {
-                    group: Some("backend".to_owned()),
-                    ..crate::control::protocol::ServiceStatus::sample("api", "running")
-                },
-                crate::control::protocol::ServiceStatus {
-                    group: Some("backend".to_owned()),
-                    ..crate::control::protocol::ServiceStatus::sample("worker", "failed")
-                },
-                crate::control::protocol::ServiceStatus::sample("web", "running"),
-            ],
-        };
+            crate::control::protocol::ServiceStatus {
+                group: Some("backend".to_owned()),
+                ..crate::control::protocol::ServiceStatus::sample("worker", "failed")
+            },
+            crate::control::protocol::ServiceStatus::sample("web", "running"),
+        ]);
         let values: Vec<String> = target_candidates(&status)
             .iter()
             .map(|c| c.get_value().to_string_lossy().into_owned())
@@ -177,16 +168,7 @@ mod tests {
 
     #[test]
     fn an_instanced_service_is_offered_by_its_base_name_too() {
-        let mut status = Status {
-            daemon: crate::control::protocol::DaemonStatus {
-                pid: 1,
-                version: "0".to_owned(),
-                config: "/etc/holdfast/holdfast.toml".to_owned(),
-                uptime_ms: 0,
-                shutting_down: false,
-            },
-            services: Vec::new(),
-        };
+        let mut status = Status::sample(Vec::new());
         for name in ["api", "web@0", "web@1", "web@2"] {
             let s = crate::control::protocol::ServiceStatus::sample(name, "running");
             status.services.push(s);

@@ -651,16 +651,7 @@ mod tests {
             .iter()
             .map(|n| ServiceStatus::sample(n, "running"))
             .collect();
-        let status = Status {
-            daemon: crate::control::protocol::DaemonStatus {
-                pid: 1,
-                version: "0.1.0".to_owned(),
-                config: "/etc/holdfast.toml".to_owned(),
-                uptime_ms: 0,
-                shutting_down: false,
-            },
-            services,
-        };
+        let status = Status::sample(services);
         let requested = vec![
             Watch::new(name("web"), Goal::Restart),
             Watch::new(name("api"), Goal::Start),
