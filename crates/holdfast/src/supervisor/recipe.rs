@@ -308,6 +308,15 @@ mod tests {
     }
 
     /// holdfast started as root from a login shell, under systemd, with a test tag.
+    /// The recipe's environment by name.
+    fn env_of(recipe: &Recipe) -> HashMap<&str, &str> {
+        recipe
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
     fn inherited(pass_env: &[&str]) -> Inherited {
         let pass_env: Vec<String> = pass_env.iter().map(|s| (*s).to_owned()).collect();
         Inherited::from_vars(
@@ -367,11 +376,7 @@ mod tests {
         let mut spec = spec();
         spec.inherit_env = true;
         let recipe = Recipe::new(&inherited(&[]), &spec, "0123", None);
-        let env: HashMap<&str, &str> = recipe
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let env = env_of(&recipe);
         assert_eq!(env["PATH"], "/root/bin:/usr/bin", "holdfast's own PATH");
         assert_eq!(env["TERM"], "xterm");
         assert_eq!(env["SECRET_TOKEN"], "s3cret");
@@ -395,11 +400,7 @@ mod tests {
         spec.env
             .insert("INVOCATION_ID".to_owned(), "fake".to_owned());
         let recipe = Recipe::new(&inherited(&[]), &spec, "0123", None);
-        let env: HashMap<&str, &str> = recipe
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let env = env_of(&recipe);
         assert_eq!(env["HOME"], "/home/appsvc");
         assert_eq!(env["USER"], "appsvc");
         assert_eq!(env["LOGNAME"], "appsvc");
@@ -456,11 +457,7 @@ mod tests {
             .insert("HOLDFAST_INSTANCE".to_owned(), "fake".to_owned());
         spec.instance = Some(crate::model::Instance { base, index: 2 });
         let recipe = Recipe::new(&inherited(&[]), &spec, "0123", None);
-        let env: HashMap<&str, &str> = recipe
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let env = env_of(&recipe);
         assert_eq!(env["HOLDFAST_INSTANCE"], "2");
         assert_eq!(env["HOLDFAST_SERVICE"], "web@2");
         let plain = Recipe::new(&inherited(&[]), &self::spec(), "0123", None);

@@ -346,18 +346,29 @@ impl Validator<'_> {
                     RlimitUnit::Bytes => "\"8MiB\"",
                     RlimitUnit::Count => "65536",
                 };
-                self.push(
-                    Problem::new(
-                        format!("invalid `service.{svc}.limits.{key}`"),
-                        raw.span(),
-                        label,
-                    )
-                    .with_help(format!(
-                        "write a limit such as {key} = {example}, or \"infinity\""
-                    )),
-                );
+                let help = format!("write a limit such as {key} = {example}, or \"infinity\"");
+                self.invalid_limit(svc, key, raw, label, help);
             })
             .ok()
+    }
+
+    /// The one diagnostic of a `limits.KEY` value that does not parse or is out of range.
+    fn invalid_limit(
+        &mut self,
+        svc: &str,
+        key: &str,
+        raw: &Spanned<RawSize>,
+        label: String,
+        help: String,
+    ) {
+        self.push(
+            Problem::new(
+                format!("invalid `service.{svc}.limits.{key}`"),
+                raw.span(),
+                label,
+            )
+            .with_help(help),
+        );
     }
 
     fn memory(&mut self, svc: &str, key: &str, raw: &Spanned<RawSize>) -> Option<u64> {
@@ -365,16 +376,8 @@ impl Validator<'_> {
             Ok(bytes) if bytes >= 1 << 20 => Some(bytes),
             other => {
                 let label = other.err().unwrap_or_else(|| "below 1MiB".to_owned());
-                self.push(
-                    Problem::new(
-                        format!("invalid `service.{svc}.limits.{key}`"),
-                        raw.span(),
-                        label,
-                    )
-                    .with_help(format!(
-                        "write a size of at least 1MiB, e.g. {key} = \"512MiB\""
-                    )),
-                );
+                let help = format!("write a size of at least 1MiB, e.g. {key} = \"512MiB\"");
+                self.invalid_limit(svc, key, raw, label, help);
                 None
             }
         }
