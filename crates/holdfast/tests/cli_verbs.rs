@@ -59,17 +59,10 @@ stop = {{ signal = "TERM", timeout = "{timeout}" }}
     )
 }
 
-fn running_pid(daemon: &Daemon, name: &str) -> u32 {
-    daemon
-        .wait_for_service(name, "is running", |s| s.state == "running")
-        .pid
-        .expect("a running service has a pid")
-}
-
 #[test]
 fn status_exits_0_when_every_service_is_where_it_should_be_and_3_with_a_failed_one() {
     let (daemon, _) = start_web_and_broken();
-    running_pid(&daemon, "web");
+    daemon.running_pid("web");
 
     let output = daemon.cli(&["status"]);
     assert_eq!(
@@ -151,7 +144,7 @@ start_secs = "300ms"
 #[test]
 fn stop_returns_only_after_the_services_processes_are_gone() {
     let daemon = Daemon::start(&stubborn("500ms"));
-    let pid = running_pid(&daemon, "stubborn");
+    let pid = daemon.running_pid("stubborn");
 
     let output = daemon.cli_ok(&["stop", "stubborn"]);
 
@@ -164,7 +157,7 @@ fn stop_returns_only_after_the_services_processes_are_gone() {
 #[test]
 fn restart_returns_once_the_new_run_is_up() {
     let (daemon, _) = start_web_and_broken();
-    let old = running_pid(&daemon, "web");
+    let old = daemon.running_pid("web");
 
     let output = daemon.cli_ok(&["restart", "web"]);
 
@@ -179,7 +172,7 @@ fn restart_returns_once_the_new_run_is_up() {
 #[test]
 fn no_block_returns_at_once_with_what_happens_next() {
     let daemon = Daemon::start(&stubborn("30s"));
-    let pid = running_pid(&daemon, "stubborn");
+    let pid = daemon.running_pid("stubborn");
 
     let output = daemon.cli_ok(&["stop", "--no-block", "stubborn"]);
 
@@ -195,7 +188,7 @@ fn no_block_returns_at_once_with_what_happens_next() {
 #[test]
 fn a_timeout_that_passes_exits_5_and_says_where_the_service_is() {
     let daemon = Daemon::start(&stubborn("30s"));
-    running_pid(&daemon, "stubborn");
+    daemon.running_pid("stubborn");
 
     let output = daemon.cli(&["stop", "--timeout", "300ms", "stubborn"]);
 
@@ -210,7 +203,7 @@ fn a_timeout_that_passes_exits_5_and_says_where_the_service_is() {
 #[test]
 fn a_bad_timeout_is_a_usage_error_and_changes_nothing() {
     let (daemon, _) = start_web_and_broken();
-    let pid = running_pid(&daemon, "web");
+    let pid = daemon.running_pid("web");
     let output = daemon.cli(&["stop", "--timeout", "soon", "web"]);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     assert!(
@@ -234,7 +227,7 @@ command = ["sleep", "1000"]
 start_secs = "0s"
 "#,
     );
-    let (a, b) = (running_pid(&daemon, "a"), running_pid(&daemon, "b"));
+    let (a, b) = (daemon.running_pid("a"), daemon.running_pid("b"));
 
     let output = daemon.cli(&["stop", "a", "nosuch"]);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
@@ -260,7 +253,7 @@ start_secs = "0s"
 env = { MODE = "before" }
 "#,
     );
-    let old = running_pid(&daemon, "web");
+    let old = daemon.running_pid("web");
     let config = daemon
         .read_config()
         .replace(r#"MODE = "before""#, r#"MODE = "after""#);
@@ -282,7 +275,7 @@ env = { MODE = "before" }
 #[test]
 fn is_active_and_is_failed_answer_with_their_exit_codes() {
     let (daemon, _) = start_web_and_broken();
-    running_pid(&daemon, "web");
+    daemon.running_pid("web");
     daemon.cli(&["start", "broken"]);
     daemon.wait_for_service("broken", "has failed", |s| s.state == "failed");
 
@@ -306,7 +299,7 @@ command = ["sleep", "1000"]
 start_secs = "0s"
 "#,
     );
-    running_pid(&daemon, "web");
+    daemon.running_pid("web");
     let first = daemon.status().daemon.pid;
     let bin = support::holdfast_bin();
     let line = format!(
@@ -339,7 +332,7 @@ start_secs = "0s"
         "the second daemon keeps running: {}",
         fs::read_to_string(&second_err).unwrap_or_default()
     );
-    running_pid(&daemon, "web");
+    daemon.running_pid("web");
     let _ = shell.kill();
     let _ = shell.wait();
 }

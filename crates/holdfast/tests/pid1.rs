@@ -109,10 +109,7 @@ restart_sec = "60s"
 start_secs = "0s"
 "#,
     );
-    let web = host
-        .wait_for_service("web", "is running", |s| s.state == "running")
-        .pid
-        .expect("running");
+    let web = host.running_pid("web");
     let dirs = holdfast_cgroups(web);
     if dirs.is_empty() {
         eprintln!("skipped: the service runs in no holdfast cgroup (cgroups unavailable)");

@@ -28,13 +28,6 @@ fn status_field(pid: u32, field: &str) -> String {
         .to_owned()
 }
 
-fn running_pid(daemon: &Daemon, name: &str) -> u32 {
-    daemon
-        .wait_for_service(name, "is running", |s| s.state == "running")
-        .pid
-        .expect("a running service has a pid")
-}
-
 /// The service's cgroup directory in the hierarchy that holds `file` (v2: the unified
 /// one; v1: the first controller hierarchy that has it), from /proc/PID/cgroup.
 fn cgroup_dir(pid: u32, file: &str) -> PathBuf {
@@ -106,7 +99,7 @@ user = "{TEST_USER}"
 umask = "0027"
 "#
     ));
-    let pid = running_pid(&daemon, "app");
+    let pid = daemon.running_pid("app");
     assert_eq!(
         status_field(pid, "Uid"),
         format!("{uid}\t{uid}\t{uid}\t{uid}")
@@ -161,7 +154,7 @@ user = "{TEST_USER}"
 restart = "no"
 "#
     ));
-    let pid = running_pid(&daemon, "web");
+    let pid = daemon.running_pid("web");
     let bind_service = format!("{:016x}", 1u64 << 10);
     assert_eq!(
         status_field(pid, "CapAmb"),
@@ -211,7 +204,7 @@ oom_score_adjust = 500
 command = ["/bin/sleep", "1000"]
 "#,
     );
-    let pid = running_pid(&daemon, "limited");
+    let pid = daemon.running_pid("limited");
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
     let line = |name: &str| {
         limits
@@ -235,7 +228,7 @@ command = ["/bin/sleep", "1000"]
     // although holdfast raised its own.
     let (soft, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .expect("getrlimit");
-    let default_pid = running_pid(&daemon, "default");
+    let default_pid = daemon.running_pid("default");
     let limits = std::fs::read_to_string(format!("/proc/{default_pid}/limits")).expect("read");
     let nofile: Vec<&str> = limits
         .lines()
@@ -262,7 +255,7 @@ start_limit = { interval = "10s", burst = 1000 }
 command = ["/bin/sleep", "1000"]
 "#,
     );
-    let bystander = running_pid(&daemon, "bystander");
+    let bystander = daemon.running_pid("bystander");
     let started = daemon.wait_for_service("hog", "is running", |s| s.state == "running");
     let first = started.pid.expect("a running service has a pid");
     // The hog may be killed at any moment: read its limit from whichever instance runs.
@@ -320,7 +313,7 @@ start_secs = "0s"
 stop = { signal = "TERM", timeout = "1s" }
 "#,
     );
-    let pid = running_pid(&daemon, "bomb");
+    let pid = daemon.running_pid("bomb");
     let dir = cgroup_dir(pid, "pids.max");
     assert_eq!(read(&dir.join("pids.max")).trim(), "64");
     daemon.wait_until("the bomb hits the pids limit", |_| {
@@ -362,7 +355,7 @@ command = ["/bin/sh", "-c", "setsid sleep 1001 & exec sleep 1000"]
 start_secs = "0s"
 "#,
     );
-    let main = running_pid(&daemon, "escaper");
+    let main = daemon.running_pid("escaper");
     let dir = cgroup_dir(main, "cgroup.procs");
     let mut escaped = None;
     daemon.wait_until("the escaped process runs in its own session", |_| {
@@ -519,7 +512,7 @@ restart_sec = "3s"
 start_secs = "0s"
 "#,
     );
-    let pid = running_pid(&daemon, "web");
+    let pid = daemon.running_pid("web");
     let dirs = holdfast_cgroups(pid);
     if dirs.is_empty() {
         eprintln!("skipped: the service runs in no holdfast cgroup (cgroups unavailable)");

@@ -106,10 +106,7 @@ command = ["sleep", "1000"]
 start_secs = "0s"
 "#,
     );
-    let before = daemon
-        .wait_for_service("web", "is running", |s| s.state == "running")
-        .pid
-        .expect("a running service has a pid");
+    let before = daemon.running_pid("web");
 
     daemon.cli_ok(&["restart", "web"]);
 

@@ -21,10 +21,7 @@ stop = {{ signal = "TERM", timeout = "{timeout}" }}
 
 /// Waits until the service runs and has reported its grandchild; returns (main, grandchild).
 fn running_with_grandchild(daemon: &Daemon) -> (u32, u32) {
-    let main = daemon
-        .wait_for_service("stubborn", "is running", |s| s.state == "running")
-        .pid
-        .expect("a running service has a pid");
+    let main = daemon.running_pid("stubborn");
     let mut grandchild = None;
     daemon.wait_until("stubborn reports its grandchild's pid", |d| {
         grandchild = d.log("stubborn").lines().find_map(|line| {

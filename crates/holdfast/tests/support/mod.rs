@@ -383,6 +383,13 @@ impl Daemon {
         })
     }
 
+    /// Waits until service `name` runs; returns its main pid.
+    pub fn running_pid(&self, name: &str) -> u32 {
+        self.wait_for_service(name, "is running", |s| s.state == "running")
+            .pid
+            .expect("a running service has a pid")
+    }
+
     /// Runs `holdfast ARGS -s SOCKET` (a command that talks to the daemon).
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut cmd = holdfast();
