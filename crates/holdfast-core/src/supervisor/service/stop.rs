@@ -236,7 +236,7 @@ impl Service {
             return Vec::new();
         };
         match (then.clone(), self.policy) {
-            (AfterStop::Exit { cause, early }, Policy::Apply) => self.after_run(cause, now, early),
+            (AfterStop::Exit { cause, early }, _) => self.end_run(cause, now, early),
             (AfterStop::Remove, _) => {
                 self.enter(State::Stopped, now);
                 self.follow_up = Some(FollowUp::Forget);
