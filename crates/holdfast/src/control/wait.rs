@@ -258,10 +258,13 @@ pub(super) async fn run(
         Ok(applied) => applied,
         Err(e) => return Some(Err(e)),
     };
-    let mut pending = match status(peer, tx).await {
-        Ok(status) => per_instance(requested, &status),
+    let first = match status(peer, tx).await {
+        Ok(status) => status,
         Err(e) => return Some(Err(e)),
     };
+    let mut pending = per_instance(requested, &first);
+    // The status that named the instances is the first one to decide on.
+    let mut fresh = Some(first);
     // Outcomes are reported in the order the requests named the services.
     let order: Vec<ServiceName> = pending.iter().map(|w| w.name.clone()).collect();
     let done = |mut outcomes: Vec<Outcome>| {
@@ -275,9 +278,12 @@ pub(super) async fn run(
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut expired = false;
     loop {
-        let status = match status(peer, tx).await {
-            Ok(status) => status,
-            Err(e) => return Some(Err(e)),
+        let status = match fresh.take() {
+            Some(status) => status,
+            None => match status(peer, tx).await {
+                Ok(status) => status,
+                Err(e) => return Some(Err(e)),
+            },
         };
         let newer = take_queued(&mut live, &mut pending);
         // An event newer than the status (a `started` the status does not show yet):
