@@ -192,9 +192,7 @@ impl Shell {
             }
             Request::Signal { name, signal, all } => (self.signal(&name, &signal, all), false),
             Request::ResetFailed { names } => {
-                let (result, effects) = self.control(Input::ResetFailed { services: names }, now);
-                let done = self.execute(effects);
-                (result.map(|message| Reply::Accepted { message }), done)
+                self.accept(Input::ResetFailed { services: names }, now)
             }
             // Read off this task by the control server, which only asks for `status`.
             Request::Logs { .. } => (
@@ -225,7 +223,13 @@ impl Shell {
         now: Instant,
     ) -> (Answer, bool) {
         let service = name.clone();
-        let (result, effects) = self.control(Input::Command { command, service }, now);
+        self.accept(Input::Command { command, service }, now)
+    }
+
+    /// Feeds a control input to the core and executes its effects: the answer, and
+    /// whether the shutdown is complete.
+    fn accept(&mut self, input: Input, now: Instant) -> (Answer, bool) {
+        let (result, effects) = self.control(input, now);
         let done = self.execute(effects);
         (result.map(|message| Reply::Accepted { message }), done)
     }
@@ -333,24 +337,17 @@ impl Shell {
             }
         };
         let now = Instant::now();
-        let mut messages = Vec::new();
-        let mut done = false;
-        for name in &start {
-            let (answer, finished) = self.command(Command::Start, name, now);
-            done |= finished;
-            match answer {
-                Ok(Reply::Accepted { message }) if released.contains(name) => {
-                    messages.push(format!("released {name} from quarantine; {message}"));
-                }
-                Ok(Reply::Accepted { message }) => messages.push(message),
-                other => {
-                    let _ = reply.send(other);
-                    return done;
-                }
-            }
-        }
-        let message = messages.join("\n");
-        let _ = reply.send(Ok(Reply::Accepted { message }));
+        let (answer, done) = self.each(&start, |shell, name| {
+            let (answer, finished) = shell.command(Command::Start, name, now);
+            let answer = answer.map(|reply| match reply {
+                Reply::Accepted { message } if released.contains(name) => Reply::Accepted {
+                    message: format!("released {name} from quarantine; {message}"),
+                },
+                other => other,
+            });
+            (answer, finished)
+        });
+        let _ = reply.send(answer);
         done
     }
 

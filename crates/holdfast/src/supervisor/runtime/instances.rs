@@ -45,7 +45,7 @@ impl Shell {
 
     /// Applies `one` to every instance; the first error is the answer (the instances
     /// before it were already acted on, as with several names on the command line).
-    fn each(
+    pub(super) fn each(
         &mut self,
         instances: &[ServiceName],
         mut one: impl FnMut(&mut Self, &ServiceName) -> Answer,
