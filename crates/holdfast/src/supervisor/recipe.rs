@@ -111,10 +111,7 @@ impl Recipe {
     /// Adds (or replaces) one variable, for what only one role gets: the main
     /// process's `NOTIFY_SOCKET`, a hook's event.
     pub fn set(&mut self, key: &str, value: String) {
-        match self.env.iter_mut().find(|(k, _)| k == key) {
-            Some((_, v)) => *v = value,
-            None => self.env.push((key.to_owned(), value)),
-        }
+        set_var(&mut self.env, key, value);
     }
 
     /// The one way a process of `spec` is spawned, whatever it is to the service: this
@@ -162,16 +159,21 @@ impl Recipe {
     }
 }
 
+/// Sets `key` in `vars`: each name once, a later value replaces the earlier in place.
+fn set_var(vars: &mut Vec<(String, String)>, key: &str, value: String) {
+    match vars.iter_mut().find(|(k, _)| k == key) {
+        Some((_, v)) => *v = value,
+        None => vars.push((key.to_owned(), value)),
+    }
+}
+
 /// An environment being built: each name once, a later `set` replaces the value in place.
 #[derive(Default)]
 struct Env(Vec<(String, String)>);
 
 impl Env {
     fn set(&mut self, key: &str, value: &str) {
-        match self.0.iter_mut().find(|(k, _)| k == key) {
-            Some((_, v)) => value.clone_into(v),
-            None => self.0.push((key.to_owned(), value.to_owned())),
-        }
+        set_var(&mut self.0, key, value.to_owned());
     }
 
     fn extend(&mut self, vars: &[(String, String)]) {
