@@ -175,21 +175,22 @@ pub(super) fn expand(
 
 /// The service names `base` runs as: itself, or `base@0` .. `base@{count-1}`.
 fn names(base: &ServiceName, count: u32) -> Vec<ServiceName> {
-    if count <= 1 {
-        return vec![base.clone()];
+    (0..count.max(1)).map(|i| name_of(base, i, count)).collect()
+}
+
+/// Instance `index` of `count` is `base@index`; a single one keeps the base name.
+fn name_of(base: &ServiceName, index: u32, count: u32) -> ServiceName {
+    if count > 1 {
+        base.instance(index)
+    } else {
+        base.clone()
     }
-    (0..count).map(|i| base.instance(i)).collect()
 }
 
 fn instance_of(spec: &ServiceSpec, index: u32, count: u32) -> ServiceSpec {
     let fill = |text: &String| try_substitute(text, index).unwrap_or_else(|_| text.clone());
-    let name = if count > 1 {
-        spec.name.instance(index)
-    } else {
-        spec.name.clone()
-    };
     ServiceSpec {
-        name,
+        name: name_of(&spec.name, index, count),
         command: spec.command.iter().map(fill).collect(),
         env: spec.env.iter().map(|(k, v)| (k.clone(), fill(v))).collect(),
         instance: Some(Instance {
