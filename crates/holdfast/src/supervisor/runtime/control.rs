@@ -49,6 +49,8 @@ pub(super) struct ReleaseAsked {
     /// The services that start once it is.
     start: Vec<ServiceName>,
     by: Release,
+    /// The request named one service, not the base name of several instances.
+    single: bool,
 }
 
 impl ReleaseAsked {
@@ -57,7 +59,7 @@ impl ReleaseAsked {
     fn recorded(&self, path: &Path) -> Result<Vec<ServiceName>, ControlError> {
         // A service named by itself is released as asked; the instances of a base name
         // each only if they have a record, and at least one must.
-        let single = self.record == std::slice::from_ref(&self.name);
+        let single = self.single;
         let by = if single { self.by } else { Release::ByStart };
         let mut released = Vec::new();
         for name in &self.record {
@@ -287,8 +289,9 @@ impl Shell {
         if start.is_empty() {
             return None; // No such service: the usual answer.
         }
+        let single = start == std::slice::from_ref(name);
         let record: Vec<ServiceName> = match by {
-            Release::Asked if start == [name.clone()] => start.clone(),
+            Release::Asked if single => start.clone(),
             _ => start.iter().filter(|n| quarantined(n)).cloned().collect(),
         };
         let asked = ReleaseAsked {
@@ -296,6 +299,7 @@ impl Shell {
             record,
             start,
             by,
+            single,
         };
         (by == Release::Asked || !asked.record.is_empty()).then_some(asked)
     }
