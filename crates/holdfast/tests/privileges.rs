@@ -575,7 +575,7 @@ start_secs = "0s"
     let unlimited = |limit: Option<String>| matches!(limit.as_deref(), None | Some("max"));
     assert!(unlimited(memory_limit(first)), "{:?}", memory_limit(first));
 
-    let mut reload_to = |limits: &str, before: u32| {
+    let reload_to = |limits: &str, before: u32| {
         daemon.write_config(&config(limits));
         daemon.cli_ok(&["reload"]);
         daemon
