@@ -34,7 +34,7 @@ mod detect;
 mod files;
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -513,8 +513,12 @@ impl ServiceCgroup {
     /// repeated until no process remains that was not already killed.
     pub fn signal(&self, signal: Signal) -> usize {
         if signal == Signal::SIGKILL && self.version == Version::V2 {
-            let kill_file = self.dir().join("cgroup.kill");
-            if kill_file.exists() && fs::write(&kill_file, "1").is_ok() {
+            // Without `cgroup.kill` (Linux < 5.14) the open fails: no `stat` first.
+            let killed = fs::OpenOptions::new()
+                .write(true)
+                .open(self.dir().join("cgroup.kill"))
+                .and_then(|mut file| file.write_all(b"1"));
+            if killed.is_ok() {
                 return self.pids().len();
             }
         }
