@@ -537,3 +537,53 @@ start_secs = "0s"
         "the new run is in the same cgroups, created again"
     );
 }
+
+/// The memory limit of `pid`'s holdfast cgroup, `None` when it is in none with a memory
+/// controller (v1: a service without a memory limit is not in that hierarchy).
+fn memory_limit(pid: u32) -> Option<String> {
+    ["memory.limit_in_bytes", "memory.max"]
+        .into_iter()
+        .find_map(|file| Some(read(&try_cgroup_dir(pid, file)?.join(file))))
+        .map(|limit| limit.trim().to_owned())
+}
+
+#[test]
+fn a_memory_limit_added_by_a_reload_holds_for_the_next_run_and_one_removed_no_longer_does() {
+    let config = |limits: &str| {
+        format!(
+            r#"
+[service.web]
+command = ["sleep", "1000"]
+start_secs = "0s"
+{limits}
+"#
+        )
+    };
+    let daemon = Daemon::start(&config(""));
+    let first = running_pid(&daemon, "web");
+    if holdfast_cgroups(first).is_empty() {
+        eprintln!("skipped: the service runs in no holdfast cgroup (cgroups unavailable)");
+        return;
+    }
+    let unlimited = |limit: Option<String>| matches!(limit.as_deref(), None | Some("max"));
+    assert!(unlimited(memory_limit(first)), "{:?}", memory_limit(first));
+
+    let reload_to = |limits: &str, before: u32| {
+        daemon.write_config(&config(limits));
+        daemon.cli_ok(&["reload"]);
+        daemon
+            .wait_for_service("web", "runs again after the reload", |s| {
+                s.state == "running" && s.pid.is_some_and(|p| p != before)
+            })
+            .pid
+            .expect("running")
+    };
+    let limited = reload_to(r#"limits = { memory = "64MiB" }"#, first);
+    assert_eq!(memory_limit(limited), Some((64u64 << 20).to_string()));
+    let again = reload_to("", limited);
+    assert!(
+        unlimited(memory_limit(again)),
+        "the removed limit no longer holds: {:?}",
+        memory_limit(again)
+    );
+}

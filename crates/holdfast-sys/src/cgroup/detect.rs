@@ -60,10 +60,21 @@ impl Detected {
         }
     }
 
-    /// v1 hierarchies, `pids` first: the one whose `cgroup.procs` tells membership.
+    /// v1 hierarchies, the tracking one first: the one whose `cgroup.procs` tells
+    /// membership, which every service's cgroup is in. `pids` when mounted: the cheapest
+    /// controller state to create (a counter; on a 2-vCPU VM with Linux 6.18 a `mkdir`
+    /// costs about 25 us there, 40 us in `cpu`, 65-110 us in `memory`, and 40 us in a v2
+    /// hierarchy without controllers, which has more files), and it counts tasks for
+    /// `status`. A named hierarchy (`name=systemd`) would be no cheaper and is systemd's.
     pub fn v1_in_membership_order(&self) -> Vec<&Hierarchy> {
+        const TRACKING_ORDER: [&str; 3] = ["pids", "cpu", "memory"];
         let mut list: Vec<&Hierarchy> = self.v1.iter().collect();
-        list.sort_by_key(|h| h.controllers[0] != "pids");
+        list.sort_by_key(|h| {
+            TRACKING_ORDER
+                .iter()
+                .position(|c| *c == h.controllers[0])
+                .unwrap_or(TRACKING_ORDER.len())
+        });
         list
     }
 

@@ -5,7 +5,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use super::{CONTROLLERS, CgroupError, io_err};
+use super::{CONTROLLERS, CgroupError, Version, io_err};
 use crate::model::CgroupLimits;
 
 /// The CFS period holdfast uses for `cpu_quota` (100 ms, the kernel's default).
@@ -16,8 +16,10 @@ fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
     fs::write(&path, value).map_err(io_err("write", &path))
 }
 
-/// Enables holdfast's controllers (those available) in `own/cgroup.subtree_control` and
-/// `parent/cgroup.subtree_control`; returns the controllers enabled.
+/// Enables holdfast's controllers (those available) in `own/cgroup.subtree_control`, so
+/// that `parent` may hand them to the services that need them; returns the controllers
+/// enabled. (`parent`'s own `cgroup.subtree_control` is written per need, see
+/// [`enable_v2`].)
 ///
 /// v2 forbids enabling controllers for children of a non-root cgroup that itself holds
 /// processes ("no internal processes"): if holdfast's own cgroup refuses with `EBUSY`,
@@ -36,11 +38,7 @@ pub fn delegate_v2(
     if wanted.is_empty() {
         return Ok(wanted);
     }
-    let line = wanted
-        .iter()
-        .map(|c| format!("+{c}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let line = enable_line(&wanted);
     let own_control = own.join("cgroup.subtree_control");
     if let Err(e) = fs::write(&own_control, &line) {
         if e.raw_os_error() != Some(libc::EBUSY) {
@@ -59,74 +57,171 @@ pub fn delegate_v2(
         write(&leaf, "cgroup.procs", "0")?;
         write(own, "cgroup.subtree_control", &line)?;
     }
-    write(parent, "cgroup.subtree_control", &line)?;
     Ok(wanted)
 }
 
-/// v2: `memory.max`, `memory.high`, `cpu.max`, `cpu.weight`, `pids.max` for the
-/// enabled controllers; unset limits are written as "no limit".
-pub fn write_v2_limits(
-    dir: &Path,
-    limits: &CgroupLimits,
-    controllers: &[String],
-) -> Result<(), CgroupError> {
-    let has = |c: &str| controllers.iter().any(|x| x == c);
-    let or_max = |v: Option<u64>| v.map_or_else(|| "max".to_owned(), |n| n.to_string());
-    if has("memory") {
-        write(dir, "memory.max", &or_max(limits.memory))?;
-        write(dir, "memory.high", &or_max(limits.memory_high))?;
-    }
-    if has("cpu") {
-        let quota = limits.cpu_quota.map_or_else(
-            || "max".to_owned(),
-            |p| (u64::from(p) * CPU_PERIOD_US / 100).to_string(),
-        );
-        write(dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
-        write(
-            dir,
-            "cpu.weight",
-            &limits.cpu_weight.unwrap_or(100).to_string(),
-        )?;
-    }
-    if has("pids") {
-        write(dir, "pids.max", &or_max(limits.pids))?;
-    }
-    Ok(())
+/// Enables `controllers` for the children of `parent` (one write; enabling one already
+/// enabled is a no-op for the kernel, so the line may repeat earlier ones).
+pub fn enable_v2(parent: &Path, controllers: &[String]) -> Result<(), CgroupError> {
+    write(parent, "cgroup.subtree_control", &enable_line(controllers))
 }
 
-/// v1: the files of `controller`'s hierarchy; unset limits are written as "no limit".
-pub fn write_v1_limits(
-    controller: &str,
-    dir: &Path,
-    limits: &CgroupLimits,
-) -> Result<(), CgroupError> {
-    let or_minus_one = |v: Option<u64>| v.map_or_else(|| "-1".to_owned(), |n| n.to_string());
-    match controller {
-        "memory" => {
-            write(dir, "memory.limit_in_bytes", &or_minus_one(limits.memory))?;
-            write(
-                dir,
-                "memory.soft_limit_in_bytes",
-                &or_minus_one(limits.memory_high),
-            )?;
-        }
-        "cpu" => {
-            write(dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
-            let quota = limits.cpu_quota.map(|p| u64::from(p) * CPU_PERIOD_US / 100);
-            write(dir, "cpu.cfs_quota_us", &or_minus_one(quota))?;
-            // v2's weight 100 is v1's 1024 shares.
-            let shares = limits
+/// The controllers `parent` already enables for its children (from an earlier daemon of
+/// the same name): none when the file is missing.
+pub fn enabled_v2(parent: &Path) -> Vec<String> {
+    fs::read_to_string(parent.join("cgroup.subtree_control"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|c| c.trim_start_matches('+').to_owned())
+        .filter(|c| CONTROLLERS.contains(&c.as_str()))
+        .collect()
+}
+
+fn enable_line(controllers: &[String]) -> String {
+    controllers
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One limit's interface file: its controller, its name, and what it holds for given
+/// limits (the kernel's default when the limit is unset).
+struct LimitFile {
+    controller: &'static str,
+    name: &'static str,
+    value: fn(&CgroupLimits) -> String,
+}
+
+fn or_max(v: Option<u64>) -> String {
+    v.map_or_else(|| "max".to_owned(), |n| n.to_string())
+}
+
+fn or_minus_one(v: Option<u64>) -> String {
+    v.map_or_else(|| "-1".to_owned(), |n| n.to_string())
+}
+
+fn quota_us(limits: &CgroupLimits) -> Option<u64> {
+    limits.cpu_quota.map(|p| u64::from(p) * CPU_PERIOD_US / 100)
+}
+
+/// v2: `memory.max`, `memory.high`, `cpu.max`, `cpu.weight`, `pids.max`.
+const V2_FILES: [LimitFile; 5] = [
+    LimitFile {
+        controller: "memory",
+        name: "memory.max",
+        value: |l| or_max(l.memory),
+    },
+    LimitFile {
+        controller: "memory",
+        name: "memory.high",
+        value: |l| or_max(l.memory_high),
+    },
+    LimitFile {
+        controller: "cpu",
+        name: "cpu.max",
+        value: |l| {
+            let quota = quota_us(l).map_or_else(|| "max".to_owned(), |q| q.to_string());
+            format!("{quota} {CPU_PERIOD_US}")
+        },
+    },
+    LimitFile {
+        controller: "cpu",
+        name: "cpu.weight",
+        value: |l| l.cpu_weight.unwrap_or(100).to_string(),
+    },
+    LimitFile {
+        controller: "pids",
+        name: "pids.max",
+        value: |l| or_max(l.pids),
+    },
+];
+
+/// v1: the period before the quota (the kernel checks the pair at each write).
+const V1_FILES: [LimitFile; 6] = [
+    LimitFile {
+        controller: "memory",
+        name: "memory.limit_in_bytes",
+        value: |l| or_minus_one(l.memory),
+    },
+    LimitFile {
+        controller: "memory",
+        name: "memory.soft_limit_in_bytes",
+        value: |l| or_minus_one(l.memory_high),
+    },
+    LimitFile {
+        controller: "cpu",
+        name: "cpu.cfs_period_us",
+        value: |_| CPU_PERIOD_US.to_string(),
+    },
+    LimitFile {
+        controller: "cpu",
+        name: "cpu.cfs_quota_us",
+        value: |l| or_minus_one(quota_us(l)),
+    },
+    LimitFile {
+        controller: "cpu",
+        // v2's weight 100 is v1's 1024 shares.
+        name: "cpu.shares",
+        value: |l| {
+            let shares = l
                 .cpu_weight
                 .map_or(1024, |w| (u64::from(w) * 1024 / 100).max(2));
-            write(dir, "cpu.shares", &shares.to_string())?;
+            shares.to_string()
+        },
+    },
+    LimitFile {
+        controller: "pids",
+        name: "pids.max",
+        value: |l| or_max(l.pids),
+    },
+];
+
+/// What a cgroup directory's limit files hold, as far as holdfast knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    /// Not known (found, not created, or a write failed midway): every file is written.
+    Unknown,
+    /// These limits (a directory just created holds the defaults): only the files whose
+    /// value differs are written. Each write to `cpu.cfs_*` costs a bandwidth update in
+    /// the kernel, so one that changes nothing is worth skipping at 1000 services.
+    Limits(CgroupLimits),
+}
+
+impl Holds {
+    pub const DEFAULTS: Holds = Holds::Limits(CgroupLimits {
+        memory: None,
+        memory_high: None,
+        cpu_quota: None,
+        cpu_weight: None,
+        pids: None,
+    });
+}
+
+/// Writes `limits` into the files of `controllers` in `dir`, skipping those already
+/// holding their value.
+pub fn write_limits(
+    version: Version,
+    controllers: &[String],
+    dir: &Path,
+    holds: Holds,
+    limits: &CgroupLimits,
+) -> Result<(), CgroupError> {
+    let files: &[LimitFile] = match version {
+        Version::V1 => &V1_FILES,
+        Version::V2 => &V2_FILES,
+    };
+    for file in files {
+        if !controllers.iter().any(|c| c == file.controller) {
+            continue;
         }
-        "pids" => {
-            let max = limits
-                .pids
-                .map_or_else(|| "max".to_owned(), |n| n.to_string());
-            write(dir, "pids.max", &max)?;
+        let value = (file.value)(limits);
+        if let Holds::Limits(held) = &holds {
+            if (file.value)(held) == value {
+                continue;
+            }
         }
-        _ => {}
+        write(dir, file.name, &value)?;
     }
     Ok(())
 }

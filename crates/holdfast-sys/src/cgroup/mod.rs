@@ -1,22 +1,28 @@
 //! Control groups: one cgroup per service under a holdfast-owned parent, for limits
 //! (memory, CPU, pids), for killing a whole service (including processes that left its
-//! process group) and for recognising OOM kills.
+//! process group) and for recognising OOM kills (of services with a memory limit).
 //!
 //! Layout: `<holdfast's own cgroup>/<parent>/<service>`, where `<parent>` is named by
 //! the runtime (unique per daemon, so two holdfasts never share a service cgroup).
 //! - **v2** (unified hierarchy, controllers delegated to holdfast's cgroup): one directory;
 //!   limits in `memory.max`, `memory.high`, `cpu.max`, `cpu.weight`, `pids.max`.
-//! - **v1** (legacy or hybrid): one directory per controller hierarchy holdfast uses
-//!   (`memory`, `cpu`, `pids`); limits in `memory.limit_in_bytes`,
+//!   A controller is enabled in the parent's `cgroup.subtree_control` only once a
+//!   service's limits use it (enabling one creates its state in every service cgroup).
+//! - **v1** (legacy or hybrid): a directory in the tracking hierarchy (`pids` when
+//!   mounted, else `cpu`, else `memory`: the cheapest to create first), whose
+//!   `cgroup.procs` tells membership, plus one in the hierarchy of each other controller
+//!   the service's limits use; limits in `memory.limit_in_bytes`,
 //!   `memory.soft_limit_in_bytes`, `cpu.cfs_quota_us`/`cpu.cfs_period_us`, `cpu.shares`,
-//!   `pids.max`. Membership is read from the first hierarchy (`pids` when mounted).
+//!   `pids.max`. A service without limits costs one `mkdir`, not three, and no write.
 //!
 //! Invariants:
 //! - A limit that is configured but cannot be enforced (controller missing) fails the
 //!   spawn with an error naming the controller: a limit that silently does not hold is
 //!   worse than none.
-//! - Limits are rewritten at every spawn, with "no limit" written for unset ones, so a
-//!   reload that removes a limit really removes it.
+//! - Only limit files whose value changes are written (a new directory holds the
+//!   kernel's defaults; one holdfast did not create is written in full), so a reload
+//!   that removes a limit writes "no limit" back, and one that drops a v1 controller
+//!   takes the service out of that hierarchy.
 //! - Nothing here forks or waits; the runtime reaps what a kill leaves behind.
 //! - A daemon killed by SIGKILL cannot remove its cgroups, so `setup` sweeps the empty
 //!   cgroups of dead daemons: parents named `holdfast*.<pid>` whose pid no longer
@@ -28,7 +34,7 @@ mod detect;
 mod files;
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -39,6 +45,7 @@ use crate::os::kill;
 use holdfast_core::unix::Pid;
 
 pub use detect::{Detected, Hierarchy, detect, detect_at};
+pub use files::Holds;
 
 use crate::model::CgroupLimits;
 
@@ -82,6 +89,14 @@ pub enum CgroupError {
     },
 }
 
+impl CgroupError {
+    /// Whether a cgroup file or directory was missing: removed by hand (an operator, or
+    /// another tool, may remove an empty cgroup while its service is between two runs).
+    pub fn is_gone(&self) -> bool {
+        matches!(self, CgroupError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CgroupError {
     let path = path.to_owned();
     move |source| CgroupError::Io {
@@ -92,14 +107,42 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Cgroup
 }
 
 /// The holdfast-owned parent cgroup(s), set up once at daemon start.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Cgroups {
     version: Version,
     /// v2: one entry (controller `""`, the parent directory). v1: one per controller
-    /// hierarchy, the membership hierarchy first.
+    /// hierarchy, the tracking hierarchy first.
     parents: Vec<(String, PathBuf)>,
     /// Controllers that limits may use.
     controllers: Vec<String>,
+    /// v2: the controllers the parent enables for its children, those that some service's
+    /// limits used so far (never disabled again: that would drop other services' limits).
+    enabled: Vec<String>,
+}
+
+/// Each limit by name, with its controller and whether `limits` sets it.
+fn limit_controllers(limits: &CgroupLimits) -> [(&'static str, &'static str, bool); 5] {
+    [
+        ("memory", "memory", limits.memory.is_some()),
+        ("memory_high", "memory", limits.memory_high.is_some()),
+        ("cpu_quota", "cpu", limits.cpu_quota.is_some()),
+        ("cpu_weight", "cpu", limits.cpu_weight.is_some()),
+        ("pids", "pids", limits.pids.is_some()),
+    ]
+}
+
+/// The controllers that `limits` use, in [`CONTROLLERS`] order.
+fn needed(limits: &CgroupLimits) -> Vec<String> {
+    let table = limit_controllers(limits);
+    CONTROLLERS
+        .iter()
+        .filter(|c| {
+            table
+                .iter()
+                .any(|(_, controller, set)| *set && controller == *c)
+        })
+        .map(|c| (*c).to_owned())
+        .collect()
 }
 
 impl Cgroups {
@@ -123,6 +166,7 @@ impl Cgroups {
                 let controllers = files::delegate_v2(&own.own_dir(), &parent, &own.controllers)?;
                 Ok(Cgroups {
                     version: Version::V2,
+                    enabled: files::enabled_v2(&parent),
                     parents: vec![(String::new(), parent)],
                     controllers,
                 })
@@ -139,6 +183,7 @@ impl Cgroups {
                     version: Version::V1,
                     parents,
                     controllers,
+                    enabled: Vec::new(),
                 })
             }
             None => Err(CgroupError::Unavailable),
@@ -153,7 +198,7 @@ impl Cgroups {
         &self.controllers
     }
 
-    /// The directory of the membership hierarchy's parent (for messages and doctor).
+    /// The directory of the tracking hierarchy's parent (for messages and doctor).
     pub fn parent_dir(&self) -> &Path {
         &self.parents[0].1
     }
@@ -199,65 +244,187 @@ impl Cgroups {
         }
     }
 
-    /// Re-creates parents removed by hand while holdfast runs.
-    fn ensure_parents(&self) -> Result<(), CgroupError> {
-        for (_, parent) in &self.parents {
-            if parent.exists() {
-                continue;
+    /// `service`'s directory under the parent at `index`, created unless it is there (a
+    /// new one holds the kernel's defaults). A parent removed by hand while holdfast
+    /// runs is created again; finding that out costs nothing while it is there.
+    fn make_dir(&mut self, index: usize, service: &str) -> Result<(PathBuf, Holds), CgroupError> {
+        let dir = self.parents[index].1.join(service);
+        let created = match fs::create_dir(&dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.recreate_parent(index)?;
+                fs::create_dir(&dir)
             }
-            fs::create_dir_all(parent).map_err(io_err("create cgroup", parent))?;
-            if self.version == Version::V2 {
-                let own = parent.parent().unwrap_or(parent);
-                files::delegate_v2(own, parent, &self.controllers)?;
-            }
+            other => other,
+        };
+        match created {
+            Ok(()) => Ok((dir, Holds::DEFAULTS)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok((dir, Holds::Unknown)),
+            Err(e) => Err(io_err("create cgroup", &dir)(e)),
+        }
+    }
+
+    fn recreate_parent(&mut self, index: usize) -> Result<(), CgroupError> {
+        let parent = &self.parents[index].1;
+        fs::create_dir_all(parent).map_err(io_err("create cgroup", parent))?;
+        if self.version == Version::V2 {
+            let own = parent.parent().unwrap_or(parent);
+            files::delegate_v2(own, parent, &self.controllers)?;
+            // A new parent enables nothing for its children yet.
+            self.enabled.clear();
         }
         Ok(())
     }
 
-    /// Creates (or reuses) the cgroup of `service` and writes its limits.
+    /// v2: enables `wanted` in the parent's `cgroup.subtree_control` unless it already is
+    /// (one write the first time a service's limits use a controller).
+    fn enable(&mut self, wanted: &[String]) -> Result<(), CgroupError> {
+        if wanted.iter().all(|c| self.enabled.contains(c)) {
+            return Ok(());
+        }
+        let enabled: Vec<String> = self
+            .controllers
+            .iter()
+            .filter(|c| self.enabled.contains(c) || wanted.contains(c))
+            .cloned()
+            .collect();
+        files::enable_v2(&self.parents[0].1, &enabled)?;
+        self.enabled = enabled;
+        Ok(())
+    }
+
+    /// v1: the parents (by index) a service with `wanted` controllers is in: the
+    /// tracking hierarchy and the hierarchy of each controller it uses.
+    fn v1_parents(&self, wanted: &[String]) -> Vec<usize> {
+        (0..self.parents.len())
+            .filter(|&i| i == 0 || wanted.contains(&self.parents[i].0))
+            .collect()
+    }
+
+    /// v1: `service`'s directory in the hierarchy at `index`, with `limits` written.
+    fn v1_dir(
+        &mut self,
+        index: usize,
+        service: &str,
+        limits: &CgroupLimits,
+    ) -> Result<(String, PathBuf), CgroupError> {
+        let (dir, holds) = self.make_dir(index, service)?;
+        let controller = self.parents[index].0.clone();
+        files::write_limits(
+            Version::V1,
+            std::slice::from_ref(&controller),
+            &dir,
+            holds,
+            limits,
+        )?;
+        Ok((controller, dir))
+    }
+
+    /// Creates (or finds) the cgroup of `service` and writes its limits: on v1 in the
+    /// tracking hierarchy and those of the controllers its limits use; on v2 with
+    /// those controllers enabled for it.
     pub fn service(
-        &self,
+        &mut self,
         service: &str,
         limits: &CgroupLimits,
     ) -> Result<ServiceCgroup, CgroupError> {
         self.check_controllers(limits)?;
-        self.ensure_parents()?;
-        let dirs: Vec<(String, PathBuf)> = self
-            .parents
-            .iter()
-            .map(|(controller, parent)| (controller.clone(), parent.join(service)))
-            .collect();
-        for (_, dir) in &dirs {
-            match fs::create_dir(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io_err("create cgroup", dir)(e)),
+        let wanted = needed(limits);
+        let (dir, controllers) = match self.version {
+            Version::V2 => {
+                let (dir, holds) = self.make_dir(0, service)?;
+                self.enable(&wanted)?;
+                files::write_limits(Version::V2, &self.enabled, &dir, holds, limits)?;
+                let controllers = wanted.into_iter().map(|c| (c, dir.clone())).collect();
+                (dir, controllers)
             }
-        }
-        let cgroup = ServiceCgroup {
-            version: self.version,
-            dirs,
-        };
-        match self.version {
-            Version::V2 => files::write_v2_limits(&cgroup.dirs[0].1, limits, &self.controllers)?,
             Version::V1 => {
-                for (controller, dir) in &cgroup.dirs {
-                    files::write_v1_limits(controller, dir, limits)?;
+                let mut controllers = Vec::new();
+                for index in self.v1_parents(&wanted) {
+                    controllers.push(self.v1_dir(index, service, limits)?);
+                }
+                (controllers[0].1.clone(), controllers)
+            }
+        };
+        Ok(ServiceCgroup {
+            version: self.version,
+            dir,
+            controllers,
+            holds: Holds::Limits(*limits),
+        })
+    }
+
+    /// Brings `service`'s cgroup to `limits`, those of its next run (a reload may have
+    /// changed them): on v1 it joins the hierarchy of a controller now used and leaves
+    /// (removes, when empty) one no longer used; on either version it writes only the
+    /// files whose value changes, "no limit" for a limit removed. Nothing to do when the
+    /// limits are those it holds, as at every automatic restart.
+    pub fn apply(
+        &mut self,
+        cgroup: &mut ServiceCgroup,
+        service: &str,
+        limits: &CgroupLimits,
+    ) -> Result<(), CgroupError> {
+        if cgroup.holds == Holds::Limits(*limits) {
+            return Ok(());
+        }
+        self.check_controllers(limits)?;
+        // Unknown until every write succeeded: a retry then writes every file.
+        let holds = std::mem::replace(&mut cgroup.holds, Holds::Unknown);
+        let wanted = needed(limits);
+        match self.version {
+            Version::V2 => {
+                self.enable(&wanted)?;
+                files::write_limits(Version::V2, &self.enabled, &cgroup.dir, holds, limits)?;
+                let dir = &cgroup.dir;
+                cgroup.controllers = wanted.into_iter().map(|c| (c, dir.clone())).collect();
+            }
+            Version::V1 => {
+                let tracking = &cgroup.dir;
+                // A directory still holding processes (a leftover of the last run) stays,
+                // with its limit written back to none below.
+                cgroup.controllers.retain(|(controller, dir)| {
+                    dir == tracking || wanted.contains(controller) || !remove_dir(dir)
+                });
+                for (controller, dir) in &cgroup.controllers {
+                    let controller = std::slice::from_ref(controller);
+                    files::write_limits(Version::V1, controller, dir, holds, limits)?;
+                }
+                for index in self.v1_parents(&wanted) {
+                    let controller = &self.parents[index].0;
+                    if !cgroup.controllers.iter().any(|(c, _)| c == controller) {
+                        let joined = self.v1_dir(index, service, limits)?;
+                        cgroup.controllers.push(joined);
+                    }
                 }
             }
         }
-        Ok(cgroup)
+        cgroup.holds = Holds::Limits(*limits);
+        Ok(())
+    }
+
+    /// `cgroup.procs` of `service`'s cgroup, opened for its next process to join, the
+    /// cgroup first brought to `limits` (see [`Cgroups::apply`]). One removed by hand
+    /// meanwhile (all of it, or a v1 hierarchy's directory) is created again.
+    pub fn open(
+        &mut self,
+        cgroup: &mut ServiceCgroup,
+        service: &str,
+        limits: &CgroupLimits,
+    ) -> Result<Vec<OwnedFd>, CgroupError> {
+        match self
+            .apply(cgroup, service, limits)
+            .and_then(|()| cgroup.open_procs())
+        {
+            Err(e) if e.is_gone() => {
+                *cgroup = self.service(service, limits)?;
+                cgroup.open_procs()
+            }
+            opened => opened,
+        }
     }
 
     fn check_controllers(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
-        let wanted: [(&'static str, &'static str, bool); 5] = [
-            ("memory", "memory", limits.memory.is_some()),
-            ("memory_high", "memory", limits.memory_high.is_some()),
-            ("cpu_quota", "cpu", limits.cpu_quota.is_some()),
-            ("cpu_weight", "cpu", limits.cpu_weight.is_some()),
-            ("pids", "pids", limits.pids.is_some()),
-        ];
-        for (limit, controller, set) in wanted {
+        for (limit, controller, set) in limit_controllers(limits) {
             if set && !self.controllers.iter().any(|c| c == controller) {
                 return Err(CgroupError::MissingController {
                     limit,
@@ -277,12 +444,18 @@ impl Cgroups {
     }
 }
 
-/// One service's cgroup (a directory per v1 hierarchy, or one v2 directory).
+/// One service's cgroup: a directory per v1 hierarchy it is in, or one v2 directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceCgroup {
     version: Version,
-    /// `(controller, dir)`; the first is the membership hierarchy.
-    dirs: Vec<(String, PathBuf)>,
+    /// The directory in the tracking hierarchy (v2: the only one): its `cgroup.procs`
+    /// lists the service's processes, for kills and for recognising its daemons.
+    dir: PathBuf,
+    /// The controllers the service is in, each with its directory (v2: `dir` for the
+    /// controllers its limits use; v1: also the tracking hierarchy's own controller).
+    controllers: Vec<(String, PathBuf)>,
+    /// What its limit files hold.
+    holds: Holds,
 }
 
 /// Upper bound on kill passes: a fork bomb forks between our read of `cgroup.procs` and
@@ -291,23 +464,25 @@ const MAX_KILL_PASSES: usize = 100;
 
 impl ServiceCgroup {
     pub fn dir(&self) -> &Path {
-        &self.dirs[0].1
+        &self.dir
     }
 
-    /// Whether every directory of the cgroup is still there (an operator, or another
-    /// tool, may have removed an empty one while the service was between two runs).
-    pub fn exists(&self) -> bool {
-        self.dirs
-            .iter()
-            .all(|(_, dir)| dir.join("cgroup.procs").exists())
+    /// Its directory in each hierarchy (one on v2).
+    fn dirs(&self) -> Vec<&Path> {
+        match self.version {
+            Version::V2 => vec![self.dir.as_path()],
+            Version::V1 => self.controllers.iter().map(|(_, d)| d.as_path()).collect(),
+        }
     }
 
     /// `cgroup.procs` of every hierarchy, opened for writing (close-on-exec), for the
-    /// child to join with a write of `0`.
+    /// child to join with a write of `0`. A cgroup removed by hand between two runs (an
+    /// operator, or another tool, may remove an empty one) fails with
+    /// [`CgroupError::is_gone`]: no `stat` before each spawn asks.
     pub fn open_procs(&self) -> Result<Vec<OwnedFd>, CgroupError> {
-        self.dirs
-            .iter()
-            .map(|(_, dir)| {
+        self.dirs()
+            .into_iter()
+            .map(|dir| {
                 let path = dir.join("cgroup.procs");
                 fs::OpenOptions::new()
                     .write(true)
@@ -338,8 +513,12 @@ impl ServiceCgroup {
     /// repeated until no process remains that was not already killed.
     pub fn signal(&self, signal: Signal) -> usize {
         if signal == Signal::SIGKILL && self.version == Version::V2 {
-            let kill_file = self.dir().join("cgroup.kill");
-            if kill_file.exists() && fs::write(&kill_file, "1").is_ok() {
+            // Without `cgroup.kill` (Linux < 5.14) the open fails: no `stat` first.
+            let killed = fs::OpenOptions::new()
+                .write(true)
+                .open(self.dir().join("cgroup.kill"))
+                .and_then(|mut file| file.write_all(b"1"));
+            if killed.is_ok() {
                 return self.pids().len();
             }
         }
@@ -366,47 +545,42 @@ impl ServiceCgroup {
     }
 
     /// How many processes of this cgroup the OOM killer has killed so far (v2:
-    /// `memory.events`, v1: `memory.oom_control`), or `None` without a memory controller.
+    /// `memory.events`, v1: `memory.oom_control`), or `None` outside the memory
+    /// controller (no memory limit), without reading anything.
     pub fn oom_kills(&self) -> Option<u64> {
-        let (dir, file) = match self.version {
-            Version::V2 => (self.dir(), "memory.events"),
-            Version::V1 => (
-                self.dirs
-                    .iter()
-                    .find(|(c, _)| c == "memory")
-                    .map(|(_, d)| d.as_path())?,
-                "memory.oom_control",
-            ),
+        let file = match self.version {
+            Version::V2 => "memory.events",
+            Version::V1 => "memory.oom_control",
         };
+        let dir = self.controller_dir("memory")?;
         files::oom_kill_count(&fs::read_to_string(dir.join(file)).ok()?)
     }
 
     /// Memory charged to the cgroup: v2 `memory.current`, v1 `memory.usage_in_bytes`;
-    /// `None` without a memory controller. One small kernel-generated file, so cheap
-    /// enough to read on the supervisor task when `status` asks.
+    /// outside the memory controller (no memory limit), the resident memory of its
+    /// processes. Small kernel-generated files, so cheap enough to read when `status`
+    /// asks.
     pub fn memory_bytes(&self) -> Option<u64> {
-        match self.version {
-            Version::V2 => read_number(&self.dir().join("memory.current")),
-            Version::V1 => {
-                read_number(&self.controller_dir("memory")?.join("memory.usage_in_bytes"))
-            }
+        let file = match self.version {
+            Version::V2 => "memory.current",
+            Version::V1 => "memory.usage_in_bytes",
+        };
+        match self.controller_dir("memory") {
+            Some(dir) => read_number(&dir.join(file)),
+            None => resident_bytes(&self.pids()),
         }
     }
 
     /// Tasks (threads included) in the cgroup from `pids.current`; without the pids
     /// controller, the number of processes in `cgroup.procs`.
     pub fn tasks(&self) -> Option<u64> {
-        let pids_dir = match self.version {
-            Version::V2 => Some(self.dir()),
-            Version::V1 => self.controller_dir("pids"),
-        };
-        pids_dir
+        self.controller_dir("pids")
             .and_then(|dir| read_number(&dir.join("pids.current")))
             .or_else(|| u64::try_from(self.pids().len()).ok())
     }
 
     fn controller_dir(&self, controller: &str) -> Option<&Path> {
-        self.dirs
+        self.controllers
             .iter()
             .find(|(c, _)| c == controller)
             .map(|(_, d)| d.as_path())
@@ -415,14 +589,37 @@ impl ServiceCgroup {
     /// Removes the cgroup directories; `EBUSY` (processes left) is ignored, the next
     /// spawn reuses the cgroup.
     pub fn remove(&self) {
-        for (_, dir) in &self.dirs {
-            match fs::remove_dir(dir) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(Errno::ENOENT as i32) => {}
-                Err(e) => tracing::debug!("cgroup {} not removed: {e}", dir.display()),
-            }
+        for dir in self.dirs() {
+            remove_dir(dir);
         }
     }
+}
+
+/// Removes an (empty) cgroup directory; whether it is gone.
+fn remove_dir(dir: &Path) -> bool {
+    match fs::remove_dir(dir) {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(Errno::ENOENT as i32) => true,
+        Err(e) => {
+            tracing::debug!("cgroup {} not removed: {e}", dir.display());
+            false
+        }
+    }
+}
+
+/// The resident memory of `pids` (`/proc/PID/statm`, in pages); `None` without any.
+fn resident_bytes(pids: &[Pid]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok()??;
+    let page = u64::try_from(page).ok()?;
+    let pages: u64 = pids
+        .iter()
+        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/statm")).ok())
+        .filter_map(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Some(pages * page)
 }
 
 /// Whether this process is outside the host's (initial) pid namespace, whose inode the

@@ -1,24 +1,24 @@
 //! The cgroups of services: holdfast's parent cgroup and its name, each active
 //! service's cgroup, OOM-kill recognition, and signalling every process of a run.
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use crate::unix::Pid;
 use crate::unix::Signal;
 
 use super::Shell;
-use crate::cgroup::{self, Cgroups, ServiceCgroup};
-use crate::model::{CgroupLimits, ExitStatus, ServiceName, ServiceSpec, defaults};
+use crate::cgroup::{self, CgroupError, Cgroups, ServiceCgroup};
+use crate::model::{CgroupLimits, ExitStatus, ServiceName, ServiceSpec, SpawnErrorKind, defaults};
 use crate::process::group;
-use crate::supervisor::service::RunId;
+use crate::supervisor::service::{RunId, SpawnFailure};
+use crate::supervisor::spawn_failure;
 
 /// A service's cgroup while the service is active.
 pub(super) struct AttachedCgroup {
     pub(super) cgroup: ServiceCgroup,
     /// OOM kills counted in the cgroup when the current process was spawned.
     oom_kills: Option<u64>,
-    /// The limits written into it (a reload that changes them rewrites them).
-    limits: CgroupLimits,
 }
 
 /// Sets up holdfast's parent cgroup, named after the control socket so that two
@@ -68,39 +68,41 @@ impl Shell {
         Some(&attached.cgroup)
     }
 
-    /// The cgroup for the next process of `name`, with the current OOM-kill count. An
-    /// automatic restart finds the service's cgroup still there (empty) and reuses it.
+    /// The cgroup for the next process of `name`, its `cgroup.procs` opened for the
+    /// child to join, with the current OOM-kill count. An automatic restart finds the
+    /// service's cgroup still there (empty) and reuses it as it is; after a reload its
+    /// limits are brought to the spec's; one removed by hand is created again.
     pub(super) fn prepare_cgroup(
         &mut self,
         name: &ServiceName,
         spec: &ServiceSpec,
-    ) -> Result<(), String> {
-        let Some(cgroups) = &self.cgroups else {
+    ) -> Result<Vec<OwnedFd>, SpawnFailure> {
+        let Some(cgroups) = &mut self.cgroups else {
             if spec.cgroup != CgroupLimits::default() {
-                return Err(
+                return Err(spawn_failure::of_service(
+                    SpawnErrorKind::Cgroup,
                     "cgroup limits are configured but cgroups are unavailable (see `holdfast doctor`)"
                         .to_owned(),
-                );
+                ));
             }
-            return Ok(());
+            return Ok(Vec::new());
         };
-        let cgroups = cgroups.clone();
-        let slot = self.slot(name);
-        if let Some(attached) = &mut slot.cgroup {
-            if attached.limits == spec.cgroup && attached.cgroup.exists() {
-                attached.oom_kills = attached.cgroup.oom_kills();
-                return Ok(());
-            }
-        }
-        let cgroup = cgroups
-            .service(name.as_str(), &spec.cgroup)
-            .map_err(|e| e.to_string())?;
-        slot.cgroup = Some(AttachedCgroup {
-            oom_kills: cgroup.oom_kills(),
-            cgroup,
-            limits: spec.cgroup,
-        });
-        Ok(())
+        let failed = |e: CgroupError| spawn_failure::from_cgroup(&e);
+        let slot = self.slots.entry(name.clone()).or_default();
+        let attached = match &mut slot.cgroup {
+            Some(attached) => attached,
+            None => slot.cgroup.insert(AttachedCgroup {
+                cgroup: cgroups
+                    .service(name.as_str(), &spec.cgroup)
+                    .map_err(failed)?,
+                oom_kills: None,
+            }),
+        };
+        let procs = cgroups
+            .open(&mut attached.cgroup, name.as_str(), &spec.cgroup)
+            .map_err(failed)?;
+        attached.oom_kills = attached.cgroup.oom_kills();
+        Ok(procs)
     }
 
     /// The service became inactive (stopped, failed): remove its cgroup.

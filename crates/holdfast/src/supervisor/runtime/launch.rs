@@ -95,8 +95,7 @@ impl Shell {
     ) -> Result<(Pid, Option<OwnedFd>), SpawnFailure> {
         // Also a run that fails to spawn is a run of its own (its hooks get its id).
         self.envs.begin_run(name);
-        self.prepare_cgroup(name, spec)
-            .map_err(|e| spawn_failure::of_service(SpawnErrorKind::Cgroup, e))?;
+        let procs = self.prepare_cgroup(name, spec)?;
         self.open_capture(name, spec)?;
         let mut recipe = self.recipe(spec);
         if spec.ready.needs_notify_socket() || spec.watchdog.is_some() {
@@ -116,12 +115,6 @@ impl Shell {
             .iter()
             .map(|(_, write, fd)| (write.as_fd(), *fd))
             .collect();
-        let procs = match self.cgroup(name) {
-            Some(cgroup) => cgroup
-                .open_procs()
-                .map_err(|e| spawn_failure::from_cgroup(&e))?,
-            None => Vec::new(),
-        };
         let procs: Vec<BorrowedFd<'_>> = procs.iter().map(AsFd::as_fd).collect();
         let capture = self.capture(name).expect("opened above");
         let output = Output {
