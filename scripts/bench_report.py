@@ -31,8 +31,10 @@ def ok(r):
     return isinstance(r, dict) and "error" not in r and "skipped" not in r
 
 
-def why(r):
-    return f"ERROR: {r['error']}" if "error" in r else r["skipped"]
+def why(r, limit=160):
+    """A failed or skipped run's reason, cut for a table cell (whole in results.json)."""
+    text = f"ERROR: {r['error']}" if "error" in r else r["skipped"]
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def render_scale(by_peer, peers):
@@ -180,12 +182,14 @@ def target_growth(scale_, variant):
 
     what = f"time per service does not grow with N ({variant}; larger N <= {NOISE}x any smaller N)"
     hf = curve("holdfast")
-    if len(hf) < 2:
+    failed = sorted(int(n) for n, r in (dig(scale_, "holdfast", "variants", variant) or {}).items() if "error" in r)
+    if len(hf) < 2 and not failed:
         return [what, "-", verdict(None)]
-    text = ", ".join(f"N={n}: {us:.0f} µs" for n, us in hf) + f" (growth {growth(hf):.2f}x"
+    text = ", ".join([f"N={n}: {us:.0f} µs" for n, us in hf] + [f"N={n}: failed" for n in failed])
     floor = curve(FLOOR_NAME)
-    text += f"; floor {growth(floor):.2f}x)" if len(floor) >= 2 else ")"
-    return [what, text, verdict(growth(hf) <= NOISE)]
+    if len(hf) >= 2:
+        text += f" (growth {growth(hf):.2f}x" + (f"; floor {growth(floor):.2f}x)" if len(floor) >= 2 else ")")
+    return [what, text, verdict(not failed and growth(hf) <= NOISE)]
 
 
 def target_restart_cpu(r):
