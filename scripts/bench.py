@@ -4,7 +4,8 @@
 Runs every scenario in SCENARIOS for holdfast and for every peer found on this machine
 (supervisord, runit, daemontools, s6) and a no-supervisor floor, prints one table per
 scenario and a table of issue 11's targets with a verdict each, and writes
-target/bench/results.json. Standard library only; driven by scripts/bench, which
+target/bench/results.json. Standard library only (plus `cc`, the linker Rust already
+needs, for the idle service: a C program that pauses); driven by scripts/bench, which
 installs the peers and builds the release binaries first.
 
 A scenario is one function `scenario(bench, peer) -> dict` registered in SCENARIOS with
@@ -1251,8 +1252,8 @@ def machine():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="reduced sizes, under 2 minutes")
-    parser.add_argument("--only", help="comma-separated scenario keys")
-    parser.add_argument("--peers", help="comma-separated peer names")
+    parser.add_argument("--only", help="comma-separated scenario keys: " + ",".join(k for k, *_ in SCENARIOS))
+    parser.add_argument("--peers", help="comma-separated peer names, e.g. 'holdfast,floor (no supervisor)'")
     parser.add_argument("--target", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
     args = parser.parse_args()
 
@@ -1304,15 +1305,15 @@ def main():
         bench.cleanup()
     info["load_at_end"] = os.getloadavg()
     info["duration_s"] = round(time.monotonic() - started, 1)
-    table = render(results, usable)
-    print(table)
-    print(f"\nload average at start {info['load_at_start']}, at end {info['load_at_end']}; "
-          f"{info['duration_s']} s")
+    # Written before the tables: a run's results outlive a bug in rendering them.
     outdir = os.path.join(ROOT, "target", "bench")
     os.makedirs(outdir, exist_ok=True)
     with open(os.path.join(outdir, "results.json"), "w") as f:
         json.dump({"quick": args.quick, "machine": info, "results": results,
                    "throttles": {p.name: p.throttle for p in usable}}, f, indent=2)
+    print(render(results, usable))
+    print(f"\nload average at start {info['load_at_start']}, at end {info['load_at_end']}; "
+          f"{info['duration_s']} s")
     print(f"wrote {os.path.relpath(os.path.join(outdir, 'results.json'), ROOT)}")
 
 

@@ -28,7 +28,8 @@ def table(headers, rows):
 
 
 def ok(r):
-    return isinstance(r, dict) and "error" not in r and "skipped" not in r
+    """A result that holds numbers: not missing, failed or skipped."""
+    return isinstance(r, dict) and bool(r) and "error" not in r and "skipped" not in r
 
 
 def why(r, limit=160):
