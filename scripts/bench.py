@@ -713,7 +713,7 @@ def respawn(bench, peer):
     the supervisor's CPU per restart (schedstat of its processes, from the first restart
     seen to the last sample, divided by the restarts in between)."""
     want = bench.size(200, 50)
-    budget = bench.size(30.0, 3.0)  # seconds per peer; 1 s-throttled peers get fewer samples
+    budget = bench.size(30.0, 2.0)  # seconds per peer; 1 s-throttled peers get fewer samples
     stamps = os.path.join(bench.base, f"stamps-{peer.name}")
     svc = Svc("flap", [bench.demo_app, "--exit-immediately", "--exit-code", "1",
                        "--timestamp-file", stamps, "--timestamp-exit"])
@@ -774,7 +774,7 @@ def respawn(bench, peer):
 
 def idle(bench, peer):
     """100 idle services; the supervisor's CPU, context switches and RSS over a window."""
-    n, window = 100, bench.size(30.0, 3.0)
+    n, window = 100, bench.size(30.0, 2.0)
 
     def body(inst):
         bench.wait_sleepers(n, 60, inst)
