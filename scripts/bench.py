@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""holdfast against real peers, side by side in one run (issue 5).
+"""holdfast against real peers, side by side in one run (issues 5 and 11).
 
 Runs every scenario in SCENARIOS for holdfast and for every peer found on this machine
-(supervisord, runit, daemontools, s6), prints one table and writes
-target/bench/results.json. Standard library only; driven by scripts/bench, which
+(supervisord, runit, daemontools, s6) and a no-supervisor floor, prints one table per
+scenario and a table of issue 11's targets with a verdict each, and writes
+target/bench/results.json. Standard library only (plus `cc`, the linker Rust already
+needs, for the idle service: a C program that pauses); driven by scripts/bench, which
 installs the peers and builds the release binaries first.
 
 A scenario is one function `scenario(bench, peer) -> dict` registered in SCENARIOS with
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -27,6 +30,10 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.dont_write_bytecode = True  # importing bench_report leaves no scripts/__pycache__
+from bench_report import (  # noqa: E402
+    FLOOR_NAME, SCALE_VARIANTS, f0, f1, f2, f3, ok, render_restart_cpu, render_scale, table, targets, why)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -108,9 +115,75 @@ def tagged(tag, table=None):
     return [p for p, (_, cmd, cwd) in table.items() if p != me and (tag in cmd or cwd.startswith(tag))]
 
 
-def count_cmd(needle, table=None):
-    table = table or procs()
-    return sum(1 for _, cmd, _ in table.values() if cmd.startswith(needle))
+def exe_of(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+class ExecCounter:
+    """How many processes have exec'd one binary: /proc/PID/exe (the resolved file, so a
+    symlinked `run` and a `#!/bin/sh` script that `exec`s it both count once exec'd, never
+    before). The same method for every tool and the floor. A pid seen exec'd is not read
+    again (services don't exit while counted); polls are spaced at 3x their own cost, so
+    the bench takes at most a quarter of a core from what it measures, at the price of a
+    resolution of about 4 polls (recorded as poll_ms)."""
+
+    def __init__(self, exe):
+        self.exe, self.seen, self.poll_ms = exe, set(), 0.0
+
+    def count(self):
+        started = time.monotonic()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) not in self.seen and exe_of(entry) == self.exe:
+                self.seen.add(int(entry))
+        self.poll_ms = max(self.poll_ms, (time.monotonic() - started) * 1000)
+        return len(self.seen)
+
+    def wait(self, what, n, deadline_s, alive, stall_s=30):
+        """Until n have exec'd; alive() raises when the supervisor died. Gives up early
+        when none exec'd for stall_s (a supervisor out of fds or at a service limit)."""
+        end = time.monotonic() + deadline_s
+        progress, last = time.monotonic(), 0
+        while True:
+            started = time.monotonic()
+            seen = self.count()
+            if seen >= n:
+                return
+            alive()
+            if seen > last:
+                progress, last = started, seen
+            if started - progress > stall_s:
+                raise BenchError(f"stalled: {seen} of {n} exec'd, none more for {stall_s} s, waiting for {what}")
+            if started > end:
+                raise BenchError(f"timed out after {deadline_s:.0f} s waiting for {what} ({seen} of {n} exec'd)")
+            time.sleep(max(0.01, 3 * (time.monotonic() - started)))
+
+
+def count_exec(exe):
+    return sum(1 for e in os.listdir("/proc") if e.isdigit() and exe_of(e) == exe)
+
+
+def cpu_ns(pids):
+    """pid -> on-CPU ns summed over its threads (schedstat)."""
+    out = {}
+    for pid in pids:
+        try:
+            total = 0
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            out[pid] = total
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def cpu_delta_ms(before, after):
+    """CPU used between two cpu_ns snapshots by the pids alive at both (a transient
+    process would count as negative or not at all)."""
+    return sum(after[p] - before[p] for p in before if p in after) / 1e6
 
 
 class Cost:
@@ -178,10 +251,12 @@ def stats_ms(samples_ns):
 
 
 class Svc:
-    """One supervised program: argv, whether its output is captured to a log."""
+    """One supervised program: argv, whether its output is captured to a log. `link`:
+    argv is one executable that every tool runs as it is (the daemontools family: `run`
+    is a symlink to it), not wrapped in a generated run script."""
 
-    def __init__(self, name, argv, log=False):
-        self.name, self.argv, self.log = name, argv, log
+    def __init__(self, name, argv, log=False, link=False):
+        self.name, self.argv, self.log, self.link = name, argv, log, link
 
 
 class Instance:
@@ -190,11 +265,12 @@ class Instance:
     def __init__(self, peer, proc, dirpath, svcs):
         self.peer, self.proc, self.dir, self.svcs = peer, proc, dirpath, svcs
 
-    def supervisor_pids(self, exclude_prefixes):
+    def supervisor_pids(self, exclude_exes):
         """The processes that make up the supervisor: the root and its descendants,
-        minus the services themselves (argv[0] in exclude_prefixes)."""
-        table = procs()
-        return [p for p in tree(self.proc.pid, table) if not table[p][1].startswith(tuple(exclude_prefixes))]
+        minus the services themselves (running one of exclude_exes: the service binaries
+        and /bin/sh of a run script)."""
+        exclude = set(exclude_exes)
+        return [p for p in tree(self.proc.pid) if exe_of(p) not in exclude]
 
     def stop(self):
         """Graceful stop-all (the peer's own way), then the root is reaped."""
@@ -319,7 +395,8 @@ class Supervisord(Peer):
         lines = [
             "[unix_http_server]", f"file={dirpath}/supervisor.sock",
             "[supervisord]", f"logfile={dirpath}/supervisord.log", f"pidfile={dirpath}/supervisord.pid",
-            f"childlogdir={dirpath}/childlogs", "nodaemon=true", "minfds=4096", "minprocs=4096",
+            f"childlogdir={dirpath}/childlogs", "nodaemon=true",
+            f"minfds={max(4096, 4 * len(svcs) + 64)}", f"minprocs={max(4096, len(svcs) + 64)}",
             "[rpcinterface:supervisor]",
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
             "[supervisorctl]", f"serverurl=unix://{dirpath}/supervisor.sock",
@@ -359,11 +436,13 @@ class Supervisord(Peer):
 
 class ScanDir(Peer):
     """The daemontools family: one service directory per service, a `run` script
-    (`#!/bin/sh` + `exec`, the idiomatic form: one extra sh exec per start), an optional
-    `log/run` piped from the service, and a scanner that starts one supervisor each."""
+    (`#!/bin/sh` + `exec`, the idiomatic form: one extra sh exec per start; or a symlink
+    to the program for a `link` service), an optional `log/run` piped from the service,
+    and a scanner that starts one supervisor each."""
 
     tools = ()
     package = ""
+    max_services = None  # a compile-time limit of the scanner, if any
 
     def missing(self):
         lost = [t for t in self.tools if shutil.which(t) is None]
@@ -380,7 +459,10 @@ class ScanDir(Peer):
         for svc in svcs:
             sdir = os.path.join(scandir, svc.name)
             os.makedirs(sdir)
-            write_exec(os.path.join(sdir, "run"), "exec " + " ".join(sh_quote(a) for a in svc.argv) + " 2>&1")
+            if svc.link:
+                os.symlink(svc.argv[0], os.path.join(sdir, "run"))
+            else:
+                write_exec(os.path.join(sdir, "run"), "exec " + " ".join(sh_quote(a) for a in svc.argv) + " 2>&1")
             if svc.log:
                 logdir = os.path.join(dirpath, "logs", svc.name)
                 os.makedirs(logdir)
@@ -408,6 +490,7 @@ class Runit(ScanDir):
     logger = "svlogd"
     tools = ("runsvdir", "runsv", "sv", "svlogd")
     package = "runit"
+    max_services = 1000  # MAXSERVICES in runsvdir.c: "runsvdir: warning: ...: too many services"
 
     def log_run(self, logdir):
         with open(os.path.join(logdir, "config"), "w") as f:
@@ -434,6 +517,7 @@ class Daemontools(ScanDir):
     logger = "multilog"
     tools = ("svscan", "supervise", "svc", "svstat", "multilog")
     package = "daemontools"
+    max_services = 1000  # SERVICES in svscan.c: "svscan: warning: unable to start ...: running too many services"
 
     def log_run(self, logdir):
         return f"exec multilog s16777215 n20 {sh_quote(logdir)}"  # multilog's largest size
@@ -463,7 +547,8 @@ class S6(ScanDir):
         return f"exec s6-log n10 s67108864 {sh_quote(logdir)}"
 
     def scanner(self, scandir):
-        return ["s6-svscan", "-c", "4096", scandir]  # the default maximum is 500 services
+        # the default maximum is 500 services; a service with a logger counts twice
+        return ["s6-svscan", "-c", str(max(4096, 2 * len(os.listdir(scandir)) + 64)), scandir]
 
     def status_argv(self, inst):
         # s6-svstat takes one service directory: one process per service.
@@ -478,13 +563,46 @@ class S6(ScanDir):
         run(["s6-svscanctl", "-t", os.path.join(inst.dir, "scan")], timeout=30, check=False)
 
 
-class Floor(Peer):
-    """Not a supervisor: the machine's floor for respawn latency. The bench itself waits
-    for the child and starts the next one at once (Python's subprocess: vfork + exec)."""
+FLOOR = r"""
+import os, sys
+with open(sys.argv[1]) as f:
+    commands = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+null = os.open("/dev/null", os.O_RDWR)  # close-on-exec: only 0, 1, 2 reach a child
+to_null = [(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)]
+for argv in commands:
+    os.posix_spawn(argv[0], argv, os.environ, file_actions=to_null)
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+"""
 
-    name = "floor (bare wait+spawn loop)"
+
+class Floor(Peer):
+    """Not a supervisor: the machine's floor. Respawn: the bench itself waits for the
+    child and starts the next one at once (Python's subprocess: vfork + exec). Scale: one
+    Python process that reads the N commands from a file, `posix_spawn`s each (stdio to
+    /dev/null), then only waits; stop-all is SIGTERM to its process group."""
+
+    name = FLOOR_NAME
     throttle = "none: no supervisor, measures fork/exec/exit on this machine"
-    only = {"respawn"}
+    only = {"respawn", "scale"}
+
+    def start(self, dirpath, svcs, extra=None):
+        script = os.path.join(dirpath, "floor.py")
+        with open(script, "w") as f:
+            f.write(FLOOR)
+        commands = os.path.join(dirpath, "commands")
+        with open(commands, "w") as f:
+            f.writelines("\t".join(svc.argv) + "\n" for svc in svcs)
+        # -S: no site packages to import; the floor's start-up is the interpreter's alone.
+        return Instance(self, self.spawn_root([sys.executable, "-S", script, commands], dirpath), dirpath, svcs)
+
+    status_argv = None
+
+    def stop_all(self, inst):
+        os.killpg(inst.proc.pid, signal.SIGTERM)
 
 
 PEERS = [Holdfast, Supervisord, Runit, Daemontools, S6]
@@ -501,15 +619,37 @@ def tail(dirpath, n=400):
 # ---------------------------------------------------------------- the bench
 
 
+SLEEPER_C = "#include <unistd.h>\nint main(void) { for (;;) pause(); }\n"
+
+
 class Bench:
     def __init__(self, quick, target):
         self.quick, self.target = quick, target
-        self.base = tempfile.mkdtemp(prefix="hfbench-")
+        self.base = os.path.realpath(tempfile.mkdtemp(prefix="hfbench-"))
         self.sleeper = os.path.join(self.base, "bin", "hfbench-sleeper")
         os.makedirs(os.path.dirname(self.sleeper))
-        os.symlink(shutil.which("sleep"), self.sleeper)
-        self.demo_app = os.path.join(target, "release", "demo-app")
+        self.sleep_argv = self.build_sleeper()
+        # The peers' idiom, the same file for every tool in scale's "script" variant.
+        self.run_script = os.path.join(self.base, "bin", "hfbench-run")
+        write_exec(self.run_script, "exec " + " ".join(sh_quote(a) for a in self.sleep_argv))
+        self.sh = os.path.realpath(shutil.which("sh"))
+        self.demo_app = os.path.realpath(os.path.join(target, "release", "demo-app"))
         self.seq = 0
+
+    def build_sleeper(self):
+        """The idle service of every scenario: its own binary, so /proc/PID/exe tells
+        the bench's services from any other process. A C program that pauses forever and
+        needs no argument (so a daemontools `run` can be a symlink to it), compiled with
+        the C compiler Rust links with; without one, a copy of sleep(1)."""
+        src = self.sleeper + ".c"
+        with open(src, "w") as f:
+            f.write(SLEEPER_C)
+        try:
+            run(["cc", "-O2", "-o", self.sleeper, src], timeout=60)
+            return [self.sleeper]
+        except (OSError, subprocess.SubprocessError):
+            shutil.copy(shutil.which("sleep"), self.sleeper)
+            return [self.sleeper, "1000000"]
 
     def size(self, full, quick):
         return quick if self.quick else full
@@ -520,8 +660,15 @@ class Bench:
         os.makedirs(path)
         return path
 
-    def sleepers(self, n):
-        return [Svc(f"s{i:04d}", [self.sleeper, "1000000"]) for i in range(n)]
+    def sleepers(self, n, variant=None):
+        """n idle services. variant None: the program itself for holdfast and
+        supervisord, a generated run script for the daemontools family (as in issue 5);
+        "direct": the program itself for every tool; "script": the same `#!/bin/sh` run
+        script that `exec`s it for every tool."""
+        if variant is None:
+            return [Svc(f"s{i:04d}", self.sleep_argv) for i in range(n)]
+        argv = self.sleep_argv if variant == "direct" else [self.run_script]
+        return [Svc(f"s{i:04d}", argv, link=True) for i in range(n)]
 
     def with_instance(self, peer, svcs, body, extra=None):
         """Starts peer with svcs, runs body(inst), always tears everything down."""
@@ -537,12 +684,21 @@ class Bench:
             shutil.rmtree(dirpath, ignore_errors=True)
 
     def wait_sleepers(self, n, deadline_s, inst):
-        def enough():
+        """Until n sleepers have exec'd; the ExecCounter (its poll_ms is the resolution)."""
+        def alive():
             if inst.proc.poll() is not None:
                 raise BenchError(f"{inst.peer.name} exited: {tail(inst.dir)}")
-            return count_cmd(self.sleeper) >= n
 
-        wait_for(f"{n} services running", deadline_s, enough)
+        counter = ExecCounter(self.sleeper)
+        try:
+            counter.wait(f"{n} services running", n, deadline_s, alive)
+        except BenchError as e:
+            raise BenchError(f"{e}; {inst.peer.name} said: {tail(inst.dir, 200)!r}") from None
+        return counter
+
+    def service_exes(self):
+        """What a service process runs (excluded from a supervisor's own cost)."""
+        return [self.sleeper, self.demo_app, self.sh]
 
     def cleanup(self):
         kill_tagged(self.base)
@@ -553,9 +709,11 @@ class Bench:
 
 
 def respawn(bench, peer):
-    """Exit -> exec of the replacement, from demo-app's own CLOCK_MONOTONIC stamps."""
+    """Exit -> exec of the replacement, from demo-app's own CLOCK_MONOTONIC stamps; and
+    the supervisor's CPU per restart (schedstat of its processes, from the first restart
+    seen to the last sample, divided by the restarts in between)."""
     want = bench.size(200, 50)
-    budget = bench.size(30.0, 4.0)  # seconds per peer; 1 s-throttled peers get fewer samples
+    budget = bench.size(30.0, 2.0)  # seconds per peer; 1 s-throttled peers get fewer samples
     stamps = os.path.join(bench.base, f"stamps-{peer.name}")
     svc = Svc("flap", [bench.demo_app, "--exit-immediately", "--exit-code", "1",
                        "--timestamp-file", stamps, "--timestamp-exit"])
@@ -577,11 +735,27 @@ def respawn(bench, peer):
 
     def body(inst):
         end = time.monotonic() + budget
-        while time.monotonic() < end and len(parse()) < want:
+
+        def alive():
             if inst.proc.poll() is not None:
                 raise BenchError(f"{peer.name} exited: {tail(inst.dir)}")
+
+        while time.monotonic() < end and not parse():
+            alive()
+            time.sleep(0.01)
+        pids = inst.supervisor_pids(bench.service_exes())
+        first, before = len(parse()), cpu_ns(pids)
+        # The CPU window lasts at least 1-2 s even when the samples come sooner.
+        cpu_until = time.monotonic() + bench.size(2.0, 1.0)
+        while time.monotonic() < end and (len(parse()) < want or time.monotonic() < cpu_until):
+            alive()
             time.sleep(0.05)
+        after, last = cpu_ns(pids), len(parse())
+        restarts = last - first
+        cpu.append(cpu_delta_ms(before, after) * 1000 / restarts if restarts else None)
         return parse()[:want]
+
+    cpu = []
 
     if isinstance(peer, Floor):
         end = time.monotonic() + budget
@@ -594,17 +768,18 @@ def respawn(bench, peer):
         raise BenchError("no restart observed")
     result = stats_ms(samples)
     result["capped"] = len(samples) < want
+    result["cpu_us_per_restart"] = cpu[0] if cpu else None
     return result
 
 
 def idle(bench, peer):
     """100 idle services; the supervisor's CPU, context switches and RSS over a window."""
-    n, window = 100, bench.size(30.0, 5.0)
+    n, window = 100, bench.size(30.0, 2.0)
 
     def body(inst):
         bench.wait_sleepers(n, 60, inst)
         time.sleep(1.0)  # let start-up work settle before the window opens
-        pids = inst.supervisor_pids([bench.sleeper])
+        pids = inst.supervisor_pids(bench.service_exes())
         before = cost(pids)
         time.sleep(window)
         after = cost(pids)
@@ -621,38 +796,141 @@ def idle(bench, peer):
     return bench.with_instance(peer, bench.sleepers(n), body)
 
 
-def scale(bench, peer):
-    """N sleeping services: launch -> all exec'd, status latency, RSS, stop -> none left."""
-    n = bench.size(1000, 200)
+LARGE_RUN_BUDGET_S = 60  # a peer's run above the detail N, estimated linearly from it
 
+
+def scale_sizes(bench):
+    """(every N, the N with status/RSS/stop-all): the growth curve's points."""
+    return ((100, 1000, 5000), 1000) if not bench.quick else ((20, 100), 100)
+
+
+def scale(bench, peer):
+    """N sleeping services, N on a growth curve, two variants: the program exec'd
+    directly, and the same `#!/bin/sh` run script exec'ing it for every tool. Launch ->
+    all N exec'd (/proc/PID/exe); at the detail N also status latency, RSS and stop-all
+    until none is left. Every run is a result of its own (an error or skip too)."""
+    sizes, detail = scale_sizes(bench)
+    out = {"detail_n": detail, "variants": {}}
+    for variant in SCALE_VARIANTS:
+        runs = out["variants"][variant] = {}
+        for n in sizes:
+            reason = scale_skip(bench, peer, variant, n, runs.get(str(detail)))
+            if reason:
+                runs[str(n)] = {"skipped": reason}
+                continue
+            t = time.monotonic()
+            try:
+                runs[str(n)] = scale_run(bench, peer, variant, n, n == detail)
+                msg = f"{runs[str(n)]['all_running_s']:.2f} s to all exec'd"
+            except (BenchError, subprocess.SubprocessError, OSError, ValueError, KeyError) as e:
+                runs[str(n)] = {"error": f"{type(e).__name__}: {e}"}
+                msg = f"FAILED: {runs[str(n)]['error']}"
+            print(f"    scale {peer.name} {variant} N={n}: {msg} ({time.monotonic() - t:.1f} s)", flush=True)
+    return out
+
+
+def scale_skip(bench, peer, variant, n, at_detail):
+    """Why a scale run does not take place, or None."""
+    if variant == "direct" and isinstance(peer, ScanDir) and len(bench.sleep_argv) > 1:
+        return "no C compiler for an argument-less sleeper: `run` cannot be the program itself"
+    if isinstance(peer, ScanDir) and peer.max_services and n > peer.max_services:
+        return f"n/a: {peer.name}'s scanner is limited to {peer.max_services} services at compile time"
+    if isinstance(peer, (Holdfast, Floor)):
+        return None
+    sizes, detail = scale_sizes(bench)
+    if n < detail and bench.quick:
+        return f"quick run: peers at N={detail} only"
+    if n > detail:
+        if not at_detail or "all_running_s" not in at_detail:
+            return f"no result at N={detail} to size this run from"
+        estimate = at_detail["all_running_s"] * n / detail
+        if estimate > LARGE_RUN_BUDGET_S:
+            return (f"skipped: {at_detail['all_running_s']:.1f} s at N={detail}, so about {estimate:.0f} s "
+                    f"(linearly) at N={n}, over the {LARGE_RUN_BUDGET_S} s budget of one run")
+    return None
+
+
+def start_deadline_s(n):
+    """Generous (the targets are seconds), but bounded: a run that misses it is an error
+    saying how many had exec'd, and the full run stays within its time."""
+    return min(240, 60 + 0.06 * n)
+
+
+def scale_run(bench, peer, variant, n, detail):
+    def body(inst):
+        counter = bench.wait_sleepers(n, start_deadline_s(n), inst)
+        started_s = (mono_ns() - inst.proc.launched_ns) / 1e9
+        result = {"services": n, "all_running_s": started_s, "us_per_service": started_s * 1e6 / n,
+                  "poll_ms": counter.poll_ms}
+        if detail:
+            result.update(scale_detail(bench, peer, inst, n))
+        return result
+
+    return bench.with_instance(peer, bench.sleepers(n, variant), body)
+
+
+def scale_detail(bench, peer, inst, n):
+    """status latency (median of 5, once status reports all running), RSS and PSS of
+    the supervisor processes, stop-all until no service is left."""
     def status():
         started = mono_ns()
-        out = run(peer.status_argv(inst_box[0]), timeout=60, check=False).stdout
+        out = run(peer.status_argv(inst), timeout=60, check=False).stdout
         return (mono_ns() - started) / 1e6, out
 
-    inst_box = []
-
-    def body(inst):
-        inst_box.append(inst)
-        bench.wait_sleepers(n, 120, inst)
-        started_s = (mono_ns() - inst.proc.launched_ns) / 1e9
+    result = {"status_ms": None}
+    if peer.status_argv is not None:
         wait_for("status to report every service running", 60,
                  lambda: peer.count_running(status()[1]) >= n, every=0.2)
         latencies = sorted(status()[0] for _ in range(5))
-        use = cost(inst.supervisor_pids([bench.sleeper]))
-        stop_at = mono_ns()
-        peer.stop_all(inst)
-        wait_for("every service stopped", 120, lambda: count_cmd(bench.sleeper) == 0)
-        return {
-            "services": n,
-            "all_running_s": started_s,
-            "status_ms": latencies[len(latencies) // 2],
-            "rss_mb": use.rss_mb,
-            "pss_mb": use.pss_mb,
-            "stop_all_s": (mono_ns() - stop_at) / 1e9,
-        }
+        result["status_ms"] = latencies[len(latencies) // 2]
+    use = cost(inst.supervisor_pids(bench.service_exes()))
+    stop_at = mono_ns()
+    peer.stop_all(inst)
+    wait_for("every service stopped", 120, lambda: count_exec(bench.sleeper) == 0, every=0.05)
+    result.update({"rss_mb": use.rss_mb, "pss_mb": use.pss_mb, "stop_all_s": (mono_ns() - stop_at) / 1e9})
+    return result
 
-    return bench.with_instance(peer, bench.sleepers(n), body)
+
+def restart_cpu(bench, peer):
+    """holdfast's CPU per restart with one crash-looping service (demo-app exiting at
+    once, restart_sec=0) among N-1 idle sleepers, at N = 1 and N = 1000: schedstat of the
+    daemon over windows after all sleepers run, divided by the starts the crash-looper
+    stamped in the same window. Several windows per N: their spread is the noise."""
+    ns = (1, bench.size(1000, 100))
+    windows, window_s = bench.size(3, 2), bench.size(4.0, 1.5)
+    out = {}
+    for n in ns:
+        stamps = os.path.join(bench.base, f"restart-cpu-{n}")
+        flap = Svc("flap", [bench.demo_app, "--exit-immediately", "--timestamp-file", stamps])
+
+        def starts():
+            try:
+                with open(stamps, "rb") as f:
+                    return f.read().count(b"\n")
+            except FileNotFoundError:
+                return 0
+
+        def body(inst):
+            bench.wait_sleepers(n - 1, start_deadline_s(n), inst)
+            wait_for("the crash-looper's first start", 20, starts)
+            time.sleep(1.0)
+            pids = inst.supervisor_pids(bench.service_exes())
+            per = []
+            for _ in range(windows):
+                before, first = cpu_ns(pids), starts()
+                time.sleep(window_s)
+                after, last = cpu_ns(pids), starts()
+                if last > first:
+                    per.append({"restarts": last - first, "cpu_ms": cpu_delta_ms(before, after)})
+            if not per:
+                raise BenchError("the crash-looper did not restart")
+            us = sorted(w["cpu_ms"] * 1000 / w["restarts"] for w in per)
+            return {"services": n, "windows": per, "window_s": window_s,
+                    "restarts_per_s": statistics.median(w["restarts"] for w in per) / window_s,
+                    "us_per_restart": statistics.median(us), "us_min": us[0], "us_max": us[-1]}
+
+        out[str(n)] = bench.with_instance(peer, [flap, *bench.sleepers(n - 1)], body)
+    return out
 
 
 HEALTH_SERVER = r"""
@@ -686,7 +964,7 @@ def free_ports(n):
 
 def health(bench, peer):
     """N services probed over HTTP every 1 s for a window: CPU of the prober."""
-    n, window = bench.size(200, 50), bench.size(30.0, 5.0)
+    n, window = bench.size(200, 50), bench.size(30.0, 3.0)
     if isinstance(peer, Supervisord) or isinstance(peer, ScanDir):
         raise Skip(f"n/a: {peer.name} has no health probes (see the curl-loop watcher row)")
     ports = free_ports(n)
@@ -714,20 +992,33 @@ def peer_health(bench, peer, ports, window):
     if not peer.accepts(bench.workdir(), svcs[:1], {svcs[0].name: extra[svcs[0].name]}):
         raise Skip("n/a (health probes not yet merged: `holdfast check` rejects [service.X.health])")
 
+    def healths():
+        services = json.loads(run(peer.status_argv(inst_box[0])).stdout)["services"]
+        return [s.get("health") or {} for s in services]
+
+    inst_box = []
+
     def body(inst):
+        inst_box.append(inst)
         bench.wait_sleepers(len(svcs), 60, inst)
         time.sleep(1.0)
-        pids = inst.supervisor_pids([bench.sleeper])
-        before = cost(pids)
+        pids = inst.supervisor_pids(bench.service_exes())
+        # The probes really ran: holdfast's own count of results and failures per service,
+        # read just outside the CPU window (a status costs the daemon little next to it).
+        probes_before = sum(h.get("probes", 0) for h in healths())
+        before, ticks_before = cpu_ns(pids), cost(pids)
         time.sleep(window)
-        after = cost(pids)
-        cpu_ms = after.cpu_ms - before.cpu_ms
-        # The probes really ran: holdfast's own count of results and failures per service.
-        services = json.loads(run(peer.status_argv(inst)).stdout)["services"]
-        healths = [s.get("health") or {} for s in services]
+        after, ticks_after = cpu_ns(pids), cost(pids)
+        cpu_ms = cpu_delta_ms(before, after)
+        final = healths()
+        probes = sum(h.get("probes", 0) for h in final) - probes_before
+        if probes <= 0:  # a build that does not count its probes: the configured rate
+            probes = len(ports) * window
         return {"probes_per_s": len(ports), "cpu_ms": cpu_ms, "cpu_pct": cpu_ms / 10 / window,
-                "rss_mb": after.rss_mb, "probes_run": sum(h.get("probes", 0) for h in healths),
-                "failed_probes": sum(h.get("failures_unhealthy_window", 0) for h in healths)}
+                "utime_stime_ms": ticks_after.cpu_ms - ticks_before.cpu_ms,
+                "rss_mb": ticks_after.rss_mb, "probes_in_window": probes,
+                "cpu_ms_per_probe": cpu_ms / probes, "probes_per_core_s": probes / cpu_ms * 1000 if cpu_ms else None,
+                "failed_probes": sum(h.get("failures_unhealthy_window", 0) for h in final)}
 
     return bench.with_instance(peer, svcs, body, extra)
 
@@ -775,8 +1066,10 @@ class Watcher(Peer):
             cpu = usage.ru_utime + usage.ru_stime
             with open(failures) as f:
                 failed = sum(1 for _ in f)
+            probes = len(ports) * window
             return {"probes_per_s": len(ports), "cpu_ms": cpu * 1000, "cpu_pct": cpu / elapsed * 100,
-                    "rss_mb": None, "failed_probes": failed}
+                    "rss_mb": None, "probes_in_window": probes, "cpu_ms_per_probe": cpu * 1000 / probes,
+                    "probes_per_core_s": probes / cpu if cpu else None, "failed_probes": failed}
         finally:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -854,23 +1147,21 @@ def logs(bench, peer):
     return bench.with_instance(peer, [svc], body)
 
 
-def f1(x):
-    return "-" if x is None else f"{x:.1f}"
-
-
-def f2(x):
-    return "-" if x is None else f"{x:.2f}"
-
-
-# Each scenario: (key, title, function, columns); a column is (header, format(result)).
+# Each scenario: (key, title, function, columns); a column is (header, format(result)),
+# or columns is a function (results by peer name, peers) -> lines of its own tables.
 SCENARIOS = [
     ("respawn", "Respawn latency: demo-app's exit stamp -> its replacement's start stamp "
-     "(CLOCK_MONOTONIC, both written by the program)", respawn, [
+     "(CLOCK_MONOTONIC, both written by the program); supervisor CPU per restart (schedstat "
+     "of the supervisor processes over the sampling / restarts in it)", respawn, [
         ("samples", lambda r: f"{r['n']}" + (" (capped)" if r["capped"] else "")),
         ("p50 ms", lambda r: f2(r["p50_ms"])),
         ("p99 ms", lambda r: f2(r["p99_ms"])),
         ("max ms", lambda r: f2(r["max_ms"])),
+        ("CPU µs/restart", lambda r: f1(r.get("cpu_us_per_restart"))),
     ]),
+    ("restart_cpu", "Restart cost in the core: holdfast's CPU per restart of one crash-looping "
+     "service among N-1 idle ones (schedstat of the daemon / starts stamped, per window)",
+     restart_cpu, render_restart_cpu),
     ("idle", "Idle cost: 100 sleeping services; supervisor processes only; CPU = on-CPU "
      "time from /proc/PID/task/*/schedstat (utime+stime, 10 ms ticks, in results.json); "
      "wakeups = voluntary+nonvoluntary context switches summed over threads; RSS, PSS summed",
@@ -882,19 +1173,15 @@ SCENARIOS = [
         ("PSS MB", lambda r: f1(r["pss_mb"])),
     ]),
     ("scale", "Scale: N sleeping services from launching the supervisor to N exec'd "
-     "(seen in /proc), status latency (median of 5), RSS, stop-all until none left", scale, [
-        ("N", lambda r: str(r["services"])),
-        ("all running s", lambda r: f2(r["all_running_s"])),
-        ("status ms", lambda r: f1(r["status_ms"])),
-        ("RSS MB", lambda r: f1(r["rss_mb"])),
-        ("PSS MB", lambda r: f1(r["pss_mb"])),
-        ("stop all s", lambda r: f2(r["stop_all_s"])),
-    ]),
-    ("health", "Health probing: N HTTP checks at 1 s to a local server; CPU of the prober",
-     health, [
+     "(/proc/PID/exe), two variants, a growth curve over N", scale, render_scale),
+    ("health", "Health probing: N HTTP checks at 1 s to a local server; CPU of the prober "
+     "(holdfast: schedstat of the daemon; watcher: wait4 of the loops), per probe and as "
+     "probes per second one core could run", health, [
         ("probes/s", lambda r: str(r["probes_per_s"])),
         ("CPU ms/window", lambda r: f1(r["cpu_ms"])),
         ("CPU %", lambda r: f2(r["cpu_pct"])),
+        ("CPU ms/probe", lambda r: f3(r.get("cpu_ms_per_probe"))),
+        ("probes/s per core", lambda r: f0(r.get("probes_per_core_s"))),
         ("RSS MB", lambda r: f1(r["rss_mb"])),
         ("failed probes", lambda r: str(r.get("failed_probes", "-"))),
     ]),
@@ -909,6 +1196,8 @@ SCENARIOS = [
         ("lines kept %", lambda r: f1(r["lines_logged_pct"])),
     ]),
 ]
+# Scenarios only some tools take part in (others have nothing to measure there).
+SCENARIO_PEERS = {"restart_cpu": {"holdfast"}}
 
 
 def render(results, peers):
@@ -917,22 +1206,39 @@ def render(results, peers):
         if key not in results:
             continue
         out.append(f"\n### {key}: {title}\n")
-        headers = ["peer", *[c[0] for c in columns], "note"]
+        if callable(columns):
+            out += columns(results[key], peers)
+            continue
         rows = []
         for peer in peers:
             r = results[key].get(peer.name)
             if r is None:
                 continue
-            if "error" in r or "skipped" in r:
-                reason = f"ERROR: {r['error']}" if "error" in r else r["skipped"]
-                rows.append([peer.name, *["-"] * len(columns), reason])
+            if not ok(r):
+                rows.append([peer.name, *["-"] * len(columns), why(r)])
             else:
                 note = peer.throttle if key == "respawn" else (peer.logger if key == "logs" else "")
                 rows.append([peer.name, *[fmt(r) for _, fmt in columns], note])
-        out.append("| " + " | ".join(headers) + " |")
-        out.append("|" + "|".join("---" for _ in headers) + "|")
-        out += ["| " + " | ".join(row) + " |" for row in rows]
+        out += table(["peer", *[c[0] for c in columns], "note"], rows)
+    out += ["", "### targets: issue 11, computed from this run", ""]
+    out += table(["target", "this run", "holds?"], targets(results))
     return "\n".join(out)
+
+
+def raise_nofile_hard():
+    """Raises the hard RLIMIT_NOFILE every supervisor inherits to fs.nr_open (root only;
+    soft limit unchanged): a supervisor holding a few fds per service (holdfast today:
+    5, supervisord: its minfds) cannot run 5000 services under a hard limit of 20000,
+    and that environment limit is not what the scale run measures. Returns (soft, hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            ceiling = int(f.read())
+        if hard != resource.RLIM_INFINITY and hard < ceiling:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, ceiling))
+    except (OSError, ValueError):
+        pass
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 def machine():
@@ -940,17 +1246,21 @@ def machine():
                   if line.startswith("model name")), "unknown cpu")
     mem = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
     return {"cpu": model, "nproc": os.cpu_count(), "mem_gib": round(mem / 2**20, 1),
-            "kernel": platform.release(), "load_at_start": os.getloadavg()}
+            "kernel": platform.release(), "load_at_start": os.getloadavg(), "nofile": raise_nofile_hard()}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="reduced sizes, under 2 minutes")
-    parser.add_argument("--only", help="comma-separated scenario keys")
-    parser.add_argument("--peers", help="comma-separated peer names")
+    parser.add_argument("--only", help="comma-separated scenario keys: " + ",".join(k for k, *_ in SCENARIOS))
+    parser.add_argument("--peers", help="comma-separated peer names, e.g. 'holdfast,floor (no supervisor)'")
     parser.add_argument("--target", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
     args = parser.parse_args()
 
+    # Killed or interrupted (even as a background job, where SIGINT starts ignored), the
+    # run still ends through its `finally`: everything it started is killed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     bench = Bench(args.quick, os.path.abspath(args.target))
     peers = [cls(bench) for cls in PEERS] + [Watcher(bench), Floor(bench)]
     if args.peers:
@@ -958,7 +1268,8 @@ def main():
     scenarios = [s for s in SCENARIOS if not args.only or s[0] in args.only.split(",")]
     info = machine()
     print(f"holdfast bench ({'quick' if args.quick else 'full'}): {info['cpu']}, {info['nproc']} cpus, "
-          f"{info['mem_gib']} GiB, Linux {info['kernel']}, load {info['load_at_start']}")
+          f"{info['mem_gib']} GiB, Linux {info['kernel']}, load {info['load_at_start']}, "
+          f"RLIMIT_NOFILE soft/hard {info['nofile'][0]}/{info['nofile'][1]}")
     usable = []
     for peer in peers:
         reason = peer.missing()
@@ -973,6 +1284,8 @@ def main():
         for key, _, fn, _ in scenarios:
             for peer in usable:
                 if peer.only is not None and key not in peer.only:
+                    continue
+                if key in SCENARIO_PEERS and peer.name not in SCENARIO_PEERS[key]:
                     continue
                 t = time.monotonic()
                 try:
@@ -992,15 +1305,15 @@ def main():
         bench.cleanup()
     info["load_at_end"] = os.getloadavg()
     info["duration_s"] = round(time.monotonic() - started, 1)
-    table = render(results, usable)
-    print(table)
-    print(f"\nload average at start {info['load_at_start']}, at end {info['load_at_end']}; "
-          f"{info['duration_s']} s")
+    # Written before the tables: a run's results outlive a bug in rendering them.
     outdir = os.path.join(ROOT, "target", "bench")
     os.makedirs(outdir, exist_ok=True)
     with open(os.path.join(outdir, "results.json"), "w") as f:
         json.dump({"quick": args.quick, "machine": info, "results": results,
                    "throttles": {p.name: p.throttle for p in usable}}, f, indent=2)
+    print(render(results, usable))
+    print(f"\nload average at start {info['load_at_start']}, at end {info['load_at_end']}; "
+          f"{info['duration_s']} s")
     print(f"wrote {os.path.relpath(os.path.join(outdir, 'results.json'), ROOT)}")
 
 
