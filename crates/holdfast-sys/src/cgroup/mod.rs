@@ -24,6 +24,7 @@
 //!   service cgroup must survive until its child joins), and `rmdir` refuses any cgroup
 //!   that still has processes.
 
+mod counters;
 mod detect;
 mod files;
 
@@ -38,6 +39,7 @@ use nix::errno::Errno;
 use crate::os::kill;
 use holdfast_core::unix::Pid;
 
+pub use counters::CounterFiles;
 pub use detect::{Detected, Hierarchy, detect, detect_at};
 
 use crate::model::CgroupLimits;
@@ -382,26 +384,26 @@ impl ServiceCgroup {
     }
 
     /// Memory charged to the cgroup: v2 `memory.current`, v1 `memory.usage_in_bytes`;
-    /// `None` without a memory controller. One small kernel-generated file, so cheap
-    /// enough to read on the supervisor task when `status` asks.
-    pub fn memory_bytes(&self) -> Option<u64> {
+    /// `None` without a memory controller. One small kernel-generated file, read through
+    /// `files` (see [`CounterFiles`]).
+    pub fn memory_bytes(&self, files: &mut CounterFiles) -> Option<u64> {
         match self.version {
-            Version::V2 => read_number(&self.dir().join("memory.current")),
+            Version::V2 => files.read(&self.dir().join("memory.current")),
             Version::V1 => {
-                read_number(&self.controller_dir("memory")?.join("memory.usage_in_bytes"))
+                files.read(&self.controller_dir("memory")?.join("memory.usage_in_bytes"))
             }
         }
     }
 
     /// Tasks (threads included) in the cgroup from `pids.current`; without the pids
     /// controller, the number of processes in `cgroup.procs`.
-    pub fn tasks(&self) -> Option<u64> {
+    pub fn tasks(&self, files: &mut CounterFiles) -> Option<u64> {
         let pids_dir = match self.version {
             Version::V2 => Some(self.dir()),
             Version::V1 => self.controller_dir("pids"),
         };
         pids_dir
-            .and_then(|dir| read_number(&dir.join("pids.current")))
+            .and_then(|dir| files.read(&dir.join("pids.current")))
             .or_else(|| u64::try_from(self.pids().len()).ok())
     }
 
@@ -432,11 +434,6 @@ fn in_nested_pid_namespace() -> bool {
     const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
     use std::os::unix::fs::MetadataExt;
     fs::metadata("/proc/self/ns/pid").is_ok_and(|ns| ns.ino() != PROC_PID_INIT_INO)
-}
-
-/// A file holding one decimal number, as cgroup counters do.
-fn read_number(path: &Path) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 #[cfg(test)]
