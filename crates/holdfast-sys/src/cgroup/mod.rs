@@ -30,6 +30,7 @@
 //!   service cgroup must survive until its child joins), and `rmdir` refuses any cgroup
 //!   that still has processes.
 
+mod counters;
 mod detect;
 mod files;
 
@@ -44,6 +45,7 @@ use nix::errno::Errno;
 use crate::os::kill;
 use holdfast_core::unix::Pid;
 
+pub use counters::CounterFiles;
 pub use detect::{Detected, Hierarchy, detect, detect_at};
 pub use files::Holds;
 
@@ -558,24 +560,28 @@ impl ServiceCgroup {
 
     /// Memory charged to the cgroup: v2 `memory.current`, v1 `memory.usage_in_bytes`;
     /// outside the memory controller (no memory limit), the resident memory of its
-    /// processes. Small kernel-generated files, so cheap enough to read when `status`
-    /// asks.
-    pub fn memory_bytes(&self) -> Option<u64> {
+    /// processes. One small kernel-generated file, read through `files` (see
+    /// [`CounterFiles`]).
+    pub fn memory_bytes(&self, files: &mut CounterFiles) -> Option<u64> {
         let file = match self.version {
             Version::V2 => "memory.current",
             Version::V1 => "memory.usage_in_bytes",
         };
         match self.controller_dir("memory") {
-            Some(dir) => read_number(&dir.join(file)),
+            Some(dir) => files.read(&dir.join(file)),
             None => resident_bytes(&self.pids()),
         }
     }
 
     /// Tasks (threads included) in the cgroup from `pids.current`; without the pids
     /// controller, the number of processes in `cgroup.procs`.
-    pub fn tasks(&self) -> Option<u64> {
-        self.controller_dir("pids")
-            .and_then(|dir| read_number(&dir.join("pids.current")))
+    pub fn tasks(&self, files: &mut CounterFiles) -> Option<u64> {
+        let pids_dir = match self.version {
+            Version::V2 => Some(self.dir()),
+            Version::V1 => self.controller_dir("pids"),
+        };
+        pids_dir
+            .and_then(|dir| files.read(&dir.join("pids.current")))
             .or_else(|| u64::try_from(self.pids().len()).ok())
     }
 
@@ -629,11 +635,6 @@ fn in_nested_pid_namespace() -> bool {
     const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
     use std::os::unix::fs::MetadataExt;
     fs::metadata("/proc/self/ns/pid").is_ok_and(|ns| ns.ino() != PROC_PID_INIT_INO)
-}
-
-/// A file holding one decimal number, as cgroup counters do.
-fn read_number(path: &Path) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! only added when stdout is a terminal and `NO_COLOR` is unset.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -29,13 +29,22 @@ pub fn run(socket: &Path, json: bool, names: &[String]) -> miette::Result<ExitCo
         status.services.retain(|s| wanted.contains(&s.name));
     }
     if json {
-        let text = serde_json::to_string_pretty(&status).expect("protocol types always serialize");
-        println!("{text}");
+        print_json(&status);
     } else {
         let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         print!("{}", render(&status, colour));
     }
     Ok(ExitCode::from(exit_code(&status)))
+}
+
+/// The status as pretty JSON, written straight to stdout (a closed stdout, as in
+/// `holdfast status --json | head`, is not an error of `status`).
+fn print_json(status: &Status) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let _ = serde_json::to_writer_pretty(&mut out, status)
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
 }
 
 /// 0 when every service shown is in its wanted state, 3 otherwise (see [`exit`]).
@@ -98,9 +107,9 @@ fn state_check(
 }
 
 fn fetch(socket: &Path) -> Result<Status, ClientError> {
-    match client::call(socket, Request::Status)? {
-        Reply::Status(status) => Ok(status),
-        other => Err(ClientError::Protocol(format!(
+    match client::call_for(socket, Request::Status)? {
+        Ok(status) | Err(Reply::Status(status)) => Ok(status),
+        Err(other) => Err(ClientError::Protocol(format!(
             "holdfast answered `status` with an unexpected reply: {other:?}"
         ))),
     }

@@ -2,10 +2,9 @@
 //! holdfast's only HTTP client and TCP check: health probes use them through [`run`],
 //! `ready = { http | tcp }` (`supervisor::startup`) through [`http`] and [`connect`].
 //!
-//! HTTP uses hyper's HTTP/1.1 client connection (not a hand-written parser) so chunked
-//! bodies, `Content-Length` and odd-but-legal responses are read correctly; only
-//! `http://` is supported (validation rejects other schemes). One connection per probe,
-//! with `Connection: close`, so a probe never holds a socket of the service between runs.
+//! The HTTP exchange itself is [`super::http`]'s; only `http://` is supported (validation
+//! rejects other schemes). One connection per probe, with `Connection: close`, so a
+//! probe never holds a socket of the service between runs.
 //!
 //! Exec probes are not run here: the runtime spawns them through `process::spawn` and
 //! learns their result from holdfast's reaper (see `exec_outcome`), because the reaper
@@ -13,19 +12,12 @@
 
 use std::future::Future;
 use std::ops::RangeInclusive;
-use std::pin::pin;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::decay::{ProbeFailure, ProbeOutcome};
 use crate::model::{ExitStatus, Probe};
-
-/// At most this much of a response body is read for the `body` match.
-const MAX_BODY: usize = 64 * 1024;
 
 /// Runs a network probe (`http` or `tcp`). `Probe::Exec` is the runtime's job.
 pub async fn run(probe: &Probe, timeout: Duration) -> ProbeOutcome {
@@ -75,7 +67,7 @@ pub async fn connect(address: &str, timeout: Duration) -> Result<(), ProbeFailur
 }
 
 /// Sends `GET check.path` to `check.authority` and judges the answer, all within
-/// `timeout`: the status first, then (only if asked for) the first `MAX_BODY` bytes of
+/// `timeout`: the status first, then (only if asked for) the first [`super::http::MAX_BODY`] bytes of
 /// the body, lossily decoded.
 pub async fn http(check: &HttpCheck<'_>, timeout: Duration) -> Result<(), ProbeFailure> {
     bounded(timeout, get(check)).await
@@ -134,70 +126,8 @@ async fn open(address: &str) -> Result<TcpStream, ProbeFailure> {
 
 /// One HTTP/1.1 exchange on a fresh connection, judged by `check`.
 async fn get(check: &HttpCheck<'_>) -> Result<(), ProbeFailure> {
-    let (authority, path) = (check.authority, check.path);
-    let stream = open(authority).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ProbeFailure::Handshake {
-            authority: authority.to_owned(),
-            error: e.to_string(),
-        })?;
-    let failed = |error: &dyn std::fmt::Display| ProbeFailure::Request {
-        path: path.to_owned(),
-        error: error.to_string(),
-    };
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, authority)
-        .header(hyper::header::USER_AGENT, "holdfast-probe")
-        .header(hyper::header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| failed(&e))?;
-    let exchange = async {
-        let response = sender.send_request(request).await.map_err(|e| failed(&e))?;
-        judge(check, response).await
-    };
-    // The connection future does the actual I/O and must be polled alongside the
-    // exchange; it may finish first (the server closed after answering), in which case
-    // the exchange completes from what was already received.
-    let mut exchange = pin!(exchange);
-    let mut conn = pin!(conn);
-    tokio::select! {
-        biased;
-        result = &mut exchange => result,
-        done = &mut conn => match done {
-            Ok(()) => exchange.await,
-            Err(e) => Err(failed(&e)),
-        },
-    }
-}
-
-/// The status must be in range; then, if a text is expected, the body must contain it.
-async fn judge(
-    check: &HttpCheck<'_>,
-    response: hyper::Response<hyper::body::Incoming>,
-) -> Result<(), ProbeFailure> {
-    let code = response.status().as_u16();
-    if !check.status.contains(&code) {
-        let expected = check.status.clone();
-        return Err(ProbeFailure::Status { code, expected });
-    }
-    let Some(needle) = check.body else {
-        return Ok(());
-    };
-    let body = Limited::new(response.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| ProbeFailure::ReadBody {
-            path: check.path.to_owned(),
-            error: e.to_string(),
-        })?
-        .to_bytes();
-    if String::from_utf8_lossy(&body).contains(needle) {
-        Ok(())
-    } else {
-        let needle = needle.to_owned();
-        Err(ProbeFailure::BodyMismatch { code, needle })
-    }
+    let stream = open(check.authority).await?;
+    super::http::exchange(stream, check).await
 }
 
 #[cfg(test)]
@@ -299,6 +229,50 @@ mod tests {
             run(&http(&addr, Some("ready")), SECOND).await,
             ProbeOutcome::Success
         );
+    }
+
+    #[tokio::test]
+    async fn http_probe_reads_a_body_that_ends_when_the_server_closes() {
+        let addr = server("HTTP/1.0 200 OK\r\n\r\nall ready\n", Duration::ZERO).await;
+        assert_eq!(
+            run(&http(&addr, Some("ready")), SECOND).await,
+            ProbeOutcome::Success
+        );
+    }
+
+    #[tokio::test]
+    async fn http_probe_judges_the_final_answer_after_an_interim_one() {
+        let addr = server(
+            "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n",
+            Duration::ZERO,
+        )
+        .await;
+        let ProbeOutcome::Failure(e) = run(&http(&addr, None), SECOND).await else {
+            panic!("the final 503 must fail");
+        };
+        assert_eq!(e.to_string(), "HTTP 503 (expected 200-399)");
+    }
+
+    #[tokio::test]
+    async fn http_probe_fails_on_an_answer_that_is_not_http() {
+        let addr = server("SSH-2.0-OpenSSH_9.6\r\n", Duration::ZERO).await;
+        let ProbeOutcome::Failure(e) = run(&http(&addr, None), SECOND).await else {
+            panic!("an answer that is not HTTP must fail");
+        };
+        assert!(e.to_string().contains("not an HTTP/1 status line"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn http_probe_fails_when_the_body_breaks_off() {
+        let addr = server(
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nready",
+            Duration::ZERO,
+        )
+        .await;
+        let ProbeOutcome::Failure(e) = run(&http(&addr, Some("ready")), SECOND).await else {
+            panic!("a body shorter than its Content-Length must fail");
+        };
+        assert!(e.to_string().contains("reading the body"), "{e}");
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use crate::unix::Pid;
 use tokio::sync::oneshot;
 
 use super::Shell;
-use crate::cgroup::ServiceCgroup;
+use crate::cgroup::{CounterFiles, ServiceCgroup};
 use crate::control::protocol::{
     ControlError, DaemonStatus, ExitInfo, HealthStatus, ProcessInfo, Reply, ServiceStatus, Status,
 };
@@ -29,12 +29,13 @@ struct Reads {
 }
 
 impl Reads {
-    fn fill(self, status: &mut ServiceStatus) {
+    fn fill(&self, status: &mut ServiceStatus, files: &mut CounterFiles) {
         let Reads {
             cgroup,
             stopping_group,
             stopping,
         } = self;
+        let (stopping_group, stopping) = (*stopping_group, *stopping);
         // The cgroup lists the run's processes (also those that left its group) without
         // a scan of all of /proc.
         status.holding_up = match (&cgroup, stopping_group) {
@@ -48,9 +49,38 @@ impl Reads {
             command: member.command,
         })
         .collect();
-        status.memory_bytes = cgroup.as_ref().and_then(ServiceCgroup::memory_bytes);
-        status.tasks = cgroup.as_ref().and_then(ServiceCgroup::tasks);
+        status.memory_bytes = cgroup.as_ref().and_then(|c| c.memory_bytes(files));
+        status.tasks = cgroup.as_ref().and_then(|c| c.tasks(files));
     }
+}
+
+/// Services whose kernel counters one thread reads, at least: fewer are not worth a
+/// thread.
+const READS_PER_THREAD: usize = 128;
+
+/// Fills in what the kernel knows of each service, spread over the CPUs: these are
+/// cgroupfs opens and reads, a few per service and independent of each other, and they
+/// are most of the time a `status` of many services takes.
+fn fill_all(services: &mut [ServiceStatus], reads: &[Reads]) {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let threads = cpus.min(services.len().div_ceil(READS_PER_THREAD)).max(1);
+    let chunk = services.len().div_ceil(threads).max(1);
+    let fill = |services: &mut [ServiceStatus], reads: &[Reads]| {
+        let mut files = CounterFiles::default();
+        for (service, reads) in services.iter_mut().zip(reads) {
+            reads.fill(service, &mut files);
+        }
+    };
+    std::thread::scope(|scope| {
+        let mut parts = services.chunks_mut(chunk).zip(reads.chunks(chunk));
+        let here = parts.next();
+        for (services, reads) in parts {
+            scope.spawn(move || fill(services, reads));
+        }
+        if let Some((services, reads)) = here {
+            fill(services, reads);
+        }
+    });
 }
 
 pub fn log_path(log_dir: &Path, name: &ServiceName) -> String {
@@ -82,9 +112,7 @@ impl Shell {
             services,
         };
         tokio::task::spawn_blocking(move || {
-            for (service, reads) in status.services.iter_mut().zip(reads) {
-                reads.fill(service);
-            }
+            fill_all(&mut status.services, &reads);
             let _ = reply.send(Ok(Reply::Status(status)));
         });
     }
