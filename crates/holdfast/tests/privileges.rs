@@ -560,7 +560,7 @@ start_secs = "0s"
         )
     };
     let daemon = Daemon::start(&config(""));
-    let first = running_pid(&daemon, "web");
+    let first = daemon.running_pid("web");
     if holdfast_cgroups(first).is_empty() {
         eprintln!("skipped: the service runs in no holdfast cgroup (cgroups unavailable)");
         return;
