@@ -9,6 +9,7 @@
 //! microseconds.
 
 mod control;
+mod order;
 #[cfg(test)]
 mod reference;
 mod services;
@@ -279,6 +280,17 @@ impl Supervisor {
         self.services.next_wakeup()
     }
 
+    /// How many services are in each state, in the order of states; none with 0.
+    pub fn census(&self) -> impl Iterator<Item = (ServiceState, usize)> + '_ {
+        self.services.census()
+    }
+
+    /// No autostart service is on its way up (waiting, starting, in a backoff or
+    /// stopping for a restart): holdfast's own start-up is over.
+    pub fn settled(&self) -> bool {
+        self.services.settled()
+    }
+
     /// Dependencies a waiting service waits for.
     pub fn waiting_on(&self, name: &ServiceName) -> Vec<ServiceName> {
         self.blockers(name)
@@ -343,20 +355,11 @@ impl Supervisor {
     /// Starts several services, dependencies first. `start` only sees a dependency as
     /// coming up once it was started itself, so in name order a dependent named before
     /// its dependency would start at once instead of waiting.
-    fn start_all(&mut self, mut pending: Vec<ServiceName>, now: Instant) -> Vec<Effect> {
+    fn start_all(&mut self, pending: Vec<ServiceName>, now: Instant) -> Vec<Effect> {
+        let services = &self.services;
+        let order = order::dependencies_first(pending, |n| &services[n].spec().after);
         let mut effects = Vec::new();
-        while !pending.is_empty() {
-            let next = pending
-                .iter()
-                .position(|n| {
-                    !self.services[n]
-                        .spec()
-                        .after
-                        .iter()
-                        .any(|d| pending.contains(d))
-                })
-                .expect("validation rules out `after` cycles");
-            let name = pending.remove(next);
+        for name in order {
             effects.extend(self.start(&name, now));
         }
         effects

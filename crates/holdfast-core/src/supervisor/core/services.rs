@@ -13,8 +13,9 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Effect;
+use super::{Effect, state_name};
 use crate::model::{ServiceName, ServiceSpec};
+use crate::supervisor::answer::ServiceState;
 use crate::supervisor::service::{KillScope, Order, Service, State};
 
 /// What the index knows of one service: the part of its state that the core's
@@ -29,6 +30,9 @@ struct Facts {
     /// Starting or running: what a shutdown stops (once no active service is after it).
     live: bool,
     inactive: bool,
+    state: ServiceState,
+    /// An autostart service on its way up: holdfast's own start-up is not over.
+    unsettled: bool,
     /// The definition, for its `after` list.
     spec: Arc<ServiceSpec>,
 }
@@ -46,6 +50,8 @@ impl Facts {
                 State::Starting { .. } | State::Running { .. }
             ),
             inactive: service.is_inactive(),
+            state: state_name(service.state()),
+            unsettled: service.spec().autostart && service.is_coming_up(),
             spec: Arc::clone(service.spec()),
         }
     }
@@ -76,6 +82,10 @@ pub(super) struct Services {
     active_dependents: HashMap<ServiceName, usize>,
     /// Services neither stopped nor failed.
     busy: usize,
+    /// How many services are in each state (a state with none may be missing).
+    states: BTreeMap<ServiceState, usize>,
+    /// Autostart services on their way up.
+    unsettled: usize,
 }
 
 impl Services {
@@ -188,6 +198,16 @@ impl Services {
         self.busy == 0
     }
 
+    /// How many services are in each state, in the order of states; none with 0.
+    pub(super) fn census(&self) -> impl Iterator<Item = (ServiceState, usize)> + '_ {
+        self.states.iter().map(|(state, n)| (*state, *n))
+    }
+
+    /// No autostart service is on its way up.
+    pub(super) fn settled(&self) -> bool {
+        self.unsettled == 0
+    }
+
     /// Re-reads the facts of `name` (gone if removed) and updates the index where they
     /// changed.
     fn reindex(&mut self, name: &ServiceName, now: Instant) {
@@ -211,6 +231,9 @@ impl Services {
         put(&mut self.follow_ups, name, new.is_some_and(|f| f.follow_up));
         let busy = |f: Option<&Facts>| usize::from(f.is_some_and(|f| !f.inactive));
         self.busy = self.busy + busy(new) - busy(old);
+        let unsettled = |f: Option<&Facts>| usize::from(f.is_some_and(|f| f.unsettled));
+        self.unsettled = self.unsettled + unsettled(new) - unsettled(old);
+        self.recount_state(old.map(|f| f.state), new.map(|f| f.state));
         let spec = |f: Option<&Facts>| f.map(|f| Arc::clone(&f.spec));
         let spec_changed = match (spec(old), spec(new)) {
             (Some(a), Some(b)) => !Arc::ptr_eq(&a, &b),
@@ -233,6 +256,22 @@ impl Services {
         }
         self.review_unblocked(name);
         self.review_stoppable(name);
+    }
+
+    fn recount_state(&mut self, old: Option<ServiceState>, new: Option<ServiceState>) {
+        if old == new {
+            return;
+        }
+        if let Some(state) = old {
+            let count = self.states.get_mut(&state).expect("counted when entered");
+            *count -= 1;
+            if *count == 0 {
+                self.states.remove(&state);
+            }
+        }
+        if let Some(state) = new {
+            *self.states.entry(state).or_default() += 1;
+        }
     }
 
     /// `name`'s definition changed: its reverse `after` edges follow.
@@ -355,5 +394,12 @@ impl Services {
             all().filter(|s| !s.is_inactive()).count(),
             "busy"
         );
+        let mut states = BTreeMap::new();
+        for s in all() {
+            *states.entry(state_name(s.state())).or_default() += 1;
+        }
+        assert_eq!(self.states, states, "states");
+        let unsettled = all().filter(|s| s.spec().autostart && s.is_coming_up());
+        assert_eq!(self.unsettled, unsettled.count(), "unsettled");
     }
 }
