@@ -4,6 +4,7 @@ mod backoff;
 mod commands;
 mod exit_codes;
 mod health;
+mod index;
 mod ordering;
 mod readiness;
 mod reload;

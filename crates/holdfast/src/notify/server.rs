@@ -65,6 +65,18 @@ impl Senders {
         known.ids.extend(ids);
     }
 
+    /// Applies what changed: each group or pid is a sender now, or no longer one.
+    pub fn update(&self, changes: impl IntoIterator<Item = (Pid, bool)>) {
+        let mut known = self.lock();
+        for (id, sender) in changes {
+            if sender {
+                known.ids.insert(id);
+            } else {
+                known.ids.remove(&id);
+            }
+        }
+    }
+
     /// Adds one group or pid (a child just spawned).
     pub fn admit(&self, id: Pid) {
         self.lock().ids.insert(id);

@@ -128,9 +128,9 @@ pub fn last_deadline(table: &ProcessTable) -> Option<Instant> {
 /// SIGKILLs the process group of every hook past its deadline.
 pub fn expire(table: &mut ProcessTable, now: Instant) -> Vec<Note> {
     let mut notes = Vec::new();
-    for (pid, service, hook) in table.hooks_mut() {
+    table.each_hook_mut(|pid, service, hook| {
         if hook.killed || hook.deadline > now {
-            continue;
+            return;
         }
         hook.killed = true;
         if let Err(errno) = group::signal_group(pid, Signal::SIGKILL) {
@@ -143,7 +143,7 @@ pub fn expire(table: &mut ProcessTable, now: Instant) -> Vec<Note> {
                 warning: true,
             });
         }
-    }
+    });
     notes
 }
 

@@ -162,15 +162,15 @@ impl Supervisor {
         } else {
             names.to_vec()
         };
-        if let Some(name) = names.iter().find(|n| !self.services.contains_key(*n)) {
+        if let Some(name) = names.iter().find(|n| !self.services.contains_key(n)) {
             return vec![Effect::Reply(Err(unknown_service(name)))];
         }
         let mut effects = Vec::new();
         let mut lines = Vec::new();
         for name in &names {
-            let service = self.services.get_mut(name).expect("checked above");
-            let was_failed = is_plain_failed(service.state());
-            effects.extend(service.handle(Order::ResetFailed, now));
+            let was_failed = is_plain_failed(self.services[name].state());
+            effects.extend(self.order(name, Order::ResetFailed, now));
+            let service = &self.services[name];
             let quarantined = matches!(
                 service.state(),
                 State::Failed {
@@ -204,7 +204,7 @@ impl Supervisor {
             // Waiting and backoff stop at once (without acting on `then`): remove those
             // here, like services that were not running at all.
             if self.services[name].is_inactive() {
-                self.services.remove(name);
+                self.services.remove(name, now);
                 effects.push(emit(name, EventKind::Removed));
                 effects.push(Effect::Remove {
                     service: name.clone(),
@@ -243,7 +243,7 @@ impl Supervisor {
             } else {
                 self.insert(spec, now);
                 let blockers: Vec<ServiceName> = (diff.removed.iter())
-                    .filter(|r| r.base() == name.base() && self.services.contains_key(*r))
+                    .filter(|r| r.base() == name.base() && self.services.contains_key(r))
                     .cloned()
                     .collect();
                 match (autostart, blockers.is_empty()) {

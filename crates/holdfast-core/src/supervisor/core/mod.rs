@@ -9,6 +9,10 @@
 //! microseconds.
 
 mod control;
+mod order;
+#[cfg(test)]
+mod reference;
+mod services;
 
 pub use self::control::unknown_service;
 
@@ -19,6 +23,7 @@ use std::time::Instant;
 use crate::unix::Pid;
 use crate::unix::Signal;
 
+use self::services::Services;
 use super::event::{Event, EventKind};
 use super::service::{
     AfterStop, FailReason, FollowUp, KillScope, Order, RunId, Service, SpawnFailure, State,
@@ -208,7 +213,7 @@ pub enum Effect {
 
 pub struct Supervisor {
     plan: Plan,
-    services: BTreeMap<ServiceName, Service>,
+    services: Services,
     next_run: u64,
     seed: u64,
     shutting_down: bool,
@@ -227,7 +232,7 @@ impl Supervisor {
     pub fn new(plan: Plan, now: Instant, seed: u64) -> Self {
         let mut sup = Self {
             plan: plan.clone(),
-            services: BTreeMap::new(),
+            services: Services::default(),
             next_run: 1,
             seed,
             shutting_down: false,
@@ -244,9 +249,7 @@ impl Supervisor {
     /// How the shell's stop signals reach services' processes (default: process groups).
     pub fn with_kill_scope(mut self, scope: KillScope) -> Self {
         self.kill_scope = scope;
-        for service in self.services.values_mut() {
-            service.set_kill_scope(scope);
-        }
+        self.services.set_kill_scope(scope);
         self
     }
 
@@ -256,7 +259,7 @@ impl Supervisor {
         if self.shutting_down {
             service.handle(Order::Shutdown, now);
         }
-        self.services.insert(service.name().clone(), service);
+        self.services.insert(service, now);
     }
 
     pub fn plan(&self) -> &Plan {
@@ -274,7 +277,18 @@ impl Supervisor {
 
     /// The earliest deadline of any service: the only timer the shell needs.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.services.values().filter_map(Service::wakeup).min()
+        self.services.next_wakeup()
+    }
+
+    /// How many services are in each state, in the order of states; none with 0.
+    pub fn census(&self) -> impl Iterator<Item = (ServiceState, usize)> + '_ {
+        self.services.census()
+    }
+
+    /// No autostart service is on its way up (waiting, starting, in a backoff or
+    /// stopping for a restart): holdfast's own start-up is over.
+    pub fn settled(&self) -> bool {
+        self.services.settled()
     }
 
     /// Dependencies a waiting service waits for.
@@ -285,7 +299,14 @@ impl Supervisor {
     /// The one entry point: applies `input` and returns what the shell must do, with the
     /// answer to a control input among it (`Effect::Reply`).
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Effect> {
-        let mut effects = match input {
+        let mut effects = self.take(input, now);
+        self.settle(&mut effects, now);
+        effects
+    }
+
+    /// What `input` itself does, before any follow-up.
+    fn take(&mut self, input: Input, now: Instant) -> Vec<Effect> {
+        match input {
             Input::Boot => {
                 let names: Vec<ServiceName> = self
                     .services
@@ -310,17 +331,12 @@ impl Supervisor {
                 Some((name, order)) => self.order(&name, order, now),
                 None => Vec::new(),
             },
-        };
-        self.settle(&mut effects, now);
-        effects
+        }
     }
 
     /// Hands `order` to service `name`, if it still exists.
     fn order(&mut self, name: &ServiceName, order: Order, now: Instant) -> Vec<Effect> {
-        match self.services.get_mut(name) {
-            Some(service) => service.handle(order, now),
-            None => Vec::new(),
-        }
+        self.services.handle(name, order, now).unwrap_or_default()
     }
 
     /// Starts a service, or parks it in `waiting` while an `after` dependency is coming up.
@@ -339,20 +355,11 @@ impl Supervisor {
     /// Starts several services, dependencies first. `start` only sees a dependency as
     /// coming up once it was started itself, so in name order a dependent named before
     /// its dependency would start at once instead of waiting.
-    fn start_all(&mut self, mut pending: Vec<ServiceName>, now: Instant) -> Vec<Effect> {
+    fn start_all(&mut self, pending: Vec<ServiceName>, now: Instant) -> Vec<Effect> {
+        let services = &self.services;
+        let order = order::dependencies_first(pending, |n| &services[n].spec().after);
         let mut effects = Vec::new();
-        while !pending.is_empty() {
-            let next = pending
-                .iter()
-                .position(|n| {
-                    !self.services[n]
-                        .spec()
-                        .after
-                        .iter()
-                        .any(|d| pending.contains(d))
-                })
-                .expect("validation rules out `after` cycles");
-            let name = pending.remove(next);
+        for name in order {
             effects.extend(self.start(&name, now));
         }
         effects
@@ -364,7 +371,7 @@ impl Supervisor {
             .spec()
             .after
             .iter()
-            .filter(|dep| self.services.get(*dep).is_some_and(Service::is_coming_up))
+            .filter(|dep| self.services.get(dep).is_some_and(Service::is_coming_up))
             .cloned()
             .collect()
     }
@@ -378,21 +385,23 @@ impl Supervisor {
             service: None,
             kind: EventKind::ShutdownStarted,
         })];
-        for service in self.services.values_mut() {
-            effects.extend(service.handle(Order::Shutdown, now));
+        for name in self.services.names() {
+            effects.extend(self.order(&name, Order::Shutdown, now));
         }
         effects
     }
 
     /// Follows up on the effects of one input until nothing more is due: internal
     /// restarts and removals, expired deadlines, waiting services whose dependencies
-    /// are up, and the next step of a shutdown.
+    /// are up, and the next step of a shutdown. Each round visits the services in name
+    /// order, but only those the index names: the others have nothing to do.
     fn settle(&mut self, effects: &mut Vec<Effect>, now: Instant) {
         loop {
             let before = effects.len();
-            let names: Vec<ServiceName> = self.services.keys().cloned().collect();
-            for name in &names {
-                self.follow_up(name, effects, now);
+            let mut cursor = None;
+            while let Some(name) = self.services.next_follow_up(cursor.as_ref()) {
+                self.follow_up(&name, effects, now);
+                cursor = Some(name);
             }
             self.step(effects, now);
             if effects.len() == before {
@@ -403,13 +412,10 @@ impl Supervisor {
 
     /// Does what service `name` left for the core to do, if anything.
     fn follow_up(&mut self, name: &ServiceName, effects: &mut Vec<Effect>, now: Instant) {
-        let Some(service) = self.services.get_mut(name) else {
-            return;
-        };
-        match service.take_follow_up() {
+        match self.services.take_follow_up(name, now) {
             Some(FollowUp::Start) => effects.extend(self.start(name, now)),
             Some(FollowUp::Forget) => {
-                self.services.remove(name);
+                self.services.remove(name, now);
                 effects.extend(self.release_held(name, now));
             }
             None => {}
@@ -431,43 +437,37 @@ impl Supervisor {
         self.start_all(free, now)
     }
 
-    /// One round of time-driven and dependency-driven transitions.
+    /// One round of time-driven and dependency-driven transitions: due services get a
+    /// tick (a tick before a service's wakeup does nothing), then waiting services
+    /// whose dependencies are up start.
     fn step(&mut self, effects: &mut Vec<Effect>, now: Instant) {
-        let names: Vec<ServiceName> = self.services.keys().cloned().collect();
-        for name in &names {
-            effects.extend(self.order(name, Order::Tick, now));
-            self.follow_up(name, effects, now);
+        self.services.mark_due(now);
+        let mut cursor = None;
+        while let Some(name) = self.services.next_due_or_follow_up(cursor.as_ref()) {
+            if self.services.is_due(&name) {
+                effects.extend(self.order(&name, Order::Tick, now));
+            }
+            self.follow_up(&name, effects, now);
+            cursor = Some(name);
         }
         if self.shutting_down {
             self.shutdown_step(effects, now);
             return;
         }
-        for name in &names {
-            let waiting = self
-                .services
-                .get(name)
-                .is_some_and(|s| *s.state() == State::Waiting);
-            if waiting && self.blockers(name).is_empty() {
-                effects.extend(self.start(name, now));
-            }
+        let mut cursor = None;
+        while let Some(name) = self.services.next_unblocked(cursor.as_ref()) {
+            effects.extend(self.start(&name, now));
+            cursor = Some(name);
         }
     }
 
     /// Stops every active service that no active service depends on (dependents first),
     /// and reports the end of the shutdown once all are inactive.
     fn shutdown_step(&mut self, effects: &mut Vec<Effect>, now: Instant) {
-        let stoppable: Vec<ServiceName> = self
-            .services
-            .values()
-            .filter(|s| matches!(s.state(), State::Starting { .. } | State::Running { .. }))
-            .filter(|s| !self.has_active_dependent(s.name()))
-            .map(|s| s.name().clone())
-            .collect();
-        for name in stoppable {
+        for name in self.services.stoppable() {
             effects.extend(self.order(&name, Order::Stop(AfterStop::Stay), now));
         }
-        let done = self.services.values().all(Service::is_inactive);
-        if done && !self.shutdown_completed {
+        if self.services.all_inactive() && !self.shutdown_completed {
             self.shutdown_completed = true;
             effects.push(Effect::Emit(Event {
                 service: None,
@@ -475,12 +475,6 @@ impl Supervisor {
             }));
             effects.push(Effect::Exit);
         }
-    }
-
-    fn has_active_dependent(&self, name: &ServiceName) -> bool {
-        self.services
-            .values()
-            .any(|s| s.is_active() && s.spec().after.contains(name))
     }
 }
 

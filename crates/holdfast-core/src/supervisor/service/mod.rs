@@ -242,6 +242,11 @@ impl Service {
         self.follow_up.take()
     }
 
+    /// Whether the core has a follow-up to take (see [`Service::take_follow_up`]).
+    pub(in crate::supervisor) fn has_follow_up(&self) -> bool {
+        self.follow_up.is_some()
+    }
+
     pub fn name(&self) -> &ServiceName {
         &self.spec.name
     }

@@ -22,7 +22,7 @@ impl Shell {
             Claim::InGroup(owner) => Some(owner),
             Claim::Unclaimed => None,
         };
-        if claimed.is_none() && self.lingering().is_empty() {
+        if claimed.is_none() && self.lingering.is_empty() {
             tracing::debug!(
                 pid = %reaped.pid,
                 "reaped a process claimed by nothing ({})",
@@ -84,10 +84,8 @@ impl Shell {
             if self.run_alive(&service, run) || self.table.has_main(run) {
                 continue;
             }
-            if let Some(slot) = self.slots.get_mut(&service) {
-                if slot.lingering == Some(run) {
-                    slot.lingering = None;
-                }
+            if self.lingering.get(&service) == Some(&run) {
+                self.lingering.remove(&service);
             }
             inputs.push(Input::GroupEmpty { service, run });
         }
@@ -96,9 +94,8 @@ impl Shell {
 
     /// Runs whose main process exited while other processes remained.
     fn lingering(&self) -> Vec<(ServiceName, RunId)> {
-        self.slots
-            .iter()
-            .filter_map(|(name, slot)| Some((name.clone(), slot.lingering?)))
+        (self.lingering.iter())
+            .map(|(name, run)| (name.clone(), *run))
             .collect()
     }
 
@@ -131,7 +128,7 @@ impl Shell {
         let group_alive = self.run_alive(&service, run);
         let status = self.classify(&service, status);
         if group_alive {
-            self.slot(&service).lingering = Some(run);
+            self.lingering.insert(service.clone(), run);
         }
         Input::Exited {
             service,

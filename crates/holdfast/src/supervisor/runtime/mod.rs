@@ -22,7 +22,7 @@ mod status;
 pub mod table;
 mod watchers;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -145,10 +145,6 @@ struct Slot {
     /// Start-up watchers of the starting run, at most one of each kind: a forking
     /// service awaits its readiness condition and its pidfile at once.
     watchers: Vec<watchers::Watcher>,
-    /// A run whose main process is gone while other processes remained: every reap
-    /// re-checks it, since a process that left the process groups (setsid) is only
-    /// found through the cgroup.
-    lingering: Option<RunId>,
 }
 
 struct Shell {
@@ -158,6 +154,13 @@ struct Shell {
     table: ProcessTable,
     /// Per service: capture, cgroup, watchers.
     slots: HashMap<ServiceName, Slot>,
+    /// The services whose slot holds watchers: only theirs can turn stale.
+    watched: BTreeSet<ServiceName>,
+    /// Runs whose main process is gone while other processes remained: every reap
+    /// re-checks them, since a process that left the process groups (setsid) is only
+    /// found through the cgroup. Kept apart from the slots so that a reap looks at
+    /// these few, not at every service.
+    lingering: BTreeMap<ServiceName, RunId>,
     /// What services inherit, and the `INVOCATION_ID` of each one's current run.
     envs: Environments,
     started: Instant,
@@ -242,6 +245,8 @@ impl Shell {
             config_path,
             table: ProcessTable::new(),
             slots: HashMap::new(),
+            watched: BTreeSet::new(),
+            lingering: BTreeMap::new(),
             envs: Environments::new(Inherited::capture(&daemon.pass_env)),
             started: now,
             bus: EventBus::new(bus::HISTORY, events),
@@ -463,6 +468,7 @@ impl Shell {
     /// The service is gone from the plan: its capture and cgroup go too (its watchers
     /// are aborted with the slot).
     fn remove_slot(&mut self, service: &ServiceName) {
+        self.lingering.remove(service);
         if let Some(slot) = self.slots.remove(service) {
             if let Some(attached) = slot.cgroup {
                 attached.cgroup.remove();

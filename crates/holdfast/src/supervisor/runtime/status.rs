@@ -238,20 +238,17 @@ impl Shell {
             self.upstream.stopping();
             return;
         }
-        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
-        let mut settled = true;
-        let mut total = 0;
-        for s in self.sup.services() {
-            total += 1;
-            *counts.entry(state_name(s.state()).as_str()).or_default() += 1;
-            if s.spec().autostart && s.is_coming_up() {
-                settled = false;
-            }
-        }
+        // From the core's counts, kept as services change: no walk over all of them
+        // after every input.
+        let mut counts: Vec<(&str, usize)> = (self.sup.census())
+            .map(|(state, n)| (state.as_str(), n))
+            .collect();
+        counts.sort_unstable();
+        let total: usize = counts.iter().map(|(_, n)| n).sum();
         let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
         let summary = format!("{total} services: {}", parts.join(", "));
         self.upstream.status(summary);
-        if settled {
+        if self.sup.settled() {
             self.upstream.ready();
         }
     }

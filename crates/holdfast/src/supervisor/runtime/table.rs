@@ -22,8 +22,12 @@
 //!
 //! Pure data: no system calls. The runtime asks the kernel (is a group still alive?) and
 //! tells the table.
+//!
+//! Indexed by run and by role besides by pid, so that what concerns one run (its exit,
+//! its groups) or the hooks costs what they hold, not the size of the table: a respawn
+//! among 1000 idle services costs what it costs among 1.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::unix::Pid;
@@ -152,10 +156,45 @@ struct Entry {
     group: Option<Owner>,
 }
 
+impl Entry {
+    /// The runs this pid is a process or a process group of (a main process usually
+    /// leads its run's group: the same run twice).
+    fn runs(&self) -> [Option<RunId>; 2] {
+        let process = self.process.as_ref().and_then(|p| p.role.run());
+        let group = self
+            .group
+            .as_ref()
+            .map(|o| o.run)
+            .filter(|r| Some(*r) != process);
+        [process, group]
+    }
+
+    fn is_hook(&self) -> bool {
+        self.process
+            .as_ref()
+            .is_some_and(|p| matches!(p.role, Role::Hook(_)))
+    }
+
+    /// See [`ProcessTable::senders`].
+    fn is_sender(&self) -> bool {
+        self.group.is_some()
+            || self.process.as_ref().is_some_and(|p| {
+                matches!(p.role, Role::Main(_) | Role::Forker(_) | Role::Member(_))
+            })
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ProcessTable {
     pids: HashMap<Pid, Entry>,
     unclaimed: VecDeque<Reaped>,
+    /// The pids of each run's processes and process groups.
+    by_run: HashMap<RunId, Vec<Pid>>,
+    /// The pids of running hooks.
+    hook_pids: HashSet<Pid>,
+    /// Pids that may have become senders or stopped being ones since the last
+    /// [`ProcessTable::take_sender_changes`].
+    sender_changes: Vec<Pid>,
 }
 
 impl ProcessTable {
@@ -169,17 +208,15 @@ impl ProcessTable {
             let owner = process.owner().expect("a main process belongs to a run");
             self.demote_mains(owner.run);
         }
-        self.pids.entry(pid).or_default().process = Some(process);
+        self.update(pid, |entry| entry.process = Some(process));
     }
 
     /// Records that the process group `pgid` belongs to `owner`'s run, unless it is
     /// known already (a group does not change owner while it has members).
     pub fn add_group(&mut self, pgid: Pid, owner: Owner) {
-        self.pids
-            .entry(pgid)
-            .or_default()
-            .group
-            .get_or_insert(owner);
+        self.update(pgid, |entry| {
+            entry.group.get_or_insert(owner);
+        });
     }
 
     /// The process with this pid, if the table knows it.
@@ -187,6 +224,8 @@ impl ProcessTable {
         self.pids.get(&pid)?.process.as_ref()
     }
 
+    /// For what changes within a role (an exec probe's deadline): the indexes assume
+    /// that the role's kind and run stay.
     pub fn process_mut(&mut self, pid: Pid) -> Option<&mut Process> {
         self.pids.get_mut(&pid)?.process.as_mut()
     }
@@ -205,8 +244,9 @@ impl ProcessTable {
 
     /// Whether the run's main process (or forker) is still in the table, i.e. not reaped.
     pub fn has_main(&self, run: RunId) -> bool {
-        self.processes()
-            .any(|(_, p)| p.role.is_main() && p.role.run() == Some(run))
+        self.pids_of(run)
+            .filter_map(|pid| self.process(pid))
+            .any(|p| p.role.is_main() && p.role.run() == Some(run))
     }
 
     /// Who the reaped process was. A process of the table is removed from it, unless
@@ -215,16 +255,12 @@ impl ProcessTable {
     /// process of the table is kept for [`ProcessTable::adopt_main`], whether or not its
     /// group is known.
     pub fn claim(&mut self, reaped: &Reaped) -> Claim {
-        if let Some(entry) = self.pids.get_mut(&reaped.pid) {
-            if entry
-                .process
-                .as_ref()
-                .is_some_and(|p| reaped.seq > p.alive_at)
-            {
-                let process = entry.process.take().expect("checked above");
-                self.drop_if_empty(reaped.pid);
-                return Claim::Process(process);
-            }
+        if self
+            .process(reaped.pid)
+            .is_some_and(|p| reaped.seq > p.alive_at)
+        {
+            let process = self.update(reaped.pid, |entry| entry.process.take());
+            return Claim::Process(process.expect("checked above"));
         }
         if self.unclaimed.len() == UNCLAIMED_KEPT {
             self.unclaimed.pop_front();
@@ -261,18 +297,15 @@ impl ProcessTable {
 
     /// The process groups of `run`.
     pub fn groups_of(&self, run: RunId) -> Vec<Pid> {
-        self.pids
-            .iter()
-            .filter(|(_, e)| e.group.as_ref().is_some_and(|o| o.run == run))
-            .map(|(pgid, _)| *pgid)
+        self.pids_of(run)
+            .filter(|pgid| self.group_owner(*pgid).is_some_and(|o| o.run == run))
             .collect()
     }
 
     /// Forgets the process group `pgid` (it has no members any more).
     pub fn forget_group(&mut self, pgid: Pid) {
-        if let Some(entry) = self.pids.get_mut(&pgid) {
-            entry.group = None;
-            self.drop_if_empty(pgid);
+        if self.pids.contains_key(&pgid) {
+            self.update(pgid, |entry| entry.group = None);
         }
     }
 
@@ -283,26 +316,29 @@ impl ProcessTable {
             .filter_map(|(pid, e)| Some((*pid, e.process.as_ref()?)))
     }
 
-    /// The running hooks, to check or change their deadlines.
-    pub fn hooks_mut(&mut self) -> impl Iterator<Item = (Pid, &ServiceName, &mut Hook)> {
-        self.pids
-            .iter_mut()
-            .filter_map(|(pid, e)| match &mut e.process {
-                Some(Process {
-                    service,
-                    role: Role::Hook(hook),
-                    ..
-                }) => Some((*pid, &*service, hook)),
-                _ => None,
-            })
+    /// Calls `f` with each running hook, to check or change its deadline.
+    pub fn each_hook_mut(&mut self, mut f: impl FnMut(Pid, &ServiceName, &mut Hook)) {
+        for pid in &self.hook_pids {
+            if let Some(Process {
+                service,
+                role: Role::Hook(hook),
+                ..
+            }) = self.pids.get_mut(pid).and_then(|e| e.process.as_mut())
+            {
+                f(*pid, service, hook);
+            }
+        }
     }
 
     /// The running hooks.
     pub fn hooks(&self) -> impl Iterator<Item = (Pid, &ServiceName, &Hook)> {
-        self.processes().filter_map(|(pid, p)| match &p.role {
-            Role::Hook(hook) => Some((pid, &p.service, hook)),
-            _ => None,
-        })
+        self.hook_pids
+            .iter()
+            .filter_map(|pid| Some((*pid, self.process(*pid)?)))
+            .filter_map(|(pid, p)| match &p.role {
+                Role::Hook(hook) => Some((pid, &p.service, hook)),
+                _ => None,
+            })
     }
 
     /// Who may send notifications: the process groups of runs and their main processes
@@ -310,19 +346,36 @@ impl ProcessTable {
     pub fn senders(&self) -> impl Iterator<Item = Pid> + '_ {
         self.pids
             .iter()
-            .filter(|(_, e)| {
-                e.group.is_some()
-                    || e.process.as_ref().is_some_and(|p| {
-                        matches!(p.role, Role::Main(_) | Role::Forker(_) | Role::Member(_))
-                    })
-            })
+            .filter(|(_, e)| e.is_sender())
             .map(|(pid, _)| *pid)
     }
 
-    /// The main process (or forker) of `run` becomes a member.
+    /// What changed among [`ProcessTable::senders`] since the last call: each pid with
+    /// whether it is one now.
+    pub fn take_sender_changes(&mut self) -> Vec<(Pid, bool)> {
+        let mut changed = std::mem::take(&mut self.sender_changes);
+        changed.sort_unstable();
+        changed.dedup();
+        changed
+            .into_iter()
+            .map(|pid| (pid, self.pids.get(&pid).is_some_and(Entry::is_sender)))
+            .collect()
+    }
+
+    /// The pids of `run`'s processes and process groups (and maybe a few more).
+    fn pids_of(&self, run: RunId) -> impl Iterator<Item = Pid> + '_ {
+        self.by_run.get(&run).into_iter().flatten().copied()
+    }
+
+    /// The main process (or forker) of `run` becomes a member (of the same run: no
+    /// index changes).
     fn demote_mains(&mut self, run: RunId) {
-        for entry in self.pids.values_mut() {
-            if let Some(process) = &mut entry.process {
+        let Some(pids) = self.by_run.get(&run) else {
+            return;
+        };
+        for pid in pids {
+            let process = self.pids.get_mut(pid).and_then(|e| e.process.as_mut());
+            if let Some(process) = process {
                 if process.role.is_main() && process.role.run() == Some(run) {
                     process.role = Role::Member(run);
                 }
@@ -330,19 +383,53 @@ impl ProcessTable {
         }
     }
 
-    fn drop_if_empty(&mut self, pid: Pid) {
-        if self
-            .pids
-            .get(&pid)
-            .is_some_and(|e| e.process.is_none() && e.group.is_none())
-        {
+    /// Applies `change` to the entry of `pid` (made if missing, dropped once empty) and
+    /// keeps the indexes up to date.
+    fn update<R>(&mut self, pid: Pid, change: impl FnOnce(&mut Entry) -> R) -> R {
+        let entry = self.pids.entry(pid).or_default();
+        let (runs, hook, sender) = (entry.runs(), entry.is_hook(), entry.is_sender());
+        let result = change(entry);
+        let (new_runs, new_hook, new_sender) = (entry.runs(), entry.is_hook(), entry.is_sender());
+        if entry.process.is_none() && entry.group.is_none() {
             self.pids.remove(&pid);
+        }
+        for run in runs.into_iter().flatten() {
+            if !new_runs.contains(&Some(run)) {
+                self.unlink(run, pid);
+            }
+        }
+        for run in new_runs.into_iter().flatten() {
+            if !runs.contains(&Some(run)) {
+                self.by_run.entry(run).or_default().push(pid);
+            }
+        }
+        if hook != new_hook {
+            if new_hook {
+                self.hook_pids.insert(pid);
+            } else {
+                self.hook_pids.remove(&pid);
+            }
+        }
+        if sender != new_sender {
+            self.sender_changes.push(pid);
+        }
+        result
+    }
+
+    fn unlink(&mut self, run: RunId, pid: Pid) {
+        if let Some(pids) = self.by_run.get_mut(&run) {
+            pids.retain(|p| *p != pid);
+            if pids.is_empty() {
+                self.by_run.remove(&run);
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use super::*;
     use crate::model::ExitStatus;
 
@@ -519,5 +606,84 @@ mod tests {
         senders.sort_unstable();
         assert_eq!(senders, [10, 11]);
         assert_eq!(table.hooks().count(), 1);
+    }
+
+    /// The indexes by run and by role against a walk of every pid, after every step of
+    /// random sequences of inserts, groups, adoptions, reaps and forgotten groups (pids
+    /// and runs drawn from small ranges, so that they collide and get reused).
+    #[test]
+    fn the_indexes_by_run_and_role_say_what_a_walk_of_every_pid_says() {
+        for seed in 0..200 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut table = ProcessTable::new();
+            let mut published: BTreeSet<Pid> = BTreeSet::new();
+            for seq in 1..200 {
+                random_change(&mut rng, &mut table, seq);
+                for run in (1..5).map(RunId) {
+                    let walked = table
+                        .processes()
+                        .any(|(_, p)| p.role.is_main() && p.role.run() == Some(run));
+                    assert_eq!(table.has_main(run), walked, "seed {seed}: main of {run:?}");
+                    let mut groups = table.groups_of(run);
+                    groups.sort_unstable();
+                    let mut walked: Vec<Pid> = (table.pids.iter())
+                        .filter(|(_, e)| e.group.as_ref().is_some_and(|o| o.run == run))
+                        .map(|(pgid, _)| *pgid)
+                        .collect();
+                    walked.sort_unstable();
+                    assert_eq!(groups, walked, "seed {seed}: groups of {run:?}");
+                }
+                let mut by_run: BTreeMap<RunId, BTreeSet<Pid>> = BTreeMap::new();
+                for (pid, entry) in &table.pids {
+                    for run in entry.runs().into_iter().flatten() {
+                        by_run.entry(run).or_default().insert(*pid);
+                    }
+                }
+                let indexed: BTreeMap<RunId, BTreeSet<Pid>> = (table.by_run.iter())
+                    .map(|(run, pids)| (*run, pids.iter().copied().collect()))
+                    .collect();
+                assert_eq!(indexed, by_run, "seed {seed}: nothing stale by run");
+                let hooks: BTreeSet<Pid> = table.hooks().map(|(pid, _, _)| pid).collect();
+                let walked: BTreeSet<Pid> = (table.processes())
+                    .filter(|(_, p)| matches!(p.role, Role::Hook(_)))
+                    .map(|(pid, _)| pid)
+                    .collect();
+                assert_eq!(hooks, walked, "seed {seed}: hooks");
+                for (pid, sender) in table.take_sender_changes() {
+                    if sender {
+                        published.insert(pid);
+                    } else {
+                        published.remove(&pid);
+                    }
+                }
+                let senders: BTreeSet<Pid> = table.senders().collect();
+                assert_eq!(published, senders, "seed {seed}: senders");
+            }
+        }
+    }
+
+    fn random_change(rng: &mut fastrand::Rng, table: &mut ProcessTable, seq: u64) {
+        let pid = Pid::from_raw(rng.i32(100..112));
+        let run = RunId(rng.u64(1..5));
+        match rng.u8(0..7) {
+            0 => table.insert(pid, process("a", Role::Main(run), seq)),
+            1 => {
+                let role = match rng.u8(0..3) {
+                    0 => Role::Member(run),
+                    1 => Role::Probe(run, ExecDeadline::NotReached),
+                    _ => hook("exited"),
+                };
+                table.insert(pid, process("a", role, seq));
+            }
+            2 => table.add_group(pid, owner("a", run.0)),
+            3 => {
+                table.adopt_main(pid, owner("a", run.0), ReapSeq(seq));
+            }
+            4 => table.forget_group(pid),
+            _ => {
+                let pgid = rng.i32(100..112);
+                table.claim(&reaped(pid.as_raw(), pgid, seq + 1000, 0));
+            }
+        }
     }
 }

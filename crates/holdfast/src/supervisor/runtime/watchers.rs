@@ -63,6 +63,7 @@ impl Shell {
         run: RunId,
         task: JoinHandle<()>,
     ) {
+        self.watched.insert(service.clone());
         let watchers = &mut self.slot(service).watchers;
         watchers.retain(|w| {
             if w.kind == kind {
@@ -73,10 +74,14 @@ impl Shell {
         watchers.push(Watcher { kind, run, task });
     }
 
-    /// Aborts the watchers of runs that are no longer starting.
+    /// Aborts the watchers of runs that are no longer starting. Only services with
+    /// watchers are looked at: this runs after every input.
     pub(super) fn drop_stale_watchers(&mut self) {
-        let sup = &self.sup;
-        for (name, slot) in &mut self.slots {
+        let (sup, slots) = (&self.sup, &mut self.slots);
+        self.watched.retain(|name| {
+            let Some(slot) = slots.get_mut(name) else {
+                return false;
+            };
             let current = sup.service(name).and_then(|s| match s.state() {
                 State::Starting { run, .. } | State::Launching { run } => Some(*run),
                 _ => None,
@@ -88,6 +93,7 @@ impl Shell {
                 }
                 keep
             });
-        }
+            !slot.watchers.is_empty()
+        });
     }
 }
