@@ -385,7 +385,11 @@ impl Shell {
     /// their effects join `queue`.
     fn execute_one(&mut self, effect: Effect, queue: &mut VecDeque<Effect>) -> bool {
         let input = match effect {
-            Effect::Spawn { service, run, spec } => Some(self.spawn(service, run, &spec)),
+            Effect::Spawn { service, run, spec } => {
+                let first = self.start_spawn(service, run, spec);
+                self.spawn_ahead(first, queue);
+                None
+            }
             Effect::Signal {
                 service,
                 run,
