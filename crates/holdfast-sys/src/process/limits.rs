@@ -1,8 +1,9 @@
 //! Turning a service's typed limits and identity into what `spawn` applies: rlimit
 //! settings and the identity variables of the environment.
 //!
-//! holdfast raises its own `RLIMIT_NOFILE` soft limit to the hard limit at start (a
-//! thousand services need a few thousand fds), and gives each child back the soft limit
+//! holdfast raises its own `RLIMIT_NOFILE` at start (a thousand services need a few
+//! thousand fds: the soft limit to the hard limit, and as root the hard limit to the
+//! kernel's `nr_open`), and gives each child back the soft limit
 //! holdfast started with unless the service sets `limits.nofile`, as systemd does:
 //! `select()`-based programs break with a soft limit above 1024.
 
@@ -18,10 +19,23 @@ pub struct NofileBaseline {
     pub hard: u64,
 }
 
-/// Raises holdfast's own soft `RLIMIT_NOFILE` to its hard limit; returns the original.
+/// The most fds holdfast raises its own hard limit to, as systemd does for itself: a few
+/// per service leaves room for well over 100,000 services, and the kernel's `nr_open`
+/// bounds it further.
+const NOFILE_CEILING: u64 = 1 << 20;
+
+/// Raises holdfast's own `RLIMIT_NOFILE`: the soft limit to the hard limit and, where
+/// holdfast may (as root), the hard limit to the kernel's `nr_open` (at most
+/// [`NOFILE_CEILING`]) first. Returns the original limits, which children get back.
 pub fn raise_nofile() -> nix::Result<NofileBaseline> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    if soft < hard {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    let ceiling = nr_open.map_or(hard, |n| n.min(NOFILE_CEILING));
+    // Without the privilege (not root) raising the hard limit fails: keep the one we have.
+    let raised = ceiling > hard && setrlimit(Resource::RLIMIT_NOFILE, ceiling, ceiling).is_ok();
+    if !raised && soft < hard {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
     Ok(NofileBaseline { soft, hard })

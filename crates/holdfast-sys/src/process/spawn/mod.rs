@@ -11,9 +11,14 @@
 //! signal handler table, credentials, rlimits, cgroup membership) is the child's own
 //! copy, as after `fork`.
 //!
+//! Once [`start_spawner`] has run, the clone happens in the spawner thread, whose fd
+//! table holds only the request's fds: the child's copy of the table, and the walk of
+//! it at `execve`, then cost the same whatever holdfast holds (see [`spawner`]).
+//!
 //! Invariants:
 //! - Everything the child needs (CStrings, the argv/envp pointer arrays, the `LISTEN_PID`
-//!   slot, `/dev/null`, the fd plan, its stack) is prepared *before* `clone`. Between
+//!   slot, `/dev/null`, the fd plan, its stack) is prepared *before* `clone`, all but
+//!   `/dev/null` and the stack by the caller ([`Prepared`]). Between
 //!   `clone` and `execve` the child makes only raw, async-signal-safe system calls: it
 //!   never allocates, locks, logs, unwinds or runs destructors, and it leaves with
 //!   `_exit` (or `execve`), never by returning from its entry function.
@@ -83,11 +88,13 @@ mod child;
 mod error;
 mod plan;
 mod report;
+mod spawner;
 
 use self::child::*;
 pub use self::error::*;
 use self::plan::*;
 use self::report::*;
+pub use self::spawner::{Pending, start_spawner};
 
 /// What to start. Borrowed: the caller keeps ownership of every fd and string.
 #[derive(Debug, Clone, Copy)]
@@ -154,79 +161,121 @@ pub struct Spawned {
 }
 
 /// Starts `req.program` as a new session and process-group leader and returns once it
-/// has exec'ed (or failed to). Blocks the calling thread only for clone + exec.
+/// has exec'ed (or failed to). Blocks the calling thread until clone + exec are done.
 ///
 /// The caller must have started the reaper ([`super::reap::start`]): `spawn` never waits.
 pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
-    let program =
-        super::program::resolve(req.program, req.env, req.working_dir).map_err(|errno| {
-            err(
-                SpawnStage::ResolveProgram {
-                    program: req.program.to_owned(),
-                },
-                errno,
+    submit(req).wait()
+}
+
+/// Starts `req` like [`spawn`], without waiting for the child's exec when the spawner
+/// thread is running ([`start_spawner`]): the caller's fds are passed along before this
+/// returns (the caller may close its copies at once), and [`Pending::wait`] gives the
+/// result. Several requests may be under way at once; each completes in its own time.
+pub fn submit(req: &SpawnRequest<'_>) -> Pending {
+    match Prepared::new(req) {
+        Ok(prepared) => spawner::submit(prepared),
+        Err(error) => Pending::done(Err(error)),
+    }
+}
+
+/// A request turned into everything the child needs, except its stdin (`/dev/null` of
+/// whichever fd table the clone happens in). Owns all of it, so it can move to the
+/// spawner thread.
+struct Prepared {
+    plan: ChildPlan,
+    program: std::path::PathBuf,
+}
+
+impl Prepared {
+    fn new(req: &SpawnRequest<'_>) -> Result<Prepared, SpawnError> {
+        let program =
+            super::program::resolve(req.program, req.env, req.working_dir).map_err(|errno| {
+                err(
+                    SpawnStage::ResolveProgram {
+                        program: req.program.to_owned(),
+                    },
+                    errno,
+                )
+            })?;
+        let plan = ChildPlan::prepare(req, &program)?;
+        Ok(Prepared { plan, program })
+    }
+
+    /// Clones and execs from the calling thread, with its fd table.
+    fn run_here(self) -> Result<Spawned, SpawnError> {
+        let dev_null = open_dev_null()?;
+        let stack = ChildStack::new().map_err(|errno| err(SpawnStage::Fork, errno))?;
+        self.run(dev_null.as_raw_fd(), &stack)
+    }
+
+    /// Clones (on `stack`, unused by anything else) and waits for the child's exec.
+    /// Every fd of the plan must be open in the calling thread's fd table.
+    fn run(mut self, stdin: RawFd, stack: &ChildStack) -> Result<Spawned, SpawnError> {
+        self.plan.set_stdin(stdin);
+        let plan = &mut self.plan;
+        let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+            .map_err(|errno| err(SpawnStage::ErrorPipe, errno))?;
+
+        // Block every signal across clone so that none of holdfast's handlers (tokio's,
+        // which write to a pipe shared with the parent) can run in the child before it
+        // resets them.
+        let mut saved_mask = SigSet::empty();
+        pthread_sigmask(
+            SigmaskHow::SIG_SETMASK,
+            Some(&SigSet::all()),
+            Some(&mut saved_mask),
+        )
+        .map_err(|errno| err(SpawnStage::Fork, errno))?;
+
+        let mut child = ChildArgs {
+            plan,
+            report: report_write.as_raw_fd(),
+        };
+        // SAFETY: `child_entry` only runs `child_main`, which makes async-signal-safe raw
+        // system calls on memory prepared before clone and never returns (it execs or
+        // `_exit`s), so no allocator lock, destructor or unwinding happens in the child.
+        // `stack.top()` is the 16-byte aligned top of a live mapping of CHILD_STACK_SIZE
+        // bytes that nothing else uses. `child` (and the plan it borrows) stays alive and
+        // untouched by this thread until clone returns: CLONE_VFORK suspends this thread
+        // until the child has exec'ed or exited, so the child's accesses all happen
+        // before ours resume. Without CLONE_FILES, CLONE_FS, CLONE_SIGHAND or
+        // CLONE_THREAD the child's fds, cwd, umask, signal handlers, credentials and
+        // thread group are its own.
+        let forked = unsafe {
+            libc::clone(
+                child_entry,
+                stack.top(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (&raw mut child).cast(),
             )
-        })?;
-    let dev_null = nix::fcntl::open(
+        };
+        let fork_errno = Errno::last();
+        pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&saved_mask), None)
+            .expect("restoring a signal mask we just read cannot fail");
+        if forked < 0 {
+            return Err(err(SpawnStage::Fork, fork_errno));
+        }
+        let pid = Pid::from_raw(forked);
+        // Our copy of the write end must go, or the read below would never see EOF.
+        drop(report_write);
+
+        match read_report(&report_read) {
+            Ok(None) => Ok(Spawned { pid }),
+            Ok(Some(report)) => Err(report.into_error(&self.plan, self.program)),
+            Err(errno) => Err(err(SpawnStage::ReadErrorPipe, errno)),
+        }
+    }
+}
+
+/// The child's stdin, close-on-exec in the table it is opened in.
+fn open_dev_null() -> Result<std::os::fd::OwnedFd, SpawnError> {
+    nix::fcntl::open(
         "/dev/null",
         OFlag::O_RDWR | OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|errno| err(SpawnStage::OpenDevNull, errno))?;
-    let mut plan = ChildPlan::prepare(req, &program, dev_null.as_raw_fd())?;
-    let (report_read, report_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| err(SpawnStage::ErrorPipe, errno))?;
-    let stack = ChildStack::new().map_err(|errno| err(SpawnStage::Fork, errno))?;
-
-    // Block every signal across clone so that none of holdfast's handlers (tokio's, which
-    // write to a pipe shared with the parent) can run in the child before it resets them.
-    let mut saved_mask = SigSet::empty();
-    pthread_sigmask(
-        SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::all()),
-        Some(&mut saved_mask),
-    )
-    .map_err(|errno| err(SpawnStage::Fork, errno))?;
-
-    let mut child = ChildArgs {
-        plan: &mut plan,
-        report: report_write.as_raw_fd(),
-    };
-    // SAFETY: `child_entry` only runs `child_main`, which makes async-signal-safe raw
-    // system calls on memory prepared before clone and never returns (it execs or
-    // `_exit`s), so no allocator lock, destructor or unwinding happens in the child.
-    // `stack.top()` is the 16-byte aligned top of a live mapping of CHILD_STACK_SIZE
-    // bytes that nothing else uses. `child` (and the plan it borrows) stays alive and
-    // untouched by this thread until clone returns: CLONE_VFORK suspends this thread
-    // until the child has exec'ed or exited, so the child's accesses all happen before
-    // ours resume. Without CLONE_FILES, CLONE_FS, CLONE_SIGHAND or CLONE_THREAD the
-    // child's fds, cwd, umask, signal handlers, credentials and thread group are its own.
-    let forked = unsafe {
-        libc::clone(
-            child_entry,
-            stack.top(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&raw mut child).cast(),
-        )
-    };
-    let fork_errno = Errno::last();
-    // The child has exec'ed or exited (CLONE_VFORK): its stack is no longer in use.
-    drop(stack);
-    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&saved_mask), None)
-        .expect("restoring a signal mask we just read cannot fail");
-    if forked < 0 {
-        return Err(err(SpawnStage::Fork, fork_errno));
-    }
-    let pid = Pid::from_raw(forked);
-    // Our copy of the write end must go, or the read below would never see EOF.
-    drop(report_write);
-    drop(dev_null);
-
-    match read_report(&report_read) {
-        Ok(None) => Ok(Spawned { pid }),
-        Ok(Some(report)) => Err(report.into_error(&plan, program)),
-        Err(errno) => Err(err(SpawnStage::ReadErrorPipe, errno)),
-    }
+    .map_err(|errno| err(SpawnStage::OpenDevNull, errno))
 }
 
 /// Finds the file `execve` will run. A name without `/` is searched in the `PATH` of the

@@ -136,12 +136,50 @@ impl SetupPlan {
     }
 }
 
+/// The index of stdin in [`ChildPlan::fd_moves`]: `/dev/null` of the fd table the clone
+/// happens in, unlike every other source, which is the caller's.
+const STDIN: usize = 0;
+
+// SAFETY: the raw pointers of a plan (`argv`, `envp`, `listen_pid_digits`) point into
+// heap buffers the plan owns (`CString`s and `Vec`s, which do not move when the plan
+// does), and nothing else refers to them: moving the plan to another thread moves the
+// pointees' only owner along with the pointers.
+unsafe impl Send for ChildPlan {}
+
 impl ChildPlan {
-    pub(super) fn prepare(
-        req: &SpawnRequest<'_>,
-        program: &Path,
-        dev_null: RawFd,
-    ) -> Result<ChildPlan, SpawnError> {
+    pub(super) fn set_stdin(&mut self, dev_null: RawFd) {
+        self.fd_moves[STDIN].source = dev_null;
+    }
+
+    /// The caller's fds the child needs (all but stdin), each once: what must be open in
+    /// the fd table of whichever thread clones.
+    pub(super) fn passed_fds(&self) -> Vec<RawFd> {
+        let mut fds: Vec<RawFd> = Vec::with_capacity(self.fd_moves.len() + 3);
+        let sources = self.fd_moves.iter().skip(STDIN + 1).map(|m| m.source);
+        for fd in sources.chain(self.setup.cgroup_procs.iter().copied()) {
+            if !fds.contains(&fd) {
+                fds.push(fd);
+            }
+        }
+        fds
+    }
+
+    /// Renames the fds of [`ChildPlan::passed_fds`] (`from`) to their copies in another
+    /// fd table (`to`, in the same order).
+    pub(super) fn renumber(&mut self, from: &[RawFd], to: &[RawFd]) {
+        let rename = |fd: &mut RawFd| {
+            if let Some(i) = from.iter().position(|f| f == fd) {
+                *fd = to[i];
+            }
+        };
+        for moved in self.fd_moves.iter_mut().skip(STDIN + 1) {
+            rename(&mut moved.source);
+        }
+        self.setup.cgroup_procs.iter_mut().for_each(rename);
+    }
+
+    /// The plan for `req`; its stdin is set by [`ChildPlan::set_stdin`] before clone.
+    pub(super) fn prepare(req: &SpawnRequest<'_>, program: &Path) -> Result<ChildPlan, SpawnError> {
         let program_c = cstring(program.as_os_str().as_bytes(), || {
             format!("program {program:?}")
         })?;
@@ -178,7 +216,7 @@ impl ChildPlan {
             None => None,
         };
 
-        let fd_moves = fd_moves(req, dev_null)?;
+        let fd_moves = fd_moves(req)?;
         let first_free_fd = fd_moves.iter().map(|m| m.target).max().unwrap_or(2) + 1;
 
         let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
@@ -247,12 +285,13 @@ fn env_strings(req: &SpawnRequest<'_>) -> Result<Vec<CString>, SpawnError> {
     Ok(env_storage)
 }
 
-/// Where each fd goes in the child: `/dev/null`, stdout, stderr at 0-2, the listen fds at
-/// 3.., then the extra fds at the targets asked for (each target once).
-fn fd_moves(req: &SpawnRequest<'_>, dev_null: RawFd) -> Result<Vec<FdMove>, SpawnError> {
+/// Where each fd goes in the child: `/dev/null` (set later, see [`STDIN`]), stdout,
+/// stderr at 0-2, the listen fds at 3.., then the extra fds at the targets asked for
+/// (each target once).
+fn fd_moves(req: &SpawnRequest<'_>) -> Result<Vec<FdMove>, SpawnError> {
     let mut fd_moves = vec![
         FdMove {
-            source: dev_null,
+            source: -1,
             target: 0,
         },
         FdMove {

@@ -1,27 +1,116 @@
 //! Spawning a service's main process: its log capture, cgroup, readiness pipe and
 //! watcher, and its entry in the process table.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
-use crate::unix::Pid;
+use std::sync::Arc;
+use std::time::Instant;
 
 use super::Shell;
 use super::table::{Process, Role};
 use super::watchers::Watch;
 use crate::logs::Capture;
 use crate::model::{Readiness, ServiceKind, ServiceName, ServiceSpec, SpawnErrorKind};
+use crate::notify::server::Spawning;
 use crate::process::{reap, spawn};
-use crate::supervisor::core::Input;
+use crate::supervisor::core::{Effect, Input};
 use crate::supervisor::recipe::{Output, Setup};
 use crate::supervisor::service::{RunId, SpawnFailure};
 use crate::supervisor::spawn_failure;
 use crate::supervisor::startup;
 
+/// A spawn under way: the child may still be cloning and exec'ing in the spawner
+/// thread while holdfast prepares the next one.
+pub(super) struct Launching {
+    service: ServiceName,
+    run: RunId,
+    spec: Arc<ServiceSpec>,
+    /// The latest reap before the spawn: the child's exit is reaped with a greater number.
+    alive_at: reap::ReapSeq,
+    started: Result<Started, SpawnFailure>,
+}
+
+/// What a submitted spawn leaves to finish.
+struct Started {
+    pending: spawn::Pending,
+    /// For `ready = { fd = N }`: the read end of the notification pipe.
+    ready_pipe: Option<OwnedFd>,
+    /// The child may notify before its pid is known.
+    _spawning: Spawning,
+}
+
+/// How many spawns may be under way at once: enough to keep the spawner thread busy
+/// while holdfast prepares the next services, few enough that their fds in flight stay
+/// far below any limit.
+const SPAWN_AHEAD: usize = 32;
+
 impl Shell {
-    pub(super) fn spawn(&mut self, service: ServiceName, run: RunId, spec: &ServiceSpec) -> Input {
-        // Before the spawn: the child's exit is reaped with a greater number.
+    /// Finishes `first` and every spawn that directly follows it in `queue` (a boot or a
+    /// reload starts many services at once), keeping up to [`SPAWN_AHEAD`] under way: the
+    /// next ones are submitted before the oldest is waited for, so that holdfast prepares
+    /// one service while the spawner thread clones and execs the one before. The core
+    /// gets each answer in the order of its spawns, and each answer's effects join the
+    /// back of `queue` at once, exactly as if they were spawned one at a time.
+    pub(super) fn spawn_ahead(&mut self, first: Launching, queue: &mut VecDeque<Effect>) {
+        let mut under_way = VecDeque::from([first]);
+        while !under_way.is_empty() {
+            while under_way.len() < SPAWN_AHEAD {
+                let next = match queue.front() {
+                    Some(Effect::Spawn { service, .. })
+                        if !under_way.iter().any(|l| &l.service == service) =>
+                    {
+                        queue.pop_front()
+                    }
+                    _ => None,
+                };
+                let Some(Effect::Spawn { service, run, spec }) = next else {
+                    break;
+                };
+                under_way.push_back(self.start_spawn(service, run, spec));
+            }
+            let oldest = under_way.pop_front().expect("not empty");
+            let input = self.finish_spawn(oldest);
+            queue.extend(self.sup.handle(input, Instant::now()));
+        }
+    }
+
+    /// Prepares and submits the spawn, without waiting for the child's exec.
+    pub(super) fn start_spawn(
+        &mut self,
+        service: ServiceName,
+        run: RunId,
+        spec: Arc<ServiceSpec>,
+    ) -> Launching {
         let alive_at = reap::latest();
-        let (pid, ready_pipe) = match self.try_spawn(&service, spec) {
+        let started = self.try_spawn(&service, &spec);
+        Launching {
+            service,
+            run,
+            spec,
+            alive_at,
+            started,
+        }
+    }
+
+    /// Waits for the child's exec and records it (process table, readiness watcher).
+    pub(super) fn finish_spawn(&mut self, launching: Launching) -> Input {
+        let Launching {
+            service,
+            run,
+            spec,
+            alive_at,
+            started,
+        } = launching;
+        let started = started.and_then(|started| {
+            let pid = started
+                .pending
+                .wait()
+                .map_err(|e| spawn_failure::from_spawn(&e))?
+                .pid;
+            self.senders.admit(pid);
+            Ok((pid, started.ready_pipe))
+        });
+        let (pid, ready_pipe) = match started {
             Ok(spawned) => spawned,
             Err(error) => {
                 return Input::SpawnFailed {
@@ -86,13 +175,14 @@ impl Shell {
         Ok(())
     }
 
-    /// Spawns `spec`; returns the pid and, for `ready = { fd = N }`, the read end of the
-    /// notification pipe whose write end the child has as fd N.
+    /// Prepares and submits the spawn of `spec`: the fds the child needs are passed along
+    /// (ours close when this returns). For `ready = { fd = N }`, also the read end of
+    /// the notification pipe whose write end the child gets as fd N.
     fn try_spawn(
         &mut self,
         name: &ServiceName,
         spec: &ServiceSpec,
-    ) -> Result<(Pid, Option<OwnedFd>), SpawnFailure> {
+    ) -> Result<Started, SpawnFailure> {
         // Also a run that fails to spawn is a run of its own (its hooks get its id).
         self.envs.begin_run(name);
         let procs = self.prepare_cgroup(name, spec)?;
@@ -126,18 +216,16 @@ impl Shell {
             extra_fds: &extra_fds,
         };
         let request = recipe.request(spec, &spec.command, setup, output);
-        let pid = {
-            // The child may notify before `spawn` returns its pid.
-            let _spawning = self.senders.spawning();
-            let pid = spawn::spawn(&request)
-                .map(|spawned| spawned.pid)
-                .map_err(|e| spawn_failure::from_spawn(&e))?;
-            self.senders.admit(pid);
-            pid
-        };
+        // The child may notify before its pid is known.
+        let spawning = self.senders.spawning();
+        let pending = spawn::submit(&request);
         // Our copy of the write end goes, so the reader sees EOF once the service closes
         // its copy without writing a newline.
-        Ok((pid, ready_pipe.map(|(read, _, _)| read)))
+        Ok(Started {
+            pending,
+            ready_pipe: ready_pipe.map(|(read, _, _)| read),
+            _spawning: spawning,
+        })
     }
 }
 

@@ -39,7 +39,7 @@ use crate::control::server::{self, ControlMsg};
 use crate::logs::Capture;
 use crate::model::{Plan, ServiceName, ServiceSpec};
 use crate::notify::upstream::Upstream;
-use crate::process::{limits, reap};
+use crate::process::{limits, reap, spawn};
 
 pub use self::cgroups::cgroup_name;
 pub use self::status::log_path;
@@ -66,6 +66,11 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
     reap::become_subreaper().map_err(setup_error("child subreaper"))?;
     let (reaped_tx, reaped) = mpsc::unbounded_channel();
     reap::start(reaped_tx).map_err(setup_error("child reaper"))?;
+    if let Err(e) = spawn::start_spawner() {
+        // Every spawn still works, cloned from holdfast's own fd table instead: each
+        // costs more the more services there are.
+        tracing::warn!("no spawner thread ({e}); spawning from holdfast's own thread");
+    }
     let daemon = plan.daemon.clone();
     for (what, dir) in [("state", &daemon.state_dir), ("log", &daemon.log_dir)] {
         std::fs::create_dir_all(dir)
@@ -385,7 +390,11 @@ impl Shell {
     /// their effects join `queue`.
     fn execute_one(&mut self, effect: Effect, queue: &mut VecDeque<Effect>) -> bool {
         let input = match effect {
-            Effect::Spawn { service, run, spec } => Some(self.spawn(service, run, &spec)),
+            Effect::Spawn { service, run, spec } => {
+                let first = self.start_spawn(service, run, spec);
+                self.spawn_ahead(first, queue);
+                None
+            }
             Effect::Signal {
                 service,
                 run,
