@@ -44,6 +44,14 @@ pub struct Note {
     pub warning: bool,
 }
 
+/// The command `spec` runs on events of `kind`, if any.
+pub fn hook_for<'a>(spec: &'a ServiceSpec, kind: &str) -> Option<&'a Vec<String>> {
+    if NOT_HOOKABLE.contains(&kind) {
+        return None;
+    }
+    spec.hooks.on.get(kind)
+}
+
 /// Runs `spec`'s hook for `event`, if it has one, as a process of the service
 /// (`recipe`: its environment, user and limits) recorded in `table`; output goes to
 /// `capture` (or nowhere when the service has none yet).
@@ -56,10 +64,7 @@ pub fn fire(
     capture: Option<&Capture>,
     now: Instant,
 ) -> Option<Result<Note, Event>> {
-    if NOT_HOOKABLE.contains(&event.kind.as_str()) {
-        return None;
-    }
-    let command = spec.hooks.on.get(&event.kind)?;
+    let command = hook_for(spec, &event.kind)?;
     let service = spec.name.clone();
     let failed = |error: String| Event {
         service: Some(service.clone()),
@@ -96,7 +101,6 @@ pub fn fire(
             };
             let process = Process {
                 service: service.clone(),
-                instance: service.instance_index().unwrap_or(0),
                 role: Role::Hook(hook),
                 alive_at,
             };

@@ -32,7 +32,8 @@ impl Shell {
             .service
             .as_ref()
             .and_then(|s| self.sup.plan().services.get(s));
-        let Some(spec) = spec else {
+        // Most events have no hook: no recipe is built for them.
+        let Some(spec) = spec.filter(|spec| hooks::hook_for(spec, &record.kind).is_some()) else {
             return;
         };
         let recipe = self.recipe(spec);
