@@ -57,11 +57,7 @@ impl Shell {
                 Vec::new()
             }
             Role::Member(run) => {
-                let owner = Owner {
-                    service,
-                    instance: process.instance,
-                    run,
-                };
+                let owner = Owner { service, run };
                 self.emptied_runs(Some(owner))
             }
         }
@@ -149,7 +145,6 @@ impl Shell {
     ) -> Option<Input> {
         let owner = Owner {
             service: service.clone(),
-            instance: service.instance_index().unwrap_or(0),
             run,
         };
         if let Adoption::Exited(reaped) = self.table.adopt_main(pid, owner.clone(), alive_at) {

@@ -126,7 +126,6 @@ impl Shell {
         };
         let owner = super::table::Owner {
             service: service.clone(),
-            instance: service.instance_index().unwrap_or(0),
             run,
         };
         self.table.add_group(pid, owner);
@@ -134,7 +133,6 @@ impl Shell {
             pid,
             Process {
                 service: service.clone(),
-                instance: service.instance_index().unwrap_or(0),
                 role,
                 alive_at,
             },

@@ -72,7 +72,6 @@ impl Shell {
         };
         let role = Role::Probe(run, probe::ExecDeadline::NotReached);
         let process = Process {
-            instance: service.instance_index().unwrap_or(0),
             service,
             role,
             alive_at,

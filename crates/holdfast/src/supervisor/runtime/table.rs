@@ -41,12 +41,11 @@ use crate::supervisor::service::RunId;
 /// invariants).
 pub const UNCLAIMED_KEPT: usize = 256;
 
-/// A run of one instance of a service: what a process or process group belongs to.
+/// A run of one service (an instance is a service of its own, `web@1`): what a process
+/// or process group belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Owner {
     pub service: ServiceName,
-    /// The instance of the service (`web@1`: 1), 0 for a service without instances.
-    pub instance: u32,
     pub run: RunId,
 }
 
@@ -110,7 +109,6 @@ pub struct Hook {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
     pub service: ServiceName,
-    pub instance: u32,
     pub role: Role,
     /// The latest reap number when the process was known to be alive.
     pub alive_at: ReapSeq,
@@ -121,7 +119,6 @@ impl Process {
     pub fn owner(&self) -> Option<Owner> {
         Some(Owner {
             service: self.service.clone(),
-            instance: self.instance,
             run: self.role.run()?,
         })
     }
@@ -287,7 +284,6 @@ impl ProcessTable {
         }
         let process = Process {
             service: owner.service,
-            instance: owner.instance,
             role: Role::Main(owner.run),
             alive_at,
         };
@@ -440,7 +436,6 @@ mod tests {
     fn owner(service: &str, run: u64) -> Owner {
         Owner {
             service: name(service),
-            instance: 0,
             run: RunId(run),
         }
     }
@@ -448,7 +443,6 @@ mod tests {
     fn process(service: &str, role: Role, alive_at: u64) -> Process {
         Process {
             service: name(service),
-            instance: 0,
             role,
             alive_at: ReapSeq(alive_at),
         }
