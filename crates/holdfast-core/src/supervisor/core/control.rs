@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::unix::Signal;
 
-use super::{Answer, Command, Effect, SignalWhom, Supervisor, emit, state_name};
+use super::{Answer, Command, Effect, SignalWhom, Supervisor, state_name};
 use crate::model::{Plan, ServiceName};
 use crate::supervisor::answer::{ControlError, ErrorKind};
 use crate::supervisor::event::EventKind;
@@ -205,7 +205,7 @@ impl Supervisor {
             // here, like services that were not running at all.
             if self.services[name].is_inactive() {
                 self.services.remove(name, now);
-                effects.push(emit(name, EventKind::Removed));
+                effects.push(Effect::emit(name, EventKind::Removed));
                 effects.push(Effect::Remove {
                     service: name.clone(),
                 });
@@ -213,7 +213,7 @@ impl Supervisor {
         }
         let mut to_start = Vec::new();
         for name in &diff.changed {
-            effects.push(emit(name, EventKind::Reconfigured));
+            effects.push(Effect::emit(name, EventKind::Reconfigured));
             let spec = Arc::new(new.services[name].clone());
             if self.reconfigure(name, spec, &mut effects, now) {
                 to_start.push(name.clone());

@@ -555,9 +555,12 @@ pub fn take_reply(effects: &mut Vec<Effect>) -> Option<Result<Answer, ControlErr
     }
 }
 
-fn emit(name: &ServiceName, kind: EventKind) -> Effect {
-    Effect::Emit(Event {
-        service: Some(name.clone()),
-        kind,
-    })
+impl Effect {
+    /// An event of service `name`.
+    pub(in crate::supervisor) fn emit(name: &ServiceName, kind: EventKind) -> Effect {
+        Effect::Emit(Event {
+            service: Some(name.clone()),
+            kind,
+        })
+    }
 }

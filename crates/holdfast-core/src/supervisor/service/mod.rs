@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::unix::Pid;
 
 use super::Effect;
-use super::event::{Event, EventKind};
+use super::event::EventKind;
 use crate::health::{Monitor, ProbeOutcome};
 use crate::model::{ExitStatus, ServiceKind, ServiceName, ServiceSpec};
 use crate::notify::NotifyMsg;
@@ -417,7 +417,7 @@ impl Service {
     }
 
     fn emit(&self, kind: EventKind) -> Effect {
-        emit(&self.spec.name, kind)
+        Effect::emit(&self.spec.name, kind)
     }
 
     /// A start by hand forgets earlier failures: the start limit begins anew.
@@ -444,11 +444,4 @@ impl Service {
             _ => Vec::new(),
         }
     }
-}
-
-fn emit(name: &ServiceName, kind: EventKind) -> Effect {
-    Effect::Emit(Event {
-        service: Some(name.clone()),
-        kind,
-    })
 }
