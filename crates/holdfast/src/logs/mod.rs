@@ -29,6 +29,7 @@ mod line;
 pub mod read;
 mod record;
 mod ring;
+mod spare;
 mod tail;
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! [`NO_NEWLINE`]: a piece of a line longer than [`super::MAX_LINE`], or an unfinished
 //! line written out because its run ended or its writer went quiet.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 /// Where a captured line came from.
@@ -19,7 +20,7 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// The tag as written in the file, always [`TAG_WIDTH`] bytes.
+    /// The tag as written in the file, always 8 bytes so that columns line up.
     pub fn tag(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout  ",
@@ -29,6 +30,7 @@ impl Stream {
     }
 }
 
+#[cfg(test)]
 pub(crate) const TAG_WIDTH: usize = 8;
 
 /// Appended to a record whose text did not end with a newline, so that a reader can tell
@@ -57,20 +59,70 @@ impl Stamp {
     }
 }
 
-/// Formats one line without its trailing newline. Invalid UTF-8 is replaced (lossy) so
-/// the file stays valid UTF-8 for every reader.
-pub(crate) fn format(stamp: &Stamp, stream: Stream, text: &[u8], ending: Ending) -> String {
-    let text = String::from_utf8_lossy(text);
-    let mut line =
-        String::with_capacity(stamp.0.len() + TAG_WIDTH + text.len() + NO_NEWLINE.len() + 2);
-    line.push_str(&stamp.0);
-    line.push(' ');
-    line.push_str(stream.tag());
-    line.push(' ');
-    line.push_str(&text);
-    if ending == Ending::Unfinished {
-        line.push_str(NO_NEWLINE);
+/// One record before formatting: its text checked for UTF-8 once, so that its length is
+/// known before it is written (rotation needs it) and it can be written to several places
+/// without allocating. Invalid UTF-8 is replaced (lossy) so the file stays valid UTF-8 for
+/// every reader.
+pub(crate) struct Record<'a> {
+    stamp: &'a Stamp,
+    stream: Stream,
+    /// Borrowed unless the text had to be repaired.
+    text: Cow<'a, str>,
+    ending: Ending,
+}
+
+impl<'a> Record<'a> {
+    pub(crate) fn new(stamp: &'a Stamp, stream: Stream, text: &'a [u8], ending: Ending) -> Self {
+        Record {
+            stamp,
+            stream,
+            text: String::from_utf8_lossy(text),
+            ending,
+        }
     }
+
+    /// Length of the formatted line without its newline.
+    pub(crate) fn len(&self) -> usize {
+        self.parts().iter().map(|part| part.len()).sum()
+    }
+
+    /// Appends the formatted line, without its newline.
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        for part in self.parts() {
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+
+    /// Appends the formatted line, without its newline.
+    pub(crate) fn push_to(&self, out: &mut String) {
+        for part in self.parts() {
+            out.push_str(part);
+        }
+    }
+
+    /// The formatted line, in pieces.
+    fn parts(&self) -> [&str; 6] {
+        let marker = match self.ending {
+            Ending::Newline => "",
+            Ending::Unfinished => NO_NEWLINE,
+        };
+        [
+            &self.stamp.0,
+            " ",
+            self.stream.tag(),
+            " ",
+            &self.text,
+            marker,
+        ]
+    }
+}
+
+/// Formats one line without its trailing newline (see [`Record`]).
+#[cfg(test)]
+pub(crate) fn format(stamp: &Stamp, stream: Stream, text: &[u8], ending: Ending) -> String {
+    let record = Record::new(stamp, stream, text, ending);
+    let mut line = String::with_capacity(record.len());
+    record.push_to(&mut line);
     line
 }
 
