@@ -42,7 +42,7 @@ use tokio::time::Instant;
 
 use super::file::{LogFile, reason};
 use super::line::LineSplitter;
-use super::record::{Ending, Record, Stamp, Stream};
+use super::record::{Ending, Prefix, Record, Stamp, Stream};
 use super::ring::Ring;
 use super::spare;
 use crate::model::{LogSpec, ServiceName};
@@ -144,15 +144,22 @@ struct Sink {
 }
 
 impl Sink {
-    fn append(&mut self, stamp: &Stamp, stream: Stream, text: &[u8], ending: Ending) {
-        let record = Record::new(stamp, stream, text, ending);
+    fn append(&mut self, prefix: &Prefix, text: &[u8], ending: Ending) {
+        let record = Record::new(prefix, text, ending);
         self.file.push(&record);
         self.recent.push(|line| record.push_to(line));
     }
 
+    /// Like [`Sink::append`] for a line that later lines of the same read push out of
+    /// the ring of recent lines anyway: it goes to the file only.
+    fn append_unkept(&mut self, prefix: &Prefix, text: &[u8], ending: Ending) {
+        self.file.push(&Record::new(prefix, text, ending));
+    }
+
     fn note(&mut self, stamp: &Stamp, text: &str, urgency: Urgency) {
+        let prefix = stamp.prefix(Stream::Holdfast);
         for part in text.lines() {
-            let record = Record::new(stamp, Stream::Holdfast, part.as_bytes(), Ending::Newline);
+            let record = Record::new(&prefix, part.as_bytes(), Ending::Newline);
             match urgency {
                 Urgency::Now => self.file.push(&record),
                 Urgency::Routine => self.file.hold(&record),
@@ -184,9 +191,18 @@ impl Reader {
     }
 
     fn push(&mut self, sink: &mut Sink, stamp: &Stamp, stream: Stream, bytes: &[u8]) {
-        self.lines.push(bytes, |line, ending| {
-            sink.append(stamp, stream, line, ending)
+        let prefix = stamp.prefix(stream);
+        // Lines with at least as many complete lines after them in this read as the ring
+        // of recent lines holds would not stay there: they go to the file only.
+        let ring_from = memchr::memrchr_iter(b'\n', bytes)
+            .nth(RECENT_LINES)
+            .map_or(0, |nl| nl + 1);
+        let (unkept, kept) = bytes.split_at(ring_from);
+        self.lines.push(unkept, |line, ending| {
+            sink.append_unkept(&prefix, line, ending);
         });
+        self.lines
+            .push(kept, |line, ending| sink.append(&prefix, line, ending));
         self.idle = self
             .lines
             .is_pending()
@@ -195,8 +211,9 @@ impl Reader {
 
     /// Writes the partial line, if any, marked as unfinished.
     fn finish(&mut self, sink: &mut Sink, stamp: &Stamp, stream: Stream) {
+        let prefix = stamp.prefix(stream);
         self.lines
-            .finish(|line, ending| sink.append(stamp, stream, line, ending));
+            .finish(|line, ending| sink.append(&prefix, line, ending));
         self.idle = None;
     }
 }

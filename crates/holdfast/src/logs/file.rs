@@ -269,13 +269,8 @@ impl LogFile {
                 "dropped {} bytes of output ({})",
                 self.dropped, self.drop_reason
             );
-            Record::new(
-                &Stamp::now(),
-                Stream::Holdfast,
-                note.as_bytes(),
-                Ending::Newline,
-            )
-            .write_to(&mut prefix);
+            let stamp = Stamp::now().prefix(Stream::Holdfast);
+            Record::new(&stamp, note.as_bytes(), Ending::Newline).write_to(&mut prefix);
             prefix.push(b'\n');
         }
         let prefix_len = prefix.len();
