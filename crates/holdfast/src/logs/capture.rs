@@ -115,18 +115,14 @@ enum Urgency {
 }
 
 /// What the capture's task is asked to do, in order with the output it reads.
+///
+/// Large payloads are boxed: the channel allocates its slots in blocks of 32 at once, and
+/// every capture, however quiet, has one such block.
 enum Op {
     /// holdfast's own line, stamped when it was said.
-    Note {
-        stamp: Stamp,
-        text: String,
-        urgency: Urgency,
-    },
+    Note(Box<Note>),
     /// A run ended (see [`Capture::end_run`]) and left these bytes (stdout, stderr).
-    EndRun {
-        stamp: Stamp,
-        left: [Vec<u8>; 2],
-    },
+    EndRun(Box<(Stamp, [Vec<u8>; 2])>),
     SetSpec(LogSpec),
     /// The last lines, once everything asked before is applied.
     Recent {
@@ -135,6 +131,12 @@ enum Op {
     },
     /// Answered once everything asked before is written.
     Flush(oneshot::Sender<()>),
+}
+
+struct Note {
+    stamp: Stamp,
+    text: String,
+    urgency: Urgency,
 }
 
 /// Where every line goes: the file and the ring of recent lines.
@@ -310,11 +312,11 @@ impl Capture {
     }
 
     fn ask_note(&self, line: &str, urgency: Urgency) {
-        self.ask(Op::Note {
+        self.ask(Op::Note(Box::new(Note {
             stamp: Stamp::now(),
             text: line.to_owned(),
             urgency,
-        });
+        })));
     }
 
     /// A run of the service ended: takes what its processes left in the pipes, for the
@@ -329,7 +331,7 @@ impl Capture {
             *ends += 1;
             [Stream::Stdout, Stream::Stderr].map(|stream| read_left(self.pipes.of(stream)))
         };
-        self.ask(Op::EndRun { stamp, left });
+        self.ask(Op::EndRun(Box::new((stamp, left))));
     }
 
     /// The last `n` lines (at most 256), formatted as in the file, oldest first, once
@@ -446,12 +448,9 @@ impl Task {
 
     fn apply(&mut self, op: Op) {
         match op {
-            Op::Note {
-                stamp,
-                text,
-                urgency,
-            } => self.sink.note(&stamp, &text, urgency),
-            Op::EndRun { stamp, left } => {
+            Op::Note(note) => self.sink.note(&note.stamp, &note.text, note.urgency),
+            Op::EndRun(end) => {
+                let (stamp, left) = *end;
                 self.end_run(&stamp, &left);
                 self.ends_done += 1;
                 // How a run ended is worth a file even for a service that never printed.
