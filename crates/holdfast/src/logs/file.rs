@@ -536,6 +536,28 @@ mod tests {
     }
 
     #[test]
+    fn held_lines_wait_for_the_file_and_rotate_a_full_one_from_an_earlier_run_first() {
+        let dir = TempDir::new("held");
+        let path = dir.path().join("svc.log");
+        std::fs::write(&path, format!("{}\n", "x".repeat(90))).unwrap();
+        let mut log = LogFile::new(path.clone(), spec(100, 1)).unwrap();
+        log.hold("held note");
+        log.flush();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().len(),
+            91,
+            "held lines wait"
+        );
+        log.write_held();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "held note\n");
+        assert_eq!(
+            std::fs::read_to_string(rotated_path(&path, 1)).unwrap(),
+            format!("{}\n", "x".repeat(90)),
+            "the earlier run's file was rotated, not overfilled"
+        );
+    }
+
+    #[test]
     fn a_new_log_file_is_created_with_mode_0640() {
         let dir = TempDir::new("mode");
         let path = dir.path().join("svc.log");
