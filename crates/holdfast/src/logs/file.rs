@@ -24,8 +24,8 @@ use super::spare;
 use crate::model::LogSpec;
 
 /// Formatted lines are batched up to this size before one `write(2)`: a whole read of the
-/// pipes, formatted, is one write.
-const FLUSH_AT: usize = 256 * 1024;
+/// pipes (256 KiB), formatted, is one write.
+const FLUSH_AT: usize = 512 * 1024;
 /// Held lines (see [`LogFile::hold`]) beyond this size open the file.
 const HOLD_AT: usize = 4 * 1024;
 
