@@ -174,3 +174,75 @@ fn the_last_note_of_a_shutdown_is_in_the_log_once_the_daemon_has_exited() {
         "the stop is the last line:\n{log}"
     );
 }
+
+#[test]
+fn a_service_that_has_not_printed_has_no_log_file_and_its_logs_are_empty_until_it_prints() {
+    let daemon = Daemon::start(
+        r#"
+[service.quiet]
+command = ["/bin/sh", "-c", "while [ ! -e go ]; do sleep 0.02; done; echo at last; exec sleep 1000"]
+working_dir = "{DIR}"
+start_secs = "0s"
+
+[service.marker]
+command = ["/bin/sh", "-c", "echo marker up; exec sleep 1000"]
+start_secs = "0s"
+"#,
+    );
+    daemon.wait_for_service("quiet", "is running", |s| s.state == "running");
+    daemon.wait_until("marker has printed", |d| {
+        d.log("marker").contains("marker up")
+    });
+    let path = daemon.dir().join("logs").join("quiet.log");
+    assert!(
+        !path.exists(),
+        "holdfast's notes about a spawn alone create no file"
+    );
+    for args in [&["logs", "quiet"][..], &["logs", "quiet", "-n", "5"]] {
+        let output = daemon.cli_ok(args);
+        assert_eq!(stdout(&output), "", "{args:?}: {}", describe(&output));
+    }
+
+    let mut cmd = holdfast();
+    cmd.args(["logs", "-f", "-n", "1", "quiet", "marker", "-s"])
+        .arg(daemon.socket())
+        .env(support::TAG_VAR, daemon.tag())
+        .stdout(std::process::Stdio::piped());
+    let mut follower = cmd.spawn().expect("holdfast logs -f starts");
+    let out = follower.stdout.take().expect("stdout is piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || {
+        lines
+            .recv_timeout(support::DEADLINE)
+            .expect("logs -f prints a line within the deadline")
+    };
+    // The backlog is read once following has started: quiet's first line cannot be missed.
+    let backlog = next();
+    assert!(backlog.contains(" marker "), "{backlog}");
+    std::fs::write(daemon.dir().join("go"), "").expect("failed to create go");
+    loop {
+        let line = next();
+        if line.ends_with(" stdout   at last") {
+            break;
+        }
+        assert!(
+            line.contains(" holdfast quiet: "),
+            "only quiet's notes before it: {line}"
+        );
+    }
+    assert!(
+        daemon.log("quiet").contains(" holdfast quiet: spawned pid"),
+        "the notes about the spawn are written with the first output"
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
+}

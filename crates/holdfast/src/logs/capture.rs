@@ -18,7 +18,13 @@
 //! - the task ends only at EOF on both pipes (once the `Capture` is dropped and every
 //!   process holding a write end has closed it) with every queued op applied;
 //! - a partial line waits for its newline at most [`PARTIAL_IDLE`]: a timer armed only
-//!   while one is held, so a quiet writer costs no wake-ups.
+//!   while one is held, so a quiet writer costs no wake-ups;
+//! - a quiet capture costs little memory: buffers are lent by [`super::spare`] only
+//!   while a pipe is read or the file written, the ring of recent lines and the file
+//!   itself come at the first line, and a pipe grows past the kernel's default only
+//!   once its service writes faster than it is read;
+//! - one read of a pipe is one stamp, one pass over its newlines into one buffer, and
+//!   (normally) one write to the file.
 
 use std::fs::DirBuilder;
 use std::future::Future;
@@ -36,18 +42,23 @@ use tokio::time::Instant;
 
 use super::file::{LogFile, reason};
 use super::line::LineSplitter;
-use super::record::{self, Ending, Stamp, Stream};
+use super::record::{Ending, Prefix, Record, Stamp, Stream};
 use super::ring::Ring;
+use super::spare;
 use crate::model::{LogSpec, ServiceName};
 
 /// Lines kept in memory for [`Capture::recent`].
 const RECENT_LINES: usize = 256;
 /// Bytes kept in memory for [`Capture::recent`].
 const RECENT_BYTES: usize = 256 * 1024;
-/// Pipe capacity asked for (best effort): absorbs bursts while the reader writes.
-const PIPE_SIZE: i32 = 256 * 1024;
+/// Pipe capacity asked for (best effort) once a service fills a read: absorbs its bursts
+/// while the reader writes. Quiet services keep the kernel's default (64 KiB).
+const PIPE_SIZE: i32 = 1024 * 1024;
 /// Bytes read from a pipe at a time.
-const READ_SIZE: usize = 64 * 1024;
+const READ_SIZE: usize = 256 * 1024;
+/// A read of this much means bursts that could fill a pipe of the kernel's default size
+/// (64 KiB) before it is read: the pipe grows to [`PIPE_SIZE`].
+const GROW_AT: usize = 32 * 1024;
 /// Reads at the end of a run: enough for a full pipe, and bounded even if a leftover
 /// process keeps writing.
 const END_OF_RUN_READS: usize = PIPE_SIZE as usize / READ_SIZE + 1;
@@ -93,18 +104,25 @@ impl Pipes {
     }
 }
 
+/// Whether a note of holdfast's needs the log file now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Urgency {
+    /// Written now: the file is created for it if need be.
+    Now,
+    /// May wait in memory, in order, until the file is created for another reason (see
+    /// [`Capture::note_routine`]).
+    Routine,
+}
+
 /// What the capture's task is asked to do, in order with the output it reads.
+///
+/// Large payloads are boxed: the channel allocates its slots in blocks of 32 at once, and
+/// every capture, however quiet, has one such block.
 enum Op {
     /// holdfast's own line, stamped when it was said.
-    Note {
-        stamp: Stamp,
-        text: String,
-    },
+    Note(Box<Note>),
     /// A run ended (see [`Capture::end_run`]) and left these bytes (stdout, stderr).
-    EndRun {
-        stamp: Stamp,
-        left: [Vec<u8>; 2],
-    },
+    EndRun(Box<(Stamp, [Vec<u8>; 2])>),
     SetSpec(LogSpec),
     /// The last lines, once everything asked before is applied.
     Recent {
@@ -115,6 +133,12 @@ enum Op {
     Flush(oneshot::Sender<()>),
 }
 
+struct Note {
+    stamp: Stamp,
+    text: String,
+    urgency: Urgency,
+}
+
 /// Where every line goes: the file and the ring of recent lines.
 struct Sink {
     file: LogFile,
@@ -122,10 +146,28 @@ struct Sink {
 }
 
 impl Sink {
-    fn append(&mut self, stamp: &Stamp, stream: Stream, text: &[u8], ending: Ending) {
-        let line = record::format(stamp, stream, text, ending);
-        self.file.push(&line);
-        self.recent.push(line);
+    fn append(&mut self, prefix: &Prefix, text: &[u8], ending: Ending) {
+        let record = Record::new(prefix, text, ending);
+        self.file.push(&record);
+        self.recent.push(|line| record.push_to(line));
+    }
+
+    /// Like [`Sink::append`] for a line that later lines of the same read push out of
+    /// the ring of recent lines anyway: it goes to the file only.
+    fn append_unkept(&mut self, prefix: &Prefix, text: &[u8], ending: Ending) {
+        self.file.push(&Record::new(prefix, text, ending));
+    }
+
+    fn note(&mut self, stamp: &Stamp, text: &str, urgency: Urgency) {
+        let prefix = stamp.prefix(Stream::Holdfast);
+        for part in text.lines() {
+            let record = Record::new(&prefix, part.as_bytes(), Ending::Newline);
+            match urgency {
+                Urgency::Now => self.file.push(&record),
+                Urgency::Routine => self.file.hold(&record),
+            }
+            self.recent.push(|line| record.push_to(line));
+        }
     }
 }
 
@@ -134,6 +176,8 @@ struct Reader {
     lines: LineSplitter,
     /// False once EOF (or an error) was read.
     open: bool,
+    /// Whether the pipe was asked to grow to [`PIPE_SIZE`].
+    grown: bool,
     /// When the held partial line is written as it is, if one is held.
     idle: Option<Instant>,
 }
@@ -143,14 +187,24 @@ impl Reader {
         Self {
             lines: LineSplitter::default(),
             open: true,
+            grown: false,
             idle: None,
         }
     }
 
     fn push(&mut self, sink: &mut Sink, stamp: &Stamp, stream: Stream, bytes: &[u8]) {
-        self.lines.push(bytes, |line, ending| {
-            sink.append(stamp, stream, line, ending)
+        let prefix = stamp.prefix(stream);
+        // Lines with at least as many complete lines after them in this read as the ring
+        // of recent lines holds would not stay there: they go to the file only.
+        let ring_from = memchr::memrchr_iter(b'\n', bytes)
+            .nth(RECENT_LINES)
+            .map_or(0, |nl| nl + 1);
+        let (unkept, kept) = bytes.split_at(ring_from);
+        self.lines.push(unkept, |line, ending| {
+            sink.append_unkept(&prefix, line, ending);
         });
+        self.lines
+            .push(kept, |line, ending| sink.append(&prefix, line, ending));
         self.idle = self
             .lines
             .is_pending()
@@ -159,8 +213,9 @@ impl Reader {
 
     /// Writes the partial line, if any, marked as unfinished.
     fn finish(&mut self, sink: &mut Sink, stamp: &Stamp, stream: Stream) {
+        let prefix = stamp.prefix(stream);
         self.lines
-            .finish(|line, ending| sink.append(stamp, stream, line, ending));
+            .finish(|line, ending| sink.append(&prefix, line, ending));
         self.idle = None;
     }
 }
@@ -188,7 +243,7 @@ impl Capture {
                 )
             })?;
         let path = log_dir.join(format!("{service}.log"));
-        let file = LogFile::open(path.clone(), spec)?;
+        let file = LogFile::new(path.clone(), spec)?;
         let (stdout_read, stdout) = pipe()?;
         let (stderr_read, stderr) = pipe()?;
         let (ops_tx, ops) = mpsc::unbounded_channel();
@@ -208,7 +263,6 @@ impl Capture {
             ops,
             ops_open: true,
             ends_done: 0,
-            buf: vec![0; READ_SIZE],
         };
         tokio::spawn(task.run());
         Ok(Capture {
@@ -242,13 +296,27 @@ impl Capture {
     }
 
     /// Queues holdfast's own line for the service log (tag `holdfast`), e.g.
-    /// `started pid 42` or `exited 3, restarting in 2s`, stamped now. Each line of a
-    /// multi-line note becomes its own record. Never waits.
+    /// `exited 3, restarting in 2s`, stamped now: it is written at once, creating the
+    /// file if need be. Each line of a multi-line note becomes its own record. Never
+    /// waits.
     pub fn note(&self, line: &str) {
-        self.ask(Op::Note {
+        self.ask_note(line, Urgency::Now);
+    }
+
+    /// Like [`Capture::note`] for a routine line (`spawned pid 42`), which may wait in
+    /// memory until the file is created for another reason: the service's first output,
+    /// the end of a run, a [`Capture::note`], [`Capture::flushed`]. A service that never
+    /// prints and keeps running gets no log file. [`Capture::recent`] has it at once.
+    pub fn note_routine(&self, line: &str) {
+        self.ask_note(line, Urgency::Routine);
+    }
+
+    fn ask_note(&self, line: &str, urgency: Urgency) {
+        self.ask(Op::Note(Box::new(Note {
             stamp: Stamp::now(),
             text: line.to_owned(),
-        });
+            urgency,
+        })));
     }
 
     /// A run of the service ended: takes what its processes left in the pipes, for the
@@ -263,7 +331,7 @@ impl Capture {
             *ends += 1;
             [Stream::Stdout, Stream::Stderr].map(|stream| read_left(self.pipes.of(stream)))
         };
-        self.ask(Op::EndRun { stamp, left });
+        self.ask(Op::EndRun(Box::new((stamp, left))));
     }
 
     /// The last `n` lines (at most 256), formatted as in the file, oldest first, once
@@ -296,17 +364,26 @@ impl Capture {
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     // The bare errno, so that the caller can tell holdfast's own EMFILE from a bad
     // log directory.
-    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-    // Best effort: a larger buffer only smooths bursts, the default works too.
-    let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-    Ok((read, write))
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+/// A read buffer of [`READ_SIZE`] bytes, lent until [`give_back_read_buf`].
+fn read_buf() -> Vec<u8> {
+    let mut buf = spare::take(&spare::READS);
+    // Only a new buffer is filled: a returned one keeps its length.
+    buf.resize(READ_SIZE, 0);
+    buf
+}
+
+fn give_back_read_buf(buf: Vec<u8>) {
+    spare::give_back(&spare::READS, buf);
 }
 
 /// What is in `pipe` now, up to a full pipe and a bit: bounded even if a leftover
 /// process keeps writing.
 fn read_left(pipe: &Receiver) -> Vec<u8> {
     let mut left = Vec::new();
-    let mut buf = vec![0; READ_SIZE];
+    let mut buf = read_buf();
     for _ in 0..END_OF_RUN_READS {
         // A plain read, past tokio's readiness cache: the reactor may not have seen the
         // last bytes yet, but they are in the pipe.
@@ -315,6 +392,7 @@ fn read_left(pipe: &Receiver) -> Vec<u8> {
             Ok(n) => left.extend_from_slice(&buf[..n]),
         }
     }
+    give_back_read_buf(buf);
     left
 }
 
@@ -329,7 +407,6 @@ struct Task {
     ops_open: bool,
     /// Ends of runs applied.
     ends_done: u64,
-    buf: Vec<u8>,
 }
 
 impl Task {
@@ -356,36 +433,35 @@ impl Task {
                 () = sleep_until(idle) => self.write_idle(),
             }
         }
-        self.sink.file.flush();
+        // Nothing is left behind in memory, held notes included.
+        self.sink.file.write_held();
     }
 
-    /// The reader of `stream`, the sink and the read buffer, borrowed together.
-    fn parts(&mut self, stream: Stream) -> (&mut Reader, &mut Sink, &mut Vec<u8>) {
+    /// The reader of `stream` and the sink, borrowed together.
+    fn parts(&mut self, stream: Stream) -> (&mut Reader, &mut Sink) {
         let reader = match stream {
             Stream::Stderr => &mut self.stderr,
             Stream::Stdout | Stream::Holdfast => &mut self.stdout,
         };
-        (reader, &mut self.sink, &mut self.buf)
+        (reader, &mut self.sink)
     }
 
     fn apply(&mut self, op: Op) {
         match op {
-            Op::Note { stamp, text } => {
-                for part in text.lines() {
-                    self.sink
-                        .append(&stamp, Stream::Holdfast, part.as_bytes(), Ending::Newline);
-                }
-            }
-            Op::EndRun { stamp, left } => {
+            Op::Note(note) => self.sink.note(&note.stamp, &note.text, note.urgency),
+            Op::EndRun(end) => {
+                let (stamp, left) = *end;
                 self.end_run(&stamp, &left);
                 self.ends_done += 1;
+                // How a run ended is worth a file even for a service that never printed.
+                self.sink.file.write_held();
             }
             Op::SetSpec(spec) => self.sink.file.set_spec(spec),
             Op::Recent { n, reply } => {
                 let _ = reply.send(self.sink.recent.last(n));
             }
             Op::Flush(reply) => {
-                self.sink.file.flush();
+                self.sink.file.write_held();
                 let _ = reply.send(());
             }
         }
@@ -395,7 +471,7 @@ impl Task {
     /// Writes what the ended run left in the pipes, and its unfinished lines.
     fn end_run(&mut self, stamp: &Stamp, left: &[Vec<u8>; 2]) {
         for (stream, bytes) in [Stream::Stdout, Stream::Stderr].into_iter().zip(left) {
-            let (reader, sink, _) = self.parts(stream);
+            let (reader, sink) = self.parts(stream);
             reader.push(sink, stamp, stream, bytes);
             reader.finish(sink, stamp, stream);
         }
@@ -418,15 +494,19 @@ impl Task {
             self.close(stream);
             return;
         }
+        let mut buf = read_buf();
         let (read, ends) = {
             let ends = self.pipes.ends();
-            (self.pipes.of(stream).try_read(&mut self.buf), *ends)
+            (self.pipes.of(stream).try_read(&mut buf), *ends)
         };
         self.catch_up(ends).await;
         match read {
             Ok(0) => self.close(stream),
             Ok(n) => {
-                let (reader, sink, buf) = self.parts(stream);
+                if n >= GROW_AT {
+                    self.grow(stream);
+                }
+                let (reader, sink) = self.parts(stream);
                 reader.push(sink, &Stamp::now(), stream, &buf[..n]);
                 sink.file.flush();
             }
@@ -440,11 +520,25 @@ impl Task {
                 self.close(stream);
             }
         }
+        give_back_read_buf(buf);
+    }
+
+    /// The service writes in bursts: its pipe gets room for them, once. Best effort: the
+    /// default works too.
+    fn grow(&mut self, stream: Stream) {
+        let reader = match stream {
+            Stream::Stderr => &mut self.stderr,
+            Stream::Stdout | Stream::Holdfast => &mut self.stdout,
+        };
+        if !reader.grown {
+            reader.grown = true;
+            let _ = fcntl(self.pipes.of(stream), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+        }
     }
 
     /// EOF (or a broken pipe): the partial line is written, the pipe is not read again.
     fn close(&mut self, stream: Stream) {
-        let (reader, sink, _) = self.parts(stream);
+        let (reader, sink) = self.parts(stream);
         reader.finish(sink, &Stamp::now(), stream);
         reader.open = false;
         sink.file.flush();
@@ -454,7 +548,7 @@ impl Task {
     fn write_idle(&mut self) {
         let now = Instant::now();
         for stream in [Stream::Stdout, Stream::Stderr] {
-            let (reader, sink, _) = self.parts(stream);
+            let (reader, sink) = self.parts(stream);
             if reader.idle.is_some_and(|at| at <= now) {
                 reader.finish(sink, &Stamp::now(), stream);
             }
@@ -719,6 +813,75 @@ mod tests {
         }
         assert!(!rotated_path(&path, 3).exists(), "keep = 2");
         assert!(both_ends(&path));
+    }
+
+    #[tokio::test]
+    async fn routine_notes_wait_in_memory_until_the_service_prints_and_come_first() {
+        let dir = TempDir::new("capture-lazy-output");
+        let capture = Capture::open(dir.path(), &name("quiet"), spec(1 << 20, 2)).unwrap();
+        capture.note_routine("quiet: spawned pid 42");
+        let recent = capture.recent(5).await;
+        assert!(
+            recent[0].ends_with(" holdfast quiet: spawned pid 42"),
+            "recent lines have it at once: {recent:?}"
+        );
+        assert!(
+            !capture.path().exists(),
+            "no file for a service that has not printed"
+        );
+
+        let child = spawn_sh(&capture, "echo hello");
+        assert!(wait_child(child, 60).await.success());
+        wait_until("the output is read", 30, || {
+            last_ends_with(&capture, "stdout   hello")
+        })
+        .await;
+        let log = read_or_empty(capture.path());
+        let texts: Vec<&str> = log.lines().map(|l| &l[25..]).collect();
+        assert_eq!(texts, ["holdfast quiet: spawned pid 42", "stdout   hello"]);
+        let mode = std::fs::metadata(capture.path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode & !0o640, 0, "no more than 0640, got {mode:o}");
+    }
+
+    #[tokio::test]
+    async fn routine_notes_are_written_at_the_end_of_a_run_at_a_written_note_and_at_flush() {
+        let dir = TempDir::new("capture-lazy-notes");
+        let texts = |capture: &Capture| -> Vec<String> {
+            read_or_empty(capture.path())
+                .lines()
+                .map(|l| l[25..].to_owned())
+                .collect()
+        };
+
+        let ended = Capture::open(dir.path(), &name("ended"), spec(1 << 20, 2)).unwrap();
+        ended.note_routine("spawned pid 1");
+        ended.end_run();
+        ended.recent(1).await;
+        assert_eq!(texts(&ended), ["holdfast spawned pid 1"]);
+
+        let noted = Capture::open(dir.path(), &name("noted"), spec(1 << 20, 2)).unwrap();
+        noted.note_routine("spawned pid 2");
+        noted.note("health ok -> degraded");
+        noted.note_routine("started (pid 2)");
+        noted.recent(1).await;
+        assert_eq!(
+            texts(&noted),
+            [
+                "holdfast spawned pid 2",
+                "holdfast health ok -> degraded",
+                "holdfast started (pid 2)"
+            ],
+            "once the file exists, every note is written at once"
+        );
+
+        let flushed = Capture::open(dir.path(), &name("flushed"), spec(1 << 20, 2)).unwrap();
+        flushed.note_routine("spawned pid 3");
+        flushed.flushed().await;
+        assert_eq!(texts(&flushed), ["holdfast spawned pid 3"]);
     }
 
     #[tokio::test]

@@ -19,11 +19,15 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-use super::record::{self, Ending, Stamp, Stream};
+use super::record::{Ending, Record, Stamp, Stream};
+use super::spare;
 use crate::model::LogSpec;
 
-/// Formatted lines are batched up to this size before one `write(2)`.
-const FLUSH_AT: usize = 64 * 1024;
+/// Formatted lines are batched up to this size before one `write(2)`: a whole read of the
+/// pipes (256 KiB), formatted, is one write.
+const FLUSH_AT: usize = 512 * 1024;
+/// Held lines (see [`LogFile::hold`]) beyond this size open the file.
+const HOLD_AT: usize = 4 * 1024;
 
 /// `<path>.<k>`: the k-th rotated file (1 is the newest).
 pub(crate) fn rotated_path(path: &Path, k: u32) -> PathBuf {
@@ -43,24 +47,32 @@ pub(crate) fn open_append(path: &Path) -> io::Result<File> {
         .open(path)
         .map_err(|err| {
             if err.raw_os_error() == Some(Errno::ELOOP as i32) {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "refusing to open log file \"{}\": it is a symbolic link",
-                        path.display()
-                    ),
-                )
+                symlink_refused(path)
             } else {
-                io::Error::new(
-                    err.kind(),
-                    format!(
-                        "failed to open log file \"{}\": {}",
-                        path.display(),
-                        reason(&err)
-                    ),
-                )
+                open_failed(path, &err)
             }
         })
+}
+
+fn symlink_refused(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "refusing to open log file \"{}\": it is a symbolic link",
+            path.display()
+        ),
+    )
+}
+
+fn open_failed(path: &Path, err: &io::Error) -> io::Error {
+    io::Error::new(
+        err.kind(),
+        format!(
+            "failed to open log file \"{}\": {}",
+            path.display(),
+            reason(err)
+        ),
+    )
 }
 
 /// A short lowercase reason for an I/O error (`no space left on device`).
@@ -78,15 +90,48 @@ pub(crate) fn reason(err: &io::Error) -> String {
     }
 }
 
+/// A line as the log file takes it: its length is known before it is written.
+pub(crate) trait Line {
+    /// Length without the newline.
+    fn len(&self) -> usize;
+    /// Appends the line, without its newline.
+    fn write_to(&self, out: &mut Vec<u8>);
+}
+
+impl Line for Record<'_> {
+    fn len(&self) -> usize {
+        Record::len(self)
+    }
+
+    fn write_to(&self, out: &mut Vec<u8>) {
+        Record::write_to(self, out);
+    }
+}
+
+/// Whether the file was opened, which happens at the first line that must be written:
+/// most services of a large set never print, and creating their files would be most of
+/// the cost of starting them.
+#[derive(Debug)]
+enum Handle {
+    /// Not opened yet: the lines held so far wait in `held`.
+    NotYet,
+    Open(File),
+    /// A (re)open failed; the next flush tries again.
+    Failed,
+}
+
 #[derive(Debug)]
 pub(crate) struct LogFile {
     path: PathBuf,
-    /// `None` after a failed (re)open; the next flush tries again.
-    file: Option<File>,
+    file: Handle,
     /// Bytes in the current file as far as we know (what we found plus what we wrote).
     size: u64,
     spec: LogSpec,
-    /// Formatted lines not yet written; bounded by `FLUSH_AT` plus one line.
+    /// Lines that may wait for the file to be opened by something else (see
+    /// [`LogFile::hold`]); bounded by `HOLD_AT` plus one line.
+    held: Vec<u8>,
+    /// Formatted lines not yet written; bounded by `FLUSH_AT` plus one line. Empty
+    /// between batches, when its buffer goes back to the thread's spare (see [`spare`]).
     pending: Vec<u8>,
     /// The last write stopped inside a line: start the next one on a fresh line.
     mid_line: bool,
@@ -96,14 +141,22 @@ pub(crate) struct LogFile {
 }
 
 impl LogFile {
-    pub(crate) fn open(path: PathBuf, spec: LogSpec) -> io::Result<Self> {
-        let file = open_append(&path)?;
-        let size = file.metadata()?.len();
+    /// A log file at `path`, opened (and created) only at the first line that must be
+    /// written. A symbolic link at `path` is refused now, with a clear error; one placed
+    /// there later is refused when the file is opened.
+    pub(crate) fn new(path: PathBuf, spec: LogSpec) -> io::Result<Self> {
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => return Err(symlink_refused(&path)),
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(open_failed(&path, &err)),
+        }
         Ok(Self {
             path,
-            file: Some(file),
-            size,
+            file: Handle::NotYet,
+            size: 0,
             spec,
+            held: Vec::new(),
             pending: Vec::new(),
             mid_line: false,
             dropped: 0,
@@ -116,34 +169,89 @@ impl LogFile {
         self.spec = spec;
     }
 
+    /// Queues a line that may wait until the file is opened for another reason (a
+    /// service's output, a line that must be written, [`LogFile::write_held`]): a
+    /// service that never prints gets no file for holdfast's routine notes about it.
+    /// Once the file is open this is [`LogFile::push`].
+    pub(crate) fn hold(&mut self, line: &(impl Line + ?Sized)) {
+        if !matches!(self.file, Handle::NotYet) {
+            return self.push(line);
+        }
+        line.write_to(&mut self.held);
+        self.held.push(b'\n');
+        if self.held.len() >= HOLD_AT {
+            self.open_now();
+        }
+    }
+
     /// Queues one line (without its newline), rotating first if it would not fit.
     /// Call [`LogFile::flush`] after a batch.
-    pub(crate) fn push(&mut self, line: &str) {
+    pub(crate) fn push(&mut self, line: &(impl Line + ?Sized)) {
+        if matches!(self.file, Handle::NotYet) {
+            self.open_now();
+        }
         let len = line.len() as u64 + 1;
         let used = self.size + self.pending.len() as u64;
         if used > 0 && used + len > self.spec.max_size {
             self.flush();
             self.rotate();
         }
-        self.pending.extend_from_slice(line.as_bytes());
+        if self.pending.capacity() == 0 {
+            self.pending = spare::take(&spare::WRITES);
+        }
+        line.write_to(&mut self.pending);
         self.pending.push(b'\n');
         if self.pending.len() >= FLUSH_AT {
             self.flush();
         }
     }
 
-    /// Writes the queued lines; on failure drops them and counts the bytes.
+    /// Opens the file if only held lines wait for it, and writes them.
+    pub(crate) fn write_held(&mut self) {
+        if matches!(self.file, Handle::NotYet) && !self.held.is_empty() {
+            self.open_now();
+        }
+        self.flush();
+    }
+
+    /// Opens the file for the first time and queues the held lines, rotating first if
+    /// they do not fit in what the file already holds.
+    fn open_now(&mut self) {
+        // A failure is told (and what it drops counted) by the flush that retries.
+        self.file = match open_append(&self.path) {
+            Ok(file) => {
+                self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                Handle::Open(file)
+            }
+            Err(_) => Handle::Failed,
+        };
+        let held = std::mem::take(&mut self.held);
+        if self.size > 0 && self.size + held.len() as u64 > self.spec.max_size {
+            self.rotate();
+        }
+        if self.pending.capacity() == 0 {
+            self.pending = spare::take(&spare::WRITES);
+        }
+        self.pending.extend_from_slice(&held);
+    }
+
+    /// Writes the queued lines; on failure drops them and counts the bytes. Held lines
+    /// keep waiting while the file is not opened.
     pub(crate) fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
         let pending_len = self.pending.len();
-        let file = match self.file.as_mut() {
-            Some(file) => file,
-            None => match open_append(&self.path) {
+        let file = match &mut self.file {
+            Handle::Open(file) => file,
+            Handle::NotYet | Handle::Failed => match open_append(&self.path) {
                 Ok(file) => {
                     self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
-                    self.file.insert(file)
+                    self.file = Handle::Open(file);
+                    let Handle::Open(file) = &mut self.file else {
+                        unreachable!("just set")
+                    };
+                    file
                 }
                 Err(err) => {
                     self.drop_pending(&err, pending_len as u64);
@@ -161,15 +269,8 @@ impl LogFile {
                 "dropped {} bytes of output ({})",
                 self.dropped, self.drop_reason
             );
-            prefix.extend_from_slice(
-                record::format(
-                    &Stamp::now(),
-                    Stream::Holdfast,
-                    note.as_bytes(),
-                    Ending::Newline,
-                )
-                .as_bytes(),
-            );
+            let stamp = Stamp::now().prefix(Stream::Holdfast);
+            Record::new(&stamp, note.as_bytes(), Ending::Newline).write_to(&mut prefix);
             prefix.push(b'\n');
         }
         let prefix_len = prefix.len();
@@ -181,10 +282,7 @@ impl LogFile {
         if result.is_err() && written > 0 && self.pending[written - 1] != b'\n' {
             // A line cut by the error: take it back so the file holds whole lines only
             // (we are the only writer, so the end of the file is ours).
-            let whole = self.pending[..written]
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |nl| nl + 1);
+            let whole = memchr::memrchr(b'\n', &self.pending[..written]).map_or(0, |nl| nl + 1);
             if file.set_len(self.size + whole as u64).is_ok() {
                 written = whole;
             }
@@ -210,6 +308,7 @@ impl LogFile {
             }
         }
         self.pending.clear();
+        spare::give_back(&spare::WRITES, std::mem::take(&mut self.pending));
     }
 
     fn drop_pending(&mut self, err: &io::Error, bytes: u64) {
@@ -254,13 +353,13 @@ impl LogFile {
                 return;
             }
         }
-        self.file = None;
+        self.file = Handle::Failed;
         self.size = 0;
         self.mid_line = false;
         match open_append(&self.path) {
             Ok(file) => {
                 self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
-                self.file = Some(file);
+                self.file = Handle::Open(file);
             }
             // The next flush retries the open and counts what it has to drop.
             Err(err) => self.warn_rotate(&err),
@@ -268,10 +367,14 @@ impl LogFile {
     }
 
     fn truncate(&mut self) {
-        if self.file.is_none() {
-            self.file = open_append(&self.path).ok();
+        if !matches!(self.file, Handle::Open(_)) {
+            if let Ok(file) = open_append(&self.path) {
+                self.file = Handle::Open(file);
+            }
         }
-        let Some(file) = &self.file else { return };
+        let Handle::Open(file) = &self.file else {
+            return;
+        };
         match file.set_len(0) {
             Ok(()) => {
                 self.size = 0;
@@ -310,6 +413,26 @@ mod tests {
     use super::*;
     use crate::logs::testutil::TempDir;
 
+    impl Line for str {
+        fn len(&self) -> usize {
+            str::len(self)
+        }
+
+        fn write_to(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(self.as_bytes());
+        }
+    }
+
+    impl Line for String {
+        fn len(&self) -> usize {
+            self.as_str().len()
+        }
+
+        fn write_to(&self, out: &mut Vec<u8>) {
+            self.as_str().write_to(out);
+        }
+    }
+
     fn spec(max_size: u64, keep: u32) -> LogSpec {
         LogSpec { max_size, keep }
     }
@@ -318,7 +441,7 @@ mod tests {
     fn rotation_keeps_the_configured_number_of_files() {
         let dir = TempDir::new("rotation-keep");
         let path = dir.path().join("svc.log");
-        let mut log = LogFile::open(path.clone(), spec(1000, 3)).unwrap();
+        let mut log = LogFile::new(path.clone(), spec(1000, 3)).unwrap();
         for i in 0..1000 {
             log.push(&format!("line {i:04} {}", "x".repeat(40)));
             log.flush();
@@ -359,7 +482,7 @@ mod tests {
     fn lowering_keep_removes_the_extra_rotated_files() {
         let dir = TempDir::new("rotation-lower-keep");
         let path = dir.path().join("svc.log");
-        let mut log = LogFile::open(path.clone(), spec(100, 4)).unwrap();
+        let mut log = LogFile::new(path.clone(), spec(100, 4)).unwrap();
         for i in 0..100 {
             log.push(&format!("line {i:04} padding padding"));
         }
@@ -385,7 +508,7 @@ mod tests {
     fn keep_zero_truncates_instead_of_rotating() {
         let dir = TempDir::new("rotation-keep-zero");
         let path = dir.path().join("svc.log");
-        let mut log = LogFile::open(path.clone(), spec(100, 0)).unwrap();
+        let mut log = LogFile::new(path.clone(), spec(100, 0)).unwrap();
         for i in 0..50 {
             log.push(&format!("line {i:04} padding padding"));
             log.flush();
@@ -403,7 +526,7 @@ mod tests {
         std::fs::write(&target, "precious\n").unwrap();
         let path = dir.path().join("svc.log");
         std::os::unix::fs::symlink(&target, &path).unwrap();
-        let err = LogFile::open(path.clone(), spec(100, 1)).unwrap_err();
+        let err = LogFile::new(path.clone(), spec(100, 1)).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert!(
             err.to_string().contains(&path.display().to_string()),
@@ -413,10 +536,34 @@ mod tests {
     }
 
     #[test]
+    fn held_lines_wait_for_the_file_and_rotate_a_full_one_from_an_earlier_run_first() {
+        let dir = TempDir::new("held");
+        let path = dir.path().join("svc.log");
+        std::fs::write(&path, format!("{}\n", "x".repeat(90))).unwrap();
+        let mut log = LogFile::new(path.clone(), spec(100, 1)).unwrap();
+        log.hold("held note");
+        log.flush();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().len(),
+            91,
+            "held lines wait"
+        );
+        log.write_held();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "held note\n");
+        assert_eq!(
+            std::fs::read_to_string(rotated_path(&path, 1)).unwrap(),
+            format!("{}\n", "x".repeat(90)),
+            "the earlier run's file was rotated, not overfilled"
+        );
+    }
+
+    #[test]
     fn a_new_log_file_is_created_with_mode_0640() {
         let dir = TempDir::new("mode");
         let path = dir.path().join("svc.log");
-        LogFile::open(path.clone(), spec(100, 1)).unwrap();
+        let mut log = LogFile::new(path.clone(), spec(100, 1)).unwrap();
+        log.push("first line");
+        log.flush();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode & !0o640, 0, "no more than 0640, got {mode:o}");
     }

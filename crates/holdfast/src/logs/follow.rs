@@ -218,12 +218,22 @@ struct Reader {
     path: PathBuf,
     /// The file being read and its identity; `None` while the path does not exist.
     file: Option<(File, FileId)>,
+    /// While `file` is `None`: the last file written before the one to read next, if
+    /// any (a service that has not printed yet has no file; by the time it appears, it
+    /// may have been rotated already, and none of its lines may be skipped).
+    before: Option<FileId>,
     pos: u64,
     partial: Vec<u8>,
 }
 
 impl Reader {
     fn open(path: PathBuf) -> io::Result<Reader> {
+        // Before the path is opened: a file created after this look is one to follow.
+        let before = match std::fs::metadata(rotated_path(&path, 1)) {
+            Ok(meta) => Some(FileId::of(&meta)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+            Err(err) => return Err(err),
+        };
         let file = open_existing(&path)?;
         let pos = match &file {
             Some((file, _)) => file.metadata()?.len(),
@@ -232,6 +242,7 @@ impl Reader {
         Ok(Reader {
             path,
             file,
+            before,
             pos,
             partial: Vec::new(),
         })
@@ -271,10 +282,14 @@ impl Reader {
             if self.emit_partial(on_line).is_break() {
                 return Ok(ControlFlow::Break(()));
             }
-            self.file = match &self.file {
-                Some((_, ours)) => self.next_file(*ours)?,
-                None => open_existing(&self.path)?,
+            let last = match &self.file {
+                Some((_, ours)) => Some(*ours),
+                None => self.before,
             };
+            self.file = self.next_file(last)?;
+            if self.file.is_none() {
+                self.before = last;
+            }
             self.pos = 0;
         }
     }
@@ -287,7 +302,9 @@ impl Reader {
     /// (`.k` → `.k+1` before `.k-1` → `.k`, `.1` → `.2` before the path → `.1`), so our
     /// upward scan cannot miss our file (it only moves up), at most sees one gap, and if
     /// ours is still at `.k` after opening `.k-1`, that was the file right after ours.
-    fn next_file(&self, ours: FileId) -> io::Result<Option<(File, FileId)>> {
+    /// Without a file of ours (none was written before we started), every file there is
+    /// newer: the oldest comes next.
+    fn next_file(&self, ours: Option<FileId>) -> io::Result<Option<(File, FileId)>> {
         loop {
             let mut found = None;
             let mut oldest = None;
@@ -295,7 +312,7 @@ impl Reader {
             let mut missing_in_a_row = 0;
             for k in 1.. {
                 match std::fs::metadata(rotated_path(&self.path, k)) {
-                    Ok(meta) if FileId::of(&meta) == ours => {
+                    Ok(meta) if Some(FileId::of(&meta)) == ours => {
                         found = Some(k);
                         break;
                     }
@@ -323,7 +340,7 @@ impl Reader {
                         continue; // moved meanwhile: look again
                     };
                     let unmoved = std::fs::metadata(rotated_path(&self.path, k))
-                        .is_ok_and(|meta| FileId::of(&meta) == ours);
+                        .is_ok_and(|meta| Some(FileId::of(&meta)) == ours);
                     if unmoved {
                         return Ok(Some(opened));
                     }
@@ -483,7 +500,7 @@ mod tests {
             max_size: 300,
             keep: 1,
         };
-        let mut log = LogFile::open(path.clone(), spec).unwrap();
+        let mut log = LogFile::new(path.clone(), spec).unwrap();
         let rx = follow_in_background(Follower::open(&path).unwrap(), 100);
 
         // In step with the follower: each line is seen before the next is written.
@@ -505,7 +522,7 @@ mod tests {
             max_size: 300,
             keep: 100,
         };
-        let mut log = LogFile::open(path.clone(), spec).unwrap();
+        let mut log = LogFile::new(path.clone(), spec).unwrap();
         let rx = follow_in_background(Follower::open(&path).unwrap(), 500);
 
         let expected: Vec<String> = (0..500)

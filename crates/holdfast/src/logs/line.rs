@@ -25,7 +25,7 @@ impl LineSplitter {
             // One byte past the room: a newline right at the limit still ends a line of
             // exactly MAX_LINE bytes instead of producing an extra empty one.
             let window = &chunk[..chunk.len().min(room + 1)];
-            if let Some(nl) = window.iter().position(|&b| b == b'\n') {
+            if let Some(nl) = memchr::memchr(b'\n', window) {
                 if self.partial.is_empty() {
                     emit(trim_cr(&chunk[..nl]), Ending::Newline);
                 } else {

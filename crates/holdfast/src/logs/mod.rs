@@ -2,7 +2,9 @@
 //!
 //! One [`Capture`] per service (not per process) owns two pipes whose write ends become
 //! fds 1 and 2 of every process of that service, across restarts. A tokio task drains
-//! both read ends and appends timestamped lines to `<log_dir>/<name>.log`:
+//! both read ends and appends timestamped lines to `<log_dir>/<name>.log`, created at the
+//! service's first output or at the first note of holdfast's that must be written (a
+//! service that never prints has no file; reading its logs gives nothing, not an error):
 //!
 //! ```text
 //! 2026-11-25T12:00:00.123Z stdout   listening on :8080
@@ -29,6 +31,7 @@ mod line;
 pub mod read;
 mod record;
 mod ring;
+mod spare;
 mod tail;
 
 #[cfg(test)]

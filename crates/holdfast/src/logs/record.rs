@@ -7,6 +7,7 @@
 //! [`NO_NEWLINE`]: a piece of a line longer than [`super::MAX_LINE`], or an unfinished
 //! line written out because its run ended or its writer went quiet.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 /// Where a captured line came from.
@@ -19,7 +20,7 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// The tag as written in the file, always [`TAG_WIDTH`] bytes.
+    /// The tag as written in the file, always 8 bytes so that columns line up.
     pub fn tag(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout  ",
@@ -29,6 +30,7 @@ impl Stream {
     }
 }
 
+#[cfg(test)]
 pub(crate) const TAG_WIDTH: usize = 8;
 
 /// Appended to a record whose text did not end with a newline, so that a reader can tell
@@ -55,22 +57,77 @@ impl Stamp {
     pub(crate) fn at(time: SystemTime) -> Self {
         Stamp(humantime::format_rfc3339_millis(time).to_string())
     }
+
+    /// The start of every record of `stream` with this stamp, built once for all of them.
+    pub(crate) fn prefix(&self, stream: Stream) -> Prefix {
+        Prefix(format!("{} {} ", self.0, stream.tag()))
+    }
 }
 
-/// Formats one line without its trailing newline. Invalid UTF-8 is replaced (lossy) so
-/// the file stays valid UTF-8 for every reader.
-pub(crate) fn format(stamp: &Stamp, stream: Stream, text: &[u8], ending: Ending) -> String {
-    let text = String::from_utf8_lossy(text);
-    let mut line =
-        String::with_capacity(stamp.0.len() + TAG_WIDTH + text.len() + NO_NEWLINE.len() + 2);
-    line.push_str(&stamp.0);
-    line.push(' ');
-    line.push_str(stream.tag());
-    line.push(' ');
-    line.push_str(&text);
-    if ending == Ending::Unfinished {
-        line.push_str(NO_NEWLINE);
+/// `<stamp> <tag> `: the start of a record, shared by the lines of one read.
+pub(crate) struct Prefix(String);
+
+/// One record before formatting: its text checked for UTF-8 once, so that its length is
+/// known before it is written (rotation needs it) and it can be written to several places
+/// without allocating. Invalid UTF-8 is replaced (lossy) so the file stays valid UTF-8 for
+/// every reader.
+pub(crate) struct Record<'a> {
+    prefix: &'a Prefix,
+    /// Borrowed unless the text had to be repaired.
+    text: Cow<'a, str>,
+    ending: Ending,
+}
+
+impl<'a> Record<'a> {
+    pub(crate) fn new(prefix: &'a Prefix, text: &'a [u8], ending: Ending) -> Self {
+        Record {
+            prefix,
+            // `from_utf8` first: its ASCII fast path is several times faster than the
+            // lossy decoder on the valid text that nearly every line is.
+            text: match std::str::from_utf8(text) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(text),
+            },
+            ending,
+        }
     }
+
+    /// Length of the formatted line without its newline.
+    pub(crate) fn len(&self) -> usize {
+        self.parts().iter().map(|part| part.len()).sum()
+    }
+
+    /// Appends the formatted line, without its newline.
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        for part in self.parts() {
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+
+    /// Appends the formatted line, without its newline.
+    pub(crate) fn push_to(&self, out: &mut String) {
+        for part in self.parts() {
+            out.push_str(part);
+        }
+    }
+
+    /// The formatted line, in pieces.
+    fn parts(&self) -> [&str; 3] {
+        let marker = match self.ending {
+            Ending::Newline => "",
+            Ending::Unfinished => NO_NEWLINE,
+        };
+        [&self.prefix.0, &self.text, marker]
+    }
+}
+
+/// Formats one line without its trailing newline (see [`Record`]).
+#[cfg(test)]
+pub(crate) fn format(stamp: &Stamp, stream: Stream, text: &[u8], ending: Ending) -> String {
+    let prefix = stamp.prefix(stream);
+    let record = Record::new(&prefix, text, ending);
+    let mut line = String::with_capacity(record.len());
+    record.push_to(&mut line);
     line
 }
 

@@ -12,11 +12,17 @@ const BLOCK: u64 = 64 * 1024;
 
 /// The last `n` lines of `path` (oldest first, without newlines, invalid UTF-8 replaced).
 /// If the file has fewer than `n` lines (it was just rotated), the rest comes from the end
-/// of `<path>.1`. A missing `<path>.1` is not an error.
+/// of `<path>.1`. A missing file is not an error: a service that has not printed yet has
+/// none.
 pub fn tail(path: &Path, n: usize) -> io::Result<Vec<String>> {
-    let mut file = File::open(path)?;
-    let end = file.metadata()?.len();
-    let lines = tail_of(&mut file, end, n)?;
+    let lines = match File::open(path) {
+        Ok(mut file) => {
+            let end = file.metadata()?.len();
+            tail_of(&mut file, end, n)?
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(err) => return Err(err),
+    };
     fill_from_rotated(path, lines, n)
 }
 
@@ -137,5 +143,14 @@ mod tests {
         assert_eq!(tail(&path, 100).unwrap().len(), 12);
         std::fs::write(&path, "").unwrap();
         assert_eq!(tail(&path, 2).unwrap(), vec!["line 8", "line 9"]);
+    }
+
+    #[test]
+    fn tail_of_a_file_not_created_yet_is_empty() {
+        let dir = TempDir::new("tail-missing");
+        let path = dir.path().join("svc.log");
+        assert_eq!(tail(&path, 5).unwrap(), Vec::<String>::new());
+        std::fs::write(rotated_path(&path, 1), numbered(0..3)).unwrap();
+        assert_eq!(tail(&path, 2).unwrap(), vec!["line 1", "line 2"]);
     }
 }

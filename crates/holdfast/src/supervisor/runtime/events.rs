@@ -23,7 +23,13 @@ impl Shell {
             tracing::info!("{event}");
         }
         if let Some(capture) = event.service.as_ref().and_then(|s| self.capture(s)) {
-            capture.note(&event.to_string());
+            match event.kind {
+                // A service that never prints gets no log file for its spawn alone.
+                EventKind::Spawned { .. } | EventKind::Started { .. } => {
+                    capture.note_routine(&event.to_string());
+                }
+                _ => capture.note(&event.to_string()),
+            }
         }
         let record = self.bus.publish(event, SystemTime::now());
         // Hooks come from the current plan (a reload changes them without a restart); a
