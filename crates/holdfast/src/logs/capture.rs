@@ -26,11 +26,9 @@
 //! - one read of a pipe is one stamp, one pass over its newlines into one buffer, and
 //!   (normally) one write to the file.
 
-use std::fs::DirBuilder;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -40,7 +38,7 @@ use tokio::net::unix::pipe::Receiver;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::file::{LogFile, reason};
+use super::file::LogFile;
 use super::line::LineSplitter;
 use super::record::{Ending, Prefix, Record, Stamp, Stream};
 use super::ring::Ring;
@@ -221,27 +219,13 @@ impl Reader {
 }
 
 impl Capture {
-    /// Creates `log_dir` (0750) if needed, opens `<log_dir>/<service>.log` for appending
-    /// (0640, refusing a symlink), creates the stdout and stderr pipes and spawns the
-    /// task that drains them.
+    /// The capture of `<log_dir>/<service>.log` (created 0640 at the first line to
+    /// write, refusing a symlink; the log directory was made at start): creates the
+    /// stdout and stderr pipes and spawns the task that drains them.
     ///
     /// # Panics
     /// If called outside a tokio runtime with IO enabled.
     pub fn open(log_dir: &Path, service: &ServiceName, spec: LogSpec) -> io::Result<Capture> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(log_dir)
-            .map_err(|err| {
-                io::Error::new(
-                    err.kind(),
-                    format!(
-                        "failed to create log directory \"{}\": {}",
-                        log_dir.display(),
-                        reason(&err)
-                    ),
-                )
-            })?;
         let path = log_dir.join(format!("{service}.log"));
         let file = LogFile::new(path.clone(), spec)?;
         let (stdout_read, stdout) = pipe()?;
@@ -620,8 +604,6 @@ mod tests {
         let log_dir = dir.path().join("logs");
         let capture = Capture::open(&log_dir, &name("web"), spec(1 << 20, 2)).unwrap();
         assert_eq!(capture.path(), log_dir.join("web.log"));
-        let mode = std::fs::metadata(&log_dir).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode & !0o750, 0, "log dir is at most 0750, got {mode:o}");
 
         capture.note("started pid 42");
         let child = spawn_sh(
@@ -635,6 +617,9 @@ mod tests {
             ready(log.contains("hello") && log.contains("oops") && log.contains("byte"))
         })
         .await;
+        // Made with the first file in it (the daemon makes it at start).
+        let mode = std::fs::metadata(&log_dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !0o750, 0, "log dir is at most 0750, got {mode:o}");
         drop(capture);
         wait_until("the partial line is written at EOF", 30, || {
             ready(read_or_empty(&path).contains("partial"))

@@ -12,9 +12,9 @@
 //! - at most `keep` rotated files exist after a rotation (`keep = 0` truncates instead).
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -37,14 +37,26 @@ pub(crate) fn rotated_path(path: &Path, k: u32) -> PathBuf {
 }
 
 /// Opens (creating) a log file for appending, refusing a symlink with a clear error.
+/// The log directory is made at start; one removed since is made again here, at the
+/// first file that needs it, instead of being checked at every spawn.
 pub(crate) fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        // std adds O_CLOEXEC itself.
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
+    let open = || {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            // std adds O_CLOEXEC itself.
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+    };
+    open()
+        .or_else(|err| match path.parent() {
+            Some(dir) if err.kind() == io::ErrorKind::NotFound => {
+                DirBuilder::new().recursive(true).mode(0o750).create(dir)?;
+                open()
+            }
+            _ => Err(err),
+        })
         .map_err(|err| {
             if err.raw_os_error() == Some(Errno::ELOOP as i32) {
                 symlink_refused(path)
