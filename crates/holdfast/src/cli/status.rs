@@ -22,9 +22,11 @@ pub fn run(socket: &Path, json: bool, names: &[String]) -> miette::Result<ExitCo
         Err(e) => return Ok(super::service::report(e)),
     };
     if !names.is_empty() {
-        let wanted = match super::targets::expand(socket, names, super::targets::Grain::Instance) {
+        // The status just fetched names the services: no second round trip.
+        let grain = super::targets::Grain::Instance;
+        let wanted = match super::targets::resolve(&status.services, names, grain) {
             Ok(wanted) => wanted,
-            Err(e) => return Ok(super::service::report(e)),
+            Err(e) => return Ok(super::service::report(ClientError::Daemon(e))),
         };
         status.services.retain(|s| wanted.contains(&s.name));
     }
