@@ -248,6 +248,18 @@ pub struct ServiceStatus {
     pub last_restart_reason: Option<RestartReason>,
 }
 
+/// What `target` names among `services`: the service of that name if there is one, else
+/// every instance whose base name it is (`web` names `web@0`, `web@1`, ...).
+pub fn named<'a>(services: &'a [ServiceStatus], target: &ServiceName) -> Vec<&'a ServiceStatus> {
+    match services.iter().find(|s| &s.name == target) {
+        Some(service) => vec![service],
+        None => services
+            .iter()
+            .filter(|s| s.name.named_by(target))
+            .collect(),
+    }
+}
+
 impl Status {
     /// A daemon (pid 1, up for no time) with these services, for tests.
     #[doc(hidden)]

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use crate::config::closest;
 use crate::control::client::{self, ClientError};
-use crate::control::protocol::{ControlError, ErrorKind, Reply, Request, ServiceStatus};
+use crate::control::protocol::{ControlError, ErrorKind, Reply, Request, ServiceStatus, named};
 use crate::model::ServiceName;
 
 /// The target that means every service.
@@ -93,19 +93,16 @@ fn one(services: &[ServiceStatus], arg: &str) -> Result<Vec<ServiceName>, Contro
         }
         return Ok(members);
     }
-    if let Some(s) = services.iter().find(|s| s.name.as_str() == arg) {
-        return Ok(vec![s.name.clone()]);
-    }
-    let instances: Vec<ServiceName> = match ServiceName::new(arg) {
-        Ok(target) => services
-            .iter()
-            .filter(|s| s.name.named_by(&target))
+    // No service has a name that is not valid: such an argument names nothing.
+    let found: Vec<ServiceName> = match ServiceName::new(arg) {
+        Ok(target) => named(services, &target)
+            .into_iter()
             .map(|s| s.name.clone())
             .collect(),
         Err(_) => Vec::new(),
     };
-    if !instances.is_empty() {
-        return Ok(instances);
+    if !found.is_empty() {
+        return Ok(found);
     }
     let hint = closest(arg, services.iter().map(|s| s.name.as_str()))
         .map(|best| format!("; did you mean \"{best}\"?"))

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use super::conn::{ControlMsg, Peer, dispatch};
 use super::protocol::{
     ControlError, ErrorKind, EventRecord, Outcome, Reply, Request, ServiceState, ServiceStatus,
-    Status, Verdict,
+    Status, Verdict, named,
 };
 use crate::model::ServiceName;
 
@@ -419,20 +419,15 @@ async fn status(peer: Peer, tx: &mpsc::Sender<ControlMsg>) -> Result<Status, Con
 fn per_instance(pending: Vec<Watch>, status: &Status) -> Vec<Watch> {
     let mut watches = Vec::new();
     for watch in pending {
-        if find(status, &watch.name).is_some() {
-            watches.push(watch);
-            continue;
-        }
-        let instances: Vec<Watch> = status
-            .services
-            .iter()
-            .filter(|s| s.name.named_by(&watch.name))
-            .map(|s| Watch::new(s.name.clone(), watch.goal))
-            .collect();
-        if instances.is_empty() {
-            watches.push(watch);
-        } else {
-            watches.extend(instances);
+        match named(&status.services, &watch.name).as_slice() {
+            // Itself, or a name the status does not know (the verdict says so).
+            [] => watches.push(watch),
+            [one] if one.name == watch.name => watches.push(watch),
+            instances => watches.extend(
+                instances
+                    .iter()
+                    .map(|s| Watch::new(s.name.clone(), watch.goal)),
+            ),
         }
     }
     watches
