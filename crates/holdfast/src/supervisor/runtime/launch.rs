@@ -158,7 +158,10 @@ impl Shell {
         let log_dir = self.sup.plan().daemon.log_dir.clone();
         let slot = self.slot(name);
         match &slot.capture {
-            Some(capture) => capture.end_run(),
+            Some(capture) => {
+                capture.end_run();
+                capture.set_spec(spec.log);
+            }
             None => {
                 let capture = Capture::open(&log_dir, name, spec.log).map_err(|e| {
                     let message = format!("cannot capture output in {}: {e}", log_dir.display());
@@ -166,9 +169,6 @@ impl Shell {
                 })?;
                 slot.capture = Some(capture);
             }
-        }
-        if let Some(capture) = &slot.capture {
-            capture.set_spec(spec.log);
         }
         Ok(())
     }
