@@ -13,8 +13,13 @@ use crate::unix::Signal;
 use serde::{Deserialize, Serialize};
 
 mod privs;
+mod upgrade;
 pub use privs::{
     CAPABILITY_NAMES, Capability, CgroupLimits, Credentials, Limits, Privileges, Rlimit, UserRef,
+};
+pub use upgrade::{
+    Checksum, Listen, ListenAddr, ProxyProtocol, ProxySpec, UpgradeMode, UpgradeSpec, Verify,
+    defaults as upgrade_defaults,
 };
 
 /// Everything holdfast runs: daemon settings plus services in name order.
@@ -242,6 +247,11 @@ pub struct ServiceSpec {
     /// `Some` for each copy of a service with `instances = N` (N > 1), whose `name` is
     /// then `base@index`; `None` for a service that runs once under its own name.
     pub instance: Option<Instance>,
+    /// Sockets holdfast binds and passes to every run (`listen`, `backlog`); with
+    /// `upgrade.mode = "proxy"`, the public addresses of the proxy instead.
+    pub listen: Listen,
+    /// `[service.X.upgrade]`: zero-downtime replacement of the running build.
+    pub upgrade: Option<UpgradeSpec>,
 }
 
 /// How a service signals that it is ready (systemd `Type=`, s6 `notification-fd`).
@@ -433,6 +443,11 @@ impl ServiceSpec {
             health: None,
             exit_codes: BTreeMap::new(),
             instance: None,
+            listen: Listen {
+                addrs: Vec::new(),
+                backlog: upgrade_defaults::BACKLOG,
+            },
+            upgrade: None,
         }
     }
 }

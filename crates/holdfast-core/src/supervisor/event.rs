@@ -5,6 +5,7 @@
 //! events only, so every state change must produce one.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -179,6 +180,50 @@ pub enum EventKind {
         #[serde(flatten, with = "wire::exit_action")]
         action: ExitAction,
     },
+    /// A rollout to `to` began: a new run of it starts beside the one serving `from`.
+    UpgradeStarted {
+        #[serde(with = "wire::path")]
+        from: PathBuf,
+        #[serde(with = "wire::path")]
+        to: PathBuf,
+    },
+    /// The new run is up: the old `run` got its stop signal and finishes its
+    /// connections (for at most `drain`) while the new one serves.
+    Draining {
+        #[serde(with = "wire::run")]
+        run: RunId,
+        #[serde(with = "wire::pid")]
+        pid: Pid,
+        #[serde(rename = "drain_ms", with = "wire::ms")]
+        drain: Duration,
+    },
+    /// The old run is gone; the new one is watched for `bake` before the rollout counts
+    /// as done.
+    Baking {
+        #[serde(rename = "bake_ms", with = "wire::ms")]
+        bake: Duration,
+    },
+    /// The rollout finished: `build` runs and passed its bake.
+    Upgraded {
+        #[serde(with = "wire::path")]
+        build: PathBuf,
+    },
+    /// The new build failed (`reason`): `build`, the old one, runs again (`link`: the
+    /// watched symlink points back at it).
+    RolledBack {
+        #[serde(with = "wire::path")]
+        build: PathBuf,
+        #[serde(with = "wire::path")]
+        from: PathBuf,
+        reason: String,
+    },
+    /// A build was refused before anything changed (not executable, checksum mismatch,
+    /// its `verify` command failed). Published by the shell, not the core.
+    UpgradeRefused {
+        #[serde(with = "wire::path")]
+        build: PathBuf,
+        reason: String,
+    },
 }
 
 impl fmt::Display for Event {
@@ -285,6 +330,36 @@ impl fmt::Display for Event {
                         None => Ok(()),
                     }
                 }
+            }
+            EventKind::UpgradeStarted { from, to } => write!(
+                f,
+                "upgrading from {} to {}: starting the new build",
+                from.display(),
+                to.display()
+            ),
+            EventKind::Draining { run, pid, drain } => write!(
+                f,
+                "new build is up: draining {run} (pid {pid}), SIGKILL in {}",
+                humantime::format_duration(*drain)
+            ),
+            EventKind::Baking { bake } => write!(
+                f,
+                "old build gone: baking the new one for {}",
+                humantime::format_duration(*bake)
+            ),
+            EventKind::Upgraded { build } => write!(f, "upgraded to {}", build.display()),
+            EventKind::RolledBack {
+                build,
+                from,
+                reason,
+            } => write!(
+                f,
+                "rolled back to {} ({} {reason})",
+                build.display(),
+                from.display()
+            ),
+            EventKind::UpgradeRefused { build, reason } => {
+                write!(f, "upgrade to {} refused: {reason}", build.display())
             }
             EventKind::ExitActionApplied { key, action } => {
                 write!(f, "{key} is mapped to ")?;

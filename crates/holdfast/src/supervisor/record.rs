@@ -154,6 +154,30 @@ mod tests {
                     env: BTreeMap::from([("DB_HOST".to_owned(), "db-standby".to_owned())]),
                 },
             },
+            EventKind::UpgradeStarted {
+                from: "/opt/api/a/server".into(),
+                to: "/opt/api/b/server".into(),
+            },
+            EventKind::Draining {
+                run,
+                pid,
+                drain: Duration::from_secs(30),
+            },
+            EventKind::Baking {
+                bake: Duration::from_secs(60),
+            },
+            EventKind::Upgraded {
+                build: "/opt/api/b/server".into(),
+            },
+            EventKind::RolledBack {
+                build: "/opt/api/a/server".into(),
+                from: "/opt/api/b/server".into(),
+                reason: "exited 1 before it was ready".to_owned(),
+            },
+            EventKind::UpgradeRefused {
+                build: "/opt/api/b/server".into(),
+                reason: "not executable".to_owned(),
+            },
         ]
     }
 

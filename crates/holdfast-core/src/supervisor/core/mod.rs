@@ -115,6 +115,12 @@ pub enum Input {
     /// A new plan (the config file was reloaded). Answered by an `Effect::Reply` with
     /// `Answer::Reload`.
     Reload(Plan),
+    /// Roll `service` (every instance of a base name, one at a time) out to the build
+    /// `to`, which the shell has verified. Answered by an `Effect::Reply`.
+    Upgrade {
+        service: ServiceName,
+        to: std::path::PathBuf,
+    },
 }
 
 /// Requests from the control API that change state.

@@ -134,6 +134,12 @@ impl Validator<'_> {
             exit_codes,
             // Filled in per copy by `instances::expand`.
             instance: None,
+            // `listen` and `[service.X.upgrade]` are not read yet.
+            listen: crate::model::Listen {
+                addrs: Vec::new(),
+                backlog: crate::model::upgrade_defaults::BACKLOG,
+            },
+            upgrade: None,
         })
     }
 }
