@@ -394,6 +394,22 @@ mod tests {
                 "exit_action_applied",
                 json!({"action": "restart", "env": ["DB_HOST=db-standby"], "exit_code": 102}),
             ),
+            (
+                "upgrade_started",
+                json!({"from": "/opt/api/a/server", "to": "/opt/api/b/server"}),
+            ),
+            ("draining", json!({"run": 7, "pid": 42, "drain_ms": 30000})),
+            ("baking", json!({"bake_ms": 60000})),
+            ("upgraded", json!({"build": "/opt/api/b/server"})),
+            (
+                "rolled_back",
+                json!({"build": "/opt/api/a/server", "from": "/opt/api/b/server",
+                       "reason": "exited 1 before it was ready"}),
+            ),
+            (
+                "upgrade_refused",
+                json!({"build": "/opt/api/b/server", "reason": "not executable"}),
+            ),
         ];
         let actual: Vec<(String, Value)> = one_of_each()
             .iter()
