@@ -398,7 +398,7 @@ mod tests {
                 "upgrade_started",
                 json!({"from": "/opt/api/a/server", "to": "/opt/api/b/server"}),
             ),
-            ("draining", json!({"run": 7, "pid": 42, "drain_ms": 30000})),
+            ("draining", json!({"run": 3, "pid": 42, "drain_ms": 30000})),
             ("baking", json!({"bake_ms": 60000})),
             ("upgraded", json!({"build": "/opt/api/b/server"})),
             (
