@@ -10,6 +10,7 @@ mod exit;
 mod start;
 mod state;
 mod stop;
+mod upgrade;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub use self::cause::{Cause, FailReason, SpawnFailure};
 pub use self::state::{
     AfterStop, Drain, Escalation, ForkerExit, KillScope, MainProcess, RunId, Start, State, Watchdog,
 };
+pub use self::upgrade::{Phase, Rollout, Serving};
 
 /// How long to wait for a group to disappear after SIGKILL before giving up on it.
 pub const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -146,6 +148,11 @@ pub struct Service {
     follow_up: Option<FollowUp>,
     /// Earlier runs whose processes may outlive them (oldest first).
     draining: Vec<Drain>,
+    /// The build the next run executes (services with `[upgrade]`): the spec's pinned
+    /// build until an upgrade moves the service on.
+    build: Option<std::path::PathBuf>,
+    /// The rollout under way, if any.
+    rollout: Option<Rollout>,
 }
 
 impl Service {
@@ -156,7 +163,6 @@ impl Service {
         kill_scope: KillScope,
     ) -> Self {
         Self {
-            spec,
             state: State::Stopped,
             since: now,
             restarts: 0,
@@ -173,6 +179,9 @@ impl Service {
             policy: Policy::Apply,
             follow_up: None,
             draining: Vec::new(),
+            build: spec.upgrade.as_ref().map(|u| u.build.clone()),
+            rollout: None,
+            spec,
         }
     }
 
@@ -277,6 +286,16 @@ impl Service {
     /// Earlier runs whose processes may still be alive beside the current one.
     pub fn draining(&self) -> &[Drain] {
         &self.draining
+    }
+
+    /// The build the current (or next) run executes, for a service with `[upgrade]`.
+    pub fn build(&self) -> Option<&std::path::Path> {
+        self.build.as_deref()
+    }
+
+    /// The rollout under way, if any.
+    pub fn rollout(&self) -> Option<&Rollout> {
+        self.rollout.as_ref()
     }
 
     /// Health of the current run, while it is starting or running.
