@@ -106,7 +106,9 @@ impl Shell {
                 self.table.forget_group(pgid);
             }
         }
-        alive || self.cgroup(service).is_some_and(|c| !c.is_empty())
+        alive
+            || (!self.overlapping(service, run)
+                && self.cgroup(service).is_some_and(|c| !c.is_empty()))
     }
 
     /// The main process of `run` ended with `status`: the exit input, with an OOM kill
