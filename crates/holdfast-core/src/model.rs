@@ -263,9 +263,9 @@ pub enum Readiness {
     Notify,
     /// s6 protocol: the service writes a newline to this fd.
     Fd(i32),
-    /// A TCP connect to this address succeeds.
+    /// A TCP connect to this address succeeds; port 0: the run's private port (`ProxySpec`).
     Tcp(std::net::SocketAddr),
-    /// A GET of this `http://` URL answers 2xx.
+    /// A GET of this `http://` URL answers 2xx; port 0: the run's private port.
     Http(String),
     /// The first successful health probe (wired by the health module).
     Health,
@@ -616,14 +616,14 @@ pub enum Probe {
     /// occurring in the response body.
     Http {
         url: String,
-        /// `host:port` to connect to.
+        /// `host:port` to connect to; port 0 (also in `url`): the run's private port.
         authority: String,
         /// Path and query sent in the request line.
         path: String,
         status: std::ops::RangeInclusive<u16>,
         body: Option<String>,
     },
-    /// A TCP connect to `host:port` that succeeds.
+    /// A TCP connect to `host:port` that succeeds; port 0: the run's private port.
     Tcp { address: String },
     /// A command that exits 0 (run with the service's environment, output discarded).
     Exec { command: Vec<String> },
