@@ -196,7 +196,7 @@ fn events(daemon: &Daemon) -> Vec<EventRecord> {
 /// Waits for the first event of `kind` (of any service) and returns it.
 fn wait_event(daemon: &Daemon, kind: &str) -> EventRecord {
     let mut found = None;
-    daemon.wait_until(&format!("a {kind} event"), |d| {
+    daemon.wait_until(&format!("an event {kind}"), |d| {
         found = events(d).into_iter().find(|e| e.kind == kind);
         found.is_some()
     });
