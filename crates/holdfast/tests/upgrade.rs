@@ -139,9 +139,20 @@ enum Server {
     Go,
 }
 
+/// Short: a good build is done soon after the old run is gone.
+const BAKE: &str = "500ms";
+
 /// The service `web` on public `port`, running `current/server` in `mode`, with
-/// `extra` appended to `[service.web]` (before its `upgrade` table).
-fn config(builds: &Builds, port: u16, mode: Mode, server: Server, extra: &str) -> String {
+/// `extra` appended to `[service.web]` (before its `upgrade` table) and a new build
+/// watched for `bake`.
+fn config(
+    builds: &Builds,
+    port: u16,
+    mode: Mode,
+    server: Server,
+    extra: &str,
+    bake: &str,
+) -> String {
     let current = builds.current().display().to_string();
     let addr = format!("127.0.0.1:{port}");
     let (command, listen, ready, upgrade) = match (mode, server) {
@@ -182,7 +193,7 @@ stop = {{ signal = "TERM", timeout = "20s" }}
 watch = "{current}"
 ready_timeout = "20s"
 drain = "20s"
-bake = "500ms"
+bake = "{bake}"
 rollback_link = true
 verify = {{ command = ["{{bin}}", "--version"], timeout = "10s" }}
 "#
@@ -258,7 +269,7 @@ fn flip_a_to_b(mode: Mode, server: Server, connections: Connections) {
     };
     builds.flip("A");
     let port = free_port();
-    let daemon = Daemon::start(&config(&builds, port, mode, server, ""));
+    let daemon = Daemon::start(&config(&builds, port, mode, server, "", BAKE));
     let old = running(&daemon);
 
     let report = under_load(&format!("127.0.0.1:{port}"), connections, "B", || {
@@ -316,8 +327,8 @@ fn health(port: u16) -> String {
     format!(
         r#"[service.web.health]
 http = "http://127.0.0.1:{port}/health"
-interval = "200ms"
-timeout = "1s"
+interval = "300ms"
+timeout = "300ms"
 unhealthy = {{ failures = 2, within = "10s", action = "none" }}
 "#
     )
@@ -333,12 +344,15 @@ fn roll_back(bad: &str, connections: Connections) -> (LoadReport, EventRecord, P
         .demo("D", &["--unhealthy-after", "3s"]);
     builds.flip("A");
     let port = free_port();
+    // Long enough for D to turn unhealthy (after 3 s) while it bakes.
+    let bake = "60s";
     let daemon = Daemon::start(&config(
         &builds,
         port,
         Mode::Handover,
         Server::Demo,
         &health(port),
+        bake,
     ));
     running(&daemon);
     let mut rolled_back = None;
@@ -399,7 +413,14 @@ fn refused(bad: &str, prepare: impl FnOnce(&Builds), why: &str) {
     prepare(&builds);
     builds.flip("A");
     let port = free_port();
-    let daemon = Daemon::start(&config(&builds, port, Mode::Handover, Server::Demo, ""));
+    let daemon = Daemon::start(&config(
+        &builds,
+        port,
+        Mode::Handover,
+        Server::Demo,
+        "",
+        BAKE,
+    ));
     let pid = running(&daemon);
     let mut refusal = None;
     let report = under_load(
@@ -465,6 +486,7 @@ fn three_instances_upgrade_one_at_a_time_canary_first_failing_no_request() {
         Mode::Reuseport,
         Server::Demo,
         "instances = 3\n",
+        BAKE,
     ));
     for i in 0..3 {
         daemon.wait_for_service(&format!("web@{i}"), "runs", |s| s.state == "running");
