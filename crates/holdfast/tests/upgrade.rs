@@ -373,10 +373,10 @@ fn roll_back(bad: &str, connections: Connections) -> (LoadReport, EventRecord, P
     (report, event, link, builds)
 }
 
-#[test]
-fn a_build_that_crashes_at_start_is_rolled_back_failing_no_request() {
-    let (report, event, link, builds) = roll_back("C", Connections::NewPerRequest);
-    report.assert_no_failures("rollback of C");
+/// C exits at start: the old run never stopped, so C served nothing.
+fn crash_at_start_rolls_back(connections: Connections) {
+    let (report, event, link, builds) = roll_back("C", connections);
+    report.assert_no_failures(&format!("rollback of C, {connections:?}"));
     assert_eq!(
         report.by_build.keys().collect::<Vec<_>>(),
         ["A"],
@@ -391,9 +391,19 @@ fn a_build_that_crashes_at_start_is_rolled_back_failing_no_request() {
 }
 
 #[test]
-fn a_build_that_turns_unhealthy_while_baking_is_rolled_back_failing_no_request() {
-    let (report, event, link, builds) = roll_back("D", Connections::KeepAlive);
-    report.assert_no_failures("rollback of D");
+fn a_build_that_crashes_at_start_is_rolled_back_failing_no_keep_alive_request() {
+    crash_at_start_rolls_back(Connections::KeepAlive);
+}
+
+#[test]
+fn a_build_that_crashes_at_start_is_rolled_back_failing_no_new_connection_request() {
+    crash_at_start_rolls_back(Connections::NewPerRequest);
+}
+
+/// D served while baking, then turned unhealthy: A runs again and gets every client.
+fn unhealthy_while_baking_rolls_back(connections: Connections) {
+    let (report, event, link, builds) = roll_back("D", connections);
+    report.assert_no_failures(&format!("rollback of D, {connections:?}"));
     assert!(
         report.last_builds.iter().all(|b| b == "A"),
         "every client ends on A again: {report:#?}"
@@ -404,6 +414,16 @@ fn a_build_that_turns_unhealthy_while_baking_is_rolled_back_failing_no_request()
         "the reason says it turned unhealthy: {event:#?}"
     );
     assert_eq!(link, builds.dir("A"), "current points back at A");
+}
+
+#[test]
+fn a_build_that_turns_unhealthy_while_baking_is_rolled_back_failing_no_keep_alive_request() {
+    unhealthy_while_baking_rolls_back(Connections::KeepAlive);
+}
+
+#[test]
+fn a_build_that_turns_unhealthy_while_baking_is_rolled_back_failing_no_new_connection_request() {
+    unhealthy_while_baking_rolls_back(Connections::NewPerRequest);
 }
 
 /// Flips to `bad` under load: refused, nothing changes.
