@@ -236,7 +236,7 @@ impl Validator<'_> {
         match name {
             "handover" => Some(UpgradeMode::Handover),
             "reuseport" => Some(UpgradeMode::Reuseport),
-            "proxy" => Some(UpgradeMode::Proxy(self.proxy(svc, up, mode.span())?)),
+            "proxy" => Some(UpgradeMode::Proxy(self.proxy(svc, up)?)),
             other => {
                 self.push(
                     Problem::new(
@@ -251,12 +251,12 @@ impl Validator<'_> {
         }
     }
 
-    /// `proxy` (required: forwarding requests and forwarding bytes differ too much to
-    /// guess) and `ports`.
-    fn proxy(&mut self, svc: &str, up: &RawUpgrade, mode: Range<usize>) -> Option<ProxySpec> {
+    /// `proxy` (default `http`: what most proxied services speak, and what moves
+    /// keep-alive clients to the new run) and `ports`.
+    fn proxy(&mut self, svc: &str, up: &RawUpgrade) -> Option<ProxySpec> {
         let ports = up.ports.as_ref().and_then(|p| self.ports(svc, p));
         let protocol = match up.proxy.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
-            Some(("http", _)) => ProxyProtocol::Http,
+            None | Some(("http", _)) => ProxyProtocol::Http,
             Some(("tcp", _)) => ProxyProtocol::Tcp,
             Some((other, at)) => {
                 self.push(
@@ -268,19 +268,6 @@ impl Validator<'_> {
                         "unknown protocol",
                     )
                     .with_help(choice_help(other, &["http", "tcp"], "valid")),
-                );
-                return None;
-            }
-            None => {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.upgrade.mode = \"proxy\"` needs `proxy`"),
-                        mode,
-                        "what is forwarded?",
-                    )
-                    .with_help(
-                        "add proxy = \"http\" (each request goes to the current run, so keep-alive clients move too) or proxy = \"tcp\" (each connection stays with its run)",
-                    ),
                 );
                 return None;
             }
@@ -655,7 +642,6 @@ mod tests {
             ready = { tcp = "127.0.0.1:{port}" }
             [service.web.upgrade]
             mode = "proxy"
-            proxy = "http"
             "#,
         );
         let api = spec(&p, "api@1");
@@ -686,6 +672,14 @@ mod tests {
         assert_eq!(
             spec(&p, "web").ready,
             Readiness::Tcp("127.0.0.1:0".parse().expect("addr"))
+        );
+        assert_eq!(
+            spec(&p, "web").upgrade.as_ref().map(|u| &u.mode),
+            Some(&UpgradeMode::Proxy(ProxySpec {
+                protocol: ProxyProtocol::Http,
+                ports: None,
+            })),
+            "http by default"
         );
     }
 
