@@ -365,3 +365,28 @@ mode = "proxy"
     assert!(!env.iter().any(|var| var.starts_with("LISTEN_")), "{env:?}");
     TcpStream::connect(addr).expect("holdfast holds the public address");
 }
+
+#[test]
+fn a_reuseport_service_makes_holdfast_migrate_queued_connections_in_its_namespace() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only root may set net.ipv4.tcp_migrate_req");
+        return;
+    }
+    // In a namespace of its own, so that the test changes nothing on the host.
+    let daemon = Daemon::start_in_new_netns(
+        r#"
+[service.api]
+command = ["sleep", "1000"]
+[service.api.upgrade]
+mode = "reuseport"
+"#,
+    );
+    daemon.wait_for_service("api", "is running", |s| s.state == "running");
+    let mut read = std::process::Command::new("nsenter");
+    read.arg(format!("--net=/proc/{}/ns/net", daemon.host_pid()))
+        .args(["cat", "/proc/sys/net/ipv4/tcp_migrate_req"]);
+
+    let output = run(read);
+
+    assert_eq!(support::stdout(&output).trim(), "1", "{}", stderr(&output));
+}
