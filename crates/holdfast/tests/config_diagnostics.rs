@@ -392,7 +392,7 @@ fn bad_listen_addresses_and_upgrade_values_are_each_reported() {
     insta::assert_snapshot!(report(
         r#"[service.api]
 command = ["/usr/bin/server"]
-listen = ["tcp://localhost:80", "unix:run/api.sock", "udp://0.0.0.0:53", "tcp://0.0.0.0:8080", "tcp://0.0.0.0:8080"]
+listen = ["tcp://localhost:80", "unix:run/api.sock", "udp://0.0.0.0:53", "tcp://0.0.0.0:8080", "tcp://127.0.0.1:8080"]
 backlog = 0
 [service.api.upgrade]
 mode = "handoff"

@@ -317,3 +317,76 @@ fn check_accepts_a_build_behind_a_watched_link() {
         Some(std::fs::canonicalize(dir.join("b1/server")).expect("real path"))
     );
 }
+
+#[test]
+fn probes_and_hooks_never_get_the_listen_sockets() {
+    let addr = free_addr();
+    let daemon = Daemon::start(&format!(
+        r#"
+[service.api]
+command = ["sleep", "1000"]
+listen = ["tcp://{addr}"]
+[service.api.health]
+exec = ["/bin/sh", "-c", "env > {{DIR}}/probe.env"]
+interval = "1s"
+[service.api.on]
+spawned = ["/bin/sh", "-c", "env > {{DIR}}/hook.env"]
+"#
+    ));
+    daemon.wait_for_service("api", "is running", |s| s.state == "running");
+    let pid = daemon.running_pid("api");
+    assert!(environ(pid).contains(&"LISTEN_FDS=1".to_owned()));
+    for helper in ["probe.env", "hook.env"] {
+        let path = daemon.dir().join(helper);
+        daemon.wait_until(&format!("the {helper} is written"), |_| {
+            std::fs::read_to_string(&path).is_ok_and(|env| env.contains("INVOCATION_ID="))
+        });
+        let env = std::fs::read_to_string(&path).expect("written");
+        assert!(!env.contains("LISTEN_"), "{helper}: {env}");
+    }
+}
+
+#[test]
+fn a_proxied_service_gets_no_listen_sockets_but_its_public_address_is_bound() {
+    let addr = free_addr();
+    let daemon = Daemon::start(&format!(
+        r#"
+[service.api]
+command = ["sleep", "1000"]
+env = {{ PORT = "{{port}}" }}
+listen = ["tcp://{addr}"]
+[service.api.upgrade]
+mode = "proxy"
+"#
+    ));
+    daemon.wait_for_service("api", "is running", |s| s.state == "running");
+    let env = environ(daemon.running_pid("api"));
+
+    assert!(!env.iter().any(|var| var.starts_with("LISTEN_")), "{env:?}");
+    TcpStream::connect(addr).expect("holdfast holds the public address");
+}
+
+#[test]
+fn a_reuseport_service_makes_holdfast_migrate_queued_connections_in_its_namespace() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only root may set net.ipv4.tcp_migrate_req");
+        return;
+    }
+    // In a namespace of its own, so that the test changes nothing on the host.
+    let daemon = Daemon::start_in_new_netns(
+        r#"
+[service.api]
+command = ["sleep", "1000"]
+[service.api.upgrade]
+mode = "reuseport"
+"#,
+    );
+    daemon.wait_for_service("api", "is running", |s| s.state == "running");
+    let mut read = std::process::Command::new("nsenter");
+    read.arg(format!("--net=/proc/{}/ns/net", daemon.host_pid()))
+        .args(["cat", "/proc/sys/net/ipv4/tcp_migrate_req"]);
+
+    let output = run(read);
+
+    assert_eq!(support::stdout(&output).trim(), "1", "{}", stderr(&output));
+}

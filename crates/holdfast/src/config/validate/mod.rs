@@ -65,6 +65,7 @@ pub fn validate(
     }
     v.cycles(&edges);
     v.ready_ports(&raw.services, &services);
+    v.problems.extend(upgrade::shared_addresses(&raw.services));
     if let Some(host) = host {
         for entry in &raw.services {
             let (Some(body), Ok(name)) = (&entry.body, ServiceName::new(entry.name.get_ref()))

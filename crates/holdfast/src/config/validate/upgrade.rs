@@ -19,9 +19,11 @@ use std::path::{Path, PathBuf};
 
 use serde_spanned::Spanned;
 
-use super::Validator;
+use super::{Validator, ports};
 use crate::config::diagnostic::{Problem, choice_help};
-use crate::config::raw::{RawCommand, RawReady, RawService, RawUpgrade, RawVerify};
+use crate::config::raw::{
+    RawCommand, RawReady, RawService, RawServiceEntry, RawUpgrade, RawVerify,
+};
 use crate::model::{
     Checksum, Listen, ListenAddr, ProxyProtocol, ProxySpec, UpgradeMode, UpgradeSpec, Verify,
     upgrade_defaults,
@@ -53,15 +55,15 @@ impl Validator<'_> {
             let Some(addr) = self.listen_addr(svc, entry) else {
                 continue;
             };
-            if addrs.contains(&addr) {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.listen` names {addr} twice"),
-                        entry.span(),
-                        "duplicate",
-                    )
-                    .with_help("list each address once"),
-                );
+            if let Some(first) = addrs.iter().find(|a| same_port(a, &addr)) {
+                let message = if *first == addr {
+                    format!("`service.{svc}.listen` names {addr} twice")
+                } else {
+                    format!("`service.{svc}.listen` names {addr}, which {first} includes")
+                };
+                self.push(Problem::new(message, entry.span(), "duplicate").with_help(
+                    "list each address once: a wildcard IP takes the port on every address",
+                ));
                 continue;
             }
             addrs.push(addr);
@@ -76,51 +78,18 @@ impl Validator<'_> {
 
     fn listen_addr(&mut self, svc: &str, entry: &Spanned<String>) -> Option<ListenAddr> {
         let text = entry.get_ref();
-        let problem = |label: &str, help: &str| {
-            Problem::new(
-                format!("invalid address {text:?} in `service.{svc}.listen`"),
-                entry.span(),
-                label,
-            )
-            .with_help(help.to_owned())
-        };
-        if let Some(addr) = text.strip_prefix("tcp://") {
-            return match addr.parse::<SocketAddr>() {
-                Ok(addr) if addr.port() != 0 => Some(ListenAddr::Tcp(addr)),
-                Ok(_) => {
-                    self.push(problem(
-                        "port 0",
-                        "name the port clients connect to, e.g. \"tcp://0.0.0.0:8080\"",
-                    ));
-                    None
-                }
-                Err(_) => {
-                    self.push(problem(
-                        "not tcp://IP:PORT",
-                        "write an IP address and a port, e.g. \"tcp://0.0.0.0:8080\" or \"tcp://[::]:8080\"",
-                    ));
-                    None
-                }
-            };
-        }
-        if let Some(path) = text.strip_prefix("unix:") {
-            let path = Path::new(path);
-            let help = "write an absolute path of at most 107 bytes, e.g. \"unix:/run/api.sock\"";
-            if !path.is_absolute() {
-                self.push(problem("relative path", help));
-                return None;
-            }
-            if path.as_os_str().len() > MAX_UNIX_PATH {
-                self.push(problem("path too long for a unix socket", help));
-                return None;
-            }
-            return Some(ListenAddr::Unix(path.to_owned()));
-        }
-        self.push(problem(
-            "unknown kind of address",
-            "write \"tcp://IP:PORT\" or \"unix:/absolute/path\"",
-        ));
-        None
+        parse_listen(text)
+            .map_err(|(label, help)| {
+                self.push(
+                    Problem::new(
+                        format!("invalid address {text:?} in `service.{svc}.listen`"),
+                        entry.span(),
+                        label,
+                    )
+                    .with_help(help),
+                );
+            })
+            .ok()
     }
 
     fn backlog(&mut self, svc: &str, raw: &Spanned<i64>, listens: bool) -> Option<u32> {
@@ -236,7 +205,7 @@ impl Validator<'_> {
         match name {
             "handover" => Some(UpgradeMode::Handover),
             "reuseport" => Some(UpgradeMode::Reuseport),
-            "proxy" => Some(UpgradeMode::Proxy(self.proxy(svc, up, mode.span())?)),
+            "proxy" => Some(UpgradeMode::Proxy(self.proxy(svc, up)?)),
             other => {
                 self.push(
                     Problem::new(
@@ -251,12 +220,12 @@ impl Validator<'_> {
         }
     }
 
-    /// `proxy` (required: forwarding requests and forwarding bytes differ too much to
-    /// guess) and `ports`.
-    fn proxy(&mut self, svc: &str, up: &RawUpgrade, mode: Range<usize>) -> Option<ProxySpec> {
+    /// `proxy` (default `http`: what most proxied services speak, and what moves
+    /// keep-alive clients to the new run) and `ports`.
+    fn proxy(&mut self, svc: &str, up: &RawUpgrade) -> Option<ProxySpec> {
         let ports = up.ports.as_ref().and_then(|p| self.ports(svc, p));
         let protocol = match up.proxy.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
-            Some(("http", _)) => ProxyProtocol::Http,
+            None | Some(("http", _)) => ProxyProtocol::Http,
             Some(("tcp", _)) => ProxyProtocol::Tcp,
             Some((other, at)) => {
                 self.push(
@@ -268,19 +237,6 @@ impl Validator<'_> {
                         "unknown protocol",
                     )
                     .with_help(choice_help(other, &["http", "tcp"], "valid")),
-                );
-                return None;
-            }
-            None => {
-                self.push(
-                    Problem::new(
-                        format!("`service.{svc}.upgrade.mode = \"proxy\"` needs `proxy`"),
-                        mode,
-                        "what is forwarded?",
-                    )
-                    .with_help(
-                        "add proxy = \"http\" (each request goes to the current run, so keep-alive clients move too) or proxy = \"tcp\" (each connection stays with its run)",
-                    ),
                 );
                 return None;
             }
@@ -508,6 +464,79 @@ impl Validator<'_> {
     }
 }
 
+/// One `listen` address, or the label and hint of what is wrong with it.
+fn parse_listen(text: &str) -> Result<ListenAddr, (&'static str, &'static str)> {
+    if let Some(addr) = text.strip_prefix("tcp://") {
+        return match addr.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() != 0 => Ok(ListenAddr::Tcp(addr)),
+            Ok(_) => Err((
+                "port 0",
+                "name the port clients connect to, e.g. \"tcp://0.0.0.0:8080\"",
+            )),
+            Err(_) => Err((
+                "not tcp://IP:PORT",
+                "write an IP address and a port, e.g. \"tcp://0.0.0.0:8080\" or \"tcp://[::]:8080\"",
+            )),
+        };
+    }
+    if let Some(path) = text.strip_prefix("unix:") {
+        let path = Path::new(path);
+        let help = "write an absolute path of at most 107 bytes, e.g. \"unix:/run/api.sock\"";
+        if !path.is_absolute() {
+            return Err(("relative path", help));
+        }
+        if path.as_os_str().len() > MAX_UNIX_PATH {
+            return Err(("path too long for a unix socket", help));
+        }
+        return Ok(ListenAddr::Unix(path.to_owned()));
+    }
+    Err((
+        "unknown kind of address",
+        "write \"tcp://IP:PORT\" or \"unix:/absolute/path\"",
+    ))
+}
+
+/// Two services that listen on the same address: the second could never bind it.
+/// Reported at the later one, in file order.
+pub(super) fn shared_addresses(entries: &[RawServiceEntry]) -> Vec<Problem> {
+    let mut seen: Vec<(&str, ListenAddr)> = Vec::new();
+    let mut problems = Vec::new();
+    for entry in entries {
+        let svc = entry.name.get_ref().as_str();
+        let listen = entry.body.as_ref().and_then(|b| b.value.listen.as_ref());
+        for written in listen.iter().flat_map(|l| l.get_ref()) {
+            let Ok(addr) = parse_listen(written.get_ref()) else {
+                continue;
+            };
+            let first = seen
+                .iter()
+                .find(|(other, at)| *other != svc && same_port(at, &addr));
+            if let Some((other, at)) = first {
+                problems.push(
+                    Problem::new(
+                        format!("`service.{svc}.listen` takes {addr}, already taken by `service.{other}`"),
+                        written.span(),
+                        "the same address",
+                    )
+                    .with_help(format!(
+                        "each address is bound once, for one service; `{other}` listens on {at}"
+                    )),
+                );
+            }
+            seen.push((svc, addr));
+        }
+    }
+    problems
+}
+
+fn same_port(a: &ListenAddr, b: &ListenAddr) -> bool {
+    match (a, b) {
+        (ListenAddr::Tcp(a), ListenAddr::Tcp(b)) => ports::collide(*a, *b),
+        (ListenAddr::Unix(a), ListenAddr::Unix(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// No `listen`, or an empty one.
 fn no_listen(raw: &RawService) -> bool {
     raw.listen.as_ref().is_none_or(|l| l.get_ref().is_empty())
@@ -655,7 +684,6 @@ mod tests {
             ready = { tcp = "127.0.0.1:{port}" }
             [service.web.upgrade]
             mode = "proxy"
-            proxy = "http"
             "#,
         );
         let api = spec(&p, "api@1");
@@ -686,6 +714,14 @@ mod tests {
         assert_eq!(
             spec(&p, "web").ready,
             Readiness::Tcp("127.0.0.1:0".parse().expect("addr"))
+        );
+        assert_eq!(
+            spec(&p, "web").upgrade.as_ref().map(|u| &u.mode),
+            Some(&UpgradeMode::Proxy(ProxySpec {
+                protocol: ProxyProtocol::Http,
+                ports: None,
+            })),
+            "http by default"
         );
     }
 
@@ -735,6 +771,24 @@ mod tests {
         plan(
             "[service.a]\ncommand = [\"/opt/a/current\"]\nlisten = [\"tcp://0.0.0.0:80\"]\n\
              [service.a.upgrade]\nmode = \"handover\"\nwatch = \"/opt/a/current\"\n",
+        );
+    }
+
+    #[test]
+    fn two_services_may_not_listen_on_the_same_address() {
+        let src = "[service.a]\ncommand = [\"/bin/a\"]\nlisten = [\"tcp://0.0.0.0:80\", \"unix:/run/a.sock\"]\n\
+                   [service.b]\ncommand = [\"/bin/b\"]\nlisten = [\"tcp://127.0.0.1:80\", \"tcp://127.0.0.1:81\"]\n\
+                   [service.c]\ncommand = [\"/bin/c\"]\nlisten = [\"unix:/run/a.sock\"]\n";
+        let all = problems(src);
+        let snippets: Vec<&str> = all.iter().map(|p| snippet(src, p)).collect();
+        assert_eq!(
+            snippets,
+            ["\"tcp://127.0.0.1:80\"", "\"unix:/run/a.sock\""],
+            "{all:#?}"
+        );
+        assert_eq!(
+            all[0].message(),
+            "`service.b.listen` takes tcp://127.0.0.1:80, already taken by `service.a`"
         );
     }
 
