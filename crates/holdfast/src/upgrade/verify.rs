@@ -61,15 +61,31 @@ impl Runner {
     }
 }
 
+/// Why a build is refused: the file it concerns, and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub build: PathBuf,
+    pub reason: String,
+}
+
 /// The build a program path names now: every symlink resolved. A link to a missing file
-/// is refused with a reason that names the file it points to.
-pub fn resolve(program: &Path) -> Result<PathBuf, String> {
+/// is refused, naming the file it points to.
+pub fn resolve(program: &Path) -> Result<PathBuf, Refusal> {
     std::fs::canonicalize(program).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => match dangling(program) {
-            Some(target) => format!("the link points to a missing file: {}", target.display()),
-            None => format!("{} does not exist", program.display()),
+            Some(target) => Refusal {
+                build: target,
+                reason: "the link points to a missing file".to_owned(),
+            },
+            None => Refusal {
+                build: program.to_owned(),
+                reason: "the file does not exist".to_owned(),
+            },
         },
-        _ => format!("cannot resolve {}: {e}", program.display()),
+        _ => Refusal {
+            build: program.to_owned(),
+            reason: format!("cannot resolve it: {e}"),
+        },
     })
 }
 
@@ -276,10 +292,10 @@ mod tests {
         std::os::unix::fs::symlink("gone/server", dir.join("next")).expect("link");
         assert_eq!(
             resolve(&dir.join("next")),
-            Err(format!(
-                "the link points to a missing file: {}",
-                dir.join("gone/server").display()
-            ))
+            Err(Refusal {
+                build: dir.join("gone/server"),
+                reason: "the link points to a missing file".to_owned(),
+            })
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

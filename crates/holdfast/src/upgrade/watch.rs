@@ -37,7 +37,7 @@ pub struct Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flip {
     pub service: ServiceName,
-    pub build: Result<PathBuf, String>,
+    pub build: Result<PathBuf, verify::Refusal>,
 }
 
 /// Watches links until dropped.
@@ -111,7 +111,10 @@ async fn run(
                     let program = target.program.clone();
                     let build = tokio::task::spawn_blocking(move || verify::resolve(&program))
                         .await
-                        .unwrap_or_else(|e| Err(format!("cannot resolve the link: {e}")));
+                        .unwrap_or_else(|e| Err(verify::Refusal {
+                            build: target.program.clone(),
+                            reason: format!("cannot resolve it: {e}"),
+                        }));
                     let flip = Flip { service: target.service.clone(), build };
                     if !sink(flip) {
                         return;

@@ -127,9 +127,9 @@ impl Shell {
     }
 }
 
-/// SIGKILL to the process group an exec probe leads, only while the probe is not reaped
-/// (so that a freed, reused pid is never hit); `None` once it was.
-fn kill_group(pid: Pid) -> Option<Result<bool, nix::errno::Errno>> {
+/// SIGKILL to the process group a helper (an exec probe, a `verify` command) leads, only
+/// while it is not reaped (so that a freed, reused pid is never hit); `None` once it was.
+pub(super) fn kill_group(pid: Pid) -> Option<Result<bool, nix::errno::Errno>> {
     reap::while_unreaped(pid, || {
         group::signal_group(pid, crate::unix::Signal::SIGKILL)
     })
