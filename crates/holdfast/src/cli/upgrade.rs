@@ -1,0 +1,368 @@
+//! `holdfast upgrade NAME [--to PATH] [--no-block]`: roll a service out to a new build
+//! (the one its program names now, after a flip of its `current` link, or `--to`), print
+//! the rollout's events as they happen and wait until every instance is `upgraded`
+//! (exit 0), or `rolled_back` / refused (exit 1). `holdfast upgrade --status [NAME]`:
+//! each upgradable service's mode, build and rollout under way.
+//!
+//! The daemon verifies the build before it answers: a refusal is its error answer, and
+//! nothing changed. The events are read from the daemon's history after the last one
+//! seen before the request, so none of the rollout's can be missed.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use clap_complete::ArgValueCandidates;
+
+use super::service::report;
+use super::{completions, exit, status, targets};
+use crate::control::client::{self, ClientError};
+use crate::control::protocol::{
+    ControlError, ErrorKind, Reply, Request, ServiceStatus, Status, UpgradeStatus,
+};
+use crate::model::ServiceName;
+
+/// What `holdfast upgrade` acts on and how. `NAME` is optional in the grammar: `--status`
+/// lists every upgradable service without one.
+#[derive(Debug, Clone, Args)]
+pub struct UpgradeArgs {
+    /// The service to upgrade (a base name upgrades its instances one at a time).
+    #[arg(
+        value_name = "NAME",
+        required_unless_present = "status",
+        add = ArgValueCandidates::new(completions::service_names)
+    )]
+    pub name: Option<ServiceName>,
+    /// Roll out this build (an absolute path) instead of the one the service's program
+    /// names now.
+    #[arg(long, value_name = "PATH", value_parser = parse_build, conflicts_with = "status")]
+    pub to: Option<PathBuf>,
+    /// Return once the daemon verified and accepted the build, without waiting for the
+    /// rollout.
+    #[arg(long, conflicts_with = "status")]
+    pub no_block: bool,
+    /// Show each upgradable service's mode, build and rollout under way.
+    #[arg(long)]
+    pub status: bool,
+}
+
+/// `--to`: an absolute path to an existing file (the daemon checks the rest).
+fn parse_build(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    if !path.is_absolute() {
+        return Err(format!(
+            "the build must be an absolute path, not {text:?} (try {:?})",
+            std::env::current_dir()
+                .map(|d| d.join(&path).display().to_string())
+                .unwrap_or_default()
+        ));
+    }
+    match std::fs::metadata(&path) {
+        Ok(_) => Ok(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!("no such file: {text}")),
+        Err(e) => Err(format!("cannot read {text}: {e}")),
+    }
+}
+
+pub fn run(socket: &Path, args: &UpgradeArgs) -> miette::Result<ExitCode> {
+    let status = match fetch(socket) {
+        Ok(status) => status,
+        Err(e) => return Ok(report(e)),
+    };
+    let upgradable = match upgradable(&status, args.name.as_ref()) {
+        Ok(services) => services,
+        Err(e) => return Ok(report(ClientError::Daemon(e))),
+    };
+    if args.status {
+        print!("{}", render_status(&upgradable));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(name) = args.name.clone() else {
+        // clap requires NAME without --status.
+        let needed = bad("a service to upgrade is needed".to_owned());
+        return Ok(report(ClientError::Daemon(needed)));
+    };
+    let names: BTreeSet<ServiceName> = upgradable.iter().map(|s| s.name.clone()).collect();
+    Ok(upgrade(socket, name, args.to.clone(), args.no_block, names))
+}
+
+/// Sends the upgrade and, unless `no_block`, prints its events until each of `names`
+/// reached its outcome.
+fn upgrade(
+    socket: &Path,
+    name: ServiceName,
+    to: Option<PathBuf>,
+    no_block: bool,
+    names: BTreeSet<ServiceName>,
+) -> ExitCode {
+    let since = match last_seq(socket) {
+        Ok(seq) => seq,
+        Err(e) => return report(e),
+    };
+    let request = Request::Upgrade {
+        target: name.clone(),
+        to,
+    };
+    // No deadline of the CLI's own: the daemon answers once the build's `verify`
+    // command ended, which its timeout bounds.
+    match client::call_within(socket, request, None) {
+        Ok(Reply::Accepted { message }) => println!("{message}"),
+        Ok(other) => return report(unexpected(&other)),
+        Err(e) => return report(e),
+    }
+    if no_block {
+        return ExitCode::SUCCESS;
+    }
+    let mut rollout = Rollout {
+        pending: names,
+        failed: false,
+    };
+    let request = Request::Events {
+        follow: true,
+        service: Some(name),
+        since: Some(since),
+        last: None,
+    };
+    let streamed = client::stream(socket, request, |reply| match reply {
+        Reply::Event { event } => {
+            println!("{}", super::events::render(&event));
+            let _ = std::io::stdout().flush();
+            if let Some(service) = &event.service {
+                rollout.on_event(service, &event.kind);
+            }
+            if rollout.pending.is_empty() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        other => {
+            eprintln!("holdfast sent an unexpected line in the event stream: {other:?}");
+            ControlFlow::Break(())
+        }
+    });
+    if let Err(e) = streamed {
+        return report(e);
+    }
+    if !rollout.pending.is_empty() {
+        let left: Vec<&str> = rollout.pending.iter().map(ServiceName::as_str).collect();
+        eprintln!(
+            "holdfast: the event stream ended before {} finished",
+            left.join(", ")
+        );
+        return ExitCode::from(exit::FAILURE);
+    }
+    ExitCode::from(if rollout.failed {
+        exit::FAILURE
+    } else {
+        exit::SUCCESS
+    })
+}
+
+/// The services a waited upgrade still waits for.
+#[derive(Debug)]
+struct Rollout {
+    pending: BTreeSet<ServiceName>,
+    /// Some service was rolled back or its build refused.
+    failed: bool,
+}
+
+impl Rollout {
+    fn on_event(&mut self, service: &ServiceName, kind: &str) {
+        let failed = match kind {
+            "upgraded" => false,
+            "rolled_back" | "upgrade_refused" => true,
+            _ => return,
+        };
+        if self.pending.remove(service) {
+            self.failed |= failed;
+        }
+    }
+}
+
+/// The services of `status` with `[upgrade]` (those `name` names, when given); naming
+/// one without is an error that says so.
+fn upgradable<'a>(
+    status: &'a Status,
+    name: Option<&ServiceName>,
+) -> Result<Vec<&'a ServiceStatus>, ControlError> {
+    let Some(name) = name else {
+        return Ok(status
+            .services
+            .iter()
+            .filter(|s| s.upgrade.is_some())
+            .collect());
+    };
+    let named = targets::resolve(
+        &status.services,
+        &[name.to_string()],
+        targets::Grain::Instance,
+    )?;
+    let services: Vec<&ServiceStatus> = status
+        .services
+        .iter()
+        .filter(|s| named.contains(&s.name))
+        .collect();
+    if services.iter().any(|s| s.upgrade.is_none()) {
+        return Err(bad(format!(
+            "{name} has no [service.{}.upgrade] section: only a service with one can be upgraded",
+            name.base()
+        )));
+    }
+    Ok(services)
+}
+
+/// `upgrade --status`: one paragraph per service.
+pub fn render_status(services: &[&ServiceStatus]) -> String {
+    if services.is_empty() {
+        return "no service has an [upgrade] section\n".to_owned();
+    }
+    let mut out = String::new();
+    for service in services {
+        if let Some(upgrade) = &service.upgrade {
+            let _ = writeln!(out, "{}: {}", service.name, upgrade.mode);
+            for line in lines(upgrade) {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+    }
+    out
+}
+
+/// The build and the rollout under way, as `status NAME` and `upgrade --status` show
+/// them.
+pub fn lines(upgrade: &UpgradeStatus) -> Vec<String> {
+    let mut lines = vec![match &upgrade.watch {
+        Some(link) => format!("build: {} (watching {link})", upgrade.build),
+        None => format!("build: {}", upgrade.build),
+    }];
+    if let Some(rollout) = &upgrade.rollout {
+        lines.push(format!(
+            "upgrading: {}, {} -> {}, for {}",
+            rollout.phase,
+            rollout.from,
+            rollout.to,
+            status::human_duration(rollout.since_ms)
+        ));
+        if let Some(why) = &rollout.rolling_back {
+            lines.push(format!("rolling back: {why}"));
+        }
+    }
+    lines
+}
+
+fn fetch(socket: &Path) -> Result<Status, ClientError> {
+    match client::call(socket, Request::Status)? {
+        Reply::Status(status) => Ok(status),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The sequence number of the daemon's latest event (0 before any).
+fn last_seq(socket: &Path) -> Result<u64, ClientError> {
+    let request = Request::Events {
+        follow: false,
+        service: None,
+        since: None,
+        last: Some(1),
+    };
+    match client::call(socket, request)? {
+        Reply::Events { events } => Ok(events.last().map_or(0, |e| e.seq)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn bad(message: String) -> ControlError {
+    ControlError {
+        kind: ErrorKind::BadRequest,
+        message,
+    }
+}
+
+fn unexpected(reply: &Reply) -> ClientError {
+    ClientError::Protocol(format!(
+        "holdfast answered with an unexpected reply: {reply:?}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::protocol::RolloutStatus;
+
+    fn name(n: &str) -> ServiceName {
+        ServiceName::new(n).expect("valid name")
+    }
+
+    #[test]
+    fn a_waited_upgrade_ends_when_every_instance_is_upgraded_or_rolled_back() {
+        let mut rollout = Rollout {
+            pending: [name("web@0"), name("web@1")].into(),
+            failed: false,
+        };
+        rollout.on_event(&name("web@0"), "upgrade_started");
+        rollout.on_event(&name("web@0"), "upgraded");
+        assert!(!rollout.failed);
+        assert_eq!(rollout.pending, [name("web@1")].into());
+        rollout.on_event(&name("web@1"), "rolled_back");
+        assert!(rollout.pending.is_empty() && rollout.failed);
+    }
+
+    #[test]
+    fn status_shows_the_build_and_the_rollout_under_way() {
+        let mut service = ServiceStatus::sample("api", "running");
+        service.upgrade = Some(UpgradeStatus {
+            mode: "handover".to_owned(),
+            build: "/opt/api/a/server".to_owned(),
+            watch: Some("/opt/api/current".to_owned()),
+            rollout: Some(RolloutStatus {
+                phase: "starting".to_owned(),
+                from: "/opt/api/a/server".to_owned(),
+                to: "/opt/api/b/server".to_owned(),
+                since_ms: 3_000,
+                rolling_back: Some("exited 1 before it was ready".to_owned()),
+            }),
+        });
+        assert_eq!(
+            render_status(&[&service]),
+            "api: handover\n  build: /opt/api/a/server (watching /opt/api/current)\n  \
+             upgrading: starting, /opt/api/a/server -> /opt/api/b/server, for 3s\n  \
+             rolling back: exited 1 before it was ready\n"
+        );
+        assert_eq!(render_status(&[]), "no service has an [upgrade] section\n");
+    }
+
+    #[test]
+    fn a_service_without_an_upgrade_section_is_named_in_the_error() {
+        let status = Status::sample(vec![ServiceStatus::sample("worker", "running")]);
+        let error = upgradable(&status, Some(&name("worker"))).expect_err("no [upgrade]");
+        assert_eq!(
+            error.message,
+            "worker has no [service.worker.upgrade] section: only a service with one can be upgraded"
+        );
+        let unknown = upgradable(&status, Some(&name("wroker"))).expect_err("unknown");
+        assert!(
+            unknown.message.contains("did you mean \"worker\""),
+            "{}",
+            unknown.message
+        );
+    }
+
+    #[test]
+    fn the_build_must_be_an_absolute_path_to_a_file() {
+        assert!(
+            parse_build("server")
+                .expect_err("relative")
+                .contains("absolute path")
+        );
+        assert_eq!(
+            parse_build("/nonexistent/holdfast/server"),
+            Err("no such file: /nonexistent/holdfast/server".to_owned())
+        );
+        assert_eq!(parse_build("/bin/sh"), Ok(PathBuf::from("/bin/sh")));
+    }
+}
