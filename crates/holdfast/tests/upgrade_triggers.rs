@@ -1,0 +1,259 @@
+//! What starts an upgrade, and what stops a bad build before anything changes: a flip of
+//! the watched `current` symlink (an atomic rename, as `ln -sfn` does) and `holdfast
+//! upgrade NAME [--to PATH]`, each verified first (a regular executable file, its
+//! `.sha256`, the `verify` command). A refused build is an `upgrade_refused` event and an
+//! error answer; the running build keeps running.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use holdfast::control::protocol::EventRecord;
+use support::{Daemon, describe, event_records, stderr, stdout};
+
+/// A build that runs until stopped and answers `--version` with `version`'s exit code.
+fn script(version_exit: i32) -> String {
+    format!("#!/bin/sh\nif [ \"$1\" = --version ]; then exit {version_exit}; fi\nexec sleep 1000\n")
+}
+
+/// A deploy directory: `builds/a/server` (good), `current -> builds/a`.
+struct Deploy {
+    dir: PathBuf,
+}
+
+impl Deploy {
+    fn new() -> Deploy {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "holdfast-upgrade-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        let deploy = Deploy { dir };
+        deploy.build("a", &script(0), 0o755);
+        deploy.flip("builds/a");
+        deploy
+    }
+
+    /// Writes `builds/NAME/server` with `mode`; returns its path.
+    fn build(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+        let dir = self.dir.join("builds").join(name);
+        fs::create_dir_all(&dir).expect("create the build's directory");
+        let server = dir.join("server");
+        fs::write(&server, text).expect("write the build");
+        fs::set_permissions(&server, fs::Permissions::from_mode(mode)).expect("chmod");
+        server
+    }
+
+    /// Points `current` at `target` the way `ln -sfn` does: a new link renamed over it.
+    fn flip(&self, target: &str) {
+        let temp = self.dir.join(".current.new");
+        let _ = fs::remove_file(&temp);
+        std::os::unix::fs::symlink(target, &temp).expect("create the new link");
+        fs::rename(&temp, self.dir.join("current")).expect("rename it over current");
+    }
+
+    fn link(&self) -> PathBuf {
+        self.dir.join("current")
+    }
+
+    /// The config of `api`, whose program is `current/server`.
+    fn config(&self, upgrade_extra: &str) -> String {
+        format!(
+            r#"
+[service.api]
+command = ["{link}/server"]
+start_secs = "0s"
+
+[service.api.upgrade]
+mode = "reuseport"
+watch = "{link}"
+ready_timeout = "30s"
+drain = "5s"
+bake = "1s"
+{upgrade_extra}
+"#,
+            link = self.link().display()
+        )
+    }
+}
+
+impl Drop for Deploy {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn events(daemon: &Daemon, kind: &str) -> Vec<EventRecord> {
+    let output = daemon.cli(&["events", "--json", "-n", "1000", "api"]);
+    event_records(&output)
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .collect()
+}
+
+/// Waits for the `upgrade_refused` event of `api` and returns its reason.
+fn refusal(daemon: &Daemon, build: &Path) -> String {
+    let mut found = None;
+    daemon.wait_until("api's upgrade_refused event", |d| {
+        found = events(d, "upgrade_refused").into_iter().next();
+        found.is_some()
+    });
+    let event = found.expect("waited for it");
+    assert_eq!(
+        event.data["build"],
+        build.display().to_string(),
+        "{event:?}"
+    );
+    event.data["reason"]
+        .as_str()
+        .expect("a reason string")
+        .to_owned()
+}
+
+/// What must hold after a refusal: the old run is untouched and no rollout began.
+fn nothing_changed(daemon: &Daemon, pid: u32, build_a: &Path) {
+    let api = daemon.service("api");
+    assert_eq!(api.state, "running");
+    assert_eq!(api.pid, Some(pid), "the old run keeps running");
+    let upgrade = api.upgrade.expect("api has [upgrade]");
+    assert_eq!(upgrade.build, build_a.display().to_string());
+    assert_eq!(upgrade.rollout, None);
+    assert!(events(daemon, "upgrade_started").is_empty());
+}
+
+/// The canonical path of build A, as the daemon resolved it at load.
+fn build_a(deploy: &Deploy) -> PathBuf {
+    fs::canonicalize(deploy.dir.join("builds/a/server")).expect("build a exists")
+}
+
+#[test]
+fn a_flip_to_a_non_executable_file_changes_nothing() {
+    let deploy = Deploy::new();
+    let daemon = Daemon::start(&deploy.config(""));
+    let pid = daemon.running_pid("api");
+    let b = deploy.build("b", &script(0), 0o644);
+    deploy.flip("builds/b");
+    let reason = refusal(&daemon, &fs::canonicalize(&b).expect("b exists"));
+    assert!(reason.starts_with("not executable"), "{reason}");
+    nothing_changed(&daemon, pid, &build_a(&deploy));
+
+    // By hand, the same build is refused with the same reason, as an error.
+    let output = daemon.cli(&["upgrade", "api"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("not executable"),
+        "{}",
+        describe(&output)
+    );
+    nothing_changed(&daemon, pid, &build_a(&deploy));
+}
+
+#[test]
+fn a_flip_to_a_build_with_a_wrong_checksum_changes_nothing() {
+    let deploy = Deploy::new();
+    let daemon = Daemon::start(&deploy.config(""));
+    let pid = daemon.running_pid("api");
+    let b = deploy.build("b", &script(0), 0o755);
+    let wrong = "0".repeat(64);
+    fs::write(
+        b.with_file_name("server.sha256"),
+        format!("{wrong}  server\n"),
+    )
+    .expect("write the checksum file");
+    deploy.flip("builds/b");
+    let reason = refusal(&daemon, &fs::canonicalize(&b).expect("b exists"));
+    assert!(reason.starts_with("checksum mismatch"), "{reason}");
+    nothing_changed(&daemon, pid, &build_a(&deploy));
+}
+
+#[test]
+fn a_failing_verify_command_refuses_the_build() {
+    let deploy = Deploy::new();
+    let verify = r#"verify = { command = ["{bin}", "--version"], timeout = "30s" }"#;
+    let daemon = Daemon::start(&deploy.config(verify));
+    let pid = daemon.running_pid("api");
+    let b = deploy.build("b", &script(3), 0o755);
+    deploy.flip("builds/b");
+    let reason = refusal(&daemon, &fs::canonicalize(&b).expect("b exists"));
+    assert_eq!(reason, "the verify command exited 3");
+    nothing_changed(&daemon, pid, &build_a(&deploy));
+}
+
+#[test]
+fn a_link_to_a_missing_file_is_refused() {
+    let deploy = Deploy::new();
+    let daemon = Daemon::start(&deploy.config(""));
+    let pid = daemon.running_pid("api");
+    deploy.flip("builds/gone");
+    let reason = refusal(&daemon, &deploy.dir.join("builds/gone/server"));
+    assert_eq!(reason, "the link points to a missing file");
+    nothing_changed(&daemon, pid, &build_a(&deploy));
+}
+
+#[test]
+fn a_flip_to_a_good_build_rolls_it_out_and_upgrade_by_hand_waits_for_its_outcome() {
+    let deploy = Deploy::new();
+    let verify = r#"verify = { command = ["{bin}", "--version"], timeout = "30s" }"#;
+    let daemon = Daemon::start(&deploy.config(verify));
+    daemon.running_pid("api");
+    let b = fs::canonicalize(deploy.build("b", &script(0), 0o755)).expect("b exists");
+    deploy.flip("builds/b");
+    daemon.wait_for_service("api", "runs build b", |s| {
+        s.upgrade
+            .as_ref()
+            .is_some_and(|u| u.build == b.display().to_string())
+            && s.upgrade.as_ref().is_some_and(|u| u.rollout.is_none())
+    });
+    assert_eq!(events(&daemon, "upgraded").len(), 1);
+
+    let c = fs::canonicalize(deploy.build("c", &script(0), 0o755)).expect("c exists");
+    let output = daemon.cli(&["upgrade", "api", "--to", &c.display().to_string()]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let printed = stdout(&output);
+    assert!(
+        printed.contains("upgrade_started") && printed.contains("upgraded"),
+        "the rollout's events are printed: {printed}"
+    );
+    let api = daemon.service("api");
+    assert_eq!(
+        api.upgrade.expect("[upgrade]").build,
+        c.display().to_string()
+    );
+}
+
+#[test]
+fn upgrade_of_a_service_without_an_upgrade_section_is_a_precise_error() {
+    let daemon = Daemon::start(
+        r#"
+[service.web]
+command = ["sleep", "1000"]
+start_secs = "0s"
+"#,
+    );
+    let pid = daemon.running_pid("web");
+    for args in [&["upgrade", "web"][..], &["upgrade", "--status", "web"]] {
+        let output = daemon.cli(args);
+        assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+        assert!(
+            stderr(&output).contains("web has no [service.web.upgrade] section"),
+            "{}",
+            describe(&output)
+        );
+    }
+    let output = daemon.cli(&["upgrade", "wbe"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("did you mean \"web\""),
+        "{}",
+        describe(&output)
+    );
+    let output = daemon.cli(&["upgrade", "--status"]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(stdout(&output), "no service has an [upgrade] section\n");
+    assert_eq!(daemon.running_pid("web"), pid, "nothing changed");
+}
