@@ -199,6 +199,44 @@ mod tests {
         assert_eq!(bursts.next(), None);
     }
 
+    #[tokio::test]
+    async fn a_burst_of_flips_of_the_watched_link_is_one_flip_to_its_last_build() {
+        let dir = std::env::temp_dir().join(format!("holdfast-watch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for build in ["a", "b", "c"] {
+            std::fs::create_dir_all(dir.join(build)).expect("mkdir");
+            std::fs::write(dir.join(build).join("server"), "").expect("write");
+        }
+        let flip = |to: &str| {
+            let temp = dir.join(".current.new");
+            std::os::unix::fs::symlink(to, &temp).expect("link");
+            std::fs::rename(&temp, dir.join("current")).expect("rename");
+        };
+        flip("a");
+        let target = Target {
+            service: ServiceName::new("api").expect("valid name"),
+            link: dir.join("current"),
+            program: dir.join("current/server"),
+        };
+        let (tx, mut flips) = mpsc::unbounded_channel();
+        let watcher = Watcher::start([target].into(), move |f| tx.send(f).is_ok())
+            .expect("inotify watches the directory");
+        std::fs::write(dir.join("unrelated"), "").expect("write");
+        flip("b");
+        flip("c");
+        let first = tokio::time::timeout(Duration::from_secs(30), flips.recv()).await;
+        let first = first.expect("a flip within 30s").expect("the watcher runs");
+        assert_eq!(first.service.as_str(), "api");
+        assert_eq!(first.build, Ok(dir.join("c/server")));
+        drop(watcher);
+        assert_eq!(
+            flips.recv().await,
+            None,
+            "one flip for the burst, none after"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn only_events_of_the_links_name_in_its_directory_count() {
         let target = |service: &str, link: &str| Target {

@@ -85,13 +85,14 @@ impl Shell {
         None
     }
 
-    /// At shutdown: exec probes still running are killed (their process group), since
-    /// no service is left to judge and they are in no service cgroup that a stop reaches.
+    /// At shutdown: exec probes and `verify` commands still running are killed (their
+    /// process group), since no service is left to judge and they are in no service
+    /// cgroup that a stop reaches.
     pub(super) fn kill_probes(&self) {
         let probes: Vec<Pid> = self
             .table
             .processes()
-            .filter(|(_, p)| matches!(p.role, Role::Probe(..)))
+            .filter(|(_, p)| matches!(p.role, Role::Probe(..) | Role::Verify(_)))
             .map(|(pid, _)| pid)
             .collect();
         for pid in probes {

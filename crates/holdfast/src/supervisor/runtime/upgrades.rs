@@ -241,8 +241,12 @@ impl Shell {
         }
     }
 
-    /// Whether every service of `target` runs `build` or is being moved to it.
+    /// Whether every service of `target` runs `build` or is being moved to it (one by
+    /// one, for instances).
     fn runs_already(&self, target: &ServiceName, build: &Path) -> bool {
+        if self.sup.canary(target).is_some_and(|c| c.to == build) {
+            return true;
+        }
         let names = crate::supervisor::rolling::instances_named(self.sup.plan(), target);
         !names.is_empty()
             && names.iter().all(|name| {
