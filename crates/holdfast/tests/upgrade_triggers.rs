@@ -227,6 +227,33 @@ fn a_flip_to_a_good_build_rolls_it_out_and_upgrade_by_hand_waits_for_its_outcome
 }
 
 #[test]
+fn a_rolled_back_build_points_the_link_back_and_that_flip_starts_no_upgrade() {
+    let deploy = Deploy::new();
+    let daemon = Daemon::start(&deploy.config("rollback_link = true"));
+    daemon.running_pid("api");
+    deploy.build("c", "#!/bin/sh\nexit 1\n", 0o755);
+    deploy.flip("builds/c");
+    daemon.wait_until("api rolled back", |d| !events(d, "rolled_back").is_empty());
+    daemon.wait_until("current points at builds/a again", |_| {
+        fs::read_link(deploy.link()).is_ok_and(|text| text == Path::new("builds/a"))
+    });
+    // A good flip after it: once it is rolled out, every flip before it was handled.
+    let d = fs::canonicalize(deploy.build("d", &script(0), 0o755)).expect("d exists");
+    deploy.flip("builds/d");
+    daemon.wait_until("api upgraded to d", |dm| !events(dm, "upgraded").is_empty());
+    let started: Vec<String> = events(&daemon, "upgrade_started")
+        .iter()
+        .map(|e| e.data["to"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let c = fs::canonicalize(deploy.dir.join("builds/c/server")).expect("c exists");
+    assert_eq!(
+        started,
+        [c.display().to_string(), d.display().to_string()],
+        "the flip back to a started nothing"
+    );
+}
+
+#[test]
 fn upgrade_of_a_service_without_an_upgrade_section_is_a_precise_error() {
     let daemon = Daemon::start(
         r#"

@@ -89,20 +89,49 @@ pub fn resolve(program: &Path) -> Result<PathBuf, Refusal> {
     })
 }
 
-/// The last file a chain of symlinks starting at `path` names, when that one is missing.
+/// Where `path` leads when a symlink on the way points to something missing: its
+/// symlinks followed one component at a time up to the first missing one, the rest of
+/// the path appended (`current/server` with `current -> builds/gone`:
+/// `builds/gone/server`). `None` when no symlink led to the missing part.
 fn dangling(path: &Path) -> Option<PathBuf> {
-    let mut at = path.to_owned();
-    // The kernel's own limit on links followed in one lookup (ELOOP past it).
-    for _ in 0..40 {
-        let text = std::fs::read_link(&at).ok()?;
-        let next = match at.parent() {
-            Some(dir) => dir.join(text),
-            None => text,
-        };
-        if std::fs::symlink_metadata(&next).is_err() {
-            return Some(next);
+    use std::path::Component;
+    let mut queue: std::collections::VecDeque<PathBuf> = path
+        .components()
+        .map(|c| PathBuf::from(c.as_os_str()))
+        .collect();
+    // `at` never holds a symlink, so `..` is its parent.
+    let mut at = PathBuf::new();
+    let mut followed = 0;
+    while let Some(part) = queue.pop_front() {
+        match part.components().next() {
+            Some(Component::CurDir) | None => continue,
+            Some(Component::ParentDir) => {
+                at.pop();
+                continue;
+            }
+            _ => {}
         }
-        at = next;
+        let next = at.join(&part);
+        match std::fs::symlink_metadata(&next) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                followed += 1;
+                // The kernel's own limit on links followed in one lookup (ELOOP past it).
+                if followed > 40 {
+                    return None;
+                }
+                let text = std::fs::read_link(&next).ok()?;
+                for c in text.components().rev() {
+                    queue.push_front(PathBuf::from(c.as_os_str()));
+                }
+            }
+            Ok(_) => at = next,
+            Err(_) if followed > 0 => {
+                let mut missing = next;
+                missing.extend(queue);
+                return Some(missing);
+            }
+            Err(_) => return None,
+        }
     }
     None
 }
@@ -290,11 +319,24 @@ mod tests {
             Ok(dir.join("a/server"))
         );
         std::os::unix::fs::symlink("gone/server", dir.join("next")).expect("link");
-        assert_eq!(
-            resolve(&dir.join("next")),
+        let missing = |build: PathBuf| {
             Err(Refusal {
-                build: dir.join("gone/server"),
+                build,
                 reason: "the link points to a missing file".to_owned(),
+            })
+        };
+        assert_eq!(resolve(&dir.join("next")), missing(dir.join("gone/server")));
+        std::os::unix::fs::symlink("../links/gone", dir.join("a/up")).expect("link");
+        std::os::unix::fs::symlink("a/up", dir.join("twice")).expect("link");
+        assert_eq!(
+            resolve(&dir.join("twice/server")),
+            missing(dir.join("links/gone/server"))
+        );
+        assert_eq!(
+            resolve(&dir.join("nothing")),
+            Err(Refusal {
+                build: dir.join("nothing"),
+                reason: "the file does not exist".to_owned(),
             })
         );
         let _ = std::fs::remove_dir_all(&dir);
