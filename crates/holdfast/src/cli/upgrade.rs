@@ -22,7 +22,7 @@ use super::service::report;
 use super::{completions, exit, status, targets};
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::{
-    ControlError, ErrorKind, Reply, Request, ServiceStatus, Status, UpgradeStatus,
+    ControlError, ErrorKind, EventRecord, Reply, Request, ServiceStatus, Status, UpgradeStatus,
 };
 use crate::model::ServiceName;
 
@@ -90,8 +90,8 @@ pub fn run(socket: &Path, args: &UpgradeArgs) -> miette::Result<ExitCode> {
     Ok(upgrade(socket, name, args.to.clone(), args.no_block, names))
 }
 
-/// Sends the upgrade and, unless `no_block`, prints its events until each of `names`
-/// reached its outcome.
+/// Sends the upgrade and, unless `no_block`, prints its events until the rollout of
+/// each of `names` is over.
 fn upgrade(
     socket: &Path,
     name: ServiceName,
@@ -117,44 +117,42 @@ fn upgrade(
     if no_block {
         return ExitCode::SUCCESS;
     }
-    let mut rollout = Rollout {
-        pending: names,
-        failed: false,
-    };
+    let mut rollout = Rollout::default();
+    // The core began the rollout before it answered: none under way now means none
+    // began (the service does not run and starts on the new build next time).
+    match fetch(socket) {
+        Ok(status) if !rollout.under_way(&status, &names) => return ExitCode::SUCCESS,
+        Ok(_) => {}
+        Err(e) => return report(e),
+    }
     let request = Request::Events {
         follow: true,
         service: Some(name),
         since: Some(since),
         last: None,
     };
+    let mut failure = None;
     let streamed = client::stream(socket, request, |reply| match reply {
         Reply::Event { event } => {
             println!("{}", super::events::render(&event));
             let _ = std::io::stdout().flush();
-            if let Some(service) = &event.service {
-                rollout.on_event(service, &event.kind);
-            }
-            if rollout.pending.is_empty() {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
+            rollout.on_event(&event);
+            match fetch(socket) {
+                Ok(status) if rollout.under_way(&status, &names) => ControlFlow::Continue(()),
+                Ok(_) => ControlFlow::Break(()),
+                Err(e) => {
+                    failure = Some(e);
+                    ControlFlow::Break(())
+                }
             }
         }
         other => {
-            eprintln!("holdfast sent an unexpected line in the event stream: {other:?}");
+            failure = Some(unexpected(&other));
             ControlFlow::Break(())
         }
     });
-    if let Err(e) = streamed {
+    if let Some(e) = streamed.err().or(failure) {
         return report(e);
-    }
-    if !rollout.pending.is_empty() {
-        let left: Vec<&str> = rollout.pending.iter().map(ServiceName::as_str).collect();
-        eprintln!(
-            "holdfast: the event stream ended before {} finished",
-            left.join(", ")
-        );
-        return ExitCode::from(exit::FAILURE);
     }
     ExitCode::from(if rollout.failed {
         exit::FAILURE
@@ -163,24 +161,45 @@ fn upgrade(
     })
 }
 
-/// The services a waited upgrade still waits for.
-#[derive(Debug)]
+/// What the events of a waited upgrade said so far.
+#[derive(Debug, Default)]
 struct Rollout {
-    pending: BTreeSet<ServiceName>,
-    /// Some service was rolled back or its build refused.
+    /// The build rolled out: the `to` of its first `upgrade_started`.
+    to: Option<String>,
+    /// A service was rolled back or its build refused.
     failed: bool,
 }
 
 impl Rollout {
-    fn on_event(&mut self, service: &ServiceName, kind: &str) {
-        let failed = match kind {
-            "upgraded" => false,
-            "rolled_back" | "upgrade_refused" => true,
-            _ => return,
-        };
-        if self.pending.remove(service) {
-            self.failed |= failed;
+    fn on_event(&mut self, event: &EventRecord) {
+        match event.kind.as_str() {
+            "upgrade_started" if self.to.is_none() => {
+                let to = event.data.get("to").and_then(|to| to.as_str());
+                self.to = to.map(str::to_owned);
+            }
+            "rolled_back" | "upgrade_refused" => self.failed = true,
+            _ => {}
         }
+    }
+
+    /// Whether the upgrade of `names` goes on: a rollout is under way, or (instances go
+    /// one at a time) the roll paused at an instance that is not healthy yet, with
+    /// others still on their old build. A roll that failed goes on only while its
+    /// rollbacks do.
+    fn under_way(&self, status: &Status, names: &BTreeSet<ServiceName>) -> bool {
+        let upgrades = status
+            .services
+            .iter()
+            .filter(|s| names.contains(&s.name))
+            .filter_map(|s| s.upgrade.as_ref());
+        let mut left_behind = false;
+        for upgrade in upgrades {
+            if upgrade.rollout.is_some() {
+                return true;
+            }
+            left_behind |= self.to.as_ref().is_some_and(|to| upgrade.build != *to);
+        }
+        left_behind && !self.failed
     }
 }
 
@@ -298,18 +317,75 @@ mod tests {
         ServiceName::new(n).expect("valid name")
     }
 
+    fn instance(name: &str, build: &str, rolling: bool) -> ServiceStatus {
+        let mut service = ServiceStatus::sample(name, "running");
+        service.upgrade = Some(UpgradeStatus {
+            mode: "handover".to_owned(),
+            build: build.to_owned(),
+            watch: None,
+            rollout: rolling.then(|| RolloutStatus {
+                phase: "starting".to_owned(),
+                from: "/a".to_owned(),
+                to: "/b".to_owned(),
+                since_ms: 0,
+                rolling_back: None,
+            }),
+        });
+        service
+    }
+
+    fn event(kind: &str, data: serde_json::Value) -> EventRecord {
+        EventRecord {
+            seq: 1,
+            time: "2026-11-25T12:00:01.234Z".to_owned(),
+            service: Some(name("web@0")),
+            kind: kind.to_owned(),
+            message: String::new(),
+            data: serde_json::from_value(data).expect("an object"),
+        }
+    }
+
     #[test]
-    fn a_waited_upgrade_ends_when_every_instance_is_upgraded_or_rolled_back() {
-        let mut rollout = Rollout {
-            pending: [name("web@0"), name("web@1")].into(),
-            failed: false,
+    fn a_waited_upgrade_of_instances_goes_on_through_a_pause_and_ends_with_the_roll() {
+        let names: BTreeSet<ServiceName> = [name("web@0"), name("web@1")].into();
+        let status = |a: (&str, bool), b: (&str, bool)| {
+            Status::sample(vec![
+                instance("web@0", a.0, a.1),
+                instance("web@1", b.0, b.1),
+            ])
         };
-        rollout.on_event(&name("web@0"), "upgrade_started");
-        rollout.on_event(&name("web@0"), "upgraded");
+        let mut rollout = Rollout::default();
+        rollout.on_event(&event(
+            "upgrade_started",
+            serde_json::json!({"from": "/a", "to": "/b"}),
+        ));
+        assert!(rollout.under_way(&status(("/a", true), ("/a", false)), &names));
+        // The canary is upgraded but not healthy yet: the roll waits, and so does the CLI.
+        assert!(rollout.under_way(&status(("/b", false), ("/a", false)), &names));
+        assert!(!rollout.under_way(&status(("/b", false), ("/b", false)), &names));
         assert!(!rollout.failed);
-        assert_eq!(rollout.pending, [name("web@1")].into());
-        rollout.on_event(&name("web@1"), "rolled_back");
-        assert!(rollout.pending.is_empty() && rollout.failed);
+    }
+
+    #[test]
+    fn a_waited_upgrade_that_rolled_back_ends_once_the_rollbacks_did() {
+        let names: BTreeSet<ServiceName> = [name("web@0"), name("web@1")].into();
+        let mut rollout = Rollout::default();
+        rollout.on_event(&event(
+            "upgrade_started",
+            serde_json::json!({"from": "/a", "to": "/b"}),
+        ));
+        rollout.on_event(&event("rolled_back", serde_json::json!({"build": "/a"})));
+        assert!(rollout.failed);
+        let rolling_back = Status::sample(vec![
+            instance("web@0", "/b", true),
+            instance("web@1", "/a", false),
+        ]);
+        assert!(rollout.under_way(&rolling_back, &names));
+        let back = Status::sample(vec![
+            instance("web@0", "/a", false),
+            instance("web@1", "/a", false),
+        ]);
+        assert!(!rollout.under_way(&back, &names));
     }
 
     #[test]
