@@ -224,6 +224,25 @@ fn a_flip_to_a_good_build_rolls_it_out_and_upgrade_by_hand_waits_for_its_outcome
         api.upgrade.expect("[upgrade]").build,
         c.display().to_string()
     );
+
+    let build_line = format!(
+        "build: {} (watching {})",
+        c.display(),
+        deploy.link().display()
+    );
+    let output = daemon.cli_ok(&["upgrade", "--status"]);
+    assert_eq!(
+        stdout(&output),
+        format!("api: reuseport\n  {build_line}\n"),
+        "{}",
+        describe(&output)
+    );
+    let output = daemon.cli_ok(&["status", "api"]);
+    assert!(
+        stdout(&output).contains(&build_line),
+        "{}",
+        describe(&output)
+    );
 }
 
 #[test]
