@@ -273,6 +273,20 @@ fn a_rolled_back_build_points_the_link_back_and_that_flip_starts_no_upgrade() {
 }
 
 #[test]
+fn watches_follow_a_reload() {
+    let deploy = Deploy::new();
+    let unwatched = deploy.config("").replace("watch = ", "# watch = ");
+    let daemon = Daemon::start(&unwatched);
+    daemon.running_pid("api");
+    daemon.write_config(&deploy.config(""));
+    daemon.cli_ok(&["reload"]);
+    let b = deploy.build("b", &script(0), 0o644);
+    deploy.flip("builds/b");
+    let reason = refusal(&daemon, &fs::canonicalize(&b).expect("b exists"));
+    assert!(reason.starts_with("not executable"), "{reason}");
+}
+
+#[test]
 fn upgrade_of_a_service_without_an_upgrade_section_is_a_precise_error() {
     let daemon = Daemon::start(
         r#"
