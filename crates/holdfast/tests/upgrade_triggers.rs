@@ -203,6 +203,10 @@ fn a_flip_to_a_good_build_rolls_it_out_and_upgrade_by_hand_waits_for_its_outcome
     daemon.running_pid("api");
     let b = fs::canonicalize(deploy.build("b", &script(0), 0o755)).expect("b exists");
     deploy.flip("builds/b");
+    // A deploy that flips the link and asks at once gets the one rollout, whichever of
+    // the two the daemon saw first, and waits for it.
+    let output = daemon.cli(&["upgrade", "api"]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     daemon.wait_for_service("api", "runs build b", |s| {
         s.upgrade
             .as_ref()
@@ -210,6 +214,7 @@ fn a_flip_to_a_good_build_rolls_it_out_and_upgrade_by_hand_waits_for_its_outcome
             && s.upgrade.as_ref().is_some_and(|u| u.rollout.is_none())
     });
     assert_eq!(events(&daemon, "upgraded").len(), 1);
+    assert_eq!(events(&daemon, "upgrade_started").len(), 1);
 
     let c = fs::canonicalize(deploy.build("c", &script(0), 0o755)).expect("c exists");
     let output = daemon.cli(&["upgrade", "api", "--to", &c.display().to_string()]);

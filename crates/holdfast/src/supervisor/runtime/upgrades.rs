@@ -62,7 +62,8 @@ enum Trigger {
 
 /// A build being verified for a target.
 struct Job {
-    by: Trigger,
+    /// The requests that wait for its outcome (none for a flip: a refusal is an event).
+    replies: Vec<oneshot::Sender<Answer>>,
     /// Set once its file checks passed, while its `verify` command runs.
     found: Option<Found>,
 }
@@ -234,26 +235,30 @@ impl Shell {
                     self.upgrades.restored.remove(&target);
                     return;
                 }
-                if !self.runs_already(&target, &build) {
+                if self.already(&target, &build).is_none() {
                     self.begin(target, Some(build), Trigger::Flip);
                 }
             }
         }
     }
 
-    /// Whether every service of `target` runs `build` or is being moved to it (one by
-    /// one, for instances).
-    fn runs_already(&self, target: &ServiceName, build: &Path) -> bool {
+    /// What is there to say when every service of `target` runs `build` already or is
+    /// being moved to it (one by one, for instances): an upgrade to it is no new one.
+    fn already(&self, target: &ServiceName, build: &Path) -> Option<String> {
+        let under_way = || format!("an upgrade of {target} to {} is under way", build.display());
         if self.sup.canary(target).is_some_and(|c| c.to == build) {
-            return true;
+            return Some(under_way());
         }
         let names = crate::supervisor::rolling::instances_named(self.sup.plan(), target);
-        !names.is_empty()
-            && names.iter().all(|name| {
-                self.sup
-                    .service(name)
-                    .is_some_and(|s| wanted(s) == Some(build))
-            })
+        let services: Vec<&Service> = names.iter().filter_map(|n| self.sup.service(n)).collect();
+        if services.is_empty() || !services.iter().all(|s| wanted(s) == Some(build)) {
+            return None;
+        }
+        if services.iter().any(|s| s.rollout().is_some()) {
+            Some(under_way())
+        } else {
+            Some(format!("{target} already runs {}", build.display()))
+        }
     }
 
     /// Verifies a build for `target`: `build`, or without one the build its program
@@ -265,14 +270,17 @@ impl Shell {
         let Some(upgrade) = &spec.upgrade else {
             return;
         };
-        if self.upgrades.jobs.contains_key(&target) {
-            match by {
-                Trigger::Flip => {
+        if let Some(job) = self.upgrades.jobs.get_mut(&target) {
+            match (by, build) {
+                (Trigger::Flip, _) => {
                     self.upgrades.again.insert(target);
                 }
-                Trigger::Request(reply) => {
+                // Both take the build the link names: one verification answers both
+                // (a deploy that flips the link and runs `holdfast upgrade` at once).
+                (Trigger::Request(reply), None) => job.replies.push(reply),
+                (Trigger::Request(reply), Some(_)) => {
                     let _ = reply.send(Err(bad_request(format!(
-                        "a build for {target} is being verified already: try again once it is done"
+                        "another build for {target} is being verified: try again once it is done"
                     ))));
                 }
             }
@@ -285,9 +293,15 @@ impl Shell {
         let link = upgrade.watch.clone().filter(|_| from_link);
         let path = build.unwrap_or_else(|| PathBuf::from(&spec.command[0]));
         let done = self.done_tx.clone();
-        self.upgrades
-            .jobs
-            .insert(target.clone(), Job { by, found: None });
+        let replies = match by {
+            Trigger::Flip => Vec::new(),
+            Trigger::Request(reply) => vec![reply],
+        };
+        let job = Job {
+            replies,
+            found: None,
+        };
+        self.upgrades.jobs.insert(target.clone(), job);
         tokio::task::spawn_blocking(move || {
             let result = check(&path, checksum, &runner, link.as_deref());
             let _ = done.send(Finished::Upgrade(UpgradeMsg::Checked { target, result }));
@@ -299,17 +313,11 @@ impl Shell {
             Ok(found) => found,
             Err(refusal) => return self.finish(&target, Err(refusal)),
         };
-        if self.runs_already(&target, &found.build) {
-            let answer = Err(bad_request(format!(
-                "{target} already runs {}: nothing to upgrade",
-                found.build.display()
-            )));
-            if let Some(Job {
-                by: Trigger::Request(reply),
-                ..
-            }) = self.upgrades.jobs.remove(&target)
-            {
-                let _ = reply.send(answer);
+        if let Some(message) = self.already(&target, &found.build) {
+            let replies = self.upgrades.jobs.remove(&target).map(|j| j.replies);
+            for reply in replies.into_iter().flatten() {
+                let message = message.clone();
+                let _ = reply.send(Ok(Reply::Accepted { message }));
             }
             return self.look_again(&target);
         }
@@ -437,16 +445,14 @@ impl Shell {
                 )))
             }
         };
-        match (job.by, answer) {
-            (Trigger::Request(reply), answer) => {
-                let _ = reply.send(answer);
-            }
-            (Trigger::Flip, Ok(Reply::Accepted { message })) => {
-                tracing::info!("{target}: link flipped: {message}");
-            }
-            (Trigger::Flip, Ok(_)) => {}
-            // A refusal was published as its event; the core's own refusal is logged.
-            (Trigger::Flip, Err(e)) => tracing::warn!("{target}: link flipped: {}", e.message),
+        match &answer {
+            Ok(Reply::Accepted { message }) => tracing::info!("{target}: {message}"),
+            Ok(_) => {}
+            // A refusal was published as its event too.
+            Err(e) => tracing::warn!("{target}: {}", e.message),
+        }
+        for reply in job.replies {
+            let _ = reply.send(answer.clone());
         }
         self.look_again(target);
     }
