@@ -18,6 +18,7 @@ mod launch;
 mod notify;
 mod probes;
 mod quarantine_io;
+mod sockets;
 mod status;
 pub mod table;
 mod upgrades;
@@ -199,6 +200,8 @@ struct Shell {
     cgroups: Option<crate::cgroup::Cgroups>,
     /// holdfast's own RLIMIT_NOFILE before raising it, restored in children.
     nofile: Option<limits::NofileBaseline>,
+    /// The `listen` sockets of services, kept open across their runs.
+    sockets: sockets::Sockets,
     /// Rolling restarts of services with instances, and their steps due.
     rolls: crate::supervisor::rolling::Rolls,
     roll_steps: Vec<crate::supervisor::rolling::Step>,
@@ -251,8 +254,11 @@ impl Shell {
             Some(_) => KillScope::Cgroup,
             None => KillScope::ProcessGroup,
         };
+        let mut sockets = sockets::Sockets::default();
+        sockets.migrate_requests(&plan);
         let shell = Shell {
             sup: Supervisor::new(plan, now, seed()).with_kill_scope(scope),
+            sockets,
             loader: control::loader(config_path.clone(), done_tx.clone()),
             config_path,
             table: ProcessTable::new(),
