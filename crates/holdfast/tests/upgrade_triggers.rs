@@ -248,6 +248,21 @@ fn a_flip_to_a_good_build_rolls_it_out_and_upgrade_by_hand_waits_for_its_outcome
         "{}",
         describe(&output)
     );
+
+    // A rollout bakes for 1s: a wait of 1ms gives up (exit 5), the rollout goes on.
+    let b_path = b.display().to_string();
+    let output = daemon.cli(&["upgrade", "api", "--to", &b_path, "--timeout", "1ms"]);
+    assert_eq!(output.status.code(), Some(5), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("still upgrading"),
+        "{}",
+        describe(&output)
+    );
+    daemon.wait_for_service("api", "is back on build b", |s| {
+        s.upgrade
+            .as_ref()
+            .is_some_and(|u| u.build == b_path && u.rollout.is_none())
+    });
 }
 
 #[test]

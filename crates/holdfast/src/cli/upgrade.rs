@@ -14,6 +14,7 @@ use std::io::Write as _;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Args;
 use clap_complete::ArgValueCandidates;
@@ -24,7 +25,7 @@ use crate::control::client::{self, ClientError};
 use crate::control::protocol::{
     ControlError, ErrorKind, EventRecord, Reply, Request, ServiceStatus, Status, UpgradeStatus,
 };
-use crate::model::ServiceName;
+use crate::model::{ServiceName, Timeout};
 
 /// What `holdfast upgrade` acts on and how. `NAME` is optional in the grammar: `--status`
 /// lists every upgradable service without one.
@@ -45,6 +46,16 @@ pub struct UpgradeArgs {
     /// rollout.
     #[arg(long, conflicts_with = "status")]
     pub no_block: bool,
+    /// Give up waiting after this long (`10m`; exits 5, the rollout goes on). By default
+    /// the wait lasts as long as the rollout, which its own timeouts bound.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "infinity",
+        value_parser = super::service::parse_timeout,
+        conflicts_with = "status"
+    )]
+    pub timeout: Timeout,
     /// Show each upgradable service's mode, build and rollout under way.
     #[arg(long)]
     pub status: bool,
@@ -87,7 +98,7 @@ pub fn run(socket: &Path, args: &UpgradeArgs) -> miette::Result<ExitCode> {
         return Ok(report(ClientError::Daemon(needed)));
     };
     let names: BTreeSet<ServiceName> = upgradable.iter().map(|s| s.name.clone()).collect();
-    Ok(upgrade(socket, name, args.to.clone(), args.no_block, names))
+    Ok(upgrade(socket, name, args, names))
 }
 
 /// Sends the upgrade and, unless `no_block`, prints its events until the rollout of
@@ -95,17 +106,17 @@ pub fn run(socket: &Path, args: &UpgradeArgs) -> miette::Result<ExitCode> {
 fn upgrade(
     socket: &Path,
     name: ServiceName,
-    to: Option<PathBuf>,
-    no_block: bool,
+    args: &UpgradeArgs,
     names: BTreeSet<ServiceName>,
 ) -> ExitCode {
+    let deadline = args.timeout.duration().map(|t| Instant::now() + t);
     let since = match last_seq(socket) {
         Ok(seq) => seq,
         Err(e) => return report(e),
     };
     let request = Request::Upgrade {
         target: name.clone(),
-        to,
+        to: args.to.clone(),
     };
     // No deadline of the CLI's own: the daemon answers once the build's `verify`
     // command ended, which its timeout bounds.
@@ -114,32 +125,58 @@ fn upgrade(
         Ok(other) => return report(unexpected(&other)),
         Err(e) => return report(e),
     }
-    if no_block {
+    if args.no_block {
         return ExitCode::SUCCESS;
     }
-    let mut rollout = Rollout::default();
     // The core began the rollout before it answered: none under way now means none
     // began (the service does not run and starts on the new build next time).
     match fetch(socket) {
-        Ok(status) if !rollout.under_way(&status, &names) => return ExitCode::SUCCESS,
-        Ok(_) => {}
-        Err(e) => return report(e),
+        Ok(status) if !Rollout::default().under_way(&status, &names) => ExitCode::SUCCESS,
+        Ok(_) => match follow(socket, &name, &names, since, deadline) {
+            Ok(Some(rollout)) if rollout.failed => ExitCode::from(exit::FAILURE),
+            Ok(Some(_)) => ExitCode::SUCCESS,
+            Ok(None) => {
+                let after = humantime::format_duration(args.timeout.duration().unwrap_or_default());
+                eprintln!(
+                    "holdfast: timed out after {after}: {name} is still upgrading (the rollout goes on)"
+                );
+                ExitCode::from(exit::TIMED_OUT)
+            }
+            Err(e) => report(e),
+        },
+        Err(e) => report(e),
     }
+}
+
+/// Prints the events of `name` after `since` until the upgrade of `names` is over (what
+/// they said), or `deadline` passes (`None`).
+fn follow(
+    socket: &Path,
+    name: &ServiceName,
+    names: &BTreeSet<ServiceName>,
+    since: u64,
+    deadline: Option<Instant>,
+) -> Result<Option<Rollout>, ClientError> {
     let request = Request::Events {
         follow: true,
-        service: Some(name),
+        service: Some(name.clone()),
         since: Some(since),
         last: None,
     };
+    let mut rollout = Rollout::default();
+    let mut over = false;
     let mut failure = None;
-    let streamed = client::stream(socket, request, |reply| match reply {
+    let streamed = client::stream_until(socket, request, deadline, |reply| match reply {
         Reply::Event { event } => {
             println!("{}", super::events::render(&event));
             let _ = std::io::stdout().flush();
             rollout.on_event(&event);
             match fetch(socket) {
-                Ok(status) if rollout.under_way(&status, &names) => ControlFlow::Continue(()),
-                Ok(_) => ControlFlow::Break(()),
+                Ok(status) if rollout.under_way(&status, names) => ControlFlow::Continue(()),
+                Ok(_) => {
+                    over = true;
+                    ControlFlow::Break(())
+                }
                 Err(e) => {
                     failure = Some(e);
                     ControlFlow::Break(())
@@ -151,14 +188,14 @@ fn upgrade(
             ControlFlow::Break(())
         }
     });
-    if let Some(e) = streamed.err().or(failure) {
-        return report(e);
+    match (streamed?, failure) {
+        (_, Some(e)) => Err(e),
+        (client::Streamed::TimedOut, None) => Ok(None),
+        (client::Streamed::Ended, None) if over => Ok(Some(rollout)),
+        (client::Streamed::Ended, None) => Err(ClientError::Protocol(format!(
+            "the daemon closed the event stream before the upgrade of {name} was over"
+        ))),
     }
-    ExitCode::from(if rollout.failed {
-        exit::FAILURE
-    } else {
-        exit::SUCCESS
-    })
 }
 
 /// What the events of a waited upgrade said so far.
