@@ -293,6 +293,34 @@ fn a_rolled_back_build_points_the_link_back_and_that_flip_starts_no_upgrade() {
 }
 
 #[test]
+fn upgrade_of_a_base_name_waits_until_every_instance_runs_the_build() {
+    let deploy = Deploy::new();
+    let config = deploy
+        .config("")
+        .replace("start_secs = \"0s\"", "start_secs = \"0s\"\ninstances = 2");
+    let daemon = Daemon::start(&config);
+    daemon.running_pid("api@0");
+    daemon.running_pid("api@1");
+    let b = fs::canonicalize(deploy.build("b", &script(0), 0o755)).expect("b exists");
+    let b = b.display().to_string();
+    let output = daemon.cli(&["upgrade", "api", "--to", &b]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    for instance in ["api@0", "api@1"] {
+        let service = daemon.service(instance);
+        assert_eq!(service.upgrade.expect("[upgrade]").build, b, "{instance}");
+    }
+    let printed = stdout(&output);
+    let kinds = printed.lines().filter_map(|l| l.split_whitespace().nth(2));
+    let upgraded = kinds.filter(|kind| *kind == "upgraded").count();
+    assert_eq!(
+        upgraded,
+        2,
+        "each instance's upgraded event: {}",
+        describe(&output)
+    );
+}
+
+#[test]
 fn watches_follow_a_reload() {
     let deploy = Deploy::new();
     let unwatched = deploy.config("").replace("watch = ", "# watch = ");
