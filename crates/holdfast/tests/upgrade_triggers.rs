@@ -321,6 +321,38 @@ fn upgrade_of_a_base_name_waits_until_every_instance_runs_the_build() {
 }
 
 #[test]
+fn a_rollback_of_a_later_instance_points_the_link_back_at_the_old_build() {
+    let deploy = Deploy::new();
+    let config = deploy
+        .config("")
+        .replace("start_secs = \"0s\"", "start_secs = \"0s\"\ninstances = 2");
+    let daemon = Daemon::start(&config);
+    daemon.running_pid("api@0");
+    daemon.running_pid("api@1");
+    // The canary (api@0) is fine with it; api@1 exits at once.
+    let crashes_on_1 = "#!/bin/sh\n[ \"$HOLDFAST_INSTANCE\" = 1 ] && exit 1\nexec sleep 1000\n";
+    deploy.build("c", crashes_on_1, 0o755);
+    deploy.flip("builds/c");
+    daemon.wait_until("api@1 rolled back", |d| {
+        events(d, "rolled_back")
+            .iter()
+            .any(|e| e.service.as_ref().is_some_and(|s| s.as_str() == "api@1"))
+    });
+    let a = build_a(&deploy).display().to_string();
+    daemon.wait_for("both instances back on build a", |status| {
+        let on_a = |name: &str| {
+            support::find_service(status, name)
+                .and_then(|s| s.upgrade.as_ref())
+                .is_some_and(|u| u.build == a && u.rollout.is_none())
+        };
+        (on_a("api@0") && on_a("api@1")).then_some(())
+    });
+    daemon.wait_until("current points at builds/a again", |_| {
+        fs::read_link(deploy.link()).is_ok_and(|text| text == Path::new("builds/a"))
+    });
+}
+
+#[test]
 fn watches_follow_a_reload() {
     let deploy = Deploy::new();
     let unwatched = deploy.config("").replace("watch = ", "# watch = ");

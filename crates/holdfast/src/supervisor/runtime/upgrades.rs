@@ -514,7 +514,9 @@ impl Shell {
         };
         let target = target_of(spec);
         match &event.kind {
-            EventKind::Upgraded { build } => {
+            // Instances: only once the last one is upgraded (the roll is over), since a
+            // rollback of a later one takes the earlier ones back too.
+            EventKind::Upgraded { build } if self.sup.canary(&target).is_none() => {
                 self.upgrades.restored.remove(&target);
                 if self
                     .upgrades
