@@ -185,6 +185,32 @@ fn a_failing_verify_command_refuses_the_build() {
 }
 
 #[test]
+fn a_verify_command_that_hangs_is_killed_at_its_timeout_and_refuses_the_build() {
+    let deploy = Deploy::new();
+    let verify = r#"verify = { command = ["{bin}", "--version"], timeout = "1s" }"#;
+    let daemon = Daemon::start(&deploy.config(verify));
+    let pid = daemon.running_pid("api");
+    let pidfile = deploy.dir.join("verify.pid");
+    let hangs = format!(
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo $$ > {}; exec sleep 1000; fi\nexec sleep 1000\n",
+        pidfile.display()
+    );
+    let b = deploy.build("b", &hangs, 0o755);
+    deploy.flip("builds/b");
+    let reason = refusal(&daemon, &fs::canonicalize(&b).expect("b exists"));
+    assert_eq!(reason, "the verify command timed out after 1s");
+    let verify_pid: u32 = fs::read_to_string(&pidfile)
+        .expect("the verify command wrote its pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    daemon.wait_until("the verify command is gone", |_| {
+        !support::is_alive(verify_pid)
+    });
+    nothing_changed(&daemon, pid, &build_a(&deploy));
+}
+
+#[test]
 fn a_link_to_a_missing_file_is_refused() {
     let deploy = Deploy::new();
     let daemon = Daemon::start(&deploy.config(""));
