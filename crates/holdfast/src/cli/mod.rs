@@ -22,6 +22,7 @@ pub mod signal;
 pub mod status;
 pub mod targets;
 pub mod up;
+pub mod upgrade;
 
 /// A service supervisor: restart policies, process-group control and a watcher that heals.
 #[derive(Debug, Parser)]
@@ -147,6 +148,14 @@ pub enum Command {
         dry_run: bool,
         #[command(flatten)]
         wait: service::WaitArgs,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Roll a service out to a new build (what its program names now, or --to) without
+    /// a gap, and wait until it is upgraded or rolled back; --status shows rollouts.
+    Upgrade {
+        #[command(flatten)]
+        args: upgrade::UpgradeArgs,
         #[command(flatten)]
         socket: SocketArgs,
     },
@@ -284,6 +293,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             socket,
         } => signal::signal(&socket.socket, &targets, &signal, all),
         Command::ResetFailed { targets, socket } => signal::reset_failed(&socket.socket, &targets),
+        Command::Upgrade { args, socket } => upgrade::run(&socket.socket, &args),
         Command::Shutdown { wait, socket } => service::shutdown(&socket.socket, &wait),
         Command::Reload {
             dry_run,

@@ -585,6 +585,7 @@ mod tests {
                     | Request::QuarantineRelease { .. }
                     | Request::Signal { .. }
                     | Request::ResetFailed { .. }
+                    | Request::Upgrade { .. }
                     | Request::Logs { .. }
                     | Request::Wait { .. } => {
                         drop(msg.reply);

@@ -21,6 +21,7 @@ mod quarantine_io;
 mod sockets;
 mod status;
 pub mod table;
+mod upgrades;
 mod watchers;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -78,6 +79,7 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
             .map_err(setup_error(&format!("{what} directory {}", dir.display())))?;
     }
     let (mut shell, mut sources, server) = Shell::setup(config_path, plan, reaped)?;
+    shell.follow_watches();
     let mut done = shell.apply(Input::Boot);
     while !done {
         done = shell.next(&mut sources, &mut signals).await;
@@ -138,6 +140,8 @@ enum Finished {
     Released(control::Released),
     /// A quarantine record is on disk: the effects held back for it can go on.
     Quarantined(quarantine_io::Appended),
+    /// A watched link flipped, a build was checked, a `verify` command timed out.
+    Upgrade(upgrades::UpgradeMsg),
 }
 
 /// What the shell keeps of one service besides its processes (those are in the table).
@@ -201,6 +205,8 @@ struct Shell {
     /// Rolling restarts of services with instances, and their steps due.
     rolls: crate::supervisor::rolling::Rolls,
     roll_steps: Vec<crate::supervisor::rolling::Step>,
+    /// Watched links, builds being verified, link texts to roll back to.
+    upgrades: upgrades::Upgrades,
 }
 
 impl Shell {
@@ -274,6 +280,7 @@ impl Shell {
             nofile,
             rolls: crate::supervisor::rolling::Rolls::default(),
             roll_steps: Vec::new(),
+            upgrades: upgrades::Upgrades::default(),
         };
         let sources = Sources {
             reaped,
@@ -342,6 +349,10 @@ impl Shell {
             Finished::Loaded(loaded) => self.on_loaded(loaded),
             Finished::Released(released) => self.on_released(released),
             Finished::Quarantined(appended) => self.on_appended(appended),
+            Finished::Upgrade(msg) => {
+                self.on_upgrade_msg(msg);
+                false
+            }
         }
     }
 
