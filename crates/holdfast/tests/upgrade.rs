@@ -494,10 +494,14 @@ fn a_flip_to_a_build_failing_its_checksum_changes_nothing_under_load() {
     );
 }
 
-#[test]
-fn three_instances_upgrade_one_at_a_time_canary_first_failing_no_request() {
+/// Three instances of build A sharing one port (reuseport), each running; also builds
+/// B and C (crashes at start).
+fn three_instances() -> (Daemon, Builds, u16) {
     let builds = Builds::new();
-    builds.demo("A", &[]).demo("B", &[]);
+    builds
+        .demo("A", &[])
+        .demo("B", &[])
+        .demo("C", &["--exit-immediately"]);
     builds.flip("A");
     let port = free_port();
     let daemon = Daemon::start(&config(
@@ -511,6 +515,28 @@ fn three_instances_upgrade_one_at_a_time_canary_first_failing_no_request() {
     for i in 0..3 {
         daemon.wait_for_service(&format!("web@{i}"), "runs", |s| s.state == "running");
     }
+    (daemon, builds, port)
+}
+
+/// The rollout events (`upgrade_started`, `upgraded`, `rolled_back`) as (kind, service).
+fn rollout_steps(daemon: &Daemon) -> Vec<(String, String)> {
+    events(daemon)
+        .into_iter()
+        .filter(|e| ["upgrade_started", "upgraded", "rolled_back"].contains(&e.kind.as_str()))
+        .map(|e| {
+            let service = e.service.map(|s| s.as_str().to_owned()).unwrap_or_default();
+            (e.kind, service)
+        })
+        .collect()
+}
+
+fn step(kind: &str, service: &str) -> (String, String) {
+    (kind.to_owned(), service.to_owned())
+}
+
+#[test]
+fn three_instances_upgrade_one_at_a_time_canary_first_failing_no_request() {
+    let (daemon, builds, port) = three_instances();
     let report = under_load(
         &format!("127.0.0.1:{port}"),
         Connections::NewPerRequest,
@@ -526,24 +552,60 @@ fn three_instances_upgrade_one_at_a_time_canary_first_failing_no_request() {
 
     // One at a time: each instance's rollout ends before the next one starts, web@0
     // (the canary) first.
-    let steps: Vec<(String, String)> = events(&daemon)
-        .into_iter()
-        .filter(|e| e.kind == "upgrade_started" || e.kind == "upgraded")
-        .map(|e| {
-            let service = e.service.map(|s| s.as_str().to_owned()).unwrap_or_default();
-            (e.kind, service)
-        })
-        .collect();
     let expected: Vec<(String, String)> = (0..3)
         .flat_map(|i| {
             let name = format!("web@{i}");
-            [
-                ("upgrade_started".to_owned(), name.clone()),
-                ("upgraded".to_owned(), name),
-            ]
+            [step("upgrade_started", &name), step("upgraded", &name)]
         })
         .collect();
-    assert_eq!(steps, expected, "one instance at a time, canary first");
+    assert_eq!(
+        rollout_steps(&daemon),
+        expected,
+        "one instance at a time, canary first"
+    );
+}
+
+#[test]
+fn a_canary_that_crashes_is_rolled_back_and_the_other_instances_are_never_touched() {
+    let (daemon, builds, port) = three_instances();
+    let pids: Vec<u32> = (0..3)
+        .map(|i| daemon.running_pid(&format!("web@{i}")))
+        .collect();
+    let report = under_load(
+        &format!("127.0.0.1:{port}"),
+        Connections::NewPerRequest,
+        "A",
+        || {
+            builds.flip("C");
+            wait_event(&daemon, "rolled_back");
+        },
+    );
+    report.assert_no_failures("canary rollback of C");
+    assert_eq!(
+        report.by_build.keys().collect::<Vec<_>>(),
+        ["A"],
+        "C never served: {report:#?}"
+    );
+    assert_eq!(
+        rollout_steps(&daemon),
+        [
+            step("upgrade_started", "web@0"),
+            step("rolled_back", "web@0")
+        ],
+        "only the canary tried C"
+    );
+    for (i, pid) in pids.iter().enumerate().skip(1) {
+        assert_eq!(
+            daemon.running_pid(&format!("web@{i}")),
+            *pid,
+            "web@{i} kept serving A in the same process"
+        );
+    }
+    assert_eq!(
+        builds.points_at(),
+        builds.dir("A"),
+        "current points back at A"
+    );
 }
 
 /// The harness itself: a steady service (no upgrade) under both kinds of load.
