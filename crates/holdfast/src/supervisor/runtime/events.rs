@@ -12,6 +12,7 @@ use crate::supervisor::hooks::{self, Note};
 impl Shell {
     pub(super) fn publish(&mut self, event: &Event) {
         self.roll_event(event);
+        self.proxies.on_event(event);
         if let (Some(service), EventKind::Stopped | EventKind::GaveUp { .. }) =
             (&event.service, &event.kind)
         {

@@ -197,6 +197,8 @@ struct Shell {
     /// Rolling restarts of services with instances, and their steps due.
     rolls: crate::supervisor::rolling::Rolls,
     roll_steps: Vec<crate::supervisor::rolling::Step>,
+    /// Proxy-mode services: their public listeners, runs' private ports and routes.
+    proxies: crate::upgrade::proxy::Proxies,
 }
 
 impl Shell {
@@ -267,6 +269,7 @@ impl Shell {
             nofile,
             rolls: crate::supervisor::rolling::Rolls::default(),
             roll_steps: Vec::new(),
+            proxies: crate::upgrade::proxy::Proxies::default(),
         };
         let sources = Sources {
             reaped,
