@@ -102,6 +102,19 @@ pub struct RawService {
     pub inherit_env: Option<bool>,
     /// How many copies run (`base@0` ..); judged by `validate::instances`.
     pub instances: Option<Spanned<i64>>,
+    /// INTERIM (proxy mode only, `validate::proxy_interim`): replaced by the full
+    /// reading of `listen` and `[service.X.upgrade]`.
+    pub listen: Option<Vec<Spanned<String>>>,
+    pub upgrade: Option<Spanned<RawUpgradeInterim>>,
+}
+
+/// INTERIM: the proxy-mode keys of `[service.X.upgrade]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpgradeInterim {
+    pub mode: Option<String>,
+    pub proxy: Option<String>,
+    pub ports: Option<String>,
 }
 
 /// `ready` as written: a mode name (`"notify"`) or a table naming the mode with its

@@ -23,6 +23,7 @@ mod instances;
 mod log;
 mod ports;
 mod privs;
+mod proxy_interim;
 mod readiness;
 mod recovery;
 mod restart;

@@ -18,11 +18,13 @@ pub(super) struct Claim<'a> {
 
 /// The address a readiness mode connects to, if it is a port.
 pub(super) fn ready_addr(ready: &Readiness) -> Option<SocketAddr> {
-    match ready {
+    let addr = match ready {
         Readiness::Tcp(addr) => Some(*addr),
         Readiness::Http(url) => http_addr(url),
         _ => None,
-    }
+    };
+    // Port 0 is each run's own private port (proxy mode): it claims no fixed port.
+    addr.filter(|a| a.port() != 0)
 }
 
 /// The `IP:port` of a `ready = { http }` URL, which must be `http://IP:port/path`.

@@ -163,7 +163,8 @@ impl Validator<'_> {
             return Readiness::Fd(i32::try_from(fd).expect("checked range"));
         }
         if let Some(addr) = &table.tcp {
-            return match addr.parse::<SocketAddr>() {
+            // INTERIM: `{port}` (proxy mode) is stored as port 0, the run's own port.
+            return match addr.replace("{port}", "0").parse::<SocketAddr>() {
                 Ok(addr) => Readiness::Tcp(addr),
                 Err(_) => {
                     self.push(
@@ -178,7 +179,11 @@ impl Validator<'_> {
                 }
             };
         }
-        let url = table.http.clone().expect("exactly one key is set");
+        let url = table
+            .http
+            .clone()
+            .expect("exactly one key is set")
+            .replace("{port}", "0");
         if ports::http_addr(&url).is_none() {
             self.push(
                 Problem::new(
