@@ -268,13 +268,7 @@ impl Pool {
 
     fn take(&self, backend: SocketAddr) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let senders = idle.get_mut(&backend)?;
-        let sender = senders.pop();
-        if senders.is_empty() {
-            // Backends of old runs go away with their last connection.
-            idle.remove(&backend);
-        }
-        sender
+        idle.get_mut(&backend)?.pop()
     }
 
     fn give_back(&self, backend: SocketAddr, sender: Sender) {
@@ -282,6 +276,14 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if !idle.contains_key(&backend) {
+            // A new backend (a new run): connections to earlier runs that closed since
+            // go now, so that restarts leave nothing behind.
+            idle.retain(|_, senders| {
+                senders.retain(|s| !s.is_closed());
+                !senders.is_empty()
+            });
+        }
         let senders = idle.entry(backend).or_default();
         if senders.len() < IDLE_MAX {
             senders.push(sender);
