@@ -359,6 +359,68 @@ impl Drop for Returning {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    /// A backend that answers the first request of each connection and closes the
+    /// connection as the second one arrives, unanswered: a keep-alive connection closed
+    /// by the server at the instant the proxy reuses it.
+    async fn closing_backend(listener: TcpListener) {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                for answer in [true, false] {
+                    let mut line = String::new();
+                    while line != "\r\n" {
+                        line.clear();
+                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                    }
+                    if answer {
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        stream.get_mut().write_all(ok).await.unwrap();
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_on_a_pooled_connection_the_backend_closed_is_sent_again() {
+        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = backend.local_addr().unwrap().port();
+        tokio::spawn(closing_backend(backend));
+        let mut routes = super::super::routes::RouteTable::default();
+        let web = crate::model::ServiceName::new("web".to_owned()).unwrap();
+        let router = routes.router("web");
+        routes.add_run(&web, holdfast_core::supervisor::service::RunId(1), port);
+        let started = holdfast_core::supervisor::event::EventKind::Started {
+            run: holdfast_core::supervisor::service::RunId(1),
+            pid: crate::unix::Pid::from_raw(1),
+        };
+        routes.on_event(&web, &started);
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = public.local_addr().unwrap();
+        tokio::spawn(serve(public, router));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let mut answers = String::new();
+        for _ in 0..3 {
+            client
+                .write_all(b"GET / HTTP/1.1\r\nhost: web\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0; 1024];
+            // The backend's body, or the end of the proxy's own 502.
+            while !answers.ends_with("ok") && !answers.ends_with('\n') {
+                let n = client.read(&mut buf).await.unwrap();
+                assert_ne!(n, 0, "the client's connection stays open: {answers}");
+                answers.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            assert!(answers.contains("200 OK"), "{answers}");
+            answers.clear();
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_are_not_forwarded() {
