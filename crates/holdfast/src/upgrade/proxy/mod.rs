@@ -85,12 +85,13 @@ impl Proxies {
         }
     }
 
-    /// Follows an event: routes change, a removed service's proxy stops.
-    pub fn on_event(&mut self, event: &Event) {
+    /// Follows an event: routes change, a removed service's proxy stops. `current`: the
+    /// service's current run as the core has it now.
+    pub fn on_event(&mut self, event: &Event, current: Option<RunId>) {
         let Some(service) = &event.service else {
             return;
         };
-        self.routes.on_event(service, &event.kind);
+        self.routes.on_event(service, &event.kind, current);
         if matches!(event.kind, EventKind::Removed) && !self.routes.has_instances(service.base()) {
             self.listening.remove(service.base());
             self.routes.forget(service.base());

@@ -171,8 +171,9 @@ impl RouteTable {
     }
 
     /// Follows one event of `service`; events of services that are not proxied, and
-    /// kinds that change no route, are ignored.
-    pub fn on_event(&mut self, service: &ServiceName, kind: &EventKind) {
+    /// kinds that change no route, are ignored. `current`: the service's current run as
+    /// the core has it now (a `stop_requested` is of that run; `None`: of every run).
+    pub fn on_event(&mut self, service: &ServiceName, kind: &EventKind, current: Option<RunId>) {
         let Some(base) = self.bases.get_mut(service.base()) else {
             return;
         };
@@ -182,13 +183,12 @@ impl RouteTable {
         match kind {
             EventKind::Started { run, .. } => set_routable(runs, *run, true),
             EventKind::Draining { run, .. } => set_routable(runs, *run, false),
-            // A stop is of the service's current run; an old run of a rollout was told
-            // with `draining` already. Nothing of a stopping service takes new work.
-            EventKind::StopRequested { .. } => {
-                for r in runs.values_mut() {
-                    r.routable = false;
-                }
-            }
+            // The core stops the service's current run; an old run of a rollout is
+            // told to stop with `draining`.
+            EventKind::StopRequested { .. } => match current {
+                Some(run) => set_routable(runs, run, false),
+                None => runs.values_mut().for_each(|r| r.routable = false),
+            },
             EventKind::Exited { run, .. } | EventKind::SpawnFailed { run, .. } => {
                 runs.remove(run);
             }
@@ -238,19 +238,19 @@ mod tests {
         let mut router = table.router("web");
         table.add_run(&web, RunId(1), 1001);
         assert_eq!(router.current(), None, "spawned is not up yet");
-        table.on_event(&web, &started(1));
+        table.on_event(&web, &started(1), None);
         assert_eq!(router.current(), Some(addr(1001)));
         // A rollout: the new run starts beside the old one, and takes over once up.
         table.add_run(&web, RunId(2), 1002);
         assert_eq!(router.current(), Some(addr(1001)));
-        table.on_event(&web, &started(2));
+        table.on_event(&web, &started(2), None);
         assert_eq!(router.current(), Some(addr(1002)));
         let draining = EventKind::Draining {
             run: RunId(1),
             pid: Pid::from_raw(100),
             drain: Duration::from_secs(1),
         };
-        table.on_event(&web, &draining);
+        table.on_event(&web, &draining, None);
         assert_eq!(router.current(), Some(addr(1002)));
         assert_eq!(
             table.port(&web, RunId(1)),
@@ -265,22 +265,30 @@ mod tests {
         let mut table = RouteTable::default();
         let mut router = table.router("web");
         table.add_run(&web, RunId(1), 1001);
-        table.on_event(&web, &started(1));
+        table.on_event(&web, &started(1), None);
         let stop = EventKind::StopRequested {
             signal: crate::unix::Signal::SIGTERM,
             timeout: crate::model::Timeout::After(Duration::from_secs(1)),
             scope: holdfast_core::supervisor::service::KillScope::ProcessGroup,
         };
-        table.on_event(&web, &stop);
+        table.on_event(&web, &stop, Some(RunId(1)));
+        assert_eq!(router.current(), None);
+        // A stop of one run leaves another routed (the core's current run is the one
+        // that stops); without a current run, nothing stays routed.
+        table.add_run(&web, RunId(2), 1002);
+        table.on_event(&web, &started(2), None);
+        table.on_event(&web, &stop, Some(RunId(1)));
+        assert_eq!(router.current(), Some(addr(1002)));
+        table.on_event(&web, &stop, None);
         assert_eq!(router.current(), None);
         let exited = EventKind::Exited {
             run: RunId(1),
             pid: Pid::from_raw(100),
             status: crate::model::ExitStatus::Exited(0),
         };
-        table.on_event(&web, &exited);
+        table.on_event(&web, &exited, None);
         assert_eq!(table.port(&web, RunId(1)), None);
-        assert_eq!(table.ports_in_use().count(), 0);
+        assert_eq!(table.ports_in_use().collect::<Vec<_>>(), [1002]);
     }
 
     #[test]
@@ -290,7 +298,7 @@ mod tests {
         for (i, port) in [(0, 2000), (1, 2001)] {
             let instance = name(&format!("web@{i}"));
             table.add_run(&instance, RunId(10 + i), port);
-            table.on_event(&instance, &started(10 + i));
+            table.on_event(&instance, &started(10 + i), None);
         }
         table.add_run(&name("other"), RunId(5), 3000);
         let got = picks(&mut router, 4);
@@ -306,7 +314,7 @@ mod tests {
         table.add_run(&web, RunId(1), 1001);
         let waiting = tokio::spawn(async move { router.pick(HOLD).await });
         tokio::task::yield_now().await;
-        table.on_event(&web, &started(1));
+        table.on_event(&web, &started(1), None);
         assert_eq!(waiting.await.unwrap(), Some(addr(1001)));
     }
 
