@@ -1272,8 +1272,14 @@ SCENARIOS = [
      "port directly and through holdfast's HTTP proxy, same run; keep-alive and a new "
      "connection per request (`Connection: close`)", proxy, render_proxy),
 ]
+import bench_upgrade  # noqa: E402
+
+bench_upgrade.setup(sys.modules[__name__])
+SCENARIOS.append(("upgrade", "Zero-downtime upgrade under HTTP load: each way of keeping the "
+                  "port open, next to a naive stop/start restart", bench_upgrade.upgrade,
+                  bench_upgrade.render_upgrade))
 # Scenarios only some tools take part in (others have nothing to measure there).
-SCENARIO_PEERS = {"restart_cpu": {"holdfast"}, "proxy": {"holdfast"}}
+SCENARIO_PEERS = {"restart_cpu": {"holdfast"}, "proxy": {"holdfast"}, "upgrade": {"holdfast"}}
 
 
 def render(results, peers):

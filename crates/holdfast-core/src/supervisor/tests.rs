@@ -11,6 +11,7 @@ mod reload;
 mod restart;
 mod shutdown;
 mod stop;
+mod upgrade;
 mod verbs;
 
 use super::testkit::*;

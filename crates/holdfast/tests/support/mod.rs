@@ -188,6 +188,12 @@ impl Daemon {
         Self::launch(services_toml, &["prlimit", &nofile, "--"])
     }
 
+    /// Like `start`, but holdfast runs in a new network namespace (`unshare --net`):
+    /// for what holdfast changes in its namespace (`net.ipv4.*` sysctls). Needs root.
+    pub fn start_in_new_netns(services_toml: &str) -> Daemon {
+        Self::launch(services_toml, &["unshare", "--net"])
+    }
+
     fn launch(services_toml: &str, launcher: &[&str]) -> Daemon {
         Self::launch_with_env(services_toml, launcher, &[])
     }

@@ -18,13 +18,11 @@ pub(super) struct Claim<'a> {
 
 /// The address a readiness mode connects to, if it is a port.
 pub(super) fn ready_addr(ready: &Readiness) -> Option<SocketAddr> {
-    let addr = match ready {
+    match ready {
         Readiness::Tcp(addr) => Some(*addr),
         Readiness::Http(url) => http_addr(url),
         _ => None,
-    };
-    // Port 0 is each run's own private port (proxy mode): it claims no fixed port.
-    addr.filter(|a| a.port() != 0)
+    }
 }
 
 /// The `IP:port` of a `ready = { http }` URL, which must be `http://IP:port/path`.
@@ -33,7 +31,7 @@ pub(super) fn http_addr(url: &str) -> Option<SocketAddr> {
 }
 
 /// Two addresses collide when the ports match and the IPs match or one is a wildcard.
-fn collide(a: SocketAddr, b: SocketAddr) -> bool {
+pub(super) fn collide(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 

@@ -107,7 +107,9 @@ impl Validator<'_> {
         let health = raw.health.as_ref().and_then(|h| self.health(svc, h));
         self.ready_needs_health(svc, raw, &readiness.ready, health.as_ref());
         let exit_codes = self.exit_codes(svc, raw);
-        let (listen, upgrade) = self.proxy_interim(svc, raw, command.as_ref());
+        let listen = self.listen(svc, raw);
+        let upgrade = self.upgrade(svc, raw, command.as_deref());
+        self.port_placeholders(svc, raw);
         Some(ServiceSpec {
             name: name?,
             command: command?,

@@ -12,11 +12,8 @@ use crate::supervisor::hooks::{self, Note};
 impl Shell {
     pub(super) fn publish(&mut self, event: &Event) {
         self.roll_event(event);
-        let current = event
-            .service
-            .as_ref()
-            .and_then(|s| self.sup.service(s)?.run());
-        self.proxies.on_event(event, current);
+        let now = event.service.as_ref().and_then(|s| self.sup.service(s));
+        self.proxies.on_event(event, now);
         if let (Some(service), EventKind::Stopped | EventKind::GaveUp { .. }) =
             (&event.service, &event.kind)
         {

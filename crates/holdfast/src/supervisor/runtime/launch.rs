@@ -187,13 +187,20 @@ impl Shell {
     ) -> Result<Started, SpawnFailure> {
         // Also a run that fails to spawn is a run of its own (its hooks get its id).
         self.envs.begin_run(name);
-        *spec = self.proxies.prepare_run(name, run, spec).map_err(|e| {
-            let message = format!("proxy mode: {e}");
-            spawn_failure::from_io(SpawnErrorKind::Other, &e, message)
-        })?;
-        let spec: &ServiceSpec = spec;
         let procs = self.prepare_cgroup(name, spec)?;
         self.open_capture(name, spec)?;
+        self.sockets
+            .bind(spec)
+            .map_err(|e| spawn_failure::from_io(SpawnErrorKind::Other, &e.source, e.to_string()))?;
+        let public = || self.sockets.public(name.base());
+        *spec = self
+            .proxies
+            .prepare_run(name, run, spec, public)
+            .map_err(|e| {
+                let message = format!("proxy mode: {e}");
+                spawn_failure::from_io(SpawnErrorKind::Other, &e, message)
+            })?;
+        let spec: &ServiceSpec = spec;
         let mut recipe = self.recipe(spec);
         if spec.ready.needs_notify_socket() || spec.watchdog.is_some() {
             recipe.set("NOTIFY_SOCKET", self.notify_path.display().to_string());
@@ -218,8 +225,11 @@ impl Shell {
             stdout: capture.stdout(),
             stderr: capture.stderr(),
         };
+        let (listen_fds, listen_fd_names) = self.sockets.for_spawn(spec);
         let setup = Setup::Main {
             cgroup_procs: &procs,
+            listen_fds: &listen_fds,
+            listen_fd_names: &listen_fd_names,
             extra_fds: &extra_fds,
         };
         let request = recipe.request(spec, &spec.command, setup, output);

@@ -18,11 +18,12 @@ mod launch;
 mod notify;
 mod probes;
 mod quarantine_io;
+mod sockets;
 mod status;
 pub mod table;
 mod watchers;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -164,8 +165,9 @@ struct Shell {
     /// Runs whose main process is gone while other processes remained: every reap
     /// re-checks them, since a process that left the process groups (setsid) is only
     /// found through the cgroup. Kept apart from the slots so that a reap looks at
-    /// these few, not at every service.
-    lingering: BTreeMap<ServiceName, RunId>,
+    /// these few, not at every service. Two runs of one service can linger at once (the
+    /// old and the new run of a rollout).
+    lingering: BTreeSet<(ServiceName, RunId)>,
     /// What services inherit, and the `INVOCATION_ID` of each one's current run.
     envs: Environments,
     started: Instant,
@@ -194,6 +196,8 @@ struct Shell {
     cgroups: Option<crate::cgroup::Cgroups>,
     /// holdfast's own RLIMIT_NOFILE before raising it, restored in children.
     nofile: Option<limits::NofileBaseline>,
+    /// The `listen` sockets of services, kept open across their runs.
+    sockets: sockets::Sockets,
     /// Rolling restarts of services with instances, and their steps due.
     rolls: crate::supervisor::rolling::Rolls,
     roll_steps: Vec<crate::supervisor::rolling::Step>,
@@ -246,14 +250,17 @@ impl Shell {
             Some(_) => KillScope::Cgroup,
             None => KillScope::ProcessGroup,
         };
+        let mut sockets = sockets::Sockets::default();
+        sockets.migrate_requests(&plan);
         let shell = Shell {
             sup: Supervisor::new(plan, now, seed()).with_kill_scope(scope),
+            sockets,
             loader: control::loader(config_path.clone(), done_tx.clone()),
             config_path,
             table: ProcessTable::new(),
             slots: HashMap::new(),
             watched: BTreeSet::new(),
-            lingering: BTreeMap::new(),
+            lingering: BTreeSet::new(),
             envs: Environments::new(Inherited::capture(&daemon.pass_env)),
             started: now,
             bus: EventBus::new(bus::HISTORY, events),
@@ -480,7 +487,7 @@ impl Shell {
     /// The service is gone from the plan: its capture and cgroup go too (its watchers
     /// are aborted with the slot).
     fn remove_slot(&mut self, service: &ServiceName) {
-        self.lingering.remove(service);
+        self.lingering.retain(|(name, _)| name != service);
         if let Some(slot) = self.slots.remove(service) {
             if let Some(attached) = slot.cgroup {
                 attached.cgroup.remove();

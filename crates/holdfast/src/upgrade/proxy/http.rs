@@ -399,7 +399,7 @@ mod tests {
             run: holdfast_core::supervisor::service::RunId(1),
             pid: crate::unix::Pid::from_raw(1),
         };
-        routes.on_event(&web, &started, None);
+        routes.on_event(&web, &started, &super::super::routes::CoreView::default());
         let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = public.local_addr().unwrap();
         tokio::spawn(serve(public, router));

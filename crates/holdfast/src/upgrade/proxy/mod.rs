@@ -14,15 +14,17 @@ mod tcp;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast_core::supervisor::event::{Event, EventKind};
-use holdfast_core::supervisor::service::RunId;
-use tokio::net::{TcpListener, TcpSocket};
+use holdfast_core::supervisor::service::{RunId, Service};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use self::routes::RouteTable;
+use self::routes::{CoreView, RouteTable};
 use crate::model::{ListenAddr, ProxyProtocol, ProxySpec, ServiceName, ServiceSpec, UpgradeMode};
 
 /// The proxies of every proxy-mode service, and the private ports of their runs.
@@ -33,12 +35,16 @@ pub struct Proxies {
     listening: HashMap<String, Listening>,
 }
 
-/// The accept loops of one base service; they stop when it is dropped.
-struct Listening(Vec<JoinHandle<()>>);
+/// The accept loops of one base service, on its addresses; they stop (and their dups
+/// of the sockets close) when it is dropped.
+struct Listening {
+    addrs: Vec<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
 
 impl Drop for Listening {
     fn drop(&mut self) {
-        for task in &self.0 {
+        for task in &self.tasks {
             task.abort();
         }
     }
@@ -52,20 +58,26 @@ pub fn proxy_spec(spec: &ServiceSpec) -> Option<&ProxySpec> {
     }
 }
 
+/// The public sockets of a service, bound by the shell (`listen`, kept open across its
+/// runs): each TCP address with its own descriptor (a dup) for the proxy to accept on.
+pub type Public = Vec<(SocketAddr, OwnedFd)>;
+
 impl Proxies {
     /// For a spawn of `run`: the spec the run sees, with its private port in place of
-    /// `{port}` (unchanged for a service that is not proxied). Its public addresses
-    /// accept from now on.
+    /// `{port}` (unchanged for a service that is not proxied). Its public sockets
+    /// (`public`, asked for when its proxy does not accept on them yet) accept from now
+    /// on.
     pub fn prepare_run(
         &mut self,
         service: &ServiceName,
         run: RunId,
         spec: &Arc<ServiceSpec>,
+        public: impl FnOnce() -> io::Result<Public>,
     ) -> io::Result<Arc<ServiceSpec>> {
         let Some(proxy) = proxy_spec(spec) else {
             return Ok(spec.clone());
         };
-        self.listen(spec, proxy)?;
+        self.listen(spec, proxy, public)?;
         let taken: HashSet<u16> = self.routes.ports_in_use().collect();
         let port = ports::pick(proxy.ports.as_ref(), &taken)?;
         self.routes.add_run(service, run, port);
@@ -85,69 +97,68 @@ impl Proxies {
         }
     }
 
-    /// Follows an event: routes change, a removed service's proxy stops. `current`: the
-    /// service's current run as the core has it now.
-    pub fn on_event(&mut self, event: &Event, current: Option<RunId>) {
-        let Some(service) = &event.service else {
+    /// Follows an event: routes change, a removed service's proxy stops. `now`: the
+    /// service as the core has it after the event.
+    pub fn on_event(&mut self, event: &Event, now: Option<&Service>) {
+        // Most services are not proxied: their events cost a lookup only.
+        let Some(service) = event
+            .service
+            .as_ref()
+            .filter(|s| self.routes.has_instances(s.base()))
+        else {
             return;
         };
-        self.routes.on_event(service, &event.kind, current);
+        let core = CoreView {
+            current: now.and_then(Service::run),
+            stopping: now.map_or_else(Vec::new, |s| s.draining().iter().map(|d| d.run).collect()),
+        };
+        self.routes.on_event(service, &event.kind, &core);
         if matches!(event.kind, EventKind::Removed) && !self.routes.has_instances(service.base()) {
             self.listening.remove(service.base());
             self.routes.forget(service.base());
         }
     }
 
-    /// Starts accepting on `spec`'s public addresses, unless its base already does.
-    fn listen(&mut self, spec: &ServiceSpec, proxy: &ProxySpec) -> io::Result<()> {
+    /// Accepts on `spec`'s public addresses, unless its base already does on exactly
+    /// these (a reload may have changed them: the proxy then moves to the new ones).
+    fn listen(
+        &mut self,
+        spec: &ServiceSpec,
+        proxy: &ProxySpec,
+        public: impl FnOnce() -> io::Result<Public>,
+    ) -> io::Result<()> {
         let base = spec.name.base();
-        if self.listening.contains_key(base) {
-            return Ok(());
-        }
-        let listeners = public_listeners(spec)?;
-        let router = self.routes.router(base);
-        let tasks = listeners
-            .into_iter()
-            .map(|listener| match proxy.protocol {
-                ProxyProtocol::Http => tokio::spawn(http::serve(listener, router.clone())),
-                ProxyProtocol::Tcp => tokio::spawn(tcp::serve(listener, router.clone())),
+        let addrs: Vec<SocketAddr> = spec
+            .listen
+            .addrs
+            .iter()
+            .filter_map(|a| match a {
+                ListenAddr::Tcp(addr) => Some(*addr),
+                // Refused by the config: a proxy accepts on TCP only.
+                ListenAddr::Unix(_) => None,
             })
             .collect();
-        self.listening.insert(base.to_owned(), Listening(tasks));
+        if self.listening.get(base).is_some_and(|l| l.addrs == addrs) {
+            return Ok(());
+        }
+        let router = self.routes.router(base);
+        let mut tasks = Vec::new();
+        for (addr, fd) in public()? {
+            if !addrs.contains(&addr) {
+                continue;
+            }
+            let listener = std::net::TcpListener::from(fd);
+            listener.set_nonblocking(true)?;
+            let listener = TcpListener::from_std(listener)?;
+            tasks.push(match proxy.protocol {
+                ProxyProtocol::Http => tokio::spawn(http::serve(listener, router.clone())),
+                ProxyProtocol::Tcp => tokio::spawn(tcp::serve(listener, router.clone())),
+            });
+        }
+        let listening = Listening { addrs, tasks };
+        self.listening.insert(base.to_owned(), listening);
         Ok(())
     }
-}
-
-/// The public sockets of a proxy-mode service, bound now.
-///
-/// INTERIM: holdfast binds `listen` sockets once for a service and keeps them open across
-/// its runs (the "config+sockets" part); once those exist, this returns them (as tokio
-/// listeners) instead of binding its own.
-pub fn public_listeners(spec: &ServiceSpec) -> io::Result<Vec<TcpListener>> {
-    spec.listen
-        .addrs
-        .iter()
-        .map(|addr| match addr {
-            ListenAddr::Tcp(addr) => {
-                let socket = match addr {
-                    std::net::SocketAddr::V4(_) => TcpSocket::new_v4()?,
-                    std::net::SocketAddr::V6(_) => TcpSocket::new_v6()?,
-                };
-                socket.set_reuseaddr(true)?;
-                socket.bind(*addr).map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-                })?;
-                socket.listen(spec.listen.backlog)
-            }
-            ListenAddr::Unix(path) => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "proxy mode accepts on tcp:// addresses only, not unix:{}",
-                    path.display()
-                ),
-            )),
-        })
-        .collect()
 }
 
 /// After a failed accept: out of descriptors (EMFILE/ENFILE) or memory, the next accept

@@ -170,10 +170,12 @@ impl RouteTable {
         self.bases.remove(base);
     }
 
-    /// Follows one event of `service`; events of services that are not proxied, and
-    /// kinds that change no route, are ignored. `current`: the service's current run as
-    /// the core has it now (a `stop_requested` is of that run; `None`: of every run).
-    pub fn on_event(&mut self, service: &ServiceName, kind: &EventKind, current: Option<RunId>) {
+    /// Follows one event of `service`; events of services that are not proxied are
+    /// ignored. `core` is what the core has of the service now: its current run (a
+    /// `stop_requested` is of that run; `None`: of every run), and the earlier runs it
+    /// is stopping (the old run of a rollout, also one stopped without `draining` when
+    /// a stop by hand abandons the rollout), none of which takes new work.
+    pub fn on_event(&mut self, service: &ServiceName, kind: &EventKind, core: &CoreView) {
         let Some(base) = self.bases.get_mut(service.base()) else {
             return;
         };
@@ -183,9 +185,7 @@ impl RouteTable {
         match kind {
             EventKind::Started { run, .. } => set_routable(runs, *run, true),
             EventKind::Draining { run, .. } => set_routable(runs, *run, false),
-            // The core stops the service's current run; an old run of a rollout is
-            // told to stop with `draining`.
-            EventKind::StopRequested { .. } => match current {
+            EventKind::StopRequested { .. } => match core.current {
                 Some(run) => set_routable(runs, run, false),
                 None => runs.values_mut().for_each(|r| r.routable = false),
             },
@@ -194,11 +194,25 @@ impl RouteTable {
             }
             EventKind::Removed => {
                 base.instances.remove(service);
+                base.publish();
+                return;
             }
-            _ => return,
+            _ => {}
+        }
+        for run in &core.stopping {
+            set_routable(runs, *run, false);
         }
         base.publish();
     }
+}
+
+/// What the core has of one service when one of its events is published.
+#[derive(Debug, Default)]
+pub struct CoreView {
+    /// Its current run.
+    pub current: Option<RunId>,
+    /// Earlier runs it is stopping.
+    pub stopping: Vec<RunId>,
 }
 
 fn set_routable(runs: &mut BTreeMap<RunId, Run>, run: RunId, routable: bool) {
@@ -223,6 +237,13 @@ mod tests {
         }
     }
 
+    fn current(run: u64) -> CoreView {
+        CoreView {
+            current: Some(RunId(run)),
+            stopping: Vec::new(),
+        }
+    }
+
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, port))
     }
@@ -238,19 +259,19 @@ mod tests {
         let mut router = table.router("web");
         table.add_run(&web, RunId(1), 1001);
         assert_eq!(router.current(), None, "spawned is not up yet");
-        table.on_event(&web, &started(1), None);
+        table.on_event(&web, &started(1), &CoreView::default());
         assert_eq!(router.current(), Some(addr(1001)));
         // A rollout: the new run starts beside the old one, and takes over once up.
         table.add_run(&web, RunId(2), 1002);
         assert_eq!(router.current(), Some(addr(1001)));
-        table.on_event(&web, &started(2), None);
+        table.on_event(&web, &started(2), &CoreView::default());
         assert_eq!(router.current(), Some(addr(1002)));
         let draining = EventKind::Draining {
             run: RunId(1),
             pid: Pid::from_raw(100),
             drain: Duration::from_secs(1),
         };
-        table.on_event(&web, &draining, None);
+        table.on_event(&web, &draining, &CoreView::default());
         assert_eq!(router.current(), Some(addr(1002)));
         assert_eq!(
             table.port(&web, RunId(1)),
@@ -265,28 +286,37 @@ mod tests {
         let mut table = RouteTable::default();
         let mut router = table.router("web");
         table.add_run(&web, RunId(1), 1001);
-        table.on_event(&web, &started(1), None);
+        table.on_event(&web, &started(1), &CoreView::default());
         let stop = EventKind::StopRequested {
             signal: crate::unix::Signal::SIGTERM,
             timeout: crate::model::Timeout::After(Duration::from_secs(1)),
             scope: holdfast_core::supervisor::service::KillScope::ProcessGroup,
         };
-        table.on_event(&web, &stop, Some(RunId(1)));
+        table.on_event(&web, &stop, &current(1));
         assert_eq!(router.current(), None);
         // A stop of one run leaves another routed (the core's current run is the one
         // that stops); without a current run, nothing stays routed.
         table.add_run(&web, RunId(2), 1002);
-        table.on_event(&web, &started(2), None);
-        table.on_event(&web, &stop, Some(RunId(1)));
+        table.on_event(&web, &started(2), &CoreView::default());
+        table.on_event(&web, &stop, &current(1));
         assert_eq!(router.current(), Some(addr(1002)));
-        table.on_event(&web, &stop, None);
+        table.on_event(&web, &stop, &CoreView::default());
+        assert_eq!(router.current(), None);
+        // A run the core stops beside its current one takes no new work, whatever the
+        // event (a stop by hand that abandons a rollout stops the old run silently).
+        table.on_event(&web, &started(2), &CoreView::default());
+        let view = CoreView {
+            current: Some(RunId(3)),
+            stopping: vec![RunId(2)],
+        };
+        table.on_event(&web, &EventKind::Stopped, &view);
         assert_eq!(router.current(), None);
         let exited = EventKind::Exited {
             run: RunId(1),
             pid: Pid::from_raw(100),
             status: crate::model::ExitStatus::Exited(0),
         };
-        table.on_event(&web, &exited, None);
+        table.on_event(&web, &exited, &CoreView::default());
         assert_eq!(table.port(&web, RunId(1)), None);
         assert_eq!(table.ports_in_use().collect::<Vec<_>>(), [1002]);
     }
@@ -298,7 +328,7 @@ mod tests {
         for (i, port) in [(0, 2000), (1, 2001)] {
             let instance = name(&format!("web@{i}"));
             table.add_run(&instance, RunId(10 + i), port);
-            table.on_event(&instance, &started(10 + i), None);
+            table.on_event(&instance, &started(10 + i), &CoreView::default());
         }
         table.add_run(&name("other"), RunId(5), 3000);
         let got = picks(&mut router, 4);
@@ -314,7 +344,7 @@ mod tests {
         table.add_run(&web, RunId(1), 1001);
         let waiting = tokio::spawn(async move { router.pick(HOLD).await });
         tokio::task::yield_now().await;
-        table.on_event(&web, &started(1), None);
+        table.on_event(&web, &started(1), &CoreView::default());
         assert_eq!(waiting.await.unwrap(), Some(addr(1001)));
     }
 
