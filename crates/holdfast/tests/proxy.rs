@@ -251,3 +251,46 @@ fn proxy_mode_tcp_splices_each_connection_to_the_run_current_when_it_was_accepte
     let (status, body) = get_once(public, "/").expect("a new connection reaches the new run");
     assert_eq!((status, answered_pid(&body)), (200, Some(new)), "{body}");
 }
+
+#[test]
+fn proxy_mode_takes_turns_over_the_instances_of_a_service() {
+    let public = free_port();
+    let config = config(public, "http").replace(
+        "restart_sec = \"0s\"",
+        "restart_sec = \"0s\"\ninstances = 2",
+    );
+    let daemon = Daemon::start(&config);
+    let pids = [daemon.running_pid("web@0"), daemon.running_pid("web@1")];
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let (status, body) = get_once(public, "/").expect("the proxy answers");
+        assert_eq!(status, 200, "{body}");
+        seen.insert(answered_pid(&body).expect("a pid"));
+    }
+    assert_eq!(seen, pids.into_iter().collect(), "both instances answered");
+}
+
+#[test]
+fn proxy_mode_probes_each_run_on_its_private_port() {
+    let public = free_port();
+    let config = format!(
+        r#"
+[service.web]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{{port}}"]
+listen = ["tcp://127.0.0.1:{public}"]
+ready = "health"
+
+[service.web.health]
+http = "http://127.0.0.1:{{port}}/health"
+interval = "100ms"
+
+[service.web.upgrade]
+mode = "proxy"
+"#
+    );
+    let daemon = Daemon::start(&config);
+    // Ready only once a probe reached the run: on its own port, not on port 0.
+    let pid = daemon.running_pid("web");
+    let (_, body) = get_once(public, "/").expect("the proxy answers");
+    assert_eq!(answered_pid(&body), Some(pid));
+}
