@@ -232,6 +232,42 @@ fn proxy_mode_holds_requests_while_the_service_restarts() {
 }
 
 #[test]
+fn proxy_mode_holds_requests_while_a_killed_run_is_restarted() {
+    let public = free_port();
+    let daemon = Daemon::start(&config(public, "http"));
+    let mut pid = daemon.running_pid("web");
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let threads = load(public, 4, &stop, &tally);
+    for _ in 0..2 {
+        let before = tally.ok.load(Ordering::Relaxed);
+        support::wait_until("requests are answered", || {
+            tally.ok.load(Ordering::Relaxed) > before + 200
+        });
+        // Requests in flight die with it; GETs go again, to the next run.
+        support::kill_9(pid);
+        let old = pid;
+        pid = daemon.wait_for("web runs a new process", |status| {
+            let s = support::find_service(status, "web")?;
+            (s.state == "running" && s.pid != Some(old)).then_some(s.pid?)
+        });
+        support::wait_until("the new run answers through the proxy", || {
+            tally.last_pid.load(Ordering::Relaxed) == u64::from(pid)
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("load thread");
+    }
+    let (ok, failed) = (
+        tally.ok.load(Ordering::Relaxed),
+        tally.failed.load(Ordering::Relaxed),
+    );
+    eprintln!("{ok} requests answered across two kills");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+}
+
+#[test]
 fn proxy_mode_tcp_splices_each_connection_to_the_run_current_when_it_was_accepted() {
     let public = free_port();
     let daemon = Daemon::start(&config(public, "tcp"));

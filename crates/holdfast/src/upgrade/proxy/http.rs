@@ -34,6 +34,9 @@ type Sender = client::SendRequest<ReqBody>;
 /// idempotent request can be sent again when its backend connection closed under it.
 /// Larger (or chunked) ones stream and are not retried once written.
 const REPLAY_MAX: u64 = 64 * 1024;
+/// Sends of one request at most: on a pooled connection, on a new one to the same
+/// backend, on a new one to the run that replaced it.
+const ATTEMPTS: u32 = 3;
 /// Idle backend connections kept per backend; more are closed when given back.
 const IDLE_MAX: usize = 256;
 
@@ -109,30 +112,39 @@ impl Replay {
 }
 
 impl Proxy {
-    /// Forwards one request to the current backend; a request that failed before any
-    /// response because its backend connection was closed (or the backend was just
-    /// gone) goes once more to the backend current then.
+    /// Forwards one request to the current backend. A request that failed before any
+    /// response goes again (if it never reached the backend, or is idempotent and its
+    /// body was kept), on a new connection: to the same backend after an idle pooled
+    /// connection failed (the backend may have closed it just then), to another run
+    /// once one is routed after a new connection failed (the run went away; the event
+    /// saying so is on its way).
     async fn forward(&mut self, req: Request<Incoming>) -> Response<RespBody> {
-        let (replay, first) = match self.prepare(req).await {
+        let (replay, mut req) = match self.prepare(req).await {
             Ok(prepared) => prepared,
             Err(status) => return status_response(status),
         };
-        let mut req = first;
-        for attempt in 0..2 {
-            let Some(backend) = self.router.pick(HOLD).await else {
+        let (mut gone, mut fresh) = (None, false);
+        for attempt in 1.. {
+            let picked = match gone {
+                Some(gone) => self.router.pick_instead_of(gone, HOLD).await,
+                None => self.router.pick(HOLD).await,
+            };
+            let Some(backend) = picked else {
                 return status_response(StatusCode::SERVICE_UNAVAILABLE);
             };
-            match self.pool.send(backend, req).await {
+            let failed = match self.pool.send(backend, req, fresh).await {
                 Ok(response) => return response,
-                Err(Failed { error, unsent }) => {
-                    tracing::debug!("proxy: {backend} (attempt {}): {error}", attempt + 1);
-                    // Unsent: any request may go again. Sent: only an idempotent one
-                    // whose body was kept.
-                    match unsent.or_else(|| replay.as_ref().and_then(Replay::request)) {
-                        Some(again) => req = again,
-                        None => break,
-                    }
-                }
+                Err(failed) => failed,
+            };
+            tracing::debug!("proxy: {backend} (attempt {attempt}): {}", failed.error);
+            gone = (fresh || failed.connect).then_some(backend);
+            fresh = true;
+            let again = failed
+                .unsent
+                .or_else(|| replay.as_ref().and_then(Replay::request));
+            match again {
+                Some(again) if attempt < ATTEMPTS => req = again,
+                _ => break,
             }
         }
         status_response(StatusCode::BAD_GATEWAY)
@@ -214,6 +226,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 struct Failed {
     error: BoxError,
     unsent: Option<Request<ReqBody>>,
+    /// No connection to the backend could be made.
+    connect: bool,
 }
 
 /// Idle connections to the backends.
@@ -223,18 +237,26 @@ struct Pool {
 }
 
 impl Pool {
-    /// Sends `req` on an idle connection to `backend`, or a new one.
+    /// Sends `req` on an idle connection to `backend`, or a new one (always, when
+    /// `fresh`).
     async fn send(
         self: &Arc<Self>,
         backend: SocketAddr,
         req: Request<ReqBody>,
+        fresh: bool,
     ) -> Result<Response<RespBody>, Failed> {
-        let mut sender = match self.checkout(backend).await {
+        let sender = if fresh {
+            connect(backend).await
+        } else {
+            self.checkout(backend).await
+        };
+        let mut sender = match sender {
             Ok(sender) => sender,
             Err(error) => {
                 return Err(Failed {
                     error,
                     unsent: Some(req),
+                    connect: true,
                 });
             }
         };
@@ -245,6 +267,7 @@ impl Pool {
                 return Err(Failed {
                     error: TrySendError::into_error(e).into(),
                     unsent,
+                    connect: false,
                 });
             }
         };

@@ -65,6 +65,30 @@ impl Router {
     }
 }
 
+impl Router {
+    /// Like [`Router::pick`], but not `refused` (a backend that just refused a
+    /// connection: its run went away, and the event saying so is on its way). When it is
+    /// the only backend, waits for the routes to change (up to `hold`).
+    pub async fn pick_instead_of(
+        &mut self,
+        refused: SocketAddr,
+        hold: Duration,
+    ) -> Option<SocketAddr> {
+        let deadline = tokio::time::Instant::now() + hold;
+        loop {
+            let others = self.rx.borrow_and_update().0.iter().any(|b| *b != refused);
+            if others {
+                // Round robin comes to another one within the list's length.
+                return std::iter::from_fn(|| self.current()).find(|b| *b != refused);
+            }
+            match tokio::time::timeout_at(deadline, self.rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+    }
+}
+
 /// One run the proxy knows of: its private port, and whether it takes new work.
 #[derive(Debug, Clone, Copy)]
 struct Run {
@@ -346,6 +370,27 @@ mod tests {
         tokio::task::yield_now().await;
         table.on_event(&web, &started(1), &CoreView::default());
         assert_eq!(waiting.await.unwrap(), Some(addr(1001)));
+    }
+
+    #[tokio::test]
+    async fn after_a_refused_connect_the_pick_waits_for_another_backend() {
+        let web = name("web");
+        let mut table = RouteTable::default();
+        let mut router = table.router("web");
+        table.add_run(&web, RunId(1), 1001);
+        table.on_event(&web, &started(1), &CoreView::default());
+        let mut waiting = router.clone();
+        let waiting = tokio::spawn(async move { waiting.pick_instead_of(addr(1001), HOLD).await });
+        tokio::task::yield_now().await;
+        table.add_run(&web, RunId(2), 1002);
+        table.on_event(&web, &started(2), &CoreView::default());
+        assert_eq!(waiting.await.unwrap(), Some(addr(1002)));
+        for _ in 0..3 {
+            let got = router
+                .pick_instead_of(addr(1001), Duration::from_millis(1))
+                .await;
+            assert_eq!(got, Some(addr(1002)));
+        }
     }
 
     #[tokio::test]

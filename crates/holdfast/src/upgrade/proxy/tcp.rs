@@ -31,10 +31,14 @@ pub async fn serve(listener: TcpListener, router: Router) {
 }
 
 /// A connection to the current backend; a refused connect (its run just went away) is
-/// tried once more with the backend current then. Waits up to [`HOLD`] for one.
+/// tried once more with another backend, once there is one. Waits up to [`HOLD`] for one.
 async fn connect(router: &mut Router) -> Option<TcpStream> {
+    let mut refused = None;
     for _ in 0..2 {
-        let backend = router.pick(HOLD).await?;
+        let backend = match refused {
+            Some(gone) => router.pick_instead_of(gone, HOLD).await?,
+            None => router.pick(HOLD).await?,
+        };
         match TcpStream::connect(backend).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
@@ -42,6 +46,7 @@ async fn connect(router: &mut Router) -> Option<TcpStream> {
             }
             Err(e) => tracing::debug!("proxy: connect to {backend}: {e}"),
         }
+        refused = Some(backend);
     }
     None
 }
