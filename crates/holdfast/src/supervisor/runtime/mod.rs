@@ -207,6 +207,8 @@ struct Shell {
     roll_steps: Vec<crate::supervisor::rolling::Step>,
     /// Watched links, builds being verified, link texts to roll back to.
     upgrades: upgrades::Upgrades,
+    /// Proxy-mode services: their public listeners, runs' private ports and routes.
+    proxies: crate::upgrade::proxy::Proxies,
 }
 
 impl Shell {
@@ -281,6 +283,7 @@ impl Shell {
             rolls: crate::supervisor::rolling::Rolls::default(),
             roll_steps: Vec::new(),
             upgrades: upgrades::Upgrades::default(),
+            proxies: crate::upgrade::proxy::Proxies::default(),
         };
         let sources = Sources {
             reaped,
