@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -33,6 +33,8 @@ const MAX_RUN: Duration = Duration::from_secs(120);
 const TIMEOUT: &str = "10s";
 const THREADS: usize = 2;
 const CONNECTIONS: usize = 8;
+/// How long wrk gets to exit after a SIGINT before it gets another one.
+const RESEND: Duration = Duration::from_secs(1);
 /// The prefix of the line with the results on wrk's stdout.
 const RESULT: &str = "load-result: ";
 /// The prefix of a thread's "now answered by" line on wrk's stderr.
@@ -247,19 +249,7 @@ impl Load {
 
     /// Stops the load (SIGINT: wrk reports what it counted) and returns its report.
     pub fn finish(mut self) -> LoadReport {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pids fit in i32"));
-        kill(pid, Signal::SIGINT).expect("wrk runs until finished");
-        let mut out = String::new();
-        let stdout = self.child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut text);
-            let _ = tx.send(text);
-        });
-        if let Ok(text) = rx.recv_timeout(super::DEADLINE) {
-            out = text;
-        }
+        let out = self.interrupt();
         let status = self.child.wait().expect("wrk is our child");
         self.finished = true;
         let line = out
@@ -286,6 +276,36 @@ impl Load {
             by_build: raw.by_build,
             by_status: raw.by_status,
             last_builds: raw.last_builds,
+        }
+    }
+}
+
+impl Load {
+    /// SIGINTs wrk until it exits and returns its stdout. Once: wrk's main thread
+    /// sleeps for the run's duration, and a SIGINT that the kernel hands to one of its
+    /// worker threads stops the workers but not that sleep. Once the workers are
+    /// gone, the next SIGINT can only reach the main thread.
+    fn interrupt(&mut self) -> String {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pids fit in i32"));
+        let stdout = self.child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut text);
+            let _ = tx.send(text);
+        });
+        let deadline = Instant::now() + super::DEADLINE;
+        loop {
+            // ESRCH: it already exited, and its output is on its way.
+            let _ = kill(pid, Signal::SIGINT);
+            match rx.recv_timeout(RESEND) {
+                Ok(text) => return text,
+                Err(_) => assert!(
+                    Instant::now() < deadline,
+                    "wrk did not stop on SIGINT within {:?}",
+                    super::DEADLINE
+                ),
+            }
         }
     }
 }
