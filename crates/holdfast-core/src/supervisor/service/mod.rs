@@ -7,6 +7,7 @@
 
 mod cause;
 mod exit;
+mod resume;
 mod start;
 mod state;
 mod stop;
@@ -27,6 +28,7 @@ use crate::unix::ReapSeq;
 
 pub(crate) use self::cause::round_ms;
 pub use self::cause::{Cause, FailReason, SpawnFailure};
+pub use self::resume::{LivePhase, LiveRun, Resumed, ResumedState};
 pub use self::state::{
     AfterStop, Drain, Escalation, ForkerExit, KillScope, MainProcess, RunId, Start, State, Watchdog,
 };
