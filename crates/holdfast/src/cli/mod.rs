@@ -22,6 +22,7 @@ pub mod signal;
 pub mod status;
 pub mod targets;
 pub mod up;
+pub mod upgrade_self;
 
 /// A service supervisor: restart policies, process-group control and a watcher that heals.
 #[derive(Debug, Parser)]
@@ -145,6 +146,17 @@ pub enum Command {
         /// Print what would change without applying it.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        wait: service::WaitArgs,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Upgrade holdfast itself: `--self` re-executes the binary now at holdfast's path
+    /// in place (same pid; services keep running) and waits until it answers.
+    Upgrade {
+        /// Re-execute holdfast itself.
+        #[arg(long = "self", required = true)]
+        itself: bool,
         #[command(flatten)]
         wait: service::WaitArgs,
         #[command(flatten)]
@@ -285,6 +297,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         } => signal::signal(&socket.socket, &targets, &signal, all),
         Command::ResetFailed { targets, socket } => signal::reset_failed(&socket.socket, &targets),
         Command::Shutdown { wait, socket } => service::shutdown(&socket.socket, &wait),
+        Command::Upgrade { wait, socket, .. } => upgrade_self::run(&socket.socket, &wait),
         Command::Reload {
             dry_run,
             wait,

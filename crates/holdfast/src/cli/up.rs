@@ -12,6 +12,9 @@ use crate::{config, supervisor};
 pub fn run(config_path: &Path) -> miette::Result<ExitCode> {
     init_tracing();
     let config_path = std::path::absolute(config_path).into_diagnostic()?;
+    // A re-execution (`upgrade --self`) takes over the fds before anything could open
+    // another one at their numbers.
+    let inherited = supervisor::runtime::inherited().map_err(|e| miette::miette!("{e}"))?;
     let plan = match config::load(&config_path) {
         Ok(plan) => plan,
         Err(e) => {
@@ -27,7 +30,7 @@ pub fn run(config_path: &Path) -> miette::Result<ExitCode> {
         .build()
         .into_diagnostic()?;
     runtime
-        .block_on(supervisor::runtime::run(config_path, plan))
+        .block_on(supervisor::runtime::run(config_path, plan, inherited))
         .into_diagnostic()?;
     Ok(ExitCode::SUCCESS)
 }

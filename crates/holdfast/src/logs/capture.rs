@@ -28,7 +28,7 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -226,10 +226,30 @@ impl Capture {
     /// # Panics
     /// If called outside a tokio runtime with IO enabled.
     pub fn open(log_dir: &Path, service: &ServiceName, spec: LogSpec) -> io::Result<Capture> {
-        let path = log_dir.join(format!("{service}.log"));
-        let file = LogFile::new(path.clone(), spec)?;
         let (stdout_read, stdout) = pipe()?;
         let (stderr_read, stderr) = pipe()?;
+        Self::adopt(
+            log_dir,
+            service,
+            spec,
+            [stdout_read, stderr_read, stdout, stderr],
+        )
+    }
+
+    /// The capture of existing pipes: stdout's and stderr's read ends, then their write
+    /// ends (see [`Capture::handover_fds`]). A new image of holdfast (`upgrade --self`)
+    /// goes on reading the pipes its services write to.
+    ///
+    /// # Panics
+    /// If called outside a tokio runtime with IO enabled.
+    pub fn adopt(
+        log_dir: &Path,
+        service: &ServiceName,
+        spec: LogSpec,
+        [stdout_read, stderr_read, stdout, stderr]: [OwnedFd; 4],
+    ) -> io::Result<Capture> {
+        let path = log_dir.join(format!("{service}.log"));
+        let file = LogFile::new(path.clone(), spec)?;
         let (ops_tx, ops) = mpsc::unbounded_channel();
         let pipes = Arc::new(Pipes {
             stdout: Receiver::from_owned_fd(stdout_read)?,
@@ -267,6 +287,17 @@ impl Capture {
     /// Write end of the stderr pipe, to be dup2'ed to fd 2 of the child.
     pub fn stderr(&self) -> BorrowedFd<'_> {
         self.stderr.as_fd()
+    }
+
+    /// The fds of the pipes, in the order [`Capture::adopt`] takes them: what crosses
+    /// `execve` at `upgrade --self`.
+    pub fn handover_fds(&self) -> [RawFd; 4] {
+        [
+            self.pipes.stdout.as_raw_fd(),
+            self.pipes.stderr.as_raw_fd(),
+            self.stdout.as_raw_fd(),
+            self.stderr.as_raw_fd(),
+        ]
     }
 
     /// The current log file, `<log_dir>/<service>.log`.

@@ -359,6 +359,8 @@ mod tests {
                 config: "/etc/holdfast/holdfast.toml".to_owned(),
                 uptime_ms: 5,
                 shutting_down: false,
+                execs: 0,
+                reexec_error: None,
             },
             services: Vec::new(),
         }
@@ -586,7 +588,8 @@ mod tests {
                     | Request::Signal { .. }
                     | Request::ResetFailed { .. }
                     | Request::Logs { .. }
-                    | Request::Wait { .. } => {
+                    | Request::Wait { .. }
+                    | Request::UpgradeSelf => {
                         drop(msg.reply);
                         continue;
                     }

@@ -180,6 +180,10 @@ impl Shell {
                 self.list_quarantine(reply);
                 return false;
             }
+            Request::UpgradeSelf => {
+                self.ask_reexec(reply);
+                return false;
+            }
             Request::Start { name } => self.command(Command::Start, &name, now),
             Request::Stop { name } => self.command(Command::Stop, &name, now),
             Request::Restart { name } => self.restart(&name, now),

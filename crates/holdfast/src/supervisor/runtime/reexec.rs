@@ -1,0 +1,373 @@
+//! `holdfast upgrade --self`: holdfast re-executes the binary now at its path, in place.
+//! The pid stays, so every service stays its child; the control and notify sockets and
+//! the services' output pipes cross `execve` as inherited fds, and the supervision state
+//! in a memfd ([`handover`]).
+//!
+//! The old image: checks first (the binary is there, the config file still loads to the
+//! running plan, no service is in a transition that cannot be carried), then answers
+//! the client, flushes the logs, pauses the reaper (a child that exits from then on
+//! stays a zombie for the new image to reap), takes the snapshot, and execs. A failed
+//! exec leaves it running as it was, the error in `status`.
+//!
+//! The new image: `holdfast up` finds `HOLDFAST_RESUME`, rebuilds the shell around the
+//! inherited fds ([`Handed`]), then [`Shell::resume`] restores the process table, the
+//! captures and cgroups, and feeds the core `Input::Resume` in place of `Input::Boot`.
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tokio::net::{UnixDatagram, UnixListener};
+use tokio::sync::oneshot;
+
+use super::handover::{self, Fds, Handover, RESUME_ENV};
+use super::{Finished, RuntimeError, Shell, Sources, setup_error};
+use crate::config;
+use crate::control::protocol::{ControlError, ErrorKind, Reply};
+use crate::control::server;
+use crate::logs::Capture;
+use crate::model::{DaemonSettings, Plan, Readiness};
+use crate::process::{reap, reexec};
+use crate::supervisor::core::Input;
+use crate::supervisor::service::State;
+use crate::supervisor::startup;
+
+use super::watchers::Watch;
+
+type Answer = Result<Reply, ControlError>;
+
+/// What the shell keeps for self-upgrades.
+#[derive(Debug, Default)]
+pub(super) struct SelfUpgrade {
+    /// Re-executions of this daemon so far.
+    pub(super) execs: u32,
+    /// Why the last attempt failed to exec.
+    pub(super) error: Option<String>,
+    /// The binary to exec once the loop gets to it (the client was answered).
+    pub(super) due: Option<PathBuf>,
+    /// The fds of the control and notify sockets (owned by their tasks).
+    pub(super) control_fd: RawFd,
+    pub(super) notify_fd: RawFd,
+}
+
+impl SelfUpgrade {
+    pub(super) fn new(control: &impl AsRawFd, notify: &impl AsRawFd) -> Self {
+        Self {
+            control_fd: control.as_raw_fd(),
+            notify_fd: notify.as_raw_fd(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The control and notify sockets: bound anew, or as the previous image served on them.
+pub(super) fn sockets(
+    daemon: &DaemonSettings,
+    notify_path: &Path,
+    inherited: Option<&mut Handed>,
+) -> Result<(UnixListener, UnixDatagram), RuntimeError> {
+    let gid = daemon.control_group.as_ref().map(|g| g.gid);
+    Ok(match inherited {
+        Some(inherited) => (
+            inherited
+                .control()
+                .map_err(setup_error("inherited control socket"))?,
+            inherited
+                .notify()
+                .map_err(setup_error("inherited notify socket"))?,
+        ),
+        None => (
+            server::bind(&daemon.control, gid).map_err(setup_error("control socket"))?,
+            crate::notify::server::bind(notify_path).map_err(setup_error("notify socket"))?,
+        ),
+    })
+}
+
+/// What the checks off the loop found.
+pub(super) struct Checked {
+    reply: oneshot::Sender<Answer>,
+    found: Result<(PathBuf, Plan), ControlError>,
+}
+
+/// The fds and state the previous image handed over, taken as the shell is set up.
+pub struct Handed {
+    handover: Handover,
+    control: Option<OwnedFd>,
+    notify: Option<OwnedFd>,
+}
+
+fn refused(kind: ErrorKind, message: String) -> ControlError {
+    ControlError { kind, message }
+}
+
+/// The handover of a previous image, if this process is one's re-execution.
+///
+/// # Errors
+/// The handover could not be read: the services live on, but this image cannot know
+/// them.
+pub fn inherited() -> Result<Option<Handed>, String> {
+    let Some(value) = std::env::var_os(RESUME_ENV) else {
+        return Ok(None);
+    };
+    let fd: RawFd = value
+        .to_str()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("{RESUME_ENV}={value:?} is no fd number"))?;
+    let bytes = reexec::read_memfd(fd).map_err(|e| format!("reading the handover: {e}"))?;
+    let handover = Handover::from_bytes(&bytes)?;
+    let adopt = |fd: RawFd| reexec::adopt(fd).map_err(|e| format!("inherited fd {fd}: {e}"));
+    Ok(Some(Handed {
+        control: Some(adopt(handover.fds.control)?),
+        notify: Some(adopt(handover.fds.notify)?),
+        handover,
+    }))
+}
+
+impl Handed {
+    /// The control socket's listener, as the previous image served on it.
+    fn control(&mut self) -> std::io::Result<UnixListener> {
+        let fd = self.control.take().ok_or_else(taken)?;
+        let listener = std::os::unix::net::UnixListener::from(fd);
+        listener.set_nonblocking(true)?;
+        UnixListener::from_std(listener)
+    }
+
+    /// The notify socket, as the previous image served on it.
+    fn notify(&mut self) -> std::io::Result<UnixDatagram> {
+        let fd = self.notify.take().ok_or_else(taken)?;
+        let socket = std::os::unix::net::UnixDatagram::from(fd);
+        socket.set_nonblocking(true)?;
+        UnixDatagram::from_std(socket)
+    }
+}
+
+fn taken() -> std::io::Error {
+    std::io::Error::other("inherited fd already taken")
+}
+
+impl Shell {
+    /// `upgrade --self` asked: a refusal now if a service is in transit, else the checks
+    /// that touch the disk, off the loop ([`Shell::on_checked`] goes on).
+    pub(super) fn ask_reexec(&mut self, reply: oneshot::Sender<Answer>) {
+        self.selfup.error = None;
+        if let Err(why) = self.sup.snapshot(Instant::now()) {
+            let message = format!("cannot re-execute holdfast now: {why}");
+            let _ = reply.send(Err(refused(ErrorKind::BadRequest, message)));
+            return;
+        }
+        let config_path = self.config_path.clone();
+        let done = self.done_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let found = check(&config_path);
+            let _ = done.send(Finished::Checked(Checked { reply, found }));
+        });
+    }
+
+    /// The binary and the config passed their checks (or not): refuses, or answers and
+    /// leaves the exec to the loop ([`Shell::reexec`]), once this input is done.
+    pub(super) fn on_checked(&mut self, checked: Checked) -> bool {
+        let Checked { reply, found } = checked;
+        let answer = found.and_then(|(program, plan)| {
+            if plan != *self.sup.plan() {
+                let message = "the config file changed since it was loaded: \
+                               `holdfast reload` first, then upgrade"
+                    .to_owned();
+                return Err(refused(ErrorKind::InvalidConfig, message));
+            }
+            self.sup.snapshot(Instant::now()).map_err(|why| {
+                refused(
+                    ErrorKind::BadRequest,
+                    format!("cannot re-execute holdfast now: {why}"),
+                )
+            })?;
+            let message = format!(
+                "re-executing {} (pid {}); services keep running",
+                program.display(),
+                std::process::id()
+            );
+            self.selfup.due = Some(program);
+            Ok(Reply::Accepted { message })
+        });
+        let _ = reply.send(answer);
+        false
+    }
+
+    /// Execs `program` in place; returns only if that failed (holdfast goes on as it
+    /// was, the error logged and shown in `status`), with whether the shutdown is
+    /// complete.
+    pub(super) async fn reexec(&mut self, program: PathBuf, sources: &mut Sources) -> bool {
+        tracing::info!("re-executing {}", program.display());
+        self.upstream.reloading();
+        // Give the answer a moment to reach the client: its connection closes at exec.
+        tokio::task::yield_now().await;
+        self.flush_captures().await;
+        reap::pause();
+        // Exits reaped before the pause are handled here; later ones wait as zombies.
+        let mut done = false;
+        while let Ok(reaped) = sources.reaped.try_recv() {
+            for input in self.on_reaped(reaped) {
+                done |= self.apply(input);
+            }
+        }
+        let error = match self.handover() {
+            Ok(handover) => exec(&program, &handover),
+            Err(why) => format!("cannot re-execute holdfast now: {why}"),
+        };
+        reap::unpause();
+        tracing::error!("upgrade --self failed, holdfast goes on as it was: {error}");
+        self.selfup.error = Some(error);
+        self.upstream.ready_again();
+        done
+    }
+
+    /// What the new image needs, or why the state cannot be handed over now.
+    fn handover(&self) -> Result<Handover, String> {
+        let now = Instant::now();
+        let snapshot = self.sup.snapshot(now)?;
+        let captures = self
+            .slots
+            .iter()
+            .filter_map(|(name, slot)| Some((name.clone(), slot.capture.as_ref()?.handover_fds())))
+            .collect();
+        Ok(Handover {
+            format: handover::FORMAT,
+            execs: self.selfup.execs + 1,
+            uptime: now.duration_since(self.started),
+            next_run: snapshot.next_run,
+            services: handover::services(&snapshot),
+            processes: handover::processes(&self.table),
+            fds: Fds {
+                control: self.selfup.control_fd,
+                notify: self.selfup.notify_fd,
+                captures,
+                extra: self.extra_fds(),
+            },
+        })
+    }
+
+    /// Further fds to hand over by name (the listen sockets of services, once holdfast
+    /// binds them): none yet.
+    fn extra_fds(&self) -> std::collections::BTreeMap<String, RawFd> {
+        std::collections::BTreeMap::new()
+    }
+
+    /// The new image: every service back as the old one left it. Returns true once the
+    /// shutdown is complete (never, in practice).
+    pub(super) fn resume(&mut self, inherited: Handed) -> bool {
+        let handover = inherited.handover;
+        self.selfup.execs = handover.execs;
+        self.started = Instant::now()
+            .checked_sub(handover.uptime)
+            .unwrap_or(self.started);
+        self.table = handover.table();
+        self.publish_senders();
+        let log_dir = self.sup.plan().daemon.log_dir.clone();
+        for (name, fds) in &handover.fds.captures {
+            let Some(spec) = self.sup.plan().services.get(name).map(|s| s.log) else {
+                continue;
+            };
+            let adopted = fds
+                .iter()
+                .map(|fd| reexec::adopt(*fd))
+                .collect::<std::io::Result<Vec<_>>>()
+                .and_then(|fds| {
+                    let fds: [OwnedFd; 4] = fds.try_into().expect("four fds");
+                    Capture::adopt(&log_dir, name, spec, fds)
+                });
+            match adopted {
+                Ok(capture) => self.slot(name).capture = Some(capture),
+                Err(e) => tracing::warn!("{name}: output capture not resumed: {e}"),
+            }
+        }
+        let done = self.apply(Input::Resume(handover.snapshot()));
+        self.rewatch();
+        tracing::info!(
+            "holdfast {} resumed (re-execution {}): {} services",
+            env!("CARGO_PKG_VERSION"),
+            self.selfup.execs,
+            handover.services.len()
+        );
+        done
+    }
+
+    /// Cgroups and readiness watchers of the live runs, as at their spawn.
+    fn rewatch(&mut self) {
+        let live: Vec<_> = self
+            .sup
+            .services()
+            .filter_map(|s| Some((s.name().clone(), s.run()?, s.spec().clone(), s.is_up())))
+            .collect();
+        for (name, run, spec, up) in live {
+            if self.cgroups.is_some() {
+                if let Err(e) = self.prepare_cgroup(&name, &spec) {
+                    tracing::warn!("{name}: cgroup not resumed: {e}");
+                }
+            }
+            let starting = matches!(
+                self.sup.service(&name).map(|s| s.state()),
+                Some(State::Starting { .. })
+            );
+            if !starting || up {
+                continue;
+            }
+            let target = self.target(&name, run);
+            let task = match &spec.ready {
+                Readiness::Tcp(addr) => startup::tcp(target, *addr),
+                Readiness::Http(url) => startup::http(target, url.clone()),
+                _ => continue,
+            };
+            self.watch(&name, Watch::Readiness, run, task);
+        }
+    }
+}
+
+/// The binary now at holdfast's path, and the config file's plan.
+fn check(config_path: &std::path::Path) -> Result<(PathBuf, Plan), ControlError> {
+    let program = reexec::own_path().map_err(|e| {
+        refused(
+            ErrorKind::Internal,
+            format!("cannot tell holdfast's own path: {e}"),
+        )
+    })?;
+    use crate::process::program::FileKind;
+    let problem = match FileKind::of(&program) {
+        FileKind::File { executable: true } => None,
+        FileKind::File { executable: false } => Some("is not executable"),
+        FileKind::Directory => Some("is a directory"),
+        FileKind::Missing => Some("does not exist"),
+    };
+    if let Some(problem) = problem {
+        let message = format!(
+            "no new holdfast to execute: {} {problem}",
+            program.display()
+        );
+        return Err(refused(ErrorKind::BadRequest, message));
+    }
+    let plan = config::load(config_path)
+        .map_err(|e| refused(ErrorKind::InvalidConfig, e.render_plain()))?;
+    Ok((program, plan))
+}
+
+/// Clears `FD_CLOEXEC` on exactly the handed-over fds and execs; on failure, sets it
+/// again and says why.
+fn exec(program: &std::path::Path, handover: &Handover) -> String {
+    let memfd = match reexec::memfd("holdfast-handover", &handover.to_bytes()) {
+        Ok(fd) => fd,
+        Err(e) => return format!("cannot write the handover: {e}"),
+    };
+    let mut fds = handover.fds.all();
+    fds.push(memfd.as_raw_fd());
+    if let Err(e) = reexec::set_inheritable(&fds, true) {
+        let _ = reexec::set_inheritable(&fds, false);
+        return format!("cannot hand over the fds: {e}");
+    }
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| k != RESUME_ENV)
+        .collect();
+    env.push((RESUME_ENV.into(), memfd.as_raw_fd().to_string().into()));
+    let error = reexec::exec(program, &args, &env);
+    let _ = reexec::set_inheritable(&fds, false);
+    format!("exec {}: {error}", program.display())
+}
