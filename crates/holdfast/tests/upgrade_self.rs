@@ -1,0 +1,199 @@
+//! `holdfast upgrade --self`: holdfast re-executes itself in place (same pid), and every
+//! service keeps running as its child, supervised and logged as before.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+
+use support::{Daemon, children, describe, kill_9, stderr, stdout};
+
+const SERVICES: &str = r#"
+[service.talk]
+command = ["/bin/sh", "-c", "trap 'echo ping' USR1; echo up; while :; do sleep 0.1; done"]
+
+[service.idle]
+command = ["sleep", "1000"]
+"#;
+
+#[test]
+fn upgrade_self_keeps_every_service_pid_and_supervises_them_again() {
+    let d = Daemon::start(SERVICES);
+    let talk = d.running_pid("talk");
+    let idle = d.running_pid("idle");
+    let daemon = d.host_pid();
+
+    let out = d.cli_ok(&["upgrade", "--self"]);
+    assert!(
+        stdout(&out).contains("re-execution 1"),
+        "the CLI waited for the new image: {}",
+        describe(&out)
+    );
+    let status = d.status();
+    assert_eq!(status.daemon.pid, daemon, "the same pid");
+    assert_eq!(status.daemon.execs, 1, "one re-execution");
+    for (name, pid) in [("talk", talk), ("idle", idle)] {
+        let service = support::service(&status, name);
+        assert_eq!(service.state, "running", "{name}");
+        assert_eq!(service.pid, Some(pid), "{name} kept its process");
+        assert_eq!(service.restarts, 0, "{name} was not restarted");
+    }
+    let kids = children(daemon);
+    assert!(
+        kids.contains(&talk) && kids.contains(&idle),
+        "still holdfast's children: {kids:?}"
+    );
+
+    // Its output still reaches its log, through the pipes handed over.
+    d.cli_ok(&["signal", "talk", "USR1"]);
+    d.wait_until("talk's answer to SIGUSR1 is in its log", |d| {
+        d.log("talk").contains("ping")
+    });
+
+    // Its exit is still seen, and restarted.
+    kill_9(idle);
+    let again = d.wait_for_service("idle", "runs again", |s| {
+        s.state == "running" && s.pid.is_some_and(|p| p != idle)
+    });
+    assert_eq!(again.restarts, 1, "restarted once: {again:?}");
+    assert!(children(daemon).contains(&again.pid.expect("running")));
+
+    // And a second upgrade finds the first one's state, restart count included.
+    d.cli_ok(&["upgrade", "--self"]);
+    let status = d.status();
+    assert_eq!(status.daemon.execs, 2);
+    assert_eq!(support::service(&status, "idle").restarts, 1);
+    assert_eq!(support::service(&status, "talk").pid, Some(talk));
+}
+
+#[test]
+fn upgrade_self_with_a_broken_config_changes_nothing() {
+    let d = Daemon::start(SERVICES);
+    let talk = d.running_pid("talk");
+    let good = d.read_config();
+
+    d.write_raw_config("[service.talk\ncommand = [");
+    let out = d.cli(&["upgrade", "--self"]);
+    assert_eq!(out.status.code(), Some(3), "invalid config: {}", describe(&out));
+    assert!(
+        stderr(&out).contains("holdfast.toml"),
+        "the diagnostic names the file: {}",
+        describe(&out)
+    );
+
+    // A valid config that differs from the running one is refused too: the new image
+    // would read it, not what runs.
+    d.write_raw_config(&good.replace("sleep\", \"1000", "sleep\", \"999"));
+    let out = d.cli(&["upgrade", "--self"]);
+    assert!(!out.status.success(), "refused: {}", describe(&out));
+    assert!(
+        stderr(&out).contains("reload"),
+        "says to reload first: {}",
+        describe(&out)
+    );
+
+    let status = d.status();
+    assert_eq!(status.daemon.execs, 0, "no re-execution");
+    assert_eq!(support::service(&status, "talk").pid, Some(talk));
+    assert!(!d.stderr().contains("re-executing"), "{}", d.stderr());
+}
+
+/// A port nobody listens on right now (the demo app binds it next).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port is available")
+        .port()
+}
+
+/// How many requests the demo app on `port` has answered (its `/` says).
+fn requests(port: u16) -> u64 {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let mut response = String::new();
+    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut response).is_err()
+    {
+        return 0;
+    }
+    response
+        .split("requests=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `wrk` against `port` for a bounded time; `close`: a new connection per request.
+fn wrk(port: u16, close: bool) -> std::process::Child {
+    let mut cmd = Command::new("/usr/bin/wrk");
+    cmd.args(["-t", "2", "-c", "16", "-d", "4s"]);
+    if close {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    cmd.arg(format!("http://127.0.0.1:{port}/"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wrk runs")
+}
+
+#[test]
+fn upgrade_self_under_http_load_fails_no_request_and_keeps_every_pid() {
+    if !std::path::Path::new("/usr/bin/wrk").exists() {
+        eprintln!("skipped: no /usr/bin/wrk (apt-get install wrk)");
+        return;
+    }
+    let (keep, fresh) = (free_port(), free_port());
+    let d = Daemon::start(&format!(
+        r#"
+[service.keep]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{keep}"]
+ready = {{ tcp = "127.0.0.1:{keep}" }}
+
+[service.fresh]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{fresh}"]
+ready = {{ tcp = "127.0.0.1:{fresh}" }}
+
+[service.fresh.health]
+http = "http://127.0.0.1:{fresh}/health"
+interval = "100ms"
+timeout = "90ms"
+"#
+    ));
+    let pids = [d.running_pid("keep"), d.running_pid("fresh")];
+    let daemon = d.host_pid();
+    let loads = [wrk(keep, false), wrk(fresh, true)];
+    d.wait_until("both services are under load", |_| {
+        requests(keep) > 100 && requests(fresh) > 100
+    });
+
+    for n in 1..=2 {
+        let out = d.cli_ok(&["upgrade", "--self"]);
+        assert!(
+            stdout(&out).contains(&format!("re-execution {n}")),
+            "{}",
+            describe(&out)
+        );
+    }
+
+    for load in loads {
+        let out = load.wait_with_output().expect("wrk finishes");
+        let report = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(out.status.success(), "wrk ran: {report}");
+        assert!(report.contains("requests in"), "wrk counted: {report}");
+        assert!(!report.contains("Socket errors"), "no failed request: {report}");
+        assert!(!report.contains("Non-2xx"), "no failed request: {report}");
+    }
+    let status = d.status();
+    assert_eq!(status.daemon.pid, daemon);
+    assert_eq!(status.daemon.execs, 2);
+    for (name, pid) in ["keep", "fresh"].into_iter().zip(pids) {
+        let service = support::service(&status, name);
+        assert_eq!(service.pid, Some(pid), "{name} kept its process: {service:?}");
+        assert_eq!(service.restarts, 0, "{name}");
+    }
+}
