@@ -75,7 +75,12 @@ fn upgrade_self_with_a_broken_config_changes_nothing() {
 
     d.write_raw_config("[service.talk\ncommand = [");
     let out = d.cli(&["upgrade", "--self"]);
-    assert_eq!(out.status.code(), Some(3), "invalid config: {}", describe(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "invalid config: {}",
+        describe(&out)
+    );
     assert!(
         stderr(&out).contains("holdfast.toml"),
         "the diagnostic names the file: {}",
@@ -114,7 +119,8 @@ fn requests(port: u16) -> u64 {
     };
     let request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     let mut response = String::new();
-    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut response).is_err()
+    if stream.write_all(request.as_bytes()).is_err()
+        || stream.read_to_string(&mut response).is_err()
     {
         return 0;
     }
@@ -185,7 +191,10 @@ timeout = "90ms"
         let report = format!("{}{}", stdout(&out), stderr(&out));
         assert!(out.status.success(), "wrk ran: {report}");
         assert!(report.contains("requests in"), "wrk counted: {report}");
-        assert!(!report.contains("Socket errors"), "no failed request: {report}");
+        assert!(
+            !report.contains("Socket errors"),
+            "no failed request: {report}"
+        );
         assert!(!report.contains("Non-2xx"), "no failed request: {report}");
     }
     let status = d.status();
@@ -193,7 +202,66 @@ timeout = "90ms"
     assert_eq!(status.daemon.execs, 2);
     for (name, pid) in ["keep", "fresh"].into_iter().zip(pids) {
         let service = support::service(&status, name);
-        assert_eq!(service.pid, Some(pid), "{name} kept its process: {service:?}");
+        assert_eq!(
+            service.pid,
+            Some(pid),
+            "{name} kept its process: {service:?}"
+        );
         assert_eq!(service.restarts, 0, "{name}");
     }
+}
+
+/// Replaces `path` the way a deploy does: `from` makes the new file beside it, which
+/// is then renamed over it.
+fn deploy(path: &std::path::Path, from: impl FnOnce(&std::path::Path)) {
+    let staged = path.with_extension("new");
+    from(&staged);
+    std::fs::rename(&staged, path).expect("rename over the old binary");
+}
+
+#[test]
+fn upgrade_self_that_cannot_exec_leaves_holdfast_running_and_a_deploy_renamed_into_place_then_runs()
+{
+    use std::os::unix::fs::PermissionsExt;
+
+    let bin_dir = std::env::temp_dir().join(format!("holdfast-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&bin_dir).expect("bin dir");
+    let bin = bin_dir.join("holdfast");
+    let _ = std::fs::remove_file(&bin);
+    std::fs::hard_link(support::holdfast_bin(), &bin).expect("link the binary");
+    let d = Daemon::start_from(&bin, SERVICES);
+    let idle = d.running_pid("idle");
+
+    // An executable file that execve refuses (its interpreter does not exist): the
+    // checks pass, the exec fails, holdfast goes on.
+    deploy(&bin, |staged| {
+        std::fs::write(staged, "#!/nonexistent/interpreter\n").expect("write");
+        std::fs::set_permissions(staged, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    });
+    let out = d.cli(&["upgrade", "--self"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(stderr(&out).contains("failed"), "{}", describe(&out));
+    let status = d.status();
+    assert_eq!(status.daemon.execs, 0);
+    assert!(status.daemon.reexec_error.is_some(), "{:?}", status.daemon);
+    assert_eq!(support::service(&status, "idle").pid, Some(idle));
+    kill_9(idle);
+    d.wait_for_service("idle", "runs again", |s| {
+        s.state == "running" && s.pid.is_some_and(|p| p != idle)
+    });
+
+    // The real build renamed into place: holdfast execs what is at its path now.
+    deploy(&bin, |staged| {
+        std::fs::hard_link(support::holdfast_bin(), staged).expect("link");
+    });
+    d.cli_ok(&["upgrade", "--self"]);
+    let status = d.status();
+    assert_eq!(status.daemon.execs, 1);
+    assert_eq!(
+        status.daemon.reexec_error, None,
+        "cleared by the new attempt"
+    );
+    let exe = std::fs::read_link(format!("/proc/{}/exe", d.host_pid())).expect("exe");
+    assert_eq!(exe, bin, "runs the binary at its path, not a deleted one");
+    let _ = std::fs::remove_dir_all(&bin_dir);
 }

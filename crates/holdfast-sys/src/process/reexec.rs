@@ -19,12 +19,15 @@ use nix::sys::memfd::{MFdFlags, memfd_create};
 /// running image's file; after a deploy replaced it by a rename, the kernel marks that
 /// name ` (deleted)`, and the path (where the new build now is) is what counts.
 pub fn own_path() -> io::Result<PathBuf> {
-    let link = std::fs::read_link("/proc/self/exe")?;
-    let bytes = link.as_os_str().as_bytes();
-    Ok(match bytes.strip_suffix(b" (deleted)") {
+    Ok(undeleted(std::fs::read_link("/proc/self/exe")?))
+}
+
+/// The path an `exe` link names, without the mark of a file replaced since.
+fn undeleted(link: PathBuf) -> PathBuf {
+    match link.as_os_str().as_bytes().strip_suffix(b" (deleted)") {
         Some(path) => PathBuf::from(OsStr::from_bytes(path)),
         None => link,
-    })
+    }
 }
 
 /// Sets (`inherit`: clears) `FD_CLOEXEC` on each of `fds`: with `inherit`, they cross the
@@ -123,6 +126,14 @@ mod tests {
         // Handed over: from here on it is known by its number only.
         std::mem::forget(fd);
         assert_eq!(read_memfd(raw).expect("read"), b"state");
+    }
+
+    #[test]
+    fn a_binary_replaced_by_a_rename_is_named_by_its_path() {
+        let replaced = PathBuf::from("/usr/bin/holdfast (deleted)");
+        assert_eq!(undeleted(replaced), Path::new("/usr/bin/holdfast"));
+        let same = PathBuf::from("/usr/bin/holdfast");
+        assert_eq!(undeleted(same.clone()), same);
     }
 
     #[test]

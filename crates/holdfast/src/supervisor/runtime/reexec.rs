@@ -29,7 +29,7 @@ use crate::control::server;
 use crate::logs::Capture;
 use crate::model::{DaemonSettings, Plan, Readiness};
 use crate::process::{reap, reexec};
-use crate::supervisor::core::Input;
+use crate::supervisor::core::{Input, Snapshot};
 use crate::supervisor::service::State;
 use crate::supervisor::startup;
 
@@ -46,6 +46,10 @@ pub(super) struct SelfUpgrade {
     pub(super) error: Option<String>,
     /// The binary to exec once the loop gets to it (the client was answered).
     pub(super) due: Option<PathBuf>,
+    /// The path holdfast was started from, read at start: a deploy that renames the
+    /// old binary away (`mv holdfast holdfast.old`) moves what `/proc/self/exe` names,
+    /// not where the new one is.
+    pub(super) program: Option<PathBuf>,
     /// The fds of the control and notify sockets (owned by their tasks).
     pub(super) control_fd: RawFd,
     pub(super) notify_fd: RawFd,
@@ -56,6 +60,7 @@ impl SelfUpgrade {
         Self {
             control_fd: control.as_raw_fd(),
             notify_fd: notify.as_raw_fd(),
+            program: reexec::own_path().ok(),
             ..Self::default()
         }
     }
@@ -151,15 +156,16 @@ impl Shell {
     /// that touch the disk, off the loop ([`Shell::on_checked`] goes on).
     pub(super) fn ask_reexec(&mut self, reply: oneshot::Sender<Answer>) {
         self.selfup.error = None;
-        if let Err(why) = self.sup.snapshot(Instant::now()) {
+        if let Err(why) = self.resumable() {
             let message = format!("cannot re-execute holdfast now: {why}");
             let _ = reply.send(Err(refused(ErrorKind::BadRequest, message)));
             return;
         }
         let config_path = self.config_path.clone();
+        let program = self.selfup.program.clone();
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let found = check(&config_path);
+            let found = check(program, &config_path);
             let _ = done.send(Finished::Checked(Checked { reply, found }));
         });
     }
@@ -175,7 +181,7 @@ impl Shell {
                     .to_owned();
                 return Err(refused(ErrorKind::InvalidConfig, message));
             }
-            self.sup.snapshot(Instant::now()).map_err(|why| {
+            self.resumable().map_err(|why| {
                 refused(
                     ErrorKind::BadRequest,
                     format!("cannot re-execute holdfast now: {why}"),
@@ -221,10 +227,23 @@ impl Shell {
         done
     }
 
+    /// The core's snapshot, or why the state cannot be handed over now: what is under
+    /// way in the shell (a quarantine record being written, a rolling restart) or in
+    /// the core (see `Supervisor::snapshot`) would not be carried on.
+    fn resumable(&self) -> Result<Snapshot, String> {
+        if self.held.is_holding() {
+            return Err("a quarantine record is being written".to_owned());
+        }
+        if let Some(base) = self.rolls.any() {
+            return Err(format!("a rolling restart of {base} is under way"));
+        }
+        self.sup.snapshot(Instant::now())
+    }
+
     /// What the new image needs, or why the state cannot be handed over now.
     fn handover(&self) -> Result<Handover, String> {
         let now = Instant::now();
-        let snapshot = self.sup.snapshot(now)?;
+        let snapshot = self.resumable()?;
         let captures = self
             .slots
             .iter()
@@ -323,13 +342,19 @@ impl Shell {
 }
 
 /// The binary now at holdfast's path, and the config file's plan.
-fn check(config_path: &std::path::Path) -> Result<(PathBuf, Plan), ControlError> {
-    let program = reexec::own_path().map_err(|e| {
-        refused(
-            ErrorKind::Internal,
-            format!("cannot tell holdfast's own path: {e}"),
-        )
-    })?;
+fn check(
+    program: Option<PathBuf>,
+    config_path: &std::path::Path,
+) -> Result<(PathBuf, Plan), ControlError> {
+    let program = match program {
+        Some(program) => program,
+        None => reexec::own_path().map_err(|e| {
+            refused(
+                ErrorKind::Internal,
+                format!("cannot tell holdfast's own path: {e}"),
+            )
+        })?,
+    };
     use crate::process::program::FileKind;
     let problem = match FileKind::of(&program) {
         FileKind::File { executable: true } => None,
