@@ -1196,8 +1196,14 @@ SCENARIOS = [
         ("lines kept %", lambda r: f1(r["lines_logged_pct"])),
     ]),
 ]
+import bench_upgrade  # noqa: E402
+
+bench_upgrade.setup(sys.modules[__name__])
+SCENARIOS.append(("upgrade", "Zero-downtime upgrade under HTTP load: each way of keeping the "
+                  "port open, next to a naive stop/start restart", bench_upgrade.upgrade,
+                  bench_upgrade.render_upgrade))
 # Scenarios only some tools take part in (others have nothing to measure there).
-SCENARIO_PEERS = {"restart_cpu": {"holdfast"}}
+SCENARIO_PEERS = {"restart_cpu": {"holdfast"}, "upgrade": {"holdfast"}}
 
 
 def render(results, peers):

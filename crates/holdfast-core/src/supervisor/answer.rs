@@ -30,6 +30,8 @@ pub enum ErrorKind {
     Internal,
     /// An `events` follower fell too far behind the event stream and was disconnected.
     Lagged,
+    /// The request conflicts with work under way (an upgrade of the service).
+    Conflict,
     /// Too many control connections (from this uid or in total): the connection is
     /// closed after this answer, without reading the request; try again later.
     Busy,

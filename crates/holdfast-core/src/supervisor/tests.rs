@@ -12,6 +12,7 @@ mod restart;
 mod resume;
 mod shutdown;
 mod stop;
+mod upgrade;
 mod verbs;
 
 use super::testkit::*;

@@ -299,7 +299,7 @@ impl Supervisor {
 }
 
 /// The answer first, then the effects of the transition it made.
-fn reply(answer: Result<Answer, ControlError>, effects: Vec<Effect>) -> Vec<Effect> {
+pub(super) fn reply(answer: Result<Answer, ControlError>, effects: Vec<Effect>) -> Vec<Effect> {
     let mut all = vec![Effect::Reply(answer)];
     all.extend(effects);
     all
@@ -317,7 +317,7 @@ pub fn unknown_service(name: &ServiceName) -> ControlError {
     }
 }
 
-fn shutting_down() -> ControlError {
+pub(super) fn shutting_down() -> ControlError {
     ControlError {
         kind: ErrorKind::ShuttingDown,
         message: "holdfast is shutting down".to_owned(),

@@ -17,6 +17,9 @@ mod services;
 
 pub use self::control::unknown_service;
 pub use self::resume::Snapshot;
+pub use self::upgrade::Canary;
+
+mod upgrade;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -236,6 +239,8 @@ pub struct Supervisor {
     /// with those: they start once all of them are gone, so that the old and the new
     /// copy never hold one port at once.
     held: BTreeMap<ServiceName, Vec<ServiceName>>,
+    /// Rollouts over the instances of a base name, one instance at a time.
+    canaries: BTreeMap<ServiceName, upgrade::Canary>,
 }
 
 impl Supervisor {
@@ -250,6 +255,7 @@ impl Supervisor {
             shutdown_completed: false,
             kill_scope: KillScope::default(),
             held: BTreeMap::new(),
+            canaries: BTreeMap::new(),
         };
         for spec in plan.services.into_values() {
             sup.insert(spec, now);
@@ -312,6 +318,7 @@ impl Supervisor {
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Effect> {
         let mut effects = self.take(input, now);
         self.settle(&mut effects, now);
+        self.follow_canaries(&mut effects, now);
         effects
     }
 
@@ -338,6 +345,7 @@ impl Supervisor {
             } => self.signal(&service, signal, whom),
             Input::ResetFailed { services } => self.reset_failed(&services, now),
             Input::Reload(plan) => self.reload(plan, now),
+            Input::Upgrade { service, to } => self.upgrade(&service, to, now),
             run_input => match for_service(run_input) {
                 // Inputs for a service removed meanwhile are stale: drop them.
                 Some((name, order)) => self.order(&name, order, now),

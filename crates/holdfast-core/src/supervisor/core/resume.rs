@@ -24,6 +24,9 @@ impl Supervisor {
         if self.shutting_down {
             return Err("holdfast is shutting down".to_owned());
         }
+        if let Some(base) = self.canaries.keys().next() {
+            return Err(format!("an upgrade of {base} is under way"));
+        }
         if let Some(name) = self.held.keys().next() {
             return Err(format!("{name} waits for the services it replaces to stop"));
         }

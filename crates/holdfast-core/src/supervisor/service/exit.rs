@@ -25,6 +25,9 @@ impl Service {
         if let Some(at) = self.draining.iter().position(|d| d.run == run) {
             return self.drain_exited(at, status, group_alive);
         }
+        if let Some(effects) = self.serving_exited(run, status, group_alive) {
+            return effects;
+        }
         let Some((current, leader, spawned)) = self.state.live() else {
             return Vec::new();
         };
@@ -147,6 +150,11 @@ impl Service {
 
     /// Applies the restart policy to the end of a run.
     pub(super) fn after_run(&mut self, cause: Cause, now: Instant, early: bool) -> Vec<Effect> {
+        // A new build that fails during its rollout is rolled back, whatever the
+        // policy would do with the exit.
+        if let Some(effects) = self.roll_back_on_end(&cause, now) {
+            return effects;
+        }
         // An early exit is a failed start for a restart policy that restarts failures,
         // but an exit 0 stays a clean exit: with `restart = "no"` the service is done,
         // not failed.

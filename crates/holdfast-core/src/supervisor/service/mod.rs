@@ -93,6 +93,14 @@ pub(in crate::supervisor) enum Order {
     ResetFailed,
     /// A new definition; it takes effect at the next spawn.
     Reconfigure(Arc<ServiceSpec>),
+    /// Roll the running service out to the build `to`, starting it as `run`.
+    Upgrade {
+        run: RunId,
+        to: std::path::PathBuf,
+        back: Option<String>,
+    },
+    /// A service that does not run starts `to` next time.
+    SwitchBuild(std::path::PathBuf),
     /// Stopping because a reload removed it, the service is back in the plan: do `then`
     /// once stopped instead of being forgotten.
     CancelRemoval(AfterStop),
@@ -195,6 +203,12 @@ impl Service {
     /// The one entry point: applies `order` and returns what the shell must do. What
     /// the core must do next is left for [`Service::take_follow_up`].
     pub(in crate::supervisor) fn handle(&mut self, order: Order, now: Instant) -> Vec<Effect> {
+        let mut effects = self.apply(order, now);
+        effects.extend(self.rollout_progress(now));
+        effects
+    }
+
+    fn apply(&mut self, order: Order, now: Instant) -> Vec<Effect> {
         match order {
             Order::Launch(run) => self.launch(run, now),
             Order::WaitFor(on) => {
@@ -219,16 +233,29 @@ impl Service {
             Order::Adopted { run, pid, alive_at } => self.adopted(run, pid, alive_at),
             Order::Tick => {
                 let mut effects = self.tick(now);
+                effects.extend(self.rollout_tick(now));
                 effects.extend(self.probe_if_due(now));
                 effects
             }
-            Order::Stop(then) => self.stop(then, now),
+            Order::Stop(then) => {
+                let mut effects = self.abandon_rollout(now);
+                effects.extend(self.stop(then, now));
+                effects
+            }
+            Order::Upgrade { run, to, back } => self.upgrade(run, to, back, now),
+            Order::SwitchBuild(to) => self.switch_build(to),
             Order::ResetFailures => {
                 self.reset_failures();
                 Vec::new()
             }
             Order::ResetFailed => self.reset_failed(now),
             Order::Reconfigure(spec) => {
+                // The build an upgrade moved the service to stays, unless the program
+                // itself changed (then the new config's build is the one to run).
+                let program = |s: &ServiceSpec| (s.command[0].clone(), s.upgrade.is_some());
+                if program(&spec) != program(&self.spec) {
+                    self.build = spec.upgrade.as_ref().map(|u| u.build.clone());
+                }
                 self.spec = spec;
                 Vec::new()
             }
@@ -317,10 +344,10 @@ impl Service {
     /// or its next health probe.
     pub fn wakeup(&self) -> Option<Instant> {
         let probe = self.health().and_then(Monitor::due);
-        match (self.deadline(), probe) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.deadline(), probe, self.rollout_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The current run, if a process of this service may be alive.
@@ -394,9 +421,10 @@ impl Service {
         self.run().is_some()
     }
 
-    /// Stopped or failed: nothing to wait for.
+    /// Stopped or failed, and no earlier run is still being stopped: nothing to wait for.
     pub fn is_inactive(&self) -> bool {
         matches!(self.state, State::Stopped | State::Failed { .. })
+            && !self.draining.iter().any(|d| d.deadline.is_some())
     }
 
     /// When this service next needs a `tick`, if ever.

@@ -81,7 +81,8 @@ impl Service {
         if self.rollout.is_some() {
             return Err(format!("an upgrade of {name} is under way"));
         }
-        if !self.draining.is_empty() {
+        // A run that survived SIGKILL is given up on: nothing waits for it.
+        if self.draining.iter().any(|d| d.deadline.is_some()) {
             return Err(format!("an earlier run of {name} is still draining"));
         }
         let state = match &self.state {

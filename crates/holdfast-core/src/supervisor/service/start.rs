@@ -23,11 +23,16 @@ impl Service {
         self.status_text = None;
         self.last_cause = None;
         self.enter(State::Launching { run }, now);
-        let spec = if self.env_overrides.is_empty() {
+        let build = self.build.as_ref().map(|b| b.display().to_string());
+        let spec = if self.env_overrides.is_empty() && build.is_none() {
             Arc::clone(&self.spec)
         } else {
             let mut spec = ServiceSpec::clone(&self.spec);
             spec.env.extend(self.env_overrides.clone());
+            if let Some(build) = build {
+                // The pinned build, not whatever the configured path points to now.
+                spec.command[0] = build;
+            }
             Arc::new(spec)
         };
         vec![Effect::Spawn {
@@ -41,9 +46,14 @@ impl Service {
         if self.state != (State::Launching { run }) {
             return Vec::new();
         }
+        // The new run of a rollout has `ready_timeout` to come up.
+        let timeout = match (&self.rollout, &self.spec.upgrade) {
+            (Some(_), Some(upgrade)) => crate::model::Timeout::After(upgrade.ready_timeout),
+            _ => self.spec.start_timeout,
+        };
         let start = Start {
             ready: self.spec.ready == Readiness::None,
-            deadline: self.spec.start_timeout.deadline(now),
+            deadline: timeout.deadline(now),
             watchdog: self.spec.watchdog,
             forker: None,
         };
@@ -89,7 +99,9 @@ impl Service {
         };
         self.enter(running, now);
         let main = main_pid.unwrap_or(pid);
-        vec![self.emit(EventKind::Started { run, pid: main })]
+        let mut effects = vec![self.emit(EventKind::Started { run, pid: main })];
+        effects.extend(self.rollout_up(now));
+        effects
     }
 
     pub(super) fn spawn_failed(
@@ -428,9 +440,15 @@ impl Service {
             last_error: change.last_error.as_ref().map(ToString::to_string),
         }));
         let action = self.spec.health.as_ref().map(|h| h.unhealthy_action);
-        if change.to == crate::health::HealthState::Unhealthy
-            && action == Some(UnhealthyAction::Restart)
-        {
+        let unhealthy = change.to == crate::health::HealthState::Unhealthy;
+        if unhealthy {
+            let reason = format!("turned unhealthy after {} failed probes", change.failures);
+            if let Some(rollback) = self.roll_back_unhealthy(run, reason, now) {
+                effects.extend(rollback);
+                return effects;
+            }
+        }
+        if unhealthy && action == Some(UnhealthyAction::Restart) {
             // The normal stop path; the restart policy then acts on the failure (so the
             // backoff delay and the start limit apply, and the restart is counted).
             let then = AfterStop::Exit {

@@ -128,6 +128,11 @@ pub struct Drain {
     /// Its main process (the group leader unless another was named).
     pub pid: Pid,
     pub main: MainProcess,
+    /// While holdfast still stops it (the old run of a rollout, told to finish its
+    /// connections): when to escalate, then when to give up on it. `None`: nobody
+    /// waits for it any more (it survived SIGKILL).
+    pub deadline: Option<Instant>,
+    pub escalation: Escalation,
 }
 
 /// Whether the main process of a stopping service has already been reaped (the rest of

@@ -49,6 +49,8 @@ impl Service {
                     group: pid,
                     pid: main_pid.unwrap_or(pid),
                     main,
+                    deadline: None,
+                    escalation: Escalation::Killed,
                 });
                 let mut effects = vec![self.emit(EventKind::StopAbandoned {
                     pid,

@@ -8,9 +8,15 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::unix::Pid;
+use crate::unix::{Pid, Signal};
 
-use super::{RunId, Watchdog};
+use super::{
+    Cause, Drain, Effect, Escalation, FollowUp, KILL_WAIT, MainProcess, RunId, Service, State,
+    Watchdog,
+};
+use crate::clock::later;
+use crate::model::ExitStatus;
+use crate::supervisor::event::EventKind;
 
 /// One rollout of a service, from the build it runs to a new one.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +36,9 @@ pub struct Rollout {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Phase {
     /// The new run (the service's current run) starts while the old one serves.
-    Starting { old: Serving },
+    /// `old`: `None` once the old run exited on its own meanwhile (or for a rollback
+    /// that starts the old build after the failed one is gone).
+    Starting { old: Option<Serving> },
     /// The new run is up; the old run got its stop signal and finishes its connections.
     Draining { old: RunId },
     /// The old run is gone; the new one is watched until `until`.
@@ -58,4 +66,429 @@ pub struct Serving {
     pub spawned: Instant,
     pub main_pid: Option<Pid>,
     pub watchdog: Watchdog,
+}
+
+impl Service {
+    /// Begins rolling the running service out to `to`: the fresh `run` starts beside the
+    /// serving one. The core checked that the service runs and has a build. `back`: this
+    /// rollout restores an earlier build (a canary failed), for that reason.
+    pub(super) fn upgrade(
+        &mut self,
+        run: RunId,
+        to: PathBuf,
+        back: Option<String>,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let State::Running {
+            run: old,
+            pid,
+            spawned,
+            main_pid,
+            watchdog,
+        } = self.state
+        else {
+            return Vec::new();
+        };
+        let Some(from) = self.build.replace(to.clone()) else {
+            return Vec::new();
+        };
+        let serving = Serving {
+            run: old,
+            pid,
+            spawned,
+            main_pid,
+            watchdog,
+        };
+        self.rollout = Some(Rollout {
+            from: from.clone(),
+            to: to.clone(),
+            phase: Phase::Starting { old: Some(serving) },
+            since: now,
+            back,
+        });
+        let mut effects = vec![self.emit(EventKind::UpgradeStarted { from, to })];
+        effects.extend(self.launch(run, now));
+        effects
+    }
+
+    /// A service that does not run takes `to` as the build of its next start (no
+    /// rollout: nothing serves that could be kept).
+    pub(super) fn switch_build(&mut self, to: PathBuf) -> Vec<Effect> {
+        self.build = Some(to.clone());
+        vec![self.emit(EventKind::Upgraded { build: to })]
+    }
+
+    /// The runs whose processes may be alive: the current one, the old one of a
+    /// rollout and the draining ones. While more than one is, a signal or a liveness
+    /// check must not go by the service's cgroup, which holds them all.
+    pub fn live_runs(&self) -> impl Iterator<Item = RunId> + '_ {
+        let serving = match &self.rollout {
+            Some(Rollout {
+                phase: Phase::Starting { old: Some(old) },
+                ..
+            }) => Some(old.run),
+            _ => None,
+        };
+        (self.run().into_iter())
+            .chain(serving)
+            .chain(self.draining.iter().map(|d| d.run))
+    }
+
+    /// The old run of a starting rollout, if `run` is it.
+    fn serving(&self, run: RunId) -> Option<Serving> {
+        match &self.rollout {
+            Some(Rollout {
+                phase: Phase::Starting { old: Some(old) },
+                ..
+            }) if old.run == run => Some(*old),
+            _ => None,
+        }
+    }
+
+    /// The old run exited on its own while the new one was starting: it is a draining
+    /// run now (its leftovers are its own), and a failure of the new run can no longer
+    /// put it back.
+    pub(super) fn serving_exited(
+        &mut self,
+        run: RunId,
+        status: ExitStatus,
+        group_alive: bool,
+    ) -> Option<Vec<Effect>> {
+        let old = self.serving(run)?;
+        if let Some(Rollout {
+            phase: Phase::Starting { old: slot },
+            ..
+        }) = &mut self.rollout
+        {
+            *slot = None;
+        }
+        let pid = old.main_pid.unwrap_or(old.pid);
+        if group_alive {
+            self.draining.push(Drain {
+                run,
+                group: old.pid,
+                pid,
+                main: MainProcess::Exited(status),
+                deadline: None,
+                escalation: Escalation::Killed,
+            });
+        }
+        Some(vec![self.emit(EventKind::Exited { run, pid, status })])
+    }
+
+    /// The new run is up (just promoted to running): the old run is told to stop and
+    /// drains; a rollback is complete once the restored build is up.
+    pub(super) fn rollout_up(&mut self, now: Instant) -> Vec<Effect> {
+        let Some(rollout) = &mut self.rollout else {
+            return Vec::new();
+        };
+        let Phase::Starting { old } = rollout.phase else {
+            return Vec::new();
+        };
+        let mut effects = Vec::new();
+        if let Some(old) = old {
+            let drain = self
+                .spec
+                .upgrade
+                .as_ref()
+                .map(|u| u.drain)
+                .unwrap_or_default();
+            effects.push(self.emit(EventKind::Draining {
+                run: old.run,
+                pid: old.main_pid.unwrap_or(old.pid),
+                drain,
+            }));
+            effects.extend(self.drain_old(old, Some(later(now, drain))));
+        }
+        let rollout = self.rollout.as_mut().expect("matched above");
+        rollout.since = now;
+        if let Some(reason) = rollout.back.take() {
+            let (build, from) = (rollout.to.clone(), rollout.from.clone());
+            self.rollout = None;
+            effects.push(self.emit(EventKind::RolledBack {
+                build,
+                from,
+                reason,
+            }));
+            return effects;
+        }
+        match old {
+            Some(old) => rollout.phase = Phase::Draining { old: old.run },
+            None => effects.extend(self.bake(now)),
+        }
+        effects
+    }
+
+    /// The stop signal to the old run, which keeps its processes until `deadline`
+    /// (then SIGKILL).
+    fn drain_old(&mut self, old: Serving, deadline: Option<Instant>) -> Vec<Effect> {
+        self.draining.push(Drain {
+            run: old.run,
+            group: old.pid,
+            pid: old.main_pid.unwrap_or(old.pid),
+            main: MainProcess::Alive,
+            deadline,
+            escalation: Escalation::Graceful,
+        });
+        let signal = |signal| Effect::Signal {
+            service: self.spec.name.clone(),
+            run: old.run,
+            group: old.pid,
+            signal,
+        };
+        vec![signal(self.spec.stop.signal), signal(Signal::SIGCONT)]
+    }
+
+    /// The old run is gone: watch the new one for `bake`.
+    fn bake(&mut self, now: Instant) -> Vec<Effect> {
+        let bake = self
+            .spec
+            .upgrade
+            .as_ref()
+            .map(|u| u.bake)
+            .unwrap_or_default();
+        let Some(rollout) = &mut self.rollout else {
+            return Vec::new();
+        };
+        rollout.phase = Phase::Baking {
+            until: later(now, bake),
+        };
+        rollout.since = now;
+        vec![self.emit(EventKind::Baking { bake })]
+    }
+
+    /// When the rollout or a draining run next needs a tick.
+    pub(super) fn rollout_deadline(&self) -> Option<Instant> {
+        let bake = match &self.rollout {
+            Some(Rollout {
+                phase: Phase::Baking { until },
+                ..
+            }) => Some(*until),
+            _ => None,
+        };
+        (self.draining.iter().filter_map(|d| d.deadline))
+            .chain(bake)
+            .min()
+    }
+
+    /// Time passed: escalate draining runs that overstay, move a rollout whose old run
+    /// is gone on to its bake, and finish a bake that passed.
+    pub(super) fn rollout_tick(&mut self, now: Instant) -> Vec<Effect> {
+        let mut effects = self.drain_tick(now);
+        effects.extend(self.rollout_progress(now));
+        if let Some(Rollout {
+            phase: Phase::Baking { until },
+            to,
+            ..
+        }) = &self.rollout
+            && *until <= now
+        {
+            let build = to.clone();
+            self.rollout = None;
+            effects.push(self.emit(EventKind::Upgraded { build }));
+        }
+        effects
+    }
+
+    /// A draining run past its deadline gets SIGKILL; one that survives that too is
+    /// no longer waited for.
+    fn drain_tick(&mut self, now: Instant) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for at in 0..self.draining.len() {
+            let drain = self.draining[at];
+            if drain.deadline.is_none_or(|d| d > now) {
+                continue;
+            }
+            let scope = self.kill_scope;
+            match drain.escalation {
+                Escalation::Graceful => {
+                    let slot = &mut self.draining[at];
+                    slot.escalation = Escalation::Killed;
+                    slot.deadline = Some(later(now, KILL_WAIT));
+                    effects.push(self.emit(EventKind::Escalated {
+                        pid: drain.pid,
+                        scope,
+                    }));
+                    effects.push(Effect::Signal {
+                        service: self.spec.name.clone(),
+                        run: drain.run,
+                        group: drain.group,
+                        signal: Signal::SIGKILL,
+                    });
+                }
+                Escalation::Killed => {
+                    self.draining[at].deadline = None;
+                    effects.push(self.emit(EventKind::StopAbandoned {
+                        pid: drain.pid,
+                        scope,
+                    }));
+                }
+            }
+        }
+        effects
+    }
+
+    /// After any order: a draining old run that is gone (or given up on) lets the
+    /// rollout bake.
+    pub(super) fn rollout_progress(&mut self, now: Instant) -> Vec<Effect> {
+        let Some(Rollout {
+            phase: Phase::Draining { old },
+            ..
+        }) = self.rollout
+        else {
+            return Vec::new();
+        };
+        let waiting = self
+            .draining
+            .iter()
+            .any(|d| d.run == old && d.deadline.is_some());
+        if waiting {
+            return Vec::new();
+        }
+        self.bake(now)
+    }
+
+    /// The new run of a rollout ended (`cause`) instead of serving: roll back. Before
+    /// the old run was told to stop, it simply serves on as the running run; later, the
+    /// old build starts again. `None` when no rollout is under way or a rollback itself
+    /// failed (then the restart policy decides, as for any run).
+    pub(super) fn roll_back_on_end(&mut self, cause: &Cause, now: Instant) -> Option<Vec<Effect>> {
+        let rollout = self.rollout.take()?;
+        if rollout.back.is_some() {
+            return self.restore_serving(rollout, now);
+        }
+        let reason = cause.to_string();
+        self.build = Some(rollout.from.clone());
+        let rolled_back = |service: &Self| {
+            service.emit(EventKind::RolledBack {
+                build: rollout.from.clone(),
+                from: rollout.to.clone(),
+                reason: reason.clone(),
+            })
+        };
+        if let Phase::Starting { old: Some(old) } = rollout.phase {
+            self.reinstate(old, now);
+            return Some(vec![rolled_back(self)]);
+        }
+        // The old run is gone or going: start the old build again, at once.
+        self.rollout = Some(Rollout {
+            from: rollout.to.clone(),
+            to: rollout.from.clone(),
+            phase: Phase::Starting { old: None },
+            since: now,
+            back: Some(reason),
+        });
+        self.enter(State::Stopped, now);
+        self.follow_up = Some(FollowUp::Start);
+        Some(Vec::new())
+    }
+
+    /// A rollback's own run failed while the bad run still served: that one runs on
+    /// (the restart policy and its health deal with it), the rollout is over.
+    fn restore_serving(&mut self, rollout: Rollout, now: Instant) -> Option<Vec<Effect>> {
+        let Phase::Starting { old: Some(old) } = rollout.phase else {
+            return None;
+        };
+        self.build = Some(rollout.from);
+        self.reinstate(old, now);
+        Some(Vec::new())
+    }
+
+    /// `old` is the running run again.
+    fn reinstate(&mut self, old: Serving, now: Instant) {
+        let mut watchdog = old.watchdog;
+        watchdog.arm(now);
+        let running = State::Running {
+            run: old.run,
+            pid: old.pid,
+            spawned: old.spawned,
+            main_pid: old.main_pid,
+            watchdog,
+        };
+        self.enter(running, now);
+        self.health = self
+            .spec
+            .health
+            .as_ref()
+            .map(|h| crate::health::Monitor::new(h, now));
+    }
+
+    /// The new run turned UNHEALTHY during its rollout: the old build starts beside it,
+    /// and it drains once the old one is up. `None` when no rollout is under way (or it
+    /// is a rollback already): the health action applies as usual.
+    pub(super) fn roll_back_unhealthy(
+        &mut self,
+        run: RunId,
+        reason: String,
+        now: Instant,
+    ) -> Option<Vec<Effect>> {
+        let rollout = self.rollout.as_ref()?;
+        if rollout.back.is_some() || matches!(rollout.phase, Phase::Starting { .. }) {
+            return None;
+        }
+        let State::Running {
+            run: current,
+            pid,
+            spawned,
+            main_pid,
+            watchdog,
+        } = self.state
+        else {
+            return None;
+        };
+        if current != run {
+            return None;
+        }
+        let rollout = self.rollout.take()?;
+        self.build = Some(rollout.from.clone());
+        let serving = Serving {
+            run,
+            pid,
+            spawned,
+            main_pid,
+            watchdog,
+        };
+        self.rollout = Some(Rollout {
+            from: rollout.to,
+            to: rollout.from,
+            phase: Phase::Starting { old: Some(serving) },
+            since: now,
+            back: Some(reason),
+        });
+        self.enter(State::Stopped, now);
+        self.follow_up = Some(FollowUp::Start);
+        Some(Vec::new())
+    }
+
+    /// A stop by hand, a restart, a removal or the shutdown ends the rollout. Before the
+    /// new run was up, the old build stays the service's (the new one never proved
+    /// itself) and an old run still serving is stopped too; later, the new build stays.
+    pub(super) fn abandon_rollout(&mut self, now: Instant) -> Vec<Effect> {
+        let Some(rollout) = self.rollout.take() else {
+            return Vec::new();
+        };
+        let Phase::Starting { old } = rollout.phase else {
+            return vec![self.emit(EventKind::Upgraded { build: rollout.to })];
+        };
+        // A rollback under way already knows its build and why.
+        let (good, bad, reason) = match rollout.back {
+            Some(reason) => (rollout.to, rollout.from, reason),
+            None => (
+                rollout.from,
+                rollout.to,
+                "the service was stopped during the rollout".to_owned(),
+            ),
+        };
+        self.build = Some(good.clone());
+        let mut effects = vec![self.emit(EventKind::RolledBack {
+            build: good,
+            from: bad,
+            reason,
+        })];
+        if let Some(old) = old {
+            let deadline = self.spec.stop.timeout.deadline(now);
+            effects.extend(self.drain_old(old, deadline));
+        }
+        effects
+    }
 }

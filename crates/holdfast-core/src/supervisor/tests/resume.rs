@@ -152,3 +152,40 @@ fn a_service_in_transit_refuses_the_snapshot_and_names_itself() {
         Err("holdfast is shutting down".to_owned())
     );
 }
+
+#[test]
+fn an_upgrade_under_way_refuses_the_snapshot_and_a_finished_one_hands_over_its_build() {
+    use crate::model::{UpgradeMode, UpgradeSpec};
+    use crate::notify::NotifyMsg;
+
+    let mut upgrade = UpgradeSpec::new(UpgradeMode::Handover, "/opt/api/a".into());
+    upgrade.bake = secs(30);
+    let api = ServiceSpec {
+        ready: Readiness::Notify,
+        start_secs: Duration::ZERO,
+        upgrade: Some(upgrade),
+        ..svc("api")
+    };
+    let mut h = Harness::booted([api.clone()]);
+    h.notify("api", vec![NotifyMsg::Ready]);
+    let old = h.run("api");
+    let (reply, _) = h.control(Input::Upgrade {
+        service: name("api"),
+        to: "/opt/api/b".into(),
+    });
+    reply.expect("upgrade accepted");
+    assert_eq!(
+        h.sup.snapshot(h.now).map(|s| s.next_run),
+        Err("an upgrade of api is under way".to_owned())
+    );
+    h.notify("api", vec![NotifyMsg::Ready]);
+    h.exit_run("api", old, killed(Signal::SIGTERM), false);
+    h.advance(secs(31));
+    assert!(h.service("api").rollout().is_none(), "baked");
+    let (new, _) = reexec(&h, [api]);
+    assert_eq!(
+        new.service("api").build(),
+        Some(std::path::Path::new("/opt/api/b")),
+        "the new image runs on with the upgraded build"
+    );
+}

@@ -149,7 +149,8 @@ impl Shell {
     /// those that left its process groups; else the run's own group, plus any group its
     /// main process moved to (a daemon that called setsid after forking).
     pub(super) fn signal_run(&self, service: &ServiceName, run: RunId, pgid: Pid, signal: Signal) {
-        if self.cgroup(service).is_some_and(|c| c.signal(signal) > 0) {
+        let whole_cgroup = !self.overlapping(service, run);
+        if whole_cgroup && self.cgroup(service).is_some_and(|c| c.signal(signal) > 0) {
             return;
         }
         let mut pgids = vec![pgid];
@@ -159,5 +160,14 @@ impl Shell {
                 tracing::warn!("{service}: failed to send {signal} to process group {pgid}: {e}");
             }
         }
+    }
+
+    /// Whether another run of `service` may be alive beside `run` (a rollout's old and
+    /// new runs): the service's cgroup then holds both, so signals and liveness go by
+    /// each run's process groups instead.
+    pub(super) fn overlapping(&self, service: &ServiceName, run: RunId) -> bool {
+        self.sup
+            .service(service)
+            .is_some_and(|s| s.live_runs().any(|r| r != run))
     }
 }

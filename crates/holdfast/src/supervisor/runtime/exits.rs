@@ -80,9 +80,7 @@ impl Shell {
             if self.run_alive(&service, run) || self.table.has_main(run) {
                 continue;
             }
-            if self.lingering.get(&service) == Some(&run) {
-                self.lingering.remove(&service);
-            }
+            self.lingering.remove(&(service.clone(), run));
             inputs.push(Input::GroupEmpty { service, run });
         }
         inputs
@@ -90,9 +88,7 @@ impl Shell {
 
     /// Runs whose main process exited while other processes remained.
     fn lingering(&self) -> Vec<(ServiceName, RunId)> {
-        (self.lingering.iter())
-            .map(|(name, run)| (name.clone(), *run))
-            .collect()
+        self.lingering.iter().cloned().collect()
     }
 
     /// Whether any process group of `run` still has members (forgetting empty ones), or
@@ -106,7 +102,9 @@ impl Shell {
                 self.table.forget_group(pgid);
             }
         }
-        alive || self.cgroup(service).is_some_and(|c| !c.is_empty())
+        alive
+            || (!self.overlapping(service, run)
+                && self.cgroup(service).is_some_and(|c| !c.is_empty()))
     }
 
     /// The main process of `run` ended with `status`: the exit input, with an OOM kill
@@ -117,14 +115,17 @@ impl Shell {
         run: RunId,
         status: ExitStatus,
     ) -> Input {
-        // Its last words (an unfinished line) go before the note of its exit.
-        if let Some(capture) = self.capture(&service) {
+        // Its last words (an unfinished line) go before the note of its exit. Not while
+        // another run of the service writes to the same pipes: that would cut its line.
+        if !self.overlapping(&service, run)
+            && let Some(capture) = self.capture(&service)
+        {
             capture.end_run();
         }
         let group_alive = self.run_alive(&service, run);
         let status = self.classify(&service, status);
         if group_alive {
-            self.lingering.insert(service.clone(), run);
+            self.lingering.insert((service.clone(), run));
         }
         Input::Exited {
             service,

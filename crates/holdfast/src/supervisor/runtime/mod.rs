@@ -24,7 +24,7 @@ mod status;
 pub mod table;
 mod watchers;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -182,8 +182,9 @@ struct Shell {
     /// Runs whose main process is gone while other processes remained: every reap
     /// re-checks them, since a process that left the process groups (setsid) is only
     /// found through the cgroup. Kept apart from the slots so that a reap looks at
-    /// these few, not at every service.
-    lingering: BTreeMap<ServiceName, RunId>,
+    /// these few, not at every service. Two runs of one service can linger at once (the
+    /// old and the new run of a rollout).
+    lingering: BTreeSet<(ServiceName, RunId)>,
     /// What services inherit, and the `INVOCATION_ID` of each one's current run.
     envs: Environments,
     started: Instant,
@@ -271,7 +272,7 @@ impl Shell {
             table: ProcessTable::new(),
             slots: HashMap::new(),
             watched: BTreeSet::new(),
-            lingering: BTreeMap::new(),
+            lingering: BTreeSet::new(),
             envs: Environments::new(Inherited::capture(&daemon.pass_env)),
             started: now,
             bus: EventBus::new(bus::HISTORY, events),
@@ -499,7 +500,7 @@ impl Shell {
     /// The service is gone from the plan: its capture and cgroup go too (its watchers
     /// are aborted with the slot).
     fn remove_slot(&mut self, service: &ServiceName) {
-        self.lingering.remove(service);
+        self.lingering.retain(|(name, _)| name != service);
         if let Some(slot) = self.slots.remove(service) {
             if let Some(attached) = slot.cgroup {
                 attached.cgroup.remove();
