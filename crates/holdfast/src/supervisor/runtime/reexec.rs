@@ -13,6 +13,7 @@
 //! inherited fds ([`Handed`]), then [`Shell::resume`] restores the process table, the
 //! captures and cgroups, and feeds the core `Input::Resume` in place of `Input::Boot`.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -50,6 +51,9 @@ pub(super) struct SelfUpgrade {
     /// old binary away (`mv holdfast holdfast.old`) moves what `/proc/self/exe` names,
     /// not where the new one is.
     pub(super) program: Option<PathBuf>,
+    /// Further fds the previous image handed over, by name, until taken
+    /// ([`Shell::inherited_fd`]).
+    pub(super) inherited: BTreeMap<String, OwnedFd>,
     /// The fds of the control and notify sockets (owned by their tasks).
     pub(super) control_fd: RawFd,
     pub(super) notify_fd: RawFd,
@@ -100,6 +104,8 @@ pub struct Handed {
     handover: Handover,
     control: Option<OwnedFd>,
     notify: Option<OwnedFd>,
+    /// The further fds, by name (see [`Shell::extra_fds`]).
+    extra: BTreeMap<String, OwnedFd>,
 }
 
 fn refused(kind: ErrorKind, message: String) -> ControlError {
@@ -122,9 +128,13 @@ pub fn inherited() -> Result<Option<Handed>, String> {
     let bytes = reexec::read_memfd(fd).map_err(|e| format!("reading the handover: {e}"))?;
     let handover = Handover::from_bytes(&bytes)?;
     let adopt = |fd: RawFd| reexec::adopt(fd).map_err(|e| format!("inherited fd {fd}: {e}"));
+    let extra = (handover.fds.extra.iter())
+        .map(|(name, fd)| Ok((name.clone(), adopt(*fd)?)))
+        .collect::<Result<_, String>>()?;
     Ok(Some(Handed {
         control: Some(adopt(handover.fds.control)?),
         notify: Some(adopt(handover.fds.notify)?),
+        extra,
         handover,
     }))
 }
@@ -265,10 +275,22 @@ impl Shell {
         })
     }
 
-    /// Further fds to hand over by name (the listen sockets of services, once holdfast
-    /// binds them): none yet.
-    fn extra_fds(&self) -> std::collections::BTreeMap<String, RawFd> {
-        std::collections::BTreeMap::new()
+    /// The hook for further fds to hand over, by name: the listen sockets holdfast
+    /// binds for services (`listen = [...]`, e.g. `api/tcp://127.0.0.1:8080`) go here,
+    /// and the new image takes each back with [`Shell::inherited_fd`] instead of binding
+    /// it again. None yet. The fds must stay open until the exec (owned by the shell).
+    fn extra_fds(&self) -> BTreeMap<String, RawFd> {
+        BTreeMap::new()
+    }
+
+    /// An fd the previous image handed over under `name` (see [`Shell::extra_fds`]),
+    /// once: `FD_CLOEXEC` again, owned by the caller.
+    #[expect(
+        dead_code,
+        reason = "the listen sockets of services will take theirs here"
+    )]
+    pub(super) fn inherited_fd(&mut self, name: &str) -> Option<OwnedFd> {
+        self.selfup.inherited.remove(name)
     }
 
     /// The new image: every service back as the old one left it. Returns true once the
@@ -276,6 +298,7 @@ impl Shell {
     pub(super) fn resume(&mut self, inherited: Handed) -> bool {
         let handover = inherited.handover;
         self.selfup.execs = handover.execs;
+        self.selfup.inherited = inherited.extra;
         self.started = Instant::now()
             .checked_sub(handover.uptime)
             .unwrap_or(self.started);
