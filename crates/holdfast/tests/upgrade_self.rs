@@ -265,3 +265,52 @@ fn upgrade_self_that_cannot_exec_leaves_holdfast_running_and_a_deploy_renamed_in
     assert_eq!(exe, bin, "runs the binary at its path, not a deleted one");
     let _ = std::fs::remove_dir_all(&bin_dir);
 }
+
+#[test]
+fn upgrade_self_under_systemd_reports_a_reload_then_ready_and_the_notify_socket_serves_on() {
+    use std::os::unix::net::UnixDatagram;
+
+    let manager_dir = std::env::temp_dir().join(format!("holdfast-sd-{}", std::process::id()));
+    std::fs::create_dir_all(&manager_dir).expect("manager dir");
+    let socket_path = manager_dir.join("notify.sock");
+    let _ = std::fs::remove_file(&socket_path);
+    let manager = UnixDatagram::bind(&socket_path).expect("bind the manager's socket");
+    manager
+        .set_read_timeout(Some(support::DEADLINE))
+        .expect("read timeout");
+    let d = Daemon::start_with_env(
+        r#"
+[service.notifier]
+command = ["/bin/sh", "-c", "trap 'systemd-notify --status=again' USR1; systemd-notify --ready --status=up; while :; do sleep 0.1; done"]
+ready = "notify"
+start_secs = "0s"
+"#,
+        &[("NOTIFY_SOCKET", socket_path.to_str().expect("utf-8 path"))],
+    );
+    let mut next = || {
+        let mut buf = [0u8; 4096];
+        let n = manager
+            .recv(&mut buf)
+            .unwrap_or_else(|e| d.fail(&format!("no notification from holdfast: {e}")));
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    while !next().lines().any(|l| l == "READY=1") {}
+
+    let notifier = d.running_pid("notifier");
+    d.cli_ok(&["upgrade", "--self"]);
+    let reload = loop {
+        let message = next();
+        if message.contains("RELOADING=1") {
+            break message;
+        }
+    };
+    assert!(reload.contains("MONOTONIC_USEC="), "{reload}");
+    while !next().lines().any(|l| l == "READY=1") {}
+
+    d.cli_ok(&["signal", "notifier", "USR1"]);
+    let again = d.wait_for_service("notifier", "says STATUS=again", |s| {
+        s.status_text.as_deref() == Some("again")
+    });
+    assert_eq!(again.pid, Some(notifier));
+    let _ = std::fs::remove_dir_all(&manager_dir);
+}
