@@ -287,7 +287,7 @@ start_secs = "0s"
 "#,
         &[("NOTIFY_SOCKET", socket_path.to_str().expect("utf-8 path"))],
     );
-    let mut next = || {
+    let next = || {
         let mut buf = [0u8; 4096];
         let n = manager
             .recv(&mut buf)
