@@ -314,3 +314,45 @@ start_secs = "0s"
     assert_eq!(again.pid, Some(notifier));
     let _ = std::fs::remove_dir_all(&manager_dir);
 }
+
+#[test]
+fn services_that_die_while_holdfast_re_executes_are_restarted_by_the_new_image() {
+    let d = Daemon::start(
+        r#"
+[service.a]
+command = ["sleep", "1000"]
+
+[service.b]
+command = ["sleep", "1000"]
+
+[service.c]
+command = ["sleep", "1000"]
+"#,
+    );
+    let pids: Vec<u32> = ["a", "b", "c"].map(|n| d.running_pid(n)).into();
+    let daemon = d.host_pid();
+    // Each dies before, during or after the handover: whichever image reaps it, its
+    // exit is seen once and the service restarted once.
+    let mut upgrade = support::holdfast();
+    upgrade
+        .args(["upgrade", "--self", "-s"])
+        .arg(d.socket())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let upgrading = upgrade.spawn().expect("upgrade --self runs");
+    for pid in &pids {
+        kill_9(*pid);
+    }
+    let out = upgrading
+        .wait_with_output()
+        .expect("upgrade --self finishes");
+    assert!(out.status.success(), "{}", describe(&out));
+    for (name, pid) in ["a", "b", "c"].into_iter().zip(pids) {
+        let again = d.wait_for_service(name, "runs again", |s| {
+            s.state == "running" && s.pid.is_some_and(|p| p != pid)
+        });
+        assert_eq!(again.restarts, 1, "{name} restarted once: {again:?}");
+        assert!(children(daemon).contains(&again.pid.expect("running")));
+    }
+    assert_eq!(d.status().daemon.execs, 1);
+}

@@ -14,7 +14,7 @@ use crate::unix::Pid;
 
 use super::{FailReason, RunId, Service, Start, State, Watchdog};
 use crate::health::Monitor;
-use crate::model::{ExitStatus, Readiness, ServiceName};
+use crate::model::{ExitStatus, Readiness, ServiceKind, ServiceName};
 
 /// What one service was at the snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,8 +99,14 @@ impl Service {
                 main_pid,
                 start,
             } => {
-                if start.forker.is_some() {
+                // Its pidfile is awaited by the shell, from the spawn on: a new image
+                // would not know to read it.
+                if matches!(self.spec.kind, ServiceKind::Forking { .. }) {
                     return Err(format!("{name} is starting its daemon (forking)"));
+                }
+                // The read end of its readiness pipe stays with the old image.
+                if !start.ready && matches!(self.spec.ready, Readiness::Fd(_)) {
+                    return Err(format!("{name} is starting (waits for its readiness fd)"));
                 }
                 ResumedState::Live(LiveRun {
                     run: *run,

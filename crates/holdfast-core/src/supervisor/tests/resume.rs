@@ -189,3 +189,29 @@ fn an_upgrade_under_way_refuses_the_snapshot_and_a_finished_one_hands_over_its_b
         "the new image runs on with the upgraded build"
     );
 }
+
+#[test]
+fn a_start_the_shell_watches_for_refuses_the_snapshot() {
+    use crate::model::ServiceKind;
+
+    let forking = ServiceSpec {
+        kind: ServiceKind::Forking {
+            pidfile: "/run/test.pid".into(),
+        },
+        ..svc("daemon")
+    };
+    let h = Harness::booted([forking]);
+    assert_eq!(
+        h.sup.snapshot(h.now).map(|s| s.next_run),
+        Err("daemon is starting its daemon (forking)".to_owned())
+    );
+    let fd = ServiceSpec {
+        ready: Readiness::Fd(3),
+        ..svc("piped")
+    };
+    let h = Harness::booted([fd]);
+    assert_eq!(
+        h.sup.snapshot(h.now).map(|s| s.next_run),
+        Err("piped is starting (waits for its readiness fd)".to_owned())
+    );
+}

@@ -217,7 +217,6 @@ impl Shell {
         self.upstream.reloading();
         // Give the answer a moment to reach the client: its connection closes at exec.
         tokio::task::yield_now().await;
-        self.flush_captures().await;
         reap::pause();
         // Exits reaped before the pause are handled here; later ones wait as zombies.
         let mut done = false;
@@ -226,6 +225,8 @@ impl Shell {
                 done |= self.apply(input);
             }
         }
+        // Every note asked for so far, those of the exits above too, is in its file.
+        self.flush_captures().await;
         let error = match self.handover() {
             Ok(handover) => exec(&program, &handover),
             Err(why) => format!("cannot re-execute holdfast now: {why}"),
