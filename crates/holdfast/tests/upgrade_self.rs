@@ -356,3 +356,50 @@ command = ["sleep", "1000"]
     }
     assert_eq!(d.status().daemon.execs, 1);
 }
+
+#[test]
+fn upgrade_self_to_a_holdfast_that_refuses_the_config_goes_back_to_the_running_one() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let bin_dir = std::env::temp_dir().join(format!("holdfast-back-{}", std::process::id()));
+    std::fs::create_dir_all(&bin_dir).expect("bin dir");
+    let bin = bin_dir.join("holdfast");
+    let _ = std::fs::remove_file(&bin);
+    std::fs::hard_link(support::holdfast_bin(), &bin).expect("link the binary");
+    let d = Daemon::start_from(&bin, SERVICES);
+    let idle = d.running_pid("idle");
+    let daemon = d.host_pid();
+
+    // A "new build" whose reading of the config fails where the running one's passes:
+    // here, it reads another, broken file.
+    let broken = bin_dir.join("broken.toml");
+    std::fs::write(&broken, "[service.x\n").expect("write");
+    deploy(&bin, |staged| {
+        let script = format!(
+            "#!/bin/sh\nexec {} up -c {}\n",
+            support::holdfast_bin().display(),
+            broken.display()
+        );
+        std::fs::write(staged, script).expect("write");
+        std::fs::set_permissions(staged, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    });
+    let out = d.cli(&["upgrade", "--self"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("did not take over"),
+        "says why: {}",
+        describe(&out)
+    );
+    let status = d.status();
+    assert_eq!(
+        status.daemon.pid, daemon,
+        "the same process, back to its binary"
+    );
+    assert_eq!(status.daemon.execs, 0);
+    assert_eq!(support::service(&status, "idle").pid, Some(idle));
+    kill_9(idle);
+    d.wait_for_service("idle", "runs again", |s| {
+        s.state == "running" && s.pid.is_some_and(|p| p != idle)
+    });
+    let _ = std::fs::remove_dir_all(&bin_dir);
+}

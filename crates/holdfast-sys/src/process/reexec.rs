@@ -8,7 +8,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, Read, Seek, Write};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -46,18 +46,25 @@ pub fn set_inheritable(fds: &[RawFd], inherit: bool) -> io::Result<()> {
         // SAFETY: the borrow lasts for one fcntl; the caller keeps `fd` open across this
         // call (its owner, a socket or a pipe of the runtime, outlives it). A closed fd
         // only makes fcntl fail with EBADF.
-        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         fcntl(borrowed, FcntlArg::F_SETFD(flags)).map_err(io::Error::from)?;
     }
     Ok(())
 }
 
+/// What to execute: the file at a path, or an open file (the running binary, even once
+/// a deploy replaced its path).
+#[derive(Debug, Clone, Copy)]
+pub enum Program<'a> {
+    Path(&'a Path),
+    Fd(BorrowedFd<'a>),
+}
+
 /// Replaces this process's image with `program`, keeping the pid, the children and the
 /// fds without `FD_CLOEXEC`. Returns only on failure, with holdfast unchanged.
-pub fn exec(program: &Path, args: &[OsString], env: &[(OsString, OsString)]) -> io::Error {
+pub fn exec(program: Program<'_>, args: &[OsString], env: &[(OsString, OsString)]) -> io::Error {
     let cstring = |bytes: &[u8]| CString::new(bytes).map_err(io::Error::other);
     let prepared = (|| -> io::Result<_> {
-        let path = cstring(program.as_os_str().as_bytes())?;
         let args = args
             .iter()
             .map(|a| cstring(a.as_bytes()))
@@ -66,14 +73,27 @@ pub fn exec(program: &Path, args: &[OsString], env: &[(OsString, OsString)]) -> 
             .iter()
             .map(|(k, v)| cstring(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
             .collect::<io::Result<Vec<_>>>()?;
-        Ok((path, args, env))
+        Ok((args, env))
     })();
-    match prepared {
-        Ok((path, args, env)) => match nix::unistd::execve(&path, &args, &env) {
-            Err(errno) => io::Error::from(errno),
+    let (args, env) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => return e,
+    };
+    let failed = match program {
+        Program::Path(path) => match cstring(path.as_os_str().as_bytes()) {
+            Ok(path) => nix::unistd::execve(&path, &args, &env),
+            Err(e) => return e,
         },
-        Err(e) => e,
+        Program::Fd(fd) => nix::unistd::fexecve(fd, &args, &env),
+    };
+    match failed {
+        Err(errno) => io::Error::from(errno),
     }
+}
+
+/// The running binary, open: what `/proc/self/exe` is, whatever has become of its path.
+pub fn own_binary() -> io::Result<OwnedFd> {
+    Ok(std::fs::File::open("/proc/self/exe")?.into())
 }
 
 /// A memfd holding `bytes`, read from its start: the state handed to the next image.

@@ -18,6 +18,11 @@ pub fn run(config_path: &Path) -> miette::Result<ExitCode> {
     let plan = match config::load(&config_path) {
         Ok(plan) => plan,
         Err(e) => {
+            if let Some(handed) = inherited {
+                // The services live on under the previous image, which gets them back.
+                let error = supervisor::runtime::fall_back(handed, &e.render_plain());
+                tracing::error!("cannot go back to the previous holdfast: {error}");
+            }
             eprintln!("{:?}", miette::Report::new(e));
             return Ok(ExitCode::from(exit::INVALID_CONFIG));
         }

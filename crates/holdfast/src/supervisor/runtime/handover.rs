@@ -8,6 +8,7 @@
 //! resumed run), and a hook that is still running is reaped as nobody's.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,6 +43,17 @@ pub struct Handover {
     pub services: Vec<ServiceForm>,
     pub processes: Vec<ProcessForm>,
     pub fds: Fds,
+    /// The command line of the image that handed over, for a way back to it.
+    #[serde(default)]
+    pub args: Vec<OsString>,
+    /// The binary of the image that handed over, open: a new image that cannot take
+    /// over (its reading of the config fails) executes it again with this handover.
+    #[serde(default)]
+    pub previous: Option<RawFd>,
+    /// Set by a new image that could not take over, for the old one it went back to:
+    /// why (shown as the failed upgrade's error).
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 /// The fds the new image serves on.
@@ -429,6 +441,9 @@ mod tests {
                 captures: [(name("a"), [5, 6, 7, 8])].into(),
                 extra: BTreeMap::new(),
             },
+            args: vec!["holdfast".into(), "up".into()],
+            previous: Some(9),
+            refused: None,
         }
     }
 

@@ -44,7 +44,7 @@ use crate::notify::upstream::Upstream;
 use crate::process::{limits, reap, spawn};
 
 pub use self::cgroups::cgroup_name;
-pub use self::reexec::{Handed, inherited};
+pub use self::reexec::{Handed, fall_back, inherited};
 pub use self::status::log_path;
 
 #[derive(Debug, thiserror::Error)]

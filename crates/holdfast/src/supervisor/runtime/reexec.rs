@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -228,7 +228,7 @@ impl Shell {
         // Every note asked for so far, those of the exits above too, is in its file.
         self.flush_captures().await;
         let error = match self.handover() {
-            Ok(handover) => exec(&program, &handover),
+            Ok(handover) => exec(reexec::Program::Path(&program), handover),
             Err(why) => format!("cannot re-execute holdfast now: {why}"),
         };
         reap::unpause();
@@ -273,6 +273,9 @@ impl Shell {
                 captures,
                 extra: self.extra_fds(),
             },
+            args: std::env::args_os().collect(),
+            previous: None,
+            refused: None,
         })
     }
 
@@ -299,6 +302,7 @@ impl Shell {
     pub(super) fn resume(&mut self, inherited: Handed) -> bool {
         let handover = inherited.handover;
         self.selfup.execs = handover.execs;
+        self.selfup.error.clone_from(&handover.refused);
         self.selfup.inherited = inherited.extra;
         self.started = Instant::now()
             .checked_sub(handover.uptime)
@@ -398,25 +402,63 @@ fn check(
     Ok((program, plan))
 }
 
-/// Clears `FD_CLOEXEC` on exactly the handed-over fds and execs; on failure, sets it
-/// again and says why.
-fn exec(program: &std::path::Path, handover: &Handover) -> String {
+/// Clears `FD_CLOEXEC` on exactly the handed-over fds and execs `program` with the
+/// handover's command line; on failure, sets the flag again and says why. The running
+/// binary goes along, open, for a new image that cannot take over to come back to.
+fn exec(program: reexec::Program<'_>, mut handover: Handover) -> String {
+    let previous = match handover.previous {
+        // Going back: the binary is the one to run, not one to hand on.
+        Some(_) => None,
+        None => match reexec::own_binary() {
+            Ok(fd) => Some(fd),
+            Err(e) => return format!("cannot open holdfast's own binary: {e}"),
+        },
+    };
+    handover.previous = previous.as_ref().map(AsRawFd::as_raw_fd);
     let memfd = match reexec::memfd("holdfast-handover", &handover.to_bytes()) {
         Ok(fd) => fd,
         Err(e) => return format!("cannot write the handover: {e}"),
     };
     let mut fds = handover.fds.all();
     fds.push(memfd.as_raw_fd());
+    fds.extend(handover.previous);
     if let Err(e) = reexec::set_inheritable(&fds, true) {
         let _ = reexec::set_inheritable(&fds, false);
         return format!("cannot hand over the fds: {e}");
     }
-    let args: Vec<OsString> = std::env::args_os().collect();
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| k != RESUME_ENV)
         .collect();
     env.push((RESUME_ENV.into(), memfd.as_raw_fd().to_string().into()));
-    let error = reexec::exec(program, &args, &env);
+    let error = reexec::exec(program, &handover.args, &env);
     let _ = reexec::set_inheritable(&fds, false);
-    format!("exec {}: {error}", program.display())
+    match program {
+        reexec::Program::Path(path) => format!("exec {}: {error}", path.display()),
+        reexec::Program::Fd(_) => format!("exec the previous holdfast: {error}"),
+    }
+}
+
+/// The new image cannot take over (`why`: its reading of the config failed): executes
+/// the previous image again with the same handover, which then runs on as it was and
+/// shows `why` as the failed upgrade's error. Returns only if that failed too.
+pub fn fall_back(handed: Handed, why: &str) -> String {
+    let Handed {
+        mut handover,
+        control,
+        notify,
+        extra,
+    } = handed;
+    let Some(previous) = handover.previous.map(reexec::adopt) else {
+        return "no previous holdfast to go back to".to_owned();
+    };
+    let previous = match previous {
+        Ok(fd) => fd,
+        Err(e) => return format!("the previous holdfast's binary: {e}"),
+    };
+    handover.execs = handover.execs.saturating_sub(1);
+    handover.refused = Some(format!("the new holdfast did not take over: {why}"));
+    let error = exec(reexec::Program::Fd(previous.as_fd()), handover);
+    // Held open until here: their numbers are in the handover.
+    drop((control, notify, extra));
+    error
 }
