@@ -106,6 +106,9 @@ pub struct Handed {
     notify: Option<OwnedFd>,
     /// The further fds, by name (see [`Shell::extra_fds`]).
     extra: BTreeMap<String, OwnedFd>,
+    /// The previous image's binary, to go back to ([`fall_back`]); closed once this
+    /// image took over.
+    previous: Option<OwnedFd>,
 }
 
 fn refused(kind: ErrorKind, message: String) -> ControlError {
@@ -135,6 +138,7 @@ pub fn inherited() -> Result<Option<Handed>, String> {
         control: Some(adopt(handover.fds.control)?),
         notify: Some(adopt(handover.fds.notify)?),
         extra,
+        previous: handover.previous.map(adopt).transpose()?,
         handover,
     }))
 }
@@ -447,13 +451,10 @@ pub fn fall_back(handed: Handed, why: &str) -> String {
         control,
         notify,
         extra,
+        previous,
     } = handed;
-    let Some(previous) = handover.previous.map(reexec::adopt) else {
+    let Some(previous) = previous else {
         return "no previous holdfast to go back to".to_owned();
-    };
-    let previous = match previous {
-        Ok(fd) => fd,
-        Err(e) => return format!("the previous holdfast's binary: {e}"),
     };
     handover.execs = handover.execs.saturating_sub(1);
     handover.refused = Some(format!("the new holdfast did not take over: {why}"));
