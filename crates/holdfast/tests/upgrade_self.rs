@@ -403,3 +403,43 @@ fn upgrade_self_to_a_holdfast_that_refuses_the_config_goes_back_to_the_running_o
     });
     let _ = std::fs::remove_dir_all(&bin_dir);
 }
+
+#[test]
+fn output_written_while_holdfast_re_executes_reaches_the_log_whole_and_in_order() {
+    let d = Daemon::start(
+        r#"
+[service.counter]
+command = ["/bin/sh", "-c", "i=0; while :; do printf 'line-'; sleep 0.001; echo $i; i=$((i+1)); done"]
+"#,
+    );
+    let count = |d: &Daemon| {
+        d.log("counter")
+            .lines()
+            .filter(|l| l.contains("stdout"))
+            .count()
+    };
+    d.wait_until("the counter wrote 200 lines", |d| count(d) >= 200);
+    for _ in 0..3 {
+        d.cli_ok(&["upgrade", "--self"]);
+    }
+    let after = count(&d) + 500;
+    d.wait_until("the counter wrote 500 lines more", |d| count(d) >= after);
+    d.cli_ok(&["stop", "counter"]);
+
+    let log = d.log("counter");
+    let numbers: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains(" stdout ") && !l.contains("[no newline]"))
+        .map(|l| {
+            let text = l.rsplit("stdout   ").next().unwrap_or_default();
+            text.strip_prefix("line-")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("a whole line: {l:?}\n{log}"))
+        })
+        .collect();
+    assert!(numbers.len() >= after, "{} lines", numbers.len());
+    for (i, n) in numbers.iter().enumerate() {
+        assert_eq!(*n, i as u64, "no line lost, split or out of order");
+    }
+    assert_eq!(d.status().daemon.execs, 3);
+}

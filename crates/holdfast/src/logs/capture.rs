@@ -129,6 +129,11 @@ enum Op {
     },
     /// Answered once everything asked before is written.
     Flush(oneshot::Sender<()>),
+    /// Stop reading the pipes once everything asked before is written; answered with
+    /// the partial lines held (stdout, stderr).
+    Freeze(oneshot::Sender<[Vec<u8>; 2]>),
+    /// Read the pipes again, these partial lines (stdout, stderr) held first.
+    Thaw(Box<[Vec<u8>; 2]>),
 }
 
 struct Note {
@@ -228,17 +233,15 @@ impl Capture {
     pub fn open(log_dir: &Path, service: &ServiceName, spec: LogSpec) -> io::Result<Capture> {
         let (stdout_read, stdout) = pipe()?;
         let (stderr_read, stderr) = pipe()?;
-        Self::adopt(
-            log_dir,
-            service,
-            spec,
-            [stdout_read, stderr_read, stdout, stderr],
-        )
+        let pipes = [stdout_read, stderr_read, stdout, stderr];
+        Self::adopt(log_dir, service, spec, pipes, [Vec::new(), Vec::new()])
     }
 
     /// The capture of existing pipes: stdout's and stderr's read ends, then their write
-    /// ends (see [`Capture::handover_fds`]). A new image of holdfast (`upgrade --self`)
-    /// goes on reading the pipes its services write to.
+    /// ends (see [`Capture::handover_fds`]), with the `partial` lines (stdout, stderr)
+    /// the previous reader held ([`Capture::freeze`]) before anything read from them. A
+    /// new image of holdfast (`upgrade --self`) goes on reading the pipes its services
+    /// write to.
     ///
     /// # Panics
     /// If called outside a tokio runtime with IO enabled.
@@ -247,6 +250,7 @@ impl Capture {
         service: &ServiceName,
         spec: LogSpec,
         [stdout_read, stderr_read, stdout, stderr]: [OwnedFd; 4],
+        partial: [Vec<u8>; 2],
     ) -> io::Result<Capture> {
         let path = log_dir.join(format!("{service}.log"));
         let file = LogFile::new(path.clone(), spec)?;
@@ -256,7 +260,7 @@ impl Capture {
             stderr: Receiver::from_owned_fd(stderr_read)?,
             ends: Mutex::new(0),
         });
-        let task = Task {
+        let mut task = Task {
             sink: Sink {
                 file,
                 recent: Ring::new(RECENT_LINES, RECENT_BYTES),
@@ -267,7 +271,9 @@ impl Capture {
             ops,
             ops_open: true,
             ends_done: 0,
+            frozen: true,
         };
+        task.thaw(partial);
         tokio::spawn(task.run());
         Ok(Capture {
             ops: ops_tx,
@@ -368,6 +374,22 @@ impl Capture {
         }
     }
 
+    /// Stops reading the pipes once everything asked before is written, and gives the
+    /// partial lines held (stdout, stderr) unwritten: what the services write from now on
+    /// stays in the pipes, for the next image of holdfast (`upgrade --self`), which takes
+    /// the partial lines with [`Capture::thaw`]. Nothing read is lost at the exec.
+    pub fn freeze(&self) -> impl Future<Output = [Vec<u8>; 2]> + Send + use<> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Op::Freeze(reply));
+        async move { answer.await.unwrap_or_default() }
+    }
+
+    /// Reads the pipes again (after [`Capture::freeze`], here or in the previous image),
+    /// `partial` (stdout, stderr) held first as the start of each stream's next line.
+    pub fn thaw(&self, partial: [Vec<u8>; 2]) {
+        self.ask(Op::Thaw(Box::new(partial)));
+    }
+
     fn ask(&self, op: Op) {
         // The task lives until this `Capture` is dropped: the send cannot fail.
         let _ = self.ops.send(op);
@@ -422,6 +444,8 @@ struct Task {
     ops_open: bool,
     /// Ends of runs applied.
     ends_done: u64,
+    /// The pipes are not read (see [`Capture::freeze`]).
+    frozen: bool,
 }
 
 impl Task {
@@ -439,10 +463,10 @@ impl Task {
                     Some(op) => self.apply(op),
                     None => self.ops_open = false,
                 },
-                ready = self.pipes.stdout.readable(), if self.stdout.open => {
+                ready = self.pipes.stdout.readable(), if self.stdout.open && !self.frozen => {
                     self.on_readable(Stream::Stdout, ready).await;
                 }
-                ready = self.pipes.stderr.readable(), if self.stderr.open => {
+                ready = self.pipes.stderr.readable(), if self.stderr.open && !self.frozen => {
                     self.on_readable(Stream::Stderr, ready).await;
                 }
                 () = sleep_until(idle) => self.write_idle(),
@@ -479,8 +503,26 @@ impl Task {
                 self.sink.file.write_held();
                 let _ = reply.send(());
             }
+            Op::Freeze(reply) => {
+                self.sink.file.write_held();
+                self.frozen = true;
+                self.stdout.idle = None;
+                self.stderr.idle = None;
+                let _ = reply.send([self.stdout.lines.take(), self.stderr.lines.take()]);
+            }
+            Op::Thaw(partial) => self.thaw(*partial),
         }
         self.sink.file.flush();
+    }
+
+    /// Reads the pipes again, `partial` (stdout, stderr) held first.
+    fn thaw(&mut self, partial: [Vec<u8>; 2]) {
+        self.frozen = false;
+        let stamp = Stamp::now();
+        for (stream, bytes) in [Stream::Stdout, Stream::Stderr].into_iter().zip(partial) {
+            let (reader, sink) = self.parts(stream);
+            reader.push(sink, &stamp, stream, &bytes);
+        }
     }
 
     /// Writes what the ended run left in the pipes, and its unfinished lines.

@@ -43,6 +43,10 @@ pub struct Handover {
     pub services: Vec<ServiceForm>,
     pub processes: Vec<ProcessForm>,
     pub fds: Fds,
+    /// Per service, the partial lines its capture held (stdout, stderr): the start of
+    /// each stream's next line, whose rest is still in the pipe.
+    #[serde(default)]
+    pub partial: BTreeMap<ServiceName, [Vec<u8>; 2]>,
     /// The command line of the image that handed over, for a way back to it.
     #[serde(default)]
     pub args: Vec<OsString>,
@@ -441,6 +445,7 @@ mod tests {
                 captures: [(name("a"), [5, 6, 7, 8])].into(),
                 extra: BTreeMap::new(),
             },
+            partial: [(name("a"), [b"half a li".to_vec(), Vec::new()])].into(),
             args: vec!["holdfast".into(), "up".into()],
             previous: Some(9),
             refused: None,

@@ -28,7 +28,7 @@ use crate::config;
 use crate::control::protocol::{ControlError, ErrorKind, Reply};
 use crate::control::server;
 use crate::logs::Capture;
-use crate::model::{DaemonSettings, Plan, Readiness};
+use crate::model::{DaemonSettings, Plan, Readiness, ServiceName};
 use crate::process::{reap, reexec};
 use crate::supervisor::core::{Input, Snapshot};
 use crate::supervisor::service::State;
@@ -229,12 +229,18 @@ impl Shell {
                 done |= self.apply(input);
             }
         }
-        // Every note asked for so far, those of the exits above too, is in its file.
-        self.flush_captures().await;
-        let error = match self.handover() {
+        // Every note asked for so far, those of the exits above too, is in its file, and
+        // what services write from here on waits in the pipes for the new image.
+        let partial = self.freeze_captures().await;
+        let error = match self.handover(partial.clone()) {
             Ok(handover) => exec(reexec::Program::Path(&program), handover),
             Err(why) => format!("cannot re-execute holdfast now: {why}"),
         };
+        for (name, partial) in partial {
+            if let Some(capture) = self.capture(&name) {
+                capture.thaw(partial);
+            }
+        }
         reap::unpause();
         tracing::error!("upgrade --self failed, holdfast goes on as it was: {error}");
         self.selfup.error = Some(error);
@@ -255,8 +261,20 @@ impl Shell {
         self.sup.snapshot(Instant::now())
     }
 
+    /// Stops every capture reading its pipes; the partial lines each held.
+    async fn freeze_captures(&self) -> BTreeMap<ServiceName, [Vec<u8>; 2]> {
+        let frozen: Vec<_> = (self.slots.iter())
+            .filter_map(|(name, slot)| Some((name.clone(), slot.capture.as_ref()?.freeze())))
+            .collect();
+        let mut partial = BTreeMap::new();
+        for (name, lines) in frozen {
+            partial.insert(name, lines.await);
+        }
+        partial
+    }
+
     /// What the new image needs, or why the state cannot be handed over now.
-    fn handover(&self) -> Result<Handover, String> {
+    fn handover(&self, partial: BTreeMap<ServiceName, [Vec<u8>; 2]>) -> Result<Handover, String> {
         let now = Instant::now();
         let snapshot = self.resumable()?;
         let captures = self
@@ -277,6 +295,7 @@ impl Shell {
                 captures,
                 extra: self.extra_fds(),
             },
+            partial,
             args: std::env::args_os().collect(),
             previous: None,
             refused: None,
@@ -324,7 +343,8 @@ impl Shell {
                 .collect::<std::io::Result<Vec<_>>>()
                 .and_then(|fds| {
                     let fds: [OwnedFd; 4] = fds.try_into().expect("four fds");
-                    Capture::adopt(&log_dir, name, spec, fds)
+                    let partial = handover.partial.get(name).cloned().unwrap_or_default();
+                    Capture::adopt(&log_dir, name, spec, fds, partial)
                 });
             match adopted {
                 Ok(capture) => self.slot(name).capture = Some(capture),
