@@ -23,6 +23,7 @@ fn upgrade_self_keeps_every_service_pid_and_supervises_them_again() {
     let talk = d.running_pid("talk");
     let idle = d.running_pid("idle");
     let daemon = d.host_pid();
+    let events_before = support::event_records(&d.cli_ok(&["events", "--json"]));
 
     let out = d.cli_ok(&["upgrade", "--self"]);
     assert!(
@@ -43,6 +44,14 @@ fn upgrade_self_keeps_every_service_pid_and_supervises_them_again() {
     assert!(
         kids.contains(&talk) && kids.contains(&idle),
         "still holdfast's children: {kids:?}"
+    );
+
+    // The event history goes on, numbered after the old image's.
+    let events_after = support::event_records(&d.cli_ok(&["events", "--json"]));
+    assert_eq!(
+        events_after[..events_before.len()],
+        events_before[..],
+        "the history is kept"
     );
 
     // Its output still reaches its log, through the pipes handed over.

@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::table::{Owner, Process, ProcessTable, Role};
+use crate::control::protocol::EventRecord;
 use crate::model::{ExitStatus, ServiceName, SpawnCause, SpawnErrorKind};
 use crate::process::reap::ReapSeq;
 use crate::supervisor::core::Snapshot;
@@ -47,6 +48,11 @@ pub struct Handover {
     /// each stream's next line, whose rest is still in the pipe.
     #[serde(default)]
     pub partial: BTreeMap<ServiceName, [Vec<u8>; 2]>,
+    /// The event history and the last event's number: `events` goes on from them.
+    #[serde(default)]
+    pub last_event: u64,
+    #[serde(default)]
+    pub events: Vec<EventRecord>,
     /// The command line of the image that handed over, for a way back to it.
     #[serde(default)]
     pub args: Vec<OsString>,
@@ -446,6 +452,8 @@ mod tests {
                 extra: BTreeMap::new(),
             },
             partial: [(name("a"), [b"half a li".to_vec(), Vec::new()])].into(),
+            last_event: 0,
+            events: Vec::new(),
             args: vec!["holdfast".into(), "up".into()],
             previous: Some(9),
             refused: None,

@@ -277,6 +277,7 @@ impl Shell {
     fn handover(&self, partial: BTreeMap<ServiceName, [Vec<u8>; 2]>) -> Result<Handover, String> {
         let now = Instant::now();
         let snapshot = self.resumable()?;
+        let (last_event, events) = self.bus.history();
         let captures = self
             .slots
             .iter()
@@ -296,6 +297,8 @@ impl Shell {
                 extra: self.extra_fds(),
             },
             partial,
+            last_event,
+            events,
             args: std::env::args_os().collect(),
             previous: None,
             refused: None,
@@ -323,9 +326,11 @@ impl Shell {
     /// The new image: every service back as the old one left it. Returns true once the
     /// shutdown is complete (never, in practice).
     pub(super) fn resume(&mut self, inherited: Handed) -> bool {
-        let handover = inherited.handover;
+        let mut handover = inherited.handover;
         self.selfup.execs = handover.execs;
         self.selfup.error.clone_from(&handover.refused);
+        self.bus
+            .resume(handover.last_event, std::mem::take(&mut handover.events));
         self.selfup.inherited = inherited.extra;
         self.started = Instant::now()
             .checked_sub(handover.uptime)
