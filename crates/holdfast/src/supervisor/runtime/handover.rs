@@ -48,6 +48,9 @@ pub struct Handover {
     /// each stream's next line, whose rest is still in the pipe.
     #[serde(default)]
     pub partial: BTreeMap<ServiceName, [Vec<u8>; 2]>,
+    /// Each service's `INVOCATION_ID`: the probes and hooks of a live run keep sharing it.
+    #[serde(default)]
+    pub invocations: std::collections::HashMap<ServiceName, String>,
     /// The event history and the last event's number: `events` goes on from them.
     #[serde(default)]
     pub last_event: u64,
@@ -452,6 +455,7 @@ mod tests {
                 extra: BTreeMap::new(),
             },
             partial: [(name("a"), [b"half a li".to_vec(), Vec::new()])].into(),
+            invocations: [(name("a"), "0123".to_owned())].into(),
             last_event: 0,
             events: Vec::new(),
             args: vec!["holdfast".into(), "up".into()],

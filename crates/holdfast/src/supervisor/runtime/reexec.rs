@@ -193,7 +193,7 @@ impl Shell {
                 let message = "the config file changed since it was loaded: \
                                `holdfast reload` first, then upgrade"
                     .to_owned();
-                return Err(refused(ErrorKind::InvalidConfig, message));
+                return Err(refused(ErrorKind::BadRequest, message));
             }
             self.resumable().map_err(|why| {
                 refused(
@@ -297,6 +297,7 @@ impl Shell {
                 extra: self.extra_fds(),
             },
             partial,
+            invocations: self.envs.invocations().clone(),
             last_event,
             events,
             args: std::env::args_os().collect(),
