@@ -264,9 +264,9 @@ pub enum Readiness {
     Notify,
     /// s6 protocol: the service writes a newline to this fd.
     Fd(i32),
-    /// A TCP connect to this address succeeds.
+    /// A TCP connect to this address succeeds; port 0: the run's private port (`ProxySpec`).
     Tcp(std::net::SocketAddr),
-    /// A GET of this `http://` URL answers 2xx.
+    /// A GET of this `http://` URL answers 2xx; port 0: the run's private port.
     Http(String),
     /// The first successful health probe (wired by the health module).
     Health,
@@ -453,48 +453,7 @@ impl ServiceSpec {
     }
 }
 
-/// Defaults, in one place so docs, config and tests agree.
-pub mod defaults {
-    use std::time::Duration;
-
-    pub const CONTROL: &str = "/run/holdfast/control.sock";
-    pub const STATE_DIR: &str = "/var/lib/holdfast";
-    pub const LOG_DIR: &str = "/var/log/holdfast";
-    /// `PATH` of a service unless `env` or `inherit_env` gives another (systemd's).
-    pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    /// systemd's `RestartSec=` default.
-    pub const RESTART_SEC: Duration = Duration::from_millis(100);
-    /// systemd's `DefaultStartLimitIntervalSec=` and `DefaultStartLimitBurst=`.
-    pub const START_LIMIT_INTERVAL: Duration = Duration::from_secs(10);
-    pub const START_LIMIT_BURST: u32 = 5;
-    /// supervisord's `startsecs` default, for a service without `ready`.
-    pub const START_SECS: Duration = Duration::from_secs(1);
-    /// `start_secs` of a service with `ready`: running as soon as it is ready.
-    pub const START_SECS_WITH_READY: Duration = Duration::ZERO;
-    /// supervisord's `stopwaitsecs` default (systemd's 90 s is too long for most services).
-    pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-    pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
-    pub const BACKOFF_FACTOR: f64 = 2.0;
-    pub const BACKOFF_JITTER: f64 = 0.1;
-    pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
-    pub const LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
-    pub const LOG_KEEP: u32 = 5;
-    /// How long an event hook may run before it is killed.
-    pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
-    /// systemd's `DefaultTimeoutStartSec=`.
-    pub const START_TIMEOUT: Duration = Duration::from_secs(90);
-    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
-    /// Also capped at the interval when that is shorter.
-    pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-    pub const HEALTH_GRACE: Duration = Duration::ZERO;
-    pub const DEGRADED_FAILURES: u32 = 2;
-    pub const DEGRADED_WITHIN: Duration = Duration::from_secs(60);
-    pub const UNHEALTHY_FAILURES: u32 = 4;
-    pub const UNHEALTHY_WITHIN: Duration = Duration::from_secs(120);
-    pub const RECOVER_SUCCESSES: u32 = 3;
-    /// Log lines kept in a quarantine record.
-    pub const QUARANTINE_LOG_LINES: usize = 20;
-}
+pub mod defaults;
 
 /// How a process ended, as reported by `waitid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -617,14 +576,14 @@ pub enum Probe {
     /// occurring in the response body.
     Http {
         url: String,
-        /// `host:port` to connect to.
+        /// `host:port` to connect to; port 0 (also in `url`): the run's private port.
         authority: String,
         /// Path and query sent in the request line.
         path: String,
         status: std::ops::RangeInclusive<u16>,
         body: Option<String>,
     },
-    /// A TCP connect to `host:port` that succeeds.
+    /// A TCP connect to `host:port` that succeeds; port 0: the run's private port.
     Tcp { address: String },
     /// A command that exits 0 (run with the service's environment, output discarded).
     Exec { command: Vec<String> },

@@ -212,7 +212,7 @@ struct FakeHost;
 impl config::HostFacts for FakeHost {
     fn file(&self, path: &Path) -> config::FileKind {
         match path.to_str() {
-            Some("/usr/bin/server" | "/usr/bin/sleep") => {
+            Some("/usr/bin/server" | "/usr/bin/sleep" | "/opt/api/current/server") => {
                 config::FileKind::File { executable: true }
             }
             Some("/srv/app/README") => config::FileKind::File { executable: false },
@@ -228,6 +228,15 @@ impl config::HostFacts for FakeHost {
     }
     fn own_path(&self) -> Option<String> {
         Some("/usr/bin".to_owned())
+    }
+    fn is_symlink(&self, path: &Path) -> bool {
+        path == Path::new("/opt/api/current")
+    }
+    fn canonical(&self, path: &Path) -> Option<std::path::PathBuf> {
+        Some(match path.strip_prefix("/opt/api/current") {
+            Ok(rest) => Path::new("/opt/api/a").join(rest),
+            Err(_) => path.to_owned(),
+        })
     }
 }
 
@@ -352,4 +361,74 @@ fn check_rejects_what_would_fail_at_spawn_on_this_machine() {
     assert!(stderr.contains("no such directory"), "{stderr}");
     assert!(stderr.contains("no such CPU"), "{stderr}");
     assert!(stderr.contains("above nr_open"), "{stderr}");
+}
+
+#[test]
+fn upgrade_modes_that_lack_what_they_need_say_what_to_add() {
+    insta::assert_snapshot!(report(
+        r#"[service.handover]
+command = ["/usr/bin/server"]
+[service.handover.upgrade]
+mode = "handover"
+
+[service.proxy]
+command = ["/usr/bin/server"]
+listen = ["unix:/run/proxy.sock"]
+[service.proxy.upgrade]
+mode = "proxy"
+proxy = "http"
+
+[service.reuse]
+command = ["/usr/bin/server", "--port", "{port}"]
+listen = ["tcp://127.0.0.1:8080"]
+[service.reuse.upgrade]
+mode = "reuseport"
+"#
+    ));
+}
+
+#[test]
+fn bad_listen_addresses_and_upgrade_values_are_each_reported() {
+    insta::assert_snapshot!(report(
+        r#"[service.api]
+command = ["/usr/bin/server"]
+listen = ["tcp://localhost:80", "unix:run/api.sock", "udp://0.0.0.0:53", "tcp://0.0.0.0:8080", "tcp://127.0.0.1:8080"]
+backlog = 0
+[service.api.upgrade]
+mode = "handoff"
+ready_timeout = "0s"
+checksum = "always"
+ports = "31000-31099"
+verify = { timeout = "5s" }
+"#
+    ));
+}
+
+#[test]
+fn the_watched_link_must_be_a_symlink_and_hold_the_program() {
+    let src = r#"[service.api]
+command = ["/usr/bin/server"]
+listen = ["tcp://127.0.0.1:8080"]
+[service.api.upgrade]
+mode = "handover"
+watch = "/srv/app"
+"#;
+    insta::assert_snapshot!(host_report(src));
+}
+
+#[test]
+fn the_build_is_the_program_behind_the_watched_link() {
+    let src = r#"[service.api]
+command = ["/opt/api/current/server"]
+listen = ["tcp://127.0.0.1:8080"]
+[service.api.upgrade]
+mode = "handover"
+watch = "/opt/api/current"
+"#;
+    let plan = config::parse_on_host(src, "holdfast.toml", Path::new("/etc/holdfast"), &FakeHost)
+        .expect("valid on the fake host");
+    let api = &plan.services[&"api".parse().expect("name")];
+    let upgrade = api.upgrade.as_ref().expect("[upgrade] is set");
+    assert_eq!(upgrade.build, Path::new("/opt/api/a/server"));
+    assert_eq!(api.command[0], "/opt/api/current/server");
 }

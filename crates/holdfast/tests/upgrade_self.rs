@@ -170,8 +170,9 @@ command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{keep}"]
 ready = {{ tcp = "127.0.0.1:{keep}" }}
 
 [service.fresh]
-command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{fresh}"]
-ready = {{ tcp = "127.0.0.1:{fresh}" }}
+command = ["{{DEMO_APP}}"]
+listen = ["tcp://127.0.0.1:{fresh}"]
+ready = "notify"
 
 [service.fresh.health]
 http = "http://127.0.0.1:{fresh}/health"
@@ -451,4 +452,55 @@ command = ["/bin/sh", "-c", "i=0; while :; do printf 'line-'; sleep 0.001; echo 
         assert_eq!(*n, i as u64, "no line lost, split or out of order");
     }
     assert_eq!(d.status().daemon.execs, 3);
+}
+
+/// The sockets holdfast holds (`socket:[inode]`).
+fn sockets_of(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .map(|t| t.display().to_string())
+                .filter(|t| t.starts_with("socket:"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn upgrade_self_keeps_the_listen_sockets_and_the_next_run_gets_the_same_one() {
+    let port = free_port();
+    let d = Daemon::start(&format!(
+        r#"
+[service.web]
+command = ["{{DEMO_APP}}"]
+listen = ["tcp://127.0.0.1:{port}"]
+ready = "notify"
+"#
+    ));
+    let web = d.running_pid("web");
+    let socket = std::fs::read_link(format!("/proc/{web}/fd/3"))
+        .expect("the service got fd 3")
+        .display()
+        .to_string();
+    let daemon = d.host_pid();
+    assert!(sockets_of(daemon).contains(&socket), "holdfast holds it");
+
+    d.cli_ok(&["upgrade", "--self"]);
+    assert!(
+        sockets_of(daemon).contains(&socket),
+        "the new image holds the same socket"
+    );
+    assert!(requests(port) > 0, "served");
+    kill_9(web);
+    let again = d.wait_for_service("web", "runs again", |s| {
+        s.state == "running" && s.pid.is_some_and(|p| p != web)
+    });
+    let fd3 = std::fs::read_link(format!("/proc/{}/fd/3", again.pid.expect("running")))
+        .expect("the new run got fd 3");
+    assert_eq!(
+        fd3.display().to_string(),
+        socket,
+        "not bound again: the same socket"
+    );
+    assert!(requests(port) > 0, "served by the new run");
 }

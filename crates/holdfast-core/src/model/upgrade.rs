@@ -64,6 +64,11 @@ impl UpgradeMode {
 }
 
 /// `mode = "proxy"`: what is forwarded, and where the runs listen.
+///
+/// Each run gets a private port: `{port}` in its `command` and `env` is kept as written
+/// here and replaced when the run is spawned; in `ready = { tcp }`/`{ http }` and in the
+/// health probe's `http`/`tcp` address the config stores port 0 instead (a port nothing
+/// can listen on), which the proxy replaces by the run's port when it probes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySpec {
     pub protocol: ProxyProtocol,

@@ -42,11 +42,22 @@ pub fn diff(old: &Plan, new: &Plan, dry_run: bool) -> ReloadPlan {
     plan
 }
 
-/// Equal but for what a running process does not depend on (hooks, group).
+/// Equal but for what a running process does not depend on (hooks, group), and the
+/// build `[upgrade]` resolved at load: a reload after a flip of the watched link must
+/// not restart the service onto an unverified build behind the rollout's back (moving
+/// to it is an upgrade's job).
 fn same_but_labels(a: &ServiceSpec, b: &ServiceSpec) -> bool {
+    let upgrade = match (&a.upgrade, &b.upgrade) {
+        (Some(a), Some(b)) => Some(crate::model::UpgradeSpec {
+            build: b.build.clone(),
+            ..a.clone()
+        }),
+        (a, _) => a.clone(),
+    };
     let a = ServiceSpec {
         hooks: b.hooks.clone(),
         group: b.group.clone(),
+        upgrade,
         ..a.clone()
     };
     a == *b
@@ -103,5 +114,28 @@ mod tests {
         let d = diff(&plan(old), &plan(grouped), false);
         assert_eq!(d.unchanged, [name]);
         assert!(d.changed.is_empty());
+    }
+
+    #[test]
+    fn a_new_build_alone_restarts_nothing_but_a_new_upgrade_setting_does() {
+        use crate::model::{UpgradeMode, UpgradeSpec};
+        let name = ServiceName::new("api").expect("valid name");
+        let old = ServiceSpec {
+            upgrade: Some(UpgradeSpec::new(
+                UpgradeMode::Handover,
+                PathBuf::from("/opt/api/a/server"),
+            )),
+            ..ServiceSpec::with_defaults(name.clone(), vec!["/opt/api/current/server".into()])
+        };
+        let mut flipped = old.clone();
+        flipped.upgrade.as_mut().expect("set above").build = PathBuf::from("/opt/api/b/server");
+        let d = diff(&plan(old.clone()), &plan(flipped.clone()), false);
+        assert_eq!(d.unchanged, std::slice::from_ref(&name));
+        assert!(d.changed.is_empty());
+
+        let mut slower = flipped;
+        slower.upgrade.as_mut().expect("set above").bake = std::time::Duration::from_secs(1);
+        let d = diff(&plan(old), &plan(slower), false);
+        assert_eq!(d.changed, [name]);
     }
 }

@@ -102,6 +102,41 @@ pub struct RawService {
     pub inherit_env: Option<bool>,
     /// How many copies run (`base@0` ..); judged by `validate::instances`.
     pub instances: Option<Spanned<i64>>,
+    /// `["tcp://IP:PORT", "unix:/path"]`: sockets holdfast binds; judged by
+    /// `validate::upgrade`, like `backlog` and `upgrade`.
+    pub listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub backlog: Option<Spanned<i64>>,
+    pub upgrade: Option<Spanned<RawUpgrade>>,
+}
+
+/// `[service.X.upgrade]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpgrade {
+    pub mode: Option<Spanned<String>>,
+    pub watch: Option<Spanned<String>>,
+    pub ready_timeout: Option<Spanned<RawDuration>>,
+    pub drain: Option<Spanned<RawDuration>>,
+    pub bake: Option<Spanned<RawDuration>>,
+    pub rollback_link: Option<bool>,
+    pub verify: Option<Spanned<RawVerify>>,
+    pub checksum: Option<Spanned<String>>,
+    pub proxy: Option<Spanned<String>>,
+    pub ports: Option<Spanned<String>>,
+}
+
+/// `verify` as written: `{ command = [...], timeout = "10s" }`, or just the command.
+#[derive(Debug)]
+pub enum RawVerify {
+    Command(RawCommand),
+    Table(RawVerifyTable),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerifyTable {
+    pub command: Option<Spanned<RawCommand>>,
+    pub timeout: Option<Spanned<RawDuration>>,
 }
 
 /// `ready` as written: a mode name (`"notify"`) or a table naming the mode with its
@@ -253,6 +288,31 @@ impl<'de> Deserialize<'de> for RawCommand {
             }
         }
         deserializer.deserialize_any(CommandVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawVerify {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct VerifyVisitor;
+        impl<'de> Visitor<'de> for VerifyVisitor {
+            type Value = RawVerify;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a table { command = [...], timeout = \"10s\" } or a command array")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawVerify, E> {
+                Ok(RawVerify::Command(RawCommand::Line(v.to_owned())))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RawVerify, A::Error> {
+                let seq = de::value::SeqAccessDeserializer::new(seq);
+                RawCommand::deserialize(seq).map(RawVerify::Command)
+            }
+            // Not untagged: serde buffers an untagged value, which loses the spans.
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawVerify, A::Error> {
+                let map = de::value::MapAccessDeserializer::new(map);
+                RawVerifyTable::deserialize(map).map(RawVerify::Table)
+            }
+        }
+        deserializer.deserialize_any(VerifyVisitor)
     }
 }
 

@@ -25,10 +25,13 @@ use crate::process::spawn::{ProcessSetup, RlimitSetting, SpawnRequest};
 #[derive(Debug, Clone, Copy)]
 pub enum Setup<'a> {
     /// The service's own process: it joins the service's cgroup (the open `cgroup.procs`
-    /// files) and gets its capabilities, CPU affinity and OOM score, and `extra_fds` at
-    /// fixed numbers (the readiness pipe of `ready = { fd = N }`).
+    /// files) and gets its capabilities, CPU affinity and OOM score, the service's
+    /// `listen` sockets (`LISTEN_FDS`, with `listen_fd_names` as `LISTEN_FDNAMES`) and
+    /// `extra_fds` at fixed numbers (the readiness pipe of `ready = { fd = N }`).
     Main {
         cgroup_procs: &'a [BorrowedFd<'a>],
+        listen_fds: &'a [BorrowedFd<'a>],
+        listen_fd_names: &'a [String],
         extra_fds: &'a [(BorrowedFd<'a>, RawFd)],
     },
     /// An exec probe or an event hook: the service's user, umask, `no_new_privs` and
@@ -124,9 +127,11 @@ impl Recipe {
         setup: Setup<'a>,
         output: Output<'a>,
     ) -> SpawnRequest<'a> {
-        let (setup, extra_fds) = match setup {
+        let (setup, (listen_fds, listen_fd_names), extra_fds) = match setup {
             Setup::Main {
                 cgroup_procs,
+                listen_fds,
+                listen_fd_names,
                 extra_fds,
             } => {
                 let privileges = &spec.privileges;
@@ -140,9 +145,9 @@ impl Recipe {
                     capabilities: privileges.capabilities.as_deref(),
                     no_new_privs: privileges.no_new_privs,
                 };
-                (setup, extra_fds)
+                (setup, (listen_fds, listen_fd_names), extra_fds)
             }
-            Setup::Helper => (self.helper_setup(spec), &[][..]),
+            Setup::Helper => (self.helper_setup(spec), (&[][..], &[][..]), &[][..]),
         };
         SpawnRequest {
             program: &command[0],
@@ -151,8 +156,8 @@ impl Recipe {
             working_dir: spec.working_dir.as_deref(),
             stdout: output.stdout,
             stderr: output.stderr,
-            listen_fds: &[],
-            listen_fd_names: &[],
+            listen_fds,
+            listen_fd_names,
             extra_fds,
             setup,
         }
@@ -439,6 +444,8 @@ mod tests {
         let procs = [null.as_fd()];
         let main_setup = Setup::Main {
             cgroup_procs: &procs,
+            listen_fds: &[],
+            listen_fd_names: &[],
             extra_fds: &[],
         };
         let probe_command = vec!["/bin/check".to_owned(), "--quick".to_owned()];

@@ -193,6 +193,12 @@ impl Daemon {
         Self::launch(services_toml, &["prlimit", &nofile, "--"])
     }
 
+    /// Like `start`, but holdfast runs in a new network namespace (`unshare --net`):
+    /// for what holdfast changes in its namespace (`net.ipv4.*` sysctls). Needs root.
+    pub fn start_in_new_netns(services_toml: &str) -> Daemon {
+        Self::launch(services_toml, &["unshare", "--net"])
+    }
+
     /// Like `start`, with the holdfast binary at `bin` (a copy or link the test may
     /// replace, as a deploy would).
     pub fn start_from(bin: &Path, services_toml: &str) -> Daemon {

@@ -31,6 +31,10 @@ pub trait HostFacts {
     /// holdfast's own `PATH`, which a service gets with `inherit_env = true` or with
     /// `PATH` in `[holdfast] pass_env`.
     fn own_path(&self) -> Option<String>;
+    /// Whether `path` itself is a symlink (`lstat`).
+    fn is_symlink(&self, path: &Path) -> bool;
+    /// `path` with every symlink resolved (`realpath`); `None` when that fails.
+    fn canonical(&self, path: &Path) -> Option<PathBuf>;
 }
 
 /// The machine holdfast runs on.
@@ -52,6 +56,14 @@ impl HostFacts for SystemHost {
         std::env::var("PATH").ok()
     }
 
+    fn is_symlink(&self, path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+    }
+
+    fn canonical(&self, path: &Path) -> Option<PathBuf> {
+        std::fs::canonicalize(path).ok()
+    }
+
     fn nr_open(&self) -> Option<u64> {
         std::fs::read_to_string("/proc/sys/fs/nr_open")
             .ok()?
@@ -61,11 +73,12 @@ impl HostFacts for SystemHost {
     }
 }
 
-/// Every host problem of one service whose spec validated.
+/// Every host problem of one service whose spec validated; also sets the build of its
+/// `[upgrade]` (the program resolved to its real path, which runs use until an upgrade).
 pub(super) fn check_service(
     svc: &str,
     raw: &RawService,
-    spec: &ServiceSpec,
+    spec: &mut ServiceSpec,
     pass_env: &[String],
     host: &dyn HostFacts,
     problems: &mut Vec<Problem>,
@@ -75,7 +88,15 @@ pub(super) fn check_service(
         host,
         pass_env,
     };
-    problems.extend(ctx.program(raw, spec));
+    let unrunnable = ctx.program(raw, spec);
+    if let (None, Some(_)) = (&unrunnable, &spec.upgrade) {
+        match ctx.build(raw, spec) {
+            Ok(build) => spec.upgrade.as_mut().expect("matched above").build = build,
+            Err(problem) => problems.extend(problem),
+        }
+    }
+    problems.extend(unrunnable);
+    problems.extend(ctx.watch(raw, spec));
     problems.extend(ctx.working_dir(raw));
     problems.extend(ctx.cpu_affinity(raw));
     problems.extend(ctx.nofile(raw, spec));
@@ -187,6 +208,56 @@ impl Ctx<'_> {
         Some(problem)
     }
 
+    /// The real path of the program spawn runs (the lookup `program` checked), so that a
+    /// later flip of `upgrade.watch` changes nothing until it is rolled out.
+    fn build(&self, raw: &RawService, spec: &ServiceSpec) -> Result<PathBuf, Option<Problem>> {
+        let span = match raw.command.as_ref().map(Spanned::get_ref) {
+            Some(RawCommand::Args(args)) => args.first().ok_or(None)?.span(),
+            _ => return Err(None),
+        };
+        let program = spec.command.first().ok_or(None)?;
+        let search = self.search_path(spec);
+        let found =
+            resolve(program, &search, spec.working_dir.as_deref(), self.host).map_err(|_| None)?;
+        self.host.canonical(&found).ok_or_else(|| {
+            Some(
+                Problem::new(
+                    format!("cannot resolve the build of `service.{}`", self.svc),
+                    span,
+                    format!("no real path for {}", found.display()),
+                )
+                .with_help(
+                    "upgrades need the program's real path: check the links it goes through",
+                ),
+            )
+        })
+    }
+
+    /// `upgrade.watch` is the link a deploy flips, so it must be one.
+    fn watch(&self, raw: &RawService, spec: &ServiceSpec) -> Option<Problem> {
+        let watch = spec.upgrade.as_ref()?.watch.as_ref()?;
+        if self.host.is_symlink(watch) {
+            return None;
+        }
+        let span = raw.upgrade.as_ref()?.get_ref().watch.as_ref()?.span();
+        let label = match self.host.file(watch) {
+            FileKind::Missing => "no such file",
+            FileKind::Directory => "a directory, not a symlink",
+            FileKind::File { .. } => "a file, not a symlink",
+        };
+        Some(
+            Problem::new(
+                format!("`service.{}.upgrade.watch` is not a symlink", self.svc),
+                span,
+                label,
+            )
+            .with_help(format!(
+                "watch the link a deploy flips, e.g. ln -sfn /opt/app/releases/1 {}",
+                watch.display()
+            )),
+        )
+    }
+
     fn working_dir(&self, raw: &RawService) -> Option<Problem> {
         let dir = raw.working_dir.as_ref()?;
         let path = Path::new(dir.get_ref());
@@ -288,6 +359,12 @@ mod tests {
         }
         fn own_path(&self) -> Option<String> {
             Some("/opt/app/bin".to_owned())
+        }
+        fn is_symlink(&self, _: &Path) -> bool {
+            false
+        }
+        fn canonical(&self, path: &Path) -> Option<PathBuf> {
+            Some(path.to_owned())
         }
     }
 

@@ -120,8 +120,12 @@ fn placeholders(svc: &str, raw: &RawService, count: u32, problems: &mut Vec<Prob
 /// that listens there.
 fn one_ready_address(svc: &str, raw: &RawService, count: u32, problems: &mut Vec<Problem>) {
     let Some(ready) = &raw.ready else { return };
+    // `{port}` is each run's own private port (proxy mode), not one shared address.
     let by_address = match ready.get_ref() {
-        RawReady::Table(table) => table.tcp.is_some() || table.http.is_some(),
+        RawReady::Table(table) => {
+            (table.tcp.is_some() || table.http.is_some())
+                && !super::upgrade::ready_has_port(ready.get_ref())
+        }
         RawReady::Mode(mode) => mode == "health" && health_address(raw),
     };
     if !by_address {
@@ -142,9 +146,12 @@ fn one_ready_address(svc: &str, raw: &RawService, count: u32, problems: &mut Vec
 /// Whether the health probe connects to an address (`http`, `tcp`), the same one for
 /// every copy.
 fn health_address(raw: &RawService) -> bool {
-    raw.health
-        .as_ref()
-        .is_some_and(|h| h.get_ref().http.is_some() || h.get_ref().tcp.is_some())
+    raw.health.as_ref().is_some_and(|h| {
+        [&h.get_ref().http, &h.get_ref().tcp]
+            .into_iter()
+            .flatten()
+            .any(|a| !a.get_ref().contains(super::upgrade::PORT))
+    })
 }
 
 /// The plan with each service of `counts` replaced by its instances, and `after`

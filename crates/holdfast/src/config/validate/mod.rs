@@ -6,7 +6,8 @@
 //!
 //! Every part is an `impl` [`Validator`] block in its own submodule, one per group of
 //! keys ([`daemon`], [`service`], [`command`], [`after`], [`restart`], [`log`],
-//! [`privs`], [`readiness`], [`recovery`] for health, [`exit_codes`], [`hooks`]); the
+//! [`privs`], [`readiness`], [`recovery`] for health, [`exit_codes`], [`hooks`],
+//! [`upgrade`] for `listen` and `[service.X.upgrade]`); the
 //! rules many keys share (durations, counts, sizes, paths) are in [`scalars`]. [`host`]
 //! and [`ports`] judge validated specs and return their problems.
 
@@ -28,6 +29,7 @@ mod recovery;
 mod restart;
 mod scalars;
 mod service;
+mod upgrade;
 
 use super::diagnostic::Problem;
 use super::raw::RawConfig;
@@ -63,13 +65,14 @@ pub fn validate(
     }
     v.cycles(&edges);
     v.ready_ports(&raw.services, &services);
+    v.problems.extend(upgrade::shared_addresses(&raw.services));
     if let Some(host) = host {
         for entry in &raw.services {
             let (Some(body), Ok(name)) = (&entry.body, ServiceName::new(entry.name.get_ref()))
             else {
                 continue;
             };
-            if let Some(spec) = services.get(&name) {
+            if let Some(spec) = services.get_mut(&name) {
                 host::check_service(
                     name.as_str(),
                     &body.value,
@@ -109,7 +112,8 @@ impl Validator<'_> {
                 let span = entry.body.as_ref()?.value.ready.as_ref()?.span();
                 let name = ServiceName::new(entry.name.get_ref()).ok()?;
                 let (svc, spec) = services.get_key_value(&name)?;
-                let addr = ports::ready_addr(&spec.ready)?;
+                // Port 0: the private port of each proxied run, never shared.
+                let addr = ports::ready_addr(&spec.ready).filter(|a| a.port() != 0)?;
                 Some(ports::Claim {
                     svc: svc.as_str(),
                     addr,

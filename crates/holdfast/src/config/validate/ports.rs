@@ -31,7 +31,7 @@ pub(super) fn http_addr(url: &str) -> Option<SocketAddr> {
 }
 
 /// Two addresses collide when the ports match and the IPs match or one is a wildcard.
-fn collide(a: SocketAddr, b: SocketAddr) -> bool {
+pub(super) fn collide(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
-use super::{Validator, ports};
+use super::{Validator, ports, upgrade};
 use crate::config::diagnostic::{Problem, choice_help};
 use crate::config::raw::{RawReady, RawReadyTable, RawService};
 use crate::model::{HealthSpec, Readiness, ServiceKind, Timeout, defaults};
@@ -163,7 +163,7 @@ impl Validator<'_> {
             return Readiness::Fd(i32::try_from(fd).expect("checked range"));
         }
         if let Some(addr) = &table.tcp {
-            return match addr.parse::<SocketAddr>() {
+            return match upgrade::with_private_port(addr).parse::<SocketAddr>() {
                 Ok(addr) => Readiness::Tcp(addr),
                 Err(_) => {
                     self.push(
@@ -178,11 +178,12 @@ impl Validator<'_> {
                 }
             };
         }
-        let url = table.http.clone().expect("exactly one key is set");
+        let written = table.http.as_deref().expect("exactly one key is set");
+        let url = upgrade::with_private_port(written).into_owned();
         if ports::http_addr(&url).is_none() {
             self.push(
                 Problem::new(
-                    format!("invalid URL {url:?} in `service.{svc}.ready.http`"),
+                    format!("invalid URL {written:?} in `service.{svc}.ready.http`"),
                     span,
                     "not http://IP:port/path",
                 )

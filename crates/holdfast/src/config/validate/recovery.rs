@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
-use super::Validator;
 use super::scalars::Count;
+use super::{Validator, upgrade};
 use crate::config::diagnostic::{Problem, choice_help};
 use crate::config::raw::{RawHealth, RawThreshold};
 use crate::model::{DecaySpec, HealthSpec, Probe, Threshold, UnhealthyAction, defaults};
@@ -240,7 +240,7 @@ impl Validator<'_> {
         };
         let (authority, path) = self.http_url(svc, url)?;
         Some(Probe::Http {
-            url: url.get_ref().clone(),
+            url: upgrade::with_private_port(url.get_ref()).into_owned(),
             authority,
             path,
             status,
@@ -249,9 +249,11 @@ impl Validator<'_> {
     }
 
     fn tcp_probe(&mut self, svc: &str, address: &Spanned<String>) -> Option<Probe> {
-        let text = address.get_ref();
+        let text = upgrade::with_private_port(address.get_ref());
+        // Port 0 only as `{port}`, the proxied run's private port.
+        let private = address.get_ref().contains(upgrade::PORT);
         let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0 || private)
         });
         if !valid {
             self.push(
@@ -265,7 +267,7 @@ impl Validator<'_> {
             return None;
         }
         Some(Probe::Tcp {
-            address: text.clone(),
+            address: text.into_owned(),
         })
     }
 
@@ -279,7 +281,7 @@ impl Validator<'_> {
             )
             .with_help(help.to_owned())
         };
-        let uri: hyper::Uri = match url.get_ref().parse() {
+        let uri: hyper::Uri = match upgrade::with_private_port(url.get_ref()).parse() {
             Ok(uri) => uri,
             Err(e) => {
                 self.push(problem(

@@ -107,6 +107,9 @@ impl Validator<'_> {
         let health = raw.health.as_ref().and_then(|h| self.health(svc, h));
         self.ready_needs_health(svc, raw, &readiness.ready, health.as_ref());
         let exit_codes = self.exit_codes(svc, raw);
+        let listen = self.listen(svc, raw);
+        let upgrade = self.upgrade(svc, raw, command.as_deref());
+        self.port_placeholders(svc, raw);
         Some(ServiceSpec {
             name: name?,
             command: command?,
@@ -134,12 +137,8 @@ impl Validator<'_> {
             exit_codes,
             // Filled in per copy by `instances::expand`.
             instance: None,
-            // `listen` and `[service.X.upgrade]` are not read yet.
-            listen: crate::model::Listen {
-                addrs: Vec::new(),
-                backlog: crate::model::upgrade_defaults::BACKLOG,
-            },
-            upgrade: None,
+            listen,
+            upgrade,
         })
     }
 }

@@ -473,6 +473,9 @@ impl Shell {
             ),
             Ok(plan) => {
                 let mut effects = self.sup.handle(Input::Reload(plan), Instant::now());
+                // Before the effects: a service added by this reload may take over an
+                // address a removed one had.
+                self.sockets.retain(self.sup.plan());
                 let reply = take_reply(&mut effects).expect("a reload is answered");
                 let done = self.execute(effects);
                 match reply {

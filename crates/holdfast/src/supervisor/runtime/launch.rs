@@ -185,6 +185,9 @@ impl Shell {
         self.envs.begin_run(name);
         let procs = self.prepare_cgroup(name, spec)?;
         self.open_capture(name, spec)?;
+        self.sockets
+            .bind(spec)
+            .map_err(|e| spawn_failure::from_io(SpawnErrorKind::Other, &e.source, e.to_string()))?;
         let mut recipe = self.recipe(spec);
         if spec.ready.needs_notify_socket() || spec.watchdog.is_some() {
             recipe.set("NOTIFY_SOCKET", self.notify_path.display().to_string());
@@ -209,8 +212,11 @@ impl Shell {
             stdout: capture.stdout(),
             stderr: capture.stderr(),
         };
+        let (listen_fds, listen_fd_names) = self.sockets.for_spawn(spec);
         let setup = Setup::Main {
             cgroup_procs: &procs,
+            listen_fds: &listen_fds,
+            listen_fd_names: &listen_fd_names,
             extra_fds: &extra_fds,
         };
         let request = recipe.request(spec, &spec.command, setup, output);

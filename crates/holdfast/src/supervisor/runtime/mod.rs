@@ -20,6 +20,7 @@ mod notify;
 mod probes;
 mod quarantine_io;
 mod reexec;
+mod sockets;
 mod status;
 pub mod table;
 mod watchers;
@@ -213,6 +214,8 @@ struct Shell {
     cgroups: Option<crate::cgroup::Cgroups>,
     /// holdfast's own RLIMIT_NOFILE before raising it, restored in children.
     nofile: Option<limits::NofileBaseline>,
+    /// The `listen` sockets of services, kept open across their runs.
+    sockets: sockets::Sockets,
     /// Rolling restarts of services with instances, and their steps due.
     rolls: crate::supervisor::rolling::Rolls,
     roll_steps: Vec<crate::supervisor::rolling::Step>,
@@ -265,8 +268,11 @@ impl Shell {
             Some(_) => KillScope::Cgroup,
             None => KillScope::ProcessGroup,
         };
+        let mut sockets = sockets::Sockets::default();
+        sockets.migrate_requests(&plan);
         let shell = Shell {
             sup: Supervisor::new(plan, now, seed()).with_kill_scope(scope),
+            sockets,
             loader: control::loader(config_path.clone(), done_tx.clone()),
             config_path,
             table: ProcessTable::new(),

@@ -51,9 +51,6 @@ pub(super) struct SelfUpgrade {
     /// old binary away (`mv holdfast holdfast.old`) moves what `/proc/self/exe` names,
     /// not where the new one is.
     pub(super) program: Option<PathBuf>,
-    /// Further fds the previous image handed over, by name, until taken
-    /// ([`Shell::inherited_fd`]).
-    pub(super) inherited: BTreeMap<String, OwnedFd>,
     /// The fds of the control and notify sockets (owned by their tasks).
     pub(super) control_fd: RawFd,
     pub(super) notify_fd: RawFd,
@@ -104,7 +101,7 @@ pub struct Handed {
     handover: Handover,
     control: Option<OwnedFd>,
     notify: Option<OwnedFd>,
-    /// The further fds, by name (see [`Shell::extra_fds`]).
+    /// The further fds, by name (the services' listen sockets, see [`Shell::extra_fds`]).
     extra: BTreeMap<String, OwnedFd>,
     /// The previous image's binary, to go back to ([`fall_back`]); closed once this
     /// image took over.
@@ -306,22 +303,10 @@ impl Shell {
         })
     }
 
-    /// The hook for further fds to hand over, by name: the listen sockets holdfast
-    /// binds for services (`listen = [...]`, e.g. `api/tcp://127.0.0.1:8080`) go here,
-    /// and the new image takes each back with [`Shell::inherited_fd`] instead of binding
-    /// it again. None yet. The fds must stay open until the exec (owned by the shell).
+    /// Further fds to hand over, by name: the services' listen sockets, which the new
+    /// image takes back instead of binding them again (their backlogs stay).
     fn extra_fds(&self) -> BTreeMap<String, RawFd> {
-        BTreeMap::new()
-    }
-
-    /// An fd the previous image handed over under `name` (see [`Shell::extra_fds`]),
-    /// once: `FD_CLOEXEC` again, owned by the caller.
-    #[expect(
-        dead_code,
-        reason = "the listen sockets of services will take theirs here"
-    )]
-    pub(super) fn inherited_fd(&mut self, name: &str) -> Option<OwnedFd> {
-        self.selfup.inherited.remove(name)
+        self.sockets.handover_fds()
     }
 
     /// The new image: every service back as the old one left it. Returns true once the
@@ -332,7 +317,12 @@ impl Shell {
         self.selfup.error.clone_from(&handover.refused);
         self.bus
             .resume(handover.last_event, std::mem::take(&mut handover.events));
-        self.selfup.inherited = inherited.extra;
+        let mut extra = inherited.extra;
+        self.sockets.adopt(self.sup.plan(), &mut extra);
+        if !extra.is_empty() {
+            let names: Vec<&String> = extra.keys().collect();
+            tracing::warn!("handed-over fds nobody takes, closed: {names:?}");
+        }
         self.started = Instant::now()
             .checked_sub(handover.uptime)
             .unwrap_or(self.started);
