@@ -112,6 +112,15 @@ pub enum Request {
         #[serde(default)]
         names: Vec<ServiceName>,
     },
+    /// Roll `target` (a service, or the base name of instances) out to the build `to`,
+    /// or without `to` to the build its program names now (a flipped `current` link).
+    /// The daemon verifies the build first: a refusal is an error answer with the
+    /// reason, and nothing changed.
+    Upgrade {
+        target: ServiceName,
+        #[serde(default)]
+        to: Option<std::path::PathBuf>,
+    },
     /// Apply `requests` (start, stop, restart or a reload that is not a dry run), in
     /// order, then answer once every service they concern reached its outcome (see
     /// `control::wait` in the daemon), or `timeout_ms` passed (`None`: no deadline). Answered
@@ -259,6 +268,37 @@ pub struct ServiceStatus {
     /// Why the last automatic restart happened (or the pending one, in backoff).
     #[serde(default)]
     pub last_restart_reason: Option<RestartReason>,
+    /// For a service with `[service.X.upgrade]`: its build and the rollout under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeStatus>,
+}
+
+/// A service's builds: the one it runs and the rollout under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeStatus {
+    /// `handover`, `reuseport` or `proxy`.
+    pub mode: String,
+    /// The build the current (or next) run executes.
+    pub build: String,
+    /// The symlink whose flips start an upgrade, if any.
+    #[serde(default)]
+    pub watch: Option<String>,
+    #[serde(default)]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// A rollout under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    /// `starting`, `draining` or `baking`.
+    pub phase: String,
+    pub from: String,
+    pub to: String,
+    /// Time in the phase.
+    pub since_ms: u64,
+    /// Why the rollout failed, once the old build is being restored.
+    #[serde(default)]
+    pub rolling_back: Option<String>,
 }
 
 /// What `target` names among `services`: the service of that name if there is one, else
@@ -317,6 +357,7 @@ impl ServiceStatus {
             memory_bytes: None,
             tasks: None,
             last_restart_reason: None,
+            upgrade: None,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod logs;
 pub mod notify;
 pub mod quarantine;
 pub mod supervisor;
+pub mod upgrade;
 
 pub use holdfast_core::{clock, model, unix};
 pub use holdfast_sys::{cgroup, os, process};

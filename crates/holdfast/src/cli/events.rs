@@ -6,8 +6,9 @@
 //! Human lines are `12:00:01.234 api          exited            pid 42 exited 3` (UTC
 //! time of day, service or `holdfast` for the daemon itself, kind, message); `--json`
 //! prints one `EventRecord` per line, the stable contract for scripts. A closed stdout
-//! (`| head`) ends the command quietly with status 0, and so does the daemon shutting
-//! down under `-f` (after its last events, with a note on stderr).
+//! (`| head`) ends the command quietly, by SIGPIPE like any Unix tool; the daemon
+//! shutting down under `-f` ends it with status 0 (after its last events, with a note on
+//! stderr).
 
 use std::io::{self, Write};
 use std::ops::ControlFlow;

@@ -22,6 +22,7 @@ pub mod signal;
 pub mod status;
 pub mod targets;
 pub mod up;
+pub mod upgrade;
 pub mod upgrade_self;
 
 /// A service supervisor: restart policies, process-group control and a watcher that heals.
@@ -151,14 +152,12 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Upgrade holdfast itself: `--self` re-executes the binary now at holdfast's path
-    /// in place (same pid; services keep running) and waits until it answers.
+    /// Roll a service out to a new build (what its program names now, or --to) without
+    /// a gap, and wait until it is upgraded or rolled back; --status shows rollouts;
+    /// --self re-executes holdfast itself in place (every service keeps running).
     Upgrade {
-        /// Re-execute holdfast itself.
-        #[arg(long = "self", required = true)]
-        itself: bool,
         #[command(flatten)]
-        wait: service::WaitArgs,
+        args: upgrade::UpgradeArgs,
         #[command(flatten)]
         socket: SocketArgs,
     },
@@ -296,8 +295,8 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             socket,
         } => signal::signal(&socket.socket, &targets, &signal, all),
         Command::ResetFailed { targets, socket } => signal::reset_failed(&socket.socket, &targets),
+        Command::Upgrade { args, socket } => upgrade::run(&socket.socket, &args),
         Command::Shutdown { wait, socket } => service::shutdown(&socket.socket, &wait),
-        Command::Upgrade { wait, socket, .. } => upgrade_self::run(&socket.socket, &wait),
         Command::Reload {
             dry_run,
             wait,

@@ -188,6 +188,7 @@ fn has_notes(s: &ServiceStatus) -> bool {
         || s.health.is_some()
         || !s.env_overrides.is_empty()
         || s.last_restart_reason.is_some()
+        || s.upgrade.is_some()
 }
 
 /// The lines below the table about one service: why it is in its state, its own status
@@ -206,6 +207,9 @@ fn push_notes(out: &mut String, service: &ServiceStatus) {
     }
     if let Some(health) = &service.health {
         push_health(out, health);
+    }
+    for line in service.upgrade.iter().flat_map(super::upgrade::lines) {
+        let _ = writeln!(out, "  {line}");
     }
     if !service.env_overrides.is_empty() {
         let vars: Vec<String> = service

@@ -7,17 +7,24 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::exit;
-use super::service::{WaitArgs, report};
+use super::service::report;
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::{DaemonStatus, Reply, Request};
+use crate::model::Timeout;
 
 /// Pause between two looks at a daemon that is re-executing (it answers again within
 /// milliseconds: it only sets itself up anew).
 const RETRY: Duration = Duration::from_millis(50);
 
-pub fn run(socket: &Path, wait: &WaitArgs) -> miette::Result<ExitCode> {
+pub fn run(socket: &Path, no_block: bool, timeout: Timeout) -> miette::Result<ExitCode> {
     let before = match daemon(socket) {
         Ok(daemon) => daemon,
+        Err(e) => return Ok(report(e)),
+    };
+    // The daemon's pid as seen from here (it may run in another pid namespace): whether
+    // it still lives tells a daemon between two images from one that died.
+    let pid = match client::daemon_pid(socket) {
+        Ok(pid) => nix::unistd::Pid::from_raw(pid),
         Err(e) => return Ok(report(e)),
     };
     match client::call(socket, Request::UpgradeSelf) {
@@ -32,16 +39,23 @@ pub fn run(socket: &Path, wait: &WaitArgs) -> miette::Result<ExitCode> {
         Err(ClientError::Protocol(_)) => {}
         Err(e) => return Ok(report(e)),
     }
-    if wait.no_block {
+    if no_block {
         return Ok(ExitCode::SUCCESS);
     }
-    let deadline = wait.timeout.duration().map(|d| Instant::now() + d);
+    let deadline = timeout.duration().map(|d| Instant::now() + d);
     loop {
         // A daemon between two images does not answer: look again.
-        if let Ok(now) = daemon(socket) {
-            if let Some(code) = outcome(&before, &now) {
-                return Ok(code);
+        match daemon(socket) {
+            Ok(now) => {
+                if let Some(code) = outcome(&before, &now) {
+                    return Ok(code);
+                }
             }
+            Err(_) if nix::sys::signal::kill(pid, None).is_err() => {
+                eprintln!("holdfast: the daemon (pid {pid}) exited instead of re-executing");
+                return Ok(ExitCode::from(exit::FAILURE));
+            }
+            Err(_) => {}
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             eprintln!("holdfast: timed out waiting for the re-executed daemon to answer");

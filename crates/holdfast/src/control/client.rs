@@ -9,7 +9,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::ops::ControlFlow;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -113,23 +113,59 @@ pub fn daemon_pid(socket: &Path) -> Result<i32, ClientError> {
 pub fn stream(
     socket: &Path,
     request: Request,
-    mut on_reply: impl FnMut(Reply) -> ControlFlow<()>,
+    on_reply: impl FnMut(Reply) -> ControlFlow<()>,
 ) -> Result<(), ClientError> {
+    stream_until(socket, request, None, on_reply).map(|_| ())
+}
+
+/// How a stream read until a deadline ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streamed {
+    /// The daemon closed it, or `on_reply` broke off.
+    Ended,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// Like [`stream`], giving up once `deadline` (if any) passes.
+pub fn stream_until(
+    socket: &Path,
+    request: Request,
+    deadline: Option<Instant>,
+    mut on_reply: impl FnMut(Reply) -> ControlFlow<()>,
+) -> Result<Streamed, ClientError> {
     let stream = send(socket, request, None)?;
     let mut reader = BufReader::new(&stream);
     loop {
-        let mut line = Vec::new();
-        (&mut reader)
-            .take(MAX_RESPONSE)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| io_error(socket, "read from", e))?;
-        if line.is_empty() {
-            return Ok(());
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(Streamed::TimedOut);
+            }
+            stream
+                .set_read_timeout(Some(left))
+                .map_err(|e| io_error(socket, "configure", e))?;
         }
-        if on_reply(parse_response(&line)?).is_break() {
-            return Ok(());
+        let mut line = Vec::new();
+        let read = (&mut reader)
+            .take(MAX_RESPONSE)
+            .read_until(b'\n', &mut line);
+        match read {
+            Err(e) if deadline.is_some() && is_timeout(&e) => return Ok(Streamed::TimedOut),
+            Err(e) => return Err(io_error(socket, "read from", e)),
+            Ok(_) => {}
+        }
+        if line.is_empty() || on_reply(parse_response(&line)?).is_break() {
+            return Ok(Streamed::Ended);
         }
     }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Connects and writes the request line; reads then wait at most `read_timeout`.
@@ -174,10 +210,7 @@ fn refusal(stream: &UnixStream) -> Option<ClientError> {
 }
 
 fn io_error(socket: &Path, action: &str, e: io::Error) -> ClientError {
-    let what = if matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    ) {
+    let what = if is_timeout(&e) {
         "no answer in time".to_owned()
     } else {
         e.to_string()

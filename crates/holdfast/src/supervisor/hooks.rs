@@ -82,15 +82,7 @@ pub fn fire(
     }
     recipe.env = hook_env(&recipe.env, event);
     let alive_at = reap::latest();
-    let result = match capture {
-        Some(capture) => launch(&recipe, spec, command, capture.stdout(), capture.stderr()),
-        None => File::options()
-            .write(true)
-            .open("/dev/null")
-            .map_err(|e| format!("failed to open /dev/null: {e}"))
-            .and_then(|null| launch(&recipe, spec, command, null.as_fd(), null.as_fd())),
-    };
-    match result {
+    match spawn_helper(&recipe, spec, command, capture) {
         Ok(pid) => {
             let timeout = spec.hooks.timeout;
             let hook = Hook {
@@ -178,6 +170,26 @@ pub fn is_warning(kind: &EventKind) -> bool {
         EventKind::HookFailed { .. } => true,
         EventKind::HookFinished { status, .. } => !status.is_clean(),
         _ => false,
+    }
+}
+
+/// Spawns `command` as a helper process of `spec` (a hook, a build's `verify` command):
+/// the service's recipe, user and limits, its own process group, output into `capture`
+/// (or nowhere when the service has none yet). Never waited for here: the caller puts
+/// it in the process table, whose reap ends it.
+pub fn spawn_helper(
+    recipe: &Recipe,
+    spec: &ServiceSpec,
+    command: &[String],
+    capture: Option<&Capture>,
+) -> Result<Pid, String> {
+    match capture {
+        Some(capture) => launch(recipe, spec, command, capture.stdout(), capture.stderr()),
+        None => File::options()
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| format!("failed to open /dev/null: {e}"))
+            .and_then(|null| launch(recipe, spec, command, null.as_fd(), null.as_fd())),
     }
 }
 

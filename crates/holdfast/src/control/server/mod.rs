@@ -587,6 +587,7 @@ mod tests {
                     | Request::QuarantineRelease { .. }
                     | Request::Signal { .. }
                     | Request::ResetFailed { .. }
+                    | Request::Upgrade { .. }
                     | Request::Logs { .. }
                     | Request::Wait { .. }
                     | Request::UpgradeSelf => {

@@ -184,6 +184,10 @@ impl Shell {
                 self.ask_reexec(reply);
                 return false;
             }
+            Request::Upgrade { target, to } => {
+                self.upgrade_requested(target, to, reply);
+                return false;
+            }
             Request::Start { name } => self.command(Command::Start, &name, now),
             Request::Stop { name } => self.command(Command::Stop, &name, now),
             Request::Restart { name } => self.restart(&name, now),
@@ -478,6 +482,7 @@ impl Shell {
                 self.sockets.retain(self.sup.plan());
                 let reply = take_reply(&mut effects).expect("a reload is answered");
                 let done = self.execute(effects);
+                self.follow_watches();
                 match reply {
                     Ok(core::Answer::Reload(diff)) => (Ok(diff), done),
                     Ok(core::Answer::Accepted(_)) => unreachable!("a reload answers with its plan"),

@@ -12,6 +12,9 @@ use crate::supervisor::hooks::{self, Note};
 impl Shell {
     pub(super) fn publish(&mut self, event: &Event) {
         self.roll_event(event);
+        if let EventKind::Upgraded { .. } | EventKind::RolledBack { .. } = event.kind {
+            self.link_follows(event);
+        }
         if let (Some(service), EventKind::Stopped | EventKind::GaveUp { .. }) =
             (&event.service, &event.kind)
         {

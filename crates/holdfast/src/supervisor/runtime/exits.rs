@@ -60,6 +60,10 @@ impl Shell {
                 let owner = Owner { service, run };
                 self.emptied_runs(Some(owner))
             }
+            Role::Verify(verify) => {
+                self.verify_exited(verify, reaped.status);
+                Vec::new()
+            }
         }
     }
 

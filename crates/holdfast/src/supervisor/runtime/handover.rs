@@ -5,7 +5,8 @@
 //! The wire form mirrors the core's types with plain data (durations as spans, signals
 //! by number), so the core itself stays free of serialization. A run's probes and hooks
 //! are not handed over: a probe's result is not awaited (health starts over with the
-//! resumed run), and a hook that is still running is reaped as nobody's.
+//! resumed run), and a hook that is still running is reaped as nobody's. Neither is a
+//! build's `verify` command: a self-upgrade waits until no build is being verified.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -243,7 +244,7 @@ pub fn processes(table: &ProcessTable) -> Vec<ProcessForm> {
             Role::Main(run) => RoleForm::Main(run.0),
             Role::Forker(run) => RoleForm::Forker(run.0),
             Role::Member(run) => RoleForm::Member(run.0),
-            Role::Probe(..) | Role::Hook(_) => continue,
+            Role::Probe(..) | Role::Hook(_) | Role::Verify(_) => continue,
         };
         entry(&mut forms, pid).process = Some((process.service.clone(), role));
     }

@@ -23,6 +23,7 @@ mod reexec;
 mod sockets;
 mod status;
 pub mod table;
+mod upgrades;
 mod watchers;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -87,6 +88,7 @@ pub async fn run(
     }
     let (mut shell, mut sources, server) =
         Shell::setup(config_path, plan, reaped, inherited.as_mut())?;
+    shell.follow_watches();
     let mut done = match inherited {
         Some(inherited) => shell.resume(inherited),
         None => shell.apply(Input::Boot),
@@ -155,7 +157,9 @@ enum Finished {
     /// A quarantine record is on disk: the effects held back for it can go on.
     Quarantined(quarantine_io::Appended),
     /// The new binary and the config of an `upgrade --self` were checked.
-    Checked(reexec::Checked),
+    Reexec(reexec::Checked),
+    /// A watched link flipped, a build was checked, a `verify` command timed out.
+    Upgrade(upgrades::UpgradeMsg),
 }
 
 /// What the shell keeps of one service besides its processes (those are in the table).
@@ -221,6 +225,8 @@ struct Shell {
     roll_steps: Vec<crate::supervisor::rolling::Step>,
     /// Re-executions of holdfast (`upgrade --self`).
     selfup: reexec::SelfUpgrade,
+    /// Watched links, builds being verified, link texts to roll back to.
+    upgrades: upgrades::Upgrades,
 }
 
 impl Shell {
@@ -295,6 +301,7 @@ impl Shell {
             rolls: crate::supervisor::rolling::Rolls::default(),
             roll_steps: Vec::new(),
             selfup,
+            upgrades: upgrades::Upgrades::default(),
         };
         let sources = Sources {
             reaped,
@@ -363,7 +370,11 @@ impl Shell {
             Finished::Loaded(loaded) => self.on_loaded(loaded),
             Finished::Released(released) => self.on_released(released),
             Finished::Quarantined(appended) => self.on_appended(appended),
-            Finished::Checked(checked) => self.on_checked(checked),
+            Finished::Reexec(checked) => self.on_reexec_checked(checked),
+            Finished::Upgrade(msg) => {
+                self.on_upgrade_msg(msg);
+                false
+            }
         }
     }
 

@@ -85,13 +85,14 @@ impl Shell {
         None
     }
 
-    /// At shutdown: exec probes still running are killed (their process group), since
-    /// no service is left to judge and they are in no service cgroup that a stop reaches.
+    /// At shutdown: exec probes and `verify` commands still running are killed (their
+    /// process group), since no service is left to judge and they are in no service
+    /// cgroup that a stop reaches.
     pub(super) fn kill_probes(&self) {
         let probes: Vec<Pid> = self
             .table
             .processes()
-            .filter(|(_, p)| matches!(p.role, Role::Probe(..)))
+            .filter(|(_, p)| matches!(p.role, Role::Probe(..) | Role::Verify(_)))
             .map(|(pid, _)| pid)
             .collect();
         for pid in probes {
@@ -127,9 +128,9 @@ impl Shell {
     }
 }
 
-/// SIGKILL to the process group an exec probe leads, only while the probe is not reaped
-/// (so that a freed, reused pid is never hit); `None` once it was.
-fn kill_group(pid: Pid) -> Option<Result<bool, nix::errno::Errno>> {
+/// SIGKILL to the process group a helper (an exec probe, a `verify` command) leads, only
+/// while it is not reaped (so that a freed, reused pid is never hit); `None` once it was.
+pub(super) fn kill_group(pid: Pid) -> Option<Result<bool, nix::errno::Errno>> {
     reap::while_unreaped(pid, || {
         group::signal_group(pid, crate::unix::Signal::SIGKILL)
     })

@@ -164,7 +164,7 @@ fn taken() -> std::io::Error {
 
 impl Shell {
     /// `upgrade --self` asked: a refusal now if a service is in transit, else the checks
-    /// that touch the disk, off the loop ([`Shell::on_checked`] goes on).
+    /// that touch the disk, off the loop ([`Shell::on_reexec_checked`] goes on).
     pub(super) fn ask_reexec(&mut self, reply: oneshot::Sender<Answer>) {
         self.selfup.error = None;
         if let Err(why) = self.resumable() {
@@ -177,13 +177,13 @@ impl Shell {
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
             let found = check(program, &config_path);
-            let _ = done.send(Finished::Checked(Checked { reply, found }));
+            let _ = done.send(Finished::Reexec(Checked { reply, found }));
         });
     }
 
     /// The binary and the config passed their checks (or not): refuses, or answers and
     /// leaves the exec to the loop ([`Shell::reexec`]), once this input is done.
-    pub(super) fn on_checked(&mut self, checked: Checked) -> bool {
+    pub(super) fn on_reexec_checked(&mut self, checked: Checked) -> bool {
         let Checked { reply, found } = checked;
         let answer = found.and_then(|(program, plan)| {
             if plan != *self.sup.plan() {
@@ -246,7 +246,8 @@ impl Shell {
     }
 
     /// The core's snapshot, or why the state cannot be handed over now: what is under
-    /// way in the shell (a quarantine record being written, a rolling restart) or in
+    /// way in the shell (a quarantine record being written, a rolling restart, a build
+    /// being verified) or in
     /// the core (see `Supervisor::snapshot`) would not be carried on.
     fn resumable(&self) -> Result<Snapshot, String> {
         if self.held.is_holding() {
@@ -254,6 +255,9 @@ impl Shell {
         }
         if let Some(base) = self.rolls.any() {
             return Err(format!("a rolling restart of {base} is under way"));
+        }
+        if let Some(target) = self.verifying() {
+            return Err(format!("a new build of {target} is being verified"));
         }
         self.sup.snapshot(Instant::now())
     }

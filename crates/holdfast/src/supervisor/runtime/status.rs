@@ -12,7 +12,8 @@ use tokio::sync::oneshot;
 use super::Shell;
 use crate::cgroup::{CounterFiles, ServiceCgroup};
 use crate::control::protocol::{
-    ControlError, DaemonStatus, ExitInfo, HealthStatus, ProcessInfo, Reply, ServiceStatus, Status,
+    ControlError, DaemonStatus, ExitInfo, HealthStatus, ProcessInfo, Reply, RolloutStatus,
+    ServiceStatus, Status, UpgradeStatus,
 };
 use crate::model::ServiceName;
 use crate::process::group;
@@ -89,6 +90,24 @@ pub fn log_path(log_dir: &Path, name: &ServiceName) -> String {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The build of a service with `[upgrade]`, and its rollout under way.
+fn upgrade_status(s: &Service, now: Instant) -> Option<UpgradeStatus> {
+    let spec = s.spec().upgrade.as_ref()?;
+    let path = |p: &Path| p.display().to_string();
+    Some(UpgradeStatus {
+        mode: spec.mode.as_str().to_owned(),
+        build: path(s.build().unwrap_or(&spec.build)),
+        watch: spec.watch.as_deref().map(path),
+        rollout: s.rollout().map(|r| RolloutStatus {
+            phase: r.phase.as_str().to_owned(),
+            from: path(&r.from),
+            to: path(&r.to),
+            since_ms: millis(now.saturating_duration_since(r.since)),
+            rolling_back: r.back.clone(),
+        }),
+    })
 }
 
 impl Shell {
@@ -169,6 +188,7 @@ impl Shell {
             memory_bytes: None,
             tasks: None,
             last_restart_reason: s.last_restart().map(Cause::restart_reason),
+            upgrade: upgrade_status(s, now),
         }
     }
 

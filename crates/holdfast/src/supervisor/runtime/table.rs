@@ -64,6 +64,8 @@ pub enum Role {
     Probe(RunId, ExecDeadline),
     /// An event hook: its exit is logged as the hook's.
     Hook(Hook),
+    /// The `verify` command of a new build: its exit decides whether the build is used.
+    Verify(Verify),
 }
 
 impl Role {
@@ -73,7 +75,7 @@ impl Role {
             Role::Main(run) | Role::Forker(run) | Role::Member(run) | Role::Probe(run, _) => {
                 Some(*run)
             }
-            Role::Hook(_) => None,
+            Role::Hook(_) | Role::Verify(_) => None,
         }
     }
 
@@ -85,6 +87,7 @@ impl Role {
             Role::Member(run) => format!("member of run {}", run.0),
             Role::Probe(run, _) => format!("exec probe of run {}", run.0),
             Role::Hook(hook) => format!("{} hook", hook.event),
+            Role::Verify(verify) => format!("verify command of {}", verify.target),
         }
     }
 
@@ -103,6 +106,15 @@ pub struct Hook {
     pub timeout: Duration,
     /// SIGKILL was sent to its group at the deadline.
     pub killed: bool,
+}
+
+/// A running `verify` command of a build being checked for an upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verify {
+    /// What the upgrade was asked for: a service, or the base name of its instances.
+    pub target: ServiceName,
+    /// Its timeout passed and its process group was killed.
+    pub timed_out: Option<Duration>,
 }
 
 /// One process in the table.
