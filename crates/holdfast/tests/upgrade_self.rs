@@ -500,3 +500,54 @@ ready = "notify"
     );
     assert!(requests(port) > 0, "served by the new run");
 }
+
+#[test]
+fn a_link_flipped_while_holdfast_re_executes_is_rolled_out_by_one_image_or_the_other() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = std::env::temp_dir().join(format!("holdfast-selfup-flip-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let build = |name: &str| {
+        let server = dir.join("builds").join(name).join("server");
+        std::fs::create_dir_all(server.parent().expect("a directory")).expect("mkdir");
+        std::fs::write(&server, "#!/bin/sh\nexec sleep 1000\n").expect("write");
+        std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::canonicalize(server).expect("exists")
+    };
+    let flip = |to: &str| {
+        let temp = dir.join(".current.new");
+        let _ = std::fs::remove_file(&temp);
+        std::os::unix::fs::symlink(to, &temp).expect("link");
+        std::fs::rename(&temp, dir.join("current")).expect("rename over current");
+    };
+    build("a");
+    flip("builds/a");
+    let d = Daemon::start(&format!(
+        r#"
+[service.api]
+command = ["{link}/server"]
+start_secs = "0s"
+
+[service.api.upgrade]
+mode = "reuseport"
+watch = "{link}"
+drain = "5s"
+bake = "1s"
+"#,
+        link = dir.join("current").display()
+    ));
+    d.running_pid("api");
+    let b = build("b");
+    flip("builds/b");
+    // Whichever image sees the flip rolls it out; meanwhile the upgrade is refused as in
+    // flight, and asked again.
+    d.wait_until("holdfast re-executed", |d| {
+        d.cli(&["upgrade", "--self"]).status.success()
+    });
+    d.wait_for_service("api", "runs build b", |s| {
+        s.upgrade
+            .as_ref()
+            .is_some_and(|u| u.build == b.display().to_string() && u.rollout.is_none())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

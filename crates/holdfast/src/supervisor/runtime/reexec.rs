@@ -186,7 +186,7 @@ impl Shell {
     pub(super) fn on_reexec_checked(&mut self, checked: Checked) -> bool {
         let Checked { reply, found } = checked;
         let answer = found.and_then(|(program, plan)| {
-            if plan != *self.sup.plan() {
+            if !same_plan(&plan, self.sup.plan()) {
                 let message = "the config file changed since it was loaded: \
                                `holdfast reload` first, then upgrade"
                     .to_owned();
@@ -353,6 +353,7 @@ impl Shell {
         }
         let done = self.apply(Input::Resume(handover.snapshot()));
         self.rewatch();
+        self.look_at_links();
         tracing::info!(
             "holdfast {} resumed (re-execution {}): {} services",
             env!("CARGO_PKG_VERSION"),
@@ -391,6 +392,23 @@ impl Shell {
             self.watch(&name, Watch::Readiness, run, task);
         }
     }
+}
+
+/// Whether the config file's `read` plan is the running one. The build a service with
+/// `[upgrade]` runs is no part of it: the file's is where its link points now (a flip
+/// not rolled out yet, or one rolled out since the load), while the build that runs is
+/// handed over with the service.
+fn same_plan(read: &Plan, running: &Plan) -> bool {
+    let unpinned = |plan: &Plan| {
+        let mut plan = plan.clone();
+        for spec in plan.services.values_mut() {
+            if let Some(upgrade) = &mut spec.upgrade {
+                upgrade.build = PathBuf::new();
+            }
+        }
+        plan
+    };
+    unpinned(read) == unpinned(running)
 }
 
 /// The binary now at holdfast's path, and the config file's plan.

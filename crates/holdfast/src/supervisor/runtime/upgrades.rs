@@ -147,6 +147,15 @@ fn check(
 }
 
 impl Shell {
+    /// After `upgrade --self`: each watched link is looked at once, as if it flipped. A
+    /// flip the previous image had not acted on (still debounced, or during the exec)
+    /// is not lost; a link that names the running build changes nothing.
+    pub(super) fn look_at_links(&mut self) {
+        for target in watch_targets(self.sup.plan()) {
+            self.begin(target.service, None, Trigger::Flip);
+        }
+    }
+
     /// A target whose new build is being verified, if any: a self-upgrade waits for it
     /// (the verification would not be carried over).
     pub(super) fn verifying(&self) -> Option<&ServiceName> {
