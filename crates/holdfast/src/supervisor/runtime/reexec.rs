@@ -1,13 +1,15 @@
 //! `holdfast upgrade --self`: holdfast re-executes the binary now at its path, in place.
-//! The pid stays, so every service stays its child; the control and notify sockets and
-//! the services' output pipes cross `execve` as inherited fds, and the supervision state
-//! in a memfd ([`handover`]).
+//! The pid stays, so every service stays its child; the control and notify sockets, the
+//! services' listen sockets and output pipes cross `execve` as inherited fds, and the
+//! supervision state in a memfd ([`handover`]).
 //!
 //! The old image: checks first (the binary is there, the config file still loads to the
 //! running plan, no service is in a transition that cannot be carried), then answers
-//! the client, flushes the logs, pauses the reaper (a child that exits from then on
-//! stays a zombie for the new image to reap), takes the snapshot, and execs. A failed
-//! exec leaves it running as it was, the error in `status`.
+//! the client, pauses the reaper (a child that exits from then on stays a zombie for
+//! the new image to reap), stops the captures reading (what they hold is written, their
+//! partial lines go along), takes the snapshot, and execs. A failed exec leaves it
+//! running as it was, the error in `status`; a new image that cannot read the config
+//! goes back to it ([`fall_back`]).
 //!
 //! The new image: `holdfast up` finds `HOLDFAST_RESUME`, rebuilds the shell around the
 //! inherited fds ([`Handed`]), then [`Shell::resume`] restores the process table, the
@@ -334,12 +336,13 @@ impl Shell {
         self.publish_senders();
         let log_dir = self.sup.plan().daemon.log_dir.clone();
         for (name, fds) in &handover.fds.captures {
+            // Every fd is taken, so that none is left for a child to inherit.
+            let fds = fds.map(reexec::adopt);
             let Some(spec) = self.sup.plan().services.get(name).map(|s| s.log) else {
                 continue;
             };
             let adopted = fds
-                .iter()
-                .map(|fd| reexec::adopt(*fd))
+                .into_iter()
                 .collect::<std::io::Result<Vec<_>>>()
                 .and_then(|fds| {
                     let fds: [OwnedFd; 4] = fds.try_into().expect("four fds");
