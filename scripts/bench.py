@@ -33,7 +33,8 @@ import time
 
 sys.dont_write_bytecode = True  # importing bench_report leaves no scripts/__pycache__
 from bench_report import (  # noqa: E402
-    FLOOR_NAME, SCALE_VARIANTS, f0, f1, f2, f3, ok, render_restart_cpu, render_scale, table, targets, why)
+    FLOOR_NAME, SCALE_VARIANTS, f0, f1, f2, f3, ok, render_proxy, render_restart_cpu, render_scale, table, targets,
+    why)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -1147,6 +1148,78 @@ def logs(bench, peer):
     return bench.with_instance(peer, [svc], body)
 
 
+WRK_LINE = {"Requests/sec:": "rps"}
+
+
+def wrk(url, seconds, connections, close):
+    """One wrk run (2 threads); requests/s, p99 latency and every failed request
+    (socket errors and non-2xx answers)."""
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if close:
+        argv[1:1] = ["-H", "Connection: close"]
+    out = run(argv, timeout=seconds + 60).stdout
+    r = {"requests": 0, "failed": 0}
+    for line in out.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "Requests/sec:":
+            r["rps"] = float(words[1])
+        elif words[0] == "99%":
+            r["p99_ms"] = wrk_ms(words[1])
+        elif "requests in" in line:
+            r["requests"] = int(words[0])
+        elif words[0] == "Socket":  # Socket errors: connect 0, read 0, write 0, timeout 0
+            r["failed"] += sum(int(w.strip(",")) for w in words[3::2])
+        elif line.startswith("  Non-2xx"):
+            r["failed"] += int(words[-1])
+    if "rps" not in r:
+        raise BenchError(f"wrk printed no rate: {out[-300:]!r}")
+    return r
+
+
+def wrk_ms(text):
+    for unit, factor in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    raise ValueError(f"wrk latency {text!r}")
+
+
+def proxy(bench, peer):
+    """Proxy mode's cost: wrk against demo-app's private port directly and through
+    holdfast's HTTP proxy (same run, same window length), keep-alive and a new
+    connection per request."""
+    if shutil.which("wrk") is None:
+        raise Skip("wrk is not installed")
+    seconds, conns = bench.size(10, 3), 50
+    public = free_ports(1)[0]
+    svc = Svc("web", [bench.demo_app, "--listen", "127.0.0.1:{port}"])
+    extra = {"web": [f'listen = ["tcp://127.0.0.1:{public}"]', 'ready = { tcp = "127.0.0.1:{port}" }',
+                     "[service.web.upgrade]", 'mode = "proxy"', 'proxy = "http"']}
+    if not peer.accepts(bench.workdir(), [svc], extra):
+        raise Skip("n/a (proxy mode not merged: `holdfast check` rejects [service.X.upgrade])")
+
+    def body(inst):
+        def pid():
+            # `status` exits 3 while a service is not running yet.
+            services = json.loads(run(peer.status_argv(inst), check=False).stdout or "{}").get("services", [])
+            return next((s.get("pid") for s in services if s["state"] == "running"), None)
+
+        run_pid = wait_for("web running", 20, pid)
+        with open(f"/proc/{run_pid}/cmdline", "rb") as f:
+            args = f.read().decode().split("\0")
+        private = int(args[args.index("--listen") + 1].rsplit(":", 1)[1])
+        # The proxy listens from the run's spawn on: no wait for it.
+        out = {}
+        for variant, close in (("keepalive", False), ("new_conn", True)):
+            for path, port in (("direct", private), ("proxy", public)):
+                out[f"{variant}_{path}"] = wrk(f"http://127.0.0.1:{port}/", seconds, conns, close)
+        out["seconds"], out["connections"] = seconds, conns
+        return out
+
+    return bench.with_instance(peer, [svc], body, extra)
+
+
 # Each scenario: (key, title, function, columns); a column is (header, format(result)),
 # or columns is a function (results by peer name, peers) -> lines of its own tables.
 SCENARIOS = [
@@ -1195,6 +1268,9 @@ SCENARIOS = [
         ("writes>10ms", lambda r: str(r["writes_over_10ms"])),
         ("lines kept %", lambda r: f1(r["lines_logged_pct"])),
     ]),
+    ("proxy", "Proxy mode's cost: wrk (2 threads, 50 connections) against demo-app's private "
+     "port directly and through holdfast's HTTP proxy, same run; keep-alive and a new "
+     "connection per request (`Connection: close`)", proxy, render_proxy),
 ]
 import bench_upgrade  # noqa: E402
 
@@ -1203,7 +1279,7 @@ SCENARIOS.append(("upgrade", "Zero-downtime upgrade under HTTP load: each way of
                   "port open, next to a naive stop/start restart", bench_upgrade.upgrade,
                   bench_upgrade.render_upgrade))
 # Scenarios only some tools take part in (others have nothing to measure there).
-SCENARIO_PEERS = {"restart_cpu": {"holdfast"}, "upgrade": {"holdfast"}}
+SCENARIO_PEERS = {"restart_cpu": {"holdfast"}, "proxy": {"holdfast"}, "upgrade": {"holdfast"}}
 
 
 def render(results, peers):

@@ -86,6 +86,23 @@ def render_scale(by_peer, peers):
     return out
 
 
+def render_proxy(by_peer, peers):
+    """Direct and proxied side by side, per connection mode."""
+    r = by_peer.get("holdfast")
+    if r is None:
+        return []
+    if not ok(r):
+        return [f"holdfast: {why(r)}"]
+    rows = []
+    for variant, label in (("keepalive", "keep-alive"), ("new_conn", "new connection")):
+        direct, proxied = r[f"{variant}_direct"], r[f"{variant}_proxy"]
+        for path, x in (("direct", direct), ("through holdfast", proxied)):
+            rows.append([label, path, f0(x["rps"]), f2(x.get("p99_ms")), str(x["requests"]), str(x["failed"])])
+        rows.append([label, "proxy / direct", f"{proxied['rps'] / direct['rps']:.2f}x",
+                     f"{proxied['p99_ms'] / direct['p99_ms']:.2f}x" if direct.get("p99_ms") else "-", "", ""])
+    return table(["connections", "path", "requests/s", "p99 ms", "requests", "failed"], rows)
+
+
 def render_restart_cpu(by_peer, peers):
     out = []
     for peer in peers:

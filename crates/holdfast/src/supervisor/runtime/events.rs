@@ -15,6 +15,8 @@ impl Shell {
         if let EventKind::Upgraded { .. } | EventKind::RolledBack { .. } = event.kind {
             self.link_follows(event);
         }
+        let now = event.service.as_ref().and_then(|s| self.sup.service(s));
+        self.proxies.on_event(event, now);
         if let (Some(service), EventKind::Stopped | EventKind::GaveUp { .. }) =
             (&event.service, &event.kind)
         {

@@ -82,7 +82,8 @@ impl Shell {
         spec: Arc<ServiceSpec>,
     ) -> Launching {
         let alive_at = reap::latest();
-        let started = self.try_spawn(&service, &spec);
+        let mut spec = spec;
+        let started = self.try_spawn(&service, run, &mut spec);
         Launching {
             service,
             run,
@@ -175,11 +176,14 @@ impl Shell {
 
     /// Prepares and submits the spawn of `spec`: the fds the child needs are passed along
     /// (ours close when this returns). For `ready = { fd = N }`, also the read end of
-    /// the notification pipe whose write end the child gets as fd N.
+    /// the notification pipe whose write end the child gets as fd N. A proxy-mode
+    /// service's run gets its private port: `spec` becomes the run's own (`{port}`
+    /// substituted), which its readiness watcher then uses.
     fn try_spawn(
         &mut self,
         name: &ServiceName,
-        spec: &ServiceSpec,
+        run: RunId,
+        spec: &mut Arc<ServiceSpec>,
     ) -> Result<Started, SpawnFailure> {
         // Also a run that fails to spawn is a run of its own (its hooks get its id).
         self.envs.begin_run(name);
@@ -188,6 +192,15 @@ impl Shell {
         self.sockets
             .bind(spec)
             .map_err(|e| spawn_failure::from_io(SpawnErrorKind::Other, &e.source, e.to_string()))?;
+        let public = || self.sockets.public(name.base());
+        *spec = self
+            .proxies
+            .prepare_run(name, run, spec, public)
+            .map_err(|e| {
+                let message = format!("proxy mode: {e}");
+                spawn_failure::from_io(SpawnErrorKind::Other, &e, message)
+            })?;
+        let spec: &ServiceSpec = spec;
         let mut recipe = self.recipe(spec);
         if spec.ready.needs_notify_socket() || spec.watchdog.is_some() {
             recipe.set("NOTIFY_SOCKET", self.notify_path.display().to_string());

@@ -227,6 +227,8 @@ struct Shell {
     selfup: reexec::SelfUpgrade,
     /// Watched links, builds being verified, link texts to roll back to.
     upgrades: upgrades::Upgrades,
+    /// Proxy-mode services: their public listeners, runs' private ports and routes.
+    proxies: crate::upgrade::proxy::Proxies,
 }
 
 impl Shell {
@@ -302,6 +304,7 @@ impl Shell {
             roll_steps: Vec::new(),
             selfup,
             upgrades: upgrades::Upgrades::default(),
+            proxies: crate::upgrade::proxy::Proxies::default(),
         };
         let sources = Sources {
             reaped,

@@ -34,6 +34,9 @@ impl Shell {
         run: RunId,
         spec: &ServiceSpec,
     ) -> Option<Input> {
+        // A proxy-mode run's probes reach it on its private port.
+        let spec = self.proxies.run_spec(&service, run, spec);
+        let spec: &ServiceSpec = &spec;
         let health = spec
             .health
             .as_ref()

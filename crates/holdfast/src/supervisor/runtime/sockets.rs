@@ -109,9 +109,19 @@ impl Sockets {
     /// The bound sockets of the service `base` (the base name of instances), with their
     /// addresses; `None` before its first spawn bound them. For the proxy of
     /// `mode = "proxy"`, which accepts on them (on a dup: `fd().try_clone_to_owned()`).
-    #[cfg_attr(not(test), expect(dead_code, reason = "the proxy's interface"))]
     pub(super) fn get(&self, base: &str) -> Option<&[Socket]> {
         self.by_base.get(base).map(|b| b.sockets.as_slice())
+    }
+
+    /// For the proxy of `base`: a dup of each of its TCP sockets, with its address.
+    pub(super) fn public(&self, base: &str) -> io::Result<crate::upgrade::proxy::Public> {
+        let mut public = Vec::new();
+        for socket in self.get(base).unwrap_or_default() {
+            if let ListenAddr::Tcp(addr) = socket.addr() {
+                public.push((*addr, socket.fd().try_clone_to_owned()?));
+            }
+        }
+        Ok(public)
     }
 
     /// After a reload: closes the sockets of services gone from `plan` and of addresses
@@ -214,7 +224,6 @@ impl Bound {
     }
 }
 
-#[cfg_attr(not(test), expect(dead_code, reason = "the proxy's interface"))]
 impl Socket {
     pub(super) fn addr(&self) -> &ListenAddr {
         &self.addr
