@@ -551,3 +551,31 @@ bake = "1s"
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn upgrade_self_with_a_service_behind_the_proxy_is_refused_and_changes_nothing() {
+    let public = free_port();
+    let d = Daemon::start(&format!(
+        r#"
+[service.web]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{{port}}"]
+listen = ["tcp://127.0.0.1:{public}"]
+ready = {{ tcp = "127.0.0.1:{{port}}" }}
+
+[service.web.upgrade]
+mode = "proxy"
+"#
+    ));
+    let web = d.running_pid("web");
+    let out = d.cli(&["upgrade", "--self"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("web is served through holdfast's proxy"),
+        "says why: {}",
+        describe(&out)
+    );
+    let status = d.status();
+    assert_eq!(status.daemon.execs, 0);
+    assert_eq!(support::service(&status, "web").pid, Some(web));
+    assert!(requests(public) > 0, "the proxy serves on");
+}

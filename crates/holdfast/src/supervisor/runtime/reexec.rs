@@ -249,7 +249,7 @@ impl Shell {
 
     /// The core's snapshot, or why the state cannot be handed over now: what is under
     /// way in the shell (a quarantine record being written, a rolling restart, a build
-    /// being verified) or in
+    /// being verified, a proxy serving) or in
     /// the core (see `Supervisor::snapshot`) would not be carried on.
     fn resumable(&self) -> Result<Snapshot, String> {
         if self.held.is_holding() {
@@ -260,6 +260,19 @@ impl Shell {
         }
         if let Some(target) = self.verifying() {
             return Err(format!("a new build of {target} is being verified"));
+        }
+        // The proxy's connections and its routes to private ports live in this image
+        // only: handing them over is not done yet.
+        let proxied = self
+            .sup
+            .services()
+            .find(|s| s.is_active() && crate::upgrade::proxy::proxy_spec(s.spec()).is_some());
+        if let Some(service) = proxied {
+            return Err(format!(
+                "{} is served through holdfast's proxy (mode = \"proxy\"), whose \
+                 connections would not survive a re-execution: stop it first",
+                service.name()
+            ));
         }
         self.sup.snapshot(Instant::now())
     }
