@@ -14,6 +14,7 @@ use std::{
     sync::Arc,
 };
 
+use axum::http::HeaderValue;
 use nix::time::{ClockId, clock_gettime};
 use tokio::{
     net::TcpListener,
@@ -24,7 +25,7 @@ use crate::{
     chaos::{self, Escape},
     cli::Args,
     daemonize,
-    listen::{self, Origin},
+    listen::{self, Origin, Share},
     notify,
     server::{self, Drain, Drained},
     state::{Health, Shared},
@@ -38,7 +39,11 @@ pub async fn run(args: Args, inherited: Option<(std::net::TcpListener, Origin)>)
     } else {
         Health::Ok
     };
-    let shared = Arc::new(Shared::new(health, args.ignore_sigterm));
+    let build_id = match HeaderValue::from_str(&args.build_id) {
+        Ok(value) => value,
+        Err(error) => return fail("invalid --build-id", io::Error::other(error)),
+    };
+    let shared = Arc::new(Shared::new(health, args.ignore_sigterm, build_id));
     let shutdown = match shutdown_requested(Arc::clone(&shared)) {
         Ok(shutdown) => shutdown,
         Err(error) => return fail("failed to install signal handlers", error),
@@ -101,9 +106,14 @@ async fn start(
         println!("slow start: waiting {}", humantime::format_duration(delay));
         tokio::time::sleep(delay).await;
     }
+    let share = if args.reuseport {
+        Share::ReusePort
+    } else {
+        Share::Exclusive
+    };
     let (listener, origin) = match inherited {
         Some(inherited) => inherited,
-        None => listen::bind(args.listen).map_err(|error| {
+        None => listen::bind(args.listen, share).map_err(|error| {
             io::Error::new(error.kind(), format!("bind {}: {error}", args.listen))
         })?,
     };

@@ -22,7 +22,11 @@ use std::{
 
 use nix::sys::signal::{Signal, raise};
 
-use crate::{cli::Args, listen::ACTIVATION_VARS, state::Shared};
+use crate::{
+    cli::Args,
+    listen::ACTIVATION_VARS,
+    state::{Health, Shared},
+};
 
 /// Exits right away with `code`, as a crashing service would.
 pub fn crash(code: u8) -> ! {
@@ -141,7 +145,7 @@ pub fn flood_notify(path: &Path) -> ! {
 }
 
 /// Starts the timers of `--crash-after`, `--panic-after`, `--segfault-after`,
-/// `--hang-after` and the gradual growth of `--eat-memory-step`.
+/// `--unhealthy-after`, `--hang-after` and the gradual growth of `--eat-memory-step`.
 pub fn arm(args: &Args, shared: &Arc<Shared>) {
     if let Some(delay) = args.crash_after {
         let code = args.exit_code;
@@ -152,6 +156,13 @@ pub fn arm(args: &Args, shared: &Arc<Shared>) {
     }
     if let Some(delay) = args.segfault_after {
         after(delay, || segfault());
+    }
+    if let Some(delay) = args.unhealthy_after {
+        let shared = Arc::clone(shared);
+        after(delay, move || {
+            shared.set_health(Health::Failing);
+            println!("turning unhealthy: /health answers 503 from now on");
+        });
     }
     if let Some(delay) = args.hang_after {
         let shared = Arc::clone(shared);

@@ -7,7 +7,7 @@ use clap::Parser;
 
 const ENDPOINTS: &str = "\
 Endpoints (GET; all but / and /health also accept POST):
-  /                          pid, uptime and request count
+  /                          build id, pid, uptime and request count
   /health                    200 ok | 503 failing | no answer when hanging
   /health/ok|fail|hang       switch what /health does
   /crash?code=N              answer, then exit with N (default 1)
@@ -21,13 +21,29 @@ Endpoints (GET; all but / and /health also accept POST):
 ///
 /// Serves on the first socket inherited through LISTEN_FDS (when LISTEN_PID is our pid),
 /// otherwise binds --listen. With NOTIFY_SOCKET set it sends READY=1 once accepting and
-/// WATCHDOG=1 every WATCHDOG_USEC/2. SIGTERM or SIGINT drains and exits 0.
+/// WATCHDOG=1 every WATCHDOG_USEC/2. SIGTERM or SIGINT drains and exits 0. Every
+/// response carries `X-Build-Id: <--build-id>`.
 #[derive(Debug, Parser)]
-#[command(name = "demo-app", version, after_help = ENDPOINTS)]
+#[command(name = "demo-app", after_help = ENDPOINTS)]
 pub struct Args {
+    /// Print `demo-app VERSION (build ID)` and exit
+    // Our own flag, not clap's: clap's prints before --build-id is known.
+    #[arg(short = 'V', long)]
+    pub version: bool,
+
+    /// Which build this is: sent as `X-Build-Id` with every response, shown on `/` and
+    /// by --version (upgrade tests run builds that differ only in this)
+    #[arg(long, value_name = "ID", default_value = "dev", value_parser = parse_build_id)]
+    pub build_id: String,
+
     /// Address to bind when no socket is inherited through LISTEN_FDS
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Bind --listen with SO_REUSEPORT, so an old and a new run can both listen on it
+    /// during an upgrade
+    #[arg(long)]
+    pub reuseport: bool,
 
     /// Sleep this long before binding and notifying readiness
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -51,12 +67,16 @@ pub struct Args {
     pub drain_idle: Duration,
 
     /// Exit even if requests are still in flight this long after SIGTERM
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
 
     /// Print the environment at startup
     #[arg(long)]
     pub print_env: bool,
+
+    /// Turn /health to 503 after this long (a build that goes bad once running)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Failures")]
+    pub unhealthy_after: Option<Duration>,
 
     /// Exit with --exit-code after this long
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Failures")]
@@ -101,7 +121,7 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "eat_memory_step", help_heading = "Memory")]
     pub eat_memory_every: Option<Duration>,
 
-    /// Exit with --exit-code right away (respawn benchmarks)
+    /// Exit with --exit-code right away (respawn benchmarks; a build that crashes at start)
     #[arg(long, help_heading = "Benchmarks")]
     pub exit_immediately: bool,
 
@@ -194,6 +214,17 @@ fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(text)
 }
 
+/// A build id goes into a response header: visible ASCII only, at least one character.
+fn parse_build_id(text: &str) -> Result<String, String> {
+    if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_graphic()) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "invalid build id {text:?}: use visible ASCII characters without spaces"
+        ))
+    }
+}
+
 /// A byte count written like `64MiB`, `512k` or `1G` (binary multiples) or `100MB`
 /// (decimal multiples); a bare number is bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,6 +302,17 @@ mod tests {
     fn sizes_display_in_mebibytes_when_whole() {
         assert_eq!(Size(64 << 20).to_string(), "64MiB");
         assert_eq!(Size(1000).to_string(), "1000B");
+    }
+
+    #[test]
+    fn build_ids_are_visible_ascii() {
+        assert_eq!(
+            parse_build_id("v1.2-rc3+abc"),
+            Ok("v1.2-rc3+abc".to_owned())
+        );
+        assert!(parse_build_id("").is_err());
+        assert!(parse_build_id("two words").is_err());
+        assert!(parse_build_id("caf\u{e9}").is_err());
     }
 
     #[test]

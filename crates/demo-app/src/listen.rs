@@ -10,6 +10,8 @@ use std::{
     net::{SocketAddr, TcpListener},
 };
 
+use socket2::{Domain, Protocol, Socket, Type};
+
 /// The environment variables of the socket-activation protocol. Children we spawn get
 /// them removed, so they never mistake our sockets for theirs.
 pub const ACTIVATION_VARS: [&str; 3] = ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
@@ -61,7 +63,32 @@ pub fn take_inherited() -> io::Result<Option<(TcpListener, Origin)>> {
     Ok(Some((listener, Origin::Inherited { name })))
 }
 
+/// Whether other sockets may listen on the address we bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// A plain bind: the address is ours alone.
+    Exclusive,
+    /// `SO_REUSEPORT`: an old and a new run listen side by side during an upgrade,
+    /// the kernel spreading new connections over both.
+    ReusePort,
+}
+
+/// The backlog of a socket we bind, std's default.
+const BACKLOG: i32 = 128;
+
 /// Binds `addr` ourselves.
-pub fn bind(addr: SocketAddr) -> io::Result<(TcpListener, Origin)> {
-    Ok((TcpListener::bind(addr)?, Origin::Bound))
+pub fn bind(addr: SocketAddr, share: Share) -> io::Result<(TcpListener, Origin)> {
+    let listener = match share {
+        Share::Exclusive => TcpListener::bind(addr)?,
+        Share::ReusePort => {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            // As std does for every listener: a restart may rebind at once.
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.bind(&addr.into())?;
+            socket.listen(BACKLOG)?;
+            socket.into()
+        }
+    };
+    Ok((listener, Origin::Bound))
 }

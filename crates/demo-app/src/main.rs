@@ -22,6 +22,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
+    if args.version {
+        println!(
+            "demo-app {} (build {})",
+            env!("CARGO_PKG_VERSION"),
+            args.build_id
+        );
+        return ExitCode::SUCCESS;
+    }
     if let Some(path) = &args.timestamp_file
         && let Err(error) = app::write_timestamp(path)
     {

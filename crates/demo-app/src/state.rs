@@ -2,6 +2,7 @@
 //! loop. Everything is behind atomics or short-held mutexes; no lock is held across
 //! an await point.
 
+use axum::http::HeaderValue;
 use std::{
     sync::{
         Mutex,
@@ -25,6 +26,8 @@ pub enum Health {
 pub struct Shared {
     pub started: Instant,
     pub ignore_sigterm: bool,
+    /// `--build-id`, ready to be sent as the `X-Build-Id` header.
+    pub build_id: HeaderValue,
     requests: AtomicU64,
     health: Mutex<Health>,
     hung: AtomicBool,
@@ -34,10 +37,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(health: Health, ignore_sigterm: bool) -> Self {
+    pub fn new(health: Health, ignore_sigterm: bool, build_id: HeaderValue) -> Self {
         Shared {
             started: Instant::now(),
             ignore_sigterm,
+            build_id,
             requests: AtomicU64::new(0),
             health: Mutex::new(health),
             hung: AtomicBool::new(false),

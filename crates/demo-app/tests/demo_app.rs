@@ -541,3 +541,89 @@ fn fork_with_escape_puts_the_grandchild_in_its_own_session() {
         "the grandchild leads a new session"
     );
 }
+
+#[test]
+fn every_response_names_the_build_and_the_status_page_shows_it() {
+    let (_app, addr) = App::serving(&["--build-id", "B7"]);
+    for path in ["/", "/health", "/no-such-page"] {
+        let response = get(&addr, path);
+        assert_eq!(
+            response.headers.get("x-build-id").map(String::as_str),
+            Some("B7"),
+            "{path}: {response:?}"
+        );
+    }
+    let index = get(&addr, "/");
+    assert!(index.body.contains("build=B7 "), "{index:?}");
+}
+
+#[test]
+fn version_prints_the_build_and_exits_0() {
+    let output = Command::new(BIN)
+        .args(["--build-id", "A", "--version"])
+        .output()
+        .expect("demo-app runs");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("demo-app {} (build A)\n", env!("CARGO_PKG_VERSION"))
+    );
+    let default = Command::new(BIN).arg("-V").output().expect("demo-app runs");
+    assert!(
+        String::from_utf8_lossy(&default.stdout).ends_with("(build dev)\n"),
+        "{default:?}"
+    );
+}
+
+#[test]
+fn a_build_id_that_cannot_be_a_header_is_refused() {
+    let output = Command::new(BIN)
+        .args(["--build-id", "two words", "--version"])
+        .output()
+        .expect("demo-app runs");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("invalid build id"),
+        "{output:?}"
+    );
+}
+
+#[test]
+fn reuseport_lets_a_second_app_listen_on_the_same_port_and_take_over() {
+    let (mut old, addr) = App::serving(&["--reuseport", "--build-id", "old"]);
+    let mut new = App::start(&["--listen", &addr, "--reuseport", "--build-id", "new"]);
+    let line = new.wait_for_line(" listening on ");
+    assert_eq!(
+        addr_in(&line),
+        addr,
+        "the second app binds the same address"
+    );
+
+    old.signal(Signal::SIGTERM);
+    assert!(
+        old.wait_for_exit().success(),
+        "the old app drains and exits 0"
+    );
+    let response = get(&addr, "/");
+    assert_eq!(
+        response.headers.get("x-build-id").map(String::as_str),
+        Some("new"),
+        "the port is served by the app still listening: {response:?}"
+    );
+}
+
+#[test]
+fn without_reuseport_a_second_app_cannot_bind_the_same_port() {
+    let (_first, addr) = App::serving(&[]);
+    let mut second = App::start(&["--listen", &addr]);
+    assert_eq!(second.wait_for_exit().code(), Some(1));
+    second.wait_for_line("failed to start: bind");
+}
+
+#[test]
+fn unhealthy_after_turns_health_to_503_while_serving_the_rest() {
+    let (mut app, addr) = App::serving(&["--unhealthy-after", "100ms"]);
+    app.wait_for_line("turning unhealthy");
+    assert_eq!(get(&addr, "/health").status, 503);
+    assert_eq!(get(&addr, "/").status, 200, "only /health goes bad");
+}

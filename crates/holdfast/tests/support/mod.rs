@@ -14,6 +14,8 @@
 
 #![allow(dead_code, reason = "each test file uses its own part of the harness")]
 
+pub mod load;
+
 use std::fmt::Debug;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
