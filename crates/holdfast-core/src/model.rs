@@ -59,6 +59,7 @@ pub const PRIVATE_ENV: &[&str] = &[
     "JOURNAL_STREAM",
     "HOLDFAST_CONFIG",
     "HOLDFAST_SOCKET",
+    "HOLDFAST_RESUME",
 ];
 
 /// A group as written in the config, resolved to its gid at validation time.

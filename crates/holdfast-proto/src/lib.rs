@@ -53,6 +53,11 @@ pub enum Request {
     },
     /// Stop all services (reverse dependency order) and exit.
     Shutdown,
+    /// `holdfast upgrade --self`: re-execute the binary now at holdfast's path in place
+    /// (same pid; services keep running and stay its children). Answered with
+    /// [`Reply::Accepted`] before the exec; the new image shows a greater
+    /// [`DaemonStatus::execs`], and a failed exec leaves [`DaemonStatus::reexec_error`].
+    UpgradeSelf,
     /// Recent events (those after seq `since`, of `service` only when given). Without
     /// `follow`: one [`Reply::Events`]. With `follow`: one [`Reply::Event`] line per
     /// recent event and then per new one, until the client disconnects; a client too
@@ -208,6 +213,14 @@ pub struct DaemonStatus {
     pub config: String,
     pub uptime_ms: u64,
     pub shutting_down: bool,
+    /// How many times this daemon re-executed itself (`upgrade --self`): 0 for a daemon
+    /// started fresh.
+    #[serde(default)]
+    pub execs: u32,
+    /// Why the last `upgrade --self` failed to execute the new binary (holdfast goes on
+    /// as it was); cleared by the next attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reexec_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -311,6 +324,8 @@ impl Status {
                 config: "/etc/holdfast/holdfast.toml".to_owned(),
                 uptime_ms: 0,
                 shutting_down: false,
+                execs: 0,
+                reexec_error: None,
             },
             services,
         }

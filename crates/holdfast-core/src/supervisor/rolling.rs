@@ -111,6 +111,11 @@ impl Rolls {
         self.rolls.retain(|base, _| base.as_str() != name.base());
     }
 
+    /// A base name whose rolling restart is under way, if any.
+    pub fn any(&self) -> Option<&ServiceName> {
+        self.rolls.keys().next()
+    }
+
     /// Whether a roll of `base` is under way.
     pub fn is_rolling(&self, base: &ServiceName) -> bool {
         self.rolls.contains_key(base)

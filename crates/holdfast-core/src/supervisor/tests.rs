@@ -9,6 +9,7 @@ mod ordering;
 mod readiness;
 mod reload;
 mod restart;
+mod resume;
 mod shutdown;
 mod stop;
 mod upgrade;

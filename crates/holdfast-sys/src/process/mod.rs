@@ -12,6 +12,7 @@ pub mod group;
 pub mod limits;
 pub mod program;
 pub mod reap;
+pub mod reexec;
 pub mod spawn;
 
 use std::io;

@@ -15,7 +15,7 @@
 //!   a child (signal its group) knowing the pid cannot be freed meanwhile.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use holdfast_core::unix::Pid;
@@ -107,15 +107,32 @@ struct Closed;
 
 /// Reaps until no exited child is left (`ECHILD` or nothing ready).
 fn reap_all(tx: &UnboundedSender<Reaped>) -> Result<(), Closed> {
-    while let Some(reaped) = reap_one() {
-        tx.send(reaped).map_err(|_| Closed)?;
-    }
+    while reap_one(tx)? {}
     Ok(())
 }
 
-/// Reaps one exited child, if any. Loops internally over the rare child that vanishes
-/// between peeking and reaping.
-fn reap_one() -> Option<Reaped> {
+/// Reaping is paused (see [`pause`]).
+static PAUSED: AtomicBool = AtomicBool::new(false);
+
+/// Stops reaping until [`unpause`]: a child that exits from now on stays a zombie, for
+/// the next image of holdfast to reap (`holdfast upgrade --self`). When this returns,
+/// every exit reaped before is already on the reaper's channel (each is sent while
+/// [`REAPING`] is held), so none is lost between the two images.
+pub fn pause() {
+    let _reaping = REAPING.lock().unwrap_or_else(PoisonError::into_inner);
+    PAUSED.store(true, Ordering::SeqCst);
+}
+
+/// Reaping goes on (the re-execution failed), starting with the children that exited
+/// while it was paused: their SIGCHLD came and went, so the reaper is woken by hand.
+pub fn unpause() {
+    PAUSED.store(false, Ordering::SeqCst);
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGCHLD);
+}
+
+/// Reaps one exited child, if any, and sends it on `tx`: whether one was. Loops
+/// internally over the rare child that vanishes between peeking and reaping.
+fn reap_one(tx: &UnboundedSender<Reaped>) -> Result<bool, Closed> {
     loop {
         let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
         let peeked = match waitid(Id::All, flags) {
@@ -126,29 +143,32 @@ fn reap_one() -> Option<Reaped> {
                 if errno != Errno::ECHILD {
                     tracing::error!(%errno, "waitid failed; reaping stops until the next SIGCHLD");
                 }
-                return None;
+                return Ok(false);
             }
         };
         let Some(pid) = peeked.pid().map(core_pid) else {
-            return None; // StillAlive: children exist, none has exited.
+            return Ok(false); // StillAlive: children exist, none has exited.
         };
         // Still a zombie (WNOWAIT): its /proc entry, with the group, is still there.
         let pgid = super::proc_stat(pid).ok().map(|stat| stat.pgid);
-        let (seq, reaped) = {
-            let _reaping = REAPING.lock().unwrap_or_else(PoisonError::into_inner);
-            // Numbered before the pid is freed (a number may go unused).
-            let seq = ReapSeq(REAPS.fetch_add(1, Ordering::SeqCst) + 1);
-            (seq, waitpid(nix_pid(pid), Some(WaitPidFlag::WNOHANG)))
-        };
-        match reaped {
+        let _reaping = REAPING.lock().unwrap_or_else(PoisonError::into_inner);
+        if PAUSED.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        // Numbered before the pid is freed (a number may go unused).
+        let seq = ReapSeq(REAPS.fetch_add(1, Ordering::SeqCst) + 1);
+        match waitpid(nix_pid(pid), Some(WaitPidFlag::WNOHANG)) {
             Ok(status) => {
                 if let Some(status) = exit_status(status) {
-                    return Some(Reaped {
+                    let reaped = Reaped {
                         pid,
                         seq,
                         pgid,
                         status,
-                    });
+                    };
+                    // Sent under the lock: see `pause`.
+                    tx.send(reaped).map_err(|_| Closed)?;
+                    return Ok(true);
                 }
                 // Not an exit (cannot happen without WUNTRACED/WCONTINUED): look again.
             }
@@ -156,7 +176,7 @@ fn reap_one() -> Option<Reaped> {
             Err(Errno::ECHILD | Errno::EINTR) => {}
             Err(errno) => {
                 tracing::error!(%errno, %pid, "waitpid failed");
-                return None;
+                return Ok(false);
             }
         }
     }

@@ -23,6 +23,7 @@ pub mod status;
 pub mod targets;
 pub mod up;
 pub mod upgrade;
+pub mod upgrade_self;
 
 /// A service supervisor: restart policies, process-group control and a watcher that heals.
 #[derive(Debug, Parser)]
@@ -152,7 +153,8 @@ pub enum Command {
         socket: SocketArgs,
     },
     /// Roll a service out to a new build (what its program names now, or --to) without
-    /// a gap, and wait until it is upgraded or rolled back; --status shows rollouts.
+    /// a gap, and wait until it is upgraded or rolled back; --status shows rollouts;
+    /// --self re-executes holdfast itself in place (every service keeps running).
     Upgrade {
         #[command(flatten)]
         args: upgrade::UpgradeArgs,

@@ -351,6 +351,8 @@ mod tests {
                 config: "/etc/holdfast/holdfast.toml".to_owned(),
                 uptime_ms: 7_380_000,
                 shutting_down: false,
+                execs: 0,
+                reexec_error: None,
             },
             services: vec![
                 ServiceStatus {

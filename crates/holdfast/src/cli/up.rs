@@ -12,9 +12,17 @@ use crate::{config, supervisor};
 pub fn run(config_path: &Path) -> miette::Result<ExitCode> {
     init_tracing();
     let config_path = std::path::absolute(config_path).into_diagnostic()?;
+    // A re-execution (`upgrade --self`) takes over the fds before anything could open
+    // another one at their numbers.
+    let inherited = supervisor::runtime::inherited().map_err(|e| miette::miette!("{e}"))?;
     let plan = match config::load(&config_path) {
         Ok(plan) => plan,
         Err(e) => {
+            if let Some(handed) = inherited {
+                // The services live on under the previous image, which gets them back.
+                let error = supervisor::runtime::fall_back(handed, &e.render_plain());
+                tracing::error!("cannot go back to the previous holdfast: {error}");
+            }
             eprintln!("{:?}", miette::Report::new(e));
             return Ok(ExitCode::from(exit::INVALID_CONFIG));
         }
@@ -27,7 +35,7 @@ pub fn run(config_path: &Path) -> miette::Result<ExitCode> {
         .build()
         .into_diagnostic()?;
     runtime
-        .block_on(supervisor::runtime::run(config_path, plan))
+        .block_on(supervisor::runtime::run(config_path, plan, inherited))
         .into_diagnostic()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -34,7 +34,7 @@ pub struct UpgradeArgs {
     /// The service to upgrade (a base name upgrades its instances one at a time).
     #[arg(
         value_name = "NAME",
-        required_unless_present = "status",
+        required_unless_present_any = ["status", "itself"],
         add = ArgValueCandidates::new(completions::service_names)
     )]
     pub name: Option<ServiceName>,
@@ -59,6 +59,10 @@ pub struct UpgradeArgs {
     /// Show each upgradable service's mode, build and rollout under way.
     #[arg(long)]
     pub status: bool,
+    /// Upgrade holdfast itself: re-execute the binary now at its path, in place (same
+    /// pid; every service keeps running as its child), and wait until it answers.
+    #[arg(long = "self", conflicts_with_all = ["name", "to", "status"])]
+    pub itself: bool,
 }
 
 /// `--to`: an absolute path to an existing file (the daemon checks the rest).
@@ -80,6 +84,9 @@ fn parse_build(text: &str) -> Result<PathBuf, String> {
 }
 
 pub fn run(socket: &Path, args: &UpgradeArgs) -> miette::Result<ExitCode> {
+    if args.itself {
+        return super::upgrade_self::run(socket, args.no_block, args.timeout);
+    }
     let status = match fetch(socket) {
         Ok(status) => status,
         Err(e) => return Ok(report(e)),

@@ -28,7 +28,7 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -129,6 +129,11 @@ enum Op {
     },
     /// Answered once everything asked before is written.
     Flush(oneshot::Sender<()>),
+    /// Stop reading the pipes once everything asked before is written; answered with
+    /// the partial lines held (stdout, stderr).
+    Freeze(oneshot::Sender<[Vec<u8>; 2]>),
+    /// Read the pipes again, these partial lines (stdout, stderr) held first.
+    Thaw(Box<[Vec<u8>; 2]>),
 }
 
 struct Note {
@@ -226,17 +231,36 @@ impl Capture {
     /// # Panics
     /// If called outside a tokio runtime with IO enabled.
     pub fn open(log_dir: &Path, service: &ServiceName, spec: LogSpec) -> io::Result<Capture> {
-        let path = log_dir.join(format!("{service}.log"));
-        let file = LogFile::new(path.clone(), spec)?;
         let (stdout_read, stdout) = pipe()?;
         let (stderr_read, stderr) = pipe()?;
+        let pipes = [stdout_read, stderr_read, stdout, stderr];
+        Self::adopt(log_dir, service, spec, pipes, [Vec::new(), Vec::new()])
+    }
+
+    /// The capture of existing pipes: stdout's and stderr's read ends, then their write
+    /// ends (see [`Capture::handover_fds`]), with the `partial` lines (stdout, stderr)
+    /// the previous reader held ([`Capture::freeze`]) before anything read from them. A
+    /// new image of holdfast (`upgrade --self`) goes on reading the pipes its services
+    /// write to.
+    ///
+    /// # Panics
+    /// If called outside a tokio runtime with IO enabled.
+    pub fn adopt(
+        log_dir: &Path,
+        service: &ServiceName,
+        spec: LogSpec,
+        [stdout_read, stderr_read, stdout, stderr]: [OwnedFd; 4],
+        partial: [Vec<u8>; 2],
+    ) -> io::Result<Capture> {
+        let path = log_dir.join(format!("{service}.log"));
+        let file = LogFile::new(path.clone(), spec)?;
         let (ops_tx, ops) = mpsc::unbounded_channel();
         let pipes = Arc::new(Pipes {
             stdout: Receiver::from_owned_fd(stdout_read)?,
             stderr: Receiver::from_owned_fd(stderr_read)?,
             ends: Mutex::new(0),
         });
-        let task = Task {
+        let mut task = Task {
             sink: Sink {
                 file,
                 recent: Ring::new(RECENT_LINES, RECENT_BYTES),
@@ -247,7 +271,9 @@ impl Capture {
             ops,
             ops_open: true,
             ends_done: 0,
+            frozen: true,
         };
+        task.thaw(partial);
         tokio::spawn(task.run());
         Ok(Capture {
             ops: ops_tx,
@@ -267,6 +293,17 @@ impl Capture {
     /// Write end of the stderr pipe, to be dup2'ed to fd 2 of the child.
     pub fn stderr(&self) -> BorrowedFd<'_> {
         self.stderr.as_fd()
+    }
+
+    /// The fds of the pipes, in the order [`Capture::adopt`] takes them: what crosses
+    /// `execve` at `upgrade --self`.
+    pub fn handover_fds(&self) -> [RawFd; 4] {
+        [
+            self.pipes.stdout.as_raw_fd(),
+            self.pipes.stderr.as_raw_fd(),
+            self.stdout.as_raw_fd(),
+            self.stderr.as_raw_fd(),
+        ]
     }
 
     /// The current log file, `<log_dir>/<service>.log`.
@@ -337,6 +374,22 @@ impl Capture {
         }
     }
 
+    /// Stops reading the pipes once everything asked before is written, and gives the
+    /// partial lines held (stdout, stderr) unwritten: what the services write from now on
+    /// stays in the pipes, for the next image of holdfast (`upgrade --self`), which takes
+    /// the partial lines with [`Capture::thaw`]. Nothing read is lost at the exec.
+    pub fn freeze(&self) -> impl Future<Output = [Vec<u8>; 2]> + Send + use<> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Op::Freeze(reply));
+        async move { answer.await.unwrap_or_default() }
+    }
+
+    /// Reads the pipes again (after [`Capture::freeze`], here or in the previous image),
+    /// `partial` (stdout, stderr) held first as the start of each stream's next line.
+    pub fn thaw(&self, partial: [Vec<u8>; 2]) {
+        self.ask(Op::Thaw(Box::new(partial)));
+    }
+
     fn ask(&self, op: Op) {
         // The task lives until this `Capture` is dropped: the send cannot fail.
         let _ = self.ops.send(op);
@@ -391,6 +444,8 @@ struct Task {
     ops_open: bool,
     /// Ends of runs applied.
     ends_done: u64,
+    /// The pipes are not read (see [`Capture::freeze`]).
+    frozen: bool,
 }
 
 impl Task {
@@ -408,10 +463,10 @@ impl Task {
                     Some(op) => self.apply(op),
                     None => self.ops_open = false,
                 },
-                ready = self.pipes.stdout.readable(), if self.stdout.open => {
+                ready = self.pipes.stdout.readable(), if self.stdout.open && !self.frozen => {
                     self.on_readable(Stream::Stdout, ready).await;
                 }
-                ready = self.pipes.stderr.readable(), if self.stderr.open => {
+                ready = self.pipes.stderr.readable(), if self.stderr.open && !self.frozen => {
                     self.on_readable(Stream::Stderr, ready).await;
                 }
                 () = sleep_until(idle) => self.write_idle(),
@@ -448,8 +503,26 @@ impl Task {
                 self.sink.file.write_held();
                 let _ = reply.send(());
             }
+            Op::Freeze(reply) => {
+                self.sink.file.write_held();
+                self.frozen = true;
+                self.stdout.idle = None;
+                self.stderr.idle = None;
+                let _ = reply.send([self.stdout.lines.take(), self.stderr.lines.take()]);
+            }
+            Op::Thaw(partial) => self.thaw(*partial),
         }
         self.sink.file.flush();
+    }
+
+    /// Reads the pipes again, `partial` (stdout, stderr) held first.
+    fn thaw(&mut self, partial: [Vec<u8>; 2]) {
+        self.frozen = false;
+        let stamp = Stamp::now();
+        for (stream, bytes) in [Stream::Stdout, Stream::Stderr].into_iter().zip(partial) {
+            let (reader, sink) = self.parts(stream);
+            reader.push(sink, &stamp, stream, &bytes);
+        }
     }
 
     /// Writes what the ended run left in the pipes, and its unfinished lines.

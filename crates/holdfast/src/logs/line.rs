@@ -58,6 +58,12 @@ impl LineSplitter {
         }
     }
 
+    /// Takes the held partial line, unwritten (it goes on in another image of holdfast,
+    /// see `Capture::freeze`).
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.partial)
+    }
+
     /// Whether a partial line is held, waiting for its newline.
     pub(crate) fn is_pending(&self) -> bool {
         !self.partial.is_empty()

@@ -65,6 +65,22 @@ impl Upstream {
         self.send(&[NotifyState::Watchdog]);
     }
 
+    /// holdfast re-executes itself (`upgrade --self`): the manager sees a reload, which
+    /// the new image ends with its `READY=1` (or this one with [`Upstream::ready_again`]).
+    pub fn reloading(&mut self) {
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| i128::from(t.tv_sec()) * 1_000_000 + i128::from(t.tv_nsec()) / 1000)
+            .unwrap_or_default();
+        self.send(&[NotifyState::Reloading, NotifyState::MonotonicUsec(now)]);
+    }
+
+    /// The re-execution failed: this image serves on, ready as before.
+    pub fn ready_again(&mut self) {
+        if self.ready_sent {
+            self.send(&[NotifyState::Ready]);
+        }
+    }
+
     /// Sent once, at the start of the shutdown.
     pub fn stopping(&mut self) {
         if !self.stopping_sent {

@@ -53,6 +53,20 @@ impl EventBus {
         rec
     }
 
+    /// The last sequence number and the kept records, oldest first: what a re-executed
+    /// holdfast (`upgrade --self`) goes on from.
+    pub fn history(&self) -> (u64, Vec<EventRecord>) {
+        (self.last_seq, self.history.iter().cloned().collect())
+    }
+
+    /// Goes on from `history` (see [`EventBus::history`]): the next event is numbered
+    /// after `last_seq`.
+    pub fn resume(&mut self, last_seq: u64, history: Vec<EventRecord>) {
+        self.last_seq = last_seq;
+        let skip = history.len().saturating_sub(self.capacity);
+        self.history = history.into_iter().skip(skip).collect();
+    }
+
     /// The kept records that pass the filter, oldest first.
     pub fn recent(&self, service: Option<&ServiceName>, since: Option<u64>) -> Vec<EventRecord> {
         self.history
@@ -98,6 +112,20 @@ mod tests {
         assert_eq!(seqs(bus.recent(Some(&api), None)), [1, 3]);
         assert_eq!(seqs(bus.recent(None, Some(2))), [3, 4]);
         assert_eq!(seqs(bus.recent(Some(&api), Some(1))), [3]);
+    }
+
+    #[test]
+    fn a_resumed_bus_goes_on_numbering_after_the_history_it_was_given() {
+        let mut old = EventBus::new(3, channel());
+        for _ in 0..4 {
+            old.publish(&event("api"), SystemTime::now());
+        }
+        let (last, history) = old.history();
+        let mut new = EventBus::new(3, channel());
+        new.resume(last, history);
+        new.publish(&event("api"), SystemTime::now());
+        let seqs: Vec<u64> = new.recent(None, None).iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [3, 4, 5]);
     }
 
     #[test]

@@ -271,6 +271,16 @@ impl Environments {
         self.invocations.insert(name.clone(), invocation_id());
     }
 
+    /// Each service's current `INVOCATION_ID`, to hand to a re-executed holdfast.
+    pub fn invocations(&self) -> &HashMap<ServiceName, String> {
+        &self.invocations
+    }
+
+    /// Goes on with the runs a previous image of holdfast started (`upgrade --self`).
+    pub fn resume_invocations(&mut self, invocations: HashMap<ServiceName, String>) {
+        self.invocations = invocations;
+    }
+
     /// The recipe of `spec`'s current run. Before its first run (a hook on `waiting`)
     /// each call gets an id of its own.
     pub fn recipe(&self, spec: &ServiceSpec, nofile: Option<NofileBaseline>) -> Recipe {

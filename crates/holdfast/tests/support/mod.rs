@@ -96,7 +96,12 @@ pub fn demo_app() -> PathBuf {
 
 /// A `holdfast` command with an environment that cannot reach a daemon by accident.
 pub fn holdfast() -> Command {
-    let mut cmd = Command::new(holdfast_bin());
+    holdfast_at(&holdfast_bin())
+}
+
+/// Like `holdfast`, with the binary at `bin`.
+pub fn holdfast_at(bin: &Path) -> Command {
+    let mut cmd = Command::new(bin);
     cmd.env_remove("HOLDFAST_SOCKET")
         .env_remove("HOLDFAST_CONFIG")
         .stdin(Stdio::null());
@@ -196,11 +201,26 @@ impl Daemon {
         Self::launch(services_toml, &["unshare", "--net"])
     }
 
+    /// Like `start`, with the holdfast binary at `bin` (a copy or link the test may
+    /// replace, as a deploy would).
+    pub fn start_from(bin: &Path, services_toml: &str) -> Daemon {
+        Self::launch_bin(bin, services_toml, &[], &[])
+    }
+
     fn launch(services_toml: &str, launcher: &[&str]) -> Daemon {
         Self::launch_with_env(services_toml, launcher, &[])
     }
 
     fn launch_with_env(services_toml: &str, launcher: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::launch_bin(&holdfast_bin(), services_toml, launcher, env)
+    }
+
+    fn launch_bin(
+        bin: &Path,
+        services_toml: &str,
+        launcher: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let tag = unique_tag();
         let dir = std::env::temp_dir().join(format!("holdfast-it-{tag}"));
         fs::create_dir_all(&dir).expect("failed to create the test directory");
@@ -210,10 +230,10 @@ impl Daemon {
             .expect("failed to create the daemon's stdout file");
 
         let mut cmd = match launcher.split_first() {
-            None => holdfast(),
+            None => holdfast_at(bin),
             Some((program, args)) => {
                 let mut cmd = Command::new(program);
-                cmd.args(args).arg(holdfast_bin());
+                cmd.args(args).arg(bin);
                 cmd.env_remove("HOLDFAST_SOCKET")
                     .env_remove("HOLDFAST_CONFIG")
                     .stdin(Stdio::null());

@@ -12,9 +12,11 @@ mod control;
 mod order;
 #[cfg(test)]
 mod reference;
+mod resume;
 mod services;
 
 pub use self::control::unknown_service;
+pub use self::resume::Snapshot;
 pub use self::upgrade::Canary;
 
 mod upgrade;
@@ -42,6 +44,9 @@ use crate::unix::ReapSeq;
 pub enum Input {
     /// Start every autostart service (once, at boot).
     Boot,
+    /// In place of `Boot` after holdfast re-executed itself (`upgrade --self`): every
+    /// service as the old image left it, its live runs still holdfast's children.
+    Resume(Snapshot),
     Spawned {
         service: ServiceName,
         run: RunId,
@@ -329,6 +334,7 @@ impl Supervisor {
                     .collect();
                 self.start_all(names, now)
             }
+            Input::Resume(snapshot) => self.resume(snapshot, now),
             Input::Tick => Vec::new(),
             Input::Shutdown => self.begin_shutdown(now),
             Input::Command { command, service } => self.command(command, &service, now),

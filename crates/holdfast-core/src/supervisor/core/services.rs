@@ -136,6 +136,20 @@ impl Services {
         follow_up
     }
 
+    /// Puts service `name` back as a snapshot of an earlier image described it (see
+    /// `core::resume`), and re-reads its facts.
+    pub(super) fn resume(
+        &mut self,
+        name: &ServiceName,
+        resumed: crate::supervisor::service::Resumed,
+        now: Instant,
+    ) {
+        if let Some(service) = self.map.get_mut(name) {
+            service.resume(resumed, now);
+            self.reindex(name, now);
+        }
+    }
+
     /// Says how stop signals reach every service (no fact of the index depends on it).
     pub(super) fn set_kill_scope(&mut self, scope: KillScope) {
         for service in self.map.values_mut() {

@@ -27,6 +27,8 @@ pub struct Canary {
     pub waiting: VecDeque<ServiceName>,
     /// Upgraded already, with the build each ran before (for a rollback).
     pub done: Vec<(ServiceName, PathBuf)>,
+    /// The build `current` ran before its rollout (to go back to).
+    pub current_from: PathBuf,
     /// `current` finished its rollout but is not healthy yet: the roll waits for it.
     pub paused: bool,
 }
@@ -86,6 +88,7 @@ impl Supervisor {
             current: first.clone(),
             waiting: instances,
             done: Vec::new(),
+            current_from: self.build_of(&first),
             paused: false,
         };
         let rest: Vec<&str> = canary.waiting.iter().map(ServiceName::as_str).collect();
@@ -217,49 +220,60 @@ impl Supervisor {
                 let reason = format!("the rollout of {name} was rolled back: {reason}");
                 self.canary_halt(&base, reason, now)
             }
+            // Stopped by hand or gone while the roll waited for it to be healthy: the
+            // roll ends there (the instances already upgraded keep the new build).
+            EventKind::Stopped | EventKind::Removed | EventKind::GaveUp { .. } if paused => {
+                self.canaries.remove(&base);
+                Vec::new()
+            }
             _ => Vec::new(),
         }
     }
 
     fn is_healthy(&self, name: &ServiceName) -> bool {
-        let health = self.services[name].health().map(|h| h.decay().state());
+        let health = (self.services.get(name))
+            .and_then(|s| s.health())
+            .map(|h| h.decay().state());
         health.is_none_or(|h| h == HealthState::Ok)
     }
 
+    /// The build `name` runs now (checked to exist when the roll began).
+    fn build_of(&self, name: &ServiceName) -> PathBuf {
+        (self.services.get(name))
+            .and_then(|s| s.build())
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
     /// The current instance is done: the next one begins, or the roll is finished.
+    /// Instances a reload removed meanwhile are skipped.
     fn canary_next(&mut self, base: &ServiceName, now: Instant) -> Vec<Effect> {
-        let mut effects = Vec::new();
+        if let Some(canary) = self.canaries.get_mut(base) {
+            let from = std::mem::take(&mut canary.current_from);
+            canary.done.push((canary.current.clone(), from));
+        }
         loop {
             let Some(canary) = self.canaries.get_mut(base) else {
-                return effects;
+                return Vec::new();
             };
-            let previous = canary.current.clone();
             let Some(next) = canary.waiting.pop_front() else {
                 self.canaries.remove(base);
-                return effects;
+                return Vec::new();
             };
-            canary.current = next.clone();
-            canary.paused = false;
-            let to = canary.to.clone();
-            let from = self.services[&previous].rollout().map(|r| r.from.clone());
-            if let Some(from) = from.or_else(|| self.services[&next].build().map(Path::to_path_buf))
-            {
-                self.canaries
-                    .get_mut(base)
-                    .expect("found above")
-                    .done
-                    .push((previous, from));
+            if !self.services.contains_key(&next) {
+                continue;
             }
+            let to = canary.to.clone();
+            let from = self.build_of(&next);
+            let canary = self.canaries.get_mut(base).expect("found above");
+            canary.current = next.clone();
+            canary.current_from = from;
+            canary.paused = false;
             match self.upgrade_one(&next, &to, None, now) {
-                Ok(Begun::Started(_, more)) => {
-                    effects.extend(more);
-                    return effects;
-                }
+                Ok(Begun::Started(_, effects)) => return effects,
                 // Already there: on to the next one.
                 Ok(Begun::Already(_)) => {}
-                Err(error) => {
-                    return self.canary_halt(base, error.message, now);
-                }
+                Err(error) => return self.canary_halt(base, error.message, now),
             }
         }
     }
@@ -272,6 +286,9 @@ impl Supervisor {
         };
         let mut effects = Vec::new();
         for (instance, from) in canary.done {
+            if !self.services.contains_key(&instance) {
+                continue;
+            }
             if let Ok(Begun::Started(_, more)) =
                 self.upgrade_one(&instance, &from, Some(reason.clone()), now)
             {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::unix::Pid;
 
+use super::upgrade::Rollback;
 use super::{
     AfterStop, Cause, Effect, FailReason, MainProcess, Policy, RunId, Service, Start, State,
 };
@@ -25,7 +26,7 @@ impl Service {
         if let Some(at) = self.draining.iter().position(|d| d.run == run) {
             return self.drain_exited(at, status, group_alive);
         }
-        if let Some(effects) = self.serving_exited(run, status, group_alive) {
+        if let Some(effects) = self.serving_exited(run, status, group_alive, now) {
             return effects;
         }
         let Some((current, leader, spawned)) = self.state.live() else {
@@ -152,9 +153,11 @@ impl Service {
     pub(super) fn after_run(&mut self, cause: Cause, now: Instant, early: bool) -> Vec<Effect> {
         // A new build that fails during its rollout is rolled back, whatever the
         // policy would do with the exit.
-        if let Some(effects) = self.roll_back_on_end(&cause, now) {
-            return effects;
-        }
+        let mut effects = match self.roll_back_on_end(&cause, now) {
+            Some(Rollback::Handled(effects)) => return effects,
+            Some(Rollback::Then(effects)) => effects,
+            None => Vec::new(),
+        };
         // An early exit is a failed start for a restart policy that restarts failures,
         // but an exit 0 stays a clean exit: with `restart = "no"` the service is done,
         // not failed.
@@ -177,7 +180,6 @@ impl Service {
             let key = ExitKey::of(s);
             self.spec.exit_codes.get(&key).map(|a| (key, a.clone()))
         });
-        let mut effects = Vec::new();
         let mut forced_delay = None;
         let mut forced_restart = false;
         if let Some((key, action)) = mapped {

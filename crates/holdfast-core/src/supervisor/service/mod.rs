@@ -7,6 +7,7 @@
 
 mod cause;
 mod exit;
+mod resume;
 mod start;
 mod state;
 mod stop;
@@ -27,6 +28,7 @@ use crate::unix::ReapSeq;
 
 pub(crate) use self::cause::round_ms;
 pub use self::cause::{Cause, FailReason, SpawnFailure};
+pub use self::resume::{LivePhase, LiveRun, Resumed, ResumedState};
 pub use self::state::{
     AfterStop, Drain, Escalation, ForkerExit, KillScope, MainProcess, RunId, Start, State, Watchdog,
 };
@@ -161,6 +163,8 @@ pub struct Service {
     build: Option<std::path::PathBuf>,
     /// The rollout under way, if any.
     rollout: Option<Rollout>,
+    /// Removed by a reload while earlier runs still drained: forgotten once they are gone.
+    forget_when_drained: bool,
 }
 
 impl Service {
@@ -189,6 +193,7 @@ impl Service {
             draining: Vec::new(),
             build: spec.upgrade.as_ref().map(|u| u.build.clone()),
             rollout: None,
+            forget_when_drained: false,
             spec,
         }
     }
@@ -237,7 +242,11 @@ impl Service {
             }
             Order::Stop(then) => {
                 let mut effects = self.abandon_rollout(now);
+                let removal = then == AfterStop::Remove;
                 effects.extend(self.stop(then, now));
+                if removal && self.is_inactive_state() && self.has_runs_to_wait_for() {
+                    self.forget_when_drained = true;
+                }
                 effects
             }
             Order::Upgrade { run, to, back } => self.upgrade(run, to, back, now),
@@ -260,15 +269,20 @@ impl Service {
             Order::CancelRemoval(then) => {
                 if let State::Stopping { then: slot, .. } = &mut self.state {
                     *slot = then;
+                } else if std::mem::take(&mut self.forget_when_drained) && then == AfterStop::Start
+                {
+                    self.follow_up = Some(FollowUp::Start);
                 }
                 Vec::new()
             }
             Order::Shutdown => {
                 self.policy = Policy::Suspended;
-                match self.state {
+                let mut effects = self.abandon_rollout(now);
+                effects.extend(match self.state {
                     State::Waiting | State::Backoff { .. } => self.stop(AfterStop::Stay, now),
                     _ => Vec::new(),
-                }
+                });
+                effects
             }
         }
     }
@@ -419,10 +433,14 @@ impl Service {
         self.run().is_some()
     }
 
-    /// Stopped or failed, and no earlier run is still being stopped: nothing to wait for.
+    /// Stopped or failed, and no earlier run still serves or is still being stopped:
+    /// nothing to wait for.
     pub fn is_inactive(&self) -> bool {
+        self.is_inactive_state() && !self.has_runs_to_wait_for()
+    }
+
+    fn is_inactive_state(&self) -> bool {
         matches!(self.state, State::Stopped | State::Failed { .. })
-            && !self.draining.iter().any(|d| d.deadline.is_some())
     }
 
     /// When this service next needs a `tick`, if ever.

@@ -239,6 +239,12 @@ impl Service {
         };
         match (then.clone(), self.policy) {
             (AfterStop::Exit { cause, early }, _) => self.end_run(cause, now, early),
+            (AfterStop::Remove, _) if self.has_runs_to_wait_for() => {
+                // Forgotten once the earlier runs are gone (see `rollout_progress`).
+                self.enter(State::Stopped, now);
+                self.forget_when_drained = true;
+                vec![self.emit(EventKind::Stopped)]
+            }
             (AfterStop::Remove, _) => {
                 self.enter(State::Stopped, now);
                 self.follow_up = Some(FollowUp::Forget);

@@ -6,15 +6,16 @@
 //! serving); a failure later starts the old build again beside (or after) the failed one.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::unix::{Pid, Signal};
 
 use super::{
-    Cause, Drain, Effect, Escalation, FollowUp, KILL_WAIT, MainProcess, RunId, Service, State,
-    Watchdog,
+    Cause, Drain, Effect, Escalation, FollowUp, KILL_WAIT, MainProcess, Policy, RunId, Service,
+    State, Watchdog,
 };
 use crate::clock::later;
+use crate::health::HealthState;
 use crate::model::ExitStatus;
 use crate::supervisor::event::EventKind;
 
@@ -68,6 +69,15 @@ pub struct Serving {
     pub watchdog: Watchdog,
 }
 
+/// What a rollout makes of the end of its new run.
+pub(super) enum Rollback {
+    /// The rollback took over: the restart policy has nothing to decide.
+    Handled(Vec<Effect>),
+    /// The rollback's own run failed: these effects, then the restart policy (which
+    /// restarts the old build).
+    Then(Vec<Effect>),
+}
+
 impl Service {
     /// Begins rolling the running service out to `to`: the fresh `run` starts beside the
     /// serving one. The core checked that the service runs and has a build. `back`: this
@@ -79,25 +89,11 @@ impl Service {
         back: Option<String>,
         now: Instant,
     ) -> Vec<Effect> {
-        let State::Running {
-            run: old,
-            pid,
-            spawned,
-            main_pid,
-            watchdog,
-        } = self.state
-        else {
+        let Some(serving) = self.running_as_serving() else {
             return Vec::new();
         };
         let Some(from) = self.build.replace(to.clone()) else {
             return Vec::new();
-        };
-        let serving = Serving {
-            run: old,
-            pid,
-            spawned,
-            main_pid,
-            watchdog,
         };
         self.rollout = Some(Rollout {
             from: from.clone(),
@@ -118,43 +114,77 @@ impl Service {
         vec![self.emit(EventKind::Upgraded { build: to })]
     }
 
-    /// The runs whose processes may be alive: the current one, the old one of a
-    /// rollout and the draining ones. While more than one is, a signal or a liveness
-    /// check must not go by the service's cgroup, which holds them all.
-    pub fn live_runs(&self) -> impl Iterator<Item = RunId> + '_ {
-        let serving = match &self.rollout {
-            Some(Rollout {
-                phase: Phase::Starting { old: Some(old) },
-                ..
-            }) => Some(old.run),
-            _ => None,
-        };
-        (self.run().into_iter())
-            .chain(serving)
-            .chain(self.draining.iter().map(|d| d.run))
-    }
-
-    /// The old run of a starting rollout, if `run` is it.
-    fn serving(&self, run: RunId) -> Option<Serving> {
-        match &self.rollout {
-            Some(Rollout {
-                phase: Phase::Starting { old: Some(old) },
-                ..
-            }) if old.run == run => Some(*old),
+    /// The running run, as what a rollout keeps serving beside a new one.
+    fn running_as_serving(&self) -> Option<Serving> {
+        match self.state {
+            State::Running {
+                run,
+                pid,
+                spawned,
+                main_pid,
+                watchdog,
+            } => Some(Serving {
+                run,
+                pid,
+                spawned,
+                main_pid,
+                watchdog,
+            }),
             _ => None,
         }
     }
 
+    fn drain_time(&self) -> Duration {
+        self.spec
+            .upgrade
+            .as_ref()
+            .map_or(Duration::ZERO, |u| u.drain)
+    }
+
+    fn bake_time(&self) -> Duration {
+        self.spec
+            .upgrade
+            .as_ref()
+            .map_or(Duration::ZERO, |u| u.bake)
+    }
+
+    /// The runs whose processes may be alive: the current one, the old one of a
+    /// rollout and the draining ones. While more than one is, a signal or a liveness
+    /// check must not go by the service's cgroup, which holds them all.
+    pub fn live_runs(&self) -> impl Iterator<Item = RunId> + '_ {
+        (self.run().into_iter())
+            .chain(self.old_serving().map(|old| old.run))
+            .chain(self.draining.iter().map(|d| d.run))
+    }
+
+    /// The old run of a starting rollout, still serving.
+    fn old_serving(&self) -> Option<Serving> {
+        match &self.rollout {
+            Some(Rollout {
+                phase: Phase::Starting { old },
+                ..
+            }) => *old,
+            _ => None,
+        }
+    }
+
+    /// Some earlier run is still being stopped (or still serves): the service is not
+    /// done, whatever its state says.
+    pub(super) fn has_runs_to_wait_for(&self) -> bool {
+        self.old_serving().is_some() || self.draining.iter().any(|d| d.deadline.is_some())
+    }
+
     /// The old run exited on its own while the new one was starting: it is a draining
-    /// run now (its leftovers are its own), and a failure of the new run can no longer
-    /// put it back.
+    /// run now, its leftovers stopped like any run's, and a failure of the new run can
+    /// no longer put it back.
     pub(super) fn serving_exited(
         &mut self,
         run: RunId,
         status: ExitStatus,
         group_alive: bool,
+        now: Instant,
     ) -> Option<Vec<Effect>> {
-        let old = self.serving(run)?;
+        let old = self.old_serving().filter(|old| old.run == run)?;
         if let Some(Rollout {
             phase: Phase::Starting { old: slot },
             ..
@@ -163,46 +193,48 @@ impl Service {
             *slot = None;
         }
         let pid = old.main_pid.unwrap_or(old.pid);
+        let mut effects = vec![self.emit(EventKind::Exited { run, pid, status })];
         if group_alive {
-            self.draining.push(Drain {
-                run,
-                group: old.pid,
-                pid,
-                main: MainProcess::Exited(status),
-                deadline: None,
-                escalation: Escalation::Killed,
-            });
+            let deadline = self.spec.stop.timeout.deadline(now);
+            effects.extend(self.drain_old(old, MainProcess::Exited(status), deadline));
         }
-        Some(vec![self.emit(EventKind::Exited { run, pid, status })])
+        Some(effects)
     }
 
     /// The new run is up (just promoted to running): the old run is told to stop and
-    /// drains; a rollback is complete once the restored build is up.
+    /// drains; a rollback is complete once the restored build is up. A new run that is
+    /// already UNHEALTHY never takes over.
     pub(super) fn rollout_up(&mut self, now: Instant) -> Vec<Effect> {
-        let Some(rollout) = &mut self.rollout else {
+        let Some(Rollout {
+            phase: Phase::Starting { old },
+            back,
+            ..
+        }) = &self.rollout
+        else {
             return Vec::new();
         };
-        let Phase::Starting { old } = rollout.phase else {
-            return Vec::new();
-        };
+        let (old, back) = (*old, back.clone());
+        let unhealthy = self.health().map(|h| h.decay().state()) == Some(HealthState::Unhealthy);
+        if back.is_none() && unhealthy {
+            let reason = "was unhealthy when it came up".to_owned();
+            return match old {
+                Some(old) => self.swap_back(old, reason, now),
+                None => self.roll_back_live(reason, now).unwrap_or_default(),
+            };
+        }
         let mut effects = Vec::new();
         if let Some(old) = old {
-            let drain = self
-                .spec
-                .upgrade
-                .as_ref()
-                .map(|u| u.drain)
-                .unwrap_or_default();
+            let drain = self.drain_time();
             effects.push(self.emit(EventKind::Draining {
                 run: old.run,
                 pid: old.main_pid.unwrap_or(old.pid),
                 drain,
             }));
-            effects.extend(self.drain_old(old, Some(later(now, drain))));
+            effects.extend(self.drain_old(old, MainProcess::Alive, Some(later(now, drain))));
         }
         let rollout = self.rollout.as_mut().expect("matched above");
         rollout.since = now;
-        if let Some(reason) = rollout.back.take() {
+        if let Some(reason) = back {
             let (build, from) = (rollout.to.clone(), rollout.from.clone());
             self.rollout = None;
             effects.push(self.emit(EventKind::RolledBack {
@@ -219,14 +251,40 @@ impl Service {
         effects
     }
 
-    /// The stop signal to the old run, which keeps its processes until `deadline`
-    /// (then SIGKILL).
-    fn drain_old(&mut self, old: Serving, deadline: Option<Instant>) -> Vec<Effect> {
+    /// The new run came up unhealthy while the old one still served: the old one is
+    /// the running run again, the new one is stopped.
+    fn swap_back(&mut self, old: Serving, reason: String, now: Instant) -> Vec<Effect> {
+        let Some(rollout) = self.rollout.take() else {
+            return Vec::new();
+        };
+        let mut effects = Vec::new();
+        if let Some(new) = self.running_as_serving() {
+            let deadline = self.spec.stop.timeout.deadline(now);
+            effects.extend(self.drain_old(new, MainProcess::Alive, deadline));
+        }
+        self.build = Some(rollout.from.clone());
+        self.reinstate(old, now);
+        effects.push(self.emit(EventKind::RolledBack {
+            build: rollout.from,
+            from: rollout.to,
+            reason,
+        }));
+        effects
+    }
+
+    /// The stop signal to `old` (an earlier run), which keeps its processes until
+    /// `deadline` (then SIGKILL).
+    fn drain_old(
+        &mut self,
+        old: Serving,
+        main: MainProcess,
+        deadline: Option<Instant>,
+    ) -> Vec<Effect> {
         self.draining.push(Drain {
             run: old.run,
             group: old.pid,
             pid: old.main_pid.unwrap_or(old.pid),
-            main: MainProcess::Alive,
+            main,
             deadline,
             escalation: Escalation::Graceful,
         });
@@ -241,12 +299,7 @@ impl Service {
 
     /// The old run is gone: watch the new one for `bake`.
     fn bake(&mut self, now: Instant) -> Vec<Effect> {
-        let bake = self
-            .spec
-            .upgrade
-            .as_ref()
-            .map(|u| u.bake)
-            .unwrap_or_default();
+        let bake = self.bake_time();
         let Some(rollout) = &mut self.rollout else {
             return Vec::new();
         };
@@ -257,13 +310,17 @@ impl Service {
         vec![self.emit(EventKind::Baking { bake })]
     }
 
-    /// When the rollout or a draining run next needs a tick.
+    /// When the rollout or a draining run next needs a tick. A bake only ends while the
+    /// new run runs (one being stopped ends in a rollback instead).
     pub(super) fn rollout_deadline(&self) -> Option<Instant> {
-        let bake = match &self.rollout {
-            Some(Rollout {
-                phase: Phase::Baking { until },
-                ..
-            }) => Some(*until),
+        let bake = match (&self.rollout, &self.state) {
+            (
+                Some(Rollout {
+                    phase: Phase::Baking { until },
+                    ..
+                }),
+                State::Running { .. },
+            ) => Some(*until),
             _ => None,
         };
         (self.draining.iter().filter_map(|d| d.deadline))
@@ -272,16 +329,19 @@ impl Service {
     }
 
     /// Time passed: escalate draining runs that overstay, move a rollout whose old run
-    /// is gone on to its bake, and finish a bake that passed.
+    /// is gone on to its bake, and finish a bake that passed -- only while the new run
+    /// runs: one being stopped for a failure is rolled back once it is gone.
     pub(super) fn rollout_tick(&mut self, now: Instant) -> Vec<Effect> {
         let mut effects = self.drain_tick(now);
         effects.extend(self.rollout_progress(now));
+        let running = matches!(self.state, State::Running { .. });
         if let Some(Rollout {
             phase: Phase::Baking { until },
             to,
             ..
         }) = &self.rollout
             && *until <= now
+            && running
         {
             let build = to.clone();
             self.rollout = None;
@@ -328,9 +388,20 @@ impl Service {
         effects
     }
 
-    /// After any order: a draining old run that is gone (or given up on) lets the
-    /// rollout bake.
+    /// After any order: a draining old run that is gone (or given up on) lets a running
+    /// new run bake; a service removed while earlier runs drained is forgotten once
+    /// they are gone.
     pub(super) fn rollout_progress(&mut self, now: Instant) -> Vec<Effect> {
+        if self.forget_when_drained && !self.has_runs_to_wait_for() {
+            self.forget_when_drained = false;
+            self.follow_up = Some(FollowUp::Forget);
+            return vec![
+                self.emit(EventKind::Removed),
+                Effect::Remove {
+                    service: self.spec.name.clone(),
+                },
+            ];
+        }
         let Some(Rollout {
             phase: Phase::Draining { old },
             ..
@@ -338,11 +409,8 @@ impl Service {
         else {
             return Vec::new();
         };
-        let waiting = self
-            .draining
-            .iter()
-            .any(|d| d.run == old && d.deadline.is_some());
-        if waiting {
+        let waiting = (self.draining.iter()).any(|d| d.run == old && d.deadline.is_some());
+        if waiting || !matches!(self.state, State::Running { .. }) {
             return Vec::new();
         }
         self.bake(now)
@@ -350,48 +418,66 @@ impl Service {
 
     /// The new run of a rollout ended (`cause`) instead of serving: roll back. Before
     /// the old run was told to stop, it simply serves on as the running run; later, the
-    /// old build starts again. `None` when no rollout is under way or a rollback itself
-    /// failed (then the restart policy decides, as for any run).
-    pub(super) fn roll_back_on_end(&mut self, cause: &Cause, now: Instant) -> Option<Vec<Effect>> {
+    /// old build starts again. `None` when no rollout is under way or the daemon shuts
+    /// down (then the restart policy decides, as for any run).
+    pub(super) fn roll_back_on_end(&mut self, cause: &Cause, now: Instant) -> Option<Rollback> {
+        if self.policy == Policy::Suspended {
+            return None;
+        }
         let rollout = self.rollout.take()?;
-        if rollout.back.is_some() {
-            return self.restore_serving(rollout, now);
+        if let Some(back) = rollout.back {
+            return Some(Rollback::Then(self.restore_failed(
+                rollout.to,
+                rollout.from,
+                format!("{back}; then the old build failed too: {cause}"),
+                rollout.phase,
+                now,
+            )));
         }
         let reason = cause.to_string();
         self.build = Some(rollout.from.clone());
-        let rolled_back = |service: &Self| {
-            service.emit(EventKind::RolledBack {
-                build: rollout.from.clone(),
-                from: rollout.to.clone(),
-                reason: reason.clone(),
-            })
-        };
         if let Phase::Starting { old: Some(old) } = rollout.phase {
             self.reinstate(old, now);
-            return Some(vec![rolled_back(self)]);
+            return Some(Rollback::Handled(vec![self.emit(EventKind::RolledBack {
+                build: rollout.from,
+                from: rollout.to,
+                reason,
+            })]));
         }
         // The old run is gone or going: start the old build again, at once.
         self.rollout = Some(Rollout {
-            from: rollout.to.clone(),
-            to: rollout.from.clone(),
+            from: rollout.to,
+            to: rollout.from,
             phase: Phase::Starting { old: None },
             since: now,
             back: Some(reason),
         });
         self.enter(State::Stopped, now);
         self.follow_up = Some(FollowUp::Start);
-        Some(Vec::new())
+        Some(Rollback::Handled(Vec::new()))
     }
 
-    /// A rollback's own run failed while the bad run still served: that one runs on
-    /// (the restart policy and its health deal with it), the rollout is over.
-    fn restore_serving(&mut self, rollout: Rollout, now: Instant) -> Option<Vec<Effect>> {
-        let Phase::Starting { old: Some(old) } = rollout.phase else {
-            return None;
-        };
-        self.build = Some(rollout.from);
-        self.reinstate(old, now);
-        Some(Vec::new())
+    /// A rollback's own run (of `good`) failed: the rollout is over, said so; the bad
+    /// run, if it still serves, is stopped, and the restart policy restarts `good`.
+    fn restore_failed(
+        &mut self,
+        good: PathBuf,
+        bad: PathBuf,
+        reason: String,
+        phase: Phase,
+        now: Instant,
+    ) -> Vec<Effect> {
+        self.build = Some(good.clone());
+        let mut effects = vec![self.emit(EventKind::RolledBack {
+            build: good,
+            from: bad,
+            reason,
+        })];
+        if let Phase::Starting { old: Some(bad_run) } = phase {
+            let deadline = self.spec.stop.timeout.deadline(now);
+            effects.extend(self.drain_old(bad_run, MainProcess::Alive, deadline));
+        }
+        effects
     }
 
     /// `old` is the running run again.
@@ -406,16 +492,13 @@ impl Service {
             watchdog,
         };
         self.enter(running, now);
-        self.health = self
-            .spec
-            .health
-            .as_ref()
-            .map(|h| crate::health::Monitor::new(h, now));
+        self.health = (self.spec.health.as_ref()).map(|h| crate::health::Monitor::new(h, now));
     }
 
-    /// The new run turned UNHEALTHY during its rollout: the old build starts beside it,
-    /// and it drains once the old one is up. `None` when no rollout is under way (or it
-    /// is a rollback already): the health action applies as usual.
+    /// The new run turned UNHEALTHY after it took over: the old build starts beside it,
+    /// and it drains once the old one is up. `None` when no rollout is under way, it
+    /// is a rollback already or the new run is not up yet (the health action and the
+    /// ready timeout apply as usual).
     pub(super) fn roll_back_unhealthy(
         &mut self,
         run: RunId,
@@ -423,31 +506,21 @@ impl Service {
         now: Instant,
     ) -> Option<Vec<Effect>> {
         let rollout = self.rollout.as_ref()?;
-        if rollout.back.is_some() || matches!(rollout.phase, Phase::Starting { .. }) {
+        let took_over = !matches!(rollout.phase, Phase::Starting { .. });
+        if rollout.back.is_some() || !took_over || self.run() != Some(run) {
             return None;
         }
-        let State::Running {
-            run: current,
-            pid,
-            spawned,
-            main_pid,
-            watchdog,
-        } = self.state
-        else {
-            return None;
-        };
-        if current != run {
+        self.roll_back_live(reason, now)
+    }
+
+    /// The new run serves but must go: the old build starts beside it.
+    fn roll_back_live(&mut self, reason: String, now: Instant) -> Option<Vec<Effect>> {
+        if self.policy == Policy::Suspended {
             return None;
         }
+        let serving = self.running_as_serving()?;
         let rollout = self.rollout.take()?;
         self.build = Some(rollout.from.clone());
-        let serving = Serving {
-            run,
-            pid,
-            spawned,
-            main_pid,
-            watchdog,
-        };
         self.rollout = Some(Rollout {
             from: rollout.to,
             to: rollout.from,
@@ -487,7 +560,7 @@ impl Service {
         })];
         if let Some(old) = old {
             let deadline = self.spec.stop.timeout.deadline(now);
-            effects.extend(self.drain_old(old, deadline));
+            effects.extend(self.drain_old(old, MainProcess::Alive, deadline));
         }
         effects
     }

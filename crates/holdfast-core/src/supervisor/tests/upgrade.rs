@@ -417,3 +417,169 @@ fn a_failed_instance_halts_the_roll_and_takes_the_upgraded_ones_back() {
     assert_eq!(h.sup.canary(&name("web")), None);
     assert_eq!(h.service("web@2").build(), Some(std::path::Path::new(A)));
 }
+
+/// The runs signalled by `effects`, with the signal.
+fn signalled(effects: &[Effect]) -> Vec<(RunId, Signal)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Signal { run, signal, .. } => Some((*run, *signal)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_build_still_being_stopped_when_its_bake_ends_is_rolled_back_not_upgraded() {
+    let mut h = serving([api("api")]);
+    let old = h.run("api");
+    h.upgrading("api", B);
+    h.ready("api");
+    h.old_gone("api", old);
+    h.advance(secs(29));
+    h.exit_leaving_group("api", code(1));
+    let effects = h.advance(secs(1));
+    assert!(
+        !events_of(&effects, "api").contains(&EventKind::Upgraded { build: B.into() }),
+        "{:?}",
+        labels(&effects)
+    );
+    let effects = h.group_empty("api");
+    assert_eq!(program(&spawns(&effects)[0].2), A, "{:?}", labels(&effects));
+    let effects = h.ready("api");
+    assert_eq!(rolled_back(&effects, "api").len(), 1);
+}
+
+#[test]
+fn shutdown_while_the_new_run_is_being_stopped_stops_the_old_run_too() {
+    let mut h = serving([api("api")]);
+    let old = h.run("api");
+    h.upgrading("api", B);
+    let new = h.run("api");
+    h.exit_leaving_group("api", code(1));
+    let effects = h.feed(Input::Shutdown);
+    assert!(
+        signalled(&effects).contains(&(old, Signal::SIGTERM)),
+        "{:?}",
+        labels(&effects)
+    );
+    h.feed(Input::GroupEmpty {
+        service: name("api"),
+        run: new,
+    });
+    assert!(!h.exit_seen, "the old run is still being stopped");
+    h.old_gone("api", old);
+    assert!(h.exit_seen);
+}
+
+#[test]
+fn leftovers_of_an_old_run_that_exits_during_the_rollout_are_stopped() {
+    let mut h = serving([api("api")]);
+    let old = h.run("api");
+    h.upgrading("api", B);
+    let effects = h.exit_run("api", old, code(0), true);
+    assert!(
+        signalled(&effects).contains(&(old, Signal::SIGTERM)),
+        "{:?}",
+        labels(&effects)
+    );
+}
+
+#[test]
+fn a_rollback_whose_old_build_fails_too_says_so_and_the_policy_restarts_the_old_build() {
+    let mut h = serving([api("api")]);
+    let old = h.run("api");
+    h.upgrading("api", B);
+    h.ready("api");
+    h.old_gone("api", old);
+    h.advance(secs(3));
+    h.exit("api", code(1));
+    let effects = h.exit("api", code(1));
+    let back = rolled_back(&effects, "api");
+    assert_eq!(back.len(), 1, "{:?}", labels(&effects));
+    assert!(back[0].1.contains("failed too"), "{}", back[0].1);
+    assert_eq!(
+        delays(&effects).len(),
+        1,
+        "the policy decides: {:?}",
+        labels(&effects)
+    );
+    assert_eq!(h.service("api").build(), Some(std::path::Path::new(A)));
+    assert_eq!(h.service("api").rollout(), None);
+}
+
+#[test]
+fn a_reload_that_removes_an_instance_during_a_roll_skips_it() {
+    let mut h = serving(instances("web", 3));
+    h.upgrading("web", B);
+    let old = h.service("web@0").draining().first().map(|d| d.run);
+    h.ready("web@0");
+    let old = old.or_else(|| h.service("web@0").draining().first().map(|d| d.run));
+    h.old_gone("web@0", old.expect("draining"));
+    h.advance(secs(30));
+    h.reload(instances("web", 2));
+    let old = h.service("web@1").draining().first().map(|d| d.run);
+    h.ready("web@1");
+    let old = old.or_else(|| h.service("web@1").draining().first().map(|d| d.run));
+    h.old_gone("web@1", old.expect("draining"));
+    h.advance(secs(30));
+    assert_eq!(h.sup.canary(&name("web")), None, "the roll is over");
+}
+
+#[test]
+fn a_service_removed_while_its_old_run_drains_is_forgotten_once_that_is_gone() {
+    let mut h = serving([api("api"), api("other")]);
+    let old = h.run("api");
+    h.upgrading("api", B);
+    h.ready("api");
+    let new = h.run("api");
+    h.reload([api("other")]);
+    h.feed(Input::Exited {
+        service: name("api"),
+        run: new,
+        status: killed(Signal::SIGTERM),
+        group_alive: false,
+    });
+    assert!(h.sup.service(&name("api")).is_some(), "the old run drains");
+    let effects = h.advance(secs(5));
+    assert!(
+        signalled(&effects).contains(&(old, Signal::SIGKILL)),
+        "{:?}",
+        labels(&effects)
+    );
+    let effects = h.old_gone("api", old);
+    assert!(labels(&effects).contains(&"remove api".to_owned()));
+    assert!(h.sup.service(&name("api")).is_none());
+}
+
+#[test]
+fn a_new_build_already_unhealthy_when_it_comes_up_never_takes_over() {
+    let mut spec = probed("api");
+    spec.health.as_mut().expect("probed").unhealthy_action = UnhealthyAction::None;
+    let mut h = serving([spec]);
+    let old = h.run("api");
+    h.upgrading("api", B);
+    let new = h.run("api");
+    let failed = ProbeOutcome::Failure(ProbeFailure::Connect {
+        address: "127.0.0.1:1".to_owned(),
+        error: "refused".to_owned(),
+    });
+    for _ in 0..2 {
+        let due = h.service("api").wakeup().expect("a probe is due");
+        h.advance(due - h.now);
+        h.feed(Input::ProbeResult {
+            service: name("api"),
+            run: new,
+            outcome: failed.clone(),
+        });
+    }
+    let effects = h.ready("api");
+    assert_eq!(
+        rolled_back(&effects, "api").len(),
+        1,
+        "{:?}",
+        labels(&effects)
+    );
+    assert!(signalled(&effects).contains(&(new, Signal::SIGTERM)));
+    assert_eq!(h.run("api"), old, "the old run serves on");
+}

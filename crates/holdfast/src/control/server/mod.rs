@@ -359,6 +359,8 @@ mod tests {
                 config: "/etc/holdfast/holdfast.toml".to_owned(),
                 uptime_ms: 5,
                 shutting_down: false,
+                execs: 0,
+                reexec_error: None,
             },
             services: Vec::new(),
         }
@@ -587,7 +589,8 @@ mod tests {
                     | Request::ResetFailed { .. }
                     | Request::Upgrade { .. }
                     | Request::Logs { .. }
-                    | Request::Wait { .. } => {
+                    | Request::Wait { .. }
+                    | Request::UpgradeSelf => {
                         drop(msg.reply);
                         continue;
                     }

@@ -180,6 +180,10 @@ impl Shell {
                 self.list_quarantine(reply);
                 return false;
             }
+            Request::UpgradeSelf => {
+                self.ask_reexec(reply);
+                return false;
+            }
             Request::Upgrade { target, to } => {
                 self.upgrade_requested(target, to, reply);
                 return false;

@@ -13,11 +13,13 @@ mod cgroups;
 mod control;
 mod events;
 mod exits;
+mod handover;
 mod instances;
 mod launch;
 mod notify;
 mod probes;
 mod quarantine_io;
+mod reexec;
 mod sockets;
 mod status;
 pub mod table;
@@ -44,6 +46,7 @@ use crate::notify::upstream::Upstream;
 use crate::process::{limits, reap, spawn};
 
 pub use self::cgroups::cgroup_name;
+pub use self::reexec::{Handed, fall_back, inherited};
 pub use self::status::log_path;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +65,13 @@ fn setup_error(what: &str) -> impl FnOnce(std::io::Error) -> RuntimeError {
     move |source| RuntimeError::Setup { what, source }
 }
 
-/// Runs the daemon until a shutdown completes.
-pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
+/// Runs the daemon until a shutdown completes; with `inherited`, as the re-execution of
+/// a daemon that handed over its services (`upgrade --self`).
+pub async fn run(
+    config_path: PathBuf,
+    plan: Plan,
+    mut inherited: Option<Handed>,
+) -> Result<(), RuntimeError> {
     let mut signals = Signals::new()?;
     reap::become_subreaper().map_err(setup_error("child subreaper"))?;
     let (reaped_tx, reaped) = mpsc::unbounded_channel();
@@ -78,11 +86,19 @@ pub async fn run(config_path: PathBuf, plan: Plan) -> Result<(), RuntimeError> {
         std::fs::create_dir_all(dir)
             .map_err(setup_error(&format!("{what} directory {}", dir.display())))?;
     }
-    let (mut shell, mut sources, server) = Shell::setup(config_path, plan, reaped)?;
+    let (mut shell, mut sources, server) =
+        Shell::setup(config_path, plan, reaped, inherited.as_mut())?;
     shell.follow_watches();
-    let mut done = shell.apply(Input::Boot);
+    let mut done = match inherited {
+        Some(inherited) => shell.resume(inherited),
+        None => shell.apply(Input::Boot),
+    };
     while !done {
         done = shell.next(&mut sources, &mut signals).await;
+        if let Some(program) = shell.selfup.due.take() {
+            // Returns only if the exec failed.
+            done |= shell.reexec(program, &mut sources).await;
+        }
     }
     shell.kill_probes();
     shell.drain_hooks(&mut sources).await;
@@ -140,6 +156,8 @@ enum Finished {
     Released(control::Released),
     /// A quarantine record is on disk: the effects held back for it can go on.
     Quarantined(quarantine_io::Appended),
+    /// The new binary and the config of an `upgrade --self` were checked.
+    Reexec(reexec::Checked),
     /// A watched link flipped, a build was checked, a `verify` command timed out.
     Upgrade(upgrades::UpgradeMsg),
 }
@@ -205,6 +223,8 @@ struct Shell {
     /// Rolling restarts of services with instances, and their steps due.
     rolls: crate::supervisor::rolling::Rolls,
     roll_steps: Vec<crate::supervisor::rolling::Step>,
+    /// Re-executions of holdfast (`upgrade --self`).
+    selfup: reexec::SelfUpgrade,
     /// Watched links, builds being verified, link texts to roll back to.
     upgrades: upgrades::Upgrades,
     /// Proxy-mode services: their public listeners, runs' private ports and routes.
@@ -218,16 +238,16 @@ impl Shell {
         config_path: PathBuf,
         plan: Plan,
         reaped: mpsc::UnboundedReceiver<reap::Reaped>,
+        inherited: Option<&mut Handed>,
     ) -> Result<(Shell, Sources, server::Server), RuntimeError> {
         let nofile = limits::raise_nofile()
             .inspect_err(|e| tracing::warn!("cannot raise holdfast's RLIMIT_NOFILE: {e}"))
             .ok();
         let daemon = plan.daemon.clone();
         let gid = daemon.control_group.as_ref().map(|g| g.gid);
-        let listener = server::bind(&daemon.control, gid).map_err(setup_error("control socket"))?;
         let notify_path = crate::notify::server::socket_path(&daemon.state_dir);
-        let notify_socket =
-            crate::notify::server::bind(&notify_path).map_err(setup_error("notify socket"))?;
+        let (listener, notify_socket) = reexec::sockets(&daemon, &notify_path, inherited)?;
+        let selfup = reexec::SelfUpgrade::new(&listener, &notify_socket);
         let (notes_tx, notes) = mpsc::channel(crate::notify::server::QUEUE);
         let senders = crate::notify::server::Senders::default();
         let notify_task = crate::notify::server::serve(notify_socket, senders.clone(), notes_tx);
@@ -282,6 +302,7 @@ impl Shell {
             nofile,
             rolls: crate::supervisor::rolling::Rolls::default(),
             roll_steps: Vec::new(),
+            selfup,
             upgrades: upgrades::Upgrades::default(),
             proxies: crate::upgrade::proxy::Proxies::default(),
         };
@@ -352,6 +373,7 @@ impl Shell {
             Finished::Loaded(loaded) => self.on_loaded(loaded),
             Finished::Released(released) => self.on_released(released),
             Finished::Quarantined(appended) => self.on_appended(appended),
+            Finished::Reexec(checked) => self.on_reexec_checked(checked),
             Finished::Upgrade(msg) => {
                 self.on_upgrade_msg(msg);
                 false

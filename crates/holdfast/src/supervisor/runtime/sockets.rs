@@ -13,9 +13,9 @@
 //! sockets of the addresses it keeps and closes the ones it drops ([`Sockets::retain`]);
 //! new addresses are bound at the next spawn.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -143,6 +143,45 @@ impl Sockets {
         self.migrate_requests(plan);
     }
 
+    /// For `holdfast upgrade --self`: every bound socket's fd by a name saying whose and
+    /// which it is (`<base> <address>`); the fds stay open here until the exec.
+    pub(super) fn handover_fds(&self) -> BTreeMap<String, RawFd> {
+        (self.by_base.iter())
+            .flat_map(|(base, bound)| {
+                (bound.sockets.iter())
+                    .map(move |s| (handover_name(base, &s.addr), s.fd.as_raw_fd()))
+            })
+            .collect()
+    }
+
+    /// The new image of holdfast: takes the sockets of `plan`'s services that the
+    /// previous image handed over (named as [`Sockets::handover_fds`] names them) out of
+    /// `handed`, instead of binding them again.
+    pub(super) fn adopt(&mut self, plan: &Plan, handed: &mut BTreeMap<String, OwnedFd>) {
+        for spec in plan.services.values() {
+            let base = spec.name.base();
+            for addr in &spec.listen.addrs {
+                let Some(fd) = handed.remove(&handover_name(base, addr)) else {
+                    continue;
+                };
+                let file = match addr {
+                    ListenAddr::Unix(path) => std::fs::symlink_metadata(path)
+                        .ok()
+                        .map(|m| (m.dev(), m.ino())),
+                    ListenAddr::Tcp(_) => None,
+                };
+                let bound = self.by_base.entry(base.to_owned()).or_insert(Bound {
+                    backlog: spec.listen.backlog,
+                    sockets: Vec::new(),
+                });
+                if !bound.sockets.iter().any(|s| &s.addr == addr) {
+                    let addr = addr.clone();
+                    bound.sockets.push(Socket { addr, fd, file });
+                }
+            }
+        }
+    }
+
     /// With a `reuseport` service, as root: `net.ipv4.tcp_migrate_req = 1`. When the
     /// old run closes its `SO_REUSEPORT` listener, the connections queued on it (SYN
     /// received, or established but not yet accepted) move to the new run's listener
@@ -267,6 +306,11 @@ fn bind_unix(path: &Path) -> io::Result<(OwnedFd, Option<(u64, u64)>)> {
     let meta = std::fs::symlink_metadata(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(UNIX_MODE))?;
     Ok((fd, Some((meta.dev(), meta.ino()))))
+}
+
+/// What a socket is called in a handover to a re-executed holdfast.
+fn handover_name(base: &str, addr: &ListenAddr) -> String {
+    format!("{base} {addr}")
 }
 
 /// The `listen(2)` backlog; the config allows at most 65535.

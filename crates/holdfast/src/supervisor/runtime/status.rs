@@ -127,6 +127,8 @@ impl Shell {
                 config: self.config_path.display().to_string(),
                 uptime_ms: millis(now.duration_since(self.started)),
                 shutting_down: self.sup.is_shutting_down(),
+                execs: self.selfup.execs,
+                reexec_error: self.selfup.error.clone(),
             },
             services,
         };

@@ -317,6 +317,13 @@ impl ProcessTable {
         }
     }
 
+    /// Every process group of a run, with its run.
+    pub fn groups(&self) -> impl Iterator<Item = (Pid, &Owner)> {
+        self.pids
+            .iter()
+            .filter_map(|(pid, e)| Some((*pid, e.group.as_ref()?)))
+    }
+
     /// Every process in the table.
     pub fn processes(&self) -> impl Iterator<Item = (Pid, &Process)> {
         self.pids

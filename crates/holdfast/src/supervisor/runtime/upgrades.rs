@@ -76,10 +76,9 @@ pub(super) struct Upgrades {
     jobs: HashMap<ServiceName, Job>,
     /// Targets whose link flipped while a build was verified: looked at again after.
     again: BTreeSet<ServiceName>,
-    /// Per target: the link's text that leads to its current build (`rollback_link`).
-    link_texts: HashMap<ServiceName, PathBuf>,
-    /// Per target: the build handed to the core and its link text, until `upgraded`.
-    rolling: HashMap<ServiceName, (PathBuf, PathBuf)>,
+    /// Per target: the link texts that led to each build it ran or was moved to, for
+    /// pointing the link back at the build a rollback restores (`rollback_link`).
+    link_texts: HashMap<ServiceName, HashMap<PathBuf, PathBuf>>,
     /// Per target: the build the link was pointed back at; its flip is no new upgrade.
     restored: HashMap<ServiceName, PathBuf>,
 }
@@ -147,6 +146,21 @@ fn check(
 }
 
 impl Shell {
+    /// After `upgrade --self`: each watched link is looked at once, as if it flipped. A
+    /// flip the previous image had not acted on (still debounced, or during the exec)
+    /// is not lost; a link that names the running build changes nothing.
+    pub(super) fn look_at_links(&mut self) {
+        for target in watch_targets(self.sup.plan()) {
+            self.begin(target.service, None, Trigger::Flip);
+        }
+    }
+
+    /// A target whose new build is being verified, if any: a self-upgrade waits for it
+    /// (the verification would not be carried over).
+    pub(super) fn verifying(&self) -> Option<&ServiceName> {
+        self.upgrades.jobs.keys().next()
+    }
+
     /// Watches follow the plan: started at boot, replaced after a reload that changed
     /// the watched links.
     pub(super) fn follow_watches(&mut self) {
@@ -190,7 +204,19 @@ impl Shell {
             UpgradeMsg::VerifyTimedOut { pid, timeout } => self.verify_timed_out(pid, timeout),
             UpgradeMsg::LinkTexts(texts) => {
                 for (target, text) in texts {
-                    self.upgrades.link_texts.entry(target).or_insert(text);
+                    // The text read at start leads to the build the target runs now.
+                    let first =
+                        crate::supervisor::rolling::instances_named(self.sup.plan(), &target)
+                            .into_iter()
+                            .next();
+                    let build = first
+                        .and_then(|name| self.sup.service(&name))
+                        .and_then(|service| service.build())
+                        .map(Path::to_path_buf);
+                    if let Some(build) = build {
+                        let texts = self.upgrades.link_texts.entry(target).or_default();
+                        texts.entry(build).or_insert(text);
+                    }
                 }
             }
         }
@@ -481,9 +507,8 @@ impl Shell {
             }),
         };
         if let (Ok(_), Some(text)) = (&answer, found.link_text) {
-            self.upgrades
-                .rolling
-                .insert(target.clone(), (found.build, text));
+            let texts = self.upgrades.link_texts.entry(target.clone()).or_default();
+            texts.insert(found.build, text);
         }
         // An upgrade never completes a shutdown: the flag `execute` returns is false.
         self.execute(effects);
@@ -514,22 +539,10 @@ impl Shell {
         };
         let target = target_of(spec);
         match &event.kind {
-            // Instances: only once the last one is upgraded (the roll is over), since a
-            // rollback of a later one takes the earlier ones back too.
-            EventKind::Upgraded { build } if self.sup.canary(&target).is_none() => {
+            EventKind::Upgraded { .. } => {
                 self.upgrades.restored.remove(&target);
-                if self
-                    .upgrades
-                    .rolling
-                    .get(&target)
-                    .is_some_and(|(b, _)| b == build)
-                {
-                    let (_, text) = self.upgrades.rolling.remove(&target).expect("just seen");
-                    self.upgrades.link_texts.insert(target, text);
-                }
             }
             EventKind::RolledBack { build, .. } => {
-                self.upgrades.rolling.remove(&target);
                 let Some(link) = spec
                     .upgrade
                     .as_ref()
@@ -538,10 +551,12 @@ impl Shell {
                 else {
                     return;
                 };
-                let Some(text) = self.upgrades.link_texts.get(&target).cloned() else {
+                let text = (self.upgrades.link_texts.get(&target)).and_then(|t| t.get(build));
+                let Some(text) = text.cloned() else {
                     tracing::warn!(
-                        "{target}: not pointing {} back: what it said before is unknown",
-                        link.display()
+                        "{target}: not pointing {} back: no link text is known to lead to {} (it did not come from a flip of the link)",
+                        link.display(),
+                        build.display()
                     );
                     return;
                 };
