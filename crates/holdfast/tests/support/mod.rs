@@ -57,8 +57,9 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The demo-app binary next to holdfast's, built once per test process if missing
-/// (`cargo test -p holdfast` does not build other packages' binaries).
+/// The demo-app binary next to holdfast's, built once per test process if missing or
+/// older than its sources (`cargo test -p holdfast` does not build other packages'
+/// binaries, and a stale one lacks the switches newer tests use).
 pub fn demo_app() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
@@ -67,7 +68,8 @@ pub fn demo_app() -> PathBuf {
             .parent()
             .expect("the holdfast binary lives in a directory");
         let path = profile_dir.join("demo-app");
-        if path.exists() {
+        let built = fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if built.is_some_and(|built| newest_demo_app_source() <= built) {
             return path;
         }
         let target_dir = profile_dir
@@ -92,6 +94,27 @@ pub fn demo_app() -> PathBuf {
         path
     })
     .clone()
+}
+
+/// When demo-app's sources (its manifest and `src/`) last changed.
+fn newest_demo_app_source() -> SystemTime {
+    let crate_dir = workspace_root().join("crates/demo-app");
+    let mut newest = UNIX_EPOCH;
+    let mut visit = vec![crate_dir.join("Cargo.toml"), crate_dir.join("src")];
+    while let Some(path) = visit.pop() {
+        let Ok(meta) = fs::metadata(&path) else {
+            continue;
+        };
+        if let Ok(modified) = meta.modified() {
+            newest = newest.max(modified);
+        }
+        if meta.is_dir()
+            && let Ok(entries) = fs::read_dir(&path)
+        {
+            visit.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+        }
+    }
+    newest
 }
 
 /// A `holdfast` command with an environment that cannot reach a daemon by accident.
