@@ -55,6 +55,17 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Accepts client connections on `listener` until the task is aborted.
 pub async fn serve(listener: TcpListener, router: Router) {
     let pool = Arc::new(Pool::default());
+    // Idle connections to a run that is no longer routed go at once: the old build
+    // then drains what it has and exits, rather than waiting out its idle grace.
+    let pruner = {
+        let (mut router, pool) = (router.clone(), pool.clone());
+        tokio::spawn(async move {
+            while let Some(backends) = router.changed().await {
+                pool.keep_only(&backends.0);
+            }
+        })
+    };
+    let _pruner = AbortOnDrop(pruner);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -234,6 +245,9 @@ struct Failed {
 #[derive(Default)]
 struct Pool {
     idle: Mutex<HashMap<SocketAddr, Vec<Sender>>>,
+    /// The backends routed at the last change of routes (`None` before the first):
+    /// a connection to any other is not kept once its response is done.
+    routed: Mutex<Option<Vec<SocketAddr>>>,
 }
 
 impl Pool {
@@ -289,13 +303,25 @@ impl Pool {
         connect(backend).await
     }
 
+    /// Drops the idle connections to every backend but `routed`.
+    fn keep_only(&self, routed: &[SocketAddr]) {
+        *self.routed.lock().unwrap_or_else(|e| e.into_inner()) = Some(routed.to_vec());
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|backend, _| routed.contains(backend));
+    }
+
+    fn is_routed(&self, backend: SocketAddr) -> bool {
+        let routed = self.routed.lock().unwrap_or_else(|e| e.into_inner());
+        routed.as_ref().is_none_or(|r| r.contains(&backend))
+    }
+
     fn take(&self, backend: SocketAddr) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.get_mut(&backend)?.pop()
     }
 
     fn give_back(&self, backend: SocketAddr, sender: Sender) {
-        if sender.is_closed() {
+        if sender.is_closed() || !self.is_routed(backend) {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -311,6 +337,15 @@ impl Pool {
         if senders.len() < IDLE_MAX {
             senders.push(sender);
         }
+    }
+}
+
+/// Aborts the task when the proxy that spawned it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

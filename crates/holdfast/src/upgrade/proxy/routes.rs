@@ -38,6 +38,12 @@ pub struct Router {
 }
 
 impl Router {
+    /// Waits until the routes change; `None` once the service is gone.
+    pub async fn changed(&mut self) -> Option<Arc<Backends>> {
+        self.rx.changed().await.ok()?;
+        Some(self.rx.borrow_and_update().clone())
+    }
+
     /// The next backend in turn, if any is routable now.
     pub fn current(&mut self) -> Option<SocketAddr> {
         let backends = self.rx.borrow_and_update();
