@@ -95,6 +95,25 @@ impl Harness {
         self.exit_run(n, old, killed(Signal::SIGTERM), false)
     }
 
+    /// The next `n` probes of `run` fail (connection refused).
+    fn fail_probes(&mut self, service: &str, run: RunId, n: usize) -> Vec<Effect> {
+        let failed = ProbeOutcome::Failure(ProbeFailure::Connect {
+            address: "127.0.0.1:1".to_owned(),
+            error: "refused".to_owned(),
+        });
+        let mut effects = Vec::new();
+        for _ in 0..n {
+            let due = self.service(service).wakeup().expect("a probe is due");
+            effects.extend(self.advance(due - self.now));
+            effects.extend(self.feed(Input::ProbeResult {
+                service: name(service),
+                run,
+                outcome: failed.clone(),
+            }));
+        }
+        effects
+    }
+
     fn phase(&self, n: &str) -> Option<&'static str> {
         self.service(n).rollout().map(|r| r.phase.as_str())
     }
@@ -229,20 +248,7 @@ fn a_new_build_that_turns_unhealthy_during_bake_serves_until_the_old_build_is_ba
     h.ready("api");
     h.old_gone("api", old);
     let bad = h.run("api");
-    let failed = ProbeOutcome::Failure(ProbeFailure::Connect {
-        address: "127.0.0.1:1".to_owned(),
-        error: "refused".to_owned(),
-    });
-    let mut effects = Vec::new();
-    for _ in 0..2 {
-        let due = h.service("api").wakeup().expect("a probe is due");
-        effects.extend(h.advance(due - h.now));
-        effects.extend(h.feed(Input::ProbeResult {
-            service: name("api"),
-            run: bad,
-            outcome: failed.clone(),
-        }));
-    }
+    let effects = h.fail_probes("api", bad, 2);
     let spawned = spawns(&effects);
     assert_eq!(spawned.len(), 1, "{:?}", labels(&effects));
     assert_eq!(program(&spawned[0].2), A);
@@ -560,19 +566,7 @@ fn a_new_build_already_unhealthy_when_it_comes_up_never_takes_over() {
     let old = h.run("api");
     h.upgrading("api", B);
     let new = h.run("api");
-    let failed = ProbeOutcome::Failure(ProbeFailure::Connect {
-        address: "127.0.0.1:1".to_owned(),
-        error: "refused".to_owned(),
-    });
-    for _ in 0..2 {
-        let due = h.service("api").wakeup().expect("a probe is due");
-        h.advance(due - h.now);
-        h.feed(Input::ProbeResult {
-            service: name("api"),
-            run: new,
-            outcome: failed.clone(),
-        });
-    }
+    h.fail_probes("api", new, 2);
     let effects = h.ready("api");
     assert_eq!(
         rolled_back(&effects, "api").len(),

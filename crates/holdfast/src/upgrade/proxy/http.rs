@@ -66,15 +66,7 @@ pub async fn serve(listener: TcpListener, router: Router) {
         })
     };
     let _pruner = AbortOnDrop(pruner);
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                super::accept_failed(&listener, &e).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    super::accept_each(&listener, |stream, peer| {
         let proxy = Proxy {
             router: router.clone(),
             pool: pool.clone(),
@@ -93,7 +85,8 @@ pub async fn serve(listener: TcpListener, router: Router) {
                 tracing::debug!("proxy: client connection from {peer}: {e}");
             }
         });
-    }
+    })
+    .await;
 }
 
 /// One client connection's side of the proxy.

@@ -161,6 +161,23 @@ impl Proxies {
     }
 }
 
+/// Accepts on `listener` until the task is aborted, handing each client connection
+/// (Nagle off: requests and answers are small) to `serve`.
+async fn accept_each(
+    listener: &TcpListener,
+    mut serve: impl FnMut(tokio::net::TcpStream, SocketAddr),
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                serve(stream, peer);
+            }
+            Err(e) => accept_failed(listener, &e).await,
+        }
+    }
+}
+
 /// After a failed accept: out of descriptors (EMFILE/ENFILE) or memory, the next accept
 /// fails the same way until something is freed, so the loop pauses instead of spinning.
 async fn accept_failed(listener: &TcpListener, error: &io::Error) {

@@ -7,15 +7,7 @@ use super::routes::{HOLD, Router};
 
 /// Accepts client connections on `listener` until the task is aborted.
 pub async fn serve(listener: TcpListener, router: Router) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                super::accept_failed(&listener, &e).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    super::accept_each(&listener, |stream, peer| {
         let mut router = router.clone();
         tokio::spawn(async move {
             let Some(mut backend) = connect(&mut router).await else {
@@ -27,7 +19,8 @@ pub async fn serve(listener: TcpListener, router: Router) {
                 tracing::debug!("proxy: connection from {peer}: {e}");
             }
         });
-    }
+    })
+    .await;
 }
 
 /// A connection to the current backend; a refused connect (its run just went away) is
