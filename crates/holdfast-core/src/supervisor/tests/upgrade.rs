@@ -577,3 +577,42 @@ fn a_new_build_already_unhealthy_when_it_comes_up_never_takes_over() {
     assert!(signalled(&effects).contains(&(new, Signal::SIGTERM)));
     assert_eq!(h.run("api"), old, "the old run serves on");
 }
+
+#[test]
+fn a_roll_waits_for_an_upgraded_instance_that_is_not_healthy_yet() {
+    let specs: Vec<ServiceSpec> = instances("web", 2)
+        .into_iter()
+        .map(|spec| ServiceSpec {
+            health: probed("x").health,
+            ..spec
+        })
+        .collect();
+    let mut h = serving(specs);
+    h.upgrading("web", B);
+    let old = h.service("web@0").draining().first().map(|d| d.run);
+    h.ready("web@0");
+    let old = old.or_else(|| h.service("web@0").draining().first().map(|d| d.run));
+    h.old_gone("web@0", old.expect("draining"));
+    let canary = h.run("web@0");
+    // One failed probe: DEGRADED, not yet UNHEALTHY (that takes two).
+    h.fail_probes("web@0", canary, 1);
+    let effects = h.advance(secs(30));
+    assert!(
+        events_of(&effects, "web@0").contains(&EventKind::Upgraded { build: B.into() }),
+        "{:?}",
+        labels(&effects)
+    );
+    assert!(
+        spawns(&effects).is_empty(),
+        "web@1 waits: {:?}",
+        labels(&effects)
+    );
+    assert!(h.sup.canary(&name("web")).is_some_and(|c| c.paused));
+    let effects = h.feed(Input::ProbeResult {
+        service: name("web@0"),
+        run: canary,
+        outcome: ProbeOutcome::Success,
+    });
+    let started: Vec<ServiceName> = spawns(&effects).into_iter().map(|s| s.0).collect();
+    assert_eq!(started, [name("web@1")], "{:?}", labels(&effects));
+}
