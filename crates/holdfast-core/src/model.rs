@@ -37,6 +37,10 @@ pub struct DaemonSettings {
     pub control: PathBuf,
     /// Besides root, members of this group may use the control socket.
     pub control_group: Option<GroupRef>,
+    /// Members of this group may also use the verbs that change the daemon itself
+    /// (`shutdown`, `reload`, `signal`, `upgrade`), like root; `control_group` members
+    /// may only read and start/stop/restart.
+    pub admin_group: Option<GroupRef>,
     /// Crash reports, quarantine queue, upgrade state.
     pub state_dir: PathBuf,
     /// Captured stdout/stderr, one file per service.

@@ -4,11 +4,7 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::Command;
-
-use support::{Daemon, TAG_VAR, describe, stderr, stdout};
+use support::{Daemon, TAG_VAR, as_nobody, describe, holdfast_for_anyone, stderr, stdout};
 
 /// A service printing `<name> <i>` for i = 1, 2, 3, each once `go-<name>-<i>` exists.
 fn stepper(name: &str) -> String {
@@ -174,27 +170,6 @@ command = ["/bin/sh", "-c", "printf '\\033[31mred\\033[0m\\tend\\n'; exec sleep 
     assert!(!shown.contains('\x1b'), "{shown:?}");
     let raw = stdout(&daemon.cli_ok(&["logs", "colourful", "--raw"]));
     assert!(raw.contains("\x1b[31mred\x1b[0m\tend"), "{raw:?}");
-}
-
-/// A copy of the holdfast binary in a fresh 0755 directory any user can run it from.
-fn holdfast_for_anyone(daemon: &Daemon) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("holdfast-bin-{}", daemon.tag()));
-    std::fs::create_dir_all(&dir).expect("failed to create the binary's directory");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
-        .expect("failed to open up the binary's directory");
-    let bin = dir.join("holdfast");
-    std::fs::copy(support::holdfast_bin(), &bin).expect("failed to copy holdfast");
-    bin
-}
-
-/// `PROGRAM ARGS` as uid/gid 65534 (nobody/nogroup), without root's groups.
-fn as_nobody(daemon: &Daemon, program: &std::path::Path, args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(program)
-        .args(args)
-        .env(TAG_VAR, daemon.tag());
-    support::run(cmd)
 }
 
 #[test]

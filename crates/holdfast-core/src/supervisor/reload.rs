@@ -30,6 +30,7 @@ pub fn diff(old: &Plan, new: &Plan, dry_run: bool) -> ReloadPlan {
     let settings = [
         ("control", a.control != b.control),
         ("control_group", a.control_group != b.control_group),
+        ("admin_group", a.admin_group != b.admin_group),
         ("state_dir", a.state_dir != b.state_dir),
         ("log_dir", a.log_dir != b.log_dir),
         ("pass_env", a.pass_env != b.pass_env),
@@ -76,6 +77,7 @@ mod tests {
             daemon: DaemonSettings {
                 control: PathBuf::from("/run/holdfast/control.sock"),
                 control_group: None,
+                admin_group: None,
                 state_dir: PathBuf::from("/var/lib/holdfast"),
                 log_dir: PathBuf::from("/var/log/holdfast"),
                 pass_env: Vec::new(),

@@ -78,6 +78,7 @@ pub fn plan(specs: impl IntoIterator<Item = ServiceSpec>) -> Plan {
         daemon: DaemonSettings {
             control: "/run/holdfast-test/control.sock".into(),
             control_group: None,
+            admin_group: None,
             state_dir: "/var/lib/holdfast-test".into(),
             log_dir: "/var/log/holdfast-test".into(),
             pass_env: Vec::new(),

@@ -54,6 +54,7 @@ pub struct Partial<T> {
 pub struct RawDaemon {
     pub control: Option<Spanned<String>>,
     pub control_group: Option<Spanned<String>>,
+    pub admin_group: Option<Spanned<String>>,
     pub state_dir: Option<Spanned<String>>,
     pub log_dir: Option<Spanned<String>>,
     pub pass_env: Option<Vec<Spanned<String>>>,

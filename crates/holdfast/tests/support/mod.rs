@@ -717,3 +717,36 @@ pub fn event_records(output: &Output) -> Vec<holdfast::control::protocol::EventR
         })
         .collect()
 }
+
+/// A copy of the holdfast binary in a fresh 0755 directory any user can run it from.
+pub fn holdfast_for_anyone(daemon: &Daemon) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("holdfast-bin-{}", daemon.tag()));
+    fs::create_dir_all(&dir).expect("failed to create the binary's directory");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+        .expect("failed to open up the binary's directory");
+    let bin = dir.join("holdfast");
+    fs::copy(holdfast_bin(), &bin).expect("failed to copy holdfast");
+    bin
+}
+
+/// `PROGRAM ARGS` as uid/gid 65534 (nobody/nogroup), without root's groups.
+pub fn as_nobody(daemon: &Daemon, program: &Path, args: &[&str]) -> Output {
+    as_nobody_in(daemon, &[], program, args)
+}
+
+/// Like [`as_nobody`], with the supplementary groups `groups`.
+pub fn as_nobody_in(daemon: &Daemon, groups: &[u32], program: &Path, args: &[&str]) -> Output {
+    let groups = if groups.is_empty() {
+        "--clear-groups".to_owned()
+    } else {
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        format!("--groups={}", list.join(","))
+    };
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", &groups, "--"])
+        .arg(program)
+        .args(args)
+        .env(TAG_VAR, daemon.tag());
+    run(cmd)
+}

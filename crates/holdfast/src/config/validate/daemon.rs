@@ -19,7 +19,8 @@ impl Validator<'_> {
             control_group: raw
                 .control_group
                 .as_ref()
-                .and_then(|g| self.control_group(g)),
+                .and_then(|g| self.group(g, "holdfast.control_group")),
+            admin_group: self.admin_group(&raw),
             state_dir: self.path(
                 raw.state_dir.as_ref(),
                 "state_dir",
@@ -87,8 +88,29 @@ impl Validator<'_> {
         base_dir.join(raw.get_ref())
     }
 
-    fn control_group(&mut self, raw: &Spanned<String>) -> Option<GroupRef> {
-        let gid = self.gid(raw, "holdfast.control_group", ServiceGroupHint::Omitted)?;
+    /// `holdfast.admin_group`: only with a `control_group`, since the socket file is
+    /// opened to that one group; admins are members of both.
+    fn admin_group(&mut self, raw: &RawDaemon) -> Option<GroupRef> {
+        let admin = raw.admin_group.as_ref()?;
+        if raw.control_group.is_none() {
+            self.push(
+                Problem::new(
+                    "`holdfast.admin_group` without `holdfast.control_group`",
+                    admin.span(),
+                    "nobody outside root could reach the socket",
+                )
+                .with_help(
+                    "the socket is opened to `control_group` only: set it too, \
+                     and make the admins members of both groups",
+                ),
+            );
+            return None;
+        }
+        self.group(admin, "holdfast.admin_group")
+    }
+
+    fn group(&mut self, raw: &Spanned<String>, key: &str) -> Option<GroupRef> {
+        let gid = self.gid(raw, key, ServiceGroupHint::Omitted)?;
         Some(GroupRef {
             name: raw.get_ref().clone(),
             gid,

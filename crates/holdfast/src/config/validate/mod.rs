@@ -284,6 +284,19 @@ mod tests {
     }
 
     #[test]
+    fn an_admin_group_is_resolved_and_needs_a_control_group() {
+        let plan = plan("[holdfast]\ncontrol_group = \"root\"\nadmin_group = \"root\"\n");
+        assert_eq!(plan.daemon.admin_group.map(|g| g.gid), Some(0));
+        let src = "[holdfast]\nadmin_group = \"root\"\n";
+        let problem = only_problem(src);
+        assert_eq!(snippet(src, &problem), "\"root\"");
+        assert!(
+            problem.help().is_some_and(|h| h.contains("set it too")),
+            "{problem:?}"
+        );
+    }
+
+    #[test]
     fn a_zero_burst_is_rejected_with_a_hint_to_disable_restarts() {
         let src = "[service.a]\ncommand = [\"a\"]\nstart_limit = { burst = 0 }\n";
         let problem = only_problem(src);

@@ -39,7 +39,8 @@ use tokio::task::JoinSet;
 use self::admission::{
     Admission, SharedAdmission, lock, nofile_limit, refuse, with_streaming_slot,
 };
-use self::peer::check_peer;
+pub use self::peer::Groups;
+use self::peer::{Access, authorized, check_peer};
 use self::request::{Incoming, parse_request, read_line};
 pub use self::socket::{bind, unlink};
 pub use super::conn::{ControlMsg, Peer};
@@ -77,7 +78,8 @@ const LIMITS: Limits = Limits {
 ///
 /// Each peer is checked with `SO_PEERCRED`: allowed are uid 0, holdfast's own euid and,
 /// with `allowed_gid`, processes whose primary or supplementary groups contain it;
-/// others get [`ErrorKind::PermissionDenied`]. Each connection carries one request line
+/// others get [`ErrorKind::PermissionDenied`]. Members of the allowed group only may read
+/// and start/stop/restart (see [`serve_with_events`] for an admin group). Each connection carries one request line
 /// (at most 64 KiB, read within 2 s), forwarded to the supervisor on `tx`; the answer is
 /// written back as one line. If the supervisor is gone the answer is
 /// [`ErrorKind::ShuttingDown`]. The loop runs until the task is aborted.
@@ -86,20 +88,25 @@ pub fn serve(
     allowed_gid: Option<u32>,
     tx: mpsc::Sender<ControlMsg>,
 ) -> Server {
-    serve_with(listener, allowed_gid, tx, LIMITS, None)
+    let groups = Groups {
+        control: allowed_gid,
+        admin: None,
+    };
+    serve_with(listener, groups, tx, LIMITS, None)
 }
 
 /// Like [`serve`], and answers `events` with `follow` from `events`, the live stream of
 /// the runtime's event bus (without it, such a request is refused as internal error).
 /// Followers end when every sender of `events` is gone, which lets [`Server::close`]
-/// finish promptly.
+/// finish promptly. `groups.admin` members may also use the verbs that change the daemon
+/// (`shutdown`, `reload`, `signal`, `upgrade`), like root.
 pub fn serve_with_events(
     listener: UnixListener,
-    allowed_gid: Option<u32>,
+    groups: Groups,
     tx: mpsc::Sender<ControlMsg>,
     events: EventSender,
 ) -> Server {
-    serve_with(listener, allowed_gid, tx, LIMITS, Some(events))
+    serve_with(listener, groups, tx, LIMITS, Some(events))
 }
 
 /// The running accept loop and its connections.
@@ -128,12 +135,13 @@ impl Server {
 
 fn serve_with(
     listener: UnixListener,
-    allowed_gid: Option<u32>,
+    groups: Groups,
     tx: mpsc::Sender<ControlMsg>,
     limits: Limits,
     events: Option<EventSender>,
 ) -> Server {
     let own_euid = nix::unistd::geteuid().as_raw();
+    let access = Access { own_euid, groups };
     let admission = Arc::new(Mutex::new(Admission::for_nofile(nofile_limit(), own_euid)));
     let (stop, mut stopped) = oneshot::channel();
     let task = tokio::spawn(async move {
@@ -167,7 +175,7 @@ fn serve_with(
                         let tx = tx.clone();
                         let events = events.clone();
                         let admission = Arc::clone(&admission);
-                        let task = connections.spawn(handle(stream, own_euid, allowed_gid, tx, limits, events, admission));
+                        let task = connections.spawn(handle(stream, access, tx, limits, events, admission));
                         owners.insert(task.id(), uid);
                     }
                     Err(e) => {
@@ -190,8 +198,7 @@ fn serve_with(
 
 async fn handle(
     mut stream: UnixStream,
-    own_euid: u32,
-    allowed_gid: Option<u32>,
+    access: Access,
     tx: mpsc::Sender<ControlMsg>,
     limits: Limits,
     events: Option<EventSender>,
@@ -199,25 +206,28 @@ async fn handle(
 ) {
     // The request line is read even from a peer that is denied, so that it receives its
     // answer instead of a connection reset for unread data.
-    let peer = check_peer(&stream, own_euid, allowed_gid).await;
+    let checked = check_peer(&stream, access).await;
     // Held until the connection ends, when the request streams.
     let mut streaming = None;
-    let mut admit = |peer, request| with_streaming_slot(peer, request, &admission, &mut streaming);
+    let mut admit =
+        |(peer, request)| with_streaming_slot(peer, request, &admission, &mut streaming);
     let response = match read_line(&mut stream, limits).await {
         Ok(Incoming::Nothing) => return,
-        Ok(Incoming::Line(line)) => match admit(peer, parse_request(&line)) {
-            (Err(denied), _) => Err(denied),
-            (Ok(_), Err(bad)) => Err(bad),
-            (Ok(peer), Ok(request)) => {
-                match answer(stream, request, peer, &tx, limits, events).await {
-                    Some((back, response)) => {
-                        stream = back;
-                        response
+        Ok(Incoming::Line(line)) => {
+            match admit(authorized(checked, parse_request(&line), access)) {
+                (Err(denied), _) => Err(denied),
+                (Ok(_), Err(bad)) => Err(bad),
+                (Ok(peer), Ok(request)) => {
+                    match answer(stream, request, peer, &tx, limits, events).await {
+                        Some((back, response)) => {
+                            stream = back;
+                            response
+                        }
+                        None => return,
                     }
-                    None => return,
                 }
             }
-        },
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = &response {
@@ -428,7 +438,12 @@ mod tests {
         let dir = TempDir::new();
         let listener = bind(&dir.socket(), None).expect("socket binds");
         let events = crate::control::event_channel();
-        let server = serve_with_events(listener, None, fake_supervisor(), events.clone());
+        let server = serve_with_events(
+            listener,
+            Groups::default(),
+            fake_supervisor(),
+            events.clone(),
+        );
 
         let mut all = follower(&dir.socket(), None).await;
         let mut api = follower(&dir.socket(), Some("api")).await;
@@ -472,7 +487,12 @@ mod tests {
         let dir = TempDir::new();
         let listener = bind(&dir.socket(), None).expect("socket binds");
         let (events, _) = tokio::sync::broadcast::channel(4);
-        let server = serve_with_events(listener, None, fake_supervisor(), events.clone());
+        let server = serve_with_events(
+            listener,
+            Groups::default(),
+            fake_supervisor(),
+            events.clone(),
+        );
         let mut slow = follower(&dir.socket(), None).await;
         assert_eq!(seq_of(next_line(&mut slow).await), 1);
         subscribed(&events, 1).await;
@@ -926,7 +946,7 @@ mod tests {
             read_timeout: Duration::from_millis(50),
             ..LIMITS
         };
-        let server = serve_with(listener, None, fake_supervisor(), limits, None);
+        let server = serve_with(listener, Groups::default(), fake_supervisor(), limits, None);
         let mut slow = UnixStream::connect(dir.socket())
             .await
             .expect("daemon listens");
@@ -1054,6 +1074,92 @@ mod tests {
             !allowed(&peer(1001, 1001), 0, Some(50), &[4, 24]),
             "other groups"
         );
+    }
+
+    fn peer(uid: u32, gid: u32) -> Peer {
+        Peer {
+            pid: Some(7),
+            uid,
+            gid,
+        }
+    }
+
+    #[test]
+    fn admins_are_root_the_own_user_and_admin_group_members_and_the_control_group_operates() {
+        let access = Access {
+            own_euid: 1000,
+            groups: Groups {
+                control: Some(50),
+                admin: Some(60),
+            },
+        };
+        assert_eq!(role(&peer(0, 0), access, &[]), Some(Role::Admin), "root");
+        assert_eq!(
+            role(&peer(1000, 1000), access, &[]),
+            Some(Role::Admin),
+            "own user"
+        );
+        assert_eq!(
+            role(&peer(1001, 50), access, &[60]),
+            Some(Role::Admin),
+            "admin_group member"
+        );
+        assert_eq!(
+            role(&peer(1001, 1001), access, &[50]),
+            Some(Role::Operator),
+            "control_group member"
+        );
+        assert_eq!(role(&peer(1001, 1001), access, &[4]), None, "a stranger");
+    }
+
+    #[test]
+    fn an_operator_may_read_and_start_stop_restart_but_not_change_the_daemon() {
+        let access = Access {
+            own_euid: 0,
+            groups: Groups {
+                control: Some(50),
+                admin: None,
+            },
+        };
+        let name = || "web".parse().expect("valid name");
+        let may = |request: Request| {
+            authorized(Ok((peer(1001, 50), Role::Operator)), Ok(request), access).1
+        };
+        for request in [
+            Request::Status,
+            Request::Start { name: name() },
+            Request::Stop { name: name() },
+            Request::Restart { name: name() },
+            Request::QuarantineList,
+            Request::ResetFailed { names: vec![] },
+        ] {
+            assert!(may(request.clone()).is_ok(), "{request:?}");
+        }
+        for (request, verb) in [
+            (Request::Shutdown, "shutdown"),
+            (Request::Reload { dry_run: true }, "reload"),
+            (Request::UpgradeSelf, "upgrade --self"),
+            (
+                Request::Wait {
+                    requests: vec![Request::Reload { dry_run: false }],
+                    timeout_ms: None,
+                },
+                "reload",
+            ),
+        ] {
+            let refused = may(request.clone()).expect_err("refused");
+            assert_eq!(refused.kind, ErrorKind::PermissionDenied);
+            assert!(
+                refused
+                    .message
+                    .contains(&format!("uid 1001 may not `{verb}`"))
+                    && refused.message.contains("set `admin_group`"),
+                "{}",
+                refused.message
+            );
+        }
+        let admin = authorized(Ok((peer(0, 0), Role::Admin)), Ok(Request::Shutdown), access);
+        assert!(admin.1.is_ok(), "root may shut down");
     }
 
     #[test]

@@ -244,7 +244,10 @@ impl Shell {
             .inspect_err(|e| tracing::warn!("cannot raise holdfast's RLIMIT_NOFILE: {e}"))
             .ok();
         let daemon = plan.daemon.clone();
-        let gid = daemon.control_group.as_ref().map(|g| g.gid);
+        let groups = server::Groups {
+            control: daemon.control_group.as_ref().map(|g| g.gid),
+            admin: daemon.admin_group.as_ref().map(|g| g.gid),
+        };
         let notify_path = crate::notify::server::socket_path(&daemon.state_dir);
         let (listener, notify_socket) = reexec::sockets(&daemon, &notify_path, inherited)?;
         let selfup = reexec::SelfUpgrade::new(&listener, &notify_socket);
@@ -263,7 +266,7 @@ impl Shell {
             .map_err(setup_error("/dev/null for probe output"))?;
         let cgroups = cgroups::setup(&daemon.control);
         let events = bus::channel();
-        let server = server::serve_with_events(listener, gid, control_tx, events.clone());
+        let server = server::serve_with_events(listener, groups, control_tx, events.clone());
         tracing::info!(
             config = %config_path.display(),
             control = %daemon.control.display(),
