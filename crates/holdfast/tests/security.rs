@@ -57,3 +57,81 @@ command = ["/bin/sleep", "1000"]
     let _ = std::fs::remove_dir_all(bin.parent().unwrap_or(Path::new("/nonexistent")));
     assert_eq!(reloaded.status.code(), Some(0), "{}", describe(&reloaded));
 }
+
+/// `text` without the line breaks, frames and indents of a diagnostic, which wraps long
+/// paths anywhere.
+fn flat(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_whitespace() && *c != '│')
+        .collect()
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+#[test]
+fn a_config_other_users_can_write_is_refused_by_reload_and_check_and_the_running_one_stays() {
+    let daemon = Daemon::start(
+        r#"
+[service.web]
+command = ["/bin/sleep", "1000"]
+"#,
+    );
+    let pid = daemon.wait_for_service("web", "is running", |s| s.state == "running");
+    let pid = pid.pid;
+    let config = daemon.config_path();
+    chmod(&config, 0o666);
+
+    let reload = daemon.cli(&["reload"]);
+    let check = support::run({
+        let mut cmd = support::holdfast();
+        cmd.arg("check").arg(&config);
+        cmd
+    });
+    chmod(&config, 0o644);
+    let said = flat(&format!(
+        "refusing config {}: it is writable by group and other users (mode 0666)",
+        config.display()
+    ));
+    for refused in [&reload, &check] {
+        assert_eq!(refused.status.code(), Some(3), "{}", describe(refused));
+        assert!(
+            flat(&stderr(refused)).contains(&said) && stderr(refused).contains("chmod go-w"),
+            "{}",
+            describe(refused)
+        );
+    }
+    let web = daemon.service("web");
+    assert_eq!(
+        (web.state.as_str(), web.pid),
+        ("running", pid),
+        "the running config stays"
+    );
+}
+
+#[test]
+fn a_service_program_other_users_can_write_is_refused() {
+    let daemon = Daemon::start("");
+    let program = daemon.dir().join("open-to-all.sh");
+    std::fs::write(&program, "#!/bin/sh\nexec sleep 1000\n").expect("write the program");
+    chmod(&program, 0o777);
+    daemon.write_config(&format!(
+        "[service.open]\ncommand = [\"{}\"]\n",
+        program.display()
+    ));
+
+    let refused = daemon.cli(&["reload"]);
+    assert_eq!(refused.status.code(), Some(3), "{}", describe(&refused));
+    assert!(
+        flat(&stderr(&refused)).contains(&flat(&format!(
+            "{} is writable by other users (mode 0777): chmod o-w",
+            program.display()
+        ))),
+        "{}",
+        describe(&refused)
+    );
+    assert!(daemon.status().services.is_empty(), "nothing was started");
+}

@@ -125,6 +125,16 @@ impl Problem {
         }
     }
 
+    /// A problem of the file as a whole (its owner or mode), with no snippet to point at.
+    pub(crate) fn unplaced(message: impl Into<String>, label: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            span: None,
+            label: label.into(),
+            help: None,
+        }
+    }
+
     pub(crate) fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self

@@ -13,18 +13,28 @@ use std::path::Path;
 
 pub(crate) use diagnostic::closest;
 pub use diagnostic::{ConfigError, Problem};
-pub use validate::host::{FileKind, HostFacts, SystemHost};
+pub use validate::host::{FileKind, HostFacts, Ownership, SystemHost};
 
 use crate::model::Plan;
 
 /// Reads and validates the config at `path`, including what would fail at spawn on this
-/// machine (missing programs and directories, CPUs, `nofile`). Relative paths in
+/// machine (missing programs and directories, CPUs, `nofile`) and, when holdfast runs as
+/// root, that no other user could rewrite the file or replace a program. Relative paths in
 /// `[holdfast]` resolve against the directory of the file.
 pub fn load(path: &Path) -> Result<Plan, ConfigError> {
     let src = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_owned(),
         error,
     })?;
+    // Refused before it is even parsed: nothing of a file another user could have
+    // written is acted on.
+    if let Some(problem) = validate::trust::config_file(path, &SystemHost) {
+        return Err(ConfigError::invalid(
+            &path.display().to_string(),
+            &src,
+            vec![problem],
+        ));
+    }
     let base_dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

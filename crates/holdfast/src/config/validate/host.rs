@@ -19,6 +19,7 @@ use crate::config::raw::{RawCommand, RawService};
 use crate::model::{Rlimit, ServiceSpec, defaults};
 use crate::process::program::{self, Found, NotFound};
 
+pub use super::trust::Ownership;
 pub use crate::process::program::FileKind;
 
 /// The facts about the machine that host checks need.
@@ -35,6 +36,15 @@ pub trait HostFacts {
     fn is_symlink(&self, path: &Path) -> bool;
     /// `path` with every symlink resolved (`realpath`); `None` when that fails.
     fn canonical(&self, path: &Path) -> Option<PathBuf>;
+    /// Whether holdfast runs as root: only then does it refuse what others could
+    /// rewrite ([`super::trust`]). Fakes that do not say run as another user.
+    fn runs_as_root(&self) -> bool {
+        false
+    }
+    /// Owner and mode of `path` (following links); `None` when it cannot be read.
+    fn ownership(&self, _path: &Path) -> Option<Ownership> {
+        None
+    }
 }
 
 /// The machine holdfast runs on.
@@ -64,6 +74,20 @@ impl HostFacts for SystemHost {
         std::fs::canonicalize(path).ok()
     }
 
+    fn runs_as_root(&self) -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    fn ownership(&self, path: &Path) -> Option<Ownership> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Ownership {
+            uid: meta.uid(),
+            mode: meta.mode() & 0o7777,
+            directory: meta.is_dir(),
+        })
+    }
+
     fn nr_open(&self) -> Option<u64> {
         std::fs::read_to_string("/proc/sys/fs/nr_open")
             .ok()?
@@ -88,7 +112,9 @@ pub(super) fn check_service(
         host,
         pass_env,
     };
-    let unrunnable = ctx.program(raw, spec);
+    let unrunnable = ctx
+        .program(raw, spec)
+        .or_else(|| ctx.replaceable(raw, spec));
     if let (None, Some(_)) = (&unrunnable, &spec.upgrade) {
         match ctx.build(raw, spec) {
             Ok(build) => spec.upgrade.as_mut().expect("matched above").build = build,
@@ -206,6 +232,31 @@ impl Ctx<'_> {
             .with_help(format!("make it executable (chmod +x {})", path.display())),
         };
         Some(problem)
+    }
+
+    /// A program (or its build) that another user could replace, when holdfast runs as
+    /// root: every start would run that user's code as the service's user.
+    fn replaceable(&self, raw: &RawService, spec: &ServiceSpec) -> Option<Problem> {
+        let span = match raw.command.as_ref().map(Spanned::get_ref) {
+            Some(RawCommand::Args(args)) => args.first()?.span(),
+            _ => return None,
+        };
+        let search = self.search_path(spec);
+        let found = resolve(
+            spec.command.first()?,
+            &search,
+            spec.working_dir.as_deref(),
+            self.host,
+        );
+        let why = super::trust::program(&found.ok()?, self.host)?;
+        Some(
+            Problem::new(
+                format!("program of `service.{}.command` could be replaced by another user", self.svc),
+                span,
+                why,
+            )
+            .with_help("holdfast runs as root: make the program writable only by its owner (chmod o-w), or install it where only root writes"),
+        )
     }
 
     /// The real path of the program spawn runs (the lookup `program` checked), so that a

@@ -29,6 +29,7 @@ mod recovery;
 mod restart;
 mod scalars;
 mod service;
+pub(super) mod trust;
 mod upgrade;
 
 use super::diagnostic::Problem;
