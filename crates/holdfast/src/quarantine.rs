@@ -5,9 +5,14 @@
 //! mark. A record is pending until a later `released` line names its service. Appending
 //! (never rewriting) keeps the history for review and makes each write one `write` +
 //! `fsync`, so a crash of holdfast cannot lose or corrupt an earlier record.
+//!
+//! The file holds the last lines of services' logs, so it is made mode 0600; it is
+//! opened with `O_NOFOLLOW`, so a symlink planted at its path is refused (ELOOP), never
+//! followed to append to (or read) another file as root.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -51,7 +56,13 @@ pub fn now() -> String {
 pub fn append(path: &Path, entry: &Entry) -> io::Result<()> {
     let mut line = serde_json::to_string(entry).expect("quarantine entries always serialize");
     line.push('\n');
-    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        // std adds O_CLOEXEC itself.
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
     file.write_all(line.as_bytes())?;
     file.sync_data()
 }
@@ -60,7 +71,11 @@ pub fn append(path: &Path, entry: &Entry) -> io::Result<()> {
 /// is an empty queue; unreadable lines are skipped (with a warning), so one damaged line
 /// does not hide the others.
 pub fn records(path: &Path) -> io::Result<Vec<QuarantineRecord>> {
-    let file = match File::open(path) {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path);
+    let file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
@@ -127,6 +142,31 @@ mod tests {
             reason: format!("exited {code}"),
             log: vec!["crashing".to_owned()],
         }
+    }
+
+    #[test]
+    fn the_queue_is_private_and_a_symlink_at_its_path_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("hf-quarantine-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = path(&dir);
+        let _ = std::fs::remove_file(&path);
+        append(&path, &quarantined("api", 201)).expect("append");
+        let mode = std::fs::metadata(&path).expect("made").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        std::fs::remove_file(&path).expect("remove");
+        let target = dir.join("precious");
+        std::fs::write(&target, "precious\n").expect("write");
+        std::os::unix::fs::symlink(&target, &path).expect("plant the link");
+        let refused = append(&path, &quarantined("api", 201)).expect_err("not followed");
+        assert_eq!(refused.raw_os_error(), Some(nix::libc::ELOOP));
+        assert!(records(&path).is_err(), "not read through the link either");
+        assert_eq!(
+            std::fs::read_to_string(&target).expect("read"),
+            "precious\n"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

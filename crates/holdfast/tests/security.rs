@@ -135,3 +135,42 @@ fn a_service_program_other_users_can_write_is_refused() {
     );
     assert!(daemon.status().services.is_empty(), "nothing was started");
 }
+
+#[test]
+fn a_symlink_planted_at_a_log_file_path_is_refused_not_followed() {
+    let daemon = Daemon::start("");
+    let precious = daemon.dir().join("precious");
+    std::fs::write(&precious, "precious\n").expect("write the target");
+    let logs = daemon.dir().join("logs");
+    std::fs::create_dir_all(&logs).expect("the log directory");
+    let link = logs.join("victim.log");
+    std::os::unix::fs::symlink(&precious, &link).expect("plant the link");
+    daemon.write_config(
+        r#"
+[service.victim]
+command = ["/bin/sh", "-c", "echo overwrite; exec sleep 1000"]
+"#,
+    );
+    let reload = daemon.cli(&["reload"]);
+
+    assert_eq!(reload.status.code(), Some(1), "{}", describe(&reload));
+    assert!(
+        stderr(&reload).contains(&format!(
+            "victim: failed: cannot capture output in {}: refusing to open log file \"{}\": \
+             it is a symbolic link",
+            logs.display(),
+            link.display()
+        )),
+        "{}",
+        describe(&reload)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&precious).expect("read the target"),
+        "precious\n",
+        "the link was not followed"
+    );
+    assert!(
+        std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()),
+        "the link is left for the admin to look at"
+    );
+}

@@ -146,6 +146,15 @@ pub fn check_file(build: &Path, checksum: Checksum, runner: &Runner) -> Result<(
     if !meta.is_file() {
         return Err("not a regular file".to_owned());
     }
+    // Root would roll out whatever another user wrote there (as `config::load` refuses
+    // such a program too).
+    if meta.mode() & 0o002 != 0 && nix::unistd::geteuid().is_root() {
+        return Err(format!(
+            "writable by other users (mode {:04o}): chmod o-w {}",
+            meta.mode() & 0o7777,
+            build.display()
+        ));
+    }
     if !runner.may_execute(meta.uid(), meta.gid(), meta.mode()) {
         return Err(format!(
             "not executable by uid {} (mode {:04o}, owner {}:{})",
@@ -364,6 +373,15 @@ mod tests {
             check_file(&dir, Checksum::IfPresent, &me),
             Err("not a regular file".to_owned())
         );
+        if nix::unistd::geteuid().is_root() {
+            std::fs::set_permissions(&build, std::fs::Permissions::from_mode(0o757))
+                .expect("chmod");
+            let open = check_file(&build, Checksum::IfPresent, &me).expect_err("world-writable");
+            assert!(
+                open.starts_with("writable by other users (mode 0757)"),
+                "{open}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
