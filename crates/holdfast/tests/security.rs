@@ -99,7 +99,7 @@ command = ["/bin/sleep", "1000"]
     for refused in [&reload, &check] {
         assert_eq!(refused.status.code(), Some(3), "{}", describe(refused));
         assert!(
-            flat(&stderr(refused)).contains(&said) && stderr(refused).contains("chmod go-w"),
+            flat(&stderr(refused)).contains(&said) && flat(&stderr(refused)).contains("chmodgo-w"),
             "{}",
             describe(refused)
         );
@@ -173,4 +173,34 @@ command = ["/bin/sh", "-c", "echo overwrite; exec sleep 1000"]
         std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()),
         "the link is left for the admin to look at"
     );
+}
+
+#[test]
+fn up_refuses_a_config_in_a_directory_its_group_can_write() {
+    let dir = std::env::temp_dir().join(format!("holdfast-sec-up-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("the config's directory");
+    chmod(&dir, 0o775);
+    let config = dir.join("holdfast.toml");
+    std::fs::write(
+        &config,
+        "[holdfast]\ncontrol = \"control.sock\"\nstate_dir = \"state\"\nlog_dir = \"logs\"\n",
+    )
+    .expect("write the config");
+
+    let up = support::run({
+        let mut cmd = support::holdfast();
+        cmd.args(["up", "-c"]).arg(&config);
+        cmd
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(up.status.code(), Some(3), "{}", describe(&up));
+    assert!(
+        flat(&stderr(&up)).contains(&flat(&format!(
+            "its directory {} is writable by its group (mode 0775)",
+            dir.display()
+        ))) && flat(&stderr(&up)).contains("chmodgo-w"),
+        "{}",
+        describe(&up)
+    );
+    assert!(!dir.join("control.sock").exists(), "nothing was started");
 }
