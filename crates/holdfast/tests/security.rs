@@ -1,4 +1,6 @@
-//! Security refusals, each tried with the real binary: control-socket rights per verb.
+//! Security refusals, each tried with the real binary: control-socket rights per verb,
+//! configs and programs other users could rewrite (holdfast runs as root), and a symlink
+//! planted at a log file path.
 //!
 //! These tests need root (they switch to uid 65534 with setpriv).
 
