@@ -17,6 +17,7 @@ mod handover;
 mod instances;
 mod launch;
 mod notify;
+mod owner;
 mod probes;
 mod quarantine_io;
 mod reexec;
@@ -86,6 +87,9 @@ pub async fn run(
         std::fs::create_dir_all(dir)
             .map_err(setup_error(&format!("{what} directory {}", dir.display())))?;
     }
+    // Before anything in the state directory is touched (the notify socket).
+    let _owner = owner::claim(&daemon.state_dir, &daemon.control)
+        .map_err(setup_error("the state directory"))?;
     let (mut shell, mut sources, server) =
         Shell::setup(config_path, plan, reaped, inherited.as_mut())?;
     shell.follow_watches();
