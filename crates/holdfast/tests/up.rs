@@ -116,6 +116,60 @@ command = ["/bin/sleep", "1000"]
     });
 }
 
+#[test]
+fn a_second_daemon_on_the_same_state_dir_is_refused_even_with_its_own_control_socket() {
+    let daemon = Daemon::start(
+        r#"
+[service.app]
+command = ["/bin/sleep", "1000"]
+ready = "notify"
+start_timeout = "infinity"
+"#,
+    );
+    let dir = tempdir();
+    let config = dir.join("second.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[holdfast]\ncontrol = \"{}/other.sock\"\nstate_dir = \"{}\"\nlog_dir = \"{}/logs\"\n\n\
+             [service.other]\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+            dir.display(),
+            daemon.dir().join("state").display(),
+            dir.display()
+        ),
+    )
+    .expect("write the second config");
+    let notify = daemon.dir().join("state/notify.sock");
+    let inode = |p: &Path| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).expect("the notify socket"))
+    };
+    let before = inode(&notify);
+    let (_, output) = failed_up(&config);
+    let text = stderr(&output);
+    let holder = format!("pid {}", daemon.host_pid());
+    assert!(
+        text.contains(&holder),
+        "the refusal names the holder:\n{text}"
+    );
+    assert!(
+        names(&text, &daemon.dir().join("state")),
+        "and the state directory:\n{text}"
+    );
+    assert!(
+        !dir.join("other.sock").exists(),
+        "the second daemon took no control socket"
+    );
+    assert_eq!(
+        inode(&notify),
+        before,
+        "the first daemon's notify socket was not bound again"
+    );
+    daemon.wait_for_service("app", "still starting under the first daemon", |s| {
+        s.state == "starting"
+    });
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
 fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "holdfast-up-{}-{}",

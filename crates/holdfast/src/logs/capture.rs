@@ -122,6 +122,8 @@ enum Op {
     /// A run ended (see [`Capture::end_run`]) and left these bytes (stdout, stderr).
     EndRun(Box<(Stamp, [Vec<u8>; 2])>),
     SetSpec(LogSpec),
+    /// Open the log file's path afresh (see [`Capture::reopen`]).
+    Reopen,
     /// The last lines, once everything asked before is applied.
     Recent {
         n: usize,
@@ -316,6 +318,12 @@ impl Capture {
         self.ask(Op::SetSpec(spec));
     }
 
+    /// Writes what was read so far to the file open now, then opens the log file's path
+    /// afresh: a file moved away (logrotate) is left complete and a new one is started.
+    pub fn reopen(&self) {
+        self.ask(Op::Reopen);
+    }
+
     /// Queues holdfast's own line for the service log (tag `holdfast`), e.g.
     /// `exited 3, restarting in 2s`, stamped now: it is written at once, creating the
     /// file if need be. Each line of a multi-line note becomes its own record. Never
@@ -496,6 +504,7 @@ impl Task {
                 self.sink.file.write_held();
             }
             Op::SetSpec(spec) => self.sink.file.set_spec(spec),
+            Op::Reopen => self.sink.file.reopen(),
             Op::Recent { n, reply } => {
                 let _ = reply.send(self.sink.recent.last(n));
             }
@@ -967,6 +976,23 @@ mod tests {
             "rotated at the next write"
         );
         assert!(read_or_empty(capture.path()).ends_with("holdfast after reload\n"));
+    }
+
+    #[tokio::test]
+    async fn after_a_reopen_lines_go_to_a_new_file_at_the_path() {
+        let dir = TempDir::new("capture-reopen");
+        let capture = Capture::open(dir.path(), &name("web"), spec(1 << 20, 2)).unwrap();
+        capture.note("before the move");
+        capture.flushed().await;
+        let moved = dir.path().join("moved.log");
+        std::fs::rename(capture.path(), &moved).unwrap();
+        capture.reopen();
+        capture.note("after the move");
+        capture.flushed().await;
+        let old = read_or_empty(&moved);
+        let new = read_or_empty(capture.path());
+        assert!(old.contains("before the move") && !old.contains("after the move"));
+        assert!(new.contains("after the move") && !new.contains("before the move"));
     }
 
     /// A tmpfs mounted for the test, unmounted on drop.

@@ -378,6 +378,26 @@ impl LogFile {
         }
     }
 
+    /// Writes what is queued to the file open now, then opens the path afresh
+    /// (SIGUSR1): after `mv web.log web.log.1` new lines go to a new `web.log`, which is
+    /// what logrotate's `create` mode expects. A file never opened stays unopened.
+    pub(crate) fn reopen(&mut self) {
+        if matches!(self.file, Handle::NotYet) {
+            return;
+        }
+        self.flush();
+        self.mid_line = false;
+        self.size = 0;
+        self.file = match open_append(&self.path) {
+            Ok(file) => {
+                self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                Handle::Open(file)
+            }
+            // The next flush retries the open and counts what it has to drop.
+            Err(_) => Handle::Failed,
+        };
+    }
+
     fn truncate(&mut self) {
         if !matches!(self.file, Handle::Open(_)) {
             if let Ok(file) = open_append(&self.path) {

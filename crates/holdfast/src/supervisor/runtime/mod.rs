@@ -17,6 +17,8 @@ mod handover;
 mod instances;
 mod launch;
 mod notify;
+mod own_signals;
+mod owner;
 mod probes;
 mod quarantine_io;
 mod reexec;
@@ -30,10 +32,10 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
 use self::cgroups::AttachedCgroup;
+use self::own_signals::Signals;
 use self::table::ProcessTable;
 use super::bus::{self, EventBus};
 use super::core::{Effect, Input, Supervisor};
@@ -86,6 +88,9 @@ pub async fn run(
         std::fs::create_dir_all(dir)
             .map_err(setup_error(&format!("{what} directory {}", dir.display())))?;
     }
+    // Before anything in the state directory is touched (the notify socket).
+    let _owner = owner::claim(&daemon.state_dir, &daemon.control)
+        .map_err(setup_error("the state directory"))?;
     let (mut shell, mut sources, server) =
         Shell::setup(config_path, plan, reaped, inherited.as_mut())?;
     shell.follow_watches();
@@ -116,23 +121,6 @@ pub async fn run(
     server::unlink(&daemon.control);
     tracing::info!("holdfast stopped");
     Ok(())
-}
-
-/// The Unix signals holdfast acts on.
-struct Signals {
-    term: Signal,
-    int: Signal,
-    hup: Signal,
-}
-
-impl Signals {
-    fn new() -> Result<Self, RuntimeError> {
-        Ok(Self {
-            term: signal(SignalKind::terminate()).map_err(setup_error("SIGTERM handler"))?,
-            int: signal(SignalKind::interrupt()).map_err(setup_error("SIGINT handler"))?,
-            hup: signal(SignalKind::hangup()).map_err(setup_error("SIGHUP handler"))?,
-        })
-    }
 }
 
 /// Everything the loop waits on besides signals and its one timer.
@@ -229,6 +217,9 @@ struct Shell {
     upgrades: upgrades::Upgrades,
     /// Proxy-mode services: their public listeners, runs' private ports and routes.
     proxies: crate::upgrade::proxy::Proxies,
+    /// A second stop signal came during the shutdown (see `own_signals`): everything
+    /// was killed, and holdfast exits at this deadline whatever is left.
+    forced: Option<Instant>,
 }
 
 impl Shell {
@@ -308,6 +299,7 @@ impl Shell {
             selfup,
             upgrades: upgrades::Upgrades::default(),
             proxies: crate::upgrade::proxy::Proxies::default(),
+            forced: None,
         };
         let sources = Sources {
             reaped,
@@ -328,6 +320,7 @@ impl Shell {
         let deadline = [
             self.sup.next_deadline(),
             super::hooks::next_deadline(&self.table),
+            self.forced,
         ]
         .into_iter()
         .flatten()
@@ -362,12 +355,7 @@ impl Shell {
                 false
             }
             () = sleep_until(deadline) => self.on_deadline(),
-            _ = signals.term.recv() => self.apply(Input::Shutdown),
-            _ = signals.int.recv() => self.apply(Input::Shutdown),
-            _ = signals.hup.recv() => {
-                self.start_reload(control::ReloadBy::Sighup);
-                false
-            }
+            asked = signals.recv() => self.on_signal(asked),
         }
     }
 
@@ -388,6 +376,7 @@ impl Shell {
     /// within their timeout; past it they are killed like any hook. Bounded even for a
     /// hook that SIGKILL cannot end, so that shutdown always completes.
     async fn drain_hooks(&mut self, sources: &mut Sources) {
+        self.kill_hooks_if_forced();
         let last = super::hooks::last_deadline(&self.table).unwrap_or_else(Instant::now);
         let bound = crate::clock::later(last, KILL_WAIT);
         let drain = async {
@@ -536,6 +525,9 @@ impl Shell {
 
     /// A deadline passed: a hook's or the core's (which one is not tracked, both look).
     fn on_deadline(&mut self) -> bool {
+        if self.force_expired(Instant::now()) {
+            return true;
+        }
         for note in super::hooks::expire(&mut self.table, Instant::now()) {
             self.note(note);
         }
