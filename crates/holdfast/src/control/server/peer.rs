@@ -6,6 +6,7 @@ use tokio::net::UnixStream;
 
 use crate::control::conn::Peer;
 use crate::control::protocol::{ControlError, ErrorKind, Request};
+use crate::model::DaemonSettings;
 
 /// Whether a peer may use the control socket: root, holdfast's own user, or a member of
 /// the allowed group (primary gid or one of `supplementary`).
@@ -56,6 +57,16 @@ pub struct Groups {
     pub control: Option<u32>,
     /// `admin_group`: may also change the daemon itself, like root.
     pub admin: Option<u32>,
+}
+
+impl Groups {
+    /// The groups `[holdfast]` names.
+    pub fn of(daemon: &DaemonSettings) -> Self {
+        Groups {
+            control: daemon.control_group.as_ref().map(|g| g.gid),
+            admin: daemon.admin_group.as_ref().map(|g| g.gid),
+        }
+    }
 }
 
 /// Who may call, and for what: holdfast's own euid and its groups.

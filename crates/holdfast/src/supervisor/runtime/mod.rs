@@ -235,10 +235,7 @@ impl Shell {
             .inspect_err(|e| tracing::warn!("cannot raise holdfast's RLIMIT_NOFILE: {e}"))
             .ok();
         let daemon = plan.daemon.clone();
-        let groups = server::Groups {
-            control: daemon.control_group.as_ref().map(|g| g.gid),
-            admin: daemon.admin_group.as_ref().map(|g| g.gid),
-        };
+        let groups = server::Groups::of(&daemon);
         let notify_path = crate::notify::server::socket_path(&daemon.state_dir);
         let (listener, notify_socket) = reexec::sockets(&daemon, &notify_path, inherited)?;
         let selfup = reexec::SelfUpgrade::new(&listener, &notify_socket);
