@@ -40,7 +40,8 @@ use self::admission::{
     Admission, SharedAdmission, lock, nofile_limit, refuse, with_streaming_slot,
 };
 use self::peer::check_peer;
-use self::request::{Incoming, parse_request, read_line};
+pub use self::request::parse_request;
+use self::request::{Incoming, read_line};
 pub use self::socket::{bind, unlink};
 pub use super::conn::{ControlMsg, Peer};
 use super::conn::{Limits, dispatch, response_line};
