@@ -253,3 +253,33 @@ impl<S: AsyncRead + Unpin> Answer<S> {
 fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(body: Option<&'static str>) -> HttpCheck<'static> {
+        HttpCheck {
+            authority: "127.0.0.1:8080",
+            path: "/health",
+            status: 200..=299,
+            body,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_after_an_interim_one_passes_the_body_match() {
+        let answer: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\
+            Transfer-Encoding: chunked\r\n\r\n1;ext=1\r\no\r\n1\r\nk\r\n0\r\n\r\n";
+        assert_eq!(judge(answer, &check(Some("ok"))).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_not_http_is_a_request_failure_naming_its_line() {
+        let failure = judge(&b"SSH-2.0-OpenSSH\r\n"[..], &check(None)).await;
+        let Err(ProbeFailure::Request { error, .. }) = failure else {
+            panic!("expected a request failure, got {failure:?}");
+        };
+        assert!(error.contains("SSH-2.0-OpenSSH"), "{error}");
+    }
+}
