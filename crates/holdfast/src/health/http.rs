@@ -8,7 +8,7 @@
 
 use std::io;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::decay::ProbeFailure;
@@ -22,26 +22,33 @@ const MAX_LINE: usize = 16 * 1024;
 const READ_CHUNK: usize = 1024;
 
 /// Sends `GET check.path` on `stream` and judges the answer by `check`.
-pub async fn exchange(stream: TcpStream, check: &HttpCheck<'_>) -> Result<(), ProbeFailure> {
+pub async fn exchange(mut stream: TcpStream, check: &HttpCheck<'_>) -> Result<(), ProbeFailure> {
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: holdfast-probe\r\nConnection: close\r\n\r\n",
         check.path, check.authority
     );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|error| request_failed(check, &error))?;
+    judge(stream, check).await
+}
+
+/// Reads an answer from `stream` and judges it by `check`: the response parser on its
+/// own, generic over the reader so the fuzz target (`fuzz/`) can feed it bytes.
+pub async fn judge<S: AsyncRead + Unpin>(
+    stream: S,
+    check: &HttpCheck<'_>,
+) -> Result<(), ProbeFailure> {
     let mut answer = Answer {
         stream,
         buf: Vec::with_capacity(READ_CHUNK),
         start: 0,
     };
-    let failed = |error: io::Error| ProbeFailure::Request {
-        path: check.path.to_owned(),
-        error: error.to_string(),
-    };
-    answer
-        .stream
-        .write_all(request.as_bytes())
+    let code = answer
+        .final_status()
         .await
-        .map_err(failed)?;
-    let code = answer.final_status().await.map_err(failed)?;
+        .map_err(|error| request_failed(check, &error))?;
     if !check.status.contains(&code) {
         let expected = check.status.clone();
         return Err(ProbeFailure::Status { code, expected });
@@ -64,6 +71,13 @@ pub async fn exchange(stream: TcpStream, check: &HttpCheck<'_>) -> Result<(), Pr
     }
 }
 
+fn request_failed(check: &HttpCheck<'_>, error: &io::Error) -> ProbeFailure {
+    ProbeFailure::Request {
+        path: check.path.to_owned(),
+        error: error.to_string(),
+    }
+}
+
 /// How the body of an answer ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -73,14 +87,14 @@ enum Framing {
 }
 
 /// The connection being read, with what was read of it and not used yet.
-struct Answer {
-    stream: TcpStream,
+struct Answer<S> {
+    stream: S,
     buf: Vec<u8>,
     /// Where the unused part of `buf` starts.
     start: usize,
 }
 
-impl Answer {
+impl<S: AsyncRead + Unpin> Answer<S> {
     /// The status of the final answer: interim (1xx) answers before it are skipped.
     async fn final_status(&mut self) -> io::Result<u16> {
         loop {
@@ -238,4 +252,34 @@ impl Answer {
 
 fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(body: Option<&'static str>) -> HttpCheck<'static> {
+        HttpCheck {
+            authority: "127.0.0.1:8080",
+            path: "/health",
+            status: 200..=299,
+            body,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_after_an_interim_one_passes_the_body_match() {
+        let answer: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\
+            Transfer-Encoding: chunked\r\n\r\n1;ext=1\r\no\r\n1\r\nk\r\n0\r\n\r\n";
+        assert_eq!(judge(answer, &check(Some("ok"))).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_not_http_is_a_request_failure_naming_its_line() {
+        let failure = judge(&b"SSH-2.0-OpenSSH\r\n"[..], &check(None)).await;
+        let Err(ProbeFailure::Request { error, .. }) = failure else {
+            panic!("expected a request failure, got {failure:?}");
+        };
+        assert!(error.contains("SSH-2.0-OpenSSH"), "{error}");
+    }
 }

@@ -4,4 +4,7 @@
 mod http;
 pub mod probe;
 
+/// The probe's HTTP response parser, exposed for the fuzz target (`fuzz/`).
+pub use http::judge as judge_http_answer;
+
 pub use holdfast_core::health::*;

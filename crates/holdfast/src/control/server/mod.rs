@@ -41,7 +41,8 @@ use self::admission::{
 };
 pub use self::peer::Groups;
 use self::peer::{Access, authorized, check_peer};
-use self::request::{Incoming, parse_request, read_line};
+pub use self::request::parse_request;
+use self::request::{Incoming, read_line};
 pub use self::socket::{bind, unlink};
 pub use super::conn::{ControlMsg, Peer};
 use super::conn::{Limits, dispatch, response_line};

@@ -54,8 +54,9 @@ pub(super) struct Probe {
     request: Option<IgnoredAny>,
 }
 
-/// Parses a request line, checking the protocol version first.
-pub(super) fn parse_request(line: &[u8]) -> Result<Request, ControlError> {
+/// Parses a request line, checking the protocol version first. Public for the fuzz
+/// target (`fuzz/`).
+pub fn parse_request(line: &[u8]) -> Result<Request, ControlError> {
     let probe: Probe =
         serde_json::from_slice(line).map_err(|e| bad_request(format!("invalid request: {e}")))?;
     match probe.v {
