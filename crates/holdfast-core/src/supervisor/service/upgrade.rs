@@ -445,16 +445,28 @@ impl Service {
             })]));
         }
         // The old run is gone or going: start the old build again, at once.
+        self.relaunch_old_build(rollout, None, reason, now);
+        Some(Rollback::Handled(Vec::new()))
+    }
+
+    /// Turns `rollout` around: a rollback to its old build, whose new run the core
+    /// launches at once, beside `serving` (the failed build's run, still serving) if any.
+    fn relaunch_old_build(
+        &mut self,
+        rollout: Rollout,
+        serving: Option<Serving>,
+        reason: String,
+        now: Instant,
+    ) {
         self.rollout = Some(Rollout {
             from: rollout.to,
             to: rollout.from,
-            phase: Phase::Starting { old: None },
+            phase: Phase::Starting { old: serving },
             since: now,
             back: Some(reason),
         });
         self.enter(State::Stopped, now);
         self.follow_up = Some(FollowUp::Start);
-        Some(Rollback::Handled(Vec::new()))
     }
 
     /// A rollback's own run (of `good`) failed: the rollout is over, said so; the bad
@@ -521,15 +533,7 @@ impl Service {
         let serving = self.running_as_serving()?;
         let rollout = self.rollout.take()?;
         self.build = Some(rollout.from.clone());
-        self.rollout = Some(Rollout {
-            from: rollout.to,
-            to: rollout.from,
-            phase: Phase::Starting { old: Some(serving) },
-            since: now,
-            back: Some(reason),
-        });
-        self.enter(State::Stopped, now);
-        self.follow_up = Some(FollowUp::Start);
+        self.relaunch_old_build(rollout, Some(serving), reason, now);
         Some(Vec::new())
     }
 
