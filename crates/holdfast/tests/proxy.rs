@@ -196,20 +196,21 @@ fn load(
     threads
 }
 
-#[test]
-fn proxy_mode_holds_requests_while_the_service_restarts() {
+/// Under load through the proxy, `disrupt(pid)` ends the running run `times` times; each
+/// time a new run takes over, and not one request fails.
+fn holds_requests_across(times: usize, what: &str, disrupt: impl Fn(&Daemon, u32)) {
     let public = free_port();
     let daemon = Daemon::start(&config(public, "http"));
     let mut pid = daemon.running_pid("web");
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
     let threads = load(public, 4, &stop, &tally);
-    for _ in 0..3 {
+    for _ in 0..times {
         let before = tally.ok.load(Ordering::Relaxed);
         support::wait_until("requests are answered", || {
             tally.ok.load(Ordering::Relaxed) > before + 200
         });
-        daemon.cli_ok(&["restart", "web"]);
+        disrupt(&daemon, pid);
         let old = pid;
         pid = daemon.wait_for("web runs a new process", |status| {
             let s = support::find_service(status, "web")?;
@@ -227,44 +228,21 @@ fn proxy_mode_holds_requests_while_the_service_restarts() {
         tally.ok.load(Ordering::Relaxed),
         tally.failed.load(Ordering::Relaxed),
     );
-    eprintln!("{ok} requests answered across three restarts");
+    eprintln!("{ok} requests answered across {times} {what}");
     assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
 }
 
 #[test]
+fn proxy_mode_holds_requests_while_the_service_restarts() {
+    holds_requests_across(3, "restarts", |daemon, _| {
+        daemon.cli_ok(&["restart", "web"]);
+    });
+}
+
+#[test]
 fn proxy_mode_holds_requests_while_a_killed_run_is_restarted() {
-    let public = free_port();
-    let daemon = Daemon::start(&config(public, "http"));
-    let mut pid = daemon.running_pid("web");
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let threads = load(public, 4, &stop, &tally);
-    for _ in 0..2 {
-        let before = tally.ok.load(Ordering::Relaxed);
-        support::wait_until("requests are answered", || {
-            tally.ok.load(Ordering::Relaxed) > before + 200
-        });
-        // Requests in flight die with it; GETs go again, to the next run.
-        support::kill_9(pid);
-        let old = pid;
-        pid = daemon.wait_for("web runs a new process", |status| {
-            let s = support::find_service(status, "web")?;
-            (s.state == "running" && s.pid != Some(old)).then_some(s.pid?)
-        });
-        support::wait_until("the new run answers through the proxy", || {
-            tally.last_pid.load(Ordering::Relaxed) == u64::from(pid)
-        });
-    }
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().expect("load thread");
-    }
-    let (ok, failed) = (
-        tally.ok.load(Ordering::Relaxed),
-        tally.failed.load(Ordering::Relaxed),
-    );
-    eprintln!("{ok} requests answered across two kills");
-    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+    // Requests in flight die with it; GETs go again, to the next run.
+    holds_requests_across(2, "kills", |_, pid| support::kill_9(pid));
 }
 
 #[test]
