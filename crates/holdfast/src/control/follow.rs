@@ -1,38 +1,30 @@
 //! `events` with `follow`: the one control request answered with a stream of lines.
 //!
-//! The connection task subscribes to the runtime's broadcast channel *before* it asks
-//! the supervisor for the recent history, so no event falls between the two; events
-//! seen in both are written once (by sequence number).
+//! The connection task subscribes to the feed's live channel *before* it asks the
+//! supervisor for the recent history, so no event falls between the two; events seen in
+//! both are written once (by sequence number).
 //!
 //! Invariants:
-//! - the supervisor never waits for a follower: it only ever `send`s on a bounded
-//!   broadcast channel. A follower that falls more than the channel's capacity behind
-//!   gets one `lagged` error line and is disconnected;
+//! - the supervisor never waits for a follower (see `control::feed`). A follower the
+//!   live channel leaves behind catches up from the feed's history, which is several
+//!   times longer and read without the supervisor; only one that falls behind even that
+//!   gets one `lagged` error line, saying what it missed, and is disconnected;
+//! - a burst of events goes out in one write: lines are buffered while more are
+//!   waiting and flushed when the channel is drained;
 //! - every write has the control socket's write deadline, so a client that stops
 //!   reading holds up only its own connection task, and only until the deadline;
 //! - the stream ends when the client disconnects (noticed even while no events come)
-//!   or the daemon goes away.
+//!   or the daemon goes away, after the events it published last.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::UnixStream;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 
 use super::conn::{ControlMsg, Limits, Peer, dispatch, response_line};
+use super::feed::History;
 use super::protocol::{ControlError, ErrorKind, EventRecord, Reply, Request};
 use crate::model::ServiceName;
-
-/// Records a follower may be behind before it is cut off as lagging.
-pub const CHANNEL: usize = 1024;
-
-/// The sending side of the live event stream: the runtime's event bus sends, each
-/// follower subscribes.
-pub type EventSender = broadcast::Sender<EventRecord>;
-
-/// A fresh channel for the event bus and the control server.
-pub fn event_channel() -> EventSender {
-    broadcast::channel(CHANNEL).0
-}
 
 /// Which events a follower asked for.
 #[derive(Debug, Clone)]
@@ -43,11 +35,12 @@ pub(super) struct Filter {
     pub last: Option<usize>,
 }
 
-/// The subscription for a follower. Taken before anything else happens on the
-/// connection, and without keeping a sender, so the stream sees the bus close when the
-/// daemon goes away.
-pub(super) fn subscribe(events: EventSender) -> broadcast::Receiver<EventRecord> {
-    events.subscribe()
+/// What a follower reads: the live channel, taken before anything else happens on the
+/// connection, and the history to catch up from. Neither keeps the channel open, so the
+/// stream sees it close when the daemon goes away.
+pub(super) struct Subscription {
+    pub live: broadcast::Receiver<EventRecord>,
+    pub history: History,
 }
 
 /// Why a stream ended.
@@ -63,11 +56,11 @@ pub(super) async fn follow(
     filter: Filter,
     peer: Peer,
     tx: &mpsc::Sender<ControlMsg>,
-    live: broadcast::Receiver<EventRecord>,
+    subscription: Subscription,
     limits: Limits,
 ) {
     tracing::debug!(?filter, ?peer, "control request: follow events");
-    let end = match stream_events(&mut stream, filter, peer, tx, live, limits).await {
+    let end = match stream_events(&mut stream, filter, peer, tx, subscription, limits).await {
         End::Gone => return,
         End::Error(e) => e,
     };
@@ -85,66 +78,49 @@ async fn stream_events(
     filter: Filter,
     peer: Peer,
     tx: &mpsc::Sender<ControlMsg>,
-    mut live: broadcast::Receiver<EventRecord>,
+    subscription: Subscription,
     limits: Limits,
 ) -> End {
-    let request = Request::Events {
-        follow: false,
-        service: filter.service.clone(),
-        since: filter.since,
-        last: None,
-    };
-    let history = match dispatch(request, peer, tx).await {
-        Ok(Reply::Events { events }) => events,
-        Ok(other) => {
-            return End::Error(ControlError {
-                kind: ErrorKind::Internal,
-                message: format!("unexpected answer to events: {other:?}"),
-            });
-        }
+    let Subscription { mut live, history } = subscription;
+    // Through the supervisor, which also refuses a name it does not know.
+    let recent = match recent(filter.service.clone(), filter.since, peer, tx).await {
+        Ok(events) => events,
         Err(e) => return End::Error(e),
     };
-    let mut last = history
+    // The newest sequence number handled (written or filtered out).
+    let mut seen = recent
         .iter()
         .map(|event| event.seq)
         .fold(filter.since.unwrap_or(0), u64::max);
-    let (mut reader, mut writer) = stream.split();
+    let (mut reader, writer) = stream.split();
+    let mut writer = BufWriter::new(writer);
     // Events up to the newest in the history are not new, even those not shown.
     let skip = match filter.last {
-        Some(n) => history.len().saturating_sub(n),
+        Some(n) => recent.len().saturating_sub(n),
         None => 0,
     };
-    for event in history.into_iter().skip(skip) {
+    for event in recent.into_iter().skip(skip) {
         if write_event(&mut writer, event, limits).await.is_err() {
             return End::Gone;
         }
     }
+    if flush(&mut writer, limits).await.is_err() {
+        return End::Gone;
+    }
     let mut scratch = [0_u8; 64];
     loop {
-        let event = tokio::select! {
+        let received = tokio::select! {
             received = live.recv() => received,
             // The client sends nothing after its request: any read result means it is
             // gone (EOF or error), or misbehaving, which ends the stream all the same.
             _ = reader.read(&mut scratch) => return End::Gone,
         };
-        match event {
-            Ok(event) => {
-                if event.seq <= last || !event.matches(filter.service.as_ref(), None) {
-                    continue;
-                }
-                last = event.seq;
-                if write_event(&mut writer, event, limits).await.is_err() {
-                    return End::Gone;
-                }
-            }
-            Err(RecvError::Lagged(missed)) => {
-                return End::Error(ControlError {
-                    kind: ErrorKind::Lagged,
-                    message: format!(
-                        "too slow to follow the event stream: {missed} events missed after seq {last}; reconnect with since = {last} to catch up from the history"
-                    ),
-                });
-            }
+        let events = match received {
+            Ok(event) => vec![event],
+            Err(RecvError::Lagged(missed)) => match catch_up(&history, seen, missed) {
+                Ok(events) => events,
+                Err(e) => return End::Error(e),
+            },
             // The daemon is shutting down.
             Err(RecvError::Closed) => {
                 return End::Error(ControlError {
@@ -152,18 +128,88 @@ async fn stream_events(
                     message: "holdfast is shutting down: the event stream ends".to_owned(),
                 });
             }
+        };
+        for event in events {
+            if event.seq <= seen {
+                continue;
+            }
+            seen = event.seq;
+            if event.matches(filter.service.as_ref(), None)
+                && write_event(&mut writer, event, limits).await.is_err()
+            {
+                return End::Gone;
+            }
+        }
+        if live.is_empty() && flush(&mut writer, limits).await.is_err() {
+            return End::Gone;
         }
     }
 }
 
-/// Writes one event line within the write deadline.
+/// The supervisor's kept events of `service` after seq `since`.
+async fn recent(
+    service: Option<ServiceName>,
+    since: Option<u64>,
+    peer: Peer,
+    tx: &mpsc::Sender<ControlMsg>,
+) -> Result<Vec<EventRecord>, ControlError> {
+    let request = Request::Events {
+        follow: false,
+        service,
+        since,
+        last: None,
+    };
+    match dispatch(request, peer, tx).await? {
+        Reply::Events { events } => Ok(events),
+        other => Err(ControlError {
+            kind: ErrorKind::Internal,
+            message: format!("unexpected answer to events: {other:?}"),
+        }),
+    }
+}
+
+/// Everything after seq `seen`, from the history, for a follower the live channel left
+/// behind (`missed` records). The live channel goes on from its oldest record, which was
+/// kept before it was sent, so nothing falls between the two. When the history no longer
+/// holds `seen + 1`, events are lost to this follower and it is told so.
+fn catch_up(history: &History, seen: u64, missed: u64) -> Result<Vec<EventRecord>, ControlError> {
+    let events = history.recent(None, Some(seen));
+    let lost = match events.first() {
+        Some(first) if first.seq == seen + 1 => return Ok(events),
+        Some(first) => first.seq - seen - 1,
+        // The live channel had newer events, so the history has too, unless it keeps none.
+        None => missed,
+    };
+    Err(ControlError {
+        kind: ErrorKind::Lagged,
+        message: format!(
+            "too slow to follow the event stream: {lost} events missed after seq {seen}; reconnect with since = {seen} to catch up from the history"
+        ),
+    })
+}
+
+/// Buffers one event line (a full buffer is written out within the write deadline).
 async fn write_event(
     writer: &mut (impl AsyncWriteExt + Unpin),
     event: EventRecord,
     limits: Limits,
 ) -> Result<(), ()> {
     let line = response_line(Ok(Reply::Event { event }));
-    match tokio::time::timeout(limits.write_timeout, writer.write_all(&line)).await {
+    within_deadline(limits, writer.write_all(&line)).await
+}
+
+/// Sends what is buffered within the write deadline.
+async fn flush(writer: &mut (impl AsyncWriteExt + Unpin), limits: Limits) -> Result<(), ()> {
+    within_deadline(limits, writer.flush()).await
+}
+
+/// A write to the follower, which ends the stream when it fails or the follower stops
+/// reading for longer than the control socket's write deadline.
+async fn within_deadline(
+    limits: Limits,
+    write: impl Future<Output = std::io::Result<()>>,
+) -> Result<(), ()> {
+    match tokio::time::timeout(limits.write_timeout, write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "event follower went away");

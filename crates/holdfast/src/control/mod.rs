@@ -3,10 +3,9 @@
 
 pub mod client;
 mod conn;
+pub mod feed;
 mod follow;
 mod logs;
 pub use holdfast_proto as protocol;
 pub mod server;
 pub mod wait;
-
-pub use follow::{CHANNEL, EventSender, event_channel};

@@ -46,7 +46,7 @@ use self::request::{Incoming, read_line};
 pub use self::socket::{bind, unlink};
 pub use super::conn::{ControlMsg, Peer};
 use super::conn::{Limits, dispatch, response_line};
-use super::follow::EventSender;
+use super::feed::EventFeed;
 use super::protocol::{ControlError, ErrorKind, Reply, Request};
 
 /// Longest request line accepted, newline included.
@@ -68,6 +68,11 @@ pub const PRIVILEGED_RESERVE: usize = 8;
 pub const MAX_CONNECTIONS: usize = 1024;
 /// How long a client may take to accept the response line.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closing server waits for its connections: the answer to `shutdown`, and
+/// followers writing out the events of the shutdown, which a loaded machine may take a
+/// while to read. Usually all are done in milliseconds; a client that never sends its
+/// request is cut off by [`READ_TIMEOUT`] well before.
+pub const CLOSE_GRACE: Duration = WRITE_TIMEOUT;
 
 const LIMITS: Limits = Limits {
     read_timeout: READ_TIMEOUT,
@@ -105,7 +110,7 @@ pub fn serve_with_events(
     listener: UnixListener,
     groups: Groups,
     tx: mpsc::Sender<ControlMsg>,
-    events: EventSender,
+    events: EventFeed,
 ) -> Server {
     serve_with(listener, groups, tx, LIMITS, Some(events))
 }
@@ -139,7 +144,7 @@ fn serve_with(
     groups: Groups,
     tx: mpsc::Sender<ControlMsg>,
     limits: Limits,
-    events: Option<EventSender>,
+    events: Option<EventFeed>,
 ) -> Server {
     let own_euid = nix::unistd::geteuid().as_raw();
     let access = Access { own_euid, groups };
@@ -202,7 +207,7 @@ async fn handle(
     access: Access,
     tx: mpsc::Sender<ControlMsg>,
     limits: Limits,
-    events: Option<EventSender>,
+    events: Option<EventFeed>,
     admission: SharedAdmission,
 ) {
     // The request line is read even from a peer that is denied, so that it receives its
@@ -254,7 +259,7 @@ async fn answer(
     peer: Peer,
     tx: &mpsc::Sender<ControlMsg>,
     limits: Limits,
-    events: Option<EventSender>,
+    events: Option<EventFeed>,
 ) -> Option<(UnixStream, Result<Reply, ControlError>)> {
     let cannot = |what: &str| ControlError {
         kind: ErrorKind::Internal,
@@ -268,13 +273,18 @@ async fn answer(
             last,
         } => match events {
             Some(events) => {
-                let live = super::follow::subscribe(events);
+                let subscription = super::follow::Subscription {
+                    live: events.subscribe(),
+                    history: events.history(),
+                };
+                // Only the runtime's feed may keep the channel open (see `serve_with`).
+                drop(events);
                 let filter = super::follow::Filter {
                     service,
                     since,
                     last,
                 };
-                super::follow::follow(stream, filter, peer, tx, live, limits).await;
+                super::follow::follow(stream, filter, peer, tx, subscription, limits).await;
                 return None;
             }
             None => Err(cannot("does not stream events")),
@@ -287,7 +297,7 @@ async fn answer(
             follow,
         } => match super::logs::Query::new(services, lines, since, until, follow) {
             Ok(query) => {
-                let live = events.map(super::follow::subscribe);
+                let live = events.map(|events| events.subscribe());
                 super::logs::serve(stream, query, peer, tx, limits, live).await;
                 return None;
             }
@@ -300,7 +310,9 @@ async fn answer(
             Some(events) => {
                 tracing::debug!(?requests, ?timeout_ms, ?peer, "control request: wait");
                 // Subscribed before any request is applied: no outcome can be missed.
-                let live = super::follow::subscribe(events);
+                let live = events.subscribe();
+                // Only the runtime's feed may keep the channel open (see `serve_with`).
+                drop(events);
                 let timeout = timeout_ms.map(Duration::from_millis);
                 super::wait::run(&mut stream, requests, timeout, peer, tx, live).await?
             }
@@ -423,9 +435,9 @@ mod tests {
     }
 
     /// Waits until the server's connection task has subscribed to `events`.
-    async fn subscribed(events: &EventSender, count: usize) {
+    async fn subscribed(events: &EventFeed, count: usize) {
         let start = std::time::Instant::now();
-        while events.receiver_count() < count {
+        while events.subscribers() < count {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "nobody subscribed"
@@ -438,7 +450,7 @@ mod tests {
     async fn a_follower_gets_the_history_then_live_events_of_its_filter() {
         let dir = TempDir::new();
         let listener = bind(&dir.socket(), None).expect("socket binds");
-        let events = crate::control::event_channel();
+        let events = EventFeed::new();
         let server = serve_with_events(
             listener,
             Groups::default(),
@@ -456,7 +468,7 @@ mod tests {
         assert_eq!(seq_of(next_line(&mut api).await), 1);
         subscribed(&events, 2).await;
         for seq in 1..=4 {
-            events.send(fake_event(seq)).expect("followers listen");
+            events.publish(fake_event(seq));
         }
         let seqs = [
             seq_of(next_line(&mut all).await),
@@ -473,7 +485,7 @@ mod tests {
         drop(all);
         drop(api);
         let start = std::time::Instant::now();
-        while events.receiver_count() > 0 {
+        while events.subscribers() > 0 {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "a follower that disconnects is noticed without any event"
@@ -487,7 +499,8 @@ mod tests {
     async fn a_follower_that_falls_behind_is_told_and_disconnected() {
         let dir = TempDir::new();
         let listener = bind(&dir.socket(), None).expect("socket binds");
-        let (events, _) = tokio::sync::broadcast::channel(4);
+        // Further behind than the channel and the history hold.
+        let events = EventFeed::with_lengths(4, 4);
         let server = serve_with_events(
             listener,
             Groups::default(),
@@ -499,7 +512,7 @@ mod tests {
         subscribed(&events, 1).await;
         // No await in between: the connection task cannot run, so it falls behind.
         for seq in 2..=20 {
-            events.send(fake_event(seq)).expect("the follower listens");
+            events.publish(fake_event(seq));
         }
         let err = error_of(next_line(&mut slow).await);
         assert_eq!(err.kind, ErrorKind::Lagged);
@@ -509,6 +522,37 @@ mod tests {
             .await
             .expect("end of stream is read");
         assert_eq!(rest, "", "the stream is closed after the lagged line");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_follower_left_behind_by_the_live_channel_catches_up_from_the_history() {
+        let dir = TempDir::new();
+        let listener = bind(&dir.socket(), None).expect("socket binds");
+        let events = EventFeed::with_lengths(4, 32);
+        let server = serve_with_events(
+            listener,
+            Groups::default(),
+            fake_supervisor(),
+            events.clone(),
+        );
+        let mut slow = follower(&dir.socket(), None).await;
+        assert_eq!(seq_of(next_line(&mut slow).await), 1);
+        subscribed(&events, 1).await;
+        // No await in between: the connection task falls behind the channel, not the
+        // history.
+        for seq in 2..=20 {
+            events.publish(fake_event(seq));
+        }
+        for seq in 2..=20 {
+            assert_eq!(
+                seq_of(next_line(&mut slow).await),
+                seq,
+                "in order, none lost"
+            );
+        }
+        events.publish(fake_event(21));
+        assert_eq!(seq_of(next_line(&mut slow).await), 21, "and live again");
         server.abort();
     }
 

@@ -30,17 +30,18 @@ mod watchers;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
 use self::cgroups::AttachedCgroup;
 use self::own_signals::Signals;
 use self::table::ProcessTable;
-use super::bus::{self, EventBus};
+use super::bus::EventBus;
 use super::core::{Effect, Input, Supervisor};
 use super::recipe::{Environments, Inherited, Recipe};
 use super::service::{KILL_WAIT, KillScope, RunId};
+use crate::control::feed::EventFeed;
 use crate::control::server::{self, ControlMsg};
 use crate::logs::Capture;
 use crate::model::{Plan, ServiceName, ServiceSpec};
@@ -112,12 +113,12 @@ pub async fn run(
     // Pending requests are answered "shutting down"; replies in flight (the one to
     // `shutdown` itself) still reach their clients.
     drop(sources.control);
-    // Dropping the shell closes the event bus: `events -f` followers get a last line
-    // and end, instead of holding up the close.
+    // Dropping the shell closes the event bus: `events -f` followers write out the
+    // events of the shutdown itself, then a last line, and end.
     shell.remove_cgroups();
     shell.flush_captures().await;
     drop(shell);
-    server.close(Duration::from_secs(1)).await;
+    server.close(server::CLOSE_GRACE).await;
     server::unlink(&daemon.control);
     tracing::info!("holdfast stopped");
     Ok(())
@@ -253,7 +254,7 @@ impl Shell {
             .open("/dev/null")
             .map_err(setup_error("/dev/null for probe output"))?;
         let cgroups = cgroups::setup(&daemon.control);
-        let events = bus::channel();
+        let events = EventFeed::new();
         let server = server::serve_with_events(listener, groups, control_tx, events.clone());
         tracing::info!(
             config = %config_path.display(),
@@ -280,7 +281,7 @@ impl Shell {
             lingering: BTreeSet::new(),
             envs: Environments::new(Inherited::capture(&daemon.pass_env)),
             started: now,
-            bus: EventBus::new(bus::HISTORY, events),
+            bus: EventBus::new(events),
             inputs_tx,
             done_tx,
             held: quarantine_io::Held::default(),
