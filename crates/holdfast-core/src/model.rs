@@ -257,6 +257,20 @@ pub struct ServiceSpec {
     pub listen: Listen,
     /// `[service.X.upgrade]`: zero-downtime replacement of the running build.
     pub upgrade: Option<UpgradeSpec>,
+    /// What a holdfast started after its predecessor died does with the processes of
+    /// this service that outlived it.
+    pub on_restart: OnRestart,
+}
+
+/// `on_restart`: what becomes of a service's processes that outlived a holdfast that was
+/// killed, when the next holdfast starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnRestart {
+    /// Supervised again as they are: no restart, no second copy.
+    #[default]
+    Adopt,
+    /// Stopped cleanly (stop signal, timeout, SIGKILL), then started afresh.
+    Stop,
 }
 
 /// How a service signals that it is ready (systemd `Type=`, s6 `notification-fd`).
@@ -453,6 +467,7 @@ impl ServiceSpec {
                 backlog: upgrade_defaults::BACKLOG,
             },
             upgrade: None,
+            on_restart: OnRestart::Adopt,
         }
     }
 }
@@ -469,6 +484,10 @@ pub enum ExitStatus {
     },
     /// Killed (SIGKILL) by the kernel's OOM killer, as the service's cgroup counted it.
     OomKilled,
+    /// A process holdfast adopted after a restart (started by the holdfast before it,
+    /// which was killed) ended: it is not holdfast's child, so the kernel tells its exit
+    /// status to its parent only. Counts as a failure.
+    Unknown,
 }
 
 impl ExitStatus {
@@ -481,20 +500,20 @@ impl ExitStatus {
                 signal,
                 Signal::SIGHUP | Signal::SIGINT | Signal::SIGTERM | Signal::SIGPIPE
             ),
-            ExitStatus::OomKilled => false,
+            ExitStatus::OomKilled | ExitStatus::Unknown => false,
         }
     }
 
     pub fn code(self) -> Option<i32> {
         match self {
             ExitStatus::Exited(code) => Some(code),
-            ExitStatus::Signaled { .. } | ExitStatus::OomKilled => None,
+            ExitStatus::Signaled { .. } | ExitStatus::OomKilled | ExitStatus::Unknown => None,
         }
     }
 
     pub fn signal(self) -> Option<Signal> {
         match self {
-            ExitStatus::Exited(_) => None,
+            ExitStatus::Exited(_) | ExitStatus::Unknown => None,
             ExitStatus::Signaled { signal, .. } => Some(signal),
             ExitStatus::OomKilled => Some(Signal::SIGKILL),
         }
@@ -514,6 +533,7 @@ impl fmt::Display for ExitStatus {
                 core_dumped: true,
             } => write!(f, "killed by {} (core dumped)", signal.as_str()),
             ExitStatus::OomKilled => f.write_str("oom-killed"),
+            ExitStatus::Unknown => f.write_str("exited (status unknown: adopted process)"),
         }
     }
 }
@@ -629,13 +649,14 @@ pub enum ExitKey {
 }
 
 impl ExitKey {
-    /// The key an exit status is looked up under.
-    pub fn of(status: ExitStatus) -> Self {
+    /// The key an exit status is looked up under; none for an unknown status.
+    pub fn of(status: ExitStatus) -> Option<Self> {
         match status {
-            ExitStatus::Exited(code) => ExitKey::Code(code),
-            ExitStatus::Signaled { signal, .. } => ExitKey::Signal(signal as i32),
+            ExitStatus::Exited(code) => Some(ExitKey::Code(code)),
+            ExitStatus::Signaled { signal, .. } => Some(ExitKey::Signal(signal as i32)),
             // An OOM kill is a SIGKILL: `SIGKILL = { ... }` maps it.
-            ExitStatus::OomKilled => ExitKey::Signal(Signal::SIGKILL as i32),
+            ExitStatus::OomKilled => Some(ExitKey::Signal(Signal::SIGKILL as i32)),
+            ExitStatus::Unknown => None,
         }
     }
 }

@@ -380,7 +380,7 @@ impl Shell {
     }
 
     /// Cgroups and readiness watchers of the live runs, as at their spawn.
-    fn rewatch(&mut self) {
+    pub(super) fn rewatch(&mut self) {
         let live: Vec<_> = self
             .sup
             .services()
