@@ -21,7 +21,7 @@ command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{b}"]
 ready = {{ tcp = "127.0.0.1:{b}" }}
 
 [service.ticker]
-command = ["/bin/sh", "-c", "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done"]
+command = ["/bin/sh", "-c", "trap 'echo ping' USR1; i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done"]
 
 [service.sleeper]
 command = ["sleep", "1000"]
@@ -85,6 +85,11 @@ fn services_outlive_a_sigkill_of_holdfast_and_are_adopted_with_the_same_pids() {
     for pair in ticks.windows(2) {
         assert_eq!(pair[1], pair[0] + 1, "no tick lost or repeated: {pair:?}");
     }
+
+    // The adopted processes are its own again: signals reach them, uptime goes on.
+    d.cli_ok(&["signal", "ticker", "USR1"]);
+    d.wait_until("the ticker got the signal", |d| d.log("ticker").contains("ping"));
+    assert!(d.log("ticker").contains("adopted pid"), "the log says so");
 
     // Supervised again: a killed adopted process is restarted.
     kill_9(before["sleeper"]);

@@ -78,6 +78,23 @@ pub async fn exited(pidfd: OwnedFd, pid: Pid, start_time: u64) -> io::Result<Exi
 /// How long [`exited`] waits for the parent to reap an exited process.
 const REAP_WAIT: Duration = Duration::from_secs(2);
 
+/// How long ago a process that started at `start_time` (clock ticks since boot)
+/// started.
+pub fn running_for(start_time: u64) -> Option<Duration> {
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    let ticks = u64::try_from(ticks).ok().filter(|t| *t > 0)?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let started = Duration::from_millis(start_time * 1000 / ticks);
+    Duration::try_from_secs_f64(uptime)
+        .ok()?
+        .checked_sub(started)
+}
+
 /// The kernel's id of this boot: start times count from the boot, so records of another
 /// boot name no process of this one.
 pub fn boot_id() -> io::Result<String> {
@@ -113,6 +130,7 @@ mod tests {
             .expect("the exit is seen")
             .expect("no error");
         assert_eq!(status, ExitStatus::Unknown);
+        assert!(running_for(start).is_some_and(|d| d < Duration::from_secs(60)));
         assert!(
             proc_stat(pid).is_err(),
             "reaped by the time the exit is reported"

@@ -72,11 +72,14 @@ impl Shell {
             if changed || spec.on_restart == OnRestart::Stop {
                 restart.push(a.service.clone());
             }
-            tracing::info!(
-                "{}: adopted pid {} of the holdfast before this one (it was killed)",
-                a.service,
+            let note = format!(
+                "adopted pid {} from the holdfast before this one (it was killed)",
                 a.main
             );
+            tracing::info!("{}: {note}", a.service);
+            if let Some(capture) = self.capture(&a.service) {
+                capture.note(&note);
+            }
             self.watch_adopted(a, reaped.clone());
         }
         let snapshot = crate::supervisor::core::Snapshot {
@@ -106,7 +109,10 @@ impl Shell {
         let mut adopted = Vec::new();
         for form in &mut ledger.services {
             let StateForm::Live {
-                group, main_pid, ..
+                group,
+                main_pid,
+                ref mut up_for,
+                ..
             } = form.state
             else {
                 continue;
@@ -124,13 +130,17 @@ impl Shell {
                         }
                     });
             match found {
-                Some((start_time, pidfd)) => adopted.push(Adopted {
-                    service: form.name.clone(),
-                    main,
-                    group: Pid::from_raw(group),
-                    start_time,
-                    pidfd,
-                }),
+                Some((start_time, pidfd)) => {
+                    // Its uptime goes on from its start, not from the ledger's last write.
+                    *up_for = pidfd::running_for(start_time).unwrap_or(*up_for);
+                    adopted.push(Adopted {
+                        service: form.name.clone(),
+                        main,
+                        group: Pid::from_raw(group),
+                        start_time,
+                        pidfd,
+                    });
+                }
                 None => {
                     tracing::info!(
                         "{}: its process ({main}) ended while no holdfast ran: starting it again",
