@@ -88,7 +88,9 @@ fn services_outlive_a_sigkill_of_holdfast_and_are_adopted_with_the_same_pids() {
 
     // The adopted processes are its own again: signals reach them, uptime goes on.
     d.cli_ok(&["signal", "ticker", "USR1"]);
-    d.wait_until("the ticker got the signal", |d| d.log("ticker").contains("ping"));
+    d.wait_until("the ticker got the signal", |d| {
+        d.log("ticker").contains("ping")
+    });
     assert!(d.log("ticker").contains("adopted pid"), "the log says so");
 
     // Supervised again: a killed adopted process is restarted.
@@ -134,36 +136,56 @@ fn a_service_changed_by_a_reload_that_holdfast_did_not_finish_is_restarted_not_d
     }
 }
 
+/// A service that ignores SIGTERM, so that stopping it takes its stop timeout: a
+/// reload that restarts it is caught in the middle.
+fn stubborn(version: u32) -> String {
+    format!(
+        r#"
+[service.stubborn]
+command = ["/bin/sh", "-c", "trap '' TERM; echo version {version}; while :; do sleep 0.1; done"]
+stop = {{ timeout = "60s" }}
+"#
+    )
+}
+
+fn stubborns(d: &Daemon) -> Vec<(u32, String)> {
+    tagged_processes(d.tag())
+        .into_iter()
+        .filter_map(|pid| {
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
+            cmdline.contains("echo version").then_some((pid, cmdline))
+        })
+        .collect()
+}
+
 #[test]
 fn a_sigkill_during_a_reload_leaves_one_copy_of_each_service() {
     let ports = [support::free_port(), support::free_port()];
-    let mut d = Daemon::start(&five_services(ports));
-    let changed = five_services(ports).replace("sleep 0.05", "sleep 0.06");
-    d.write_config(&changed);
-    // The reload restarts the ticker; holdfast is killed while it is under way.
-    let _ = d.cli(&["reload", "--no-block"]);
+    let mut d = Daemon::start(&(five_services(ports) + &stubborn(1)));
+    let before = pids(&d);
+    let old = d.running_pid("stubborn");
+    d.write_config(&(five_services(ports) + &stubborn(2)));
+    d.cli_ok(&["reload", "--no-block"]);
+    d.wait_for_service("stubborn", "is being stopped by the reload", |s| {
+        s.state == "stopping"
+    });
     d.kill_9_and_start_again();
 
-    d.wait_until("every service runs", |d| {
-        NAMES.iter().all(|n| d.service(n).state == "running")
+    let new = d.wait_for_service("stubborn", "runs the new version", |s| {
+        s.state == "running" && s.pid.is_some_and(|pid| pid != old)
     });
-    let tickers = tagged_processes(d.tag())
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.contains("echo tick"))
-        })
-        .count();
-    assert_eq!(
-        tickers, 1,
-        "one ticker, of either config version, never two"
-    );
-    let pid = d.running_pid("ticker");
-    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    assert!(
-        cmdline.contains("sleep 0.06"),
-        "it runs the file's config: {cmdline:?}"
-    );
+    d.wait_until("the old version is gone", |_| !is_alive(old));
+    let copies = stubborns(&d);
+    assert_eq!(copies.len(), 1, "one copy, never two: {copies:?}");
+    assert_eq!(Some(copies[0].0), new.pid);
+    assert!(copies[0].1.contains("version 2"), "{copies:?}");
+    for name in NAMES {
+        assert_eq!(
+            d.running_pid(name),
+            before[name],
+            "{name} was adopted as it was"
+        );
+    }
 }
 
 #[test]
