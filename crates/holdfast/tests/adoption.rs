@@ -271,3 +271,28 @@ fn renumber(value: serde_json::Value, from: u32, to: u32) -> serde_json::Value {
         other => other,
     }
 }
+
+#[test]
+fn adopted_processes_stay_supervised_across_an_upgrade_self() {
+    let mut d = Daemon::start(
+        r#"
+[service.one]
+command = ["sleep", "1000"]
+restart = "always"
+restart_sec = "100ms"
+"#,
+    );
+    let pid = d.running_pid("one");
+    d.kill_9_and_start_again();
+    assert_eq!(d.running_pid("one"), pid, "adopted");
+    d.cli_ok(&["upgrade", "--self"]);
+    assert_eq!(
+        d.running_pid("one"),
+        pid,
+        "still the same after the re-execution"
+    );
+    kill_9(pid);
+    d.wait_for_service("one", "is restarted by the new image", |s| {
+        s.state == "running" && s.pid.is_some_and(|p| p != pid)
+    });
+}

@@ -11,7 +11,8 @@
 //! `on_restart = "stop"` is adopted, then restarted the way a restart verb does it:
 //! stop signal, timeout, SIGKILL, a fresh start.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::OwnedFd;
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -27,23 +28,39 @@ use crate::supervisor::reload::fingerprint;
 use crate::supervisor::service::RunId;
 use crate::unix::{Pid, Signal};
 
+/// What the shell keeps of the processes it adopted.
+#[derive(Debug, Default)]
+pub(super) struct Adoptions {
+    /// Each adopted main process (by pid): its start time, which names it since its
+    /// pid may be reused once it ends (it is no child of holdfast's to hold back from
+    /// reaping), and its run's process group.
+    pub(super) processes: HashMap<Pid, (u64, Pid)>,
+    /// Where their exits go: the reaper's channel.
+    exits: Option<UnboundedSender<Reaped>>,
+}
+
+impl Adoptions {
+    pub(super) fn new(exits: UnboundedSender<Reaped>) -> Self {
+        Self {
+            processes: HashMap::new(),
+            exits: Some(exits),
+        }
+    }
+}
+
 /// One adopted run's main process.
 struct Adopted {
     service: ServiceName,
     main: Pid,
     group: Pid,
     start_time: u64,
-    pidfd: std::os::fd::OwnedFd,
+    pidfd: OwnedFd,
 }
 
 impl Shell {
     /// Takes over from the holdfast that left `ledger`, then starts what is to start.
     /// Returns true once the shutdown is complete (never, in practice).
-    pub(super) fn recover(
-        &mut self,
-        ledger: Option<Ledger>,
-        reaped: &UnboundedSender<Reaped>,
-    ) -> bool {
+    pub(super) fn recover(&mut self, ledger: Option<Ledger>) -> bool {
         let current_boot = pidfd::boot_id().unwrap_or_default();
         let Some(mut ledger) = ledger.filter(|l| l.boot_id == current_boot) else {
             self.stop_strays(&BTreeSet::new());
@@ -80,7 +97,7 @@ impl Shell {
             if let Some(capture) = self.capture(&a.service) {
                 capture.note(&note);
             }
-            self.watch_adopted(a, reaped.clone());
+            self.watch_adopted(a.main, a.group, a.start_time, a.pidfd);
         }
         let snapshot = crate::supervisor::core::Snapshot {
             next_run: ledger.next_run,
@@ -175,15 +192,35 @@ impl Shell {
     }
 
     /// Turns the exit of an adopted process into a reap.
-    fn watch_adopted(&mut self, adopted: Adopted, reaped: UnboundedSender<Reaped>) {
-        self.ledger.adopted.insert(adopted.main, adopted.start_time);
-        let (pid, group) = (adopted.main, adopted.group);
+    fn watch_adopted(&mut self, pid: Pid, group: Pid, start_time: u64, pidfd: OwnedFd) {
+        self.adoptions.processes.insert(pid, (start_time, group));
+        let Some(exits) = self.adoptions.exits.clone() else {
+            return;
+        };
         tokio::spawn(async move {
-            let status = pidfd::exited(adopted.pidfd, pid, adopted.start_time)
+            let status = pidfd::exited(pidfd, pid, start_time)
                 .await
                 .unwrap_or(crate::model::ExitStatus::Unknown);
-            let _ = reaped.send(reap::adopted_exit(pid, Some(group), status));
+            let _ = exits.send(reap::adopted_exit(pid, Some(group), status));
         });
+    }
+
+    /// After `upgrade --self`: the adopted processes the previous image watched (by
+    /// pid: start time and process group), watched again; one that ended meanwhile is
+    /// reported ended at once.
+    pub(super) fn rewatch_adopted(&mut self, adopted: &BTreeMap<i32, (u64, i32)>) {
+        for (pid, (start_time, group)) in adopted {
+            let (main, group) = (Pid::from_raw(*pid), Pid::from_raw(*group));
+            match pidfd::open_if_same(main, *start_time) {
+                Ok(Some(pidfd)) => self.watch_adopted(main, group, *start_time, pidfd),
+                _ => {
+                    if let Some(exits) = &self.adoptions.exits {
+                        let status = crate::model::ExitStatus::Unknown;
+                        let _ = exits.send(reap::adopted_exit(main, Some(group), status));
+                    }
+                }
+            }
+        }
     }
 
     /// Kills what the cgroups of services other than `adopted` still hold: processes

@@ -442,7 +442,7 @@ impl Shell {
                 signal.as_str()
             ))
         };
-        let adopted = self.ledger.adopted.get(&pid).copied();
+        let adopted = self.adoptions.processes.get(&pid).map(|(start, _)| *start);
         let sent = match reap::while_unreaped(pid, send) {
             Some(sent) => sent,
             None if adopted.is_some() => {

@@ -68,6 +68,10 @@ pub struct Handover {
     /// why (shown as the failed upgrade's error).
     #[serde(default)]
     pub refused: Option<String>,
+    /// Processes adopted from a holdfast that was killed, by pid: start time and
+    /// process group. No children of this one: the new image watches them again.
+    #[serde(default)]
+    pub adopted: BTreeMap<i32, (u64, i32)>,
 }
 
 /// The fds the new image serves on.

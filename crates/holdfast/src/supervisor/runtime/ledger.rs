@@ -72,9 +72,6 @@ pub(super) struct Writer {
     boot_id: String,
     behind: bool,
     writing: Option<JoinHandle<()>>,
-    /// Start times of adopted processes, which are not holdfast's children (whose start
-    /// times are read while they cannot be reaped, see `reap::while_unreaped`).
-    pub(super) adopted: HashMap<Pid, u64>,
 }
 
 impl Writer {
@@ -117,7 +114,11 @@ impl Shell {
         self.ledger.behind = false;
         let ledger = self.ledger_now();
         let path = self.ledger.path.clone();
-        let adopted = self.ledger.adopted.clone();
+        // Adopted processes are not holdfast's children, whose start times are read
+        // while they cannot be reaped (see `reap::while_unreaped`).
+        let adopted: HashMap<Pid, u64> = (self.adoptions.processes.iter())
+            .map(|(pid, (start, _))| (*pid, *start))
+            .collect();
         let done = self.done_tx.clone();
         self.ledger.writing = Some(tokio::task::spawn_blocking(move || {
             let mut ledger = ledger;

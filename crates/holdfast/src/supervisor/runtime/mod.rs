@@ -98,12 +98,12 @@ pub async fn run(
         .map_err(setup_error("the state directory"))?;
     let (mut shell, mut sources, server) =
         Shell::setup(config_path, plan, reaped, inherited.as_mut())?;
+    shell.adoptions = adopt::Adoptions::new(adopted_tx);
     shell.follow_watches();
     let mut done = match inherited {
         Some(inherited) => shell.resume(inherited),
-        None => shell.recover(ledger::read(&daemon.state_dir), &adopted_tx),
+        None => shell.recover(ledger::read(&daemon.state_dir)),
     };
-    drop(adopted_tx);
     while !done {
         done = shell.next(&mut sources, &mut signals).await;
         if let Some(program) = shell.selfup.due.take() {
@@ -231,6 +231,8 @@ struct Shell {
     forced: Option<Instant>,
     /// What runs, written down for a successor if holdfast is killed (see `ledger`).
     ledger: ledger::Writer,
+    /// Processes adopted from a holdfast that was killed (see `adopt`).
+    adoptions: adopt::Adoptions,
 }
 
 impl Shell {
@@ -309,6 +311,7 @@ impl Shell {
             proxies: crate::upgrade::proxy::Proxies::default(),
             forced: None,
             ledger: ledger::Writer::new(&daemon.state_dir),
+            adoptions: adopt::Adoptions::default(),
         };
         let sources = Sources {
             reaped,
