@@ -486,6 +486,7 @@ mod tests {
             args: vec!["holdfast".into(), "up".into()],
             previous: Some(9),
             refused: None,
+            adopted: BTreeMap::from([(42, (1000, 42))]),
         }
     }
 
