@@ -485,8 +485,8 @@ pub enum ExitStatus {
     /// Killed (SIGKILL) by the kernel's OOM killer, as the service's cgroup counted it.
     OomKilled,
     /// A process holdfast adopted after a restart (started by the holdfast before it,
-    /// which was killed) ended: it is not holdfast's child, so the kernel tells its exit
-    /// status to its parent only. Counts as a failure.
+    /// which was killed) ended: it is not holdfast's child, and a kernel older than 6.15
+    /// tells its exit status to its parent only. Counts as a failure.
     Unknown,
 }
 

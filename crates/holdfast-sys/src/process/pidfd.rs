@@ -7,7 +7,7 @@
 //! alone may have been reused since it was written down.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use holdfast_core::unix::Pid;
@@ -16,6 +16,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::proc_stat;
 use crate::model::ExitStatus;
+use crate::os::nix_pid;
 
 /// A pidfd on the process `pid` if it is still the one that started at `start_time`
 /// (clock ticks since boot). `None` when it is gone, a zombie, or another process has
@@ -46,8 +47,9 @@ fn open(pid: Pid) -> io::Result<OwnedFd> {
 }
 
 /// Waits until the process held by `pidfd` (`pid`, started at `start_time`) exits and
-/// its parent has reaped it. Its exit status is known only to that parent (init, since
-/// the previous holdfast died), so it is [`ExitStatus::Unknown`].
+/// its parent has reaped it. Its exit status is reported to that parent (init, since the
+/// previous holdfast died); Linux 6.15 and later keep it for pidfds too
+/// (`PIDFD_INFO_EXIT`), older kernels do not: then it is [`ExitStatus::Unknown`].
 ///
 /// The pidfd turns readable when the process exits, while it is still a zombie that
 /// keeps its process group (and cgroup) alive; holdfast decides at once whether the run
@@ -72,7 +74,49 @@ pub async fn exited(pidfd: OwnedFd, pid: Pid, start_time: u64) -> io::Result<Exi
         waited += pause;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
-    Ok(ExitStatus::Unknown)
+    Ok(kept_exit_status(fd.get_ref().as_fd(), pid).unwrap_or(ExitStatus::Unknown))
+}
+
+/// The exit status the kernel kept for the reaped process of `pidfd`, if it keeps one
+/// (`PIDFD_GET_INFO` with `PIDFD_INFO_EXIT`, Linux 6.15+).
+#[expect(
+    unsafe_code,
+    reason = "PIDFD_GET_INFO is an ioctl with no wrapper in nix or rustix"
+)]
+fn kept_exit_status(pidfd: BorrowedFd<'_>, pid: Pid) -> Option<ExitStatus> {
+    /// `struct pidfd_info` as of its first version (`PIDFD_INFO_SIZE_VER0`, 64 bytes).
+    #[repr(C)]
+    #[derive(Default)]
+    struct PidfdInfo {
+        mask: u64,
+        cgroupid: u64,
+        /// pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid.
+        ids: [u32; 11],
+        exit_code: i32,
+    }
+    const PIDFD_INFO_EXIT: u64 = 1 << 3;
+    /// `_IOWR(0xFF, 11, struct pidfd_info)` for the 64-byte version.
+    const PIDFD_GET_INFO: u64 = 0xC040_FF0B;
+    const _: () = assert!(std::mem::size_of::<PidfdInfo>() == 64);
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_EXIT,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: the kernel reads `mask` from and writes at most 64 bytes (the size the
+    // request number encodes) into `info`, a live, aligned `repr(C)` struct of exactly
+    // that size; `pidfd` is an open pidfd for the duration of the call.
+    let done = unsafe {
+        libc::ioctl(
+            pidfd.as_raw_fd(),
+            PIDFD_GET_INFO as libc::Ioctl,
+            &raw mut info,
+        )
+    };
+    if done != 0 || info.mask & PIDFD_INFO_EXIT == 0 {
+        return None;
+    }
+    let status = nix::sys::wait::WaitStatus::from_raw(nix_pid(pid), info.exit_code).ok()?;
+    super::reap::exit_status(status)
 }
 
 /// How long [`exited`] waits for the parent to reap an exited process.
@@ -129,7 +173,18 @@ mod tests {
             .await
             .expect("the exit is seen")
             .expect("no error");
-        assert_eq!(status, ExitStatus::Unknown);
+        // What the kernel kept (Linux 6.15+), or unknown.
+        assert!(
+            matches!(
+                status,
+                ExitStatus::Unknown
+                    | ExitStatus::Signaled {
+                        signal: holdfast_core::unix::Signal::SIGKILL,
+                        ..
+                    }
+            ),
+            "{status:?}"
+        );
         assert!(running_for(start).is_some_and(|d| d < Duration::from_secs(60)));
         assert!(
             proc_stat(pid).is_err(),

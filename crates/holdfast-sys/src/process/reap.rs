@@ -196,7 +196,7 @@ fn reap_one(tx: &UnboundedSender<Reaped>) -> Result<bool, Closed> {
     }
 }
 
-fn exit_status(status: WaitStatus) -> Option<ExitStatus> {
+pub(super) fn exit_status(status: WaitStatus) -> Option<ExitStatus> {
     match status {
         WaitStatus::Exited(_, code) => Some(ExitStatus::Exited(code)),
         // nix reports only the standard signals, which all have a core name; anything
