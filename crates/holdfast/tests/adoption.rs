@@ -296,3 +296,40 @@ restart_sec = "100ms"
         s.state == "running" && s.pid.is_some_and(|p| p != pid)
     });
 }
+
+#[test]
+fn a_service_being_stopped_when_holdfast_died_stays_stopped() {
+    let mut d = Daemon::start(&stubborn(1));
+    let pid = d.running_pid("stubborn");
+    d.cli_ok(&["stop", "stubborn", "--no-block"]);
+    d.wait_for_service("stubborn", "is stopping", |s| s.state == "stopping");
+    d.kill_9_and_start_again();
+    d.wait_until("the process being stopped is gone", |_| !is_alive(pid));
+    assert_eq!(
+        d.service("stubborn").state,
+        "stopped",
+        "the stop is not undone"
+    );
+    assert!(stubborns(&d).is_empty(), "{:?}", stubborns(&d));
+}
+
+#[test]
+fn output_goes_on_being_logged_when_the_service_pointed_one_stream_elsewhere() {
+    let mut d = Daemon::start(
+        r#"
+[service.half]
+command = ["/bin/sh", "-c", "exec 2>/dev/null; i=0; while :; do i=$((i+1)); echo line $i; sleep 0.01; done"]
+"#,
+    );
+    let pid = d.running_pid("half");
+    d.kill_9_and_start_again();
+    assert_eq!(d.running_pid("half"), pid);
+    let lines = |d: &Daemon| d.log("half").matches("line ").count();
+    let seen = lines(&d);
+    d.wait_until("the log grows again", |d| lines(d) > seen + 50);
+    assert_eq!(
+        d.running_pid("half"),
+        pid,
+        "never blocked on a full pipe, never restarted"
+    );
+}

@@ -127,16 +127,45 @@ const REAP_WAIT: Duration = Duration::from_secs(2);
 pub fn running_for(start_time: u64) -> Option<Duration> {
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
     let ticks = u64::try_from(ticks).ok().filter(|t| *t > 0)?;
-    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    let started = Duration::from_millis(start_time * 1000 / ticks);
-    Duration::try_from_secs_f64(uptime)
-        .ok()?
-        .checked_sub(started)
+    since_boot()?.checked_sub(Duration::from_millis(start_time * 1000 / ticks))
+}
+
+/// The time since boot (`CLOCK_BOOTTIME`): monotonic like the clock of holdfast's
+/// timers, counting suspend too, and the same for every process of one boot, so what
+/// one holdfast writes down the next can compare (a wall-clock jump changes nothing).
+pub fn since_boot() -> Option<Duration> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    Some(Duration::from(now))
+}
+
+/// Waits, blocking, until every process of `pidfds` has exited, at most `limit`: at
+/// start, processes a killed holdfast left are killed and must be gone (their ports
+/// free) before anything is started in their place.
+pub fn wait_exited(pidfds: &[OwnedFd], limit: Duration) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let deadline = std::time::Instant::now() + limit;
+    let mut left: Vec<&OwnedFd> = pidfds.iter().collect();
+    while !left.is_empty() {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        if remaining.is_zero() {
+            return;
+        }
+        let mut polls: Vec<PollFd> = (left.iter())
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let ms = u16::try_from(remaining.as_millis()).unwrap_or(u16::MAX);
+        if nix::poll::poll(&mut polls, PollTimeout::from(ms)).is_err() {
+            return;
+        }
+        let exited: Vec<bool> = (polls.iter())
+            .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        left = left
+            .into_iter()
+            .zip(exited)
+            .filter_map(|(fd, exited)| (!exited).then_some(fd))
+            .collect();
+    }
 }
 
 /// The kernel's id of this boot: start times count from the boot, so records of another

@@ -119,14 +119,25 @@ impl History {
 
     /// The kept records that pass the filter, oldest first.
     pub fn recent(&self, service: Option<&ServiceName>, since: Option<u64>) -> Vec<EventRecord> {
+        self.recent_and_newest(service, since).0
+    }
+
+    /// Like [`History::recent`], with the newest kept record's number (0 when none),
+    /// whether it passes the filter or not.
+    pub fn recent_and_newest(
+        &self,
+        service: Option<&ServiceName>,
+        since: Option<u64>,
+    ) -> (Vec<EventRecord>, u64) {
         let kept = self.lock();
+        let newest = kept.records.back().map_or(0, |r| r.seq);
         // Records are in sequence order: skip the old ones without looking at each.
         let start = since.map_or(0, |since| kept.records.partition_point(|r| r.seq <= since));
-        kept.records
-            .range(start..)
+        let recent = (kept.records.range(start..))
             .filter(|r| r.matches(service, None))
             .cloned()
-            .collect()
+            .collect();
+        (recent, newest)
     }
 }
 

@@ -82,16 +82,17 @@ async fn stream_events(
     limits: Limits,
 ) -> End {
     let Subscription { mut live, history } = subscription;
-    // Through the supervisor, which also refuses a name it does not know.
-    let recent = match recent(filter.service.clone(), filter.since, peer, tx).await {
-        Ok(events) => events,
-        Err(e) => return End::Error(e),
-    };
+    // The supervisor refuses a name it does not know.
+    if filter.service.is_some()
+        && let Err(e) = recent(filter.service.clone(), Some(u64::MAX), peer, tx).await
+    {
+        return End::Error(e);
+    }
+    // The recent events and the newest of all, read at once: the live channel, taken
+    // before, brings everything after it.
+    let (recent, newest) = history.recent_and_newest(filter.service.as_ref(), filter.since);
     // The newest sequence number handled (written or filtered out).
-    let mut seen = recent
-        .iter()
-        .map(|event| event.seq)
-        .fold(filter.since.unwrap_or(0), u64::max);
+    let mut seen = newest.max(filter.since.unwrap_or(0));
     let (mut reader, writer) = stream.split();
     let mut writer = BufWriter::new(writer);
     // Events up to the newest in the history are not new, even those not shown.

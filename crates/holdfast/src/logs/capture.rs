@@ -313,10 +313,9 @@ impl Capture {
         ]
     }
 
-    /// The capture of the pipes that fds 1 and 2 of `pid` still hold, the pipes `ids`
-    /// (see [`Capture::pipe_ids`]): a process that outlived a killed holdfast, adopted
-    /// by the next one, whose output waited in them. `None` when the process no longer
-    /// writes to them.
+    /// The capture of the pipes `ids` (see [`Capture::pipe_ids`]) that `holders` (the
+    /// processes of a run that outlived a killed holdfast, adopted by the next one)
+    /// still hold, with the output that waited in them. `None` when none holds them.
     ///
     /// # Panics
     /// If called outside a tokio runtime with IO enabled.
@@ -324,10 +323,10 @@ impl Capture {
         log_dir: &Path,
         service: &ServiceName,
         spec: LogSpec,
-        pid: crate::unix::Pid,
+        holders: &[crate::unix::Pid],
         ids: [u64; 2],
     ) -> io::Result<Option<Capture>> {
-        match pipes::reattach(pid, ids)? {
+        match pipes::reattach(holders, ids)? {
             Some(fds) => {
                 Self::adopt(log_dir, service, spec, fds, [Vec::new(), Vec::new()]).map(Some)
             }

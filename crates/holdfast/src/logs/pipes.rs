@@ -37,36 +37,70 @@ pub(super) fn id(end: impl AsFd) -> io::Result<u64> {
     Ok(nix::sys::stat::fstat(end.as_fd())?.st_ino)
 }
 
-/// The pipes `ids` (stdout, stderr) as fds 1 and 2 of `pid` hold them, opened again:
-/// read ends and the service's ends, in the order `Capture::adopt` takes them. `None`
-/// when either fd is no longer that pipe.
-pub(super) fn reattach(pid: Pid, ids: [u64; 2]) -> io::Result<Option<[OwnedFd; 4]>> {
+/// The pipes `ids` (stdout, stderr), opened again through the first of `holders` (the
+/// processes of an adopted run, its main process first) that still has each open: read
+/// ends and the service's ends, in the order `Capture::adopt` takes them. Each pipe is
+/// found on its own (a service may have pointed its stderr elsewhere, or only its
+/// workers still write); one no holder has any more is replaced by a fresh pipe nobody
+/// writes to. `None` when neither is held.
+pub(super) fn reattach(holders: &[Pid], ids: [u64; 2]) -> io::Result<Option<[OwnedFd; 4]>> {
+    let found = ids.map(|id| holders.iter().find_map(|pid| held_at(*pid, id)));
+    if found.iter().all(Option::is_none) {
+        return Ok(None);
+    }
     let mut reads = Vec::with_capacity(2);
     let mut boths = Vec::with_capacity(2);
-    for (fd, id) in [1, 2].into_iter().zip(ids) {
-        let path = format!("/proc/{pid}/fd/{fd}");
-        let meta = match std::fs::metadata(&path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+    for (path, id) in found.into_iter().zip(ids) {
+        let opened = match path {
+            Some(path) => open_again(&path, id)?,
+            None => None,
         };
-        if !meta.file_type().is_fifo() || meta.ino() != id {
-            return Ok(None);
-        }
-        let read = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&path)?;
-        // Checked again on what was opened: the process may have changed the fd between.
-        if self::id(&read)? != id {
-            return Ok(None);
-        }
-        reads.push(OwnedFd::from(read));
-        boths.push(reopen(&path)?);
+        let (read, both) = match opened {
+            Some(ends) => ends,
+            None => pipe()?,
+        };
+        reads.push(read);
+        boths.push(both);
     }
     let [out_read, err_read] = <[OwnedFd; 2]>::try_from(reads).expect("two pipes");
     let [out, err] = <[OwnedFd; 2]>::try_from(boths).expect("two pipes");
     Ok(Some([out_read, err_read, out, err]))
+}
+
+/// The `/proc/<pid>/fd/N` link of `pid` to pipe `id`: fd 1 and 2 first, then any.
+fn held_at(pid: Pid, id: u64) -> Option<String> {
+    let target = format!("pipe:[{id}]");
+    let is_it =
+        |path: &str| std::fs::read_link(path).is_ok_and(|t| t.as_os_str() == target.as_str());
+    let likely = [1, 2].map(|fd| format!("/proc/{pid}/fd/{fd}"));
+    if let Some(path) = likely.into_iter().find(|p| is_it(p)) {
+        return Some(path);
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().to_string_lossy().into_owned())
+        .find(|p| is_it(p))
+}
+
+/// Pipe `id` at `path`, opened as a read end and as a service's end; `None` if what is
+/// there now is another file.
+fn open_again(path: &str, id: u64) -> io::Result<Option<(OwnedFd, OwnedFd)>> {
+    let read = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(read) => read,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // Checked on what was opened: the process may have changed the fd since.
+    let meta = read.metadata()?;
+    if !meta.file_type().is_fifo() || meta.ino() != id {
+        return Ok(None);
+    }
+    Ok(Some((OwnedFd::from(read), reopen(path)?)))
 }
 
 /// The pipe at `path` (a `/proc/.../fd/N` link), opened read-write and blocking.

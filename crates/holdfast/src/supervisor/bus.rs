@@ -48,6 +48,11 @@ impl EventBus {
         self.feed.replace(history);
     }
 
+    /// The number of the last event published (0 before any).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
     /// The kept records that pass the filter, oldest first.
     pub fn recent(&self, service: Option<&ServiceName>, since: Option<u64>) -> Vec<EventRecord> {
         self.feed.history().recent(service, since)

@@ -42,14 +42,15 @@ impl Supervisor {
     }
 
     /// What a holdfast started after this one was killed may carry on: each service
-    /// whose state can be handed over (see [`Supervisor::snapshot`]). Unlike a snapshot,
-    /// a service in the middle of a transition is left out instead of refusing the
-    /// whole: the next holdfast stops what is left of it and starts it afresh.
+    /// as a snapshot hands it over. Unlike a snapshot, a service in the middle of a
+    /// transition does not refuse the whole: it is carried as where the transition was
+    /// going (stopped, or started again at once; the next holdfast stops what is left of
+    /// its processes first).
     pub fn carried(&self, now: Instant) -> Snapshot {
         let services = self
             .services
             .values()
-            .filter_map(|service| service.snapshot(now).ok())
+            .filter_map(|service| service.snapshot(now).ok().or_else(|| service.fallback(now)))
             .collect();
         Snapshot {
             next_run: self.next_run,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::unix::Pid;
 
-use super::{FailReason, RunId, Service, Start, State, Watchdog};
+use super::{AfterStop, FailReason, RunId, Service, Start, State, Watchdog};
 use crate::health::Monitor;
 use crate::model::{ExitStatus, Readiness, ServiceKind, ServiceName};
 
@@ -132,8 +132,33 @@ impl Service {
             State::Launching { .. } => return Err(format!("{name} is being spawned")),
             State::Stopping { .. } => return Err(format!("{name} is stopping")),
         };
-        Ok(Resumed {
-            service: name.clone(),
+        Ok(self.resumed(state, now))
+    }
+
+    /// What a holdfast started after this one was killed makes of this service when its
+    /// state cannot be carried as it is (see [`Service::snapshot`]): stopped if it was
+    /// being stopped for good, otherwise started again at once (the processes it had
+    /// are stopped first); `None` for one being removed by a reload.
+    pub(in crate::supervisor) fn fallback(&self, now: Instant) -> Option<Resumed> {
+        let state = match &self.state {
+            State::Stopping {
+                then: AfterStop::Remove,
+                ..
+            } => return None,
+            State::Stopping {
+                then: AfterStop::Stay,
+                ..
+            } => ResumedState::Stopped,
+            _ => ResumedState::Backoff {
+                remaining: Duration::ZERO,
+            },
+        };
+        Some(self.resumed(state, now))
+    }
+
+    fn resumed(&self, state: ResumedState, now: Instant) -> Resumed {
+        Resumed {
+            service: self.name().clone(),
             state,
             restarts: self.restarts,
             attempt: self.attempt,
@@ -143,7 +168,7 @@ impl Service {
             build: self.build.clone(),
             env_overrides: self.env_overrides.clone(),
             status_text: self.status_text.clone(),
-        })
+        }
     }
 
     /// Puts the service back in the state `resumed` describes. A waiting service stays

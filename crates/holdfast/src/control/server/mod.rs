@@ -451,6 +451,8 @@ mod tests {
         let dir = TempDir::new();
         let listener = bind(&dir.socket(), None).expect("socket binds");
         let events = EventFeed::new();
+        // The history holds one event when the followers come.
+        events.publish(fake_event(1));
         let server = serve_with_events(
             listener,
             Groups::default(),
@@ -501,6 +503,8 @@ mod tests {
         let listener = bind(&dir.socket(), None).expect("socket binds");
         // Further behind than the channel and the history hold.
         let events = EventFeed::with_lengths(4, 4);
+        // The history holds one event when the followers come.
+        events.publish(fake_event(1));
         let server = serve_with_events(
             listener,
             Groups::default(),
@@ -530,6 +534,8 @@ mod tests {
         let dir = TempDir::new();
         let listener = bind(&dir.socket(), None).expect("socket binds");
         let events = EventFeed::with_lengths(4, 32);
+        // The history holds one event when the followers come.
+        events.publish(fake_event(1));
         let server = serve_with_events(
             listener,
             Groups::default(),

@@ -20,7 +20,7 @@ use super::Shell;
 use super::handover::{self, ProcessForm, StateForm};
 use super::ledger::Ledger;
 use crate::logs::Capture;
-use crate::model::{OnRestart, ServiceName};
+use crate::model::{OnRestart, Readiness, ServiceName, UpgradeMode};
 use crate::process::reap::{self, Reaped};
 use crate::process::{group, pidfd};
 use crate::supervisor::core::{Command, Input};
@@ -66,6 +66,8 @@ impl Shell {
             self.stop_strays(&BTreeSet::new());
             return self.apply(Input::Boot);
         };
+        self.bus.resume(ledger.last_event, Vec::new());
+        age(&mut ledger);
         let adopted = self.adopt_runs(&mut ledger);
         let kept: BTreeSet<(ServiceName, RunId)> = adopted
             .iter()
@@ -81,13 +83,8 @@ impl Shell {
         let mut restart = Vec::new();
         for a in adopted {
             self.reattach_output(&ledger, &a);
-            let spec = &self.sup.plan().services[&a.service];
-            let changed = ledger
-                .runs
-                .get(&a.service)
-                .is_some_and(|note| note.spec != fingerprint(spec));
-            if changed || spec.on_restart == OnRestart::Stop {
-                restart.push(a.service.clone());
+            if let Some(why) = self.restart_reason(&ledger, &a.service) {
+                restart.push((a.service.clone(), why));
             }
             let note = format!(
                 "adopted pid {} from the holdfast before this one (it was killed)",
@@ -105,14 +102,44 @@ impl Shell {
         };
         let mut done = self.apply(Input::Resume(snapshot));
         self.rewatch();
-        for service in restart {
-            tracing::info!("{service}: restarted: its spec changed, or on_restart = \"stop\"");
+        for (service, why) in restart {
+            tracing::info!("{service}: adopted, then restarted: {why}");
             done |= self.apply(Input::Command {
                 command: Command::Restart,
                 service,
             });
         }
         done
+    }
+
+    /// Why the adopted run of `service` is restarted rather than kept, if it is.
+    fn restart_reason(&self, ledger: &Ledger, service: &ServiceName) -> Option<&'static str> {
+        let spec = &self.sup.plan().services[service];
+        let starting = ledger.services.iter().find_map(|s| match s.state {
+            StateForm::Live { starting, .. } if s.name == *service => starting,
+            _ => None,
+        });
+        let proxied = spec
+            .upgrade
+            .as_ref()
+            .is_some_and(|u| matches!(u.mode, UpgradeMode::Proxy(_)));
+        if ledger
+            .runs
+            .get(service)
+            .is_some_and(|note| note.spec != fingerprint(spec))
+        {
+            Some("its definition changed since it started (a reload holdfast did not finish)")
+        } else if spec.on_restart == OnRestart::Stop {
+            Some("on_restart = \"stop\"")
+        } else if starting == Some(false) && spec.ready == Readiness::Notify {
+            Some("it was starting, and a READY=1 sent while no holdfast listened is lost")
+        } else if !spec.listen.addrs.is_empty() || proxied {
+            // The sockets (or the proxy) holdfast made for it died with the holdfast
+            // before: a later run could not have them again.
+            Some("the listen sockets or proxy holdfast keeps for it are made anew")
+        } else {
+            None
+        }
     }
 
     /// The live runs of `ledger` whose main process is still there, of services still
@@ -180,7 +207,14 @@ impl Shell {
         };
         let log_dir = self.sup.plan().daemon.log_dir.clone();
         let spec = self.sup.plan().services[&adopted.service].log;
-        match Capture::reattach(&log_dir, &adopted.service, spec, adopted.main, ids) {
+        let mut holders = vec![adopted.main];
+        holders.extend(
+            group::group_members(adopted.group)
+                .into_iter()
+                .map(|member| member.pid)
+                .filter(|pid| *pid != adopted.main),
+        );
+        match Capture::reattach(&log_dir, &adopted.service, spec, &holders, ids) {
             Ok(Some(capture)) => self.slot(&adopted.service).capture = Some(capture),
             Ok(None) => tracing::info!(
                 "{}: pid {} no longer writes to its pipes: its output is not captured",
@@ -237,28 +271,55 @@ impl Shell {
 }
 
 /// Kills the processes (and the groups they lead) of runs in `ledger` that are not
-/// `kept`, each only if it is still the process written down.
+/// `kept`, each only if it is still the process written down, and waits until they are
+/// gone: what starts in their place may need their ports.
 fn stop_leftovers(ledger: &Ledger, kept: &BTreeSet<(ServiceName, RunId)>) {
-    for form in &ledger.processes {
-        let Some((service, run)) = owner_of(form) else {
-            continue;
-        };
-        if kept.contains(&(service.clone(), run)) {
-            continue;
+    let killed: Vec<OwnedFd> = ledger
+        .processes
+        .iter()
+        .filter_map(|form| kill_leftover(ledger, form, kept))
+        .collect();
+    pidfd::wait_exited(&killed, KILL_WAIT);
+}
+
+/// How long a start waits for the processes it killed to be gone.
+const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Kills `form`'s process if it belongs to no `kept` run; returns its pidfd.
+fn kill_leftover(
+    ledger: &Ledger,
+    form: &ProcessForm,
+    kept: &BTreeSet<(ServiceName, RunId)>,
+) -> Option<OwnedFd> {
+    let (service, run) = owner_of(form)?;
+    if kept.contains(&(service.clone(), run)) {
+        return None;
+    }
+    let pid = Pid::from_raw(form.pid);
+    let start = ledger.start_times.get(&form.pid)?;
+    // Held by a pidfd: the pid names that process until the kill is sent.
+    let held = pidfd::open_if_same(pid, *start).ok()??;
+    tracing::warn!("{service}: killing pid {pid}, left over by the holdfast before this one");
+    if form.group.is_some() {
+        let _ = group::signal_group(pid, Signal::SIGKILL);
+    }
+    let _ = crate::os::kill(pid, Signal::SIGKILL);
+    Some(held)
+}
+
+/// Counts the time that passed since `ledger` was written against what it holds: a
+/// restart's delay is that much shorter, an exit that much older.
+fn age(ledger: &mut Ledger) {
+    let Some(gap) = pidfd::since_boot().and_then(|now| now.checked_sub(ledger.written)) else {
+        return;
+    };
+    for form in &mut ledger.services {
+        if let StateForm::Backoff { remaining } = &mut form.state {
+            *remaining = remaining.saturating_sub(gap);
         }
-        let pid = Pid::from_raw(form.pid);
-        let Some(start) = ledger.start_times.get(&form.pid) else {
-            continue;
-        };
-        // Held by a pidfd: the pid names that process until the kill is sent.
-        let Ok(Some(_held)) = pidfd::open_if_same(pid, *start) else {
-            continue;
-        };
-        tracing::warn!("{service}: killing pid {pid}, left over by the holdfast before this one");
-        if form.group.is_some() {
-            let _ = group::signal_group(pid, Signal::SIGKILL);
+        if let Some((_, ago)) = &mut form.last_exit {
+            *ago += gap;
         }
-        let _ = crate::os::kill(pid, Signal::SIGKILL);
     }
 }
 

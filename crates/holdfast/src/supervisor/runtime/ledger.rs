@@ -23,7 +23,7 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -46,6 +46,15 @@ pub(super) struct Ledger {
     pub format: u32,
     /// The boot it was written in: start times count from the boot.
     pub boot_id: String,
+    /// When it was written, as time since boot (see `pidfd::since_boot`): the time
+    /// that passed until the next holdfast read it counts against what was pending
+    /// (a restart's delay).
+    #[serde(default)]
+    pub written: Duration,
+    /// The number of the last event published: the next holdfast goes on from it, so
+    /// `events --since N` keeps its meaning.
+    #[serde(default)]
+    pub last_event: u64,
     pub next_run: u64,
     pub services: Vec<ServiceForm>,
     pub processes: Vec<ProcessForm>,
@@ -159,6 +168,8 @@ impl Shell {
         Ledger {
             format: FORMAT,
             boot_id: self.ledger.boot_id.clone(),
+            written: crate::process::pidfd::since_boot().unwrap_or_default(),
+            last_event: self.bus.last_seq(),
             next_run: carried.next_run,
             services: handover::services(&carried),
             processes: handover::processes(&self.table),
@@ -234,11 +245,26 @@ pub(super) fn read(state_dir: &Path) -> Option<Ledger> {
     }
 }
 
+/// The file at `path`, not through a symlink, and only if holdfast's own user wrote it
+/// and nobody else may: the ledger decides which processes holdfast adopts, signals
+/// and kills.
 fn read_no_follow(path: &Path) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
     let mut file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)?;
+    let meta = file.metadata()?;
+    if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "owned by uid {} with mode {:o}: only holdfast's own user may write it",
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
     let mut bytes = Vec::new();
     io::Read::read_to_end(&mut file, &mut bytes)?;
     Ok(bytes)
@@ -255,6 +281,8 @@ mod tests {
         let ledger = Ledger {
             format: FORMAT,
             boot_id: "b".to_owned(),
+            written: Duration::from_secs(5),
+            last_event: 3,
             next_run: 7,
             services: Vec::new(),
             processes: Vec::new(),
@@ -264,6 +292,27 @@ mod tests {
         write(&dir.path().join(FILE), &ledger).expect("written");
         write(&dir.path().join(FILE), &ledger).expect("and replaced");
         assert_eq!(read(dir.path()), Some(ledger));
+    }
+
+    #[test]
+    fn a_ledger_others_may_write_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("open-ledger");
+        let path = dir.path().join(FILE);
+        let ledger = Ledger {
+            format: FORMAT,
+            boot_id: "b".to_owned(),
+            written: Duration::ZERO,
+            last_event: 0,
+            next_run: 1,
+            services: Vec::new(),
+            processes: Vec::new(),
+            start_times: BTreeMap::new(),
+            runs: BTreeMap::new(),
+        };
+        write(&path, &ledger).expect("written");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert_eq!(read(dir.path()), None);
     }
 
     #[test]
