@@ -224,6 +224,24 @@ pub enum EventKind {
         build: PathBuf,
         reason: String,
     },
+    /// A crash report was written (`holdfast crashes show <id>`): the main process died
+    /// of a panic, a signal or a failing exit, or was killed for hanging. Published by
+    /// the shell, not the core.
+    CrashReported {
+        id: String,
+        #[serde(with = "wire::pid")]
+        pid: Pid,
+        summary: String,
+    },
+    /// `holdfast core-handler` stored a core dump of `pid` (with a gdb backtrace when
+    /// gdb could make one) and it joined the crash report `id`. Published by the shell.
+    CoreDumped {
+        #[serde(with = "wire::pid")]
+        pid: Pid,
+        id: String,
+        truncated: bool,
+        backtrace: bool,
+    },
 }
 
 impl fmt::Display for Event {
@@ -360,6 +378,22 @@ impl fmt::Display for Event {
             ),
             EventKind::UpgradeRefused { build, reason } => {
                 write!(f, "upgrade to {} refused: {reason}", build.display())
+            }
+            EventKind::CrashReported { id, pid, summary } => {
+                write!(f, "crash of pid {pid}: {summary} (report {id})")
+            }
+            EventKind::CoreDumped {
+                pid,
+                id,
+                truncated,
+                backtrace,
+            } => {
+                write!(f, "core dump of pid {pid} stored")?;
+                if *truncated {
+                    f.write_str(" (truncated at the size cap)")?;
+                }
+                let bt = if *backtrace { "with" } else { "without" };
+                write!(f, ", {bt} a gdb backtrace (report {id})")
             }
             EventKind::ExitActionApplied { key, action } => {
                 write!(f, "{key} is mapped to ")?;

@@ -178,6 +178,17 @@ mod tests {
                 build: "/opt/api/b/server".into(),
                 reason: "not executable".to_owned(),
             },
+            EventKind::CrashReported {
+                id: "api-20260101T000000000Z-42".to_owned(),
+                pid,
+                summary: "panic: boom at main.go:3".to_owned(),
+            },
+            EventKind::CoreDumped {
+                pid,
+                id: "api-20260101T000000000Z-42".to_owned(),
+                truncated: false,
+                backtrace: true,
+            },
         ]
     }
 
@@ -409,6 +420,16 @@ mod tests {
             (
                 "upgrade_refused",
                 json!({"build": "/opt/api/b/server", "reason": "not executable"}),
+            ),
+            (
+                "crash_reported",
+                json!({"id": "api-20260101T000000000Z-42", "pid": 42,
+                       "summary": "panic: boom at main.go:3"}),
+            ),
+            (
+                "core_dumped",
+                json!({"id": "api-20260101T000000000Z-42", "pid": 42,
+                       "truncated": false, "backtrace": true}),
             ),
         ];
         let actual: Vec<(String, Value)> = one_of_each()

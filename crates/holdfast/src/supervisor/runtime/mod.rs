@@ -11,6 +11,7 @@
 
 mod cgroups;
 mod control;
+mod crashes;
 mod events;
 mod exits;
 mod handover;
@@ -49,6 +50,7 @@ use crate::notify::upstream::Upstream;
 use crate::process::{limits, reap, spawn};
 
 pub use self::cgroups::cgroup_name;
+pub use self::owner::control_of;
 pub use self::reexec::{Handed, fall_back, inherited};
 pub use self::status::log_path;
 
@@ -149,6 +151,8 @@ enum Finished {
     Reexec(reexec::Checked),
     /// A watched link flipped, a build was checked, a `verify` command timed out.
     Upgrade(upgrades::UpgradeMsg),
+    /// A crash report was written, or a core dump joined one.
+    Crash(crashes::CrashMsg),
 }
 
 /// What the shell keeps of one service besides its processes (those are in the table).
@@ -192,6 +196,8 @@ struct Shell {
     loader: mpsc::UnboundedSender<control::ReloadBy>,
     /// Effects held back until a quarantine record is on disk (see `quarantine_io`).
     held: quarantine_io::Held,
+    /// The latest crash report of each service (see `crashes`).
+    crashes: crashes::Crashes,
     notify_path: PathBuf,
     /// Who may notify, as far as the notify socket's task needs to know (see
     /// [`Shell::publish_senders`]).
@@ -285,6 +291,7 @@ impl Shell {
             inputs_tx,
             done_tx,
             held: quarantine_io::Held::default(),
+            crashes: crashes::Crashes::default(),
             notify_path,
             senders,
             upstream,
@@ -365,6 +372,10 @@ impl Shell {
             Finished::Reexec(checked) => self.on_reexec_checked(checked),
             Finished::Upgrade(msg) => {
                 self.on_upgrade_msg(msg);
+                false
+            }
+            Finished::Crash(msg) => {
+                self.on_crash_msg(msg);
                 false
             }
         }

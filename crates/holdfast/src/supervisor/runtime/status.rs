@@ -189,6 +189,7 @@ impl Shell {
             tasks: None,
             last_restart_reason: s.last_restart().map(Cause::restart_reason),
             upgrade: upgrade_status(s, now),
+            last_crash: self.crashes.last(s.name()).cloned(),
         }
     }
 

@@ -1,0 +1,305 @@
+//! Crash reports from the runtime: the exit of a main process that crashed (or was
+//! killed for hanging) becomes a report in `<state_dir>/crashes/`, written off this task
+//! from the capture's ring of last lines, then a `crash_reported` event; a core dump
+//! stored by `holdfast core-handler` joins its report (`core_dumped`).
+//!
+//! Nothing waits for a report: the exit goes to the core at once, and the event follows
+//! whenever the disk is done.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use tokio::sync::oneshot;
+
+use super::{Finished, Shell};
+use crate::control::protocol::{ControlError, CrashReport, CrashSummary, ErrorKind, Reply};
+use crate::crash::{self, Death, store};
+use crate::model::{ExitStatus, ServiceName};
+use crate::supervisor::event::{Event, EventKind};
+use crate::supervisor::service::{AfterStop, Cause, Escalation, RunId, State};
+use crate::unix::Pid;
+
+type Answer = Result<Reply, ControlError>;
+
+/// Lines of output a report keeps: enough for a panic with its stack and what led up
+/// to it (the capture's ring holds 256).
+const REPORT_LOG_LINES: usize = 200;
+
+/// The latest report of each service, for `status`.
+#[derive(Default)]
+pub(super) struct Crashes {
+    last: HashMap<ServiceName, CrashSummary>,
+}
+
+impl Crashes {
+    pub(super) fn last(&self, service: &ServiceName) -> Option<&CrashSummary> {
+        self.last.get(service)
+    }
+}
+
+/// Work on reports done off the loop.
+pub(super) enum CrashMsg {
+    Written(std::io::Result<Box<CrashReport>>),
+    CoreJoined { pid: i32, report: Box<CrashReport> },
+}
+
+/// Why the exit of `run` in `state` deserves a report, if it does: a crash of a
+/// starting or running run (an exit that is not clean), or the end of a run holdfast
+/// stopped because it hung. A stop asked for (stop, restart, reload) is no crash,
+/// unless its stop timeout ran out.
+pub(super) fn death_cause(state: &State, run: RunId, status: ExitStatus) -> Option<&'static str> {
+    match state {
+        State::Starting { run: r, .. } | State::Running { run: r, .. } if *r == run => {
+            (!status.is_clean()).then_some("crash")
+        }
+        State::Stopping {
+            run: r,
+            then,
+            escalation,
+            ..
+        } if *r == run => match then {
+            AfterStop::Exit {
+                cause: Cause::WatchdogTimeout { .. },
+                ..
+            } => Some("watchdog timeout"),
+            AfterStop::Exit {
+                cause: Cause::Unhealthy { .. },
+                ..
+            } => Some("unhealthy"),
+            _ if *escalation == Escalation::Killed => Some("stop timeout"),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl Shell {
+    /// Before the core learns of the exit of `run`'s main process: writes a report if
+    /// it was a crash or a hang (see [`death_cause`]).
+    pub(super) fn report_crash(&mut self, service: &ServiceName, run: RunId, status: ExitStatus) {
+        let Some(svc) = self.sup.service(service) else {
+            return;
+        };
+        let Some(cause) = death_cause(svc.state(), run, status) else {
+            return;
+        };
+        let Some(pid) = svc
+            .pid()
+            .or_else(|| svc.state().live().map(|(_, pid, _)| pid))
+        else {
+            return;
+        };
+        let spec = svc.spec();
+        let program = svc
+            .build()
+            .map(PathBuf::from)
+            .or_else(|| spec.command.first().map(PathBuf::from));
+        let death = Death {
+            service: service.clone(),
+            pid,
+            status,
+            cause: cause.to_owned(),
+            restarts: svc.restarts(),
+            binary: None,
+        };
+        let time = SystemTime::now();
+        // Asked now: the capture answers once the run's last words are in the ring.
+        let log = self.capture(service).map(|c| c.recent(REPORT_LOG_LINES));
+        let state_dir = self.sup.plan().daemon.state_dir.clone();
+        let done = self.done_tx.clone();
+        tokio::spawn(async move {
+            let log = match log {
+                Some(log) => log.await,
+                None => Vec::new(),
+            };
+            let written = tokio::task::spawn_blocking(move || {
+                let death = Death {
+                    binary: program.map(resolve),
+                    ..death
+                };
+                let report = crash::report(death, time, log);
+                store::write(&state_dir, &report).map(|()| Box::new(report))
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let _ = done.send(Finished::Crash(CrashMsg::Written(written)));
+        });
+    }
+
+    pub(super) fn on_crash_msg(&mut self, msg: CrashMsg) {
+        match msg {
+            CrashMsg::Written(Err(e)) => tracing::error!("failed to write a crash report: {e}"),
+            CrashMsg::Written(Ok(report)) => {
+                let report = *report;
+                tracing::warn!(
+                    "{}: {} (crash report {})",
+                    report.service,
+                    report.summary,
+                    report.id
+                );
+                let summary = store::summary(&report, false);
+                self.crashes.last.insert(report.service.clone(), summary);
+                self.publish(&Event {
+                    service: Some(report.service),
+                    kind: EventKind::CrashReported {
+                        id: report.id,
+                        pid: Pid::from_raw(report.pid),
+                        summary: report.summary,
+                    },
+                });
+            }
+            CrashMsg::CoreJoined { pid, report } => {
+                let core = report.core.as_ref();
+                if let Some(last) = self.crashes.last.get_mut(&report.service)
+                    && last.id == report.id
+                {
+                    last.core = true;
+                }
+                self.publish(&Event {
+                    service: Some(report.service.clone()),
+                    kind: EventKind::CoreDumped {
+                        pid: Pid::from_raw(pid),
+                        id: report.id.clone(),
+                        truncated: core.is_some_and(|c| c.truncated),
+                        backtrace: core.is_some_and(|c| !c.backtrace.is_empty()),
+                    },
+                });
+            }
+        }
+    }
+
+    /// `crashes [NAME]` and `crashes show ID`: read off this task.
+    pub(super) fn read_crashes(
+        &self,
+        show: Option<String>,
+        service: Option<ServiceName>,
+        reply: oneshot::Sender<Answer>,
+    ) {
+        let state_dir = self.sup.plan().daemon.state_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let answer = match show {
+                Some(id) => store::show(&state_dir, &id)
+                    .map(|report| Reply::Crash {
+                        report: Box::new(report),
+                    })
+                    .map_err(|message| ControlError {
+                        kind: ErrorKind::BadRequest,
+                        message,
+                    }),
+                None => store::list(&state_dir, service.as_ref())
+                    .map(|crashes| Reply::Crashes { crashes })
+                    .map_err(|e| ControlError {
+                        kind: ErrorKind::Internal,
+                        message: format!("cannot read the crash reports: {e}"),
+                    }),
+            };
+            let _ = reply.send(answer);
+        });
+    }
+
+    /// `core_dumped` from the core handler: joins the record to its report off this
+    /// task; the event follows once the report is rewritten.
+    pub(super) fn core_dumped(&self, pid: i32, record: String, reply: oneshot::Sender<Answer>) {
+        let state_dir = self.sup.plan().daemon.state_dir.clone();
+        let done = self.done_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let answer = match store::attach_core(&state_dir, &record) {
+                Ok(Some(report)) => {
+                    let message = format!("core of pid {pid} joined crash report {}", report.id);
+                    let report = Box::new(report);
+                    let _ = done.send(Finished::Crash(CrashMsg::CoreJoined { pid, report }));
+                    Ok(Reply::Accepted { message })
+                }
+                Ok(None) => Ok(Reply::Accepted {
+                    message: format!("no crash report of pid {pid} yet: `crashes show` joins it"),
+                }),
+                Err(e) => Err(ControlError {
+                    kind: ErrorKind::BadRequest,
+                    message: format!("cannot join core record {record:?}: {e}"),
+                }),
+            };
+            let _ = reply.send(answer);
+        });
+    }
+}
+
+/// `program` as a path: a bare name is looked up in holdfast's `PATH` (as the spawn
+/// did, for services that inherit it).
+fn resolve(program: PathBuf) -> PathBuf {
+    if program.components().count() > 1 {
+        return program;
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(&program))
+        .find(|path| path.is_file())
+        .unwrap_or(program)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::supervisor::service::{MainProcess, Watchdog};
+    use crate::unix::Signal;
+
+    fn running(run: u64) -> State {
+        State::Running {
+            run: RunId(run),
+            pid: Pid::from_raw(10),
+            spawned: Instant::now(),
+            main_pid: None,
+            watchdog: Watchdog::default(),
+        }
+    }
+
+    fn stopping(then: AfterStop, escalation: Escalation) -> State {
+        State::Stopping {
+            run: RunId(1),
+            pid: Pid::from_raw(10),
+            spawned: Instant::now(),
+            main_pid: None,
+            main: MainProcess::Alive,
+            escalation,
+            deadline: None,
+            then,
+        }
+    }
+
+    #[test]
+    fn crashes_and_hang_kills_are_reported_asked_stops_and_clean_exits_are_not() {
+        let segv = ExitStatus::Signaled {
+            signal: Signal::SIGSEGV,
+            core_dumped: false,
+        };
+        let term = ExitStatus::Signaled {
+            signal: Signal::SIGTERM,
+            core_dumped: false,
+        };
+        assert_eq!(death_cause(&running(1), RunId(1), segv), Some("crash"));
+        assert_eq!(
+            death_cause(&running(1), RunId(1), ExitStatus::Exited(0)),
+            None
+        );
+        assert_eq!(
+            death_cause(&running(2), RunId(1), segv),
+            None,
+            "an older run"
+        );
+        let watchdog = AfterStop::Exit {
+            cause: Cause::WatchdogTimeout {
+                interval: Duration::from_secs(1),
+            },
+            early: false,
+        };
+        let hung = stopping(watchdog, Escalation::Graceful);
+        assert_eq!(death_cause(&hung, RunId(1), term), Some("watchdog timeout"));
+        let asked = stopping(AfterStop::Stay, Escalation::Graceful);
+        assert_eq!(death_cause(&asked, RunId(1), segv), None);
+        let stuck = stopping(AfterStop::Start, Escalation::Killed);
+        assert_eq!(death_cause(&stuck, RunId(1), term), Some("stop timeout"));
+    }
+}

@@ -1,0 +1,193 @@
+//! Crash reports end to end: services that panic (Rust, Go), segfault with a core dump
+//! through `holdfast core-handler`, or hang and are killed; the report is read back
+//! with `holdfast crashes` and `crashes show`, and `status` and `events` name it.
+//!
+//! Tests that install the core handler change the host's `core_pattern`: they are in
+//! the `core-pattern` test group (one at a time, see `.config/nextest.toml`) and put the
+//! previous value back even when they fail (a drop guard).
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use holdfast::control::protocol::{CrashReport, CrashSummary};
+use support::Daemon;
+
+/// The reports of `name`, newest first (`crashes NAME --json`).
+fn crashes(d: &Daemon, name: &str) -> Vec<CrashSummary> {
+    let out = d.cli_ok(&["crashes", name, "--json"]);
+    serde_json::from_slice(&out.stdout).expect("crashes --json parses")
+}
+
+/// Waits for the first report of `name` (and `ready` of it) and reads it in full.
+fn wait_report(d: &Daemon, name: &str, ready: impl Fn(&CrashReport) -> bool) -> CrashReport {
+    let mut found = None;
+    d.wait_until(&format!("a crash report of {name}"), |d| {
+        let Some(first) = crashes(d, name).into_iter().next() else {
+            return false;
+        };
+        let report = show(d, &first.id);
+        let done = ready(&report);
+        found = Some(report);
+        done
+    });
+    found.expect("found")
+}
+
+fn show(d: &Daemon, id: &str) -> CrashReport {
+    let out = d.cli_ok(&["crashes", "show", id, "--json"]);
+    serde_json::from_slice(&out.stdout).expect("crashes show --json parses")
+}
+
+fn text(lines: &[String]) -> String {
+    lines.join("\n")
+}
+
+#[test]
+fn a_demo_app_panicking_in_nested_calls_leaves_a_report_with_message_frames_and_last_lines() {
+    let d = Daemon::start(
+        r#"
+[service.app]
+command = ["{DEMO_APP}", "--listen", "127.0.0.1:0", "--panic-after", "300ms", "--panic-depth", "3"]
+env = { RUST_BACKTRACE = "1" }
+restart = "no"
+"#,
+    );
+    let report = wait_report(&d, "app", |_| true);
+    assert_eq!(report.kind, "rust_panic", "{report:#?}");
+    assert_eq!(report.code, Some(101));
+    assert!(
+        report
+            .summary
+            .starts_with("panic: deliberate nested panic requested by --panic-after at "),
+        "{}",
+        report.summary
+    );
+    let stack = text(&report.stack);
+    assert!(stack.contains("demo_app::chaos::nested"), "{stack}");
+    assert!(stack.contains("stack backtrace:"), "{stack}");
+    let log = text(&report.log);
+    assert!(
+        log.contains("descending: depth 1"),
+        "the lines before it:\n{log}"
+    );
+    assert!(
+        report
+            .binary
+            .as_deref()
+            .is_some_and(|b| b.ends_with("demo-app")),
+        "{report:#?}"
+    );
+
+    // The files: JSON and text, private.
+    let dir = d.dir().join("state/crashes");
+    for ext in ["json", "txt"] {
+        let path = dir.join(format!("{}.{ext}", report.id));
+        let mode = fs::metadata(&path).expect("written").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+    let shown = support::stdout(&d.cli_ok(&["crashes", "show", &report.id]));
+    assert!(shown.contains("rust_panic stack:"), "{shown}");
+
+    // status names the latest crash; events has it.
+    let status = support::stdout(&d.cli(&["status"]));
+    assert!(
+        status.contains("last crash: panic: deliberate nested panic"),
+        "{status}"
+    );
+    let events = support::stdout(&d.cli_ok(&["events", "app"]));
+    assert!(
+        events.contains(&format!("(report {})", report.id)),
+        "{events}"
+    );
+}
+
+#[test]
+fn a_clean_exit_and_a_stop_asked_for_leave_no_report() {
+    let d = Daemon::start(
+        r#"
+[service.quits]
+command = ["sh", "-c", "echo done"]
+restart = "no"
+
+[service.stopped]
+command = ["{DEMO_APP}", "--listen", "127.0.0.1:0"]
+"#,
+    );
+    d.wait_for_service("quits", "exited", |s| {
+        s.state == "stopped" && s.last_exit.is_some()
+    });
+    d.cli_ok(&["stop", "stopped"]);
+    let all = support::stdout(&d.cli_ok(&["crashes"]));
+    assert_eq!(all, "no crash reports\n");
+}
+
+/// Builds `tests/go/crasher.go` once per test process, or says why it cannot.
+fn go_crasher() -> Result<PathBuf, String> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/crasher.go");
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
+            fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let binary = dir.join("go-crasher");
+            let own = dir.join(format!("go-crasher.{}", std::process::id()));
+            let output = Command::new("go")
+                .arg("build")
+                .arg("-o")
+                .arg(&own)
+                .arg(&source)
+                .env("GOCACHE", dir.join("cache"))
+                .env("GOPATH", dir.join("gopath"))
+                .env("GO111MODULE", "off")
+                .output()
+                .map_err(|e| format!("`go` cannot run ({e}); install golang-go"))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "go build failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            fs::rename(&own, &binary).map_err(|e| format!("{}: {e}", binary.display()))?;
+            Ok(binary)
+        })
+        .clone()
+}
+
+#[test]
+fn a_go_program_panicking_in_a_nested_call_leaves_its_goroutine_trace() {
+    let crasher = match go_crasher() {
+        Ok(binary) => binary,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let d = Daemon::start(&format!(
+        r#"
+[service.goapp]
+command = ["{}", "panic"]
+restart = "no"
+"#,
+        crasher.display()
+    ));
+    let report = wait_report(&d, "goapp", |_| true);
+    assert_eq!(report.kind, "go_panic", "{report:#?}");
+    assert_eq!(report.code, Some(2));
+    assert!(
+        report.summary.starts_with(
+            "panic: runtime error: index out of range [5] with length 3 at crasher.go:"
+        ),
+        "{}",
+        report.summary
+    );
+    let stack = text(&report.stack);
+    assert!(stack.contains("goroutine 1 [running]:"), "{stack}");
+    assert!(stack.contains("main.lookup("), "{stack}");
+    assert!(stack.contains("main.handle("), "{stack}");
+    assert!(text(&report.log).contains("handling request 5"));
+}
