@@ -191,3 +191,125 @@ restart = "no"
     assert!(stack.contains("main.handle("), "{stack}");
     assert!(text(&report.log).contains("handling request 5"));
 }
+
+/// Installs holdfast's core handler for the daemon's state directory and puts the
+/// host's previous `core_pattern` back when dropped, even when the test fails.
+struct CorePattern {
+    previous: String,
+    /// A short path to the state directory: the kernel keeps 127 bytes of pattern.
+    link: PathBuf,
+}
+
+const CORE_PATTERN: &str = "/proc/sys/kernel/core_pattern";
+
+impl CorePattern {
+    /// `None` (with the reason printed) when this host's core_pattern cannot be set.
+    fn install(d: &Daemon, max_size: &str) -> Option<CorePattern> {
+        let previous = fs::read_to_string(CORE_PATTERN).ok()?.trim_end().to_owned();
+        if fs::write(CORE_PATTERN, format!("{previous}\n")).is_err() {
+            eprintln!("skipped: {CORE_PATTERN} is not writable here");
+            return None;
+        }
+        let link = std::env::temp_dir().join(format!("hfc-{}", std::process::id()));
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(d.dir().join("state"), &link).expect("link");
+        let guard = CorePattern { previous, link };
+        let link = guard.link.display().to_string();
+        core_pattern(&["install", "--state-dir", &link, "--max-size", max_size]);
+        let now = fs::read_to_string(CORE_PATTERN).expect("read");
+        assert!(now.contains(" core-handler --state-dir "), "{now}");
+        Some(guard)
+    }
+
+    fn uninstall(&self) {
+        let link = self.link.display().to_string();
+        core_pattern(&["uninstall", "--state-dir", &link]);
+    }
+}
+
+/// `holdfast core-pattern ARGS`, which must succeed.
+fn core_pattern(args: &[&str]) {
+    let mut cmd = support::holdfast();
+    cmd.arg("core-pattern").args(args);
+    let out = support::run(cmd);
+    assert!(out.status.success(), "{}", support::describe(&out));
+}
+
+impl Drop for CorePattern {
+    fn drop(&mut self) {
+        let _ = fs::write(CORE_PATTERN, format!("{}\n", self.previous));
+        let _ = fs::remove_file(&self.link);
+    }
+}
+
+const SEGFAULTING: &str = r#"
+[service.native]
+command = ["{DEMO_APP}", "--listen", "127.0.0.1:0", "--segfault-after", "300ms"]
+limits = { core = "infinity" }
+restart = "no"
+autostart = false
+"#;
+
+#[test]
+fn with_the_core_handler_installed_a_segfault_leaves_a_compressed_core_and_a_gdb_backtrace() {
+    let d = Daemon::start(SEGFAULTING);
+    let Some(pattern) = CorePattern::install(&d, "1GiB") else {
+        return;
+    };
+    d.cli_ok(&["start", "--no-block", "native"]);
+    let report = wait_report(&d, "native", |r| r.core.is_some());
+    assert_eq!(report.signal.as_deref(), Some("SIGSEGV"), "{report:#?}");
+    assert!(report.core_dumped);
+    let core = report.core.as_ref().expect("joined");
+    assert!(!core.truncated, "{core:#?}");
+    assert_eq!(core.backtrace_error, None, "{core:#?}");
+    let backtrace = text(&core.backtrace);
+    assert!(
+        backtrace.contains("demo_app::chaos::segfault"),
+        "{backtrace}"
+    );
+    let stored = PathBuf::from(core.path.as_deref().expect("stored"));
+    assert!(stored.ends_with(format!("{}-{}.core.gz", core.pid, core.time)));
+    assert!(
+        fs::metadata(&stored).expect("on disk").len() < core.size,
+        "compressed"
+    );
+    d.wait_until("the core_dumped event", |d| {
+        support::stdout(&d.cli_ok(&["events", "native"])).contains("core dump of pid")
+    });
+    let shown = support::stdout(&d.cli_ok(&["crashes", "show", &report.id]));
+    assert!(shown.contains("gdb backtrace:"), "{shown}");
+
+    pattern.uninstall();
+    let restored = fs::read_to_string(CORE_PATTERN).expect("read");
+    assert_eq!(
+        restored.trim_end(),
+        pattern.previous,
+        "uninstall restores it"
+    );
+}
+
+#[test]
+fn with_the_core_handler_installed_a_core_over_the_cap_is_truncated_and_the_report_says_so() {
+    let d = Daemon::start(SEGFAULTING);
+    let Some(_pattern) = CorePattern::install(&d, "64KiB") else {
+        return;
+    };
+    d.cli_ok(&["start", "--no-block", "native"]);
+    let report = wait_report(&d, "native", |r| r.core.is_some());
+    let core = report.core.as_ref().expect("joined");
+    assert!(core.truncated, "{core:#?}");
+    assert!(core.size > 64 * 1024, "{core:#?}");
+    let cores = d.dir().join("state/crashes/cores");
+    let on_disk: u64 = fs::read_dir(&cores)
+        .expect("cores")
+        .map(|e| e.expect("entry").metadata().expect("meta").len())
+        .sum();
+    assert!(
+        on_disk < 64 * 1024 + 16 * 1024,
+        "{on_disk} bytes under {}",
+        cores.display()
+    );
+    let shown = support::stdout(&d.cli_ok(&["crashes", "show", &report.id]));
+    assert!(shown.contains("TRUNCATED at the size cap"), "{shown}");
+}

@@ -196,7 +196,8 @@ pub fn core_handler(args: HandlerArgs) -> miette::Result<ExitCode> {
         comm: args.comm.join(" "),
     };
     let record = match core_dump::handle(&dump, &mut std::io::stdin().lock()) {
-        Ok(record) => record,
+        Ok(Some(record)) => record,
+        Ok(None) => return Ok(ExitCode::SUCCESS),
         Err(e) => return Ok(failed(&format!("core of pid {}: {e}", dump.pid))),
     };
     tell_daemon(&dump.state_dir, &record);

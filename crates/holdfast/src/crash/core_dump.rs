@@ -52,15 +52,26 @@ pub struct Dump {
     pub comm: String,
 }
 
-/// Handles one dump from `core` (the kernel's pipe). Returns the record stored.
-pub fn handle(dump: &Dump, core: &mut impl Read) -> io::Result<CoreRecord> {
+/// Handles one dump from `core` (the kernel's pipe). Returns the record stored, or
+/// `None` when the process did not opt in to core dumps.
+pub fn handle(dump: &Dump, core: &mut impl Read) -> io::Result<Option<CoreRecord>> {
     // Before the core is read: the process (and its /proc entry) goes away after.
     let exe = fs::read_link(format!("/proc/{}/exe", dump.pid)).ok();
+    // The kernel ignores RLIMIT_CORE for a pipe: the handler honours it, so only
+    // services with `limits.core` (and processes that asked) leave cores.
+    let limit = core_limit(dump.pid);
+    if limit == Some(0) {
+        io::copy(core, &mut io::sink())?;
+        return Ok(None);
+    }
     let dir = store::cores_dir(&dump.state_dir);
     store::make_dir(&dir)?;
     let stem = format!("{}-{}", dump.pid, dump.time);
     let part = dir.join(format!("{stem}.core.part"));
-    let cap = dump.max_size.min(free_half(&dir));
+    let cap = dump
+        .max_size
+        .min(free_half(&dir))
+        .min(limit.unwrap_or(u64::MAX));
     let (size, kept) = copy_capped(core, &part, cap)?;
     let (backtrace, backtrace_error) = match &exe {
         Some(exe) => backtrace(exe, &part),
@@ -92,7 +103,20 @@ pub fn handle(dump: &Dump, core: &mut impl Read) -> io::Result<CoreRecord> {
     let json = serde_json::to_vec_pretty(&record).expect("records always serialize");
     store::write_private(&dir.join(&record.record), &json)?;
     store::prune(&dir, KEEP_CORES, KEEP_CORE_BYTES)?;
-    Ok(record)
+    Ok(Some(record))
+}
+
+/// The soft `RLIMIT_CORE` of `pid` (`None`: unlimited, or not readable).
+fn core_limit(pid: i32) -> Option<u64> {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))?;
+    let soft = line
+        .trim_start_matches("Max core file size")
+        .split_whitespace()
+        .next()?;
+    soft.parse().ok()
 }
 
 /// Half the space free for an unprivileged user on `dir`'s file system (everything if
@@ -189,7 +213,7 @@ mod tests {
             comm: "demo-app".to_owned(),
         };
         let mut core = io::repeat(7).take(1 << 20);
-        let record = handle(&dump, &mut core).expect("handled");
+        let record = handle(&dump, &mut core).expect("handled").expect("stored");
         assert_eq!(record.size, 1 << 20);
         assert!(record.truncated);
         assert!(record.backtrace_error.is_some());
