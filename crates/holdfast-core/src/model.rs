@@ -347,6 +347,18 @@ pub struct StartLimit {
 pub struct StopSpec {
     pub signal: Signal,
     pub timeout: Timeout,
+    /// `dump_signal`: before holdfast kills a hung run (watchdog timeout, UNHEALTHY,
+    /// stop timeout), this signal first (QUIT: a Go runtime prints every goroutine's
+    /// stack), so the crash report holds the stacks of what was stuck.
+    pub dump: Option<DumpSpec>,
+}
+
+/// The dump signal and how long the run gets to print its stacks (and exit) before the
+/// kill goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpSpec {
+    pub signal: Signal,
+    pub wait: Duration,
 }
 
 /// A time limit that can be switched off, like systemd's `TimeoutStartSec=infinity`.
@@ -432,6 +444,7 @@ impl ServiceSpec {
             stop: StopSpec {
                 signal: Signal::SIGTERM,
                 timeout: Timeout::After(defaults::STOP_TIMEOUT),
+                dump: None,
             },
             log: LogSpec {
                 max_size: defaults::LOG_MAX_SIZE,

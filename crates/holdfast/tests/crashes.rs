@@ -313,3 +313,46 @@ fn with_the_core_handler_installed_a_core_over_the_cap_is_truncated_and_the_repo
     let shown = support::stdout(&d.cli_ok(&["crashes", "show", &report.id]));
     assert!(shown.contains("TRUNCATED at the size cap"), "{shown}");
 }
+
+#[test]
+fn a_hung_go_service_killed_for_failing_health_leaves_the_goroutine_stacks_of_its_dump_signal() {
+    let crasher = match go_crasher() {
+        Ok(binary) => binary,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let d = Daemon::start(&format!(
+        r#"
+[service.stuck]
+command = ["{}", "hang"]
+restart = "no"
+dump_signal = "QUIT"
+dump_wait = "5s"
+
+[service.stuck.health]
+exec = ["false"]
+interval = "200ms"
+timeout = "150ms"
+unhealthy = {{ failures = 2, within = "10s", action = "restart" }}
+"#,
+        crasher.display()
+    ));
+    let report = wait_report(&d, "stuck", |_| true);
+    assert_eq!(report.cause, "unhealthy", "{report:#?}");
+    assert_eq!(report.kind, "go_dump", "{report:#?}");
+    assert!(
+        report.summary.starts_with("unhealthy: SIGQUIT"),
+        "{}",
+        report.summary
+    );
+    let stack = text(&report.stack);
+    assert!(stack.contains("main.stuck("), "{stack}");
+    assert!(stack.contains("main.worker("), "{stack}");
+    let events = support::stdout(&d.cli_ok(&["events", "stuck"]));
+    assert!(
+        events.contains("hung: SIGQUIT for a stack dump"),
+        "{events}"
+    );
+}

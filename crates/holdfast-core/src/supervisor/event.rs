@@ -94,6 +94,14 @@ pub enum EventKind {
         #[serde(with = "wire::scope")]
         scope: KillScope,
     },
+    /// A hung run got the `dump_signal` (QUIT: a Go runtime prints every goroutine's
+    /// stack) and `wait` to print its stacks before the stop goes on.
+    DumpRequested {
+        #[serde(with = "wire::signal")]
+        signal: Signal,
+        #[serde(rename = "wait_ms", with = "wire::ms")]
+        wait: Duration,
+    },
     /// Even SIGKILL did not end every process (uninterruptible sleep): holdfast stops
     /// waiting for them.
     StopAbandoned {
@@ -291,6 +299,12 @@ impl fmt::Display for Event {
             EventKind::Escalated { pid, scope } => {
                 write!(f, "stop timed out: SIGKILL to {}", targets(*scope, *pid))
             }
+            EventKind::DumpRequested { signal, wait } => write!(
+                f,
+                "hung: {} for a stack dump, {} to print it before the stop goes on",
+                signal.as_str(),
+                humantime::format_duration(*wait)
+            ),
             EventKind::StopAbandoned { pid, scope } => write!(
                 f,
                 "{} survived SIGKILL (uninterruptible sleep?): no longer waiting for it",

@@ -102,6 +102,10 @@ mod tests {
                 pid,
                 scope: KillScope::Cgroup,
             },
+            EventKind::DumpRequested {
+                signal: Signal::SIGQUIT,
+                wait: Duration::from_secs(2),
+            },
             EventKind::StopAbandoned {
                 pid,
                 scope: KillScope::ProcessGroup,
@@ -370,6 +374,10 @@ mod tests {
                 json!({"scope": "cgroup", "signal": "SIGTERM", "timeout_ms": 10000}),
             ),
             ("escalated", json!({"pid": 42, "scope": "cgroup"})),
+            (
+                "dump_requested",
+                json!({"signal": "SIGQUIT", "wait_ms": 2000}),
+            ),
             (
                 "stop_abandoned",
                 json!({"pid": 42, "scope": "process_group"}),

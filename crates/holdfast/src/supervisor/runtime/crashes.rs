@@ -67,7 +67,13 @@ pub(super) fn death_cause(state: &State, run: RunId, status: ExitStatus) -> Opti
                 cause: Cause::Unhealthy { .. },
                 ..
             } => Some("unhealthy"),
-            _ if *escalation == Escalation::Killed => Some("stop timeout"),
+            _ if matches!(
+                escalation,
+                Escalation::Killed | Escalation::Dumping { next: None }
+            ) =>
+            {
+                Some("stop timeout")
+            }
             _ => None,
         },
         _ => None,

@@ -227,6 +227,14 @@ impl Shell {
                     s.spec().stop.signal.as_str(),
                     secs(now.duration_since(s.since())),
                 ),
+                (Escalation::Dumping { .. }, _) => format!(
+                    "hung: {} sent {} ago for a stack dump",
+                    s.spec()
+                        .stop
+                        .dump
+                        .map_or("dump signal", |d| d.signal.as_str()),
+                    secs(now.duration_since(s.since()))
+                ),
                 (Escalation::Killed, _) => format!(
                     "SIGKILL sent {} ago, waiting for its processes to exit",
                     secs(now.duration_since(s.since()))
