@@ -265,3 +265,107 @@ fn stem_of(name: &str) -> &str {
         .find_map(|suffix| name.strip_suffix(suffix))
         .unwrap_or(name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ExitStatus;
+    use crate::unix::Pid;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hf-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn report_at(pid: i32, millis: u64) -> CrashReport {
+        let death = crate::crash::Death {
+            service: ServiceName::new("api").expect("valid"),
+            pid: Pid::from_raw(pid),
+            status: ExitStatus::Exited(3),
+            cause: "crash".to_owned(),
+            restarts: 0,
+            binary: None,
+        };
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + millis);
+        crate::crash::report(death, at, vec!["line".to_owned()])
+    }
+
+    #[test]
+    fn the_oldest_reports_go_beyond_the_count_and_the_newest_always_stays() {
+        let dir = temp("prune");
+        make_dir(&dir).expect("dir");
+        for i in 0..5 {
+            let stem = format!("r{i}");
+            write_private(&dir.join(format!("{stem}.json")), &[b'x'; 100]).expect("json");
+            write_private(&dir.join(format!("{stem}.txt")), &[b'x'; 100]).expect("txt");
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + i);
+            for ext in ["json", "txt"] {
+                let file = fs::File::options()
+                    .write(true)
+                    .open(dir.join(format!("{stem}.{ext}")))
+                    .expect("open");
+                file.set_modified(at).expect("mtime");
+            }
+        }
+        let left = |dir: &Path| {
+            let mut names: Vec<String> = fs::read_dir(dir)
+                .expect("dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        prune(&dir, 3, u64::MAX).expect("by count");
+        assert_eq!(
+            left(&dir),
+            [
+                "r2.json", "r2.txt", "r3.json", "r3.txt", "r4.json", "r4.txt"
+            ]
+        );
+        prune(&dir, 10, 300).expect("by size");
+        assert_eq!(left(&dir), ["r4.json", "r4.txt"], "the newest stays");
+        prune(&dir, 10, 1).expect("even over the size");
+        assert_eq!(left(&dir).len(), 2);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn show_joins_a_core_stored_while_the_daemon_was_away_and_a_planted_link_is_refused() {
+        let state = temp("join");
+        let report = report_at(77, 0);
+        write(&state, &report).expect("written");
+        let core = CoreRecord {
+            record: "77-1700000001.json".to_owned(),
+            pid: 77,
+            time: 1_700_000_001,
+            signal: 11,
+            comm: "api".to_owned(),
+            exe: None,
+            path: None,
+            size: 10,
+            stored: 0,
+            truncated: false,
+            backtrace: vec!["#0 main ()".to_owned()],
+            backtrace_error: None,
+        };
+        make_dir(&cores_dir(&state)).expect("cores");
+        let json = serde_json::to_vec(&core).expect("json");
+        write_private(&cores_dir(&state).join(&core.record), &json).expect("record");
+        let prefix = &report.id[..report.id.len() - 3];
+        let shown = show(&state, prefix).expect("found by a unique prefix");
+        assert_eq!(shown.core.as_ref().map(|c| c.pid), Some(77));
+        assert!(list(&state, None).expect("list")[0].core);
+        assert!(record_path(&state, "../x.json").is_err());
+
+        // A later report of the same pid long after is another process: not joined.
+        let later = report_at(77, 3_600_000);
+        write(&state, &later).expect("written");
+        assert_eq!(show(&state, &later.id).expect("found").core, None);
+
+        let link = dir(&state).join("planted.json");
+        std::os::unix::fs::symlink("/etc/hostname", &link).expect("plant");
+        assert!(write_private(&link, b"x").is_err(), "not followed");
+        let _ = fs::remove_dir_all(&state);
+    }
+}

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
 
@@ -26,15 +26,38 @@ type Answer = Result<Reply, ControlError>;
 /// to it (the capture's ring holds 256).
 const REPORT_LOG_LINES: usize = 200;
 
-/// The latest report of each service, for `status`.
+/// Reports of one service within [`BURST_WINDOW`], at most: a crash loop repeats
+/// itself, and hundreds of looping services must not turn into a disk-bound storm of
+/// reports (the events and the log still count every exit).
+const BURST: u32 = 5;
+const BURST_WINDOW: Duration = Duration::from_secs(60);
+
+/// The latest report of each service, for `status`, and how many were asked for lately.
 #[derive(Default)]
 pub(super) struct Crashes {
     last: HashMap<ServiceName, CrashSummary>,
+    /// Per service: when its window began, and the reports asked for in it.
+    bursts: HashMap<ServiceName, (Instant, u32)>,
 }
 
 impl Crashes {
     pub(super) fn last(&self, service: &ServiceName) -> Option<&CrashSummary> {
         self.last.get(service)
+    }
+
+    pub(super) fn forget(&mut self, service: &ServiceName) {
+        self.last.remove(service);
+        self.bursts.remove(service);
+    }
+
+    /// Whether another report of `service` may be written at `now`.
+    fn admit(&mut self, service: &ServiceName, now: Instant) -> bool {
+        let (start, count) = self.bursts.entry(service.clone()).or_insert((now, 0));
+        if now.saturating_duration_since(*start) >= BURST_WINDOW {
+            (*start, *count) = (now, 0);
+        }
+        *count += 1;
+        *count <= BURST
     }
 }
 
@@ -96,6 +119,10 @@ impl Shell {
         else {
             return;
         };
+        if !self.crashes.admit(service, Instant::now()) {
+            tracing::debug!("{service}: over {BURST} crashes within {BURST_WINDOW:?}: no report");
+            return;
+        }
         let spec = svc.spec();
         let program = svc
             .build()
@@ -246,8 +273,6 @@ fn resolve(program: PathBuf) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
     use super::*;
     use crate::supervisor::service::{MainProcess, Watchdog};
     use crate::unix::Signal;
@@ -307,5 +332,17 @@ mod tests {
         assert_eq!(death_cause(&asked, RunId(1), segv), None);
         let stuck = stopping(AfterStop::Start, Escalation::Killed);
         assert_eq!(death_cause(&stuck, RunId(1), term), Some("stop timeout"));
+    }
+
+    #[test]
+    fn a_crash_loop_gets_a_few_reports_a_minute() {
+        let mut crashes = Crashes::default();
+        let api = ServiceName::new("api").expect("valid");
+        let start = Instant::now();
+        let admitted = (0..20)
+            .filter(|i| crashes.admit(&api, start + Duration::from_millis(i * 100)))
+            .count();
+        assert_eq!(admitted, BURST as usize);
+        assert!(crashes.admit(&api, start + BURST_WINDOW), "a new window");
     }
 }

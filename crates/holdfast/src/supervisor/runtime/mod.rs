@@ -522,6 +522,7 @@ impl Shell {
     /// are aborted with the slot).
     fn remove_slot(&mut self, service: &ServiceName) {
         self.lingering.retain(|(name, _)| name != service);
+        self.crashes.forget(service);
         if let Some(slot) = self.slots.remove(service) {
             if let Some(attached) = slot.cgroup {
                 attached.cgroup.remove();
