@@ -356,3 +356,31 @@ unhealthy = {{ failures = 2, within = "10s", action = "restart" }}
         "{events}"
     );
 }
+
+#[test]
+fn a_captured_go_panic_transcript_goes_through_the_capture_path_into_the_report() {
+    // The same check as with a real Go program, for hosts without a Go toolchain: a
+    // transcript of Go 1.19's panic, printed by a service, unfinished last line and all.
+    let transcript = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/panic.txt");
+    let d = Daemon::start(&format!(
+        r#"
+[service.replay]
+command = ["sh", "-c", "echo serving; cat {} >&2; printf 'exit status 2' >&2; exit 2"]
+restart = "no"
+"#,
+        transcript.display()
+    ));
+    let report = wait_report(&d, "replay", |_| true);
+    assert_eq!(report.kind, "go_panic", "{report:#?}");
+    assert_eq!(
+        report.summary,
+        "panic: runtime error: index out of range [5] with length 3 at crasher.go:16"
+    );
+    let stack = text(&report.stack);
+    assert!(stack.contains("main.handle(0x5)"), "{stack}");
+    let log = text(&report.log);
+    assert!(
+        log.contains("exit status 2 [no newline]"),
+        "the unfinished last line:\n{log}"
+    );
+}
