@@ -185,6 +185,12 @@ pub fn cores(state_dir: &Path) -> Vec<CoreRecord> {
     cores
 }
 
+/// The core record of `report`'s pid, if the handler stored one already (it may finish
+/// before the daemon writes the report).
+pub fn core_for(state_dir: &Path, report: &CrashReport) -> Option<CoreRecord> {
+    core_of(&cores(state_dir), report)
+}
+
 fn core_of(cores: &[CoreRecord], report: &CrashReport) -> Option<CoreRecord> {
     cores
         .iter()

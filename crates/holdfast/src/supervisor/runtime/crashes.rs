@@ -151,7 +151,8 @@ impl Shell {
                     binary: program.map(resolve),
                     ..death
                 };
-                let report = crash::report(death, time, log);
+                let mut report = crash::report(death, time, log);
+                report.core = store::core_for(&state_dir, &report);
                 store::write(&state_dir, &report).map(|()| Box::new(report))
             })
             .await
@@ -165,13 +166,14 @@ impl Shell {
             CrashMsg::Written(Err(e)) => tracing::error!("failed to write a crash report: {e}"),
             CrashMsg::Written(Ok(report)) => {
                 let report = *report;
+                let core = report.core.is_some().then(|| report.clone());
                 tracing::warn!(
                     "{}: {} (crash report {})",
                     report.service,
                     report.summary,
                     report.id
                 );
-                let summary = store::summary(&report, false);
+                let summary = store::summary(&report, report.core.is_some());
                 self.crashes.last.insert(report.service.clone(), summary);
                 self.publish(&Event {
                     service: Some(report.service),
@@ -181,6 +183,13 @@ impl Shell {
                         summary: report.summary,
                     },
                 });
+                // The core handler was first: its notice found no report to join.
+                if let Some(report) = core {
+                    self.on_crash_msg(CrashMsg::CoreJoined {
+                        pid: report.pid,
+                        report: Box::new(report),
+                    });
+                }
             }
             CrashMsg::CoreJoined { pid, report } => {
                 let core = report.core.as_ref();
