@@ -357,6 +357,9 @@ pub struct CoreRecord {
     /// The record's file name in the cores directory.
     pub record: String,
     pub pid: i32,
+    /// The thread that took the signal (`%i`): its stack is the crash's.
+    #[serde(default)]
+    pub tid: i32,
     /// The kernel's `%t`: seconds since the epoch of the dump.
     pub time: u64,
     /// The signal (number) that caused the dump.

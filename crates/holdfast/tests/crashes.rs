@@ -268,6 +268,10 @@ fn with_the_core_handler_installed_a_segfault_leaves_a_compressed_core_and_a_gdb
         backtrace.contains("demo_app::chaos::segfault"),
         "{backtrace}"
     );
+    assert_eq!(
+        report.summary, "killed by SIGSEGV (core dumped) in demo_app::chaos::segfault",
+        "the function gdb found the signalled thread in"
+    );
     let stored = PathBuf::from(core.path.as_deref().expect("stored"));
     assert!(stored.ends_with(format!("{}-{}.core.gz", core.pid, core.time)));
     assert!(

@@ -86,6 +86,7 @@ pub fn handle(dump: &Dump, core: &mut impl Read) -> io::Result<Option<CoreRecord
     let record = CoreRecord {
         record: format!("{stem}.json"),
         pid: dump.pid,
+        tid: dump.tid,
         time: dump.time,
         signal: dump.signal,
         comm: dump.comm.clone(),

@@ -224,6 +224,45 @@ fn rust_summary(stack: &[&str]) -> String {
     }
 }
 
+/// The function the thread `tid` crashed in, from gdb's `thread apply all bt`: the
+/// first frame of that thread's stack that is not the C library's or Rust's signal
+/// machinery (`raise`, `__pthread_kill_implementation`, `nix::sys::signal::raise`).
+pub fn crashing_function(backtrace: &[String], tid: i32) -> Option<String> {
+    let lwp = format!("(LWP {tid})");
+    let header = |l: &String| l.starts_with("Thread ") && l.contains(&lwp);
+    backtrace
+        .iter()
+        .skip_while(|l| !header(l))
+        .skip(1)
+        .take_while(|l| !l.starts_with("Thread "))
+        .filter_map(|l| gdb_function(l))
+        .find(|f| !machinery(f))
+        .map(str::to_owned)
+}
+
+/// `demo_app::chaos::segfault` of `#5  0x0000... in demo_app::chaos::segfault () at ...`
+/// (or of `#0  raise (sig=11) at ...`, a frame without an address).
+fn gdb_function(frame: &str) -> Option<&str> {
+    let rest = frame.strip_prefix('#')?;
+    let rest = rest
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .trim_start();
+    let rest = match rest.split_once(" in ") {
+        Some((address, function)) if address.starts_with("0x") => function,
+        _ => rest,
+    };
+    rest.split(" (").next().filter(|f| !f.is_empty())
+}
+
+fn machinery(function: &str) -> bool {
+    const SIGNALLING: &[&str] = &["raise", "gsignal", "abort", "??"];
+    function.starts_with("__")
+        || function.starts_with("nix::")
+        || function.starts_with("libc::")
+        || function.starts_with("std::sys")
+        || SIGNALLING.contains(&function)
+}
+
 fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -375,6 +414,30 @@ note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace";
         let got = extract(&lines(old)).expect("found");
         assert_eq!(got.summary, "panic: boom at src/main.rs:2:5");
         assert_eq!(got.stack.len(), 1);
+    }
+
+    #[test]
+    fn gdb_names_the_function_the_signalled_thread_crashed_in() {
+        let backtrace: Vec<String> = "Thread 2 (Thread 0x7f (LWP 11)):
+#0  syscall () at syscall.S:38
+Thread 1 (Thread 0x7f (LWP 12)):
+#0  __pthread_kill_implementation (threadid=<optimized out>) at ./nptl/pthread_kill.c:44
+#1  0x00007f in raise (sig=11) at ../sysdeps/posix/raise.c:26
+#2  0x000056 in nix::sys::signal::raise (signal=SIGSEGV) at src/sys/signal.rs:1
+#3  0x000056 in demo_app::chaos::segfault () at crates/demo-app/src/chaos.rs:72
+#4  0x000056 in demo_app::chaos::arm::{closure#2} () at crates/demo-app/src/chaos.rs:170"
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            crashing_function(&backtrace, 12).as_deref(),
+            Some("demo_app::chaos::segfault")
+        );
+        assert_eq!(
+            crashing_function(&backtrace, 11).as_deref(),
+            Some("syscall")
+        );
+        assert_eq!(crashing_function(&backtrace, 99), None);
     }
 
     #[test]

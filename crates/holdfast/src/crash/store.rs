@@ -135,7 +135,9 @@ pub fn show(state_dir: &Path, id: &str) -> Result<CrashReport, String> {
         }
     };
     if report.core.is_none() {
-        report.core = core_of(&cores(state_dir), &report);
+        if let Some(core) = core_of(&cores(state_dir), &report) {
+            join(&mut report, core);
+        }
     }
     Ok(report)
 }
@@ -151,7 +153,7 @@ pub fn attach_core(state_dir: &Path, name: &str) -> io::Result<Option<CrashRepor
     let Some(mut report) = report else {
         return Ok(None);
     };
-    report.core = Some(core);
+    join(&mut report, core);
     write(state_dir, &report)?;
     Ok(Some(report))
 }
@@ -185,10 +187,24 @@ pub fn cores(state_dir: &Path) -> Vec<CoreRecord> {
     cores
 }
 
-/// The core record of `report`'s pid, if the handler stored one already (it may finish
-/// before the daemon writes the report).
-pub fn core_for(state_dir: &Path, report: &CrashReport) -> Option<CoreRecord> {
-    core_of(&cores(state_dir), report)
+/// Joins the core record of `report`'s pid, if the handler stored one already (it may
+/// finish before the daemon writes the report).
+pub fn join_stored_core(state_dir: &Path, report: &mut CrashReport) {
+    if let Some(core) = core_of(&cores(state_dir), report) {
+        join(report, core);
+    }
+}
+
+/// `core` becomes part of `report`; a death by signal with nothing in the output to
+/// explain it is summed up with the function gdb found the crashing thread in.
+fn join(report: &mut CrashReport, core: CoreRecord) {
+    if report.kind == "signal"
+        && !report.summary.contains(" in ")
+        && let Some(function) = super::extract::crashing_function(&core.backtrace, core.tid)
+    {
+        report.summary = format!("{} in {function}", report.summary);
+    }
+    report.core = Some(core);
 }
 
 fn core_of(cores: &[CoreRecord], report: &CrashReport) -> Option<CoreRecord> {
@@ -344,6 +360,7 @@ mod tests {
         let core = CoreRecord {
             record: "77-1700000001.json".to_owned(),
             pid: 77,
+            tid: 77,
             time: 1_700_000_001,
             signal: 11,
             comm: "api".to_owned(),

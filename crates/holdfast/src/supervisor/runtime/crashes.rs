@@ -152,7 +152,7 @@ impl Shell {
                     ..death
                 };
                 let mut report = crash::report(death, time, log);
-                report.core = store::core_for(&state_dir, &report);
+                store::join_stored_core(&state_dir, &mut report);
                 store::write(&state_dir, &report).map(|()| Box::new(report))
             })
             .await
@@ -197,6 +197,7 @@ impl Shell {
                     && last.id == report.id
                 {
                     last.core = true;
+                    last.summary.clone_from(&report.summary);
                 }
                 self.publish(&Event {
                     service: Some(report.service.clone()),
