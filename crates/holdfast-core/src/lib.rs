@@ -8,6 +8,7 @@
 //! - [`health`]: the OK/DEGRADED/UNHEALTHY decay of probe results.
 //! - [`notify`]: the sd_notify datagram parser.
 //! - [`unix`]: process ids, signals and reap numbers as plain data.
+//! - [`stable_hash`]: a hash for what one holdfast writes down and the next recomputes.
 //!
 //! Nothing here depends on an async runtime, the OS or the filesystem, so every decision
 //! is unit-tested with a fake clock.
@@ -18,5 +19,6 @@ pub mod clock;
 pub mod health;
 pub mod model;
 pub mod notify;
+pub mod stable_hash;
 pub mod supervisor;
 pub mod unix;

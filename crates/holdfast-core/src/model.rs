@@ -12,8 +12,10 @@ use std::time::Duration;
 use crate::unix::Signal;
 use serde::{Deserialize, Serialize};
 
+mod dump;
 mod privs;
 mod upgrade;
+pub use dump::DumpSpec;
 pub use privs::{
     CAPABILITY_NAMES, Capability, CgroupLimits, Credentials, Limits, Privileges, Rlimit, UserRef,
 };
@@ -257,6 +259,20 @@ pub struct ServiceSpec {
     pub listen: Listen,
     /// `[service.X.upgrade]`: zero-downtime replacement of the running build.
     pub upgrade: Option<UpgradeSpec>,
+    /// What a holdfast started after its predecessor died does with the processes of
+    /// this service that outlived it.
+    pub on_restart: OnRestart,
+}
+
+/// `on_restart`: what becomes of a service's processes that outlived a holdfast that was
+/// killed, when the next holdfast starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnRestart {
+    /// Supervised again as they are: no restart, no second copy.
+    #[default]
+    Adopt,
+    /// Stopped cleanly (stop signal, timeout, SIGKILL), then started afresh.
+    Stop,
 }
 
 /// How a service signals that it is ready (systemd `Type=`, s6 `notification-fd`).
@@ -351,14 +367,6 @@ pub struct StopSpec {
     /// stop timeout), this signal first (QUIT: a Go runtime prints every goroutine's
     /// stack), so the crash report holds the stacks of what was stuck.
     pub dump: Option<DumpSpec>,
-}
-
-/// The dump signal and how long the run gets to print its stacks (and exit) before the
-/// kill goes on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DumpSpec {
-    pub signal: Signal,
-    pub wait: Duration,
 }
 
 /// A time limit that can be switched off, like systemd's `TimeoutStartSec=infinity`.
@@ -466,6 +474,7 @@ impl ServiceSpec {
                 backlog: upgrade_defaults::BACKLOG,
             },
             upgrade: None,
+            on_restart: OnRestart::Adopt,
         }
     }
 }
@@ -482,6 +491,10 @@ pub enum ExitStatus {
     },
     /// Killed (SIGKILL) by the kernel's OOM killer, as the service's cgroup counted it.
     OomKilled,
+    /// A process holdfast adopted after a restart (started by the holdfast before it,
+    /// which was killed) ended: it is not holdfast's child, so the kernel tells its exit
+    /// status to its parent only. Counts as a failure.
+    Unknown,
 }
 
 impl ExitStatus {
@@ -494,20 +507,20 @@ impl ExitStatus {
                 signal,
                 Signal::SIGHUP | Signal::SIGINT | Signal::SIGTERM | Signal::SIGPIPE
             ),
-            ExitStatus::OomKilled => false,
+            ExitStatus::OomKilled | ExitStatus::Unknown => false,
         }
     }
 
     pub fn code(self) -> Option<i32> {
         match self {
             ExitStatus::Exited(code) => Some(code),
-            ExitStatus::Signaled { .. } | ExitStatus::OomKilled => None,
+            ExitStatus::Signaled { .. } | ExitStatus::OomKilled | ExitStatus::Unknown => None,
         }
     }
 
     pub fn signal(self) -> Option<Signal> {
         match self {
-            ExitStatus::Exited(_) => None,
+            ExitStatus::Exited(_) | ExitStatus::Unknown => None,
             ExitStatus::Signaled { signal, .. } => Some(signal),
             ExitStatus::OomKilled => Some(Signal::SIGKILL),
         }
@@ -527,6 +540,7 @@ impl fmt::Display for ExitStatus {
                 core_dumped: true,
             } => write!(f, "killed by {} (core dumped)", signal.as_str()),
             ExitStatus::OomKilled => f.write_str("oom-killed"),
+            ExitStatus::Unknown => f.write_str("exited (status unknown: adopted process)"),
         }
     }
 }
@@ -642,13 +656,14 @@ pub enum ExitKey {
 }
 
 impl ExitKey {
-    /// The key an exit status is looked up under.
-    pub fn of(status: ExitStatus) -> Self {
+    /// The key an exit status is looked up under; none for an unknown status.
+    pub fn of(status: ExitStatus) -> Option<Self> {
         match status {
-            ExitStatus::Exited(code) => ExitKey::Code(code),
-            ExitStatus::Signaled { signal, .. } => ExitKey::Signal(signal as i32),
+            ExitStatus::Exited(code) => Some(ExitKey::Code(code)),
+            ExitStatus::Signaled { signal, .. } => Some(ExitKey::Signal(signal as i32)),
             // An OOM kill is a SIGKILL: `SIGKILL = { ... }` maps it.
-            ExitStatus::OomKilled => ExitKey::Signal(Signal::SIGKILL as i32),
+            ExitStatus::OomKilled => Some(ExitKey::Signal(Signal::SIGKILL as i32)),
+            ExitStatus::Unknown => None,
         }
     }
 }

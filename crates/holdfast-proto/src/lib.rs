@@ -336,7 +336,8 @@ pub struct CrashReport {
     pub cause: String,
     /// Automatic restarts of the service before this exit.
     pub restarts: u32,
-    /// `go_panic`, `go_fatal`, `go_signal`, `go_dump`, `rust_panic`, `signal` or `exit`.
+    /// `go_panic`, `go_fatal`, `go_signal`, `go_dump`, `rust_panic`, `signal`, `exit`, or
+    /// `unknown` (an adopted process, whose exit status only its own parent learnt).
     pub kind: String,
     pub summary: String,
     /// The extracted panic block and stack frames, as printed.

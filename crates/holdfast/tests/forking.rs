@@ -3,17 +3,7 @@
 
 mod support;
 
-use std::net::TcpListener;
-
 use support::{Daemon, is_alive};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local address")
-        .port()
-}
 
 /// The pid the daemon wrote to its pidfile.
 fn pidfile_pid(daemon: &Daemon, name: &str) -> u32 {
@@ -51,13 +41,13 @@ start_secs = "0s"
 
 #[test]
 fn forking_daemon_with_tcp_readiness_becomes_running() {
-    let port = free_port();
+    let port = support::free_port();
     forking_daemon_becomes_running(&format!(r#"{{ tcp = "127.0.0.1:{port}" }}"#), port);
 }
 
 #[test]
 fn forking_daemon_with_http_readiness_becomes_running() {
-    let port = free_port();
+    let port = support::free_port();
     forking_daemon_becomes_running(
         &format!(r#"{{ http = "http://127.0.0.1:{port}/health" }}"#),
         port,
@@ -110,7 +100,7 @@ pidfile = "{{DIR}}/daemon.pid"
 
 #[test]
 fn a_waited_restart_of_a_forking_service_reports_it_running() {
-    let port = free_port();
+    let port = support::free_port();
     let daemon = Daemon::start(&double_forking(
         port,
         &format!(r#"ready = {{ tcp = "127.0.0.1:{port}" }}"#),
@@ -134,7 +124,7 @@ fn a_waited_restart_of_a_forking_service_reports_it_running() {
 
 #[test]
 fn a_forking_daemon_that_notifies_ready_before_its_pidfile_is_read_becomes_running() {
-    let port = free_port();
+    let port = support::free_port();
     // demo-app sends READY=1 once it listens, and writes its pidfile after that: the
     // notification comes from a process that holdfast knows only through the cgroup.
     let daemon = Daemon::start(&double_forking(

@@ -8,20 +8,12 @@ mod support;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 
 use holdfast::control::protocol::ServiceStatus;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::Daemon;
-
-/// A port nobody listens on right now (the demo app binds it next).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral port is available")
-        .port()
-}
 
 /// A minimal HTTP GET (no curl on the test machine needed); returns the raw response.
 fn get(port: u16, path: &str) -> String {
@@ -72,7 +64,7 @@ fn healthy_pid(d: &Daemon) -> u32 {
 
 #[test]
 fn a_failing_health_endpoint_degrades_then_makes_unhealthy_and_restarts_the_service_once() {
-    let port = free_port();
+    let port = support::free_port();
     let d = Daemon::start(&config(port, "restart"));
     let first = healthy_pid(&d);
 
@@ -118,7 +110,7 @@ fn a_failing_health_endpoint_degrades_then_makes_unhealthy_and_restarts_the_serv
 
 #[test]
 fn an_unhealthy_service_comes_back_to_ok_only_after_the_configured_successes() {
-    let port = free_port();
+    let port = support::free_port();
     let d = Daemon::start(&config(port, "none"));
     let pid = healthy_pid(&d);
 
@@ -154,7 +146,7 @@ fn an_unhealthy_service_comes_back_to_ok_only_after_the_configured_successes() {
 
 #[test]
 fn a_hung_process_is_detected_through_probe_timeouts_and_replaced() {
-    let port = free_port();
+    let port = support::free_port();
     let d = Daemon::start(&config(port, "restart"));
     let hung = healthy_pid(&d);
 

@@ -4,7 +4,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
 use support::{Daemon, children, describe, kill_9, stderr, stdout};
@@ -113,14 +113,6 @@ fn upgrade_self_with_a_broken_config_changes_nothing() {
     assert!(!d.stderr().contains("re-executing"), "{}", d.stderr());
 }
 
-/// A port nobody listens on right now (the demo app binds it next).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral port is available")
-        .port()
-}
-
 /// How many requests the demo app on `port` has answered (its `/` says).
 fn requests(port: u16) -> u64 {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -158,7 +150,7 @@ fn wrk(port: u16, close: bool) -> std::process::Child {
 
 #[test]
 fn upgrade_self_under_http_load_fails_no_request_and_keeps_every_pid() {
-    let (keep, fresh) = (free_port(), free_port());
+    let (keep, fresh) = (support::free_port(), support::free_port());
     let d = Daemon::start(&format!(
         r#"
 [service.keep]
@@ -464,7 +456,7 @@ fn sockets_of(pid: u32) -> Vec<String> {
 
 #[test]
 fn upgrade_self_keeps_the_listen_sockets_and_the_next_run_gets_the_same_one() {
-    let port = free_port();
+    let port = support::free_port();
     let d = Daemon::start(&format!(
         r#"
 [service.web]
@@ -554,7 +546,7 @@ bake = "1s"
 
 #[test]
 fn upgrade_self_with_a_service_behind_the_proxy_is_refused_and_changes_nothing() {
-    let public = free_port();
+    let public = support::free_port();
     let d = Daemon::start(&format!(
         r#"
 [service.web]

@@ -43,25 +43,37 @@ pub fn diff(old: &Plan, new: &Plan, dry_run: bool) -> ReloadPlan {
     plan
 }
 
-/// Equal but for what a running process does not depend on (hooks, group), and the
-/// build `[upgrade]` resolved at load: a reload after a flip of the watched link must
-/// not restart the service onto an unverified build behind the rollout's back (moving
-/// to it is an upgrade's job).
+/// Equal but for what a running process does not depend on (hooks, group, on_restart),
+/// and the build `[upgrade]` resolved at load: a reload after a flip of the watched link
+/// must not restart the service onto an unverified build behind the rollout's back
+/// (moving to it is an upgrade's job).
 fn same_but_labels(a: &ServiceSpec, b: &ServiceSpec) -> bool {
-    let upgrade = match (&a.upgrade, &b.upgrade) {
-        (Some(a), Some(b)) => Some(crate::model::UpgradeSpec {
-            build: b.build.clone(),
-            ..a.clone()
-        }),
-        (a, _) => a.clone(),
-    };
-    let a = ServiceSpec {
-        hooks: b.hooks.clone(),
-        group: b.group.clone(),
-        upgrade,
-        ..a.clone()
-    };
-    a == *b
+    what_runs(a) == what_runs(b)
+}
+
+/// A fingerprint of what a run of `spec` is, stable across holdfast processes of one
+/// build (FNV-1a of the spec without its labels, see [`same_but_labels`]): a holdfast
+/// started after its predecessor was killed compares it with the one written down for
+/// each process it finds, to tell whether the process runs what the config says now.
+pub fn fingerprint(spec: &ServiceSpec) -> u64 {
+    crate::stable_hash::stable_hash(format!("{:?}", what_runs(spec)).as_bytes())
+}
+
+/// `spec` with what its running processes do not depend on set to fixed values.
+fn what_runs(spec: &ServiceSpec) -> ServiceSpec {
+    ServiceSpec {
+        hooks: crate::model::Hooks::default(),
+        group: None,
+        on_restart: crate::model::OnRestart::default(),
+        upgrade: spec
+            .upgrade
+            .clone()
+            .map(|upgrade| crate::model::UpgradeSpec {
+                build: std::path::PathBuf::new(),
+                ..upgrade
+            }),
+        ..spec.clone()
+    }
 }
 
 #[cfg(test)]

@@ -438,6 +438,33 @@ impl Cgroups {
         Ok(())
     }
 
+    /// Kills every process in the service cgroups under the parent but those named in
+    /// `keep`: at start, what a killed holdfast with the same cgroup name left behind
+    /// that is not adopted. Returns each cgroup that held processes, with their count.
+    pub fn kill_strays(&self, keep: &[&str]) -> Vec<(String, usize)> {
+        let Ok(entries) = fs::read_dir(self.parent_dir()) else {
+            return Vec::new();
+        };
+        let mut killed = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if keep.contains(&name.as_str()) || !entry.path().is_dir() {
+                continue;
+            }
+            let cgroup = ServiceCgroup {
+                version: self.version,
+                dir: entry.path(),
+                controllers: Vec::new(),
+                holds: Holds::Unknown,
+            };
+            let n = cgroup.signal(Signal::SIGKILL);
+            if n > 0 {
+                killed.push((name, n));
+            }
+        }
+        killed
+    }
+
     /// Removes the parent directories (only succeeds once every service cgroup is gone).
     pub fn remove(&self) {
         for (_, dir) in &self.parents {

@@ -10,6 +10,7 @@
 
 pub mod group;
 pub mod limits;
+pub mod pidfd;
 pub mod program;
 pub mod reap;
 pub mod reexec;
@@ -30,6 +31,9 @@ pub struct ProcStat {
     pub ppid: Pid,
     pub pgid: Pid,
     pub sid: Pid,
+    /// When the process started, in clock ticks since boot (field 22): with the pid, it
+    /// names one process for the life of the system, whereas a pid alone is reused.
+    pub start_time: u64,
 }
 
 impl ProcStat {
@@ -58,6 +62,8 @@ fn parse_stat(pid: Pid, text: &str) -> Option<ProcStat> {
     let ppid = next_pid()?;
     let pgid = next_pid()?;
     let sid = next_pid()?;
+    // Fields 7 to 21 (tty_nr .. itrealvalue) are not used; field 22 is starttime.
+    let start_time = rest.nth(15)?.parse().ok()?;
     Some(ProcStat {
         pid,
         comm,
@@ -65,6 +71,7 @@ fn parse_stat(pid: Pid, text: &str) -> Option<ProcStat> {
         ppid,
         pgid,
         sid,
+        start_time,
     })
 }
 
@@ -74,10 +81,11 @@ mod tests {
 
     #[test]
     fn stat_parsing_survives_parentheses_and_spaces_in_comm() {
-        let text = "42 (a) b (c)) Z 1 40 40 0 -1 4194560 0 0 0 0";
+        let text = "42 (a) b (c)) Z 1 40 40 0 -1 4194560 0 0 0 0 3 4 0 0 20 0 1 0 123456 0 0";
         let stat = parse_stat(Pid::from_raw(42), text).expect("well-formed stat line");
         assert_eq!(stat.comm, "a) b (c)");
         assert_eq!(stat.state, 'Z');
+        assert_eq!(stat.start_time, 123_456);
         assert!(stat.is_zombie());
         assert_eq!(stat.ppid, Pid::from_raw(1));
         assert_eq!(stat.pgid, Pid::from_raw(40));

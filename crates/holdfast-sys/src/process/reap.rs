@@ -59,6 +59,20 @@ pub fn while_unreaped<R>(pid: Pid, f: impl FnOnce() -> R) -> Option<R> {
     }
 }
 
+/// The exit of a process that is not holdfast's child (adopted after a restart, see
+/// [`super::pidfd`]), numbered like a reap so that the process table orders it with the
+/// others. Its exit status is whatever the pidfd could tell.
+pub fn adopted_exit(pid: Pid, pgid: Option<Pid>, status: ExitStatus) -> Reaped {
+    let _reaping = REAPING.lock().unwrap_or_else(PoisonError::into_inner);
+    let seq = ReapSeq(REAPS.fetch_add(1, Ordering::SeqCst) + 1);
+    Reaped {
+        pid,
+        seq,
+        pgid,
+        status,
+    }
+}
+
 /// One reaped child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reaped {

@@ -111,6 +111,8 @@ pub struct RawService {
     pub listen: Option<Spanned<Vec<Spanned<String>>>>,
     pub backlog: Option<Spanned<i64>>,
     pub upgrade: Option<Spanned<RawUpgrade>>,
+    /// `"adopt"` or `"stop"`: see `model::OnRestart`.
+    pub on_restart: Option<Spanned<String>>,
 }
 
 /// `[service.X.upgrade]`.

@@ -54,6 +54,9 @@ pub fn report(death: Death, time: SystemTime, log: Vec<String>) -> CrashReport {
             let kind = match death.status {
                 ExitStatus::Exited(_) => "exit",
                 ExitStatus::Signaled { .. } | ExitStatus::OomKilled => "signal",
+                // An adopted process: holdfast is not its parent, the kernel told it
+                // nothing of how it ended.
+                ExitStatus::Unknown => "unknown",
             };
             (kind, status.clone(), Vec::new())
         }

@@ -33,13 +33,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::fcntl::{FcntlArg, fcntl};
 use tokio::net::unix::pipe::Receiver;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::file::LogFile;
 use super::line::LineSplitter;
+use super::pipes;
 use super::record::{Ending, Prefix, Record, Stamp, Stream};
 use super::ring::Ring;
 use super::spare;
@@ -77,6 +78,8 @@ pub struct Capture {
     path: PathBuf,
     stdout: OwnedFd,
     stderr: OwnedFd,
+    /// The identities of the two pipes (see [`Capture::pipe_ids`]).
+    ids: [u64; 2],
 }
 
 #[derive(Debug)]
@@ -233,8 +236,8 @@ impl Capture {
     /// # Panics
     /// If called outside a tokio runtime with IO enabled.
     pub fn open(log_dir: &Path, service: &ServiceName, spec: LogSpec) -> io::Result<Capture> {
-        let (stdout_read, stdout) = pipe()?;
-        let (stderr_read, stderr) = pipe()?;
+        let (stdout_read, stdout) = pipes::pipe()?;
+        let (stderr_read, stderr) = pipes::pipe()?;
         let pipes = [stdout_read, stderr_read, stdout, stderr];
         Self::adopt(log_dir, service, spec, pipes, [Vec::new(), Vec::new()])
     }
@@ -256,6 +259,7 @@ impl Capture {
     ) -> io::Result<Capture> {
         let path = log_dir.join(format!("{service}.log"));
         let file = LogFile::new(path.clone(), spec)?;
+        let ids = [pipes::id(&stdout)?, pipes::id(&stderr)?];
         let (ops_tx, ops) = mpsc::unbounded_channel();
         let pipes = Arc::new(Pipes {
             stdout: Receiver::from_owned_fd(stdout_read)?,
@@ -283,6 +287,7 @@ impl Capture {
             path,
             stdout,
             stderr,
+            ids,
         })
     }
 
@@ -306,6 +311,33 @@ impl Capture {
             self.stdout.as_raw_fd(),
             self.stderr.as_raw_fd(),
         ]
+    }
+
+    /// The capture of the pipes that fds 1 and 2 of `pid` still hold, the pipes `ids`
+    /// (see [`Capture::pipe_ids`]): a process that outlived a killed holdfast, adopted
+    /// by the next one, whose output waited in them. `None` when the process no longer
+    /// writes to them.
+    ///
+    /// # Panics
+    /// If called outside a tokio runtime with IO enabled.
+    pub fn reattach(
+        log_dir: &Path,
+        service: &ServiceName,
+        spec: LogSpec,
+        pid: crate::unix::Pid,
+        ids: [u64; 2],
+    ) -> io::Result<Option<Capture>> {
+        match pipes::reattach(pid, ids)? {
+            Some(fds) => {
+                Self::adopt(log_dir, service, spec, fds, [Vec::new(), Vec::new()]).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The identities of the stdout and stderr pipes, for [`Capture::reattach`].
+    pub fn pipe_ids(&self) -> [u64; 2] {
+        self.ids
     }
 
     /// The current log file, `<log_dir>/<service>.log`.
@@ -402,14 +434,6 @@ impl Capture {
         // The task lives until this `Capture` is dropped: the send cannot fail.
         let _ = self.ops.send(op);
     }
-}
-
-/// A pipe as (read end, write end), both `O_CLOEXEC`; the write end stays blocking
-/// because the child expects an ordinary blocking stdout.
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    // The bare errno, so that the caller can tell holdfast's own EMFILE from a bad
-    // log directory.
-    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)
 }
 
 /// A read buffer of [`READ_SIZE`] bytes, lent until [`give_back_read_buf`].

@@ -28,6 +28,7 @@ mod capture;
 mod file;
 mod follow;
 mod line;
+mod pipes;
 pub mod read;
 mod record;
 mod ring;
@@ -35,7 +36,7 @@ mod spare;
 mod tail;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use capture::Capture;
 pub use follow::{Follower, Stopper, follow};

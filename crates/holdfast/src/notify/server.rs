@@ -377,6 +377,7 @@ mod tests {
             ppid: Pid::from_raw(ppid),
             pgid: Pid::from_raw(pgid),
             sid: Pid::from_raw(sid),
+            start_time: 0,
         }
     }
 

@@ -247,32 +247,7 @@ impl Daemon {
         let tag = unique_tag();
         let dir = std::env::temp_dir().join(format!("holdfast-it-{tag}"));
         fs::create_dir_all(&dir).expect("failed to create the test directory");
-        let stderr = fs::File::create(dir.join("holdfast.stderr"))
-            .expect("failed to create the daemon's stderr file");
-        let stdout = fs::File::create(dir.join("holdfast.stdout"))
-            .expect("failed to create the daemon's stdout file");
-
-        let mut cmd = match launcher.split_first() {
-            None => holdfast_at(bin),
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(bin);
-                cmd.env_remove("HOLDFAST_SOCKET")
-                    .env_remove("HOLDFAST_CONFIG")
-                    .stdin(Stdio::null());
-                cmd
-            }
-        };
-        cmd.arg("up")
-            .arg("-c")
-            .arg(dir.join("holdfast.toml"))
-            .env(TAG_VAR, &tag)
-            .env("HOLDFAST_LOG", "info")
-            .envs(env.iter().copied())
-            .current_dir(&dir)
-            .stdout(stdout)
-            .stderr(stderr);
-
+        let mut cmd = up_command(bin, &dir, &tag, launcher, env);
         fs::write(dir.join("holdfast.toml"), render(&dir, services_toml))
             .expect("failed to write the config");
         let child = cmd
@@ -289,6 +264,31 @@ impl Daemon {
             d.try_status().is_ok()
         });
         daemon
+    }
+
+    /// SIGKILLs holdfast, whose services live on, and starts it again on the same
+    /// config, state and log directories, as an init system restarts a crashed daemon.
+    pub fn kill_9_and_start_again(&mut self) {
+        self.kill_9_holdfast();
+        self.start_again();
+    }
+
+    /// SIGKILLs holdfast (not its services) and waits until it is gone.
+    pub fn kill_9_holdfast(&mut self) {
+        kill_9(self.host_pid());
+        let _ = self.child.wait();
+    }
+
+    /// Starts holdfast again on the same directories, after [`Daemon::kill_9_holdfast`].
+    pub fn start_again(&mut self) {
+        let mut cmd = up_command(&holdfast_bin(), &self.dir, &self.tag, &[], &[]);
+        self.child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to spawn {cmd:?}: {e}"));
+        self.exited = None;
+        self.wait_until("the new holdfast answers status", |d| {
+            d.try_status().is_ok()
+        });
     }
 
     pub fn dir(&self) -> &Path {
@@ -522,6 +522,53 @@ impl Drop for Daemon {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// A port nobody listens on right now (the service under test binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port is available")
+        .port()
+}
+
+/// `holdfast up` on the config in `dir` (through `launcher`, if any), its output
+/// appended to `holdfast.stdout` and `holdfast.stderr` there.
+fn up_command(
+    bin: &Path,
+    dir: &Path,
+    tag: &str,
+    launcher: &[&str],
+    env: &[(&str, &str)],
+) -> Command {
+    let append = |name: &str| {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .unwrap_or_else(|e| panic!("failed to open the daemon's {name}: {e}"))
+    };
+    let mut cmd = match launcher.split_first() {
+        None => holdfast_at(bin),
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(bin);
+            cmd.env_remove("HOLDFAST_SOCKET")
+                .env_remove("HOLDFAST_CONFIG")
+                .stdin(Stdio::null());
+            cmd
+        }
+    };
+    cmd.arg("up")
+        .arg("-c")
+        .arg(dir.join("holdfast.toml"))
+        .env(TAG_VAR, tag)
+        .env("HOLDFAST_LOG", "info")
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdout(append("holdfast.stdout"))
+        .stderr(append("holdfast.stderr"));
+    cmd
 }
 
 /// The config file for `services_toml` in `dir`: the standard header, placeholders

@@ -41,6 +41,22 @@ impl Supervisor {
         })
     }
 
+    /// What a holdfast started after this one was killed may carry on: each service
+    /// whose state can be handed over (see [`Supervisor::snapshot`]). Unlike a snapshot,
+    /// a service in the middle of a transition is left out instead of refusing the
+    /// whole: the next holdfast stops what is left of it and starts it afresh.
+    pub fn carried(&self, now: Instant) -> Snapshot {
+        let services = self
+            .services
+            .values()
+            .filter_map(|service| service.snapshot(now).ok())
+            .collect();
+        Snapshot {
+            next_run: self.next_run,
+            services,
+        }
+    }
+
     /// Puts every service of `snapshot` back as it was. Services of the plan the
     /// snapshot does not name (new in this image's reading of the config) start if they
     /// are autostart, as at boot; services it names that the plan lacks are left out.

@@ -130,6 +130,8 @@ pub mod status {
         core_dumped: Option<bool>,
         #[serde(skip_serializing_if = "Option::is_none")]
         oom_killed: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status_unknown: Option<bool>,
     }
 
     pub(super) fn wire(status: ExitStatus) -> Wire {
@@ -138,6 +140,7 @@ pub mod status {
             signal: None,
             core_dumped: None,
             oom_killed: None,
+            status_unknown: None,
         };
         match status {
             ExitStatus::Exited(code) => Wire {
@@ -155,6 +158,10 @@ pub mod status {
             ExitStatus::OomKilled => Wire {
                 signal: Some(Signal::SIGKILL.as_str()),
                 oom_killed: Some(true),
+                ..none
+            },
+            ExitStatus::Unknown => Wire {
+                status_unknown: Some(true),
                 ..none
             },
         }

@@ -177,7 +177,7 @@ impl Service {
             | Cause::Unhealthy { .. } => None,
         };
         let mapped = status.and_then(|s| {
-            let key = ExitKey::of(s);
+            let key = ExitKey::of(s)?;
             self.spec.exit_codes.get(&key).map(|a| (key, a.clone()))
         });
         let mut forced_delay = None;

@@ -11,7 +11,9 @@ use super::scalars::Count;
 use crate::config::diagnostic::{Problem, choice_help};
 use crate::config::raw::{RawBackoff, RawService};
 use crate::config::value;
-use crate::model::{Backoff, DumpSpec, RestartPolicy, StartLimit, StopSpec, Timeout, defaults};
+use crate::model::{
+    Backoff, DumpSpec, OnRestart, RestartPolicy, StartLimit, StopSpec, Timeout, defaults,
+};
 
 const RESTART_POLICIES: [(&str, RestartPolicy); 3] = [
     ("no", RestartPolicy::No),
@@ -37,6 +39,31 @@ impl Validator<'_> {
             Some(backoff) => self.backoff(svc, backoff.get_ref(), raw, restart_sec),
         };
         (policy, backoff)
+    }
+
+    /// `on_restart`: what becomes of the processes that outlived a killed holdfast.
+    pub(super) fn on_restart(&mut self, svc: &str, raw: &RawService) -> OnRestart {
+        let Some(value) = &raw.on_restart else {
+            return OnRestart::default();
+        };
+        match value.get_ref().as_str() {
+            "adopt" => OnRestart::Adopt,
+            "stop" => OnRestart::Stop,
+            other => {
+                self.push(
+                    Problem::new(
+                        format!("unknown on_restart {other:?} in `service.{svc}.on_restart`"),
+                        value.span(),
+                        "unknown choice",
+                    )
+                    .with_help(
+                        "valid: adopt (the default: supervise the processes that outlived a \
+                         killed holdfast as they are), stop (stop them, then start afresh)",
+                    ),
+                );
+                OnRestart::default()
+            }
+        }
     }
 
     fn restart_policy(&mut self, svc: &str, raw: &Spanned<String>) -> RestartPolicy {

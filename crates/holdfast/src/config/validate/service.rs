@@ -109,6 +109,7 @@ impl Validator<'_> {
         let exit_codes = self.exit_codes(svc, raw);
         let listen = self.listen(svc, raw);
         let upgrade = self.upgrade(svc, raw, command.as_deref());
+        let on_restart = self.on_restart(svc, raw);
         self.port_placeholders(svc, raw);
         Some(ServiceSpec {
             name: name?,
@@ -139,6 +140,7 @@ impl Validator<'_> {
             instance: None,
             listen,
             upgrade,
+            on_restart,
         })
     }
 }

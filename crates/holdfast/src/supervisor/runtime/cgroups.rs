@@ -23,7 +23,9 @@ pub(super) struct AttachedCgroup {
 
 /// Sets up holdfast's parent cgroup, named after the control socket so that two
 /// daemons on one host never share a service cgroup (the default socket gives
-/// `holdfast`). `None`, with a warning, when cgroups are unavailable.
+/// `holdfast`), and so that a daemon started after one was killed finds the cgroups of
+/// the services it adopts (or stops). `None`, with a warning, when cgroups are
+/// unavailable.
 pub(super) fn setup(control: &Path) -> Option<Cgroups> {
     let name = cgroup_name(control);
     match Cgroups::setup(&cgroup::detect(), &name) {
@@ -44,21 +46,14 @@ pub(super) fn setup(control: &Path) -> Option<Cgroups> {
 }
 
 /// `holdfast` for the default control socket (one such daemon per host); else
-/// `holdfast-<hash of the socket path>.<pid>`, so that several daemons never share a
-/// cgroup and the cgroups of a dead one can be recognised and swept.
+/// `holdfast-<hash of the socket path>`. Stable across restarts of the daemon: only one
+/// daemon at a time serves a control socket (it owns the state directory, see `owner`).
 pub fn cgroup_name(control: &Path) -> String {
     if control == Path::new(defaults::CONTROL) {
         return "holdfast".to_owned();
     }
-    // FNV-1a: stable across runs and builds (std's hasher is not).
-    let hash = control
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-    format!("holdfast-{hash:016x}.{}", std::process::id())
+    let hash = holdfast_core::stable_hash::stable_hash(control.as_os_str().as_encoded_bytes());
+    format!("holdfast-{hash:016x}")
 }
 
 impl Shell {

@@ -437,7 +437,9 @@ impl Shell {
     /// it is signalled only while not reaped, so a recycled pid is never hit. A main pid
     /// named by `MAINPID=` or a pidfile may be no child of ours (then no wait can hold
     /// its pid): it is signalled as the pid the core holds, which leaves the narrow
-    /// window between that process's exit and the core learning of it.
+    /// window between that process's exit and the core learning of it. A process
+    /// adopted from a killed holdfast is no child either: it is signalled while its
+    /// start time says it is still the adopted one.
     pub(super) fn signal_main(
         &self,
         service: &ServiceName,
@@ -446,14 +448,23 @@ impl Shell {
     ) -> Result<(), String> {
         let send = || holdfast_sys::os::kill(pid, signal);
         let leader = self.sup.service(service).and_then(Service::group) == Some(pid);
+        let gone = || {
+            Err(format!(
+                "cannot send {} to {service}: its main pid {pid} already exited",
+                signal.as_str()
+            ))
+        };
+        let adopted = self.adoptions.processes.get(&pid).map(|(start, _)| *start);
         let sent = match reap::while_unreaped(pid, send) {
             Some(sent) => sent,
-            None if leader => {
-                return Err(format!(
-                    "cannot send {} to {service}: its main pid {pid} already exited",
-                    signal.as_str()
-                ));
+            None if adopted.is_some() => {
+                let stat = crate::process::proc_stat(pid);
+                if !stat.is_ok_and(|s| Some(s.start_time) == adopted) {
+                    return gone();
+                }
+                send()
             }
+            None if leader => return gone(),
             None => send(),
         };
         sent.map_err(|e| {

@@ -37,6 +37,10 @@ impl Shell {
             }
         }
         let record = self.bus.publish(event, SystemTime::now());
+        if record.service.is_some() {
+            // Every change of a service's state or processes is an event.
+            self.ledger.behind();
+        }
         // Hooks come from the current plan (a reload changes them without a restart); a
         // removed service has none left.
         let spec = record

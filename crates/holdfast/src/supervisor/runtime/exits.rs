@@ -17,6 +17,7 @@ impl Shell {
     /// probe's result, or the last process of a run going away. A hook's exit is
     /// published as its event.
     pub(super) fn on_reaped(&mut self, reaped: reap::Reaped) -> Vec<Input> {
+        self.adoptions.processes.remove(&reaped.pid);
         let claimed = match self.table.claim(&reaped) {
             Claim::Process(process) => return self.process_exited(reaped, process),
             Claim::InGroup(owner) => Some(owner),

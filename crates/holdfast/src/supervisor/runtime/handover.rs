@@ -68,6 +68,10 @@ pub struct Handover {
     /// why (shown as the failed upgrade's error).
     #[serde(default)]
     pub refused: Option<String>,
+    /// Processes adopted from a holdfast that was killed, by pid: start time and
+    /// process group. No children of this one: the new image watches them again.
+    #[serde(default)]
+    pub adopted: BTreeMap<i32, (u64, i32)>,
 }
 
 /// The fds the new image serves on.
@@ -154,6 +158,7 @@ pub enum ExitForm {
     Exited(i32),
     Signaled { signal: i32, core_dumped: bool },
     OomKilled,
+    Unknown,
 }
 
 /// One pid of the process table: a process of a run, a process group of a run, or both.
@@ -193,30 +198,47 @@ impl Handover {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             next_run: self.next_run,
-            services: self.services.iter().map(ServiceForm::resumed).collect(),
+            services: resumed(&self.services),
         }
     }
 
-    /// The process table of the live runs. Each process counts as seen alive at the
-    /// first reap of this image: the reap numbers start over with it, and any exit of
-    /// theirs is reaped here.
+    /// The process table of the live runs (see [`table_of`]).
     pub fn table(&self) -> ProcessTable {
-        let mut table = ProcessTable::new();
-        for form in &self.processes {
-            let pid = Pid::from_raw(form.pid);
-            if let Some((service, run)) = &form.group {
-                let owner = Owner {
-                    service: service.clone(),
-                    run: RunId(*run),
-                };
-                table.add_group(pid, owner);
-            }
-            if let Some((service, role)) = &form.process {
-                let role = match *role {
-                    RoleForm::Main(run) => Role::Main(RunId(run)),
-                    RoleForm::Forker(run) => Role::Forker(RunId(run)),
-                    RoleForm::Member(run) => Role::Member(RunId(run)),
-                };
+        table_of(&self.processes, |_, _| true)
+    }
+}
+
+/// The core's form of `services`.
+pub fn resumed(services: &[ServiceForm]) -> Vec<Resumed> {
+    services.iter().map(ServiceForm::resumed).collect()
+}
+
+/// The process table of the runs of `processes` that `keep` keeps. Each process counts
+/// as seen alive at the first reap of this holdfast: any exit of theirs is reaped (or,
+/// for a process that is not its child, seen through a pidfd) after that.
+pub fn table_of(
+    processes: &[ProcessForm],
+    keep: impl Fn(&ServiceName, RunId) -> bool,
+) -> ProcessTable {
+    let mut table = ProcessTable::new();
+    for form in processes {
+        let pid = Pid::from_raw(form.pid);
+        if let Some((service, run)) = &form.group
+            && keep(service, RunId(*run))
+        {
+            let owner = Owner {
+                service: service.clone(),
+                run: RunId(*run),
+            };
+            table.add_group(pid, owner);
+        }
+        if let Some((service, role)) = &form.process {
+            let role = match *role {
+                RoleForm::Main(run) => Role::Main(RunId(run)),
+                RoleForm::Forker(run) => Role::Forker(RunId(run)),
+                RoleForm::Member(run) => Role::Member(RunId(run)),
+            };
+            if role.run().is_some_and(|run| keep(service, run)) {
                 let process = Process {
                     service: service.clone(),
                     role,
@@ -225,8 +247,8 @@ impl Handover {
                 table.insert(pid, process);
             }
         }
-        table
     }
+    table
 }
 
 /// The processes and groups of runs in `table` (probes and hooks left out).
@@ -412,6 +434,7 @@ impl ExitForm {
                 core_dumped,
             },
             ExitStatus::OomKilled => ExitForm::OomKilled,
+            ExitStatus::Unknown => ExitForm::Unknown,
         }
     }
 
@@ -430,6 +453,7 @@ impl ExitForm {
                 Err(_) => ExitStatus::Exited(128 + signal),
             },
             ExitForm::OomKilled => ExitStatus::OomKilled,
+            ExitForm::Unknown => ExitStatus::Unknown,
         }
     }
 }
@@ -462,6 +486,7 @@ mod tests {
             args: vec!["holdfast".into(), "up".into()],
             previous: Some(9),
             refused: None,
+            adopted: BTreeMap::from([(42, (1000, 42))]),
         }
     }
 

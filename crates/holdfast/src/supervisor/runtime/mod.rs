@@ -9,6 +9,7 @@
 //! exit: the reaper reports it, the table says whose it was (`exits`), the core gets an
 //! input and answers with effects, which `execute` carries out.
 
+mod adopt;
 mod cgroups;
 mod control;
 mod crashes;
@@ -17,6 +18,7 @@ mod exits;
 mod handover;
 mod instances;
 mod launch;
+mod ledger;
 mod notify;
 mod own_signals;
 mod owner;
@@ -80,6 +82,8 @@ pub async fn run(
     let mut signals = Signals::new()?;
     reap::become_subreaper().map_err(setup_error("child subreaper"))?;
     let (reaped_tx, reaped) = mpsc::unbounded_channel();
+    // Exits of processes adopted from a killed holdfast come in as reaps too.
+    let adopted_tx = reaped_tx.clone();
     reap::start(reaped_tx).map_err(setup_error("child reaper"))?;
     if let Err(e) = spawn::start_spawner() {
         // Every spawn still works, cloned from holdfast's own fd table instead: each
@@ -96,10 +100,11 @@ pub async fn run(
         .map_err(setup_error("the state directory"))?;
     let (mut shell, mut sources, server) =
         Shell::setup(config_path, plan, reaped, inherited.as_mut())?;
+    shell.adoptions = adopt::Adoptions::new(adopted_tx);
     shell.follow_watches();
     let mut done = match inherited {
         Some(inherited) => shell.resume(inherited),
-        None => shell.apply(Input::Boot),
+        None => shell.recover(ledger::read(&daemon.state_dir)),
     };
     while !done {
         done = shell.next(&mut sources, &mut signals).await;
@@ -118,6 +123,7 @@ pub async fn run(
     // Dropping the shell closes the event bus: `events -f` followers write out the
     // events of the shutdown itself, then a last line, and end.
     shell.remove_cgroups();
+    shell.ledger.remove().await;
     shell.flush_captures().await;
     drop(shell);
     server.close(server::CLOSE_GRACE).await;
@@ -149,6 +155,8 @@ enum Finished {
     Quarantined(quarantine_io::Appended),
     /// The new binary and the config of an `upgrade --self` were checked.
     Reexec(reexec::Checked),
+    /// The ledger was written (see `ledger`).
+    Ledger,
     /// A watched link flipped, a build was checked, a `verify` command timed out.
     Upgrade(upgrades::UpgradeMsg),
     /// A crash report was written, or a core dump joined one.
@@ -227,6 +235,10 @@ struct Shell {
     /// A second stop signal came during the shutdown (see `own_signals`): everything
     /// was killed, and holdfast exits at this deadline whatever is left.
     forced: Option<Instant>,
+    /// What runs, written down for a successor if holdfast is killed (see `ledger`).
+    ledger: ledger::Writer,
+    /// Processes adopted from a holdfast that was killed (see `adopt`).
+    adoptions: adopt::Adoptions,
 }
 
 impl Shell {
@@ -270,10 +282,9 @@ impl Shell {
             env!("CARGO_PKG_VERSION")
         );
         let now = Instant::now();
-        let scope = match cgroups {
-            Some(_) => KillScope::Cgroup,
-            None => KillScope::ProcessGroup,
-        };
+        let scope = cgroups
+            .as_ref()
+            .map_or(KillScope::ProcessGroup, |_| KillScope::Cgroup);
         let mut sockets = sockets::Sockets::default();
         sockets.migrate_requests(&plan);
         let shell = Shell {
@@ -305,6 +316,8 @@ impl Shell {
             upgrades: upgrades::Upgrades::default(),
             proxies: crate::upgrade::proxy::Proxies::default(),
             forced: None,
+            ledger: ledger::Writer::new(&daemon.state_dir),
+            adoptions: adopt::Adoptions::default(),
         };
         let sources = Sources {
             reaped,
@@ -370,6 +383,10 @@ impl Shell {
             Finished::Released(released) => self.on_released(released),
             Finished::Quarantined(appended) => self.on_appended(appended),
             Finished::Reexec(checked) => self.on_reexec_checked(checked),
+            Finished::Ledger => {
+                self.ledger_written();
+                false
+            }
             Finished::Upgrade(msg) => {
                 self.on_upgrade_msg(msg);
                 false
@@ -427,6 +444,7 @@ impl Shell {
         }
         self.drop_stale_watchers();
         self.report_upstream();
+        self.write_ledger();
         exit | self.roll_on()
     }
 

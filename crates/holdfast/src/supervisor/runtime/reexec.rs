@@ -319,6 +319,9 @@ impl Shell {
             args: std::env::args_os().collect(),
             previous: None,
             refused: None,
+            adopted: (self.adoptions.processes.iter())
+                .map(|(pid, (start, group))| (pid.as_raw(), (*start, group.as_raw())))
+                .collect(),
         })
     }
 
@@ -367,6 +370,7 @@ impl Shell {
                 Err(e) => tracing::warn!("{name}: output capture not resumed: {e}"),
             }
         }
+        self.rewatch_adopted(&handover.adopted);
         let done = self.apply(Input::Resume(handover.snapshot()));
         self.rewatch();
         self.look_at_links();
@@ -380,7 +384,7 @@ impl Shell {
     }
 
     /// Cgroups and readiness watchers of the live runs, as at their spawn.
-    fn rewatch(&mut self) {
+    pub(super) fn rewatch(&mut self) {
         let live: Vec<_> = self
             .sup
             .services()
