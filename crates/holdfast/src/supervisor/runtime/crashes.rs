@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 use super::{Finished, Shell};
 use crate::control::protocol::{ControlError, CrashReport, CrashSummary, ErrorKind, Reply};
@@ -30,14 +31,31 @@ const REPORT_LOG_LINES: usize = 200;
 /// itself, and hundreds of looping services must not turn into a disk-bound storm of
 /// reports (the events and the log still count every exit).
 const BURST: u32 = 5;
+/// Reports of all services within [`BURST_WINDOW`], at most.
+const ALL_BURST: u32 = 60;
 const BURST_WINDOW: Duration = Duration::from_secs(60);
 
 /// The latest report of each service, for `status`, and how many were asked for lately.
-#[derive(Default)]
 pub(super) struct Crashes {
     last: HashMap<ServiceName, CrashSummary>,
     /// Per service: when its window began, and the reports asked for in it.
     bursts: HashMap<ServiceName, (Instant, u32)>,
+    /// The same for all services together.
+    all: Option<(Instant, u32)>,
+    /// Reports are written one at a time (a burst of crashes queues, cheaply, rather
+    /// than taking a blocking thread each).
+    writer: Arc<Semaphore>,
+}
+
+impl Default for Crashes {
+    fn default() -> Self {
+        Self {
+            last: HashMap::new(),
+            bursts: HashMap::new(),
+            all: None,
+            writer: Arc::new(Semaphore::new(1)),
+        }
+    }
 }
 
 impl Crashes {
@@ -52,13 +70,19 @@ impl Crashes {
 
     /// Whether another report of `service` may be written at `now`.
     fn admit(&mut self, service: &ServiceName, now: Instant) -> bool {
-        let (start, count) = self.bursts.entry(service.clone()).or_insert((now, 0));
-        if now.saturating_duration_since(*start) >= BURST_WINDOW {
-            (*start, *count) = (now, 0);
-        }
-        *count += 1;
-        *count <= BURST
+        let own = self.bursts.entry(service.clone()).or_insert((now, 0));
+        let all = self.all.get_or_insert((now, 0));
+        count(own, now) <= BURST && count(all, now) <= ALL_BURST
     }
+}
+
+/// Counts one more in the window `(start, count)`, begun afresh once it is over.
+fn count((start, count): &mut (Instant, u32), now: Instant) -> u32 {
+    if now.saturating_duration_since(*start) >= BURST_WINDOW {
+        (*start, *count) = (now, 0);
+    }
+    *count += 1;
+    *count
 }
 
 /// Work on reports done off the loop.
@@ -141,11 +165,14 @@ impl Shell {
         let log = self.capture(service).map(|c| c.recent(REPORT_LOG_LINES));
         let state_dir = self.sup.plan().daemon.state_dir.clone();
         let done = self.done_tx.clone();
+        let writer = Arc::clone(&self.crashes.writer);
         tokio::spawn(async move {
             let log = match log {
                 Some(log) => log.await,
                 None => Vec::new(),
             };
+            // Never closed: a permit always comes.
+            let _turn = writer.acquire_owned().await;
             let written = tokio::task::spawn_blocking(move || {
                 let death = Death {
                     binary: program.map(resolve),
@@ -354,5 +381,10 @@ mod tests {
             .count();
         assert_eq!(admitted, BURST as usize);
         assert!(crashes.admit(&api, start + BURST_WINDOW), "a new window");
+        let many = (0..100)
+            .map(|i| ServiceName::new(format!("s{i}")).expect("valid"))
+            .filter(|s| crashes.admit(s, start + BURST_WINDOW))
+            .count();
+        assert_eq!(many as u32, ALL_BURST - 1, "all services together");
     }
 }
