@@ -39,6 +39,16 @@ pub fn panic(origin: &str) -> ! {
     panic!("deliberate panic requested by {origin}")
 }
 
+/// Panics `depth` calls deep: each level is a frame of its own in the backtrace.
+#[inline(never)]
+pub fn nested(depth: u32, origin: &str) -> ! {
+    if depth == 0 {
+        panic!("deliberate nested panic requested by {origin}")
+    }
+    eprintln!("descending: depth {depth}");
+    nested(std::hint::black_box(depth - 1), origin)
+}
+
 /// Makes any panic, on any thread, print the standard report and end the process with
 /// exit code 101, as a panic in `main` would.
 pub fn install_panic_hook() {
@@ -152,7 +162,12 @@ pub fn arm(args: &Args, shared: &Arc<Shared>) {
         after(delay, move || crash(code));
     }
     if let Some(delay) = args.panic_after {
-        after(delay, || panic("--panic-after"));
+        let depth = args.panic_depth;
+        if depth == 0 {
+            after(delay, || panic("--panic-after"));
+        } else {
+            after(delay, move || nested(depth, "--panic-after"));
+        }
     }
     if let Some(delay) = args.segfault_after {
         after(delay, || segfault());

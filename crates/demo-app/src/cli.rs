@@ -90,6 +90,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Failures")]
     pub panic_after: Option<Duration>,
 
+    /// --panic-after panics this many calls deep (`demo_app::chaos::nested` frames in
+    /// the backtrace), as a bug in a helper would
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Failures")]
+    pub panic_depth: u32,
+
     /// Die of a real SIGSEGV after this long
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Failures")]
     pub segfault_after: Option<Duration>,

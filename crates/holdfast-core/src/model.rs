@@ -12,8 +12,10 @@ use std::time::Duration;
 use crate::unix::Signal;
 use serde::{Deserialize, Serialize};
 
+mod dump;
 mod privs;
 mod upgrade;
+pub use dump::DumpSpec;
 pub use privs::{
     CAPABILITY_NAMES, Capability, CgroupLimits, Credentials, Limits, Privileges, Rlimit, UserRef,
 };
@@ -361,6 +363,10 @@ pub struct StartLimit {
 pub struct StopSpec {
     pub signal: Signal,
     pub timeout: Timeout,
+    /// `dump_signal`: before holdfast kills a hung run (watchdog timeout, UNHEALTHY,
+    /// stop timeout), this signal first (QUIT: a Go runtime prints every goroutine's
+    /// stack), so the crash report holds the stacks of what was stuck.
+    pub dump: Option<DumpSpec>,
 }
 
 /// A time limit that can be switched off, like systemd's `TimeoutStartSec=infinity`.
@@ -446,6 +452,7 @@ impl ServiceSpec {
             stop: StopSpec {
                 signal: Signal::SIGTERM,
                 timeout: Timeout::After(defaults::STOP_TIMEOUT),
+                dump: None,
             },
             log: LogSpec {
                 max_size: defaults::LOG_MAX_SIZE,

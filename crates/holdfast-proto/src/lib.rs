@@ -121,6 +121,23 @@ pub enum Request {
         #[serde(default)]
         to: Option<std::path::PathBuf>,
     },
+    /// Crash reports, newest first (of `service` only when given).
+    Crashes {
+        #[serde(default)]
+        service: Option<ServiceName>,
+    },
+    /// One crash report, by its id (a unique prefix will do), with the core dump of its
+    /// pid joined when one was stored.
+    CrashShow {
+        id: String,
+    },
+    /// From `holdfast core-handler`: the core dump of `pid` is stored, its record is
+    /// `<state_dir>/crashes/cores/<record>` (a file name, nothing else). The daemon joins
+    /// it to the crash report of that pid and publishes `core_dumped`.
+    CoreDumped {
+        pid: i32,
+        record: String,
+    },
     /// Apply `requests` (start, stop, restart or a reload that is not a dry run), in
     /// order, then answer once every service they concern reached its outcome (see
     /// `control::wait` in the daemon), or `timeout_ms` passed (`None`: no deadline). Answered
@@ -159,6 +176,14 @@ pub enum Reply {
     },
     Quarantine {
         records: Vec<QuarantineRecord>,
+    },
+    /// Answer to [`Request::Crashes`].
+    Crashes {
+        crashes: Vec<CrashSummary>,
+    },
+    /// Answer to [`Request::CrashShow`].
+    Crash {
+        report: Box<CrashReport>,
     },
     /// One line of a `logs` answer: the line as stored (stamp, stream tag, text).
     LogLine {
@@ -271,6 +296,89 @@ pub struct ServiceStatus {
     /// For a service with `[service.X.upgrade]`: its build and the rollout under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeStatus>,
+    /// The latest crash report's id and one-line summary, since holdfast started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_crash: Option<CrashSummary>,
+}
+
+/// A crash report as listed: enough to pick one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashSummary {
+    pub id: String,
+    pub service: ServiceName,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub pid: i32,
+    /// One line: `panic: index out of range at main.go:42`, `killed by SIGSEGV`.
+    pub summary: String,
+    /// A core dump of the pid is stored.
+    #[serde(default)]
+    pub core: bool,
+}
+
+/// Why a service died, in one place: written by the daemon to
+/// `<state_dir>/crashes/<id>.json` (and `<id>.txt` for people).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashReport {
+    /// `<service>-<UTC time>-<pid>`: sortable by time within a service, unique.
+    pub id: String,
+    pub service: ServiceName,
+    pub pid: i32,
+    /// When the exit was seen, RFC 3339 UTC.
+    pub time: String,
+    pub code: Option<i32>,
+    pub signal: Option<String>,
+    pub core_dumped: bool,
+    /// The exit as people read it (`killed by SIGSEGV (core dumped)`).
+    pub status: String,
+    /// `crash`, or what holdfast killed a hung run for (`watchdog timeout`,
+    /// `unhealthy`): the stacks then come from the dump signal, if one is configured.
+    pub cause: String,
+    /// Automatic restarts of the service before this exit.
+    pub restarts: u32,
+    /// `go_panic`, `go_fatal`, `go_signal`, `go_dump`, `rust_panic`, `signal`, `exit`, or
+    /// `unknown` (an adopted process, whose exit status only its own parent learnt).
+    pub kind: String,
+    pub summary: String,
+    /// The extracted panic block and stack frames, as printed.
+    pub stack: Vec<String>,
+    /// The last lines of the service's output (and holdfast's notes), oldest first.
+    pub log: Vec<String>,
+    /// The program the run executed, and its GNU build id when it has one.
+    pub binary: Option<String>,
+    pub build_id: Option<String>,
+    /// The core dump, when the core handler stored one for this pid.
+    #[serde(default)]
+    pub core: Option<CoreRecord>,
+}
+
+/// A core dump stored by `holdfast core-handler` under `<state_dir>/crashes/cores/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreRecord {
+    /// The record's file name in the cores directory.
+    pub record: String,
+    pub pid: i32,
+    /// The thread that took the signal (`%i`): its stack is the crash's.
+    #[serde(default)]
+    pub tid: i32,
+    /// The kernel's `%t`: seconds since the epoch of the dump.
+    pub time: u64,
+    /// The signal (number) that caused the dump.
+    pub signal: i32,
+    /// The executable's name as the kernel gave it (`%e`) and its path when known.
+    pub comm: String,
+    pub exe: Option<String>,
+    /// The gzip-compressed core (None when it could not be stored).
+    pub path: Option<String>,
+    /// Bytes of core read from the kernel, and written compressed.
+    pub size: u64,
+    pub stored: u64,
+    /// The core was larger than the cap: only its first `size` bytes were kept.
+    pub truncated: bool,
+    /// `gdb -batch -ex 'thread apply all bt'` on the binary and the core.
+    pub backtrace: Vec<String>,
+    /// Why there is no backtrace (gdb missing, timed out, failed).
+    pub backtrace_error: Option<String>,
 }
 
 /// A service's builds: the one it runs and the rollout under way.
@@ -358,6 +466,7 @@ impl ServiceStatus {
             tasks: None,
             last_restart_reason: None,
             upgrade: None,
+            last_crash: None,
         }
     }
 }

@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod crash;
 pub mod health;
 pub mod logs;
 pub mod notify;

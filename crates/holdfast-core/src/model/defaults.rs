@@ -39,3 +39,6 @@ pub const UNHEALTHY_WITHIN: Duration = Duration::from_secs(120);
 pub const RECOVER_SUCCESSES: u32 = 3;
 /// Log lines kept in a quarantine record.
 pub const QUARANTINE_LOG_LINES: usize = 20;
+
+/// How long a hung run gets to print its stacks after its `dump_signal`.
+pub const DUMP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);

@@ -94,6 +94,14 @@ pub enum EventKind {
         #[serde(with = "wire::scope")]
         scope: KillScope,
     },
+    /// A hung run got the `dump_signal` (QUIT: a Go runtime prints every goroutine's
+    /// stack) and `wait` to print its stacks before the stop goes on.
+    DumpRequested {
+        #[serde(with = "wire::signal")]
+        signal: Signal,
+        #[serde(rename = "wait_ms", with = "wire::ms")]
+        wait: Duration,
+    },
     /// Even SIGKILL did not end every process (uninterruptible sleep): holdfast stops
     /// waiting for them.
     StopAbandoned {
@@ -224,6 +232,24 @@ pub enum EventKind {
         build: PathBuf,
         reason: String,
     },
+    /// A crash report was written (`holdfast crashes show <id>`): the main process died
+    /// of a panic, a signal or a failing exit, or was killed for hanging. Published by
+    /// the shell, not the core.
+    CrashReported {
+        id: String,
+        #[serde(with = "wire::pid")]
+        pid: Pid,
+        summary: String,
+    },
+    /// `holdfast core-handler` stored a core dump of `pid` (with a gdb backtrace when
+    /// gdb could make one) and it joined the crash report `id`. Published by the shell.
+    CoreDumped {
+        #[serde(with = "wire::pid")]
+        pid: Pid,
+        id: String,
+        truncated: bool,
+        backtrace: bool,
+    },
 }
 
 impl fmt::Display for Event {
@@ -273,6 +299,12 @@ impl fmt::Display for Event {
             EventKind::Escalated { pid, scope } => {
                 write!(f, "stop timed out: SIGKILL to {}", targets(*scope, *pid))
             }
+            EventKind::DumpRequested { signal, wait } => write!(
+                f,
+                "hung: {} for a stack dump, {} to print it before the stop goes on",
+                signal.as_str(),
+                humantime::format_duration(*wait)
+            ),
             EventKind::StopAbandoned { pid, scope } => write!(
                 f,
                 "{} survived SIGKILL (uninterruptible sleep?): no longer waiting for it",
@@ -360,6 +392,22 @@ impl fmt::Display for Event {
             ),
             EventKind::UpgradeRefused { build, reason } => {
                 write!(f, "upgrade to {} refused: {reason}", build.display())
+            }
+            EventKind::CrashReported { id, pid, summary } => {
+                write!(f, "crash of pid {pid}: {summary} (report {id})")
+            }
+            EventKind::CoreDumped {
+                pid,
+                id,
+                truncated,
+                backtrace,
+            } => {
+                write!(f, "core dump of pid {pid} stored")?;
+                if *truncated {
+                    f.write_str(" (truncated at the size cap)")?;
+                }
+                let bt = if *backtrace { "with" } else { "without" };
+                write!(f, ", {bt} a gdb backtrace (report {id})")
             }
             EventKind::ExitActionApplied { key, action } => {
                 write!(f, "{key} is mapped to ")?;

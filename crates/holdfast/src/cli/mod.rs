@@ -10,6 +10,7 @@ use crate::model::ServiceName;
 
 pub mod check;
 pub mod completions;
+pub mod crashes;
 pub mod demo;
 pub mod doctor;
 pub mod events;
@@ -221,6 +222,28 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArgs,
     },
+    /// Crash reports, newest first (of NAME only when given): why each service died,
+    /// with its panic or stack; `crashes show ID` prints one.
+    #[command(args_conflicts_with_subcommands = true)]
+    Crashes {
+        #[command(subcommand)]
+        action: Option<crashes::CrashesAction>,
+        /// Only this service's reports.
+        #[arg(add = ArgValueCandidates::new(completions::service_names))]
+        name: Option<ServiceName>,
+        #[command(flatten)]
+        from: crashes::Source,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Point the kernel's core_pattern at holdfast's core handler, or back.
+    CorePattern {
+        #[command(subcommand)]
+        action: crashes::PatternAction,
+    },
+    /// The kernel's core_pattern pipe handler (installed by `core-pattern install`).
+    #[command(hide = true)]
+    CoreHandler(crashes::HandlerArgs),
     /// Run holdfast supervising the bundled demo service on an embedded config.
     Demo,
     /// Show what this host supports: cgroups and controllers, user namespaces,
@@ -330,6 +353,14 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
             socket,
         } => events::run(&socket.socket, name, follow, json, since, lines),
         Command::Quarantine { action, socket } => quarantine::run(&socket.socket, action),
+        Command::Crashes {
+            action,
+            name,
+            from,
+            socket,
+        } => crashes::run(&socket.socket, action, name, &from),
+        Command::CorePattern { action } => crashes::core_pattern(action),
+        Command::CoreHandler(args) => crashes::core_handler(args),
         Command::Demo => demo::run(),
         Command::Doctor { json } => doctor::run(json),
         Command::Completions { shell } => completions::run(shell),

@@ -189,6 +189,7 @@ fn has_notes(s: &ServiceStatus) -> bool {
         || !s.env_overrides.is_empty()
         || s.last_restart_reason.is_some()
         || s.upgrade.is_some()
+        || s.last_crash.is_some()
 }
 
 /// The lines below the table about one service: why it is in its state, its own status
@@ -204,6 +205,13 @@ fn push_notes(out: &mut String, service: &ServiceStatus) {
     }
     if let Some(why) = &service.last_restart_reason {
         let _ = writeln!(out, "  last restart: {why}");
+    }
+    if let Some(crash) = &service.last_crash {
+        let _ = writeln!(
+            out,
+            "  last crash: {} (crashes show {})",
+            crash.summary, crash.id
+        );
     }
     if let Some(health) = &service.health {
         push_health(out, health);

@@ -78,6 +78,9 @@ pub struct RawService {
     pub start_limit: Option<Spanned<RawStartLimit>>,
     pub start_secs: Option<Spanned<RawDuration>>,
     pub stop: Option<Spanned<RawStop>>,
+    /// Sent to a hung run before it is killed (watchdog, UNHEALTHY, stop timeout).
+    pub dump_signal: Option<Spanned<String>>,
+    pub dump_wait: Option<Spanned<RawDuration>>,
     pub log: Option<Spanned<RawLog>>,
     /// `[service.X.on]`: event kind → command.
     pub on: Option<BTreeMap<Spanned<String>, Spanned<RawCommand>>>,

@@ -41,5 +41,5 @@ pub(crate) mod testutil;
 pub use capture::Capture;
 pub use follow::{Follower, Stopper, follow};
 pub use line::MAX_LINE;
-pub use record::Stream;
+pub use record::{Stream, text_of};
 pub use tail::tail;

@@ -37,6 +37,18 @@ pub(crate) const TAG_WIDTH: usize = 8;
 /// `printf 'FATAL: x'` from `echo 'FATAL: x'`.
 pub const NO_NEWLINE: &str = " [no newline]";
 
+/// The stream and the text of a formatted line (its `[no newline]` mark taken off), or
+/// `None` for a line not in the format.
+pub fn text_of(line: &str) -> Option<(Stream, &str)> {
+    let (_stamp, rest) = line.split_once(' ')?;
+    let tag = rest.get(..Stream::Stdout.tag().len())?;
+    let stream = [Stream::Stdout, Stream::Stderr, Stream::Holdfast]
+        .into_iter()
+        .find(|s| s.tag() == tag)?;
+    let text = rest.get(tag.len() + 1..).unwrap_or_default();
+    Some((stream, text.strip_suffix(NO_NEWLINE).unwrap_or(text)))
+}
+
 /// How a record's text ended in the stream it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ending {
@@ -151,6 +163,16 @@ mod tests {
         for stream in [Stream::Stdout, Stream::Stderr, Stream::Holdfast] {
             assert_eq!(stream.tag().len(), TAG_WIDTH, "tags are fixed-width");
         }
+    }
+
+    #[test]
+    fn the_text_of_a_formatted_line_is_found_again() {
+        let stamp = Stamp::at(UNIX_EPOCH);
+        let line = format(&stamp, Stream::Stderr, b"panic: boom", Ending::Unfinished);
+        assert_eq!(text_of(&line), Some((Stream::Stderr, "panic: boom")));
+        let note = format(&stamp, Stream::Holdfast, b"exited 2", Ending::Newline);
+        assert_eq!(text_of(&note), Some((Stream::Holdfast, "exited 2")));
+        assert_eq!(text_of("not a record"), None);
     }
 
     #[test]

@@ -102,6 +102,10 @@ mod tests {
                 pid,
                 scope: KillScope::Cgroup,
             },
+            EventKind::DumpRequested {
+                signal: Signal::SIGQUIT,
+                wait: Duration::from_secs(2),
+            },
             EventKind::StopAbandoned {
                 pid,
                 scope: KillScope::ProcessGroup,
@@ -177,6 +181,17 @@ mod tests {
             EventKind::UpgradeRefused {
                 build: "/opt/api/b/server".into(),
                 reason: "not executable".to_owned(),
+            },
+            EventKind::CrashReported {
+                id: "api-20260101T000000000Z-42".to_owned(),
+                pid,
+                summary: "panic: boom at main.go:3".to_owned(),
+            },
+            EventKind::CoreDumped {
+                pid,
+                id: "api-20260101T000000000Z-42".to_owned(),
+                truncated: false,
+                backtrace: true,
             },
         ]
     }
@@ -360,6 +375,10 @@ mod tests {
             ),
             ("escalated", json!({"pid": 42, "scope": "cgroup"})),
             (
+                "dump_requested",
+                json!({"signal": "SIGQUIT", "wait_ms": 2000}),
+            ),
+            (
                 "stop_abandoned",
                 json!({"pid": 42, "scope": "process_group"}),
             ),
@@ -409,6 +428,16 @@ mod tests {
             (
                 "upgrade_refused",
                 json!({"build": "/opt/api/b/server", "reason": "not executable"}),
+            ),
+            (
+                "crash_reported",
+                json!({"id": "api-20260101T000000000Z-42", "pid": 42,
+                       "summary": "panic: boom at main.go:3"}),
+            ),
+            (
+                "core_dumped",
+                json!({"id": "api-20260101T000000000Z-42", "pid": 42,
+                       "truncated": false, "backtrace": true}),
             ),
         ];
         let actual: Vec<(String, Value)> = one_of_each()

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::unix::Pid;
+use crate::unix::{Pid, Signal};
 
 use super::cause::{Cause, FailReason};
 use crate::model::ExitStatus;
@@ -143,9 +143,15 @@ pub enum MainProcess {
     Exited(ExitStatus),
 }
 
-/// Escalation as types: the graceful signal first, then SIGKILL.
+/// Escalation as types: the graceful signal first, then SIGKILL; with a `dump_signal`,
+/// a hung run gets it first and a while to print its stacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Escalation {
+    /// The dump signal went out; at the deadline `next` follows (the graceful signal),
+    /// or SIGKILL when `None` (the stop timeout had passed).
+    Dumping {
+        next: Option<Signal>,
+    },
     Graceful,
     Killed,
 }

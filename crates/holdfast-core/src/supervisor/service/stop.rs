@@ -32,6 +32,14 @@ impl Service {
                 Vec::new()
             }
             State::Stopping {
+                escalation: Escalation::Dumping { next: Some(signal) },
+                ..
+            } => self.after_dump(signal, now),
+            State::Stopping {
+                escalation: Escalation::Dumping { next: None },
+                ..
+            } => self.kill(now),
+            State::Stopping {
                 escalation: Escalation::Graceful,
                 ..
             } => self.escalate(now),
@@ -93,8 +101,87 @@ impl Service {
         effects
     }
 
-    /// The graceful signal was not enough in time: SIGKILL, and a last deadline.
+    /// The graceful signal was not enough in time: the dump signal first if there is
+    /// one (and the run was not dumped already), else SIGKILL.
     fn escalate(&mut self, now: Instant) -> Vec<Effect> {
+        let dumped = matches!(&self.state, State::Stopping { then, .. } if hung(then));
+        match self.spec.stop.dump {
+            Some(_) if !dumped => self.dump(None, now),
+            _ => self.kill(now),
+        }
+    }
+
+    /// Sends the dump signal to the stopping run and gives it `dump.wait` to print its
+    /// stacks; `next` (or SIGKILL) follows at that deadline.
+    fn dump(&mut self, next: Option<Signal>, now: Instant) -> Vec<Effect> {
+        let Some(dump) = self.spec.stop.dump else {
+            return Vec::new();
+        };
+        let State::Stopping {
+            run,
+            pid,
+            ref mut escalation,
+            ref mut deadline,
+            ..
+        } = self.state
+        else {
+            return Vec::new();
+        };
+        *escalation = Escalation::Dumping { next };
+        *deadline = Some(later(now, dump.wait));
+        self.since = now;
+        let signal = |signal| Effect::Signal {
+            service: self.spec.name.clone(),
+            run,
+            group: pid,
+            signal,
+        };
+        vec![
+            self.emit(EventKind::DumpRequested {
+                signal: dump.signal,
+                wait: dump.wait,
+            }),
+            signal(dump.signal),
+            // A stopped (SIGSTOP) process would never print its stacks.
+            signal(Signal::SIGCONT),
+        ]
+    }
+
+    /// The dump's time is up: the graceful signal, with the stop timeout from now.
+    fn after_dump(&mut self, first: Signal, now: Instant) -> Vec<Effect> {
+        let timeout = self.spec.stop.timeout;
+        let State::Stopping {
+            run,
+            pid,
+            ref mut escalation,
+            ref mut deadline,
+            ..
+        } = self.state
+        else {
+            return Vec::new();
+        };
+        *escalation = Escalation::Graceful;
+        *deadline = timeout.deadline(now);
+        self.since = now;
+        let signal = |signal| Effect::Signal {
+            service: self.spec.name.clone(),
+            run,
+            group: pid,
+            signal,
+        };
+        vec![
+            self.emit(EventKind::StopRequested {
+                signal: first,
+                timeout,
+                scope: self.kill_scope,
+            }),
+            signal(first),
+            signal(Signal::SIGCONT),
+        ]
+    }
+
+    /// SIGKILL to the stopping run, and a last deadline.
+    fn kill(&mut self, now: Instant) -> Vec<Effect> {
         let State::Stopping {
             run,
             pid,
@@ -202,6 +289,7 @@ impl Service {
             signal: first,
             ..self.spec.stop
         };
+        let dump_first = stop.dump.is_some() && hung(&then);
         let stopping = State::Stopping {
             run,
             pid: group,
@@ -213,6 +301,10 @@ impl Service {
             then,
         };
         self.enter(stopping, now);
+        if dump_first {
+            // A hung run: its stacks first, then the stop as usual.
+            return self.dump(Some(first), now);
+        }
         let signal = |signal| Effect::Signal {
             service: self.spec.name.clone(),
             run,
@@ -267,4 +359,16 @@ impl Service {
             }
         }
     }
+}
+
+/// Whether a stop is holdfast's answer to a hung run (no keep-alive, UNHEALTHY): one
+/// that gets the dump signal first.
+fn hung(then: &AfterStop) -> bool {
+    matches!(
+        then,
+        AfterStop::Exit {
+            cause: Cause::WatchdogTimeout { .. } | Cause::Unhealthy { .. },
+            ..
+        }
+    )
 }

@@ -361,7 +361,8 @@ impl Service {
             }
             let scope = self.kill_scope;
             match drain.escalation {
-                Escalation::Graceful => {
+                // A draining run is not hung: it never gets the dump signal.
+                Escalation::Dumping { .. } | Escalation::Graceful => {
                     let slot = &mut self.draining[at];
                     slot.escalation = Escalation::Killed;
                     slot.deadline = Some(later(now, KILL_WAIT));

@@ -370,3 +370,69 @@ fn stopping_a_forking_service_awaiting_its_pidfile_finishes_once_its_leftovers_a
         "nothing is left to signal: stopped at once"
     );
 }
+
+fn dumped(spec: ServiceSpec) -> ServiceSpec {
+    ServiceSpec {
+        stop: crate::model::StopSpec {
+            dump: Some(crate::model::DumpSpec {
+                signal: Signal::SIGQUIT,
+                wait: secs(2),
+            }),
+            ..spec.stop
+        },
+        ..spec
+    }
+}
+
+#[test]
+fn a_hung_service_with_a_dump_signal_gets_it_first_and_the_stop_signal_after_the_wait() {
+    let mut h = Harness::just_running([dumped(watched("a", secs(2)))]);
+    assert_eq!(
+        labels(&h.advance(secs(2))),
+        [
+            "a WatchdogTimeout",
+            "a DumpRequested",
+            "signal a SIGQUIT",
+            "signal a SIGCONT"
+        ]
+    );
+    assert_eq!(labels(&h.advance(secs(2) - ms(1))), Vec::<String>::new());
+    assert_eq!(
+        labels(&h.advance(ms(1))),
+        ["a StopRequested", "signal a SIGABRT", "signal a SIGCONT"]
+    );
+    // It was dumped once: the stop timeout goes straight to SIGKILL.
+    assert_eq!(
+        labels(&h.advance(secs(10))),
+        ["a Escalated", "signal a SIGKILL"]
+    );
+}
+
+#[test]
+fn a_run_that_prints_its_stacks_and_exits_on_the_dump_signal_is_restarted_as_a_hang() {
+    let mut h = Harness::just_running([dumped(watched("a", secs(2)))]);
+    h.advance(secs(2));
+    let effects = h.exit("a", code(2));
+    assert_eq!(labels(&effects), ["a Exited", "a RestartScheduled"]);
+    assert_eq!(
+        h.service("a")
+            .last_cause()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("watchdog timeout (no keep-alive within 2s)")
+    );
+}
+
+#[test]
+fn a_stop_by_hand_that_times_out_dumps_before_sigkill() {
+    let mut h = Harness::running([dumped(svc("a"))]);
+    h.ok(Command::Stop, "a");
+    assert_eq!(
+        labels(&h.advance(secs(10))),
+        ["a DumpRequested", "signal a SIGQUIT", "signal a SIGCONT"]
+    );
+    assert_eq!(
+        labels(&h.advance(secs(2))),
+        ["a Escalated", "signal a SIGKILL"]
+    );
+}

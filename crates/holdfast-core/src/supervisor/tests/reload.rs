@@ -90,6 +90,7 @@ fn a_changed_service_is_stopped_with_its_old_stop_settings() {
         stop: crate::model::StopSpec {
             signal: Signal::SIGINT,
             timeout: crate::model::Timeout::After(secs(1)),
+            dump: None,
         },
         ..svc("a")
     };

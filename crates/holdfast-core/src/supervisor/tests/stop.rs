@@ -30,6 +30,7 @@ fn stop_uses_the_configured_signal() {
         stop: crate::model::StopSpec {
             signal: Signal::SIGINT,
             timeout: crate::model::Timeout::After(secs(3)),
+            dump: None,
         },
         ..svc("a")
     };

@@ -1,4 +1,4 @@
-//! `restart`, `restart_sec`, `backoff`, `start_limit` and `stop`: what happens when a
+//! `restart`, `restart_sec`, `backoff`, `start_limit`, `stop` and `dump_signal`: what happens when a
 //! service exits and when it is stopped.
 
 use std::time::Duration;
@@ -11,7 +11,9 @@ use super::scalars::Count;
 use crate::config::diagnostic::{Problem, choice_help};
 use crate::config::raw::{RawBackoff, RawService};
 use crate::config::value;
-use crate::model::{Backoff, OnRestart, RestartPolicy, StartLimit, StopSpec, Timeout, defaults};
+use crate::model::{
+    Backoff, DumpSpec, OnRestart, RestartPolicy, StartLimit, StopSpec, Timeout, defaults,
+};
 
 const RESTART_POLICIES: [(&str, RestartPolicy); 3] = [
     ("no", RestartPolicy::No),
@@ -205,10 +207,12 @@ impl Validator<'_> {
     }
 
     pub(super) fn stop(&mut self, svc: &str, raw: &RawService) -> StopSpec {
+        let dump = self.dump(svc, raw);
         let Some(stop) = &raw.stop else {
             return StopSpec {
                 signal: Signal::SIGTERM,
                 timeout: Timeout::After(defaults::STOP_TIMEOUT),
+                dump,
             };
         };
         let stop = stop.get_ref();
@@ -230,6 +234,78 @@ impl Validator<'_> {
             Timeout::After(defaults::STOP_TIMEOUT),
             "give the service time to exit cleanly before SIGKILL, e.g. \"10s\" (or \"infinity\" for no SIGKILL)",
         );
-        StopSpec { signal, timeout }
+        StopSpec {
+            signal,
+            timeout,
+            dump,
+        }
+    }
+
+    /// `dump_signal` (and `dump_wait`, which means nothing without it).
+    fn dump(&mut self, svc: &str, raw: &RawService) -> Option<DumpSpec> {
+        let wait = self.nonzero_duration(
+            raw.dump_wait.as_ref(),
+            svc,
+            "dump_wait",
+            defaults::DUMP_WAIT,
+            "give the service time to print its stacks, e.g. \"2s\"",
+        );
+        let Some(signal) = &raw.dump_signal else {
+            if let Some(wait) = &raw.dump_wait {
+                self.push(
+                    Problem::new(
+                        format!("`service.{svc}.dump_wait` without `dump_signal`"),
+                        wait.span(),
+                        "no dump signal to wait after",
+                    )
+                    .with_help("add dump_signal = \"QUIT\" (a Go service then prints every goroutine's stack), or remove dump_wait"),
+                );
+            }
+            return None;
+        };
+        match value::parse_signal(signal.get_ref()) {
+            Ok(signal) => Some(DumpSpec { signal, wait }),
+            Err(err) => {
+                self.value_problem(
+                    format!("invalid signal for `service.{svc}.dump_signal`"),
+                    signal.span(),
+                    err,
+                );
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{plan, problems, snippet};
+    use crate::model::{DumpSpec, ServiceName};
+    use crate::unix::Signal;
+
+    #[test]
+    fn dump_signal_is_read_with_its_wait_and_bad_ones_point_at_the_key() {
+        let src = "[service.a]\ncommand = [\"/bin/a\"]\ndump_signal = \"QUIT\"\n";
+        let dump = plan(src).services[&ServiceName::new("a").expect("valid")]
+            .stop
+            .dump;
+        assert_eq!(
+            dump,
+            Some(DumpSpec {
+                signal: Signal::SIGQUIT,
+                wait: crate::model::defaults::DUMP_WAIT,
+            })
+        );
+        let bad = "[service.a]\ncommand = [\"/bin/a\"]\ndump_signal = \"QUIET\"\n";
+        let found = problems(bad);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(snippet(bad, &found[0]), "\"QUIET\"");
+        assert!(found[0].message().contains("service.a.dump_signal"));
+
+        let alone = "[service.a]\ncommand = [\"/bin/a\"]\ndump_wait = \"3s\"\n";
+        let found = problems(alone);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(snippet(alone, &found[0]), "\"3s\"");
+        assert!(found[0].message().contains("without `dump_signal`"));
     }
 }

@@ -655,6 +655,9 @@ mod tests {
                     | Request::Restart { .. }
                     | Request::Shutdown
                     | Request::QuarantineList
+                    | Request::Crashes { .. }
+                    | Request::CrashShow { .. }
+                    | Request::CoreDumped { .. }
                     | Request::QuarantineRelease { .. }
                     | Request::Signal { .. }
                     | Request::ResetFailed { .. }

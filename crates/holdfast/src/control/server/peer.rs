@@ -109,6 +109,8 @@ fn admin_verb(request: &Request) -> Option<&'static str> {
         Request::Signal { .. } => Some("signal"),
         Request::Upgrade { .. } => Some("upgrade"),
         Request::UpgradeSelf => Some("upgrade --self"),
+        // Only the core handler (run by the kernel as root) tells of core dumps.
+        Request::CoreDumped { .. } => Some("core-dumped"),
         Request::Wait { requests, .. } => requests.iter().find_map(admin_verb),
         Request::Status
         | Request::Start { .. }
@@ -117,6 +119,8 @@ fn admin_verb(request: &Request) -> Option<&'static str> {
         | Request::Events { .. }
         | Request::Logs { .. }
         | Request::QuarantineList
+        | Request::Crashes { .. }
+        | Request::CrashShow { .. }
         | Request::QuarantineRelease { .. }
         | Request::ResetFailed { .. } => None,
     }

@@ -180,6 +180,18 @@ impl Shell {
                 self.list_quarantine(reply);
                 return false;
             }
+            Request::Crashes { service } => {
+                self.read_crashes(None, service, reply);
+                return false;
+            }
+            Request::CrashShow { id } => {
+                self.read_crashes(Some(id), None, reply);
+                return false;
+            }
+            Request::CoreDumped { pid, record } => {
+                self.core_dumped(pid, record, reply);
+                return false;
+            }
             Request::UpgradeSelf => {
                 self.ask_reexec(reply);
                 return false;

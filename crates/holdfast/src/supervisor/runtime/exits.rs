@@ -129,6 +129,7 @@ impl Shell {
         }
         let group_alive = self.run_alive(&service, run);
         let status = self.classify(&service, status);
+        self.report_crash(&service, run, status);
         if group_alive {
             self.lingering.insert((service.clone(), run));
         }

@@ -12,6 +12,7 @@
 mod adopt;
 mod cgroups;
 mod control;
+mod crashes;
 mod events;
 mod exits;
 mod handover;
@@ -51,6 +52,7 @@ use crate::notify::upstream::Upstream;
 use crate::process::{limits, reap, spawn};
 
 pub use self::cgroups::cgroup_name;
+pub use self::owner::control_of;
 pub use self::reexec::{Handed, fall_back, inherited};
 pub use self::status::log_path;
 
@@ -157,6 +159,8 @@ enum Finished {
     Ledger,
     /// A watched link flipped, a build was checked, a `verify` command timed out.
     Upgrade(upgrades::UpgradeMsg),
+    /// A crash report was written, or a core dump joined one.
+    Crash(crashes::CrashMsg),
 }
 
 /// What the shell keeps of one service besides its processes (those are in the table).
@@ -200,6 +204,8 @@ struct Shell {
     loader: mpsc::UnboundedSender<control::ReloadBy>,
     /// Effects held back until a quarantine record is on disk (see `quarantine_io`).
     held: quarantine_io::Held,
+    /// The latest crash report of each service (see `crashes`).
+    crashes: crashes::Crashes,
     notify_path: PathBuf,
     /// Who may notify, as far as the notify socket's task needs to know (see
     /// [`Shell::publish_senders`]).
@@ -276,10 +282,9 @@ impl Shell {
             env!("CARGO_PKG_VERSION")
         );
         let now = Instant::now();
-        let scope = match cgroups {
-            Some(_) => KillScope::Cgroup,
-            None => KillScope::ProcessGroup,
-        };
+        let scope = cgroups
+            .as_ref()
+            .map_or(KillScope::ProcessGroup, |_| KillScope::Cgroup);
         let mut sockets = sockets::Sockets::default();
         sockets.migrate_requests(&plan);
         let shell = Shell {
@@ -297,6 +302,7 @@ impl Shell {
             inputs_tx,
             done_tx,
             held: quarantine_io::Held::default(),
+            crashes: crashes::Crashes::default(),
             notify_path,
             senders,
             upstream,
@@ -383,6 +389,10 @@ impl Shell {
             }
             Finished::Upgrade(msg) => {
                 self.on_upgrade_msg(msg);
+                false
+            }
+            Finished::Crash(msg) => {
+                self.on_crash_msg(msg);
                 false
             }
         }
@@ -530,6 +540,7 @@ impl Shell {
     /// are aborted with the slot).
     fn remove_slot(&mut self, service: &ServiceName) {
         self.lingering.retain(|(name, _)| name != service);
+        self.crashes.forget(service);
         if let Some(slot) = self.slots.remove(service) {
             if let Some(attached) = slot.cgroup {
                 attached.cgroup.remove();

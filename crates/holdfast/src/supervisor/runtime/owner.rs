@@ -52,6 +52,15 @@ pub(super) fn claim(state_dir: &Path, control: &Path) -> io::Result<Ownership> {
     Ok(Ownership { _lock: lock })
 }
 
+/// The control socket of the daemon that holds (or held) `state_dir`, as it wrote it in
+/// the lock file: how `holdfast core-handler`, which knows only the state directory,
+/// finds the daemon. `None` without a lock file or a socket in it.
+pub fn control_of(state_dir: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(state_dir.join(LOCK)).ok()?;
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines.nth(1).map(PathBuf::from)
+}
+
 /// The refusal of a second daemon, with the holder's pid and socket as it wrote them.
 fn taken(path: &Path, file: &mut File) -> io::Error {
     let mut text = String::new();

@@ -189,6 +189,7 @@ impl Shell {
             tasks: None,
             last_restart_reason: s.last_restart().map(Cause::restart_reason),
             upgrade: upgrade_status(s, now),
+            last_crash: self.crashes.last(s.name()).cloned(),
         }
     }
 
@@ -225,6 +226,14 @@ impl Shell {
                     "{} sent {} ago, no SIGKILL (stop.timeout is infinity)",
                     s.spec().stop.signal.as_str(),
                     secs(now.duration_since(s.since())),
+                ),
+                (Escalation::Dumping { .. }, _) => format!(
+                    "hung: {} sent {} ago for a stack dump",
+                    s.spec()
+                        .stop
+                        .dump
+                        .map_or("dump signal", |d| d.signal.as_str()),
+                    secs(now.duration_since(s.since()))
                 ),
                 (Escalation::Killed, _) => format!(
                     "SIGKILL sent {} ago, waiting for its processes to exit",
