@@ -148,6 +148,25 @@ stop = {{ timeout = "60s" }}
     )
 }
 
+/// Waits until holdfast's ledger (written off its loop, a moment after each change)
+/// holds `service` in `state`: killed from then on, holdfast has written down where the
+/// service was going.
+fn ledger_says(d: &Daemon, service: &str, state: &str) {
+    d.wait_until(&format!("the ledger has {service} {state}"), |d| {
+        let Ok(text) = std::fs::read(d.dir().join("state/running.json")) else {
+            return false;
+        };
+        let Ok(ledger) = serde_json::from_slice::<serde_json::Value>(&text) else {
+            return false;
+        };
+        // A state is `"stopped"`, or `{"backoff": {...}}` with its facts.
+        let is = |s: &serde_json::Value| s == state || s.get(state).is_some();
+        ledger["services"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|s| s["name"] == service && is(&s["state"])))
+    });
+}
+
 fn stubborns(d: &Daemon) -> Vec<(u32, String)> {
     tagged_processes(d.tag())
         .into_iter()
@@ -169,6 +188,8 @@ fn a_sigkill_during_a_reload_leaves_one_copy_of_each_service() {
     d.wait_for_service("stubborn", "is being stopped by the reload", |s| {
         s.state == "stopping"
     });
+    // Being restarted: written down as to be started again.
+    ledger_says(&d, "stubborn", "backoff");
     d.kill_9_and_start_again();
 
     let new = d.wait_for_service("stubborn", "runs the new version", |s| {
@@ -303,6 +324,7 @@ fn a_service_being_stopped_when_holdfast_died_stays_stopped() {
     let pid = d.running_pid("stubborn");
     d.cli_ok(&["stop", "stubborn", "--no-block"]);
     d.wait_for_service("stubborn", "is stopping", |s| s.state == "stopping");
+    ledger_says(&d, "stubborn", "stopped");
     d.kill_9_and_start_again();
     d.wait_until("the process being stopped is gone", |_| !is_alive(pid));
     assert_eq!(

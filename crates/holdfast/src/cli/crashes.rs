@@ -164,9 +164,14 @@ pub fn core_pattern(action: PatternAction) -> miette::Result<ExitCode> {
         PatternAction::Install { dir, max_size } => {
             let exe = std::env::current_exe()
                 .map_err(|e| miette::miette!("cannot tell holdfast's own path: {e}"))?;
-            match pattern::pattern_for(&exe, &dir.state_dir, max_size) {
-                Ok(p) => pattern::install(proc, &dir.state_dir, &p)
-                    .map(|()| format!("core_pattern: {p}\n")),
+            // The kernel runs the handler from `/`: a relative path would mean `/...`.
+            let state_dir = std::path::absolute(&dir.state_dir).map_err(|e| {
+                miette::miette!("cannot tell where {} is: {e}", dir.state_dir.display())
+            })?;
+            match pattern::pattern_for(&exe, &state_dir, max_size) {
+                Ok(p) => {
+                    pattern::install(proc, &state_dir, &p).map(|()| format!("core_pattern: {p}\n"))
+                }
                 Err(e) => return Ok(failed(&e)),
             }
         }
@@ -179,6 +184,10 @@ pub fn core_pattern(action: PatternAction) -> miette::Result<ExitCode> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(failed(&format!(
+            "{e}: the kernel's {} (and the state directory) need root",
+            pattern::PROC_PATH
+        ))),
         Err(e) => Ok(failed(&e.to_string())),
     }
 }

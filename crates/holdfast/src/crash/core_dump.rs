@@ -70,7 +70,7 @@ pub fn handle(dump: &Dump, core: &mut impl Read) -> io::Result<Option<CoreRecord
     let part = dir.join(format!("{stem}.core.part"));
     let cap = dump
         .max_size
-        .min(free_half(&dir))
+        .min(free_quarter(&dir))
         .min(limit.unwrap_or(u64::MAX));
     let (size, kept) = copy_capped(core, &part, cap)?;
     let (backtrace, backtrace_error) = match &exe {
@@ -83,6 +83,10 @@ pub fn handle(dump: &Dump, core: &mut impl Read) -> io::Result<Option<CoreRecord
     let gz = dir.join(format!("{stem}.core.gz"));
     let stored = compress(&part, &gz);
     let _ = fs::remove_file(&part);
+    if stored.is_err() {
+        // A partial copy is no core: it would only take space.
+        let _ = fs::remove_file(&gz);
+    }
     let record = CoreRecord {
         record: format!("{stem}.json"),
         pid: dump.pid,
@@ -120,11 +124,13 @@ fn core_limit(pid: i32) -> Option<u64> {
     soft.parse().ok()
 }
 
-/// Half the space free for an unprivileged user on `dir`'s file system (everything if
-/// it cannot be told).
-fn free_half(dir: &Path) -> u64 {
+/// A quarter of the space free for an unprivileged user on `dir`'s file system
+/// (everything if it cannot be told): the raw core and its compressed copy exist side
+/// by side for a moment (gdb reads the raw one), so one core takes at most half the
+/// free space, and a second handler at the same time still finds room.
+fn free_quarter(dir: &Path) -> u64 {
     nix::sys::statvfs::statvfs(dir).map_or(u64::MAX, |s| {
-        s.blocks_available().saturating_mul(s.fragment_size()) / 2
+        s.blocks_available().saturating_mul(s.fragment_size()) / 4
     })
 }
 

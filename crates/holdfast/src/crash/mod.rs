@@ -40,15 +40,20 @@ pub fn report(death: Death, time: SystemTime, log: Vec<String>) -> CrashReport {
     let time = humantime::format_rfc3339_millis(time).to_string();
     let compact: String = time.chars().filter(|c| !"-:.".contains(*c)).collect();
     let pid = death.pid.as_raw();
-    // The service's own words: holdfast's notes are not part of a panic.
-    let text: Vec<&str> = log
-        .iter()
-        .filter_map(|line| crate::logs::text_of(line))
-        .filter(|(stream, _)| *stream != Stream::Holdfast)
-        .map(|(_, text)| text)
-        .collect();
+    // The service's own words: holdfast's notes are not part of a panic. Panics and
+    // runtime stacks go to stderr: read there first, so lines a busy service logs on
+    // stdout meanwhile do not cut a stack in two.
+    let words = |keep: fn(Stream) -> bool| -> Vec<&str> {
+        log.iter()
+            .filter_map(|line| crate::logs::text_of(line))
+            .filter(|(stream, _)| keep(*stream))
+            .map(|(_, text)| text)
+            .collect()
+    };
+    let found = extract::extract(&words(|s| s == Stream::Stderr))
+        .or_else(|| extract::extract(&words(|s| s != Stream::Holdfast)));
     let status = death.status.to_string();
-    let (kind, summary, stack) = match extract::extract(&text) {
+    let (kind, summary, stack) = match found {
         Some(found) => (found.kind.as_str(), found.summary, found.stack),
         None => {
             let kind = match death.status {
@@ -181,6 +186,30 @@ mod tests {
         assert_eq!(report.stack.len(), 5);
         assert_eq!(report.build_id.as_ref().map(String::len), Some(40));
         assert!(render(&report).contains("  \t/src/main.go:3 +0x1"));
+    }
+
+    #[test]
+    fn stdout_lines_logged_during_a_panic_do_not_cut_its_stack() {
+        let log = vec![
+            "2026-01-01T00:00:01.000Z stderr   panic: boom".to_owned(),
+            "2026-01-01T00:00:01.000Z stdout   request handled ok".to_owned(),
+            "2026-01-01T00:00:01.000Z stderr   ".to_owned(),
+            "2026-01-01T00:00:01.000Z stderr   goroutine 1 [running]:".to_owned(),
+            "2026-01-01T00:00:01.000Z stdout   request handled ok".to_owned(),
+            "2026-01-01T00:00:01.000Z stderr   main.main()".to_owned(),
+            "2026-01-01T00:00:01.000Z stderr   \t/src/main.go:3 +0x1".to_owned(),
+        ];
+        let report = report(
+            death(ExitStatus::Exited(2), "crash"),
+            SystemTime::now(),
+            log,
+        );
+        assert!(
+            report.stack.iter().any(|l| l.contains("main.go:3")),
+            "{:?}",
+            report.stack
+        );
+        assert!(!report.stack.iter().any(|l| l.contains("request handled")));
     }
 
     #[test]

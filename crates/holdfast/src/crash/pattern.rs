@@ -38,6 +38,23 @@ pub fn pattern_for(exe: &Path, state_dir: &Path, max_size: Option<u64>) -> Resul
                 .to_owned(),
         );
     }
+    // The kernel runs the handler from `/` and expands every `%`.
+    if !exe.is_absolute() || !state_dir.is_absolute() {
+        return Err(format!(
+            "the kernel runs the handler from /: holdfast's path ({}) and the state \
+             directory ({}) must be absolute",
+            exe.display(),
+            state_dir.display()
+        ));
+    }
+    let percent = |p: &Path| p.to_string_lossy().contains('%');
+    if percent(exe) || percent(state_dir) {
+        return Err(
+            "the kernel expands `%` in a core_pattern: holdfast's path and the state \
+             directory must have none"
+                .to_owned(),
+        );
+    }
     if pattern.len() > MAX_PATTERN {
         return Err(format!(
             "the pattern would be {} bytes, the kernel keeps {MAX_PATTERN}: {pattern:?} \

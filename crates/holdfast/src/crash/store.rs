@@ -32,12 +32,25 @@ pub fn cores_dir(state_dir: &Path) -> PathBuf {
     dir(state_dir).join("cores")
 }
 
-/// Makes `dir` (and its parents) mode 0700 if missing.
+/// Makes `dir` (and its parents) mode 0700 if missing. `dir` and, for the cores'
+/// directory, `crashes/` above it must be real directories, not symlinks: files are
+/// written and pruned there, by root. (The state directory itself is the operator's to
+/// place, a link or not.)
 pub fn make_dir(dir: &Path) -> io::Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)
+        .create(dir)?;
+    let crashes = dir.parent().filter(|_| dir.ends_with("crashes/cores"));
+    for path in [Some(dir), crashes].into_iter().flatten() {
+        if fs::symlink_metadata(path)?.file_type().is_symlink() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is a symlink: refused", path.display()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Creates or replaces `path` with `bytes`, mode 0600, refusing a symlink.
@@ -256,7 +269,9 @@ pub fn prune(dir: &Path, count: usize, bytes: u64) -> io::Result<()> {
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
-        let stem = stem_of(&name).to_owned();
+        // Only reports' and cores' files: anything else in the directory is not ours.
+        let Some(stem) = stem_of(&name) else { continue };
+        let stem = stem.to_owned();
         let slot = stems
             .entry(stem)
             .or_insert((SystemTime::UNIX_EPOCH, 0, Vec::new()));
@@ -273,19 +288,23 @@ pub fn prune(dir: &Path, count: usize, bytes: u64) -> io::Result<()> {
         total += size;
         if i > 0 && (i >= count || total > bytes) {
             for path in paths {
-                fs::remove_file(&path)?;
+                match fs::remove_file(&path) {
+                    // Another writer (a second core handler) pruned it first.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    other => other?,
+                }
             }
         }
     }
     Ok(())
 }
 
-/// A file's name without the suffix of its kind: what a report's or a core's files share.
-fn stem_of(name: &str) -> &str {
+/// A file's name without the suffix of its kind: what a report's or a core's files
+/// share. `None` for a file that is neither's.
+fn stem_of(name: &str) -> Option<&str> {
     [".core.gz", ".core.part", ".json", ".txt"]
         .iter()
         .find_map(|suffix| name.strip_suffix(suffix))
-        .unwrap_or(name)
 }
 
 #[cfg(test)]
@@ -311,6 +330,19 @@ mod tests {
         };
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + millis);
         crate::crash::report(death, at, vec!["line".to_owned()])
+    }
+
+    #[test]
+    fn a_symlink_planted_for_the_crash_or_core_directory_is_refused() {
+        let state = temp("planted");
+        let elsewhere = temp("elsewhere");
+        fs::create_dir_all(&state).expect("state");
+        fs::create_dir_all(elsewhere.join("cores")).expect("elsewhere");
+        std::os::unix::fs::symlink(&elsewhere, dir(&state)).expect("link");
+        assert!(make_dir(&dir(&state)).is_err());
+        assert!(make_dir(&cores_dir(&state)).is_err());
+        let _ = fs::remove_dir_all(&state);
+        let _ = fs::remove_dir_all(&elsewhere);
     }
 
     #[test]

@@ -382,12 +382,23 @@ impl Daemon {
     }
 
     /// Polls `cond` until it holds; panics naming `what`, with the daemon's log tail.
-    pub fn wait_until(&self, what: &str, mut cond: impl FnMut(&Self) -> bool) {
+    pub fn wait_until(&self, what: &str, cond: impl FnMut(&Self) -> bool) {
+        self.wait_until_within(DEADLINE, what, cond);
+    }
+
+    /// Like [`Daemon::wait_until`], for work whose length depends on how busy the
+    /// machine is (thousands of restarts): a deadline of its own.
+    pub fn wait_until_within(
+        &self,
+        deadline: Duration,
+        what: &str,
+        mut cond: impl FnMut(&Self) -> bool,
+    ) {
         let start = Instant::now();
         while !cond(self) {
-            if start.elapsed() >= DEADLINE {
+            if start.elapsed() >= deadline {
                 self.fail(&format!(
-                    "timed out after {DEADLINE:?} waiting until {what}"
+                    "timed out after {deadline:?} waiting until {what}"
                 ));
             }
             std::thread::sleep(POLL);

@@ -45,6 +45,9 @@ pub(super) struct Crashes {
     /// Reports are written one at a time (a burst of crashes queues, cheaply, rather
     /// than taking a blocking thread each).
     writer: Arc<Semaphore>,
+    /// Reports asked for and not written yet: `upgrade --self` waits for none to be
+    /// left, a shutdown finishes them.
+    pub(super) pending: usize,
 }
 
 impl Default for Crashes {
@@ -54,6 +57,7 @@ impl Default for Crashes {
             bursts: HashMap::new(),
             all: None,
             writer: Arc::new(Semaphore::new(1)),
+            pending: 0,
         }
     }
 }
@@ -89,6 +93,35 @@ fn count((start, count): &mut (Instant, u32), now: Instant) -> u32 {
 pub(super) enum CrashMsg {
     Written(std::io::Result<Box<CrashReport>>),
     CoreJoined { pid: i32, report: Box<CrashReport> },
+}
+
+/// How long a shutdown or `upgrade --self` waits for the crash reports still being
+/// written.
+const REPORTS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Shell {
+    /// Waits (within a bound) for the reports still being written, handling whatever
+    /// else reports back meanwhile as the loop would: before `upgrade --self` (the new
+    /// image could not finish them) and at shutdown, so that a crash just before either
+    /// is not lost. Returns true once the shutdown is complete.
+    pub(super) async fn finish_crash_reports(
+        &mut self,
+        done: &mut tokio::sync::mpsc::UnboundedReceiver<Finished>,
+    ) -> bool {
+        let bound = tokio::time::sleep(REPORTS_WAIT);
+        tokio::pin!(bound);
+        let mut complete = false;
+        while self.crashes.pending > 0 {
+            tokio::select! {
+                msg = done.recv() => match msg {
+                    Some(msg) => complete |= self.on_finished(msg),
+                    None => break,
+                },
+                () = &mut bound => break,
+            }
+        }
+        complete
+    }
 }
 
 /// Why the exit of `run` in `state` deserves a report, if it does: a crash of a
@@ -148,6 +181,16 @@ impl Shell {
             return;
         }
         let spec = svc.spec();
+        // Where the spawn found it: the service's own PATH and working directory.
+        let path_var = (spec.env.get("PATH").cloned()).or_else(|| {
+            spec.inherit_env
+                .then(|| std::env::var("PATH").ok())
+                .flatten()
+        });
+        let lookup = Lookup {
+            path_var,
+            working_dir: spec.working_dir.clone(),
+        };
         let program = svc
             .build()
             .map(PathBuf::from)
@@ -166,6 +209,7 @@ impl Shell {
         let state_dir = self.sup.plan().daemon.state_dir.clone();
         let done = self.done_tx.clone();
         let writer = Arc::clone(&self.crashes.writer);
+        self.crashes.pending += 1;
         tokio::spawn(async move {
             let log = match log {
                 Some(log) => log.await,
@@ -175,7 +219,7 @@ impl Shell {
             let _turn = writer.acquire_owned().await;
             let written = tokio::task::spawn_blocking(move || {
                 let death = Death {
-                    binary: program.map(resolve),
+                    binary: program.map(|program| lookup.resolve(program)),
                     ..death
                 };
                 let mut report = crash::report(death, time, log);
@@ -189,6 +233,9 @@ impl Shell {
     }
 
     pub(super) fn on_crash_msg(&mut self, msg: CrashMsg) {
+        if let CrashMsg::Written(_) = msg {
+            self.crashes.pending = self.crashes.pending.saturating_sub(1);
+        }
         match msg {
             CrashMsg::Written(Err(e)) => tracing::error!("failed to write a crash report: {e}"),
             CrashMsg::Written(Ok(report)) => {
@@ -294,23 +341,53 @@ impl Shell {
     }
 }
 
-/// `program` as a path: a bare name is looked up in holdfast's `PATH` (as the spawn
-/// did, for services that inherit it).
-fn resolve(program: PathBuf) -> PathBuf {
-    if program.components().count() > 1 {
-        return program;
+/// How the spawn looked a service's program up.
+struct Lookup {
+    /// The service's `PATH`, when it sets one or inherits holdfast's.
+    path_var: Option<String>,
+    working_dir: Option<PathBuf>,
+}
+
+impl Lookup {
+    /// `program` as the path the spawn executed: a bare name looked up in the
+    /// service's `PATH`, a relative path taken from its working directory.
+    fn resolve(&self, program: PathBuf) -> PathBuf {
+        let env: Vec<(String, String)> = (self.path_var.iter())
+            .map(|path| ("PATH".to_owned(), path.clone()))
+            .collect();
+        let cwd = self.working_dir.as_deref();
+        let found = program
+            .to_str()
+            .and_then(|text| crate::process::program::resolve(text, &env, cwd).ok())
+            .unwrap_or(program);
+        match cwd {
+            Some(cwd) if found.is_relative() => cwd.join(found),
+            _ => found,
+        }
     }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(&program))
-        .find(|path| path.is_file())
-        .unwrap_or(program)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reports_binary_is_found_as_the_spawn_found_it() {
+        let lookup = Lookup {
+            path_var: Some("/nowhere:/bin:/usr/bin".to_owned()),
+            working_dir: Some(PathBuf::from("/srv/app")),
+        };
+        let sleep = lookup.resolve(PathBuf::from("sleep"));
+        assert!(sleep.is_absolute() && sleep.ends_with("sleep"), "{sleep:?}");
+        assert_eq!(
+            lookup.resolve(PathBuf::from("bin/app")),
+            PathBuf::from("/srv/app/bin/app")
+        );
+        assert_eq!(
+            lookup.resolve(PathBuf::from("/opt/x")),
+            PathBuf::from("/opt/x")
+        );
+    }
     use crate::supervisor::service::{MainProcess, Watchdog};
     use crate::unix::Signal;
 

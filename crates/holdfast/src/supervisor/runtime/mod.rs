@@ -109,12 +109,16 @@ pub async fn run(
     while !done {
         done = shell.next(&mut sources, &mut signals).await;
         if let Some(program) = shell.selfup.due.take() {
+            // Crash reports still being written go out first: the new image could not
+            // finish them.
+            done |= shell.finish_crash_reports(&mut sources.done).await;
             // Returns only if the exec failed.
             done |= shell.reexec(program, &mut sources).await;
         }
     }
     shell.kill_probes();
     shell.drain_hooks(&mut sources).await;
+    let _ = shell.finish_crash_reports(&mut sources.done).await;
     sources.notify_task.abort();
     let _ = std::fs::remove_file(&shell.notify_path);
     // Pending requests are answered "shutting down"; replies in flight (the one to
