@@ -11,7 +11,6 @@ mod support;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use holdfast::control::protocol::{CrashReport, CrashSummary};
@@ -129,33 +128,7 @@ command = ["{DEMO_APP}", "--listen", "127.0.0.1:0"]
 /// Builds `tests/go/crasher.go` once per test process, or says why it cannot.
 fn go_crasher() -> Result<PathBuf, String> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/crasher.go");
-            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
-            fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-            let binary = dir.join("go-crasher");
-            let own = dir.join(format!("go-crasher.{}", std::process::id()));
-            let output = Command::new("go")
-                .arg("build")
-                .arg("-o")
-                .arg(&own)
-                .arg(&source)
-                .env("GOCACHE", dir.join("cache"))
-                .env("GOPATH", dir.join("gopath"))
-                .env("GO111MODULE", "off")
-                .output()
-                .map_err(|e| format!("`go` cannot run ({e}); install golang-go"))?;
-            if !output.status.success() {
-                return Err(format!(
-                    "go build failed: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                ));
-            }
-            fs::rename(&own, &binary).map_err(|e| format!("{}: {e}", binary.display()))?;
-            Ok(binary)
-        })
-        .clone()
+    BUILT.get_or_init(|| support::go_build("crasher")).clone()
 }
 
 #[test]

@@ -13,7 +13,6 @@ use std::fs;
 use std::net::TcpListener;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -666,33 +665,5 @@ fn the_go_server_names_its_build_under_load() {
 /// says why it cannot (no Go toolchain: `scripts/install-deps` installs golang-go).
 fn go_server() -> Result<PathBuf, String> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/server.go");
-            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
-            let binary = dir.join("go-server");
-            // Built under a name of its own, then renamed into place: test processes
-            // running in parallel never see a half-written binary.
-            let own = dir.join(format!("go-server.{}", std::process::id()));
-            let output = Command::new("go")
-                .arg("build")
-                .arg("-o")
-                .arg(&own)
-                .arg(&source)
-                // Go's build cache is safe to share between concurrent builds.
-                .env("GOCACHE", dir.join("cache"))
-                .env("GOPATH", dir.join("gopath"))
-                .env("GO111MODULE", "off")
-                .output()
-                .map_err(|e| format!("`go` cannot run ({e}); install golang-go"))?;
-            if !output.status.success() {
-                return Err(format!(
-                    "go build failed: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                ));
-            }
-            fs::rename(&own, &binary).map_err(|e| format!("{}: {e}", binary.display()))?;
-            Ok(binary)
-        })
-        .clone()
+    BUILT.get_or_init(|| support::go_build("server")).clone()
 }

@@ -535,6 +535,38 @@ impl Drop for Daemon {
     }
 }
 
+/// Builds `tests/go/{name}.go` into the target directory as `go-{name}`, or says why it
+/// cannot (no Go toolchain: `scripts/install-deps` installs golang-go). Callers keep the
+/// result, to build once per test process.
+pub fn go_build(name: &str) -> Result<PathBuf, String> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/go/{name}.go"));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let binary = dir.join(format!("go-{name}"));
+    // Built under a name of its own, then renamed into place: test processes running
+    // in parallel never see a half-written binary.
+    let own = dir.join(format!("go-{name}.{}", std::process::id()));
+    let output = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&own)
+        .arg(&source)
+        // Go's build cache is safe to share between concurrent builds.
+        .env("GOCACHE", dir.join("cache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GO111MODULE", "off")
+        .output()
+        .map_err(|e| format!("`go` cannot run ({e}); install golang-go"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "go build failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    fs::rename(&own, &binary).map_err(|e| format!("{}: {e}", binary.display()))?;
+    Ok(binary)
+}
+
 /// A port nobody listens on right now (the service under test binds it next).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -8,7 +8,7 @@ use crate::unix::Signal;
 
 use super::{
     AfterStop, Cause, Drain, Effect, Escalation, FollowUp, ForkerExit, KILL_WAIT, MainProcess,
-    Policy, Service, State,
+    Policy, RunId, Service, State,
 };
 use crate::clock::later;
 use crate::supervisor::event::EventKind;
@@ -117,95 +117,89 @@ impl Service {
         let Some(dump) = self.spec.stop.dump else {
             return Vec::new();
         };
-        let State::Stopping {
-            run,
-            pid,
-            ref mut escalation,
-            ref mut deadline,
-            ..
-        } = self.state
+        let deadline = Some(later(now, dump.wait));
+        let Some((run, group)) = self.escalate_to(Escalation::Dumping { next }, deadline, now)
         else {
             return Vec::new();
         };
-        *escalation = Escalation::Dumping { next };
-        *deadline = Some(later(now, dump.wait));
-        self.since = now;
-        let signal = |signal| Effect::Signal {
-            service: self.spec.name.clone(),
-            run,
-            group: pid,
-            signal,
-        };
-        vec![
-            self.emit(EventKind::DumpRequested {
-                signal: dump.signal,
-                wait: dump.wait,
-            }),
-            signal(dump.signal),
-            // A stopped (SIGSTOP) process would never print its stacks.
-            signal(Signal::SIGCONT),
-        ]
+        let mut effects = vec![self.emit(EventKind::DumpRequested {
+            signal: dump.signal,
+            wait: dump.wait,
+        })];
+        effects.extend(self.signal_awake(run, group, dump.signal));
+        effects
     }
 
     /// The dump's time is up: the graceful signal, with the stop timeout from now.
     fn after_dump(&mut self, first: Signal, now: Instant) -> Vec<Effect> {
         let timeout = self.spec.stop.timeout;
-        let State::Stopping {
-            run,
-            pid,
-            ref mut escalation,
-            ref mut deadline,
-            ..
-        } = self.state
-        else {
+        let deadline = timeout.deadline(now);
+        let Some((run, group)) = self.escalate_to(Escalation::Graceful, deadline, now) else {
             return Vec::new();
         };
-        *escalation = Escalation::Graceful;
-        *deadline = timeout.deadline(now);
-        self.since = now;
-        let signal = |signal| Effect::Signal {
-            service: self.spec.name.clone(),
-            run,
-            group: pid,
-            signal,
-        };
-        vec![
-            self.emit(EventKind::StopRequested {
-                signal: first,
-                timeout,
-                scope: self.kill_scope,
-            }),
-            signal(first),
-            signal(Signal::SIGCONT),
-        ]
+        let mut effects = vec![self.emit(EventKind::StopRequested {
+            signal: first,
+            timeout,
+            scope: self.kill_scope,
+        })];
+        effects.extend(self.signal_awake(run, group, first));
+        effects
     }
 
     /// SIGKILL to the stopping run, and a last deadline.
     fn kill(&mut self, now: Instant) -> Vec<Effect> {
+        let deadline = Some(later(now, KILL_WAIT));
+        let Some((run, group)) = self.escalate_to(Escalation::Killed, deadline, now) else {
+            return Vec::new();
+        };
+        vec![
+            self.emit(EventKind::Escalated {
+                pid: group,
+                scope: self.kill_scope,
+            }),
+            self.signal_run(run, group, Signal::SIGKILL),
+        ]
+    }
+
+    /// Moves the stopping run to the `escalation` step, due again at `deadline`; its
+    /// run and group, for the signals of that step (`None` when no run is stopping).
+    fn escalate_to(
+        &mut self,
+        escalation: Escalation,
+        deadline: Option<Instant>,
+        now: Instant,
+    ) -> Option<(RunId, Pid)> {
         let State::Stopping {
             run,
             pid,
-            ref mut escalation,
-            ref mut deadline,
+            escalation: ref mut step,
+            deadline: ref mut due,
             ..
         } = self.state
         else {
-            return Vec::new();
+            return None;
         };
-        *escalation = Escalation::Killed;
-        *deadline = Some(later(now, KILL_WAIT));
+        *step = escalation;
+        *due = deadline;
         self.since = now;
-        vec![
-            self.emit(EventKind::Escalated {
-                pid,
-                scope: self.kill_scope,
-            }),
-            Effect::Signal {
-                service: self.spec.name.clone(),
-                run,
-                group: pid,
-                signal: Signal::SIGKILL,
-            },
+        Some((run, pid))
+    }
+
+    /// `signal` to every process of `run`, whose group `group` leads.
+    pub(super) fn signal_run(&self, run: RunId, group: Pid, signal: Signal) -> Effect {
+        Effect::Signal {
+            service: self.spec.name.clone(),
+            run,
+            group,
+            signal,
+        }
+    }
+
+    /// `signal`, then SIGCONT: a stopped (SIGSTOP) process would never act on it.
+    pub(super) fn signal_awake(&self, run: RunId, group: Pid, signal: Signal) -> [Effect; 2] {
+        [
+            self.signal_run(run, group, signal),
+            self.signal_run(run, group, Signal::SIGCONT),
         ]
     }
 
@@ -305,22 +299,13 @@ impl Service {
             // A hung run: its stacks first, then the stop as usual.
             return self.dump(Some(first), now);
         }
-        let signal = |signal| Effect::Signal {
-            service: self.spec.name.clone(),
-            run,
-            group,
-            signal,
-        };
-        vec![
-            self.emit(EventKind::StopRequested {
-                signal: stop.signal,
-                timeout: stop.timeout,
-                scope: self.kill_scope,
-            }),
-            signal(stop.signal),
-            // A stopped (SIGSTOP) process would never act on the stop signal.
-            signal(Signal::SIGCONT),
-        ]
+        let mut effects = vec![self.emit(EventKind::StopRequested {
+            signal: stop.signal,
+            timeout: stop.timeout,
+            scope: self.kill_scope,
+        })];
+        effects.extend(self.signal_awake(run, group, stop.signal));
+        effects
     }
 
     /// The stop is complete: do what was to follow it. During a shutdown nothing starts

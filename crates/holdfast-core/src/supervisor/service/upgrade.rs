@@ -288,13 +288,8 @@ impl Service {
             deadline,
             escalation: Escalation::Graceful,
         });
-        let signal = |signal| Effect::Signal {
-            service: self.spec.name.clone(),
-            run: old.run,
-            group: old.pid,
-            signal,
-        };
-        vec![signal(self.spec.stop.signal), signal(Signal::SIGCONT)]
+        self.signal_awake(old.run, old.pid, self.spec.stop.signal)
+            .to_vec()
     }
 
     /// The old run is gone: watch the new one for `bake`.
@@ -370,12 +365,7 @@ impl Service {
                         pid: drain.pid,
                         scope,
                     }));
-                    effects.push(Effect::Signal {
-                        service: self.spec.name.clone(),
-                        run: drain.run,
-                        group: drain.group,
-                        signal: Signal::SIGKILL,
-                    });
+                    effects.push(self.signal_run(drain.run, drain.group, Signal::SIGKILL));
                 }
                 Escalation::Killed => {
                     self.draining[at].deadline = None;
