@@ -1,0 +1,1 @@
+//! A service as a supervisord `[program:x]` section.
