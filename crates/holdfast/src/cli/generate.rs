@@ -13,6 +13,7 @@ use miette::{IntoDiagnostic, WrapErr, miette};
 
 use crate::cli::exit;
 use crate::config::{self, ConfigError};
+use crate::interop::supervisord;
 use crate::interop::systemd::{self, GeneratedUnit, SelfInputs, Template};
 use crate::model::{Plan, ServiceSpec};
 
@@ -21,7 +22,7 @@ pub enum GenTarget {
     /// A systemd unit: of one service (`NAME.service`, `NAME@.service` for instances) or,
     /// with --self, of holdfast itself.
     Systemd(SystemdArgs),
-    /// A supervisord `[program:NAME]` section of one service.
+    /// supervisord `[program:NAME]` sections of services.
     Supervisord(SupervisordArgs),
 }
 
@@ -54,8 +55,10 @@ pub struct SystemdArgs {
 
 #[derive(Debug, Args)]
 pub struct SupervisordArgs {
-    /// The service (its config table's name).
-    pub name: String,
+    /// The services (their config tables' names); their service_groups become
+    /// [group:x] sections.
+    #[arg(required = true)]
+    pub names: Vec<String>,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -180,6 +183,26 @@ fn emit(unit: &GeneratedUnit, dir: Option<&Path>) -> miette::Result<()> {
     Ok(())
 }
 
-fn supervisord_program(_args: &SupervisordArgs) -> miette::Result<ExitCode> {
-    Err(miette!("not yet"))
+fn supervisord_program(args: &SupervisordArgs) -> miette::Result<ExitCode> {
+    let path = &args.config.config;
+    let plan = match load(path)? {
+        Ok(plan) => plan,
+        Err(code) => return Ok(code),
+    };
+    let mut text = String::new();
+    let mut specs = Vec::new();
+    for name in &args.names {
+        let (spec, count) = find(&plan, name)?;
+        let template = match count {
+            1 => None,
+            count => Some(template(path, name, count)?),
+        };
+        let priority = supervisord::export::priority(&plan, &spec.name);
+        text +=
+            &supervisord::export::program(spec, template.as_ref(), priority).into_diagnostic()?;
+        specs.push(spec);
+    }
+    text += &supervisord::export::groups(specs);
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
 }

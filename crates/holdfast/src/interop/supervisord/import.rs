@@ -200,18 +200,15 @@ fn behaviour(
     table: &mut Table,
     values: &BTreeMap<String, Expansion>,
 ) -> Result<(), ImportError> {
-    if let Some((autostart, _)) = r.boolean("autostart")? {
-        table.insert("autostart".into(), Value::Boolean(autostart));
-    }
+    let autostart = r.boolean("autostart")?.is_none_or(|(b, _)| b);
+    table.insert("autostart".into(), Value::Boolean(autostart));
     restart(r, table)?;
     let start_secs = match r.integer("startsecs")? {
         Some((n, opt)) if n < 0 => return Err(at(opt, "must not be negative")),
-        Some((n, _)) => {
-            table.insert("start_secs".into(), Value::String(format!("{n}s")));
-            n
-        }
+        Some((n, _)) => n,
         None => 1,
     };
+    table.insert("start_secs".into(), Value::String(format!("{start_secs}s")));
     let retries = match r.integer("startretries")? {
         Some((n, opt)) => u32::try_from(n).map_err(|_| at(opt, "must be 0 or more"))?,
         None => 3,
@@ -301,20 +298,19 @@ fn exit_codes(text: &str) -> Option<Vec<i64>> {
 }
 
 fn stop(r: &mut Reader<'_>, table: &mut Table) -> Result<(), ImportError> {
+    let signal = match r.opt("stopsignal") {
+        Some(opt) => parse_signal_arg(&opt.value).map_err(|e| at(opt, &e.label))?,
+        None => crate::unix::Signal::SIGTERM,
+    };
+    let secs = match r.integer("stopwaitsecs")? {
+        Some((secs, opt)) if secs < 0 => return Err(at(opt, "must not be negative")),
+        Some((secs, _)) => secs,
+        None => 10,
+    };
     let mut stop = Table::new();
-    if let Some(opt) = r.opt("stopsignal") {
-        let signal = parse_signal_arg(&opt.value).map_err(|e| at(opt, &e.label))?;
-        stop.insert("signal".into(), Value::String(signal.as_str().into()));
-    }
-    if let Some((secs, opt)) = r.integer("stopwaitsecs")? {
-        if secs < 0 {
-            return Err(at(opt, "must not be negative"));
-        }
-        stop.insert("timeout".into(), Value::String(format!("{secs}s")));
-    }
-    if !stop.is_empty() {
-        table.insert("stop".into(), Value::Table(stop));
-    }
+    stop.insert("signal".into(), Value::String(signal.as_str().into()));
+    stop.insert("timeout".into(), Value::String(format!("{secs}s")));
+    table.insert("stop".into(), Value::Table(stop));
     let as_group = r.boolean("stopasgroup")?;
     let kill_group = r.boolean("killasgroup")?;
     if let (Some((true, _)), Some((false, opt))) = (as_group, kill_group) {
@@ -388,8 +384,10 @@ fn process(
     table: &mut Table,
     values: &mut BTreeMap<String, Expansion>,
 ) -> Result<(), ImportError> {
-    // supervisord children start from supervisord's own environment.
+    // supervisord children start from supervisord's own environment, and may gain
+    // privileges by exec (setuid programs): supervisord sets no no_new_privs.
     table.insert("inherit_env".into(), Value::Boolean(true));
+    table.insert("no_new_privs".into(), Value::Boolean(false));
     if let Some((text, line)) = r.text("environment", values)? {
         let pairs = lex::environment(&text)
             .map_err(|e| ImportError::at(line, format!("environment: {e}")))?;
@@ -432,22 +430,22 @@ fn logs(
     values: &BTreeMap<String, Expansion>,
 ) -> Result<(), ImportError> {
     r.opt("redirect_stderr");
+    // supervisord's defaults (50MB, 10 backups) are not holdfast's: always written.
     let mut log = Table::new();
-    if let Some(opt) = r.opt("stdout_logfile_maxbytes") {
-        match byte_size(&opt.value).ok_or_else(|| at(opt, "not a size such as 50MB"))? {
-            0 => r.report(opt, "0 (no rotation): holdfast always rotates"),
-            n => {
-                log.insert("max_size".into(), Value::Integer(n));
-            }
-        }
+    let max_size = match r.opt("stdout_logfile_maxbytes") {
+        Some(opt) => byte_size(&opt.value).ok_or_else(|| at(opt, "not a size such as 50MB"))?,
+        None => 50 << 20,
+    };
+    match (max_size, r.section.get(r.ini, "stdout_logfile_maxbytes")) {
+        (0, Some(opt)) => r.report(opt, "0 (no rotation): holdfast always rotates"),
+        (n, _) => drop(log.insert("max_size".into(), Value::Integer(n))),
     }
-    if let Some((n, opt)) = r.integer("stdout_logfile_backups")? {
-        let keep = u32::try_from(n).map_err(|_| at(opt, "must be 0 or more"))?;
-        log.insert("keep".into(), Value::Integer(i64::from(keep)));
-    }
-    if !log.is_empty() {
-        table.insert("log".into(), Value::Table(log));
-    }
+    let keep = match r.integer("stdout_logfile_backups")? {
+        Some((n, opt)) => u32::try_from(n).map_err(|_| at(opt, "must be 0 or more"))?,
+        None => 10,
+    };
+    log.insert("keep".into(), Value::Integer(i64::from(keep)));
+    table.insert("log".into(), Value::Table(log));
     for key in ["stdout_logfile", "stderr_logfile"] {
         let Some((path, _)) = r.text(key, values)? else {
             continue;

@@ -11,19 +11,9 @@ mod service;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+pub use super::{GenError, Template};
 pub use self_unit::{SelfInputs, self_unit};
-pub use service::{Template, service_unit};
-
-/// Why no unit could be written.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GenError {
-    #[error("cannot write {setting}={value:?} in a unit file: {why}")]
-    Unrepresentable {
-        setting: String,
-        value: String,
-        why: String,
-    },
-}
+pub use service::service_unit;
 
 /// A generated unit: its file name and text.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,24 +5,13 @@
 //! listed in the unit's leading comment. Instanced services (`instances = N`) become a
 //! template unit `NAME@.service` whose `%i` stands where the config wrote `{instance}`.
 
-use std::collections::BTreeMap;
-
 use super::escape::{self, Piece};
-use super::{GenError, GeneratedUnit, Section, Unit, timespan};
+use super::{GenError, GeneratedUnit, Section, Template, Unit, timespan};
 use crate::model::{
     Backoff, DaemonSettings, ExitAction, ExitKey, Probe, Readiness, RestartPolicy, Rlimit,
     ServiceKind, ServiceSpec, Timeout, defaults,
 };
 use crate::unix::Signal;
-
-/// The config as written of an instanced service: its command and env with the
-/// `{instance}` placeholders the validated (expanded) spec no longer has.
-#[derive(Debug, Clone, Default)]
-pub struct Template {
-    pub count: u32,
-    pub command: Vec<String>,
-    pub env: BTreeMap<String, String>,
-}
 
 /// The unit for `spec` (for an instanced service: the spec of any one instance, with
 /// `template` from the config text).
