@@ -279,3 +279,320 @@ fn a_broken_config_produces_no_unit_but_a_diagnostic() {
     let written: Vec<_> = fs::read_dir(&out).unwrap().collect();
     assert!(written.is_empty(), "a unit was written: {written:?}");
 }
+
+/// A supervisord.conf as people write them: several programs, exit codes, group kill,
+/// numprocs, environment, and what holdfast cannot take over.
+const REALISTIC_CONF: &str = r#"; supervisord.conf of a small site
+[unix_http_server]
+file=/tmp/supervisor.sock   ; the socket
+
+[supervisord]
+logfile=/tmp/supervisord.log
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[program:db]
+command=/bin/sleep 1000
+priority=10
+autorestart=true
+stopsignal=INT
+stopwaitsecs=30
+stopasgroup=true
+killasgroup=true
+
+[program:web]
+command=/bin/sh -c "exec sleep 1000" ; comment
+directory=/tmp
+priority=20
+environment=GREETING="hello, world",
+    NAME=%(program_name)s,RATIO="50%%"
+exitcodes=0,3
+startsecs=5
+startretries=2
+stdout_logfile=/var/log/web.out
+stdout_logfile_maxbytes=1MB
+stdout_logfile_backups=3
+redirect_stderr=true
+umask=022
+stdout_events_enabled=true
+
+[program:worker]
+command=/bin/sleep 10%(process_num)d
+process_name=%(program_name)s_%(process_num)02d
+numprocs=3
+exitcodes=2
+stopasgroup=false
+killasgroup=true
+user=daemon
+Autostart=False
+color=blue
+
+[group:backend]
+programs=web,worker
+priority=999
+
+[include]
+files = conf.d/*.conf
+"#;
+
+/// `holdfast import supervisord FILE --output OUT --json`, which must succeed: the
+/// config written and the report as (section, line, option) triples.
+fn import(conf: &Path, out: &Path) -> Vec<(String, u64, Option<String>)> {
+    let mut cmd = holdfast();
+    cmd.args(["import", "supervisord"])
+        .arg(conf)
+        .arg("--output")
+        .arg(out)
+        .arg("--json");
+    let output = run(cmd);
+    assert!(
+        output.status.success(),
+        "import failed: {}",
+        describe(&output)
+    );
+    let findings: serde_json::Value = serde_json::from_slice(&output.stderr)
+        .unwrap_or_else(|e| panic!("report is not JSON ({e}): {}", describe(&output)));
+    findings
+        .as_array()
+        .expect("the report is an array")
+        .iter()
+        .map(|f| {
+            (
+                f["section"].as_str().unwrap().to_owned(),
+                f["line"].as_u64().unwrap(),
+                f["option"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+fn check_ok(config: &Path) {
+    let mut cmd = holdfast();
+    cmd.arg("check").arg(config);
+    let output = run(cmd);
+    assert!(
+        output.status.success(),
+        "holdfast check refused the imported config: {}\n--- config ---\n{}",
+        describe(&output),
+        fs::read_to_string(config).unwrap_or_default()
+    );
+}
+
+#[test]
+fn importing_a_realistic_supervisord_conf_gives_a_config_holdfast_accepts_and_reports_each_unconverted_option()
+ {
+    let scratch = Scratch::new("import");
+    let conf = scratch.path("supervisord.conf");
+    fs::write(&conf, REALISTIC_CONF).unwrap();
+    let out = scratch.path("imported.toml");
+    let report = import(&conf, &out);
+    check_ok(&out);
+    let s = |x: &str| x.to_owned();
+    let expected = vec![
+        (s("unix_http_server"), 2, None),
+        (s("supervisord"), 5, None),
+        (s("rpcinterface:supervisor"), 8, None),
+        (s("program:web"), 29, Some(s("stdout_logfile"))),
+        (s("program:web"), 34, Some(s("stdout_events_enabled"))),
+        (s("program:worker"), 38, Some(s("process_name"))),
+        (s("program:worker"), 41, Some(s("stopasgroup"))),
+        (s("program:worker"), 45, Some(s("color"))),
+        (s("group:backend"), 49, Some(s("priority"))),
+        (s("include"), 51, None),
+    ];
+    assert_eq!(report, expected);
+    let config: toml::Table = toml::from_str(&fs::read_to_string(&out).unwrap()).unwrap();
+    let service = |name: &str| config["service"][name].clone();
+    assert_eq!(service("db")["stop"]["signal"].as_str(), Some("SIGINT"));
+    assert_eq!(service("db")["restart"].as_str(), Some("always"));
+    assert_eq!(
+        service("web")["after"],
+        toml::Value::Array(vec!["db".into()])
+    );
+    assert_eq!(
+        service("web")["env"]["GREETING"].as_str(),
+        Some("hello, world")
+    );
+    assert_eq!(service("web")["env"]["NAME"].as_str(), Some("web"));
+    assert_eq!(service("web")["env"]["RATIO"].as_str(), Some("50%"));
+    assert_eq!(
+        service("web")["exit_codes"]["3"]["action"].as_str(),
+        Some("ignore")
+    );
+    assert_eq!(
+        service("web")["command"][2].as_str(),
+        Some("exec sleep 1000")
+    );
+    assert_eq!(service("worker")["instances"].as_integer(), Some(3));
+    assert_eq!(
+        service("worker")["command"][1].as_str(),
+        Some("10{instance}")
+    );
+    assert_eq!(
+        service("worker")["exit_codes"]["0"]["action"].as_str(),
+        Some("restart")
+    );
+    assert_eq!(service("worker")["autostart"].as_bool(), Some(false));
+    assert_eq!(service("worker")["service_group"].as_str(), Some("backend"));
+}
+
+/// `holdfast gen supervisord NAMES -c CONFIG`: the sections.
+fn gen_supervisord(config: &Path, names: &[&str]) -> String {
+    let mut cmd = holdfast();
+    cmd.args(["gen", "supervisord"])
+        .args(names)
+        .arg("-c")
+        .arg(config);
+    let output = run(cmd);
+    assert!(
+        output.status.success(),
+        "gen supervisord failed: {}",
+        describe(&output)
+    );
+    stdout(&output)
+}
+
+#[test]
+fn import_then_gen_supervisord_then_import_again_gives_the_same_config() {
+    let scratch = Scratch::new("roundtrip");
+    let conf = scratch.path("supervisord.conf");
+    fs::write(&conf, REALISTIC_CONF).unwrap();
+    let first = scratch.path("first.toml");
+    import(&conf, &first);
+    let regenerated = scratch.path("regenerated.conf");
+    fs::write(
+        &regenerated,
+        gen_supervisord(&first, &["db", "web", "worker"]),
+    )
+    .unwrap();
+    let second = scratch.path("second.toml");
+    let report = import(&regenerated, &second);
+    assert_eq!(report, vec![], "everything gen writes is importable");
+    let body = |p: &Path| {
+        let text = fs::read_to_string(p).unwrap();
+        // The first line names the file imported from.
+        text.split_once('\n').unwrap().1.to_owned()
+    };
+    assert_eq!(body(&first), body(&second));
+}
+
+/// A supervisord started by a test, shut down (with its programs) when dropped.
+struct Supervisord {
+    conf: PathBuf,
+    child: std::process::Child,
+}
+
+impl Supervisord {
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(venv_tool("supervisorctl"));
+        cmd.arg("-c").arg(&self.conf).args(args);
+        run(cmd)
+    }
+}
+
+impl Drop for Supervisord {
+    fn drop(&mut self) {
+        let _ = self.ctl(&["shutdown"]);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn venv_tool(name: &str) -> PathBuf {
+    support::workspace_root().join(".venv/bin").join(name)
+}
+
+#[test]
+fn supervisord_runs_the_programs_gen_supervisord_writes() {
+    if !venv_tool("supervisord").exists() {
+        eprintln!("skipped: .venv/bin/supervisord is missing (scripts/install-deps installs it)");
+        return;
+    }
+    let scratch = Scratch::new("peer");
+    let config = scratch.config(
+        r#"
+[service.db]
+command = ["/bin/sleep", "1000"]
+stop = { signal = "INT", timeout = "3s" }
+[service.web]
+command = ["/bin/sh", "-c", "echo \"50% of $HOME; it's #1\" && exec sleep 1000"]
+env = { GREETING = "hello, world", NOTE = "it's 100%" }
+after = ["db"]
+service_group = "backend"
+exit_codes = { 3 = { action = "ignore" } }
+[service.worker]
+command = ["/bin/sleep", "10{instance}"]
+instances = 2
+service_group = "backend"
+"#,
+    );
+    let sock = scratch.path("supervisor.sock");
+    let header = format!(
+        "[unix_http_server]\nfile={sock}\n\n[supervisord]\nlogfile={dir}/supervisord.log\npidfile={dir}/supervisord.pid\nchildlogdir={dir}\n\n\
+         [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
+         [supervisorctl]\nserverurl=unix://{sock}\n\n",
+        sock = sock.display(),
+        dir = scratch.0.display()
+    );
+    let conf = scratch.path("supervisord.conf");
+    let sections = gen_supervisord(&config, &["db", "web", "worker"]);
+    fs::write(&conf, format!("{header}{sections}")).unwrap();
+    let child = Command::new(venv_tool("supervisord"))
+        .arg("-n")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start supervisord");
+    let peer = Supervisord {
+        conf: conf.clone(),
+        child,
+    };
+    let names = ["db", "backend:web", "backend:worker@0", "backend:worker@1"];
+    support::wait_until("supervisord reports every program RUNNING", || {
+        let status = stdout(&peer.ctl(&["status"]));
+        names.iter().all(|n| {
+            status
+                .lines()
+                .any(|l| l.split_whitespace().take(2).eq([*n, "RUNNING"]))
+        })
+    });
+    let env = fs::read_to_string(format!(
+        "/proc/{}/environ",
+        stdout(&peer.ctl(&["pid", "backend:web"])).trim()
+    ))
+    .unwrap_or_default();
+    assert!(
+        env.split('\0').any(|v| v == "GREETING=hello, world"),
+        "{env:?}"
+    );
+    assert!(env.split('\0').any(|v| v == "NOTE=it's 100%"), "{env:?}");
+}
+
+#[test]
+fn a_supervisord_conf_supervisord_would_refuse_is_an_error_at_its_line_and_writes_nothing() {
+    let scratch = Scratch::new("badconf");
+    let conf = scratch.path("supervisord.conf");
+    fs::write(
+        &conf,
+        "[program:web]\ncommand=/bin/sleep 1\nautorestart=sometimes\n",
+    )
+    .unwrap();
+    let out = scratch.path("out.toml");
+    let mut cmd = holdfast();
+    cmd.args(["import", "supervisord"])
+        .arg(&conf)
+        .arg("--output")
+        .arg(&out);
+    let output = run(cmd);
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    let err = support::stderr(&output);
+    assert!(
+        err.contains("supervisord.conf:3: autorestart"),
+        "{}",
+        describe(&output)
+    );
+    assert!(!out.exists(), "a config was written");
+}
