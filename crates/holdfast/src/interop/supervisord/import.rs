@@ -351,17 +351,16 @@ fn instances(
         }
         return Ok(());
     }
-    let placeholder = match start {
-        0 => "{instance}".to_owned(),
-        k if k > 0 => format!("{{instance + {k}}}"),
-        _ => {
-            return Err(ImportError::at(
-                r.section.line,
-                "numprocs_start must not be negative",
-            ));
-        }
-    };
-    values.insert("process_num".into(), Expansion::Placeholder(placeholder));
+    if start < 0 {
+        return Err(ImportError::at(
+            r.section.line,
+            "numprocs_start must not be negative",
+        ));
+    }
+    values.insert(
+        "process_num".into(),
+        Expansion::Placeholder(SENTINEL.into()),
+    );
     table.insert("instances".into(), Value::Integer(numprocs));
     match process_name {
         Some(opt) if opt.value.contains("%(process_num)") => {
@@ -377,6 +376,33 @@ fn instances(
     }
 }
 
+/// What `%(process_num)d` expands to while the values are split: word characters only,
+/// so neither `shlex` splits it; replaced by `{instance}` afterwards ([`restore`]).
+const SENTINEL: &str = "__holdfast_process_num__";
+
+/// `text` with the sentinel as holdfast's placeholder: `{instance}`, or with
+/// `numprocs_start`, `{instance+K}`.
+fn restore(text: &str, start: i64) -> String {
+    let placeholder = match start {
+        0 => "{instance}".to_owned(),
+        k => format!("{{instance+{k}}}"),
+    };
+    text.replace(SENTINEL, &placeholder)
+}
+
+/// A value holdfast takes as it is, so `%(process_num)d` in it cannot vary per instance.
+fn no_instance(text: String, line: usize, key: &str) -> Result<String, ImportError> {
+    if text.contains(SENTINEL) {
+        return Err(ImportError::at(
+            line,
+            format!(
+                "{key}: %(process_num) here has no holdfast equivalent (only in command and environment)"
+            ),
+        ));
+    }
+    Ok(text)
+}
+
 /// environment (whose keys become `%(ENV_KEY)s` for the options after it), command,
 /// directory.
 fn process(
@@ -388,13 +414,18 @@ fn process(
     // privileges by exec (setuid programs): supervisord sets no no_new_privs.
     table.insert("inherit_env".into(), Value::Boolean(true));
     table.insert("no_new_privs".into(), Value::Boolean(false));
+    let start = r
+        .section
+        .get(r.ini, "numprocs_start")
+        .and_then(|o| integer(&o.value))
+        .unwrap_or(0);
     if let Some((text, line)) = r.text("environment", values)? {
         let pairs = lex::environment(&text)
             .map_err(|e| ImportError::at(line, format!("environment: {e}")))?;
         let mut env = Table::new();
         for (key, value) in pairs {
             values.insert(format!("ENV_{key}"), Expansion::Text(value.clone()));
-            env.insert(key, Value::String(value));
+            env.insert(key, Value::String(restore(&value, start)));
         }
         table.insert("env".into(), Value::Table(env));
     }
@@ -414,9 +445,14 @@ fn process(
     }
     table.insert(
         "command".into(),
-        Value::Array(args.into_iter().map(Value::String).collect()),
+        Value::Array(
+            args.iter()
+                .map(|a| Value::String(restore(a, start)))
+                .collect(),
+        ),
     );
-    if let Some((dir, _)) = r.text("directory", values)? {
+    if let Some((dir, line)) = r.text("directory", values)? {
+        let dir = no_instance(dir, line, "directory")?;
         table.insert("working_dir".into(), Value::String(dir));
     }
     Ok(())
@@ -446,8 +482,13 @@ fn logs(
     };
     log.insert("keep".into(), Value::Integer(i64::from(keep)));
     table.insert("log".into(), Value::Table(log));
+    // The paths are only reported: any `%(process_num)02d` in them is fine.
+    let mut values = values.clone();
+    if values.get("process_num") == Some(&Expansion::Placeholder(SENTINEL.into())) {
+        values.insert("process_num".into(), Expansion::Number(0));
+    }
     for key in ["stdout_logfile", "stderr_logfile"] {
-        let Some((path, _)) = r.text(key, values)? else {
+        let Some((path, _)) = r.text(key, &values)? else {
             continue;
         };
         if let Some(opt) = r

@@ -85,3 +85,6 @@ pub fn import(text: &str, origin: &str, ctx: &Context) -> Result<Imported, Impor
     let ini = ini::parse(text).map_err(|e| ImportError::at(e.line, e.message))?;
     sections::convert(&ini, origin, ctx)
 }
+
+#[cfg(test)]
+mod tests;
