@@ -284,7 +284,7 @@ fn behaviour(spec: &ServiceSpec, notes: &mut Vec<String>) -> Vec<(&'static str, 
             "startsecs",
             whole_seconds("start_secs", spec.start_secs, notes),
         ),
-        ("startretries", spec.start_limit.burst.to_string()),
+        ("startretries", start_retries(spec, notes)),
         (
             "stopsignal",
             spec.stop
@@ -304,6 +304,22 @@ fn behaviour(spec: &ServiceSpec, notes: &mut Vec<String>) -> Vec<(&'static str, 
     out.push(("stdout_logfile_maxbytes", spec.log.max_size.to_string()));
     out.push(("stdout_logfile_backups", spec.log.keep.to_string()));
     out
+}
+
+/// `burst` as `startretries`; an `interval` other than the one import derives from
+/// them (see `import::start_limit`) is noted.
+fn start_retries(spec: &ServiceSpec, notes: &mut Vec<String>) -> String {
+    let limit = spec.start_limit;
+    let attempts = u64::from(limit.burst) + 1;
+    let start_secs = spec.start_secs.as_secs() + u64::from(spec.start_secs.subsec_nanos() > 0);
+    let derived = (attempts * (start_secs + u64::from(limit.burst))).max(10);
+    if limit.interval != Duration::from_secs(derived) {
+        notes.push(format!(
+            "start_limit.interval = {}s (supervisord counts failed starts in a row)",
+            limit.interval.as_secs()
+        ));
+    }
+    limit.burst.to_string()
 }
 
 fn whole_seconds(key: &str, d: Duration, notes: &mut Vec<String>) -> String {
@@ -329,7 +345,7 @@ fn exit_codes(spec: &ServiceSpec, notes: &mut Vec<String>) -> String {
                 zero = false;
             }
             (ExitKey::Code(c), ExitAction::Ignore) => codes.push(*c),
-            (key, action) => notes.push(format!("exit_codes: {key} -> {action:?}")),
+            (key, action) => notes.push(format!("exit_codes: {key} -> {}", action_text(action))),
         }
     }
     if zero {
@@ -342,6 +358,15 @@ fn exit_codes(spec: &ServiceSpec, notes: &mut Vec<String>) -> String {
         .map(i32::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+fn action_text(action: &ExitAction) -> &'static str {
+    match action {
+        ExitAction::Ignore => "ignore",
+        ExitAction::Quarantine => "quarantine",
+        ExitAction::Restart { delay: None, env } if env.is_empty() => "restart",
+        ExitAction::Restart { .. } => "restart with a delay or env",
+    }
 }
 
 /// What holdfast does that supervisord cannot.
