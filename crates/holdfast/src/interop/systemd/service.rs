@@ -414,3 +414,93 @@ fn install(u: &mut Unit, spec: &ServiceSpec, template: Option<&Template>) {
     }
     u.set(Section::Install, "WantedBy", "multi-user.target");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::parse;
+    use crate::model::{Plan, ServiceName};
+
+    fn plan(src: &str) -> Plan {
+        parse(src, "t.toml", Path::new("/etc/holdfast")).expect("valid config")
+    }
+
+    fn unit(plan: &Plan, name: &str, template: Option<&Template>) -> String {
+        let spec = &plan.services[&ServiceName::new(name).unwrap()];
+        service_unit(spec, &plan.daemon, template).unwrap().text
+    }
+
+    fn has_line(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
+
+    #[test]
+    fn exit_code_actions_map_to_exit_status_lists_and_the_rest_is_noted() {
+        let p = plan(
+            r#"
+            [service.a]
+            command = ["/bin/a"]
+            exit_codes = { 3 = { action = "ignore" }, SIGSEGV = { action = "quarantine" }, 4 = { action = "restart", delay = "1s" } }
+            health = { tcp = "127.0.0.1:9" }
+            "#,
+        );
+        let text = unit(&p, "a", None);
+        assert!(has_line(&text, "SuccessExitStatus=3"), "{text}");
+        assert!(
+            has_line(&text, "RestartPreventExitStatus=SIGSEGV"),
+            "{text}"
+        );
+        assert!(has_line(&text, "RestartForceExitStatus=4"), "{text}");
+        assert!(
+            text.contains("#   - exit_codes.4: restart delay and env\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("#   - health probe every 5s: connect to 127.0.0.1:9"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_instanced_service_is_a_template_with_the_instance_specifier() {
+        let p = plan(
+            "[service.w]\ncommand = [\"/bin/w\", \"--id={instance}\", \"--port={instance + 80}\"]\ninstances = 2\n",
+        );
+        let template = Template {
+            count: 2,
+            command: vec![
+                "/bin/w".into(),
+                "--id={instance}".into(),
+                "--port={instance + 80}".into(),
+            ],
+            env: BTreeMap::new(),
+        };
+        let spec = &p.services[&ServiceName::new("w@0").unwrap()];
+        let generated = service_unit(spec, &p.daemon, Some(&template)).unwrap();
+        assert_eq!(generated.file_name, "w@.service");
+        assert!(
+            has_line(&generated.text, "ExecStart=/bin/w --id=%i --port=%i"),
+            "{}",
+            generated.text
+        );
+        assert!(
+            generated.text.contains("{instance + 80} in command"),
+            "{}",
+            generated.text
+        );
+        assert!(has_line(
+            &generated.text,
+            "Environment=HOLDFAST_INSTANCE=%i"
+        ));
+    }
+
+    #[test]
+    fn a_working_directory_no_unit_line_can_carry_is_an_error() {
+        let p = plan("[service.a]\ncommand = [\"/bin/a\"]\nworking_dir = \"/srv/a\\\\\"\n");
+        let spec = &p.services[&ServiceName::new("a").unwrap()];
+        assert!(service_unit(spec, &p.daemon, None).is_err());
+    }
+}
