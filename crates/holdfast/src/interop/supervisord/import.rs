@@ -143,11 +143,12 @@ fn integer(text: &str) -> Option<i64> {
     t.replace('_', "").parse().ok()
 }
 
-/// Converts `[program:NAME]`; `group` is the `[group:x]` that lists it.
+/// Converts `[program:NAME]`; `group` is the `[group:x]` that lists it, if any.
 pub fn program(
     ini: &Ini,
     section: &Section,
     name: &str,
+    group: Option<&str>,
     ctx: &Context,
     report: &mut Vec<Finding>,
 ) -> Result<Program, ImportError> {
@@ -166,7 +167,7 @@ pub fn program(
         report,
     };
     let mut table = Table::new();
-    let mut values = common_values(name, ctx);
+    let mut values = common_values(name, group.unwrap_or(name), ctx);
     let priority = r.integer("priority")?.map_or(999, |(n, _)| n);
     behaviour(&mut r, &mut table, &values)?;
     instances(&mut r, &mut table, &mut values)?;
@@ -180,7 +181,7 @@ pub fn program(
     })
 }
 
-fn common_values(name: &str, ctx: &Context) -> BTreeMap<String, Expansion> {
+fn common_values(name: &str, group: &str, ctx: &Context) -> BTreeMap<String, Expansion> {
     let mut values: BTreeMap<String, Expansion> = ctx
         .env
         .iter()
@@ -189,7 +190,7 @@ fn common_values(name: &str, ctx: &Context) -> BTreeMap<String, Expansion> {
     let text = |s: &str| Expansion::Text(s.to_owned());
     values.insert("here".into(), text(&ctx.here.to_string_lossy()));
     values.insert("program_name".into(), text(name));
-    values.insert("group_name".into(), text(name));
+    values.insert("group_name".into(), text(group));
     values.insert("host_node_name".into(), text(&ctx.host_node_name));
     values
 }

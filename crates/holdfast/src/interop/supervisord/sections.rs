@@ -13,18 +13,27 @@ pub fn convert(ini: &Ini, origin: &str, ctx: &Context) -> Result<Imported, Impor
     let mut report = Vec::new();
     let mut programs = Vec::new();
     let mut groups = BTreeMap::new();
+    // Groups first: a grouped program's `%(group_name)s` is its group's name.
+    for section in &ini.sections {
+        if let Some(("group", name)) = section.name.split_once(':') {
+            group(section, name.trim(), &mut groups, &mut report);
+        }
+    }
     for section in &ini.sections {
         match section.name.split_once(':') {
             Some(("program", name)) => {
+                let name = name.trim();
+                let group = groups.get(name).map(|(g, _)| g.as_str());
                 programs.push(import::program(
                     ini,
                     section,
-                    name.trim(),
+                    name,
+                    group,
                     ctx,
                     &mut report,
                 )?);
             }
-            Some(("group", name)) => group(section, name.trim(), &mut groups, &mut report),
+            Some(("group", _)) => {}
             _ => report.push(whole_section(section)),
         }
     }

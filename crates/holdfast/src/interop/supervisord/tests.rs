@@ -27,7 +27,7 @@ fn error_line(text: &str) -> usize {
 #[test]
 fn expansions_use_the_program_the_file_and_the_environment() {
     let t = table(
-        "[program:web]\ncommand=/bin/echo %(program_name)s %(here)s %(host_node_name)s %(ENV_HOME)s %(ENV_X)s\nenvironment=X=\"1\"\n",
+        "[program:web]\ncommand=/bin/echo %(program_name)s %(here)s %(host_node_name)s %(ENV_HOME)s %(ENV_X)s %(group_name)s\nenvironment=X=\"1\"\n[group:g]\nprograms=web\n",
     );
     let args: Vec<&str> = t["service"]["web"]["command"]
         .as_array()
@@ -37,7 +37,15 @@ fn expansions_use_the_program_the_file_and_the_environment() {
         .collect();
     assert_eq!(
         args,
-        ["/bin/echo", "web", "/etc/supervisor", "box", "/root", "1"]
+        [
+            "/bin/echo",
+            "web",
+            "/etc/supervisor",
+            "box",
+            "/root",
+            "1",
+            "g"
+        ]
     );
 }
 
