@@ -46,6 +46,10 @@ pub struct SystemdArgs {
     /// The unit that runs holdfast itself with this config.
     #[arg(long = "self")]
     pub self_unit: bool,
+    /// With --self: the holdfast binary the unit runs, where it is not this one (a
+    /// container's or another host's path) [default: this binary].
+    #[arg(long, conflicts_with = "name", value_name = "PATH")]
+    pub exe: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigArg,
     /// Write the unit into this directory (as NAME.service) instead of stdout.
@@ -77,7 +81,7 @@ fn systemd_unit(args: &SystemdArgs) -> miette::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let unit = match &args.name {
-        None => self_unit(&plan, path)?,
+        None => self_unit(&plan, path, args.exe.as_deref())?,
         Some(name) => {
             let (spec, count) = find(&plan, name)?;
             let template = match count {
@@ -91,11 +95,16 @@ fn systemd_unit(args: &SystemdArgs) -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn self_unit(plan: &Plan, config: &Path) -> miette::Result<GeneratedUnit> {
-    let inputs = SelfInputs {
-        exe: std::env::current_exe()
+fn self_unit(plan: &Plan, config: &Path, exe: Option<&Path>) -> miette::Result<GeneratedUnit> {
+    let exe = match exe {
+        Some(exe) if exe.is_absolute() => exe.to_path_buf(),
+        Some(exe) => return Err(miette!("--exe {} must be an absolute path", exe.display())),
+        None => std::env::current_exe()
             .into_diagnostic()
             .wrap_err("cannot find the running holdfast binary")?,
+    };
+    let inputs = SelfInputs {
+        exe,
         config: std::path::absolute(config).into_diagnostic()?,
     };
     systemd::self_unit(plan, &inputs).into_diagnostic()
