@@ -312,7 +312,9 @@ fn start_retries(spec: &ServiceSpec, notes: &mut Vec<String>) -> String {
     let limit = spec.start_limit;
     let attempts = u64::from(limit.burst) + 1;
     let start_secs = spec.start_secs.as_secs() + u64::from(spec.start_secs.subsec_nanos() > 0);
-    let derived = (attempts * (start_secs + u64::from(limit.burst))).max(10);
+    let derived = attempts
+        .saturating_mul(start_secs.saturating_add(u64::from(limit.burst)))
+        .max(10);
     if limit.interval != Duration::from_secs(derived) {
         notes.push(format!(
             "start_limit.interval = {}s (supervisord counts failed starts in a row)",

@@ -211,6 +211,13 @@ fn behaviour(
     };
     table.insert("start_secs".into(), Value::String(format!("{start_secs}s")));
     let retries = match r.integer("startretries")? {
+        Some((0, opt)) => {
+            r.report(
+                opt,
+                "0: holdfast's start_limit allows at least one restart (burst = 1)",
+            );
+            1
+        }
         Some((n, opt)) => u32::try_from(n).map_err(|_| at(opt, "must be 0 or more"))?,
         None => 3,
     };
@@ -236,7 +243,9 @@ fn behaviour(
 /// spans that many attempts of `startsecs` each with supervisord's delays.
 fn start_limit(retries: u32, start_secs: i64) -> Value {
     let attempts = i64::from(retries) + 1;
-    let interval = (attempts * (start_secs + i64::from(retries))).max(10);
+    let interval = attempts
+        .saturating_mul(start_secs.saturating_add(i64::from(retries)))
+        .max(10);
     let mut limit = Table::new();
     limit.insert("burst".into(), Value::Integer(i64::from(retries)));
     limit.insert("interval".into(), Value::String(format!("{interval}s")));
@@ -305,6 +314,13 @@ fn stop(r: &mut Reader<'_>, table: &mut Table) -> Result<(), ImportError> {
     };
     let secs = match r.integer("stopwaitsecs")? {
         Some((secs, opt)) if secs < 0 => return Err(at(opt, "must not be negative")),
+        Some((0, opt)) => {
+            r.report(
+                opt,
+                "0: holdfast gives a service at least 1s before SIGKILL",
+            );
+            1
+        }
         Some((secs, _)) => secs,
         None => 10,
     };
@@ -474,7 +490,14 @@ fn logs(
         None => 50 << 20,
     };
     match (max_size, r.section.get(r.ini, "stdout_logfile_maxbytes")) {
-        (0, Some(opt)) => r.report(opt, "0 (no rotation): holdfast always rotates"),
+        (..=0, Some(opt)) => r.report(opt, "no rotation: holdfast always rotates"),
+        (n @ ..MIN_LOG_SIZE, Some(opt)) => {
+            r.report(
+                opt,
+                format!("{n} bytes: holdfast rotates at 4KiB at the least"),
+            );
+            log.insert("max_size".into(), Value::Integer(MIN_LOG_SIZE));
+        }
         (n, _) => drop(log.insert("max_size".into(), Value::Integer(n))),
     }
     let keep = match r.integer("stdout_logfile_backups")? {
@@ -502,6 +525,9 @@ fn logs(
     }
     Ok(())
 }
+
+/// The smallest `log.max_size` holdfast takes.
+const MIN_LOG_SIZE: i64 = 4096;
 
 /// supervisor's `byte_size`: a number with an optional KB, MB or GB (powers of 1024).
 fn byte_size(text: &str) -> Option<i64> {

@@ -73,6 +73,9 @@ fn format_one(value: &Expansion, spec: &str, conv: u8, name: &str) -> Result<Str
     }
 }
 
+/// The widest `%0Nd` accepted: enough for any real file, small enough for any input.
+const MAX_WIDTH: usize = 64;
+
 /// `%02d`-style width: `0` pads with zeros, `-` left-aligns.
 fn pad(digits: &str, spec: &str) -> Result<String, String> {
     if spec.is_empty() {
@@ -85,7 +88,9 @@ fn pad(digits: &str, spec: &str) -> Result<String, String> {
     };
     let width: usize = width
         .parse()
-        .map_err(|_| format!("unsupported format `%{spec}d`"))?;
+        .ok()
+        .filter(|w| *w <= MAX_WIDTH)
+        .ok_or_else(|| format!("unsupported format `%{spec}d`"))?;
     let padding = width.saturating_sub(digits.len());
     let fill_text: String = std::iter::repeat_n(fill, padding).collect();
     Ok(match (left, fill) {

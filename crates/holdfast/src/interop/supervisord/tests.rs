@@ -124,3 +124,22 @@ fn an_exported_program_reads_back_as_the_same_command_and_environment() {
         assert_eq!(web["env"][k].as_str(), Some(v.as_str()), "{section}");
     }
 }
+
+#[test]
+fn zero_startretries_becomes_the_smallest_start_limit_and_is_reported() {
+    let imported = import(
+        "[program:a]\ncommand=/bin/a\nstartretries=0\n",
+        "t.conf",
+        &ctx(),
+    )
+    .unwrap();
+    let t: toml::Table = toml::from_str(&imported.toml).unwrap();
+    assert_eq!(
+        t["service"]["a"]["start_limit"]["burst"].as_integer(),
+        Some(1)
+    );
+    assert_eq!(imported.report.len(), 1);
+    assert_eq!(imported.report[0].line, 3);
+    let plan = parse(&imported.toml, "t.toml", Path::new("/etc/holdfast"));
+    assert!(plan.is_ok(), "holdfast accepts it");
+}
