@@ -6,6 +6,7 @@ mod conn;
 pub mod feed;
 mod follow;
 mod logs;
+pub(crate) use conn::dispatch;
 pub use holdfast_proto as protocol;
 pub mod server;
 pub mod wait;
