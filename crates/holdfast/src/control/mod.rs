@@ -9,4 +9,5 @@ mod logs;
 pub(crate) use conn::dispatch;
 pub use holdfast_proto as protocol;
 pub mod server;
+pub mod targets;
 pub mod wait;

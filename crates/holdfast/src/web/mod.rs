@@ -13,6 +13,7 @@
 //!
 //! Routes are added in [`router`]; a handler takes `State<WebState>`.
 
+mod control;
 mod health;
 pub mod token;
 
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -47,6 +48,8 @@ struct Shared {
     peer: Peer,
     /// Random per daemon start: a peer polling the heartbeat sees a restart in it.
     instance: String,
+    /// The kernel's boot id (empty when unreadable).
+    boot_id: String,
     started: Instant,
     state_dir: PathBuf,
     log_dir: PathBuf,
@@ -70,6 +73,9 @@ impl WebState {
                 gid: nix::unistd::getegid().as_raw(),
             },
             instance,
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|id| id.trim().to_owned())
+                .unwrap_or_default(),
             started: Instant::now(),
             state_dir: daemon.state_dir.clone(),
             log_dir: daemon.log_dir.clone(),
@@ -115,6 +121,11 @@ impl WebState {
         &self.0.instance
     }
 
+    /// The kernel's boot id.
+    pub fn boot_id(&self) -> &str {
+        &self.0.boot_id
+    }
+
     /// Since this server started (with the daemon).
     pub fn uptime(&self) -> Duration {
         self.0.started.elapsed()
@@ -134,6 +145,8 @@ impl WebState {
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/health", get(health::health))
+        .route("/control", post(control::control))
+        .route("/control/heartbeat", get(control::heartbeat))
         .with_state(state)
 }
 
