@@ -223,3 +223,136 @@ fn the_http_server_is_off_without_http_and_warns_when_it_listens_beyond_loopback
         open.stderr()
     );
 }
+
+/// Reads server-sent events from `GET /api/events` until `done` says enough; returns
+/// the `(id, record)` pairs read.
+fn read_events(
+    addr: std::net::SocketAddr,
+    headers: &str,
+    mut done: impl FnMut(&[(u64, serde_json::Value)]) -> bool,
+) -> Vec<(u64, serde_json::Value)> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(support::DEADLINE))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{headers}\r\n"
+    )
+    .expect("request");
+    let mut lines = BufReader::new(stream).lines();
+    let mut events = Vec::new();
+    let mut id = None;
+    while !done(&events) {
+        let line = lines
+            .next()
+            .expect("the stream goes on until the expected events came")
+            .expect("a line within the deadline");
+        if let Some(seq) = line
+            .strip_prefix("id: ")
+            .or_else(|| line.strip_prefix("id:"))
+        {
+            id = seq.trim().parse().ok();
+        } else if let Some(data) = line
+            .strip_prefix("data: ")
+            .or_else(|| line.strip_prefix("data:"))
+        {
+            let record: serde_json::Value = serde_json::from_str(data.trim()).expect("JSON data");
+            events.push((id.expect("every event has an id"), record));
+        }
+    }
+    events
+}
+
+#[test]
+fn the_event_stream_sends_the_history_then_a_crash_and_restart_live_and_resumes_after_an_id() {
+    let daemon = Daemon::start(&two_services());
+    let pid = daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    let spawned_api = |e: &serde_json::Value| e["kind"] == "spawned" && e["service"] == "api";
+    let history = read_events(addr, "", |events| {
+        events.iter().any(|(_, e)| spawned_api(e))
+    });
+    let (spawn_id, _) = history
+        .iter()
+        .find(|(_, e)| spawned_api(e))
+        .cloned()
+        .expect("found");
+
+    let killer = std::thread::spawn(move || support::kill_9(pid));
+    let live = read_events(addr, "", |events| {
+        events.iter().filter(|(_, e)| spawned_api(e)).count() == 2
+    });
+    killer.join().expect("kill");
+    let exited = live
+        .iter()
+        .find(|(_, e)| e["kind"] == "exited" && e["service"] == "api")
+        .expect("the exit came live");
+    assert!(exited.0 > spawn_id, "{live:?}");
+    assert!(
+        live.windows(2).all(|w| w[0].0 < w[1].0),
+        "in order: {live:?}"
+    );
+
+    // A browser reconnecting with the last id it saw gets only what came after.
+    let resumed = read_events(addr, &format!("Last-Event-ID: {spawn_id}\r\n"), |events| {
+        events.iter().any(|(_, e)| e["kind"] == "exited")
+    });
+    assert!(resumed.iter().all(|(id, _)| *id > spawn_id), "{resumed:?}");
+}
+
+#[test]
+fn the_read_api_shows_status_crash_reports_and_log_tails_without_a_token() {
+    let daemon = Daemon::start(&format!(
+        "{HTTP_ON}\
+[service.talker]
+command = [\"sh\", \"-c\", \"for i in 1 2 3 4 5; do echo line $i; done; exec sleep 300\"]
+
+[service.crasher]
+command = [\"sh\", \"-c\", \"echo about to fail; exit 3\"]
+restart = \"no\"
+"
+    ));
+    daemon.running_pid("talker");
+    let addr = web::addr(&daemon);
+    let status = web::get(addr, "/api/status").json();
+    assert_eq!(status["daemon"]["pid"], daemon.host_pid());
+    assert_eq!(status["services"].as_array().map(Vec::len), Some(2));
+
+    let line = |v: &serde_json::Value| v["line"].as_str().unwrap_or_default().to_owned();
+    let mut all = Vec::new();
+    daemon.wait_until("talker's five lines are in its log", |_| {
+        let tail = web::get(addr, "/api/logs/talker").json();
+        all = tail["lines"].as_array().cloned().unwrap_or_default();
+        all.iter().any(|l| line(l).ends_with("stdout   line 5"))
+    });
+    assert!(line(&all[0]).ends_with("line 1"), "{all:?}");
+    let tail = web::get(addr, "/api/logs/talker?n=2").json();
+    let last_two: Vec<String> = tail["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(line)
+        .collect();
+    let expected: Vec<String> = all[all.len() - 2..].iter().map(line).collect();
+    assert_eq!(last_two, expected);
+    let unknown = web::get(addr, "/api/logs/nope");
+    assert_eq!(unknown.status, 400, "{unknown:?}");
+
+    let mut list = serde_json::Value::Null;
+    daemon.wait_until("a crash report of crasher", |_| {
+        list = web::get(addr, "/api/crashes").json();
+        list["crashes"].as_array().is_some_and(|c| !c.is_empty())
+    });
+    let id = list["crashes"][0]["id"].as_str().expect("an id").to_owned();
+    let report = web::get(addr, &format!("/api/crashes/{id}"));
+    assert_eq!(report.status, 200, "{report:?}");
+    let report = report.json();
+    assert_eq!(report["service"], "crasher");
+    assert_eq!(report["code"], 3);
+    assert!(
+        report["log"].to_string().contains("about to fail"),
+        "{report}"
+    );
+}

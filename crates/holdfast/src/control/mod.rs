@@ -8,6 +8,7 @@ mod follow;
 mod logs;
 pub(crate) use conn::dispatch;
 pub use holdfast_proto as protocol;
+pub(crate) use logs::tail as log_tail;
 pub mod server;
 pub mod targets;
 pub mod wait;

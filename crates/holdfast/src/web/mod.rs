@@ -13,7 +13,9 @@
 //!
 //! Routes are added in [`router`]; a handler takes `State<WebState>`.
 
+mod api;
 mod control;
+mod events;
 mod health;
 pub mod token;
 
@@ -98,6 +100,15 @@ impl WebState {
         }
     }
 
+    /// The last `n` lines of the services' logs (all when none named), merged by time.
+    pub async fn log_tail(
+        &self,
+        services: &[crate::model::ServiceName],
+        n: usize,
+    ) -> Result<Vec<(crate::model::ServiceName, String)>, ControlError> {
+        crate::control::log_tail(services, n, self.0.peer, &self.0.control).await
+    }
+
     /// The event feed: its history and, until shutdown, its live channel.
     pub fn events(&self) -> &WeakFeed {
         &self.0.events
@@ -147,6 +158,11 @@ pub fn router(state: WebState) -> Router {
         .route("/health", get(health::health))
         .route("/control", post(control::control))
         .route("/control/heartbeat", get(control::heartbeat))
+        .route("/api/status", get(api::status))
+        .route("/api/events", get(events::events))
+        .route("/api/crashes", get(api::crashes))
+        .route("/api/crashes/{id}", get(api::crash))
+        .route("/api/logs/{name}", get(api::logs))
         .with_state(state)
 }
 
