@@ -15,6 +15,7 @@
 
 mod api;
 mod control;
+mod dashboard;
 mod events;
 mod health;
 pub mod token;
@@ -155,6 +156,9 @@ impl WebState {
 /// its own.
 pub fn router(state: WebState) -> Router {
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/app.js", get(dashboard::script))
+        .route("/style.css", get(dashboard::style))
         .route("/health", get(health::health))
         .route("/control", post(control::control))
         .route("/control/heartbeat", get(control::heartbeat))
