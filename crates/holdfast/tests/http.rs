@@ -327,7 +327,11 @@ restart = \"no\"
         all = tail["lines"].as_array().cloned().unwrap_or_default();
         all.iter().any(|l| line(l).ends_with("stdout   line 5"))
     });
-    assert!(line(&all[0]).ends_with("line 1"), "{all:?}");
+    let first_output = all.iter().map(line).find(|l| l.contains(" stdout "));
+    assert!(
+        first_output.is_some_and(|l| l.ends_with("line 1")),
+        "{all:?}"
+    );
     let tail = web::get(addr, "/api/logs/talker?n=2").json();
     let last_two: Vec<String> = tail["lines"]
         .as_array()
@@ -355,4 +359,44 @@ restart = \"no\"
         report["log"].to_string().contains("about to fail"),
         "{report}"
     );
+}
+
+#[test]
+fn a_reload_moves_the_http_server_or_says_why_it_stays() {
+    let service = "[service.api]\ncommand = [\"sleep\", \"300\"]\n";
+    let first = support::free_port();
+    let daemon = Daemon::start(&format!("http = \"127.0.0.1:{first}\"\n\n{service}"));
+    daemon.running_pid("api");
+    let at = |port: u16| -> std::net::SocketAddr {
+        format!("127.0.0.1:{port}").parse().expect("an address")
+    };
+    assert_eq!(web::get(at(first), "/health").status, 200);
+
+    let second = support::free_port();
+    daemon.write_config(&format!("http = \"127.0.0.1:{second}\"\n\n{service}"));
+    daemon.cli_ok(&["reload"]);
+    assert_eq!(web::get(at(second), "/health").status, 200);
+    daemon.wait_until("the old port is closed", |_| {
+        std::net::TcpStream::connect(at(first)).is_err()
+    });
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let busy = taken.local_addr().expect("addr").port();
+    daemon.write_config(&format!("http = \"127.0.0.1:{busy}\"\n\n{service}"));
+    let output = daemon.cli_ok(&["reload"]);
+    let said = support::stdout(&output);
+    assert!(
+        said.contains("[holdfast].http")
+            && said.contains("the port is in use")
+            && said.contains(&format!("still on 127.0.0.1:{second}")),
+        "{said}"
+    );
+    assert_eq!(web::get(at(second), "/health").status, 200, "still served");
+    drop(taken);
+
+    daemon.write_config(service);
+    daemon.cli_ok(&["reload"]);
+    daemon.wait_until("the server is off", |_| {
+        std::net::TcpStream::connect(at(second)).is_err()
+    });
 }

@@ -264,24 +264,87 @@ pub fn serve(listener: std::net::TcpListener, state: WebState) -> std::io::Resul
     })
 }
 
-/// Binds `daemon.http` (if set), makes sure of the token and serves. `None` when the
-/// config has no `http`.
-pub fn start(
-    daemon: &DaemonSettings,
-    control: mpsc::Sender<ControlMsg>,
-    events: &EventFeed,
-) -> std::io::Result<Option<Server>> {
-    let Some(addr) = daemon.http else {
-        return Ok(None);
-    };
-    let listener = bind(addr)?;
-    let token_path = token::path(&daemon.state_dir);
-    let token = Token::load_or_create(&token_path)?;
-    let server = serve(listener, WebState::new(control, events, token, daemon))?;
+/// The HTTP server of a daemon whose config had `http` at start: its state (kept when a
+/// reload turns the server off, so that another can turn it on again with the same
+/// token) and the server, while one runs.
+pub struct Web {
+    state: WebState,
+    server: Option<Server>,
+    /// The address the config asks for (`:0` included), while a server runs.
+    configured: Option<SocketAddr>,
+}
+
+impl Web {
+    /// Binds `daemon.http` (if set), makes sure of the token and serves. `None` when
+    /// the config has no `http`.
+    pub fn start(
+        daemon: &DaemonSettings,
+        control: mpsc::Sender<ControlMsg>,
+        events: &EventFeed,
+    ) -> std::io::Result<Option<Web>> {
+        let Some(addr) = daemon.http else {
+            return Ok(None);
+        };
+        let listener = bind(addr)?;
+        let token_path = token::path(&daemon.state_dir);
+        let token = Token::load_or_create(&token_path)?;
+        let state = WebState::new(control, events, token, daemon);
+        let server = serve(listener, state.clone())?;
+        announce(&server, &state);
+        Ok(Some(Web {
+            state,
+            server: Some(server),
+            configured: Some(addr),
+        }))
+    }
+
+    /// Serves on `wanted` from now on (off with `None`), as a reload asks. A new address
+    /// is bound before the old server closes, so a port in use leaves the server where it
+    /// was: the error says why.
+    pub fn rebind(&mut self, wanted: Option<SocketAddr>) -> Result<(), String> {
+        if wanted == self.configured {
+            return Ok(());
+        }
+        let next = match wanted {
+            Some(addr) => {
+                let listener = bind(addr).map_err(|e| e.to_string())?;
+                let server = serve(listener, self.state.clone()).map_err(|e| e.to_string())?;
+                announce(&server, &self.state);
+                Some(server)
+            }
+            None => {
+                tracing::info!("the HTTP server is off: `http` was removed from [holdfast]");
+                None
+            }
+        };
+        if let Some(old) = std::mem::replace(&mut self.server, next) {
+            tokio::spawn(old.close(CLOSE_GRACE));
+        }
+        self.configured = wanted;
+        Ok(())
+    }
+
+    /// The address the server listens on, while one runs.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(Server::addr)
+    }
+
+    /// Closes the server (see [`Server::close`]).
+    pub async fn close(self, grace: Duration) {
+        if let Some(server) = self.server {
+            server.close(grace).await;
+        }
+    }
+}
+
+/// How long a replaced server may finish the requests under way.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The line `holdfast up` prints: where the dashboard is, where its token is.
+fn announce(server: &Server, state: &WebState) {
     tracing::info!(
         "dashboard: http://{}/  token: {}",
         server.addr(),
-        token_path.display()
+        token::path(state.state_dir()).display()
     );
-    Ok(Some(server))
 }
