@@ -400,3 +400,64 @@ fn a_reload_moves_the_http_server_or_says_why_it_stays() {
         std::net::TcpStream::connect(at(second)).is_err()
     });
 }
+
+#[test]
+fn after_upgrade_self_the_same_address_answers_with_the_same_token() {
+    let port = support::free_port();
+    let daemon = Daemon::start(&format!(
+        "http = \"127.0.0.1:{port}\"\n\n[service.api]\ncommand = [\"sleep\", \"300\"]\n"
+    ));
+    let pid = daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    let token = web::token(&daemon);
+    daemon.cli_ok(&["upgrade", "--self"]);
+    assert_eq!(daemon.status().daemon.execs, 1);
+    let beat = web::request(
+        addr,
+        "GET",
+        "/control/heartbeat",
+        &[("Authorization", &format!("Bearer {token}"))],
+        "",
+    );
+    assert_eq!(beat.status, 200, "{beat:?}");
+    assert_eq!(beat.json()["pid"], daemon.host_pid());
+    assert_eq!(daemon.service("api").pid, Some(pid));
+}
+
+#[test]
+fn the_event_stream_sends_the_shutdown_and_then_ends() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut daemon = Daemon::start(&two_services());
+    daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(support::DEADLINE))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET /api/events?last=0 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut lines = BufReader::new(stream).lines();
+    let head = lines.next().expect("a status line").expect("read");
+    assert!(head.contains(" 200 "), "{head}");
+    daemon.cli_ok(&["shutdown"]);
+    daemon.wait_exit();
+    // Everything up to the end of the stream, which must come (not the read deadline).
+    let rest: Vec<String> = lines
+        .map(|l| l.expect("the stream ends, not the deadline"))
+        .collect();
+    let kinds: Vec<String> = rest
+        .iter()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| {
+            serde_json::from_str::<serde_json::Value>(d.trim()).expect("JSON")["kind"].to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("\"shutdown_completed\""),
+        "{rest:?}"
+    );
+}

@@ -131,10 +131,12 @@ pub async fn run(
     shell.flush_captures().await;
     let web = shell.web.take();
     drop(shell);
+    server.close(server::CLOSE_GRACE).await;
+    // After the control server, which held the event feed until now: the dashboard's
+    // event streams end with the feed.
     if let Some(web) = web {
         web.close(server::CLOSE_GRACE).await;
     }
-    server.close(server::CLOSE_GRACE).await;
     server::unlink(&daemon.control);
     tracing::info!("holdfast stopped");
     Ok(())
