@@ -56,7 +56,13 @@ struct Shared {
     started: Instant,
     state_dir: PathBuf,
     log_dir: PathBuf,
+    /// Event streams held open at once, at most (each holds a descriptor for as long as
+    /// the browser stays): a flood of them must leave descriptors for the services.
+    streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// Event streams open at once, at most.
+pub const MAX_STREAMS: usize = 64;
 
 impl WebState {
     pub fn new(
@@ -82,6 +88,7 @@ impl WebState {
             started: Instant::now(),
             state_dir: daemon.state_dir.clone(),
             log_dir: daemon.log_dir.clone(),
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         }))
     }
 
@@ -113,6 +120,11 @@ impl WebState {
     /// The event feed: its history and, until shutdown, its live channel.
     pub fn events(&self) -> &WeakFeed {
         &self.0.events
+    }
+
+    /// A slot for one more event stream, held until it ends; `None` when all are taken.
+    pub fn stream_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.0.streams).try_acquire_owned().ok()
     }
 
     /// The number of the newest event (0 before the first).
