@@ -461,3 +461,31 @@ fn the_event_stream_sends_the_shutdown_and_then_ends() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn http_token_prints_the_token_and_the_dashboard_url_carrying_it() {
+    let daemon = Daemon::start(&two_services());
+    let token = web::token(&daemon);
+    let http_token = |daemon: &Daemon| {
+        let mut cmd = support::holdfast();
+        cmd.args(["http-token", "-c"]).arg(daemon.config_path());
+        support::run(cmd)
+    };
+    let output = http_token(&daemon);
+    assert!(output.status.success(), "{}", support::describe(&output));
+    assert_eq!(support::stdout(&output).trim(), token);
+    assert!(
+        support::stderr(&output).contains(&format!("/#token={token}")),
+        "{}",
+        support::describe(&output)
+    );
+
+    let off = Daemon::start("[service.api]\ncommand = [\"sleep\", \"300\"]\n");
+    let output = http_token(&off);
+    assert!(!output.status.success());
+    assert!(
+        support::stderr(&output).contains("the HTTP server is off"),
+        "{}",
+        support::describe(&output)
+    );
+}

@@ -18,6 +18,7 @@ mod control;
 mod dashboard;
 mod events;
 mod health;
+mod listener;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -262,7 +263,7 @@ pub fn serve(listener: std::net::TcpListener, state: WebState) -> std::io::Resul
         let shutdown = async {
             let _ = stopped.await;
         };
-        if let Err(e) = axum::serve(listener, app)
+        if let Err(e) = axum::serve(listener::Capped::new(listener), app)
             .with_graceful_shutdown(shutdown)
             .await
         {
