@@ -280,4 +280,12 @@ fn the_dashboard_shows_a_crash_live_and_its_restart_button_works_only_with_the_t
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
     assert!(size > 10_000, "a real screenshot: {size} bytes");
     println!("dashboard screenshot: {}", shot.display());
+
+    // A bookmarked URL carries the token in its fragment; the page keeps it and takes it
+    // out of the address bar.
+    browser.eval("sessionStorage.clear()");
+    browser.command(json!({ "navigate": "about:blank" }));
+    browser.command(json!({ "navigate": format!("http://{addr}/#token={token}") }));
+    assert_eq!(browser.text("#lock"), "controls enabled");
+    assert_eq!(browser.eval("location.hash"), "");
 }
