@@ -27,6 +27,7 @@ pub fn diff(old: &Plan, new: &Plan, dry_run: bool) -> ReloadPlan {
         .cloned()
         .collect();
     let (a, b) = (&old.daemon, &new.daemon);
+    // Not `http`: the shell moves its HTTP server itself (or says why not).
     let settings = [
         ("control", a.control != b.control),
         ("control_group", a.control_group != b.control_group),
@@ -93,6 +94,7 @@ mod tests {
                 state_dir: PathBuf::from("/var/lib/holdfast"),
                 log_dir: PathBuf::from("/var/log/holdfast"),
                 pass_env: Vec::new(),
+                http: None,
             },
             services: BTreeMap::from([(spec.name.clone(), spec)]),
         }

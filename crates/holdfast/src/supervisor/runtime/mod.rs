@@ -129,8 +129,14 @@ pub async fn run(
     shell.remove_cgroups();
     shell.ledger.remove().await;
     shell.flush_captures().await;
+    let web = shell.web.take();
     drop(shell);
     server.close(server::CLOSE_GRACE).await;
+    // After the control server, which held the event feed until now: the dashboard's
+    // event streams end with the feed.
+    if let Some(web) = web {
+        web.close(server::CLOSE_GRACE).await;
+    }
     server::unlink(&daemon.control);
     tracing::info!("holdfast stopped");
     Ok(())
@@ -243,6 +249,8 @@ struct Shell {
     ledger: ledger::Writer,
     /// Processes adopted from a holdfast that was killed (see `adopt`).
     adoptions: adopt::Adoptions,
+    /// The HTTP server, when `[holdfast] http` was set at start.
+    web: Option<crate::web::Web>,
 }
 
 impl Shell {
@@ -257,7 +265,7 @@ impl Shell {
         let nofile = limits::raise_nofile()
             .inspect_err(|e| tracing::warn!("cannot raise holdfast's RLIMIT_NOFILE: {e}"))
             .ok();
-        let daemon = plan.daemon.clone();
+        let (daemon, resumed) = (plan.daemon.clone(), inherited.is_some());
         let groups = server::Groups::of(&daemon);
         let notify_path = crate::notify::server::socket_path(&daemon.state_dir);
         let (listener, notify_socket) = reexec::sockets(&daemon, &notify_path, inherited)?;
@@ -275,16 +283,11 @@ impl Shell {
             .write(true)
             .open("/dev/null")
             .map_err(setup_error("/dev/null for probe output"))?;
-        let cgroups = cgroups::setup(&daemon.control);
         let events = EventFeed::new();
+        let web = start_web(&daemon, control_tx.clone(), &events, resumed)?;
+        let cgroups = cgroups::setup(&daemon.control);
         let server = server::serve_with_events(listener, groups, control_tx, events.clone());
-        tracing::info!(
-            config = %config_path.display(),
-            control = %daemon.control.display(),
-            services = plan.services.len(),
-            "holdfast {} up",
-            env!("CARGO_PKG_VERSION")
-        );
+        log_up(&config_path, &plan);
         let now = Instant::now();
         let scope = cgroups
             .as_ref()
@@ -322,6 +325,7 @@ impl Shell {
             forced: None,
             ledger: ledger::Writer::new(&daemon.state_dir),
             adoptions: adopt::Adoptions::default(),
+            web,
         };
         let sources = Sources {
             reaped,
@@ -570,6 +574,35 @@ impl Shell {
     fn recipe(&self, spec: &ServiceSpec) -> Recipe {
         self.envs.recipe(spec, self.nofile)
     }
+}
+
+/// The HTTP server, before any service starts: a port in use fails `up` here. A
+/// re-executed holdfast (`upgrade --self`) goes on without it rather than drop the
+/// services it was handed.
+fn start_web(
+    daemon: &crate::model::DaemonSettings,
+    control: mpsc::Sender<ControlMsg>,
+    events: &EventFeed,
+    resumed: bool,
+) -> Result<Option<crate::web::Web>, RuntimeError> {
+    match crate::web::Web::start(daemon, control, events) {
+        Ok(web) => Ok(web),
+        Err(e) if resumed => {
+            tracing::error!("the HTTP server is off after upgrade --self: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(setup_error("the HTTP server")(e)),
+    }
+}
+
+fn log_up(config_path: &std::path::Path, plan: &Plan) {
+    tracing::info!(
+        config = %config_path.display(),
+        control = %plan.daemon.control.display(),
+        services = plan.services.len(),
+        "holdfast {} up",
+        env!("CARGO_PKG_VERSION")
+    );
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
