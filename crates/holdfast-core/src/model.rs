@@ -13,9 +13,14 @@ use crate::unix::Signal;
 use serde::{Deserialize, Serialize};
 
 mod dump;
+mod managed;
 mod privs;
 mod upgrade;
 pub use dump::DumpSpec;
+pub use managed::{
+    ARBITER_TIMEOUT, HEALTH_GRACE_PERIOD, ManagedBy, SUPERVISORD_SERVERURL, SYNC_INTERVAL,
+    SupervisordAccess, SupervisordServer, Takeover, Upstream,
+};
 pub use privs::{
     CAPABILITY_NAMES, Capability, CgroupLimits, Credentials, Limits, Privileges, Rlimit, UserRef,
 };
@@ -50,6 +55,9 @@ pub struct DaemonSettings {
     /// Variables of holdfast's own environment passed on to every service (systemd
     /// `PassEnvironment=`); valid names, none of [`PRIVATE_ENV`].
     pub pass_env: Vec<String>,
+    /// `[holdfast.supervisord]`: where the supervisord of `managed_by = "supervisord:X"`
+    /// services answers; `None`: `SUPERVISOR_SERVER_URL`, else supervisorctl's default.
+    pub supervisord: Option<Box<SupervisordAccess>>,
 }
 
 /// Variables of holdfast's own environment that describe holdfast's situation, not the
@@ -262,6 +270,9 @@ pub struct ServiceSpec {
     /// What a holdfast started after its predecessor died does with the processes of
     /// this service that outlived it.
     pub on_restart: OnRestart,
+    /// `managed_by`: another supervisor runs this service and holdfast observes it
+    /// (then `command` may be empty: it is only run after a takeover).
+    pub managed_by: Option<ManagedBy>,
 }
 
 /// `on_restart`: what becomes of a service's processes that outlived a holdfast that was
@@ -475,6 +486,7 @@ impl ServiceSpec {
             },
             upgrade: None,
             on_restart: OnRestart::Adopt,
+            managed_by: None,
         }
     }
 }

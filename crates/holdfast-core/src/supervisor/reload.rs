@@ -93,6 +93,7 @@ mod tests {
                 state_dir: PathBuf::from("/var/lib/holdfast"),
                 log_dir: PathBuf::from("/var/log/holdfast"),
                 pass_env: Vec::new(),
+                supervisord: None,
             },
             services: BTreeMap::from([(spec.name.clone(), spec)]),
         }

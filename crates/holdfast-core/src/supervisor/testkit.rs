@@ -82,6 +82,7 @@ pub fn plan(specs: impl IntoIterator<Item = ServiceSpec>) -> Plan {
             state_dir: "/var/lib/holdfast-test".into(),
             log_dir: "/var/log/holdfast-test".into(),
             pass_env: Vec::new(),
+            supervisord: None,
         },
         services: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),
     }
@@ -129,6 +130,9 @@ pub fn label(effect: &Effect) -> String {
         Effect::ReadPidfile { service, .. } => format!("read-pidfile {service}"),
         Effect::StartProbe { service, .. } => format!("probe {service}"),
         Effect::Quarantine { service, .. } => format!("quarantine {service}"),
+        Effect::SyncUpstream { service, .. } => format!("sync-upstream {service}"),
+        Effect::RestartUpstream { service, .. } => format!("restart-upstream {service}"),
+        Effect::TakeOver { service, pid, .. } => format!("take-over {service} {pid:?}"),
     }
 }
 
@@ -322,6 +326,10 @@ impl Harness {
                 | Effect::MainPid { .. }
                 | Effect::ReadPidfile { .. } => {}
                 Effect::StartProbe { .. } | Effect::Quarantine { .. } => {}
+                // The observer tests answer these themselves.
+                Effect::SyncUpstream { .. }
+                | Effect::RestartUpstream { .. }
+                | Effect::TakeOver { .. } => {}
             }
             done.push(effect);
         }

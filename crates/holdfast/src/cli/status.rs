@@ -308,7 +308,7 @@ fn state_colour(state: ServiceState) -> &'static str {
         Running => "32",                                 // green
         Starting | Stopping | Waiting | Backoff => "33", // yellow
         Failed | Quarantined => "1;31",                  // bold red
-        Stopped => "2",                                  // dim
+        Stopped | Unknown => "2",                        // dim
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod cause;
 mod exit;
+mod observed;
 mod resume;
 mod start;
 mod state;
@@ -28,6 +29,10 @@ use crate::unix::ReapSeq;
 
 pub(crate) use self::cause::round_ms;
 pub use self::cause::{Cause, FailReason, SpawnFailure};
+pub use self::observed::{
+    Arbitrated, Arbitration, Observation, Reach, Runner, UpstreamReport, UpstreamState,
+    UpstreamView,
+};
 pub use self::resume::{LivePhase, LiveRun, Resumed, ResumedState};
 pub use self::state::{
     AfterStop, Drain, Escalation, ForkerExit, KillScope, MainProcess, RunId, Start, State, Watchdog,
@@ -107,6 +112,14 @@ pub(in crate::supervisor) enum Order {
     /// The daemon shuts down: no run ends in a restart from now on, and a service that
     /// waits (for dependencies or a backoff) stops.
     Shutdown,
+    /// What the upstream of an observed service said at one sync.
+    Upstream(UpstreamReport),
+    /// The shell took the observed service over: `adopted` is the upstream's process it
+    /// now holds, `None` when there was none to adopt (then holdfast starts it).
+    TakenOver {
+        run: RunId,
+        adopted: Option<Pid>,
+    },
 }
 
 /// What a service needs from the core after an order: private to the core.
@@ -165,6 +178,10 @@ pub struct Service {
     rollout: Option<Rollout>,
     /// Removed by a reload while earlier runs still drained: forgotten once they are gone.
     forget_when_drained: bool,
+    /// Who runs it: the upstream of a `managed_by` service until holdfast takes over.
+    runner: Runner,
+    /// What holdfast last did about the upstream (observed services), for `status`.
+    arbitrated: Option<Arbitrated>,
 }
 
 impl Service {
@@ -194,6 +211,12 @@ impl Service {
             build: spec.upgrade.as_ref().map(|u| u.build.clone()),
             rollout: None,
             forget_when_drained: false,
+            runner: if spec.managed_by.is_some() {
+                Runner::Upstream
+            } else {
+                Runner::Holdfast
+            },
+            arbitrated: None,
             spec,
         }
     }
@@ -212,6 +235,9 @@ impl Service {
     }
 
     fn apply(&mut self, order: Order, now: Instant) -> Vec<Effect> {
+        if let State::Observed(_) = self.state {
+            return self.observed_order(order, now);
+        }
         match order {
             Order::Launch(run) => self.launch(run, now),
             Order::WaitFor(on) => {
@@ -275,6 +301,8 @@ impl Service {
                 }
                 Vec::new()
             }
+            // Only an observed service hears from an upstream.
+            Order::Upstream(_) | Order::TakenOver { .. } => Vec::new(),
             Order::Shutdown => {
                 self.policy = Policy::Suspended;
                 let mut effects = self.abandon_rollout(now);
@@ -339,10 +367,25 @@ impl Service {
         self.rollout.as_ref()
     }
 
-    /// Health of the current run, while it is starting or running.
+    /// What holdfast last did about the upstream of an observed service.
+    pub fn arbitrated(&self) -> Option<&Arbitrated> {
+        self.arbitrated.as_ref()
+    }
+
+    /// The observation of a service the upstream runs, while holdfast observes it.
+    pub fn observation(&self) -> Option<&Observation> {
+        match &self.state {
+            State::Observed(observation) => Some(observation),
+            _ => None,
+        }
+    }
+
+    /// Health of the current run, while it is starting or running (or observed).
     pub fn health(&self) -> Option<&Monitor> {
         match self.state {
-            State::Starting { .. } | State::Running { .. } => self.health.as_ref(),
+            State::Starting { .. } | State::Running { .. } | State::Observed(_) => {
+                self.health.as_ref()
+            }
             _ => None,
         }
     }
@@ -355,6 +398,9 @@ impl Service {
     /// The earliest time this service needs the core's attention: its state deadline
     /// or its next health probe.
     pub fn wakeup(&self) -> Option<Instant> {
+        if let State::Observed(observation) = &self.state {
+            return self.observed_wakeup(observation);
+        }
         let probe = self.health().and_then(Monitor::due);
         [self.deadline(), probe, self.rollout_deadline()]
             .into_iter()

@@ -87,7 +87,8 @@ impl Service {
         }
         let state = match &self.state {
             State::Stopped => ResumedState::Stopped,
-            State::Waiting => ResumedState::Waiting,
+            // Observed again from scratch: the upstream is asked anew.
+            State::Waiting | State::Observed(_) => ResumedState::Waiting,
             State::Backoff { until } => ResumedState::Backoff {
                 remaining: until.saturating_duration_since(now),
             },
