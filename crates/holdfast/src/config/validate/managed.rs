@@ -331,8 +331,13 @@ mod tests {
         let found = problems(src);
         assert_eq!(found.len(), 1, "{found:#?}");
         assert_eq!(snippet(src, &found[0]), "\"always\"");
-        assert!(found[0].help().is_some_and(|h| h.contains("takeover = true")));
-        let src = "[service.web]\nmanaged_by = \"systemd:web\"\ntakeover = true\nrestart = \"always\"\n";
+        assert!(
+            found[0]
+                .help()
+                .is_some_and(|h| h.contains("takeover = true"))
+        );
+        let src =
+            "[service.web]\nmanaged_by = \"systemd:web\"\ntakeover = true\nrestart = \"always\"\n";
         let found = problems(src);
         assert_eq!(found.len(), 1, "takeover needs a command: {found:#?}");
         assert!(found[0].message().contains("no `command`"));
@@ -340,12 +345,20 @@ mod tests {
 
     #[test]
     fn a_bad_upstream_points_at_the_value_with_a_hint() {
-        for value in ["\"systemd:web.socket\"", "\"launchd:web\"", "\"supervisord:a b\""] {
+        for value in [
+            "\"systemd:web.socket\"",
+            "\"launchd:web\"",
+            "\"supervisord:a b\"",
+        ] {
             let src = format!("[service.web]\nmanaged_by = {value}\n");
             let found = problems(&src);
             assert_eq!(found.len(), 1, "{found:#?}");
             assert_eq!(snippet(&src, &found[0]), value);
-            assert!(found[0].help().is_some_and(|h| h.contains("systemd:web.service")));
+            assert!(
+                found[0]
+                    .help()
+                    .is_some_and(|h| h.contains("systemd:web.service"))
+            );
         }
         let src = "[service.web]\ncommand = [\"/bin/web\"]\ntakeover = true\n";
         assert!(problems(src)[0].message().contains("without `managed_by`"));
