@@ -132,7 +132,12 @@ pub fn label(effect: &Effect) -> String {
         Effect::Quarantine { service, .. } => format!("quarantine {service}"),
         Effect::SyncUpstream { service, .. } => format!("sync-upstream {service}"),
         Effect::RestartUpstream { service, .. } => format!("restart-upstream {service}"),
-        Effect::TakeOver { service, pid, .. } => format!("take-over {service} {pid:?}"),
+        Effect::TakeOver {
+            service, process, ..
+        } => format!(
+            "take-over {service} {:?}",
+            process.map(|(pid, _)| pid.as_raw())
+        ),
     }
 }
 

@@ -244,13 +244,14 @@ pub enum Effect {
         upstream: Upstream,
         timeout: std::time::Duration,
     },
-    /// The upstream of observed `service` is gone and `takeover = true`: hold `pid`,
-    /// the process it last showed running, if it still is that process (its exit then
-    /// is the exit of `run`), and answer with `Input::TakenOver`.
+    /// The upstream of observed `service` is gone and `takeover = true`: hold
+    /// `process`, the one it last showed running (pid and `/proc` start time), if it
+    /// is still alive (its exit then is the exit of `run`), and answer with
+    /// `Input::TakenOver`.
     TakeOver {
         service: ServiceName,
         run: RunId,
-        pid: Option<Pid>,
+        process: Option<(Pid, u64)>,
     },
     /// Append a record of this exit to the quarantine queue (`<state_dir>/quarantine.jsonl`).
     Quarantine {

@@ -60,6 +60,9 @@ pub struct UpstreamView {
     pub start: Option<u64>,
     /// How long it has been up, by the upstream's clock.
     pub uptime: Option<Duration>,
+    /// The start time of `pid` as `/proc` has it (clock ticks since boot), read by the
+    /// shell when it saw the view: with the pid it names the process for a takeover.
+    pub proc_start: Option<u64>,
 }
 
 impl UpstreamView {
@@ -452,11 +455,10 @@ impl Service {
         let takeover = managed.takeover == Takeover::Allowed;
         let run = observation.run;
         // Only a process the upstream last showed running may be adopted.
-        let pid = observation
-            .view
-            .as_ref()
-            .and_then(UpstreamView::start_mark)
-            .map(|(pid, _)| pid);
+        let process = observation.view.as_ref().and_then(|view| {
+            let (pid, _) = view.start_mark()?;
+            Some((pid, view.proc_start?))
+        });
         if takeover {
             observation.arbitration = Arbitration::TakingOver;
         }
@@ -470,7 +472,7 @@ impl Service {
             effects.push(Effect::TakeOver {
                 service: name,
                 run,
-                pid,
+                process,
             });
         }
         effects

@@ -53,6 +53,7 @@ fn running(pid: i32, start: u64) -> UpstreamReport {
         pid: Some(Pid::from_raw(pid)),
         start: Some(start),
         uptime: None,
+        proc_start: Some(start * 100),
     })
 }
 
@@ -130,6 +131,7 @@ fn an_observed_service_is_never_spawned_and_follows_the_upstream() {
         pid: None,
         start: None,
         uptime: None,
+        proc_start: None,
     }));
     assert_eq!(labels(&stopped), ["web UpstreamState"]);
     assert_eq!(h.state("web"), "stopped");
@@ -245,7 +247,7 @@ fn a_takeover_adopts_the_live_process_then_restarts_it_with_command() {
         effects.extend(h.advance(secs(1)));
     }
     assert_eq!(
-        count(&effects, "take-over web Some(Pid(42))"),
+        count(&effects, "take-over web Some(42)"),
         1,
         "{:?}",
         labels(&effects)
