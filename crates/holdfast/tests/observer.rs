@@ -401,3 +401,88 @@ fn with_supervisord_stopped_cleanly_and_takeover_holdfast_starts_the_command() {
     );
     assert!(Path::new(&format!("/proc/{new}")).exists());
 }
+
+/// The systemd path's plumbing, with a stand-in `systemctl` (first in the service's
+/// `PATH`) that prints a unit's properties from a file and records restarts: the real
+/// systemd is the systemd-container test's. What it checks here is holdfast's side:
+/// `show` is run and read off the loop, its pid followed, `restart` asked on
+/// UNHEALTHY, nothing spawned.
+#[test]
+fn a_systemd_unit_is_read_with_systemctl_show_and_restarted_with_systemctl_restart() {
+    let dir = std::env::temp_dir().join(format!("observer-systemctl-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("create the stand-in's directory");
+    let port = support::free_port();
+    let app = Killed(
+        Command::new(demo_app())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start demo-app"),
+    );
+    let pid = app.0.id();
+    let d = dir.display();
+    fs::write(
+        dir.join("unit"),
+        format!(
+            "LoadState=loaded\nActiveState=active\nSubState=running\nMainPID={pid}\n\
+             ExecMainStartTimestampMonotonic=1000\nResult=success\n"
+        ),
+    )
+    .expect("write the unit's properties");
+    let script =
+        format!("#!/bin/sh\necho \"$*\" >> {d}/calls\ncase \"$1\" in show) cat {d}/unit ;; esac\n");
+    let systemctl = dir.join("systemctl");
+    fs::write(&systemctl, script).expect("write the stand-in");
+    Command::new("chmod")
+        .arg("755")
+        .arg(&systemctl)
+        .status()
+        .expect("chmod");
+    let config = format!(
+        r#"
+[service.web]
+managed_by = "systemd:web.service"
+arbiter_timeout = "2s"
+health_grace_period = "1s"
+sync_interval = "200ms"
+env = {{ PATH = "{d}:/usr/bin:/bin" }}
+
+[service.web.health]
+http = "http://127.0.0.1:{port}/health"
+interval = "200ms"
+timeout = "150ms"
+degraded = {{ failures = 1, within = "10s" }}
+unhealthy = {{ failures = 2, within = "10s" }}
+"#
+    );
+    let daemon = Daemon::start(&config);
+    let s = web(&daemon, "is running with the unit's MainPID", |s| {
+        s.state == "running" && s.pid == Some(pid)
+    });
+    let managed = s.managed_by.expect("observed");
+    assert_eq!(managed.state.as_deref(), Some("active/running"));
+    let calls = || fs::read_to_string(dir.join("calls")).unwrap_or_default();
+    assert!(
+        calls().contains("show web.service --property="),
+        "{}",
+        calls()
+    );
+    assert!(get(port, "/health/fail").contains("200"));
+    wait_until("holdfast asks systemctl to restart the unit", || {
+        calls().contains("restart --no-block web.service")
+    });
+    assert!(spawned_no_app(&daemon));
+    drop(app);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A child killed when the test ends, passing or not.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
