@@ -211,11 +211,7 @@ impl Service {
             build: spec.upgrade.as_ref().map(|u| u.build.clone()),
             rollout: None,
             forget_when_drained: false,
-            runner: if spec.managed_by.is_some() {
-                Runner::Upstream
-            } else {
-                Runner::Holdfast
-            },
+            runner: Runner::of(&spec),
             arbitrated: None,
             spec,
         }
@@ -285,9 +281,16 @@ impl Service {
             Order::Reconfigure(spec) => {
                 // The build an upgrade moved the service to stays, unless the program
                 // itself changed (then the new config's build is the one to run).
-                let program = |s: &ServiceSpec| (s.command[0].clone(), s.upgrade.is_some());
+                let program = |s: &ServiceSpec| (s.command.first().cloned(), s.upgrade.is_some());
                 if program(&spec) != program(&self.spec) {
                     self.build = spec.upgrade.as_ref().map(|u| u.build.clone());
+                }
+                // A service that becomes observed is the upstream's from its next start
+                // (a taken-over one stays holdfast's while its upstream is the same).
+                if spec.managed_by.as_ref().map(|m| &m.upstream)
+                    != self.spec.managed_by.as_ref().map(|m| &m.upstream)
+                {
+                    self.runner = Runner::of(&spec);
                 }
                 self.spec = spec;
                 Vec::new()

@@ -156,6 +156,16 @@ pub enum Runner {
     Holdfast,
 }
 
+impl Runner {
+    /// Who runs a service of `spec` that holdfast has not taken over.
+    pub(super) fn of(spec: &crate::model::ServiceSpec) -> Self {
+        match spec.managed_by {
+            Some(_) => Runner::Upstream,
+            None => Runner::Holdfast,
+        }
+    }
+}
+
 impl Observation {
     /// What the observed service's state is, as `status` and the API name it.
     pub fn shown_state(&self) -> crate::supervisor::answer::ServiceState {
@@ -262,8 +272,18 @@ impl Service {
                 vec![self.emit(EventKind::Stopped)]
             }
             Order::Reconfigure(spec) => {
+                let same_upstream = spec.managed_by.as_ref().map(|m| &m.upstream)
+                    == self.spec.managed_by.as_ref().map(|m| &m.upstream);
                 self.spec = spec;
-                Vec::new()
+                self.runner = Runner::of(&self.spec);
+                if same_upstream {
+                    return Vec::new();
+                }
+                // Another upstream (or none: holdfast runs it now): start over.
+                self.health = None;
+                self.enter(State::Stopped, now);
+                self.follow_up = Some(FollowUp::Start);
+                vec![self.emit(EventKind::Stopped)]
             }
             // Nothing of holdfast's runs: process inputs are stale, the rest moot.
             _ => Vec::new(),

@@ -306,3 +306,41 @@ fn shutdown_stops_observing_without_touching_the_upstream() {
     assert!(h.exit_seen, "{:?}", labels(&effects));
     assert_eq!(count(&effects, "signal"), 0);
 }
+
+#[test]
+fn a_reload_moves_a_service_between_holdfast_and_an_upstream() {
+    let own = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        managed_by: None,
+        ..observed(Takeover::Never)
+    };
+    let mut h = Harness::booted([observed(Takeover::Never)]);
+    h.report(running(42, 7));
+    // holdfast runs it now: it starts it.
+    let (_, effects) = h.reload([own.clone()]);
+    assert_eq!(count(&effects, "spawn web"), 1, "{:?}", labels(&effects));
+    // And back: holdfast stops its copy, then observes the upstream's.
+    let (_, effects) = h.reload([observed(Takeover::Never)]);
+    assert_eq!(
+        count(&effects, "signal web SIGTERM"),
+        1,
+        "{:?}",
+        labels(&effects)
+    );
+    let stopped = h.exit("web", killed(crate::unix::Signal::SIGTERM));
+    assert_eq!(
+        count(&stopped, "sync-upstream web"),
+        1,
+        "{:?}",
+        labels(&stopped)
+    );
+    assert_eq!(count(&stopped, "spawn"), 0);
+    // A changed health check of the same upstream changes nothing that runs.
+    let mut probed = observed(Takeover::Never);
+    probed.health.as_mut().expect("has health").interval = secs(2);
+    h.report(running(42, 7));
+    let (_, effects) = h.reload([probed]);
+    assert_eq!(count(&effects, "spawn"), 0);
+    assert_eq!(count(&effects, "sync-upstream"), 0);
+    assert_eq!(h.state("web"), "running");
+}
