@@ -163,7 +163,10 @@ impl Shell {
                 .or_else(|| s.observation()?.view.as_ref()?.pid)
                 .map(|p| p.as_raw() as u32),
             since_ms: millis(now.duration_since(s.since())),
-            uptime_ms: s.spawned_at().map(|at| millis(now.duration_since(at))),
+            uptime_ms: s
+                .spawned_at()
+                .map(|at| millis(now.duration_since(at)))
+                .or_else(|| s.observation()?.view.as_ref()?.uptime.map(millis)),
             restarts: s.restarts(),
             last_exit: s.last_exit().map(|(status, at)| ExitInfo {
                 description: status.to_string(),

@@ -179,13 +179,17 @@ impl Shell {
         service: &ServiceName,
         args: &[String],
     ) -> Result<(std::os::fd::OwnedFd, Pid), String> {
-        let spec = self
+        let mut spec = self
             .sup
             .plan()
             .services
             .get(service)
             .cloned()
             .ok_or("the service left the config")?;
+        // systemctl speaks for holdfast, not as the service: the `user` and limits a
+        // taken-over service would run with are not its own.
+        spec.privileges = crate::model::Privileges::default();
+        spec.limits = crate::model::Limits::default();
         let (read, write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
         let recipe = self.recipe(&spec);
