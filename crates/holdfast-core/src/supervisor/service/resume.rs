@@ -185,6 +185,11 @@ impl Service {
         }
         self.env_overrides = resumed.env_overrides;
         self.status_text = resumed.status_text;
+        // holdfast never runs, backs off or fails an observed service: one that did was
+        // taken over before, and stays holdfast's.
+        if !matches!(resumed.state, ResumedState::Stopped | ResumedState::Waiting) {
+            self.runner = super::Runner::Holdfast;
+        }
         let state = match resumed.state {
             ResumedState::Stopped | ResumedState::Waiting => State::Stopped,
             ResumedState::Backoff { remaining } => State::Backoff {

@@ -344,3 +344,53 @@ fn a_reload_moves_a_service_between_holdfast_and_an_upstream() {
     assert_eq!(count(&effects, "sync-upstream"), 0);
     assert_eq!(h.state("web"), "running");
 }
+
+#[test]
+fn across_a_reexec_an_observed_service_is_observed_again_and_a_taken_over_one_stays_holdfasts() {
+    let spec = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Allowed)
+    };
+    let mut h = Harness::booted([spec.clone()]);
+    h.report(running(42, 7));
+    let resume = |h: &Harness| {
+        let snapshot = h.sup.snapshot(h.now).expect("nothing in transit");
+        let mut new = Harness::new([spec.clone()]);
+        new.now = h.now;
+        new.sup = Supervisor::new(h.sup.plan().clone(), new.now, 7);
+        let effects = new.feed(Input::Resume(snapshot));
+        (new, effects)
+    };
+    let (_, effects) = resume(&h);
+    assert_eq!(
+        count(&effects, "sync-upstream web"),
+        1,
+        "{:?}",
+        labels(&effects)
+    );
+    assert_eq!(count(&effects, "spawn"), 0);
+    // Taken over (the upstream went away, its process was adopted).
+    h.report(UpstreamReport::Unreachable("gone".to_owned()));
+    h.advance(secs(6));
+    let run = h.observed_run();
+    h.feed(Input::TakenOver {
+        service: name("web"),
+        run,
+        adopted: Some(Pid::from_raw(42)),
+    });
+    let (mut new, effects) = resume(&h);
+    assert_eq!(
+        count(&effects, "sync-upstream"),
+        0,
+        "{:?}",
+        labels(&effects)
+    );
+    assert_eq!(new.state("web"), "running");
+    let restarted = [new.exit("web", code(1)), new.advance(secs(1))].concat();
+    assert_eq!(
+        count(&restarted, "spawn web"),
+        1,
+        "{:?}",
+        labels(&restarted)
+    );
+}
