@@ -12,10 +12,17 @@ use std::time::Duration;
 use crate::unix::Signal;
 use serde::{Deserialize, Serialize};
 
+mod daemon;
 mod dump;
+mod managed;
 mod privs;
 mod upgrade;
+pub use daemon::{DaemonSettings, GroupRef, PRIVATE_ENV};
 pub use dump::DumpSpec;
+pub use managed::{
+    ARBITER_TIMEOUT, HEALTH_GRACE_PERIOD, ManagedBy, SUPERVISORD_SERVERURL, SYNC_INTERVAL,
+    SupervisordAccess, SupervisordServer, Takeover, Upstream,
+};
 pub use privs::{
     CAPABILITY_NAMES, Capability, CgroupLimits, Credentials, Limits, Privileges, Rlimit, UserRef,
 };
@@ -29,52 +36,6 @@ pub use upgrade::{
 pub struct Plan {
     pub daemon: DaemonSettings,
     pub services: BTreeMap<ServiceName, ServiceSpec>,
-}
-
-/// Settings of the daemon itself (`[holdfast]` table). Changing them needs a restart of
-/// holdfast; `reload` reports such changes and keeps the running values.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DaemonSettings {
-    /// Unix control socket, created with mode 0600.
-    pub control: PathBuf,
-    /// Besides root, members of this group may use the control socket.
-    pub control_group: Option<GroupRef>,
-    /// Members of this group may also use the verbs that change the daemon itself
-    /// (`shutdown`, `reload`, `signal`, `upgrade`), like root; `control_group` members
-    /// may only read and start/stop/restart.
-    pub admin_group: Option<GroupRef>,
-    /// Crash reports, quarantine queue, upgrade state.
-    pub state_dir: PathBuf,
-    /// Captured stdout/stderr, one file per service.
-    pub log_dir: PathBuf,
-    /// Variables of holdfast's own environment passed on to every service (systemd
-    /// `PassEnvironment=`); valid names, none of [`PRIVATE_ENV`].
-    pub pass_env: Vec<String>,
-    /// The HTTP server (`/health`, `/control`, the dashboard); off when `None`.
-    pub http: Option<std::net::SocketAddr>,
-}
-
-/// Variables of holdfast's own environment that describe holdfast's situation, not the
-/// service's: passing them on would make a service answer holdfast's systemd. Never
-/// passed on, not even with `inherit_env` or `pass_env`.
-pub const PRIVATE_ENV: &[&str] = &[
-    "NOTIFY_SOCKET",
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-    "WATCHDOG_USEC",
-    "WATCHDOG_PID",
-    "JOURNAL_STREAM",
-    "HOLDFAST_CONFIG",
-    "HOLDFAST_SOCKET",
-    "HOLDFAST_RESUME",
-];
-
-/// A group as written in the config, resolved to its gid at validation time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupRef {
-    pub name: String,
-    pub gid: u32,
 }
 
 /// A service name: non-empty, `[A-Za-z0-9_.-]`, at most 64 bytes, not starting with `.`
@@ -264,6 +225,9 @@ pub struct ServiceSpec {
     /// What a holdfast started after its predecessor died does with the processes of
     /// this service that outlived it.
     pub on_restart: OnRestart,
+    /// `managed_by`: another supervisor runs this service and holdfast observes it
+    /// (then `command` may be empty: it is only run after a takeover).
+    pub managed_by: Option<ManagedBy>,
 }
 
 /// `on_restart`: what becomes of a service's processes that outlived a holdfast that was
@@ -477,6 +441,7 @@ impl ServiceSpec {
             },
             upgrade: None,
             on_restart: OnRestart::Adopt,
+            managed_by: None,
         }
     }
 }

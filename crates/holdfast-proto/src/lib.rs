@@ -299,6 +299,35 @@ pub struct ServiceStatus {
     /// The latest crash report's id and one-line summary, since holdfast started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_crash: Option<CrashSummary>,
+    /// For a service with `managed_by`: what its upstream says, and what holdfast did
+    /// about it last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<ManagedStatus>,
+}
+
+/// The upstream's view of an observed service (`managed_by`), beside holdfast's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedStatus {
+    /// `systemd:web.service`, `supervisord:web`.
+    pub upstream: String,
+    /// holdfast runs it since it took it over (the upstream went away).
+    pub taken_over: bool,
+    /// The upstream's own words for the state (`RUNNING`, `active/running`), at the
+    /// last sync that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Up this long, by the upstream's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
+    /// Why the upstream does not answer, while it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
+    /// What holdfast last did about it (`restart requested`, `restarted by upstream
+    /// (pid 42)`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_arbitration: Option<String>,
 }
 
 /// A crash report as listed: enough to pick one.
@@ -467,6 +496,7 @@ impl ServiceStatus {
             last_restart_reason: None,
             upgrade: None,
             last_crash: None,
+            managed_by: None,
         }
     }
 }

@@ -151,6 +151,9 @@ pub enum ServiceState {
     Failed,
     /// Failed, and its exit recorded for review (`holdfast quarantine`).
     Quarantined,
+    /// Observed (`managed_by`), and its upstream says nothing holdfast can name, or
+    /// does not answer.
+    Unknown,
 }
 
 impl ServiceState {

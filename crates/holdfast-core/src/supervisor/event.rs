@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::unix::Pid;
 use crate::unix::Signal;
 
-use super::service::{FailReason, KillScope, RunId, round_ms};
+use super::service::{FailReason, KillScope, RunId, UpstreamState, round_ms};
 use crate::health::HealthState;
 use crate::model::{ExitAction, ExitKey, ExitStatus, ServiceName, Timeout};
 
@@ -250,6 +250,41 @@ pub enum EventKind {
         truncated: bool,
         backtrace: bool,
     },
+    /// holdfast began observing a service another supervisor runs (`managed_by`).
+    Observing {
+        upstream: String,
+    },
+    /// The upstream of an observed service reported a new state (or a new pid).
+    UpstreamState {
+        state: UpstreamState,
+        /// The upstream's own words (`RUNNING`, `active/running`).
+        detail: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pid: Option<i32>,
+    },
+    /// holdfast asked the upstream to restart the service.
+    UpstreamRestartRequested {
+        upstream: String,
+        reason: String,
+    },
+    /// The upstream showed no new start within `arbiter_timeout` of the request.
+    UpstreamRestartTimedOut {
+        #[serde(rename = "timeout_ms", with = "wire::ms")]
+        timeout: Duration,
+    },
+    /// The upstream did not answer for `arbiter_timeout`; `takeover`: holdfast takes
+    /// the service over.
+    UpstreamUnreachable {
+        upstream: String,
+        error: String,
+        takeover: bool,
+    },
+    /// holdfast runs the service now: it adopted `pid`, the upstream's process, or
+    /// (no `pid`) it starts `command`.
+    TakenOver {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pid: Option<i32>,
+    },
 }
 
 impl fmt::Display for Event {
@@ -408,6 +443,40 @@ impl fmt::Display for Event {
                 }
                 let bt = if *backtrace { "with" } else { "without" };
                 write!(f, ", {bt} a gdb backtrace (report {id})")
+            }
+            EventKind::Observing { upstream } => write!(f, "observing: managed by {upstream}"),
+            EventKind::UpstreamState { state, detail, pid } => {
+                write!(f, "upstream reports {} ({detail}", state.as_str())?;
+                match pid {
+                    Some(pid) => write!(f, ", pid {pid})"),
+                    None => f.write_str(")"),
+                }
+            }
+            EventKind::UpstreamRestartRequested { upstream, reason } => {
+                write!(f, "{reason}: asked {upstream} to restart it")
+            }
+            EventKind::UpstreamRestartTimedOut { timeout } => write!(
+                f,
+                "upstream showed no new start within {} of the restart request",
+                humantime::format_duration(*timeout)
+            ),
+            EventKind::UpstreamUnreachable {
+                upstream,
+                error,
+                takeover,
+            } => {
+                write!(f, "{upstream} unreachable: {error}")?;
+                if *takeover {
+                    f.write_str(": taking the service over")
+                } else {
+                    f.write_str(" (takeover = false: only observing)")
+                }
+            }
+            EventKind::TakenOver { pid: Some(pid) } => {
+                write!(f, "taken over: pid {pid} is supervised by holdfast now")
+            }
+            EventKind::TakenOver { pid: None } => {
+                f.write_str("taken over: no live process to adopt, starting command")
             }
             EventKind::ExitActionApplied { key, action } => {
                 write!(f, "{key} is mapped to ")?;

@@ -95,6 +95,7 @@ mod tests {
                 log_dir: PathBuf::from("/var/log/holdfast"),
                 pass_env: Vec::new(),
                 http: None,
+                supervisord: None,
             },
             services: BTreeMap::from([(spec.name.clone(), spec)]),
         }

@@ -83,6 +83,7 @@ pub fn plan(specs: impl IntoIterator<Item = ServiceSpec>) -> Plan {
             log_dir: "/var/log/holdfast-test".into(),
             pass_env: Vec::new(),
             http: None,
+            supervisord: None,
         },
         services: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),
     }
@@ -130,6 +131,14 @@ pub fn label(effect: &Effect) -> String {
         Effect::ReadPidfile { service, .. } => format!("read-pidfile {service}"),
         Effect::StartProbe { service, .. } => format!("probe {service}"),
         Effect::Quarantine { service, .. } => format!("quarantine {service}"),
+        Effect::SyncUpstream { service, .. } => format!("sync-upstream {service}"),
+        Effect::RestartUpstream { service, .. } => format!("restart-upstream {service}"),
+        Effect::TakeOver {
+            service, process, ..
+        } => format!(
+            "take-over {service} {:?}",
+            process.map(|(pid, _)| pid.as_raw())
+        ),
     }
 }
 
@@ -323,6 +332,10 @@ impl Harness {
                 | Effect::MainPid { .. }
                 | Effect::ReadPidfile { .. } => {}
                 Effect::StartProbe { .. } | Effect::Quarantine { .. } => {}
+                // The observer tests answer these themselves.
+                Effect::SyncUpstream { .. }
+                | Effect::RestartUpstream { .. }
+                | Effect::TakeOver { .. } => {}
             }
             done.push(effect);
         }

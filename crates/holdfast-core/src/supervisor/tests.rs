@@ -5,6 +5,7 @@ mod commands;
 mod exit_codes;
 mod health;
 mod index;
+mod observed;
 mod ordering;
 mod readiness;
 mod reload;

@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use super::exit;
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::{
-    ControlError, ErrorKind, HealthStatus, Reply, Request, ServiceState, ServiceStatus, Status,
+    ControlError, ErrorKind, HealthStatus, ManagedStatus, Reply, Request, ServiceState,
+    ServiceStatus, Status,
 };
 use crate::model::ServiceName;
 
@@ -190,6 +191,7 @@ fn has_notes(s: &ServiceStatus) -> bool {
         || s.last_restart_reason.is_some()
         || s.upgrade.is_some()
         || s.last_crash.is_some()
+        || s.managed_by.is_some()
 }
 
 /// The lines below the table about one service: why it is in its state, its own status
@@ -200,6 +202,9 @@ fn push_notes(out: &mut String, service: &ServiceStatus) {
         let _ = write!(out, ": {reason}");
     }
     out.push('\n');
+    if let Some(managed) = &service.managed_by {
+        push_managed(out, managed);
+    }
     if let Some(text) = &service.status_text {
         let _ = writeln!(out, "  status: {text}");
     }
@@ -233,6 +238,34 @@ fn push_notes(out: &mut String, service: &ServiceStatus) {
             "  waiting for pid {} ({})",
             process.pid, process.command
         );
+    }
+}
+
+/// `managed by supervisord:web (RUNNING, pid 123, up 5m)` and the last arbitration.
+fn push_managed(out: &mut String, managed: &ManagedStatus) {
+    let verb = if managed.taken_over {
+        "taken over from"
+    } else {
+        "managed by"
+    };
+    let _ = write!(out, "  {verb} {}", managed.upstream);
+    let mut facts: Vec<String> = Vec::new();
+    if let Some(error) = &managed.unreachable {
+        facts.push(format!("unreachable: {error}"));
+    }
+    facts.extend(managed.state.clone());
+    facts.extend(managed.pid.map(|pid| format!("pid {pid}")));
+    facts.extend(
+        managed
+            .uptime_ms
+            .map(|ms| format!("up {}", human_duration(ms))),
+    );
+    if !facts.is_empty() {
+        let _ = write!(out, " ({})", facts.join(", "));
+    }
+    out.push('\n');
+    if let Some(last) = &managed.last_arbitration {
+        let _ = writeln!(out, "  last arbitration: {last}");
     }
 }
 
@@ -308,7 +341,7 @@ fn state_colour(state: ServiceState) -> &'static str {
         Running => "32",                                 // green
         Starting | Stopping | Waiting | Backoff => "33", // yellow
         Failed | Quarantined => "1;31",                  // bold red
-        Stopped => "2",                                  // dim
+        Stopped | Unknown => "2",                        // dim
     }
 }
 

@@ -60,6 +60,17 @@ pub struct RawDaemon {
     pub pass_env: Option<Vec<Spanned<String>>>,
     /// `"127.0.0.1:9700"`: where the HTTP server listens.
     pub http: Option<Spanned<String>>,
+    /// `[holdfast.supervisord]`: where `managed_by = "supervisord:X"` is asked.
+    pub supervisord: Option<Spanned<RawSupervisord>>,
+}
+
+/// `[holdfast.supervisord]`, with the key names of supervisorctl's `[supervisorctl]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSupervisord {
+    pub serverurl: Option<Spanned<String>>,
+    pub username: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
 }
 
 /// One `[service.<name>]` table.
@@ -115,6 +126,13 @@ pub struct RawService {
     pub upgrade: Option<Spanned<RawUpgrade>>,
     /// `"adopt"` or `"stop"`: see `model::OnRestart`.
     pub on_restart: Option<Spanned<String>>,
+    /// `"systemd:UNIT"` or `"supervisord:PROGRAM"`: observer mode, judged by
+    /// `validate::managed` like the keys below.
+    pub managed_by: Option<Spanned<String>>,
+    pub takeover: Option<Spanned<bool>>,
+    pub arbiter_timeout: Option<Spanned<RawDuration>>,
+    pub health_grace_period: Option<Spanned<RawDuration>>,
+    pub sync_interval: Option<Spanned<RawDuration>>,
 }
 
 /// `[service.X.upgrade]`.

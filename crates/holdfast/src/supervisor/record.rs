@@ -193,6 +193,27 @@ mod tests {
                 truncated: false,
                 backtrace: true,
             },
+            EventKind::Observing {
+                upstream: "supervisord:web".to_owned(),
+            },
+            EventKind::UpstreamState {
+                state: holdfast_core::supervisor::service::UpstreamState::Running,
+                detail: "RUNNING".to_owned(),
+                pid: Some(42),
+            },
+            EventKind::UpstreamRestartRequested {
+                upstream: "supervisord:web".to_owned(),
+                reason: "turned unhealthy".to_owned(),
+            },
+            EventKind::UpstreamRestartTimedOut {
+                timeout: Duration::from_secs(5),
+            },
+            EventKind::UpstreamUnreachable {
+                upstream: "supervisord:web".to_owned(),
+                error: "connection refused".to_owned(),
+                takeover: true,
+            },
+            EventKind::TakenOver { pid: Some(42) },
         ]
     }
 
@@ -439,6 +460,22 @@ mod tests {
                 json!({"id": "api-20260101T000000000Z-42", "pid": 42,
                        "truncated": false, "backtrace": true}),
             ),
+            ("observing", json!({"upstream": "supervisord:web"})),
+            (
+                "upstream_state",
+                json!({"detail": "RUNNING", "pid": 42, "state": "running"}),
+            ),
+            (
+                "upstream_restart_requested",
+                json!({"reason": "turned unhealthy", "upstream": "supervisord:web"}),
+            ),
+            ("upstream_restart_timed_out", json!({"timeout_ms": 5000})),
+            (
+                "upstream_unreachable",
+                json!({"error": "connection refused", "takeover": true,
+                       "upstream": "supervisord:web"}),
+            ),
+            ("taken_over", json!({"pid": 42})),
         ];
         let actual: Vec<(String, Value)> = one_of_each()
             .iter()

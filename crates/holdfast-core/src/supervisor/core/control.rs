@@ -71,6 +71,11 @@ impl Supervisor {
                 self.order(name, Order::ResetFailures, now);
                 return Ok((format!("starting {name}"), self.start(name, now)));
             }
+            (Command::Start, State::Observed(_)) => (format!("{name} is already observed"), vec![]),
+            (Command::Restart, State::Observed(_)) => (
+                format!("asking the upstream of {name} to restart it"),
+                vec![stop(AfterStop::Start)],
+            ),
             (Command::Restart, State::Starting { .. } | State::Running { .. }) => (
                 format!("restarting {name}"),
                 vec![Order::ResetFailures, stop(AfterStop::Start)],

@@ -32,9 +32,10 @@ use self::services::Services;
 use super::event::{Event, EventKind};
 use super::service::{
     AfterStop, FailReason, FollowUp, KillScope, Order, RunId, Service, SpawnFailure, State,
+    UpstreamReport,
 };
 use crate::health::ProbeOutcome;
-use crate::model::{ExitStatus, Plan, ServiceName, ServiceSpec};
+use crate::model::{ExitStatus, Plan, ServiceName, ServiceSpec, Upstream};
 use crate::notify::NotifyMsg;
 use crate::supervisor::answer::{ControlError, ReloadPlan, ServiceState};
 use crate::unix::ReapSeq;
@@ -129,6 +130,18 @@ pub enum Input {
         service: ServiceName,
         to: std::path::PathBuf,
     },
+    /// The outcome of an `Effect::SyncUpstream` of observed `service`.
+    Upstream {
+        service: ServiceName,
+        report: Box<UpstreamReport>,
+    },
+    /// The answer to `Effect::TakeOver`: `adopted` is the upstream's process, now held
+    /// by the shell (its exit reaches the core as the exit of `run`), or `None`.
+    TakenOver {
+        service: ServiceName,
+        run: RunId,
+        adopted: Option<Pid>,
+    },
 }
 
 /// Requests from the control API that change state.
@@ -215,6 +228,30 @@ pub enum Effect {
         service: ServiceName,
         run: RunId,
         spec: Arc<ServiceSpec>,
+    },
+    /// Ask the upstream of observed `service` what it says of it; answer with
+    /// `Input::Upstream` (an upstream that does not answer within `timeout` is
+    /// unreachable). Never on the runtime task: it may take that long.
+    SyncUpstream {
+        service: ServiceName,
+        upstream: Upstream,
+        timeout: std::time::Duration,
+    },
+    /// Ask the upstream to restart observed `service` (its answer shows at the next
+    /// syncs). Off the runtime task, like `SyncUpstream`.
+    RestartUpstream {
+        service: ServiceName,
+        upstream: Upstream,
+        timeout: std::time::Duration,
+    },
+    /// The upstream of observed `service` is gone and `takeover = true`: hold
+    /// `process`, the one it last showed running (pid and `/proc` start time), if it
+    /// is still alive (its exit then is the exit of `run`), and answer with
+    /// `Input::TakenOver`.
+    TakeOver {
+        service: ServiceName,
+        run: RunId,
+        process: Option<(Pid, u64)>,
     },
     /// Append a record of this exit to the quarantine queue (`<state_dir>/quarantine.jsonl`).
     Quarantine {
@@ -546,6 +583,12 @@ fn for_service(input: Input) -> Option<(ServiceName, Order)> {
             pid,
             alive_at,
         } => (service, Order::Adopted { run, pid, alive_at }),
+        Input::Upstream { service, report } => (service, Order::Upstream(*report)),
+        Input::TakenOver {
+            service,
+            run,
+            adopted,
+        } => (service, Order::TakenOver { run, adopted }),
         _ => return None,
     })
 }
@@ -563,6 +606,7 @@ pub fn state_name(state: &State) -> ServiceState {
             reason: FailReason::Quarantined(_),
         } => ServiceState::Quarantined,
         State::Failed { .. } => ServiceState::Failed,
+        State::Observed(observation) => observation.shown_state(),
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod cause;
 mod exit;
+mod observed;
 mod resume;
 mod start;
 mod state;
@@ -28,6 +29,10 @@ use crate::unix::ReapSeq;
 
 pub(crate) use self::cause::round_ms;
 pub use self::cause::{Cause, FailReason, SpawnFailure};
+pub use self::observed::{
+    Arbitrated, Arbitration, Observation, Reach, Runner, UpstreamReport, UpstreamState,
+    UpstreamView,
+};
 pub use self::resume::{LivePhase, LiveRun, Resumed, ResumedState};
 pub use self::state::{
     AfterStop, Drain, Escalation, ForkerExit, KillScope, MainProcess, RunId, Start, State, Watchdog,
@@ -107,6 +112,14 @@ pub(in crate::supervisor) enum Order {
     /// The daemon shuts down: no run ends in a restart from now on, and a service that
     /// waits (for dependencies or a backoff) stops.
     Shutdown,
+    /// What the upstream of an observed service said at one sync.
+    Upstream(UpstreamReport),
+    /// The shell took the observed service over: `adopted` is the upstream's process it
+    /// now holds, `None` when there was none to adopt (then holdfast starts it).
+    TakenOver {
+        run: RunId,
+        adopted: Option<Pid>,
+    },
 }
 
 /// What a service needs from the core after an order: private to the core.
@@ -165,6 +178,10 @@ pub struct Service {
     rollout: Option<Rollout>,
     /// Removed by a reload while earlier runs still drained: forgotten once they are gone.
     forget_when_drained: bool,
+    /// Who runs it: the upstream of a `managed_by` service until holdfast takes over.
+    runner: Runner,
+    /// What holdfast last did about the upstream (observed services), for `status`.
+    arbitrated: Option<Arbitrated>,
 }
 
 impl Service {
@@ -194,6 +211,8 @@ impl Service {
             build: spec.upgrade.as_ref().map(|u| u.build.clone()),
             rollout: None,
             forget_when_drained: false,
+            runner: Runner::of(&spec),
+            arbitrated: None,
             spec,
         }
     }
@@ -212,6 +231,9 @@ impl Service {
     }
 
     fn apply(&mut self, order: Order, now: Instant) -> Vec<Effect> {
+        if let State::Observed(_) = self.state {
+            return self.observed_order(order, now);
+        }
         match order {
             Order::Launch(run) => self.launch(run, now),
             Order::WaitFor(on) => {
@@ -259,9 +281,16 @@ impl Service {
             Order::Reconfigure(spec) => {
                 // The build an upgrade moved the service to stays, unless the program
                 // itself changed (then the new config's build is the one to run).
-                let program = |s: &ServiceSpec| (s.command[0].clone(), s.upgrade.is_some());
+                let program = |s: &ServiceSpec| (s.command.first().cloned(), s.upgrade.is_some());
                 if program(&spec) != program(&self.spec) {
                     self.build = spec.upgrade.as_ref().map(|u| u.build.clone());
+                }
+                // A service that becomes observed is the upstream's from its next start
+                // (a taken-over one stays holdfast's while its upstream is the same).
+                if spec.managed_by.as_ref().map(|m| &m.upstream)
+                    != self.spec.managed_by.as_ref().map(|m| &m.upstream)
+                {
+                    self.runner = Runner::of(&spec);
                 }
                 self.spec = spec;
                 Vec::new()
@@ -275,6 +304,8 @@ impl Service {
                 }
                 Vec::new()
             }
+            // Only an observed service hears from an upstream.
+            Order::Upstream(_) | Order::TakenOver { .. } => Vec::new(),
             Order::Shutdown => {
                 self.policy = Policy::Suspended;
                 let mut effects = self.abandon_rollout(now);
@@ -339,10 +370,25 @@ impl Service {
         self.rollout.as_ref()
     }
 
-    /// Health of the current run, while it is starting or running.
+    /// What holdfast last did about the upstream of an observed service.
+    pub fn arbitrated(&self) -> Option<&Arbitrated> {
+        self.arbitrated.as_ref()
+    }
+
+    /// The observation of a service the upstream runs, while holdfast observes it.
+    pub fn observation(&self) -> Option<&Observation> {
+        match &self.state {
+            State::Observed(observation) => Some(observation),
+            _ => None,
+        }
+    }
+
+    /// Health of the current run, while it is starting or running (or observed).
     pub fn health(&self) -> Option<&Monitor> {
         match self.state {
-            State::Starting { .. } | State::Running { .. } => self.health.as_ref(),
+            State::Starting { .. } | State::Running { .. } | State::Observed(_) => {
+                self.health.as_ref()
+            }
             _ => None,
         }
     }
@@ -355,6 +401,9 @@ impl Service {
     /// The earliest time this service needs the core's attention: its state deadline
     /// or its next health probe.
     pub fn wakeup(&self) -> Option<Instant> {
+        if let State::Observed(observation) = &self.state {
+            return self.observed_wakeup(observation);
+        }
         let probe = self.health().and_then(Monitor::due);
         [self.deadline(), probe, self.rollout_deadline()]
             .into_iter()

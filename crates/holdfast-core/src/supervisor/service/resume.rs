@@ -87,7 +87,8 @@ impl Service {
         }
         let state = match &self.state {
             State::Stopped => ResumedState::Stopped,
-            State::Waiting => ResumedState::Waiting,
+            // Observed again from scratch: the upstream is asked anew.
+            State::Waiting | State::Observed(_) => ResumedState::Waiting,
             State::Backoff { until } => ResumedState::Backoff {
                 remaining: until.saturating_duration_since(now),
             },
@@ -184,6 +185,11 @@ impl Service {
         }
         self.env_overrides = resumed.env_overrides;
         self.status_text = resumed.status_text;
+        // holdfast never runs, backs off or fails an observed service: one that did was
+        // taken over before, and stays holdfast's.
+        if !matches!(resumed.state, ResumedState::Stopped | ResumedState::Waiting) {
+            self.runner = super::Runner::Holdfast;
+        }
         let state = match resumed.state {
             ResumedState::Stopped | ResumedState::Waiting => State::Stopped,
             ResumedState::Backoff { remaining } => State::Backoff {

@@ -20,6 +20,9 @@ use crate::unix::ReapSeq;
 impl Service {
     /// Begins a spawn. `run` is fresh (allocated by the supervisor).
     pub(super) fn launch(&mut self, run: RunId, now: Instant) -> Vec<Effect> {
+        if self.observes() {
+            return self.observe(run, now);
+        }
         self.status_text = None;
         self.last_cause = None;
         self.enter(State::Launching { run }, now);

@@ -76,6 +76,8 @@ pub enum State {
     Backoff { until: Instant },
     /// Gave up; stays here until started by hand.
     Failed { reason: FailReason },
+    /// Run by another supervisor (`managed_by`): holdfast follows what it reports.
+    Observed(Box<super::Observation>),
 }
 
 /// What a starting run has shown so far.

@@ -222,7 +222,8 @@ impl Service {
                 vec![self.emit(EventKind::Stopped)]
             }
             State::Launching { .. } => unreachable!("launching is resolved before other input"),
-            State::Stopped | State::Failed { .. } => Vec::new(),
+            // An observed service's orders never come here (see `observed_order`).
+            State::Stopped | State::Failed { .. } | State::Observed(_) => Vec::new(),
         }
     }
 

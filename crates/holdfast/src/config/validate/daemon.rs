@@ -30,6 +30,7 @@ impl Validator<'_> {
             log_dir: self.path(raw.log_dir.as_ref(), "log_dir", defaults::LOG_DIR, base_dir),
             pass_env: self.pass_env(raw.pass_env.as_deref().unwrap_or_default()),
             http: raw.http.as_ref().and_then(|http| self.http(http)),
+            supervisord: self.supervisord(raw.supervisord.as_ref()).map(Box::new),
         }
     }
 

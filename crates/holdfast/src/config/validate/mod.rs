@@ -22,6 +22,7 @@ mod hooks;
 pub mod host;
 mod instances;
 mod log;
+mod managed;
 mod ports;
 mod privs;
 mod readiness;

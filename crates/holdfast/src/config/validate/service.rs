@@ -81,8 +81,15 @@ impl Validator<'_> {
         let raw = &partial.value;
         // Every check runs before the first `?`, so that one pass reports everything.
         let command_is_bad = partial.bad_keys.iter().any(|k| k == "command");
+        let health = raw.health.as_ref().and_then(|h| self.health(svc, h));
+        let managed_by = self.managed_by(raw_name, raw, health.as_ref());
+        // An observed service has a command only for a takeover (checked with the
+        // other observer keys).
+        let observed = raw.managed_by.is_some();
         let command = if command_is_bad {
             None
+        } else if observed && raw.command.is_none() {
+            Some(Vec::new())
         } else {
             self.command(raw_name, raw)
         };
@@ -104,7 +111,6 @@ impl Validator<'_> {
         let privileges = self.privileges(svc, raw);
         let (limits, cgroup) = self.limits(svc, raw);
         let readiness = self.readiness(svc, raw);
-        let health = raw.health.as_ref().and_then(|h| self.health(svc, h));
         self.ready_needs_health(svc, raw, &readiness.ready, health.as_ref());
         let exit_codes = self.exit_codes(svc, raw);
         let listen = self.listen(svc, raw);
@@ -141,6 +147,7 @@ impl Validator<'_> {
             listen,
             upgrade,
             on_restart,
+            managed_by,
         })
     }
 }

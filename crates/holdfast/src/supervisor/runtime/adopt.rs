@@ -226,7 +226,7 @@ impl Shell {
     }
 
     /// Turns the exit of an adopted process into a reap.
-    fn watch_adopted(&mut self, pid: Pid, group: Pid, start_time: u64, pidfd: OwnedFd) {
+    pub(super) fn watch_adopted(&mut self, pid: Pid, group: Pid, start_time: u64, pidfd: OwnedFd) {
         self.adoptions.processes.insert(pid, (start_time, group));
         let Some(exits) = self.adoptions.exits.clone() else {
             return;

@@ -266,7 +266,7 @@ pub fn processes(table: &ProcessTable) -> Vec<ProcessForm> {
             Role::Main(run) => RoleForm::Main(run.0),
             Role::Forker(run) => RoleForm::Forker(run.0),
             Role::Member(run) => RoleForm::Member(run.0),
-            Role::Probe(..) | Role::Hook(_) | Role::Verify(_) => continue,
+            Role::Probe(..) | Role::Hook(_) | Role::Verify(_) | Role::Systemctl => continue,
         };
         entry(&mut forms, pid).process = Some((process.service.clone(), role));
     }

@@ -10,6 +10,7 @@
 //! input and answers with effects, which `execute` carries out.
 
 mod adopt;
+mod arbiter;
 mod cgroups;
 mod control;
 mod crashes;
@@ -515,6 +516,9 @@ impl Shell {
                 self.read_pidfile(service, run, path);
                 None
             }
+            effect @ (Effect::SyncUpstream { .. }
+            | Effect::RestartUpstream { .. }
+            | Effect::TakeOver { .. }) => self.arbiter(effect),
         };
         if let Some(input) = input {
             queue.extend(self.sup.handle(input, Instant::now()));

@@ -19,8 +19,12 @@ use crate::supervisor::spawn_failure;
 /// What probe tasks report to the runtime loop.
 #[derive(Debug)]
 pub(super) enum ProbeMsg {
-    /// A network probe finished (or timed out).
-    Done(Input),
+    /// A network probe of `run` finished (or timed out).
+    Done {
+        service: ServiceName,
+        run: RunId,
+        outcome: ProbeOutcome,
+    },
     /// An exec probe's timeout passed; if it is not reaped yet, it is killed.
     ExecTimedOut { pid: Pid, timeout: Duration },
 }
@@ -48,11 +52,11 @@ impl Shell {
             tokio::spawn(async move {
                 let outcome = probe::run(&probe, timeout).await;
                 // The loop may be gone (shutdown): nobody needs the result then.
-                let _ = tx.send(ProbeMsg::Done(Input::ProbeResult {
+                let _ = tx.send(ProbeMsg::Done {
                     service,
                     run,
                     outcome,
-                }));
+                });
             });
             return None;
         };
@@ -107,7 +111,15 @@ impl Shell {
 
     pub(super) fn on_probe(&mut self, msg: ProbeMsg) -> Option<Input> {
         match msg {
-            ProbeMsg::Done(input) => Some(input),
+            ProbeMsg::Done {
+                service,
+                run,
+                outcome,
+            } => Some(Input::ProbeResult {
+                service,
+                run,
+                outcome,
+            }),
             ProbeMsg::ExecTimedOut { pid, timeout } => {
                 // Not in the table: its exit was handled already. In the table, it may
                 // still have been reaped just now (the report is on its way): the group

@@ -12,13 +12,13 @@ use tokio::sync::oneshot;
 use super::Shell;
 use crate::cgroup::{CounterFiles, ServiceCgroup};
 use crate::control::protocol::{
-    ControlError, DaemonStatus, ExitInfo, HealthStatus, ProcessInfo, Reply, RolloutStatus,
-    ServiceStatus, Status, UpgradeStatus,
+    ControlError, DaemonStatus, ExitInfo, HealthStatus, ManagedStatus, ProcessInfo, Reply,
+    RolloutStatus, ServiceStatus, Status, UpgradeStatus,
 };
 use crate::model::ServiceName;
 use crate::process::group;
 use crate::supervisor::core::state_name;
-use crate::supervisor::service::{Cause, Escalation, Service, State};
+use crate::supervisor::service::{Cause, Escalation, Reach, Service, State};
 
 /// What is left to read of one service's status, off the supervisor task.
 struct Reads {
@@ -157,9 +157,16 @@ impl Shell {
             name: s.name().clone(),
             group: s.spec().group.clone(),
             state: state_name(s.state()).to_owned(),
-            pid: s.pid().map(|p| p.as_raw() as u32),
+            // An observed service's pid is the upstream's.
+            pid: s
+                .pid()
+                .or_else(|| s.observation()?.view.as_ref()?.pid)
+                .map(|p| p.as_raw() as u32),
             since_ms: millis(now.duration_since(s.since())),
-            uptime_ms: s.spawned_at().map(|at| millis(now.duration_since(at))),
+            uptime_ms: s
+                .spawned_at()
+                .map(|at| millis(now.duration_since(at)))
+                .or_else(|| s.observation()?.view.as_ref()?.uptime.map(millis)),
             restarts: s.restarts(),
             last_exit: s.last_exit().map(|(status, at)| ExitInfo {
                 description: status.to_string(),
@@ -190,6 +197,7 @@ impl Shell {
             last_restart_reason: s.last_restart().map(Cause::restart_reason),
             upgrade: upgrade_status(s, now),
             last_crash: self.crashes.last(s.name()).cloned(),
+            managed_by: managed_status(s),
         }
     }
 
@@ -283,4 +291,26 @@ impl Shell {
             self.upstream.ready();
         }
     }
+}
+
+/// The upstream's view of a `managed_by` service, and holdfast's last arbitration.
+fn managed_status(s: &Service) -> Option<ManagedStatus> {
+    let managed = s.spec().managed_by.as_ref()?;
+    let observation = s.observation();
+    let view = observation.and_then(|o| o.view.as_ref());
+    let unreachable = match observation.map(|o| &o.reach) {
+        Some(Reach::Unreachable { error, .. }) => Some(error.clone()),
+        _ => None,
+    };
+    Some(ManagedStatus {
+        upstream: managed.upstream.to_string(),
+        taken_over: observation.is_none()
+            && s.arbitrated()
+                .is_some_and(|a| matches!(a, crate::supervisor::service::Arbitrated::TakenOver(_))),
+        state: view.map(|v| v.detail.clone()),
+        pid: view.and_then(|v| v.pid).map(|p| p.as_raw() as u32),
+        uptime_ms: view.and_then(|v| v.uptime).map(millis),
+        unreachable,
+        last_arbitration: s.arbitrated().map(ToString::to_string),
+    })
 }

@@ -66,6 +66,9 @@ pub enum Role {
     Hook(Hook),
     /// The `verify` command of a new build: its exit decides whether the build is used.
     Verify(Verify),
+    /// A `systemctl` asked about (or to restart) an observed service: what it prints
+    /// decides, its exit only ends it.
+    Systemctl,
 }
 
 impl Role {
@@ -75,7 +78,7 @@ impl Role {
             Role::Main(run) | Role::Forker(run) | Role::Member(run) | Role::Probe(run, _) => {
                 Some(*run)
             }
-            Role::Hook(_) | Role::Verify(_) => None,
+            Role::Hook(_) | Role::Verify(_) | Role::Systemctl => None,
         }
     }
 
@@ -88,6 +91,7 @@ impl Role {
             Role::Probe(run, _) => format!("exec probe of run {}", run.0),
             Role::Hook(hook) => format!("{} hook", hook.event),
             Role::Verify(verify) => format!("verify command of {}", verify.target),
+            Role::Systemctl => "systemctl".to_owned(),
         }
     }
 

@@ -1,0 +1,531 @@
+//! Observer mode (`managed_by`): a service another supervisor (the upstream: systemd,
+//! supervisord) runs. holdfast never spawns it; its state follows what the upstream
+//! reports, health probes run against it as for any service, and when it turns
+//! UNHEALTHY holdfast asks the upstream to restart it, once, then waits at most
+//! `arbiter_timeout` for the upstream to show a new start. Failures within
+//! `health_grace_period` of any start the upstream made are ignored.
+//!
+//! An upstream that stays unreachable past `arbiter_timeout` is reported; with
+//! `takeover = true` holdfast takes the service over (`Effect::TakeOver`): it adopts
+//! the upstream's process when it is still the one last seen, or starts `command`, and
+//! from then on the service is an ordinary one of holdfast's.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{AfterStop, Effect, FollowUp, Order, Policy, RunId, Service, State, Watchdog};
+use crate::clock::later;
+use crate::health::{HealthState, Monitor};
+use crate::model::{ManagedBy, Takeover};
+use crate::supervisor::event::EventKind;
+use crate::unix::Pid;
+
+/// The upstream's state of the service, in holdfast's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamState {
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+    /// A state holdfast has no word for (see the view's `detail`).
+    Unknown,
+}
+
+impl UpstreamState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamState::Starting => "starting",
+            UpstreamState::Running => "running",
+            UpstreamState::Stopping => "stopping",
+            UpstreamState::Stopped => "stopped",
+            UpstreamState::Failed => "failed",
+            UpstreamState::Unknown => "unknown",
+        }
+    }
+}
+
+/// What the upstream says of the service at one sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamView {
+    pub state: UpstreamState,
+    /// The upstream's own words for it (`RUNNING`, `active/running`).
+    pub detail: String,
+    /// Its main process, while it has one.
+    pub pid: Option<Pid>,
+    /// Names one start of that process (supervisord's start time, systemd's
+    /// `ExecMainStartTimestampMonotonic`): a restart changes it even if the pid is reused.
+    pub start: Option<u64>,
+    /// How long it has been up, by the upstream's clock.
+    pub uptime: Option<Duration>,
+    /// The start time of `pid` as `/proc` has it (clock ticks since boot), read by the
+    /// shell when it saw the view: with the pid it names the process for a takeover.
+    pub proc_start: Option<u64>,
+}
+
+impl UpstreamView {
+    /// The process and start that identify one run of the upstream's.
+    fn start_mark(&self) -> Option<(Pid, Option<u64>)> {
+        match self.state {
+            UpstreamState::Running | UpstreamState::Starting => Some((self.pid?, self.start)),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of one sync with the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamReport {
+    Seen(UpstreamView),
+    /// The upstream could not be asked (socket gone, timeout, fault): why.
+    Unreachable(String),
+}
+
+/// Whether the upstream answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    Reachable,
+    /// It stopped answering at `since`; `decided` once `arbiter_timeout` passed and
+    /// holdfast reported it (and took over, if allowed).
+    Unreachable {
+        since: Instant,
+        error: String,
+        decided: bool,
+    },
+}
+
+/// A restart holdfast asked of the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arbitration {
+    Idle,
+    /// Asked; a new start must show by `deadline`.
+    Restarting {
+        deadline: Instant,
+    },
+    /// Taking over: waiting for the shell to say whether it adopted the process.
+    TakingOver,
+}
+
+/// What holdfast last did about the upstream, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arbitrated {
+    RestartRequested,
+    /// The upstream restarted the service: its new pid.
+    Restarted(Option<Pid>),
+    RestartTimedOut,
+    Unreachable(String),
+    /// holdfast runs it now: the adopted pid, or `None` when `command` was started.
+    TakenOver(Option<Pid>),
+}
+
+impl std::fmt::Display for Arbitrated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Arbitrated::RestartRequested => f.write_str("restart requested"),
+            Arbitrated::Restarted(Some(pid)) => write!(f, "restarted by upstream (pid {pid})"),
+            Arbitrated::Restarted(None) => f.write_str("restarted by upstream"),
+            Arbitrated::RestartTimedOut => f.write_str("restart request timed out"),
+            Arbitrated::Unreachable(error) => write!(f, "upstream unreachable: {error}"),
+            Arbitrated::TakenOver(Some(pid)) => write!(f, "taken over (adopted pid {pid})"),
+            Arbitrated::TakenOver(None) => f.write_str("taken over (command started)"),
+        }
+    }
+}
+
+/// The state of an observed service (`State::Observed`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// Probes of the service carry it, like a run of holdfast's own.
+    pub run: RunId,
+    /// The last view the upstream gave; `None` before the first.
+    pub view: Option<UpstreamView>,
+    /// When the next sync is due; `None` while one is in flight.
+    pub sync_due: Option<Instant>,
+    pub reach: Reach,
+    pub arbitration: Arbitration,
+}
+
+/// Who runs a service that has `managed_by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runner {
+    /// The upstream does; holdfast observes.
+    Upstream,
+    /// holdfast, since it took over (or for a service without `managed_by`).
+    Holdfast,
+}
+
+impl Runner {
+    /// Who runs a service of `spec` that holdfast has not taken over.
+    pub(super) fn of(spec: &crate::model::ServiceSpec) -> Self {
+        match spec.managed_by {
+            Some(_) => Runner::Upstream,
+            None => Runner::Holdfast,
+        }
+    }
+}
+
+impl Observation {
+    /// What the observed service's state is, as `status` and the API name it.
+    pub fn shown_state(&self) -> crate::supervisor::answer::ServiceState {
+        use crate::supervisor::answer::ServiceState;
+        if matches!(self.reach, Reach::Unreachable { .. }) {
+            return ServiceState::Unknown;
+        }
+        match self.view.as_ref().map(|v| v.state) {
+            Some(UpstreamState::Running) => ServiceState::Running,
+            Some(UpstreamState::Starting) => ServiceState::Starting,
+            Some(UpstreamState::Stopping) => ServiceState::Stopping,
+            Some(UpstreamState::Stopped) => ServiceState::Stopped,
+            Some(UpstreamState::Failed) => ServiceState::Failed,
+            Some(UpstreamState::Unknown) | None => ServiceState::Unknown,
+        }
+    }
+
+    fn upstream_running(&self) -> bool {
+        self.reach == Reach::Reachable
+            && self
+                .view
+                .as_ref()
+                .is_some_and(|v| v.state == UpstreamState::Running)
+    }
+}
+
+impl Service {
+    fn managed(&self) -> &ManagedBy {
+        self.spec
+            .managed_by
+            .as_ref()
+            .expect("only a service with managed_by is observed")
+    }
+
+    /// Whether a launch of this service means observing it, not spawning it.
+    pub(super) fn observes(&self) -> bool {
+        self.runner == Runner::Upstream && self.spec.managed_by.is_some()
+    }
+
+    /// Begins observing instead of spawning: the first sync is due at once.
+    pub(super) fn observe(&mut self, run: RunId, now: Instant) -> Vec<Effect> {
+        let observation = Observation {
+            run,
+            view: None,
+            sync_due: Some(now),
+            reach: Reach::Reachable,
+            arbitration: Arbitration::Idle,
+        };
+        self.health = None;
+        self.enter(State::Observed(Box::new(observation)), now);
+        let upstream = self.managed().upstream.to_string();
+        let mut effects = vec![self.emit(EventKind::Observing { upstream })];
+        effects.extend(self.observed_tick(now));
+        effects
+    }
+
+    fn observation_mut(&mut self) -> &mut Observation {
+        match &mut self.state {
+            State::Observed(observation) => observation,
+            _ => unreachable!("called only while observed"),
+        }
+    }
+
+    /// An order while observed: the upstream runs the service, so nothing here ever
+    /// spawns or signals a process.
+    pub(super) fn observed_order(&mut self, order: Order, now: Instant) -> Vec<Effect> {
+        match order {
+            Order::Upstream(report) => self.upstream_report(report, now),
+            Order::TakenOver { run, adopted } => self.taken_over(run, adopted, now),
+            Order::Tick => self.observed_tick(now),
+            Order::ProbeResult { run, outcome } => {
+                if run != self.observation_mut().run || self.health.is_none() {
+                    return Vec::new();
+                }
+                let change = self.health.as_mut().and_then(|m| m.finished(outcome, now));
+                let mut effects = Vec::new();
+                if let Some(change) = change {
+                    effects.push(self.emit(EventKind::HealthChanged {
+                        run,
+                        from: change.from,
+                        to: change.to,
+                        failures: change.failures,
+                        last_error: change.last_error.as_ref().map(ToString::to_string),
+                    }));
+                }
+                effects.extend(self.arbitrate(now));
+                effects
+            }
+            // A restart by hand is a restart asked of the upstream.
+            Order::Stop(AfterStop::Start) => self.ask_restart("restart requested by hand", now),
+            Order::Stop(then) => {
+                // Stops observing; the upstream's process is none of holdfast's to stop.
+                self.health = None;
+                self.enter(State::Stopped, now);
+                if then == AfterStop::Remove {
+                    self.follow_up = Some(FollowUp::Forget);
+                }
+                vec![self.emit(EventKind::Stopped)]
+            }
+            Order::Shutdown => {
+                self.policy = Policy::Suspended;
+                self.health = None;
+                self.enter(State::Stopped, now);
+                vec![self.emit(EventKind::Stopped)]
+            }
+            Order::Reconfigure(spec) => {
+                let same_upstream = spec.managed_by.as_ref().map(|m| &m.upstream)
+                    == self.spec.managed_by.as_ref().map(|m| &m.upstream);
+                self.spec = spec;
+                self.runner = Runner::of(&self.spec);
+                if same_upstream {
+                    return Vec::new();
+                }
+                // Another upstream (or none: holdfast runs it now): start over.
+                self.health = None;
+                self.enter(State::Stopped, now);
+                self.follow_up = Some(FollowUp::Start);
+                vec![self.emit(EventKind::Stopped)]
+            }
+            // Nothing of holdfast's runs: process inputs are stale, the rest moot.
+            _ => Vec::new(),
+        }
+    }
+
+    /// When an observed service next needs a tick: its sync, a restart's deadline, the
+    /// end of the wait for an unreachable upstream, a probe (only while it runs).
+    pub(super) fn observed_wakeup(&self, observation: &Observation) -> Option<Instant> {
+        let managed = self.spec.managed_by.as_ref()?;
+        let restart = match observation.arbitration {
+            Arbitration::Restarting { deadline } => Some(deadline),
+            _ => None,
+        };
+        let gone = match &observation.reach {
+            Reach::Unreachable {
+                since,
+                decided: false,
+                ..
+            } => Some(later(*since, managed.arbiter_timeout)),
+            _ => None,
+        };
+        let probe = observation
+            .upstream_running()
+            .then(|| self.health.as_ref().and_then(Monitor::due))
+            .flatten();
+        [observation.sync_due, restart, gone, probe]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn observed_tick(&mut self, now: Instant) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let upstream = self.managed().upstream.clone();
+        let timeout = self.managed().arbiter_timeout;
+        let name = self.spec.name.clone();
+        let observation = self.observation_mut();
+        if observation.sync_due.is_some_and(|due| due <= now) {
+            observation.sync_due = None;
+            effects.push(Effect::SyncUpstream {
+                service: name,
+                upstream,
+                timeout,
+            });
+        }
+        if let Arbitration::Restarting { deadline } = observation.arbitration
+            && deadline <= now
+        {
+            observation.arbitration = Arbitration::Idle;
+            self.arbitrated = Some(Arbitrated::RestartTimedOut);
+            effects.push(self.emit(EventKind::UpstreamRestartTimedOut { timeout }));
+        }
+        effects.extend(self.unreachable_past_timeout(now));
+        effects.extend(self.observed_probe(now));
+        effects
+    }
+
+    fn observed_probe(&mut self, now: Instant) -> Option<Effect> {
+        let State::Observed(observation) = &self.state else {
+            return None;
+        };
+        let run = observation.run;
+        if !observation.upstream_running() {
+            return None;
+        }
+        let monitor = self.health.as_mut()?;
+        monitor.start_if_due(now).then(|| Effect::StartProbe {
+            service: self.spec.name.clone(),
+            run,
+            spec: std::sync::Arc::clone(&self.spec),
+        })
+    }
+
+    fn upstream_report(&mut self, report: UpstreamReport, now: Instant) -> Vec<Effect> {
+        let interval = self.managed().sync_interval;
+        let observation = self.observation_mut();
+        observation.sync_due = Some(later(now, interval));
+        let view = match report {
+            UpstreamReport::Seen(view) => view,
+            UpstreamReport::Unreachable(error) => {
+                match &mut observation.reach {
+                    Reach::Unreachable { error: last, .. } => *last = error,
+                    Reach::Reachable => {
+                        observation.reach = Reach::Unreachable {
+                            since: now,
+                            error,
+                            decided: false,
+                        };
+                    }
+                }
+                return Vec::new();
+            }
+        };
+        let back = observation.reach != Reach::Reachable;
+        observation.reach = Reach::Reachable;
+        let old = observation.view.replace(view.clone());
+        let new_start = view.start_mark().is_some()
+            && view.start_mark() != old.as_ref().and_then(UpstreamView::start_mark);
+        let changed = back
+            || old.as_ref().is_none_or(|o| {
+                (o.state, o.pid, &o.detail) != (view.state, view.pid, &view.detail)
+            });
+        let mut effects = Vec::new();
+        if changed {
+            effects.push(self.emit(EventKind::UpstreamState {
+                state: view.state,
+                detail: view.detail.clone(),
+                pid: view.pid.map(Pid::as_raw),
+            }));
+        }
+        if new_start {
+            self.upstream_started(&view, now);
+        }
+        effects
+    }
+
+    /// The upstream (re)started the service: health starts afresh, with its grace.
+    fn upstream_started(&mut self, view: &UpstreamView, now: Instant) {
+        let grace = self.managed().health_grace_period;
+        self.health = self.spec.health.as_ref().map(|h| {
+            let mut h = h.clone();
+            h.decay.grace = grace;
+            Monitor::new(&h, now)
+        });
+        let observation = self.observation_mut();
+        if let Arbitration::Restarting { .. } = observation.arbitration {
+            observation.arbitration = Arbitration::Idle;
+            self.arbitrated = Some(Arbitrated::Restarted(view.pid));
+        }
+    }
+
+    /// An UNHEALTHY service with no restart pending: ask the upstream for one.
+    fn arbitrate(&mut self, now: Instant) -> Vec<Effect> {
+        let unhealthy = self
+            .health
+            .as_ref()
+            .is_some_and(|m| m.decay().state() == HealthState::Unhealthy);
+        if !unhealthy {
+            return Vec::new();
+        }
+        self.ask_restart("turned unhealthy", now)
+    }
+
+    fn ask_restart(&mut self, reason: &str, now: Instant) -> Vec<Effect> {
+        let upstream = self.managed().upstream.clone();
+        let timeout = self.managed().arbiter_timeout;
+        let name = self.spec.name.clone();
+        let observation = self.observation_mut();
+        if observation.arbitration != Arbitration::Idle || observation.reach != Reach::Reachable {
+            return Vec::new();
+        }
+        observation.arbitration = Arbitration::Restarting {
+            deadline: later(now, timeout),
+        };
+        self.arbitrated = Some(Arbitrated::RestartRequested);
+        vec![
+            self.emit(EventKind::UpstreamRestartRequested {
+                upstream: upstream.to_string(),
+                reason: reason.to_owned(),
+            }),
+            Effect::RestartUpstream {
+                service: name,
+                upstream,
+                timeout,
+            },
+        ]
+    }
+
+    /// The upstream stayed unreachable for `arbiter_timeout`: report it, and take over
+    /// when allowed.
+    fn unreachable_past_timeout(&mut self, now: Instant) -> Vec<Effect> {
+        let managed = self.managed().clone();
+        let name = self.spec.name.clone();
+        let observation = self.observation_mut();
+        let Reach::Unreachable {
+            since,
+            error,
+            decided,
+        } = &mut observation.reach
+        else {
+            return Vec::new();
+        };
+        if *decided || later(*since, managed.arbiter_timeout) > now {
+            return Vec::new();
+        }
+        *decided = true;
+        let error = error.clone();
+        let takeover = managed.takeover == Takeover::Allowed;
+        let run = observation.run;
+        // Only a process the upstream last showed running may be adopted.
+        let process = observation.view.as_ref().and_then(|view| {
+            let (pid, _) = view.start_mark()?;
+            Some((pid, view.proc_start?))
+        });
+        if takeover {
+            observation.arbitration = Arbitration::TakingOver;
+        }
+        self.arbitrated = Some(Arbitrated::Unreachable(error.clone()));
+        let mut effects = vec![self.emit(EventKind::UpstreamUnreachable {
+            upstream: managed.upstream.to_string(),
+            error,
+            takeover,
+        })];
+        if takeover {
+            effects.push(Effect::TakeOver {
+                service: name,
+                run,
+                process,
+            });
+        }
+        effects
+    }
+
+    /// The shell answered `Effect::TakeOver`: holdfast runs the service from now on,
+    /// as the adopted process (`Some`, held and reaped by the shell) or by starting it.
+    fn taken_over(&mut self, run: RunId, adopted: Option<Pid>, now: Instant) -> Vec<Effect> {
+        let observation = self.observation_mut();
+        if observation.run != run || observation.arbitration != Arbitration::TakingOver {
+            return Vec::new();
+        }
+        self.runner = Runner::Holdfast;
+        self.arbitrated = Some(Arbitrated::TakenOver(adopted));
+        let mut effects = vec![self.emit(EventKind::TakenOver {
+            pid: adopted.map(Pid::as_raw),
+        })];
+        match adopted {
+            Some(pid) => {
+                let mut watchdog = Watchdog::default();
+                watchdog.arm(now);
+                let state = State::Running {
+                    run,
+                    pid,
+                    spawned: now,
+                    main_pid: None,
+                    watchdog,
+                };
+                self.health = self.spec.health.as_ref().map(|h| Monitor::new(h, now));
+                self.enter(state, now);
+            }
+            None => effects.extend(self.launch(run, now)),
+        }
+        effects
+    }
+}

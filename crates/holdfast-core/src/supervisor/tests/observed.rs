@@ -1,0 +1,396 @@
+//! Observer mode (`managed_by`): the upstream runs the service, holdfast follows its
+//! state, probes it and asks the upstream to restart it; it never spawns it unless it
+//! takes it over.
+
+use super::*;
+use crate::health::{ProbeFailure, ProbeOutcome};
+use crate::model::{
+    DecaySpec, HealthSpec, ManagedBy, Probe, Takeover, Threshold, UnhealthyAction, Upstream,
+};
+use crate::supervisor::service::{UpstreamReport, UpstreamState, UpstreamView};
+use crate::unix::Pid;
+
+fn observed(takeover: Takeover) -> ServiceSpec {
+    ServiceSpec {
+        command: Vec::new(),
+        health: Some(HealthSpec {
+            probe: Probe::Tcp {
+                address: "127.0.0.1:1".to_owned(),
+            },
+            interval: secs(1),
+            timeout: ms(500),
+            decay: DecaySpec {
+                grace: Duration::ZERO,
+                degraded: Threshold {
+                    failures: 1,
+                    within: secs(10),
+                },
+                unhealthy: Threshold {
+                    failures: 2,
+                    within: secs(10),
+                },
+                recover_successes: 1,
+            },
+            unhealthy_action: UnhealthyAction::Restart,
+        }),
+        managed_by: Some(ManagedBy {
+            upstream: Upstream::Supervisord {
+                program: "web".to_owned(),
+            },
+            takeover,
+            arbiter_timeout: secs(5),
+            health_grace_period: secs(3),
+            sync_interval: secs(1),
+        }),
+        ..svc("web")
+    }
+}
+
+fn running(pid: i32, start: u64) -> UpstreamReport {
+    UpstreamReport::Seen(UpstreamView {
+        state: UpstreamState::Running,
+        detail: "RUNNING".to_owned(),
+        pid: Some(Pid::from_raw(pid)),
+        start: Some(start),
+        uptime: None,
+        proc_start: Some(start * 100),
+    })
+}
+
+fn count(effects: &[Effect], prefix: &str) -> usize {
+    labels(effects)
+        .iter()
+        .filter(|l| l.starts_with(prefix))
+        .count()
+}
+
+impl Harness {
+    fn report(&mut self, report: UpstreamReport) -> Vec<Effect> {
+        self.feed(Input::Upstream {
+            service: name("web"),
+            report: Box::new(report),
+        })
+    }
+
+    fn observed_run(&self) -> RunId {
+        self.service("web")
+            .observation()
+            .expect("web is observed")
+            .run
+    }
+
+    /// Advances to the next probe of web and answers it.
+    fn probe_web(&mut self, outcome: ProbeOutcome) -> Vec<Effect> {
+        let due = self.sup.next_deadline().unwrap_or_else(|| {
+            panic!(
+                "nothing scheduled: {:?} {:?}",
+                self.service("web").state(),
+                self.service("web").health()
+            )
+        });
+        let mut done = self.advance(due - self.now);
+        if count(&done, "probe web") == 1 {
+            let run = self.observed_run();
+            done.extend(self.feed(Input::ProbeResult {
+                service: name("web"),
+                run,
+                outcome,
+            }));
+        }
+        done
+    }
+}
+
+fn refused() -> ProbeOutcome {
+    ProbeOutcome::Failure(ProbeFailure::Connect {
+        address: "127.0.0.1:1".to_owned(),
+        error: "refused".to_owned(),
+    })
+}
+
+#[test]
+fn an_observed_service_is_never_spawned_and_follows_the_upstream() {
+    let mut h = Harness::new([observed(Takeover::Never)]);
+    let boot = h.feed(Input::Boot);
+    assert_eq!(count(&boot, "spawn"), 0, "holdfast spawns nothing");
+    assert_eq!(
+        count(&boot, "sync-upstream web"),
+        1,
+        "the first sync is at once"
+    );
+    assert_eq!(h.state("web"), "unknown");
+    let seen = h.report(running(42, 7));
+    assert_eq!(labels(&seen), ["web UpstreamState"]);
+    assert_eq!(h.state("web"), "running");
+    // The next sync comes at the sync interval, never sooner.
+    let later = h.advance(secs(1));
+    assert_eq!(count(&later, "sync-upstream web"), 1);
+    let stopped = h.report(UpstreamReport::Seen(UpstreamView {
+        state: UpstreamState::Stopped,
+        detail: "STOPPED".to_owned(),
+        pid: None,
+        start: None,
+        uptime: None,
+        proc_start: None,
+    }));
+    assert_eq!(labels(&stopped), ["web UpstreamState"]);
+    assert_eq!(h.state("web"), "stopped");
+    // No probes of a service its upstream does not run, and no spin.
+    let quiet = h.advance(secs(10));
+    assert_eq!(count(&quiet, "probe"), 0);
+    assert_eq!(count(&quiet, "spawn"), 0);
+}
+
+#[test]
+fn an_unhealthy_observed_service_is_restarted_by_its_upstream_once() {
+    let mut h = Harness::booted([observed(Takeover::Never)]);
+    h.report(running(42, 7));
+    // Failures in the grace period after the start it saw do not count.
+    let mut effects = Vec::new();
+    while h.now < h.now + secs(3) && effects.is_empty() {
+        let probed = h.probe_web(refused());
+        if h.service("web")
+            .health()
+            .is_some_and(|m| m.decay().in_grace(h.now))
+        {
+            assert_eq!(count(&probed, "web HealthChanged"), 0);
+            continue;
+        }
+        effects = probed;
+    }
+    let effects = [effects, h.probe_web(refused())].concat();
+    assert_eq!(
+        count(&effects, "restart-upstream web"),
+        1,
+        "{:?}",
+        labels(&effects)
+    );
+    assert_eq!(count(&effects, "web UpstreamRestartRequested"), 1);
+    // Still unhealthy: no second request while one is pending.
+    let more = h.probe_web(refused());
+    assert_eq!(count(&more, "restart-upstream"), 0);
+    // The upstream restarts it: a new pid, health starts afresh.
+    h.report(running(43, 9));
+    assert_eq!(
+        h.service("web").arbitrated().map(ToString::to_string),
+        Some("restarted by upstream (pid 43)".to_owned())
+    );
+    assert_eq!(
+        h.service("web").health().map(|m| m.decay().state()),
+        Some(crate::health::HealthState::Ok)
+    );
+    assert_eq!(count(&h.advance(secs(30)), "spawn"), 0);
+}
+
+#[test]
+fn a_restart_the_upstream_never_shows_times_out_and_may_be_asked_again() {
+    let mut h = Harness::booted([observed(Takeover::Never)]);
+    h.report(running(42, 7));
+    let mut asked = Vec::new();
+    for _ in 0..10 {
+        asked.extend(h.probe_web(refused()));
+        if count(&asked, "restart-upstream") > 0 {
+            break;
+        }
+    }
+    assert_eq!(count(&asked, "restart-upstream"), 1);
+    // The upstream keeps reporting the same process; the probes keep failing.
+    let mut waited = Vec::new();
+    for _ in 0..7 {
+        waited.extend(h.probe_web(refused()));
+        waited.extend(h.report(running(42, 7)));
+    }
+    let order: Vec<String> = labels(&waited)
+        .into_iter()
+        .filter(|l| l.contains("Restart") || l.starts_with("restart"))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "web UpstreamRestartTimedOut",
+            "web UpstreamRestartRequested",
+            "restart-upstream web"
+        ],
+        "asked again, once, only after the timeout"
+    );
+}
+
+#[test]
+fn an_unreachable_upstream_without_takeover_is_only_reported() {
+    let mut h = Harness::booted([observed(Takeover::Never)]);
+    h.report(running(42, 7));
+    h.advance(secs(1));
+    h.report(UpstreamReport::Unreachable("connection refused".to_owned()));
+    assert_eq!(h.state("web"), "unknown");
+    let mut effects = Vec::new();
+    for _ in 0..10 {
+        effects.extend(h.advance(secs(1)));
+        effects.extend(h.report(UpstreamReport::Unreachable("refused".to_owned())));
+    }
+    assert_eq!(count(&effects, "web UpstreamUnreachable"), 1);
+    assert_eq!(count(&effects, "take-over"), 0);
+    assert_eq!(count(&effects, "spawn"), 0);
+}
+
+#[test]
+fn a_takeover_adopts_the_live_process_then_restarts_it_with_command() {
+    let spec = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Allowed)
+    };
+    let mut h = Harness::booted([spec]);
+    h.report(running(42, 7));
+    h.advance(secs(1));
+    h.report(UpstreamReport::Unreachable("connection refused".to_owned()));
+    let mut effects = Vec::new();
+    for _ in 0..6 {
+        effects.extend(h.advance(secs(1)));
+    }
+    assert_eq!(
+        count(&effects, "take-over web Some(42)"),
+        1,
+        "{:?}",
+        labels(&effects)
+    );
+    let run = h.observed_run();
+    let taken = h.feed(Input::TakenOver {
+        service: name("web"),
+        run,
+        adopted: Some(Pid::from_raw(42)),
+    });
+    assert_eq!(labels(&taken), ["web TakenOver"]);
+    assert_eq!(h.state("web"), "running");
+    assert_eq!(h.service("web").pid(), Some(Pid::from_raw(42)));
+    // Its exit is an exit of holdfast's run: the restart policy starts `command`.
+    let exited = h.exit("web", code(1));
+    let restarted = [exited, h.advance(secs(1))].concat();
+    assert_eq!(
+        count(&restarted, "spawn web"),
+        1,
+        "{:?}",
+        labels(&restarted)
+    );
+    assert_eq!(count(&h.advance(secs(10)), "sync-upstream"), 0);
+}
+
+#[test]
+fn a_takeover_without_a_live_process_starts_command() {
+    let spec = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Allowed)
+    };
+    let mut h = Harness::booted([spec]);
+    h.report(UpstreamReport::Unreachable("no such file".to_owned()));
+    let effects = h.advance(secs(6));
+    assert_eq!(
+        count(&effects, "take-over web None"),
+        1,
+        "{:?}",
+        labels(&effects)
+    );
+    let run = h.observed_run();
+    let taken = h.feed(Input::TakenOver {
+        service: name("web"),
+        run,
+        adopted: None,
+    });
+    assert_eq!(count(&taken, "spawn web"), 1);
+    assert_eq!(count(&taken, "web TakenOver"), 1);
+}
+
+#[test]
+fn shutdown_stops_observing_without_touching_the_upstream() {
+    let mut h = Harness::booted([observed(Takeover::Never)]);
+    h.report(running(42, 7));
+    let effects = h.feed(Input::Shutdown);
+    assert!(h.exit_seen, "{:?}", labels(&effects));
+    assert_eq!(count(&effects, "signal"), 0);
+}
+
+#[test]
+fn a_reload_moves_a_service_between_holdfast_and_an_upstream() {
+    let own = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        managed_by: None,
+        ..observed(Takeover::Never)
+    };
+    let mut h = Harness::booted([observed(Takeover::Never)]);
+    h.report(running(42, 7));
+    // holdfast runs it now: it starts it.
+    let (_, effects) = h.reload([own.clone()]);
+    assert_eq!(count(&effects, "spawn web"), 1, "{:?}", labels(&effects));
+    // And back: holdfast stops its copy, then observes the upstream's.
+    let (_, effects) = h.reload([observed(Takeover::Never)]);
+    assert_eq!(
+        count(&effects, "signal web SIGTERM"),
+        1,
+        "{:?}",
+        labels(&effects)
+    );
+    let stopped = h.exit("web", killed(crate::unix::Signal::SIGTERM));
+    assert_eq!(
+        count(&stopped, "sync-upstream web"),
+        1,
+        "{:?}",
+        labels(&stopped)
+    );
+    assert_eq!(count(&stopped, "spawn"), 0);
+    // A changed health check of the same upstream changes nothing that runs.
+    let mut probed = observed(Takeover::Never);
+    probed.health.as_mut().expect("has health").interval = secs(2);
+    h.report(running(42, 7));
+    let (_, effects) = h.reload([probed]);
+    assert_eq!(count(&effects, "spawn"), 0);
+    assert_eq!(count(&effects, "sync-upstream"), 0);
+    assert_eq!(h.state("web"), "running");
+}
+
+#[test]
+fn across_a_reexec_an_observed_service_is_observed_again_and_a_taken_over_one_stays_holdfasts() {
+    let spec = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Allowed)
+    };
+    let mut h = Harness::booted([spec.clone()]);
+    h.report(running(42, 7));
+    let resume = |h: &Harness| {
+        let snapshot = h.sup.snapshot(h.now).expect("nothing in transit");
+        let mut new = Harness::new([spec.clone()]);
+        new.now = h.now;
+        new.sup = Supervisor::new(h.sup.plan().clone(), new.now, 7);
+        let effects = new.feed(Input::Resume(snapshot));
+        (new, effects)
+    };
+    let (_, effects) = resume(&h);
+    assert_eq!(
+        count(&effects, "sync-upstream web"),
+        1,
+        "{:?}",
+        labels(&effects)
+    );
+    assert_eq!(count(&effects, "spawn"), 0);
+    // Taken over (the upstream went away, its process was adopted).
+    h.report(UpstreamReport::Unreachable("gone".to_owned()));
+    h.advance(secs(6));
+    let run = h.observed_run();
+    h.feed(Input::TakenOver {
+        service: name("web"),
+        run,
+        adopted: Some(Pid::from_raw(42)),
+    });
+    let (mut new, effects) = resume(&h);
+    assert_eq!(
+        count(&effects, "sync-upstream"),
+        0,
+        "{:?}",
+        labels(&effects)
+    );
+    assert_eq!(new.state("web"), "running");
+    let restarted = [new.exit("web", code(1)), new.advance(secs(1))].concat();
+    assert_eq!(
+        count(&restarted, "spawn web"),
+        1,
+        "{:?}",
+        labels(&restarted)
+    );
+}

@@ -1,0 +1,276 @@
+//! supervisord's XML-RPC interface (what supervisorctl uses): `POST /RPC2` over its
+//! unix socket or TCP, with HTTP basic auth when it asks for a user.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1 as client;
+use hyper::{Request, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::xmlrpc::{RpcError, Value, encode_call, parse_response};
+use crate::model::{SUPERVISORD_SERVERURL, SupervisordAccess, SupervisordServer};
+use crate::supervisor::service::{UpstreamState, UpstreamView};
+use crate::unix::Pid;
+
+/// supervisord's fault codes that a restart expects (`xmlrpc.Faults`).
+const NOT_RUNNING: i64 = 70;
+const ALREADY_STARTED: i64 = 60;
+
+/// A supervisord to ask.
+#[derive(Debug, Clone)]
+pub struct Supervisord {
+    server: SupervisordServer,
+    /// The `Authorization` header, with a username.
+    auth: Option<String>,
+}
+
+impl Supervisord {
+    /// The configured one (`[holdfast.supervisord]`), else the one
+    /// `SUPERVISOR_SERVER_URL` names, else supervisorctl's default socket.
+    pub fn of(access: Option<&SupervisordAccess>) -> Result<Self, String> {
+        let Some(access) = access else {
+            let url = std::env::var("SUPERVISOR_SERVER_URL")
+                .unwrap_or_else(|_| SUPERVISORD_SERVERURL.to_owned());
+            let server = SupervisordServer::parse(&url)
+                .map_err(|e| format!("SUPERVISOR_SERVER_URL {url:?}: {e}"))?;
+            return Ok(Self { server, auth: None });
+        };
+        let auth = access.username.as_ref().map(|user| {
+            let pair = format!("{user}:{}", access.password.as_deref().unwrap_or(""));
+            format!("Basic {}", base64(pair.as_bytes()))
+        });
+        Ok(Self {
+            server: access.server.clone(),
+            auth,
+        })
+    }
+
+    /// What supervisord says of `program`. An unknown program is seen, in an unknown
+    /// state; supervisord not running (shutting down) or not answering is an error.
+    pub async fn view(&self, program: &str) -> Result<UpstreamView, String> {
+        let state = self.call("supervisor.getState", &[]).await?;
+        let statename = state
+            .get("statename")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        if statename != "RUNNING" {
+            return Err(format!("supervisord is {statename}"));
+        }
+        match self
+            .call_rpc("supervisor.getProcessInfo", &[Value::Str(program.into())])
+            .await
+        {
+            Ok(info) => Ok(view_of(&info, now_secs())),
+            Err(Call::Rpc(RpcError::Fault { string, .. })) => Ok(UpstreamView {
+                state: UpstreamState::Unknown,
+                detail: string,
+                pid: None,
+                start: None,
+                uptime: None,
+                proc_start: None,
+            }),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Restarts `program`: stop (waiting for it), then start (not waiting: the new
+    /// start shows at the next syncs).
+    pub async fn restart(&self, program: &str) -> Result<(), String> {
+        let name = Value::Str(program.into());
+        match self
+            .call_rpc("supervisor.stopProcess", &[name.clone(), Value::Bool(true)])
+            .await
+        {
+            Ok(_)
+            | Err(Call::Rpc(RpcError::Fault {
+                code: NOT_RUNNING, ..
+            })) => {}
+            Err(e) => return Err(format!("stopProcess: {e}")),
+        }
+        match self
+            .call_rpc("supervisor.startProcess", &[name, Value::Bool(false)])
+            .await
+        {
+            Ok(_)
+            | Err(Call::Rpc(RpcError::Fault {
+                code: ALREADY_STARTED,
+                ..
+            })) => Ok(()),
+            Err(e) => Err(format!("startProcess: {e}")),
+        }
+    }
+
+    async fn call(&self, method: &str, params: &[Value]) -> Result<Value, String> {
+        self.call_rpc(method, params)
+            .await
+            .map_err(|e| format!("{method}: {e}"))
+    }
+
+    async fn call_rpc(&self, method: &str, params: &[Value]) -> Result<Value, Call> {
+        let body = encode_call(method, params);
+        let answer = match &self.server {
+            SupervisordServer::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| Call::Io(format!("connect {}: {e}", path.display())))?;
+                self.post(stream, "localhost", body).await?
+            }
+            SupervisordServer::Http { authority } => {
+                let stream = tokio::net::TcpStream::connect(authority.as_str())
+                    .await
+                    .map_err(|e| Call::Io(format!("connect {authority}: {e}")))?;
+                self.post(stream, authority, body).await?
+            }
+        };
+        parse_response(&answer).map_err(Call::Rpc)
+    }
+
+    /// One `POST /RPC2` on a fresh connection; the answer's body.
+    async fn post<S>(&self, stream: S, host: &str, body: String) -> Result<Bytes, Call>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = |e: hyper::Error| Call::Io(e.to_string());
+        let (mut sender, connection) = client::handshake(TokioIo::new(stream)).await.map_err(io)?;
+        tokio::spawn(connection);
+        let mut request = Request::post("/RPC2")
+            .header(header::HOST, host)
+            .header(header::CONTENT_TYPE, "text/xml");
+        if let Some(auth) = &self.auth {
+            request = request.header(header::AUTHORIZATION, auth);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| Call::Io(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(io)?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(Call::Io(
+                "401 Unauthorized: check username and password in [holdfast.supervisord]".into(),
+            ));
+        }
+        if status != StatusCode::OK {
+            return Err(Call::Io(format!("HTTP {status}")));
+        }
+        Ok(response.into_body().collect().await.map_err(io)?.to_bytes())
+    }
+}
+
+/// Why a call failed: the exchange, or XML-RPC itself.
+#[derive(Debug, thiserror::Error)]
+enum Call {
+    #[error("{0}")]
+    Io(String),
+    #[error(transparent)]
+    Rpc(RpcError),
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A `getProcessInfo` struct as holdfast's view (`now`: supervisord's clock, when it
+/// says, else ours).
+pub fn view_of(info: &Value, now: i64) -> UpstreamView {
+    let statename = info
+        .get("statename")
+        .and_then(Value::as_str)
+        .unwrap_or("UNKNOWN");
+    let state = match statename {
+        "RUNNING" => UpstreamState::Running,
+        "STARTING" | "BACKOFF" => UpstreamState::Starting,
+        "STOPPING" => UpstreamState::Stopping,
+        "STOPPED" | "EXITED" => UpstreamState::Stopped,
+        "FATAL" => UpstreamState::Failed,
+        _ => UpstreamState::Unknown,
+    };
+    let int = |key| info.get(key).and_then(Value::as_int).unwrap_or(0);
+    let pid = i32::try_from(int("pid"))
+        .ok()
+        .filter(|p| *p > 0)
+        .map(Pid::from_raw);
+    let start = u64::try_from(int("start")).ok().filter(|s| *s > 0);
+    let now = Some(int("now")).filter(|n| *n > 0).unwrap_or(now);
+    let uptime = match (state, start) {
+        (UpstreamState::Running, Some(start)) => Some(Duration::from_secs(
+            u64::try_from(now).unwrap_or(0).saturating_sub(start),
+        )),
+        _ => None,
+    };
+    UpstreamView {
+        state,
+        detail: statename.to_owned(),
+        pid: pid.filter(|_| {
+            matches!(
+                state,
+                UpstreamState::Running | UpstreamState::Starting | UpstreamState::Stopping
+            )
+        }),
+        start,
+        uptime,
+        proc_start: None,
+    }
+}
+
+/// Standard base64 (RFC 4648, with padding), for the basic auth header.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn basic_auth_is_base64() {
+        assert_eq!(base64(b"user:123"), "dXNlcjoxMjM=");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"abc"), "YWJj");
+        assert_eq!(base64(b""), "");
+    }
+
+    #[test]
+    fn process_info_becomes_a_view() {
+        let info = Value::Struct(BTreeMap::from([
+            ("statename".to_owned(), Value::Str("RUNNING".into())),
+            ("pid".to_owned(), Value::Int(123)),
+            ("start".to_owned(), Value::Int(1000)),
+            ("now".to_owned(), Value::Int(1300)),
+        ]));
+        let view = view_of(&info, 0);
+        assert_eq!(view.state, UpstreamState::Running);
+        assert_eq!(view.pid, Some(Pid::from_raw(123)));
+        assert_eq!(view.start, Some(1000));
+        assert_eq!(view.uptime, Some(Duration::from_secs(300)));
+        let exited = Value::Struct(BTreeMap::from([
+            ("statename".to_owned(), Value::Str("EXITED".into())),
+            ("pid".to_owned(), Value::Int(0)),
+        ]));
+        let view = view_of(&exited, 0);
+        assert_eq!((view.state, view.pid), (UpstreamState::Stopped, None));
+    }
+}

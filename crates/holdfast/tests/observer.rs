@@ -1,0 +1,488 @@
+//! Observer mode against a real supervisord (PyPI `supervisor`, from `.venv`, installed
+//! by scripts/install-deps): holdfast watches a program supervisord runs, has
+//! supervisord restart it when its health fails, never spawns a copy of its own, and
+//! takes the program over only when supervisord is gone and `takeover = true`.
+
+mod support;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use holdfast::control::protocol::ServiceStatus;
+use support::{Daemon, demo_app, descendants, is_alive, kill_9, tagged_processes, wait_until};
+
+/// A supervisord of one test, in its own directory, running `[program:web]` (demo-app
+/// on `port`). Its processes carry `HF_TEST=<tag>`; dropping it kills them all.
+struct Supervisord {
+    dir: PathBuf,
+    tag: String,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Supervisord {
+    /// `None` (with the reason printed) when supervisord is not installed.
+    fn start(name: &str) -> Option<Self> {
+        let bin = supervisord_bin();
+        if !bin.exists() {
+            eprintln!(
+                "skipped: {} is missing (scripts/install-deps installs it)",
+                bin.display()
+            );
+            return None;
+        }
+        let tag = format!("observer-{name}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&tag);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create the supervisord directory");
+        let port = support::free_port();
+        let d = dir.display();
+        let conf = format!(
+            "[unix_http_server]\nfile={d}/supervisor.sock\n\n\
+             [supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\n\
+             childlogdir={d}\nnodaemon=true\n\n\
+             [rpcinterface:supervisor]\n\
+             supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
+             [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\n\
+             [program:web]\ncommand={app} --listen 127.0.0.1:{port}\n\
+             startsecs=1\nautorestart=true\nstopasgroup=true\nkillasgroup=true\n\
+             stdout_logfile={d}/web.log\nredirect_stderr=true\n",
+            app = demo_app().display(),
+        );
+        fs::write(dir.join("supervisord.conf"), conf).expect("write supervisord.conf");
+        let mut sup = Self {
+            dir,
+            tag,
+            port,
+            child: None,
+        };
+        sup.launch();
+        Some(sup)
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new(supervisord_bin())
+            .arg("-c")
+            .arg(self.dir.join("supervisord.conf"))
+            .env(support::TAG_VAR, &self.tag)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start supervisord");
+        self.child = Some(child);
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("supervisor.sock")
+    }
+
+    /// `supervisorctl ARGS`, its standard output.
+    fn ctl(&self, args: &[&str]) -> String {
+        let out = Command::new(supervisord_bin().with_file_name("supervisorctl"))
+            .arg("-c")
+            .arg(self.dir.join("supervisord.conf"))
+            .args(args)
+            .output()
+            .expect("run supervisorctl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The pid supervisord says `web` has, while it says RUNNING.
+    fn running_pid(&self) -> Option<u32> {
+        let status = self.ctl(&["status", "web"]);
+        if !status.contains("RUNNING") {
+            return None;
+        }
+        status
+            .split("pid ")
+            .nth(1)?
+            .split(',')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn wait_running(&self) -> u32 {
+        let mut pid = None;
+        wait_until("supervisord runs web", || {
+            pid = self.running_pid();
+            pid.is_some()
+        });
+        pid.expect("awaited")
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("supervisord runs").id()
+    }
+
+    /// SIGKILL of supervisord alone: its program lives on.
+    fn kill_9(&mut self) {
+        let mut child = self.child.take().expect("supervisord runs");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// A clean stop: supervisord stops its programs, then exits.
+    fn stop(&mut self) {
+        let mut child = self.child.take().expect("supervisord runs");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = child.wait();
+    }
+
+    /// The holdfast config of an observed `web`, with `extra` keys.
+    fn config(&self, extra: &str) -> String {
+        format!(
+            r#"
+[holdfast.supervisord]
+serverurl = "unix://{socket}"
+
+[service.web]
+managed_by = "supervisord:web"
+arbiter_timeout = "3s"
+health_grace_period = "1s"
+sync_interval = "200ms"
+{extra}
+
+[service.web.health]
+http = "http://127.0.0.1:{port}/health"
+interval = "200ms"
+timeout = "150ms"
+degraded = {{ failures = 1, within = "10s" }}
+unhealthy = {{ failures = 2, within = "10s" }}
+"#,
+            socket = self.socket().display(),
+            port = self.port,
+        )
+    }
+
+    /// demo-app processes of this test, whoever started them.
+    fn apps(&self) -> Vec<u32> {
+        tagged_processes(&self.tag)
+            .into_iter()
+            .filter(|pid| comm(*pid).as_deref() == Some("demo-app"))
+            .collect()
+    }
+}
+
+impl Drop for Supervisord {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in tagged_processes(&self.tag) {
+            kill_9(pid);
+        }
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn supervisord_bin() -> PathBuf {
+    support::workspace_root().join(".venv/bin/supervisord")
+}
+
+fn comm(pid: u32) -> Option<String> {
+    Some(
+        fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()?
+            .trim()
+            .to_owned(),
+    )
+}
+
+/// `GET path` on the demo app; the status line.
+fn get(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to demo-app");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+/// No demo-app among holdfast's descendants: it spawned none.
+fn spawned_no_app(d: &Daemon) -> bool {
+    descendants(d.host_pid())
+        .into_iter()
+        .all(|pid| comm(pid).as_deref() != Some("demo-app"))
+}
+
+fn events(d: &Daemon) -> Vec<String> {
+    support::event_records(&d.cli_ok(&["events", "--json", "web"]))
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
+}
+
+fn web(d: &Daemon, what: &str, cond: impl FnMut(&ServiceStatus) -> bool) -> ServiceStatus {
+    d.wait_for_service("web", what, cond)
+}
+
+#[test]
+fn holdfast_observes_a_supervisord_program_as_running_with_supervisords_pid() {
+    let Some(sup) = Supervisord::start("observes") else {
+        return;
+    };
+    let pid = sup.wait_running();
+    let d = Daemon::start(&sup.config(""));
+    let s = web(&d, "is running with supervisord's pid", |s| {
+        s.state == "running" && s.pid == Some(pid)
+    });
+    let managed = s.managed_by.expect("status shows the upstream");
+    assert_eq!(managed.upstream, "supervisord:web");
+    assert_eq!(managed.state.as_deref(), Some("RUNNING"));
+    assert_eq!(managed.pid, Some(pid));
+    let text = support::stdout(&d.cli_ok(&["status"]));
+    assert!(
+        text.contains(&format!("managed by supervisord:web (RUNNING, pid {pid}")),
+        "{text}"
+    );
+    assert!(spawned_no_app(&d), "holdfast spawned no demo-app");
+    assert_eq!(sup.apps(), vec![pid], "one demo-app: supervisord's");
+}
+
+#[test]
+fn a_failing_health_makes_supervisord_restart_the_program_and_holdfast_spawns_none() {
+    let Some(sup) = Supervisord::start("restart") else {
+        return;
+    };
+    let old = sup.wait_running();
+    let d = Daemon::start(&sup.config(""));
+    web(&d, "is observed healthy", |s| {
+        s.pid == Some(old)
+            && s.health
+                .as_ref()
+                .is_some_and(|h| h.probes > 0 && !h.in_grace)
+    });
+    assert!(get(sup.port, "/health/fail").contains("200"));
+    let mut apps_seen = Vec::new();
+    let mut new = None;
+    wait_until("supervisord restarted web with a new pid", || {
+        apps_seen.push(sup.apps().len());
+        assert!(
+            spawned_no_app(&d),
+            "holdfast never spawns an observed program"
+        );
+        new = sup.running_pid().filter(|pid| *pid != old);
+        new.is_some()
+    });
+    let new = new.expect("awaited");
+    assert!(
+        apps_seen.iter().all(|n| *n <= 1),
+        "never two demo-apps: {apps_seen:?}"
+    );
+    assert!(!is_alive(old), "the old process is gone");
+    web(&d, "follows the new pid", |s| s.pid == Some(new));
+    let kinds = events(&d);
+    assert!(
+        kinds.contains(&"upstream_restart_requested".to_owned()),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"upstream_state".to_owned()), "{kinds:?}");
+    let s = web(&d, "shows the arbitration", |s| {
+        s.managed_by
+            .as_ref()
+            .is_some_and(|m| m.last_arbitration.is_some())
+    });
+    let last = s
+        .managed_by
+        .and_then(|m| m.last_arbitration)
+        .unwrap_or_default();
+    assert_eq!(last, format!("restarted by upstream (pid {new})"));
+    assert_eq!(sup.apps(), vec![new]);
+}
+
+#[test]
+fn with_supervisord_killed_and_takeover_holdfast_adopts_the_program_then_restarts_it() {
+    let Some(mut sup) = Supervisord::start("takeover") else {
+        return;
+    };
+    let pid = sup.wait_running();
+    let command = format!(
+        "takeover = true\ncommand = [\"{}\", \"--listen\", \"127.0.0.1:{}\"]\nrestart_sec = \"100ms\"",
+        demo_app().display(),
+        sup.port
+    );
+    let d = Daemon::start(&sup.config(&command));
+    web(&d, "is observed", |s| s.pid == Some(pid));
+    let supervisord = sup.pid();
+    sup.kill_9();
+    assert!(!is_alive(supervisord));
+    assert!(
+        is_alive(pid),
+        "supervisord's SIGKILL leaves its program alive"
+    );
+    let s = web(&d, "is taken over with the live process", |s| {
+        s.managed_by.as_ref().is_some_and(|m| m.taken_over)
+    });
+    assert_eq!(
+        s.pid,
+        Some(pid),
+        "the same process, adopted: no second copy"
+    );
+    assert_eq!(s.state, "running");
+    assert!(spawned_no_app(&d));
+    let kinds = events(&d);
+    assert!(
+        kinds.contains(&"upstream_unreachable".to_owned()),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"taken_over".to_owned()), "{kinds:?}");
+    // Its end is an exit holdfast sees: it starts the command in its place.
+    kill_9(pid);
+    let s = web(&d, "runs a copy holdfast started", |s| {
+        s.state == "running" && s.pid.is_some_and(|p| p != pid)
+    });
+    let new = s.pid.expect("running");
+    assert!(
+        descendants(d.host_pid()).contains(&new),
+        "holdfast's own child"
+    );
+    wait_until("the new copy answers", || {
+        TcpStream::connect(("127.0.0.1", sup.port)).is_ok()
+    });
+}
+
+#[test]
+fn with_supervisord_killed_and_no_takeover_holdfast_only_reports_it() {
+    let Some(mut sup) = Supervisord::start("no-takeover") else {
+        return;
+    };
+    let pid = sup.wait_running();
+    let d = Daemon::start(&sup.config(""));
+    web(&d, "is observed", |s| s.pid == Some(pid));
+    sup.kill_9();
+    d.wait_until("holdfast reports supervisord unreachable", |d| {
+        events(d).contains(&"upstream_unreachable".to_owned())
+    });
+    let s = web(&d, "is unknown", |s| s.state == "unknown");
+    let managed = s.managed_by.expect("observed");
+    assert!(managed.unreachable.is_some(), "{managed:?}");
+    assert!(!managed.taken_over);
+    let kinds = events(&d);
+    assert!(!kinds.contains(&"taken_over".to_owned()), "{kinds:?}");
+    assert!(spawned_no_app(&d), "holdfast spawned nothing");
+    assert!(is_alive(pid), "the program is left alone");
+}
+
+#[test]
+fn with_supervisord_stopped_cleanly_and_takeover_holdfast_starts_the_command() {
+    let Some(mut sup) = Supervisord::start("clean-stop") else {
+        return;
+    };
+    let pid = sup.wait_running();
+    let command = format!(
+        "takeover = true\ncommand = [\"{}\", \"--listen\", \"127.0.0.1:{}\"]",
+        demo_app().display(),
+        sup.port
+    );
+    let d = Daemon::start(&sup.config(&command));
+    web(&d, "is observed", |s| s.pid == Some(pid));
+    sup.stop();
+    assert!(
+        !is_alive(pid),
+        "a clean stop of supervisord stops its program"
+    );
+    let s = web(&d, "is taken over and started by holdfast", |s| {
+        s.managed_by.as_ref().is_some_and(|m| m.taken_over) && s.state == "running"
+    });
+    let new = s.pid.expect("running");
+    assert_ne!(new, pid);
+    assert!(
+        descendants(d.host_pid()).contains(&new),
+        "holdfast's own child"
+    );
+    assert!(Path::new(&format!("/proc/{new}")).exists());
+}
+
+/// The systemd path's plumbing, with a stand-in `systemctl` (first in the service's
+/// `PATH`) that prints a unit's properties from a file and records restarts: the real
+/// systemd is the systemd-container test's. What it checks here is holdfast's side:
+/// `show` is run and read off the loop, its pid followed, `restart` asked on
+/// UNHEALTHY, nothing spawned.
+#[test]
+fn a_systemd_unit_is_read_with_systemctl_show_and_restarted_with_systemctl_restart() {
+    let dir = std::env::temp_dir().join(format!("observer-systemctl-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("create the stand-in's directory");
+    let port = support::free_port();
+    let app = Killed(
+        Command::new(demo_app())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start demo-app"),
+    );
+    let pid = app.0.id();
+    let d = dir.display();
+    fs::write(
+        dir.join("unit"),
+        format!(
+            "LoadState=loaded\nActiveState=active\nSubState=running\nMainPID={pid}\n\
+             ExecMainStartTimestampMonotonic=1000\nResult=success\n"
+        ),
+    )
+    .expect("write the unit's properties");
+    let script =
+        format!("#!/bin/sh\necho \"$*\" >> {d}/calls\ncase \"$1\" in show) cat {d}/unit ;; esac\n");
+    let systemctl = dir.join("systemctl");
+    fs::write(&systemctl, script).expect("write the stand-in");
+    Command::new("chmod")
+        .arg("755")
+        .arg(&systemctl)
+        .status()
+        .expect("chmod");
+    let config = format!(
+        r#"
+[service.web]
+managed_by = "systemd:web.service"
+arbiter_timeout = "2s"
+health_grace_period = "1s"
+sync_interval = "200ms"
+env = {{ PATH = "{d}:/usr/bin:/bin" }}
+
+[service.web.health]
+http = "http://127.0.0.1:{port}/health"
+interval = "200ms"
+timeout = "150ms"
+degraded = {{ failures = 1, within = "10s" }}
+unhealthy = {{ failures = 2, within = "10s" }}
+"#
+    );
+    let daemon = Daemon::start(&config);
+    let s = web(&daemon, "is running with the unit's MainPID", |s| {
+        s.state == "running" && s.pid == Some(pid)
+    });
+    let managed = s.managed_by.expect("observed");
+    assert_eq!(managed.state.as_deref(), Some("active/running"));
+    let calls = || fs::read_to_string(dir.join("calls")).unwrap_or_default();
+    assert!(
+        calls().contains("show web.service --property="),
+        "{}",
+        calls()
+    );
+    assert!(get(port, "/health/fail").contains("200"));
+    wait_until("holdfast asks systemctl to restart the unit", || {
+        calls().contains("restart --no-block web.service")
+    });
+    assert!(spawned_no_app(&daemon));
+    drop(app);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A child killed when the test ends, passing or not.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
