@@ -106,6 +106,14 @@ command = ["/bin/sh", "-c", "while :; do echo tick; sleep 0.2; done"]
     container.wait_until("holdfast's STATUS= shows both services running", |c| {
         c.show("holdfast", "StatusText").contains("2 running")
     });
+    let status = container.ok(&format!(
+        "{} status --socket /run/holdfast/control.sock",
+        container.holdfast()
+    ));
+    assert!(
+        status.contains("under systemd:holdfast.service"),
+        "holdfast knows systemd restarts it: {status}"
+    );
     let before = service_pids(&container);
     assert_eq!(before.len(), 2, "both services run: {before:?}");
 
