@@ -15,6 +15,7 @@ pub mod demo;
 pub mod doctor;
 pub mod events;
 pub mod exit;
+pub mod generate;
 pub mod logs;
 pub mod quarantine;
 pub mod reload;
@@ -253,6 +254,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a service's config as a systemd unit or a supervisord program, or the
+    /// systemd unit for holdfast itself (`gen systemd --self`).
+    Gen {
+        #[command(subcommand)]
+        target: generate::GenTarget,
+    },
     /// Print a shell completion script that completes the running daemon's service
     /// names (bash: `source <(holdfast completions bash)`).
     Completions {
@@ -364,5 +371,6 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Demo => demo::run(),
         Command::Doctor { json } => doctor::run(json),
         Command::Completions { shell } => completions::run(shell),
+        Command::Gen { target } => generate::run(target),
     }
 }

@@ -1,0 +1,1 @@
+//! supervisord.conf: import into holdfast TOML and export of `[program:x]` sections.
