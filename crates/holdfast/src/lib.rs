@@ -16,6 +16,7 @@ pub mod crash;
 pub mod health;
 pub mod logs;
 pub mod notify;
+pub mod observe;
 pub mod quarantine;
 pub mod supervisor;
 pub mod upgrade;
