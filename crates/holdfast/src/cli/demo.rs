@@ -39,7 +39,7 @@ holdfast demo: supervising 3 demo-app services (web, api, worker)
         me = me.display(),
         socket = socket.display(),
     );
-    let code = super::up::run(&config)?;
+    let code = super::up::run(&config, super::up::LogArgs::default())?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(code)
 }

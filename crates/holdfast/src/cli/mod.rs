@@ -55,6 +55,8 @@ pub enum Command {
             default_value = "/etc/holdfast/holdfast.toml"
         )]
         config: PathBuf,
+        #[command(flatten)]
+        log: up::LogArgs,
     },
     /// Validate a config file; exits non-zero with a diagnostic for each problem.
     Check {
@@ -294,7 +296,7 @@ pub enum QuarantineAction {
 /// Runs a parsed command line; the result maps to the process exit code.
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
-        Command::Up { config } => up::run(&config),
+        Command::Up { config, log } => up::run(&config, log),
         Command::Check { file } => check::run(&file),
         Command::Status {
             names,
