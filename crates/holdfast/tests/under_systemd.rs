@@ -75,6 +75,19 @@ fn service_pids(container: &Container) -> Vec<(String, u32)> {
     pids
 }
 
+/// The first entry holdfast logged to the journal about service `name`, as
+/// `journalctl -o json` reads it back.
+fn journal_entry_of(container: &Container, name: &str) -> serde_json::Value {
+    let json = container.ok(&format!(
+        "journalctl -u holdfast.service -o json --no-pager HOLDFAST_SERVICE={name}"
+    ));
+    let line = json
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no journal entry with HOLDFAST_SERVICE={name}"));
+    serde_json::from_str(line).expect("journalctl -o json writes JSON lines")
+}
+
 /// How many processes inside the container run `program`.
 fn count_processes(container: &Container, program: &str) -> usize {
     let out = container.run(&format!("pgrep -c -x {program}"));
@@ -153,6 +166,13 @@ command = ["/bin/sh", "-c", "while :; do echo tick; sleep 0.2; done"]
             "{name} (pid {pid}) left holdfast's unit {group}: {cgroup}"
         );
     }
+
+    let entry = journal_entry_of(&container, "web");
+    for field in ["HOLDFAST_EVENT", "PRIORITY", "CODE_FILE", "CODE_LINE"] {
+        assert!(entry.get(field).is_some(), "{field} in {entry}");
+    }
+    assert_eq!(entry["SYSLOG_IDENTIFIER"], "holdfast");
+    eprintln!("a journal entry of holdfast about web: {entry}");
 
     container.ok("systemctl stop holdfast.service");
     assert_eq!(
