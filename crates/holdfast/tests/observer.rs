@@ -8,130 +8,44 @@ mod support;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use holdfast::control::protocol::ServiceStatus;
+use support::supervisord::Supervisord;
 use support::{Daemon, demo_app, descendants, is_alive, kill_9, tagged_processes, wait_until};
 
-/// A supervisord of one test, in its own directory, running `[program:web]` (demo-app
-/// on `port`). Its processes carry `HF_TEST=<tag>`; dropping it kills them all.
-struct Supervisord {
-    dir: PathBuf,
-    tag: String,
+/// A real supervisord of one test running `[program:web]` (demo-app on `port`).
+struct Supervised {
+    sup: Supervisord,
     port: u16,
-    child: Option<Child>,
 }
 
-impl Supervisord {
+impl Supervised {
     /// `None` (with the reason printed) when supervisord is not installed.
-    fn start(name: &str) -> Option<Self> {
-        let bin = supervisord_bin();
-        if !bin.exists() {
-            eprintln!(
-                "skipped: {} is missing (scripts/install-deps installs it)",
-                bin.display()
-            );
-            return None;
-        }
-        let tag = format!("observer-{name}-{}", std::process::id());
-        let dir = std::env::temp_dir().join(&tag);
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create the supervisord directory");
+    fn start() -> Option<Self> {
         let port = support::free_port();
-        let d = dir.display();
-        let conf = format!(
-            "[unix_http_server]\nfile={d}/supervisor.sock\n\n\
-             [supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\n\
-             childlogdir={d}\nnodaemon=true\n\n\
-             [rpcinterface:supervisor]\n\
-             supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
-             [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\n\
-             [program:web]\ncommand={app} --listen 127.0.0.1:{port}\n\
+        let program = format!(
+            "[program:web]\ncommand={app} --listen 127.0.0.1:{port}\n\
              startsecs=1\nautorestart=true\nstopasgroup=true\nkillasgroup=true\n\
-             stdout_logfile={d}/web.log\nredirect_stderr=true\n",
+             stdout_logfile={{DIR}}/web.log\nredirect_stderr=true\n",
             app = demo_app().display(),
         );
-        fs::write(dir.join("supervisord.conf"), conf).expect("write supervisord.conf");
-        let mut sup = Self {
-            dir,
-            tag,
-            port,
-            child: None,
-        };
-        sup.launch();
-        Some(sup)
-    }
-
-    fn launch(&mut self) {
-        let child = Command::new(supervisord_bin())
-            .arg("-c")
-            .arg(self.dir.join("supervisord.conf"))
-            .env(support::TAG_VAR, &self.tag)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start supervisord");
-        self.child = Some(child);
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("supervisor.sock")
-    }
-
-    /// `supervisorctl ARGS`, its standard output.
-    fn ctl(&self, args: &[&str]) -> String {
-        let out = Command::new(supervisord_bin().with_file_name("supervisorctl"))
-            .arg("-c")
-            .arg(self.dir.join("supervisord.conf"))
-            .args(args)
-            .output()
-            .expect("run supervisorctl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The pid supervisord says `web` has, while it says RUNNING.
-    fn running_pid(&self) -> Option<u32> {
-        let status = self.ctl(&["status", "web"]);
-        if !status.contains("RUNNING") {
-            return None;
+        match Supervisord::start(&program) {
+            Ok(sup) => Some(Self { sup, port }),
+            Err(reason) => {
+                eprintln!("SKIP: {reason}");
+                None
+            }
         }
-        status
-            .split("pid ")
-            .nth(1)?
-            .split(',')
-            .next()?
-            .trim()
-            .parse()
-            .ok()
     }
 
     fn wait_running(&self) -> u32 {
-        let mut pid = None;
-        wait_until("supervisord runs web", || {
-            pid = self.running_pid();
-            pid.is_some()
-        });
-        pid.expect("awaited")
+        self.sup.wait_running("web")
     }
 
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("supervisord runs").id()
-    }
-
-    /// SIGKILL of supervisord alone: its program lives on.
-    fn kill_9(&mut self) {
-        let mut child = self.child.take().expect("supervisord runs");
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    /// A clean stop: supervisord stops its programs, then exits.
-    fn stop(&mut self) {
-        let mut child = self.child.take().expect("supervisord runs");
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = child.wait();
+    fn running_pid(&self) -> Option<u32> {
+        self.sup.running_pid("web")
     }
 
     /// The holdfast config of an observed `web`, with `extra` keys.
@@ -139,7 +53,7 @@ impl Supervisord {
         format!(
             r#"
 [holdfast.supervisord]
-serverurl = "unix://{socket}"
+serverurl = "{serverurl}"
 
 [service.web]
 managed_by = "supervisord:web"
@@ -155,37 +69,18 @@ timeout = "150ms"
 degraded = {{ failures = 1, within = "10s" }}
 unhealthy = {{ failures = 2, within = "10s" }}
 "#,
-            socket = self.socket().display(),
+            serverurl = self.sup.serverurl(),
             port = self.port,
         )
     }
 
     /// demo-app processes of this test, whoever started them.
     fn apps(&self) -> Vec<u32> {
-        tagged_processes(&self.tag)
+        tagged_processes(self.sup.tag())
             .into_iter()
             .filter(|pid| comm(*pid).as_deref() == Some("demo-app"))
             .collect()
     }
-}
-
-impl Drop for Supervisord {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for pid in tagged_processes(&self.tag) {
-            kill_9(pid);
-        }
-        if !std::thread::panicking() {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn supervisord_bin() -> PathBuf {
-    support::workspace_root().join(".venv/bin/supervisord")
 }
 
 fn comm(pid: u32) -> Option<String> {
@@ -227,7 +122,7 @@ fn web(d: &Daemon, what: &str, cond: impl FnMut(&ServiceStatus) -> bool) -> Serv
 
 #[test]
 fn holdfast_observes_a_supervisord_program_as_running_with_supervisords_pid() {
-    let Some(sup) = Supervisord::start("observes") else {
+    let Some(sup) = Supervised::start() else {
         return;
     };
     let pid = sup.wait_running();
@@ -250,7 +145,7 @@ fn holdfast_observes_a_supervisord_program_as_running_with_supervisords_pid() {
 
 #[test]
 fn a_failing_health_makes_supervisord_restart_the_program_and_holdfast_spawns_none() {
-    let Some(sup) = Supervisord::start("restart") else {
+    let Some(sup) = Supervised::start() else {
         return;
     };
     let old = sup.wait_running();
@@ -301,7 +196,7 @@ fn a_failing_health_makes_supervisord_restart_the_program_and_holdfast_spawns_no
 
 #[test]
 fn with_supervisord_killed_and_takeover_holdfast_adopts_the_program_then_restarts_it() {
-    let Some(mut sup) = Supervisord::start("takeover") else {
+    let Some(mut sup) = Supervised::start() else {
         return;
     };
     let pid = sup.wait_running();
@@ -312,8 +207,8 @@ fn with_supervisord_killed_and_takeover_holdfast_adopts_the_program_then_restart
     );
     let d = Daemon::start(&sup.config(&command));
     web(&d, "is observed", |s| s.pid == Some(pid));
-    let supervisord = sup.pid();
-    sup.kill_9();
+    let supervisord = sup.sup.pid();
+    sup.sup.kill_9();
     assert!(!is_alive(supervisord));
     assert!(
         is_alive(pid),
@@ -352,13 +247,13 @@ fn with_supervisord_killed_and_takeover_holdfast_adopts_the_program_then_restart
 
 #[test]
 fn with_supervisord_killed_and_no_takeover_holdfast_only_reports_it() {
-    let Some(mut sup) = Supervisord::start("no-takeover") else {
+    let Some(mut sup) = Supervised::start() else {
         return;
     };
     let pid = sup.wait_running();
     let d = Daemon::start(&sup.config(""));
     web(&d, "is observed", |s| s.pid == Some(pid));
-    sup.kill_9();
+    sup.sup.kill_9();
     d.wait_until("holdfast reports supervisord unreachable", |d| {
         events(d).contains(&"upstream_unreachable".to_owned())
     });
@@ -374,7 +269,7 @@ fn with_supervisord_killed_and_no_takeover_holdfast_only_reports_it() {
 
 #[test]
 fn with_supervisord_stopped_cleanly_and_takeover_holdfast_starts_the_command() {
-    let Some(mut sup) = Supervisord::start("clean-stop") else {
+    let Some(mut sup) = Supervised::start() else {
         return;
     };
     let pid = sup.wait_running();
@@ -385,7 +280,7 @@ fn with_supervisord_stopped_cleanly_and_takeover_holdfast_starts_the_command() {
     );
     let d = Daemon::start(&sup.config(&command));
     web(&d, "is observed", |s| s.pid == Some(pid));
-    sup.stop();
+    sup.sup.stop();
     assert!(
         !is_alive(pid),
         "a clean stop of supervisord stops its program"

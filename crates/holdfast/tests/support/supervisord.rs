@@ -101,9 +101,44 @@ impl Supervisord {
             .filter(|pid| *pid != 0)
     }
 
+    /// The pid of `program` while supervisord says it is RUNNING.
+    pub fn running_pid(&self, program: &str) -> Option<u32> {
+        let status = stdout(&self.ctl(&["status", program]));
+        if !status.contains("RUNNING") {
+            return None;
+        }
+        status
+            .split("pid ")
+            .nth(1)?
+            .split(',')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Waits until `program` is RUNNING; its pid.
+    pub fn wait_running(&self, program: &str) -> u32 {
+        let mut pid = None;
+        super::wait_until(&format!("supervisord runs {program}"), || {
+            pid = self.running_pid(program);
+            pid.is_some()
+        });
+        pid.expect("awaited")
+    }
+
     /// supervisord's own pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("supervisord runs").id()
+    }
+
+    /// A clean stop: supervisord stops its programs, then exits.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = child.wait();
+        }
     }
 
     /// SIGKILLs supervisord alone: what it started lives on, reparented.
