@@ -428,6 +428,17 @@ pub struct LogSpec {
     pub max_size: u64,
     /// Rotated files kept (`<name>.log.1` … `<name>.log.N`).
     pub keep: u32,
+    /// Where else each line goes (`log.journald`).
+    pub forward: LogForward,
+}
+
+/// Where a service's lines go besides its log file, which always has them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogForward {
+    #[default]
+    FileOnly,
+    /// Also a native journal entry per line, `SYSLOG_IDENTIFIER=<service>`.
+    Journald,
 }
 
 impl ServiceSpec {
@@ -457,6 +468,7 @@ impl ServiceSpec {
             log: LogSpec {
                 max_size: defaults::LOG_MAX_SIZE,
                 keep: defaults::LOG_KEEP,
+                forward: LogForward::FileOnly,
             },
             hooks: Hooks::default(),
             privileges: Privileges::default(),

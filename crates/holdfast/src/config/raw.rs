@@ -249,6 +249,7 @@ pub struct RawStop {
 pub struct RawLog {
     pub max_size: Option<Spanned<RawSize>>,
     pub keep: Option<u32>,
+    pub journald: Option<bool>,
 }
 
 /// `command` as written: the array form is the valid one; a plain string is kept so

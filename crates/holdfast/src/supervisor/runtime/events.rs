@@ -26,6 +26,9 @@ impl Shell {
             self.forget_cgroup(service);
         }
         if let Some(capture) = event.service.as_ref().and_then(|s| self.capture(s)) {
+            if let EventKind::Spawned { pid, .. } | EventKind::MainPidChanged { pid } = event.kind {
+                capture.set_pid(pid);
+            }
             match event.kind {
                 // A service that never prints gets no log file for its spawn alone.
                 EventKind::Spawned { .. } | EventKind::Started { .. } => {
