@@ -547,6 +547,7 @@ impl Task {
                 let (stamp, left) = *end;
                 self.end_run(&stamp, &left);
                 self.ends_done += 1;
+                self.sink.journal.set_pid(None);
                 // How a run ended is worth a file even for a service that never printed.
                 self.sink.file.write_held();
             }
@@ -554,7 +555,7 @@ impl Task {
                 self.sink.forward = spec.forward;
                 self.sink.file.set_spec(spec);
             }
-            Op::SetPid(pid) => self.sink.journal.set_pid(pid),
+            Op::SetPid(pid) => self.sink.journal.set_pid(Some(pid)),
             Op::Reopen => self.sink.file.reopen(),
             Op::Recent { n, reply } => {
                 let _ = reply.send(self.sink.recent.last(n));

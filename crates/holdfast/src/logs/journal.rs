@@ -65,9 +65,10 @@ impl Forward {
         forward
     }
 
-    /// The main process of the service's run, for the lines that follow.
-    pub fn set_pid(&mut self, pid: Pid) {
-        self.pid = Some(pid);
+    /// The main process of the service's run, for the lines that follow (`None` between
+    /// runs: a line is never credited to a process that did not write it).
+    pub fn set_pid(&mut self, pid: Option<Pid>) {
+        self.pid = pid;
         self.encode_common();
     }
 

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
+use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -42,7 +43,8 @@ pub fn init(format: LogFormat, target: LogTarget) {
             Ok(layer) => Some(
                 layer
                     .with_field_prefix(Some(FIELD_PREFIX.to_owned()))
-                    .with_syslog_identifier("holdfast".to_owned()),
+                    .with_syslog_identifier("holdfast".to_owned())
+                    .with_priority_mappings(priorities()),
             ),
             Err(e) => {
                 // Not fatal: the log still goes somewhere someone can read it.
@@ -70,6 +72,16 @@ pub fn init(format: LogFormat, target: LogTarget) {
             )
             .try_init(),
     };
+}
+
+/// syslog priorities as systemd units use them: what holdfast tells in the normal
+/// course of things (a spawn, an exit) is informational (6), its warnings 4, errors 3.
+fn priorities() -> PriorityMappings {
+    PriorityMappings {
+        info: Priority::Informational,
+        debug: Priority::Debug,
+        ..PriorityMappings::new()
+    }
 }
 
 fn filter() -> EnvFilter {
