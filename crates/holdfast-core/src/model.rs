@@ -50,6 +50,8 @@ pub struct DaemonSettings {
     /// Variables of holdfast's own environment passed on to every service (systemd
     /// `PassEnvironment=`); valid names, none of [`PRIVATE_ENV`].
     pub pass_env: Vec<String>,
+    /// The HTTP server (`/health`, `/control`, the dashboard); off when `None`.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// Variables of holdfast's own environment that describe holdfast's situation, not the

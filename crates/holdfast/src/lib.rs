@@ -20,6 +20,7 @@ pub mod observe;
 pub mod quarantine;
 pub mod supervisor;
 pub mod upgrade;
+pub mod web;
 
 pub use holdfast_core::{clock, model, unix};
 pub use holdfast_sys::{cgroup, os, process};

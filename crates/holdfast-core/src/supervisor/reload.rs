@@ -34,6 +34,7 @@ pub fn diff(old: &Plan, new: &Plan, dry_run: bool) -> ReloadPlan {
         ("state_dir", a.state_dir != b.state_dir),
         ("log_dir", a.log_dir != b.log_dir),
         ("pass_env", a.pass_env != b.pass_env),
+        ("http", a.http != b.http),
     ];
     plan.ignored = settings
         .iter()
@@ -93,6 +94,7 @@ mod tests {
                 state_dir: PathBuf::from("/var/lib/holdfast"),
                 log_dir: PathBuf::from("/var/log/holdfast"),
                 pass_env: Vec::new(),
+                http: None,
             },
             services: BTreeMap::from([(spec.name.clone(), spec)]),
         }

@@ -82,6 +82,7 @@ pub fn plan(specs: impl IntoIterator<Item = ServiceSpec>) -> Plan {
             state_dir: "/var/lib/holdfast-test".into(),
             log_dir: "/var/log/holdfast-test".into(),
             pass_env: Vec::new(),
+            http: None,
         },
         services: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),
     }

@@ -15,13 +15,15 @@ pub mod demo;
 pub mod doctor;
 pub mod events;
 pub mod exit;
+pub mod http_token;
 pub mod logs;
 pub mod quarantine;
 pub mod reload;
 pub mod service;
 pub mod signal;
 pub mod status;
-pub mod targets;
+// Resolved by the control layer, so the HTTP server's `/control` resolves them too.
+pub use crate::control::targets;
 pub mod up;
 pub mod upgrade;
 pub mod upgrade_self;
@@ -255,6 +257,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the token of the HTTP server's `/control` (from `<state_dir>/http.token`;
+    /// holdfast's own user and root only) and the dashboard URL that carries it.
+    HttpToken {
+        /// Config file of the daemon.
+        #[arg(
+            long,
+            short = 'c',
+            env = "HOLDFAST_CONFIG",
+            default_value = "/etc/holdfast/holdfast.toml"
+        )]
+        config: PathBuf,
+    },
     /// Print a shell completion script that completes the running daemon's service
     /// names (bash: `source <(holdfast completions bash)`).
     Completions {
@@ -366,5 +380,6 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Demo => demo::run(),
         Command::Doctor { json } => doctor::run(json),
         Command::Completions { shell } => completions::run(shell),
+        Command::HttpToken { config } => http_token::run(&config),
     }
 }

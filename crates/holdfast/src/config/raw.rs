@@ -58,6 +58,8 @@ pub struct RawDaemon {
     pub state_dir: Option<Spanned<String>>,
     pub log_dir: Option<Spanned<String>>,
     pub pass_env: Option<Vec<Spanned<String>>>,
+    /// `"127.0.0.1:9700"`: where the HTTP server listens.
+    pub http: Option<Spanned<String>>,
 }
 
 /// One `[service.<name>]` table.

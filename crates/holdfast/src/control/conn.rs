@@ -37,7 +37,7 @@ pub(super) struct Limits {
 }
 
 /// Hands a request to the supervisor and waits for its answer.
-pub(super) async fn dispatch(
+pub(crate) async fn dispatch(
     request: Request,
     peer: Peer,
     tx: &mpsc::Sender<ControlMsg>,

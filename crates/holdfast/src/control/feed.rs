@@ -80,6 +80,35 @@ impl EventFeed {
     pub fn subscribers(&self) -> usize {
         self.live.receiver_count()
     }
+
+    /// A handle that reads the feed without keeping its channel open: servers whose
+    /// connections outlive their accept loop (the HTTP server's) hold this one, so that
+    /// their streams still end when the runtime drops its feed.
+    pub fn downgrade(&self) -> WeakFeed {
+        WeakFeed {
+            live: self.live.downgrade(),
+            kept: self.kept.clone(),
+        }
+    }
+}
+
+/// The reading side of an [`EventFeed`] that does not keep it open.
+#[derive(Clone)]
+pub struct WeakFeed {
+    live: broadcast::WeakSender<EventRecord>,
+    kept: History,
+}
+
+impl WeakFeed {
+    /// The live channel from now on; `None` once the feed is closed.
+    pub fn subscribe(&self) -> Option<broadcast::Receiver<EventRecord>> {
+        self.live.upgrade().map(|live| live.subscribe())
+    }
+
+    /// The kept history.
+    pub fn history(&self) -> &History {
+        &self.kept
+    }
 }
 
 impl Default for EventFeed {
@@ -115,6 +144,11 @@ impl History {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The newest kept record's number (0 when none).
+    pub fn newest(&self) -> u64 {
+        self.lock().records.back().map_or(0, |r| r.seq)
     }
 
     /// The kept records that pass the filter, oldest first.

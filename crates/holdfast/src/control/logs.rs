@@ -252,6 +252,31 @@ async fn log_files(
     Ok(chosen)
 }
 
+/// The last `n` lines of the services named (all when none), merged by time, read
+/// off the async tasks: `logs -n N` for another server (the HTTP one), which answers
+/// with them at once.
+pub(crate) async fn tail(
+    services: &[ServiceName],
+    n: usize,
+    peer: Peer,
+    tx: &mpsc::Sender<ControlMsg>,
+) -> Result<Vec<(ServiceName, String)>, ControlError> {
+    let (names, paths): (Vec<ServiceName>, Vec<PathBuf>) =
+        log_files(services, peer, tx).await?.into_iter().unzip();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        read::read(&paths, &Window::default(), Some(n), |source, line| {
+            lines.push((names[source].clone(), line.to_owned()));
+            ControlFlow::Continue(())
+        })
+        .map(|()| lines)
+    });
+    match read.await {
+        Ok(result) => result.map_err(internal),
+        Err(e) => Err(internal(std::io::Error::other(e))),
+    }
+}
+
 fn internal(e: std::io::Error) -> ControlError {
     ControlError {
         kind: ErrorKind::Internal,

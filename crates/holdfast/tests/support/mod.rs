@@ -15,6 +15,7 @@
 #![allow(dead_code, reason = "each test file uses its own part of the harness")]
 
 pub mod load;
+pub mod web;
 
 use std::fmt::Debug;
 use std::fs;

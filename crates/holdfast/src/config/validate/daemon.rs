@@ -29,6 +29,29 @@ impl Validator<'_> {
             ),
             log_dir: self.path(raw.log_dir.as_ref(), "log_dir", defaults::LOG_DIR, base_dir),
             pass_env: self.pass_env(raw.pass_env.as_deref().unwrap_or_default()),
+            http: raw.http.as_ref().and_then(|http| self.http(http)),
+        }
+    }
+
+    /// `holdfast.http`: an IP address and a port. Any address may be written (the
+    /// server warns when it is not loopback), but none is ever assumed.
+    fn http(&mut self, raw: &Spanned<String>) -> Option<std::net::SocketAddr> {
+        match raw.get_ref().parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.push(
+                    Problem::new(
+                        format!("invalid address {:?} in `holdfast.http`", raw.get_ref()),
+                        raw.span(),
+                        "not an IP address with a port",
+                    )
+                    .with_help(
+                        "write an IP address and a port, e.g. \"127.0.0.1:9700\" \
+                         (loopback: only this machine can connect) or \"[::1]:9700\"",
+                    ),
+                );
+                None
+            }
         }
     }
 

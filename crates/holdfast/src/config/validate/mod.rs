@@ -285,6 +285,27 @@ mod tests {
     }
 
     #[test]
+    fn the_http_server_is_off_unless_an_address_is_written() {
+        assert_eq!(plan("").daemon.http, None);
+        let plan = plan("[holdfast]\nhttp = \"0.0.0.0:9700\"\n");
+        assert_eq!(
+            plan.daemon.http,
+            Some("0.0.0.0:9700".parse().expect("an address"))
+        );
+    }
+
+    #[test]
+    fn an_http_address_without_a_port_is_reported_at_its_value() {
+        let src = "[holdfast]\nhttp = \"localhost\"\n";
+        let problem = only_problem(src);
+        assert_eq!(snippet(src, &problem), "\"localhost\"");
+        assert!(
+            problem.help().is_some_and(|h| h.contains("127.0.0.1:9700")),
+            "{problem:?}"
+        );
+    }
+
+    #[test]
     fn an_admin_group_is_resolved_and_needs_a_control_group() {
         let plan = plan("[holdfast]\ncontrol_group = \"root\"\nadmin_group = \"root\"\n");
         assert_eq!(plan.daemon.admin_group.map(|g| g.gid), Some(0));

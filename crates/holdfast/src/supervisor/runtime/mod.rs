@@ -129,7 +129,11 @@ pub async fn run(
     shell.remove_cgroups();
     shell.ledger.remove().await;
     shell.flush_captures().await;
+    let web = shell.web.take();
     drop(shell);
+    if let Some(web) = web {
+        web.close(server::CLOSE_GRACE).await;
+    }
     server.close(server::CLOSE_GRACE).await;
     server::unlink(&daemon.control);
     tracing::info!("holdfast stopped");
@@ -243,6 +247,8 @@ struct Shell {
     ledger: ledger::Writer,
     /// Processes adopted from a holdfast that was killed (see `adopt`).
     adoptions: adopt::Adoptions,
+    /// The HTTP server, when `[holdfast] http` is set.
+    web: Option<crate::web::Server>,
 }
 
 impl Shell {
@@ -275,16 +281,13 @@ impl Shell {
             .write(true)
             .open("/dev/null")
             .map_err(setup_error("/dev/null for probe output"))?;
-        let cgroups = cgroups::setup(&daemon.control);
         let events = EventFeed::new();
+        // Before any service starts: a port in use fails `up` here.
+        let web = crate::web::start(&daemon, control_tx.clone(), &events)
+            .map_err(setup_error("the HTTP server"))?;
+        let cgroups = cgroups::setup(&daemon.control);
         let server = server::serve_with_events(listener, groups, control_tx, events.clone());
-        tracing::info!(
-            config = %config_path.display(),
-            control = %daemon.control.display(),
-            services = plan.services.len(),
-            "holdfast {} up",
-            env!("CARGO_PKG_VERSION")
-        );
+        log_up(&config_path, &plan);
         let now = Instant::now();
         let scope = cgroups
             .as_ref()
@@ -322,6 +325,7 @@ impl Shell {
             forced: None,
             ledger: ledger::Writer::new(&daemon.state_dir),
             adoptions: adopt::Adoptions::default(),
+            web,
         };
         let sources = Sources {
             reaped,
@@ -570,6 +574,16 @@ impl Shell {
     fn recipe(&self, spec: &ServiceSpec) -> Recipe {
         self.envs.recipe(spec, self.nofile)
     }
+}
+
+fn log_up(config_path: &std::path::Path, plan: &Plan) {
+    tracing::info!(
+        config = %config_path.display(),
+        control = %plan.daemon.control.display(),
+        services = plan.services.len(),
+        "holdfast {} up",
+        env!("CARGO_PKG_VERSION")
+    );
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

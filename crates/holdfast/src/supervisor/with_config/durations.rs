@@ -224,6 +224,8 @@ fn drive(plan: Plan, rng: &mut fastrand::Rng, seed: u64) {
     }
 }
 
+// A test's steps, one at a time: the size of an input is of no concern here.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Input(Input),
     Command(Command),

@@ -1,0 +1,283 @@
+//! holdfast's HTTP server (`[holdfast] http = "127.0.0.1:9700"`): `/health` for outer
+//! checks, token-protected `/control`, and the dashboard with its read-only API.
+//!
+//! Invariants:
+//! - Like the control socket's server, it never touches supervisor state: every request
+//!   becomes a [`Request`] sent to the supervisor task ([`WebState::request`]), answered
+//!   by the same code as the CLI's. No verb is implemented twice.
+//! - Everything that changes something is under `/control` and needs the token
+//!   ([`token`]); everything else only reads.
+//! - It runs on tasks of its own; a slow HTTP client holds up only itself.
+//! - Its connections hold the event feed weakly ([`WeakFeed`]), so event streams end
+//!   when the runtime drops the feed at shutdown.
+//!
+//! Routes are added in [`router`]; a handler takes `State<WebState>`.
+
+mod api;
+mod control;
+mod events;
+mod health;
+pub mod token;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use self::token::Token;
+use crate::control::feed::{EventFeed, WeakFeed};
+use crate::control::protocol::{ControlError, ErrorKind, Reply, Request, Status};
+use crate::control::server::{ControlMsg, Peer};
+use crate::model::DaemonSettings;
+
+/// What every handler may use: the way to the supervisor, the event feed, the token.
+#[derive(Clone)]
+pub struct WebState(Arc<Shared>);
+
+struct Shared {
+    control: mpsc::Sender<ControlMsg>,
+    events: WeakFeed,
+    token: Token,
+    /// Who requests come from, as far as the supervisor is concerned: holdfast's own
+    /// user (the token is its secret; without the token only reads get through).
+    peer: Peer,
+    /// Random per daemon start: a peer polling the heartbeat sees a restart in it.
+    instance: String,
+    /// The kernel's boot id (empty when unreadable).
+    boot_id: String,
+    started: Instant,
+    state_dir: PathBuf,
+    log_dir: PathBuf,
+}
+
+impl WebState {
+    pub fn new(
+        control: mpsc::Sender<ControlMsg>,
+        events: &EventFeed,
+        token: Token,
+        daemon: &DaemonSettings,
+    ) -> Self {
+        let instance = token::instance_id();
+        WebState(Arc::new(Shared {
+            control,
+            events: events.downgrade(),
+            token,
+            peer: Peer {
+                pid: None,
+                uid: nix::unistd::geteuid().as_raw(),
+                gid: nix::unistd::getegid().as_raw(),
+            },
+            instance,
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|id| id.trim().to_owned())
+                .unwrap_or_default(),
+            started: Instant::now(),
+            state_dir: daemon.state_dir.clone(),
+            log_dir: daemon.log_dir.clone(),
+        }))
+    }
+
+    /// Sends `request` to the supervisor, as the control socket's server does.
+    pub async fn request(&self, request: Request) -> Result<Reply, ControlError> {
+        crate::control::dispatch(request, self.0.peer, &self.0.control).await
+    }
+
+    /// The status snapshot (the answer to `holdfast status`).
+    pub async fn status(&self) -> Result<Status, ControlError> {
+        match self.request(Request::Status).await? {
+            Reply::Status(status) => Ok(status),
+            other => Err(ControlError {
+                kind: ErrorKind::Internal,
+                message: format!("unexpected answer to status: {other:?}"),
+            }),
+        }
+    }
+
+    /// The last `n` lines of the services' logs (all when none named), merged by time.
+    pub async fn log_tail(
+        &self,
+        services: &[crate::model::ServiceName],
+        n: usize,
+    ) -> Result<Vec<(crate::model::ServiceName, String)>, ControlError> {
+        crate::control::log_tail(services, n, self.0.peer, &self.0.control).await
+    }
+
+    /// The event feed: its history and, until shutdown, its live channel.
+    pub fn events(&self) -> &WeakFeed {
+        &self.0.events
+    }
+
+    /// The number of the newest event (0 before the first).
+    pub fn seq(&self) -> u64 {
+        self.0.events.history().newest()
+    }
+
+    /// Whether the request carries the token (`Authorization: Bearer <token>`).
+    pub fn authorized(&self, headers: &HeaderMap) -> bool {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        presented.is_some_and(|t| self.0.token.matches(t.trim_ascii()))
+    }
+
+    /// Random per daemon start.
+    pub fn instance(&self) -> &str {
+        &self.0.instance
+    }
+
+    /// The kernel's boot id.
+    pub fn boot_id(&self) -> &str {
+        &self.0.boot_id
+    }
+
+    /// Since this server started (with the daemon).
+    pub fn uptime(&self) -> Duration {
+        self.0.started.elapsed()
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.0.state_dir
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        &self.0.log_dir
+    }
+}
+
+/// Every route. Another route is one more `.route(...)` here, its handler in a module of
+/// its own.
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/control", post(control::control))
+        .route("/control/heartbeat", get(control::heartbeat))
+        .route("/api/status", get(api::status))
+        .route("/api/events", get(events::events))
+        .route("/api/crashes", get(api::crashes))
+        .route("/api/crashes/{id}", get(api::crash))
+        .route("/api/logs/{name}", get(api::logs))
+        .with_state(state)
+}
+
+/// A [`ControlError`] as an HTTP answer: JSON `{"error": {"kind", "message"}}` with the
+/// status that fits its kind.
+pub fn error_response(error: ControlError) -> Response {
+    let status = match error.kind {
+        ErrorKind::BadRequest
+        | ErrorKind::Version
+        | ErrorKind::UnknownService
+        | ErrorKind::InvalidConfig => StatusCode::BAD_REQUEST,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::ShuttingDown | ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal | ErrorKind::Lagged => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, axum::Json(serde_json::json!({ "error": error }))).into_response()
+}
+
+/// Binds the server's address (before any service starts, so that a port in use fails
+/// `up` at once). A non-loopback address is served, with a warning: it was written in
+/// the config.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (the port is in use: another holdfast or another server listens on it)"
+            }
+            _ => "",
+        };
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr}{hint}: {e}"))
+    })?;
+    listener.set_nonblocking(true)?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            "the HTTP server listens on {addr}, reachable from other machines: \
+             /health and the dashboard's read-only API need no token"
+        );
+    }
+    Ok(listener)
+}
+
+/// The running server.
+pub struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Where it listens (the port, if `:0` was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and waits up to `grace` for requests under way; then drops what
+    /// is left.
+    pub async fn close(mut self, grace: Duration) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
+            self.task.abort();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `router(state)` on `listener`. Must be called inside a tokio runtime.
+pub fn serve(listener: std::net::TcpListener, state: WebState) -> std::io::Result<Server> {
+    let addr = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!("the HTTP server stopped: {e}");
+        }
+    });
+    Ok(Server {
+        addr,
+        stop: Some(stop),
+        task,
+    })
+}
+
+/// Binds `daemon.http` (if set), makes sure of the token and serves. `None` when the
+/// config has no `http`.
+pub fn start(
+    daemon: &DaemonSettings,
+    control: mpsc::Sender<ControlMsg>,
+    events: &EventFeed,
+) -> std::io::Result<Option<Server>> {
+    let Some(addr) = daemon.http else {
+        return Ok(None);
+    };
+    let listener = bind(addr)?;
+    let token_path = token::path(&daemon.state_dir);
+    let token = Token::load_or_create(&token_path)?;
+    let server = serve(listener, WebState::new(control, events, token, daemon))?;
+    tracing::info!(
+        "dashboard: http://{}/  token: {}",
+        server.addr(),
+        token_path.display()
+    );
+    Ok(Some(server))
+}

@@ -1,0 +1,358 @@
+//! holdfast's HTTP server end to end: `/health` for outer checks, token-protected
+//! `/control` and its heartbeat, the token file, the config that turns it on.
+
+mod support;
+
+use support::Daemon;
+use support::web::{self, HTTP_ON};
+
+fn two_services() -> String {
+    format!(
+        "{HTTP_ON}\
+[service.api]
+command = [\"sleep\", \"300\"]
+
+[service.flaky]
+command = [\"sh\", \"-c\", \"exec sleep 300\"]
+restart = \"no\"
+"
+    )
+}
+
+#[test]
+fn health_answers_200_while_every_service_runs_and_503_once_one_has_failed() {
+    let daemon = Daemon::start(&two_services());
+    daemon.running_pid("api");
+    daemon.running_pid("flaky");
+    let addr = web::addr(&daemon);
+    let answer = web::get(addr, "/health");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let report = answer.json();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["holdfast"]["pid"], daemon.host_pid());
+    assert_eq!(report["services"][0]["name"], "api");
+    assert_eq!(report["services"][0]["state"], "running");
+    assert_eq!(report["services"][0]["pid"], daemon.running_pid("api"));
+
+    support::kill_9(daemon.running_pid("flaky"));
+    daemon.wait_for_service("flaky", "failed", |s| s.state == "failed");
+    let answer = web::get(addr, "/health");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    let report = answer.json();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["services"][1]["state"], "failed");
+    assert_eq!(report["services"][1]["ok"], false);
+}
+
+#[test]
+fn control_without_the_token_is_refused_with_401_and_changes_nothing() {
+    let daemon = Daemon::start(&two_services());
+    let pid = daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    let restart = r#"{"verb":"restart","services":["api"]}"#;
+    let answer = web::post(addr, "/control", None, restart);
+    assert_eq!(answer.status, 401, "{answer:?}");
+    assert!(
+        answer
+            .head
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer")
+    );
+    let wrong = "0".repeat(64);
+    let answer = web::post(addr, "/control", Some(&wrong), restart);
+    assert_eq!(answer.status, 401, "{answer:?}");
+    assert_eq!(web::get(addr, "/control/heartbeat").status, 401);
+    // Whatever came in before is applied by now: a later request was answered.
+    assert_eq!(web::get(addr, "/health").status, 200);
+    assert_eq!(daemon.service("api").pid, Some(pid), "nothing restarted");
+    assert_eq!(daemon.service("api").restarts, 0);
+}
+
+#[test]
+fn control_with_the_token_restarts_a_service_and_its_pid_changes() {
+    let daemon = Daemon::start(&two_services());
+    let pid = daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    let token = web::token(&daemon);
+    let answer = web::post(
+        addr,
+        "/control",
+        Some(&token),
+        r#"{"verb":"restart","services":["api"]}"#,
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let done = answer.json();
+    assert_eq!(done["verb"], "restart");
+    assert_eq!(done["replies"][0]["kind"], "accepted", "{done}");
+    daemon.wait_for_service("api", "running again with a new pid", |s| {
+        s.state == "running" && s.pid.is_some_and(|p| p != pid)
+    });
+
+    let answer = web::post(
+        addr,
+        "/control",
+        Some(&token),
+        r#"{"verb":"stop","services":["flaky"]}"#,
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    daemon.wait_for_service("flaky", "stopped", |s| s.state == "stopped");
+}
+
+#[test]
+fn control_answers_400_with_the_reason_for_a_bad_verb_or_an_unknown_service() {
+    let daemon = Daemon::start(&two_services());
+    let pid = daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    let token = web::token(&daemon);
+    let post = |body: &str| web::post(addr, "/control", Some(&token), body);
+
+    let answer = post(r#"{"verb":"explode","services":["api"]}"#);
+    assert_eq!(answer.status, 400, "{answer:?}");
+    let message = answer.json()["error"]["message"].to_string();
+    assert!(message.contains("unknown variant `explode`"), "{message}");
+
+    // One unknown name and no service is touched, as with the CLI.
+    let answer = post(r#"{"verb":"stop","services":["api","apj"]}"#);
+    assert_eq!(answer.status, 400, "{answer:?}");
+    let message = answer.json()["error"]["message"].to_string();
+    assert!(
+        message.contains("no service named \\\"apj\\\""),
+        "{message}"
+    );
+    assert!(message.contains("did you mean \\\"api\\\""), "{message}");
+
+    let answer = post("{not json");
+    assert_eq!(answer.status, 400, "{answer:?}");
+    let answer = post(r#"{"verb":"signal","services":["api"],"signal":"SIGNOPE"}"#);
+    assert_eq!(answer.status, 400, "{answer:?}");
+
+    assert_eq!(daemon.service("api").state, "running");
+    assert_eq!(daemon.service("api").pid, Some(pid), "nothing changed");
+}
+
+#[test]
+fn the_heartbeat_says_which_holdfast_answers_and_a_restarted_one_keeps_its_token() {
+    let mut daemon = Daemon::start(&two_services());
+    daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    let token = web::token(&daemon);
+    let path = daemon.dir().join("state/http.token");
+    let mode = std::fs::metadata(&path).expect("token file").permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    let beat = |addr, token: &str| {
+        let answer = web::request(
+            addr,
+            "GET",
+            "/control/heartbeat",
+            &[("Authorization", &format!("Bearer {token}"))],
+            "",
+        );
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.json()
+    };
+    let first = beat(addr, &token);
+    assert_eq!(first["pid"], daemon.host_pid());
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
+    assert_eq!(first["boot_id"], boot_id.trim());
+    assert!(first["seq"].as_u64().is_some_and(|seq| seq > 0), "{first}");
+
+    daemon.kill_9_and_start_again();
+    assert_eq!(web::token(&daemon), token, "the token is reused");
+    let addr = web::addr(&daemon);
+    let second = beat(addr, &token);
+    assert_eq!(second["pid"], daemon.host_pid());
+    assert_ne!(second["instance"], first["instance"], "another start");
+}
+
+#[test]
+fn up_fails_before_any_service_starts_when_the_http_port_is_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = std::env::temp_dir().join(format!("holdfast-http-busy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let marker = dir.join("started");
+    let config = dir.join("holdfast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[holdfast]\ncontrol = \"control.sock\"\nlog_dir = \"logs\"\nstate_dir = \"state\"\n\
+             http = \"127.0.0.1:{port}\"\n\n[service.app]\n\
+             command = [\"sh\", \"-c\", \"touch {}; exec sleep 100\"]\n",
+            marker.display()
+        ),
+    )
+    .expect("config");
+    let mut up = support::holdfast();
+    up.args(["up", "-c"]).arg(&config);
+    let output = support::run(up);
+    assert!(!output.status.success(), "{}", support::describe(&output));
+    let text = support::stderr(&output);
+    assert!(
+        text.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+            && text.contains("the port is in use"),
+        "{text}"
+    );
+    assert!(!marker.exists(), "no service started");
+    drop(taken);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_http_server_is_off_without_http_and_warns_when_it_listens_beyond_loopback() {
+    let daemon = Daemon::start("[service.api]\ncommand = [\"sleep\", \"300\"]\n");
+    daemon.running_pid("api");
+    assert!(
+        !daemon.stderr().contains("dashboard:"),
+        "{}",
+        daemon.stderr()
+    );
+    assert!(!daemon.dir().join("state/http.token").exists());
+
+    let open =
+        Daemon::start("http = \"0.0.0.0:0\"\n\n[service.api]\ncommand = [\"sleep\", \"300\"]\n");
+    let addr = web::addr(&open);
+    assert!(addr.ip().is_unspecified(), "{addr}");
+    assert!(
+        open.stderr().contains("reachable from other machines"),
+        "{}",
+        open.stderr()
+    );
+}
+
+/// Reads server-sent events from `GET /api/events` until `done` says enough; returns
+/// the `(id, record)` pairs read.
+fn read_events(
+    addr: std::net::SocketAddr,
+    headers: &str,
+    mut done: impl FnMut(&[(u64, serde_json::Value)]) -> bool,
+) -> Vec<(u64, serde_json::Value)> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(support::DEADLINE))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{headers}\r\n"
+    )
+    .expect("request");
+    let mut lines = BufReader::new(stream).lines();
+    let mut events = Vec::new();
+    let mut id = None;
+    while !done(&events) {
+        let line = lines
+            .next()
+            .expect("the stream goes on until the expected events came")
+            .expect("a line within the deadline");
+        if let Some(seq) = line
+            .strip_prefix("id: ")
+            .or_else(|| line.strip_prefix("id:"))
+        {
+            id = seq.trim().parse().ok();
+        } else if let Some(data) = line
+            .strip_prefix("data: ")
+            .or_else(|| line.strip_prefix("data:"))
+        {
+            let record: serde_json::Value = serde_json::from_str(data.trim()).expect("JSON data");
+            events.push((id.expect("every event has an id"), record));
+        }
+    }
+    events
+}
+
+#[test]
+fn the_event_stream_sends_the_history_then_a_crash_and_restart_live_and_resumes_after_an_id() {
+    let daemon = Daemon::start(&two_services());
+    let pid = daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    let spawned_api = |e: &serde_json::Value| e["kind"] == "spawned" && e["service"] == "api";
+    let history = read_events(addr, "", |events| {
+        events.iter().any(|(_, e)| spawned_api(e))
+    });
+    let (spawn_id, _) = history
+        .iter()
+        .find(|(_, e)| spawned_api(e))
+        .cloned()
+        .expect("found");
+
+    let killer = std::thread::spawn(move || support::kill_9(pid));
+    let live = read_events(addr, "", |events| {
+        events.iter().filter(|(_, e)| spawned_api(e)).count() == 2
+    });
+    killer.join().expect("kill");
+    let exited = live
+        .iter()
+        .find(|(_, e)| e["kind"] == "exited" && e["service"] == "api")
+        .expect("the exit came live");
+    assert!(exited.0 > spawn_id, "{live:?}");
+    assert!(
+        live.windows(2).all(|w| w[0].0 < w[1].0),
+        "in order: {live:?}"
+    );
+
+    // A browser reconnecting with the last id it saw gets only what came after.
+    let resumed = read_events(addr, &format!("Last-Event-ID: {spawn_id}\r\n"), |events| {
+        events.iter().any(|(_, e)| e["kind"] == "exited")
+    });
+    assert!(resumed.iter().all(|(id, _)| *id > spawn_id), "{resumed:?}");
+}
+
+#[test]
+fn the_read_api_shows_status_crash_reports_and_log_tails_without_a_token() {
+    let daemon = Daemon::start(&format!(
+        "{HTTP_ON}\
+[service.talker]
+command = [\"sh\", \"-c\", \"for i in 1 2 3 4 5; do echo line $i; done; exec sleep 300\"]
+
+[service.crasher]
+command = [\"sh\", \"-c\", \"echo about to fail; exit 3\"]
+restart = \"no\"
+"
+    ));
+    daemon.running_pid("talker");
+    let addr = web::addr(&daemon);
+    let status = web::get(addr, "/api/status").json();
+    assert_eq!(status["daemon"]["pid"], daemon.host_pid());
+    assert_eq!(status["services"].as_array().map(Vec::len), Some(2));
+
+    let line = |v: &serde_json::Value| v["line"].as_str().unwrap_or_default().to_owned();
+    let mut all = Vec::new();
+    daemon.wait_until("talker's five lines are in its log", |_| {
+        let tail = web::get(addr, "/api/logs/talker").json();
+        all = tail["lines"].as_array().cloned().unwrap_or_default();
+        all.iter().any(|l| line(l).ends_with("stdout   line 5"))
+    });
+    assert!(line(&all[0]).ends_with("line 1"), "{all:?}");
+    let tail = web::get(addr, "/api/logs/talker?n=2").json();
+    let last_two: Vec<String> = tail["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(line)
+        .collect();
+    let expected: Vec<String> = all[all.len() - 2..].iter().map(line).collect();
+    assert_eq!(last_two, expected);
+    let unknown = web::get(addr, "/api/logs/nope");
+    assert_eq!(unknown.status, 400, "{unknown:?}");
+
+    let mut list = serde_json::Value::Null;
+    daemon.wait_until("a crash report of crasher", |_| {
+        list = web::get(addr, "/api/crashes").json();
+        list["crashes"].as_array().is_some_and(|c| !c.is_empty())
+    });
+    let id = list["crashes"][0]["id"].as_str().expect("an id").to_owned();
+    let report = web::get(addr, &format!("/api/crashes/{id}"));
+    assert_eq!(report.status, 200, "{report:?}");
+    let report = report.json();
+    assert_eq!(report["service"], "crasher");
+    assert_eq!(report["code"], 3);
+    assert!(
+        report["log"].to_string().contains("about to fail"),
+        "{report}"
+    );
+}
