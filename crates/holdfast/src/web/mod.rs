@@ -17,6 +17,7 @@ mod api;
 mod control;
 mod events;
 mod health;
+mod metrics;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use crate::control::feed::{EventFeed, WeakFeed};
 use crate::control::protocol::{ControlError, ErrorKind, Reply, Request, Status};
 use crate::control::server::{ControlMsg, Peer};
 use crate::model::DaemonSettings;
+use crate::observe::metrics::Metrics;
 
 /// What every handler may use: the way to the supervisor, the event feed, the token.
 #[derive(Clone)]
@@ -55,6 +57,7 @@ struct Shared {
     started: Instant,
     state_dir: PathBuf,
     log_dir: PathBuf,
+    metrics: Metrics,
 }
 
 impl WebState {
@@ -63,6 +66,7 @@ impl WebState {
         events: &EventFeed,
         token: Token,
         daemon: &DaemonSettings,
+        metrics: Metrics,
     ) -> Self {
         let instance = token::instance_id();
         WebState(Arc::new(Shared {
@@ -81,6 +85,7 @@ impl WebState {
             started: Instant::now(),
             state_dir: daemon.state_dir.clone(),
             log_dir: daemon.log_dir.clone(),
+            metrics,
         }))
     }
 
@@ -149,6 +154,11 @@ impl WebState {
     pub fn log_dir(&self) -> &Path {
         &self.0.log_dir
     }
+
+    /// The counters fed by the events.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
 }
 
 /// Every route. Another route is one more `.route(...)` here, its handler in a module of
@@ -163,6 +173,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/crashes", get(api::crashes))
         .route("/api/crashes/{id}", get(api::crash))
         .route("/api/logs/{name}", get(api::logs))
+        .route("/metrics", get(metrics::metrics))
         .with_state(state)
 }
 
@@ -266,6 +277,7 @@ pub fn start(
     daemon: &DaemonSettings,
     control: mpsc::Sender<ControlMsg>,
     events: &EventFeed,
+    metrics: Metrics,
 ) -> std::io::Result<Option<Server>> {
     let Some(addr) = daemon.http else {
         return Ok(None);
@@ -273,7 +285,10 @@ pub fn start(
     let listener = bind(addr)?;
     let token_path = token::path(&daemon.state_dir);
     let token = Token::load_or_create(&token_path)?;
-    let server = serve(listener, WebState::new(control, events, token, daemon))?;
+    let server = serve(
+        listener,
+        WebState::new(control, events, token, daemon, metrics),
+    )?;
     tracing::info!(
         "dashboard: http://{}/  token: {}",
         server.addr(),

@@ -249,6 +249,8 @@ struct Shell {
     adoptions: adopt::Adoptions,
     /// The HTTP server, when `[holdfast] http` is set.
     web: Option<crate::web::Server>,
+    /// Counted from the events; `/metrics` reads them.
+    metrics: crate::observe::metrics::Metrics,
 }
 
 impl Shell {
@@ -283,7 +285,8 @@ impl Shell {
             .map_err(setup_error("/dev/null for probe output"))?;
         let events = EventFeed::new();
         // Before any service starts: a port in use fails `up` here.
-        let web = crate::web::start(&daemon, control_tx.clone(), &events)
+        let metrics = crate::observe::metrics::Metrics::default();
+        let web = crate::web::start(&daemon, control_tx.clone(), &events, metrics.clone())
             .map_err(setup_error("the HTTP server"))?;
         let cgroups = cgroups::setup(&daemon.control);
         let server = server::serve_with_events(listener, groups, control_tx, events.clone());
@@ -326,6 +329,7 @@ impl Shell {
             ledger: ledger::Writer::new(&daemon.state_dir),
             adoptions: adopt::Adoptions::default(),
             web,
+            metrics,
         };
         let sources = Sources {
             reaped,
@@ -380,7 +384,14 @@ impl Shell {
                 self.upstream.watchdog();
                 false
             }
-            () = sleep_until(deadline) => self.on_deadline(),
+            () = sleep_until(deadline) => {
+                // How late the timer fired: the loop's lag, measured without a wakeup
+                // of its own.
+                if let Some(at) = deadline {
+                    self.metrics.loop_lag(tokio::time::Instant::now().saturating_duration_since(at));
+                }
+                self.on_deadline()
+            }
             asked = signals.recv() => self.on_signal(asked),
         }
     }
