@@ -19,8 +19,8 @@ use prometheus_client::registry::Registry;
 use serde_json::Value;
 
 use crate::control::protocol::{EventRecord, RestartReason, ServiceState, Status};
-use crate::health::HealthState;
-use crate::supervisor::event::variant_names;
+use holdfast_core::health::HealthState;
+use holdfast_core::supervisor::event::variant_names;
 
 /// The `reason` label of a restart.
 pub fn reason_label(reason: &RestartReason) -> &'static str {
