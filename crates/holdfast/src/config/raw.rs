@@ -60,6 +60,8 @@ pub struct RawDaemon {
     pub pass_env: Option<Vec<Spanned<String>>>,
     /// `"127.0.0.1:9700"`: where the HTTP server listens.
     pub http: Option<Spanned<String>>,
+    /// The default of every service's `log.journald`.
+    pub log_journald: Option<bool>,
 }
 
 /// One `[service.<name>]` table.

@@ -16,7 +16,7 @@ impl Validator<'_> {
             return LogSpec {
                 max_size: defaults::LOG_MAX_SIZE,
                 keep: defaults::LOG_KEEP,
-                forward: LogForward::FileOnly,
+                forward: self.log_forward,
             };
         };
         let log = log.get_ref();
@@ -50,7 +50,8 @@ impl Validator<'_> {
             keep: log.keep.unwrap_or(defaults::LOG_KEEP),
             forward: match log.journald {
                 Some(true) => LogForward::Journald,
-                Some(false) | None => LogForward::FileOnly,
+                Some(false) => LogForward::FileOnly,
+                None => self.log_forward,
             },
         }
     }
