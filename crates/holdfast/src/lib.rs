@@ -14,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod crash;
 pub mod health;
+pub mod interop;
 pub mod logs;
 pub mod notify;
 pub mod observe;

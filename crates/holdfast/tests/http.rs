@@ -327,7 +327,11 @@ restart = \"no\"
         all = tail["lines"].as_array().cloned().unwrap_or_default();
         all.iter().any(|l| line(l).ends_with("stdout   line 5"))
     });
-    assert!(line(&all[0]).ends_with("line 1"), "{all:?}");
+    let first_output = all.iter().map(line).find(|l| l.contains(" stdout "));
+    assert!(
+        first_output.is_some_and(|l| l.ends_with("line 1")),
+        "{all:?}"
+    );
     let tail = web::get(addr, "/api/logs/talker?n=2").json();
     let last_two: Vec<String> = tail["lines"]
         .as_array()
@@ -354,5 +358,134 @@ restart = \"no\"
     assert!(
         report["log"].to_string().contains("about to fail"),
         "{report}"
+    );
+}
+
+#[test]
+fn a_reload_moves_the_http_server_or_says_why_it_stays() {
+    let service = "[service.api]\ncommand = [\"sleep\", \"300\"]\n";
+    let first = support::free_port();
+    let daemon = Daemon::start(&format!("http = \"127.0.0.1:{first}\"\n\n{service}"));
+    daemon.running_pid("api");
+    let at = |port: u16| -> std::net::SocketAddr {
+        format!("127.0.0.1:{port}").parse().expect("an address")
+    };
+    assert_eq!(web::get(at(first), "/health").status, 200);
+
+    let second = support::free_port();
+    daemon.write_config(&format!("http = \"127.0.0.1:{second}\"\n\n{service}"));
+    daemon.cli_ok(&["reload"]);
+    assert_eq!(web::get(at(second), "/health").status, 200);
+    daemon.wait_until("the old port is closed", |_| {
+        std::net::TcpStream::connect(at(first)).is_err()
+    });
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let busy = taken.local_addr().expect("addr").port();
+    daemon.write_config(&format!("http = \"127.0.0.1:{busy}\"\n\n{service}"));
+    let output = daemon.cli_ok(&["reload"]);
+    let said = support::stdout(&output);
+    assert!(
+        said.contains("[holdfast].http")
+            && said.contains("the port is in use")
+            && said.contains(&format!("still on 127.0.0.1:{second}")),
+        "{said}"
+    );
+    assert_eq!(web::get(at(second), "/health").status, 200, "still served");
+    drop(taken);
+
+    daemon.write_config(service);
+    daemon.cli_ok(&["reload"]);
+    daemon.wait_until("the server is off", |_| {
+        std::net::TcpStream::connect(at(second)).is_err()
+    });
+}
+
+#[test]
+fn after_upgrade_self_the_same_address_answers_with_the_same_token() {
+    let port = support::free_port();
+    let daemon = Daemon::start(&format!(
+        "http = \"127.0.0.1:{port}\"\n\n[service.api]\ncommand = [\"sleep\", \"300\"]\n"
+    ));
+    let pid = daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    let token = web::token(&daemon);
+    daemon.cli_ok(&["upgrade", "--self"]);
+    assert_eq!(daemon.status().daemon.execs, 1);
+    let beat = web::request(
+        addr,
+        "GET",
+        "/control/heartbeat",
+        &[("Authorization", &format!("Bearer {token}"))],
+        "",
+    );
+    assert_eq!(beat.status, 200, "{beat:?}");
+    assert_eq!(beat.json()["pid"], daemon.host_pid());
+    assert_eq!(daemon.service("api").pid, Some(pid));
+}
+
+#[test]
+fn the_event_stream_sends_the_shutdown_and_then_ends() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut daemon = Daemon::start(&two_services());
+    daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(support::DEADLINE))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET /api/events?last=0 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut lines = BufReader::new(stream).lines();
+    let head = lines.next().expect("a status line").expect("read");
+    assert!(head.contains(" 200 "), "{head}");
+    daemon.cli_ok(&["shutdown"]);
+    daemon.wait_exit();
+    // Everything up to the end of the stream, which must come (not the read deadline).
+    let rest: Vec<String> = lines
+        .map(|l| l.expect("the stream ends, not the deadline"))
+        .collect();
+    let kinds: Vec<String> = rest
+        .iter()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| {
+            serde_json::from_str::<serde_json::Value>(d.trim()).expect("JSON")["kind"].to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("\"shutdown_completed\""),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn http_token_prints_the_token_and_the_dashboard_url_carrying_it() {
+    let daemon = Daemon::start(&two_services());
+    let token = web::token(&daemon);
+    let http_token = |daemon: &Daemon| {
+        let mut cmd = support::holdfast();
+        cmd.args(["http-token", "-c"]).arg(daemon.config_path());
+        support::run(cmd)
+    };
+    let output = http_token(&daemon);
+    assert!(output.status.success(), "{}", support::describe(&output));
+    assert_eq!(support::stdout(&output).trim(), token);
+    assert!(
+        support::stderr(&output).contains(&format!("/#token={token}")),
+        "{}",
+        support::describe(&output)
+    );
+
+    let off = Daemon::start("[service.api]\ncommand = [\"sleep\", \"300\"]\n");
+    let output = http_token(&off);
+    assert!(!output.status.success());
+    assert!(
+        support::stderr(&output).contains("the HTTP server is off"),
+        "{}",
+        support::describe(&output)
     );
 }

@@ -27,6 +27,7 @@ pub fn diff(old: &Plan, new: &Plan, dry_run: bool) -> ReloadPlan {
         .cloned()
         .collect();
     let (a, b) = (&old.daemon, &new.daemon);
+    // Not `http`: the shell moves its HTTP server itself (or says why not).
     let settings = [
         ("control", a.control != b.control),
         ("control_group", a.control_group != b.control_group),
@@ -34,7 +35,6 @@ pub fn diff(old: &Plan, new: &Plan, dry_run: bool) -> ReloadPlan {
         ("state_dir", a.state_dir != b.state_dir),
         ("log_dir", a.log_dir != b.log_dir),
         ("pass_env", a.pass_env != b.pass_env),
-        ("http", a.http != b.http),
     ];
     plan.ignored = settings
         .iter()

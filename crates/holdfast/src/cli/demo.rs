@@ -24,9 +24,14 @@ pub fn run() -> miette::Result<ExitCode> {
 
     let me = std::env::current_exe().into_diagnostic()?;
     let socket = dir.join("control.sock");
+    // Made now (`up` reuses it), so that the URL printed below opens the controls too.
+    let token_path = crate::web::token::path(&dir.join("state"));
+    std::fs::create_dir_all(dir.join("state")).into_diagnostic()?;
+    let token = crate::web::token::Token::load_or_create(&token_path).into_diagnostic()?;
     println!(
         "\
 holdfast demo: supervising 3 demo-app services (web, api, worker)
+  dashboard  http://127.0.0.1:9700/#token={token}
   config     {config}
   web        http://127.0.0.1:18080/   api http://127.0.0.1:18081/   worker http://127.0.0.1:18082/
   status     {me} status -s {socket}
@@ -38,6 +43,7 @@ holdfast demo: supervising 3 demo-app services (web, api, worker)
         config = config.display(),
         me = me.display(),
         socket = socket.display(),
+        token = token.expose(),
     );
     let code = super::up::run(&config, super::up::LogArgs::default())?;
     let _ = std::fs::remove_dir_all(&dir);

@@ -15,7 +15,9 @@ pub mod demo;
 pub mod doctor;
 pub mod events;
 pub mod exit;
+pub mod generate;
 pub mod http_token;
+pub mod import;
 pub mod logs;
 pub mod quarantine;
 pub mod reload;
@@ -257,6 +259,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a service's config as a systemd unit or a supervisord program, or the
+    /// systemd unit for holdfast itself (`gen systemd --self`).
+    Gen {
+        #[command(subcommand)]
+        target: generate::GenTarget,
+    },
+    /// Convert another supervisor's config into a holdfast config, reporting every
+    /// option that has no equivalent.
+    Import {
+        #[command(subcommand)]
+        source: import::ImportSource,
+    },
     /// Print the token of the HTTP server's `/control` (from `<state_dir>/http.token`;
     /// holdfast's own user and root only) and the dashboard URL that carries it.
     HttpToken {
@@ -378,5 +392,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Doctor { json } => doctor::run(json),
         Command::Completions { shell } => completions::run(shell),
         Command::HttpToken { config } => http_token::run(&config),
+        Command::Gen { target } => generate::run(target),
+        Command::Import { source } => import::run(source),
     }
 }

@@ -37,6 +37,15 @@ pub async fn events(
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Response {
+    let Some(slot) = state.stream_slot() else {
+        return error_response(ControlError {
+            kind: ErrorKind::Busy,
+            message: format!(
+                "{} event streams are open already: close one (another tab?) and retry",
+                super::MAX_STREAMS
+            ),
+        });
+    };
     let Some(live) = state.events().subscribe() else {
         return error_response(ControlError {
             kind: ErrorKind::ShuttingDown,
@@ -63,6 +72,7 @@ pub async fn events(
         live,
         history,
         last,
+        _slot: slot,
     });
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
@@ -75,6 +85,8 @@ struct Feed {
     live: broadcast::Receiver<EventRecord>,
     history: History,
     last: u64,
+    /// Given back when the stream ends.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Feed {

@@ -15,8 +15,10 @@
 
 mod api;
 mod control;
+mod dashboard;
 mod events;
 mod health;
+mod listener;
 mod metrics;
 pub mod token;
 
@@ -58,7 +60,13 @@ struct Shared {
     state_dir: PathBuf,
     log_dir: PathBuf,
     metrics: Metrics,
+    /// Event streams held open at once, at most (each holds a descriptor for as long as
+    /// the browser stays): a flood of them must leave descriptors for the services.
+    streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// Event streams open at once, at most.
+pub const MAX_STREAMS: usize = 64;
 
 impl WebState {
     pub fn new(
@@ -86,6 +94,7 @@ impl WebState {
             state_dir: daemon.state_dir.clone(),
             log_dir: daemon.log_dir.clone(),
             metrics,
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         }))
     }
 
@@ -117,6 +126,11 @@ impl WebState {
     /// The event feed: its history and, until shutdown, its live channel.
     pub fn events(&self) -> &WeakFeed {
         &self.0.events
+    }
+
+    /// A slot for one more event stream, held until it ends; `None` when all are taken.
+    pub fn stream_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.0.streams).try_acquire_owned().ok()
     }
 
     /// The number of the newest event (0 before the first).
@@ -165,6 +179,9 @@ impl WebState {
 /// its own.
 pub fn router(state: WebState) -> Router {
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/app.js", get(dashboard::script))
+        .route("/style.css", get(dashboard::style))
         .route("/health", get(health::health))
         .route("/control", post(control::control))
         .route("/control/heartbeat", get(control::heartbeat))
@@ -257,7 +274,7 @@ pub fn serve(listener: std::net::TcpListener, state: WebState) -> std::io::Resul
         let shutdown = async {
             let _ = stopped.await;
         };
-        if let Err(e) = axum::serve(listener, app)
+        if let Err(e) = axum::serve(listener::Capped::new(listener), app)
             .with_graceful_shutdown(shutdown)
             .await
         {
@@ -271,28 +288,88 @@ pub fn serve(listener: std::net::TcpListener, state: WebState) -> std::io::Resul
     })
 }
 
-/// Binds `daemon.http` (if set), makes sure of the token and serves. `None` when the
-/// config has no `http`.
-pub fn start(
-    daemon: &DaemonSettings,
-    control: mpsc::Sender<ControlMsg>,
-    events: &EventFeed,
-    metrics: Metrics,
-) -> std::io::Result<Option<Server>> {
-    let Some(addr) = daemon.http else {
-        return Ok(None);
-    };
-    let listener = bind(addr)?;
-    let token_path = token::path(&daemon.state_dir);
-    let token = Token::load_or_create(&token_path)?;
-    let server = serve(
-        listener,
-        WebState::new(control, events, token, daemon, metrics),
-    )?;
+/// The HTTP server of a daemon whose config had `http` at start: its state (kept when a
+/// reload turns the server off, so that another can turn it on again with the same
+/// token) and the server, while one runs.
+pub struct Web {
+    state: WebState,
+    server: Option<Server>,
+    /// The address the config asks for (`:0` included), while a server runs.
+    configured: Option<SocketAddr>,
+}
+
+impl Web {
+    /// Binds `daemon.http` (if set), makes sure of the token and serves. `None` when
+    /// the config has no `http`.
+    pub fn start(
+        daemon: &DaemonSettings,
+        control: mpsc::Sender<ControlMsg>,
+        events: &EventFeed,
+        metrics: Metrics,
+    ) -> std::io::Result<Option<Web>> {
+        let Some(addr) = daemon.http else {
+            return Ok(None);
+        };
+        let listener = bind(addr)?;
+        let token_path = token::path(&daemon.state_dir);
+        let token = Token::load_or_create(&token_path)?;
+        let state = WebState::new(control, events, token, daemon, metrics);
+        let server = serve(listener, state.clone())?;
+        announce(&server, &state);
+        Ok(Some(Web {
+            state,
+            server: Some(server),
+            configured: Some(addr),
+        }))
+    }
+
+    /// Serves on `wanted` from now on (off with `None`), as a reload asks. A new address
+    /// is bound before the old server closes, so a port in use leaves the server where it
+    /// was: the error says why.
+    pub fn rebind(&mut self, wanted: Option<SocketAddr>) -> Result<(), String> {
+        if wanted == self.configured {
+            return Ok(());
+        }
+        let next = match wanted {
+            Some(addr) => {
+                let listener = bind(addr).map_err(|e| e.to_string())?;
+                let server = serve(listener, self.state.clone()).map_err(|e| e.to_string())?;
+                announce(&server, &self.state);
+                Some(server)
+            }
+            None => {
+                tracing::info!("the HTTP server is off: `http` was removed from [holdfast]");
+                None
+            }
+        };
+        if let Some(old) = std::mem::replace(&mut self.server, next) {
+            tokio::spawn(old.close(CLOSE_GRACE));
+        }
+        self.configured = wanted;
+        Ok(())
+    }
+
+    /// The address the server listens on, while one runs.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(Server::addr)
+    }
+
+    /// Closes the server (see [`Server::close`]).
+    pub async fn close(self, grace: Duration) {
+        if let Some(server) = self.server {
+            server.close(grace).await;
+        }
+    }
+}
+
+/// How long a replaced server may finish the requests under way.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The line `holdfast up` prints: where the dashboard is, where its token is.
+fn announce(server: &Server, state: &WebState) {
     tracing::info!(
         "dashboard: http://{}/  token: {}",
         server.addr(),
-        token_path.display()
+        token::path(state.state_dir()).display()
     );
-    Ok(Some(server))
 }

@@ -499,6 +499,7 @@ impl Shell {
                 false,
             ),
             Ok(plan) => {
+                let http = plan.daemon.http;
                 let mut effects = self.sup.handle(Input::Reload(plan), Instant::now());
                 // Before the effects: a service added by this reload may take over an
                 // address a removed one had.
@@ -507,7 +508,10 @@ impl Shell {
                 let done = self.execute(effects);
                 self.follow_watches();
                 match reply {
-                    Ok(core::Answer::Reload(diff)) => (Ok(diff), done),
+                    Ok(core::Answer::Reload(mut diff)) => {
+                        self.reload_http(http, &mut diff);
+                        (Ok(diff), done)
+                    }
                     Ok(core::Answer::Accepted(_)) => unreachable!("a reload answers with its plan"),
                     Err(e) => (Err(e), done),
                 }
@@ -515,6 +519,27 @@ impl Shell {
         };
         self.answer_reload(by, result);
         done
+    }
+
+    /// `[holdfast] http` is the shell's: a reload moves the HTTP server, or says in the
+    /// plan's `ignored` why it stays where it is.
+    fn reload_http(&mut self, wanted: Option<std::net::SocketAddr>, diff: &mut ReloadPlan) {
+        let why_not = match &mut self.web {
+            Some(web) => web.rebind(wanted).err().map(|e| {
+                let now = web
+                    .addr()
+                    .map_or("off".to_owned(), |a| format!("still on {a}"));
+                format!("{e}; {now}")
+            }),
+            None if wanted.is_some() => {
+                Some("the HTTP server was off at start: restart holdfast to start it".to_owned())
+            }
+            None => None,
+        };
+        if let Some(why) = why_not {
+            tracing::error!("reload: [holdfast].http not applied: {why}");
+            diff.ignored.push(format!("[holdfast].http ({why})"));
+        }
     }
 
     fn answer_reload(&self, by: ReloadBy, result: Result<ReloadPlan, ControlError>) {

@@ -131,10 +131,12 @@ pub async fn run(
     shell.flush_captures().await;
     let web = shell.web.take();
     drop(shell);
+    server.close(server::CLOSE_GRACE).await;
+    // After the control server, which held the event feed until now: the dashboard's
+    // event streams end with the feed.
     if let Some(web) = web {
         web.close(server::CLOSE_GRACE).await;
     }
-    server.close(server::CLOSE_GRACE).await;
     server::unlink(&daemon.control);
     tracing::info!("holdfast stopped");
     Ok(())
@@ -247,8 +249,8 @@ struct Shell {
     ledger: ledger::Writer,
     /// Processes adopted from a holdfast that was killed (see `adopt`).
     adoptions: adopt::Adoptions,
-    /// The HTTP server, when `[holdfast] http` is set.
-    web: Option<crate::web::Server>,
+    /// The HTTP server, when `[holdfast] http` was set at start.
+    web: Option<crate::web::Web>,
     /// Counted from the events; `/metrics` reads them.
     metrics: crate::observe::metrics::Metrics,
 }
@@ -265,7 +267,7 @@ impl Shell {
         let nofile = limits::raise_nofile()
             .inspect_err(|e| tracing::warn!("cannot raise holdfast's RLIMIT_NOFILE: {e}"))
             .ok();
-        let daemon = plan.daemon.clone();
+        let (daemon, resumed) = (plan.daemon.clone(), inherited.is_some());
         let groups = server::Groups::of(&daemon);
         let notify_path = crate::notify::server::socket_path(&daemon.state_dir);
         let (listener, notify_socket) = reexec::sockets(&daemon, &notify_path, inherited)?;
@@ -284,10 +286,8 @@ impl Shell {
             .open("/dev/null")
             .map_err(setup_error("/dev/null for probe output"))?;
         let events = EventFeed::new();
-        // Before any service starts: a port in use fails `up` here.
         let metrics = crate::observe::metrics::Metrics::default();
-        let web = crate::web::start(&daemon, control_tx.clone(), &events, metrics.clone())
-            .map_err(setup_error("the HTTP server"))?;
+        let web = start_web(&daemon, control_tx.clone(), &events, &metrics, resumed)?;
         let cgroups = cgroups::setup(&daemon.control);
         let server = server::serve_with_events(listener, groups, control_tx, events.clone());
         log_up(&config_path, &plan);
@@ -584,6 +584,26 @@ impl Shell {
     /// Environment and limits of every process of `spec`: main, probes and hooks.
     fn recipe(&self, spec: &ServiceSpec) -> Recipe {
         self.envs.recipe(spec, self.nofile)
+    }
+}
+
+/// The HTTP server, before any service starts: a port in use fails `up` here. A
+/// re-executed holdfast (`upgrade --self`) goes on without it rather than drop the
+/// services it was handed.
+fn start_web(
+    daemon: &crate::model::DaemonSettings,
+    control: mpsc::Sender<ControlMsg>,
+    events: &EventFeed,
+    metrics: &crate::observe::metrics::Metrics,
+    resumed: bool,
+) -> Result<Option<crate::web::Web>, RuntimeError> {
+    match crate::web::Web::start(daemon, control, events, metrics.clone()) {
+        Ok(web) => Ok(web),
+        Err(e) if resumed => {
+            tracing::error!("the HTTP server is off after upgrade --self: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(setup_error("the HTTP server")(e)),
     }
 }
 

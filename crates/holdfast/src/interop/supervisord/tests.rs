@@ -1,0 +1,145 @@
+//! The conversions as pure functions: supervisord text in, holdfast TOML and report out;
+//! a validated spec in, a `[program:x]` section out.
+
+use std::path::Path;
+
+use super::{Context, import};
+use crate::config::parse;
+use crate::model::ServiceName;
+
+fn ctx() -> Context {
+    Context {
+        here: "/etc/supervisor".into(),
+        env: [("HOME".to_owned(), "/root".to_owned())].into(),
+        host_node_name: "box".into(),
+    }
+}
+
+fn table(text: &str) -> toml::Table {
+    let imported = import(text, "t.conf", &ctx()).expect("imports");
+    toml::from_str(&imported.toml).expect("valid TOML")
+}
+
+fn error_line(text: &str) -> usize {
+    import(text, "t.conf", &ctx()).expect_err("refused").line
+}
+
+#[test]
+fn expansions_use_the_program_the_file_and_the_environment() {
+    let t = table(
+        "[program:web]\ncommand=/bin/echo %(program_name)s %(here)s %(host_node_name)s %(ENV_HOME)s %(ENV_X)s %(group_name)s\nenvironment=X=\"1\"\n[group:g]\nprograms=web\n",
+    );
+    let args: Vec<&str> = t["service"]["web"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "/bin/echo",
+            "web",
+            "/etc/supervisor",
+            "box",
+            "/root",
+            "1",
+            "g"
+        ]
+    );
+}
+
+#[test]
+fn numprocs_start_becomes_an_instance_offset() {
+    let t = table(
+        "[program:w]\ncommand=/bin/w --port=%(process_num)d\nnumprocs=2\nnumprocs_start=8080\nprocess_name=w%(process_num)d\nenvironment=ID=w-%(process_num)d\nstdout_logfile=/tmp/w-%(process_num)02d.log\n",
+    );
+    assert_eq!(
+        t["service"]["w"]["command"][1].as_str(),
+        Some("--port={instance+8080}")
+    );
+    assert_eq!(t["service"]["w"]["instances"].as_integer(), Some(2));
+    assert_eq!(
+        t["service"]["w"]["env"]["ID"].as_str(),
+        Some("w-{instance+8080}")
+    );
+}
+
+#[test]
+fn what_supervisord_refuses_is_an_error_at_its_line() {
+    assert_eq!(error_line("[program:a]\nautostart=maybe\ncommand=x\n"), 2);
+    assert_eq!(error_line("[program:a]\ncommand=x\nexitcodes=0,256\n"), 3);
+    assert_eq!(error_line("[program:a]\ncommand='x\n"), 2);
+    assert_eq!(error_line("[program:a]\ncommand=x\nnumprocs=2\n"), 1);
+    assert_eq!(error_line("[program:a]\ndirectory=/tmp\n"), 1);
+    assert_eq!(error_line("[program:a]\ncommand=x %(nope)s\n"), 2);
+    assert_eq!(error_line("[program:a b]\ncommand=x\n"), 1);
+    assert_eq!(
+        error_line("[program:a]\ncommand=x\nstopasgroup=true\nkillasgroup=false\n"),
+        4
+    );
+    assert_eq!(error_line("[program:a]\ncommand=x\nenvironment=A=1,B\n"), 3);
+}
+
+#[test]
+fn priorities_become_start_order_by_level() {
+    let t = table(
+        "[program:a]\ncommand=x\npriority=1\n[program:b]\ncommand=x\npriority=1\n[program:c]\ncommand=x\npriority=5\n[program:d]\ncommand=x\n",
+    );
+    let after = |n: &str| t["service"][n].get("after").cloned();
+    assert_eq!(after("a"), None);
+    assert_eq!(
+        after("c"),
+        Some(toml::Value::Array(vec!["a".into(), "b".into()]))
+    );
+    assert_eq!(after("d"), Some(toml::Value::Array(vec!["c".into()])));
+}
+
+#[test]
+fn an_exported_program_reads_back_as_the_same_command_and_environment() {
+    let src = r##"
+        [service.web]
+        command = ["/bin/sh", "-c", "echo 'a ;b' \"#c\" 100% $HOME \\x", "", "a'b"]
+        env = { GREETING = "hi, \"you\" there", PCT = "50% ;x" , EMPTY = "" }
+    "##;
+    let plan = parse(src, "t.toml", Path::new("/etc/holdfast")).expect("valid");
+    let spec = &plan.services[&ServiceName::new("web").unwrap()];
+    let section = super::export::program(spec, None, 100);
+    // `PCT` puts `;` after a blank: no INI can carry it.
+    assert!(section.is_err(), "{section:?}");
+    let src = src.replace(" ;x", ";x");
+    let plan = parse(&src, "t.toml", Path::new("/etc/holdfast")).expect("valid");
+    let spec = &plan.services[&ServiceName::new("web").unwrap()];
+    let section = super::export::program(spec, None, 100).expect("exports");
+    let t = table(&section);
+    let web = &t["service"]["web"];
+    let command: Vec<String> = web["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(command, spec.command, "{section}");
+    for (k, v) in &spec.env {
+        assert_eq!(web["env"][k].as_str(), Some(v.as_str()), "{section}");
+    }
+}
+
+#[test]
+fn zero_startretries_becomes_the_smallest_start_limit_and_is_reported() {
+    let imported = import(
+        "[program:a]\ncommand=/bin/a\nstartretries=0\n",
+        "t.conf",
+        &ctx(),
+    )
+    .unwrap();
+    let t: toml::Table = toml::from_str(&imported.toml).unwrap();
+    assert_eq!(
+        t["service"]["a"]["start_limit"]["burst"].as_integer(),
+        Some(1)
+    );
+    assert_eq!(imported.report.len(), 1);
+    assert_eq!(imported.report[0].line, 3);
+    let plan = parse(&imported.toml, "t.toml", Path::new("/etc/holdfast"));
+    assert!(plan.is_ok(), "holdfast accepts it");
+}
