@@ -95,17 +95,33 @@ fn stderr_is_journal() -> bool {
     let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
-    let Some((dev, ino)) = stream
-        .to_str()
-        .and_then(|s| s.split_once(':'))
-        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
-    else {
-        return false;
-    };
     let Ok(stderr) = std::io::stderr().as_fd().try_clone_to_owned() else {
         return false;
     };
     std::fs::File::from(stderr)
         .metadata()
-        .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+        .is_ok_and(|m| names_stream(stream.to_str().unwrap_or_default(), m.dev(), m.ino()))
+}
+
+/// Whether a `JOURNAL_STREAM` value (`device:inode`, both decimal) names this file.
+fn names_stream(value: &str, dev: u64, ino: u64) -> bool {
+    value
+        .split_once(':')
+        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
+        .is_some_and(|named| named == (dev, ino))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_stream;
+
+    #[test]
+    fn journal_stream_names_a_file_by_device_and_inode() {
+        assert!(names_stream("8:12345", 8, 12345));
+        assert!(!names_stream("8:12345", 8, 12346));
+        assert!(!names_stream("9:12345", 8, 12345));
+        for bad in ["", "8", "8:", ":1", "x:1", "8:1:2"] {
+            assert!(!names_stream(bad, 8, 1), "{bad:?}");
+        }
+    }
 }
