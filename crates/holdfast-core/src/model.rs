@@ -14,11 +14,13 @@ use serde::{Deserialize, Serialize};
 
 mod daemon;
 mod dump;
+mod log;
 mod managed;
 mod privs;
 mod upgrade;
 pub use daemon::{DaemonSettings, GroupRef, PRIVATE_ENV};
 pub use dump::DumpSpec;
+pub use log::{LogForward, LogSpec};
 pub use managed::{
     ARBITER_TIMEOUT, HEALTH_GRACE_PERIOD, ManagedBy, SUPERVISORD_SERVERURL, SYNC_INTERVAL,
     SupervisordAccess, SupervisordServer, Takeover, Upstream,
@@ -387,15 +389,6 @@ impl Default for Hooks {
     }
 }
 
-/// Capture of the service's stdout/stderr into `<log_dir>/<name>.log`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogSpec {
-    /// Rotate when the file would grow past this many bytes.
-    pub max_size: u64,
-    /// Rotated files kept (`<name>.log.1` … `<name>.log.N`).
-    pub keep: u32,
-}
-
 impl ServiceSpec {
     /// A spec with holdfast's defaults, for tests and for the embedded demo config.
     pub fn with_defaults(name: ServiceName, command: Vec<String>) -> Self {
@@ -423,6 +416,7 @@ impl ServiceSpec {
             log: LogSpec {
                 max_size: defaults::LOG_MAX_SIZE,
                 keep: defaults::LOG_KEEP,
+                forward: LogForward::FileOnly,
             },
             hooks: Hooks::default(),
             privileges: Privileges::default(),

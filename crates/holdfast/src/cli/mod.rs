@@ -29,6 +29,7 @@ pub use crate::control::targets;
 pub mod up;
 pub mod upgrade;
 pub mod upgrade_self;
+pub mod watch;
 
 /// A service supervisor: restart policies, process-group control and a watcher that heals.
 #[derive(Debug, Parser)]
@@ -68,13 +69,12 @@ pub enum Command {
     },
     /// Show the state of every service, or of the named ones; exits 3 unless each is
     /// in its wanted state (running, or stopped).
-    Status {
+    Status(status::StatusArgs),
+    /// `status --watch`: a live view of the services until Ctrl-C.
+    Top {
         /// Only these services: names, `all`, or `@group`.
         #[arg(value_name = "TARGET", add = ArgValueCandidates::new(completions::targets))]
         names: Vec<String>,
-        /// Print the control API's JSON instead of a table.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
         socket: SocketArgs,
     },
@@ -315,19 +315,12 @@ pub enum QuarantineAction {
 }
 
 /// Runs a parsed command line; the result maps to the process exit code.
-#[expect(
-    clippy::too_many_lines,
-    reason = "one arm per verb: the whole command line reads best as one flat table"
-)]
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
         Command::Up { config, log } => up::run(&config, log),
         Command::Check { file } => check::run(&file),
-        Command::Status {
-            names,
-            json,
-            socket,
-        } => status::run(&socket.socket, json, &names),
+        Command::Status(args) => status::run(&args),
+        Command::Top { names, socket } => watch::run(&socket.socket, &names),
         Command::IsActive { name, socket } => status::is_active(&socket.socket, &name),
         Command::IsFailed { name, socket } => status::is_failed(&socket.socket, &name),
         Command::Start {

@@ -9,7 +9,9 @@ use std::io::{IsTerminal, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::exit;
+use clap_complete::ArgValueCandidates;
+
+use super::{SocketArgs, completions, exit};
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::{
     ControlError, ErrorKind, HealthStatus, ManagedStatus, Reply, Request, ServiceState,
@@ -17,20 +19,33 @@ use crate::control::protocol::{
 };
 use crate::model::ServiceName;
 
-pub fn run(socket: &Path, json: bool, names: &[String]) -> miette::Result<ExitCode> {
-    let mut status = match fetch(socket) {
+/// `holdfast status [--json | --watch] [TARGET...]`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Only these services: names, `all`, or `@group`.
+    #[arg(value_name = "TARGET", add = ArgValueCandidates::new(completions::targets))]
+    pub names: Vec<String>,
+    /// Print the control API's JSON instead of a table.
+    #[arg(long, conflicts_with = "watch")]
+    pub json: bool,
+    /// Keep the table current: redrawn at each event (and each second for uptimes)
+    /// until Ctrl-C; one snapshot per change when stdout is not a terminal.
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+pub fn run(args: &StatusArgs) -> miette::Result<ExitCode> {
+    let (socket, names) = (args.socket.socket.as_path(), args.names.as_slice());
+    if args.watch {
+        return super::watch::run(socket, names);
+    }
+    let json = args.json;
+    let status = match fetch_named(socket, names) {
         Ok(status) => status,
         Err(e) => return Ok(super::service::report(e)),
     };
-    if !names.is_empty() {
-        // The status just fetched names the services: no second round trip.
-        let grain = super::targets::Grain::Instance;
-        let wanted = match super::targets::resolve(&status.services, names, grain) {
-            Ok(wanted) => wanted,
-            Err(e) => return Ok(super::service::report(ClientError::Daemon(e))),
-        };
-        status.services.retain(|s| wanted.contains(&s.name));
-    }
     if json {
         print_json(&status);
     } else {
@@ -107,6 +122,19 @@ fn state_check(
     }
     let best = matching.iter().map(|s| code(s.state)).min();
     Ok(ExitCode::from(best.unwrap_or(0)))
+}
+
+/// The status of the services `names` (all when empty).
+pub(super) fn fetch_named(socket: &Path, names: &[String]) -> Result<Status, ClientError> {
+    let mut status = fetch(socket)?;
+    if !names.is_empty() {
+        // The status just fetched names the services: no second round trip.
+        let grain = super::targets::Grain::Instance;
+        let wanted =
+            super::targets::resolve(&status.services, names, grain).map_err(ClientError::Daemon)?;
+        status.services.retain(|s| wanted.contains(&s.name));
+    }
+    Ok(status)
 }
 
 fn fetch(socket: &Path) -> Result<Status, ClientError> {

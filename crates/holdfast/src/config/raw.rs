@@ -60,6 +60,8 @@ pub struct RawDaemon {
     pub pass_env: Option<Vec<Spanned<String>>>,
     /// `"127.0.0.1:9700"`: where the HTTP server listens.
     pub http: Option<Spanned<String>>,
+    /// The default of every service's `log.journald`.
+    pub log_journald: Option<bool>,
     /// `[holdfast.supervisord]`: where `managed_by = "supervisord:X"` is asked.
     pub supervisord: Option<Spanned<RawSupervisord>>,
 }
@@ -269,6 +271,7 @@ pub struct RawStop {
 pub struct RawLog {
     pub max_size: Option<Spanned<RawSize>>,
     pub keep: Option<u32>,
+    pub journald: Option<bool>,
 }
 
 /// `command` as written: the array form is the valid one; a plain string is kept so

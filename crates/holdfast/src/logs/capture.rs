@@ -39,12 +39,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::file::LogFile;
+use super::journal;
 use super::line::LineSplitter;
 use super::pipes;
 use super::record::{Ending, Prefix, Record, Stamp, Stream};
 use super::ring::Ring;
 use super::spare;
-use crate::model::{LogSpec, ServiceName};
+use crate::model::{LogForward, LogSpec, ServiceName};
+use crate::unix::Pid;
 
 /// Lines kept in memory for [`Capture::recent`].
 const RECENT_LINES: usize = 256;
@@ -125,6 +127,8 @@ enum Op {
     /// A run ended (see [`Capture::end_run`]) and left these bytes (stdout, stderr).
     EndRun(Box<(Stamp, [Vec<u8>; 2])>),
     SetSpec(LogSpec),
+    /// The main process of the run whose lines follow (for the journal's `SYSLOG_PID`).
+    SetPid(Pid),
     /// Open the log file's path afresh (see [`Capture::reopen`]).
     Reopen,
     /// The last lines, once everything asked before is applied.
@@ -147,23 +151,34 @@ struct Note {
     urgency: Urgency,
 }
 
-/// Where every line goes: the file and the ring of recent lines.
+/// Where every line goes: the file, the ring of recent lines, and the journal if asked.
 struct Sink {
     file: LogFile,
     recent: Ring,
+    forward: LogForward,
+    journal: journal::Forward,
 }
 
 impl Sink {
-    fn append(&mut self, prefix: &Prefix, text: &[u8], ending: Ending) {
+    fn append(&mut self, prefix: &Prefix, stream: Stream, text: &[u8], ending: Ending) {
         let record = Record::new(prefix, text, ending);
         self.file.push(&record);
         self.recent.push(|line| record.push_to(line));
+        self.forward(stream, text);
     }
 
     /// Like [`Sink::append`] for a line that later lines of the same read push out of
-    /// the ring of recent lines anyway: it goes to the file only.
-    fn append_unkept(&mut self, prefix: &Prefix, text: &[u8], ending: Ending) {
+    /// the ring of recent lines anyway: it goes to the file (and journal) only.
+    fn append_unkept(&mut self, prefix: &Prefix, stream: Stream, text: &[u8], ending: Ending) {
         self.file.push(&Record::new(prefix, text, ending));
+        self.forward(stream, text);
+    }
+
+    fn forward(&self, stream: Stream, text: &[u8]) {
+        match self.forward {
+            LogForward::FileOnly => {}
+            LogForward::Journald => self.journal.line(stream, text),
+        }
     }
 
     fn note(&mut self, stamp: &Stamp, text: &str, urgency: Urgency) {
@@ -209,10 +224,11 @@ impl Reader {
             .map_or(0, |nl| nl + 1);
         let (unkept, kept) = bytes.split_at(ring_from);
         self.lines.push(unkept, |line, ending| {
-            sink.append_unkept(&prefix, line, ending);
+            sink.append_unkept(&prefix, stream, line, ending);
         });
-        self.lines
-            .push(kept, |line, ending| sink.append(&prefix, line, ending));
+        self.lines.push(kept, |line, ending| {
+            sink.append(&prefix, stream, line, ending)
+        });
         self.idle = self
             .lines
             .is_pending()
@@ -223,7 +239,7 @@ impl Reader {
     fn finish(&mut self, sink: &mut Sink, stamp: &Stamp, stream: Stream) {
         let prefix = stamp.prefix(stream);
         self.lines
-            .finish(|line, ending| sink.append(&prefix, line, ending));
+            .finish(|line, ending| sink.append(&prefix, stream, line, ending));
         self.idle = None;
     }
 }
@@ -270,6 +286,8 @@ impl Capture {
             sink: Sink {
                 file,
                 recent: Ring::new(RECENT_LINES, RECENT_BYTES),
+                forward: spec.forward,
+                journal: journal::Forward::new(service),
             },
             pipes: Arc::clone(&pipes),
             stdout: Reader::new(),
@@ -347,6 +365,12 @@ impl Capture {
     /// Applies new rotation settings (after a reload); they take effect at the next write.
     pub fn set_spec(&self, spec: LogSpec) {
         self.ask(Op::SetSpec(spec));
+    }
+
+    /// The main process of the service's run (after a spawn or a `MAINPID=`), named in
+    /// the journal entries of the lines that follow.
+    pub fn set_pid(&self, pid: Pid) {
+        self.ask(Op::SetPid(pid));
     }
 
     /// Writes what was read so far to the file open now, then opens the log file's path
@@ -523,10 +547,15 @@ impl Task {
                 let (stamp, left) = *end;
                 self.end_run(&stamp, &left);
                 self.ends_done += 1;
+                self.sink.journal.set_pid(None);
                 // How a run ended is worth a file even for a service that never printed.
                 self.sink.file.write_held();
             }
-            Op::SetSpec(spec) => self.sink.file.set_spec(spec),
+            Op::SetSpec(spec) => {
+                self.sink.forward = spec.forward;
+                self.sink.file.set_spec(spec);
+            }
+            Op::SetPid(pid) => self.sink.journal.set_pid(Some(pid)),
             Op::Reopen => self.sink.file.reopen(),
             Op::Recent { n, reply } => {
                 let _ = reply.send(self.sink.recent.last(n));
@@ -669,7 +698,11 @@ mod tests {
     }
 
     fn spec(max_size: u64, keep: u32) -> LogSpec {
-        LogSpec { max_size, keep }
+        LogSpec {
+            max_size,
+            keep,
+            forward: crate::model::LogForward::FileOnly,
+        }
     }
 
     /// Runs `script` with stdout/stderr on the capture's pipes. The `Command` (and with it

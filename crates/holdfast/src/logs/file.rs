@@ -466,7 +466,11 @@ mod tests {
     }
 
     fn spec(max_size: u64, keep: u32) -> LogSpec {
-        LogSpec { max_size, keep }
+        LogSpec {
+            max_size,
+            keep,
+            forward: crate::model::LogForward::FileOnly,
+        }
     }
 
     #[test]

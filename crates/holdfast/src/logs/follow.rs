@@ -439,7 +439,7 @@ mod tests {
     use super::*;
     use crate::logs::file::LogFile;
     use crate::logs::testutil::TempDir;
-    use crate::model::LogSpec;
+    use crate::model::{LogForward, LogSpec};
 
     /// Follows `path` on a thread, sending lines back, until `count` lines were seen.
     fn follow_in_background(follower: Follower, count: usize) -> mpsc::Receiver<String> {
@@ -499,6 +499,7 @@ mod tests {
         let spec = LogSpec {
             max_size: 300,
             keep: 1,
+            forward: LogForward::FileOnly,
         };
         let mut log = LogFile::new(path.clone(), spec).unwrap();
         let rx = follow_in_background(Follower::open(&path).unwrap(), 100);
@@ -521,6 +522,7 @@ mod tests {
         let spec = LogSpec {
             max_size: 300,
             keep: 100,
+            forward: LogForward::FileOnly,
         };
         let mut log = LogFile::new(path.clone(), spec).unwrap();
         let rx = follow_in_background(Follower::open(&path).unwrap(), 500);

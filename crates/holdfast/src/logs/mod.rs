@@ -27,6 +27,7 @@
 mod capture;
 mod file;
 mod follow;
+pub mod journal;
 mod line;
 mod pipes;
 pub mod read;

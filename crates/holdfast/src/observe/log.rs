@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
+use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -42,7 +43,8 @@ pub fn init(format: LogFormat, target: LogTarget) {
             Ok(layer) => Some(
                 layer
                     .with_field_prefix(Some(FIELD_PREFIX.to_owned()))
-                    .with_syslog_identifier("holdfast".to_owned()),
+                    .with_syslog_identifier("holdfast".to_owned())
+                    .with_priority_mappings(priorities()),
             ),
             Err(e) => {
                 // Not fatal: the log still goes somewhere someone can read it.
@@ -72,6 +74,16 @@ pub fn init(format: LogFormat, target: LogTarget) {
     };
 }
 
+/// syslog priorities as systemd units use them: what holdfast tells in the normal
+/// course of things (a spawn, an exit) is informational (6), its warnings 4, errors 3.
+fn priorities() -> PriorityMappings {
+    PriorityMappings {
+        info: Priority::Informational,
+        debug: Priority::Debug,
+        ..PriorityMappings::new()
+    }
+}
+
 fn filter() -> EnvFilter {
     EnvFilter::try_from_env("HOLDFAST_LOG").unwrap_or_else(|_| EnvFilter::new("info"))
 }
@@ -83,17 +95,33 @@ fn stderr_is_journal() -> bool {
     let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
-    let Some((dev, ino)) = stream
-        .to_str()
-        .and_then(|s| s.split_once(':'))
-        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
-    else {
-        return false;
-    };
     let Ok(stderr) = std::io::stderr().as_fd().try_clone_to_owned() else {
         return false;
     };
     std::fs::File::from(stderr)
         .metadata()
-        .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+        .is_ok_and(|m| names_stream(stream.to_str().unwrap_or_default(), m.dev(), m.ino()))
+}
+
+/// Whether a `JOURNAL_STREAM` value (`device:inode`, both decimal) names this file.
+fn names_stream(value: &str, dev: u64, ino: u64) -> bool {
+    value
+        .split_once(':')
+        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
+        .is_some_and(|named| named == (dev, ino))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_stream;
+
+    #[test]
+    fn journal_stream_names_a_file_by_device_and_inode() {
+        assert!(names_stream("8:12345", 8, 12345));
+        assert!(!names_stream("8:12345", 8, 12346));
+        assert!(!names_stream("9:12345", 8, 12345));
+        for bad in ["", "8", "8:", ":1", "x:1", "8:1:2"] {
+            assert!(!names_stream(bad, 8, 1), "{bad:?}");
+        }
+    }
 }

@@ -19,6 +19,7 @@ mod dashboard;
 mod events;
 mod health;
 mod listener;
+mod metrics;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ use crate::control::feed::{EventFeed, WeakFeed};
 use crate::control::protocol::{ControlError, ErrorKind, Reply, Request, Status};
 use crate::control::server::{ControlMsg, Peer};
 use crate::model::DaemonSettings;
+use crate::observe::metrics::Metrics;
 
 /// What every handler may use: the way to the supervisor, the event feed, the token.
 #[derive(Clone)]
@@ -57,6 +59,7 @@ struct Shared {
     started: Instant,
     state_dir: PathBuf,
     log_dir: PathBuf,
+    metrics: Metrics,
     /// Event streams held open at once, at most (each holds a descriptor for as long as
     /// the browser stays): a flood of them must leave descriptors for the services.
     streams: Arc<tokio::sync::Semaphore>,
@@ -71,6 +74,7 @@ impl WebState {
         events: &EventFeed,
         token: Token,
         daemon: &DaemonSettings,
+        metrics: Metrics,
     ) -> Self {
         let instance = token::instance_id();
         WebState(Arc::new(Shared {
@@ -89,6 +93,7 @@ impl WebState {
             started: Instant::now(),
             state_dir: daemon.state_dir.clone(),
             log_dir: daemon.log_dir.clone(),
+            metrics,
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         }))
     }
@@ -163,6 +168,11 @@ impl WebState {
     pub fn log_dir(&self) -> &Path {
         &self.0.log_dir
     }
+
+    /// The counters fed by the events.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
 }
 
 /// Every route. Another route is one more `.route(...)` here, its handler in a module of
@@ -180,6 +190,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/crashes", get(api::crashes))
         .route("/api/crashes/{id}", get(api::crash))
         .route("/api/logs/{name}", get(api::logs))
+        .route("/metrics", get(metrics::metrics))
         .with_state(state)
 }
 
@@ -294,6 +305,7 @@ impl Web {
         daemon: &DaemonSettings,
         control: mpsc::Sender<ControlMsg>,
         events: &EventFeed,
+        metrics: Metrics,
     ) -> std::io::Result<Option<Web>> {
         let Some(addr) = daemon.http else {
             return Ok(None);
@@ -301,7 +313,7 @@ impl Web {
         let listener = bind(addr)?;
         let token_path = token::path(&daemon.state_dir);
         let token = Token::load_or_create(&token_path)?;
-        let state = WebState::new(control, events, token, daemon);
+        let state = WebState::new(control, events, token, daemon, metrics);
         let server = serve(listener, state.clone())?;
         announce(&server, &state);
         Ok(Some(Web {

@@ -227,6 +227,13 @@ impl Daemon {
         Self::launch(services_toml, &["unshare", "--net"])
     }
 
+    /// Like `start`, with holdfast started through `launcher` (a command that ends by
+    /// executing its arguments, e.g. `unshare ... sh -c '...; exec "$@"' sh`) and extra
+    /// environment variables for holdfast itself.
+    pub fn start_wrapped(services_toml: &str, launcher: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::launch_with_env(services_toml, launcher, env)
+    }
+
     /// Like `start`, with the holdfast binary at `bin` (a copy or link the test may
     /// replace, as a deploy would).
     pub fn start_from(bin: &Path, services_toml: &str) -> Daemon {

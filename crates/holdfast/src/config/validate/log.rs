@@ -1,11 +1,11 @@
-//! `log`: rotation of a service's log file.
+//! `log`: rotation of a service's log file, and forwarding of its lines to journald.
 
 use super::Validator;
 use super::scalars::size;
 use crate::config::diagnostic::Problem;
 use crate::config::raw::RawService;
 use crate::config::value;
-use crate::model::{LogSpec, defaults};
+use crate::model::{LogForward, LogSpec, defaults};
 
 /// Smallest `log.max_size`: below this rotation would churn on every few lines.
 const MIN_LOG_SIZE: u64 = 4 * 1024;
@@ -16,6 +16,7 @@ impl Validator<'_> {
             return LogSpec {
                 max_size: defaults::LOG_MAX_SIZE,
                 keep: defaults::LOG_KEEP,
+                forward: self.log_forward,
             };
         };
         let log = log.get_ref();
@@ -47,6 +48,11 @@ impl Validator<'_> {
         LogSpec {
             max_size,
             keep: log.keep.unwrap_or(defaults::LOG_KEEP),
+            forward: match log.journald {
+                Some(true) => LogForward::Journald,
+                Some(false) => LogForward::FileOnly,
+                None => self.log_forward,
+            },
         }
     }
 }

@@ -35,7 +35,7 @@ mod upgrade;
 
 use super::diagnostic::Problem;
 use super::raw::RawConfig;
-use crate::model::{Plan, ServiceName, ServiceSpec};
+use crate::model::{LogForward, Plan, ServiceName, ServiceSpec};
 
 /// Checks `raw` and builds the plan, appending every problem found to `problems`. With
 /// `host`, also checks what would fail at spawn on that machine ([`host`]).
@@ -45,8 +45,16 @@ pub fn validate(
     host: Option<&dyn host::HostFacts>,
     problems: &mut Vec<Problem>,
 ) -> Plan {
-    let mut v = Validator { problems };
-    let daemon = v.daemon(raw.daemon.map(|d| d.value).unwrap_or_default(), base_dir);
+    let raw_daemon = raw.daemon.map(|d| d.value).unwrap_or_default();
+    let log_forward = match raw_daemon.log_journald {
+        Some(true) => LogForward::Journald,
+        Some(false) | None => LogForward::FileOnly,
+    };
+    let mut v = Validator {
+        problems,
+        log_forward,
+    };
+    let daemon = v.daemon(raw_daemon, base_dir);
 
     // Every declared name counts as existing, even if its table had errors, so a typo in
     // one service does not also produce "unknown service" errors in the others.
@@ -95,6 +103,9 @@ pub fn validate(
 /// `self.push(Problem::new(message, span, label).with_help(hint))`.
 struct Validator<'p> {
     problems: &'p mut Vec<Problem>,
+    /// Where services' lines go unless their `log.journald` says (`[holdfast]
+    /// log_journald`).
+    log_forward: LogForward,
 }
 
 impl Validator<'_> {
@@ -283,6 +294,21 @@ mod tests {
         let problem = only_problem(src);
         assert_eq!(snippet(src, &problem), "\"no-such-group-here\"");
         assert!(problem.message().contains("unknown group"), "{problem:?}");
+    }
+
+    #[test]
+    fn log_journald_in_holdfast_is_every_services_default_and_a_service_may_say_otherwise() {
+        use crate::model::LogForward;
+        let src = "[holdfast]\nlog_journald = true\n\n[service.a]\ncommand = [\"a\"]\n\n\
+                   [service.b]\ncommand = [\"b\"]\nlog.journald = false\n\n\
+                   [service.c]\ncommand = [\"c\"]\nlog.keep = 2\n";
+        let defaulted = plan(src);
+        let forward = |name: &str| service(&defaulted, name).log.forward;
+        assert_eq!(forward("a"), LogForward::Journald);
+        assert_eq!(forward("b"), LogForward::FileOnly);
+        assert_eq!(forward("c"), LogForward::Journald);
+        let plain = plan("[service.a]\ncommand = [\"a\"]\n");
+        assert_eq!(service(&plain, "a").log.forward, LogForward::FileOnly);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tracing::Level;
 use super::Shell;
 use crate::control::protocol::{ControlError, ErrorKind, Reply};
 use crate::model::ServiceName;
-use crate::observe::event_log;
+use crate::observe::{event_log, metrics};
 use crate::supervisor::event::{Event, EventKind};
 use crate::supervisor::hooks::{self, Note};
 
@@ -26,6 +26,9 @@ impl Shell {
             self.forget_cgroup(service);
         }
         if let Some(capture) = event.service.as_ref().and_then(|s| self.capture(s)) {
+            if let EventKind::Spawned { pid, .. } | EventKind::MainPidChanged { pid } = event.kind {
+                capture.set_pid(pid);
+            }
             match event.kind {
                 // A service that never prints gets no log file for its spawn alone.
                 EventKind::Spawned { .. } | EventKind::Started { .. } => {
@@ -41,6 +44,15 @@ impl Shell {
             Level::INFO
         };
         event_log::log(&record, &event.to_string(), level);
+        let restart_reason = match (&event.kind, &event.service) {
+            (EventKind::RestartScheduled { .. }, Some(service)) => self
+                .sup
+                .service(service)
+                .and_then(|s| s.last_restart())
+                .map(|cause| metrics::reason_label(&cause.restart_reason())),
+            _ => None,
+        };
+        self.metrics.on_event(&record, restart_reason);
         if record.service.is_some() {
             // Every change of a service's state or processes is an event.
             self.ledger.behind();

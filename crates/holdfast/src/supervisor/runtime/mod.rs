@@ -252,6 +252,8 @@ struct Shell {
     adoptions: adopt::Adoptions,
     /// The HTTP server, when `[holdfast] http` was set at start.
     web: Option<crate::web::Web>,
+    /// Counted from the events; `/metrics` reads them.
+    metrics: crate::observe::metrics::Metrics,
 }
 
 impl Shell {
@@ -285,7 +287,8 @@ impl Shell {
             .open("/dev/null")
             .map_err(setup_error("/dev/null for probe output"))?;
         let events = EventFeed::new();
-        let web = start_web(&daemon, control_tx.clone(), &events, resumed)?;
+        let metrics = crate::observe::metrics::Metrics::default();
+        let web = start_web(&daemon, control_tx.clone(), &events, &metrics, resumed)?;
         let cgroups = cgroups::setup(&daemon.control);
         let server = server::serve_with_events(listener, groups, control_tx, events.clone());
         log_up(&config_path, &plan);
@@ -327,6 +330,7 @@ impl Shell {
             ledger: ledger::Writer::new(&daemon.state_dir),
             adoptions: adopt::Adoptions::default(),
             web,
+            metrics,
         };
         let sources = Sources {
             reaped,
@@ -381,7 +385,14 @@ impl Shell {
                 self.upstream.watchdog();
                 false
             }
-            () = sleep_until(deadline) => self.on_deadline(),
+            () = sleep_until(deadline) => {
+                // How late the timer fired: the loop's lag, measured without a wakeup
+                // of its own.
+                if let Some(at) = deadline {
+                    self.metrics.loop_lag(tokio::time::Instant::now().saturating_duration_since(at));
+                }
+                self.on_deadline()
+            }
             asked = signals.recv() => self.on_signal(asked),
         }
     }
@@ -587,9 +598,10 @@ fn start_web(
     daemon: &crate::model::DaemonSettings,
     control: mpsc::Sender<ControlMsg>,
     events: &EventFeed,
+    metrics: &crate::observe::metrics::Metrics,
     resumed: bool,
 ) -> Result<Option<crate::web::Web>, RuntimeError> {
-    match crate::web::Web::start(daemon, control, events) {
+    match crate::web::Web::start(daemon, control, events, metrics.clone()) {
         Ok(web) => Ok(web),
         Err(e) if resumed => {
             tracing::error!("the HTTP server is off after upgrade --self: {e}");

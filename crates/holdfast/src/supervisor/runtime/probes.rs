@@ -49,8 +49,15 @@ impl Shell {
         let Probe::Exec { command } = &health.probe else {
             let probe = health.probe.clone();
             let tx = self.probe_tx.clone();
+            let metrics = self.metrics.clone();
             tokio::spawn(async move {
+                let began = std::time::Instant::now();
                 let outcome = probe::run(&probe, timeout).await;
+                let kind = match probe {
+                    Probe::Http { .. } => "http",
+                    _ => "tcp",
+                };
+                metrics.probe_took(service.as_str(), kind, began.elapsed());
                 // The loop may be gone (shutdown): nobody needs the result then.
                 let _ = tx.send(ProbeMsg::Done {
                     service,

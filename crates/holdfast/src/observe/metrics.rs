@@ -1,0 +1,376 @@
+//! `/metrics`: what Prometheus scrapes, in the OpenMetrics text format.
+//!
+//! Counters are fed by the events as the supervisor publishes them (the one event
+//! definition), in the supervisor task, so none is missed; gauges are read from the
+//! status snapshot and `/proc` at scrape time, off the supervisor task. Names and labels
+//! are stable (the README's "Metrics" table).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+
+use crate::control::protocol::{EventRecord, RestartReason, ServiceState, Status};
+use holdfast_core::health::HealthState;
+use holdfast_core::supervisor::event::variant_names;
+
+/// The `reason` label of a restart.
+pub fn reason_label(reason: &RestartReason) -> &'static str {
+    match reason {
+        RestartReason::Exit { .. } => "exit",
+        RestartReason::SpawnError { .. } => "spawn_error",
+        RestartReason::NotReady { .. } => "not_ready",
+        RestartReason::Watchdog { .. } => "watchdog",
+        RestartReason::Health { .. } => "health",
+    }
+}
+
+/// The content type of the answer.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RestartLabels {
+    service: String,
+    reason: String,
+}
+
+/// An exit has a code or a signal; the other label is empty.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExitLabels {
+    service: String,
+    code: String,
+    signal: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    service: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    service: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    service: String,
+    probe: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// The counters, shared by the supervisor task (which counts) and the HTTP server
+/// (which reads). Cloning shares them.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    restarts: Family<RestartLabels, Counter>,
+    exits: Family<ExitLabels, Counter>,
+    oom_kills: Family<ServiceLabel, Counter>,
+    upgrades: Family<OutcomeLabels, Counter>,
+    rollbacks: Family<ServiceLabel, Counter>,
+    crash_reports: Family<ServiceLabel, Counter>,
+    probes: Family<ProbeLabels, Histogram>,
+    /// How late the supervisor's last timer fired, in nanoseconds.
+    loop_lag_ns: Arc<AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            restarts: Family::default(),
+            exits: Family::default(),
+            oom_kills: Family::default(),
+            upgrades: Family::default(),
+            rollbacks: Family::default(),
+            crash_reports: Family::default(),
+            probes: Family::new_with_constructor(probe_histogram),
+            loop_lag_ns: Arc::default(),
+        }
+    }
+}
+
+/// Probe latency buckets: 1 ms to about 8 s.
+fn probe_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 14,
+    ))
+}
+
+impl Metrics {
+    /// Counts what `record` tells. `restart_reason` is why a `restart_scheduled`
+    /// restarts (the service's last cause, known to the core).
+    pub fn on_event(&self, record: &EventRecord, restart_reason: Option<&str>) {
+        let Some(service) = record.service.as_ref().map(|s| s.as_str().to_owned()) else {
+            return;
+        };
+        let outcome = |outcome: &str| OutcomeLabels {
+            service: service.clone(),
+            outcome: outcome.to_owned(),
+        };
+        let label = || ServiceLabel {
+            service: service.clone(),
+        };
+        match record.kind.as_str() {
+            "restart_scheduled" => {
+                let reason = restart_reason.unwrap_or("unknown").to_owned();
+                let labels = RestartLabels {
+                    service: service.clone(),
+                    reason,
+                };
+                self.restarts.get_or_create(&labels).inc();
+            }
+            "exited" => self.on_exit(&service, record),
+            "upgraded" => {
+                self.upgrades.get_or_create(&outcome("upgraded")).inc();
+            }
+            "upgrade_refused" => {
+                self.upgrades.get_or_create(&outcome("refused")).inc();
+            }
+            "rolled_back" => {
+                self.upgrades.get_or_create(&outcome("rolled_back")).inc();
+                self.rollbacks.get_or_create(&label()).inc();
+            }
+            "crash_reported" => {
+                self.crash_reports.get_or_create(&label()).inc();
+            }
+            _ => {}
+        }
+    }
+
+    fn on_exit(&self, service: &str, record: &EventRecord) {
+        let text = |key: &str| match record.data.get(key) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => String::new(),
+        };
+        let labels = ExitLabels {
+            service: service.to_owned(),
+            code: text("exit_code"),
+            signal: text("signal"),
+        };
+        self.exits.get_or_create(&labels).inc();
+        if record.data.get("oom_killed") == Some(&Value::Bool(true)) {
+            let label = ServiceLabel {
+                service: service.to_owned(),
+            };
+            self.oom_kills.get_or_create(&label).inc();
+        }
+    }
+
+    /// A network probe (`http`, `tcp`) of `service` took `took`.
+    pub fn probe_took(&self, service: &str, probe: &str, took: Duration) {
+        let labels = ProbeLabels {
+            service: service.to_owned(),
+            probe: probe.to_owned(),
+        };
+        self.probes
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// The supervisor's timer fired `late` after its deadline.
+    pub fn loop_lag(&self, late: Duration) {
+        let ns = u64::try_from(late.as_nanos()).unwrap_or(u64::MAX);
+        self.loop_lag_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The whole answer: counters as counted, gauges from `status` and `/proc`.
+    pub fn render(&self, status: &Status) -> String {
+        let mut registry = Registry::default();
+        self.register_counters(&mut registry);
+        register_services(&mut registry, status);
+        self.register_self(&mut registry);
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &registry);
+        text
+    }
+
+    fn register_counters(&self, r: &mut Registry) {
+        r.register(
+            "holdfast_service_restarts",
+            "Automatic restarts scheduled, by reason (exit, spawn_error, not_ready, watchdog, health)",
+            self.restarts.clone(),
+        );
+        r.register(
+            "holdfast_service_exits",
+            "Exits of main processes, by exit code or signal",
+            self.exits.clone(),
+        );
+        r.register(
+            "holdfast_service_oom_kills",
+            "Main processes killed by the kernel's OOM killer",
+            self.oom_kills.clone(),
+        );
+        r.register(
+            "holdfast_upgrades",
+            "Finished rollouts of a new build, by outcome (upgraded, rolled_back, refused)",
+            self.upgrades.clone(),
+        );
+        r.register(
+            "holdfast_rollbacks",
+            "Rollouts rolled back to the previous build",
+            self.rollbacks.clone(),
+        );
+        r.register(
+            "holdfast_crash_reports",
+            "Crash reports written",
+            self.crash_reports.clone(),
+        );
+        r.register(
+            "holdfast_probe_duration_seconds",
+            "How long network health probes (http, tcp) took",
+            self.probes.clone(),
+        );
+    }
+
+    fn register_self(&self, r: &mut Registry) {
+        let lag = Gauge::<f64, AtomicU64>::default();
+        lag.set(Duration::from_nanos(self.loop_lag_ns.load(Ordering::Relaxed)).as_secs_f64());
+        r.register(
+            "holdfast_event_loop_lag_seconds",
+            "How late the supervisor's last timer fired (a busy or starved loop is late)",
+            lag,
+        );
+        let proc = ProcSelf::read();
+        for (name, help, value) in [
+            (
+                "holdfast_children",
+                "Direct child processes of holdfast",
+                proc.children,
+            ),
+            (
+                "holdfast_open_fds",
+                "File descriptors holdfast has open",
+                proc.fds,
+            ),
+            (
+                "holdfast_resident_memory_bytes",
+                "holdfast's resident memory",
+                proc.rss,
+            ),
+        ] {
+            let gauge = Gauge::<i64>::default();
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+            r.register(name, help, gauge);
+        }
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        r.register(
+            "holdfast_build_info",
+            "holdfast's version (always 1)",
+            build,
+        );
+    }
+}
+
+/// The per-service gauges of the status snapshot.
+fn register_services(r: &mut Registry, status: &Status) {
+    let state = Family::<StateLabels, Gauge>::default();
+    let health = Family::<ServiceLabel, Gauge>::default();
+    let up = Family::<ServiceLabel, Gauge>::default();
+    let uptime = Family::<ServiceLabel, Gauge<f64, AtomicU64>>::default();
+    for s in &status.services {
+        let service = || ServiceLabel {
+            service: s.name.as_str().to_owned(),
+        };
+        let current = serde_json::to_value(s.state).ok();
+        for name in variant_names::<ServiceState>() {
+            let labels = StateLabels {
+                service: s.name.as_str().to_owned(),
+                state: (*name).to_owned(),
+            };
+            let on = current.as_ref().and_then(Value::as_str) == Some(name);
+            state.get_or_create(&labels).set(i64::from(on));
+        }
+        if let Some(h) = &s.health {
+            let level = match h.state {
+                HealthState::Ok => 0,
+                HealthState::Degraded => 1,
+                HealthState::Unhealthy => 2,
+            };
+            health.get_or_create(&service()).set(level);
+        }
+        up.get_or_create(&service())
+            .set(i64::from(s.state == ServiceState::Running));
+        let secs = s
+            .uptime_ms
+            .map_or(0.0, |ms| Duration::from_millis(ms).as_secs_f64());
+        uptime.get_or_create(&service()).set(secs);
+    }
+    r.register(
+        "holdfast_service_state",
+        "1 for the service's current state, 0 for the others",
+        state,
+    );
+    r.register(
+        "holdfast_service_health_level",
+        "Health of the current run: 0 ok, 1 degraded, 2 unhealthy (services with probes)",
+        health,
+    );
+    r.register("holdfast_service_up", "1 while the service is running", up);
+    r.register(
+        "holdfast_service_uptime_seconds",
+        "Time since the current run was spawned (0 without one)",
+        uptime,
+    );
+}
+
+/// holdfast's own process, from `/proc/self`.
+struct ProcSelf {
+    children: u64,
+    fds: u64,
+    rss: u64,
+}
+
+impl ProcSelf {
+    fn read() -> Self {
+        let count = |dir: &str| std::fs::read_dir(dir).map_or(0, |d| d.count() as u64);
+        // Every thread's children: holdfast's threads clone children too (the spawner).
+        let children = std::fs::read_dir("/proc/self/task").map_or(0, |tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+                .map(|c| c.split_whitespace().count() as u64)
+                .sum()
+        });
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .and_then(|p| u64::try_from(p).ok())
+            .unwrap_or(4096);
+        let rss = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |pages| pages * page);
+        ProcSelf {
+            children,
+            // The directory read itself holds one fd.
+            fds: count("/proc/self/fd").saturating_sub(1),
+            rss,
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! `holdfast status --watch` (and `holdfast top`): redrawn at events, plain snapshots
+//! without a terminal, the alternate screen on a terminal (a pseudo-terminal made by
+//! `script`), given back on Ctrl-C.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use support::{Daemon, holdfast, holdfast_bin, kill_9, wait_until};
+
+const SERVICE: &str = r#"
+[service.api]
+command = ["sleep", "300"]
+"#;
+
+/// Everything `child` writes to its stdout, gathered by a thread.
+fn gather(child: &mut Child) -> Arc<Mutex<Vec<u8>>> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let sink = Arc::clone(&out);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .expect("not poisoned")
+                .extend_from_slice(&buf[..n]);
+        }
+    });
+    out
+}
+
+fn text(out: &Mutex<Vec<u8>>) -> String {
+    String::from_utf8_lossy(&out.lock().expect("not poisoned")).into_owned()
+}
+
+/// Whether a line of the table shows `api` running as `pid`.
+fn shows_running(out: &str, pid: u32) -> bool {
+    out.lines().any(|l| {
+        let cells: Vec<&str> = l.split_whitespace().collect();
+        cells.len() > 2 && cells[0] == "api" && cells[1] == "running" && cells[2] == pid.to_string()
+    })
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until("the watch exits", || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    status.expect("exited")
+}
+
+#[test]
+fn status_watch_without_a_terminal_prints_a_snapshot_per_change_until_interrupted() {
+    let daemon = Daemon::start(SERVICE);
+    let first = daemon.running_pid("api");
+    let mut watch = holdfast()
+        .args(["status", "--watch", "-s"])
+        .arg(daemon.socket())
+        .env(support::TAG_VAR, daemon.tag())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("holdfast status --watch starts");
+    let out = gather(&mut watch);
+    wait_until("the first snapshot shows api running", || {
+        shows_running(&text(&out), first)
+    });
+    kill_9(first);
+    let second = daemon.wait_for("api to run again", |s| {
+        let api = s.services.iter().find(|s| s.name.as_str() == "api")?;
+        (api.state == "running" && api.pid != Some(first)).then_some(api.pid?)
+    });
+    wait_until("a later snapshot shows the new pid", || {
+        shows_running(&text(&out), second)
+    });
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(watch.id()).expect("pid fits"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    assert!(wait_exit(&mut watch).success());
+    let out = text(&out);
+    assert!(
+        !out.contains('\x1b'),
+        "no terminal control without a terminal: {out:?}"
+    );
+    assert!(
+        out.matches("NAME ").count() >= 2,
+        "one snapshot per change: {out}"
+    );
+}
+
+#[test]
+fn top_on_a_terminal_draws_on_the_alternate_screen_and_restores_the_terminal_on_ctrl_c() {
+    let found = Command::new("sh")
+        .args(["-c", "command -v script"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipped: `script` (util-linux) is missing: no pseudo-terminal to test on");
+        return;
+    }
+    let daemon = Daemon::start(SERVICE);
+    let pid = daemon.running_pid("api");
+    let command = format!(
+        "{} top -s {}",
+        holdfast_bin().display(),
+        daemon.socket().display()
+    );
+    // `script` runs it on a pseudo-terminal: what the test writes is typed at it.
+    let mut term = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env(support::TAG_VAR, daemon.tag())
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script starts");
+    let out = gather(&mut term);
+    wait_until("top draws api running on the alternate screen", || {
+        let out = text(&out);
+        out.contains("\x1b[?1049h") && out.contains("api") && out.contains(&pid.to_string())
+    });
+    let mut keys = term.stdin.take().expect("stdin is piped");
+    keys.write_all(b"\x03").expect("Ctrl-C is typed");
+    keys.flush().expect("typed");
+    assert!(wait_exit(&mut term).success(), "{:?}", text(&out));
+    drop(keys);
+    let out = text(&out);
+    let drawn = out.rfind("\x1b[2J").expect("the screen was drawn");
+    let left = out
+        .rfind("\x1b[?1049l")
+        .expect("the alternate screen was left");
+    assert!(left > drawn, "the terminal is given back last: {out:?}");
+    assert!(
+        out[..left].ends_with("\x1b[?25h"),
+        "the cursor is shown again: {out:?}"
+    );
+}
