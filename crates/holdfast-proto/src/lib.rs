@@ -246,6 +246,10 @@ pub struct DaemonStatus {
     /// as it was); cleared by the next attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reexec_error: Option<String>,
+    /// The service manager running holdfast itself (`systemd:holdfast.service`,
+    /// `supervisord:holdfast`): it, not holdfast, restarts holdfast when it dies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -434,6 +438,7 @@ impl Status {
                 shutting_down: false,
                 execs: 0,
                 reexec_error: None,
+                managed_by: None,
             },
             services,
         }

@@ -17,6 +17,7 @@ pub mod health;
 pub mod interop;
 pub mod logs;
 pub mod notify;
+pub mod observe;
 pub mod quarantine;
 pub mod supervisor;
 pub mod upgrade;

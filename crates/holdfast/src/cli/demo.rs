@@ -45,7 +45,7 @@ holdfast demo: supervising 3 demo-app services (web, api, worker)
         socket = socket.display(),
         token = token.expose(),
     );
-    let code = super::up::run(&config)?;
+    let code = super::up::run(&config, super::up::LogArgs::default())?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(code)
 }

@@ -23,6 +23,8 @@ pub struct Report {
     pub all_capabilities: bool,
     pub core_pattern: Option<String>,
     pub systemd: SystemdReport,
+    /// The service manager running this process (`systemd:UNIT`, `supervisord:PROGRAM`).
+    pub managed_by: Option<String>,
     pub pid: u32,
     pub pid1: bool,
     /// Soft and hard `RLIMIT_NOFILE` of this process.
@@ -146,6 +148,7 @@ pub fn gather() -> Report {
         all_capabilities,
         core_pattern: read_trim("/proc/sys/kernel/core_pattern"),
         systemd,
+        managed_by: crate::notify::outer::OuterManager::detect().map(|m| m.to_string()),
         pid: std::process::id(),
         pid1: std::process::id() == 1,
         nofile,
@@ -171,6 +174,12 @@ pub fn render(r: &Report) -> String {
         r.core_pattern.as_deref().unwrap_or("unknown")
     ));
     lines.push(systemd_line(&r.systemd));
+    lines.push(format!(
+        "managed by:       {}",
+        r.managed_by
+            .as_deref()
+            .unwrap_or("nothing (holdfast is restarted by no one if it dies)")
+    ));
     lines.push(format!(
         "PID 1:            {} (pid {}); `holdfast up` otherwise becomes a child subreaper",
         yes_no(r.pid1),

@@ -59,6 +59,8 @@ pub enum Command {
             default_value = "/etc/holdfast/holdfast.toml"
         )]
         config: PathBuf,
+        #[command(flatten)]
+        log: up::LogArgs,
     },
     /// Validate a config file; exits non-zero with a diagnostic for each problem.
     Check {
@@ -328,7 +330,7 @@ pub enum QuarantineAction {
 )]
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
-        Command::Up { config } => up::run(&config),
+        Command::Up { config, log } => up::run(&config, log),
         Command::Check { file } => check::run(&file),
         Command::Status {
             names,

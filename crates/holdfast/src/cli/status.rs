@@ -145,6 +145,9 @@ pub fn render(status: &Status, colour: bool) -> String {
         human_duration(daemon.uptime_ms),
         daemon.config
     );
+    if let Some(manager) = &daemon.managed_by {
+        let _ = write!(out, ", under {manager}");
+    }
     if daemon.shutting_down {
         out.push_str(", shutting down");
     }
@@ -361,6 +364,7 @@ mod tests {
                 shutting_down: false,
                 execs: 0,
                 reexec_error: None,
+                managed_by: None,
             },
             services: vec![
                 ServiceStatus {

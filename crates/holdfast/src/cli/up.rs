@@ -1,16 +1,28 @@
 //! `holdfast up`: load the config, then run the supervisor in the foreground.
 
-use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
 use miette::IntoDiagnostic;
 
 use super::exit;
-use crate::{config, supervisor};
+use crate::observe::log::{LogFormat, LogTarget};
+use crate::{config, observe, supervisor};
 
-pub fn run(config_path: &Path) -> miette::Result<ExitCode> {
-    init_tracing();
+/// Where holdfast's own log goes and how it looks.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct LogArgs {
+    /// `human` lines, or `json`: one object a line (for stderr; journal entries are
+    /// structured anyway).
+    #[arg(long, value_enum, env = "HOLDFAST_LOG_FORMAT", default_value_t)]
+    pub log_format: LogFormat,
+    /// `auto`: the journal when stderr is connected to it (`JOURNAL_STREAM`), else stderr.
+    #[arg(long, value_enum, env = "HOLDFAST_LOG_TARGET", default_value_t)]
+    pub log_target: LogTarget,
+}
+
+pub fn run(config_path: &Path, log: LogArgs) -> miette::Result<ExitCode> {
+    observe::log::init(log.log_format, log.log_target);
     let config_path = std::path::absolute(config_path).into_diagnostic()?;
     // A re-execution (`upgrade --self`) takes over the fds before anything could open
     // another one at their numbers.
@@ -38,16 +50,4 @@ pub fn run(config_path: &Path) -> miette::Result<ExitCode> {
         .block_on(supervisor::runtime::run(config_path, plan, inherited))
         .into_diagnostic()?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// holdfast's own log: stderr, level from `HOLDFAST_LOG` (default `info`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
 }

@@ -7,7 +7,9 @@
 //!   service can only notify for itself.
 //! - [`upstream`]: holdfast's own notifications to the service manager that started it
 //!   (`READY=1`, `STATUS=`, `WATCHDOG=1`, `STOPPING=1`), when `NOTIFY_SOCKET` is set.
+//! - [`outer`]: which manager (systemd, supervisord) runs holdfast itself.
 
+pub mod outer;
 pub mod server;
 pub mod upstream;
 

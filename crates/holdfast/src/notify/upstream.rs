@@ -10,8 +10,12 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
+use super::outer::OuterManager;
+
 #[derive(Debug)]
 pub struct Upstream {
+    /// Who started holdfast, if a service manager did.
+    manager: Option<OuterManager>,
     enabled: bool,
     ready_sent: bool,
     stopping_sent: bool,
@@ -23,7 +27,12 @@ impl Upstream {
     /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` from the environment.
     pub fn from_env() -> Self {
         let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
+        let manager = OuterManager::detect();
+        if let Some(manager) = &manager {
+            tracing::info!("running under {manager}: it restarts holdfast if holdfast dies");
+        }
         Self {
+            manager,
             enabled,
             ready_sent: false,
             stopping_sent: false,
@@ -41,6 +50,10 @@ impl Upstream {
     pub fn ping_interval(&self) -> Option<Duration> {
         self.watchdog
             .map(|d| (d / 2).clamp(Duration::from_millis(1), crate::clock::FAR_FUTURE))
+    }
+
+    pub fn manager(&self) -> Option<&OuterManager> {
+        self.manager.as_ref()
     }
 
     pub fn is_ready_sent(&self) -> bool {

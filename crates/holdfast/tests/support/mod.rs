@@ -15,6 +15,8 @@
 #![allow(dead_code, reason = "each test file uses its own part of the harness")]
 
 pub mod load;
+pub mod supervisord;
+pub mod systemd;
 pub mod web;
 
 use std::fmt::Debug;

@@ -384,6 +384,7 @@ mod tests {
                 shutting_down: false,
                 execs: 0,
                 reexec_error: None,
+                managed_by: None,
             },
             services: Vec::new(),
         }

@@ -3,9 +3,12 @@
 
 use std::time::{Instant, SystemTime};
 
+use tracing::Level;
+
 use super::Shell;
 use crate::control::protocol::{ControlError, ErrorKind, Reply};
 use crate::model::ServiceName;
+use crate::observe::event_log;
 use crate::supervisor::event::{Event, EventKind};
 use crate::supervisor::hooks::{self, Note};
 
@@ -22,11 +25,6 @@ impl Shell {
         {
             self.forget_cgroup(service);
         }
-        if hooks::is_warning(&event.kind) {
-            tracing::warn!("{event}");
-        } else {
-            tracing::info!("{event}");
-        }
         if let Some(capture) = event.service.as_ref().and_then(|s| self.capture(s)) {
             match event.kind {
                 // A service that never prints gets no log file for its spawn alone.
@@ -37,6 +35,12 @@ impl Shell {
             }
         }
         let record = self.bus.publish(event, SystemTime::now());
+        let level = if hooks::is_warning(&event.kind) {
+            Level::WARN
+        } else {
+            Level::INFO
+        };
+        event_log::log(&record, &event.to_string(), level);
         if record.service.is_some() {
             // Every change of a service's state or processes is an event.
             self.ledger.behind();
@@ -91,9 +95,9 @@ impl Shell {
     /// Logs a hook's news in holdfast's log and the service's.
     pub(super) fn note(&self, note: Note) {
         if note.warning {
-            tracing::warn!("{}: {}", note.service, note.text);
+            tracing::warn!(service = %note.service, "{}: {}", note.service, note.text);
         } else {
-            tracing::info!("{}: {}", note.service, note.text);
+            tracing::info!(service = %note.service, "{}: {}", note.service, note.text);
         }
         if let Some(capture) = self.capture(&note.service) {
             capture.note(&format!("{}: {}", note.service, note.text));

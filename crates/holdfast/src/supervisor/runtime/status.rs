@@ -129,6 +129,7 @@ impl Shell {
                 shutting_down: self.sup.is_shutting_down(),
                 execs: self.selfup.execs,
                 reexec_error: self.selfup.error.clone(),
+                managed_by: self.upstream.manager().map(ToString::to_string),
             },
             services,
         };

@@ -1,0 +1,5 @@
+//! What operators watch holdfast with: its own log (human, JSON lines or native
+//! journald entries), service output forwarded to journald, and metrics.
+
+pub mod event_log;
+pub mod log;
