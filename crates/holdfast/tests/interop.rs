@@ -139,6 +139,31 @@ fn the_unit_for_holdfast_itself_passes_systemd_analyze_verify() {
 }
 
 #[test]
+fn the_unit_for_holdfast_with_spaces_and_percent_in_its_paths_passes_systemd_analyze_verify() {
+    if !have_systemd_analyze() {
+        return;
+    }
+    let scratch = Scratch::new("self spaced");
+    let dir = scratch.path("fast state 100%");
+    let text = format!(
+        "[holdfast]\ncontrol = \"{d}/run dir/control.sock\"\nstate_dir = \"{d}/state\"\n\
+         log_dir = \"{d}/log 50%\"\n\n[service.db]\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+        d = dir.display()
+    );
+    let config = scratch.path("holdfast config.toml");
+    fs::write(&config, text).expect("write the config");
+    let unit = gen_unit(&scratch, &config, &["--self"], "holdfast.service");
+    assert_verified(&unit);
+    let text = fs::read_to_string(&unit).unwrap();
+    for setting in ["ExecStartPre=+", "ExecStopPost=+", "TimeoutStartSec="] {
+        assert!(
+            text.lines().any(|l| l.starts_with(setting)),
+            "no `{setting}` in:\n{text}"
+        );
+    }
+}
+
+#[test]
 fn a_notify_service_with_a_user_capabilities_limits_affinity_and_memory_gives_a_unit_systemd_accepts()
  {
     if !have_systemd_analyze() {

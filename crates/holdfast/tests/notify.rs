@@ -219,6 +219,7 @@ start_secs = "0s"
     let mut watchdogs = 0;
     let mut ready_seen = false;
     let mut statuses = Vec::new();
+    let mut extends = Vec::new();
     while !(ready_seen && watchdogs >= 3) {
         let n = manager
             .recv(&mut buf)
@@ -239,10 +240,25 @@ start_secs = "0s"
                     if let Some(status) = other.strip_prefix("STATUS=") {
                         statuses.push(status.to_owned());
                     }
+                    if let Some(usec) = other.strip_prefix("EXTEND_TIMEOUT_USEC=") {
+                        extends.push((usec.to_owned(), ready_seen));
+                    }
                 }
             }
         }
     }
+    // While its services start, each ping extends the manager's start timeout by one
+    // watchdog interval; once ready, none does.
+    assert!(
+        extends.first() == Some(&("1000000".to_owned(), false)),
+        "{extends:?}"
+    );
+    assert!(
+        extends
+            .iter()
+            .all(|(usec, after_ready)| usec == "1000000" && !after_ready),
+        "{extends:?}"
+    );
     assert!(
         statuses.iter().any(|s| s == "1 services: 1 starting"),
         "{statuses:?}"

@@ -181,3 +181,38 @@ command = ["/bin/sh", "-c", "while :; do echo tick; sleep 0.2; done"]
         "stopped with holdfast"
     );
 }
+
+#[test]
+fn a_stop_that_outlasts_timeout_stop_sec_leaves_no_service_running() {
+    let Some(container) = container() else { return };
+    let config = write_config(
+        &container,
+        "[service.stubborn]\ncommand = [\"/bin/sh\", \"-c\", \"trap '' TERM; while :; do sleep 1; done\"]\n\
+         stop = { timeout = \"600s\" }\n",
+    );
+    install_and_start_holdfast(&container, &config);
+    let release = container.ok("journalctl -u holdfast.service --no-pager -o cat");
+    assert!(release.contains("cgroup-release: "), "{release}");
+    let pids = service_pids(&container);
+    let [(_, pid)] = pids.as_slice() else {
+        panic!("one service expected: {pids:?}")
+    };
+    // A stop timeout shorter than the service's: SIGKILL (KillMode=process) reaches
+    // holdfast alone while it still waits for the service to stop.
+    container.ok(
+        "mkdir -p /etc/systemd/system/holdfast.service.d && \
+         printf '[Service]\\nTimeoutStopSec=3s\\n' > /etc/systemd/system/holdfast.service.d/short.conf && \
+         systemctl daemon-reload",
+    );
+    container.run("systemctl stop holdfast.service");
+    assert_eq!(container.show("holdfast", "Result"), "timeout");
+    container.wait_until(
+        &format!("the service (pid {pid}) left by the timed-out holdfast is gone"),
+        |c| c.run(&format!("test -d /proc/{pid}")).status.code() != Some(0),
+    );
+    let journal = container.ok("journalctl -u holdfast.service --no-pager -o cat");
+    assert!(
+        journal.contains("cgroup-reap: service result timeout: killed"),
+        "{journal}"
+    );
+}

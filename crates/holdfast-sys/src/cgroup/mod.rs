@@ -33,6 +33,7 @@
 mod counters;
 mod detect;
 mod files;
+mod unit;
 
 use std::fs;
 use std::io::{self, Write};
@@ -48,6 +49,10 @@ use holdfast_core::unix::Pid;
 pub use counters::CounterFiles;
 pub use detect::{Detected, Hierarchy, detect, detect_at};
 pub use files::Holds;
+pub use unit::{
+    CONTROL_CGROUP, UnitCgroup, kill_leftovers, release_controllers, unit_cgroup, unit_cgroup_at,
+    unit_pids,
+};
 
 use crate::model::CgroupLimits;
 

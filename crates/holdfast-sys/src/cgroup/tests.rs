@@ -404,3 +404,126 @@ fn a_cgroup_removed_by_hand_is_reported_gone_when_opened() {
     assert!(svc.dir().is_dir(), "created again");
     let _ = fs::remove_dir_all(&root);
 }
+
+#[test]
+fn a_control_process_finds_its_units_cgroup_as_the_parent_of_dot_control() {
+    let (root, _) = v2_tree("unit-find");
+    assert_eq!(
+        unit_cgroup_at(&root, "0::/svc.slice/holdfast.service/.control\n"),
+        UnitCgroup::Delegated {
+            version: Version::V2,
+            dir: root.join("svc.slice/holdfast.service"),
+        }
+    );
+    assert_eq!(
+        unit_cgroup_at(&root, "0::/user.slice/session-1.scope\n"),
+        UnitCgroup::NotControl("/user.slice/session-1.scope".to_owned())
+    );
+    let v1 = temp_tree("unit-find-v1");
+    touch(&v1.join("pids/cgroup.procs"), "");
+    assert_eq!(
+        unit_cgroup_at(
+            &v1,
+            "3:pids:/system.slice/h.service\n1:name=systemd:/system.slice/h.service/.control\n"
+        ),
+        UnitCgroup::Delegated {
+            version: Version::V1,
+            dir: v1.join("systemd/system.slice/h.service"),
+        }
+    );
+    assert_eq!(unit_cgroup_at(&v1, "3:pids:/x\n"), UnitCgroup::Unknown);
+    let _ = fs::remove_dir_all(&root);
+    let _ = fs::remove_dir_all(&v1);
+}
+
+#[test]
+fn releasing_a_unit_disables_the_controllers_a_crashed_holdfast_enabled_deepest_first() {
+    // What a holdfast killed under systemd leaves: itself gone from its leaf, controllers
+    // enabled in the unit's cgroup and in its parent, services running in their cgroups.
+    let (root, _) = v2_tree("unit-release");
+    let unit = root.join("svc.slice/holdfast.service");
+    touch(&unit.join("cgroup.subtree_control"), "cpu memory pids\n");
+    touch(&unit.join("holdfast.daemon/cgroup.subtree_control"), "");
+    touch(&unit.join("holdfast/cgroup.subtree_control"), "memory\n");
+    touch(&unit.join("holdfast/db/cgroup.subtree_control"), "");
+    touch(&unit.join("holdfast/db/memory.max"), "67108864");
+    touch(&unit.join(".control/cgroup.subtree_control"), "");
+
+    let released = release_controllers(&unit).expect("released");
+    assert_eq!(
+        released,
+        vec![
+            (unit.join("holdfast"), vec!["memory".to_owned()]),
+            (
+                unit.clone(),
+                vec!["cpu".to_owned(), "memory".to_owned(), "pids".to_owned()]
+            ),
+        ],
+        "the parent's controllers go before the unit's"
+    );
+    assert_eq!(
+        read(&unit.join("cgroup.subtree_control")),
+        "-cpu -memory -pids"
+    );
+    assert_eq!(
+        read(&unit.join("holdfast/cgroup.subtree_control")),
+        "-memory"
+    );
+
+    // A unit with nothing enabled (the first start, or v2 without controllers), and one
+    // whose files are missing: nothing to do, no error.
+    touch(&unit.join("cgroup.subtree_control"), "");
+    touch(&unit.join("holdfast/cgroup.subtree_control"), "");
+    assert_eq!(release_controllers(&unit).expect("nothing"), Vec::new());
+    assert_eq!(
+        release_controllers(&root.join("gone.service")).expect("missing"),
+        Vec::new()
+    );
+    let _ = fs::remove_dir_all(&root);
+}
+
+#[test]
+fn after_a_release_an_adopted_services_cgroup_gets_its_controllers_and_limits_back() {
+    // The restarted holdfast's setup finds its parent enabling nothing (released) and
+    // the adopted service's cgroup there: attaching it writes every limit again.
+    let (root, detected) = v2_tree("unit-readopt");
+    let parent = root.join("svc.slice/holdfast");
+    touch(&parent.join("cgroup.subtree_control"), "-memory -pids");
+    touch(&parent.join("db/memory.max"), "max");
+    let mut cgroups = Cgroups::setup(&detected, "holdfast").expect("setup");
+    let limits = CgroupLimits {
+        memory: Some(64 << 20),
+        pids: Some(32),
+        ..CgroupLimits::default()
+    };
+    cgroups.service("db", &limits).expect("adopted cgroup");
+    assert_eq!(
+        read(&parent.join("cgroup.subtree_control")),
+        "+memory +pids"
+    );
+    assert_eq!(
+        read(&parent.join("db/memory.max")),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(read(&parent.join("db/pids.max")), "32");
+    let _ = fs::remove_dir_all(&root);
+}
+
+#[test]
+fn the_leftovers_of_a_unit_are_listed_without_the_control_process() {
+    let (root, _) = v2_tree("unit-pids");
+    let unit = root.join("svc.slice/holdfast.service");
+    touch(&unit.join("cgroup.procs"), "");
+    touch(&unit.join("holdfast/db/cgroup.procs"), "101\n102\n");
+    touch(&unit.join("holdfast/web/cgroup.procs"), "201\n");
+    touch(&unit.join(".control/cgroup.procs"), "999\n");
+    let mut pids = unit_pids(&unit);
+    pids.sort();
+    assert_eq!(
+        pids,
+        [101, 102, 201]
+            .map(holdfast_core::unix::Pid::from_raw)
+            .to_vec()
+    );
+    let _ = fs::remove_dir_all(&root);
+}

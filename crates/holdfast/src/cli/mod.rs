@@ -24,6 +24,7 @@ pub mod reload;
 pub mod service;
 pub mod signal;
 pub mod status;
+pub mod unit_hooks;
 // Resolved by the control layer, so the HTTP server's `/control` resolves them too.
 pub use crate::control::targets;
 pub mod up;
@@ -250,6 +251,14 @@ pub enum Command {
     /// The kernel's core_pattern pipe handler (installed by `core-pattern install`).
     #[command(hide = true)]
     CoreHandler(crashes::HandlerArgs),
+    /// `ExecStartPre=` of the `gen systemd --self` unit: frees the unit's cgroup for a
+    /// restarted holdfast (see `cli::unit_hooks`).
+    #[command(hide = true)]
+    CgroupRelease,
+    /// `ExecStopPost=` of the `gen systemd --self` unit: kills the services a stop
+    /// timeout or a start limit left behind.
+    #[command(hide = true)]
+    CgroupReap,
     /// Run holdfast supervising the bundled demo service on an embedded config.
     Demo,
     /// Show what this host supports: cgroups and controllers, user namespaces,
@@ -388,6 +397,8 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         } => crashes::run(&socket.socket, action, name, &from),
         Command::CorePattern { action } => crashes::core_pattern(action),
         Command::CoreHandler(args) => crashes::core_handler(args),
+        Command::CgroupRelease => unit_hooks::release(),
+        Command::CgroupReap => unit_hooks::reap(),
         Command::Demo => demo::run(),
         Command::Doctor { json } => doctor::run(json),
         Command::Completions { shell } => completions::run(shell),

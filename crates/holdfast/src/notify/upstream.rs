@@ -74,8 +74,18 @@ impl Upstream {
         }
     }
 
+    /// `WATCHDOG=1`; while holdfast starts (no `READY=1` yet: its services are coming
+    /// up, which may take longer than any fixed start timeout), also
+    /// `EXTEND_TIMEOUT_USEC=` of one watchdog interval: the start goes on while these
+    /// pings come, and times out as a hung loop would be killed once started.
     pub fn watchdog(&self) {
-        self.send(&[NotifyState::Watchdog]);
+        match self.watchdog.filter(|_| !self.ready_sent) {
+            Some(interval) => {
+                let usec = u32::try_from(interval.as_micros()).unwrap_or(u32::MAX);
+                self.send(&[NotifyState::Watchdog, NotifyState::ExtendTimeoutUsec(usec)]);
+            }
+            None => self.send(&[NotifyState::Watchdog]),
+        }
     }
 
     /// holdfast re-executes itself (`upgrade --self`): the manager sees a reload, which

@@ -7,7 +7,20 @@
 //!   restarted holdfast adopts them (README "When holdfast itself dies"); a `systemctl
 //!   stop` sends SIGTERM to holdfast, which stops its services itself, in order, within
 //!   `TimeoutStopSec=` (longer than the slowest chain of stops).
-//! - `Delegate=yes`: holdfast makes a cgroup per service under its own.
+//! - `Delegate=yes`: holdfast makes a cgroup per service under its own. On cgroup v2 it
+//!   enables controllers in the unit's cgroup and moves itself into a leaf; after a
+//!   crash `ExecStartPre=+holdfast cgroup-release` disables them again, else systemd
+//!   could not place the next holdfast in the unit's cgroup (v2's "no internal
+//!   processes" rule: 219/CGROUP) and the services would never be adopted.
+//! - `ExecStopPost=+holdfast cgroup-reap`: what `TimeoutStopSec=` or a start limit left
+//!   in the unit's cgroup is killed (`KillMode=process` SIGKILLs holdfast alone); after a
+//!   crash the services stay, for the next holdfast to adopt.
+//! - `TimeoutStartSec=`: `READY=1` waits for every autostart service (a `notify`
+//!   service may take its whole `start_timeout`, an `after` chain the sum of them, and
+//!   retries after failures more), so no fixed start timeout fits; holdfast sends
+//!   `EXTEND_TIMEOUT_USEC=` with each watchdog ping while it starts (`notify::upstream`):
+//!   the start never times out while holdfast's loop turns, and a hung one is killed
+//!   within `WatchdogSec=` as it is once started.
 //! - Hardening only where no supervised service can be hurt: the services inherit the
 //!   unit's sandbox (see [`hardening`]).
 
@@ -16,7 +29,7 @@ use std::time::Duration;
 
 use super::escape;
 use super::{GenError, GeneratedUnit, Section, Unit, timespan};
-use crate::model::{Plan, Rlimit, ServiceName, ServiceSpec};
+use crate::model::{Capability, Plan, Rlimit, ServiceName, ServiceSpec};
 
 /// What the unit for holdfast needs besides the plan.
 #[derive(Debug, Clone)]
@@ -29,6 +42,10 @@ pub struct SelfInputs {
 
 /// How often systemd expects `WATCHDOG=1`; holdfast pings at half of it.
 pub const WATCHDOG: Duration = Duration::from_secs(30);
+/// The start timeout before holdfast's loop turns and extends it: loading the config,
+/// adopting the services of a killed holdfast (it waits up to 5 s for leftovers it
+/// kills), binding sockets.
+const START_SETUP: Duration = Duration::from_secs(90);
 /// Added to the slowest stop chain: holdfast's own shutdown work around the stops.
 const STOP_MARGIN: Duration = Duration::from_secs(15);
 /// systemd's default hard `LimitNOFILE=` (524288): holdfast raises its soft limit to the
@@ -50,6 +67,21 @@ pub fn self_unit(plan: &Plan, inputs: &SelfInputs) -> Result<GeneratedUnit, GenE
         path_text(&inputs.config),
     ]);
     u.set(Section::Service, "ExecStart", escape::command_line(&exec));
+    u.set(
+        Section::Service,
+        "ExecStartPre",
+        hook(&inputs.exe, "cgroup-release"),
+    );
+    u.set(
+        Section::Service,
+        "ExecStopPost",
+        hook(&inputs.exe, "cgroup-reap"),
+    );
+    u.comment(
+        Section::Service,
+        "covers holdfast's own setup; while its services start, holdfast extends it",
+    );
+    u.set(Section::Service, "TimeoutStartSec", timespan(START_SETUP));
     u.set(Section::Service, "ExecReload", "/bin/kill -HUP $MAINPID");
     u.set(Section::Service, "Restart", "on-failure");
     u.set(Section::Service, "RestartSec", "1s");
@@ -61,7 +93,7 @@ pub fn self_unit(plan: &Plan, inputs: &SelfInputs) -> Result<GeneratedUnit, GenE
     u.set(Section::Service, "TimeoutStopSec", stop_timeout(plan));
     u.set(Section::Service, "Delegate", "yes");
     u.set(Section::Service, "LimitNOFILE", nofile(plan));
-    hardening(&mut u, plan)?;
+    hardening(&mut u, plan);
     u.set(Section::Install, "WantedBy", "multi-user.target");
     Ok(GeneratedUnit {
         file_name: "holdfast.service".to_owned(),
@@ -69,37 +101,57 @@ pub fn self_unit(plan: &Plan, inputs: &SelfInputs) -> Result<GeneratedUnit, GenE
     })
 }
 
+/// `+EXE VERB`: a hidden holdfast command run as a control process, with full
+/// privileges (`+`: outside the sandbox and `User=`, it writes the unit's cgroup).
+fn hook(exe: &Path, verb: &str) -> String {
+    let line = escape::command_line(&escape::literal(&[path_text(exe), verb.to_owned()]));
+    format!("+{line}")
+}
+
 fn path_text(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// The services inherit holdfast's namespaces, so only what no service is expected to
-/// need is taken away: `/usr`, `/boot` and `/etc` read-only (`ProtectSystem=full`, not
-/// `strict`, which would make all of `/var` read-only), kernel modules and the kernel
-/// log. No `NoNewPrivileges=` (services may need setuid programs; holdfast sets
+/// The services inherit holdfast's namespaces and bounding set, so only what no
+/// service asks for is taken away: loading kernel modules unless a service may hold
+/// `CAP_SYS_MODULE`, the kernel log unless one may hold `CAP_SYSLOG` (both also drop
+/// that capability from every service). No `ProtectSystem=`: a service may write under
+/// `/etc` or `/usr/local` (its working directory, pidfile, unix sockets, upgrade
+/// links, certificates it renews), which no list derived from the config can foresee.
+/// No `NoNewPrivileges=` (services may need setuid programs; holdfast sets
 /// no_new_privs per service), no `PrivateTmp=` (services share `/tmp` with the host as
 /// they would without holdfast), no `ProtectControlGroups=` (holdfast writes cgroups),
 /// no `ProtectHome=`, `PrivateDevices=` or `ProtectKernelTunables=`.
-fn hardening(u: &mut Unit, plan: &Plan) -> Result<(), GenError> {
+fn hardening(u: &mut Unit, plan: &Plan) {
     u.comment(
         Section::Service,
-        "services inherit this sandbox: only what none of them should need is taken away",
+        "services inherit this sandbox: only what none of them asks for is taken away",
     );
-    u.set(Section::Service, "ProtectSystem", "full");
-    let control_dir = plan
-        .daemon
-        .control
-        .parent()
-        .map_or_else(|| plan.daemon.control.clone(), Path::to_path_buf);
-    for dir in [&plan.daemon.state_dir, &plan.daemon.log_dir, &control_dir] {
-        // `-`: a directory holdfast has yet to create does not fail the start.
-        let dir = escape::verbatim("ReadWritePaths", &path_text(dir))?;
-        u.set(Section::Service, "ReadWritePaths", format!("-{dir}"));
-    }
     u.set(Section::Service, "PrivateTmp", "no");
-    u.set(Section::Service, "ProtectKernelModules", "yes");
-    u.set(Section::Service, "ProtectKernelLogs", "yes");
-    Ok(())
+    if !plan
+        .services
+        .values()
+        .any(|s| may_hold(s, "CAP_SYS_MODULE"))
+    {
+        u.set(Section::Service, "ProtectKernelModules", "yes");
+    }
+    if !plan.services.values().any(|s| may_hold(s, "CAP_SYSLOG")) {
+        u.set(Section::Service, "ProtectKernelLogs", "yes");
+    }
+}
+
+/// Whether `spec` may hold capability `name`: named in its `capabilities`, or kept
+/// with all of root's when it runs as root without a `capabilities` list.
+fn may_hold(spec: &ServiceSpec, name: &str) -> bool {
+    let privileges = &spec.privileges;
+    match &privileges.capabilities {
+        Some(list) => Capability::from_name(name).is_some_and(|c| list.contains(&c)),
+        None => privileges
+            .credentials
+            .as_ref()
+            .and_then(|c| c.user.as_ref())
+            .is_none_or(|user| user.uid == 0),
+    }
 }
 
 /// Longer than the slowest chain of stops: services stop in reverse `after` order, each
@@ -188,6 +240,55 @@ mod tests {
         let forever =
             plan("[service.x]\ncommand = [\"/bin/x\"]\nstop = { timeout = \"infinity\" }\n");
         assert_eq!(stop_timeout(&forever), "infinity");
+    }
+
+    fn unit_text(p: &Plan) -> String {
+        let inputs = SelfInputs {
+            exe: "/usr/bin/holdfast".into(),
+            config: "/etc/holdfast/holdfast.toml".into(),
+        };
+        self_unit(p, &inputs).expect("unit").text
+    }
+
+    fn has(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
+
+    #[test]
+    fn kernel_modules_and_logs_are_protected_only_when_no_service_may_need_them() {
+        let unprivileged = plan(
+            "[service.x]\ncommand = [\"/bin/x\"]\nuser = \"nobody\"\n\
+             [service.y]\ncommand = [\"/bin/y\"]\ncapabilities = [\"CAP_NET_BIND_SERVICE\"]\n",
+        );
+        let text = unit_text(&unprivileged);
+        assert!(has(&text, "ProtectKernelModules=yes"), "{text}");
+        assert!(has(&text, "ProtectKernelLogs=yes"), "{text}");
+        assert!(!text.contains("ProtectSystem="), "{text}");
+
+        let syslog = plan("[service.x]\ncommand = [\"/bin/x\"]\ncapabilities = [\"CAP_SYSLOG\"]\n");
+        let text = unit_text(&syslog);
+        assert!(has(&text, "ProtectKernelModules=yes"), "{text}");
+        assert!(!text.contains("ProtectKernelLogs"), "{text}");
+
+        // Root without a capability list keeps all of root's: it may load a module.
+        let root = plan("[service.x]\ncommand = [\"/bin/x\"]\n");
+        let text = unit_text(&root);
+        assert!(!text.contains("ProtectKernelModules"), "{text}");
+        assert!(!text.contains("ProtectKernelLogs"), "{text}");
+    }
+
+    #[test]
+    fn the_unit_releases_the_cgroup_before_a_start_and_reaps_after_a_stop() {
+        let text = unit_text(&plan("[service.x]\ncommand = [\"/bin/x\"]\n"));
+        assert!(
+            has(&text, "ExecStartPre=+/usr/bin/holdfast cgroup-release"),
+            "{text}"
+        );
+        assert!(
+            has(&text, "ExecStopPost=+/usr/bin/holdfast cgroup-reap"),
+            "{text}"
+        );
+        assert!(has(&text, "TimeoutStartSec=90s"), "{text}");
     }
 
     #[test]
