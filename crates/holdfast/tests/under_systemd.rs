@@ -216,3 +216,71 @@ fn a_stop_that_outlasts_timeout_stop_sec_leaves_no_service_running() {
         "{journal}"
     );
 }
+
+#[test]
+fn a_unit_holdfast_observes_is_restarted_through_systemd_when_its_health_fails() {
+    let Some(container) = container() else { return };
+    let port = free_port();
+    container.ok(&format!(
+        "systemd-run --unit=web --property=Restart=always {} --listen 127.0.0.1:{port}",
+        demo_app_inside()
+    ));
+    let config = write_config(
+        &container,
+        &format!(
+            r#"
+[service.web]
+managed_by = "systemd:web.service"
+arbiter_timeout = "5s"
+health_grace_period = "1s"
+sync_interval = "200ms"
+
+[service.web.health]
+http = "http://127.0.0.1:{port}/health"
+interval = "200ms"
+timeout = "150ms"
+degraded = {{ failures = 1, within = "10s" }}
+unhealthy = {{ failures = 2, within = "10s" }}
+"#
+        ),
+    );
+    install_and_start_holdfast(&container, &config);
+    let old: u32 = container.show("web", "MainPID").parse().expect("a pid");
+    container.wait_until("holdfast follows systemd's pid of web", |c| {
+        service_pids(c) == vec![("web".to_owned(), old)]
+    });
+
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(support::web::get(addr, "/health/fail").status, 200);
+    container.wait_until("systemd restarted web with a new pid", |c| {
+        let main = c.show("web", "MainPID");
+        main != "0" && main != old.to_string()
+    });
+    let new: u32 = container.show("web", "MainPID").parse().expect("a pid");
+    container.wait_until("holdfast follows the new pid", |c| {
+        service_pids(c) == vec![("web".to_owned(), new)]
+    });
+    let events = container.ok(&format!(
+        "{} events --json --socket /run/holdfast/control.sock web",
+        container.holdfast()
+    ));
+    assert!(
+        events.contains("\"upstream_restart_requested\""),
+        "holdfast asked systemd: {events}"
+    );
+    let demo = demo_app()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        count_processes(&container, &demo),
+        1,
+        "holdfast spawned none"
+    );
+    let cgroup = container.ok(&format!("cat /proc/{new}/cgroup"));
+    assert!(
+        cgroup.contains("web.service"),
+        "systemd's, not holdfast's: {cgroup}"
+    );
+}
