@@ -14,6 +14,7 @@ use std::path::Path;
 pub(crate) use diagnostic::closest;
 pub use diagnostic::{ConfigError, Problem};
 pub use validate::host::{FileKind, HostFacts, Ownership, SystemHost};
+pub use validate::instances::{Segment, segments as instance_segments};
 
 use crate::model::Plan;
 

@@ -20,7 +20,7 @@ mod daemon;
 mod exit_codes;
 mod hooks;
 pub mod host;
-mod instances;
+pub mod instances;
 mod log;
 mod ports;
 mod privs;

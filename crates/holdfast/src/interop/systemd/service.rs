@@ -64,13 +64,19 @@ fn ordering(u: &mut Unit, spec: &ServiceSpec) {
 }
 
 fn exec(u: &mut Unit, spec: &ServiceSpec, template: Option<&Template>) -> Result<(), GenError> {
+    let mut command = match template {
+        Some(t) => t.command.clone(),
+        None => spec.command.clone(),
+    };
+    if let Some(program) = command.first_mut() {
+        *program = program_path(program, spec)?;
+    }
     let words = match template {
-        Some(t) => t
-            .command
+        Some(_) => command
             .iter()
-            .map(|arg| pieces(u, "command", arg))
-            .collect(),
-        None => escape::literal(&spec.command),
+            .map(|arg| pieces("command", arg))
+            .collect::<Result<_, _>>()?,
+        None => escape::literal(&command),
     };
     u.set(Section::Service, "ExecStart", escape::command_line(&words));
     if let Some(dir) = &spec.working_dir {
@@ -80,14 +86,34 @@ fn exec(u: &mut Unit, spec: &ServiceSpec, template: Option<&Template>) -> Result
     Ok(())
 }
 
-/// The pieces of a template value; `{instance + K}` is noted and written as `%i`.
-fn pieces(u: &mut Unit, key: &str, text: &str) -> Vec<Piece> {
-    escape::template_pieces(text).unwrap_or_else(|placeholder| {
-        u.note(format!(
-            "{placeholder} in {key}: %i is the instance name, not a number to add to; written as %i"
-        ));
-        let plain = text.replace(&placeholder, "{instance}");
-        escape::template_pieces(&plain).unwrap_or_else(|_| vec![Piece::Text(text.to_owned())])
+/// The program as systemd must name it: holdfast runs a relative path with `/`
+/// (`./bin/app`) from `working_dir`, systemd refuses any relative path but a bare name
+/// (which both look up in `PATH`).
+fn program_path(program: &str, spec: &ServiceSpec) -> Result<String, GenError> {
+    if !program.contains('/') || program.starts_with('/') {
+        return Ok(program.to_owned());
+    }
+    let Some(dir) = &spec.working_dir else {
+        return Err(GenError::Unrepresentable {
+            setting: "ExecStart".into(),
+            value: program.to_owned(),
+            why: "a relative program path needs working_dir (systemd wants an absolute path)"
+                .into(),
+        });
+    };
+    let relative = program.strip_prefix("./").unwrap_or(program);
+    Ok(dir.join(relative).to_string_lossy().into_owned())
+}
+
+/// The pieces of a template value; `{instance + K}` is refused: `%i` is the instance
+/// name, a string systemd cannot add to, so the unit would run with other values.
+fn pieces(key: &str, text: &str) -> Result<Vec<Piece>, GenError> {
+    escape::template_pieces(text).map_err(|placeholder| GenError::Unrepresentable {
+        setting: key.to_owned(),
+        value: text.to_owned(),
+        why: format!(
+            "{placeholder}: a template unit's %i is the instance name, systemd cannot add a number to it; use {{instance}} or run the instances as separate units"
+        ),
     })
 }
 
@@ -272,10 +298,10 @@ fn environment(
             .env
             .iter()
             .map(|(k, v)| {
-                let value = pieces(u, "env", v);
-                escape::env_assignment_pieces(k, &value)
+                let value = pieces("env", v)?;
+                Ok(escape::env_assignment_pieces(k, &value))
             })
-            .collect(),
+            .collect::<Result<_, GenError>>()?,
         None => spec
             .env
             .iter()
@@ -417,7 +443,6 @@ fn install(u: &mut Unit, spec: &ServiceSpec, template: Option<&Template>) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::path::Path;
 
     use super::*;
@@ -464,30 +489,26 @@ mod tests {
         );
     }
 
+    fn template(command: &[&str], env: &[(&str, &str)]) -> Template {
+        Template {
+            count: 2,
+            command: command.iter().map(|a| (*a).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
     #[test]
     fn an_instanced_service_is_a_template_with_the_instance_specifier() {
-        let p = plan(
-            "[service.w]\ncommand = [\"/bin/w\", \"--id={instance}\", \"--port={instance + 80}\"]\ninstances = 2\n",
-        );
-        let template = Template {
-            count: 2,
-            command: vec![
-                "/bin/w".into(),
-                "--id={instance}".into(),
-                "--port={instance + 80}".into(),
-            ],
-            env: BTreeMap::new(),
-        };
+        let p = plan("[service.w]\ncommand = [\"/bin/w\", \"--id={instance}\"]\ninstances = 2\n");
+        let template = template(&["/bin/w", "--id={instance}"], &[]);
         let spec = &p.services[&ServiceName::new("w@0").unwrap()];
         let generated = service_unit(spec, &p.daemon, Some(&template)).unwrap();
         assert_eq!(generated.file_name, "w@.service");
         assert!(
-            has_line(&generated.text, "ExecStart=/bin/w --id=%i --port=%i"),
-            "{}",
-            generated.text
-        );
-        assert!(
-            generated.text.contains("{instance + 80} in command"),
+            has_line(&generated.text, "ExecStart=/bin/w --id=%i"),
             "{}",
             generated.text
         );
@@ -495,6 +516,34 @@ mod tests {
             &generated.text,
             "Environment=HOLDFAST_INSTANCE=%i"
         ));
+    }
+
+    #[test]
+    fn an_instance_offset_is_refused_rather_than_written_as_the_instance_name() {
+        let p = plan(
+            "[service.w]\ncommand = [\"/bin/w\", \"--port={instance + 8080}\"]\ninstances = 2\nenv = { P = \"{instance+1}\" }\n",
+        );
+        let spec = &p.services[&ServiceName::new("w@0").unwrap()];
+        for t in [
+            template(&["/bin/w", "--port={instance + 8080}"], &[]),
+            template(&["/bin/w"], &[("P", "{instance+1}")]),
+        ] {
+            let err = service_unit(spec, &p.daemon, Some(&t)).unwrap_err();
+            assert!(err.to_string().contains("cannot add a number"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_relative_program_path_is_written_joined_with_the_working_directory() {
+        let p = plan(
+            "[service.a]\ncommand = [\"./bin/app\", \"x\"]\nworking_dir = \"/srv/a\"\n[service.b]\ncommand = [\"sleep\", \"1\"]\n",
+        );
+        assert!(
+            has_line(&unit(&p, "a", None), "ExecStart=/srv/a/bin/app x"),
+            "{}",
+            unit(&p, "a", None)
+        );
+        assert!(has_line(&unit(&p, "b", None), "ExecStart=sleep 1"));
     }
 
     #[test]
