@@ -293,6 +293,13 @@ fn environment(
     daemon: &DaemonSettings,
     template: Option<&Template>,
 ) -> Result<(), GenError> {
+    if let Some(bad) = spec.env.keys().find(|k| !systemd_env_name(k)) {
+        return Err(GenError::Unrepresentable {
+            setting: "Environment".into(),
+            value: bad.clone(),
+            why: "systemd ignores a variable whose name is not [A-Za-z_][A-Za-z0-9_]*".into(),
+        });
+    }
     let words: Vec<String> = match template {
         Some(t) => t
             .env
@@ -325,6 +332,15 @@ fn environment(
         u.note("inherit_env = true: systemd passes only PassEnvironment= of its own");
     }
     Ok(())
+}
+
+/// A name systemd's `Environment=` takes (others it drops with a warning only).
+fn systemd_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `ignore` is a success, `quarantine` ends the restarts, `restart` forces one: what
@@ -530,6 +546,18 @@ mod tests {
         ] {
             let err = service_unit(spec, &p.daemon, Some(&t)).unwrap_err();
             assert!(err.to_string().contains("cannot add a number"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_environment_name_systemd_would_drop_is_refused() {
+        for name in ["my.var", "1X", "A-B"] {
+            let p = plan(&format!(
+                "[service.a]\ncommand = [\"/bin/a\"]\nenv = {{ \"{name}\" = \"v\", OK_1 = \"w\" }}\n"
+            ));
+            let spec = &p.services[&ServiceName::new("a").unwrap()];
+            let err = service_unit(spec, &p.daemon, None).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
         }
     }
 
