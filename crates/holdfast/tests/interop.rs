@@ -351,6 +351,12 @@ fn import(conf: &Path, out: &Path) -> Vec<(String, u64, Option<String>)> {
         "import failed: {}",
         describe(&output)
     );
+    let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(out).unwrap().permissions());
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the config may hold the shell's values"
+    );
     let findings: serde_json::Value = serde_json::from_slice(&output.stderr)
         .unwrap_or_else(|e| panic!("report is not JSON ({e}): {}", describe(&output)));
     findings

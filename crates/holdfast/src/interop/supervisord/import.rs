@@ -66,6 +66,8 @@ struct Reader<'a> {
     section: &'a Section,
     used: BTreeSet<String>,
     report: &'a mut Vec<Finding>,
+    /// The `ENV_X` values that come from the importing shell (not from `environment=`).
+    shell_env: BTreeSet<String>,
 }
 
 impl<'a> Reader<'a> {
@@ -93,8 +95,26 @@ impl<'a> Reader<'a> {
         let Some(opt) = self.opt(key) else {
             return Ok(None);
         };
-        let text = lex::expand(&opt.value, values).map_err(|e| at(opt, &e))?;
+        let mut names = Vec::new();
+        let text = lex::expand_noting(&opt.value, values, &mut names).map_err(|e| at(opt, &e))?;
+        self.note_shell_env(opt, &names);
         Ok(Some((text, opt.line)))
+    }
+
+    /// Each `%(ENV_X)s` of the importing shell's environment used in `opt`: its value,
+    /// possibly a secret, is now in the config text.
+    fn note_shell_env(&mut self, opt: &Opt, names: &[String]) {
+        let from_shell: Vec<&String> = names
+            .iter()
+            .filter(|n| self.shell_env.contains(*n))
+            .collect();
+        for name in from_shell {
+            let var = &name["ENV_".len()..];
+            self.report(
+                opt,
+                format!("%({name})s: the value of {var} in the importing shell is written into the config"),
+            );
+        }
     }
 
     fn boolean(&mut self, key: &str) -> Result<Option<(bool, &'a Opt)>, ImportError> {
@@ -165,6 +185,7 @@ pub fn program(
         section,
         used: BTreeSet::new(),
         report,
+        shell_env: ctx.env.keys().map(|k| format!("ENV_{k}")).collect(),
     };
     let mut table = Table::new();
     let mut values = common_values(name, group.unwrap_or(name), ctx);
@@ -436,16 +457,7 @@ fn process(
         .get(r.ini, "numprocs_start")
         .and_then(|o| integer(&o.value))
         .unwrap_or(0);
-    if let Some((text, line)) = r.text("environment", values)? {
-        let pairs = lex::environment(&text)
-            .map_err(|e| ImportError::at(line, format!("environment: {e}")))?;
-        let mut env = Table::new();
-        for (key, value) in pairs {
-            values.insert(format!("ENV_{key}"), Expansion::Text(value.clone()));
-            env.insert(key, Value::String(restore(&value, start)));
-        }
-        table.insert("env".into(), Value::Table(env));
-    }
+    environment(r, table, values, start)?;
     let Some((command, line)) = r.text("command", values)? else {
         return Err(ImportError::at(
             r.section.line,
@@ -473,6 +485,70 @@ fn process(
         table.insert("working_dir".into(), Value::String(dir));
     }
     Ok(())
+}
+
+/// `environment=KEY="v",...`: the service's `env`; its keys become `%(ENV_KEY)s` for
+/// the options after it. `X=%(ENV_X)s` is supervisord passing on its own `X`: left out,
+/// as the imported service inherits holdfast's environment (`inherit_env`).
+fn environment(
+    r: &mut Reader<'_>,
+    table: &mut Table,
+    values: &mut BTreeMap<String, Expansion>,
+    start: i64,
+) -> Result<(), ImportError> {
+    let Some(opt) = r.opt("environment") else {
+        return Ok(());
+    };
+    let passed_on = passed_on(&opt.value, values);
+    let mut names = Vec::new();
+    let text = lex::expand_noting(&opt.value, values, &mut names).map_err(|e| at(opt, &e))?;
+    for key in &passed_on {
+        if let Some(i) = names.iter().position(|n| *n == format!("ENV_{key}")) {
+            names.remove(i);
+        }
+    }
+    r.note_shell_env(opt, &names);
+    let pairs = lex::environment(&text).map_err(|e| at(opt, &e))?;
+    let mut env = Table::new();
+    for (key, value) in pairs {
+        values.insert(format!("ENV_{key}"), Expansion::Text(value.clone()));
+        if passed_on.contains(&key) {
+            // Still the shell's value where a later option expands it.
+            r.report(
+                opt,
+                format!("{key}=%(ENV_{key})s: inherited from holdfast's environment instead (inherit_env)"),
+            );
+            continue;
+        }
+        r.shell_env.remove(&format!("ENV_{key}"));
+        env.insert(key, Value::String(restore(&value, start)));
+    }
+    if !env.is_empty() {
+        table.insert("env".into(), Value::Table(env));
+    }
+    Ok(())
+}
+
+/// The keys of `environment` written `X=%(ENV_X)s`: found by expanding each `ENV_X` as
+/// a marker word and reading the pairs.
+fn passed_on(environment: &str, values: &BTreeMap<String, Expansion>) -> BTreeSet<String> {
+    const MARK: &str = "__holdfast_env__";
+    let marked: BTreeMap<String, Expansion> = values
+        .iter()
+        .map(|(k, v)| match k.strip_prefix("ENV_") {
+            Some(var) => (k.clone(), Expansion::Text(format!("{MARK}{var}"))),
+            None => (k.clone(), v.clone()),
+        })
+        .collect();
+    let Ok(text) = lex::expand(environment, &marked) else {
+        return BTreeSet::new();
+    };
+    lex::environment(&text)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, v)| v.strip_prefix(MARK) == Some(k.as_str()))
+        .map(|(k, _)| k)
+        .collect()
 }
 
 /// holdfast keeps one log file per service (stdout and stderr, labelled) in its

@@ -16,6 +16,15 @@ pub enum Expansion {
 /// Python's `text % expansions`: `%%` is `%`, `%(name)s` / `%(name)d` / `%(name)r` a
 /// named value (flags and width allowed for numbers, not for placeholders).
 pub fn expand(text: &str, values: &BTreeMap<String, Expansion>) -> Result<String, String> {
+    expand_noting(text, values, &mut Vec::new())
+}
+
+/// [`expand`], adding the name of each value used to `used`.
+pub fn expand_noting(
+    text: &str,
+    values: &BTreeMap<String, Expansion>,
+    used: &mut Vec<String>,
+) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = text;
     while let Some(at) = rest.find('%') {
@@ -47,6 +56,7 @@ pub fn expand(text: &str, values: &BTreeMap<String, Expansion>) -> Result<String
             )
         })?;
         out.push_str(&format_one(value, spec, conv, name)?);
+        used.push(name.to_owned());
         rest = &spec_and_rest[conv_at + 1..];
     }
     out.push_str(rest);

@@ -143,3 +143,33 @@ fn zero_startretries_becomes_the_smallest_start_limit_and_is_reported() {
     let plan = parse(&imported.toml, "t.toml", Path::new("/etc/holdfast"));
     assert!(plan.is_ok(), "holdfast accepts it");
 }
+
+#[test]
+fn values_from_the_importing_shell_are_reported_and_a_passed_on_variable_is_inherited() {
+    let imported = import(
+        "[program:web]\ncommand=/bin/echo %(ENV_HOME)s\nenvironment=HOME=\"%(ENV_HOME)s\",DIR=%(ENV_HOME)s/x,HOMEY=%(ENV_HOME)s\n",
+        "t.conf",
+        &ctx(),
+    )
+    .unwrap();
+    let t: toml::Table = toml::from_str(&imported.toml).unwrap();
+    let env = t["service"]["web"]["env"].as_table().unwrap();
+    assert!(!env.contains_key("HOME"), "{env:?}");
+    assert_eq!(env["DIR"].as_str(), Some("/root/x"));
+    assert_eq!(env["HOMEY"].as_str(), Some("/root"));
+    let lines: Vec<String> = imported.report.iter().map(ToString::to_string).collect();
+    let shell = |line: usize| {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("line {line}:")) && l.contains("importing shell"))
+            .count()
+    };
+    assert_eq!(shell(2), 1, "{lines:#?}");
+    assert_eq!(shell(3), 2, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("HOME=%(ENV_HOME)s: inherited")),
+        "{lines:#?}"
+    );
+}
