@@ -397,7 +397,7 @@ fn importing_a_realistic_supervisord_conf_gives_a_config_holdfast_accepts_and_re
     let s = |x: &str| x.to_owned();
     let expected = vec![
         (s("unix_http_server"), 2, None),
-        (s("supervisord"), 5, None),
+        (s("supervisord"), 6, Some(s("logfile"))),
         (s("rpcinterface:supervisor"), 8, None),
         (s("program:web"), 29, Some(s("stdout_logfile"))),
         (s("program:web"), 34, Some(s("stdout_events_enabled"))),

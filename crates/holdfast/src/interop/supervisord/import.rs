@@ -150,7 +150,7 @@ pub fn boolean(text: &str) -> Option<bool> {
 }
 
 /// Python's `int()` of a string: surrounding blanks, a sign, `_` between digits.
-fn integer(text: &str) -> Option<i64> {
+pub fn integer(text: &str) -> Option<i64> {
     let t = text.trim();
     let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
     if digits.is_empty()
@@ -202,14 +202,23 @@ pub fn program(
     })
 }
 
-fn common_values(name: &str, group: &str, ctx: &Context) -> BTreeMap<String, Expansion> {
+/// The expansions of every section: `%(ENV_X)s` and `%(here)s`.
+pub fn context_values(ctx: &Context) -> BTreeMap<String, Expansion> {
     let mut values: BTreeMap<String, Expansion> = ctx
         .env
         .iter()
         .map(|(k, v)| (format!("ENV_{k}"), Expansion::Text(v.clone())))
         .collect();
+    values.insert(
+        "here".into(),
+        Expansion::Text(ctx.here.to_string_lossy().into_owned()),
+    );
+    values
+}
+
+fn common_values(name: &str, group: &str, ctx: &Context) -> BTreeMap<String, Expansion> {
+    let mut values = context_values(ctx);
     let text = |s: &str| Expansion::Text(s.to_owned());
-    values.insert("here".into(), text(&ctx.here.to_string_lossy()));
     values.insert("program_name".into(), text(name));
     values.insert("group_name".into(), text(group));
     values.insert("host_node_name".into(), text(&ctx.host_node_name));

@@ -173,3 +173,37 @@ fn values_from_the_importing_shell_are_reported_and_a_passed_on_variable_is_inhe
         "{lines:#?}"
     );
 }
+
+#[test]
+fn what_supervisord_hands_down_to_its_children_reaches_every_service() {
+    let imported = import(
+        "[supervisord]\nenvironment=SITE=\"a\",LANG=C\nminfds=4096\nminprocs=300\numask=027\ndirectory=/srv\nloglevel=debug\npidfile=/run/s.pid\n\
+         [program:web]\ncommand=/bin/web\nenvironment=LANG=\"de\"\n[program:db]\ncommand=/bin/db\ndirectory=/var/db\numask=077\n",
+        "t.conf",
+        &ctx(),
+    )
+    .unwrap();
+    let t: toml::Table = toml::from_str(&imported.toml).unwrap();
+    let web = &t["service"]["web"];
+    let db = &t["service"]["db"];
+    assert_eq!(web["env"]["SITE"].as_str(), Some("a"));
+    assert_eq!(
+        web["env"]["LANG"].as_str(),
+        Some("de"),
+        "the program's own wins"
+    );
+    assert_eq!(db["env"]["LANG"].as_str(), Some("C"));
+    assert_eq!(web["limits"]["nofile"].as_integer(), Some(4096));
+    assert_eq!(db["limits"]["nproc"].as_integer(), Some(300));
+    assert_eq!(web["umask"].as_str(), Some("0027"));
+    assert_eq!(db["umask"].as_str(), Some("0077"));
+    assert_eq!(web["working_dir"].as_str(), Some("/srv"));
+    assert_eq!(db["working_dir"].as_str(), Some("/var/db"));
+    let options: Vec<Option<&str>> = imported
+        .report
+        .iter()
+        .filter(|f| f.section == "supervisord")
+        .map(|f| f.option.as_deref())
+        .collect();
+    assert_eq!(options, [Some("loglevel"), Some("pidfile")]);
+}
