@@ -16,6 +16,7 @@ use crate::interop::{GenError, Template};
 use crate::model::{
     ExitAction, ExitKey, Plan, Readiness, RestartPolicy, ServiceKind, ServiceName, ServiceSpec,
 };
+use crate::unix::Signal;
 
 /// The section for `spec` (any instance of an instanced service, with `template`).
 /// `priority` orders it among the others ([`priority`]).
@@ -36,13 +37,11 @@ pub fn program(
     if let Some(dir) = &spec.working_dir {
         set("directory", value("directory", &dir.to_string_lossy())?);
     }
-    if let Some(user) = spec
-        .privileges
-        .credentials
-        .as_ref()
-        .and_then(|c| c.user.as_ref())
-    {
-        set("user", value("user", &user.name)?);
+    if let Some(creds) = &spec.privileges.credentials {
+        if let Some(user) = &creds.user {
+            set("user", value("user", &user.name)?);
+        }
+        notes.push(groups_note(creds));
     }
     if let Some(umask) = spec.privileges.umask {
         set("umask", format!("{umask:03o}"));
@@ -57,6 +56,27 @@ pub fn program(
     }
     unconverted(spec, &mut notes);
     Ok(render(name, &notes, &lines))
+}
+
+/// supervisord has no `group` or `supplementary_groups`: with `user` it takes the
+/// user's primary group and the groups the group database lists for it.
+fn groups_note(creds: &crate::model::Credentials) -> String {
+    let groups: Vec<String> = creds.groups.iter().map(u32::to_string).collect();
+    let list = if groups.is_empty() {
+        "none".to_owned()
+    } else {
+        groups.join(",")
+    };
+    match &creds.user {
+        Some(user) => format!(
+            "group (gid {}) and supplementary_groups (gids {list}): supervisord runs as {}'s primary group with its groups from the group database",
+            creds.gid, user.name
+        ),
+        None => format!(
+            "group (gid {}) without user: supervisord cannot change the group alone",
+            creds.gid
+        ),
+    }
 }
 
 fn render(name: &str, notes: &[String], lines: &[String]) -> String {
@@ -347,11 +367,29 @@ fn exit_codes(spec: &ServiceSpec, notes: &mut Vec<String>) -> String {
                 zero = false;
             }
             (ExitKey::Code(c), ExitAction::Ignore) => codes.push(*c),
+            // What `unexpected` does anyway: any death by a signal is unexpected.
+            (ExitKey::Signal(n), ExitAction::Restart { delay: None, env })
+                if env.is_empty()
+                    && spec.restart == RestartPolicy::OnFailure
+                    && is_clean_signal(*n) => {}
             (key, action) => notes.push(format!("exit_codes: {key} -> {}", action_text(action))),
         }
     }
     if zero {
         codes.push(0);
+    }
+    let restarted = |n: i32| {
+        matches!(
+            spec.exit_codes.get(&ExitKey::Signal(n)),
+            Some(ExitAction::Restart { .. })
+        )
+    };
+    if spec.restart == RestartPolicy::OnFailure
+        && !CLEAN_SIGNALS.iter().all(|s| restarted(*s as i32))
+    {
+        notes.push(
+            "restart = \"on-failure\" does not restart after SIGHUP, SIGINT, SIGTERM or SIGPIPE; autorestart=unexpected does".into(),
+        );
     }
     codes.sort_unstable();
     codes.dedup();
@@ -360,6 +398,17 @@ fn exit_codes(spec: &ServiceSpec, notes: &mut Vec<String>) -> String {
         .map(i32::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+const CLEAN_SIGNALS: [Signal; 4] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGPIPE,
+];
+
+fn is_clean_signal(n: i32) -> bool {
+    CLEAN_SIGNALS.iter().any(|s| *s as i32 == n)
 }
 
 fn action_text(action: &ExitAction) -> &'static str {

@@ -321,11 +321,21 @@ fn restart(r: &mut Reader<'_>, table: &mut Table) -> Result<(), ImportError> {
     if !codes.contains(&0) && policy == "on-failure" {
         map.insert("0".into(), action("restart"));
     }
+    if policy == "on-failure" {
+        // supervisord expects only the exit codes listed: a death by any signal is
+        // unexpected, also the four holdfast's on-failure takes for a clean stop.
+        for signal in CLEAN_SIGNALS {
+            map.insert(signal.into(), action("restart"));
+        }
+    }
     if !map.is_empty() {
         table.insert("exit_codes".into(), Value::Table(map));
     }
     Ok(())
 }
+
+/// The signals holdfast's `on-failure` counts as a clean exit (systemd's notion).
+pub const CLEAN_SIGNALS: [&str; 4] = ["SIGHUP", "SIGINT", "SIGTERM", "SIGPIPE"];
 
 /// `list_of_exitcodes`: comma-separated integers 0-255 (empty: none).
 fn exit_codes(text: &str) -> Option<Vec<i64>> {

@@ -207,3 +207,34 @@ fn what_supervisord_hands_down_to_its_children_reaches_every_service() {
         .collect();
     assert_eq!(options, [Some("loglevel"), Some("pidfile")]);
 }
+
+#[test]
+fn unexpected_restarts_after_the_signals_on_failure_counts_as_clean() {
+    let t = table("[program:a]\ncommand=/bin/a\n[program:b]\ncommand=/bin/b\nautorestart=true\n");
+    for signal in ["SIGHUP", "SIGINT", "SIGTERM", "SIGPIPE"] {
+        let action = &t["service"]["a"]["exit_codes"][signal]["action"];
+        assert_eq!(action.as_str(), Some("restart"), "{signal}");
+        assert!(t["service"]["b"].get("exit_codes").is_none());
+    }
+    let plan = parse(
+        "[service.a]\ncommand = [\"/bin/a\"]\nuser = \"root\"\n[service.b]\ncommand = [\"/bin/b\"]\n",
+        "t.toml",
+        Path::new("/etc/holdfast"),
+    )
+    .expect("valid");
+    let a = &plan.services[&ServiceName::new("a").unwrap()];
+    let section = super::export::program(a, None, 100).unwrap();
+    assert!(
+        section.contains("does not restart after SIGHUP"),
+        "{section}"
+    );
+    assert!(section.contains("supplementary_groups"), "{section}");
+    // Imported back, the signals are restart actions: no note the second time.
+    let back = table(&section);
+    let text = toml::to_string(&back).unwrap();
+    let plan = parse(&text, "t.toml", Path::new("/etc/holdfast")).expect("valid");
+    let a = &plan.services[&ServiceName::new("a").unwrap()];
+    let again = super::export::program(a, None, 100).unwrap();
+    assert!(!again.contains("does not restart after"), "{again}");
+    assert!(again.contains("exitcodes=0\n"), "{again}");
+}
