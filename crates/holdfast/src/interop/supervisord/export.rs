@@ -18,6 +18,8 @@ use crate::model::{
 };
 use crate::unix::Signal;
 
+use super::import::start_limit_interval;
+
 /// The section for `spec` (any instance of an instanced service, with `template`).
 /// `priority` orders it among the others ([`priority`]).
 pub fn program(
@@ -327,14 +329,11 @@ fn behaviour(spec: &ServiceSpec, notes: &mut Vec<String>) -> Vec<(&'static str, 
 }
 
 /// `burst` as `startretries`; an `interval` other than the one import derives from
-/// them (see `import::start_limit`) is noted.
+/// them ([`start_limit_interval`]) is noted.
 fn start_retries(spec: &ServiceSpec, notes: &mut Vec<String>) -> String {
     let limit = spec.start_limit;
-    let attempts = u64::from(limit.burst) + 1;
     let start_secs = spec.start_secs.as_secs() + u64::from(spec.start_secs.subsec_nanos() > 0);
-    let derived = attempts
-        .saturating_mul(start_secs.saturating_add(u64::from(limit.burst)))
-        .max(10);
+    let derived = start_limit_interval(u64::from(limit.burst), start_secs);
     if limit.interval != Duration::from_secs(derived) {
         notes.push(format!(
             "start_limit.interval = {}s (supervisord counts failed starts in a row)",

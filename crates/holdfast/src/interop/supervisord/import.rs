@@ -268,14 +268,20 @@ fn behaviour(
     Ok(())
 }
 
-/// supervisord gives up after `startretries` failed starts in a row, waiting 1 s, 2 s,
-/// ... between them; holdfast after `burst` restarts within `interval`, which here
-/// spans that many attempts of `startsecs` each with supervisord's delays.
+/// supervisord gives up after `startretries` starts in a row that each died within
+/// `startsecs`; a program that got past `startsecs` is restarted forever. holdfast gives
+/// up after `burst` restarts within `interval`, however long the runs were. The
+/// interval that comes closest: `burst` such failed starts, each `startsecs` plus about
+/// a second before the next, fit in it, while runs much longer than `startsecs` spread
+/// the restarts wider than it and are never given up on (10 s at the least, holdfast's
+/// default: `startretries=5`, `startsecs=1` is holdfast's default start limit).
+pub fn start_limit_interval(retries: u64, start_secs: u64) -> u64 {
+    retries.saturating_mul(start_secs.saturating_add(1)).max(10)
+}
+
 fn start_limit(retries: u32, start_secs: i64) -> Value {
-    let attempts = i64::from(retries) + 1;
-    let interval = attempts
-        .saturating_mul(start_secs.saturating_add(i64::from(retries)))
-        .max(10);
+    let secs = u64::try_from(start_secs).unwrap_or(0);
+    let interval = start_limit_interval(u64::from(retries), secs);
     let mut limit = Table::new();
     limit.insert("burst".into(), Value::Integer(i64::from(retries)));
     limit.insert("interval".into(), Value::String(format!("{interval}s")));

@@ -243,5 +243,12 @@ fn render(origin: &str, services: Table) -> String {
     let mut doc = Table::new();
     doc.insert("service".into(), Value::Table(services));
     let body = toml::to_string(&doc).unwrap_or_default();
-    format!("# Imported from {origin} by `holdfast import supervisord`.\n\n{body}")
+    format!(
+        "# Imported from {origin} by `holdfast import supervisord`.\n#\n\
+         # start_limit: supervisord gives up only after `startretries` starts in a row that\n\
+         # each died within `startsecs`, and restarts a program that ran longer forever;\n\
+         # holdfast gives up after `burst` restarts within `interval`, however long each run\n\
+         # was. The interval is `burst` x (start_secs + 1s), at least 10s, so that only such\n\
+         # quick failures add up to it.\n\n{body}"
+    )
 }

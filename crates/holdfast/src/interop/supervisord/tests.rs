@@ -238,3 +238,21 @@ fn unexpected_restarts_after_the_signals_on_failure_counts_as_clean() {
     assert!(!again.contains("does not restart after"), "{again}");
     assert!(again.contains("exitcodes=0\n"), "{again}");
 }
+
+#[test]
+fn a_default_service_comes_back_from_supervisord_with_the_same_start_limit() {
+    let plan = parse(
+        "[service.a]\ncommand = [\"/bin/a\"]\n",
+        "t.toml",
+        Path::new("/etc/holdfast"),
+    )
+    .expect("valid");
+    let a = &plan.services[&ServiceName::new("a").unwrap()];
+    let section = super::export::program(a, None, 100).unwrap();
+    assert!(!section.contains("start_limit"), "{section}");
+    let back = toml::to_string(&table(&section)).unwrap();
+    let plan = parse(&back, "t.toml", Path::new("/etc/holdfast")).expect("valid");
+    let again = &plan.services[&ServiceName::new("a").unwrap()];
+    assert_eq!(again.start_limit, a.start_limit, "{back}");
+    assert_eq!(again.start_secs, a.start_secs);
+}
