@@ -609,12 +609,35 @@ exit_codes = { 3 = { action = "ignore" } }
 command = ["/bin/sleep", "10{instance}"]
 instances = 2
 service_group = "backend"
+[service.argv]
+command = ["/bin/sh", "-c", "sleep 1000; exit 0", "x", "100%", "a;b", "c#d", "it's \"q\" $HOME", ""]
 "#,
     );
-    let sections = gen_supervisord(&config, &["db", "web", "worker"]);
+    let sections = gen_supervisord(&config, &["db", "web", "worker", "argv"]);
     let peer = start_supervisord(&scratch, &sections);
-    let names = ["db", "backend:web", "backend:worker@0", "backend:worker@1"];
+    let names = [
+        "db",
+        "backend:web",
+        "backend:worker@0",
+        "backend:worker@1",
+        "argv",
+    ];
     wait_running(&peer, &names);
+    assert_eq!(
+        argv(&peer, "argv"),
+        [
+            "/bin/sh",
+            "-c",
+            "sleep 1000; exit 0",
+            "x",
+            "100%",
+            "a;b",
+            "c#d",
+            "it's \"q\" $HOME",
+            ""
+        ]
+    );
+    assert_eq!(argv(&peer, "backend:worker@1"), ["/bin/sleep", "101"]);
     let env = fs::read_to_string(format!(
         "/proc/{}/environ",
         stdout(&peer.ctl(&["pid", "backend:web"])).trim()
