@@ -88,7 +88,7 @@ fn systemd_unit(args: &SystemdArgs) -> miette::Result<ExitCode> {
                 1 => None,
                 count => Some(template(path, name, count)?),
             };
-            systemd::service_unit(spec, &plan.daemon, template.as_ref()).into_diagnostic()?
+            systemd::service_unit(spec, &plan, template.as_ref()).into_diagnostic()?
         }
     };
     emit(&unit, args.output.as_deref())?;

@@ -8,8 +8,8 @@
 use super::escape::{self, Piece};
 use super::{GenError, GeneratedUnit, Section, Template, Unit, timespan};
 use crate::model::{
-    Backoff, DaemonSettings, ExitAction, ExitKey, Probe, Readiness, RestartPolicy, Rlimit,
-    ServiceKind, ServiceSpec, Timeout, defaults,
+    Backoff, DaemonSettings, ExitAction, ExitKey, Plan, Probe, Readiness, RestartPolicy, Rlimit,
+    ServiceKind, ServiceName, ServiceSpec, Timeout, defaults,
 };
 use crate::unix::Signal;
 
@@ -17,9 +17,10 @@ use crate::unix::Signal;
 /// `template` from the config text).
 pub fn service_unit(
     spec: &ServiceSpec,
-    daemon: &DaemonSettings,
+    plan: &Plan,
     template: Option<&Template>,
 ) -> Result<GeneratedUnit, GenError> {
+    let daemon = &plan.daemon;
     let base = spec.name.base();
     let file_name = match template {
         Some(_) => format!("{base}@.service"),
@@ -34,7 +35,7 @@ pub fn service_unit(
         None => format!("{base} (from holdfast)"),
     };
     u.set(Section::Unit, "Description", description);
-    ordering(&mut u, spec);
+    ordering(&mut u, spec, plan);
     exec(&mut u, spec, template)?;
     restart(&mut u, spec);
     stop(&mut u, spec);
@@ -53,14 +54,24 @@ pub fn service_unit(
 }
 
 /// `after` is ordering only, like systemd's `After=`; `Wants=` pulls the dependency in
-/// when this unit starts, as holdfast starts every autostart service.
-fn ordering(u: &mut Unit, spec: &ServiceSpec) {
+/// when this unit starts, as holdfast starts every autostart service (a dependency with
+/// `autostart = false` is started by hand in holdfast, so it is not wanted).
+fn ordering(u: &mut Unit, spec: &ServiceSpec, plan: &Plan) {
     if spec.after.is_empty() {
         return;
     }
-    let units: Vec<String> = spec.after.iter().map(|n| format!("{n}.service")).collect();
+    let unit = |n: &ServiceName| format!("{n}.service");
+    let units: Vec<String> = spec.after.iter().map(unit).collect();
     u.set(Section::Unit, "After", units.join(" "));
-    u.set(Section::Unit, "Wants", units.join(" "));
+    let wanted: Vec<String> = spec
+        .after
+        .iter()
+        .filter(|n| plan.services.get(*n).is_none_or(|s| s.autostart))
+        .map(unit)
+        .collect();
+    if !wanted.is_empty() {
+        u.set(Section::Unit, "Wants", wanted.join(" "));
+    }
 }
 
 fn exec(u: &mut Unit, spec: &ServiceSpec, template: Option<&Template>) -> Result<(), GenError> {
@@ -463,7 +474,6 @@ mod tests {
 
     use super::*;
     use crate::config::parse;
-    use crate::model::{Plan, ServiceName};
 
     fn plan(src: &str) -> Plan {
         parse(src, "t.toml", Path::new("/etc/holdfast")).expect("valid config")
@@ -471,7 +481,7 @@ mod tests {
 
     fn unit(plan: &Plan, name: &str, template: Option<&Template>) -> String {
         let spec = &plan.services[&ServiceName::new(name).unwrap()];
-        service_unit(spec, &plan.daemon, template).unwrap().text
+        service_unit(spec, plan, template).unwrap().text
     }
 
     fn has_line(text: &str, line: &str) -> bool {
@@ -521,7 +531,7 @@ mod tests {
         let p = plan("[service.w]\ncommand = [\"/bin/w\", \"--id={instance}\"]\ninstances = 2\n");
         let template = template(&["/bin/w", "--id={instance}"], &[]);
         let spec = &p.services[&ServiceName::new("w@0").unwrap()];
-        let generated = service_unit(spec, &p.daemon, Some(&template)).unwrap();
+        let generated = service_unit(spec, &p, Some(&template)).unwrap();
         assert_eq!(generated.file_name, "w@.service");
         assert!(
             has_line(&generated.text, "ExecStart=/bin/w --id=%i"),
@@ -544,7 +554,7 @@ mod tests {
             template(&["/bin/w", "--port={instance + 8080}"], &[]),
             template(&["/bin/w"], &[("P", "{instance+1}")]),
         ] {
-            let err = service_unit(spec, &p.daemon, Some(&t)).unwrap_err();
+            let err = service_unit(spec, &p, Some(&t)).unwrap_err();
             assert!(err.to_string().contains("cannot add a number"), "{err}");
         }
     }
@@ -556,9 +566,21 @@ mod tests {
                 "[service.a]\ncommand = [\"/bin/a\"]\nenv = {{ \"{name}\" = \"v\", OK_1 = \"w\" }}\n"
             ));
             let spec = &p.services[&ServiceName::new("a").unwrap()];
-            let err = service_unit(spec, &p.daemon, None).unwrap_err();
+            let err = service_unit(spec, &p, None).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn a_dependency_that_does_not_start_by_itself_is_ordered_but_not_wanted() {
+        let p = plan(
+            "[service.a]\ncommand = [\"/bin/a\"]\nafter = [\"db\", \"cache\"]\n\
+             [service.db]\ncommand = [\"/bin/db\"]\nautostart = false\n\
+             [service.cache]\ncommand = [\"/bin/cache\"]\n",
+        );
+        let text = unit(&p, "a", None);
+        assert!(has_line(&text, "After=db.service cache.service"), "{text}");
+        assert!(has_line(&text, "Wants=cache.service"), "{text}");
     }
 
     #[test]
@@ -578,6 +600,6 @@ mod tests {
     fn a_working_directory_no_unit_line_can_carry_is_an_error() {
         let p = plan("[service.a]\ncommand = [\"/bin/a\"]\nworking_dir = \"/srv/a\\\\\"\n");
         let spec = &p.services[&ServiceName::new("a").unwrap()];
-        assert!(service_unit(spec, &p.daemon, None).is_err());
+        assert!(service_unit(spec, &p, None).is_err());
     }
 }
