@@ -11,7 +11,7 @@ use toml::{Table, Value};
 use super::ini::{Ini, Opt, Section};
 use super::lex::{self, Expansion};
 use super::{Context, Finding, ImportError};
-use crate::config::value::parse_signal_arg;
+use crate::config::value::{MAX_DURATION, parse_signal_arg};
 use crate::model::ServiceName;
 
 /// Every option supervisord reads in a `[program:x]` section.
@@ -236,6 +236,7 @@ fn behaviour(
     restart(r, table)?;
     let start_secs = match r.integer("startsecs")? {
         Some((n, opt)) if n < 0 => return Err(at(opt, "must not be negative")),
+        Some((n, opt)) if n > MAX_SECS => return Err(at(opt, TOO_LONG)),
         Some((n, _)) => n,
         None => 1,
     };
@@ -276,8 +277,14 @@ fn behaviour(
 /// the restarts wider than it and are never given up on (10 s at the least, holdfast's
 /// default: `startretries=5`, `startsecs=1` is holdfast's default start limit).
 pub fn start_limit_interval(retries: u64, start_secs: u64) -> u64 {
-    retries.saturating_mul(start_secs.saturating_add(1)).max(10)
+    retries
+        .saturating_mul(start_secs.saturating_add(1))
+        .clamp(10, MAX_DURATION.as_secs())
 }
+
+/// The longest duration holdfast takes, in whole seconds.
+const MAX_SECS: i64 = MAX_DURATION.as_secs() as i64;
+const TOO_LONG: &str = "longer than holdfast's longest duration, 365d (31536000 seconds)";
 
 fn start_limit(retries: u32, start_secs: i64) -> Value {
     let secs = u64::try_from(start_secs).unwrap_or(0);
@@ -360,6 +367,7 @@ fn stop(r: &mut Reader<'_>, table: &mut Table) -> Result<(), ImportError> {
     };
     let secs = match r.integer("stopwaitsecs")? {
         Some((secs, opt)) if secs < 0 => return Err(at(opt, "must not be negative")),
+        Some((secs, opt)) if secs > MAX_SECS => return Err(at(opt, TOO_LONG)),
         Some((0, opt)) => {
             r.report(
                 opt,

@@ -88,11 +88,17 @@ fn group(
             }
             continue;
         }
+        let reason = match opt.key.as_str() {
+            "priority" => {
+                "supervisord starts and stops the group's programs at this priority among the other groups (their own priority orders them inside it); the services are ordered by their own priority only"
+            }
+            _ => "a service_group is a label: it has no options",
+        };
         report.push(Finding {
             section: section.name.clone(),
             line: opt.line,
             option: Some(opt.key.clone()),
-            reason: "a service_group is a label: it has no options".into(),
+            reason: reason.into(),
         });
     }
 }

@@ -256,3 +256,21 @@ fn a_default_service_comes_back_from_supervisord_with_the_same_start_limit() {
     assert_eq!(again.start_limit, a.start_limit, "{back}");
     assert_eq!(again.start_secs, a.start_secs);
 }
+
+#[test]
+fn a_duration_longer_than_holdfast_takes_is_an_error_not_a_config_check_refuses() {
+    assert_eq!(
+        error_line("[program:a]\ncommand=/bin/a\nstartsecs=9223372036854775807\n"),
+        3
+    );
+    assert_eq!(
+        error_line("[program:a]\ncommand=/bin/a\nstopwaitsecs=31536001\n"),
+        3
+    );
+    let t = table("[program:a]\ncommand=/bin/a\nstartsecs=31536000\nstartretries=4294967295\n");
+    let text = toml::to_string(&t).unwrap();
+    assert!(
+        parse(&text, "t.toml", Path::new("/etc/holdfast")).is_ok(),
+        "{text}"
+    );
+}
