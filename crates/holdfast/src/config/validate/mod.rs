@@ -37,13 +37,15 @@ use super::raw::RawConfig;
 use crate::model::{Plan, ServiceName, ServiceSpec};
 
 /// Checks `raw` and builds the plan, appending every problem found to `problems`. With
-/// `host`, also checks what would fail at spawn on that machine ([`host`]).
-pub fn validate(
+/// `host`, also checks what would fail at spawn on that machine ([`host`]). Also
+/// returns the spec of each instanced service before it was expanded: `command` and
+/// `env` with their `{instance}` placeholders, by base name (for `holdfast gen`).
+pub fn validate_keeping_templates(
     raw: RawConfig,
     base_dir: &Path,
     host: Option<&dyn host::HostFacts>,
     problems: &mut Vec<Problem>,
-) -> Plan {
+) -> (Plan, Templates) {
     let mut v = Validator { problems };
     let daemon = v.daemon(raw.daemon.map(|d| d.value).unwrap_or_default(), base_dir);
 
@@ -86,9 +88,17 @@ pub fn validate(
         }
     }
     let counts = instances::counts(&raw.services, v.problems);
+    let templates = services
+        .iter()
+        .filter(|(name, _)| counts.contains_key(name.as_str()))
+        .map(|(name, spec)| (name.clone(), spec.clone()))
+        .collect();
     let services = instances::expand(services, &counts);
-    Plan { daemon, services }
+    (Plan { daemon, services }, templates)
 }
+
+/// Instanced services as written, by base name (see [`validate_keeping_templates`]).
+pub type Templates = BTreeMap<ServiceName, ServiceSpec>;
 
 /// Collects the problems of one file. Every check reports the same way:
 /// `self.push(Problem::new(message, span, label).with_help(hint))`.
