@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::config::Segment;
 use crate::interop::systemd::escape::{self as unit_escape, Piece};
 use crate::interop::{GenError, Template};
 use crate::model::{
@@ -31,7 +32,7 @@ pub fn program(
     let mut notes = Vec::new();
     let mut lines = vec![format!("[program:{name}]")];
     let mut set = |key: &str, value: String| lines.push(format!("{key}={value}"));
-    let (command, env) = words(spec, template, &mut notes)?;
+    let (command, env) = words(spec, template)?;
     set("command", command);
     if let Some(env) = env {
         set("environment", env);
@@ -50,6 +51,10 @@ pub fn program(
     }
     if let Some(t) = template {
         set("numprocs", t.count.to_string());
+        let start = instance_offset(t)?;
+        if start > 0 {
+            set("numprocs_start", start.to_string());
+        }
         set("process_name", "%(program_name)s@%(process_num)d".into());
     }
     set("priority", priority.to_string());
@@ -95,18 +100,19 @@ fn render(name: &str, notes: &[String], lines: &[String]) -> String {
     out
 }
 
-/// `command` and `environment`, with `{instance}` as `%(process_num)d`.
+/// `command` and `environment`, with `{instance}` (or `{instance + K}`, K being
+/// `numprocs_start`) as `%(process_num)d`.
 fn words(
     spec: &ServiceSpec,
     template: Option<&Template>,
-    notes: &mut Vec<String>,
 ) -> Result<(String, Option<String>), GenError> {
+    let offset = template.map(instance_offset).transpose()?.unwrap_or(0);
     let (command, env): (Vec<Vec<Piece>>, BTreeMap<String, Vec<Piece>>) = match template {
         Some(t) => (
-            t.command.iter().map(|a| pieces(a, notes)).collect(),
+            t.command.iter().map(|a| pieces(a, offset)).collect(),
             t.env
                 .iter()
-                .map(|(k, v)| (k.clone(), pieces(v, notes)))
+                .map(|(k, v)| (k.clone(), pieces(v, offset)))
                 .collect(),
         ),
         None => (
@@ -132,13 +138,44 @@ fn words(
     Ok((command, Some(pairs.join(","))))
 }
 
-fn pieces(text: &str, notes: &mut Vec<String>) -> Vec<Piece> {
-    unit_escape::template_pieces(text).unwrap_or_else(|placeholder| {
-        notes.push(format!(
-            "{placeholder}: only {{instance}} maps to %(process_num)d"
-        ));
-        vec![Piece::Text(text.to_owned())]
-    })
+/// The pieces of a template value, `{instance + offset}` as the instance number
+/// (supervisord's `process_num` starts at `numprocs_start`, see [`instance_offset`]).
+fn pieces(text: &str, offset: u64) -> Vec<Piece> {
+    crate::config::instance_segments(text).map_or_else(
+        |_| vec![Piece::Text(text.to_owned())],
+        |segments| {
+            segments
+                .into_iter()
+                .map(|s| match s {
+                    Segment::Instance { offset: k, .. } if k == offset => Piece::Instance,
+                    Segment::Instance { written, .. } => Piece::Text(written.to_owned()),
+                    Segment::Text(t) => Piece::Text(t.to_owned()),
+                })
+                .collect()
+        },
+    )
+}
+
+/// The one offset K of every `{instance + K}` in the template (0 for `{instance}`):
+/// supervisord's `%(process_num)d` counts from `numprocs_start`, one number for all.
+pub fn instance_offset(template: &Template) -> Result<u64, GenError> {
+    let texts = template.command.iter().chain(template.env.values());
+    let mut offsets = std::collections::BTreeSet::new();
+    for text in texts {
+        for segment in crate::config::instance_segments(text).unwrap_or_default() {
+            if let Segment::Instance { offset, .. } = segment {
+                offsets.insert(offset);
+            }
+        }
+    }
+    if offsets.len() > 1 {
+        return Err(GenError::Unrepresentable {
+            setting: "numprocs_start".into(),
+            value: format!("{offsets:?}"),
+            why: "supervisord's %(process_num)d has one start, not one per placeholder".into(),
+        });
+    }
+    Ok(offsets.into_iter().next().unwrap_or(0))
 }
 
 const PROCESS_NUM: &str = "%(process_num)d";

@@ -274,3 +274,33 @@ fn a_duration_longer_than_holdfast_takes_is_an_error_not_a_config_check_refuses(
         "{text}"
     );
 }
+
+#[test]
+fn an_instance_offset_becomes_numprocs_start_and_two_offsets_are_refused() {
+    let plan = parse(
+        "[service.w]\ncommand = [\"/bin/w\", \"--port={instance + 8080}\"]\ninstances = 2\n",
+        "t.toml",
+        Path::new("/etc/holdfast"),
+    )
+    .expect("valid");
+    let spec = &plan.services[&ServiceName::new("w@0").unwrap()];
+    let template = |args: &[&str]| crate::interop::Template {
+        count: 2,
+        command: args.iter().map(|a| (*a).to_owned()).collect(),
+        env: std::collections::BTreeMap::new(),
+    };
+    let t = template(&["/bin/w", "--port={instance + 8080}"]);
+    let section = super::export::program(spec, Some(&t), 100).unwrap();
+    assert!(section.contains("numprocs_start=8080\n"), "{section}");
+    assert!(
+        section.contains("command=/bin/w --port=%(process_num)d\n"),
+        "{section}"
+    );
+    let back = table(&section);
+    assert_eq!(
+        back["service"]["w"]["command"][1].as_str(),
+        Some("--port={instance+8080}")
+    );
+    let mixed = template(&["/bin/w", "{instance}", "{instance + 1}"]);
+    assert!(super::export::program(spec, Some(&mixed), 100).is_err());
+}
