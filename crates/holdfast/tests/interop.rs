@@ -376,6 +376,12 @@ fn import(conf: &Path, out: &Path) -> Vec<(String, u64, Option<String>)> {
         "import failed: {}",
         describe(&output)
     );
+    let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(out).unwrap().permissions());
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the config may hold the shell's values"
+    );
     let findings: serde_json::Value = serde_json::from_slice(&output.stderr)
         .unwrap_or_else(|e| panic!("report is not JSON ({e}): {}", describe(&output)));
     findings
@@ -416,7 +422,7 @@ fn importing_a_realistic_supervisord_conf_gives_a_config_holdfast_accepts_and_re
     let s = |x: &str| x.to_owned();
     let expected = vec![
         (s("unix_http_server"), 2, None),
-        (s("supervisord"), 5, None),
+        (s("supervisord"), 6, Some(s("logfile"))),
         (s("rpcinterface:supervisor"), 8, None),
         (s("program:web"), 29, Some(s("stdout_logfile"))),
         (s("program:web"), 34, Some(s("stdout_events_enabled"))),
@@ -528,6 +534,84 @@ fn venv_tool(name: &str) -> PathBuf {
     support::workspace_root().join(".venv/bin").join(name)
 }
 
+/// A supervisord (`-n`, its files in `scratch`) running `sections`.
+fn start_supervisord(scratch: &Scratch, sections: &str) -> Supervisord {
+    let sock = scratch.path("supervisor.sock");
+    let header = format!(
+        "[unix_http_server]\nfile={sock}\n\n[supervisord]\nlogfile={dir}/supervisord.log\npidfile={dir}/supervisord.pid\nchildlogdir={dir}\n\n\
+         [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
+         [supervisorctl]\nserverurl=unix://{sock}\n\n",
+        sock = sock.display(),
+        dir = scratch.0.display()
+    );
+    let conf = scratch.path("supervisord.conf");
+    fs::write(&conf, format!("{header}{sections}")).unwrap();
+    let child = Command::new(venv_tool("supervisord"))
+        .arg("-n")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start supervisord");
+    Supervisord { conf, child }
+}
+
+/// Waits until supervisord reports each of `names` RUNNING.
+fn wait_running(peer: &Supervisord, names: &[&str]) {
+    support::wait_until("supervisord reports every program RUNNING", || {
+        let status = stdout(&peer.ctl(&["status"]));
+        names.iter().all(|n| {
+            status
+                .lines()
+                .any(|l| l.split_whitespace().take(2).eq([*n, "RUNNING"]))
+        })
+    });
+}
+
+/// The argv supervisord gave the program `name` (from /proc/PID/cmdline).
+fn argv(peer: &Supervisord, name: &str) -> Vec<String> {
+    let pid = stdout(&peer.ctl(&["pid", name])).trim().to_owned();
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let text = String::from_utf8_lossy(&raw);
+    let mut args: Vec<String> = text.split('\0').map(str::to_owned).collect();
+    args.pop();
+    args
+}
+
+fn have_supervisord() -> bool {
+    let found = venv_tool("supervisord").exists();
+    if !found {
+        eprintln!("skipped: .venv/bin/supervisord is missing (scripts/install-deps installs it)");
+    }
+    found
+}
+
+#[test]
+fn inline_comments_are_stripped_as_supervisord_strips_them_before_running_the_command() {
+    if !have_supervisord() {
+        return;
+    }
+    let scratch = Scratch::new("comments");
+    let sections = "[program:p]\ncommand=/bin/sh -c \"sleep 1000 && echo a#b #c\" x#y ;note\n";
+    let peer = start_supervisord(&scratch, sections);
+    wait_running(&peer, &["p"]);
+    let ran = argv(&peer, "p");
+    let conf = scratch.path("program.conf");
+    fs::write(&conf, sections).unwrap();
+    let out = scratch.path("imported.toml");
+    import(&conf, &out);
+    let config: toml::Table = toml::from_str(&fs::read_to_string(&out).unwrap()).unwrap();
+    let imported: Vec<String> = config["service"]["p"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ran, ["/bin/sh", "-c", "sleep 1000 && echo a#b #c", "x#y"]);
+    assert_eq!(imported, ran);
+}
+
 #[test]
 fn supervisord_runs_the_programs_gen_supervisord_writes() {
     if !venv_tool("supervisord").exists() {
@@ -550,40 +634,35 @@ exit_codes = { 3 = { action = "ignore" } }
 command = ["/bin/sleep", "10{instance}"]
 instances = 2
 service_group = "backend"
+[service.argv]
+command = ["/bin/sh", "-c", "sleep 1000; exit 0", "x", "100%", "a;b", "c#d", "it's \"q\" $HOME", ""]
 "#,
     );
-    let sock = scratch.path("supervisor.sock");
-    let header = format!(
-        "[unix_http_server]\nfile={sock}\n\n[supervisord]\nlogfile={dir}/supervisord.log\npidfile={dir}/supervisord.pid\nchildlogdir={dir}\n\n\
-         [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
-         [supervisorctl]\nserverurl=unix://{sock}\n\n",
-        sock = sock.display(),
-        dir = scratch.0.display()
+    let sections = gen_supervisord(&config, &["db", "web", "worker", "argv"]);
+    let peer = start_supervisord(&scratch, &sections);
+    let names = [
+        "db",
+        "backend:web",
+        "backend:worker@0",
+        "backend:worker@1",
+        "argv",
+    ];
+    wait_running(&peer, &names);
+    assert_eq!(
+        argv(&peer, "argv"),
+        [
+            "/bin/sh",
+            "-c",
+            "sleep 1000; exit 0",
+            "x",
+            "100%",
+            "a;b",
+            "c#d",
+            "it's \"q\" $HOME",
+            ""
+        ]
     );
-    let conf = scratch.path("supervisord.conf");
-    let sections = gen_supervisord(&config, &["db", "web", "worker"]);
-    fs::write(&conf, format!("{header}{sections}")).unwrap();
-    let child = Command::new(venv_tool("supervisord"))
-        .arg("-n")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start supervisord");
-    let peer = Supervisord {
-        conf: conf.clone(),
-        child,
-    };
-    let names = ["db", "backend:web", "backend:worker@0", "backend:worker@1"];
-    support::wait_until("supervisord reports every program RUNNING", || {
-        let status = stdout(&peer.ctl(&["status"]));
-        names.iter().all(|n| {
-            status
-                .lines()
-                .any(|l| l.split_whitespace().take(2).eq([*n, "RUNNING"]))
-        })
-    });
+    assert_eq!(argv(&peer, "backend:worker@1"), ["/bin/sleep", "101"]);
     let env = fs::read_to_string(format!(
         "/proc/{}/environ",
         stdout(&peer.ctl(&["pid", "backend:web"])).trim()

@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use miette::{IntoDiagnostic, WrapErr, miette};
 
 use crate::cli::exit;
-use crate::config::{self, ConfigError};
+use crate::config::{self, ConfigError, Templates};
 use crate::interop::supervisord;
 use crate::interop::systemd::{self, GeneratedUnit, SelfInputs, Template};
 use crate::model::{Plan, ServiceSpec};
@@ -76,8 +76,8 @@ pub fn run(target: GenTarget) -> miette::Result<ExitCode> {
 
 fn systemd_unit(args: &SystemdArgs) -> miette::Result<ExitCode> {
     let path = &args.config.config;
-    let plan = match load(path)? {
-        Ok(plan) => plan,
+    let (plan, templates) = match load(path)? {
+        Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
     let unit = match &args.name {
@@ -86,9 +86,9 @@ fn systemd_unit(args: &SystemdArgs) -> miette::Result<ExitCode> {
             let (spec, count) = find(&plan, name)?;
             let template = match count {
                 1 => None,
-                count => Some(template(path, name, count)?),
+                count => Some(template(&templates, spec, count)?),
             };
-            systemd::service_unit(spec, &plan.daemon, template.as_ref()).into_diagnostic()?
+            systemd::service_unit(spec, &plan, template.as_ref()).into_diagnostic()?
         }
     };
     emit(&unit, args.output.as_deref())?;
@@ -110,10 +110,11 @@ fn self_unit(plan: &Plan, config: &Path, exe: Option<&Path>) -> miette::Result<G
     systemd::self_unit(plan, &inputs).into_diagnostic()
 }
 
-/// The validated plan, or the exit code after the diagnostics were printed.
-pub(crate) fn load(path: &Path) -> miette::Result<Result<Plan, ExitCode>> {
-    match config::load(path) {
-        Ok(plan) => Ok(Ok(plan)),
+/// The validated plan (with its instanced services as written), or the exit code after
+/// the diagnostics were printed.
+pub(crate) fn load(path: &Path) -> miette::Result<Result<(Plan, Templates), ExitCode>> {
+    match config::load_with_templates(path) {
+        Ok(loaded) => Ok(Ok(loaded)),
         Err(err @ ConfigError::Read { .. }) => Err(err.into()),
         Err(err) => {
             eprint!("{}", err.render_terminal(std::io::stderr().is_terminal()));
@@ -147,34 +148,17 @@ pub(crate) fn find<'p>(plan: &'p Plan, name: &str) -> miette::Result<(&'p Servic
     Ok((first, count))
 }
 
-/// `command` and `env` of `[service.NAME]` as written, `{instance}` and all: the plan
-/// has them filled in per instance.
-fn template(path: &Path, name: &str, count: u32) -> miette::Result<Template> {
-    let text = std::fs::read_to_string(path).into_diagnostic()?;
-    let doc: toml::Table = toml::from_str(&text).into_diagnostic()?;
-    let table = doc
-        .get("service")
-        .and_then(|s| s.get(name))
-        .ok_or_else(|| miette!("no [service.{name}] table"))?;
-    let strings = |v: &toml::Value| v.as_str().map(str::to_owned);
-    let command = table
-        .get("command")
-        .and_then(toml::Value::as_array)
-        .map(|a| a.iter().filter_map(strings).collect())
-        .unwrap_or_default();
-    let env = table
-        .get("env")
-        .and_then(toml::Value::as_table)
-        .map(|t| {
-            t.iter()
-                .filter_map(|(k, v)| Some((k.clone(), strings(v)?)))
-                .collect()
-        })
-        .unwrap_or_default();
+/// `command` and `env` of `[service.NAME]` as written, `{instance}` and all (the plan
+/// has them filled in per instance), from the loaded config's templates.
+fn template(templates: &Templates, spec: &ServiceSpec, count: u32) -> miette::Result<Template> {
+    let base = spec.instance.as_ref().map_or(&spec.name, |i| &i.base);
+    let written = templates
+        .get(base)
+        .ok_or_else(|| miette!("no [service.{base}] table"))?;
     Ok(Template {
         count,
-        command,
-        env,
+        command: written.command.clone(),
+        env: written.env.clone(),
     })
 }
 
@@ -194,8 +178,8 @@ fn emit(unit: &GeneratedUnit, dir: Option<&Path>) -> miette::Result<()> {
 
 fn supervisord_program(args: &SupervisordArgs) -> miette::Result<ExitCode> {
     let path = &args.config.config;
-    let plan = match load(path)? {
-        Ok(plan) => plan,
+    let (plan, templates) = match load(path)? {
+        Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
     let mut text = String::new();
@@ -204,7 +188,7 @@ fn supervisord_program(args: &SupervisordArgs) -> miette::Result<ExitCode> {
         let (spec, count) = find(&plan, name)?;
         let template = match count {
             1 => None,
-            count => Some(template(path, name, count)?),
+            count => Some(template(&templates, spec, count)?),
         };
         let priority = supervisord::export::priority(&plan, &spec.name);
         text +=

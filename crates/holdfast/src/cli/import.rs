@@ -46,13 +46,29 @@ pub fn run(source: ImportSource) -> miette::Result<ExitCode> {
         }
     };
     match &args.output {
-        Some(path) => std::fs::write(path, &imported.toml)
+        Some(path) => write_private(path, &imported.toml)
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot write {}", path.display()))?,
         None => print!("{}", imported.toml),
     }
     report(&origin, &imported.report, args.json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` readable by its owner only: `%(ENV_X)s` values of the importing shell
+/// (tokens, passwords) may be in it.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode through open: narrow it before writing.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
 }
 
 /// What supervisord would see reading `file` here and now.

@@ -208,33 +208,68 @@ fn instance_of(spec: &ServiceSpec, index: u32, count: u32) -> ServiceSpec {
     }
 }
 
-/// `text` with every `{instance}` replaced by `index` and `{instance + K}` by
-/// `index + K`; `Err` with the first placeholder of another form. Braces that do not
-/// start `{instance` are left alone (JSON in an argument stays as written).
-pub fn try_substitute(text: &str, index: u32) -> Result<String, String> {
+/// A part of a text with instance placeholders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment<'a> {
+    Text(&'a str),
+    /// `{instance}` (offset 0) or `{instance + K}`, as `written`.
+    Instance {
+        offset: u64,
+        written: &'a str,
+    },
+}
+
+/// `text` cut into literal text and `{instance}` / `{instance + K}` placeholders; `Err`
+/// with the first placeholder of another form. Braces that do not start `{instance` are
+/// text (JSON in an argument stays as written).
+pub fn segments(text: &str) -> Result<Vec<Segment<'_>>, String> {
     const OPEN: &str = "{instance";
-    let mut out = String::with_capacity(text.len());
+    let mut out = Vec::new();
     let mut rest = text;
     while let Some(at) = rest.find(OPEN) {
-        out.push_str(&rest[..at]);
+        if at > 0 {
+            out.push(Segment::Text(&rest[..at]));
+        }
         let Some(len) = rest[at..].find('}') else {
             return Err(rest[at..].to_owned());
         };
         let placeholder = &rest[at..=at + len];
         let offset = placeholder[OPEN.len()..placeholder.len() - 1].trim();
-        let value = match offset.strip_prefix('+').map(str::trim) {
-            None if offset.is_empty() => u64::from(index),
-            Some(k) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) => k
-                .parse::<u64>()
-                .ok()
-                .and_then(|k| k.checked_add(u64::from(index)))
-                .ok_or_else(|| placeholder.to_owned())?,
+        let offset = match offset.strip_prefix('+').map(str::trim) {
+            None if offset.is_empty() => 0,
+            Some(k) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) => {
+                k.parse::<u64>().map_err(|_| placeholder.to_owned())?
+            }
             _ => return Err(placeholder.to_owned()),
         };
-        out.push_str(&value.to_string());
+        out.push(Segment::Instance {
+            offset,
+            written: placeholder,
+        });
         rest = &rest[at + len + 1..];
     }
-    out.push_str(rest);
+    if !rest.is_empty() {
+        out.push(Segment::Text(rest));
+    }
+    Ok(out)
+}
+
+/// `text` with every `{instance}` replaced by `index` and `{instance + K}` by
+/// `index + K`; `Err` with the first placeholder of another form (or one whose value
+/// overflows).
+pub fn try_substitute(text: &str, index: u32) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    for segment in segments(text)? {
+        match segment {
+            Segment::Text(t) => out.push_str(t),
+            Segment::Instance { offset, written } => {
+                let value = offset
+                    .checked_add(u64::from(index))
+                    .ok_or_else(|| written.to_owned())?;
+                out.push_str(&value.to_string());
+            }
+        }
+    }
     Ok(out)
 }
 

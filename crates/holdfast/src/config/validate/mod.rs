@@ -20,7 +20,7 @@ mod daemon;
 mod exit_codes;
 mod hooks;
 pub mod host;
-mod instances;
+pub mod instances;
 mod log;
 mod managed;
 mod ports;
@@ -38,13 +38,15 @@ use super::raw::RawConfig;
 use crate::model::{LogForward, Plan, ServiceName, ServiceSpec};
 
 /// Checks `raw` and builds the plan, appending every problem found to `problems`. With
-/// `host`, also checks what would fail at spawn on that machine ([`host`]).
-pub fn validate(
+/// `host`, also checks what would fail at spawn on that machine ([`host`]). Also
+/// returns the spec of each instanced service before it was expanded: `command` and
+/// `env` with their `{instance}` placeholders, by base name (for `holdfast gen`).
+pub fn validate_keeping_templates(
     raw: RawConfig,
     base_dir: &Path,
     host: Option<&dyn host::HostFacts>,
     problems: &mut Vec<Problem>,
-) -> Plan {
+) -> (Plan, Templates) {
     let raw_daemon = raw.daemon.map(|d| d.value).unwrap_or_default();
     let log_forward = match raw_daemon.log_journald {
         Some(true) => LogForward::Journald,
@@ -95,9 +97,17 @@ pub fn validate(
         }
     }
     let counts = instances::counts(&raw.services, v.problems);
+    let templates = services
+        .iter()
+        .filter(|(name, _)| counts.contains_key(name.as_str()))
+        .map(|(name, spec)| (name.clone(), spec.clone()))
+        .collect();
     let services = instances::expand(services, &counts);
-    Plan { daemon, services }
+    (Plan { daemon, services }, templates)
 }
+
+/// Instanced services as written, by base name (see [`validate_keeping_templates`]).
+pub type Templates = BTreeMap<ServiceName, ServiceSpec>;
 
 /// Collects the problems of one file. Every check reports the same way:
 /// `self.push(Problem::new(message, span, label).with_help(hint))`.

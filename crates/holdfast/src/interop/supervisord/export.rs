@@ -11,11 +11,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::config::Segment;
 use crate::interop::systemd::escape::{self as unit_escape, Piece};
 use crate::interop::{GenError, Template};
 use crate::model::{
     ExitAction, ExitKey, Plan, Readiness, RestartPolicy, ServiceKind, ServiceName, ServiceSpec,
 };
+use crate::unix::Signal;
+
+use super::import::start_limit_interval;
 
 /// The section for `spec` (any instance of an instanced service, with `template`).
 /// `priority` orders it among the others ([`priority`]).
@@ -28,7 +32,7 @@ pub fn program(
     let mut notes = Vec::new();
     let mut lines = vec![format!("[program:{name}]")];
     let mut set = |key: &str, value: String| lines.push(format!("{key}={value}"));
-    let (command, env) = words(spec, template, &mut notes)?;
+    let (command, env) = words(spec, template)?;
     set("command", command);
     if let Some(env) = env {
         set("environment", env);
@@ -36,19 +40,21 @@ pub fn program(
     if let Some(dir) = &spec.working_dir {
         set("directory", value("directory", &dir.to_string_lossy())?);
     }
-    if let Some(user) = spec
-        .privileges
-        .credentials
-        .as_ref()
-        .and_then(|c| c.user.as_ref())
-    {
-        set("user", value("user", &user.name)?);
+    if let Some(creds) = &spec.privileges.credentials {
+        if let Some(user) = &creds.user {
+            set("user", value("user", &user.name)?);
+        }
+        notes.push(groups_note(creds));
     }
     if let Some(umask) = spec.privileges.umask {
         set("umask", format!("{umask:03o}"));
     }
     if let Some(t) = template {
         set("numprocs", t.count.to_string());
+        let start = instance_offset(t)?;
+        if start > 0 {
+            set("numprocs_start", start.to_string());
+        }
         set("process_name", "%(program_name)s@%(process_num)d".into());
     }
     set("priority", priority.to_string());
@@ -57,6 +63,27 @@ pub fn program(
     }
     unconverted(spec, &mut notes);
     Ok(render(name, &notes, &lines))
+}
+
+/// supervisord has no `group` or `supplementary_groups`: with `user` it takes the
+/// user's primary group and the groups the group database lists for it.
+fn groups_note(creds: &crate::model::Credentials) -> String {
+    let groups: Vec<String> = creds.groups.iter().map(u32::to_string).collect();
+    let list = if groups.is_empty() {
+        "none".to_owned()
+    } else {
+        groups.join(",")
+    };
+    match &creds.user {
+        Some(user) => format!(
+            "group (gid {}) and supplementary_groups (gids {list}): supervisord runs as {}'s primary group with its groups from the group database",
+            creds.gid, user.name
+        ),
+        None => format!(
+            "group (gid {}) without user: supervisord cannot change the group alone",
+            creds.gid
+        ),
+    }
 }
 
 fn render(name: &str, notes: &[String], lines: &[String]) -> String {
@@ -73,18 +100,19 @@ fn render(name: &str, notes: &[String], lines: &[String]) -> String {
     out
 }
 
-/// `command` and `environment`, with `{instance}` as `%(process_num)d`.
+/// `command` and `environment`, with `{instance}` (or `{instance + K}`, K being
+/// `numprocs_start`) as `%(process_num)d`.
 fn words(
     spec: &ServiceSpec,
     template: Option<&Template>,
-    notes: &mut Vec<String>,
 ) -> Result<(String, Option<String>), GenError> {
+    let offset = template.map(instance_offset).transpose()?.unwrap_or(0);
     let (command, env): (Vec<Vec<Piece>>, BTreeMap<String, Vec<Piece>>) = match template {
         Some(t) => (
-            t.command.iter().map(|a| pieces(a, notes)).collect(),
+            t.command.iter().map(|a| pieces(a, offset)).collect(),
             t.env
                 .iter()
-                .map(|(k, v)| (k.clone(), pieces(v, notes)))
+                .map(|(k, v)| (k.clone(), pieces(v, offset)))
                 .collect(),
         ),
         None => (
@@ -110,13 +138,44 @@ fn words(
     Ok((command, Some(pairs.join(","))))
 }
 
-fn pieces(text: &str, notes: &mut Vec<String>) -> Vec<Piece> {
-    unit_escape::template_pieces(text).unwrap_or_else(|placeholder| {
-        notes.push(format!(
-            "{placeholder}: only {{instance}} maps to %(process_num)d"
-        ));
-        vec![Piece::Text(text.to_owned())]
-    })
+/// The pieces of a template value, `{instance + offset}` as the instance number
+/// (supervisord's `process_num` starts at `numprocs_start`, see [`instance_offset`]).
+fn pieces(text: &str, offset: u64) -> Vec<Piece> {
+    crate::config::instance_segments(text).map_or_else(
+        |_| vec![Piece::Text(text.to_owned())],
+        |segments| {
+            segments
+                .into_iter()
+                .map(|s| match s {
+                    Segment::Instance { offset: k, .. } if k == offset => Piece::Instance,
+                    Segment::Instance { written, .. } => Piece::Text(written.to_owned()),
+                    Segment::Text(t) => Piece::Text(t.to_owned()),
+                })
+                .collect()
+        },
+    )
+}
+
+/// The one offset K of every `{instance + K}` in the template (0 for `{instance}`):
+/// supervisord's `%(process_num)d` counts from `numprocs_start`, one number for all.
+pub fn instance_offset(template: &Template) -> Result<u64, GenError> {
+    let texts = template.command.iter().chain(template.env.values());
+    let mut offsets = std::collections::BTreeSet::new();
+    for text in texts {
+        for segment in crate::config::instance_segments(text).unwrap_or_default() {
+            if let Segment::Instance { offset, .. } = segment {
+                offsets.insert(offset);
+            }
+        }
+    }
+    if offsets.len() > 1 {
+        return Err(GenError::Unrepresentable {
+            setting: "numprocs_start".into(),
+            value: format!("{offsets:?}"),
+            why: "supervisord's %(process_num)d has one start, not one per placeholder".into(),
+        });
+    }
+    Ok(offsets.into_iter().next().unwrap_or(0))
 }
 
 const PROCESS_NUM: &str = "%(process_num)d";
@@ -307,14 +366,11 @@ fn behaviour(spec: &ServiceSpec, notes: &mut Vec<String>) -> Vec<(&'static str, 
 }
 
 /// `burst` as `startretries`; an `interval` other than the one import derives from
-/// them (see `import::start_limit`) is noted.
+/// them ([`start_limit_interval`]) is noted.
 fn start_retries(spec: &ServiceSpec, notes: &mut Vec<String>) -> String {
     let limit = spec.start_limit;
-    let attempts = u64::from(limit.burst) + 1;
     let start_secs = spec.start_secs.as_secs() + u64::from(spec.start_secs.subsec_nanos() > 0);
-    let derived = attempts
-        .saturating_mul(start_secs.saturating_add(u64::from(limit.burst)))
-        .max(10);
+    let derived = start_limit_interval(u64::from(limit.burst), start_secs);
     if limit.interval != Duration::from_secs(derived) {
         notes.push(format!(
             "start_limit.interval = {}s (supervisord counts failed starts in a row)",
@@ -347,11 +403,29 @@ fn exit_codes(spec: &ServiceSpec, notes: &mut Vec<String>) -> String {
                 zero = false;
             }
             (ExitKey::Code(c), ExitAction::Ignore) => codes.push(*c),
+            // What `unexpected` does anyway: any death by a signal is unexpected.
+            (ExitKey::Signal(n), ExitAction::Restart { delay: None, env })
+                if env.is_empty()
+                    && spec.restart == RestartPolicy::OnFailure
+                    && is_clean_signal(*n) => {}
             (key, action) => notes.push(format!("exit_codes: {key} -> {}", action_text(action))),
         }
     }
     if zero {
         codes.push(0);
+    }
+    let restarted = |n: i32| {
+        matches!(
+            spec.exit_codes.get(&ExitKey::Signal(n)),
+            Some(ExitAction::Restart { .. })
+        )
+    };
+    if spec.restart == RestartPolicy::OnFailure
+        && !CLEAN_SIGNALS.iter().all(|s| restarted(*s as i32))
+    {
+        notes.push(
+            "restart = \"on-failure\" does not restart after SIGHUP, SIGINT, SIGTERM or SIGPIPE; autorestart=unexpected does".into(),
+        );
     }
     codes.sort_unstable();
     codes.dedup();
@@ -360,6 +434,17 @@ fn exit_codes(spec: &ServiceSpec, notes: &mut Vec<String>) -> String {
         .map(i32::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+const CLEAN_SIGNALS: [Signal; 4] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGPIPE,
+];
+
+fn is_clean_signal(n: i32) -> bool {
+    CLEAN_SIGNALS.iter().any(|s| *s as i32 == n)
 }
 
 fn action_text(action: &ExitAction) -> &'static str {

@@ -11,7 +11,7 @@ use toml::{Table, Value};
 use super::ini::{Ini, Opt, Section};
 use super::lex::{self, Expansion};
 use super::{Context, Finding, ImportError};
-use crate::config::value::parse_signal_arg;
+use crate::config::value::{MAX_DURATION, parse_signal_arg};
 use crate::model::ServiceName;
 
 /// Every option supervisord reads in a `[program:x]` section.
@@ -66,6 +66,8 @@ struct Reader<'a> {
     section: &'a Section,
     used: BTreeSet<String>,
     report: &'a mut Vec<Finding>,
+    /// The `ENV_X` values that come from the importing shell (not from `environment=`).
+    shell_env: BTreeSet<String>,
 }
 
 impl<'a> Reader<'a> {
@@ -93,8 +95,26 @@ impl<'a> Reader<'a> {
         let Some(opt) = self.opt(key) else {
             return Ok(None);
         };
-        let text = lex::expand(&opt.value, values).map_err(|e| at(opt, &e))?;
+        let mut names = Vec::new();
+        let text = lex::expand_noting(&opt.value, values, &mut names).map_err(|e| at(opt, &e))?;
+        self.note_shell_env(opt, &names);
         Ok(Some((text, opt.line)))
+    }
+
+    /// Each `%(ENV_X)s` of the importing shell's environment used in `opt`: its value,
+    /// possibly a secret, is now in the config text.
+    fn note_shell_env(&mut self, opt: &Opt, names: &[String]) {
+        let from_shell: Vec<&String> = names
+            .iter()
+            .filter(|n| self.shell_env.contains(*n))
+            .collect();
+        for name in from_shell {
+            let var = &name["ENV_".len()..];
+            self.report(
+                opt,
+                format!("%({name})s: the value of {var} in the importing shell is written into the config"),
+            );
+        }
     }
 
     fn boolean(&mut self, key: &str) -> Result<Option<(bool, &'a Opt)>, ImportError> {
@@ -130,7 +150,7 @@ pub fn boolean(text: &str) -> Option<bool> {
 }
 
 /// Python's `int()` of a string: surrounding blanks, a sign, `_` between digits.
-fn integer(text: &str) -> Option<i64> {
+pub fn integer(text: &str) -> Option<i64> {
     let t = text.trim();
     let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
     if digits.is_empty()
@@ -165,6 +185,7 @@ pub fn program(
         section,
         used: BTreeSet::new(),
         report,
+        shell_env: ctx.env.keys().map(|k| format!("ENV_{k}")).collect(),
     };
     let mut table = Table::new();
     let mut values = common_values(name, group.unwrap_or(name), ctx);
@@ -181,14 +202,23 @@ pub fn program(
     })
 }
 
-fn common_values(name: &str, group: &str, ctx: &Context) -> BTreeMap<String, Expansion> {
+/// The expansions of every section: `%(ENV_X)s` and `%(here)s`.
+pub fn context_values(ctx: &Context) -> BTreeMap<String, Expansion> {
     let mut values: BTreeMap<String, Expansion> = ctx
         .env
         .iter()
         .map(|(k, v)| (format!("ENV_{k}"), Expansion::Text(v.clone())))
         .collect();
+    values.insert(
+        "here".into(),
+        Expansion::Text(ctx.here.to_string_lossy().into_owned()),
+    );
+    values
+}
+
+fn common_values(name: &str, group: &str, ctx: &Context) -> BTreeMap<String, Expansion> {
+    let mut values = context_values(ctx);
     let text = |s: &str| Expansion::Text(s.to_owned());
-    values.insert("here".into(), text(&ctx.here.to_string_lossy()));
     values.insert("program_name".into(), text(name));
     values.insert("group_name".into(), text(group));
     values.insert("host_node_name".into(), text(&ctx.host_node_name));
@@ -206,6 +236,7 @@ fn behaviour(
     restart(r, table)?;
     let start_secs = match r.integer("startsecs")? {
         Some((n, opt)) if n < 0 => return Err(at(opt, "must not be negative")),
+        Some((n, opt)) if n > MAX_SECS => return Err(at(opt, TOO_LONG)),
         Some((n, _)) => n,
         None => 1,
     };
@@ -238,14 +269,26 @@ fn behaviour(
     Ok(())
 }
 
-/// supervisord gives up after `startretries` failed starts in a row, waiting 1 s, 2 s,
-/// ... between them; holdfast after `burst` restarts within `interval`, which here
-/// spans that many attempts of `startsecs` each with supervisord's delays.
+/// supervisord gives up after `startretries` starts in a row that each died within
+/// `startsecs`; a program that got past `startsecs` is restarted forever. holdfast gives
+/// up after `burst` restarts within `interval`, however long the runs were. The
+/// interval that comes closest: `burst` such failed starts, each `startsecs` plus about
+/// a second before the next, fit in it, while runs much longer than `startsecs` spread
+/// the restarts wider than it and are never given up on (10 s at the least, holdfast's
+/// default: `startretries=5`, `startsecs=1` is holdfast's default start limit).
+pub fn start_limit_interval(retries: u64, start_secs: u64) -> u64 {
+    retries
+        .saturating_mul(start_secs.saturating_add(1))
+        .clamp(10, MAX_DURATION.as_secs())
+}
+
+/// The longest duration holdfast takes, in whole seconds.
+const MAX_SECS: i64 = MAX_DURATION.as_secs() as i64;
+const TOO_LONG: &str = "longer than holdfast's longest duration, 365d (31536000 seconds)";
+
 fn start_limit(retries: u32, start_secs: i64) -> Value {
-    let attempts = i64::from(retries) + 1;
-    let interval = attempts
-        .saturating_mul(start_secs.saturating_add(i64::from(retries)))
-        .max(10);
+    let secs = u64::try_from(start_secs).unwrap_or(0);
+    let interval = start_limit_interval(u64::from(retries), secs);
     let mut limit = Table::new();
     limit.insert("burst".into(), Value::Integer(i64::from(retries)));
     limit.insert("interval".into(), Value::String(format!("{interval}s")));
@@ -291,11 +334,21 @@ fn restart(r: &mut Reader<'_>, table: &mut Table) -> Result<(), ImportError> {
     if !codes.contains(&0) && policy == "on-failure" {
         map.insert("0".into(), action("restart"));
     }
+    if policy == "on-failure" {
+        // supervisord expects only the exit codes listed: a death by any signal is
+        // unexpected, also the four holdfast's on-failure takes for a clean stop.
+        for signal in CLEAN_SIGNALS {
+            map.insert(signal.into(), action("restart"));
+        }
+    }
     if !map.is_empty() {
         table.insert("exit_codes".into(), Value::Table(map));
     }
     Ok(())
 }
+
+/// The signals holdfast's `on-failure` counts as a clean exit (systemd's notion).
+pub const CLEAN_SIGNALS: [&str; 4] = ["SIGHUP", "SIGINT", "SIGTERM", "SIGPIPE"];
 
 /// `list_of_exitcodes`: comma-separated integers 0-255 (empty: none).
 fn exit_codes(text: &str) -> Option<Vec<i64>> {
@@ -314,6 +367,7 @@ fn stop(r: &mut Reader<'_>, table: &mut Table) -> Result<(), ImportError> {
     };
     let secs = match r.integer("stopwaitsecs")? {
         Some((secs, opt)) if secs < 0 => return Err(at(opt, "must not be negative")),
+        Some((secs, opt)) if secs > MAX_SECS => return Err(at(opt, TOO_LONG)),
         Some((0, opt)) => {
             r.report(
                 opt,
@@ -436,16 +490,7 @@ fn process(
         .get(r.ini, "numprocs_start")
         .and_then(|o| integer(&o.value))
         .unwrap_or(0);
-    if let Some((text, line)) = r.text("environment", values)? {
-        let pairs = lex::environment(&text)
-            .map_err(|e| ImportError::at(line, format!("environment: {e}")))?;
-        let mut env = Table::new();
-        for (key, value) in pairs {
-            values.insert(format!("ENV_{key}"), Expansion::Text(value.clone()));
-            env.insert(key, Value::String(restore(&value, start)));
-        }
-        table.insert("env".into(), Value::Table(env));
-    }
+    environment(r, table, values, start)?;
     let Some((command, line)) = r.text("command", values)? else {
         return Err(ImportError::at(
             r.section.line,
@@ -473,6 +518,70 @@ fn process(
         table.insert("working_dir".into(), Value::String(dir));
     }
     Ok(())
+}
+
+/// `environment=KEY="v",...`: the service's `env`; its keys become `%(ENV_KEY)s` for
+/// the options after it. `X=%(ENV_X)s` is supervisord passing on its own `X`: left out,
+/// as the imported service inherits holdfast's environment (`inherit_env`).
+fn environment(
+    r: &mut Reader<'_>,
+    table: &mut Table,
+    values: &mut BTreeMap<String, Expansion>,
+    start: i64,
+) -> Result<(), ImportError> {
+    let Some(opt) = r.opt("environment") else {
+        return Ok(());
+    };
+    let passed_on = passed_on(&opt.value, values);
+    let mut names = Vec::new();
+    let text = lex::expand_noting(&opt.value, values, &mut names).map_err(|e| at(opt, &e))?;
+    for key in &passed_on {
+        if let Some(i) = names.iter().position(|n| *n == format!("ENV_{key}")) {
+            names.remove(i);
+        }
+    }
+    r.note_shell_env(opt, &names);
+    let pairs = lex::environment(&text).map_err(|e| at(opt, &e))?;
+    let mut env = Table::new();
+    for (key, value) in pairs {
+        values.insert(format!("ENV_{key}"), Expansion::Text(value.clone()));
+        if passed_on.contains(&key) {
+            // Still the shell's value where a later option expands it.
+            r.report(
+                opt,
+                format!("{key}=%(ENV_{key})s: inherited from holdfast's environment instead (inherit_env)"),
+            );
+            continue;
+        }
+        r.shell_env.remove(&format!("ENV_{key}"));
+        env.insert(key, Value::String(restore(&value, start)));
+    }
+    if !env.is_empty() {
+        table.insert("env".into(), Value::Table(env));
+    }
+    Ok(())
+}
+
+/// The keys of `environment` written `X=%(ENV_X)s`: found by expanding each `ENV_X` as
+/// a marker word and reading the pairs.
+fn passed_on(environment: &str, values: &BTreeMap<String, Expansion>) -> BTreeSet<String> {
+    const MARK: &str = "__holdfast_env__";
+    let marked: BTreeMap<String, Expansion> = values
+        .iter()
+        .map(|(k, v)| match k.strip_prefix("ENV_") {
+            Some(var) => (k.clone(), Expansion::Text(format!("{MARK}{var}"))),
+            None => (k.clone(), v.clone()),
+        })
+        .collect();
+    let Ok(text) = lex::expand(environment, &marked) else {
+        return BTreeSet::new();
+    };
+    lex::environment(&text)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, v)| v.strip_prefix(MARK) == Some(k.as_str()))
+        .map(|(k, _)| k)
+        .collect()
 }
 
 /// holdfast keeps one log file per service (stdout and stderr, labelled) in its

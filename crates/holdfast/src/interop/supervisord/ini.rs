@@ -2,7 +2,8 @@
 //! (`options.UnhosedConfigParser`: inline comments `;` and `#`, not strict).
 //!
 //! - A line whose first non-blank character is `;` or `#` is a comment; inside a line,
-//!   `;` or `#` starts a comment only after whitespace (`a;b` is a value, `a ;b` is `a`).
+//!   `;` or `#` starts a comment only after whitespace (`a;b` is a value, `a ;b` is `a`),
+//!   searched for in configparser's rounds ([`strip_comment`]).
 //! - `key = value` or `key: value` (the first `=` or `:` splits), keys case-insensitive.
 //! - A line indented deeper than its option's line continues the value (joined with a
 //!   newline); blank lines inside a value are kept, trailing ones dropped.
@@ -58,19 +59,41 @@ impl Section {
     }
 }
 
-/// The text before an inline comment, as configparser finds it.
+/// The text before an inline comment, as the configparser of Python 3.11 (supervisor's
+/// `RawConfigParser._read`) finds it: in rounds, each of `;` and `#` moving to its next
+/// occurrence; the first round that finds one at the start of the line or after
+/// whitespace ends the search, at the leftmost such of that round. So in
+/// `sh -c "echo a#b #c" ;note` the first round sees `#` in `a#b` (not a comment) and
+/// ` ;` (a comment): the value keeps ` #c`, which a later round would have cut.
 fn strip_comment(line: &str) -> (&str, bool) {
     if line.trim_start().starts_with([';', '#']) {
         return ("", true);
     }
-    let mut prev_space = true;
-    for (i, c) in line.char_indices() {
-        if (c == ';' || c == '#') && prev_space {
-            return (&line[..i], true);
+    let mut from: Vec<(char, usize)> = vec![(';', 0), ('#', 0)];
+    while !from.is_empty() {
+        let mut start: Option<usize> = None;
+        let mut next = Vec::new();
+        for (prefix, at) in from {
+            let Some(found) = line[at..].find(prefix).map(|i| at + i) else {
+                continue;
+            };
+            next.push((prefix, found + 1));
+            let after_space = found == 0 || line[..found].chars().next_back().is_some_and(py_space);
+            if after_space {
+                start = Some(start.map_or(found, |s| s.min(found)));
+            }
         }
-        prev_space = c.is_whitespace();
+        if let Some(start) = start {
+            return (&line[..start], true);
+        }
+        from = next;
     }
     (line, false)
+}
+
+/// Python's `str.isspace`: Unicode whitespace and the separators `\x1c`..`\x1f`.
+fn py_space(c: char) -> bool {
+    c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
 }
 
 /// Where the current value goes: a section's option or a `[DEFAULT]` option.
@@ -224,6 +247,24 @@ mod tests {
             one("[program:a]\n; whole line\ncommand=x\n", "command"),
             "x"
         );
+    }
+
+    #[test]
+    fn inline_comments_are_found_in_rounds_like_python_3_11() {
+        // Round one: `#` of `a#b` is no comment, ` ;` is: ` #c` stays in the value.
+        assert_eq!(
+            one(
+                "[program:a]\ncommand=/bin/sh -c \"echo a#b #c\" ;note\n",
+                "command"
+            ),
+            "/bin/sh -c \"echo a#b #c\""
+        );
+        // Without a `;`, round two finds ` #c`.
+        assert_eq!(
+            one("[program:a]\ncommand=echo a#b #c\n", "command"),
+            "echo a#b"
+        );
+        assert_eq!(one("[program:a]\ncommand=x ;a #b\n", "command"), "x");
     }
 
     #[test]

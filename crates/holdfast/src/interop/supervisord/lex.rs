@@ -16,6 +16,15 @@ pub enum Expansion {
 /// Python's `text % expansions`: `%%` is `%`, `%(name)s` / `%(name)d` / `%(name)r` a
 /// named value (flags and width allowed for numbers, not for placeholders).
 pub fn expand(text: &str, values: &BTreeMap<String, Expansion>) -> Result<String, String> {
+    expand_noting(text, values, &mut Vec::new())
+}
+
+/// [`expand`], adding the name of each value used to `used`.
+pub fn expand_noting(
+    text: &str,
+    values: &BTreeMap<String, Expansion>,
+    used: &mut Vec<String>,
+) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = text;
     while let Some(at) = rest.find('%') {
@@ -40,13 +49,20 @@ pub fn expand(text: &str, values: &BTreeMap<String, Expansion>) -> Result<String
         let spec = &spec_and_rest[..conv_at];
         let conv = spec_and_rest.as_bytes()[conv_at];
         let value = values.get(name).ok_or_else(|| {
-            let known: Vec<&str> = values.keys().map(String::as_str).collect();
+            // The environment's names are not listed: there may be hundreds, and their
+            // names may say more than the file should.
+            let known: Vec<&str> = values
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !k.starts_with("ENV_"))
+                .collect();
             format!(
-                "`%({name})` cannot be expanded (known: {})",
+                "`%({name})` cannot be expanded (known: {}, and ENV_X for each variable X of the environment)",
                 known.join(", ")
             )
         })?;
         out.push_str(&format_one(value, spec, conv, name)?);
+        used.push(name.to_owned());
         rest = &spec_and_rest[conv_at + 1..];
     }
     out.push_str(rest);
@@ -266,6 +282,10 @@ mod tests {
         );
         assert!(expand("%(process_num)02d", &v).is_err());
         assert!(expand("%(nope)s", &v).unwrap_err().contains("nope"));
+        let mut with_env = v.clone();
+        with_env.insert("ENV_SECRET_NAME".into(), Expansion::Text("x".into()));
+        let err = expand("%(nope)s", &with_env).unwrap_err();
+        assert!(!err.contains("SECRET_NAME"), "{err}");
         assert!(expand("50%", &v).is_err());
     }
 

@@ -9,6 +9,7 @@
 //! edge whitespace that would be trimmed) is refused.
 
 use super::GenError;
+use crate::config::Segment;
 
 /// The text `{instance}` stands for in a template unit: the instance name.
 pub const INSTANCE_SPECIFIER: &str = "%i";
@@ -122,25 +123,17 @@ fn push_quoted(out: &mut String, c: char, command: bool) {
 /// The pieces of `text`, with every `{instance}` a [`Piece::Instance`]; `Err` with a
 /// placeholder systemd cannot express (`{instance + K}`: `%i` is a name, not a number).
 pub fn template_pieces(text: &str) -> Result<Vec<Piece>, String> {
-    const PLACEHOLDER: &str = "{instance";
-    let mut pieces = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find(PLACEHOLDER) {
-        let Some(len) = rest[at..].find('}') else {
-            break;
-        };
-        let placeholder = &rest[at..=at + len];
-        if !placeholder[PLACEHOLDER.len()..len].trim().is_empty() {
-            return Err(placeholder.to_owned());
-        }
-        if at > 0 {
-            pieces.push(Piece::Text(rest[..at].to_owned()));
-        }
-        pieces.push(Piece::Instance);
-        rest = &rest[at + len + 1..];
-    }
-    if !rest.is_empty() || pieces.is_empty() {
-        pieces.push(Piece::Text(rest.to_owned()));
+    let segments = crate::config::instance_segments(text)?;
+    let mut pieces: Vec<Piece> = segments
+        .into_iter()
+        .map(|segment| match segment {
+            Segment::Text(t) => Ok(Piece::Text(t.to_owned())),
+            Segment::Instance { offset: 0, .. } => Ok(Piece::Instance),
+            Segment::Instance { written, .. } => Err(written.to_owned()),
+        })
+        .collect::<Result<_, _>>()?;
+    if pieces.is_empty() {
+        pieces.push(Piece::Text(String::new()));
     }
     Ok(pieces)
 }

@@ -8,8 +8,8 @@
 use super::escape::{self, Piece};
 use super::{GenError, GeneratedUnit, Section, Template, Unit, timespan};
 use crate::model::{
-    Backoff, DaemonSettings, ExitAction, ExitKey, Probe, Readiness, RestartPolicy, Rlimit,
-    ServiceKind, ServiceSpec, Timeout, defaults,
+    Backoff, DaemonSettings, ExitAction, ExitKey, Plan, Probe, Readiness, RestartPolicy, Rlimit,
+    ServiceKind, ServiceName, ServiceSpec, Timeout, defaults,
 };
 use crate::unix::Signal;
 
@@ -17,9 +17,10 @@ use crate::unix::Signal;
 /// `template` from the config text).
 pub fn service_unit(
     spec: &ServiceSpec,
-    daemon: &DaemonSettings,
+    plan: &Plan,
     template: Option<&Template>,
 ) -> Result<GeneratedUnit, GenError> {
+    let daemon = &plan.daemon;
     let base = spec.name.base();
     let file_name = match template {
         Some(_) => format!("{base}@.service"),
@@ -34,7 +35,7 @@ pub fn service_unit(
         None => format!("{base} (from holdfast)"),
     };
     u.set(Section::Unit, "Description", description);
-    ordering(&mut u, spec);
+    ordering(&mut u, spec, plan);
     exec(&mut u, spec, template)?;
     restart(&mut u, spec);
     stop(&mut u, spec);
@@ -53,24 +54,40 @@ pub fn service_unit(
 }
 
 /// `after` is ordering only, like systemd's `After=`; `Wants=` pulls the dependency in
-/// when this unit starts, as holdfast starts every autostart service.
-fn ordering(u: &mut Unit, spec: &ServiceSpec) {
+/// when this unit starts, as holdfast starts every autostart service (a dependency with
+/// `autostart = false` is started by hand in holdfast, so it is not wanted).
+fn ordering(u: &mut Unit, spec: &ServiceSpec, plan: &Plan) {
     if spec.after.is_empty() {
         return;
     }
-    let units: Vec<String> = spec.after.iter().map(|n| format!("{n}.service")).collect();
+    let unit = |n: &ServiceName| format!("{n}.service");
+    let units: Vec<String> = spec.after.iter().map(unit).collect();
     u.set(Section::Unit, "After", units.join(" "));
-    u.set(Section::Unit, "Wants", units.join(" "));
+    let wanted: Vec<String> = spec
+        .after
+        .iter()
+        .filter(|n| plan.services.get(*n).is_none_or(|s| s.autostart))
+        .map(unit)
+        .collect();
+    if !wanted.is_empty() {
+        u.set(Section::Unit, "Wants", wanted.join(" "));
+    }
 }
 
 fn exec(u: &mut Unit, spec: &ServiceSpec, template: Option<&Template>) -> Result<(), GenError> {
+    let mut command = match template {
+        Some(t) => t.command.clone(),
+        None => spec.command.clone(),
+    };
+    if let Some(program) = command.first_mut() {
+        *program = program_path(program, spec)?;
+    }
     let words = match template {
-        Some(t) => t
-            .command
+        Some(_) => command
             .iter()
-            .map(|arg| pieces(u, "command", arg))
-            .collect(),
-        None => escape::literal(&spec.command),
+            .map(|arg| pieces("command", arg))
+            .collect::<Result<_, _>>()?,
+        None => escape::literal(&command),
     };
     u.set(Section::Service, "ExecStart", escape::command_line(&words));
     if let Some(dir) = &spec.working_dir {
@@ -80,14 +97,34 @@ fn exec(u: &mut Unit, spec: &ServiceSpec, template: Option<&Template>) -> Result
     Ok(())
 }
 
-/// The pieces of a template value; `{instance + K}` is noted and written as `%i`.
-fn pieces(u: &mut Unit, key: &str, text: &str) -> Vec<Piece> {
-    escape::template_pieces(text).unwrap_or_else(|placeholder| {
-        u.note(format!(
-            "{placeholder} in {key}: %i is the instance name, not a number to add to; written as %i"
-        ));
-        let plain = text.replace(&placeholder, "{instance}");
-        escape::template_pieces(&plain).unwrap_or_else(|_| vec![Piece::Text(text.to_owned())])
+/// The program as systemd must name it: holdfast runs a relative path with `/`
+/// (`./bin/app`) from `working_dir`, systemd refuses any relative path but a bare name
+/// (which both look up in `PATH`).
+fn program_path(program: &str, spec: &ServiceSpec) -> Result<String, GenError> {
+    if !program.contains('/') || program.starts_with('/') {
+        return Ok(program.to_owned());
+    }
+    let Some(dir) = &spec.working_dir else {
+        return Err(GenError::Unrepresentable {
+            setting: "ExecStart".into(),
+            value: program.to_owned(),
+            why: "a relative program path needs working_dir (systemd wants an absolute path)"
+                .into(),
+        });
+    };
+    let relative = program.strip_prefix("./").unwrap_or(program);
+    Ok(dir.join(relative).to_string_lossy().into_owned())
+}
+
+/// The pieces of a template value; `{instance + K}` is refused: `%i` is the instance
+/// name, a string systemd cannot add to, so the unit would run with other values.
+fn pieces(key: &str, text: &str) -> Result<Vec<Piece>, GenError> {
+    escape::template_pieces(text).map_err(|placeholder| GenError::Unrepresentable {
+        setting: key.to_owned(),
+        value: text.to_owned(),
+        why: format!(
+            "{placeholder}: a template unit's %i is the instance name, systemd cannot add a number to it; use {{instance}} or run the instances as separate units"
+        ),
     })
 }
 
@@ -267,15 +304,22 @@ fn environment(
     daemon: &DaemonSettings,
     template: Option<&Template>,
 ) -> Result<(), GenError> {
+    if let Some(bad) = spec.env.keys().find(|k| !systemd_env_name(k)) {
+        return Err(GenError::Unrepresentable {
+            setting: "Environment".into(),
+            value: bad.clone(),
+            why: "systemd ignores a variable whose name is not [A-Za-z_][A-Za-z0-9_]*".into(),
+        });
+    }
     let words: Vec<String> = match template {
         Some(t) => t
             .env
             .iter()
             .map(|(k, v)| {
-                let value = pieces(u, "env", v);
-                escape::env_assignment_pieces(k, &value)
+                let value = pieces("env", v)?;
+                Ok(escape::env_assignment_pieces(k, &value))
             })
-            .collect(),
+            .collect::<Result<_, GenError>>()?,
         None => spec
             .env
             .iter()
@@ -299,6 +343,15 @@ fn environment(
         u.note("inherit_env = true: systemd passes only PassEnvironment= of its own");
     }
     Ok(())
+}
+
+/// A name systemd's `Environment=` takes (others it drops with a warning only).
+fn systemd_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `ignore` is a success, `quarantine` ends the restarts, `restart` forces one: what
@@ -417,12 +470,10 @@ fn install(u: &mut Unit, spec: &ServiceSpec, template: Option<&Template>) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::path::Path;
 
     use super::*;
     use crate::config::parse;
-    use crate::model::{Plan, ServiceName};
 
     fn plan(src: &str) -> Plan {
         parse(src, "t.toml", Path::new("/etc/holdfast")).expect("valid config")
@@ -430,7 +481,7 @@ mod tests {
 
     fn unit(plan: &Plan, name: &str, template: Option<&Template>) -> String {
         let spec = &plan.services[&ServiceName::new(name).unwrap()];
-        service_unit(spec, &plan.daemon, template).unwrap().text
+        service_unit(spec, plan, template).unwrap().text
     }
 
     fn has_line(text: &str, line: &str) -> bool {
@@ -464,30 +515,26 @@ mod tests {
         );
     }
 
+    fn template(command: &[&str], env: &[(&str, &str)]) -> Template {
+        Template {
+            count: 2,
+            command: command.iter().map(|a| (*a).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
     #[test]
     fn an_instanced_service_is_a_template_with_the_instance_specifier() {
-        let p = plan(
-            "[service.w]\ncommand = [\"/bin/w\", \"--id={instance}\", \"--port={instance + 80}\"]\ninstances = 2\n",
-        );
-        let template = Template {
-            count: 2,
-            command: vec![
-                "/bin/w".into(),
-                "--id={instance}".into(),
-                "--port={instance + 80}".into(),
-            ],
-            env: BTreeMap::new(),
-        };
+        let p = plan("[service.w]\ncommand = [\"/bin/w\", \"--id={instance}\"]\ninstances = 2\n");
+        let template = template(&["/bin/w", "--id={instance}"], &[]);
         let spec = &p.services[&ServiceName::new("w@0").unwrap()];
-        let generated = service_unit(spec, &p.daemon, Some(&template)).unwrap();
+        let generated = service_unit(spec, &p, Some(&template)).unwrap();
         assert_eq!(generated.file_name, "w@.service");
         assert!(
-            has_line(&generated.text, "ExecStart=/bin/w --id=%i --port=%i"),
-            "{}",
-            generated.text
-        );
-        assert!(
-            generated.text.contains("{instance + 80} in command"),
+            has_line(&generated.text, "ExecStart=/bin/w --id=%i"),
             "{}",
             generated.text
         );
@@ -498,9 +545,61 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_offset_is_refused_rather_than_written_as_the_instance_name() {
+        let p = plan(
+            "[service.w]\ncommand = [\"/bin/w\", \"--port={instance + 8080}\"]\ninstances = 2\nenv = { P = \"{instance+1}\" }\n",
+        );
+        let spec = &p.services[&ServiceName::new("w@0").unwrap()];
+        for t in [
+            template(&["/bin/w", "--port={instance + 8080}"], &[]),
+            template(&["/bin/w"], &[("P", "{instance+1}")]),
+        ] {
+            let err = service_unit(spec, &p, Some(&t)).unwrap_err();
+            assert!(err.to_string().contains("cannot add a number"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_environment_name_systemd_would_drop_is_refused() {
+        for name in ["my.var", "1X", "A-B"] {
+            let p = plan(&format!(
+                "[service.a]\ncommand = [\"/bin/a\"]\nenv = {{ \"{name}\" = \"v\", OK_1 = \"w\" }}\n"
+            ));
+            let spec = &p.services[&ServiceName::new("a").unwrap()];
+            let err = service_unit(spec, &p, None).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_dependency_that_does_not_start_by_itself_is_ordered_but_not_wanted() {
+        let p = plan(
+            "[service.a]\ncommand = [\"/bin/a\"]\nafter = [\"db\", \"cache\"]\n\
+             [service.db]\ncommand = [\"/bin/db\"]\nautostart = false\n\
+             [service.cache]\ncommand = [\"/bin/cache\"]\n",
+        );
+        let text = unit(&p, "a", None);
+        assert!(has_line(&text, "After=db.service cache.service"), "{text}");
+        assert!(has_line(&text, "Wants=cache.service"), "{text}");
+    }
+
+    #[test]
+    fn a_relative_program_path_is_written_joined_with_the_working_directory() {
+        let p = plan(
+            "[service.a]\ncommand = [\"./bin/app\", \"x\"]\nworking_dir = \"/srv/a\"\n[service.b]\ncommand = [\"sleep\", \"1\"]\n",
+        );
+        assert!(
+            has_line(&unit(&p, "a", None), "ExecStart=/srv/a/bin/app x"),
+            "{}",
+            unit(&p, "a", None)
+        );
+        assert!(has_line(&unit(&p, "b", None), "ExecStart=sleep 1"));
+    }
+
+    #[test]
     fn a_working_directory_no_unit_line_can_carry_is_an_error() {
         let p = plan("[service.a]\ncommand = [\"/bin/a\"]\nworking_dir = \"/srv/a\\\\\"\n");
         let spec = &p.services[&ServiceName::new("a").unwrap()];
-        assert!(service_unit(spec, &p.daemon, None).is_err());
+        assert!(service_unit(spec, &p, None).is_err());
     }
 }
