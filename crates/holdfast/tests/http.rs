@@ -303,7 +303,7 @@ fn the_event_stream_sends_the_history_then_a_crash_and_restart_live_and_resumes_
 }
 
 #[test]
-fn the_read_api_shows_status_crash_reports_and_log_tails_without_a_token() {
+fn the_read_api_shows_status_without_a_token_and_crash_reports_and_log_tails_only_with_it() {
     let daemon = Daemon::start(&format!(
         "{HTTP_ON}\
 [service.talker]
@@ -320,10 +320,28 @@ restart = \"no\"
     assert_eq!(status["daemon"]["pid"], daemon.host_pid());
     assert_eq!(status["services"].as_array().map(Vec::len), Some(2));
 
+    // Service output and stacks need the token.
+    for path in ["/api/logs/talker", "/api/crashes", "/api/crashes/x"] {
+        let refused = web::get(addr, path);
+        assert_eq!(refused.status, 401, "{path}: {refused:?}");
+        assert!(!refused.body.contains("line 1"), "{refused:?}");
+    }
+    let token = web::token(&daemon);
+    let get = |path: &str| web::get_with_token(addr, path, &token);
+    // The scheme is case-insensitive (RFC 7235).
+    let lower = web::request(
+        addr,
+        "GET",
+        "/api/crashes",
+        &[("Authorization", &format!("bearer {token}"))],
+        "",
+    );
+    assert_eq!(lower.status, 200, "{lower:?}");
+
     let line = |v: &serde_json::Value| v["line"].as_str().unwrap_or_default().to_owned();
     let mut all = Vec::new();
     daemon.wait_until("talker's five lines are in its log", |_| {
-        let tail = web::get(addr, "/api/logs/talker").json();
+        let tail = get("/api/logs/talker").json();
         all = tail["lines"].as_array().cloned().unwrap_or_default();
         all.iter().any(|l| line(l).ends_with("stdout   line 5"))
     });
@@ -332,7 +350,7 @@ restart = \"no\"
         first_output.is_some_and(|l| l.ends_with("line 1")),
         "{all:?}"
     );
-    let tail = web::get(addr, "/api/logs/talker?n=2").json();
+    let tail = get("/api/logs/talker?n=2").json();
     let last_two: Vec<String> = tail["lines"]
         .as_array()
         .expect("lines")
@@ -341,16 +359,16 @@ restart = \"no\"
         .collect();
     let expected: Vec<String> = all[all.len() - 2..].iter().map(line).collect();
     assert_eq!(last_two, expected);
-    let unknown = web::get(addr, "/api/logs/nope");
+    let unknown = get("/api/logs/nope");
     assert_eq!(unknown.status, 400, "{unknown:?}");
 
     let mut list = serde_json::Value::Null;
     daemon.wait_until("a crash report of crasher", |_| {
-        list = web::get(addr, "/api/crashes").json();
+        list = get("/api/crashes").json();
         list["crashes"].as_array().is_some_and(|c| !c.is_empty())
     });
     let id = list["crashes"][0]["id"].as_str().expect("an id").to_owned();
-    let report = web::get(addr, &format!("/api/crashes/{id}"));
+    let report = get(&format!("/api/crashes/{id}"));
     assert_eq!(report.status, 200, "{report:?}");
     let report = report.json();
     assert_eq!(report["service"], "crasher");
@@ -488,4 +506,41 @@ fn http_token_prints_the_token_and_the_dashboard_url_carrying_it() {
         "{}",
         support::describe(&output)
     );
+}
+
+#[test]
+fn a_request_for_another_host_name_is_refused_with_421_so_a_rebound_page_reads_nothing() {
+    let daemon = Daemon::start(&two_services());
+    daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    let port = addr.port();
+    let with_host = |host: &str, path: &str| {
+        // The client sends its own Host first; a second one would be ambiguous, so the
+        // raw request is written here.
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).expect("answer");
+        raw
+    };
+    for host in [format!("evil.example:{port}"), "evil.example".to_owned()] {
+        for path in ["/api/status", "/api/events", "/health", "/"] {
+            let raw = with_host(&host, path);
+            assert!(raw.starts_with("HTTP/1.1 421"), "{host} {path}: {raw}");
+            assert!(!raw.contains("\"services\""), "{raw}");
+        }
+    }
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let raw = with_host(&host, "/health");
+        assert!(raw.starts_with("HTTP/1.1 200"), "{host}: {raw}");
+    }
 }

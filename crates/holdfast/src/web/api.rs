@@ -1,6 +1,6 @@
-//! The dashboard's read-only API, open without the token (like `/health`): the status
-//! snapshot, crash reports, log tails. Each is the answer to the control request of the
-//! same name, as JSON.
+//! The dashboard's read-only API: the status snapshot (open, like `/health`), crash
+//! reports and log tails (with the token: they hold what services print and their
+//! stacks). Each is the answer to the control request of the same name, as JSON.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};

@@ -6,7 +6,8 @@
 //!   becomes a [`Request`] sent to the supervisor task ([`WebState::request`]), answered
 //!   by the same code as the CLI's. No verb is implemented twice.
 //! - Everything that changes something is under `/control` and needs the token
-//!   ([`token`]); everything else only reads.
+//!   ([`token`]); so do logs and crash reports. Everything else only reads, and every
+//!   request must name this server in `Host` ([`guard`]).
 //! - It runs on tasks of its own; a slow HTTP client holds up only itself.
 //! - Its connections hold the event feed weakly ([`WeakFeed`]), so event streams end
 //!   when the runtime drops the feed at shutdown.
@@ -17,6 +18,7 @@ mod api;
 mod control;
 mod dashboard;
 mod events;
+mod guard;
 mod health;
 mod listener;
 pub mod token;
@@ -27,7 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{mpsc, oneshot};
@@ -133,12 +136,10 @@ impl WebState {
         self.0.events.history().newest()
     }
 
-    /// Whether the request carries the token (`Authorization: Bearer <token>`).
+    /// Whether the request carries the token (`Authorization: Bearer <token>`, the
+    /// scheme in any case).
     pub fn authorized(&self, headers: &HeaderMap) -> bool {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-        presented.is_some_and(|t| self.0.token.matches(t.trim_ascii()))
+        guard::bearer(headers).is_some_and(|t| self.0.token.matches(t))
     }
 
     /// Random per daemon start.
@@ -165,21 +166,41 @@ impl WebState {
     }
 }
 
-/// Every route. Another route is one more `.route(...)` here, its handler in a module of
-/// its own.
-pub fn router(state: WebState) -> Router {
+/// The largest `POST /control` body: a command is a few hundred bytes.
+const MAX_CONTROL_BODY: usize = 16 * 1024;
+
+/// Every route of a server listening on `listening`. Another route is one more
+/// `.route(...)` here, its handler in a module of its own: under `secret` when it changes
+/// something or shows service output (logs and crash reports hold what services print
+/// and their stacks; the control socket limits them to its control group), else open
+/// (the dashboard without the token shows states and events).
+pub fn router(state: WebState, listening: SocketAddr) -> Router {
+    let secret = Router::new()
+        .route(
+            "/control",
+            post(control::control).layer(DefaultBodyLimit::max(MAX_CONTROL_BODY)),
+        )
+        .route("/control/heartbeat", get(control::heartbeat))
+        .route("/api/crashes", get(api::crashes))
+        .route("/api/crashes/{id}", get(api::crash))
+        .route("/api/logs/{name}", get(api::logs))
+        // Before any extractor: a request without the token is not even read.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::require_token,
+        ));
     Router::new()
         .route("/", get(dashboard::index))
         .route("/app.js", get(dashboard::script))
         .route("/style.css", get(dashboard::style))
         .route("/health", get(health::health))
-        .route("/control", post(control::control))
-        .route("/control/heartbeat", get(control::heartbeat))
         .route("/api/status", get(api::status))
         .route("/api/events", get(events::events))
-        .route("/api/crashes", get(api::crashes))
-        .route("/api/crashes/{id}", get(api::crash))
-        .route("/api/logs/{name}", get(api::logs))
+        .merge(secret)
+        .layer(axum::middleware::from_fn_with_state(
+            listening,
+            guard::check_host,
+        ))
         .with_state(state)
 }
 
@@ -258,7 +279,7 @@ pub fn serve(listener: std::net::TcpListener, state: WebState) -> std::io::Resul
     let addr = listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let app = router(state);
+    let app = router(state, addr);
     let task = tokio::spawn(async move {
         let shutdown = async {
             let _ = stopped.await;
