@@ -544,3 +544,37 @@ fn a_request_for_another_host_name_is_refused_with_421_so_a_rebound_page_reads_n
         assert!(raw.starts_with("HTTP/1.1 200"), "{host}: {raw}");
     }
 }
+
+#[test]
+fn idle_connections_beyond_the_cap_are_closed_and_health_still_answers() {
+    use std::io::Read;
+    let daemon = Daemon::start(&two_services());
+    daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    // More idle connections than the server holds (256): none sends a byte.
+    let mut idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+        .collect();
+    // Served once the idle ones time out (header read timeout), not never.
+    let answer = web::get(addr, "/health");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let token = web::token(&daemon);
+    assert_eq!(
+        web::get_with_token(addr, "/control/heartbeat", &token).status,
+        200
+    );
+    // The server closed the first idle connection (end of stream, not our deadline).
+    let first = &mut idle[0];
+    first
+        .set_read_timeout(Some(support::DEADLINE))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    let closed = first.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok()
+            || closed
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "closed by the server: {closed:?}"
+    );
+}

@@ -216,7 +216,7 @@ pub struct Heartbeat {
 /// `GET /control/heartbeat`: who answers, from the supervisor task itself (so a hung
 /// supervisor gets no heartbeat through).
 pub async fn heartbeat(State(state): State<WebState>) -> Response {
-    match state.status().await {
+    match state.status_within_deadline().await {
         Ok(status) => Json(Heartbeat {
             pid: status.daemon.pid,
             boot_id: state.boot_id().to_owned(),

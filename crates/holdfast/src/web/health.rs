@@ -93,7 +93,7 @@ impl ServiceHealth {
 }
 
 pub async fn health(State(state): State<WebState>) -> Response {
-    match state.status().await {
+    match state.status_within_deadline().await {
         Ok(status) => {
             let report = HealthReport::of(&status, state.seq());
             let code = if report.ok {

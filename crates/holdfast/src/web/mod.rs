@@ -67,6 +67,8 @@ struct Shared {
 
 /// Event streams open at once, at most.
 pub const MAX_STREAMS: usize = 64;
+/// For the supervisor task to answer `/health` and the heartbeat.
+pub const LOOP_DEADLINE: Duration = Duration::from_secs(5);
 
 impl WebState {
     pub fn new(
@@ -110,6 +112,23 @@ impl WebState {
                 message: format!("unexpected answer to status: {other:?}"),
             }),
         }
+    }
+
+    /// The status snapshot, or a 503-kind error when the supervisor task does not answer
+    /// within [`LOOP_DEADLINE`]: for the checks of holdfast's liveness (`/health`, the
+    /// heartbeat), where a hung loop must show as an answer, not a hung request.
+    pub async fn status_within_deadline(&self) -> Result<Status, ControlError> {
+        tokio::time::timeout(LOOP_DEADLINE, self.status())
+            .await
+            .unwrap_or_else(|_| {
+                Err(ControlError {
+                    kind: ErrorKind::Busy,
+                    message: format!(
+                        "holdfast's loop did not answer within {} s",
+                        LOOP_DEADLINE.as_secs()
+                    ),
+                })
+            })
     }
 
     /// The last `n` lines of the services' logs (all when none named), merged by time.
@@ -280,17 +299,7 @@ pub fn serve(listener: std::net::TcpListener, state: WebState) -> std::io::Resul
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let (stop, stopped) = oneshot::channel::<()>();
     let app = router(state, addr);
-    let task = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        if let Err(e) = axum::serve(listener::Capped::new(listener), app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!("the HTTP server stopped: {e}");
-        }
-    });
+    let task = tokio::spawn(listener::run(listener::Capped::new(listener), app, stopped));
     Ok(Server {
         addr,
         stop: Some(stop),
