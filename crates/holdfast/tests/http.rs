@@ -224,6 +224,69 @@ fn the_http_server_is_off_without_http_and_warns_when_it_listens_beyond_loopback
     );
 }
 
+/// A `GET /api/events` stream being read.
+struct EventStream {
+    lines: std::io::Lines<std::io::BufReader<std::net::TcpStream>>,
+    /// The markers (`event: NAME` without id) read so far, with their data.
+    markers: Vec<(String, serde_json::Value)>,
+}
+
+impl EventStream {
+    fn open(addr: std::net::SocketAddr, headers: &str) -> EventStream {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(support::DEADLINE))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{headers}\r\n"
+        )
+        .expect("request");
+        EventStream {
+            lines: BufReader::new(stream).lines(),
+            markers: Vec::new(),
+        }
+    }
+
+    /// Reads until `done` says enough (given the events and the markers read by this
+    /// call); returns the `(id, record)` pairs read.
+    fn read_until(
+        &mut self,
+        mut done: impl FnMut(&[(u64, serde_json::Value)], &[(String, serde_json::Value)]) -> bool,
+    ) -> Vec<(u64, serde_json::Value)> {
+        let mut events = Vec::new();
+        let first_marker = self.markers.len();
+        let (mut id, mut name) = (None, None);
+        while !done(&events, &self.markers[first_marker..]) {
+            let line = self
+                .lines
+                .next()
+                .expect("the stream goes on until the expected events came")
+                .expect("a line within the deadline");
+            if line.is_empty() {
+                (id, name) = (None, None);
+            } else if let Some(seq) = line.strip_prefix("id:") {
+                id = seq.trim().parse().ok();
+            } else if let Some(event) = line.strip_prefix("event:") {
+                name = Some(event.trim().to_owned());
+            } else if let Some(data) = line.strip_prefix("data:") {
+                let data: serde_json::Value = serde_json::from_str(data.trim()).expect("JSON data");
+                match name.take() {
+                    Some(name) => self.markers.push((name, data)),
+                    None => events.push((id.expect("every event has an id"), data)),
+                }
+            }
+        }
+        events
+    }
+
+    /// Reads the backlog, up to the `caught_up` marker.
+    fn backlog(&mut self) -> Vec<(u64, serde_json::Value)> {
+        self.read_until(|_, markers| markers.iter().any(|(m, _)| m == "caught_up"))
+    }
+}
+
 /// Reads server-sent events from `GET /api/events` until `done` says enough; returns
 /// the `(id, record)` pairs read.
 fn read_events(
@@ -231,38 +294,7 @@ fn read_events(
     headers: &str,
     mut done: impl FnMut(&[(u64, serde_json::Value)]) -> bool,
 ) -> Vec<(u64, serde_json::Value)> {
-    use std::io::{BufRead, BufReader, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(support::DEADLINE))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{headers}\r\n"
-    )
-    .expect("request");
-    let mut lines = BufReader::new(stream).lines();
-    let mut events = Vec::new();
-    let mut id = None;
-    while !done(&events) {
-        let line = lines
-            .next()
-            .expect("the stream goes on until the expected events came")
-            .expect("a line within the deadline");
-        if let Some(seq) = line
-            .strip_prefix("id: ")
-            .or_else(|| line.strip_prefix("id:"))
-        {
-            id = seq.trim().parse().ok();
-        } else if let Some(data) = line
-            .strip_prefix("data: ")
-            .or_else(|| line.strip_prefix("data:"))
-        {
-            let record: serde_json::Value = serde_json::from_str(data.trim()).expect("JSON data");
-            events.push((id.expect("every event has an id"), record));
-        }
-    }
-    events
+    EventStream::open(addr, headers).read_until(|events, _| done(events))
 }
 
 #[test]
@@ -271,25 +303,26 @@ fn the_event_stream_sends_the_history_then_a_crash_and_restart_live_and_resumes_
     let pid = daemon.running_pid("api");
     let addr = web::addr(&daemon);
     let spawned_api = |e: &serde_json::Value| e["kind"] == "spawned" && e["service"] == "api";
-    let history = read_events(addr, "", |events| {
-        events.iter().any(|(_, e)| spawned_api(e))
-    });
+    let mut stream = EventStream::open(addr, "");
+    let history = stream.backlog();
     let (spawn_id, _) = history
         .iter()
         .find(|(_, e)| spawned_api(e))
         .cloned()
         .expect("found");
 
-    let killer = std::thread::spawn(move || support::kill_9(pid));
-    let live = read_events(addr, "", |events| {
-        events.iter().filter(|(_, e)| spawned_api(e)).count() == 2
-    });
-    killer.join().expect("kill");
+    // The stream is open and caught up before the kill: the crash comes live.
+    support::kill_9(pid);
+    let live = stream.read_until(|events, _| events.iter().any(|(_, e)| spawned_api(e)));
     let exited = live
         .iter()
         .find(|(_, e)| e["kind"] == "exited" && e["service"] == "api")
         .expect("the exit came live");
     assert!(exited.0 > spawn_id, "{live:?}");
+    assert!(
+        history.iter().all(|(_, e)| e["kind"] != "exited"),
+        "{history:?}"
+    );
     assert!(
         live.windows(2).all(|w| w[0].0 < w[1].0),
         "in order: {live:?}"
@@ -300,6 +333,36 @@ fn the_event_stream_sends_the_history_then_a_crash_and_restart_live_and_resumes_
         events.iter().any(|(_, e)| e["kind"] == "exited")
     });
     assert!(resumed.iter().all(|(id, _)| *id > spawn_id), "{resumed:?}");
+}
+
+#[test]
+fn a_browser_resuming_with_an_id_past_the_newest_gets_a_gap_the_history_and_live_events() {
+    // A page that saw a previous holdfast's events (numbered higher than this one's).
+    let daemon = Daemon::start(&two_services());
+    let pid = daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    let last_id = 1_000_000;
+    let mut stream = EventStream::open(addr, &format!("Last-Event-ID: {last_id}\r\n"));
+    let backlog = stream.backlog();
+    assert_eq!(stream.markers[0].0, "gap", "{:?}", stream.markers);
+    assert_eq!(stream.markers[0].1["reason"], "restarted");
+    assert!(
+        backlog.iter().any(|(_, e)| e["kind"] == "spawned"),
+        "the history is sent: {backlog:?}"
+    );
+    let newest = backlog.last().expect("events").0;
+    // And what happens from there comes live, numbered below the page's old id.
+    daemon.cli_ok(&["restart", "api"]);
+    let live = stream.read_until(|events, _| {
+        events
+            .iter()
+            .any(|(_, e)| e["kind"] == "spawned" && e["service"] == "api")
+    });
+    assert!(
+        live.iter().all(|(id, _)| *id > newest && *id < last_id),
+        "{live:?}"
+    );
+    assert_ne!(daemon.running_pid("api"), pid);
 }
 
 #[test]

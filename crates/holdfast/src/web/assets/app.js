@@ -297,17 +297,31 @@ function addEvent(record, fresh) {
 function connect() {
   const live = $("#live");
   const source = new EventSource("/api/events?last=" + MAX_EVENTS);
+  // The backlog comes first; the server marks its end (`caught_up`): what follows is news.
   let replaying = true;
   source.onopen = () => {
     live.className = "live on";
     live.querySelector(".label").textContent = "live";
+    replaying = true;
+    // Whatever happened while the stream was down shows in the snapshot.
+    refreshStatus();
   };
   source.onmessage = (m) => {
     const record = JSON.parse(m.data);
     addEvent(record, !replaying);
   };
-  // The history arrives in one burst; what comes after it is news.
-  setTimeout(() => { replaying = false; }, 800);
+  source.addEventListener("caught_up", () => { replaying = false; });
+  // The server could not give every event since the last one seen: holdfast restarted
+  // (its events are numbered anew) or some were no longer kept.
+  source.addEventListener("gap", (m) => {
+    const reason = JSON.parse(m.data || "{}").reason;
+    if (reason === "restarted") {
+      $("#events").replaceChildren();
+      ui.health.clear();
+    }
+    refreshStatus();
+    refreshCrashes();
+  });
   source.onerror = () => {
     live.className = "live off";
     live.querySelector(".label").textContent = "reconnecting";
