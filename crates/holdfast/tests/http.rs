@@ -29,6 +29,7 @@ fn health_answers_200_while_every_service_runs_and_503_once_one_has_failed() {
     assert_eq!(answer.status, 200, "{answer:?}");
     let report = answer.json();
     assert_eq!(report["ok"], true);
+    assert_eq!(report["status"], "ok");
     assert_eq!(report["holdfast"]["pid"], daemon.host_pid());
     assert_eq!(report["services"][0]["name"], "api");
     assert_eq!(report["services"][0]["state"], "running");
@@ -42,6 +43,14 @@ fn health_answers_200_while_every_service_runs_and_503_once_one_has_failed() {
     assert_eq!(report["ok"], false);
     assert_eq!(report["services"][1]["state"], "failed");
     assert_eq!(report["services"][1]["ok"], false);
+    assert_eq!(report["status"], "failing");
+
+    // holdfast itself answers: its liveness check passes whatever its services do.
+    let answer = web::get(addr, "/health?scope=holdfast");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json()["status"], "failing");
+    let answer = web::get(addr, "/health?scope=everything");
+    assert_eq!(answer.status, 400, "{answer:?}");
 }
 
 #[test]
