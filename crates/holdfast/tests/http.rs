@@ -500,6 +500,7 @@ fn after_upgrade_self_the_same_address_answers_with_the_same_token() {
     let pid = daemon.running_pid("api");
     let addr = web::addr(&daemon);
     let token = web::token(&daemon);
+    let before = web::get_with_token(addr, "/control/heartbeat", &token).json();
     daemon.cli_ok(&["upgrade", "--self"]);
     assert_eq!(daemon.status().daemon.execs, 1);
     let beat = web::request(
@@ -511,6 +512,11 @@ fn after_upgrade_self_the_same_address_answers_with_the_same_token() {
     );
     assert_eq!(beat.status, 200, "{beat:?}");
     assert_eq!(beat.json()["pid"], daemon.host_pid());
+    assert_ne!(
+        beat.json()["instance"],
+        before["instance"],
+        "the instance changes when holdfast re-executed itself"
+    );
     assert_eq!(daemon.service("api").pid, Some(pid));
 }
 

@@ -205,7 +205,8 @@ pub struct Heartbeat {
     pub pid: u32,
     /// The kernel's boot id: another value means the machine rebooted.
     pub boot_id: String,
-    /// Random per holdfast start: another value means holdfast restarted.
+    /// Random per holdfast start: another value means holdfast restarted or re-executed
+    /// itself (`upgrade --self`).
     pub instance: String,
     /// The newest event's number.
     pub seq: u64,
