@@ -169,6 +169,12 @@ fn the_dashboard_shows_a_crash_live_and_its_restart_button_works_only_with_the_t
             pid_cell("api")
         ),
     );
+    // Without the token, logs and crash reports are not shown, and the page says why.
+    browser.wait_for(
+        "the log and crash panels ask for the token",
+        "document.querySelector('#log')?.textContent.includes('enter the token to read logs') \
+         && document.querySelector('#crashes')?.textContent.includes('enter the token')",
+    );
     // Set on this page load only: still there later means the page was never reloaded.
     browser.eval("window.sameLoad = 'yes'");
 

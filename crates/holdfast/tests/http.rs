@@ -29,6 +29,7 @@ fn health_answers_200_while_every_service_runs_and_503_once_one_has_failed() {
     assert_eq!(answer.status, 200, "{answer:?}");
     let report = answer.json();
     assert_eq!(report["ok"], true);
+    assert_eq!(report["status"], "ok");
     assert_eq!(report["holdfast"]["pid"], daemon.host_pid());
     assert_eq!(report["services"][0]["name"], "api");
     assert_eq!(report["services"][0]["state"], "running");
@@ -42,6 +43,14 @@ fn health_answers_200_while_every_service_runs_and_503_once_one_has_failed() {
     assert_eq!(report["ok"], false);
     assert_eq!(report["services"][1]["state"], "failed");
     assert_eq!(report["services"][1]["ok"], false);
+    assert_eq!(report["status"], "failing");
+
+    // holdfast itself answers: its liveness check passes whatever its services do.
+    let answer = web::get(addr, "/health?scope=holdfast");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json()["status"], "failing");
+    let answer = web::get(addr, "/health?scope=everything");
+    assert_eq!(answer.status, 400, "{answer:?}");
 }
 
 #[test]
@@ -224,6 +233,69 @@ fn the_http_server_is_off_without_http_and_warns_when_it_listens_beyond_loopback
     );
 }
 
+/// A `GET /api/events` stream being read.
+struct EventStream {
+    lines: std::io::Lines<std::io::BufReader<std::net::TcpStream>>,
+    /// The markers (`event: NAME` without id) read so far, with their data.
+    markers: Vec<(String, serde_json::Value)>,
+}
+
+impl EventStream {
+    fn open(addr: std::net::SocketAddr, headers: &str) -> EventStream {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(support::DEADLINE))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{headers}\r\n"
+        )
+        .expect("request");
+        EventStream {
+            lines: BufReader::new(stream).lines(),
+            markers: Vec::new(),
+        }
+    }
+
+    /// Reads until `done` says enough (given the events and the markers read by this
+    /// call); returns the `(id, record)` pairs read.
+    fn read_until(
+        &mut self,
+        mut done: impl FnMut(&[(u64, serde_json::Value)], &[(String, serde_json::Value)]) -> bool,
+    ) -> Vec<(u64, serde_json::Value)> {
+        let mut events = Vec::new();
+        let first_marker = self.markers.len();
+        let (mut id, mut name) = (None, None);
+        while !done(&events, &self.markers[first_marker..]) {
+            let line = self
+                .lines
+                .next()
+                .expect("the stream goes on until the expected events came")
+                .expect("a line within the deadline");
+            if line.is_empty() {
+                (id, name) = (None, None);
+            } else if let Some(seq) = line.strip_prefix("id:") {
+                id = seq.trim().parse().ok();
+            } else if let Some(event) = line.strip_prefix("event:") {
+                name = Some(event.trim().to_owned());
+            } else if let Some(data) = line.strip_prefix("data:") {
+                let data: serde_json::Value = serde_json::from_str(data.trim()).expect("JSON data");
+                match name.take() {
+                    Some(name) => self.markers.push((name, data)),
+                    None => events.push((id.expect("every event has an id"), data)),
+                }
+            }
+        }
+        events
+    }
+
+    /// Reads the backlog, up to the `caught_up` marker.
+    fn backlog(&mut self) -> Vec<(u64, serde_json::Value)> {
+        self.read_until(|_, markers| markers.iter().any(|(m, _)| m == "caught_up"))
+    }
+}
+
 /// Reads server-sent events from `GET /api/events` until `done` says enough; returns
 /// the `(id, record)` pairs read.
 fn read_events(
@@ -231,38 +303,7 @@ fn read_events(
     headers: &str,
     mut done: impl FnMut(&[(u64, serde_json::Value)]) -> bool,
 ) -> Vec<(u64, serde_json::Value)> {
-    use std::io::{BufRead, BufReader, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(support::DEADLINE))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{headers}\r\n"
-    )
-    .expect("request");
-    let mut lines = BufReader::new(stream).lines();
-    let mut events = Vec::new();
-    let mut id = None;
-    while !done(&events) {
-        let line = lines
-            .next()
-            .expect("the stream goes on until the expected events came")
-            .expect("a line within the deadline");
-        if let Some(seq) = line
-            .strip_prefix("id: ")
-            .or_else(|| line.strip_prefix("id:"))
-        {
-            id = seq.trim().parse().ok();
-        } else if let Some(data) = line
-            .strip_prefix("data: ")
-            .or_else(|| line.strip_prefix("data:"))
-        {
-            let record: serde_json::Value = serde_json::from_str(data.trim()).expect("JSON data");
-            events.push((id.expect("every event has an id"), record));
-        }
-    }
-    events
+    EventStream::open(addr, headers).read_until(|events, _| done(events))
 }
 
 #[test]
@@ -271,25 +312,26 @@ fn the_event_stream_sends_the_history_then_a_crash_and_restart_live_and_resumes_
     let pid = daemon.running_pid("api");
     let addr = web::addr(&daemon);
     let spawned_api = |e: &serde_json::Value| e["kind"] == "spawned" && e["service"] == "api";
-    let history = read_events(addr, "", |events| {
-        events.iter().any(|(_, e)| spawned_api(e))
-    });
+    let mut stream = EventStream::open(addr, "");
+    let history = stream.backlog();
     let (spawn_id, _) = history
         .iter()
         .find(|(_, e)| spawned_api(e))
         .cloned()
         .expect("found");
 
-    let killer = std::thread::spawn(move || support::kill_9(pid));
-    let live = read_events(addr, "", |events| {
-        events.iter().filter(|(_, e)| spawned_api(e)).count() == 2
-    });
-    killer.join().expect("kill");
+    // The stream is open and caught up before the kill: the crash comes live.
+    support::kill_9(pid);
+    let live = stream.read_until(|events, _| events.iter().any(|(_, e)| spawned_api(e)));
     let exited = live
         .iter()
         .find(|(_, e)| e["kind"] == "exited" && e["service"] == "api")
         .expect("the exit came live");
     assert!(exited.0 > spawn_id, "{live:?}");
+    assert!(
+        history.iter().all(|(_, e)| e["kind"] != "exited"),
+        "{history:?}"
+    );
     assert!(
         live.windows(2).all(|w| w[0].0 < w[1].0),
         "in order: {live:?}"
@@ -303,7 +345,37 @@ fn the_event_stream_sends_the_history_then_a_crash_and_restart_live_and_resumes_
 }
 
 #[test]
-fn the_read_api_shows_status_crash_reports_and_log_tails_without_a_token() {
+fn a_browser_resuming_with_an_id_past_the_newest_gets_a_gap_the_history_and_live_events() {
+    // A page that saw a previous holdfast's events (numbered higher than this one's).
+    let daemon = Daemon::start(&two_services());
+    let pid = daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    let last_id = 1_000_000;
+    let mut stream = EventStream::open(addr, &format!("Last-Event-ID: {last_id}\r\n"));
+    let backlog = stream.backlog();
+    assert_eq!(stream.markers[0].0, "gap", "{:?}", stream.markers);
+    assert_eq!(stream.markers[0].1["reason"], "restarted");
+    assert!(
+        backlog.iter().any(|(_, e)| e["kind"] == "spawned"),
+        "the history is sent: {backlog:?}"
+    );
+    let newest = backlog.last().expect("events").0;
+    // And what happens from there comes live, numbered below the page's old id.
+    daemon.cli_ok(&["restart", "api"]);
+    let live = stream.read_until(|events, _| {
+        events
+            .iter()
+            .any(|(_, e)| e["kind"] == "spawned" && e["service"] == "api")
+    });
+    assert!(
+        live.iter().all(|(id, _)| *id > newest && *id < last_id),
+        "{live:?}"
+    );
+    assert_ne!(daemon.running_pid("api"), pid);
+}
+
+#[test]
+fn the_read_api_shows_status_without_a_token_and_crash_reports_and_log_tails_only_with_it() {
     let daemon = Daemon::start(&format!(
         "{HTTP_ON}\
 [service.talker]
@@ -320,10 +392,28 @@ restart = \"no\"
     assert_eq!(status["daemon"]["pid"], daemon.host_pid());
     assert_eq!(status["services"].as_array().map(Vec::len), Some(2));
 
+    // Service output and stacks need the token.
+    for path in ["/api/logs/talker", "/api/crashes", "/api/crashes/x"] {
+        let refused = web::get(addr, path);
+        assert_eq!(refused.status, 401, "{path}: {refused:?}");
+        assert!(!refused.body.contains("line 1"), "{refused:?}");
+    }
+    let token = web::token(&daemon);
+    let get = |path: &str| web::get_with_token(addr, path, &token);
+    // The scheme is case-insensitive (RFC 7235).
+    let lower = web::request(
+        addr,
+        "GET",
+        "/api/crashes",
+        &[("Authorization", &format!("bearer {token}"))],
+        "",
+    );
+    assert_eq!(lower.status, 200, "{lower:?}");
+
     let line = |v: &serde_json::Value| v["line"].as_str().unwrap_or_default().to_owned();
     let mut all = Vec::new();
     daemon.wait_until("talker's five lines are in its log", |_| {
-        let tail = web::get(addr, "/api/logs/talker").json();
+        let tail = get("/api/logs/talker").json();
         all = tail["lines"].as_array().cloned().unwrap_or_default();
         all.iter().any(|l| line(l).ends_with("stdout   line 5"))
     });
@@ -332,7 +422,7 @@ restart = \"no\"
         first_output.is_some_and(|l| l.ends_with("line 1")),
         "{all:?}"
     );
-    let tail = web::get(addr, "/api/logs/talker?n=2").json();
+    let tail = get("/api/logs/talker?n=2").json();
     let last_two: Vec<String> = tail["lines"]
         .as_array()
         .expect("lines")
@@ -341,16 +431,16 @@ restart = \"no\"
         .collect();
     let expected: Vec<String> = all[all.len() - 2..].iter().map(line).collect();
     assert_eq!(last_two, expected);
-    let unknown = web::get(addr, "/api/logs/nope");
+    let unknown = get("/api/logs/nope");
     assert_eq!(unknown.status, 400, "{unknown:?}");
 
     let mut list = serde_json::Value::Null;
     daemon.wait_until("a crash report of crasher", |_| {
-        list = web::get(addr, "/api/crashes").json();
+        list = get("/api/crashes").json();
         list["crashes"].as_array().is_some_and(|c| !c.is_empty())
     });
     let id = list["crashes"][0]["id"].as_str().expect("an id").to_owned();
-    let report = web::get(addr, &format!("/api/crashes/{id}"));
+    let report = get(&format!("/api/crashes/{id}"));
     assert_eq!(report.status, 200, "{report:?}");
     let report = report.json();
     assert_eq!(report["service"], "crasher");
@@ -410,6 +500,7 @@ fn after_upgrade_self_the_same_address_answers_with_the_same_token() {
     let pid = daemon.running_pid("api");
     let addr = web::addr(&daemon);
     let token = web::token(&daemon);
+    let before = web::get_with_token(addr, "/control/heartbeat", &token).json();
     daemon.cli_ok(&["upgrade", "--self"]);
     assert_eq!(daemon.status().daemon.execs, 1);
     let beat = web::request(
@@ -421,6 +512,11 @@ fn after_upgrade_self_the_same_address_answers_with_the_same_token() {
     );
     assert_eq!(beat.status, 200, "{beat:?}");
     assert_eq!(beat.json()["pid"], daemon.host_pid());
+    assert_ne!(
+        beat.json()["instance"],
+        before["instance"],
+        "the instance changes when holdfast re-executed itself"
+    );
     assert_eq!(daemon.service("api").pid, Some(pid));
 }
 
@@ -487,5 +583,76 @@ fn http_token_prints_the_token_and_the_dashboard_url_carrying_it() {
         support::stderr(&output).contains("the HTTP server is off"),
         "{}",
         support::describe(&output)
+    );
+}
+
+#[test]
+fn a_request_for_another_host_name_is_refused_with_421_so_a_rebound_page_reads_nothing() {
+    let daemon = Daemon::start(&two_services());
+    daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    let port = addr.port();
+    let with_host = |host: &str, path: &str| {
+        // The client sends its own Host first; a second one would be ambiguous, so the
+        // raw request is written here.
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).expect("answer");
+        raw
+    };
+    for host in [format!("evil.example:{port}"), "evil.example".to_owned()] {
+        for path in ["/api/status", "/api/events", "/health", "/"] {
+            let raw = with_host(&host, path);
+            assert!(raw.starts_with("HTTP/1.1 421"), "{host} {path}: {raw}");
+            assert!(!raw.contains("\"services\""), "{raw}");
+        }
+    }
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let raw = with_host(&host, "/health");
+        assert!(raw.starts_with("HTTP/1.1 200"), "{host}: {raw}");
+    }
+}
+
+#[test]
+fn idle_connections_beyond_the_cap_are_closed_and_health_still_answers() {
+    use std::io::Read;
+    let daemon = Daemon::start(&two_services());
+    daemon.running_pid("api");
+    let addr = web::addr(&daemon);
+    // More idle connections than the server holds (256): none sends a byte.
+    let mut idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+        .collect();
+    // Served once the idle ones time out (header read timeout), not never.
+    let answer = web::get(addr, "/health");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let token = web::token(&daemon);
+    assert_eq!(
+        web::get_with_token(addr, "/control/heartbeat", &token).status,
+        200
+    );
+    // The server closed the first idle connection (end of stream, not our deadline).
+    let first = &mut idle[0];
+    first
+        .set_read_timeout(Some(support::DEADLINE))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    let closed = first.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok()
+            || closed
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "closed by the server: {closed:?}"
     );
 }

@@ -19,7 +19,14 @@ pub fn run(config_path: &Path) -> miette::Result<ExitCode> {
         ));
     };
     let path = web::token::path(&plan.daemon.state_dir);
-    let token = web::token::read(&path).map_err(|e| match e.kind() {
+    // The owner check is the daemon's (a file of another user may be planted for it);
+    // root may read the token of a daemon running as any user.
+    let owner = if nix::unistd::geteuid().is_root() {
+        web::token::Owner::Any
+    } else {
+        web::token::Owner::Ours
+    };
+    let token = web::token::read(&path, owner).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => miette!(
             "{}: no token yet; `holdfast up` writes it when the HTTP server starts",
             path.display()

@@ -1,6 +1,6 @@
-//! The dashboard's read-only API, open without the token (like `/health`): the status
-//! snapshot, crash reports, log tails. Each is the answer to the control request of the
-//! same name, as JSON.
+//! The dashboard's read-only API: the status snapshot (open, like `/health`), crash
+//! reports and log tails (with the token: they hold what services print and their
+//! stacks). Each is the answer to the control request of the same name, as JSON.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -13,7 +13,10 @@ use crate::model::ServiceName;
 
 /// Lines of a log tail when the client does not say, and at most.
 const TAIL: usize = 200;
-const MAX_TAIL: usize = 10_000;
+const MAX_TAIL: usize = 2_000;
+/// Bytes of log lines in one answer, at most: the newest lines that fit are sent, and the
+/// answer says it was cut (a log of very long lines must not cost a huge answer).
+const MAX_BYTES: usize = 1024 * 1024;
 
 fn bad(message: String) -> ControlError {
     ControlError {
@@ -87,14 +90,41 @@ pub async fn logs(
     };
     match state.log_tail(&[name], n).await {
         Ok(lines) => {
+            let (lines, cut) = newest_within(lines, MAX_BYTES);
             let lines: Vec<LogLine> = lines
                 .into_iter()
                 .map(|(service, line)| LogLine { service, line })
                 .collect();
-            Json(serde_json::json!({ "lines": lines })).into_response()
+            let mut answer = serde_json::json!({ "lines": lines });
+            if cut > 0 {
+                answer["truncated"] = serde_json::json!(format!(
+                    "{cut} older lines left out: the answer holds at most {MAX_BYTES} bytes of lines"
+                ));
+            }
+            Json(answer).into_response()
         }
         Err(e) => error_response(e),
     }
+}
+
+/// The newest `lines` (oldest first) whose text fits in `max` bytes, and how many older
+/// ones were left out.
+fn newest_within(
+    mut lines: Vec<(ServiceName, String)>,
+    max: usize,
+) -> (Vec<(ServiceName, String)>, usize) {
+    let mut total = 0;
+    let kept = lines
+        .iter()
+        .rev()
+        .take_while(|(_, line)| {
+            total += line.len();
+            total <= max
+        })
+        .count();
+    let cut = lines.len() - kept;
+    lines.drain(..cut);
+    (lines, cut)
 }
 
 fn service_name(text: &str) -> Result<ServiceName, ControlError> {
@@ -108,5 +138,23 @@ fn unexpected(reply: &Reply) -> ControlError {
     ControlError {
         kind: ErrorKind::Internal,
         message: format!("unexpected answer: {reply:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_answer_keeps_the_newest_lines_that_fit() {
+        let name = ServiceName::new("api").expect("valid");
+        let lines: Vec<_> = ["aaaa", "bbbb", "cccc"]
+            .iter()
+            .map(|l| (name.clone(), (*l).to_owned()))
+            .collect();
+        let (kept, cut) = newest_within(lines.clone(), 9);
+        assert_eq!(cut, 1);
+        assert_eq!(kept, lines[1..]);
+        assert_eq!(newest_within(lines.clone(), 12), (lines, 0));
     }
 }

@@ -4,7 +4,8 @@
 //! as the CLI's verbs, resolved the same way (`all`, `@group`, base names of instances);
 //! `GET /control/heartbeat` says who answers.
 //!
-//! Without the right token the answer is 401 and nothing is even parsed. A body that
+//! Without the right token the answer is 401 and the body is not even read (at most
+//! 16 KiB is, with it). A body that
 //! is not a valid command is a 400 that says why, and nothing is sent; a name that
 //! names no service is a 400 before any service is touched (as in the CLI).
 
@@ -13,7 +14,6 @@ use std::path::PathBuf;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
@@ -68,21 +68,6 @@ fn bad(message: String) -> ControlError {
         kind: ErrorKind::BadRequest,
         message,
     }
-}
-
-/// 401, with what to send.
-fn unauthorized() -> Response {
-    let error = serde_json::json!({"error": {
-        "kind": "unauthorized",
-        "message": "missing or wrong token: send `Authorization: Bearer <token>` with the \
-                    token of <state_dir>/http.token (`holdfast http-token` prints it)",
-    }});
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        Json(error),
-    )
-        .into_response()
 }
 
 impl Command {
@@ -177,10 +162,8 @@ impl Verb {
 }
 
 /// `POST /control`.
-pub async fn control(State(state): State<WebState>, headers: HeaderMap, body: Bytes) -> Response {
-    if !state.authorized(&headers) {
-        return unauthorized();
-    }
+/// The token was checked before (see `router`), the body not read before that.
+pub async fn control(State(state): State<WebState>, body: Bytes) -> Response {
     let command = match Command::parse(&body) {
         Ok(command) => command,
         Err(e) => return error_response(e),
@@ -222,7 +205,8 @@ pub struct Heartbeat {
     pub pid: u32,
     /// The kernel's boot id: another value means the machine rebooted.
     pub boot_id: String,
-    /// Random per holdfast start: another value means holdfast restarted.
+    /// Random per holdfast start: another value means holdfast restarted or re-executed
+    /// itself (`upgrade --self`).
     pub instance: String,
     /// The newest event's number.
     pub seq: u64,
@@ -232,11 +216,8 @@ pub struct Heartbeat {
 
 /// `GET /control/heartbeat`: who answers, from the supervisor task itself (so a hung
 /// supervisor gets no heartbeat through).
-pub async fn heartbeat(State(state): State<WebState>, headers: HeaderMap) -> Response {
-    if !state.authorized(&headers) {
-        return unauthorized();
-    }
-    match state.status().await {
+pub async fn heartbeat(State(state): State<WebState>) -> Response {
+    match state.status_within_deadline().await {
         Ok(status) => Json(Heartbeat {
             pid: status.daemon.pid,
             boot_id: state.boot_id().to_owned(),

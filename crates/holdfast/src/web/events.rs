@@ -4,6 +4,13 @@
 //! as it is published, until the daemon shuts down. A stream the live channel left
 //! behind catches up from the history, as an `events -f` follower does; keep-alive
 //! comments hold idle connections open through proxies.
+//!
+//! Besides the events (each with its `id`), two markers without id: `event: caught_up`
+//! once the backlog is sent (what follows is news), and `event: gap` when the stream
+//! cannot give every event since the browser's `Last-Event-ID`: the id is past the
+//! newest (holdfast restarted and numbers events from 1 again: the stream starts afresh)
+//! or older than the kept history (what is kept follows). After a gap the page must
+//! fetch the status again instead of trusting the events it applied.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -57,16 +64,7 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let history = state.events().history().clone();
-    let backlog: VecDeque<EventRecord> = match resume {
-        Some(seq) => history.recent(None, Some(seq)).into(),
-        None => {
-            let mut all = history.recent(None, None);
-            let skip = all.len().saturating_sub(q.last.unwrap_or(LAST));
-            all.drain(..skip);
-            all.into()
-        }
-    };
-    let last = backlog.back().map_or(resume.unwrap_or(0), |r| r.seq);
+    let (backlog, last) = backlog(history.recent(None, None), resume, q.last.unwrap_or(LAST));
     let stream = records(Feed {
         backlog,
         live,
@@ -79,9 +77,66 @@ pub async fn events(
         .into_response()
 }
 
-/// Where one stream is: records still to send, the live channel, the newest sent.
+/// What a stream sends: an event, or a marker (see the module's doc).
+#[derive(Debug, PartialEq)]
+enum Item {
+    Record(EventRecord),
+    Gap(Gap),
+    CaughtUp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Gap {
+    /// The id is past the newest event: another holdfast numbers them.
+    Restarted,
+    /// Events after the id are no longer kept (or the stream fell behind them).
+    Lost,
+}
+
+impl Gap {
+    fn reason(self) -> &'static str {
+        match self {
+            Gap::Restarted => "restarted",
+            Gap::Lost => "lost",
+        }
+    }
+}
+
+/// What a new stream sends before the live events, from the kept `history` (oldest
+/// first), the browser's `Last-Event-ID` and how many of the history a fresh stream
+/// gets; and the number of the newest event it covers.
+fn backlog(history: Vec<EventRecord>, resume: Option<u64>, last: usize) -> (VecDeque<Item>, u64) {
+    let newest = history.last().map_or(0, |r| r.seq);
+    let oldest = history.first().map_or(0, |r| r.seq);
+    let fresh = |history: Vec<EventRecord>| {
+        let skip = history.len().saturating_sub(last);
+        history.into_iter().skip(skip).map(Item::Record)
+    };
+    let mut items = VecDeque::new();
+    match resume {
+        None => items.extend(fresh(history)),
+        Some(seq) if seq > newest => {
+            items.push_back(Item::Gap(Gap::Restarted));
+            items.extend(fresh(history));
+        }
+        Some(seq) if !history.is_empty() && seq.saturating_add(1) < oldest => {
+            items.push_back(Item::Gap(Gap::Lost));
+            items.extend(history.into_iter().map(Item::Record));
+        }
+        Some(seq) => items.extend(
+            history
+                .into_iter()
+                .filter(|r| r.seq > seq)
+                .map(Item::Record),
+        ),
+    }
+    items.push_back(Item::CaughtUp);
+    (items, newest)
+}
+
+/// Where one stream is: items still to send, the live channel, the newest sent.
 struct Feed {
-    backlog: VecDeque<EventRecord>,
+    backlog: VecDeque<Item>,
     live: broadcast::Receiver<EventRecord>,
     history: History,
     last: u64,
@@ -90,22 +145,27 @@ struct Feed {
 }
 
 impl Feed {
-    /// The next record to send; `None` once the feed is closed.
-    async fn next(&mut self) -> Option<EventRecord> {
+    /// The next item to send; `None` once the feed is closed.
+    async fn next(&mut self) -> Option<Item> {
         loop {
-            if let Some(record) = self.backlog.pop_front() {
-                self.last = record.seq;
-                return Some(record);
+            if let Some(item) = self.backlog.pop_front() {
+                if let Item::Record(record) = &item {
+                    self.last = record.seq;
+                }
+                return Some(item);
             }
             match self.live.recv().await {
                 // Records the backlog already covered come again on the channel.
                 Ok(record) if record.seq <= self.last => {}
                 Ok(record) => {
                     self.last = record.seq;
-                    return Some(record);
+                    return Some(Item::Record(record));
                 }
                 Err(RecvError::Lagged(_)) => {
-                    self.backlog = self.history.recent(None, Some(self.last)).into();
+                    let kept = self.history.recent(None, None);
+                    (self.backlog, _) = backlog(kept, Some(self.last), usize::MAX);
+                    // Not news to announce again: the page is live already.
+                    self.backlog.pop_back();
                 }
                 Err(RecvError::Closed) => return None,
             }
@@ -115,11 +175,65 @@ impl Feed {
 
 fn records(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> {
     stream::unfold(feed, |mut feed| async move {
-        let record = feed.next().await?;
-        let event = Event::default()
-            .id(record.seq.to_string())
-            .json_data(&record)
-            .unwrap_or_else(|_| Event::default().comment("unserializable event"));
+        let event = match feed.next().await? {
+            Item::Record(record) => Event::default()
+                .id(record.seq.to_string())
+                .json_data(&record)
+                .unwrap_or_else(|_| Event::default().comment("unserializable event")),
+            Item::Gap(gap) => Event::default()
+                .event("gap")
+                .data(format!("{{\"reason\":\"{}\"}}", gap.reason())),
+            Item::CaughtUp => Event::default().event("caught_up").data("{}"),
+        };
         Some((Ok(event), feed))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(seqs: std::ops::RangeInclusive<u64>) -> Vec<EventRecord> {
+        seqs.map(|seq| EventRecord {
+            seq,
+            time: "2026-12-01T00:00:00.000Z".to_owned(),
+            service: None,
+            kind: "started".to_owned(),
+            message: String::new(),
+            data: Default::default(),
+        })
+        .collect()
+    }
+
+    fn shape(items: &VecDeque<Item>) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                Item::Record(r) => r.seq.to_string(),
+                Item::Gap(g) => format!("gap:{}", g.reason()),
+                Item::CaughtUp => "caught_up".to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_resume_id_past_the_newest_or_older_than_the_history_is_a_gap() {
+        let (items, newest) = backlog(history(5..=9), None, 2);
+        assert_eq!(shape(&items), ["8", "9", "caught_up"]);
+        assert_eq!(newest, 9);
+        let (items, _) = backlog(history(5..=9), Some(7), 2);
+        assert_eq!(shape(&items), ["8", "9", "caught_up"]);
+        let (items, _) = backlog(history(5..=9), Some(4), 2);
+        assert_eq!(shape(&items), ["5", "6", "7", "8", "9", "caught_up"]);
+        // After a restart of holdfast: numbers start again.
+        let (items, _) = backlog(history(1..=3), Some(40), 300);
+        assert_eq!(shape(&items), ["gap:restarted", "1", "2", "3", "caught_up"]);
+        let (items, _) = backlog(history(5..=9), Some(2), 300);
+        assert_eq!(
+            shape(&items),
+            ["gap:lost", "5", "6", "7", "8", "9", "caught_up"]
+        );
+        let (items, _) = backlog(history(5..=9), Some(9), 300);
+        assert_eq!(shape(&items), ["caught_up"]);
+    }
 }

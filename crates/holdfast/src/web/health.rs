@@ -1,25 +1,41 @@
 //! `GET /health`: holdfast and each service in one JSON document, for outer checks (a
-//! load balancer, systemd's `ExecCondition`, a peer holdfast). 200 when every service
-//! that should run runs and is not unhealthy, 503 otherwise.
+//! load balancer, systemd's `ExecCondition`, a peer holdfast). 503 when a service failed
+//! or is unhealthy, or holdfast shuts down; 200 otherwise, with `"status": "degraded"`
+//! while a service is on its way (starting, in backoff, stopping: an operator's restart
+//! must not make holdfast look dead). `?scope=holdfast`: 200 whenever holdfast's loop
+//! answers (a liveness check of holdfast itself).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::WebState;
-use crate::control::protocol::{ServiceState, ServiceStatus, Status};
+use crate::control::protocol::{ControlError, ErrorKind, ServiceState, ServiceStatus, Status};
 use crate::model::ServiceName;
 use holdfast_core::health::HealthState;
 
 #[derive(Debug, Serialize)]
 pub struct HealthReport {
-    /// Every service that should run runs, none unhealthy, and holdfast is not
-    /// shutting down (the answer is 200 exactly then).
+    /// No service failed or is unhealthy, and holdfast is not shutting down (the answer
+    /// is 200 exactly then).
     pub ok: bool,
+    pub status: Overall,
     pub holdfast: Daemon,
     pub services: Vec<ServiceHealth>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overall {
+    /// Every service that should run runs.
+    Ok,
+    /// Some service is on its way (waiting, starting, in backoff, stopping).
+    Degraded,
+    /// A service failed or is unhealthy, or holdfast shuts down.
+    Failing,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,8 +73,14 @@ impl HealthReport {
             )
         });
         let daemon = &status.daemon;
+        let ok = !daemon.shutting_down && services.iter().all(|s| s.ok);
         HealthReport {
-            ok: !daemon.shutting_down && services.iter().all(|s| s.ok),
+            ok,
+            status: match (ok, in_transit) {
+                (false, _) => Overall::Failing,
+                (true, true) => Overall::Degraded,
+                (true, false) => Overall::Ok,
+            },
             holdfast: Daemon {
                 pid: daemon.pid,
                 version: daemon.version.clone(),
@@ -75,12 +97,18 @@ impl HealthReport {
 impl ServiceHealth {
     fn of(s: &ServiceStatus) -> Self {
         let health = s.health.as_ref().map(|h| h.state);
-        // Stopped is where a service was put (by hand, or autostart = false); every
-        // other state but running means it should run and does not, yet or any more.
+        // Stopped is where a service was put (by hand, or autostart = false); the states
+        // on the way somewhere are not failures (the report says "degraded").
         let ok = match s.state {
             ServiceState::Running => health != Some(HealthState::Unhealthy),
-            ServiceState::Stopped => true,
-            _ => false,
+            ServiceState::Failed | ServiceState::Quarantined => false,
+            ServiceState::Stopped
+            | ServiceState::Waiting
+            | ServiceState::Starting
+            | ServiceState::Stopping
+            | ServiceState::Backoff
+            // An observed service whose manager does not answer: unknown, not failed.
+            | ServiceState::Unknown => true,
         };
         ServiceHealth {
             name: s.name.clone(),
@@ -92,11 +120,39 @@ impl ServiceHealth {
     }
 }
 
-pub async fn health(State(state): State<WebState>) -> Response {
-    match state.status().await {
+#[derive(Debug, Default, Deserialize)]
+pub struct HealthQuery {
+    scope: Option<Scope>,
+}
+
+/// What `/health` judges.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// holdfast and its services.
+    #[default]
+    All,
+    /// holdfast only: 200 whenever its loop answers.
+    Holdfast,
+}
+
+pub async fn health(
+    State(state): State<WebState>,
+    query: Result<Query<HealthQuery>, QueryRejection>,
+) -> Response {
+    let scope = match query {
+        Ok(Query(q)) => q.scope.unwrap_or_default(),
+        Err(e) => {
+            return super::error_response(ControlError {
+                kind: ErrorKind::BadRequest,
+                message: format!("{e} (scope: all or holdfast)"),
+            });
+        }
+    };
+    match state.status_within_deadline().await {
         Ok(status) => {
             let report = HealthReport::of(&status, state.seq());
-            let code = if report.ok {
+            let code = if report.ok || scope == Scope::Holdfast {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -119,9 +175,17 @@ mod tests {
         assert!(report.ok && report.holdfast.ready);
         assert_eq!(report.holdfast.seq, 7);
 
+        assert_eq!(report.status, Overall::Ok);
+
+        // On its way (an operator's restart): degraded, not failing.
         let backoff = ServiceStatus::sample("db", "backoff");
         let report = HealthReport::of(&Status::sample(vec![running.clone(), backoff]), 7);
-        assert!(!report.ok && !report.holdfast.ready);
+        assert!(report.ok && !report.holdfast.ready);
+        assert_eq!(report.status, Overall::Degraded);
+        let failed = ServiceStatus::sample("db", "failed");
+        let report = HealthReport::of(&Status::sample(vec![running.clone(), failed]), 7);
+        assert!(!report.ok);
+        assert_eq!(report.status, Overall::Failing);
 
         let mut sick = running;
         sick.health = Some(crate::control::protocol::HealthStatus {

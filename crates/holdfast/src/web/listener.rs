@@ -1,7 +1,10 @@
 //! The HTTP server's listener, with a cap on connections held at once: each holds a
 //! descriptor, and a flood of them must leave descriptors for spawning services (the
 //! control socket has the same kind of cap). At the cap, new connections wait in the
-//! kernel's backlog until one ends.
+//! kernel's backlog until one ends. Each connection must send a request's head within
+//! [`HEADER_READ_TIMEOUT`], the first one and each one after (hyper's timer runs while
+//! it waits for a head, an idle keep-alive included), so that idle or trickling clients
+//! cannot hold every slot.
 
 use std::io;
 use std::pin::Pin;
@@ -15,6 +18,42 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Connections held at once, at most.
 pub const MAX_CONNECTIONS: usize = 256;
+/// For a request's head to arrive, on a new or an idle kept-alive connection.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` until `stopped`; then waits for the requests under way
+/// (the caller bounds the wait by aborting this task, which drops every connection).
+pub async fn run(
+    mut listener: Capped,
+    app: axum::Router,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    use axum::serve::Listener as _;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Owned here: aborting this task drops (and so closes) every connection.
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            (io, _) = listener.accept() => {
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let connection = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+                connections.spawn(async move {
+                    // A client going away or timing out is no news.
+                    let _ = connection.await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
 
 pub struct Capped {
     listener: TcpListener,

@@ -6,7 +6,8 @@
 //!   becomes a [`Request`] sent to the supervisor task ([`WebState::request`]), answered
 //!   by the same code as the CLI's. No verb is implemented twice.
 //! - Everything that changes something is under `/control` and needs the token
-//!   ([`token`]); everything else only reads.
+//!   ([`token`]); so do logs and crash reports. Everything else only reads, and every
+//!   request must name this server in `Host` ([`guard`]).
 //! - It runs on tasks of its own; a slow HTTP client holds up only itself.
 //! - Its connections hold the event feed weakly ([`WeakFeed`]), so event streams end
 //!   when the runtime drops the feed at shutdown.
@@ -17,6 +18,7 @@ mod api;
 mod control;
 mod dashboard;
 mod events;
+mod guard;
 mod health;
 mod listener;
 mod metrics;
@@ -28,7 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{mpsc, oneshot};
@@ -67,6 +70,8 @@ struct Shared {
 
 /// Event streams open at once, at most.
 pub const MAX_STREAMS: usize = 64;
+/// For the supervisor task to answer `/health` and the heartbeat.
+pub const LOOP_DEADLINE: Duration = Duration::from_secs(5);
 
 impl WebState {
     pub fn new(
@@ -114,6 +119,23 @@ impl WebState {
         }
     }
 
+    /// The status snapshot, or a 503-kind error when the supervisor task does not answer
+    /// within [`LOOP_DEADLINE`]: for the checks of holdfast's liveness (`/health`, the
+    /// heartbeat), where a hung loop must show as an answer, not a hung request.
+    pub async fn status_within_deadline(&self) -> Result<Status, ControlError> {
+        tokio::time::timeout(LOOP_DEADLINE, self.status())
+            .await
+            .unwrap_or_else(|_| {
+                Err(ControlError {
+                    kind: ErrorKind::Busy,
+                    message: format!(
+                        "holdfast's loop did not answer within {} s",
+                        LOOP_DEADLINE.as_secs()
+                    ),
+                })
+            })
+    }
+
     /// The last `n` lines of the services' logs (all when none named), merged by time.
     pub async fn log_tail(
         &self,
@@ -138,12 +160,10 @@ impl WebState {
         self.0.events.history().newest()
     }
 
-    /// Whether the request carries the token (`Authorization: Bearer <token>`).
+    /// Whether the request carries the token (`Authorization: Bearer <token>`, the
+    /// scheme in any case).
     pub fn authorized(&self, headers: &HeaderMap) -> bool {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-        presented.is_some_and(|t| self.0.token.matches(t.trim_ascii()))
+        guard::bearer(headers).is_some_and(|t| self.0.token.matches(t))
     }
 
     /// Random per daemon start.
@@ -175,22 +195,42 @@ impl WebState {
     }
 }
 
-/// Every route. Another route is one more `.route(...)` here, its handler in a module of
-/// its own.
-pub fn router(state: WebState) -> Router {
+/// The largest `POST /control` body: a command is a few hundred bytes.
+const MAX_CONTROL_BODY: usize = 16 * 1024;
+
+/// Every route of a server listening on `listening`. Another route is one more
+/// `.route(...)` here, its handler in a module of its own: under `secret` when it changes
+/// something or shows service output (logs and crash reports hold what services print
+/// and their stacks; the control socket limits them to its control group), else open
+/// (the dashboard without the token shows states and events).
+pub fn router(state: WebState, listening: SocketAddr) -> Router {
+    let secret = Router::new()
+        .route(
+            "/control",
+            post(control::control).layer(DefaultBodyLimit::max(MAX_CONTROL_BODY)),
+        )
+        .route("/control/heartbeat", get(control::heartbeat))
+        .route("/api/crashes", get(api::crashes))
+        .route("/api/crashes/{id}", get(api::crash))
+        .route("/api/logs/{name}", get(api::logs))
+        // Before any extractor: a request without the token is not even read.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::require_token,
+        ));
     Router::new()
         .route("/", get(dashboard::index))
         .route("/app.js", get(dashboard::script))
         .route("/style.css", get(dashboard::style))
         .route("/health", get(health::health))
-        .route("/control", post(control::control))
-        .route("/control/heartbeat", get(control::heartbeat))
         .route("/api/status", get(api::status))
         .route("/api/events", get(events::events))
-        .route("/api/crashes", get(api::crashes))
-        .route("/api/crashes/{id}", get(api::crash))
-        .route("/api/logs/{name}", get(api::logs))
         .route("/metrics", get(metrics::metrics))
+        .merge(secret)
+        .layer(axum::middleware::from_fn_with_state(
+            listening,
+            guard::check_host,
+        ))
         .with_state(state)
 }
 
@@ -269,18 +309,8 @@ pub fn serve(listener: std::net::TcpListener, state: WebState) -> std::io::Resul
     let addr = listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let app = router(state);
-    let task = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        if let Err(e) = axum::serve(listener::Capped::new(listener), app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!("the HTTP server stopped: {e}");
-        }
-    });
+    let app = router(state, addr);
+    let task = tokio::spawn(listener::run(listener::Capped::new(listener), app, stopped));
     Ok(Server {
         addr,
         stop: Some(stop),

@@ -31,13 +31,22 @@ impl std::fmt::Debug for Token {
 
 impl Token {
     /// The token in `path`, or a new one written there when there is none or the file
-    /// cannot be trusted (not a regular file of holdfast's user, readable by others, not
-    /// a token).
+    /// cannot be trusted (a symlink, not a regular file of holdfast's user, readable by
+    /// others, not a token). Any other error (EIO, EMFILE, EACCES ...) is returned: a
+    /// token that could not be read this once is not spent.
     pub fn load_or_create(path: &Path) -> io::Result<Token> {
-        match read(path) {
+        match read(path, Owner::Ours) {
             Ok(token) => return Ok(token),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %path.display(), "replacing the HTTP token: {e}"),
+            Err(e) if untrusted(&e) => {
+                tracing::warn!(path = %path.display(), "replacing the HTTP token: {e}");
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("reading {}: {e}", path.display()),
+                ));
+            }
         }
         let token = Token(hex(&random_bytes()?));
         write_new(path, &token)?;
@@ -64,9 +73,25 @@ impl Token {
     }
 }
 
-/// The token in `path`: a regular file (a symlink is refused), owned by holdfast's user,
-/// mode without group or other bits, holding one token.
-pub fn read(path: &Path) -> io::Result<Token> {
+/// Whose token file [`read`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Only one owned by this process's user: the daemon's own use.
+    Ours,
+    /// Any user's: root reading the token of a daemon running as another user.
+    Any,
+}
+
+/// Whether `read` refused the file as one that cannot be trusted (replaced then), not
+/// for an error of the moment.
+fn untrusted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidData || e.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// The token in `path`: a regular file (a symlink is refused), owned by holdfast's user
+/// (unless `owner` is [`Owner::Any`]), mode without group or other bits, holding one
+/// token.
+pub fn read(path: &Path, owner: Owner) -> io::Result<Token> {
     let mut file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -77,7 +102,7 @@ pub fn read(path: &Path) -> io::Result<Token> {
         return Err(invalid("not a regular file".to_owned()));
     }
     let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != euid {
+    if owner == Owner::Ours && meta.uid() != euid {
         return Err(invalid(format!("owned by uid {}, not {euid}", meta.uid())));
     }
     if meta.mode() & 0o077 != 0 {
@@ -193,6 +218,22 @@ mod tests {
         let third = Token::load_or_create(&path).expect("replaced");
         assert_ne!(third.expose(), "a".repeat(64));
         assert!(!std::fs::symlink_metadata(&path).expect("file").is_symlink());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_trust_failures_replace_a_token_file_and_any_owner_may_be_read() {
+        let dir = temp_dir("eacces");
+        let path = path(&dir);
+        let first = Token::load_or_create(&path).expect("created");
+        let fake = io::Error::from_raw_os_error(libc::EIO);
+        assert!(!untrusted(&fake), "EIO is an error of the moment");
+        assert!(!untrusted(&io::Error::from_raw_os_error(libc::EACCES)));
+        assert!(untrusted(&io::Error::from_raw_os_error(libc::ELOOP)));
+        assert_eq!(
+            read(&path, Owner::Any).expect("read").expose(),
+            first.expose()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -51,6 +51,17 @@ pub fn get(addr: SocketAddr, path: &str) -> Answer {
     request(addr, "GET", path, &[], "")
 }
 
+/// `GET path` with `Authorization: Bearer token`.
+pub fn get_with_token(addr: SocketAddr, path: &str, token: &str) -> Answer {
+    request(
+        addr,
+        "GET",
+        path,
+        &[("Authorization", &format!("Bearer {token}"))],
+        "",
+    )
+}
+
 /// `POST path` with a JSON body and `Authorization: Bearer token` when given.
 pub fn post(addr: SocketAddr, path: &str, token: Option<&str>, body: &str) -> Answer {
     let auth = token.map(|t| format!("Bearer {t}"));

@@ -67,6 +67,15 @@ function setToken(token) {
   else sessionStorage.removeItem(TOKEN_KEY);
   renderLock();
   renderServices();
+  refreshCrashes();
+  refreshLog();
+}
+
+// Logs and crash reports hold what services print: the server shows them with the token.
+const LOCKED_TEXT = "enter the token to read logs and crash reports";
+
+function authHeaders() {
+  return ui.token ? { Authorization: "Bearer " + ui.token } : {};
 }
 
 function renderLock() {
@@ -95,8 +104,7 @@ function notice(text, kind = "ok") {
 // --- control -----------------------------------------------------------------
 
 async function control(verb, service) {
-  const headers = { "Content-Type": "application/json" };
-  if (ui.token) headers.Authorization = "Bearer " + ui.token;
+  const headers = { "Content-Type": "application/json", ...authHeaders() };
   let answer, body;
   try {
     answer = await fetch("/control", {
@@ -289,17 +297,31 @@ function addEvent(record, fresh) {
 function connect() {
   const live = $("#live");
   const source = new EventSource("/api/events?last=" + MAX_EVENTS);
+  // The backlog comes first; the server marks its end (`caught_up`): what follows is news.
   let replaying = true;
   source.onopen = () => {
     live.className = "live on";
     live.querySelector(".label").textContent = "live";
+    replaying = true;
+    // Whatever happened while the stream was down shows in the snapshot.
+    refreshStatus();
   };
   source.onmessage = (m) => {
     const record = JSON.parse(m.data);
     addEvent(record, !replaying);
   };
-  // The history arrives in one burst; what comes after it is news.
-  setTimeout(() => { replaying = false; }, 800);
+  source.addEventListener("caught_up", () => { replaying = false; });
+  // The server could not give every event since the last one seen: holdfast restarted
+  // (its events are numbered anew) or some were no longer kept.
+  source.addEventListener("gap", (m) => {
+    const reason = JSON.parse(m.data || "{}").reason;
+    if (reason === "restarted") {
+      $("#events").replaceChildren();
+      ui.health.clear();
+    }
+    refreshStatus();
+    refreshCrashes();
+  });
   source.onerror = () => {
     live.className = "live off";
     live.querySelector(".label").textContent = "reconnecting";
@@ -310,10 +332,19 @@ function connect() {
 // --- crashes -----------------------------------------------------------------
 
 async function refreshCrashes() {
+  const list = $("#crashes");
+  if (!ui.token) {
+    list.replaceChildren(el("li", { class: "empty locked-text", text: LOCKED_TEXT }));
+    $("#crash").hidden = true;
+    return;
+  }
   try {
-    const answer = await fetch("/api/crashes", { cache: "no-store" });
+    const answer = await fetch("/api/crashes", { cache: "no-store", headers: authHeaders() });
     const body = await answer.json();
-    const list = $("#crashes");
+    if (answer.status === 401) {
+      list.replaceChildren(el("li", { class: "empty locked-text", text: `${LOCKED_TEXT}: ${body.error.message}` }));
+      return;
+    }
     const crashes = body.crashes || [];
     if (crashes.length === 0) {
       list.replaceChildren(el("li", { class: "empty", text: "none" }));
@@ -332,7 +363,7 @@ async function refreshCrashes() {
 async function showCrash(id) {
   const box = $("#crash");
   for (const li of document.querySelectorAll("#crashes li")) li.classList.toggle("selected", li.dataset.id === id);
-  const answer = await fetch("/api/crashes/" + encodeURIComponent(id), { cache: "no-store" });
+  const answer = await fetch("/api/crashes/" + encodeURIComponent(id), { cache: "no-store", headers: authHeaders() });
   const r = await answer.json();
   if (!answer.ok) { box.replaceChildren(el("p", { text: r.error ? r.error.message : "not found" })); box.hidden = false; return; }
   const sections = [
@@ -375,10 +406,20 @@ async function refreshLog() {
   const name = ui.selected;
   if (!name) return;
   const pre = $("#log");
+  if (!ui.token) {
+    pre.replaceChildren(el("div", { class: "locked-text", text: LOCKED_TEXT }));
+    pre.dataset.service = "";
+    return;
+  }
   try {
-    const answer = await fetch(`/api/logs/${encodeURIComponent(name)}?n=200`, { cache: "no-store" });
+    const answer = await fetch(`/api/logs/${encodeURIComponent(name)}?n=200`, { cache: "no-store", headers: authHeaders() });
     const body = await answer.json();
     if (name !== ui.selected) return;
+    if (!answer.ok) {
+      pre.replaceChildren(el("div", { class: "locked-text", text: body.error ? body.error.message : String(answer.status) }));
+      pre.dataset.service = "";
+      return;
+    }
     const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
     pre.replaceChildren(...(body.lines || []).map((l) => logLine(l.line)));
     if (atBottom || pre.dataset.service !== name) pre.scrollTop = pre.scrollHeight;
