@@ -128,7 +128,13 @@ pub fn put(buf: &mut Vec<u8>, key: &str, value: &[u8]) {
     buf.push(b'\n');
 }
 
-/// Sends one entry: a datagram, or a sealed memfd when it is too big for one.
+/// Whether entries can be sent: a socket can be made and journald's is there.
+pub fn reachable() -> io::Result<()> {
+    socket().ok_or_else(|| io::Error::other("no socket for the journal"))?;
+    std::fs::metadata(SOCKET).map(drop)
+}
+
+/// Sends one entry without waiting (the socket is non-blocking): a datagram, or a sealed memfd when it is too big for one.
 pub fn send(entry: &[u8]) -> io::Result<()> {
     let socket = socket().ok_or_else(|| io::Error::other("no socket for the journal"))?;
     match socket.send_to(entry, SOCKET) {
