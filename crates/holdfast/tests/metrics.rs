@@ -139,6 +139,12 @@ fn metrics_parse_with_prometheus_client_and_the_restart_counter_rises_after_a_cr
         );
     }
     assert!(sample(&before, "holdfast_event_loop_lag_seconds{}").is_some());
+    for name in [
+        "holdfast_journal_dropped_lines_total{}",
+        "holdfast_log_dropped_entries_total{}",
+    ] {
+        assert_eq!(sample(&before, name), Some(0.0), "{name}: {before:#?}");
+    }
 
     kill_9(first);
     daemon.wait_for_service("api", "api runs again", |s| {

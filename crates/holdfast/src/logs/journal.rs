@@ -12,7 +12,7 @@ use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
@@ -27,6 +27,9 @@ pub const SOCKET: &str = "/run/systemd/journal/socket";
 
 /// Entries journald did not take (no journal, its queue full, ...), since start.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the last line was dropped: a warning tells when dropping starts, not each drop.
+static DROPPING: AtomicBool = AtomicBool::new(false);
 
 /// How many forwarded lines were dropped so far.
 pub fn dropped() -> u64 {
@@ -104,11 +107,18 @@ impl Forward {
         entry.extend_from_slice(&self.common);
         put(&mut entry, "PRIORITY", priority);
         put(&mut entry, "MESSAGE", text);
-        if send(&entry).is_err() && DROPPED.fetch_add(1, Ordering::Relaxed) == 0 {
+        if send(&entry).is_ok() {
+            DROPPING.store(false, Ordering::Relaxed);
+            return;
+        }
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        // Once per episode: the first drop after a line got through.
+        if !DROPPING.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 service = %self.service,
                 "the journal did not take a line of output: lines it cannot take now are \
-                 dropped and counted (the log file keeps them all)"
+                 dropped and counted in holdfast_journal_dropped_lines_total (the log file \
+                 keeps them all)"
             );
         }
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -251,6 +251,20 @@ impl Metrics {
             "How late the supervisor's last timer fired (a busy or starved loop is late)",
             lag,
         );
+        for (name, help, value) in [
+            (
+                "holdfast_journal_dropped_lines",
+                "Lines of service output forwarded to journald it did not take (the log file has them)",
+                crate::logs::journal::dropped(),
+            ),
+            (
+                "holdfast_log_dropped_entries",
+                "Entries of holdfast's own log (its events included) journald did not take",
+                super::journald::dropped(),
+            ),
+        ] {
+            r.register(name, help, ConstCounter::new(value));
+        }
         let proc = ProcSelf::read();
         for (name, help, value) in [
             (
