@@ -89,7 +89,8 @@ pub struct Metrics {
     rollbacks: Family<ServiceLabel, Counter>,
     crash_reports: Family<ServiceLabel, Counter>,
     probes: Family<ProbeLabels, Histogram>,
-    /// How late the supervisor's last timer fired, in nanoseconds.
+    /// How late the supervisor's timer fired at worst since the last scrape, in
+    /// nanoseconds: a spike between two scrapes is not hidden by a calm last wakeup.
     loop_lag_ns: Arc<AtomicU64>,
 }
 
@@ -190,7 +191,12 @@ impl Metrics {
     /// The supervisor's timer fired `late` after its deadline.
     pub fn loop_lag(&self, late: Duration) {
         let ns = u64::try_from(late.as_nanos()).unwrap_or(u64::MAX);
-        self.loop_lag_ns.store(ns, Ordering::Relaxed);
+        self.loop_lag_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    /// The worst lag since the last scrape; the next scrape starts from zero.
+    fn take_loop_lag(&self) -> Duration {
+        Duration::from_nanos(self.loop_lag_ns.swap(0, Ordering::Relaxed))
     }
 
     /// The whole answer: counters as counted, gauges from `status` and `/proc`.
@@ -245,10 +251,10 @@ impl Metrics {
 
     fn register_self(&self, r: &mut Registry) {
         let lag = Gauge::<f64, AtomicU64>::default();
-        lag.set(Duration::from_nanos(self.loop_lag_ns.load(Ordering::Relaxed)).as_secs_f64());
+        lag.set(self.take_loop_lag().as_secs_f64());
         r.register(
             "holdfast_event_loop_lag_seconds",
-            "How late the supervisor's last timer fired (a busy or starved loop is late)",
+            "How late the supervisor's timers fired at worst since the last scrape (a busy or starved loop is late)",
             lag,
         );
         for (name, help, value) in [
@@ -386,5 +392,19 @@ impl ProcSelf {
             fds: count("/proc/self/fd").saturating_sub(1),
             rss,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loop_lag_is_the_worst_since_the_last_scrape_and_starts_over_after_it() {
+        let metrics = Metrics::default();
+        metrics.loop_lag(Duration::from_millis(300));
+        metrics.loop_lag(Duration::from_millis(5));
+        assert_eq!(metrics.take_loop_lag(), Duration::from_millis(300));
+        assert_eq!(metrics.take_loop_lag(), Duration::ZERO);
     }
 }
