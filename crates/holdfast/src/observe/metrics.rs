@@ -18,7 +18,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
-use crate::control::protocol::{EventRecord, RestartReason, ServiceState, Status};
+use crate::control::protocol::{RestartReason, ServiceState, Status};
+use crate::model::ExitStatus;
+use crate::supervisor::event::{Event, EventKind};
 use holdfast_core::health::HealthState;
 use holdfast_core::supervisor::event::variant_names;
 
@@ -117,10 +119,10 @@ fn probe_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// Counts what `record` tells. `restart_reason` is why a `restart_scheduled`
+    /// Counts what `event` tells. `restart_reason` is why a `restart_scheduled`
     /// restarts (the service's last cause, known to the core).
-    pub fn on_event(&self, record: &EventRecord, restart_reason: Option<&str>) {
-        let Some(service) = record.service.as_ref().map(|s| s.as_str().to_owned()) else {
+    pub fn on_event(&self, event: &Event, restart_reason: Option<&str>) {
+        let Some(service) = event.service.as_ref().map(|s| s.as_str().to_owned()) else {
             return;
         };
         let outcome = |outcome: &str| OutcomeLabels {
@@ -130,8 +132,8 @@ impl Metrics {
         let label = || ServiceLabel {
             service: service.clone(),
         };
-        match record.kind.as_str() {
-            "restart_scheduled" => {
+        match &event.kind {
+            EventKind::RestartScheduled { .. } => {
                 let reason = restart_reason.unwrap_or("unknown").to_owned();
                 let labels = RestartLabels {
                     service: service.clone(),
@@ -139,37 +141,38 @@ impl Metrics {
                 };
                 self.restarts.get_or_create(&labels).inc();
             }
-            "exited" => self.on_exit(&service, record),
-            "upgraded" => {
+            EventKind::Exited { status, .. } => self.on_exit(&service, *status),
+            EventKind::Upgraded { .. } => {
                 self.upgrades.get_or_create(&outcome("upgraded")).inc();
             }
-            "upgrade_refused" => {
+            EventKind::UpgradeRefused { .. } => {
                 self.upgrades.get_or_create(&outcome("refused")).inc();
             }
-            "rolled_back" => {
+            EventKind::RolledBack { .. } => {
                 self.upgrades.get_or_create(&outcome("rolled_back")).inc();
                 self.rollbacks.get_or_create(&label()).inc();
             }
-            "crash_reported" => {
+            EventKind::CrashReported { .. } => {
                 self.crash_reports.get_or_create(&label()).inc();
             }
             _ => {}
         }
     }
 
-    fn on_exit(&self, service: &str, record: &EventRecord) {
-        let text = |key: &str| match record.data.get(key) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => String::new(),
+    fn on_exit(&self, service: &str, status: ExitStatus) {
+        let (code, signal) = match status {
+            ExitStatus::Exited(code) => (code.to_string(), String::new()),
+            ExitStatus::Signaled { signal, .. } => (String::new(), signal.as_str().to_owned()),
+            ExitStatus::OomKilled => (String::new(), "SIGKILL".to_owned()),
+            ExitStatus::Unknown => (String::new(), String::new()),
         };
         let labels = ExitLabels {
             service: service.to_owned(),
-            code: text("exit_code"),
-            signal: text("signal"),
+            code,
+            signal,
         };
         self.exits.get_or_create(&labels).inc();
-        if record.data.get("oom_killed") == Some(&Value::Bool(true)) {
+        if status == ExitStatus::OomKilled {
             let label = ServiceLabel {
                 service: service.to_owned(),
             };

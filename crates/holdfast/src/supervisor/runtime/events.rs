@@ -82,7 +82,7 @@ impl Shell {
                 .map(|cause| metrics::reason_label(&cause.restart_reason())),
             _ => None,
         };
-        self.metrics.on_event(&record, restart_reason);
+        self.metrics.on_event(event, restart_reason);
         if record.service.is_some() {
             // Every change of a service's state or processes is an event.
             self.ledger.behind();
