@@ -119,7 +119,8 @@ fn metrics_parse_with_prometheus_client_and_the_restart_counter_rises_after_a_cr
         None,
         "no restart yet: {before:#?}"
     );
-    let probes = r#"holdfast_probe_duration_seconds_count{probe="http",service="web"}"#;
+    let probes =
+        r#"holdfast_probe_duration_seconds_count{outcome="ok",probe="http",service="web"}"#;
     assert!(
         sample(&before, probes).is_some_and(|n| n >= 1.0),
         "{before:#?}"

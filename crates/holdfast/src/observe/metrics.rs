@@ -21,6 +21,7 @@ use prometheus_client::registry::Registry;
 use serde_json::Value;
 
 use crate::control::protocol::{RestartReason, ServiceState, Status};
+use crate::health::{ProbeFailure, ProbeOutcome};
 use crate::model::ExitStatus;
 use crate::supervisor::event::{Event, EventKind};
 use holdfast_core::health::HealthState;
@@ -75,6 +76,7 @@ struct StateLabels {
 struct ProbeLabels {
     service: String,
     probe: String,
+    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -266,11 +268,17 @@ impl Metrics {
         }
     }
 
-    /// A network probe (`http`, `tcp`) of `service` took `took`.
-    pub fn probe_took(&self, service: &str, probe: &str, took: Duration) {
+    /// A network probe (`http`, `tcp`) of `service` ended with `outcome` after `took`.
+    pub fn probe_took(&self, service: &str, probe: &str, outcome: &ProbeOutcome, took: Duration) {
+        let outcome = match outcome {
+            ProbeOutcome::Success => "ok",
+            ProbeOutcome::Failure(ProbeFailure::TimedOut(_)) => "timeout",
+            ProbeOutcome::Failure(_) => "fail",
+        };
         let labels = ProbeLabels {
             service: service.to_owned(),
             probe: probe.to_owned(),
+            outcome: outcome.to_owned(),
         };
         self.probes.series(labels).observe(took.as_secs_f64());
     }
