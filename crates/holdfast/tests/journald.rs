@@ -107,7 +107,7 @@ fn events_and_forwarded_service_lines_reach_a_real_journald_with_their_fields() 
     let daemon = Daemon::start_wrapped(
         r#"
 [service.chatty]
-command = ["/bin/sh", "-c", "while [ ! -e go ]; do sleep 0.02; done; echo hello-out; echo hello-err >&2; exec sleep 1000"]
+command = ["/bin/sh", "-c", "while [ ! -e go ]; do sleep 0.02; done; echo hello-out; echo '<3>hello-err' >&2; echo plain-err >&2; exec sleep 1000"]
 working_dir = "{DIR}"
 start_secs = "0s"
 log.journald = true
@@ -139,7 +139,15 @@ log.journald = true
         "chatty's stderr line in the journal",
         line("hello-err"),
     );
+    // Its `<3>` prefix (sd-daemon(3)) set the priority and is not part of the message.
     assert_eq!(field(&err, "PRIORITY"), Some("3"), "{err:?}");
+    // stderr without a prefix is informational, as systemd takes a unit's stderr.
+    let plain = wait_entry(
+        &daemon,
+        "chatty's plain stderr line in the journal",
+        line("plain-err"),
+    );
+    assert_eq!(field(&plain, "PRIORITY"), Some("6"), "{plain:?}");
     // The log file keeps every line too.
     assert!(daemon.log("chatty").contains("hello-err"));
 

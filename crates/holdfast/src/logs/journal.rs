@@ -99,9 +99,9 @@ impl Forward {
     /// Sends one line of `stream` (without its newline); a failure is counted, never
     /// waited out.
     pub fn line(&self, stream: Stream, text: &[u8]) {
-        let priority: &[u8] = match stream {
-            Stream::Stderr => b"3",
-            Stream::Stdout | Stream::Holdfast => b"6",
+        let (priority, text) = match stream {
+            Stream::Stdout | Stream::Stderr => priority(text),
+            Stream::Holdfast => (&b"6"[..], text),
         };
         let mut entry = Vec::with_capacity(self.common.len() + text.len() + 32);
         entry.extend_from_slice(&self.common);
@@ -121,6 +121,16 @@ impl Forward {
                  keeps them all)"
             );
         }
+    }
+}
+
+/// A line's priority and text: informational (6) for stdout and stderr alike, as systemd
+/// takes a unit's output, unless the line starts with a `<N>` prefix (sd-daemon(3)),
+/// which sets it and is left out of the message.
+fn priority(text: &[u8]) -> (&[u8], &[u8]) {
+    match text {
+        [b'<', level @ b'0'..=b'7', b'>', rest @ ..] => (std::slice::from_ref(level), rest),
+        _ => (b"6", text),
     }
 }
 
@@ -186,6 +196,15 @@ fn send_memfd(socket: &UnixDatagram, entry: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_is_informational_unless_an_sd_daemon_prefix_says_otherwise() {
+        assert_eq!(priority(b"hello"), (&b"6"[..], &b"hello"[..]));
+        assert_eq!(priority(b"<3>failed"), (&b"3"[..], &b"failed"[..]));
+        assert_eq!(priority(b"<7>"), (&b"7"[..], &b""[..]));
+        assert_eq!(priority(b"<8>no"), (&b"6"[..], &b"<8>no"[..]));
+        assert_eq!(priority(b"<3"), (&b"6"[..], &b"<3"[..]));
+    }
 
     #[test]
     fn a_value_with_a_newline_is_length_prefixed_and_others_are_key_equals_value() {
