@@ -126,7 +126,13 @@ fn metrics_parse_with_prometheus_client_and_the_restart_counter_rises_after_a_cr
         "{before:#?}"
     );
     assert_eq!(
-        sample(&before, r#"holdfast_build_info{version="0.1.0"}"#),
+        sample(
+            &before,
+            &format!(
+                r#"holdfast_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
         Some(1.0)
     );
     for name in [
