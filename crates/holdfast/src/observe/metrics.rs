@@ -23,9 +23,9 @@ use serde_json::Value;
 use crate::control::protocol::{RestartReason, ServiceState, Status};
 use crate::health::{ProbeFailure, ProbeOutcome};
 use crate::model::ExitStatus;
-use crate::supervisor::event::{Event, EventKind};
 use holdfast_core::health::HealthState;
 use holdfast_core::supervisor::event::variant_names;
+use holdfast_core::supervisor::event::{Event, EventKind};
 
 /// The `reason` label of a restart.
 pub fn reason_label(reason: &RestartReason) -> &'static str {
