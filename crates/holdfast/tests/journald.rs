@@ -29,6 +29,18 @@ done
 exec "$@"
 "#;
 
+/// Runs holdfast in [`SANDBOX`].
+const LAUNCHER: [&str; 8] = [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    SANDBOX,
+    "sh",
+];
+
 /// Why this machine cannot run a private journald, if it cannot.
 fn cannot_run_journald() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
@@ -91,20 +103,11 @@ fn events_and_forwarded_service_lines_reach_a_real_journald_with_their_fields() 
         eprintln!("skipped: {why}");
         return;
     }
-    let launcher = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        SANDBOX,
-        "sh",
-    ];
+    let launcher = LAUNCHER;
     let daemon = Daemon::start_wrapped(
         r#"
 [service.chatty]
-command = ["/bin/sh", "-c", "while [ ! -e go ]; do sleep 0.02; done; echo hello-out; echo hello-err >&2; exec sleep 1000"]
+command = ["/bin/sh", "-c", "while [ ! -e go ]; do sleep 0.02; done; echo hello-out; echo '<3>hello-err' >&2; echo plain-err >&2; exec sleep 1000"]
 working_dir = "{DIR}"
 start_secs = "0s"
 log.journald = true
@@ -136,7 +139,15 @@ log.journald = true
         "chatty's stderr line in the journal",
         line("hello-err"),
     );
+    // Its `<3>` prefix (sd-daemon(3)) set the priority and is not part of the message.
     assert_eq!(field(&err, "PRIORITY"), Some("3"), "{err:?}");
+    // stderr without a prefix is informational, as systemd takes a unit's stderr.
+    let plain = wait_entry(
+        &daemon,
+        "chatty's plain stderr line in the journal",
+        line("plain-err"),
+    );
+    assert_eq!(field(&plain, "PRIORITY"), Some("6"), "{plain:?}");
     // The log file keeps every line too.
     assert!(daemon.log("chatty").contains("hello-err"));
 
@@ -196,4 +207,48 @@ restart = "no"
     assert_eq!(exited["service"], "brief");
     assert_eq!(exited["exit_code"], 3, "numbers stay numbers: {exited}");
     assert!(exited["pid"].is_u64(), "{exited}");
+}
+
+#[test]
+fn a_reload_that_turns_journald_forwarding_on_keeps_the_service_running_and_forwards_its_lines() {
+    if let Some(why) = cannot_run_journald() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    // It prints a line each time `go` appears, so a line can be asked for after the reload.
+    let config = |forward: &str| {
+        format!(
+            r#"
+[service.chatty]
+command = ["/bin/sh", "-c", "while true; do if [ -e go ]; then rm go; echo said-after-reload; fi; sleep 0.05; done"]
+working_dir = "{{DIR}}"
+start_secs = "0s"
+log.journald = {forward}
+"#
+        )
+    };
+    let daemon = Daemon::start_wrapped(&config("false"), &LAUNCHER, &[]);
+    let pid = daemon.running_pid("chatty");
+    daemon.write_config(&config("true"));
+    daemon.cli_ok(&["reload"]);
+    std::fs::write(daemon.dir().join("go"), "").expect("failed to write go");
+    let pid_text = pid.to_string();
+    let entry = wait_entry(
+        &daemon,
+        "chatty's line in the journal after the reload",
+        |e| {
+            field(e, "SYSLOG_IDENTIFIER") == Some("chatty")
+                && field(e, "MESSAGE") == Some("said-after-reload")
+        },
+    );
+    assert_eq!(
+        field(&entry, "SYSLOG_PID"),
+        Some(pid_text.as_str()),
+        "{entry:?}"
+    );
+    assert_eq!(
+        daemon.running_pid("chatty"),
+        pid,
+        "the reload restarted chatty"
+    );
 }

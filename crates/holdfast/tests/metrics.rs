@@ -119,13 +119,20 @@ fn metrics_parse_with_prometheus_client_and_the_restart_counter_rises_after_a_cr
         None,
         "no restart yet: {before:#?}"
     );
-    let probes = r#"holdfast_probe_duration_seconds_count{probe="http",service="web"}"#;
+    let probes =
+        r#"holdfast_probe_duration_seconds_count{outcome="ok",probe="http",service="web"}"#;
     assert!(
         sample(&before, probes).is_some_and(|n| n >= 1.0),
         "{before:#?}"
     );
     assert_eq!(
-        sample(&before, r#"holdfast_build_info{version="0.1.0"}"#),
+        sample(
+            &before,
+            &format!(
+                r#"holdfast_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
         Some(1.0)
     );
     for name in [
@@ -139,6 +146,12 @@ fn metrics_parse_with_prometheus_client_and_the_restart_counter_rises_after_a_cr
         );
     }
     assert!(sample(&before, "holdfast_event_loop_lag_seconds{}").is_some());
+    for name in [
+        "holdfast_journal_dropped_lines_total{}",
+        "holdfast_log_dropped_entries_total{}",
+    ] {
+        assert_eq!(sample(&before, name), Some(0.0), "{name}: {before:#?}");
+    }
 
     kill_9(first);
     daemon.wait_for_service("api", "api runs again", |s| {

@@ -139,3 +139,72 @@ fn top_on_a_terminal_draws_on_the_alternate_screen_and_restores_the_terminal_on_
         "the cursor is shown again: {out:?}"
     );
 }
+
+#[test]
+fn top_says_holdfast_stopped_after_giving_the_terminal_back_when_the_daemon_shuts_down() {
+    let found = Command::new("sh")
+        .args(["-c", "command -v script"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipped: `script` (util-linux) is missing: no pseudo-terminal to test on");
+        return;
+    }
+    let mut daemon = Daemon::start(SERVICE);
+    let pid = daemon.running_pid("api");
+    let command = format!(
+        "{} top -s {}",
+        holdfast_bin().display(),
+        daemon.socket().display()
+    );
+    let mut term = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env(support::TAG_VAR, daemon.tag())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script starts");
+    let out = gather(&mut term);
+    wait_until("top draws api running", || {
+        let out = text(&out);
+        out.contains("\x1b[?1049h") && out.contains(&pid.to_string())
+    });
+    daemon.cli_ok(&["shutdown"]);
+    assert!(daemon.wait_exit().success());
+    assert!(wait_exit(&mut term).success(), "{:?}", text(&out));
+    let out = text(&out);
+    let left = out
+        .rfind("\x1b[?1049l")
+        .expect("the alternate screen was left");
+    let said = out
+        .rfind("holdfast stopped")
+        .unwrap_or_else(|| panic!("top says the daemon stopped: {out:?}"));
+    assert!(
+        said > left,
+        "said on the normal screen, not wiped with the alternate one: {out:?}"
+    );
+}
+
+#[test]
+fn status_watch_ends_when_its_reader_goes_away() {
+    let daemon = Daemon::start(SERVICE);
+    let first = daemon.running_pid("api");
+    let mut watch = holdfast()
+        .args(["status", "--watch", "-s"])
+        .arg(daemon.socket())
+        .env(support::TAG_VAR, daemon.tag())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("holdfast status --watch starts");
+    // Like `| head -1`: read the first line, then close the pipe.
+    let mut stdout = watch.stdout.take().expect("stdout is piped");
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).expect("reads the first snapshot") == 1 && byte[0] != b'\n' {}
+    drop(stdout);
+    // A change makes it write again, into the closed pipe.
+    kill_9(first);
+    daemon.wait_for_service("api", "api runs again", |s| {
+        s.state == "running" && s.pid.is_some_and(|p| p != first)
+    });
+    wait_exit(&mut watch);
+}

@@ -44,7 +44,8 @@ pub fn diff(old: &Plan, new: &Plan, dry_run: bool) -> ReloadPlan {
     plan
 }
 
-/// Equal but for what a running process does not depend on (hooks, group, on_restart),
+/// Equal but for what a running process does not depend on (hooks, group, on_restart,
+/// whether its output also goes to journald: the shell applies that to the live capture),
 /// and the build `[upgrade]` resolved at load: a reload after a flip of the watched link
 /// must not restart the service onto an unverified build behind the rollout's back
 /// (moving to it is an upgrade's job).
@@ -66,6 +67,10 @@ fn what_runs(spec: &ServiceSpec) -> ServiceSpec {
         hooks: crate::model::Hooks::default(),
         group: None,
         on_restart: crate::model::OnRestart::default(),
+        log: crate::model::LogSpec {
+            forward: crate::model::LogForward::default(),
+            ..spec.log
+        },
         upgrade: spec
             .upgrade
             .clone()
@@ -118,6 +123,17 @@ mod tests {
         other.command = vec!["sleep".into(), "10".into()];
         let d = diff(&plan(old), &plan(other), false);
         assert_eq!(d.changed, [name]);
+    }
+
+    #[test]
+    fn turning_journald_forwarding_on_restarts_nothing() {
+        let name = ServiceName::new("api").expect("valid name");
+        let old = ServiceSpec::with_defaults(name.clone(), vec!["sleep".into(), "9".into()]);
+        let mut forwarded = old.clone();
+        forwarded.log.forward = crate::model::LogForward::Journald;
+        let d = diff(&plan(old), &plan(forwarded), false);
+        assert_eq!(d.unchanged, [name]);
+        assert!(d.changed.is_empty());
     }
 
     #[test]

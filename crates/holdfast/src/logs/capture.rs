@@ -128,7 +128,7 @@ enum Op {
     EndRun(Box<(Stamp, [Vec<u8>; 2])>),
     SetSpec(LogSpec),
     /// The main process of the run whose lines follow (for the journal's `SYSLOG_PID`).
-    SetPid(Pid),
+    SetPid(Option<Pid>),
     /// Open the log file's path afresh (see [`Capture::reopen`]).
     Reopen,
     /// The last lines, once everything asked before is applied.
@@ -368,8 +368,9 @@ impl Capture {
     }
 
     /// The main process of the service's run (after a spawn or a `MAINPID=`), named in
-    /// the journal entries of the lines that follow.
-    pub fn set_pid(&self, pid: Pid) {
+    /// the journal entries of the lines that follow; `None` when no one process is known
+    /// to write them.
+    pub fn set_pid(&self, pid: Option<Pid>) {
         self.ask(Op::SetPid(pid));
     }
 
@@ -555,7 +556,7 @@ impl Task {
                 self.sink.forward = spec.forward;
                 self.sink.file.set_spec(spec);
             }
-            Op::SetPid(pid) => self.sink.journal.set_pid(Some(pid)),
+            Op::SetPid(pid) => self.sink.journal.set_pid(pid),
             Op::Reopen => self.sink.file.reopen(),
             Op::Recent { n, reply } => {
                 let _ = reply.send(self.sink.recent.last(n));

@@ -12,7 +12,7 @@ use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
@@ -27,6 +27,9 @@ pub const SOCKET: &str = "/run/systemd/journal/socket";
 
 /// Entries journald did not take (no journal, its queue full, ...), since start.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the last line was dropped: a warning tells when dropping starts, not each drop.
+static DROPPING: AtomicBool = AtomicBool::new(false);
 
 /// How many forwarded lines were dropped so far.
 pub fn dropped() -> u64 {
@@ -96,21 +99,38 @@ impl Forward {
     /// Sends one line of `stream` (without its newline); a failure is counted, never
     /// waited out.
     pub fn line(&self, stream: Stream, text: &[u8]) {
-        let priority: &[u8] = match stream {
-            Stream::Stderr => b"3",
-            Stream::Stdout | Stream::Holdfast => b"6",
+        let (priority, text) = match stream {
+            Stream::Stdout | Stream::Stderr => priority(text),
+            Stream::Holdfast => (&b"6"[..], text),
         };
         let mut entry = Vec::with_capacity(self.common.len() + text.len() + 32);
         entry.extend_from_slice(&self.common);
         put(&mut entry, "PRIORITY", priority);
         put(&mut entry, "MESSAGE", text);
-        if send(&entry).is_err() && DROPPED.fetch_add(1, Ordering::Relaxed) == 0 {
+        if send(&entry).is_ok() {
+            DROPPING.store(false, Ordering::Relaxed);
+            return;
+        }
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        // Once per episode: the first drop after a line got through.
+        if !DROPPING.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 service = %self.service,
                 "the journal did not take a line of output: lines it cannot take now are \
-                 dropped and counted (the log file keeps them all)"
+                 dropped and counted in holdfast_journal_dropped_lines_total (the log file \
+                 keeps them all)"
             );
         }
+    }
+}
+
+/// A line's priority and text: informational (6) for stdout and stderr alike, as systemd
+/// takes a unit's output, unless the line starts with a `<N>` prefix (sd-daemon(3)),
+/// which sets it and is left out of the message.
+fn priority(text: &[u8]) -> (&[u8], &[u8]) {
+    match text {
+        [b'<', level @ b'0'..=b'7', b'>', rest @ ..] => (std::slice::from_ref(level), rest),
+        _ => (b"6", text),
     }
 }
 
@@ -128,7 +148,13 @@ pub fn put(buf: &mut Vec<u8>, key: &str, value: &[u8]) {
     buf.push(b'\n');
 }
 
-/// Sends one entry: a datagram, or a sealed memfd when it is too big for one.
+/// Whether entries can be sent: a socket can be made and journald's is there.
+pub fn reachable() -> io::Result<()> {
+    socket().ok_or_else(|| io::Error::other("no socket for the journal"))?;
+    std::fs::metadata(SOCKET).map(drop)
+}
+
+/// Sends one entry without waiting (the socket is non-blocking): a datagram, or a sealed memfd when it is too big for one.
 pub fn send(entry: &[u8]) -> io::Result<()> {
     let socket = socket().ok_or_else(|| io::Error::other("no socket for the journal"))?;
     match socket.send_to(entry, SOCKET) {
@@ -170,6 +196,15 @@ fn send_memfd(socket: &UnixDatagram, entry: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_is_informational_unless_an_sd_daemon_prefix_says_otherwise() {
+        assert_eq!(priority(b"hello"), (&b"6"[..], &b"hello"[..]));
+        assert_eq!(priority(b"<3>failed"), (&b"3"[..], &b"failed"[..]));
+        assert_eq!(priority(b"<7>"), (&b"7"[..], &b""[..]));
+        assert_eq!(priority(b"<8>no"), (&b"6"[..], &b"<8>no"[..]));
+        assert_eq!(priority(b"<3"), (&b"6"[..], &b"<3"[..]));
+    }
 
     #[test]
     fn a_value_with_a_newline_is_length_prefixed_and_others_are_key_equals_value() {

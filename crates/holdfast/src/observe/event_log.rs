@@ -147,3 +147,31 @@ fn callsite<'k>(
     sites.insert(shape, site);
     site.metadata()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::{FIXED, WIDTH};
+    use crate::supervisor::event::Event;
+    use crate::supervisor::record::{record, tests::one_of_each};
+
+    /// A callsite keeps `WIDTH` fields: an event with more data would lose some in the log.
+    #[test]
+    fn every_event_kinds_data_fits_in_a_callsite() {
+        for kind in one_of_each() {
+            let event = Event {
+                service: None,
+                kind,
+            };
+            let record = record(1, UNIX_EPOCH, &event);
+            assert!(
+                record.data.len() <= WIDTH - FIXED.len(),
+                "{}: {} data keys, room for {}",
+                record.kind,
+                record.data.len(),
+                WIDTH - FIXED.len()
+            );
+        }
+    }
+}

@@ -4,8 +4,9 @@ use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
-use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::EnvFilter;
+
+use super::journald::JournaldLayer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -39,13 +40,9 @@ pub fn init(format: LogFormat, target: LogTarget) {
     let journald = match target {
         LogTarget::Stderr => None,
         LogTarget::Auto if !stderr_is_journal() => None,
-        LogTarget::Auto | LogTarget::Journald => match tracing_journald::layer() {
-            Ok(layer) => Some(
-                layer
-                    .with_field_prefix(Some(FIELD_PREFIX.to_owned()))
-                    .with_syslog_identifier("holdfast".to_owned())
-                    .with_priority_mappings(priorities()),
-            ),
+        LogTarget::Auto | LogTarget::Journald => match JournaldLayer::new(FIELD_PREFIX, "holdfast")
+        {
+            Ok(layer) => Some(layer),
             Err(e) => {
                 // Not fatal: the log still goes somewhere someone can read it.
                 eprintln!("holdfast: cannot log to the journal ({e}): logging to stderr");
@@ -72,16 +69,6 @@ pub fn init(format: LogFormat, target: LogTarget) {
             )
             .try_init(),
     };
-}
-
-/// syslog priorities as systemd units use them: what holdfast tells in the normal
-/// course of things (a spawn, an exit) is informational (6), its warnings 4, errors 3.
-fn priorities() -> PriorityMappings {
-    PriorityMappings {
-        info: Priority::Informational,
-        debug: Priority::Debug,
-        ..PriorityMappings::new()
-    }
 }
 
 fn filter() -> EnvFilter {

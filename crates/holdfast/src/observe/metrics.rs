@@ -5,22 +5,27 @@
 //! status snapshot and `/proc` at scrape time, off the supervisor task. Names and labels
 //! are stable (the README's "Metrics" table).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
-use crate::control::protocol::{EventRecord, RestartReason, ServiceState, Status};
+use crate::control::protocol::{RestartReason, ServiceState, Status};
+use crate::health::{ProbeFailure, ProbeOutcome};
+use crate::model::ExitStatus;
 use holdfast_core::health::HealthState;
 use holdfast_core::supervisor::event::variant_names;
+use holdfast_core::supervisor::event::{Event, EventKind};
 
 /// The `reason` label of a restart.
 pub fn reason_label(reason: &RestartReason) -> &'static str {
@@ -71,6 +76,7 @@ struct StateLabels {
 struct ProbeLabels {
     service: String,
     probe: String,
+    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,31 +84,104 @@ struct BuildLabels {
     version: String,
 }
 
+/// The label sets that name a service.
+trait OfService {
+    fn service(&self) -> &str;
+}
+
+macro_rules! of_service {
+    ($($labels:ty),*) => {
+        $(impl OfService for $labels {
+            fn service(&self) -> &str {
+                &self.service
+            }
+        })*
+    };
+}
+of_service!(
+    ServiceLabel,
+    RestartLabels,
+    ExitLabels,
+    OutcomeLabels,
+    ProbeLabels
+);
+
+/// A family whose series of one service can all be dropped (prometheus-client has no
+/// `retain`): it remembers the label sets it made.
+#[derive(Debug)]
+struct PerService<L, M, C = fn() -> M> {
+    family: Family<L, M, C>,
+    made: Arc<Mutex<HashSet<L>>>,
+}
+
+impl<L: Clone, M, C: Clone> Clone for PerService<L, M, C> {
+    fn clone(&self) -> Self {
+        PerService {
+            family: self.family.clone(),
+            made: Arc::clone(&self.made),
+        }
+    }
+}
+
+impl<L, M, C> PerService<L, M, C>
+where
+    L: Clone + Hash + Eq + OfService,
+    M: Clone,
+    C: MetricConstructor<M>,
+{
+    fn new(family: Family<L, M, C>) -> Self {
+        PerService {
+            family,
+            made: Arc::default(),
+        }
+    }
+
+    /// The series of `labels` (shared: counting on it counts in the family).
+    fn series(&self, labels: L) -> M {
+        let mut made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
+        let metric = self.family.get_or_create_owned(&labels);
+        made.insert(labels);
+        metric
+    }
+
+    fn forget(&self, service: &str) {
+        let mut made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
+        made.retain(|labels| {
+            let keep = labels.service() != service;
+            if !keep {
+                self.family.remove(labels);
+            }
+            keep
+        });
+    }
+}
+
 /// The counters, shared by the supervisor task (which counts) and the HTTP server
 /// (which reads). Cloning shares them.
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    restarts: Family<RestartLabels, Counter>,
-    exits: Family<ExitLabels, Counter>,
-    oom_kills: Family<ServiceLabel, Counter>,
-    upgrades: Family<OutcomeLabels, Counter>,
-    rollbacks: Family<ServiceLabel, Counter>,
-    crash_reports: Family<ServiceLabel, Counter>,
-    probes: Family<ProbeLabels, Histogram>,
-    /// How late the supervisor's last timer fired, in nanoseconds.
+    restarts: PerService<RestartLabels, Counter>,
+    exits: PerService<ExitLabels, Counter>,
+    oom_kills: PerService<ServiceLabel, Counter>,
+    upgrades: PerService<OutcomeLabels, Counter>,
+    rollbacks: PerService<ServiceLabel, Counter>,
+    crash_reports: PerService<ServiceLabel, Counter>,
+    probes: PerService<ProbeLabels, Histogram>,
+    /// How late the supervisor's timer fired at worst since the last scrape, in
+    /// nanoseconds: a spike between two scrapes is not hidden by a calm last wakeup.
     loop_lag_ns: Arc<AtomicU64>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            restarts: Family::default(),
-            exits: Family::default(),
-            oom_kills: Family::default(),
-            upgrades: Family::default(),
-            rollbacks: Family::default(),
-            crash_reports: Family::default(),
-            probes: Family::new_with_constructor(probe_histogram),
+            restarts: PerService::new(Family::default()),
+            exits: PerService::new(Family::default()),
+            oom_kills: PerService::new(Family::default()),
+            upgrades: PerService::new(Family::default()),
+            rollbacks: PerService::new(Family::default()),
+            crash_reports: PerService::new(Family::default()),
+            probes: PerService::new(Family::new_with_constructor(probe_histogram)),
             loop_lag_ns: Arc::default(),
         }
     }
@@ -116,10 +195,10 @@ fn probe_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// Counts what `record` tells. `restart_reason` is why a `restart_scheduled`
+    /// Counts what `event` tells. `restart_reason` is why a `restart_scheduled`
     /// restarts (the service's last cause, known to the core).
-    pub fn on_event(&self, record: &EventRecord, restart_reason: Option<&str>) {
-        let Some(service) = record.service.as_ref().map(|s| s.as_str().to_owned()) else {
+    pub fn on_event(&self, event: &Event, restart_reason: Option<&str>) {
+        let Some(service) = event.service.as_ref().map(|s| s.as_str().to_owned()) else {
             return;
         };
         let outcome = |outcome: &str| OutcomeLabels {
@@ -129,68 +208,90 @@ impl Metrics {
         let label = || ServiceLabel {
             service: service.clone(),
         };
-        match record.kind.as_str() {
-            "restart_scheduled" => {
+        match &event.kind {
+            EventKind::RestartScheduled { .. } => {
                 let reason = restart_reason.unwrap_or("unknown").to_owned();
                 let labels = RestartLabels {
                     service: service.clone(),
                     reason,
                 };
-                self.restarts.get_or_create(&labels).inc();
+                self.restarts.series(labels).inc();
             }
-            "exited" => self.on_exit(&service, record),
-            "upgraded" => {
-                self.upgrades.get_or_create(&outcome("upgraded")).inc();
+            EventKind::Exited { status, .. } => self.on_exit(&service, *status),
+            EventKind::Upgraded { .. } => {
+                self.upgrades.series(outcome("upgraded")).inc();
             }
-            "upgrade_refused" => {
-                self.upgrades.get_or_create(&outcome("refused")).inc();
+            EventKind::UpgradeRefused { .. } => {
+                self.upgrades.series(outcome("refused")).inc();
             }
-            "rolled_back" => {
-                self.upgrades.get_or_create(&outcome("rolled_back")).inc();
-                self.rollbacks.get_or_create(&label()).inc();
+            EventKind::RolledBack { .. } => {
+                self.upgrades.series(outcome("rolled_back")).inc();
+                self.rollbacks.series(label()).inc();
             }
-            "crash_reported" => {
-                self.crash_reports.get_or_create(&label()).inc();
+            // A removed service's series go: a counter that can no longer rise is noise.
+            EventKind::Removed => self.forget(&service),
+            EventKind::CrashReported { .. } => {
+                self.crash_reports.series(label()).inc();
             }
             _ => {}
         }
     }
 
-    fn on_exit(&self, service: &str, record: &EventRecord) {
-        let text = |key: &str| match record.data.get(key) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => String::new(),
+    fn forget(&self, service: &str) {
+        self.restarts.forget(service);
+        self.exits.forget(service);
+        self.oom_kills.forget(service);
+        self.upgrades.forget(service);
+        self.rollbacks.forget(service);
+        self.crash_reports.forget(service);
+        self.probes.forget(service);
+    }
+
+    fn on_exit(&self, service: &str, status: ExitStatus) {
+        let (code, signal) = match status {
+            ExitStatus::Exited(code) => (code.to_string(), String::new()),
+            ExitStatus::Signaled { signal, .. } => (String::new(), signal.as_str().to_owned()),
+            ExitStatus::OomKilled => (String::new(), "SIGKILL".to_owned()),
+            ExitStatus::Unknown => (String::new(), String::new()),
         };
         let labels = ExitLabels {
             service: service.to_owned(),
-            code: text("exit_code"),
-            signal: text("signal"),
+            code,
+            signal,
         };
-        self.exits.get_or_create(&labels).inc();
-        if record.data.get("oom_killed") == Some(&Value::Bool(true)) {
+        self.exits.series(labels).inc();
+        if status == ExitStatus::OomKilled {
             let label = ServiceLabel {
                 service: service.to_owned(),
             };
-            self.oom_kills.get_or_create(&label).inc();
+            self.oom_kills.series(label).inc();
         }
     }
 
-    /// A network probe (`http`, `tcp`) of `service` took `took`.
-    pub fn probe_took(&self, service: &str, probe: &str, took: Duration) {
+    /// A network probe (`http`, `tcp`) of `service` ended with `outcome` after `took`.
+    pub fn probe_took(&self, service: &str, probe: &str, outcome: &ProbeOutcome, took: Duration) {
+        let outcome = match outcome {
+            ProbeOutcome::Success => "ok",
+            ProbeOutcome::Failure(ProbeFailure::TimedOut(_)) => "timeout",
+            ProbeOutcome::Failure(_) => "fail",
+        };
         let labels = ProbeLabels {
             service: service.to_owned(),
             probe: probe.to_owned(),
+            outcome: outcome.to_owned(),
         };
-        self.probes
-            .get_or_create(&labels)
-            .observe(took.as_secs_f64());
+        self.probes.series(labels).observe(took.as_secs_f64());
     }
 
     /// The supervisor's timer fired `late` after its deadline.
     pub fn loop_lag(&self, late: Duration) {
         let ns = u64::try_from(late.as_nanos()).unwrap_or(u64::MAX);
-        self.loop_lag_ns.store(ns, Ordering::Relaxed);
+        self.loop_lag_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    /// The worst lag since the last scrape; the next scrape starts from zero.
+    fn take_loop_lag(&self) -> Duration {
+        Duration::from_nanos(self.loop_lag_ns.swap(0, Ordering::Relaxed))
     }
 
     /// The whole answer: counters as counted, gauges from `status` and `/proc`.
@@ -209,48 +310,62 @@ impl Metrics {
         r.register(
             "holdfast_service_restarts",
             "Automatic restarts scheduled, by reason (exit, spawn_error, not_ready, watchdog, health)",
-            self.restarts.clone(),
+            self.restarts.family.clone(),
         );
         r.register(
             "holdfast_service_exits",
             "Exits of main processes, by exit code or signal",
-            self.exits.clone(),
+            self.exits.family.clone(),
         );
         r.register(
             "holdfast_service_oom_kills",
             "Main processes killed by the kernel's OOM killer",
-            self.oom_kills.clone(),
+            self.oom_kills.family.clone(),
         );
         r.register(
             "holdfast_upgrades",
             "Finished rollouts of a new build, by outcome (upgraded, rolled_back, refused)",
-            self.upgrades.clone(),
+            self.upgrades.family.clone(),
         );
         r.register(
             "holdfast_rollbacks",
             "Rollouts rolled back to the previous build",
-            self.rollbacks.clone(),
+            self.rollbacks.family.clone(),
         );
         r.register(
             "holdfast_crash_reports",
             "Crash reports written",
-            self.crash_reports.clone(),
+            self.crash_reports.family.clone(),
         );
         r.register(
             "holdfast_probe_duration_seconds",
             "How long network health probes (http, tcp) took",
-            self.probes.clone(),
+            self.probes.family.clone(),
         );
     }
 
     fn register_self(&self, r: &mut Registry) {
         let lag = Gauge::<f64, AtomicU64>::default();
-        lag.set(Duration::from_nanos(self.loop_lag_ns.load(Ordering::Relaxed)).as_secs_f64());
+        lag.set(self.take_loop_lag().as_secs_f64());
         r.register(
             "holdfast_event_loop_lag_seconds",
-            "How late the supervisor's last timer fired (a busy or starved loop is late)",
+            "How late the supervisor's timers fired at worst since the last scrape (a busy or starved loop is late)",
             lag,
         );
+        for (name, help, value) in [
+            (
+                "holdfast_journal_dropped_lines",
+                "Lines of service output forwarded to journald it did not take (the log file has them)",
+                crate::logs::journal::dropped(),
+            ),
+            (
+                "holdfast_log_dropped_entries",
+                "Entries of holdfast's own log (its events included) journald did not take",
+                super::journald::dropped(),
+            ),
+        ] {
+            r.register(name, help, ConstCounter::new(value));
+        }
         let proc = ProcSelf::read();
         for (name, help, value) in [
             (
@@ -372,5 +487,46 @@ impl ProcSelf {
             fds: count("/proc/self/fd").saturating_sub(1),
             rss,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loop_lag_is_the_worst_since_the_last_scrape_and_starts_over_after_it() {
+        let metrics = Metrics::default();
+        metrics.loop_lag(Duration::from_millis(300));
+        metrics.loop_lag(Duration::from_millis(5));
+        assert_eq!(metrics.take_loop_lag(), Duration::from_millis(300));
+        assert_eq!(metrics.take_loop_lag(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_removed_service_leaves_no_series_behind() {
+        use crate::model::ServiceName;
+        let metrics = Metrics::default();
+        let event = |service: &str, kind: EventKind| Event {
+            service: Some(ServiceName::new(service).expect("valid name")),
+            kind,
+        };
+        metrics.on_exit("gone", ExitStatus::Exited(1));
+        metrics.on_exit("kept", ExitStatus::Exited(1));
+        metrics.on_event(&event("gone", EventKind::Removed), None);
+        let families = format!("{:?}", metrics.exits.made);
+        assert!(!families.contains("gone"), "{families}");
+        assert!(families.contains("kept"), "{families}");
+        assert!(
+            metrics
+                .exits
+                .family
+                .get(&ExitLabels {
+                    service: "gone".to_owned(),
+                    code: "1".to_owned(),
+                    signal: String::new(),
+                })
+                .is_none()
+        );
     }
 }

@@ -2,5 +2,6 @@
 //! journald entries), service output forwarded to journald, and metrics.
 
 pub mod event_log;
+pub mod journald;
 pub mod log;
 pub mod metrics;

@@ -46,7 +46,7 @@ pub fn describe(kind: &EventKind) -> (String, BTreeMap<String, Value>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use crate::unix::Pid;
@@ -68,7 +68,7 @@ mod tests {
     }
 
     /// One event of every kind, in the order of `kinds()`.
-    fn one_of_each() -> Vec<EventKind> {
+    pub(crate) fn one_of_each() -> Vec<EventKind> {
         let run = RunId(3);
         let pid = Pid::from_raw(42);
         vec![

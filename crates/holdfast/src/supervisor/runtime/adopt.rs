@@ -215,7 +215,10 @@ impl Shell {
                 .filter(|pid| *pid != adopted.main),
         );
         match Capture::reattach(&log_dir, &adopted.service, spec, &holders, ids) {
-            Ok(Some(capture)) => self.slot(&adopted.service).capture = Some(capture),
+            Ok(Some(capture)) => {
+                capture.set_pid(Some(adopted.main));
+                self.slot(&adopted.service).capture = Some(capture);
+            }
             Ok(None) => tracing::info!(
                 "{}: pid {} no longer writes to its pipes: its output is not captured",
                 adopted.service,

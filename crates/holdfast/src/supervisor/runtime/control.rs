@@ -507,6 +507,7 @@ impl Shell {
                 let reply = take_reply(&mut effects).expect("a reload is answered");
                 let done = self.execute(effects);
                 self.follow_watches();
+                self.apply_log_specs();
                 match reply {
                     Ok(core::Answer::Reload(mut diff)) => {
                         self.reload_http(http, &mut diff);
@@ -519,6 +520,17 @@ impl Shell {
         };
         self.answer_reload(by, result);
         done
+    }
+
+    /// A reload restarts no service for a change of its log settings (see `reload`'s
+    /// `what_runs`): its live capture takes them now.
+    fn apply_log_specs(&self) {
+        for (name, slot) in &self.slots {
+            if let (Some(capture), Some(spec)) = (&slot.capture, self.sup.plan().services.get(name))
+            {
+                capture.set_spec(spec.log);
+            }
+        }
     }
 
     /// `[holdfast] http` is the shell's: a reload moves the HTTP server, or says in the

@@ -11,8 +11,34 @@ use crate::model::ServiceName;
 use crate::observe::{event_log, metrics};
 use crate::supervisor::event::{Event, EventKind};
 use crate::supervisor::hooks::{self, Note};
+use crate::unix::Pid;
 
 impl Shell {
+    /// The pid the journal entries of `service`'s lines name after `event`, if it changes
+    /// it: none while two runs overlap (an upgrade: both write to the same pipes, a line
+    /// cannot be told whose), the survivor's once one of them exits.
+    fn journal_pid(&self, service: &ServiceName, event: &Event) -> Option<Option<Pid>> {
+        let now = self.sup.service(service)?;
+        let overlapping = now.live_runs().nth(1).is_some();
+        match event.kind {
+            EventKind::Spawned { pid, .. } | EventKind::MainPidChanged { pid } => {
+                Some((!overlapping).then_some(pid))
+            }
+            EventKind::Exited { .. } => Some(self.journal_pid_now(service)),
+            _ => None,
+        }
+    }
+
+    /// The pid `service`'s journal entries name as things stand: its run's, none while
+    /// runs overlap.
+    pub(super) fn journal_pid_now(&self, service: &ServiceName) -> Option<Pid> {
+        let now = self.sup.service(service)?;
+        if now.live_runs().nth(1).is_some() {
+            return None;
+        }
+        now.pid()
+    }
+
     pub(super) fn publish(&mut self, event: &Event) {
         self.roll_event(event);
         if let EventKind::Upgraded { .. } | EventKind::RolledBack { .. } = event.kind {
@@ -26,7 +52,11 @@ impl Shell {
             self.forget_cgroup(service);
         }
         if let Some(capture) = event.service.as_ref().and_then(|s| self.capture(s)) {
-            if let EventKind::Spawned { pid, .. } | EventKind::MainPidChanged { pid } = event.kind {
+            if let Some(pid) = event
+                .service
+                .as_ref()
+                .and_then(|s| self.journal_pid(s, event))
+            {
                 capture.set_pid(pid);
             }
             match event.kind {
@@ -52,7 +82,7 @@ impl Shell {
                 .map(|cause| metrics::reason_label(&cause.restart_reason())),
             _ => None,
         };
-        self.metrics.on_event(&record, restart_reason);
+        self.metrics.on_event(event, restart_reason);
         if record.service.is_some() {
             // Every change of a service's state or processes is an event.
             self.ledger.behind();

@@ -55,9 +55,10 @@ impl Shell {
                 let outcome = probe::run(&probe, timeout).await;
                 let kind = match probe {
                     Probe::Http { .. } => "http",
-                    _ => "tcp",
+                    Probe::Tcp { .. } => "tcp",
+                    Probe::Exec { .. } => "exec",
                 };
-                metrics.probe_took(service.as_str(), kind, began.elapsed());
+                metrics.probe_took(service.as_str(), kind, &outcome, began.elapsed());
                 // The loop may be gone (shutdown): nobody needs the result then.
                 let _ = tx.send(ProbeMsg::Done {
                     service,

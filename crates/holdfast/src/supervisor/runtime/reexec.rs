@@ -372,6 +372,12 @@ impl Shell {
         }
         self.rewatch_adopted(&handover.adopted);
         let done = self.apply(Input::Resume(handover.snapshot()));
+        // The resumed captures know no pid yet: the runs they read are the snapshot's.
+        for (name, slot) in &self.slots {
+            if let Some(capture) = &slot.capture {
+                capture.set_pid(self.journal_pid_now(name));
+            }
+        }
         self.rewatch();
         self.look_at_links();
         tracing::info!(
