@@ -24,11 +24,16 @@ struct Supervised {
 impl Supervised {
     /// `None` (with the reason printed) when supervisord is not installed.
     fn start() -> Option<Self> {
+        Self::start_with("", "")
+    }
+
+    /// With more demo-app `args` and more `[program:web]` keys (`extra`, lines).
+    fn start_with(args: &str, extra: &str) -> Option<Self> {
         let port = support::free_port();
         let program = format!(
-            "[program:web]\ncommand={app} --listen 127.0.0.1:{port}\n\
+            "[program:web]\ncommand={app} --listen 127.0.0.1:{port} {args}\n\
              startsecs=1\nautorestart=true\nstopasgroup=true\nkillasgroup=true\n\
-             stdout_logfile={{DIR}}/web.log\nredirect_stderr=true\n",
+             stdout_logfile={{DIR}}/web.log\nredirect_stderr=true\n{extra}",
             app = demo_app().display(),
         );
         match Supervisord::start(&program) {
@@ -191,6 +196,37 @@ fn a_failing_health_makes_supervisord_restart_the_program_and_holdfast_spawns_no
         .and_then(|m| m.last_arbitration)
         .unwrap_or_default();
     assert_eq!(last, format!("restarted by upstream (pid {new})"));
+    assert_eq!(sup.apps(), vec![new]);
+}
+
+#[test]
+fn a_program_that_ignores_sigterm_longer_than_arbiter_timeout_is_still_started_again() {
+    // stopwaitsecs (6 s) outlasts arbiter_timeout (3 s): supervisord only SIGKILLs it
+    // after holdfast's bound on one call has passed.
+    let Some(sup) = Supervised::start_with("--ignore-sigterm", "stopwaitsecs=6\n") else {
+        return;
+    };
+    let old = sup.wait_running();
+    let d = Daemon::start(&sup.config(""));
+    web(&d, "is observed healthy", |s| {
+        s.pid == Some(old)
+            && s.health
+                .as_ref()
+                .is_some_and(|h| h.probes > 0 && !h.in_grace)
+    });
+    assert!(get(sup.port, "/health/fail").contains("200"));
+    let mut new = None;
+    wait_until("supervisord runs web again, with a new pid", || {
+        assert!(
+            spawned_no_app(&d),
+            "holdfast never spawns an observed program"
+        );
+        new = sup.running_pid().filter(|pid| *pid != old);
+        new.is_some()
+    });
+    let new = new.expect("awaited");
+    assert!(!is_alive(old), "the old process was killed");
+    web(&d, "follows the new pid", |s| s.pid == Some(new));
     assert_eq!(sup.apps(), vec![new]);
 }
 

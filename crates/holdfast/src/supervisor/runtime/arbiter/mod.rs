@@ -99,9 +99,10 @@ impl Shell {
         tokio::spawn(async move {
             let done = match client {
                 Err(e) => Err(e),
-                Ok(client) => tokio::time::timeout(timeout, client.restart(&program))
-                    .await
-                    .unwrap_or_else(|_| Err(no_answer(timeout))),
+                // Not bounded as a whole: each call is, and the wait for the stop has
+                // its own bound (dropping the restart after the stop would leave the
+                // program stopped).
+                Ok(client) => client.restart(&program, timeout).await,
             };
             // The core sees the outcome in the next syncs (a new start, or none within
             // arbiter_timeout); the reason of a failure is for the log.

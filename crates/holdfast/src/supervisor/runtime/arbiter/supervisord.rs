@@ -19,6 +19,13 @@ use crate::unix::Pid;
 const NOT_RUNNING: i64 = 70;
 const ALREADY_STARTED: i64 = 60;
 
+/// How long a restart waits for supervisord to finish stopping the program: past its
+/// `stopwaitsecs` (10 s by default, often raised) supervisord kills it, so this only
+/// bounds a supervisord that never finishes.
+const STOP_BOUND: Duration = Duration::from_secs(15 * 60);
+/// How often a restart asks whether the stop has finished.
+const STOP_POLL: Duration = Duration::from_millis(250);
+
 /// A supervisord to ask.
 #[derive(Debug, Clone)]
 pub struct Supervisord {
@@ -76,12 +83,16 @@ impl Supervisord {
         }
     }
 
-    /// Restarts `program`: stop (waiting for it), then start (not waiting: the new
-    /// start shows at the next syncs).
-    pub async fn restart(&self, program: &str) -> Result<(), String> {
+    /// Restarts `program`: asks for a stop without waiting in the call, waits for the
+    /// program to leave STOPPING (supervisord's `stopwaitsecs`, then its SIGKILL, may
+    /// take longer than any one call may), then starts it (not waiting: the new start
+    /// shows at the next syncs). Each call is bounded by `timeout`; the wait for the
+    /// stop by `STOP_BOUND`, so a program that ignores SIGTERM is not left STOPPED.
+    pub async fn restart(&self, program: &str, timeout: Duration) -> Result<(), String> {
         let name = Value::Str(program.into());
+        let stop = [name.clone(), Value::Bool(false)];
         match self
-            .call_rpc("supervisor.stopProcess", &[name.clone(), Value::Bool(true)])
+            .call_within(timeout, "supervisor.stopProcess", &stop)
             .await
         {
             Ok(_)
@@ -90,8 +101,13 @@ impl Supervisord {
             })) => {}
             Err(e) => return Err(format!("stopProcess: {e}")),
         }
+        if !self.wait_stopped(program, timeout).await? {
+            // Someone started it again meanwhile: it is restarted.
+            return Ok(());
+        }
+        let start = [name, Value::Bool(false)];
         match self
-            .call_rpc("supervisor.startProcess", &[name, Value::Bool(false)])
+            .call_within(timeout, "supervisor.startProcess", &start)
             .await
         {
             Ok(_)
@@ -103,10 +119,48 @@ impl Supervisord {
         }
     }
 
+    /// Waits while supervisord shows `program` STOPPING: `true` once it is down
+    /// (stopped, exited, fatal), `false` when it runs again (started by someone else).
+    /// A timer-driven wait on an external system, bounded by `STOP_BOUND`.
+    async fn wait_stopped(&self, program: &str, timeout: Duration) -> Result<bool, String> {
+        let give_up = tokio::time::Instant::now() + STOP_BOUND;
+        loop {
+            let name = [Value::Str(program.into())];
+            let info = self
+                .call_within(timeout, "supervisor.getProcessInfo", &name)
+                .await
+                .map_err(|e| format!("getProcessInfo: {e}"))?;
+            match view_of(&info, now_secs()).state {
+                UpstreamState::Stopping => {}
+                UpstreamState::Running | UpstreamState::Starting => return Ok(false),
+                _ => return Ok(true),
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return Err(format!(
+                    "still stopping after {}",
+                    humantime::format_duration(STOP_BOUND)
+                ));
+            }
+            tokio::time::sleep(STOP_POLL).await;
+        }
+    }
+
     async fn call(&self, method: &str, params: &[Value]) -> Result<Value, String> {
         self.call_rpc(method, params)
             .await
             .map_err(|e| format!("{method}: {e}"))
+    }
+
+    /// `call_rpc` within `timeout`; past it, no answer.
+    async fn call_within(
+        &self,
+        timeout: Duration,
+        method: &str,
+        params: &[Value],
+    ) -> Result<Value, Call> {
+        tokio::time::timeout(timeout, self.call_rpc(method, params))
+            .await
+            .unwrap_or_else(|_| Err(Call::Io(super::no_answer(timeout))))
     }
 
     async fn call_rpc(&self, method: &str, params: &[Value]) -> Result<Value, Call> {
