@@ -282,6 +282,33 @@ fn with_supervisord_killed_and_takeover_holdfast_adopts_the_program_then_restart
 }
 
 #[test]
+fn a_supervisord_reload_is_not_taken_for_a_gone_supervisord() {
+    let Some(sup) = Supervised::start() else {
+        return;
+    };
+    let old = sup.wait_running();
+    let command = format!(
+        "takeover = true\ncommand = [\"{}\", \"--listen\", \"127.0.0.1:{}\"]",
+        demo_app().display(),
+        sup.port
+    );
+    let d = Daemon::start(&sup.config(&command));
+    web(&d, "is observed", |s| s.pid == Some(old));
+    let reload = sup.sup.ctl(&["reload"]);
+    assert!(reload.status.success(), "{reload:?}");
+    let mut new = None;
+    wait_until("supervisord runs web again after its reload", || {
+        new = sup.running_pid().filter(|pid| *pid != old);
+        new.is_some()
+    });
+    let new = new.expect("awaited");
+    let s = web(&d, "follows supervisord's new pid", |s| s.pid == Some(new));
+    assert!(!s.managed_by.is_some_and(|m| m.taken_over));
+    assert!(spawned_no_app(&d), "holdfast spawned no copy");
+    assert!(!events(&d).contains(&"taken_over".to_owned()));
+}
+
+#[test]
 fn with_supervisord_killed_and_no_takeover_holdfast_only_reports_it() {
     let Some(mut sup) = Supervised::start() else {
         return;

@@ -72,6 +72,17 @@ impl Harness {
         })
     }
 
+    /// The upstream fails every sync (one a second) for `seconds`.
+    fn unreachable_for(&mut self, seconds: u64) -> Vec<Effect> {
+        let gone = || UpstreamReport::Unreachable("connection refused".to_owned());
+        let mut effects = self.report(gone());
+        for _ in 0..seconds {
+            effects.extend(self.advance(secs(1)));
+            effects.extend(self.report(gone()));
+        }
+        effects
+    }
+
     fn observed_run(&self) -> RunId {
         self.service("web")
             .observation()
@@ -233,6 +244,52 @@ fn an_unreachable_upstream_without_takeover_is_only_reported() {
 }
 
 #[test]
+fn one_failed_sync_is_not_a_gone_upstream_and_a_doubt_is_checked_soon() {
+    let mut spec = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Allowed)
+    };
+    if let Some(m) = spec.managed_by.as_mut() {
+        m.sync_interval = secs(10);
+    }
+    let mut h = Harness::booted([spec]);
+    h.report(running(42, 7));
+    let mut effects = Vec::new();
+    for _ in 0..5 {
+        effects.extend(h.advance(secs(10)));
+        effects.extend(h.report(UpstreamReport::Unreachable("timeout".to_owned())));
+        // In doubt, the next sync comes within arbiter_timeout / 3, not sync_interval.
+        let soon = h.advance(ms(1700));
+        assert_eq!(count(&soon, "sync-upstream web"), 1, "{:?}", labels(&soon));
+        effects.extend(soon);
+        effects.extend(h.report(running(42, 7)));
+    }
+    // A lone failure with no answer after it decides nothing either.
+    effects.extend(h.report(UpstreamReport::Unreachable("timeout".to_owned())));
+    effects.extend(h.advance(secs(20)));
+    assert_eq!(count(&effects, "web UpstreamUnreachable"), 0);
+    assert_eq!(count(&effects, "take-over"), 0, "{:?}", labels(&effects));
+}
+
+#[test]
+fn a_busy_supervisord_is_not_gone() {
+    let spec = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Allowed)
+    };
+    let mut h = Harness::booted([spec]);
+    h.report(running(42, 7));
+    let mut effects = Vec::new();
+    for _ in 0..20 {
+        effects.extend(h.advance(secs(1)));
+        effects.extend(h.report(UpstreamReport::Busy("supervisord is RESTARTING".to_owned())));
+    }
+    assert_eq!(count(&effects, "take-over"), 0, "{:?}", labels(&effects));
+    assert_eq!(count(&effects, "web UpstreamUnreachable"), 0);
+    assert_eq!(h.state("web"), "running");
+}
+
+#[test]
 fn a_takeover_adopts_the_live_process_then_restarts_it_with_command() {
     let spec = ServiceSpec {
         command: vec!["/bin/web".to_owned()],
@@ -241,11 +298,7 @@ fn a_takeover_adopts_the_live_process_then_restarts_it_with_command() {
     let mut h = Harness::booted([spec]);
     h.report(running(42, 7));
     h.advance(secs(1));
-    h.report(UpstreamReport::Unreachable("connection refused".to_owned()));
-    let mut effects = Vec::new();
-    for _ in 0..6 {
-        effects.extend(h.advance(secs(1)));
-    }
+    let effects = h.unreachable_for(6);
     assert_eq!(
         count(&effects, "take-over web Some(42)"),
         1,
@@ -280,8 +333,7 @@ fn a_takeover_without_a_live_process_starts_command() {
         ..observed(Takeover::Allowed)
     };
     let mut h = Harness::booted([spec]);
-    h.report(UpstreamReport::Unreachable("no such file".to_owned()));
-    let effects = h.advance(secs(6));
+    let effects = h.unreachable_for(6);
     assert_eq!(
         count(&effects, "take-over web None"),
         1,
@@ -370,8 +422,7 @@ fn across_a_reexec_an_observed_service_is_observed_again_and_a_taken_over_one_st
     );
     assert_eq!(count(&effects, "spawn"), 0);
     // Taken over (the upstream went away, its process was adopted).
-    h.report(UpstreamReport::Unreachable("gone".to_owned()));
-    h.advance(secs(6));
+    h.unreachable_for(6);
     let run = h.observed_run();
     h.feed(Input::TakenOver {
         service: name("web"),

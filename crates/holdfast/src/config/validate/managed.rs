@@ -54,8 +54,27 @@ impl Validator<'_> {
             default_sync,
         );
         self.spawn_keys_of_observed(raw_name, raw, takeover);
+        let upstream = upstream?;
+        if let (Upstream::Systemd { .. }, Takeover::Allowed, Some(key)) =
+            (&upstream, takeover, raw.takeover.as_ref())
+        {
+            // systemctl failing (a busy bus, a daemon-reload) does not mean systemd is
+            // gone, and a process of a unit holdfast adopted would still be in that
+            // unit's cgroup, where systemd keeps managing it.
+            self.push(
+                Problem::new(
+                    format!("`service.{svc}.takeover` with a systemd upstream"),
+                    key.span(),
+                    "only for supervisord:PROGRAM",
+                )
+                .with_help(
+                    "systemd outlives holdfast; remove takeover, or let holdfast run \
+                     the service itself (remove managed_by)",
+                ),
+            );
+        }
         Some(ManagedBy {
-            upstream: upstream?,
+            upstream,
             takeover,
             arbiter_timeout,
             health_grace_period,
@@ -336,11 +355,28 @@ mod tests {
                 .help()
                 .is_some_and(|h| h.contains("takeover = true"))
         );
-        let src =
-            "[service.web]\nmanaged_by = \"systemd:web\"\ntakeover = true\nrestart = \"always\"\n";
+        let src = "[service.web]\nmanaged_by = \"supervisord:web\"\ntakeover = true\nrestart = \"always\"\n";
         let found = problems(src);
         assert_eq!(found.len(), 1, "takeover needs a command: {found:#?}");
         assert!(found[0].message().contains("no `command`"));
+    }
+
+    #[test]
+    fn takeover_of_a_systemd_unit_is_refused_at_the_key() {
+        let src = "[service.web]\nmanaged_by = \"systemd:web.service\"\ntakeover = true\n\
+                   command = [\"/bin/web\"]\n";
+        let found = problems(src);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].message().contains("systemd upstream"),
+            "{found:#?}"
+        );
+        assert_eq!(snippet(src, &found[0]), "true");
+        assert!(
+            found[0]
+                .help()
+                .is_some_and(|h| h.contains("remove takeover"))
+        );
     }
 
     #[test]

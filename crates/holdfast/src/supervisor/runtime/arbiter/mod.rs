@@ -77,7 +77,10 @@ impl Shell {
                 Ok(client) => match tokio::time::timeout(timeout, client.view(&program)).await {
                     Err(_) => UpstreamReport::Unreachable(no_answer(timeout)),
                     Ok(Err(e)) => UpstreamReport::Unreachable(e),
-                    Ok(Ok(view)) => UpstreamReport::Seen(with_proc_start(view)),
+                    Ok(Ok(UpstreamReport::Seen(view))) => {
+                        UpstreamReport::Seen(with_proc_start(view))
+                    }
+                    Ok(Ok(report)) => report,
                 },
             };
             let _ = tx.send(Input::Upstream {

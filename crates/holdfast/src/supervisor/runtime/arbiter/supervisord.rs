@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::xmlrpc::{RpcError, Value, encode_call, parse_response};
 use crate::model::{SUPERVISORD_SERVERURL, SupervisordAccess, SupervisordServer};
-use crate::supervisor::service::{UpstreamState, UpstreamView};
+use crate::supervisor::service::{UpstreamReport, UpstreamState, UpstreamView};
 use crate::unix::Pid;
 
 /// supervisord's fault codes that a restart expects (`xmlrpc.Faults`).
@@ -56,29 +56,32 @@ impl Supervisord {
     }
 
     /// What supervisord says of `program`. An unknown program is seen, in an unknown
-    /// state; supervisord not running (shutting down) or not answering is an error.
-    pub async fn view(&self, program: &str) -> Result<UpstreamView, String> {
+    /// state; supervisord restarting or shutting down is busy (it answers: it is not
+    /// gone); not answering is an error.
+    pub async fn view(&self, program: &str) -> Result<UpstreamReport, String> {
         let state = self.call("supervisor.getState", &[]).await?;
         let statename = state
             .get("statename")
             .and_then(Value::as_str)
             .unwrap_or("?");
         if statename != "RUNNING" {
-            return Err(format!("supervisord is {statename}"));
+            return Ok(UpstreamReport::Busy(format!("supervisord is {statename}")));
         }
         match self
             .call_rpc("supervisor.getProcessInfo", &[Value::Str(program.into())])
             .await
         {
-            Ok(info) => Ok(view_of(&info, now_secs())),
-            Err(Call::Rpc(RpcError::Fault { string, .. })) => Ok(UpstreamView {
-                state: UpstreamState::Unknown,
-                detail: string,
-                pid: None,
-                start: None,
-                uptime: None,
-                proc_start: None,
-            }),
+            Ok(info) => Ok(UpstreamReport::Seen(view_of(&info, now_secs()))),
+            Err(Call::Rpc(RpcError::Fault { string, .. })) => {
+                Ok(UpstreamReport::Seen(UpstreamView {
+                    state: UpstreamState::Unknown,
+                    detail: string,
+                    pid: None,
+                    start: None,
+                    uptime: None,
+                    proc_start: None,
+                }))
+            }
             Err(e) => Err(e.to_string()),
         }
     }
