@@ -309,6 +309,39 @@ fn a_supervisord_reload_is_not_taken_for_a_gone_supervisord() {
 }
 
 #[test]
+fn a_stopped_supervisord_that_does_not_answer_is_not_taken_over() {
+    let Some(sup) = Supervised::start() else {
+        return;
+    };
+    let pid = sup.wait_running();
+    let command = format!(
+        "takeover = true\ncommand = [\"{}\", \"--listen\", \"127.0.0.1:{}\"]",
+        demo_app().display(),
+        sup.port
+    );
+    let d = Daemon::start(&sup.config(&command));
+    web(&d, "is observed", |s| s.pid == Some(pid));
+    let supervisord = sup.sup.pid().to_string();
+    let signal = |sig: &str| {
+        let done = Command::new("kill").args([sig, &supervisord]).status();
+        assert!(done.is_ok_and(|s| s.success()), "kill {sig}");
+    };
+    // Alive but silent: its socket accepts, nothing answers.
+    signal("-STOP");
+    d.wait_until("holdfast reports supervisord unreachable", |d| {
+        events(d).contains(&"upstream_unreachable".to_owned())
+    });
+    let kinds = events(&d);
+    signal("-CONT");
+    assert!(!kinds.contains(&"taken_over".to_owned()), "{kinds:?}");
+    assert!(spawned_no_app(&d), "holdfast spawned no copy");
+    web(&d, "is observed again", |s| {
+        s.state == "running" && s.pid == Some(pid)
+    });
+    assert!(!events(&d).contains(&"taken_over".to_owned()));
+}
+
+#[test]
 fn with_supervisord_killed_and_no_takeover_holdfast_only_reports_it() {
     let Some(mut sup) = Supervised::start() else {
         return;

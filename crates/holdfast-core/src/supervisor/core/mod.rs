@@ -247,11 +247,13 @@ pub enum Effect {
     /// The upstream of observed `service` is gone and `takeover = true`: hold
     /// `process`, the one it last showed running (pid and `/proc` start time), if it
     /// is still alive (its exit then is the exit of `run`), and answer with
-    /// `Input::TakenOver`.
+    /// `Input::TakenOver` -- or, when `upstream` (its own process, pid and start
+    /// time) is still alive, with `Input::Upstream` of a busy upstream: it is not gone.
     TakeOver {
         service: ServiceName,
         run: RunId,
         process: Option<(Pid, u64)>,
+        upstream: Option<(Pid, u64)>,
     },
     /// Append a record of this exit to the quarantine queue (`<state_dir>/quarantine.jsonl`).
     Quarantine {

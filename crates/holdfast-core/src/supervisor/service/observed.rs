@@ -65,6 +65,9 @@ pub struct UpstreamView {
     /// The start time of `pid` as `/proc` has it (clock ticks since boot), read by the
     /// shell when it saw the view: with the pid it names the process for a takeover.
     pub proc_start: Option<u64>,
+    /// The upstream's own process (supervisord's pid, by `supervisor.getPID`) with
+    /// its `/proc` start time: a takeover first checks it is really gone.
+    pub upstream_pid: Option<(Pid, u64)>,
 }
 
 impl UpstreamView {
@@ -382,6 +385,10 @@ impl Service {
             UpstreamReport::Seen(view) => view,
             UpstreamReport::Busy(_) => {
                 observation.reach = Reach::Reachable;
+                // Also the shell's answer to a takeover of an upstream still alive.
+                if observation.arbitration == Arbitration::TakingOver {
+                    observation.arbitration = Arbitration::Idle;
+                }
                 observation.sync_due = Some(later(now, soon));
                 return Vec::new();
             }
@@ -513,6 +520,7 @@ impl Service {
             let (pid, _) = view.start_mark()?;
             Some((pid, view.proc_start?))
         });
+        let upstream_pid = observation.view.as_ref().and_then(|v| v.upstream_pid);
         if takeover {
             observation.arbitration = Arbitration::TakingOver;
         }
@@ -527,6 +535,7 @@ impl Service {
                 service: name,
                 run,
                 process,
+                upstream: upstream_pid,
             });
         }
         effects

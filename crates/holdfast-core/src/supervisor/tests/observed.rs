@@ -54,6 +54,7 @@ fn running(pid: i32, start: u64) -> UpstreamReport {
         start: Some(start),
         uptime: None,
         proc_start: Some(start * 100),
+        upstream_pid: Some((Pid::from_raw(9), 900)),
     })
 }
 
@@ -143,6 +144,7 @@ fn an_observed_service_is_never_spawned_and_follows_the_upstream() {
         start: None,
         uptime: None,
         proc_start: None,
+        upstream_pid: None,
     }));
     assert_eq!(labels(&stopped), ["web UpstreamState"]);
     assert_eq!(h.state("web"), "stopped");
@@ -287,6 +289,32 @@ fn a_busy_supervisord_is_not_gone() {
     assert_eq!(count(&effects, "take-over"), 0, "{:?}", labels(&effects));
     assert_eq!(count(&effects, "web UpstreamUnreachable"), 0);
     assert_eq!(h.state("web"), "running");
+}
+
+#[test]
+fn a_takeover_the_shell_finds_the_upstream_alive_for_is_called_off() {
+    let spec = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Allowed)
+    };
+    let mut h = Harness::booted([spec]);
+    h.report(running(42, 7));
+    let effects = h.unreachable_for(6);
+    assert_eq!(count(&effects, "take-over web Some(42)"), 1);
+    // supervisord's own process still lives: the shell answers "busy", not taken over.
+    let busy = h.report(UpstreamReport::Busy("alive".to_owned()));
+    assert_eq!(count(&busy, "spawn"), 0);
+    assert_eq!(h.state("web"), "running");
+    let run = h.observed_run();
+    let late = h.feed(Input::TakenOver {
+        service: name("web"),
+        run,
+        adopted: None,
+    });
+    assert_eq!(count(&late, "spawn"), 0, "a stale answer starts nothing");
+    // Still silent after that: decided again, once.
+    let again = h.unreachable_for(6);
+    assert_eq!(count(&again, "take-over web"), 1, "{:?}", labels(&again));
 }
 
 #[test]

@@ -51,7 +51,17 @@ impl Shell {
                 service,
                 run,
                 process,
-            } => return Some(self.take_over(service, run, process)),
+                upstream,
+            } => {
+                if let Some(busy) = alive(upstream) {
+                    tracing::warn!("{service}: no takeover: {busy}");
+                    return Some(Input::Upstream {
+                        service,
+                        report: Box::new(UpstreamReport::Busy(busy)),
+                    });
+                }
+                return Some(self.take_over(service, run, process));
+            }
             _ => {}
         }
         None
@@ -253,15 +263,33 @@ impl Shell {
     }
 }
 
-/// `view` with the `/proc` start time of its pid, which names the process should
-/// holdfast take it over later.
+/// `view` with the `/proc` start times of its pid, which names the process should
+/// holdfast take it over later, and of the upstream's own process. A pid whose parent
+/// is not the upstream's process (when it names one) is none the upstream runs: it is
+/// never to be adopted.
 fn with_proc_start(mut view: UpstreamView) -> UpstreamView {
+    let live = |pid| proc_stat(pid).ok().filter(|stat| !stat.is_zombie());
+    view.upstream_pid = view
+        .upstream_pid
+        .and_then(|(pid, _)| Some((pid, live(pid)?.start_time)));
     view.proc_start = view
         .pid
-        .and_then(|pid| proc_stat(pid).ok())
-        .filter(|stat| !stat.is_zombie())
+        .and_then(live)
+        .filter(|stat| {
+            view.upstream_pid
+                .is_none_or(|(upstream, _)| stat.ppid == upstream)
+        })
         .map(|stat| stat.start_time);
     view
+}
+
+/// Why the upstream is not gone, when its own process (`upstream`: pid and start
+/// time, seen at the last sync) still lives: it only does not answer.
+fn alive(upstream: Option<(Pid, u64)>) -> Option<String> {
+    let (pid, start) = upstream?;
+    proc_stat(pid)
+        .is_ok_and(|stat| stat.start_time == start && !stat.is_zombie())
+        .then(|| format!("its process (pid {pid}) is alive; it only does not answer"))
 }
 
 fn no_answer(timeout: Duration) -> String {

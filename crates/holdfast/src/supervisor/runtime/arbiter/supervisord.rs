@@ -67,11 +67,20 @@ impl Supervisord {
         if statename != "RUNNING" {
             return Ok(UpstreamReport::Busy(format!("supervisord is {statename}")));
         }
+        let own = self.call("supervisor.getPID", &[]).await?;
+        let own = own
+            .as_int()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .filter(|pid| *pid > 0)
+            .map(|pid| (Pid::from_raw(pid), 0));
         match self
             .call_rpc("supervisor.getProcessInfo", &[Value::Str(program.into())])
             .await
         {
-            Ok(info) => Ok(UpstreamReport::Seen(view_of(&info, now_secs()))),
+            Ok(info) => Ok(UpstreamReport::Seen(UpstreamView {
+                upstream_pid: own,
+                ..view_of(&info, now_secs())
+            })),
             Err(Call::Rpc(RpcError::Fault { string, .. })) => {
                 Ok(UpstreamReport::Seen(UpstreamView {
                     state: UpstreamState::Unknown,
@@ -80,6 +89,7 @@ impl Supervisord {
                     start: None,
                     uptime: None,
                     proc_start: None,
+                    upstream_pid: None,
                 }))
             }
             Err(e) => Err(e.to_string()),
@@ -271,6 +281,7 @@ pub fn view_of(info: &Value, now: i64) -> UpstreamView {
         start,
         uptime,
         proc_start: None,
+        upstream_pid: None,
     }
 }
 
