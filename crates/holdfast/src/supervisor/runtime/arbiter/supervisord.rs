@@ -23,6 +23,8 @@ const ALREADY_STARTED: i64 = 60;
 /// `stopwaitsecs` (10 s by default, often raised) supervisord kills it, so this only
 /// bounds a supervisord that never finishes.
 const STOP_BOUND: Duration = Duration::from_secs(15 * 60);
+/// The largest answer read from supervisord.
+const MAX_ANSWER: usize = 1 << 20;
 /// How often a restart asks whether the stop has finished.
 const STOP_POLL: Duration = Duration::from_millis(250);
 
@@ -222,7 +224,13 @@ impl Supervisord {
         if status != StatusCode::OK {
             return Err(Call::Io(format!("HTTP {status}")));
         }
-        Ok(response.into_body().collect().await.map_err(io)?.to_bytes())
+        // supervisord's answers are small; a flood is refused, not held in memory.
+        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER);
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| Call::Io(format!("answer: {e} (at most {MAX_ANSWER} bytes)")))?;
+        Ok(body.to_bytes())
     }
 }
 
@@ -319,6 +327,32 @@ mod tests {
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b"abc"), "YWJj");
         assert_eq!(base64(b""), "");
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_an_answer_is_refused() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = std::env::temp_dir().join(format!("holdfast-flood-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut request = [0_u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let size = 4 * MAX_ANSWER;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n");
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&vec![b' '; size]).await;
+        });
+        let client = Supervisord {
+            server: SupervisordServer::Unix(path),
+            auth: None,
+        };
+        let err = client.view("web").await.expect_err("refused");
+        assert!(err.contains("at most"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
