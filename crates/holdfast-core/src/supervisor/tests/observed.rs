@@ -396,7 +396,25 @@ fn a_reload_moves_a_service_between_holdfast_and_an_upstream() {
     };
     let mut h = Harness::booted([observed(Takeover::Never)]);
     h.report(running(42, 7));
-    // holdfast runs it now: it starts it.
+    // While supervisord still runs its copy, holdfast starting one would be a second.
+    let (reply, effects) = h.control(Input::Reload(plan([own.clone()])));
+    let error = reply.expect_err("refused while the upstream runs it");
+    assert!(
+        error.message.contains("supervisorctl stop web"),
+        "{error:?}"
+    );
+    assert_eq!(count(&effects, "spawn"), 0, "{:?}", labels(&effects));
+    assert_eq!(h.state("web"), "running");
+    h.report(UpstreamReport::Seen(UpstreamView {
+        state: UpstreamState::Stopped,
+        detail: "STOPPED".to_owned(),
+        pid: None,
+        start: None,
+        uptime: None,
+        proc_start: None,
+        upstream_pid: None,
+    }));
+    // Stopped there: holdfast runs it now, it starts it.
     let (_, effects) = h.reload([own.clone()]);
     assert_eq!(count(&effects, "spawn web"), 1, "{:?}", labels(&effects));
     // And back: holdfast stops its copy, then observes the upstream's.
