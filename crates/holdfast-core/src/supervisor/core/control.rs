@@ -291,7 +291,7 @@ impl Supervisor {
             let runs = observation.view.as_ref().is_some_and(|v| {
                 matches!(v.state, UpstreamState::Running | UpstreamState::Starting)
             });
-            (moved && runs).then(|| (name, &old.upstream))
+            (moved && runs).then_some((name, &old.upstream))
         })?;
         let (name, upstream) = blocked;
         let stop = match upstream {
