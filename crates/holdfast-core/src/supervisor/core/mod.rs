@@ -130,9 +130,11 @@ pub enum Input {
         service: ServiceName,
         to: std::path::PathBuf,
     },
-    /// The outcome of an `Effect::SyncUpstream` of observed `service`.
+    /// The outcome of an `Effect::SyncUpstream` of observed `service`, for the
+    /// observation `run` it was asked for (a report of an earlier one is dropped).
     Upstream {
         service: ServiceName,
+        run: RunId,
         report: Box<UpstreamReport>,
     },
     /// The answer to `Effect::TakeOver`: `adopted` is the upstream's process, now held
@@ -234,6 +236,7 @@ pub enum Effect {
     /// unreachable). Never on the runtime task: it may take that long.
     SyncUpstream {
         service: ServiceName,
+        run: RunId,
         upstream: Upstream,
         timeout: std::time::Duration,
     },
@@ -585,7 +588,11 @@ fn for_service(input: Input) -> Option<(ServiceName, Order)> {
             pid,
             alive_at,
         } => (service, Order::Adopted { run, pid, alive_at }),
-        Input::Upstream { service, report } => (service, Order::Upstream(*report)),
+        Input::Upstream {
+            service,
+            run,
+            report,
+        } => (service, Order::Upstream { run, report }),
         Input::TakenOver {
             service,
             run,

@@ -247,7 +247,12 @@ impl Service {
     /// spawns or signals a process.
     pub(super) fn observed_order(&mut self, order: Order, now: Instant) -> Vec<Effect> {
         match order {
-            Order::Upstream(report) => self.upstream_report(report, now),
+            Order::Upstream { run, report } => {
+                if run != self.observation_mut().run {
+                    return Vec::new();
+                }
+                self.upstream_report(*report, now)
+            }
             Order::TakenOver { run, adopted } => self.taken_over(run, adopted, now),
             Order::Tick => self.observed_tick(now),
             Order::ProbeResult { run, outcome } => {
@@ -343,6 +348,7 @@ impl Service {
             observation.sync_due = None;
             effects.push(Effect::SyncUpstream {
                 service: name,
+                run: observation.run,
                 upstream,
                 timeout,
             });

@@ -67,8 +67,10 @@ fn count(effects: &[Effect], prefix: &str) -> usize {
 
 impl Harness {
     fn report(&mut self, report: UpstreamReport) -> Vec<Effect> {
+        let run = self.observed_run();
         self.feed(Input::Upstream {
             service: name("web"),
+            run,
             report: Box::new(report),
         })
     }
@@ -318,6 +320,21 @@ fn a_takeover_the_shell_finds_the_upstream_alive_for_is_called_off() {
     // Still silent after that: decided again, once.
     let again = h.unreachable_for(6);
     assert_eq!(count(&again, "take-over web"), 1, "{:?}", labels(&again));
+}
+
+#[test]
+fn a_report_for_an_earlier_observation_is_dropped() {
+    let mut h = Harness::booted([observed(Takeover::Never)]);
+    h.report(running(42, 7));
+    let run = h.observed_run();
+    let stale = h.feed(Input::Upstream {
+        service: name("web"),
+        run: RunId(run.0.wrapping_add(1000)),
+        report: Box::new(running(99, 8)),
+    });
+    assert!(stale.is_empty(), "{:?}", labels(&stale));
+    let seen = h.service("web").observation().and_then(|o| o.view.as_ref());
+    assert_eq!(seen.and_then(|v| v.pid), Some(Pid::from_raw(42)));
 }
 
 #[test]

@@ -27,8 +27,8 @@ pub use supervisord::Supervisord;
 /// What the output of a `systemctl` is for.
 #[derive(Debug, Clone, Copy)]
 enum Asked {
-    /// `show`: a view to report.
-    Show,
+    /// `show`: a view to report, for the observation `run`.
+    Show(RunId),
     /// `restart`: only logged when it fails.
     Restart,
 }
@@ -39,9 +39,10 @@ impl Shell {
         match effect {
             Effect::SyncUpstream {
                 service,
+                run,
                 upstream,
                 timeout,
-            } => self.sync_upstream(service, upstream, timeout),
+            } => self.sync_upstream(service, run, upstream, timeout),
             Effect::RestartUpstream {
                 service,
                 upstream,
@@ -57,6 +58,7 @@ impl Shell {
                     tracing::warn!("{service}: no takeover: {busy}");
                     return Some(Input::Upstream {
                         service,
+                        run,
                         report: Box::new(UpstreamReport::Busy(busy)),
                     });
                 }
@@ -71,11 +73,17 @@ impl Shell {
         Supervisord::of(self.sup.plan().daemon.supervisord.as_deref())
     }
 
-    fn sync_upstream(&mut self, service: ServiceName, upstream: Upstream, timeout: Duration) {
+    fn sync_upstream(
+        &mut self,
+        service: ServiceName,
+        run: RunId,
+        upstream: Upstream,
+        timeout: Duration,
+    ) {
         let program = match upstream {
             Upstream::Systemd { unit } => {
                 let args = systemd::show_args(&unit);
-                return self.run_systemctl(service, args, timeout, Asked::Show);
+                return self.run_systemctl(service, args, timeout, Asked::Show(run));
             }
             Upstream::Supervisord { program } => program,
         };
@@ -95,6 +103,7 @@ impl Shell {
             };
             let _ = tx.send(Input::Upstream {
                 service,
+                run,
                 report: Box::new(report),
             });
         });
@@ -136,16 +145,17 @@ impl Shell {
         asked: Asked,
     ) {
         let tx = self.inputs_tx.clone();
-        let report = |report: UpstreamReport| Input::Upstream {
+        let report = |run, report: UpstreamReport| Input::Upstream {
             service: service.clone(),
+            run,
             report: Box::new(report),
         };
         let (read, pid) = match self.spawn_systemctl(&service, &args) {
             Ok(spawned) => spawned,
             Err(e) => {
                 tracing::warn!("{service}: cannot run systemctl: {e}");
-                if let Asked::Show = asked {
-                    let _ = tx.send(report(UpstreamReport::Unreachable(e)));
+                if let Asked::Show(run) = asked {
+                    let _ = tx.send(report(run, UpstreamReport::Unreachable(e)));
                 }
                 return;
             }
@@ -158,9 +168,10 @@ impl Shell {
                     // Only while it is not reaped: its pid is not reused then.
                     let _ = super::probes::kill_group(pid);
                     tracing::warn!("{service}: {} timed out", args.join(" "));
-                    if let Asked::Show = asked {
+                    if let Asked::Show(run) = asked {
                         let input = Input::Upstream {
                             service,
+                            run,
                             report: Box::new(UpstreamReport::Unreachable(no_answer(timeout))),
                         };
                         let _ = tx.send(input);
@@ -169,13 +180,14 @@ impl Shell {
                 }
             };
             match asked {
-                Asked::Show => {
+                Asked::Show(run) => {
                     let report = match systemd::parse_show(&output, monotonic_usec()) {
                         Ok(view) => UpstreamReport::Seen(with_proc_start(view)),
                         Err(e) => UpstreamReport::Unreachable(e),
                     };
                     let _ = tx.send(Input::Upstream {
                         service,
+                        run,
                         report: Box::new(report),
                     });
                 }
