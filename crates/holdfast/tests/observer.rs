@@ -24,11 +24,16 @@ struct Supervised {
 impl Supervised {
     /// `None` (with the reason printed) when supervisord is not installed.
     fn start() -> Option<Self> {
+        Self::start_with("", "")
+    }
+
+    /// With more demo-app `args` and more `[program:web]` keys (`extra`, lines).
+    fn start_with(args: &str, extra: &str) -> Option<Self> {
         let port = support::free_port();
         let program = format!(
-            "[program:web]\ncommand={app} --listen 127.0.0.1:{port}\n\
+            "[program:web]\ncommand={app} --listen 127.0.0.1:{port} {args}\n\
              startsecs=1\nautorestart=true\nstopasgroup=true\nkillasgroup=true\n\
-             stdout_logfile={{DIR}}/web.log\nredirect_stderr=true\n",
+             stdout_logfile={{DIR}}/web.log\nredirect_stderr=true\n{extra}",
             app = demo_app().display(),
         );
         match Supervisord::start(&program) {
@@ -195,6 +200,37 @@ fn a_failing_health_makes_supervisord_restart_the_program_and_holdfast_spawns_no
 }
 
 #[test]
+fn a_program_that_ignores_sigterm_longer_than_arbiter_timeout_is_still_started_again() {
+    // stopwaitsecs (6 s) outlasts arbiter_timeout (3 s): supervisord only SIGKILLs it
+    // after holdfast's bound on one call has passed.
+    let Some(sup) = Supervised::start_with("--ignore-sigterm", "stopwaitsecs=6\n") else {
+        return;
+    };
+    let old = sup.wait_running();
+    let d = Daemon::start(&sup.config(""));
+    web(&d, "is observed healthy", |s| {
+        s.pid == Some(old)
+            && s.health
+                .as_ref()
+                .is_some_and(|h| h.probes > 0 && !h.in_grace)
+    });
+    assert!(get(sup.port, "/health/fail").contains("200"));
+    let mut new = None;
+    wait_until("supervisord runs web again, with a new pid", || {
+        assert!(
+            spawned_no_app(&d),
+            "holdfast never spawns an observed program"
+        );
+        new = sup.running_pid().filter(|pid| *pid != old);
+        new.is_some()
+    });
+    let new = new.expect("awaited");
+    assert!(!is_alive(old), "the old process was killed");
+    web(&d, "follows the new pid", |s| s.pid == Some(new));
+    assert_eq!(sup.apps(), vec![new]);
+}
+
+#[test]
 fn with_supervisord_killed_and_takeover_holdfast_adopts_the_program_then_restarts_it() {
     let Some(mut sup) = Supervised::start() else {
         return;
@@ -243,6 +279,66 @@ fn with_supervisord_killed_and_takeover_holdfast_adopts_the_program_then_restart
     wait_until("the new copy answers", || {
         TcpStream::connect(("127.0.0.1", sup.port)).is_ok()
     });
+}
+
+#[test]
+fn a_supervisord_reload_is_not_taken_for_a_gone_supervisord() {
+    let Some(sup) = Supervised::start() else {
+        return;
+    };
+    let old = sup.wait_running();
+    let command = format!(
+        "takeover = true\ncommand = [\"{}\", \"--listen\", \"127.0.0.1:{}\"]",
+        demo_app().display(),
+        sup.port
+    );
+    let d = Daemon::start(&sup.config(&command));
+    web(&d, "is observed", |s| s.pid == Some(old));
+    let reload = sup.sup.ctl(&["reload"]);
+    assert!(reload.status.success(), "{reload:?}");
+    let mut new = None;
+    wait_until("supervisord runs web again after its reload", || {
+        new = sup.running_pid().filter(|pid| *pid != old);
+        new.is_some()
+    });
+    let new = new.expect("awaited");
+    let s = web(&d, "follows supervisord's new pid", |s| s.pid == Some(new));
+    assert!(!s.managed_by.is_some_and(|m| m.taken_over));
+    assert!(spawned_no_app(&d), "holdfast spawned no copy");
+    assert!(!events(&d).contains(&"taken_over".to_owned()));
+}
+
+#[test]
+fn a_stopped_supervisord_that_does_not_answer_is_not_taken_over() {
+    let Some(sup) = Supervised::start() else {
+        return;
+    };
+    let pid = sup.wait_running();
+    let command = format!(
+        "takeover = true\ncommand = [\"{}\", \"--listen\", \"127.0.0.1:{}\"]",
+        demo_app().display(),
+        sup.port
+    );
+    let d = Daemon::start(&sup.config(&command));
+    web(&d, "is observed", |s| s.pid == Some(pid));
+    let supervisord = sup.sup.pid().to_string();
+    let signal = |sig: &str| {
+        let done = Command::new("kill").args([sig, &supervisord]).status();
+        assert!(done.is_ok_and(|s| s.success()), "kill {sig}");
+    };
+    // Alive but silent: its socket accepts, nothing answers.
+    signal("-STOP");
+    d.wait_until("holdfast reports supervisord unreachable", |d| {
+        events(d).contains(&"upstream_unreachable".to_owned())
+    });
+    let kinds = events(&d);
+    signal("-CONT");
+    assert!(!kinds.contains(&"taken_over".to_owned()), "{kinds:?}");
+    assert!(spawned_no_app(&d), "holdfast spawned no copy");
+    web(&d, "is observed again", |s| {
+        s.state == "running" && s.pid == Some(pid)
+    });
+    assert!(!events(&d).contains(&"taken_over".to_owned()));
 }
 
 #[test]

@@ -203,6 +203,9 @@ impl Supervisor {
     /// forgotten, changed ones restart with the new definition, others are untouched.
     pub(super) fn reload(&mut self, new: Plan, now: Instant) -> Vec<Effect> {
         let diff = reload::diff(&self.plan, &new, false);
+        if let Some(error) = self.upstream_still_runs(&diff.changed, &new) {
+            return reply(Err(error), Vec::new());
+        }
         let mut effects = Vec::new();
         for name in &diff.removed {
             effects.extend(self.order(name, Order::Stop(AfterStop::Remove), now));
@@ -265,6 +268,43 @@ impl Supervisor {
         let daemon = self.plan.daemon.clone();
         self.plan = Plan { daemon, ..new };
         reply(Ok(Answer::Reload(diff)), effects)
+    }
+
+    /// A reload that moves an observed service away from its upstream while the
+    /// upstream still runs its copy would start a second one: refused, naming how to
+    /// stop the upstream's first.
+    fn upstream_still_runs(&self, changed: &[ServiceName], new: &Plan) -> Option<ControlError> {
+        use crate::model::Upstream;
+        use crate::supervisor::service::UpstreamState;
+        let blocked = changed.iter().find_map(|name| {
+            let State::Observed(observation) = self.services.get(name)?.state() else {
+                return None;
+            };
+            let old = self.plan.services.get(name)?.managed_by.as_ref()?;
+            let moved = new
+                .services
+                .get(name)?
+                .managed_by
+                .as_ref()
+                .map(|m| &m.upstream)
+                != Some(&old.upstream);
+            let runs = observation.view.as_ref().is_some_and(|v| {
+                matches!(v.state, UpstreamState::Running | UpstreamState::Starting)
+            });
+            (moved && runs).then_some((name, &old.upstream))
+        })?;
+        let (name, upstream) = blocked;
+        let stop = match upstream {
+            Upstream::Systemd { unit } => format!("systemctl stop {unit}"),
+            Upstream::Supervisord { program } => format!("supervisorctl stop {program}"),
+        };
+        Some(ControlError {
+            kind: ErrorKind::Conflict,
+            message: format!(
+                "{name}: {upstream} still runs it; moving it would start a second copy: \
+                 stop it there first ({stop}), then reload"
+            ),
+        })
     }
 
     /// A changed definition for `name`: the stop uses the old definition (its signal

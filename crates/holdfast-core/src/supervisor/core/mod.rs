@@ -130,9 +130,11 @@ pub enum Input {
         service: ServiceName,
         to: std::path::PathBuf,
     },
-    /// The outcome of an `Effect::SyncUpstream` of observed `service`.
+    /// The outcome of an `Effect::SyncUpstream` of observed `service`, for the
+    /// observation `run` it was asked for (a report of an earlier one is dropped).
     Upstream {
         service: ServiceName,
+        run: RunId,
         report: Box<UpstreamReport>,
     },
     /// The answer to `Effect::TakeOver`: `adopted` is the upstream's process, now held
@@ -234,6 +236,7 @@ pub enum Effect {
     /// unreachable). Never on the runtime task: it may take that long.
     SyncUpstream {
         service: ServiceName,
+        run: RunId,
         upstream: Upstream,
         timeout: std::time::Duration,
     },
@@ -247,11 +250,13 @@ pub enum Effect {
     /// The upstream of observed `service` is gone and `takeover = true`: hold
     /// `process`, the one it last showed running (pid and `/proc` start time), if it
     /// is still alive (its exit then is the exit of `run`), and answer with
-    /// `Input::TakenOver`.
+    /// `Input::TakenOver` -- or, when `upstream` (its own process, pid and start
+    /// time) is still alive, with `Input::Upstream` of a busy upstream: it is not gone.
     TakeOver {
         service: ServiceName,
         run: RunId,
         process: Option<(Pid, u64)>,
+        upstream: Option<(Pid, u64)>,
     },
     /// Append a record of this exit to the quarantine queue (`<state_dir>/quarantine.jsonl`).
     Quarantine {
@@ -583,7 +588,11 @@ fn for_service(input: Input) -> Option<(ServiceName, Order)> {
             pid,
             alive_at,
         } => (service, Order::Adopted { run, pid, alive_at }),
-        Input::Upstream { service, report } => (service, Order::Upstream(*report)),
+        Input::Upstream {
+            service,
+            run,
+            report,
+        } => (service, Order::Upstream { run, report }),
         Input::TakenOver {
             service,
             run,

@@ -113,7 +113,10 @@ pub(in crate::supervisor) enum Order {
     /// waits (for dependencies or a backoff) stops.
     Shutdown,
     /// What the upstream of an observed service said at one sync.
-    Upstream(UpstreamReport),
+    Upstream {
+        run: RunId,
+        report: Box<UpstreamReport>,
+    },
     /// The shell took the observed service over: `adopted` is the upstream's process it
     /// now holds, `None` when there was none to adopt (then holdfast starts it).
     TakenOver {
@@ -305,7 +308,7 @@ impl Service {
                 Vec::new()
             }
             // Only an observed service hears from an upstream.
-            Order::Upstream(_) | Order::TakenOver { .. } => Vec::new(),
+            Order::Upstream { .. } | Order::TakenOver { .. } => Vec::new(),
             Order::Shutdown => {
                 self.policy = Policy::Suspended;
                 let mut effects = self.abandon_rollout(now);

@@ -5,7 +5,9 @@
 //! `arbiter_timeout` for the upstream to show a new start. Failures within
 //! `health_grace_period` of any start the upstream made are ignored.
 //!
-//! An upstream that stays unreachable past `arbiter_timeout` is reported; with
+//! An upstream that stays unreachable past `arbiter_timeout`, over several failed syncs
+//! (`GONE_AFTER_FAILURES`, asked every `arbiter_timeout / 3` at most meanwhile), is
+//! reported; with
 //! `takeover = true` holdfast takes the service over (`Effect::TakeOver`): it adopts
 //! the upstream's process when it is still the one last seen, or starts `command`, and
 //! from then on the service is an ordinary one of holdfast's.
@@ -63,6 +65,9 @@ pub struct UpstreamView {
     /// The start time of `pid` as `/proc` has it (clock ticks since boot), read by the
     /// shell when it saw the view: with the pid it names the process for a takeover.
     pub proc_start: Option<u64>,
+    /// The upstream's own process (supervisord's pid, by `supervisor.getPID`) with
+    /// its `/proc` start time: a takeover first checks it is really gone.
+    pub upstream_pid: Option<(Pid, u64)>,
 }
 
 impl UpstreamView {
@@ -81,17 +86,26 @@ pub enum UpstreamReport {
     Seen(UpstreamView),
     /// The upstream could not be asked (socket gone, timeout, fault): why.
     Unreachable(String),
+    /// The upstream answered but cannot say now (supervisord RESTARTING or SHUTDOWN):
+    /// it is there, busy; the view stays the last one.
+    Busy(String),
 }
+
+/// Failed syncs in a row (spanning `arbiter_timeout`) before holdfast decides the
+/// upstream is gone: one lost answer is not a dead upstream.
+pub const GONE_AFTER_FAILURES: u32 = 3;
 
 /// Whether the upstream answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reach {
     Reachable,
-    /// It stopped answering at `since`; `decided` once `arbiter_timeout` passed and
-    /// holdfast reported it (and took over, if allowed).
+    /// It stopped answering at `since`, `failures` syncs in a row; `decided` once
+    /// `arbiter_timeout` passed with `GONE_AFTER_FAILURES` of them and holdfast
+    /// reported it (and took over, if allowed).
     Unreachable {
         since: Instant,
         error: String,
+        failures: u32,
         decided: bool,
     },
 }
@@ -233,7 +247,12 @@ impl Service {
     /// spawns or signals a process.
     pub(super) fn observed_order(&mut self, order: Order, now: Instant) -> Vec<Effect> {
         match order {
-            Order::Upstream(report) => self.upstream_report(report, now),
+            Order::Upstream { run, report } => {
+                if run != self.observation_mut().run {
+                    return Vec::new();
+                }
+                self.upstream_report(*report, now)
+            }
             Order::TakenOver { run, adopted } => self.taken_over(run, adopted, now),
             Order::Tick => self.observed_tick(now),
             Order::ProbeResult { run, outcome } => {
@@ -299,11 +318,14 @@ impl Service {
             _ => None,
         };
         let gone = match &observation.reach {
+            // Before enough failures, the next failed sync decides (waking at the
+            // deadline then would find nothing to do, again and again).
             Reach::Unreachable {
                 since,
                 decided: false,
+                failures,
                 ..
-            } => Some(later(*since, managed.arbiter_timeout)),
+            } if *failures >= GONE_AFTER_FAILURES => Some(later(*since, managed.arbiter_timeout)),
             _ => None,
         };
         let probe = observation
@@ -326,6 +348,7 @@ impl Service {
             observation.sync_due = None;
             effects.push(Effect::SyncUpstream {
                 service: name,
+                run: observation.run,
                 upstream,
                 timeout,
             });
@@ -360,22 +383,42 @@ impl Service {
 
     fn upstream_report(&mut self, report: UpstreamReport, now: Instant) -> Vec<Effect> {
         let interval = self.managed().sync_interval;
+        // While in doubt, ask often enough that several answers span arbiter_timeout.
+        let soon = interval.min(self.managed().arbiter_timeout / 3);
         let observation = self.observation_mut();
         observation.sync_due = Some(later(now, interval));
         let view = match report {
             UpstreamReport::Seen(view) => view,
+            UpstreamReport::Busy(_) => {
+                observation.reach = Reach::Reachable;
+                // Also the shell's answer to a takeover of an upstream still alive.
+                if observation.arbitration == Arbitration::TakingOver {
+                    observation.arbitration = Arbitration::Idle;
+                }
+                observation.sync_due = Some(later(now, soon));
+                return Vec::new();
+            }
             UpstreamReport::Unreachable(error) => {
+                observation.sync_due = Some(later(now, soon));
                 match &mut observation.reach {
-                    Reach::Unreachable { error: last, .. } => *last = error,
+                    Reach::Unreachable {
+                        error: last,
+                        failures,
+                        ..
+                    } => {
+                        *last = error;
+                        *failures = failures.saturating_add(1);
+                    }
                     Reach::Reachable => {
                         observation.reach = Reach::Unreachable {
                             since: now,
                             error,
+                            failures: 1,
                             decided: false,
                         };
                     }
                 }
-                return Vec::new();
+                return self.unreachable_past_timeout(now);
             }
         };
         let back = observation.reach != Reach::Reachable;
@@ -463,11 +506,15 @@ impl Service {
             since,
             error,
             decided,
+            failures,
         } = &mut observation.reach
         else {
             return Vec::new();
         };
-        if *decided || later(*since, managed.arbiter_timeout) > now {
+        if *decided
+            || *failures < GONE_AFTER_FAILURES
+            || later(*since, managed.arbiter_timeout) > now
+        {
             return Vec::new();
         }
         *decided = true;
@@ -479,6 +526,7 @@ impl Service {
             let (pid, _) = view.start_mark()?;
             Some((pid, view.proc_start?))
         });
+        let upstream_pid = observation.view.as_ref().and_then(|v| v.upstream_pid);
         if takeover {
             observation.arbitration = Arbitration::TakingOver;
         }
@@ -493,6 +541,7 @@ impl Service {
                 service: name,
                 run,
                 process,
+                upstream: upstream_pid,
             });
         }
         effects

@@ -54,6 +54,7 @@ fn running(pid: i32, start: u64) -> UpstreamReport {
         start: Some(start),
         uptime: None,
         proc_start: Some(start * 100),
+        upstream_pid: Some((Pid::from_raw(9), 900)),
     })
 }
 
@@ -66,10 +67,23 @@ fn count(effects: &[Effect], prefix: &str) -> usize {
 
 impl Harness {
     fn report(&mut self, report: UpstreamReport) -> Vec<Effect> {
+        let run = self.observed_run();
         self.feed(Input::Upstream {
             service: name("web"),
+            run,
             report: Box::new(report),
         })
+    }
+
+    /// The upstream fails every sync (one a second) for `seconds`.
+    fn unreachable_for(&mut self, seconds: u64) -> Vec<Effect> {
+        let gone = || UpstreamReport::Unreachable("connection refused".to_owned());
+        let mut effects = self.report(gone());
+        for _ in 0..seconds {
+            effects.extend(self.advance(secs(1)));
+            effects.extend(self.report(gone()));
+        }
+        effects
     }
 
     fn observed_run(&self) -> RunId {
@@ -132,6 +146,7 @@ fn an_observed_service_is_never_spawned_and_follows_the_upstream() {
         start: None,
         uptime: None,
         proc_start: None,
+        upstream_pid: None,
     }));
     assert_eq!(labels(&stopped), ["web UpstreamState"]);
     assert_eq!(h.state("web"), "stopped");
@@ -147,7 +162,10 @@ fn an_unhealthy_observed_service_is_restarted_by_its_upstream_once() {
     h.report(running(42, 7));
     // Failures in the grace period after the start it saw do not count.
     let mut effects = Vec::new();
-    while h.now < h.now + secs(3) && effects.is_empty() {
+    // The grace is 3 s: well past it, a probe must have counted.
+    let give_up = h.now + secs(10);
+    while effects.is_empty() {
+        assert!(h.now < give_up, "no probe counted after the grace period");
         let probed = h.probe_web(refused());
         if h.service("web")
             .health()
@@ -233,6 +251,93 @@ fn an_unreachable_upstream_without_takeover_is_only_reported() {
 }
 
 #[test]
+fn one_failed_sync_is_not_a_gone_upstream_and_a_doubt_is_checked_soon() {
+    let mut spec = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Allowed)
+    };
+    if let Some(m) = spec.managed_by.as_mut() {
+        m.sync_interval = secs(10);
+    }
+    let mut h = Harness::booted([spec]);
+    h.report(running(42, 7));
+    let mut effects = Vec::new();
+    for _ in 0..5 {
+        effects.extend(h.advance(secs(10)));
+        effects.extend(h.report(UpstreamReport::Unreachable("timeout".to_owned())));
+        // In doubt, the next sync comes within arbiter_timeout / 3, not sync_interval.
+        let soon = h.advance(ms(1700));
+        assert_eq!(count(&soon, "sync-upstream web"), 1, "{:?}", labels(&soon));
+        effects.extend(soon);
+        effects.extend(h.report(running(42, 7)));
+    }
+    // A lone failure with no answer after it decides nothing either.
+    effects.extend(h.report(UpstreamReport::Unreachable("timeout".to_owned())));
+    effects.extend(h.advance(secs(20)));
+    assert_eq!(count(&effects, "web UpstreamUnreachable"), 0);
+    assert_eq!(count(&effects, "take-over"), 0, "{:?}", labels(&effects));
+}
+
+#[test]
+fn a_busy_supervisord_is_not_gone() {
+    let spec = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Allowed)
+    };
+    let mut h = Harness::booted([spec]);
+    h.report(running(42, 7));
+    let mut effects = Vec::new();
+    for _ in 0..20 {
+        effects.extend(h.advance(secs(1)));
+        effects.extend(h.report(UpstreamReport::Busy("supervisord is RESTARTING".to_owned())));
+    }
+    assert_eq!(count(&effects, "take-over"), 0, "{:?}", labels(&effects));
+    assert_eq!(count(&effects, "web UpstreamUnreachable"), 0);
+    assert_eq!(h.state("web"), "running");
+}
+
+#[test]
+fn a_takeover_the_shell_finds_the_upstream_alive_for_is_called_off() {
+    let spec = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Allowed)
+    };
+    let mut h = Harness::booted([spec]);
+    h.report(running(42, 7));
+    let effects = h.unreachable_for(6);
+    assert_eq!(count(&effects, "take-over web Some(42)"), 1);
+    // supervisord's own process still lives: the shell answers "busy", not taken over.
+    let busy = h.report(UpstreamReport::Busy("alive".to_owned()));
+    assert_eq!(count(&busy, "spawn"), 0);
+    assert_eq!(h.state("web"), "running");
+    let run = h.observed_run();
+    let late = h.feed(Input::TakenOver {
+        service: name("web"),
+        run,
+        adopted: None,
+    });
+    assert_eq!(count(&late, "spawn"), 0, "a stale answer starts nothing");
+    // Still silent after that: decided again, once.
+    let again = h.unreachable_for(6);
+    assert_eq!(count(&again, "take-over web"), 1, "{:?}", labels(&again));
+}
+
+#[test]
+fn a_report_for_an_earlier_observation_is_dropped() {
+    let mut h = Harness::booted([observed(Takeover::Never)]);
+    h.report(running(42, 7));
+    let run = h.observed_run();
+    let stale = h.feed(Input::Upstream {
+        service: name("web"),
+        run: RunId(run.0.wrapping_add(1000)),
+        report: Box::new(running(99, 8)),
+    });
+    assert!(stale.is_empty(), "{:?}", labels(&stale));
+    let seen = h.service("web").observation().and_then(|o| o.view.as_ref());
+    assert_eq!(seen.and_then(|v| v.pid), Some(Pid::from_raw(42)));
+}
+
+#[test]
 fn a_takeover_adopts_the_live_process_then_restarts_it_with_command() {
     let spec = ServiceSpec {
         command: vec!["/bin/web".to_owned()],
@@ -241,11 +346,7 @@ fn a_takeover_adopts_the_live_process_then_restarts_it_with_command() {
     let mut h = Harness::booted([spec]);
     h.report(running(42, 7));
     h.advance(secs(1));
-    h.report(UpstreamReport::Unreachable("connection refused".to_owned()));
-    let mut effects = Vec::new();
-    for _ in 0..6 {
-        effects.extend(h.advance(secs(1)));
-    }
+    let effects = h.unreachable_for(6);
     assert_eq!(
         count(&effects, "take-over web Some(42)"),
         1,
@@ -280,8 +381,7 @@ fn a_takeover_without_a_live_process_starts_command() {
         ..observed(Takeover::Allowed)
     };
     let mut h = Harness::booted([spec]);
-    h.report(UpstreamReport::Unreachable("no such file".to_owned()));
-    let effects = h.advance(secs(6));
+    let effects = h.unreachable_for(6);
     assert_eq!(
         count(&effects, "take-over web None"),
         1,
@@ -316,7 +416,25 @@ fn a_reload_moves_a_service_between_holdfast_and_an_upstream() {
     };
     let mut h = Harness::booted([observed(Takeover::Never)]);
     h.report(running(42, 7));
-    // holdfast runs it now: it starts it.
+    // While supervisord still runs its copy, holdfast starting one would be a second.
+    let (reply, effects) = h.control(Input::Reload(plan([own.clone()])));
+    let error = reply.expect_err("refused while the upstream runs it");
+    assert!(
+        error.message.contains("supervisorctl stop web"),
+        "{error:?}"
+    );
+    assert_eq!(count(&effects, "spawn"), 0, "{:?}", labels(&effects));
+    assert_eq!(h.state("web"), "running");
+    h.report(UpstreamReport::Seen(UpstreamView {
+        state: UpstreamState::Stopped,
+        detail: "STOPPED".to_owned(),
+        pid: None,
+        start: None,
+        uptime: None,
+        proc_start: None,
+        upstream_pid: None,
+    }));
+    // Stopped there: holdfast runs it now, it starts it.
     let (_, effects) = h.reload([own.clone()]);
     assert_eq!(count(&effects, "spawn web"), 1, "{:?}", labels(&effects));
     // And back: holdfast stops its copy, then observes the upstream's.
@@ -370,8 +488,7 @@ fn across_a_reexec_an_observed_service_is_observed_again_and_a_taken_over_one_st
     );
     assert_eq!(count(&effects, "spawn"), 0);
     // Taken over (the upstream went away, its process was adopted).
-    h.report(UpstreamReport::Unreachable("gone".to_owned()));
-    h.advance(secs(6));
+    h.unreachable_for(6);
     let run = h.observed_run();
     h.feed(Input::TakenOver {
         service: name("web"),

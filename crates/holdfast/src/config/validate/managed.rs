@@ -34,12 +34,14 @@ impl Validator<'_> {
             Some(true) => Takeover::Allowed,
             _ => Takeover::Never,
         };
-        let arbiter_timeout = self.duration(
+        let arbiter_timeout = self.nonzero_duration(
             raw.arbiter_timeout.as_ref(),
             svc,
             "arbiter_timeout",
             ARBITER_TIMEOUT,
+            "an upstream gets this long to show a restart and to answer: write e.g. \"5s\"",
         );
+        // Zero is allowed: no grace, every failure after a start counts.
         let health_grace_period = self.duration(
             raw.health_grace_period.as_ref(),
             svc,
@@ -47,15 +49,36 @@ impl Validator<'_> {
             HEALTH_GRACE_PERIOD,
         );
         let default_sync = health.map_or(SYNC_INTERVAL, |h| h.interval);
-        let sync_interval = self.duration(
+        let sync_interval = self.nonzero_duration(
             raw.sync_interval.as_ref(),
             svc,
             "sync_interval",
             default_sync,
+            "how often holdfast asks the upstream: write e.g. \"5s\", or leave it out to \
+             follow the health interval",
         );
         self.spawn_keys_of_observed(raw_name, raw, takeover);
+        let upstream = upstream?;
+        if let (Upstream::Systemd { .. }, Takeover::Allowed, Some(key)) =
+            (&upstream, takeover, raw.takeover.as_ref())
+        {
+            // systemctl failing (a busy bus, a daemon-reload) does not mean systemd is
+            // gone, and a process of a unit holdfast adopted would still be in that
+            // unit's cgroup, where systemd keeps managing it.
+            self.push(
+                Problem::new(
+                    format!("`service.{svc}.takeover` with a systemd upstream"),
+                    key.span(),
+                    "only for supervisord:PROGRAM",
+                )
+                .with_help(
+                    "systemd outlives holdfast; remove takeover, or let holdfast run \
+                     the service itself (remove managed_by)",
+                ),
+            );
+        }
         Some(ManagedBy {
-            upstream: upstream?,
+            upstream,
             takeover,
             arbiter_timeout,
             health_grace_period,
@@ -336,11 +359,46 @@ mod tests {
                 .help()
                 .is_some_and(|h| h.contains("takeover = true"))
         );
-        let src =
-            "[service.web]\nmanaged_by = \"systemd:web\"\ntakeover = true\nrestart = \"always\"\n";
+        let src = "[service.web]\nmanaged_by = \"supervisord:web\"\ntakeover = true\nrestart = \"always\"\n";
         let found = problems(src);
         assert_eq!(found.len(), 1, "takeover needs a command: {found:#?}");
         assert!(found[0].message().contains("no `command`"));
+    }
+
+    #[test]
+    fn a_zero_arbiter_timeout_or_sync_interval_is_refused_with_a_hint() {
+        for key in ["arbiter_timeout", "sync_interval"] {
+            let src = format!("[service.web]\nmanaged_by = \"supervisord:web\"\n{key} = \"0s\"\n");
+            let found = problems(&src);
+            assert_eq!(found.len(), 1, "{key}: {found:#?}");
+            assert_eq!(snippet(&src, &found[0]), "\"0s\"");
+            assert!(
+                found[0].help().is_some_and(|h| h.contains("\"5s\"")),
+                "{found:#?}"
+            );
+        }
+        let src = "[service.web]\nmanaged_by = \"supervisord:web\"\nhealth_grace_period = \"0s\"\n";
+        let web = &plan(src).services[&ServiceName::new("web").unwrap()];
+        let grace = web.managed_by.as_ref().map(|m| m.health_grace_period);
+        assert_eq!(grace, Some(std::time::Duration::ZERO), "no grace is fine");
+    }
+
+    #[test]
+    fn takeover_of_a_systemd_unit_is_refused_at_the_key() {
+        let src = "[service.web]\nmanaged_by = \"systemd:web.service\"\ntakeover = true\n\
+                   command = [\"/bin/web\"]\n";
+        let found = problems(src);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].message().contains("systemd upstream"),
+            "{found:#?}"
+        );
+        assert_eq!(snippet(src, &found[0]), "true");
+        assert!(
+            found[0]
+                .help()
+                .is_some_and(|h| h.contains("remove takeover"))
+        );
     }
 
     #[test]

@@ -27,8 +27,8 @@ pub use supervisord::Supervisord;
 /// What the output of a `systemctl` is for.
 #[derive(Debug, Clone, Copy)]
 enum Asked {
-    /// `show`: a view to report.
-    Show,
+    /// `show`: a view to report, for the observation `run`.
+    Show(RunId),
     /// `restart`: only logged when it fails.
     Restart,
 }
@@ -39,9 +39,10 @@ impl Shell {
         match effect {
             Effect::SyncUpstream {
                 service,
+                run,
                 upstream,
                 timeout,
-            } => self.sync_upstream(service, upstream, timeout),
+            } => self.sync_upstream(service, run, upstream, timeout),
             Effect::RestartUpstream {
                 service,
                 upstream,
@@ -51,7 +52,18 @@ impl Shell {
                 service,
                 run,
                 process,
-            } => return Some(self.take_over(service, run, process)),
+                upstream,
+            } => {
+                if let Some(busy) = alive(upstream) {
+                    tracing::warn!("{service}: no takeover: {busy}");
+                    return Some(Input::Upstream {
+                        service,
+                        run,
+                        report: Box::new(UpstreamReport::Busy(busy)),
+                    });
+                }
+                return Some(self.take_over(service, run, process));
+            }
             _ => {}
         }
         None
@@ -61,11 +73,17 @@ impl Shell {
         Supervisord::of(self.sup.plan().daemon.supervisord.as_deref())
     }
 
-    fn sync_upstream(&mut self, service: ServiceName, upstream: Upstream, timeout: Duration) {
+    fn sync_upstream(
+        &mut self,
+        service: ServiceName,
+        run: RunId,
+        upstream: Upstream,
+        timeout: Duration,
+    ) {
         let program = match upstream {
             Upstream::Systemd { unit } => {
                 let args = systemd::show_args(&unit);
-                return self.run_systemctl(service, args, timeout, Asked::Show);
+                return self.run_systemctl(service, args, timeout, Asked::Show(run));
             }
             Upstream::Supervisord { program } => program,
         };
@@ -77,11 +95,15 @@ impl Shell {
                 Ok(client) => match tokio::time::timeout(timeout, client.view(&program)).await {
                     Err(_) => UpstreamReport::Unreachable(no_answer(timeout)),
                     Ok(Err(e)) => UpstreamReport::Unreachable(e),
-                    Ok(Ok(view)) => UpstreamReport::Seen(with_proc_start(view)),
+                    Ok(Ok(UpstreamReport::Seen(view))) => {
+                        UpstreamReport::Seen(with_proc_start(view))
+                    }
+                    Ok(Ok(report)) => report,
                 },
             };
             let _ = tx.send(Input::Upstream {
                 service,
+                run,
                 report: Box::new(report),
             });
         });
@@ -99,9 +121,10 @@ impl Shell {
         tokio::spawn(async move {
             let done = match client {
                 Err(e) => Err(e),
-                Ok(client) => tokio::time::timeout(timeout, client.restart(&program))
-                    .await
-                    .unwrap_or_else(|_| Err(no_answer(timeout))),
+                // Not bounded as a whole: each call is, and the wait for the stop has
+                // its own bound (dropping the restart after the stop would leave the
+                // program stopped).
+                Ok(client) => client.restart(&program, timeout).await,
             };
             // The core sees the outcome in the next syncs (a new start, or none within
             // arbiter_timeout); the reason of a failure is for the log.
@@ -122,16 +145,17 @@ impl Shell {
         asked: Asked,
     ) {
         let tx = self.inputs_tx.clone();
-        let report = |report: UpstreamReport| Input::Upstream {
+        let report = |run, report: UpstreamReport| Input::Upstream {
             service: service.clone(),
+            run,
             report: Box::new(report),
         };
         let (read, pid) = match self.spawn_systemctl(&service, &args) {
             Ok(spawned) => spawned,
             Err(e) => {
                 tracing::warn!("{service}: cannot run systemctl: {e}");
-                if let Asked::Show = asked {
-                    let _ = tx.send(report(UpstreamReport::Unreachable(e)));
+                if let Asked::Show(run) = asked {
+                    let _ = tx.send(report(run, UpstreamReport::Unreachable(e)));
                 }
                 return;
             }
@@ -144,9 +168,10 @@ impl Shell {
                     // Only while it is not reaped: its pid is not reused then.
                     let _ = super::probes::kill_group(pid);
                     tracing::warn!("{service}: {} timed out", args.join(" "));
-                    if let Asked::Show = asked {
+                    if let Asked::Show(run) = asked {
                         let input = Input::Upstream {
                             service,
+                            run,
                             report: Box::new(UpstreamReport::Unreachable(no_answer(timeout))),
                         };
                         let _ = tx.send(input);
@@ -155,13 +180,14 @@ impl Shell {
                 }
             };
             match asked {
-                Asked::Show => {
+                Asked::Show(run) => {
                     let report = match systemd::parse_show(&output, monotonic_usec()) {
                         Ok(view) => UpstreamReport::Seen(with_proc_start(view)),
                         Err(e) => UpstreamReport::Unreachable(e),
                     };
                     let _ = tx.send(Input::Upstream {
                         service,
+                        run,
                         report: Box::new(report),
                     });
                 }
@@ -249,15 +275,33 @@ impl Shell {
     }
 }
 
-/// `view` with the `/proc` start time of its pid, which names the process should
-/// holdfast take it over later.
+/// `view` with the `/proc` start times of its pid, which names the process should
+/// holdfast take it over later, and of the upstream's own process. A pid whose parent
+/// is not the upstream's process (when it names one) is none the upstream runs: it is
+/// never to be adopted.
 fn with_proc_start(mut view: UpstreamView) -> UpstreamView {
+    let live = |pid| proc_stat(pid).ok().filter(|stat| !stat.is_zombie());
+    view.upstream_pid = view
+        .upstream_pid
+        .and_then(|(pid, _)| Some((pid, live(pid)?.start_time)));
     view.proc_start = view
         .pid
-        .and_then(|pid| proc_stat(pid).ok())
-        .filter(|stat| !stat.is_zombie())
+        .and_then(live)
+        .filter(|stat| {
+            view.upstream_pid
+                .is_none_or(|(upstream, _)| stat.ppid == upstream)
+        })
         .map(|stat| stat.start_time);
     view
+}
+
+/// Why the upstream is not gone, when its own process (`upstream`: pid and start
+/// time, seen at the last sync) still lives: it only does not answer.
+fn alive(upstream: Option<(Pid, u64)>) -> Option<String> {
+    let (pid, start) = upstream?;
+    proc_stat(pid)
+        .is_ok_and(|stat| stat.start_time == start && !stat.is_zombie())
+        .then(|| format!("its process (pid {pid}) is alive; it only does not answer"))
 }
 
 fn no_answer(timeout: Duration) -> String {

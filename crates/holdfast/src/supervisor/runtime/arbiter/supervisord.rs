@@ -12,12 +12,21 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::xmlrpc::{RpcError, Value, encode_call, parse_response};
 use crate::model::{SUPERVISORD_SERVERURL, SupervisordAccess, SupervisordServer};
-use crate::supervisor::service::{UpstreamState, UpstreamView};
+use crate::supervisor::service::{UpstreamReport, UpstreamState, UpstreamView};
 use crate::unix::Pid;
 
 /// supervisord's fault codes that a restart expects (`xmlrpc.Faults`).
 const NOT_RUNNING: i64 = 70;
 const ALREADY_STARTED: i64 = 60;
+
+/// How long a restart waits for supervisord to finish stopping the program: past its
+/// `stopwaitsecs` (10 s by default, often raised) supervisord kills it, so this only
+/// bounds a supervisord that never finishes.
+const STOP_BOUND: Duration = Duration::from_secs(15 * 60);
+/// The largest answer read from supervisord.
+const MAX_ANSWER: usize = 1 << 20;
+/// How often a restart asks whether the stop has finished.
+const STOP_POLL: Duration = Duration::from_millis(250);
 
 /// A supervisord to ask.
 #[derive(Debug, Clone)]
@@ -49,39 +58,56 @@ impl Supervisord {
     }
 
     /// What supervisord says of `program`. An unknown program is seen, in an unknown
-    /// state; supervisord not running (shutting down) or not answering is an error.
-    pub async fn view(&self, program: &str) -> Result<UpstreamView, String> {
+    /// state; supervisord restarting or shutting down is busy (it answers: it is not
+    /// gone); not answering is an error.
+    pub async fn view(&self, program: &str) -> Result<UpstreamReport, String> {
         let state = self.call("supervisor.getState", &[]).await?;
         let statename = state
             .get("statename")
             .and_then(Value::as_str)
             .unwrap_or("?");
         if statename != "RUNNING" {
-            return Err(format!("supervisord is {statename}"));
+            return Ok(UpstreamReport::Busy(format!("supervisord is {statename}")));
         }
+        let own = self.call("supervisor.getPID", &[]).await?;
+        let own = own
+            .as_int()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .filter(|pid| *pid > 0)
+            .map(|pid| (Pid::from_raw(pid), 0));
         match self
             .call_rpc("supervisor.getProcessInfo", &[Value::Str(program.into())])
             .await
         {
-            Ok(info) => Ok(view_of(&info, now_secs())),
-            Err(Call::Rpc(RpcError::Fault { string, .. })) => Ok(UpstreamView {
-                state: UpstreamState::Unknown,
-                detail: string,
-                pid: None,
-                start: None,
-                uptime: None,
-                proc_start: None,
-            }),
+            Ok(info) => Ok(UpstreamReport::Seen(UpstreamView {
+                upstream_pid: own,
+                ..view_of(&info, now_secs())
+            })),
+            Err(Call::Rpc(RpcError::Fault { string, .. })) => {
+                Ok(UpstreamReport::Seen(UpstreamView {
+                    state: UpstreamState::Unknown,
+                    detail: string,
+                    pid: None,
+                    start: None,
+                    uptime: None,
+                    proc_start: None,
+                    upstream_pid: None,
+                }))
+            }
             Err(e) => Err(e.to_string()),
         }
     }
 
-    /// Restarts `program`: stop (waiting for it), then start (not waiting: the new
-    /// start shows at the next syncs).
-    pub async fn restart(&self, program: &str) -> Result<(), String> {
+    /// Restarts `program`: asks for a stop without waiting in the call, waits for the
+    /// program to leave STOPPING (supervisord's `stopwaitsecs`, then its SIGKILL, may
+    /// take longer than any one call may), then starts it (not waiting: the new start
+    /// shows at the next syncs). Each call is bounded by `timeout`; the wait for the
+    /// stop by `STOP_BOUND`, so a program that ignores SIGTERM is not left STOPPED.
+    pub async fn restart(&self, program: &str, timeout: Duration) -> Result<(), String> {
         let name = Value::Str(program.into());
+        let stop = [name.clone(), Value::Bool(false)];
         match self
-            .call_rpc("supervisor.stopProcess", &[name.clone(), Value::Bool(true)])
+            .call_within(timeout, "supervisor.stopProcess", &stop)
             .await
         {
             Ok(_)
@@ -90,8 +116,13 @@ impl Supervisord {
             })) => {}
             Err(e) => return Err(format!("stopProcess: {e}")),
         }
+        if !self.wait_stopped(program, timeout).await? {
+            // Someone started it again meanwhile: it is restarted.
+            return Ok(());
+        }
+        let start = [name, Value::Bool(false)];
         match self
-            .call_rpc("supervisor.startProcess", &[name, Value::Bool(false)])
+            .call_within(timeout, "supervisor.startProcess", &start)
             .await
         {
             Ok(_)
@@ -103,10 +134,48 @@ impl Supervisord {
         }
     }
 
+    /// Waits while supervisord shows `program` STOPPING: `true` once it is down
+    /// (stopped, exited, fatal), `false` when it runs again (started by someone else).
+    /// A timer-driven wait on an external system, bounded by `STOP_BOUND`.
+    async fn wait_stopped(&self, program: &str, timeout: Duration) -> Result<bool, String> {
+        let give_up = tokio::time::Instant::now() + STOP_BOUND;
+        loop {
+            let name = [Value::Str(program.into())];
+            let info = self
+                .call_within(timeout, "supervisor.getProcessInfo", &name)
+                .await
+                .map_err(|e| format!("getProcessInfo: {e}"))?;
+            match view_of(&info, now_secs()).state {
+                UpstreamState::Stopping => {}
+                UpstreamState::Running | UpstreamState::Starting => return Ok(false),
+                _ => return Ok(true),
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return Err(format!(
+                    "still stopping after {}",
+                    humantime::format_duration(STOP_BOUND)
+                ));
+            }
+            tokio::time::sleep(STOP_POLL).await;
+        }
+    }
+
     async fn call(&self, method: &str, params: &[Value]) -> Result<Value, String> {
         self.call_rpc(method, params)
             .await
             .map_err(|e| format!("{method}: {e}"))
+    }
+
+    /// `call_rpc` within `timeout`; past it, no answer.
+    async fn call_within(
+        &self,
+        timeout: Duration,
+        method: &str,
+        params: &[Value],
+    ) -> Result<Value, Call> {
+        tokio::time::timeout(timeout, self.call_rpc(method, params))
+            .await
+            .unwrap_or_else(|_| Err(Call::Io(super::no_answer(timeout))))
     }
 
     async fn call_rpc(&self, method: &str, params: &[Value]) -> Result<Value, Call> {
@@ -155,7 +224,13 @@ impl Supervisord {
         if status != StatusCode::OK {
             return Err(Call::Io(format!("HTTP {status}")));
         }
-        Ok(response.into_body().collect().await.map_err(io)?.to_bytes())
+        // supervisord's answers are small; a flood is refused, not held in memory.
+        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER);
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| Call::Io(format!("answer: {e} (at most {MAX_ANSWER} bytes)")))?;
+        Ok(body.to_bytes())
     }
 }
 
@@ -214,6 +289,7 @@ pub fn view_of(info: &Value, now: i64) -> UpstreamView {
         start,
         uptime,
         proc_start: None,
+        upstream_pid: None,
     }
 }
 
@@ -251,6 +327,32 @@ mod tests {
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b"abc"), "YWJj");
         assert_eq!(base64(b""), "");
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_an_answer_is_refused() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = std::env::temp_dir().join(format!("holdfast-flood-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut request = [0_u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let size = 4 * MAX_ANSWER;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n");
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&vec![b' '; size]).await;
+        });
+        let client = Supervisord {
+            server: SupervisordServer::Unix(path),
+            auth: None,
+        };
+        let err = client.view("web").await.expect_err("refused");
+        assert!(err.contains("at most"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub fn parse_show(output: &str, now_usec: u64) -> Result<UpstreamView, String> {
         start,
         uptime,
         proc_start: None,
+        upstream_pid: None,
     })
 }
 

@@ -164,6 +164,10 @@ fn value_of(node: &Node) -> Result<Value, RpcError> {
     })
 }
 
+/// How deep elements may nest: supervisord's answers nest a few levels; a deeper
+/// document is hostile (the tree is walked, and dropped, recursively).
+const MAX_DEPTH: usize = 64;
+
 /// An element with its child elements and its text (unescaped).
 #[derive(Debug, Default)]
 struct Node {
@@ -183,6 +187,9 @@ impl Node {
         let mut stack: Vec<Node> = Vec::new();
         loop {
             match reader.read_event().map_err(|e| e.to_string())? {
+                Event::Start(_) if stack.len() >= MAX_DEPTH => {
+                    return Err(format!("elements nested deeper than {MAX_DEPTH}"));
+                }
                 Event::Start(start) => stack.push(Node {
                     name: start.local_name().as_ref().to_owned(),
                     ..Node::default()
@@ -319,6 +326,18 @@ mod tests {
                 string: "BAD_NAME: nope".into()
             })
         );
+    }
+
+    #[test]
+    fn a_deeply_nested_answer_is_malformed_not_a_stack_overflow() {
+        let depth = 100_000;
+        let body = format!(
+            "<methodResponse><params><param>{}{}</param></params></methodResponse>",
+            "<value><array><data>".repeat(depth),
+            "</data></array></value>".repeat(depth)
+        );
+        let err = parse_response(body.as_bytes()).expect_err("too deep");
+        assert!(err.to_string().contains("nested deeper"), "{err}");
     }
 
     #[test]
