@@ -60,11 +60,22 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Where supervisord's XML-RPC interface is (`[holdfast.supervisord]`, the names of
 /// supervisorctl's `[supervisorctl]` section).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SupervisordAccess {
     pub server: SupervisordServer,
     pub username: Option<String>,
     pub password: Option<String>,
+}
+
+/// Never prints the password (plans and effects are logged with `{:?}`).
+impl std::fmt::Debug for SupervisordAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisordAccess")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// supervisord's `serverurl`.
@@ -110,5 +121,22 @@ impl fmt::Display for SupervisordServer {
             SupervisordServer::Unix(path) => write!(f, "unix://{}", path.display()),
             SupervisordServer::Http { authority } => write!(f, "http://{authority}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_supervisord_password_is_never_printed() {
+        let access = SupervisordAccess {
+            server: SupervisordServer::Unix("/run/supervisor.sock".into()),
+            username: Some("admin".into()),
+            password: Some("hunter2".into()),
+        };
+        let printed = format!("{access:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
     }
 }

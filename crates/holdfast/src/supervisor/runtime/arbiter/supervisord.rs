@@ -29,11 +29,21 @@ const MAX_ANSWER: usize = 1 << 20;
 const STOP_POLL: Duration = Duration::from_millis(250);
 
 /// A supervisord to ask.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Supervisord {
     server: SupervisordServer,
     /// The `Authorization` header, with a username.
     auth: Option<String>,
+}
+
+/// Never prints the credentials in the `Authorization` header.
+impl std::fmt::Debug for Supervisord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisord")
+            .field("server", &self.server)
+            .field("auth", &self.auth.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Supervisord {
