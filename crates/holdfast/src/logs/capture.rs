@@ -613,6 +613,12 @@ impl Task {
             self.close(stream);
             return;
         }
+        // What was asked before this read comes before its bytes: a note queued between
+        // two runs ("exited", "spawned") must not land after the next run's first line
+        // because the select happened to pick the pipe first.
+        while let Ok(op) = self.ops.try_recv() {
+            self.apply(op);
+        }
         let mut buf = read_buf();
         let (read, ends) = {
             let ends = self.pipes.ends();
