@@ -72,10 +72,18 @@ impl Supervisor {
                 return Ok((format!("starting {name}"), self.start(name, now)));
             }
             (Command::Start, State::Observed(_)) => (format!("{name} is already observed"), vec![]),
-            (Command::Restart, State::Observed(_)) => (
-                format!("asking the upstream of {name} to restart it"),
-                vec![stop(AfterStop::Start)],
-            ),
+            (Command::Restart, State::Observed(observation)) => {
+                if let Some(why) = observation.why_no_restart() {
+                    return Err(ControlError {
+                        kind: ErrorKind::Conflict,
+                        message: format!("not restarting {name}: {why}"),
+                    });
+                }
+                (
+                    format!("asking the upstream of {name} to restart it"),
+                    vec![stop(AfterStop::Start)],
+                )
+            }
             (Command::Restart, State::Starting { .. } | State::Running { .. }) => (
                 format!("restarting {name}"),
                 vec![Order::ResetFailures, stop(AfterStop::Start)],

@@ -181,6 +181,21 @@ impl Runner {
 }
 
 impl Observation {
+    /// Why a restart asked now would not reach the upstream, if it would not: one is
+    /// pending already, holdfast is taking over, or the upstream does not answer.
+    pub fn why_no_restart(&self) -> Option<String> {
+        match (&self.arbitration, &self.reach) {
+            (Arbitration::Restarting { .. }, _) => {
+                Some("a restart asked of its manager is still under way".to_owned())
+            }
+            (Arbitration::TakingOver, _) => Some("holdfast is taking it over".to_owned()),
+            (Arbitration::Idle, Reach::Unreachable { error, .. }) => {
+                Some(format!("its manager does not answer ({error})"))
+            }
+            (Arbitration::Idle, Reach::Reachable) => None,
+        }
+    }
+
     /// What the observed service's state is, as `status` and the API name it.
     pub fn shown_state(&self) -> crate::supervisor::answer::ServiceState {
         use crate::supervisor::answer::ServiceState;
@@ -476,7 +491,7 @@ impl Service {
         let timeout = self.managed().arbiter_timeout;
         let name = self.spec.name.clone();
         let observation = self.observation_mut();
-        if observation.arbitration != Arbitration::Idle || observation.reach != Reach::Reachable {
+        if observation.why_no_restart().is_some() {
             return Vec::new();
         }
         observation.arbitration = Arbitration::Restarting {

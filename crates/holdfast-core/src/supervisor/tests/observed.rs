@@ -511,3 +511,21 @@ fn across_a_reexec_an_observed_service_is_observed_again_and_a_taken_over_one_st
         labels(&restarted)
     );
 }
+
+#[test]
+fn a_restart_by_hand_says_why_when_it_cannot_reach_the_upstream() {
+    let mut h = Harness::booted([observed(Takeover::Never)]);
+    h.report(running(42, 7));
+    let asked = h.ok(Command::Restart, "web");
+    assert_eq!(count(&asked, "restart-upstream web"), 1);
+    // One is under way: a second is refused with the reason, nothing is asked.
+    let (reply, effects) = h.command(Command::Restart, "web");
+    let error = reply.expect_err("refused while one is pending");
+    assert_eq!(error.kind, crate::supervisor::answer::ErrorKind::Conflict);
+    assert!(
+        error.message.contains("still under way"),
+        "{}",
+        error.message
+    );
+    assert_eq!(count(&effects, "restart-upstream"), 0);
+}

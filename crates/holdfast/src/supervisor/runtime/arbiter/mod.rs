@@ -216,6 +216,15 @@ impl Shell {
         // taken-over service would run with are not its own.
         spec.privileges = crate::model::Privileges::default();
         spec.limits = crate::model::Limits::default();
+        // Nor in the service's directory (it may not exist yet), nor with a PATH that
+        // cannot find systemctl: the service's own PATH (if any) comes first, the
+        // standard one after it.
+        spec.working_dir = Some("/".into());
+        let path = match spec.env.get("PATH") {
+            Some(own) => format!("{own}:{}", crate::model::defaults::PATH),
+            None => crate::model::defaults::PATH.to_owned(),
+        };
+        spec.env.insert("PATH".to_owned(), path);
         let (read, write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
         let recipe = self.recipe(&spec);
