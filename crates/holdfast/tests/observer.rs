@@ -79,6 +79,16 @@ unhealthy = {{ failures = 2, within = "10s" }}
         )
     }
 
+    /// The keys that let holdfast take `web` over: `takeover` and the command it then
+    /// runs (the same demo-app on the same port), with `extra` keys.
+    fn takeover(&self, extra: &str) -> String {
+        format!(
+            "takeover = true\ncommand = [\"{}\", \"--listen\", \"127.0.0.1:{}\"]\n{extra}",
+            demo_app().display(),
+            self.port
+        )
+    }
+
     /// demo-app processes of this test, whoever started them.
     fn apps(&self) -> Vec<u32> {
         tagged_processes(self.sup.tag())
@@ -236,12 +246,7 @@ fn with_supervisord_killed_and_takeover_holdfast_adopts_the_program_then_restart
         return;
     };
     let pid = sup.wait_running();
-    let command = format!(
-        "takeover = true\ncommand = [\"{}\", \"--listen\", \"127.0.0.1:{}\"]\nrestart_sec = \"100ms\"",
-        demo_app().display(),
-        sup.port
-    );
-    let d = Daemon::start(&sup.config(&command));
+    let d = Daemon::start(&sup.config(&sup.takeover("restart_sec = \"100ms\"")));
     web(&d, "is observed", |s| s.pid == Some(pid));
     let supervisord = sup.sup.pid();
     sup.sup.kill_9();
@@ -287,12 +292,7 @@ fn a_supervisord_reload_is_not_taken_for_a_gone_supervisord() {
         return;
     };
     let old = sup.wait_running();
-    let command = format!(
-        "takeover = true\ncommand = [\"{}\", \"--listen\", \"127.0.0.1:{}\"]",
-        demo_app().display(),
-        sup.port
-    );
-    let d = Daemon::start(&sup.config(&command));
+    let d = Daemon::start(&sup.config(&sup.takeover("")));
     web(&d, "is observed", |s| s.pid == Some(old));
     let reload = sup.sup.ctl(&["reload"]);
     assert!(reload.status.success(), "{reload:?}");
@@ -314,12 +314,7 @@ fn a_stopped_supervisord_that_does_not_answer_is_not_taken_over() {
         return;
     };
     let pid = sup.wait_running();
-    let command = format!(
-        "takeover = true\ncommand = [\"{}\", \"--listen\", \"127.0.0.1:{}\"]",
-        demo_app().display(),
-        sup.port
-    );
-    let d = Daemon::start(&sup.config(&command));
+    let d = Daemon::start(&sup.config(&sup.takeover("")));
     web(&d, "is observed", |s| s.pid == Some(pid));
     let supervisord = sup.sup.pid().to_string();
     let signal = |sig: &str| {
@@ -369,12 +364,7 @@ fn with_supervisord_stopped_cleanly_and_takeover_holdfast_starts_the_command() {
         return;
     };
     let pid = sup.wait_running();
-    let command = format!(
-        "takeover = true\ncommand = [\"{}\", \"--listen\", \"127.0.0.1:{}\"]",
-        demo_app().display(),
-        sup.port
-    );
-    let d = Daemon::start(&sup.config(&command));
+    let d = Daemon::start(&sup.config(&sup.takeover("")));
     web(&d, "is observed", |s| s.pid == Some(pid));
     sup.sup.stop();
     assert!(

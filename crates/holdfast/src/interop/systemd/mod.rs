@@ -53,12 +53,7 @@ impl Unit {
     }
 
     pub fn set(&mut self, section: Section, key: &str, value: impl AsRef<str>) {
-        let line = format!("{key}={}", value.as_ref());
-        match section {
-            Section::Unit => self.unit.push(line),
-            Section::Service => self.service.push(line),
-            Section::Install => self.install.push(line),
-        }
+        self.set_line(section, format!("{key}={}", value.as_ref()));
     }
 
     /// A comment inside a section (explaining the setting that follows).
