@@ -55,6 +55,43 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     status.expect("exited")
 }
 
+/// Whether `script` (util-linux) is here to make a pseudo-terminal; says why not.
+fn script_found() -> bool {
+    let found = Command::new("sh")
+        .args(["-c", "command -v script"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipped: `script` (util-linux) is missing: no pseudo-terminal to test on");
+    }
+    found
+}
+
+/// `holdfast top` on a pseudo-terminal made by `script`: what the test writes to its
+/// stdin is typed at it. `script` runs the command with `$SHELL -c`; `exec` makes `top`
+/// the only process on that terminal, so a typed Ctrl-C reaches it alone whatever the
+/// shell (dash, unlike bash, would otherwise wait as its parent and die of the SIGINT).
+fn top_on_a_terminal(daemon: &Daemon) -> Child {
+    let command = format!(
+        "exec {} top -s {}",
+        sh_quoted(&holdfast_bin().display().to_string()),
+        sh_quoted(&daemon.socket().display().to_string())
+    );
+    Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env(support::TAG_VAR, daemon.tag())
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script starts")
+}
+
+/// `word` as one shell word, whatever the checkout's path holds.
+fn sh_quoted(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
 #[test]
 fn status_watch_without_a_terminal_prints_a_snapshot_per_change_until_interrupted() {
     let daemon = Daemon::start(SERVICE);
@@ -94,30 +131,12 @@ fn status_watch_without_a_terminal_prints_a_snapshot_per_change_until_interrupte
 
 #[test]
 fn top_on_a_terminal_draws_on_the_alternate_screen_and_restores_the_terminal_on_ctrl_c() {
-    let found = Command::new("sh")
-        .args(["-c", "command -v script"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("skipped: `script` (util-linux) is missing: no pseudo-terminal to test on");
+    if !script_found() {
         return;
     }
     let daemon = Daemon::start(SERVICE);
     let pid = daemon.running_pid("api");
-    let command = format!(
-        "{} top -s {}",
-        holdfast_bin().display(),
-        daemon.socket().display()
-    );
-    // `script` runs it on a pseudo-terminal: what the test writes is typed at it.
-    let mut term = Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .env(support::TAG_VAR, daemon.tag())
-        .env_remove("NO_COLOR")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("script starts");
+    let mut term = top_on_a_terminal(&daemon);
     let out = gather(&mut term);
     wait_until("top draws api running on the alternate screen", || {
         let out = text(&out);
@@ -142,28 +161,12 @@ fn top_on_a_terminal_draws_on_the_alternate_screen_and_restores_the_terminal_on_
 
 #[test]
 fn top_says_holdfast_stopped_after_giving_the_terminal_back_when_the_daemon_shuts_down() {
-    let found = Command::new("sh")
-        .args(["-c", "command -v script"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("skipped: `script` (util-linux) is missing: no pseudo-terminal to test on");
+    if !script_found() {
         return;
     }
     let mut daemon = Daemon::start(SERVICE);
     let pid = daemon.running_pid("api");
-    let command = format!(
-        "{} top -s {}",
-        holdfast_bin().display(),
-        daemon.socket().display()
-    );
-    let mut term = Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .env(support::TAG_VAR, daemon.tag())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("script starts");
+    let mut term = top_on_a_terminal(&daemon);
     let out = gather(&mut term);
     wait_until("top draws api running", || {
         let out = text(&out);
