@@ -10,40 +10,29 @@
 mod support;
 
 use std::fs;
-use std::net::TcpListener;
-use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use holdfast::control::protocol::EventRecord;
+use support::deploy::Deploy;
 use support::load::{Connections, Load, LoadReport};
-use support::{Daemon, demo_app};
+use support::{Daemon, demo_app, free_port};
 
-/// A directory of builds and the `current` symlink naming one of them. Removed on drop.
-struct Builds {
-    root: PathBuf,
-}
+/// The deploy tree of these scenarios: each build runs demo-app or the Go server through
+/// a `server` script, and `current` links to a build's directory by its absolute path.
+struct Builds(Deploy);
 
 impl Builds {
     fn new() -> Builds {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let root = std::env::temp_dir().join(format!(
-            "holdfast-builds-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(root.join("builds")).expect("the builds directory is created");
-        Builds { root }
+        Builds(Deploy::new())
     }
 
     fn current(&self) -> PathBuf {
-        self.root.join("current")
+        self.0.current()
     }
 
     fn dir(&self, id: &str) -> PathBuf {
-        self.root.join("builds").join(id)
+        self.0.dir(id)
     }
 
     /// Build `id`: a `server` script that runs demo-app as build `id` with `args`.
@@ -66,12 +55,7 @@ impl Builds {
     }
 
     fn script(&self, id: &str, exec: &str, mode: u32) -> &Self {
-        let dir = self.dir(id);
-        fs::create_dir_all(&dir).expect("the build directory is created");
-        let server = dir.join("server");
-        fs::write(&server, format!("#!/bin/sh\n{exec}\n")).expect("the server script is written");
-        fs::set_permissions(&server, fs::Permissions::from_mode(mode))
-            .expect("the server script's mode is set");
+        self.0.build(id, &format!("#!/bin/sh\n{exec}\n"), mode);
         self
     }
 
@@ -89,34 +73,15 @@ impl Builds {
         self
     }
 
-    /// Points `current` at build `id` in one atomic rename, as `ln -sfn` + `mv -T` do.
+    /// Points `current` at build `id`.
     fn flip(&self, id: &str) {
-        let temp = self.root.join("current.tmp");
-        let _ = fs::remove_file(&temp);
-        symlink(self.dir(id), &temp).expect("the new link is created");
-        fs::rename(&temp, self.current()).expect("the link is renamed over current");
+        self.0.flip(self.dir(id));
     }
 
     /// The build `current` points at.
     fn points_at(&self) -> PathBuf {
-        fs::read_link(self.current()).expect("current is a symlink")
+        self.0.points_at()
     }
-}
-
-impl Drop for Builds {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = fs::remove_dir_all(&self.root);
-        }
-    }
-}
-
-/// A port free on 127.0.0.1 (bound and released here).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("an ephemeral port is free")
-        .port()
 }
 
 /// How the service keeps its port open across an upgrade.

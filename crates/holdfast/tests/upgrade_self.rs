@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
+use support::deploy::Deploy;
 use support::{Daemon, children, describe, kill_9, stderr, stdout};
 
 const SERVICES: &str = r#"
@@ -495,25 +496,13 @@ ready = "notify"
 
 #[test]
 fn a_link_flipped_while_holdfast_re_executes_is_rolled_out_by_one_image_or_the_other() {
-    use std::os::unix::fs::PermissionsExt;
-
-    let dir = std::env::temp_dir().join(format!("holdfast-selfup-flip-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let deploy = Deploy::new();
     let build = |name: &str| {
-        let server = dir.join("builds").join(name).join("server");
-        std::fs::create_dir_all(server.parent().expect("a directory")).expect("mkdir");
-        std::fs::write(&server, "#!/bin/sh\nexec sleep 1000\n").expect("write");
-        std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let server = deploy.build(name, "#!/bin/sh\nexec sleep 1000\n", 0o755);
         std::fs::canonicalize(server).expect("exists")
     };
-    let flip = |to: &str| {
-        let temp = dir.join(".current.new");
-        let _ = std::fs::remove_file(&temp);
-        std::os::unix::fs::symlink(to, &temp).expect("link");
-        std::fs::rename(&temp, dir.join("current")).expect("rename over current");
-    };
     build("a");
-    flip("builds/a");
+    deploy.flip("builds/a");
     let d = Daemon::start(&format!(
         r#"
 [service.api]
@@ -526,11 +515,11 @@ watch = "{link}"
 drain = "5s"
 bake = "1s"
 "#,
-        link = dir.join("current").display()
+        link = deploy.current().display()
     ));
     d.running_pid("api");
     let b = build("b");
-    flip("builds/b");
+    deploy.flip("builds/b");
     // Whichever image sees the flip rolls it out; meanwhile the upgrade is refused as in
     // flight, and asked again.
     d.wait_until("holdfast re-executed", |d| {
@@ -541,7 +530,6 @@ bake = "1s"
             .as_ref()
             .is_some_and(|u| u.build == b.display().to_string() && u.rollout.is_none())
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

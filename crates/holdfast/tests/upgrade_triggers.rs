@@ -7,11 +7,10 @@
 mod support;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use holdfast::control::protocol::EventRecord;
+use support::deploy::Deploy;
 use support::{Daemon, describe, event_records, stderr, stdout};
 
 /// A build that runs until stopped and answers `--version` with `version`'s exit code.
@@ -19,52 +18,18 @@ fn script(version_exit: i32) -> String {
     format!("#!/bin/sh\nif [ \"$1\" = --version ]; then exit {version_exit}; fi\nexec sleep 1000\n")
 }
 
-/// A deploy directory: `builds/a/server` (good), `current -> builds/a`.
-struct Deploy {
-    dir: PathBuf,
+/// A deploy tree with build a (good) and `current -> builds/a`.
+fn deploy() -> Deploy {
+    let deploy = Deploy::new();
+    deploy.build("a", &script(0), 0o755);
+    deploy.flip("builds/a");
+    deploy
 }
 
-impl Deploy {
-    fn new() -> Deploy {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "holdfast-upgrade-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        let deploy = Deploy { dir };
-        deploy.build("a", &script(0), 0o755);
-        deploy.flip("builds/a");
-        deploy
-    }
-
-    /// Writes `builds/NAME/server` with `mode`; returns its path.
-    fn build(&self, name: &str, text: &str, mode: u32) -> PathBuf {
-        let dir = self.dir.join("builds").join(name);
-        fs::create_dir_all(&dir).expect("create the build's directory");
-        let server = dir.join("server");
-        fs::write(&server, text).expect("write the build");
-        fs::set_permissions(&server, fs::Permissions::from_mode(mode)).expect("chmod");
-        server
-    }
-
-    /// Points `current` at `target` the way `ln -sfn` does: a new link renamed over it.
-    fn flip(&self, target: &str) {
-        let temp = self.dir.join(".current.new");
-        let _ = fs::remove_file(&temp);
-        std::os::unix::fs::symlink(target, &temp).expect("create the new link");
-        fs::rename(&temp, self.dir.join("current")).expect("rename it over current");
-    }
-
-    fn link(&self) -> PathBuf {
-        self.dir.join("current")
-    }
-
-    /// The config of `api`, whose program is `current/server`.
-    fn config(&self, upgrade_extra: &str) -> String {
-        format!(
-            r#"
+/// The config of `api`, whose program is `current/server`.
+fn config(deploy: &Deploy, upgrade_extra: &str) -> String {
+    format!(
+        r#"
 [service.api]
 command = ["{link}/server"]
 start_secs = "0s"
@@ -77,15 +42,8 @@ drain = "5s"
 bake = "1s"
 {upgrade_extra}
 "#,
-            link = self.link().display()
-        )
-    }
-}
-
-impl Drop for Deploy {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
+        link = deploy.current().display()
+    )
 }
 
 fn events(daemon: &Daemon, kind: &str) -> Vec<EventRecord> {
@@ -128,13 +86,13 @@ fn nothing_changed(daemon: &Daemon, pid: u32, build_a: &Path) {
 
 /// The canonical path of build A, as the daemon resolved it at load.
 fn build_a(deploy: &Deploy) -> PathBuf {
-    fs::canonicalize(deploy.dir.join("builds/a/server")).expect("build a exists")
+    fs::canonicalize(deploy.dir("a").join("server")).expect("build a exists")
 }
 
 #[test]
 fn a_flip_to_a_non_executable_file_changes_nothing() {
-    let deploy = Deploy::new();
-    let daemon = Daemon::start(&deploy.config(""));
+    let deploy = deploy();
+    let daemon = Daemon::start(&config(&deploy, ""));
     let pid = daemon.running_pid("api");
     let b = deploy.build("b", &script(0), 0o644);
     deploy.flip("builds/b");
@@ -155,8 +113,8 @@ fn a_flip_to_a_non_executable_file_changes_nothing() {
 
 #[test]
 fn a_flip_to_a_build_with_a_wrong_checksum_changes_nothing() {
-    let deploy = Deploy::new();
-    let daemon = Daemon::start(&deploy.config(""));
+    let deploy = deploy();
+    let daemon = Daemon::start(&config(&deploy, ""));
     let pid = daemon.running_pid("api");
     let b = deploy.build("b", &script(0), 0o755);
     let wrong = "0".repeat(64);
@@ -173,9 +131,9 @@ fn a_flip_to_a_build_with_a_wrong_checksum_changes_nothing() {
 
 #[test]
 fn a_failing_verify_command_refuses_the_build() {
-    let deploy = Deploy::new();
+    let deploy = deploy();
     let verify = r#"verify = { command = ["{bin}", "--version"], timeout = "30s" }"#;
-    let daemon = Daemon::start(&deploy.config(verify));
+    let daemon = Daemon::start(&config(&deploy, verify));
     let pid = daemon.running_pid("api");
     let b = deploy.build("b", &script(3), 0o755);
     deploy.flip("builds/b");
@@ -186,11 +144,11 @@ fn a_failing_verify_command_refuses_the_build() {
 
 #[test]
 fn a_verify_command_that_hangs_is_killed_at_its_timeout_and_refuses_the_build() {
-    let deploy = Deploy::new();
+    let deploy = deploy();
     let verify = r#"verify = { command = ["{bin}", "--version"], timeout = "1s" }"#;
-    let daemon = Daemon::start(&deploy.config(verify));
+    let daemon = Daemon::start(&config(&deploy, verify));
     let pid = daemon.running_pid("api");
-    let pidfile = deploy.dir.join("verify.pid");
+    let pidfile = deploy.dir("b").with_file_name("verify.pid");
     let hangs = format!(
         "#!/bin/sh\nif [ \"$1\" = --version ]; then echo $$ > {}; exec sleep 1000; fi\nexec sleep 1000\n",
         pidfile.display()
@@ -212,20 +170,20 @@ fn a_verify_command_that_hangs_is_killed_at_its_timeout_and_refuses_the_build() 
 
 #[test]
 fn a_link_to_a_missing_file_is_refused() {
-    let deploy = Deploy::new();
-    let daemon = Daemon::start(&deploy.config(""));
+    let deploy = deploy();
+    let daemon = Daemon::start(&config(&deploy, ""));
     let pid = daemon.running_pid("api");
     deploy.flip("builds/gone");
-    let reason = refusal(&daemon, &deploy.dir.join("builds/gone/server"));
+    let reason = refusal(&daemon, &deploy.dir("gone").join("server"));
     assert_eq!(reason, "the link points to a missing file");
     nothing_changed(&daemon, pid, &build_a(&deploy));
 }
 
 #[test]
 fn a_flip_to_a_good_build_rolls_it_out_and_upgrade_by_hand_waits_for_its_outcome() {
-    let deploy = Deploy::new();
+    let deploy = deploy();
     let verify = r#"verify = { command = ["{bin}", "--version"], timeout = "30s" }"#;
-    let daemon = Daemon::start(&deploy.config(verify));
+    let daemon = Daemon::start(&config(&deploy, verify));
     daemon.running_pid("api");
     let b = fs::canonicalize(deploy.build("b", &script(0), 0o755)).expect("b exists");
     deploy.flip("builds/b");
@@ -259,7 +217,7 @@ fn a_flip_to_a_good_build_rolls_it_out_and_upgrade_by_hand_waits_for_its_outcome
     let build_line = format!(
         "build: {} (watching {})",
         c.display(),
-        deploy.link().display()
+        deploy.current().display()
     );
     let output = daemon.cli_ok(&["upgrade", "--status"]);
     assert_eq!(
@@ -293,14 +251,14 @@ fn a_flip_to_a_good_build_rolls_it_out_and_upgrade_by_hand_waits_for_its_outcome
 
 #[test]
 fn a_rolled_back_build_points_the_link_back_and_that_flip_starts_no_upgrade() {
-    let deploy = Deploy::new();
-    let daemon = Daemon::start(&deploy.config("rollback_link = true"));
+    let deploy = deploy();
+    let daemon = Daemon::start(&config(&deploy, "rollback_link = true"));
     daemon.running_pid("api");
     deploy.build("c", "#!/bin/sh\nexit 1\n", 0o755);
     deploy.flip("builds/c");
     daemon.wait_until("api rolled back", |d| !events(d, "rolled_back").is_empty());
     daemon.wait_until("current points at builds/a again", |_| {
-        fs::read_link(deploy.link()).is_ok_and(|text| text == Path::new("builds/a"))
+        fs::read_link(deploy.current()).is_ok_and(|text| text == Path::new("builds/a"))
     });
     // A good flip after it: once it is rolled out, every flip before it was handled.
     let d = fs::canonicalize(deploy.build("d", &script(0), 0o755)).expect("d exists");
@@ -310,7 +268,7 @@ fn a_rolled_back_build_points_the_link_back_and_that_flip_starts_no_upgrade() {
         .iter()
         .map(|e| e.data["to"].as_str().unwrap_or_default().to_owned())
         .collect();
-    let c = fs::canonicalize(deploy.dir.join("builds/c/server")).expect("c exists");
+    let c = fs::canonicalize(deploy.dir("c").join("server")).expect("c exists");
     assert_eq!(
         started,
         [c.display().to_string(), d.display().to_string()],
@@ -320,10 +278,9 @@ fn a_rolled_back_build_points_the_link_back_and_that_flip_starts_no_upgrade() {
 
 #[test]
 fn upgrade_of_a_base_name_waits_until_every_instance_runs_the_build() {
-    let deploy = Deploy::new();
-    let config = deploy
-        .config("")
-        .replace("start_secs = \"0s\"", "start_secs = \"0s\"\ninstances = 2");
+    let deploy = deploy();
+    let config =
+        config(&deploy, "").replace("start_secs = \"0s\"", "start_secs = \"0s\"\ninstances = 2");
     let daemon = Daemon::start(&config);
     daemon.running_pid("api@0");
     daemon.running_pid("api@1");
@@ -348,10 +305,9 @@ fn upgrade_of_a_base_name_waits_until_every_instance_runs_the_build() {
 
 #[test]
 fn a_rollback_of_a_later_instance_points_the_link_back_at_the_old_build() {
-    let deploy = Deploy::new();
-    let config = deploy
-        .config("")
-        .replace("start_secs = \"0s\"", "start_secs = \"0s\"\ninstances = 2");
+    let deploy = deploy();
+    let config =
+        config(&deploy, "").replace("start_secs = \"0s\"", "start_secs = \"0s\"\ninstances = 2");
     let daemon = Daemon::start(&config);
     daemon.running_pid("api@0");
     daemon.running_pid("api@1");
@@ -374,17 +330,17 @@ fn a_rollback_of_a_later_instance_points_the_link_back_at_the_old_build() {
         (on_a("api@0") && on_a("api@1")).then_some(())
     });
     daemon.wait_until("current points at builds/a again", |_| {
-        fs::read_link(deploy.link()).is_ok_and(|text| text == Path::new("builds/a"))
+        fs::read_link(deploy.current()).is_ok_and(|text| text == Path::new("builds/a"))
     });
 }
 
 #[test]
 fn watches_follow_a_reload() {
-    let deploy = Deploy::new();
-    let unwatched = deploy.config("").replace("watch = ", "# watch = ");
+    let deploy = deploy();
+    let unwatched = config(&deploy, "").replace("watch = ", "# watch = ");
     let daemon = Daemon::start(&unwatched);
     daemon.running_pid("api");
-    daemon.write_config(&deploy.config(""));
+    daemon.write_config(&config(&deploy, ""));
     daemon.cli_ok(&["reload"]);
     let b = deploy.build("b", &script(0), 0o644);
     deploy.flip("builds/b");

@@ -14,6 +14,7 @@
 
 #![allow(dead_code, reason = "each test file uses its own part of the harness")]
 
+pub mod deploy;
 pub mod load;
 pub mod supervisord;
 pub mod systemd;
