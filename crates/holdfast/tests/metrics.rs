@@ -172,3 +172,59 @@ fn metrics_parse_with_prometheus_client_and_the_restart_counter_rises_after_a_cr
         Some(1.0)
     );
 }
+
+#[test]
+fn exec_probes_are_timed_in_the_probe_histogram_with_each_outcome() {
+    let daemon = Daemon::start(&format!(
+        r#"{HTTP_ON}
+[service.passing]
+command = ["sleep", "300"]
+[service.passing.health]
+exec = ["true"]
+interval = "200ms"
+
+[service.failing]
+command = ["sleep", "300"]
+[service.failing.health]
+exec = ["false"]
+interval = "200ms"
+unhealthy = {{ failures = 1000, within = "1s", action = "none" }}
+
+[service.hanging]
+command = ["sleep", "300"]
+[service.hanging.health]
+exec = ["sleep", "3600"]
+interval = "200ms"
+timeout = "100ms"
+unhealthy = {{ failures = 1000, within = "1s", action = "none" }}
+"#
+    ));
+    for name in ["passing", "failing", "hanging"] {
+        daemon.wait_for_service(name, "a probe result arrived", |s| {
+            s.health.as_ref().is_some_and(|h| h.probes >= 1)
+        });
+    }
+    let metrics = scrape(&daemon);
+    let series = |part: &str, service: &str, outcome: &str| {
+        let name = format!(
+            r#"holdfast_probe_duration_seconds_{part}{{outcome="{outcome}",probe="exec",service="{service}"}}"#
+        );
+        metrics.get(&name).copied()
+    };
+    for (service, outcome) in [
+        ("passing", "ok"),
+        ("failing", "fail"),
+        ("hanging", "timeout"),
+    ] {
+        assert!(
+            series("count", service, outcome).is_some_and(|n| n >= 1.0),
+            "{service} {outcome}: {metrics:#?}"
+        );
+    }
+    // A probe killed at its timeout took at least the timeout.
+    let (count, sum) = (
+        series("count", "hanging", "timeout").expect("checked above"),
+        series("sum", "hanging", "timeout").expect("a histogram has a sum"),
+    );
+    assert!(sum >= count * 0.1, "{count} probes took {sum}s in all");
+}

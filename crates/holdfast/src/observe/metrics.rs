@@ -268,7 +268,8 @@ impl Metrics {
         }
     }
 
-    /// A network probe (`http`, `tcp`) of `service` ended with `outcome` after `took`.
+    /// A health probe (`http`, `tcp`, `exec`) of `service` ended with `outcome` after
+    /// `took`.
     pub fn probe_took(&self, service: &str, probe: &str, outcome: &ProbeOutcome, took: Duration) {
         let outcome = match outcome {
             ProbeOutcome::Success => "ok",
@@ -339,7 +340,7 @@ impl Metrics {
         );
         r.register(
             "holdfast_probe_duration_seconds",
-            "How long network health probes (http, tcp) took",
+            "How long health probes (http, tcp, exec) took",
             self.probes.family.clone(),
         );
     }
