@@ -172,3 +172,104 @@ fn metrics_parse_with_prometheus_client_and_the_restart_counter_rises_after_a_cr
         Some(1.0)
     );
 }
+
+#[test]
+fn exec_probes_are_timed_in_the_probe_histogram_with_each_outcome() {
+    let daemon = Daemon::start(&format!(
+        r#"{HTTP_ON}
+[service.passing]
+command = ["sleep", "300"]
+[service.passing.health]
+exec = ["true"]
+interval = "200ms"
+
+[service.failing]
+command = ["sleep", "300"]
+[service.failing.health]
+exec = ["false"]
+interval = "200ms"
+unhealthy = {{ failures = 1000, within = "1s", action = "none" }}
+
+[service.hanging]
+command = ["sleep", "300"]
+[service.hanging.health]
+exec = ["sleep", "3600"]
+interval = "200ms"
+timeout = "100ms"
+unhealthy = {{ failures = 1000, within = "1s", action = "none" }}
+"#
+    ));
+    for name in ["passing", "failing", "hanging"] {
+        daemon.wait_for_service(name, "a probe result arrived", |s| {
+            s.health.as_ref().is_some_and(|h| h.probes >= 1)
+        });
+    }
+    let metrics = scrape(&daemon);
+    let series = |part: &str, service: &str, outcome: &str| {
+        let name = format!(
+            r#"holdfast_probe_duration_seconds_{part}{{outcome="{outcome}",probe="exec",service="{service}"}}"#
+        );
+        metrics.get(&name).copied()
+    };
+    for (service, outcome) in [
+        ("passing", "ok"),
+        ("failing", "fail"),
+        ("hanging", "timeout"),
+    ] {
+        assert!(
+            series("count", service, outcome).is_some_and(|n| n >= 1.0),
+            "{service} {outcome}: {metrics:#?}"
+        );
+    }
+    // A probe killed at its timeout took at least the timeout.
+    let (count, sum) = (
+        series("count", "hanging", "timeout").expect("checked above"),
+        series("sum", "hanging", "timeout").expect("a histogram has a sum"),
+    );
+    assert!(sum >= count * 0.1, "{count} probes took {sum}s in all");
+}
+
+#[test]
+fn counters_and_probe_timings_go_on_across_upgrade_self_instead_of_starting_over() {
+    let port = free_port();
+    let daemon = Daemon::start(&config(port));
+    let first = daemon.running_pid("api");
+    kill_9(first);
+    daemon.wait_for_service("api", "api runs again", |s| {
+        s.state == "running" && s.pid.is_some_and(|p| p != first)
+    });
+    daemon.wait_for_service("web", "web passed a probe", |s| {
+        s.health.as_ref().is_some_and(|h| h.successes >= 1)
+    });
+    let restarts = r#"holdfast_service_restarts_total{reason="exit",service="api"}"#;
+    let exits = r#"holdfast_service_exits_total{code="",service="api",signal="SIGKILL"}"#;
+    let probes =
+        r#"holdfast_probe_duration_seconds_count{outcome="ok",probe="http",service="web"}"#;
+    let before = scrape(&daemon);
+    assert_eq!(before.get(restarts), Some(&1.0), "{before:#?}");
+    assert_eq!(before.get(exits), Some(&1.0), "{before:#?}");
+    let probed = before.get(probes).copied().expect("web was probed");
+
+    daemon.cli_ok(&["upgrade", "--self"]);
+    assert_eq!(
+        daemon.status().daemon.execs,
+        1,
+        "holdfast re-executed itself"
+    );
+    let after = scrape(&daemon);
+    assert_eq!(after.get(restarts), Some(&1.0), "{after:#?}");
+    assert_eq!(after.get(exits), Some(&1.0), "{after:#?}");
+    assert!(
+        after.get(probes).is_some_and(|&n| n >= probed),
+        "{probed} probes before, after: {after:#?}"
+    );
+    // Every bucket carried over: none counts fewer than before.
+    for (name, value) in &before {
+        if name.starts_with("holdfast_probe_duration_seconds_bucket") {
+            assert!(
+                after.get(name).is_some_and(|v| v >= value),
+                "{name}: {value} before, after: {after:#?}"
+            );
+        }
+    }
+}

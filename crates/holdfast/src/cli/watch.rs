@@ -86,9 +86,14 @@ pub fn run(socket: &Path, names: &[String]) -> miette::Result<ExitCode> {
     let quit = SigSet::from_iter([Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP]);
     let _ = quit.thread_block();
     let (wake, woken) = mpsc::channel();
-    // Following before the first fetch: an event published meanwhile is not missed.
-    follow_events(socket.to_owned(), wake.clone());
-    let first = match status::fetch_named(socket, names) {
+    // The newest event is asked before the first fetch and followed from: an event
+    // published after it reaches the view even if the follower registers late.
+    let first = newest_event(socket).and_then(|seen| {
+        let status = status::fetch_named(socket, names)?;
+        follow_events(socket.to_owned(), seen, wake.clone());
+        Ok(status)
+    });
+    let first = match first {
         Ok(status) => status,
         Err(e) => return Ok(super::service::report(e)),
     };
@@ -195,17 +200,37 @@ fn draw(status: &Status, screen: Screen, last: &mut String) -> io::Result<()> {
     out.flush()
 }
 
-/// Follows the daemon's event feed on a thread of its own; each event wakes the view.
-/// A follower too slow for the feed is cut off with a `lagged` error: it follows again
-/// and the view fetches the status anew (what it missed is in there).
-fn follow_events(socket: PathBuf, wake: mpsc::Sender<Wake>) {
+/// The number of the newest event the daemon published (0 before its first). The
+/// supervisor answers this and `status` in turn, so a status fetched after it shows
+/// every event up to that number: following from it (`since`) misses nothing the
+/// status does not show, however late the follower's connection is registered.
+fn newest_event(socket: &Path) -> Result<u64, ClientError> {
+    let request = Request::Events {
+        follow: false,
+        service: None,
+        since: None,
+        last: Some(1),
+    };
+    match client::call(socket, request)? {
+        Reply::Events { events } => Ok(events.last().map_or(0, |event| event.seq)),
+        other => Err(ClientError::Protocol(format!(
+            "holdfast answered `events` with an unexpected reply: {other:?}"
+        ))),
+    }
+}
+
+/// Follows the daemon's event feed after event `seen` on a thread of its own; each
+/// event wakes the view. A follower too slow for the feed is cut off with a `lagged`
+/// error: it asks for the newest event, then wakes the view to fetch the status anew
+/// (what it missed is in there) and follows again from that event.
+fn follow_events(socket: PathBuf, mut seen: u64, wake: mpsc::Sender<Wake>) {
     std::thread::spawn(move || {
         let ended = loop {
             let request = Request::Events {
                 follow: true,
                 service: None,
-                since: None,
-                last: Some(0),
+                since: Some(seen),
+                last: None,
             };
             let ended = client::stream(&socket, request, |reply| match reply {
                 Reply::Event { .. } if wake.send(Wake::Event).is_ok() => ControlFlow::Continue(()),
@@ -213,6 +238,10 @@ fn follow_events(socket: PathBuf, wake: mpsc::Sender<Wake>) {
             });
             match ended {
                 Err(ClientError::Daemon(e)) if e.kind == ErrorKind::Lagged => {
+                    seen = match newest_event(&socket) {
+                        Ok(newest) => newest,
+                        Err(e) => break Err(e),
+                    };
                     if wake.send(Wake::Event).is_err() {
                         return;
                     }

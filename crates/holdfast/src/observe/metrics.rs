@@ -3,7 +3,10 @@
 //! Counters are fed by the events as the supervisor publishes them (the one event
 //! definition), in the supervisor task, so none is missed; gauges are read from the
 //! status snapshot and `/proc` at scrape time, off the supervisor task. Names and labels
-//! are stable (the README's "Metrics" table).
+//! are stable (the README's "Metrics" table). The counters are handed to the next image
+//! at `upgrade --self` ([`Counted`]): the pid stays, so they must not start over.
+
+mod timings;
 
 use std::collections::HashSet;
 use std::hash::Hash;
@@ -16,8 +19,8 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::control::protocol::{RestartReason, ServiceState, Status};
@@ -26,6 +29,7 @@ use crate::model::ExitStatus;
 use holdfast_core::health::HealthState;
 use holdfast_core::supervisor::event::variant_names;
 use holdfast_core::supervisor::event::{Event, EventKind};
+use timings::Timings;
 
 /// The `reason` label of a restart.
 pub fn reason_label(reason: &RestartReason) -> &'static str {
@@ -41,26 +45,26 @@ pub fn reason_label(reason: &RestartReason) -> &'static str {
 /// The content type of the answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet, Serialize, Deserialize)]
 struct ServiceLabel {
     service: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet, Serialize, Deserialize)]
 struct RestartLabels {
     service: String,
     reason: String,
 }
 
 /// An exit has a code or a signal; the other label is empty.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet, Serialize, Deserialize)]
 struct ExitLabels {
     service: String,
     code: String,
     signal: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet, Serialize, Deserialize)]
 struct OutcomeLabels {
     service: String,
     outcome: String,
@@ -72,7 +76,7 @@ struct StateLabels {
     state: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet, Serialize, Deserialize)]
 struct ProbeLabels {
     service: String,
     probe: String,
@@ -144,6 +148,14 @@ where
         metric
     }
 
+    /// Every series made, with its metric.
+    fn each(&self) -> Vec<(L, M)> {
+        let made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
+        (made.iter())
+            .filter_map(|labels| Some((labels.clone(), self.family.get(labels)?.clone())))
+            .collect()
+    }
+
     fn forget(&self, service: &str) {
         let mut made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
         made.retain(|labels| {
@@ -166,7 +178,7 @@ pub struct Metrics {
     upgrades: PerService<OutcomeLabels, Counter>,
     rollbacks: PerService<ServiceLabel, Counter>,
     crash_reports: PerService<ServiceLabel, Counter>,
-    probes: PerService<ProbeLabels, Histogram>,
+    probes: PerService<ProbeLabels, Timings>,
     /// How late the supervisor's timer fired at worst since the last scrape, in
     /// nanoseconds: a spike between two scrapes is not hidden by a calm last wakeup.
     loop_lag_ns: Arc<AtomicU64>,
@@ -181,17 +193,44 @@ impl Default for Metrics {
             upgrades: PerService::new(Family::default()),
             rollbacks: PerService::new(Family::default()),
             crash_reports: PerService::new(Family::default()),
-            probes: PerService::new(Family::new_with_constructor(probe_histogram)),
+            probes: PerService::new(Family::default()),
             loop_lag_ns: Arc::default(),
         }
     }
 }
 
-/// Probe latency buckets: 1 ms to about 8 s.
-fn probe_histogram() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        0.001, 2.0, 14,
-    ))
+/// The counters as the next image takes them over (`upgrade --self`): each series
+/// with its count. A field an older image did not send is empty: from zero.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counted {
+    restarts: Vec<(RestartLabels, u64)>,
+    exits: Vec<(ExitLabels, u64)>,
+    oom_kills: Vec<(ServiceLabel, u64)>,
+    upgrades: Vec<(OutcomeLabels, u64)>,
+    rollbacks: Vec<(ServiceLabel, u64)>,
+    crash_reports: Vec<(ServiceLabel, u64)>,
+    probes: Vec<(ProbeLabels, timings::Counts)>,
+}
+
+/// Each series of `counters` with its count.
+fn counts<L>(counters: &PerService<L, Counter>) -> Vec<(L, u64)>
+where
+    L: Clone + Hash + Eq + OfService,
+{
+    let each = counters.each().into_iter();
+    each.map(|(labels, counter)| (labels, counter.get()))
+        .collect()
+}
+
+/// Adds `counted` to the series of `counters`.
+fn add<L>(counters: &PerService<L, Counter>, counted: Vec<(L, u64)>)
+where
+    L: Clone + Hash + Eq + OfService,
+{
+    for (labels, n) in counted {
+        counters.series(labels).inc_by(n);
+    }
 }
 
 impl Metrics {
@@ -268,7 +307,8 @@ impl Metrics {
         }
     }
 
-    /// A network probe (`http`, `tcp`) of `service` ended with `outcome` after `took`.
+    /// A health probe (`http`, `tcp`, `exec`) of `service` ended with `outcome` after
+    /// `took`.
     pub fn probe_took(&self, service: &str, probe: &str, outcome: &ProbeOutcome, took: Duration) {
         let outcome = match outcome {
             ProbeOutcome::Success => "ok",
@@ -281,6 +321,35 @@ impl Metrics {
             outcome: outcome.to_owned(),
         };
         self.probes.series(labels).observe(took.as_secs_f64());
+    }
+
+    /// What was counted, for the next image (`upgrade --self`).
+    pub fn counted(&self) -> Counted {
+        Counted {
+            restarts: counts(&self.restarts),
+            exits: counts(&self.exits),
+            oom_kills: counts(&self.oom_kills),
+            upgrades: counts(&self.upgrades),
+            rollbacks: counts(&self.rollbacks),
+            crash_reports: counts(&self.crash_reports),
+            probes: (self.probes.each().into_iter())
+                .map(|(labels, timings)| (labels, timings.get()))
+                .collect(),
+        }
+    }
+
+    /// Goes on from what the previous image counted. Added, not set: what this image
+    /// counted already (none, in practice) is kept.
+    pub fn resume(&self, counted: Counted) {
+        add(&self.restarts, counted.restarts);
+        add(&self.exits, counted.exits);
+        add(&self.oom_kills, counted.oom_kills);
+        add(&self.upgrades, counted.upgrades);
+        add(&self.rollbacks, counted.rollbacks);
+        add(&self.crash_reports, counted.crash_reports);
+        for (labels, counts) in counted.probes {
+            self.probes.series(labels).add(&counts);
+        }
     }
 
     /// The supervisor's timer fired `late` after its deadline.
@@ -339,7 +408,7 @@ impl Metrics {
         );
         r.register(
             "holdfast_probe_duration_seconds",
-            "How long network health probes (http, tcp) took",
+            "How long health probes (http, tcp, exec) took",
             self.probes.family.clone(),
         );
     }
@@ -501,6 +570,29 @@ mod tests {
         metrics.loop_lag(Duration::from_millis(5));
         assert_eq!(metrics.take_loop_lag(), Duration::from_millis(300));
         assert_eq!(metrics.take_loop_lag(), Duration::ZERO);
+    }
+
+    #[test]
+    fn what_one_image_counted_the_next_goes_on_from() {
+        let old = Metrics::default();
+        old.on_exit("api", ExitStatus::OomKilled);
+        old.on_exit("api", ExitStatus::Exited(1));
+        old.probe_took(
+            "api",
+            "exec",
+            &ProbeOutcome::Success,
+            Duration::from_millis(3),
+        );
+        let wire = serde_json::to_vec(&old.counted()).expect("serializes");
+        let new = Metrics::default();
+        new.resume(serde_json::from_slice(&wire).expect("reads"));
+        let sorted = |m: &Metrics| {
+            let mut counted = m.counted();
+            counted.exits.sort_by(|a, b| a.0.code.cmp(&b.0.code));
+            counted
+        };
+        assert_eq!(sorted(&new), sorted(&old));
+        assert_eq!(old.counted().oom_kills.len(), 1);
     }
 
     #[test]

@@ -47,11 +47,10 @@ impl Shell {
             Role::Main(run) | Role::Forker(run) => {
                 vec![self.main_exited(service, run, reaped.status)]
             }
-            Role::Probe(run, deadline) => vec![Input::ProbeResult {
-                service,
-                run,
-                outcome: probe::exec_verdict(deadline, reaped.status),
-            }],
+            Role::Probe(run, exec) => {
+                let outcome = probe::exec_verdict(exec.deadline, reaped.status);
+                vec![self.exec_probe_result(service, run, exec.began, outcome)]
+            }
             Role::Hook(hook) => {
                 let event = crate::supervisor::hooks::finished(&service, hook, &reaped);
                 self.publish(&event);

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::table::{Owner, Process, ProcessTable, Role};
 use crate::control::protocol::EventRecord;
 use crate::model::{ExitStatus, ServiceName, SpawnCause, SpawnErrorKind};
+use crate::observe::metrics::Counted;
 use crate::process::reap::ReapSeq;
 use crate::supervisor::core::Snapshot;
 use crate::supervisor::service::{
@@ -72,6 +73,10 @@ pub struct Handover {
     /// process group. No children of this one: the new image watches them again.
     #[serde(default)]
     pub adopted: BTreeMap<i32, (u64, i32)>,
+    /// The `/metrics` counters: the pid stays, so they go on instead of starting over
+    /// (from an image that did not send them, they start at zero).
+    #[serde(default)]
+    pub metrics: Counted,
 }
 
 /// The fds the new image serves on.
@@ -487,7 +492,22 @@ mod tests {
             previous: Some(9),
             refused: None,
             adopted: BTreeMap::from([(42, (1000, 42))]),
+            metrics: Counted::default(),
         }
+    }
+
+    #[test]
+    fn a_handover_from_an_image_without_metrics_resumes_them_from_zero() {
+        let h = Harness::running([svc("a")]);
+        let handover = handover_of(&h, &ProcessTable::new());
+        let mut older: serde_json::Value =
+            serde_json::from_slice(&handover.to_bytes()).expect("json");
+        let fields = older.as_object_mut().expect("an object");
+        assert!(fields.remove("metrics").is_some(), "{fields:?}");
+        let bytes = serde_json::to_vec(&older).expect("serializes");
+        let read = Handover::from_bytes(&bytes).expect("an older handover reads");
+        assert_eq!(read.metrics, Counted::default());
+        assert_eq!(read, handover);
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! children in the process table, so their result arrives from the reaper.
 
 use std::os::fd::AsFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::unix::Pid;
 
 use super::Shell;
-use super::table::{Process, Role};
+use super::table::{ExecProbe, Process, Role};
 use crate::health::{ProbeFailure, ProbeOutcome, probe};
 use crate::model::{Probe, ServiceName, ServiceSpec};
 use crate::process::{group, reap, spawn};
@@ -75,17 +75,15 @@ impl Shell {
         };
         let request = recipe.request(spec, command, Setup::Helper, output);
         let alive_at = reap::latest();
+        let began = Instant::now();
         let pid = match spawn::spawn(&request) {
             Ok(spawned) => spawned.pid,
             Err(e) => {
-                return Some(Input::ProbeResult {
-                    service,
-                    run,
-                    outcome: ProbeOutcome::Failure(ProbeFailure::Spawn(spawn_failure::cause(&e))),
-                });
+                let outcome = ProbeOutcome::Failure(ProbeFailure::Spawn(spawn_failure::cause(&e)));
+                return Some(self.exec_probe_result(service, run, began, outcome));
             }
         };
-        let role = Role::Probe(run, probe::ExecDeadline::NotReached);
+        let role = Role::Probe(run, ExecProbe::new(began));
         let process = Process {
             service,
             role,
@@ -134,11 +132,11 @@ impl Shell {
                 // is only killed while the reaper is held off from freeing the pid, and
                 // the result is decided when the reap arrives.
                 let process = self.table.process_mut(pid)?;
-                let Role::Probe(_, deadline) = &mut process.role else {
+                let Role::Probe(_, exec) = &mut process.role else {
                     return None;
                 };
                 match kill_group(pid) {
-                    Some(Ok(_)) => *deadline = probe::ExecDeadline::KilledAfter(timeout),
+                    Some(Ok(_)) => exec.deadline = probe::ExecDeadline::KilledAfter(timeout),
                     Some(Err(e)) => tracing::warn!(
                         "{}: failed to kill timed-out probe {pid}: {e}",
                         process.service
@@ -147,6 +145,27 @@ impl Shell {
                 }
                 None
             }
+        }
+    }
+}
+
+impl Shell {
+    /// The result of an exec probe of `run` begun at `began` that ended with `outcome`
+    /// (reaped, or not even spawned), timed for `/metrics` like a network probe.
+    pub(super) fn exec_probe_result(
+        &self,
+        service: ServiceName,
+        run: RunId,
+        began: Instant,
+        outcome: ProbeOutcome,
+    ) -> Input {
+        let took = began.elapsed();
+        self.metrics
+            .probe_took(service.as_str(), "exec", &outcome, took);
+        Input::ProbeResult {
+            service,
+            run,
+            outcome,
         }
     }
 }

@@ -322,6 +322,7 @@ impl Shell {
             adopted: (self.adoptions.processes.iter())
                 .map(|(pid, (start, group))| (pid.as_raw(), (*start, group.as_raw())))
                 .collect(),
+            metrics: self.metrics.counted(),
         })
     }
 
@@ -339,6 +340,8 @@ impl Shell {
         self.selfup.error.clone_from(&handover.refused);
         self.bus
             .resume(handover.last_event, std::mem::take(&mut handover.events));
+        // Before the resumed services publish anything: what they count adds to it.
+        self.metrics.resume(std::mem::take(&mut handover.metrics));
         let mut extra = inherited.extra;
         self.sockets.adopt(self.sup.plan(), &mut extra);
         if !extra.is_empty() {

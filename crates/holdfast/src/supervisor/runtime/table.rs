@@ -61,7 +61,7 @@ pub enum Role {
     /// another): its exit only raises the question whether the run is empty now.
     Member(RunId),
     /// An exec health probe of the run: its exit is the probe's result.
-    Probe(RunId, ExecDeadline),
+    Probe(RunId, ExecProbe),
     /// An event hook: its exit is logged as the hook's.
     Hook(Hook),
     /// The `verify` command of a new build: its exit decides whether the build is used.
@@ -98,6 +98,24 @@ impl Role {
     /// A main process or forker: the one process whose exit ends the run.
     pub fn is_main(&self) -> bool {
         matches!(self, Role::Main(_) | Role::Forker(_))
+    }
+}
+
+/// A running exec health probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecProbe {
+    /// When it was spawned: its exit is timed from here (the probe latency histogram).
+    pub began: Instant,
+    pub deadline: ExecDeadline,
+}
+
+impl ExecProbe {
+    /// A probe spawned at `began`, its timeout still ahead.
+    pub fn new(began: Instant) -> Self {
+        ExecProbe {
+            began,
+            deadline: ExecDeadline::NotReached,
+        }
     }
 }
 
@@ -497,7 +515,7 @@ mod tests {
         let run = RunId(1);
         table.insert(Pid::from_raw(100), process("web", Role::Main(run), 0));
         table.add_group(Pid::from_raw(100), owner("web", 1));
-        let probe = Role::Probe(run, ExecDeadline::NotReached);
+        let probe = Role::Probe(run, ExecProbe::new(Instant::now()));
         table.insert(Pid::from_raw(101), process("web", probe.clone(), 0));
         let hook = hook("started");
         table.insert(Pid::from_raw(102), process("web", hook.clone(), 0));
@@ -617,7 +635,7 @@ mod tests {
         table.add_group(Pid::from_raw(10), owner("a", 1));
         table.add_group(Pid::from_raw(11), owner("a", 1));
         table.insert(Pid::from_raw(12), process("a", hook("exited"), 0));
-        let probe = Role::Probe(RunId(1), ExecDeadline::NotReached);
+        let probe = Role::Probe(RunId(1), ExecProbe::new(Instant::now()));
         table.insert(Pid::from_raw(13), process("a", probe, 0));
         let mut senders: Vec<i32> = table.senders().map(Pid::as_raw).collect();
         senders.sort_unstable();
@@ -687,7 +705,7 @@ mod tests {
             1 => {
                 let role = match rng.u8(0..3) {
                     0 => Role::Member(run),
-                    1 => Role::Probe(run, ExecDeadline::NotReached),
+                    1 => Role::Probe(run, ExecProbe::new(Instant::now())),
                     _ => hook("exited"),
                 };
                 table.insert(pid, process("a", role, seq));
