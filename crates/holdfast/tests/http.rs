@@ -492,6 +492,47 @@ fn a_reload_moves_the_http_server_or_says_why_it_stays() {
 }
 
 #[test]
+fn a_reload_lists_a_change_of_the_http_address_and_a_dry_run_only_lists_it() {
+    let service = "[service.api]\ncommand = [\"sleep\", \"300\"]\n";
+    let first = support::free_port();
+    let second = support::free_port();
+    let on = |port: u16| format!("http = \"127.0.0.1:{port}\"\n\n{service}");
+    let at = |port: u16| -> std::net::SocketAddr {
+        format!("127.0.0.1:{port}").parse().expect("an address")
+    };
+    let daemon = Daemon::start(&on(first));
+    daemon.running_pid("api");
+    let dry_run = |config: &str| {
+        daemon.write_config(config);
+        support::stdout(&daemon.cli_ok(&["reload", "--dry-run"]))
+    };
+
+    let moved = format!("~ changed: [holdfast].http: 127.0.0.1:{first} -> 127.0.0.1:{second}");
+    let said = dry_run(&on(second));
+    assert!(
+        said.contains("reload would apply this plan") && said.contains(&moved),
+        "{said}"
+    );
+    let off = format!("~ changed: [holdfast].http: 127.0.0.1:{first} -> off");
+    let said = dry_run(service);
+    assert!(said.contains(&off), "{said}");
+    assert_eq!(web::get(at(first), "/health").status, 200, "nothing moved");
+
+    let said = support::stdout(&daemon.cli_ok(&["reload"]));
+    assert!(said.contains(&off), "{said}");
+    daemon.wait_until("the server is off", |_| {
+        std::net::TcpStream::connect(at(first)).is_err()
+    });
+    let said = dry_run(&on(second));
+    assert!(
+        said.contains(&format!(
+            "~ changed: [holdfast].http: off -> 127.0.0.1:{second}"
+        )),
+        "{said}"
+    );
+}
+
+#[test]
 fn after_upgrade_self_the_same_address_answers_with_the_same_token() {
     let port = support::free_port();
     let daemon = Daemon::start(&format!(

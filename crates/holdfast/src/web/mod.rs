@@ -379,6 +379,12 @@ impl Web {
         Ok(())
     }
 
+    /// The address the config asked for (`:0` included) that the server runs on; `None`
+    /// while it is off.
+    pub fn configured(&self) -> Option<SocketAddr> {
+        self.configured
+    }
+
     /// The address the server listens on, while one runs.
     pub fn addr(&self) -> Option<SocketAddr> {
         self.server.as_ref().map(Server::addr)
