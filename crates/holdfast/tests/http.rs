@@ -532,6 +532,83 @@ fn a_reload_lists_a_change_of_the_http_address_and_a_dry_run_only_lists_it() {
     );
 }
 
+/// `ip:port` of a test's HTTP server.
+fn on(ip: &str, port: u16) -> std::net::SocketAddr {
+    format!("{ip}:{port}").parse().expect("an address")
+}
+
+#[test]
+fn a_reload_moves_the_http_server_to_another_ip_on_the_same_port_and_back_with_the_same_token() {
+    let service = "[service.api]\ncommand = [\"sleep\", \"300\"]\n";
+    let port = support::free_port();
+    let config = |ip: &str| format!("http = \"{ip}:{port}\"\n\n{service}");
+    let daemon = Daemon::start(&config("127.0.0.1"));
+    daemon.running_pid("api");
+    let token = web::token(&daemon);
+    assert_eq!(web::get(on("127.0.0.1", port), "/health").status, 200);
+
+    // 127.0.0.2 reaches only a server on the unspecified address.
+    daemon.write_config(&config("0.0.0.0"));
+    let said = support::stdout(&daemon.cli_ok(&["reload"]));
+    assert!(
+        said.contains(&format!(
+            "~ changed: [holdfast].http: 127.0.0.1:{port} -> 0.0.0.0:{port}"
+        )),
+        "{said}"
+    );
+    assert_eq!(web::get(on("127.0.0.2", port), "/health").status, 200);
+    let beat = web::get_with_token(on("127.0.0.2", port), "/control/heartbeat", &token);
+    assert_eq!(beat.status, 200, "the same token: {beat:?}");
+
+    daemon.write_config(&config("127.0.0.1"));
+    let said = support::stdout(&daemon.cli_ok(&["reload"]));
+    assert!(
+        said.contains(&format!(
+            "~ changed: [holdfast].http: 0.0.0.0:{port} -> 127.0.0.1:{port}"
+        )),
+        "{said}"
+    );
+    daemon.wait_until("the unspecified address is closed", |_| {
+        std::net::TcpStream::connect(on("127.0.0.2", port)).is_err()
+    });
+    let beat = web::get_with_token(on("127.0.0.1", port), "/control/heartbeat", &token);
+    assert_eq!(beat.status, 200, "{beat:?}");
+}
+
+#[test]
+fn a_move_to_the_same_port_on_another_ip_that_another_process_holds_stays_on_the_old_address() {
+    let service = "[service.api]\ncommand = [\"sleep\", \"300\"]\n";
+    let port = support::free_port();
+    let config = |ip: &str| format!("http = \"{ip}:{port}\"\n\n{service}");
+    let daemon = Daemon::start(&config("127.0.0.1"));
+    daemon.running_pid("api");
+    let token = web::token(&daemon);
+    // Beside holdfast's 127.0.0.1:P (two addresses, neither unspecified), and in the
+    // way of 0.0.0.0:P even once holdfast closed its own socket.
+    let other = std::net::TcpListener::bind(on("127.0.0.2", port)).expect("127.0.0.2:P");
+
+    daemon.write_config(&config("0.0.0.0"));
+    let said = support::stdout(&daemon.cli_ok(&["reload"]));
+    assert!(
+        said.contains("! ignored until restart: [holdfast].http")
+            && said.contains("the port is in use")
+            && said.contains(&format!("still on 127.0.0.1:{port}")),
+        "{said}"
+    );
+    let beat = web::get_with_token(on("127.0.0.1", port), "/control/heartbeat", &token);
+    assert_eq!(beat.status, 200, "still served: {beat:?}");
+
+    drop(other);
+    let said = support::stdout(&daemon.cli_ok(&["reload"]));
+    assert!(
+        said.contains(&format!(
+            "~ changed: [holdfast].http: 127.0.0.1:{port} -> 0.0.0.0:{port}"
+        )),
+        "the next reload tries again: {said}"
+    );
+    assert_eq!(web::get(on("127.0.0.2", port), "/health").status, 200);
+}
+
 #[test]
 fn after_upgrade_self_the_same_address_answers_with_the_same_token() {
     let port = support::free_port();
