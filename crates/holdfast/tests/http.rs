@@ -108,6 +108,34 @@ fn control_with_the_token_restarts_a_service_and_its_pid_changes() {
 }
 
 #[test]
+fn control_restarts_two_services_in_one_waited_request_answered_once_both_run_again() {
+    let daemon = Daemon::start(&two_services());
+    let before = [daemon.running_pid("api"), daemon.running_pid("flaky")];
+    let addr = web::addr(&daemon);
+    let token = web::token(&daemon);
+    let answer = web::post(
+        addr,
+        "/control",
+        Some(&token),
+        r#"{"verb":"restart","services":["api","flaky"]}"#,
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let done = answer.json();
+    assert_eq!(done["verb"], "restart");
+    let replies = done["replies"].as_array().expect("replies");
+    assert_eq!(replies.len(), 2, "one reply per service: {done}");
+    assert!(replies.iter().all(|r| r["kind"] == "accepted"), "{done}");
+    // Waited for like the CLI's `restart api flaky`: each counts as started (1 s up by
+    // default) before the answer, so the status read after it shows both new runs.
+    let status = daemon.status();
+    for (name, old) in ["api", "flaky"].into_iter().zip(before) {
+        let service = support::service(&status, name);
+        assert_eq!(service.state, "running", "{name}: {service:?}");
+        assert!(service.pid.is_some_and(|p| p != old), "{name}: {service:?}");
+    }
+}
+
+#[test]
 fn control_answers_400_with_the_reason_for_a_bad_verb_or_an_unknown_service() {
     let daemon = Daemon::start(&two_services());
     let pid = daemon.running_pid("api");

@@ -108,6 +108,28 @@ impl WebState {
         crate::control::dispatch(request, self.0.peer, &self.0.control).await
     }
 
+    /// Applies `requests` and answers once their outcomes are known, or `timeout` passed:
+    /// the CLI's waited verbs' one request ([`Request::Wait`]).
+    pub async fn wait(
+        &self,
+        requests: Vec<Request>,
+        timeout: Duration,
+    ) -> Result<Reply, ControlError> {
+        // Subscribed before any request is applied: no outcome can be missed.
+        let live = self.0.events.subscribe().ok_or_else(|| ControlError {
+            kind: ErrorKind::ShuttingDown,
+            message: "holdfast is shutting down: nothing to wait for".to_owned(),
+        })?;
+        crate::control::wait::apply_and_wait(
+            requests,
+            Some(timeout),
+            self.0.peer,
+            &self.0.control,
+            live,
+        )
+        .await
+    }
+
     /// The status snapshot (the answer to `holdfast status`).
     pub async fn status(&self) -> Result<Status, ControlError> {
         match self.request(Request::Status).await? {
