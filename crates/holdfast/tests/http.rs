@@ -181,13 +181,7 @@ fn the_heartbeat_says_which_holdfast_answers_and_a_restarted_one_keeps_its_token
     );
 
     let beat = |addr, token: &str| {
-        let answer = web::request(
-            addr,
-            "GET",
-            "/control/heartbeat",
-            &[("Authorization", &format!("Bearer {token}"))],
-            "",
-        );
+        let answer = web::get_with_token(addr, "/control/heartbeat", token);
         assert_eq!(answer.status, 200, "{answer:?}");
         answer.json()
     };
@@ -649,13 +643,7 @@ fn after_upgrade_self_the_same_address_answers_with_the_same_token() {
     let before = web::get_with_token(addr, "/control/heartbeat", &token).json();
     daemon.cli_ok(&["upgrade", "--self"]);
     assert_eq!(daemon.status().daemon.execs, 1);
-    let beat = web::request(
-        addr,
-        "GET",
-        "/control/heartbeat",
-        &[("Authorization", &format!("Bearer {token}"))],
-        "",
-    );
+    let beat = web::get_with_token(addr, "/control/heartbeat", &token);
     assert_eq!(beat.status, 200, "{beat:?}");
     assert_eq!(beat.json()["pid"], daemon.host_pid());
     assert_ne!(
