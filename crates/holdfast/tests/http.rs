@@ -108,6 +108,34 @@ fn control_with_the_token_restarts_a_service_and_its_pid_changes() {
 }
 
 #[test]
+fn control_restarts_two_services_in_one_waited_request_answered_once_both_run_again() {
+    let daemon = Daemon::start(&two_services());
+    let before = [daemon.running_pid("api"), daemon.running_pid("flaky")];
+    let addr = web::addr(&daemon);
+    let token = web::token(&daemon);
+    let answer = web::post(
+        addr,
+        "/control",
+        Some(&token),
+        r#"{"verb":"restart","services":["api","flaky"]}"#,
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let done = answer.json();
+    assert_eq!(done["verb"], "restart");
+    let replies = done["replies"].as_array().expect("replies");
+    assert_eq!(replies.len(), 2, "one reply per service: {done}");
+    assert!(replies.iter().all(|r| r["kind"] == "accepted"), "{done}");
+    // Waited for like the CLI's `restart api flaky`: each counts as started (1 s up by
+    // default) before the answer, so the status read after it shows both new runs.
+    let status = daemon.status();
+    for (name, old) in ["api", "flaky"].into_iter().zip(before) {
+        let service = support::service(&status, name);
+        assert_eq!(service.state, "running", "{name}: {service:?}");
+        assert!(service.pid.is_some_and(|p| p != old), "{name}: {service:?}");
+    }
+}
+
+#[test]
 fn control_answers_400_with_the_reason_for_a_bad_verb_or_an_unknown_service() {
     let daemon = Daemon::start(&two_services());
     let pid = daemon.running_pid("api");
@@ -153,13 +181,7 @@ fn the_heartbeat_says_which_holdfast_answers_and_a_restarted_one_keeps_its_token
     );
 
     let beat = |addr, token: &str| {
-        let answer = web::request(
-            addr,
-            "GET",
-            "/control/heartbeat",
-            &[("Authorization", &format!("Bearer {token}"))],
-            "",
-        );
+        let answer = web::get_with_token(addr, "/control/heartbeat", token);
         assert_eq!(answer.status, 200, "{answer:?}");
         answer.json()
     };
@@ -492,6 +514,124 @@ fn a_reload_moves_the_http_server_or_says_why_it_stays() {
 }
 
 #[test]
+fn a_reload_lists_a_change_of_the_http_address_and_a_dry_run_only_lists_it() {
+    let service = "[service.api]\ncommand = [\"sleep\", \"300\"]\n";
+    let first = support::free_port();
+    let second = support::free_port();
+    let on = |port: u16| format!("http = \"127.0.0.1:{port}\"\n\n{service}");
+    let at = |port: u16| -> std::net::SocketAddr {
+        format!("127.0.0.1:{port}").parse().expect("an address")
+    };
+    let daemon = Daemon::start(&on(first));
+    daemon.running_pid("api");
+    let dry_run = |config: &str| {
+        daemon.write_config(config);
+        support::stdout(&daemon.cli_ok(&["reload", "--dry-run"]))
+    };
+
+    let moved = format!("~ changed: [holdfast].http: 127.0.0.1:{first} -> 127.0.0.1:{second}");
+    let said = dry_run(&on(second));
+    assert!(
+        said.contains("reload would apply this plan") && said.contains(&moved),
+        "{said}"
+    );
+    let off = format!("~ changed: [holdfast].http: 127.0.0.1:{first} -> off");
+    let said = dry_run(service);
+    assert!(said.contains(&off), "{said}");
+    assert_eq!(web::get(at(first), "/health").status, 200, "nothing moved");
+
+    let said = support::stdout(&daemon.cli_ok(&["reload"]));
+    assert!(said.contains(&off), "{said}");
+    daemon.wait_until("the server is off", |_| {
+        std::net::TcpStream::connect(at(first)).is_err()
+    });
+    let said = dry_run(&on(second));
+    assert!(
+        said.contains(&format!(
+            "~ changed: [holdfast].http: off -> 127.0.0.1:{second}"
+        )),
+        "{said}"
+    );
+}
+
+/// `ip:port` of a test's HTTP server.
+fn on(ip: &str, port: u16) -> std::net::SocketAddr {
+    format!("{ip}:{port}").parse().expect("an address")
+}
+
+#[test]
+fn a_reload_moves_the_http_server_to_another_ip_on_the_same_port_and_back_with_the_same_token() {
+    let service = "[service.api]\ncommand = [\"sleep\", \"300\"]\n";
+    let port = support::free_port();
+    let config = |ip: &str| format!("http = \"{ip}:{port}\"\n\n{service}");
+    let daemon = Daemon::start(&config("127.0.0.1"));
+    daemon.running_pid("api");
+    let token = web::token(&daemon);
+    assert_eq!(web::get(on("127.0.0.1", port), "/health").status, 200);
+
+    // 127.0.0.2 reaches only a server on the unspecified address.
+    daemon.write_config(&config("0.0.0.0"));
+    let said = support::stdout(&daemon.cli_ok(&["reload"]));
+    assert!(
+        said.contains(&format!(
+            "~ changed: [holdfast].http: 127.0.0.1:{port} -> 0.0.0.0:{port}"
+        )),
+        "{said}"
+    );
+    assert_eq!(web::get(on("127.0.0.2", port), "/health").status, 200);
+    let beat = web::get_with_token(on("127.0.0.2", port), "/control/heartbeat", &token);
+    assert_eq!(beat.status, 200, "the same token: {beat:?}");
+
+    daemon.write_config(&config("127.0.0.1"));
+    let said = support::stdout(&daemon.cli_ok(&["reload"]));
+    assert!(
+        said.contains(&format!(
+            "~ changed: [holdfast].http: 0.0.0.0:{port} -> 127.0.0.1:{port}"
+        )),
+        "{said}"
+    );
+    daemon.wait_until("the unspecified address is closed", |_| {
+        std::net::TcpStream::connect(on("127.0.0.2", port)).is_err()
+    });
+    let beat = web::get_with_token(on("127.0.0.1", port), "/control/heartbeat", &token);
+    assert_eq!(beat.status, 200, "{beat:?}");
+}
+
+#[test]
+fn a_move_to_the_same_port_on_another_ip_that_another_process_holds_stays_on_the_old_address() {
+    let service = "[service.api]\ncommand = [\"sleep\", \"300\"]\n";
+    let port = support::free_port();
+    let config = |ip: &str| format!("http = \"{ip}:{port}\"\n\n{service}");
+    let daemon = Daemon::start(&config("127.0.0.1"));
+    daemon.running_pid("api");
+    let token = web::token(&daemon);
+    // Beside holdfast's 127.0.0.1:P (two addresses, neither unspecified), and in the
+    // way of 0.0.0.0:P even once holdfast closed its own socket.
+    let other = std::net::TcpListener::bind(on("127.0.0.2", port)).expect("127.0.0.2:P");
+
+    daemon.write_config(&config("0.0.0.0"));
+    let said = support::stdout(&daemon.cli_ok(&["reload"]));
+    assert!(
+        said.contains("! ignored until restart: [holdfast].http")
+            && said.contains("the port is in use")
+            && said.contains(&format!("still on 127.0.0.1:{port}")),
+        "{said}"
+    );
+    let beat = web::get_with_token(on("127.0.0.1", port), "/control/heartbeat", &token);
+    assert_eq!(beat.status, 200, "still served: {beat:?}");
+
+    drop(other);
+    let said = support::stdout(&daemon.cli_ok(&["reload"]));
+    assert!(
+        said.contains(&format!(
+            "~ changed: [holdfast].http: 127.0.0.1:{port} -> 0.0.0.0:{port}"
+        )),
+        "the next reload tries again: {said}"
+    );
+    assert_eq!(web::get(on("127.0.0.2", port), "/health").status, 200);
+}
+
+#[test]
 fn after_upgrade_self_the_same_address_answers_with_the_same_token() {
     let port = support::free_port();
     let daemon = Daemon::start(&format!(
@@ -503,13 +643,7 @@ fn after_upgrade_self_the_same_address_answers_with_the_same_token() {
     let before = web::get_with_token(addr, "/control/heartbeat", &token).json();
     daemon.cli_ok(&["upgrade", "--self"]);
     assert_eq!(daemon.status().daemon.execs, 1);
-    let beat = web::request(
-        addr,
-        "GET",
-        "/control/heartbeat",
-        &[("Authorization", &format!("Bearer {token}"))],
-        "",
-    );
+    let beat = web::get_with_token(addr, "/control/heartbeat", &token);
     assert_eq!(beat.status, 200, "{beat:?}");
     assert_eq!(beat.json()["pid"], daemon.host_pid());
     assert_ne!(

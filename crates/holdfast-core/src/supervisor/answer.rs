@@ -105,6 +105,11 @@ pub struct ReloadPlan {
     pub unchanged: Vec<ServiceName>,
     /// `[holdfast]` settings that changed but need a daemon restart to apply.
     pub ignored: Vec<String>,
+    /// `[holdfast]` settings that changed and a reload applies in place, each with its
+    /// change: `[holdfast].http: 127.0.0.1:9700 -> 0.0.0.0:9700`. Filled by the shell,
+    /// which applies them (or moves one to `ignored`, saying why it could not).
+    #[serde(default)]
+    pub applied: Vec<String>,
 }
 
 impl ReloadPlan {
@@ -128,6 +133,9 @@ impl ReloadPlan {
             }
         }
         parts.push(format!("unchanged: {}", self.unchanged.len()));
+        if !self.applied.is_empty() {
+            parts.push(format!("applied: {}", self.applied.join(", ")));
+        }
         if !self.ignored.is_empty() {
             parts.push(format!(
                 "ignored until restart: {}",

@@ -127,12 +127,10 @@ pub fn gather() -> Report {
     let all_capabilities = capabilities.len() == usize::from(last_cap.min(63)) + 1;
 
     let pid1_comm = read_trim("/proc/1/comm");
-    let notify_socket = std::env::var_os("NOTIFY_SOCKET").is_some();
-    let invocation_id = std::env::var_os("INVOCATION_ID").is_some();
     let systemd = SystemdReport {
-        under_systemd: notify_socket || invocation_id,
-        notify_socket,
-        invocation_id,
+        under_systemd: crate::notify::outer::OuterManager::systemd_in_environment(),
+        notify_socket: std::env::var_os("NOTIFY_SOCKET").is_some(),
+        invocation_id: std::env::var_os("INVOCATION_ID").is_some(),
         pid1_comm,
     };
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)

@@ -50,8 +50,9 @@ pub fn run(socket: &Path, dry_run: bool, wait: &WaitArgs) -> miette::Result<Exit
     }
 }
 
-/// One line per change: `+` added, `-` removed, `~` changed (restarted), `=` a count of
-/// unchanged services, `!` daemon settings that need a holdfast restart. A dry run puts
+/// One line per change: `+` added, `-` removed, `~` changed (restarted services, then
+/// daemon settings applied in place), `=` a count of unchanged services, `!` daemon
+/// settings that need a holdfast restart. A dry run puts
 /// the same lines under a heading that says they are what a reload would do.
 pub fn render_plan(plan: &ReloadPlan) -> String {
     let mut out = String::new();
@@ -74,6 +75,9 @@ pub fn render_plan(plan: &ReloadPlan) -> String {
         "services"
     };
     let _ = writeln!(out, "= unchanged: {unchanged} {noun}");
+    for setting in &plan.applied {
+        let _ = writeln!(out, "~ changed: {setting}");
+    }
     for setting in &plan.ignored {
         // The daemon may name the setting bare (`control`) or qualified.
         let qualified = if setting.starts_with('[') {
@@ -90,7 +94,8 @@ fn dry_run_heading(plan: &ReloadPlan) -> &'static str {
     let changes = !(plan.added.is_empty()
         && plan.removed.is_empty()
         && plan.changed.is_empty()
-        && plan.ignored.is_empty());
+        && plan.ignored.is_empty()
+        && plan.applied.is_empty());
     if changes {
         "dry run: reload would apply this plan (nothing applied yet):\n"
     } else {
@@ -119,6 +124,7 @@ mod tests {
             changed: names(&["api", "web"]),
             unchanged: names(&["db", "worker", "cron"]),
             ignored: vec!["control".to_owned(), "[holdfast].log_dir".to_owned()],
+            applied: Vec::new(),
         };
         insta::assert_snapshot!(render_plan(&plan), @r"
         + added: cache
@@ -145,6 +151,21 @@ mod tests {
         + added: cache
         ~ changed (restart): api
         = unchanged: 1 service
+        ");
+    }
+
+    #[test]
+    fn a_daemon_setting_applied_in_place_is_a_change_even_in_a_dry_run() {
+        let plan = ReloadPlan {
+            dry_run: true,
+            unchanged: names(&["api"]),
+            applied: vec!["[holdfast].http: off -> 127.0.0.1:9700".to_owned()],
+            ..ReloadPlan::default()
+        };
+        insta::assert_snapshot!(render_plan(&plan), @r"
+        dry run: reload would apply this plan (nothing applied yet):
+        = unchanged: 1 service
+        ~ changed: [holdfast].http: off -> 127.0.0.1:9700
         ");
     }
 

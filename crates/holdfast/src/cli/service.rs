@@ -22,8 +22,8 @@ use crate::control::client::{self, ClientError};
 use crate::control::protocol::{Outcome, Reply, Request, Verdict};
 use crate::model::{ServiceName, Timeout};
 
-/// How long a verb waits when no `--timeout` is given: systemd's default job timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a verb waits when no `--timeout` is given.
+pub use crate::control::wait::DEFAULT_TIMEOUT;
 /// How much longer than the daemon's deadline the CLI waits for the daemon's answer.
 const ANSWER_MARGIN: Duration = Duration::from_secs(10);
 

@@ -30,6 +30,10 @@ use super::protocol::{
 };
 use crate::model::ServiceName;
 
+/// How long a waited request waits when its caller names no deadline (the CLI's
+/// `--timeout`, `POST /control`): systemd's default job timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// An outcome's state when the service is gone (a reload removed it).
 const REMOVED: &str = "removed";
 
@@ -245,9 +249,30 @@ fn waitable(request: &Request) -> bool {
     )
 }
 
-/// Applies `requests` and waits for their outcome. `None` when the client went away.
+/// [`run`] for a caller with no connection of its own to watch: the HTTP server, whose
+/// handler is dropped (and this wait with it) when its client goes away.
+pub async fn apply_and_wait(
+    requests: Vec<Request>,
+    timeout: Option<Duration>,
+    peer: Peer,
+    tx: &mpsc::Sender<ControlMsg>,
+    live: broadcast::Receiver<EventRecord>,
+) -> Result<Reply, ControlError> {
+    run(None, requests, timeout, peer, tx, live)
+        .await
+        .unwrap_or_else(|| {
+            Err(ControlError {
+                kind: ErrorKind::Internal,
+                message: "a wait without a client connection ended as if its client left"
+                    .to_owned(),
+            })
+        })
+}
+
+/// Applies `requests` and waits for their outcome. `None` when the client (its
+/// control connection, when there is one to watch) went away.
 pub(super) async fn run(
-    stream: &mut UnixStream,
+    mut stream: Option<&mut UnixStream>,
     requests: Vec<Request>,
     timeout: Option<Duration>,
     peer: Peer,
@@ -311,7 +336,7 @@ pub(super) async fn run(
             );
             return done(outcomes);
         }
-        match next_wake(stream, &mut live, &mut pending, deadline).await {
+        match next_wake(stream.as_deref_mut(), &mut live, &mut pending, deadline).await {
             Wake::Look => {}
             Wake::Expired => expired = true,
             Wake::ClientGone => return None,
@@ -380,16 +405,22 @@ enum Wake {
 
 /// Sleeps until an event about a pending service, the client leaving or the deadline.
 async fn next_wake(
-    stream: &mut UnixStream,
+    mut stream: Option<&mut UnixStream>,
     live: &mut broadcast::Receiver<EventRecord>,
     pending: &mut [Watch],
     deadline: Option<tokio::time::Instant>,
 ) -> Wake {
     let mut scratch = [0_u8; 64];
     loop {
+        let gone = async {
+            match stream.as_deref_mut() {
+                Some(stream) => drop(stream.read(&mut scratch).await),
+                None => std::future::pending().await,
+            }
+        };
         let event = tokio::select! {
             received = live.recv() => received,
-            _ = stream.read(&mut scratch) => return Wake::ClientGone,
+            () = gone => return Wake::ClientGone,
             () = sleep_until(deadline) => return Wake::Expired,
         };
         match event {

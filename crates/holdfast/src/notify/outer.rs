@@ -27,10 +27,27 @@ pub enum OuterManager {
 impl OuterManager {
     /// Reads holdfast's own environment and cgroup.
     pub fn detect() -> Option<OuterManager> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        from_parts(&var, &cgroup)
+        from_parts(&env_var, &cgroup)
     }
+
+    /// Whether holdfast's environment carries systemd's marks, the test [`Self::detect`]
+    /// makes for systemd. Also true under a supervisord that systemd runs (its children
+    /// inherit the marks), where `detect` names supervisord: the manager that restarts
+    /// holdfast.
+    pub fn systemd_in_environment() -> bool {
+        systemd_marked(&env_var)
+    }
+}
+
+/// A variable of holdfast's environment; set but empty counts as unset.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// systemd sets `INVOCATION_ID` for every service, `NOTIFY_SOCKET` for `Type=notify`.
+fn systemd_marked(var: &dyn Fn(&str) -> Option<String>) -> bool {
+    var("INVOCATION_ID").is_some() || var("NOTIFY_SOCKET").is_some()
 }
 
 /// [`OuterManager::detect`] on a given environment and `/proc/self/cgroup` text.
@@ -40,7 +57,7 @@ fn from_parts(var: &dyn Fn(&str) -> Option<String>, cgroup: &str) -> Option<Oute
             program: var("SUPERVISOR_PROCESS_NAME"),
         });
     }
-    if var("INVOCATION_ID").is_some() || var("NOTIFY_SOCKET").is_some() {
+    if systemd_marked(var) {
         return Some(OuterManager::Systemd {
             unit: unit_of(cgroup),
         });
@@ -128,6 +145,20 @@ mod tests {
             "",
         );
         assert_eq!(found.unwrap().to_string(), "supervisord:holdfast");
+    }
+
+    #[test]
+    fn under_a_supervisord_that_systemd_runs_systemd_is_marked_but_supervisord_manages() {
+        let var = env(&[
+            ("INVOCATION_ID", "4f1c"),
+            ("SUPERVISOR_ENABLED", "1"),
+            ("SUPERVISOR_PROCESS_NAME", "holdfast"),
+        ]);
+        assert!(systemd_marked(&var));
+        assert_eq!(
+            from_parts(&var, "").unwrap().to_string(),
+            "supervisord:holdfast"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::{WebState, error_response};
 use crate::control::protocol::{ControlError, ErrorKind, Reply, Request};
 use crate::control::targets::{Grain, resolve};
+use crate::control::wait::DEFAULT_TIMEOUT;
 use crate::model::ServiceName;
 
 /// The body of `POST /control`.
@@ -138,6 +139,11 @@ impl Command {
         }
     }
 
+    /// Whether the CLI's verb sends its requests as one waited request.
+    fn waited(&self) -> bool {
+        matches!(self.verb, Verb::Start | Verb::Stop | Verb::Restart)
+    }
+
     /// How the CLI's verb resolves its targets: the verbs the daemon knows instances
     /// for take a base name whole, the others each instance.
     fn grain(&self) -> Grain {
@@ -178,8 +184,11 @@ pub async fn control(State(state): State<WebState>, body: Bytes) -> Response {
     }
 }
 
-/// Resolves the targets (all of them before anything is sent), then sends each request
+/// Resolves the targets (all of them before anything is sent), then sends the requests
 /// in order; the first refusal is the answer, and the requests after it are not sent.
+/// `start`, `stop` and `restart` go as the CLI's verbs send them, in one waited request
+/// ([`Request::Wait`]): the answer comes once every service reached its outcome (or the
+/// CLI's default timeout passed), with each request's reply.
 async fn run(state: &WebState, command: &Command) -> Result<Vec<Reply>, ControlError> {
     let services = if command.services.is_empty() {
         Vec::new()
@@ -192,11 +201,21 @@ async fn run(state: &WebState, command: &Command) -> Result<Vec<Reply>, ControlE
         ?services,
         "HTTP control request"
     );
-    let mut replies = Vec::new();
-    for request in command.requests(&services) {
-        replies.push(state.request(request).await?);
+    let requests = command.requests(&services);
+    if !command.waited() {
+        let mut replies = Vec::new();
+        for request in requests {
+            replies.push(state.request(request).await?);
+        }
+        return Ok(replies);
     }
-    Ok(replies)
+    match state.wait(requests, DEFAULT_TIMEOUT).await? {
+        Reply::Waited { replies, .. } => Ok(replies),
+        other => Err(ControlError {
+            kind: ErrorKind::Internal,
+            message: format!("unexpected answer to a waited request: {other:?}"),
+        }),
+    }
 }
 
 /// The answer of `GET /control/heartbeat`.

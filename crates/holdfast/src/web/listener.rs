@@ -8,7 +8,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -51,21 +51,56 @@ pub async fn run(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+    // The server holds the socket too: closed here, it frees the port as the loop ends.
+    listener.socket.close();
     drop(listener);
     graceful.shutdown().await;
 }
 
 pub struct Capped {
-    listener: TcpListener,
+    socket: Socket,
     slots: Arc<Semaphore>,
 }
 
 impl Capped {
-    pub fn new(listener: TcpListener) -> Self {
+    pub fn new(socket: Socket) -> Self {
         Capped {
-            listener,
+            socket,
             slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         }
+    }
+}
+
+/// The listening socket, shared by the accept loop and its server, which can close it
+/// at once, from any task: a reload moving the address to another IP on the same port
+/// must free the port before it binds the new one, without waiting for the loop.
+#[derive(Clone)]
+pub struct Socket(Arc<Mutex<Option<TcpListener>>>);
+
+impl Socket {
+    pub fn new(listener: TcpListener) -> Self {
+        Socket(Arc::new(Mutex::new(Some(listener))))
+    }
+
+    /// Closes the socket now; the loop accepts nothing more (its stop signal ends it).
+    pub fn close(&self) {
+        drop(self.lock().take());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<TcpListener>> {
+        // Nothing panics while holding it; a poisoned lock still holds a valid socket.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The next connection; `None` once the socket is closed.
+    async fn accept(&self) -> Option<io::Result<(TcpStream, std::net::SocketAddr)>> {
+        std::future::poll_fn(|cx| match self.lock().as_ref() {
+            Some(listener) => listener.poll_accept(cx).map(Some),
+            None => Poll::Ready(None),
+        })
+        .await
     }
 }
 
@@ -85,8 +120,10 @@ impl axum::serve::Listener for Capped {
             .await
             .expect("the semaphore is never closed");
         loop {
-            match self.listener.accept().await {
-                Ok((stream, addr)) => {
+            match self.socket.accept().await {
+                // Closed: nothing comes any more; the loop's stop signal ends it.
+                None => std::future::pending().await,
+                Some(Ok((stream, addr))) => {
                     return (
                         Held {
                             stream,
@@ -95,7 +132,7 @@ impl axum::serve::Listener for Capped {
                         addr,
                     );
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     // Typically EMFILE: back off instead of spinning on an error that
                     // only goes away when some descriptor is closed.
                     tracing::warn!("failed to accept an HTTP connection ({e}); retrying in 100ms");
@@ -106,7 +143,13 @@ impl axum::serve::Listener for Capped {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.listener.local_addr()
+        match self.socket.lock().as_ref() {
+            Some(listener) => listener.local_addr(),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the HTTP server's socket is closed",
+            )),
+        }
     }
 }
 

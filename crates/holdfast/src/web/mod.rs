@@ -108,6 +108,28 @@ impl WebState {
         crate::control::dispatch(request, self.0.peer, &self.0.control).await
     }
 
+    /// Applies `requests` and answers once their outcomes are known, or `timeout` passed:
+    /// the CLI's waited verbs' one request ([`Request::Wait`]).
+    pub async fn wait(
+        &self,
+        requests: Vec<Request>,
+        timeout: Duration,
+    ) -> Result<Reply, ControlError> {
+        // Subscribed before any request is applied: no outcome can be missed.
+        let live = self.0.events.subscribe().ok_or_else(|| ControlError {
+            kind: ErrorKind::ShuttingDown,
+            message: "holdfast is shutting down: nothing to wait for".to_owned(),
+        })?;
+        crate::control::wait::apply_and_wait(
+            requests,
+            Some(timeout),
+            self.0.peer,
+            &self.0.control,
+            live,
+        )
+        .await
+    }
+
     /// The status snapshot (the answer to `holdfast status`).
     pub async fn status(&self) -> Result<Status, ControlError> {
         match self.request(Request::Status).await? {
@@ -276,6 +298,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// The running server.
 pub struct Server {
     addr: SocketAddr,
+    socket: listener::Socket,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -284,6 +307,12 @@ impl Server {
     /// Where it listens (the port, if `:0` was asked for).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Closes the listening socket now, freeing its port; the requests under way go on
+    /// until [`Server::close`].
+    fn close_socket(&self) {
+        self.socket.close();
     }
 
     /// Stops accepting and waits up to `grace` for requests under way; then drops what
@@ -307,12 +336,14 @@ impl Drop for Server {
 /// Serves `router(state)` on `listener`. Must be called inside a tokio runtime.
 pub fn serve(listener: std::net::TcpListener, state: WebState) -> std::io::Result<Server> {
     let addr = listener.local_addr()?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let socket = listener::Socket::new(tokio::net::TcpListener::from_std(listener)?);
     let (stop, stopped) = oneshot::channel::<()>();
     let app = router(state, addr);
-    let task = tokio::spawn(listener::run(listener::Capped::new(listener), app, stopped));
+    let capped = listener::Capped::new(socket.clone());
+    let task = tokio::spawn(listener::run(capped, app, stopped));
     Ok(Server {
         addr,
+        socket,
         stop: Some(stop),
         task,
     })
@@ -362,7 +393,7 @@ impl Web {
         }
         let next = match wanted {
             Some(addr) => {
-                let listener = bind(addr).map_err(|e| e.to_string())?;
+                let listener = self.bind_moving(addr)?;
                 let server = serve(listener, self.state.clone()).map_err(|e| e.to_string())?;
                 announce(&server, &self.state);
                 Some(server)
@@ -372,11 +403,61 @@ impl Web {
                 None
             }
         };
+        self.replace(next);
+        self.configured = wanted;
+        Ok(())
+    }
+
+    /// Binds `addr` while the server runs. Another IP on the port the server holds
+    /// (`127.0.0.1:P` to `0.0.0.0:P`) cannot be bound beside it: then the server's
+    /// socket is closed first, and if `addr` still cannot be bound (another process
+    /// holds it), the old address is bound again and the error says so. Only when even
+    /// that fails is the server off, which the error says too.
+    fn bind_moving(&mut self, addr: SocketAddr) -> Result<std::net::TcpListener, String> {
+        let error = match bind(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => e,
+        };
+        let Some(old) = self.server.as_ref().filter(|old| {
+            error.kind() == std::io::ErrorKind::AddrInUse && old.addr().port() == addr.port()
+        }) else {
+            return Err(error.to_string());
+        };
+        let back = old.addr();
+        old.close_socket();
+        let error = match bind(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => e,
+        };
+        let again = bind(back).and_then(|listener| serve(listener, self.state.clone()));
+        match again {
+            Ok(server) => {
+                tracing::info!("the HTTP server is back on {back}");
+                self.replace(Some(server));
+                Err(format!("{error} (after closing {back} to free its port)"))
+            }
+            Err(lost) => {
+                self.replace(None);
+                self.configured = None;
+                Err(format!(
+                    "{error} (after closing {back} to free its port); {back} again: {lost}"
+                ))
+            }
+        }
+    }
+
+    /// Puts `next` in place of the running server, which finishes its requests under
+    /// way in the background.
+    fn replace(&mut self, next: Option<Server>) {
         if let Some(old) = std::mem::replace(&mut self.server, next) {
             tokio::spawn(old.close(CLOSE_GRACE));
         }
-        self.configured = wanted;
-        Ok(())
+    }
+
+    /// The address the config asked for (`:0` included) that the server runs on; `None`
+    /// while it is off.
+    pub fn configured(&self) -> Option<SocketAddr> {
+        self.configured
     }
 
     /// The address the server listens on, while one runs.

@@ -314,7 +314,7 @@ async fn answer(
                 // Only the runtime's feed may keep the channel open (see `serve_with`).
                 drop(events);
                 let timeout = timeout_ms.map(Duration::from_millis);
-                super::wait::run(&mut stream, requests, timeout, peer, tx, live).await?
+                super::wait::run(Some(&mut stream), requests, timeout, peer, tx, live).await?
             }
             None => Err(cannot("cannot wait for outcomes")),
         },

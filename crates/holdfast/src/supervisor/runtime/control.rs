@@ -490,14 +490,11 @@ impl Shell {
         let (result, done) = match plan {
             _ if self.sup.is_shutting_down() => (Err(shutting_down()), false),
             Err(e) => (Err(e), false),
-            Ok(plan) if dry_run => (
-                Ok(crate::supervisor::reload::diff(
-                    self.sup.plan(),
-                    &plan,
-                    true,
-                )),
-                false,
-            ),
+            Ok(plan) if dry_run => {
+                let mut diff = crate::supervisor::reload::diff(self.sup.plan(), &plan, true);
+                self.reload_http(plan.daemon.http, &mut diff);
+                (Ok(diff), false)
+            }
             Ok(plan) => {
                 let http = plan.daemon.http;
                 let mut effects = self.sup.handle(Input::Reload(plan), Instant::now());
@@ -533,24 +530,40 @@ impl Shell {
         }
     }
 
-    /// `[holdfast] http` is the shell's: a reload moves the HTTP server, or says in the
-    /// plan's `ignored` why it stays where it is.
+    /// `[holdfast] http` is the shell's: a reload moves the HTTP server and lists the
+    /// move in the plan's `applied`, or says in its `ignored` why it stays where it is.
+    /// A dry run lists what the reload would try.
     fn reload_http(&mut self, wanted: Option<std::net::SocketAddr>, diff: &mut ReloadPlan) {
+        let running = self.web.as_ref().and_then(crate::web::Web::configured);
+        if wanted == running {
+            return;
+        }
+        let show =
+            |addr: Option<std::net::SocketAddr>| addr.map_or("off".to_owned(), |a| a.to_string());
         let why_not = match &mut self.web {
+            None => {
+                Some("the HTTP server was off at start: restart holdfast to start it".to_owned())
+            }
+            Some(_) if diff.dry_run => None,
             Some(web) => web.rebind(wanted).err().map(|e| {
                 let now = web
                     .addr()
                     .map_or("off".to_owned(), |a| format!("still on {a}"));
                 format!("{e}; {now}")
             }),
-            None if wanted.is_some() => {
-                Some("the HTTP server was off at start: restart holdfast to start it".to_owned())
-            }
-            None => None,
         };
-        if let Some(why) = why_not {
-            tracing::error!("reload: [holdfast].http not applied: {why}");
-            diff.ignored.push(format!("[holdfast].http ({why})"));
+        match why_not {
+            Some(why) => {
+                if !diff.dry_run {
+                    tracing::error!("reload: [holdfast].http not applied: {why}");
+                }
+                diff.ignored.push(format!("[holdfast].http ({why})"));
+            }
+            None => diff.applied.push(format!(
+                "[holdfast].http: {} -> {}",
+                show(running),
+                show(wanted)
+            )),
         }
     }
 
