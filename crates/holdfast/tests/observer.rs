@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use holdfast::control::protocol::ServiceStatus;
+use holdfast::control::protocol::{EventRecord, ServiceStatus};
 use support::supervisord::Supervisord;
 use support::{Daemon, demo_app, descendants, is_alive, kill_9, tagged_processes, wait_until};
 
@@ -381,6 +381,42 @@ fn with_supervisord_stopped_cleanly_and_takeover_holdfast_starts_the_command() {
         "holdfast's own child"
     );
     assert!(Path::new(&format!("/proc/{new}")).exists());
+}
+
+#[test]
+fn a_service_after_an_observed_program_starts_only_once_supervisord_shows_it_running() {
+    // supervisord says STARTING for startsecs before RUNNING: not up yet.
+    let Some(sup) = Supervised::start_with("", "startsecs=3\n") else {
+        return;
+    };
+    let config = format!(
+        "{}\n[service.api]\ncommand = [\"sleep\", \"1000\"]\nafter = [\"web\"]\n",
+        sup.config("")
+    );
+    let d = Daemon::start(&config);
+    let pid = sup.wait_running();
+    d.wait_for_service("api", "runs", |s| s.state == "running");
+    let records = support::event_records(&d.cli_ok(&["events", "--json"]));
+    let first = |service: &str, what: &dyn Fn(&EventRecord) -> bool| {
+        records
+            .iter()
+            .find(|e| e.service.as_ref().is_some_and(|s| s.as_str() == service) && what(e))
+            .map(|e| e.seq)
+    };
+    let web_running = first("web", &|e| {
+        e.kind == "upstream_state"
+            && e.data.get("state").and_then(|v| v.as_str()) == Some("running")
+    })
+    .expect("holdfast saw web running");
+    let api_spawned = first("api", &|e| e.kind == "spawned").expect("api was spawned");
+    assert!(
+        web_running < api_spawned,
+        "api is spawned only once supervisord shows web RUNNING: {records:#?}"
+    );
+    web(&d, "is observed with supervisord's pid", |s| {
+        s.pid == Some(pid)
+    });
+    assert!(spawned_no_app(&d), "holdfast spawned no demo-app");
 }
 
 /// The systemd path's plumbing, with a stand-in `systemctl` (first in the service's

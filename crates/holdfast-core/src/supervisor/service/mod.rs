@@ -465,19 +465,23 @@ impl Service {
 
     /// On the way to running: a dependent must wait for it. A stop that is followed by
     /// a start (a restart by hand or for a reload) or by the restart policy (leftovers
-    /// of a crashed run being cleaned up) counts: the service is coming back.
+    /// of a crashed run being cleaned up) counts: the service is coming back. An
+    /// observed service is up once its upstream shows it running.
     pub fn is_coming_up(&self) -> bool {
-        matches!(
-            self.state,
-            State::Waiting
-                | State::Launching { .. }
-                | State::Starting { .. }
-                | State::Backoff { .. }
-                | State::Stopping {
-                    then: AfterStop::Start | AfterStop::Exit { .. },
-                    ..
-                }
-        )
+        match &self.state {
+            State::Observed(observation) => observation.is_coming_up(),
+            state => matches!(
+                state,
+                State::Waiting
+                    | State::Launching { .. }
+                    | State::Starting { .. }
+                    | State::Backoff { .. }
+                    | State::Stopping {
+                        then: AfterStop::Start | AfterStop::Exit { .. },
+                        ..
+                    }
+            ),
+        }
     }
 
     /// Any process of the service may be alive.

@@ -212,6 +212,26 @@ impl Observation {
         }
     }
 
+    /// On its way up as `after` sees it, so a dependent waits: the upstream's first
+    /// answer is not in (nor the upstream given up on), it says starting (supervisord's
+    /// startsecs, systemd's activating: its own readiness), a restart asked of it has
+    /// not shown yet, or holdfast is taking it over. Running is up; stopped, failed, a
+    /// program it does not know or an upstream given up on hold nothing up, as a
+    /// stopped or failed service of holdfast's does not.
+    pub fn is_coming_up(&self) -> bool {
+        match self.arbitration {
+            Arbitration::Restarting { .. } | Arbitration::TakingOver => return true,
+            Arbitration::Idle => {}
+        }
+        if let Reach::Unreachable { decided: true, .. } = self.reach {
+            return false;
+        }
+        match self.view.as_ref().map(|v| v.state) {
+            None | Some(UpstreamState::Starting) => true,
+            Some(_) => false,
+        }
+    }
+
     fn upstream_running(&self) -> bool {
         self.reach == Reach::Reachable
             && self

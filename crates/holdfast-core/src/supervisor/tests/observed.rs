@@ -529,3 +529,63 @@ fn a_restart_by_hand_says_why_when_it_cannot_reach_the_upstream() {
     );
     assert_eq!(count(&effects, "restart-upstream"), 0);
 }
+
+fn seen(state: UpstreamState, detail: &str, pid: Option<i32>) -> UpstreamReport {
+    UpstreamReport::Seen(UpstreamView {
+        state,
+        detail: detail.to_owned(),
+        pid: pid.map(Pid::from_raw),
+        start: pid.map(|_| 7),
+        uptime: None,
+        proc_start: pid.map(|_| 700),
+        upstream_pid: None,
+    })
+}
+
+#[test]
+fn a_dependent_of_an_observed_service_starts_once_the_upstream_shows_it_running() {
+    let mut h = Harness::new([observed(Takeover::Never), svc_after("api", &["web"])]);
+    let boot = h.feed(Input::Boot);
+    assert_eq!(count(&boot, "spawn api"), 0, "{:?}", labels(&boot));
+    assert_eq!(h.state("api"), "waiting", "no answer from supervisord yet");
+    // STARTING (within its startsecs) is not up yet.
+    let starting = h.report(seen(UpstreamState::Starting, "STARTING", Some(42)));
+    assert_eq!(count(&starting, "spawn api"), 0);
+    assert_eq!(h.state("api"), "waiting");
+    h.advance(secs(1));
+    let up = h.report(running(42, 7));
+    assert_eq!(count(&up, "spawn api"), 1, "{:?}", labels(&up));
+}
+
+#[test]
+fn a_dependent_of_an_observed_service_the_upstream_does_not_run_is_not_held_up() {
+    let mut h = Harness::new([observed(Takeover::Never), svc_after("api", &["web"])]);
+    h.feed(Input::Boot);
+    let stopped = h.report(seen(UpstreamState::Stopped, "STOPPED", None));
+    assert_eq!(count(&stopped, "spawn api"), 1, "{:?}", labels(&stopped));
+    // An upstream that never answers holds it up only until holdfast gives up on it.
+    let mut h = Harness::new([observed(Takeover::Never), svc_after("api", &["web"])]);
+    h.feed(Input::Boot);
+    let effects = labels(&h.unreachable_for(6));
+    let at = |l: &str| effects.iter().position(|e| e == l);
+    let given_up = at("web UpstreamUnreachable").expect("given up on");
+    assert_eq!(at("spawn api"), Some(given_up + 1), "{effects:?}");
+}
+
+#[test]
+fn a_dependent_started_while_an_upstream_restart_is_pending_waits_for_the_new_start() {
+    let mut h = Harness::booted([observed(Takeover::Never), svc_after("api", &["web"])]);
+    h.report(running(42, 7));
+    h.ok(Command::Stop, "api");
+    h.exit("api", killed(crate::unix::Signal::SIGTERM));
+    h.ok(Command::Restart, "web");
+    h.ok(Command::Start, "api");
+    assert_eq!(h.state("api"), "waiting", "web is being restarted");
+    let restarted = h.report(running(43, 9));
+    assert_eq!(
+        count(&restarted, "spawn api"),
+        1,
+        "{:?}",
+        labels(&restarted)
+    );
+}
