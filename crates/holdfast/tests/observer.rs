@@ -419,6 +419,47 @@ fn a_service_after_an_observed_program_starts_only_once_supervisord_shows_it_run
     assert!(spawned_no_app(&d), "holdfast spawned no demo-app");
 }
 
+#[test]
+fn a_reload_that_loosens_an_observed_programs_thresholds_applies_at_once_and_restarts_nothing() {
+    let Some(sup) = Supervised::start() else {
+        return;
+    };
+    let pid = sup.wait_running();
+    let d = Daemon::start(&sup.config(""));
+    web(&d, "is observed healthy", |s| {
+        s.pid == Some(pid)
+            && s.health
+                .as_ref()
+                .is_some_and(|h| h.probes > 0 && !h.in_grace)
+    });
+    // Unhealthy after 1000 failures instead of 2: the reload changes nothing that runs.
+    let strict = "unhealthy = { failures = 2, within = \"10s\" }";
+    let config = sup.config("");
+    assert!(config.contains(strict));
+    d.write_config(&config.replace(strict, "unhealthy = { failures = 1000, within = \"10s\" }"));
+    d.cli_ok(&["reload"]);
+    let s = web(&d, "is still observed", |s| s.state == "running");
+    assert_eq!(s.pid, Some(pid), "nothing restarted at the reload");
+    assert!(get(sup.port, "/health/fail").contains("200"));
+    // Twice the old threshold: the old monitor would have asked for a restart by now.
+    web(&d, "counts failures past the old threshold", |s| {
+        s.health
+            .as_ref()
+            .is_some_and(|h| h.failures_unhealthy_window >= 4 && h.state == "degraded")
+    });
+    let kinds = events(&d);
+    assert!(
+        !kinds.contains(&"upstream_restart_requested".to_owned()),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        sup.running_pid(),
+        Some(pid),
+        "supervisord's process is the same"
+    );
+    assert!(spawned_no_app(&d));
+}
+
 /// The systemd path's plumbing, with a stand-in `systemctl` (first in the service's
 /// `PATH`) that prints a unit's properties from a file and records restarts: the real
 /// systemd is the systemd-container test's. What it checks here is holdfast's side:

@@ -173,6 +173,17 @@ impl Decay {
         self.state
     }
 
+    /// New thresholds for the same run, its history kept: the failures counted, the
+    /// state and the start its grace runs from. The next probe result is judged by
+    /// them.
+    pub fn reconfigure(&mut self, spec: DecaySpec) {
+        let start = self.grace_until.checked_sub(self.spec.grace);
+        if let Some(start) = start {
+            self.grace_until = crate::clock::later(start, spec.grace);
+        }
+        self.spec = spec;
+    }
+
     /// The most recent probe error, kept after later successes.
     pub fn last_error(&self) -> Option<&ProbeFailure> {
         self.last_error.as_ref()

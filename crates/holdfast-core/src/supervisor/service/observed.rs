@@ -331,6 +331,7 @@ impl Service {
                 self.spec = spec;
                 self.runner = Runner::of(&self.spec);
                 if same_upstream {
+                    self.reconfigure_health(now);
                     return Vec::new();
                 }
                 // Another upstream (or none: holdfast runs it now): start over.
@@ -479,18 +480,42 @@ impl Service {
         effects
     }
 
-    /// The upstream (re)started the service: health starts afresh, with its grace.
-    fn upstream_started(&mut self, view: &UpstreamView, now: Instant) {
+    /// The health check of an observed service: its grace is `health_grace_period`,
+    /// counted from each start the upstream makes.
+    fn observed_health(&self) -> Option<crate::model::HealthSpec> {
         let grace = self.managed().health_grace_period;
-        self.health = self.spec.health.as_ref().map(|h| {
+        self.spec.health.as_ref().map(|h| {
             let mut h = h.clone();
             h.decay.grace = grace;
-            Monitor::new(&h, now)
-        });
+            h
+        })
+    }
+
+    /// The upstream (re)started the service: health starts afresh, with its grace.
+    fn upstream_started(&mut self, view: &UpstreamView, now: Instant) {
+        self.health = self.observed_health().map(|h| Monitor::new(&h, now));
         let observation = self.observation_mut();
         if let Arbitration::Restarting { .. } = observation.arbitration {
             observation.arbitration = Arbitration::Idle;
             self.arbitrated = Some(Arbitrated::Restarted(view.pid));
+        }
+    }
+
+    /// A reload changed the health check (or kept it) of a service the same upstream
+    /// runs: nothing restarts for it, so it applies now to the monitor of the process
+    /// the upstream runs, whose history stays. A check added while the upstream runs
+    /// one starts now, with its grace.
+    fn reconfigure_health(&mut self, now: Instant) {
+        let runs = self
+            .observation_mut()
+            .view
+            .as_ref()
+            .and_then(UpstreamView::start_mark);
+        match (self.observed_health(), self.health.as_mut()) {
+            (Some(spec), Some(monitor)) => monitor.reconfigure(&spec, now),
+            (Some(spec), None) if runs.is_some() => self.health = Some(Monitor::new(&spec, now)),
+            (Some(_), None) => {}
+            (None, _) => self.health = None,
         }
     }
 

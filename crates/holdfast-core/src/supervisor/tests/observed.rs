@@ -589,3 +589,53 @@ fn a_dependent_started_while_an_upstream_restart_is_pending_waits_for_the_new_st
         labels(&restarted)
     );
 }
+
+#[test]
+fn a_reload_of_an_observed_services_health_check_applies_at_once_without_a_restart() {
+    // Unhealthy after `failures` failures, no grace after the upstream's start.
+    let check = |failures: u32, interval: Duration| {
+        let mut spec = observed(Takeover::Never);
+        let health = spec.health.as_mut().expect("has health");
+        health.decay.unhealthy.failures = failures;
+        health.interval = interval;
+        if let Some(m) = spec.managed_by.as_mut() {
+            m.health_grace_period = Duration::ZERO;
+        }
+        spec
+    };
+    let mut h = Harness::booted([check(5, secs(1))]);
+    h.report(running(42, 7));
+    let mut effects = Vec::new();
+    for _ in 0..10 {
+        if count(&effects, "probe web") == 2 {
+            break;
+        }
+        effects.extend(h.probe_web(refused()));
+    }
+    let state = |h: &Harness| h.service("web").health().map(|m| m.decay().state());
+    assert_eq!(state(&h), Some(crate::health::HealthState::Degraded));
+    assert_eq!(count(&effects, "restart-upstream"), 0, "2 of 5 failures");
+    let last_probe = h.now;
+    // Tighter: 3 failures, every 3 s.
+    let (_, reloaded) = h.reload([check(3, secs(3))]);
+    for nothing in ["spawn", "signal", "restart-upstream", "sync-upstream"] {
+        assert_eq!(count(&reloaded, nothing), 0, "{:?}", labels(&reloaded));
+    }
+    let monitor = h.service("web").health().expect("still monitored");
+    assert_eq!(monitor.decay().probes(), 2, "its history is kept");
+    assert_eq!(
+        monitor.due(),
+        Some(last_probe + secs(3)),
+        "the new interval"
+    );
+    let third = h.probe_web(refused());
+    assert_eq!(h.now, last_probe + secs(3));
+    assert_eq!(
+        count(&third, "restart-upstream web"),
+        1,
+        "{:?}",
+        labels(&third)
+    );
+    let seen = h.service("web").observation().and_then(|o| o.view.as_ref());
+    assert_eq!(seen.and_then(|v| v.pid), Some(Pid::from_raw(42)));
+}
