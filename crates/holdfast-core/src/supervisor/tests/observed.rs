@@ -639,3 +639,57 @@ fn a_reload_of_an_observed_services_health_check_applies_at_once_without_a_resta
     let seen = h.service("web").observation().and_then(|o| o.view.as_ref());
     assert_eq!(seen.and_then(|v| v.pid), Some(Pid::from_raw(42)));
 }
+
+#[test]
+fn a_restart_timeout_is_judged_on_a_sync_asked_after_its_deadline() {
+    let mut h = Harness::booted([observed(Takeover::Never)]);
+    h.report(running(42, 7));
+    let asked = h.ok(Command::Restart, "web");
+    assert_eq!(count(&asked, "restart-upstream web"), 1);
+    // A slow upstream: the sync asked a second later is still out at the deadline (5 s).
+    let waited = h.advance(secs(6));
+    assert_eq!(
+        count(&waited, "sync-upstream web"),
+        1,
+        "{:?}",
+        labels(&waited)
+    );
+    assert_eq!(
+        count(&waited, "web UpstreamRestartTimedOut"),
+        0,
+        "no fresh view yet"
+    );
+    // Its answer shows the old process, but it was asked before the deadline: ask again.
+    let stale = h.report(running(42, 7));
+    assert_eq!(count(&stale, "web UpstreamRestartTimedOut"), 0);
+    assert_eq!(
+        count(&stale, "sync-upstream web"),
+        1,
+        "{:?}",
+        labels(&stale)
+    );
+    // The fresh answer shows the restart the upstream made meanwhile: no timeout.
+    let fresh = h.report(running(43, 9));
+    assert_eq!(count(&fresh, "web UpstreamRestartTimedOut"), 0);
+    assert_eq!(
+        h.service("web").arbitrated().map(ToString::to_string),
+        Some("restarted by upstream (pid 43)".to_owned())
+    );
+    // Next time nothing restarts: the first answer to a sync asked at or after the
+    // deadline decides, never a tick.
+    h.ok(Command::Restart, "web");
+    let deadline = h.now + secs(5);
+    let mut decided = Vec::new();
+    for _ in 0..10 {
+        let ticked = h.advance(secs(1));
+        assert_eq!(count(&ticked, "web UpstreamRestartTimedOut"), 0);
+        if count(&ticked, "sync-upstream web") > 0 {
+            decided = h.report(running(43, 9));
+            if !decided.is_empty() {
+                break;
+            }
+        }
+    }
+    assert_eq!(labels(&decided), ["web UpstreamRestartTimedOut"]);
+    assert_eq!(h.now, deadline, "asked at the deadline, answered at once");
+}
