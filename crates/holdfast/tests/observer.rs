@@ -30,13 +30,7 @@ impl Supervised {
     /// With more demo-app `args` and more `[program:web]` keys (`extra`, lines).
     fn start_with(args: &str, extra: &str) -> Option<Self> {
         let port = support::free_port();
-        let program = format!(
-            "[program:web]\ncommand={app} --listen 127.0.0.1:{port} {args}\n\
-             startsecs=1\nautorestart=true\nstopasgroup=true\nkillasgroup=true\n\
-             stdout_logfile={{DIR}}/web.log\nredirect_stderr=true\n{extra}",
-            app = demo_app().display(),
-        );
-        match Supervisord::start(&program) {
+        match Supervisord::start(&program(port, args, extra)) {
             Ok(sup) => Some(Self { sup, port }),
             Err(reason) => {
                 eprintln!("SKIP: {reason}");
@@ -96,6 +90,16 @@ unhealthy = {{ failures = 2, within = "10s" }}
             .filter(|pid| comm(*pid).as_deref() == Some("demo-app"))
             .collect()
     }
+}
+
+/// `[program:web]`: demo-app on `port`, with more demo-app `args` and more keys.
+fn program(port: u16, args: &str, extra: &str) -> String {
+    format!(
+        "[program:web]\ncommand={app} --listen 127.0.0.1:{port} {args}\n\
+         startsecs=1\nautorestart=true\nstopasgroup=true\nkillasgroup=true\n\
+         stdout_logfile={{DIR}}/web.log\nredirect_stderr=true\n{extra}",
+        app = demo_app().display(),
+    )
 }
 
 fn comm(pid: u32) -> Option<String> {
@@ -284,6 +288,44 @@ fn with_supervisord_killed_and_takeover_holdfast_adopts_the_program_then_restart
     wait_until("the new copy answers", || {
         TcpStream::connect(("127.0.0.1", sup.port)).is_ok()
     });
+}
+
+#[test]
+fn after_a_takeover_a_supervisord_back_with_its_own_copy_is_reported_and_left_alone() {
+    let Some(mut sup) = Supervised::start() else {
+        return;
+    };
+    let pid = sup.wait_running();
+    let d = Daemon::start(&sup.config(&sup.takeover("")));
+    web(&d, "is observed", |s| s.pid == Some(pid));
+    sup.sup.kill_9();
+    web(&d, "is taken over with the live process", |s| {
+        s.managed_by.as_ref().is_some_and(|m| m.taken_over) && s.pid == Some(pid)
+    });
+    // supervisord comes back and starts its own web (on another port: holdfast's
+    // holds the first).
+    let returned = program(support::free_port(), "", "");
+    sup.sup
+        .start_again(&returned)
+        .expect("supervisord starts again");
+    let copy = sup.wait_running();
+    assert_ne!(copy, pid);
+    let s = web(&d, "reports supervisord's copy", |s| {
+        s.managed_by
+            .as_ref()
+            .is_some_and(|m| m.duplicate_pid == Some(copy))
+    });
+    assert_eq!(s.pid, Some(pid), "holdfast still runs its own");
+    assert!(events(&d).contains(&"upstream_duplicate".to_owned()));
+    let text = support::stdout(&d.cli_ok(&["status", "web"]));
+    assert!(
+        text.contains(&format!(
+            "DUPLICATE: supervisord:web runs its own copy too (pid {copy})"
+        )),
+        "{text}"
+    );
+    assert!(is_alive(copy) && is_alive(pid), "neither copy is touched");
+    assert_eq!(sup.running_pid(), Some(copy));
 }
 
 #[test]

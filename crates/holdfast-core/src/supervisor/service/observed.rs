@@ -660,6 +660,7 @@ impl Service {
         }
         self.runner = Runner::Holdfast;
         self.arbitrated = Some(Arbitrated::TakenOver(adopted));
+        self.watch_upstream(now);
         let mut effects = vec![self.emit(EventKind::TakenOver {
             pid: adopted.map(Pid::as_raw),
         })];

@@ -693,3 +693,55 @@ fn a_restart_timeout_is_judged_on_a_sync_asked_after_its_deadline() {
     assert_eq!(labels(&decided), ["web UpstreamRestartTimedOut"]);
     assert_eq!(h.now, deadline, "asked at the deadline, answered at once");
 }
+
+#[test]
+fn after_a_takeover_an_upstream_back_with_its_own_copy_is_reported_and_left_alone() {
+    let spec = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Allowed)
+    };
+    let mut h = Harness::booted([spec]);
+    h.report(running(42, 7));
+    h.unreachable_for(6);
+    let run = h.observed_run();
+    h.feed(Input::TakenOver {
+        service: name("web"),
+        run,
+        adopted: Some(Pid::from_raw(42)),
+    });
+    let watch = |h: &mut Harness, report: UpstreamReport| {
+        let asked = h.advance(secs(1));
+        assert_eq!(
+            count(&asked, "watch-upstream web"),
+            1,
+            "{:?}",
+            labels(&asked)
+        );
+        h.feed(Input::UpstreamWatch {
+            service: name("web"),
+            report: Box::new(report),
+        })
+    };
+    // Still gone, or back without the program running: nothing to say.
+    let gone = watch(&mut h, UpstreamReport::Unreachable("refused".to_owned()));
+    assert!(gone.is_empty(), "{:?}", labels(&gone));
+    let stopped = watch(&mut h, seen(UpstreamState::Stopped, "STOPPED", None));
+    assert!(stopped.is_empty(), "{:?}", labels(&stopped));
+    // Back with a copy of its own: reported once, and left alone.
+    let mut effects = watch(&mut h, running(43, 9));
+    assert_eq!(labels(&effects), ["web UpstreamDuplicate"]);
+    effects.extend(watch(&mut h, running(43, 9)));
+    assert_eq!(count(&effects, "web UpstreamDuplicate"), 1, "once");
+    assert_eq!(count(&effects, "signal"), 0);
+    let duplicate = h.service("web").duplicate().map(|d| d.pid);
+    assert_eq!(duplicate, Some(Pid::from_raw(43)));
+    assert_eq!(
+        h.service("web").pid(),
+        Some(Pid::from_raw(42)),
+        "holdfast's own"
+    );
+    assert_eq!(h.state("web"), "running");
+    // Its copy gone: so is the duplicate.
+    watch(&mut h, seen(UpstreamState::Stopped, "STOPPED", None));
+    assert_eq!(h.service("web").duplicate(), None);
+}
