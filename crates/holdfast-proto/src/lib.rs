@@ -332,6 +332,10 @@ pub struct ManagedStatus {
     /// (pid 42)`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_arbitration: Option<String>,
+    /// Taken over, and the upstream (back again) runs its own copy too: that copy's
+    /// pid. holdfast leaves it alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_pid: Option<u32>,
 }
 
 /// A crash report as listed: enough to pick one.

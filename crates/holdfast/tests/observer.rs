@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use holdfast::control::protocol::ServiceStatus;
+use holdfast::control::protocol::{EventRecord, ServiceStatus};
 use support::supervisord::Supervisord;
 use support::{Daemon, demo_app, descendants, is_alive, kill_9, tagged_processes, wait_until};
 
@@ -30,13 +30,7 @@ impl Supervised {
     /// With more demo-app `args` and more `[program:web]` keys (`extra`, lines).
     fn start_with(args: &str, extra: &str) -> Option<Self> {
         let port = support::free_port();
-        let program = format!(
-            "[program:web]\ncommand={app} --listen 127.0.0.1:{port} {args}\n\
-             startsecs=1\nautorestart=true\nstopasgroup=true\nkillasgroup=true\n\
-             stdout_logfile={{DIR}}/web.log\nredirect_stderr=true\n{extra}",
-            app = demo_app().display(),
-        );
-        match Supervisord::start(&program) {
+        match Supervisord::start(&program(port, args, extra)) {
             Ok(sup) => Some(Self { sup, port }),
             Err(reason) => {
                 eprintln!("SKIP: {reason}");
@@ -96,6 +90,16 @@ unhealthy = {{ failures = 2, within = "10s" }}
             .filter(|pid| comm(*pid).as_deref() == Some("demo-app"))
             .collect()
     }
+}
+
+/// `[program:web]`: demo-app on `port`, with more demo-app `args` and more keys.
+fn program(port: u16, args: &str, extra: &str) -> String {
+    format!(
+        "[program:web]\ncommand={app} --listen 127.0.0.1:{port} {args}\n\
+         startsecs=1\nautorestart=true\nstopasgroup=true\nkillasgroup=true\n\
+         stdout_logfile={{DIR}}/web.log\nredirect_stderr=true\n{extra}",
+        app = demo_app().display(),
+    )
 }
 
 fn comm(pid: u32) -> Option<String> {
@@ -287,6 +291,44 @@ fn with_supervisord_killed_and_takeover_holdfast_adopts_the_program_then_restart
 }
 
 #[test]
+fn after_a_takeover_a_supervisord_back_with_its_own_copy_is_reported_and_left_alone() {
+    let Some(mut sup) = Supervised::start() else {
+        return;
+    };
+    let pid = sup.wait_running();
+    let d = Daemon::start(&sup.config(&sup.takeover("")));
+    web(&d, "is observed", |s| s.pid == Some(pid));
+    sup.sup.kill_9();
+    web(&d, "is taken over with the live process", |s| {
+        s.managed_by.as_ref().is_some_and(|m| m.taken_over) && s.pid == Some(pid)
+    });
+    // supervisord comes back and starts its own web (on another port: holdfast's
+    // holds the first).
+    let returned = program(support::free_port(), "", "");
+    sup.sup
+        .start_again(&returned)
+        .expect("supervisord starts again");
+    let copy = sup.wait_running();
+    assert_ne!(copy, pid);
+    let s = web(&d, "reports supervisord's copy", |s| {
+        s.managed_by
+            .as_ref()
+            .is_some_and(|m| m.duplicate_pid == Some(copy))
+    });
+    assert_eq!(s.pid, Some(pid), "holdfast still runs its own");
+    assert!(events(&d).contains(&"upstream_duplicate".to_owned()));
+    let text = support::stdout(&d.cli_ok(&["status", "web"]));
+    assert!(
+        text.contains(&format!(
+            "DUPLICATE: supervisord:web runs its own copy too (pid {copy})"
+        )),
+        "{text}"
+    );
+    assert!(is_alive(copy) && is_alive(pid), "neither copy is touched");
+    assert_eq!(sup.running_pid(), Some(copy));
+}
+
+#[test]
 fn a_supervisord_reload_is_not_taken_for_a_gone_supervisord() {
     let Some(sup) = Supervised::start() else {
         return;
@@ -381,6 +423,83 @@ fn with_supervisord_stopped_cleanly_and_takeover_holdfast_starts_the_command() {
         "holdfast's own child"
     );
     assert!(Path::new(&format!("/proc/{new}")).exists());
+}
+
+#[test]
+fn a_service_after_an_observed_program_starts_only_once_supervisord_shows_it_running() {
+    // supervisord says STARTING for startsecs before RUNNING: not up yet.
+    let Some(sup) = Supervised::start_with("", "startsecs=3\n") else {
+        return;
+    };
+    let config = format!(
+        "{}\n[service.api]\ncommand = [\"sleep\", \"1000\"]\nafter = [\"web\"]\n",
+        sup.config("")
+    );
+    let d = Daemon::start(&config);
+    let pid = sup.wait_running();
+    d.wait_for_service("api", "runs", |s| s.state == "running");
+    let records = support::event_records(&d.cli_ok(&["events", "--json"]));
+    let first = |service: &str, what: &dyn Fn(&EventRecord) -> bool| {
+        records
+            .iter()
+            .find(|e| e.service.as_ref().is_some_and(|s| s.as_str() == service) && what(e))
+            .map(|e| e.seq)
+    };
+    let web_running = first("web", &|e| {
+        e.kind == "upstream_state"
+            && e.data.get("state").and_then(|v| v.as_str()) == Some("running")
+    })
+    .expect("holdfast saw web running");
+    let api_spawned = first("api", &|e| e.kind == "spawned").expect("api was spawned");
+    assert!(
+        web_running < api_spawned,
+        "api is spawned only once supervisord shows web RUNNING: {records:#?}"
+    );
+    web(&d, "is observed with supervisord's pid", |s| {
+        s.pid == Some(pid)
+    });
+    assert!(spawned_no_app(&d), "holdfast spawned no demo-app");
+}
+
+#[test]
+fn a_reload_that_loosens_an_observed_programs_thresholds_applies_at_once_and_restarts_nothing() {
+    let Some(sup) = Supervised::start() else {
+        return;
+    };
+    let pid = sup.wait_running();
+    let d = Daemon::start(&sup.config(""));
+    web(&d, "is observed healthy", |s| {
+        s.pid == Some(pid)
+            && s.health
+                .as_ref()
+                .is_some_and(|h| h.probes > 0 && !h.in_grace)
+    });
+    // Unhealthy after 1000 failures instead of 2: the reload changes nothing that runs.
+    let strict = "unhealthy = { failures = 2, within = \"10s\" }";
+    let config = sup.config("");
+    assert!(config.contains(strict));
+    d.write_config(&config.replace(strict, "unhealthy = { failures = 1000, within = \"10s\" }"));
+    d.cli_ok(&["reload"]);
+    let s = web(&d, "is still observed", |s| s.state == "running");
+    assert_eq!(s.pid, Some(pid), "nothing restarted at the reload");
+    assert!(get(sup.port, "/health/fail").contains("200"));
+    // Twice the old threshold: the old monitor would have asked for a restart by now.
+    web(&d, "counts failures past the old threshold", |s| {
+        s.health
+            .as_ref()
+            .is_some_and(|h| h.failures_unhealthy_window >= 4 && h.state == "degraded")
+    });
+    let kinds = events(&d);
+    assert!(
+        !kinds.contains(&"upstream_restart_requested".to_owned()),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        sup.running_pid(),
+        Some(pid),
+        "supervisord's process is the same"
+    );
+    assert!(spawned_no_app(&d));
 }
 
 /// The systemd path's plumbing, with a stand-in `systemctl` (first in the service's

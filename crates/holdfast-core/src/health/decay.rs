@@ -173,6 +173,17 @@ impl Decay {
         self.state
     }
 
+    /// New thresholds for the same run, its history kept: the failures counted, the
+    /// state and the start its grace runs from. The next probe result is judged by
+    /// them.
+    pub fn reconfigure(&mut self, spec: DecaySpec) {
+        let start = self.grace_until.checked_sub(self.spec.grace);
+        if let Some(start) = start {
+            self.grace_until = crate::clock::later(start, spec.grace);
+        }
+        self.spec = spec;
+    }
+
     /// The most recent probe error, kept after later successes.
     pub fn last_error(&self) -> Option<&ProbeFailure> {
         self.last_error.as_ref()
@@ -574,5 +585,36 @@ mod tests {
                 assert_eq!(decay.state(), state, "seed {seed}");
             }
         }
+    }
+
+    #[test]
+    fn new_thresholds_judge_the_next_result_and_keep_the_counted_failures_and_the_start() {
+        let t0 = Instant::now();
+        let at = |sec: u64| t0 + Duration::from_secs(sec);
+        let mut decay = Decay::new(
+            DecaySpec {
+                grace: 10 * S,
+                ..spec()
+            },
+            t0,
+        );
+        assert_eq!(decay.handle(fail(), at(11)), None);
+        assert_eq!(decay.handle(fail(), at(12)).map(|t| t.to), Some(Degraded));
+        let tighter = DecaySpec {
+            grace: 30 * S,
+            unhealthy: Threshold {
+                failures: 3,
+                within: 120 * S,
+            },
+            ..spec()
+        };
+        decay.reconfigure(tighter);
+        // The grace now ends 30 s after the start, not after the reload.
+        assert!(decay.in_grace(at(29)) && !decay.in_grace(at(30)));
+        assert_eq!(decay.failures_within(120 * S, at(12)), 2, "kept");
+        let third = decay
+            .handle(fail(), at(31))
+            .map(|t| (t.from, t.to, t.failures));
+        assert_eq!(third, Some((Degraded, Unhealthy, 3)));
     }
 }

@@ -285,6 +285,13 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         pid: Option<i32>,
     },
+    /// After a takeover, the old upstream runs its own copy of the service too (`pid`,
+    /// in its words `detail`): two copies run. holdfast leaves the upstream's alone.
+    UpstreamDuplicate {
+        upstream: String,
+        pid: i32,
+        detail: String,
+    },
 }
 
 impl fmt::Display for Event {
@@ -478,6 +485,15 @@ impl fmt::Display for Event {
             EventKind::TakenOver { pid: None } => {
                 f.write_str("taken over: no live process to adopt, starting command")
             }
+            EventKind::UpstreamDuplicate {
+                upstream,
+                pid,
+                detail,
+            } => write!(
+                f,
+                "{upstream} runs its own copy too (pid {pid}, {detail}): two copies run; \
+                 holdfast leaves the upstream's alone"
+            ),
             EventKind::ExitActionApplied { key, action } => {
                 write!(f, "{key} is mapped to ")?;
                 match action {

@@ -132,6 +132,7 @@ pub fn label(effect: &Effect) -> String {
         Effect::StartProbe { service, .. } => format!("probe {service}"),
         Effect::Quarantine { service, .. } => format!("quarantine {service}"),
         Effect::SyncUpstream { service, .. } => format!("sync-upstream {service}"),
+        Effect::WatchUpstream { service, .. } => format!("watch-upstream {service}"),
         Effect::RestartUpstream { service, .. } => format!("restart-upstream {service}"),
         Effect::TakeOver {
             service, process, ..
@@ -334,6 +335,7 @@ impl Harness {
                 Effect::StartProbe { .. } | Effect::Quarantine { .. } => {}
                 // The observer tests answer these themselves.
                 Effect::SyncUpstream { .. }
+                | Effect::WatchUpstream { .. }
                 | Effect::RestartUpstream { .. }
                 | Effect::TakeOver { .. } => {}
             }

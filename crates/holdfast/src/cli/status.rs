@@ -298,6 +298,13 @@ fn push_managed(out: &mut String, managed: &ManagedStatus) {
     if let Some(last) = &managed.last_arbitration {
         let _ = writeln!(out, "  last arbitration: {last}");
     }
+    if let Some(pid) = managed.duplicate_pid {
+        let _ = writeln!(
+            out,
+            "  DUPLICATE: {} runs its own copy too (pid {pid}); holdfast leaves it alone: stop one of the two",
+            managed.upstream
+        );
+    }
 }
 
 fn push_health(out: &mut String, health: &HealthStatus) {

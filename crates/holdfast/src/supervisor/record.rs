@@ -214,6 +214,11 @@ pub(crate) mod tests {
                 takeover: true,
             },
             EventKind::TakenOver { pid: Some(42) },
+            EventKind::UpstreamDuplicate {
+                upstream: "supervisord:web".to_owned(),
+                pid: 43,
+                detail: "RUNNING".to_owned(),
+            },
         ]
     }
 
@@ -476,6 +481,10 @@ pub(crate) mod tests {
                        "upstream": "supervisord:web"}),
             ),
             ("taken_over", json!({"pid": 42})),
+            (
+                "upstream_duplicate",
+                json!({"detail": "RUNNING", "pid": 43, "upstream": "supervisord:web"}),
+            ),
         ];
         let actual: Vec<(String, Value)> = one_of_each()
             .iter()

@@ -34,11 +34,24 @@ impl Supervisord {
     /// Starts supervisord in the foreground on a config of `programs` (`[program:x]`
     /// sections; `{DIR}` stands for the test's directory) and waits until it answers.
     pub fn start(programs: &str) -> Result<Supervisord, String> {
-        let supervisord = Self::tool("supervisord")?;
+        Self::tool("supervisord")?;
         let tag = unique_tag();
         let dir = std::env::temp_dir().join(format!("holdfast-supervisord-{tag}"));
         fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let d = dir.display();
+        let mut supervisord = Supervisord {
+            child: None,
+            dir,
+            tag,
+        };
+        supervisord.start_again(programs)?;
+        Ok(supervisord)
+    }
+
+    /// Starts it (again, after a `kill_9` or `stop`) in the same directory, on the same
+    /// socket, with `programs` now, and waits until it answers.
+    pub fn start_again(&mut self, programs: &str) -> Result<(), String> {
+        let supervisord = Self::tool("supervisord")?;
+        let d = self.dir.display();
         let config = format!(
             "[unix_http_server]\nfile={d}/supervisor.sock\n\n\
              [supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\n\
@@ -48,25 +61,21 @@ impl Supervisord {
              [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\n{}",
             programs.replace("{DIR}", &d.to_string())
         );
-        fs::write(dir.join("supervisord.conf"), config).map_err(|e| e.to_string())?;
+        fs::write(self.dir.join("supervisord.conf"), config).map_err(|e| e.to_string())?;
         let child = Command::new(supervisord)
             .arg("-c")
-            .arg(dir.join("supervisord.conf"))
-            .env(TAG_VAR, &tag)
+            .arg(self.dir.join("supervisord.conf"))
+            .env(TAG_VAR, &self.tag)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("supervisord did not start: {e}"))?;
-        let supervisord = Supervisord {
-            child: Some(child),
-            dir,
-            tag,
-        };
+        self.child = Some(child);
         super::wait_until("supervisord answers supervisorctl", || {
-            supervisord.ctl(&["pid"]).status.success()
+            self.ctl(&["pid"]).status.success()
         });
-        Ok(supervisord)
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {

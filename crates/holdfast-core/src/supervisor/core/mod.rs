@@ -144,6 +144,11 @@ pub enum Input {
         run: RunId,
         adopted: Option<Pid>,
     },
+    /// The outcome of an `Effect::WatchUpstream` of taken-over `service`.
+    UpstreamWatch {
+        service: ServiceName,
+        report: Box<UpstreamReport>,
+    },
 }
 
 /// Requests from the control API that change state.
@@ -237,6 +242,13 @@ pub enum Effect {
     SyncUpstream {
         service: ServiceName,
         run: RunId,
+        upstream: Upstream,
+        timeout: std::time::Duration,
+    },
+    /// Ask the old upstream of taken-over `service` what it says of it, as
+    /// `SyncUpstream` does; answer with `Input::UpstreamWatch`.
+    WatchUpstream {
+        service: ServiceName,
         upstream: Upstream,
         timeout: std::time::Duration,
     },
@@ -598,6 +610,7 @@ fn for_service(input: Input) -> Option<(ServiceName, Order)> {
             run,
             adopted,
         } => (service, Order::TakenOver { run, adopted }),
+        Input::UpstreamWatch { service, report } => (service, Order::UpstreamWatch { report }),
         _ => return None,
     })
 }

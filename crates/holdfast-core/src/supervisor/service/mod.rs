@@ -13,6 +13,7 @@ mod start;
 mod state;
 mod stop;
 mod upgrade;
+mod watch;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use self::state::{
     AfterStop, Drain, Escalation, ForkerExit, KillScope, MainProcess, RunId, Start, State, Watchdog,
 };
 pub use self::upgrade::{Phase, Rollout, Serving};
+pub use self::watch::{Duplicate, Watch};
 
 /// How long to wait for a group to disappear after SIGKILL before giving up on it.
 pub const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -123,6 +125,10 @@ pub(in crate::supervisor) enum Order {
         run: RunId,
         adopted: Option<Pid>,
     },
+    /// What the old upstream of a taken-over service said at one sync.
+    UpstreamWatch {
+        report: Box<UpstreamReport>,
+    },
 }
 
 /// What a service needs from the core after an order: private to the core.
@@ -185,6 +191,8 @@ pub struct Service {
     runner: Runner,
     /// What holdfast last did about the upstream (observed services), for `status`.
     arbitrated: Option<Arbitrated>,
+    /// Taken over: the old upstream, still asked (see `watch.rs`).
+    watch: Option<Watch>,
 }
 
 impl Service {
@@ -216,6 +224,7 @@ impl Service {
             forget_when_drained: false,
             runner: Runner::of(&spec),
             arbitrated: None,
+            watch: None,
             spec,
         }
     }
@@ -263,6 +272,7 @@ impl Service {
                 let mut effects = self.tick(now);
                 effects.extend(self.rollout_tick(now));
                 effects.extend(self.probe_if_due(now));
+                effects.extend(self.watch_tick(now));
                 effects
             }
             Order::Stop(then) => {
@@ -294,6 +304,7 @@ impl Service {
                     != self.spec.managed_by.as_ref().map(|m| &m.upstream)
                 {
                     self.runner = Runner::of(&spec);
+                    self.watch = None;
                 }
                 self.spec = spec;
                 Vec::new()
@@ -307,10 +318,12 @@ impl Service {
                 }
                 Vec::new()
             }
+            Order::UpstreamWatch { report } => self.watch_report(*report, now),
             // Only an observed service hears from an upstream.
             Order::Upstream { .. } | Order::TakenOver { .. } => Vec::new(),
             Order::Shutdown => {
                 self.policy = Policy::Suspended;
+                self.watch = None;
                 let mut effects = self.abandon_rollout(now);
                 effects.extend(match self.state {
                     State::Waiting | State::Backoff { .. } => self.stop(AfterStop::Stay, now),
@@ -408,10 +421,15 @@ impl Service {
             return self.observed_wakeup(observation);
         }
         let probe = self.health().and_then(Monitor::due);
-        [self.deadline(), probe, self.rollout_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.deadline(),
+            probe,
+            self.rollout_deadline(),
+            self.watch_wakeup(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The current run, if a process of this service may be alive.
@@ -465,19 +483,23 @@ impl Service {
 
     /// On the way to running: a dependent must wait for it. A stop that is followed by
     /// a start (a restart by hand or for a reload) or by the restart policy (leftovers
-    /// of a crashed run being cleaned up) counts: the service is coming back.
+    /// of a crashed run being cleaned up) counts: the service is coming back. An
+    /// observed service is up once its upstream shows it running.
     pub fn is_coming_up(&self) -> bool {
-        matches!(
-            self.state,
-            State::Waiting
-                | State::Launching { .. }
-                | State::Starting { .. }
-                | State::Backoff { .. }
-                | State::Stopping {
-                    then: AfterStop::Start | AfterStop::Exit { .. },
-                    ..
-                }
-        )
+        match &self.state {
+            State::Observed(observation) => observation.is_coming_up(),
+            state => matches!(
+                state,
+                State::Waiting
+                    | State::Launching { .. }
+                    | State::Starting { .. }
+                    | State::Backoff { .. }
+                    | State::Stopping {
+                        then: AfterStop::Start | AfterStop::Exit { .. },
+                        ..
+                    }
+            ),
+        }
     }
 
     /// Any process of the service may be alive.

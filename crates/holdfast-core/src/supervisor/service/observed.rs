@@ -118,6 +118,12 @@ pub enum Arbitration {
     Restarting {
         deadline: Instant,
     },
+    /// `deadline` passed before a sync asked after it answered: that sync decides
+    /// (a new start: restarted; none: timed out), so the timeout is never judged on a
+    /// view older than the deadline.
+    Overdue {
+        deadline: Instant,
+    },
     /// Taking over: waiting for the shell to say whether it adopted the process.
     TakingOver,
 }
@@ -157,6 +163,8 @@ pub struct Observation {
     pub view: Option<UpstreamView>,
     /// When the next sync is due; `None` while one is in flight.
     pub sync_due: Option<Instant>,
+    /// When the last sync (the one in flight, if any) was asked.
+    pub sync_asked: Option<Instant>,
     pub reach: Reach,
     pub arbitration: Arbitration,
 }
@@ -185,7 +193,7 @@ impl Observation {
     /// pending already, holdfast is taking over, or the upstream does not answer.
     pub fn why_no_restart(&self) -> Option<String> {
         match (&self.arbitration, &self.reach) {
-            (Arbitration::Restarting { .. }, _) => {
+            (Arbitration::Restarting { .. } | Arbitration::Overdue { .. }, _) => {
                 Some("a restart asked of its manager is still under way".to_owned())
             }
             (Arbitration::TakingOver, _) => Some("holdfast is taking it over".to_owned()),
@@ -209,6 +217,28 @@ impl Observation {
             Some(UpstreamState::Stopped) => ServiceState::Stopped,
             Some(UpstreamState::Failed) => ServiceState::Failed,
             Some(UpstreamState::Unknown) | None => ServiceState::Unknown,
+        }
+    }
+
+    /// On its way up as `after` sees it, so a dependent waits: the upstream's first
+    /// answer is not in (nor the upstream given up on), it says starting (supervisord's
+    /// startsecs, systemd's activating: its own readiness), a restart asked of it has
+    /// not shown yet, or holdfast is taking it over. Running is up; stopped, failed, a
+    /// program it does not know or an upstream given up on hold nothing up, as a
+    /// stopped or failed service of holdfast's does not.
+    pub fn is_coming_up(&self) -> bool {
+        match self.arbitration {
+            Arbitration::Restarting { .. }
+            | Arbitration::Overdue { .. }
+            | Arbitration::TakingOver => return true,
+            Arbitration::Idle => {}
+        }
+        if let Reach::Unreachable { decided: true, .. } = self.reach {
+            return false;
+        }
+        match self.view.as_ref().map(|v| v.state) {
+            None | Some(UpstreamState::Starting) => true,
+            Some(_) => false,
         }
     }
 
@@ -240,6 +270,7 @@ impl Service {
             run,
             view: None,
             sync_due: Some(now),
+            sync_asked: None,
             reach: Reach::Reachable,
             arbitration: Arbitration::Idle,
         };
@@ -311,6 +342,7 @@ impl Service {
                 self.spec = spec;
                 self.runner = Runner::of(&self.spec);
                 if same_upstream {
+                    self.reconfigure_health(now);
                     return Vec::new();
                 }
                 // Another upstream (or none: holdfast runs it now): start over.
@@ -359,21 +391,25 @@ impl Service {
         let timeout = self.managed().arbiter_timeout;
         let name = self.spec.name.clone();
         let observation = self.observation_mut();
+        if let Arbitration::Restarting { deadline } = observation.arbitration
+            && deadline <= now
+        {
+            // The last view may predate the deadline: ask now (unless a sync is in
+            // flight; see `upstream_report`), and let that answer decide.
+            observation.arbitration = Arbitration::Overdue { deadline };
+            if observation.sync_due.is_some() {
+                observation.sync_due = Some(now);
+            }
+        }
         if observation.sync_due.is_some_and(|due| due <= now) {
             observation.sync_due = None;
+            observation.sync_asked = Some(now);
             effects.push(Effect::SyncUpstream {
                 service: name,
                 run: observation.run,
                 upstream,
                 timeout,
             });
-        }
-        if let Arbitration::Restarting { deadline } = observation.arbitration
-            && deadline <= now
-        {
-            observation.arbitration = Arbitration::Idle;
-            self.arbitrated = Some(Arbitrated::RestartTimedOut);
-            effects.push(self.emit(EventKind::UpstreamRestartTimedOut { timeout }));
         }
         effects.extend(self.unreachable_past_timeout(now));
         effects.extend(self.observed_probe(now));
@@ -402,6 +438,13 @@ impl Service {
         let soon = interval.min(self.managed().arbiter_timeout / 3);
         let observation = self.observation_mut();
         observation.sync_due = Some(later(now, interval));
+        // Whether this answer is to a sync asked after an overdue restart's deadline.
+        let fresh = match observation.arbitration {
+            Arbitration::Overdue { deadline } => {
+                observation.sync_asked.is_some_and(|a| a >= deadline)
+            }
+            _ => false,
+        };
         let view = match report {
             UpstreamReport::Seen(view) => view,
             UpstreamReport::Busy(_) => {
@@ -433,7 +476,9 @@ impl Service {
                         };
                     }
                 }
-                return self.unreachable_past_timeout(now);
+                let mut effects: Vec<Effect> = self.judge_overdue(fresh, now).into_iter().collect();
+                effects.extend(self.unreachable_past_timeout(now));
+                return effects;
             }
         };
         let back = observation.reach != Reach::Reachable;
@@ -456,21 +501,65 @@ impl Service {
         if new_start {
             self.upstream_started(&view, now);
         }
+        effects.extend(self.judge_overdue(fresh, now));
         effects
+    }
+
+    /// A restart past its deadline with no new start seen: an answer to a sync asked
+    /// after the deadline (`fresh`) times it out; an older one asks again at once.
+    fn judge_overdue(&mut self, fresh: bool, now: Instant) -> Option<Effect> {
+        let timeout = self.managed().arbiter_timeout;
+        let observation = self.observation_mut();
+        if !matches!(observation.arbitration, Arbitration::Overdue { .. }) {
+            return None;
+        }
+        if !fresh {
+            observation.sync_due = Some(now);
+            return None;
+        }
+        observation.arbitration = Arbitration::Idle;
+        self.arbitrated = Some(Arbitrated::RestartTimedOut);
+        Some(self.emit(EventKind::UpstreamRestartTimedOut { timeout }))
+    }
+
+    /// The health check of an observed service: its grace is `health_grace_period`,
+    /// counted from each start the upstream makes.
+    fn observed_health(&self) -> Option<crate::model::HealthSpec> {
+        let grace = self.managed().health_grace_period;
+        self.spec.health.as_ref().map(|h| {
+            let mut h = h.clone();
+            h.decay.grace = grace;
+            h
+        })
     }
 
     /// The upstream (re)started the service: health starts afresh, with its grace.
     fn upstream_started(&mut self, view: &UpstreamView, now: Instant) {
-        let grace = self.managed().health_grace_period;
-        self.health = self.spec.health.as_ref().map(|h| {
-            let mut h = h.clone();
-            h.decay.grace = grace;
-            Monitor::new(&h, now)
-        });
+        self.health = self.observed_health().map(|h| Monitor::new(&h, now));
         let observation = self.observation_mut();
-        if let Arbitration::Restarting { .. } = observation.arbitration {
+        if let Arbitration::Restarting { .. } | Arbitration::Overdue { .. } =
+            observation.arbitration
+        {
             observation.arbitration = Arbitration::Idle;
             self.arbitrated = Some(Arbitrated::Restarted(view.pid));
+        }
+    }
+
+    /// A reload changed the health check (or kept it) of a service the same upstream
+    /// runs: nothing restarts for it, so it applies now to the monitor of the process
+    /// the upstream runs, whose history stays. A check added while the upstream runs
+    /// one starts now, with its grace.
+    fn reconfigure_health(&mut self, now: Instant) {
+        let runs = self
+            .observation_mut()
+            .view
+            .as_ref()
+            .and_then(UpstreamView::start_mark);
+        match (self.observed_health(), self.health.as_mut()) {
+            (Some(spec), Some(monitor)) => monitor.reconfigure(&spec, now),
+            (Some(spec), None) if runs.is_some() => self.health = Some(Monitor::new(&spec, now)),
+            (Some(_), None) => {}
+            (None, _) => self.health = None,
         }
     }
 
@@ -571,6 +660,7 @@ impl Service {
         }
         self.runner = Runner::Holdfast;
         self.arbitrated = Some(Arbitrated::TakenOver(adopted));
+        self.watch_upstream(now);
         let mut effects = vec![self.emit(EventKind::TakenOver {
             pid: adopted.map(Pid::as_raw),
         })];

@@ -529,3 +529,219 @@ fn a_restart_by_hand_says_why_when_it_cannot_reach_the_upstream() {
     );
     assert_eq!(count(&effects, "restart-upstream"), 0);
 }
+
+fn seen(state: UpstreamState, detail: &str, pid: Option<i32>) -> UpstreamReport {
+    UpstreamReport::Seen(UpstreamView {
+        state,
+        detail: detail.to_owned(),
+        pid: pid.map(Pid::from_raw),
+        start: pid.map(|_| 7),
+        uptime: None,
+        proc_start: pid.map(|_| 700),
+        upstream_pid: None,
+    })
+}
+
+#[test]
+fn a_dependent_of_an_observed_service_starts_once_the_upstream_shows_it_running() {
+    let mut h = Harness::new([observed(Takeover::Never), svc_after("api", &["web"])]);
+    let boot = h.feed(Input::Boot);
+    assert_eq!(count(&boot, "spawn api"), 0, "{:?}", labels(&boot));
+    assert_eq!(h.state("api"), "waiting", "no answer from supervisord yet");
+    // STARTING (within its startsecs) is not up yet.
+    let starting = h.report(seen(UpstreamState::Starting, "STARTING", Some(42)));
+    assert_eq!(count(&starting, "spawn api"), 0);
+    assert_eq!(h.state("api"), "waiting");
+    h.advance(secs(1));
+    let up = h.report(running(42, 7));
+    assert_eq!(count(&up, "spawn api"), 1, "{:?}", labels(&up));
+}
+
+#[test]
+fn a_dependent_of_an_observed_service_the_upstream_does_not_run_is_not_held_up() {
+    let mut h = Harness::new([observed(Takeover::Never), svc_after("api", &["web"])]);
+    h.feed(Input::Boot);
+    let stopped = h.report(seen(UpstreamState::Stopped, "STOPPED", None));
+    assert_eq!(count(&stopped, "spawn api"), 1, "{:?}", labels(&stopped));
+    // An upstream that never answers holds it up only until holdfast gives up on it.
+    let mut h = Harness::new([observed(Takeover::Never), svc_after("api", &["web"])]);
+    h.feed(Input::Boot);
+    let effects = labels(&h.unreachable_for(6));
+    let at = |l: &str| effects.iter().position(|e| e == l);
+    let given_up = at("web UpstreamUnreachable").expect("given up on");
+    assert_eq!(at("spawn api"), Some(given_up + 1), "{effects:?}");
+}
+
+#[test]
+fn a_dependent_started_while_an_upstream_restart_is_pending_waits_for_the_new_start() {
+    let mut h = Harness::booted([observed(Takeover::Never), svc_after("api", &["web"])]);
+    h.report(running(42, 7));
+    h.ok(Command::Stop, "api");
+    h.exit("api", killed(crate::unix::Signal::SIGTERM));
+    h.ok(Command::Restart, "web");
+    h.ok(Command::Start, "api");
+    assert_eq!(h.state("api"), "waiting", "web is being restarted");
+    let restarted = h.report(running(43, 9));
+    assert_eq!(
+        count(&restarted, "spawn api"),
+        1,
+        "{:?}",
+        labels(&restarted)
+    );
+}
+
+#[test]
+fn a_reload_of_an_observed_services_health_check_applies_at_once_without_a_restart() {
+    // Unhealthy after `failures` failures, no grace after the upstream's start.
+    let check = |failures: u32, interval: Duration| {
+        let mut spec = observed(Takeover::Never);
+        let health = spec.health.as_mut().expect("has health");
+        health.decay.unhealthy.failures = failures;
+        health.interval = interval;
+        if let Some(m) = spec.managed_by.as_mut() {
+            m.health_grace_period = Duration::ZERO;
+        }
+        spec
+    };
+    let mut h = Harness::booted([check(5, secs(1))]);
+    h.report(running(42, 7));
+    let mut effects = Vec::new();
+    for _ in 0..10 {
+        if count(&effects, "probe web") == 2 {
+            break;
+        }
+        effects.extend(h.probe_web(refused()));
+    }
+    let state = |h: &Harness| h.service("web").health().map(|m| m.decay().state());
+    assert_eq!(state(&h), Some(crate::health::HealthState::Degraded));
+    assert_eq!(count(&effects, "restart-upstream"), 0, "2 of 5 failures");
+    let last_probe = h.now;
+    // Tighter: 3 failures, every 3 s.
+    let (_, reloaded) = h.reload([check(3, secs(3))]);
+    for nothing in ["spawn", "signal", "restart-upstream", "sync-upstream"] {
+        assert_eq!(count(&reloaded, nothing), 0, "{:?}", labels(&reloaded));
+    }
+    let monitor = h.service("web").health().expect("still monitored");
+    assert_eq!(monitor.decay().probes(), 2, "its history is kept");
+    assert_eq!(
+        monitor.due(),
+        Some(last_probe + secs(3)),
+        "the new interval"
+    );
+    let third = h.probe_web(refused());
+    assert_eq!(h.now, last_probe + secs(3));
+    assert_eq!(
+        count(&third, "restart-upstream web"),
+        1,
+        "{:?}",
+        labels(&third)
+    );
+    let seen = h.service("web").observation().and_then(|o| o.view.as_ref());
+    assert_eq!(seen.and_then(|v| v.pid), Some(Pid::from_raw(42)));
+}
+
+#[test]
+fn a_restart_timeout_is_judged_on_a_sync_asked_after_its_deadline() {
+    let mut h = Harness::booted([observed(Takeover::Never)]);
+    h.report(running(42, 7));
+    let asked = h.ok(Command::Restart, "web");
+    assert_eq!(count(&asked, "restart-upstream web"), 1);
+    // A slow upstream: the sync asked a second later is still out at the deadline (5 s).
+    let waited = h.advance(secs(6));
+    assert_eq!(
+        count(&waited, "sync-upstream web"),
+        1,
+        "{:?}",
+        labels(&waited)
+    );
+    assert_eq!(
+        count(&waited, "web UpstreamRestartTimedOut"),
+        0,
+        "no fresh view yet"
+    );
+    // Its answer shows the old process, but it was asked before the deadline: ask again.
+    let stale = h.report(running(42, 7));
+    assert_eq!(count(&stale, "web UpstreamRestartTimedOut"), 0);
+    assert_eq!(
+        count(&stale, "sync-upstream web"),
+        1,
+        "{:?}",
+        labels(&stale)
+    );
+    // The fresh answer shows the restart the upstream made meanwhile: no timeout.
+    let fresh = h.report(running(43, 9));
+    assert_eq!(count(&fresh, "web UpstreamRestartTimedOut"), 0);
+    assert_eq!(
+        h.service("web").arbitrated().map(ToString::to_string),
+        Some("restarted by upstream (pid 43)".to_owned())
+    );
+    // Next time nothing restarts: the first answer to a sync asked at or after the
+    // deadline decides, never a tick.
+    h.ok(Command::Restart, "web");
+    let deadline = h.now + secs(5);
+    let mut decided = Vec::new();
+    for _ in 0..10 {
+        let ticked = h.advance(secs(1));
+        assert_eq!(count(&ticked, "web UpstreamRestartTimedOut"), 0);
+        if count(&ticked, "sync-upstream web") > 0 {
+            decided = h.report(running(43, 9));
+            if !decided.is_empty() {
+                break;
+            }
+        }
+    }
+    assert_eq!(labels(&decided), ["web UpstreamRestartTimedOut"]);
+    assert_eq!(h.now, deadline, "asked at the deadline, answered at once");
+}
+
+#[test]
+fn after_a_takeover_an_upstream_back_with_its_own_copy_is_reported_and_left_alone() {
+    let spec = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Allowed)
+    };
+    let mut h = Harness::booted([spec]);
+    h.report(running(42, 7));
+    h.unreachable_for(6);
+    let run = h.observed_run();
+    h.feed(Input::TakenOver {
+        service: name("web"),
+        run,
+        adopted: Some(Pid::from_raw(42)),
+    });
+    let watch = |h: &mut Harness, report: UpstreamReport| {
+        let asked = h.advance(secs(1));
+        assert_eq!(
+            count(&asked, "watch-upstream web"),
+            1,
+            "{:?}",
+            labels(&asked)
+        );
+        h.feed(Input::UpstreamWatch {
+            service: name("web"),
+            report: Box::new(report),
+        })
+    };
+    // Still gone, or back without the program running: nothing to say.
+    let gone = watch(&mut h, UpstreamReport::Unreachable("refused".to_owned()));
+    assert!(gone.is_empty(), "{:?}", labels(&gone));
+    let stopped = watch(&mut h, seen(UpstreamState::Stopped, "STOPPED", None));
+    assert!(stopped.is_empty(), "{:?}", labels(&stopped));
+    // Back with a copy of its own: reported once, and left alone.
+    let mut effects = watch(&mut h, running(43, 9));
+    assert_eq!(labels(&effects), ["web UpstreamDuplicate"]);
+    effects.extend(watch(&mut h, running(43, 9)));
+    assert_eq!(count(&effects, "web UpstreamDuplicate"), 1, "once");
+    assert_eq!(count(&effects, "signal"), 0);
+    let duplicate = h.service("web").duplicate().map(|d| d.pid);
+    assert_eq!(duplicate, Some(Pid::from_raw(43)));
+    assert_eq!(
+        h.service("web").pid(),
+        Some(Pid::from_raw(42)),
+        "holdfast's own"
+    );
+    assert_eq!(h.state("web"), "running");
+    // Its copy gone: so is the duplicate.
+    watch(&mut h, seen(UpstreamState::Stopped, "STOPPED", None));
+    assert_eq!(h.service("web").duplicate(), None);
+}

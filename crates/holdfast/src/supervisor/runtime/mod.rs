@@ -528,6 +528,7 @@ impl Shell {
                 None
             }
             effect @ (Effect::SyncUpstream { .. }
+            | Effect::WatchUpstream { .. }
             | Effect::RestartUpstream { .. }
             | Effect::TakeOver { .. }) => self.arbiter(effect),
         };

@@ -313,5 +313,6 @@ fn managed_status(s: &Service) -> Option<ManagedStatus> {
         uptime_ms: view.and_then(|v| v.uptime).map(millis),
         unreachable,
         last_arbitration: s.arbitrated().map(ToString::to_string),
+        duplicate_pid: s.duplicate().map(|d| d.pid.as_raw() as u32),
     })
 }

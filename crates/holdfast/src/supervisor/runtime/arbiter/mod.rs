@@ -24,11 +24,34 @@ use crate::unix::Pid;
 
 pub use supervisord::Supervisord;
 
+/// Whom the answer to a sync goes to.
+#[derive(Debug, Clone, Copy)]
+enum SyncFor {
+    /// The observation `run` (`Effect::SyncUpstream`).
+    Observation(RunId),
+    /// The watch of a taken-over service (`Effect::WatchUpstream`).
+    Watch,
+}
+
+impl SyncFor {
+    fn input(self, service: ServiceName, report: UpstreamReport) -> Input {
+        let report = Box::new(report);
+        match self {
+            SyncFor::Observation(run) => Input::Upstream {
+                service,
+                run,
+                report,
+            },
+            SyncFor::Watch => Input::UpstreamWatch { service, report },
+        }
+    }
+}
+
 /// What the output of a `systemctl` is for.
 #[derive(Debug, Clone, Copy)]
 enum Asked {
-    /// `show`: a view to report, for the observation `run`.
-    Show(RunId),
+    /// `show`: a view to report.
+    Show(SyncFor),
     /// `restart`: only logged when it fails.
     Restart,
 }
@@ -42,7 +65,12 @@ impl Shell {
                 run,
                 upstream,
                 timeout,
-            } => self.sync_upstream(service, run, upstream, timeout),
+            } => self.sync_upstream(service, SyncFor::Observation(run), upstream, timeout),
+            Effect::WatchUpstream {
+                service,
+                upstream,
+                timeout,
+            } => self.sync_upstream(service, SyncFor::Watch, upstream, timeout),
             Effect::RestartUpstream {
                 service,
                 upstream,
@@ -76,14 +104,14 @@ impl Shell {
     fn sync_upstream(
         &mut self,
         service: ServiceName,
-        run: RunId,
+        to: SyncFor,
         upstream: Upstream,
         timeout: Duration,
     ) {
         let program = match upstream {
             Upstream::Systemd { unit } => {
                 let args = systemd::show_args(&unit);
-                return self.run_systemctl(service, args, timeout, Asked::Show(run));
+                return self.run_systemctl(service, args, timeout, Asked::Show(to));
             }
             Upstream::Supervisord { program } => program,
         };
@@ -101,11 +129,7 @@ impl Shell {
                     Ok(Ok(report)) => report,
                 },
             };
-            let _ = tx.send(Input::Upstream {
-                service,
-                run,
-                report: Box::new(report),
-            });
+            let _ = tx.send(to.input(service, report));
         });
     }
 
@@ -145,17 +169,12 @@ impl Shell {
         asked: Asked,
     ) {
         let tx = self.inputs_tx.clone();
-        let report = |run, report: UpstreamReport| Input::Upstream {
-            service: service.clone(),
-            run,
-            report: Box::new(report),
-        };
         let (read, pid) = match self.spawn_systemctl(&service, &args) {
             Ok(spawned) => spawned,
             Err(e) => {
                 tracing::warn!("{service}: cannot run systemctl: {e}");
-                if let Asked::Show(run) = asked {
-                    let _ = tx.send(report(run, UpstreamReport::Unreachable(e)));
+                if let Asked::Show(to) = asked {
+                    let _ = tx.send(to.input(service, UpstreamReport::Unreachable(e)));
                 }
                 return;
             }
@@ -168,28 +187,20 @@ impl Shell {
                     // Only while it is not reaped: its pid is not reused then.
                     let _ = super::probes::kill_group(pid);
                     tracing::warn!("{service}: {} timed out", args.join(" "));
-                    if let Asked::Show(run) = asked {
-                        let input = Input::Upstream {
-                            service,
-                            run,
-                            report: Box::new(UpstreamReport::Unreachable(no_answer(timeout))),
-                        };
-                        let _ = tx.send(input);
+                    if let Asked::Show(to) = asked {
+                        let report = UpstreamReport::Unreachable(no_answer(timeout));
+                        let _ = tx.send(to.input(service, report));
                     }
                     return;
                 }
             };
             match asked {
-                Asked::Show(run) => {
+                Asked::Show(to) => {
                     let report = match systemd::parse_show(&output, monotonic_usec()) {
                         Ok(view) => UpstreamReport::Seen(with_proc_start(view)),
                         Err(e) => UpstreamReport::Unreachable(e),
                     };
-                    let _ = tx.send(Input::Upstream {
-                        service,
-                        run,
-                        report: Box::new(report),
-                    });
+                    let _ = tx.send(to.input(service, report));
                 }
                 Asked::Restart if !output.trim().is_empty() => {
                     tracing::warn!("{service}: systemctl restart: {}", output.trim());
