@@ -152,6 +152,14 @@ pub(super) fn loader(
     tx
 }
 
+/// The error for a request the control server answers itself, should one reach this task.
+fn server_answers(kind: ErrorKind, what: &str) -> ControlError {
+    ControlError {
+        kind,
+        message: format!("{what} is answered by the control server"),
+    }
+}
+
 impl Shell {
     /// Answers a control request after applying its transition (some answer later, from
     /// work done off this task). Returns true once the shutdown is complete.
@@ -203,7 +211,12 @@ impl Shell {
             Request::Start { name } => self.command(Command::Start, &name, now),
             Request::Stop { name } => self.command(Command::Stop, &name, now),
             Request::Restart { name } => self.restart(&name, now),
-            Request::Events { service, since, .. } => (self.events(service, since), false),
+            Request::Events {
+                service,
+                since,
+                last,
+                ..
+            } => (self.events(service, since, last), false),
             Request::Shutdown => {
                 let done = self.apply(Input::Shutdown);
                 let message = "shutting down: stopping all services".to_owned();
@@ -217,21 +230,9 @@ impl Shell {
                 self.accept(Input::ResetFailed { services: names }, now)
             }
             // Read off this task by the control server, which only asks for `status`.
-            Request::Logs { .. } => (
-                Err(ControlError {
-                    kind: ErrorKind::Internal,
-                    message: "logs are served by the control server".to_owned(),
-                }),
-                false,
-            ),
+            Request::Logs { .. } => (Err(server_answers(ErrorKind::Internal, "logs")), false),
             // The control server answers it, from the requests inside and the event bus.
-            Request::Wait { .. } => {
-                let error = ControlError {
-                    kind: ErrorKind::BadRequest,
-                    message: "wait is answered by the control server".to_owned(),
-                };
-                (Err(error), false)
-            }
+            Request::Wait { .. } => (Err(server_answers(ErrorKind::BadRequest, "wait")), false),
         };
         // The requester may have given up waiting; the transition stands regardless.
         let _ = reply.send(answer);

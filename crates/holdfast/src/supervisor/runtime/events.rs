@@ -114,14 +114,20 @@ impl Shell {
         }
     }
 
-    /// Recent events. A name that is neither configured nor in the history is an error,
-    /// so a typo does not look like a quiet service.
+    /// Recent events, only the `last` N when asked (`events -n N`, the newest event's
+    /// number for `status --watch`): what the client would drop is not sent. A name that
+    /// is neither configured nor in the history is an error, so a typo does not look
+    /// like a quiet service.
     pub(super) fn events(
         &self,
         service: Option<ServiceName>,
         since: Option<u64>,
+        last: Option<usize>,
     ) -> Result<Reply, ControlError> {
-        let events = self.bus.recent(service.as_ref(), since);
+        let mut events = self.bus.recent(service.as_ref(), since);
+        if let Some(n) = last {
+            events.drain(..events.len().saturating_sub(n));
+        }
         if let Some(name) = service {
             let instances = crate::supervisor::rolling::instances_named(self.sup.plan(), &name);
             if events.is_empty() && instances.is_empty() {
