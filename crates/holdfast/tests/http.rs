@@ -136,6 +136,34 @@ fn control_restarts_two_services_in_one_waited_request_answered_once_both_run_ag
 }
 
 #[test]
+fn control_answers_502_with_the_failed_outcome_when_a_started_service_fails_at_once() {
+    let daemon = Daemon::start(&format!(
+        "{HTTP_ON}\
+[service.crashy]
+command = [\"sh\", \"-c\", \"exit 1\"]
+autostart = false
+restart = \"no\"
+"
+    ));
+    let addr = web::addr(&daemon);
+    let token = web::token(&daemon);
+    let answer = web::post(
+        addr,
+        "/control",
+        Some(&token),
+        r#"{"verb":"start","services":["crashy"]}"#,
+    );
+    // Accepted, as the CLI's `start crashy` is, but failed (the CLI exits non-zero): the
+    // answer says so in its status and in the outcome.
+    assert_eq!(answer.status, 502, "{answer:?}");
+    let done = answer.json();
+    assert_eq!(done["replies"][0]["kind"], "accepted", "{done}");
+    assert_eq!(done["outcomes"][0]["name"], "crashy", "{done}");
+    assert_eq!(done["outcomes"][0]["verdict"], "failed", "{done}");
+    assert_eq!(daemon.service("crashy").state, "failed");
+}
+
+#[test]
 fn control_answers_400_with_the_reason_for_a_bad_verb_or_an_unknown_service() {
     let daemon = Daemon::start(&two_services());
     let pid = daemon.running_pid("api");

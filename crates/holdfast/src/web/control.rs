@@ -14,11 +14,12 @@ use std::path::PathBuf;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{WebState, error_response};
-use crate::control::protocol::{ControlError, ErrorKind, Reply, Request};
+use crate::control::protocol::{ControlError, ErrorKind, Outcome, Reply, Request, Verdict};
 use crate::control::targets::{Grain, resolve};
 use crate::control::wait::DEFAULT_TIMEOUT;
 use crate::model::ServiceName;
@@ -57,11 +58,31 @@ pub enum Verb {
     Upgrade,
 }
 
-/// What `POST /control` answers: the verb and each request's reply, in order.
+/// What `POST /control` answers: the verb and each request's reply, in order, and for
+/// the waited verbs where each service ended up.
 #[derive(Debug, Serialize)]
 pub struct Done {
     pub verb: Verb,
     pub replies: Vec<Reply>,
+    /// One per service of a waited verb (`start`, `stop`, `restart`); empty for the others.
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Done {
+    /// The answer's status: the requests were all accepted, but a service that did not get
+    /// where it was sent is not a success, as the CLI's exit status says too. A failure
+    /// (502: the service, behind holdfast, failed) outweighs a timeout (504: it did not get
+    /// there in time).
+    fn status(&self) -> StatusCode {
+        let verdicts = || self.outcomes.iter().map(|o| o.verdict);
+        if verdicts().any(|v| v == Verdict::Failed) {
+            StatusCode::BAD_GATEWAY
+        } else if verdicts().any(|v| v == Verdict::TimedOut) {
+            StatusCode::GATEWAY_TIMEOUT
+        } else {
+            StatusCode::OK
+        }
+    }
 }
 
 fn bad(message: String) -> ControlError {
@@ -175,11 +196,14 @@ pub async fn control(State(state): State<WebState>, body: Bytes) -> Response {
         Err(e) => return error_response(e),
     };
     match run(&state, &command).await {
-        Ok(replies) => Json(Done {
-            verb: command.verb,
-            replies,
-        })
-        .into_response(),
+        Ok((replies, outcomes)) => {
+            let done = Done {
+                verb: command.verb,
+                replies,
+                outcomes,
+            };
+            (done.status(), Json(done)).into_response()
+        }
         Err(e) => error_response(e),
     }
 }
@@ -188,8 +212,11 @@ pub async fn control(State(state): State<WebState>, body: Bytes) -> Response {
 /// in order; the first refusal is the answer, and the requests after it are not sent.
 /// `start`, `stop` and `restart` go as the CLI's verbs send them, in one waited request
 /// ([`Request::Wait`]): the answer comes once every service reached its outcome (or the
-/// CLI's default timeout passed), with each request's reply.
-async fn run(state: &WebState, command: &Command) -> Result<Vec<Reply>, ControlError> {
+/// CLI's default timeout passed), with each request's reply and each service's outcome.
+async fn run(
+    state: &WebState,
+    command: &Command,
+) -> Result<(Vec<Reply>, Vec<Outcome>), ControlError> {
     let services = if command.services.is_empty() {
         Vec::new()
     } else {
@@ -207,10 +234,10 @@ async fn run(state: &WebState, command: &Command) -> Result<Vec<Reply>, ControlE
         for request in requests {
             replies.push(state.request(request).await?);
         }
-        return Ok(replies);
+        return Ok((replies, Vec::new()));
     }
     match state.wait(requests, DEFAULT_TIMEOUT).await? {
-        Reply::Waited { replies, .. } => Ok(replies),
+        Reply::Waited { replies, outcomes } => Ok((replies, outcomes)),
         other => Err(ControlError {
             kind: ErrorKind::Internal,
             message: format!("unexpected answer to a waited request: {other:?}"),
@@ -295,5 +322,30 @@ mod tests {
         );
         let reload = Command::parse(br#"{"verb":"reload","dry_run":true}"#).expect("valid");
         assert_eq!(reload.requests(&[]), [Request::Reload { dry_run: true }]);
+    }
+
+    #[test]
+    fn a_waited_answer_is_502_with_a_failed_service_504_with_a_late_one_and_200_otherwise() {
+        let outcome = |verdict| Outcome {
+            name: ServiceName::new("api").expect("valid"),
+            verdict,
+            state: "failed".to_owned(),
+            message: String::new(),
+        };
+        let done = |verdicts: &[Verdict]| Done {
+            verb: Verb::Restart,
+            replies: Vec::new(),
+            outcomes: verdicts.iter().copied().map(outcome).collect(),
+        };
+        assert_eq!(done(&[]).status(), StatusCode::OK);
+        assert_eq!(done(&[Verdict::Done]).status(), StatusCode::OK);
+        assert_eq!(
+            done(&[Verdict::Done, Verdict::TimedOut]).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            done(&[Verdict::TimedOut, Verdict::Failed]).status(),
+            StatusCode::BAD_GATEWAY
+        );
     }
 }

@@ -119,11 +119,21 @@ async function control(verb, service) {
     notice(`refused: ${verb} ${service} needs the token — ${body.error ? body.error.message : "401"}`, "refused");
     return;
   }
+  // A waited verb (start, stop, restart) was applied even when a service then failed or
+  // took too long (502/504): the outcomes say how it ended, and a non-done one is an error.
+  const outcomes = body.outcomes || [];
+  const missed = outcomes.filter((o) => o.verdict !== "done");
+  if (missed.length > 0) {
+    const said = missed.map((o) => `${o.name}: ${o.verdict === "timed_out" ? "timed out, " : ""}${o.message}`);
+    notice(`${verb} ${service} failed: ${said.join("; ")}`, "error");
+    scheduleStatus();
+    return;
+  }
   if (!answer.ok) {
     notice(`${verb} ${service} failed: ${body.error ? body.error.message : answer.status}`, "error");
     return;
   }
-  const said = (body.replies || []).map((r) => r.message).filter(Boolean).join("; ");
+  const said = (outcomes.length > 0 ? outcomes : body.replies || []).map((r) => r.message).filter(Boolean).join("; ");
   notice(`${verb} ${service}: ${said || "accepted"}`, "ok");
   scheduleStatus();
 }
