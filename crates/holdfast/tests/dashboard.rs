@@ -232,7 +232,20 @@ fn the_dashboard_shows_a_crash_live_and_its_restart_button_works_only_with_the_t
          document.querySelector('#token-save').click()"
     ));
     assert_eq!(browser.text("#lock"), "controls enabled");
-    browser.click("tr[data-service=\"api\"] button[data-verb=\"restart\"]");
+    // Until the waited answer comes, the page says what it waits for and the button is
+    // disabled (read in the click's own turn: the answer cannot have come yet).
+    let waiting = browser.eval(
+        "(() => { const q = () => document.querySelector('tr[data-service=\"api\"] button[data-verb=\"restart\"]'); \
+         q().click(); \
+         return { disabled: q().disabled, notice: document.querySelector('#notice').textContent }; })()",
+    );
+    assert_eq!(waiting["disabled"], true, "{waiting}");
+    assert!(
+        waiting["notice"]
+            .as_str()
+            .is_some_and(|t| t.contains("restarting api")),
+        "{waiting}"
+    );
     let restarted = daemon.wait_for_service("api", "running under a third pid", |s| {
         s.state == "running" && s.pid.is_some_and(|p| p != new_pid)
     });
@@ -243,6 +256,12 @@ fn the_dashboard_shows_a_crash_live_and_its_restart_button_works_only_with_the_t
             "document.querySelector({:?})?.textContent === '{third}'",
             pid_cell("api")
         ),
+    );
+    // The answer comes once api counts as started; then the button is enabled again.
+    browser.wait_for(
+        "the page shows the answer and enables the button again",
+        "document.querySelector('#notice').dataset.kind !== 'pending' \
+         && !document.querySelector('tr[data-service=\"api\"] button[data-verb=\"restart\"]').disabled",
     );
     assert_eq!(
         browser.eval("document.querySelector('#notice').dataset.kind"),

@@ -18,6 +18,8 @@ const ui = {
   selected: null,
   health: new Map(), // service -> [{seq, level}]
   pending: new Set(),
+  // service -> the verb whose /control answer it waits for (up to 90 s).
+  waiting: new Map(),
 };
 
 const $ = (sel, el = document) => el.querySelector(sel);
@@ -98,12 +100,30 @@ function notice(text, kind = "ok") {
   n.dataset.kind = kind;
   n.hidden = false;
   clearTimeout(noticeTimer);
-  noticeTimer = setTimeout(() => { n.hidden = true; }, kind === "ok" ? 6000 : 15000);
+  // A pending notice stays until its answer replaces it.
+  if (kind !== "pending") noticeTimer = setTimeout(() => { n.hidden = true; }, kind === "ok" ? 6000 : 15000);
 }
 
 // --- control -----------------------------------------------------------------
 
+const DOING = { start: "starting", stop: "stopping", restart: "restarting", upgrade: "upgrading" };
+
+// start, stop and restart are answered once the service got there (up to 90 s): until
+// then the service's buttons are disabled, so that a second click sends no second request.
 async function control(verb, service) {
+  if (ui.waiting.has(service)) return;
+  ui.waiting.set(service, verb);
+  renderServices();
+  notice(`${DOING[verb] || verb} ${service}…`, "pending");
+  try {
+    await send(verb, service);
+  } finally {
+    ui.waiting.delete(service);
+    renderServices();
+  }
+}
+
+async function send(verb, service) {
   const headers = { "Content-Type": "application/json", ...authHeaders() };
   let answer, body;
   try {
@@ -176,13 +196,16 @@ function spark(name, current) {
 
 function actionButton(verb, service, enabled = true, why = null) {
   const locked = !ui.token;
+  const waiting = ui.waiting.get(service.name);
   return el("button", {
     type: "button",
     class: locked ? "locked" : null,
     "data-verb": verb,
     "data-service": service.name,
-    title: !enabled ? why : locked ? "read-only: enter the token to use the controls" : `${verb} ${service.name}`,
-    disabled: !enabled,
+    "data-waiting": waiting === verb ? "yes" : null,
+    title: !enabled ? why : waiting ? `waiting for the answer to ${waiting}`
+      : locked ? "read-only: enter the token to use the controls" : `${verb} ${service.name}`,
+    disabled: !enabled || Boolean(waiting),
     onclick: (e) => { e.stopPropagation(); control(verb, service.name); },
   }, verb);
 }
