@@ -393,8 +393,7 @@ impl Web {
         }
         let next = match wanted {
             Some(addr) => {
-                let listener = self.bind_moving(addr)?;
-                let server = serve(listener, self.state.clone()).map_err(|e| e.to_string())?;
+                let server = self.serve_moving(addr)?;
                 announce(&server, &self.state);
                 Some(server)
             }
@@ -408,14 +407,19 @@ impl Web {
         Ok(())
     }
 
-    /// Binds `addr` while the server runs. Another IP on the port the server holds
+    /// Binds `addr` and serves on it.
+    fn listen(&self, addr: SocketAddr) -> std::io::Result<Server> {
+        bind(addr).and_then(|listener| serve(listener, self.state.clone()))
+    }
+
+    /// Serves on `addr` while the server runs. Another IP on the port the server holds
     /// (`127.0.0.1:P` to `0.0.0.0:P`) cannot be bound beside it: then the server's
-    /// socket is closed first, and if `addr` still cannot be bound (another process
-    /// holds it), the old address is bound again and the error says so. Only when even
+    /// socket is closed first, and if `addr` still cannot be served (another process
+    /// holds it), the old address is served again and the error says so. Only when even
     /// that fails is the server off, which the error says too.
-    fn bind_moving(&mut self, addr: SocketAddr) -> Result<std::net::TcpListener, String> {
-        let error = match bind(addr) {
-            Ok(listener) => return Ok(listener),
+    fn serve_moving(&mut self, addr: SocketAddr) -> Result<Server, String> {
+        let error = match self.listen(addr) {
+            Ok(server) => return Ok(server),
             Err(e) => e,
         };
         let Some(old) = self.server.as_ref().filter(|old| {
@@ -425,12 +429,12 @@ impl Web {
         };
         let back = old.addr();
         old.close_socket();
-        let error = match bind(addr) {
-            Ok(listener) => return Ok(listener),
+        // From here on any failure, binding or serving, goes back to the old address.
+        let error = match self.listen(addr) {
+            Ok(server) => return Ok(server),
             Err(e) => e,
         };
-        let again = bind(back).and_then(|listener| serve(listener, self.state.clone()));
-        match again {
+        match self.listen(back) {
             Ok(server) => {
                 tracing::info!("the HTTP server is back on {back}");
                 self.replace(Some(server));
