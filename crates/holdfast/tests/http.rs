@@ -660,6 +660,30 @@ fn a_move_to_the_same_port_on_another_ip_that_another_process_holds_stays_on_the
 }
 
 #[test]
+fn a_move_to_another_specific_ip_that_another_process_holds_leaves_the_old_socket_open() {
+    let service = "[service.api]\ncommand = [\"sleep\", \"300\"]\n";
+    let port = support::free_port();
+    let config = |ip: &str| format!("http = \"{ip}:{port}\"\n\n{service}");
+    let daemon = Daemon::start(&config("127.0.0.1"));
+    daemon.running_pid("api");
+    // 127.0.0.1:P is not in the way of 127.0.0.2:P: only the other process is, so
+    // holdfast's socket is never closed for the attempt.
+    let other = std::net::TcpListener::bind(on("127.0.0.2", port)).expect("127.0.0.2:P");
+
+    daemon.write_config(&config("127.0.0.2"));
+    let said = support::stdout(&daemon.cli_ok(&["reload"]));
+    assert!(
+        said.contains("! ignored until restart: [holdfast].http")
+            && said.contains("the port is in use")
+            && said.contains(&format!("still on 127.0.0.1:{port}")),
+        "{said}"
+    );
+    assert!(!said.contains("after closing"), "no gap: {said}");
+    assert_eq!(web::get(on("127.0.0.1", port), "/health").status, 200);
+    drop(other);
+}
+
+#[test]
 fn after_upgrade_self_the_same_address_answers_with_the_same_token() {
     let port = support::free_port();
     let daemon = Daemon::start(&format!(

@@ -412,18 +412,19 @@ impl Web {
         bind(addr).and_then(|listener| serve(listener, self.state.clone()))
     }
 
-    /// Serves on `addr` while the server runs. Another IP on the port the server holds
-    /// (`127.0.0.1:P` to `0.0.0.0:P`) cannot be bound beside it: then the server's
-    /// socket is closed first, and if `addr` still cannot be served (another process
-    /// holds it), the old address is served again and the error says so. Only when even
-    /// that fails is the server off, which the error says too.
+    /// Serves on `addr` while the server runs. The unspecified address on the port the
+    /// server holds (`127.0.0.1:P` to `0.0.0.0:P`, or back) cannot be bound beside it:
+    /// then, and only then (another IP is in the way only of the unspecified one), the
+    /// server's socket is closed first, and if `addr` still cannot be served (another
+    /// process holds it), the old address is served again and the error says so. Only
+    /// when even that fails is the server off, which the error says too.
     fn serve_moving(&mut self, addr: SocketAddr) -> Result<Server, String> {
         let error = match self.listen(addr) {
             Ok(server) => return Ok(server),
             Err(e) => e,
         };
         let Some(old) = self.server.as_ref().filter(|old| {
-            error.kind() == std::io::ErrorKind::AddrInUse && old.addr().port() == addr.port()
+            error.kind() == std::io::ErrorKind::AddrInUse && in_the_way(old.addr(), addr)
         }) else {
             return Err(error.to_string());
         };
@@ -475,6 +476,12 @@ impl Web {
             server.close(grace).await;
         }
     }
+}
+
+/// Whether a socket on `old` keeps `new` from being bound: on the same port, only when one
+/// of them is the unspecified address (which takes the port on every IP).
+fn in_the_way(old: SocketAddr, new: SocketAddr) -> bool {
+    old.port() == new.port() && (old.ip().is_unspecified() || new.ip().is_unspecified())
 }
 
 /// How long a replaced server may finish the requests under way.
