@@ -14,12 +14,17 @@ fn bounds() -> impl Iterator<Item = f64> {
 }
 
 /// What was observed: the count in each bucket (not cumulative), the last one `+Inf`.
-/// The handover's form too (the bounds are not sent: `+Inf` has no JSON number).
+/// The handover's form too, with the finite bounds (`+Inf` has no JSON number), so that
+/// the next image can tell its own layout from another one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Counts {
     pub sum: f64,
     pub count: u64,
     pub buckets: Vec<u64>,
+    /// The buckets' finite upper bounds, in order (absent from an image that did not send
+    /// them: then the layout is unknown).
+    #[serde(default)]
+    pub bounds: Vec<f64>,
 }
 
 impl Default for Counts {
@@ -28,6 +33,7 @@ impl Default for Counts {
             sum: 0.0,
             count: 0,
             buckets: vec![0; bounds().count() + 1],
+            bounds: bounds().collect(),
         }
     }
 }
@@ -53,14 +59,14 @@ impl Timings {
         self.counts().clone()
     }
 
-    /// Adds what another image counted. Buckets of another layout (a later version
-    /// changed the bounds) go to `+Inf`: count and sum must not go back, and every
-    /// bucket stays cumulative.
+    /// Adds what another image counted. Buckets of another layout (another version with
+    /// other bounds, or one that did not say its bounds) go to `+Inf`: count and sum
+    /// must not go back, and every bucket stays cumulative.
     pub fn add(&self, other: &Counts) {
         let mut counts = self.counts();
         counts.sum += other.sum;
         counts.count += other.count;
-        if other.buckets.len() == counts.buckets.len() {
+        if other.bounds == counts.bounds && other.buckets.len() == counts.buckets.len() {
             for (mine, theirs) in counts.buckets.iter_mut().zip(&other.buckets) {
                 *mine += theirs;
             }
@@ -117,9 +123,42 @@ mod tests {
             sum: 1.0,
             count: 4,
             buckets: vec![4],
+            bounds: Vec::new(),
         };
         timings.add(&other);
         let counts = timings.get();
         assert_eq!((counts.count, counts.buckets.last()), (6, Some(&4)));
+    }
+
+    #[test]
+    fn counts_with_as_many_buckets_but_other_bounds_are_added_to_the_last_bucket() {
+        let timings = Timings::default();
+        timings.observe(0.002);
+        let mut other = timings.get();
+        for bound in &mut other.bounds {
+            *bound *= 10.0;
+        }
+        timings.add(&other);
+        let counts = timings.get();
+        assert_eq!(counts.count, 2);
+        assert_eq!(counts.buckets[1], 1, "not added where its bounds differ");
+        assert_eq!(counts.buckets.last(), Some(&1));
+        // Sent without its bounds (by an image that did not send them): unknown, the same.
+        other.bounds.clear();
+        other.buckets = timings.get().buckets;
+        timings.add(&other);
+        assert_eq!(timings.get().buckets[1], 1);
+    }
+
+    #[test]
+    fn the_handover_form_carries_the_bounds_and_the_same_layout_adds_bucket_by_bucket() {
+        let timings = Timings::default();
+        timings.observe(0.002);
+        let json = serde_json::to_string(&timings.get()).expect("serializes");
+        let carried: Counts = serde_json::from_str(&json).expect("deserializes");
+        assert_eq!(carried.bounds, bounds().collect::<Vec<_>>());
+        let next = Timings::default();
+        next.add(&carried);
+        assert_eq!(next.get(), timings.get());
     }
 }
