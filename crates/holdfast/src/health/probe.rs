@@ -80,6 +80,9 @@ pub enum ExecDeadline {
     NotReached,
     /// At the timeout the probe was not reaped yet: its group got SIGKILL.
     KilledAfter(Duration),
+    /// Killed at shutdown, with no service left to judge: its exit is no result, and is
+    /// not timed either (it says nothing of how long the probe takes).
+    Cancelled,
 }
 
 /// The result of an exec probe, decided once, when it is reaped with `status`: a

@@ -47,6 +47,7 @@ impl Shell {
             Role::Main(run) | Role::Forker(run) => {
                 vec![self.main_exited(service, run, reaped.status)]
             }
+            Role::Probe(_, exec) if exec.deadline == probe::ExecDeadline::Cancelled => Vec::new(),
             Role::Probe(run, exec) => {
                 let outcome = probe::exec_verdict(exec.deadline, reaped.status);
                 vec![self.exec_probe_result(service, run, exec.began, outcome)]

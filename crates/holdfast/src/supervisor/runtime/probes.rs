@@ -100,8 +100,9 @@ impl Shell {
 
     /// At shutdown: exec probes and `verify` commands still running are killed (their
     /// process group), since no service is left to judge and they are in no service
-    /// cgroup that a stop reaches.
-    pub(super) fn kill_probes(&self) {
+    /// cgroup that a stop reaches. An exec probe is marked cancelled first, so that its
+    /// exit is neither a result nor a `fail` in the probe timings.
+    pub(super) fn kill_probes(&mut self) {
         let probes: Vec<Pid> = self
             .table
             .processes()
@@ -109,6 +110,13 @@ impl Shell {
             .map(|(pid, _)| pid)
             .collect();
         for pid in probes {
+            if let Some(Process {
+                role: Role::Probe(_, exec),
+                ..
+            }) = self.table.process_mut(pid)
+            {
+                exec.deadline = probe::ExecDeadline::Cancelled;
+            }
             if let Some(Err(e)) = kill_group(pid) {
                 tracing::warn!("failed to kill the exec probe {pid}: {e}");
             }
