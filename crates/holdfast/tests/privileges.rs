@@ -418,6 +418,24 @@ fn doctor_names_the_cgroup_version_in_use() {
 }
 
 #[test]
+fn doctor_counts_an_empty_notify_socket_and_invocation_id_as_unset_as_the_detection_does() {
+    let output = support::run({
+        let mut cmd = support::holdfast();
+        cmd.args(["doctor", "--json"])
+            .env("NOTIFY_SOCKET", "")
+            .env("INVOCATION_ID", "");
+        cmd
+    });
+    assert!(output.status.success(), "{}", support::describe(&output));
+    let report: serde_json::Value =
+        serde_json::from_str(&support::stdout(&output)).expect("doctor --json prints JSON");
+    let systemd = &report["systemd"];
+    assert_eq!(systemd["notify_socket"], false, "{systemd}");
+    assert_eq!(systemd["invocation_id"], false, "{systemd}");
+    assert_eq!(systemd["under_systemd"], false, "{systemd}");
+}
+
+#[test]
 fn a_failing_setup_step_is_named_in_the_spawn_error() {
     // `check` (and so `up`/`reload`) rejects a working_dir that is missing, so the
     // directory exists when the config is loaded and goes away before the start.

@@ -129,8 +129,9 @@ pub fn gather() -> Report {
     let pid1_comm = read_trim("/proc/1/comm");
     let systemd = SystemdReport {
         under_systemd: crate::notify::outer::OuterManager::systemd_in_environment(),
-        notify_socket: std::env::var_os("NOTIFY_SOCKET").is_some(),
-        invocation_id: std::env::var_os("INVOCATION_ID").is_some(),
+        // Read as the detection reads them: set but empty is unset.
+        notify_socket: crate::notify::outer::env_var("NOTIFY_SOCKET").is_some(),
+        invocation_id: crate::notify::outer::env_var("INVOCATION_ID").is_some(),
         pid1_comm,
     };
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)

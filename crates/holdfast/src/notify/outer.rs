@@ -41,7 +41,7 @@ impl OuterManager {
 }
 
 /// A variable of holdfast's environment; set but empty counts as unset.
-fn env_var(name: &str) -> Option<String> {
+pub(crate) fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
