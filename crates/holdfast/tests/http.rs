@@ -640,8 +640,9 @@ fn a_move_to_the_same_port_on_another_ip_that_another_process_holds_stays_on_the
     daemon.write_config(&config("0.0.0.0"));
     let said = support::stdout(&daemon.cli_ok(&["reload"]));
     assert!(
-        said.contains("! ignored until restart: [holdfast].http")
+        said.contains("! not applied: [holdfast].http")
             && said.contains("the port is in use")
+            && said.contains("the next reload tries again")
             && said.contains(&format!("still on 127.0.0.1:{port}")),
         "{said}"
     );
@@ -673,7 +674,7 @@ fn a_move_to_another_specific_ip_that_another_process_holds_leaves_the_old_socke
     daemon.write_config(&config("127.0.0.2"));
     let said = support::stdout(&daemon.cli_ok(&["reload"]));
     assert!(
-        said.contains("! ignored until restart: [holdfast].http")
+        said.contains("! not applied: [holdfast].http")
             && said.contains("the port is in use")
             && said.contains(&format!("still on 127.0.0.1:{port}")),
         "{said}"

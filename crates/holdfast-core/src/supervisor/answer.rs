@@ -107,9 +107,14 @@ pub struct ReloadPlan {
     pub ignored: Vec<String>,
     /// `[holdfast]` settings that changed and a reload applies in place, each with its
     /// change: `[holdfast].http: 127.0.0.1:9700 -> 0.0.0.0:9700`. Filled by the shell,
-    /// which applies them (or moves one to `ignored`, saying why it could not).
+    /// which applies them (or moves one to `not_applied`, saying why it could not).
     #[serde(default)]
     pub applied: Vec<String>,
+    /// `[holdfast]` settings that a reload applies in place but this one could not, each
+    /// with why and where things stay: `[holdfast].http (cannot listen on ...; still on
+    /// 127.0.0.1:9700)`. No restart is needed: the next reload tries again.
+    #[serde(default)]
+    pub not_applied: Vec<String>,
 }
 
 impl ReloadPlan {
@@ -135,6 +140,9 @@ impl ReloadPlan {
         parts.push(format!("unchanged: {}", self.unchanged.len()));
         if !self.applied.is_empty() {
             parts.push(format!("applied: {}", self.applied.join(", ")));
+        }
+        if !self.not_applied.is_empty() {
+            parts.push(format!("not applied: {}", self.not_applied.join(", ")));
         }
         if !self.ignored.is_empty() {
             parts.push(format!(

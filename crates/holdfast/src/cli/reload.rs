@@ -78,6 +78,9 @@ pub fn render_plan(plan: &ReloadPlan) -> String {
     for setting in &plan.applied {
         let _ = writeln!(out, "~ changed: {setting}");
     }
+    for setting in &plan.not_applied {
+        let _ = writeln!(out, "! not applied: {setting}");
+    }
     for setting in &plan.ignored {
         // The daemon may name the setting bare (`control`) or qualified.
         let qualified = if setting.starts_with('[') {
@@ -95,6 +98,7 @@ fn dry_run_heading(plan: &ReloadPlan) -> &'static str {
         && plan.removed.is_empty()
         && plan.changed.is_empty()
         && plan.ignored.is_empty()
+        && plan.not_applied.is_empty()
         && plan.applied.is_empty());
     if changes {
         "dry run: reload would apply this plan (nothing applied yet):\n"
@@ -125,6 +129,7 @@ mod tests {
             unchanged: names(&["db", "worker", "cron"]),
             ignored: vec!["control".to_owned(), "[holdfast].log_dir".to_owned()],
             applied: Vec::new(),
+            not_applied: Vec::new(),
         };
         insta::assert_snapshot!(render_plan(&plan), @r"
         + added: cache

@@ -532,7 +532,8 @@ impl Shell {
     }
 
     /// `[holdfast] http` is the shell's: a reload moves the HTTP server and lists the
-    /// move in the plan's `applied`, or says in its `ignored` why it stays where it is.
+    /// move in the plan's `applied`, or says in its `not_applied` why it stays where it is
+    /// (in `ignored` when the server was off at start: only a restart starts it).
     /// A dry run lists what the reload would try.
     fn reload_http(&mut self, wanted: Option<std::net::SocketAddr>, diff: &mut ReloadPlan) {
         let running = self.web.as_ref().and_then(crate::web::Web::configured);
@@ -543,22 +544,22 @@ impl Shell {
             |addr: Option<std::net::SocketAddr>| addr.map_or("off".to_owned(), |a| a.to_string());
         let why_not = match &mut self.web {
             None => {
-                Some("the HTTP server was off at start: restart holdfast to start it".to_owned())
+                let why = "the HTTP server was off at start: restart holdfast to start it";
+                diff.ignored.push(format!("[holdfast].http ({why})"));
+                return;
             }
             Some(_) if diff.dry_run => None,
             Some(web) => web.rebind(wanted).err().map(|e| {
                 let now = web
                     .addr()
                     .map_or("off".to_owned(), |a| format!("still on {a}"));
-                format!("{e}; {now}")
+                format!("{e}; {now}; the next reload tries again")
             }),
         };
         match why_not {
             Some(why) => {
-                if !diff.dry_run {
-                    tracing::error!("reload: [holdfast].http not applied: {why}");
-                }
-                diff.ignored.push(format!("[holdfast].http ({why})"));
+                tracing::error!("reload: [holdfast].http not applied: {why}");
+                diff.not_applied.push(format!("[holdfast].http ({why})"));
             }
             None => diff.applied.push(format!(
                 "[holdfast].http: {} -> {}",
