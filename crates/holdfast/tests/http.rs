@@ -81,14 +81,7 @@ fn control_without_the_token_is_refused_with_401_and_changes_nothing() {
 fn control_with_the_token_restarts_a_service_and_its_pid_changes() {
     let daemon = Daemon::start(&two_services());
     let pid = daemon.running_pid("api");
-    let addr = web::addr(&daemon);
-    let token = web::token(&daemon);
-    let answer = web::post(
-        addr,
-        "/control",
-        Some(&token),
-        r#"{"verb":"restart","services":["api"]}"#,
-    );
+    let answer = web::control(&daemon, r#"{"verb":"restart","services":["api"]}"#);
     assert_eq!(answer.status, 200, "{answer:?}");
     let done = answer.json();
     assert_eq!(done["verb"], "restart");
@@ -97,12 +90,7 @@ fn control_with_the_token_restarts_a_service_and_its_pid_changes() {
         s.state == "running" && s.pid.is_some_and(|p| p != pid)
     });
 
-    let answer = web::post(
-        addr,
-        "/control",
-        Some(&token),
-        r#"{"verb":"stop","services":["flaky"]}"#,
-    );
+    let answer = web::control(&daemon, r#"{"verb":"stop","services":["flaky"]}"#);
     assert_eq!(answer.status, 200, "{answer:?}");
     daemon.wait_for_service("flaky", "stopped", |s| s.state == "stopped");
 }
@@ -111,14 +99,7 @@ fn control_with_the_token_restarts_a_service_and_its_pid_changes() {
 fn control_restarts_two_services_in_one_waited_request_answered_once_both_run_again() {
     let daemon = Daemon::start(&two_services());
     let before = [daemon.running_pid("api"), daemon.running_pid("flaky")];
-    let addr = web::addr(&daemon);
-    let token = web::token(&daemon);
-    let answer = web::post(
-        addr,
-        "/control",
-        Some(&token),
-        r#"{"verb":"restart","services":["api","flaky"]}"#,
-    );
+    let answer = web::control(&daemon, r#"{"verb":"restart","services":["api","flaky"]}"#);
     assert_eq!(answer.status, 200, "{answer:?}");
     let done = answer.json();
     assert_eq!(done["verb"], "restart");
@@ -145,14 +126,7 @@ autostart = false
 restart = \"no\"
 "
     ));
-    let addr = web::addr(&daemon);
-    let token = web::token(&daemon);
-    let answer = web::post(
-        addr,
-        "/control",
-        Some(&token),
-        r#"{"verb":"start","services":["crashy"]}"#,
-    );
+    let answer = web::control(&daemon, r#"{"verb":"start","services":["crashy"]}"#);
     // Accepted, as the CLI's `start crashy` is, but failed (the CLI exits non-zero): the
     // answer says so in its status and in the outcome.
     assert_eq!(answer.status, 502, "{answer:?}");
@@ -167,9 +141,7 @@ restart = \"no\"
 fn control_answers_400_with_the_reason_for_a_bad_verb_or_an_unknown_service() {
     let daemon = Daemon::start(&two_services());
     let pid = daemon.running_pid("api");
-    let addr = web::addr(&daemon);
-    let token = web::token(&daemon);
-    let post = |body: &str| web::post(addr, "/control", Some(&token), body);
+    let post = |body: &str| web::control(&daemon, body);
 
     let answer = post(r#"{"verb":"explode","services":["api"]}"#);
     assert_eq!(answer.status, 400, "{answer:?}");

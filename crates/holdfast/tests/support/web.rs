@@ -72,6 +72,11 @@ pub fn post(addr: SocketAddr, path: &str, token: Option<&str>, body: &str) -> An
     request(addr, "POST", path, &headers, body)
 }
 
+/// `POST /control` with `body`, as the dashboard sends it: with `daemon`'s token.
+pub fn control(daemon: &Daemon, body: &str) -> Answer {
+    post(addr(daemon), "/control", Some(&token(daemon)), body)
+}
+
 pub fn request(
     addr: SocketAddr,
     method: &str,
