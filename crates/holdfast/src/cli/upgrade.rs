@@ -117,7 +117,7 @@ fn upgrade(
     names: BTreeSet<ServiceName>,
 ) -> ExitCode {
     let deadline = args.timeout.duration().map(|t| Instant::now() + t);
-    let since = match last_seq(socket) {
+    let since = match client::newest_event(socket) {
         Ok(seq) => seq,
         Err(e) => return report(e),
     };
@@ -321,20 +321,6 @@ pub fn lines(upgrade: &UpgradeStatus) -> Vec<String> {
 fn fetch(socket: &Path) -> Result<Status, ClientError> {
     match client::call(socket, Request::Status)? {
         Reply::Status(status) => Ok(status),
-        other => Err(unexpected(&other)),
-    }
-}
-
-/// The sequence number of the daemon's latest event (0 before any).
-fn last_seq(socket: &Path) -> Result<u64, ClientError> {
-    let request = Request::Events {
-        follow: false,
-        service: None,
-        since: None,
-        last: Some(1),
-    };
-    match client::call(socket, request)? {
-        Reply::Events { events } => Ok(events.last().map_or(0, |e| e.seq)),
         other => Err(unexpected(&other)),
     }
 }

@@ -88,7 +88,7 @@ pub fn run(socket: &Path, names: &[String]) -> miette::Result<ExitCode> {
     let (wake, woken) = mpsc::channel();
     // The newest event is asked before the first fetch and followed from: an event
     // published after it reaches the view even if the follower registers late.
-    let first = newest_event(socket).and_then(|seen| {
+    let first = client::newest_event(socket).and_then(|seen| {
         let status = status::fetch_named(socket, names)?;
         follow_events(socket.to_owned(), seen, wake.clone());
         Ok(status)
@@ -200,25 +200,6 @@ fn draw(status: &Status, screen: Screen, last: &mut String) -> io::Result<()> {
     out.flush()
 }
 
-/// The number of the newest event the daemon published (0 before its first). The
-/// supervisor answers this and `status` in turn, so a status fetched after it shows
-/// every event up to that number: following from it (`since`) misses nothing the
-/// status does not show, however late the follower's connection is registered.
-fn newest_event(socket: &Path) -> Result<u64, ClientError> {
-    let request = Request::Events {
-        follow: false,
-        service: None,
-        since: None,
-        last: Some(1),
-    };
-    match client::call(socket, request)? {
-        Reply::Events { events } => Ok(events.last().map_or(0, |event| event.seq)),
-        other => Err(ClientError::Protocol(format!(
-            "holdfast answered `events` with an unexpected reply: {other:?}"
-        ))),
-    }
-}
-
 /// Follows the daemon's event feed after event `seen` on a thread of its own; each
 /// event wakes the view. A follower too slow for the feed is cut off with a `lagged`
 /// error: it asks for the newest event, then wakes the view to fetch the status anew
@@ -238,7 +219,7 @@ fn follow_events(socket: PathBuf, mut seen: u64, wake: mpsc::Sender<Wake>) {
             });
             match ended {
                 Err(ClientError::Daemon(e)) if e.kind == ErrorKind::Lagged => {
-                    seen = match newest_event(&socket) {
+                    seen = match client::newest_event(&socket) {
                         Ok(newest) => newest,
                         Err(e) => break Err(e),
                     };

@@ -107,6 +107,25 @@ pub fn daemon_pid(socket: &Path) -> Result<i32, ClientError> {
     Ok(creds.pid())
 }
 
+/// The number of the newest event the daemon published (0 before its first). The
+/// supervisor answers this and any later request in turn, so following from it (`since`)
+/// misses nothing published after that request, however late the follower's
+/// connection is registered (`status --watch`, `upgrade` waiting for its outcome).
+pub fn newest_event(socket: &Path) -> Result<u64, ClientError> {
+    let request = Request::Events {
+        follow: false,
+        service: None,
+        since: None,
+        last: Some(1),
+    };
+    match call(socket, request)? {
+        Reply::Events { events } => Ok(events.last().map_or(0, |event| event.seq)),
+        other => Err(ClientError::Protocol(format!(
+            "holdfast answered `events` with an unexpected reply: {other:?}"
+        ))),
+    }
+}
+
 /// Sends a streaming request (`events` with `follow`) and hands each answer line to
 /// `on_reply` until it breaks, the daemon closes the stream (`Ok`) or sends an error.
 /// Reads have no deadline: a quiet service may send nothing for hours.
