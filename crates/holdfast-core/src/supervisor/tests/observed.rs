@@ -10,6 +10,15 @@ use crate::model::{
 use crate::supervisor::service::{UpstreamReport, UpstreamState, UpstreamView};
 use crate::unix::Pid;
 
+/// `web` observed with `takeover = true`: its `command` is what holdfast runs once the
+/// upstream is gone.
+fn may_take_over() -> ServiceSpec {
+    ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Allowed)
+    }
+}
+
 fn observed(takeover: Takeover) -> ServiceSpec {
     ServiceSpec {
         command: Vec::new(),
@@ -252,10 +261,7 @@ fn an_unreachable_upstream_without_takeover_is_only_reported() {
 
 #[test]
 fn one_failed_sync_is_not_a_gone_upstream_and_a_doubt_is_checked_soon() {
-    let mut spec = ServiceSpec {
-        command: vec!["/bin/web".to_owned()],
-        ..observed(Takeover::Allowed)
-    };
+    let mut spec = may_take_over();
     if let Some(m) = spec.managed_by.as_mut() {
         m.sync_interval = secs(10);
     }
@@ -280,10 +286,7 @@ fn one_failed_sync_is_not_a_gone_upstream_and_a_doubt_is_checked_soon() {
 
 #[test]
 fn a_busy_supervisord_is_not_gone() {
-    let spec = ServiceSpec {
-        command: vec!["/bin/web".to_owned()],
-        ..observed(Takeover::Allowed)
-    };
+    let spec = may_take_over();
     let mut h = Harness::booted([spec]);
     h.report(running(42, 7));
     let mut effects = Vec::new();
@@ -298,10 +301,7 @@ fn a_busy_supervisord_is_not_gone() {
 
 #[test]
 fn a_takeover_the_shell_finds_the_upstream_alive_for_is_called_off() {
-    let spec = ServiceSpec {
-        command: vec!["/bin/web".to_owned()],
-        ..observed(Takeover::Allowed)
-    };
+    let spec = may_take_over();
     let mut h = Harness::booted([spec]);
     h.report(running(42, 7));
     let effects = h.unreachable_for(6);
@@ -339,10 +339,7 @@ fn a_report_for_an_earlier_observation_is_dropped() {
 
 #[test]
 fn a_takeover_adopts_the_live_process_then_restarts_it_with_command() {
-    let spec = ServiceSpec {
-        command: vec!["/bin/web".to_owned()],
-        ..observed(Takeover::Allowed)
-    };
+    let spec = may_take_over();
     let mut h = Harness::booted([spec]);
     h.report(running(42, 7));
     h.advance(secs(1));
@@ -376,10 +373,7 @@ fn a_takeover_adopts_the_live_process_then_restarts_it_with_command() {
 
 #[test]
 fn a_takeover_without_a_live_process_starts_command() {
-    let spec = ServiceSpec {
-        command: vec!["/bin/web".to_owned()],
-        ..observed(Takeover::Allowed)
-    };
+    let spec = may_take_over();
     let mut h = Harness::booted([spec]);
     let effects = h.unreachable_for(6);
     assert_eq!(
@@ -465,10 +459,7 @@ fn a_reload_moves_a_service_between_holdfast_and_an_upstream() {
 
 #[test]
 fn across_a_reexec_an_observed_service_is_observed_again_and_a_taken_over_one_stays_holdfasts() {
-    let spec = ServiceSpec {
-        command: vec!["/bin/web".to_owned()],
-        ..observed(Takeover::Allowed)
-    };
+    let spec = may_take_over();
     let mut h = Harness::booted([spec.clone()]);
     h.report(running(42, 7));
     let resume = |h: &Harness| {
@@ -696,10 +687,7 @@ fn a_restart_timeout_is_judged_on_a_sync_asked_after_its_deadline() {
 
 #[test]
 fn after_a_takeover_an_upstream_back_with_its_own_copy_is_reported_and_left_alone() {
-    let spec = ServiceSpec {
-        command: vec!["/bin/web".to_owned()],
-        ..observed(Takeover::Allowed)
-    };
+    let spec = may_take_over();
     let mut h = Harness::booted([spec]);
     h.report(running(42, 7));
     h.unreachable_for(6);
