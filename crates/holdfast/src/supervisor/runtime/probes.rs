@@ -155,9 +155,7 @@ impl Shell {
             }
         }
     }
-}
 
-impl Shell {
     /// The result of an exec probe of `run` begun at `began` that ended with `outcome`
     /// (reaped, or not even spawned), timed for `/metrics` like a network probe.
     pub(super) fn exec_probe_result(
