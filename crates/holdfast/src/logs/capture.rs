@@ -619,6 +619,11 @@ impl Task {
         while let Ok(op) = self.ops.try_recv() {
             self.apply(op);
         }
+        // One of them froze the capture (`upgrade --self`): its partial lines are handed
+        // on, and what the pipe holds now is the next image's to read after them.
+        if self.frozen {
+            return;
+        }
         let mut buf = read_buf();
         let (read, ends) = {
             let ends = self.pipes.ends();
