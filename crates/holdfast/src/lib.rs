@@ -18,6 +18,7 @@ pub mod interop;
 pub mod logs;
 pub mod notify;
 pub mod observe;
+pub mod private_file;
 pub mod quarantine;
 pub mod supervisor;
 pub mod upgrade;

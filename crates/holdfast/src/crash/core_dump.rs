@@ -106,7 +106,7 @@ pub fn handle(dump: &Dump, core: &mut impl Read) -> io::Result<Option<CoreRecord
         eprintln!("holdfast core-handler: cannot store {}: {e}", gz.display());
     }
     let json = serde_json::to_vec_pretty(&record).expect("records always serialize");
-    store::write_private(&dir.join(&record.record), &json)?;
+    crate::private_file::replace(&dir.join(&record.record), &json)?;
     store::prune(&dir, KEEP_CORES, KEEP_CORE_BYTES)?;
     Ok(Some(record))
 }

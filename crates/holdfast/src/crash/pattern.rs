@@ -79,7 +79,7 @@ pub fn install(proc: &Path, state_dir: &Path, pattern: &str) -> io::Result<()> {
     let current = read(proc)?;
     if !is_holdfast(&current) {
         store::make_dir(&store::dir(state_dir))?;
-        store::write_private(&previous_path(state_dir), current.as_bytes())?;
+        crate::private_file::replace(&previous_path(state_dir), current.as_bytes())?;
     }
     std::fs::write(proc, format!("{pattern}\n"))
 }

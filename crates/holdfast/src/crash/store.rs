@@ -2,19 +2,20 @@
 //! (the same for people), with core records of `holdfast core-handler` in
 //! `crashes/cores/`.
 //!
-//! The daemon is the only writer of reports. Files are opened with `O_NOFOLLOW` (a
-//! symlink planted at a report's path is refused, never followed as root) and made
-//! 0600: they hold the services' output. Retention is by count and by total size,
+//! The daemon is the only writer of reports. Files are [`private_file`]s: 0600 (they
+//! hold the services' output), never read or written through a symlink, and replaced whole (a
+//! report is rewritten when its core dump arrives, while `crashes show` may read it). Retention is by count and by total size,
 //! oldest first; the newest report is always kept.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::control::protocol::{CoreRecord, CrashReport, CrashSummary};
 use crate::model::ServiceName;
+use crate::private_file;
 
 /// Reports kept, at most.
 pub const KEEP_REPORTS: usize = 100;
@@ -53,28 +54,10 @@ pub fn make_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates or replaces `path` with `bytes`, mode 0600, refusing a symlink.
-pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_data()
-}
-
 /// Reads `path`, refusing a symlink.
 pub fn read_private(path: &Path) -> io::Result<String> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    let mut text = String::new();
-    file.read_to_string(&mut text)?;
-    Ok(text)
+    String::from_utf8(private_file::read(path)?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Writes `report` (JSON and text) and prunes the oldest reports beyond the bounds.
@@ -82,9 +65,9 @@ pub fn write(state_dir: &Path, report: &CrashReport) -> io::Result<()> {
     let dir = dir(state_dir);
     make_dir(&dir)?;
     let json = serde_json::to_vec_pretty(report).expect("reports always serialize");
-    write_private(&dir.join(format!("{}.json", report.id)), &json)?;
+    private_file::replace(&dir.join(format!("{}.json", report.id)), &json)?;
     let text = super::render(report);
-    write_private(&dir.join(format!("{}.txt", report.id)), text.as_bytes())?;
+    private_file::replace(&dir.join(format!("{}.txt", report.id)), text.as_bytes())?;
     prune(&dir, KEEP_REPORTS, KEEP_BYTES)
 }
 
@@ -351,8 +334,8 @@ mod tests {
         make_dir(&dir).expect("dir");
         for i in 0..5 {
             let stem = format!("r{i}");
-            write_private(&dir.join(format!("{stem}.json")), &[b'x'; 100]).expect("json");
-            write_private(&dir.join(format!("{stem}.txt")), &[b'x'; 100]).expect("txt");
+            private_file::replace(&dir.join(format!("{stem}.json")), &[b'x'; 100]).expect("json");
+            private_file::replace(&dir.join(format!("{stem}.txt")), &[b'x'; 100]).expect("txt");
             let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + i);
             for ext in ["json", "txt"] {
                 let file = fs::File::options()
@@ -406,7 +389,7 @@ mod tests {
         };
         make_dir(&cores_dir(&state)).expect("cores");
         let json = serde_json::to_vec(&core).expect("json");
-        write_private(&cores_dir(&state).join(&core.record), &json).expect("record");
+        private_file::replace(&cores_dir(&state).join(&core.record), &json).expect("record");
         let prefix = &report.id[..report.id.len() - 3];
         let shown = show(&state, prefix).expect("found by a unique prefix");
         assert_eq!(shown.core.as_ref().map(|c| c.pid), Some(77));
@@ -420,7 +403,7 @@ mod tests {
 
         let link = dir(&state).join("planted.json");
         std::os::unix::fs::symlink("/etc/hostname", &link).expect("plant");
-        assert!(write_private(&link, b"x").is_err(), "not followed");
+        assert!(read_private(&link).is_err(), "not followed");
         let _ = fs::remove_dir_all(&state);
     }
 }

@@ -4,7 +4,7 @@
 //! working; a file anyone else could have read is replaced.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -122,26 +122,11 @@ pub fn read(path: &Path, owner: Owner) -> io::Result<Token> {
     Ok(Token(text.to_ascii_lowercase()))
 }
 
-/// Writes `token` to a new file beside `path` (0600, never through a symlink), then
-/// renames it into place: a reader sees the old file or the whole new one.
+/// Writes `token` to `path` as a [`crate::private_file`]: a reader sees the old file or
+/// the whole new one.
 fn write_new(path: &Path, token: &Token) -> io::Result<()> {
-    let tmp = path.with_extension(format!("token.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let written = (|| {
-        let mut file: File = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        file.write_all(format!("{}\n", token.0).as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
+    crate::private_file::replace(path, format!("{}\n", token.0).as_bytes())
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
 }
 
 /// A random id for this daemon's start (16 hex digits), told apart from the previous

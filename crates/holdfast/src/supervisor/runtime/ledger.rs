@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -199,21 +199,10 @@ fn start_times(processes: &[ProcessForm], adopted: &HashMap<Pid, u64>) -> BTreeM
 
 /// Replaces the file at `path` with `ledger`, atomically and durably.
 fn write(path: &Path, ledger: &Ledger) -> io::Result<()> {
-    let temp = path.with_extension("json.tmp");
-    let _ = std::fs::remove_file(&temp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&temp)?;
-    file.write_all(&serde_json::to_vec(ledger).expect("plain data serializes"))?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::private_file::replace(
+        path,
+        &serde_json::to_vec(ledger).expect("plain data serializes"),
+    )
 }
 
 /// The ledger a killed holdfast left in `state_dir`, if any. One that cannot be read
