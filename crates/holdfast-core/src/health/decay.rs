@@ -17,10 +17,12 @@
 //! - States never improve on their own, nor step down UNHEALTHY → DEGRADED as old
 //!   failures leave the window: the only way back is to OK, after `recover_successes`
 //!   consecutive successes. Reaching OK forgets the failures, so the next one starts
-//!   counting afresh.
+//!   counting afresh. The one exception is a reload that loosens the thresholds of an
+//!   UNHEALTHY run (`reconfigure`): it steps down at once to what the new thresholds
+//!   say of the failures counted.
 //!
 //! Allowed edges: OK→DEGRADED, OK→UNHEALTHY, DEGRADED→UNHEALTHY, DEGRADED→OK,
-//! UNHEALTHY→OK.
+//! UNHEALTHY→OK; UNHEALTHY→DEGRADED only on a reload.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -175,13 +177,32 @@ impl Decay {
 
     /// New thresholds for the same run, its history kept: the failures counted, the
     /// state and the start its grace runs from. The next probe result is judged by
-    /// them.
-    pub fn reconfigure(&mut self, spec: DecaySpec) {
+    /// them, except that an UNHEALTHY state the new thresholds no longer bear out
+    /// steps down now (to DEGRADED, or OK), returned as the transition: UNHEALTHY
+    /// never moves on a failure, so waiting for the next result would leave a
+    /// loosened check acting on the old verdict (an observed service's upstream asked
+    /// to restart it again). A tighter check is not applied early: it judges the next
+    /// failure, as a state never worsens without one.
+    ///
+    /// Failures older than the old longer window were already dropped: a widened
+    /// window counts only those the old one kept, so it may undercount until new
+    /// failures fill it.
+    pub fn reconfigure(&mut self, spec: DecaySpec, now: Instant) -> Option<Transition> {
         let start = self.grace_until.checked_sub(self.spec.grace);
         if let Some(start) = start {
             self.grace_until = crate::clock::later(start, spec.grace);
         }
         self.spec = spec;
+        let (degraded, unhealthy) = self.window_counts(now);
+        if self.state != HealthState::Unhealthy || unhealthy >= spec.unhealthy.failures {
+            return None;
+        }
+        // The failures stay counted (unlike a recovery): they did happen, in the window.
+        if degraded >= spec.degraded.failures {
+            Some(self.go(HealthState::Degraded, degraded))
+        } else {
+            Some(self.go(HealthState::Ok, degraded))
+        }
     }
 
     /// The most recent probe error, kept after later successes.
@@ -608,7 +629,7 @@ mod tests {
             },
             ..spec()
         };
-        decay.reconfigure(tighter);
+        assert_eq!(decay.reconfigure(tighter, at(12)), None);
         // The grace now ends 30 s after the start, not after the reload.
         assert!(decay.in_grace(at(29)) && !decay.in_grace(at(30)));
         assert_eq!(decay.failures_within(120 * S, at(12)), 2, "kept");
@@ -616,5 +637,39 @@ mod tests {
             .handle(fail(), at(31))
             .map(|t| (t.from, t.to, t.failures));
         assert_eq!(third, Some((Degraded, Unhealthy, 3)));
+    }
+
+    #[test]
+    fn looser_thresholds_step_an_unhealthy_run_down_at_once_and_tighter_ones_wait() {
+        let t0 = Instant::now();
+        let at = |sec: u64| t0 + Duration::from_secs(sec);
+        let mut decay = Decay::new(spec(), t0);
+        for sec in 0..4 {
+            decay.handle(fail(), at(sec));
+        }
+        assert_eq!(decay.state(), Unhealthy);
+        // 4 failures still bear out 4 within 120 s: nothing changes.
+        assert_eq!(decay.reconfigure(spec(), at(4)), None);
+        let looser = |degraded: u32| DecaySpec {
+            degraded: Threshold {
+                failures: degraded,
+                within: 60 * S,
+            },
+            unhealthy: Threshold {
+                failures: 1000,
+                within: 120 * S,
+            },
+            ..spec()
+        };
+        let t = decay.reconfigure(looser(2), at(4)).expect("steps down");
+        assert_eq!((t.from, t.to, t.failures), (Unhealthy, Degraded, 4));
+        assert_eq!(decay.failures_within(120 * S, at(4)), 4, "still counted");
+        // Back to the old check: it judges the next failure, not the reload.
+        assert_eq!(decay.reconfigure(spec(), at(5)), None);
+        let t = decay.handle(fail(), at(5)).expect("the next failure");
+        assert_eq!((t.from, t.to), (Degraded, Unhealthy));
+        // Loose enough for both: OK.
+        let t = decay.reconfigure(looser(100), at(6)).expect("steps down");
+        assert_eq!((t.from, t.to), (Unhealthy, Fine));
     }
 }

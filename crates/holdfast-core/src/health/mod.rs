@@ -44,12 +44,13 @@ impl Monitor {
     /// A new check for the same run (a reload): its thresholds and interval apply from
     /// now on, its history stays. A probe in flight finishes; otherwise the next is
     /// due one new interval after the last one started (at once if that has passed).
-    pub fn reconfigure(&mut self, spec: &HealthSpec, now: Instant) {
-        self.decay.reconfigure(spec.decay);
+    /// Returns the step down of a state the new thresholds no longer bear out.
+    pub fn reconfigure(&mut self, spec: &HealthSpec, now: Instant) -> Option<Transition> {
         self.interval = spec.interval;
         if self.next_due.is_some() {
             self.next_due = Some(later(self.started, spec.interval).max(now));
         }
+        self.decay.reconfigure(spec.decay, now)
     }
 
     pub fn decay(&self) -> &Decay {

@@ -345,8 +345,10 @@ impl Supervisor {
         if start_now {
             self.order(name, Order::ResetFailures, now);
         }
-        self.order(name, Order::Reconfigure(spec), now);
+        // An observed service takes a new check at once and may report it.
+        let reconfigured = self.order(name, Order::Reconfigure(spec), now);
         effects.extend(stop);
+        effects.extend(reconfigured);
         start_now
     }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AfterStop, Effect, FollowUp, Order, Policy, RunId, Service, State, Watchdog};
 use crate::clock::later;
-use crate::health::{HealthState, Monitor};
+use crate::health::{HealthState, Monitor, Transition};
 use crate::model::{ManagedBy, Takeover};
 use crate::supervisor::event::EventKind;
 use crate::unix::Pid;
@@ -306,16 +306,10 @@ impl Service {
                     return Vec::new();
                 }
                 let change = self.health.as_mut().and_then(|m| m.finished(outcome, now));
-                let mut effects = Vec::new();
-                if let Some(change) = change {
-                    effects.push(self.emit(EventKind::HealthChanged {
-                        run,
-                        from: change.from,
-                        to: change.to,
-                        failures: change.failures,
-                        last_error: change.last_error.as_ref().map(ToString::to_string),
-                    }));
-                }
+                let mut effects: Vec<Effect> = change
+                    .map(|c| self.health_changed(run, &c))
+                    .into_iter()
+                    .collect();
                 effects.extend(self.arbitrate(now));
                 effects
             }
@@ -342,8 +336,7 @@ impl Service {
                 self.spec = spec;
                 self.runner = Runner::of(&self.spec);
                 if same_upstream {
-                    self.reconfigure_health(now);
-                    return Vec::new();
+                    return self.reconfigure_health(now).into_iter().collect();
                 }
                 // Another upstream (or none: holdfast runs it now): start over.
                 self.health = None;
@@ -548,19 +541,37 @@ impl Service {
     /// A reload changed the health check (or kept it) of a service the same upstream
     /// runs: nothing restarts for it, so it applies now to the monitor of the process
     /// the upstream runs, whose history stays. A check added while the upstream runs
-    /// one starts now, with its grace.
-    fn reconfigure_health(&mut self, now: Instant) {
-        let runs = self
-            .observation_mut()
-            .view
-            .as_ref()
-            .and_then(UpstreamView::start_mark);
-        match (self.observed_health(), self.health.as_mut()) {
+    /// one starts now, with its grace. An UNHEALTHY state the new thresholds no longer
+    /// bear out steps down now (reported): no later probe would, and the next result
+    /// would otherwise ask the upstream for a restart the new check does not want.
+    fn reconfigure_health(&mut self, now: Instant) -> Option<Effect> {
+        let observation = self.observation_mut();
+        let run = observation.run;
+        let runs = observation.view.as_ref().and_then(UpstreamView::start_mark);
+        let change = match (self.observed_health(), self.health.as_mut()) {
             (Some(spec), Some(monitor)) => monitor.reconfigure(&spec, now),
-            (Some(spec), None) if runs.is_some() => self.health = Some(Monitor::new(&spec, now)),
-            (Some(_), None) => {}
-            (None, _) => self.health = None,
-        }
+            (Some(spec), None) if runs.is_some() => {
+                self.health = Some(Monitor::new(&spec, now));
+                None
+            }
+            (Some(_), None) => None,
+            (None, _) => {
+                self.health = None;
+                None
+            }
+        };
+        change.map(|c| self.health_changed(run, &c))
+    }
+
+    /// The event of a health change of `run`.
+    pub(super) fn health_changed(&mut self, run: RunId, change: &Transition) -> Effect {
+        self.emit(EventKind::HealthChanged {
+            run,
+            from: change.from,
+            to: change.to,
+            failures: change.failures,
+            last_error: change.last_error.as_ref().map(ToString::to_string),
+        })
     }
 
     /// An UNHEALTHY service with no restart pending: ask the upstream for one.

@@ -435,13 +435,7 @@ impl Service {
         let Some(change) = change else {
             return effects;
         };
-        effects.push(self.emit(EventKind::HealthChanged {
-            run,
-            from: change.from,
-            to: change.to,
-            failures: change.failures,
-            last_error: change.last_error.as_ref().map(ToString::to_string),
-        }));
+        effects.push(self.health_changed(run, &change));
         let action = self.spec.health.as_ref().map(|h| h.unhealthy_action);
         let unhealthy = change.to == crate::health::HealthState::Unhealthy;
         if unhealthy {

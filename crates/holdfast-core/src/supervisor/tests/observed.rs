@@ -733,3 +733,50 @@ fn after_a_takeover_an_upstream_back_with_its_own_copy_is_reported_and_left_alon
     watch(&mut h, seen(UpstreamState::Stopped, "STOPPED", None));
     assert_eq!(h.service("web").duplicate(), None);
 }
+
+/// web as `observed`, with no grace after the upstream's starts and unhealthy after
+/// `failures` failures.
+fn unhealthy_after(failures: u32, takeover: Takeover) -> ServiceSpec {
+    let mut spec = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(takeover)
+    };
+    if let Some(health) = spec.health.as_mut() {
+        health.decay.unhealthy.failures = failures;
+    }
+    if let Some(m) = spec.managed_by.as_mut() {
+        m.health_grace_period = Duration::ZERO;
+    }
+    spec
+}
+
+#[test]
+fn loosening_the_check_of_an_unhealthy_observed_service_steps_it_down_at_once() {
+    let mut h = Harness::booted([unhealthy_after(2, Takeover::Never)]);
+    h.report(running(42, 7));
+    // Unhealthy, a restart asked, and it times out: the upstream keeps the old process.
+    let mut effects = Vec::new();
+    for _ in 0..20 {
+        effects.extend(h.probe_web(refused()));
+        effects.extend(h.report(running(42, 7)));
+        if count(&effects, "web UpstreamRestartTimedOut") > 0 {
+            break;
+        }
+    }
+    assert_eq!(count(&effects, "restart-upstream web"), 1);
+    assert_eq!(count(&effects, "web UpstreamRestartTimedOut"), 1);
+    let state = |h: &Harness| h.service("web").health().map(|m| m.decay().state());
+    assert_eq!(state(&h), Some(crate::health::HealthState::Unhealthy));
+    // The operator loosens the check: it applies now, not at the next probe.
+    let (_, reloaded) = h.reload([unhealthy_after(1000, Takeover::Never)]);
+    assert_eq!(
+        count(&reloaded, "web HealthChanged"),
+        1,
+        "{:?}",
+        labels(&reloaded)
+    );
+    assert_eq!(state(&h), Some(crate::health::HealthState::Degraded));
+    let next = h.probe_web(refused());
+    assert_eq!(count(&next, "probe web"), 1, "{:?}", labels(&next));
+    assert_eq!(count(&next, "restart-upstream"), 0, "{:?}", labels(&next));
+}
