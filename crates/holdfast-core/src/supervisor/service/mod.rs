@@ -32,7 +32,7 @@ pub(crate) use self::cause::round_ms;
 pub use self::cause::{Cause, FailReason, SpawnFailure};
 pub use self::observed::{
     Arbitrated, Arbitration, Observation, Reach, Runner, UpstreamReport, UpstreamState,
-    UpstreamView,
+    UpstreamView, Verdict,
 };
 pub use self::resume::{LivePhase, LiveRun, Resumed, ResumedState};
 pub use self::state::{

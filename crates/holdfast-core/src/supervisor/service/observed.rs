@@ -99,15 +99,44 @@ pub const GONE_AFTER_FAILURES: u32 = 3;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reach {
     Reachable,
-    /// It stopped answering at `since`, `failures` syncs in a row; `decided` once
-    /// `arbiter_timeout` passed with `GONE_AFTER_FAILURES` of them and holdfast
-    /// reported it (and took over, if allowed).
+    /// It stopped answering at `since`, `failures` syncs in a row; decided once
+    /// `arbiter_timeout` passed with `GONE_AFTER_FAILURES` of them.
     Unreachable {
         since: Instant,
         error: String,
         failures: u32,
-        decided: bool,
+        verdict: Verdict,
     },
+    /// Given up on, but a takeover found the upstream's own process alive (a hung or
+    /// restarting supervisord): no takeover now, the last view stands. Only a sync's
+    /// answer shows it reachable again; failed syncs decide again (a takeover, with no
+    /// second report).
+    Alive {
+        error: String,
+    },
+}
+
+/// What holdfast made of an upstream that does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not yet given up on: a dependent still waits for the service.
+    Pending,
+    /// Given up on and reported (and taken over, if allowed): it holds nothing up.
+    GivenUp,
+    /// Given up on before, and a takeover called off (`Reach::Alive`): still holds
+    /// nothing up; the takeover is tried again once the failures decide anew.
+    Retrying,
+}
+
+impl Reach {
+    /// Given up on: an `after` dependent is not held back by it.
+    fn given_up(&self) -> bool {
+        match self {
+            Reach::Reachable => false,
+            Reach::Alive { .. } => true,
+            Reach::Unreachable { verdict, .. } => *verdict != Verdict::Pending,
+        }
+    }
 }
 
 /// A restart holdfast asked of the upstream.
@@ -197,7 +226,7 @@ impl Observation {
                 Some("a restart asked of its manager is still under way".to_owned())
             }
             (Arbitration::TakingOver, _) => Some("holdfast is taking it over".to_owned()),
-            (Arbitration::Idle, Reach::Unreachable { error, .. }) => {
+            (Arbitration::Idle, Reach::Unreachable { error, .. } | Reach::Alive { error }) => {
                 Some(format!("its manager does not answer ({error})"))
             }
             (Arbitration::Idle, Reach::Reachable) => None,
@@ -233,7 +262,7 @@ impl Observation {
             | Arbitration::TakingOver => return true,
             Arbitration::Idle => {}
         }
-        if let Reach::Unreachable { decided: true, .. } = self.reach {
+        if self.reach.given_up() {
             return false;
         }
         match self.view.as_ref().map(|v| v.state) {
@@ -362,7 +391,7 @@ impl Service {
             // deadline then would find nothing to do, again and again).
             Reach::Unreachable {
                 since,
-                decided: false,
+                verdict: Verdict::Pending | Verdict::Retrying,
                 failures,
                 ..
             } if *failures >= GONE_AFTER_FAILURES => Some(later(*since, managed.arbiter_timeout)),
@@ -440,12 +469,16 @@ impl Service {
         };
         let view = match report {
             UpstreamReport::Seen(view) => view,
-            UpstreamReport::Busy(_) => {
-                observation.reach = Reach::Reachable;
-                // Also the shell's answer to a takeover of an upstream still alive.
-                if observation.arbitration == Arbitration::TakingOver {
+            UpstreamReport::Busy(error) => {
+                observation.reach = if observation.arbitration == Arbitration::TakingOver {
+                    // The shell's answer to a takeover (it comes at once, before any
+                    // sync's): the upstream's process lives, its socket still does not
+                    // answer. It stays given up on, or a dependent would wait again.
                     observation.arbitration = Arbitration::Idle;
-                }
+                    Reach::Alive { error }
+                } else {
+                    Reach::Reachable
+                };
                 observation.sync_due = Some(later(now, soon));
                 return Vec::new();
             }
@@ -460,12 +493,17 @@ impl Service {
                         *last = error;
                         *failures = failures.saturating_add(1);
                     }
-                    Reach::Reachable => {
+                    Reach::Reachable | Reach::Alive { .. } => {
+                        let verdict = if observation.reach.given_up() {
+                            Verdict::Retrying
+                        } else {
+                            Verdict::Pending
+                        };
                         observation.reach = Reach::Unreachable {
                             since: now,
                             error,
                             failures: 1,
-                            decided: false,
+                            verdict,
                         };
                     }
                 }
@@ -611,8 +649,8 @@ impl Service {
         ]
     }
 
-    /// The upstream stayed unreachable for `arbiter_timeout`: report it, and take over
-    /// when allowed.
+    /// The upstream stayed unreachable for `arbiter_timeout`: report it (once), and
+    /// take over when allowed.
     fn unreachable_past_timeout(&mut self, now: Instant) -> Vec<Effect> {
         let managed = self.managed().clone();
         let name = self.spec.name.clone();
@@ -620,19 +658,20 @@ impl Service {
         let Reach::Unreachable {
             since,
             error,
-            decided,
+            verdict,
             failures,
         } = &mut observation.reach
         else {
             return Vec::new();
         };
-        if *decided
+        if *verdict == Verdict::GivenUp
             || *failures < GONE_AFTER_FAILURES
             || later(*since, managed.arbiter_timeout) > now
         {
             return Vec::new();
         }
-        *decided = true;
+        let reported = *verdict == Verdict::Retrying;
+        *verdict = Verdict::GivenUp;
         let error = error.clone();
         let takeover = managed.takeover == Takeover::Allowed;
         let run = observation.run;
@@ -645,12 +684,15 @@ impl Service {
         if takeover {
             observation.arbitration = Arbitration::TakingOver;
         }
-        self.arbitrated = Some(Arbitrated::Unreachable(error.clone()));
-        let mut effects = vec![self.emit(EventKind::UpstreamUnreachable {
-            upstream: managed.upstream.to_string(),
-            error,
-            takeover,
-        })];
+        let mut effects = Vec::new();
+        if !reported {
+            self.arbitrated = Some(Arbitrated::Unreachable(error.clone()));
+            effects.push(self.emit(EventKind::UpstreamUnreachable {
+                upstream: managed.upstream.to_string(),
+                error,
+                takeover,
+            }));
+        }
         if takeover {
             effects.push(Effect::TakeOver {
                 service: name,

@@ -780,3 +780,38 @@ fn loosening_the_check_of_an_unhealthy_observed_service_steps_it_down_at_once() 
     assert_eq!(count(&next, "probe web"), 1, "{:?}", labels(&next));
     assert_eq!(count(&next, "restart-upstream"), 0, "{:?}", labels(&next));
 }
+
+#[test]
+fn a_hung_supervisord_a_takeover_cannot_replace_holds_no_dependent_back() {
+    let spec = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Allowed)
+    };
+    let mut h = Harness::new([spec, svc_after("api", &["web"])]);
+    h.feed(Input::Boot);
+    // supervisord never answers; its process lives (the takeover's answer says so).
+    let effects = h.unreachable_for(6);
+    assert_eq!(count(&effects, "take-over web None"), 1);
+    assert_eq!(count(&effects, "spawn api"), 0, "while taking over");
+    let busy = h.report(UpstreamReport::Busy("supervisord still runs".to_owned()));
+    assert_eq!(count(&busy, "spawn api"), 1, "{:?}", labels(&busy));
+    assert!(!h.service("web").is_coming_up());
+    // Still silent: the takeover is tried again (answered at once, as the shell
+    // does), not reported again, and web stays given up on meanwhile.
+    let mut again = Vec::new();
+    for _ in 0..6 {
+        let step = [h.unreachable_for(0), h.advance(secs(1))].concat();
+        if count(&step, "take-over web") > 0 {
+            h.report(UpstreamReport::Busy("supervisord still runs".to_owned()));
+        }
+        again.extend(step);
+        assert!(!h.service("web").is_coming_up(), "{:?}", labels(&again));
+    }
+    assert_eq!(count(&again, "take-over web"), 1, "{:?}", labels(&again));
+    assert_eq!(count(&again, "web UpstreamUnreachable"), 0);
+    // A sync's answer shows it back: its STARTING holds dependents up again.
+    h.report(UpstreamReport::Busy("alive".to_owned()));
+    h.advance(secs(1));
+    h.report(seen(UpstreamState::Starting, "STARTING", Some(42)));
+    assert!(h.service("web").is_coming_up());
+}

@@ -300,7 +300,7 @@ fn managed_status(s: &Service) -> Option<ManagedStatus> {
     let observation = s.observation();
     let view = observation.and_then(|o| o.view.as_ref());
     let unreachable = match observation.map(|o| &o.reach) {
-        Some(Reach::Unreachable { error, .. }) => Some(error.clone()),
+        Some(Reach::Unreachable { error, .. } | Reach::Alive { error }) => Some(error.clone()),
         _ => None,
     };
     Some(ManagedStatus {
