@@ -357,7 +357,8 @@ impl Supervisor {
     }
 
     /// No autostart service is on its way up (waiting, starting, in a backoff or
-    /// stopping for a restart): holdfast's own start-up is over.
+    /// stopping for a restart; an observed one never counts): holdfast's own start-up
+    /// is over.
     pub fn settled(&self) -> bool {
         self.services.settled()
     }

@@ -51,7 +51,7 @@ impl Facts {
             ),
             inactive: service.is_inactive(),
             state: state_name(service.state()),
-            unsettled: service.spec().autostart && service.is_coming_up(),
+            unsettled: service.holds_start_up(),
             spec: Arc::clone(service.spec()),
         }
     }
@@ -413,7 +413,7 @@ impl Services {
             *states.entry(state_name(s.state())).or_default() += 1;
         }
         assert_eq!(self.states, states, "states");
-        let unsettled = all().filter(|s| s.spec().autostart && s.is_coming_up());
+        let unsettled = all().filter(|s| s.holds_start_up());
         assert_eq!(self.unsettled, unsettled.count(), "unsettled");
     }
 }

@@ -481,6 +481,14 @@ impl Service {
         self.state.live().map(|(_, pid, _)| pid)
     }
 
+    /// An autostart service on its way up: holdfast's own start-up (its `READY=1`) is
+    /// not over. An observed service never holds it: holdfast does not start it, and
+    /// an upstream slow to (a unit stuck activating) must not keep holdfast un-ready;
+    /// its `after` dependents still wait for it, and they do hold it.
+    pub fn holds_start_up(&self) -> bool {
+        self.spec.autostart && !matches!(self.state, State::Observed(_)) && self.is_coming_up()
+    }
+
     /// On the way to running: a dependent must wait for it. A stop that is followed by
     /// a start (a restart by hand or for a reload) or by the restart policy (leftovers
     /// of a crashed run being cleaned up) counts: the service is coming back. An

@@ -815,3 +815,23 @@ fn a_hung_supervisord_a_takeover_cannot_replace_holds_no_dependent_back() {
     h.report(seen(UpstreamState::Starting, "STARTING", Some(42)));
     assert!(h.service("web").is_coming_up());
 }
+
+#[test]
+fn an_observed_service_coming_up_does_not_hold_holdfasts_own_readiness() {
+    let mut h = Harness::new([observed(Takeover::Never)]);
+    h.feed(Input::Boot);
+    assert!(h.service("web").is_coming_up(), "no answer yet");
+    assert!(h.sup.settled(), "holdfast does not start it");
+    h.report(seen(UpstreamState::Starting, "STARTING", Some(42)));
+    assert!(
+        h.sup.settled(),
+        "a unit stuck activating keeps nothing un-ready"
+    );
+    // A dependent waiting for it is one of holdfast's own: that one does.
+    let mut h = Harness::new([observed(Takeover::Never), svc_after("api", &["web"])]);
+    h.feed(Input::Boot);
+    assert_eq!(h.state("api"), "waiting");
+    assert!(!h.sup.settled());
+    let up = h.report(running(42, 7));
+    assert_eq!(count(&up, "spawn api"), 1);
+}
