@@ -292,6 +292,12 @@ pub enum EventKind {
         pid: i32,
         detail: String,
     },
+    /// A start of a service holdfast took over found the old upstream running its own
+    /// copy (`pid`): holdfast observes that one again instead of starting a second.
+    BackToUpstream {
+        upstream: String,
+        pid: i32,
+    },
 }
 
 impl fmt::Display for Event {
@@ -493,6 +499,11 @@ impl fmt::Display for Event {
                 f,
                 "{upstream} runs its own copy too (pid {pid}, {detail}): two copies run; \
                  holdfast leaves the upstream's alone"
+            ),
+            EventKind::BackToUpstream { upstream, pid } => write!(
+                f,
+                "{upstream} runs its own copy (pid {pid}): observing it again instead of \
+                 starting command"
             ),
             EventKind::ExitActionApplied { key, action } => {
                 write!(f, "{key} is mapped to ")?;

@@ -219,6 +219,10 @@ pub(crate) mod tests {
                 pid: 43,
                 detail: "RUNNING".to_owned(),
             },
+            EventKind::BackToUpstream {
+                upstream: "supervisord:web".to_owned(),
+                pid: 43,
+            },
         ]
     }
 
@@ -484,6 +488,10 @@ pub(crate) mod tests {
             (
                 "upstream_duplicate",
                 json!({"detail": "RUNNING", "pid": 43, "upstream": "supervisord:web"}),
+            ),
+            (
+                "back_to_upstream",
+                json!({"pid": 43, "upstream": "supervisord:web"}),
             ),
         ];
         let actual: Vec<(String, Value)> = one_of_each()

@@ -189,7 +189,7 @@ impl Service {
         // taken over before, and stays holdfast's.
         if !matches!(resumed.state, ResumedState::Stopped | ResumedState::Waiting) {
             self.runner = super::Runner::Holdfast;
-            self.watch_upstream(now);
+            self.watch_upstream(None, now);
         }
         let state = match resumed.state {
             ResumedState::Stopped | ResumedState::Waiting => State::Stopped,

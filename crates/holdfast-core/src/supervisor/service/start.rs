@@ -23,6 +23,9 @@ impl Service {
         if self.observes() {
             return self.observe(run, now);
         }
+        if let Some(effects) = self.back_to_upstream(run, now) {
+            return effects;
+        }
         self.status_text = None;
         self.last_cause = None;
         self.enter(State::Launching { run }, now);

@@ -2,11 +2,14 @@
 //! `sync_interval`: an upstream that came back (supervisord started again) may run
 //! its own copy of the program beside holdfast's. That is reported
 //! (`upstream_duplicate`, and in `status`), never acted on: the copy is the
-//! upstream's, and which one should go is for a person to say.
+//! upstream's, and which one should go is for a person to say. But holdfast starts no
+//! copy of its own beside it: a start while the upstream's last answer shows its own
+//! copy running (after `holdfast stop`, a reload, a crash of holdfast's copy) goes back
+//! to observing it (`back_to_upstream`) instead of spawning `command`.
 
 use std::time::Instant;
 
-use super::{Effect, Service, UpstreamReport, UpstreamState};
+use super::{Effect, RunId, Runner, Service, UpstreamReport, UpstreamState};
 use crate::clock::later;
 use crate::supervisor::event::EventKind;
 use crate::unix::Pid;
@@ -16,7 +19,13 @@ use crate::unix::Pid;
 pub struct Watch {
     /// When the next sync is due; `None` while one is in flight.
     sync_due: Option<Instant>,
-    duplicate: Option<Duplicate>,
+    /// The upstream's pid for the service at its last answer (running or starting).
+    theirs: Option<Pid>,
+    /// The upstream's own copy at its last answer: `theirs` unless it is holdfast's
+    /// process (the one it adopted).
+    copy: Option<Duplicate>,
+    /// Whether `copy` was reported: it ran beside a process of holdfast's.
+    reported: bool,
 }
 
 /// The upstream's own copy of a service holdfast took over.
@@ -29,17 +38,36 @@ pub struct Duplicate {
 
 impl Service {
     /// holdfast took the service over (or was re-executed with it): from now on its
-    /// old upstream is asked every `sync_interval`.
-    pub(super) fn watch_upstream(&mut self, now: Instant) {
+    /// old upstream is asked every `sync_interval`. `adopted`: the upstream's process
+    /// holdfast runs now, which the upstream may still name later.
+    pub(super) fn watch_upstream(&mut self, adopted: Option<Pid>, now: Instant) {
         self.watch = self.spec.managed_by.as_ref().map(|m| Watch {
             sync_due: Some(later(now, m.sync_interval)),
-            duplicate: None,
+            theirs: adopted,
+            copy: None,
+            reported: false,
         });
     }
 
     /// The upstream's own copy, while it runs one beside holdfast's.
     pub fn duplicate(&self) -> Option<&Duplicate> {
-        self.watch.as_ref()?.duplicate.as_ref()
+        let watch = self.watch.as_ref()?;
+        watch.copy.as_ref().filter(|_| watch.reported)
+    }
+
+    /// A start while the upstream runs its own copy: holdfast observes that copy again
+    /// instead of starting a second one. `None` when it runs none (as last seen).
+    pub(super) fn back_to_upstream(&mut self, run: RunId, now: Instant) -> Option<Vec<Effect>> {
+        let copy = self.watch.as_ref()?.copy.clone()?;
+        let upstream = self.spec.managed_by.as_ref()?.upstream.to_string();
+        self.runner = Runner::Upstream;
+        self.watch = None;
+        let mut effects = vec![self.emit(EventKind::BackToUpstream {
+            upstream,
+            pid: copy.pid.as_raw(),
+        })];
+        effects.extend(self.observe(run, now));
+        Some(effects)
     }
 
     pub(super) fn watch_wakeup(&self) -> Option<Instant> {
@@ -63,7 +91,7 @@ impl Service {
 
     /// What the old upstream said: a copy of its own that runs while holdfast's does
     /// (another pid) is a duplicate, reported once (again if its pid changes). An
-    /// upstream that does not answer says nothing new.
+    /// upstream that does not answer says nothing new; the copy it last showed stands.
     pub(super) fn watch_report(&mut self, report: UpstreamReport, now: Instant) -> Vec<Effect> {
         let Some(managed) = self.spec.managed_by.clone() else {
             return Vec::new();
@@ -76,21 +104,28 @@ impl Service {
         let UpstreamReport::Seen(view) = report else {
             return Vec::new();
         };
-        let copy = match view.state {
+        let theirs = match view.state {
             UpstreamState::Running | UpstreamState::Starting => view.pid,
             _ => None,
         };
-        let duplicate = copy
-            .filter(|pid| ours.is_some_and(|o| o != *pid))
-            .map(|pid| Duplicate {
-                pid,
-                detail: view.detail,
-            });
-        let new = duplicate
-            .as_ref()
-            .is_some_and(|d| watch.duplicate.as_ref().is_none_or(|o| o.pid != d.pid));
-        watch.duplicate = duplicate;
-        match (new, &watch.duplicate) {
+        // holdfast's own process, as the upstream still names it (the one adopted):
+        // while holdfast runs none, the same pid as last time is judged as last time.
+        let own = |pid: Pid| match ours {
+            Some(o) => o == pid,
+            None => watch.theirs == Some(pid) && watch.copy.is_none(),
+        };
+        let copy = theirs.filter(|pid| !own(*pid)).map(|pid| Duplicate {
+            pid,
+            detail: view.detail,
+        });
+        watch.theirs = theirs;
+        if copy.as_ref().map(|c| c.pid) != watch.copy.as_ref().map(|c| c.pid) {
+            watch.reported = false;
+        }
+        watch.copy = copy;
+        let new = !watch.reported && ours.is_some() && watch.copy.is_some();
+        watch.reported |= new;
+        match (new, &watch.copy) {
             (true, Some(d)) => {
                 let kind = EventKind::UpstreamDuplicate {
                     upstream: managed.upstream.to_string(),

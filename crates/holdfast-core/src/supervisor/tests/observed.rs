@@ -835,3 +835,93 @@ fn an_observed_service_coming_up_does_not_hold_holdfasts_own_readiness() {
     let up = h.report(running(42, 7));
     assert_eq!(count(&up, "spawn api"), 1);
 }
+
+/// web taken over, its process (pid 42) adopted.
+fn taken_over_web() -> Harness {
+    let spec = ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Allowed)
+    };
+    let mut h = Harness::booted([spec]);
+    h.report(running(42, 7));
+    h.unreachable_for(6);
+    let run = h.observed_run();
+    h.feed(Input::TakenOver {
+        service: name("web"),
+        run,
+        adopted: Some(Pid::from_raw(42)),
+    });
+    h
+}
+
+impl Harness {
+    /// The old upstream's answer to the watch of taken-over web.
+    fn watched(&mut self, report: UpstreamReport) -> Vec<Effect> {
+        self.feed(Input::UpstreamWatch {
+            service: name("web"),
+            report: Box::new(report),
+        })
+    }
+}
+
+#[test]
+fn a_start_after_a_takeover_observes_the_upstreams_own_copy_instead_of_spawning_a_second() {
+    let mut h = taken_over_web();
+    assert_eq!(
+        labels(&h.watched(running(43, 9))),
+        ["web UpstreamDuplicate"]
+    );
+    h.ok(Command::Stop, "web");
+    h.exit("web", killed(crate::unix::Signal::SIGTERM));
+    let started = h.ok(Command::Start, "web");
+    assert_eq!(count(&started, "spawn"), 0, "{:?}", labels(&started));
+    assert_eq!(count(&started, "web BackToUpstream"), 1);
+    assert_eq!(count(&started, "sync-upstream web"), 1);
+    let seen = h.report(running(43, 9));
+    assert_eq!(labels(&seen), ["web UpstreamState"]);
+    assert_eq!(h.state("web"), "running");
+    let seen = h.service("web").observation().and_then(|o| o.view.as_ref());
+    assert_eq!(seen.and_then(|v| v.pid), Some(Pid::from_raw(43)));
+    // Stopped before the upstream's copy showed (holdfast ran none): the same.
+    let mut h = taken_over_web();
+    h.ok(Command::Stop, "web");
+    h.exit("web", killed(crate::unix::Signal::SIGTERM));
+    // The upstream still names the process holdfast adopted and stopped: not a copy.
+    h.watched(running(42, 7));
+    let started = h.ok(Command::Start, "web");
+    assert_eq!(count(&started, "spawn web"), 1, "{:?}", labels(&started));
+    h.ok(Command::Stop, "web");
+    h.exit("web", killed(crate::unix::Signal::SIGTERM));
+    assert!(h.watched(running(43, 9)).is_empty(), "holdfast runs none");
+    let started = h.ok(Command::Start, "web");
+    assert_eq!(count(&started, "spawn"), 0, "{:?}", labels(&started));
+    assert_eq!(count(&started, "web BackToUpstream"), 1);
+}
+
+#[test]
+fn a_duplicate_is_reported_once_while_holdfasts_own_copy_restarts() {
+    let mut h = taken_over_web();
+    assert_eq!(
+        labels(&h.watched(running(43, 9))),
+        ["web UpstreamDuplicate"]
+    );
+    // holdfast's copy ends; while it is in its backoff the upstream still runs 43.
+    h.exit("web", code(1));
+    assert_eq!(h.service("web").pid(), None);
+    let again = h.watched(running(43, 9));
+    assert_eq!(
+        count(&again, "web UpstreamDuplicate"),
+        0,
+        "{:?}",
+        labels(&again)
+    );
+    assert_eq!(
+        h.service("web").duplicate().map(|d| d.pid),
+        Some(Pid::from_raw(43))
+    );
+    // Only an answer without the copy clears it.
+    h.watched(UpstreamReport::Unreachable("refused".to_owned()));
+    assert!(h.service("web").duplicate().is_some());
+    h.watched(seen(UpstreamState::Stopped, "STOPPED", None));
+    assert_eq!(h.service("web").duplicate(), None);
+}
