@@ -144,9 +144,11 @@ pub enum Input {
         run: RunId,
         adopted: Option<Pid>,
     },
-    /// The outcome of an `Effect::WatchUpstream` of taken-over `service`.
+    /// The outcome of an `Effect::WatchUpstream` of taken-over `service`, for the
+    /// watch `run` (an answer to an earlier watch is dropped).
     UpstreamWatch {
         service: ServiceName,
+        run: RunId,
         report: Box<UpstreamReport>,
     },
 }
@@ -249,6 +251,7 @@ pub enum Effect {
     /// `SyncUpstream` does; answer with `Input::UpstreamWatch`.
     WatchUpstream {
         service: ServiceName,
+        run: RunId,
         upstream: Upstream,
         timeout: std::time::Duration,
     },
@@ -611,7 +614,11 @@ fn for_service(input: Input) -> Option<(ServiceName, Order)> {
             run,
             adopted,
         } => (service, Order::TakenOver { run, adopted }),
-        Input::UpstreamWatch { service, report } => (service, Order::UpstreamWatch { report }),
+        Input::UpstreamWatch {
+            service,
+            run,
+            report,
+        } => (service, Order::UpstreamWatch { run, report }),
         _ => return None,
     })
 }

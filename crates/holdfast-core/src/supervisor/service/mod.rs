@@ -125,8 +125,9 @@ pub(in crate::supervisor) enum Order {
         run: RunId,
         adopted: Option<Pid>,
     },
-    /// What the old upstream of a taken-over service said at one sync.
+    /// What the old upstream of a taken-over service said at one sync of watch `run`.
     UpstreamWatch {
+        run: RunId,
         report: Box<UpstreamReport>,
     },
 }
@@ -318,7 +319,7 @@ impl Service {
                 }
                 Vec::new()
             }
-            Order::UpstreamWatch { report } => self.watch_report(*report, now),
+            Order::UpstreamWatch { run, report } => self.watch_report(run, *report, now),
             // Only an observed service hears from an upstream.
             Order::Upstream { .. } | Order::TakenOver { .. } => Vec::new(),
             Order::Shutdown => {

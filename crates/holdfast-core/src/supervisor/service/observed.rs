@@ -713,7 +713,7 @@ impl Service {
         }
         self.runner = Runner::Holdfast;
         self.arbitrated = Some(Arbitrated::TakenOver(adopted));
-        self.watch_upstream(adopted, now);
+        self.watch_upstream(run, adopted, now);
         let mut effects = vec![self.emit(EventKind::TakenOver {
             pid: adopted.map(Pid::as_raw),
         })];

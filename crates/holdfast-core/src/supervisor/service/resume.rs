@@ -189,7 +189,9 @@ impl Service {
         // taken over before, and stays holdfast's.
         if !matches!(resumed.state, ResumedState::Stopped | ResumedState::Waiting) {
             self.runner = super::Runner::Holdfast;
-            self.watch_upstream(None, now);
+            // No answer of the old image's watch can reach this one, and the core
+            // never issues run 0: any later watch differs from it.
+            self.watch_upstream(RunId(0), None, now);
         }
         let state = match resumed.state {
             ResumedState::Stopped | ResumedState::Waiting => State::Stopped,

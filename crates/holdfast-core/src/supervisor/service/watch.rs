@@ -17,6 +17,9 @@ use crate::unix::Pid;
 /// The watch of a taken-over service's old upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watch {
+    /// Its syncs carry it: an answer to an earlier watch (one in flight when this
+    /// one began) is dropped, or two chains of syncs would run.
+    run: RunId,
     /// When the next sync is due; `None` while one is in flight.
     sync_due: Option<Instant>,
     /// The upstream's pid for the service at its last answer (running or starting).
@@ -39,9 +42,11 @@ pub struct Duplicate {
 impl Service {
     /// holdfast took the service over (or was re-executed with it): from now on its
     /// old upstream is asked every `sync_interval`. `adopted`: the upstream's process
-    /// holdfast runs now, which the upstream may still name later.
-    pub(super) fn watch_upstream(&mut self, adopted: Option<Pid>, now: Instant) {
+    /// holdfast runs now, which the upstream may still name later. `run`: the
+    /// observation's that ended in the takeover (each is new), which its answers carry.
+    pub(super) fn watch_upstream(&mut self, run: RunId, adopted: Option<Pid>, now: Instant) {
         self.watch = self.spec.managed_by.as_ref().map(|m| Watch {
+            run,
             sync_due: Some(later(now, m.sync_interval)),
             theirs: adopted,
             copy: None,
@@ -84,6 +89,7 @@ impl Service {
         watch.sync_due = None;
         Some(Effect::WatchUpstream {
             service: self.spec.name.clone(),
+            run: watch.run,
             upstream: managed.upstream.clone(),
             timeout: managed.arbiter_timeout,
         })
@@ -92,12 +98,17 @@ impl Service {
     /// What the old upstream said: a copy of its own that runs while holdfast's does
     /// (another pid) is a duplicate, reported once (again if its pid changes). An
     /// upstream that does not answer says nothing new; the copy it last showed stands.
-    pub(super) fn watch_report(&mut self, report: UpstreamReport, now: Instant) -> Vec<Effect> {
+    pub(super) fn watch_report(
+        &mut self,
+        run: RunId,
+        report: UpstreamReport,
+        now: Instant,
+    ) -> Vec<Effect> {
         let Some(managed) = self.spec.managed_by.clone() else {
             return Vec::new();
         };
         let ours = self.run().and(self.pid());
-        let Some(watch) = self.watch.as_mut() else {
+        let Some(watch) = self.watch.as_mut().filter(|w| w.run == run) else {
             return Vec::new();
         };
         watch.sync_due = Some(later(now, managed.sync_interval));

@@ -707,6 +707,7 @@ fn after_a_takeover_an_upstream_back_with_its_own_copy_is_reported_and_left_alon
         );
         h.feed(Input::UpstreamWatch {
             service: name("web"),
+            run,
             report: Box::new(report),
         })
     };
@@ -836,8 +837,8 @@ fn an_observed_service_coming_up_does_not_hold_holdfasts_own_readiness() {
     assert_eq!(count(&up, "spawn api"), 1);
 }
 
-/// web taken over, its process (pid 42) adopted.
-fn taken_over_web() -> Harness {
+/// web taken over, its process (pid 42) adopted; the run its watch's answers carry.
+fn taken_over_web() -> (Harness, RunId) {
     let spec = ServiceSpec {
         command: vec!["/bin/web".to_owned()],
         ..observed(Takeover::Allowed)
@@ -851,14 +852,15 @@ fn taken_over_web() -> Harness {
         run,
         adopted: Some(Pid::from_raw(42)),
     });
-    h
+    (h, run)
 }
 
 impl Harness {
-    /// The old upstream's answer to the watch of taken-over web.
-    fn watched(&mut self, report: UpstreamReport) -> Vec<Effect> {
+    /// The old upstream's answer to watch `run` of taken-over web.
+    fn watched(&mut self, run: RunId, report: UpstreamReport) -> Vec<Effect> {
         self.feed(Input::UpstreamWatch {
             service: name("web"),
+            run,
             report: Box::new(report),
         })
     }
@@ -866,9 +868,9 @@ impl Harness {
 
 #[test]
 fn a_start_after_a_takeover_observes_the_upstreams_own_copy_instead_of_spawning_a_second() {
-    let mut h = taken_over_web();
+    let (mut h, run) = taken_over_web();
     assert_eq!(
-        labels(&h.watched(running(43, 9))),
+        labels(&h.watched(run, running(43, 9))),
         ["web UpstreamDuplicate"]
     );
     h.ok(Command::Stop, "web");
@@ -883,16 +885,19 @@ fn a_start_after_a_takeover_observes_the_upstreams_own_copy_instead_of_spawning_
     let seen = h.service("web").observation().and_then(|o| o.view.as_ref());
     assert_eq!(seen.and_then(|v| v.pid), Some(Pid::from_raw(43)));
     // Stopped before the upstream's copy showed (holdfast ran none): the same.
-    let mut h = taken_over_web();
+    let (mut h, run) = taken_over_web();
     h.ok(Command::Stop, "web");
     h.exit("web", killed(crate::unix::Signal::SIGTERM));
     // The upstream still names the process holdfast adopted and stopped: not a copy.
-    h.watched(running(42, 7));
+    h.watched(run, running(42, 7));
     let started = h.ok(Command::Start, "web");
     assert_eq!(count(&started, "spawn web"), 1, "{:?}", labels(&started));
     h.ok(Command::Stop, "web");
     h.exit("web", killed(crate::unix::Signal::SIGTERM));
-    assert!(h.watched(running(43, 9)).is_empty(), "holdfast runs none");
+    assert!(
+        h.watched(run, running(43, 9)).is_empty(),
+        "holdfast runs none"
+    );
     let started = h.ok(Command::Start, "web");
     assert_eq!(count(&started, "spawn"), 0, "{:?}", labels(&started));
     assert_eq!(count(&started, "web BackToUpstream"), 1);
@@ -900,15 +905,15 @@ fn a_start_after_a_takeover_observes_the_upstreams_own_copy_instead_of_spawning_
 
 #[test]
 fn a_duplicate_is_reported_once_while_holdfasts_own_copy_restarts() {
-    let mut h = taken_over_web();
+    let (mut h, run) = taken_over_web();
     assert_eq!(
-        labels(&h.watched(running(43, 9))),
+        labels(&h.watched(run, running(43, 9))),
         ["web UpstreamDuplicate"]
     );
     // holdfast's copy ends; while it is in its backoff the upstream still runs 43.
     h.exit("web", code(1));
     assert_eq!(h.service("web").pid(), None);
-    let again = h.watched(running(43, 9));
+    let again = h.watched(run, running(43, 9));
     assert_eq!(
         count(&again, "web UpstreamDuplicate"),
         0,
@@ -920,8 +925,44 @@ fn a_duplicate_is_reported_once_while_holdfasts_own_copy_restarts() {
         Some(Pid::from_raw(43))
     );
     // Only an answer without the copy clears it.
-    h.watched(UpstreamReport::Unreachable("refused".to_owned()));
+    h.watched(run, UpstreamReport::Unreachable("refused".to_owned()));
     assert!(h.service("web").duplicate().is_some());
-    h.watched(seen(UpstreamState::Stopped, "STOPPED", None));
+    h.watched(run, seen(UpstreamState::Stopped, "STOPPED", None));
     assert_eq!(h.service("web").duplicate(), None);
+}
+
+#[test]
+fn an_answer_to_an_earlier_watch_is_dropped() {
+    let (mut h, run) = taken_over_web();
+    let asked = h.advance(secs(1));
+    assert_eq!(count(&asked, "watch-upstream web"), 1);
+    // Stopped, then back to observing the upstream's copy, taken over again: a new
+    // watch, while the first one's sync is still out.
+    h.watched(run, running(43, 9));
+    h.ok(Command::Stop, "web");
+    h.exit("web", killed(crate::unix::Signal::SIGTERM));
+    h.ok(Command::Start, "web");
+    let again = h.observed_run();
+    h.unreachable_for(6);
+    h.feed(Input::TakenOver {
+        service: name("web"),
+        run: again,
+        adopted: None,
+    });
+    assert!(h.service("web").pid().is_some(), "command started");
+    // The new watch's first sync is out when the old one's answer comes.
+    let asked = h.advance(secs(1));
+    assert_eq!(
+        count(&asked, "watch-upstream web"),
+        1,
+        "{:?}",
+        labels(&asked)
+    );
+    let stale = h.watched(run, running(44, 11));
+    assert!(stale.is_empty(), "{:?}", labels(&stale));
+    assert_eq!(h.service("web").duplicate(), None, "not applied");
+    // Nor did it start a second chain of syncs beside the one in flight.
+    assert_eq!(count(&h.advance(secs(3)), "watch-upstream web"), 0);
+    let fresh = h.watched(again, running(44, 11));
+    assert_eq!(labels(&fresh), ["web UpstreamDuplicate"]);
 }

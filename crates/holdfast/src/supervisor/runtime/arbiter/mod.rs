@@ -29,8 +29,8 @@ pub use supervisord::Supervisord;
 enum SyncFor {
     /// The observation `run` (`Effect::SyncUpstream`).
     Observation(RunId),
-    /// The watch of a taken-over service (`Effect::WatchUpstream`).
-    Watch,
+    /// The watch `run` of a taken-over service (`Effect::WatchUpstream`).
+    Watch(RunId),
 }
 
 impl SyncFor {
@@ -42,7 +42,11 @@ impl SyncFor {
                 run,
                 report,
             },
-            SyncFor::Watch => Input::UpstreamWatch { service, report },
+            SyncFor::Watch(run) => Input::UpstreamWatch {
+                service,
+                run,
+                report,
+            },
         }
     }
 }
@@ -68,9 +72,10 @@ impl Shell {
             } => self.sync_upstream(service, SyncFor::Observation(run), upstream, timeout),
             Effect::WatchUpstream {
                 service,
+                run,
                 upstream,
                 timeout,
-            } => self.sync_upstream(service, SyncFor::Watch, upstream, timeout),
+            } => self.sync_upstream(service, SyncFor::Watch(run), upstream, timeout),
             Effect::RestartUpstream {
                 service,
                 upstream,
