@@ -271,6 +271,32 @@ impl Observation {
         }
     }
 
+    /// Why it is in the state it shows, for `status` (and a dependent's `waiting for
+    /// web (starting: ...)`): what holdfast waits for from `upstream`, if anything.
+    pub fn reason(&self, upstream: &crate::model::Upstream) -> Option<String> {
+        use crate::model::Upstream;
+        let manager = match upstream {
+            Upstream::Systemd { .. } => "systemd",
+            Upstream::Supervisord { .. } => "supervisord",
+        };
+        match (&self.arbitration, &self.reach) {
+            (Arbitration::Restarting { .. } | Arbitration::Overdue { .. }, _) => {
+                return Some(format!("restart asked of {upstream}"));
+            }
+            (Arbitration::TakingOver, _) => return Some("holdfast is taking it over".to_owned()),
+            (Arbitration::Idle, Reach::Unreachable { error, .. } | Reach::Alive { error }) => {
+                return Some(format!("{manager} does not answer: {error}"));
+            }
+            (Arbitration::Idle, Reach::Reachable) => {}
+        }
+        // Running needs no word: the `managed by` line says it all.
+        match &self.view {
+            None => Some(format!("no answer from {manager} yet")),
+            Some(view) if view.state == UpstreamState::Running => None,
+            Some(view) => Some(format!("{manager} says {}", view.detail)),
+        }
+    }
+
     fn upstream_running(&self) -> bool {
         self.reach == Reach::Reachable
             && self

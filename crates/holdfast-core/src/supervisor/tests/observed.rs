@@ -966,3 +966,36 @@ fn an_answer_to_an_earlier_watch_is_dropped() {
     let fresh = h.watched(again, running(44, 11));
     assert_eq!(labels(&fresh), ["web UpstreamDuplicate"]);
 }
+
+#[test]
+fn an_observed_service_says_what_it_waits_for_from_its_upstream() {
+    let mut h = Harness::booted([observed(Takeover::Never)]);
+    let reason = |h: &Harness| {
+        let observation = h.service("web").observation().expect("observed");
+        let upstream = Upstream::Supervisord {
+            program: "web".to_owned(),
+        };
+        observation.reason(&upstream)
+    };
+    assert_eq!(
+        reason(&h).as_deref(),
+        Some("no answer from supervisord yet")
+    );
+    h.report(seen(UpstreamState::Starting, "STARTING", Some(42)));
+    assert_eq!(reason(&h).as_deref(), Some("supervisord says STARTING"));
+    h.advance(secs(1));
+    h.report(running(42, 7));
+    h.ok(Command::Restart, "web");
+    assert_eq!(
+        reason(&h).as_deref(),
+        Some("restart asked of supervisord:web")
+    );
+    h.report(running(43, 9));
+    assert_eq!(reason(&h), None, "running: nothing to wait for");
+    h.advance(secs(1));
+    h.report(UpstreamReport::Unreachable("connection refused".to_owned()));
+    assert_eq!(
+        reason(&h).as_deref(),
+        Some("supervisord does not answer: connection refused")
+    );
+}

@@ -219,6 +219,10 @@ impl Shell {
                 })
             }
             State::Starting { .. } => s.start_wait(now),
+            State::Observed(observation) => {
+                let upstream = &s.spec().managed_by.as_ref()?.upstream;
+                observation.reason(upstream)
+            }
             State::Waiting => Some(self.waiting_reason(s, now)),
             State::Stopping {
                 escalation,
