@@ -7,7 +7,7 @@ use crate::health::{ProbeFailure, ProbeOutcome};
 use crate::model::{
     DecaySpec, HealthSpec, ManagedBy, Probe, Takeover, Threshold, UnhealthyAction, Upstream,
 };
-use crate::supervisor::service::{UpstreamReport, UpstreamState, UpstreamView};
+use crate::supervisor::service::{Arbitration, UpstreamReport, UpstreamState, UpstreamView};
 use crate::unix::Pid;
 
 /// `web` observed with `takeover = true`: its `command` is what holdfast runs once the
@@ -55,16 +55,31 @@ fn observed(takeover: Takeover) -> ServiceSpec {
     }
 }
 
+/// What supervisord (pid 9) says of web: RUNNING as `pid`, started at `start`.
 fn running(pid: i32, start: u64) -> UpstreamReport {
     UpstreamReport::Seen(UpstreamView {
-        state: UpstreamState::Running,
-        detail: "RUNNING".to_owned(),
-        pid: Some(Pid::from_raw(pid)),
         start: Some(start),
-        uptime: None,
         proc_start: Some(start * 100),
         upstream_pid: Some((Pid::from_raw(9), 900)),
+        ..view(UpstreamState::Running, "RUNNING", Some(pid))
     })
+}
+
+/// What the upstream says of web: `state` (`detail` in its words), its process.
+fn seen(state: UpstreamState, detail: &str, pid: Option<i32>) -> UpstreamReport {
+    UpstreamReport::Seen(view(state, detail, pid))
+}
+
+fn view(state: UpstreamState, detail: &str, pid: Option<i32>) -> UpstreamView {
+    UpstreamView {
+        state,
+        detail: detail.to_owned(),
+        pid: pid.map(Pid::from_raw),
+        start: pid.map(|_| 7),
+        uptime: None,
+        proc_start: pid.map(|_| 700),
+        upstream_pid: None,
+    }
 }
 
 fn count(effects: &[Effect], prefix: &str) -> usize {
@@ -142,21 +157,13 @@ fn an_observed_service_is_never_spawned_and_follows_the_upstream() {
         "the first sync is at once"
     );
     assert_eq!(h.state("web"), "unknown");
-    let seen = h.report(running(42, 7));
-    assert_eq!(labels(&seen), ["web UpstreamState"]);
+    let first = h.report(running(42, 7));
+    assert_eq!(labels(&first), ["web UpstreamState"]);
     assert_eq!(h.state("web"), "running");
     // The next sync comes at the sync interval, never sooner.
     let later = h.advance(secs(1));
     assert_eq!(count(&later, "sync-upstream web"), 1);
-    let stopped = h.report(UpstreamReport::Seen(UpstreamView {
-        state: UpstreamState::Stopped,
-        detail: "STOPPED".to_owned(),
-        pid: None,
-        start: None,
-        uptime: None,
-        proc_start: None,
-        upstream_pid: None,
-    }));
+    let stopped = h.report(seen(UpstreamState::Stopped, "STOPPED", None));
     assert_eq!(labels(&stopped), ["web UpstreamState"]);
     assert_eq!(h.state("web"), "stopped");
     // No probes of a service its upstream does not run, and no spin.
@@ -419,15 +426,7 @@ fn a_reload_moves_a_service_between_holdfast_and_an_upstream() {
     );
     assert_eq!(count(&effects, "spawn"), 0, "{:?}", labels(&effects));
     assert_eq!(h.state("web"), "running");
-    h.report(UpstreamReport::Seen(UpstreamView {
-        state: UpstreamState::Stopped,
-        detail: "STOPPED".to_owned(),
-        pid: None,
-        start: None,
-        uptime: None,
-        proc_start: None,
-        upstream_pid: None,
-    }));
+    h.report(seen(UpstreamState::Stopped, "STOPPED", None));
     // Stopped there: holdfast runs it now, it starts it.
     let (_, effects) = h.reload([own.clone()]);
     assert_eq!(count(&effects, "spawn web"), 1, "{:?}", labels(&effects));
@@ -519,18 +518,6 @@ fn a_restart_by_hand_says_why_when_it_cannot_reach_the_upstream() {
         error.message
     );
     assert_eq!(count(&effects, "restart-upstream"), 0);
-}
-
-fn seen(state: UpstreamState, detail: &str, pid: Option<i32>) -> UpstreamReport {
-    UpstreamReport::Seen(UpstreamView {
-        state,
-        detail: detail.to_owned(),
-        pid: pid.map(Pid::from_raw),
-        start: pid.map(|_| 7),
-        uptime: None,
-        proc_start: pid.map(|_| 700),
-        upstream_pid: None,
-    })
 }
 
 #[test]
@@ -794,6 +781,7 @@ fn a_hung_supervisord_a_takeover_cannot_replace_holds_no_dependent_back() {
     let effects = h.unreachable_for(6);
     assert_eq!(count(&effects, "take-over web None"), 1);
     assert_eq!(count(&effects, "spawn api"), 0, "while taking over");
+    assert!(h.service("web").is_coming_up(), "taking it over");
     let busy = h.report(UpstreamReport::Busy("supervisord still runs".to_owned()));
     assert_eq!(count(&busy, "spawn api"), 1, "{:?}", labels(&busy));
     assert!(!h.service("web").is_coming_up());
@@ -998,4 +986,29 @@ fn an_observed_service_says_what_it_waits_for_from_its_upstream() {
         reason(&h).as_deref(),
         Some("supervisord does not answer: connection refused")
     );
+}
+
+#[test]
+fn a_dependent_started_while_an_overdue_restart_awaits_a_fresh_answer_waits_for_it() {
+    let mut h = Harness::booted([observed(Takeover::Never), svc_after("api", &["web"])]);
+    h.report(running(42, 7));
+    h.ok(Command::Stop, "api");
+    h.exit("api", killed(crate::unix::Signal::SIGTERM));
+    h.ok(Command::Restart, "web");
+    // A slow upstream: the sync asked a second later is still out at the deadline.
+    h.advance(secs(6));
+    let overdue = h.service("web").observation().map(|o| o.arbitration);
+    assert!(
+        matches!(overdue, Some(Arbitration::Overdue { .. })),
+        "{overdue:?}"
+    );
+    h.ok(Command::Start, "api");
+    assert_eq!(h.state("api"), "waiting", "the restart is not judged yet");
+    // The answer asked before the deadline decides nothing: still waiting.
+    let stale = h.report(running(42, 7));
+    assert_eq!(count(&stale, "spawn api"), 0, "{:?}", labels(&stale));
+    // The fresh one times the restart out: web runs, api starts.
+    let fresh = h.report(running(42, 7));
+    assert_eq!(count(&fresh, "web UpstreamRestartTimedOut"), 1);
+    assert_eq!(count(&fresh, "spawn api"), 1, "{:?}", labels(&fresh));
 }
