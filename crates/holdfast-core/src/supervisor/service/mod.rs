@@ -5,6 +5,7 @@
 //! through the accessors below. Every state that waits for time exposes it through
 //! [`Service::deadline`], so the shell needs exactly one timer for everything.
 
+mod arbitration;
 mod cause;
 mod exit;
 mod observed;
