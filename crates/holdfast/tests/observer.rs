@@ -326,6 +326,17 @@ fn after_a_takeover_a_supervisord_back_with_its_own_copy_is_reported_and_left_al
     );
     assert!(is_alive(copy) && is_alive(pid), "neither copy is touched");
     assert_eq!(sup.running_pid(), Some(copy));
+    // Its own copy stopped by hand, a start observes supervisord's instead of
+    // starting a second one beside it.
+    d.cli_ok(&["stop", "web"]);
+    wait_until("holdfast's copy is gone", || !is_alive(pid));
+    d.cli_ok(&["start", "web"]);
+    let s = web(&d, "observes supervisord's copy again", |s| {
+        s.pid == Some(copy) && s.managed_by.as_ref().is_some_and(|m| !m.taken_over)
+    });
+    assert_eq!(s.state, "running");
+    assert!(events(&d).contains(&"back_to_upstream".to_owned()));
+    assert!(spawned_no_app(&d), "holdfast spawned no copy");
 }
 
 #[test]
