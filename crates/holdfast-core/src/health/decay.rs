@@ -177,12 +177,14 @@ impl Decay {
 
     /// New thresholds for the same run, its history kept: the failures counted, the
     /// state and the start its grace runs from. The next probe result is judged by
-    /// them, except that an UNHEALTHY state the new thresholds no longer bear out
-    /// steps down now (to DEGRADED, or OK), returned as the transition: UNHEALTHY
-    /// never moves on a failure, so waiting for the next result would leave a
-    /// loosened check acting on the old verdict (an observed service's upstream asked
-    /// to restart it again). A tighter check is not applied early: it judges the next
-    /// failure, as a state never worsens without one.
+    /// them, except that an UNHEALTHY state the old thresholds still bear out and the
+    /// new ones do not steps down now (to DEGRADED, or OK), returned as the
+    /// transition: UNHEALTHY never moves on a failure, so waiting for the next result
+    /// would leave a loosened check acting on the old verdict (an observed service's
+    /// upstream asked to restart it again). It is the loosening that steps it down,
+    /// never the reload itself: failures that aged out under the old thresholds leave
+    /// UNHEALTHY in place, as they do without a reload. A tighter check is not applied
+    /// early: it judges the next failure, as a state never worsens without one.
     ///
     /// Failures older than the old longer window were already dropped: a widened
     /// window counts only those the old one kept, so it may undercount until new
@@ -192,9 +194,11 @@ impl Decay {
         if let Some(start) = start {
             self.grace_until = crate::clock::later(start, spec.grace);
         }
+        let bore =
+            self.failures_within(self.spec.unhealthy.within, now) >= self.spec.unhealthy.failures;
         self.spec = spec;
         let (degraded, unhealthy) = self.window_counts(now);
-        if self.state != HealthState::Unhealthy || unhealthy >= spec.unhealthy.failures {
+        if self.state != HealthState::Unhealthy || !bore || unhealthy >= spec.unhealthy.failures {
             return None;
         }
         // The failures stay counted (unlike a recovery): they did happen, in the window.
@@ -671,5 +675,28 @@ mod tests {
         // Loose enough for both: OK.
         let t = decay.reconfigure(looser(100), at(6)).expect("steps down");
         assert_eq!((t.from, t.to), (Unhealthy, Fine));
+    }
+
+    #[test]
+    fn a_reload_does_not_step_down_an_unhealthy_run_whose_failures_aged_out() {
+        let t0 = Instant::now();
+        let at = |sec: u64| t0 + Duration::from_secs(sec);
+        let mut decay = Decay::new(spec(), t0);
+        for sec in 0..4 {
+            decay.handle(fail(), at(sec));
+        }
+        assert_eq!(decay.state(), Unhealthy);
+        // Long after, none of the 4 is within 120 s: UNHEALTHY stays (only successes
+        // end it), with the same thresholds or looser ones.
+        assert_eq!(decay.reconfigure(spec(), at(600)), None);
+        let looser = DecaySpec {
+            unhealthy: Threshold {
+                failures: 10,
+                within: 120 * S,
+            },
+            ..spec()
+        };
+        assert_eq!(decay.reconfigure(looser, at(601)), None);
+        assert_eq!(decay.state(), Unhealthy);
     }
 }

@@ -240,7 +240,9 @@ impl Supervisor {
         for name in &diff.unchanged {
             let spec = &new.services[name];
             if **self.services[name].spec() != *spec {
-                self.order(name, Order::Reconfigure(Arc::new(spec.clone())), now);
+                let reconfigured =
+                    self.order(name, Order::Reconfigure(Arc::new(spec.clone())), now);
+                effects.extend(reconfigured);
             }
         }
         for name in &diff.added {
