@@ -13,6 +13,7 @@ mod resume;
 mod start;
 mod state;
 mod stop;
+mod takeover;
 mod upgrade;
 mod watch;
 
@@ -484,11 +485,12 @@ impl Service {
     }
 
     /// An autostart service on its way up: holdfast's own start-up (its `READY=1`) is
-    /// not over. An observed service never holds it: holdfast does not start it, and
+    /// not over. An observed service never holds it (waiting for its dependencies
+    /// either, before its observation begins): holdfast does not start it, and
     /// an upstream slow to (a unit stuck activating) must not keep holdfast un-ready;
     /// its `after` dependents still wait for it, and they do hold it.
     pub fn holds_start_up(&self) -> bool {
-        self.spec.autostart && !matches!(self.state, State::Observed(_)) && self.is_coming_up()
+        self.spec.autostart && !self.observes() && self.is_coming_up()
     }
 
     /// On the way to running: a dependent must wait for it. A stop that is followed by
