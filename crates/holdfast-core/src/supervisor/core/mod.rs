@@ -272,6 +272,7 @@ pub enum Effect {
         run: RunId,
         process: Option<(Pid, u64)>,
         upstream: Option<(Pid, u64)>,
+        attempt: Attempt,
     },
     /// Append a record of this exit to the quarantine queue (`<state_dir>/quarantine.jsonl`).
     Quarantine {
@@ -280,6 +281,15 @@ pub enum Effect {
         /// The cause as shown to people.
         reason: String,
     },
+}
+
+/// Whether a takeover is the first since the upstream was given up on, or one tried
+/// again after the upstream's own process was found alive (a hung supervisord): the
+/// shell says so once, not at every try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    First,
+    Again,
 }
 
 pub struct Supervisor {

@@ -69,6 +69,11 @@ pub enum Arbitration {
     },
     /// Taking over: waiting for the shell to say whether it adopted the process.
     TakingOver,
+    /// Back to the upstream (after a takeover) because its last answer showed its own
+    /// copy running: the first answer of the new observation decides. That copy
+    /// running: observed, as before the takeover. Gone since: holdfast starts
+    /// `command` again, or a start would leave nobody running the service.
+    Rejoining,
 }
 
 /// What holdfast last did about the upstream, for `status`.

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use super::arbitration::{Arbitrated, Arbitration, GONE_AFTER_FAILURES, Reach, Verdict};
-use super::{AfterStop, Effect, FollowUp, Order, Policy, RunId, Service, State, Watchdog};
+use super::{AfterStop, Effect, FollowUp, Order, Policy, RunId, Service, State};
 use crate::clock::later;
 use crate::health::{HealthState, Monitor, Transition};
-use crate::model::{ManagedBy, Takeover};
+use crate::model::ManagedBy;
 use crate::supervisor::event::EventKind;
 use crate::unix::Pid;
 
@@ -73,7 +73,7 @@ pub struct UpstreamView {
 
 impl UpstreamView {
     /// The process and start that identify one run of the upstream's.
-    fn start_mark(&self) -> Option<(Pid, Option<u64>)> {
+    pub(super) fn start_mark(&self) -> Option<(Pid, Option<u64>)> {
         match self.state {
             UpstreamState::Running | UpstreamState::Starting => Some((self.pid?, self.start)),
             _ => None,
@@ -135,6 +135,9 @@ impl Observation {
                 Some("a restart asked of its manager is still under way".to_owned())
             }
             (Arbitration::TakingOver, _) => Some("holdfast is taking it over".to_owned()),
+            (Arbitration::Rejoining, _) => {
+                Some("holdfast waits for its manager to show its own copy".to_owned())
+            }
             (Arbitration::Idle, Reach::Unreachable { error, .. } | Reach::Alive { error }) => {
                 Some(format!("its manager does not answer ({error})"))
             }
@@ -168,7 +171,8 @@ impl Observation {
         match self.arbitration {
             Arbitration::Restarting { .. }
             | Arbitration::Overdue { .. }
-            | Arbitration::TakingOver => return true,
+            | Arbitration::TakingOver
+            | Arbitration::Rejoining => return true,
             Arbitration::Idle => {}
         }
         if self.reach.given_up() {
@@ -193,6 +197,9 @@ impl Observation {
                 return Some(format!("restart asked of {upstream}"));
             }
             (Arbitration::TakingOver, _) => return Some("holdfast is taking it over".to_owned()),
+            (Arbitration::Rejoining, _) => {
+                return Some(format!("going back to {upstream}'s own copy"));
+            }
             (Arbitration::Idle, Reach::Unreachable { error, .. } | Reach::Alive { error }) => {
                 return Some(format!("{manager} does not answer: {error}"));
             }
@@ -216,7 +223,7 @@ impl Observation {
 }
 
 impl Service {
-    fn managed(&self) -> &ManagedBy {
+    pub(super) fn managed(&self) -> &ManagedBy {
         self.spec
             .managed_by
             .as_ref()
@@ -246,7 +253,15 @@ impl Service {
         effects
     }
 
-    fn observation_mut(&mut self) -> &mut Observation {
+    /// Observes the upstream's own copy again after a takeover, on the word of an
+    /// answer that may be old: the first of this observation decides.
+    pub(super) fn rejoin(&mut self, run: RunId, now: Instant) -> Vec<Effect> {
+        let effects = self.observe(run, now);
+        self.observation_mut().arbitration = Arbitration::Rejoining;
+        effects
+    }
+
+    pub(super) fn observation_mut(&mut self) -> &mut Observation {
         match &mut self.state {
             State::Observed(observation) => observation,
             _ => unreachable!("called only while observed"),
@@ -447,6 +462,12 @@ impl Service {
                 return effects;
             }
         };
+        if observation.arbitration == Arbitration::Rejoining {
+            observation.arbitration = Arbitration::Idle;
+            if view.start_mark().is_none() {
+                return self.copy_gone(now);
+            }
+        }
         let back = observation.reach != Reach::Reachable;
         observation.reach = Reach::Reachable;
         let old = observation.view.replace(view.clone());
@@ -582,92 +603,5 @@ impl Service {
                 timeout,
             },
         ]
-    }
-
-    /// The upstream stayed unreachable for `arbiter_timeout`: report it (once), and
-    /// take over when allowed.
-    fn unreachable_past_timeout(&mut self, now: Instant) -> Vec<Effect> {
-        let managed = self.managed().clone();
-        let name = self.spec.name.clone();
-        let observation = self.observation_mut();
-        let Reach::Unreachable {
-            since,
-            error,
-            verdict,
-            failures,
-        } = &mut observation.reach
-        else {
-            return Vec::new();
-        };
-        if *verdict == Verdict::GivenUp
-            || *failures < GONE_AFTER_FAILURES
-            || later(*since, managed.arbiter_timeout) > now
-        {
-            return Vec::new();
-        }
-        let reported = *verdict == Verdict::Retrying;
-        *verdict = Verdict::GivenUp;
-        let error = error.clone();
-        let takeover = managed.takeover == Takeover::Allowed;
-        let run = observation.run;
-        // Only a process the upstream last showed running may be adopted.
-        let process = observation.view.as_ref().and_then(|view| {
-            let (pid, _) = view.start_mark()?;
-            Some((pid, view.proc_start?))
-        });
-        let upstream_pid = observation.view.as_ref().and_then(|v| v.upstream_pid);
-        if takeover {
-            observation.arbitration = Arbitration::TakingOver;
-        }
-        let mut effects = Vec::new();
-        if !reported {
-            self.arbitrated = Some(Arbitrated::Unreachable(error.clone()));
-            effects.push(self.emit(EventKind::UpstreamUnreachable {
-                upstream: managed.upstream.to_string(),
-                error,
-                takeover,
-            }));
-        }
-        if takeover {
-            effects.push(Effect::TakeOver {
-                service: name,
-                run,
-                process,
-                upstream: upstream_pid,
-            });
-        }
-        effects
-    }
-
-    /// The shell answered `Effect::TakeOver`: holdfast runs the service from now on,
-    /// as the adopted process (`Some`, held and reaped by the shell) or by starting it.
-    fn taken_over(&mut self, run: RunId, adopted: Option<Pid>, now: Instant) -> Vec<Effect> {
-        let observation = self.observation_mut();
-        if observation.run != run || observation.arbitration != Arbitration::TakingOver {
-            return Vec::new();
-        }
-        self.runner = Runner::Holdfast;
-        self.arbitrated = Some(Arbitrated::TakenOver(adopted));
-        self.watch_upstream(run, adopted, now);
-        let mut effects = vec![self.emit(EventKind::TakenOver {
-            pid: adopted.map(Pid::as_raw),
-        })];
-        match adopted {
-            Some(pid) => {
-                let mut watchdog = Watchdog::default();
-                watchdog.arm(now);
-                let state = State::Running {
-                    run,
-                    pid,
-                    spawned: now,
-                    main_pid: None,
-                    watchdog,
-                };
-                self.health = self.spec.health.as_ref().map(|h| Monitor::new(h, now));
-                self.enter(state, now);
-            }
-            None => effects.extend(self.launch(run, now)),
-        }
-        effects
     }
 }

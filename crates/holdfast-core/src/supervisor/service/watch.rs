@@ -5,7 +5,8 @@
 //! upstream's, and which one should go is for a person to say. But holdfast starts no
 //! copy of its own beside it: a start while the upstream's last answer shows its own
 //! copy running (after `holdfast stop`, a reload, a crash of holdfast's copy) goes back
-//! to observing it (`back_to_upstream`) instead of spawning `command`.
+//! to observing it (`back_to_upstream`) instead of spawning `command`. That answer may
+//! be old: if the next one shows the copy gone, holdfast starts `command` after all.
 
 use std::time::Instant;
 
@@ -71,7 +72,7 @@ impl Service {
             upstream,
             pid: copy.pid.as_raw(),
         })];
-        effects.extend(self.observe(run, now));
+        effects.extend(self.rejoin(run, now));
         Some(effects)
     }
 

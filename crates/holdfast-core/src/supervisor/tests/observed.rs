@@ -7,6 +7,7 @@ use crate::health::{ProbeFailure, ProbeOutcome};
 use crate::model::{
     DecaySpec, HealthSpec, ManagedBy, Probe, Takeover, Threshold, UnhealthyAction, Upstream,
 };
+use crate::supervisor::core::Attempt;
 use crate::supervisor::service::{Arbitration, UpstreamReport, UpstreamState, UpstreamView};
 use crate::unix::Pid;
 
@@ -327,6 +328,15 @@ fn a_takeover_the_shell_finds_the_upstream_alive_for_is_called_off() {
     // Still silent after that: decided again, once.
     let again = h.unreachable_for(6);
     assert_eq!(count(&again, "take-over web"), 1, "{:?}", labels(&again));
+    let attempts: Vec<_> = effects
+        .iter()
+        .chain(&again)
+        .filter_map(|e| match e {
+            Effect::TakeOver { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, [Attempt::First, Attempt::Again], "said once");
 }
 
 #[test]
@@ -889,6 +899,23 @@ fn a_start_after_a_takeover_observes_the_upstreams_own_copy_instead_of_spawning_
     let started = h.ok(Command::Start, "web");
     assert_eq!(count(&started, "spawn"), 0, "{:?}", labels(&started));
     assert_eq!(count(&started, "web BackToUpstream"), 1);
+}
+
+#[test]
+fn a_start_on_an_old_answer_spawns_command_when_the_upstreams_copy_is_gone_since() {
+    let (mut h, run) = taken_over_web();
+    h.watched(run, running(43, 9));
+    h.ok(Command::Stop, "web");
+    h.exit("web", killed(crate::unix::Signal::SIGTERM));
+    // The last answer shows the copy: the start observes it, and says what it waits for.
+    let started = h.ok(Command::Start, "web");
+    assert_eq!(count(&started, "web BackToUpstream"), 1);
+    assert!(h.service("web").is_coming_up());
+    // It stopped since: the first answer says so, and holdfast runs web again.
+    let answer = h.report(seen(UpstreamState::Stopped, "STOPPED", None));
+    assert_eq!(count(&answer, "spawn web"), 1, "{:?}", labels(&answer));
+    assert_eq!(count(&answer, "web TakenOver"), 1);
+    assert_eq!(h.state("web"), "starting");
 }
 
 #[test]

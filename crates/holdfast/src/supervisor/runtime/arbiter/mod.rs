@@ -17,7 +17,7 @@ use super::table::{Process, Role};
 use crate::model::ServiceName;
 use crate::model::Upstream;
 use crate::process::{pidfd, proc_stat, reap, spawn};
-use crate::supervisor::core::{Effect, Input};
+use crate::supervisor::core::{Attempt, Effect, Input};
 use crate::supervisor::recipe::{Output, Setup};
 use crate::supervisor::service::{RunId, UpstreamReport, UpstreamView};
 use crate::unix::Pid;
@@ -86,9 +86,13 @@ impl Shell {
                 run,
                 process,
                 upstream,
+                attempt,
             } => {
                 if let Some(busy) = alive(upstream) {
-                    tracing::warn!("{service}: no takeover: {busy}");
+                    match attempt {
+                        Attempt::First => tracing::warn!("{service}: no takeover: {busy}"),
+                        Attempt::Again => tracing::debug!("{service}: still no takeover: {busy}"),
+                    }
                     return Some(Input::Upstream {
                         service,
                         run,
