@@ -833,6 +833,16 @@ fn an_observed_service_coming_up_does_not_hold_holdfasts_own_readiness() {
     assert!(!h.sup.settled());
     let up = h.report(running(42, 7));
     assert_eq!(count(&up, "spawn api"), 1);
+    // Waiting for a dependency of its own, before its observation begins: the same.
+    let web = ServiceSpec {
+        after: vec![name("db")],
+        ..observed(Takeover::Never)
+    };
+    let mut h = Harness::new([svc("db"), web]);
+    h.feed(Input::Boot);
+    assert_eq!(h.state("web"), "waiting");
+    assert!(!h.service("web").holds_start_up());
+    assert!(h.service("db").holds_start_up());
 }
 
 /// web taken over, its process (pid 42) adopted; the run its watch's answers carry.
