@@ -554,6 +554,29 @@ fn a_reload_lists_a_change_of_the_http_address_and_a_dry_run_only_lists_it() {
     );
 }
 
+#[test]
+fn a_reload_turns_on_an_http_server_that_was_off_at_start_with_a_new_token() {
+    let service = "[service.api]\ncommand = [\"sleep\", \"300\"]\n";
+    let daemon = Daemon::start(service);
+    let pid = daemon.running_pid("api");
+    assert!(!daemon.dir().join("state/http.token").exists());
+
+    let port = support::free_port();
+    daemon.write_config(&format!("http = \"127.0.0.1:{port}\"\n\n{service}"));
+    let said = support::stdout(&daemon.cli_ok(&["reload"]));
+    assert!(
+        said.contains(&format!(
+            "~ changed: [holdfast].http: off -> 127.0.0.1:{port}"
+        )),
+        "{said}"
+    );
+    assert_eq!(web::addr(&daemon), on("127.0.0.1", port));
+    assert_eq!(web::get(on("127.0.0.1", port), "/health").status, 200);
+    let answer = web::control(&daemon, r#"{"verb": "restart", "services": ["api"]}"#);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_ne!(daemon.running_pid("api"), pid, "the token works");
+}
+
 /// `ip:port` of a test's HTTP server.
 fn on(ip: &str, port: u16) -> std::net::SocketAddr {
     format!("{ip}:{port}").parse().expect("an address")

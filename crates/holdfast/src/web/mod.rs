@@ -74,17 +74,11 @@ pub const MAX_STREAMS: usize = 64;
 pub const LOOP_DEADLINE: Duration = Duration::from_secs(5);
 
 impl WebState {
-    pub fn new(
-        control: mpsc::Sender<ControlMsg>,
-        events: &EventFeed,
-        token: Token,
-        daemon: &DaemonSettings,
-        metrics: Metrics,
-    ) -> Self {
+    fn new(seed: &Seed, token: Token) -> Self {
         let instance = token::instance_id();
         WebState(Arc::new(Shared {
-            control,
-            events: events.downgrade(),
+            control: seed.control.clone(),
+            events: seed.events.clone(),
             token,
             peer: Peer {
                 pid: None,
@@ -95,10 +89,10 @@ impl WebState {
             boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
                 .map(|id| id.trim().to_owned())
                 .unwrap_or_default(),
-            started: Instant::now(),
-            state_dir: daemon.state_dir.clone(),
-            log_dir: daemon.log_dir.clone(),
-            metrics,
+            started: seed.started,
+            state_dir: seed.state_dir.clone(),
+            log_dir: seed.log_dir.clone(),
+            metrics: seed.metrics.clone(),
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         }))
     }
@@ -349,39 +343,69 @@ pub fn serve(listener: std::net::TcpListener, state: WebState) -> std::io::Resul
     })
 }
 
-/// The HTTP server of a daemon whose config had `http` at start: its state (kept when a
-/// reload turns the server off, so that another can turn it on again with the same
-/// token) and the server, while one runs.
+/// The daemon's HTTP server: on while `[holdfast] http` is set, turned on, moved or off
+/// by a reload. Its state is made with the token when a server first runs, and kept
+/// when a reload turns the server off, so that another can turn it on again with the
+/// same token and instance id.
 pub struct Web {
-    state: WebState,
+    seed: Seed,
+    state: Option<WebState>,
     server: Option<Server>,
     /// The address the config asks for (`:0` included), while a server runs.
     configured: Option<SocketAddr>,
 }
 
+/// What a server's state is made of, kept from the start whether or not one runs.
+struct Seed {
+    control: mpsc::Sender<ControlMsg>,
+    events: WeakFeed,
+    metrics: Metrics,
+    state_dir: PathBuf,
+    log_dir: PathBuf,
+    /// The daemon's start: the heartbeat's uptime is the daemon's, not the server's.
+    started: Instant,
+}
+
 impl Web {
-    /// Binds `daemon.http` (if set), makes sure of the token and serves. `None` when
-    /// the config has no `http`.
-    pub fn start(
+    /// The server of a daemon, off until [`Web::open`] or a reload turns it on.
+    pub fn new(
         daemon: &DaemonSettings,
         control: mpsc::Sender<ControlMsg>,
         events: &EventFeed,
         metrics: Metrics,
-    ) -> std::io::Result<Option<Web>> {
-        let Some(addr) = daemon.http else {
-            return Ok(None);
-        };
-        let listener = bind(addr)?;
-        let token_path = token::path(&daemon.state_dir);
-        let token = Token::load_or_create(&token_path)?;
-        let state = WebState::new(control, events, token, daemon, metrics);
-        let server = serve(listener, state.clone())?;
-        announce(&server, &state);
-        Ok(Some(Web {
-            state,
-            server: Some(server),
-            configured: Some(addr),
-        }))
+    ) -> Web {
+        Web {
+            seed: Seed {
+                control,
+                events: events.downgrade(),
+                metrics,
+                state_dir: daemon.state_dir.clone(),
+                log_dir: daemon.log_dir.clone(),
+                started: Instant::now(),
+            },
+            state: None,
+            server: None,
+            configured: None,
+        }
+    }
+
+    /// Serves on `addr`, the token made if missing: at start, where a port in use
+    /// fails `up` before any service starts.
+    pub fn open(&mut self, addr: SocketAddr) -> std::io::Result<()> {
+        let server = self.listen(addr)?;
+        announce(&server, self.state()?);
+        self.replace(Some(server));
+        self.configured = Some(addr);
+        Ok(())
+    }
+
+    /// The server's state, made (with the token) when first asked for.
+    fn state(&mut self) -> std::io::Result<&WebState> {
+        if self.state.is_none() {
+            let token = Token::load_or_create(&token::path(&self.seed.state_dir))?;
+            self.state = Some(WebState::new(&self.seed, token));
+        }
+        Ok(self.state.as_ref().expect("made above"))
     }
 
     /// Serves on `wanted` from now on (off with `None`), as a reload asks. A new address
@@ -394,7 +418,7 @@ impl Web {
         let next = match wanted {
             Some(addr) => {
                 let server = self.serve_moving(addr)?;
-                announce(&server, &self.state);
+                announce(&server, self.state().map_err(|e| e.to_string())?);
                 Some(server)
             }
             None => {
@@ -408,8 +432,9 @@ impl Web {
     }
 
     /// Binds `addr` and serves on it.
-    fn listen(&self, addr: SocketAddr) -> std::io::Result<Server> {
-        bind(addr).and_then(|listener| serve(listener, self.state.clone()))
+    fn listen(&mut self, addr: SocketAddr) -> std::io::Result<Server> {
+        let listener = bind(addr)?;
+        serve(listener, self.state()?.clone())
     }
 
     /// Serves on `addr` while the server runs. The unspecified address on the port the
@@ -470,11 +495,10 @@ impl Web {
         self.server.as_ref().map(Server::addr)
     }
 
-    /// Closes the server (see [`Server::close`]).
-    pub async fn close(self, grace: Duration) {
-        if let Some(server) = self.server {
-            server.close(grace).await;
-        }
+    /// The running server, for the daemon to close (see [`Server::close`]) last.
+    pub fn take_server(&mut self) -> Option<Server> {
+        self.configured = None;
+        self.server.take()
     }
 }
 

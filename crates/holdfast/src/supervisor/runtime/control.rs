@@ -531,30 +531,26 @@ impl Shell {
         }
     }
 
-    /// `[holdfast] http` is the shell's: a reload moves the HTTP server and lists the
-    /// move in the plan's `applied`, or says in its `not_applied` why it stays where it is
-    /// (in `ignored` when the server was off at start: only a restart starts it).
-    /// A dry run lists what the reload would try.
+    /// `[holdfast] http` is the shell's: a reload turns the HTTP server on, moves it or
+    /// turns it off, and lists that in the plan's `applied`, or says in its
+    /// `not_applied` why it stays where it is. A dry run lists what the reload would try.
     fn reload_http(&mut self, wanted: Option<std::net::SocketAddr>, diff: &mut ReloadPlan) {
-        let running = self.web.as_ref().and_then(crate::web::Web::configured);
+        let running = self.web.configured();
         if wanted == running {
             return;
         }
         let show =
             |addr: Option<std::net::SocketAddr>| addr.map_or("off".to_owned(), |a| a.to_string());
-        let why_not = match &mut self.web {
-            None => {
-                let why = "the HTTP server was off at start: restart holdfast to start it";
-                diff.ignored.push(format!("[holdfast].http ({why})"));
-                return;
-            }
-            Some(_) if diff.dry_run => None,
-            Some(web) => web.rebind(wanted).err().map(|e| {
-                let now = web
+        let why_not = if diff.dry_run {
+            None
+        } else {
+            self.web.rebind(wanted).err().map(|e| {
+                let now = self
+                    .web
                     .addr()
                     .map_or("off".to_owned(), |a| format!("still on {a}"));
                 format!("{e}; {now}; the next reload tries again")
-            }),
+            })
         };
         match why_not {
             Some(why) => {

@@ -130,7 +130,7 @@ pub async fn run(
     shell.remove_cgroups();
     shell.ledger.remove().await;
     shell.flush_captures().await;
-    let web = shell.web.take();
+    let web = shell.web.take_server();
     drop(shell);
     server.close(server::CLOSE_GRACE).await;
     // After the control server, which held the event feed until now: the dashboard's
@@ -250,8 +250,8 @@ struct Shell {
     ledger: ledger::Writer,
     /// Processes adopted from a holdfast that was killed (see `adopt`).
     adoptions: adopt::Adoptions,
-    /// The HTTP server, when `[holdfast] http` was set at start.
-    web: Option<crate::web::Web>,
+    /// The HTTP server (off while `[holdfast] http` is not set).
+    web: crate::web::Web,
     /// Counted from the events; `/metrics` reads them.
     metrics: crate::observe::metrics::Metrics,
 }
@@ -594,22 +594,23 @@ impl Shell {
 
 /// The HTTP server, before any service starts: a port in use fails `up` here. A
 /// re-executed holdfast (`upgrade --self`) goes on without it rather than drop the
-/// services it was handed.
+/// services it was handed (a reload tries again).
 fn start_web(
     daemon: &crate::model::DaemonSettings,
     control: mpsc::Sender<ControlMsg>,
     events: &EventFeed,
     metrics: &crate::observe::metrics::Metrics,
     resumed: bool,
-) -> Result<Option<crate::web::Web>, RuntimeError> {
-    match crate::web::Web::start(daemon, control, events, metrics.clone()) {
-        Ok(web) => Ok(web),
-        Err(e) if resumed => {
+) -> Result<crate::web::Web, RuntimeError> {
+    let mut web = crate::web::Web::new(daemon, control, events, metrics.clone());
+    match daemon.http.map(|addr| web.open(addr)) {
+        None | Some(Ok(())) => {}
+        Some(Err(e)) if resumed => {
             tracing::error!("the HTTP server is off after upgrade --self: {e}");
-            Ok(None)
         }
-        Err(e) => Err(setup_error("the HTTP server")(e)),
+        Some(Err(e)) => return Err(setup_error("the HTTP server")(e)),
     }
+    Ok(web)
 }
 
 fn log_up(config_path: &std::path::Path, plan: &Plan) {
