@@ -10,12 +10,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Replaces `path` with `bytes`, atomically and durably. A symlink at `path` is
 /// replaced by the file, its target left untouched.
 pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let temp = temp_path(path);
-    let _ = fs::remove_file(&temp);
     let written = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -32,10 +32,14 @@ pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&temp);
         return written;
     }
-    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(dir) => File::open(dir)?.sync_all(),
-        None => Ok(()),
+    // The new content is in place: a failed fsync of the directory only means the
+    // rename might not survive a power cut, which is no reason to report the write lost.
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::warn!("{}: the directory was not synced: {e}", dir.display());
+        }
     }
+    Ok(())
 }
 
 /// Reads `path`, refusing a symlink.
@@ -54,12 +58,46 @@ pub fn open(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// `.<name>.<pid>.tmp` beside `path`: hidden, and with an extension no reader of the
-/// directory takes for one of its files; the pid keeps two writers (the daemon and a
-/// core handler) apart.
+/// `.<name>.<pid>.<n>.tmp` beside `path`: hidden, and with an extension no reader of
+/// the directory takes for one of its files. The pid keeps two processes (the daemon
+/// and a core handler) apart, the count two writes of one process, so that one never
+/// renames a file another is still writing (with `create_new`, a leftover of a crash
+/// is an error, not a file to write through).
 fn temp_path(path: &Path) -> PathBuf {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
+/// Whether `name` is one of the temporary files [`replace`] writes: a sweep removes
+/// those a crash left behind.
+fn is_temp(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+/// How old a temporary file is when [`sweep_temps`] takes its write for dead: no write
+/// of a report or a record takes minutes.
+pub const ABANDONED: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Removes the temporary files of writes that died mid-way (a crash, a power cut) from
+/// `dir`, those older than `age`: a younger one may be another process's write under
+/// way.
+pub fn sweep_temps(dir: &Path, age: std::time::Duration) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|elapsed| elapsed >= age);
+        if old && entry.file_name().to_str().is_some_and(is_temp) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -88,6 +126,49 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["r.json"]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn two_writers_of_one_process_replacing_one_file_never_trip_on_each_other() {
+        let dir = scratch("writers");
+        let path = dir.join("report.txt");
+        let writers: Vec<_> = [b"from the report writer".as_slice(), b"core joined"]
+            .into_iter()
+            .map(|bytes| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..300 {
+                        replace(&path, bytes).expect("each write succeeds");
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("writer");
+        }
+        let seen = read(&path).expect("there");
+        assert!(seen == b"from the report writer" || seen == b"core joined");
+        let names: Vec<_> = fs::read_dir(&dir).expect("list").collect();
+        assert_eq!(names.len(), 1, "no temp left behind");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_sweep_removes_only_temps_older_than_asked() {
+        let dir = scratch("sweep");
+        for name in [".r.json.1.0.tmp", "r.json", "notes.tmp", ".hidden"] {
+            fs::write(dir.join(name), b"x").expect("file");
+        }
+        sweep_temps(&dir, ABANDONED);
+        assert!(dir.join(".r.json.1.0.tmp").exists(), "too young to be dead");
+        sweep_temps(&dir, std::time::Duration::ZERO);
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect();
+        names.sort();
+        assert_eq!(names, [".hidden", "notes.tmp", "r.json"]);
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -244,6 +244,7 @@ fn json_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
 /// `.json` with its `.txt`, a core's record with its dump) until at most `count` stems
 /// and `bytes` bytes remain; the newest stem always stays.
 pub fn prune(dir: &Path, count: usize, bytes: u64) -> io::Result<()> {
+    private_file::sweep_temps(dir, private_file::ABANDONED);
     let mut stems: std::collections::BTreeMap<String, (SystemTime, u64, Vec<PathBuf>)> =
         std::collections::BTreeMap::new();
     for entry in fs::read_dir(dir)?.filter_map(Result::ok) {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{Finished, Shell};
 use crate::control::protocol::{ControlError, CrashReport, CrashSummary, ErrorKind, Reply};
@@ -316,28 +316,51 @@ impl Shell {
     }
 
     /// `core_dumped` from the core handler: joins the record to its report off this
-    /// task; the event follows once the report is rewritten.
+    /// task; the event follows once the report is rewritten. It takes the writer's turn:
+    /// the report being written at the same moment would otherwise be read before it
+    /// is whole, or written over without its core.
     pub(super) fn core_dumped(&self, pid: i32, record: String, reply: oneshot::Sender<Answer>) {
         let state_dir = self.sup.plan().daemon.state_dir.clone();
         let done = self.done_tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let answer = match store::attach_core(&state_dir, &record) {
-                Ok(Some(report)) => {
-                    let message = format!("core of pid {pid} joined crash report {}", report.id);
-                    let report = Box::new(report);
-                    let _ = done.send(Finished::Crash(CrashMsg::CoreJoined { pid, report }));
-                    Ok(Reply::Accepted { message })
-                }
-                Ok(None) => Ok(Reply::Accepted {
-                    message: format!("no crash report of pid {pid} yet: `crashes show` joins it"),
-                }),
-                Err(e) => Err(ControlError {
-                    kind: ErrorKind::BadRequest,
-                    message: format!("cannot join core record {record:?}: {e}"),
-                }),
-            };
+        let writer = Arc::clone(&self.crashes.writer);
+        tokio::spawn(async move {
+            // Never closed: a permit always comes.
+            let _turn = writer.acquire_owned().await;
+            let answer =
+                tokio::task::spawn_blocking(move || attach(&state_dir, pid, &record, &done))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ControlError {
+                            kind: ErrorKind::Internal,
+                            message: format!("joining the core record failed: {e}"),
+                        })
+                    });
             let _ = reply.send(answer);
         });
+    }
+}
+
+/// Joins a core record to its crash report (see [`Shell::core_dumped`]).
+fn attach(
+    state_dir: &std::path::Path,
+    pid: i32,
+    record: &str,
+    done: &mpsc::UnboundedSender<Finished>,
+) -> Answer {
+    match store::attach_core(state_dir, record) {
+        Ok(Some(report)) => {
+            let message = format!("core of pid {pid} joined crash report {}", report.id);
+            let report = Box::new(report);
+            let _ = done.send(Finished::Crash(CrashMsg::CoreJoined { pid, report }));
+            Ok(Reply::Accepted { message })
+        }
+        Ok(None) => Ok(Reply::Accepted {
+            message: format!("no crash report of pid {pid} yet: `crashes show` joins it"),
+        }),
+        Err(e) => Err(ControlError {
+            kind: ErrorKind::BadRequest,
+            message: format!("cannot join core record {record:?}: {e}"),
+        }),
     }
 }
 

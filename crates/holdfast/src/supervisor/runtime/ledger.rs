@@ -19,9 +19,7 @@
 //!   start means the previous holdfast did not get to stop its services.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -208,6 +206,9 @@ fn write(path: &Path, ledger: &Ledger) -> io::Result<()> {
 /// The ledger a killed holdfast left in `state_dir`, if any. One that cannot be read
 /// (another format, damaged) is reported and treated as none.
 pub(super) fn read(state_dir: &Path) -> Option<Ledger> {
+    // This holdfast owns the state directory now: a temp file there is a write the
+    // previous one did not finish (the ledger's or the HTTP token's).
+    crate::private_file::sweep_temps(state_dir, Duration::ZERO);
     let path = state_dir.join(FILE);
     let bytes = match read_no_follow(&path) {
         Ok(bytes) => bytes,
@@ -239,10 +240,7 @@ pub(super) fn read(state_dir: &Path) -> Option<Ledger> {
 /// and kills.
 fn read_no_follow(path: &Path) -> io::Result<Vec<u8>> {
     use std::os::unix::fs::MetadataExt;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
+    let mut file = crate::private_file::open(path)?;
     let meta = file.metadata()?;
     if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
         return Err(io::Error::new(
