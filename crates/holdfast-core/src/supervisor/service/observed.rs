@@ -20,7 +20,7 @@ pub use super::arbitration::{Arbitrated, Arbitration, GONE_AFTER_FAILURES, Reach
 use super::{AfterStop, Effect, FollowUp, Order, Policy, RunId, Service, State};
 use crate::clock::later;
 use crate::health::{HealthState, Monitor, Transition};
-use crate::model::ManagedBy;
+use crate::model::{ManagedBy, Takeover};
 use crate::supervisor::event::EventKind;
 use crate::unix::Pid;
 
@@ -255,9 +255,18 @@ impl Service {
 
     /// Observes the upstream's own copy again after a takeover, on the word of an
     /// answer that may be old: the first of this observation decides.
-    pub(super) fn rejoin(&mut self, run: RunId, now: Instant) -> Vec<Effect> {
+    /// `last`: that answer, so that a takeover before the next one still finds the
+    /// process it showed (to adopt) and the upstream's own pid (to see it alive).
+    pub(super) fn rejoin(
+        &mut self,
+        run: RunId,
+        last: Option<UpstreamView>,
+        now: Instant,
+    ) -> Vec<Effect> {
         let effects = self.observe(run, now);
-        self.observation_mut().arbitration = Arbitration::Rejoining;
+        let observation = self.observation_mut();
+        observation.arbitration = Arbitration::Rejoining;
+        observation.view = last;
         effects
     }
 
@@ -462,18 +471,16 @@ impl Service {
                 return effects;
             }
         };
-        if observation.arbitration == Arbitration::Rejoining {
-            observation.arbitration = Arbitration::Idle;
-            if view.start_mark().is_none() {
-                return self.copy_gone(now);
-            }
-        }
+        let rejoining = observation.arbitration == Arbitration::Rejoining;
         let back = observation.reach != Reach::Reachable;
         observation.reach = Reach::Reachable;
         let old = observation.view.replace(view.clone());
+        // The first answer after going back starts the observation of the copy afresh
+        // (its health check included), though the view it began with showed it.
         let new_start = view.start_mark().is_some()
-            && view.start_mark() != old.as_ref().and_then(UpstreamView::start_mark);
+            && (rejoining || view.start_mark() != old.as_ref().and_then(UpstreamView::start_mark));
         let changed = back
+            || rejoining
             || old.as_ref().is_none_or(|o| {
                 (o.state, o.pid, &o.detail) != (view.state, view.pid, &view.detail)
             });
@@ -488,8 +495,38 @@ impl Service {
         if new_start {
             self.upstream_started(&view, now);
         }
+        if rejoining {
+            // Last: a copy gone makes the service holdfast's, no longer observed.
+            effects.extend(self.rejoined(&view, now));
+            return effects;
+        }
         effects.extend(self.judge_overdue(fresh, now));
         effects
+    }
+
+    /// The first answer after going back to the upstream's copy on an old answer
+    /// decides. Its copy running, or starting again (supervisord's BACKOFF, systemd's
+    /// activating): observed, as before the takeover. Stopping: the next answer
+    /// decides. Gone (stopped, failed, a program it does not know): holdfast runs the
+    /// service again, as a start asks, when it may take over; else it observes.
+    fn rejoined(&mut self, view: &UpstreamView, now: Instant) -> Vec<Effect> {
+        let takeover = self.managed().takeover == Takeover::Allowed;
+        let observation = self.observation_mut();
+        match view.state {
+            UpstreamState::Stopping => Vec::new(),
+            UpstreamState::Running | UpstreamState::Starting => {
+                observation.arbitration = Arbitration::Idle;
+                Vec::new()
+            }
+            UpstreamState::Stopped | UpstreamState::Failed | UpstreamState::Unknown => {
+                observation.arbitration = Arbitration::Idle;
+                if takeover {
+                    self.copy_gone(now)
+                } else {
+                    Vec::new()
+                }
+            }
+        }
     }
 
     /// A restart past its deadline with no new start seen: an answer to a sync asked

@@ -51,6 +51,10 @@ impl Service {
         let upstream_pid = observation.view.as_ref().and_then(|v| v.upstream_pid);
         if takeover {
             observation.arbitration = Arbitration::TakingOver;
+        } else if observation.arbitration == Arbitration::Rejoining {
+            // No answer will decide: observed as any service of a silent upstream,
+            // which holds nothing up and takes no restart.
+            observation.arbitration = Arbitration::Idle;
         }
         let mut effects = Vec::new();
         if !reported {
@@ -80,8 +84,9 @@ impl Service {
     /// Gone back to the upstream on a start, which no longer runs the copy its last
     /// answer showed: holdfast runs the service again, by starting `command`.
     pub(super) fn copy_gone(&mut self, now: Instant) -> Vec<Effect> {
-        let run = self.observation_mut().run;
-        self.observation_mut().arbitration = Arbitration::TakingOver;
+        let observation = self.observation_mut();
+        let run = observation.run;
+        observation.arbitration = Arbitration::TakingOver;
         self.taken_over(run, None, now)
     }
 

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use super::{Effect, RunId, Runner, Service, UpstreamReport, UpstreamState};
+use super::{Effect, RunId, Runner, Service, UpstreamReport, UpstreamState, UpstreamView};
 use crate::clock::later;
 use crate::supervisor::event::EventKind;
 use crate::unix::Pid;
@@ -30,6 +30,8 @@ pub struct Watch {
     copy: Option<Duplicate>,
     /// Whether `copy` was reported: it ran beside a process of holdfast's.
     reported: bool,
+    /// The upstream's last answer whole: observing its copy again begins with it.
+    last: Option<UpstreamView>,
 }
 
 /// The upstream's own copy of a service holdfast took over.
@@ -52,6 +54,7 @@ impl Service {
             theirs: adopted,
             copy: None,
             reported: false,
+            last: None,
         });
     }
 
@@ -66,13 +69,15 @@ impl Service {
     pub(super) fn back_to_upstream(&mut self, run: RunId, now: Instant) -> Option<Vec<Effect>> {
         let copy = self.watch.as_ref()?.copy.clone()?;
         let upstream = self.spec.managed_by.as_ref()?.upstream.to_string();
+        let last = self.watch.take().and_then(|w| w.last);
         self.runner = Runner::Upstream;
-        self.watch = None;
+        // No longer holdfast's: `status` must not say taken over once it stops.
+        self.arbitrated = None;
         let mut effects = vec![self.emit(EventKind::BackToUpstream {
             upstream,
             pid: copy.pid.as_raw(),
         })];
-        effects.extend(self.rejoin(run, now));
+        effects.extend(self.rejoin(run, last, now));
         Some(effects)
     }
 
@@ -116,6 +121,7 @@ impl Service {
         let UpstreamReport::Seen(view) = report else {
             return Vec::new();
         };
+        watch.last = Some(view.clone());
         let theirs = match view.state {
             UpstreamState::Running | UpstreamState::Starting => view.pid,
             _ => None,

@@ -928,6 +928,95 @@ fn a_start_on_an_old_answer_spawns_command_when_the_upstreams_copy_is_gone_since
     assert_eq!(h.state("web"), "starting");
 }
 
+/// taken-over web stopped by hand while the upstream showed its own copy (pid 43), then
+/// started again: holdfast goes back to observing that copy.
+fn gone_back_to_the_upstream() -> Harness {
+    let (mut h, run) = taken_over_web();
+    h.watched(run, running(43, 9));
+    h.ok(Command::Stop, "web");
+    h.exit("web", killed(crate::unix::Signal::SIGTERM));
+    let started = h.ok(Command::Start, "web");
+    assert_eq!(count(&started, "web BackToUpstream"), 1);
+    h
+}
+
+#[test]
+fn going_back_to_an_upstream_busy_with_its_copy_spawns_nothing_beside_it() {
+    // supervisord's BACKOFF (starting again, no pid): its copy is on its way.
+    let mut h = gone_back_to_the_upstream();
+    let answer = h.report(seen(UpstreamState::Starting, "BACKOFF", None));
+    assert_eq!(count(&answer, "spawn"), 0, "{:?}", labels(&answer));
+    assert_eq!(labels(&answer), ["web UpstreamState"]);
+    assert_eq!(h.state("web"), "starting");
+    // Stopping: the next answer decides, gone this time.
+    let mut h = gone_back_to_the_upstream();
+    let answer = h.report(seen(UpstreamState::Stopping, "STOPPING", Some(43)));
+    assert_eq!(count(&answer, "spawn"), 0, "{:?}", labels(&answer));
+    assert!(h.service("web").is_coming_up(), "still deciding");
+    h.advance(secs(5));
+    let answer = h.report(seen(UpstreamState::Stopped, "STOPPED", None));
+    assert_eq!(
+        labels(&answer)[..2],
+        ["web UpstreamState", "web TakenOver"],
+        "the state it saw first"
+    );
+    assert_eq!(count(&answer, "spawn web"), 1, "{:?}", labels(&answer));
+}
+
+#[test]
+fn going_back_to_an_upstream_that_falls_silent_holds_no_dependent_and_can_take_over_the_copy() {
+    // No takeover any more (a reload said so): silent, it holds nothing up, and a
+    // restart by hand says why it is refused, not that an answer is awaited.
+    let mut h = gone_back_to_the_upstream();
+    h.reload([ServiceSpec {
+        command: vec!["/bin/web".to_owned()],
+        ..observed(Takeover::Never)
+    }]);
+    h.unreachable_for(6);
+    assert!(!h.service("web").is_coming_up());
+    let why = h
+        .service("web")
+        .observation()
+        .and_then(|o| o.why_no_restart());
+    assert!(
+        why.as_ref().is_some_and(|w| w.contains("does not answer")),
+        "{why:?}"
+    );
+    // Takeover allowed: the copy the last answer showed is adopted, and the shell may
+    // ask whether supervisord itself still lives.
+    let mut h = gone_back_to_the_upstream();
+    let effects = h.unreachable_for(6);
+    let takeover = effects.iter().find_map(|e| match e {
+        Effect::TakeOver {
+            process, upstream, ..
+        } => Some((*process, *upstream)),
+        _ => None,
+    });
+    assert_eq!(
+        takeover,
+        Some((
+            Some((Pid::from_raw(43), 900)),
+            Some((Pid::from_raw(9), 900))
+        )),
+        "{:?}",
+        labels(&effects)
+    );
+}
+
+#[test]
+fn going_back_to_the_upstream_clears_taken_over_and_checks_the_copys_health() {
+    let mut h = gone_back_to_the_upstream();
+    assert_eq!(
+        h.service("web").arbitrated(),
+        None,
+        "not holdfast's any more"
+    );
+    h.report(running(43, 9));
+    assert!(h.service("web").health().is_some(), "the copy is probed");
+    h.ok(Command::Stop, "web");
+    assert_eq!(h.service("web").arbitrated(), None);
+}
+
 #[test]
 fn a_duplicate_is_reported_once_while_holdfasts_own_copy_restarts() {
     let (mut h, run) = taken_over_web();
