@@ -17,12 +17,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let temp = temp_path(path);
     let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&temp)?;
+        let mut file = match create(&temp) {
+            // No live writer has this name (the pid is ours, the count unique in this
+            // process): it is the leftover of a dead process that had our pid.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&temp)?;
+                create(&temp)
+            }
+            opened => opened,
+        }?;
         file.write_all(bytes)?;
         file.sync_all()?;
         // rename() replaces the name itself: a symlink there is replaced, not followed.
@@ -40,6 +43,16 @@ pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Makes the new file `path`, private, never through a symlink.
+fn create(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
 }
 
 /// Reads `path`, refusing a symlink.
@@ -70,10 +83,19 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
-/// Whether `name` is one of the temporary files [`replace`] writes: a sweep removes
-/// those a crash left behind.
+/// Whether `name` is one of the temporary files [`replace`] writes (see
+/// [`temp_path`]): a sweep removes those a crash left behind, and only those, since a
+/// state directory may be shared with other programs.
 fn is_temp(name: &str) -> bool {
-    name.starts_with('.') && name.ends_with(".tmp")
+    let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    let mut parts = inner.rsplitn(3, '.');
+    let (Some(n), Some(pid), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    digits(n) && digits(pid) && !file.is_empty()
 }
 
 /// How old a temporary file is when [`sweep_temps`] takes its write for dead: no write
@@ -82,18 +104,19 @@ pub const ABANDONED: std::time::Duration = std::time::Duration::from_secs(10 * 6
 
 /// Removes the temporary files of writes that died mid-way (a crash, a power cut) from
 /// `dir`, those older than `age`: a younger one may be another process's write under
-/// way.
+/// way. With no age, all of them (a clock set back since makes a file from the future).
 pub fn sweep_temps(dir: &Path, age: std::time::Duration) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|elapsed| elapsed >= age);
+        let old = age.is_zero()
+            || entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed >= age);
         if old && entry.file_name().to_str().is_some_and(is_temp) {
             let _ = fs::remove_file(entry.path());
         }
@@ -155,9 +178,35 @@ mod tests {
     }
 
     #[test]
+    fn a_temp_left_by_a_dead_process_with_the_same_pid_does_not_block_a_write() {
+        let dir = scratch("leftover");
+        let path = dir.join("http.token");
+        // The next names this process will use (other tests write too), as a crash of
+        // an earlier process with its pid left them.
+        let next = temp_path(&path);
+        let n: u64 = (next.to_string_lossy().rsplit('.').nth(1))
+            .and_then(|n| n.parse().ok())
+            .expect("a count");
+        for n in n + 1..n + 100 {
+            let name = format!(".http.token.{}.{n}.tmp", std::process::id());
+            fs::write(dir.join(name), b"half").expect("leftover");
+        }
+        replace(&path, b"token").expect("written despite the leftover");
+        assert_eq!(read(&path).expect("read"), b"token");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_sweep_removes_only_temps_older_than_asked() {
         let dir = scratch("sweep");
-        for name in [".r.json.1.0.tmp", "r.json", "notes.tmp", ".hidden"] {
+        let others = [
+            ".hidden",
+            ".editor.swp.tmp",
+            ".x.12.tmp",
+            ".x.1.2a.tmp",
+            "notes.tmp",
+        ];
+        for name in [".r.json.1.0.tmp", "r.json"].into_iter().chain(others) {
             fs::write(dir.join(name), b"x").expect("file");
         }
         sweep_temps(&dir, ABANDONED);
@@ -168,7 +217,10 @@ mod tests {
             .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
             .collect();
         names.sort();
-        assert_eq!(names, [".hidden", "notes.tmp", "r.json"]);
+        let mut kept = others.to_vec();
+        kept.push("r.json");
+        kept.sort_unstable();
+        assert_eq!(names, kept, "only what replace writes is swept");
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -92,7 +92,12 @@ fn count((start, count): &mut (Instant, u32), now: Instant) -> u32 {
 /// Work on reports done off the loop.
 pub(super) enum CrashMsg {
     Written(std::io::Result<Box<CrashReport>>),
-    CoreJoined { pid: i32, report: Box<CrashReport> },
+    CoreJoined {
+        pid: i32,
+        report: Box<CrashReport>,
+    },
+    /// A core handler's notice is handled (joined or not): a shutdown waits for it.
+    JoinDone,
 }
 
 /// How long a shutdown or `upgrade --self` waits for the crash reports still being
@@ -233,10 +238,11 @@ impl Shell {
     }
 
     pub(super) fn on_crash_msg(&mut self, msg: CrashMsg) {
-        if let CrashMsg::Written(_) = msg {
+        if let CrashMsg::Written(_) | CrashMsg::JoinDone = msg {
             self.crashes.pending = self.crashes.pending.saturating_sub(1);
         }
         match msg {
+            CrashMsg::JoinDone => {}
             CrashMsg::Written(Err(e)) => tracing::error!("failed to write a crash report: {e}"),
             CrashMsg::Written(Ok(report)) => {
                 let report = *report;
@@ -316,16 +322,19 @@ impl Shell {
     }
 
     /// `core_dumped` from the core handler: joins the record to its report off this
-    /// task; the event follows once the report is rewritten. It takes the writer's turn:
+    /// task; the event follows once the report is rewritten, and a shutdown or
+    /// `upgrade --self` waits for it as for a report. It takes the writer's turn:
     /// the report being written at the same moment would otherwise be read before it
     /// is whole, or written over without its core.
-    pub(super) fn core_dumped(&self, pid: i32, record: String, reply: oneshot::Sender<Answer>) {
+    pub(super) fn core_dumped(&mut self, pid: i32, record: String, reply: oneshot::Sender<Answer>) {
         let state_dir = self.sup.plan().daemon.state_dir.clone();
         let done = self.done_tx.clone();
         let writer = Arc::clone(&self.crashes.writer);
+        self.crashes.pending += 1;
         tokio::spawn(async move {
             // Never closed: a permit always comes.
             let _turn = writer.acquire_owned().await;
+            let joined = done.clone();
             let answer =
                 tokio::task::spawn_blocking(move || attach(&state_dir, pid, &record, &done))
                     .await
@@ -335,6 +344,7 @@ impl Shell {
                             message: format!("joining the core record failed: {e}"),
                         })
                     });
+            let _ = joined.send(Finished::Crash(CrashMsg::JoinDone));
             let _ = reply.send(answer);
         });
     }

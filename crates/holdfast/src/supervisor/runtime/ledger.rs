@@ -206,9 +206,6 @@ fn write(path: &Path, ledger: &Ledger) -> io::Result<()> {
 /// The ledger a killed holdfast left in `state_dir`, if any. One that cannot be read
 /// (another format, damaged) is reported and treated as none.
 pub(super) fn read(state_dir: &Path) -> Option<Ledger> {
-    // This holdfast owns the state directory now: a temp file there is a write the
-    // previous one did not finish (the ledger's or the HTTP token's).
-    crate::private_file::sweep_temps(state_dir, Duration::ZERO);
     let path = state_dir.join(FILE);
     let bytes = match read_no_follow(&path) {
         Ok(bytes) => bytes,

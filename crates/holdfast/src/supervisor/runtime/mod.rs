@@ -99,6 +99,9 @@ pub async fn run(
     // Before anything in the state directory is touched (the notify socket).
     let _owner = owner::claim(&daemon.state_dir, &daemon.control)
         .map_err(setup_error("the state directory"))?;
+    // This holdfast owns the state directory now: a temp file there is a write an
+    // earlier one did not finish (the ledger's or the HTTP token's).
+    crate::private_file::sweep_temps(&daemon.state_dir, std::time::Duration::ZERO);
     let (mut shell, mut sources, server) =
         Shell::setup(config_path, plan, reaped, inherited.as_mut())?;
     shell.adoptions = adopt::Adoptions::new(adopted_tx);
