@@ -72,8 +72,11 @@ pub enum Arbitration {
     /// Back to the upstream (after a takeover) because its last answer showed its own
     /// copy running: the first answer of the new observation decides. That copy
     /// running: observed, as before the takeover. Gone since: holdfast starts
-    /// `command` again, or a start would leave nobody running the service.
-    Rejoining,
+    /// `command` again, or a start would leave nobody running the service. An upstream
+    /// that answers nothing decisive (busy, stopping) by `deadline` is simply observed.
+    Rejoining {
+        deadline: Instant,
+    },
 }
 
 /// What holdfast last did about the upstream, for `status`.

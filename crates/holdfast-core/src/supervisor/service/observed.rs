@@ -135,7 +135,7 @@ impl Observation {
                 Some("a restart asked of its manager is still under way".to_owned())
             }
             (Arbitration::TakingOver, _) => Some("holdfast is taking it over".to_owned()),
-            (Arbitration::Rejoining, _) => {
+            (Arbitration::Rejoining { .. }, _) => {
                 Some("holdfast waits for its manager to show its own copy".to_owned())
             }
             (Arbitration::Idle, Reach::Unreachable { error, .. } | Reach::Alive { error }) => {
@@ -172,7 +172,7 @@ impl Observation {
             Arbitration::Restarting { .. }
             | Arbitration::Overdue { .. }
             | Arbitration::TakingOver
-            | Arbitration::Rejoining => return true,
+            | Arbitration::Rejoining { .. } => return true,
             Arbitration::Idle => {}
         }
         if self.reach.given_up() {
@@ -197,7 +197,7 @@ impl Observation {
                 return Some(format!("restart asked of {upstream}"));
             }
             (Arbitration::TakingOver, _) => return Some("holdfast is taking it over".to_owned()),
-            (Arbitration::Rejoining, _) => {
+            (Arbitration::Rejoining { .. }, _) => {
                 return Some(format!("going back to {upstream}'s own copy"));
             }
             (Arbitration::Idle, Reach::Unreachable { error, .. } | Reach::Alive { error }) => {
@@ -264,8 +264,9 @@ impl Service {
         now: Instant,
     ) -> Vec<Effect> {
         let effects = self.observe(run, now);
+        let deadline = later(now, self.managed().arbiter_timeout);
         let observation = self.observation_mut();
-        observation.arbitration = Arbitration::Rejoining;
+        observation.arbitration = Arbitration::Rejoining { deadline };
         observation.view = last;
         effects
     }
@@ -342,7 +343,9 @@ impl Service {
     pub(super) fn observed_wakeup(&self, observation: &Observation) -> Option<Instant> {
         let managed = self.spec.managed_by.as_ref()?;
         let restart = match observation.arbitration {
-            Arbitration::Restarting { deadline } => Some(deadline),
+            Arbitration::Restarting { deadline } | Arbitration::Rejoining { deadline } => {
+                Some(deadline)
+            }
             _ => None,
         };
         let gone = match &observation.reach {
@@ -381,6 +384,11 @@ impl Service {
             if observation.sync_due.is_some() {
                 observation.sync_due = Some(now);
             }
+        }
+        if let Arbitration::Rejoining { deadline } = observation.arbitration
+            && deadline <= now
+        {
+            observation.arbitration = Arbitration::Idle;
         }
         if observation.sync_due.is_some_and(|due| due <= now) {
             observation.sync_due = None;
@@ -471,7 +479,7 @@ impl Service {
                 return effects;
             }
         };
-        let rejoining = observation.arbitration == Arbitration::Rejoining;
+        let rejoining = matches!(observation.arbitration, Arbitration::Rejoining { .. });
         let back = observation.reach != Reach::Reachable;
         observation.reach = Reach::Reachable;
         let old = observation.view.replace(view.clone());
@@ -480,7 +488,6 @@ impl Service {
         let new_start = view.start_mark().is_some()
             && (rejoining || view.start_mark() != old.as_ref().and_then(UpstreamView::start_mark));
         let changed = back
-            || rejoining
             || old.as_ref().is_none_or(|o| {
                 (o.state, o.pid, &o.detail) != (view.state, view.pid, &view.detail)
             });

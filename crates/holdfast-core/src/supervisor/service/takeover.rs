@@ -51,7 +51,7 @@ impl Service {
         let upstream_pid = observation.view.as_ref().and_then(|v| v.upstream_pid);
         if takeover {
             observation.arbitration = Arbitration::TakingOver;
-        } else if observation.arbitration == Arbitration::Rejoining {
+        } else if let Arbitration::Rejoining { .. } = observation.arbitration {
             // No answer will decide: observed as any service of a silent upstream,
             // which holds nothing up and takes no restart.
             observation.arbitration = Arbitration::Idle;

@@ -888,7 +888,11 @@ fn a_start_after_a_takeover_observes_the_upstreams_own_copy_instead_of_spawning_
     assert_eq!(count(&started, "web BackToUpstream"), 1);
     assert_eq!(count(&started, "sync-upstream web"), 1);
     let seen = h.report(running(43, 9));
-    assert_eq!(labels(&seen), ["web UpstreamState"]);
+    assert!(
+        seen.is_empty(),
+        "as its last answer said: {:?}",
+        labels(&seen)
+    );
     assert_eq!(h.state("web"), "running");
     let seen = h.service("web").observation().and_then(|o| o.view.as_ref());
     assert_eq!(seen.and_then(|v| v.pid), Some(Pid::from_raw(43)));
@@ -953,7 +957,10 @@ fn going_back_to_an_upstream_busy_with_its_copy_spawns_nothing_beside_it() {
     let answer = h.report(seen(UpstreamState::Stopping, "STOPPING", Some(43)));
     assert_eq!(count(&answer, "spawn"), 0, "{:?}", labels(&answer));
     assert!(h.service("web").is_coming_up(), "still deciding");
-    h.advance(secs(5));
+    h.advance(secs(1));
+    let again = h.report(seen(UpstreamState::Stopping, "STOPPING", Some(43)));
+    assert!(again.is_empty(), "said once: {:?}", labels(&again));
+    h.advance(secs(1));
     let answer = h.report(seen(UpstreamState::Stopped, "STOPPED", None));
     assert_eq!(
         labels(&answer)[..2],
@@ -1001,6 +1008,27 @@ fn going_back_to_an_upstream_that_falls_silent_holds_no_dependent_and_can_take_o
         "{:?}",
         labels(&effects)
     );
+}
+
+#[test]
+fn going_back_to_an_upstream_that_stays_busy_is_observed_after_arbiter_timeout() {
+    let mut h = gone_back_to_the_upstream();
+    for _ in 0..4 {
+        h.advance(secs(1));
+        h.report(UpstreamReport::Busy("supervisord is SHUTDOWN".to_owned()));
+    }
+    assert!(h.service("web").is_coming_up(), "within arbiter_timeout");
+    let effects = h.advance(secs(2));
+    assert_eq!(count(&effects, "spawn"), 0, "{:?}", labels(&effects));
+    assert!(
+        !h.service("web").is_coming_up(),
+        "a dependent no longer waits"
+    );
+    let why = h
+        .service("web")
+        .observation()
+        .and_then(|o| o.why_no_restart());
+    assert_eq!(why, None, "a restart goes to the upstream");
 }
 
 #[test]
