@@ -206,3 +206,37 @@ fn up_refuses_a_config_in_a_directory_its_group_can_write() {
     );
     assert!(!dir.join("control.sock").exists(), "nothing was started");
 }
+
+#[test]
+fn a_service_opting_out_of_no_new_privs_under_a_holdfast_that_has_it_is_named_not_silently_held_back()
+ {
+    // As under its generated unit's NoNewPrivileges=yes (every service kept it then).
+    let kept = "[service.api]\ncommand = [\"sleep\", \"300\"]\n";
+    let daemon = Daemon::start_wrapped(kept, &["setpriv", "--no-new-privs"], &[]);
+    daemon.running_pid("api");
+    let sudo = "[service.admin]\ncommand = [\"sleep\", \"300\"]\nno_new_privs = false\n";
+    daemon.write_config(&format!("{kept}\n{sudo}"));
+    let expected = "[service.admin].no_new_privs = false (holdfast itself runs with no_new_privs";
+    for args in [&["reload", "--dry-run"][..], &["reload"]] {
+        let said = support::stdout(&daemon.cli_ok(args));
+        assert!(said.contains(expected), "{args:?}: {said}");
+    }
+    daemon.running_pid("admin");
+    // Unchanged by the next reload: said once, where it changed.
+    let said = support::stdout(&daemon.cli_ok(&["reload"]));
+    assert!(!said.contains("no_new_privs"), "{said}");
+
+    // Started so: up warns.
+    let again = Daemon::start_wrapped(
+        &format!("{kept}\n{sudo}"),
+        &["setpriv", "--no-new-privs"],
+        &[],
+    );
+    support::wait_until("up warns", || again.stderr().contains(expected));
+
+    // A holdfast without it honours the opt-out: nothing to say.
+    let free = Daemon::start(kept);
+    free.write_config(&format!("{kept}\n{sudo}"));
+    let said = support::stdout(&free.cli_ok(&["reload"]));
+    assert!(!said.contains("no_new_privs"), "{said}");
+}

@@ -118,8 +118,9 @@ fn path_text(path: &Path) -> String {
 /// that capability from every service). No `ProtectSystem=`: a service may write under
 /// `/etc` or `/usr/local` (its working directory, pidfile, unix sockets, upgrade
 /// links, certificates it renews), which no list derived from the config can foresee.
-/// No `NoNewPrivileges=` (services may need setuid programs; holdfast sets
-/// no_new_privs per service), no `PrivateTmp=` (services share `/tmp` with the host as
+/// `NoNewPrivileges=yes` only when every service keeps `no_new_privs` (the default:
+/// its processes, probes and hooks could gain nothing by exec anyway); a service that
+/// opts out may need a setuid program (`sudo`, `ping`). No `PrivateTmp=` (services share `/tmp` with the host as
 /// they would without holdfast), no `ProtectControlGroups=` (holdfast writes cgroups),
 /// no `ProtectHome=`, `PrivateDevices=` or `ProtectKernelTunables=`.
 fn hardening(u: &mut Unit, plan: &Plan) {
@@ -137,6 +138,9 @@ fn hardening(u: &mut Unit, plan: &Plan) {
     }
     if !plan.services.values().any(|s| may_hold(s, "CAP_SYSLOG")) {
         u.set(Section::Service, "ProtectKernelLogs", "yes");
+    }
+    if plan.services.values().all(|s| s.privileges.no_new_privs) {
+        u.set(Section::Service, "NoNewPrivileges", "yes");
     }
 }
 
@@ -264,6 +268,10 @@ mod tests {
         assert!(has(&text, "ProtectKernelModules=yes"), "{text}");
         assert!(has(&text, "ProtectKernelLogs=yes"), "{text}");
         assert!(!text.contains("ProtectSystem="), "{text}");
+        assert!(
+            has(&text, "NoNewPrivileges=yes"),
+            "every service keeps it: {text}"
+        );
 
         let syslog = plan("[service.x]\ncommand = [\"/bin/x\"]\ncapabilities = [\"CAP_SYSLOG\"]\n");
         let text = unit_text(&syslog);
@@ -275,6 +283,16 @@ mod tests {
         let text = unit_text(&root);
         assert!(!text.contains("ProtectKernelModules"), "{text}");
         assert!(!text.contains("ProtectKernelLogs"), "{text}");
+    }
+
+    #[test]
+    fn no_new_privileges_only_when_no_service_opts_out_of_it() {
+        let opted_out = plan(
+            "[service.x]\ncommand = [\"/bin/x\"]\n\
+             [service.y]\ncommand = [\"/bin/y\"]\nno_new_privs = false\n",
+        );
+        let text = unit_text(&opted_out);
+        assert!(!text.contains("NoNewPrivileges"), "y may run sudo: {text}");
     }
 
     #[test]

@@ -494,10 +494,12 @@ impl Shell {
             Ok(plan) if dry_run => {
                 let mut diff = crate::supervisor::reload::diff(self.sup.plan(), &plan, true);
                 self.reload_http(plan.daemon.http, &mut diff);
+                note_held_back(super::held_back_by_no_new_privs(&plan), &mut diff);
                 (Ok(diff), false)
             }
             Ok(plan) => {
                 let http = plan.daemon.http;
+                let held_back = super::held_back_by_no_new_privs(&plan);
                 let mut effects = self.sup.handle(Input::Reload(plan), Instant::now());
                 // Before the effects: a service added by this reload may take over an
                 // address a removed one had.
@@ -509,6 +511,7 @@ impl Shell {
                 match reply {
                     Ok(core::Answer::Reload(mut diff)) => {
                         self.reload_http(http, &mut diff);
+                        note_held_back(held_back, &mut diff);
                         (Ok(diff), done)
                     }
                     Ok(core::Answer::Accepted(_)) => unreachable!("a reload answers with its plan"),
@@ -579,6 +582,17 @@ impl Shell {
             ),
         }
     }
+}
+
+/// Lists in a reload's `ignored` the services it adds or changes whose
+/// `no_new_privs = false` holdfast cannot honour (see `held_back_by_no_new_privs`).
+fn note_held_back(held_back: Vec<(ServiceName, String)>, diff: &mut ReloadPlan) {
+    let touched = |name: &ServiceName| diff.added.contains(name) || diff.changed.contains(name);
+    let notes: Vec<String> = (held_back.into_iter())
+        .filter(|(name, _)| touched(name))
+        .map(|(_, what)| what)
+        .collect();
+    diff.ignored.extend(notes);
 }
 
 fn shutting_down() -> ControlError {

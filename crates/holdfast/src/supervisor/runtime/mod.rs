@@ -624,6 +624,35 @@ fn log_up(config_path: &std::path::Path, plan: &Plan) {
         "holdfast {} up",
         env!("CARGO_PKG_VERSION")
     );
+    for (_, held_back) in held_back_by_no_new_privs(plan) {
+        tracing::warn!("{held_back}");
+    }
+}
+
+/// The services of `plan` with `no_new_privs = false`, which holdfast cannot honour
+/// while it runs with no_new_privs itself (its unit's `NoNewPrivileges=yes`, generated
+/// while every service kept it): a setuid program they run gains nothing. Each with
+/// what to do about it.
+pub(super) fn held_back_by_no_new_privs(plan: &Plan) -> Vec<(ServiceName, String)> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let holdfast_has_it = status
+        .lines()
+        .any(|line| line.split_whitespace().eq(["NoNewPrivs:", "1"]));
+    if !holdfast_has_it {
+        return Vec::new();
+    }
+    (plan.services.values())
+        .filter(|spec| !spec.privileges.no_new_privs)
+        .map(|spec| {
+            let what = format!(
+                "[service.{}].no_new_privs = false (holdfast itself runs with no_new_privs, \
+                 as its unit's NoNewPrivileges=yes says: regenerate the unit with \
+                 `holdfast gen systemd --self` and restart holdfast)",
+                spec.name
+            );
+            (spec.name.clone(), what)
+        })
+        .collect()
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
