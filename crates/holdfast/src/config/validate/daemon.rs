@@ -34,21 +34,25 @@ impl Validator<'_> {
         }
     }
 
-    /// `holdfast.http`: an IP address and a port. Any address may be written (the
-    /// server warns when it is not loopback), but none is ever assumed.
+    /// `holdfast.http`: an IP address and a port, or a port alone (`":9700"`), which is
+    /// on loopback. Any address may be written (the server warns when it is not
+    /// loopback), but only loopback is ever assumed.
     fn http(&mut self, raw: &Spanned<String>) -> Option<std::net::SocketAddr> {
-        match raw.get_ref().parse::<std::net::SocketAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
+        let text = raw.get_ref();
+        let port_alone = || text.strip_prefix(':').unwrap_or(text).parse::<u16>();
+        match (text.parse::<std::net::SocketAddr>(), port_alone()) {
+            (Ok(addr), _) => Some(addr),
+            (Err(_), Ok(port)) => Some((std::net::Ipv4Addr::LOCALHOST, port).into()),
+            (Err(_), Err(_)) => {
                 self.push(
                     Problem::new(
                         format!("invalid address {:?} in `holdfast.http`", raw.get_ref()),
                         raw.span(),
-                        "not an IP address with a port",
+                        "not an IP address with a port, nor a port",
                     )
                     .with_help(
-                        "write an IP address and a port, e.g. \"127.0.0.1:9700\" \
-                         (loopback: only this machine can connect) or \"[::1]:9700\"",
+                        "write a port (\":9700\": on loopback, only this machine can \
+                         connect) or an IP address and a port, e.g. \"[::1]:9700\"",
                     ),
                 );
                 None
@@ -139,5 +143,33 @@ impl Validator<'_> {
             name: raw.get_ref().clone(),
             gid,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::parse;
+
+    fn http(value: &str) -> Result<Option<std::net::SocketAddr>, String> {
+        let toml = format!("[holdfast]\nhttp = {value:?}\n[service.a]\ncommand = [\"a\"]\n");
+        (parse(&toml, "test.toml", Path::new("/")).map(|plan| plan.daemon.http))
+            .map_err(|e| e.render_plain())
+    }
+
+    #[test]
+    fn an_http_port_alone_is_on_loopback_and_an_address_is_taken_as_written() {
+        let on = |text: &str| Some(text.parse().expect("an address"));
+        assert_eq!(http(":9700"), Ok(on("127.0.0.1:9700")));
+        assert_eq!(http("9700"), Ok(on("127.0.0.1:9700")));
+        assert_eq!(http("0.0.0.0:9700"), Ok(on("0.0.0.0:9700")));
+        assert_eq!(http("[::1]:9700"), Ok(on("[::1]:9700")));
+        let text = http("localhost:9700").expect_err("no name is resolved");
+        assert!(
+            text.contains("invalid address \"localhost:9700\""),
+            "{text}"
+        );
+        assert!(text.contains("test.toml:2:8"), "{text}");
     }
 }
