@@ -533,29 +533,99 @@ bake = "1s"
 }
 
 #[test]
-fn upgrade_self_with_a_service_behind_the_proxy_is_refused_and_changes_nothing() {
-    let public = support::free_port();
+fn upgrade_self_under_load_through_the_proxy_fails_no_request_and_keeps_the_runs() {
+    let (http, tcp) = (support::free_port(), support::free_port());
     let d = Daemon::start(&format!(
         r#"
 [service.web]
 command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{{port}}"]
+listen = ["tcp://127.0.0.1:{http}"]
+ready = {{ tcp = "127.0.0.1:{{port}}" }}
+
+[service.web.upgrade]
+mode = "proxy"
+
+[service.raw]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{{port}}"]
+listen = ["tcp://127.0.0.1:{tcp}"]
+ready = {{ tcp = "127.0.0.1:{{port}}" }}
+
+[service.raw.upgrade]
+mode = "proxy"
+proxy = "tcp"
+"#
+    ));
+    let pids = [d.running_pid("web"), d.running_pid("raw")];
+    // Keep-alive through the HTTP proxy; a connection per request through the TCP one
+    // (an opaque stream ends only when a side closes it).
+    let loads = [wrk(http, false), wrk(tcp, true)];
+    d.wait_until("both proxies are under load", |_| {
+        requests(http) > 100 && requests(tcp) > 100
+    });
+
+    for n in 1..=2 {
+        let out = d.cli_ok(&["upgrade", "--self"]);
+        assert!(
+            stdout(&out).contains(&format!("re-execution {n}")),
+            "{}",
+            describe(&out)
+        );
+    }
+
+    for load in loads {
+        let out = load.wait_with_output().expect("wrk finishes");
+        let report = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(out.status.success(), "wrk ran: {report}");
+        assert!(report.contains("requests in"), "wrk counted: {report}");
+        assert!(
+            !report.contains("Socket errors"),
+            "no failed request: {report}"
+        );
+        assert!(!report.contains("Non-2xx"), "no failed request: {report}");
+    }
+    let status = d.status();
+    assert_eq!(status.daemon.execs, 2);
+    for (name, pid) in ["web", "raw"].into_iter().zip(pids) {
+        let service = support::service(&status, name);
+        assert_eq!(service.pid, Some(pid), "{name} kept its run: {service:?}");
+        assert_eq!(service.restarts, 0, "{name}");
+    }
+    // The new image routes as the old one did, and follows the next run.
+    let served = requests(http);
+    assert!(served > 0, "the proxy serves on");
+    d.cli_ok(&["restart", "web"]);
+    let web = d.running_pid("web");
+    assert_ne!(web, pids[0]);
+    d.wait_until("the new run is routed", |_| {
+        let n = requests(http);
+        n > 0 && n < served
+    });
+}
+
+#[test]
+fn a_proxied_run_still_starting_across_upgrade_self_gets_ready_on_its_private_port() {
+    let public = support::free_port();
+    let d = Daemon::start(&format!(
+        r#"
+[service.web]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{{port}}", "--slow-start", "3s"]
 listen = ["tcp://127.0.0.1:{public}"]
 ready = {{ tcp = "127.0.0.1:{{port}}" }}
+autostart = false
 
 [service.web.upgrade]
 mode = "proxy"
 "#
     ));
-    let web = d.running_pid("web");
-    let out = d.cli(&["upgrade", "--self"]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(
-        stderr(&out).contains("web is served through holdfast's proxy"),
-        "says why: {}",
-        describe(&out)
-    );
+    d.cli_ok(&["start", "--no-block", "web"]);
+    d.wait_for_service("web", "starting", |s| s.state == "starting");
+    let pid = d.status().services[0].pid;
+    d.cli_ok(&["upgrade", "--self"]);
+    d.wait_for_service("web", "running after its slow start", |s| {
+        s.state == "running"
+    });
     let status = d.status();
-    assert_eq!(status.daemon.execs, 0);
-    assert_eq!(support::service(&status, "web").pid, Some(web));
-    assert!(requests(public) > 0, "the proxy serves on");
+    assert_eq!(status.daemon.execs, 1);
+    assert_eq!(support::service(&status, "web").pid, pid, "the same run");
+    assert!(requests(public) > 0, "routed through the new image's proxy");
 }

@@ -5,7 +5,8 @@
 //!
 //! The old image: checks first (the binary is there, the config file still loads to the
 //! running plan, no service is in a transition that cannot be carried), then answers
-//! the client, pauses the reaper (a child that exits from then on stays a zombie for
+//! the client, winds the proxies' client connections down (they live in this image
+//! only; the routes go along), pauses the reaper (a child that exits from then on stays a zombie for
 //! the new image to reap), stops the captures reading (what they hold is written, their
 //! partial lines go along), takes the snapshot, and execs. A failed exec leaves it
 //! running as it was, the error in `status`; a new image that cannot read the config
@@ -39,6 +40,11 @@ use crate::supervisor::startup;
 use super::watchers::Watch;
 
 type Answer = Result<Reply, ControlError>;
+
+/// How long `upgrade --self` waits for the proxies' client connections to end: a
+/// request under way finishes (and its connection closes), idle keep-alive ones close
+/// within a second; a long download or an open TCP session is cut after this.
+const PROXY_WIND_DOWN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the shell keeps for self-upgrades.
 #[derive(Debug, Default)]
@@ -220,6 +226,15 @@ impl Shell {
         self.upstream.reloading();
         // Give the answer a moment to reach the client: its connection closes at exec.
         tokio::task::yield_now().await;
+        // The proxies' client connections live in this image only: they end first, at
+        // points their clients expect; new ones wait in the backlog for the new image.
+        let left = self.proxies.wind_down(PROXY_WIND_DOWN).await;
+        if left > 0 {
+            tracing::warn!(
+                "{left} proxied connections still open after {PROXY_WIND_DOWN:?}: the \
+                 re-execution closes them"
+            );
+        }
         reap::pause();
         // Exits reaped before the pause are handled here; later ones wait as zombies.
         let mut done = false;
@@ -241,6 +256,10 @@ impl Shell {
             }
         }
         reap::unpause();
+        let sockets = &self.sockets;
+        let specs = self.sup.plan().services.values();
+        self.proxies
+            .resume(Vec::new(), specs, |base| sockets.public(base));
         tracing::error!("upgrade --self failed, holdfast goes on as it was: {error}");
         self.selfup.error = Some(error);
         self.upstream.ready_again();
@@ -249,7 +268,7 @@ impl Shell {
 
     /// The core's snapshot, or why the state cannot be handed over now: what is under
     /// way in the shell (a quarantine record being written, a rolling restart, a build
-    /// being verified, a proxy serving) or in
+    /// being verified) or in
     /// the core (see `Supervisor::snapshot`) would not be carried on.
     fn resumable(&self) -> Result<Snapshot, String> {
         if self.held.is_holding() {
@@ -260,19 +279,6 @@ impl Shell {
         }
         if let Some(target) = self.verifying() {
             return Err(format!("a new build of {target} is being verified"));
-        }
-        // The proxy's connections and its routes to private ports live in this image
-        // only: handing them over is not done yet.
-        let proxied = self
-            .sup
-            .services()
-            .find(|s| s.is_active() && crate::upgrade::proxy::proxy_spec(s.spec()).is_some());
-        if let Some(service) = proxied {
-            return Err(format!(
-                "{} is served through holdfast's proxy (mode = \"proxy\"), whose \
-                 connections would not survive a re-execution: stop it first",
-                service.name()
-            ));
         }
         self.sup.snapshot(Instant::now())
     }
@@ -323,6 +329,7 @@ impl Shell {
                 .map(|(pid, (start, group))| (pid.as_raw(), (*start, group.as_raw())))
                 .collect(),
             metrics: self.metrics.counted(),
+            proxy_routes: self.proxies.handover(),
         })
     }
 
@@ -348,6 +355,12 @@ impl Shell {
             let names: Vec<&String> = extra.keys().collect();
             tracing::warn!("handed-over fds nobody takes, closed: {names:?}");
         }
+        // Before the core resumes: its first events (exits during the exec) move them.
+        let sockets = &self.sockets;
+        let specs = self.sup.plan().services.values();
+        let routes = std::mem::take(&mut handover.proxy_routes);
+        self.proxies
+            .resume(routes, specs, |base| sockets.public(base));
         self.started = Instant::now()
             .checked_sub(handover.uptime)
             .unwrap_or(self.started);
@@ -413,6 +426,8 @@ impl Shell {
                 continue;
             }
             let target = self.target(&name, run);
+            // A proxied run's own spec: its readiness is on its private port.
+            let spec = self.proxies.run_spec(&name, run, &spec);
             let task = match &spec.ready {
                 Readiness::Tcp(addr) => startup::tcp(target, *addr),
                 Readiness::Http(url) => startup::http(target, url.clone()),

@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full};
@@ -22,6 +23,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
+use super::Gate;
 use super::routes::{HOLD, Router};
 
 /// A request body towards a backend: buffered (replayable) or streamed.
@@ -52,8 +54,14 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// How long a keep-alive client connection winding down (see [`Gate`]) is left for
+/// its next request, which is answered with `Connection: close`, before it is closed
+/// idle: a client sending just as it closes would see its request fail, and one under
+/// load sends well within this.
+const IDLE_GRACE: Duration = Duration::from_secs(1);
+
 /// Accepts client connections on `listener` until the task is aborted.
-pub async fn serve(listener: TcpListener, router: Router) {
+pub async fn serve(listener: TcpListener, router: Router, gate: Gate) {
     let pool = Arc::new(Pool::default());
     // Idle connections to a run that is no longer routed go at once: the old build
     // then drains what it has and exits, rather than waiting out its idle grace.
@@ -71,17 +79,34 @@ pub async fn serve(listener: TcpListener, router: Router) {
             router: router.clone(),
             pool: pool.clone(),
             client: peer.ip(),
+            gate: gate.clone(),
         };
+        let open = gate.enter();
         tokio::spawn(async move {
+            let _open = open;
+            let gate = proxy.gate.clone();
             let service = hyper::service::service_fn(move |req| {
                 let mut proxy = proxy.clone();
                 async move { Ok::<_, Infallible>(proxy.forward(req).await) }
             });
             let io = TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
+            let connection =
+                hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = gate.wound_down() => {
+                    // The next response closes it; an idle one is closed after the grace.
+                    match tokio::time::timeout(IDLE_GRACE, connection.as_mut()).await {
+                        Ok(served) => served,
+                        Err(_) => {
+                            connection.as_mut().graceful_shutdown();
+                            connection.await
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!("proxy: client connection from {peer}: {e}");
             }
         });
@@ -95,6 +120,7 @@ struct Proxy {
     router: Router,
     pool: Arc<Pool>,
     client: IpAddr,
+    gate: Gate,
 }
 
 /// A request as sent, kept to send it again: its head, and its body when buffered.
@@ -116,13 +142,24 @@ impl Replay {
 }
 
 impl Proxy {
+    /// Forwards one request (see [`Proxy::forward_once`]); while the proxies wind
+    /// down, its response closes the client's connection.
+    async fn forward(&mut self, req: Request<Incoming>) -> Response<RespBody> {
+        let mut response = self.forward_once(req).await;
+        if self.gate.winding_down() {
+            // The client's connection ends after this response, as the client is told.
+            (response.headers_mut()).insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+
     /// Forwards one request to the current backend. A request that failed before any
     /// response goes again (if it never reached the backend, or is idempotent and its
     /// body was kept), on a new connection: to the same backend after an idle pooled
     /// connection failed (the backend may have closed it just then), to another run
     /// once one is routed after a new connection failed (the run went away; the event
     /// saying so is on its way).
-    async fn forward(&mut self, req: Request<Incoming>) -> Response<RespBody> {
+    async fn forward_once(&mut self, req: Request<Incoming>) -> Response<RespBody> {
         let (replay, mut req) = match self.prepare(req).await {
             Ok(prepared) => prepared,
             Err(status) => return status_response(status),
@@ -437,8 +474,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_request_on_a_pooled_connection_the_backend_closed_is_sent_again() {
+    /// A proxy in front of a `closing_backend` run: its public address, and its gate.
+    async fn proxy_of_a_closing_backend() -> (SocketAddr, Gate, super::super::routes::RouteTable) {
         let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = backend.local_addr().unwrap().port();
         tokio::spawn(closing_backend(backend));
@@ -453,24 +490,58 @@ mod tests {
         routes.on_event(&web, &started, &super::super::routes::CoreView::default());
         let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = public.local_addr().unwrap();
-        tokio::spawn(serve(public, router));
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        let mut answers = String::new();
-        for _ in 0..3 {
-            client
-                .write_all(b"GET / HTTP/1.1\r\nhost: web\r\n\r\n")
-                .await
-                .unwrap();
-            let mut buf = [0; 1024];
-            // The backend's body, or the end of the proxy's own 502.
-            while !answers.ends_with("ok") && !answers.ends_with('\n') {
-                let n = client.read(&mut buf).await.unwrap();
-                assert_ne!(n, 0, "the client's connection stays open: {answers}");
-                answers.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-            assert!(answers.contains("200 OK"), "{answers}");
-            answers.clear();
+        let gate = Gate::default();
+        tokio::spawn(serve(public, router, gate.clone()));
+        (addr, gate, routes)
+    }
+
+    /// Sends a GET on `client` and reads its answer (the backend's body, or the end of
+    /// the proxy's own 502).
+    async fn get(client: &mut TcpStream) -> String {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: web\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0; 1024];
+        let mut answer = String::new();
+        while !answer.ends_with("ok") && !answer.ends_with('\n') {
+            let n = client.read(&mut buf).await.unwrap();
+            assert_ne!(n, 0, "the client's connection stays open: {answer}");
+            answer.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_request_on_a_pooled_connection_the_backend_closed_is_sent_again() {
+        let (addr, _gate, _routes) = proxy_of_a_closing_backend().await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..3 {
+            let answer = get(&mut client).await;
+            assert!(answer.contains("200 OK"), "{answer}");
+        }
+    }
+
+    #[tokio::test]
+    async fn winding_down_closes_each_keep_alive_client_after_its_next_response_or_idle() {
+        let (addr, gate, _routes) = proxy_of_a_closing_backend().await;
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        for client in [&mut busy, &mut idle] {
+            assert!(get(client).await.contains("200 OK"));
+        }
+        gate.0.winding_down.send_replace(true);
+        let last = get(&mut busy).await;
+        assert!(last.contains("200 OK"), "answered: {last}");
+        assert!(last.to_lowercase().contains("connection: close"), "{last}");
+        let mut rest = Vec::new();
+        for client in [&mut busy, &mut idle] {
+            let closed = tokio::time::timeout(IDLE_GRACE * 5, client.read_to_end(&mut rest));
+            assert!(closed.await.is_ok(), "closed by the proxy");
+        }
+        let mut open = gate.0.open.subscribe();
+        let none = tokio::time::timeout(IDLE_GRACE * 5, open.wait_for(|n| *n == 0));
+        assert!(none.await.is_ok(), "no client connection is counted");
     }
 
     #[test]

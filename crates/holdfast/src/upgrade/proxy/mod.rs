@@ -22,6 +22,7 @@ use std::time::Duration;
 use holdfast_core::supervisor::event::{Event, EventKind};
 use holdfast_core::supervisor::service::{RunId, Service};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use self::routes::{CoreView, RouteTable};
@@ -33,6 +34,58 @@ pub struct Proxies {
     routes: RouteTable,
     /// Accept loops, per base service.
     listening: HashMap<String, Listening>,
+    /// The client connections being served, and the word to wind them down.
+    gate: Gate,
+}
+
+/// The client connections of every proxy, counted, and whether they are to end: before
+/// `upgrade --self` the proxies stop accepting (new clients wait in the listen backlog,
+/// which the new image takes over) and each connection ends at a point its client
+/// expects: an HTTP one after its next response (`Connection: close`), a TCP one when
+/// either side closes.
+#[derive(Clone)]
+pub struct Gate(Arc<GateState>);
+
+struct GateState {
+    winding_down: watch::Sender<bool>,
+    open: watch::Sender<usize>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate(Arc::new(GateState {
+            winding_down: watch::channel(false).0,
+            open: watch::channel(0).0,
+        }))
+    }
+}
+
+impl Gate {
+    /// Counts a client connection until the guard drops.
+    fn enter(&self) -> Open {
+        self.0.open.send_modify(|n| *n += 1);
+        Open(self.clone())
+    }
+
+    /// Whether connections are to end.
+    fn winding_down(&self) -> bool {
+        *self.0.winding_down.borrow()
+    }
+
+    /// Resolves once connections are to end.
+    async fn wound_down(&self) {
+        let mut rx = self.0.winding_down.subscribe();
+        let _ = rx.wait_for(|down| *down).await;
+    }
+}
+
+/// One client connection, counted while it lives.
+struct Open(Gate);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.0.open.send_modify(|n| *n -= 1);
+    }
 }
 
 /// The accept loops of one base service, on its addresses; they stop (and their dups
@@ -119,6 +172,47 @@ impl Proxies {
         }
     }
 
+    /// Before `upgrade --self`: stops accepting and winds down the client connections,
+    /// waiting up to `bound` for them to end (any still open then are cut by the exec).
+    /// Returns how many were still open.
+    pub async fn wind_down(&mut self, bound: Duration) -> usize {
+        self.listening.clear();
+        self.gate.0.winding_down.send_replace(true);
+        let mut open = self.gate.0.open.subscribe();
+        let _ = tokio::time::timeout(bound, open.wait_for(|n| *n == 0)).await;
+        *open.borrow()
+    }
+
+    /// The routes to hand over to the next image (see [`RouteTable::forms`]).
+    pub fn handover(&self) -> Vec<routes::RouteForm> {
+        self.routes.forms()
+    }
+
+    /// Serves again after [`Proxies::wind_down`] (the exec failed), or in a new image
+    /// with the `routes` the previous one handed over: accepts on the public sockets
+    /// of every proxy-mode service of `specs` that has runs.
+    pub fn resume<'a>(
+        &mut self,
+        routes: Vec<routes::RouteForm>,
+        specs: impl IntoIterator<Item = &'a ServiceSpec>,
+        public: impl Fn(&str) -> io::Result<Public>,
+    ) {
+        self.gate.0.winding_down.send_replace(false);
+        self.routes.restore(routes);
+        for spec in specs {
+            let Some(proxy) = proxy_spec(spec) else {
+                continue;
+            };
+            let base = spec.name.base();
+            if !self.routes.has_instances(base) {
+                continue;
+            }
+            if let Err(e) = self.listen(spec, proxy, || public(base)) {
+                tracing::error!("{base}: the proxy does not accept again: {e}");
+            }
+        }
+    }
+
     /// Accepts on `spec`'s public addresses, unless its base already does on exactly
     /// these (a reload may have changed them: the proxy then moves to the new ones).
     fn listen(
@@ -150,9 +244,10 @@ impl Proxies {
             let listener = std::net::TcpListener::from(fd);
             listener.set_nonblocking(true)?;
             let listener = TcpListener::from_std(listener)?;
+            let gate = self.gate.clone();
             tasks.push(match proxy.protocol {
-                ProxyProtocol::Http => tokio::spawn(http::serve(listener, router.clone())),
-                ProxyProtocol::Tcp => tokio::spawn(tcp::serve(listener, router.clone())),
+                ProxyProtocol::Http => tokio::spawn(http::serve(listener, router.clone(), gate)),
+                ProxyProtocol::Tcp => tokio::spawn(tcp::serve(listener, router.clone(), gate)),
             });
         }
         let listening = Listening { addrs, tasks };

@@ -236,6 +236,49 @@ impl RouteTable {
     }
 }
 
+/// One live run of a proxy-mode service as `upgrade --self` hands it to the next image:
+/// its private port, and whether it takes new work.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RouteForm {
+    pub service: ServiceName,
+    pub run: u64,
+    pub port: u16,
+    pub routable: bool,
+}
+
+impl RouteTable {
+    /// Every live run, to hand over.
+    pub fn forms(&self) -> Vec<RouteForm> {
+        let instances = self.bases.values().flat_map(|b| &b.instances);
+        instances
+            .flat_map(|(service, runs)| {
+                runs.iter().map(|(run, r)| RouteForm {
+                    service: service.clone(),
+                    run: run.0,
+                    port: r.port,
+                    routable: r.routable,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes back the runs a previous image handed over, routed as they were.
+    pub fn restore(&mut self, forms: Vec<RouteForm>) {
+        for form in forms {
+            self.add_run(&form.service, RunId(form.run), form.port);
+            let base = self
+                .bases
+                .get_mut(form.service.base())
+                .expect("added above");
+            let runs = base.instances.get_mut(&form.service).expect("added above");
+            set_routable(runs, RunId(form.run), form.routable);
+        }
+        for base in self.bases.values() {
+            base.publish();
+        }
+    }
+}
+
 /// What the core has of one service when one of its events is published.
 #[derive(Debug, Default)]
 pub struct CoreView {
@@ -397,6 +440,22 @@ mod tests {
                 .await;
             assert_eq!(got, Some(addr(1002)));
         }
+    }
+
+    #[test]
+    fn handed_over_routes_route_as_before() {
+        let web = name("web");
+        let mut table = RouteTable::default();
+        table.add_run(&web, RunId(1), 1001);
+        table.on_event(&web, &started(1), &CoreView::default());
+        table.add_run(&web, RunId(2), 1002);
+        let mut next = RouteTable::default();
+        let mut router = next.router("web");
+        next.restore(table.forms());
+        assert_eq!(router.current(), Some(addr(1001)), "2 is not up yet");
+        assert_eq!(next.port(&web, RunId(2)), Some(1002));
+        next.on_event(&web, &started(2), &CoreView::default());
+        assert_eq!(router.current(), Some(addr(1002)));
     }
 
     #[tokio::test]

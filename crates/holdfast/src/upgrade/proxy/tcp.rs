@@ -3,13 +3,17 @@
 
 use tokio::net::{TcpListener, TcpStream};
 
+use super::Gate;
 use super::routes::{HOLD, Router};
 
-/// Accepts client connections on `listener` until the task is aborted.
-pub async fn serve(listener: TcpListener, router: Router) {
+/// Accepts client connections on `listener` until the task is aborted. A connection
+/// winding down (see [`Gate`]) goes on until either side closes it.
+pub async fn serve(listener: TcpListener, router: Router, gate: Gate) {
     super::accept_each(&listener, |stream, peer| {
         let mut router = router.clone();
+        let open = gate.enter();
         tokio::spawn(async move {
+            let _open = open;
             let Some(mut backend) = connect(&mut router).await else {
                 tracing::debug!("proxy: no backend for {peer}, closing");
                 return;
