@@ -287,7 +287,13 @@ fn proxy_flip_of_an_unmodified_go_server_under_new_connection_load_fails_no_requ
 }
 
 /// Health checks of the public port (during bake only the new run answers it).
-fn health(port: u16) -> String {
+/// The health check of `web` on public `port`: in proxy mode, of each run on its
+/// private port.
+fn health(port: u16, mode: Mode) -> String {
+    let port = match mode {
+        Mode::Proxy => "{port}".to_owned(),
+        Mode::Handover | Mode::Reuseport => port.to_string(),
+    };
     format!(
         r#"[service.web.health]
 http = "http://127.0.0.1:{port}/health"
@@ -300,7 +306,11 @@ unhealthy = {{ failures = 2, within = "10s", action = "none" }}
 
 /// Flips to `bad` under load and waits for its rollback: returns the load's report,
 /// the `rolled_back` event and the build `current` points at afterwards.
-fn roll_back(bad: &str, connections: Connections) -> (LoadReport, EventRecord, PathBuf, Builds) {
+fn roll_back(
+    bad: &str,
+    mode: Mode,
+    connections: Connections,
+) -> (LoadReport, EventRecord, PathBuf, Builds) {
     let builds = Builds::new();
     builds
         .demo("A", &[])
@@ -313,9 +323,9 @@ fn roll_back(bad: &str, connections: Connections) -> (LoadReport, EventRecord, P
     let daemon = Daemon::start(&config(
         &builds,
         port,
-        Mode::Handover,
+        mode,
         Server::Demo,
-        &health(port),
+        &health(port, mode),
         bake,
     ));
     running(&daemon);
@@ -338,9 +348,9 @@ fn roll_back(bad: &str, connections: Connections) -> (LoadReport, EventRecord, P
 }
 
 /// C exits at start: the old run never stopped, so C served nothing.
-fn crash_at_start_rolls_back(connections: Connections) {
-    let (report, event, link, builds) = roll_back("C", connections);
-    report.assert_no_failures(&format!("rollback of C, {connections:?}"));
+fn crash_at_start_rolls_back(mode: Mode, connections: Connections) {
+    let (report, event, link, builds) = roll_back("C", mode, connections);
+    report.assert_no_failures(&format!("rollback of C, {mode:?}, {connections:?}"));
     assert_eq!(
         report.by_build.keys().collect::<Vec<_>>(),
         ["A"],
@@ -356,18 +366,28 @@ fn crash_at_start_rolls_back(connections: Connections) {
 
 #[test]
 fn a_build_that_crashes_at_start_is_rolled_back_failing_no_keep_alive_request() {
-    crash_at_start_rolls_back(Connections::KeepAlive);
+    crash_at_start_rolls_back(Mode::Handover, Connections::KeepAlive);
 }
 
 #[test]
 fn a_build_that_crashes_at_start_is_rolled_back_failing_no_new_connection_request() {
-    crash_at_start_rolls_back(Connections::NewPerRequest);
+    crash_at_start_rolls_back(Mode::Handover, Connections::NewPerRequest);
+}
+
+#[test]
+fn with_reuseport_a_build_that_crashes_at_start_is_rolled_back_failing_no_request() {
+    crash_at_start_rolls_back(Mode::Reuseport, Connections::KeepAlive);
+}
+
+#[test]
+fn behind_the_proxy_a_build_that_crashes_at_start_is_rolled_back_failing_no_request() {
+    crash_at_start_rolls_back(Mode::Proxy, Connections::KeepAlive);
 }
 
 /// D served while baking, then turned unhealthy: A runs again and gets every client.
-fn unhealthy_while_baking_rolls_back(connections: Connections) {
-    let (report, event, link, builds) = roll_back("D", connections);
-    report.assert_no_failures(&format!("rollback of D, {connections:?}"));
+fn unhealthy_while_baking_rolls_back(mode: Mode, connections: Connections) {
+    let (report, event, link, builds) = roll_back("D", mode, connections);
+    report.assert_no_failures(&format!("rollback of D, {mode:?}, {connections:?}"));
     assert!(
         report.last_builds.iter().all(|b| b == "A"),
         "every client ends on A again: {report:#?}"
@@ -382,12 +402,22 @@ fn unhealthy_while_baking_rolls_back(connections: Connections) {
 
 #[test]
 fn a_build_that_turns_unhealthy_while_baking_is_rolled_back_failing_no_keep_alive_request() {
-    unhealthy_while_baking_rolls_back(Connections::KeepAlive);
+    unhealthy_while_baking_rolls_back(Mode::Handover, Connections::KeepAlive);
 }
 
 #[test]
 fn a_build_that_turns_unhealthy_while_baking_is_rolled_back_failing_no_new_connection_request() {
-    unhealthy_while_baking_rolls_back(Connections::NewPerRequest);
+    unhealthy_while_baking_rolls_back(Mode::Handover, Connections::NewPerRequest);
+}
+
+#[test]
+fn with_reuseport_a_build_that_turns_unhealthy_while_baking_is_rolled_back_failing_no_request() {
+    unhealthy_while_baking_rolls_back(Mode::Reuseport, Connections::KeepAlive);
+}
+
+#[test]
+fn behind_the_proxy_a_build_that_turns_unhealthy_while_baking_is_rolled_back_failing_no_request() {
+    unhealthy_while_baking_rolls_back(Mode::Proxy, Connections::KeepAlive);
 }
 
 /// Flips to `bad` under load: refused, nothing changes.
