@@ -629,3 +629,37 @@ mode = "proxy"
     assert_eq!(support::service(&status, "web").pid, pid, "the same run");
     assert!(requests(public) > 0, "routed through the new image's proxy");
 }
+
+#[test]
+fn a_request_waiting_for_a_restarting_run_behind_the_proxy_across_upgrade_self_is_answered() {
+    let public = support::free_port();
+    let d = Daemon::start(&format!(
+        r#"
+[service.web]
+command = ["{{DEMO_APP}}", "--listen", "127.0.0.1:{{port}}"]
+listen = ["tcp://127.0.0.1:{public}"]
+ready = {{ tcp = "127.0.0.1:{{port}}" }}
+restart = "always"
+restart_sec = "2s"
+
+[service.web.upgrade]
+mode = "proxy"
+"#
+    ));
+    let first = d.running_pid("web");
+    support::kill_9(first);
+    d.wait_for_service("web", "waiting to restart", |s| {
+        s.pid != Some(first) && s.state != "running"
+    });
+    // Accepted by the old image and held for a route, or waiting in the backlog for
+    // the new one: answered either way, by the run that comes next.
+    let waiting = std::thread::spawn(move || requests(public));
+    let out = d.cli_ok(&["upgrade", "--self"]);
+    assert!(
+        stdout(&out).contains("re-execution 1"),
+        "{}",
+        describe(&out)
+    );
+    assert!(waiting.join().expect("the client") > 0, "answered with 200");
+    assert_ne!(d.running_pid("web"), first);
+}

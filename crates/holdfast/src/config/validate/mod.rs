@@ -337,7 +337,7 @@ mod tests {
         let problem = only_problem(src);
         assert_eq!(snippet(src, &problem), "\"localhost\"");
         assert!(
-            problem.help().is_some_and(|h| h.contains("127.0.0.1:9700")),
+            problem.help().is_some_and(|h| h.contains("\":9700\"")),
             "{problem:?}"
         );
     }

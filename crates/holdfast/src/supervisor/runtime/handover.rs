@@ -77,10 +77,10 @@ pub struct Handover {
     /// (from an image that did not send them, they start at zero).
     #[serde(default)]
     pub metrics: Counted,
-    /// The private ports of the runs of proxy-mode services and whether each is
-    /// routed: the new image's proxies route as the old one's did.
+    /// The private ports of the runs of proxy-mode services, whether each is routed,
+    /// and which proxies accept: the new image's proxies serve as the old one's did.
     #[serde(default)]
-    pub proxy_routes: Vec<crate::upgrade::proxy::routes::RouteForm>,
+    pub proxies: crate::upgrade::proxy::ProxyForm,
 }
 
 /// The fds the new image serves on.
@@ -497,7 +497,7 @@ mod tests {
             refused: None,
             adopted: BTreeMap::from([(42, (1000, 42))]),
             metrics: Counted::default(),
-            proxy_routes: Vec::new(),
+            proxies: crate::upgrade::proxy::ProxyForm::default(),
         }
     }
 

@@ -169,6 +169,11 @@ enum Finished {
     Quarantined(quarantine_io::Appended),
     /// The new binary and the config of an `upgrade --self` were checked.
     Reexec(reexec::Checked),
+    /// The proxies wound down for `upgrade --self`: the exec of `program` is due.
+    WoundDown {
+        program: std::path::PathBuf,
+        left: usize,
+    },
     /// The ledger was written (see `ledger`).
     Ledger,
     /// A watched link flipped, a build was checked, a `verify` command timed out.
@@ -406,6 +411,10 @@ impl Shell {
             Finished::Released(released) => self.on_released(released),
             Finished::Quarantined(appended) => self.on_appended(appended),
             Finished::Reexec(checked) => self.on_reexec_checked(checked),
+            Finished::WoundDown { program, left } => {
+                self.on_wound_down(program, left);
+                false
+            }
             Finished::Ledger => {
                 self.ledger_written();
                 false

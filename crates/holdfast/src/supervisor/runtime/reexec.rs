@@ -174,6 +174,11 @@ impl Shell {
     /// `upgrade --self` asked: a refusal now if a service is in transit, else the checks
     /// that touch the disk, off the loop ([`Shell::on_reexec_checked`] goes on).
     pub(super) fn ask_reexec(&mut self, reply: oneshot::Sender<Answer>) {
+        if self.proxies.winding_down() {
+            let message = "holdfast is re-executing itself already".to_owned();
+            let _ = reply.send(Err(refused(ErrorKind::BadRequest, message)));
+            return;
+        }
         self.selfup.error = None;
         if let Err(why) = self.resumable() {
             let message = format!("cannot re-execute holdfast now: {why}");
@@ -211,11 +216,38 @@ impl Shell {
                 program.display(),
                 std::process::id()
             );
-            self.selfup.due = Some(program);
+            self.wind_down_proxies(program);
             Ok(Reply::Accepted { message })
         });
         let _ = reply.send(answer);
         false
+    }
+
+    /// The proxies' client connections live in this image only: they end first, at
+    /// points their clients expect (new ones wait in the backlog for the new image),
+    /// while the loop goes on (routes follow the events, requests are answered); the
+    /// exec is due once they did ([`Shell::on_wound_down`]).
+    fn wind_down_proxies(&mut self, program: PathBuf) {
+        let wound = self.proxies.wind_down(PROXY_WIND_DOWN);
+        let done = self.done_tx.clone();
+        tokio::spawn(async move {
+            let left = wound.await;
+            let _ = done.send(Finished::WoundDown { program, left });
+        });
+    }
+
+    /// The proxies wound down: the exec is due, unless holdfast is shutting down.
+    pub(super) fn on_wound_down(&mut self, program: PathBuf, left: usize) {
+        if self.sup.is_shutting_down() {
+            return;
+        }
+        if left > 0 {
+            tracing::warn!(
+                "{left} proxied connections still open after {PROXY_WIND_DOWN:?}: the \
+                 re-execution closes them"
+            );
+        }
+        self.selfup.due = Some(program);
     }
 
     /// Execs `program` in place; returns only if that failed (holdfast goes on as it
@@ -226,15 +258,6 @@ impl Shell {
         self.upstream.reloading();
         // Give the answer a moment to reach the client: its connection closes at exec.
         tokio::task::yield_now().await;
-        // The proxies' client connections live in this image only: they end first, at
-        // points their clients expect; new ones wait in the backlog for the new image.
-        let left = self.proxies.wind_down(PROXY_WIND_DOWN).await;
-        if left > 0 {
-            tracing::warn!(
-                "{left} proxied connections still open after {PROXY_WIND_DOWN:?}: the \
-                 re-execution closes them"
-            );
-        }
         reap::pause();
         // Exits reaped before the pause are handled here; later ones wait as zombies.
         let mut done = false;
@@ -258,8 +281,7 @@ impl Shell {
         reap::unpause();
         let sockets = &self.sockets;
         let specs = self.sup.plan().services.values();
-        self.proxies
-            .resume(Vec::new(), specs, |base| sockets.public(base));
+        self.proxies.resume_here(specs, |base| sockets.public(base));
         tracing::error!("upgrade --self failed, holdfast goes on as it was: {error}");
         self.selfup.error = Some(error);
         self.upstream.ready_again();
@@ -329,7 +351,7 @@ impl Shell {
                 .map(|(pid, (start, group))| (pid.as_raw(), (*start, group.as_raw())))
                 .collect(),
             metrics: self.metrics.counted(),
-            proxy_routes: self.proxies.handover(),
+            proxies: self.proxies.handover(),
         })
     }
 
@@ -358,9 +380,9 @@ impl Shell {
         // Before the core resumes: its first events (exits during the exec) move them.
         let sockets = &self.sockets;
         let specs = self.sup.plan().services.values();
-        let routes = std::mem::take(&mut handover.proxy_routes);
+        let proxies = std::mem::take(&mut handover.proxies);
         self.proxies
-            .resume(routes, specs, |base| sockets.public(base));
+            .resume(proxies, specs, |base| sockets.public(base));
         self.started = Instant::now()
             .checked_sub(handover.uptime)
             .unwrap_or(self.started);

@@ -36,6 +36,18 @@ pub struct Proxies {
     listening: HashMap<String, Listening>,
     /// The client connections being served, and the word to wind them down.
     gate: Gate,
+    /// While winding down for `upgrade --self`: the bases that were accepting, which
+    /// accept again in the next image (or in this one, if the exec fails). No accept
+    /// loop starts meanwhile.
+    wound: Option<Vec<String>>,
+}
+
+/// What the proxies hand to the next image: the routes, and which bases accept (a
+/// stopped service's proxy goes on answering, 503 after its hold).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProxyForm {
+    pub routes: Vec<routes::RouteForm>,
+    pub accepting: Vec<String>,
 }
 
 /// The client connections of every proxy, counted, and whether they are to end: before
@@ -168,43 +180,86 @@ impl Proxies {
         self.routes.on_event(service, &event.kind, &core);
         if matches!(event.kind, EventKind::Removed) && !self.routes.has_instances(service.base()) {
             self.listening.remove(service.base());
+            if let Some(wound) = &mut self.wound {
+                wound.retain(|base| base != service.base());
+            }
             self.routes.forget(service.base());
         }
     }
 
-    /// Before `upgrade --self`: stops accepting and winds down the client connections,
-    /// waiting up to `bound` for them to end (any still open then are cut by the exec).
-    /// Returns how many were still open.
-    pub async fn wind_down(&mut self, bound: Duration) -> usize {
-        self.listening.clear();
-        self.gate.0.winding_down.send_replace(true);
-        let mut open = self.gate.0.open.subscribe();
-        let _ = tokio::time::timeout(bound, open.wait_for(|n| *n == 0)).await;
-        *open.borrow()
+    /// Before `upgrade --self`: stops accepting (clients wait in the listen backlog)
+    /// and winds the client connections down. The future, which borrows nothing (the
+    /// loop goes on routing meanwhile), resolves once none is left or `bound` passed,
+    /// with how many are still open (the exec cuts them).
+    pub fn wind_down(&mut self, bound: Duration) -> impl Future<Output = usize> + Send + 'static {
+        let listening = std::mem::take(&mut self.listening);
+        self.wound = Some(listening.keys().cloned().collect());
+        let tasks: Vec<JoinHandle<()>> = (listening.into_values())
+            .flat_map(|mut l| std::mem::take(&mut l.tasks))
+            .collect();
+        let gate = self.gate.clone();
+        async move {
+            // Aborted and gone before the connections are counted: an accept loop
+            // aborted mid-poll may still hand out the connections it accepted.
+            for task in tasks {
+                task.abort();
+                let _ = task.await;
+            }
+            gate.0.winding_down.send_replace(true);
+            let mut open = gate.0.open.subscribe();
+            let _ = tokio::time::timeout(bound, open.wait_for(|n| *n == 0)).await;
+            *open.borrow()
+        }
     }
 
-    /// The routes to hand over to the next image (see [`RouteTable::forms`]).
-    pub fn handover(&self) -> Vec<routes::RouteForm> {
-        self.routes.forms()
+    /// Whether the proxies are winding down for `upgrade --self`.
+    pub fn winding_down(&self) -> bool {
+        self.wound.is_some()
     }
 
-    /// Serves again after [`Proxies::wind_down`] (the exec failed), or in a new image
-    /// with the `routes` the previous one handed over: accepts on the public sockets
-    /// of every proxy-mode service of `specs` that has runs.
-    pub fn resume<'a>(
+    /// What to hand to the next image.
+    pub fn handover(&self) -> ProxyForm {
+        let accepting = match &self.wound {
+            Some(wound) => wound.clone(),
+            None => self.listening.keys().cloned().collect(),
+        };
+        ProxyForm {
+            routes: self.routes.forms(),
+            accepting,
+        }
+    }
+
+    /// Serves on in this image after [`Proxies::wind_down`], when the exec failed.
+    pub fn resume_here<'a>(
         &mut self,
-        routes: Vec<routes::RouteForm>,
         specs: impl IntoIterator<Item = &'a ServiceSpec>,
         public: impl Fn(&str) -> io::Result<Public>,
     ) {
+        let form = ProxyForm {
+            routes: Vec::new(),
+            accepting: self.wound.take().unwrap_or_default(),
+        };
+        self.resume(form, specs, public);
+    }
+
+    /// Serves as a previous image did (`form`: what it handed over), or as this one did
+    /// before winding down: routes restored, accepting on the public sockets of each
+    /// proxy-mode service of `specs` that did.
+    pub fn resume<'a>(
+        &mut self,
+        form: ProxyForm,
+        specs: impl IntoIterator<Item = &'a ServiceSpec>,
+        public: impl Fn(&str) -> io::Result<Public>,
+    ) {
+        self.wound = None;
         self.gate.0.winding_down.send_replace(false);
-        self.routes.restore(routes);
+        self.routes.restore(form.routes);
         for spec in specs {
             let Some(proxy) = proxy_spec(spec) else {
                 continue;
             };
             let base = spec.name.base();
-            if !self.routes.has_instances(base) {
+            if !form.accepting.iter().any(|b| b == base) && !self.routes.has_instances(base) {
                 continue;
             }
             if let Err(e) = self.listen(spec, proxy, || public(base)) {
@@ -222,6 +277,13 @@ impl Proxies {
         public: impl FnOnce() -> io::Result<Public>,
     ) -> io::Result<()> {
         let base = spec.name.base();
+        if let Some(wound) = &mut self.wound {
+            // Winding down: it accepts again in the next image.
+            if !wound.iter().any(|b| b == base) {
+                wound.push(base.to_owned());
+            }
+            return Ok(());
+        }
         let addrs: Vec<SocketAddr> = spec
             .listen
             .addrs
