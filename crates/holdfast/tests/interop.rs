@@ -593,7 +593,9 @@ fn inline_comments_are_stripped_as_supervisord_strips_them_before_running_the_co
         return;
     }
     let scratch = Scratch::new("comments");
-    let sections = "[program:p]\ncommand=/bin/sh -c \"sleep 1000 && echo a#b #c\" x#y ;note\n";
+    // stopasgroup: the shell's sleep goes with it when supervisord stops.
+    let sections = "[program:p]\ncommand=/bin/sh -c \"sleep 1000 && echo a#b #c\" x#y ;note\n\
+                    stopasgroup=true\n";
     let peer = start_supervisord(&scratch, sections);
     wait_running(&peer, &["p"]);
     let ran = argv(&peer, "p");

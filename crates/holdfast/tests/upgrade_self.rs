@@ -149,6 +149,29 @@ fn wrk(port: u16, close: bool) -> std::process::Child {
         .expect("wrk runs (scripts/install-deps installs it)")
 }
 
+/// Two `upgrade --self` while `loads` run; then every request of each load succeeded.
+fn upgrade_self_twice_failing_no_request(d: &Daemon, loads: [std::process::Child; 2]) {
+    for n in 1..=2 {
+        let out = d.cli_ok(&["upgrade", "--self"]);
+        assert!(
+            stdout(&out).contains(&format!("re-execution {n}")),
+            "{}",
+            describe(&out)
+        );
+    }
+    for load in loads {
+        let out = load.wait_with_output().expect("wrk finishes");
+        let report = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(out.status.success(), "wrk ran: {report}");
+        assert!(report.contains("requests in"), "wrk counted: {report}");
+        assert!(
+            !report.contains("Socket errors"),
+            "no failed request: {report}"
+        );
+        assert!(!report.contains("Non-2xx"), "no failed request: {report}");
+    }
+}
+
 #[test]
 fn upgrade_self_under_http_load_fails_no_request_and_keeps_every_pid() {
     let (keep, fresh) = (support::free_port(), support::free_port());
@@ -176,26 +199,7 @@ timeout = "90ms"
         requests(keep) > 100 && requests(fresh) > 100
     });
 
-    for n in 1..=2 {
-        let out = d.cli_ok(&["upgrade", "--self"]);
-        assert!(
-            stdout(&out).contains(&format!("re-execution {n}")),
-            "{}",
-            describe(&out)
-        );
-    }
-
-    for load in loads {
-        let out = load.wait_with_output().expect("wrk finishes");
-        let report = format!("{}{}", stdout(&out), stderr(&out));
-        assert!(out.status.success(), "wrk ran: {report}");
-        assert!(report.contains("requests in"), "wrk counted: {report}");
-        assert!(
-            !report.contains("Socket errors"),
-            "no failed request: {report}"
-        );
-        assert!(!report.contains("Non-2xx"), "no failed request: {report}");
-    }
+    upgrade_self_twice_failing_no_request(&d, loads);
     let status = d.status();
     assert_eq!(status.daemon.pid, daemon);
     assert_eq!(status.daemon.execs, 2);
@@ -563,26 +567,7 @@ proxy = "tcp"
         requests(http) > 100 && requests(tcp) > 100
     });
 
-    for n in 1..=2 {
-        let out = d.cli_ok(&["upgrade", "--self"]);
-        assert!(
-            stdout(&out).contains(&format!("re-execution {n}")),
-            "{}",
-            describe(&out)
-        );
-    }
-
-    for load in loads {
-        let out = load.wait_with_output().expect("wrk finishes");
-        let report = format!("{}{}", stdout(&out), stderr(&out));
-        assert!(out.status.success(), "wrk ran: {report}");
-        assert!(report.contains("requests in"), "wrk counted: {report}");
-        assert!(
-            !report.contains("Socket errors"),
-            "no failed request: {report}"
-        );
-        assert!(!report.contains("Non-2xx"), "no failed request: {report}");
-    }
+    upgrade_self_twice_failing_no_request(&d, loads);
     let status = d.status();
     assert_eq!(status.daemon.execs, 2);
     for (name, pid) in ["web", "raw"].into_iter().zip(pids) {

@@ -596,6 +596,59 @@ mod tests {
     }
 
     #[test]
+    fn upgrades_rollbacks_crash_reports_and_oom_kills_are_counted_from_their_events() {
+        use crate::model::ServiceName;
+        use crate::unix::Pid;
+        let metrics = Metrics::default();
+        let web = |kind: EventKind| Event {
+            service: Some(ServiceName::new("web").expect("valid name")),
+            kind,
+        };
+        let build = || std::path::PathBuf::from("/srv/web/b");
+        let reason = || "exited".to_owned();
+        metrics.on_event(&web(EventKind::Upgraded { build: build() }), None);
+        let refused = EventKind::UpgradeRefused {
+            build: build(),
+            reason: reason(),
+        };
+        metrics.on_event(&web(refused), None);
+        let rolled_back = EventKind::RolledBack {
+            build: build(),
+            from: build(),
+            reason: reason(),
+        };
+        metrics.on_event(&web(rolled_back), None);
+        let crash = EventKind::CrashReported {
+            id: "1".to_owned(),
+            pid: Pid::from_raw(7),
+            summary: "panic".to_owned(),
+        };
+        metrics.on_event(&web(crash), None);
+        metrics.on_exit("web", ExitStatus::OomKilled);
+        let counted = metrics.counted();
+        let mut outcomes: Vec<(String, u64)> = (counted.upgrades.iter())
+            .map(|(labels, n)| (labels.outcome.clone(), *n))
+            .collect();
+        outcomes.sort();
+        let one = |outcome: &str| (outcome.to_owned(), 1);
+        assert_eq!(
+            outcomes,
+            [one("refused"), one("rolled_back"), one("upgraded")]
+        );
+        for (family, series) in [
+            ("rollbacks", &counted.rollbacks),
+            ("crash_reports", &counted.crash_reports),
+            ("oom_kills", &counted.oom_kills),
+        ] {
+            let services: Vec<_> = series
+                .iter()
+                .map(|(l, n)| (l.service.as_str(), *n))
+                .collect();
+            assert_eq!(services, [("web", 1)], "{family}");
+        }
+    }
+
+    #[test]
     fn a_removed_service_leaves_no_series_behind() {
         use crate::model::ServiceName;
         let metrics = Metrics::default();

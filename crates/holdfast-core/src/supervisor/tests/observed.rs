@@ -917,13 +917,8 @@ fn a_start_after_a_takeover_observes_the_upstreams_own_copy_instead_of_spawning_
 
 #[test]
 fn a_start_on_an_old_answer_spawns_command_when_the_upstreams_copy_is_gone_since() {
-    let (mut h, run) = taken_over_web();
-    h.watched(run, running(43, 9));
-    h.ok(Command::Stop, "web");
-    h.exit("web", killed(crate::unix::Signal::SIGTERM));
     // The last answer shows the copy: the start observes it, and says what it waits for.
-    let started = h.ok(Command::Start, "web");
-    assert_eq!(count(&started, "web BackToUpstream"), 1);
+    let mut h = gone_back_to_the_upstream();
     assert!(h.service("web").is_coming_up());
     // It stopped since: the first answer says so, and holdfast runs web again.
     let answer = h.report(seen(UpstreamState::Stopped, "STOPPED", None));
