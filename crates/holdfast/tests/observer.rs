@@ -275,6 +275,8 @@ fn with_supervisord_killed_and_takeover_holdfast_adopts_the_program_then_restart
         "{kinds:?}"
     );
     assert!(kinds.contains(&"taken_over".to_owned()), "{kinds:?}");
+    // Moved into web's cgroup (where holdfast has cgroups): the one its own copy gets.
+    let adopted_cgroups = support::holdfast_cgroups(pid);
     // Its end is an exit holdfast sees: it starts the command in its place.
     kill_9(pid);
     let s = web(&d, "runs a copy holdfast started", |s| {
@@ -285,6 +287,7 @@ fn with_supervisord_killed_and_takeover_holdfast_adopts_the_program_then_restart
         descendants(d.host_pid()).contains(&new),
         "holdfast's own child"
     );
+    assert_eq!(adopted_cgroups, support::holdfast_cgroups(new));
     wait_until("the new copy answers", || {
         TcpStream::connect(("127.0.0.1", sup.port)).is_ok()
     });

@@ -16,7 +16,7 @@ use super::Shell;
 use super::table::{Process, Role};
 use crate::model::ServiceName;
 use crate::model::Upstream;
-use crate::process::{pidfd, proc_stat, reap, spawn};
+use crate::process::{group, pidfd, proc_stat, reap, spawn};
 use crate::supervisor::core::{Attempt, Effect, Input};
 use crate::supervisor::recipe::{Output, Setup};
 use crate::supervisor::service::{RunId, UpstreamReport, UpstreamView};
@@ -296,10 +296,44 @@ impl Shell {
         };
         self.table.insert(pid, process);
         self.watch_adopted(pid, group, start, fd);
+        self.join_cgroup(&service, group);
         Input::TakenOver {
             service,
             run,
             adopted: Some(pid),
+        }
+    }
+
+    /// Moves a taken-over process and the rest of its process group into the service's
+    /// cgroup, as if holdfast had started it: from now on its memory is counted and
+    /// limited, an OOM kill is seen as one, and a stop reaches whatever it forked.
+    fn join_cgroup(&mut self, service: &ServiceName, group: Pid) {
+        use std::io::Write;
+        if self.cgroups.is_none() {
+            return;
+        }
+        let Some(spec) = self.sup.plan().services.get(service).cloned() else {
+            return;
+        };
+        let procs = match self.prepare_cgroup(service, &spec) {
+            Ok(procs) => procs,
+            Err(e) => {
+                tracing::warn!("{service}: the process taken over stays outside its cgroup: {e}");
+                return;
+            }
+        };
+        let members = group::group_members(group);
+        for fd in procs {
+            let mut procs = std::fs::File::from(fd);
+            for member in &members {
+                // One pid a write: cgroup.procs takes no more.
+                if let Err(e) = procs.write_all(member.pid.as_raw().to_string().as_bytes()) {
+                    tracing::warn!(
+                        "{service}: pid {} stays outside its cgroup: {e}",
+                        member.pid
+                    );
+                }
+            }
         }
     }
 }
