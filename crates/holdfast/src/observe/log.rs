@@ -56,9 +56,9 @@ pub fn init(format: LogFormat, target: LogTarget) {
         (None, LogFormat::Human) => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .event_format(super::human::Human::new())
                     .with_writer(std::io::stderr)
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_target(false),
+                    .with_ansi(std::io::stderr().is_terminal()),
             )
             .try_init(),
         (None, LogFormat::Json) => registry

@@ -2,6 +2,7 @@
 //! journald entries), service output forwarded to journald, and metrics.
 
 pub mod event_log;
+mod human;
 pub mod journald;
 pub mod log;
 pub mod metrics;

@@ -163,16 +163,6 @@ pub fn finished(service: &ServiceName, hook: Hook, reaped: &reap::Reaped) -> Eve
     }
 }
 
-/// Hook events holdfast's log shows as warnings: a hook that did not run, failed or was
-/// killed. (The core's events keep their usual level.)
-pub fn is_warning(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::HookFailed { .. } => true,
-        EventKind::HookFinished { status, .. } => !status.is_clean(),
-        _ => false,
-    }
-}
-
 /// Spawns `command` as a helper process of `spec` (a hook, a build's `verify` command):
 /// the service's recipe, user and limits, its own process group, output into `capture`
 /// (or nowhere when the service has none yet). Never waited for here: the caller puts

@@ -247,12 +247,6 @@ impl Shell {
             CrashMsg::Written(Ok(report)) => {
                 let report = *report;
                 let core = report.core.is_some().then(|| report.clone());
-                tracing::warn!(
-                    "{}: {} (crash report {})",
-                    report.service,
-                    report.summary,
-                    report.id
-                );
                 let summary = store::summary(&report, report.core.is_some());
                 self.crashes.last.insert(report.service.clone(), summary);
                 self.publish(&Event {

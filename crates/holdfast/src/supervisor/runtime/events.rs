@@ -68,12 +68,7 @@ impl Shell {
             }
         }
         let record = self.bus.publish(event, SystemTime::now());
-        let level = if hooks::is_warning(&event.kind) {
-            Level::WARN
-        } else {
-            Level::INFO
-        };
-        event_log::log(&record, &event.to_string(), level);
+        event_log::log(&record, &event.to_string(), level(&event.kind));
         let restart_reason = match (&event.kind, &event.service) {
             (EventKind::RestartScheduled { .. }, Some(service)) => self
                 .sup
@@ -150,5 +145,30 @@ impl Shell {
         if let Some(capture) = self.capture(&note.service) {
             capture.note(&format!("{}: {}", note.service, note.text));
         }
+    }
+}
+
+/// An event's level in holdfast's own log (the journal's `PRIORITY=`): a warning for
+/// what someone should look at (a failure, a kill, a rollback, a crash, an upstream
+/// gone), info for the rest. An exit is info: the crash report of one that crashed is
+/// the warning.
+fn level(kind: &EventKind) -> Level {
+    match kind {
+        EventKind::SpawnFailed { .. }
+        | EventKind::GaveUp { .. }
+        | EventKind::Escalated { .. }
+        | EventKind::StopAbandoned { .. }
+        | EventKind::HookFailed { .. }
+        | EventKind::StartTimedOut { .. }
+        | EventKind::WatchdogTimeout { .. }
+        | EventKind::RolledBack { .. }
+        | EventKind::UpgradeRefused { .. }
+        | EventKind::CrashReported { .. }
+        | EventKind::CoreDumped { .. }
+        | EventKind::UpstreamRestartTimedOut { .. }
+        | EventKind::UpstreamUnreachable { .. }
+        | EventKind::UpstreamDuplicate { .. } => Level::WARN,
+        EventKind::HookFinished { status, .. } if !status.is_clean() => Level::WARN,
+        _ => Level::INFO,
     }
 }
