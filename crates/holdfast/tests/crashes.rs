@@ -125,20 +125,18 @@ command = ["{DEMO_APP}", "--listen", "127.0.0.1:0"]
     assert_eq!(all, "no crash reports\n");
 }
 
-/// Builds `tests/go/crasher.go` once per test process, or says why it cannot.
-fn go_crasher() -> Result<PathBuf, String> {
+/// Builds `tests/go/crasher.go` once per test process; `None` (the test skips) with the
+/// reason printed when it cannot.
+fn go_crasher() -> Option<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT.get_or_init(|| support::go_build("crasher")).clone()
+    let built = BUILT.get_or_init(|| support::go_build("crasher")).clone();
+    built.map_err(|why| eprintln!("skipped: {why}")).ok()
 }
 
 #[test]
 fn a_go_program_panicking_in_a_nested_call_leaves_its_goroutine_trace() {
-    let crasher = match go_crasher() {
-        Ok(binary) => binary,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(crasher) = go_crasher() else {
+        return;
     };
     let d = Daemon::start(&format!(
         r#"
@@ -297,12 +295,8 @@ fn with_the_core_handler_installed_a_core_over_the_cap_is_truncated_and_the_repo
 
 #[test]
 fn a_hung_go_service_killed_for_failing_health_leaves_the_goroutine_stacks_of_its_dump_signal() {
-    let crasher = match go_crasher() {
-        Ok(binary) => binary,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(crasher) = go_crasher() else {
+        return;
     };
     let d = Daemon::start(&format!(
         r#"

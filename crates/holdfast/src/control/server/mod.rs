@@ -447,12 +447,10 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_follower_gets_the_history_then_live_events_of_its_filter() {
+    /// A server of `events`, whose history holds one event (seq 1) when followers come.
+    fn serving_events(events: &EventFeed) -> (TempDir, Server) {
         let dir = TempDir::new();
         let listener = bind(&dir.socket(), None).expect("socket binds");
-        let events = EventFeed::new();
-        // The history holds one event when the followers come.
         events.publish(fake_event(1));
         let server = serve_with_events(
             listener,
@@ -460,7 +458,13 @@ mod tests {
             fake_supervisor(),
             events.clone(),
         );
+        (dir, server)
+    }
 
+    #[tokio::test]
+    async fn a_follower_gets_the_history_then_live_events_of_its_filter() {
+        let events = EventFeed::new();
+        let (dir, server) = serving_events(&events);
         let mut all = follower(&dir.socket(), None).await;
         let mut api = follower(&dir.socket(), Some("api")).await;
         assert_eq!(
@@ -500,18 +504,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_follower_that_falls_behind_is_told_and_disconnected() {
-        let dir = TempDir::new();
-        let listener = bind(&dir.socket(), None).expect("socket binds");
         // Further behind than the channel and the history hold.
         let events = EventFeed::with_lengths(4, 4);
-        // The history holds one event when the followers come.
-        events.publish(fake_event(1));
-        let server = serve_with_events(
-            listener,
-            Groups::default(),
-            fake_supervisor(),
-            events.clone(),
-        );
+        let (dir, server) = serving_events(&events);
         let mut slow = follower(&dir.socket(), None).await;
         assert_eq!(seq_of(next_line(&mut slow).await), 1);
         subscribed(&events, 1).await;
@@ -532,17 +527,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_follower_left_behind_by_the_live_channel_catches_up_from_the_history() {
-        let dir = TempDir::new();
-        let listener = bind(&dir.socket(), None).expect("socket binds");
         let events = EventFeed::with_lengths(4, 32);
-        // The history holds one event when the followers come.
-        events.publish(fake_event(1));
-        let server = serve_with_events(
-            listener,
-            Groups::default(),
-            fake_supervisor(),
-            events.clone(),
-        );
+        let (dir, server) = serving_events(&events);
         let mut slow = follower(&dir.socket(), None).await;
         assert_eq!(seq_of(next_line(&mut slow).await), 1);
         subscribed(&events, 1).await;
