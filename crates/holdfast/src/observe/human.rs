@@ -57,8 +57,27 @@ where
         }
         let mut message = Message(String::new());
         event.record(&mut message);
-        writeln!(writer, "{}", message.0)
+        if writer.sanitizes_ansi_escapes() {
+            write_escaped(&mut writer, &message.0)?;
+        } else {
+            writer.write_str(&message.0)?;
+        }
+        writer.write_char('\n')
     }
+}
+
+/// Writes `text` with the characters a terminal takes as control sequences escaped,
+/// as tracing's own format does: a sentence may quote a service's output (a crash
+/// summary), which must not drive the operator's terminal.
+fn write_escaped(writer: &mut Writer<'_>, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        match c {
+            '\t' => writer.write_char(c)?,
+            c if c.is_control() => write!(writer, "\\u{{{:x}}}", u32::from(c))?,
+            c => writer.write_char(c)?,
+        }
+    }
+    Ok(())
 }
 
 /// The colors tracing's own format gives each level.
@@ -141,6 +160,13 @@ mod tests {
         let record = record(1, UNIX_EPOCH, &event);
         let line = human_line(|| event_log::log(&record, "web: pid 4242 exited 3", Level::INFO));
         assert!(line.ends_with(" INFO web: pid 4242 exited 3\n"), "{line:?}");
+        let line = human_line(|| {
+            event_log::log(&record, "web: crash \x1b[2Jsummary", Level::WARN);
+        });
+        assert!(
+            line.ends_with(" WARN web: crash \\u{1b}[2Jsummary\n"),
+            "{line:?}"
+        );
         let line = human_line(|| tracing::info!(services = 3, "holdfast up"));
         assert!(line.ends_with(" INFO holdfast up services=3\n"), "{line:?}");
     }

@@ -120,15 +120,20 @@ impl Shell {
         }
     }
 
-    /// A SIGKILL of the main process that the cgroup's OOM counter accounts for.
+    /// A SIGKILL of the main process that the cgroup's OOM counter accounts for, or an
+    /// end of unknown cause it does (a process holdfast did not start, on a kernel that
+    /// keeps no exit status for it: `pidfd::exited`).
     pub(super) fn classify(&self, service: &ServiceName, status: ExitStatus) -> ExitStatus {
-        let ExitStatus::Signaled {
-            signal: Signal::SIGKILL,
-            ..
-        } = status
-        else {
+        if !matches!(
+            status,
+            ExitStatus::Unknown
+                | ExitStatus::Signaled {
+                    signal: Signal::SIGKILL,
+                    ..
+                }
+        ) {
             return status;
-        };
+        }
         let attached = self.slots.get(service).and_then(|s| s.cgroup.as_ref());
         match attached {
             Some(AttachedCgroup {
