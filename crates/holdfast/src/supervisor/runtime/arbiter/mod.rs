@@ -305,8 +305,8 @@ impl Shell {
     }
 
     /// Moves a taken-over process and the rest of its process group into the service's
-    /// cgroup, as if holdfast had started it: from now on its memory is counted and
-    /// limited, an OOM kill is seen as one, and a stop reaches whatever it forked.
+    /// cgroup, as if holdfast had started it: from now on its new memory use is counted
+    /// and limited, an OOM kill is seen as one, and a stop reaches whatever it forks.
     fn join_cgroup(&mut self, service: &ServiceName, group: Pid) {
         use std::io::Write;
         if self.cgroups.is_none() {
@@ -322,21 +322,33 @@ impl Shell {
                 return;
             }
         };
-        let members = group::group_members(group);
-        for fd in procs {
-            let mut procs = std::fs::File::from(fd);
-            for member in &members {
-                // One pid a write: cgroup.procs takes no more.
-                if let Err(e) = procs.write_all(member.pid.as_raw().to_string().as_bytes()) {
-                    tracing::warn!(
-                        "{service}: pid {} stays outside its cgroup: {e}",
-                        member.pid
-                    );
+        let mut procs: Vec<std::fs::File> = procs.into_iter().map(std::fs::File::from).collect();
+        // A member may fork while the others move: the group is listed again until a
+        // pass finds no one new (a few passes at most).
+        let mut moved = std::collections::HashSet::new();
+        for _ in 0..JOIN_PASSES {
+            let new: Vec<Pid> = (group::group_members(group).into_iter())
+                .map(|member| member.pid)
+                .filter(|pid| moved.insert(*pid))
+                .collect();
+            if new.is_empty() {
+                return;
+            }
+            for pid in new {
+                for procs in &mut procs {
+                    // One pid a write: cgroup.procs takes no more.
+                    if let Err(e) = procs.write_all(pid.as_raw().to_string().as_bytes()) {
+                        tracing::warn!("{service}: pid {pid} stays outside its cgroup: {e}");
+                    }
                 }
             }
         }
+        tracing::warn!("{service}: its process group kept forking while it moved into its cgroup");
     }
 }
+
+/// Listings of a taken-over process group while it moves into its cgroup.
+const JOIN_PASSES: usize = 5;
 
 /// `view` with the `/proc` start times of its pid, which names the process should
 /// holdfast take it over later, and of the upstream's own process. A pid whose parent
