@@ -236,6 +236,16 @@ impl Shell {
         });
     }
 
+    /// The proxies accept again on their services' public sockets (see
+    /// `Proxies::resume`): as the previous image `handed` them over, or after a failed
+    /// exec as before their wind-down.
+    fn resume_proxies(&mut self, handed: Option<crate::upgrade::proxy::ProxyForm>) {
+        let sockets = &self.sockets;
+        let specs = self.sup.plan().services.values();
+        self.proxies
+            .resume(handed, specs, |base| sockets.public(base));
+    }
+
     /// The proxies wound down: the exec is due, unless holdfast is shutting down.
     pub(super) fn on_wound_down(&mut self, program: PathBuf, left: usize) {
         if self.sup.is_shutting_down() {
@@ -279,9 +289,7 @@ impl Shell {
             }
         }
         reap::unpause();
-        let sockets = &self.sockets;
-        let specs = self.sup.plan().services.values();
-        self.proxies.resume_here(specs, |base| sockets.public(base));
+        self.resume_proxies(None);
         tracing::error!("upgrade --self failed, holdfast goes on as it was: {error}");
         self.selfup.error = Some(error);
         self.upstream.ready_again();
@@ -378,11 +386,7 @@ impl Shell {
             tracing::warn!("handed-over fds nobody takes, closed: {names:?}");
         }
         // Before the core resumes: its first events (exits during the exec) move them.
-        let sockets = &self.sockets;
-        let specs = self.sup.plan().services.values();
-        let proxies = std::mem::take(&mut handover.proxies);
-        self.proxies
-            .resume(proxies, specs, |base| sockets.public(base));
+        self.resume_proxies(Some(std::mem::take(&mut handover.proxies)));
         self.started = Instant::now()
             .checked_sub(handover.uptime)
             .unwrap_or(self.started);

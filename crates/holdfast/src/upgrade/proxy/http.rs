@@ -74,14 +74,13 @@ pub async fn serve(listener: TcpListener, router: Router, gate: Gate) {
         })
     };
     let _pruner = AbortOnDrop(pruner);
-    super::accept_each(&listener, |stream, peer| {
+    super::accept_each(&listener, &gate, |stream, peer, open| {
         let proxy = Proxy {
             router: router.clone(),
             pool: pool.clone(),
             client: peer.ip(),
             gate: gate.clone(),
         };
-        let open = gate.enter();
         tokio::spawn(async move {
             let _open = open;
             let gate = proxy.gate.clone();

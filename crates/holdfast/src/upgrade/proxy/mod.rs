@@ -229,28 +229,19 @@ impl Proxies {
         }
     }
 
-    /// Serves on in this image after [`Proxies::wind_down`], when the exec failed.
-    pub fn resume_here<'a>(
-        &mut self,
-        specs: impl IntoIterator<Item = &'a ServiceSpec>,
-        public: impl Fn(&str) -> io::Result<Public>,
-    ) {
-        let form = ProxyForm {
-            routes: Vec::new(),
-            accepting: self.wound.take().unwrap_or_default(),
-        };
-        self.resume(form, specs, public);
-    }
-
-    /// Serves as a previous image did (`form`: what it handed over), or as this one did
-    /// before winding down: routes restored, accepting on the public sockets of each
-    /// proxy-mode service of `specs` that did.
+    /// Serves as a previous image did (`handed`: what it handed over), or as this one
+    /// did before [`Proxies::wind_down`] (`None`: the exec failed): routes restored,
+    /// accepting on the public sockets of each proxy-mode service of `specs` that did.
     pub fn resume<'a>(
         &mut self,
-        form: ProxyForm,
+        handed: Option<ProxyForm>,
         specs: impl IntoIterator<Item = &'a ServiceSpec>,
         public: impl Fn(&str) -> io::Result<Public>,
     ) {
+        let form = handed.unwrap_or_else(|| ProxyForm {
+            routes: Vec::new(),
+            accepting: self.wound.take().unwrap_or_default(),
+        });
         self.wound = None;
         self.gate.0.winding_down.send_replace(false);
         self.routes.restore(form.routes);
@@ -319,16 +310,18 @@ impl Proxies {
 }
 
 /// Accepts on `listener` until the task is aborted, handing each client connection
-/// (Nagle off: requests and answers are small) to `serve`.
+/// (Nagle off: requests and answers are small) to `serve`, counted by `gate` for as
+/// long as `serve` keeps its [`Open`].
 async fn accept_each(
     listener: &TcpListener,
-    mut serve: impl FnMut(tokio::net::TcpStream, SocketAddr),
+    gate: &Gate,
+    mut serve: impl FnMut(tokio::net::TcpStream, SocketAddr, Open),
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                serve(stream, peer);
+                serve(stream, peer, gate.enter());
             }
             Err(e) => accept_failed(listener, &e).await,
         }

@@ -160,18 +160,21 @@ impl RouteTable {
 
     /// A run was given `port`; it is routed once it is up.
     pub fn add_run(&mut self, service: &ServiceName, run: RunId, port: u16) {
+        let routable = false;
+        self.insert(service, run, Run { port, routable });
+    }
+
+    /// Keeps `run` of `service` as `known` (not published: the caller does).
+    fn insert(&mut self, service: &ServiceName, run: RunId, known: Run) -> &Base {
         let base = self
             .bases
             .entry(service.base().to_owned())
             .or_insert_with(Base::new);
-        let runs = base.instances.entry(service.clone()).or_default();
-        runs.insert(
-            run,
-            Run {
-                port,
-                routable: false,
-            },
-        );
+        base.instances
+            .entry(service.clone())
+            .or_default()
+            .insert(run, known);
+        base
     }
 
     /// The private port of a live run.
@@ -265,16 +268,11 @@ impl RouteTable {
     /// Takes back the runs a previous image handed over, routed as they were.
     pub fn restore(&mut self, forms: Vec<RouteForm>) {
         for form in forms {
-            self.add_run(&form.service, RunId(form.run), form.port);
-            let base = self
-                .bases
-                .get_mut(form.service.base())
-                .expect("added above");
-            let runs = base.instances.get_mut(&form.service).expect("added above");
-            set_routable(runs, RunId(form.run), form.routable);
-        }
-        for base in self.bases.values() {
-            base.publish();
+            let known = Run {
+                port: form.port,
+                routable: form.routable,
+            };
+            self.insert(&form.service, RunId(form.run), known).publish();
         }
     }
 }

@@ -9,9 +9,8 @@ use super::routes::{HOLD, Router};
 /// Accepts client connections on `listener` until the task is aborted. A connection
 /// winding down (see [`Gate`]) goes on until either side closes it.
 pub async fn serve(listener: TcpListener, router: Router, gate: Gate) {
-    super::accept_each(&listener, |stream, peer| {
+    super::accept_each(&listener, &gate, |stream, peer, open| {
         let mut router = router.clone();
-        let open = gate.enter();
         tokio::spawn(async move {
             let _open = open;
             let Some(mut backend) = connect(&mut router).await else {
