@@ -517,22 +517,18 @@ impl Service {
     /// decides. Gone (stopped, failed, a program it does not know): holdfast runs the
     /// service again, as a start asks, when it may take over; else it observes.
     fn rejoined(&mut self, view: &UpstreamView, now: Instant) -> Vec<Effect> {
-        let takeover = self.managed().takeover == Takeover::Allowed;
-        let observation = self.observation_mut();
-        match view.state {
-            UpstreamState::Stopping => Vec::new(),
-            UpstreamState::Running | UpstreamState::Starting => {
-                observation.arbitration = Arbitration::Idle;
-                Vec::new()
-            }
-            UpstreamState::Stopped | UpstreamState::Failed | UpstreamState::Unknown => {
-                observation.arbitration = Arbitration::Idle;
-                if takeover {
-                    self.copy_gone(now)
-                } else {
-                    Vec::new()
-                }
-            }
+        if view.state == UpstreamState::Stopping {
+            return Vec::new();
+        }
+        self.observation_mut().arbitration = Arbitration::Idle;
+        let gone = matches!(
+            view.state,
+            UpstreamState::Stopped | UpstreamState::Failed | UpstreamState::Unknown
+        );
+        if gone && self.managed().takeover == Takeover::Allowed {
+            self.copy_gone(now)
+        } else {
+            Vec::new()
         }
     }
 
