@@ -110,17 +110,32 @@ pub fn sweep_temps(dir: &Path, age: std::time::Duration) {
         return;
     };
     for entry in entries.flatten() {
-        let old = age.is_zero()
-            || entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|elapsed| elapsed >= age);
-        if old && entry.file_name().to_str().is_some_and(is_temp) {
+        // The name first: only a temp's age is worth a stat.
+        let Some(name) = entry
+            .file_name()
+            .to_str()
+            .filter(|n| is_temp(n))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        if entry
+            .metadata()
+            .is_ok_and(|meta| is_dead_temp(&name, &meta, age))
+        {
             let _ = fs::remove_file(entry.path());
         }
     }
+}
+
+/// Whether the directory entry `name` (`meta`) is a temp file of [`replace`] older than
+/// `age` (see [`sweep_temps`]), for a caller that reads the directory anyway.
+pub fn is_dead_temp(name: &str, meta: &fs::Metadata, age: std::time::Duration) -> bool {
+    is_temp(name)
+        && (age.is_zero()
+            || (meta.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed >= age))
 }
 
 #[cfg(test)]

@@ -244,7 +244,6 @@ fn json_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
 /// `.json` with its `.txt`, a core's record with its dump) until at most `count` stems
 /// and `bytes` bytes remain; the newest stem always stays.
 pub fn prune(dir: &Path, count: usize, bytes: u64) -> io::Result<()> {
-    private_file::sweep_temps(dir, private_file::ABANDONED);
     let mut stems: std::collections::BTreeMap<String, (SystemTime, u64, Vec<PathBuf>)> =
         std::collections::BTreeMap::new();
     for entry in fs::read_dir(dir)?.filter_map(Result::ok) {
@@ -253,6 +252,11 @@ pub fn prune(dir: &Path, count: usize, bytes: u64) -> io::Result<()> {
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
+        // A write that died mid-way (a crash, a power cut) left its temp file.
+        if private_file::is_dead_temp(&name, &meta, private_file::ABANDONED) {
+            let _ = fs::remove_file(entry.path());
+            continue;
+        }
         // Only reports' and cores' files: anything else in the directory is not ours.
         let Some(stem) = stem_of(&name) else { continue };
         let stem = stem.to_owned();
@@ -365,6 +369,27 @@ mod tests {
         assert_eq!(left(&dir), ["r4.json", "r4.txt"], "the newest stays");
         prune(&dir, 10, 1).expect("even over the size");
         assert_eq!(left(&dir).len(), 2);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_prune_removes_the_temp_of_a_write_that_died_long_ago_not_one_under_way() {
+        let dir = temp("dead-temps");
+        make_dir(&dir).expect("dir");
+        for name in [".r1.json.7.0.tmp", ".r2.json.7.1.tmp"] {
+            fs::write(dir.join(name), b"half").expect("temp");
+        }
+        let long_ago = SystemTime::now() - private_file::ABANDONED * 2;
+        let dead = fs::File::options()
+            .write(true)
+            .open(dir.join(".r1.json.7.0.tmp"));
+        dead.expect("open").set_modified(long_ago).expect("mtime");
+        prune(&dir, 10, u64::MAX).expect("pruned");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, [".r2.json.7.1.tmp"]);
         let _ = fs::remove_dir_all(&dir);
     }
 
