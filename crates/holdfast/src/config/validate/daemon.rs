@@ -145,31 +145,3 @@ impl Validator<'_> {
         })
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use crate::config::parse;
-
-    fn http(value: &str) -> Result<Option<std::net::SocketAddr>, String> {
-        let toml = format!("[holdfast]\nhttp = {value:?}\n[service.a]\ncommand = [\"a\"]\n");
-        (parse(&toml, "test.toml", Path::new("/")).map(|plan| plan.daemon.http))
-            .map_err(|e| e.render_plain())
-    }
-
-    #[test]
-    fn an_http_port_alone_is_on_loopback_and_an_address_is_taken_as_written() {
-        let on = |text: &str| Some(text.parse().expect("an address"));
-        assert_eq!(http(":9700"), Ok(on("127.0.0.1:9700")));
-        assert_eq!(http("9700"), Ok(on("127.0.0.1:9700")));
-        assert_eq!(http("0.0.0.0:9700"), Ok(on("0.0.0.0:9700")));
-        assert_eq!(http("[::1]:9700"), Ok(on("[::1]:9700")));
-        let text = http("localhost:9700").expect_err("no name is resolved");
-        assert!(
-            text.contains("invalid address \"localhost:9700\""),
-            "{text}"
-        );
-        assert!(text.contains("test.toml:2:8"), "{text}");
-    }
-}

@@ -332,6 +332,26 @@ mod tests {
     }
 
     #[test]
+    fn an_http_port_alone_is_on_loopback_and_an_address_is_taken_as_written() {
+        let http = |value: &str| plan(&format!("[holdfast]\nhttp = {value:?}\n")).daemon.http;
+        let on = |text: &str| Some(text.parse().expect("an address"));
+        assert_eq!(http(":9700"), on("127.0.0.1:9700"));
+        assert_eq!(http("9700"), on("127.0.0.1:9700"));
+        assert_eq!(http("0.0.0.0:9700"), on("0.0.0.0:9700"));
+        assert_eq!(http("[::1]:9700"), on("[::1]:9700"));
+        // No name is resolved.
+        let src = "[holdfast]\nhttp = \"localhost:9700\"\n";
+        let problem = only_problem(src);
+        assert_eq!(snippet(src, &problem), "\"localhost:9700\"");
+        assert!(
+            problem
+                .message()
+                .contains("invalid address \"localhost:9700\""),
+            "{problem:?}"
+        );
+    }
+
+    #[test]
     fn an_http_address_without_a_port_is_reported_at_its_value() {
         let src = "[holdfast]\nhttp = \"localhost\"\n";
         let problem = only_problem(src);
