@@ -60,14 +60,16 @@ pub fn read_private(path: &Path) -> io::Result<String> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// Writes `report` (JSON and text) and prunes the oldest reports beyond the bounds.
+/// Writes `report` (text, then JSON) and prunes the oldest reports beyond the bounds.
+/// The JSON goes last because it is what lists a report: whoever sees it finds the
+/// text beside it.
 pub fn write(state_dir: &Path, report: &CrashReport) -> io::Result<()> {
     let dir = dir(state_dir);
     make_dir(&dir)?;
-    let json = serde_json::to_vec_pretty(report).expect("reports always serialize");
-    private_file::replace(&dir.join(format!("{}.json", report.id)), &json)?;
     let text = super::render(report);
     private_file::replace(&dir.join(format!("{}.txt", report.id)), text.as_bytes())?;
+    let json = serde_json::to_vec_pretty(report).expect("reports always serialize");
+    private_file::replace(&dir.join(format!("{}.json", report.id)), &json)?;
     prune(&dir, KEEP_REPORTS, KEEP_BYTES)
 }
 
@@ -275,7 +277,11 @@ pub fn prune(dir: &Path, count: usize, bytes: u64) -> io::Result<()> {
     for (i, (_, size, paths)) in stems.into_iter().enumerate() {
         total += size;
         if i > 0 && (i >= count || total > bytes) {
-            for path in paths {
+            // The JSON first: once it is gone nobody lists the rest.
+            let (json, rest): (Vec<_>, Vec<_>) = paths
+                .into_iter()
+                .partition(|p| p.extension().is_some_and(|x| x == "json"));
+            for path in json.into_iter().chain(rest) {
                 match fs::remove_file(&path) {
                     // Another writer (a second core handler) pruned it first.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -331,6 +337,32 @@ mod tests {
         assert!(make_dir(&cores_dir(&state)).is_err());
         let _ = fs::remove_dir_all(&state);
         let _ = fs::remove_dir_all(&elsewhere);
+    }
+
+    #[test]
+    fn a_reader_that_finds_a_report_finds_its_text_beside_it_while_reports_come_and_go() {
+        let state = temp("text-first");
+        make_dir(&dir(&state)).expect("dir");
+        let reader = {
+            let dir = dir(&state);
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                while seen < 50 {
+                    for json in json_files(&dir).expect("listed") {
+                        // In this order: a pruned report loses its JSON first.
+                        let text = json.with_extension("txt").exists();
+                        assert!(text || !json.exists(), "{}", json.display());
+                        seen += 1;
+                    }
+                }
+            })
+        };
+        // Past the count, so that pruning runs beside the reader too.
+        for i in 0..KEEP_REPORTS as u64 + 20 {
+            write(&state, &report_at(100 + i as i32, i)).expect("written");
+        }
+        reader.join().expect("the text was always there");
+        let _ = fs::remove_dir_all(&state);
     }
 
     #[test]
