@@ -66,15 +66,17 @@ pub async fn run(args: Args, inherited: Option<(std::net::TcpListener, Origin)>)
     if let Origin::Inherited { name: Some(name) } = &origin {
         println!("inherited fd 3 is named {name:?}");
     }
-    if !args.no_watchdog_pings {
-        tokio::spawn(notify::watchdog(Arc::clone(&shared)));
-    }
     if let Some(pidfile) = &args.daemonize
         && let Err(error) = daemonize::write_pidfile(pidfile)
     {
         return fail("failed to write the pidfile", error);
     }
     notify::ready(addr);
+    // Pings start after READY=1 so a manager always hears readiness first (the
+    // pinger's first tick is immediate and ran ahead of it on another worker).
+    if !args.no_watchdog_pings {
+        tokio::spawn(notify::watchdog(Arc::clone(&shared)));
+    }
 
     let router = server::router(Arc::clone(&shared));
     let drain = Drain {
