@@ -23,6 +23,8 @@ fn crashes(d: &Daemon, name: &str) -> Vec<CrashSummary> {
 }
 
 /// Waits for the first report of `name` (and `ready` of it) and reads it in full.
+/// Waits for its event too: the report is listed once its files are written, and the
+/// daemon takes it in (status's "last crash", the event) only after that.
 fn wait_report(d: &Daemon, name: &str, ready: impl Fn(&CrashReport) -> bool) -> CrashReport {
     let mut found = None;
     d.wait_until(&format!("a crash report of {name}"), |d| {
@@ -30,7 +32,8 @@ fn wait_report(d: &Daemon, name: &str, ready: impl Fn(&CrashReport) -> bool) -> 
             return false;
         };
         let report = show(d, &first.id);
-        let done = ready(&report);
+        let events = support::stdout(&d.cli_ok(&["events", name]));
+        let done = ready(&report) && events.contains(&format!("(report {})", report.id));
         found = Some(report);
         done
     });

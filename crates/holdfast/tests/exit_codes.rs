@@ -39,11 +39,7 @@ command = ["{DEMO_APP}", "--listen", "127.0.0.1:0", "--crash-after", "300ms", "-
         "{backoff:?}"
     );
     d.wait_for_service("app", "was restarted", |s| s.restarts >= 1);
-    let log = d.log("app");
-    assert!(
-        log.contains("exit code 101 is mapped to restart after 2s"),
-        "{log}"
-    );
+    let log = d.wait_log("app", "exit code 101 is mapped to restart after 2s");
     assert!(
         log.contains("restarting in 2s (attempt 1)"),
         "the reported delay is the mapped one, not restart_sec:\n{log}"

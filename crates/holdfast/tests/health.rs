@@ -89,14 +89,14 @@ fn a_failing_health_endpoint_degrades_then_makes_unhealthy_and_restarts_the_serv
     });
     assert_eq!(restarted.restarts, 1, "restarted once");
 
-    let log = d.log("web");
+    // UNHEALTHY at the configured count, after DEGRADED at its own.
+    let log = d.wait_log(
+        "web",
+        "health degraded -> unhealthy after 4 failed probes, last: HTTP 503",
+    );
     assert!(
         log.contains("health ok -> degraded after 2 failed probes"),
         "DEGRADED at the configured count:\n{log}"
-    );
-    assert!(
-        log.contains("health degraded -> unhealthy after 4 failed probes, last: HTTP 503"),
-        "UNHEALTHY at the configured count:\n{log}"
     );
     let second = restarted.pid.expect("running");
     // The fresh process serves a healthy /health: three passing probes, still one restart.
@@ -140,8 +140,7 @@ fn an_unhealthy_service_comes_back_to_ok_only_after_the_configured_successes() {
     let web = d.service("web");
     assert_eq!(web.pid, Some(pid), "action none: the same process");
     assert_eq!(web.restarts, 0);
-    let log = d.log("web");
-    assert!(log.contains("health unhealthy -> ok (recovered)"), "{log}");
+    d.wait_log("web", "health unhealthy -> ok (recovered)");
 }
 
 #[test]
@@ -155,10 +154,10 @@ fn a_hung_process_is_detected_through_probe_timeouts_and_replaced() {
         s.state == "running" && s.pid.is_some_and(|p| p != hung)
     });
     assert_eq!(replaced.restarts, 1);
-    let log = d.log("web");
-    assert!(
-        log.contains("unhealthy after 4 failed probes, last: timed out after 150ms"),
-        "detected by timeouts:\n{log}"
+    // Detected by timeouts.
+    d.wait_log(
+        "web",
+        "unhealthy after 4 failed probes, last: timed out after 150ms",
     );
     assert!(
         !support::is_alive(hung),

@@ -72,12 +72,12 @@ fn a_listen_socket_is_passed_with_listen_fds_and_its_pid() {
     let answered = answering_pid(&mut TcpStream::connect(addr).expect("connect"));
 
     assert_eq!(answered, pid, "the service answers on holdfast's socket");
-    let log = daemon.log("web");
+    // demo-app prints this after the line that says where it listens.
+    let log = daemon.wait_log("web", "inherited fd 3 is named \"web\"");
     assert!(
         log.contains(&format!("listening on {addr} (LISTEN_FDS)")),
         "{log}"
     );
-    assert!(log.contains("inherited fd 3 is named \"web\""), "{log}");
     assert!(log.contains("LISTEN_FDNAMES=web"), "{log}");
     assert!(
         fd3(pid).starts_with("socket:"),

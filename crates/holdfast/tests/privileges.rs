@@ -286,11 +286,8 @@ command = ["/bin/sleep", "1000"]
         Some("SIGKILL"),
         "the OOM killer's signal"
     );
-    let log = daemon.log("hog");
-    assert!(
-        log.contains("oom-killed"),
-        "the Exited event says oom-killed:\n{log}"
-    );
+    // The Exited event says so.
+    daemon.wait_log("hog", "oom-killed");
 
     let other = daemon.service("bystander");
     assert_eq!(

@@ -496,6 +496,18 @@ impl Daemon {
         fs::read_to_string(self.dir.join("logs").join(format!("{name}.log"))).unwrap_or_default()
     }
 
+    /// Waits until the log of `name` holds `text` and returns the log. A service's output
+    /// and holdfast's notes reach the file through the capture task, so they may land
+    /// after the state or event a test waited on.
+    pub fn wait_log(&self, name: &str, text: &str) -> String {
+        let mut log = String::new();
+        self.wait_until(&format!("{name}'s log holds {text:?}"), |d| {
+            log = d.log(name);
+            log.contains(text)
+        });
+        log
+    }
+
     pub fn has_exited(&self) -> bool {
         // An exited but not yet waited-for child is a zombie: that counts as exited.
         self.exited.is_some() || !is_alive(self.child.id())
