@@ -143,6 +143,10 @@ fn shutdown_requested(shared: Arc<Shared>) -> io::Result<impl Future<Output = ()
                 println!("ignoring SIGTERM");
                 continue;
             }
+            // Draining before saying so: a request answered after the line (or after
+            // STOPPING=1) already gets `Connection: close`; `serve` only sets it once
+            // its accept loop sees this future end.
+            shared.start_draining();
             println!("shutting down on {name}");
             notify::stopping();
             return;
