@@ -168,13 +168,7 @@ fn ledger_says(d: &Daemon, service: &str, state: &str) {
 }
 
 fn stubborns(d: &Daemon) -> Vec<(u32, String)> {
-    tagged_processes(d.tag())
-        .into_iter()
-        .filter_map(|pid| {
-            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
-            cmdline.contains("echo version").then_some((pid, cmdline))
-        })
-        .collect()
+    support::group_leaders_running(d.tag(), "echo version")
 }
 
 #[test]

@@ -75,7 +75,8 @@ fn three_instances_each_serve_their_own_port_and_know_their_number() {
     for i in 0..3u16 {
         TcpStream::connect(("127.0.0.1", base + i))
             .unwrap_or_else(|e| panic!("web@{i} listens on {}: {e}", base + i));
-        let log = daemon.log(&format!("web@{i}"));
+        // The environment is printed before " listening on ", on the same pipe.
+        let log = daemon.wait_log(&format!("web@{i}"), " listening on ");
         assert!(log.contains(&format!("HOLDFAST_INSTANCE={i}")), "{log}");
         assert!(log.contains(&format!("HOLDFAST_SERVICE=web@{i}")), "{log}");
         assert!(log.contains(&format!("SHARD=shard-{i}")), "{log}");

@@ -148,8 +148,8 @@ log.journald = true
         line("plain-err"),
     );
     assert_eq!(field(&plain, "PRIORITY"), Some("6"), "{plain:?}");
-    // The log file keeps every line too.
-    assert!(daemon.log("chatty").contains("hello-err"));
+    // The log file keeps every line too (written after the whole read went to journald).
+    daemon.wait_log("chatty", "hello-err");
 
     kill_9(pid);
     let pid = pid_text;

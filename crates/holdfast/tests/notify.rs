@@ -88,7 +88,8 @@ fn the_demo_app_with_ready_notify_becomes_running_and_dependents_wait_for_it() {
     let d = Daemon::start(
         r#"
 [service.app]
-command = ["{DEMO_APP}", "--listen", "127.0.0.1:0", "--slow-start", "1500ms"]
+# A slow start that lasts until the test says so: the app starts once `go` exists.
+command = ["/bin/sh", "-c", "while [ ! -e '{DIR}/go' ]; do sleep 0.05; done; exec \"$0\" --listen 127.0.0.1:0", "{DEMO_APP}"]
 ready = "notify"
 start_secs = "0s"
 
@@ -103,6 +104,7 @@ start_secs = "0s"
     let client = support::service(&status, "client");
     assert_eq!(app.state, "starting", "slow start: not ready yet");
     assert_eq!(client.state, "waiting", "after = [app] waits for readiness");
+    std::fs::write(d.dir().join("go"), "").expect("the gate opens");
     let app = d.wait_for_service("app", "is running", |s| s.state == "running");
     assert!(
         app.status_text
@@ -286,7 +288,7 @@ fn a_newline_on_the_notification_fd_makes_a_service_ready() {
     let d = Daemon::start(
         r#"
 [service.s6]
-command = ["/bin/sh", "-c", "sleep 0.5; [ -e /proc/self/fd/4 ] && exit 9; echo >&5; exec sleep 1000"]
+command = ["/bin/sh", "-c", "while [ ! -e '{DIR}/go' ]; do sleep 0.05; done; [ -e /proc/self/fd/4 ] && exit 9; echo >&5; exec sleep 1000"]
 ready = { fd = 5 }
 start_secs = "0s"
 start_timeout = "20s"
@@ -294,6 +296,7 @@ start_timeout = "20s"
     );
     let starting = d.service("s6");
     assert_eq!(starting.state, "starting");
+    std::fs::write(d.dir().join("go"), "").expect("the gate opens");
     let running = d.wait_for_service("s6", "is running", |s| s.state == "running");
     assert_eq!(
         running.restarts, 0,

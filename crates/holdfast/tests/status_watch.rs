@@ -15,12 +15,17 @@ const SERVICE: &str = r#"
 command = ["sleep", "300"]
 "#;
 
-/// Everything `child` writes to its stdout, gathered by a thread.
-fn gather(child: &mut Child) -> Arc<Mutex<Vec<u8>>> {
+/// Everything a child writes to its stdout, gathered by a thread.
+struct Gathered {
+    out: Arc<Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+fn gather(child: &mut Child) -> Gathered {
     let out = Arc::new(Mutex::new(Vec::new()));
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let sink = Arc::clone(&out);
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = stdout.read(&mut buf) {
             if n == 0 {
@@ -31,11 +36,23 @@ fn gather(child: &mut Child) -> Arc<Mutex<Vec<u8>>> {
                 .extend_from_slice(&buf[..n]);
         }
     });
-    out
+    Gathered { out, reader }
 }
 
-fn text(out: &Mutex<Vec<u8>>) -> String {
-    String::from_utf8_lossy(&out.lock().expect("not poisoned")).into_owned()
+impl Gathered {
+    /// What has arrived so far.
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().expect("not poisoned")).into_owned()
+    }
+
+    /// Everything, once the child exited: the thread may still be reading its last
+    /// bytes (the terminal being given back) when the exit is seen.
+    fn all(self) -> String {
+        let Gathered { out, reader } = self;
+        reader.join().expect("the reader does not panic");
+        let all = out.lock().expect("not poisoned");
+        String::from_utf8_lossy(&all).into_owned()
+    }
 }
 
 /// Whether a line of the table shows `api` running as `pid`.
@@ -105,7 +122,7 @@ fn status_watch_without_a_terminal_prints_a_snapshot_per_change_until_interrupte
         .expect("holdfast status --watch starts");
     let out = gather(&mut watch);
     wait_until("the first snapshot shows api running", || {
-        shows_running(&text(&out), first)
+        shows_running(&out.text(), first)
     });
     kill_9(first);
     let second = daemon.wait_for("api to run again", |s| {
@@ -113,12 +130,12 @@ fn status_watch_without_a_terminal_prints_a_snapshot_per_change_until_interrupte
         (api.state == "running" && api.pid != Some(first)).then_some(api.pid?)
     });
     wait_until("a later snapshot shows the new pid", || {
-        shows_running(&text(&out), second)
+        shows_running(&out.text(), second)
     });
     let pid = nix::unistd::Pid::from_raw(i32::try_from(watch.id()).expect("pid fits"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
     assert!(wait_exit(&mut watch).success());
-    let out = text(&out);
+    let out = out.all();
     assert!(
         !out.contains('\x1b'),
         "no terminal control without a terminal: {out:?}"
@@ -139,15 +156,15 @@ fn top_on_a_terminal_draws_on_the_alternate_screen_and_restores_the_terminal_on_
     let mut term = top_on_a_terminal(&daemon);
     let out = gather(&mut term);
     wait_until("top draws api running on the alternate screen", || {
-        let out = text(&out);
+        let out = out.text();
         out.contains("\x1b[?1049h") && out.contains("api") && out.contains(&pid.to_string())
     });
     let mut keys = term.stdin.take().expect("stdin is piped");
     keys.write_all(b"\x03").expect("Ctrl-C is typed");
     keys.flush().expect("typed");
-    assert!(wait_exit(&mut term).success(), "{:?}", text(&out));
+    assert!(wait_exit(&mut term).success(), "{:?}", out.text());
     drop(keys);
-    let out = text(&out);
+    let out = out.all();
     let drawn = out.rfind("\x1b[2J").expect("the screen was drawn");
     let left = out
         .rfind("\x1b[?1049l")
@@ -169,13 +186,13 @@ fn top_says_holdfast_stopped_after_giving_the_terminal_back_when_the_daemon_shut
     let mut term = top_on_a_terminal(&daemon);
     let out = gather(&mut term);
     wait_until("top draws api running", || {
-        let out = text(&out);
+        let out = out.text();
         out.contains("\x1b[?1049h") && out.contains(&pid.to_string())
     });
     daemon.cli_ok(&["shutdown"]);
     assert!(daemon.wait_exit().success());
-    assert!(wait_exit(&mut term).success(), "{:?}", text(&out));
-    let out = text(&out);
+    assert!(wait_exit(&mut term).success(), "{:?}", out.text());
+    let out = out.all();
     let left = out
         .rfind("\x1b[?1049l")
         .expect("the alternate screen was left");

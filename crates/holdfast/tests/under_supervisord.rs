@@ -6,7 +6,7 @@ mod support;
 use std::process::Command;
 
 use support::supervisord::Supervisord;
-use support::{describe, holdfast, holdfast_bin, is_alive, kill_9, run, stdout, tagged_processes};
+use support::{describe, holdfast, holdfast_bin, is_alive, kill_9, run, stdout};
 
 /// A supervisord whose program `holdfast` (not started yet) runs holdfast on the config
 /// `holdfast.toml` in its directory: one service, `ticker`.
@@ -67,13 +67,7 @@ fn ticker_pid(status: &serde_json::Value) -> Option<u64> {
 
 /// The test's processes running the ticker's loop.
 fn tickers(supervisord: &Supervisord) -> usize {
-    tagged_processes(supervisord.tag())
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("echo tick"))
-        })
-        .count()
+    support::group_leaders_running(supervisord.tag(), "echo tick").len()
 }
 
 #[test]

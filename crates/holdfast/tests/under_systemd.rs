@@ -78,14 +78,27 @@ fn service_pids(container: &Container) -> Vec<(String, u32)> {
 /// The first entry holdfast logged to the journal about service `name`, as
 /// `journalctl -o json` reads it back.
 fn journal_entry_of(container: &Container, name: &str) -> serde_json::Value {
-    let json = container.ok(&format!(
-        "journalctl -u holdfast.service -o json --no-pager HOLDFAST_SERVICE={name}"
-    ));
-    let line = json
-        .lines()
-        .next()
-        .unwrap_or_else(|| panic!("no journal entry with HOLDFAST_SERVICE={name}"));
+    let mut json = String::new();
+    container.wait_until(
+        &format!("a journal entry with HOLDFAST_SERVICE={name}"),
+        |c| {
+            json = c.ok(&format!(
+                "journalctl -u holdfast.service -o json --no-pager HOLDFAST_SERVICE={name}"
+            ));
+            !json.trim().is_empty()
+        },
+    );
+    let line = json.lines().next().expect("waited for above");
     serde_json::from_str(line).expect("journalctl -o json writes JSON lines")
+}
+
+/// Waits until holdfast's unit journal holds `text`: journald takes a unit's output
+/// asynchronously, so a line may land after the `systemctl` call that caused it returned.
+fn wait_journal(container: &Container, text: &str) {
+    container.wait_until(&format!("holdfast's journal holds {text:?}"), |c| {
+        c.ok("journalctl -u holdfast.service --no-pager -o cat")
+            .contains(text)
+    });
 }
 
 /// How many processes inside the container run `program`.
@@ -191,8 +204,7 @@ fn a_stop_that_outlasts_timeout_stop_sec_leaves_no_service_running() {
          stop = { timeout = \"600s\" }\n",
     );
     install_and_start_holdfast(&container, &config);
-    let release = container.ok("journalctl -u holdfast.service --no-pager -o cat");
-    assert!(release.contains("cgroup-release: "), "{release}");
+    wait_journal(&container, "cgroup-release: ");
     let pids = service_pids(&container);
     let [(_, pid)] = pids.as_slice() else {
         panic!("one service expected: {pids:?}")
@@ -210,11 +222,7 @@ fn a_stop_that_outlasts_timeout_stop_sec_leaves_no_service_running() {
         &format!("the service (pid {pid}) left by the timed-out holdfast is gone"),
         |c| c.run(&format!("test -d /proc/{pid}")).status.code() != Some(0),
     );
-    let journal = container.ok("journalctl -u holdfast.service --no-pager -o cat");
-    assert!(
-        journal.contains("cgroup-reap: service result timeout: killed"),
-        "{journal}"
-    );
+    wait_journal(&container, "cgroup-reap: service result timeout: killed");
 }
 
 #[test]

@@ -696,6 +696,25 @@ pub fn tagged_processes(tag: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The test's processes that lead their process group (as holdfast starts every
+/// service) and whose command line holds `text`, with that command line. A shell's
+/// forked child shows the shell's command line until it execs: leading no group, it
+/// is never counted as a second copy.
+pub fn group_leaders_running(tag: &str, text: &str) -> Vec<(u32, String)> {
+    tagged_processes(tag)
+        .into_iter()
+        .filter(|&pid| {
+            let pid = Pid::from_raw(i32::try_from(pid).expect("pids fit in i32"));
+            nix::unistd::getpgid(Some(pid)) == Ok(pid)
+        })
+        .filter_map(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+            cmdline.contains(text).then_some((pid, cmdline))
+        })
+        .collect()
+}
+
 pub fn find_service<'a>(status: &'a Status, name: &str) -> Option<&'a ServiceStatus> {
     status.services.iter().find(|s| s.name.as_str() == name)
 }
