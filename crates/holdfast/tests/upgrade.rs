@@ -78,9 +78,9 @@ impl Builds {
         self.0.flip(self.dir(id));
     }
 
-    /// The build `current` points at.
-    fn points_at(&self) -> PathBuf {
-        self.0.points_at()
+    /// Waits until `current` points at build `id`.
+    fn wait_points_at(&self, daemon: &Daemon, id: &str) {
+        self.0.wait_points_at(daemon, self.dir(id));
     }
 }
 
@@ -305,8 +305,7 @@ unhealthy = {{ failures = 2, within = "10s", action = "none" }}
 }
 
 /// Flips to `bad` under load and waits for its rollback and for `current` to point
-/// back at A (holdfast repoints it beside the event, not before it): returns the load's
-/// report and the `rolled_back` event.
+/// back at A: returns the load's report and the `rolled_back` event.
 fn roll_back(bad: &str, mode: Mode, connections: Connections) -> (LoadReport, EventRecord) {
     let builds = Builds::new();
     builds
@@ -340,9 +339,7 @@ fn roll_back(bad: &str, mode: Mode, connections: Connections) -> (LoadReport, Ev
         upgraded.is_empty(),
         "{bad} never counts as upgraded: {upgraded:?}"
     );
-    daemon.wait_until("current points back at A", |_| {
-        builds.points_at() == builds.dir("A")
-    });
+    builds.wait_points_at(&daemon, "A");
     (report, event)
 }
 
@@ -592,9 +589,7 @@ fn a_canary_that_crashes_is_rolled_back_and_the_other_instances_are_never_touche
             "web@{i} kept serving A in the same process"
         );
     }
-    daemon.wait_until("current points back at A", |_| {
-        builds.points_at() == builds.dir("A")
-    });
+    builds.wait_points_at(&daemon, "A");
 }
 
 /// The harness itself: a steady service (no upgrade) under both kinds of load.

@@ -257,9 +257,7 @@ fn a_rolled_back_build_points_the_link_back_and_that_flip_starts_no_upgrade() {
     deploy.build("c", "#!/bin/sh\nexit 1\n", 0o755);
     deploy.flip("builds/c");
     daemon.wait_until("api rolled back", |d| !events(d, "rolled_back").is_empty());
-    daemon.wait_until("current points at builds/a again", |_| {
-        fs::read_link(deploy.current()).is_ok_and(|text| text == Path::new("builds/a"))
-    });
+    deploy.wait_points_at(&daemon, "builds/a");
     // A good flip after it: once it is rolled out, every flip before it was handled.
     let d = fs::canonicalize(deploy.build("d", &script(0), 0o755)).expect("d exists");
     deploy.flip("builds/d");
@@ -329,9 +327,7 @@ fn a_rollback_of_a_later_instance_points_the_link_back_at_the_old_build() {
         };
         (on_a("api@0") && on_a("api@1")).then_some(())
     });
-    daemon.wait_until("current points at builds/a again", |_| {
-        fs::read_link(deploy.current()).is_ok_and(|text| text == Path::new("builds/a"))
-    });
+    deploy.wait_points_at(&daemon, "builds/a");
 }
 
 #[test]

@@ -55,9 +55,13 @@ impl Deploy {
         fs::rename(&temp, self.current()).expect("the link is renamed over current");
     }
 
-    /// The text of the `current` link.
-    pub fn points_at(&self) -> PathBuf {
-        fs::read_link(self.current()).expect("current is a symlink")
+    /// Waits until the text of the `current` link is `target`: holdfast points it back
+    /// after a rollback beside its `rolled_back` event, not before it.
+    pub fn wait_points_at(&self, daemon: &super::Daemon, target: impl AsRef<Path>) {
+        let target = target.as_ref();
+        daemon.wait_until(&format!("current points at {}", target.display()), |_| {
+            fs::read_link(self.current()).is_ok_and(|text| text == target)
+        });
     }
 }
 
